@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# `npm test`: build, lint, install what the tests need, run every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+npx tsc -p tsconfig.json
+npx biome check src test bench
+# The interop tests drive the real OpenClaw CLI (Node 24 + openclaw from npm, cached in .cache/).
+if [ -f scripts/openclaw-cache.sh ]; then
+  eval "$(bash scripts/openclaw-cache.sh | grep -E '^(NODE24|OPENCLAW)=')"
+  export CLAWGATE_OPENCLAW_NODE="$NODE24" CLAWGATE_OPENCLAW_CLI="$OPENCLAW"
+fi
+node --test --test-concurrency=2 dist/test/*.test.js

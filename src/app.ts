@@ -1,0 +1,39 @@
+/** Composition root: build a gateway from a config and a store, register every method domain. */
+import type { GatewayConfig } from './core/config.js';
+import { type Clock, type Random, systemClock, systemRandom } from './core/env.js';
+import { Gateway, type Logger, silentLogger } from './core/gateway.js';
+import { registerSystemMethods } from './methods/system.js';
+import { type RunningServer, startServer } from './server/server.js';
+import type { Store } from './store/types.js';
+
+export interface AppOptions {
+  config: GatewayConfig;
+  store: Store;
+  clock?: Clock;
+  random?: Random;
+  log?: Logger;
+  /** Host to listen on (already resolved from `bind`). */
+  host: string;
+}
+
+export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
+  const gw = new Gateway({
+    store: opts.store,
+    config: opts.config,
+    clock: opts.clock ?? systemClock,
+    random: opts.random ?? systemRandom,
+    log: opts.log ?? silentLogger,
+  });
+  registerSystemMethods(gw);
+  return gw;
+}
+
+export async function startGateway(opts: AppOptions): Promise<{ gateway: Gateway; server: RunningServer }> {
+  const gateway = createGateway(opts);
+  if ((await opts.store.getMeta('gateway.id')) === null) {
+    await opts.store.setMeta('gateway.id', (opts.random ?? systemRandom).uuid());
+  }
+  const server = await startServer(gateway, opts.host, opts.config.port);
+  gateway.start();
+  return { gateway, server };
+}

@@ -1,0 +1,75 @@
+/**
+ * The state dir: `--state-dir` > CLAWGATE_STATE_DIR > ~/.clawgate. Holds the SQLite database,
+ * the credentials file (gateway token + owner credential, mode 0600) and `gateway.json`, the
+ * address the running gateway listens on (so local CLI commands find it).
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import type { Random } from '../core/env.js';
+import { generateSecret } from '../core/secrets.js';
+
+export function resolveStateDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return flag ?? env.CLAWGATE_STATE_DIR ?? join(homedir(), '.clawgate');
+}
+
+export function ensureStateDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
+}
+
+export interface Credentials {
+  version: 1;
+  /** Shared gateway token (clients pass it as auth.token). */
+  token: string;
+  /** Owner credential: full authority for the CLI on this host. */
+  owner: string;
+  createdAtMs: number;
+}
+
+export const CREDENTIALS_FILE = 'credentials.json';
+
+/** Write a file atomically with mode 0600 (temp file + rename, so a crash never leaves half a secret). */
+export function writeSecretFile(path: string, content: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, content, { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, path);
+}
+
+export function readCredentials(dir: string): Credentials | null {
+  const path = join(dir, CREDENTIALS_FILE);
+  if (!existsSync(path)) return null;
+  const parsed = JSON.parse(readFileSync(path, 'utf8')) as Credentials;
+  if (parsed.version !== 1 || typeof parsed.token !== 'string' || typeof parsed.owner !== 'string') {
+    throw new Error(`${path} is not a clawgate credentials file; move it away and restart to generate a new one`);
+  }
+  return parsed;
+}
+
+/** Load the credentials, generating them on first start. */
+export function loadOrCreateCredentials(dir: string, random: Random, nowMs: number): { creds: Credentials; created: boolean } {
+  const existing = readCredentials(dir);
+  if (existing) return { creds: existing, created: false };
+  const creds: Credentials = { version: 1, token: generateSecret('cgs', random), owner: generateSecret('cgo', random), createdAtMs: nowMs };
+  writeSecretFile(join(dir, CREDENTIALS_FILE), `${JSON.stringify(creds, null, 2)}\n`);
+  return { creds, created: true };
+}
+
+export interface RuntimeInfo {
+  url: string;
+  pid: number;
+  startedAtMs: number;
+}
+
+export function writeRuntimeInfo(dir: string, info: RuntimeInfo): void {
+  writeSecretFile(join(dir, 'gateway.json'), `${JSON.stringify(info)}\n`);
+}
+
+export function readRuntimeInfo(dir: string): RuntimeInfo | null {
+  try {
+    return JSON.parse(readFileSync(join(dir, 'gateway.json'), 'utf8')) as RuntimeInfo;
+  } catch {
+    return null;
+  }
+}

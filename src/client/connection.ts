@@ -1,0 +1,253 @@
+/**
+ * A single authenticated connection to a gateway (Node). Used by the CLI, the tests and the
+ * benchmark; the fuller SDK (reconnects, credential store, state machine) builds on it.
+ */
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
+import { WebSocket } from 'ws';
+import { deviceIdOf } from '../core/identity.js';
+import type { ErrorShape } from '../protocol/frames.js';
+import { signaturePayloadV3, signedTokenField } from '../protocol/signature.js';
+
+export interface DeviceIdentity {
+  deviceId: string;
+  publicKey: string;
+  privateKey: KeyObject;
+}
+
+export function generateIdentity(): DeviceIdentity {
+  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+  const raw = publicKey.export({ format: 'der', type: 'spki' }).subarray(12);
+  return { deviceId: deviceIdOf(raw), publicKey: raw.toString('base64url'), privateKey };
+}
+
+export function identityToJson(id: DeviceIdentity): { deviceId: string; publicKey: string; privateKeyPem: string } {
+  return { deviceId: id.deviceId, publicKey: id.publicKey, privateKeyPem: id.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString() };
+}
+
+export function identityFromJson(json: { privateKeyPem: string }): DeviceIdentity {
+  const privateKey = createPrivateKey(json.privateKeyPem);
+  // The public half derives from the private key; the stored deviceId is never trusted.
+  const raw = createPublicKey(privateKey).export({ format: 'der', type: 'spki' }).subarray(12);
+  return { deviceId: deviceIdOf(raw), publicKey: raw.toString('base64url'), privateKey };
+}
+
+export interface ConnectOptions {
+  url: string;
+  role?: 'operator' | 'node';
+  scopes?: string[];
+  client?: { id: string; mode: string; version?: string; platform?: string; displayName?: string; deviceFamily?: string };
+  auth?: { token?: string; password?: string; deviceToken?: string; bootstrapToken?: string };
+  identity?: DeviceIdentity | null;
+  caps?: string[];
+  commands?: string[];
+  minProtocol?: number;
+  maxProtocol?: number;
+  /** Milliseconds to wait for hello-ok (default 15 s). */
+  timeoutMs?: number;
+  headers?: Record<string, string>;
+  /** Called for every event frame after hello-ok. */
+  onEvent?: (event: string, payload: unknown) => void;
+}
+
+export class GatewayRequestError extends Error {
+  constructor(readonly error: ErrorShape) {
+    super(error.message);
+  }
+  get detailCode(): string | undefined {
+    return (this.error.details as { code?: string } | undefined)?.code;
+  }
+}
+
+export class ConnectError extends Error {
+  constructor(
+    message: string,
+    readonly error: ErrorShape | null,
+    readonly closeCode: number | null,
+    readonly closeReason: string,
+  ) {
+    super(message);
+  }
+  get detailCode(): string | undefined {
+    return (this.error?.details as { code?: string } | undefined)?.code;
+  }
+}
+
+export interface HelloPayload {
+  type: 'hello-ok';
+  protocol: number;
+  server: { version: string; connId: string };
+  features: { methods: string[]; events: string[] };
+  auth: { role: string; scopes: string[]; deviceToken?: string; method: string; pendingRequestId?: string };
+  policy: { tickIntervalMs: number; maxPayload: number };
+  [k: string]: unknown;
+}
+
+export class GatewayConnection {
+  private nextId = 1;
+  private readonly pending = new Map<string, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  readonly events: Array<{ event: string; payload: unknown }> = [];
+  private listeners = new Set<(event: string, payload: unknown) => void>();
+  closed: Promise<{ code: number; reason: string }>;
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly hello: HelloPayload,
+  ) {
+    this.closed = new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    ws.on('message', (data) => {
+      let frame: { type?: string; id?: string; ok?: boolean; payload?: unknown; error?: ErrorShape; event?: string };
+      try {
+        frame = JSON.parse(data.toString());
+      } catch {
+        return;
+      }
+      if (frame.type === 'res' && frame.id) {
+        const p = this.pending.get(frame.id);
+        if (!p) return;
+        this.pending.delete(frame.id);
+        clearTimeout(p.timer);
+        if (frame.ok) p.resolve(frame.payload);
+        else p.reject(new GatewayRequestError(frame.error as ErrorShape));
+      } else if (frame.type === 'event' && frame.event) {
+        this.events.push({ event: frame.event, payload: frame.payload });
+        for (const l of this.listeners) l(frame.event, frame.payload);
+      }
+    });
+    ws.on('close', () => {
+      for (const [, p] of this.pending) {
+        clearTimeout(p.timer);
+        p.reject(new Error('connection closed'));
+      }
+      this.pending.clear();
+    });
+  }
+
+  onEvent(listener: (event: string, payload: unknown) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Wait for the next event with this name (optionally matching a predicate). */
+  waitForEvent<T = unknown>(event: string, timeoutMs = 5000, match: (p: T) => boolean = () => true): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        off();
+        reject(new Error(`timed out waiting for event ${event}`));
+      }, timeoutMs);
+      const off = this.onEvent((e, p) => {
+        if (e === event && match(p as T)) {
+          clearTimeout(timer);
+          off();
+          resolve(p as T);
+        }
+      });
+    });
+  }
+
+  request<T = unknown>(method: string, params?: unknown, timeoutMs = 30_000): Promise<T> {
+    const id = String(this.nextId++);
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`request ${method} timed out after ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
+      this.ws.send(JSON.stringify({ type: 'req', id, method, ...(params === undefined ? {} : { params }) }));
+    });
+  }
+
+  close(): Promise<{ code: number; reason: string }> {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(1000);
+    return this.closed;
+  }
+}
+
+/** Build the connect params for a challenge, signing them when an identity is given. */
+export function buildConnectParams(opts: ConnectOptions, nonce: string, challengeTs: number): Record<string, unknown> {
+  const role = opts.role ?? 'operator';
+  const scopes = opts.scopes ?? [];
+  const client = { version: '0.1.0', platform: process.platform, ...(opts.client ?? { id: 'cli', mode: 'cli' }) };
+  const params: Record<string, unknown> = {
+    minProtocol: opts.minProtocol ?? 4,
+    maxProtocol: opts.maxProtocol ?? 4,
+    client,
+    role,
+    scopes,
+  };
+  if (opts.caps) params.caps = opts.caps;
+  if (opts.commands) params.commands = opts.commands;
+  if (opts.auth) params.auth = opts.auth;
+  if (opts.identity) {
+    const id = opts.identity;
+    const payload = signaturePayloadV3({
+      deviceId: id.deviceId,
+      clientId: client.id,
+      clientMode: client.mode,
+      role,
+      scopes,
+      signedAtMs: challengeTs,
+      token: signedTokenField(opts.auth),
+      nonce,
+      platform: client.platform,
+      deviceFamily: client.deviceFamily,
+    });
+    params.device = {
+      id: id.deviceId,
+      publicKey: id.publicKey,
+      signature: sign(null, Buffer.from(payload, 'utf8'), id.privateKey).toString('base64url'),
+      signedAt: challengeTs,
+      nonce,
+    };
+  }
+  return params;
+}
+
+/** Open a socket, answer the challenge, and resolve with the connection after hello-ok. */
+export function connectGateway(opts: ConnectOptions): Promise<GatewayConnection> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(opts.url, { headers: opts.headers, perMessageDeflate: false });
+    let settled = false;
+    let connectError: ErrorShape | null = null;
+    const timer = setTimeout(() => done(new ConnectError('timed out waiting for hello-ok', null, null, '')), opts.timeoutMs ?? 15_000);
+    const done = (v: GatewayConnection | Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      ws.off('message', onMessage);
+      if (v instanceof Error) {
+        if (ws.readyState === WebSocket.OPEN) ws.close();
+        reject(v);
+      } else resolve(v);
+    };
+    const onMessage = (data: Buffer) => {
+      let frame: { type?: string; event?: string; payload?: { nonce: string; ts: number }; ok?: boolean; error?: ErrorShape };
+      try {
+        frame = JSON.parse(data.toString());
+      } catch {
+        return;
+      }
+      if (frame.type === 'event' && frame.event === 'connect.challenge' && frame.payload) {
+        ws.send(JSON.stringify({ type: 'req', id: 'connect', method: 'connect', params: buildConnectParams(opts, frame.payload.nonce, frame.payload.ts) }));
+      } else if (frame.type === 'res') {
+        if (frame.ok) {
+          const conn = new GatewayConnection(ws, frame.payload as unknown as HelloPayload);
+          if (opts.onEvent) conn.onEvent(opts.onEvent);
+          done(conn);
+        } else connectError = frame.error ?? null;
+      } else if (frame.type === 'event' && frame.event && opts.onEvent) {
+        opts.onEvent(frame.event, frame.payload);
+      }
+    };
+    ws.on('message', onMessage);
+    ws.on('error', (err) => done(new ConnectError(String(err.message), null, null, '')));
+    ws.on('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => done(new ConnectError(`HTTP ${res.statusCode}: ${body}`, null, res.statusCode ?? null, body)));
+    });
+    ws.on('close', (code, reason) => {
+      const r = reason.toString();
+      done(new ConnectError(connectError?.message ?? (r || `closed with ${code}`), connectError, code, r));
+    });
+  });
+}

@@ -1,0 +1,48 @@
+/** Gateway configuration: defaults, and the merge of config file and flags. */
+import type { RateLimitPolicy } from './ratelimit.js';
+import { DEFAULT_RATE_LIMIT } from './ratelimit.js';
+
+export interface GatewayConfig {
+  port: number;
+  /** `loopback`, `lan` or a literal address. */
+  bind: string;
+  stateDir: string;
+  /** Shared gateway token (auth.token). */
+  token?: string | undefined;
+  /** Shared gateway password (auth.password). */
+  password?: string | undefined;
+  /** Owner credential: full authority, never needs pairing. */
+  ownerCredential?: string | undefined;
+  autoApproveLocal: boolean;
+  handshakeTimeoutMs: number;
+  tickIntervalMs: number;
+  /** Pending pairing requests expire after this long without a retry. */
+  pendingTtlMs: number;
+  rateLimit: RateLimitPolicy;
+  /** How often buffered access metadata (last seen) is flushed to the store. */
+  seenFlushMs: number;
+}
+
+export const DEFAULT_PORT = 18789;
+
+export const DEFAULTS: Omit<GatewayConfig, 'stateDir'> = {
+  port: DEFAULT_PORT,
+  bind: 'loopback',
+  autoApproveLocal: true,
+  handshakeTimeoutMs: 15_000,
+  tickIntervalMs: 30_000,
+  pendingTtlMs: 7 * 24 * 3600_000,
+  rateLimit: DEFAULT_RATE_LIMIT,
+  seenFlushMs: 5_000,
+};
+
+export function resolveBindHost(bind: string): string {
+  if (bind === 'loopback') return '127.0.0.1';
+  if (bind === 'lan') return '0.0.0.0';
+  return bind;
+}
+
+export function isLoopbackBind(bind: string): boolean {
+  const host = resolveBindHost(bind);
+  return host === '127.0.0.1' || host === '::1' || host === 'localhost' || host.startsWith('127.');
+}

@@ -1,0 +1,113 @@
+/**
+ * The method table and dispatcher. Every method declares the role and scope it needs; the
+ * dispatcher checks them before the handler runs, so a handler never forgets. Expected
+ * failures come back as GatewayError values; a thrown exception is a bug and is answered with
+ * INTERNAL_ERROR (with a log reference), never by killing the process or the socket.
+ */
+import type { TSchema } from '@sinclair/typebox';
+import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
+import { GatewayError } from '../protocol/errors.js';
+import type { ErrorShape, Role } from '../protocol/frames.js';
+import { hasScope, type Principal } from './principal.js';
+
+export interface MethodContext<P = unknown> {
+  principal: Principal;
+  params: P;
+  /** Aborted when the client sends `cancel` for this request or disconnects. */
+  signal: AbortSignal;
+}
+
+export interface MethodSpec<P = unknown> {
+  name: string;
+  role: Role;
+  /** Required scope for operators; null = any authenticated caller of the role. */
+  scope: string | null;
+  /** Optional stricter scope derived from the params (e.g. admin for host-level commands). */
+  dynamicScope?: (params: P) => string | null;
+  /** Closed params schema; absent params are validated as `{}`. */
+  params?: TSchema;
+  /** Listed in `hello-ok.features.methods`; some management methods are deliberately hidden. */
+  advertised?: boolean;
+  handler(ctx: MethodContext<P>): Promise<unknown>;
+}
+
+interface Compiled {
+  spec: MethodSpec<unknown>;
+  check: TypeCheck<TSchema> | null;
+}
+
+export type DispatchResult = { ok: true; payload: unknown } | { ok: false; error: ErrorShape };
+
+export interface DispatchLog {
+  error(msg: string, fields: Record<string, unknown>): void;
+}
+
+export class MethodTable {
+  private readonly methods = new Map<string, Compiled>();
+
+  constructor(private readonly log: DispatchLog) {}
+
+  add<P>(spec: MethodSpec<P>): void {
+    if (this.methods.has(spec.name)) throw new Error(`method ${spec.name} registered twice`);
+    this.methods.set(spec.name, { spec: spec as MethodSpec<unknown>, check: spec.params ? TypeCompiler.Compile(spec.params) : null });
+  }
+
+  has(name: string): boolean {
+    return this.methods.has(name);
+  }
+
+  get(name: string): MethodSpec | undefined {
+    return this.methods.get(name)?.spec;
+  }
+
+  advertised(): string[] {
+    return [...this.methods.values()].filter((m) => m.spec.advertised !== false).map((m) => m.spec.name);
+  }
+
+  all(): MethodSpec[] {
+    return [...this.methods.values()].map((m) => m.spec);
+  }
+
+  /** Authorize and run one call. Never throws. */
+  async dispatch(principal: Principal, method: string, rawParams: unknown, signal: AbortSignal): Promise<DispatchResult> {
+    const entry = this.methods.get(method);
+    if (!entry) return fail(new GatewayError('UNKNOWN_METHOD', { vars: { method } }));
+    const { spec, check } = entry;
+    if (principal.role !== spec.role) {
+      return fail(
+        new GatewayError('ROLE_NOT_ALLOWED', { vars: { method, role: spec.role }, details: { method, requiredRole: spec.role, role: principal.role } }),
+      );
+    }
+    const params = rawParams === undefined ? {} : rawParams;
+    if (check && !check.Check(params)) {
+      const first = check.Errors(params).First();
+      const problem = first ? `${first.path || '/'} ${first.message}` : 'invalid';
+      return fail(new GatewayError('INVALID_PARAMS', { vars: { method, problem }, details: { method, path: first?.path ?? '' } }));
+    }
+    const required = [spec.scope, spec.dynamicScope?.(params)].filter((s): s is string => !!s);
+    if (spec.role === 'operator') {
+      for (const scope of required) {
+        if (!hasScope(principal, scope)) return fail(missingScope(principal, scope, required));
+      }
+    }
+    try {
+      const result = await spec.handler({ principal, params, signal });
+      if (result instanceof GatewayError) return fail(result);
+      return { ok: true, payload: result ?? {} };
+    } catch (err) {
+      const ref = Math.random().toString(36).slice(2, 10);
+      this.log.error('method handler threw', { method, ref, actor: principal.actor, err: String((err as Error)?.stack ?? err) });
+      return fail(new GatewayError('INTERNAL_ERROR', { vars: { ref } }));
+    }
+  }
+}
+
+export function missingScope(principal: Principal, scope: string, required: readonly string[]): GatewayError {
+  const details: Record<string, unknown> = { missingScope: scope, requiredScopes: [...required] };
+  if (principal.pendingUpgradeRequestId) details.requestId = principal.pendingUpgradeRequestId;
+  return new GatewayError('MISSING_SCOPE', { vars: { scope }, details });
+}
+
+function fail(e: GatewayError): DispatchResult {
+  return { ok: false, error: e.shape };
+}

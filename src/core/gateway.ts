@@ -1,0 +1,813 @@
+/**
+ * The gateway core: handshake, sessions, dispatch, events and live authority. It never sees a
+ * socket: the server hands it text frames and a SessionTransport, so everything here runs the
+ * same under a unit test, the real server, or (later) another instance's event bus.
+ */
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { CLOSE, closeReason, type DetailCode, GatewayError } from '../protocol/errors.js';
+import {
+  type ChallengePayload,
+  CLIENT_IDS,
+  type ConnectParams,
+  ConnectParamsSchema,
+  type HelloAuth,
+  type HelloOk,
+  MAX_BUFFERED_BYTES,
+  MAX_PAYLOAD_BYTES,
+  MIN_NODE_PROTOCOL,
+  MIN_PROBE_PROTOCOL,
+  PROTOCOL_VERSION,
+  RequestFrameSchema,
+  type ResponseFrame,
+  ROLES,
+  type Role,
+} from '../protocol/frames.js';
+import { ALL_OPERATOR_SCOPES, normalizeScopes, PAIRING, READ } from '../protocol/scopes.js';
+import type { Store, TokenRecord } from '../store/types.js';
+import { type Credential, type Decision, decideConnect } from './admission.js';
+import type { GatewayConfig } from './config.js';
+import { type DispatchLog, MethodTable } from './dispatch.js';
+import type { Clock, Random } from './env.js';
+import { type VerifiedDevice, verifyDeviceProof } from './identity.js';
+import { type ClientDescription, type Principal, SessionPrincipal, type SessionTransport } from './principal.js';
+import { type CredentialKind, FailureLimiter } from './ratelimit.js';
+import { mintToken, parseToken, SharedSecret, secretMatchesHash } from './secrets.js';
+
+export const GATEWAY_VERSION = '0.1.0';
+
+export interface Logger extends DispatchLog {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export const silentLogger: Logger = { info() {}, warn() {}, error() {} };
+
+export interface GatewayDeps {
+  store: Store;
+  config: GatewayConfig;
+  clock: Clock;
+  random: Random;
+  log: Logger;
+}
+
+/** Transport facts the server establishes before the first frame. */
+export interface TransportFacts {
+  /** Client address as the gateway attributes it. */
+  address: string;
+  /** Direct loopback peer, no forwarded headers. */
+  directLocal: boolean;
+}
+
+export type ConnectOutcome =
+  | { type: 'hello'; session: SessionPrincipal; frame: string }
+  | { type: 'reject'; frame: string | null; closeCode: number; closeReason: string }
+  | { type: 'wait'; requestId: string; result: Promise<ConnectOutcome>; cancel(): void };
+
+/** Pairing events go only to holders of operator.pairing (admin passes). */
+export const EVENT_SCOPES: Record<string, string | null> = {
+  tick: null,
+  health: null,
+  shutdown: null,
+  presence: READ,
+  'device.pair.requested': PAIRING,
+  'device.pair.resolved': PAIRING,
+  'device.pair.changed': PAIRING,
+  'auth.updated': null,
+};
+
+const checkRequest = TypeCompiler.Compile(RequestFrameSchema);
+const checkConnect = TypeCompiler.Compile(ConnectParamsSchema);
+const CLIENT_ID_SET = new Set<string>(CLIENT_IDS);
+
+const PAIRING_MESSAGES: Record<string, string> = {
+  'new-device': 'device is not approved yet',
+  'role-upgrade': 'device is asking for a higher role than currently approved',
+  'scope-upgrade': 'device is asking for more scopes than currently approved',
+};
+
+interface Waiter {
+  requestId: string;
+  finish(outcome: ConnectOutcome): void;
+  admit(): Promise<ConnectOutcome>;
+}
+
+export class Gateway {
+  readonly store: Store;
+  readonly config: GatewayConfig;
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly log: Logger;
+  readonly methods: MethodTable;
+  readonly limiter: FailureLimiter;
+  readonly bootId: string;
+  readonly startedAtMs: number;
+  readonly sessions = new Map<string, SessionPrincipal>();
+  private readonly byDevice = new Map<string, Set<SessionPrincipal>>();
+  private readonly waiters = new Map<string, Set<Waiter>>();
+  private readonly sharedToken: SharedSecret | null;
+  private readonly sharedPassword: SharedSecret | null;
+  private readonly owner: SharedSecret | null;
+  private seen = new Map<string, { deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>();
+  private timers: NodeJS.Timeout[] = [];
+  private stopping = false;
+
+  constructor(deps: GatewayDeps) {
+    this.store = deps.store;
+    this.config = deps.config;
+    this.clock = deps.clock;
+    this.random = deps.random;
+    this.log = deps.log;
+    this.methods = new MethodTable(deps.log);
+    this.limiter = new FailureLimiter(deps.clock, deps.config.rateLimit);
+    this.bootId = deps.random.uuid();
+    this.startedAtMs = deps.clock.now();
+    this.sharedToken = deps.config.token ? new SharedSecret(deps.config.token) : null;
+    this.sharedPassword = deps.config.password ? new SharedSecret(deps.config.password) : null;
+    this.owner = deps.config.ownerCredential ? new SharedSecret(deps.config.ownerCredential) : null;
+  }
+
+  /** Start periodic work (tick events, access-metadata flush). */
+  start(): void {
+    const tick = setInterval(() => this.broadcast('tick', { ts: this.clock.now() }), this.config.tickIntervalMs);
+    const flush = setInterval(() => void this.flushSeen(), this.config.seenFlushMs);
+    tick.unref();
+    flush.unref();
+    this.timers.push(tick, flush);
+  }
+
+  challenge(): ChallengePayload {
+    return { nonce: this.random.uuid(), ts: this.clock.now() };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Handshake
+  // ------------------------------------------------------------------------------------------
+
+  /** Handle the first frame of a connection. Never throws on client input. */
+  async connect(text: string, nonce: string, transport: TransportFacts, sock: SessionTransport): Promise<ConnectOutcome> {
+    let frame: unknown;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      return this.reject(null, new GatewayError('INVALID_FRAME'));
+    }
+    if (!checkRequest.Check(frame)) return this.reject(null, new GatewayError('INVALID_FRAME'));
+    if (frame.method !== 'connect') return this.reject(frame.id, new GatewayError('HANDSHAKE_NOT_CONNECT'));
+    const params = frame.params as ConnectParams;
+    if (params && typeof params === 'object' && (params as { client?: { id?: unknown } }).client) {
+      const client = (params as { client: { id?: unknown } }).client;
+      if (typeof client.id === 'string' && !CLIENT_ID_SET.has(client.id)) client.id = client.id.toLowerCase();
+    }
+    if (!checkConnect.Check(params)) {
+      const first = checkConnect.Errors(params).First();
+      const problem = first ? `at ${first.path || '/'}: ${first.message}` : 'invalid';
+      return this.reject(frame.id, new GatewayError('INVALID_CONNECT_PARAMS', { vars: { problem } }));
+    }
+    const roleName = params.role ?? 'operator';
+    const protocol = negotiateProtocol(params, roleName);
+    if (protocol === null) {
+      return this.reject(
+        frame.id,
+        new GatewayError('PROTOCOL_MISMATCH', {
+          details: {
+            clientMinProtocol: params.minProtocol,
+            clientMaxProtocol: params.maxProtocol,
+            expectedProtocol: PROTOCOL_VERSION,
+            minimumProbeProtocol: MIN_PROBE_PROTOCOL,
+          },
+        }),
+      );
+    }
+    if (!(ROLES as readonly string[]).includes(roleName)) return this.reject(frame.id, new GatewayError('INVALID_ROLE'));
+    const role = roleName as Role;
+    try {
+      return await this.authenticate(frame.id, params, role, protocol, nonce, transport, sock);
+    } catch (err) {
+      const ref = this.random.uuid().slice(0, 8);
+      this.log.error('connect failed with an exception', { ref, err: String((err as Error)?.stack ?? err) });
+      return this.reject(frame.id, new GatewayError('INTERNAL_ERROR', { vars: { ref } }), CLOSE.tryAgainLater);
+    }
+  }
+
+  private reject(id: string | null, err: GatewayError, closeOverride?: number): ConnectOutcome {
+    const frame: ResponseFrame | null = id === null ? null : { type: 'res', id, ok: false, error: err.shape };
+    return {
+      type: 'reject',
+      frame: frame ? JSON.stringify(frame) : null,
+      closeCode: closeOverride ?? err.close ?? CLOSE.policy,
+      closeReason: closeReason(err.shape.message),
+    };
+  }
+
+  private async authenticate(
+    id: string,
+    params: ConnectParams,
+    role: Role,
+    protocol: number,
+    nonce: string,
+    transport: TransportFacts,
+    sock: SessionTransport,
+  ): Promise<ConnectOutcome> {
+    const auth = params.auth ?? {};
+    const address = transport.address;
+    const scopes = normalizeScopes(params.scopes ?? []);
+
+    // 1. Shared secrets and the owner credential (constant-time, rate limited per address+kind).
+    let credential: Credential = { kind: 'none' };
+    let limitedKind: CredentialKind | null = null;
+    let tokenFailure: DetailCode | null = null;
+    if (auth.token !== undefined) {
+      if (this.isLocked(address, 'shared')) return this.rateLimited(id, address, 'shared');
+      if (this.owner?.matches(auth.token)) credential = { kind: 'owner' };
+      else if (this.sharedToken?.matches(auth.token)) credential = { kind: 'shared' };
+      else if (parseToken('device', auth.token) && params.device && auth.deviceToken === undefined) {
+        // A device token sent in the token slot: verified below like auth.deviceToken.
+      } else {
+        tokenFailure = this.sharedToken ? 'AUTH_TOKEN_MISMATCH' : 'AUTH_TOKEN_NOT_CONFIGURED';
+        limitedKind = 'shared';
+      }
+    } else if (auth.password !== undefined) {
+      if (this.isLocked(address, 'password')) return this.rateLimited(id, address, 'password');
+      if (this.sharedPassword?.matches(auth.password)) credential = { kind: 'shared' };
+      else {
+        tokenFailure = this.sharedPassword ? 'AUTH_PASSWORD_MISMATCH' : 'AUTH_PASSWORD_NOT_CONFIGURED';
+        limitedKind = 'password';
+      }
+    }
+
+    // 2. Device proof.
+    let device: VerifiedDevice | null = null;
+    if (params.device) {
+      const proof = verifyDeviceProof(params, role, nonce, this.clock.now());
+      if (proof instanceof GatewayError) return this.reject(id, proof);
+      device = proof;
+    }
+
+    // 3. Device token (auth.deviceToken, or a device token in the token slot).
+    let tokenRecord: TokenRecord | null = null;
+    let presentedDeviceToken: string | undefined;
+    const deviceTokenCandidate = auth.deviceToken ?? (tokenFailure === null && credential.kind === 'none' ? auth.token : undefined);
+    if (credential.kind === 'none' && deviceTokenCandidate !== undefined && device) {
+      if (this.isLocked(address, 'device-token')) return this.rateLimited(id, address, 'device-token');
+      const check = await this.verifyDeviceToken(deviceTokenCandidate, device.deviceId, role);
+      if (check.ok) {
+        credential = { kind: 'device-token' };
+        tokenRecord = check.token;
+        presentedDeviceToken = deviceTokenCandidate;
+        tokenFailure = null;
+        limitedKind = null;
+      } else if (tokenFailure === null) {
+        tokenFailure = 'AUTH_DEVICE_TOKEN_MISMATCH';
+        limitedKind = 'device-token';
+      }
+    }
+    if (credential.kind === 'none' && auth.bootstrapToken !== undefined && tokenFailure === null) {
+      if (this.isLocked(address, 'bootstrap')) return this.rateLimited(id, address, 'bootstrap');
+      // No setup codes can be redeemed yet: every bootstrap token is unknown.
+      tokenFailure = 'AUTH_BOOTSTRAP_TOKEN_INVALID';
+      limitedKind = 'bootstrap';
+    }
+    if (tokenFailure) {
+      credential = { kind: 'invalid', failure: tokenFailure };
+      if (limitedKind) {
+        const lockMs = this.limiter.fail(address, limitedKind);
+        if (lockMs > 0) {
+          void this.audit('gateway', 'auth.rate-limited', address, { kind: limitedKind, lockoutMs: lockMs });
+        }
+      }
+    } else if (credential.kind !== 'none') {
+      this.limiter.succeed(address, credential.kind === 'device-token' ? 'device-token' : auth.password !== undefined ? 'password' : 'shared');
+    }
+
+    // 4. Facts about the device's grants.
+    const grant = device ? await this.store.getGrant(device.deviceId, role) : null;
+    const otherGrants = device ? (await this.store.listGrants(device.deviceId)).filter((g) => g.role !== role) : [];
+    if (credential.kind === 'device-token' && tokenRecord && tokenRecord.role !== role && grant) {
+      // A token of another role must not open a role the device holds with its own token:
+      // revoking that role's token has to keep it shut.
+      credential = { kind: 'invalid', failure: 'AUTH_DEVICE_TOKEN_MISMATCH' };
+    }
+
+    const decision = decideConnect({
+      credential,
+      device: device !== null,
+      role,
+      scopes,
+      grant: grant ? { scopes: grant.scopes } : null,
+      pairedOtherRole: otherGrants.length > 0,
+      directLocal: transport.directLocal,
+      localHelperClient:
+        (params.client.id === 'cli' && params.client.mode === 'cli') || (params.client.id === 'gateway-client' && params.client.mode === 'backend'),
+      autoApproveLocal: this.config.autoApproveLocal,
+      waitForApproval: (params.caps ?? []).includes('device-pairing-wait'),
+    });
+
+    const ctx: AdmitContext = {
+      id,
+      params,
+      role,
+      protocol,
+      scopes,
+      transport,
+      sock,
+      device,
+      credential,
+      tokenRecord,
+      presentedDeviceToken,
+      tokenInSlot: auth.token !== undefined && presentedDeviceToken === auth.token,
+    };
+    return this.carryOut(decision, ctx);
+  }
+
+  private isLocked(address: string, kind: CredentialKind): boolean {
+    return this.limiter.retryAfterMs(address, kind) > 0;
+  }
+
+  private rateLimited(id: string, address: string, kind: CredentialKind): ConnectOutcome {
+    const retryAfterMs = this.limiter.retryAfterMs(address, kind);
+    return this.reject(id, new GatewayError('AUTH_RATE_LIMITED', { retryAfterMs, details: { authReason: 'rate_limited', retryAfterMs } }));
+  }
+
+  private async verifyDeviceToken(token: string, deviceId: string, role: Role): Promise<{ ok: true; token: TokenRecord } | { ok: false }> {
+    const parsed = parseToken('device', token);
+    if (!parsed) return { ok: false };
+    const rec = await this.store.getToken(parsed.id);
+    // Compare the secret even when the row is unusable, so timing says nothing about which check failed.
+    const matches = rec ? secretMatchesHash(parsed.secret, rec.secretHash) : false;
+    if (!rec || !matches || rec.deviceId !== deviceId || rec.revokedAtMs !== undefined) return { ok: false };
+    void role;
+    return { ok: true, token: rec };
+  }
+
+  private async carryOut(decision: Decision, ctx: AdmitContext): Promise<ConnectOutcome> {
+    const now = this.clock.now();
+    switch (decision.outcome) {
+      case 'refuse': {
+        const details: Record<string, unknown> = {};
+        const d = decision.detail;
+        if (d.startsWith('AUTH_')) {
+          details.authReason = authReasonOf(d);
+          details.canRetryWithDeviceToken =
+            d === 'AUTH_TOKEN_MISMATCH' && ctx.device !== null && ctx.params.auth?.token !== undefined && ctx.params.auth?.deviceToken === undefined;
+          if (details.canRetryWithDeviceToken) details.recommendedNextStep = 'retry_with_device_token';
+        }
+        return this.reject(ctx.id, new GatewayError(d, { details }));
+      }
+      case 'admit-deviceless': {
+        const scopes = decision.scopes === 'all' ? ALL_OPERATOR_SCOPES : decision.scopes;
+        const session = this.openSession(ctx, decision.principal, scopes, undefined, 0);
+        return this.hello(ctx, session, { method: decision.principal === 'owner' ? 'owner' : ctx.params.auth?.password !== undefined ? 'password' : 'token' });
+      }
+      case 'admit':
+        return this.admitDevice(ctx, decision.scopes);
+      case 'pair-silently': {
+        const device = ctx.device as VerifiedDevice;
+        const pending = (await this.store.listPairingRequests(device.deviceId)).find((r) => r.role === ctx.role);
+        const via = ctx.credential.kind === 'owner' ? 'owner' : 'silent';
+        await this.store.approve({
+          device: { deviceId: device.deviceId, publicKey: device.publicKey, meta: metaOf(ctx.params), address: ctx.transport.address },
+          role: ctx.role,
+          scopes: [...decision.grantScopes],
+          via,
+          token: null,
+          atMs: now,
+          requestId: pending?.requestId,
+          audit: {
+            atMs: now,
+            actor: via === 'owner' ? 'owner' : 'gateway',
+            action: 'pairing.approved',
+            subject: device.deviceId,
+            data: { role: ctx.role, scopes: decision.grantScopes, via, kind: decision.kind, address: ctx.transport.address },
+          },
+        });
+        if (pending) this.broadcastResolved(pending.requestId, device.deviceId, 'approved');
+        return this.admitDevice(ctx, ctx.scopes);
+      }
+      case 'admit-with-upgrade': {
+        const req = await this.fileRequest(ctx, 'scope-upgrade');
+        return this.admitDevice(ctx, decision.scopes, req.requestId);
+      }
+      case 'hold': {
+        const req = await this.fileRequest(ctx, decision.kind);
+        if (decision.wait) return this.waitForApproval(ctx, req.requestId);
+        return this.pairingRequired(ctx, decision.kind, req.requestId);
+      }
+      case 'redeem-bootstrap':
+        throw new Error('setup-code redemption is not available in this build');
+    }
+  }
+
+  private pairingRequired(ctx: AdmitContext, kind: string, requestId: string): ConnectOutcome {
+    const device = ctx.device as VerifiedDevice;
+    const message = PAIRING_MESSAGES[kind] ?? kind;
+    const err = new GatewayError('PAIRING_REQUIRED', {
+      vars: { detail: message },
+      details: {
+        reason: kind === 'new-device' ? 'not-paired' : kind,
+        requestId,
+        deviceId: device.deviceId,
+        requestedRole: ctx.role,
+        requestedScopes: ctx.scopes,
+        remediationHint: 'Approve this device from the pending pairing requests.',
+        retryable: false,
+        pauseReconnect: true,
+      },
+    });
+    const out = this.reject(ctx.id, err);
+    if (out.type === 'reject') out.closeReason = closeReason(`${err.shape.message} (requestId: ${requestId})`);
+    return out;
+  }
+
+  private async fileRequest(ctx: AdmitContext, kind: 'new-device' | 'role-upgrade' | 'scope-upgrade') {
+    const device = ctx.device as VerifiedDevice;
+    const now = this.clock.now();
+    const known = await this.store.getDevice(device.deviceId);
+    const res = await this.store.upsertPairingRequest({
+      requestId: this.random.uuid(),
+      deviceId: device.deviceId,
+      publicKey: device.publicKey,
+      role: ctx.role,
+      scopes: [...ctx.scopes],
+      kind,
+      meta: metaOf(ctx.params),
+      address: ctx.transport.address,
+      isRepair: known !== null,
+      atMs: now,
+      audit: {
+        atMs: now,
+        actor: `device:${device.deviceId}`,
+        action: 'pairing.requested',
+        subject: device.deviceId,
+        data: { role: ctx.role, scopes: ctx.scopes, kind, address: ctx.transport.address },
+      },
+    });
+    if (res.created || res.widened) {
+      const r = res.request;
+      this.broadcast('device.pair.requested', {
+        requestId: r.requestId,
+        deviceId: r.deviceId,
+        publicKey: r.publicKey,
+        ...r.meta,
+        role: r.role,
+        roles: [r.role],
+        scopes: r.scopes,
+        remoteIp: r.address,
+        silent: false,
+        isRepair: r.isRepair,
+        kind: r.kind,
+        widened: res.widened,
+        ts: now,
+      });
+    }
+    return res.request;
+  }
+
+  private waitForApproval(ctx: AdmitContext, requestId: string): ConnectOutcome {
+    let finish!: (o: ConnectOutcome) => void;
+    const result = new Promise<ConnectOutcome>((resolve) => (finish = resolve));
+    const set = this.waiters.get(requestId) ?? new Set<Waiter>();
+    const waiter: Waiter = {
+      requestId,
+      finish: (o) => {
+        set.delete(waiter);
+        finish(o);
+      },
+      admit: () => this.admitDevice(ctx, ctx.scopes),
+    };
+    set.add(waiter);
+    this.waiters.set(requestId, set);
+    return { type: 'wait', requestId, result, cancel: () => set.delete(waiter) };
+  }
+
+  /** Called after a request is approved or rejected: finish connects that chose to wait. */
+  async resolveWaiters(requestId: string, decision: 'approved' | 'rejected'): Promise<void> {
+    const set = this.waiters.get(requestId);
+    if (!set) return;
+    this.waiters.delete(requestId);
+    for (const w of [...set]) {
+      if (decision === 'approved') w.finish(await w.admit());
+      else {
+        const err = new GatewayError('PAIRING_REJECTED', { details: { requestId } });
+        w.finish({ type: 'reject', frame: null, closeCode: CLOSE.policy, closeReason: err.shape.message });
+      }
+    }
+  }
+
+  /** Admit a device under its (now current) grant; mint a token when it has none to use. */
+  private async admitDevice(ctx: AdmitContext, scopes: readonly string[], pendingUpgrade?: string): Promise<ConnectOutcome> {
+    const device = ctx.device as VerifiedDevice;
+    const now = this.clock.now();
+    const grant = await this.store.getGrant(device.deviceId, ctx.role);
+    if (!grant) throw new Error(`admitDevice without a grant for ${device.deviceId}/${ctx.role}`);
+    let deviceToken: string | undefined;
+    let tokenId: string | undefined = ctx.tokenRecord?.tokenId;
+    let issuedAtMs: number | undefined;
+    if (ctx.tokenRecord && ctx.tokenRecord.role === ctx.role && ctx.presentedDeviceToken) {
+      deviceToken = ctx.presentedDeviceToken;
+      issuedAtMs = ctx.tokenRecord.rotatedAtMs ?? ctx.tokenRecord.createdAtMs;
+    } else {
+      const live = (await this.store.listTokens(device.deviceId)).find((t) => t.role === ctx.role && t.revokedAtMs === undefined);
+      if (live) {
+        // Only a hash is stored, so an existing token cannot be shown again; the client keeps the one it has.
+        tokenId = live.tokenId;
+      } else {
+        const minted = mintToken('device', this.random);
+        await this.store.rotateToken(device.deviceId, ctx.role, { tokenId: minted.id, secretHash: minted.secretHash }, null, now, {
+          atMs: now,
+          actor: 'gateway',
+          action: 'token.issued',
+          subject: device.deviceId,
+          data: { role: ctx.role, tokenId: minted.id },
+        });
+        deviceToken = minted.token;
+        tokenId = minted.id;
+        issuedAtMs = now;
+      }
+    }
+    const fresh = await this.store.getGrant(device.deviceId, ctx.role);
+    const session = this.openSession(ctx, 'device', scopes, device.deviceId, fresh?.epoch ?? grant.epoch, tokenId);
+    session.pendingUpgradeRequestId = pendingUpgrade;
+    const authExtra: Partial<HelloAuth> = {};
+    if (deviceToken) {
+      authExtra.deviceToken = deviceToken;
+      authExtra.issuedAtMs = issuedAtMs;
+    }
+    const method: HelloAuth['method'] =
+      ctx.credential.kind === 'device-token'
+        ? 'device-token'
+        : ctx.credential.kind === 'owner'
+          ? 'owner'
+          : ctx.params.auth?.password !== undefined
+            ? 'password'
+            : 'token';
+    return this.hello(ctx, session, { method, ...authExtra }, pendingUpgrade);
+  }
+
+  private openSession(
+    ctx: AdmitContext,
+    kind: 'owner' | 'shared' | 'device',
+    scopes: readonly string[],
+    deviceId: string | undefined,
+    epoch: number,
+    tokenId?: string,
+  ): SessionPrincipal {
+    const client: ClientDescription = {
+      id: ctx.params.client.id,
+      mode: ctx.params.client.mode,
+      version: ctx.params.client.version,
+      platform: ctx.params.client.platform,
+      displayName: ctx.params.client.displayName,
+      deviceFamily: ctx.params.client.deviceFamily,
+      instanceId: ctx.params.client.instanceId,
+    };
+    return new SessionPrincipal(
+      this.random.uuid(),
+      kind,
+      ctx.role,
+      scopes,
+      ctx.sock,
+      client,
+      ctx.transport.address,
+      this.clock.now(),
+      deviceId,
+      epoch,
+      tokenId,
+    );
+  }
+
+  private hello(
+    ctx: AdmitContext,
+    session: SessionPrincipal,
+    auth: Partial<HelloAuth> & { method: HelloAuth['method'] },
+    pendingUpgrade?: string,
+  ): ConnectOutcome {
+    this.register(session);
+    const payload: HelloOk & { auth: HelloAuth & { pendingRequestId?: string } } = {
+      type: 'hello-ok',
+      protocol: ctx.protocol,
+      server: { version: GATEWAY_VERSION, connId: session.connId, bootId: this.bootId },
+      features: { methods: this.methods.advertised(), events: Object.keys(EVENT_SCOPES), capabilities: [], scopes: [...ALL_OPERATOR_SCOPES] },
+      snapshot: this.snapshot(),
+      auth: { ...auth, role: session.role, scopes: [...session.scopes].sort() },
+      policy: { maxPayload: MAX_PAYLOAD_BYTES, maxBufferedBytes: MAX_BUFFERED_BYTES, tickIntervalMs: this.config.tickIntervalMs },
+    };
+    if (pendingUpgrade) payload.auth.pendingRequestId = pendingUpgrade;
+    const frame: ResponseFrame = { type: 'res', id: ctx.id, ok: true, payload };
+    return { type: 'hello', session, frame: JSON.stringify(frame) };
+  }
+
+  snapshot(): Record<string, unknown> {
+    return {
+      presence: [],
+      health: { ok: true, ts: this.clock.now() },
+      stateVersion: { presence: 0, health: 0 },
+      uptimeMs: this.clock.now() - this.startedAtMs,
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Sessions, frames, events
+  // ------------------------------------------------------------------------------------------
+
+  private register(session: SessionPrincipal): void {
+    this.sessions.set(session.connId, session);
+    if (session.deviceId) {
+      let set = this.byDevice.get(session.deviceId);
+      if (!set) this.byDevice.set(session.deviceId, (set = new Set()));
+      set.add(session);
+      this.seen.set(session.deviceId, { deviceId: session.deviceId, atMs: session.connectedAtMs, address: session.address, tokenId: session.tokenId });
+    }
+  }
+
+  disconnect(session: SessionPrincipal): void {
+    if (!this.sessions.delete(session.connId)) return;
+    if (session.deviceId) {
+      const set = this.byDevice.get(session.deviceId);
+      set?.delete(session);
+      if (set && set.size === 0) this.byDevice.delete(session.deviceId);
+      this.seen.set(session.deviceId, { deviceId: session.deviceId, atMs: this.clock.now(), address: session.address, tokenId: session.tokenId });
+    }
+  }
+
+  deviceSessions(deviceId: string): SessionPrincipal[] {
+    return [...(this.byDevice.get(deviceId) ?? [])];
+  }
+
+  /** Handle one post-handshake frame; returns the text to send back (or null for none). */
+  async frame(session: SessionPrincipal, text: string, inflight: Map<string, AbortController>): Promise<string | null> {
+    let frame: unknown;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      return JSON.stringify({ type: 'res', id: '', ok: false, error: new GatewayError('INVALID_FRAME').shape });
+    }
+    if (isCancel(frame)) {
+      inflight.get(frame.id)?.abort();
+      return null;
+    }
+    if (!checkRequest.Check(frame)) {
+      const id = typeof (frame as { id?: unknown })?.id === 'string' ? (frame as { id: string }).id : '';
+      return JSON.stringify({ type: 'res', id, ok: false, error: new GatewayError('INVALID_FRAME').shape });
+    }
+    if (inflight.has(frame.id)) {
+      return JSON.stringify({ type: 'res', id: frame.id, ok: false, error: new GatewayError('DUPLICATE_REQUEST_ID', { vars: { id: frame.id } }).shape });
+    }
+    const ac = new AbortController();
+    inflight.set(frame.id, ac);
+    try {
+      const result = await this.call(session, frame.method, frame.params, ac.signal);
+      const res: ResponseFrame = result.ok
+        ? { type: 'res', id: frame.id, ok: true, payload: result.payload }
+        : { type: 'res', id: frame.id, ok: false, error: result.error };
+      return JSON.stringify(res);
+    } finally {
+      inflight.delete(frame.id);
+    }
+  }
+
+  /** The single entry point for every method call, from a socket or from inside the process. */
+  call(principal: Principal, method: string, params: unknown, signal: AbortSignal = new AbortController().signal) {
+    return this.methods.dispatch(principal, method, params, signal);
+  }
+
+  broadcast(event: string, payload: unknown): void {
+    const scope = event in EVENT_SCOPES ? EVENT_SCOPES[event] : 'operator.admin';
+    for (const s of this.sessions.values()) {
+      if (s.role !== 'operator' && scope !== null) continue;
+      if (scope && !s.scopes.has(scope) && !s.scopes.has('operator.admin')) {
+        if (!(scope === READ && s.scopes.has('operator.write'))) continue;
+      }
+      this.sendEvent(s, event, payload, scope !== null);
+    }
+  }
+
+  /** Best-effort events (pairing, presence) are dropped for a slow consumer instead of queueing. */
+  private sendEvent(s: SessionPrincipal, event: string, payload: unknown, dropIfSlow: boolean): void {
+    if (s.transport.bufferedBytes() > MAX_BUFFERED_BYTES) {
+      if (dropIfSlow) return;
+      s.transport.close(CLOSE.policy, 'slow consumer');
+      return;
+    }
+    s.sendEvent(event, payload);
+  }
+
+  broadcastResolved(requestId: string, deviceId: string, decision: 'approved' | 'rejected' | 'expired'): void {
+    this.broadcast('device.pair.resolved', { requestId, deviceId, decision, ts: this.clock.now() });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Live authority
+  // ------------------------------------------------------------------------------------------
+
+  /** Close every live session of a device (optionally one role) with a catalogue reason. */
+  closeDeviceSessions(
+    deviceId: string,
+    role: Role | null,
+    why: Extract<DetailCode, 'TOKEN_ROTATED' | 'TOKEN_REVOKED' | 'DEVICE_REMOVED' | 'SCOPES_REDUCED' | 'PAIRING_REJECTED'>,
+  ): number {
+    const err = new GatewayError(why);
+    let n = 0;
+    for (const s of this.deviceSessions(deviceId)) {
+      if (role && s.role !== role) continue;
+      this.disconnect(s);
+      s.transport.close(err.close ?? CLOSE.deviceRemoved, closeReason(err.shape.message));
+      n++;
+    }
+    return n;
+  }
+
+  /** After an approval widened a grant: widen live sessions that asked for it, and tell them. */
+  widenDeviceSessions(deviceId: string, role: Role, granted: readonly string[], requestId: string): void {
+    for (const s of this.deviceSessions(deviceId)) {
+      if (s.role !== role || s.pendingUpgradeRequestId !== requestId) continue;
+      for (const scope of granted) s.scopes.add(scope);
+      s.pendingUpgradeRequestId = undefined;
+      s.sendEvent('auth.updated', { role, scopes: [...s.scopes].sort(), requestId, reason: 'scope-upgrade-approved' });
+    }
+  }
+
+  async audit(actor: string, action: string, subject?: string, data?: Record<string, unknown>): Promise<void> {
+    await this.store.appendAudit({ atMs: this.clock.now(), actor, action, subject, data });
+  }
+
+  private async flushSeen(): Promise<void> {
+    if (this.seen.size === 0) return;
+    const batch = [...this.seen.values()];
+    this.seen = new Map();
+    try {
+      await this.store.recordSeen(batch);
+    } catch (err) {
+      this.log.warn('could not record last-seen metadata', { err: String(err) });
+    }
+  }
+
+  /** Stop: `shutdown` event, close 1012 for everyone, flush, and close the store. */
+  async stop(reason = 'gateway stopping'): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    for (const t of this.timers) clearInterval(t);
+    for (const s of [...this.sessions.values()]) {
+      s.sendEvent('shutdown', { reason, restartExpectedMs: null });
+      this.disconnect(s);
+      s.transport.close(CLOSE.restart, 'service restart');
+    }
+    for (const [id] of this.waiters) await this.resolveWaiters(id, 'rejected');
+    await this.flushSeen();
+    await this.store.close();
+  }
+}
+
+interface AdmitContext {
+  id: string;
+  params: ConnectParams;
+  role: Role;
+  protocol: number;
+  scopes: string[];
+  transport: TransportFacts;
+  sock: SessionTransport;
+  device: VerifiedDevice | null;
+  credential: Credential;
+  tokenRecord: TokenRecord | null;
+  presentedDeviceToken: string | undefined;
+  tokenInSlot: boolean;
+}
+
+function isCancel(frame: unknown): frame is { type: 'cancel'; id: string } {
+  return typeof frame === 'object' && frame !== null && (frame as { type?: unknown }).type === 'cancel' && typeof (frame as { id?: unknown }).id === 'string';
+}
+
+export function negotiateProtocol(params: ConnectParams, role: string): number | null {
+  const { minProtocol: lo, maxProtocol: hi } = params;
+  if (lo > hi) return null;
+  if (lo <= PROTOCOL_VERSION && hi >= PROTOCOL_VERSION) return PROTOCOL_VERSION;
+  const floor = role === 'node' && params.client.mode === 'node' ? MIN_NODE_PROTOCOL : params.client.mode === 'probe' ? MIN_PROBE_PROTOCOL : PROTOCOL_VERSION;
+  if (hi >= floor && hi < PROTOCOL_VERSION && lo <= hi) return hi;
+  return null;
+}
+
+function metaOf(params: ConnectParams) {
+  return {
+    displayName: params.client.displayName,
+    platform: params.client.platform,
+    deviceFamily: params.client.deviceFamily,
+    clientId: params.client.id,
+    clientMode: params.client.mode,
+  };
+}
+
+function authReasonOf(detail: DetailCode): string {
+  const map: Partial<Record<DetailCode, string>> = {
+    AUTH_TOKEN_MISSING: 'token_missing',
+    AUTH_TOKEN_MISMATCH: 'token_mismatch',
+    AUTH_TOKEN_NOT_CONFIGURED: 'token_missing_config',
+    AUTH_PASSWORD_MISSING: 'password_missing',
+    AUTH_PASSWORD_MISMATCH: 'password_mismatch',
+    AUTH_PASSWORD_NOT_CONFIGURED: 'password_missing_config',
+    AUTH_BOOTSTRAP_TOKEN_INVALID: 'bootstrap_token_invalid',
+    AUTH_DEVICE_TOKEN_MISMATCH: 'device_token_mismatch',
+    AUTH_SCOPE_MISMATCH: 'scope_mismatch',
+    AUTH_RATE_LIMITED: 'rate_limited',
+  };
+  return map[detail] ?? 'unauthorized';
+}

@@ -1,0 +1,96 @@
+/**
+ * Who is calling a method. Sockets become `SessionPrincipal`s after `hello-ok`; internal
+ * automations (cron, announce, spawn) use an in-process principal that no socket, header or
+ * client id can produce. Dispatch only ever sees a Principal.
+ */
+import type { EventFrame, Role } from '../protocol/frames.js';
+import { scopeSatisfied } from '../protocol/scopes.js';
+
+export type PrincipalKind = 'owner' | 'shared' | 'device' | 'internal';
+
+/** The transport side of a session, implemented by the server (core never sees a socket). */
+export interface SessionTransport {
+  send(text: string): void;
+  close(code: number, reason: string): void;
+  /** Bytes queued but not yet written to the socket. */
+  bufferedBytes(): number;
+}
+
+export interface Principal {
+  readonly kind: PrincipalKind;
+  readonly role: Role;
+  /** Live scopes, exactly what dispatch enforces. */
+  scopes: Set<string>;
+  readonly deviceId?: string | undefined;
+  /** Attributable name for logs and the audit log. */
+  readonly actor: string;
+  /** The pending scope-upgrade request of this device, named in MISSING_SCOPE errors. */
+  pendingUpgradeRequestId?: string | undefined;
+}
+
+export function hasScope(p: Principal, scope: string): boolean {
+  return scopeSatisfied(p.scopes, scope);
+}
+
+export interface ClientDescription {
+  id: string;
+  mode: string;
+  version: string;
+  platform: string;
+  displayName?: string | undefined;
+  deviceFamily?: string | undefined;
+  instanceId?: string | undefined;
+}
+
+export class SessionPrincipal implements Principal {
+  scopes: Set<string>;
+  pendingUpgradeRequestId?: string | undefined;
+  /** Grant epoch this session was admitted under (device sessions only). */
+  epoch: number;
+  private seq = 0;
+  readonly connectedAtMs: number;
+
+  constructor(
+    readonly connId: string,
+    readonly kind: Exclude<PrincipalKind, 'internal'>,
+    readonly role: Role,
+    scopes: Iterable<string>,
+    readonly transport: SessionTransport,
+    readonly client: ClientDescription,
+    readonly address: string,
+    nowMs: number,
+    readonly deviceId?: string,
+    epoch = 0,
+    readonly tokenId?: string,
+  ) {
+    this.scopes = new Set(scopes);
+    this.epoch = epoch;
+    this.connectedAtMs = nowMs;
+  }
+
+  get actor(): string {
+    if (this.kind === 'device') return `device:${this.deviceId}`;
+    return this.kind === 'owner' ? 'owner' : 'shared-token';
+  }
+
+  sendEvent(event: string, payload: unknown): void {
+    const frame: EventFrame = { type: 'event', event, payload, seq: ++this.seq };
+    this.transport.send(JSON.stringify(frame));
+  }
+}
+
+/** The in-process principal of an internal component; constructed only by the automation layer. */
+export class InternalPrincipal implements Principal {
+  readonly kind = 'internal' as const;
+  readonly role = 'operator' as const;
+  scopes: Set<string>;
+  constructor(
+    readonly component: string,
+    scopes: Iterable<string>,
+  ) {
+    this.scopes = new Set(scopes);
+  }
+  get actor(): string {
+    return `internal:${this.component}`;
+  }
+}

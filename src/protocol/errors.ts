@@ -1,0 +1,350 @@
+/**
+ * The closed error catalogue. Every failure clawgate puts on the wire is one entry here:
+ * its top-level `error.code` (OpenClaw's closed ErrorCodes), the `details.code` clients branch
+ * on, the message template, the WebSocket close code (null = the socket stays open) and the
+ * next step for the person reading it. docs/errors.md mirrors this table; a test keeps the two
+ * in sync, so a code cannot ship undocumented.
+ */
+import type { ErrorShape } from './frames.js';
+
+export const ERROR_CODES = [
+  'NOT_LINKED',
+  'NOT_PAIRED',
+  'AGENT_TIMEOUT',
+  'AGENT_RESULT_NOT_FOUND',
+  'INVALID_REQUEST',
+  'FORBIDDEN',
+  'APPROVAL_NOT_FOUND',
+  'UNAVAILABLE',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** Close codes used by the gateway (PROTOCOL.md §Close codes). */
+export const CLOSE = {
+  normal: 1000,
+  protocolError: 1002,
+  policy: 1008,
+  tooLarge: 1009,
+  restart: 1012,
+  tryAgainLater: 1013,
+  /** Same code the reference uses when a device's token for the role was rotated/revoked/removed. */
+  deviceRemoved: 4001,
+} as const;
+
+export interface CatalogueEntry {
+  code: ErrorCode;
+  /** Message template; `{name}` placeholders are filled from `vars`. */
+  message: string;
+  /** WebSocket close code sent after the error frame, or null when the socket stays open. */
+  close: number | null;
+  /** What the person should do next (also sent as `details.nextStep`). */
+  next: string;
+  /** Machine hint compatible with the reference (`details.recommendedNextStep`). */
+  recommended?: 'retry_with_device_token' | 'update_auth_configuration' | 'update_auth_credentials' | 'wait_then_retry' | 'review_auth_configuration';
+  retryable?: boolean;
+}
+
+const entries = {
+  // --- frames and handshake order -----------------------------------------------------------
+  INVALID_FRAME: {
+    code: 'INVALID_REQUEST',
+    message: 'invalid request frame',
+    close: CLOSE.policy,
+    next: 'Send JSON text frames of the shape {"type":"req","id","method","params"}; the first one must be `connect`.',
+  },
+  HANDSHAKE_NOT_CONNECT: {
+    code: 'INVALID_REQUEST',
+    message: 'invalid handshake: first request must be connect',
+    close: CLOSE.policy,
+    next: 'Wait for the `connect.challenge` event and send a `connect` request first.',
+  },
+  INVALID_CONNECT_PARAMS: {
+    code: 'INVALID_REQUEST',
+    message: 'invalid connect params: {problem}',
+    close: CLOSE.policy,
+    next: 'Fix the named field of `connect.params` (PROTOCOL.md §connect) and reconnect.',
+  },
+  HANDSHAKE_TIMEOUT: {
+    code: 'INVALID_REQUEST',
+    message: 'handshake timeout',
+    close: CLOSE.policy,
+    next: 'Send `connect` within the handshake timeout (default 15 s) after the challenge.',
+  },
+  PREAUTH_FRAME_TOO_LARGE: {
+    code: 'INVALID_REQUEST',
+    message: 'frame too large',
+    close: CLOSE.tooLarge,
+    next: 'Keep frames before `hello-ok` under 64 KiB, and later frames under `policy.maxPayload`.',
+  },
+  PROTOCOL_MISMATCH: {
+    code: 'INVALID_REQUEST',
+    message: 'protocol mismatch',
+    close: CLOSE.protocolError,
+    next: 'Upgrade the client: this gateway speaks protocol 4 (3 for nodes and probes).',
+  },
+  INVALID_ROLE: {
+    code: 'INVALID_REQUEST',
+    message: 'invalid role',
+    close: CLOSE.policy,
+    next: 'Use role "operator" or "node".',
+  },
+  // --- shared secret / token auth -----------------------------------------------------------
+  AUTH_REQUIRED: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: authentication required',
+    close: CLOSE.policy,
+    next: 'Pass the gateway token (--token), a device token, or a setup code.',
+    recommended: 'update_auth_configuration',
+  },
+  AUTH_TOKEN_MISSING: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: gateway token missing (provide gateway auth token)',
+    close: CLOSE.policy,
+    next: 'Pass the gateway token (`clawgate gateway token` on the gateway host prints it), or pair with a setup code.',
+    recommended: 'update_auth_configuration',
+  },
+  AUTH_TOKEN_MISMATCH: {
+    code: 'INVALID_REQUEST',
+    message: "unauthorized: gateway token mismatch (use this gateway's token or pair the device)",
+    close: CLOSE.policy,
+    next: 'Use the current gateway token (`clawgate gateway token` on the gateway host), or connect with your device token.',
+    recommended: 'update_auth_credentials',
+  },
+  AUTH_TOKEN_NOT_CONFIGURED: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: gateway token not configured',
+    close: CLOSE.policy,
+    next: 'Start the gateway with a token (--token) or use its password.',
+    recommended: 'update_auth_configuration',
+  },
+  AUTH_PASSWORD_MISSING: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: gateway password missing',
+    close: CLOSE.policy,
+    next: 'Pass the gateway password (--password).',
+    recommended: 'update_auth_configuration',
+  },
+  AUTH_PASSWORD_MISMATCH: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: gateway password mismatch',
+    close: CLOSE.policy,
+    next: 'Use the password the gateway was started with.',
+    recommended: 'update_auth_credentials',
+  },
+  AUTH_PASSWORD_NOT_CONFIGURED: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: gateway password not configured',
+    close: CLOSE.policy,
+    next: 'This gateway has no password; use its token instead.',
+    recommended: 'update_auth_configuration',
+  },
+  AUTH_DEVICE_TOKEN_MISMATCH: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: device token mismatch (rotate/reissue device token)',
+    close: CLOSE.policy,
+    next: 'The device token was rotated, revoked or never issued: reconnect with the gateway token to re-pair, or ask an operator to rotate it (`clawgate devices rotate`).',
+    recommended: 'update_auth_credentials',
+  },
+  AUTH_SCOPE_MISMATCH: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: device token scope mismatch (re-pair or approve scope upgrade)',
+    close: CLOSE.policy,
+    next: 'Ask for the scopes your token holds, or reconnect with the gateway token to file a scope upgrade.',
+    recommended: 'review_auth_configuration',
+  },
+  AUTH_BOOTSTRAP_TOKEN_INVALID: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: setup code invalid, expired, revoked, or already used (create a new code)',
+    close: CLOSE.policy,
+    next: 'Mint a new setup code on the gateway host (`clawgate qr`).',
+    recommended: 'review_auth_configuration',
+  },
+  AUTH_RATE_LIMITED: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: too many failed authentication attempts (retry later)',
+    close: CLOSE.policy,
+    next: 'Wait `retryAfterMs`, then retry with the right credential.',
+    recommended: 'wait_then_retry',
+    retryable: true,
+  },
+  // --- device identity and proof ------------------------------------------------------------
+  DEVICE_IDENTITY_REQUIRED: {
+    code: 'NOT_PAIRED',
+    message: 'device identity required',
+    close: CLOSE.policy,
+    next: 'Sign the connect with the device key (the `device` block), or authenticate with the gateway token.',
+  },
+  DEVICE_AUTH_DEVICE_ID_MISMATCH: {
+    code: 'INVALID_REQUEST',
+    message: 'device identity mismatch',
+    close: CLOSE.policy,
+    next: 'Send device.id = lowercase hex SHA-256 of the raw 32-byte Ed25519 public key (base64url).',
+  },
+  DEVICE_AUTH_SIGNATURE_EXPIRED: {
+    code: 'INVALID_REQUEST',
+    message: 'device signature expired',
+    close: CLOSE.policy,
+    next: 'Sign with signedAt = the challenge `ts` (or the current time); fix the client clock if it is off by more than 2 minutes.',
+  },
+  DEVICE_AUTH_NONCE_REQUIRED: {
+    code: 'INVALID_REQUEST',
+    message: 'device nonce required',
+    close: CLOSE.policy,
+    next: 'Copy the `connect.challenge` nonce into device.nonce and the signed payload.',
+  },
+  DEVICE_AUTH_NONCE_MISMATCH: {
+    code: 'INVALID_REQUEST',
+    message: 'device nonce mismatch',
+    close: CLOSE.policy,
+    next: "Sign the nonce of this connection's `connect.challenge`, not an older one.",
+  },
+  DEVICE_AUTH_SIGNATURE_INVALID: {
+    code: 'INVALID_REQUEST',
+    message: 'device signature invalid',
+    close: CLOSE.policy,
+    next: 'Sign the v3 payload exactly as PROTOCOL.md §Device proof builds it (scopes in sent order, platform lower-cased).',
+  },
+  DEVICE_AUTH_PUBLIC_KEY_INVALID: {
+    code: 'INVALID_REQUEST',
+    message: 'device public key invalid',
+    close: CLOSE.policy,
+    next: 'Send the raw 32-byte Ed25519 public key as unpadded base64url.',
+  },
+  // --- pairing ------------------------------------------------------------------------------
+  PAIRING_REQUIRED: {
+    code: 'NOT_PAIRED',
+    message: 'pairing required: {detail}',
+    close: CLOSE.policy,
+    next: 'Ask an operator to approve the request: `clawgate devices approve <requestId>` on the gateway host, or the Control UI.',
+    recommended: 'review_auth_configuration',
+  },
+  PAIRING_REJECTED: {
+    code: 'NOT_PAIRED',
+    message: 'pairing rejected',
+    close: CLOSE.policy,
+    next: 'An operator rejected this device; ask them to approve a new request, then reconnect.',
+  },
+  // --- method dispatch (socket stays open) --------------------------------------------------
+  MISSING_SCOPE: {
+    code: 'FORBIDDEN',
+    message: 'missing scope: {scope}',
+    close: null,
+    next: 'Ask an operator to approve the pending scope upgrade (`clawgate devices approve <requestId>`), or reconnect asking for that scope.',
+  },
+  ROLE_NOT_ALLOWED: {
+    code: 'FORBIDDEN',
+    message: 'method {method} requires role {role}',
+    close: null,
+    next: 'Call this method from a connection with the named role.',
+  },
+  UNKNOWN_METHOD: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown method: {method}',
+    close: null,
+    next: 'Check `hello-ok.features.methods` for the methods this gateway offers.',
+  },
+  INVALID_PARAMS: {
+    code: 'INVALID_REQUEST',
+    message: 'invalid params for {method}: {problem}',
+    close: null,
+    next: "Fix the named parameter (PROTOCOL.md lists each method's params).",
+  },
+  DUPLICATE_REQUEST_ID: {
+    code: 'INVALID_REQUEST',
+    message: 'request id already in flight: {id}',
+    close: null,
+    next: 'Use a fresh id for every request on a connection.',
+  },
+  INTERNAL_ERROR: {
+    code: 'UNAVAILABLE',
+    message: 'internal error ({ref})',
+    close: null,
+    next: 'Retry; if it persists, report the reference shown in the message with the gateway log.',
+    retryable: true,
+  },
+  // --- live authority changes (close only, no error frame) ----------------------------------
+  TOKEN_ROTATED: {
+    code: 'NOT_PAIRED',
+    message: 'device token rotated',
+    close: CLOSE.deviceRemoved,
+    next: 'Reconnect with the new token (a self-rotation returned it in-band), or with the gateway token.',
+  },
+  TOKEN_REVOKED: {
+    code: 'NOT_PAIRED',
+    message: 'device token revoked',
+    close: CLOSE.deviceRemoved,
+    next: 'The role was revoked; reconnect to file a new pairing request and ask an operator to approve it.',
+  },
+  DEVICE_REMOVED: {
+    code: 'NOT_PAIRED',
+    message: 'device removed',
+    close: CLOSE.deviceRemoved,
+    next: 'The device was removed; reconnect to file a new pairing request.',
+  },
+  SCOPES_REDUCED: {
+    code: 'NOT_PAIRED',
+    message: 'device scopes reduced',
+    close: CLOSE.deviceRemoved,
+    next: 'Reconnect asking for the scopes the device still holds (`clawgate devices list` shows them).',
+  },
+  // --- gateway lifecycle --------------------------------------------------------------------
+  SHUTTING_DOWN: {
+    code: 'UNAVAILABLE',
+    message: 'service restart',
+    close: CLOSE.restart,
+    next: 'The gateway is stopping; reconnect with backoff.',
+    retryable: true,
+  },
+  SLOW_CONSUMER: {
+    code: 'UNAVAILABLE',
+    message: 'slow consumer',
+    close: CLOSE.policy,
+    next: 'Read frames faster; the outbound buffer passed `policy.maxBufferedBytes`.',
+  },
+} as const satisfies Record<string, CatalogueEntry>;
+
+export type DetailCode = keyof typeof entries;
+export const CATALOGUE: Readonly<Record<DetailCode, CatalogueEntry>> = entries;
+
+export function fillTemplate(template: string, vars: Record<string, string | number> = {}): string {
+  return template.replace(/\{(\w+)\}/g, (whole, name: string) => (name in vars ? String(vars[name]) : whole));
+}
+
+export interface GatewayErrorInit {
+  vars?: Record<string, string | number>;
+  details?: Record<string, unknown>;
+  retryAfterMs?: number;
+}
+
+/** A failure as a value: what a handler or the handshake returns for an expected failure. */
+export class GatewayError {
+  readonly detail: DetailCode;
+  readonly shape: ErrorShape;
+  constructor(detail: DetailCode, init: GatewayErrorInit = {}) {
+    const entry = CATALOGUE[detail];
+    this.detail = detail;
+    const details: Record<string, unknown> = { code: detail, ...init.details };
+    if (entry.recommended && details.recommendedNextStep === undefined) details.recommendedNextStep = entry.recommended;
+    if (details.nextStep === undefined) details.nextStep = entry.next;
+    this.shape = { code: entry.code, message: fillTemplate(entry.message, init.vars), details };
+    if (entry.retryable) this.shape.retryable = true;
+    if (init.retryAfterMs !== undefined) this.shape.retryAfterMs = init.retryAfterMs;
+  }
+  get close(): number | null {
+    return CATALOGUE[this.detail].close;
+  }
+}
+
+export function isGatewayError(value: unknown): value is GatewayError {
+  return value instanceof GatewayError;
+}
+
+/** Close reasons are the message cut to the WebSocket limit on a UTF-8 boundary. */
+export function closeReason(message: string, maxBytes = 120): string {
+  const buf = Buffer.from(message, 'utf8');
+  if (buf.length <= maxBytes) return message;
+  let end = maxBytes;
+  // biome-ignore lint/style/noNonNullAssertion: index is within bounds
+  while (end > 0 && (buf[end]! & 0xc0) === 0x80) end--;
+  return buf.subarray(0, end).toString('utf8');
+}

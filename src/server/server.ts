@@ -1,0 +1,233 @@
+/**
+ * The only code that knows HTTP and WebSocket. One port: `/healthz`, `/readyz`, and the
+ * WebSocket control plane. Everything it learns from the network goes to the core as text
+ * frames and transport facts; every socket has an `error` listener so no client can crash
+ * the process.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { WebSocket, WebSocketServer } from 'ws';
+import type { ConnectOutcome, Gateway, TransportFacts } from '../core/gateway.js';
+import type { SessionPrincipal, SessionTransport } from '../core/principal.js';
+import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
+import { MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES } from '../protocol/frames.js';
+
+const PING_INTERVAL_MS = 25_000;
+const FORWARDED_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip'];
+
+export interface RunningServer {
+  server: Server;
+  port: number;
+  host: string;
+  url: string;
+  /** Graceful stop: shutdown event, close 1012, store closed. */
+  close(): Promise<void>;
+}
+
+export function isLoopbackAddress(address: string | undefined): boolean {
+  if (!address) return false;
+  const a = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return a === '::1' || a.startsWith('127.');
+}
+
+function normalizeAddress(address: string | undefined): string {
+  if (!address) return 'unknown';
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
+}
+
+export async function startServer(gateway: Gateway, host: string, port: number): Promise<RunningServer> {
+  let ready = false;
+  const http = createServer((req, res) => handleHttp(req, res, () => ready));
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PREAUTH_PAYLOAD_BYTES, perMessageDeflate: false });
+  const sockets = new Set<WebSocket>();
+
+  http.on('clientError', (_err, socket: Socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\n\r\n');
+    else socket.destroy();
+  });
+  http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    const forwarded = FORWARDED_HEADERS.some((h) => req.headers[h] !== undefined);
+    if (forwarded) {
+      // No trusted proxy is configured, so nobody may tell us who the client is.
+      const body = JSON.stringify({
+        error: {
+          type: 'proxy_attribution_required',
+          message: 'Forwarded headers from an untrusted peer. Configure gateway.trustedProxies with the proxy address, or connect directly.',
+        },
+      });
+      socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const address = normalizeAddress(req.socket.remoteAddress);
+      const facts: TransportFacts = { address, directLocal: isLoopbackAddress(req.socket.remoteAddress) };
+      sockets.add(ws);
+      ws.on('close', () => sockets.delete(ws));
+      serveConnection(gateway, ws, facts);
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(port, host, () => {
+      http.off('error', reject);
+      resolve();
+    });
+  });
+  http.on('error', (err) => gateway.log.error('http server error', { err: String(err) }));
+  ready = true;
+  const addr = http.address() as AddressInfo;
+  const urlHost = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+
+  return {
+    server: http,
+    port: addr.port,
+    host: addr.address,
+    url: `ws://${urlHost}:${addr.port}`,
+    async close() {
+      ready = false;
+      await gateway.stop();
+      for (const ws of sockets) if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(CLOSE.restart, 'service restart');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          for (const ws of sockets) ws.terminate();
+          resolve();
+        }, 1000);
+        timer.unref();
+        http.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        http.closeAllConnections();
+      });
+    },
+  };
+}
+
+function handleHttp(req: IncomingMessage, res: ServerResponse, isReady: () => boolean): void {
+  const path = (req.url ?? '/').split('?')[0];
+  const json = (status: number, body: unknown) => {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  };
+  if (path === '/healthz') json(200, { ok: true });
+  else if (path === '/readyz') json(isReady() ? 200 : 503, { ready: isReady() });
+  else json(404, { error: { type: 'not_found', message: `no such path: ${path}` } });
+}
+
+function transportOf(ws: WebSocket): SessionTransport {
+  return {
+    send: (text) => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(text);
+    },
+    close: (code, reason) => {
+      if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(code, closeReason(reason));
+    },
+    bufferedBytes: () => ws.bufferedAmount,
+  };
+}
+
+/** Lift the pre-auth frame cap once the client is authenticated (ws keeps it per receiver). */
+function raiseFrameCap(ws: WebSocket): void {
+  const receiver = (ws as unknown as { _receiver?: { _maxPayload?: number } })._receiver;
+  if (receiver && typeof receiver._maxPayload === 'number') receiver._maxPayload = MAX_PAYLOAD_BYTES;
+}
+
+function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts): void {
+  const transport = transportOf(ws);
+  const challenge = gateway.challenge();
+  let state: 'handshake' | 'authenticating' | 'waiting' | 'open' | 'closed' = 'handshake';
+  let session: SessionPrincipal | null = null;
+  let cancelWait: (() => void) | null = null;
+  const inflight = new Map<string, AbortController>();
+  let alive = true;
+
+  ws.on('error', (err) => gateway.log.warn('socket error', { address: facts.address, err: String(err) }));
+  const handshakeTimer = setTimeout(() => {
+    if (state === 'handshake' || state === 'waiting') {
+      if (state === 'waiting') return;
+      const e = new GatewayError('HANDSHAKE_TIMEOUT');
+      transport.close(e.close ?? CLOSE.policy, e.shape.message);
+    }
+  }, gateway.config.handshakeTimeoutMs);
+  const pinger = setInterval(() => {
+    if (!alive) {
+      ws.terminate();
+      return;
+    }
+    alive = false;
+    if (ws.readyState === WebSocket.OPEN) ws.ping();
+  }, PING_INTERVAL_MS);
+  ws.on('pong', () => {
+    alive = true;
+  });
+
+  ws.on('close', () => {
+    state = 'closed';
+    clearTimeout(handshakeTimer);
+    clearInterval(pinger);
+    cancelWait?.();
+    for (const ac of inflight.values()) ac.abort();
+    if (session) gateway.disconnect(session);
+  });
+
+  const finish = (outcome: ConnectOutcome): void => {
+    if (state === 'closed') {
+      if (outcome.type === 'hello') gateway.disconnect(outcome.session);
+      return;
+    }
+    if (outcome.type === 'hello') {
+      clearTimeout(handshakeTimer);
+      session = outcome.session;
+      state = 'open';
+      raiseFrameCap(ws);
+      ws.send(outcome.frame);
+    } else if (outcome.type === 'reject') {
+      state = 'closed';
+      if (outcome.frame) ws.send(outcome.frame);
+      transport.close(outcome.closeCode, outcome.closeReason);
+    } else {
+      state = 'waiting';
+      clearTimeout(handshakeTimer);
+      cancelWait = outcome.cancel;
+      transport.send(JSON.stringify({ type: 'event', event: 'device.pair.waiting', payload: { requestId: outcome.requestId } }));
+      outcome.result.then(finish, (err) => {
+        gateway.log.error('approval wait failed', { err: String(err) });
+        transport.close(CLOSE.tryAgainLater, 'internal error');
+      });
+    }
+  };
+
+  ws.on('message', (data, isBinary) => {
+    if (state === 'handshake') {
+      if (isBinary) {
+        state = 'closed';
+        const e = new GatewayError('INVALID_FRAME');
+        transport.close(e.close ?? CLOSE.policy, e.shape.message);
+        return;
+      }
+      state = 'authenticating';
+      gateway.connect(data.toString('utf8'), challenge.nonce, facts, transport).then(finish, (err) => {
+        gateway.log.error('connect crashed', { err: String(err) });
+        transport.close(CLOSE.tryAgainLater, 'internal error');
+      });
+      return;
+    }
+    if (state !== 'open' || !session) return; // frames while authenticating or waiting are ignored
+    if (isBinary) {
+      transport.send(JSON.stringify({ type: 'res', id: '', ok: false, error: new GatewayError('INVALID_FRAME').shape }));
+      return;
+    }
+    const s = session;
+    gateway.frame(s, data.toString('utf8'), inflight).then(
+      (reply) => {
+        if (reply !== null) transport.send(reply);
+      },
+      (err) => gateway.log.error('frame handling crashed', { err: String(err) }),
+    );
+  });
+
+  ws.send(JSON.stringify({ type: 'event', event: 'connect.challenge', payload: challenge }));
+}

@@ -1,0 +1,197 @@
+/** In-memory store for unit tests. Same contract as SQLite; nothing survives the process. */
+import type { Role } from '../protocol/frames.js';
+import { chainAudit, mergePairingRequest } from './shared.js';
+import type {
+  ApproveInput,
+  AuditEntry,
+  AuditInput,
+  DeviceRecord,
+  GrantRecord,
+  NewToken,
+  PairingRequest,
+  Store,
+  TokenRecord,
+  UpsertRequestInput,
+  UpsertRequestResult,
+} from './types.js';
+
+const gk = (deviceId: string, role: Role) => `${deviceId}\u0000${role}`;
+const clone = <T>(v: T): T => structuredClone(v);
+
+export class MemoryStore implements Store {
+  readonly kind = 'memory' as const;
+  private meta = new Map<string, string>();
+  private devices = new Map<string, DeviceRecord>();
+  private grants = new Map<string, GrantRecord>();
+  private tokens = new Map<string, TokenRecord>();
+  private requests = new Map<string, PairingRequest>();
+  private audit: AuditEntry[] = [];
+
+  async close(): Promise<void> {}
+
+  async getMeta(key: string) {
+    return this.meta.get(key) ?? null;
+  }
+  async setMeta(key: string, value: string) {
+    this.meta.set(key, value);
+  }
+
+  async getDevice(deviceId: string) {
+    const d = this.devices.get(deviceId);
+    return d ? clone(d) : null;
+  }
+  async listDevices() {
+    return [...this.devices.values()].map(clone).sort((a, b) => a.createdAtMs - b.createdAtMs);
+  }
+  async listGrants(deviceId?: string) {
+    return [...this.grants.values()].filter((g) => !deviceId || g.deviceId === deviceId).map(clone);
+  }
+  async getGrant(deviceId: string, role: Role) {
+    const g = this.grants.get(gk(deviceId, role));
+    return g ? clone(g) : null;
+  }
+  async getToken(tokenId: string) {
+    const t = this.tokens.get(tokenId);
+    return t ? clone(t) : null;
+  }
+  async listTokens(deviceId?: string) {
+    return [...this.tokens.values()].filter((t) => !deviceId || t.deviceId === deviceId).map(clone);
+  }
+
+  private liveToken(deviceId: string, role: Role): TokenRecord | undefined {
+    for (const t of this.tokens.values()) if (t.deviceId === deviceId && t.role === role && t.revokedAtMs === undefined) return t;
+    return undefined;
+  }
+  private dropTokens(deviceId: string, role?: Role) {
+    for (const [id, t] of this.tokens) if (t.deviceId === deviceId && (!role || t.role === role)) this.tokens.delete(id);
+  }
+  private putToken(deviceId: string, role: Role, token: NewToken, atMs: number, createdAtMs?: number) {
+    this.dropTokens(deviceId, role);
+    this.tokens.set(token.tokenId, {
+      tokenId: token.tokenId,
+      deviceId,
+      role,
+      secretHash: Buffer.from(token.secretHash),
+      createdAtMs: createdAtMs ?? atMs,
+      rotatedAtMs: createdAtMs === undefined ? undefined : atMs,
+    });
+  }
+  private appendAuditSync(input: AuditInput): AuditEntry {
+    const e = chainAudit(this.audit[this.audit.length - 1], input);
+    this.audit.push(e);
+    return e;
+  }
+
+  async approve(input: ApproveInput): Promise<GrantRecord> {
+    const { device, role, atMs } = input;
+    const existing = this.devices.get(device.deviceId);
+    const row: DeviceRecord = {
+      ...(existing ?? { createdAtMs: atMs }),
+      ...device.meta,
+      deviceId: device.deviceId,
+      publicKey: device.publicKey,
+      label: existing?.label,
+      lastSeenAtMs: atMs,
+      lastSeenAddress: device.address ?? existing?.lastSeenAddress,
+    };
+    const prev = this.grants.get(gk(device.deviceId, role));
+    const grant: GrantRecord = {
+      deviceId: device.deviceId,
+      role,
+      scopes: [...input.scopes],
+      epoch: (prev?.epoch ?? 0) + 1,
+      approvedAtMs: atMs,
+      approvedVia: input.via,
+    };
+    const old = this.liveToken(device.deviceId, role);
+    this.devices.set(device.deviceId, row);
+    this.grants.set(gk(device.deviceId, role), grant);
+    if (input.token) this.putToken(device.deviceId, role, input.token, atMs, old?.createdAtMs);
+    if (input.requestId) this.requests.delete(input.requestId);
+    this.appendAuditSync(input.audit);
+    return clone(grant);
+  }
+
+  async upsertPairingRequest(input: UpsertRequestInput): Promise<UpsertRequestResult> {
+    const existing = [...this.requests.values()].find((r) => r.deviceId === input.deviceId && r.role === input.role) ?? null;
+    const result = mergePairingRequest(existing, input);
+    this.requests.set(result.request.requestId, result.request);
+    if (result.created || result.widened) this.appendAuditSync(input.audit);
+    return clone(result);
+  }
+  async getPairingRequest(requestId: string) {
+    const r = this.requests.get(requestId);
+    return r ? clone(r) : null;
+  }
+  async listPairingRequests(deviceId?: string) {
+    return [...this.requests.values()]
+      .filter((r) => !deviceId || r.deviceId === deviceId)
+      .map(clone)
+      .sort((a, b) => a.createdAtMs - b.createdAtMs);
+  }
+  async deletePairingRequest(requestId: string, audit: AuditInput) {
+    if (!this.requests.delete(requestId)) return false;
+    this.appendAuditSync(audit);
+    return true;
+  }
+
+  async rotateToken(deviceId: string, role: Role, token: NewToken, scopes: string[] | null, atMs: number, audit: AuditInput) {
+    const g = this.grants.get(gk(deviceId, role));
+    if (!g) return null;
+    const old = this.liveToken(deviceId, role);
+    g.epoch++;
+    if (scopes) g.scopes = [...scopes];
+    this.putToken(deviceId, role, token, atMs, old?.createdAtMs ?? atMs);
+    this.appendAuditSync(audit);
+    return clone(g);
+  }
+  async revokeToken(deviceId: string, role: Role, atMs: number, audit: AuditInput) {
+    const t = this.liveToken(deviceId, role);
+    if (!this.grants.delete(gk(deviceId, role))) return null;
+    if (t) t.revokedAtMs = atMs;
+    this.appendAuditSync(audit);
+    return t ? clone(t) : null;
+  }
+  async removeRole(deviceId: string, role: Role, audit: AuditInput) {
+    if (!this.grants.delete(gk(deviceId, role))) return false;
+    this.dropTokens(deviceId, role);
+    for (const [id, r] of this.requests) if (r.deviceId === deviceId && r.role === role) this.requests.delete(id);
+    if (![...this.grants.values()].some((g) => g.deviceId === deviceId)) this.devices.delete(deviceId);
+    this.appendAuditSync(audit);
+    return true;
+  }
+  async removeDevice(deviceId: string, audit: AuditInput) {
+    const existed = this.devices.delete(deviceId);
+    let any = existed;
+    for (const [k, g] of this.grants) if (g.deviceId === deviceId) this.grants.delete(k), (any = true);
+    this.dropTokens(deviceId);
+    for (const [id, r] of this.requests) if (r.deviceId === deviceId) this.requests.delete(id), (any = true);
+    if (any) this.appendAuditSync(audit);
+    return any;
+  }
+  async renameDevice(deviceId: string, label: string, audit: AuditInput) {
+    const d = this.devices.get(deviceId);
+    if (!d) return false;
+    d.label = label;
+    this.appendAuditSync(audit);
+    return true;
+  }
+  async recordSeen(entries: Array<{ deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>) {
+    for (const e of entries) {
+      const d = this.devices.get(e.deviceId);
+      if (d) (d.lastSeenAtMs = e.atMs), (d.lastSeenAddress = e.address);
+      const t = e.tokenId ? this.tokens.get(e.tokenId) : undefined;
+      if (t) t.lastUsedAtMs = e.atMs;
+    }
+  }
+  async appendAudit(input: AuditInput) {
+    return clone(this.appendAuditSync(input));
+  }
+  async listAudit(opts: { afterSeq?: number; limit?: number } = {}) {
+    const after = opts.afterSeq ?? 0;
+    return this.audit
+      .filter((e) => e.seq > after)
+      .slice(0, opts.limit ?? Number.MAX_SAFE_INTEGER)
+      .map(clone);
+  }
+}

@@ -1,0 +1,374 @@
+/**
+ * SQLite store (better-sqlite3, WAL). The embedded default: one file in the state dir.
+ * Every domain action runs in one IMMEDIATE transaction together with its audit entry.
+ */
+import { closeSync, existsSync, openSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import type { Role } from '../protocol/frames.js';
+import { chainAudit, mergePairingRequest } from './shared.js';
+import type {
+  ApproveInput,
+  AuditEntry,
+  AuditInput,
+  DeviceRecord,
+  GrantRecord,
+  NewToken,
+  PairingRequest,
+  Store,
+  TokenRecord,
+  UpsertRequestInput,
+  UpsertRequestResult,
+} from './types.js';
+
+/** Numbered migrations; `user_version` records how many ran. Never edit a shipped one. */
+export const SQLITE_MIGRATIONS: readonly string[] = [
+  `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+   CREATE TABLE devices (
+     device_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, meta_json TEXT NOT NULL,
+     label TEXT, created_at_ms INTEGER NOT NULL, last_seen_at_ms INTEGER, last_seen_address TEXT);
+   CREATE TABLE grants (
+     device_id TEXT NOT NULL REFERENCES devices(device_id) ON DELETE CASCADE, role TEXT NOT NULL,
+     scopes_json TEXT NOT NULL, epoch INTEGER NOT NULL, approved_at_ms INTEGER NOT NULL, approved_via TEXT NOT NULL,
+     PRIMARY KEY (device_id, role));
+   CREATE TABLE tokens (
+     token_id TEXT PRIMARY KEY, device_id TEXT NOT NULL REFERENCES devices(device_id) ON DELETE CASCADE,
+     role TEXT NOT NULL, secret_hash BLOB NOT NULL, created_at_ms INTEGER NOT NULL,
+     rotated_at_ms INTEGER, revoked_at_ms INTEGER, last_used_at_ms INTEGER);
+   CREATE INDEX tokens_device ON tokens(device_id, role);
+   CREATE TABLE pairing_requests (
+     request_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, role TEXT NOT NULL, body_json TEXT NOT NULL,
+     created_at_ms INTEGER NOT NULL, UNIQUE (device_id, role));
+   CREATE TABLE audit (
+     seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+     subject TEXT, data_json TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);`,
+];
+
+interface DeviceRow {
+  device_id: string;
+  public_key: string;
+  meta_json: string;
+  label: string | null;
+  created_at_ms: number;
+  last_seen_at_ms: number | null;
+  last_seen_address: string | null;
+}
+interface GrantRow {
+  device_id: string;
+  role: Role;
+  scopes_json: string;
+  epoch: number;
+  approved_at_ms: number;
+  approved_via: GrantRecord['approvedVia'];
+}
+interface TokenRow {
+  token_id: string;
+  device_id: string;
+  role: Role;
+  secret_hash: Buffer;
+  created_at_ms: number;
+  rotated_at_ms: number | null;
+  revoked_at_ms: number | null;
+  last_used_at_ms: number | null;
+}
+interface AuditRow {
+  seq: number;
+  at_ms: number;
+  actor: string;
+  action: string;
+  subject: string | null;
+  data_json: string | null;
+  prev_hash: string;
+  hash: string;
+}
+
+const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
+
+function toDevice(r: DeviceRow): DeviceRecord {
+  return {
+    ...JSON.parse(r.meta_json),
+    deviceId: r.device_id,
+    publicKey: r.public_key,
+    label: opt(r.label),
+    createdAtMs: r.created_at_ms,
+    lastSeenAtMs: opt(r.last_seen_at_ms),
+    lastSeenAddress: opt(r.last_seen_address),
+  };
+}
+function toGrant(r: GrantRow): GrantRecord {
+  return {
+    deviceId: r.device_id,
+    role: r.role,
+    scopes: JSON.parse(r.scopes_json),
+    epoch: r.epoch,
+    approvedAtMs: r.approved_at_ms,
+    approvedVia: r.approved_via,
+  };
+}
+function toToken(r: TokenRow): TokenRecord {
+  return {
+    tokenId: r.token_id,
+    deviceId: r.device_id,
+    role: r.role,
+    secretHash: Buffer.from(r.secret_hash),
+    createdAtMs: r.created_at_ms,
+    rotatedAtMs: opt(r.rotated_at_ms),
+    revokedAtMs: opt(r.revoked_at_ms),
+    lastUsedAtMs: opt(r.last_used_at_ms),
+  };
+}
+function toAudit(r: AuditRow): AuditEntry {
+  return {
+    seq: r.seq,
+    atMs: r.at_ms,
+    actor: r.actor,
+    action: r.action,
+    subject: opt(r.subject),
+    data: r.data_json === null ? undefined : JSON.parse(r.data_json),
+    prevHash: r.prev_hash,
+    hash: r.hash,
+  };
+}
+
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite' as const;
+  private readonly db: Database.Database;
+
+  constructor(path: string) {
+    // The database holds token hashes and the audit log: readable by the owner only.
+    if (path !== ':memory:' && !existsSync(path)) closeSync(openSync(path, 'a', 0o600));
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    // NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the last commit.
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+    this.migrate();
+  }
+
+  private migrate(): void {
+    const current = this.db.pragma('user_version', { simple: true }) as number;
+    if (current > SQLITE_MIGRATIONS.length) {
+      throw new Error(`state database is at schema ${current}, newer than this clawgate (${SQLITE_MIGRATIONS.length}); upgrade clawgate`);
+    }
+    for (let i = current; i < SQLITE_MIGRATIONS.length; i++) {
+      this.db
+        .transaction(() => {
+          this.db.exec(SQLITE_MIGRATIONS[i] as string);
+          this.db.pragma(`user_version = ${i + 1}`);
+        })
+        .immediate();
+    }
+  }
+
+  get schemaVersion(): number {
+    return this.db.pragma('user_version', { simple: true }) as number;
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) {
+      // Fold the WAL back into the main file so the state dir is one clean file at rest.
+      this.db.pragma('wal_checkpoint(TRUNCATE)');
+      this.db.close();
+    }
+  }
+
+  private tx<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  private appendAuditSync(input: AuditInput): AuditEntry {
+    const last = this.db.prepare('SELECT * FROM audit ORDER BY seq DESC LIMIT 1').get() as AuditRow | undefined;
+    const e = chainAudit(last ? toAudit(last) : undefined, input);
+    this.db
+      .prepare('INSERT INTO audit (seq, at_ms, actor, action, subject, data_json, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)')
+      .run(e.seq, e.atMs, e.actor, e.action, e.subject ?? null, e.data === undefined ? null : JSON.stringify(e.data), e.prevHash, e.hash);
+    return e;
+  }
+
+  async getMeta(key: string) {
+    const r = this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
+    return r?.value ?? null;
+  }
+  async setMeta(key: string, value: string) {
+    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+
+  async getDevice(deviceId: string) {
+    const r = this.db.prepare('SELECT * FROM devices WHERE device_id = ?').get(deviceId) as DeviceRow | undefined;
+    return r ? toDevice(r) : null;
+  }
+  async listDevices() {
+    return (this.db.prepare('SELECT * FROM devices ORDER BY created_at_ms').all() as DeviceRow[]).map(toDevice);
+  }
+  async listGrants(deviceId?: string) {
+    const rows = deviceId
+      ? (this.db.prepare('SELECT * FROM grants WHERE device_id = ?').all(deviceId) as GrantRow[])
+      : (this.db.prepare('SELECT * FROM grants').all() as GrantRow[]);
+    return rows.map(toGrant);
+  }
+  async getGrant(deviceId: string, role: Role) {
+    const r = this.db.prepare('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow | undefined;
+    return r ? toGrant(r) : null;
+  }
+  async getToken(tokenId: string) {
+    const r = this.db.prepare('SELECT * FROM tokens WHERE token_id = ?').get(tokenId) as TokenRow | undefined;
+    return r ? toToken(r) : null;
+  }
+  async listTokens(deviceId?: string) {
+    const rows = deviceId
+      ? (this.db.prepare('SELECT * FROM tokens WHERE device_id = ?').all(deviceId) as TokenRow[])
+      : (this.db.prepare('SELECT * FROM tokens').all() as TokenRow[]);
+    return rows.map(toToken);
+  }
+
+  private liveTokenSync(deviceId: string, role: Role): TokenRow | undefined {
+    return this.db.prepare('SELECT * FROM tokens WHERE device_id = ? AND role = ? AND revoked_at_ms IS NULL').get(deviceId, role) as TokenRow | undefined;
+  }
+  private putTokenSync(deviceId: string, role: Role, token: NewToken, atMs: number, createdAtMs?: number) {
+    this.db.prepare('DELETE FROM tokens WHERE device_id = ? AND role = ?').run(deviceId, role);
+    this.db
+      .prepare('INSERT INTO tokens (token_id, device_id, role, secret_hash, created_at_ms, rotated_at_ms) VALUES (?,?,?,?,?,?)')
+      .run(token.tokenId, deviceId, role, token.secretHash, createdAtMs ?? atMs, createdAtMs === undefined ? null : atMs);
+  }
+
+  async approve(input: ApproveInput): Promise<GrantRecord> {
+    return this.tx(() => {
+      const { device, role, atMs } = input;
+      this.db
+        .prepare(
+          `INSERT INTO devices (device_id, public_key, meta_json, created_at_ms, last_seen_at_ms, last_seen_address) VALUES (?,?,?,?,?,?)
+           ON CONFLICT(device_id) DO UPDATE SET public_key = excluded.public_key, meta_json = excluded.meta_json,
+             last_seen_at_ms = excluded.last_seen_at_ms, last_seen_address = COALESCE(excluded.last_seen_address, devices.last_seen_address)`,
+        )
+        .run(device.deviceId, device.publicKey, JSON.stringify(device.meta), atMs, atMs, device.address ?? null);
+      const prev = this.db.prepare('SELECT epoch FROM grants WHERE device_id = ? AND role = ?').get(device.deviceId, role) as { epoch: number } | undefined;
+      const grant: GrantRecord = {
+        deviceId: device.deviceId,
+        role,
+        scopes: [...input.scopes],
+        epoch: (prev?.epoch ?? 0) + 1,
+        approvedAtMs: atMs,
+        approvedVia: input.via,
+      };
+      this.db
+        .prepare(
+          `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via) VALUES (?,?,?,?,?,?)
+           ON CONFLICT(device_id, role) DO UPDATE SET scopes_json = excluded.scopes_json, epoch = excluded.epoch,
+             approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via`,
+        )
+        .run(grant.deviceId, role, JSON.stringify(grant.scopes), grant.epoch, atMs, input.via);
+      if (input.token) this.putTokenSync(device.deviceId, role, input.token, atMs, this.liveTokenSync(device.deviceId, role)?.created_at_ms);
+      if (input.requestId) this.db.prepare('DELETE FROM pairing_requests WHERE request_id = ?').run(input.requestId);
+      this.appendAuditSync(input.audit);
+      return grant;
+    });
+  }
+
+  async upsertPairingRequest(input: UpsertRequestInput): Promise<UpsertRequestResult> {
+    return this.tx(() => {
+      const row = this.db.prepare('SELECT body_json FROM pairing_requests WHERE device_id = ? AND role = ?').get(input.deviceId, input.role) as
+        | { body_json: string }
+        | undefined;
+      const result = mergePairingRequest(row ? (JSON.parse(row.body_json) as PairingRequest) : null, input);
+      const r = result.request;
+      this.db
+        .prepare(
+          `INSERT INTO pairing_requests (request_id, device_id, role, body_json, created_at_ms) VALUES (?,?,?,?,?)
+           ON CONFLICT(request_id) DO UPDATE SET body_json = excluded.body_json`,
+        )
+        .run(r.requestId, r.deviceId, r.role, JSON.stringify(r), r.createdAtMs);
+      if (result.created || result.widened) this.appendAuditSync(input.audit);
+      return result;
+    });
+  }
+  async getPairingRequest(requestId: string) {
+    const r = this.db.prepare('SELECT body_json FROM pairing_requests WHERE request_id = ?').get(requestId) as { body_json: string } | undefined;
+    return r ? (JSON.parse(r.body_json) as PairingRequest) : null;
+  }
+  async listPairingRequests(deviceId?: string) {
+    const rows = (
+      deviceId
+        ? this.db.prepare('SELECT body_json FROM pairing_requests WHERE device_id = ? ORDER BY created_at_ms').all(deviceId)
+        : this.db.prepare('SELECT body_json FROM pairing_requests ORDER BY created_at_ms').all()
+    ) as Array<{ body_json: string }>;
+    return rows.map((r) => JSON.parse(r.body_json) as PairingRequest);
+  }
+  async deletePairingRequest(requestId: string, audit: AuditInput) {
+    return this.tx(() => {
+      const n = this.db.prepare('DELETE FROM pairing_requests WHERE request_id = ?').run(requestId).changes;
+      if (n > 0) this.appendAuditSync(audit);
+      return n > 0;
+    });
+  }
+
+  async rotateToken(deviceId: string, role: Role, token: NewToken, scopes: string[] | null, atMs: number, audit: AuditInput) {
+    return this.tx(() => {
+      const g = this.db.prepare('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow | undefined;
+      if (!g) return null;
+      const created = this.liveTokenSync(deviceId, role)?.created_at_ms ?? atMs;
+      const next = { ...toGrant(g), epoch: g.epoch + 1, scopes: scopes ? [...scopes] : JSON.parse(g.scopes_json) };
+      this.db
+        .prepare('UPDATE grants SET epoch = ?, scopes_json = ? WHERE device_id = ? AND role = ?')
+        .run(next.epoch, JSON.stringify(next.scopes), deviceId, role);
+      this.putTokenSync(deviceId, role, token, atMs, created);
+      this.appendAuditSync(audit);
+      return next as GrantRecord;
+    });
+  }
+  async revokeToken(deviceId: string, role: Role, atMs: number, audit: AuditInput) {
+    return this.tx(() => {
+      const t = this.liveTokenSync(deviceId, role);
+      const n = this.db.prepare('DELETE FROM grants WHERE device_id = ? AND role = ?').run(deviceId, role).changes;
+      if (n === 0) return null;
+      if (t) this.db.prepare('UPDATE tokens SET revoked_at_ms = ? WHERE token_id = ?').run(atMs, t.token_id);
+      this.appendAuditSync(audit);
+      return t ? toToken({ ...t, revoked_at_ms: atMs }) : null;
+    });
+  }
+  async removeRole(deviceId: string, role: Role, audit: AuditInput) {
+    return this.tx(() => {
+      const n = this.db.prepare('DELETE FROM grants WHERE device_id = ? AND role = ?').run(deviceId, role).changes;
+      if (n === 0) return false;
+      this.db.prepare('DELETE FROM tokens WHERE device_id = ? AND role = ?').run(deviceId, role);
+      this.db.prepare('DELETE FROM pairing_requests WHERE device_id = ? AND role = ?').run(deviceId, role);
+      const left = this.db.prepare('SELECT COUNT(*) AS n FROM grants WHERE device_id = ?').get(deviceId) as { n: number };
+      if (left.n === 0) this.db.prepare('DELETE FROM devices WHERE device_id = ?').run(deviceId);
+      this.appendAuditSync(audit);
+      return true;
+    });
+  }
+  async removeDevice(deviceId: string, audit: AuditInput) {
+    return this.tx(() => {
+      const a = this.db.prepare('DELETE FROM devices WHERE device_id = ?').run(deviceId).changes;
+      const b = this.db.prepare('DELETE FROM pairing_requests WHERE device_id = ?').run(deviceId).changes;
+      if (a + b === 0) return false;
+      this.appendAuditSync(audit);
+      return true;
+    });
+  }
+  async renameDevice(deviceId: string, label: string, audit: AuditInput) {
+    return this.tx(() => {
+      const n = this.db.prepare('UPDATE devices SET label = ? WHERE device_id = ?').run(label, deviceId).changes;
+      if (n > 0) this.appendAuditSync(audit);
+      return n > 0;
+    });
+  }
+  async recordSeen(entries: Array<{ deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>) {
+    if (entries.length === 0) return;
+    const dev = this.db.prepare('UPDATE devices SET last_seen_at_ms = ?, last_seen_address = ? WHERE device_id = ?');
+    const tok = this.db.prepare('UPDATE tokens SET last_used_at_ms = ? WHERE token_id = ?');
+    this.tx(() => {
+      for (const e of entries) {
+        dev.run(e.atMs, e.address, e.deviceId);
+        if (e.tokenId) tok.run(e.atMs, e.tokenId);
+      }
+    });
+  }
+  async appendAudit(input: AuditInput) {
+    return this.tx(() => this.appendAuditSync(input));
+  }
+  async listAudit(opts: { afterSeq?: number; limit?: number } = {}) {
+    const rows = this.db.prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?').all(opts.afterSeq ?? 0, opts.limit ?? -1) as AuditRow[];
+    return rows.map(toAudit);
+  }
+}
