@@ -2,6 +2,7 @@
 import type { GatewayConfig } from './core/config.js';
 import { type Clock, type Random, systemClock, systemRandom } from './core/env.js';
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
+import { registerDeviceMethods } from './methods/devices.js';
 import { registerSystemMethods } from './methods/system.js';
 import { type RunningServer, startServer } from './server/server.js';
 import type { Store } from './store/types.js';
@@ -25,6 +26,7 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
     log: opts.log ?? silentLogger,
   });
   registerSystemMethods(gw);
+  registerDeviceMethods(gw);
   return gw;
 }
 

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { startGateway } from '../app.js';
+import { auditCommand, devicesCommand } from './devices.js';
 import { ConnectError, connectGateway, GatewayRequestError } from '../client/connection.js';
 import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
@@ -22,6 +23,12 @@ Usage:
                        [--token <t>] [--password <p>] [--config <file>]
   clawgate gateway token [--state-dir <dir>]     print the shared gateway token
   clawgate call <method> [--params <json>] [--url <ws-url>] [--token <t>] [--json]
+  clawgate devices list [--json]
+  clawgate devices approve <requestId|deviceId> | reject <requestId> | remove <deviceId>
+  clawgate devices rename <deviceId> <name>
+  clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
+  clawgate devices revoke --device <id> --role operator|node
+  clawgate audit [--json] [--verify] [--limit <n>]
   clawgate help
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
@@ -238,6 +245,8 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'gateway' && (sub === 'run' || sub === undefined)) return await gatewayRun(rest);
     if (cmd === 'gateway' && sub === 'token') return gatewayToken(rest);
     if (cmd === 'call') return await call(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'devices') return await devicesCommand(sub, rest);
+    if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {

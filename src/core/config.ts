@@ -21,6 +21,10 @@ export interface GatewayConfig {
   rateLimit: RateLimitPolicy;
   /** How often buffered access metadata (last seen) is flushed to the store. */
   seenFlushMs: number;
+  /** Addresses/CIDRs of reverse proxies whose forwarded headers are believed. */
+  trustedProxies: string[];
+  /** Forwarded headers from an untrusted peer: refuse the upgrade (default) or ignore them. */
+  untrustedForwarded: 'refuse' | 'ignore';
 }
 
 export const DEFAULT_PORT = 18789;
@@ -34,6 +38,8 @@ export const DEFAULTS: Omit<GatewayConfig, 'stateDir'> = {
   pendingTtlMs: 7 * 24 * 3600_000,
   rateLimit: DEFAULT_RATE_LIMIT,
   seenFlushMs: 5_000,
+  trustedProxies: [],
+  untrustedForwarded: 'refuse',
 };
 
 export function resolveBindHost(bind: string): string {

@@ -23,7 +23,7 @@ import {
   type Role,
 } from '../protocol/frames.js';
 import { ALL_OPERATOR_SCOPES, normalizeScopes, PAIRING, READ } from '../protocol/scopes.js';
-import type { Store, TokenRecord } from '../store/types.js';
+import type { PairingRequest, Store, TokenRecord } from '../store/types.js';
 import { type Credential, type Decision, decideConnect } from './admission.js';
 import type { GatewayConfig } from './config.js';
 import { type DispatchLog, MethodTable } from './dispatch.js';
@@ -131,9 +131,13 @@ export class Gateway {
   start(): void {
     const tick = setInterval(() => this.broadcast('tick', { ts: this.clock.now() }), this.config.tickIntervalMs);
     const flush = setInterval(() => void this.flushSeen(), this.config.seenFlushMs);
+    const expire = setInterval(() => {
+      this.expirePending().catch((err) => this.log.warn('pending expiry failed', { err: String(err) }));
+    }, 60_000);
     tick.unref();
     flush.unref();
-    this.timers.push(tick, flush);
+    expire.unref();
+    this.timers.push(tick, flush, expire);
   }
 
   challenge(): ChallengePayload {
@@ -700,19 +704,89 @@ export class Gateway {
   // Live authority
   // ------------------------------------------------------------------------------------------
 
-  /** Close every live session of a device (optionally one role) with a catalogue reason. */
+  /**
+   * Close every live session of a device (optionally one role) with a catalogue reason. The
+   * caller's own socket is closed just after its response is written, so it still learns the result.
+   */
   closeDeviceSessions(
     deviceId: string,
     role: Role | null,
     why: Extract<DetailCode, 'TOKEN_ROTATED' | 'TOKEN_REVOKED' | 'DEVICE_REMOVED' | 'SCOPES_REDUCED' | 'PAIRING_REJECTED'>,
+    caller?: Principal,
   ): number {
     const err = new GatewayError(why);
+    const code = err.close ?? CLOSE.deviceRemoved;
+    const reason = closeReason(err.shape.message);
     let n = 0;
     for (const s of this.deviceSessions(deviceId)) {
       if (role && s.role !== role) continue;
       this.disconnect(s);
-      s.transport.close(err.close ?? CLOSE.deviceRemoved, closeReason(err.shape.message));
+      if (s === caller) setImmediate(() => s.transport.close(code, reason));
+      else s.transport.close(code, reason);
       n++;
+    }
+    return n;
+  }
+
+  /** Approve a pending request: widen the grant, finish waiting connects, widen live sessions. */
+  async approveRequest(r: PairingRequest, by: Principal): Promise<{ requestId: string; deviceId: string; role: Role; scopes: string[]; device: unknown }> {
+    const now = this.clock.now();
+    const current = await this.store.getGrant(r.deviceId, r.role);
+    const scopes = normalizeScopes([...(current?.scopes ?? []), ...r.scopes]);
+    await this.store.approve({
+      device: { deviceId: r.deviceId, publicKey: r.publicKey, meta: r.meta, address: r.address },
+      role: r.role,
+      scopes,
+      via: by.kind === 'owner' ? 'owner' : 'manual',
+      // The device keeps its current token: approval widens the grant server-side, so a client
+      // that misses the news is never stranded with a dead credential.
+      token: null,
+      atMs: now,
+      requestId: r.requestId,
+      audit: { atMs: now, actor: by.actor, action: 'pairing.approved', subject: r.deviceId, data: { requestId: r.requestId, role: r.role, scopes, kind: r.kind } },
+    });
+    this.broadcastResolved(r.requestId, r.deviceId, 'approved');
+    this.widenDeviceSessions(r.deviceId, r.role, r.scopes, r.requestId);
+    await this.resolveWaiters(r.requestId, 'approved');
+    const device = await this.store.getDevice(r.deviceId);
+    return { requestId: r.requestId, deviceId: r.deviceId, role: r.role, scopes, device };
+  }
+
+  async rejectRequest(r: PairingRequest, by: Principal): Promise<void> {
+    const now = this.clock.now();
+    await this.store.deletePairingRequest(r.requestId, {
+      atMs: now,
+      actor: by.actor,
+      action: 'pairing.rejected',
+      subject: r.deviceId,
+      data: { requestId: r.requestId, role: r.role, scopes: r.scopes },
+    });
+    this.broadcastResolved(r.requestId, r.deviceId, 'rejected');
+    for (const s of this.deviceSessions(r.deviceId)) {
+      if (s.pendingUpgradeRequestId !== r.requestId) continue;
+      s.pendingUpgradeRequestId = undefined;
+      s.sendEvent('auth.updated', { role: s.role, scopes: [...s.scopes].sort(), requestId: r.requestId, reason: 'scope-upgrade-rejected' });
+    }
+    await this.resolveWaiters(r.requestId, 'rejected');
+  }
+
+  /** Drop pending requests nobody retried within the TTL (checked lazily and periodically). */
+  async expirePending(): Promise<number> {
+    const cutoff = this.clock.now() - this.config.pendingTtlMs;
+    let n = 0;
+    for (const r of await this.store.listPairingRequests()) {
+      if (r.refreshedAtMs >= cutoff) continue;
+      const gone = await this.store.deletePairingRequest(r.requestId, {
+        atMs: this.clock.now(),
+        actor: 'gateway',
+        action: 'pairing.expired',
+        subject: r.deviceId,
+        data: { requestId: r.requestId, role: r.role },
+      });
+      if (gone) {
+        n++;
+        this.broadcastResolved(r.requestId, r.deviceId, 'expired');
+      }
     }
     return n;
   }

@@ -224,6 +224,37 @@ const entries = {
     close: CLOSE.policy,
     next: 'An operator rejected this device; ask them to approve a new request, then reconnect.',
   },
+  // --- device management (socket stays open) -----------------------------------------------
+  UNKNOWN_REQUEST_ID: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown requestId: {requestId}',
+    close: null,
+    next: 'The request was approved, rejected or expired, or never existed; `details.pending` lists the current requests (`clawgate devices list`).',
+  },
+  UNKNOWN_DEVICE: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown deviceId: {deviceId}',
+    close: null,
+    next: 'Check the id with `clawgate devices list`.',
+  },
+  APPROVAL_DENIED: {
+    code: 'FORBIDDEN',
+    message: 'device pairing approval denied: {why}',
+    close: null,
+    next: 'Approve from a session holding the named scope (the owner CLI on the gateway host can approve anything).',
+  },
+  MANAGEMENT_DENIED: {
+    code: 'FORBIDDEN',
+    message: '{action} denied: {why}',
+    close: null,
+    next: 'Manage other devices, or node roles, from an operator.admin session or the owner CLI on the gateway host.',
+  },
+  ROLE_NOT_GRANTED: {
+    code: 'INVALID_REQUEST',
+    message: 'device {deviceId} does not hold role {role}',
+    close: null,
+    next: 'Rotate or revoke a role the device holds (`clawgate devices list` shows them); approve a pairing request to add a role.',
+  },
   // --- method dispatch (socket stays open) --------------------------------------------------
   MISSING_SCOPE: {
     code: 'FORBIDDEN',

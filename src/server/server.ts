@@ -11,9 +11,9 @@ import type { ConnectOutcome, Gateway, TransportFacts } from '../core/gateway.js
 import type { SessionPrincipal, SessionTransport } from '../core/principal.js';
 import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
 import { MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES } from '../protocol/frames.js';
+import { attribute, ProxyTrust } from './proxy.js';
 
 const PING_INTERVAL_MS = 25_000;
-const FORWARDED_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip'];
 
 export interface RunningServer {
   server: Server;
@@ -24,19 +24,9 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export function isLoopbackAddress(address: string | undefined): boolean {
-  if (!address) return false;
-  const a = address.startsWith('::ffff:') ? address.slice(7) : address;
-  return a === '::1' || a.startsWith('127.');
-}
-
-function normalizeAddress(address: string | undefined): string {
-  if (!address) return 'unknown';
-  return address.startsWith('::ffff:') ? address.slice(7) : address;
-}
-
 export async function startServer(gateway: Gateway, host: string, port: number): Promise<RunningServer> {
   let ready = false;
+  const trust = new ProxyTrust(gateway.config.trustedProxies);
   const http = createServer((req, res) => handleHttp(req, res, () => ready));
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PREAUTH_PAYLOAD_BYTES, perMessageDeflate: false });
   const sockets = new Set<WebSocket>();
@@ -47,21 +37,14 @@ export async function startServer(gateway: Gateway, host: string, port: number):
   });
   http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     socket.on('error', () => socket.destroy());
-    const forwarded = FORWARDED_HEADERS.some((h) => req.headers[h] !== undefined);
-    if (forwarded) {
-      // No trusted proxy is configured, so nobody may tell us who the client is.
-      const body = JSON.stringify({
-        error: {
-          type: 'proxy_attribution_required',
-          message: 'Forwarded headers from an untrusted peer. Configure gateway.trustedProxies with the proxy address, or connect directly.',
-        },
-      });
-      socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    const who = attribute(req.socket.remoteAddress, req.headers, trust, gateway.config.untrustedForwarded);
+    if (!who.ok) {
+      const body = JSON.stringify({ error: { type: who.type, message: who.message } });
+      socket.end(`HTTP/1.1 ${who.status} Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const address = normalizeAddress(req.socket.remoteAddress);
-      const facts: TransportFacts = { address, directLocal: isLoopbackAddress(req.socket.remoteAddress) };
+      const facts: TransportFacts = { address: who.address, directLocal: who.directLocal };
       sockets.add(ws);
       ws.on('close', () => sockets.delete(ws));
       serveConnection(gateway, ws, facts);

@@ -135,13 +135,14 @@ export class MemoryStore implements Store {
     return true;
   }
 
-  async rotateToken(deviceId: string, role: Role, token: NewToken, scopes: string[] | null, atMs: number, audit: AuditInput) {
+  async rotateToken(deviceId: string, role: Role, token: NewToken | null, scopes: string[] | null, atMs: number, audit: AuditInput) {
     const g = this.grants.get(gk(deviceId, role));
     if (!g) return null;
     const old = this.liveToken(deviceId, role);
     g.epoch++;
     if (scopes) g.scopes = [...scopes];
-    this.putToken(deviceId, role, token, atMs, old?.createdAtMs ?? atMs);
+    if (token) this.putToken(deviceId, role, token, atMs, old?.createdAtMs ?? atMs);
+    else this.dropTokens(deviceId, role);
     this.appendAuditSync(audit);
     return clone(g);
   }

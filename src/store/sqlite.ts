@@ -301,7 +301,7 @@ export class SqliteStore implements Store {
     });
   }
 
-  async rotateToken(deviceId: string, role: Role, token: NewToken, scopes: string[] | null, atMs: number, audit: AuditInput) {
+  async rotateToken(deviceId: string, role: Role, token: NewToken | null, scopes: string[] | null, atMs: number, audit: AuditInput) {
     return this.tx(() => {
       const g = this.db.prepare('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow | undefined;
       if (!g) return null;
@@ -310,7 +310,8 @@ export class SqliteStore implements Store {
       this.db
         .prepare('UPDATE grants SET epoch = ?, scopes_json = ? WHERE device_id = ? AND role = ?')
         .run(next.epoch, JSON.stringify(next.scopes), deviceId, role);
-      this.putTokenSync(deviceId, role, token, atMs, created);
+      if (token) this.putTokenSync(deviceId, role, token, atMs, created);
+      else this.db.prepare('DELETE FROM tokens WHERE device_id = ? AND role = ?').run(deviceId, role);
       this.appendAuditSync(audit);
       return next as GrantRecord;
     });

@@ -143,8 +143,11 @@ export interface Store {
   /** Delete a request (reject/expire) with its audit entry; false when it did not exist. */
   deletePairingRequest(requestId: string, audit: AuditInput): Promise<boolean>;
 
-  /** Replace a role's token (and optionally its scopes); epoch + 1. Null when the grant is missing. */
-  rotateToken(deviceId: string, role: Role, token: NewToken, scopes: string[] | null, atMs: number, audit: AuditInput): Promise<GrantRecord | null>;
+  /**
+   * Replace a role's token (and optionally its scopes); epoch + 1. With `token` null the old
+   * token is retired and the next connect of the device mints one. Null when the grant is missing.
+   */
+  rotateToken(deviceId: string, role: Role, token: NewToken | null, scopes: string[] | null, atMs: number, audit: AuditInput): Promise<GrantRecord | null>;
   /**
    * Revoke a role: the token is marked revoked (kept for audit) and the role's grant is
    * dropped, so the device must be approved again for that role. Null when there is no grant.

@@ -1,0 +1,162 @@
+/** `clawgate devices …` and `clawgate audit`: thin wrappers over the device RPCs. */
+import { connectGateway, type GatewayConnection } from '../client/connection.js';
+import type { DeviceView, PendingView } from '../methods/devices.js';
+import { verifyAuditChain } from '../store/shared.js';
+import type { AuditEntry } from '../store/types.js';
+import { parse, resolveTarget, UsageError } from './main.js';
+
+const CONN_OPTIONS = {
+  url: { type: 'string' },
+  token: { type: 'string' },
+  password: { type: 'string' },
+  'state-dir': { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+export async function withGateway<T>(values: Record<string, unknown>, fn: (conn: GatewayConnection) => Promise<T>): Promise<T> {
+  const target = resolveTarget(values);
+  if (!target.token && !target.password) {
+    throw new UsageError('no credential: pass --token, set CLAWGATE_TOKEN, or run on the gateway host (owner credential in the state dir)');
+  }
+  const conn = await connectGateway({
+    url: target.url,
+    auth: target.password ? { password: target.password } : { token: target.token },
+    // The owner credential holds every scope; with the shared token a local cli keeps these.
+    scopes: ['operator.admin', 'operator.pairing'],
+    client: { id: 'cli', mode: 'cli' },
+  });
+  try {
+    return await fn(conn);
+  } finally {
+    await conn.close();
+  }
+}
+
+const out = (text: string) => process.stdout.write(`${text}\n`);
+const ago = (ms: number | null) => {
+  if (ms === null) return 'never';
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : s < 86400 ? `${Math.round(s / 3600)}h ago` : `${Math.round(s / 86400)}d ago`;
+};
+
+function printList(list: { pending: PendingView[]; paired: DeviceView[] }): void {
+  out(`Pending (${list.pending.length})`);
+  for (const p of list.pending) {
+    const name = p.displayName ?? p.clientId ?? p.deviceId.slice(0, 12);
+    const what = p.kind === 'scope-upgrade' ? `adds ${p.adds.join(', ')} (holds ${(p.approvedScopes ?? []).join(', ') || 'none'})` : `${p.kind}, scopes ${p.scopes.join(', ') || '(none)'}`;
+    out(`  ${p.requestId}  ${name}  role ${p.role}  ${what}  from ${p.remoteIp}  code ${p.confirmationCode}  last retry ${ago(p.ts)}`);
+  }
+  out(`Paired (${list.paired.length})`);
+  for (const d of list.paired) {
+    const name = d.label ?? d.displayName ?? d.clientId ?? '';
+    const roles = d.grants.map((g) => `${g.role}[${g.scopes.join(',')}]`).join(' ') || '(no roles)';
+    out(`  ${d.deviceId}  ${name}  ${roles}  ${d.connected ? 'connected' : `last seen ${ago(d.lastSeenAtMs)}`}  ${d.remoteIp ?? ''}`);
+  }
+}
+
+export async function devicesCommand(sub: string | undefined, args: string[]): Promise<number> {
+  const opts = {
+    ...CONN_OPTIONS,
+    device: { type: 'string' },
+    role: { type: 'string' },
+    scope: { type: 'string', multiple: true },
+    name: { type: 'string' },
+  } as const;
+  const { values, positionals } = parse(args, opts);
+  const json = values.json === true;
+  const print = (v: unknown, human: () => void) => (json ? out(JSON.stringify(v)) : human());
+  const role = values.role as string | undefined;
+  if (role !== undefined && role !== 'operator' && role !== 'node') throw new UsageError(`--role must be operator or node, got ${role}`);
+
+  switch (sub) {
+    case 'list':
+      return withGateway(values, async (c) => {
+        const list = await c.request<{ pending: PendingView[]; paired: DeviceView[] }>('device.pair.list', {});
+        print(list, () => printList(list));
+        return 0;
+      });
+    case 'approve': {
+      const id = positionals[0];
+      if (!id) throw new UsageError('usage: clawgate devices approve <requestId|deviceId>  (no implicit "latest": name what you approve)');
+      return withGateway(values, async (c) => {
+        // A 64-hex id is a device id; anything else is a request id.
+        const params = /^[0-9a-f]{64}$/.test(id) ? { deviceId: id } : { requestId: id };
+        const res = await c.request<{ approved: Array<{ requestId: string; deviceId: string; role: string; scopes: string[] }> }>('device.pair.approve', params);
+        print(res, () => {
+          for (const a of res.approved) out(`approved ${a.requestId}: device ${a.deviceId} role ${a.role} scopes ${a.scopes.join(', ') || '(none)'}`);
+        });
+        return 0;
+      });
+    }
+    case 'reject': {
+      const id = positionals[0];
+      if (!id) throw new UsageError('usage: clawgate devices reject <requestId>');
+      return withGateway(values, async (c) => {
+        const res = await c.request('device.pair.reject', { requestId: id });
+        print(res, () => out(`rejected ${id}`));
+        return 0;
+      });
+    }
+    case 'remove': {
+      const id = positionals[0] ?? (values.device as string | undefined);
+      if (!id) throw new UsageError('usage: clawgate devices remove <deviceId>');
+      return withGateway(values, async (c) => {
+        const res = await c.request('device.pair.remove', { deviceId: id });
+        print(res, () => out(`removed ${id}; its live connections were closed`));
+        return 0;
+      });
+    }
+    case 'rename': {
+      const id = positionals[0] ?? (values.device as string | undefined);
+      const name = positionals[1] ?? (values.name as string | undefined);
+      if (!id || !name) throw new UsageError('usage: clawgate devices rename <deviceId> <name>');
+      return withGateway(values, async (c) => {
+        const res = await c.request('device.pair.rename', { deviceId: id, label: name });
+        print(res, () => out(`renamed ${id} to ${name}`));
+        return 0;
+      });
+    }
+    case 'rotate':
+    case 'revoke': {
+      const id = values.device as string | undefined;
+      if (!id || !role) throw new UsageError(`usage: clawgate devices ${sub} --device <id> --role <operator|node>${sub === 'rotate' ? ' [--scope <s>…]' : ''}`);
+      return withGateway(values, async (c) => {
+        if (sub === 'rotate') {
+          const scopes = values.scope as string[] | undefined;
+          const res = await c.request<{ scopes: string[]; tokenDelivery: string; token?: string }>('device.token.rotate', { deviceId: id, role, ...(scopes ? { scopes } : {}) });
+          print(res, () =>
+            out(`rotated ${role} token of ${id}: scopes ${res.scopes.join(', ') || '(none)'}; ${res.token ? `new token: ${res.token}` : 'the device gets a new token on its next connect with the gateway token'}`),
+          );
+        } else {
+          const res = await c.request('device.token.revoke', { deviceId: id, role });
+          print(res, () => out(`revoked ${role} of ${id}; its live connections were closed`));
+        }
+        return 0;
+      });
+    }
+    default:
+      throw new UsageError('usage: clawgate devices list|approve <id>|reject <requestId>|remove <deviceId>|rename <deviceId> <name>|rotate --device <id> --role <r> [--scope <s>…]|revoke --device <id> --role <r> [--json]');
+  }
+}
+
+export async function auditCommand(args: string[]): Promise<number> {
+  const { values } = parse(args, { ...CONN_OPTIONS, verify: { type: 'boolean' }, limit: { type: 'string' } });
+  return withGateway(values, async (c) => {
+    const entries: AuditEntry[] = [];
+    for (let after = 0; ; ) {
+      const page = await c.request<{ entries: AuditEntry[] }>('audit.list', { afterSeq: after, limit: 1000 });
+      entries.push(...page.entries);
+      if (page.entries.length < 1000) break;
+      after = page.entries[page.entries.length - 1]?.seq ?? after;
+    }
+    const broken = values.verify ? verifyAuditChain(entries) : null;
+    const limit = values.limit ? Number(values.limit) : entries.length;
+    const shown = entries.slice(-limit);
+    if (values.json) out(JSON.stringify({ entries: shown, ...(values.verify ? { verified: broken === null, brokenAtSeq: broken } : {}) }));
+    else {
+      for (const e of shown) out(`${e.seq}\t${new Date(e.atMs).toISOString()}\t${e.actor}\t${e.action}\t${e.subject ?? ''}\t${e.data ? JSON.stringify(e.data) : ''}`);
+      if (values.verify) out(broken === null ? `audit chain verified: ${entries.length} entries intact` : `audit chain BROKEN at entry ${broken}`);
+    }
+    return broken === null ? 0 : 1;
+  });
+}

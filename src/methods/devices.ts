@@ -1,0 +1,357 @@
+/**
+ * Device pairing and token management: device.pair.list|approve|reject|remove|rename and
+ * device.token.rotate|revoke. Authority rules (PROTOCOL.md §Device management):
+ * - the owner and operator.admin may manage any device and any role;
+ * - operator.pairing callers may approve operator requests within their own scopes, never
+ *   their own escalation, and never a node role (that needs admin);
+ * - a device may rotate/revoke only its own operator token, within its own scopes.
+ * Every change takes effect on live sockets at once (widened in place or closed).
+ */
+import { Type as T } from '@sinclair/typebox';
+import type { Gateway } from '../core/gateway.js';
+import { hasScope, type Principal } from '../core/principal.js';
+import { mintToken } from '../core/secrets.js';
+import { GatewayError } from '../protocol/errors.js';
+import type { Role } from '../protocol/frames.js';
+import { ADMIN, normalizeScopes, PAIRING, uncoveredScopes } from '../protocol/scopes.js';
+import type { DeviceRecord, GrantRecord, PairingRequest, TokenRecord } from '../store/types.js';
+
+const RoleSchema = T.Union([T.Literal('operator'), T.Literal('node')]);
+const DeviceId = T.String({ minLength: 1, maxLength: 128 });
+const RequestId = T.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' });
+const Scopes = T.Array(T.String({ minLength: 1, maxLength: 128 }), { maxItems: 64 });
+
+const isAdmin = (p: Principal) => p.kind === 'owner' || p.kind === 'internal' || hasScope(p, ADMIN);
+
+export interface DeviceView {
+  deviceId: string;
+  publicKey: string;
+  displayName: string | null;
+  label: string | null;
+  platform: string | null;
+  deviceFamily: string | null;
+  clientId: string | null;
+  clientMode: string | null;
+  roles: Role[];
+  scopes: string[];
+  grants: Array<{ role: Role; scopes: string[]; approvedAtMs: number; approvedVia: string; epoch: number }>;
+  tokens: Array<{ role: Role; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
+  createdAtMs: number;
+  lastSeenAtMs: number | null;
+  remoteIp: string | null;
+  connected: boolean;
+}
+
+export interface PendingView {
+  requestId: string;
+  deviceId: string;
+  publicKey: string;
+  displayName: string | null;
+  platform: string | null;
+  deviceFamily: string | null;
+  clientId: string | null;
+  clientMode: string | null;
+  role: Role;
+  roles: Role[];
+  scopes: string[];
+  /** What approval would add to the current grant. */
+  adds: string[];
+  approvedScopes: string[] | null;
+  kind: PairingRequest['kind'];
+  remoteIp: string;
+  silent: false;
+  isRepair: boolean;
+  createdAtMs: number;
+  ts: number;
+  widenedAtMs: number | null;
+  expiresAtMs: number;
+  /** Short code to compare with the one the device shows (derived from the request id and key). */
+  confirmationCode: string;
+}
+
+export function confirmationCode(req: Pick<PairingRequest, 'requestId' | 'publicKey'>): string {
+  let h = 2166136261;
+  for (const c of `${req.requestId}|${req.publicKey}`) h = Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0;
+  return String(h % 1_000_000).padStart(6, '0');
+}
+
+export function viewDevice(d: DeviceRecord, grants: GrantRecord[], tokens: TokenRecord[], connected: boolean): DeviceView {
+  const mine = grants.filter((g) => g.deviceId === d.deviceId);
+  return {
+    deviceId: d.deviceId,
+    publicKey: d.publicKey,
+    displayName: d.displayName ?? null,
+    label: d.label ?? null,
+    platform: d.platform ?? null,
+    deviceFamily: d.deviceFamily ?? null,
+    clientId: d.clientId ?? null,
+    clientMode: d.clientMode ?? null,
+    roles: mine.map((g) => g.role).sort(),
+    scopes: normalizeScopes(mine.flatMap((g) => g.scopes)),
+    grants: mine.map((g) => ({ role: g.role, scopes: g.scopes, approvedAtMs: g.approvedAtMs, approvedVia: g.approvedVia, epoch: g.epoch })),
+    tokens: tokens
+      .filter((t) => t.deviceId === d.deviceId)
+      .map((t) => ({
+        role: t.role,
+        tokenId: t.tokenId,
+        createdAtMs: t.createdAtMs,
+        ...(t.rotatedAtMs !== undefined ? { rotatedAtMs: t.rotatedAtMs } : {}),
+        ...(t.revokedAtMs !== undefined ? { revokedAtMs: t.revokedAtMs } : {}),
+        ...(t.lastUsedAtMs !== undefined ? { lastUsedAtMs: t.lastUsedAtMs } : {}),
+      })),
+    createdAtMs: d.createdAtMs,
+    lastSeenAtMs: d.lastSeenAtMs ?? null,
+    remoteIp: d.lastSeenAddress ?? null,
+    connected,
+  };
+}
+
+export function viewPending(r: PairingRequest, grant: GrantRecord | null, ttlMs: number): PendingView {
+  return {
+    requestId: r.requestId,
+    deviceId: r.deviceId,
+    publicKey: r.publicKey,
+    displayName: r.meta.displayName ?? null,
+    platform: r.meta.platform ?? null,
+    deviceFamily: r.meta.deviceFamily ?? null,
+    clientId: r.meta.clientId ?? null,
+    clientMode: r.meta.clientMode ?? null,
+    role: r.role,
+    roles: [r.role],
+    scopes: r.scopes,
+    adds: grant ? uncoveredScopes(grant.scopes, r.scopes) : r.scopes,
+    approvedScopes: grant ? grant.scopes : null,
+    kind: r.kind,
+    remoteIp: r.address,
+    silent: false,
+    isRepair: r.isRepair,
+    createdAtMs: r.createdAtMs,
+    ts: r.refreshedAtMs,
+    widenedAtMs: r.widenedAtMs ?? null,
+    expiresAtMs: r.refreshedAtMs + ttlMs,
+    confirmationCode: confirmationCode(r),
+  };
+}
+
+/** Why `caller` may not approve `req` (null = allowed). */
+function approvalDenial(caller: Principal, req: PairingRequest): string | null {
+  if (isAdmin(caller)) return null;
+  if (caller.deviceId === req.deviceId) return 'a device cannot approve its own request';
+  if (req.role !== 'operator') return `approving role ${req.role} needs ${ADMIN}`;
+  const beyond = uncoveredScopes([...caller.scopes], req.scopes);
+  if (beyond.length > 0) return `the request asks for ${beyond.join(', ')}, which this session does not hold`;
+  return null;
+}
+
+/** Why `caller` may not rotate/revoke `role` of `deviceId` (null = allowed). */
+function tokenDenial(caller: Principal, deviceId: string, role: Role, scopes: readonly string[] | null, grant: GrantRecord): string | null {
+  if (isAdmin(caller)) return null;
+  if (caller.deviceId !== deviceId) return `managing another device's token needs ${ADMIN}`;
+  if (role !== 'operator') return `managing a ${role} token needs ${ADMIN}`;
+  const target = scopes ?? grant.scopes;
+  const beyond = uncoveredScopes([...caller.scopes], target);
+  if (beyond.length > 0) return `the token would carry ${beyond.join(', ')}, which this session does not hold`;
+  return null;
+}
+
+export function registerDeviceMethods(gw: Gateway): void {
+  const ttl = () => gw.config.pendingTtlMs;
+
+  async function currentPending(deviceId?: string) {
+    await gw.expirePending();
+    return gw.store.listPairingRequests(deviceId);
+  }
+
+  async function unknownRequest(requestId: string, deviceId?: string) {
+    const pending = await currentPending(deviceId);
+    return new GatewayError('UNKNOWN_REQUEST_ID', {
+      vars: { requestId },
+      details: { requestId, pending: pending.map((r) => ({ requestId: r.requestId, deviceId: r.deviceId, role: r.role, kind: r.kind, scopes: r.scopes })) },
+    });
+  }
+
+  gw.methods.add({
+    name: 'device.pair.list',
+    role: 'operator',
+    scope: PAIRING,
+    params: T.Object({}, { additionalProperties: false }),
+    handler: async ({ principal }) => {
+      const [pending, devices, grants, tokens] = await Promise.all([currentPending(), gw.store.listDevices(), gw.store.listGrants(), gw.store.listTokens()]);
+      // Non-admin device sessions see only their own device (no enumeration of others).
+      const own = (id: string) => isAdmin(principal) || principal.kind !== 'device' || principal.deviceId === id;
+      const grantOf = (r: PairingRequest) => grants.find((g) => g.deviceId === r.deviceId && g.role === r.role) ?? null;
+      return {
+        pending: pending.filter((r) => own(r.deviceId)).map((r) => viewPending(r, grantOf(r), ttl())),
+        paired: devices.filter((d) => own(d.deviceId)).map((d) => viewDevice(d, grants, tokens, gw.deviceSessions(d.deviceId).length > 0)),
+      };
+    },
+  });
+
+  gw.methods.add({
+    name: 'device.pair.approve',
+    role: 'operator',
+    scope: PAIRING,
+    params: T.Object({ requestId: T.Optional(RequestId), deviceId: T.Optional(DeviceId) }, { additionalProperties: false }),
+    handler: async ({ principal, params }) => {
+      const p = params as { requestId?: string; deviceId?: string };
+      if (!p.requestId && !p.deviceId) return new GatewayError('INVALID_PARAMS', { vars: { method: 'device.pair.approve', problem: 'pass requestId or deviceId' } });
+      let requests: PairingRequest[];
+      if (p.requestId) {
+        const r = (await currentPending()).find((x) => x.requestId === p.requestId);
+        if (!r || (p.deviceId && r.deviceId !== p.deviceId)) return unknownRequest(p.requestId, p.deviceId);
+        requests = [r];
+      } else {
+        requests = await currentPending(p.deviceId);
+        if (requests.length === 0) {
+          const known = await gw.store.getDevice(p.deviceId as string);
+          if (!known) return new GatewayError('UNKNOWN_DEVICE', { vars: { deviceId: p.deviceId as string } });
+          return unknownRequest(`(any for ${p.deviceId})`, p.deviceId);
+        }
+      }
+      for (const r of requests) {
+        const why = approvalDenial(principal, r);
+        if (why) return new GatewayError('APPROVAL_DENIED', { vars: { why }, details: { requestId: r.requestId, deviceId: r.deviceId } });
+      }
+      const approved = [];
+      for (const r of requests) approved.push(await gw.approveRequest(r, principal));
+      const first = approved[0];
+      return { requestId: first?.requestId, deviceId: first?.deviceId, approved, device: first?.device };
+    },
+  });
+
+  gw.methods.add({
+    name: 'device.pair.reject',
+    role: 'operator',
+    scope: PAIRING,
+    params: T.Object({ requestId: RequestId }, { additionalProperties: false }),
+    handler: async ({ principal, params }) => {
+      const { requestId } = params as { requestId: string };
+      const r = await gw.store.getPairingRequest(requestId);
+      if (!r) return unknownRequest(requestId);
+      if (!isAdmin(principal) && principal.kind === 'device' && principal.deviceId !== r.deviceId && r.role !== 'operator') {
+        return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device pairing rejection', why: `rejecting a ${r.role} request needs ${ADMIN}` } });
+      }
+      await gw.rejectRequest(r, principal);
+      return { requestId, deviceId: r.deviceId };
+    },
+  });
+
+  gw.methods.add({
+    name: 'device.pair.remove',
+    role: 'operator',
+    scope: PAIRING,
+    params: T.Object({ deviceId: DeviceId }, { additionalProperties: false }),
+    handler: async ({ principal, params }) => {
+      const { deviceId } = params as { deviceId: string };
+      const grants = await gw.store.listGrants(deviceId);
+      if (!isAdmin(principal)) {
+        if (principal.deviceId !== deviceId) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device removal', why: `removing another device needs ${ADMIN}` } });
+        if (grants.some((g) => g.role !== 'operator')) {
+          return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device removal', why: `this device also holds a node role; removing it needs ${ADMIN}` } });
+        }
+      }
+      const ok = await gw.store.removeDevice(deviceId, { atMs: gw.clock.now(), actor: principal.actor, action: 'device.removed', subject: deviceId });
+      if (!ok) return new GatewayError('UNKNOWN_DEVICE', { vars: { deviceId } });
+      gw.closeDeviceSessions(deviceId, null, 'DEVICE_REMOVED', principal);
+      gw.broadcast('device.pair.changed', { deviceId, change: 'removed' });
+      return { deviceId };
+    },
+  });
+
+  gw.methods.add({
+    name: 'device.pair.rename',
+    role: 'operator',
+    scope: PAIRING,
+    params: T.Object({ deviceId: DeviceId, label: T.Optional(T.String({ maxLength: 256 })), name: T.Optional(T.String({ maxLength: 256 })) }, { additionalProperties: false }),
+    handler: async ({ principal, params }) => {
+      const p = params as { deviceId: string; label?: string; name?: string };
+      const label = (p.label ?? p.name ?? '').trim();
+      if (label.length < 1 || label.length > 64) {
+        return new GatewayError('INVALID_PARAMS', { vars: { method: 'device.pair.rename', problem: 'label must be 1 to 64 characters' } });
+      }
+      if (!isAdmin(principal) && principal.deviceId !== p.deviceId) {
+        return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device rename', why: `renaming another device needs ${ADMIN}` } });
+      }
+      const ok = await gw.store.renameDevice(p.deviceId, label, { atMs: gw.clock.now(), actor: principal.actor, action: 'device.renamed', subject: p.deviceId, data: { label } });
+      if (!ok) return new GatewayError('UNKNOWN_DEVICE', { vars: { deviceId: p.deviceId } });
+      gw.broadcast('device.pair.changed', { deviceId: p.deviceId, change: 'renamed', label });
+      return { deviceId: p.deviceId, label };
+    },
+  });
+
+  gw.methods.add({
+    name: 'device.token.rotate',
+    role: 'operator',
+    scope: PAIRING,
+    params: T.Object({ deviceId: DeviceId, role: RoleSchema, scopes: T.Optional(Scopes) }, { additionalProperties: false }),
+    handler: async ({ principal, params }) => {
+      const p = params as { deviceId: string; role: Role; scopes?: string[] };
+      const grant = await gw.store.getGrant(p.deviceId, p.role);
+      if (!grant) {
+        if (!(await gw.store.getDevice(p.deviceId))) return new GatewayError('UNKNOWN_DEVICE', { vars: { deviceId: p.deviceId } });
+        return new GatewayError('ROLE_NOT_GRANTED', { vars: { deviceId: p.deviceId, role: p.role } });
+      }
+      const scopes = p.scopes ? normalizeScopes(p.scopes) : null;
+      const why = tokenDenial(principal, p.deviceId, p.role, scopes, grant);
+      if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device token rotation', why } });
+      const now = gw.clock.now();
+      // Only the device itself (it proved its key on this socket) receives the new bearer in-band.
+      // For anyone else the old token is retired and the device gets a fresh one on its next
+      // connect with another credential: the new secret never crosses to a different party.
+      const inBand = principal.kind === 'device' && principal.deviceId === p.deviceId;
+      const minted = inBand ? mintToken('device', gw.random) : null;
+      const next = await gw.store.rotateToken(p.deviceId, p.role, minted ? { tokenId: minted.id, secretHash: minted.secretHash } : null, scopes, now, {
+        atMs: now,
+        actor: principal.actor,
+        action: 'token.rotated',
+        subject: p.deviceId,
+        data: { role: p.role, tokenId: minted?.id ?? null, scopes: scopes ?? grant.scopes, delivery: inBand ? 'in-band' : 'next-connect' },
+      });
+      if (!next) return new GatewayError('ROLE_NOT_GRANTED', { vars: { deviceId: p.deviceId, role: p.role } });
+      gw.closeDeviceSessions(p.deviceId, p.role, 'TOKEN_ROTATED', principal);
+      return {
+        deviceId: p.deviceId,
+        role: p.role,
+        scopes: next.scopes,
+        rotatedAtMs: now,
+        tokenDelivery: inBand ? 'in-band' : 'withheld-cross-device',
+        ...(minted ? { token: minted.token, tokenId: minted.id } : {}),
+      };
+    },
+  });
+
+  gw.methods.add({
+    name: 'device.token.revoke',
+    role: 'operator',
+    scope: PAIRING,
+    params: T.Object({ deviceId: DeviceId, role: RoleSchema }, { additionalProperties: false }),
+    handler: async ({ principal, params }) => {
+      const p = params as { deviceId: string; role: Role };
+      const grant = await gw.store.getGrant(p.deviceId, p.role);
+      if (!grant) {
+        if (!(await gw.store.getDevice(p.deviceId))) return new GatewayError('UNKNOWN_DEVICE', { vars: { deviceId: p.deviceId } });
+        return new GatewayError('ROLE_NOT_GRANTED', { vars: { deviceId: p.deviceId, role: p.role } });
+      }
+      const why = tokenDenial(principal, p.deviceId, p.role, null, grant);
+      if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device token revocation', why } });
+      const now = gw.clock.now();
+      await gw.store.revokeToken(p.deviceId, p.role, now, { atMs: now, actor: principal.actor, action: 'token.revoked', subject: p.deviceId, data: { role: p.role } });
+      gw.closeDeviceSessions(p.deviceId, p.role, 'TOKEN_REVOKED', principal);
+      return { deviceId: p.deviceId, role: p.role, revokedAtMs: now };
+    },
+  });
+
+  gw.methods.add({
+    name: 'audit.list',
+    role: 'operator',
+    scope: ADMIN,
+    params: T.Object(
+      { afterSeq: T.Optional(T.Integer({ minimum: 0 })), limit: T.Optional(T.Integer({ minimum: 1, maximum: 10_000 })) },
+      { additionalProperties: false },
+    ),
+    handler: async ({ params }) => {
+      const p = params as { afterSeq?: number; limit?: number };
+      return { entries: await gw.store.listAudit({ afterSeq: p.afterSeq ?? 0, limit: p.limit ?? 1000 }) };
+    },
+  });
+}

@@ -1,0 +1,312 @@
+/**
+ * Pairing scenarios over real sockets and the real SQLite store. A "remote" client is one that
+ * reaches the gateway through a trusted proxy: the test connects from loopback with an
+ * X-Forwarded-For header while the gateway trusts 127.0.0.1 as its proxy, which is exactly
+ * how a client behind nginx looks to the gateway (never local, whatever address it reports).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { ConnectError, connectGateway, type ConnectOptions, type DeviceIdentity, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
+import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+
+const run = promisify(execFile);
+const BIN = join(process.cwd(), 'bin', 'clawgate.js');
+const REMOTE = { 'x-forwarded-for': '198.51.100.23' };
+
+async function cli(tg: TestGateway, ...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const r = await run(process.execPath, [BIN, ...args, '--url', tg.url, '--token', TEST_OWNER], { env: { ...process.env, CLAWGATE_STATE_DIR: tg.stateDir } });
+    return { stdout: r.stdout, stderr: r.stderr, code: 0 };
+  } catch (err) {
+    const e = err as { stdout: string; stderr: string; code: number };
+    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
+  }
+}
+
+function operator(tg: TestGateway, identity: DeviceIdentity, extra: Partial<ConnectOptions> = {}): Promise<Awaited<ReturnType<typeof connectGateway>>> {
+  return connectGateway({ url: tg.url, identity, client: { id: 'test', mode: 'test', displayName: 'scenario' }, auth: { token: TEST_TOKEN }, ...extra });
+}
+
+async function expectRefused(p: Promise<unknown>, detail: string): Promise<ConnectError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof ConnectError, `expected ConnectError, got ${err}`);
+    assert.equal(err.detailCode, detail, `detail code (message: ${err.message})`);
+    return err;
+  }
+  assert.fail(`expected the connect to be refused with ${detail}`);
+}
+
+const cfg = { trustedProxies: ['127.0.0.1'] };
+
+describe('remote operator pairing', () => {
+  let tg: TestGateway;
+  before(async () => {
+    tg = await startTestGateway({ config: cfg });
+  });
+  after(async () => {
+    await tg.stop();
+    removeDir(tg.stateDir);
+  });
+
+  test('(a) pending → clawgate devices approve → admitted with a device token → reconnects with it', async () => {
+    const id = generateIdentity();
+    const scopes = ['operator.read', 'operator.write'];
+    const refused = await expectRefused(operator(tg, id, { headers: REMOTE, scopes }), 'PAIRING_REQUIRED');
+    const details = refused.error?.details as { requestId: string; reason: string; deviceId: string };
+    assert.equal(details.reason, 'not-paired');
+    assert.equal(details.deviceId, id.deviceId);
+    assert.equal(refused.closeCode, 1008);
+    assert.match(refused.closeReason, /^pairing required/);
+
+    // A retry keeps the same request id.
+    const again = await expectRefused(operator(tg, id, { headers: REMOTE, scopes }), 'PAIRING_REQUIRED');
+    assert.equal((again.error?.details as { requestId: string }).requestId, details.requestId);
+
+    const listed = await cli(tg, 'devices', 'list', '--json');
+    assert.equal(listed.code, 0, listed.stderr);
+    const list = JSON.parse(listed.stdout) as { pending: Array<{ requestId: string; remoteIp: string; scopes: string[] }> };
+    const pending = list.pending.find((p) => p.requestId === details.requestId);
+    assert.ok(pending, 'request listed');
+    assert.equal(pending.remoteIp, '198.51.100.23');
+
+    const approved = await cli(tg, 'devices', 'approve', details.requestId);
+    assert.equal(approved.code, 0, approved.stderr);
+
+    const conn = await operator(tg, id, { headers: REMOTE, scopes });
+    assert.deepEqual(conn.hello.auth.scopes, scopes);
+    const token = conn.hello.auth.deviceToken;
+    assert.ok(token, 'device token issued on the first admitted connect');
+    await conn.close();
+
+    const byToken = await connectGateway({ url: tg.url, identity: id, client: { id: 'test', mode: 'test' }, auth: { deviceToken: token }, scopes, headers: REMOTE });
+    assert.equal(byToken.hello.auth.method, 'device-token');
+    assert.deepEqual(byToken.hello.auth.scopes, scopes);
+    await byToken.close();
+  });
+
+  test('a client that asked to wait is admitted on the same socket the moment it is approved', async () => {
+    const id = generateIdentity();
+    const events: string[] = [];
+    const watcher = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const seen = watcher.waitForEvent<{ requestId: string; deviceId: string }>('device.pair.requested', 5000, (p) => p.deviceId === id.deviceId);
+    const waiting = operator(tg, id, { headers: REMOTE, scopes: ['operator.read'], caps: ['device-pairing-wait'], onEvent: (e) => events.push(e), timeoutMs: 10_000 });
+    const requested = await seen;
+    const t0 = performance.now();
+    await watcher.request('device.pair.approve', { requestId: requested.requestId });
+    const conn = await waiting;
+    const admittedMs = performance.now() - t0;
+    assert.ok(events.includes('device.pair.waiting'));
+    assert.deepEqual(conn.hello.auth.scopes, ['operator.read']);
+    assert.ok(conn.hello.auth.deviceToken);
+    assert.ok(admittedMs < 1000, `admitted ${admittedMs} ms after approval`);
+    await conn.close();
+    await watcher.close();
+  });
+
+  test('a rejected waiting client is told so and closed', async () => {
+    const id = generateIdentity();
+    const watcher = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const seen = watcher.waitForEvent<{ requestId: string; deviceId: string }>('device.pair.requested', 5000, (p) => p.deviceId === id.deviceId);
+    const waiting = operator(tg, id, { headers: REMOTE, caps: ['device-pairing-wait'] });
+    waiting.catch(() => {});
+    const requested = await seen;
+    await watcher.request('device.pair.reject', { requestId: requested.requestId });
+    await assert.rejects(waiting, (err: ConnectError) => err.closeCode === 1008 && /pairing rejected/.test(err.closeReason));
+    await watcher.close();
+  });
+
+  test('(c) a paired device asking for one more scope connects, gets MISSING_SCOPE with the request id, and is widened live', async () => {
+    const id = generateIdentity();
+    const first = await expectRefused(operator(tg, id, { headers: REMOTE, scopes: ['operator.read'] }), 'PAIRING_REQUIRED');
+    assert.equal((await cli(tg, 'devices', 'approve', (first.error?.details as { requestId: string }).requestId)).code, 0);
+
+    const conn = await operator(tg, id, { headers: REMOTE, scopes: ['operator.read', 'operator.pairing'] });
+    assert.deepEqual(conn.hello.auth.scopes, ['operator.read']);
+    const requestId = conn.hello.auth.pendingRequestId;
+    assert.ok(requestId, 'hello-ok names the pending upgrade');
+    await assert.rejects(conn.request('device.pair.list', {}), (err: GatewayRequestError) => {
+      assert.equal(err.error.code, 'FORBIDDEN');
+      assert.equal(err.detailCode, 'MISSING_SCOPE');
+      assert.equal((err.error.details as { missingScope: string }).missingScope, 'operator.pairing');
+      assert.equal((err.error.details as { requestId: string }).requestId, requestId);
+      return true;
+    });
+    const list = JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { pending: Array<{ requestId: string; kind: string; adds: string[] }> };
+    const upgrade = list.pending.find((p) => p.requestId === requestId);
+    assert.equal(upgrade?.kind, 'scope-upgrade');
+    assert.deepEqual(upgrade?.adds, ['operator.pairing']);
+
+    const updated = conn.waitForEvent<{ scopes: string[] }>('auth.updated');
+    assert.equal((await cli(tg, 'devices', 'approve', requestId)).code, 0);
+    assert.deepEqual((await updated).scopes, ['operator.pairing', 'operator.read']);
+    const res = await conn.request<{ paired: unknown[] }>('device.pair.list', {});
+    assert.ok(Array.isArray(res.paired));
+    await conn.close();
+  });
+
+  test('(d) revoke and rotate close the live socket; the old token is refused; the rotated one works', async () => {
+    const id = generateIdentity();
+    const first = await expectRefused(operator(tg, id, { headers: REMOTE, scopes: ['operator.read', 'operator.pairing'] }), 'PAIRING_REQUIRED');
+    await cli(tg, 'devices', 'approve', (first.error?.details as { requestId: string }).requestId);
+    const conn = await operator(tg, id, { headers: REMOTE, scopes: ['operator.read', 'operator.pairing'] });
+    const oldToken = conn.hello.auth.deviceToken as string;
+    assert.ok(oldToken);
+
+    // Self-rotation: the new token comes back in-band, then this socket closes.
+    const rotated = await conn.request<{ token: string; tokenDelivery: string }>('device.token.rotate', { deviceId: id.deviceId, role: 'operator' });
+    assert.equal(rotated.tokenDelivery, 'in-band');
+    const closed = await conn.closed;
+    assert.equal(closed.code, 4001);
+    assert.equal(closed.reason, 'device token rotated');
+    const opts = { url: tg.url, identity: id, client: { id: 'test', mode: 'test' }, scopes: ['operator.read', 'operator.pairing'], headers: REMOTE };
+    await expectRefused(connectGateway({ ...opts, auth: { deviceToken: oldToken } }), 'AUTH_DEVICE_TOKEN_MISMATCH');
+    const again = await connectGateway({ ...opts, auth: { deviceToken: rotated.token } });
+
+    // Revocation by the owner closes the live socket at once.
+    const t0 = performance.now();
+    const revoked = await cli(tg, 'devices', 'revoke', '--device', id.deviceId, '--role', 'operator', '--json');
+    assert.equal(revoked.code, 0, revoked.stderr);
+    const c2 = await again.closed;
+    assert.equal(c2.code, 4001);
+    assert.equal(c2.reason, 'device token revoked');
+    assert.ok(performance.now() - t0 < 5000);
+    await expectRefused(connectGateway({ ...opts, auth: { deviceToken: rotated.token } }), 'AUTH_DEVICE_TOKEN_MISMATCH');
+    // The revoked role must be approved again: a remote shared-token connect files a new request.
+    const re = await expectRefused(operator(tg, id, { headers: REMOTE, scopes: ['operator.read'] }), 'PAIRING_REQUIRED');
+    assert.equal((re.error?.details as { reason: string }).reason, 'not-paired');
+  });
+
+  test('remove closes every socket of the device and forgets it', async () => {
+    const id = generateIdentity();
+    const first = await expectRefused(operator(tg, id, { headers: REMOTE, scopes: ['operator.read'] }), 'PAIRING_REQUIRED');
+    await cli(tg, 'devices', 'approve', id.deviceId);
+    void first;
+    const conn = await operator(tg, id, { headers: REMOTE, scopes: ['operator.read'] });
+    const res = await cli(tg, 'devices', 'remove', id.deviceId);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal((await conn.closed).code, 4001);
+    const list = JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { paired: Array<{ deviceId: string }> };
+    assert.ok(!list.paired.some((d) => d.deviceId === id.deviceId));
+  });
+
+  test('approving an unknown id answers with the current request ids', async () => {
+    const id = generateIdentity();
+    const refused = await expectRefused(operator(tg, id, { headers: REMOTE }), 'PAIRING_REQUIRED');
+    const res = await cli(tg, 'devices', 'approve', 'no-such-request');
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /unknown requestId/);
+    const watcher = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    await assert.rejects(watcher.request('device.pair.approve', { requestId: 'no-such-request' }), (err: GatewayRequestError) => {
+      const pending = (err.error.details as { pending: Array<{ requestId: string }> }).pending;
+      return pending.some((p) => p.requestId === (refused.error?.details as { requestId: string }).requestId);
+    });
+    await watcher.close();
+  });
+});
+
+describe('restart between request and approval', () => {
+  test('(b) the same request id survives a restart and is approvable afterwards', async () => {
+    let tg = await startTestGateway({ config: cfg });
+    try {
+      const id = generateIdentity();
+      const before = await expectRefused(operator(tg, id, { headers: REMOTE, scopes: ['operator.read'] }), 'PAIRING_REQUIRED');
+      const requestId = (before.error?.details as { requestId: string }).requestId;
+      tg = await tg.restart();
+      const after = await expectRefused(operator(tg, id, { headers: REMOTE, scopes: ['operator.read'] }), 'PAIRING_REQUIRED');
+      assert.equal((after.error?.details as { requestId: string }).requestId, requestId);
+      const approved = await cli(tg, 'devices', 'approve', requestId);
+      assert.equal(approved.code, 0, approved.stderr);
+      const conn = await operator(tg, id, { headers: REMOTE, scopes: ['operator.read'] });
+      assert.deepEqual(conn.hello.auth.scopes, ['operator.read']);
+      await conn.close();
+    } finally {
+      await tg.stop();
+      removeDir(tg.stateDir);
+    }
+  });
+});
+
+describe('local pairing and node role', () => {
+  let tg: TestGateway;
+  before(async () => {
+    tg = await startTestGateway();
+  });
+  after(async () => {
+    await tg.stop();
+    removeDir(tg.stateDir);
+  });
+
+  test('a local client with the shared token is paired silently; another local device is not removed by it', async () => {
+    const a = generateIdentity();
+    const b = generateIdentity();
+    const ca = await operator(tg, a, { scopes: ['operator.read'] });
+    assert.ok(ca.hello.auth.deviceToken);
+    await ca.close();
+    const cb = await operator(tg, b, { scopes: ['operator.read'] });
+    await cb.close();
+    const list = JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { paired: Array<{ deviceId: string }> };
+    assert.ok(list.paired.some((d) => d.deviceId === a.deviceId));
+    assert.ok(list.paired.some((d) => d.deviceId === b.deviceId));
+  });
+
+  test('(e) rotating the node role works: the socket closes and the node gets its new token on reconnect', async () => {
+    const id = generateIdentity();
+    const nodeOpts = { url: tg.url, identity: id, role: 'node' as const, client: { id: 'node-host', mode: 'node' } };
+    const node = await connectGateway({ ...nodeOpts, auth: { token: TEST_TOKEN } });
+    const first = node.hello.auth.deviceToken as string;
+    assert.equal(node.hello.auth.role, 'node');
+    const res = await cli(tg, 'devices', 'rotate', '--device', id.deviceId, '--role', 'node', '--json');
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(JSON.parse(res.stdout).tokenDelivery, 'withheld-cross-device');
+    assert.equal((await node.closed).code, 4001);
+    await expectRefused(connectGateway({ ...nodeOpts, auth: { deviceToken: first } }), 'AUTH_DEVICE_TOKEN_MISMATCH');
+    const again = await connectGateway({ ...nodeOpts, auth: { token: TEST_TOKEN } });
+    const second = again.hello.auth.deviceToken as string;
+    assert.ok(second && second !== first);
+    await again.close();
+    const byToken = await connectGateway({ ...nodeOpts, auth: { deviceToken: second } });
+    assert.equal(byToken.hello.auth.method, 'device-token');
+    await byToken.close();
+  });
+
+  test('(f) a local process without the shared secret or owner credential cannot pair or widen anything', async () => {
+    const stranger = generateIdentity();
+    await expectRefused(connectGateway({ url: tg.url, identity: stranger, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] }), 'AUTH_TOKEN_MISSING');
+    await expectRefused(
+      connectGateway({ url: tg.url, identity: stranger, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'], auth: { token: 'guess' } }),
+      'AUTH_TOKEN_MISMATCH',
+    );
+    // Device-less, every client id and mode: no scopes without the secret.
+    for (const client of [
+      { id: 'cli', mode: 'cli' },
+      { id: 'gateway-client', mode: 'backend' },
+    ]) {
+      await expectRefused(connectGateway({ url: tg.url, client, scopes: ['operator.admin'] }), 'DEVICE_IDENTITY_REQUIRED');
+    }
+    // A paired device with only its device token asks for admin: admitted with what it holds, never widened.
+    const dev = generateIdentity();
+    const paired = await operator(tg, dev, { scopes: ['operator.read'] });
+    const token = paired.hello.auth.deviceToken as string;
+    await paired.close();
+    const wider = await connectGateway({ url: tg.url, identity: dev, client: { id: 'test', mode: 'test' }, auth: { deviceToken: token }, scopes: ['operator.read', 'operator.admin'] });
+    assert.deepEqual(wider.hello.auth.scopes, ['operator.read']);
+    assert.ok(wider.hello.auth.pendingRequestId);
+    await wider.close();
+    const grant = await tg.store.getGrant(dev.deviceId, 'operator');
+    assert.deepEqual(grant?.scopes, ['operator.read']);
+  });
+
+  test('audit: every trust change is in the hash chain and `clawgate audit --verify` checks it', async () => {
+    const res = await cli(tg, 'audit', '--json', '--verify');
+    assert.equal(res.code, 0, res.stderr);
+    const body = JSON.parse(res.stdout) as { entries: Array<{ action: string }>; verified: boolean };
+    assert.equal(body.verified, true);
+    const actions = new Set(body.entries.map((e) => e.action));
+    for (const a of ['pairing.approved', 'token.issued', 'token.rotated']) assert.ok(actions.has(a), `audit has ${a}`);
+  });
+});
