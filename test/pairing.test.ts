@@ -9,7 +9,14 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { ConnectError, connectGateway, type ConnectOptions, type DeviceIdentity, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
+import {
+  ConnectError,
+  type ConnectOptions,
+  connectGateway,
+  type DeviceIdentity,
+  type GatewayRequestError,
+  generateIdentity,
+} from '../src/client/connection.js';
 import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 const run = promisify(execFile);
@@ -57,7 +64,7 @@ describe('remote operator pairing', () => {
     const id = generateIdentity();
     const scopes = ['operator.read', 'operator.write'];
     const refused = await expectRefused(operator(tg, id, { headers: REMOTE, scopes }), 'PAIRING_REQUIRED');
-    const details = refused.error?.details as { requestId: string; reason: string; deviceId: string };
+    const details = refused.error!.details as { requestId: string; reason: string; deviceId: string };
     assert.equal(details.reason, 'not-paired');
     assert.equal(details.deviceId, id.deviceId);
     assert.equal(refused.closeCode, 1008);
@@ -65,7 +72,7 @@ describe('remote operator pairing', () => {
 
     // A retry keeps the same request id.
     const again = await expectRefused(operator(tg, id, { headers: REMOTE, scopes }), 'PAIRING_REQUIRED');
-    assert.equal((again.error?.details as { requestId: string }).requestId, details.requestId);
+    assert.equal((again.error!.details as { requestId: string }).requestId, details.requestId);
 
     const listed = await cli(tg, 'devices', 'list', '--json');
     assert.equal(listed.code, 0, listed.stderr);
@@ -83,7 +90,14 @@ describe('remote operator pairing', () => {
     assert.ok(token, 'device token issued on the first admitted connect');
     await conn.close();
 
-    const byToken = await connectGateway({ url: tg.url, identity: id, client: { id: 'test', mode: 'test' }, auth: { deviceToken: token }, scopes, headers: REMOTE });
+    const byToken = await connectGateway({
+      url: tg.url,
+      identity: id,
+      client: { id: 'test', mode: 'test' },
+      auth: { deviceToken: token },
+      scopes,
+      headers: REMOTE,
+    });
     assert.equal(byToken.hello.auth.method, 'device-token');
     assert.deepEqual(byToken.hello.auth.scopes, scopes);
     await byToken.close();
@@ -94,7 +108,13 @@ describe('remote operator pairing', () => {
     const events: string[] = [];
     const watcher = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
     const seen = watcher.waitForEvent<{ requestId: string; deviceId: string }>('device.pair.requested', 5000, (p) => p.deviceId === id.deviceId);
-    const waiting = operator(tg, id, { headers: REMOTE, scopes: ['operator.read'], caps: ['device-pairing-wait'], onEvent: (e) => events.push(e), timeoutMs: 10_000 });
+    const waiting = operator(tg, id, {
+      headers: REMOTE,
+      scopes: ['operator.read'],
+      caps: ['device-pairing-wait'],
+      onEvent: (e) => events.push(e),
+      timeoutMs: 10_000,
+    });
     const requested = await seen;
     const t0 = performance.now();
     await watcher.request('device.pair.approve', { requestId: requested.requestId });
@@ -123,7 +143,7 @@ describe('remote operator pairing', () => {
   test('(c) a paired device asking for one more scope connects, gets MISSING_SCOPE with the request id, and is widened live', async () => {
     const id = generateIdentity();
     const first = await expectRefused(operator(tg, id, { headers: REMOTE, scopes: ['operator.read'] }), 'PAIRING_REQUIRED');
-    assert.equal((await cli(tg, 'devices', 'approve', (first.error?.details as { requestId: string }).requestId)).code, 0);
+    assert.equal((await cli(tg, 'devices', 'approve', (first.error!.details as { requestId: string }).requestId)).code, 0);
 
     const conn = await operator(tg, id, { headers: REMOTE, scopes: ['operator.read', 'operator.pairing'] });
     assert.deepEqual(conn.hello.auth.scopes, ['operator.read']);
@@ -152,7 +172,7 @@ describe('remote operator pairing', () => {
   test('(d) revoke and rotate close the live socket; the old token is refused; the rotated one works', async () => {
     const id = generateIdentity();
     const first = await expectRefused(operator(tg, id, { headers: REMOTE, scopes: ['operator.read', 'operator.pairing'] }), 'PAIRING_REQUIRED');
-    await cli(tg, 'devices', 'approve', (first.error?.details as { requestId: string }).requestId);
+    await cli(tg, 'devices', 'approve', (first.error!.details as { requestId: string }).requestId);
     const conn = await operator(tg, id, { headers: REMOTE, scopes: ['operator.read', 'operator.pairing'] });
     const oldToken = conn.hello.auth.deviceToken as string;
     assert.ok(oldToken);
@@ -178,7 +198,7 @@ describe('remote operator pairing', () => {
     await expectRefused(connectGateway({ ...opts, auth: { deviceToken: rotated.token } }), 'AUTH_DEVICE_TOKEN_MISMATCH');
     // The revoked role must be approved again: a remote shared-token connect files a new request.
     const re = await expectRefused(operator(tg, id, { headers: REMOTE, scopes: ['operator.read'] }), 'PAIRING_REQUIRED');
-    assert.equal((re.error?.details as { reason: string }).reason, 'not-paired');
+    assert.equal((re.error!.details as { reason: string }).reason, 'not-paired');
   });
 
   test('remove closes every socket of the device and forgets it', async () => {
@@ -203,7 +223,7 @@ describe('remote operator pairing', () => {
     const watcher = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
     await assert.rejects(watcher.request('device.pair.approve', { requestId: 'no-such-request' }), (err: GatewayRequestError) => {
       const pending = (err.error.details as { pending: Array<{ requestId: string }> }).pending;
-      return pending.some((p) => p.requestId === (refused.error?.details as { requestId: string }).requestId);
+      return pending.some((p) => p.requestId === (refused.error!.details as { requestId: string }).requestId);
     });
     await watcher.close();
   });
@@ -215,10 +235,10 @@ describe('restart between request and approval', () => {
     try {
       const id = generateIdentity();
       const before = await expectRefused(operator(tg, id, { headers: REMOTE, scopes: ['operator.read'] }), 'PAIRING_REQUIRED');
-      const requestId = (before.error?.details as { requestId: string }).requestId;
+      const requestId = (before.error!.details as { requestId: string }).requestId;
       tg = await tg.restart();
       const after = await expectRefused(operator(tg, id, { headers: REMOTE, scopes: ['operator.read'] }), 'PAIRING_REQUIRED');
-      assert.equal((after.error?.details as { requestId: string }).requestId, requestId);
+      assert.equal((after.error!.details as { requestId: string }).requestId, requestId);
       const approved = await cli(tg, 'devices', 'approve', requestId);
       assert.equal(approved.code, 0, approved.stderr);
       const conn = await operator(tg, id, { headers: REMOTE, scopes: ['operator.read'] });
@@ -276,7 +296,10 @@ describe('local pairing and node role', () => {
 
   test('(f) a local process without the shared secret or owner credential cannot pair or widen anything', async () => {
     const stranger = generateIdentity();
-    await expectRefused(connectGateway({ url: tg.url, identity: stranger, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] }), 'AUTH_TOKEN_MISSING');
+    await expectRefused(
+      connectGateway({ url: tg.url, identity: stranger, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] }),
+      'AUTH_TOKEN_MISSING',
+    );
     await expectRefused(
       connectGateway({ url: tg.url, identity: stranger, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'], auth: { token: 'guess' } }),
       'AUTH_TOKEN_MISMATCH',
@@ -293,7 +316,13 @@ describe('local pairing and node role', () => {
     const paired = await operator(tg, dev, { scopes: ['operator.read'] });
     const token = paired.hello.auth.deviceToken as string;
     await paired.close();
-    const wider = await connectGateway({ url: tg.url, identity: dev, client: { id: 'test', mode: 'test' }, auth: { deviceToken: token }, scopes: ['operator.read', 'operator.admin'] });
+    const wider = await connectGateway({
+      url: tg.url,
+      identity: dev,
+      client: { id: 'test', mode: 'test' },
+      auth: { deviceToken: token },
+      scopes: ['operator.read', 'operator.admin'],
+    });
     assert.deepEqual(wider.hello.auth.scopes, ['operator.read']);
     assert.ok(wider.hello.auth.pendingRequestId);
     await wider.close();

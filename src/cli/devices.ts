@@ -43,7 +43,10 @@ function printList(list: { pending: PendingView[]; paired: DeviceView[] }): void
   out(`Pending (${list.pending.length})`);
   for (const p of list.pending) {
     const name = p.displayName ?? p.clientId ?? p.deviceId.slice(0, 12);
-    const what = p.kind === 'scope-upgrade' ? `adds ${p.adds.join(', ')} (holds ${(p.approvedScopes ?? []).join(', ') || 'none'})` : `${p.kind}, scopes ${p.scopes.join(', ') || '(none)'}`;
+    const what =
+      p.kind === 'scope-upgrade'
+        ? `adds ${p.adds.join(', ')} (holds ${(p.approvedScopes ?? []).join(', ') || 'none'})`
+        : `${p.kind}, scopes ${p.scopes.join(', ') || '(none)'}`;
     out(`  ${p.requestId}  ${name}  role ${p.role}  ${what}  from ${p.remoteIp}  code ${p.confirmationCode}  last retry ${ago(p.ts)}`);
   }
   out(`Paired (${list.paired.length})`);
@@ -81,7 +84,10 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       return withGateway(values, async (c) => {
         // A 64-hex id is a device id; anything else is a request id.
         const params = /^[0-9a-f]{64}$/.test(id) ? { deviceId: id } : { requestId: id };
-        const res = await c.request<{ approved: Array<{ requestId: string; deviceId: string; role: string; scopes: string[] }> }>('device.pair.approve', params);
+        const res = await c.request<{ approved: Array<{ requestId: string; deviceId: string; role: string; scopes: string[] }> }>(
+          'device.pair.approve',
+          params,
+        );
         print(res, () => {
           for (const a of res.approved) out(`approved ${a.requestId}: device ${a.deviceId} role ${a.role} scopes ${a.scopes.join(', ') || '(none)'}`);
         });
@@ -123,9 +129,15 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       return withGateway(values, async (c) => {
         if (sub === 'rotate') {
           const scopes = values.scope as string[] | undefined;
-          const res = await c.request<{ scopes: string[]; tokenDelivery: string; token?: string }>('device.token.rotate', { deviceId: id, role, ...(scopes ? { scopes } : {}) });
+          const res = await c.request<{ scopes: string[]; tokenDelivery: string; token?: string }>('device.token.rotate', {
+            deviceId: id,
+            role,
+            ...(scopes ? { scopes } : {}),
+          });
           print(res, () =>
-            out(`rotated ${role} token of ${id}: scopes ${res.scopes.join(', ') || '(none)'}; ${res.token ? `new token: ${res.token}` : 'the device gets a new token on its next connect with the gateway token'}`),
+            out(
+              `rotated ${role} token of ${id}: scopes ${res.scopes.join(', ') || '(none)'}; ${res.token ? `new token: ${res.token}` : 'the device gets a new token on its next connect with the gateway token'}`,
+            ),
           );
         } else {
           const res = await c.request('device.token.revoke', { deviceId: id, role });
@@ -135,7 +147,9 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       });
     }
     default:
-      throw new UsageError('usage: clawgate devices list|approve <id>|reject <requestId>|remove <deviceId>|rename <deviceId> <name>|rotate --device <id> --role <r> [--scope <s>…]|revoke --device <id> --role <r> [--json]');
+      throw new UsageError(
+        'usage: clawgate devices list|approve <id>|reject <requestId>|remove <deviceId>|rename <deviceId> <name>|rotate --device <id> --role <r> [--scope <s>…]|revoke --device <id> --role <r> [--json]',
+      );
   }
 }
 
@@ -154,7 +168,8 @@ export async function auditCommand(args: string[]): Promise<number> {
     const shown = entries.slice(-limit);
     if (values.json) out(JSON.stringify({ entries: shown, ...(values.verify ? { verified: broken === null, brokenAtSeq: broken } : {}) }));
     else {
-      for (const e of shown) out(`${e.seq}\t${new Date(e.atMs).toISOString()}\t${e.actor}\t${e.action}\t${e.subject ?? ''}\t${e.data ? JSON.stringify(e.data) : ''}`);
+      for (const e of shown)
+        out(`${e.seq}\t${new Date(e.atMs).toISOString()}\t${e.actor}\t${e.action}\t${e.subject ?? ''}\t${e.data ? JSON.stringify(e.data) : ''}`);
       if (values.verify) out(broken === null ? `audit chain verified: ${entries.length} entries intact` : `audit chain BROKEN at entry ${broken}`);
     }
     return broken === null ? 0 : 1;

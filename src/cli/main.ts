@@ -6,12 +6,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { startGateway } from '../app.js';
-import { auditCommand, devicesCommand } from './devices.js';
 import { ConnectError, connectGateway, GatewayRequestError } from '../client/connection.js';
 import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { SqliteStore } from '../store/sqlite.js';
+import { auditCommand, devicesCommand } from './devices.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 
 export class UsageError extends Error {}

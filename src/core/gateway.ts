@@ -689,7 +689,10 @@ export class Gateway {
   /** Best-effort events (pairing, presence) are dropped for a slow consumer instead of queueing. */
   private sendEvent(s: SessionPrincipal, event: string, payload: unknown, dropIfSlow: boolean): void {
     if (s.transport.bufferedBytes() > MAX_BUFFERED_BYTES) {
-      if (dropIfSlow) return;
+      if (dropIfSlow) {
+        s.skipEvent();
+        return;
+      }
       s.transport.close(CLOSE.policy, 'slow consumer');
       return;
     }
@@ -743,7 +746,13 @@ export class Gateway {
       token: null,
       atMs: now,
       requestId: r.requestId,
-      audit: { atMs: now, actor: by.actor, action: 'pairing.approved', subject: r.deviceId, data: { requestId: r.requestId, role: r.role, scopes, kind: r.kind } },
+      audit: {
+        atMs: now,
+        actor: by.actor,
+        action: 'pairing.approved',
+        subject: r.deviceId,
+        data: { requestId: r.requestId, role: r.role, scopes, kind: r.kind },
+      },
     });
     this.broadcastResolved(r.requestId, r.deviceId, 'approved');
     this.widenDeviceSessions(r.deviceId, r.role, r.scopes, r.requestId);
@@ -826,7 +835,12 @@ export class Gateway {
       this.disconnect(s);
       s.transport.close(CLOSE.restart, 'service restart');
     }
-    for (const [id] of this.waiters) await this.resolveWaiters(id, 'rejected');
+    // Connects waiting for approval are not rejected: their requests stay pending, so they are
+    // told the gateway is restarting (1012), not that an operator said no.
+    for (const set of this.waiters.values()) {
+      for (const w of [...set]) w.finish({ type: 'reject', frame: null, closeCode: CLOSE.restart, closeReason: 'service restart' });
+    }
+    this.waiters.clear();
     await this.flushSeen();
     await this.store.close();
   }

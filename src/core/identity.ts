@@ -65,7 +65,7 @@ export function verifyDeviceProof(params: ConnectParams, role: string, challenge
   if (!nonce) return fail('DEVICE_AUTH_NONCE_REQUIRED', 'device-nonce-missing');
   if (nonce !== challengeNonce) return fail('DEVICE_AUTH_NONCE_MISMATCH', 'device-nonce-mismatch');
   const signature = base64UrlDecode(device.signature) ?? base64Decode(device.signature);
-  if (!signature || signature.length !== 64) return fail('DEVICE_AUTH_SIGNATURE_INVALID', 'device-signature');
+  if (signature?.length !== 64) return fail('DEVICE_AUTH_SIGNATURE_INVALID', 'device-signature');
   let key: KeyObject;
   try {
     key = publicKeyObject(raw);

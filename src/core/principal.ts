@@ -77,6 +77,11 @@ export class SessionPrincipal implements Principal {
     const frame: EventFrame = { type: 'event', event, payload, seq: ++this.seq };
     this.transport.send(JSON.stringify(frame));
   }
+
+  /** Consume a seq for an event dropped for this (slow) session, so the client can see the gap. */
+  skipEvent(): void {
+    this.seq++;
+  }
 }
 
 /** The in-process principal of an internal component; constructed only by the automation layer. */

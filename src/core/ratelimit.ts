@@ -39,7 +39,7 @@ export class FailureLimiter {
     const e = this.entries.get(this.key(address, kind));
     if (!e) return 0;
     const left = e.lockedUntilMs - this.clock.now();
-    return left > 0 ? left : 0;
+    return Math.max(left, 0);
   }
 
   /** Record a wrong credential; returns the lockout in ms when this failure triggered one. */

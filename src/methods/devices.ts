@@ -194,7 +194,8 @@ export function registerDeviceMethods(gw: Gateway): void {
     params: T.Object({ requestId: T.Optional(RequestId), deviceId: T.Optional(DeviceId) }, { additionalProperties: false }),
     handler: async ({ principal, params }) => {
       const p = params as { requestId?: string; deviceId?: string };
-      if (!p.requestId && !p.deviceId) return new GatewayError('INVALID_PARAMS', { vars: { method: 'device.pair.approve', problem: 'pass requestId or deviceId' } });
+      if (!p.requestId && !p.deviceId)
+        return new GatewayError('INVALID_PARAMS', { vars: { method: 'device.pair.approve', problem: 'pass requestId or deviceId' } });
       let requests: PairingRequest[];
       if (p.requestId) {
         const r = (await currentPending()).find((x) => x.requestId === p.requestId);
@@ -245,9 +246,12 @@ export function registerDeviceMethods(gw: Gateway): void {
       const { deviceId } = params as { deviceId: string };
       const grants = await gw.store.listGrants(deviceId);
       if (!isAdmin(principal)) {
-        if (principal.deviceId !== deviceId) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device removal', why: `removing another device needs ${ADMIN}` } });
+        if (principal.deviceId !== deviceId)
+          return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device removal', why: `removing another device needs ${ADMIN}` } });
         if (grants.some((g) => g.role !== 'operator')) {
-          return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device removal', why: `this device also holds a node role; removing it needs ${ADMIN}` } });
+          return new GatewayError('MANAGEMENT_DENIED', {
+            vars: { action: 'device removal', why: `this device also holds a node role; removing it needs ${ADMIN}` },
+          });
         }
       }
       const ok = await gw.store.removeDevice(deviceId, { atMs: gw.clock.now(), actor: principal.actor, action: 'device.removed', subject: deviceId });
@@ -262,7 +266,10 @@ export function registerDeviceMethods(gw: Gateway): void {
     name: 'device.pair.rename',
     role: 'operator',
     scope: PAIRING,
-    params: T.Object({ deviceId: DeviceId, label: T.Optional(T.String({ maxLength: 256 })), name: T.Optional(T.String({ maxLength: 256 })) }, { additionalProperties: false }),
+    params: T.Object(
+      { deviceId: DeviceId, label: T.Optional(T.String({ maxLength: 256 })), name: T.Optional(T.String({ maxLength: 256 })) },
+      { additionalProperties: false },
+    ),
     handler: async ({ principal, params }) => {
       const p = params as { deviceId: string; label?: string; name?: string };
       const label = (p.label ?? p.name ?? '').trim();
@@ -272,7 +279,13 @@ export function registerDeviceMethods(gw: Gateway): void {
       if (!isAdmin(principal) && principal.deviceId !== p.deviceId) {
         return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device rename', why: `renaming another device needs ${ADMIN}` } });
       }
-      const ok = await gw.store.renameDevice(p.deviceId, label, { atMs: gw.clock.now(), actor: principal.actor, action: 'device.renamed', subject: p.deviceId, data: { label } });
+      const ok = await gw.store.renameDevice(p.deviceId, label, {
+        atMs: gw.clock.now(),
+        actor: principal.actor,
+        action: 'device.renamed',
+        subject: p.deviceId,
+        data: { label },
+      });
       if (!ok) return new GatewayError('UNKNOWN_DEVICE', { vars: { deviceId: p.deviceId } });
       gw.broadcast('device.pair.changed', { deviceId: p.deviceId, change: 'renamed', label });
       return { deviceId: p.deviceId, label };
@@ -335,7 +348,13 @@ export function registerDeviceMethods(gw: Gateway): void {
       const why = tokenDenial(principal, p.deviceId, p.role, null, grant);
       if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device token revocation', why } });
       const now = gw.clock.now();
-      await gw.store.revokeToken(p.deviceId, p.role, now, { atMs: now, actor: principal.actor, action: 'token.revoked', subject: p.deviceId, data: { role: p.role } });
+      await gw.store.revokeToken(p.deviceId, p.role, now, {
+        atMs: now,
+        actor: principal.actor,
+        action: 'token.revoked',
+        subject: p.deviceId,
+        data: { role: p.role },
+      });
       gw.closeDeviceSessions(p.deviceId, p.role, 'TOKEN_REVOKED', principal);
       return { deviceId: p.deviceId, role: p.role, revokedAtMs: now };
     },

@@ -375,7 +375,6 @@ export function closeReason(message: string, maxBytes = 120): string {
   const buf = Buffer.from(message, 'utf8');
   if (buf.length <= maxBytes) return message;
   let end = maxBytes;
-  // biome-ignore lint/style/noNonNullAssertion: index is within bounds
   while (end > 0 && (buf[end]! & 0xc0) === 0x80) end--;
   return buf.subarray(0, end).toString('utf8');
 }

@@ -51,7 +51,11 @@ export type Attribution =
 
 function forwardedChain(headers: Record<string, string | string[] | undefined>): string[] {
   const xff = headers['x-forwarded-for'];
-  if (xff) return (Array.isArray(xff) ? xff.join(',') : xff).split(',').map((s) => s.trim()).filter(Boolean);
+  if (xff)
+    return (Array.isArray(xff) ? xff.join(',') : xff)
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
   const fwd = headers.forwarded;
   if (fwd) {
     const text = Array.isArray(fwd) ? fwd.join(',') : fwd;
@@ -64,7 +68,12 @@ function forwardedChain(headers: Record<string, string | string[] | undefined>):
 }
 
 /** Decide who the client is, from the socket peer and the request headers. */
-export function attribute(peer: string | undefined, headers: Record<string, string | string[] | undefined>, trust: ProxyTrust, untrusted: 'refuse' | 'ignore'): Attribution {
+export function attribute(
+  peer: string | undefined,
+  headers: Record<string, string | string[] | undefined>,
+  trust: ProxyTrust,
+  untrusted: 'refuse' | 'ignore',
+): Attribution {
   const peerAddr = normalizeAddress(peer);
   const forwarded = FORWARDED_HEADERS.some((h) => headers[h] !== undefined);
   if (!forwarded) return { ok: true, address: peerAddr, directLocal: isLoopbackAddress(peerAddr), proxied: false };

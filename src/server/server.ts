@@ -40,7 +40,9 @@ export async function startServer(gateway: Gateway, host: string, port: number):
     const who = attribute(req.socket.remoteAddress, req.headers, trust, gateway.config.untrustedForwarded);
     if (!who.ok) {
       const body = JSON.stringify({ error: { type: who.type, message: who.message } });
-      socket.end(`HTTP/1.1 ${who.status} Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      socket.end(
+        `HTTP/1.1 ${who.status} Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {

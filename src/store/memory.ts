@@ -17,6 +17,8 @@ import type {
 
 const gk = (deviceId: string, role: Role) => `${deviceId}\u0000${role}`;
 const clone = <T>(v: T): T => structuredClone(v);
+/** structuredClone turns a Buffer into a plain Uint8Array; token hashes must stay Buffers. */
+const cloneToken = (t: TokenRecord): TokenRecord => ({ ...t, secretHash: Buffer.from(t.secretHash) });
 
 export class MemoryStore implements Store {
   readonly kind = 'memory' as const;
@@ -52,10 +54,10 @@ export class MemoryStore implements Store {
   }
   async getToken(tokenId: string) {
     const t = this.tokens.get(tokenId);
-    return t ? clone(t) : null;
+    return t ? cloneToken(t) : null;
   }
   async listTokens(deviceId?: string) {
-    return [...this.tokens.values()].filter((t) => !deviceId || t.deviceId === deviceId).map(clone);
+    return [...this.tokens.values()].filter((t) => !deviceId || t.deviceId === deviceId).map(cloneToken);
   }
 
   private liveToken(deviceId: string, role: Role): TokenRecord | undefined {
@@ -76,21 +78,30 @@ export class MemoryStore implements Store {
       rotatedAtMs: createdAtMs === undefined ? undefined : atMs,
     });
   }
-  private appendAuditSync(input: AuditInput): AuditEntry {
-    const e = chainAudit(this.audit[this.audit.length - 1], input);
+  /**
+   * Build the next audit entry without appending it. Each action prepares its entry before it
+   * changes anything and commits it after, so an entry that cannot be built (e.g. data that
+   * does not serialize) leaves the store untouched, as the SQLite transaction would.
+   */
+  private prepareAudit(input: AuditInput): AuditEntry {
+    return chainAudit(this.audit[this.audit.length - 1], input);
+  }
+  private commitAudit(e: AuditEntry): AuditEntry {
     this.audit.push(e);
     return e;
   }
 
   async approve(input: ApproveInput): Promise<GrantRecord> {
     const { device, role, atMs } = input;
+    const entry = this.prepareAudit(input.audit);
     const existing = this.devices.get(device.deviceId);
+    // The meta the device presented at this approval replaces the old one (as in SQLite).
     const row: DeviceRecord = {
-      ...(existing ?? { createdAtMs: atMs }),
-      ...device.meta,
+      ...clone(device.meta),
       deviceId: device.deviceId,
       publicKey: device.publicKey,
       label: existing?.label,
+      createdAtMs: existing?.createdAtMs ?? atMs,
       lastSeenAtMs: atMs,
       lastSeenAddress: device.address ?? existing?.lastSeenAddress,
     };
@@ -108,15 +119,17 @@ export class MemoryStore implements Store {
     this.grants.set(gk(device.deviceId, role), grant);
     if (input.token) this.putToken(device.deviceId, role, input.token, atMs, old?.createdAtMs);
     if (input.requestId) this.requests.delete(input.requestId);
-    this.appendAuditSync(input.audit);
+    this.commitAudit(entry);
     return clone(grant);
   }
 
   async upsertPairingRequest(input: UpsertRequestInput): Promise<UpsertRequestResult> {
     const existing = [...this.requests.values()].find((r) => r.deviceId === input.deviceId && r.role === input.role) ?? null;
     const result = mergePairingRequest(existing, input);
-    this.requests.set(result.request.requestId, result.request);
-    if (result.created || result.widened) this.appendAuditSync(input.audit);
+    const entry = result.created || result.widened ? this.prepareAudit(input.audit) : null;
+    // Store a copy: the merged request shares objects (meta, scopes) with the caller's input.
+    this.requests.set(result.request.requestId, clone(result.request));
+    if (entry) this.commitAudit(entry);
     return clone(result);
   }
   async getPairingRequest(requestId: string) {
@@ -130,51 +143,66 @@ export class MemoryStore implements Store {
       .sort((a, b) => a.createdAtMs - b.createdAtMs);
   }
   async deletePairingRequest(requestId: string, audit: AuditInput) {
-    if (!this.requests.delete(requestId)) return false;
-    this.appendAuditSync(audit);
+    if (!this.requests.has(requestId)) return false;
+    const entry = this.prepareAudit(audit);
+    this.requests.delete(requestId);
+    this.commitAudit(entry);
     return true;
   }
 
   async rotateToken(deviceId: string, role: Role, token: NewToken | null, scopes: string[] | null, atMs: number, audit: AuditInput) {
     const g = this.grants.get(gk(deviceId, role));
     if (!g) return null;
+    const entry = this.prepareAudit(audit);
     const old = this.liveToken(deviceId, role);
     g.epoch++;
     if (scopes) g.scopes = [...scopes];
     if (token) this.putToken(deviceId, role, token, atMs, old?.createdAtMs ?? atMs);
     else this.dropTokens(deviceId, role);
-    this.appendAuditSync(audit);
+    this.commitAudit(entry);
     return clone(g);
   }
   async revokeToken(deviceId: string, role: Role, atMs: number, audit: AuditInput) {
+    if (!this.grants.has(gk(deviceId, role))) return null;
+    const entry = this.prepareAudit(audit);
     const t = this.liveToken(deviceId, role);
-    if (!this.grants.delete(gk(deviceId, role))) return null;
+    this.grants.delete(gk(deviceId, role));
     if (t) t.revokedAtMs = atMs;
-    this.appendAuditSync(audit);
-    return t ? clone(t) : null;
+    this.commitAudit(entry);
+    return t ? cloneToken(t) : null;
   }
   async removeRole(deviceId: string, role: Role, audit: AuditInput) {
-    if (!this.grants.delete(gk(deviceId, role))) return false;
+    if (!this.grants.has(gk(deviceId, role))) return false;
+    const entry = this.prepareAudit(audit);
+    this.grants.delete(gk(deviceId, role));
     this.dropTokens(deviceId, role);
     for (const [id, r] of this.requests) if (r.deviceId === deviceId && r.role === role) this.requests.delete(id);
-    if (![...this.grants.values()].some((g) => g.deviceId === deviceId)) this.devices.delete(deviceId);
-    this.appendAuditSync(audit);
+    if (![...this.grants.values()].some((g) => g.deviceId === deviceId)) {
+      // The row goes with its last role, and with it every token (revoked ones too), as the
+      // SQLite foreign key cascades.
+      this.devices.delete(deviceId);
+      this.dropTokens(deviceId);
+    }
+    this.commitAudit(entry);
     return true;
   }
   async removeDevice(deviceId: string, audit: AuditInput) {
-    const existed = this.devices.delete(deviceId);
-    let any = existed;
-    for (const [k, g] of this.grants) if (g.deviceId === deviceId) this.grants.delete(k), (any = true);
+    const any = this.devices.has(deviceId) || [...this.requests.values()].some((r) => r.deviceId === deviceId);
+    if (!any) return false;
+    const entry = this.prepareAudit(audit);
+    this.devices.delete(deviceId);
+    for (const [k, g] of this.grants) if (g.deviceId === deviceId) this.grants.delete(k);
     this.dropTokens(deviceId);
-    for (const [id, r] of this.requests) if (r.deviceId === deviceId) this.requests.delete(id), (any = true);
-    if (any) this.appendAuditSync(audit);
-    return any;
+    for (const [id, r] of this.requests) if (r.deviceId === deviceId) this.requests.delete(id);
+    this.commitAudit(entry);
+    return true;
   }
   async renameDevice(deviceId: string, label: string, audit: AuditInput) {
     const d = this.devices.get(deviceId);
     if (!d) return false;
+    const entry = this.prepareAudit(audit);
     d.label = label;
-    this.appendAuditSync(audit);
+    this.commitAudit(entry);
     return true;
   }
   async recordSeen(entries: Array<{ deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>) {
@@ -186,7 +214,7 @@ export class MemoryStore implements Store {
     }
   }
   async appendAudit(input: AuditInput) {
-    return clone(this.appendAuditSync(input));
+    return clone(this.commitAudit(this.prepareAudit(input)));
   }
   async listAudit(opts: { afterSeq?: number; limit?: number } = {}) {
     const after = opts.afterSeq ?? 0;

@@ -1,0 +1,1020 @@
+/**
+ * The Store contract: every adapter (memory, SQLite, later PostgreSQL) must pass this suite
+ * unchanged. It covers every method of the Store interface, the audit guarantees (one entry
+ * per trust-changing action, committed atomically with the change, hash-chained) and the
+ * concurrency guarantees (one pending request per (device, role), no lost epoch updates).
+ *
+ * Usage: runStoreContract('sqlite', async () => ({ store, cleanup }))
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, test } from 'node:test';
+import type { Role } from '../src/protocol/frames.js';
+import { auditHash, GENESIS_HASH, verifyAuditChain } from '../src/store/shared.js';
+import type { ApproveInput, AuditEntry, AuditInput, DeviceMeta, NewToken, Store, UpsertRequestInput } from '../src/store/types.js';
+
+export interface StoreHandle {
+  store: Store;
+  cleanup(): Promise<void>;
+}
+
+const T0 = 1_700_000_000_000;
+const READ = 'operator.read';
+const WRITE = 'operator.write';
+const ADMIN = 'operator.admin';
+const PAIRING = 'operator.pairing';
+
+const DEV_A = 'dev-a';
+const DEV_B = 'dev-b';
+const KEY_A = 'pk-a';
+const KEY_B = 'pk-b';
+
+const TOKEN_KEYS = new Set(['tokenId', 'deviceId', 'role', 'secretHash', 'createdAtMs', 'rotatedAtMs', 'revokedAtMs', 'lastUsedAtMs']);
+
+/** Drop undefined properties, so an absent optional field and an undefined one compare equal. */
+function defined<T>(v: T): T {
+  return JSON.parse(JSON.stringify(v)) as T;
+}
+
+function audit(action: string, subject?: string, data?: Record<string, unknown>): AuditInput {
+  return { atMs: T0, actor: 'owner', action, subject, data };
+}
+
+/** A token as the core hands it to the store: a public id and only the hash of the secret. */
+function token(id: string): NewToken {
+  return { tokenId: id, secretHash: createHash('sha256').update(`secret-of-${id}`).digest() };
+}
+
+interface ApproveOpts {
+  deviceId?: string;
+  publicKey?: string;
+  meta?: DeviceMeta;
+  address?: string;
+  role?: Role;
+  scopes?: string[];
+  via?: ApproveInput['via'];
+  token?: NewToken | null;
+  atMs?: number;
+  requestId?: string;
+  audit?: AuditInput;
+}
+
+function approveInput(o: ApproveOpts = {}): ApproveInput {
+  const deviceId = o.deviceId ?? DEV_A;
+  return {
+    device: {
+      deviceId,
+      publicKey: o.publicKey ?? (deviceId === DEV_B ? KEY_B : KEY_A),
+      meta: o.meta ?? { displayName: 'Laptop', platform: 'linux' },
+      address: o.address,
+    },
+    role: o.role ?? 'operator',
+    scopes: o.scopes ?? [READ],
+    via: o.via ?? 'manual',
+    token: o.token === undefined ? token(`tok-${deviceId}-${o.role ?? 'operator'}`) : o.token,
+    atMs: o.atMs ?? T0,
+    requestId: o.requestId,
+    audit: o.audit ?? audit('pairing.approved', deviceId, { role: o.role ?? 'operator' }),
+  };
+}
+
+interface RequestOpts {
+  requestId?: string;
+  deviceId?: string;
+  role?: Role;
+  scopes?: string[];
+  kind?: UpsertRequestInput['kind'];
+  address?: string;
+  atMs?: number;
+  isRepair?: boolean;
+  meta?: DeviceMeta;
+  audit?: AuditInput;
+}
+
+function requestInput(o: RequestOpts = {}): UpsertRequestInput {
+  const deviceId = o.deviceId ?? DEV_A;
+  return {
+    requestId: o.requestId ?? 'req-1',
+    deviceId,
+    publicKey: deviceId === DEV_B ? KEY_B : KEY_A,
+    role: o.role ?? 'operator',
+    scopes: o.scopes ?? [READ],
+    kind: o.kind ?? 'new-device',
+    meta: o.meta ?? { displayName: 'Laptop' },
+    address: o.address ?? '192.0.2.10',
+    isRepair: o.isRepair ?? false,
+    atMs: o.atMs ?? T0,
+    audit: o.audit ?? audit('pairing.requested', deviceId),
+  };
+}
+
+async function auditCount(store: Store): Promise<number> {
+  return (await store.listAudit()).length;
+}
+
+/** Run `fn` and assert it appended exactly `n` audit entries (and, when n = 1, that it is `expect`). */
+async function expectAudited<T>(store: Store, n: number, fn: () => Promise<T>, expect?: AuditInput): Promise<T> {
+  const before = await store.listAudit();
+  const out = await fn();
+  const after = await store.listAudit();
+  assert.equal(after.length - before.length, n, `expected ${n} new audit entr${n === 1 ? 'y' : 'ies'}`);
+  assert.deepEqual(after.slice(0, before.length), before, 'earlier audit entries must not change');
+  if (n === 1 && expect) {
+    const e = after[after.length - 1] as AuditEntry;
+    assert.equal(e.action, expect.action);
+    assert.equal(e.actor, expect.actor);
+    assert.equal(e.atMs, expect.atMs);
+    assert.equal(e.subject, expect.subject);
+    assert.deepEqual(e.data, expect.data);
+  }
+  assert.equal(verifyAuditChain(after), null);
+  return out;
+}
+
+/** A complete picture of the store, to assert that a failed action changed nothing. */
+async function snapshot(store: Store) {
+  return {
+    devices: await store.listDevices(),
+    grants: (await store.listGrants()).sort((a, b) => `${a.deviceId}${a.role}`.localeCompare(`${b.deviceId}${b.role}`)),
+    tokens: (await store.listTokens()).sort((a, b) => a.tokenId.localeCompare(b.tokenId)),
+    requests: await store.listPairingRequests(),
+    audit: await store.listAudit(),
+  };
+}
+
+export function runStoreContract(name: string, makeStore: () => Promise<StoreHandle>): void {
+  /** A test body with a fresh store, always cleaned up. */
+  const withStore = (fn: (store: Store) => Promise<void>) => async () => {
+    const h = await makeStore();
+    try {
+      await fn(h.store);
+    } finally {
+      await h.cleanup();
+    }
+  };
+
+  describe(`Store contract: ${name}`, () => {
+    describe('meta', () => {
+      test(
+        'getMeta is null for an unknown key; setMeta creates and overwrites',
+        withStore(async (store) => {
+          assert.equal(await store.getMeta('instance-id'), null);
+          await store.setMeta('instance-id', 'one');
+          assert.equal(await store.getMeta('instance-id'), 'one');
+          await store.setMeta('instance-id', 'two');
+          assert.equal(await store.getMeta('instance-id'), 'two');
+          await store.setMeta('other', '');
+          assert.equal(await store.getMeta('other'), '');
+          assert.equal(await store.getMeta('instance-id'), 'two');
+          assert.equal(await auditCount(store), 0, 'meta is not a trust change');
+        }),
+      );
+    });
+
+    describe('approve', () => {
+      test(
+        'creates the device, the grant at epoch 1 and the token',
+        withStore(async (store) => {
+          const input = approveInput({ scopes: [READ, WRITE], via: 'manual', address: '192.0.2.10', atMs: T0 + 5 });
+          const grant = await expectAudited(store, 1, () => store.approve(input), input.audit);
+          assert.deepEqual(grant, { deviceId: DEV_A, role: 'operator', scopes: [READ, WRITE], epoch: 1, approvedAtMs: T0 + 5, approvedVia: 'manual' });
+          assert.deepEqual(await store.getGrant(DEV_A, 'operator'), grant);
+          assert.equal(await store.getGrant(DEV_A, 'node'), null);
+
+          const dev = await store.getDevice(DEV_A);
+          assert.ok(dev);
+          assert.equal(dev.deviceId, DEV_A);
+          assert.equal(dev.publicKey, KEY_A);
+          assert.equal(dev.displayName, 'Laptop');
+          assert.equal(dev.platform, 'linux');
+          assert.equal(dev.createdAtMs, T0 + 5);
+          assert.equal(dev.lastSeenAtMs, T0 + 5);
+          assert.equal(dev.lastSeenAddress, '192.0.2.10');
+          assert.equal(dev.label, undefined);
+          assert.deepEqual(
+            (await store.listDevices()).map((d) => d.deviceId),
+            [DEV_A],
+          );
+          assert.deepEqual(await store.listGrants(DEV_A), [grant]);
+
+          const tok = await store.getToken(`tok-${DEV_A}-operator`);
+          assert.ok(tok);
+          assert.equal(tok.deviceId, DEV_A);
+          assert.equal(tok.role, 'operator');
+          assert.equal(tok.createdAtMs, T0 + 5);
+          assert.equal(tok.rotatedAtMs, undefined);
+          assert.equal(tok.revokedAtMs, undefined);
+          assert.equal(tok.lastUsedAtMs, undefined);
+          assert.deepEqual(
+            (await store.listTokens(DEV_A)).map((t) => t.tokenId),
+            [`tok-${DEV_A}-operator`],
+          );
+        }),
+      );
+
+      test(
+        're-approve bumps the epoch, replaces scopes and meta, keeps createdAtMs and the label',
+        withStore(async (store) => {
+          await store.approve(approveInput({ scopes: [READ], atMs: T0, meta: { displayName: 'Laptop', platform: 'linux' } }));
+          await store.renameDevice(DEV_A, 'work laptop', audit('device.renamed', DEV_A));
+          const g2 = await store.approve(
+            approveInput({ scopes: [ADMIN], via: 'owner', atMs: T0 + 100, publicKey: 'pk-a2', meta: { displayName: 'Laptop 2' }, token: null }),
+          );
+          assert.equal(g2.epoch, 2);
+          assert.deepEqual(g2.scopes, [ADMIN]);
+          assert.equal(g2.approvedAtMs, T0 + 100);
+          assert.equal(g2.approvedVia, 'owner');
+          assert.deepEqual(await store.getGrant(DEV_A, 'operator'), g2);
+          const g3 = await store.approve(approveInput({ scopes: [READ], atMs: T0 + 200, token: null }));
+          assert.equal(g3.epoch, 3);
+
+          const dev = await store.getDevice(DEV_A);
+          assert.ok(dev);
+          assert.equal(dev.createdAtMs, T0, 'createdAtMs survives re-approval');
+          assert.equal(dev.lastSeenAtMs, T0 + 200);
+          assert.equal(dev.label, 'work laptop', 'the operator label survives re-pairing');
+          assert.equal((await store.listDevices()).length, 1);
+        }),
+      );
+
+      test(
+        're-approve records the meta and key the device presented this time',
+        withStore(async (store) => {
+          await store.approve(approveInput({ meta: { displayName: 'Laptop', platform: 'linux', deviceFamily: 'desktop' } }));
+          await store.approve(approveInput({ publicKey: 'pk-a2', meta: { displayName: 'Laptop 2', platform: 'darwin' }, token: null, atMs: T0 + 1 }));
+          const dev = await store.getDevice(DEV_A);
+          assert.ok(dev);
+          assert.equal(dev.publicKey, 'pk-a2');
+          assert.equal(dev.displayName, 'Laptop 2');
+          assert.equal(dev.platform, 'darwin');
+          assert.equal(dev.deviceFamily, undefined, 'meta is replaced, not merged');
+          assert.equal(dev.lastSeenAddress, undefined);
+        }),
+      );
+
+      test(
+        'a given token replaces the old one (old id gone, createdAtMs kept, rotatedAtMs set)',
+        withStore(async (store) => {
+          await store.approve(approveInput({ token: token('t1'), atMs: T0 }));
+          await store.approve(approveInput({ token: token('t2'), atMs: T0 + 50 }));
+          assert.equal(await store.getToken('t1'), null);
+          const t2 = await store.getToken('t2');
+          assert.ok(t2);
+          assert.equal(t2.createdAtMs, T0);
+          assert.equal(t2.rotatedAtMs, T0 + 50);
+          assert.equal(t2.revokedAtMs, undefined);
+          assert.ok(t2.secretHash.equals(token('t2').secretHash));
+          assert.deepEqual(
+            (await store.listTokens(DEV_A)).map((t) => t.tokenId),
+            ['t2'],
+          );
+        }),
+      );
+
+      test(
+        'a null token keeps the current one valid',
+        withStore(async (store) => {
+          await store.approve(approveInput({ token: token('t1'), scopes: [READ] }));
+          await store.approve(approveInput({ token: null, scopes: [READ, WRITE], atMs: T0 + 9 }));
+          const t1 = await store.getToken('t1');
+          assert.ok(t1);
+          assert.equal(t1.revokedAtMs, undefined);
+          assert.equal(t1.rotatedAtMs, undefined);
+          assert.equal(t1.createdAtMs, T0);
+          assert.equal((await store.listTokens(DEV_A)).length, 1);
+        }),
+      );
+
+      test(
+        'a null token on a first approval creates a grant without a token',
+        withStore(async (store) => {
+          const g = await store.approve(approveInput({ token: null }));
+          assert.equal(g.epoch, 1);
+          assert.deepEqual(await store.listTokens(DEV_A), []);
+        }),
+      );
+
+      test(
+        'the resolved request is deleted in the same action; others stay',
+        withStore(async (store) => {
+          const op = await store.upsertPairingRequest(requestInput({ requestId: 'r-op', role: 'operator' }));
+          const node = await store.upsertPairingRequest(requestInput({ requestId: 'r-node', role: 'node', scopes: [] }));
+          await expectAudited(store, 1, () => store.approve(approveInput({ requestId: op.request.requestId })));
+          assert.equal(await store.getPairingRequest('r-op'), null);
+          assert.deepEqual(await store.getPairingRequest('r-node'), node.request);
+          await store.approve(approveInput({ role: 'node', scopes: [], requestId: undefined, atMs: T0 + 1 }));
+          assert.ok(await store.getPairingRequest('r-node'), 'without requestId no request is touched');
+        }),
+      );
+
+      test(
+        'roles are independent grants with their own epoch and token',
+        withStore(async (store) => {
+          await store.approve(approveInput({ role: 'operator', scopes: [READ] }));
+          await store.approve(approveInput({ role: 'operator', scopes: [WRITE], token: null }));
+          const node = await store.approve(approveInput({ role: 'node', scopes: [] }));
+          assert.equal(node.epoch, 1);
+          assert.equal((await store.getGrant(DEV_A, 'operator'))?.epoch, 2);
+          await store.approve(approveInput({ deviceId: DEV_B }));
+          assert.equal((await store.listGrants(DEV_A)).length, 2);
+          assert.equal((await store.listGrants(DEV_B)).length, 1);
+          assert.equal((await store.listGrants()).length, 3);
+          assert.equal((await store.listTokens(DEV_A)).length, 2);
+          assert.equal((await store.listTokens()).length, 3);
+          assert.deepEqual((await store.listDevices()).map((d) => d.deviceId).sort(), [DEV_A, DEV_B]);
+          assert.equal(await store.getDevice('nope'), null);
+          assert.deepEqual(await store.listGrants('nope'), []);
+          assert.deepEqual(await store.listTokens('nope'), []);
+        }),
+      );
+
+      test(
+        'listDevices is ordered by createdAtMs',
+        withStore(async (store) => {
+          await store.approve(approveInput({ deviceId: DEV_B, atMs: T0 + 10 }));
+          await store.approve(approveInput({ deviceId: DEV_A, atMs: T0 + 20 }));
+          await store.approve(approveInput({ deviceId: 'dev-c', atMs: T0 + 5 }));
+          assert.deepEqual(
+            (await store.listDevices()).map((d) => d.deviceId),
+            ['dev-c', DEV_B, DEV_A],
+          );
+        }),
+      );
+    });
+
+    describe('upsertPairingRequest', () => {
+      test(
+        'creates one request with the given id and fields',
+        withStore(async (store) => {
+          const input = requestInput({ requestId: 'r1', scopes: [WRITE, READ], atMs: T0 + 3, meta: { displayName: 'Phone', platform: 'ios' } });
+          const res = await expectAudited(store, 1, () => store.upsertPairingRequest(input), input.audit);
+          assert.equal(res.created, true);
+          assert.equal(res.widened, false);
+          const r = res.request;
+          assert.equal(r.requestId, 'r1');
+          assert.equal(r.deviceId, DEV_A);
+          assert.equal(r.publicKey, KEY_A);
+          assert.equal(r.role, 'operator');
+          assert.deepEqual(r.scopes, [READ, WRITE]);
+          assert.equal(r.kind, 'new-device');
+          assert.deepEqual(r.meta, { displayName: 'Phone', platform: 'ios' });
+          assert.equal(r.address, '192.0.2.10');
+          assert.equal(r.isRepair, false);
+          assert.equal(r.createdAtMs, T0 + 3);
+          assert.equal(r.refreshedAtMs, T0 + 3);
+          assert.equal(r.widenedAtMs, undefined);
+          assert.deepEqual(await store.getPairingRequest('r1'), r);
+          assert.deepEqual(await store.listPairingRequests(), [r]);
+          assert.equal(await store.getDevice(DEV_A), null, 'a request does not create a device');
+        }),
+      );
+
+      test(
+        'a retry keeps the id, refreshes the timestamp and records the latest address',
+        withStore(async (store) => {
+          const first = await store.upsertPairingRequest(requestInput({ requestId: 'r1', atMs: T0 }));
+          const retry = await expectAudited(store, 0, () =>
+            store.upsertPairingRequest(requestInput({ requestId: 'r2', atMs: T0 + 1000, address: '192.0.2.99' })),
+          );
+          assert.equal(retry.created, false);
+          assert.equal(retry.widened, false);
+          assert.equal(retry.request.requestId, first.request.requestId);
+          assert.equal(retry.request.createdAtMs, T0);
+          assert.equal(retry.request.refreshedAtMs, T0 + 1000);
+          assert.equal(retry.request.address, '192.0.2.99');
+          assert.equal(await store.getPairingRequest('r2'), null);
+          const stored = await store.getPairingRequest('r1');
+          assert.equal(stored?.refreshedAtMs, T0 + 1000);
+          assert.equal((await store.listPairingRequests()).length, 1);
+        }),
+      );
+
+      test(
+        'a narrower or equal ask does not shrink the request and is not widened',
+        withStore(async (store) => {
+          await store.upsertPairingRequest(requestInput({ scopes: [READ, WRITE, PAIRING], atMs: T0 }));
+          for (const [i, scopes] of [[READ], [], [READ, WRITE, PAIRING], [PAIRING, WRITE]].entries()) {
+            const res = await expectAudited(store, 0, () => store.upsertPairingRequest(requestInput({ requestId: `x${i}`, scopes, atMs: T0 + 10 + i })));
+            assert.equal(res.widened, false, `ask ${JSON.stringify(scopes)}`);
+            assert.equal(res.created, false);
+            assert.deepEqual(res.request.scopes, [PAIRING, READ, WRITE].sort());
+            assert.equal(res.request.widenedAtMs, undefined);
+            assert.equal(res.request.refreshedAtMs, T0 + 10 + i);
+          }
+          assert.deepEqual((await store.getPairingRequest('req-1'))?.scopes, [PAIRING, READ, WRITE].sort());
+        }),
+      );
+
+      test(
+        'a wider ask adds its scopes and is marked widened',
+        withStore(async (store) => {
+          await store.upsertPairingRequest(requestInput({ scopes: [READ], atMs: T0 }));
+          const wideAudit = audit('pairing.widened', DEV_A, { added: [ADMIN] });
+          const res = await expectAudited(
+            store,
+            1,
+            () => store.upsertPairingRequest(requestInput({ requestId: 'other', scopes: [ADMIN], atMs: T0 + 7, audit: wideAudit })),
+            wideAudit,
+          );
+          assert.equal(res.created, false);
+          assert.equal(res.widened, true);
+          assert.equal(res.request.requestId, 'req-1');
+          assert.deepEqual(res.request.scopes, [ADMIN, READ].sort());
+          assert.equal(res.request.widenedAtMs, T0 + 7);
+          assert.equal(res.request.createdAtMs, T0);
+          const stored = await store.getPairingRequest('req-1');
+          assert.deepEqual(stored?.scopes, [ADMIN, READ].sort());
+          assert.equal(stored?.widenedAtMs, T0 + 7);
+
+          // A later narrower retry keeps both the scopes and the widened mark.
+          const again = await store.upsertPairingRequest(requestInput({ scopes: [READ], atMs: T0 + 20 }));
+          assert.equal(again.widened, false);
+          assert.deepEqual(again.request.scopes, [ADMIN, READ].sort());
+          assert.equal(again.request.widenedAtMs, T0 + 7);
+          assert.equal(again.request.refreshedAtMs, T0 + 20);
+        }),
+      );
+
+      test(
+        'a different role or device gets its own request',
+        withStore(async (store) => {
+          const op = await store.upsertPairingRequest(requestInput({ requestId: 'r-op', role: 'operator', atMs: T0 }));
+          const node = await store.upsertPairingRequest(requestInput({ requestId: 'r-node', role: 'node', scopes: [], atMs: T0 + 1 }));
+          const other = await store.upsertPairingRequest(requestInput({ requestId: 'r-b', deviceId: DEV_B, atMs: T0 + 2 }));
+          assert.equal(node.created, true);
+          assert.equal(other.created, true);
+          assert.notEqual(op.request.requestId, node.request.requestId);
+          assert.equal(node.request.role, 'node');
+          assert.deepEqual(
+            (await store.listPairingRequests()).map((r) => r.requestId),
+            ['r-op', 'r-node', 'r-b'],
+          );
+          assert.deepEqual(
+            (await store.listPairingRequests(DEV_A)).map((r) => r.requestId),
+            ['r-op', 'r-node'],
+          );
+          assert.deepEqual(
+            (await store.listPairingRequests(DEV_B)).map((r) => r.requestId),
+            ['r-b'],
+          );
+          assert.deepEqual(await store.listPairingRequests('nope'), []);
+        }),
+      );
+
+      test(
+        'the stored request does not alias the caller’s input',
+        withStore(async (store) => {
+          const input = requestInput({ scopes: [READ], meta: { displayName: 'Phone' } });
+          const res = await store.upsertPairingRequest(input);
+          input.scopes.push(ADMIN);
+          (input.meta as DeviceMeta).displayName = 'Mutated';
+          res.request.scopes.push(WRITE);
+          res.request.meta.displayName = 'Mutated too';
+          const stored = await store.getPairingRequest('req-1');
+          assert.deepEqual(stored?.scopes, [READ]);
+          assert.equal(stored?.meta.displayName, 'Phone');
+        }),
+      );
+    });
+
+    describe('pairing requests: get, list, delete', () => {
+      test(
+        'getPairingRequest is null for an unknown id; delete removes once and audits once',
+        withStore(async (store) => {
+          assert.equal(await store.getPairingRequest('nope'), null);
+          assert.deepEqual(await store.listPairingRequests(), []);
+          await store.upsertPairingRequest(requestInput({ requestId: 'r1' }));
+          await store.upsertPairingRequest(requestInput({ requestId: 'r2', deviceId: DEV_B }));
+          const rej = audit('pairing.rejected', DEV_A);
+          assert.equal(await expectAudited(store, 1, () => store.deletePairingRequest('r1', rej), rej), true);
+          assert.equal(await store.getPairingRequest('r1'), null);
+          assert.equal(await expectAudited(store, 0, () => store.deletePairingRequest('r1', rej)), false);
+          assert.equal(await expectAudited(store, 0, () => store.deletePairingRequest('never', rej)), false);
+          assert.deepEqual(
+            (await store.listPairingRequests()).map((r) => r.requestId),
+            ['r2'],
+          );
+          // After a delete, the same (device, role) starts a fresh request.
+          const again = await store.upsertPairingRequest(requestInput({ requestId: 'r3', atMs: T0 + 5 }));
+          assert.equal(again.created, true);
+          assert.equal(again.request.requestId, 'r3');
+        }),
+      );
+    });
+
+    describe('rotateToken', () => {
+      test(
+        'is null for a missing grant and changes nothing',
+        withStore(async (store) => {
+          const rot = audit('token.rotated', DEV_A);
+          assert.equal(await expectAudited(store, 0, () => store.rotateToken(DEV_A, 'operator', token('t9'), null, T0, rot)), null);
+          await store.approve(approveInput({ role: 'operator' }));
+          assert.equal(await expectAudited(store, 0, () => store.rotateToken(DEV_A, 'node', token('t9'), null, T0, rot)), null);
+          assert.equal(await store.getToken('t9'), null);
+          assert.equal(await store.getGrant(DEV_A, 'node'), null);
+        }),
+      );
+
+      test(
+        'bumps the epoch and replaces the token, keeping createdAtMs and scopes',
+        withStore(async (store) => {
+          await store.approve(approveInput({ token: token('t1'), scopes: [READ, WRITE], atMs: T0 }));
+          const rot = audit('token.rotated', DEV_A, { role: 'operator' });
+          const g = await expectAudited(store, 1, () => store.rotateToken(DEV_A, 'operator', token('t2'), null, T0 + 60, rot), rot);
+          assert.ok(g);
+          assert.equal(g.epoch, 2);
+          assert.deepEqual(g.scopes, [READ, WRITE]);
+          assert.deepEqual(await store.getGrant(DEV_A, 'operator'), g);
+          assert.equal(await store.getToken('t1'), null, 'the old token id is gone');
+          const t2 = await store.getToken('t2');
+          assert.ok(t2);
+          assert.equal(t2.createdAtMs, T0);
+          assert.equal(t2.rotatedAtMs, T0 + 60);
+          assert.equal(t2.revokedAtMs, undefined);
+          assert.ok(t2.secretHash.equals(token('t2').secretHash));
+          assert.deepEqual(
+            (await store.listTokens(DEV_A)).map((t) => t.tokenId),
+            ['t2'],
+          );
+        }),
+      );
+
+      test(
+        'optionally replaces the scopes; other roles are untouched',
+        withStore(async (store) => {
+          await store.approve(approveInput({ role: 'operator', token: token('op1'), scopes: [ADMIN] }));
+          const node = await store.approve(approveInput({ role: 'node', token: token('n1'), scopes: [] }));
+          const g = await store.rotateToken(DEV_A, 'operator', token('op2'), [READ], T0 + 1, audit('token.rotated', DEV_A));
+          assert.deepEqual(g?.scopes, [READ]);
+          assert.deepEqual((await store.getGrant(DEV_A, 'operator'))?.scopes, [READ]);
+          assert.deepEqual(await store.getGrant(DEV_A, 'node'), node);
+          assert.ok(await store.getToken('n1'));
+          const g3 = await store.rotateToken(DEV_A, 'operator', token('op3'), null, T0 + 2, audit('token.rotated', DEV_A));
+          assert.equal(g3?.epoch, 3);
+          assert.deepEqual(g3?.scopes, [READ]);
+        }),
+      );
+
+      test(
+        'with a null token the old token is retired and none replaces it',
+        withStore(async (store) => {
+          await store.approve(approveInput({ role: 'operator', token: token('t1'), scopes: [ADMIN] }));
+          await store.approve(approveInput({ role: 'node', token: token('n1'), scopes: [] }));
+          const rot = audit('token.rotated', DEV_A, { role: 'operator', retired: true });
+          const g = await expectAudited(store, 1, () => store.rotateToken(DEV_A, 'operator', null, [READ], T0 + 10, rot), rot);
+          assert.equal(g?.epoch, 2);
+          assert.deepEqual(g?.scopes, [READ]);
+          assert.equal(await store.getToken('t1'), null);
+          assert.deepEqual(
+            (await store.listTokens(DEV_A)).map((t) => t.tokenId),
+            ['n1'],
+          );
+          assert.ok(await store.getGrant(DEV_A, 'operator'), 'the grant stays');
+          // The next rotation (the device's next connect) mints a token that starts its own lineage.
+          await store.rotateToken(DEV_A, 'operator', token('t2'), null, T0 + 20, audit('token.rotated', DEV_A));
+          assert.equal((await store.getToken('t2'))?.createdAtMs, T0 + 20);
+        }),
+      );
+
+      test(
+        'on a grant that had no token, the new token is created at atMs',
+        withStore(async (store) => {
+          await store.approve(approveInput({ token: null, atMs: T0 }));
+          await store.rotateToken(DEV_A, 'operator', token('t1'), null, T0 + 30, audit('token.rotated', DEV_A));
+          const t1 = await store.getToken('t1');
+          assert.ok(t1);
+          assert.equal(t1.createdAtMs, T0 + 30);
+          assert.equal(t1.revokedAtMs, undefined);
+        }),
+      );
+    });
+
+    describe('revokeToken', () => {
+      test(
+        'marks the token revoked (row kept) and drops the grant',
+        withStore(async (store) => {
+          await store.approve(approveInput({ role: 'operator', token: token('op1') }));
+          await store.approve(approveInput({ role: 'node', token: token('n1'), scopes: [] }));
+          const rev = audit('token.revoked', DEV_A, { role: 'operator' });
+          const t = await expectAudited(store, 1, () => store.revokeToken(DEV_A, 'operator', T0 + 40, rev), rev);
+          assert.ok(t);
+          assert.equal(t.tokenId, 'op1');
+          assert.equal(t.revokedAtMs, T0 + 40);
+          const row = await store.getToken('op1');
+          assert.ok(row, 'the revoked token row is kept');
+          assert.equal(row.revokedAtMs, T0 + 40);
+          assert.ok(row.secretHash.equals(token('op1').secretHash));
+          assert.equal(await store.getGrant(DEV_A, 'operator'), null, 'the role must be approved again');
+          assert.ok(await store.getGrant(DEV_A, 'node'), 'other roles stay');
+          assert.equal((await store.getToken('n1'))?.revokedAtMs, undefined);
+          assert.ok(await store.getDevice(DEV_A), 'the device stays known');
+
+          // Revoking again finds no grant.
+          assert.equal(await expectAudited(store, 0, () => store.revokeToken(DEV_A, 'operator', T0 + 41, rev)), null);
+          assert.equal((await store.getToken('op1'))?.revokedAtMs, T0 + 40);
+          // Rotating a revoked role is impossible: the grant is gone.
+          assert.equal(await store.rotateToken(DEV_A, 'operator', token('op2'), null, T0 + 42, audit('token.rotated')), null);
+
+          // Re-pairing the role issues a fresh, live token.
+          const g = await store.approve(approveInput({ role: 'operator', token: token('op3'), atMs: T0 + 50 }));
+          assert.ok(g.epoch >= 1);
+          const op3 = await store.getToken('op3');
+          assert.equal(op3?.revokedAtMs, undefined);
+          assert.equal((await store.listTokens(DEV_A)).filter((x) => x.role === 'operator' && x.revokedAtMs === undefined).length, 1);
+        }),
+      );
+
+      test(
+        'is null when there is no grant',
+        withStore(async (store) => {
+          const rev = audit('token.revoked', DEV_A);
+          assert.equal(await expectAudited(store, 0, () => store.revokeToken(DEV_A, 'operator', T0, rev)), null);
+          await store.approve(approveInput({ role: 'node', scopes: [] }));
+          assert.equal(await expectAudited(store, 0, () => store.revokeToken(DEV_A, 'operator', T0, rev)), null);
+        }),
+      );
+    });
+
+    describe('removeRole', () => {
+      test(
+        'a mixed-role device keeps its row and its other role',
+        withStore(async (store) => {
+          await store.approve(approveInput({ role: 'operator', token: token('op1') }));
+          await store.approve(approveInput({ role: 'node', token: token('n1'), scopes: [] }));
+          await store.upsertPairingRequest(requestInput({ requestId: 'r-node', role: 'node', kind: 'scope-upgrade', scopes: ['node.x'] }));
+          await store.upsertPairingRequest(requestInput({ requestId: 'r-op', role: 'operator', kind: 'scope-upgrade', scopes: [ADMIN] }));
+          const rm = audit('device.role-removed', DEV_A, { role: 'node' });
+          assert.equal(await expectAudited(store, 1, () => store.removeRole(DEV_A, 'node', rm), rm), true);
+          assert.ok(await store.getDevice(DEV_A));
+          assert.equal(await store.getGrant(DEV_A, 'node'), null);
+          assert.equal(await store.getToken('n1'), null);
+          assert.equal(await store.getPairingRequest('r-node'), null);
+          assert.ok(await store.getGrant(DEV_A, 'operator'));
+          assert.ok(await store.getToken('op1'));
+          assert.ok(await store.getPairingRequest('r-op'));
+        }),
+      );
+
+      test(
+        'removing the last role removes the device row and every token of it',
+        withStore(async (store) => {
+          await store.approve(approveInput({ role: 'operator', token: token('op1') }));
+          await store.approve(approveInput({ role: 'node', token: token('n1'), scopes: [] }));
+          await store.revokeToken(DEV_A, 'node', T0 + 1, audit('token.revoked', DEV_A));
+          await store.approve(approveInput({ deviceId: DEV_B, token: token('b1') }));
+          assert.equal(await store.removeRole(DEV_A, 'operator', audit('device.role-removed', DEV_A)), true);
+          assert.equal(await store.getDevice(DEV_A), null);
+          assert.deepEqual(await store.listGrants(DEV_A), []);
+          assert.deepEqual(await store.listTokens(DEV_A), [], 'no orphan token rows (revoked ones included)');
+          assert.ok(await store.getDevice(DEV_B));
+          assert.ok(await store.getToken('b1'));
+        }),
+      );
+
+      test(
+        'is false when the device does not hold the role',
+        withStore(async (store) => {
+          const rm = audit('device.role-removed', DEV_A);
+          assert.equal(await expectAudited(store, 0, () => store.removeRole(DEV_A, 'operator', rm)), false);
+          await store.approve(approveInput({ role: 'operator' }));
+          assert.equal(await expectAudited(store, 0, () => store.removeRole(DEV_A, 'node', rm)), false);
+          assert.ok(await store.getDevice(DEV_A));
+        }),
+      );
+    });
+
+    describe('removeDevice', () => {
+      test(
+        'removes the device with all its grants, tokens and requests',
+        withStore(async (store) => {
+          await store.approve(approveInput({ role: 'operator', token: token('op1') }));
+          await store.approve(approveInput({ role: 'node', token: token('n1'), scopes: [] }));
+          await store.revokeToken(DEV_A, 'node', T0 + 1, audit('token.revoked', DEV_A));
+          await store.upsertPairingRequest(requestInput({ requestId: 'r-op', kind: 'scope-upgrade', scopes: [ADMIN] }));
+          await store.upsertPairingRequest(requestInput({ requestId: 'r-node', role: 'node', kind: 'role-upgrade', scopes: [] }));
+          await store.approve(approveInput({ deviceId: DEV_B, token: token('b1') }));
+          await store.upsertPairingRequest(requestInput({ requestId: 'r-b', deviceId: DEV_B, kind: 'scope-upgrade', scopes: [ADMIN] }));
+
+          const rm = audit('device.removed', DEV_A);
+          assert.equal(await expectAudited(store, 1, () => store.removeDevice(DEV_A, rm), rm), true);
+          assert.equal(await store.getDevice(DEV_A), null);
+          assert.deepEqual(await store.listGrants(DEV_A), []);
+          assert.deepEqual(await store.listTokens(DEV_A), []);
+          assert.equal(await store.getToken('op1'), null);
+          assert.equal(await store.getToken('n1'), null);
+          assert.deepEqual(await store.listPairingRequests(DEV_A), []);
+          // Another device is untouched.
+          assert.ok(await store.getDevice(DEV_B));
+          assert.ok(await store.getGrant(DEV_B, 'operator'));
+          assert.ok(await store.getToken('b1'));
+          assert.ok(await store.getPairingRequest('r-b'));
+        }),
+      );
+
+      test(
+        'removes a never-approved device’s pending requests; false for an unknown device',
+        withStore(async (store) => {
+          await store.upsertPairingRequest(requestInput({ requestId: 'r1' }));
+          const rm = audit('device.removed', DEV_A);
+          assert.equal(await expectAudited(store, 1, () => store.removeDevice(DEV_A, rm)), true);
+          assert.equal(await store.getPairingRequest('r1'), null);
+          assert.equal(await expectAudited(store, 0, () => store.removeDevice(DEV_A, rm)), false);
+          assert.equal(await expectAudited(store, 0, () => store.removeDevice('nope', rm)), false);
+        }),
+      );
+    });
+
+    describe('renameDevice', () => {
+      test(
+        'sets the label; false for an unknown device',
+        withStore(async (store) => {
+          await store.approve(approveInput());
+          const rn = audit('device.renamed', DEV_A, { label: 'kitchen' });
+          assert.equal(await expectAudited(store, 1, () => store.renameDevice(DEV_A, 'kitchen', rn), rn), true);
+          assert.equal((await store.getDevice(DEV_A))?.label, 'kitchen');
+          assert.equal(await store.renameDevice(DEV_A, 'hall', audit('device.renamed', DEV_A)), true);
+          assert.equal((await store.getDevice(DEV_A))?.label, 'hall');
+          assert.equal(await expectAudited(store, 0, () => store.renameDevice('nope', 'x', rn)), false);
+          assert.equal(await store.getDevice('nope'), null);
+        }),
+      );
+    });
+
+    describe('recordSeen', () => {
+      test(
+        'updates lastSeenAtMs, lastSeenAddress and the token’s lastUsedAtMs, without audit',
+        withStore(async (store) => {
+          await store.approve(approveInput({ token: token('t1'), address: '192.0.2.1', atMs: T0 }));
+          await store.approve(approveInput({ deviceId: DEV_B, token: token('b1'), address: '192.0.2.2', atMs: T0 }));
+          await expectAudited(store, 0, () =>
+            store.recordSeen([
+              { deviceId: DEV_A, atMs: T0 + 100, address: '198.51.100.7', tokenId: 't1' },
+              { deviceId: 'nope', atMs: T0 + 100, address: '198.51.100.8' },
+              { deviceId: DEV_B, atMs: T0 + 101, address: '198.51.100.9' },
+            ]),
+          );
+          const a = await store.getDevice(DEV_A);
+          assert.equal(a?.lastSeenAtMs, T0 + 100);
+          assert.equal(a?.lastSeenAddress, '198.51.100.7');
+          assert.equal((await store.getToken('t1'))?.lastUsedAtMs, T0 + 100);
+          const b = await store.getDevice(DEV_B);
+          assert.equal(b?.lastSeenAtMs, T0 + 101);
+          assert.equal(b?.lastSeenAddress, '198.51.100.9');
+          assert.equal((await store.getToken('b1'))?.lastUsedAtMs, undefined, 'no tokenId, token untouched');
+          assert.equal(await store.getDevice('nope'), null, 'recordSeen never creates a device');
+          await store.recordSeen([]);
+          // A later rotation keeps the row's identity semantics: the new token starts unused.
+          await store.rotateToken(DEV_A, 'operator', token('t2'), null, T0 + 200, audit('token.rotated', DEV_A));
+          assert.equal((await store.getToken('t2'))?.lastUsedAtMs, undefined);
+        }),
+      );
+    });
+
+    describe('audit log', () => {
+      test(
+        'appendAudit starts the chain at seq 1 from the genesis hash',
+        withStore(async (store) => {
+          assert.deepEqual(await store.listAudit(), []);
+          const e1 = await store.appendAudit({ atMs: T0, actor: 'gateway', action: 'gateway.started' });
+          assert.equal(e1.seq, 1);
+          assert.equal(e1.prevHash, GENESIS_HASH);
+          assert.match(e1.hash, /^[0-9a-f]{64}$/);
+          assert.equal(e1.actor, 'gateway');
+          assert.equal(e1.action, 'gateway.started');
+          assert.equal(e1.subject, undefined);
+          assert.equal(e1.data, undefined);
+          const e2 = await store.appendAudit({ atMs: T0 + 1, actor: 'device:x', action: 'auth.failed', subject: 'x', data: { n: 1, nested: { a: [1, 'b'] } } });
+          assert.equal(e2.seq, 2);
+          assert.equal(e2.prevHash, e1.hash);
+          assert.deepEqual(defined(await store.listAudit()), defined([e1, e2]));
+        }),
+      );
+
+      test(
+        'every trust-changing action appends one entry; seq is contiguous and the chain verifies',
+        withStore(async (store) => {
+          const steps: Array<[string, () => Promise<unknown>]> = [
+            ['pairing.requested', () => store.upsertPairingRequest(requestInput({ audit: audit('pairing.requested', DEV_A) }))],
+            ['pairing.widened', () => store.upsertPairingRequest(requestInput({ scopes: [ADMIN], audit: audit('pairing.widened', DEV_A) }))],
+            ['pairing.approved', () => store.approve(approveInput({ requestId: 'req-1', audit: audit('pairing.approved', DEV_A) }))],
+            ['pairing.approved', () => store.approve(approveInput({ role: 'node', scopes: [], audit: audit('pairing.approved', DEV_A) }))],
+            ['token.rotated', () => store.rotateToken(DEV_A, 'operator', token('t2'), null, T0, audit('token.rotated', DEV_A))],
+            ['device.renamed', () => store.renameDevice(DEV_A, 'x', audit('device.renamed', DEV_A))],
+            ['token.revoked', () => store.revokeToken(DEV_A, 'node', T0, audit('token.revoked', DEV_A))],
+            [
+              'pairing.requested',
+              () => store.upsertPairingRequest(requestInput({ deviceId: DEV_B, requestId: 'rb', audit: audit('pairing.requested', DEV_B) })),
+            ],
+            ['pairing.rejected', () => store.deletePairingRequest('rb', audit('pairing.rejected', DEV_B))],
+            ['device.role-removed', () => store.removeRole(DEV_A, 'operator', audit('device.role-removed', DEV_A))],
+            ['pairing.approved', () => store.approve(approveInput({ deviceId: DEV_B, audit: audit('pairing.approved', DEV_B) }))],
+            ['device.removed', () => store.removeDevice(DEV_B, audit('device.removed', DEV_B))],
+            ['custom', () => store.appendAudit(audit('custom'))],
+          ];
+          for (const [action, run] of steps) {
+            await expectAudited(store, 1, run);
+            const last = (await store.listAudit()).at(-1);
+            assert.equal(last?.action, action);
+          }
+          // Things that are not trust changes add nothing.
+          await store.upsertPairingRequest(requestInput({ deviceId: 'dev-c', requestId: 'rc', audit: audit('pairing.requested', 'dev-c') }));
+          await expectAudited(store, 0, async () => {
+            await store.setMeta('k', 'v');
+            await store.recordSeen([{ deviceId: DEV_A, atMs: T0, address: '::1' }]);
+            await store.upsertPairingRequest(requestInput({ deviceId: 'dev-c', requestId: 'rc2', atMs: T0 + 1, audit: audit('pairing.requested', 'dev-c') }));
+          });
+          const all = await store.listAudit();
+          assert.deepEqual(
+            all.map((e) => e.seq),
+            all.map((_, i) => i + 1),
+          );
+          assert.equal(verifyAuditChain(all), null);
+          for (let i = 1; i < all.length; i++) assert.equal(all[i]?.prevHash, all[i - 1]?.hash);
+        }),
+      );
+
+      test(
+        'listAudit pages with afterSeq and limit',
+        withStore(async (store) => {
+          for (let i = 0; i < 10; i++) await store.appendAudit({ atMs: T0 + i, actor: 'gateway', action: `a${i}` });
+          assert.deepEqual(
+            (await store.listAudit({ afterSeq: 3, limit: 4 })).map((e) => e.seq),
+            [4, 5, 6, 7],
+          );
+          assert.deepEqual(
+            (await store.listAudit({ afterSeq: 8 })).map((e) => e.seq),
+            [9, 10],
+          );
+          assert.deepEqual(
+            (await store.listAudit({ limit: 2 })).map((e) => e.seq),
+            [1, 2],
+          );
+          assert.deepEqual(await store.listAudit({ afterSeq: 10 }), []);
+        }),
+      );
+
+      test(
+        'a tampered, dropped or reordered entry is detected',
+        withStore(async (store) => {
+          await store.approve(approveInput());
+          await store.renameDevice(DEV_A, 'x', audit('device.renamed', DEV_A, { label: 'x' }));
+          await store.revokeToken(DEV_A, 'operator', T0 + 1, audit('token.revoked', DEV_A));
+          await store.appendAudit(audit('custom', undefined, { a: 1 }));
+          const all = await store.listAudit();
+          assert.equal(verifyAuditChain(all), null);
+
+          const edit = (i: number, patch: Partial<AuditEntry>) => all.map((e, j) => (j === i ? { ...e, ...patch } : e));
+          assert.equal(verifyAuditChain(edit(1, { data: { label: 'y' } })), 2, 'changed data');
+          assert.equal(verifyAuditChain(edit(1, { actor: 'device:evil' })), 2, 'changed actor');
+          assert.equal(verifyAuditChain(edit(0, { atMs: T0 + 999 })), 1, 'changed time');
+          assert.equal(verifyAuditChain(edit(2, { subject: 'other' })), 3, 'changed subject');
+          assert.equal(verifyAuditChain(edit(3, { action: 'other' })), 4, 'changed action');
+          assert.equal(verifyAuditChain(all.filter((e) => e.seq !== 2)), 3, 'dropped entry');
+          assert.equal(verifyAuditChain([all[0], all[2], all[1], all[3]] as AuditEntry[]), 3, 'reordered');
+          // Recomputing one entry's hash does not help: the next link breaks.
+          const forged = edit(1, { data: { label: 'y' } });
+          const f1 = forged[1] as AuditEntry;
+          forged[1] = { ...f1, hash: auditHash(f1.prevHash, f1.seq, f1) };
+          assert.equal(verifyAuditChain(forged), 3);
+        }),
+      );
+
+      test(
+        'a change whose audit entry cannot be written is not applied',
+        withStore(async (store) => {
+          await store.approve(approveInput({ role: 'operator', token: token('op1') }));
+          await store.approve(approveInput({ role: 'node', token: token('n1'), scopes: [] }));
+          await store.upsertPairingRequest(requestInput({ requestId: 'r1', kind: 'scope-upgrade', scopes: [ADMIN] }));
+          // A BigInt cannot be serialized into the audit entry, so appending it throws.
+          const bad: AuditInput = { atMs: T0, actor: 'owner', action: 'broken', data: { n: 1n } };
+          const before = await snapshot(store);
+          const attempts: Array<[string, () => Promise<unknown>]> = [
+            ['approve (new device)', () => store.approve(approveInput({ deviceId: DEV_B, audit: bad }))],
+            ['approve (existing)', () => store.approve(approveInput({ scopes: [ADMIN], token: token('op2'), requestId: 'r1', audit: bad }))],
+            ['upsert (new)', () => store.upsertPairingRequest(requestInput({ deviceId: DEV_B, requestId: 'rb', audit: bad }))],
+            ['upsert (widen)', () => store.upsertPairingRequest(requestInput({ scopes: [ADMIN, PAIRING], audit: bad }))],
+            ['deletePairingRequest', () => store.deletePairingRequest('r1', bad)],
+            ['rotateToken', () => store.rotateToken(DEV_A, 'operator', token('op3'), [ADMIN], T0 + 1, bad)],
+            ['revokeToken', () => store.revokeToken(DEV_A, 'operator', T0 + 1, bad)],
+            ['removeRole', () => store.removeRole(DEV_A, 'node', bad)],
+            ['removeDevice', () => store.removeDevice(DEV_A, bad)],
+            ['renameDevice', () => store.renameDevice(DEV_A, 'x', bad)],
+            ['appendAudit', () => store.appendAudit(bad)],
+          ];
+          for (const [what, run] of attempts) {
+            await assert.rejects(run(), `${what} must fail`);
+            assert.deepEqual(await snapshot(store), before, `${what} must change nothing`);
+          }
+        }),
+      );
+    });
+
+    describe('secrets', () => {
+      test(
+        'only the hash is stored: a Buffer equal to what was given, not aliased',
+        withStore(async (store) => {
+          const t = token('t1');
+          const given = Buffer.from(t.secretHash);
+          await store.approve(approveInput({ token: t }));
+          t.secretHash.fill(0); // the caller reusing its buffer must not change the stored hash
+          const row = await store.getToken('t1');
+          assert.ok(row);
+          assert.ok(Buffer.isBuffer(row.secretHash));
+          assert.ok(row.secretHash.equals(given));
+          row.secretHash.fill(1); // nor may a reader's copy
+          assert.ok((await store.getToken('t1'))?.secretHash.equals(given));
+          for (const k of Object.keys(row)) assert.ok(TOKEN_KEYS.has(k), `unexpected token field ${k}`);
+
+          const t2 = token('t2');
+          await store.rotateToken(DEV_A, 'operator', t2, null, T0 + 1, audit('token.rotated', DEV_A));
+          const listed = (await store.listTokens(DEV_A))[0];
+          assert.ok(listed && Buffer.isBuffer(listed.secretHash));
+          assert.ok(listed.secretHash.equals(token('t2').secretHash));
+        }),
+      );
+
+      test(
+        'returned records are copies',
+        withStore(async (store) => {
+          await store.approve(approveInput({ scopes: [READ] }));
+          const g = await store.getGrant(DEV_A, 'operator');
+          g?.scopes.push(ADMIN);
+          const listed = await store.listGrants(DEV_A);
+          listed[0]?.scopes.push(ADMIN);
+          assert.deepEqual((await store.getGrant(DEV_A, 'operator'))?.scopes, [READ]);
+          const d = await store.getDevice(DEV_A);
+          if (d) d.label = 'mutated';
+          assert.equal((await store.getDevice(DEV_A))?.label, undefined);
+          const [e] = await store.listAudit();
+          if (e) e.action = 'mutated';
+          assert.equal((await store.listAudit())[0]?.action, 'pairing.approved');
+        }),
+      );
+    });
+
+    describe('concurrency', () => {
+      test(
+        'many concurrent upserts for one (device, role) yield exactly one request',
+        withStore(async (store) => {
+          const scopeSets = [[READ], [WRITE], [READ, WRITE], [PAIRING], [READ]];
+          const results = await Promise.all(
+            Array.from({ length: 40 }, (_, i) =>
+              store.upsertPairingRequest(requestInput({ requestId: `r${i}`, scopes: scopeSets[i % scopeSets.length] as string[], atMs: T0 + i })),
+            ),
+          );
+          const reqs = await store.listPairingRequests(DEV_A);
+          assert.equal(reqs.length, 1);
+          const id = reqs[0]?.requestId;
+          assert.ok(results.every((r) => r.request.requestId === id));
+          assert.equal(results.filter((r) => r.created).length, 1);
+          assert.deepEqual(reqs[0]?.scopes, [PAIRING, READ, WRITE].sort(), 'no ask is lost');
+          const audits = await store.listAudit();
+          assert.equal(audits.length, results.filter((r) => r.created || r.widened).length);
+          assert.equal(verifyAuditChain(audits), null);
+        }),
+      );
+
+      test(
+        'concurrent approvals produce strictly increasing epochs with no lost update',
+        withStore(async (store) => {
+          const n = 30;
+          const grants = await Promise.all(
+            Array.from({ length: n }, (_, i) => store.approve(approveInput({ scopes: [READ], token: i % 3 === 0 ? token(`t${i}`) : null, atMs: T0 + i }))),
+          );
+          assert.deepEqual(
+            grants.map((g) => g.epoch).sort((a, b) => a - b),
+            Array.from({ length: n }, (_, i) => i + 1),
+          );
+          assert.equal((await store.getGrant(DEV_A, 'operator'))?.epoch, n);
+          assert.equal((await store.listTokens(DEV_A)).length, 1, 'one live token per role');
+          const audits = await store.listAudit();
+          assert.equal(audits.length, n);
+          assert.equal(verifyAuditChain(audits), null);
+        }),
+      );
+
+      test(
+        'concurrent approvals and rotations interleave without lost epochs',
+        withStore(async (store) => {
+          await store.approve(approveInput({ token: token('t0') }));
+          const ops = Array.from({ length: 20 }, (_, i) =>
+            i % 2 === 0
+              ? store.rotateToken(DEV_A, 'operator', token(`r${i}`), null, T0 + i, audit('token.rotated', DEV_A))
+              : store.approve(approveInput({ token: null, atMs: T0 + i })),
+          );
+          const out = await Promise.all(ops);
+          const epochs = out.map((g) => g?.epoch ?? 0).sort((a, b) => a - b);
+          assert.deepEqual(
+            epochs,
+            Array.from({ length: 20 }, (_, i) => i + 2),
+          );
+          assert.equal((await store.getGrant(DEV_A, 'operator'))?.epoch, 21);
+          const toks = await store.listTokens(DEV_A);
+          assert.equal(toks.length, 1);
+          assert.equal(toks[0]?.createdAtMs, T0, 'the token lineage keeps its creation time');
+          assert.equal(verifyAuditChain(await store.listAudit()), null);
+        }),
+      );
+    });
+  });
+}

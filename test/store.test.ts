@@ -1,0 +1,263 @@
+/**
+ * Runs the Store contract for every adapter, then the SQLite-only guarantees: durability
+ * across reopen, numbered migrations, refusing a newer schema, WAL, file mode 0600, and
+ * serialization across two connections to the same file.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { MemoryStore } from '../src/store/memory.js';
+import { verifyAuditChain } from '../src/store/shared.js';
+import { SQLITE_MIGRATIONS, SqliteStore } from '../src/store/sqlite.js';
+import type { ApproveInput, AuditInput, UpsertRequestInput } from '../src/store/types.js';
+import { runStoreContract } from './store-contract.js';
+
+const dirs: string[] = [];
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'clawgate-store-'));
+  dirs.push(d);
+  return d;
+}
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+runStoreContract('memory', async () => ({ store: new MemoryStore(), cleanup: async () => {} }));
+
+runStoreContract('sqlite', async () => {
+  const dir = tempDir();
+  const store = new SqliteStore(join(dir, 'clawgate.sqlite'));
+  return {
+    store,
+    cleanup: async () => {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+});
+
+const T0 = 1_700_000_000_000;
+const audit = (action: string, subject?: string): AuditInput => ({ atMs: T0, actor: 'owner', action, subject });
+const hash = (s: string) => createHash('sha256').update(s).digest();
+
+function approveInput(deviceId: string, over: Partial<ApproveInput> = {}): ApproveInput {
+  return {
+    device: { deviceId, publicKey: `pk-${deviceId}`, meta: { displayName: deviceId }, address: '192.0.2.1' },
+    role: 'operator',
+    scopes: ['operator.read'],
+    via: 'manual',
+    token: { tokenId: `tok-${deviceId}`, secretHash: hash(deviceId) },
+    atMs: T0,
+    audit: audit('pairing.approved', deviceId),
+    ...over,
+  };
+}
+function requestInput(deviceId: string, requestId: string, scopes: string[] = ['operator.read']): UpsertRequestInput {
+  return {
+    requestId,
+    deviceId,
+    publicKey: `pk-${deviceId}`,
+    role: 'operator',
+    scopes,
+    kind: 'new-device',
+    meta: {},
+    address: '192.0.2.1',
+    isRepair: false,
+    atMs: T0,
+    audit: audit('pairing.requested', deviceId),
+  };
+}
+
+describe('SqliteStore specifics', () => {
+  test('data survives close and reopen on the same file', async () => {
+    const file = join(tempDir(), 'state.sqlite');
+    const a = new SqliteStore(file);
+    await a.setMeta('instance', 'abc');
+    await a.approve(approveInput('d1', { scopes: ['operator.read', 'operator.write'] }));
+    await a.approve(approveInput('d1', { role: 'node', scopes: [], token: { tokenId: 'tok-node', secretHash: hash('node') } }));
+    await a.renameDevice('d1', 'desk', audit('device.renamed', 'd1'));
+    await a.rotateToken('d1', 'operator', { tokenId: 'tok-2', secretHash: hash('two') }, null, T0 + 5, audit('token.rotated', 'd1'));
+    await a.revokeToken('d1', 'node', T0 + 6, audit('token.revoked', 'd1'));
+    await a.upsertPairingRequest(requestInput('d2', 'req-d2', ['operator.admin']));
+    await a.recordSeen([{ deviceId: 'd1', atMs: T0 + 7, address: '198.51.100.1', tokenId: 'tok-2' }]);
+    const before = {
+      meta: await a.getMeta('instance'),
+      devices: await a.listDevices(),
+      grants: await a.listGrants(),
+      tokens: (await a.listTokens()).sort((x, y) => x.tokenId.localeCompare(y.tokenId)),
+      requests: await a.listPairingRequests(),
+      audit: await a.listAudit(),
+    };
+    await a.close();
+    assert.ok(!existsSync(`${file}-wal`) || statSync(`${file}-wal`).size === 0, 'the WAL is folded back on close');
+
+    const b = new SqliteStore(file);
+    try {
+      assert.deepEqual(
+        {
+          meta: await b.getMeta('instance'),
+          devices: await b.listDevices(),
+          grants: await b.listGrants(),
+          tokens: (await b.listTokens()).sort((x, y) => x.tokenId.localeCompare(y.tokenId)),
+          requests: await b.listPairingRequests(),
+          audit: await b.listAudit(),
+        },
+        before,
+      );
+      assert.equal(before.devices[0]?.label, 'desk');
+      assert.equal(before.tokens.find((t) => t.tokenId === 'tok-node')?.revokedAtMs, T0 + 6);
+      assert.ok(before.tokens.find((t) => t.tokenId === 'tok-2')?.secretHash.equals(hash('two')));
+      // The chain continues across the restart.
+      const next = await b.appendAudit(audit('gateway.started'));
+      assert.equal(next.seq, before.audit.length + 1);
+      assert.equal(next.prevHash, before.audit.at(-1)?.hash);
+      assert.equal(verifyAuditChain(await b.listAudit()), null);
+      // A retry after the restart still finds the same request id.
+      const retry = await b.upsertPairingRequest(requestInput('d2', 'req-other'));
+      assert.equal(retry.created, false);
+      assert.equal(retry.request.requestId, 'req-d2');
+      // And the epoch continues.
+      const g = await b.approve(approveInput('d1', { token: null }));
+      assert.equal(g.epoch, 3);
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('migrations are numbered and user_version equals SQLITE_MIGRATIONS.length', async () => {
+    assert.ok(SQLITE_MIGRATIONS.length >= 1);
+    const file = join(tempDir(), 'state.sqlite');
+    const s = new SqliteStore(file);
+    assert.equal(s.schemaVersion, SQLITE_MIGRATIONS.length);
+    await s.close();
+    const raw = new Database(file);
+    try {
+      assert.equal(raw.pragma('user_version', { simple: true }), SQLITE_MIGRATIONS.length);
+      const tables = (raw.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as Array<{ name: string }>).map((r) => r.name).sort();
+      for (const t of ['audit', 'devices', 'grants', 'meta', 'pairing_requests', 'tokens']) assert.ok(tables.includes(t), `table ${t}`);
+    } finally {
+      raw.close();
+    }
+    // Reopening an up-to-date database runs nothing and keeps the version.
+    const again = new SqliteStore(file);
+    assert.equal(again.schemaVersion, SQLITE_MIGRATIONS.length);
+    await again.close();
+  });
+
+  test('the journal is WAL', async () => {
+    const file = join(tempDir(), 'state.sqlite');
+    const s = new SqliteStore(file);
+    await s.approve(approveInput('d1'));
+    const raw = new Database(file, { readonly: true });
+    try {
+      assert.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
+    } finally {
+      raw.close();
+      await s.close();
+    }
+  });
+
+  test('a database from a newer clawgate is refused with a clear message', async () => {
+    const file = join(tempDir(), 'state.sqlite');
+    await new SqliteStore(file).close();
+    const raw = new Database(file);
+    raw.pragma(`user_version = ${SQLITE_MIGRATIONS.length + 1}`);
+    raw.close();
+    assert.throws(
+      () => new SqliteStore(file),
+      (err: Error) => {
+        assert.match(err.message, new RegExp(`schema ${SQLITE_MIGRATIONS.length + 1}`));
+        assert.match(err.message, /newer than this clawgate/);
+        assert.match(err.message, /upgrade clawgate/);
+        return true;
+      },
+    );
+    // The refused database is left as it was.
+    const check = new Database(file, { readonly: true });
+    try {
+      assert.equal(check.pragma('user_version', { simple: true }), SQLITE_MIGRATIONS.length + 1);
+    } finally {
+      check.close();
+    }
+  });
+
+  test('the database file (and its WAL) has mode 0600', async () => {
+    const file = join(tempDir(), 'state.sqlite');
+    const s = new SqliteStore(file);
+    try {
+      await s.approve(approveInput('d1'));
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+      for (const side of [`${file}-wal`, `${file}-shm`]) {
+        if (existsSync(side)) assert.equal(statSync(side).mode & 0o777, 0o600, side);
+      }
+    } finally {
+      await s.close();
+    }
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+  });
+
+  test('two connections to one file serialize: one request per (device, role), no lost epochs', async () => {
+    const file = join(tempDir(), 'state.sqlite');
+    const a = new SqliteStore(file);
+    const b = new SqliteStore(file);
+    try {
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          (i % 2 ? a : b).upsertPairingRequest(requestInput('d1', `r${i}`, i % 4 === 0 ? ['operator.write'] : ['operator.read'])),
+        ),
+      );
+      assert.equal((await a.listPairingRequests('d1')).length, 1);
+      assert.equal(new Set(results.map((r) => r.request.requestId)).size, 1);
+      assert.equal(results.filter((r) => r.created).length, 1);
+
+      const grants = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).approve(approveInput('d2', { token: null, atMs: T0 + i }))));
+      assert.deepEqual(
+        grants.map((g) => g.epoch).sort((x, y) => x - y),
+        Array.from({ length: 20 }, (_, i) => i + 1),
+      );
+      assert.equal((await b.getGrant('d2', 'operator'))?.epoch, 20);
+      const log = await a.listAudit();
+      assert.deepEqual(
+        log.map((e) => e.seq),
+        log.map((_, i) => i + 1),
+      );
+      assert.equal(verifyAuditChain(log), null);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  test('only the secret hash is at rest, and tampering with the audit table is detected', async () => {
+    const file = join(tempDir(), 'state.sqlite');
+    const s = new SqliteStore(file);
+    await s.approve(approveInput('d1', { token: { tokenId: 'tok-1', secretHash: hash('the-secret') } }));
+    await s.renameDevice('d1', 'desk', audit('device.renamed', 'd1'));
+    await s.appendAudit(audit('custom'));
+    await s.close();
+
+    const raw = new Database(file);
+    try {
+      const cols = (raw.prepare('PRAGMA table_info(tokens)').all() as Array<{ name: string }>).map((c) => c.name);
+      assert.deepEqual(
+        cols.filter((c) => c.includes('secret')),
+        ['secret_hash'],
+      );
+      const row = raw.prepare('SELECT secret_hash FROM tokens WHERE token_id = ?').get('tok-1') as { secret_hash: Buffer };
+      assert.ok(row.secret_hash.equals(hash('the-secret')));
+      raw.prepare("UPDATE audit SET subject = 'someone-else' WHERE seq = 2").run();
+    } finally {
+      raw.close();
+    }
+    const again = new SqliteStore(file);
+    try {
+      assert.equal(verifyAuditChain(await again.listAudit()), 2);
+    } finally {
+      await again.close();
+    }
+  });
+});
