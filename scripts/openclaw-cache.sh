@@ -70,6 +70,25 @@ check_install() {
   OPENCLAW_MJS="$dir/node_modules/openclaw/openclaw.mjs"
 }
 
+# With --ignore-scripts, openclaw finishes its own package lifecycle (what its
+# postinstall would have done; local only, no network) on the first CLI start
+# and then deletes node_modules/openclaw/.openclaw-lifecycle-pending. Do that
+# once here, in a throwaway HOME, so test runs never race on it. Any stderr
+# noise ("fs-safe native support is unavailable") is expected.
+warm_up() {
+  local dir="$1" tmp_home out
+  [[ -e "$dir/node_modules/openclaw/.openclaw-lifecycle-pending" ]] || return 0
+  tmp_home="$(mktemp -d)"
+  out="$(HOME="$tmp_home" OPENCLAW_STATE_DIR="$tmp_home/state" OPENCLAW_NO_AUTO_UPDATE=1 \
+    "$NODE_BIN" "$OPENCLAW_MJS" --version 2>&1)" || {
+    rm -rf -- "$tmp_home"
+    die "openclaw first start failed: $out"
+  }
+  rm -rf -- "$tmp_home"
+  [[ "$out" == *"OpenClaw $OPENCLAW_VERSION"* ]] || die "unexpected openclaw --version output: $out"
+  log "openclaw first-start lifecycle completed"
+}
+
 install_into() {
   local dir="$1"
   command -v npm >/dev/null 2>&1 || die "npm not found on PATH"
@@ -127,6 +146,8 @@ else
   check_install "$cache" || die "cache not usable after install: $cache"
   log "installed: openclaw $OPENCLAW_VERSION, node $("$NODE_BIN" --version)"
 fi
+
+warm_up "$cache"
 
 printf 'NODE24=%s\n' "$NODE_BIN"
 printf 'OPENCLAW=%s\n' "$OPENCLAW_MJS"

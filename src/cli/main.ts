@@ -68,6 +68,8 @@ interface FileConfig {
     tickIntervalMs?: number;
     pendingTtlMs?: number;
     rateLimit?: Partial<GatewayConfig['rateLimit']>;
+    trustedProxies?: string[];
+    untrustedForwarded?: 'refuse' | 'ignore';
   };
 }
 
@@ -123,6 +125,8 @@ async function gatewayRun(args: string[]): Promise<number> {
     tickIntervalMs: g.tickIntervalMs ?? DEFAULTS.tickIntervalMs,
     pendingTtlMs: g.pendingTtlMs ?? DEFAULTS.pendingTtlMs,
     rateLimit: { ...DEFAULTS.rateLimit, ...g.rateLimit },
+    trustedProxies: g.trustedProxies ?? DEFAULTS.trustedProxies,
+    untrustedForwarded: g.untrustedForwarded ?? DEFAULTS.untrustedForwarded,
   };
   const log = jsonLogger(process.stderr);
   const store = new SqliteStore(join(stateDir, 'clawgate.sqlite'));

@@ -143,14 +143,28 @@ function approvalDenial(caller: Principal, req: PairingRequest): string | null {
   return null;
 }
 
-/** Why `caller` may not rotate/revoke `role` of `deviceId` (null = allowed). */
-function tokenDenial(caller: Principal, deviceId: string, role: Role, scopes: readonly string[] | null, grant: GrantRecord): string | null {
+/**
+ * Why `caller` may not rotate/revoke `role` of `deviceId` (null = allowed). A device session
+ * may manage only its own operator token; a device-less shared-secret session is not bound to
+ * a device. Either way the caller can neither mint nor keep alive more than it holds: a rotation
+ * target must lie within the caller's scopes, and revoking a token that carries write or admin
+ * needs that scope too (a pairing-only session cannot cut off an administrator).
+ */
+function tokenDenial(
+  caller: Principal,
+  action: 'rotate' | 'revoke',
+  deviceId: string,
+  role: Role,
+  scopes: readonly string[] | null,
+  grant: GrantRecord,
+): string | null {
   if (isAdmin(caller)) return null;
-  if (caller.deviceId !== deviceId) return `managing another device's token needs ${ADMIN}`;
+  if (caller.kind === 'device' && caller.deviceId !== deviceId) return `managing another device's token needs ${ADMIN}`;
   if (role !== 'operator') return `managing a ${role} token needs ${ADMIN}`;
   const target = scopes ?? grant.scopes;
-  const beyond = uncoveredScopes([...caller.scopes], target);
-  if (beyond.length > 0) return `the token would carry ${beyond.join(', ')}, which this session does not hold`;
+  const guarded = action === 'rotate' ? target : target.filter((s) => s === ADMIN || s === 'operator.write');
+  const beyond = uncoveredScopes([...caller.scopes], guarded);
+  if (beyond.length > 0) return `the token carries ${beyond.join(', ')}, which this session does not hold`;
   return null;
 }
 
@@ -305,7 +319,7 @@ export function registerDeviceMethods(gw: Gateway): void {
         return new GatewayError('ROLE_NOT_GRANTED', { vars: { deviceId: p.deviceId, role: p.role } });
       }
       const scopes = p.scopes ? normalizeScopes(p.scopes) : null;
-      const why = tokenDenial(principal, p.deviceId, p.role, scopes, grant);
+      const why = tokenDenial(principal, 'rotate', p.deviceId, p.role, scopes, grant);
       if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device token rotation', why } });
       const now = gw.clock.now();
       // Only the device itself (it proved its key on this socket) receives the new bearer in-band.
@@ -345,7 +359,7 @@ export function registerDeviceMethods(gw: Gateway): void {
         if (!(await gw.store.getDevice(p.deviceId))) return new GatewayError('UNKNOWN_DEVICE', { vars: { deviceId: p.deviceId } });
         return new GatewayError('ROLE_NOT_GRANTED', { vars: { deviceId: p.deviceId, role: p.role } });
       }
-      const why = tokenDenial(principal, p.deviceId, p.role, null, grant);
+      const why = tokenDenial(principal, 'revoke', p.deviceId, p.role, null, grant);
       if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device token revocation', why } });
       const now = gw.clock.now();
       await gw.store.revokeToken(p.deviceId, p.role, now, {

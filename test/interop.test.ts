@@ -1,0 +1,136 @@
+/**
+ * Interop with the real OpenClaw CLI (openclaw@2026.9.6 on Node 24, installed from npm into
+ * .cache/openclaw by scripts/openclaw-cache.sh). Each CLI run gets its own HOME and state dir
+ * so runs never share an identity. A missing install is a failure, not a skip: CI must prove
+ * that real clients work.
+ */
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { ConnectError, connectGateway, generateIdentity } from '../src/client/connection.js';
+import { removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+
+const run = promisify(execFile);
+
+function openclawPaths(): { node: string; cli: string } {
+  let node = process.env.CLAWGATE_OPENCLAW_NODE;
+  let cli = process.env.CLAWGATE_OPENCLAW_CLI;
+  if (!node || !cli) {
+    const out = execFileSync('bash', [join(process.cwd(), 'scripts', 'openclaw-cache.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    node = /^NODE24=(.*)$/m.exec(out)?.[1];
+    cli = /^OPENCLAW=(.*)$/m.exec(out)?.[1];
+  }
+  assert.ok(node && cli, 'scripts/openclaw-cache.sh must print NODE24= and OPENCLAW=');
+  return { node, cli };
+}
+
+let oc: { node: string; cli: string };
+const homes: string[] = [];
+
+async function openclaw(args: string[]): Promise<{ stdout: string; stderr: string }> {
+  const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-'));
+  homes.push(home);
+  try {
+    return await run(oc.node, [oc.cli, ...args], {
+      env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), NO_COLOR: '1' },
+      timeout: 90_000,
+    });
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`openclaw ${args.join(' ')} failed: ${e.message}\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
+  }
+}
+
+/** The CLI prints some notices before its JSON; take the last top-level JSON value. */
+function lastJson<T>(stdout: string): T {
+  const start = stdout.search(/^[{[]/m);
+  assert.ok(start >= 0, `no JSON in output: ${stdout}`);
+  return JSON.parse(stdout.slice(start)) as T;
+}
+
+const REMOTE = { 'x-forwarded-for': '198.51.100.40' };
+
+describe('real openclaw CLI against clawgate', () => {
+  let tg: TestGateway;
+  before(async () => {
+    oc = openclawPaths();
+    tg = await startTestGateway({ config: { trustedProxies: ['127.0.0.1'] } });
+  });
+  after(async () => {
+    await tg.stop();
+    removeDir(tg.stateDir);
+    for (const h of homes) removeDir(h);
+  });
+
+  test('openclaw gateway call health --json', async () => {
+    const { stdout } = await openclaw(['gateway', 'call', 'health', '--url', tg.url, '--token', TEST_TOKEN, '--json']);
+    const health = lastJson<{ ok: boolean; store: string }>(stdout);
+    assert.equal(health.ok, true);
+    assert.equal(health.store, 'sqlite');
+  });
+
+  test('openclaw devices list / approve / rotate / revoke', async () => {
+    // A remote operator device and a remote node file pairing requests.
+    const opId = generateIdentity();
+    const nodeId = generateIdentity();
+    const pend = async (identity: typeof opId, role: 'operator' | 'node') => {
+      try {
+        await connectGateway({
+          url: tg.url,
+          identity,
+          role,
+          client: role === 'node' ? { id: 'node-host', mode: 'node', displayName: 'interop-node' } : { id: 'test', mode: 'test', displayName: 'interop-op' },
+          auth: { token: TEST_TOKEN },
+          scopes: role === 'node' ? [] : ['operator.read'],
+          headers: REMOTE,
+        });
+      } catch (err) {
+        assert.ok(err instanceof ConnectError);
+        assert.equal(err.detailCode, 'PAIRING_REQUIRED');
+        return (err.error?.details as { requestId: string }).requestId;
+      }
+      assert.fail('expected PAIRING_REQUIRED');
+    };
+    const opReq = await pend(opId, 'operator');
+    const nodeReq = await pend(nodeId, 'node');
+
+    const listed = lastJson<{ pending: Array<{ requestId: string; deviceId: string }> }>(
+      (await openclaw(['devices', 'list', '--url', tg.url, '--token', TEST_TOKEN, '--json'])).stdout,
+    );
+    assert.deepEqual(new Set(listed.pending.map((p) => p.requestId)), new Set([opReq, nodeReq]));
+
+    await openclaw(['devices', 'approve', opReq, '--url', tg.url, '--token', TEST_TOKEN, '--json']);
+    await openclaw(['devices', 'approve', nodeReq, '--url', tg.url, '--token', TEST_TOKEN, '--json']);
+    assert.deepEqual((await tg.store.getGrant(opId.deviceId, 'operator'))?.scopes, ['operator.read']);
+    assert.ok(await tg.store.getGrant(nodeId.deviceId, 'node'));
+
+    // The node connects with its new token; rotating its role with the real CLI closes that socket.
+    const nodeOpts = { url: tg.url, identity: nodeId, role: 'node' as const, client: { id: 'node-host', mode: 'node' }, headers: REMOTE };
+    const node = await connectGateway({ ...nodeOpts, auth: { token: TEST_TOKEN } });
+    assert.ok(node.hello.auth.deviceToken);
+    const rotated = lastJson<{ role: string; tokenDelivery: string }>(
+      (await openclaw(['devices', 'rotate', '--device', nodeId.deviceId, '--role', 'node', '--url', tg.url, '--token', TEST_TOKEN, '--json'])).stdout,
+    );
+    assert.equal(rotated.role, 'node');
+    assert.equal((await node.closed).code, 4001);
+
+    const op = await connectGateway({
+      url: tg.url,
+      identity: opId,
+      client: { id: 'test', mode: 'test' },
+      auth: { token: TEST_TOKEN },
+      scopes: ['operator.read'],
+      headers: REMOTE,
+    });
+    const revoked = lastJson<{ deviceId: string; role: string; revokedAtMs: number }>(
+      (await openclaw(['devices', 'revoke', '--device', opId.deviceId, '--role', 'operator', '--url', tg.url, '--token', TEST_TOKEN, '--json'])).stdout,
+    );
+    assert.equal(revoked.deviceId, opId.deviceId);
+    assert.equal((await op.closed).code, 4001);
+    assert.equal(await tg.store.getGrant(opId.deviceId, 'operator'), null);
+  });
+});
