@@ -221,11 +221,13 @@ export class Gateway {
     let credential: Credential = { kind: 'none' };
     let limitedKind: CredentialKind | null = null;
     let tokenFailure: DetailCode | null = null;
+    const deviceTokenInSlot = auth.token !== undefined && parseToken('device', auth.token) !== null && params.device !== undefined && auth.deviceToken === undefined;
     if (auth.token !== undefined) {
-      if (this.isLocked(address, 'shared')) return this.rateLimited(id, address, 'shared');
+      // A device token in the token slot is limited as a device token, not as a shared-secret guess.
+      if (!deviceTokenInSlot && this.isLocked(address, 'shared')) return this.rateLimited(id, address, 'shared');
       if (this.owner?.matches(auth.token)) credential = { kind: 'owner' };
       else if (this.sharedToken?.matches(auth.token)) credential = { kind: 'shared' };
-      else if (parseToken('device', auth.token) && params.device && auth.deviceToken === undefined) {
+      else if (deviceTokenInSlot) {
         // A device token sent in the token slot: verified below like auth.deviceToken.
       } else {
         tokenFailure = this.sharedToken ? 'AUTH_TOKEN_MISMATCH' : 'AUTH_TOKEN_NOT_CONFIGURED';
@@ -281,7 +283,7 @@ export class Gateway {
         }
       }
     } else if (credential.kind !== 'none') {
-      this.limiter.succeed(address, credential.kind === 'device-token' ? 'device-token' : auth.password !== undefined ? 'password' : 'shared');
+      this.limiter.succeed(address, credential.kind === 'device-token' ? 'device-token' : auth.token !== undefined ? 'shared' : 'password');
     }
 
     // 4. Facts about the device's grants.
@@ -361,7 +363,7 @@ export class Gateway {
       case 'admit-deviceless': {
         const scopes = decision.scopes === 'all' ? ALL_OPERATOR_SCOPES : decision.scopes;
         const session = this.openSession(ctx, decision.principal, scopes, undefined, 0);
-        return this.hello(ctx, session, { method: decision.principal === 'owner' ? 'owner' : ctx.params.auth?.password !== undefined ? 'password' : 'token' });
+        return this.hello(ctx, session, { method: decision.principal === 'owner' ? 'owner' : ctx.params.auth?.token !== undefined ? 'token' : 'password' });
       }
       case 'admit':
         return this.admitDevice(ctx, decision.scopes);
@@ -542,9 +544,9 @@ export class Gateway {
         ? 'device-token'
         : ctx.credential.kind === 'owner'
           ? 'owner'
-          : ctx.params.auth?.password !== undefined
-            ? 'password'
-            : 'token';
+          : ctx.params.auth?.token !== undefined
+            ? 'token'
+            : 'password';
     return this.hello(ctx, session, { method, ...authExtra }, pendingUpgrade);
   }
 
