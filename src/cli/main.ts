@@ -106,12 +106,17 @@ async function gatewayRun(args: string[]): Promise<number> {
 
   ensureStateDir(stateDir);
   const { creds, created } = loadOrCreateCredentials(stateDir, systemRandom, systemClock.now());
-  const token = (values.token as string | undefined) ?? g.auth?.token ?? creds.token;
+  const chosenToken = (values.token as string | undefined) ?? g.auth?.token;
   const password = (values.password as string | undefined) ?? g.auth?.password;
-  if (!isLoopbackBind(bind) && !token && !password) {
-    process.stderr.write(`refusing to listen on ${bind} without authentication: pass --token or --password\n`);
+  if (!isLoopbackBind(bind) && !chosenToken && !password) {
+    // Exposing the gateway beyond this host must be a decision, not a side effect of a generated secret.
+    process.stderr.write(
+      `refusing to listen on ${bind} (${resolveBindHost(bind)}) without authentication you chose: pass --token <t> or --password <p> ` +
+        `(or --token "$(clawgate gateway token)" to use the generated one), or bind to loopback\n`,
+    );
     return 1;
   }
+  const token = chosenToken ?? creds.token;
   const config: GatewayConfig = {
     ...DEFAULTS,
     port,

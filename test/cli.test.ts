@@ -1,0 +1,159 @@
+/**
+ * `clawgate gateway run` as a user runs it: a real process, zero config, signals.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { connectGateway } from '../src/client/connection.js';
+import { removeDir } from './helpers/gateway.js';
+
+const BIN = join(process.cwd(), 'bin', 'clawgate.js');
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+interface Running {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<number | null>;
+}
+
+function startCli(args: string[], env: Record<string, string>): Running {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d) => (out += d));
+  child.stderr?.on('data', (d) => (err += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, stdout: () => out, stderr: () => err, exited };
+}
+
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const start = Date.now();
+  while (!cond()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('zero-config start: SQLite in the state dir, generated secrets (0600), URL printed; SIGTERM shuts down cleanly; restart keeps the secrets', async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-cli-'));
+  const port = await freePort();
+  try {
+    const env = { CLAWGATE_STATE_DIR: stateDir, CLAWGATE_PORT: String(port) };
+    const gw = startCli(['gateway', 'run'], env);
+    await waitFor(() => gw.stdout().includes('listening on'), 'startup banner');
+    assert.match(gw.stdout(), new RegExp(`ws://127\\.0\\.0\\.1:${port}`));
+    assert.match(gw.stdout(), /generated a gateway token and an owner credential/);
+    const credsPath = join(stateDir, 'credentials.json');
+    assert.equal(statSync(credsPath).mode & 0o777, 0o600);
+    assert.equal(statSync(join(stateDir, 'clawgate.sqlite')).mode & 0o777, 0o600);
+    assert.equal(statSync(stateDir).mode & 0o777, 0o700);
+    const creds = JSON.parse(readFileSync(credsPath, 'utf8')) as { token: string; owner: string };
+
+    const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+    assert.equal(health.status, 200);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200);
+
+    // The local CLI works with the owner credential, no flags.
+    const call = spawnSync(process.execPath, [BIN, 'call', 'health', '--json'], { env: { ...process.env, CLAWGATE_STATE_DIR: stateDir }, encoding: 'utf8' });
+    assert.equal(call.status, 0, call.stderr);
+    assert.equal(JSON.parse(call.stdout).ok, true);
+    const tokenOut = spawnSync(process.execPath, [BIN, 'gateway', 'token'], { env: { ...process.env, CLAWGATE_STATE_DIR: stateDir }, encoding: 'utf8' });
+    assert.equal(tokenOut.stdout.trim(), creds.token);
+
+    const client = await connectGateway({
+      url: `ws://127.0.0.1:${port}`,
+      auth: { token: creds.token },
+      client: { id: 'cli', mode: 'cli' },
+      scopes: ['operator.read'],
+    });
+    const shutdown = client.waitForEvent<{ reason: string }>('shutdown');
+    gw.child.kill('SIGTERM');
+    assert.equal((await shutdown).reason, 'gateway stopping');
+    const closed = await client.closed;
+    assert.equal(closed.code, 1012);
+    assert.equal(closed.reason, 'service restart');
+    assert.equal(await gw.exited, 0);
+    assert.match(gw.stderr(), /gateway stopped cleanly/);
+    // The store was closed: the WAL was folded back into the database file.
+    const wal = join(stateDir, 'clawgate.sqlite-wal');
+    assert.ok(!existsSync(wal) || statSync(wal).size === 0, 'WAL checkpointed on shutdown');
+
+    const again = startCli(['gateway', 'run'], env);
+    await waitFor(() => again.stdout().includes('listening on'), 'second startup');
+    assert.match(again.stdout(), /using the credentials/);
+    const after = JSON.parse(readFileSync(credsPath, 'utf8')) as { token: string; owner: string };
+    assert.deepEqual(after, { ...creds, ...after });
+    assert.equal(after.token, creds.token);
+    assert.equal(after.owner, creds.owner);
+    const c2 = await connectGateway({ url: `ws://127.0.0.1:${port}`, auth: { token: creds.owner }, client: { id: 'cli', mode: 'cli' } });
+    assert.ok(c2.hello.auth.scopes.includes('operator.admin'));
+    await c2.close();
+    again.child.kill('SIGINT');
+    assert.equal(await again.exited, 0);
+  } finally {
+    removeDir(stateDir);
+  }
+});
+
+test('a non-loopback bind without chosen authentication is refused with a clear message', async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-cli-'));
+  try {
+    const r = spawnSync(process.execPath, [BIN, 'gateway', 'run', '--bind', 'lan', '--port', String(await freePort())], {
+      env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /refusing to listen on lan .*without authentication/);
+    assert.match(r.stderr, /--token/);
+  } finally {
+    removeDir(stateDir);
+  }
+});
+
+test('usage errors exit 2 and say what to do; a port in use is explained', async () => {
+  const bad = spawnSync(process.execPath, [BIN, 'gateway', 'run', '--port', 'abc'], {
+    encoding: 'utf8',
+    env: { ...process.env, CLAWGATE_STATE_DIR: tmpdir() },
+  });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--port must be a whole number/);
+  const unknown = spawnSync(process.execPath, [BIN, 'frobnicate'], { encoding: 'utf8' });
+  assert.equal(unknown.status, 2);
+  assert.match(unknown.stderr, /unknown command/);
+  const help = spawnSync(process.execPath, [BIN, 'help'], { encoding: 'utf8' });
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /clawgate gateway run/);
+
+  const blocker = createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+  const port = (blocker.address() as { port: number }).port;
+  const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-cli-'));
+  try {
+    const busy = spawnSync(process.execPath, [BIN, 'gateway', 'run', '--port', String(port)], {
+      encoding: 'utf8',
+      env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
+      timeout: 10_000,
+    });
+    assert.equal(busy.status, 1);
+    assert.match(busy.stderr, /already in use/);
+  } finally {
+    blocker.close();
+    removeDir(stateDir);
+  }
+});
