@@ -339,3 +339,72 @@ describe('local pairing and node role', () => {
     for (const a of ['pairing.approved', 'token.issued', 'token.rotated']) assert.ok(actions.has(a), `audit has ${a}`);
   });
 });
+
+describe('policy and lifecycle', () => {
+  test('autoApproveLocal=false: even a local shared-token client waits for approval', async () => {
+    const tg = await startTestGateway({ config: { autoApproveLocal: false } });
+    try {
+      const id = generateIdentity();
+      const refused = await expectRefused(operator(tg, id, { scopes: ['operator.read'] }), 'PAIRING_REQUIRED');
+      assert.equal((refused.error!.details as { reason: string }).reason, 'not-paired');
+      // The owner credential is still authority enough to pair itself.
+      const owner = await connectGateway({
+        url: tg.url,
+        identity: generateIdentity(),
+        client: { id: 'cli', mode: 'cli' },
+        auth: { token: TEST_OWNER },
+        scopes: ['operator.admin'],
+      });
+      assert.ok(owner.hello.auth.deviceToken);
+      await owner.close();
+    } finally {
+      await tg.stop();
+      removeDir(tg.stateDir);
+    }
+  });
+
+  test('pending requests expire after the TTL without a retry; approving then names the current ids', async () => {
+    const tg = await startTestGateway({ config: { ...cfg, pendingTtlMs: 300 } });
+    try {
+      const stale = generateIdentity();
+      const a = await expectRefused(operator(tg, stale, { headers: REMOTE }), 'PAIRING_REQUIRED');
+      const staleId = (a.error!.details as { requestId: string }).requestId;
+      await new Promise((r) => setTimeout(r, 400));
+      const fresh = generateIdentity();
+      const b = await expectRefused(operator(tg, fresh, { headers: REMOTE }), 'PAIRING_REQUIRED');
+      const freshId = (b.error!.details as { requestId: string }).requestId;
+      const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+      await assert.rejects(owner.request('device.pair.approve', { requestId: staleId }), (err: GatewayRequestError) => {
+        assert.equal(err.detailCode, 'UNKNOWN_REQUEST_ID');
+        const ids = (err.error.details as { pending: Array<{ requestId: string }> }).pending.map((p) => p.requestId);
+        assert.deepEqual(ids, [freshId]);
+        return true;
+      });
+      const audit = await tg.store.listAudit();
+      assert.ok(audit.some((e) => e.action === 'pairing.expired' && (e.data as { requestId: string }).requestId === staleId));
+      await owner.close();
+    } finally {
+      await tg.stop();
+      removeDir(tg.stateDir);
+    }
+  });
+
+  test('rename sets a label that survives re-pairing and is shown in the listing', async () => {
+    const tg = await startTestGateway();
+    try {
+      const id = generateIdentity();
+      await (await operator(tg, id, { scopes: ['operator.read'] })).close();
+      const res = await cli(tg, 'devices', 'rename', id.deviceId, 'kitchen tablet');
+      assert.equal(res.code, 0, res.stderr);
+      await (await operator(tg, id, { scopes: ['operator.read', 'operator.write'] })).close();
+      const list = JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { paired: Array<{ deviceId: string; label: string }> };
+      assert.equal(list.paired.find((d) => d.deviceId === id.deviceId)?.label, 'kitchen tablet');
+      const bad = await cli(tg, 'devices', 'rename', id.deviceId, 'x'.repeat(65));
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /1 to 64 characters/);
+    } finally {
+      await tg.stop();
+      removeDir(tg.stateDir);
+    }
+  });
+});
