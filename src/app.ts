@@ -1,8 +1,11 @@
 /** Composition root: build a gateway from a config and a store, register every method domain. */
+
+import { networkInterfaces } from 'node:os';
 import type { GatewayConfig } from './core/config.js';
 import { type Clock, type Random, systemClock, systemRandom } from './core/env.js';
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
 import { registerDeviceMethods } from './methods/devices.js';
+import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
 import { registerSystemMethods } from './methods/system.js';
 import { type RunningServer, startServer } from './server/server.js';
 import type { Store } from './store/types.js';
@@ -27,6 +30,7 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
   });
   registerSystemMethods(gw);
   registerDeviceMethods(gw);
+  registerSetupMethods(gw);
   return gw;
 }
 
@@ -36,6 +40,21 @@ export async function startGateway(opts: AppOptions): Promise<{ gateway: Gateway
     await opts.store.setMeta('gateway.id', (opts.random ?? systemRandom).uuid());
   }
   const server = await startServer(gateway, opts.host, opts.config.port);
+  setAdvertisedUrl(gateway, advertisedUrl(server));
   gateway.start();
   return { gateway, server };
+}
+
+/**
+ * The URL setup codes point at by default: the listening URL, or for a wildcard bind the first
+ * non-internal IPv4 address of this host (a phone cannot connect to 0.0.0.0).
+ */
+function advertisedUrl(server: RunningServer): string {
+  if (server.host !== '0.0.0.0' && server.host !== '::') return server.url;
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) {
+      if (a.family === 'IPv4' && !a.internal) return `ws://${a.address}:${server.port}`;
+    }
+  }
+  return server.url;
 }

@@ -5,14 +5,14 @@
  * that real clients work.
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { ConnectError, connectGateway, generateIdentity } from '../src/client/connection.js';
-import { removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 const run = promisify(execFile);
 
@@ -91,7 +91,7 @@ describe('real openclaw CLI against clawgate', () => {
       } catch (err) {
         assert.ok(err instanceof ConnectError);
         assert.equal(err.detailCode, 'PAIRING_REQUIRED');
-        return (err.error?.details as { requestId: string }).requestId;
+        return (err.error!.details as { requestId: string }).requestId;
       }
       assert.fail('expected PAIRING_REQUIRED');
     };
@@ -132,5 +132,61 @@ describe('real openclaw CLI against clawgate', () => {
     assert.equal(revoked.deviceId, opId.deviceId);
     assert.equal((await op.closed).code, 4001);
     assert.equal(await tg.store.getGrant(opId.deviceId, 'operator'), null);
+  });
+
+  test('openclaw node run --pair <node-profile code> pairs and stays connected, then reconnects with its device token', async () => {
+    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const minted = await owner.request<{ setupCode: string; link: string }>('device.pair.setupCode', { profile: 'node' });
+    await owner.close();
+    const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-node-'));
+    homes.push(home);
+    const env = { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), NO_COLOR: '1', OPENCLAW_NO_AUTO_UPDATE: '1' };
+    const port = String(tg.server.port);
+    const nodeSession = () => [...tg.gateway.sessions.values()].find((s) => s.role === 'node' && s.client.id === 'node-host');
+    const startNode = (args: string[]) => {
+      const child = spawn(oc.node, [oc.cli, 'node', 'run', '--host', '127.0.0.1', '--port', port, '--no-tls', '--display-name', 'interop-node-host', ...args], {
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let log = '';
+      child.stdout.on('data', (d) => (log += d));
+      child.stderr.on('data', (d) => (log += d));
+      const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+      return { child, log: () => log, exited };
+    };
+    const waitFor = async (cond: () => boolean, what: string, log: () => string, ms = 60_000) => {
+      const start = Date.now();
+      while (!cond()) {
+        if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}; node host output:\n${log()}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+
+    const first = startNode(['--pair', minted.link]);
+    try {
+      await waitFor(() => nodeSession() !== undefined, 'the node host to be admitted', first.log);
+      const session = nodeSession();
+      assert.ok(session?.deviceId);
+      const grant = await tg.store.getGrant(session.deviceId, 'node');
+      assert.equal(grant?.approvedVia, 'bootstrap');
+      // Stays connected (ticks keep the reference client's watchdog quiet).
+      await new Promise((r) => setTimeout(r, 3000));
+      assert.equal(nodeSession()?.connId, session.connId, `node host stayed on one connection; output:\n${first.log()}`);
+    } finally {
+      first.child.kill('SIGTERM');
+      await first.exited;
+    }
+    // A second run of the same node host state reconnects with the stored device token, not the code.
+    const second = startNode([]);
+    try {
+      await waitFor(() => nodeSession() !== undefined, 'the node host to reconnect', second.log);
+      // It came back with its device token: the code was redeemed exactly once, never again.
+      const audit = await tg.store.listAudit();
+      assert.equal(audit.filter((e) => e.action === 'setup.redeemed').length, 1);
+      assert.equal(audit.filter((e) => e.action === 'setup.redeemed-again').length, 0);
+    } finally {
+      second.child.kill('SIGTERM');
+      await second.exited;
+    }
   });
 });

@@ -10,8 +10,20 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import type { Role } from '../src/protocol/frames.js';
+import { normalizeScopes } from '../src/protocol/scopes.js';
 import { auditHash, GENESIS_HASH, verifyAuditChain } from '../src/store/shared.js';
-import type { ApproveInput, AuditEntry, AuditInput, DeviceMeta, NewToken, Store, UpsertRequestInput } from '../src/store/types.js';
+import type {
+  ApproveInput,
+  AuditEntry,
+  AuditInput,
+  DeviceMeta,
+  NewSetupCode,
+  NewToken,
+  RedeemSetupInput,
+  SetupProfile,
+  Store,
+  UpsertRequestInput,
+} from '../src/store/types.js';
 
 export interface StoreHandle {
   store: Store;
@@ -1016,5 +1028,224 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreHan
         }),
       );
     });
+
+    setupCodeContract(withStore);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup codes (issue 4): kept apart from the rest of the contract on purpose.
+
+function setupCodeContract(withStore: (fn: (store: Store) => Promise<void>) => () => Promise<void>): void {
+  const GRACE = 600_000;
+  const OP_PROFILE: SetupProfile = { name: 'operator', roles: ['operator'], scopes: ['operator.approvals', READ, WRITE] };
+  const BOTH_PROFILE: SetupProfile = { name: 'operator+node', roles: ['operator', 'node'], scopes: ['operator.approvals', READ, WRITE] };
+
+  function newCode(o: { setupId?: string; profile?: SetupProfile; expiresAtMs?: number } = {}): NewSetupCode {
+    const setupId = o.setupId ?? 'aaaaaaaaaaaaaaaa';
+    return {
+      setupId,
+      secretHash: createHash('sha256').update(`setup-secret-${setupId}`).digest(),
+      profile: o.profile ?? OP_PROFILE,
+      label: 'phone',
+      url: 'ws://127.0.0.1:18789',
+      createdAtMs: T0,
+      expiresAtMs: o.expiresAtMs ?? T0 + 600_000,
+      createdBy: 'owner',
+      audit: audit('setup.minted', setupId),
+    };
+  }
+
+  function redeemInput(
+    o: { setupId?: string; deviceId?: string; publicKey?: string; role?: Role; roles?: Role[]; atMs?: number; tag?: string } = {},
+  ): RedeemSetupInput {
+    const deviceId = o.deviceId ?? DEV_A;
+    const tokens: RedeemSetupInput['tokens'] = {};
+    for (const r of o.roles ?? ['operator', 'node']) tokens[r] = token(`${o.tag ?? 'b'}-${deviceId}-${r}`);
+    return {
+      setupId: o.setupId ?? 'aaaaaaaaaaaaaaaa',
+      device: { deviceId, publicKey: o.publicKey ?? (deviceId === DEV_B ? KEY_B : KEY_A), meta: { displayName: 'Phone' }, address: '198.51.100.7' },
+      role: o.role ?? 'operator',
+      tokens,
+      atMs: o.atMs ?? T0 + 1000,
+      graceMs: GRACE,
+      audit: { atMs: o.atMs ?? T0 + 1000, actor: `device:${deviceId}`, action: 'setup.redeemed', subject: deviceId },
+      repeatAudit: { atMs: o.atMs ?? T0 + 1000, actor: `device:${deviceId}`, action: 'setup.redeemed-again', subject: deviceId },
+    };
+  }
+
+  /** Everything, setup codes included, to assert a refused action changed nothing. */
+  async function picture(store: Store) {
+    return { ...(await snapshot(store)), setups: await store.listSetupCodes() };
+  }
+
+  describe('setup codes', () => {
+    test(
+      'createSetupCode stores the record (hash only) with its audit entry; get/list return copies',
+      withStore(async (store) => {
+        const input = newCode();
+        const created = await expectAudited(store, 1, () => store.createSetupCode(input), input.audit);
+        const got = await store.getSetupCode('aaaaaaaaaaaaaaaa');
+        assert.ok(got && Buffer.isBuffer(got.secretHash) && got.secretHash.equals(input.secretHash));
+        assert.deepEqual(defined(got), defined(created));
+        assert.equal(got.failures, 0);
+        assert.equal(got.redeemCount, 0);
+        assert.equal(got.redeemedAtMs, undefined);
+        assert.deepEqual(got.profile, OP_PROFILE);
+        got.profile.scopes.push(ADMIN);
+        got.secretHash.fill(0);
+        const again = await store.getSetupCode('aaaaaaaaaaaaaaaa');
+        assert.deepEqual(again?.profile.scopes, OP_PROFILE.scopes);
+        assert.ok(again?.secretHash.equals(input.secretHash));
+        assert.equal(await store.getSetupCode('bbbbbbbbbbbbbbbb'), null);
+        await store.createSetupCode(newCode({ setupId: 'bbbbbbbbbbbbbbbb' }));
+        assert.deepEqual(
+          (await store.listSetupCodes()).map((c) => c.setupId),
+          ['aaaaaaaaaaaaaaaa', 'bbbbbbbbbbbbbbbb'],
+        );
+        const before = await picture(store);
+        await assert.rejects(store.createSetupCode(newCode()), 'a duplicate id is refused');
+        assert.deepEqual(await picture(store), before);
+      }),
+    );
+
+    test(
+      'a first redemption approves every profile role, replaces tokens, resolves requests and binds the code, in one audited step',
+      withStore(async (store) => {
+        await store.createSetupCode(newCode({ profile: BOTH_PROFILE }));
+        await store.approve(approveInput({ role: 'operator', scopes: [ADMIN], token: token('old-op') }));
+        await store.upsertPairingRequest(requestInput({ requestId: 'req-node', role: 'node', scopes: [] }));
+        await store.upsertPairingRequest(requestInput({ requestId: 'req-b', deviceId: DEV_B }));
+        const input = redeemInput();
+        const res = await expectAudited(store, 1, () => store.redeemSetupCode(input), input.audit);
+        assert.ok(res.ok);
+        assert.equal(res.repeat, false);
+        assert.deepEqual(res.resolvedRequestIds, ['req-node']);
+        const op = await store.getGrant(DEV_A, 'operator');
+        const node = await store.getGrant(DEV_A, 'node');
+        assert.deepEqual(op?.scopes, normalizeScopes([ADMIN, 'operator.approvals']), 'an existing grant is widened, never narrowed');
+        assert.equal(op?.approvedVia, 'bootstrap');
+        assert.equal(op?.epoch, 2);
+        assert.deepEqual(node?.scopes, []);
+        assert.equal(node?.approvedVia, 'bootstrap');
+        assert.deepEqual(
+          defined(res.grants).sort((a, b) => a.role.localeCompare(b.role)),
+          defined([node, op]).sort((a, b) => (a?.role ?? '').localeCompare(b?.role ?? '')),
+        );
+        const toks = (await store.listTokens(DEV_A)).map((t) => t.tokenId).sort();
+        assert.deepEqual(toks, [`b-${DEV_A}-node`, `b-${DEV_A}-operator`], 'the old operator token is replaced');
+        assert.equal((await store.getDevice(DEV_A))?.displayName, 'Phone');
+        assert.deepEqual(
+          (await store.listPairingRequests()).map((r) => r.requestId),
+          ['req-b'],
+        );
+        const code = await store.getSetupCode('aaaaaaaaaaaaaaaa');
+        assert.equal(code?.redeemedAtMs, T0 + 1000);
+        assert.equal(code?.redeemCount, 1);
+        assert.equal(code?.deviceId, DEV_A);
+        assert.equal(code?.publicKey, KEY_A);
+        assert.equal(code?.deviceName, 'Phone');
+        assert.equal(code?.redeemedRole, 'operator');
+        assert.deepEqual(code?.grantEpochs, { operator: 2, node: 1 });
+        assert.deepEqual(defined(res.code), defined(code));
+      }),
+    );
+
+    test(
+      'the same key within the grace window gets the same grants with new tokens; another key, or later, is refused',
+      withStore(async (store) => {
+        await store.createSetupCode(newCode());
+        assert.ok((await store.redeemSetupCode(redeemInput({ roles: ['operator'] }))).ok);
+        const grant = await store.getGrant(DEV_A, 'operator');
+        const input = redeemInput({ roles: ['operator'], tag: 'again', atMs: T0 + 1000 + GRACE });
+        const again = await expectAudited(store, 1, () => store.redeemSetupCode(input), input.repeatAudit);
+        assert.ok(again.ok && again.repeat);
+        assert.deepEqual(await store.getGrant(DEV_A, 'operator'), grant, 'the grant is untouched');
+        assert.deepEqual(
+          (await store.listTokens(DEV_A)).map((t) => t.tokenId),
+          [`again-${DEV_A}-operator`],
+        );
+        assert.equal((await store.getSetupCode('aaaaaaaaaaaaaaaa'))?.redeemCount, 2);
+
+        const before = await picture(store);
+        assert.deepEqual(await store.redeemSetupCode(redeemInput({ deviceId: DEV_B, roles: ['operator'] })), { ok: false, reason: 'used' });
+        assert.deepEqual(await store.redeemSetupCode(redeemInput({ publicKey: 'pk-other', roles: ['operator'] })), { ok: false, reason: 'used' });
+        assert.deepEqual(await store.redeemSetupCode(redeemInput({ roles: ['operator'], atMs: T0 + 1001 + GRACE })), { ok: false, reason: 'used' });
+        assert.deepEqual(await picture(store), before, 'refusals change nothing');
+
+        // Once the grant changed (an operator rotated or revoked it) a repeat may not restore it.
+        await store.rotateToken(DEV_A, 'operator', null, null, T0 + 2000, audit('token.rotated', DEV_A));
+        assert.deepEqual(await store.redeemSetupCode(redeemInput({ roles: ['operator'], atMs: T0 + 3000 })), { ok: false, reason: 'used' });
+      }),
+    );
+
+    test(
+      'expired, unknown, revoked and burned codes are refused without changing anything',
+      withStore(async (store) => {
+        await store.createSetupCode(newCode({ expiresAtMs: T0 + 1000 }));
+        await store.createSetupCode(newCode({ setupId: 'bbbbbbbbbbbbbbbb' }));
+        await store.createSetupCode(newCode({ setupId: 'cccccccccccccccc' }));
+        await store.revokeSetupCode('bbbbbbbbbbbbbbbb', T0 + 10, audit('setup.revoked', 'bbbbbbbbbbbbbbbb'));
+        for (let i = 0; i < 3; i++) await store.recordSetupFailure('cccccccccccccccc', T0 + 20, 3, audit('setup.burned', 'cccccccccccccccc'));
+        const before = await picture(store);
+        assert.deepEqual(await store.redeemSetupCode(redeemInput({ roles: ['operator'], atMs: T0 + 1000 })), { ok: false, reason: 'expired' });
+        assert.deepEqual(await store.redeemSetupCode(redeemInput({ setupId: 'dddddddddddddddd', roles: ['operator'] })), { ok: false, reason: 'unknown' });
+        assert.deepEqual(await store.redeemSetupCode(redeemInput({ setupId: 'bbbbbbbbbbbbbbbb', roles: ['operator'] })), { ok: false, reason: 'revoked' });
+        assert.deepEqual(await store.redeemSetupCode(redeemInput({ setupId: 'cccccccccccccccc', roles: ['operator'] })), { ok: false, reason: 'burned' });
+        assert.deepEqual(await picture(store), before);
+        const missing = redeemInput({ setupId: 'bbbbbbbbbbbbbbbb', roles: [] });
+        await store.createSetupCode(newCode({ setupId: 'eeeeeeeeeeeeeeee' }));
+        const mid = await picture(store);
+        await assert.rejects(store.redeemSetupCode({ ...missing, setupId: 'eeeeeeeeeeeeeeee' }), 'a profile role without a token is a bug');
+        assert.deepEqual(await picture(store), mid);
+      }),
+    );
+
+    test(
+      'recordSetupFailure counts wrong secrets and burns the code once at the budget',
+      withStore(async (store) => {
+        await store.createSetupCode(newCode());
+        const burn = audit('setup.burned', 'aaaaaaaaaaaaaaaa');
+        for (let i = 1; i < 5; i++) {
+          assert.deepEqual(await expectAudited(store, 0, () => store.recordSetupFailure('aaaaaaaaaaaaaaaa', T0 + i, 5, burn)), { failures: i, burned: false });
+        }
+        assert.deepEqual(await expectAudited(store, 1, () => store.recordSetupFailure('aaaaaaaaaaaaaaaa', T0 + 5, 5, burn), burn), {
+          failures: 5,
+          burned: true,
+        });
+        assert.deepEqual(await expectAudited(store, 0, () => store.recordSetupFailure('aaaaaaaaaaaaaaaa', T0 + 6, 5, burn)), { failures: 6, burned: false });
+        assert.equal((await store.getSetupCode('aaaaaaaaaaaaaaaa'))?.burnedAtMs, T0 + 5);
+        assert.equal(await store.recordSetupFailure('bbbbbbbbbbbbbbbb', T0, 5, burn), null);
+      }),
+    );
+
+    test(
+      'revokeSetupCode revokes once with its audit entry; unknown ids are null',
+      withStore(async (store) => {
+        await store.createSetupCode(newCode());
+        const a = audit('setup.revoked', 'aaaaaaaaaaaaaaaa');
+        const first = await expectAudited(store, 1, () => store.revokeSetupCode('aaaaaaaaaaaaaaaa', T0 + 7, a), a);
+        assert.equal(first?.changed, true);
+        assert.equal(first?.code.revokedAtMs, T0 + 7);
+        const second = await expectAudited(store, 0, () => store.revokeSetupCode('aaaaaaaaaaaaaaaa', T0 + 8, a));
+        assert.equal(second?.changed, false);
+        assert.equal(second?.code.revokedAtMs, T0 + 7);
+        assert.equal(await store.revokeSetupCode('bbbbbbbbbbbbbbbb', T0, a), null);
+      }),
+    );
+
+    test(
+      'of many concurrent redemptions by different keys exactly one wins',
+      withStore(async (store) => {
+        await store.createSetupCode(newCode());
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => store.redeemSetupCode(redeemInput({ deviceId: `dev-${i}`, publicKey: `pk-${i}`, roles: ['operator'] }))),
+        );
+        assert.equal(results.filter((r) => r.ok).length, 1);
+        assert.ok(results.every((r) => r.ok || r.reason === 'used'));
+        assert.equal((await store.listDevices()).length, 1);
+        assert.equal(verifyAuditChain(await store.listAudit()), null);
+      }),
+    );
   });
 }

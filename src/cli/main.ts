@@ -12,6 +12,7 @@ import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { auditCommand, devicesCommand } from './devices.js';
+import { qrCommand } from './qr.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 
 export class UsageError extends Error {}
@@ -29,6 +30,10 @@ Usage:
   clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
   clawgate devices revoke --device <id> --role operator|node
   clawgate audit [--json] [--verify] [--limit <n>]
+  clawgate qr [--profile operator|node|operator+node] [--scopes <s>…] [--label <name>] [--ttl 10m]
+              [--url <gateway-url>] [--public-url <url>] [--json]
+                                               mint a setup code (QR) that pairs one new device
+  clawgate qr --list | --revoke <setupId> [--json]
   clawgate help
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
@@ -256,6 +261,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'call') return await call(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'devices') return await devicesCommand(sub, rest);
     if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {

@@ -77,7 +77,16 @@ export interface HelloPayload {
   protocol: number;
   server: { version: string; connId: string };
   features: { methods: string[]; events: string[] };
-  auth: { role: string; scopes: string[]; deviceToken?: string; method: string; pendingRequestId?: string };
+  auth: {
+    role: string;
+    scopes: string[];
+    deviceToken?: string;
+    issuedAtMs?: number;
+    /** Tokens for the other roles a setup code granted (bootstrap redemption only). */
+    deviceTokens?: Array<{ deviceToken: string; role: string; scopes: string[]; issuedAtMs: number }>;
+    method: string;
+    pendingRequestId?: string;
+  };
   policy: { tickIntervalMs: number; maxPayload: number };
   [k: string]: unknown;
 }

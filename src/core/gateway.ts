@@ -22,8 +22,8 @@ import {
   ROLES,
   type Role,
 } from '../protocol/frames.js';
-import { ALL_OPERATOR_SCOPES, normalizeScopes, PAIRING, READ } from '../protocol/scopes.js';
-import type { PairingRequest, Store, TokenRecord } from '../store/types.js';
+import { ALL_OPERATOR_SCOPES, normalizeScopes, PAIRING, READ, scopeSatisfied } from '../protocol/scopes.js';
+import type { PairingRequest, SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
 import { type Credential, type Decision, decideConnect } from './admission.js';
 import type { GatewayConfig } from './config.js';
 import { type DispatchLog, MethodTable } from './dispatch.js';
@@ -31,7 +31,8 @@ import type { Clock, Random } from './env.js';
 import { type VerifiedDevice, verifyDeviceProof } from './identity.js';
 import { type ClientDescription, type Principal, SessionPrincipal, type SessionTransport } from './principal.js';
 import { type CredentialKind, FailureLimiter } from './ratelimit.js';
-import { mintToken, parseToken, SharedSecret, secretMatchesHash } from './secrets.js';
+import { type MintedToken, mintToken, parseToken, SharedSecret, secretMatchesHash } from './secrets.js';
+import { roleRefusalDetails, SETUP_REPEAT_GRACE_MS, setupRefusal, verifyBootstrapToken } from './setup-codes.js';
 
 export const GATEWAY_VERSION = '0.1.0';
 
@@ -73,6 +74,7 @@ export const EVENT_SCOPES: Record<string, string | null> = {
   'device.pair.requested': PAIRING,
   'device.pair.resolved': PAIRING,
   'device.pair.changed': PAIRING,
+  'device.pair.setup.completed': PAIRING,
   'auth.updated': null,
 };
 
@@ -221,7 +223,8 @@ export class Gateway {
     let credential: Credential = { kind: 'none' };
     let limitedKind: CredentialKind | null = null;
     let tokenFailure: DetailCode | null = null;
-    const deviceTokenInSlot = auth.token !== undefined && parseToken('device', auth.token) !== null && params.device !== undefined && auth.deviceToken === undefined;
+    const deviceTokenInSlot =
+      auth.token !== undefined && parseToken('device', auth.token) !== null && params.device !== undefined && auth.deviceToken === undefined;
     if (auth.token !== undefined) {
       // A device token in the token slot is limited as a device token, not as a shared-secret guess.
       if (!deviceTokenInSlot && this.isLocked(address, 'shared')) return this.rateLimited(id, address, 'shared');
@@ -268,11 +271,22 @@ export class Gateway {
         limitedKind = 'device-token';
       }
     }
-    if (credential.kind === 'none' && auth.bootstrapToken !== undefined && tokenFailure === null) {
+    // A setup code (bootstrap token) proves something only together with the key it binds to,
+    // so without a verified device block it is not even looked at.
+    let setup: SetupCodeRecord | undefined;
+    let bootstrapDetails: Record<string, unknown> | undefined;
+    if (credential.kind === 'none' && auth.bootstrapToken !== undefined && tokenFailure === null && device) {
       if (this.isLocked(address, 'bootstrap')) return this.rateLimited(id, address, 'bootstrap');
-      // No setup codes can be redeemed yet: every bootstrap token is unknown.
-      tokenFailure = 'AUTH_BOOTSTRAP_TOKEN_INVALID';
-      limitedKind = 'bootstrap';
+      const check = await verifyBootstrapToken(this, auth.bootstrapToken, device, address);
+      if (check.ok) {
+        credential = { kind: 'bootstrap', roles: check.code.profile.roles };
+        setup = check.code;
+      } else {
+        tokenFailure = check.detail;
+        // Only a wrong or unknown secret is a guess; a holder of the real code is told why it is refused.
+        limitedKind = check.guess ? 'bootstrap' : null;
+        bootstrapDetails = check.details;
+      }
     }
     if (tokenFailure) {
       credential = { kind: 'invalid', failure: tokenFailure };
@@ -282,7 +296,8 @@ export class Gateway {
           void this.audit('gateway', 'auth.rate-limited', address, { kind: limitedKind, lockoutMs: lockMs });
         }
       }
-    } else if (credential.kind !== 'none') {
+    } else if (credential.kind !== 'none' && credential.kind !== 'bootstrap') {
+      // A setup code never clears the bootstrap counter: one valid code must not buy more guesses.
       this.limiter.succeed(address, credential.kind === 'device-token' ? 'device-token' : auth.token !== undefined ? 'shared' : 'password');
     }
 
@@ -322,6 +337,8 @@ export class Gateway {
       tokenRecord,
       presentedDeviceToken,
       tokenInSlot: auth.token !== undefined && presentedDeviceToken === auth.token,
+      setup,
+      bootstrapDetails,
     };
     return this.carryOut(decision, ctx);
   }
@@ -357,6 +374,10 @@ export class Gateway {
           details.canRetryWithDeviceToken =
             d === 'AUTH_TOKEN_MISMATCH' && ctx.device !== null && ctx.params.auth?.token !== undefined && ctx.params.auth?.deviceToken === undefined;
           if (details.canRetryWithDeviceToken) details.recommendedNextStep = 'retry_with_device_token';
+        }
+        if (d.startsWith('AUTH_BOOTSTRAP_')) {
+          // A verified code refused by the decision asked for a role outside its profile.
+          Object.assign(details, ctx.bootstrapDetails ?? (ctx.setup ? roleRefusalDetails(ctx.setup, ctx.role) : {}));
         }
         return this.reject(ctx.id, new GatewayError(d, { details }));
       }
@@ -400,8 +421,76 @@ export class Gateway {
         return this.pairingRequired(ctx, decision.kind, req.requestId);
       }
       case 'redeem-bootstrap':
-        throw new Error('setup-code redemption is not available in this build');
+        return this.redeemBootstrap(ctx);
     }
+  }
+
+  /**
+   * Redeem the setup code this connect proved: one store transaction approves every role of its
+   * profile for this key and replaces each role's token; hello-ok carries the token of the role
+   * connected with, and the other roles' tokens in `deviceTokens`. A repeat by the same key
+   * within the grace window gets fresh tokens for the same grants (the earlier ones stop working).
+   */
+  private async redeemBootstrap(ctx: AdmitContext): Promise<ConnectOutcome> {
+    const device = ctx.device as VerifiedDevice;
+    const setup = ctx.setup as SetupCodeRecord;
+    const now = this.clock.now();
+    const minted = new Map<Role, MintedToken>(setup.profile.roles.map((r) => [r, mintToken('device', this.random)]));
+    const tokens: Partial<Record<Role, { tokenId: string; secretHash: Buffer }>> = {};
+    const tokenIds: Partial<Record<Role, string>> = {};
+    for (const [r, t] of minted) {
+      tokens[r] = { tokenId: t.id, secretHash: t.secretHash };
+      tokenIds[r] = t.id;
+    }
+    const data = { setupId: setup.setupId, role: ctx.role, roles: setup.profile.roles, scopes: setup.profile.scopes, tokenIds, address: ctx.transport.address };
+    const actor = `device:${device.deviceId}`;
+    const res = await this.store.redeemSetupCode({
+      setupId: setup.setupId,
+      device: { deviceId: device.deviceId, publicKey: device.publicKey, meta: metaOf(ctx.params), address: ctx.transport.address },
+      role: ctx.role,
+      tokens,
+      atMs: now,
+      graceMs: SETUP_REPEAT_GRACE_MS,
+      audit: { atMs: now, actor, action: 'setup.redeemed', subject: device.deviceId, data },
+      repeatAudit: { atMs: now, actor, action: 'setup.redeemed-again', subject: device.deviceId, data },
+    });
+    if (!res.ok) {
+      // Lost a race (another key redeemed it first), or the code changed since it was checked.
+      const refusal = setupRefusal(res.reason);
+      return this.reject(
+        ctx.id,
+        new GatewayError(refusal.detail, { details: { authReason: authReasonOf(refusal.detail), canRetryWithDeviceToken: false, ...refusal.details } }),
+      );
+    }
+    if (!res.repeat) {
+      for (const requestId of res.resolvedRequestIds) this.broadcastResolved(requestId, device.deviceId, 'approved');
+      if (res.resolvedRequestIds.length === 0) this.broadcastResolved(this.random.uuid(), device.deviceId, 'approved');
+      this.broadcast('device.pair.setup.completed', {
+        setupId: setup.setupId,
+        deviceId: device.deviceId,
+        ...(ctx.params.client.displayName ? { deviceName: ctx.params.client.displayName } : {}),
+        access: setup.profile.name,
+        roles: setup.profile.roles,
+        ts: now,
+      });
+      for (const requestId of res.resolvedRequestIds) await this.resolveWaiters(requestId, 'approved');
+    }
+    const grant = res.grants.find((g) => g.role === ctx.role);
+    const primary = minted.get(ctx.role);
+    if (!grant || !primary) throw new Error(`setup code ${setup.setupId} redeemed without role ${ctx.role}`);
+    // The session gets what it asked for within the grant; scopes beyond the profile are dropped.
+    const granted = new Set(grant.scopes);
+    const scopes = ctx.scopes.filter((s) => scopeSatisfied(granted, s));
+    const session = this.openSession(ctx, 'device', scopes, device.deviceId, grant.epoch, primary.id);
+    const others = res.grants
+      .filter((g) => g.role !== ctx.role)
+      .map((g) => ({ deviceToken: (minted.get(g.role) as MintedToken).token, role: g.role, scopes: [...g.scopes], issuedAtMs: now }));
+    return this.hello(ctx, session, {
+      method: 'bootstrap-token',
+      deviceToken: primary.token,
+      issuedAtMs: now,
+      ...(others.length > 0 ? { deviceTokens: others } : {}),
+    });
   }
 
   private pairingRequired(ctx: AdmitContext, kind: string, requestId: string): ConnectOutcome {
@@ -861,6 +950,10 @@ interface AdmitContext {
   tokenRecord: TokenRecord | null;
   presentedDeviceToken: string | undefined;
   tokenInSlot: boolean;
+  /** The setup code whose secret this connect proved (credential `bootstrap`). */
+  setup?: SetupCodeRecord | undefined;
+  /** Extra details of a setup-code refusal (its `reason`). */
+  bootstrapDetails?: Record<string, unknown> | undefined;
 }
 
 function isCancel(frame: unknown): frame is { type: 'cancel'; id: string } {
@@ -895,6 +988,9 @@ function authReasonOf(detail: DetailCode): string {
     AUTH_PASSWORD_MISMATCH: 'password_mismatch',
     AUTH_PASSWORD_NOT_CONFIGURED: 'password_missing_config',
     AUTH_BOOTSTRAP_TOKEN_INVALID: 'bootstrap_token_invalid',
+    AUTH_BOOTSTRAP_TOKEN_EXPIRED: 'bootstrap_token_invalid',
+    AUTH_BOOTSTRAP_TOKEN_USED: 'bootstrap_token_invalid',
+    AUTH_BOOTSTRAP_TOKEN_REVOKED: 'bootstrap_token_invalid',
     AUTH_DEVICE_TOKEN_MISMATCH: 'device_token_mismatch',
     AUTH_SCOPE_MISMATCH: 'scope_mismatch',
     AUTH_RATE_LIMITED: 'rate_limited',

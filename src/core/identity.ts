@@ -38,8 +38,21 @@ export function deviceIdOf(rawPublicKey: Buffer): string {
   return createHash('sha256').update(rawPublicKey).digest('hex');
 }
 
+/** Importing a key costs ~100 µs; paired devices reconnect with the same key, so keep a bounded cache. */
+const KEY_CACHE_MAX = 4096;
+const keyCache = new Map<string, KeyObject>();
+
 export function publicKeyObject(rawPublicKey: Buffer): KeyObject {
-  return createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, rawPublicKey]), format: 'der', type: 'spki' });
+  const cacheKey = rawPublicKey.toString('base64');
+  const hit = keyCache.get(cacheKey);
+  if (hit) return hit;
+  const key = createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, rawPublicKey]), format: 'der', type: 'spki' });
+  if (keyCache.size >= KEY_CACHE_MAX) {
+    const oldest = keyCache.keys().next().value;
+    if (oldest !== undefined) keyCache.delete(oldest);
+  }
+  keyCache.set(cacheKey, key);
+  return key;
 }
 
 export interface VerifiedDevice {

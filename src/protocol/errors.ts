@@ -159,6 +159,27 @@ const entries = {
     next: 'Mint a new setup code on the gateway host (`clawgate qr`).',
     recommended: 'review_auth_configuration',
   },
+  AUTH_BOOTSTRAP_TOKEN_EXPIRED: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: setup code expired (create a new code)',
+    close: CLOSE.policy,
+    next: 'Setup codes last 10 minutes unless minted with --ttl: mint a new one on the gateway host (`clawgate qr`) and use it right away.',
+    recommended: 'review_auth_configuration',
+  },
+  AUTH_BOOTSTRAP_TOKEN_USED: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: setup code already used (create a new code)',
+    close: CLOSE.policy,
+    next: 'A setup code pairs one device. If this device redeemed it, reconnect with the device token it received; otherwise mint a new code (`clawgate qr`).',
+    recommended: 'review_auth_configuration',
+  },
+  AUTH_BOOTSTRAP_TOKEN_REVOKED: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: setup code revoked (create a new code)',
+    close: CLOSE.policy,
+    next: 'An operator revoked the code, or it was burned after too many wrong guesses (`details.reason`); mint a new one (`clawgate qr`).',
+    recommended: 'review_auth_configuration',
+  },
   AUTH_RATE_LIMITED: {
     code: 'INVALID_REQUEST',
     message: 'unauthorized: too many failed authentication attempts (retry later)',
@@ -254,6 +275,12 @@ const entries = {
     message: 'device {deviceId} does not hold role {role}',
     close: null,
     next: 'Rotate or revoke a role the device holds (`clawgate devices list` shows them); approve a pairing request to add a role.',
+  },
+  UNKNOWN_SETUP_ID: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown setupId: {setupId}',
+    close: null,
+    next: 'List the setup codes with `clawgate qr --list`.',
   },
   // --- method dispatch (socket stays open) --------------------------------------------------
   MISSING_SCOPE: {

@@ -1,5 +1,6 @@
 /** In-memory store for unit tests. Same contract as SQLite; nothing survives the process. */
 import type { Role } from '../protocol/frames.js';
+import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
 import { chainAudit, mergePairingRequest } from './shared.js';
 import type {
   ApproveInput,
@@ -7,8 +8,12 @@ import type {
   AuditInput,
   DeviceRecord,
   GrantRecord,
+  NewSetupCode,
   NewToken,
   PairingRequest,
+  RedeemSetupInput,
+  RedeemSetupResult,
+  SetupCodeRecord,
   Store,
   TokenRecord,
   UpsertRequestInput,
@@ -19,6 +24,10 @@ const gk = (deviceId: string, role: Role) => `${deviceId}\u0000${role}`;
 const clone = <T>(v: T): T => structuredClone(v);
 /** structuredClone turns a Buffer into a plain Uint8Array; token hashes must stay Buffers. */
 const cloneToken = (t: TokenRecord): TokenRecord => ({ ...t, secretHash: Buffer.from(t.secretHash) });
+const cloneSetup = (c: SetupCodeRecord): SetupCodeRecord => {
+  const { secretHash, ...rest } = c;
+  return { ...structuredClone(rest), secretHash: Buffer.from(secretHash) };
+};
 
 export class MemoryStore implements Store {
   readonly kind = 'memory' as const;
@@ -28,6 +37,7 @@ export class MemoryStore implements Store {
   private tokens = new Map<string, TokenRecord>();
   private requests = new Map<string, PairingRequest>();
   private audit: AuditEntry[] = [];
+  private setups = new Map<string, SetupCodeRecord>();
 
   async close(): Promise<void> {}
 
@@ -213,6 +223,110 @@ export class MemoryStore implements Store {
       if (t) t.lastUsedAtMs = e.atMs;
     }
   }
+  // --- setup codes ---------------------------------------------------------------------------
+
+  async createSetupCode(input: NewSetupCode): Promise<SetupCodeRecord> {
+    if (this.setups.has(input.setupId)) throw new Error(`setup code ${input.setupId} already exists`);
+    const entry = this.prepareAudit(input.audit);
+    const code: SetupCodeRecord = {
+      setupId: input.setupId,
+      secretHash: Buffer.from(input.secretHash),
+      profile: clone(input.profile),
+      label: input.label,
+      url: input.url,
+      createdAtMs: input.createdAtMs,
+      expiresAtMs: input.expiresAtMs,
+      createdBy: input.createdBy,
+      failures: 0,
+      redeemCount: 0,
+    };
+    this.setups.set(code.setupId, code);
+    this.commitAudit(entry);
+    return cloneSetup(code);
+  }
+  async getSetupCode(setupId: string) {
+    const c = this.setups.get(setupId);
+    return c ? cloneSetup(c) : null;
+  }
+  async listSetupCodes() {
+    return [...this.setups.values()].sort((a, b) => a.createdAtMs - b.createdAtMs).map(cloneSetup);
+  }
+  async redeemSetupCode(input: RedeemSetupInput): Promise<RedeemSetupResult> {
+    const { device, atMs } = input;
+    const code = this.setups.get(input.setupId) ?? null;
+    const check = checkRedemption(code, device, atMs, input.graceMs, (r) => this.grants.get(gk(device.deviceId, r))?.epoch);
+    if (!check.ok) return check;
+    const c = code as SetupCodeRecord;
+    const roles = c.profile.roles;
+    for (const r of roles) if (!input.tokens[r]) throw new Error(`redeemSetupCode: no token for role ${r}`);
+    const entry = this.prepareAudit(check.repeat ? input.repeatAudit : input.audit);
+    const resolved: string[] = [];
+    if (check.repeat) {
+      c.redeemCount++;
+    } else {
+      const existing = this.devices.get(device.deviceId);
+      this.devices.set(device.deviceId, {
+        ...clone(device.meta),
+        deviceId: device.deviceId,
+        publicKey: device.publicKey,
+        label: existing?.label,
+        createdAtMs: existing?.createdAtMs ?? atMs,
+        lastSeenAtMs: atMs,
+        lastSeenAddress: device.address ?? existing?.lastSeenAddress,
+      });
+      const epochs: Partial<Record<Role, number>> = {};
+      for (const r of roles) {
+        const prev = this.grants.get(gk(device.deviceId, r));
+        const grant: GrantRecord = {
+          deviceId: device.deviceId,
+          role: r,
+          scopes: redeemedGrantScopes(c.profile, r, prev?.scopes),
+          epoch: (prev?.epoch ?? 0) + 1,
+          approvedAtMs: atMs,
+          approvedVia: 'bootstrap',
+        };
+        this.grants.set(gk(device.deviceId, r), grant);
+        epochs[r] = grant.epoch;
+      }
+      for (const [id, req] of this.requests) {
+        if (req.deviceId === device.deviceId && roles.includes(req.role)) {
+          this.requests.delete(id);
+          resolved.push(id);
+        }
+      }
+      c.redeemedAtMs = atMs;
+      c.redeemCount = 1;
+      c.deviceId = device.deviceId;
+      c.publicKey = device.publicKey;
+      c.deviceName = device.meta.displayName;
+      c.redeemedRole = input.role;
+      c.grantEpochs = epochs;
+    }
+    for (const r of roles) this.putToken(device.deviceId, r, input.tokens[r] as NewToken, atMs);
+    this.commitAudit(entry);
+    const grants = roles.map((r) => clone(this.grants.get(gk(device.deviceId, r)) as GrantRecord));
+    return { ok: true, repeat: check.repeat, code: cloneSetup(c), grants, resolvedRequestIds: resolved };
+  }
+  async recordSetupFailure(setupId: string, atMs: number, budget: number, burnAudit: AuditInput) {
+    const c = this.setups.get(setupId);
+    if (!c) return null;
+    const burns = c.burnedAtMs === undefined && c.failures + 1 >= budget;
+    const entry = burns ? this.prepareAudit(burnAudit) : null;
+    c.failures++;
+    if (burns) c.burnedAtMs = atMs;
+    if (entry) this.commitAudit(entry);
+    return { failures: c.failures, burned: burns };
+  }
+  async revokeSetupCode(setupId: string, atMs: number, audit: AuditInput) {
+    const c = this.setups.get(setupId);
+    if (!c) return null;
+    if (c.revokedAtMs !== undefined || c.burnedAtMs !== undefined) return { code: cloneSetup(c), changed: false };
+    const entry = this.prepareAudit(audit);
+    c.revokedAtMs = atMs;
+    this.commitAudit(entry);
+    return { code: cloneSetup(c), changed: true };
+  }
+
   async appendAudit(input: AuditInput) {
     return clone(this.commitAudit(this.prepareAudit(input)));
   }

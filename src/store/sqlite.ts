@@ -5,6 +5,7 @@
 import { closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Role } from '../protocol/frames.js';
+import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
 import { chainAudit, mergePairingRequest } from './shared.js';
 import type {
   ApproveInput,
@@ -12,8 +13,12 @@ import type {
   AuditInput,
   DeviceRecord,
   GrantRecord,
+  NewSetupCode,
   NewToken,
   PairingRequest,
+  RedeemSetupInput,
+  RedeemSetupResult,
+  SetupCodeRecord,
   Store,
   TokenRecord,
   UpsertRequestInput,
@@ -41,6 +46,13 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
    CREATE TABLE audit (
      seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
      subject TEXT, data_json TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);`,
+  // 2: setup codes (issue 4). Not tied to devices: the outcome outlives a removed device.
+  `CREATE TABLE setup_codes (
+     setup_id TEXT PRIMARY KEY, secret_hash BLOB NOT NULL, profile_json TEXT NOT NULL, label TEXT, url TEXT NOT NULL,
+     created_at_ms INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL, created_by TEXT NOT NULL,
+     failures INTEGER NOT NULL DEFAULT 0, burned_at_ms INTEGER, revoked_at_ms INTEGER,
+     redeemed_at_ms INTEGER, redeem_count INTEGER NOT NULL DEFAULT 0, device_id TEXT, public_key TEXT,
+     device_name TEXT, redeemed_role TEXT, grant_epochs_json TEXT);`,
 ];
 
 interface DeviceRow {
@@ -81,6 +93,27 @@ interface AuditRow {
   hash: string;
 }
 
+interface SetupRow {
+  setup_id: string;
+  secret_hash: Buffer;
+  profile_json: string;
+  label: string | null;
+  url: string;
+  created_at_ms: number;
+  expires_at_ms: number;
+  created_by: string;
+  failures: number;
+  burned_at_ms: number | null;
+  revoked_at_ms: number | null;
+  redeemed_at_ms: number | null;
+  redeem_count: number;
+  device_id: string | null;
+  public_key: string | null;
+  device_name: string | null;
+  redeemed_role: Role | null;
+  grant_epochs_json: string | null;
+}
+
 const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
 
 function toDevice(r: DeviceRow): DeviceRecord {
@@ -114,6 +147,28 @@ function toToken(r: TokenRow): TokenRecord {
     rotatedAtMs: opt(r.rotated_at_ms),
     revokedAtMs: opt(r.revoked_at_ms),
     lastUsedAtMs: opt(r.last_used_at_ms),
+  };
+}
+function toSetup(r: SetupRow): SetupCodeRecord {
+  return {
+    setupId: r.setup_id,
+    secretHash: Buffer.from(r.secret_hash),
+    profile: JSON.parse(r.profile_json),
+    label: opt(r.label),
+    url: r.url,
+    createdAtMs: r.created_at_ms,
+    expiresAtMs: r.expires_at_ms,
+    createdBy: r.created_by,
+    failures: r.failures,
+    burnedAtMs: opt(r.burned_at_ms),
+    revokedAtMs: opt(r.revoked_at_ms),
+    redeemedAtMs: opt(r.redeemed_at_ms),
+    redeemCount: r.redeem_count,
+    deviceId: opt(r.device_id),
+    publicKey: opt(r.public_key),
+    deviceName: opt(r.device_name),
+    redeemedRole: opt(r.redeemed_role),
+    grantEpochs: r.grant_epochs_json === null ? undefined : JSON.parse(r.grant_epochs_json),
   };
 }
 function toAudit(r: AuditRow): AuditEntry {
@@ -151,6 +206,18 @@ export class SqliteStore implements Store {
     }
   }
 
+  private readonly statements = new Map<string, Database.Statement>();
+
+  /** Prepared statements are compiled once and reused (preparing costs more than a point read). */
+  private stmt(sql: string): Database.Statement {
+    let st = this.statements.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.statements.set(sql, st);
+    }
+    return st;
+  }
+
   private migrate(): void {
     const current = this.db.pragma('user_version', { simple: true }) as number;
     if (current > SQLITE_MIGRATIONS.length) {
@@ -183,7 +250,7 @@ export class SqliteStore implements Store {
   }
 
   private appendAuditSync(input: AuditInput): AuditEntry {
-    const last = this.db.prepare('SELECT * FROM audit ORDER BY seq DESC LIMIT 1').get() as AuditRow | undefined;
+    const last = this.stmt('SELECT * FROM audit ORDER BY seq DESC LIMIT 1').get() as AuditRow | undefined;
     const e = chainAudit(last ? toAudit(last) : undefined, input);
     this.db
       .prepare('INSERT INTO audit (seq, at_ms, actor, action, subject, data_json, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)')
@@ -192,46 +259,46 @@ export class SqliteStore implements Store {
   }
 
   async getMeta(key: string) {
-    const r = this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
+    const r = this.stmt('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
     return r?.value ?? null;
   }
   async setMeta(key: string, value: string) {
-    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+    this.stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
   }
 
   async getDevice(deviceId: string) {
-    const r = this.db.prepare('SELECT * FROM devices WHERE device_id = ?').get(deviceId) as DeviceRow | undefined;
+    const r = this.stmt('SELECT * FROM devices WHERE device_id = ?').get(deviceId) as DeviceRow | undefined;
     return r ? toDevice(r) : null;
   }
   async listDevices() {
-    return (this.db.prepare('SELECT * FROM devices ORDER BY created_at_ms').all() as DeviceRow[]).map(toDevice);
+    return (this.stmt('SELECT * FROM devices ORDER BY created_at_ms').all() as DeviceRow[]).map(toDevice);
   }
   async listGrants(deviceId?: string) {
     const rows = deviceId
-      ? (this.db.prepare('SELECT * FROM grants WHERE device_id = ?').all(deviceId) as GrantRow[])
-      : (this.db.prepare('SELECT * FROM grants').all() as GrantRow[]);
+      ? (this.stmt('SELECT * FROM grants WHERE device_id = ?').all(deviceId) as GrantRow[])
+      : (this.stmt('SELECT * FROM grants').all() as GrantRow[]);
     return rows.map(toGrant);
   }
   async getGrant(deviceId: string, role: Role) {
-    const r = this.db.prepare('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow | undefined;
+    const r = this.stmt('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow | undefined;
     return r ? toGrant(r) : null;
   }
   async getToken(tokenId: string) {
-    const r = this.db.prepare('SELECT * FROM tokens WHERE token_id = ?').get(tokenId) as TokenRow | undefined;
+    const r = this.stmt('SELECT * FROM tokens WHERE token_id = ?').get(tokenId) as TokenRow | undefined;
     return r ? toToken(r) : null;
   }
   async listTokens(deviceId?: string) {
     const rows = deviceId
-      ? (this.db.prepare('SELECT * FROM tokens WHERE device_id = ?').all(deviceId) as TokenRow[])
-      : (this.db.prepare('SELECT * FROM tokens').all() as TokenRow[]);
+      ? (this.stmt('SELECT * FROM tokens WHERE device_id = ?').all(deviceId) as TokenRow[])
+      : (this.stmt('SELECT * FROM tokens').all() as TokenRow[]);
     return rows.map(toToken);
   }
 
   private liveTokenSync(deviceId: string, role: Role): TokenRow | undefined {
-    return this.db.prepare('SELECT * FROM tokens WHERE device_id = ? AND role = ? AND revoked_at_ms IS NULL').get(deviceId, role) as TokenRow | undefined;
+    return this.stmt('SELECT * FROM tokens WHERE device_id = ? AND role = ? AND revoked_at_ms IS NULL').get(deviceId, role) as TokenRow | undefined;
   }
   private putTokenSync(deviceId: string, role: Role, token: NewToken, atMs: number, createdAtMs?: number) {
-    this.db.prepare('DELETE FROM tokens WHERE device_id = ? AND role = ?').run(deviceId, role);
+    this.stmt('DELETE FROM tokens WHERE device_id = ? AND role = ?').run(deviceId, role);
     this.db
       .prepare('INSERT INTO tokens (token_id, device_id, role, secret_hash, created_at_ms, rotated_at_ms) VALUES (?,?,?,?,?,?)')
       .run(token.tokenId, deviceId, role, token.secretHash, createdAtMs ?? atMs, createdAtMs === undefined ? null : atMs);
@@ -247,7 +314,7 @@ export class SqliteStore implements Store {
              last_seen_at_ms = excluded.last_seen_at_ms, last_seen_address = COALESCE(excluded.last_seen_address, devices.last_seen_address)`,
         )
         .run(device.deviceId, device.publicKey, JSON.stringify(device.meta), atMs, atMs, device.address ?? null);
-      const prev = this.db.prepare('SELECT epoch FROM grants WHERE device_id = ? AND role = ?').get(device.deviceId, role) as { epoch: number } | undefined;
+      const prev = this.stmt('SELECT epoch FROM grants WHERE device_id = ? AND role = ?').get(device.deviceId, role) as { epoch: number } | undefined;
       const grant: GrantRecord = {
         deviceId: device.deviceId,
         role,
@@ -264,7 +331,7 @@ export class SqliteStore implements Store {
         )
         .run(grant.deviceId, role, JSON.stringify(grant.scopes), grant.epoch, atMs, input.via);
       if (input.token) this.putTokenSync(device.deviceId, role, input.token, atMs, this.liveTokenSync(device.deviceId, role)?.created_at_ms);
-      if (input.requestId) this.db.prepare('DELETE FROM pairing_requests WHERE request_id = ?').run(input.requestId);
+      if (input.requestId) this.stmt('DELETE FROM pairing_requests WHERE request_id = ?').run(input.requestId);
       this.appendAuditSync(input.audit);
       return grant;
     });
@@ -272,7 +339,7 @@ export class SqliteStore implements Store {
 
   async upsertPairingRequest(input: UpsertRequestInput): Promise<UpsertRequestResult> {
     return this.tx(() => {
-      const row = this.db.prepare('SELECT body_json FROM pairing_requests WHERE device_id = ? AND role = ?').get(input.deviceId, input.role) as
+      const row = this.stmt('SELECT body_json FROM pairing_requests WHERE device_id = ? AND role = ?').get(input.deviceId, input.role) as
         | { body_json: string }
         | undefined;
       const result = mergePairingRequest(row ? (JSON.parse(row.body_json) as PairingRequest) : null, input);
@@ -288,20 +355,20 @@ export class SqliteStore implements Store {
     });
   }
   async getPairingRequest(requestId: string) {
-    const r = this.db.prepare('SELECT body_json FROM pairing_requests WHERE request_id = ?').get(requestId) as { body_json: string } | undefined;
+    const r = this.stmt('SELECT body_json FROM pairing_requests WHERE request_id = ?').get(requestId) as { body_json: string } | undefined;
     return r ? (JSON.parse(r.body_json) as PairingRequest) : null;
   }
   async listPairingRequests(deviceId?: string) {
     const rows = (
       deviceId
-        ? this.db.prepare('SELECT body_json FROM pairing_requests WHERE device_id = ? ORDER BY created_at_ms').all(deviceId)
-        : this.db.prepare('SELECT body_json FROM pairing_requests ORDER BY created_at_ms').all()
+        ? this.stmt('SELECT body_json FROM pairing_requests WHERE device_id = ? ORDER BY created_at_ms').all(deviceId)
+        : this.stmt('SELECT body_json FROM pairing_requests ORDER BY created_at_ms').all()
     ) as Array<{ body_json: string }>;
     return rows.map((r) => JSON.parse(r.body_json) as PairingRequest);
   }
   async deletePairingRequest(requestId: string, audit: AuditInput) {
     return this.tx(() => {
-      const n = this.db.prepare('DELETE FROM pairing_requests WHERE request_id = ?').run(requestId).changes;
+      const n = this.stmt('DELETE FROM pairing_requests WHERE request_id = ?').run(requestId).changes;
       if (n > 0) this.appendAuditSync(audit);
       return n > 0;
     });
@@ -309,7 +376,7 @@ export class SqliteStore implements Store {
 
   async rotateToken(deviceId: string, role: Role, token: NewToken | null, scopes: string[] | null, atMs: number, audit: AuditInput) {
     return this.tx(() => {
-      const g = this.db.prepare('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow | undefined;
+      const g = this.stmt('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow | undefined;
       if (!g) return null;
       const created = this.liveTokenSync(deviceId, role)?.created_at_ms ?? atMs;
       const next = { ...toGrant(g), epoch: g.epoch + 1, scopes: scopes ? [...scopes] : JSON.parse(g.scopes_json) };
@@ -317,7 +384,7 @@ export class SqliteStore implements Store {
         .prepare('UPDATE grants SET epoch = ?, scopes_json = ? WHERE device_id = ? AND role = ?')
         .run(next.epoch, JSON.stringify(next.scopes), deviceId, role);
       if (token) this.putTokenSync(deviceId, role, token, atMs, created);
-      else this.db.prepare('DELETE FROM tokens WHERE device_id = ? AND role = ?').run(deviceId, role);
+      else this.stmt('DELETE FROM tokens WHERE device_id = ? AND role = ?').run(deviceId, role);
       this.appendAuditSync(audit);
       return next as GrantRecord;
     });
@@ -325,29 +392,29 @@ export class SqliteStore implements Store {
   async revokeToken(deviceId: string, role: Role, atMs: number, audit: AuditInput) {
     return this.tx(() => {
       const t = this.liveTokenSync(deviceId, role);
-      const n = this.db.prepare('DELETE FROM grants WHERE device_id = ? AND role = ?').run(deviceId, role).changes;
+      const n = this.stmt('DELETE FROM grants WHERE device_id = ? AND role = ?').run(deviceId, role).changes;
       if (n === 0) return null;
-      if (t) this.db.prepare('UPDATE tokens SET revoked_at_ms = ? WHERE token_id = ?').run(atMs, t.token_id);
+      if (t) this.stmt('UPDATE tokens SET revoked_at_ms = ? WHERE token_id = ?').run(atMs, t.token_id);
       this.appendAuditSync(audit);
       return t ? toToken({ ...t, revoked_at_ms: atMs }) : null;
     });
   }
   async removeRole(deviceId: string, role: Role, audit: AuditInput) {
     return this.tx(() => {
-      const n = this.db.prepare('DELETE FROM grants WHERE device_id = ? AND role = ?').run(deviceId, role).changes;
+      const n = this.stmt('DELETE FROM grants WHERE device_id = ? AND role = ?').run(deviceId, role).changes;
       if (n === 0) return false;
-      this.db.prepare('DELETE FROM tokens WHERE device_id = ? AND role = ?').run(deviceId, role);
-      this.db.prepare('DELETE FROM pairing_requests WHERE device_id = ? AND role = ?').run(deviceId, role);
-      const left = this.db.prepare('SELECT COUNT(*) AS n FROM grants WHERE device_id = ?').get(deviceId) as { n: number };
-      if (left.n === 0) this.db.prepare('DELETE FROM devices WHERE device_id = ?').run(deviceId);
+      this.stmt('DELETE FROM tokens WHERE device_id = ? AND role = ?').run(deviceId, role);
+      this.stmt('DELETE FROM pairing_requests WHERE device_id = ? AND role = ?').run(deviceId, role);
+      const left = this.stmt('SELECT COUNT(*) AS n FROM grants WHERE device_id = ?').get(deviceId) as { n: number };
+      if (left.n === 0) this.stmt('DELETE FROM devices WHERE device_id = ?').run(deviceId);
       this.appendAuditSync(audit);
       return true;
     });
   }
   async removeDevice(deviceId: string, audit: AuditInput) {
     return this.tx(() => {
-      const a = this.db.prepare('DELETE FROM devices WHERE device_id = ?').run(deviceId).changes;
-      const b = this.db.prepare('DELETE FROM pairing_requests WHERE device_id = ?').run(deviceId).changes;
+      const a = this.stmt('DELETE FROM devices WHERE device_id = ?').run(deviceId).changes;
+      const b = this.stmt('DELETE FROM pairing_requests WHERE device_id = ?').run(deviceId).changes;
       if (a + b === 0) return false;
       this.appendAuditSync(audit);
       return true;
@@ -355,15 +422,15 @@ export class SqliteStore implements Store {
   }
   async renameDevice(deviceId: string, label: string, audit: AuditInput) {
     return this.tx(() => {
-      const n = this.db.prepare('UPDATE devices SET label = ? WHERE device_id = ?').run(label, deviceId).changes;
+      const n = this.stmt('UPDATE devices SET label = ? WHERE device_id = ?').run(label, deviceId).changes;
       if (n > 0) this.appendAuditSync(audit);
       return n > 0;
     });
   }
   async recordSeen(entries: Array<{ deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>) {
     if (entries.length === 0) return;
-    const dev = this.db.prepare('UPDATE devices SET last_seen_at_ms = ?, last_seen_address = ? WHERE device_id = ?');
-    const tok = this.db.prepare('UPDATE tokens SET last_used_at_ms = ? WHERE token_id = ?');
+    const dev = this.stmt('UPDATE devices SET last_seen_at_ms = ?, last_seen_address = ? WHERE device_id = ?');
+    const tok = this.stmt('UPDATE tokens SET last_used_at_ms = ? WHERE token_id = ?');
     this.tx(() => {
       for (const e of entries) {
         dev.run(e.atMs, e.address, e.deviceId);
@@ -371,11 +438,122 @@ export class SqliteStore implements Store {
       }
     });
   }
+  // --- setup codes ---------------------------------------------------------------------------
+
+  private setupSync(setupId: string): SetupCodeRecord | null {
+    const r = this.stmt('SELECT * FROM setup_codes WHERE setup_id = ?').get(setupId) as SetupRow | undefined;
+    return r ? toSetup(r) : null;
+  }
+
+  async createSetupCode(input: NewSetupCode): Promise<SetupCodeRecord> {
+    return this.tx(() => {
+      this.db
+        .prepare(
+          `INSERT INTO setup_codes (setup_id, secret_hash, profile_json, label, url, created_at_ms, expires_at_ms, created_by)
+           VALUES (?,?,?,?,?,?,?,?)`,
+        )
+        .run(
+          input.setupId,
+          input.secretHash,
+          JSON.stringify(input.profile),
+          input.label ?? null,
+          input.url,
+          input.createdAtMs,
+          input.expiresAtMs,
+          input.createdBy,
+        );
+      this.appendAuditSync(input.audit);
+      return this.setupSync(input.setupId) as SetupCodeRecord;
+    });
+  }
+  async getSetupCode(setupId: string) {
+    return this.setupSync(setupId);
+  }
+  async listSetupCodes() {
+    return (this.stmt('SELECT * FROM setup_codes ORDER BY created_at_ms, rowid').all() as SetupRow[]).map(toSetup);
+  }
+  async redeemSetupCode(input: RedeemSetupInput): Promise<RedeemSetupResult> {
+    return this.tx((): RedeemSetupResult => {
+      const { device, atMs } = input;
+      const code = this.setupSync(input.setupId);
+      const epochOf = (r: Role) =>
+        (this.stmt('SELECT epoch FROM grants WHERE device_id = ? AND role = ?').get(device.deviceId, r) as { epoch: number } | undefined)?.epoch;
+      const check = checkRedemption(code, device, atMs, input.graceMs, epochOf);
+      if (!check.ok) return check;
+      const c = code as SetupCodeRecord;
+      const roles = c.profile.roles;
+      for (const r of roles) if (!input.tokens[r]) throw new Error(`redeemSetupCode: no token for role ${r}`);
+      const resolved: string[] = [];
+      if (check.repeat) {
+        this.stmt('UPDATE setup_codes SET redeem_count = redeem_count + 1 WHERE setup_id = ?').run(c.setupId);
+      } else {
+        this.db
+          .prepare(
+            `INSERT INTO devices (device_id, public_key, meta_json, created_at_ms, last_seen_at_ms, last_seen_address) VALUES (?,?,?,?,?,?)
+             ON CONFLICT(device_id) DO UPDATE SET public_key = excluded.public_key, meta_json = excluded.meta_json,
+               last_seen_at_ms = excluded.last_seen_at_ms, last_seen_address = COALESCE(excluded.last_seen_address, devices.last_seen_address)`,
+          )
+          .run(device.deviceId, device.publicKey, JSON.stringify(device.meta), atMs, atMs, device.address ?? null);
+        const epochs: Partial<Record<Role, number>> = {};
+        for (const r of roles) {
+          const prev = this.stmt('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(device.deviceId, r) as GrantRow | undefined;
+          const scopes = redeemedGrantScopes(c.profile, r, prev ? (JSON.parse(prev.scopes_json) as string[]) : undefined);
+          const epoch = (prev?.epoch ?? 0) + 1;
+          this.db
+            .prepare(
+              `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via) VALUES (?,?,?,?,?,?)
+               ON CONFLICT(device_id, role) DO UPDATE SET scopes_json = excluded.scopes_json, epoch = excluded.epoch,
+                 approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via`,
+            )
+            .run(device.deviceId, r, JSON.stringify(scopes), epoch, atMs, 'bootstrap');
+          epochs[r] = epoch;
+          const reqs = this.stmt('SELECT request_id FROM pairing_requests WHERE device_id = ? AND role = ?').all(device.deviceId, r) as Array<{
+            request_id: string;
+          }>;
+          for (const q of reqs) resolved.push(q.request_id);
+          this.stmt('DELETE FROM pairing_requests WHERE device_id = ? AND role = ?').run(device.deviceId, r);
+        }
+        this.db
+          .prepare(
+            `UPDATE setup_codes SET redeemed_at_ms = ?, redeem_count = 1, device_id = ?, public_key = ?, device_name = ?,
+               redeemed_role = ?, grant_epochs_json = ? WHERE setup_id = ?`,
+          )
+          .run(atMs, device.deviceId, device.publicKey, device.meta.displayName ?? null, input.role, JSON.stringify(epochs), c.setupId);
+      }
+      for (const r of roles) this.putTokenSync(device.deviceId, r, input.tokens[r] as NewToken, atMs);
+      this.appendAuditSync(check.repeat ? input.repeatAudit : input.audit);
+      const grants = roles.map((r) => toGrant(this.stmt('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(device.deviceId, r) as GrantRow));
+      return { ok: true, repeat: check.repeat, code: this.setupSync(c.setupId) as SetupCodeRecord, grants, resolvedRequestIds: resolved };
+    });
+  }
+  async recordSetupFailure(setupId: string, atMs: number, budget: number, burnAudit: AuditInput) {
+    return this.tx(() => {
+      const c = this.setupSync(setupId);
+      if (!c) return null;
+      const burns = c.burnedAtMs === undefined && c.failures + 1 >= budget;
+      this.db
+        .prepare('UPDATE setup_codes SET failures = failures + 1, burned_at_ms = COALESCE(burned_at_ms, ?) WHERE setup_id = ?')
+        .run(burns ? atMs : null, setupId);
+      if (burns) this.appendAuditSync(burnAudit);
+      return { failures: c.failures + 1, burned: burns };
+    });
+  }
+  async revokeSetupCode(setupId: string, atMs: number, audit: AuditInput) {
+    return this.tx(() => {
+      const c = this.setupSync(setupId);
+      if (!c) return null;
+      if (c.revokedAtMs !== undefined || c.burnedAtMs !== undefined) return { code: c, changed: false };
+      this.stmt('UPDATE setup_codes SET revoked_at_ms = ? WHERE setup_id = ?').run(atMs, setupId);
+      this.appendAuditSync(audit);
+      return { code: this.setupSync(setupId) as SetupCodeRecord, changed: true };
+    });
+  }
+
   async appendAudit(input: AuditInput) {
     return this.tx(() => this.appendAuditSync(input));
   }
   async listAudit(opts: { afterSeq?: number; limit?: number } = {}) {
-    const rows = this.db.prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?').all(opts.afterSeq ?? 0, opts.limit ?? -1) as AuditRow[];
+    const rows = this.stmt('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?').all(opts.afterSeq ?? 0, opts.limit ?? -1) as AuditRow[];
     return rows.map(toAudit);
   }
 }

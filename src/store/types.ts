@@ -120,6 +120,97 @@ export interface UpsertRequestResult {
   widened: boolean;
 }
 
+// --- setup codes (issue 4) -------------------------------------------------------------------
+
+export type SetupProfileName = 'operator' | 'node' | 'operator+node';
+
+/** What a setup code hands out: the roles it approves, and the scopes of its operator role. */
+export interface SetupProfile {
+  name: SetupProfileName;
+  roles: Role[];
+  /** Scopes of the operator role (normalized); the node role carries none. */
+  scopes: string[];
+}
+
+/**
+ * One minted setup code. `setupId` is the public id of its bootstrap token (`cgb1_<id>_<secret>`);
+ * only SHA-256 of the secret is kept. The record outlives the code's expiry, so "who redeemed
+ * it" can still be answered later.
+ */
+export interface SetupCodeRecord {
+  setupId: string;
+  secretHash: Buffer;
+  profile: SetupProfile;
+  label?: string | undefined;
+  /** The gateway URL written into the code. */
+  url: string;
+  createdAtMs: number;
+  expiresAtMs: number;
+  /** Actor that minted it (`owner`, `device:<id>`, …). */
+  createdBy: string;
+  /** Wrong secrets presented for this id so far. */
+  failures: number;
+  /** Set when the failure budget ran out: the code is dead. */
+  burnedAtMs?: number | undefined;
+  revokedAtMs?: number | undefined;
+  /** First redemption. */
+  redeemedAtMs?: number | undefined;
+  /** 1 after the first redemption, + 1 for every repeat by the same key within the grace window. */
+  redeemCount: number;
+  /** The key the code is bound to by its first redemption. */
+  deviceId?: string | undefined;
+  publicKey?: string | undefined;
+  deviceName?: string | undefined;
+  /** The role the device connected with when it redeemed the code. */
+  redeemedRole?: Role | undefined;
+  /** Grant epochs right after the first redemption: a repeat is honoured only while they are unchanged. */
+  grantEpochs?: Partial<Record<Role, number>> | undefined;
+}
+
+export interface NewSetupCode {
+  setupId: string;
+  secretHash: Buffer;
+  profile: SetupProfile;
+  label?: string | undefined;
+  url: string;
+  createdAtMs: number;
+  expiresAtMs: number;
+  createdBy: string;
+  audit: AuditInput;
+}
+
+/** Why a setup code cannot be redeemed (the secret was right, or the id is unknown). */
+export type SetupRefusal = 'unknown' | 'expired' | 'used' | 'revoked' | 'burned';
+
+export interface RedeemSetupInput {
+  setupId: string;
+  device: { deviceId: string; publicKey: string; meta: DeviceMeta; address?: string | undefined };
+  /** The role the device connected with. */
+  role: Role;
+  /** A fresh token for every role of the profile (the store keeps only the hashes). */
+  tokens: Partial<Record<Role, NewToken>>;
+  atMs: number;
+  /** How long after the first redemption the same key may redeem again (a lost hello-ok). */
+  graceMs: number;
+  /** Audit entry of a first redemption. */
+  audit: AuditInput;
+  /** Audit entry of a repeat by the same key. */
+  repeatAudit: AuditInput;
+}
+
+export type RedeemSetupResult =
+  | {
+      ok: true;
+      /** A repeat by the same key: the grants are unchanged, the tokens were replaced. */
+      repeat: boolean;
+      code: SetupCodeRecord;
+      /** The device's grant for every role of the profile, after redemption. */
+      grants: GrantRecord[];
+      /** Pending requests of the device for those roles, resolved by this redemption. */
+      resolvedRequestIds: string[];
+    }
+  | { ok: false; reason: SetupRefusal };
+
 export interface Store {
   readonly kind: 'memory' | 'sqlite' | 'postgres';
   close(): Promise<void>;
@@ -161,6 +252,30 @@ export interface Store {
 
   /** Batched, best-effort access metadata (not on the connect hot path). */
   recordSeen(entries: Array<{ deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>): Promise<void>;
+
+  /** Store a newly minted setup code (with its audit entry). */
+  createSetupCode(input: NewSetupCode): Promise<SetupCodeRecord>;
+  getSetupCode(setupId: string): Promise<SetupCodeRecord | null>;
+  /** Every setup code ever minted, oldest first. */
+  listSetupCodes(): Promise<SetupCodeRecord[]>;
+  /**
+   * Redeem a code in ONE transaction: check it is live (or a repeat by the bound key within the
+   * grace window), bind it to the key, approve every role of its profile (`approvedVia`
+   * 'bootstrap', scopes widened never narrowed), replace each role's token, resolve the device's
+   * pending requests for those roles, mark the code redeemed and append the audit entry. A
+   * repeat only replaces the tokens. Of two racing redemptions by different keys exactly one wins.
+   */
+  redeemSetupCode(input: RedeemSetupInput): Promise<RedeemSetupResult>;
+  /**
+   * Count a wrong secret for `setupId`. When the count reaches `budget` the code is burned and
+   * `burnAudit` appended (`burned` is true only for the call that burned it). Null for an unknown id.
+   */
+  recordSetupFailure(setupId: string, atMs: number, budget: number, burnAudit: AuditInput): Promise<{ failures: number; burned: boolean } | null>;
+  /**
+   * Revoke a code (ends its repeat window too). `changed` is false when it was already revoked or
+   * burned. Devices it enrolled keep their grants. Null for an unknown id.
+   */
+  revokeSetupCode(setupId: string, atMs: number, audit: AuditInput): Promise<{ code: SetupCodeRecord; changed: boolean } | null>;
 
   appendAudit(input: AuditInput): Promise<AuditEntry>;
   listAudit(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEntry[]>;

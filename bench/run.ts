@@ -1,0 +1,470 @@
+/**
+ * `npm run bench [-- flags]`: connect latency and throughput of a gateway, printed as a table
+ * and written to bench/results/latest.json.
+ *
+ * By default it starts its own clawgate (`node bin/clawgate.js gateway run`) on a free loopback
+ * port with a fresh state dir, timing spawn → /readyz 200 (cold start), and measures, for each
+ * auth mode, sequential connect latency and connects/s with concurrent clients. With
+ * `--url ws://… --token …` it measures an already running gateway instead (`--pid` adds RSS and
+ * CPU sampling for a process on this machine).
+ *
+ * Shape for later scenarios: every gateway measured is a `Target`, and `runSuite` produces one
+ * `TargetResult` (one column of the table). A peer column (`--peer openclaw`) is another Target
+ * run through the same suite; idle-memory / approval / revocation scenarios are further keys of
+ * `TargetResult` built on `connectOnce` (`keepOpen` hands over the live socket).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, platform, release, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import {
+  type CpuUse,
+  DEFAULT_PROFILE,
+  type LatencyResult,
+  type LoadProfile,
+  MODES,
+  type Mode,
+  type Prepared,
+  prepareMode,
+  sequentialLatency,
+  type Target,
+  type ThroughputResult,
+  throughput,
+} from './loadgen.js';
+import { busyCores, readPeakRssMiB, readRssMiB, readSystemCpu, type SpawnedGateway, spawnGateway } from './proc.js';
+import { formatProfile, summarizeProfile } from './profile.js';
+import { OPENCLAW_REFERENCE } from './reference.js';
+import { renderTable } from './report.js';
+import { type Summary, summarize } from './stats.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** CPU (cores) other processes may use during a measurement before it counts as disturbed. */
+export const NOISE_CORES = 0.25;
+
+const USAGE = `usage: npm run bench -- [flags]
+
+  --quick                 short run (latency n=50, 3 s throughput, 1 cold start)
+  --latency-n <n>         recorded sequential connects per mode (default 200)
+  --warmup <n>            unrecorded connects before them (default 5)
+  --concurrency <n>       concurrent clients in the throughput run (default 20)
+  --duration-s <s>        throughput run length per mode (default 20)
+  --modes <a,b>           subset of: ${MODES.join(', ')}
+  --scopes <a,b>          requested scopes (default operator.read; "" for none)
+  --cold-starts <n>       gateway starts to time (default 3; the last one is measured)
+  --url <ws> --token <t>  measure an already running gateway instead of starting one
+  --pid <n>               its process id, for RSS/CPU sampling
+  --label <name>          column name (default clawgate, or "external" with --url)
+  --cpu-prof              profile the started gateway (node --cpu-prof) and summarise it
+  --gateway-node-args=<s> extra node flags for the started gateway, space separated
+                          (write it with "=": --gateway-node-args="--single-threaded-gc")
+  --wait-quiet-s <s>      first wait up to this long for the machine to be idle (default 30, quick 0)
+  --noise-retries <n>     repeat a measurement when other processes used > ${NOISE_CORES} cores during it,
+                          keeping the least disturbed attempt (default 2, quick 0)
+  --keep-state            keep the temp state dir of the started gateway
+  --out <file>            JSON output (default bench/results/latest.json)
+  --no-reference          leave the recorded OpenClaw column out`;
+
+export interface BenchConfig {
+  quick: boolean;
+  latencyN: number;
+  warmup: number;
+  concurrency: number;
+  durationS: number;
+  modes: Mode[];
+  coldStarts: number;
+  settleMs: number;
+  profile: LoadProfile;
+  gatewayNodeArgs: string[];
+  cpuProf: boolean;
+  /** Column name of the measured gateway. */
+  label: string;
+  external: { url: string; token: string; pid: number | null } | null;
+  keepState: boolean;
+  waitQuietS: number;
+  noiseRetries: number;
+  out: string;
+  reference: boolean;
+}
+
+/** Attempts of a measurement and the CPU other processes used in each (the kept one is the least disturbed). */
+export interface Attempts {
+  attempts: number;
+  otherCoresByAttempt: Array<number | null>;
+}
+
+export interface ModeResult {
+  pairing: Prepared['pairing'];
+  latency: (LatencyResult & Attempts) | null;
+  throughput: (ThroughputResult & Attempts) | null;
+  error?: string;
+}
+
+export interface TargetResult {
+  label: string;
+  kind: 'spawned' | 'external';
+  url: string;
+  pid: number | null;
+  coldStart: { samplesMs: number[]; medianMs: number; execMs: number[]; stats: Summary | null } | null;
+  rss: { idleMiB: number | null; endMiB: number | null; peakMiB: number | null };
+  modes: Partial<Record<Mode, ModeResult>>;
+  profile?: { file: string; summary: ReturnType<typeof summarizeProfile> } | null;
+}
+
+function int(v: unknown, name: string, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be a whole number ≥ ${min}, got ${String(v)}`);
+  return n;
+}
+
+export function parseConfig(argv: string[]): BenchConfig {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      quick: { type: 'boolean' },
+      'latency-n': { type: 'string' },
+      warmup: { type: 'string' },
+      concurrency: { type: 'string' },
+      'duration-s': { type: 'string' },
+      modes: { type: 'string' },
+      scopes: { type: 'string' },
+      'cold-starts': { type: 'string' },
+      'settle-ms': { type: 'string' },
+      url: { type: 'string' },
+      token: { type: 'string' },
+      pid: { type: 'string' },
+      label: { type: 'string' },
+      'cpu-prof': { type: 'boolean' },
+      'gateway-node-args': { type: 'string' },
+      'keep-state': { type: 'boolean' },
+      'wait-quiet-s': { type: 'string' },
+      'noise-retries': { type: 'string' },
+      out: { type: 'string' },
+      'no-reference': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  const quick = values.quick === true;
+  const modes = values.modes === undefined ? [...MODES] : values.modes.split(',').map((m) => m.trim());
+  for (const m of modes) if (!(MODES as readonly string[]).includes(m)) throw new Error(`unknown mode ${m} (modes: ${MODES.join(', ')})`);
+  if ((values.url === undefined) !== (values.token === undefined)) throw new Error('--url and --token go together');
+  const scopes = values.scopes === undefined ? DEFAULT_PROFILE.scopes : values.scopes.split(',').filter((s) => s.length > 0);
+  const durationS = values['duration-s'] === undefined ? (quick ? 3 : 20) : Number(values['duration-s']);
+  if (!Number.isFinite(durationS) || durationS <= 0 || durationS > 3600) throw new Error('--duration-s must be a number of seconds in (0, 3600]');
+  const external =
+    values.url !== undefined && values.token !== undefined ? { url: values.url, token: values.token, pid: int(values.pid, 'pid', 1) ?? null } : null;
+  if (external && !/^wss?:\/\/(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(\/|$)/.test(external.url)) {
+    throw new Error(`--url must be a loopback address (this harness only generates loopback traffic), got ${external.url}`);
+  }
+  return {
+    quick,
+    latencyN: int(values['latency-n'], 'latency-n', 1) ?? (quick ? 50 : 200),
+    warmup: int(values.warmup, 'warmup', 0) ?? 5,
+    concurrency: int(values.concurrency, 'concurrency', 1) ?? 20,
+    durationS,
+    modes: modes as Mode[],
+    coldStarts: int(values['cold-starts'], 'cold-starts', 1) ?? (quick ? 1 : 3),
+    settleMs: int(values['settle-ms'], 'settle-ms', 0) ?? (quick ? 200 : 1000),
+    profile: { ...DEFAULT_PROFILE, scopes },
+    gatewayNodeArgs: values['gateway-node-args'] ? values['gateway-node-args'].split(' ').filter(Boolean) : [],
+    cpuProf: values['cpu-prof'] === true,
+    external,
+    label: values.label ?? (external ? 'external' : 'clawgate'),
+    keepState: values['keep-state'] === true,
+    waitQuietS: int(values['wait-quiet-s'], 'wait-quiet-s', 0) ?? (quick ? 0 : 30),
+    noiseRetries: int(values['noise-retries'], 'noise-retries', 0) ?? (quick ? 0 : 2),
+    out: values.out ? resolve(values.out) : join(ROOT, 'bench', 'results', 'latest.json'),
+    reference: values['no-reference'] !== true,
+  };
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+
+/** Machine-wide busy cores over `ms` (other sessions on a shared machine skew every number). */
+async function backgroundCores(ms = 1000): Promise<number | null> {
+  const a = readSystemCpu();
+  await sleep(ms);
+  return busyCores(a, readSystemCpu(), cpus().length);
+}
+
+/** Wait (bounded) for one second in which the machine is nearly idle. */
+async function waitQuiet(maxS: number, thresholdCores = 0.25): Promise<{ waitedS: number; busyCores: number | null; quiet: boolean }> {
+  const t0 = Date.now();
+  let busy = await backgroundCores();
+  while (busy !== null && busy > thresholdCores && Date.now() - t0 < maxS * 1000) {
+    if (Date.now() - t0 < 1500) log(`machine busy (${busy} cores used by other processes): waiting up to ${maxS} s for it to settle`);
+    busy = await backgroundCores();
+  }
+  return { waitedS: Math.round((Date.now() - t0) / 100) / 10, busyCores: busy, quiet: busy !== null && busy <= thresholdCores };
+}
+
+/** Gateways this process started: stopped on the way out, whatever happens. */
+const live = new Set<SpawnedGateway>();
+
+async function startClawgate(cfg: BenchConfig, nodeArgs: string[]): Promise<SpawnedGateway> {
+  const gw = await spawnGateway({ root: ROOT, nodeArgs, keepStateDir: cfg.keepState });
+  live.add(gw);
+  return gw;
+}
+
+async function stopGateway(gw: SpawnedGateway): Promise<void> {
+  await gw.stop();
+  live.delete(gw);
+}
+
+/** Run a measurement; repeat it (bounded) while other processes disturb it, keep the least disturbed. */
+async function leastDisturbed<T extends { cpu: CpuUse }>(what: string, cfg: BenchConfig, run: () => Promise<T>): Promise<T & Attempts> {
+  let best: T | null = null;
+  const others: Array<number | null> = [];
+  for (let attempt = 0; attempt <= cfg.noiseRetries; attempt++) {
+    const r = await run();
+    const other = r.cpu.otherCores;
+    others.push(other);
+    if (best === null || (other ?? 0) < (best.cpu.otherCores ?? 0)) best = r;
+    if (other === null || other <= NOISE_CORES || attempt === cfg.noiseRetries) break;
+    log(`${what}: other processes used ${other} cores during it; waiting for quiet and repeating (${attempt + 1}/${cfg.noiseRetries})`);
+    await waitQuiet(cfg.waitQuietS);
+  }
+  return { ...(best as T), attempts: others.length, otherCoresByAttempt: others };
+}
+
+/** The measurements of one target: each mode prepared, then sequential latency, then throughput. */
+export async function runSuite(target: Target, cfg: BenchConfig, result: TargetResult): Promise<TargetResult> {
+  for (const mode of cfg.modes) {
+    const mr: ModeResult = { pairing: null, latency: null, throughput: null };
+    result.modes[mode] = mr;
+    try {
+      log(`${target.label} ${mode}: preparing ${cfg.concurrency} client slot(s)`);
+      const prepared = await prepareMode(target, mode, cfg.concurrency, cfg.profile);
+      mr.pairing = prepared.pairing;
+      await sleep(cfg.settleMs);
+      log(`${target.label} ${mode}: ${cfg.latencyN} sequential connects (+${cfg.warmup} warm-up)`);
+      mr.latency = await leastDisturbed(`${target.label} ${mode} latency`, cfg, () =>
+        sequentialLatency(target, prepared, cfg.latencyN, cfg.warmup, cfg.profile),
+      );
+      await sleep(cfg.settleMs);
+      log(`${target.label} ${mode}: ${cfg.concurrency} clients for ${cfg.durationS} s`);
+      mr.throughput = await leastDisturbed(`${target.label} ${mode} throughput`, cfg, () =>
+        throughput(target, prepared, cfg.concurrency, cfg.durationS, cfg.profile),
+      );
+      await sleep(cfg.settleMs);
+    } catch (err) {
+      mr.error = (err as Error).message;
+      log(`${target.label} ${mode}: FAILED: ${mr.error}`);
+    }
+  }
+  return result;
+}
+
+function machine() {
+  const c = cpus();
+  let commit: string | null = null;
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    if (dirty) commit += '+dirty';
+  } catch {
+    commit = null;
+  }
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version?: string };
+  return {
+    cpuModel: c[0]?.model ?? 'unknown',
+    cpuCount: c.length,
+    totalMemoryMiB: Math.round(totalmem() / 1024 / 1024),
+    os: `${platform()} ${release()}`,
+    arch: process.arch,
+    node: process.version,
+    clawgate: { version: pkg.version ?? null, commit },
+  };
+}
+
+/** The newest `.cpuprofile` in `dir` written after `sinceMs` (the gateway writes it on exit). */
+function newestProfile(dir: string, sinceMs: number): string | null {
+  if (!existsSync(dir)) return null;
+  let best: string | null = null;
+  let bestMtime = sinceMs;
+  for (const f of readdirSync(dir)) {
+    if (!f.endsWith('.cpuprofile')) continue;
+    const path = join(dir, f);
+    const mtime = statSync(path).mtimeMs;
+    if (mtime >= bestMtime) {
+      best = path;
+      bestMtime = mtime;
+    }
+  }
+  return best;
+}
+
+async function main(): Promise<number> {
+  let cfg: BenchConfig;
+  try {
+    cfg = parseConfig(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  const startedAt = new Date();
+  const targets: TargetResult[] = [];
+  const loadavgAtStart = loadavg().map((x) => Math.round(x * 100) / 100);
+  const quiet = await waitQuiet(cfg.waitQuietS);
+  if (!quiet.quiet) log(`other processes keep ${quiet.busyCores} cores busy: numbers will be noisy`);
+
+  if (cfg.external) {
+    const t: Target = { label: cfg.label, url: cfg.external.url, token: cfg.external.token, pid: cfg.external.pid };
+    const res: TargetResult = {
+      label: t.label,
+      kind: 'external',
+      url: t.url,
+      pid: t.pid,
+      coldStart: null,
+      rss: { idleMiB: t.pid !== null ? readRssMiB(t.pid) : null, endMiB: null, peakMiB: null },
+      modes: {},
+    };
+    await runSuite(t, cfg, res);
+    if (t.pid !== null) res.rss = { ...res.rss, endMiB: readRssMiB(t.pid), peakMiB: readPeakRssMiB(t.pid) };
+    targets.push(res);
+  } else {
+    const profDir = join(ROOT, 'bench', 'results', 'profiles');
+    const nodeArgs = [...cfg.gatewayNodeArgs, ...(cfg.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
+    // Starts with extra node flags (profiling) are not representative: time plain starts instead.
+    const throwaway = nodeArgs.length > 0 ? cfg.coldStarts : cfg.coldStarts - 1;
+    const samples: number[] = [];
+    const execMs: number[] = [];
+    for (let i = 0; i < throwaway; i++) {
+      const gw = await startClawgate(cfg, []);
+      samples.push(gw.coldStartMs);
+      execMs.push(gw.execMs);
+      log(`cold start ${i + 1}: ${gw.coldStartMs.toFixed(1)} ms`);
+      await stopGateway(gw);
+    }
+    const gw = await startClawgate(cfg, nodeArgs);
+    if (nodeArgs.length === 0) {
+      samples.push(gw.coldStartMs);
+      execMs.push(gw.execMs);
+    }
+    log(`gateway pid ${gw.pid} ready on ${gw.url} after ${gw.coldStartMs.toFixed(1)} ms (state ${gw.stateDir})`);
+    const t: Target = { label: cfg.label, url: gw.url, token: gw.token, pid: gw.pid };
+    await sleep(cfg.settleMs);
+    const sorted = Float64Array.from(samples);
+    const stats = summarize(sorted);
+    const res: TargetResult = {
+      label: t.label,
+      kind: 'spawned',
+      url: t.url,
+      pid: t.pid,
+      coldStart: {
+        samplesMs: samples.map((x) => Math.round(x * 10) / 10),
+        medianMs: stats?.median ?? Number.NaN,
+        execMs: execMs.map((x) => Math.round(x * 10) / 10),
+        stats,
+      },
+      rss: { idleMiB: readRssMiB(gw.pid), endMiB: null, peakMiB: null },
+      modes: {},
+    };
+    try {
+      await runSuite(t, cfg, res);
+      res.rss.endMiB = readRssMiB(gw.pid);
+      res.rss.peakMiB = readPeakRssMiB(gw.pid);
+    } finally {
+      const exit = await gw.stop();
+      live.delete(gw);
+      if (exit.code !== 0) log(`gateway exited with ${JSON.stringify(exit)} (log: ${gw.logPath})`);
+    }
+    if (cfg.cpuProf) {
+      const file = newestProfile(profDir, startedAt.getTime());
+      if (file) {
+        const summary = summarizeProfile(file);
+        res.profile = { file, summary };
+        process.stdout.write(`\n${formatProfile(summary)}\n`);
+      } else log(`no CPU profile found in ${profDir} (the gateway must exit cleanly to write one)`);
+    }
+    targets.push(res);
+  }
+
+  const finishedAt = new Date();
+  const report = {
+    schema: 'clawgate-bench/1',
+    startedAt: startedAt.toISOString(),
+    finishedAt: finishedAt.toISOString(),
+    command: `npm run bench --${process.argv.length > 2 ? ` ${process.argv.slice(2).join(' ')}` : ''}`,
+    machine: machine(),
+    environment: {
+      loadavgAtStart,
+      otherCpuCoresBeforeRun: quiet.busyCores,
+      waitedForQuietS: quiet.waitedS,
+      note: 'every latency/throughput result has cpu.otherCores: machine CPU not used by the gateway or the load generator during it (other sessions on the machine)',
+    },
+    config: {
+      quick: cfg.quick,
+      latencyN: cfg.latencyN,
+      warmup: cfg.warmup,
+      concurrency: cfg.concurrency,
+      durationS: cfg.durationS,
+      modes: cfg.modes,
+      coldStarts: cfg.coldStarts,
+      settleMs: cfg.settleMs,
+      role: cfg.profile.role,
+      scopes: cfg.profile.scopes,
+      devicelessClient: cfg.profile.devicelessClient,
+      deviceClient: cfg.profile.deviceClient,
+      timeoutMs: cfg.profile.timeoutMs,
+      gatewayNodeArgs: cfg.gatewayNodeArgs,
+      cpuProf: cfg.cpuProf,
+      target: cfg.external ? { url: cfg.external.url, pid: cfg.external.pid } : 'spawned clawgate (bin/clawgate.js gateway run, fresh state dir, loopback)',
+    },
+    targets: Object.fromEntries(targets.map((t) => [t.label, t])),
+    reference: cfg.reference ? { ...OPENCLAW_REFERENCE, measuredInThisRun: false } : null,
+  };
+  mkdirSync(dirname(cfg.out), { recursive: true });
+  writeFileSync(cfg.out, `${JSON.stringify(report, null, 2)}\n`);
+
+  const m = report.machine;
+  const noisy = targets.flatMap((t) =>
+    Object.entries(t.modes).flatMap(([mode, r]) =>
+      [
+        ['latency', r?.latency?.cpu.otherCores],
+        ['throughput', r?.throughput?.cpu.otherCores],
+      ]
+        .filter(([, o]) => typeof o === 'number' && o > NOISE_CORES)
+        .map(([what, o]) => `${t.label} ${mode} ${what} (${o} cores)`),
+    ),
+  );
+  process.stdout.write(
+    `\nclawgate bench — ${m.cpuCount} × ${m.cpuModel}, ${m.totalMemoryMiB} MiB, node ${m.node}, ${cfg.quick ? 'quick' : 'full'} run` +
+      ` (load generator on the same machine; other processes used ${quiet.busyCores ?? '?'} cores just before)\n\n` +
+      `${renderTable(targets, cfg.modes, cfg.reference ? OPENCLAW_REFERENCE : null, cfg)}\n` +
+      (noisy.length ? `\nWARNING: other processes were busy during ${noisy.join(', ')}: treat those numbers as noisy.\n` : '') +
+      `\nwrote ${cfg.out}\n`,
+  );
+  const failed = targets.some((t) => Object.values(t.modes).some((r) => r?.error));
+  return failed ? 1 : 0;
+}
+
+async function shutdown(signal: string): Promise<void> {
+  log(`${signal}: stopping ${live.size} gateway(s)`);
+  await Promise.all([...live].map((g) => g.stop(2000)));
+  process.exit(130);
+}
+process.once('SIGINT', () => void shutdown('SIGINT'));
+process.once('SIGTERM', () => void shutdown('SIGTERM'));
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  async (err) => {
+    process.stderr.write(`bench: ${(err as Error)?.stack ?? err}\n`);
+    await Promise.all([...live].map((g) => g.stop(2000)));
+    process.exitCode = 1;
+  },
+);

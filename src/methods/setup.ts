@@ -1,0 +1,147 @@
+/**
+ * Setup-code management (PROTOCOL.md §Setup codes), for operator.admin and the owner only, and
+ * not advertised in `hello-ok.features.methods` (as in the reference):
+ * - device.pair.setupCode   mint a code (the reference's params are accepted too);
+ * - device.pair.setupStatus list every code, or one code with its completion;
+ * - device.pair.setupRevoke revoke a code that was not used yet (or end its repeat window).
+ */
+import { Type as T } from '@sinclair/typebox';
+import type { Gateway } from '../core/gateway.js';
+import { DEFAULT_SETUP_TTL_MS, MAX_SETUP_TTL_MS, MIN_SETUP_TTL_MS, mintSetupCode, resolveSetupProfile, viewSetupCode } from '../core/setup-codes.js';
+import { GatewayError } from '../protocol/errors.js';
+import { ADMIN } from '../protocol/scopes.js';
+import { MAX_SETUP_URLS, setupUrlProblem } from '../protocol/setup-code.js';
+
+const SetupId = T.String({ pattern: '^[0-9a-f]{16}$' });
+const Url = T.String({ minLength: 1, maxLength: 2048 });
+
+const advertisedUrls = new WeakMap<Gateway, string>();
+
+/** Record the URL the gateway is reachable at (set once the server listens). */
+export function setAdvertisedUrl(gw: Gateway, url: string): void {
+  advertisedUrls.set(gw, url);
+}
+
+/** http(s) → ws(s), the way the reference normalizes a public URL. */
+function toWsUrl(url: string): string {
+  return url.replace(/^http(s?):\/\//i, (_m, s: string) => `ws${s}://`);
+}
+
+interface SetupCodeParams {
+  profile?: 'operator' | 'node' | 'operator+node';
+  bootstrapProfile?: 'limited' | 'node';
+  scopes?: string[];
+  label?: string;
+  ttlMs?: number;
+  publicUrl?: string;
+  urls?: string[];
+  tlsFingerprint?: string;
+  includeQr?: boolean;
+  preferRemoteUrl?: boolean;
+}
+
+export function registerSetupMethods(gw: Gateway): void {
+  const method = 'device.pair.setupCode';
+  const invalid = (problem: string) => new GatewayError('INVALID_PARAMS', { vars: { method, problem } });
+
+  gw.methods.add({
+    name: method,
+    role: 'operator',
+    scope: ADMIN,
+    advertised: false,
+    params: T.Object(
+      {
+        profile: T.Optional(T.Union([T.Literal('operator'), T.Literal('node'), T.Literal('operator+node')])),
+        // The reference's name for it: 'node' is the node profile, 'limited' node + bounded operator.
+        bootstrapProfile: T.Optional(T.Union([T.Literal('limited'), T.Literal('node')])),
+        scopes: T.Optional(T.Array(T.String({ minLength: 1, maxLength: 128 }), { maxItems: 16 })),
+        label: T.Optional(T.String({ maxLength: 64 })),
+        ttlMs: T.Optional(T.Integer({ minimum: MIN_SETUP_TTL_MS, maximum: MAX_SETUP_TTL_MS })),
+        publicUrl: T.Optional(Url),
+        urls: T.Optional(T.Array(Url, { minItems: 1, maxItems: MAX_SETUP_URLS })),
+        tlsFingerprint: T.Optional(T.String({ maxLength: 128 })),
+        includeQr: T.Optional(T.Boolean()),
+        preferRemoteUrl: T.Optional(T.Boolean()),
+      },
+      { additionalProperties: false },
+    ),
+    handler: async ({ principal, params }) => {
+      const p = params as SetupCodeParams;
+      if (p.profile && p.bootstrapProfile) return invalid('pass profile or bootstrapProfile, not both');
+      if (p.includeQr) return invalid('includeQr is not supported: render `link` as a QR code yourself (`clawgate qr` prints one in the terminal)');
+      const name = p.profile ?? (p.bootstrapProfile === 'node' ? 'node' : p.bootstrapProfile === 'limited' ? 'operator+node' : 'operator');
+      const profile = resolveSetupProfile(name, p.scopes);
+      if ('problem' in profile) return invalid(profile.problem);
+      const self = advertisedUrls.get(gw);
+      const url = p.publicUrl !== undefined ? toWsUrl(p.publicUrl.trim()) : self;
+      if (!url) return invalid('the gateway does not know its own URL here: pass publicUrl');
+      const urlProblem = setupUrlProblem(url);
+      if (urlProblem) return invalid(`publicUrl ${urlProblem}`);
+      const urls = p.urls?.map((u) => toWsUrl(u.trim()));
+      for (const u of urls ?? []) {
+        const problem = setupUrlProblem(u);
+        if (problem) return invalid(`urls entry ${problem}`);
+      }
+      if (p.tlsFingerprint !== undefined && !/^(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){31})$/.test(p.tlsFingerprint)) {
+        return invalid('tlsFingerprint must be a SHA-256 fingerprint (64 hex digits, colons allowed)');
+      }
+      const label = p.label?.trim() || undefined;
+      const ttlMs = p.ttlMs ?? DEFAULT_SETUP_TTL_MS;
+      const minted = await mintSetupCode(gw, { profile, url, urls, tlsFingerprint: p.tlsFingerprint, label, ttlMs, createdBy: principal.actor });
+      const r = minted.record;
+      gw.log.info('setup code minted', { setupId: r.setupId, profile: profile.name, by: principal.actor, expiresAtMs: r.expiresAtMs });
+      return {
+        setupId: r.setupId,
+        setupCode: minted.setupCode,
+        link: minted.link,
+        expiresAtMs: r.expiresAtMs,
+        gatewayUrl: url,
+        ...(urls ? { gatewayUrls: urls } : {}),
+        urlSource: p.publicUrl !== undefined ? 'request.publicUrl' : 'gateway.url',
+        auth: gw.config.token ? 'token' : gw.config.password ? 'password' : 'none',
+        access: profile.name,
+        profile: profile.name,
+        roles: profile.roles,
+        scopes: profile.scopes,
+        label: label ?? null,
+      };
+    },
+  });
+
+  gw.methods.add({
+    name: 'device.pair.setupStatus',
+    role: 'operator',
+    scope: ADMIN,
+    advertised: false,
+    params: T.Object({ setupId: T.Optional(SetupId) }, { additionalProperties: false }),
+    handler: async ({ params }) => {
+      const { setupId } = params as { setupId?: string };
+      const now = gw.clock.now();
+      if (setupId === undefined) return { codes: (await gw.store.listSetupCodes()).map((c) => viewSetupCode(c, now)) };
+      const c = await gw.store.getSetupCode(setupId);
+      if (!c) return new GatewayError('UNKNOWN_SETUP_ID', { vars: { setupId } });
+      const setup = viewSetupCode(c, now);
+      // The reference's shape: `completion` once a device redeemed the code.
+      const completion =
+        c.redeemedAtMs !== undefined
+          ? { setupId, deviceId: c.deviceId ?? null, ...(c.deviceName ? { deviceName: c.deviceName } : {}), access: c.profile.name, ts: c.redeemedAtMs }
+          : undefined;
+      return { setup, ...(completion ? { completion } : {}) };
+    },
+  });
+
+  gw.methods.add({
+    name: 'device.pair.setupRevoke',
+    role: 'operator',
+    scope: ADMIN,
+    advertised: false,
+    params: T.Object({ setupId: SetupId }, { additionalProperties: false }),
+    handler: async ({ principal, params }) => {
+      const { setupId } = params as { setupId: string };
+      const now = gw.clock.now();
+      const res = await gw.store.revokeSetupCode(setupId, now, { atMs: now, actor: principal.actor, action: 'setup.revoked', subject: setupId });
+      if (!res) return new GatewayError('UNKNOWN_SETUP_ID', { vars: { setupId } });
+      return { setupId, revoked: res.changed, setup: viewSetupCode(res.code, now) };
+    },
+  });
+}
