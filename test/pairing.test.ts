@@ -5,47 +5,21 @@
  * how a client behind nginx looks to the gateway (never local, whatever address it reports).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import {
-  ConnectError,
+  type ConnectError,
   type ConnectOptions,
   connectGateway,
   type DeviceIdentity,
   type GatewayRequestError,
   generateIdentity,
 } from '../src/client/connection.js';
-import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { cli, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
-const run = promisify(execFile);
-const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 const REMOTE = { 'x-forwarded-for': '198.51.100.23' };
-
-async function cli(tg: TestGateway, ...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const r = await run(process.execPath, [BIN, ...args, '--url', tg.url, '--token', TEST_OWNER], { env: { ...process.env, CLAWGATE_STATE_DIR: tg.stateDir } });
-    return { stdout: r.stdout, stderr: r.stderr, code: 0 };
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number };
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
-}
 
 function operator(tg: TestGateway, identity: DeviceIdentity, extra: Partial<ConnectOptions> = {}): Promise<Awaited<ReturnType<typeof connectGateway>>> {
   return connectGateway({ url: tg.url, identity, client: { id: 'test', mode: 'test', displayName: 'scenario' }, auth: { token: TEST_TOKEN }, ...extra });
-}
-
-async function expectRefused(p: Promise<unknown>, detail: string): Promise<ConnectError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof ConnectError, `expected ConnectError, got ${err}`);
-    assert.equal(err.detailCode, detail, `detail code (message: ${err.message})`);
-    return err;
-  }
-  assert.fail(`expected the connect to be refused with ${detail}`);
 }
 
 const cfg = { trustedProxies: ['127.0.0.1'] };

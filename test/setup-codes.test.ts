@@ -6,10 +6,7 @@
  * from its own address and the per-address limiter of one test never touches another.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import {
   ConnectError,
   connectGateway,
@@ -22,10 +19,8 @@ import { ManualClock } from '../src/core/env.js';
 import { parseToken } from '../src/core/secrets.js';
 import { SETUP_FAILURE_BUDGET } from '../src/core/setup-codes.js';
 import { decodeSetupCode, encodeSetupCode, setupLink } from '../src/protocol/setup-code.js';
-import { removeDir, startTestGateway, TEST_OWNER, type TestGateway } from './helpers/gateway.js';
+import { cli, expectRefused as refused, removeDir, startTestGateway, TEST_OWNER, type TestGateway } from './helpers/gateway.js';
 
-const run = promisify(execFile);
-const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 const cfg = { trustedProxies: ['127.0.0.1'] };
 
 let nextAddress = 1;
@@ -86,29 +81,13 @@ function redeem(tg: TestGateway, token: string, identity: DeviceIdentity, o: Red
 }
 
 async function expectRefused(p: Promise<unknown>, detail: string): Promise<ConnectError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof ConnectError, `expected ConnectError, got ${err}`);
-    assert.equal(err.detailCode, detail, `detail code (message: ${err.message})`);
-    assert.equal(err.closeCode, 1008);
-    return err;
-  }
-  assert.fail(`expected the connect to be refused with ${detail}`);
+  const err = await refused(p, detail);
+  assert.equal(err.closeCode, 1008);
+  return err;
 }
 
 function reasonOf(err: ConnectError): unknown {
   return err.error?.details?.reason;
-}
-
-async function cli(tg: TestGateway, ...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const r = await run(process.execPath, [BIN, ...args, '--url', tg.url, '--token', TEST_OWNER], { env: { ...process.env, CLAWGATE_STATE_DIR: tg.stateDir } });
-    return { stdout: r.stdout, stderr: r.stderr, code: 0 };
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number };
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
 }
 
 async function status(tg: TestGateway, setupId: string) {

@@ -1,8 +1,12 @@
 /** Start a real gateway (real socket, real store) for a test, and clean it up afterwards. */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { startGateway } from '../../src/app.js';
+import { ConnectError } from '../../src/client/connection.js';
 import { DEFAULTS, type GatewayConfig } from '../../src/core/config.js';
 import type { Clock } from '../../src/core/env.js';
 import type { Gateway } from '../../src/core/gateway.js';
@@ -10,6 +14,9 @@ import type { RunningServer } from '../../src/server/server.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/types.js';
+
+const run = promisify(execFile);
+const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 
 export const TEST_TOKEN = 'cgs_test-shared-token';
 export const TEST_OWNER = 'cgo_test-owner-credential';
@@ -60,4 +67,27 @@ export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<T
 
 export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
+}
+
+/** Run the `clawgate` CLI against a test gateway with the owner credential. */
+export async function cli(tg: TestGateway, ...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const r = await run(process.execPath, [BIN, ...args, '--url', tg.url, '--token', TEST_OWNER], { env: { ...process.env, CLAWGATE_STATE_DIR: tg.stateDir } });
+    return { stdout: r.stdout, stderr: r.stderr, code: 0 };
+  } catch (err) {
+    const e = err as { stdout: string; stderr: string; code: number };
+    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
+  }
+}
+
+/** Expect a connect to be refused with this `details.code` (always followed by close 1008 or another documented code). */
+export async function expectRefused(p: Promise<unknown>, detail: string): Promise<ConnectError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof ConnectError, `expected ConnectError, got ${err}`);
+    assert.equal(err.detailCode, detail, `detail code (message: ${err.message})`);
+    return err;
+  }
+  assert.fail(`expected the connect to be refused with ${detail}`);
 }
