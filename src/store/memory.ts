@@ -101,12 +101,10 @@ export class MemoryStore implements Store {
     return e;
   }
 
-  async approve(input: ApproveInput): Promise<GrantRecord> {
-    const { device, role, atMs } = input;
-    const entry = this.prepareAudit(input.audit);
+  /** The device row after an approval: presented meta replaces the old (as in SQLite); label and creation time stay. */
+  private deviceRow(device: ApproveInput['device'], atMs: number): DeviceRecord {
     const existing = this.devices.get(device.deviceId);
-    // The meta the device presented at this approval replaces the old one (as in SQLite).
-    const row: DeviceRecord = {
+    return {
       ...clone(device.meta),
       deviceId: device.deviceId,
       publicKey: device.publicKey,
@@ -115,6 +113,12 @@ export class MemoryStore implements Store {
       lastSeenAtMs: atMs,
       lastSeenAddress: device.address ?? existing?.lastSeenAddress,
     };
+  }
+
+  async approve(input: ApproveInput): Promise<GrantRecord> {
+    const { device, role, atMs } = input;
+    const entry = this.prepareAudit(input.audit);
+    const row = this.deviceRow(device, atMs);
     const prev = this.grants.get(gk(device.deviceId, role));
     const grant: GrantRecord = {
       deviceId: device.deviceId,
@@ -264,16 +268,7 @@ export class MemoryStore implements Store {
     if (check.repeat) {
       c.redeemCount++;
     } else {
-      const existing = this.devices.get(device.deviceId);
-      this.devices.set(device.deviceId, {
-        ...clone(device.meta),
-        deviceId: device.deviceId,
-        publicKey: device.publicKey,
-        label: existing?.label,
-        createdAtMs: existing?.createdAtMs ?? atMs,
-        lastSeenAtMs: atMs,
-        lastSeenAddress: device.address ?? existing?.lastSeenAddress,
-      });
+      this.devices.set(device.deviceId, this.deviceRow(device, atMs));
       const epochs: Partial<Record<Role, number>> = {};
       for (const r of roles) {
         const prev = this.grants.get(gk(device.deviceId, r));

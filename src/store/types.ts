@@ -100,19 +100,11 @@ export interface ApproveInput {
   audit: AuditInput;
 }
 
-export interface UpsertRequestInput {
-  requestId: string;
-  deviceId: string;
-  publicKey: string;
-  role: Role;
-  scopes: string[];
-  kind: PairingKind;
-  meta: DeviceMeta;
-  address: string;
-  isRepair: boolean;
+/** A pairing request as the gateway files it; the store assigns timestamps and merges retries. */
+export type UpsertRequestInput = Pick<PairingRequest, 'requestId' | 'deviceId' | 'publicKey' | 'role' | 'scopes' | 'kind' | 'meta' | 'address' | 'isRepair'> & {
   atMs: number;
   audit: AuditInput;
-}
+};
 
 export interface UpsertRequestResult {
   request: PairingRequest;
