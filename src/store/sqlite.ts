@@ -304,16 +304,19 @@ export class SqliteStore implements Store {
       .run(token.tokenId, deviceId, role, token.secretHash, createdAtMs ?? atMs, createdAtMs === undefined ? null : atMs);
   }
 
+  /** Create or refresh a device row at approval: presented meta replaces the old; label and creation time stay. */
+  private upsertDeviceSync(device: ApproveInput['device'], atMs: number): void {
+    this.stmt(
+      `INSERT INTO devices (device_id, public_key, meta_json, created_at_ms, last_seen_at_ms, last_seen_address) VALUES (?,?,?,?,?,?)
+       ON CONFLICT(device_id) DO UPDATE SET public_key = excluded.public_key, meta_json = excluded.meta_json,
+         last_seen_at_ms = excluded.last_seen_at_ms, last_seen_address = COALESCE(excluded.last_seen_address, devices.last_seen_address)`,
+    ).run(device.deviceId, device.publicKey, JSON.stringify(device.meta), atMs, atMs, device.address ?? null);
+  }
+
   async approve(input: ApproveInput): Promise<GrantRecord> {
     return this.tx(() => {
       const { device, role, atMs } = input;
-      this.db
-        .prepare(
-          `INSERT INTO devices (device_id, public_key, meta_json, created_at_ms, last_seen_at_ms, last_seen_address) VALUES (?,?,?,?,?,?)
-           ON CONFLICT(device_id) DO UPDATE SET public_key = excluded.public_key, meta_json = excluded.meta_json,
-             last_seen_at_ms = excluded.last_seen_at_ms, last_seen_address = COALESCE(excluded.last_seen_address, devices.last_seen_address)`,
-        )
-        .run(device.deviceId, device.publicKey, JSON.stringify(device.meta), atMs, atMs, device.address ?? null);
+      this.upsertDeviceSync(device, atMs);
       const prev = this.stmt('SELECT epoch FROM grants WHERE device_id = ? AND role = ?').get(device.deviceId, role) as { epoch: number } | undefined;
       const grant: GrantRecord = {
         deviceId: device.deviceId,
@@ -487,13 +490,7 @@ export class SqliteStore implements Store {
       if (check.repeat) {
         this.stmt('UPDATE setup_codes SET redeem_count = redeem_count + 1 WHERE setup_id = ?').run(c.setupId);
       } else {
-        this.db
-          .prepare(
-            `INSERT INTO devices (device_id, public_key, meta_json, created_at_ms, last_seen_at_ms, last_seen_address) VALUES (?,?,?,?,?,?)
-             ON CONFLICT(device_id) DO UPDATE SET public_key = excluded.public_key, meta_json = excluded.meta_json,
-               last_seen_at_ms = excluded.last_seen_at_ms, last_seen_address = COALESCE(excluded.last_seen_address, devices.last_seen_address)`,
-          )
-          .run(device.deviceId, device.publicKey, JSON.stringify(device.meta), atMs, atMs, device.address ?? null);
+        this.upsertDeviceSync(device, atMs);
         const epochs: Partial<Record<Role, number>> = {};
         for (const r of roles) {
           const prev = this.stmt('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(device.deviceId, r) as GrantRow | undefined;
