@@ -3,12 +3,12 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { connectGateway } from '../src/client/connection.js';
+import { type ConnectError, connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import { removeDir } from './helpers/gateway.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
@@ -154,6 +154,57 @@ test('usage errors exit 2 and say what to do; a port in use is explained', async
     assert.match(busy.stderr, /already in use/);
   } finally {
     blocker.close();
+    removeDir(stateDir);
+  }
+});
+
+test('--config file: port, token, autoApproveLocal and trustedProxies take effect; a broken file is a usage error', async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-cli-'));
+  const port = await freePort();
+  const configPath = join(stateDir, 'config.json');
+  writeFileSync(
+    configPath,
+    JSON.stringify({ gateway: { port, auth: { token: 'cgs_from-config-file' }, autoApproveLocal: false, trustedProxies: ['127.0.0.1'] } }),
+  );
+  try {
+    const gw = startCli(['gateway', 'run', '--config', configPath], { CLAWGATE_STATE_DIR: stateDir });
+    await waitFor(() => gw.stdout().includes('listening on'), 'startup banner');
+    assert.match(gw.stdout(), new RegExp(`:${port}`));
+    const url = `ws://127.0.0.1:${port}`;
+    // The configured token works; with autoApproveLocal off even a local device waits for approval.
+    await assert.rejects(
+      connectGateway({
+        url,
+        identity: generateIdentity(),
+        client: { id: 'test', mode: 'test' },
+        auth: { token: 'cgs_from-config-file' },
+        scopes: ['operator.read'],
+      }),
+      (err: ConnectError) => err.detailCode === 'PAIRING_REQUIRED',
+    );
+    // trustedProxies: a forwarded header from 127.0.0.1 is believed instead of refused with 403.
+    const viaProxy = await connectGateway({
+      url,
+      client: { id: 'cli', mode: 'cli' },
+      auth: { token: 'cgs_from-config-file' },
+      headers: { 'x-forwarded-for': '198.51.100.77' },
+    });
+    const presence = await viaProxy.request<Array<{ address: string }>>('system-presence').catch((e: Error) => e);
+    // Device-less and not local: its self-declared scopes were cleared, so even presence is refused.
+    assert.ok(presence instanceof GatewayRequestError && presence.detailCode === 'MISSING_SCOPE');
+    await viaProxy.close();
+    gw.child.kill('SIGTERM');
+    assert.equal(await gw.exited, 0);
+
+    writeFileSync(configPath, '{ not json');
+    const broken = spawnSync(process.execPath, [BIN, 'gateway', 'run', '--config', configPath], {
+      env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
+    assert.equal(broken.status, 2);
+    assert.match(broken.stderr, /is not valid JSON/);
+  } finally {
     removeDir(stateDir);
   }
 });

@@ -382,3 +382,24 @@ describe('policy and lifecycle', () => {
     }
   });
 });
+
+describe('clawgate devices reject (CLI)', () => {
+  test('rejecting by request id removes the request and the device must ask again', async () => {
+    const tg = await startTestGateway({ config: cfg });
+    try {
+      const id = generateIdentity();
+      const first = await expectRefused(operator(tg, id, { headers: REMOTE }), 'PAIRING_REQUIRED');
+      const requestId = (first.error!.details as { requestId: string }).requestId;
+      const res = await cli(tg, 'devices', 'reject', requestId, '--json');
+      assert.equal(res.code, 0, res.stderr);
+      assert.deepEqual(JSON.parse(res.stdout), { requestId, deviceId: id.deviceId });
+      const list = JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { pending: Array<{ requestId: string }> };
+      assert.equal(list.pending.length, 0);
+      const again = await expectRefused(operator(tg, id, { headers: REMOTE }), 'PAIRING_REQUIRED');
+      assert.notEqual((again.error!.details as { requestId: string }).requestId, requestId);
+    } finally {
+      await tg.stop();
+      removeDir(tg.stateDir);
+    }
+  });
+});

@@ -23,7 +23,7 @@ import {
   type Role,
 } from '../protocol/frames.js';
 import { ALL_OPERATOR_SCOPES, normalizeScopes, PAIRING, READ, scopeSatisfied } from '../protocol/scopes.js';
-import type { PairingRequest, SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
+import type { GrantRecord, PairingRequest, SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
 import { type Credential, type Decision, decideConnect } from './admission.js';
 import type { GatewayConfig } from './config.js';
 import { type DispatchLog, MethodTable } from './dispatch.js';
@@ -259,7 +259,7 @@ export class Gateway {
     const deviceTokenCandidate = auth.deviceToken ?? (tokenFailure === null && credential.kind === 'none' ? auth.token : undefined);
     if (credential.kind === 'none' && deviceTokenCandidate !== undefined && device) {
       if (this.isLocked(address, 'device-token')) return this.rateLimited(id, address, 'device-token');
-      const check = await this.verifyDeviceToken(deviceTokenCandidate, device.deviceId, role);
+      const check = await this.verifyDeviceToken(deviceTokenCandidate, device.deviceId);
       if (check.ok) {
         credential = { kind: 'device-token' };
         tokenRecord = check.token;
@@ -302,8 +302,9 @@ export class Gateway {
     }
 
     // 4. Facts about the device's grants.
-    const grant = device ? await this.store.getGrant(device.deviceId, role) : null;
-    const otherGrants = device ? (await this.store.listGrants(device.deviceId)).filter((g) => g.role !== role) : [];
+    const grants = device ? await this.store.listGrants(device.deviceId) : [];
+    const grant = grants.find((g) => g.role === role) ?? null;
+    const otherGrants = grants.filter((g) => g.role !== role);
     if (credential.kind === 'device-token' && tokenRecord && tokenRecord.role !== role && grant) {
       // A token of another role must not open a role the device holds with its own token:
       // revoking that role's token has to keep it shut.
@@ -336,7 +337,7 @@ export class Gateway {
       credential,
       tokenRecord,
       presentedDeviceToken,
-      tokenInSlot: auth.token !== undefined && presentedDeviceToken === auth.token,
+      grant,
       setup,
       bootstrapDetails,
     };
@@ -352,14 +353,13 @@ export class Gateway {
     return this.reject(id, new GatewayError('AUTH_RATE_LIMITED', { retryAfterMs, details: { authReason: 'rate_limited', retryAfterMs } }));
   }
 
-  private async verifyDeviceToken(token: string, deviceId: string, role: Role): Promise<{ ok: true; token: TokenRecord } | { ok: false }> {
+  private async verifyDeviceToken(token: string, deviceId: string): Promise<{ ok: true; token: TokenRecord } | { ok: false }> {
     const parsed = parseToken('device', token);
     if (!parsed) return { ok: false };
     const rec = await this.store.getToken(parsed.id);
     // Compare the secret even when the row is unusable, so timing says nothing about which check failed.
     const matches = rec ? secretMatchesHash(parsed.secret, rec.secretHash) : false;
     if (!rec || !matches || rec.deviceId !== deviceId || rec.revokedAtMs !== undefined) return { ok: false };
-    void role;
     return { ok: true, token: rec };
   }
 
@@ -384,10 +384,10 @@ export class Gateway {
       case 'admit-deviceless': {
         const scopes = decision.scopes === 'all' ? ALL_OPERATOR_SCOPES : decision.scopes;
         const session = this.openSession(ctx, decision.principal, scopes, undefined, 0);
-        return this.hello(ctx, session, { method: decision.principal === 'owner' ? 'owner' : ctx.params.auth?.token !== undefined ? 'token' : 'password' });
+        return this.hello(ctx, session, { method: helloMethod(ctx) });
       }
       case 'admit':
-        return this.admitDevice(ctx, decision.scopes);
+        return this.admitDevice(ctx, decision.scopes, undefined, ctx.grant);
       case 'pair-silently': {
         const device = ctx.device as VerifiedDevice;
         const pending = (await this.store.listPairingRequests(device.deviceId)).find((r) => r.role === ctx.role);
@@ -408,12 +408,16 @@ export class Gateway {
             data: { role: ctx.role, scopes: decision.grantScopes, via, kind: decision.kind, address: ctx.transport.address },
           },
         });
-        if (pending) this.broadcastResolved(pending.requestId, device.deviceId, 'approved');
+        if (pending) {
+          this.broadcastResolved(pending.requestId, device.deviceId, 'approved');
+          // Another socket of this device may be waiting on the same request.
+          await this.resolveWaiters(pending.requestId, 'approved');
+        }
         return this.admitDevice(ctx, ctx.scopes);
       }
       case 'admit-with-upgrade': {
         const req = await this.fileRequest(ctx, 'scope-upgrade');
-        return this.admitDevice(ctx, decision.scopes, req.requestId);
+        return this.admitDevice(ctx, decision.scopes, req.requestId, ctx.grant);
       }
       case 'hold': {
         const req = await this.fileRequest(ctx, decision.kind);
@@ -589,11 +593,15 @@ export class Gateway {
     }
   }
 
-  /** Admit a device under its (now current) grant; mint a token when it has none to use. */
-  private async admitDevice(ctx: AdmitContext, scopes: readonly string[], pendingUpgrade?: string): Promise<ConnectOutcome> {
+  /**
+   * Admit a device under its current grant; mint a token when it has none to use. `known` is the
+   * grant read before the decision when nothing has changed it since (the connect hot path reads
+   * it once); after an approval it is left out and read again.
+   */
+  private async admitDevice(ctx: AdmitContext, scopes: readonly string[], pendingUpgrade?: string, known?: GrantRecord | null): Promise<ConnectOutcome> {
     const device = ctx.device as VerifiedDevice;
     const now = this.clock.now();
-    const grant = await this.store.getGrant(device.deviceId, ctx.role);
+    let grant = known ?? (await this.store.getGrant(device.deviceId, ctx.role));
     if (!grant) throw new Error(`admitDevice without a grant for ${device.deviceId}/${ctx.role}`);
     let deviceToken: string | undefined;
     let tokenId: string | undefined = ctx.tokenRecord?.tokenId;
@@ -608,35 +616,27 @@ export class Gateway {
         tokenId = live.tokenId;
       } else {
         const minted = mintToken('device', this.random);
-        await this.store.rotateToken(device.deviceId, ctx.role, { tokenId: minted.id, secretHash: minted.secretHash }, null, now, {
-          atMs: now,
-          actor: 'gateway',
-          action: 'token.issued',
-          subject: device.deviceId,
-          data: { role: ctx.role, tokenId: minted.id },
-        });
+        grant =
+          (await this.store.rotateToken(device.deviceId, ctx.role, { tokenId: minted.id, secretHash: minted.secretHash }, null, now, {
+            atMs: now,
+            actor: 'gateway',
+            action: 'token.issued',
+            subject: device.deviceId,
+            data: { role: ctx.role, tokenId: minted.id },
+          })) ?? grant;
         deviceToken = minted.token;
         tokenId = minted.id;
         issuedAtMs = now;
       }
     }
-    const fresh = await this.store.getGrant(device.deviceId, ctx.role);
-    const session = this.openSession(ctx, 'device', scopes, device.deviceId, fresh?.epoch ?? grant.epoch, tokenId);
+    const session = this.openSession(ctx, 'device', scopes, device.deviceId, grant.epoch, tokenId);
     session.pendingUpgradeRequestId = pendingUpgrade;
     const authExtra: Partial<HelloAuth> = {};
     if (deviceToken) {
       authExtra.deviceToken = deviceToken;
       authExtra.issuedAtMs = issuedAtMs;
     }
-    const method: HelloAuth['method'] =
-      ctx.credential.kind === 'device-token'
-        ? 'device-token'
-        : ctx.credential.kind === 'owner'
-          ? 'owner'
-          : ctx.params.auth?.token !== undefined
-            ? 'token'
-            : 'password';
-    return this.hello(ctx, session, { method, ...authExtra }, pendingUpgrade);
+    return this.hello(ctx, session, { method: helloMethod(ctx), ...authExtra }, pendingUpgrade);
   }
 
   private openSession(
@@ -949,11 +949,20 @@ interface AdmitContext {
   credential: Credential;
   tokenRecord: TokenRecord | null;
   presentedDeviceToken: string | undefined;
-  tokenInSlot: boolean;
+  /** The grant for the role as read before the decision (stale once an approval ran). */
+  grant: GrantRecord | null;
   /** The setup code whose secret this connect proved (credential `bootstrap`). */
   setup?: SetupCodeRecord | undefined;
   /** Extra details of a setup-code refusal (its `reason`). */
   bootstrapDetails?: Record<string, unknown> | undefined;
+}
+
+/** How the connection authenticated, as `hello-ok.auth.method` reports it. */
+function helloMethod(ctx: AdmitContext): HelloAuth['method'] {
+  const kind = ctx.credential.kind;
+  if (kind === 'device-token' || kind === 'owner') return kind;
+  if (kind === 'bootstrap') return 'bootstrap-token';
+  return ctx.params.auth?.token !== undefined ? 'token' : 'password';
 }
 
 function isCancel(frame: unknown): frame is { type: 'cancel'; id: string } {

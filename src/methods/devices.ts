@@ -176,6 +176,14 @@ export function registerDeviceMethods(gw: Gateway): void {
     return gw.store.listPairingRequests(deviceId);
   }
 
+  /** The device's grant for a role, or the error that says which of device and role is missing. */
+  async function grantOrError(deviceId: string, role: Role): Promise<GrantRecord | GatewayError> {
+    const grant = await gw.store.getGrant(deviceId, role);
+    if (grant) return grant;
+    if (!(await gw.store.getDevice(deviceId))) return new GatewayError('UNKNOWN_DEVICE', { vars: { deviceId } });
+    return new GatewayError('ROLE_NOT_GRANTED', { vars: { deviceId, role } });
+  }
+
   async function unknownRequest(requestId: string, deviceId?: string) {
     const pending = await currentPending(deviceId);
     return new GatewayError('UNKNOWN_REQUEST_ID', {
@@ -313,11 +321,8 @@ export function registerDeviceMethods(gw: Gateway): void {
     params: T.Object({ deviceId: DeviceId, role: RoleSchema, scopes: T.Optional(Scopes) }, { additionalProperties: false }),
     handler: async ({ principal, params }) => {
       const p = params as { deviceId: string; role: Role; scopes?: string[] };
-      const grant = await gw.store.getGrant(p.deviceId, p.role);
-      if (!grant) {
-        if (!(await gw.store.getDevice(p.deviceId))) return new GatewayError('UNKNOWN_DEVICE', { vars: { deviceId: p.deviceId } });
-        return new GatewayError('ROLE_NOT_GRANTED', { vars: { deviceId: p.deviceId, role: p.role } });
-      }
+      const grant = await grantOrError(p.deviceId, p.role);
+      if (grant instanceof GatewayError) return grant;
       const scopes = p.scopes ? normalizeScopes(p.scopes) : null;
       const why = tokenDenial(principal, 'rotate', p.deviceId, p.role, scopes, grant);
       if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device token rotation', why } });
@@ -354,11 +359,8 @@ export function registerDeviceMethods(gw: Gateway): void {
     params: T.Object({ deviceId: DeviceId, role: RoleSchema }, { additionalProperties: false }),
     handler: async ({ principal, params }) => {
       const p = params as { deviceId: string; role: Role };
-      const grant = await gw.store.getGrant(p.deviceId, p.role);
-      if (!grant) {
-        if (!(await gw.store.getDevice(p.deviceId))) return new GatewayError('UNKNOWN_DEVICE', { vars: { deviceId: p.deviceId } });
-        return new GatewayError('ROLE_NOT_GRANTED', { vars: { deviceId: p.deviceId, role: p.role } });
-      }
+      const grant = await grantOrError(p.deviceId, p.role);
+      if (grant instanceof GatewayError) return grant;
       const why = tokenDenial(principal, 'revoke', p.deviceId, p.role, null, grant);
       if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device token revocation', why } });
       const now = gw.clock.now();

@@ -159,24 +159,17 @@ export interface SetupCodeRecord {
   grantEpochs?: Partial<Record<Role, number>> | undefined;
 }
 
-export interface NewSetupCode {
-  setupId: string;
-  secretHash: Buffer;
-  profile: SetupProfile;
-  label?: string | undefined;
-  url: string;
-  createdAtMs: number;
-  expiresAtMs: number;
-  createdBy: string;
+/** What minting stores; the redemption fields start empty. */
+export type NewSetupCode = Pick<SetupCodeRecord, 'setupId' | 'secretHash' | 'profile' | 'label' | 'url' | 'createdAtMs' | 'expiresAtMs' | 'createdBy'> & {
   audit: AuditInput;
-}
+};
 
 /** Why a setup code cannot be redeemed (the secret was right, or the id is unknown). */
 export type SetupRefusal = 'unknown' | 'expired' | 'used' | 'revoked' | 'burned';
 
 export interface RedeemSetupInput {
   setupId: string;
-  device: { deviceId: string; publicKey: string; meta: DeviceMeta; address?: string | undefined };
+  device: ApproveInput['device'];
   /** The role the device connected with. */
   role: Role;
   /** A fresh token for every role of the profile (the store keeps only the hashes). */
