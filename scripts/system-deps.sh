@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Debian packages the tests drive for real: Chromium (Control UI and browser SDK tests),
+# PostgreSQL (the Postgres store and multi-instance tests) and nginx (the TLS reverse-proxy
+# tests). Installed only when missing, so a warm machine pays nothing.
+set -euo pipefail
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "system-deps: missing ${need[*]}; run as root (or install them) so the tests can use them" >&2
+    exit 1
+  fi
+  echo "system-deps: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+fi
+# The Debian postgresql package starts a cluster as a service; the tests run their own
+# throwaway clusters, so the packaged one is left alone.
