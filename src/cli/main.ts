@@ -12,6 +12,7 @@ import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { auditCommand, devicesCommand } from './devices.js';
+import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
 import { qrCommand } from './qr.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 
@@ -34,6 +35,7 @@ Usage:
               [--url <gateway-url>] [--public-url <url>] [--json]
                                                mint a setup code (QR) that pairs one new device
   clawgate qr --list | --revoke <setupId> [--json]
+${NODE_RUN_HELP}
   clawgate help
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
@@ -262,6 +264,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'devices') return await devicesCommand(sub, rest);
     if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'node') return await nodeCommand(sub, rest);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {
