@@ -28,8 +28,7 @@ const AllowlistSchema = T.Object(
     /** Environment variable names a caller may set through `system.run` params.env. */
     env: T.Array(T.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), { maxItems: 1000 }),
   },
-  // `//` keys are comments (JSON has none); anything else is a typo worth reporting.
-  { additionalProperties: false, patternProperties: { '^//': T.Unknown() } },
+  { additionalProperties: false },
 );
 export type Allowlist = Static<typeof AllowlistSchema>;
 const checkAllowlist = TypeCompiler.Compile(AllowlistSchema);
@@ -74,6 +73,10 @@ export function readAllowlist(stateDir: string): AllowlistRead {
     parsed = JSON.parse(readFileSync(path, 'utf8'));
   } catch (err) {
     return { ok: false, path, problem: `cannot read ${path}: ${(err as Error).message}` };
+  }
+  // `//` keys are comments (JSON has none); any other unknown key is a typo worth reporting.
+  if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) {
+    parsed = Object.fromEntries(Object.entries(parsed).filter(([k]) => !k.startsWith('//')));
   }
   if (!checkAllowlist.Check(parsed)) {
     const first = checkAllowlist.Errors(parsed).First();
