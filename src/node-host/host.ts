@@ -316,6 +316,9 @@ export class NodeHost {
       `connected to ${url} as node "${this.opts.displayName}" (${this.deviceId}), protocol ${hello.protocol}; ` +
         `commands: ${this.opts.commands.join(', ') || '(none)'}; exec policy: ${this.opts.execPolicy}${this.opts.execPolicy === 'allowlist' ? ` (${this.opts.allowlistPath})` : ''}`,
     );
+    this.opts.out(
+      'its commands become invokable once an operator approves them: on the gateway host, `clawgate nodes pending` lists the request and `clawgate nodes approve <requestId>` approves it (a surface approved before needs nothing)',
+    );
     this.current = conn.ws;
     let lastFrameAtMs = this.opts.clock.now();
     conn.ws.on('message', () => {
@@ -386,7 +389,7 @@ export class NodeHost {
       conn.request('node.invoke.result', frame).catch((err: Error) => this.opts.err(`could not deliver the result of invoke ${id}: ${err.message}`));
     };
     if (this.active.size >= MAX_CONCURRENT_INVOKES) {
-      reply({ ok: false, error: new GatewayError('NODE_BUSY', { vars: { limit: MAX_CONCURRENT_INVOKES } }).shape });
+      reply({ ok: false, error: new GatewayError('NODE_HOST_BUSY', { vars: { limit: MAX_CONCURRENT_INVOKES } }).shape });
       return;
     }
     if (!this.opts.commands.includes(command) || !(SUPPORTED_COMMANDS as readonly string[]).includes(command)) {

@@ -384,7 +384,7 @@ const entries = {
     close: null,
     next: "Install it on the node or give an absolute path; `system.which` shows what the node's PATH holds.",
   },
-  NODE_BUSY: {
+  NODE_HOST_BUSY: {
     code: 'UNAVAILABLE',
     message: 'node busy, retry (at most {limit} invokes run at once)',
     close: null,
