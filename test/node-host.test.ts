@@ -209,6 +209,25 @@ describe('clawgate node run over a real second network (netns)', () => {
     return p;
   };
 
+  const invoke = (nodeRef: string, command: string, params: unknown) =>
+    cli(tg, 'nodes', 'invoke', '--node', nodeRef, '--command', command, '--params', JSON.stringify(params), '--json');
+  const setupCode = async () => {
+    const minted = await cli(tg, 'qr', '--profile', 'node', '--json');
+    assert.equal(minted.code, 0, minted.stderr);
+    return (JSON.parse(minted.stdout) as { setupCode: string }).setupCode;
+  };
+  /** The pending surface request of a node, as `clawgate nodes pending` shows it (filed from 10.x). */
+  const pendingSurface = async (nodeId: string): Promise<string> => {
+    const listed = await cli(tg, 'nodes', 'pending', '--json');
+    assert.equal(listed.code, 0, listed.stderr);
+    const pending = (JSON.parse(listed.stdout) as { pending: Array<{ requestId: string; nodeId: string; commands: string[]; remoteIp: string }> }).pending;
+    const req = pending.find((p) => p.nodeId === nodeId);
+    assert.ok(req, `a surface request for ${nodeId}: ${listed.stdout}`);
+    assert.deepEqual([...req.commands].sort(), ['system.run', 'system.which']);
+    assert.equal(req.remoteIp, link.nodeAddr);
+    return req.requestId;
+  };
+
   before(async () => {
     link = createLink();
     tg = await startLinkGateway(link.hostAddr, tmp('gw'));
@@ -280,6 +299,93 @@ describe('clawgate node run over a real second network (netns)', () => {
     await again.waitFor(/^connecting to .* \(device-token\)$/);
     await again.waitFor(/^connected to /);
     assert.equal(await again.stop(), 0);
+  });
+
+  test('acceptance: from 10.x, device approval, then surface approval, then nodes invoke runs system.which and system.run; nothing restarts', async () => {
+    const stateDir = tmp('node-acc');
+    const n = node(['--url', tg.url, '--token', TEST_TOKEN, '--state-dir', stateDir, '--name', 'acc-node']);
+    const [, deviceRequest] = await n.waitFor(/^waiting for approval: request (\S+) /);
+    assert.equal((await cli(tg, 'devices', 'approve', deviceRequest as string)).code, 0);
+    await n.waitFor(/^connected to /);
+    const nodeId = readJson<{ deviceId: string }>(join(stateDir, 'identity.json')).deviceId;
+
+    // Paired, but its commands are not approved yet: refused, and nothing is queued.
+    const early = await invoke('acc-node', 'system.which', { bins: ['sh'] });
+    assert.equal(early.code, 1);
+    assert.match(early.stderr, /NODE_COMMAND_NOT_APPROVED/);
+
+    const requestId = await pendingSurface(nodeId);
+    const approved = await cli(tg, 'nodes', 'approve', requestId);
+    assert.equal(approved.code, 0, approved.stderr);
+    await n.waitFor(/^command surface approved \(request \S+\): system\.run, system\.which can now be invoked$/);
+
+    const which = await invoke('acc-node', 'system.which', { bins: ['sh', 'no-such-binary-xyz'] });
+    assert.equal(which.code, 0, which.stderr);
+    const bins = (JSON.parse(which.stdout) as { payload: { bins: Record<string, string> } }).payload.bins;
+    assert.deepEqual(Object.keys(bins), ['sh']);
+    assert.match(bins.sh as string, /^\/.*\/sh$/);
+
+    const run = await invoke('acc-node', 'system.run', { command: ['echo', 'hello from the node'] });
+    assert.equal(run.code, 0, run.stderr);
+    const p = (JSON.parse(run.stdout) as { payload: { exitCode: number; stdout: string; stderr: string; success: boolean; timedOut: boolean } }).payload;
+    assert.deepEqual([p.exitCode, p.stdout, p.stderr, p.success, p.timedOut], [0, 'hello from the node\n', '', true, false]);
+    await n.waitFor(/^invoke \S+: system\.run echo → exit 0 /);
+
+    // The allowlist refuses what it does not list, and the caller is told where to change that.
+    const refused = await invoke('acc-node', 'system.run', { command: ['sh', '-c', 'true'] });
+    assert.equal(refused.code, 1);
+    assert.ok(refused.stderr.includes(`"sh" is not in the node's exec allowlist`), refused.stderr);
+    assert.ok(refused.stderr.includes(join(stateDir, ALLOWLIST_FILE)), refused.stderr);
+
+    // An edit of the allowlist applies to the next call; past its timeout a command is killed and reported.
+    const list = readJson<{ allow: string[] }>(join(stateDir, ALLOWLIST_FILE));
+    writeFileSync(join(stateDir, ALLOWLIST_FILE), JSON.stringify({ ...list, allow: [...list.allow, 'sleep'] }));
+    const slow = await invoke('acc-node', 'system.run', { command: ['sleep', '30'], timeoutMs: 300 });
+    assert.equal(slow.code, 0, slow.stderr);
+    const sp = (JSON.parse(slow.stdout) as { payload: { timedOut: boolean; success: boolean; error: string } }).payload;
+    assert.deepEqual([sp.timedOut, sp.success, sp.error], [true, false, 'timed out after 300 ms; killed']);
+
+    assert.equal(n.child.exitCode, null);
+    assert.equal(n.lines.filter((l) => l.startsWith('connected to ')).length, 1, 'one connection from start to end');
+    assert.equal(await n.stop(), 0);
+  });
+
+  test('exec policy deny: system.run is refused through the gateway with the flag to change; system.which still answers', async () => {
+    const stateDir = tmp('node-deny');
+    const n = node(['--pair', await setupCode(), '--state-dir', stateDir, '--name', 'deny-node', '--exec-policy', 'deny']);
+    await n.waitFor(/^connected to .*exec policy: deny$/);
+    const nodeId = readJson<{ deviceId: string }>(join(stateDir, 'identity.json')).deviceId;
+    assert.equal((await cli(tg, 'nodes', 'approve', await pendingSurface(nodeId))).code, 0);
+    await n.waitFor(/^command surface approved/);
+    const refused = await invoke('deny-node', 'system.run', { command: ['echo', 'x'] });
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /this node runs with --exec-policy deny/);
+    const which = await invoke('deny-node', 'system.which', { bins: ['sh'] });
+    assert.equal(which.code, 0, which.stderr);
+    assert.equal(await n.stop(), 0);
+  });
+
+  test('an unapproved surface: invocations refused; the request survives a gateway restart and is approvable by its original id', async () => {
+    const stateDir = tmp('node-pend');
+    const n = node(['--pair', await setupCode(), '--state-dir', stateDir, '--name', 'pend-node']);
+    await n.waitFor(/^connected to /);
+    const nodeId = readJson<{ deviceId: string }>(join(stateDir, 'identity.json')).deviceId;
+    const requestId = await pendingSurface(nodeId);
+    const refused = await invoke('pend-node', 'system.run', { command: ['echo', 'x'] });
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /NODE_COMMAND_NOT_APPROVED/);
+
+    tg = await tg.restart();
+    await n.waitFor(/^disconnected from /);
+    await n.waitFor(/^connected to /);
+    assert.equal(await pendingSurface(nodeId), requestId, 'same request id after the restart');
+    const approved = await cli(tg, 'nodes', 'approve', requestId);
+    assert.equal(approved.code, 0, approved.stderr);
+    await n.waitFor(/^command surface approved \(request /);
+    const run = await invoke('pend-node', 'system.run', { command: ['echo', 'after restart'] });
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal((JSON.parse(run.stdout) as { payload: { stdout: string } }).payload.stdout, 'after restart\n');
+    assert.equal(await n.stop(), 0);
   });
 
   test('a revoked node token stops the host with exit 1 and says how to pair again', async () => {
