@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -179,6 +179,24 @@ function startNode(link: Link, args: string[]): NodeProcess {
   return new NodeProcess(child);
 }
 
+/** Live (not zombie) child processes of `pid`, from /proc. */
+function runningChildren(pid: number): string[] {
+  const found: string[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    const close = stat.lastIndexOf(')');
+    const [state, ppid] = stat.slice(close + 2).split(' ');
+    if (Number(ppid) === pid && state !== 'Z' && state !== 'X') found.push(`${entry} ${stat.slice(stat.indexOf('(') + 1, close)}`);
+  }
+  return found;
+}
+
 function modeOf(path: string): number {
   return statSync(path).mode & 0o777;
 }
@@ -344,6 +362,25 @@ describe('clawgate node run over a real second network (netns)', () => {
     assert.equal(slow.code, 0, slow.stderr);
     const sp = (JSON.parse(slow.stdout) as { payload: { timedOut: boolean; success: boolean; error: string } }).payload;
     assert.deepEqual([sp.timedOut, sp.success, sp.error], [true, false, 'timed out after 300 ms; killed']);
+
+    // The gateway gives up first (its invoke timeout) and cancels: the node kills the command.
+    const cancelled = await cli(
+      tg,
+      'nodes',
+      'invoke',
+      '--node',
+      'acc-node',
+      '--command',
+      'system.run',
+      '--params',
+      '{"command":["sleep","30"]}',
+      '--timeout',
+      '500',
+    );
+    assert.equal(cancelled.code, 1);
+    assert.match(cancelled.stderr, /NODE_INVOKE_TIMEOUT/);
+    await n.waitFor(/^invoke \S+: system\.run sleep → cancelled /);
+    assert.deepEqual(runningChildren(n.child.pid as number), [], 'no command left running on the node');
 
     assert.equal(n.child.exitCode, null);
     assert.equal(n.lines.filter((l) => l.startsWith('connected to ')).length, 1, 'one connection from start to end');
