@@ -384,6 +384,19 @@ describe('clawgate node run from another network address (netns, else a trusted 
     await n.waitFor(/^connected to ws:\/\/\S+ as node "lab-node"/);
     assert.equal(n.child.exitCode, null, 'still running');
     assert.equal(await n.stop(), 0, 'SIGTERM is a clean exit');
+
+    // A stale gateway token on the command line: the paired node gets in with its own token.
+    const stale = node(['--url', nodeUrl(), '--token', 'cgs_not-the-gateway-token', '--state-dir', stateDir, '--name', 'lab-node']);
+    await stale.waitFor(/^the gateway refused the token given on the command line; retrying with the stored node token$/);
+    await stale.waitFor(/^connecting to .* \(device-token\)$/);
+    await stale.waitFor(/^connected to /);
+    assert.equal(await stale.stop(), 0);
+  });
+
+  test("a wrong gateway token with nothing stored ends the host with exit 1 and the gateway's reason", async () => {
+    const n = node(['--url', nodeUrl(), '--token', 'cgs_not-the-gateway-token', '--state-dir', tmp('node-wrong')]);
+    assert.equal(await n.exited, 1);
+    assert.match(n.errLines.join('\n'), /^connect refused: .* \[AUTH_TOKEN_MISMATCH\]\nnext: /m);
   });
 
   test('--pair: redeems a setup code from a non-local address, swaps it for a device token in one write, restarts without it, reconnects with the token', async () => {
