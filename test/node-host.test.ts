@@ -18,6 +18,8 @@ import { DEFAULTS, type GatewayConfig } from '../src/core/config.js';
 import { systemClock } from '../src/core/env.js';
 import { type CommandContext, RUN_MAX_OUTPUT_BYTES, systemRun, systemWhich } from '../src/node-host/commands.js';
 import { ALLOWLIST_FILE, type ExecPolicyMode, ensureAllowlistFile } from '../src/node-host/exec-policy.js';
+import { jitteredDelayMs } from '../src/node-host/host.js';
+import { encodeSetupCode } from '../src/protocol/setup-code.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import { cli, removeDir, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
@@ -533,6 +535,26 @@ describe('clawgate node run from another network address (netns, else a trusted 
     assert.equal(await n.stop(), 0);
   });
 
+  test('--pair while the gateway is down: the code waits on disk (0600), the host retries with backoff, and redeems it once the gateway is back', async () => {
+    const code = await setupCode();
+    await tg.stop();
+    const stateDir = tmp('node-down');
+    const n = node(['--pair', code, '--state-dir', stateDir]);
+    await n.waitFor(/^connect failed: gateway unreachable; retrying in \d+ ms$/);
+    await n.waitFor(/^connect failed: gateway unreachable; retrying in \d+ ms$/);
+    const credsPath = join(stateDir, 'credentials.json');
+    assert.equal(modeOf(credsPath), 0o600);
+    assert.ok(readJson<StoredCredentials>(credsPath).bootstrap?.bootstrapToken, 'the setup code is on disk while unredeemed');
+
+    tg = await tg.restart();
+    await n.waitFor(/^paired: device /);
+    await n.waitFor(/^connected to /);
+    const creds = readJson<StoredCredentials>(credsPath);
+    assert.equal(creds.bootstrap, undefined);
+    assert.match(creds.tokens.node?.deviceToken ?? '', /^cgd1_/);
+    assert.equal(await n.stop(), 0);
+  });
+
   test('a revoked node token stops the host with exit 1 and says how to pair again', async () => {
     const minted = await cli(tg, 'qr', '--profile', 'node', '--public-url', nodeUrl(), '--json');
     const { setupCode } = JSON.parse(minted.stdout) as { setupCode: string };
@@ -545,6 +567,52 @@ describe('clawgate node run from another network address (netns, else a trusted 
     assert.equal(await n.exited, 1);
     assert.match(n.errLines.join('\n'), /refused this node's device token .* pair again: `clawgate node run --pair <setup-code>`/);
     assert.equal(readJson<StoredCredentials>(join(stateDir, 'credentials.json')).tokens.node, undefined, 'the dead token is forgotten');
+  });
+});
+
+// --- command line and backoff, no gateway needed ---------------------------------------------
+
+describe('clawgate node run: command line', () => {
+  const run = (args: string[]) => {
+    const child = spawn(process.execPath, [BIN, 'node', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = new NodeProcess(child);
+    return p.exited.then((code) => ({ code, p }));
+  };
+  const dirs: string[] = [];
+  after(() => {
+    for (const d of dirs) removeDir(d);
+  });
+  const tmp = () => {
+    const d = mkdtempSync(join(tmpdir(), 'clawgate-node-cli-'));
+    dirs.push(d);
+    return d;
+  };
+
+  test('usage errors exit 2 and name the problem', async () => {
+    const policy = await run(['--url', 'ws://127.0.0.1:1', '--exec-policy', 'sometimes', '--state-dir', tmp()]);
+    assert.equal(policy.code, 2);
+    assert.match(policy.p.errLines.join('\n'), /--exec-policy must be one of deny, allowlist, full/);
+    const cmds = await run(['--url', 'ws://127.0.0.1:1', '--commands', 'camera.snap', '--state-dir', tmp()]);
+    assert.equal(cmds.code, 2);
+    assert.match(cmds.p.errLines.join('\n'), /implements system\.run, system\.which; not camera\.snap/);
+    const nowhere = await run(['--state-dir', tmp()]);
+    assert.equal(nowhere.code, 2);
+    assert.match(nowhere.p.errLines.join('\n'), /no gateway to connect to: pass --url/);
+  });
+
+  test('an expired setup code is refused before anything is stored', async () => {
+    const dir = tmp();
+    const code = encodeSetupCode({ url: 'ws://127.0.0.1:1', bootstrapToken: 'cgb_expired', expiresAtMs: Date.now() - 1000 });
+    const r = await run(['--pair', code, '--state-dir', dir]);
+    assert.equal(r.code, 1);
+    assert.match(r.p.errLines.join('\n'), /--pair: setup code has expired/);
+    assert.equal(existsSync(join(dir, 'credentials.json')), false);
+  });
+
+  test('backoff delays stay within [d/2, d]', () => {
+    assert.equal(jitteredDelayMs(1000, 0), 500);
+    assert.equal(jitteredDelayMs(1000, 0.999999), 1000);
+    assert.equal(jitteredDelayMs(30_000, 0.5), 22_500);
   });
 });
 

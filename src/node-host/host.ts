@@ -153,12 +153,10 @@ export class NodeHost {
     return null;
   }
 
-  /** Jittered exponential backoff: a delay in [d/2, d], d doubling up to BACKOFF_MAX_MS. */
   private nextBackoff(): number {
     const d = this.backoffMs;
     this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
-    const unit = this.opts.random.bytes(4).readUInt32BE(0) / 0x1_0000_0000;
-    return Math.round(d / 2 + (unit * d) / 2);
+    return jitteredDelayMs(d, this.opts.random.bytes(4).readUInt32BE(0) / 0x1_0000_0000);
   }
 
   private classify(
@@ -474,6 +472,14 @@ export class NodeHost {
         if (wasActive && !cancelled) reply(result);
       });
   }
+}
+
+/**
+ * One backoff delay: uniformly in [ceilingMs/2, ceilingMs] for `unit` in [0, 1), so a fleet of
+ * nodes cut off by the same gateway restart does not come back in the same millisecond.
+ */
+export function jitteredDelayMs(ceilingMs: number, unit: number): number {
+  return Math.round(ceilingMs / 2 + (unit * ceilingMs) / 2);
 }
 
 /** What the progress line shows of the params: the program name only, since arguments may hold secrets. */
