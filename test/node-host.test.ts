@@ -729,7 +729,8 @@ describe('system.which and system.run under the exec policy', () => {
 
   test('past its timeout the command is killed with everything it started, and reported as timed out', async () => {
     const pidFile = join(stateDir, 'grandchild.pid');
-    const r = await systemRun({ command: ['sh', '-c', `sleep 60 & echo $! > ${pidFile}; wait`], timeoutMs: 300 }, ctx('full'));
+    // The background sleep does not hold the output pipe, so only a group kill ends it.
+    const r = await systemRun({ command: ['sh', '-c', `sleep 60 >/dev/null 2>&1 & echo $! > ${pidFile}; wait`], timeoutMs: 300 }, ctx('full'));
     assert.ok(r.ok);
     const p = r.payload as { timedOut: boolean; success: boolean; exitCode: number | null; signal: string | null; error: string | null };
     assert.equal(p.timedOut, true);
@@ -738,9 +739,38 @@ describe('system.which and system.run under the exec policy', () => {
     assert.equal(p.signal, 'SIGKILL');
     assert.match(p.error ?? '', /timed out after 300 ms; killed/);
     const grandchild = Number(readFileSync(pidFile, 'utf8'));
-    // Gone, or a zombie waiting for its reaper: either way no longer running.
-    const state = existsSync(`/proc/${grandchild}/stat`) ? readFileSync(`/proc/${grandchild}/stat`, 'utf8').split(') ')[1]?.[0] : 'gone';
-    assert.ok(state === 'gone' || state === 'Z' || state === 'X', `the background sleep died with its group (state ${state})`);
+    // Gone, or a zombie waiting for its reaper: either way no longer running. SIGKILL reaches
+    // it asynchronously, so give the kernel a moment (a sleeping `sleep 60` would stay 'S').
+    const stateOf = () => {
+      try {
+        return readFileSync(`/proc/${grandchild}/stat`, 'utf8').split(') ')[1]?.[0] ?? 'gone';
+      } catch {
+        return 'gone';
+      }
+    };
+    let state = stateOf();
+    for (let i = 0; i < 40 && !['gone', 'Z', 'X'].includes(state); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      state = stateOf();
+    }
+    assert.ok(['gone', 'Z', 'X'].includes(state), `the background sleep died with its group (state ${state})`);
+  });
+
+  test('a process that escapes the group and keeps the output pipe open does not hold the result back', async () => {
+    const pidFile = join(stateDir, 'escapee.pid');
+    const r = await systemRun({ command: ['sh', '-c', `setsid sh -c 'echo $$ > ${pidFile}; exec sleep 30' & sleep 0.2; echo done`] }, ctx('full'));
+    const escapee = Number(readFileSync(pidFile, 'utf8'));
+    try {
+      assert.ok(r.ok);
+      const p = r.payload as { exitCode: number; stdout: string };
+      assert.deepEqual([p.exitCode, p.stdout], [0, 'done\n']);
+      // Answered while the escapee still runs (it sleeps for 30 s).
+      assert.ok(existsSync(`/proc/${escapee}`), 'the escapee is still running');
+    } finally {
+      try {
+        process.kill(escapee, 'SIGKILL');
+      } catch {}
+    }
   });
 
   test('cancelling (abort) kills the command too', async () => {

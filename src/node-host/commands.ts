@@ -21,6 +21,8 @@ export const RUN_DEFAULT_TIMEOUT_MS = 30_000;
 export const RUN_MAX_TIMEOUT_MS = 600_000;
 /** Per-stream output cap; the rest is read and dropped so the child never blocks on a full pipe. */
 export const RUN_MAX_OUTPUT_BYTES = 256 * 1024;
+/** After the command exits, how long its output pipes may stay open (held by something it left behind). */
+export const RUN_STREAM_GRACE_MS = 1_000;
 
 export type CommandResult = { ok: true; payload: unknown } | { ok: false; error: ErrorShape };
 
@@ -232,12 +234,16 @@ function runProcess(file: string, argv: string[], opts: RunOptions): Promise<Run
     child.stderr.on('data', collect('stderr'));
     child.stdout.on('error', () => {});
     child.stderr.on('error', () => {});
-    child.on('error', (err) => {
-      spawnError = err.message;
-    });
-    child.on('close', (code, signal) => {
+    let finished = false;
+    let grace: NodeJS.Timeout | null = null;
+    const finish = (code: number | null, signal: NodeJS.Signals | null) => {
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
+      if (grace) clearTimeout(grace);
       opts.signal.removeEventListener('abort', onAbort);
+      child.stdout.destroy();
+      child.stderr.destroy();
       const exitCode = spawnError ? null : code;
       resolve({
         exitCode,
@@ -251,6 +257,16 @@ function runProcess(file: string, argv: string[], opts: RunOptions): Promise<Run
         error: spawnError ?? (timedOut ? `timed out after ${opts.timeoutMs} ms; killed` : null),
         ...(opts.droppedEnv.length > 0 ? { droppedEnv: opts.droppedEnv } : {}),
       });
+    };
+    child.on('error', (err) => {
+      spawnError = err.message;
+      if (child.pid === undefined) finish(null, null); // never started: no exit or close follows
     });
+    // 'close' waits for the pipes; a process that escaped the group (setsid) may hold them for
+    // ever. After the command itself exits, what is still unread gets a short grace, no more.
+    child.on('exit', (code, signal) => {
+      grace = setTimeout(() => finish(code, signal), RUN_STREAM_GRACE_MS);
+    });
+    child.on('close', (code, signal) => finish(code, signal));
   });
 }
