@@ -2,7 +2,6 @@
  * `clawgate` — one binary, verbs close to OpenClaw's. Thin: parse flags, call the core or a
  * gateway, format output. Exit codes: 0 ok, 1 failure, 2 usage.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { startGateway } from '../app.js';
@@ -10,8 +9,10 @@ import { ConnectError, connectGateway, GatewayRequestError } from '../client/con
 import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
+import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { auditCommand, devicesCommand } from './devices.js';
+import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { qrCommand } from './qr.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 
@@ -63,56 +64,14 @@ function jsonLogger(stream: NodeJS.WriteStream): Logger {
   };
 }
 
-interface FileConfig {
-  gateway?: {
-    port?: number;
-    bind?: string;
-    auth?: { token?: string; password?: string };
-    autoApproveLocal?: boolean;
-    handshakeTimeoutMs?: number;
-    tickIntervalMs?: number;
-    pendingTtlMs?: number;
-    rateLimit?: Partial<GatewayConfig['rateLimit']>;
-    trustedProxies?: string[];
-    untrustedForwarded?: 'refuse' | 'ignore';
-  };
-}
-
-function readConfigFile(path: string): FileConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new UsageError(`cannot read config file ${path}: ${(err as Error).message}`);
-  }
-  try {
-    return JSON.parse(text) as FileConfig;
-  } catch (err) {
-    throw new UsageError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
-  }
-}
-
 async function gatewayRun(args: string[]): Promise<number> {
-  const { values } = parse(args, {
-    port: { type: 'string' },
-    bind: { type: 'string' },
-    'state-dir': { type: 'string' },
-    token: { type: 'string' },
-    password: { type: 'string' },
-    config: { type: 'string' },
-  });
-  const file = values.config ? readConfigFile(values.config as string) : {};
-  const g = file.gateway ?? {};
-  const stateDir = resolveStateDir(values['state-dir'] as string | undefined);
-  const portText = (values.port as string | undefined) ?? process.env.CLAWGATE_PORT;
-  const port = portText !== undefined ? Number(portText) : (g.port ?? DEFAULTS.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be a whole number from 0 to 65535, got ${portText}`);
-  const bind = (values.bind as string | undefined) ?? g.bind ?? DEFAULTS.bind;
+  const { values } = parse(args, GATEWAY_FLAGS);
+  const settings = resolveGatewaySettings(values);
+  const { stateDir, base, chosenToken, password } = settings;
+  const bind = base.bind;
 
   ensureStateDir(stateDir);
   const { creds, created } = loadOrCreateCredentials(stateDir, systemRandom, systemClock.now());
-  const chosenToken = (values.token as string | undefined) ?? g.auth?.token;
-  const password = (values.password as string | undefined) ?? g.auth?.password;
   if (!isLoopbackBind(bind) && !chosenToken && !password) {
     // Exposing the gateway beyond this host must be a decision, not a side effect of a generated secret.
     process.stderr.write(
@@ -121,22 +80,14 @@ async function gatewayRun(args: string[]): Promise<number> {
     );
     return 1;
   }
-  const token = chosenToken ?? creds.token;
+  const publicHost = base.publicUrl ? new URL(base.publicUrl).hostname.replace(/^\[|\]$/g, '') : undefined;
+  const tls = loadTls(settings.tls, stateDir, { generate: true, extraNames: [resolveBindHost(bind), ...(publicHost ? [publicHost] : [])] });
   const config: GatewayConfig = {
-    ...DEFAULTS,
-    port,
-    bind,
-    stateDir,
-    token,
+    ...base,
+    token: chosenToken ?? creds.token,
     password,
     ownerCredential: creds.owner,
-    autoApproveLocal: g.autoApproveLocal ?? DEFAULTS.autoApproveLocal,
-    handshakeTimeoutMs: g.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
-    tickIntervalMs: g.tickIntervalMs ?? DEFAULTS.tickIntervalMs,
-    pendingTtlMs: g.pendingTtlMs ?? DEFAULTS.pendingTtlMs,
-    rateLimit: { ...DEFAULTS.rateLimit, ...g.rateLimit },
-    trustedProxies: g.trustedProxies ?? DEFAULTS.trustedProxies,
-    untrustedForwarded: g.untrustedForwarded ?? DEFAULTS.untrustedForwarded,
+    tls: tls.material,
   };
   const log = jsonLogger(process.stderr);
   const store = new SqliteStore(join(stateDir, 'clawgate.sqlite'));
@@ -147,13 +98,19 @@ async function gatewayRun(args: string[]): Promise<number> {
     await store.close();
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE') {
-      process.stderr.write(`port ${port} is already in use on ${bind}: stop the other process or pass --port <n>\n`);
+      process.stderr.write(`port ${config.port} is already in use on ${bind}: stop the other process or pass --port <n>\n`);
       return 1;
     }
     throw err;
   }
   const { server } = running;
-  writeRuntimeInfo(stateDir, { url: server.url, pid: process.pid, startedAtMs: systemClock.now() });
+  writeRuntimeInfo(stateDir, {
+    url: server.url,
+    pid: process.pid,
+    startedAtMs: systemClock.now(),
+    ...(server.tlsFingerprint ? { tlsFingerprint: server.tlsFingerprint } : {}),
+    ...(config.publicUrl ? { publicUrl: config.publicUrl } : {}),
+  });
   process.stdout.write(
     [
       `clawgate gateway listening on ${server.url} (state: ${stateDir}, store: sqlite)`,
@@ -163,7 +120,14 @@ async function gatewayRun(args: string[]): Promise<number> {
       'connect a client:  pass the gateway token (`clawgate gateway token` prints it) as auth.token',
       `  e.g. openclaw gateway call health --url ${server.url} --token "$(npx clawgate gateway token)" --json`,
       'local CLI:         `clawgate call health` uses the owner credential from the state dir',
-      `health:            http://${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}/healthz`,
+      `health:            ${server.url.replace(/^ws/, 'http')}/healthz`,
+      ...(server.tlsFingerprint
+        ? [
+            `tls:               ${tls.created ? 'generated a self-signed certificate' : 'serving'} ${config.tls?.certPath ?? ''}`,
+            `  SHA-256 fingerprint ${server.tlsFingerprint} (setup codes carry it; other clients pass --tls-fingerprint)`,
+          ]
+        : []),
+      ...(config.publicUrl ? [`advertised URL:    ${config.publicUrl} (setup codes and links point here; \`clawgate doctor\` checks it)`] : []),
       '',
     ].join('\n'),
   );
@@ -200,13 +164,27 @@ function gatewayToken(args: string[]): number {
 }
 
 /** Where and how a CLI command reaches a gateway (ARCHITECTURE §4). */
-export function resolveTarget(values: Record<string, unknown>): { url: string; token: string | undefined; password: string | undefined } {
+export function resolveTarget(values: Record<string, unknown>): {
+  url: string;
+  token: string | undefined;
+  password: string | undefined;
+  tlsFingerprint: string | undefined;
+} {
   const stateDir = resolveStateDir(values['state-dir'] as string | undefined);
-  const url = (values.url as string | undefined) ?? process.env.CLAWGATE_URL ?? readRuntimeInfo(stateDir)?.url ?? `ws://127.0.0.1:${DEFAULTS.port}`;
+  const runtime = readRuntimeInfo(stateDir);
+  const url = (values.url as string | undefined) ?? process.env.CLAWGATE_URL ?? runtime?.url ?? `ws://127.0.0.1:${DEFAULTS.port}`;
   const password = values.password as string | undefined;
   let token = (values.token as string | undefined) ?? process.env.CLAWGATE_TOKEN;
   if (!token && !password) token = readCredentials(stateDir)?.owner;
-  return { url, token, password };
+  // The running gateway's own certificate is pinned automatically when we talk to it by the URL it recorded.
+  const fpText = (values['tls-fingerprint'] as string | undefined) ?? process.env.CLAWGATE_TLS_FINGERPRINT;
+  let tlsFingerprint: string | undefined;
+  if (fpText !== undefined) {
+    const fp = normalizeFingerprint(fpText);
+    if (!fp) throw new UsageError(`--tls-fingerprint must be a SHA-256 fingerprint (64 hex digits, colons allowed), got ${fpText}`);
+    tlsFingerprint = fp;
+  } else if (runtime?.tlsFingerprint && runtime.url === url) tlsFingerprint = runtime.tlsFingerprint;
+  return { url, token, password, tlsFingerprint };
 }
 
 async function call(args: string[]): Promise<number> {
@@ -218,6 +196,7 @@ async function call(args: string[]): Promise<number> {
     'state-dir': { type: 'string' },
     json: { type: 'boolean' },
     timeout: { type: 'string' },
+    'tls-fingerprint': { type: 'string' },
   });
   const method = positionals[0];
   if (!method) throw new UsageError('usage: clawgate call <method> [--params <json>]');
@@ -237,6 +216,7 @@ async function call(args: string[]): Promise<number> {
   const conn = await connectGateway({
     url: target.url,
     auth: target.password ? { password: target.password } : { token: target.token },
+    tlsFingerprint: target.tlsFingerprint,
     scopes: ['operator.admin'],
     client: { id: 'cli', mode: 'cli' },
   });

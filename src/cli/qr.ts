@@ -124,6 +124,7 @@ export async function qrCommand(args: string[]): Promise<number> {
     label: { type: 'string' },
     ttl: { type: 'string' },
     'public-url': { type: 'string' },
+    'tls-fingerprint': { type: 'string' },
     list: { type: 'boolean' },
     revoke: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
