@@ -14,6 +14,7 @@ import { SqliteStore } from '../store/sqlite.js';
 import { auditCommand, devicesCommand } from './devices.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { qrCommand } from './qr.js';
+import { doctorCommand, installServiceCommand } from './remote.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 
 export class UsageError extends Error {}
@@ -23,7 +24,14 @@ const HELP = `clawgate — a self-hosted gateway for pairing and authorizing dev
 Usage:
   clawgate gateway run [--port 18789] [--bind loopback|lan|<address>] [--state-dir <dir>]
                        [--token <t>] [--password <p>] [--config <file>]
+                       [--public-url wss://host[/path]] [--context-path /path]
+                       [--tls | --tls-cert <pem> --tls-key <pem>] [--trusted-proxy <addr|cidr>…]
   clawgate gateway token [--state-dir <dir>]     print the shared gateway token
+  clawgate gateway install-service --print [gateway run flags] [--user <u>]
+                                               print a systemd unit for this gateway
+  clawgate doctor [gateway run flags] [--tls-fingerprint <sha256>] [--json]
+                                               check config, store, TLS, trusted proxies, and that
+                                               the advertised URL reaches the gateway
   clawgate call <method> [--params <json>] [--url <ws-url>] [--token <t>] [--json]
   clawgate devices list [--json]
   clawgate devices approve <requestId|deviceId> | reject <requestId> | remove <deviceId>
@@ -40,7 +48,8 @@ Usage:
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
 Commands that talk to a gateway use --url > CLAWGATE_URL > the running gateway recorded in the
 state dir > ws://127.0.0.1:18789, and authenticate with --token > CLAWGATE_TOKEN > the owner
-credential in the state dir.`;
+credential in the state dir. For a wss:// gateway with a self-signed certificate pass
+--tls-fingerprint <sha256> (or CLAWGATE_TLS_FINGERPRINT); the local gateway's is pinned automatically.`;
 
 export function parse(
   args: string[],
@@ -238,6 +247,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (cmd === 'gateway' && (sub === 'run' || sub === undefined)) return await gatewayRun(rest);
     if (cmd === 'gateway' && sub === 'token') return gatewayToken(rest);
+    if (cmd === 'gateway' && sub === 'install-service') return installServiceCommand(rest);
+    if (cmd === 'doctor') return await doctorCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'call') return await call(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'devices') return await devicesCommand(sub, rest);
     if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
