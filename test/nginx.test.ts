@@ -7,7 +7,7 @@
  * (a network namespace with a veth pair) and has it forge `X-Forwarded-For: 127.0.0.1`.
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,12 +26,70 @@ const run = promisify(execFile);
 const PROXY_ADDRESS = '127.0.0.2';
 const CONTEXT = '/clawgate';
 
+/** `clawgate node run` as a child process, its output lines collected for waitFor. */
+class NodeRun {
+  readonly lines: string[] = [];
+  readonly errLines: string[] = [];
+  readonly exited: Promise<number | null>;
+  private readonly child: ChildProcess;
+  private waiters: Array<() => void> = [];
+  constructor(args: string[]) {
+    this.child = spawn(process.execPath, [join(process.cwd(), 'bin', 'clawgate.js'), 'node', 'run', ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, CLAWGATE_NODE_TOKEN: '' },
+    });
+    const collect = (into: string[]) => {
+      let buf = '';
+      return (c: Buffer) => {
+        buf += c.toString();
+        const parts = buf.split('\n');
+        buf = parts.pop() ?? '';
+        into.push(...parts);
+        for (const w of this.waiters) w();
+      };
+    };
+    this.child.stdout?.on('data', collect(this.lines));
+    this.child.stderr?.on('data', collect(this.errLines));
+    this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
+  }
+  count(re: RegExp): number {
+    return this.lines.filter((l) => re.test(l)).length;
+  }
+  /** Resolve with the match of the `nth` line matching `re` (1-based). */
+  waitFor(re: RegExp, nth = 1, timeoutMs = 15_000): Promise<RegExpExecArray> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const hits = this.lines.map((l) => re.exec(l)).filter((m): m is RegExpExecArray => m !== null);
+        if (hits.length >= nth) {
+          clearTimeout(timer);
+          this.waiters = this.waiters.filter((w) => w !== check);
+          resolve(hits[nth - 1] as RegExpExecArray);
+        }
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== check);
+        reject(new Error(`timed out waiting for ${re}\n--- stdout\n${this.lines.join('\n')}\n--- stderr\n${this.errLines.join('\n')}`));
+      }, timeoutMs);
+      this.waiters.push(check);
+      check();
+    });
+  }
+  async stop(): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGTERM');
+    return this.exited;
+  }
+}
+
 describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? false : `${NGINX_BIN} is not installed (scripts/system-deps.sh)` }, () => {
   let tg: TestGateway;
   let nginx: RunningNginx;
   let nginxDir: string;
   let publicUrl: string;
   let pin: string;
+  /** The operator paired with approval through nginx in the first test (used to invoke node commands). */
+  let operator: { identity: DeviceIdentity; deviceToken: string } | null = null;
+  const nodeProcs: NodeRun[] = [];
+  const nodeDirs: string[] = [];
 
   before(async () => {
     nginxDir = mkdtempSync(join(tmpdir(), 'clawgate-nginx-'));
@@ -54,6 +112,8 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
     );
   });
   after(async () => {
+    for (const n of nodeProcs) await n.stop();
+    for (const d of nodeDirs) removeDir(d);
     await nginx?.stop();
     await tg?.stop();
     if (tg) removeDir(tg.stateDir);
@@ -110,6 +170,7 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
     const again = await viaProxy('127.0.0.23', { url: publicUrl, identity, auth: { deviceToken }, scopes: ['operator.read'] });
     assert.equal(again.hello.auth.method, 'device-token');
     await again.close();
+    operator = { identity, deviceToken };
   });
 
   test('silent local approval never applies through the proxy, although every client here is on loopback', async () => {
@@ -191,6 +252,91 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
     const third = await node({ deviceToken: token2 });
     assert.equal(third.hello.auth.role, 'node');
     await third.close();
+  });
+
+  /** Invoke a node command as the operator paired through nginx, over wss:// with its device token. */
+  async function invokeAsOperator(nodeId: string, command: string, params: unknown): Promise<{ payload: { bins: Record<string, string> } }> {
+    assert.ok(operator, 'the operator pairing test ran first');
+    const c = await viaProxy('127.0.0.23', {
+      identity: operator.identity,
+      auth: { deviceToken: operator.deviceToken },
+      scopes: ['operator.read', 'operator.write'],
+    });
+    try {
+      return await c.request('node.invoke', { nodeId, command, params, timeoutMs: 10_000 });
+    } finally {
+      await c.close();
+    }
+  }
+
+  async function approveSurface(nodeId: string, expectAddress: string): Promise<void> {
+    let req: { requestId: string; nodeId: string; remoteIp: string } | undefined;
+    for (let i = 0; i < 100 && !req; i++) {
+      const listed = await cli(tg, 'nodes', 'pending', '--json');
+      req = (JSON.parse(listed.stdout) as { pending: Array<{ requestId: string; nodeId: string; remoteIp: string }> }).pending.find((p) => p.nodeId === nodeId);
+      if (!req) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(req, 'a surface request');
+    assert.equal(req.remoteIp, expectAddress);
+    const approved = await cli(tg, 'nodes', 'approve', req.requestId);
+    assert.equal(approved.code, 0, approved.stderr);
+  }
+
+  test('clawgate node run --pair through nginx: pins the certificate from the code, and runs system.which invoked by the remote operator', async () => {
+    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const minted = await owner.request<{ setupCode: string }>('device.pair.setupCode', { profile: 'node', tlsFingerprint: pin });
+    await owner.close();
+    const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-nginx-node-'));
+    nodeDirs.push(stateDir);
+    const n = new NodeRun(['--pair', minted.setupCode, '--state-dir', stateDir, '--name', 'proxied-node']);
+    nodeProcs.push(n);
+    await n.waitFor(new RegExp(`^connected to ${publicUrl.replace(/[.[\]/]/g, '\\$&')} as node "proxied-node"`));
+    const creds = JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')) as { tlsFingerprint?: string };
+    assert.equal(creds.tlsFingerprint, pin, 'the pin from the setup code is kept for every later connect');
+    const nodeId = (JSON.parse(readFileSync(join(stateDir, 'identity.json'), 'utf8')) as { deviceId: string }).deviceId;
+    await approveSurface(nodeId, '127.0.0.1');
+    await n.waitFor(/^command surface approved/);
+    const which = await invokeAsOperator(nodeId, 'system.which', { bins: ['sh', 'no-such-binary-xyz'] });
+    assert.deepEqual(Object.keys(which.payload.bins), ['sh']);
+    assert.match(which.payload.bins.sh as string, /\/sh$/);
+    assert.equal(await n.stop(), 0);
+  });
+
+  test('a node host facing another certificate than the pinned one stops with a clear error instead of connecting', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-nginx-node-'));
+    nodeDirs.push(stateDir);
+    const n = new NodeRun(['--url', publicUrl, '--token', TEST_TOKEN, '--tls-fingerprint', 'cd'.repeat(32), '--state-dir', stateDir]);
+    nodeProcs.push(n);
+    assert.equal(await n.exited, 1);
+    assert.match(
+      n.errLines.join('\n'),
+      /TLS certificate mismatch at wss:\/\/127\.0\.0\.1:\d+\/clawgate: expected SHA-256 (cd){32}, the server presented [0-9a-f]{64}/,
+    );
+  });
+
+  test('a node on the gateway token through nginx: device approval (never silent), surface approval, invoke, then a token rotation it rides out without a restart', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-nginx-node-'));
+    nodeDirs.push(stateDir);
+    const n = new NodeRun(['--url', publicUrl, '--token', TEST_TOKEN, '--tls-fingerprint', pin, '--state-dir', stateDir, '--name', 'token-node']);
+    nodeProcs.push(n);
+    const [, deviceRequest] = await n.waitFor(/^waiting for approval: request (\S+) /);
+    assert.equal((await cli(tg, 'devices', 'approve', deviceRequest as string)).code, 0);
+    await n.waitFor(/^connected to /);
+    const nodeId = (JSON.parse(readFileSync(join(stateDir, 'identity.json'), 'utf8')) as { deviceId: string }).deviceId;
+    await approveSurface(nodeId, '127.0.0.1');
+    await n.waitFor(/^command surface approved/);
+    assert.ok((await invokeAsOperator(nodeId, 'system.which', { bins: ['sh'] })).payload.bins.sh);
+    const tokenBefore = (await tg.store.listTokens(nodeId)).filter((t) => t.role === 'node' && !t.revokedAtMs).map((t) => t.tokenId);
+
+    const connectedBefore = n.count(/^connected to /);
+    const rotated = await cli(tg, 'devices', 'rotate', '--device', nodeId, '--role', 'node', '--json');
+    assert.equal(rotated.code, 0, rotated.stderr);
+    await n.waitFor(/^disconnected from /);
+    await n.waitFor(/^connected to /, connectedBefore + 1);
+    const tokenAfter = (await tg.store.listTokens(nodeId)).filter((t) => t.role === 'node' && !t.revokedAtMs).map((t) => t.tokenId);
+    assert.notDeepEqual(tokenAfter, tokenBefore, 'a new node token is in force');
+    assert.ok((await invokeAsOperator(nodeId, 'system.which', { bins: ['sh'] })).payload.bins.sh, 'invocations work again, no restart');
+    assert.equal(await n.stop(), 0);
   });
 
   test('a client whose pin does not match the proxy certificate refuses to talk', async () => {

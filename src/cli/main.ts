@@ -13,6 +13,8 @@ import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { auditCommand, devicesCommand } from './devices.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
+import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
+import { nodesCommand } from './nodes.js';
 import { qrCommand } from './qr.js';
 import { doctorCommand, installServiceCommand } from './remote.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
@@ -39,10 +41,15 @@ Usage:
   clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
   clawgate devices revoke --device <id> --role operator|node
   clawgate audit [--json] [--verify] [--limit <n>]
+  clawgate nodes list | pending | approve <requestId> | reject <requestId> [--json]
+  clawgate nodes describe <node> | rename <node> <name> | remove <node> [--json]
+  clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>] [--json]
+                                               <node> is a node id or its name
   clawgate qr [--profile operator|node|operator+node] [--scopes <s>…] [--label <name>] [--ttl 10m]
               [--url <gateway-url>] [--public-url <url>] [--json]
                                                mint a setup code (QR) that pairs one new device
   clawgate qr --list | --revoke <setupId> [--json]
+${NODE_RUN_HELP}
   clawgate help
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
@@ -251,8 +258,10 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'doctor') return await doctorCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'call') return await call(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'devices') return await devicesCommand(sub, rest);
+    if (cmd === 'nodes') return await nodesCommand(sub, rest);
     if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'node') return await nodeCommand(sub, rest);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {

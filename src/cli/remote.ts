@@ -8,6 +8,7 @@ import { userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WebSocket } from 'ws';
+import { checkTlsPin } from '../client/connection.js';
 import { isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { isLoopbackAddress, proxyEntryWidthBits } from '../server/proxy.js';
@@ -74,9 +75,8 @@ export function probeChallenge(
     });
     if (pin) {
       ws.on('upgrade', (res) => {
-        const cert = (res.socket as import('node:tls').TLSSocket).getPeerCertificate?.();
-        const actual = cert?.fingerprint256 ? normalizeFingerprint(cert.fingerprint256) : null;
-        if (actual !== pin) finish({ ok: false, problem: `certificate fingerprint ${actual ?? '(none)'} is not the expected ${pin}` });
+        const mismatch = checkTlsPin(res, pin, url);
+        if (mismatch) finish({ ok: false, problem: `certificate fingerprint ${mismatch.actual ?? '(none)'} is not the expected ${pin}` });
       });
     }
     ws.on('message', (data) => {

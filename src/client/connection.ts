@@ -3,6 +3,7 @@
  * benchmark; the fuller SDK (reconnects, credential store, state machine) builds on it.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { WebSocket } from 'ws';
 import { deviceIdOf } from '../core/identity.js';
@@ -92,6 +93,23 @@ export class TlsPinError extends ConnectError {
   ) {
     super(message, null, null, '');
   }
+}
+
+/**
+ * Compare the certificate behind an upgrade response with a pinned fingerprint; a TlsPinError
+ * (with a message a person can act on) when they differ, null when they match.
+ */
+export function checkTlsPin(res: IncomingMessage, expected: string, url: string): TlsPinError | null {
+  const cert = (res.socket as TLSSocket).getPeerCertificate?.();
+  const actual = cert?.fingerprint256 ? normalizeFingerprint(cert.fingerprint256) : null;
+  if (actual === expected) return null;
+  return new TlsPinError(
+    `TLS certificate mismatch at ${url}: expected SHA-256 ${expected}, the server presented ${actual ?? 'no certificate'}. ` +
+      'Refusing to connect: the gateway certificate was replaced, or something is intercepting the connection. ' +
+      'If the gateway really has a new certificate, pair again with a fresh setup code.',
+    expected,
+    actual,
+  );
 }
 
 const CERT_ERROR_CODES = new Set([
@@ -299,18 +317,9 @@ export function connectGateway(opts: ConnectOptions): Promise<GatewayConnection>
       // 'upgrade' fires after the TLS handshake and before 'open': nothing has been sent but the
       // bare HTTP upgrade request, which carries no credential.
       ws.on('upgrade', (res) => {
-        const cert = (res.socket as TLSSocket).getPeerCertificate?.();
-        const actual = cert?.fingerprint256 ? normalizeFingerprint(cert.fingerprint256) : null;
-        if (actual === expected) return;
-        done(
-          new TlsPinError(
-            `TLS certificate mismatch at ${opts.url}: expected SHA-256 ${expected}, the server presented ${actual ?? 'no certificate'}. ` +
-              'Refusing to connect: the gateway certificate was replaced, or something is intercepting the connection. ' +
-              'If the gateway really has a new certificate, pair again with a fresh setup code.',
-            expected,
-            actual,
-          ),
-        );
+        const mismatch = checkTlsPin(res, expected, opts.url);
+        if (!mismatch) return;
+        done(mismatch);
         ws.terminate();
       });
     }
