@@ -402,6 +402,31 @@ describe('clawgate doctor', () => {
     }
   });
 
+  test('commands on the gateway host pin the running gateway certificate by themselves; qr shows the pin', async () => {
+    const health = await clawgate(['call', 'health', '--state-dir', dir]);
+    assert.equal(health.code, 0, health.stderr);
+    const qr = await clawgate(['qr', '--state-dir', dir, '--json']);
+    assert.equal(qr.code, 0, qr.stderr);
+    const minted = JSON.parse(qr.stdout) as { gatewayUrl: string; tlsFingerprint?: string; setupCode: string };
+    const runtime = JSON.parse(readFileSync(join(dir, 'gateway.json'), 'utf8')) as { tlsFingerprint: string };
+    assert.equal(minted.gatewayUrl, gw.url);
+    assert.equal(minted.tlsFingerprint, runtime.tlsFingerprint);
+    assert.equal(minted.tlsFingerprint, certFacts(readFileSync(join(dir, 'tls', 'cert.pem'), 'utf8')).fingerprint);
+    const human = await clawgate(['qr', '--state-dir', dir]);
+    assert.match(human.stdout, new RegExp(`^TLS pin: {2}SHA-256 ${runtime.tlsFingerprint} `, 'm'));
+  });
+
+  test('config file type errors are usage errors', async () => {
+    const file = join(dir, 'bad-config.json');
+    writeFileSync(file, JSON.stringify({ gateway: { publicUrl: 42 } }));
+    const r = await clawgate(['doctor', '--state-dir', dir, '--config', file, '--json']);
+    assert.equal(r.code, 1);
+    assert.match((JSON.parse(r.stdout) as DoctorReport).checks[0]?.message ?? '', /gateway\.publicUrl must be a string/);
+    const run2 = await clawgate(['gateway', 'run', '--state-dir', dir, '--config', file]);
+    assert.equal(run2.code, 2);
+    assert.match(run2.stderr, /gateway\.publicUrl must be a string/);
+  });
+
   test('human output names every check', async () => {
     const r = await clawgate(['doctor', '--state-dir', dir, '--tls']);
     assert.equal(r.code, 0, r.stdout + r.stderr);

@@ -59,6 +59,23 @@ export function readConfigFile(path: string): FileConfig {
   }
 }
 
+/** The keys this module reads, checked for type so a typo is a usage error and not a crash. */
+function fileShapeProblems(g: NonNullable<FileConfig['gateway']>): void {
+  const bad = (key: string, want: string) => {
+    throw new UsageError(`config file: gateway.${key} must be ${want}`);
+  };
+  if (g.trustedProxies !== undefined && (!Array.isArray(g.trustedProxies) || g.trustedProxies.some((e) => typeof e !== 'string')))
+    bad('trustedProxies', 'an array of addresses or CIDRs (strings)');
+  if (g.publicUrl !== undefined && typeof g.publicUrl !== 'string') bad('publicUrl', 'a string like "wss://gateway.example.com"');
+  if (g.contextPath !== undefined && typeof g.contextPath !== 'string') bad('contextPath', 'a string like "/clawgate"');
+  if (g.tls !== undefined) {
+    if (typeof g.tls !== 'object' || g.tls === null || Array.isArray(g.tls)) bad('tls', 'an object');
+    if (g.tls.enabled !== undefined && typeof g.tls.enabled !== 'boolean') bad('tls.enabled', 'true or false');
+    if (g.tls.certPath !== undefined && typeof g.tls.certPath !== 'string') bad('tls.certPath', 'a file path');
+    if (g.tls.keyPath !== undefined && typeof g.tls.keyPath !== 'string') bad('tls.keyPath', 'a file path');
+  }
+}
+
 /** Where TLS material comes from, before anything is read. */
 export type TlsSource = { kind: 'none' } | { kind: 'files'; certPath: string; keyPath: string } | { kind: 'self-signed' };
 
@@ -77,6 +94,7 @@ export function resolveGatewaySettings(values: Record<string, unknown>, env: Nod
   const configPath = values.config as string | undefined;
   const file = configPath ? readConfigFile(configPath) : {};
   const g = file.gateway ?? {};
+  fileShapeProblems(g);
   const stateDir = resolveStateDir(values['state-dir'] as string | undefined, env);
   const portText = (values.port as string | undefined) ?? env.CLAWGATE_PORT;
   const port = portText !== undefined ? Number(portText) : (g.port ?? DEFAULTS.port);
