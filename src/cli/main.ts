@@ -41,7 +41,7 @@ Usage:
   clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
   clawgate devices revoke --device <id> --role operator|node
   clawgate audit [--json] [--verify] [--limit <n>]
-  clawgate nodes list | pending | approve <requestId> | reject <requestId> [--json]
+  clawgate nodes list | pending | approve <requestId|node> | reject <requestId|node> [--json]
   clawgate nodes describe <node> | rename <node> <name> | remove <node> [--json]
   clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>] [--json]
                                                <node> is a node id or its name
