@@ -1,13 +1,15 @@
 /**
  * `clawgate node run` (issue 5, node host half). The node host runs as a real process inside a
  * network namespace of its own, reaching the gateway over a veth pair with 10.x addresses: the
- * gateway sees a real non-loopback peer, exactly like a laptop talking to a VPS. Operators use
- * the real CLI. The commands (`system.which`, `system.run`) and the exec policy are also driven
+ * gateway sees a real non-loopback peer, exactly like a laptop talking to a VPS. (Without root
+ * or `ip`, or with CLAWGATE_TEST_LINK=proxy, the node connects through a trusted forwarding
+ * proxy that names a TEST-NET address instead.) Operators use the real CLI. The commands (`system.which`, `system.run`) and the exec policy are also driven
  * directly, with real processes.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -16,6 +18,8 @@ import { DEFAULTS, type GatewayConfig } from '../src/core/config.js';
 import { systemClock } from '../src/core/env.js';
 import { type CommandContext, RUN_MAX_OUTPUT_BYTES, systemRun, systemWhich } from '../src/node-host/commands.js';
 import { ALLOWLIST_FILE, type ExecPolicyMode, ensureAllowlistFile } from '../src/node-host/exec-policy.js';
+import { jitteredDelayMs } from '../src/node-host/host.js';
+import { encodeSetupCode } from '../src/protocol/setup-code.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import { cli, removeDir, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
@@ -23,61 +27,151 @@ const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 /** Node hosts need a moment to start; approval waits have no deadline of their own. */
 const STEP_MS = 20_000;
 
-// --- a second network: netns + veth ---------------------------------------------------------
+// --- a second network: netns + veth (or, without root, a forwarding proxy) -----------------
 
+/**
+ * How the node host reaches the gateway so that the gateway sees a non-local peer. Preferred: a
+ * network namespace whose only route is a veth to this host (10.77.N.2 → 10.77.N.1). Where that
+ * cannot be set up (not root, no `ip`), a TCP proxy on loopback that adds `X-Forwarded-For`,
+ * with the gateway trusting it (`trustedProxies: ['127.0.0.1']`).
+ */
 interface Link {
-  ns: string;
-  hostAddr: string;
+  kind: 'netns' | 'proxy';
+  /** Address the gateway listens on. */
+  gatewayHost: string;
+  /** Address the gateway sees the node connect from. */
   nodeAddr: string;
-  destroy(): void;
+  gatewayConfig: Partial<GatewayConfig>;
+  /** The URL a node uses for a gateway listening on `port`. */
+  nodeUrl(port: number): string;
+  /** Command line that starts `argv` on the node's side of the link. */
+  command(argv: string[]): [string, string[]];
+  destroy(): Promise<void>;
 }
 
-function ip(...args: string[]): void {
-  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+function ip(...args: string[]): string {
+  return execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 }
 
-/** A namespace whose only route is a veth to this host: 10.77.N.1 (host) ↔ 10.77.N.2 (node). */
-function createLink(): Link {
+function createNetnsLink(): Link {
   const tag = `cgnh${process.pid % 100_000}`;
   const hostIf = `${tag}a`;
   const nodeIf = `${tag}b`;
-  try {
-    ip('link', 'del', hostIf);
-  } catch {}
-  try {
-    ip('netns', 'del', tag);
-  } catch {}
-  const n = (process.pid % 250) + 1;
+  const cleanup = () => {
+    try {
+      ip('link', 'del', hostIf);
+    } catch {}
+    try {
+      ip('netns', 'del', tag);
+    } catch {}
+  };
+  cleanup(); // a crashed earlier run with the same pid
+  // A /30 no interface on this machine uses yet (parallel test files each take their own).
+  const used = ip('-4', '-o', 'addr', 'show');
+  let n = (process.pid % 250) + 1;
+  while (used.includes(`10.77.${n}.`)) n = (n % 250) + 1;
   const hostAddr = `10.77.${n}.1`;
   const nodeAddr = `10.77.${n}.2`;
-  ip('netns', 'add', tag);
-  ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nodeIf);
-  ip('link', 'set', nodeIf, 'netns', tag);
-  ip('addr', 'add', `${hostAddr}/30`, 'dev', hostIf);
-  ip('link', 'set', hostIf, 'up');
-  ip('-n', tag, 'addr', 'add', `${nodeAddr}/30`, 'dev', nodeIf);
-  ip('-n', tag, 'link', 'set', nodeIf, 'up');
-  ip('-n', tag, 'link', 'set', 'lo', 'up');
+  try {
+    ip('netns', 'add', tag);
+    ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nodeIf);
+    ip('link', 'set', nodeIf, 'netns', tag);
+    ip('addr', 'add', `${hostAddr}/30`, 'dev', hostIf);
+    ip('link', 'set', hostIf, 'up');
+    ip('-n', tag, 'addr', 'add', `${nodeAddr}/30`, 'dev', nodeIf);
+    ip('-n', tag, 'link', 'set', nodeIf, 'up');
+    ip('-n', tag, 'link', 'set', 'lo', 'up');
+  } catch (err) {
+    cleanup();
+    throw err;
+  }
   return {
-    ns: tag,
-    hostAddr,
+    kind: 'netns',
+    gatewayHost: hostAddr,
     nodeAddr,
-    destroy() {
-      try {
-        ip('link', 'del', hostIf);
-      } catch {}
-      try {
-        ip('netns', 'del', tag);
-      } catch {}
+    gatewayConfig: {},
+    nodeUrl: (port) => `ws://${hostAddr}:${port}`,
+    command: (argv) => ['ip', ['netns', 'exec', tag, ...argv]],
+    destroy: async () => cleanup(),
+  };
+}
+
+/** Forward 127.0.0.1:<own port> → 127.0.0.1:<gateway port>, adding X-Forwarded-For to the upgrade request. */
+async function createProxyLink(): Promise<Link> {
+  const nodeAddr = '198.51.100.77';
+  let target = 0;
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    client.on('error', () => client.destroy());
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      client.off('data', onData);
+      client.pause();
+      const upstream = connect(target, '127.0.0.1');
+      sockets.add(upstream);
+      upstream.on('close', () => {
+        sockets.delete(upstream);
+        client.destroy();
+      });
+      upstream.on('error', () => upstream.destroy());
+      client.on('close', () => upstream.destroy());
+      upstream.write(Buffer.concat([head.subarray(0, end), Buffer.from(`\r\nX-Forwarded-For: ${nodeAddr}`), head.subarray(end)]));
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.resume();
+    };
+    client.on('data', onData);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    kind: 'proxy',
+    gatewayHost: '127.0.0.1',
+    nodeAddr,
+    gatewayConfig: { trustedProxies: ['127.0.0.1'] },
+    nodeUrl: (gatewayPort) => {
+      target = gatewayPort;
+      return `ws://127.0.0.1:${port}`;
+    },
+    command: (argv) => [argv[0] as string, argv.slice(1)],
+    destroy: async () => {
+      for (const sock of sockets) sock.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
 }
 
+async function createLink(): Promise<Link> {
+  if (process.env.CLAWGATE_TEST_LINK !== 'proxy') {
+    try {
+      return createNetnsLink();
+    } catch (err) {
+      process.stderr.write(`# node-host tests: no network namespace (${(err as Error).message.split('\n')[0]}); using a forwarding proxy\n`);
+    }
+  }
+  return createProxyLink();
+}
+
 // --- gateway on the host side of the link ---------------------------------------------------
 
-async function startLinkGateway(host: string, stateDir: string, port = 0): Promise<TestGateway> {
+async function startLinkGateway(link: Link, stateDir: string, port = 0): Promise<TestGateway> {
+  const host = link.gatewayHost;
   const store = new SqliteStore(join(stateDir, 'clawgate.sqlite'));
-  const config: GatewayConfig = { ...DEFAULTS, port, bind: host, stateDir, token: TEST_TOKEN, ownerCredential: TEST_OWNER, tickIntervalMs: 2_000 };
+  const config: GatewayConfig = {
+    ...DEFAULTS,
+    port,
+    bind: host,
+    stateDir,
+    token: TEST_TOKEN,
+    ownerCredential: TEST_OWNER,
+    tickIntervalMs: 2_000,
+    ...link.gatewayConfig,
+  };
   const { gateway, server } = await startGateway({ config, store, host });
   let stopped = false;
   const tg: TestGateway = {
@@ -93,13 +187,13 @@ async function startLinkGateway(host: string, stateDir: string, port = 0): Promi
     },
     async restart() {
       await tg.stop();
-      return startLinkGateway(host, stateDir, server.port);
+      return startLinkGateway(link, stateDir, server.port);
     },
   };
   return tg;
 }
 
-// --- a node host process inside the namespace -----------------------------------------------
+// --- a node host process on the far side of the link -----------------------------------------------
 
 class NodeProcess {
   readonly lines: string[] = [];
@@ -172,7 +266,8 @@ class NodeProcess {
 }
 
 function startNode(link: Link, args: string[]): NodeProcess {
-  const child = spawn('ip', ['netns', 'exec', link.ns, process.execPath, BIN, 'node', 'run', ...args], {
+  const [file, argv] = link.command([process.execPath, BIN, 'node', 'run', ...args]);
+  const child = spawn(file, argv, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, CLAWGATE_NODE_TOKEN: '' },
   });
@@ -211,7 +306,7 @@ interface StoredCredentials {
   bootstrap?: { bootstrapToken: string };
 }
 
-describe('clawgate node run over a real second network (netns)', () => {
+describe('clawgate node run from another network address (netns, else a trusted proxy)', () => {
   let link: Link;
   let tg: TestGateway;
   const dirs: string[] = [];
@@ -227,14 +322,16 @@ describe('clawgate node run over a real second network (netns)', () => {
     return p;
   };
 
+  /** Where the node reaches the current gateway (the port survives restarts). */
+  const nodeUrl = () => link.nodeUrl(tg.server.port);
   const invoke = (nodeRef: string, command: string, params: unknown) =>
     cli(tg, 'nodes', 'invoke', '--node', nodeRef, '--command', command, '--params', JSON.stringify(params), '--json');
   const setupCode = async () => {
-    const minted = await cli(tg, 'qr', '--profile', 'node', '--json');
+    const minted = await cli(tg, 'qr', '--profile', 'node', '--public-url', nodeUrl(), '--json');
     assert.equal(minted.code, 0, minted.stderr);
     return (JSON.parse(minted.stdout) as { setupCode: string }).setupCode;
   };
-  /** The pending surface request of a node, as `clawgate nodes pending` shows it (filed from 10.x). */
+  /** The pending surface request of a node, as `clawgate nodes pending` shows it (filed from the node's non-local address). */
   const pendingSurface = async (nodeId: string): Promise<string> => {
     const listed = await cli(tg, 'nodes', 'pending', '--json');
     assert.equal(listed.code, 0, listed.stderr);
@@ -247,19 +344,19 @@ describe('clawgate node run over a real second network (netns)', () => {
   };
 
   before(async () => {
-    link = createLink();
-    tg = await startLinkGateway(link.hostAddr, tmp('gw'));
+    link = await createLink();
+    tg = await startLinkGateway(link, tmp('gw'));
   });
   after(async () => {
     for (const p of procs) await p.stop();
     await tg.stop();
-    link.destroy();
+    await link.destroy();
     for (const d of dirs) removeDir(d);
   });
 
-  test('pairs from 10.x: waits on the open socket for device approval, stores 0600 credentials, reconnects after a gateway restart', async () => {
+  test('pairs from a non-local address: waits on the open socket for device approval, stores 0600 credentials, reconnects after a gateway restart', async () => {
     const stateDir = tmp('node-a');
-    const n = node(['--url', tg.url, '--token', TEST_TOKEN, '--state-dir', stateDir, '--name', 'lab-node']);
+    const n = node(['--url', nodeUrl(), '--token', TEST_TOKEN, '--state-dir', stateDir, '--name', 'lab-node']);
     const [, requestId] = await n.waitFor(/^waiting for approval: request (\S+) — on the gateway host run `clawgate devices approve \S+`$/);
 
     // The gateway saw the node's real address, so nothing was approved silently.
@@ -273,7 +370,7 @@ describe('clawgate node run over a real second network (netns)', () => {
     const approved = await cli(tg, 'devices', 'approve', requestId as string);
     assert.equal(approved.code, 0, approved.stderr);
     await n.waitFor(/^paired: device [0-9a-f]{64} holds a node token/);
-    await n.waitFor(/^connected to ws:\/\/10\.77\.\d+\.1:\d+ as node "lab-node"/);
+    await n.waitFor(/^connected to ws:\/\/\S+ as node "lab-node"/);
 
     const credsPath = join(stateDir, 'credentials.json');
     assert.equal(modeOf(credsPath), 0o600);
@@ -281,24 +378,37 @@ describe('clawgate node run over a real second network (netns)', () => {
     assert.equal(modeOf(join(stateDir, ALLOWLIST_FILE)), 0o600);
     const creds = readJson<StoredCredentials>(credsPath);
     assert.match(creds.tokens.node?.deviceToken ?? '', /^cgd1_/);
-    assert.equal(creds.gatewayUrl, tg.url);
+    assert.equal(creds.gatewayUrl, nodeUrl());
 
     // Gateway restart: the node host notices, backs off, and is connected again with no help.
     tg = await tg.restart();
     await n.waitFor(/^disconnected from /);
-    await n.waitFor(/^connected to ws:\/\/10\.77\.\d+\.1:\d+ as node "lab-node"/);
+    await n.waitFor(/^connected to ws:\/\/\S+ as node "lab-node"/);
     assert.equal(n.child.exitCode, null, 'still running');
     assert.equal(await n.stop(), 0, 'SIGTERM is a clean exit');
+
+    // A stale gateway token on the command line: the paired node gets in with its own token.
+    const stale = node(['--url', nodeUrl(), '--token', 'cgs_not-the-gateway-token', '--state-dir', stateDir, '--name', 'lab-node']);
+    await stale.waitFor(/^the gateway refused the token given on the command line; retrying with the stored node token$/);
+    await stale.waitFor(/^connecting to .* \(device-token\)$/);
+    await stale.waitFor(/^connected to /);
+    assert.equal(await stale.stop(), 0);
   });
 
-  test('--pair: redeems a setup code from 10.x, swaps it for a device token in one write, restarts without it, reconnects with the token', async () => {
-    const minted = await cli(tg, 'qr', '--profile', 'node', '--json');
+  test("a wrong gateway token with nothing stored ends the host with exit 1 and the gateway's reason", async () => {
+    const n = node(['--url', nodeUrl(), '--token', 'cgs_not-the-gateway-token', '--state-dir', tmp('node-wrong')]);
+    assert.equal(await n.exited, 1);
+    assert.match(n.errLines.join('\n'), /^connect refused: .* \[AUTH_TOKEN_MISMATCH\]\nnext: /m);
+  });
+
+  test('--pair: redeems a setup code from a non-local address, swaps it for a device token in one write, restarts without it, reconnects with the token', async () => {
+    const minted = await cli(tg, 'qr', '--profile', 'node', '--public-url', nodeUrl(), '--json');
     assert.equal(minted.code, 0, minted.stderr);
     const { setupCode } = JSON.parse(minted.stdout) as { setupCode: string };
     const stateDir = tmp('node-b');
 
     const first = node(['--pair', setupCode, '--state-dir', stateDir, '--name', 'paired-by-code']);
-    await first.waitFor(/^connecting to ws:\/\/10\.77\.\d+\.1:\d+ as node [0-9a-f]{64} \(setup code\)$/);
+    await first.waitFor(/^connecting to ws:\/\/\S+ as node [0-9a-f]{64} \(setup code\)$/);
     await first.waitFor(/^paired: device [0-9a-f]{64} holds a node token/);
     await first.waitFor(/^connected to /);
     const creds = readJson<StoredCredentials>(join(stateDir, 'credentials.json'));
@@ -319,9 +429,9 @@ describe('clawgate node run over a real second network (netns)', () => {
     assert.equal(await again.stop(), 0);
   });
 
-  test('acceptance: from 10.x, device approval, then surface approval, then nodes invoke runs system.which and system.run; nothing restarts', async () => {
+  test('acceptance: from a non-local address, device approval, then surface approval, then nodes invoke runs system.which and system.run; nothing restarts', async () => {
     const stateDir = tmp('node-acc');
-    const n = node(['--url', tg.url, '--token', TEST_TOKEN, '--state-dir', stateDir, '--name', 'acc-node']);
+    const n = node(['--url', nodeUrl(), '--token', TEST_TOKEN, '--state-dir', stateDir, '--name', 'acc-node']);
     const [, deviceRequest] = await n.waitFor(/^waiting for approval: request (\S+) /);
     assert.equal((await cli(tg, 'devices', 'approve', deviceRequest as string)).code, 0);
     await n.waitFor(/^connected to /);
@@ -425,8 +535,28 @@ describe('clawgate node run over a real second network (netns)', () => {
     assert.equal(await n.stop(), 0);
   });
 
+  test('--pair while the gateway is down: the code waits on disk (0600), the host retries with backoff, and redeems it once the gateway is back', async () => {
+    const code = await setupCode();
+    await tg.stop();
+    const stateDir = tmp('node-down');
+    const n = node(['--pair', code, '--state-dir', stateDir]);
+    await n.waitFor(/^connect failed: gateway unreachable; retrying in \d+ ms$/);
+    await n.waitFor(/^connect failed: gateway unreachable; retrying in \d+ ms$/);
+    const credsPath = join(stateDir, 'credentials.json');
+    assert.equal(modeOf(credsPath), 0o600);
+    assert.ok(readJson<StoredCredentials>(credsPath).bootstrap?.bootstrapToken, 'the setup code is on disk while unredeemed');
+
+    tg = await tg.restart();
+    await n.waitFor(/^paired: device /);
+    await n.waitFor(/^connected to /);
+    const creds = readJson<StoredCredentials>(credsPath);
+    assert.equal(creds.bootstrap, undefined);
+    assert.match(creds.tokens.node?.deviceToken ?? '', /^cgd1_/);
+    assert.equal(await n.stop(), 0);
+  });
+
   test('a revoked node token stops the host with exit 1 and says how to pair again', async () => {
-    const minted = await cli(tg, 'qr', '--profile', 'node', '--json');
+    const minted = await cli(tg, 'qr', '--profile', 'node', '--public-url', nodeUrl(), '--json');
     const { setupCode } = JSON.parse(minted.stdout) as { setupCode: string };
     const stateDir = tmp('node-c');
     const n = node(['--pair', setupCode, '--state-dir', stateDir]);
@@ -437,6 +567,52 @@ describe('clawgate node run over a real second network (netns)', () => {
     assert.equal(await n.exited, 1);
     assert.match(n.errLines.join('\n'), /refused this node's device token .* pair again: `clawgate node run --pair <setup-code>`/);
     assert.equal(readJson<StoredCredentials>(join(stateDir, 'credentials.json')).tokens.node, undefined, 'the dead token is forgotten');
+  });
+});
+
+// --- command line and backoff, no gateway needed ---------------------------------------------
+
+describe('clawgate node run: command line', () => {
+  const run = (args: string[]) => {
+    const child = spawn(process.execPath, [BIN, 'node', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = new NodeProcess(child);
+    return p.exited.then((code) => ({ code, p }));
+  };
+  const dirs: string[] = [];
+  after(() => {
+    for (const d of dirs) removeDir(d);
+  });
+  const tmp = () => {
+    const d = mkdtempSync(join(tmpdir(), 'clawgate-node-cli-'));
+    dirs.push(d);
+    return d;
+  };
+
+  test('usage errors exit 2 and name the problem', async () => {
+    const policy = await run(['--url', 'ws://127.0.0.1:1', '--exec-policy', 'sometimes', '--state-dir', tmp()]);
+    assert.equal(policy.code, 2);
+    assert.match(policy.p.errLines.join('\n'), /--exec-policy must be one of deny, allowlist, full/);
+    const cmds = await run(['--url', 'ws://127.0.0.1:1', '--commands', 'camera.snap', '--state-dir', tmp()]);
+    assert.equal(cmds.code, 2);
+    assert.match(cmds.p.errLines.join('\n'), /implements system\.run, system\.which; not camera\.snap/);
+    const nowhere = await run(['--state-dir', tmp()]);
+    assert.equal(nowhere.code, 2);
+    assert.match(nowhere.p.errLines.join('\n'), /no gateway to connect to: pass --url/);
+  });
+
+  test('an expired setup code is refused before anything is stored', async () => {
+    const dir = tmp();
+    const code = encodeSetupCode({ url: 'ws://127.0.0.1:1', bootstrapToken: 'cgb_expired', expiresAtMs: Date.now() - 1000 });
+    const r = await run(['--pair', code, '--state-dir', dir]);
+    assert.equal(r.code, 1);
+    assert.match(r.p.errLines.join('\n'), /--pair: setup code has expired/);
+    assert.equal(existsSync(join(dir, 'credentials.json')), false);
+  });
+
+  test('backoff delays stay within [d/2, d]', () => {
+    assert.equal(jitteredDelayMs(1000, 0), 500);
+    assert.equal(jitteredDelayMs(1000, 0.999999), 1000);
+    assert.equal(jitteredDelayMs(30_000, 0.5), 22_500);
   });
 });
 

@@ -23,6 +23,8 @@ const RETRY_AFTER_MIN_MS = 100;
 const RETRY_AFTER_MAX_MS = 300_000;
 /** Until the challenge arrives, or while nothing says "waiting for approval". */
 const HANDSHAKE_TIMEOUT_MS = 15_000;
+/** While waiting for approval: silence (no ping, no frame) this long means a dead path. */
+const WAIT_SILENCE_MS = 90_000;
 
 /** Refusals that retrying unchanged cannot fix: the node host stops with exit 1 and says why. */
 const FATAL_DETAILS = new Set([
@@ -72,7 +74,16 @@ export interface NodeHostOptions {
 
 type Attempt =
   | { kind: 'hello'; conn: GatewayConnection }
-  | { kind: 'refused'; error: ErrorShape | null; closeCode: number | null; closeReason: string; reachedGateway: boolean; pinMismatch?: string };
+  | {
+      kind: 'refused';
+      error: ErrorShape | null;
+      closeCode: number | null;
+      closeReason: string;
+      reachedGateway: boolean;
+      httpStatus?: number;
+      /** Remote gateways (issue 9): the certificate was not the pinned one (message for the person). */
+      pinMismatch?: string;
+    };
 
 type AuthUsed = 'shared' | 'password' | 'device-token' | 'bootstrap';
 
@@ -88,6 +99,8 @@ export class NodeHost {
   private backoffMs = BACKOFF_BASE_MS;
   private urlIndex = 0;
   private readonly active = new Map<string, ActiveInvoke>();
+  /** The gateway refused the shared secret; a stored device token may still be good. */
+  private sharedRefused = false;
 
   constructor(private readonly opts: NodeHostOptions) {}
 
@@ -141,20 +154,20 @@ export class NodeHost {
   }
 
   private pickAuth(creds: NodeCredentials): { auth: NonNullable<ConnectOptions['auth']>; used: AuthUsed } | null {
-    if (this.opts.sharedToken) return { auth: { token: this.opts.sharedToken }, used: 'shared' };
-    if (this.opts.password) return { auth: { password: this.opts.password }, used: 'password' };
     const nodeToken = creds.tokens.node?.deviceToken;
+    if (!(this.sharedRefused && nodeToken)) {
+      if (this.opts.sharedToken) return { auth: { token: this.opts.sharedToken }, used: 'shared' };
+      if (this.opts.password) return { auth: { password: this.opts.password }, used: 'password' };
+    }
     if (nodeToken) return { auth: { deviceToken: nodeToken }, used: 'device-token' };
     if (creds.bootstrap) return { auth: { bootstrapToken: creds.bootstrap.bootstrapToken }, used: 'bootstrap' };
     return null;
   }
 
-  /** Jittered exponential backoff: a delay in [d/2, d], d doubling up to BACKOFF_MAX_MS. */
   private nextBackoff(): number {
     const d = this.backoffMs;
     this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
-    const unit = this.opts.random.bytes(4).readUInt32BE(0) / 0x1_0000_0000;
-    return Math.round(d / 2 + (unit * d) / 2);
+    return jitteredDelayMs(d, this.opts.random.bytes(4).readUInt32BE(0) / 0x1_0000_0000);
   }
 
   private classify(
@@ -180,6 +193,12 @@ export class NodeHost {
           "the gateway refused this node's device token (revoked, or the device was removed); pair again: `clawgate node run --pair <setup-code>` (create one with `clawgate qr --profile node`) or --token <gateway token>",
       };
     }
+    if ((detail === 'AUTH_TOKEN_MISMATCH' || detail === 'AUTH_PASSWORD_MISMATCH') && (used === 'shared' || used === 'password') && creds.tokens.node) {
+      // The gateway secret changed, but this node is paired: its own token still opens the door.
+      this.sharedRefused = true;
+      this.opts.out(`the gateway refused the ${used === 'shared' ? 'token' : 'password'} given on the command line; retrying with the stored node token`);
+      return { kind: 'retry', delayMs: 0 };
+    }
     if (detail === 'PAIRING_REJECTED') {
       return { kind: 'fatal', message: 'pairing rejected by an operator; ask for approval again by restarting `clawgate node run`' };
     }
@@ -189,8 +208,14 @@ export class NodeHost {
       this.opts.out(`waiting for approval: request ${requestId ?? '?'} — on the gateway host run \`clawgate devices approve ${requestId ?? '<id>'}\``);
       return { kind: 'retry', delayMs: this.nextBackoff() };
     }
-    if (detail && FATAL_DETAILS.has(detail)) {
-      return { kind: 'fatal', message: `connect refused: ${e?.message ?? a.closeReason} [${detail}]${next ? `\nnext: ${next}` : ''}` };
+    // The reference's hints: an explicit "keep trying" wins over the code; "pause" means stop.
+    const keepTrying = e?.details?.pauseReconnect === false || e?.details?.recommendedNextStep === 'wait_then_retry' || e?.retryable === true;
+    if (!keepTrying && ((detail && FATAL_DETAILS.has(detail)) || e?.details?.pauseReconnect === true)) {
+      return { kind: 'fatal', message: `connect refused: ${e?.message ?? a.closeReason}${detail ? ` [${detail}]` : ''}${next ? `\nnext: ${next}` : ''}` };
+    }
+    if (!e && a.httpStatus !== undefined && a.httpStatus >= 400 && a.httpStatus < 500 && a.httpStatus !== 429) {
+      // Refused before the WebSocket exists (e.g. 403 proxy_attribution_required): unchanged retries cannot help.
+      return { kind: 'fatal', message: `the gateway refused the WebSocket upgrade: ${a.closeReason}` };
     }
     const hint = e?.retryAfterMs ?? (e?.details?.retryAfterMs as number | undefined);
     if (typeof hint === 'number' && Number.isFinite(hint)) {
@@ -238,10 +263,20 @@ export class NodeHost {
         timer = null;
         ws.terminate();
       }, HANDSHAKE_TIMEOUT_MS);
+      let waitWatch: NodeJS.Timeout | null = null;
+      let lastSignOfLifeMs = this.opts.clock.now();
+      const alive = () => {
+        lastSignOfLifeMs = this.opts.clock.now();
+      };
+      ws.on('ping', alive);
+      ws.on('message', alive);
       const settle = (a: Attempt) => {
         if (settled) return;
         settled = true;
         if (timer) clearTimeout(timer);
+        if (waitWatch) clearInterval(waitWatch);
+        ws.off('ping', alive);
+        ws.off('message', alive);
         ws.off('message', onMessage);
         resolve(a);
       };
@@ -257,9 +292,13 @@ export class NodeHost {
           const params = buildConnectParams(this.connectOptions(url, auth), String(frame.payload.nonce), Number(frame.payload.ts));
           ws.send(JSON.stringify({ type: 'req', id: 'connect', method: 'connect', params }));
         } else if (frame.type === 'event' && frame.event === 'device.pair.waiting') {
-          // The gateway holds the socket until an operator decides: no deadline from here on.
+          // The gateway holds the socket until an operator decides: no deadline from here on,
+          // only a check that the path is alive (the gateway pings every 25 s).
           if (timer) clearTimeout(timer);
           timer = null;
+          waitWatch ??= setInterval(() => {
+            if (this.opts.clock.now() - lastSignOfLifeMs > WAIT_SILENCE_MS) ws.terminate();
+          }, WAIT_SILENCE_MS / 3);
           const requestId = String(frame.payload?.requestId ?? '?');
           this.opts.out(`waiting for approval: request ${requestId} — on the gateway host run \`clawgate devices approve ${requestId}\``);
         } else if (frame.type === 'res') {
@@ -285,9 +324,10 @@ export class NodeHost {
           settle({
             kind: 'refused',
             error: null,
-            closeCode: res.statusCode ?? null,
+            closeCode: null,
             closeReason: `HTTP ${res.statusCode}: ${body.slice(0, 300)}`,
             reachedGateway: true,
+            httpStatus: res.statusCode,
           });
           ws.terminate();
         });
@@ -355,6 +395,8 @@ export class NodeHost {
       conn.events.length = 0; // the connection keeps a log for short-lived clients; this one lives long
       this.onEvent(conn, event, payload);
     });
+    // Frames that came in the same read as hello-ok were logged before the listener existed.
+    for (const e of conn.events.splice(0)) this.onEvent(conn, e.event, e.payload);
     this.publishInventory(conn);
     const closed = await conn.closed;
     clearInterval(watchdog);
@@ -458,6 +500,14 @@ export class NodeHost {
         if (wasActive && !cancelled) reply(result);
       });
   }
+}
+
+/**
+ * One backoff delay: uniformly in [ceilingMs/2, ceilingMs] for `unit` in [0, 1), so a fleet of
+ * nodes cut off by the same gateway restart does not come back in the same millisecond.
+ */
+export function jitteredDelayMs(ceilingMs: number, unit: number): number {
+  return Math.round(ceilingMs / 2 + (unit * ceilingMs) / 2);
 }
 
 /** What the progress line shows of the params: the program name only, since arguments may hold secrets. */
