@@ -2,6 +2,7 @@
  * `clawgate` — one binary, verbs close to OpenClaw's. Thin: parse flags, call the core or a
  * gateway, format output. Exit codes: 0 ok, 1 failure, 2 usage.
  */
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { startGateway } from '../app.js';
@@ -97,7 +98,9 @@ async function gatewayRun(args: string[]): Promise<number> {
     return 1;
   }
   const publicHost = base.publicUrl ? new URL(base.publicUrl).hostname.replace(/^\[|\]$/g, '') : undefined;
-  const tls = loadTls(settings.tls, stateDir, { generate: true, extraNames: [resolveBindHost(bind), ...(publicHost ? [publicHost] : [])] });
+  // A generated certificate names every address a client may use (pinning clients ignore names, others do not).
+  const names = [resolveBindHost(bind), ...(publicHost ? [publicHost] : []), ...(isWildcard(resolveBindHost(bind)) ? lanAddresses() : [])];
+  const tls = loadTls(settings.tls, stateDir, { generate: true, extraNames: names });
   const config: GatewayConfig = {
     ...base,
     token: chosenToken ?? creds.token,
@@ -165,6 +168,17 @@ async function gatewayRun(args: string[]): Promise<number> {
   });
   log.info('gateway stopped cleanly');
   return 0;
+}
+
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
+}
+
+function lanAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flatMap((list) => list ?? [])
+    .filter((a) => !a.internal)
+    .map((a) => a.address.split('%')[0] as string);
 }
 
 function gatewayToken(args: string[]): number {
