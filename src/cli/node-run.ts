@@ -8,12 +8,13 @@ import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
 import { NodeHost } from '../node-host/host.js';
 import { NodeState, resolveNodeStateDir } from '../node-host/state.js';
+import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { decodeSetupCode } from '../protocol/setup-code.js';
 import { parse, UsageError } from './main.js';
 
 export const NODE_RUN_HELP = `  clawgate node run [--url <ws-url> [--token <t> | --password <p>] | --pair <setup-code>]
                     [--name <name>] [--commands system.run,system.which]
-                    [--exec-policy deny|allowlist|full] [--state-dir <dir>]
+                    [--exec-policy deny|allowlist|full] [--state-dir <dir>] [--tls-fingerprint <sha256>]
                                                run a headless node host (state: ~/.clawgate-node)`;
 
 export async function nodeCommand(sub: string | undefined, args: string[]): Promise<number> {
@@ -27,6 +28,7 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
     commands: { type: 'string' },
     'exec-policy': { type: 'string' },
     'state-dir': { type: 'string' },
+    'tls-fingerprint': { type: 'string' },
   });
   if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
   const execPolicy = ((values['exec-policy'] as string | undefined) ?? 'allowlist') as ExecPolicyMode;
@@ -63,6 +65,8 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
       }
       const p = decoded.payload;
       const urls = [p.url, ...(p.urls ?? []).filter((u) => u !== p.url)];
+      // Remote gateways (issue 9): a code from a gateway serving its own certificate pins it.
+      if (p.tlsFingerprint) state.saveTlsFingerprint(normalizeFingerprint(p.tlsFingerprint) as string);
       state.saveBootstrap({ bootstrapToken: p.bootstrapToken, urls, expiresAtMs: p.expiresAtMs });
       creds = state.readCredentials();
     }
@@ -72,6 +76,13 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
   for (const u of urls) {
     if (!/^wss?:\/\//i.test(u)) throw new UsageError(`gateway URL must start with ws:// or wss://, got ${u}`);
   }
+  const pinText = values['tls-fingerprint'] as string | undefined;
+  const tlsFingerprint = pinText !== undefined ? normalizeFingerprint(pinText) : (creds.tlsFingerprint ?? null);
+  if (pinText !== undefined && !tlsFingerprint) throw new UsageError(`--tls-fingerprint must be a SHA-256 fingerprint (64 hex digits), got ${pinText}`);
+  if (tlsFingerprint) {
+    const plain = urls.find((u) => !/^wss:\/\//i.test(u));
+    if (plain) throw new UsageError(`a TLS fingerprint is pinned but ${plain} is not a wss:// URL; refusing to connect without TLS`);
+  }
 
   const host = new NodeHost({
     state,
@@ -80,6 +91,7 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
     urls,
     sharedToken,
     password,
+    ...(tlsFingerprint ? { tlsFingerprint } : {}),
     displayName: (values.name as string | undefined) ?? hostname(),
     commands,
     execPolicy,

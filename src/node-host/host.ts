@@ -5,7 +5,7 @@
  * machine is decided here, by the local exec policy, whatever the gateway approved.
  */
 import { WebSocket } from 'ws';
-import { buildConnectParams, type ConnectOptions, type DeviceIdentity, GatewayConnection, type HelloPayload } from '../client/connection.js';
+import { buildConnectParams, type ConnectOptions, checkTlsPin, type DeviceIdentity, GatewayConnection, type HelloPayload } from '../client/connection.js';
 import type { Clock, Random } from '../core/env.js';
 import { CATALOGUE, GatewayError } from '../protocol/errors.js';
 import type { ErrorShape } from '../protocol/frames.js';
@@ -68,11 +68,22 @@ export interface NodeHostOptions {
   err(line: string): void;
   /** Extra upgrade headers (tests). */
   headers?: Record<string, string>;
+  /** Remote gateways (issue 9): accept only a gateway certificate with this SHA-256 fingerprint. */
+  tlsFingerprint?: string;
 }
 
 type Attempt =
   | { kind: 'hello'; conn: GatewayConnection }
-  | { kind: 'refused'; error: ErrorShape | null; closeCode: number | null; closeReason: string; reachedGateway: boolean; httpStatus?: number };
+  | {
+      kind: 'refused';
+      error: ErrorShape | null;
+      closeCode: number | null;
+      closeReason: string;
+      reachedGateway: boolean;
+      httpStatus?: number;
+      /** Remote gateways (issue 9): the certificate was not the pinned one (message for the person). */
+      pinMismatch?: string;
+    };
 
 type AuthUsed = 'shared' | 'password' | 'device-token' | 'bootstrap';
 
@@ -164,6 +175,8 @@ export class NodeHost {
     used: AuthUsed,
     creds: NodeCredentials,
   ): { kind: 'fatal'; message: string } | { kind: 'retry'; delayMs: number } {
+    // Remote gateways (issue 9): another certificate than the pinned one is not something retrying fixes.
+    if (a.pinMismatch) return { kind: 'fatal', message: a.pinMismatch };
     const e = a.error;
     const detail = (e?.details?.code as string | undefined) ?? (a.closeReason === CATALOGUE.PAIRING_REJECTED.message ? 'PAIRING_REJECTED' : undefined);
     const next = (e?.details?.nextStep as string | undefined) ?? '';
@@ -234,7 +247,14 @@ export class NodeHost {
   /** One handshake. Waiting for approval keeps the socket open with no deadline. */
   private connectOnce(url: string, auth: NonNullable<ConnectOptions['auth']>): Promise<Attempt> {
     return new Promise((resolve) => {
-      const ws = new WebSocket(url, { headers: this.opts.headers, perMessageDeflate: false, handshakeTimeout: HANDSHAKE_TIMEOUT_MS });
+      const pin = this.opts.tlsFingerprint;
+      const ws = new WebSocket(url, {
+        headers: this.opts.headers,
+        perMessageDeflate: false,
+        handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+        // With a pin, the fingerprint check replaces CA verification (a self-signed gateway is fine).
+        ...(pin ? { rejectUnauthorized: false } : {}),
+      });
       this.current = ws;
       let settled = false;
       let reachedGateway = false;
@@ -287,6 +307,14 @@ export class NodeHost {
         }
       };
       ws.on('message', onMessage);
+      if (pin) {
+        ws.on('upgrade', (res) => {
+          const mismatch = checkTlsPin(res, pin, url);
+          if (!mismatch) return;
+          settle({ kind: 'refused', error: null, closeCode: null, closeReason: 'tls pin mismatch', reachedGateway: false, pinMismatch: mismatch.message });
+          ws.terminate();
+        });
+      }
       ws.on('error', () => {}); // the close that follows carries the outcome
       ws.on('unexpected-response', (_req, res) => {
         let body = '';

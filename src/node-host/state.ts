@@ -41,6 +41,8 @@ const CredentialsFile = T.Object({
   bootstrap: T.Optional(
     T.Object({ bootstrapToken: T.String({ minLength: 1 }), urls: T.Array(T.String(), { minItems: 1 }), expiresAtMs: T.Optional(T.Number()) }),
   ),
+  /** Remote gateways (issue 9): the gateway certificate's SHA-256 fingerprint from the setup code, pinned on every connect. */
+  tlsFingerprint: T.Optional(T.String({ pattern: '^[0-9a-f]{64}$' })),
 });
 export type NodeCredentials = Static<typeof CredentialsFile>;
 const checkCredentials = TypeCompiler.Compile(CredentialsFile);
@@ -91,6 +93,12 @@ export class NodeState {
   saveBootstrap(bootstrap: NonNullable<NodeCredentials['bootstrap']>): void {
     const creds = this.readCredentials();
     this.write({ ...creds, gatewayUrl: bootstrap.urls[0], bootstrap });
+  }
+
+  /** Remote gateways (issue 9): pin this certificate fingerprint from now on. */
+  saveTlsFingerprint(fingerprint: string): void {
+    const creds = this.readCredentials();
+    if (creds.tlsFingerprint !== fingerprint) this.write({ ...creds, tlsFingerprint: fingerprint });
   }
 
   saveGatewayUrl(url: string): void {
