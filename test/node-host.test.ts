@@ -14,12 +14,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startGateway } from '../src/app.js';
+import { connectGateway } from '../src/client/connection.js';
 import { DEFAULTS, type GatewayConfig } from '../src/core/config.js';
 import { systemClock } from '../src/core/env.js';
 import { type CommandContext, RUN_MAX_OUTPUT_BYTES, systemRun, systemWhich } from '../src/node-host/commands.js';
 import { ALLOWLIST_FILE, type ExecPolicyMode, ensureAllowlistFile } from '../src/node-host/exec-policy.js';
 import { jitteredDelayMs } from '../src/node-host/host.js';
 import { encodeSetupCode } from '../src/protocol/setup-code.js';
+import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import { cli, removeDir, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
@@ -159,7 +161,7 @@ async function createLink(): Promise<Link> {
 
 // --- gateway on the host side of the link ---------------------------------------------------
 
-async function startLinkGateway(link: Link, stateDir: string, port = 0): Promise<TestGateway> {
+async function startLinkGateway(link: Link, stateDir: string, port = 0, extra: Partial<GatewayConfig> = {}): Promise<TestGateway> {
   const host = link.gatewayHost;
   const store = new SqliteStore(join(stateDir, 'clawgate.sqlite'));
   const config: GatewayConfig = {
@@ -171,6 +173,7 @@ async function startLinkGateway(link: Link, stateDir: string, port = 0): Promise
     ownerCredential: TEST_OWNER,
     tickIntervalMs: 2_000,
     ...link.gatewayConfig,
+    ...extra,
   };
   const { gateway, server } = await startGateway({ config, store, host });
   let stopped = false;
@@ -187,7 +190,7 @@ async function startLinkGateway(link: Link, stateDir: string, port = 0): Promise
     },
     async restart() {
       await tg.stop();
-      return startLinkGateway(link, stateDir, server.port);
+      return startLinkGateway(link, stateDir, server.port, extra);
     },
   };
   return tg;
@@ -553,6 +556,42 @@ describe('clawgate node run from another network address (netns, else a trusted 
     assert.equal(creds.bootstrap, undefined);
     assert.match(creds.tokens.node?.deviceToken ?? '', /^cgd1_/);
     assert.equal(await n.stop(), 0);
+  });
+
+  test('wss:// with a self-signed certificate: --pair pins the fingerprint from the setup code; a node pinned to another certificate exits 1 without sending a credential', async (t) => {
+    if (link.kind !== 'netns') {
+      t.skip('needs the netns link: the forwarding proxy cannot add a header inside TLS');
+      return;
+    }
+    const dir = tmp('gw-tls');
+    const made = ensureSelfSignedCert(dir);
+    const tls = { certPem: readFileSync(made.certPath, 'utf8'), keyPem: readFileSync(made.keyPath, 'utf8'), selfSigned: true };
+    const tlsGw = await startLinkGateway(link, dir, 0, { tls });
+    try {
+      const fingerprint = tlsGw.server.tlsFingerprint as string;
+      assert.match(tlsGw.url, /^wss:\/\//);
+      const owner = await connectGateway({ url: tlsGw.url, auth: { token: TEST_OWNER }, tlsFingerprint: fingerprint, client: { id: 'cli', mode: 'cli' } });
+      const minted = await owner.request<{ setupCode: string }>('device.pair.setupCode', { profile: 'node' });
+      await owner.close();
+
+      const stateDir = tmp('node-tls');
+      const n = node(['--pair', minted.setupCode, '--state-dir', stateDir, '--name', 'tls-node']);
+      await n.waitFor(/^connected to wss:\/\//);
+      assert.equal(readJson<{ tlsFingerprint?: string }>(join(stateDir, 'credentials.json')).tlsFingerprint, fingerprint);
+      assert.equal(await n.stop(), 0);
+
+      const other = ensureSelfSignedCert(tmp('other-cert'));
+      const wrongPin = certFacts(readFileSync(other.certPath, 'utf8')).fingerprint;
+      const wrong = node(['--url', tlsGw.url, '--token', TEST_TOKEN, '--tls-fingerprint', wrongPin, '--state-dir', tmp('node-tls-wrong')]);
+      assert.equal(await wrong.exited, 1);
+      assert.match(wrong.errLines.join('\n'), /TLS certificate mismatch/);
+      const listed = await connectGateway({ url: tlsGw.url, auth: { token: TEST_OWNER }, tlsFingerprint: fingerprint, client: { id: 'cli', mode: 'cli' } });
+      const devices = await listed.request<{ pending: unknown[]; paired: Array<{ displayName?: string }> }>('device.pair.list', {});
+      await listed.close();
+      assert.equal(devices.pending.length, 0, 'the mispinned node never reached the handshake');
+    } finally {
+      await tlsGw.stop();
+    }
   });
 
   test('a revoked node token stops the host with exit 1 and says how to pair again', async () => {
