@@ -594,6 +594,25 @@ describe('clawgate node run from another network address (netns, else a trusted 
     }
   });
 
+  test('rejections: a rejected surface leaves the host running without commands; a rejected device ends it with exit 1', async () => {
+    const stateDir = tmp('node-rej');
+    const n = node(['--pair', await setupCode(), '--state-dir', stateDir, '--name', 'rej-node']);
+    await n.waitFor(/^connected to /);
+    const nodeId = readJson<{ deviceId: string }>(join(stateDir, 'identity.json')).deviceId;
+    const requestId = await pendingSurface(nodeId);
+    const rejected = await cli(tg, 'nodes', 'reject', requestId);
+    assert.equal(rejected.code, 0, rejected.stderr);
+    await n.waitFor(new RegExp(`^command surface rejected \\(request ${requestId}\\): this node's commands cannot be invoked$`));
+    assert.equal(n.child.exitCode, null, 'still connected');
+    assert.equal(await n.stop(), 0);
+
+    const other = node(['--url', nodeUrl(), '--token', TEST_TOKEN, '--state-dir', tmp('node-rej-dev')]);
+    const [, deviceRequest] = await other.waitFor(/^waiting for approval: request (\S+) /);
+    assert.equal((await cli(tg, 'devices', 'reject', deviceRequest as string)).code, 0);
+    assert.equal(await other.exited, 1);
+    assert.match(other.errLines.join('\n'), /pairing rejected by an operator/);
+  });
+
   test('a revoked node token stops the host with exit 1 and says how to pair again', async () => {
     const minted = await cli(tg, 'qr', '--profile', 'node', '--public-url', nodeUrl(), '--json');
     const { setupCode } = JSON.parse(minted.stdout) as { setupCode: string };
