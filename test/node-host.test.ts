@@ -445,7 +445,10 @@ describe('clawgate node run from another network address (netns, else a trusted 
     assert.equal(early.code, 1);
     assert.match(early.stderr, /NODE_COMMAND_NOT_APPROVED/);
 
+    // The node host names the surface request to approve; the operator sees the same one.
+    const [, printed] = await n.waitFor(/^waiting for command approval: request (\S+) — on the gateway host run `clawgate nodes approve \S+`$/);
     const requestId = await pendingSurface(nodeId);
+    assert.equal(printed, requestId);
     const approved = await cli(tg, 'nodes', 'approve', requestId);
     assert.equal(approved.code, 0, approved.stderr);
     await n.waitFor(/^command surface approved \(request \S+\): system\.run, system\.which can now be invoked$/);
@@ -528,6 +531,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
     tg = await tg.restart();
     await n.waitFor(/^disconnected from /);
     await n.waitFor(/^connected to /);
+    await n.waitFor(new RegExp(`^waiting for command approval: request ${requestId} `));
     assert.equal(await pendingSurface(nodeId), requestId, 'same request id after the restart');
     const approved = await cli(tg, 'nodes', 'approve', requestId);
     assert.equal(approved.code, 0, approved.stderr);
@@ -535,6 +539,12 @@ describe('clawgate node run from another network address (netns, else a trusted 
     const run = await invoke('pend-node', 'system.run', { command: ['echo', 'after restart'] });
     assert.equal(run.code, 0, run.stderr);
     assert.equal((JSON.parse(run.stdout) as { payload: { stdout: string } }).payload.stdout, 'after restart\n');
+
+    // The approval is kept: after another restart the node is ready at once.
+    tg = await tg.restart();
+    await n.waitFor(/^disconnected from /);
+    await n.waitFor(/^connected to /);
+    await n.waitFor(/^ready: system\.run, system\.which can be invoked$/);
     assert.equal(await n.stop(), 0);
   });
 
