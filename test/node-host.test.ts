@@ -677,6 +677,26 @@ describe('clawgate node run: command line', () => {
     assert.equal(existsSync(join(dir, 'credentials.json')), false);
   });
 
+  test('one node host per state dir: a second is refused naming the first; a lock left by a dead process is taken over', async () => {
+    const dir = tmp();
+    const args = ['--url', 'ws://127.0.0.1:1', '--token', 'cgs_x', '--state-dir', dir];
+    const first = new NodeProcess(spawn(process.execPath, [BIN, 'node', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    await first.waitFor(/^connect failed: gateway unreachable; retrying in \d+ ms$/);
+    const second = await run(args);
+    assert.equal(second.code, 1);
+    assert.match(second.p.errLines.join('\n'), new RegExp(`another clawgate node run \\(pid ${first.child.pid}\\) is using ${dir}`));
+    assert.equal(await first.stop(), 0);
+    assert.equal(existsSync(join(dir, 'node.lock')), false, 'released on exit');
+
+    const dead = spawn('true');
+    await new Promise((r) => dead.on('exit', r));
+    writeFileSync(join(dir, 'node.lock'), `${dead.pid}\n`);
+    const third = new NodeProcess(spawn(process.execPath, [BIN, 'node', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    await third.waitFor(/^connecting to /);
+    assert.equal(readFileSync(join(dir, 'node.lock'), 'utf8').trim(), String(third.child.pid));
+    assert.equal(await third.stop(), 0);
+  });
+
   test('backoff delays stay within [d/2, d]', () => {
     assert.equal(jitteredDelayMs(1000, 0), 500);
     assert.equal(jitteredDelayMs(1000, 0.999999), 1000);
