@@ -9,10 +9,12 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { type WebSocket, WebSocketServer } from 'ws';
 import { startGateway } from '../src/app.js';
 import { connectGateway } from '../src/client/connection.js';
 import { DEFAULTS, type GatewayConfig } from '../src/core/config.js';
@@ -701,6 +703,101 @@ describe('clawgate node run: command line', () => {
     assert.equal(jitteredDelayMs(1000, 0), 500);
     assert.equal(jitteredDelayMs(1000, 0.999999), 1000);
     assert.equal(jitteredDelayMs(30_000, 0.5), 22_500);
+  });
+});
+
+// --- reactions to what a gateway says, from a scripted one --------------------------------------
+
+describe('clawgate node run against a scripted gateway (retry hints, silence, refusals)', () => {
+  const dirs: string[] = [];
+  const closers: Array<() => Promise<void>> = [];
+  after(async () => {
+    for (const c of closers) await c();
+    for (const d of dirs) removeDir(d);
+  });
+  const tmp = () => {
+    const d = mkdtempSync(join(tmpdir(), 'clawgate-node-scripted-'));
+    dirs.push(d);
+    return d;
+  };
+
+  /** A WebSocket server that challenges, then answers the n-th connect with `answer(n)`. */
+  async function scripted(answer: (n: number, ws: WebSocket) => void): Promise<string> {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+    closers.push(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const c of wss.clients) c.terminate();
+          wss.close(() => resolve());
+        }),
+    );
+    let n = 0;
+    wss.on('connection', (ws) => {
+      const index = ++n;
+      ws.on('error', () => {});
+      ws.send(JSON.stringify({ type: 'event', event: 'connect.challenge', payload: { nonce: `nonce-${index}`, ts: Date.now() } }));
+      ws.on('message', (data) => {
+        const frame = JSON.parse(data.toString()) as { method?: string };
+        if (frame.method === 'connect') answer(index, ws);
+      });
+    });
+    return `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`;
+  }
+
+  const refuse = (ws: WebSocket, error: Record<string, unknown>) => {
+    ws.send(JSON.stringify({ type: 'res', id: 'connect', ok: false, error }));
+    ws.close(1008, String(error.message));
+  };
+
+  test('honours retryAfterMs, drops a connection that goes silent for two tick intervals, and stops on pauseReconnect', async () => {
+    const url = await scripted((n, ws) => {
+      if (n === 1) refuse(ws, { code: 'UNAVAILABLE', message: 'gateway starting', retryable: true, retryAfterMs: 1234, details: { code: 'STARTING' } });
+      else if (n === 2) {
+        const hello = {
+          type: 'hello-ok',
+          protocol: 4,
+          server: { version: 'scripted', connId: 'c2' },
+          features: { methods: [], events: [] },
+          auth: { role: 'node', scopes: [], method: 'token' },
+          policy: { tickIntervalMs: 1000, maxPayload: 1 << 20 },
+        };
+        ws.send(JSON.stringify({ type: 'res', id: 'connect', ok: true, payload: hello }));
+        // …and then nothing at all: no tick, no answer.
+      } else {
+        refuse(ws, {
+          code: 'INVALID_REQUEST',
+          message: 'unauthorized: policy says stop',
+          details: { code: 'SCRIPTED_STOP', pauseReconnect: true, nextStep: 'Ask the operator.' },
+        });
+      }
+    });
+    const n = new NodeProcess(
+      spawn(process.execPath, [BIN, 'node', 'run', '--url', url, '--token', 'cgs_x', '--state-dir', tmp()], { stdio: ['ignore', 'pipe', 'pipe'] }),
+    );
+    await n.waitFor(/^gateway asked to retry in 1234 ms \(gateway starting\)$/);
+    await n.waitFor(/^connected to /);
+    await n.waitFor(/^no frame from the gateway for 2000 ms; reconnecting$/);
+    await n.waitFor(/^disconnected from /);
+    assert.equal(await n.exited, 1);
+    assert.match(n.errLines.join('\n'), /^connect refused: unauthorized: policy says stop \[SCRIPTED_STOP\]\nnext: Ask the operator\.$/m);
+  });
+
+  test('an HTTP refusal of the upgrade (403) ends the host with the body, instead of retrying for ever', async () => {
+    const server = createHttpServer((_req, res) => res.end());
+    server.on('upgrade', (_req, socket) => {
+      socket.on('error', () => {});
+      const body = '{"error":{"type":"proxy_attribution_required"}}';
+      socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const n = new NodeProcess(
+      spawn(process.execPath, [BIN, 'node', 'run', '--url', url, '--token', 'cgs_x', '--state-dir', tmp()], { stdio: ['ignore', 'pipe', 'pipe'] }),
+    );
+    assert.equal(await n.exited, 1);
+    assert.match(n.errLines.join('\n'), /the gateway refused the WebSocket upgrade: HTTP 403: .*proxy_attribution_required/);
   });
 });
 
