@@ -983,6 +983,11 @@ describe('system.which and system.run under the exec policy', () => {
     const rel = await systemRun({ command: ['./x'] }, ctx('full'));
     assert.ok(!rel.ok);
     assert.equal(rel.error.details?.code, 'NODE_INVOKE_PARAMS_INVALID');
+    for (const params of [{ command: ['echo', 'a\u0000b'] }, { command: ['echo'], env: { 'A=B': 'x' } }, { command: ['echo'], env: { LANG: 'a\u0000' } }]) {
+      const r = await systemRun(params, ctx('full'));
+      assert.ok(!r.ok, JSON.stringify(params));
+      assert.equal(r.error.details?.code, 'NODE_INVOKE_PARAMS_INVALID');
+    }
     const shape = await systemRun({ command: [] }, ctx('full'));
     assert.ok(!shape.ok);
     assert.equal(shape.error.details?.code, 'NODE_INVOKE_PARAMS_INVALID');

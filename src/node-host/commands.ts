@@ -39,13 +39,16 @@ export interface CommandContext {
 const WhichParams = T.Object({ bins: T.Array(T.String({ minLength: 1, maxLength: 255 }), { maxItems: 256 }) });
 const checkWhich = TypeCompiler.Compile(WhichParams);
 
+/** The OS cannot pass a NUL inside an argument, path or environment value. */
+const NO_NUL = '^[^\\u0000]*$';
 const RunParams = T.Object({
-  command: T.Array(T.String({ maxLength: 32 * 1024 }), { minItems: 1, maxItems: 4096 }),
-  cwd: T.Optional(T.Union([T.String({ minLength: 1, maxLength: 4096 }), T.Null()])),
-  env: T.Optional(T.Union([T.Record(T.String(), T.String({ maxLength: 32 * 1024 })), T.Null()])),
+  command: T.Array(T.String({ maxLength: 32 * 1024, pattern: NO_NUL }), { minItems: 1, maxItems: 4096 }),
+  cwd: T.Optional(T.Union([T.String({ minLength: 1, maxLength: 4096, pattern: NO_NUL }), T.Null()])),
+  env: T.Optional(T.Union([T.Record(T.String(), T.String({ maxLength: 32 * 1024, pattern: NO_NUL })), T.Null()])),
   timeoutMs: T.Optional(T.Union([T.Integer({ minimum: 1, maximum: RUN_MAX_TIMEOUT_MS }), T.Null()])),
 });
 const checkRun = TypeCompiler.Compile(RunParams);
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 function invalid(command: string, check: { Errors(v: unknown): { First(): { path: string; message: string } | undefined } }, params: unknown): CommandResult {
   const first = check.Errors(params).First();
@@ -108,6 +111,15 @@ function refuse(message: string, reason: string): CommandResult {
 
 export async function systemRun(params: unknown, ctx: CommandContext): Promise<CommandResult> {
   if (!checkRun.Check(params)) return invalid('system.run', checkRun, params);
+  const badName = Object.keys(params.env ?? {}).find((k) => !ENV_NAME.test(k));
+  if (badName !== undefined) {
+    return {
+      ok: false,
+      error: new GatewayError('NODE_INVOKE_PARAMS_INVALID', {
+        vars: { command: 'system.run', problem: `env name ${JSON.stringify(badName)} is not a variable name` },
+      }).shape,
+    };
+  }
   const argv = params.command;
   const argv0 = argv[0] as string;
   if (argv0.length === 0) {
