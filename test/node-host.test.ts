@@ -649,7 +649,9 @@ describe('clawgate node run: command line', () => {
     return p.exited.then((code) => ({ code, p }));
   };
   const dirs: string[] = [];
-  after(() => {
+  const procs: NodeProcess[] = [];
+  after(async () => {
+    for (const p of procs) await p.stop();
     for (const d of dirs) removeDir(d);
   });
   const tmp = () => {
@@ -683,6 +685,7 @@ describe('clawgate node run: command line', () => {
     const dir = tmp();
     const args = ['--url', 'ws://127.0.0.1:1', '--token', 'cgs_x', '--state-dir', dir];
     const first = new NodeProcess(spawn(process.execPath, [BIN, 'node', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    procs.push(first);
     await first.waitFor(/^connect failed: gateway unreachable; retrying in \d+ ms$/);
     const second = await run(args);
     assert.equal(second.code, 1);
@@ -694,6 +697,7 @@ describe('clawgate node run: command line', () => {
     await new Promise((r) => dead.on('exit', r));
     writeFileSync(join(dir, 'node.lock'), `${dead.pid}\n`);
     const third = new NodeProcess(spawn(process.execPath, [BIN, 'node', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    procs.push(third);
     await third.waitFor(/^connecting to /);
     assert.equal(readFileSync(join(dir, 'node.lock'), 'utf8').trim(), String(third.child.pid));
     assert.equal(await third.stop(), 0);
@@ -711,7 +715,15 @@ describe('clawgate node run: command line', () => {
 describe('clawgate node run against a scripted gateway (retry hints, silence, refusals)', () => {
   const dirs: string[] = [];
   const closers: Array<() => Promise<void>> = [];
+  const procs: NodeProcess[] = [];
+  /** A node host process that is stopped after the suite even if its test failed half-way. */
+  const nodeRun = (args: string[]) => {
+    const p = new NodeProcess(spawn(process.execPath, [BIN, 'node', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    procs.push(p);
+    return p;
+  };
   after(async () => {
+    for (const p of procs) await p.stop();
     for (const c of closers) await c();
     for (const d of dirs) removeDir(d);
   });
@@ -772,15 +784,94 @@ describe('clawgate node run against a scripted gateway (retry hints, silence, re
         });
       }
     });
-    const n = new NodeProcess(
-      spawn(process.execPath, [BIN, 'node', 'run', '--url', url, '--token', 'cgs_x', '--state-dir', tmp()], { stdio: ['ignore', 'pipe', 'pipe'] }),
-    );
+    const n = nodeRun(['--url', url, '--token', 'cgs_x', '--state-dir', tmp()]);
     await n.waitFor(/^gateway asked to retry in 1234 ms \(gateway starting\)$/);
     await n.waitFor(/^connected to /);
     await n.waitFor(/^no frame from the gateway for 2000 ms; reconnecting$/);
     await n.waitFor(/^disconnected from /);
     assert.equal(await n.exited, 1);
     assert.match(n.errLines.join('\n'), /^connect refused: unauthorized: policy says stop \[SCRIPTED_STOP\]\nnext: Ask the operator\.$/m);
+  });
+
+  test('invoke handling on the wire: results echo id and nodeId, unknown commands and bad paramsJSON are refused, a ninth concurrent invoke is busy, cancel kills', async () => {
+    const results: Array<{
+      id: string;
+      nodeId: string;
+      ok: boolean;
+      payloadJSON?: string;
+      error?: { code: string; message: string; details?: { code?: string } };
+    }> = [];
+    let gatewaySide: WebSocket | null = null;
+    const url = await scripted((_n, ws) => {
+      gatewaySide = ws;
+      const hello = {
+        type: 'hello-ok',
+        protocol: 4,
+        server: { version: 'scripted', connId: 'c1' },
+        features: { methods: [], events: [] },
+        auth: { role: 'node', scopes: [], method: 'token' },
+        policy: { tickIntervalMs: 30_000, maxPayload: 1 << 20 },
+      };
+      ws.send(JSON.stringify({ type: 'res', id: 'connect', ok: true, payload: hello }));
+      ws.on('message', (data) => {
+        const f = JSON.parse(data.toString()) as { id: string; method: string; params: (typeof results)[number] };
+        if (f.method !== 'node.invoke.result') return;
+        ws.send(JSON.stringify({ type: 'res', id: f.id, ok: true, payload: { ok: true } }));
+        results.push(f.params);
+      });
+      const invoke = (id: string, command: string, paramsJSON: string) =>
+        ws.send(
+          JSON.stringify({ type: 'event', event: 'node.invoke.request', payload: { id, nodeId: 'any-node-id', command, paramsJSON, timeoutMs: 60_000 } }),
+        );
+      invoke('which-1', 'system.which', '{"bins":["sh"]}');
+      invoke('unknown-1', 'camera.snap', '{}');
+      invoke('badjson-1', 'system.run', '{"command":');
+      ws.send(JSON.stringify({ type: 'event', event: 'node.invoke.request', payload: { id: '', nodeId: 'x', command: 'system.which' } })); // ignored
+    });
+    const resultFor = (id: string) =>
+      new Promise<(typeof results)[number]>((resolve) => {
+        const check = () => {
+          const r = results.find((x) => x.id === id);
+          if (r) resolve(r);
+          else setTimeout(check, 20);
+        };
+        check();
+      });
+    const n = nodeRun(['--url', url, '--token', 'cgs_x', '--exec-policy', 'full', '--state-dir', tmp()]);
+    const which = await resultFor('which-1');
+    assert.equal(which.ok, true);
+    assert.equal(which.nodeId, 'any-node-id', 'nodeId is echoed as sent');
+    assert.match((JSON.parse(which.payloadJSON as string) as { bins: { sh: string } }).bins.sh, /\/sh$/);
+    const unknown = await resultFor('unknown-1');
+    assert.deepEqual([unknown.ok, unknown.error?.code, unknown.error?.details?.code], [false, 'UNAVAILABLE', 'NODE_COMMAND_UNSUPPORTED']);
+    const badJson = await resultFor('badjson-1');
+    assert.equal(badJson.error?.details?.code, 'NODE_INVOKE_PARAMS_INVALID');
+    // With those answered (and their slots free), nine long runs at once: the ninth is refused.
+    for (let i = 1; i <= 9; i++) {
+      const payload = { id: `sleep-${i}`, nodeId: 'any-node-id', command: 'system.run', paramsJSON: '{"command":["sleep","30"]}', timeoutMs: 60_000 };
+      (gatewaySide as WebSocket | null)?.send(JSON.stringify({ type: 'event', event: 'node.invoke.request', payload }));
+    }
+    const busy = await resultFor('sleep-9');
+    assert.deepEqual([busy.ok, busy.error?.details?.code], [false, 'NODE_HOST_BUSY']);
+    // Children show up in /proc while they exec; wait until all eight are there.
+    let running = runningChildren(n.child.pid as number);
+    for (let i = 0; i < 50 && running.length < 8; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      running = runningChildren(n.child.pid as number);
+    }
+    assert.equal(running.length, 8, `eight sleeps run: ${running.join(', ')}`);
+    (gatewaySide as WebSocket | null)?.send(
+      JSON.stringify({ type: 'event', event: 'node.invoke.cancel', payload: { id: 'sleep-1', invokeId: 'sleep-1', nodeId: 'any-node-id' } }),
+    );
+    await n.waitFor(/^invoke sleep-1: system\.run sleep → cancelled /);
+    assert.equal(runningChildren(n.child.pid as number).length, 7, 'the cancelled one was killed');
+    assert.equal(await n.stop(), 0);
+    assert.deepEqual(runningChildren(n.child.pid as number), [], 'stopping kills what runs');
+    assert.equal(results.filter((r) => r.id.startsWith('sleep-')).length, 1, 'killed runs send no result');
+    assert.equal(
+      results.find((r) => r.id === ''),
+      undefined,
+    );
   });
 
   test('an HTTP refusal of the upgrade (403) ends the host with the body, instead of retrying for ever', async () => {
@@ -793,9 +884,7 @@ describe('clawgate node run against a scripted gateway (retry hints, silence, re
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     closers.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
     const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const n = new NodeProcess(
-      spawn(process.execPath, [BIN, 'node', 'run', '--url', url, '--token', 'cgs_x', '--state-dir', tmp()], { stdio: ['ignore', 'pipe', 'pipe'] }),
-    );
+    const n = nodeRun(['--url', url, '--token', 'cgs_x', '--state-dir', tmp()]);
     assert.equal(await n.exited, 1);
     assert.match(n.errLines.join('\n'), /the gateway refused the WebSocket upgrade: HTTP 403: .*proxy_attribution_required/);
   });
