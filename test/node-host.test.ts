@@ -7,13 +7,14 @@
  * directly, with real processes.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { startGateway } from '../src/app.js';
 import { connectGateway } from '../src/client/connection.js';
@@ -25,9 +26,10 @@ import { jitteredDelayMs } from '../src/node-host/host.js';
 import { encodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { SqliteStore } from '../src/store/sqlite.js';
-import { cli, removeDir, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
+const runFile = promisify(execFile);
 /** Node hosts need a moment to start; approval waits have no deadline of their own. */
 const STEP_MS = 20_000;
 
@@ -637,6 +639,61 @@ describe('clawgate node run from another network address (netns, else a trusted 
     assert.equal(await n.exited, 1);
     assert.match(n.errLines.join('\n'), /refused this node's device token .* pair again: `clawgate node run --pair <setup-code>`/);
     assert.equal(readJson<StoredCredentials>(join(stateDir, 'credentials.json')).tokens.node, undefined, 'the dead token is forgotten');
+  });
+});
+
+// --- interop: the real OpenClaw operator CLI drives a clawgate node host ---------------------
+
+function openclawPaths(): { node: string; cli: string } {
+  let node = process.env.CLAWGATE_OPENCLAW_NODE;
+  let cliPath = process.env.CLAWGATE_OPENCLAW_CLI;
+  if (!node || !cliPath) {
+    const out = execFileSync('bash', [join(process.cwd(), 'scripts', 'openclaw-cache.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    node = /^NODE24=(.*)$/m.exec(out)?.[1];
+    cliPath = /^OPENCLAW=(.*)$/m.exec(out)?.[1];
+  }
+  assert.ok(node && cliPath, 'scripts/openclaw-cache.sh must print NODE24= and OPENCLAW=');
+  return { node, cli: cliPath };
+}
+
+describe('interop: openclaw nodes approve / invoke against clawgate, executed by clawgate node run', () => {
+  test('the real openclaw CLI approves the surface the node host names and gets its system.which answer', async () => {
+    const oc = openclawPaths();
+    const tg = await startTestGateway();
+    const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-drives-node-'));
+    const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-node-oc-'));
+    const n = new NodeProcess(
+      spawn(process.execPath, [BIN, 'node', 'run', '--url', tg.url, '--token', TEST_TOKEN, '--state-dir', stateDir, '--name', 'oc-driven'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
+    const openclaw = async (args: string[]) => {
+      const r = await runFile(oc.node, [oc.cli, ...args, '--url', tg.url, '--token', TEST_TOKEN, '--json'], {
+        env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), OPENCLAW_NO_AUTO_UPDATE: '1', NO_COLOR: '1' },
+        timeout: 60_000,
+      });
+      return JSON.parse(r.stdout.slice(r.stdout.search(/^[{[]/m))) as unknown;
+    };
+    try {
+      // On the gateway's host the device pairs silently; the command surface still waits.
+      const [, requestId] = await n.waitFor(/^waiting for command approval: request (\S+) /);
+      const approved = (await openclaw(['nodes', 'approve', requestId as string])) as { requestId: string };
+      assert.equal(approved.requestId, requestId);
+      await n.waitFor(/^command surface approved /);
+      const invoked = (await openclaw(['nodes', 'invoke', '--node', 'oc-driven', '--command', 'system.which', '--params', '{"bins":["sh"]}'])) as {
+        ok: boolean;
+        payload: { bins: { sh?: string } };
+      };
+      assert.equal(invoked.ok, true);
+      assert.match(invoked.payload.bins.sh ?? '', /^\/.*\/sh$/);
+      await n.waitFor(/^invoke \S+: system\.which 1 name\(s\) → 1 found /);
+    } finally {
+      await n.stop();
+      await tg.stop();
+      removeDir(tg.stateDir);
+      removeDir(home);
+      removeDir(stateDir);
+    }
   });
 });
 
