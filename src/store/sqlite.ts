@@ -55,7 +55,7 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
      device_name TEXT, redeemed_role TEXT, grant_epochs_json TEXT);`,
 ];
 
-interface DeviceRow {
+export interface DeviceRow {
   device_id: string;
   public_key: string;
   meta_json: string;
@@ -64,7 +64,7 @@ interface DeviceRow {
   last_seen_at_ms: number | null;
   last_seen_address: string | null;
 }
-interface GrantRow {
+export interface GrantRow {
   device_id: string;
   role: Role;
   scopes_json: string;
@@ -72,7 +72,7 @@ interface GrantRow {
   approved_at_ms: number;
   approved_via: GrantRecord['approvedVia'];
 }
-interface TokenRow {
+export interface TokenRow {
   token_id: string;
   device_id: string;
   role: Role;
@@ -82,7 +82,7 @@ interface TokenRow {
   revoked_at_ms: number | null;
   last_used_at_ms: number | null;
 }
-interface AuditRow {
+export interface AuditRow {
   seq: number;
   at_ms: number;
   actor: string;
@@ -93,7 +93,7 @@ interface AuditRow {
   hash: string;
 }
 
-interface SetupRow {
+export interface SetupRow {
   setup_id: string;
   secret_hash: Buffer;
   profile_json: string;
@@ -114,9 +114,9 @@ interface SetupRow {
   grant_epochs_json: string | null;
 }
 
-const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
+export const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
 
-function toDevice(r: DeviceRow): DeviceRecord {
+export function toDevice(r: DeviceRow): DeviceRecord {
   return {
     ...JSON.parse(r.meta_json),
     deviceId: r.device_id,
@@ -127,7 +127,7 @@ function toDevice(r: DeviceRow): DeviceRecord {
     lastSeenAddress: opt(r.last_seen_address),
   };
 }
-function toGrant(r: GrantRow): GrantRecord {
+export function toGrant(r: GrantRow): GrantRecord {
   return {
     deviceId: r.device_id,
     role: r.role,
@@ -137,7 +137,7 @@ function toGrant(r: GrantRow): GrantRecord {
     approvedVia: r.approved_via,
   };
 }
-function toToken(r: TokenRow): TokenRecord {
+export function toToken(r: TokenRow): TokenRecord {
   return {
     tokenId: r.token_id,
     deviceId: r.device_id,
@@ -149,7 +149,7 @@ function toToken(r: TokenRow): TokenRecord {
     lastUsedAtMs: opt(r.last_used_at_ms),
   };
 }
-function toSetup(r: SetupRow): SetupCodeRecord {
+export function toSetup(r: SetupRow): SetupCodeRecord {
   return {
     setupId: r.setup_id,
     secretHash: Buffer.from(r.secret_hash),
@@ -171,7 +171,7 @@ function toSetup(r: SetupRow): SetupCodeRecord {
     grantEpochs: r.grant_epochs_json === null ? undefined : JSON.parse(r.grant_epochs_json),
   };
 }
-function toAudit(r: AuditRow): AuditEntry {
+export function toAudit(r: AuditRow): AuditEntry {
   return {
     seq: r.seq,
     atMs: r.at_ms,

@@ -1,0 +1,509 @@
+/**
+ * PostgreSQL store: several gateway instances share one database. Same contract as SQLite
+ * (test/store-contract.ts), same columns (so `clawgate migrate --to postgres` copies rows 1:1).
+ *
+ * Concurrency: every trust-changing action appends to ONE hash-chained audit log, so writers are
+ * inherently serial (SQLite gets this from its single writer). Each write transaction therefore
+ * starts by taking a transaction-scoped advisory lock; reads never take it. Migrations take a
+ * session-level advisory lock of their own, so instances starting at once migrate exactly once.
+ *
+ * Adding a domain (nodes, automations): append a migration to POSTGRES_MIGRATIONS and a block of
+ * methods that call `this.read(...)` or `this.write(tx => ...)` with the same SQL as SQLite,
+ * `?` placeholders written as `$n`.
+ */
+import pg from 'pg';
+import type { Role } from '../protocol/frames.js';
+import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
+import { chainAudit, mergePairingRequest } from './shared.js';
+import { type AuditRow, type DeviceRow, type GrantRow, type SetupRow, type TokenRow, toAudit, toDevice, toGrant, toSetup, toToken } from './sqlite.js';
+import type {
+  ApproveInput,
+  AuditEntry,
+  AuditInput,
+  GrantRecord,
+  NewSetupCode,
+  NewToken,
+  PairingRequest,
+  RedeemSetupInput,
+  RedeemSetupResult,
+  SetupCodeRecord,
+  Store,
+  UpsertRequestInput,
+  UpsertRequestResult,
+} from './types.js';
+
+/** Advisory lock keys (arbitrary constants, namespaced by the first 32 bits: "claw"). */
+export const PG_LOCK = { migrate: [0x636c6177, 1], write: [0x636c6177, 2] } as const;
+
+/**
+ * Numbered migrations; `schema_migrations` records which ran. Never edit a shipped one.
+ * `ord` columns stand in for SQLite's rowid where listing order is insertion order.
+ */
+export const POSTGRES_MIGRATIONS: readonly string[] = [
+  `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+   CREATE TABLE devices (
+     device_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, meta_json TEXT NOT NULL,
+     label TEXT, created_at_ms BIGINT NOT NULL, last_seen_at_ms BIGINT, last_seen_address TEXT, ord BIGSERIAL);
+   CREATE TABLE grants (
+     device_id TEXT NOT NULL REFERENCES devices(device_id) ON DELETE CASCADE, role TEXT NOT NULL,
+     scopes_json TEXT NOT NULL, epoch INTEGER NOT NULL, approved_at_ms BIGINT NOT NULL, approved_via TEXT NOT NULL,
+     ord BIGSERIAL, PRIMARY KEY (device_id, role));
+   CREATE TABLE tokens (
+     token_id TEXT PRIMARY KEY, device_id TEXT NOT NULL REFERENCES devices(device_id) ON DELETE CASCADE,
+     role TEXT NOT NULL, secret_hash BYTEA NOT NULL, created_at_ms BIGINT NOT NULL,
+     rotated_at_ms BIGINT, revoked_at_ms BIGINT, last_used_at_ms BIGINT, ord BIGSERIAL);
+   CREATE INDEX tokens_device ON tokens(device_id, role);
+   CREATE TABLE pairing_requests (
+     request_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, role TEXT NOT NULL, body_json TEXT NOT NULL,
+     created_at_ms BIGINT NOT NULL, ord BIGSERIAL, UNIQUE (device_id, role));
+   CREATE TABLE audit (
+     seq BIGINT PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+     subject TEXT, data_json TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+   CREATE TABLE setup_codes (
+     setup_id TEXT PRIMARY KEY, secret_hash BYTEA NOT NULL, profile_json TEXT NOT NULL, label TEXT, url TEXT NOT NULL,
+     created_at_ms BIGINT NOT NULL, expires_at_ms BIGINT NOT NULL, created_by TEXT NOT NULL,
+     failures INTEGER NOT NULL DEFAULT 0, burned_at_ms BIGINT, revoked_at_ms BIGINT,
+     redeemed_at_ms BIGINT, redeem_count INTEGER NOT NULL DEFAULT 0, device_id TEXT, public_key TEXT,
+     device_name TEXT, redeemed_role TEXT, grant_epochs_json TEXT, ord BIGSERIAL);`,
+  // 2: several instances (issue 11): event payloads too large for NOTIFY, and the shared
+  // failure budget for wrong credentials (per address and credential kind).
+  `CREATE TABLE cluster_events (id BIGSERIAL PRIMARY KEY, at_ms BIGINT NOT NULL, body TEXT NOT NULL);
+   CREATE TABLE auth_failures (
+     key TEXT PRIMARY KEY, window_start_ms BIGINT NOT NULL, failures INTEGER NOT NULL, locked_until_ms BIGINT NOT NULL);`,
+];
+
+/** BIGINT columns hold milliseconds (< 2^53): read them as numbers, not strings. */
+const TYPES: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') => {
+    if (oid === 20 && format !== 'binary') return (v: string) => Number(v);
+    return pg.types.getTypeParser(oid, format as 'text');
+  }) as pg.CustomTypesConfig['getTypeParser'],
+};
+
+/** One connection inside a transaction (or the pool for single reads). */
+export class PgQuery {
+  constructor(private readonly c: pg.Pool | pg.PoolClient) {}
+  async one<T>(sql: string, params: unknown[] = []): Promise<T | undefined> {
+    return (await this.c.query(sql, params)).rows[0] as T | undefined;
+  }
+  async all<T>(sql: string, params: unknown[] = []): Promise<T[]> {
+    return (await this.c.query(sql, params)).rows as T[];
+  }
+  /** Run a statement; returns the number of rows it touched. */
+  async run(sql: string, params: unknown[] = []): Promise<number> {
+    return (await this.c.query(sql, params)).rowCount ?? 0;
+  }
+}
+
+export interface PostgresStoreOptions {
+  /** Pool size per instance (default 10). */
+  maxConnections?: number;
+}
+
+export class PostgresStore implements Store {
+  readonly kind = 'postgres' as const;
+  readonly pool: pg.Pool;
+  private readonly q: PgQuery;
+  private closed = false;
+
+  private constructor(
+    readonly url: string,
+    opts: PostgresStoreOptions,
+  ) {
+    this.pool = new pg.Pool({ connectionString: url, max: opts.maxConnections ?? 10, types: TYPES });
+    // An idle client losing its server connection must not crash the process; the pool replaces it.
+    this.pool.on('error', () => {});
+    this.q = new PgQuery(this.pool);
+  }
+
+  /** Connect and bring the schema up to date (safe when several instances start at once). */
+  static async open(url: string, opts: PostgresStoreOptions = {}): Promise<PostgresStore> {
+    const s = new PostgresStore(url, opts);
+    try {
+      await s.migrate();
+    } catch (err) {
+      await s.pool.end();
+      throw err;
+    }
+    return s;
+  }
+
+  private async migrate(): Promise<void> {
+    const c = await this.pool.connect();
+    try {
+      // Session-level lock: a second instance waits here until the first has finished, then
+      // finds nothing left to run.
+      await c.query('SELECT pg_advisory_lock($1, $2)', [...PG_LOCK.migrate]);
+      try {
+        await c.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms BIGINT NOT NULL)');
+        const r = await c.query('SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations');
+        const current = Number(r.rows[0].v);
+        if (current > POSTGRES_MIGRATIONS.length) {
+          throw new Error(`state database is at schema ${current}, newer than this clawgate (${POSTGRES_MIGRATIONS.length}); upgrade clawgate`);
+        }
+        for (let i = current; i < POSTGRES_MIGRATIONS.length; i++) {
+          await c.query('BEGIN');
+          try {
+            await c.query(POSTGRES_MIGRATIONS[i] as string);
+            await c.query('INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)', [i + 1, Date.now()]);
+            await c.query('COMMIT');
+          } catch (err) {
+            await c.query('ROLLBACK');
+            throw err;
+          }
+        }
+      } finally {
+        await c.query('SELECT pg_advisory_unlock($1, $2)', [...PG_LOCK.migrate]);
+      }
+    } finally {
+      c.release();
+    }
+  }
+
+  async schemaVersion(): Promise<number> {
+    const r = await this.q.one<{ v: number }>('SELECT COALESCE(MAX(version), 0)::int AS v FROM schema_migrations');
+    return r?.v ?? 0;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+
+  /** One write transaction, serialized with every other writer of this database. */
+  async write<T>(fn: (tx: PgQuery) => Promise<T>): Promise<T> {
+    const c = await this.pool.connect();
+    let broken = false;
+    try {
+      await c.query('BEGIN');
+      try {
+        await c.query('SELECT pg_advisory_xact_lock($1, $2)', [...PG_LOCK.write]);
+        const out = await fn(new PgQuery(c));
+        await c.query('COMMIT');
+        return out;
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => {
+          broken = true;
+        });
+        throw err;
+      }
+    } finally {
+      c.release(broken);
+    }
+  }
+
+  private async appendAuditTx(tx: PgQuery, input: AuditInput): Promise<AuditEntry> {
+    const last = await tx.one<AuditRow>('SELECT * FROM audit ORDER BY seq DESC LIMIT 1');
+    const e = chainAudit(last ? toAudit(last) : undefined, input);
+    await tx.run('INSERT INTO audit (seq, at_ms, actor, action, subject, data_json, prev_hash, hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)', [
+      e.seq,
+      e.atMs,
+      e.actor,
+      e.action,
+      e.subject ?? null,
+      e.data === undefined ? null : JSON.stringify(e.data),
+      e.prevHash,
+      e.hash,
+    ]);
+    return e;
+  }
+
+  async getMeta(key: string) {
+    return (await this.q.one<{ value: string }>('SELECT value FROM meta WHERE key = $1', [key]))?.value ?? null;
+  }
+  async setMeta(key: string, value: string) {
+    await this.q.run('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [key, value]);
+  }
+
+  async getDevice(deviceId: string) {
+    const r = await this.q.one<DeviceRow>('SELECT * FROM devices WHERE device_id = $1', [deviceId]);
+    return r ? toDevice(r) : null;
+  }
+  async listDevices() {
+    return (await this.q.all<DeviceRow>('SELECT * FROM devices ORDER BY created_at_ms, ord')).map(toDevice);
+  }
+  async listGrants(deviceId?: string) {
+    const rows = deviceId
+      ? await this.q.all<GrantRow>('SELECT * FROM grants WHERE device_id = $1 ORDER BY ord', [deviceId])
+      : await this.q.all<GrantRow>('SELECT * FROM grants ORDER BY ord');
+    return rows.map(toGrant);
+  }
+  async getGrant(deviceId: string, role: Role) {
+    const r = await this.q.one<GrantRow>('SELECT * FROM grants WHERE device_id = $1 AND role = $2', [deviceId, role]);
+    return r ? toGrant(r) : null;
+  }
+  async getToken(tokenId: string) {
+    const r = await this.q.one<TokenRow>('SELECT * FROM tokens WHERE token_id = $1', [tokenId]);
+    return r ? toToken(r) : null;
+  }
+  async listTokens(deviceId?: string) {
+    const rows = deviceId
+      ? await this.q.all<TokenRow>('SELECT * FROM tokens WHERE device_id = $1 ORDER BY ord', [deviceId])
+      : await this.q.all<TokenRow>('SELECT * FROM tokens ORDER BY ord');
+    return rows.map(toToken);
+  }
+
+  private liveTokenTx(tx: PgQuery, deviceId: string, role: Role) {
+    return tx.one<TokenRow>('SELECT * FROM tokens WHERE device_id = $1 AND role = $2 AND revoked_at_ms IS NULL', [deviceId, role]);
+  }
+  private async putTokenTx(tx: PgQuery, deviceId: string, role: Role, token: NewToken, atMs: number, createdAtMs?: number) {
+    await tx.run('DELETE FROM tokens WHERE device_id = $1 AND role = $2', [deviceId, role]);
+    await tx.run('INSERT INTO tokens (token_id, device_id, role, secret_hash, created_at_ms, rotated_at_ms) VALUES ($1,$2,$3,$4,$5,$6)', [
+      token.tokenId,
+      deviceId,
+      role,
+      token.secretHash,
+      createdAtMs ?? atMs,
+      createdAtMs === undefined ? null : atMs,
+    ]);
+  }
+  private async upsertDeviceTx(tx: PgQuery, device: ApproveInput['device'], atMs: number) {
+    await tx.run(
+      `INSERT INTO devices (device_id, public_key, meta_json, created_at_ms, last_seen_at_ms, last_seen_address) VALUES ($1,$2,$3,$4,$5,$6)
+       ON CONFLICT (device_id) DO UPDATE SET public_key = excluded.public_key, meta_json = excluded.meta_json,
+         last_seen_at_ms = excluded.last_seen_at_ms, last_seen_address = COALESCE(excluded.last_seen_address, devices.last_seen_address)`,
+      [device.deviceId, device.publicKey, JSON.stringify(device.meta), atMs, atMs, device.address ?? null],
+    );
+  }
+  private async putGrantTx(tx: PgQuery, g: GrantRecord) {
+    await tx.run(
+      `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via) VALUES ($1,$2,$3,$4,$5,$6)
+       ON CONFLICT (device_id, role) DO UPDATE SET scopes_json = excluded.scopes_json, epoch = excluded.epoch,
+         approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via`,
+      [g.deviceId, g.role, JSON.stringify(g.scopes), g.epoch, g.approvedAtMs, g.approvedVia],
+    );
+  }
+
+  async approve(input: ApproveInput): Promise<GrantRecord> {
+    return this.write(async (tx) => {
+      const { device, role, atMs } = input;
+      await this.upsertDeviceTx(tx, device, atMs);
+      const prev = await tx.one<{ epoch: number }>('SELECT epoch FROM grants WHERE device_id = $1 AND role = $2', [device.deviceId, role]);
+      const grant: GrantRecord = {
+        deviceId: device.deviceId,
+        role,
+        scopes: [...input.scopes],
+        epoch: (prev?.epoch ?? 0) + 1,
+        approvedAtMs: atMs,
+        approvedVia: input.via,
+      };
+      await this.putGrantTx(tx, grant);
+      if (input.token) await this.putTokenTx(tx, device.deviceId, role, input.token, atMs, (await this.liveTokenTx(tx, device.deviceId, role))?.created_at_ms);
+      if (input.requestId) await tx.run('DELETE FROM pairing_requests WHERE request_id = $1', [input.requestId]);
+      await this.appendAuditTx(tx, input.audit);
+      return grant;
+    });
+  }
+
+  async upsertPairingRequest(input: UpsertRequestInput): Promise<UpsertRequestResult> {
+    return this.write(async (tx) => {
+      const row = await tx.one<{ body_json: string }>('SELECT body_json FROM pairing_requests WHERE device_id = $1 AND role = $2', [
+        input.deviceId,
+        input.role,
+      ]);
+      const result = mergePairingRequest(row ? (JSON.parse(row.body_json) as PairingRequest) : null, input);
+      const r = result.request;
+      await tx.run(
+        `INSERT INTO pairing_requests (request_id, device_id, role, body_json, created_at_ms) VALUES ($1,$2,$3,$4,$5)
+         ON CONFLICT (request_id) DO UPDATE SET body_json = excluded.body_json`,
+        [r.requestId, r.deviceId, r.role, JSON.stringify(r), r.createdAtMs],
+      );
+      if (result.created || result.widened) await this.appendAuditTx(tx, input.audit);
+      return result;
+    });
+  }
+  async getPairingRequest(requestId: string) {
+    const r = await this.q.one<{ body_json: string }>('SELECT body_json FROM pairing_requests WHERE request_id = $1', [requestId]);
+    return r ? (JSON.parse(r.body_json) as PairingRequest) : null;
+  }
+  async listPairingRequests(deviceId?: string) {
+    const rows = deviceId
+      ? await this.q.all<{ body_json: string }>('SELECT body_json FROM pairing_requests WHERE device_id = $1 ORDER BY created_at_ms, ord', [deviceId])
+      : await this.q.all<{ body_json: string }>('SELECT body_json FROM pairing_requests ORDER BY created_at_ms, ord');
+    return rows.map((r) => JSON.parse(r.body_json) as PairingRequest);
+  }
+  async deletePairingRequest(requestId: string, audit: AuditInput) {
+    return this.write(async (tx) => {
+      const n = await tx.run('DELETE FROM pairing_requests WHERE request_id = $1', [requestId]);
+      if (n > 0) await this.appendAuditTx(tx, audit);
+      return n > 0;
+    });
+  }
+
+  async rotateToken(deviceId: string, role: Role, token: NewToken | null, scopes: string[] | null, atMs: number, audit: AuditInput) {
+    return this.write(async (tx) => {
+      const g = await tx.one<GrantRow>('SELECT * FROM grants WHERE device_id = $1 AND role = $2', [deviceId, role]);
+      if (!g) return null;
+      const created = (await this.liveTokenTx(tx, deviceId, role))?.created_at_ms ?? atMs;
+      const next: GrantRecord = { ...toGrant(g), epoch: g.epoch + 1, scopes: scopes ? [...scopes] : JSON.parse(g.scopes_json) };
+      await tx.run('UPDATE grants SET epoch = $1, scopes_json = $2 WHERE device_id = $3 AND role = $4', [
+        next.epoch,
+        JSON.stringify(next.scopes),
+        deviceId,
+        role,
+      ]);
+      if (token) await this.putTokenTx(tx, deviceId, role, token, atMs, created);
+      else await tx.run('DELETE FROM tokens WHERE device_id = $1 AND role = $2', [deviceId, role]);
+      await this.appendAuditTx(tx, audit);
+      return next;
+    });
+  }
+  async revokeToken(deviceId: string, role: Role, atMs: number, audit: AuditInput) {
+    return this.write(async (tx) => {
+      const t = await this.liveTokenTx(tx, deviceId, role);
+      const n = await tx.run('DELETE FROM grants WHERE device_id = $1 AND role = $2', [deviceId, role]);
+      if (n === 0) return null;
+      if (t) await tx.run('UPDATE tokens SET revoked_at_ms = $1 WHERE token_id = $2', [atMs, t.token_id]);
+      await this.appendAuditTx(tx, audit);
+      return t ? toToken({ ...t, revoked_at_ms: atMs }) : null;
+    });
+  }
+  async removeRole(deviceId: string, role: Role, audit: AuditInput) {
+    return this.write(async (tx) => {
+      const n = await tx.run('DELETE FROM grants WHERE device_id = $1 AND role = $2', [deviceId, role]);
+      if (n === 0) return false;
+      await tx.run('DELETE FROM tokens WHERE device_id = $1 AND role = $2', [deviceId, role]);
+      await tx.run('DELETE FROM pairing_requests WHERE device_id = $1 AND role = $2', [deviceId, role]);
+      const left = await tx.one<{ n: number }>('SELECT COUNT(*)::int AS n FROM grants WHERE device_id = $1', [deviceId]);
+      if (left?.n === 0) await tx.run('DELETE FROM devices WHERE device_id = $1', [deviceId]);
+      await this.appendAuditTx(tx, audit);
+      return true;
+    });
+  }
+  async removeDevice(deviceId: string, audit: AuditInput) {
+    return this.write(async (tx) => {
+      const a = await tx.run('DELETE FROM devices WHERE device_id = $1', [deviceId]);
+      const b = await tx.run('DELETE FROM pairing_requests WHERE device_id = $1', [deviceId]);
+      if (a + b === 0) return false;
+      await this.appendAuditTx(tx, audit);
+      return true;
+    });
+  }
+  async renameDevice(deviceId: string, label: string, audit: AuditInput) {
+    return this.write(async (tx) => {
+      const n = await tx.run('UPDATE devices SET label = $1 WHERE device_id = $2', [label, deviceId]);
+      if (n > 0) await this.appendAuditTx(tx, audit);
+      return n > 0;
+    });
+  }
+  async recordSeen(entries: Array<{ deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>) {
+    if (entries.length === 0) return;
+    // Best-effort metadata with no audit entry: it does not take the writers' lock.
+    const c = await this.pool.connect();
+    try {
+      await c.query('BEGIN');
+      for (const e of entries) {
+        await c.query('UPDATE devices SET last_seen_at_ms = $1, last_seen_address = $2 WHERE device_id = $3', [e.atMs, e.address, e.deviceId]);
+        if (e.tokenId) await c.query('UPDATE tokens SET last_used_at_ms = $1 WHERE token_id = $2', [e.atMs, e.tokenId]);
+      }
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      c.release();
+    }
+  }
+
+  // --- setup codes ---------------------------------------------------------------------------
+
+  private async setupTx(tx: PgQuery, setupId: string, forUpdate = false): Promise<SetupCodeRecord | null> {
+    const r = await tx.one<SetupRow>(`SELECT * FROM setup_codes WHERE setup_id = $1${forUpdate ? ' FOR UPDATE' : ''}`, [setupId]);
+    return r ? toSetup(r) : null;
+  }
+
+  async createSetupCode(input: NewSetupCode): Promise<SetupCodeRecord> {
+    return this.write(async (tx) => {
+      await tx.run(
+        `INSERT INTO setup_codes (setup_id, secret_hash, profile_json, label, url, created_at_ms, expires_at_ms, created_by)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
+        [input.setupId, input.secretHash, JSON.stringify(input.profile), input.label ?? null, input.url, input.createdAtMs, input.expiresAtMs, input.createdBy],
+      );
+      await this.appendAuditTx(tx, input.audit);
+      return (await this.setupTx(tx, input.setupId)) as SetupCodeRecord;
+    });
+  }
+  async getSetupCode(setupId: string) {
+    return this.setupTx(this.q, setupId);
+  }
+  async listSetupCodes() {
+    return (await this.q.all<SetupRow>('SELECT * FROM setup_codes ORDER BY created_at_ms, ord')).map(toSetup);
+  }
+  async redeemSetupCode(input: RedeemSetupInput): Promise<RedeemSetupResult> {
+    return this.write(async (tx): Promise<RedeemSetupResult> => {
+      const { device, atMs } = input;
+      // The row lock makes the code's state the one every other redemption sees after us, even
+      // for a writer that (in some later version) skipped the writers' lock.
+      const code = await this.setupTx(tx, input.setupId, true);
+      const epochs0 = new Map<Role, number>();
+      for (const g of await tx.all<GrantRow>('SELECT * FROM grants WHERE device_id = $1', [device.deviceId])) epochs0.set(g.role, g.epoch);
+      const check = checkRedemption(code, device, atMs, input.graceMs, (r) => epochs0.get(r));
+      if (!check.ok) return check;
+      const c = code as SetupCodeRecord;
+      const roles = c.profile.roles;
+      for (const r of roles) if (!input.tokens[r]) throw new Error(`redeemSetupCode: no token for role ${r}`);
+      const resolved: string[] = [];
+      if (check.repeat) {
+        await tx.run('UPDATE setup_codes SET redeem_count = redeem_count + 1 WHERE setup_id = $1', [c.setupId]);
+      } else {
+        await this.upsertDeviceTx(tx, device, atMs);
+        const epochs: Partial<Record<Role, number>> = {};
+        for (const r of roles) {
+          const prev = await tx.one<GrantRow>('SELECT * FROM grants WHERE device_id = $1 AND role = $2', [device.deviceId, r]);
+          const scopes = redeemedGrantScopes(c.profile, r, prev ? (JSON.parse(prev.scopes_json) as string[]) : undefined);
+          const epoch = (prev?.epoch ?? 0) + 1;
+          await this.putGrantTx(tx, { deviceId: device.deviceId, role: r, scopes, epoch, approvedAtMs: atMs, approvedVia: 'bootstrap' });
+          epochs[r] = epoch;
+          const reqs = await tx.all<{ request_id: string }>('DELETE FROM pairing_requests WHERE device_id = $1 AND role = $2 RETURNING request_id', [
+            device.deviceId,
+            r,
+          ]);
+          for (const q of reqs) resolved.push(q.request_id);
+        }
+        await tx.run(
+          `UPDATE setup_codes SET redeemed_at_ms = $1, redeem_count = 1, device_id = $2, public_key = $3, device_name = $4,
+             redeemed_role = $5, grant_epochs_json = $6 WHERE setup_id = $7`,
+          [atMs, device.deviceId, device.publicKey, device.meta.displayName ?? null, input.role, JSON.stringify(epochs), c.setupId],
+        );
+      }
+      for (const r of roles) await this.putTokenTx(tx, device.deviceId, r, input.tokens[r] as NewToken, atMs);
+      await this.appendAuditTx(tx, check.repeat ? input.repeatAudit : input.audit);
+      const grants: GrantRecord[] = [];
+      for (const r of roles)
+        grants.push(toGrant((await tx.one<GrantRow>('SELECT * FROM grants WHERE device_id = $1 AND role = $2', [device.deviceId, r])) as GrantRow));
+      return { ok: true, repeat: check.repeat, code: (await this.setupTx(tx, c.setupId)) as SetupCodeRecord, grants, resolvedRequestIds: resolved };
+    });
+  }
+  async recordSetupFailure(setupId: string, atMs: number, budget: number, burnAudit: AuditInput) {
+    return this.write(async (tx) => {
+      const c = await this.setupTx(tx, setupId, true);
+      if (!c) return null;
+      const burns = c.burnedAtMs === undefined && c.failures + 1 >= budget;
+      await tx.run('UPDATE setup_codes SET failures = failures + 1, burned_at_ms = COALESCE(burned_at_ms, $1) WHERE setup_id = $2', [
+        burns ? atMs : null,
+        setupId,
+      ]);
+      if (burns) await this.appendAuditTx(tx, burnAudit);
+      return { failures: c.failures + 1, burned: burns };
+    });
+  }
+  async revokeSetupCode(setupId: string, atMs: number, audit: AuditInput) {
+    return this.write(async (tx) => {
+      const c = await this.setupTx(tx, setupId, true);
+      if (!c) return null;
+      if (c.revokedAtMs !== undefined || c.burnedAtMs !== undefined) return { code: c, changed: false };
+      await tx.run('UPDATE setup_codes SET revoked_at_ms = $1 WHERE setup_id = $2', [atMs, setupId]);
+      await this.appendAuditTx(tx, audit);
+      return { code: (await this.setupTx(tx, setupId)) as SetupCodeRecord, changed: true };
+    });
+  }
+
+  async appendAudit(input: AuditInput) {
+    return this.write((tx) => this.appendAuditTx(tx, input));
+  }
+  async listAudit(opts: { afterSeq?: number; limit?: number } = {}) {
+    const rows = await this.q.all<AuditRow>('SELECT * FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2', [opts.afterSeq ?? 0, opts.limit ?? null]);
+    return rows.map(toAudit);
+  }
+}
