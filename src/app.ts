@@ -1,9 +1,11 @@
 /** Composition root: build a gateway from a config and a store, register every method domain. */
 
 import { networkInterfaces } from 'node:os';
+import type { ClusterBus } from './core/cluster.js';
 import type { GatewayConfig } from './core/config.js';
 import { type Clock, type Random, systemClock, systemRandom } from './core/env.js';
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
+import type { AuthLimiter } from './core/ratelimit.js';
 import { registerDeviceMethods } from './methods/devices.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
 import { registerSystemMethods } from './methods/system.js';
@@ -18,6 +20,9 @@ export interface AppOptions {
   log?: Logger;
   /** Host to listen on (already resolved from `bind`). */
   host: string;
+  /** Several instances on one store (PostgreSQL): cross-instance events and a shared failure budget. */
+  bus?: ClusterBus | undefined;
+  limiter?: AuthLimiter | undefined;
 }
 
 export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
@@ -27,6 +32,8 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
     clock: opts.clock ?? systemClock,
     random: opts.random ?? systemRandom,
     log: opts.log ?? silentLogger,
+    bus: opts.bus,
+    limiter: opts.limiter,
   });
   registerSystemMethods(gw);
   registerDeviceMethods(gw);

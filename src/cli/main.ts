@@ -10,8 +10,8 @@ import { ConnectError, connectGateway, GatewayRequestError } from '../client/con
 import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
-import { SqliteStore } from '../store/sqlite.js';
 import { auditCommand, devicesCommand } from './devices.js';
+import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
 import { qrCommand } from './qr.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 
@@ -22,6 +22,7 @@ const HELP = `clawgate — a self-hosted gateway for pairing and authorizing dev
 Usage:
   clawgate gateway run [--port 18789] [--bind loopback|lan|<address>] [--state-dir <dir>]
                        [--token <t>] [--password <p>] [--config <file>]
+                       [--store sqlite|postgres] [--postgres-url <url>]
   clawgate gateway token [--state-dir <dir>]     print the shared gateway token
   clawgate call <method> [--params <json>] [--url <ws-url>] [--token <t>] [--json]
   clawgate devices list [--json]
@@ -34,6 +35,8 @@ Usage:
               [--url <gateway-url>] [--public-url <url>] [--json]
                                                mint a setup code (QR) that pairs one new device
   clawgate qr --list | --revoke <setupId> [--json]
+  clawgate migrate --to postgres --postgres-url <url> [--json]
+                                               copy the SQLite state dir into an empty PostgreSQL database
   clawgate help
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
@@ -75,6 +78,9 @@ interface FileConfig {
     rateLimit?: Partial<GatewayConfig['rateLimit']>;
     trustedProxies?: string[];
     untrustedForwarded?: 'refuse' | 'ignore';
+    /** `sqlite` (default) or `postgres` (several instances on one database). */
+    store?: string;
+    postgres?: { url?: string };
   };
 }
 
@@ -100,6 +106,8 @@ async function gatewayRun(args: string[]): Promise<number> {
     token: { type: 'string' },
     password: { type: 'string' },
     config: { type: 'string' },
+    store: { type: 'string' },
+    'postgres-url': { type: 'string' },
   });
   const file = values.config ? readConfigFile(values.config as string) : {};
   const g = file.gateway ?? {};
@@ -108,6 +116,7 @@ async function gatewayRun(args: string[]): Promise<number> {
   const port = portText !== undefined ? Number(portText) : (g.port ?? DEFAULTS.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be a whole number from 0 to 65535, got ${portText}`);
   const bind = (values.bind as string | undefined) ?? g.bind ?? DEFAULTS.bind;
+  const storeChoice = resolveStoreChoice(values.store as string | undefined, values['postgres-url'] as string | undefined, g);
 
   ensureStateDir(stateDir);
   const { creds, created } = loadOrCreateCredentials(stateDir, systemRandom, systemClock.now());
@@ -139,11 +148,17 @@ async function gatewayRun(args: string[]): Promise<number> {
     untrustedForwarded: g.untrustedForwarded ?? DEFAULTS.untrustedForwarded,
   };
   const log = jsonLogger(process.stderr);
-  const store = new SqliteStore(join(stateDir, 'clawgate.sqlite'));
+  const { store, bus, limiter, where } = await openConfiguredStore(storeChoice, stateDir, {
+    clock: systemClock,
+    random: systemRandom,
+    log,
+    rateLimit: config.rateLimit,
+  });
   let running: Awaited<ReturnType<typeof startGateway>>;
   try {
-    running = await startGateway({ config, store, log, host: resolveBindHost(bind) });
+    running = await startGateway({ config, store, bus, limiter, log, host: resolveBindHost(bind) });
   } catch (err) {
+    await bus?.close();
     await store.close();
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE') {
@@ -156,7 +171,7 @@ async function gatewayRun(args: string[]): Promise<number> {
   writeRuntimeInfo(stateDir, { url: server.url, pid: process.pid, startedAtMs: systemClock.now() });
   process.stdout.write(
     [
-      `clawgate gateway listening on ${server.url} (state: ${stateDir}, store: sqlite)`,
+      `clawgate gateway listening on ${server.url} (state: ${stateDir}, store: ${storeChoice.kind} ${where})`,
       created
         ? `generated a gateway token and an owner credential in ${join(stateDir, 'credentials.json')} (mode 0600)`
         : `using the credentials in ${join(stateDir, 'credentials.json')}`,
@@ -167,7 +182,7 @@ async function gatewayRun(args: string[]): Promise<number> {
       '',
     ].join('\n'),
   );
-  log.info('gateway started', { url: server.url, stateDir });
+  log.info('gateway started', { url: server.url, stateDir, store: storeChoice.kind });
 
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -261,6 +276,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'call') return await call(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'devices') return await devicesCommand(sub, rest);
     if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'migrate') return await migrateCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {

@@ -1,0 +1,142 @@
+/**
+ * ClusterBus over PostgreSQL LISTEN/NOTIFY. A NOTIFY payload is limited to 8000 bytes, so a
+ * larger event is written to `cluster_events` and only its id is notified. One dedicated
+ * connection listens; when it drops it is re-opened with backoff and subscribers are told to
+ * resync from the store (notifications sent while it was down are gone).
+ */
+import pg from 'pg';
+import type { ClusterBus, ClusterEvent } from '../core/cluster.js';
+import type { Logger } from '../core/gateway.js';
+
+export const CLUSTER_CHANNEL = 'clawgate_cluster';
+/** Stay well under PostgreSQL's 8000-byte NOTIFY limit. */
+const MAX_INLINE_BYTES = 7000;
+/** Table-backed events are read within milliseconds; keep them a while for slow readers. */
+const EVENT_KEEP_MS = 5 * 60_000;
+
+interface Envelope {
+  /** Origin instance. */
+  o: string;
+  e?: ClusterEvent;
+  /** Id of a row in cluster_events holding the event. */
+  ref?: number;
+}
+
+export class PgClusterBus implements ClusterBus {
+  private listener: pg.Client | null = null;
+  private handlers: Array<{ on: (e: ClusterEvent) => void; resync?: (() => void) | undefined }> = [];
+  private closed = false;
+  private retryMs = 100;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private published = 0;
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly url: string,
+    readonly instanceId: string,
+    private readonly log: Pick<Logger, 'warn' | 'info'>,
+  ) {}
+
+  /** Start listening; resolves once LISTEN is active, so nothing published after it is missed. */
+  static async start(pool: pg.Pool, url: string, instanceId: string, log: Pick<Logger, 'warn' | 'info'>): Promise<PgClusterBus> {
+    const bus = new PgClusterBus(pool, url, instanceId, log);
+    await bus.listen();
+    return bus;
+  }
+
+  private async listen(): Promise<void> {
+    const c = new pg.Client({ connectionString: this.url });
+    c.on('error', (err) => this.lost(c, err));
+    c.on('end', () => this.lost(c, new Error('connection ended')));
+    c.on('notification', (m) => {
+      if (m.channel !== CLUSTER_CHANNEL || !m.payload) return;
+      void this.receive(m.payload);
+    });
+    await c.connect();
+    await c.query(`LISTEN ${CLUSTER_CHANNEL}`);
+    if (this.closed) {
+      await c.end();
+      return;
+    }
+    this.listener = c;
+    this.retryMs = 100;
+  }
+
+  private lost(c: pg.Client, err: Error): void {
+    if (this.closed || this.listener !== c) return;
+    this.listener = null;
+    this.log.warn('cluster event connection lost; reconnecting', { err: String(err) });
+    c.end().catch(() => {});
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed || this.reconnectTimer) return;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.listen().then(
+        () => {
+          this.log.info('cluster event connection restored');
+          for (const h of this.handlers) h.resync?.();
+        },
+        (err) => {
+          this.log.warn('cluster event reconnect failed', { err: String(err) });
+          this.retryMs = Math.min(this.retryMs * 2, 5_000);
+          this.scheduleReconnect();
+        },
+      );
+    }, this.retryMs);
+    this.reconnectTimer.unref();
+  }
+
+  private async receive(text: string): Promise<void> {
+    let env: Envelope;
+    try {
+      env = JSON.parse(text) as Envelope;
+    } catch {
+      return;
+    }
+    if (env.o === this.instanceId) return;
+    let event = env.e;
+    if (!event && typeof env.ref === 'number') {
+      try {
+        const r = await this.pool.query('SELECT body FROM cluster_events WHERE id = $1', [env.ref]);
+        if (r.rows[0]) event = JSON.parse(r.rows[0].body as string) as ClusterEvent;
+      } catch (err) {
+        this.log.warn('could not read a cluster event', { ref: env.ref, err: String(err) });
+      }
+    }
+    if (!event) return;
+    for (const h of this.handlers) {
+      try {
+        h.on(event);
+      } catch (err) {
+        this.log.warn('cluster event handler failed', { type: event.type, err: String(err) });
+      }
+    }
+  }
+
+  async publish(event: ClusterEvent): Promise<void> {
+    if (this.closed) return;
+    let text = JSON.stringify({ o: this.instanceId, e: event } satisfies Envelope);
+    if (Buffer.byteLength(text) > MAX_INLINE_BYTES) {
+      const now = Date.now();
+      const r = await this.pool.query('INSERT INTO cluster_events (at_ms, body) VALUES ($1, $2) RETURNING id', [now, JSON.stringify(event)]);
+      text = JSON.stringify({ o: this.instanceId, ref: Number(r.rows[0].id) } satisfies Envelope);
+      if (++this.published % 50 === 1) await this.pool.query('DELETE FROM cluster_events WHERE at_ms < $1', [now - EVENT_KEEP_MS]);
+    }
+    await this.pool.query('SELECT pg_notify($1, $2)', [CLUSTER_CHANNEL, text]);
+  }
+
+  subscribe(handler: (event: ClusterEvent) => void, onResync?: () => void): void {
+    this.handlers.push({ on: handler, resync: onResync });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    const c = this.listener;
+    this.listener = null;
+    await c?.end().catch(() => {});
+  }
+}
