@@ -16,7 +16,8 @@ export class PgFailureLimiter implements AuthLimiter {
   ) {}
 
   private key(address: string, kind: CredentialKind): string {
-    return `${kind}\u0000${address}`;
+    // PostgreSQL text cannot hold NUL; the kind never contains "|", so the split stays unambiguous.
+    return `${kind}|${address}`;
   }
 
   async retryAfterMs(address: string, kind: CredentialKind): Promise<number> {

@@ -1,0 +1,284 @@
+/**
+ * Two clawgate instances (A and B, real `clawgate gateway run --store postgres` processes) on
+ * one throwaway PostgreSQL database, driven by real WebSocket clients: approval reaching a
+ * connect waiting on the other instance, revocation closing a socket on the other instance,
+ * one setup code redeemed 200 times at once across both, and an instance SIGKILLed in the
+ * middle of an approval.
+ */
+import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
+import { after, before, describe, test } from 'node:test';
+import { ConnectError, connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
+import { decodeSetupCode } from '../src/protocol/setup-code.js';
+import { PostgresStore } from '../src/store/postgres.js';
+import { verifyAuditChain } from '../src/store/shared.js';
+import { CLUSTER_OWNER, CLUSTER_TOKEN, clusterStateDir, type Instance, removeStateDir, startInstance } from './helpers/instance.js';
+import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
+
+let cluster: PgCluster;
+let url: string;
+let a: Instance;
+let b: Instance;
+const dirs: string[] = [];
+
+before(async () => {
+  cluster = await startPgCluster();
+  url = await cluster.createDatabase();
+  const dirA = clusterStateDir();
+  const dirB = clusterStateDir();
+  dirs.push(dirA, dirB);
+  // Both start at once: the migration lock makes exactly one of them create the schema.
+  [a, b] = await Promise.all([startInstance('A', url, dirA), startInstance('B', url, dirB)]);
+});
+
+after(async () => {
+  await Promise.all([a?.stop(), b?.stop()]);
+  await cluster?.stop();
+  for (const d of dirs) removeStateDir(d);
+});
+
+function operator(inst: Instance, onEvent?: (event: string, payload: unknown) => void): Promise<GatewayConnection> {
+  return connectGateway({ url: inst.url, auth: { token: CLUSTER_OWNER }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'], onEvent });
+}
+
+/** A new device asking to pair, keeping its socket open until an operator decides. */
+function waitingDevice(inst: Instance, identity: DeviceIdentity): Promise<GatewayConnection> {
+  return connectGateway({
+    url: inst.url,
+    identity,
+    auth: { token: CLUSTER_TOKEN },
+    scopes: ['operator.read'],
+    client: { id: 'test', mode: 'test', displayName: 'waiting-device' },
+    caps: ['device-pairing-wait'],
+    timeoutMs: 20_000,
+  });
+}
+
+/** Wait until `pred` holds for an event seen on `conn`. */
+function nextEvent<T>(conn: GatewayConnection, name: string, pred: (p: T) => boolean = () => true, timeoutMs = 10_000): Promise<T> {
+  const seen = conn.events.find((e) => e.event === name && pred(e.payload as T));
+  if (seen) return Promise.resolve(seen.payload as T);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`no ${name} event within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const off = conn.onEvent((e, p) => {
+      if (e === name && pred(p as T)) {
+        clearTimeout(timer);
+        off();
+        resolve(p as T);
+      }
+    });
+  });
+}
+
+async function pendingFor(store: PostgresStore, deviceId: string, timeoutMs = 10_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = (await store.listPairingRequests(deviceId))[0];
+    if (r) return r.requestId;
+    if (Date.now() > deadline) throw new Error(`no pending request for ${deviceId}`);
+    await new Promise((res) => setTimeout(res, 20));
+  }
+}
+
+describe('two instances on one PostgreSQL database', () => {
+  let paired: { identity: DeviceIdentity; token: string } | undefined;
+
+  test('a device waiting for approval on B is admitted when an operator approves it on A', async () => {
+    const opA = await operator(a);
+    try {
+      const identity = generateIdentity();
+      const waiting = waitingDevice(b, identity);
+      // The request was filed on B; the operator connected to A hears of it.
+      const requested = await nextEvent<{ requestId: string; deviceId: string }>(opA, 'device.pair.requested', (p) => p.deviceId === identity.deviceId);
+      const res = await opA.request<{ approved: Array<{ requestId: string }> }>('device.pair.approve', { requestId: requested.requestId });
+      assert.equal(res.approved[0]?.requestId, requested.requestId);
+      const device = await waiting;
+      try {
+        assert.equal(device.hello.type, 'hello-ok');
+        assert.deepEqual(device.hello.auth.scopes, ['operator.read']);
+        assert.ok(device.hello.auth.deviceToken, 'a token is issued at admission');
+        paired = { identity, token: device.hello.auth.deviceToken as string };
+        // The resolution is seen on A too (it was made there) and the device is live on B.
+        await nextEvent<{ requestId: string; decision: string }>(opA, 'device.pair.resolved', (p) => p.requestId === requested.requestId);
+        assert.equal((await device.request<{ ok: boolean }>('health')).ok, true);
+      } finally {
+        await device.close();
+      }
+    } finally {
+      await opA.close();
+    }
+  });
+
+  test('a revocation made on B closes the device socket held by A', async (t) => {
+    assert.ok(paired, 'needs the device paired by the previous test');
+    const device = await connectGateway({
+      url: a.url,
+      identity: paired.identity,
+      auth: { deviceToken: paired.token },
+      scopes: ['operator.read'],
+      client: { id: 'test', mode: 'test' },
+    });
+    const opB = await operator(b);
+    try {
+      const closed = device.closed.then((c) => ({ ...c, atMs: performance.now() }));
+      const startMs = performance.now();
+      await opB.request('device.token.revoke', { deviceId: paired.identity.deviceId, role: 'operator' });
+      const c = await Promise.race([closed, new Promise<null>((r) => setTimeout(() => r(null), 5_000).unref())]);
+      assert.ok(c, 'the socket on A was closed');
+      assert.equal(c.code, 4001);
+      assert.match(c.reason, /revoked/);
+      const latencyMs = c.atMs - startMs;
+      // Measured, reported by the test; the target (< 250 ms) is checked by bench, not by a timed test.
+      t.diagnostic(`revoke on B -> close on A: ${latencyMs.toFixed(1)} ms (including the revoke round trip)`);
+      assert.ok(latencyMs < 5_000);
+      // And the revoked token no longer opens anything on either instance.
+      for (const inst of [a, b]) {
+        await assert.rejects(
+          connectGateway({
+            url: inst.url,
+            identity: paired.identity,
+            auth: { deviceToken: paired.token },
+            scopes: ['operator.read'],
+            client: { id: 'test', mode: 'test' },
+          }),
+          (err: ConnectError) => err instanceof ConnectError && err.detailCode !== undefined,
+        );
+      }
+    } finally {
+      await opB.close();
+      await device.close();
+    }
+  });
+
+  test('200 concurrent redemptions of one setup code spread over A and B: exactly one succeeds', async () => {
+    const opA = await operator(a);
+    let token: string;
+    let setupId: string;
+    try {
+      const m = await opA.request<{ setupCode: string; setupId: string }>('device.pair.setupCode', { profile: 'operator' });
+      const decoded = decodeSetupCode(m.setupCode);
+      assert.ok(decoded.ok);
+      token = decoded.payload.bootstrapToken;
+      setupId = m.setupId;
+    } finally {
+      await opA.close();
+    }
+    const identities = Array.from({ length: 200 }, () => generateIdentity());
+    const outcomes = await Promise.allSettled(
+      identities.map((identity, i) =>
+        connectGateway({
+          url: (i % 2 ? a : b).url,
+          identity,
+          auth: { bootstrapToken: token },
+          scopes: ['operator.read'],
+          client: { id: 'test', mode: 'test' },
+          timeoutMs: 30_000,
+        }),
+      ),
+    );
+    const won = outcomes.filter((o) => o.status === 'fulfilled');
+    assert.equal(won.length, 1, 'exactly one redemption succeeds');
+    const refusals = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected').map((o) => (o.reason as ConnectError).detailCode);
+    assert.equal(refusals.length, 199);
+    assert.ok(
+      refusals.every((d) => d === 'AUTH_BOOTSTRAP_TOKEN_USED'),
+      `every loser is told the code is used: ${[...new Set(refusals)].join(', ')}`,
+    );
+    await (won[0] as PromiseFulfilledResult<GatewayConnection>).value.close();
+    const store = await PostgresStore.open(url, { maxConnections: 1 });
+    try {
+      const code = await store.getSetupCode(setupId);
+      assert.equal(code?.redeemCount, 1);
+      const redeemed = (await store.listAudit()).filter((e) => e.action === 'setup.redeemed' && (e.data as { setupId?: string }).setupId === setupId);
+      assert.equal(redeemed.length, 1);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('an approval committed by an instance that died before telling the others still admits the waiting device', async () => {
+    const store = await PostgresStore.open(url, { maxConnections: 1 });
+    try {
+      const identity = generateIdentity();
+      const waiting = waitingDevice(b, identity);
+      const requestId = await pendingFor(store, identity.deviceId);
+      const r = await store.getPairingRequest(requestId);
+      assert.ok(r);
+      // Exactly what A's approval commits, with no event sent afterwards.
+      await store.approve({
+        device: { deviceId: r.deviceId, publicKey: r.publicKey, meta: r.meta, address: r.address },
+        role: r.role,
+        scopes: r.scopes,
+        via: 'owner',
+        token: null,
+        atMs: Date.now(),
+        requestId,
+        audit: { atMs: Date.now(), actor: 'owner', action: 'pairing.approved', subject: r.deviceId, data: { requestId, role: r.role, scopes: r.scopes } },
+      });
+      const device = await waiting;
+      assert.equal(device.hello.type, 'hello-ok');
+      assert.deepEqual(device.hello.auth.scopes, ['operator.read']);
+      await device.close();
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('killing A in the middle of an approval loses nothing: pending or approved, never half-done', async (t) => {
+    const store = await PostgresStore.open(url, { maxConnections: 2 });
+    try {
+      // Kill A at a few different moments after the approve request left the operator.
+      for (const delayMs of [0, 1, 3, 6, 12]) {
+        const identity = generateIdentity();
+        const waiting = waitingDevice(b, identity);
+        waiting.catch(() => {});
+        const requestId = await pendingFor(store, identity.deviceId);
+        const opA = await operator(a);
+        opA.closed.then(
+          () => {},
+          () => {},
+        );
+        opA.request('device.pair.approve', { requestId }).catch(() => {});
+        await new Promise((r) => setTimeout(r, delayMs));
+        await a.kill();
+        await opA.close().catch(() => {});
+
+        const pending = await store.getPairingRequest(requestId);
+        const grant = await store.getGrant(identity.deviceId, 'operator');
+        const approvedAudit = (await store.listAudit()).filter(
+          (e) => e.action === 'pairing.approved' && (e.data as { requestId?: string }).requestId === requestId,
+        );
+        if (pending) {
+          assert.equal(grant, null, 'still pending: no grant');
+          assert.equal(approvedAudit.length, 0, 'still pending: no approval in the audit log');
+        } else {
+          assert.ok(grant, 'approved: the grant exists');
+          assert.deepEqual(grant.scopes, ['operator.read']);
+          assert.equal(approvedAudit.length, 1, 'approved: exactly one audit entry');
+        }
+        assert.equal(verifyAuditChain(await store.listAudit()), null);
+
+        // Whatever the moment, the waiting device on B ends up admitted: by B's reconcile when A
+        // committed but died before telling B, or by an approval on B when A died first.
+        a = await startInstance('A', url, a.stateDir);
+        if (pending) {
+          const opB = await operator(b);
+          try {
+            await opB.request('device.pair.approve', { requestId });
+          } finally {
+            await opB.close();
+          }
+        }
+        const device = await waiting;
+        assert.equal(device.hello.type, 'hello-ok');
+        await device.close();
+        t.diagnostic(`kill after ${delayMs} ms: request was ${pending ? 'still pending' : 'approved'}`);
+      }
+    } finally {
+      await store.close();
+    }
+  });
+});
