@@ -227,6 +227,26 @@ describe('two instances on one PostgreSQL database', () => {
     }
   });
 
+  test('wrong-credential guesses spread over A and B count against one shared budget', async () => {
+    // Passwords are used by nothing else here, so this budget is this test's alone. The default
+    // policy locks a key after 10 wrong guesses within a minute.
+    const guess = (inst: Instance, i: number) =>
+      connectGateway({ url: inst.url, auth: { password: `wrong-${i}` }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.read'] });
+    for (let i = 0; i < 10; i++) {
+      await assert.rejects(guess(i % 2 ? a : b, i), (err: ConnectError) => {
+        assert.equal(err.detailCode, 'AUTH_PASSWORD_NOT_CONFIGURED', `guess ${i + 1} is still judged, not limited`);
+        return true;
+      });
+    }
+    for (const inst of [a, b]) {
+      await assert.rejects(guess(inst, 99), (err: ConnectError) => {
+        assert.equal(err.detailCode, 'AUTH_RATE_LIMITED', `instance ${inst.name} knows the budget is spent`);
+        assert.ok((err.error?.retryAfterMs ?? 0) > 0);
+        return true;
+      });
+    }
+  });
+
   test('killing A in the middle of an approval loses nothing: pending or approved, never half-done', async (t) => {
     const store = await PostgresStore.open(url, { maxConnections: 2 });
     try {

@@ -33,12 +33,13 @@ export class PgFailureLimiter implements AuthLimiter {
     // when the count reaches the budget. The row lock of the upsert serializes racing instances.
     const r = await this.store.pool.query(
       `INSERT INTO auth_failures AS f (key, window_start_ms, failures, locked_until_ms)
-         VALUES ($1, $2, 1, CASE WHEN 1 >= $4 THEN $2 + $5 ELSE 0 END)
+         VALUES ($1::text, $2::bigint, CASE WHEN $4::int <= 1 THEN 0 ELSE 1 END, CASE WHEN $4::int <= 1 THEN $2::bigint + $5::bigint ELSE 0 END)
        ON CONFLICT (key) DO UPDATE SET
-         window_start_ms = CASE WHEN $2 - f.window_start_ms >= $3 OR f.failures + 1 >= $4 THEN $2 ELSE f.window_start_ms END,
-         failures = CASE WHEN $2 - f.window_start_ms >= $3 THEN 1 WHEN f.failures + 1 >= $4 THEN 0 ELSE f.failures + 1 END,
-         locked_until_ms = CASE WHEN $2 - f.window_start_ms < $3 AND f.failures + 1 >= $4 THEN $2 + $5 ELSE f.locked_until_ms END
-       RETURNING locked_until_ms`,
+         window_start_ms = CASE WHEN $2::bigint - f.window_start_ms >= $3::bigint OR f.failures + 1 >= $4::int THEN $2::bigint ELSE f.window_start_ms END,
+         failures = CASE WHEN $2::bigint - f.window_start_ms >= $3::bigint THEN 1 WHEN f.failures + 1 >= $4::int THEN 0 ELSE f.failures + 1 END,
+         locked_until_ms = CASE WHEN $2::bigint - f.window_start_ms < $3::bigint AND f.failures + 1 >= $4::int
+           THEN $2::bigint + $5::bigint ELSE f.locked_until_ms END
+       RETURNING f.locked_until_ms`,
       [this.key(address, kind), now, windowMs, maxFailures, lockoutMs],
     );
     const until = Number(r.rows[0]?.locked_until_ms ?? 0);
