@@ -7,6 +7,7 @@ import { type Clock, type Random, systemClock, systemRandom } from './core/env.j
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
 import type { AuthLimiter } from './core/ratelimit.js';
 import { registerDeviceMethods } from './methods/devices.js';
+import { registerNodeMethods } from './methods/nodes.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
 import { registerSystemMethods } from './methods/system.js';
 import { type RunningServer, startServer } from './server/server.js';
@@ -38,6 +39,7 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
   registerSystemMethods(gw);
   registerDeviceMethods(gw);
   registerSetupMethods(gw);
+  registerNodeMethods(gw);
   return gw;
 }
 

@@ -13,6 +13,7 @@
  */
 import pg from 'pg';
 import type { Role } from '../protocol/frames.js';
+import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
 import { chainAudit, mergePairingRequest } from './shared.js';
 import { type AuditRow, type DeviceRow, type GrantRow, type SetupRow, type TokenRow, toAudit, toDevice, toGrant, toSetup, toToken } from './sqlite.js';
@@ -23,11 +24,14 @@ import type {
   GrantRecord,
   NewSetupCode,
   NewToken,
+  NodeSurfaceRecord,
+  NodeSurfaceRequest,
   PairingRequest,
   RedeemSetupInput,
   RedeemSetupResult,
   SetupCodeRecord,
   Store,
+  UpsertNodeSurfaceInput,
   UpsertRequestInput,
   UpsertRequestResult,
 } from './types.js';
@@ -69,7 +73,26 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   // failure budget for wrong credentials (per address and credential kind).
   `CREATE TABLE cluster_events (id BIGSERIAL PRIMARY KEY, at_ms BIGINT NOT NULL, body TEXT NOT NULL);
    CREATE TABLE auth_failures (
-     key TEXT PRIMARY KEY, window_start_ms BIGINT NOT NULL, failures INTEGER NOT NULL, locked_until_ms BIGINT NOT NULL);`,
+     key TEXT PRIMARY KEY, window_start_ms BIGINT NOT NULL, failures INTEGER NOT NULL, locked_until_ms BIGINT NOT NULL);
+   CREATE TABLE cluster_instances (instance_id TEXT PRIMARY KEY, seen_at_ms BIGINT NOT NULL);
+   CREATE TABLE node_presence (
+     conn_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, instance_id TEXT NOT NULL, connected_at_ms BIGINT NOT NULL);
+   CREATE INDEX node_presence_device ON node_presence(device_id);`,
+  // 3: node command surfaces (issue 5), as SQLite migration 3. They live with the node role: the
+  // trigger drops them whenever a node grant row goes (revoke, role removal, device removal).
+  `CREATE TABLE node_surfaces (
+     device_id TEXT PRIMARY KEY REFERENCES devices(device_id) ON DELETE CASCADE,
+     body_json TEXT NOT NULL, approved_at_ms BIGINT NOT NULL, ord BIGSERIAL);
+   CREATE TABLE node_surface_requests (
+     request_id TEXT PRIMARY KEY, device_id TEXT NOT NULL UNIQUE REFERENCES devices(device_id) ON DELETE CASCADE,
+     body_json TEXT NOT NULL, created_at_ms BIGINT NOT NULL, ord BIGSERIAL);
+   CREATE FUNCTION node_grant_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+   BEGIN
+     DELETE FROM node_surfaces WHERE device_id = OLD.device_id;
+     DELETE FROM node_surface_requests WHERE device_id = OLD.device_id;
+     RETURN OLD;
+   END $$;
+   CREATE TRIGGER node_grant_gone AFTER DELETE ON grants FOR EACH ROW WHEN (OLD.role = 'node') EXECUTE FUNCTION node_grant_gone();`,
 ];
 
 /** BIGINT columns hold milliseconds (< 2^53): read them as numbers, not strings. */
@@ -496,6 +519,64 @@ export class PostgresStore implements Store {
       await tx.run('UPDATE setup_codes SET revoked_at_ms = $1 WHERE setup_id = $2', [atMs, setupId]);
       await this.appendAuditTx(tx, audit);
       return { code: (await this.setupTx(tx, setupId)) as SetupCodeRecord, changed: true };
+    });
+  }
+
+  // --- nodes: command surfaces (issue 5) -----------------------------------------------------
+  async getNodeSurface(deviceId: string) {
+    const r = await this.q.one<{ body_json: string }>('SELECT body_json FROM node_surfaces WHERE device_id = $1', [deviceId]);
+    return r ? (JSON.parse(r.body_json) as NodeSurfaceRecord) : null;
+  }
+  async listNodeSurfaces() {
+    return (await this.q.all<{ body_json: string }>('SELECT body_json FROM node_surfaces ORDER BY approved_at_ms, ord')).map(
+      (r) => JSON.parse(r.body_json) as NodeSurfaceRecord,
+    );
+  }
+  private async nodeRequestTx(tx: PgQuery, where: 'request_id' | 'device_id', key: string): Promise<NodeSurfaceRequest | undefined> {
+    const r = await tx.one<{ body_json: string }>(`SELECT body_json FROM node_surface_requests WHERE ${where} = $1`, [key]);
+    return r ? (JSON.parse(r.body_json) as NodeSurfaceRequest) : undefined;
+  }
+  async upsertNodeSurfaceRequest(input: UpsertNodeSurfaceInput) {
+    return this.write(async (tx) => {
+      const res = mergeNodeSurfaceRequest(await this.nodeRequestTx(tx, 'device_id', input.deviceId), input);
+      await tx.run('DELETE FROM node_surface_requests WHERE device_id = $1', [input.deviceId]);
+      await tx.run('INSERT INTO node_surface_requests (request_id, device_id, body_json, created_at_ms) VALUES ($1,$2,$3,$4)', [
+        res.request.requestId,
+        input.deviceId,
+        JSON.stringify(res.request),
+        res.request.createdAtMs,
+      ]);
+      if (res.created) await this.appendAuditTx(tx, input.audit);
+      return res;
+    });
+  }
+  async getNodeSurfaceRequest(requestId: string) {
+    return (await this.nodeRequestTx(this.q, 'request_id', requestId)) ?? null;
+  }
+  async listNodeSurfaceRequests() {
+    return (await this.q.all<{ body_json: string }>('SELECT body_json FROM node_surface_requests ORDER BY created_at_ms, ord')).map(
+      (r) => JSON.parse(r.body_json) as NodeSurfaceRequest,
+    );
+  }
+  async approveNodeSurface(requestId: string, atMs: number, approvedBy: string, audit: AuditInput) {
+    return this.write(async (tx) => {
+      const r = await this.nodeRequestTx(tx, 'request_id', requestId);
+      if (!r) return null;
+      const surface: NodeSurfaceRecord = { deviceId: r.deviceId, caps: r.caps, commands: r.commands, requestId, approvedAtMs: atMs, approvedBy };
+      await tx.run('DELETE FROM node_surface_requests WHERE request_id = $1', [requestId]);
+      await tx.run(
+        'INSERT INTO node_surfaces (device_id, body_json, approved_at_ms) VALUES ($1,$2,$3) ON CONFLICT (device_id) DO UPDATE SET body_json = excluded.body_json, approved_at_ms = excluded.approved_at_ms',
+        [r.deviceId, JSON.stringify(surface), atMs],
+      );
+      await this.appendAuditTx(tx, audit);
+      return surface;
+    });
+  }
+  async deleteNodeSurfaceRequest(requestId: string, audit: AuditInput) {
+    return this.write(async (tx) => {
+      const n = await tx.run('DELETE FROM node_surface_requests WHERE request_id = $1', [requestId]);
+      if (n > 0) await this.appendAuditTx(tx, audit);
+      return n > 0;
     });
   }
 
