@@ -14,6 +14,7 @@ import { PostgresStore } from '../src/store/postgres.js';
 import { verifyAuditChain } from '../src/store/shared.js';
 import { CLUSTER_OWNER, CLUSTER_TOKEN, clusterStateDir, type Instance, removeStateDir, startInstance } from './helpers/instance.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
+import { deviceParams, type Frame, RawClient } from './helpers/raw.js';
 
 let cluster: PgCluster;
 let url: string;
@@ -71,6 +72,11 @@ function nextEvent<T>(conn: GatewayConnection, name: string, pred: (p: T) => boo
       }
     });
   });
+}
+
+function pl<T>(f: Frame | null | undefined): T {
+  assert.ok(f, 'expected a frame');
+  return f.payload as T;
 }
 
 async function pendingFor(store: PostgresStore, deviceId: string, timeoutMs = 10_000): Promise<string> {
@@ -224,6 +230,82 @@ describe('two instances on one PostgreSQL database', () => {
       await device.close();
     } finally {
       await store.close();
+    }
+  });
+
+  test('an operator on A invokes a command on a node connected to B and gets the result', async () => {
+    const opA = await operator(a);
+    const identity = generateIdentity();
+    const node = await RawClient.open(b.url);
+    try {
+      const requested = nextEvent<{ requestId: string; nodeId: string }>(opA, 'node.pair.requested', (p) => p.nodeId === identity.deviceId);
+      const challenge = await node.challenge();
+      const params = deviceParams({
+        identity,
+        challenge,
+        role: 'node',
+        scopes: [],
+        client: { id: 'node-host', mode: 'node', displayName: 'rack-node' },
+        auth: { token: CLUSTER_OWNER },
+      });
+      params.caps = ['system'];
+      params.commands = ['system.which', 'canvas.present'];
+      const hello = await node.request('c1', 'connect', params);
+      assert.equal(hello?.ok, true, JSON.stringify(hello?.error));
+      // The node host answers invocations on its socket to B.
+      const seen: Array<{ command: string; paramsJSON?: string }> = [];
+      node.ws.on('message', (data) => {
+        const f = JSON.parse(data.toString()) as Frame;
+        if (f.type !== 'event' || f.event !== 'node.invoke.request') return;
+        const req = f.payload as { id: string; nodeId: string; command: string; paramsJSON?: string };
+        seen.push(req);
+        const bin = (JSON.parse(req.paramsJSON ?? '{}') as { bins?: string[] }).bins ?? [];
+        node.send({
+          type: 'req',
+          id: `r-${req.id}`,
+          method: 'node.invoke.result',
+          params: { id: req.id, nodeId: req.nodeId, ok: true, payloadJSON: JSON.stringify({ bins: Object.fromEntries(bin.map((x) => [x, `/usr/bin/${x}`])) }) },
+        });
+      });
+
+      // The surface request filed on B is announced on A and approved there; B's live node follows.
+      const req = await requested;
+      const resolvedOnNode = node.event('node.pair.resolved', 10_000);
+      await opA.request('node.pair.approve', { requestId: req.requestId });
+      assert.equal(pl<{ decision: string }>(await resolvedOnNode).decision, 'approved');
+
+      const out = await opA.request<{ ok: boolean; nodeId: string; command: string; payload: { bins: Record<string, string> } }>('node.invoke', {
+        nodeId: identity.deviceId,
+        command: 'system.which',
+        params: { bins: ['sh'] },
+      });
+      assert.equal(out.ok, true);
+      assert.equal(out.nodeId, identity.deviceId);
+      assert.deepEqual(out.payload, { bins: { sh: '/usr/bin/sh' } });
+      assert.equal(seen.length, 1, 'the node ran it once');
+
+      // A refusal made on B comes back to A with its catalogue shape intact.
+      await assert.rejects(opA.request('node.invoke', { nodeId: identity.deviceId, command: 'system.run', params: {} }), (err: Error) => {
+        assert.equal((err as unknown as { error: { details: { code: string } } }).error.details.code, 'NODE_COMMAND_NOT_DECLARED');
+        return true;
+      });
+
+      // Once the node is gone from B, A says so instead of waiting.
+      await node.close();
+      const deadline = Date.now() + 5_000;
+      for (;;) {
+        try {
+          await opA.request('node.invoke', { nodeId: identity.deviceId, command: 'system.which', params: {} });
+        } catch (err) {
+          const code = (err as { error?: { details?: { code?: string } } }).error?.details?.code;
+          if (code === 'NODE_NOT_CONNECTED') break;
+          if (Date.now() > deadline) throw err;
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      await node.close();
+      await opA.close();
     }
   });
 

@@ -5,7 +5,8 @@
  * elsewhere, relay pairing events to operators connected elsewhere. Delivery is best effort, so
  * every consumer also reconciles from the store (see Gateway.reconcileWaiters).
  */
-import type { Role } from '../protocol/frames.js';
+import type { ErrorShape, Role } from '../protocol/frames.js';
+import type { InvokeInput } from './nodes.js';
 
 export type CloseWhy = 'TOKEN_ROTATED' | 'TOKEN_REVOKED' | 'DEVICE_REMOVED' | 'SCOPES_REDUCED' | 'PAIRING_REJECTED';
 
@@ -19,7 +20,15 @@ export type ClusterEvent =
   /** An approval widened a grant: widen live sessions that asked for it. */
   | { type: 'widen-sessions'; deviceId: string; role: Role; scopes: string[]; requestId: string }
   /** A scope upgrade was rejected: tell live sessions that asked for it. */
-  | { type: 'upgrade-rejected'; deviceId: string; requestId: string };
+  | { type: 'upgrade-rejected'; deviceId: string; requestId: string }
+  /** An operator approved or rejected a node's surface: live sessions of the node re-read it. */
+  | { type: 'node-surface-changed'; deviceId: string; requestId: string; decision: 'approved' | 'rejected'; ts: number }
+  /** Run node.invoke on the instance `to`, which holds the node's socket. */
+  | { type: 'node-invoke'; to: string; from: string; callId: string; input: InvokeInput }
+  /** The outcome of a routed invocation, back to the instance that asked. */
+  | { type: 'node-invoke-result'; to: string; callId: string; outcome: { ok: true; value: unknown } | { ok: false; error: ErrorShape } }
+  /** The caller cancelled a routed invocation. */
+  | { type: 'node-invoke-cancel'; to: string; callId: string };
 
 export interface ClusterBus {
   /** This instance's id; events it published are not delivered back to it. */
@@ -27,5 +36,10 @@ export interface ClusterBus {
   publish(event: ClusterEvent): Promise<void>;
   /** Handlers for events from other instances; `onResync` runs after a lost connection is back. */
   subscribe(handler: (event: ClusterEvent) => void, onResync?: () => void): void;
+  /** Record that this instance holds a node's socket (`connId`), until `withdrawNode`. */
+  announceNode(connId: string, deviceId: string, atMs: number): Promise<void>;
+  withdrawNode(connId: string): Promise<void>;
+  /** The live instance holding the newest socket of a node, or null when none does. */
+  locateNode(deviceId: string): Promise<string | null>;
   close(): Promise<void>;
 }

@@ -26,6 +26,7 @@ import { ALL_OPERATOR_SCOPES, normalizeScopes, PAIRING, READ, scopeSatisfied } f
 import type { GrantRecord, PairingRequest, SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
 import { type Credential, type Decision, decideConnect } from './admission.js';
 import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
+import { ClusterNodeRouter } from './cluster-nodes.js';
 import type { GatewayConfig } from './config.js';
 import { type DispatchLog, MethodTable } from './dispatch.js';
 import type { Clock, Random } from './env.js';
@@ -89,7 +90,15 @@ export const EVENT_SCOPES: Record<string, string | null> = {
 };
 
 /** Events every instance's operators must see, whichever instance caused them. */
-const CLUSTER_EVENTS = new Set(['device.pair.requested', 'device.pair.resolved', 'device.pair.changed', 'device.pair.setup.completed']);
+const CLUSTER_EVENTS = new Set([
+  'device.pair.requested',
+  'device.pair.resolved',
+  'device.pair.changed',
+  'device.pair.setup.completed',
+  'node.pair.requested',
+  'node.pair.resolved',
+  'node.event',
+]);
 
 /** How often an instance in a cluster re-checks its waiting connects against the store. */
 export const WAITER_RECONCILE_MS = 1_000;
@@ -122,6 +131,8 @@ export class Gateway {
   readonly methods: MethodTable;
   readonly limiter: AuthLimiter;
   readonly bus: ClusterBus | null;
+  /** node.invoke to nodes held by other instances (null with a single instance). */
+  readonly cluster: ClusterNodeRouter | null;
   readonly bootId: string;
   readonly startedAtMs: number;
   readonly sessions = new Map<string, SessionPrincipal>();
@@ -145,6 +156,7 @@ export class Gateway {
     this.methods = new MethodTable(deps.log);
     this.limiter = deps.limiter ?? new FailureLimiter(deps.clock, deps.config.rateLimit);
     this.bus = deps.bus ?? null;
+    this.cluster = this.bus ? new ClusterNodeRouter(this, this.bus) : null;
     this.bus?.subscribe(
       (e) => this.applyClusterEvent(e),
       () => void this.reconcileWaiters(),
@@ -384,6 +396,7 @@ export class Gateway {
     if (out.type !== 'hello' || out.session.role !== 'node') return out;
     try {
       await this.nodes.attach(out.session, ctx.params);
+      await this.cluster?.announce(out.session);
     } catch (err) {
       this.disconnect(out.session);
       throw err;
@@ -773,6 +786,7 @@ export class Gateway {
   disconnect(session: SessionPrincipal): void {
     if (!this.sessions.delete(session.connId)) return;
     this.nodes.detach(session);
+    this.cluster?.withdraw(session);
     if (session.deviceId) {
       const set = this.byDevice.get(session.deviceId);
       set?.delete(session);
@@ -1016,6 +1030,9 @@ export class Gateway {
         return;
       case 'resolve-waiters':
         this.resolveLocalWaiters(e.requestId, e.decision).catch((err) => this.log.warn('could not finish waiting connects', { err: String(err) }));
+        return;
+      default:
+        this.cluster?.handle(e);
         return;
     }
   }

@@ -13,6 +13,9 @@ export const CLUSTER_CHANNEL = 'clawgate_cluster';
 const MAX_INLINE_BYTES = 7000;
 /** Table-backed events are read within milliseconds; keep them a while for slow readers. */
 const EVENT_KEEP_MS = 5 * 60_000;
+/** Every instance refreshes its row this often; one silent for STALE_MS is considered gone. */
+export const HEARTBEAT_MS = 2_000;
+export const STALE_MS = 10_000;
 
 interface Envelope {
   /** Origin instance. */
@@ -29,6 +32,7 @@ export class PgClusterBus implements ClusterBus {
   private retryMs = 100;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private published = 0;
+  private heartbeat: NodeJS.Timeout | null = null;
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -41,6 +45,11 @@ export class PgClusterBus implements ClusterBus {
   static async start(pool: pg.Pool, url: string, instanceId: string, log: Pick<Logger, 'warn' | 'info'>): Promise<PgClusterBus> {
     const bus = new PgClusterBus(pool, url, instanceId, log);
     await bus.listen();
+    await bus.beat();
+    bus.heartbeat = setInterval(() => {
+      bus.beat().catch((err) => log.warn('cluster heartbeat failed', { err: String(err) }));
+    }, HEARTBEAT_MS);
+    bus.heartbeat.unref();
     return bus;
   }
 
@@ -132,8 +141,48 @@ export class PgClusterBus implements ClusterBus {
     this.handlers.push({ on: handler, resync: onResync });
   }
 
+  /** Refresh this instance's liveness; now and then clear what crashed instances left behind. */
+  private async beat(): Promise<void> {
+    const now = Date.now();
+    await this.pool.query(
+      'INSERT INTO cluster_instances (instance_id, seen_at_ms) VALUES ($1, $2) ON CONFLICT (instance_id) DO UPDATE SET seen_at_ms = excluded.seen_at_ms',
+      [this.instanceId, now],
+    );
+    if (Math.random() < 0.1) {
+      await this.pool.query('DELETE FROM cluster_instances WHERE seen_at_ms < $1', [now - 6 * STALE_MS]);
+      await this.pool.query('DELETE FROM node_presence p WHERE NOT EXISTS (SELECT 1 FROM cluster_instances i WHERE i.instance_id = p.instance_id)');
+    }
+  }
+
+  async announceNode(connId: string, deviceId: string, atMs: number): Promise<void> {
+    await this.pool.query('INSERT INTO node_presence (conn_id, device_id, instance_id, connected_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING', [
+      connId,
+      deviceId,
+      this.instanceId,
+      atMs,
+    ]);
+  }
+
+  async withdrawNode(connId: string): Promise<void> {
+    await this.pool.query('DELETE FROM node_presence WHERE conn_id = $1', [connId]);
+  }
+
+  async locateNode(deviceId: string): Promise<string | null> {
+    const r = await this.pool.query(
+      `SELECT p.instance_id FROM node_presence p JOIN cluster_instances i ON i.instance_id = p.instance_id
+       WHERE p.device_id = $1 AND i.seen_at_ms >= $2 ORDER BY p.connected_at_ms DESC LIMIT 1`,
+      [deviceId, Date.now() - STALE_MS],
+    );
+    return (r.rows[0]?.instance_id as string | undefined) ?? null;
+  }
+
   async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    // A clean stop withdraws at once; a crash is noticed by the others after STALE_MS.
+    await this.pool.query('DELETE FROM node_presence WHERE instance_id = $1', [this.instanceId]).catch(() => {});
+    await this.pool.query('DELETE FROM cluster_instances WHERE instance_id = $1', [this.instanceId]).catch(() => {});
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     const c = this.listener;
     this.listener = null;
