@@ -30,11 +30,11 @@ export interface Instance {
  * balancer a client must not care which instance it reached), and a config without loopback
  * auto-approval, so pairing needs an operator even though the tests connect from 127.0.0.1.
  */
-export function clusterStateDir(): string {
+export function clusterStateDir(gateway: Record<string, unknown> = {}): string {
   const dir = mkdtempSync(join(tmpdir(), 'clawgate-inst-'));
   const creds = { version: 1, token: CLUSTER_TOKEN, owner: CLUSTER_OWNER, createdAtMs: 0 };
   writeFileSync(join(dir, 'credentials.json'), JSON.stringify(creds), { mode: 0o600 });
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({ gateway: { autoApproveLocal: false } }));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ gateway: { autoApproveLocal: false, ...gateway } }));
   return dir;
 }
 
