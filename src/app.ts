@@ -1,9 +1,13 @@
 /** Composition root: build a gateway from a config and a store, register every method domain. */
 
 import { networkInterfaces } from 'node:os';
+import { Automations } from './automations/service.js';
+import type { Timers } from './automations/timers.js';
+import type { HttpPost } from './automations/webhook.js';
 import type { GatewayConfig } from './core/config.js';
 import { type Clock, type Random, systemClock, systemRandom } from './core/env.js';
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
+import { registerAutomationMethods } from './methods/automations.js';
 import { registerDeviceMethods } from './methods/devices.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
 import { registerSystemMethods } from './methods/system.js';
@@ -18,6 +22,18 @@ export interface AppOptions {
   log?: Logger;
   /** Host to listen on (already resolved from `bind`). */
   host: string;
+  /** Automations: injected timers and HTTP client (tests); default the real ones. */
+  timers?: Timers;
+  post?: HttpPost;
+}
+
+/** The automations of each gateway built here (one per gateway). */
+const automationsOf = new WeakMap<Gateway, Automations>();
+
+export function automations(gw: Gateway): Automations {
+  const a = automationsOf.get(gw);
+  if (!a) throw new Error('gateway was not built by createGateway');
+  return a;
 }
 
 export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
@@ -31,6 +47,15 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
   registerSystemMethods(gw);
   registerDeviceMethods(gw);
   registerSetupMethods(gw);
+  const auto = new Automations(gw, {
+    ...(opts.timers ? { timers: opts.timers } : {}),
+    ...(opts.post ? { post: opts.post } : {}),
+    ...(opts.config.automations?.webhook ? { webhook: opts.config.automations.webhook } : {}),
+    ...(opts.config.automations?.channels ? { channels: opts.config.automations.channels } : {}),
+  });
+  registerAutomationMethods(gw, auto);
+  automationsOf.set(gw, auto);
+  gw.onStop(() => auto.stop());
   return gw;
 }
 
@@ -42,6 +67,13 @@ export async function startGateway(opts: AppOptions): Promise<{ gateway: Gateway
   const server = await startServer(gateway, opts.host, opts.config.port);
   setAdvertisedUrl(gateway, advertisedUrl(server));
   gateway.start();
+  // After the server is up: a catch-up cron run may already post to sessions or channels.
+  try {
+    await automations(gateway).start();
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
   return { gateway, server };
 }
 

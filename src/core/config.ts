@@ -25,6 +25,13 @@ export interface GatewayConfig {
   trustedProxies: string[];
   /** Forwarded headers from an untrusted peer: refuse the upgrade (default) or ignore them. */
   untrustedForwarded: 'refuse' | 'ignore';
+  /** Automations (issue 7): webhook channels from the config file and the delivery policy. */
+  automations?: AutomationsConfig | undefined;
+}
+
+export interface AutomationsConfig {
+  channels?: Array<{ name: string; url: string; username?: string | undefined }> | undefined;
+  webhook?: Partial<{ maxAttempts: number; baseBackoffMs: number; maxBackoffMs: number; timeoutMs: number }> | undefined;
 }
 
 export const DEFAULT_PORT = 18789;

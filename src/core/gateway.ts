@@ -76,6 +76,8 @@ export const EVENT_SCOPES: Record<string, string | null> = {
   'device.pair.changed': PAIRING,
   'device.pair.setup.completed': PAIRING,
   'auth.updated': null,
+  // automations (issue 7): sent only to subscribers of the session (sessions.subscribe)
+  chat: READ,
 };
 
 const checkRequest = TypeCompiler.Compile(RequestFrameSchema);
@@ -113,6 +115,8 @@ export class Gateway {
   private seen = new Map<string, { deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
+  /** Work that must finish before the store closes (automations: scheduler, delivery worker). */
+  private readonly stopHooks: Array<() => Promise<void>> = [];
 
   constructor(deps: GatewayDeps) {
     this.store = deps.store;
@@ -916,6 +920,11 @@ export class Gateway {
     }
   }
 
+  /** Run `fn` during stop, after the sessions are closed and before the store is. */
+  onStop(fn: () => Promise<void>): void {
+    this.stopHooks.push(fn);
+  }
+
   /** Stop: `shutdown` event, close 1012 for everyone, flush, and close the store. */
   async stop(reason = 'gateway stopping'): Promise<void> {
     if (this.stopping) return;
@@ -932,6 +941,9 @@ export class Gateway {
       for (const w of [...set]) w.finish({ type: 'reject', frame: null, closeCode: CLOSE.restart, closeReason: 'service restart' });
     }
     this.waiters.clear();
+    for (const fn of this.stopHooks) {
+      await fn().catch((err) => this.log.error('stop hook failed', { err: String(err) }));
+    }
     await this.flushSeen();
     await this.store.close();
   }
