@@ -1,11 +1,15 @@
 /** Composition root: build a gateway from a config and a store, register every method domain. */
 
 import { networkInterfaces } from 'node:os';
+import { Automations } from './automations/service.js';
+import type { Timers } from './automations/timers.js';
+import type { HttpPost } from './automations/webhook.js';
 import type { ClusterBus } from './core/cluster.js';
 import type { GatewayConfig } from './core/config.js';
 import { type Clock, type Random, systemClock, systemRandom } from './core/env.js';
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
 import type { AuthLimiter } from './core/ratelimit.js';
+import { registerAutomationMethods } from './methods/automations.js';
 import { registerDeviceMethods } from './methods/devices.js';
 import { registerNodeMethods } from './methods/nodes.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
@@ -24,6 +28,18 @@ export interface AppOptions {
   /** Several instances on one store (PostgreSQL): cross-instance events and a shared failure budget. */
   bus?: ClusterBus | undefined;
   limiter?: AuthLimiter | undefined;
+  /** Automations: injected timers and HTTP client (tests); default the real ones. */
+  timers?: Timers;
+  post?: HttpPost;
+}
+
+/** The automations of each gateway built here (one per gateway). */
+const automationsOf = new WeakMap<Gateway, Automations>();
+
+export function automations(gw: Gateway): Automations {
+  const a = automationsOf.get(gw);
+  if (!a) throw new Error('gateway was not built by createGateway');
+  return a;
 }
 
 export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
@@ -40,6 +56,15 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
   registerDeviceMethods(gw);
   registerSetupMethods(gw);
   registerNodeMethods(gw);
+  const auto = new Automations(gw, {
+    ...(opts.timers ? { timers: opts.timers } : {}),
+    ...(opts.post ? { post: opts.post } : {}),
+    ...(opts.config.automations?.webhook ? { webhook: opts.config.automations.webhook } : {}),
+    ...(opts.config.automations?.channels ? { channels: opts.config.automations.channels } : {}),
+  });
+  registerAutomationMethods(gw, auto);
+  automationsOf.set(gw, auto);
+  gw.onStop(() => auto.stop());
   return gw;
 }
 
@@ -51,6 +76,13 @@ export async function startGateway(opts: AppOptions): Promise<{ gateway: Gateway
   const server = await startServer(gateway, opts.host, opts.config.port);
   setAdvertisedUrl(gateway, advertisedUrl(server));
   gateway.start();
+  // After the server is up: a catch-up cron run may already post to sessions or channels.
+  try {
+    await automations(gateway).start();
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
   return { gateway, server };
 }
 

@@ -10,6 +10,7 @@ import { ConnectError, connectGateway, GatewayRequestError } from '../client/con
 import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
+import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
 import { auditCommand, devicesCommand } from './devices.js';
 import { nodesCommand } from './nodes.js';
 import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
@@ -42,6 +43,13 @@ Usage:
   clawgate qr --list | --revoke <setupId> [--json]
   clawgate migrate --to postgres --postgres-url <url> [--json]
                                                copy the SQLite state dir into an empty PostgreSQL database
+  clawgate cron add --name <n> (--cron "<m h dom mon dow>" [--tz <zone>] | --every <10s|5m|1h>)
+                    (--send <channel> --content <text> | --session <key> --text <text> [--spawn])
+  clawgate cron list | remove <job> | run <job> | runs <job> [--json]
+  clawgate channels add webhook --name <n> --url <u> [--username <u>] | remove <name>
+  clawgate channels list | deliveries [--channel <n>] [--status <s>] | dead-letters [--json]
+  clawgate sessions list | create [<key>] | spawn <parentKey> [<key>] [--json]
+  clawgate chat send <sessionKey> <text> | history <sessionKey> [--limit <n>] [--json]
   clawgate help
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
@@ -87,6 +95,8 @@ interface FileConfig {
     store?: string;
     postgres?: { url?: string };
   };
+  /** Automations (issue 7): `channels.webhooks` and the `webhook` delivery policy. */
+  automations?: unknown;
 }
 
 function readConfigFile(path: string): FileConfig {
@@ -151,6 +161,7 @@ async function gatewayRun(args: string[]): Promise<number> {
     rateLimit: { ...DEFAULTS.rateLimit, ...g.rateLimit },
     trustedProxies: g.trustedProxies ?? DEFAULTS.trustedProxies,
     untrustedForwarded: g.untrustedForwarded ?? DEFAULTS.untrustedForwarded,
+    automations: automationsConfig(file.automations),
   };
   const log = jsonLogger(process.stderr);
   const { store, bus, limiter, where } = await openConfiguredStore(storeChoice, stateDir, {
@@ -284,6 +295,10 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'migrate') return await migrateCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'cron') return await cronCommand(sub, rest);
+    if (cmd === 'channels') return await channelsCommand(sub, rest);
+    if (cmd === 'sessions') return await sessionsCommand(sub, rest);
+    if (cmd === 'chat') return await chatCommand(sub, rest);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {

@@ -29,6 +29,13 @@ export interface GatewayConfig {
   untrustedForwarded: 'refuse' | 'ignore';
   /** node.invoke limits (issue 5); unset fields take DEFAULT_NODE_LIMITS. */
   nodeLimits?: Partial<NodeLimits> | undefined;
+  /** Automations (issue 7): webhook channels from the config file and the delivery policy. */
+  automations?: AutomationsConfig | undefined;
+}
+
+export interface AutomationsConfig {
+  channels?: Array<{ name: string; url: string; username?: string | undefined }> | undefined;
+  webhook?: Partial<{ maxAttempts: number; baseBackoffMs: number; maxBackoffMs: number; timeoutMs: number }> | undefined;
 }
 
 export const DEFAULT_PORT = 18789;

@@ -87,6 +87,8 @@ export const EVENT_SCOPES: Record<string, string | null> = {
   'node.pair.requested': PAIRING,
   'node.pair.resolved': PAIRING,
   'node.event': READ,
+  // automations (issue 7): sent only to subscribers of the session (sessions.subscribe)
+  chat: READ,
 };
 
 /** Events every instance's operators must see, whichever instance caused them. */
@@ -146,6 +148,8 @@ export class Gateway {
   private seen = new Map<string, { deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
+  /** Work that must finish before the store closes (automations: scheduler, delivery worker). */
+  private readonly stopHooks: Array<() => Promise<void>> = [];
 
   constructor(deps: GatewayDeps) {
     this.store = deps.store;
@@ -1057,6 +1061,11 @@ export class Gateway {
     }
   }
 
+  /** Run `fn` during stop, after the sessions are closed and before the store is. */
+  onStop(fn: () => Promise<void>): void {
+    this.stopHooks.push(fn);
+  }
+
   /** Stop: `shutdown` event, close 1012 for everyone, flush, and close the store. */
   async stop(reason = 'gateway stopping'): Promise<void> {
     if (this.stopping) return;
@@ -1073,6 +1082,9 @@ export class Gateway {
       for (const w of [...set]) w.finish({ type: 'reject', frame: null, closeCode: CLOSE.restart, closeReason: 'service restart' });
     }
     this.waiters.clear();
+    for (const fn of this.stopHooks) {
+      await fn().catch((err) => this.log.error('stop hook failed', { err: String(err) }));
+    }
     await this.flushSeen();
     await this.bus?.close();
     await this.store.close();

@@ -15,13 +15,43 @@ import pg from 'pg';
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
-import { chainAudit, mergePairingRequest } from './shared.js';
-import { type AuditRow, type DeviceRow, type GrantRow, type SetupRow, type TokenRow, toAudit, toDevice, toGrant, toSetup, toToken } from './sqlite.js';
+import { applyAttempt, chainAudit, mergePairingRequest } from './shared.js';
+import {
+  type AuditRow,
+  type ChannelRow,
+  type ChatMessageRow,
+  type ChatSessionRow,
+  type DeviceRow,
+  type GrantRow,
+  type SetupRow,
+  type TokenRow,
+  toAudit,
+  toChannel,
+  toChatMessage,
+  toChatSession,
+  toDevice,
+  toGrant,
+  toSetup,
+  toToken,
+} from './sqlite.js';
 import type {
+  AppendMessageResult,
   ApproveInput,
   AuditEntry,
   AuditInput,
+  ChatSession,
+  CronJob,
+  CronJobPatch,
+  CronRun,
+  Delivery,
+  DeliveryAttempt,
+  DeliveryStatus,
   GrantRecord,
+  NewChannel,
+  NewChatMessage,
+  NewChatSession,
+  NewCronJob,
+  NewDelivery,
   NewSetupCode,
   NewToken,
   NodeSurfaceRecord,
@@ -34,6 +64,7 @@ import type {
   UpsertNodeSurfaceInput,
   UpsertRequestInput,
   UpsertRequestResult,
+  WebhookChannel,
 } from './types.js';
 
 /** Advisory lock keys (arbitrary constants, namespaced by the first 32 bits: "claw"). */
@@ -93,7 +124,32 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
      RETURN OLD;
    END $$;
    CREATE TRIGGER node_grant_gone AFTER DELETE ON grants FOR EACH ROW WHEN (OLD.role = 'node') EXECUTE FUNCTION node_grant_gone();`,
+  // 4: automations (issue 7), as SQLite migration 4. `claimed_until_ms` is PostgreSQL's own: a
+  // delivery handed to one instance's worker is not handed to another until the lease ends.
+  `CREATE TABLE chat_sessions (
+     session_id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, label TEXT, parent_id TEXT, created_by TEXT NOT NULL,
+     created_at_ms BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL, message_count INTEGER NOT NULL DEFAULT 0);
+   CREATE INDEX chat_sessions_parent ON chat_sessions(parent_id);
+   CREATE TABLE chat_messages (
+     session_id TEXT NOT NULL REFERENCES chat_sessions(session_id) ON DELETE CASCADE, seq INTEGER NOT NULL,
+     message_id TEXT NOT NULL, author TEXT NOT NULL, text TEXT NOT NULL, idempotency_key TEXT, at_ms BIGINT NOT NULL,
+     PRIMARY KEY (session_id, seq), UNIQUE (session_id, idempotency_key));
+   CREATE TABLE channels (
+     channel_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, url TEXT NOT NULL, username TEXT, source TEXT NOT NULL,
+     created_by TEXT NOT NULL, created_at_ms BIGINT NOT NULL);
+   CREATE TABLE deliveries (
+     delivery_id TEXT PRIMARY KEY, channel_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, status TEXT NOT NULL,
+     next_attempt_at_ms BIGINT NOT NULL, body_json TEXT NOT NULL, claimed_until_ms BIGINT, ord BIGSERIAL,
+     UNIQUE (channel_id, idempotency_key));
+   CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at_ms);
+   CREATE TABLE cron_jobs (job_id TEXT PRIMARY KEY, created_at_ms BIGINT NOT NULL, body_json TEXT NOT NULL, ord BIGSERIAL);
+   CREATE TABLE cron_runs (
+     run_id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES cron_jobs(job_id) ON DELETE CASCADE, body_json TEXT NOT NULL, ord BIGSERIAL);
+   CREATE INDEX cron_runs_job ON cron_runs(job_id);`,
 ];
+
+/** How long a delivery handed to a worker stays its own (longer than any webhook attempt). */
+export const DELIVERY_LEASE_MS = 120_000;
 
 /** BIGINT columns hold milliseconds (< 2^53): read them as numbers, not strings. */
 const TYPES: pg.CustomTypesConfig = {
@@ -578,6 +634,255 @@ export class PostgresStore implements Store {
       if (n > 0) await this.appendAuditTx(tx, audit);
       return n > 0;
     });
+  }
+
+  // --- automations (issue 7) -----------------------------------------------------------------
+
+  private async chatSessionTx(tx: PgQuery, idOrKey: string): Promise<ChatSession | null> {
+    const r = await tx.one<ChatSessionRow>('SELECT * FROM chat_sessions WHERE session_id = $1 OR key = $1 ORDER BY (session_id = $1) DESC LIMIT 1', [idOrKey]);
+    return r ? toChatSession(r) : null;
+  }
+  async createChatSession(input: NewChatSession) {
+    return this.write(async (tx) => {
+      if (await tx.one('SELECT 1 FROM chat_sessions WHERE key = $1', [input.key])) return { ok: false as const, reason: 'key-taken' as const };
+      await tx.run(
+        `INSERT INTO chat_sessions (session_id, key, label, parent_id, created_by, created_at_ms, updated_at_ms, message_count)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,0)`,
+        [input.sessionId, input.key, input.label ?? null, input.parentId ?? null, input.createdBy, input.createdAtMs, input.createdAtMs],
+      );
+      await this.appendAuditTx(tx, input.audit);
+      return { ok: true as const, session: (await this.chatSessionTx(tx, input.sessionId)) as ChatSession };
+    });
+  }
+  async getChatSession(idOrKey: string) {
+    return this.chatSessionTx(this.q, idOrKey);
+  }
+  async listChatSessions(opts: { parentId?: string; limit?: number } = {}) {
+    const rows =
+      opts.parentId === undefined
+        ? await this.q.all<ChatSessionRow>('SELECT * FROM chat_sessions ORDER BY updated_at_ms DESC, created_at_ms DESC LIMIT $1', [opts.limit ?? null])
+        : await this.q.all<ChatSessionRow>('SELECT * FROM chat_sessions WHERE parent_id = $1 ORDER BY updated_at_ms DESC, created_at_ms DESC LIMIT $2', [
+            opts.parentId,
+            opts.limit ?? null,
+          ]);
+    return rows.map(toChatSession);
+  }
+  async appendChatMessage(input: NewChatMessage): Promise<AppendMessageResult> {
+    return this.write(async (tx): Promise<AppendMessageResult> => {
+      const s = await tx.one<ChatSessionRow>('SELECT * FROM chat_sessions WHERE session_id = $1', [input.sessionId]);
+      if (!s) return { ok: false, reason: 'unknown-session' };
+      if (input.idempotencyKey !== undefined) {
+        const prior = await tx.one<ChatMessageRow>('SELECT * FROM chat_messages WHERE session_id = $1 AND idempotency_key = $2', [
+          input.sessionId,
+          input.idempotencyKey,
+        ]);
+        if (prior) return { ok: true, message: toChatMessage(prior), duplicate: true };
+      }
+      const seq = s.message_count + 1;
+      await tx.run('INSERT INTO chat_messages (session_id, seq, message_id, author, text, idempotency_key, at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7)', [
+        input.sessionId,
+        seq,
+        input.messageId,
+        input.author,
+        input.text,
+        input.idempotencyKey ?? null,
+        input.atMs,
+      ]);
+      await tx.run('UPDATE chat_sessions SET message_count = $1, updated_at_ms = GREATEST(updated_at_ms, $2) WHERE session_id = $3', [
+        seq,
+        input.atMs,
+        input.sessionId,
+      ]);
+      await this.appendAuditTx(tx, input.audit);
+      const { audit: _audit, ...rest } = input;
+      return { ok: true, message: { ...rest, seq }, duplicate: false };
+    });
+  }
+  async listChatMessages(sessionId: string, opts: { beforeSeq?: number; afterSeq?: number; limit?: number } = {}) {
+    const limit = opts.limit ?? 100;
+    if (opts.afterSeq !== undefined) {
+      const rows = await this.q.all<ChatMessageRow>('SELECT * FROM chat_messages WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3', [
+        sessionId,
+        opts.afterSeq,
+        limit,
+      ]);
+      return rows.map(toChatMessage);
+    }
+    const rows = await this.q.all<ChatMessageRow>('SELECT * FROM chat_messages WHERE session_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3', [
+      sessionId,
+      opts.beforeSeq ?? Number.MAX_SAFE_INTEGER,
+      limit,
+    ]);
+    return rows.reverse().map(toChatMessage);
+  }
+
+  private async channelTx(tx: PgQuery, idOrName: string): Promise<WebhookChannel | null> {
+    const r = await tx.one<ChannelRow>('SELECT * FROM channels WHERE channel_id = $1 OR name = $1 ORDER BY (channel_id = $1) DESC LIMIT 1', [idOrName]);
+    return r ? toChannel(r) : null;
+  }
+  async putChannel(input: NewChannel) {
+    return this.write(async (tx) => {
+      const existing = await tx.one<ChannelRow>('SELECT * FROM channels WHERE name = $1', [input.name]);
+      if (existing && (input.source !== 'config' || existing.source !== 'config')) return { ok: false as const, reason: 'name-taken' as const };
+      if (existing) {
+        await tx.run('UPDATE channels SET url = $1, username = $2 WHERE channel_id = $3', [input.url, input.username ?? null, existing.channel_id]);
+      } else {
+        await tx.run('INSERT INTO channels (channel_id, name, url, username, source, created_by, created_at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7)', [
+          input.channelId,
+          input.name,
+          input.url,
+          input.username ?? null,
+          input.source,
+          input.createdBy,
+          input.createdAtMs,
+        ]);
+      }
+      await this.appendAuditTx(tx, input.audit);
+      return { ok: true as const, channel: (await this.channelTx(tx, existing?.channel_id ?? input.channelId)) as WebhookChannel, created: !existing };
+    });
+  }
+  async getChannel(idOrName: string) {
+    return this.channelTx(this.q, idOrName);
+  }
+  async listChannels() {
+    return (await this.q.all<ChannelRow>('SELECT * FROM channels ORDER BY name')).map(toChannel);
+  }
+  async removeChannel(idOrName: string, audit: AuditInput) {
+    return this.write(async (tx) => {
+      const c = await this.channelTx(tx, idOrName);
+      if (!c) return false;
+      await tx.run('DELETE FROM channels WHERE channel_id = $1', [c.channelId]);
+      await this.appendAuditTx(tx, audit);
+      return true;
+    });
+  }
+
+  /** Write a delivery's state; a lease on it ends (its attempt is recorded). */
+  private async putDeliveryTx(tx: PgQuery, d: Delivery): Promise<void> {
+    await tx.run(
+      `INSERT INTO deliveries (delivery_id, channel_id, idempotency_key, status, next_attempt_at_ms, body_json) VALUES ($1,$2,$3,$4,$5,$6)
+       ON CONFLICT (delivery_id) DO UPDATE SET status = excluded.status, next_attempt_at_ms = excluded.next_attempt_at_ms,
+         body_json = excluded.body_json, claimed_until_ms = NULL`,
+      [d.deliveryId, d.channelId, d.idempotencyKey, d.status, d.nextAttemptAtMs, JSON.stringify(d)],
+    );
+  }
+  private async deliveryTx(tx: PgQuery, deliveryId: string): Promise<Delivery | null> {
+    const r = await tx.one<{ body_json: string }>('SELECT body_json FROM deliveries WHERE delivery_id = $1', [deliveryId]);
+    return r ? (JSON.parse(r.body_json) as Delivery) : null;
+  }
+  async enqueueDelivery(input: NewDelivery) {
+    return this.write(async (tx) => {
+      const prior = await tx.one<{ delivery_id: string }>('SELECT delivery_id FROM deliveries WHERE channel_id = $1 AND idempotency_key = $2', [
+        input.channelId,
+        input.idempotencyKey,
+      ]);
+      if (prior) return { delivery: (await this.deliveryTx(tx, prior.delivery_id)) as Delivery, duplicate: true };
+      const { audit, ...rest } = input;
+      const d: Delivery = { ...rest, status: 'pending', attempts: 0, nextAttemptAtMs: input.createdAtMs };
+      await this.putDeliveryTx(tx, d);
+      await this.appendAuditTx(tx, audit);
+      return { delivery: (await this.deliveryTx(tx, d.deliveryId)) as Delivery, duplicate: false };
+    });
+  }
+  async getDelivery(deliveryId: string) {
+    return this.deliveryTx(this.q, deliveryId);
+  }
+  async listDeliveries(opts: { status?: DeliveryStatus; channelId?: string; limit?: number } = {}) {
+    const rows = await this.q.all<{ body_json: string }>(
+      'SELECT body_json FROM deliveries WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR channel_id = $2) ORDER BY ord DESC LIMIT $3',
+      [opts.status ?? null, opts.channelId ?? null, opts.limit ?? null],
+    );
+    return rows.map((r) => JSON.parse(r.body_json) as Delivery);
+  }
+  /**
+   * Due deliveries, each handed out once: every instance runs a delivery worker, and a row
+   * returned here is leased to the caller (SKIP LOCKED; the lease ends when the attempt is
+   * recorded, or after DELIVERY_LEASE_MS if the worker died), so no two workers attempt the
+   * same delivery at once.
+   */
+  async dueDeliveries(nowMs: number, limit: number) {
+    const rows = await this.q.all<{ body_json: string }>(
+      `UPDATE deliveries SET claimed_until_ms = $1::bigint + $3::bigint WHERE delivery_id IN (
+         SELECT delivery_id FROM deliveries
+         WHERE status = 'pending' AND next_attempt_at_ms <= $1::bigint AND (claimed_until_ms IS NULL OR claimed_until_ms <= $1::bigint)
+         ORDER BY next_attempt_at_ms, ord LIMIT $2 FOR UPDATE SKIP LOCKED)
+       RETURNING body_json`,
+      [nowMs, limit, DELIVERY_LEASE_MS],
+    );
+    return rows.map((r) => JSON.parse(r.body_json) as Delivery).sort((a, b) => a.nextAttemptAtMs - b.nextAttemptAtMs);
+  }
+  async nextDeliveryDueAtMs() {
+    // A leased delivery is due again only when its lease ends (until then it is another worker's).
+    const r = await this.q.one<{ due: number | null }>(
+      "SELECT MIN(GREATEST(next_attempt_at_ms, COALESCE(claimed_until_ms, 0))) AS due FROM deliveries WHERE status = 'pending'",
+    );
+    return r?.due ?? null;
+  }
+  async recordDeliveryAttempt(a: DeliveryAttempt) {
+    return this.write(async (tx) => {
+      const d = await this.deliveryTx(tx, a.deliveryId);
+      if (d?.status !== 'pending') return null;
+      const next = applyAttempt(d, a);
+      await this.putDeliveryTx(tx, next);
+      if (a.outcome === 'dead' && a.deadAudit) await this.appendAuditTx(tx, a.deadAudit);
+      return this.deliveryTx(tx, a.deliveryId);
+    });
+  }
+
+  private async cronJobTx(tx: PgQuery, jobId: string): Promise<CronJob | null> {
+    const r = await tx.one<{ body_json: string }>('SELECT body_json FROM cron_jobs WHERE job_id = $1', [jobId]);
+    return r ? (JSON.parse(r.body_json) as CronJob) : null;
+  }
+  private async putCronJobTx(tx: PgQuery, job: CronJob): Promise<void> {
+    await tx.run(
+      'INSERT INTO cron_jobs (job_id, created_at_ms, body_json) VALUES ($1,$2,$3) ON CONFLICT (job_id) DO UPDATE SET body_json = excluded.body_json',
+      [job.jobId, job.createdAtMs, JSON.stringify(job)],
+    );
+  }
+  async createCronJob(input: NewCronJob) {
+    return this.write(async (tx) => {
+      const { audit, ...rest } = input;
+      await this.putCronJobTx(tx, { ...rest, updatedAtMs: input.createdAtMs });
+      await this.appendAuditTx(tx, audit);
+      return (await this.cronJobTx(tx, input.jobId)) as CronJob;
+    });
+  }
+  async getCronJob(jobId: string) {
+    return this.cronJobTx(this.q, jobId);
+  }
+  async listCronJobs() {
+    return (await this.q.all<{ body_json: string }>('SELECT body_json FROM cron_jobs ORDER BY created_at_ms, ord')).map(
+      (r) => JSON.parse(r.body_json) as CronJob,
+    );
+  }
+  async updateCronJob(jobId: string, patch: CronJobPatch, atMs: number, audit: AuditInput) {
+    return this.write(async (tx) => {
+      const j = await this.cronJobTx(tx, jobId);
+      if (!j) return null;
+      await this.putCronJobTx(tx, { ...j, ...patch, updatedAtMs: atMs });
+      await this.appendAuditTx(tx, audit);
+      return this.cronJobTx(tx, jobId);
+    });
+  }
+  async removeCronJob(jobId: string, audit: AuditInput) {
+    return this.write(async (tx) => {
+      const n = await tx.run('DELETE FROM cron_jobs WHERE job_id = $1', [jobId]);
+      if (n > 0) await this.appendAuditTx(tx, audit);
+      return n > 0;
+    });
+  }
+  async recordCronRun(run: CronRun, nextRunAtMs: number | null) {
+    return this.write(async (tx) => {
+      const j = await this.cronJobTx(tx, run.jobId);
+      if (!j) return null;
+      await tx.run('INSERT INTO cron_runs (run_id, job_id, body_json) VALUES ($1,$2,$3)', [run.runId, run.jobId, JSON.stringify(run)]);
+      await this.putCronJobTx(tx, { ...j, nextRunAtMs, lastRunAtMs: run.startedAtMs });
+      return this.cronJobTx(tx, run.jobId);
+    });
+  }
+  async listCronRuns(jobId: string, limit = 50) {
+    const rows = await this.q.all<{ body_json: string }>('SELECT body_json FROM cron_runs WHERE job_id = $1 ORDER BY ord DESC LIMIT $2', [jobId, limit]);
+    return rows.map((r) => JSON.parse(r.body_json) as CronRun);
   }
 
   async appendAudit(input: AuditInput) {
