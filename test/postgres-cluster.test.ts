@@ -383,4 +383,64 @@ describe('two instances on one PostgreSQL database', () => {
       await store.close();
     }
   });
+
+  test('cron runs on one instance only (one run per due time), and the other takes over when the leader is killed', async (t) => {
+    const leaderOf = () => [a, b].find((i) => i.log().includes('cluster leadership gained'));
+    const deadline = Date.now() + 10_000;
+    while (!leaderOf() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const leader = leaderOf();
+    assert.ok(leader, 'one instance leads the automations');
+    const follower = leader === a ? b : a;
+    assert.ok(!follower.log().includes('cluster leadership gained'), 'and only one');
+
+    // The job is created on the follower: the leader learns of it from the store.
+    const op = await operator(follower);
+    let jobId: string;
+    try {
+      await op.request('sessions.create', { key: 'cluster-cron' });
+      const job = await op.request<{ job: { jobId: string } }>('cron.add', {
+        name: 'every second',
+        schedule: { kind: 'every', everyMs: 1_000 },
+        action: { kind: 'chat', sessionKey: 'cluster-cron', text: 'tick' },
+      });
+      jobId = job.job.jobId;
+    } finally {
+      await op.close();
+    }
+    const store = await PostgresStore.open(url, { maxConnections: 1 });
+    try {
+      const runsAfter = async (minRuns: number, timeoutMs: number) => {
+        const until = Date.now() + timeoutMs;
+        for (;;) {
+          const runs = await store.listCronRuns(jobId, 1000);
+          if (runs.length >= minRuns || Date.now() > until) return runs;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      const first = await runsAfter(3, 10_000);
+      assert.ok(first.length >= 3, `the job ran (${first.length} runs)`);
+      const dues = first.map((r) => r.dueAtMs);
+      assert.equal(new Set(dues).size, dues.length, 'no due time ran twice');
+
+      // Kill the leader: the follower takes the lock when PostgreSQL drops the dead session.
+      const killedAtMs = Date.now();
+      if (leader === a) {
+        await a.kill();
+      } else {
+        await b.kill();
+      }
+      const before = first.length;
+      const later = await runsAfter(before + 3, 15_000);
+      assert.ok(later.length >= before + 3, `runs continued after the leader died (${later.length - before} more)`);
+      const resumed = later.filter((r) => r.startedAtMs > killedAtMs).map((r) => r.startedAtMs);
+      t.diagnostic(`cron resumed ${Math.min(...resumed) - killedAtMs} ms after the leader was killed`);
+      const allDues = later.map((r) => r.dueAtMs);
+      assert.equal(new Set(allDues).size, allDues.length, 'still no due time ran twice');
+      assert.ok(follower.log().includes('cluster leadership gained'), 'the follower leads now');
+    } finally {
+      await store.close();
+      if (leader === a) a = await startInstance('A', url, a.stateDir);
+      else b = await startInstance('B', url, b.stateDir);
+    }
+  });
 });

@@ -5,11 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { POSTGRES_MIGRATIONS, PostgresStore } from '../src/store/postgres.js';
+import { DELIVERY_LEASE_MS, POSTGRES_MIGRATIONS, PostgresStore } from '../src/store/postgres.js';
 import { verifyAuditChain } from '../src/store/shared.js';
-import type { ApproveInput, AuditInput, UpsertRequestInput } from '../src/store/types.js';
+import { SqliteStore } from '../src/store/sqlite.js';
+import type { ApproveInput, AuditInput, Store, UpsertRequestInput } from '../src/store/types.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
 import { runStoreContract } from './store-contract.js';
 
@@ -140,6 +144,231 @@ describe('PostgresStore specifics', () => {
       assert.equal(verifyAuditChain(await s.listAudit()), 2);
     } finally {
       await s.close();
+    }
+  });
+});
+
+// --- automations (issue 7): PostgreSQL answers exactly as SQLite does, plus delivery leases ---
+
+/** The same script of automations calls, recorded call by call. */
+async function automationsScript(store: Store): Promise<unknown[]> {
+  const out: unknown[] = [];
+  const a = (action: string, subject?: string): AuditInput => ({ atMs: T0, actor: 'owner', action, subject });
+  out.push(await store.createChatSession({ sessionId: 's1', key: 'main', label: 'Main', createdBy: 'owner', createdAtMs: T0, audit: a('s') }));
+  out.push(await store.createChatSession({ sessionId: 's2', key: 'main', createdBy: 'owner', createdAtMs: T0 + 1, audit: a('s') }));
+  out.push(await store.createChatSession({ sessionId: 's3', key: 'child', parentId: 's1', createdBy: 'owner', createdAtMs: T0 + 2, audit: a('s') }));
+  for (let i = 0; i < 5; i++) {
+    out.push(
+      await store.appendChatMessage({
+        sessionId: 's1',
+        messageId: `m${i}`,
+        author: 'owner',
+        text: `hello ${i}`,
+        idempotencyKey: i === 3 ? 'k1' : undefined,
+        atMs: T0 + 10 + i,
+        audit: a('chat'),
+      }),
+    );
+  }
+  out.push(
+    await store.appendChatMessage({ sessionId: 's1', messageId: 'dup', author: 'owner', text: 'again', idempotencyKey: 'k1', atMs: T0 + 30, audit: a('chat') }),
+  );
+  out.push(await store.appendChatMessage({ sessionId: 'nope', messageId: 'x', author: 'owner', text: 'x', atMs: T0, audit: a('chat') }));
+  out.push(await store.getChatSession('main'), await store.getChatSession('s3'), await store.getChatSession('missing'));
+  out.push(await store.listChatSessions(), await store.listChatSessions({ parentId: 's1' }), await store.listChatSessions({ limit: 1 }));
+  out.push(
+    await store.listChatMessages('s1'),
+    await store.listChatMessages('s1', { beforeSeq: 4, limit: 2 }),
+    await store.listChatMessages('s1', { afterSeq: 3 }),
+  );
+  out.push(
+    await store.putChannel({
+      channelId: 'c1',
+      name: 'alerts',
+      url: 'https://example.net/h',
+      source: 'api',
+      createdBy: 'owner',
+      createdAtMs: T0,
+      audit: a('ch'),
+    }),
+  );
+  out.push(
+    await store.putChannel({
+      channelId: 'c2',
+      name: 'alerts',
+      url: 'https://example.net/x',
+      source: 'api',
+      createdBy: 'owner',
+      createdAtMs: T0,
+      audit: a('ch'),
+    }),
+  );
+  out.push(
+    await store.putChannel({
+      channelId: 'c3',
+      name: 'cfg',
+      url: 'https://example.net/1',
+      source: 'config',
+      createdBy: 'config',
+      createdAtMs: T0,
+      audit: a('ch'),
+    }),
+  );
+  out.push(
+    await store.putChannel({
+      channelId: 'c4',
+      name: 'cfg',
+      url: 'https://example.net/2',
+      username: 'bot',
+      source: 'config',
+      createdBy: 'config',
+      createdAtMs: T0,
+      audit: a('ch'),
+    }),
+  );
+  out.push(await store.getChannel('alerts'), await store.getChannel('c3'), await store.listChannels());
+  const body = { content: 'hi' };
+  for (let i = 0; i < 3; i++) {
+    out.push(
+      await store.enqueueDelivery({
+        deliveryId: `d${i}`,
+        channelId: 'c1',
+        channelName: 'alerts',
+        body,
+        idempotencyKey: `ik${i}`,
+        actor: 'owner',
+        createdAtMs: T0 + i,
+        audit: a('send'),
+      }),
+    );
+  }
+  out.push(
+    await store.enqueueDelivery({
+      deliveryId: 'dX',
+      channelId: 'c1',
+      channelName: 'alerts',
+      body,
+      idempotencyKey: 'ik1',
+      actor: 'owner',
+      createdAtMs: T0 + 9,
+      audit: a('send'),
+    }),
+  );
+  out.push(await store.nextDeliveryDueAtMs());
+  out.push(await store.recordDeliveryAttempt({ deliveryId: 'd0', atMs: T0 + 100, outcome: 'delivered', httpStatus: 204 }));
+  out.push(
+    await store.recordDeliveryAttempt({ deliveryId: 'd1', atMs: T0 + 100, outcome: 'retry', nextAttemptAtMs: T0 + 5000, error: 'HTTP 500', httpStatus: 500 }),
+  );
+  out.push(await store.recordDeliveryAttempt({ deliveryId: 'd2', atMs: T0 + 100, outcome: 'dead', error: 'HTTP 404', httpStatus: 404, deadAudit: a('dead') }));
+  out.push(await store.recordDeliveryAttempt({ deliveryId: 'd0', atMs: T0 + 200, outcome: 'delivered' }));
+  out.push(await store.nextDeliveryDueAtMs(), await store.getDelivery('d1'));
+  out.push(await store.listDeliveries(), await store.listDeliveries({ status: 'dead' }), await store.listDeliveries({ channelId: 'c1', limit: 1 }));
+  out.push(await store.removeChannel('cfg', a('rm')), await store.removeChannel('cfg', a('rm')));
+  const job = (jobId: string, createdAtMs: number) => ({
+    jobId,
+    name: `job ${jobId}`,
+    schedule: { kind: 'every' as const, everyMs: 60_000 },
+    action: { kind: 'chat' as const, sessionKey: 'main', text: 'tick' },
+    enabled: true,
+    createdBy: 'owner',
+    createdAtMs,
+    nextRunAtMs: createdAtMs + 60_000,
+    audit: a('cron'),
+  });
+  out.push(await store.createCronJob(job('j1', T0)), await store.createCronJob(job('j2', T0 + 1)));
+  out.push(await store.updateCronJob('j1', { enabled: false, nextRunAtMs: null }, T0 + 5, a('cron.update')), await store.updateCronJob('zz', {}, T0, a('x')));
+  out.push(
+    await store.recordCronRun(
+      {
+        runId: 'r1',
+        jobId: 'j2',
+        trigger: 'schedule',
+        dueAtMs: T0 + 60_001,
+        startedAtMs: T0 + 60_002,
+        finishedAtMs: T0 + 60_010,
+        status: 'ok',
+        result: { messageId: 'm' },
+      },
+      T0 + 120_001,
+    ),
+  );
+  out.push(
+    await store.recordCronRun(
+      {
+        runId: 'r2',
+        jobId: 'j2',
+        trigger: 'manual',
+        dueAtMs: T0 + 70_000,
+        startedAtMs: T0 + 70_000,
+        finishedAtMs: T0 + 70_001,
+        status: 'error',
+        error: 'boom',
+      },
+      T0 + 120_001,
+    ),
+  );
+  out.push(await store.listCronJobs(), await store.getCronJob('j2'), await store.listCronRuns('j2'), await store.listCronRuns('j2', 1));
+  out.push(await store.removeCronJob('j1', a('cron.rm')), await store.removeCronJob('j1', a('cron.rm')), await store.listCronJobs());
+  out.push((await store.listAudit()).map((e) => [e.seq, e.action, e.hash]));
+  return JSON.parse(JSON.stringify(out));
+}
+
+describe('PostgresStore automations', () => {
+  test('every automations method answers exactly as the SQLite store does', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'clawgate-pgdiff-'));
+    const sqlite = new SqliteStore(join(dir, 'state.sqlite'));
+    const pgs = await PostgresStore.open(await cluster.createDatabase());
+    try {
+      const expected = await automationsScript(sqlite);
+      const actual = await automationsScript(pgs);
+      for (let i = 0; i < expected.length; i++) assert.deepEqual(actual[i], expected[i], `call #${i}`);
+      assert.equal(actual.length, expected.length);
+    } finally {
+      await sqlite.close();
+      await pgs.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a due delivery is handed to one worker only, across instances, until its attempt is recorded', async () => {
+    const url = await cluster.createDatabase();
+    const a = await PostgresStore.open(url);
+    const b = await PostgresStore.open(url);
+    try {
+      const au = audit('send');
+      for (let i = 0; i < 40; i++) {
+        await a.enqueueDelivery({
+          deliveryId: `d${i}`,
+          channelId: 'c',
+          channelName: 'c',
+          body: {},
+          idempotencyKey: `k${i}`,
+          actor: 'owner',
+          createdAtMs: T0,
+          audit: au,
+        });
+      }
+      // Workers on both instances poll at once, repeatedly.
+      const batches = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).dueDeliveries(T0 + 10, 8)));
+      const handed = batches.flat().map((d) => d.deliveryId);
+      assert.equal(handed.length, 40, 'every due delivery was handed out');
+      assert.equal(new Set(handed).size, 40, 'none was handed out twice');
+      assert.deepEqual(await a.dueDeliveries(T0 + 20, 100), [], 'leased ones are not due again');
+      // A leased delivery is next due when its lease ends, not in a tight loop.
+      assert.equal(await b.nextDeliveryDueAtMs(), T0 + 10 + DELIVERY_LEASE_MS);
+      // Recording the attempt ends the lease: a retry is due at its own time.
+      await a.recordDeliveryAttempt({ deliveryId: 'd0', atMs: T0 + 30, outcome: 'retry', nextAttemptAtMs: T0 + 1_000 });
+      assert.equal(await b.nextDeliveryDueAtMs(), T0 + 1_000);
+      assert.deepEqual(
+        (await b.dueDeliveries(T0 + 1_000, 10)).map((d) => d.deliveryId),
+        ['d0'],
+      );
+      // A worker that died: its leases expire and another worker takes the deliveries.
+      const later = await a.dueDeliveries(T0 + 10 + DELIVERY_LEASE_MS, 100);
+      assert.equal(later.length, 39);
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 });

@@ -41,5 +41,10 @@ export interface ClusterBus {
   withdrawNode(connId: string): Promise<void>;
   /** The live instance holding the newest socket of a node, or null when none does. */
   locateNode(deviceId: string): Promise<string | null>;
+  /**
+   * Run `gained` on exactly one live instance at a time (per `name`); `lost` runs if this
+   * instance's leadership ends while the process lives (its lock connection broke).
+   */
+  lead(name: string, gained: () => void, lost: () => void): void;
   close(): Promise<void>;
 }

@@ -17,6 +17,13 @@ const EVENT_KEEP_MS = 5 * 60_000;
 export const HEARTBEAT_MS = 2_000;
 export const STALE_MS = 10_000;
 
+/** Advisory lock key of a leadership name: the "claw" namespace and a 31-bit hash of the name. */
+function leaderKey(name: string): [number, number] {
+  let h = 7;
+  for (const ch of name) h = (Math.imul(h, 31) + ch.charCodeAt(0)) | 0;
+  return [0x636c6177, 1000 + (h & 0x3fffffff)];
+}
+
 interface Envelope {
   /** Origin instance. */
   o: string;
@@ -33,6 +40,7 @@ export class PgClusterBus implements ClusterBus {
   private reconnectTimer: NodeJS.Timeout | null = null;
   private published = 0;
   private heartbeat: NodeJS.Timeout | null = null;
+  private readonly leaders: Array<{ client: pg.Client | null; timer: NodeJS.Timeout | null }> = [];
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -176,10 +184,58 @@ export class PgClusterBus implements ClusterBus {
     return (r.rows[0]?.instance_id as string | undefined) ?? null;
   }
 
+  /**
+   * Leadership by a session-level advisory lock held on a dedicated connection: when the leader
+   * dies its connection closes, PostgreSQL releases the lock, and another instance takes it at
+   * its next try (every HEARTBEAT_MS). Leadership that ends while the process lives is not taken
+   * up again by it (`lost` tells the owner to stop leading).
+   */
+  lead(name: string, gained: () => void, lost: () => void): void {
+    const key = leaderKey(name);
+    const slot: { client: pg.Client | null; timer: NodeJS.Timeout | null } = { client: null, timer: null };
+    this.leaders.push(slot);
+    let done = false;
+    const attempt = async () => {
+      slot.timer = null;
+      if (this.closed || done) return;
+      const c = new pg.Client({ connectionString: this.url });
+      c.on('error', () => {});
+      try {
+        await c.connect();
+        const r = await c.query('SELECT pg_try_advisory_lock($1, $2) AS ok', key);
+        if (r.rows[0]?.ok === true && !this.closed) {
+          slot.client = c;
+          done = true;
+          c.on('end', () => {
+            if (this.closed) return;
+            this.log.warn('cluster leadership lost', { name });
+            lost();
+          });
+          this.log.info('cluster leadership gained', { name });
+          gained();
+          return;
+        }
+        await c.end();
+      } catch (err) {
+        this.log.warn('cluster leadership attempt failed', { name, err: String(err) });
+        await c.end().catch(() => {});
+      }
+      if (!this.closed) {
+        slot.timer = setTimeout(() => void attempt(), HEARTBEAT_MS);
+        slot.timer.unref();
+      }
+    };
+    void attempt();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
+    for (const l of this.leaders) {
+      if (l.timer) clearTimeout(l.timer);
+      await l.client?.end().catch(() => {});
+    }
     // A clean stop withdraws at once; a crash is noticed by the others after STALE_MS.
     await this.pool.query('DELETE FROM node_presence WHERE instance_id = $1', [this.instanceId]).catch(() => {});
     await this.pool.query('DELETE FROM cluster_instances WHERE instance_id = $1', [this.instanceId]).catch(() => {});

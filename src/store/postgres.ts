@@ -708,7 +708,7 @@ export class PostgresStore implements Store {
       ]);
       return rows.map(toChatMessage);
     }
-    const rows = await this.q.all<ChatMessageRow>('SELECT * FROM chat_messages WHERE session_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3', [
+    const rows = await this.q.all<ChatMessageRow>('SELECT * FROM chat_messages WHERE session_id = $1 AND seq < $2::bigint ORDER BY seq DESC LIMIT $3', [
       sessionId,
       opts.beforeSeq ?? Number.MAX_SAFE_INTEGER,
       limit,
