@@ -143,8 +143,41 @@ describe('clawgate migrate --to postgres', () => {
       setups: await s.listSetupCodes(),
       audit: await s.listAudit(),
       id: await s.getMeta('gateway.id'),
+      chat: await s.listChatMessages('s1'),
+      sessions: await s.listChatSessions(),
+      channels: await s.listChannels(),
+      deliveries: await s.listDeliveries(),
+      cron: await s.listCronJobs(),
+      runs: await s.listCronRuns('j1'),
     });
     const sqlite = new SqliteStore(join(stateDir, 'clawgate.sqlite'));
+    // Automations state too (children after parents, whatever their names sort as).
+    const au = { atMs: 5, actor: 'owner', action: 'x' };
+    await sqlite.createChatSession({ sessionId: 's1', key: 'main', createdBy: 'owner', createdAtMs: 5, audit: au });
+    await sqlite.appendChatMessage({ sessionId: 's1', messageId: 'm1', author: 'owner', text: 'hello', atMs: 6, audit: au });
+    await sqlite.putChannel({ channelId: 'c1', name: 'alerts', url: 'https://example.net/h', source: 'api', createdBy: 'owner', createdAtMs: 5, audit: au });
+    await sqlite.enqueueDelivery({
+      deliveryId: 'd1',
+      channelId: 'c1',
+      channelName: 'alerts',
+      body: { content: 'x' },
+      idempotencyKey: 'k',
+      actor: 'owner',
+      createdAtMs: 7,
+      audit: au,
+    });
+    await sqlite.createCronJob({
+      jobId: 'j1',
+      name: 'tick',
+      schedule: { kind: 'every', everyMs: 60_000 },
+      action: { kind: 'chat', sessionKey: 'main', text: 't' },
+      enabled: true,
+      createdBy: 'owner',
+      createdAtMs: 8,
+      nextRunAtMs: 60_008,
+      audit: au,
+    });
+    await sqlite.recordCronRun({ runId: 'r1', jobId: 'j1', trigger: 'manual', dueAtMs: 9, startedAtMs: 9, finishedAtMs: 10, status: 'ok' }, 60_008);
     const before = await snapshot(sqlite);
     await sqlite.close();
     assert.equal(before.devices.length, 1);

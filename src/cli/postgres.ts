@@ -76,7 +76,23 @@ export async function openConfiguredStore(
 }
 
 /** Tables copied first, parents before children (foreign keys); any other table follows. */
-const COPY_ORDER = ['meta', 'devices', 'grants', 'tokens', 'pairing_requests', 'audit', 'setup_codes'];
+const COPY_ORDER = [
+  'meta',
+  'devices',
+  'grants',
+  'tokens',
+  'pairing_requests',
+  'audit',
+  'setup_codes',
+  'node_surfaces',
+  'node_surface_requests',
+  'chat_sessions',
+  'chat_messages',
+  'channels',
+  'deliveries',
+  'cron_jobs',
+  'cron_runs',
+];
 
 export interface MigrateSummary {
   from: string;
