@@ -384,6 +384,21 @@ describe('two instances on one PostgreSQL database', () => {
     }
   });
 
+  test('a chat message sent on B reaches a subscriber of the session connected to A', async () => {
+    const opA = await operator(a);
+    const opB = await operator(b);
+    try {
+      await opB.request('sessions.create', { key: 'cluster-chat' });
+      await opA.request('sessions.subscribe', { sessionKey: 'cluster-chat' });
+      const got = nextEvent<{ sessionKey: string; message: { text: string } }>(opA, 'chat', (p) => p.sessionKey === 'cluster-chat');
+      await opB.request('chat.send', { sessionKey: 'cluster-chat', text: 'hello from B' });
+      assert.equal((await got).message.text, 'hello from B');
+    } finally {
+      await opA.close();
+      await opB.close();
+    }
+  });
+
   test('cron runs on one instance only (one run per due time), and the other takes over when the leader is killed', async (t) => {
     const leaderOf = () => [a, b].find((i) => i.log().includes('cluster leadership gained'));
     const deadline = Date.now() + 10_000;

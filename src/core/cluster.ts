@@ -27,6 +27,8 @@ export type ClusterEvent =
   | { type: 'node-invoke'; to: string; from: string; callId: string; input: InvokeInput }
   /** The outcome of a routed invocation, back to the instance that asked. */
   | { type: 'node-invoke-result'; to: string; callId: string; outcome: { ok: true; value: unknown } | { ok: false; error: ErrorShape } }
+  /** A domain's own event (e.g. `chat` for session subscribers), handled by its registered handler. */
+  | { type: 'topic'; topic: string; payload: unknown }
   /** The caller cancelled a routed invocation. */
   | { type: 'node-invoke-cancel'; to: string; callId: string };
 

@@ -1016,6 +1016,18 @@ export class Gateway {
     this.bus.publish(event).catch((err) => this.log.warn('could not publish a cluster event', { type: event.type, err: String(err) }));
   }
 
+  private readonly topicHandlers = new Map<string, (payload: unknown) => void>();
+
+  /** Handle a domain's events from other instances (one handler per topic). */
+  onClusterTopic(topic: string, handler: (payload: unknown) => void): void {
+    this.topicHandlers.set(topic, handler);
+  }
+
+  /** Send a domain's event to the other instances (nothing with a single instance). */
+  publishClusterTopic(topic: string, payload: unknown): void {
+    this.publish({ type: 'topic', topic, payload });
+  }
+
   /** Apply another instance's event to this instance's sessions and waiters (never re-published). */
   applyClusterEvent(e: ClusterEvent): void {
     if (this.stopping) return;
@@ -1034,6 +1046,9 @@ export class Gateway {
         return;
       case 'resolve-waiters':
         this.resolveLocalWaiters(e.requestId, e.decision).catch((err) => this.log.warn('could not finish waiting connects', { err: String(err) }));
+        return;
+      case 'topic':
+        this.topicHandlers.get(e.topic)?.(e.payload);
         return;
       default:
         this.cluster?.handle(e);
