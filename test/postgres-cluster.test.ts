@@ -6,6 +6,7 @@
  * middle of an approval.
  */
 import assert from 'node:assert/strict';
+import { createServer as createHttpServer } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
 import { ConnectError, connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
@@ -396,6 +397,50 @@ describe('two instances on one PostgreSQL database', () => {
     } finally {
       await opA.close();
       await opB.close();
+    }
+  });
+
+  test('webhook deliveries sent through both instances are each attempted by one worker at a time', async () => {
+    // A receiver that fails every delivery's first attempt, so retries go through the workers' timers.
+    const attempts = new Map<string, number>();
+    const server = createHttpServer((req, res) => {
+      const key = String(req.headers['idempotency-key'] ?? '');
+      req.resume();
+      req.on('end', () => {
+        const n = (attempts.get(key) ?? 0) + 1;
+        attempts.set(key, n);
+        res.statusCode = n === 1 ? 500 : 204;
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as { port: number }).port;
+    const opA = await operator(a);
+    const opB = await operator(b);
+    try {
+      await opA.request('channels.add', { type: 'webhook', name: 'cluster-hook', url: `http://127.0.0.1:${port}/hook` });
+      const sent = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          (i % 2 ? opA : opB).request<{ delivery: { deliveryId: string } }>('send', { channel: 'cluster-hook', content: `m${i}` }),
+        ),
+      );
+      assert.equal(sent.length, 20);
+      const deadline = Date.now() + 20_000;
+      while ([...attempts.values()].filter((n) => n >= 2).length < 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      // Give a duplicate attempt (if any) time to show up.
+      await new Promise((r) => setTimeout(r, 1_500));
+      assert.equal(attempts.size, 20, 'every delivery reached the receiver');
+      assert.deepEqual(
+        [...attempts.values()].sort(),
+        Array.from({ length: 20 }, () => 2),
+        'each delivery: one failed attempt, one retry, nothing twice',
+      );
+      const list = await opB.request<{ deliveries: Array<{ status: string }> }>('channels.deliveries', { channel: 'cluster-hook' });
+      assert.ok(list.deliveries.every((d) => d.status === 'delivered'));
+    } finally {
+      await opA.close();
+      await opB.close();
+      server.close();
     }
   });
 
