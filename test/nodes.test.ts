@@ -265,6 +265,60 @@ describe('node surface approval', () => {
     await nb.node.close();
   });
 
+  test('a node reports failure: the caller gets NODE_INVOKE_FAILED with the node error; a cancel frame cancels on the node', async () => {
+    const id = generateIdentity();
+    const { node } = await connectNode(tg, id, { commands: ['system.run', 'slow.cmd'] });
+    const op = await owner(tg);
+    await op.request('node.pair.approve', { requestId: (await pendingFor(tg, id.deviceId)).requestId });
+    serve(node, (r) => (r.command === 'system.run' ? { ok: false, error: { code: 'SYSTEM_RUN_DENIED', message: 'command not in the allowlist' } } : undefined));
+    const f = await failure(op.request('node.invoke', { nodeId: id.deviceId, command: 'system.run', params: { command: ['rm', '-rf', '/'] } }));
+    assert.equal(f.detail, 'NODE_INVOKE_FAILED');
+    assert.deepEqual(f.details.nodeError, { code: 'SYSTEM_RUN_DENIED', message: 'command not in the allowlist' });
+    assert.match(f.message, /command not in the allowlist/);
+    // A raw operator sends {type:"cancel"} for its in-flight node.invoke.
+    const raw = await RawClient.open(tg.url);
+    await raw.challenge();
+    assert.equal(
+      (
+        await raw.request('c1', 'connect', {
+          minProtocol: 4,
+          maxProtocol: 4,
+          client: { id: 'cli', mode: 'cli', version: '1', platform: 'linux' },
+          auth: { token: TEST_OWNER },
+        })
+      )?.ok,
+      true,
+    );
+    raw.send({ type: 'req', id: 'inv', method: 'node.invoke', params: { nodeId: id.deviceId, command: 'slow.cmd', timeoutMs: 10_000 } });
+    const sent = pl<{ id: string }>(await node.next((x) => x.event === 'node.invoke.request' && (x.payload as { command: string }).command === 'slow.cmd'));
+    raw.send({ type: 'cancel', id: 'inv' });
+    assert.equal((await raw.response('inv'))?.error?.details?.code, 'NODE_INVOKE_CANCELLED');
+    const cancel = pl<{ id: string; reason: string }>(await node.event('node.invoke.cancel'));
+    assert.deepEqual([cancel.id, cancel.reason], [sent.id, 'caller-cancelled']);
+    await raw.close();
+    await op.close();
+    await node.close();
+  });
+
+  test('a device cannot approve its own node surface without operator.admin', async () => {
+    const id = generateIdentity();
+    // Loopback + shared token: both roles are paired silently; the operator half holds pairing + write.
+    const self = await connectGateway({
+      url: tg.url,
+      identity: id,
+      auth: { token: TEST_TOKEN },
+      client: { id: 'test', mode: 'test' },
+      scopes: ['operator.pairing', 'operator.write'],
+    });
+    const { node } = await connectNode(tg, id, { commands: ['canvas.present'] });
+    const p = await pendingFor(tg, id.deviceId);
+    const f = await failure(self.request('node.pair.approve', { requestId: p.requestId }));
+    assert.equal(f.detail, 'NODE_APPROVAL_DENIED');
+    assert.match(f.message, /its own node surface/);
+    await self.close();
+    await node.close();
+  });
+
   test('node.event is accepted and reaches operators; skills/pluginTools publications are accepted', async () => {
     const id = generateIdentity();
     const { node } = await connectNode(tg, id, { commands: [] });
@@ -287,6 +341,14 @@ describe('node surface approval', () => {
     assert.equal(first.res?.ok, false);
     assert.equal(first.res?.error?.details?.code, 'PAIRING_REQUIRED');
     const requestId = first.res?.error?.details?.requestId as string;
+    // The failure this issue ends: a device pairing id given to the node surface approval
+    // is refused with a pointer to the right command.
+    const op = await owner(tg);
+    const mixUp = await failure(op.request('node.pair.approve', { requestId }));
+    assert.equal(mixUp.detail, 'UNKNOWN_NODE_REQUEST_ID');
+    assert.deepEqual(mixUp.details.devicePairingRequest, { requestId, deviceId: id.deviceId, role: 'node' });
+    assert.match(String(mixUp.details.nextStep), /clawgate devices approve/);
+    await op.close();
     const approved = await cli(tg, 'devices', 'approve', requestId, '--json');
     assert.equal(approved.code, 0, approved.stderr);
     const second = await connectNode(tg, id, { headers: REMOTE });
@@ -364,10 +426,13 @@ describe('node.invoke routing limits', () => {
       serve(node, (r) => (r.command === 'big.cmd' ? { ok: true, payloadJSON: JSON.stringify('x'.repeat(3000)) } : undefined));
 
       // Timeout: the caller gets NODE_INVOKE_TIMEOUT and the node is told to cancel.
-      const cancelled = node.event('node.invoke.cancel');
       const t = await failure(op.request('node.invoke', { nodeId: id.deviceId, command: 'slow.cmd', timeoutMs: 200 }));
       assert.equal(t.detail, 'NODE_INVOKE_TIMEOUT');
-      assert.equal((await cancelled)?.payload && (await cancelled)?.event, 'node.invoke.cancel');
+      assert.equal(t.details.timeoutMs, 200);
+      const sent = pl<{ id: string }>(await node.event('node.invoke.request'));
+      const timeoutCancel = pl<{ id: string; reason: string }>(await node.event('node.invoke.cancel'));
+      assert.deepEqual([timeoutCancel.id, timeoutCancel.reason], [sent.id, 'timeout']);
+      assert.equal(t.details.invokeId, sent.id);
 
       // Size limits both ways.
       const bigParams = await failure(op.request('node.invoke', { nodeId: id.deviceId, command: 'slow.cmd', params: { s: 'y'.repeat(2000) } }));
@@ -470,7 +535,8 @@ describe('clawgate nodes CLI', () => {
       assert.equal(refused.code, 1);
       assert.match(refused.stderr, /NODE_COMMAND_NOT_APPROVED/);
 
-      const approved = await cli(tg, 'nodes', 'approve', req.requestId, '--json');
+      // By node name: the CLI approves that node's pending request.
+      const approved = await cli(tg, 'nodes', 'approve', 'cli-node', '--json');
       assert.equal(approved.code, 0, approved.stderr);
       assert.equal((JSON.parse(approved.stdout) as { requestId: string }).requestId, req.requestId);
       const unknown = await cli(tg, 'nodes', 'approve', req.requestId, '--json');

@@ -337,6 +337,13 @@ export class NodeRegistry {
   /** Approve a pending surface; live sessions of the node widen in place and are told. */
   async approve(req: NodeSurfaceRequest, by: Principal): Promise<NodeSurfaceRecord | GatewayError> {
     const required = requiredApproveScopes(req.commands);
+    if (by.kind === 'device' && by.deviceId === req.deviceId && !hasScope(by, ADMIN)) {
+      // Same rule as device pairing: a device does not widen its own authority.
+      return new GatewayError('NODE_APPROVAL_DENIED', {
+        vars: { why: 'a device cannot approve its own node surface' },
+        details: { requestId: req.requestId, nodeId: req.deviceId, requiredScopes: [...required, ADMIN], missingScopes: [ADMIN] },
+      });
+    }
     if (by.kind !== 'owner' && by.kind !== 'internal') {
       const missing = required.filter((s) => !hasScope(by, s));
       if (missing.length > 0) {
