@@ -9,6 +9,7 @@ import { type Clock, type Random, systemClock, systemRandom } from './core/env.j
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
 import { registerAutomationMethods } from './methods/automations.js';
 import { registerDeviceMethods } from './methods/devices.js';
+import { registerNodeMethods } from './methods/nodes.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
 import { registerSystemMethods } from './methods/system.js';
 import { type RunningServer, startServer } from './server/server.js';
@@ -47,6 +48,7 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
   registerSystemMethods(gw);
   registerDeviceMethods(gw);
   registerSetupMethods(gw);
+  registerNodeMethods(gw);
   const auto = new Automations(gw, {
     ...(opts.timers ? { timers: opts.timers } : {}),
     ...(opts.post ? { post: opts.post } : {}),

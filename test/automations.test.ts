@@ -551,3 +551,88 @@ test('channels from the config file; channel and cron input is validated at the 
     removeDir(tg.stateDir);
   }
 });
+
+test('a cron job that invokes a node command runs it through node.invoke with the internal grant; host-level commands are refused at cron.add', async () => {
+  const tg = await startTestGateway();
+  try {
+    const identity = generateIdentity();
+    const node = await RawClient.open(tg.url);
+    const challenge = await node.challenge();
+    const params = deviceParams({
+      identity,
+      challenge,
+      role: 'node',
+      scopes: [],
+      client: { id: 'node-host', mode: 'node', displayName: 'kiosk' },
+      auth: { token: TEST_TOKEN },
+    });
+    params.caps = ['canvas', 'system'];
+    params.commands = ['canvas.present', 'system.run'];
+    const res = await node.request('c1', 'connect', params);
+    assert.equal(res?.ok, true, JSON.stringify(res?.error));
+    const invoked: Array<{ command: string; paramsJSON?: string }> = [];
+    node.ws.on('message', (data) => {
+      const f = JSON.parse(data.toString()) as {
+        type?: string;
+        event?: string;
+        payload?: { id: string; nodeId: string; command: string; paramsJSON?: string };
+      };
+      if (f.type !== 'event' || f.event !== 'node.invoke.request' || !f.payload) return;
+      invoked.push({ command: f.payload.command, ...(f.payload.paramsJSON ? { paramsJSON: f.payload.paramsJSON } : {}) });
+      node.send({
+        type: 'req',
+        id: `r${invoked.length}`,
+        method: 'node.invoke.result',
+        params: { id: f.payload.id, nodeId: f.payload.nodeId, ok: true, payloadJSON: '{"shown":true}' },
+      });
+    });
+    const o = await owner(tg);
+    const pending = await o.request<{ pending: Array<{ requestId: string; nodeId: string }> }>('node.pair.list', {});
+    const req = pending.pending.find((p) => p.nodeId === identity.deviceId);
+    assert.ok(req);
+    await o.request('node.pair.approve', { requestId: req.requestId });
+
+    const add = await cli(
+      tg,
+      'cron',
+      'add',
+      '--name',
+      'kiosk',
+      '--every',
+      '1s',
+      '--node',
+      identity.deviceId,
+      '--command',
+      'canvas.present',
+      '--params',
+      '{"url":"https://example.test"}',
+      '--json',
+    );
+    assert.equal(add.code, 0, add.stderr);
+    await waitUntil(() => invoked.length >= 1, 'a node invocation');
+    assert.deepEqual(invoked[0], { command: 'canvas.present', paramsJSON: '{"url":"https://example.test"}' });
+    const jobId = (JSON.parse(add.stdout) as { job: CronJob }).job.jobId;
+    await waitUntil(async () => (await tg.store.listCronRuns(jobId)).length >= 1, 'a recorded run');
+    const runs = JSON.parse((await cli(tg, 'cron', 'runs', 'kiosk', '--json')).stdout) as { runs: CronRun[] };
+    assert.equal(runs.runs[0]?.status, 'ok', JSON.stringify(runs.runs[0]));
+    assert.equal(runs.runs[0]?.result?.invoked, 'canvas.present');
+
+    const refused = await o
+      .request('cron.add', {
+        name: 'shell',
+        schedule: { kind: 'every', everyMs: 1000 },
+        action: { kind: 'node', nodeId: identity.deviceId, command: 'browser.proxy', params: { url: 'http://127.0.0.1/' } },
+      })
+      .catch((e: unknown) => e);
+    assert.ok(refused instanceof GatewayRequestError);
+    assert.equal(refused.detailCode, 'CRON_ACTION_UNAVAILABLE');
+    assert.equal(refused.error.details?.requiredScope, 'operator.admin');
+    assert.ok(!invoked.some((i) => i.command === 'browser.proxy'));
+    await o.request('cron.remove', { jobId: 'kiosk' });
+    await o.close();
+    await node.close();
+  } finally {
+    await tg.stop();
+    removeDir(tg.stateDir);
+  }
+});

@@ -1,4 +1,6 @@
 /** Gateway configuration: defaults, and the merge of config file and flags. */
+
+import type { NodeLimits } from './nodes.js';
 import type { RateLimitPolicy } from './ratelimit.js';
 import { DEFAULT_RATE_LIMIT } from './ratelimit.js';
 
@@ -25,6 +27,8 @@ export interface GatewayConfig {
   trustedProxies: string[];
   /** Forwarded headers from an untrusted peer: refuse the upgrade (default) or ignore them. */
   untrustedForwarded: 'refuse' | 'ignore';
+  /** node.invoke limits (issue 5); unset fields take DEFAULT_NODE_LIMITS. */
+  nodeLimits?: Partial<NodeLimits> | undefined;
   /** Automations (issue 7): webhook channels from the config file and the delivery policy. */
   automations?: AutomationsConfig | undefined;
 }

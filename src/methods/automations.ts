@@ -5,11 +5,11 @@
  */
 import { type Static, Type as T } from '@sinclair/typebox';
 import { checkSchedule, nextRun } from '../automations/cron.js';
-import type { Automations } from '../automations/service.js';
+import { type Automations, INTERNAL_GRANT } from '../automations/service.js';
 import type { Gateway } from '../core/gateway.js';
 import { hasScope, type Principal, SessionPrincipal } from '../core/principal.js';
 import { GatewayError } from '../protocol/errors.js';
-import { ADMIN, READ, WRITE } from '../protocol/scopes.js';
+import { ADMIN, READ, scopeSatisfied, WRITE } from '../protocol/scopes.js';
 import type { ChatSession, CronAction, CronJob, CronJobPatch, CronSchedule, Delivery, WebhookChannel } from '../store/types.js';
 
 const SessionKey = T.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._:/@-]*$' });
@@ -413,8 +413,18 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
       if (!c.ok) return new GatewayError('INVALID_SCHEDULE', { vars: { problem: c.problem } });
       if (nextRun(schedule, now(), now()) === null) return new GatewayError('INVALID_SCHEDULE', { vars: { problem: 'the expression never fires' } });
     }
-    if (action?.kind === 'node' && !gw.methods.has('node.invoke')) {
-      return new GatewayError('CRON_ACTION_UNAVAILABLE', { vars: { action: 'node', why: 'this gateway has no node.invoke' } });
+    if (action?.kind === 'node') {
+      const invoke = gw.methods.get('node.invoke');
+      if (!invoke) return new GatewayError('CRON_ACTION_UNAVAILABLE', { vars: { action: 'node', why: 'this gateway has no node.invoke' } });
+      // The run uses the fixed internal grant: a command that needs more (browser.proxy, fs.listDir
+      // … need admin to invoke) would fail on every run, so it is refused now, with the reason.
+      const extra = invoke.dynamicScope?.({ nodeId: action.nodeId, command: action.command, params: action.params });
+      if (extra && !scopeSatisfied(INTERNAL_GRANT, extra)) {
+        return new GatewayError('CRON_ACTION_UNAVAILABLE', {
+          vars: { action: 'node', why: `command ${action.command} needs ${extra}, which the internal grant (${INTERNAL_GRANT.join(', ')}) does not hold` },
+          details: { requiredScope: extra, internalGrant: [...INTERNAL_GRANT] },
+        });
+      }
     }
     return null;
   };
