@@ -275,6 +275,33 @@ test('a foreign process on the host without the shared secret or owner credentia
       await client.closed;
     }
 
+    // A real foreign process: the clawgate CLI run with another user's (empty) state dir, with no credential or a guessed one.
+    const foreignHome = mkdtempSync(join(tmpdir(), 'clawgate-foreign-'));
+    try {
+      const env = { ...process.env, CLAWGATE_STATE_DIR: foreignHome, CLAWGATE_URL: tg.url, CLAWGATE_TOKEN: '' };
+      const attempt = async (...args: string[]) => {
+        try {
+          await run(process.execPath, [BIN, ...args], { env });
+          return { code: 0, stderr: '' };
+        } catch (err) {
+          return err as { code: number; stderr: string };
+        }
+      };
+      const noCred = await attempt('cron', 'add', '--name', 'evil', '--every', '1s', '--send', 'alerts', '--content', 'pwned');
+      assert.equal(noCred.code, 2, 'refused before any connection: there is no credential to present');
+      assert.match(noCred.stderr, /no credential/);
+      for (const token of ['internal', 'cgo_guess', TEST_OWNER.slice(0, -1)]) {
+        const guessed = await attempt('call', 'send', '--params', '{"channel":"alerts","content":"pwned"}', '--token', token);
+        assert.equal(guessed.code, 1);
+        assert.match(guessed.stderr, /AUTH_TOKEN_MISMATCH/);
+        const cron = await attempt('cron', 'run', 'x', '--token', token);
+        assert.equal(cron.code, 1);
+        assert.match(cron.stderr, /AUTH_TOKEN_MISMATCH/);
+      }
+    } finally {
+      removeDir(foreignHome);
+    }
+
     // Nothing happened: no job, no delivery, no request at the target, no audit entry, and no internal actor anywhere.
     assert.deepEqual(await tg.store.listCronJobs(), []);
     assert.deepEqual(await tg.store.listDeliveries(), []);

@@ -459,7 +459,8 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
         nextRunAtMs: enabled ? nextRun(params.schedule as CronSchedule, createdAtMs, createdAtMs) : null,
         audit: audit(principal, 'cron.added', jobId, { name: params.name, schedule: params.schedule, action: params.action.kind }),
       });
-      await auto.scheduler.changed();
+      // Not awaited: a long-running job must not hold the caller; the scheduler re-reads the jobs in order.
+      void auto.scheduler.changed();
       return { job };
     },
   });
@@ -493,7 +494,8 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
       if (patch.schedule !== undefined || patch.enabled !== undefined) patch.nextRunAtMs = enabled ? nextRun(schedule, now(), job.createdAtMs) : null;
       const updated = await gw.store.updateCronJob(job.jobId, patch, now(), audit(principal, 'cron.updated', job.jobId, { fields: Object.keys(patch) }));
       if (!updated) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: params.jobId } });
-      await auto.scheduler.changed();
+      // Not awaited: a long-running job must not hold the caller; the scheduler re-reads the jobs in order.
+      void auto.scheduler.changed();
       return { job: updated };
     },
   });
@@ -508,7 +510,8 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
       if (job instanceof GatewayError) return job;
       const removed = await gw.store.removeCronJob(job.jobId, audit(principal, 'cron.removed', job.jobId, { name: job.name }));
       if (!removed) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: params.jobId } });
-      await auto.scheduler.changed();
+      // Not awaited: a long-running job must not hold the caller; the scheduler re-reads the jobs in order.
+      void auto.scheduler.changed();
       return { removed: true, jobId: job.jobId };
     },
   });
