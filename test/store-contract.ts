@@ -1525,15 +1525,13 @@ function automationsContract(withStore: (fn: (store: Store) => Promise<void>) =>
         assert.equal(dup.duplicate, true);
         assert.equal(dup.delivery.deliveryId, 'd1');
         await store.enqueueDelivery(delivery('d2', undefined, T0 + 10));
-        assert.deepEqual(
-          (await store.dueDeliveries(T0 + 10, 10)).map((d) => d.deliveryId),
-          ['d1', 'd2'],
-        );
+        // Each due delivery is asked for once: an adapter shared by several workers may lease
+        // what it hands out until the attempt is recorded.
+        assert.equal(await store.nextDeliveryDueAtMs(), T0);
         assert.deepEqual(
           (await store.dueDeliveries(T0 + 5, 10)).map((d) => d.deliveryId),
           ['d1'],
         );
-        assert.equal(await store.nextDeliveryDueAtMs(), T0);
 
         const retry = await expectAudited(store, 0, () =>
           store.recordDeliveryAttempt({ deliveryId: 'd1', atMs: T0 + 1, outcome: 'retry', nextAttemptAtMs: T0 + 100, error: 'HTTP 503', httpStatus: 503 }),
@@ -1541,11 +1539,11 @@ function automationsContract(withStore: (fn: (store: Store) => Promise<void>) =>
         assert.equal(retry?.attempts, 1);
         assert.equal(retry?.nextAttemptAtMs, T0 + 100);
         assert.equal(retry?.lastError, 'HTTP 503');
+        assert.equal(await store.nextDeliveryDueAtMs(), T0 + 10);
         assert.deepEqual(
           (await store.dueDeliveries(T0 + 50, 10)).map((d) => d.deliveryId),
           ['d2'],
         );
-        assert.equal(await store.nextDeliveryDueAtMs(), T0 + 10);
 
         const done = await store.recordDeliveryAttempt({ deliveryId: 'd2', atMs: T0 + 20, outcome: 'delivered', httpStatus: 204 });
         assert.equal(done?.status, 'delivered');
