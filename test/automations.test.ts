@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -661,5 +661,61 @@ test('a cron job that invokes a node command runs it through node.invoke with th
   } finally {
     await tg.stop();
     removeDir(tg.stateDir);
+  }
+});
+
+test('config file: automations.channels.webhooks and the webhook policy reach a real `gateway run`; a malformed block is a usage error', async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-auto-'));
+  const target = await WebhookTarget.start();
+  target.answer = 500;
+  try {
+    const port = await freePort();
+    const configPath = join(stateDir, 'config.json');
+    writeFileSync(
+      configPath,
+      JSON.stringify({
+        gateway: { port },
+        automations: { channels: { webhooks: [{ name: 'ops', url: target.url, username: 'ops-bot' }] }, webhook: { maxAttempts: 2, baseBackoffMs: 50 } },
+      }),
+    );
+    const gw = spawn(process.execPath, [BIN, 'gateway', 'run', '--config', configPath], {
+      env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    gw.stdout?.on('data', (d) => (out += d));
+    const exited = new Promise((r) => gw.on('exit', r));
+    await waitUntil(() => out.includes('listening on'), 'startup');
+    const list = JSON.parse((await localCli(stateDir, 'channels', 'list', '--json')).stdout) as {
+      channels: Array<{ name: string; source: string; url: string }>;
+    };
+    assert.deepEqual(
+      list.channels.map((c) => [c.name, c.source, c.url]),
+      [['ops', 'config', target.url]],
+    );
+    const sent = await localCli(stateDir, 'call', 'send', '--params', '{"channel":"ops","content":"from config"}', '--json');
+    assert.equal(sent.code, 0, sent.stderr);
+    const deliveryId = (JSON.parse(sent.stdout) as { deliveryId: string }).deliveryId;
+    // maxAttempts 2 from the file: two attempts, then the dead-letter list.
+    await waitUntil(async () => {
+      const dead = JSON.parse((await localCli(stateDir, 'channels', 'dead-letters', '--json')).stdout) as { deliveries: Delivery[] };
+      return dead.deliveries.some((d) => d.deliveryId === deliveryId);
+    }, 'dead letter');
+    assert.equal(target.received.length, 2);
+    assert.deepEqual(target.received[0]?.body, { content: 'from config', username: 'ops-bot' });
+    gw.kill('SIGTERM');
+    await exited;
+
+    writeFileSync(configPath, JSON.stringify({ automations: { channels: { webhooks: { name: 'x' } } } }));
+    const bad = await localCli(stateDir, 'gateway', 'run', '--config', configPath);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /automations\.channels\.webhooks must be a list/);
+    writeFileSync(configPath, JSON.stringify({ automations: { channels: { webhooks: [{ name: 'x', url: 'ftp://example.test/' }] } } }));
+    const badUrl = await localCli(stateDir, 'gateway', 'run', '--config', configPath);
+    assert.equal(badUrl.code, 2);
+    assert.match(badUrl.stderr, /url must be an http\(s\) URL/);
+  } finally {
+    await target.close();
+    removeDir(stateDir);
   }
 });
