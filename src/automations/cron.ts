@@ -147,19 +147,26 @@ function wallTime(utcMs: number, tz: string): WallTime {
   return { year: p.year as number, month: p.month as number, day: p.day as number, hour: (p.hour as number) % 24, minute: p.minute as number };
 }
 
-/** The UTC instant of a wall-clock time in `tz`, or null when that time does not exist there. */
+/**
+ * The UTC instant of a wall-clock time in `tz`: the earliest of the instants that show that
+ * wall time (two when clocks fall back), or null when none does (clocks jumped over it).
+ */
 function utcOf(w: WallTime, tz: string): number | null {
   const asUtc = Date.UTC(w.year, w.month - 1, w.day, w.hour, w.minute);
   const offsetAt = (t: number) => {
     const x = wallTime(t, tz);
     return Date.UTC(x.year, x.month - 1, x.day, x.hour, x.minute) - t;
   };
-  let t = asUtc - offsetAt(asUtc);
-  const second = asUtc - offsetAt(t);
-  if (second !== t) t = Math.min(t, second);
-  const back = wallTime(t, tz);
-  if (back.year !== w.year || back.month !== w.month || back.day !== w.day || back.hour !== w.hour || back.minute !== w.minute) return null;
-  return t;
+  // The zone's offsets around this day: a daylight-saving change gives two.
+  const offsets = new Set([offsetAt(asUtc - 12 * 3_600_000), offsetAt(asUtc), offsetAt(asUtc + 12 * 3_600_000)]);
+  let best: number | null = null;
+  for (const o of offsets) {
+    const t = asUtc - o;
+    const back = wallTime(t, tz);
+    if (back.year !== w.year || back.month !== w.month || back.day !== w.day || back.hour !== w.hour || back.minute !== w.minute) continue;
+    if (best === null || t < best) best = t;
+  }
+  return best;
 }
 
 const DAY_MS = 86_400_000;

@@ -148,8 +148,12 @@ export class Automations {
 
   private async call(component: InternalComponent, method: string, params: unknown): Promise<{ ok: true; payload: unknown } | { ok: false; error: string }> {
     const res = await this.gw.call(this.principal(component), method, params);
-    if (res.ok) return res;
+    if (res.ok) {
+      this.gw.log.info('internal call', { principal: `internal:${component}`, method, ok: true });
+      return res;
+    }
     const code = (res.error.details as { code?: string } | undefined)?.code ?? res.error.code;
+    this.gw.log.warn('internal call failed', { principal: `internal:${component}`, method, code, message: res.error.message });
     return { ok: false, error: `${method}: ${res.error.message} [${code}]` };
   }
 

@@ -188,6 +188,7 @@ export async function channelsCommand(sub: string | undefined, args: string[]): 
     channel: { type: 'string' },
     status: { type: 'string' },
     limit: { type: 'string' },
+    'gateway-url': { type: 'string' },
   });
   const json = values.json === true;
   const print = (v: unknown, human: () => void) => (json ? out(JSON.stringify(v)) : human());
@@ -196,11 +197,13 @@ export async function channelsCommand(sub: string | undefined, args: string[]): 
     case 'add': {
       if (positionals[0] !== 'webhook') throw new UsageError('usage: clawgate channels add webhook --name <n> --url <u> [--username <name>]');
       if (!values.name || !values.url) throw new UsageError('channels add webhook needs --name <n> and --url <u>');
-      return withGateway(values, async (c) => {
+      // Here --url is the webhook's URL; the gateway is --gateway-url > CLAWGATE_URL > the running one.
+      const { url: webhookUrl, 'gateway-url': gatewayUrl, ...rest } = values;
+      return withGateway({ ...rest, url: gatewayUrl }, async (c) => {
         const res = await c.request<{ channel: { name: string; url: string } }>('channels.add', {
           type: 'webhook',
           name: values.name,
-          url: values.url,
+          url: webhookUrl,
           ...(values.username ? { username: values.username } : {}),
         });
         print(res, () => out(`added webhook channel ${res.channel.name} → ${res.channel.url}`));
@@ -240,7 +243,9 @@ export async function channelsCommand(sub: string | undefined, args: string[]): 
         return 0;
       });
     default:
-      throw new UsageError('usage: clawgate channels add webhook --name <n> --url <u> | remove <name> | list | deliveries | dead-letters [--json]');
+      throw new UsageError(
+        'usage: clawgate channels add webhook --name <n> --url <webhook-url> [--gateway-url <ws-url>] | remove <name> | list | deliveries | dead-letters [--json]',
+      );
   }
 }
 

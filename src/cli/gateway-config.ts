@@ -30,7 +30,7 @@ export interface FileConfig {
     store?: string;
     postgres?: { url?: string };
   };
-  /** Automations (issue 7): `channels.webhooks` and the `webhook` delivery policy. */
+  /** Automations (issue 7): `channels.webhooks` and the `webhook` delivery policy (checked by cli/automations.ts). */
   automations?: unknown;
 }
 

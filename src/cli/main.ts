@@ -52,9 +52,6 @@ Usage:
               [--url <gateway-url>] [--public-url <url>] [--json]
                                                mint a setup code (QR) that pairs one new device
   clawgate qr --list | --revoke <setupId> [--json]
-${NODE_RUN_HELP}
-  clawgate migrate --to postgres --postgres-url <url> [--json]
-                                               copy the SQLite state dir into an empty PostgreSQL database
   clawgate cron add --name <n> (--cron "<m h dom mon dow>" [--tz <zone>] | --every <10s|5m|1h>)
                     (--send <channel> --content <text> | --session <key> --text <text> [--spawn])
   clawgate cron list | remove <job> | run <job> | runs <job> [--json]
@@ -62,6 +59,9 @@ ${NODE_RUN_HELP}
   clawgate channels list | deliveries [--channel <n>] [--status <s>] | dead-letters [--json]
   clawgate sessions list | create [<key>] | spawn <parentKey> [<key>] [--json]
   clawgate chat send <sessionKey> <text> | history <sessionKey> [--limit <n>] [--json]
+${NODE_RUN_HELP}
+  clawgate migrate --to postgres --postgres-url <url> [--json]
+                                               copy the SQLite state dir into an empty PostgreSQL database
   clawgate help
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
@@ -294,12 +294,12 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'nodes') return await nodesCommand(sub, rest);
     if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
-    if (cmd === 'node') return await nodeCommand(sub, rest);
-    if (cmd === 'migrate') return await migrateCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'cron') return await cronCommand(sub, rest);
     if (cmd === 'channels') return await channelsCommand(sub, rest);
     if (cmd === 'sessions') return await sessionsCommand(sub, rest);
     if (cmd === 'chat') return await chatCommand(sub, rest);
+    if (cmd === 'node') return await nodeCommand(sub, rest);
+    if (cmd === 'migrate') return await migrateCommand(sub === undefined ? rest : [sub, ...rest]);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {

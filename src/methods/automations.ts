@@ -5,11 +5,11 @@
  */
 import { type Static, Type as T } from '@sinclair/typebox';
 import { checkSchedule, nextRun } from '../automations/cron.js';
-import type { Automations } from '../automations/service.js';
+import { type Automations, INTERNAL_GRANT } from '../automations/service.js';
 import type { Gateway } from '../core/gateway.js';
 import { hasScope, type Principal, SessionPrincipal } from '../core/principal.js';
 import { GatewayError } from '../protocol/errors.js';
-import { ADMIN, READ, WRITE } from '../protocol/scopes.js';
+import { ADMIN, READ, scopeSatisfied, WRITE } from '../protocol/scopes.js';
 import type { ChatSession, CronAction, CronJob, CronJobPatch, CronSchedule, Delivery, WebhookChannel } from '../store/types.js';
 
 const SessionKey = T.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._:/@-]*$' });
@@ -413,8 +413,18 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
       if (!c.ok) return new GatewayError('INVALID_SCHEDULE', { vars: { problem: c.problem } });
       if (nextRun(schedule, now(), now()) === null) return new GatewayError('INVALID_SCHEDULE', { vars: { problem: 'the expression never fires' } });
     }
-    if (action?.kind === 'node' && !gw.methods.has('node.invoke')) {
-      return new GatewayError('CRON_ACTION_UNAVAILABLE', { vars: { action: 'node', why: 'this gateway has no node.invoke' } });
+    if (action?.kind === 'node') {
+      const invoke = gw.methods.get('node.invoke');
+      if (!invoke) return new GatewayError('CRON_ACTION_UNAVAILABLE', { vars: { action: 'node', why: 'this gateway has no node.invoke' } });
+      // The run uses the fixed internal grant: a command that needs more (browser.proxy, fs.listDir
+      // … need admin to invoke) would fail on every run, so it is refused now, with the reason.
+      const extra = invoke.dynamicScope?.({ nodeId: action.nodeId, command: action.command, params: action.params });
+      if (extra && !scopeSatisfied(INTERNAL_GRANT, extra)) {
+        return new GatewayError('CRON_ACTION_UNAVAILABLE', {
+          vars: { action: 'node', why: `command ${action.command} needs ${extra}, which the internal grant (${INTERNAL_GRANT.join(', ')}) does not hold` },
+          details: { requiredScope: extra, internalGrant: [...INTERNAL_GRANT] },
+        });
+      }
     }
     return null;
   };
@@ -449,7 +459,8 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
         nextRunAtMs: enabled ? nextRun(params.schedule as CronSchedule, createdAtMs, createdAtMs) : null,
         audit: audit(principal, 'cron.added', jobId, { name: params.name, schedule: params.schedule, action: params.action.kind }),
       });
-      await auto.scheduler.changed();
+      // Not awaited: a long-running job must not hold the caller; the scheduler re-reads the jobs in order.
+      void auto.scheduler.changed();
       return { job };
     },
   });
@@ -483,7 +494,8 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
       if (patch.schedule !== undefined || patch.enabled !== undefined) patch.nextRunAtMs = enabled ? nextRun(schedule, now(), job.createdAtMs) : null;
       const updated = await gw.store.updateCronJob(job.jobId, patch, now(), audit(principal, 'cron.updated', job.jobId, { fields: Object.keys(patch) }));
       if (!updated) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: params.jobId } });
-      await auto.scheduler.changed();
+      // Not awaited: a long-running job must not hold the caller; the scheduler re-reads the jobs in order.
+      void auto.scheduler.changed();
       return { job: updated };
     },
   });
@@ -498,7 +510,8 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
       if (job instanceof GatewayError) return job;
       const removed = await gw.store.removeCronJob(job.jobId, audit(principal, 'cron.removed', job.jobId, { name: job.name }));
       if (!removed) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: params.jobId } });
-      await auto.scheduler.changed();
+      // Not awaited: a long-running job must not hold the caller; the scheduler re-reads the jobs in order.
+      void auto.scheduler.changed();
       return { removed: true, jobId: job.jobId };
     },
   });

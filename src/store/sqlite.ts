@@ -85,7 +85,6 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
      DELETE FROM node_surface_requests WHERE device_id = OLD.device_id;
    END;`,
   // 4: automations (issue 7): chat sessions and messages, webhook channels, the delivery outbox, cron.
-  // (Numbered 4 by plan: nodes takes 3; the lead renumbers at merge.)
   `CREATE TABLE chat_sessions (
      session_id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, label TEXT, parent_id TEXT, created_by TEXT NOT NULL,
      created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, message_count INTEGER NOT NULL DEFAULT 0);
