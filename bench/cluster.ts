@@ -30,7 +30,7 @@ function operator(inst: Instance): Promise<GatewayConnection> {
   return connectGateway({ url: inst.url, auth: { token: CLUSTER_OWNER }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] });
 }
 
-async function revokeLatency(a: Instance, b: Instance, opB: GatewayConnection): Promise<Float64Array> {
+async function revokeLatency(a: Instance, opB: GatewayConnection): Promise<Float64Array> {
   const out = new Float64Array(N);
   for (let i = 0; i < N; i++) {
     const identity = generateIdentity();
@@ -123,7 +123,7 @@ async function main(): Promise<void> {
     const opA = await operator(a);
     const opB = await operator(b);
     try {
-      results['revoke on B → close on A (ms)'] = summarize(await revokeLatency(a, b, opB));
+      results['revoke on B → close on A (ms)'] = summarize(await revokeLatency(a, opB));
       results['approve on A → hello-ok on B (ms)'] = summarize(await approveLatency(b, opA, store));
       results['node.invoke A → node on B → A (ms)'] = summarize(await invokeLatency(b, opA));
     } finally {
