@@ -111,6 +111,18 @@ describe('two instances on one PostgreSQL database', () => {
         // The resolution is seen on A too (it was made there) and the device is live on B.
         await nextEvent<{ requestId: string; decision: string }>(opA, 'device.pair.resolved', (p) => p.requestId === requested.requestId);
         assert.equal((await device.request<{ ok: boolean }>('health')).ok, true);
+        // An operator on A sees the device as connected, though its socket is on B.
+        const connectedOnA = async () =>
+          (await opA.request<{ paired: Array<{ deviceId: string; connected: boolean }> }>('device.pair.list', {})).paired.find(
+            (d) => d.deviceId === identity.deviceId,
+          )?.connected;
+        const until = Date.now() + 5_000;
+        while ((await connectedOnA()) !== true && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+        assert.equal(await connectedOnA(), true);
+        await device.close();
+        const gone = Date.now() + 5_000;
+        while ((await connectedOnA()) !== false && Date.now() < gone) await new Promise((r) => setTimeout(r, 50));
+        assert.equal(await connectedOnA(), false, 'and as gone once it disconnected from B');
       } finally {
         await device.close();
       }

@@ -27,20 +27,23 @@ export class ClusterNodeRouter {
     private readonly bus: ClusterBus,
   ) {}
 
-  /** A node session was admitted here: other instances can now route to it. */
+  /**
+   * A node session was admitted here: other instances can route to it once this resolves (the
+   * gateway awaits it before hello-ok). Other device sessions are announced without waiting.
+   */
   async announce(session: SessionPrincipal): Promise<void> {
-    if (session.role !== 'node' || !session.deviceId) return;
+    if (!session.deviceId) return;
     try {
-      await this.bus.announceNode(session.connId, session.deviceId, session.connectedAtMs);
+      await this.bus.announceSession(session.connId, session.deviceId, session.role, session.connectedAtMs);
     } catch (err) {
-      // The node still works through this instance; only routing from the others is affected.
-      this.gw.log.warn('could not record node presence', { nodeId: session.deviceId, err: String(err) });
+      // The session still works through this instance; only what the others see is affected.
+      this.gw.log.warn('could not record session presence', { deviceId: session.deviceId, err: String(err) });
     }
   }
 
   withdraw(session: SessionPrincipal): void {
-    if (session.role !== 'node') return;
-    this.bus.withdrawNode(session.connId).catch((err) => this.gw.log.warn('could not clear node presence', { err: String(err) }));
+    if (!session.deviceId) return;
+    this.bus.withdrawSession(session.connId).catch((err) => this.gw.log.warn('could not clear session presence', { err: String(err) }));
   }
 
   /** Run an invocation on the instance holding the node; null when no live instance holds it. */

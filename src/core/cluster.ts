@@ -38,11 +38,13 @@ export interface ClusterBus {
   publish(event: ClusterEvent): Promise<void>;
   /** Handlers for events from other instances; `onResync` runs after a lost connection is back. */
   subscribe(handler: (event: ClusterEvent) => void, onResync?: () => void): void;
-  /** Record that this instance holds a node's socket (`connId`), until `withdrawNode`. */
-  announceNode(connId: string, deviceId: string, atMs: number): Promise<void>;
-  withdrawNode(connId: string): Promise<void>;
+  /** Record that this instance holds a device's socket (`connId`), until `withdrawSession`. */
+  announceSession(connId: string, deviceId: string, role: Role, atMs: number): Promise<void>;
+  withdrawSession(connId: string): Promise<void>;
   /** The live instance holding the newest socket of a node, or null when none does. */
   locateNode(deviceId: string): Promise<string | null>;
+  /** Devices with a socket on any live instance. */
+  connectedDevices(): Promise<Set<string>>;
   /**
    * Run `gained` on exactly one live instance at a time (per `name`); `lost` runs if this
    * instance's leadership ends while the process lives (its lock connection broke).

@@ -400,6 +400,7 @@ export class Gateway {
     if (out.type !== 'hello' || out.session.role !== 'node') return out;
     try {
       await this.nodes.attach(out.session, ctx.params);
+      // A node must be findable by the other instances before it is told it is in.
       await this.cluster?.announce(out.session);
     } catch (err) {
       this.disconnect(out.session);
@@ -783,6 +784,7 @@ export class Gateway {
       let set = this.byDevice.get(session.deviceId);
       if (!set) this.byDevice.set(session.deviceId, (set = new Set()));
       set.add(session);
+      if (session.role !== 'node') void this.cluster?.announce(session);
       this.seen.set(session.deviceId, { deviceId: session.deviceId, atMs: session.connectedAtMs, address: session.address, tokenId: session.tokenId });
     }
   }
@@ -797,6 +799,19 @@ export class Gateway {
       if (set && set.size === 0) this.byDevice.delete(session.deviceId);
       this.seen.set(session.deviceId, { deviceId: session.deviceId, atMs: this.clock.now(), address: session.address, tokenId: session.tokenId });
     }
+  }
+
+  /** Devices with a live socket here or, with several instances, on any instance. */
+  async connectedDeviceIds(): Promise<Set<string>> {
+    const ids = new Set(this.byDevice.keys());
+    if (this.bus) {
+      try {
+        for (const id of await this.bus.connectedDevices()) ids.add(id);
+      } catch (err) {
+        this.log.warn('could not read session presence', { err: String(err) });
+      }
+    }
+    return ids;
   }
 
   deviceSessions(deviceId: string): SessionPrincipal[] {

@@ -158,27 +158,46 @@ export class PgClusterBus implements ClusterBus {
     );
     if (Math.random() < 0.1) {
       await this.pool.query('DELETE FROM cluster_instances WHERE seen_at_ms < $1', [now - 6 * STALE_MS]);
-      await this.pool.query('DELETE FROM node_presence p WHERE NOT EXISTS (SELECT 1 FROM cluster_instances i WHERE i.instance_id = p.instance_id)');
+      await this.pool.query('DELETE FROM session_presence p WHERE NOT EXISTS (SELECT 1 FROM cluster_instances i WHERE i.instance_id = p.instance_id)');
     }
   }
 
-  async announceNode(connId: string, deviceId: string, atMs: number): Promise<void> {
-    await this.pool.query('INSERT INTO node_presence (conn_id, device_id, instance_id, connected_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING', [
+  /** Announcements still in flight, so a withdrawal never overtakes the row it removes. */
+  private readonly announcing = new Map<string, Promise<unknown>>();
+
+  async announceSession(connId: string, deviceId: string, role: string, atMs: number): Promise<void> {
+    const p = this.pool.query(
+      'INSERT INTO session_presence (conn_id, device_id, role, instance_id, connected_at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING',
+      [connId, deviceId, role, this.instanceId, atMs],
+    );
+    this.announcing.set(
       connId,
-      deviceId,
-      this.instanceId,
-      atMs,
-    ]);
+      p.catch(() => {}),
+    );
+    try {
+      await p;
+    } finally {
+      this.announcing.delete(connId);
+    }
   }
 
-  async withdrawNode(connId: string): Promise<void> {
-    await this.pool.query('DELETE FROM node_presence WHERE conn_id = $1', [connId]);
+  async withdrawSession(connId: string): Promise<void> {
+    await this.announcing.get(connId);
+    await this.pool.query('DELETE FROM session_presence WHERE conn_id = $1', [connId]);
+  }
+
+  async connectedDevices(): Promise<Set<string>> {
+    const r = await this.pool.query(
+      `SELECT DISTINCT p.device_id FROM session_presence p JOIN cluster_instances i ON i.instance_id = p.instance_id WHERE i.seen_at_ms >= $1`,
+      [Date.now() - STALE_MS],
+    );
+    return new Set(r.rows.map((x) => x.device_id as string));
   }
 
   async locateNode(deviceId: string): Promise<string | null> {
     const r = await this.pool.query(
-      `SELECT p.instance_id FROM node_presence p JOIN cluster_instances i ON i.instance_id = p.instance_id
-       WHERE p.device_id = $1 AND i.seen_at_ms >= $2 ORDER BY p.connected_at_ms DESC LIMIT 1`,
+      `SELECT p.instance_id FROM session_presence p JOIN cluster_instances i ON i.instance_id = p.instance_id
+       WHERE p.device_id = $1 AND p.role = 'node' AND i.seen_at_ms >= $2 ORDER BY p.connected_at_ms DESC LIMIT 1`,
       [deviceId, Date.now() - STALE_MS],
     );
     return (r.rows[0]?.instance_id as string | undefined) ?? null;
@@ -237,7 +256,7 @@ export class PgClusterBus implements ClusterBus {
       await l.client?.end().catch(() => {});
     }
     // A clean stop withdraws at once; a crash is noticed by the others after STALE_MS.
-    await this.pool.query('DELETE FROM node_presence WHERE instance_id = $1', [this.instanceId]).catch(() => {});
+    await this.pool.query('DELETE FROM session_presence WHERE instance_id = $1', [this.instanceId]).catch(() => {});
     await this.pool.query('DELETE FROM cluster_instances WHERE instance_id = $1', [this.instanceId]).catch(() => {});
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     const c = this.listener;

@@ -106,9 +106,9 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
    CREATE TABLE auth_failures (
      key TEXT PRIMARY KEY, window_start_ms BIGINT NOT NULL, failures INTEGER NOT NULL, locked_until_ms BIGINT NOT NULL);
    CREATE TABLE cluster_instances (instance_id TEXT PRIMARY KEY, seen_at_ms BIGINT NOT NULL);
-   CREATE TABLE node_presence (
-     conn_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, instance_id TEXT NOT NULL, connected_at_ms BIGINT NOT NULL);
-   CREATE INDEX node_presence_device ON node_presence(device_id);`,
+   CREATE TABLE session_presence (
+     conn_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, role TEXT NOT NULL, instance_id TEXT NOT NULL, connected_at_ms BIGINT NOT NULL);
+   CREATE INDEX session_presence_device ON session_presence(device_id, role);`,
   // 3: node command surfaces (issue 5), as SQLite migration 3. They live with the node role: the
   // trigger drops them whenever a node grant row goes (revoke, role removal, device removal).
   `CREATE TABLE node_surfaces (
