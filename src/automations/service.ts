@@ -23,8 +23,11 @@ import { DEFAULT_WEBHOOK_POLICY, DeliveryWorker, fetchPost, type HttpPost, type 
  */
 export const INTERNAL_GRANT: readonly string[] = Object.freeze([READ, WRITE]);
 
-/** Components that act with the internal principal (their actor is `internal:<component>`). */
-export type InternalComponent = 'cron' | 'announce' | 'spawn';
+/**
+ * Components that act with the internal principal (their actor is `internal:<component>`).
+ * Announcements are the `send` calls of cron jobs, so they are attributed to `internal:cron`.
+ */
+export type InternalComponent = 'cron' | 'spawn';
 
 export interface AutomationsOptions {
   timers?: Timers;

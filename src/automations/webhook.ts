@@ -6,7 +6,8 @@
  *
  * Retry policy (docs/automations.md): network errors, timeouts, 408, 425, 429 and 5xx are
  * retried after `baseBackoffMs * 2^(attempt-1)` (capped at `maxBackoffMs`; a `Retry-After` on
- * 429/503 is honoured up to that cap); any other 4xx is permanent. After `maxAttempts` attempts,
+ * 429/503 is honoured up to that cap); any other status (4xx, 3xx: redirects are not followed)
+ * is permanent. After `maxAttempts` attempts,
  * or on a permanent failure, the delivery goes to the dead-letter list.
  */
 import type { Clock } from '../core/env.js';
