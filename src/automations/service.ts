@@ -94,7 +94,8 @@ export class Automations {
       if (!res.ok) this.gw.log.warn('config channel not applied: the name is taken by a channel added at runtime', { channel: c.name });
     }
     this.deliveries.start();
-    await this.scheduler.start();
+    // Not awaited: catch-up runs must not hold the gateway's startup (a node action can take its timeout).
+    void this.scheduler.start();
   }
 
   async stop(): Promise<void> {
