@@ -719,3 +719,43 @@ test('config file: automations.channels.webhooks and the webhook policy reach a 
     removeDir(stateDir);
   }
 });
+
+test('a gateway killed (SIGKILL) while a delivery is in flight delivers it after the restart, with the same idempotency key', async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-auto-'));
+  const target = await WebhookTarget.start();
+  target.answer = 'hang';
+  try {
+    const port = await freePort();
+    let gw = startProcess(stateDir, port);
+    await waitUntil(() => gw.out().includes('listening on'), 'startup');
+    assert.equal((await localCli(stateDir, 'channels', 'add', 'webhook', '--name', 'alerts', '--url', target.url)).code, 0);
+    const sent = await localCli(stateDir, 'call', 'send', '--params', '{"channel":"alerts","content":"survives a crash"}', '--json');
+    assert.equal(sent.code, 0, sent.stderr);
+    const { deliveryId, idempotencyKey } = JSON.parse(sent.stdout) as { deliveryId: string; idempotencyKey: string };
+    // The attempt is in flight (the target holds the request); the process dies without any cleanup.
+    await target.waitFor(1);
+    gw.child.kill('SIGKILL');
+    await gw.exited;
+
+    target.answer = 204;
+    gw = startProcess(stateDir, port);
+    await waitUntil(() => gw.out().includes('listening on'), 'restart');
+    await target.waitFor(2);
+    assert.deepEqual(
+      target.received.map((r) => [r.body.content, r.headers['idempotency-key']]),
+      [
+        ['survives a crash', idempotencyKey],
+        ['survives a crash', idempotencyKey],
+      ],
+    );
+    await waitUntil(async () => {
+      const list = JSON.parse((await localCli(stateDir, 'channels', 'deliveries', '--json')).stdout) as { deliveries: Delivery[] };
+      return list.deliveries.some((d) => d.deliveryId === deliveryId && d.status === 'delivered');
+    }, 'recorded as delivered');
+    gw.child.kill('SIGTERM');
+    assert.equal(await gw.exited, 0);
+  } finally {
+    await target.close();
+    removeDir(stateDir);
+  }
+});

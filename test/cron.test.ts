@@ -234,6 +234,31 @@ describe('scheduler', () => {
     await scheduler.stop();
   });
 
+  test('a pass that fails (store unavailable) is retried after 5 s, without spinning, and the schedule goes on', async () => {
+    const { clock, timers, store, runs, scheduler } = setup();
+    await job(store, { schedule: { kind: 'every', everyMs: 1_000 }, createdAtMs: T0, nextRunAtMs: T0 + 1_000 });
+    await scheduler.start();
+    const real = store.listCronJobs.bind(store);
+    let calls = 0;
+    let failing = true;
+    store.listCronJobs = async () => {
+      calls++;
+      if (failing) throw new Error('database is locked');
+      return real();
+    };
+    await timers.advance(1_000);
+    assert.equal(runs.length, 0);
+    const during = calls;
+    await timers.advance(4_000);
+    assert.ok(calls - during <= 2, `no tight retry loop while failing (${calls - during} calls in 4 s)`);
+    failing = false;
+    await timers.advance(6_000);
+    assert.ok(runs.length >= 1, 'runs again once the store answers');
+    assert.ok((runs[0]?.atMs ?? 0) >= T0 + 5_000);
+    assert.ok(clock.now() >= T0 + 11_000);
+    await scheduler.stop();
+  });
+
   test('a job added while running is picked up (changed) and a removed one stops', async () => {
     const { timers, store, runs, scheduler } = setup();
     await scheduler.start();
@@ -361,6 +386,24 @@ describe('webhook delivery worker', () => {
     d = await ctx.store.getDelivery('d1');
     assert.equal(d?.status, 'pending');
     assert.equal(d?.attempts, 2, 'the cut attempt is retried after the restart, not counted');
+  });
+
+  test('a pass that fails (store unavailable) is retried later; the outbox is not forgotten', async () => {
+    const ctx = await setup(async () => ({ status: 204 }));
+    await ctx.enqueue('d1');
+    const real = ctx.store.dueDeliveries.bind(ctx.store);
+    let failing = true;
+    ctx.store.dueDeliveries = async (now, limit) => {
+      if (failing) throw new Error('database is locked');
+      return real(now, limit);
+    };
+    ctx.worker.start();
+    await ctx.timers.advance(1_000);
+    assert.equal((await ctx.store.getDelivery('d1'))?.status, 'pending');
+    failing = false;
+    await ctx.timers.advance(5_000);
+    assert.equal((await ctx.store.getDelivery('d1'))?.status, 'delivered');
+    await ctx.worker.stop();
   });
 
   test('a 4xx is permanent; a removed channel dead-letters its deliveries', async () => {

@@ -13,6 +13,9 @@ import type { CronJob, CronRun, CronTrigger, Store } from '../store/types.js';
 import { nextRun } from './cron.js';
 import { Alarm, type Timers } from './timers.js';
 
+/** How long the scheduler waits after a pass that failed (store unavailable) before trying again. */
+const RETRY_AFTER_FAILURE_MS = 5_000;
+
 export type ActionOutcome = { ok: true; result: Record<string, unknown> } | { ok: false; error: string };
 
 export interface SchedulerDeps {
@@ -42,7 +45,8 @@ export class CronScheduler {
   /** Start: run every job that was due before now once (catch-up), then wait for the next. */
   start(): Promise<void> {
     this.started = true;
-    return this.enqueue(() => this.tick('catch-up'));
+    // Never rejects: a failed pass is logged by enqueue, and the alarm tries again.
+    return this.enqueue(() => this.tick('catch-up')).catch(() => undefined);
   }
 
   async stop(): Promise<void> {
@@ -54,7 +58,7 @@ export class CronScheduler {
   /** Re-read the jobs after a change (add, update, remove) and re-arm. */
   changed(): Promise<void> {
     if (!this.started) return Promise.resolve();
-    return this.enqueue(() => this.tick('schedule'));
+    return this.enqueue(() => this.tick('schedule')).catch(() => undefined);
   }
 
   /** Run one job now (cron.run), independent of its schedule; its next due time is kept. */
@@ -76,18 +80,27 @@ export class CronScheduler {
   private async tick(trigger: Exclude<CronTrigger, 'manual'>): Promise<void> {
     const { store, clock } = this.deps;
     const now = clock.now();
-    for (const job of await store.listCronJobs()) {
-      if (this.stopped) return;
-      if (!job.enabled || job.nextRunAtMs === null || job.nextRunAtMs > now) continue;
-      // Due now: run once; the next due time is the first occurrence after now (missed ones collapse).
-      const next = nextRun(job.schedule, Math.max(now, clock.now()), job.createdAtMs);
-      await this.run(job, trigger, job.nextRunAtMs, next);
+    let failed = true;
+    try {
+      for (const job of await store.listCronJobs()) {
+        if (this.stopped) return;
+        if (!job.enabled || job.nextRunAtMs === null || job.nextRunAtMs > now) continue;
+        // Due now: run once; the next due time is the first occurrence after now (missed ones collapse).
+        const next = nextRun(job.schedule, Math.max(now, clock.now()), job.createdAtMs);
+        await this.run(job, trigger, job.nextRunAtMs, next);
+      }
+      failed = false;
+    } finally {
+      // Re-arm even after a failed pass (e.g. the store was briefly unavailable): the schedule
+      // must not stop, and must not spin either, so a failed pass waits RETRY_AFTER_FAILURE_MS.
+      this.arm(failed ? clock.now() + RETRY_AFTER_FAILURE_MS : null);
     }
-    this.arm();
   }
 
-  private arm(): void {
+  /** Set the alarm to the earliest due job (not before `notBeforeMs`). */
+  private arm(notBeforeMs: number | null): void {
     if (this.stopped) return;
+    const { clock, log } = this.deps;
     void this.deps.store
       .listCronJobs()
       .then((jobs) => {
@@ -96,9 +109,12 @@ export class CronScheduler {
         for (const j of jobs) if (j.enabled && j.nextRunAtMs !== null && (earliest === null || j.nextRunAtMs < earliest)) earliest = j.nextRunAtMs;
         this.alarm.clear();
         // Nothing scheduled: still wake up now and then, in case the store changed under us.
-        this.alarm.set(earliest ?? this.deps.clock.now() + 60_000);
+        this.alarm.set(Math.max(earliest ?? clock.now() + 60_000, notBeforeMs ?? 0));
       })
-      .catch((err) => this.deps.log.error('cron arm failed', { err: String(err) }));
+      .catch((err) => {
+        log.error('cron arm failed', { err: String(err) });
+        if (!this.stopped) this.alarm.set(clock.now() + RETRY_AFTER_FAILURE_MS);
+      });
   }
 
   private async run(job: CronJob, trigger: CronTrigger, dueAtMs: number, nextRunAtMs: number | null): Promise<CronRun | null> {

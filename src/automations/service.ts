@@ -23,8 +23,11 @@ import { DEFAULT_WEBHOOK_POLICY, DeliveryWorker, fetchPost, type HttpPost, type 
  */
 export const INTERNAL_GRANT: readonly string[] = Object.freeze([READ, WRITE]);
 
-/** Components that act with the internal principal (their actor is `internal:<component>`). */
-export type InternalComponent = 'cron' | 'announce' | 'spawn';
+/**
+ * Components that act with the internal principal (their actor is `internal:<component>`).
+ * Announcements are the `send` calls of cron jobs, so they are attributed to `internal:cron`.
+ */
+export type InternalComponent = 'cron' | 'spawn';
 
 export interface AutomationsOptions {
   timers?: Timers;
@@ -95,7 +98,8 @@ export class Automations {
       if (!res.ok) this.gw.log.warn('config channel not applied: the name is taken by a channel added at runtime', { channel: c.name });
     }
     this.deliveries.start();
-    await this.scheduler.start();
+    // Not awaited: catch-up runs must not hold the gateway's startup (a node action can take its timeout).
+    void this.scheduler.start();
   }
 
   async stop(): Promise<void> {

@@ -6,7 +6,8 @@
  *
  * Retry policy (docs/automations.md): network errors, timeouts, 408, 425, 429 and 5xx are
  * retried after `baseBackoffMs * 2^(attempt-1)` (capped at `maxBackoffMs`; a `Retry-After` on
- * 429/503 is honoured up to that cap); any other 4xx is permanent. After `maxAttempts` attempts,
+ * 429/503 is honoured up to that cap); any other status (4xx, 3xx: redirects are not followed)
+ * is permanent. After `maxAttempts` attempts,
  * or on a permanent failure, the delivery goes to the dead-letter list.
  */
 import type { Clock } from '../core/env.js';
@@ -42,6 +43,8 @@ export const fetchPost: HttpPost = async (url, body, headers, signal) => {
 
 export const IDEMPOTENCY_HEADER = 'Idempotency-Key';
 const BATCH = 16;
+/** How long the worker waits after a pass that failed (store unavailable) before trying again. */
+const RETRY_AFTER_FAILURE_MS = 5_000;
 
 export function backoffMs(policy: WebhookPolicy, attempt: number): number {
   return Math.min(policy.maxBackoffMs, policy.baseBackoffMs * 2 ** Math.max(0, attempt - 1));
@@ -94,7 +97,11 @@ export class DeliveryWorker {
       return;
     }
     this.running = this.drain()
-      .catch((err) => this.deps.log.error('webhook delivery pass failed', { err: String((err as Error)?.stack ?? err) }))
+      .catch((err) => {
+        this.deps.log.error('webhook delivery pass failed', { err: String((err as Error)?.stack ?? err) });
+        // The outbox is still there: try again later instead of waiting for the next send.
+        if (!this.stopped) this.alarm.set(this.deps.clock.now() + RETRY_AFTER_FAILURE_MS);
+      })
       .finally(() => {
         this.running = null;
         if (this.again && !this.stopped) {

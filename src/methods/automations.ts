@@ -105,6 +105,7 @@ const Params = {
     },
     closed,
   ),
+  cronList: T.Object({ includeDisabled: T.Optional(T.Boolean()) }, closed),
   cronJob: T.Object({ jobId: T.String({ minLength: 1, maxLength: 128 }) }, closed),
   cronRuns: T.Object({ jobId: T.String({ minLength: 1, maxLength: 128 }), limit: T.Optional(Limit(1000)) }, closed),
   empty: T.Object({}, closed),
@@ -465,12 +466,16 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
     },
   });
 
-  gw.methods.add({
+  gw.methods.add<Static<typeof Params.cronList>>({
     name: 'cron.list',
     role: 'operator',
     scope: READ,
-    params: Params.empty,
-    handler: async () => ({ jobs: await gw.store.listCronJobs() }),
+    params: Params.cronList,
+    handler: async ({ params }) => {
+      const all = await gw.store.listCronJobs();
+      // `includeDisabled: false` (what the OpenClaw CLI sends without --all) lists enabled jobs only.
+      return { jobs: params.includeDisabled === false ? all.filter((j) => j.enabled) : all };
+    },
   });
 
   gw.methods.add<Static<typeof Params.cronUpdate>>({

@@ -11,8 +11,8 @@ export interface Received {
 
 export class WebhookTarget {
   readonly received: Received[] = [];
-  /** HTTP status to answer with; 'drop' destroys the socket without an answer. */
-  answer: number | 'drop' = 204;
+  /** HTTP status to answer with; 'drop' destroys the socket without an answer; 'hang' records the request and never answers. */
+  answer: number | 'drop' | 'hang' = 204;
   private waiters: Array<{ n: number; resolve: () => void }> = [];
 
   private constructor(
@@ -38,6 +38,10 @@ export class WebhookTarget {
           body = { unparsable: text };
         }
         t.received.push({ headers: req.headers, body, path: req.url ?? '/', atMs: Date.now() });
+        if (t.answer === 'hang') {
+          t.notify();
+          return;
+        }
         res.writeHead(t.answer);
         res.end();
         t.notify();
