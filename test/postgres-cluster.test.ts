@@ -346,7 +346,7 @@ describe('two instances on one PostgreSQL database', () => {
     const store = await PostgresStore.open(url, { maxConnections: 2 });
     try {
       // Kill A at a few different moments after the approve request left the operator.
-      for (const delayMs of [0, 1, 3, 6, 12]) {
+      for (const delayMs of [0, 3, 6, 10, 15, 25, 40]) {
         const identity = generateIdentity();
         const waiting = waitingDevice(b, identity);
         waiting.catch(() => {});
