@@ -39,6 +39,8 @@ export class PgClusterBus implements ClusterBus {
   private retryMs = 100;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private published = 0;
+  private beats = 0;
+  private receiving: Promise<void> = Promise.resolve();
   private heartbeat: NodeJS.Timeout | null = null;
   private readonly leaders: Array<{ client: pg.Client | null; timer: NodeJS.Timeout | null }> = [];
 
@@ -67,7 +69,9 @@ export class PgClusterBus implements ClusterBus {
     c.on('end', () => this.lost(c, new Error('connection ended')));
     c.on('notification', (m) => {
       if (m.channel !== CLUSTER_CHANNEL || !m.payload) return;
-      void this.receive(m.payload);
+      const text = m.payload;
+      // One at a time: a table-backed event is fetched before the events notified after it run.
+      this.receiving = this.receiving.then(() => this.receive(text)).catch((err) => this.log.warn('cluster event failed', { err: String(err) }));
     });
     await c.connect();
     await c.query(`LISTEN ${CLUSTER_CHANNEL}`);
@@ -156,7 +160,7 @@ export class PgClusterBus implements ClusterBus {
       'INSERT INTO cluster_instances (instance_id, seen_at_ms) VALUES ($1, $2) ON CONFLICT (instance_id) DO UPDATE SET seen_at_ms = excluded.seen_at_ms',
       [this.instanceId, now],
     );
-    if (Math.random() < 0.1) {
+    if (++this.beats % 10 === 1) {
       await this.pool.query('DELETE FROM cluster_instances WHERE seen_at_ms < $1', [now - 6 * STALE_MS]);
       await this.pool.query('DELETE FROM session_presence p WHERE NOT EXISTS (SELECT 1 FROM cluster_instances i WHERE i.instance_id = p.instance_id)');
     }
