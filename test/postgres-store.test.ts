@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
+import { ManualClock } from '../src/core/env.js';
+import { PgFailureLimiter } from '../src/store/pg-limiter.js';
 import { DELIVERY_LEASE_MS, POSTGRES_MIGRATIONS, PostgresStore } from '../src/store/postgres.js';
 import { verifyAuditChain } from '../src/store/shared.js';
 import { SqliteStore } from '../src/store/sqlite.js';
@@ -369,6 +371,37 @@ describe('PostgresStore automations', () => {
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+});
+
+describe('PgFailureLimiter (the shared wrong-credential budget)', () => {
+  test('same policy as the in-memory limiter: budget per window, lockout, success clears, two instances share it', async () => {
+    const url = await cluster.createDatabase();
+    const s1 = await PostgresStore.open(url);
+    const s2 = await PostgresStore.open(url);
+    const clock = new ManualClock(T0);
+    const policy = { maxFailures: 3, windowMs: 60_000, lockoutMs: 300_000, maxKeys: 10_000 };
+    const a = new PgFailureLimiter(s1, clock, policy);
+    const b = new PgFailureLimiter(s2, clock, policy);
+    try {
+      assert.equal(await a.fail('192.0.2.1', 'shared'), 0);
+      clock.advance(61_000);
+      // The window is over: the count starts again.
+      assert.equal(await b.fail('192.0.2.1', 'shared'), 0);
+      assert.equal(await a.fail('192.0.2.1', 'shared'), 0);
+      assert.equal(await b.retryAfterMs('192.0.2.1', 'shared'), 0);
+      assert.equal(await b.fail('192.0.2.1', 'shared'), 300_000, 'the third failure in one window locks, whichever instance saw it');
+      assert.equal(await a.retryAfterMs('192.0.2.1', 'shared'), 300_000);
+      assert.equal(await a.retryAfterMs('192.0.2.1', 'password'), 0, 'per credential kind');
+      assert.equal(await a.retryAfterMs('192.0.2.2', 'shared'), 0, 'per address');
+      clock.advance(100_000);
+      assert.equal(await b.retryAfterMs('192.0.2.1', 'shared'), 200_000);
+      await a.succeed('192.0.2.1', 'shared');
+      assert.equal(await b.retryAfterMs('192.0.2.1', 'shared'), 0, 'a success clears the key');
+    } finally {
+      await s1.close();
+      await s2.close();
     }
   });
 });

@@ -9,6 +9,8 @@ import type { AuthLimiter, CredentialKind, RateLimitPolicy } from '../core/ratel
 import type { PostgresStore } from './postgres.js';
 
 export class PgFailureLimiter implements AuthLimiter {
+  private failures = 0;
+
   constructor(
     private readonly store: PostgresStore,
     private readonly clock: Clock,
@@ -43,6 +45,10 @@ export class PgFailureLimiter implements AuthLimiter {
       [this.key(address, kind), now, windowMs, maxFailures, lockoutMs],
     );
     const until = Number(r.rows[0]?.locked_until_ms ?? 0);
+    // Bounded like the in-memory map: keys whose window and lockout are over are dropped now and then.
+    if (++this.failures % 100 === 0) {
+      await this.store.pool.query('DELETE FROM auth_failures WHERE window_start_ms < $1 AND locked_until_ms < $2', [now - windowMs, now]);
+    }
     return until === now + lockoutMs ? lockoutMs : 0;
   }
 
