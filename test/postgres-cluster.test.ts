@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
 import { ConnectError, connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
+import { LISTENER_APP_NAME } from '../src/store/pg-bus.js';
 import { PostgresStore } from '../src/store/postgres.js';
 import { verifyAuditChain } from '../src/store/shared.js';
 import { CLUSTER_OWNER, CLUSTER_TOKEN, clusterStateDir, type Instance, removeStateDir, startInstance } from './helpers/instance.js';
@@ -168,6 +169,39 @@ describe('two instances on one PostgreSQL database', () => {
       }
     } finally {
       await opB.close();
+      await device.close();
+    }
+  });
+
+  test('a revocation whose event was lost still closes the socket once the instance resyncs', async () => {
+    const identity = generateIdentity();
+    // Paired silently by the owner credential, connected to A.
+    const device = await connectGateway({
+      url: a.url,
+      identity,
+      auth: { token: CLUSTER_OWNER },
+      scopes: ['operator.read'],
+      client: { id: 'test', mode: 'test' },
+    });
+    const store = await PostgresStore.open(url, { maxConnections: 1 });
+    try {
+      // The store changes with no event at all (as if the notify was lost)...
+      await store.revokeToken(identity.deviceId, 'operator', Date.now(), {
+        atMs: Date.now(),
+        actor: 'owner',
+        action: 'token.revoked',
+        subject: identity.deviceId,
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(device.ws.readyState, device.ws.OPEN, 'nothing told A yet');
+      // ...then the instances' listening connections drop, as in a database failover.
+      await store.pool.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [LISTENER_APP_NAME]);
+      const closed = await Promise.race([device.closed, new Promise<null>((r) => setTimeout(() => r(null), 10_000).unref())]);
+      assert.ok(closed, 'A closed the socket after its resync');
+      assert.equal(closed.code, 4001);
+      assert.match(closed.reason, /revoked/);
+    } finally {
+      await store.close();
       await device.close();
     }
   });

@@ -163,7 +163,7 @@ export class Gateway {
     this.cluster = this.bus ? new ClusterNodeRouter(this, this.bus) : null;
     this.bus?.subscribe(
       (e) => this.applyClusterEvent(e),
-      () => void this.reconcileWaiters(),
+      () => void this.resync(),
     );
     this.bootId = deps.random.uuid();
     this.startedAtMs = deps.clock.now();
@@ -1068,6 +1068,37 @@ export class Gateway {
       default:
         this.cluster?.handle(e);
         return;
+    }
+  }
+
+  /** After a gap in the events (the listening connection was lost): catch up from the store. */
+  async resync(): Promise<void> {
+    await this.reconcileWaiters();
+    await this.reconcileSessions();
+  }
+
+  /**
+   * Close live device sessions whose authority is gone from the store without this instance
+   * hearing of it: the role's grant removed (revoked, device removed) or the token the session
+   * used replaced or revoked (rotated). Widened grants leave sessions alone.
+   */
+  async reconcileSessions(): Promise<void> {
+    for (const s of [...this.sessions.values()]) {
+      if (!s.deviceId) continue;
+      try {
+        const grant = await this.store.getGrant(s.deviceId, s.role);
+        if (!grant) {
+          const device = await this.store.getDevice(s.deviceId);
+          this.closeLocalDeviceSessions(s.deviceId, s.role, device ? 'TOKEN_REVOKED' : 'DEVICE_REMOVED');
+          continue;
+        }
+        if (s.tokenId) {
+          const token = await this.store.getToken(s.tokenId);
+          if (!token || token.revokedAtMs !== undefined) this.closeLocalDeviceSessions(s.deviceId, s.role, 'TOKEN_ROTATED');
+        }
+      } catch (err) {
+        this.log.warn('could not reconcile a live session', { deviceId: s.deviceId, err: String(err) });
+      }
     }
   }
 

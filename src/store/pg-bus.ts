@@ -9,6 +9,7 @@ import type { ClusterBus, ClusterEvent } from '../core/cluster.js';
 import type { Logger } from '../core/gateway.js';
 
 export const CLUSTER_CHANNEL = 'clawgate_cluster';
+export const LISTENER_APP_NAME = 'clawgate-listen';
 /** Stay well under PostgreSQL's 8000-byte NOTIFY limit. */
 const MAX_INLINE_BYTES = 7000;
 /** Table-backed events are read within milliseconds; keep them a while for slow readers. */
@@ -64,7 +65,8 @@ export class PgClusterBus implements ClusterBus {
   }
 
   private async listen(): Promise<void> {
-    const c = new pg.Client({ connectionString: this.url });
+    // Named, so an operator (or a test) can tell the listening connections apart in pg_stat_activity.
+    const c = new pg.Client({ connectionString: this.url, application_name: LISTENER_APP_NAME });
     c.on('error', (err) => this.lost(c, err));
     c.on('end', () => this.lost(c, new Error('connection ended')));
     c.on('notification', (m) => {
