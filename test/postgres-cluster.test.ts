@@ -173,9 +173,36 @@ describe('two instances on one PostgreSQL database', () => {
     }
   });
 
-  test('a revocation whose event was lost still closes the socket once the instance resyncs', async () => {
+  test('a revocation committed by a process that tells no one closes the socket through the database trigger', async () => {
     const identity = generateIdentity();
-    // Paired silently by the owner credential, connected to A.
+    const device = await connectGateway({
+      url: a.url,
+      identity,
+      auth: { token: CLUSTER_OWNER },
+      scopes: ['operator.read'],
+      client: { id: 'test', mode: 'test' },
+    });
+    // Exactly what B's revocation commits, with no gateway event afterwards (B died after its commit).
+    const store = await PostgresStore.open(url, { maxConnections: 1 });
+    try {
+      await store.revokeToken(identity.deviceId, 'operator', Date.now(), {
+        atMs: Date.now(),
+        actor: 'owner',
+        action: 'token.revoked',
+        subject: identity.deviceId,
+      });
+      const closed = await Promise.race([device.closed, new Promise<null>((r) => setTimeout(() => r(null), 5_000).unref())]);
+      assert.ok(closed, 'A closed the socket');
+      assert.equal(closed.code, 4001);
+      assert.match(closed.reason, /revoked/);
+    } finally {
+      await store.close();
+      await device.close();
+    }
+  });
+
+  test('a revocation whose notification was lost still closes the socket once the instance resyncs', async () => {
+    const identity = generateIdentity();
     const device = await connectGateway({
       url: a.url,
       identity,
@@ -185,16 +212,17 @@ describe('two instances on one PostgreSQL database', () => {
     });
     const store = await PostgresStore.open(url, { maxConnections: 1 });
     try {
-      // The store changes with no event at all (as if the notify was lost)...
+      // Triggers off on this one connection (superuser in the throwaway cluster): no NOTIFY at all.
+      await store.pool.query('SET session_replication_role = replica');
       await store.revokeToken(identity.deviceId, 'operator', Date.now(), {
         atMs: Date.now(),
         actor: 'owner',
         action: 'token.revoked',
         subject: identity.deviceId,
       });
-      await new Promise((r) => setTimeout(r, 200));
-      assert.equal(device.ws.readyState, device.ws.OPEN, 'nothing told A yet');
-      // ...then the instances' listening connections drop, as in a database failover.
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(device.ws.readyState, device.ws.OPEN, 'nothing told A');
+      // The instances' listening connections drop, as in a database failover; on reconnect they resync.
       await store.pool.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [LISTENER_APP_NAME]);
       const closed = await Promise.race([device.closed, new Promise<null>((r) => setTimeout(() => r(null), 10_000).unref())]);
       assert.ok(closed, 'A closed the socket after its resync');

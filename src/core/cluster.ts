@@ -27,6 +27,11 @@ export type ClusterEvent =
   | { type: 'node-invoke'; to: string; from: string; callId: string; input: InvokeInput }
   /** The outcome of a routed invocation, back to the instance that asked. */
   | { type: 'node-invoke-result'; to: string; callId: string; outcome: { ok: true; value: unknown } | { ok: false; error: ErrorShape } }
+  /**
+   * Sent by the database itself (a trigger, in the committing transaction) when a grant is
+   * deleted or a live token deleted or revoked: re-check that device's live sessions.
+   */
+  | { type: 'authority-changed'; deviceId: string }
   /** A domain's own event (e.g. `chat` for session subscribers), handled by its registered handler. */
   | { type: 'topic'; topic: string; payload: unknown }
   /** The caller cancelled a routed invocation. */

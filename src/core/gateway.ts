@@ -902,6 +902,14 @@ export class Gateway {
     return this.closeLocalDeviceSessions(deviceId, role, why, caller);
   }
 
+  /** Close one session with a catalogue reason (its authority is gone). */
+  private closeSession(s: SessionPrincipal, why: CloseWhy & DetailCode): void {
+    if (!this.sessions.has(s.connId)) return;
+    const err = new GatewayError(why);
+    this.disconnect(s);
+    s.transport.close(err.close ?? CLOSE.deviceRemoved, closeReason(err.shape.message));
+  }
+
   private closeLocalDeviceSessions(deviceId: string, role: Role | null, why: CloseWhy, caller?: Principal): number {
     const err = new GatewayError(why);
     const code = err.close ?? CLOSE.deviceRemoved;
@@ -1065,6 +1073,9 @@ export class Gateway {
       case 'topic':
         this.topicHandlers.get(e.topic)?.(e.payload);
         return;
+      case 'authority-changed':
+        void this.reconcileSessions(e.deviceId);
+        return;
       default:
         this.cluster?.handle(e);
         return;
@@ -1082,9 +1093,10 @@ export class Gateway {
    * hearing of it: the role's grant removed (revoked, device removed) or the token the session
    * used replaced or revoked (rotated). Widened grants leave sessions alone.
    */
-  async reconcileSessions(): Promise<void> {
-    for (const s of [...this.sessions.values()]) {
-      if (!s.deviceId) continue;
+  async reconcileSessions(deviceId?: string): Promise<void> {
+    const sessions = deviceId ? this.deviceSessions(deviceId) : [...this.sessions.values()];
+    for (const s of sessions) {
+      if (!s.deviceId || !this.sessions.has(s.connId)) continue;
       try {
         const grant = await this.store.getGrant(s.deviceId, s.role);
         if (!grant) {
@@ -1094,7 +1106,8 @@ export class Gateway {
         }
         if (s.tokenId) {
           const token = await this.store.getToken(s.tokenId);
-          if (!token || token.revokedAtMs !== undefined) this.closeLocalDeviceSessions(s.deviceId, s.role, 'TOKEN_ROTATED');
+          if (!token) this.closeSession(s, 'TOKEN_ROTATED');
+          else if (token.revokedAtMs !== undefined) this.closeSession(s, 'TOKEN_REVOKED');
         }
       } catch (err) {
         this.log.warn('could not reconcile a live session', { deviceId: s.deviceId, err: String(err) });

@@ -119,6 +119,7 @@ export class PgClusterBus implements ClusterBus {
     } catch {
       return;
     }
+    // Events from the database's own triggers (origin `db`) go to every instance, this one included.
     if (env.o === this.instanceId) return;
     let event = env.e;
     if (!event && typeof env.ref === 'number') {

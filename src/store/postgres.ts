@@ -100,15 +100,28 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
      failures INTEGER NOT NULL DEFAULT 0, burned_at_ms BIGINT, revoked_at_ms BIGINT,
      redeemed_at_ms BIGINT, redeem_count INTEGER NOT NULL DEFAULT 0, device_id TEXT, public_key TEXT,
      device_name TEXT, redeemed_role TEXT, grant_epochs_json TEXT, ord BIGSERIAL);`,
-  // 2: several instances (issue 11): event payloads too large for NOTIFY, and the shared
-  // failure budget for wrong credentials (per address and credential kind).
+  // 2: several instances (issue 11): event payloads too large for NOTIFY, the shared failure
+  // budget for wrong credentials (per address and credential kind), instance heartbeats and
+  // session presence, and triggers that announce a lost grant or token in the same transaction
+  // (the NOTIFY is delivered on commit, even if the instance that made the change dies then).
   `CREATE TABLE cluster_events (id BIGSERIAL PRIMARY KEY, at_ms BIGINT NOT NULL, body TEXT NOT NULL);
    CREATE TABLE auth_failures (
      key TEXT PRIMARY KEY, window_start_ms BIGINT NOT NULL, failures INTEGER NOT NULL, locked_until_ms BIGINT NOT NULL);
    CREATE TABLE cluster_instances (instance_id TEXT PRIMARY KEY, seen_at_ms BIGINT NOT NULL);
    CREATE TABLE session_presence (
      conn_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, role TEXT NOT NULL, instance_id TEXT NOT NULL, connected_at_ms BIGINT NOT NULL);
-   CREATE INDEX session_presence_device ON session_presence(device_id, role);`,
+   CREATE INDEX session_presence_device ON session_presence(device_id, role);
+   CREATE FUNCTION clawgate_authority_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+   BEGIN
+     PERFORM pg_notify('clawgate_cluster',
+       json_build_object('o', 'db', 'e', json_build_object('type', 'authority-changed', 'deviceId', OLD.device_id))::text);
+     RETURN NULL;
+   END $$;
+   CREATE TRIGGER grant_gone AFTER DELETE ON grants FOR EACH ROW EXECUTE FUNCTION clawgate_authority_changed();
+   CREATE TRIGGER live_token_gone AFTER DELETE ON tokens FOR EACH ROW WHEN (OLD.revoked_at_ms IS NULL)
+     EXECUTE FUNCTION clawgate_authority_changed();
+   CREATE TRIGGER token_revoked AFTER UPDATE OF revoked_at_ms ON tokens FOR EACH ROW
+     WHEN (OLD.revoked_at_ms IS NULL AND NEW.revoked_at_ms IS NOT NULL) EXECUTE FUNCTION clawgate_authority_changed();`,
   // 3: node command surfaces (issue 5), as SQLite migration 3. They live with the node role: the
   // trigger drops them whenever a node grant row goes (revoke, role removal, device removal).
   `CREATE TABLE node_surfaces (
