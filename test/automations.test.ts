@@ -560,6 +560,46 @@ test('channels from the config file; channel and cron input is validated at the 
     assert.equal(off.job.nextRunAtMs, null);
     const on = await o.request<{ job: CronJob }>('cron.update', { jobId: job.job.jobId, enabled: true });
     assert.equal(on.job.nextRunAtMs, job.job.nextRunAtMs);
+    // The same through the CLI: a cron expression with a time zone, the human listing, and usage errors.
+    const viaCli = await cli(
+      tg,
+      'cron',
+      'add',
+      '--name',
+      'weekly',
+      '--cron',
+      '30 7 * * mon',
+      '--tz',
+      'America/New_York',
+      '--send',
+      'ops',
+      '--content',
+      'week starts',
+      '--json',
+    );
+    assert.equal(viaCli.code, 0, viaCli.stderr);
+    const weekly = (JSON.parse(viaCli.stdout) as { job: CronJob }).job;
+    assert.deepEqual(weekly.schedule, { kind: 'cron', expr: '30 7 * * mon', tz: 'America/New_York' });
+    const local = new Intl.DateTimeFormat('en-US', {
+      timeZone: 'America/New_York',
+      weekday: 'short',
+      hour: 'numeric',
+      minute: 'numeric',
+      hourCycle: 'h23',
+    }).format(weekly.nextRunAtMs ?? 0);
+    assert.equal(local, 'Mon 07:30');
+    const human = await cli(tg, 'cron', 'list');
+    assert.match(human.stdout, /weekly {2}cron "30 7 \* \* mon" America\/New_York {2}send to ops/);
+    for (const [args, message] of [
+      [['cron', 'add', '--name', 'x', '--every', '10s'], /needs an action/],
+      [['cron', 'add', '--name', 'x', '--every', 'often', '--send', 'ops', '--content', 'y'], /--every must be a duration/],
+      [['cron', 'add', '--name', 'x', '--send', 'ops', '--content', 'y'], /needs --cron/],
+      [['channels', 'add', 'slack', '--name', 'x', '--url', 'http://127.0.0.1:1/'], /channels add webhook/],
+    ] as const) {
+      const r = await cli(tg, ...args);
+      assert.equal(r.code, 2, args.join(' '));
+      assert.match(r.stderr, message);
+    }
     const reader = await connectGateway({
       url: tg.url,
       identity: generateIdentity(),

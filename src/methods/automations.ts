@@ -10,7 +10,7 @@ import type { Gateway } from '../core/gateway.js';
 import { hasScope, type Principal, SessionPrincipal } from '../core/principal.js';
 import { GatewayError } from '../protocol/errors.js';
 import { ADMIN, READ, scopeSatisfied, WRITE } from '../protocol/scopes.js';
-import type { ChatSession, CronAction, CronJob, CronJobPatch, CronSchedule, Delivery, WebhookChannel } from '../store/types.js';
+import type { ChatSession, CronAction, CronJob, CronJobPatch, CronSchedule, WebhookChannel } from '../store/types.js';
 
 const SessionKey = T.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._:/@-]*$' });
 const Name = T.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' });
@@ -131,10 +131,6 @@ function channelView(c: WebhookChannel, p: Principal) {
     createdBy: c.createdBy,
     createdAtMs: c.createdAtMs,
   };
-}
-
-function deliveryView(d: Delivery) {
-  return d;
 }
 
 function checkUrl(text: string): GatewayError | null {
@@ -390,7 +386,7 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
       const f = await channelFilter(params.channel);
       if (f instanceof GatewayError) return f;
       const list = await gw.store.listDeliveries({ ...f, ...(params.status ? { status: params.status } : {}), limit: params.limit ?? 100 });
-      return { deliveries: list.map(deliveryView) };
+      return { deliveries: list };
     },
   });
 
@@ -402,7 +398,7 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
     handler: async ({ params }) => {
       const f = await channelFilter(params.channel);
       if (f instanceof GatewayError) return f;
-      return { deliveries: (await gw.store.listDeliveries({ ...f, status: 'dead', limit: params.limit ?? 100 })).map(deliveryView) };
+      return { deliveries: await gw.store.listDeliveries({ ...f, status: 'dead', limit: params.limit ?? 100 }) };
     },
   });
 
