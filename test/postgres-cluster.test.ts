@@ -349,6 +349,14 @@ describe('two instances on one PostgreSQL database', () => {
       await opA.request('node.pair.approve', { requestId: req.requestId });
       assert.equal(pl<{ decision: string }>(await resolvedOnNode).decision, 'approved');
 
+      // node.list on A describes the node held by B as connected, with what B routes for it.
+      const listed = (
+        await opA.request<{ nodes: Array<{ nodeId: string; connected: boolean; commands: string[]; declaredCommands: string[] | null }> }>('node.list', {})
+      ).nodes.find((n) => n.nodeId === identity.deviceId);
+      assert.equal(listed?.connected, true);
+      assert.deepEqual(listed?.commands, ['canvas.present', 'system.which']);
+      assert.deepEqual(listed?.declaredCommands, ['canvas.present', 'system.which']);
+
       const out = await opA.request<{ ok: boolean; nodeId: string; command: string; payload: { bins: Record<string, string> } }>('node.invoke', {
         nodeId: identity.deviceId,
         command: 'system.which',

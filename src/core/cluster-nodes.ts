@@ -6,7 +6,7 @@
  * outcome is sent back. Surface approvals made elsewhere reach the node's live session too.
  */
 import { CATALOGUE, type DetailCode, GatewayError } from '../protocol/errors.js';
-import type { ClusterBus, ClusterEvent } from './cluster.js';
+import type { ClusterBus, ClusterEvent, RemoteNode } from './cluster.js';
 import type { Gateway } from './gateway.js';
 import type { InvokeInput } from './nodes.js';
 import type { SessionPrincipal } from './principal.js';
@@ -34,7 +34,9 @@ export class ClusterNodeRouter {
   async announce(session: SessionPrincipal): Promise<void> {
     if (!session.deviceId) return;
     try {
-      await this.bus.announceSession(session.connId, session.deviceId, session.role, session.connectedAtMs);
+      const live = session.role === 'node' ? this.gw.nodes.liveNodes().find((n) => n.session === session) : undefined;
+      const detail = live ? { declared: live.declared, caps: live.caps, version: live.version, address: session.address } : undefined;
+      await this.bus.announceSession(session.connId, session.deviceId, session.role, session.connectedAtMs, detail);
     } catch (err) {
       // The session still works through this instance; only what the others see is affected.
       this.gw.log.warn('could not record session presence', { deviceId: session.deviceId, err: String(err) });
@@ -44,6 +46,18 @@ export class ClusterNodeRouter {
   withdraw(session: SessionPrincipal): void {
     if (!session.deviceId) return;
     this.bus.withdrawSession(session.connId).catch((err) => this.gw.log.warn('could not clear session presence', { err: String(err) }));
+  }
+
+  /** Nodes whose socket is on another live instance (node.list shows them as connected). */
+  async remoteNodes(): Promise<Map<string, RemoteNode>> {
+    try {
+      const all = await this.bus.nodePresence();
+      for (const [id, n] of all) if (n.instanceId === this.bus.instanceId) all.delete(id);
+      return all;
+    } catch (err) {
+      this.gw.log.warn('could not read node presence', { err: String(err) });
+      return new Map();
+    }
   }
 
   /** Run an invocation on the instance holding the node; null when no live instance holds it. */

@@ -37,6 +37,20 @@ export type ClusterEvent =
   /** The caller cancelled a routed invocation. */
   | { type: 'node-invoke-cancel'; to: string; callId: string };
 
+/** What a node declared on the socket another instance holds (for node.list there). */
+export interface RemoteNodeDetail {
+  declared: string[];
+  caps: string[];
+  version: string;
+  address: string;
+}
+
+export interface RemoteNode {
+  instanceId: string;
+  connectedAtMs: number;
+  detail: RemoteNodeDetail | null;
+}
+
 export interface ClusterBus {
   /** This instance's id; events it published are not delivered back to it. */
   readonly instanceId: string;
@@ -44,12 +58,14 @@ export interface ClusterBus {
   /** Handlers for events from other instances; `onResync` runs after a lost connection is back. */
   subscribe(handler: (event: ClusterEvent) => void, onResync?: () => void): void;
   /** Record that this instance holds a device's socket (`connId`), until `withdrawSession`. */
-  announceSession(connId: string, deviceId: string, role: Role, atMs: number): Promise<void>;
+  announceSession(connId: string, deviceId: string, role: Role, atMs: number, detail?: RemoteNodeDetail): Promise<void>;
   withdrawSession(connId: string): Promise<void>;
   /** The live instance holding the newest socket of a node, or null when none does. */
   locateNode(deviceId: string): Promise<string | null>;
   /** Devices with a socket on any live instance. */
   connectedDevices(): Promise<Set<string>>;
+  /** The newest node socket of each node on any live instance, with what the node declared there. */
+  nodePresence(): Promise<Map<string, RemoteNode>>;
   /**
    * Run `gained` on exactly one live instance at a time (per `name`); `lost` runs if this
    * instance's leadership ends while the process lives (its lock connection broke).

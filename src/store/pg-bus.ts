@@ -5,7 +5,7 @@
  * resync from the store (notifications sent while it was down are gone).
  */
 import pg from 'pg';
-import type { ClusterBus, ClusterEvent } from '../core/cluster.js';
+import type { ClusterBus, ClusterEvent, RemoteNode, RemoteNodeDetail } from '../core/cluster.js';
 import type { Logger } from '../core/gateway.js';
 
 export const CLUSTER_CHANNEL = 'clawgate_cluster';
@@ -172,10 +172,11 @@ export class PgClusterBus implements ClusterBus {
   /** Announcements still in flight, so a withdrawal never overtakes the row it removes. */
   private readonly announcing = new Map<string, Promise<unknown>>();
 
-  async announceSession(connId: string, deviceId: string, role: string, atMs: number): Promise<void> {
+  async announceSession(connId: string, deviceId: string, role: string, atMs: number, detail?: RemoteNodeDetail): Promise<void> {
     const p = this.pool.query(
-      'INSERT INTO session_presence (conn_id, device_id, role, instance_id, connected_at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING',
-      [connId, deviceId, role, this.instanceId, atMs],
+      `INSERT INTO session_presence (conn_id, device_id, role, instance_id, connected_at_ms, detail_json) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT DO NOTHING`,
+      [connId, deviceId, role, this.instanceId, atMs, detail ? JSON.stringify(detail) : null],
     );
     this.announcing.set(
       connId,
@@ -199,6 +200,24 @@ export class PgClusterBus implements ClusterBus {
       [Date.now() - STALE_MS],
     );
     return new Set(r.rows.map((x) => x.device_id as string));
+  }
+
+  async nodePresence(): Promise<Map<string, RemoteNode>> {
+    const r = await this.pool.query(
+      `SELECT DISTINCT ON (p.device_id) p.device_id, p.instance_id, p.connected_at_ms, p.detail_json
+       FROM session_presence p JOIN cluster_instances i ON i.instance_id = p.instance_id
+       WHERE p.role = 'node' AND i.seen_at_ms >= $1 ORDER BY p.device_id, p.connected_at_ms DESC`,
+      [Date.now() - STALE_MS],
+    );
+    const out = new Map<string, RemoteNode>();
+    for (const row of r.rows) {
+      out.set(row.device_id as string, {
+        instanceId: row.instance_id as string,
+        connectedAtMs: Number(row.connected_at_ms),
+        detail: row.detail_json ? (JSON.parse(row.detail_json as string) as RemoteNodeDetail) : null,
+      });
+    }
+    return out;
   }
 
   async locateNode(deviceId: string): Promise<string | null> {

@@ -109,7 +109,8 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
      key TEXT PRIMARY KEY, window_start_ms BIGINT NOT NULL, failures INTEGER NOT NULL, locked_until_ms BIGINT NOT NULL);
    CREATE TABLE cluster_instances (instance_id TEXT PRIMARY KEY, seen_at_ms BIGINT NOT NULL);
    CREATE TABLE session_presence (
-     conn_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, role TEXT NOT NULL, instance_id TEXT NOT NULL, connected_at_ms BIGINT NOT NULL);
+     conn_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, role TEXT NOT NULL, instance_id TEXT NOT NULL, connected_at_ms BIGINT NOT NULL,
+     detail_json TEXT);
    CREATE INDEX session_presence_device ON session_presence(device_id, role);
    CREATE FUNCTION clawgate_authority_changed() RETURNS trigger LANGUAGE plpgsql AS $$
    BEGIN
