@@ -224,6 +224,13 @@ describe('clawgate migrate --to postgres', () => {
     assert.match(run1.stderr, /--store postgres needs --postgres-url/);
     const run2 = await cliRun(['gateway', 'run', '--store', 'mysql', '--state-dir', empty, '--port', '0']);
     assert.equal(run2.code, 2);
+    // A service unit keeps the store choice, and never a database URL (it carries a password).
+    const unit = await cliRun(['gateway', 'install-service', '--print', '--store', 'postgres', '--state-dir', empty]);
+    assert.equal(unit.code, 0, unit.stderr);
+    assert.match(unit.stdout, /^ExecStart=.* --store postgres/m);
+    const leaky = await cliRun(['gateway', 'install-service', '--print', '--postgres-url', 'postgres://u:secret@h/db', '--state-dir', empty]);
+    assert.equal(leaky.code, 2);
+    assert.match(leaky.stderr, /gateway\.postgres\.url/);
   });
 
   test('a gateway configured by its config file alone runs on PostgreSQL and serves the devices already in it', async () => {
