@@ -35,6 +35,13 @@ export interface GatewayConfig {
   publicUrl?: string | undefined;
   /** Path prefix the gateway answers under (`/clawgate`), for proxies that route by path; '' for none. */
   contextPath: string;
+  /** Automations (issue 7): webhook channels from the config file and the delivery policy. */
+  automations?: AutomationsConfig | undefined;
+}
+
+export interface AutomationsConfig {
+  channels?: Array<{ name: string; url: string; username?: string | undefined }> | undefined;
+  webhook?: Partial<{ maxAttempts: number; baseBackoffMs: number; maxBackoffMs: number; timeoutMs: number }> | undefined;
 }
 
 export interface TlsMaterial {

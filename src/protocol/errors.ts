@@ -472,6 +472,61 @@ const entries = {
     next: 'Retry when one of the running invokes has finished.',
     retryable: true,
   },
+  // --- automations: sessions, chat, channels, cron (issue 7; socket stays open) ---------------
+  UNKNOWN_SESSION: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown session: {session}',
+    close: null,
+    next: 'List sessions with `sessions.list` (or `clawgate sessions list`), or create it with `sessions.create`.',
+  },
+  SESSION_KEY_TAKEN: {
+    code: 'INVALID_REQUEST',
+    message: 'session key already exists: {key}',
+    close: null,
+    next: 'Use the existing session, or choose another key.',
+  },
+  UNKNOWN_CHANNEL: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown channel: {channel}',
+    close: null,
+    next: 'List channels with `clawgate channels list`; add one with `clawgate channels add webhook --name <n> --url <u>`.',
+  },
+  CHANNEL_NAME_TAKEN: {
+    code: 'INVALID_REQUEST',
+    message: 'channel name already exists: {name}',
+    close: null,
+    next: 'Remove the existing channel first (`clawgate channels remove <name>`), or choose another name; channels from the config file change only there.',
+  },
+  INVALID_WEBHOOK_URL: {
+    code: 'INVALID_REQUEST',
+    message: 'invalid webhook url: {problem}',
+    close: null,
+    next: 'Give an absolute http:// or https:// URL.',
+  },
+  EMPTY_MESSAGE: {
+    code: 'INVALID_REQUEST',
+    message: 'nothing to send: give content or embeds',
+    close: null,
+    next: 'Pass `content` (text) or at least one embed.',
+  },
+  UNKNOWN_CRON_JOB: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown cron job: {jobId}',
+    close: null,
+    next: 'List jobs with `clawgate cron list`.',
+  },
+  INVALID_SCHEDULE: {
+    code: 'INVALID_REQUEST',
+    message: 'invalid schedule: {problem}',
+    close: null,
+    next: 'Use a 5-field cron expression (`*/5 * * * *`) with an optional IANA time zone, or an interval of at least 1s (docs/automations.md).',
+  },
+  CRON_ACTION_UNAVAILABLE: {
+    code: 'INVALID_REQUEST',
+    message: 'cron action {action} is not available: {why}',
+    close: null,
+    next: 'Choose a `chat` or `send` action, or a node command that needs no more than operator.write (commands whose invocation needs admin, such as browser.proxy or fs.listDir, are refused: automations never hold admin).',
+  },
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type DetailCode = keyof typeof entries;
