@@ -198,7 +198,7 @@ export class NodeHost {
       return {
         kind: 'fatal',
         message:
-          "the gateway refused this node's device token (revoked, or the device was removed); pair again: `clawgate node run --pair <setup-code>` (create one with `clawgate qr --profile node`) or --token <gateway token>",
+          "the gateway refused this node's device token (revoked or rotated by an operator, or the device was removed); pair again: `clawgate node run --pair <setup-code>` (create one with `clawgate qr --profile node`) or --token <gateway token>",
       };
     }
     if ((detail === 'AUTH_TOKEN_MISMATCH' || detail === 'AUTH_PASSWORD_MISMATCH') && (used === 'shared' || used === 'password') && creds.tokens.node) {
