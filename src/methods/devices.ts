@@ -338,6 +338,7 @@ export function registerDeviceMethods(gw: Gateway): void {
       // proved the device key on its handshake) get the successor pushed by the instance holding
       // them, and an offline device gets one on its next connect with another credential: the
       // new secret never crosses to a different party.
+      // (A pushed successor gets its own `token.issued` audit entry from the instance that mints it.)
       const inBand = principal.kind === 'device' && principal.deviceId === p.deviceId;
       // Asked before the retirement: the instance holding the socket withdraws it once it has pushed.
       const elsewhere = inBand ? false : await gw.sessionElsewhere(p.deviceId, p.role).catch(() => false);
@@ -347,7 +348,7 @@ export function registerDeviceMethods(gw: Gateway): void {
         actor: principal.actor,
         action: 'token.rotated',
         subject: p.deviceId,
-        data: { role: p.role, tokenId: minted?.id ?? null, scopes: scopes ?? grant.scopes, delivery: inBand ? 'in-band' : 'next-connect' },
+        data: { role: p.role, tokenId: minted?.id ?? null, scopes: scopes ?? grant.scopes, delivery: inBand ? 'in-band' : 'cross-device' },
       });
       if (!next) return new GatewayError('ROLE_NOT_GRANTED', { vars: { deviceId: p.deviceId, role: p.role } });
       const base = { deviceId: p.deviceId, role: p.role, scopes: next.scopes, rotatedAtMs: now };

@@ -465,7 +465,15 @@ export class NodeHost {
     if (deviceId !== this.deviceId || role !== 'node' || typeof deviceToken !== 'string' || deviceToken.length === 0) return;
     const url = this.opts.state.readCredentials().gatewayUrl ?? conn.ws.url;
     const list = Array.isArray(scopes) ? scopes.filter((x): x is string => typeof x === 'string') : [];
-    this.opts.state.saveTokens([{ role: 'node', deviceToken, scopes: list, ...(typeof issuedAtMs === 'number' ? { issuedAtMs } : {}) }], url, false);
+    try {
+      this.opts.state.saveTokens([{ role: 'node', deviceToken, scopes: list, ...(typeof issuedAtMs === 'number' ? { issuedAtMs } : {}) }], url, false);
+    } catch (err) {
+      // The old token is already dead at the gateway; say so now rather than at the next refusal.
+      this.opts.err(
+        `an operator rotated this node's token, but the new one could not be stored in ${this.opts.state.dir}: ${String(err)}; after this disconnect the node needs --token <gateway token> or a new setup code`,
+      );
+      return;
+    }
     this.opts.out(`an operator rotated this node's token; the new one is stored in ${this.opts.state.dir} and used on reconnect`);
   }
 
