@@ -11,6 +11,7 @@ import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '.
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { SqliteStore } from '../store/sqlite.js';
+import { callWithStoredCredentials, pairCommand, statusCommand } from './client.js';
 import { auditCommand, devicesCommand } from './devices.js';
 import { qrCommand } from './qr.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
@@ -34,12 +35,16 @@ Usage:
               [--url <gateway-url>] [--public-url <url>] [--json]
                                                mint a setup code (QR) that pairs one new device
   clawgate qr --list | --revoke <setupId> [--json]
+  clawgate pair <setup-code|oc-pair://link> [--name <n>] [--node] [--url <gateway-url>] [--json]
+                                               redeem a setup code on this machine (client side)
+  clawgate status --client [--offline] [--json]  stored gateways, roles, scopes and connection state
   clawgate help
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
 Commands that talk to a gateway use --url > CLAWGATE_URL > the running gateway recorded in the
 state dir > ws://127.0.0.1:18789, and authenticate with --token > CLAWGATE_TOKEN > the owner
-credential in the state dir.`;
+credential in the state dir; \`call\` falls back to the device credentials \`clawgate pair\` stored
+(in <state-dir>/client/).`;
 
 export function parse(
   args: string[],
@@ -231,7 +236,11 @@ async function call(args: string[]): Promise<number> {
   }
   const target = resolveTarget(values);
   if (!target.token && !target.password) {
-    process.stderr.write('no credential: pass --token, set CLAWGATE_TOKEN, or run on the gateway host (owner credential in the state dir)\n');
+    const viaPairing = await callWithStoredCredentials(values, method, params, values.timeout ? Number(values.timeout) : 30_000);
+    if (viaPairing !== null) return viaPairing;
+    process.stderr.write(
+      'no credential: pass --token, set CLAWGATE_TOKEN, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair <setup-code>)\n',
+    );
     return 1;
   }
   const conn = await connectGateway({
@@ -262,6 +271,8 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'devices') return await devicesCommand(sub, rest);
     if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'pair') return await pairCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'status') return await statusCommand(sub === undefined ? rest : [sub, ...rest]);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {
