@@ -3,7 +3,9 @@
  * file credential store on disk): the applicable scenarios of windows-companion §6.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import {
   applySetupCode,
@@ -420,5 +422,106 @@ describe('hand-off durability', () => {
       return true;
     });
     await assert.rejects(c.request('no.such.method'), (e: unknown) => e instanceof GatewayCallError && e.code === 'UNKNOWN_METHOD');
+  });
+});
+
+describe('stores and retry policy', () => {
+  test('the file store serialises writers in different processes (no lost update)', async () => {
+    const dir = tempDir();
+    cleanup.push(() => removeDir(dir));
+    const mod = new URL('../packages/client/src/node.js', import.meta.url).href;
+    const script = `
+      const { FileCredentialStore } = await import(${JSON.stringify(mod)});
+      const s = new FileCredentialStore(process.argv[1]);
+      const base = { version: 1, key: 'k', url: 'ws://x', deviceId: 'd', identity: null, tokens: {}, createdAtMs: 0 };
+      for (let i = 0; i < 30; i++) await s.update('k', (r) => ({ ...(r ?? base), displayName: String(Number(r?.displayName ?? 0) + 1) }));`;
+    const runs = [0, 1, 2].map(
+      () =>
+        new Promise<number | null>((resolve) => {
+          const child = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: 'inherit' });
+          child.on('exit', resolve);
+        }),
+    );
+    assert.deepEqual(await Promise.all(runs), [0, 0, 0]);
+    const rec = await new FileCredentialStore(dir).load('k');
+    assert.equal(rec?.displayName, '90');
+    assert.deepEqual(
+      readdirSync(join(dir, 'gateways')).filter((f) => !f.endsWith('.json')),
+      [],
+      'no lock or temp file left behind',
+    );
+  });
+
+  /** A transport that plays a gateway from a script: challenge, then `reply` answers the connect. */
+  function scripted(reply: (params: Record<string, unknown>) => { error?: Record<string, unknown>; closeCode?: number }, opened = true): Transport {
+    return (_url, h) => {
+      let closed = false;
+      const close = (code: number, reason: string) => {
+        if (closed) return;
+        closed = true;
+        setImmediate(() => h.onClose(code, reason));
+      };
+      setImmediate(() => {
+        if (!opened) return close(1006, '');
+        h.onOpen();
+        h.onMessage(JSON.stringify({ type: 'event', event: 'connect.challenge', payload: { nonce: 'n', ts: 1 } }));
+      });
+      return {
+        send: (text) => {
+          const f = JSON.parse(text);
+          if (f.method !== 'connect') return;
+          const r = reply(f.params);
+          if (r.error) h.onMessage(JSON.stringify({ type: 'res', id: f.id, ok: false, error: r.error }));
+          close(r.closeCode ?? 1008, '');
+        },
+        close: (code) => close(code ?? 1000, ''),
+      };
+    };
+  }
+
+  async function scriptedClient(transport: Transport, extra: Partial<GatewayClientOptions> = {}): Promise<GatewayClient> {
+    const store = new MemoryCredentialStore();
+    await setSharedToken(store, platform, 'ws://gw.test:1', 'cgs_x', { validate: false });
+    return client({ url: 'ws://gw.test:1', store, platform: { ...platform, transport }, now: () => 1_000_000, random: () => 0.5, ...extra });
+  }
+
+  test('backoff doubles per failure up to the ceiling (jitter centred by the injected random)', async () => {
+    const c = await scriptedClient(
+      scripted(() => ({}), false),
+      { backoff: { baseMs: 20, maxMs: 80, jitter: 0.2 } },
+    );
+    const delays: number[] = [];
+    c.onState((s) => {
+      if (s.status === 'connecting' && s.retryAtMs !== undefined) delays.push(s.retryAtMs - 1_000_000);
+    });
+    c.start();
+    await c.waitFor(() => delays.length >= 5, 5000);
+    c.close();
+    assert.deepEqual(delays.slice(0, 5), [20, 40, 80, 80, 80]);
+  });
+
+  test('AUTH_RATE_LIMITED waits at least retryAfterMs; an unknown refusal pauses instead of looping', async () => {
+    const limited = await scriptedClient(
+      scripted(() => ({
+        error: { code: 'INVALID_REQUEST', message: 'slow down', retryable: true, retryAfterMs: 7000, details: { code: 'AUTH_RATE_LIMITED' } },
+      })),
+      { backoff: { baseMs: 10 } },
+    );
+    limited.start();
+    const s = await limited.waitFor((x) => x.status === 'connecting' && x.retryAtMs !== undefined, 5000);
+    assert.equal(s.status === 'connecting' && s.retryAtMs! - 1_000_000, 7000);
+    limited.close();
+
+    let connects = 0;
+    const odd = await scriptedClient(
+      scripted(() => {
+        connects++;
+        return { error: { code: 'INVALID_REQUEST', message: 'something new', details: { code: 'SOMETHING_NEW' } } };
+      }),
+      { backoff: { baseMs: 10 } },
+    );
+    await assert.rejects(odd.connect(), (e: unknown) => e instanceof ClientError && e.code === 'CLIENT_PAUSED' && e.gatewayCode === 'SOMETHING_NEW');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(connects, 1);
   });
 });

@@ -3,7 +3,7 @@
  * credential store (one JSON file per gateway, mode 0600, written atomically and fsync'd).
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { KeyedQueue } from './credentials.js';
@@ -63,6 +63,9 @@ export const nodeCrypto: CryptoProvider = {
 export function nodePlatform(opts: { transport?: Transport } = {}): Platform {
   return { transport: opts.transport ?? nodeTransport, crypto: nodeCrypto, platformName: process.platform };
 }
+
+/** How long a writer waits for another process's lock before giving up. */
+const LOCK_WAIT_MS = 10_000;
 
 function isRecord(v: unknown): v is GatewayRecord {
   const r = v as GatewayRecord;
@@ -133,33 +136,95 @@ export class FileCredentialStore implements CredentialStore {
   update(key: string, mutate: (current: GatewayRecord | null) => GatewayRecord | null, opts: UpdateOptions = {}): Promise<GatewayRecord | null> {
     return this.queue.run(key, async () => {
       const path = this.fileFor(key);
-      const current = this.read(path, key);
-      const next = mutate(current);
-      if (next === current) return current;
       mkdirSync(this.gatewaysDir, { recursive: true, mode: 0o700 });
-      this.sweepTemps(path);
-      if (next === null) {
-        try {
-          unlinkSync(path);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-        }
-        this.syncDir();
-        return null;
-      }
-      const tmp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-      const fd = openSync(tmp, 'wx', 0o600);
+      const unlock = await this.lock(path);
       try {
-        writeSync(fd, `${JSON.stringify(next, null, 2)}\n`);
-        fsyncSync(fd);
+        return await this.updateLocked(path, key, mutate, opts);
       } finally {
-        closeSync(fd);
+        unlock();
       }
-      if (this.opts.checkpoint) await this.opts.checkpoint(`before-rename:${opts.label ?? 'record'}`);
-      renameSync(tmp, path);
-      this.syncDir();
-      return next;
     });
+  }
+
+  /**
+   * Another process (a node host while `clawgate pair` runs) may update the same record: a lock
+   * file next to it, holding the owner's pid, serialises the read-modify-write. A lock whose
+   * owner died is taken over.
+   */
+  private async lock(path: string): Promise<() => void> {
+    const lockPath = `${path}.lock`;
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (;;) {
+      try {
+        const fd = openSync(lockPath, 'wx', 0o600);
+        try {
+          writeSync(fd, String(process.pid));
+        } finally {
+          closeSync(fd);
+        }
+        return () => {
+          try {
+            unlinkSync(lockPath);
+          } catch {
+            // Already gone.
+          }
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      let owner = Number.NaN;
+      let ageMs = 0;
+      try {
+        owner = Number.parseInt(readFileSync(lockPath, 'utf8'), 10);
+        ageMs = Date.now() - statSync(lockPath).mtimeMs;
+      } catch {
+        continue; // released meanwhile
+      }
+      const dead = Number.isInteger(owner) && owner > 0 ? !processAlive(owner) : ageMs > LOCK_WAIT_MS;
+      if (dead) {
+        try {
+          unlinkSync(lockPath);
+        } catch {
+          // Another waiter took it over first.
+        }
+        continue;
+      }
+      if (Date.now() > deadline) throw new CredentialStoreError(`${lockPath} is held by process ${owner} for more than ${LOCK_WAIT_MS} ms`);
+      await new Promise((r) => setTimeout(r, 5 + Math.floor(Math.random() * 10)));
+    }
+  }
+
+  private async updateLocked(
+    path: string,
+    key: string,
+    mutate: (current: GatewayRecord | null) => GatewayRecord | null,
+    opts: UpdateOptions,
+  ): Promise<GatewayRecord | null> {
+    const current = this.read(path, key);
+    const next = mutate(current);
+    if (next === current) return current;
+    this.sweepTemps(path);
+    if (next === null) {
+      try {
+        unlinkSync(path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+      this.syncDir();
+      return null;
+    }
+    const tmp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+    const fd = openSync(tmp, 'wx', 0o600);
+    try {
+      writeSync(fd, `${JSON.stringify(next, null, 2)}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    if (this.opts.checkpoint) await this.opts.checkpoint(`before-rename:${opts.label ?? 'record'}`);
+    renameSync(tmp, path);
+    this.syncDir();
+    return next;
   }
 
   async list(): Promise<GatewayRecord[]> {
