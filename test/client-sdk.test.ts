@@ -37,21 +37,16 @@ after(async () => {
 });
 
 async function gateway(config: Parameters<typeof startTestGateway>[0] = {}): Promise<TestGateway> {
-  let tg = await startTestGateway(config);
-  const handle = {
-    get current() {
-      return tg;
-    },
-  };
-  cleanup.push(async () => {
-    await handle.current.stop();
-    removeDir(handle.current.stateDir);
-  });
+  const tg = await startTestGateway(config);
+  cleanup.push(() => removeDir(tg.stateDir));
+  return track(tg);
+}
+
+/** Stop every incarnation of a test gateway at the end, however often it was restarted. */
+function track(tg: TestGateway): TestGateway {
+  cleanup.push(() => tg.stop());
   const restart = tg.restart.bind(tg);
-  tg.restart = async () => {
-    tg = await restart();
-    return tg;
-  };
+  tg.restart = async () => track(await restart());
   return tg;
 }
 
@@ -210,6 +205,43 @@ describe('setup-code pairing', () => {
   });
 });
 
+describe('re-pairing', () => {
+  test('the same code applied twice by the same device succeeds both times with working tokens', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const code = await mintCode(tg);
+    const one = await pairWithSetupCode(store, platform, code.setupCode, fast);
+    one.close();
+    const first = (await only(store)).tokens.operator?.token;
+    const two = await pairWithSetupCode(store, platform, code.setupCode, fast);
+    two.close();
+    const rec = await only(store);
+    assert.ok(rec.tokens.operator?.token && rec.tokens.operator.token !== first, 'fresh tokens from the repeat');
+    assert.equal(rec.bootstrap, undefined);
+    const c = client({ url: tg.url, store });
+    assert.equal((await c.connect()).credential, 'device-token');
+  });
+
+  test('a used code applied to a paired device fails clearly and leaves the pairing working', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const c = await pairWithSetupCode(store, platform, (await mintCode(tg)).setupCode, fast);
+    c.close();
+    const before = await only(store);
+    const spent = await mintCode(tg);
+    (await pairWithSetupCode(fileStore(), platform, spent.setupCode, fast)).close();
+    await assert.rejects(
+      pairWithSetupCode(store, platform, spent.setupCode, fast),
+      (e: unknown) => e instanceof ClientError && e.gatewayCode === 'AUTH_BOOTSTRAP_TOKEN_USED',
+    );
+    const afterFail = await only(store);
+    assert.deepEqual(afterFail.tokens, before.tokens, 'device tokens untouched');
+    assert.equal(afterFail.bootstrap, undefined, 'the dead code is not kept');
+    const d = client({ url: tg.url, store });
+    assert.equal((await d.connect()).credential, 'device-token');
+  });
+});
+
 describe('approval, revocation, restarts', () => {
   test('approval while waiting: awaiting-approval(requestId) moves to connected on the same socket', async () => {
     const tg = await gateway({ config: { autoApproveLocal: false } });
@@ -262,20 +294,51 @@ describe('approval, revocation, restarts', () => {
     await assert.rejects(c.request('health'), (e: unknown) => e instanceof ClientError && e.code === 'NOT_CONNECTED' && /clawgate pair/.test(e.nextStep ?? ''));
   });
 
-  test('revoked token with a shared-token fallback: one bounded recovery, re-paired with a fresh token', async () => {
+  for (const action of ['device.token.revoke', 'device.pair.remove'] as const) {
+    test(`${action} with a shared-token fallback: one bounded recovery, re-paired with a fresh token`, async () => {
+      const tg = await gateway();
+      const store = fileStore();
+      await setSharedToken(store, platform, tg.url, TEST_TOKEN);
+      const c = client({ url: tg.url, store, scopes: ['operator.read'] });
+      await c.connect();
+      const first = await only(store);
+      assert.ok(first.tokens.operator);
+      await ownerCall(tg, action, action === 'device.token.revoke' ? { deviceId: first.deviceId, role: 'operator' } : { deviceId: first.deviceId });
+      await reach(c, 'connecting');
+      const s = await reach(c, 'connected');
+      assert.equal(s.credential, 'shared-token');
+      const fresh = (await only(store)).tokens.operator?.token;
+      assert.ok(fresh && fresh !== first.tokens.operator?.token, 'a new token replaced the dead one');
+      assert.equal(s.deviceId, first.deviceId, 'same identity');
+    });
+  }
+
+  test('no fallback over an untrusted transport: a refused device token pauses even with a shared token stored', async () => {
     const tg = await gateway();
     const store = fileStore();
     await setSharedToken(store, platform, tg.url, TEST_TOKEN);
-    const c = client({ url: tg.url, store, scopes: ['operator.read'] });
+    const c = client({ url: tg.url, store, recoverySafe: () => false });
     await c.connect();
-    const first = (await only(store)).tokens.operator?.token;
-    assert.ok(first);
     await ownerCall(tg, 'device.token.revoke', { deviceId: (await only(store)).deviceId, role: 'operator' });
-    await reach(c, 'connecting');
-    const s = await reach(c, 'connected');
-    assert.equal(s.credential, 'shared-token');
-    const fresh = (await only(store)).tokens.operator?.token;
-    assert.ok(fresh && fresh !== first, 'a new token replaced the revoked one');
+    const p = await reach(c, 'paused');
+    assert.equal(p.reason, 'device-token-rejected');
+    assert.match(p.message, /not safe/);
+    assert.ok((await only(store)).tokens.operator, 'nothing was cleared');
+  });
+
+  test('shared-token flow: operator and node of one device both get their own token', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    await setSharedToken(store, platform, tg.url, TEST_TOKEN);
+    const op = client({ url: tg.url, store });
+    const node = client({ url: tg.url, store, role: 'node', commands: ['system.which'] });
+    const [a, b] = await Promise.all([op.connect(), node.connect()]);
+    assert.equal(a.role, 'operator');
+    assert.equal(b.role, 'node');
+    assert.equal(a.deviceId, b.deviceId);
+    const rec = await only(store);
+    assert.ok(rec.tokens.operator && rec.tokens.node, 'concurrent hand-offs of both roles both landed in the one record');
+    assert.notEqual(rec.tokens.operator.token, rec.tokens.node.token);
   });
 
   test('gateway restart: the client leaves connected and comes back by itself', async () => {
@@ -307,8 +370,7 @@ describe('approval, revocation, restarts', () => {
     assert.ok(before.tokens.operator);
     // The gateway's token is replaced.
     await tg.stop();
-    tg = await startTestGateway({ stateDir: tg.stateDir, port: Number(new URL(tg.url).port), config: { token: 'cgs_replaced-token' } });
-    cleanup.push(() => tg.stop());
+    tg = track(await startTestGateway({ stateDir: tg.stateDir, port: Number(new URL(tg.url).port), config: { token: 'cgs_replaced-token' } }));
     await assert.rejects(
       setSharedToken(store, platform, tg.url, 'cgs_wrong'),
       (e: unknown) => e instanceof ClientError && e.gatewayCode === 'AUTH_TOKEN_MISMATCH',

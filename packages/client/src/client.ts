@@ -759,6 +759,26 @@ export class GatewayClient {
       return this.pause(gen, 'pairing-required', err.message, nextStep, { code, ...(requestId ? { requestId } : {}) });
     }
     const personReason = NEEDS_PERSON[code];
+    if (
+      personReason === 'setup-code-unusable' &&
+      a.cred.kind === 'bootstrap-token' &&
+      (code !== 'AUTH_BOOTSTRAP_TOKEN_INVALID' || details.reason === 'invalid')
+    ) {
+      // The gateway says this code can never work again (used, expired, revoked or unknown):
+      // forget it, so it neither blocks the hand-off bookkeeping nor is retried. A code that is
+      // only wrong for this role (role-not-in-profile) is kept for the right role.
+      const dead = a.cred.secret;
+      await this.store.update(
+        this.target.key,
+        (r) => {
+          if (!r || r.bootstrap?.token !== dead) return r;
+          const next = cloneRecord(r);
+          delete next.bootstrap;
+          return next;
+        },
+        { label: 'bootstrap-drop' },
+      );
+    }
     if (personReason) {
       let nextStep = err.nextStep ?? PAIR_AGAIN;
       if (personReason === 'setup-code-unusable' && !a.record.tokens[this.role]) nextStep = `${nextStep} ${PAIR_AGAIN}`;
