@@ -26,8 +26,11 @@ import {
   setSharedToken,
   type Transport,
 } from '../packages/client/src/node.js';
+import { connectGateway } from '../src/client/connection.js';
+import type { TlsMaterial } from '../src/core/config.js';
+import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { mintCode, ownerCall, pairedDevices, reach, tempDir } from './helpers/client.js';
-import { removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 const platform = nodePlatform();
 const fast = { backoff: { baseMs: 40, maxMs: 400 } };
@@ -585,5 +588,56 @@ describe('stores and retry policy', () => {
     await assert.rejects(odd.connect(), (e: unknown) => e instanceof ClientError && e.code === 'CLIENT_PAUSED' && e.gatewayCode === 'SOMETHING_NEW');
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(connects, 1);
+  });
+});
+
+describe('TLS pinning (native wss:// with a self-signed certificate)', () => {
+  function tls(dir: string): TlsMaterial {
+    const made = ensureSelfSignedCert(dir);
+    return { certPem: readFileSync(made.certPath, 'utf8'), keyPem: readFileSync(made.keyPath, 'utf8'), certPath: made.certPath, selfSigned: true };
+  }
+
+  test('the setup code pins the certificate; a replaced certificate pauses before any credential is sent', async () => {
+    const dirA = tempDir();
+    const dirB = tempDir();
+    const a = tls(dirA);
+    const tg = track(await startTestGateway({ stateDir: dirA, config: { tls: a } }));
+    const other = track(await startTestGateway({ stateDir: dirB, config: { tls: tls(dirB) } }));
+    cleanup.push(() => removeDir(dirA));
+    cleanup.push(() => removeDir(dirB));
+    const pinA = certFacts(a.certPem).fingerprint;
+    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, tlsFingerprint: pinA, client: { id: 'cli', mode: 'cli' } });
+    const code = await owner.request<{ setupCode: string }>('device.pair.setupCode', {});
+    await owner.close();
+
+    const store = fileStore();
+    const c = await pairWithSetupCode(store, platform, code.setupCode, fast);
+    assert.equal(c.state.status, 'connected', 'self-signed but pinned: accepted');
+    c.close();
+    const rec = await only(store);
+    assert.equal(rec.tlsFingerprint, pinA);
+
+    // The same credentials filed for a server with another certificate (a replaced cert, or an interceptor).
+    const otherKey = normalizeGatewayUrl(other.url).key;
+    await store.update(otherKey, () => ({ ...rec, url: other.url, key: otherKey }));
+    const sent: string[] = [];
+    const recording: Transport = (url, h, o) => {
+      const sock = nodeTransport(url, h, o);
+      return { send: (t) => (sent.push(t), sock.send(t)), close: (code, reason) => sock.close(code, reason) };
+    };
+    const d = client({ url: other.url, store, platform: { ...platform, transport: recording } });
+    const err = await d.connect().then(
+      () => assert.fail('connected through a certificate it never pinned'),
+      (e: unknown) => e as ClientError,
+    );
+    assert.equal(err.gatewayCode, 'TLS_PIN_MISMATCH');
+    assert.match(err.message, /expected SHA-256 [0-9a-f]{64}, got [0-9a-f]{64}/);
+    assert.equal(d.state.status === 'paused' && d.state.reason, 'tls-untrusted');
+    assert.deepEqual(sent, [], 'not one frame (let alone a credential) went to the wrong server');
+
+    // A pin with a ws:// URL is refused rather than silently dropping TLS.
+    const plain = client({ url: tg.url.replace('wss:', 'ws:'), store });
+    await store.update(normalizeGatewayUrl(plain.target.url).key, () => ({ ...rec, key: normalizeGatewayUrl(plain.target.url).key }));
+    await assert.rejects(plain.connect(), (e: unknown) => e instanceof ClientError && /not a wss:\/\/ URL/.test(e.message));
   });
 });

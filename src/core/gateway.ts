@@ -29,6 +29,7 @@ import type { GatewayConfig } from './config.js';
 import { type DispatchLog, MethodTable } from './dispatch.js';
 import type { Clock, Random } from './env.js';
 import { type VerifiedDevice, verifyDeviceProof } from './identity.js';
+import { NodeRegistry } from './nodes.js';
 import { type ClientDescription, type Principal, SessionPrincipal, type SessionTransport } from './principal.js';
 import { type CredentialKind, FailureLimiter } from './ratelimit.js';
 import { type MintedToken, mintToken, parseToken, SharedSecret, secretMatchesHash } from './secrets.js';
@@ -76,6 +77,12 @@ export const EVENT_SCOPES: Record<string, string | null> = {
   'device.pair.changed': PAIRING,
   'device.pair.setup.completed': PAIRING,
   'auth.updated': null,
+  // nodes (issue 5)
+  'node.pair.requested': PAIRING,
+  'node.pair.resolved': PAIRING,
+  'node.event': READ,
+  // automations (issue 7): sent only to subscribers of the session (sessions.subscribe)
+  chat: READ,
 };
 
 const checkRequest = TypeCompiler.Compile(RequestFrameSchema);
@@ -105,6 +112,8 @@ export class Gateway {
   readonly bootId: string;
   readonly startedAtMs: number;
   readonly sessions = new Map<string, SessionPrincipal>();
+  /** Live node connections, surfaces and node.invoke routing (issue 5). */
+  readonly nodes: NodeRegistry;
   private readonly byDevice = new Map<string, Set<SessionPrincipal>>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly sharedToken: SharedSecret | null;
@@ -113,6 +122,8 @@ export class Gateway {
   private seen = new Map<string, { deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
+  /** Work that must finish before the store closes (automations: scheduler, delivery worker). */
+  private readonly stopHooks: Array<() => Promise<void>> = [];
 
   constructor(deps: GatewayDeps) {
     this.store = deps.store;
@@ -127,6 +138,7 @@ export class Gateway {
     this.sharedToken = deps.config.token ? new SharedSecret(deps.config.token) : null;
     this.sharedPassword = deps.config.password ? new SharedSecret(deps.config.password) : null;
     this.owner = deps.config.ownerCredential ? new SharedSecret(deps.config.ownerCredential) : null;
+    this.nodes = new NodeRegistry(this, deps.config.nodeLimits);
   }
 
   /** Start periodic work (tick events, access-metadata flush). */
@@ -341,7 +353,19 @@ export class Gateway {
       setup,
       bootstrapDetails,
     };
-    return this.carryOut(decision, ctx);
+    return this.admitted(await this.carryOut(decision, ctx), ctx);
+  }
+
+  /** After admission: a node's declared surface is checked (and a request filed) before hello-ok. */
+  private async admitted(out: ConnectOutcome, ctx: AdmitContext): Promise<ConnectOutcome> {
+    if (out.type !== 'hello' || out.session.role !== 'node') return out;
+    try {
+      await this.nodes.attach(out.session, ctx.params);
+    } catch (err) {
+      this.disconnect(out.session);
+      throw err;
+    }
+    return out;
   }
 
   private isLocked(address: string, kind: CredentialKind): boolean {
@@ -572,7 +596,7 @@ export class Gateway {
         set.delete(waiter);
         finish(o);
       },
-      admit: () => this.admitDevice(ctx, ctx.scopes),
+      admit: async () => this.admitted(await this.admitDevice(ctx, ctx.scopes), ctx),
     };
     set.add(waiter);
     this.waiters.set(requestId, set);
@@ -717,6 +741,7 @@ export class Gateway {
 
   disconnect(session: SessionPrincipal): void {
     if (!this.sessions.delete(session.connId)) return;
+    this.nodes.detach(session);
     if (session.deviceId) {
       const set = this.byDevice.get(session.deviceId);
       set?.delete(session);
@@ -916,6 +941,11 @@ export class Gateway {
     }
   }
 
+  /** Run `fn` during stop, after the sessions are closed and before the store is. */
+  onStop(fn: () => Promise<void>): void {
+    this.stopHooks.push(fn);
+  }
+
   /** Stop: `shutdown` event, close 1012 for everyone, flush, and close the store. */
   async stop(reason = 'gateway stopping'): Promise<void> {
     if (this.stopping) return;
@@ -932,6 +962,9 @@ export class Gateway {
       for (const w of [...set]) w.finish({ type: 'reject', frame: null, closeCode: CLOSE.restart, closeReason: 'service restart' });
     }
     this.waiters.clear();
+    for (const fn of this.stopHooks) {
+      await fn().catch((err) => this.log.error('stop hook failed', { err: String(err) }));
+    }
     await this.flushSeen();
     await this.store.close();
   }

@@ -1,6 +1,6 @@
 /** Pure helpers every adapter uses, so the adapters differ only in how they persist. */
 import { createHash } from 'node:crypto';
-import type { AuditEntry, AuditInput, PairingRequest, UpsertRequestInput } from './types.js';
+import type { AuditEntry, AuditInput, Delivery, DeliveryAttempt, PairingRequest, UpsertRequestInput } from './types.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
 
@@ -73,4 +73,20 @@ export function mergePairingRequest(
       widenedAtMs: widened ? input.atMs : existing.widenedAtMs,
     },
   };
+}
+
+/** A pending delivery after one attempt (automations, issue 7): every adapter stores this. */
+export function applyAttempt(d: Delivery, a: DeliveryAttempt): Delivery {
+  const next: Delivery = { ...d, attempts: d.attempts + 1, lastAttemptAtMs: a.atMs, lastError: a.error, lastStatus: a.httpStatus };
+  if (a.outcome === 'delivered') {
+    next.status = 'delivered';
+    next.deliveredAtMs = a.atMs;
+    next.lastError = undefined;
+  } else if (a.outcome === 'dead') {
+    next.status = 'dead';
+    next.deadAtMs = a.atMs;
+  } else {
+    next.nextAttemptAtMs = a.nextAttemptAtMs ?? a.atMs;
+  }
+  return next;
 }

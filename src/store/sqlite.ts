@@ -5,24 +5,43 @@
 import { closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Role } from '../protocol/frames.js';
+import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
-import { chainAudit, mergePairingRequest } from './shared.js';
+import { applyAttempt, chainAudit, mergePairingRequest } from './shared.js';
 import type {
+  AppendMessageResult,
   ApproveInput,
   AuditEntry,
   AuditInput,
+  ChatMessage,
+  ChatSession,
+  CronJob,
+  CronJobPatch,
+  CronRun,
+  Delivery,
+  DeliveryAttempt,
+  DeliveryStatus,
   DeviceRecord,
   GrantRecord,
+  NewChannel,
+  NewChatMessage,
+  NewChatSession,
+  NewCronJob,
+  NewDelivery,
   NewSetupCode,
   NewToken,
+  NodeSurfaceRecord,
+  NodeSurfaceRequest,
   PairingRequest,
   RedeemSetupInput,
   RedeemSetupResult,
   SetupCodeRecord,
   Store,
   TokenRecord,
+  UpsertNodeSurfaceInput,
   UpsertRequestInput,
   UpsertRequestResult,
+  WebhookChannel,
 } from './types.js';
 
 /** Numbered migrations; `user_version` records how many ran. Never edit a shipped one. */
@@ -53,6 +72,38 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
      failures INTEGER NOT NULL DEFAULT 0, burned_at_ms INTEGER, revoked_at_ms INTEGER,
      redeemed_at_ms INTEGER, redeem_count INTEGER NOT NULL DEFAULT 0, device_id TEXT, public_key TEXT,
      device_name TEXT, redeemed_role TEXT, grant_epochs_json TEXT);`,
+  // 3: node command surfaces (issue 5). They live with the node role: the trigger drops them
+  // whenever a node grant row goes (revoke, role removal, device removal by cascade).
+  `CREATE TABLE node_surfaces (
+     device_id TEXT PRIMARY KEY REFERENCES devices(device_id) ON DELETE CASCADE,
+     body_json TEXT NOT NULL, approved_at_ms INTEGER NOT NULL);
+   CREATE TABLE node_surface_requests (
+     request_id TEXT PRIMARY KEY, device_id TEXT NOT NULL UNIQUE REFERENCES devices(device_id) ON DELETE CASCADE,
+     body_json TEXT NOT NULL, created_at_ms INTEGER NOT NULL);
+   CREATE TRIGGER node_grant_gone AFTER DELETE ON grants WHEN OLD.role = 'node' BEGIN
+     DELETE FROM node_surfaces WHERE device_id = OLD.device_id;
+     DELETE FROM node_surface_requests WHERE device_id = OLD.device_id;
+   END;`,
+  // 4: automations (issue 7): chat sessions and messages, webhook channels, the delivery outbox, cron.
+  `CREATE TABLE chat_sessions (
+     session_id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, label TEXT, parent_id TEXT, created_by TEXT NOT NULL,
+     created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, message_count INTEGER NOT NULL DEFAULT 0);
+   CREATE INDEX chat_sessions_parent ON chat_sessions(parent_id);
+   CREATE TABLE chat_messages (
+     session_id TEXT NOT NULL REFERENCES chat_sessions(session_id) ON DELETE CASCADE, seq INTEGER NOT NULL,
+     message_id TEXT NOT NULL, author TEXT NOT NULL, text TEXT NOT NULL, idempotency_key TEXT, at_ms INTEGER NOT NULL,
+     PRIMARY KEY (session_id, seq), UNIQUE (session_id, idempotency_key));
+   CREATE TABLE channels (
+     channel_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, url TEXT NOT NULL, username TEXT, source TEXT NOT NULL,
+     created_by TEXT NOT NULL, created_at_ms INTEGER NOT NULL);
+   CREATE TABLE deliveries (
+     delivery_id TEXT PRIMARY KEY, channel_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, status TEXT NOT NULL,
+     next_attempt_at_ms INTEGER NOT NULL, body_json TEXT NOT NULL, UNIQUE (channel_id, idempotency_key));
+   CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at_ms);
+   CREATE TABLE cron_jobs (job_id TEXT PRIMARY KEY, created_at_ms INTEGER NOT NULL, body_json TEXT NOT NULL);
+   CREATE TABLE cron_runs (
+     run_id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES cron_jobs(job_id) ON DELETE CASCADE, body_json TEXT NOT NULL);
+   CREATE INDEX cron_runs_job ON cron_runs(job_id);`,
 ];
 
 interface DeviceRow {
@@ -183,6 +234,73 @@ function toAudit(r: AuditRow): AuditEntry {
     hash: r.hash,
   };
 }
+
+// automations (issue 7)
+interface ChatSessionRow {
+  session_id: string;
+  key: string;
+  label: string | null;
+  parent_id: string | null;
+  created_by: string;
+  created_at_ms: number;
+  updated_at_ms: number;
+  message_count: number;
+}
+interface ChatMessageRow {
+  session_id: string;
+  seq: number;
+  message_id: string;
+  author: string;
+  text: string;
+  idempotency_key: string | null;
+  at_ms: number;
+}
+interface ChannelRow {
+  channel_id: string;
+  name: string;
+  url: string;
+  username: string | null;
+  source: WebhookChannel['source'];
+  created_by: string;
+  created_at_ms: number;
+}
+function toChatSession(r: ChatSessionRow): ChatSession {
+  return {
+    sessionId: r.session_id,
+    key: r.key,
+    label: opt(r.label),
+    parentId: opt(r.parent_id),
+    createdBy: r.created_by,
+    createdAtMs: r.created_at_ms,
+    updatedAtMs: r.updated_at_ms,
+    messageCount: r.message_count,
+  };
+}
+function toChatMessage(r: ChatMessageRow): ChatMessage {
+  return {
+    sessionId: r.session_id,
+    seq: r.seq,
+    messageId: r.message_id,
+    author: r.author,
+    text: r.text,
+    idempotencyKey: opt(r.idempotency_key),
+    atMs: r.at_ms,
+  };
+}
+function toChannel(r: ChannelRow): WebhookChannel {
+  return {
+    channelId: r.channel_id,
+    name: r.name,
+    type: 'webhook',
+    url: r.url,
+    username: opt(r.username),
+    source: r.source,
+    createdBy: r.created_by,
+    createdAtMs: r.created_at_ms,
+  };
+}
+/** JSON bodies drop undefined fields, so a record read back equals the one written. */
+const body = (v: unknown) => JSON.stringify(v);
 
 export class SqliteStore implements Store {
   readonly kind = 'sqlite' as const;
@@ -544,6 +662,293 @@ export class SqliteStore implements Store {
       this.appendAuditSync(audit);
       return { code: this.setupSync(setupId) as SetupCodeRecord, changed: true };
     });
+  }
+
+  // --- nodes: command surfaces (issue 5) -----------------------------------------------------
+  async getNodeSurface(deviceId: string) {
+    const r = this.stmt('SELECT body_json FROM node_surfaces WHERE device_id = ?').get(deviceId) as { body_json: string } | undefined;
+    return r ? (JSON.parse(r.body_json) as NodeSurfaceRecord) : null;
+  }
+  async listNodeSurfaces() {
+    return (this.stmt('SELECT body_json FROM node_surfaces ORDER BY approved_at_ms').all() as Array<{ body_json: string }>).map(
+      (r) => JSON.parse(r.body_json) as NodeSurfaceRecord,
+    );
+  }
+  private nodeRequestSync(where: 'request_id' | 'device_id', key: string): NodeSurfaceRequest | undefined {
+    const r = this.stmt(`SELECT body_json FROM node_surface_requests WHERE ${where} = ?`).get(key) as { body_json: string } | undefined;
+    return r ? (JSON.parse(r.body_json) as NodeSurfaceRequest) : undefined;
+  }
+  async upsertNodeSurfaceRequest(input: UpsertNodeSurfaceInput) {
+    return this.tx(() => {
+      const res = mergeNodeSurfaceRequest(this.nodeRequestSync('device_id', input.deviceId), input);
+      this.stmt('DELETE FROM node_surface_requests WHERE device_id = ?').run(input.deviceId);
+      this.stmt('INSERT INTO node_surface_requests (request_id, device_id, body_json, created_at_ms) VALUES (?,?,?,?)').run(
+        res.request.requestId,
+        input.deviceId,
+        JSON.stringify(res.request),
+        res.request.createdAtMs,
+      );
+      if (res.created) this.appendAuditSync(input.audit);
+      return res;
+    });
+  }
+  async getNodeSurfaceRequest(requestId: string) {
+    return this.nodeRequestSync('request_id', requestId) ?? null;
+  }
+  async listNodeSurfaceRequests() {
+    return (this.stmt('SELECT body_json FROM node_surface_requests ORDER BY created_at_ms, rowid').all() as Array<{ body_json: string }>).map(
+      (r) => JSON.parse(r.body_json) as NodeSurfaceRequest,
+    );
+  }
+  async approveNodeSurface(requestId: string, atMs: number, approvedBy: string, audit: AuditInput) {
+    return this.tx(() => {
+      const r = this.nodeRequestSync('request_id', requestId);
+      if (!r) return null;
+      const surface: NodeSurfaceRecord = { deviceId: r.deviceId, caps: r.caps, commands: r.commands, requestId, approvedAtMs: atMs, approvedBy };
+      this.stmt('DELETE FROM node_surface_requests WHERE request_id = ?').run(requestId);
+      this.stmt(
+        'INSERT INTO node_surfaces (device_id, body_json, approved_at_ms) VALUES (?,?,?) ON CONFLICT(device_id) DO UPDATE SET body_json = excluded.body_json, approved_at_ms = excluded.approved_at_ms',
+      ).run(r.deviceId, JSON.stringify(surface), atMs);
+      this.appendAuditSync(audit);
+      return surface;
+    });
+  }
+  async deleteNodeSurfaceRequest(requestId: string, audit: AuditInput) {
+    return this.tx(() => {
+      const n = this.stmt('DELETE FROM node_surface_requests WHERE request_id = ?').run(requestId).changes;
+      if (n > 0) this.appendAuditSync(audit);
+      return n > 0;
+    });
+  }
+
+  // --- automations (issue 7) -------------------------------------------------------------------
+
+  private chatSessionSync(idOrKey: string): ChatSession | null {
+    const r = this.stmt('SELECT * FROM chat_sessions WHERE session_id = ? OR key = ? ORDER BY session_id = ? DESC LIMIT 1').get(idOrKey, idOrKey, idOrKey) as
+      | ChatSessionRow
+      | undefined;
+    return r ? toChatSession(r) : null;
+  }
+  async createChatSession(input: NewChatSession) {
+    return this.tx(() => {
+      if (this.stmt('SELECT 1 FROM chat_sessions WHERE key = ?').get(input.key)) return { ok: false as const, reason: 'key-taken' as const };
+      this.stmt(
+        `INSERT INTO chat_sessions (session_id, key, label, parent_id, created_by, created_at_ms, updated_at_ms, message_count)
+         VALUES (?,?,?,?,?,?,?,0)`,
+      ).run(input.sessionId, input.key, input.label ?? null, input.parentId ?? null, input.createdBy, input.createdAtMs, input.createdAtMs);
+      this.appendAuditSync(input.audit);
+      return { ok: true as const, session: this.chatSessionSync(input.sessionId) as ChatSession };
+    });
+  }
+  async getChatSession(idOrKey: string) {
+    return this.chatSessionSync(idOrKey);
+  }
+  async listChatSessions(opts: { parentId?: string; limit?: number } = {}) {
+    const rows = (
+      opts.parentId === undefined
+        ? this.stmt('SELECT * FROM chat_sessions ORDER BY updated_at_ms DESC, created_at_ms DESC LIMIT ?').all(opts.limit ?? -1)
+        : this.stmt('SELECT * FROM chat_sessions WHERE parent_id = ? ORDER BY updated_at_ms DESC, created_at_ms DESC LIMIT ?').all(
+            opts.parentId,
+            opts.limit ?? -1,
+          )
+    ) as ChatSessionRow[];
+    return rows.map(toChatSession);
+  }
+  async appendChatMessage(input: NewChatMessage): Promise<AppendMessageResult> {
+    return this.tx((): AppendMessageResult => {
+      const s = this.stmt('SELECT * FROM chat_sessions WHERE session_id = ?').get(input.sessionId) as ChatSessionRow | undefined;
+      if (!s) return { ok: false, reason: 'unknown-session' };
+      if (input.idempotencyKey !== undefined) {
+        const prior = this.stmt('SELECT * FROM chat_messages WHERE session_id = ? AND idempotency_key = ?').get(input.sessionId, input.idempotencyKey) as
+          | ChatMessageRow
+          | undefined;
+        if (prior) return { ok: true, message: toChatMessage(prior), duplicate: true };
+      }
+      const seq = s.message_count + 1;
+      this.stmt('INSERT INTO chat_messages (session_id, seq, message_id, author, text, idempotency_key, at_ms) VALUES (?,?,?,?,?,?,?)').run(
+        input.sessionId,
+        seq,
+        input.messageId,
+        input.author,
+        input.text,
+        input.idempotencyKey ?? null,
+        input.atMs,
+      );
+      this.stmt('UPDATE chat_sessions SET message_count = ?, updated_at_ms = MAX(updated_at_ms, ?) WHERE session_id = ?').run(seq, input.atMs, input.sessionId);
+      this.appendAuditSync(input.audit);
+      const { audit: _audit, ...rest } = input;
+      return { ok: true, message: { ...rest, seq }, duplicate: false };
+    });
+  }
+  async listChatMessages(sessionId: string, opts: { beforeSeq?: number; afterSeq?: number; limit?: number } = {}) {
+    const limit = opts.limit ?? 100;
+    if (opts.afterSeq !== undefined) {
+      const rows = this.stmt('SELECT * FROM chat_messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?').all(
+        sessionId,
+        opts.afterSeq,
+        limit,
+      ) as ChatMessageRow[];
+      return rows.map(toChatMessage);
+    }
+    const rows = this.stmt('SELECT * FROM chat_messages WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?').all(
+      sessionId,
+      opts.beforeSeq ?? Number.MAX_SAFE_INTEGER,
+      limit,
+    ) as ChatMessageRow[];
+    return rows.reverse().map(toChatMessage);
+  }
+
+  private channelSync(idOrName: string): WebhookChannel | null {
+    const r = this.stmt('SELECT * FROM channels WHERE channel_id = ? OR name = ? ORDER BY channel_id = ? DESC LIMIT 1').get(idOrName, idOrName, idOrName) as
+      | ChannelRow
+      | undefined;
+    return r ? toChannel(r) : null;
+  }
+  async putChannel(input: NewChannel) {
+    return this.tx(() => {
+      const existing = this.stmt('SELECT * FROM channels WHERE name = ?').get(input.name) as ChannelRow | undefined;
+      if (existing && (input.source !== 'config' || existing.source !== 'config')) return { ok: false as const, reason: 'name-taken' as const };
+      if (existing) {
+        this.stmt('UPDATE channels SET url = ?, username = ? WHERE channel_id = ?').run(input.url, input.username ?? null, existing.channel_id);
+      } else {
+        this.stmt('INSERT INTO channels (channel_id, name, url, username, source, created_by, created_at_ms) VALUES (?,?,?,?,?,?,?)').run(
+          input.channelId,
+          input.name,
+          input.url,
+          input.username ?? null,
+          input.source,
+          input.createdBy,
+          input.createdAtMs,
+        );
+      }
+      this.appendAuditSync(input.audit);
+      return { ok: true as const, channel: this.channelSync(existing?.channel_id ?? input.channelId) as WebhookChannel, created: !existing };
+    });
+  }
+  async getChannel(idOrName: string) {
+    return this.channelSync(idOrName);
+  }
+  async listChannels() {
+    return (this.stmt('SELECT * FROM channels ORDER BY name').all() as ChannelRow[]).map(toChannel);
+  }
+  async removeChannel(idOrName: string, audit: AuditInput) {
+    return this.tx(() => {
+      const c = this.channelSync(idOrName);
+      if (!c) return false;
+      this.stmt('DELETE FROM channels WHERE channel_id = ?').run(c.channelId);
+      this.appendAuditSync(audit);
+      return true;
+    });
+  }
+
+  private putDeliverySync(d: Delivery): void {
+    this.stmt(
+      `INSERT INTO deliveries (delivery_id, channel_id, idempotency_key, status, next_attempt_at_ms, body_json) VALUES (?,?,?,?,?,?)
+       ON CONFLICT(delivery_id) DO UPDATE SET status = excluded.status, next_attempt_at_ms = excluded.next_attempt_at_ms, body_json = excluded.body_json`,
+    ).run(d.deliveryId, d.channelId, d.idempotencyKey, d.status, d.nextAttemptAtMs, body(d));
+  }
+  private deliverySync(deliveryId: string): Delivery | null {
+    const r = this.stmt('SELECT body_json FROM deliveries WHERE delivery_id = ?').get(deliveryId) as { body_json: string } | undefined;
+    return r ? (JSON.parse(r.body_json) as Delivery) : null;
+  }
+  async enqueueDelivery(input: NewDelivery) {
+    return this.tx(() => {
+      const prior = this.stmt('SELECT delivery_id FROM deliveries WHERE channel_id = ? AND idempotency_key = ?').get(input.channelId, input.idempotencyKey) as
+        | { delivery_id: string }
+        | undefined;
+      if (prior) return { delivery: this.deliverySync(prior.delivery_id) as Delivery, duplicate: true };
+      const { audit, ...rest } = input;
+      const d: Delivery = { ...rest, status: 'pending', attempts: 0, nextAttemptAtMs: input.createdAtMs };
+      this.putDeliverySync(d);
+      this.appendAuditSync(audit);
+      return { delivery: this.deliverySync(d.deliveryId) as Delivery, duplicate: false };
+    });
+  }
+  async getDelivery(deliveryId: string) {
+    return this.deliverySync(deliveryId);
+  }
+  async listDeliveries(opts: { status?: DeliveryStatus; channelId?: string; limit?: number } = {}) {
+    const rows = this.stmt(
+      `SELECT body_json FROM deliveries WHERE (? IS NULL OR status = ?) AND (? IS NULL OR channel_id = ?) ORDER BY rowid DESC LIMIT ?`,
+    ).all(opts.status ?? null, opts.status ?? null, opts.channelId ?? null, opts.channelId ?? null, opts.limit ?? -1) as Array<{ body_json: string }>;
+    return rows.map((r) => JSON.parse(r.body_json) as Delivery);
+  }
+  async dueDeliveries(nowMs: number, limit: number) {
+    const rows = this.stmt(
+      "SELECT body_json FROM deliveries WHERE status = 'pending' AND next_attempt_at_ms <= ? ORDER BY next_attempt_at_ms, rowid LIMIT ?",
+    ).all(nowMs, limit) as Array<{ body_json: string }>;
+    return rows.map((r) => JSON.parse(r.body_json) as Delivery);
+  }
+  async nextDeliveryDueAtMs() {
+    const r = this.stmt("SELECT MIN(next_attempt_at_ms) AS due FROM deliveries WHERE status = 'pending'").get() as { due: number | null };
+    return r.due;
+  }
+  async recordDeliveryAttempt(a: DeliveryAttempt) {
+    return this.tx(() => {
+      const d = this.deliverySync(a.deliveryId);
+      if (d?.status !== 'pending') return null;
+      const next = applyAttempt(d, a);
+      this.putDeliverySync(next);
+      if (a.outcome === 'dead' && a.deadAudit) this.appendAuditSync(a.deadAudit);
+      return this.deliverySync(a.deliveryId);
+    });
+  }
+
+  private cronJobSync(jobId: string): CronJob | null {
+    const r = this.stmt('SELECT body_json FROM cron_jobs WHERE job_id = ?').get(jobId) as { body_json: string } | undefined;
+    return r ? (JSON.parse(r.body_json) as CronJob) : null;
+  }
+  private putCronJobSync(job: CronJob): void {
+    this.stmt('INSERT INTO cron_jobs (job_id, created_at_ms, body_json) VALUES (?,?,?) ON CONFLICT(job_id) DO UPDATE SET body_json = excluded.body_json').run(
+      job.jobId,
+      job.createdAtMs,
+      body(job),
+    );
+  }
+  async createCronJob(input: NewCronJob) {
+    return this.tx(() => {
+      const { audit, ...rest } = input;
+      this.putCronJobSync({ ...rest, updatedAtMs: input.createdAtMs });
+      this.appendAuditSync(audit);
+      return this.cronJobSync(input.jobId) as CronJob;
+    });
+  }
+  async getCronJob(jobId: string) {
+    return this.cronJobSync(jobId);
+  }
+  async listCronJobs() {
+    return (this.stmt('SELECT body_json FROM cron_jobs ORDER BY created_at_ms, rowid').all() as Array<{ body_json: string }>).map(
+      (r) => JSON.parse(r.body_json) as CronJob,
+    );
+  }
+  async updateCronJob(jobId: string, patch: CronJobPatch, atMs: number, audit: AuditInput) {
+    return this.tx(() => {
+      const j = this.cronJobSync(jobId);
+      if (!j) return null;
+      this.putCronJobSync({ ...j, ...patch, updatedAtMs: atMs });
+      this.appendAuditSync(audit);
+      return this.cronJobSync(jobId);
+    });
+  }
+  async removeCronJob(jobId: string, audit: AuditInput) {
+    return this.tx(() => {
+      const n = this.stmt('DELETE FROM cron_jobs WHERE job_id = ?').run(jobId).changes;
+      if (n > 0) this.appendAuditSync(audit);
+      return n > 0;
+    });
+  }
+  async recordCronRun(run: CronRun, nextRunAtMs: number | null) {
+    return this.tx(() => {
+      const j = this.cronJobSync(run.jobId);
+      if (!j) return null;
+      this.stmt('INSERT INTO cron_runs (run_id, job_id, body_json) VALUES (?,?,?)').run(run.runId, run.jobId, body(run));
+      this.putCronJobSync({ ...j, nextRunAtMs, lastRunAtMs: run.startedAtMs });
+      return this.cronJobSync(run.jobId);
+    });
+  }
+  async listCronRuns(jobId: string, limit = 50) {
+    const rows = this.stmt('SELECT body_json FROM cron_runs WHERE job_id = ? ORDER BY rowid DESC LIMIT ?').all(jobId, limit) as Array<{ body_json: string }>;
+    return rows.map((r) => JSON.parse(r.body_json) as CronRun);
   }
 
   async appendAudit(input: AuditInput) {

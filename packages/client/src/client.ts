@@ -24,7 +24,8 @@ export type PauseReason =
   | 'device-token-rejected'
   | 'setup-code-unusable'
   | 'auth-rejected'
-  | 'incompatible';
+  | 'incompatible'
+  | 'tls-untrusted';
 
 export type ClientState =
   | { status: 'idle' }
@@ -171,6 +172,9 @@ const NEEDS_PERSON: Record<string, PauseReason> = {
   DEVICE_AUTH_SIGNATURE_INVALID: 'incompatible',
   DEVICE_AUTH_PUBLIC_KEY_INVALID: 'incompatible',
 };
+
+const TLS_NEXT_STEP =
+  'Check the gateway certificate (`clawgate doctor` on the gateway host prints its fingerprint). If it really changed, pair again with a fresh setup code, which carries the new fingerprint.';
 
 /** Refusals that pass with time. */
 const TRANSIENT = new Set(['AUTH_RATE_LIMITED', 'INTERNAL_ERROR', 'SHUTTING_DOWN', 'HANDSHAKE_TIMEOUT']);
@@ -454,29 +458,38 @@ export class GatewayClient {
       if (!this.isCurrent(gen)) return;
       this.key = key;
     }
+    const pin = record.tlsFingerprint;
+    if (pin && !this.target.secure) {
+      // A pin promises an authenticated channel; quietly talking plaintext would break it.
+      return this.pause(gen, 'tls-untrusted', `a TLS certificate is pinned for this gateway but ${this.target.url} is not a wss:// URL`, TLS_NEXT_STEP);
+    }
     this.setState({ status: 'connecting', attempt: this.failures, credential: cred.kind });
     const connectId = `connect-${gen}`;
     const attempt: Attempt = { gen, record, cred, connectId, admitted: false, finished: false, sock: null as unknown as SocketLike };
     this.attempt = attempt;
-    attempt.sock = this.platform.transport(this.target.url, {
-      onOpen: () => {
-        if (!this.isCurrent(gen) || attempt.finished) return;
-        this.handshakeTimer = setTimeout(() => {
-          if (this.isCurrent(gen) && !attempt.admitted) this.scheduleRetry(gen, { code: 'HANDSHAKE_TIMEOUT', message: 'no hello-ok in time' });
-        }, this.opts.handshakeTimeoutMs ?? 15_000);
+    attempt.sock = this.platform.transport(
+      this.target.url,
+      {
+        onOpen: () => {
+          if (!this.isCurrent(gen) || attempt.finished) return;
+          this.handshakeTimer = setTimeout(() => {
+            if (this.isCurrent(gen) && !attempt.admitted) this.scheduleRetry(gen, { code: 'HANDSHAKE_TIMEOUT', message: 'no hello-ok in time' });
+          }, this.opts.handshakeTimeoutMs ?? 15_000);
+        },
+        onMessage: (text) => {
+          if (!this.isCurrent(gen) || attempt.finished) return;
+          this.onFrame(attempt, text);
+        },
+        onError: () => {
+          // A close always follows; the close decides.
+        },
+        onClose: (code, reason) => {
+          if (!this.isCurrent(gen) || attempt.finished) return;
+          this.onClose(attempt, code, reason);
+        },
       },
-      onMessage: (text) => {
-        if (!this.isCurrent(gen) || attempt.finished) return;
-        this.onFrame(attempt, text);
-      },
-      onError: () => {
-        // A close always follows; the close decides.
-      },
-      onClose: (code, reason) => {
-        if (!this.isCurrent(gen) || attempt.finished) return;
-        this.onClose(attempt, code, reason);
-      },
-    });
+      pin ? { tlsFingerprint: pin } : {},
+    );
   }
 
   private send(a: Attempt, frame: unknown): void {
@@ -799,6 +812,10 @@ export class GatewayClient {
       this.pause(gen, 'pairing-rejected', 'the pairing request was rejected on the gateway', 'Ask the gateway operator, then pair again.', {
         code: 'PAIRING_REJECTED',
       });
+      return;
+    }
+    if (code === 1015 && reason.startsWith('TLS_')) {
+      this.pause(gen, 'tls-untrusted', reason.slice(reason.indexOf(':') + 1).trim(), TLS_NEXT_STEP, { code: reason.slice(0, reason.indexOf(':')) });
       return;
     }
     const lastError = { code: `CLOSE_${code}`, message: reason || `socket closed (${code})` };

@@ -5,21 +5,53 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import { WebSocket } from 'ws';
+import { normalizeFingerprint } from '../../../src/protocol/fingerprint.js';
 import { KeyedQueue } from './credentials.js';
 import { CredentialStoreError } from './errors.js';
 import type { CheckpointHook, CredentialStore, CryptoProvider, DeviceKey, GatewayRecord, Platform, Transport, UpdateOptions } from './types.js';
 
 export * from './index.js';
 
-export const nodeTransport: Transport = (url, h) => {
-  const ws = new WebSocket(url, { perMessageDeflate: false });
-  ws.on('open', () => h.onOpen());
-  ws.on('message', (data, isBinary) => {
-    if (!isBinary) h.onMessage(data.toString());
+/** Certificate errors that time will not fix: the socket is failed as TLS_UNTRUSTED. */
+const CERT_ERROR_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+export const nodeTransport: Transport = (url, h, opts = {}) => {
+  const pin = opts.tlsFingerprint ? normalizeFingerprint(opts.tlsFingerprint) : null;
+  // With a pin, comparing the certificate's fingerprint replaces CA verification (self-signed is the point).
+  const ws = new WebSocket(url, { perMessageDeflate: false, ...(pin ? { rejectUnauthorized: false } : {}) });
+  let tlsFailure: string | null = null;
+  if (pin) {
+    ws.on('upgrade', (res) => {
+      const cert = (res.socket as TLSSocket).getPeerCertificate?.();
+      const actual = cert?.fingerprint256 ? normalizeFingerprint(cert.fingerprint256) : null;
+      if (actual === pin) return;
+      // Before `open`: not one frame, let alone a credential, reaches this server.
+      tlsFailure =
+        `TLS_PIN_MISMATCH: the certificate at ${url} is not the one this device paired with ` +
+        `(expected SHA-256 ${pin}, got ${actual ?? 'none'}): it was replaced, or something is intercepting the connection`;
+      ws.terminate();
+    });
+  }
+  ws.on('open', () => {
+    if (!tlsFailure) h.onOpen();
   });
-  ws.on('error', (err) => h.onError(err.message));
-  ws.on('close', (code, reason) => h.onClose(code, reason.toString()));
+  ws.on('message', (data, isBinary) => {
+    if (!isBinary && !tlsFailure) h.onMessage(data.toString());
+  });
+  ws.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code && CERT_ERROR_CODES.has(err.code) && !tlsFailure) tlsFailure = `TLS_UNTRUSTED: the certificate at ${url} is not trusted here (${err.code})`;
+    h.onError(err.message);
+  });
+  ws.on('close', (code, reason) => (tlsFailure ? h.onClose(1015, tlsFailure) : h.onClose(code, reason.toString())));
   return {
     send: (text) => {
       if (ws.readyState === WebSocket.OPEN) ws.send(text);

@@ -4,6 +4,7 @@
  * the device tokens (it only forces the next connect to present the code); replacing the shared
  * token is validated first on an isolated connection and keeps the device tokens.
  */
+import { normalizeFingerprint } from '../../../src/protocol/fingerprint.js';
 import { decodeSetupCode, type SetupPayload } from '../../../src/protocol/setup-code.js';
 import { GatewayClient, type GatewayClientOptions } from './client.js';
 import { cloneRecord } from './credentials.js';
@@ -75,6 +76,10 @@ export async function applySetupCode(
       const next = cloneRecord(cur);
       next.url = target.url;
       next.bootstrap = { token: payload.bootstrapToken, expiresAtMs: payload.expiresAtMs, setAtMs: nowMs };
+      // The code is the trust anchor for the certificate too: a new code replaces the pin.
+      const pin = payload.tlsFingerprint ? normalizeFingerprint(payload.tlsFingerprint) : null;
+      if (pin) next.tlsFingerprint = pin;
+      else delete next.tlsFingerprint;
       if (opts.displayName) next.displayName = opts.displayName;
       return next;
     },
@@ -113,9 +118,11 @@ export async function setSharedToken(
   platform: Platform,
   url: string,
   token: string,
-  opts: { validate?: boolean; nowMs?: number; clientOptions?: Partial<GatewayClientOptions> } = {},
+  opts: { validate?: boolean; nowMs?: number; tlsFingerprint?: string; clientOptions?: Partial<GatewayClientOptions> } = {},
 ): Promise<GatewayRecord> {
   if (!token.trim()) throw new ClientError('NO_CREDENTIAL', 'the shared token is empty');
+  const pin = opts.tlsFingerprint === undefined ? undefined : normalizeFingerprint(opts.tlsFingerprint);
+  if (pin === null) throw new ClientError('INVALID_GATEWAY_URL', `"${opts.tlsFingerprint}" is not a SHA-256 certificate fingerprint (64 hex digits)`);
   const nowMs = opts.nowMs ?? Date.now();
   const record = await ensureRecord(store, platform, url, nowMs);
   const target = normalizeGatewayUrl(url);
@@ -126,6 +133,7 @@ export async function setSharedToken(
     trial.tokens = {};
     delete trial.bootstrap;
     trial.sharedToken = token;
+    if (pin) trial.tlsFingerprint = pin;
     await scratch.update(target.key, () => trial);
     const probe = new GatewayClient({ waitForApproval: false, ...opts.clientOptions, url: target.url, store: scratch, platform });
     try {
@@ -146,6 +154,7 @@ export async function setSharedToken(
       const next = cloneRecord(cur);
       next.sharedToken = token;
       delete next.bootstrap;
+      if (pin) next.tlsFingerprint = pin;
       for (const [role, t] of Object.entries(minted)) if (t && !next.tokens[role as 'operator' | 'node']) next.tokens[role as 'operator' | 'node'] = t;
       return next;
     },

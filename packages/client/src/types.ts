@@ -23,8 +23,21 @@ export interface SocketLike {
   close(code?: number, reason?: string): void;
 }
 
-/** Opens one WebSocket to an already normalised `ws://`/`wss://` URL. */
-export type Transport = (url: string, handlers: SocketHandlers) => SocketLike;
+export interface TransportOptions {
+  /**
+   * SHA-256 of the gateway's certificate (64 lower-case hex), from the setup code. A transport
+   * that can see the certificate (Node) accepts exactly that certificate, self-signed or not,
+   * and fails the socket with close code 1015 and reason `TLS_PIN_MISMATCH: …` otherwise;
+   * browsers cannot see it and rely on their own certificate trust instead.
+   */
+  tlsFingerprint?: string;
+}
+
+/**
+ * Opens one WebSocket to an already normalised `ws://`/`wss://` URL. A certificate problem is
+ * reported as close code 1015 with a reason starting `TLS_` (the client pauses instead of retrying).
+ */
+export type Transport = (url: string, handlers: SocketHandlers, opts?: TransportOptions) => SocketLike;
 
 /** A device key able to sign device proofs. The private half may be non-extractable. */
 export interface DeviceKey {
@@ -66,6 +79,8 @@ export interface GatewayRecord {
   identity: unknown;
   /** Shared gateway token (`auth.token`), when the user supplied one. */
   sharedToken?: string;
+  /** Pinned certificate fingerprint (64 lower-case hex) from the setup code, for wss:// gateways. */
+  tlsFingerprint?: string;
   /** Setup-code bootstrap token, kept until every role token it produced is durable. */
   bootstrap?: { token: string; expiresAtMs?: number; setAtMs: number };
   tokens: Partial<Record<Role, RoleToken>>;
