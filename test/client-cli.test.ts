@@ -72,6 +72,8 @@ describe('clawgate pair / call / status --client', () => {
     const health = await clawgate(dir, ['call', 'health', '--json']);
     assert.equal(health.code, 0, health.stderr);
     assert.equal(JSON.parse(health.stdout).ok, true);
+    const write = await clawgate(dir, ['call', 'sessions.create', '--params', '{"key":"cli-write-check"}', '--json']);
+    assert.equal(write.code, 0, `a call needing operator.write: ${write.stderr}`);
     const port = new URL(tg.url).port;
     const viaAlias = await clawgate(dir, ['call', 'status', '--url', `http://localhost:${port}/`, '--json']);
     assert.equal(viaAlias.code, 0, viaAlias.stderr);

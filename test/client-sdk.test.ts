@@ -125,6 +125,15 @@ describe('setup-code pairing', () => {
     assert.equal(s.credential, 'bootstrap-token');
     assert.ok(s.scopes.includes('operator.write'), `scopes ${s.scopes}`);
     assert.equal(((await c.request('health')) as { ok: boolean }).ok, true);
+    // A call that needs operator.write works …
+    await c.request('sessions.create', { key: 'sdk-write-check' });
+    // … and really needs it: a read-only device is refused.
+    const reader = await pairWithSetupCode(new MemoryCredentialStore(), platform, (await mintCode(tg, { scopes: ['operator.read'] })).setupCode, fast);
+    await assert.rejects(
+      reader.request('sessions.create', { key: 'sdk-write-denied' }),
+      (e: unknown) => e instanceof GatewayCallError && e.code === 'MISSING_SCOPE',
+    );
+    reader.close();
     const rec = await only(store);
     assert.ok(rec.tokens.operator?.token.startsWith('cgd1_'));
     assert.equal(rec.bootstrap, undefined, 'bootstrap cleared once the role token was durable');
