@@ -468,6 +468,40 @@ describe('hand-off durability', () => {
     assert.equal(rec.bootstrap, undefined);
   });
 
+  test('a socket lost while hello-ok is being stored never surfaces as connected', async () => {
+    const tg = await gateway();
+    const inner = fileStore();
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    let reachedTokens: () => void = () => undefined;
+    const atTokens = new Promise<void>((r) => (reachedTokens = r));
+    const slow: CredentialStore = {
+      load: (k) => inner.load(k),
+      list: () => inner.list(),
+      update: async (k, m, o) => {
+        if (o?.label === 'tokens') {
+          reachedTokens();
+          await held;
+        }
+        return inner.update(k, m, o);
+      },
+    };
+    const code = await mintCode(tg);
+    await applySetupCode(slow, platform, code.setupCode);
+    const c = client({ url: tg.url, store: slow, forceBootstrap: true, backoff: { baseMs: 5_000 } });
+    const seen: string[] = [];
+    c.onState((st) => seen.push(st.status));
+    c.start();
+    await atTokens;
+    await tg.stop(); // the session dies while its tokens are being written
+    await c.waitFor((st) => st.status === 'connecting' && st.retryAtMs !== undefined, 5000);
+    release();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(!seen.includes('connected'), `states: ${seen.join(' → ')}`);
+    assert.equal(c.state.status, 'connecting');
+    assert.ok((await only(inner)).tokens.operator, 'the tokens still landed (they are valid)');
+  });
+
   test('an unreadable record pauses the client and is never replaced', async () => {
     const tg = await gateway();
     const store = fileStore();

@@ -418,6 +418,9 @@ export class GatewayClient {
 
   private scheduleRetry(gen: number, lastError: { code: string; message: string }, retryAfterMs?: number): void {
     if (!this.isCurrent(gen)) return;
+    // The failed attempt is over now, not when the timer fires: anything it still has in flight
+    // (a hello-ok being persisted, a signature being computed) must not revive it.
+    const waitGen = ++this.generation;
     const credential = this.attempt?.cred.kind ?? null;
     this.teardown(RESET_CLOSE, 'retrying');
     this.failPending(new ClientError('CONNECTION_LOST', lastError.message));
@@ -425,7 +428,7 @@ export class GatewayClient {
     this.failures++;
     this.setState({ status: 'connecting', attempt: this.failures, credential, retryAtMs: this.now() + delay, lastError });
     this.retryTimer = setTimeout(() => {
-      if (this.isCurrent(gen)) this.beginAttempt();
+      if (this.isCurrent(waitGen)) this.beginAttempt();
     }, delay);
   }
 
