@@ -140,6 +140,8 @@ interface Attempt {
   admitted: boolean;
   /** Outcome already decided; the close that follows carries no news. */
   finished: boolean;
+  /** A connect was already sent on this socket (a repeated challenge is ignored). */
+  challenged: boolean;
 }
 
 const CLIENT_VERSION = '0.1.0';
@@ -468,7 +470,7 @@ export class GatewayClient {
     }
     this.setState({ status: 'connecting', attempt: this.failures, credential: cred.kind });
     const connectId = `connect-${gen}`;
-    const attempt: Attempt = { gen, record, cred, connectId, admitted: false, finished: false, sock: null as unknown as SocketLike };
+    const attempt: Attempt = { gen, record, cred, connectId, admitted: false, finished: false, challenged: false, sock: null as unknown as SocketLike };
     this.attempt = attempt;
     attempt.sock = this.platform.transport(
       this.target.url,
@@ -551,7 +553,8 @@ export class GatewayClient {
 
   private async answerChallenge(a: Attempt, payload: unknown): Promise<void> {
     const p = payload as { nonce?: unknown; ts?: unknown } | undefined;
-    if (typeof p?.nonce !== 'string' || typeof p.ts !== 'number') return;
+    if (typeof p?.nonce !== 'string' || typeof p.ts !== 'number' || a.challenged) return;
+    a.challenged = true;
     const key = this.key as DeviceKey;
     const info = this.opts.client ?? (this.role === 'node' ? { id: 'node-host', mode: 'node' } : { id: 'cli', mode: 'cli' });
     const client: Record<string, string> = { id: info.id, mode: info.mode, version: info.version ?? CLIENT_VERSION, platform: this.platform.platformName };
