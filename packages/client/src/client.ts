@@ -260,7 +260,16 @@ export class GatewayClient {
   /** Start, then resolve once connected; reject with the pause (or close) that came first. */
   async connect(opts: { timeoutMs?: number } = {}): Promise<Extract<ClientState, { status: 'connected' }>> {
     this.start();
-    const s = await this.waitFor((st) => st.status === 'connected' || st.status === 'paused' || st.status === 'closed', opts.timeoutMs);
+    const s = await this.waitFor((st) => st.status === 'connected' || st.status === 'paused' || st.status === 'closed', opts.timeoutMs).catch(() => {
+      const now = this.currentState;
+      const last = now.status === 'connecting' && now.lastError ? ` (last: ${now.lastError.message})` : '';
+      const waiting = now.status === 'awaiting-approval' ? `: still awaiting approval of request ${now.requestId ?? '(unknown)'}` : '';
+      throw new ClientError(
+        'REQUEST_TIMEOUT',
+        `not connected to ${this.target.url} within ${opts.timeoutMs} ms${waiting}${last}`,
+        now.status === 'awaiting-approval' ? this.describeNextStep() : `Check that the gateway is running and reachable at ${this.target.url}.`,
+      );
+    });
     if (s.status === 'connected') return s;
     if (s.status === 'paused') throw new ClientError('CLIENT_PAUSED', s.message, s.nextStep, s.code ?? s.reason);
     throw new ClientError('CLIENT_CLOSED', 'client closed before it connected');
