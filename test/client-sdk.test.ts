@@ -631,6 +631,14 @@ describe('stores and retry policy', () => {
     await assert.rejects(odd.connect(), (e: unknown) => e instanceof ClientError && e.code === 'CLIENT_PAUSED' && e.gatewayCode === 'SOMETHING_NEW');
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(connects, 1);
+
+    const hinted = await scriptedClient(
+      scripted(() => ({
+        error: { code: 'UNAVAILABLE', message: 'not now', details: { code: 'SOME_HOLD', pauseReconnect: true, nextStep: 'Ask the admin.' } },
+      })),
+      { backoff: { baseMs: 10 } },
+    );
+    await assert.rejects(hinted.connect(), (e: unknown) => e instanceof ClientError && e.gatewayCode === 'SOME_HOLD' && e.nextStep === 'Ask the admin.');
   });
 });
 

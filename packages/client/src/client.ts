@@ -812,6 +812,10 @@ export class GatewayClient {
       if (personReason === 'setup-code-unusable' && !a.record.tokens[this.role]) nextStep = `${nextStep} ${PAIR_AGAIN}`;
       return this.pause(gen, personReason, err.message, nextStep, { code });
     }
+    if (details.pauseReconnect === true && !err.retryable) {
+      // The gateway's own hint: reconnecting will not help until someone acts.
+      return this.pause(gen, 'auth-rejected', err.message, err.nextStep ?? PAIR_AGAIN, { code, ...(requestId ? { requestId } : {}) });
+    }
     if (code === 'AUTH_RATE_LIMITED' || err.retryable || TRANSIENT.has(code) || err.wireCode === 'UNAVAILABLE') {
       // Rate limits, restarts, internal errors: time fixes these (never sooner than the gateway asks).
       return this.scheduleRetry(gen, { code, message: err.message }, err.retryAfterMs);
