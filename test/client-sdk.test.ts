@@ -441,6 +441,22 @@ describe('generations', () => {
   });
 });
 
+describe('rapid reconnects', () => {
+  test('after five reconnects in a row only the last socket lives and drives the state', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const c = await pairWithSetupCode(store, platform, (await mintCode(tg)).setupCode, fast);
+    cleanup.push(() => c.close());
+    for (let i = 0; i < 5; i++) c.reconnect();
+    const s = await reach(c, 'connected');
+    const gen = c.currentGeneration;
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(c.currentGeneration, gen, 'settled: no further attempts');
+    assert.equal(tg.gateway.deviceSessions(s.deviceId).length, 1, 'the gateway sees exactly one session of this device');
+    assert.equal(((await c.request('health')) as { ok: boolean }).ok, true);
+  });
+});
+
 describe('hand-off durability', () => {
   test('a failed token write keeps the bootstrap token; the next connect redeems again and finishes the hand-off', async () => {
     const tg = await gateway();
