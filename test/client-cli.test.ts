@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { FileCredentialStore, type GatewayRecord } from '../packages/client/src/node.js';
@@ -90,6 +90,17 @@ describe('clawgate pair / call / status --client', () => {
     assert.ok(op.scopes.includes('operator.write'));
     const human = await clawgate(dir, ['status', '--client']);
     assert.match(human.stdout, /operator: connected .*via device-token/);
+
+    // A damaged record is reported (exit 1) next to the readable ones, never rewritten.
+    const broken = join(dir, 'client', 'gateways', 'ffffffffffffffffffffffffffffffff.json');
+    writeFileSync(broken, '{oops', { mode: 0o600 });
+    const damaged = await clawgate(dir, ['status', '--client', '--json', '--offline']);
+    assert.equal(damaged.code, 1);
+    const report = JSON.parse(damaged.stdout);
+    assert.equal(report.gateways.length, 1);
+    assert.match(report.problems[0].message, /not valid JSON/);
+    assert.equal(readFileSync(broken, 'utf8'), '{oops');
+    rmSync(broken);
   });
 
   test('pair --node with an operator+node code stores both roles under one device', async () => {

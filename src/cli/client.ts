@@ -201,7 +201,8 @@ export async function statusCommand(args: string[]): Promise<number> {
   const store = clientStore(resolveStateDir(values['state-dir'] as string | undefined));
   const timeoutMs = values.timeout ? Number(values.timeout) : 5000;
   const gateways = [];
-  for (const rec of await store.list()) {
+  const { records, problems } = store.scan();
+  for (const rec of records) {
     const roles: RoleStatus[] = [];
     for (const role of ['operator', 'node'] as const) {
       const t = rec.tokens[role];
@@ -224,10 +225,11 @@ export async function statusCommand(args: string[]): Promise<number> {
     });
   }
   if (values.json) {
-    process.stdout.write(`${JSON.stringify({ gateways })}\n`);
-    return 0;
+    process.stdout.write(`${JSON.stringify({ gateways, problems })}\n`);
+    return problems.length > 0 ? 1 : 0;
   }
-  if (gateways.length === 0) {
+  for (const p of problems) process.stdout.write(`unreadable: ${p.message} (left untouched; restore or remove it, then pair again)\n`);
+  if (gateways.length === 0 && problems.length === 0) {
     process.stdout.write(`no gateways stored in ${store.dir}: pair with \`clawgate pair <setup-code>\`\n`);
     return 0;
   }
@@ -241,5 +243,5 @@ export async function statusCommand(args: string[]): Promise<number> {
       else if (r.message && r.state !== 'connected') process.stdout.write(`    ${r.message}\n`);
     }
   }
-  return 0;
+  return problems.length > 0 ? 1 : 0;
 }

@@ -260,19 +260,32 @@ export class FileCredentialStore implements CredentialStore {
   }
 
   async list(): Promise<GatewayRecord[]> {
+    const { records, problems } = this.scan();
+    if (problems.length > 0) throw new CredentialStoreError(problems[0]!.message);
+    return records;
+  }
+
+  /** Every readable record, plus what is wrong with the others (for status displays). */
+  scan(): { records: GatewayRecord[]; problems: Array<{ file: string; message: string }> } {
     let names: string[];
     try {
       names = readdirSync(this.gatewaysDir);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { records: [], problems: [] };
       throw err;
     }
-    const out: GatewayRecord[] = [];
+    const records: GatewayRecord[] = [];
+    const problems: Array<{ file: string; message: string }> = [];
     for (const n of names.filter((x) => x.endsWith('.json')).sort()) {
-      const r = this.read(join(this.gatewaysDir, n));
-      if (r) out.push(r);
+      const file = join(this.gatewaysDir, n);
+      try {
+        const r = this.read(file);
+        if (r) records.push(r);
+      } catch (err) {
+        problems.push({ file, message: (err as Error).message });
+      }
     }
-    return out;
+    return { records, problems };
   }
 
   /** Temp files of writers that died before their rename are garbage (the old record stands). */
