@@ -9,8 +9,8 @@ import { createServer, type Server } from 'node:http';
 import { join, normalize } from 'node:path';
 import { after, before, test } from 'node:test';
 import { type Browser, chromium } from 'playwright-core';
-import { mintCode, pairedDevices } from './helpers/client.js';
-import { removeDir, startTestGateway, type TestGateway } from './helpers/gateway.js';
+import { mintCode, ownerCall, pairedDevices } from './helpers/client.js';
+import { removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 const CHROMIUM = process.env.CLAWGATE_CHROMIUM ?? '/usr/bin/chromium';
 const DIST = join(process.cwd(), 'dist');
@@ -111,4 +111,43 @@ test('the SDK pairs from a browser, signs with a non-extractable key kept in Ind
   assert.ok(dev, 'the gateway lists the browser device');
   assert.deepEqual(dev.roles, ['operator']);
   await page.close();
+});
+
+test('in the browser, a shared-token device waits live for approval and becomes connected without a reload', async () => {
+  const gated = await startTestGateway({ config: { autoApproveLocal: false } });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${pageBase}/`);
+    const waiting = await page.evaluate(
+      async ({ url, token }: { url: string; token: string }) => {
+        const sdk = await import('/packages/client/src/browser.js' as string);
+        const store = new sdk.IndexedDbCredentialStore('clawgate-approval');
+        const platform = sdk.browserPlatform();
+        await sdk.setSharedToken(store, platform, url, token);
+        const client = new sdk.GatewayClient({ url, store, platform, client: { id: 'openclaw-control-ui', mode: 'ui' }, scopes: ['operator.read'] });
+        (globalThis as unknown as { client: unknown }).client = client;
+        client.start();
+        return client.waitFor((s: { status: string }) => s.status === 'awaiting-approval', 10_000);
+      },
+      { url: gated.url, token: TEST_TOKEN },
+    );
+    assert.equal(waiting.status, 'awaiting-approval');
+    assert.ok(waiting.requestId);
+    await ownerCall(gated, 'device.pair.approve', { requestId: waiting.requestId });
+    const connected = await page.evaluate(async () => {
+      const client = (
+        globalThis as unknown as {
+          client: { waitFor(p: (s: { status: string }) => boolean, t: number): Promise<unknown>; request(m: string): Promise<unknown> };
+        }
+      ).client;
+      const s = await client.waitFor((x) => x.status === 'connected', 10_000);
+      return { s, health: await client.request('health') };
+    });
+    assert.equal((connected.s as { status: string }).status, 'connected');
+    assert.equal((connected.health as { ok: boolean }).ok, true);
+    await page.close();
+  } finally {
+    await gated.stop();
+    removeDir(gated.stateDir);
+  }
 });
