@@ -518,6 +518,22 @@ describe('hand-off durability', () => {
     assert.ok((await only(inner)).tokens.operator, 'the tokens still landed (they are valid)');
   });
 
+  test('a store that fails mid-recovery ends the attempt as a retry, never as an unhandled rejection', async () => {
+    const tg = await gateway();
+    const inner = fileStore();
+    const broken: CredentialStore = {
+      load: (k) => inner.load(k),
+      list: () => inner.list(),
+      update: (k, m, o) => (o?.label === 'token-clear' ? Promise.reject(new Error('disk full')) : inner.update(k, m, o)),
+    };
+    await setSharedToken(broken, platform, tg.url, TEST_TOKEN);
+    const c = client({ url: tg.url, store: broken, backoff: { baseMs: 5_000 } });
+    await c.connect();
+    await ownerCall(tg, 'device.token.revoke', { deviceId: (await only(inner)).deviceId, role: 'operator' });
+    const s = await c.waitFor((x) => x.status === 'connecting' && x.lastError?.code === 'CLIENT_INTERNAL', 5000);
+    assert.match(s.status === 'connecting' ? (s.lastError?.message ?? '') : '', /disk full/);
+  });
+
   test('an unreadable record pauses the client and is never replaced', async () => {
     const tg = await gateway();
     const store = fileStore();

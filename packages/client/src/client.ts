@@ -524,7 +524,7 @@ export class GatewayClient {
     if (a.admitted) this.armWatchdog(a);
     if (frame.type === 'event' && typeof frame.event === 'string') {
       if (!a.admitted) {
-        if (frame.event === 'connect.challenge') void this.answerChallenge(a, frame.payload);
+        if (frame.event === 'connect.challenge') this.guard(a, this.answerChallenge(a, frame.payload));
         else if (frame.event === 'device.pair.waiting') this.onWaiting(a, frame.payload);
         return;
       }
@@ -536,8 +536,8 @@ export class GatewayClient {
     if (!a.admitted) {
       // Only the answer to this socket's own connect counts (an uncorrelated hello-ok is ignored).
       if (frame.id !== a.connectId) return;
-      if (frame.ok) void this.onHello(a, frame.payload as HelloOk);
-      else void this.onRefused(a, frame.error ?? { code: 'UNAVAILABLE', message: 'connect refused without an error' });
+      if (frame.ok) this.guard(a, this.onHello(a, frame.payload as HelloOk));
+      else this.guard(a, this.onRefused(a, frame.error ?? { code: 'UNAVAILABLE', message: 'connect refused without an error' }));
       return;
     }
     const p = this.pending.get(frame.id);
@@ -546,6 +546,18 @@ export class GatewayClient {
     clearTimeout(p.timer);
     if (frame.ok) p.resolve(frame.payload);
     else p.reject(new GatewayCallError(p.method, frame.error ?? { code: 'UNAVAILABLE', message: 'request failed without an error' }));
+  }
+
+  /** Async steps of an attempt never reject into the void: a failure ends the attempt like any other. */
+  private guard(a: Attempt, step: Promise<void>): void {
+    step.catch((err: unknown) => {
+      if (!this.isCurrent(a.gen)) return;
+      if (err instanceof CredentialStoreError) {
+        this.pause(a.gen, 'identity-unreadable', err.message, err.nextStep ?? PAIR_AGAIN);
+        return;
+      }
+      this.scheduleRetry(a.gen, { code: 'CLIENT_INTERNAL', message: String((err as Error)?.message ?? err) });
+    });
   }
 
   private emit(event: string, payload: unknown): void {
