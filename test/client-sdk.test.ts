@@ -527,7 +527,7 @@ describe('hand-off durability', () => {
       update: (k, m, o) => (o?.label === 'token-clear' ? Promise.reject(new Error('disk full')) : inner.update(k, m, o)),
     };
     await setSharedToken(broken, platform, tg.url, TEST_TOKEN);
-    const c = client({ url: tg.url, store: broken, backoff: { baseMs: 5_000 } });
+    const c = client({ url: tg.url, store: broken, backoff: { baseMs: 50, maxMs: 200 } });
     await c.connect();
     await ownerCall(tg, 'device.token.revoke', { deviceId: (await only(inner)).deviceId, role: 'operator' });
     const s = await c.waitFor((x) => x.status === 'connecting' && x.lastError?.code === 'CLIENT_INTERNAL', 5000);

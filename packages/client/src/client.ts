@@ -427,7 +427,7 @@ export class GatewayClient {
     return Math.max(0, Math.round(raw * (1 - jitter + 2 * jitter * this.random())));
   }
 
-  private scheduleRetry(gen: number, lastError: { code: string; message: string }, retryAfterMs?: number): void {
+  private scheduleRetry(gen: number, lastError: { code: string; message: string }, retryAfterMs?: number, exactDelayMs?: number): void {
     if (!this.isCurrent(gen)) return;
     // The failed attempt is over now, not when the timer fires: anything it still has in flight
     // (a hello-ok being persisted, a signature being computed) must not revive it.
@@ -435,7 +435,7 @@ export class GatewayClient {
     const credential = this.attempt?.cred.kind ?? null;
     this.teardown(RESET_CLOSE, 'retrying');
     this.failPending(new ClientError('CONNECTION_LOST', lastError.message));
-    const delay = Math.max(retryAfterMs ?? 0, this.backoffDelayMs(this.failures));
+    const delay = exactDelayMs ?? Math.max(retryAfterMs ?? 0, this.backoffDelayMs(this.failures));
     this.failures++;
     this.setState({ status: 'connecting', attempt: this.failures, credential, retryAtMs: this.now() + delay, lastError });
     this.retryTimer = setTimeout(() => {
@@ -853,7 +853,7 @@ export class GatewayClient {
     if (a.admitted && code === 4001) {
       // The device's authority changed (rotated/revoked/removed): find out at once what is left.
       this.failures = 0;
-      this.scheduleRetry(gen, lastError, 0);
+      this.scheduleRetry(gen, lastError, undefined, 0);
       return;
     }
     this.scheduleRetry(gen, lastError);
