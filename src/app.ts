@@ -4,9 +4,11 @@ import { networkInterfaces } from 'node:os';
 import { Automations } from './automations/service.js';
 import type { Timers } from './automations/timers.js';
 import type { HttpPost } from './automations/webhook.js';
+import type { ClusterBus } from './core/cluster.js';
 import type { GatewayConfig } from './core/config.js';
 import { type Clock, type Random, systemClock, systemRandom } from './core/env.js';
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
+import type { AuthLimiter } from './core/ratelimit.js';
 import { registerAutomationMethods } from './methods/automations.js';
 import { registerDeviceMethods } from './methods/devices.js';
 import { registerNodeMethods } from './methods/nodes.js';
@@ -23,6 +25,9 @@ export interface AppOptions {
   log?: Logger;
   /** Host to listen on (already resolved from `bind`). */
   host: string;
+  /** Several instances on one store (PostgreSQL): cross-instance events and a shared failure budget. */
+  bus?: ClusterBus | undefined;
+  limiter?: AuthLimiter | undefined;
   /** Automations: injected timers and HTTP client (tests); default the real ones. */
   timers?: Timers;
   post?: HttpPost;
@@ -44,6 +49,8 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
     clock: opts.clock ?? systemClock,
     random: opts.random ?? systemRandom,
     log: opts.log ?? silentLogger,
+    bus: opts.bus,
+    limiter: opts.limiter,
   });
   registerSystemMethods(gw);
   registerDeviceMethods(gw);
@@ -71,12 +78,45 @@ export async function startGateway(opts: AppOptions): Promise<{ gateway: Gateway
   gateway.start();
   // After the server is up: a catch-up cron run may already post to sessions or channels.
   try {
-    await automations(gateway).start();
+    if (opts.bus) startClusterAutomations(gateway, opts.bus);
+    else await automations(gateway).start();
   } catch (err) {
     await server.close();
     throw err;
   }
   return { gateway, server };
+}
+
+/** How often the cron leader re-reads the jobs (they may have changed on another instance). */
+export const CLUSTER_AUTOMATIONS_RESYNC_MS = 2_000;
+
+/**
+ * Several instances (PostgreSQL): cron must run on one instance only, so the scheduler and the
+ * delivery worker's timers run on the leader. Any instance still drains deliveries right after
+ * it enqueued one; the store leases each due delivery to one worker, so none is sent twice.
+ */
+function startClusterAutomations(gateway: Gateway, bus: ClusterBus): void {
+  const auto = automations(gateway);
+  let resync: NodeJS.Timeout | null = null;
+  bus.lead(
+    'automations',
+    () => {
+      auto.start().catch((err) => gateway.log.error('automations did not start', { err: String(err) }));
+      resync = setInterval(() => {
+        void auto.scheduler.changed();
+        auto.deliveries.kick();
+      }, CLUSTER_AUTOMATIONS_RESYNC_MS);
+      resync.unref();
+    },
+    () => {
+      // Another instance takes over; this one must not run cron beside it.
+      if (resync) clearInterval(resync);
+      void auto.scheduler.stop();
+    },
+  );
+  gateway.onStop(async () => {
+    if (resync) clearInterval(resync);
+  });
 }
 
 /**

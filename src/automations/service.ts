@@ -66,6 +66,10 @@ export class Automations {
       log: gw.log,
       runAction: (job, runId) => this.runAction(job, runId),
     });
+    gw.onClusterTopic('chat', (p) => {
+      const { message, sessionKey } = p as { message: ChatMessage; sessionKey: string };
+      this.publishLocal(message, sessionKey);
+    });
   }
 
   /** The internal principal of a component; only code in this process can hold one. */
@@ -120,6 +124,12 @@ export class Automations {
 
   /** `chat` event to every live subscriber of the session that still holds operator.read. */
   publish(message: ChatMessage, sessionKey: string): void {
+    this.publishLocal(message, sessionKey);
+    // POSTGRES: subscribers connected to other instances (issue 11).
+    this.gw.publishClusterTopic('chat', { message, sessionKey });
+  }
+
+  private publishLocal(message: ChatMessage, sessionKey: string): void {
     const set = this.subscribers.get(message.sessionId);
     if (!set) return;
     for (const s of [...set]) {

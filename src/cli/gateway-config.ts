@@ -26,6 +26,9 @@ export interface FileConfig {
     publicUrl?: string;
     contextPath?: string;
     tls?: { enabled?: boolean; certPath?: string; keyPath?: string };
+    /** `sqlite` (default) or `postgres` (several instances on one database, docs/postgres.md). */
+    store?: string;
+    postgres?: { url?: string };
   };
   /** Automations (issue 7): `channels.webhooks` and the `webhook` delivery policy (checked by cli/automations.ts). */
   automations?: unknown;
@@ -45,6 +48,8 @@ export const GATEWAY_FLAGS = {
   'tls-cert': { type: 'string' },
   'tls-key': { type: 'string' },
   'trusted-proxy': { type: 'string', multiple: true },
+  store: { type: 'string' },
+  'postgres-url': { type: 'string' },
 } as const;
 
 export function readConfigFile(path: string): FileConfig {

@@ -11,13 +11,13 @@ import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '.
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
-import { SqliteStore } from '../store/sqlite.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
 import { callWithStoredCredentials, pairCommand, statusCommand } from './client.js';
 import { auditCommand, devicesCommand } from './devices.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
 import { nodesCommand } from './nodes.js';
+import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
 import { qrCommand } from './qr.js';
 import { doctorCommand, installServiceCommand } from './remote.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
@@ -31,6 +31,7 @@ Usage:
                        [--token <t>] [--password <p>] [--config <file>]
                        [--public-url wss://host[/path]] [--context-path /path]
                        [--tls | --tls-cert <pem> --tls-key <pem>] [--trusted-proxy <addr|cidr>…]
+                       [--store sqlite|postgres] [--postgres-url <url>]
   clawgate gateway token [--state-dir <dir>]     print the shared gateway token
   clawgate gateway install-service --print [gateway run flags] [--user <u>]
                                                print a systemd unit for this gateway
@@ -63,6 +64,8 @@ Usage:
   clawgate sessions list | create [<key>] | spawn <parentKey> [<key>] [--json]
   clawgate chat send <sessionKey> <text> | history <sessionKey> [--limit <n>] [--json]
 ${NODE_RUN_HELP}
+  clawgate migrate --to postgres --postgres-url <url> [--json]
+                                               copy the SQLite state dir into an empty PostgreSQL database
   clawgate help
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
@@ -99,6 +102,7 @@ async function gatewayRun(args: string[]): Promise<number> {
   const settings = resolveGatewaySettings(values);
   const { stateDir, base, chosenToken, password } = settings;
   const bind = base.bind;
+  const storeChoice = resolveStoreChoice(values.store as string | undefined, values['postgres-url'] as string | undefined, settings.file.gateway ?? {});
 
   ensureStateDir(stateDir);
   const { creds, created } = loadOrCreateCredentials(stateDir, systemRandom, systemClock.now());
@@ -123,11 +127,17 @@ async function gatewayRun(args: string[]): Promise<number> {
     automations: automationsConfig(settings.file.automations),
   };
   const log = jsonLogger(process.stderr);
-  const store = new SqliteStore(join(stateDir, 'clawgate.sqlite'));
+  const { store, bus, limiter, where } = await openConfiguredStore(storeChoice, stateDir, {
+    clock: systemClock,
+    random: systemRandom,
+    log,
+    rateLimit: config.rateLimit,
+  });
   let running: Awaited<ReturnType<typeof startGateway>>;
   try {
-    running = await startGateway({ config, store, log, host: resolveBindHost(bind) });
+    running = await startGateway({ config, store, bus, limiter, log, host: resolveBindHost(bind) });
   } catch (err) {
+    await bus?.close();
     await store.close();
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE') {
@@ -146,7 +156,7 @@ async function gatewayRun(args: string[]): Promise<number> {
   });
   process.stdout.write(
     [
-      `clawgate gateway listening on ${server.url} (state: ${stateDir}, store: sqlite)`,
+      `clawgate gateway listening on ${server.url} (state: ${stateDir}, store: ${storeChoice.kind} ${where})`,
       created
         ? `generated a gateway token and an owner credential in ${join(stateDir, 'credentials.json')} (mode 0600)`
         : `using the credentials in ${join(stateDir, 'credentials.json')}`,
@@ -164,7 +174,7 @@ async function gatewayRun(args: string[]): Promise<number> {
       '',
     ].join('\n'),
   );
-  log.info('gateway started', { url: server.url, stateDir });
+  log.info('gateway started', { url: server.url, stateDir, store: storeChoice.kind });
 
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -300,6 +310,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'sessions') return await sessionsCommand(sub, rest);
     if (cmd === 'chat') return await chatCommand(sub, rest);
     if (cmd === 'node') return await nodeCommand(sub, rest);
+    if (cmd === 'migrate') return await migrateCommand(sub === undefined ? rest : [sub, ...rest]);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {

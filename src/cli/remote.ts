@@ -331,12 +331,16 @@ export function installServiceCommand(args: string[]): number {
   if (values.token !== undefined || values.password !== undefined) {
     throw new UsageError('--token/--password would be visible in the unit and in ps: put them in a config file (gateway.auth) and pass --config <file>');
   }
+  if (values['postgres-url'] !== undefined) {
+    // POSTGRES: the URL usually carries a password (issue 11).
+    throw new UsageError('--postgres-url would be visible in the unit and in ps: put it in a config file (gateway.postgres.url) and pass --config <file>');
+  }
   const s = resolveGatewaySettings(values);
   const stateDir = resolve(s.stateDir);
   const bin = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'clawgate.js');
   const argv = [process.execPath, bin, 'gateway', 'run', '--state-dir', stateDir];
   if (values.config) argv.push('--config', resolve(values.config as string));
-  for (const flag of ['port', 'bind', 'public-url', 'context-path', 'tls-cert', 'tls-key'] as const) {
+  for (const flag of ['port', 'bind', 'public-url', 'context-path', 'tls-cert', 'tls-key', 'store'] as const) {
     const v = values[flag] as string | undefined;
     if (v !== undefined) argv.push(`--${flag}`, flag === 'tls-cert' || flag === 'tls-key' ? resolve(v) : v);
   }

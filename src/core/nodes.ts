@@ -209,6 +209,9 @@ export class NodeRegistry {
     const { nodeId, command } = input;
     const live = this.byNode(nodeId);
     if (!live) {
+      // POSTGRES: another instance may hold the node's socket (several instances, issue 11).
+      const routed = await this.gw.cluster?.invoke(input, signal);
+      if (routed !== undefined && routed !== null) return routed;
       const grant = await this.gw.store.getGrant(nodeId, 'node');
       return new GatewayError(grant ? 'NODE_NOT_CONNECTED' : 'UNKNOWN_NODE', { vars: { nodeId }, details: { nodeId } });
     }
@@ -376,6 +379,7 @@ export class NodeRegistry {
       live.session.sendEvent('node.pair.resolved', event);
     }
     this.gw.broadcast('node.pair.resolved', event);
+    this.gw.cluster?.surfaceDecided(req.deviceId, req.requestId, 'approved', now);
     return surface;
   }
 
@@ -396,6 +400,7 @@ export class NodeRegistry {
       live.session.sendEvent('node.pair.resolved', event);
     }
     this.gw.broadcast('node.pair.resolved', event);
+    this.gw.cluster?.surfaceDecided(req.deviceId, req.requestId, 'rejected', now);
     return true;
   }
 

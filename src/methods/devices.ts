@@ -198,13 +198,19 @@ export function registerDeviceMethods(gw: Gateway): void {
     scope: PAIRING,
     params: T.Object({}, { additionalProperties: false }),
     handler: async ({ principal }) => {
-      const [pending, devices, grants, tokens] = await Promise.all([currentPending(), gw.store.listDevices(), gw.store.listGrants(), gw.store.listTokens()]);
+      const [pending, devices, grants, tokens, connected] = await Promise.all([
+        currentPending(),
+        gw.store.listDevices(),
+        gw.store.listGrants(),
+        gw.store.listTokens(),
+        gw.connectedDeviceIds(),
+      ]);
       // Non-admin device sessions see only their own device (no enumeration of others).
       const own = (id: string) => isAdmin(principal) || principal.kind !== 'device' || principal.deviceId === id;
       const grantOf = (r: PairingRequest) => grants.find((g) => g.deviceId === r.deviceId && g.role === r.role) ?? null;
       return {
         pending: pending.filter((r) => own(r.deviceId)).map((r) => viewPending(r, grantOf(r), ttl())),
-        paired: devices.filter((d) => own(d.deviceId)).map((d) => viewDevice(d, grants, tokens, gw.deviceSessions(d.deviceId).length > 0)),
+        paired: devices.filter((d) => own(d.deviceId)).map((d) => viewDevice(d, grants, tokens, connected.has(d.deviceId))),
       };
     },
   });

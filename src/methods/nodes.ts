@@ -5,7 +5,9 @@
  * after connecting (node.runnerInventory.update, node.skills.update, node.pluginTools.update,
  * skills.bins), accepted so a real node host runs without error loops.
  */
+
 import { Type as T } from '@sinclair/typebox';
+import type { RemoteNode } from '../core/cluster.js';
 import type { Gateway } from '../core/gateway.js';
 import { ADMIN_INVOKE_COMMANDS, type LiveNode } from '../core/nodes.js';
 import { hasScope, type Principal } from '../core/principal.js';
@@ -52,9 +54,12 @@ function nodeView(
   surface: NodeSurfaceRecord | null,
   request: NodeSurfaceRequest | undefined,
   live: LiveNode | undefined,
+  // POSTGRES: the node's socket is on another instance (issue 11).
+  remote?: RemoteNode | undefined,
 ): NodeView {
   const approved = surface?.commands ?? [];
-  const declared = live?.declared ?? null;
+  const elsewhere = live ? undefined : remote?.detail;
+  const declared = live?.declared ?? elsewhere?.declared ?? null;
   const pending = request ? request.commands.filter((c) => !approved.includes(c)) : declared ? declared.filter((c) => !approved.includes(c)) : [];
   return {
     nodeId: grant.deviceId,
@@ -64,17 +69,17 @@ function nodeView(
     clientMode: live?.session.client.mode ?? d?.clientMode ?? null,
     platform: live?.session.client.platform ?? d?.platform ?? null,
     deviceFamily: live?.session.client.deviceFamily ?? d?.deviceFamily ?? null,
-    version: live?.version ?? request?.meta.version ?? null,
-    remoteIp: live?.session.address ?? d?.lastSeenAddress ?? null,
-    caps: live?.caps ?? surface?.caps ?? [],
-    commands: live ? [...live.routable].sort() : approved,
+    version: live?.version ?? elsewhere?.version ?? request?.meta.version ?? null,
+    remoteIp: live?.session.address ?? elsewhere?.address ?? d?.lastSeenAddress ?? null,
+    caps: live?.caps ?? elsewhere?.caps ?? surface?.caps ?? [],
+    commands: live ? [...live.routable].sort() : elsewhere ? elsewhere.declared.filter((c) => approved.includes(c)).sort() : approved,
     declaredCommands: declared,
     approvedCommands: approved,
     pendingCommands: pending,
     pendingRequestId: request?.requestId ?? live?.pendingRequestId ?? null,
     permissions: live ? live.permissions : null,
-    connected: live !== undefined,
-    connectedAtMs: live?.session.connectedAtMs ?? null,
+    connected: live !== undefined || remote !== undefined,
+    connectedAtMs: live?.session.connectedAtMs ?? remote?.connectedAtMs ?? null,
     inflight: live?.inflight.size ?? 0,
     paired: true,
     approvedAtMs: surface?.approvedAtMs ?? null,
@@ -86,11 +91,12 @@ export function registerNodeMethods(gw: Gateway): void {
   const nodes = gw.nodes;
 
   async function allNodes(): Promise<NodeView[]> {
-    const [grants, devices, surfaces, requests] = await Promise.all([
+    const [grants, devices, surfaces, requests, remote] = await Promise.all([
       gw.store.listGrants(),
       gw.store.listDevices(),
       gw.store.listNodeSurfaces(),
       gw.store.listNodeSurfaceRequests(),
+      gw.cluster?.remoteNodes() ?? new Map<string, RemoteNode>(),
     ]);
     return grants
       .filter((g) => g.role === 'node')
@@ -101,6 +107,7 @@ export function registerNodeMethods(gw: Gateway): void {
           surfaces.find((s) => s.deviceId === g.deviceId) ?? null,
           requests.find((r) => r.deviceId === g.deviceId),
           nodes.byNode(g.deviceId),
+          remote.get(g.deviceId),
         ),
       )
       .sort((a, b) => (a.displayName ?? a.nodeId).localeCompare(b.displayName ?? b.nodeId));
@@ -109,13 +116,19 @@ export function registerNodeMethods(gw: Gateway): void {
   async function oneNode(nodeId: string): Promise<NodeView | GatewayError> {
     const grant = await gw.store.getGrant(nodeId, 'node');
     if (!grant) return new GatewayError('UNKNOWN_NODE', { vars: { nodeId }, details: { nodeId } });
-    const [device, surface, requests] = await Promise.all([gw.store.getDevice(nodeId), gw.store.getNodeSurface(nodeId), gw.store.listNodeSurfaceRequests()]);
+    const [device, surface, requests, remote] = await Promise.all([
+      gw.store.getDevice(nodeId),
+      gw.store.getNodeSurface(nodeId),
+      gw.store.listNodeSurfaceRequests(),
+      gw.cluster?.remoteNodes() ?? new Map<string, RemoteNode>(),
+    ]);
     return nodeView(
       device,
       grant,
       surface,
       requests.find((r) => r.deviceId === nodeId),
       nodes.byNode(nodeId),
+      remote.get(nodeId),
     );
   }
 

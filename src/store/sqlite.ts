@@ -106,7 +106,7 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
    CREATE INDEX cron_runs_job ON cron_runs(job_id);`,
 ];
 
-interface DeviceRow {
+export interface DeviceRow {
   device_id: string;
   public_key: string;
   meta_json: string;
@@ -115,7 +115,7 @@ interface DeviceRow {
   last_seen_at_ms: number | null;
   last_seen_address: string | null;
 }
-interface GrantRow {
+export interface GrantRow {
   device_id: string;
   role: Role;
   scopes_json: string;
@@ -123,7 +123,7 @@ interface GrantRow {
   approved_at_ms: number;
   approved_via: GrantRecord['approvedVia'];
 }
-interface TokenRow {
+export interface TokenRow {
   token_id: string;
   device_id: string;
   role: Role;
@@ -133,7 +133,7 @@ interface TokenRow {
   revoked_at_ms: number | null;
   last_used_at_ms: number | null;
 }
-interface AuditRow {
+export interface AuditRow {
   seq: number;
   at_ms: number;
   actor: string;
@@ -144,7 +144,7 @@ interface AuditRow {
   hash: string;
 }
 
-interface SetupRow {
+export interface SetupRow {
   setup_id: string;
   secret_hash: Buffer;
   profile_json: string;
@@ -165,9 +165,9 @@ interface SetupRow {
   grant_epochs_json: string | null;
 }
 
-const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
+export const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
 
-function toDevice(r: DeviceRow): DeviceRecord {
+export function toDevice(r: DeviceRow): DeviceRecord {
   return {
     ...JSON.parse(r.meta_json),
     deviceId: r.device_id,
@@ -178,7 +178,7 @@ function toDevice(r: DeviceRow): DeviceRecord {
     lastSeenAddress: opt(r.last_seen_address),
   };
 }
-function toGrant(r: GrantRow): GrantRecord {
+export function toGrant(r: GrantRow): GrantRecord {
   return {
     deviceId: r.device_id,
     role: r.role,
@@ -188,7 +188,7 @@ function toGrant(r: GrantRow): GrantRecord {
     approvedVia: r.approved_via,
   };
 }
-function toToken(r: TokenRow): TokenRecord {
+export function toToken(r: TokenRow): TokenRecord {
   return {
     tokenId: r.token_id,
     deviceId: r.device_id,
@@ -200,7 +200,7 @@ function toToken(r: TokenRow): TokenRecord {
     lastUsedAtMs: opt(r.last_used_at_ms),
   };
 }
-function toSetup(r: SetupRow): SetupCodeRecord {
+export function toSetup(r: SetupRow): SetupCodeRecord {
   return {
     setupId: r.setup_id,
     secretHash: Buffer.from(r.secret_hash),
@@ -222,7 +222,7 @@ function toSetup(r: SetupRow): SetupCodeRecord {
     grantEpochs: r.grant_epochs_json === null ? undefined : JSON.parse(r.grant_epochs_json),
   };
 }
-function toAudit(r: AuditRow): AuditEntry {
+export function toAudit(r: AuditRow): AuditEntry {
   return {
     seq: r.seq,
     atMs: r.at_ms,
@@ -236,7 +236,7 @@ function toAudit(r: AuditRow): AuditEntry {
 }
 
 // automations (issue 7)
-interface ChatSessionRow {
+export interface ChatSessionRow {
   session_id: string;
   key: string;
   label: string | null;
@@ -246,7 +246,7 @@ interface ChatSessionRow {
   updated_at_ms: number;
   message_count: number;
 }
-interface ChatMessageRow {
+export interface ChatMessageRow {
   session_id: string;
   seq: number;
   message_id: string;
@@ -255,7 +255,7 @@ interface ChatMessageRow {
   idempotency_key: string | null;
   at_ms: number;
 }
-interface ChannelRow {
+export interface ChannelRow {
   channel_id: string;
   name: string;
   url: string;
@@ -264,7 +264,7 @@ interface ChannelRow {
   created_by: string;
   created_at_ms: number;
 }
-function toChatSession(r: ChatSessionRow): ChatSession {
+export function toChatSession(r: ChatSessionRow): ChatSession {
   return {
     sessionId: r.session_id,
     key: r.key,
@@ -276,7 +276,7 @@ function toChatSession(r: ChatSessionRow): ChatSession {
     messageCount: r.message_count,
   };
 }
-function toChatMessage(r: ChatMessageRow): ChatMessage {
+export function toChatMessage(r: ChatMessageRow): ChatMessage {
   return {
     sessionId: r.session_id,
     seq: r.seq,
@@ -287,7 +287,7 @@ function toChatMessage(r: ChatMessageRow): ChatMessage {
     atMs: r.at_ms,
   };
 }
-function toChannel(r: ChannelRow): WebhookChannel {
+export function toChannel(r: ChannelRow): WebhookChannel {
   return {
     channelId: r.channel_id,
     name: r.name,
