@@ -28,6 +28,7 @@ import {
 } from '../packages/client/src/node.js';
 import { connectGateway } from '../src/client/connection.js';
 import type { TlsMaterial } from '../src/core/config.js';
+import { ManualClock } from '../src/core/env.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { mintCode, ownerCall, pairedDevices, reach, tempDir } from './helpers/client.js';
 import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
@@ -184,6 +185,16 @@ describe('setup-code pairing', () => {
       assert.match(e.nextStep ?? '', /clawgate qr/);
       return true;
     });
+
+    // Expired by the gateway's clock even though this device's clock says it is still valid.
+    const clock = new ManualClock(Date.now());
+    const slowGw = await gateway({ clock });
+    const soon = await mintCode(slowGw, { ttlMs: 10_000 });
+    clock.advance(11_000);
+    await assert.rejects(
+      pairWithSetupCode(fileStore(), platform, soon.setupCode, { ...fast, nowMs: soon.expiresAtMs - 5_000 }),
+      (e: unknown) => e instanceof ClientError && e.gatewayCode === 'AUTH_BOOTSTRAP_TOKEN_EXPIRED' && (e.nextStep ?? '').length > 0,
+    );
 
     const revoked = await mintCode(tg);
     await ownerCall(tg, 'device.pair.setupRevoke', { setupId: revoked.setupId });
