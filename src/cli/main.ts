@@ -73,6 +73,9 @@ Commands that talk to a gateway use --url > CLAWGATE_URL > the running gateway r
 state dir > ws://127.0.0.1:18789, and authenticate with --token > CLAWGATE_TOKEN > the owner
 credential in the state dir. For a wss:// gateway with a self-signed certificate pass
 --tls-fingerprint <sha256> (or CLAWGATE_TLS_FINGERPRINT); the local gateway's is pinned automatically.
+\`node run\` is a client of a gateway, not its operator: its own state dir (--state-dir, else
+CLAWGATE_NODE_STATE_DIR, else ~/.clawgate-node), the gateway token only from --token or
+CLAWGATE_NODE_TOKEN, never the owner credential (docs/node-host.md).
 \`call\` falls back to the device credentials \`clawgate pair\` stored (in <state-dir>/client/).`;
 
 export function parse(
