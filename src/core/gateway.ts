@@ -864,6 +864,8 @@ export class Gateway {
 
   /** Send an event to the sessions of this instance only. */
   broadcastLocal(event: string, payload: unknown): void {
+    // Carries a device's secret: only ever sent to that device's own sessions (pushRotatedToken).
+    if (event === 'device.token.rotated') throw new Error('device.token.rotated is never broadcast');
     const scope = event in EVENT_SCOPES ? EVENT_SCOPES[event] : 'operator.admin';
     for (const s of this.sessions.values()) {
       if (s.role !== 'operator' && scope !== null) continue;
