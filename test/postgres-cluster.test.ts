@@ -11,6 +11,8 @@ import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { ConnectError, connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
+import { systemRandom } from '../src/core/env.js';
+import { mintToken } from '../src/core/secrets.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { CLUSTER_CHANNEL, LISTENER_APP_NAME } from '../src/store/pg-bus.js';
 import { PostgresStore } from '../src/store/postgres.js';
@@ -440,6 +442,34 @@ describe('two instances on one PostgreSQL database', () => {
     } finally {
       await listener.end();
       await opA.close();
+      await node.close();
+    }
+  });
+
+  test('a node token replaced (not retired) by a process that tells no one: the socket closes through the trigger with no token pushed, and the replacement works', async () => {
+    const identity = generateIdentity();
+    const nodeOpts = { identity, role: 'node' as const, scopes: [], client: { id: 'node-host', mode: 'node' } };
+    const node = await connectGateway({ url: a.url, ...nodeOpts, auth: { token: CLUSTER_OWNER } });
+    // What a self-rotation elsewhere commits: the old token gone and a new one live at once.
+    const replacement = mintToken('device', systemRandom);
+    const store = await PostgresStore.open(url, { maxConnections: 1 });
+    try {
+      await store.rotateToken(identity.deviceId, 'node', { tokenId: replacement.id, secretHash: replacement.secretHash }, null, Date.now(), {
+        atMs: Date.now(),
+        actor: 'owner',
+        action: 'token.rotated',
+        subject: identity.deviceId,
+      });
+      const closed = await Promise.race([node.closed, new Promise<null>((r) => setTimeout(() => r(null), 5_000).unref())]);
+      assert.ok(closed, 'A closed the socket');
+      assert.equal(closed.code, 4001);
+      assert.equal(node.events.filter((e) => e.event === 'device.token.rotated').length, 0, 'a live token exists: nothing minted or pushed');
+      assert.equal((await store.listTokens(identity.deviceId)).map((t) => t.tokenId).join(), replacement.id, 'still exactly the replacement');
+      const again = await connectGateway({ url: a.url, ...nodeOpts, auth: { deviceToken: replacement.token } });
+      assert.equal(again.hello.auth.method, 'device-token');
+      await again.close();
+    } finally {
+      await store.close();
       await node.close();
     }
   });

@@ -944,9 +944,19 @@ export class Gateway {
     } catch (err) {
       this.log.warn('could not mint a rotated token for live sessions', { deviceId, role, err: String(err) });
     }
+    // Not minted: another token is live (e.g. a setup code re-paired the device meanwhile).
+    // Sessions admitted with that token keep running; only those holding a dead one close.
+    let current: string | undefined;
+    if (!grant) {
+      try {
+        current = (await this.store.listTokens(deviceId)).find((t) => t.role === role && t.revokedAtMs === undefined)?.tokenId;
+      } catch (err) {
+        this.log.warn('could not read the live token of a device', { deviceId, role, err: String(err) });
+      }
+    }
     let delivered = 0;
     for (const s of this.deviceSessions(deviceId)) {
-      if (s.role !== role) continue;
+      if (s.role !== role || (current !== undefined && s.tokenId === current)) continue;
       if (grant) {
         s.sendEvent('device.token.rotated', {
           deviceId,
