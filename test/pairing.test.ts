@@ -309,6 +309,26 @@ describe('local pairing and node role', () => {
     await byToken.close();
   });
 
+  test('rotating another live operator device pushes its new operator token (with its scopes) to that device only', async () => {
+    const target = generateIdentity();
+    const dev = await operator(tg, target, { scopes: ['operator.read'] });
+    const old = dev.hello.auth.deviceToken as string;
+    const admin = await operator(tg, generateIdentity(), { scopes: ['operator.admin', 'operator.pairing'] });
+    const res = await admin.request<{ tokenDelivery: string; token?: string }>('device.token.rotate', { deviceId: target.deviceId, role: 'operator' });
+    assert.deepEqual([res.tokenDelivery, res.token], ['pushed-live', undefined]);
+    assert.equal((await dev.closed).code, 4001);
+    const ev = dev.events.find((e) => e.event === 'device.token.rotated')?.payload as { role: string; scopes: string[]; deviceToken: string } | undefined;
+    assert.ok(ev);
+    assert.deepEqual([ev.role, ev.scopes], ['operator', ['operator.read']]);
+    await admin.request('health', {});
+    assert.equal(admin.events.filter((e) => e.event === 'device.token.rotated').length, 0);
+    await admin.close();
+    await expectRefused(operator(tg, target, { scopes: ['operator.read'], auth: { deviceToken: old } }), 'AUTH_DEVICE_TOKEN_MISMATCH');
+    const again = await operator(tg, target, { scopes: ['operator.read'], auth: { deviceToken: ev.deviceToken } });
+    assert.equal(again.hello.auth.method, 'device-token');
+    await again.close();
+  });
+
   test('(f) a local process without the shared secret or owner credential cannot pair or widen anything', async () => {
     const stranger = generateIdentity();
     await expectRefused(
