@@ -53,12 +53,18 @@ after(async () => {
   if (tg) removeDir(tg.stateDir);
 });
 
-test('the SDK pairs from a browser, signs with a non-extractable key kept in IndexedDB, calls, and reconnects after a reload', async () => {
-  const code = await mintCode(tg, { profile: 'operator' });
+/** A fresh page on the empty document, collecting uncaught page errors. */
+async function openPage() {
   const page = await browser.newPage();
   const pageErrors: string[] = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));
   await page.goto(`${pageBase}/`);
+  return { page, pageErrors };
+}
+
+test('the SDK pairs from a browser, signs with a non-extractable key kept in IndexedDB, calls, and reconnects after a reload', async () => {
+  const code = await mintCode(tg, { profile: 'operator' });
+  const { page, pageErrors } = await openPage();
   const paired = await page.evaluate(async (setupCode: string) => {
     const sdk = await import('/packages/client/src/browser.js' as string);
     const store = new sdk.IndexedDbCredentialStore('clawgate-test');
@@ -154,10 +160,7 @@ test('in the browser, a shared-token device waits live for approval and becomes 
 
 test('in the browser, an operator’s rotation is adopted: the pushed token lands in IndexedDB and the page reconnects with it', async () => {
   const code = await mintCode(tg, { profile: 'operator' });
-  const page = await browser.newPage();
-  const pageErrors: string[] = [];
-  page.on('pageerror', (e) => pageErrors.push(String(e)));
-  await page.goto(`${pageBase}/`);
+  const { page, pageErrors } = await openPage();
   const before = await page.evaluate(async (setupCode: string) => {
     const sdk = await import('/packages/client/src/browser.js' as string);
     const store = new sdk.IndexedDbCredentialStore('clawgate-rotation');

@@ -67,6 +67,21 @@ function client(opts: Partial<GatewayClientOptions> & { url: string; store: Cred
   return c;
 }
 
+/** A store over `inner` whose writes labelled `label` fail ("disk full") until `heal()`. */
+function failingWrites(inner: CredentialStore, label: string): { store: CredentialStore; heal(): void } {
+  let failing = true;
+  return {
+    store: {
+      load: (k) => inner.load(k),
+      list: () => inner.list(),
+      update: (k, m, o) => (failing && o?.label === label ? Promise.reject(new Error('disk full')) : inner.update(k, m, o)),
+    },
+    heal: () => {
+      failing = false;
+    },
+  };
+}
+
 async function only(store: CredentialStore): Promise<GatewayRecord> {
   const all = await store.list();
   assert.equal(all.length, 1, 'exactly one gateway record');
@@ -425,21 +440,27 @@ function gatedTransport(inner: Transport) {
   return { transport, sockets };
 }
 
+/**
+ * A client paired by setup code whose first socket is then replaced by reconnect() while held
+ * open: `old` receives nothing until the test replays it (late frames of a replaced connection).
+ */
+async function replacedSocket(tg: TestGateway) {
+  const store = fileStore();
+  const gate = gatedTransport(nodeTransport);
+  await applySetupCode(store, platform, (await mintCode(tg)).setupCode);
+  const c = new GatewayClient({ url: tg.url, store, platform: { ...platform, transport: gate.transport }, forceBootstrap: true, ...fast });
+  cleanup.push(() => c.close());
+  await c.connect();
+  const old = gate.sockets[0]!;
+  old.held = true;
+  c.reconnect();
+  const s = await reach(c, 'connected');
+  return { store, c, old, s, gen: c.currentGeneration };
+}
+
 describe('generations', () => {
   test('callbacks of a replaced socket (late close, late hello-ok) never change the current state', async () => {
-    const tg = await gateway();
-    const store = fileStore();
-    const gate = gatedTransport(nodeTransport);
-    const code = await mintCode(tg);
-    await applySetupCode(store, platform, code.setupCode);
-    const c = new GatewayClient({ url: tg.url, store, platform: { ...platform, transport: gate.transport }, forceBootstrap: true, ...fast });
-    cleanup.push(() => c.close());
-    await c.connect();
-    const old = gate.sockets[0]!;
-    old.held = true;
-    c.reconnect();
-    const s = await reach(c, 'connected');
-    const gen = c.currentGeneration;
+    const { c, old, s, gen } = await replacedSocket(await gateway());
     // Now the old socket's close arrives, plus a forged late hello-ok for the old connect id.
     old.handlers.onMessage(JSON.stringify({ type: 'res', id: 'connect-1', ok: true, payload: { type: 'hello-ok', auth: { role: 'node', scopes: [] } } }));
     old.handlers.onMessage(JSON.stringify({ type: 'event', event: 'auth.updated', payload: { scopes: [] } }));
@@ -473,12 +494,7 @@ describe('hand-off durability', () => {
   test('a failed token write keeps the bootstrap token; the next connect redeems again and finishes the hand-off', async () => {
     const tg = await gateway();
     const inner = fileStore();
-    let failTokens = true;
-    const flaky: CredentialStore = {
-      load: (k) => inner.load(k),
-      list: () => inner.list(),
-      update: (k, m, o) => (failTokens && o?.label === 'tokens' ? Promise.reject(new Error('disk full')) : inner.update(k, m, o)),
-    };
+    const { store: flaky, heal } = failingWrites(inner, 'tokens');
     const code = await mintCode(tg);
     const c = await pairWithSetupCode(flaky, platform, code.setupCode, fast);
     assert.equal(c.state.status, 'connected');
@@ -487,7 +503,7 @@ describe('hand-off durability', () => {
     assert.ok(rec.bootstrap, 'bootstrap kept: it is the only way back in');
     assert.equal(rec.tokens.operator, undefined);
     c.close();
-    failTokens = false;
+    heal();
     const again = client({ url: tg.url, store: flaky });
     const s = await again.connect();
     assert.equal(s.credential, 'bootstrap-token', 'the same key redeems the code again');
@@ -533,11 +549,7 @@ describe('hand-off durability', () => {
   test('a store that fails mid-recovery ends the attempt as a retry, never as an unhandled rejection', async () => {
     const tg = await gateway();
     const inner = fileStore();
-    const broken: CredentialStore = {
-      load: (k) => inner.load(k),
-      list: () => inner.list(),
-      update: (k, m, o) => (o?.label === 'token-clear' ? Promise.reject(new Error('disk full')) : inner.update(k, m, o)),
-    };
+    const broken = failingWrites(inner, 'token-clear').store;
     await setSharedToken(broken, platform, tg.url, TEST_TOKEN);
     const c = client({ url: tg.url, store: broken, backoff: { baseMs: 50, maxMs: 200 } });
     await c.connect();
@@ -849,19 +861,14 @@ describe('token rotation (PROTOCOL §11.1)', () => {
   test('a rotated token the store failed to write is used from memory and stored by the next hello-ok', async () => {
     const tg = await gateway();
     const inner = fileStore();
-    let failRotation = true;
-    const flaky: CredentialStore = {
-      load: (k) => inner.load(k),
-      list: () => inner.list(),
-      update: (k, m, o) => (failRotation && o?.label === 'token-rotated' ? Promise.reject(new Error('disk full')) : inner.update(k, m, o)),
-    };
+    const { store: flaky, heal } = failingWrites(inner, 'token-rotated');
     const c = await pairWithSetupCode(flaky, platform, (await mintCode(tg)).setupCode, fast);
     cleanup.push(() => c.close());
     const before = await only(inner);
     const back = reconnected(c);
     await ownerCall(tg, 'device.token.rotate', { deviceId: before.deviceId, role: 'operator' });
     const s = await back.done;
-    failRotation = false;
+    heal();
     assert.equal(s.credential, 'device-token');
     const fresh = (await only(inner)).tokens.operator?.token;
     assert.ok(fresh && fresh !== before.tokens.operator?.token, 'stored after the reconnect');
@@ -869,18 +876,7 @@ describe('token rotation (PROTOCOL §11.1)', () => {
   });
 
   test('a rotation event on a replaced socket writes nothing and changes nothing', async () => {
-    const tg = await gateway();
-    const store = fileStore();
-    const gate = gatedTransport(nodeTransport);
-    await applySetupCode(store, platform, (await mintCode(tg)).setupCode);
-    const c = new GatewayClient({ url: tg.url, store, platform: { ...platform, transport: gate.transport }, forceBootstrap: true, ...fast });
-    cleanup.push(() => c.close());
-    await c.connect();
-    const old = gate.sockets[0]!;
-    old.held = true;
-    c.reconnect();
-    const s = await reach(c, 'connected');
-    const gen = c.currentGeneration;
+    const { store, c, old, s, gen } = await replacedSocket(await gateway());
     const rec = await only(store);
     const forged = { deviceId: rec.deviceId, role: 'operator', scopes: ['operator.admin'], deviceToken: 'cgd1_forged', tokenId: 't', issuedAtMs: 1 };
     old.handlers.onMessage(JSON.stringify({ type: 'event', event: 'device.token.rotated', payload: forged }));
