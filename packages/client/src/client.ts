@@ -854,8 +854,10 @@ export class GatewayClient {
       await this.checkpoint('tokens-stored');
     }
     const back = await this.store.load(key);
-    // An adopted token that failed to store went out again in this connect and is durable now.
-    if (this.unsavedToken && back?.tokens[this.role]?.token === this.unsavedToken.token) this.unsavedToken = null;
+    // This hello-ok's token for the role is durable now: it supersedes an adopted token that failed
+    // to store (that one was presented and echoed back, or a re-pair replaced it).
+    const mine = issued.find((t) => t.role === this.role);
+    if (mine && back?.tokens[this.role]?.token === mine.token) this.unsavedToken = null;
     if (!back?.bootstrap) return;
     const durable = issued.every((t) => back.tokens[t.role]?.token === t.token);
     if (!durable) return;
