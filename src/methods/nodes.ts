@@ -375,21 +375,19 @@ export function registerNodeMethods(gw: Gateway): void {
     },
   });
 
-  gw.methods.add({
-    name: 'node.skills.update',
-    role: 'node',
-    scope: null,
-    params: T.Object({ skills: T.Optional(T.Array(T.Unknown(), { maxItems: 1024 })) }, { additionalProperties: true }),
-    handler: async ({ principal, params }) => ({ nodeId: principal.deviceId, skills: (params as { skills?: unknown[] }).skills ?? [] }),
-  });
-
-  gw.methods.add({
-    name: 'node.pluginTools.update',
-    role: 'node',
-    scope: null,
-    params: T.Object({ tools: T.Optional(T.Array(T.Unknown(), { maxItems: 1024 })) }, { additionalProperties: true }),
-    handler: async ({ principal, params }) => ({ nodeId: principal.deviceId, tools: (params as { tools?: unknown[] }).tools ?? [] }),
-  });
+  // Skill and plugin-tool reports: acknowledged with the list echoed back (clawgate keeps neither).
+  for (const [name, field] of [
+    ['node.skills.update', 'skills'],
+    ['node.pluginTools.update', 'tools'],
+  ] as const) {
+    gw.methods.add({
+      name,
+      role: 'node',
+      scope: null,
+      params: T.Object({ [field]: T.Optional(T.Array(T.Unknown(), { maxItems: 1024 })) }, { additionalProperties: true }),
+      handler: async ({ principal, params }) => ({ nodeId: principal.deviceId, [field]: (params as Record<string, unknown[] | undefined>)[field] ?? [] }),
+    });
+  }
 
   gw.methods.add({
     name: 'skills.bins',
