@@ -126,6 +126,25 @@ test('a non-loopback bind without chosen authentication is refused with a clear 
   }
 });
 
+test('every command that talks to a gateway takes --tls-fingerprint (and checks it before connecting)', () => {
+  for (const cmd of [
+    ['devices', 'list'],
+    ['audit'],
+    ['nodes', 'list'],
+    ['cron', 'list'],
+    ['channels', 'list'],
+    ['sessions', 'list'],
+    ['chat', 'history', 'main'],
+  ]) {
+    const r = spawnSync(process.execPath, [BIN, ...cmd, '--tls-fingerprint', 'abc'], {
+      encoding: 'utf8',
+      env: { ...process.env, CLAWGATE_STATE_DIR: tmpdir() },
+    });
+    assert.equal(r.status, 2, `${cmd.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /--tls-fingerprint must be a SHA-256 fingerprint/, cmd.join(' '));
+  }
+});
+
 test('usage errors exit 2 and say what to do; a port in use is explained', async () => {
   const bad = spawnSync(process.execPath, [BIN, 'gateway', 'run', '--port', 'abc'], {
     encoding: 'utf8',

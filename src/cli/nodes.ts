@@ -1,15 +1,10 @@
 /** `clawgate nodes …`: thin wrappers over the node RPCs (PROTOCOL.md §19). */
 import type { GatewayConnection } from '../client/connection.js';
 import type { NodeView } from '../methods/nodes.js';
-import { withGateway } from './devices.js';
-import { parse, UsageError } from './main.js';
+import { out, parseGatewayCommand, withGateway } from './common.js';
+import { UsageError } from './main.js';
 
 const OPTIONS = {
-  url: { type: 'string' },
-  token: { type: 'string' },
-  password: { type: 'string' },
-  'state-dir': { type: 'string' },
-  json: { type: 'boolean' },
   node: { type: 'string' },
   command: { type: 'string' },
   params: { type: 'string' },
@@ -37,8 +32,6 @@ interface PendingNode {
 
 /** A failure the CLI reports as `error: …` with exit 1 (not a usage error). */
 class NodeLookupError extends Error {}
-
-const out = (text: string) => process.stdout.write(`${text}\n`);
 
 /** Find a node by exact id, then by name (display name or label, case-insensitive), then by id prefix. */
 export function resolveNode(nodes: NodeView[], ref: string): NodeView {
@@ -84,9 +77,7 @@ function describeLine(n: NodeView): string {
 }
 
 export async function nodesCommand(sub: string | undefined, args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, OPTIONS);
-  const json = values.json === true;
-  const print = (v: unknown, human: () => void) => (json ? out(JSON.stringify(v)) : human());
+  const { values, positionals, print } = parseGatewayCommand(args, OPTIONS);
   try {
     switch (sub) {
       case 'list':
