@@ -2,7 +2,7 @@
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
-import { applyAttempt, chainAudit, mergePairingRequest } from './shared.js';
+import { applyAttempt, approvedGrant, chainAudit, mergePairingRequest } from './shared.js';
 import type {
   AppendMessageResult,
   ApproveInput,
@@ -148,14 +148,7 @@ export class MemoryStore implements Store {
     const entry = this.prepareAudit(input.audit);
     const row = this.deviceRow(device, atMs);
     const prev = this.grants.get(gk(device.deviceId, role));
-    const grant: GrantRecord = {
-      deviceId: device.deviceId,
-      role,
-      scopes: [...input.scopes],
-      epoch: (prev?.epoch ?? 0) + 1,
-      approvedAtMs: atMs,
-      approvedVia: input.via,
-    };
+    const grant = approvedGrant(input, prev?.epoch);
     const old = this.liveToken(device.deviceId, role);
     this.devices.set(device.deviceId, row);
     this.grants.set(gk(device.deviceId, role), grant);
