@@ -4,7 +4,6 @@
  * schema is refused, and two stores (two instances) on one database serialize their writers.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,8 +14,9 @@ import { PgFailureLimiter } from '../src/store/pg-limiter.js';
 import { DELIVERY_LEASE_MS, POSTGRES_MIGRATIONS, PostgresStore } from '../src/store/postgres.js';
 import { verifyAuditChain } from '../src/store/shared.js';
 import { SqliteStore } from '../src/store/sqlite.js';
-import type { ApproveInput, AuditInput, Store, UpsertRequestInput } from '../src/store/types.js';
+import type { AuditInput, Store } from '../src/store/types.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
+import { approveInput, assertWritersSerialize, audit, hash, T0 } from './helpers/store-fixtures.js';
 import { runStoreContract } from './store-contract.js';
 
 let cluster: PgCluster;
@@ -31,38 +31,6 @@ runStoreContract('postgres', async () => {
   const store = await PostgresStore.open(await cluster.createDatabase());
   return { store, cleanup: () => store.close() };
 });
-
-const T0 = 1_700_000_000_000;
-const audit = (action: string, subject?: string): AuditInput => ({ atMs: T0, actor: 'owner', action, subject });
-const hash = (s: string) => createHash('sha256').update(s).digest();
-
-function approveInput(deviceId: string, over: Partial<ApproveInput> = {}): ApproveInput {
-  return {
-    device: { deviceId, publicKey: `pk-${deviceId}`, meta: { displayName: deviceId }, address: '192.0.2.1' },
-    role: 'operator',
-    scopes: ['operator.read'],
-    via: 'manual',
-    token: { tokenId: `tok-${deviceId}`, secretHash: hash(deviceId) },
-    atMs: T0,
-    audit: audit('pairing.approved', deviceId),
-    ...over,
-  };
-}
-function requestInput(deviceId: string, requestId: string, scopes: string[] = ['operator.read']): UpsertRequestInput {
-  return {
-    requestId,
-    deviceId,
-    publicKey: `pk-${deviceId}`,
-    role: 'operator',
-    scopes,
-    kind: 'new-device',
-    meta: {},
-    address: '192.0.2.1',
-    isRepair: false,
-    atMs: T0,
-    audit: audit('pairing.requested', deviceId),
-  };
-}
 
 describe('PostgresStore specifics', () => {
   test('eight instances starting at once on an empty database migrate exactly once', async () => {
@@ -105,26 +73,7 @@ describe('PostgresStore specifics', () => {
     const a = await PostgresStore.open(url);
     const b = await PostgresStore.open(url);
     try {
-      const results = await Promise.all(
-        Array.from({ length: 20 }, (_, i) =>
-          (i % 2 ? a : b).upsertPairingRequest(requestInput('d1', `r${i}`, i % 4 === 0 ? ['operator.write'] : ['operator.read'])),
-        ),
-      );
-      assert.equal((await a.listPairingRequests('d1')).length, 1);
-      assert.equal(new Set(results.map((r) => r.request.requestId)).size, 1);
-      assert.equal(results.filter((r) => r.created).length, 1);
-
-      const grants = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).approve(approveInput('d2', { token: null, atMs: T0 + i }))));
-      assert.deepEqual(
-        grants.map((g) => g.epoch).sort((x, y) => x - y),
-        Array.from({ length: 20 }, (_, i) => i + 1),
-      );
-      const log = await b.listAudit();
-      assert.deepEqual(
-        log.map((e) => e.seq),
-        log.map((_, i) => i + 1),
-      );
-      assert.equal(verifyAuditChain(log), null);
+      await assertWritersSerialize(a, b);
     } finally {
       await a.close();
       await b.close();
