@@ -21,23 +21,11 @@ import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import { cli, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { freePort, NGINX_BIN, type RunningNginx, startNginx } from './helpers/nginx.js';
+import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
 
 const run = promisify(execFile);
 const PROXY_ADDRESS = '127.0.0.2';
 const CONTEXT = '/clawgate';
-
-/** The real OpenClaw (Node 24 + openclaw@2026.9.6) from scripts/openclaw-cache.sh. */
-function openclawPaths(): { node: string; cli: string } {
-  let node = process.env.CLAWGATE_OPENCLAW_NODE;
-  let cli = process.env.CLAWGATE_OPENCLAW_CLI;
-  if (!node || !cli) {
-    const out = execFileSync('bash', [join(process.cwd(), 'scripts', 'openclaw-cache.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    node = /^NODE24=(.*)$/m.exec(out)?.[1];
-    cli = /^OPENCLAW=(.*)$/m.exec(out)?.[1];
-  }
-  assert.ok(node && cli, 'scripts/openclaw-cache.sh must print NODE24= and OPENCLAW=');
-  return { node, cli };
-}
 
 /** `clawgate node run` as a child process, its output lines collected for waitFor. */
 class NodeRun {
@@ -362,7 +350,7 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
     const before = new Set([...tg.gateway.sessions.values()].map((x) => x.deviceId));
     // No --host/--port/--tls flags: everything (URL with the context path, pin) comes from the code.
     const child = spawn(oc.node, [oc.cli, 'node', 'run', '--pair', minted.link, '--display-name', 'oc-proxied-node'], {
-      env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), OPENCLAW_NO_AUTO_UPDATE: '1', NO_COLOR: '1' },
+      env: openclawEnv(home),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let log = '';
@@ -413,7 +401,7 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
     const home = mkdtempSync(join(tmpdir(), 'clawgate-nginx-oc-'));
     nodeDirs.push(home);
     const child = spawn(oc.node, [oc.cli, 'node', 'run', '--pair', minted.link, '--display-name', 'oc-wrong-pin'], {
-      env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), OPENCLAW_NO_AUTO_UPDATE: '1', NO_COLOR: '1' },
+      env: openclawEnv(home),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let log = '';

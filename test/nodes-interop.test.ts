@@ -5,7 +5,7 @@
  * host. A missing install is a failure, not a skip.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,18 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-
-function openclawPaths(): { node: string; cli: string } {
-  let node = process.env.CLAWGATE_OPENCLAW_NODE;
-  let cliPath = process.env.CLAWGATE_OPENCLAW_CLI;
-  if (!node || !cliPath) {
-    const out = execFileSync('bash', [join(process.cwd(), 'scripts', 'openclaw-cache.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    node = /^NODE24=(.*)$/m.exec(out)?.[1];
-    cliPath = /^OPENCLAW=(.*)$/m.exec(out)?.[1];
-  }
-  assert.ok(node && cliPath, 'scripts/openclaw-cache.sh must print NODE24= and OPENCLAW=');
-  return { node, cli: cliPath };
-}
+import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
 
 const run = promisify(execFile);
 
@@ -52,14 +41,7 @@ describe('real openclaw node host against clawgate', () => {
       oc.node,
       [oc.cli, 'node', 'run', '--host', '127.0.0.1', '--port', String(tg.server.port), '--no-tls', '--display-name', 'interop-exec-node'],
       {
-        env: {
-          PATH: process.env.PATH ?? '',
-          HOME: home,
-          OPENCLAW_STATE_DIR: join(home, 'state'),
-          OPENCLAW_NO_AUTO_UPDATE: '1',
-          OPENCLAW_GATEWAY_TOKEN: TEST_TOKEN,
-          NO_COLOR: '1',
-        },
+        env: openclawEnv(home, { OPENCLAW_GATEWAY_TOKEN: TEST_TOKEN }),
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     );
@@ -148,7 +130,7 @@ describe('real openclaw nodes CLI against clawgate', () => {
     });
     const openclaw = async (args: string[]) => {
       const r = await run(oc.node, [oc.cli, ...args, '--url', tg.url, '--token', TEST_TOKEN, '--json'], {
-        env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), NO_COLOR: '1' },
+        env: openclawEnv(home),
         timeout: 60_000,
       });
       return JSON.parse(r.stdout.slice(r.stdout.search(/^[{[]/m))) as unknown;
