@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -13,22 +12,12 @@ import { promisify } from 'node:util';
 import { connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../src/store/types.js';
 import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-import { deviceParams, plainParams, RawClient, rawConnect } from './helpers/raw.js';
+import { freePort } from './helpers/net.js';
+import { connectAsNode, deviceParams, plainParams, RawClient, rawConnect } from './helpers/raw.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 const run = promisify(execFile);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 async function waitUntil(cond: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const start = Date.now();
@@ -624,18 +613,12 @@ test('a cron job that invokes a node command runs it through node.invoke with th
   try {
     const identity = generateIdentity();
     const node = await RawClient.open(tg.url);
-    const challenge = await node.challenge();
-    const params = deviceParams({
-      identity,
-      challenge,
-      role: 'node',
-      scopes: [],
-      client: { id: 'node-host', mode: 'node', displayName: 'kiosk' },
+    const res = await connectAsNode(node, identity, {
+      name: 'kiosk',
       auth: { token: TEST_TOKEN },
+      caps: ['canvas', 'system'],
+      commands: ['canvas.present', 'system.run'],
     });
-    params.caps = ['canvas', 'system'];
-    params.commands = ['canvas.present', 'system.run'];
-    const res = await node.request('c1', 'connect', params);
     assert.equal(res?.ok, true, JSON.stringify(res?.error));
     const invoked: Array<{ command: string; paramsJSON?: string }> = [];
     node.ws.on('message', (data) => {

@@ -10,19 +10,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { type ConnectError, connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import { removeDir } from './helpers/gateway.js';
+import { freePort } from './helpers/net.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 interface Running {
   child: ChildProcess;

@@ -20,7 +20,8 @@ import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import { cli, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-import { freePort, NGINX_BIN, type RunningNginx, startNginx } from './helpers/nginx.js';
+import { freePort } from './helpers/net.js';
+import { NGINX_BIN, type RunningNginx, startNginx } from './helpers/nginx.js';
 import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
 
 const run = promisify(execFile);

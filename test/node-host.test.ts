@@ -13,15 +13,13 @@ import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startGateway } from '../src/app.js';
-import { DEFAULTS, type GatewayConfig } from '../src/core/config.js';
+import type { GatewayConfig } from '../src/core/config.js';
 import { systemClock } from '../src/core/env.js';
 import { type CommandContext, RUN_MAX_OUTPUT_BYTES, systemRun, systemWhich } from '../src/node-host/commands.js';
 import { ALLOWLIST_FILE, type ExecPolicyMode, ensureAllowlistFile } from '../src/node-host/exec-policy.js';
 import { jitteredDelayMs } from '../src/node-host/host.js';
 import { encodeSetupCode } from '../src/protocol/setup-code.js';
-import { SqliteStore } from '../src/store/sqlite.js';
-import { cli, removeDir, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 /** Node hosts need a moment to start; approval waits have no deadline of their own. */
@@ -159,38 +157,9 @@ async function createLink(): Promise<Link> {
 
 // --- gateway on the host side of the link ---------------------------------------------------
 
-async function startLinkGateway(link: Link, stateDir: string, port = 0): Promise<TestGateway> {
+function startLinkGateway(link: Link, stateDir: string): Promise<TestGateway> {
   const host = link.gatewayHost;
-  const store = new SqliteStore(join(stateDir, 'clawgate.sqlite'));
-  const config: GatewayConfig = {
-    ...DEFAULTS,
-    port,
-    bind: host,
-    stateDir,
-    token: TEST_TOKEN,
-    ownerCredential: TEST_OWNER,
-    tickIntervalMs: 2_000,
-    ...link.gatewayConfig,
-  };
-  const { gateway, server } = await startGateway({ config, store, host });
-  let stopped = false;
-  const tg: TestGateway = {
-    gateway,
-    server,
-    url: server.url,
-    stateDir,
-    store,
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      await server.close();
-    },
-    async restart() {
-      await tg.stop();
-      return startLinkGateway(link, stateDir, server.port);
-    },
-  };
-  return tg;
+  return startTestGateway({ stateDir, host, config: { bind: host, tickIntervalMs: 2_000, ...link.gatewayConfig } });
 }
 
 // --- a node host process on the far side of the link -----------------------------------------------
