@@ -341,30 +341,46 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
     assert.equal(await n.stop(), 0);
   });
 
-  test('the real OpenClaw node host pairs through nginx with a setup code (wss://, context path, pinned certificate) and runs system.which for the remote operator', async () => {
+  /**
+   * The real OpenClaw node host pairing with a node setup code minted on the gateway and pinned to
+   * `tlsFingerprint`. No --host/--port/--tls flags: everything (URL with the context path, pin)
+   * comes from the code. Its output collects in `log`.
+   */
+  async function openclawNodeWithCode(tlsFingerprint: string, displayName: string) {
     const oc = openclawPaths();
     const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
-    const minted = await owner.request<{ link: string }>('device.pair.setupCode', { profile: 'node', tlsFingerprint: pin });
+    const minted = await owner.request<{ link: string; setupId: string }>('device.pair.setupCode', { profile: 'node', tlsFingerprint });
     await owner.close();
     const home = mkdtempSync(join(tmpdir(), 'clawgate-nginx-oc-'));
     nodeDirs.push(home);
-    const before = new Set([...tg.gateway.sessions.values()].map((x) => x.deviceId));
-    // No --host/--port/--tls flags: everything (URL with the context path, pin) comes from the code.
-    const child = spawn(oc.node, [oc.cli, 'node', 'run', '--pair', minted.link, '--display-name', 'oc-proxied-node'], {
+    const child = spawn(oc.node, [oc.cli, 'node', 'run', '--pair', minted.link, '--display-name', displayName], {
       env: openclawEnv(home),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    let log = '';
-    child.stdout?.on('data', (d) => (log += d));
-    child.stderr?.on('data', (d) => (log += d));
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const host = {
+      setupId: minted.setupId,
+      log: '',
+      async stop() {
+        child.kill('SIGTERM');
+        await exited;
+      },
+    };
+    child.stdout?.on('data', (d) => (host.log += d));
+    child.stderr?.on('data', (d) => (host.log += d));
+    return host;
+  }
+
+  test('the real OpenClaw node host pairs through nginx with a setup code (wss://, context path, pinned certificate) and runs system.which for the remote operator', async () => {
+    const before = new Set([...tg.gateway.sessions.values()].map((x) => x.deviceId));
+    const host = await openclawNodeWithCode(pin, 'oc-proxied-node');
     try {
       const until = async <T>(probe: () => T | undefined | Promise<T | undefined>, what: string): Promise<T> => {
         const start = Date.now();
         for (;;) {
           const v = await probe();
           if (v !== undefined) return v;
-          if (Date.now() - start > 60_000) throw new Error(`timed out waiting for ${what}; openclaw node host output:\n${log}`);
+          if (Date.now() - start > 60_000) throw new Error(`timed out waiting for ${what}; openclaw node host output:\n${host.log}`);
           await new Promise((r) => setTimeout(r, 200));
         }
       };
@@ -389,39 +405,24 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
       }, 'system.which on the openclaw node host');
       assert.match(which.payload.bins.sh ?? '', /\/sh$/);
     } finally {
-      child.kill('SIGTERM');
-      await exited;
+      await host.stop();
     }
   });
 
   test('the real OpenClaw node host given a code with another fingerprint refuses the proxy certificate and never reaches the gateway', async () => {
-    const oc = openclawPaths();
-    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
-    const minted = await owner.request<{ link: string; setupId: string }>('device.pair.setupCode', { profile: 'node', tlsFingerprint: 'ab'.repeat(32) });
-    await owner.close();
-    const home = mkdtempSync(join(tmpdir(), 'clawgate-nginx-oc-'));
-    nodeDirs.push(home);
-    const child = spawn(oc.node, [oc.cli, 'node', 'run', '--pair', minted.link, '--display-name', 'oc-wrong-pin'], {
-      env: openclawEnv(home),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let log = '';
-    child.stdout?.on('data', (d) => (log += d));
-    child.stderr?.on('data', (d) => (log += d));
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const host = await openclawNodeWithCode('ab'.repeat(32), 'oc-wrong-pin');
     try {
       const start = Date.now();
-      while (!/tls fingerprint mismatch/i.test(log)) {
-        if (Date.now() - start > 60_000) throw new Error(`no fingerprint refusal; openclaw node host output:\n${log}`);
+      while (!/tls fingerprint mismatch/i.test(host.log)) {
+        if (Date.now() - start > 60_000) throw new Error(`no fingerprint refusal; openclaw node host output:\n${host.log}`);
         await new Promise((r) => setTimeout(r, 200));
       }
       // Its bootstrap token never reached the gateway: the code is still unredeemed and unburned.
-      const code = await tg.store.getSetupCode(minted.setupId);
+      const code = await tg.store.getSetupCode(host.setupId);
       assert.equal(code?.redeemedAtMs ?? null, null);
       assert.equal(code?.failures ?? 0, 0);
     } finally {
-      child.kill('SIGTERM');
-      await exited;
+      await host.stop();
     }
   });
 

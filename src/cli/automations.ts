@@ -2,7 +2,7 @@
 import { parseDurationMs } from '../automations/cron.js';
 import type { AutomationsConfig } from '../core/config.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../store/types.js';
-import { out, parseGatewayCommand, withGateway } from './common.js';
+import { jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
 import { UsageError } from './main.js';
 
 const iso = (ms: number | null | undefined) => (ms === null || ms === undefined ? '-' : new Date(ms).toISOString());
@@ -100,14 +100,7 @@ export async function cronCommand(sub: string | undefined, args: string[]): Prom
         };
       } else if (values.node !== undefined) {
         if (!values.command) throw new UsageError('--node needs --command <command>');
-        let params: unknown;
-        if (values.params !== undefined) {
-          try {
-            params = JSON.parse(values.params as string);
-          } catch (err) {
-            throw new UsageError(`--params is not valid JSON: ${(err as Error).message}`);
-          }
-        }
+        const params = jsonParams(values.params);
         action = { kind: 'node', nodeId: values.node, command: values.command, ...(params !== undefined ? { params } : {}) };
       } else throw new UsageError('cron add needs an action: --send <channel> --content <text>, or --session <key> --text <text> [--spawn]');
       return withGateway(values, async (c) => {

@@ -29,6 +29,16 @@ export function parseGatewayCommand(args: string[], own: ParseArgsConfig['option
   return { values, positionals, json, print };
 }
 
+/** The value of a `--params <json>` option (undefined when it is absent); bad JSON is a usage error. */
+export function jsonParams(text: unknown): unknown {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text as string);
+  } catch (err) {
+    throw new UsageError(`--params is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
 export async function withGateway<T>(values: Record<string, unknown>, fn: (conn: GatewayConnection) => Promise<T>): Promise<T> {
   const target = resolveTarget(values);
   if (!target.token && !target.password) {

@@ -1,7 +1,7 @@
 /** `clawgate nodes …`: thin wrappers over the node RPCs (PROTOCOL.md §19). */
 import type { GatewayConnection } from '../client/connection.js';
 import type { NodeView } from '../methods/nodes.js';
-import { out, parseGatewayCommand, withGateway } from './common.js';
+import { jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
 import { UsageError } from './main.js';
 
 const OPTIONS = {
@@ -161,14 +161,7 @@ export async function nodesCommand(sub: string | undefined, args: string[]): Pro
         const ref = (values.node as string | undefined) ?? positionals[0];
         const command = (values.command as string | undefined) ?? positionals[1];
         if (!ref || !command) throw new UsageError('usage: clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>]');
-        let params: unknown;
-        if (values.params !== undefined) {
-          try {
-            params = JSON.parse(values.params as string);
-          } catch (err) {
-            throw new UsageError(`--params is not valid JSON: ${(err as Error).message}`);
-          }
-        }
+        const params = jsonParams(values.params);
         const timeoutMs = values.timeout !== undefined ? Number(values.timeout) : undefined;
         if (timeoutMs !== undefined && (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000)) {
           throw new UsageError(`--timeout must be a whole number of milliseconds from 1 to 600000, got ${values.timeout}`);
