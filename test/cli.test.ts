@@ -135,6 +135,17 @@ test('every command that talks to a gateway takes --tls-fingerprint (and checks 
   }
 });
 
+test('a --params that is not JSON is a usage error for nodes invoke and cron add', () => {
+  for (const cmd of [
+    ['nodes', 'invoke', '--node', 'n1', '--command', 'system.which'],
+    ['cron', 'add', '--name', 'j', '--every', '1m', '--node', 'n1', '--command', 'system.which'],
+  ]) {
+    const r = spawnSync(process.execPath, [BIN, ...cmd, '--params', '{'], { encoding: 'utf8', env: { ...process.env, CLAWGATE_STATE_DIR: tmpdir() } });
+    assert.equal(r.status, 2, `${cmd.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /--params is not valid JSON/, cmd.join(' '));
+  }
+});
+
 test('usage errors exit 2 and say what to do; a port in use is explained', async () => {
   const bad = spawnSync(process.execPath, [BIN, 'gateway', 'run', '--port', 'abc'], {
     encoding: 'utf8',
