@@ -27,6 +27,9 @@ async function waitUntil(cond: () => Promise<boolean> | boolean, what: string, t
   }
 }
 
+/** A new device paired silently on loopback with the shared token, holding `scopes`. */
+const pairedDevice = (tg: TestGateway, scopes: string[]) =>
+  connectGateway({ url: tg.url, identity: generateIdentity(), auth: { token: TEST_TOKEN }, client: { id: 'test', mode: 'test' }, scopes });
 const owner = (tg: TestGateway) => connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
 
 /** The CLI with no flags at all: state dir from the environment, owner credential from it. */
@@ -334,13 +337,7 @@ test('an operator device with only operator.read gets MISSING_SCOPE (operator.wr
     await o.request('chat.send', { sessionKey: 'main', text: 'hello' });
     await o.close();
 
-    const reader = await connectGateway({
-      url: tg.url,
-      identity: generateIdentity(),
-      auth: { token: TEST_TOKEN },
-      client: { id: 'test', mode: 'test' },
-      scopes: ['operator.read'],
-    });
+    const reader = await pairedDevice(tg, ['operator.read']);
     assert.deepEqual(reader.hello.auth.scopes, ['operator.read']);
     const err = await reader.request('chat.send', { sessionKey: 'main', text: 'let me in' }).catch((e: unknown) => e);
     assert.ok(err instanceof GatewayRequestError);
@@ -378,20 +375,8 @@ test('chat: subscribers get a chat event; the idempotency key is honoured; histo
   try {
     const o = await owner(tg);
     await o.request('sessions.create', { key: 'team', label: 'Team' });
-    const watcher = await connectGateway({
-      url: tg.url,
-      identity: generateIdentity(),
-      auth: { token: TEST_TOKEN },
-      client: { id: 'test', mode: 'test' },
-      scopes: ['operator.read'],
-    });
-    const bystander = await connectGateway({
-      url: tg.url,
-      identity: generateIdentity(),
-      auth: { token: TEST_TOKEN },
-      client: { id: 'test', mode: 'test' },
-      scopes: ['operator.read'],
-    });
+    const watcher = await pairedDevice(tg, ['operator.read']);
+    const bystander = await pairedDevice(tg, ['operator.read']);
     await watcher.request('sessions.subscribe', { sessionKey: 'team' });
     const event = watcher.waitForEvent<{ sessionKey: string; message: ChatMessage }>('chat');
     const first = await o.request<{ message: ChatMessage; duplicate: boolean }>('chat.send', { sessionKey: 'team', text: 'one', idempotencyKey: 'k1' });
@@ -404,25 +389,24 @@ test('chat: subscribers get a chat event; the idempotency key is honoured; histo
     assert.equal(again.duplicate, true);
     assert.deepEqual(again.message, first.message);
     for (const t of ['two', 'three', 'four', 'five']) await o.request('chat.send', { sessionKey: 'team', text: t });
-    const page1 = await o.request<{ messages: ChatMessage[]; nextBeforeSeq: number | null }>('chat.history', { sessionKey: 'team', limit: 2 });
+    // Pages of two, newest first; each page's nextBeforeSeq asks for the one before it.
+    const history = (beforeSeq?: number) =>
+      o.request<{ messages: ChatMessage[]; nextBeforeSeq: number | null }>('chat.history', {
+        sessionKey: 'team',
+        limit: 2,
+        ...(beforeSeq === undefined ? {} : { beforeSeq }),
+      });
+    const page1 = await history();
     assert.deepEqual(
       page1.messages.map((m) => m.text),
       ['four', 'five'],
     );
-    const page2 = await o.request<{ messages: ChatMessage[]; nextBeforeSeq: number | null }>('chat.history', {
-      sessionKey: 'team',
-      limit: 2,
-      beforeSeq: page1.nextBeforeSeq ?? 0,
-    });
+    const page2 = await history(page1.nextBeforeSeq ?? 0);
     assert.deepEqual(
       page2.messages.map((m) => m.text),
       ['two', 'three'],
     );
-    const page3 = await o.request<{ messages: ChatMessage[]; nextBeforeSeq: number | null }>('chat.history', {
-      sessionKey: 'team',
-      limit: 2,
-      beforeSeq: page2.nextBeforeSeq ?? 0,
-    });
+    const page3 = await history(page2.nextBeforeSeq ?? 0);
     assert.deepEqual(
       page3.messages.map((m) => m.text),
       ['one'],
@@ -589,13 +573,7 @@ test('channels from the config file; channel and cron input is validated at the 
       assert.equal(r.code, 2, args.join(' '));
       assert.match(r.stderr, message);
     }
-    const reader = await connectGateway({
-      url: tg.url,
-      identity: generateIdentity(),
-      auth: { token: TEST_TOKEN },
-      client: { id: 'test', mode: 'test' },
-      scopes: ['operator.read'],
-    });
+    const reader = await pairedDevice(tg, ['operator.read']);
     const seen = await reader.request<{ channels: Array<{ url: string }> }>('channels.list', {});
     assert.equal(seen.channels[0]?.url, `http://127.0.0.1:${target.port}/…`);
     assert.ok(!JSON.stringify(seen).includes('secret-token'));

@@ -8,6 +8,7 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './net.js';
+import { WS_PROXY_DIRECTIVES } from './nginx.js';
 
 export interface Nginx {
   url: string;
@@ -55,12 +56,7 @@ ${servers}
     listen 127.0.0.1:${port};
     location / {
       proxy_pass http://clawgate;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
+${WS_PROXY_DIRECTIVES}
       proxy_read_timeout 3600s;
       proxy_send_timeout 3600s;
     }

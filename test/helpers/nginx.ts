@@ -11,6 +11,14 @@ import { join } from 'node:path';
 
 export const NGINX_BIN = '/usr/sbin/nginx';
 
+/** WebSocket upgrade and forwarding headers, as the deployment docs configure them (inside a `location`). */
+export const WS_PROXY_DIRECTIVES = `      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;`;
+
 export interface NginxOptions {
   dir: string;
   port: number;
@@ -53,12 +61,7 @@ http {
     ssl_certificate_key ${o.keyPath};
     location ${o.location} {
       proxy_pass ${o.upstream};
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
+${WS_PROXY_DIRECTIVES}
       proxy_set_header X-Forwarded-Host $host;
       proxy_bind ${o.proxyBind};
       proxy_read_timeout 1h;
