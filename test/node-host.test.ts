@@ -7,21 +7,27 @@
  * directly, with real processes.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { type WebSocket, WebSocketServer } from 'ws';
+import { connectGateway } from '../src/client/connection.js';
 import type { GatewayConfig } from '../src/core/config.js';
 import { systemClock } from '../src/core/env.js';
 import { type CommandContext, RUN_MAX_OUTPUT_BYTES, systemRun, systemWhich } from '../src/node-host/commands.js';
 import { ALLOWLIST_FILE, type ExecPolicyMode, ensureAllowlistFile } from '../src/node-host/exec-policy.js';
 import { jitteredDelayMs } from '../src/node-host/host.js';
 import { encodeSetupCode } from '../src/protocol/setup-code.js';
-import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
+import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
+const runFile = promisify(execFile);
 /** Node hosts need a moment to start; approval waits have no deadline of their own. */
 const STEP_MS = 20_000;
 
@@ -157,9 +163,9 @@ async function createLink(): Promise<Link> {
 
 // --- gateway on the host side of the link ---------------------------------------------------
 
-function startLinkGateway(link: Link, stateDir: string): Promise<TestGateway> {
+async function startLinkGateway(link: Link, stateDir: string, port = 0, extra: Partial<GatewayConfig> = {}): Promise<TestGateway> {
   const host = link.gatewayHost;
-  return startTestGateway({ stateDir, host, config: { bind: host, tickIntervalMs: 2_000, ...link.gatewayConfig } });
+  return startTestGateway({ stateDir, host, port, config: { bind: host, tickIntervalMs: 2_000, ...link.gatewayConfig, ...extra } });
 }
 
 // --- a node host process on the far side of the link -----------------------------------------------
@@ -411,7 +417,10 @@ describe('clawgate node run from another network address (netns, else a trusted 
     assert.equal(early.code, 1);
     assert.match(early.stderr, /NODE_COMMAND_NOT_APPROVED/);
 
+    // The node host names the surface request to approve; the operator sees the same one.
+    const [, printed] = await n.waitFor(/^waiting for command approval: request (\S+) — on the gateway host run `clawgate nodes approve \S+`$/);
     const requestId = await pendingSurface(nodeId);
+    assert.equal(printed, requestId);
     const approved = await cli(tg, 'nodes', 'approve', requestId);
     assert.equal(approved.code, 0, approved.stderr);
     await n.waitFor(/^command surface approved \(request \S+\): system\.run, system\.which can now be invoked$/);
@@ -494,6 +503,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
     tg = await tg.restart();
     await n.waitFor(/^disconnected from /);
     await n.waitFor(/^connected to /);
+    await n.waitFor(new RegExp(`^waiting for command approval: request ${requestId} `));
     assert.equal(await pendingSurface(nodeId), requestId, 'same request id after the restart');
     const approved = await cli(tg, 'nodes', 'approve', requestId);
     assert.equal(approved.code, 0, approved.stderr);
@@ -501,6 +511,12 @@ describe('clawgate node run from another network address (netns, else a trusted 
     const run = await invoke('pend-node', 'system.run', { command: ['echo', 'after restart'] });
     assert.equal(run.code, 0, run.stderr);
     assert.equal((JSON.parse(run.stdout) as { payload: { stdout: string } }).payload.stdout, 'after restart\n');
+
+    // The approval is kept: after another restart the node is ready at once.
+    tg = await tg.restart();
+    await n.waitFor(/^disconnected from /);
+    await n.waitFor(/^connected to /);
+    await n.waitFor(/^ready: system\.run, system\.which can be invoked$/);
     assert.equal(await n.stop(), 0);
   });
 
@@ -524,6 +540,61 @@ describe('clawgate node run from another network address (netns, else a trusted 
     assert.equal(await n.stop(), 0);
   });
 
+  test('wss:// with a self-signed certificate: --pair pins the fingerprint from the setup code; a node pinned to another certificate exits 1 without sending a credential', async (t) => {
+    if (link.kind !== 'netns') {
+      t.skip('needs the netns link: the forwarding proxy cannot add a header inside TLS');
+      return;
+    }
+    const dir = tmp('gw-tls');
+    const made = ensureSelfSignedCert(dir);
+    const tls = { certPem: readFileSync(made.certPath, 'utf8'), keyPem: readFileSync(made.keyPath, 'utf8'), selfSigned: true };
+    const tlsGw = await startLinkGateway(link, dir, 0, { tls });
+    try {
+      const fingerprint = tlsGw.server.tlsFingerprint as string;
+      assert.match(tlsGw.url, /^wss:\/\//);
+      const owner = await connectGateway({ url: tlsGw.url, auth: { token: TEST_OWNER }, tlsFingerprint: fingerprint, client: { id: 'cli', mode: 'cli' } });
+      const minted = await owner.request<{ setupCode: string }>('device.pair.setupCode', { profile: 'node' });
+      await owner.close();
+
+      const stateDir = tmp('node-tls');
+      const n = node(['--pair', minted.setupCode, '--state-dir', stateDir, '--name', 'tls-node']);
+      await n.waitFor(/^connected to wss:\/\//);
+      assert.equal(readJson<{ tlsFingerprint?: string }>(join(stateDir, 'credentials.json')).tlsFingerprint, fingerprint);
+      assert.equal(await n.stop(), 0);
+
+      const other = ensureSelfSignedCert(tmp('other-cert'));
+      const wrongPin = certFacts(readFileSync(other.certPath, 'utf8')).fingerprint;
+      const wrong = node(['--url', tlsGw.url, '--token', TEST_TOKEN, '--tls-fingerprint', wrongPin, '--state-dir', tmp('node-tls-wrong')]);
+      assert.equal(await wrong.exited, 1);
+      assert.match(wrong.errLines.join('\n'), /TLS certificate mismatch/);
+      const listed = await connectGateway({ url: tlsGw.url, auth: { token: TEST_OWNER }, tlsFingerprint: fingerprint, client: { id: 'cli', mode: 'cli' } });
+      const devices = await listed.request<{ pending: unknown[]; paired: Array<{ displayName?: string }> }>('device.pair.list', {});
+      await listed.close();
+      assert.equal(devices.pending.length, 0, 'the mispinned node never reached the handshake');
+    } finally {
+      await tlsGw.stop();
+    }
+  });
+
+  test('rejections: a rejected surface leaves the host running without commands; a rejected device ends it with exit 1', async () => {
+    const stateDir = tmp('node-rej');
+    const n = node(['--pair', await setupCode(), '--state-dir', stateDir, '--name', 'rej-node']);
+    await n.waitFor(/^connected to /);
+    const nodeId = readJson<{ deviceId: string }>(join(stateDir, 'identity.json')).deviceId;
+    const requestId = await pendingSurface(nodeId);
+    const rejected = await cli(tg, 'nodes', 'reject', requestId);
+    assert.equal(rejected.code, 0, rejected.stderr);
+    await n.waitFor(new RegExp(`^command surface rejected \\(request ${requestId}\\): this node's commands cannot be invoked$`));
+    assert.equal(n.child.exitCode, null, 'still connected');
+    assert.equal(await n.stop(), 0);
+
+    const other = node(['--url', nodeUrl(), '--token', TEST_TOKEN, '--state-dir', tmp('node-rej-dev')]);
+    const [, deviceRequest] = await other.waitFor(/^waiting for approval: request (\S+) /);
+    assert.equal((await cli(tg, 'devices', 'reject', deviceRequest as string)).code, 0);
+    assert.equal(await other.exited, 1);
+    assert.match(other.errLines.join('\n'), /pairing rejected by an operator/);
+  });
+
   test('a revoked node token stops the host with exit 1 and says how to pair again', async () => {
     const minted = await cli(tg, 'qr', '--profile', 'node', '--public-url', nodeUrl(), '--json');
     const { setupCode } = JSON.parse(minted.stdout) as { setupCode: string };
@@ -539,6 +610,61 @@ describe('clawgate node run from another network address (netns, else a trusted 
   });
 });
 
+// --- interop: the real OpenClaw operator CLI drives a clawgate node host ---------------------
+
+function openclawPaths(): { node: string; cli: string } {
+  let node = process.env.CLAWGATE_OPENCLAW_NODE;
+  let cliPath = process.env.CLAWGATE_OPENCLAW_CLI;
+  if (!node || !cliPath) {
+    const out = execFileSync('bash', [join(process.cwd(), 'scripts', 'openclaw-cache.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    node = /^NODE24=(.*)$/m.exec(out)?.[1];
+    cliPath = /^OPENCLAW=(.*)$/m.exec(out)?.[1];
+  }
+  assert.ok(node && cliPath, 'scripts/openclaw-cache.sh must print NODE24= and OPENCLAW=');
+  return { node, cli: cliPath };
+}
+
+describe('interop: openclaw nodes approve / invoke against clawgate, executed by clawgate node run', () => {
+  test('the real openclaw CLI approves the surface the node host names and gets its system.which answer', async () => {
+    const oc = openclawPaths();
+    const tg = await startTestGateway();
+    const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-drives-node-'));
+    const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-node-oc-'));
+    const n = new NodeProcess(
+      spawn(process.execPath, [BIN, 'node', 'run', '--url', tg.url, '--token', TEST_TOKEN, '--state-dir', stateDir, '--name', 'oc-driven'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
+    const openclaw = async (args: string[]) => {
+      const r = await runFile(oc.node, [oc.cli, ...args, '--url', tg.url, '--token', TEST_TOKEN, '--json'], {
+        env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), OPENCLAW_NO_AUTO_UPDATE: '1', NO_COLOR: '1' },
+        timeout: 60_000,
+      });
+      return JSON.parse(r.stdout.slice(r.stdout.search(/^[{[]/m))) as unknown;
+    };
+    try {
+      // On the gateway's host the device pairs silently; the command surface still waits.
+      const [, requestId] = await n.waitFor(/^waiting for command approval: request (\S+) /);
+      const approved = (await openclaw(['nodes', 'approve', requestId as string])) as { requestId: string };
+      assert.equal(approved.requestId, requestId);
+      await n.waitFor(/^command surface approved /);
+      const invoked = (await openclaw(['nodes', 'invoke', '--node', 'oc-driven', '--command', 'system.which', '--params', '{"bins":["sh"]}'])) as {
+        ok: boolean;
+        payload: { bins: { sh?: string } };
+      };
+      assert.equal(invoked.ok, true);
+      assert.match(invoked.payload.bins.sh ?? '', /^\/.*\/sh$/);
+      await n.waitFor(/^invoke \S+: system\.which 1 name\(s\) → 1 found /);
+    } finally {
+      await n.stop();
+      await tg.stop();
+      removeDir(tg.stateDir);
+      removeDir(home);
+      removeDir(stateDir);
+    }
+  });
+});
+
 // --- command line and backoff, no gateway needed ---------------------------------------------
 
 describe('clawgate node run: command line', () => {
@@ -548,7 +674,9 @@ describe('clawgate node run: command line', () => {
     return p.exited.then((code) => ({ code, p }));
   };
   const dirs: string[] = [];
-  after(() => {
+  const procs: NodeProcess[] = [];
+  after(async () => {
+    for (const p of procs) await p.stop();
     for (const d of dirs) removeDir(d);
   });
   const tmp = () => {
@@ -578,10 +706,212 @@ describe('clawgate node run: command line', () => {
     assert.equal(existsSync(join(dir, 'credentials.json')), false);
   });
 
+  test('one node host per state dir: a second is refused naming the first; a lock left by a dead process is taken over', async () => {
+    const dir = tmp();
+    const args = ['--url', 'ws://127.0.0.1:1', '--token', 'cgs_x', '--state-dir', dir];
+    const first = new NodeProcess(spawn(process.execPath, [BIN, 'node', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    procs.push(first);
+    await first.waitFor(/^connect failed: gateway unreachable; retrying in \d+ ms$/);
+    const second = await run(args);
+    assert.equal(second.code, 1);
+    assert.match(second.p.errLines.join('\n'), new RegExp(`another clawgate node run \\(pid ${first.child.pid}\\) is using ${dir}`));
+    assert.equal(await first.stop(), 0);
+    assert.equal(existsSync(join(dir, 'node.lock')), false, 'released on exit');
+
+    const dead = spawn('true');
+    await new Promise((r) => dead.on('exit', r));
+    writeFileSync(join(dir, 'node.lock'), `${dead.pid}\n`);
+    const third = new NodeProcess(spawn(process.execPath, [BIN, 'node', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    procs.push(third);
+    await third.waitFor(/^connecting to /);
+    assert.equal(readFileSync(join(dir, 'node.lock'), 'utf8').trim(), String(third.child.pid));
+    assert.equal(await third.stop(), 0);
+  });
+
   test('backoff delays stay within [d/2, d]', () => {
     assert.equal(jitteredDelayMs(1000, 0), 500);
     assert.equal(jitteredDelayMs(1000, 0.999999), 1000);
     assert.equal(jitteredDelayMs(30_000, 0.5), 22_500);
+  });
+});
+
+// --- reactions to what a gateway says, from a scripted one --------------------------------------
+
+describe('clawgate node run against a scripted gateway (retry hints, silence, refusals)', () => {
+  const dirs: string[] = [];
+  const closers: Array<() => Promise<void>> = [];
+  const procs: NodeProcess[] = [];
+  /** A node host process that is stopped after the suite even if its test failed half-way. */
+  const nodeRun = (args: string[]) => {
+    const p = new NodeProcess(spawn(process.execPath, [BIN, 'node', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    procs.push(p);
+    return p;
+  };
+  after(async () => {
+    for (const p of procs) await p.stop();
+    for (const c of closers) await c();
+    for (const d of dirs) removeDir(d);
+  });
+  const tmp = () => {
+    const d = mkdtempSync(join(tmpdir(), 'clawgate-node-scripted-'));
+    dirs.push(d);
+    return d;
+  };
+
+  /** A WebSocket server that challenges, then answers the n-th connect with `answer(n)`. */
+  async function scripted(answer: (n: number, ws: WebSocket) => void): Promise<string> {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+    closers.push(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const c of wss.clients) c.terminate();
+          wss.close(() => resolve());
+        }),
+    );
+    let n = 0;
+    wss.on('connection', (ws) => {
+      const index = ++n;
+      ws.on('error', () => {});
+      ws.send(JSON.stringify({ type: 'event', event: 'connect.challenge', payload: { nonce: `nonce-${index}`, ts: Date.now() } }));
+      ws.on('message', (data) => {
+        const frame = JSON.parse(data.toString()) as { method?: string };
+        if (frame.method === 'connect') answer(index, ws);
+      });
+    });
+    return `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`;
+  }
+
+  const refuse = (ws: WebSocket, error: Record<string, unknown>) => {
+    ws.send(JSON.stringify({ type: 'res', id: 'connect', ok: false, error }));
+    ws.close(1008, String(error.message));
+  };
+
+  test('honours retryAfterMs, drops a connection that goes silent for two tick intervals, and stops on pauseReconnect', async () => {
+    const url = await scripted((n, ws) => {
+      if (n === 1) refuse(ws, { code: 'UNAVAILABLE', message: 'gateway starting', retryable: true, retryAfterMs: 1234, details: { code: 'STARTING' } });
+      else if (n === 2) {
+        const hello = {
+          type: 'hello-ok',
+          protocol: 4,
+          server: { version: 'scripted', connId: 'c2' },
+          features: { methods: [], events: [] },
+          auth: { role: 'node', scopes: [], method: 'token' },
+          policy: { tickIntervalMs: 1000, maxPayload: 1 << 20 },
+        };
+        ws.send(JSON.stringify({ type: 'res', id: 'connect', ok: true, payload: hello }));
+        // …and then nothing at all: no tick, no answer.
+      } else {
+        refuse(ws, {
+          code: 'INVALID_REQUEST',
+          message: 'unauthorized: policy says stop',
+          details: { code: 'SCRIPTED_STOP', pauseReconnect: true, nextStep: 'Ask the operator.' },
+        });
+      }
+    });
+    const n = nodeRun(['--url', url, '--token', 'cgs_x', '--state-dir', tmp()]);
+    await n.waitFor(/^gateway asked to retry in 1234 ms \(gateway starting\)$/);
+    await n.waitFor(/^connected to /);
+    await n.waitFor(/^no frame from the gateway for 2000 ms; reconnecting$/);
+    await n.waitFor(/^disconnected from /);
+    assert.equal(await n.exited, 1);
+    assert.match(n.errLines.join('\n'), /^connect refused: unauthorized: policy says stop \[SCRIPTED_STOP\]\nnext: Ask the operator\.$/m);
+  });
+
+  test('invoke handling on the wire: results echo id and nodeId, unknown commands and bad paramsJSON are refused, a ninth concurrent invoke is busy, cancel kills', async () => {
+    const results: Array<{
+      id: string;
+      nodeId: string;
+      ok: boolean;
+      payloadJSON?: string;
+      error?: { code: string; message: string; details?: { code?: string } };
+    }> = [];
+    let gatewaySide: WebSocket | null = null;
+    const url = await scripted((_n, ws) => {
+      gatewaySide = ws;
+      const hello = {
+        type: 'hello-ok',
+        protocol: 4,
+        server: { version: 'scripted', connId: 'c1' },
+        features: { methods: [], events: [] },
+        auth: { role: 'node', scopes: [], method: 'token' },
+        policy: { tickIntervalMs: 30_000, maxPayload: 1 << 20 },
+      };
+      ws.send(JSON.stringify({ type: 'res', id: 'connect', ok: true, payload: hello }));
+      ws.on('message', (data) => {
+        const f = JSON.parse(data.toString()) as { id: string; method: string; params: (typeof results)[number] };
+        if (f.method !== 'node.invoke.result') return;
+        ws.send(JSON.stringify({ type: 'res', id: f.id, ok: true, payload: { ok: true } }));
+        results.push(f.params);
+      });
+      const invoke = (id: string, command: string, paramsJSON: string) =>
+        ws.send(
+          JSON.stringify({ type: 'event', event: 'node.invoke.request', payload: { id, nodeId: 'any-node-id', command, paramsJSON, timeoutMs: 60_000 } }),
+        );
+      invoke('which-1', 'system.which', '{"bins":["sh"]}');
+      invoke('unknown-1', 'camera.snap', '{}');
+      invoke('badjson-1', 'system.run', '{"command":');
+      ws.send(JSON.stringify({ type: 'event', event: 'node.invoke.request', payload: { id: '', nodeId: 'x', command: 'system.which' } })); // ignored
+    });
+    const resultFor = (id: string) =>
+      new Promise<(typeof results)[number]>((resolve) => {
+        const check = () => {
+          const r = results.find((x) => x.id === id);
+          if (r) resolve(r);
+          else setTimeout(check, 20);
+        };
+        check();
+      });
+    const n = nodeRun(['--url', url, '--token', 'cgs_x', '--exec-policy', 'full', '--state-dir', tmp()]);
+    const which = await resultFor('which-1');
+    assert.equal(which.ok, true);
+    assert.equal(which.nodeId, 'any-node-id', 'nodeId is echoed as sent');
+    assert.match((JSON.parse(which.payloadJSON as string) as { bins: { sh: string } }).bins.sh, /\/sh$/);
+    const unknown = await resultFor('unknown-1');
+    assert.deepEqual([unknown.ok, unknown.error?.code, unknown.error?.details?.code], [false, 'UNAVAILABLE', 'NODE_COMMAND_UNSUPPORTED']);
+    const badJson = await resultFor('badjson-1');
+    assert.equal(badJson.error?.details?.code, 'NODE_INVOKE_PARAMS_INVALID');
+    // With those answered (and their slots free), nine long runs at once: the ninth is refused.
+    for (let i = 1; i <= 9; i++) {
+      const payload = { id: `sleep-${i}`, nodeId: 'any-node-id', command: 'system.run', paramsJSON: '{"command":["sleep","30"]}', timeoutMs: 60_000 };
+      (gatewaySide as WebSocket | null)?.send(JSON.stringify({ type: 'event', event: 'node.invoke.request', payload }));
+    }
+    const busy = await resultFor('sleep-9');
+    assert.deepEqual([busy.ok, busy.error?.details?.code], [false, 'NODE_HOST_BUSY']);
+    // Children show up in /proc while they exec; wait until all eight are there.
+    let running = runningChildren(n.child.pid as number);
+    for (let i = 0; i < 50 && running.length < 8; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      running = runningChildren(n.child.pid as number);
+    }
+    assert.equal(running.length, 8, `eight sleeps run: ${running.join(', ')}`);
+    (gatewaySide as WebSocket | null)?.send(
+      JSON.stringify({ type: 'event', event: 'node.invoke.cancel', payload: { id: 'sleep-1', invokeId: 'sleep-1', nodeId: 'any-node-id' } }),
+    );
+    await n.waitFor(/^invoke sleep-1: system\.run sleep → cancelled /);
+    assert.equal(runningChildren(n.child.pid as number).length, 7, 'the cancelled one was killed');
+    assert.equal(await n.stop(), 0);
+    assert.deepEqual(runningChildren(n.child.pid as number), [], 'stopping kills what runs');
+    assert.equal(results.filter((r) => r.id.startsWith('sleep-')).length, 1, 'killed runs send no result');
+    assert.equal(
+      results.find((r) => r.id === ''),
+      undefined,
+    );
+  });
+
+  test('an HTTP refusal of the upgrade (403) ends the host with the body, instead of retrying for ever', async () => {
+    const server = createHttpServer((_req, res) => res.end());
+    server.on('upgrade', (_req, socket) => {
+      socket.on('error', () => {});
+      const body = '{"error":{"type":"proxy_attribution_required"}}';
+      socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const n = nodeRun(['--url', url, '--token', 'cgs_x', '--state-dir', tmp()]);
+    assert.equal(await n.exited, 1);
+    assert.match(n.errLines.join('\n'), /the gateway refused the WebSocket upgrade: HTTP 403: .*proxy_attribution_required/);
   });
 });
 
@@ -698,7 +1028,8 @@ describe('system.which and system.run under the exec policy', () => {
 
   test('past its timeout the command is killed with everything it started, and reported as timed out', async () => {
     const pidFile = join(stateDir, 'grandchild.pid');
-    const r = await systemRun({ command: ['sh', '-c', `sleep 60 & echo $! > ${pidFile}; wait`], timeoutMs: 300 }, ctx('full'));
+    // The background sleep does not hold the output pipe, so only a group kill ends it.
+    const r = await systemRun({ command: ['sh', '-c', `sleep 60 >/dev/null 2>&1 & echo $! > ${pidFile}; wait`], timeoutMs: 300 }, ctx('full'));
     assert.ok(r.ok);
     const p = r.payload as { timedOut: boolean; success: boolean; exitCode: number | null; signal: string | null; error: string | null };
     assert.equal(p.timedOut, true);
@@ -707,9 +1038,38 @@ describe('system.which and system.run under the exec policy', () => {
     assert.equal(p.signal, 'SIGKILL');
     assert.match(p.error ?? '', /timed out after 300 ms; killed/);
     const grandchild = Number(readFileSync(pidFile, 'utf8'));
-    // Gone, or a zombie waiting for its reaper: either way no longer running.
-    const state = existsSync(`/proc/${grandchild}/stat`) ? readFileSync(`/proc/${grandchild}/stat`, 'utf8').split(') ')[1]?.[0] : 'gone';
-    assert.ok(state === 'gone' || state === 'Z' || state === 'X', `the background sleep died with its group (state ${state})`);
+    // Gone, or a zombie waiting for its reaper: either way no longer running. SIGKILL reaches
+    // it asynchronously, so give the kernel a moment (a sleeping `sleep 60` would stay 'S').
+    const stateOf = () => {
+      try {
+        return readFileSync(`/proc/${grandchild}/stat`, 'utf8').split(') ')[1]?.[0] ?? 'gone';
+      } catch {
+        return 'gone';
+      }
+    };
+    let state = stateOf();
+    for (let i = 0; i < 40 && !['gone', 'Z', 'X'].includes(state); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      state = stateOf();
+    }
+    assert.ok(['gone', 'Z', 'X'].includes(state), `the background sleep died with its group (state ${state})`);
+  });
+
+  test('a process that escapes the group and keeps the output pipe open does not hold the result back', async () => {
+    const pidFile = join(stateDir, 'escapee.pid');
+    const r = await systemRun({ command: ['sh', '-c', `setsid sh -c 'echo $$ > ${pidFile}; exec sleep 30' & sleep 0.2; echo done`] }, ctx('full'));
+    const escapee = Number(readFileSync(pidFile, 'utf8'));
+    try {
+      assert.ok(r.ok);
+      const p = r.payload as { exitCode: number; stdout: string };
+      assert.deepEqual([p.exitCode, p.stdout], [0, 'done\n']);
+      // Answered while the escapee still runs (it sleeps for 30 s).
+      assert.ok(existsSync(`/proc/${escapee}`), 'the escapee is still running');
+    } finally {
+      try {
+        process.kill(escapee, 'SIGKILL');
+      } catch {}
+    }
   });
 
   test('cancelling (abort) kills the command too', async () => {
@@ -737,6 +1097,11 @@ describe('system.which and system.run under the exec policy', () => {
     const rel = await systemRun({ command: ['./x'] }, ctx('full'));
     assert.ok(!rel.ok);
     assert.equal(rel.error.details?.code, 'NODE_INVOKE_PARAMS_INVALID');
+    for (const params of [{ command: ['echo', 'a\u0000b'] }, { command: ['echo'], env: { 'A=B': 'x' } }, { command: ['echo'], env: { LANG: 'a\u0000' } }]) {
+      const r = await systemRun(params, ctx('full'));
+      assert.ok(!r.ok, JSON.stringify(params));
+      assert.equal(r.error.details?.code, 'NODE_INVOKE_PARAMS_INVALID');
+    }
     const shape = await systemRun({ command: [] }, ctx('full'));
     assert.ok(!shape.ok);
     assert.equal(shape.error.details?.code, 'NODE_INVOKE_PARAMS_INVALID');

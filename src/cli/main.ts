@@ -12,6 +12,7 @@ import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
+import { callWithStoredCredentials, pairCommand, statusCommand } from './client.js';
 import { auditCommand, devicesCommand } from './devices.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
@@ -52,6 +53,9 @@ Usage:
               [--url <gateway-url>] [--public-url <url>] [--json]
                                                mint a setup code (QR) that pairs one new device
   clawgate qr --list | --revoke <setupId> [--json]
+  clawgate pair <setup-code|oc-pair://link> [--name <n>] [--node] [--url <gateway-url>] [--json]
+                                               redeem a setup code on this machine (client side)
+  clawgate status --client [--offline] [--json]  stored gateways, roles, scopes and connection state
   clawgate cron add --name <n> (--cron "<m h dom mon dow>" [--tz <zone>] | --every <10s|5m|1h>)
                     (--send <channel> --content <text> | --session <key> --text <text> [--spawn])
   clawgate cron list | remove <job> | run <job> | runs <job> [--json]
@@ -68,7 +72,11 @@ Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
 Commands that talk to a gateway use --url > CLAWGATE_URL > the running gateway recorded in the
 state dir > ws://127.0.0.1:18789, and authenticate with --token > CLAWGATE_TOKEN > the owner
 credential in the state dir. For a wss:// gateway with a self-signed certificate pass
---tls-fingerprint <sha256> (or CLAWGATE_TLS_FINGERPRINT); the local gateway's is pinned automatically.`;
+--tls-fingerprint <sha256> (or CLAWGATE_TLS_FINGERPRINT); the local gateway's is pinned automatically.
+\`node run\` is a client of a gateway, not its operator: its own state dir (--state-dir, else
+CLAWGATE_NODE_STATE_DIR, else ~/.clawgate-node), the gateway token only from --token or
+CLAWGATE_NODE_TOKEN, never the owner credential (docs/node-host.md).
+\`call\` falls back to the device credentials \`clawgate pair\` stored (in <state-dir>/client/).`;
 
 export function parse(
   args: string[],
@@ -259,7 +267,11 @@ async function call(args: string[]): Promise<number> {
   }
   const target = resolveTarget(values);
   if (!target.token && !target.password) {
-    process.stderr.write('no credential: pass --token, set CLAWGATE_TOKEN, or run on the gateway host (owner credential in the state dir)\n');
+    const viaPairing = await callWithStoredCredentials(values, method, params, values.timeout ? Number(values.timeout) : 30_000);
+    if (viaPairing !== null) return viaPairing;
+    process.stderr.write(
+      'no credential: pass --token, set CLAWGATE_TOKEN, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair <setup-code>)\n',
+    );
     return 1;
   }
   const conn = await connectGateway({
@@ -294,6 +306,8 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'nodes') return await nodesCommand(sub, rest);
     if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'pair') return await pairCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'status') return await statusCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'cron') return await cronCommand(sub, rest);
     if (cmd === 'channels') return await channelsCommand(sub, rest);
     if (cmd === 'sessions') return await sessionsCommand(sub, rest);

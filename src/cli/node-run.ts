@@ -47,6 +47,29 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
   const out = (line: string) => process.stdout.write(`${line}\n`);
   const err = (line: string) => process.stderr.write(`${line}\n`);
   const state = NodeState.open(resolveNodeStateDir(values['state-dir'] as string | undefined));
+  const lock = state.lock();
+  if (!lock.ok) {
+    err(`another clawgate node run (pid ${lock.holderPid}) is using ${state.dir}; stop it, or pass a different --state-dir`);
+    return 1;
+  }
+  try {
+    return await runWithState(state, values, { execPolicy, commands, sharedToken, password, out, err });
+  } finally {
+    lock.release();
+  }
+}
+
+interface RunSettings {
+  execPolicy: ExecPolicyMode;
+  commands: string[];
+  sharedToken: string | undefined;
+  password: string | undefined;
+  out(line: string): void;
+  err(line: string): void;
+}
+
+async function runWithState(state: NodeState, values: Record<string, unknown>, settings: RunSettings): Promise<number> {
+  const { execPolicy, commands, sharedToken, password, out, err } = settings;
   const { identity, instanceId, created } = state.loadOrCreateIdentity(systemRandom);
   if (created) out(`created node identity ${identity.deviceId} in ${state.dir}`);
   const allowlist = ensureAllowlistFile(state.dir);

@@ -21,6 +21,8 @@ export const RUN_DEFAULT_TIMEOUT_MS = 30_000;
 export const RUN_MAX_TIMEOUT_MS = 600_000;
 /** Per-stream output cap; the rest is read and dropped so the child never blocks on a full pipe. */
 export const RUN_MAX_OUTPUT_BYTES = 256 * 1024;
+/** After the command exits, how long its output pipes may stay open (held by something it left behind). */
+export const RUN_STREAM_GRACE_MS = 1_000;
 
 export type CommandResult = { ok: true; payload: unknown } | { ok: false; error: ErrorShape };
 
@@ -37,13 +39,16 @@ export interface CommandContext {
 const WhichParams = T.Object({ bins: T.Array(T.String({ minLength: 1, maxLength: 255 }), { maxItems: 256 }) });
 const checkWhich = TypeCompiler.Compile(WhichParams);
 
+/** The OS cannot pass a NUL inside an argument, path or environment value. */
+const NO_NUL = '^[^\\u0000]*$';
 const RunParams = T.Object({
-  command: T.Array(T.String({ maxLength: 32 * 1024 }), { minItems: 1, maxItems: 4096 }),
-  cwd: T.Optional(T.Union([T.String({ minLength: 1, maxLength: 4096 }), T.Null()])),
-  env: T.Optional(T.Union([T.Record(T.String(), T.String({ maxLength: 32 * 1024 })), T.Null()])),
+  command: T.Array(T.String({ maxLength: 32 * 1024, pattern: NO_NUL }), { minItems: 1, maxItems: 4096 }),
+  cwd: T.Optional(T.Union([T.String({ minLength: 1, maxLength: 4096, pattern: NO_NUL }), T.Null()])),
+  env: T.Optional(T.Union([T.Record(T.String(), T.String({ maxLength: 32 * 1024, pattern: NO_NUL })), T.Null()])),
   timeoutMs: T.Optional(T.Union([T.Integer({ minimum: 1, maximum: RUN_MAX_TIMEOUT_MS }), T.Null()])),
 });
 const checkRun = TypeCompiler.Compile(RunParams);
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 function invalid(command: string, check: { Errors(v: unknown): { First(): { path: string; message: string } | undefined } }, params: unknown): CommandResult {
   const first = check.Errors(params).First();
@@ -106,6 +111,15 @@ function refuse(message: string, reason: string): CommandResult {
 
 export async function systemRun(params: unknown, ctx: CommandContext): Promise<CommandResult> {
   if (!checkRun.Check(params)) return invalid('system.run', checkRun, params);
+  const badName = Object.keys(params.env ?? {}).find((k) => !ENV_NAME.test(k));
+  if (badName !== undefined) {
+    return {
+      ok: false,
+      error: new GatewayError('NODE_INVOKE_PARAMS_INVALID', {
+        vars: { command: 'system.run', problem: `env name ${JSON.stringify(badName)} is not a variable name` },
+      }).shape,
+    };
+  }
   const argv = params.command;
   const argv0 = argv[0] as string;
   if (argv0.length === 0) {
@@ -232,12 +246,16 @@ function runProcess(file: string, argv: string[], opts: RunOptions): Promise<Run
     child.stderr.on('data', collect('stderr'));
     child.stdout.on('error', () => {});
     child.stderr.on('error', () => {});
-    child.on('error', (err) => {
-      spawnError = err.message;
-    });
-    child.on('close', (code, signal) => {
+    let finished = false;
+    let grace: NodeJS.Timeout | null = null;
+    const finish = (code: number | null, signal: NodeJS.Signals | null) => {
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
+      if (grace) clearTimeout(grace);
       opts.signal.removeEventListener('abort', onAbort);
+      child.stdout.destroy();
+      child.stderr.destroy();
       const exitCode = spawnError ? null : code;
       resolve({
         exitCode,
@@ -251,6 +269,16 @@ function runProcess(file: string, argv: string[], opts: RunOptions): Promise<Run
         error: spawnError ?? (timedOut ? `timed out after ${opts.timeoutMs} ms; killed` : null),
         ...(opts.droppedEnv.length > 0 ? { droppedEnv: opts.droppedEnv } : {}),
       });
+    };
+    child.on('error', (err) => {
+      spawnError = err.message;
+      if (child.pid === undefined) finish(null, null); // never started: no exit or close follows
     });
+    // 'close' waits for the pipes; a process that escaped the group (setsid) may hold them for
+    // ever. After the command itself exits, what is still unread gets a short grace, no more.
+    child.on('exit', (code, signal) => {
+      grace = setTimeout(() => finish(code, signal), RUN_STREAM_GRACE_MS);
+    });
+    child.on('close', (code, signal) => finish(code, signal));
   });
 }

@@ -13,7 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { type Static, Type as T } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { writeSecretFile } from '../cli/state.js';
+import { writeFileDurably } from './state.js';
 
 export const EXEC_POLICIES = ['deny', 'allowlist', 'full'] as const;
 export type ExecPolicyMode = (typeof EXEC_POLICIES)[number];
@@ -59,7 +59,7 @@ function defaultAllowlistText(): string {
 export function ensureAllowlistFile(stateDir: string): { path: string; created: boolean } {
   const path = join(stateDir, ALLOWLIST_FILE);
   if (existsSync(path)) return { path, created: false };
-  writeSecretFile(path, defaultAllowlistText());
+  writeFileDurably(path, defaultAllowlistText());
   return { path, created: true };
 }
 

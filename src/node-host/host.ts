@@ -5,7 +5,15 @@
  * machine is decided here, by the local exec policy, whatever the gateway approved.
  */
 import { WebSocket } from 'ws';
-import { buildConnectParams, type ConnectOptions, checkTlsPin, type DeviceIdentity, GatewayConnection, type HelloPayload } from '../client/connection.js';
+import {
+  buildConnectParams,
+  type ConnectOptions,
+  checkTlsPin,
+  type DeviceIdentity,
+  GatewayConnection,
+  GatewayRequestError,
+  type HelloPayload,
+} from '../client/connection.js';
 import type { Clock, Random } from '../core/env.js';
 import { CATALOGUE, GatewayError } from '../protocol/errors.js';
 import type { ErrorShape } from '../protocol/frames.js';
@@ -190,7 +198,7 @@ export class NodeHost {
       return {
         kind: 'fatal',
         message:
-          "the gateway refused this node's device token (revoked, or the device was removed); pair again: `clawgate node run --pair <setup-code>` (create one with `clawgate qr --profile node`) or --token <gateway token>",
+          "the gateway refused this node's device token (revoked or rotated by an operator, or the device was removed); pair again: `clawgate node run --pair <setup-code>` (create one with `clawgate qr --profile node`) or --token <gateway token>",
       };
     }
     if ((detail === 'AUTH_TOKEN_MISMATCH' || detail === 'AUTH_PASSWORD_MISMATCH') && (used === 'shared' || used === 'password') && creds.tokens.node) {
@@ -375,9 +383,6 @@ export class NodeHost {
       `connected to ${url} as node "${this.opts.displayName}" (${this.deviceId}), protocol ${hello.protocol}; ` +
         `commands: ${this.opts.commands.join(', ') || '(none)'}; exec policy: ${this.opts.execPolicy}${this.opts.execPolicy === 'allowlist' ? ` (${this.opts.allowlistPath})` : ''}`,
     );
-    this.opts.out(
-      'its commands become invokable once an operator approves them: on the gateway host, `clawgate nodes pending` lists the request and `clawgate nodes approve <requestId>` approves it (a surface approved before needs nothing)',
-    );
     this.current = conn.ws;
     let lastFrameAtMs = this.opts.clock.now();
     conn.ws.on('message', () => {
@@ -397,7 +402,7 @@ export class NodeHost {
     });
     // Frames that came in the same read as hello-ok were logged before the listener existed.
     for (const e of conn.events.splice(0)) this.onEvent(conn, e.event, e.payload);
-    this.publishInventory(conn);
+    this.publishInventory(conn, true);
     const closed = await conn.closed;
     clearInterval(watchdog);
     for (const [id, inv] of this.active) {
@@ -409,8 +414,23 @@ export class NodeHost {
   }
 
   /** What the reference node host publishes after hello-ok and after a surface approval; failures are harmless. */
-  private publishInventory(conn: GatewayConnection): void {
-    conn.request('node.runnerInventory.update', { protocolFeatures: [], workerHost: { enabled: false } }, 10_000).catch(() => {});
+  /**
+   * What the reference node host publishes after hello-ok and after a surface approval. A
+   * clawgate gateway refuses it with NODE_SURFACE_PENDING while this node's commands await
+   * approval, naming the request: that is how the person at the node learns the id to approve.
+   * Other failures are harmless (older or other gateways may not know the method).
+   */
+  private publishInventory(conn: GatewayConnection, atConnect = false): void {
+    conn.request('node.runnerInventory.update', { protocolFeatures: [], workerHost: { enabled: false } }, 10_000).then(
+      () => {
+        if (atConnect) this.opts.out(`ready: ${this.opts.commands.join(', ') || '(no commands)'} can be invoked`);
+      },
+      (err: unknown) => {
+        if (!(err instanceof GatewayRequestError) || err.detailCode !== 'NODE_SURFACE_PENDING') return;
+        const requestId = String(err.error.details?.requestId ?? '<requestId>');
+        this.opts.out(`waiting for command approval: request ${requestId} — on the gateway host run \`clawgate nodes approve ${requestId}\``);
+      },
+    );
   }
 
   private onEvent(conn: GatewayConnection, event: string, payload: unknown): void {

@@ -10,12 +10,12 @@
  * credential live in one file, so the write that stores the device token is the same rename
  * that drops the setup code: a crash leaves one or the other, never neither.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { type Static, Type as T } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { ensureStateDir, writeSecretFile } from '../cli/state.js';
+import { ensureStateDir } from '../cli/state.js';
 import { type DeviceIdentity, generateIdentity, identityFromJson, identityToJson } from '../client/connection.js';
 import type { Random } from '../core/env.js';
 
@@ -47,7 +47,30 @@ const CredentialsFile = T.Object({
 export type NodeCredentials = Static<typeof CredentialsFile>;
 const checkCredentials = TypeCompiler.Compile(CredentialsFile);
 
+/**
+ * Write a 0600 file so that after a crash or power loss it holds the old or the new content,
+ * never a torn or empty one: temp file, fsync, rename, fsync the directory.
+ */
+export function writeFileDurably(path: string, content: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    writeSync(fd, content);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  const dirFd = openSync(dirname(path), 'r');
+  try {
+    fsyncSync(dirFd);
+  } finally {
+    closeSync(dirFd);
+  }
+}
+
 export const IDENTITY_FILE = 'identity.json';
+export const LOCK_FILE = 'node.lock';
 export const NODE_CREDENTIALS_FILE = 'credentials.json';
 
 function readJson<S>(path: string, check: { Check(v: unknown): v is S }, what: string): S | null {
@@ -70,6 +93,36 @@ export class NodeState {
     return new NodeState(dir);
   }
 
+  /**
+   * One node host per state dir: two would share a key and both answer for the same device.
+   * Returns a release function, or the pid of the live holder. A lock left by a dead process is
+   * taken over.
+   */
+  lock(pid: number = process.pid): { ok: true; release(): void } | { ok: false; holderPid: number } {
+    const path = join(this.dir, LOCK_FILE);
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fd = openSync(path, 'wx', 0o600);
+        writeSync(fd, `${pid}\n`);
+        closeSync(fd);
+        return {
+          ok: true,
+          release: () => {
+            try {
+              if (readFileSync(path, 'utf8').trim() === String(pid)) unlinkSync(path);
+            } catch {}
+          },
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const holder = Number.parseInt(readFileSync(path, 'utf8'), 10);
+      if (Number.isInteger(holder) && holder > 0 && holder !== pid && processAlive(holder)) return { ok: false, holderPid: holder };
+      unlinkSync(path); // stale: its process is gone
+    }
+    throw new Error(`could not take ${path}`);
+  }
+
   /** The node's key pair, created on first run. */
   loadOrCreateIdentity(random: Random): { identity: DeviceIdentity; instanceId: string; created: boolean } {
     const path = join(this.dir, IDENTITY_FILE);
@@ -77,7 +130,7 @@ export class NodeState {
     if (existing) return { identity: identityFromJson(existing), instanceId: existing.instanceId, created: false };
     const identity = generateIdentity();
     const instanceId = random.uuid();
-    writeSecretFile(path, `${JSON.stringify({ version: 1, ...identityToJson(identity), instanceId }, null, 2)}\n`);
+    writeFileDurably(path, `${JSON.stringify({ version: 1, ...identityToJson(identity), instanceId }, null, 2)}\n`);
     return { identity, instanceId, created: true };
   }
 
@@ -86,7 +139,7 @@ export class NodeState {
   }
 
   private write(creds: NodeCredentials): void {
-    writeSecretFile(join(this.dir, NODE_CREDENTIALS_FILE), `${JSON.stringify(creds, null, 2)}\n`);
+    writeFileDurably(join(this.dir, NODE_CREDENTIALS_FILE), `${JSON.stringify(creds, null, 2)}\n`);
   }
 
   /** Keep a setup code until a device token replaces it (redeeming is not idempotent forever). */
@@ -126,5 +179,14 @@ export class NodeState {
     const tokens = { ...creds.tokens };
     delete tokens[role];
     this.write({ ...creds, tokens });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
