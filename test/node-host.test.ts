@@ -25,9 +25,10 @@ import { jitteredDelayMs } from '../src/node-host/host.js';
 import { encodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { openclawJson, openclawPaths } from './helpers/openclaw.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
-const runFile = promisify(execFile);
+const _runFile = promisify(execFile);
 /** Node hosts need a moment to start; approval waits have no deadline of their own. */
 const STEP_MS = 20_000;
 
@@ -612,18 +613,6 @@ describe('clawgate node run from another network address (netns, else a trusted 
 
 // --- interop: the real OpenClaw operator CLI drives a clawgate node host ---------------------
 
-function openclawPaths(): { node: string; cli: string } {
-  let node = process.env.CLAWGATE_OPENCLAW_NODE;
-  let cliPath = process.env.CLAWGATE_OPENCLAW_CLI;
-  if (!node || !cliPath) {
-    const out = execFileSync('bash', [join(process.cwd(), 'scripts', 'openclaw-cache.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    node = /^NODE24=(.*)$/m.exec(out)?.[1];
-    cliPath = /^OPENCLAW=(.*)$/m.exec(out)?.[1];
-  }
-  assert.ok(node && cliPath, 'scripts/openclaw-cache.sh must print NODE24= and OPENCLAW=');
-  return { node, cli: cliPath };
-}
-
 describe('interop: openclaw nodes approve / invoke against clawgate, executed by clawgate node run', () => {
   test('the real openclaw CLI approves the surface the node host names and gets its system.which answer', async () => {
     const oc = openclawPaths();
@@ -635,13 +624,7 @@ describe('interop: openclaw nodes approve / invoke against clawgate, executed by
         stdio: ['ignore', 'pipe', 'pipe'],
       }),
     );
-    const openclaw = async (args: string[]) => {
-      const r = await runFile(oc.node, [oc.cli, ...args, '--url', tg.url, '--token', TEST_TOKEN, '--json'], {
-        env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), OPENCLAW_NO_AUTO_UPDATE: '1', NO_COLOR: '1' },
-        timeout: 60_000,
-      });
-      return JSON.parse(r.stdout.slice(r.stdout.search(/^[{[]/m))) as unknown;
-    };
+    const openclaw = (args: string[]) => openclawJson(oc, home, { url: tg.url, token: TEST_TOKEN }, args);
     try {
       // On the gateway's host the device pairs silently; the command surface still waits.
       const [, requestId] = await n.waitFor(/^waiting for command approval: request (\S+) /);

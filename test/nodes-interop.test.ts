@@ -13,9 +13,9 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
+import { openclawEnv, openclawJson, openclawPaths } from './helpers/openclaw.js';
 
-const run = promisify(execFile);
+const _run = promisify(execFile);
 
 async function waitFor<T>(probe: () => T | undefined | Promise<T | undefined>, what: string, log: () => string, ms = 60_000): Promise<T> {
   const start = Date.now();
@@ -128,13 +128,7 @@ describe('real openclaw nodes CLI against clawgate', () => {
       seen.push(p);
       node.request('node.invoke.result', { id: p.id, nodeId: p.nodeId, ok: true, payloadJSON: '{"bins":{"sh":"/bin/sh"}}' }).catch(() => {});
     });
-    const openclaw = async (args: string[]) => {
-      const r = await run(oc.node, [oc.cli, ...args, '--url', tg.url, '--token', TEST_TOKEN, '--json'], {
-        env: openclawEnv(home),
-        timeout: 60_000,
-      });
-      return JSON.parse(r.stdout.slice(r.stdout.search(/^[{[]/m))) as unknown;
-    };
+    const openclaw = (args: string[]) => openclawJson(oc, home, { url: tg.url, token: TEST_TOKEN }, args);
     try {
       const pending = (await openclaw(['nodes', 'pending'])) as Array<{ requestId: string; displayName: string }>;
       assert.equal(pending.length, 1);
