@@ -72,12 +72,7 @@ describe('PostgresStore specifics', () => {
     const url = await cluster.createDatabase();
     const a = await PostgresStore.open(url);
     const b = await PostgresStore.open(url);
-    try {
-      await assertWritersSerialize(a, b);
-    } finally {
-      await a.close();
-      await b.close();
-    }
+    await assertWritersSerialize(a, b);
   });
 
   test('only the secret hash is at rest, and tampering with the audit table is detected', async () => {
@@ -132,51 +127,22 @@ async function automationsScript(store: Store): Promise<unknown[]> {
     await store.listChatMessages('s1', { beforeSeq: 4, limit: 2 }),
     await store.listChatMessages('s1', { afterSeq: 3 }),
   );
-  out.push(
-    await store.putChannel({
-      channelId: 'c1',
-      name: 'alerts',
-      url: 'https://example.net/h',
-      source: 'api',
-      createdBy: 'owner',
+  // Two API channels under one name (the second is refused), then a config channel updated in place.
+  const channel = (channelId: string, name: string, url: string, source: 'api' | 'config', username?: string) =>
+    store.putChannel({
+      channelId,
+      name,
+      url,
+      ...(username ? { username } : {}),
+      source,
+      createdBy: source === 'api' ? 'owner' : 'config',
       createdAtMs: T0,
       audit: a('ch'),
-    }),
-  );
-  out.push(
-    await store.putChannel({
-      channelId: 'c2',
-      name: 'alerts',
-      url: 'https://example.net/x',
-      source: 'api',
-      createdBy: 'owner',
-      createdAtMs: T0,
-      audit: a('ch'),
-    }),
-  );
-  out.push(
-    await store.putChannel({
-      channelId: 'c3',
-      name: 'cfg',
-      url: 'https://example.net/1',
-      source: 'config',
-      createdBy: 'config',
-      createdAtMs: T0,
-      audit: a('ch'),
-    }),
-  );
-  out.push(
-    await store.putChannel({
-      channelId: 'c4',
-      name: 'cfg',
-      url: 'https://example.net/2',
-      username: 'bot',
-      source: 'config',
-      createdBy: 'config',
-      createdAtMs: T0,
-      audit: a('ch'),
-    }),
-  );
+    });
+  out.push(await channel('c1', 'alerts', 'https://example.net/h', 'api'));
+  out.push(await channel('c2', 'alerts', 'https://example.net/x', 'api'));
+  out.push(await channel('c3', 'cfg', 'https://example.net/1', 'config'));
+  out.push(await channel('c4', 'cfg', 'https://example.net/2', 'config', 'bot'));
   out.push(await store.getChannel('alerts'), await store.getChannel('c3'), await store.listChannels());
   const body = { content: 'hi' };
   for (let i = 0; i < 3; i++) {

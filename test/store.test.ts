@@ -171,12 +171,7 @@ describe('SqliteStore specifics', () => {
     const file = join(tempDir(), 'state.sqlite');
     const a = new SqliteStore(file);
     const b = new SqliteStore(file);
-    try {
-      await assertWritersSerialize(a, b);
-    } finally {
-      await a.close();
-      await b.close();
-    }
+    await assertWritersSerialize(a, b);
   });
 
   test('only the secret hash is at rest, and tampering with the audit table is detected', async () => {

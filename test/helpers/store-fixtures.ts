@@ -38,9 +38,18 @@ export function requestInput(deviceId: string, requestId: string, scopes: string
 
 /**
  * Two stores on one database (two connections, two instances) writing at once: one pending request
- * per (device, role), every approval's epoch kept, one unbroken audit chain.
+ * per (device, role), every approval's epoch kept, one unbroken audit chain. Closes both.
  */
 export async function assertWritersSerialize(a: Store, b: Store): Promise<void> {
+  try {
+    await writeAtOnce(a, b);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+}
+
+async function writeAtOnce(a: Store, b: Store): Promise<void> {
   const results = await Promise.all(
     Array.from({ length: 20 }, (_, i) =>
       (i % 2 ? a : b).upsertPairingRequest(requestInput('d1', `r${i}`, i % 4 === 0 ? ['operator.write'] : ['operator.read'])),
