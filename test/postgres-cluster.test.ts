@@ -14,7 +14,7 @@ import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { LISTENER_APP_NAME } from '../src/store/pg-bus.js';
 import { PostgresStore } from '../src/store/postgres.js';
 import { verifyAuditChain } from '../src/store/shared.js';
-import { CLUSTER_OWNER, CLUSTER_TOKEN, clusterStateDir, type Instance, removeStateDir, startInstance } from './helpers/instance.js';
+import { CLUSTER_OWNER, CLUSTER_TOKEN, type Instance, removeStateDir, startInstance, startInstancesAB } from './helpers/instance.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
 import { connectAsNode, type Frame, RawClient } from './helpers/raw.js';
 
@@ -27,11 +27,7 @@ const dirs: string[] = [];
 before(async () => {
   cluster = await startPgCluster();
   url = await cluster.createDatabase();
-  const dirA = clusterStateDir();
-  const dirB = clusterStateDir();
-  dirs.push(dirA, dirB);
-  // Both start at once: the migration lock makes exactly one of them create the schema.
-  [a, b] = await Promise.all([startInstance('A', url, dirA), startInstance('B', url, dirB)]);
+  [a, b] = await startInstancesAB(url, dirs);
 });
 
 after(async () => {
