@@ -1,7 +1,7 @@
 /** In-memory store for unit tests. Same contract as SQLite; nothing survives the process. */
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
+import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import { applyAttempt, approvedGrant, chainAudit, mergePairingRequest } from './shared.js';
 import type {
   AppendMessageResult,
@@ -285,8 +285,7 @@ export class MemoryStore implements Store {
     const check = checkRedemption(code, device, atMs, input.graceMs, (r) => this.grants.get(gk(device.deviceId, r))?.epoch);
     if (!check.ok) return check;
     const c = code as SetupCodeRecord;
-    const roles = c.profile.roles;
-    for (const r of roles) if (!input.tokens[r]) throw new Error(`redeemSetupCode: no token for role ${r}`);
+    const roles = redeemedRoles(c, input.tokens);
     const entry = this.prepareAudit(check.repeat ? input.repeatAudit : input.audit);
     const resolved: string[] = [];
     if (check.repeat) {

@@ -14,7 +14,7 @@
 import pg from 'pg';
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
+import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import {
   type AuditRow,
   applyAttempt,
@@ -532,8 +532,7 @@ export class PostgresStore implements Store {
       const check = checkRedemption(code, device, atMs, input.graceMs, (r) => epochs0.get(r));
       if (!check.ok) return check;
       const c = code as SetupCodeRecord;
-      const roles = c.profile.roles;
-      for (const r of roles) if (!input.tokens[r]) throw new Error(`redeemSetupCode: no token for role ${r}`);
+      const roles = redeemedRoles(c, input.tokens);
       const resolved: string[] = [];
       if (check.repeat) {
         await tx.run('UPDATE setup_codes SET redeem_count = redeem_count + 1 WHERE setup_id = $1', [c.setupId]);

@@ -6,7 +6,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
+import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import {
   type AuditRow,
   applyAttempt,
@@ -422,8 +422,7 @@ export class SqliteStore implements Store {
       const check = checkRedemption(code, device, atMs, input.graceMs, epochOf);
       if (!check.ok) return check;
       const c = code as SetupCodeRecord;
-      const roles = c.profile.roles;
-      for (const r of roles) if (!input.tokens[r]) throw new Error(`redeemSetupCode: no token for role ${r}`);
+      const roles = redeemedRoles(c, input.tokens);
       const resolved: string[] = [];
       if (check.repeat) {
         this.stmt('UPDATE setup_codes SET redeem_count = redeem_count + 1 WHERE setup_id = ?').run(c.setupId);
