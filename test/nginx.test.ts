@@ -253,7 +253,20 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
     await renewed.close();
     const third = await node({ deviceToken: token2 });
     assert.equal(third.hello.auth.role, 'node');
-    await third.close();
+
+    // Rotated while connected through nginx: the new token reaches the node over its wss:// socket
+    // (never the operator), the socket closes 4001, and the node reconnects with the pushed token.
+    const live = await cli(tg, 'devices', 'rotate', '--device', identity.deviceId, '--role', 'node', '--json');
+    assert.equal(live.code, 0, live.stderr);
+    const liveRes = JSON.parse(live.stdout) as { tokenDelivery: string; token?: string };
+    assert.deepEqual([liveRes.tokenDelivery, liveRes.token], ['pushed-live', undefined]);
+    assert.equal((await third.closed).code, 4001);
+    const pushed = third.events.find((e) => e.event === 'device.token.rotated')?.payload as { deviceToken: string } | undefined;
+    assert.ok(pushed && pushed.deviceToken !== token2, 'the new token was pushed through the proxy');
+    await expectRefused(node({ deviceToken: token2 }), 'AUTH_DEVICE_TOKEN_MISMATCH');
+    const fourth = await node({ deviceToken: pushed.deviceToken });
+    assert.equal(fourth.hello.auth.method, 'device-token');
+    await fourth.close();
   });
 
   /** Invoke a node command as the operator paired through nginx, over wss:// with its device token. */

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -608,6 +608,56 @@ describe('clawgate node run from another network address (netns, else a trusted 
     assert.equal(await n.exited, 1);
     assert.match(n.errLines.join('\n'), /refused this node's device token .* pair again: `clawgate node run --pair <setup-code>`/);
     assert.equal(readJson<StoredCredentials>(join(stateDir, 'credentials.json')).tokens.node, undefined, 'the dead token is forgotten');
+  });
+
+  test('rotation by an operator: a setup-code node gets the new token pushed on its live socket, stores it, reconnects by itself and keeps serving; the old token is refused', async () => {
+    const stateDir = tmp('node-rot');
+    const n = node(['--pair', await setupCode(), '--state-dir', stateDir, '--name', 'rot-node']);
+    await n.waitFor(/^connected to /);
+    const nodeId = readJson<{ deviceId: string }>(join(stateDir, 'identity.json')).deviceId;
+    assert.equal((await cli(tg, 'nodes', 'approve', await pendingSurface(nodeId))).code, 0);
+    await n.waitFor(/^command surface approved/);
+    const before = readJson<StoredCredentials>(join(stateDir, 'credentials.json'));
+    const oldToken = before.tokens.node?.deviceToken as string;
+    assert.match(oldToken, /^cgd1_/);
+    assert.equal(before.bootstrap, undefined, 'the setup code is spent: the node token is its only credential');
+
+    const rotated = await cli(tg, 'devices', 'rotate', '--device', nodeId, '--role', 'node', '--json');
+    assert.equal(rotated.code, 0, rotated.stderr);
+    const res = JSON.parse(rotated.stdout) as { tokenDelivery: string; token?: string };
+    assert.equal(res.tokenDelivery, 'pushed-live');
+    assert.equal(res.token, undefined, 'the operator never sees the new secret');
+    assert.ok(!rotated.stdout.includes('cgd1_'), rotated.stdout);
+
+    await n.waitFor(/^an operator rotated this node's token; the new one is stored in /);
+    await n.waitFor(/^disconnected from \S+ \(4001 device token rotated\); reconnecting$/);
+    await n.waitFor(/^connecting to .* \(device-token\)$/);
+    await n.waitFor(/^connected to /);
+    const newToken = readJson<StoredCredentials>(join(stateDir, 'credentials.json')).tokens.node?.deviceToken as string;
+    assert.match(newToken, /^cgd1_/);
+    assert.notEqual(newToken, oldToken);
+    assert.equal(n.child.exitCode, null, 'no restart');
+    assert.equal(n.lines.filter((l) => l.startsWith('connected to ')).length, 2, 'one reconnect, by itself');
+
+    const which = await invoke('rot-node', 'system.which', { bins: ['sh'] });
+    assert.equal(which.code, 0, which.stderr);
+    assert.match((JSON.parse(which.stdout) as { payload: { bins: Record<string, string> } }).payload.bins.sh as string, /^\/.*\/sh$/);
+
+    // The superseded token opens nothing: a copy of the node holding only the old token is refused.
+    const stale = tmp('node-rot-stale');
+    copyFileSync(join(stateDir, 'identity.json'), join(stale, 'identity.json'));
+    writeFileSync(join(stale, 'credentials.json'), JSON.stringify(before), { mode: 0o600 });
+    const old = node(['--state-dir', stale, '--name', 'rot-node-stale']);
+    assert.equal(await old.exited, 1);
+    assert.match(old.errLines.join('\n'), /refused this node's device token/);
+    assert.equal(n.lines.filter((l) => l.startsWith('connected to ')).length, 2, 'the live node was not disturbed');
+    assert.equal((await invoke('rot-node', 'system.which', { bins: ['sh'] })).code, 0);
+
+    // Offline: the token is withheld, and the operator is told what the device will need.
+    assert.equal(await n.stop(), 0);
+    const offline = await cli(tg, 'devices', 'rotate', '--device', nodeId, '--role', 'node');
+    assert.equal(offline.code, 0, offline.stderr);
+    assert.match(offline.stdout, /not connected, so the new token was withheld: .*clawgate node run --token <gateway token>.*clawgate qr --profile node/);
   });
 });
 

@@ -351,20 +351,39 @@ describe('node surface approval', () => {
     await third.node.close();
   });
 
-  test('devices rotate --role node closes the node; the old token stops working; the shared token gets a new one', async () => {
+  test('devices rotate --role node: the live node alone gets the new token pushed, then 4001; the old token stops working; offline the token is withheld', async () => {
     const id = generateIdentity();
     const { node, res } = await connectNode(tg, id);
     const token = pl<{ auth: { deviceToken: string } }>(res).auth.deviceToken;
+    const op = await owner(tg);
     const rotated = await cli(tg, 'devices', 'rotate', '--device', id.deviceId, '--role', 'node', '--json');
     assert.equal(rotated.code, 0, rotated.stderr);
-    assert.equal((JSON.parse(rotated.stdout) as { role: string }).role, 'node');
+    const out = JSON.parse(rotated.stdout) as { role: string; tokenDelivery: string; token?: string };
+    assert.deepEqual([out.role, out.tokenDelivery, out.token], ['node', 'pushed-live', undefined]);
     assert.equal((await node.closed).code, 4001);
+    const pushedAt = node.frames.findIndex((f) => f.type === 'event' && f.event === 'device.token.rotated');
+    assert.ok(pushedAt >= 0, 'the node received the new token on its socket');
+    const pushed = pl<{ deviceId: string; role: string; deviceToken: string }>(node.frames[pushedAt]);
+    assert.deepEqual([pushed.deviceId, pushed.role], [id.deviceId, 'node']);
+    assert.ok(pushed.deviceToken !== token && pushed.deviceToken.startsWith('cgd1_'));
+    // The operator connected meanwhile saw no such event (a round trip flushes what was sent to it).
+    await op.request('health', {});
+    assert.equal(op.events.filter((e) => e.event === 'device.token.rotated').length, 0);
+    await op.close();
+
     const stale = await connectNode(tg, id, { auth: { deviceToken: token } });
     assert.equal(stale.res?.error?.details?.code, 'AUTH_DEVICE_TOKEN_MISMATCH');
+    const byPushed = await connectNode(tg, id, { auth: { deviceToken: pushed.deviceToken } });
+    assert.equal(pl<{ auth: { role: string; method: string } }>(byPushed.res).auth.method, 'device-token');
+    await byPushed.node.close();
+
+    // Offline: withheld; the next connect with the shared token mints a fresh one.
+    const offline = await cli(tg, 'devices', 'rotate', '--device', id.deviceId, '--role', 'node', '--json');
+    assert.equal((JSON.parse(offline.stdout) as { tokenDelivery: string }).tokenDelivery, 'withheld-cross-device');
     const fresh = await connectNode(tg, id);
     const next = pl<{ auth: { deviceToken?: string; role: string } }>(fresh.res).auth;
     assert.equal(next.role, 'node');
-    assert.ok(next.deviceToken && next.deviceToken !== token, 'a new node token');
+    assert.ok(next.deviceToken && next.deviceToken !== token && next.deviceToken !== pushed.deviceToken, 'a new node token');
     await fresh.node.close();
   });
 

@@ -9,9 +9,12 @@ import assert from 'node:assert/strict';
 import { createServer as createHttpServer } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
 import { ConnectError, connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
+import { systemRandom } from '../src/core/env.js';
+import { mintToken } from '../src/core/secrets.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
-import { LISTENER_APP_NAME } from '../src/store/pg-bus.js';
+import { CLUSTER_CHANNEL, LISTENER_APP_NAME } from '../src/store/pg-bus.js';
 import { PostgresStore } from '../src/store/postgres.js';
 import { verifyAuditChain } from '../src/store/shared.js';
 import { CLUSTER_OWNER, CLUSTER_TOKEN, type Instance, removeStateDir, startInstance, startInstancesAB } from './helpers/instance.js';
@@ -368,6 +371,89 @@ describe('two instances on one PostgreSQL database', () => {
     } finally {
       await node.close();
       await opA.close();
+    }
+  });
+
+  test('a node token rotated on A is minted and pushed by B, which holds the node socket; the secret never goes over NOTIFY', async (t) => {
+    const identity = generateIdentity();
+    const nodeOpts = { identity, role: 'node' as const, scopes: [], client: { id: 'node-host', mode: 'node' } };
+    const node = await connectGateway({ url: b.url, ...nodeOpts, auth: { token: CLUSTER_OWNER } });
+    const first = node.hello.auth.deviceToken as string;
+    assert.match(first, /^cgd1_/);
+    const listener = new pg.Client({ connectionString: url });
+    await listener.connect();
+    const notified: string[] = [];
+    listener.on('notification', (m) => notified.push(m.payload ?? ''));
+    await listener.query(`LISTEN ${CLUSTER_CHANNEL}`);
+    const opA = await operator(a);
+    try {
+      const startMs = performance.now();
+      const closedAt = node.closed.then((c) => ({ ...c, atMs: performance.now() }));
+      const res = await opA.request<{ tokenDelivery: string; token?: string }>('device.token.rotate', { deviceId: identity.deviceId, role: 'node' });
+      assert.equal(res.tokenDelivery, 'pushed-live', 'A knows B holds a live node socket');
+      assert.equal(res.token, undefined);
+      const closed = await Promise.race([closedAt, new Promise<null>((r) => setTimeout(() => r(null), 5_000).unref())]);
+      assert.ok(closed, 'B closed the node socket');
+      // Measured and reported, not a timed assertion.
+      t.diagnostic(`rotate on A -> token pushed and socket closed on B: ${(closed.atMs - startMs).toFixed(1)} ms`);
+      assert.equal(closed.code, 4001);
+      const ev = node.events.find((e) => e.event === 'device.token.rotated')?.payload as { deviceId: string; role: string; deviceToken: string } | undefined;
+      assert.ok(ev, 'B pushed the new token before closing');
+      assert.deepEqual([ev.deviceId, ev.role], [identity.deviceId, 'node']);
+      assert.match(ev.deviceToken, /^cgd1_/);
+      assert.equal(opA.events.filter((e) => e.event === 'device.token.rotated').length, 0);
+
+      for (let i = 0; i < 100 && !notified.some((t) => t.includes('token-retired')); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(
+        notified.some((t) => t.includes('token-retired')),
+        `A told the other instances which device and role: ${notified.join(' | ')}`,
+      );
+      const rows = (await listener.query('SELECT body FROM cluster_events')).rows as Array<{ body: string }>;
+      for (const text of [...notified, ...rows.map((r) => r.body)]) {
+        assert.ok(!text.includes(ev.deviceToken) && !text.includes(first), `no token secret on the bus: ${text}`);
+      }
+
+      for (const inst of [a, b]) {
+        await assert.rejects(
+          connectGateway({ url: inst.url, ...nodeOpts, auth: { deviceToken: first } }),
+          (err: ConnectError) => err instanceof ConnectError && err.detailCode === 'AUTH_DEVICE_TOKEN_MISMATCH',
+        );
+      }
+      const again = await connectGateway({ url: a.url, ...nodeOpts, auth: { deviceToken: ev.deviceToken } });
+      assert.equal(again.hello.auth.method, 'device-token');
+      await again.close();
+    } finally {
+      await listener.end();
+      await opA.close();
+      await node.close();
+    }
+  });
+
+  test('a node token replaced (not retired) by a process that tells no one: the socket closes through the trigger with no token pushed, and the replacement works', async () => {
+    const identity = generateIdentity();
+    const nodeOpts = { identity, role: 'node' as const, scopes: [], client: { id: 'node-host', mode: 'node' } };
+    const node = await connectGateway({ url: a.url, ...nodeOpts, auth: { token: CLUSTER_OWNER } });
+    // What a self-rotation elsewhere commits: the old token gone and a new one live at once.
+    const replacement = mintToken('device', systemRandom);
+    const store = await PostgresStore.open(url, { maxConnections: 1 });
+    try {
+      await store.rotateToken(identity.deviceId, 'node', { tokenId: replacement.id, secretHash: replacement.secretHash }, null, Date.now(), {
+        atMs: Date.now(),
+        actor: 'owner',
+        action: 'token.rotated',
+        subject: identity.deviceId,
+      });
+      const closed = await Promise.race([node.closed, new Promise<null>((r) => setTimeout(() => r(null), 5_000).unref())]);
+      assert.ok(closed, 'A closed the socket');
+      assert.equal(closed.code, 4001);
+      assert.equal(node.events.filter((e) => e.event === 'device.token.rotated').length, 0, 'a live token exists: nothing minted or pushed');
+      assert.equal((await store.listTokens(identity.deviceId)).map((t) => t.tokenId).join(), replacement.id, 'still exactly the replacement');
+      const again = await connectGateway({ url: a.url, ...nodeOpts, auth: { deviceToken: replacement.token } });
+      assert.equal(again.hello.auth.method, 'device-token');
+      await again.close();
+    } finally {
+      await store.close();
+      await node.close();
     }
   });
 

@@ -601,6 +601,31 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreHan
       );
     });
 
+    // --- token rotation pushed to live sessions (issues 5/9) ---
+    describe('issueTokenIfAbsent', () => {
+      test(
+        'issues only when the grant exists and holds no live token',
+        withStore(async (store) => {
+          const iss = audit('token.issued', DEV_A, { role: 'node' });
+          assert.equal(await expectAudited(store, 0, () => store.issueTokenIfAbsent(DEV_A, 'node', token('n2'), T0, iss)), null, 'no grant');
+          await store.approve(approveInput({ role: 'node', token: token('n1'), scopes: [] }));
+          assert.equal(await expectAudited(store, 0, () => store.issueTokenIfAbsent(DEV_A, 'node', token('n2'), T0, iss)), null, 'a live token exists');
+          assert.ok(await store.getToken('n1'), 'the live token is untouched');
+          assert.equal(await store.getToken('n2'), null);
+          await store.rotateToken(DEV_A, 'node', null, null, T0 + 5, audit('token.rotated', DEV_A));
+          const g = await expectAudited(store, 1, () => store.issueTokenIfAbsent(DEV_A, 'node', token('n2'), T0 + 6, iss), iss);
+          assert.equal(g?.role, 'node');
+          assert.deepEqual(g, await store.getGrant(DEV_A, 'node'));
+          const n2 = await store.getToken('n2');
+          assert.ok(n2);
+          assert.equal(n2.createdAtMs, T0 + 6);
+          assert.ok(n2.secretHash.equals(token('n2').secretHash));
+          assert.equal(await store.issueTokenIfAbsent(DEV_A, 'node', token('n3'), T0 + 7, iss), null, 'only once');
+          assert.equal(await store.getToken('n3'), null);
+        }),
+      );
+    });
+
     describe('revokeToken', () => {
       test(
         'marks the token revoked (row kept) and drops the grant',

@@ -102,11 +102,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
             role,
             ...(scopes ? { scopes } : {}),
           });
-          print(res, () =>
-            out(
-              `rotated ${role} token of ${id}: scopes ${res.scopes.join(', ') || '(none)'}; ${res.token ? `new token: ${res.token}` : 'the device gets a new token on its next connect with the gateway token'}`,
-            ),
-          );
+          print(res, () => out(`rotated ${role} token of ${id}: scopes ${res.scopes.join(', ') || '(none)'}; ${rotationNextStep(res, role)}`));
         } else {
           const res = await c.request('device.token.revoke', { deviceId: id, role });
           print(res, () => out(`revoked ${role} of ${id}; its live connections were closed`));
@@ -142,4 +138,17 @@ export async function auditCommand(args: string[]): Promise<number> {
     }
     return broken === null ? 0 : 1;
   });
+}
+
+/** What the person rotating a token should know about how the device gets its new one. */
+function rotationNextStep(res: { tokenDelivery: string; token?: string }, role: string): string {
+  if (res.token) return `new token: ${res.token}`;
+  if (res.tokenDelivery === 'pushed-live') return 'the new token was pushed to the device over its live connection; it reconnects with it by itself';
+  return (
+    'the device was not connected, so the new token was withheld: the old token no longer works, and on its next connect the device needs ' +
+    (role === 'node'
+      ? 'the gateway token (`clawgate node run --token <gateway token>`) or a new setup code (`clawgate qr --profile node`, then `clawgate node run --pair <code>`)'
+      : 'the gateway token or a new setup code (`clawgate qr`)') +
+    ', and then receives a fresh device token'
+  );
 }

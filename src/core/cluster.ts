@@ -35,7 +35,12 @@ export type ClusterEvent =
   /** A domain's own event (e.g. `chat` for session subscribers), handled by its registered handler. */
   | { type: 'topic'; topic: string; payload: unknown }
   /** The caller cancelled a routed invocation. */
-  | { type: 'node-invoke-cancel'; to: string; callId: string };
+  | { type: 'node-invoke-cancel'; to: string; callId: string }
+  /**
+   * An operator retired a device's token for a role: the instance holding that device's sockets
+   * of the role mints the successor and pushes it to them (the secret never goes on the bus).
+   */
+  | { type: 'token-retired'; deviceId: string; role: Role };
 
 /** What a node declared on the socket another instance holds (for node.list there). */
 export interface RemoteNodeDetail {
@@ -62,6 +67,8 @@ export interface ClusterBus {
   withdrawSession(connId: string): Promise<void>;
   /** The live instance holding the newest socket of a node, or null when none does. */
   locateNode(deviceId: string): Promise<string | null>;
+  /** Whether a live instance (other than this one, with `exceptSelf`) holds a socket of this device and role. */
+  hasSession(deviceId: string, role: Role, opts?: { exceptSelf?: boolean }): Promise<boolean>;
   /** Devices with a socket on any live instance. */
   connectedDevices(): Promise<Set<string>>;
   /** The newest node socket of each node on any live instance, with what the node declared there. */

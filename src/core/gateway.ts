@@ -87,6 +87,8 @@ export const EVENT_SCOPES: Record<string, string | null> = {
   'node.pair.requested': PAIRING,
   'node.pair.resolved': PAIRING,
   'node.event': READ,
+  // token rotation (issues 5/9): sent only to the rotated device's own sessions of that role, never broadcast
+  'device.token.rotated': null,
   // automations (issue 7): sent only to subscribers of the session (sessions.subscribe)
   chat: READ,
 };
@@ -862,6 +864,8 @@ export class Gateway {
 
   /** Send an event to the sessions of this instance only. */
   broadcastLocal(event: string, payload: unknown): void {
+    // Carries a device's secret: only ever sent to that device's own sessions (pushRotatedToken).
+    if (event === 'device.token.rotated') throw new Error('device.token.rotated is never broadcast');
     const scope = event in EVENT_SCOPES ? EVENT_SCOPES[event] : 'operator.admin';
     for (const s of this.sessions.values()) {
       if (s.role !== 'operator' && scope !== null) continue;
@@ -900,6 +904,85 @@ export class Gateway {
   closeDeviceSessions(deviceId: string, role: Role | null, why: CloseWhy & DetailCode, caller?: Principal): number {
     this.publish({ type: 'close-device', deviceId, role, why });
     return this.closeLocalDeviceSessions(deviceId, role, why, caller);
+  }
+
+  private readonly rotationPushes = new Map<string, Promise<number>>();
+
+  /**
+   * An operator retired the token of (deviceId, role) without seeing its successor. This
+   * instance's live sessions of that role proved the device key on their handshake, so they get
+   * the successor: minted here (only if the role has no live token yet, so one instance mints
+   * once), sent as `device.token.rotated` to those sessions only, and then the sessions close
+   * 4001 so the device reconnects with it. The secret never leaves this process except on those
+   * sockets. Returns how many sessions received it; runs one at a time per device and role.
+   */
+  pushRotatedToken(deviceId: string, role: Role): Promise<number> {
+    const key = `${deviceId}\u0000${role}`;
+    const prev = this.rotationPushes.get(key) ?? Promise.resolve(0);
+    const next = prev.catch(() => 0).then(() => this.pushRotatedTokenNow(deviceId, role));
+    this.rotationPushes.set(key, next);
+    const clear = () => {
+      if (this.rotationPushes.get(key) === next) this.rotationPushes.delete(key);
+    };
+    next.then(clear, clear);
+    return next;
+  }
+
+  private async pushRotatedTokenNow(deviceId: string, role: Role): Promise<number> {
+    if (!this.deviceSessions(deviceId).some((s) => s.role === role)) return 0;
+    const now = this.clock.now();
+    const minted = mintToken('device', this.random);
+    let grant: GrantRecord | null = null;
+    try {
+      grant = await this.store.issueTokenIfAbsent(deviceId, role, { tokenId: minted.id, secretHash: minted.secretHash }, now, {
+        atMs: now,
+        actor: 'gateway',
+        action: 'token.issued',
+        subject: deviceId,
+        data: { role, tokenId: minted.id, delivery: 'pushed-live' },
+      });
+    } catch (err) {
+      this.log.warn('could not mint a rotated token for live sessions', { deviceId, role, err: String(err) });
+    }
+    // Not minted: another token is live (e.g. a setup code re-paired the device meanwhile).
+    // Sessions admitted with that token keep running; only those holding a dead one close.
+    let current: string | undefined;
+    if (!grant) {
+      try {
+        current = (await this.store.listTokens(deviceId)).find((t) => t.role === role && t.revokedAtMs === undefined)?.tokenId;
+      } catch (err) {
+        this.log.warn('could not read the live token of a device', { deviceId, role, err: String(err) });
+      }
+    }
+    let delivered = 0;
+    for (const s of this.deviceSessions(deviceId)) {
+      if (s.role !== role || (current !== undefined && s.tokenId === current)) continue;
+      if (grant) {
+        s.sendEvent('device.token.rotated', {
+          deviceId,
+          role,
+          scopes: [...grant.scopes].sort(),
+          deviceToken: minted.token,
+          tokenId: minted.id,
+          issuedAtMs: now,
+        });
+        delivered++;
+      }
+      // The event is queued before the close frame on the same socket, so it arrives first.
+      this.closeSession(s, 'TOKEN_ROTATED');
+    }
+    return delivered;
+  }
+
+  /** Tell the other instances that (deviceId, role) lost its token to a cross-device rotation. */
+  publishTokenRetired(deviceId: string, role: Role): void {
+    this.publish({ type: 'token-retired', deviceId, role });
+  }
+
+  /** Whether another live instance holds a session of this device and role. */
+  async sessionElsewhere(deviceId: string, role: Role): Promise<boolean> {
+    if (!this.bus) return false;
+    return this.bus.hasSession(deviceId, role, { exceptSelf: true });
   }
 
   /** Close one session with a catalogue reason (its authority is gone). */
@@ -1076,6 +1159,9 @@ export class Gateway {
       case 'authority-changed':
         void this.reconcileSessions(e.deviceId);
         return;
+      case 'token-retired':
+        this.pushRotatedToken(e.deviceId, e.role).catch((err) => this.log.warn('could not push a rotated token', { err: String(err) }));
+        return;
       default:
         this.cluster?.handle(e);
         return;
@@ -1106,7 +1192,9 @@ export class Gateway {
         }
         if (s.tokenId) {
           const token = await this.store.getToken(s.tokenId);
-          if (!token) this.closeSession(s, 'TOKEN_ROTATED');
+          // Retired by an operator (or replaced): a fresh token goes to the live sessions when
+          // the role now has none, else they are only closed.
+          if (!token) await this.pushRotatedToken(s.deviceId, s.role);
           else if (token.revokedAtMs !== undefined) this.closeSession(s, 'TOKEN_REVOKED');
         }
       } catch (err) {

@@ -439,6 +439,8 @@ export class NodeHost {
     else if (event === 'node.invoke.cancel') {
       const inv = this.active.get(String(p.invokeId ?? p.id ?? ''));
       inv?.controller.abort();
+    } else if (event === 'device.token.rotated') {
+      this.onTokenRotated(conn, p);
     } else if (event === 'node.pair.requested' && p.nodeId === this.deviceId) {
       const requestId = String(p.requestId ?? '?');
       this.opts.out(`waiting for command approval: request ${requestId} — on the gateway host run \`clawgate nodes approve ${requestId}\``);
@@ -451,6 +453,28 @@ export class NodeHost {
         this.opts.out(`command surface ${decision} (request ${String(p.requestId ?? '')}): this node's commands cannot be invoked`);
       }
     }
+  }
+
+  /**
+   * An operator rotated this node's token: the gateway pushes the successor just before it closes
+   * the socket (4001). It is written durably before anything else, so the reconnect that follows
+   * the close — or a restart — uses it; the superseded token is refused from now on.
+   */
+  private onTokenRotated(conn: GatewayConnection, p: Record<string, unknown>): void {
+    const { deviceId, role, deviceToken, scopes, issuedAtMs } = p;
+    if (deviceId !== this.deviceId || role !== 'node' || typeof deviceToken !== 'string' || deviceToken.length === 0) return;
+    const url = this.opts.state.readCredentials().gatewayUrl ?? conn.ws.url;
+    const list = Array.isArray(scopes) ? scopes.filter((x): x is string => typeof x === 'string') : [];
+    try {
+      this.opts.state.saveTokens([{ role: 'node', deviceToken, scopes: list, ...(typeof issuedAtMs === 'number' ? { issuedAtMs } : {}) }], url, false);
+    } catch (err) {
+      // The old token is already dead at the gateway; say so now rather than at the next refusal.
+      this.opts.err(
+        `an operator rotated this node's token, but the new one could not be stored in ${this.opts.state.dir}: ${String(err)}; after this disconnect the node needs --token <gateway token> or a new setup code`,
+      );
+      return;
+    }
+    this.opts.out(`an operator rotated this node's token; the new one is stored in ${this.opts.state.dir} and used on reconnect`);
   }
 
   private onInvoke(conn: GatewayConnection, p: Record<string, unknown>): void {

@@ -325,7 +325,7 @@ const entries = {
     code: 'NOT_PAIRED',
     message: 'device token rotated',
     close: CLOSE.deviceRemoved,
-    next: 'Reconnect with the new token (a self-rotation returned it in-band), or with the gateway token.',
+    next: 'Reconnect with the new token: a self-rotation returned it in-band; a connected device rotated by an operator received it just before this close as the event `device.token.rotated`. Otherwise reconnect with the gateway token or a new setup code.',
   },
   TOKEN_REVOKED: {
     code: 'NOT_PAIRED',

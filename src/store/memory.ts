@@ -197,6 +197,15 @@ export class MemoryStore implements Store {
     this.commitAudit(entry);
     return clone(g);
   }
+  // --- token rotation pushed to live sessions (issues 5/9) ---
+  async issueTokenIfAbsent(deviceId: string, role: Role, token: NewToken, atMs: number, audit: AuditInput) {
+    const g = this.grants.get(gk(deviceId, role));
+    if (!g || this.liveToken(deviceId, role)) return null;
+    const entry = this.prepareAudit(audit);
+    this.putToken(deviceId, role, token, atMs);
+    this.commitAudit(entry);
+    return clone(g);
+  }
   async revokeToken(deviceId: string, role: Role, atMs: number, audit: AuditInput) {
     if (!this.grants.has(gk(deviceId, role))) return null;
     const entry = this.prepareAudit(audit);

@@ -194,6 +194,15 @@ export class PgClusterBus implements ClusterBus {
     await this.pool.query('DELETE FROM session_presence WHERE conn_id = $1', [connId]);
   }
 
+  async hasSession(deviceId: string, role: string, opts?: { exceptSelf?: boolean }): Promise<boolean> {
+    const r = await this.pool.query(
+      `SELECT 1 FROM session_presence p JOIN cluster_instances i ON i.instance_id = p.instance_id
+       WHERE p.device_id = $1 AND p.role = $2 AND i.seen_at_ms >= $3 AND p.instance_id <> $4 LIMIT 1`,
+      [deviceId, role, Date.now() - STALE_MS, opts?.exceptSelf ? this.instanceId : ''],
+    );
+    return r.rows.length > 0;
+  }
+
   async connectedDevices(): Promise<Set<string>> {
     const r = await this.pool.query(
       `SELECT DISTINCT p.device_id FROM session_presence p JOIN cluster_instances i ON i.instance_id = p.instance_id WHERE i.seen_at_ms >= $1`,

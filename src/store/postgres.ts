@@ -440,6 +440,17 @@ export class PostgresStore implements Store {
       return next;
     });
   }
+  // --- token rotation pushed to live sessions (issues 5/9) ---
+  async issueTokenIfAbsent(deviceId: string, role: Role, token: NewToken, atMs: number, audit: AuditInput) {
+    return this.write(async (tx) => {
+      // Writes hold the store's write lock, so the check and the insert see no concurrent issuance.
+      const g = await tx.one<GrantRow>('SELECT * FROM grants WHERE device_id = $1 AND role = $2', [deviceId, role]);
+      if (!g || (await this.liveTokenTx(tx, deviceId, role))) return null;
+      await this.putTokenTx(tx, deviceId, role, token, atMs);
+      await this.appendAuditTx(tx, audit);
+      return toGrant(g);
+    });
+  }
   async revokeToken(deviceId: string, role: Role, atMs: number, audit: AuditInput) {
     return this.write(async (tx) => {
       const t = await this.liveTokenTx(tx, deviceId, role);

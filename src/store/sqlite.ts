@@ -330,6 +330,16 @@ export class SqliteStore implements Store {
       return next as GrantRecord;
     });
   }
+  // --- token rotation pushed to live sessions (issues 5/9) ---
+  async issueTokenIfAbsent(deviceId: string, role: Role, token: NewToken, atMs: number, audit: AuditInput) {
+    return this.tx(() => {
+      const g = this.stmt('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow | undefined;
+      if (!g || this.liveTokenSync(deviceId, role)) return null;
+      this.putTokenSync(deviceId, role, token, atMs);
+      this.appendAuditSync(audit);
+      return toGrant(g);
+    });
+  }
   async revokeToken(deviceId: string, role: Role, atMs: number, audit: AuditInput) {
     return this.tx(() => {
       const t = this.liveTokenSync(deviceId, role);

@@ -508,6 +508,14 @@ export interface Store {
   /** Runs of a job, newest first. */
   listCronRuns(jobId: string, limit?: number): Promise<CronRun[]>;
 
+  // --- token rotation pushed to live sessions (issues 5/9) -----------------------------------
+  /**
+   * Give a role a token only when it has none live (an operator retired it with rotateToken
+   * null): the instance holding the device's sockets mints the replacement it pushes to them.
+   * Null, and nothing written, when the grant is gone or a live token already exists.
+   */
+  issueTokenIfAbsent(deviceId: string, role: Role, token: NewToken, atMs: number, audit: AuditInput): Promise<GrantRecord | null>;
+
   appendAudit(input: AuditInput): Promise<AuditEntry>;
   listAudit(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEntry[]>;
 }
