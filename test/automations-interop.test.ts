@@ -5,7 +5,7 @@
  * announces to a webhook. A missing install is a failure, not a skip.
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import type { ChatMessage, CronJob, CronRun } from '../src/store/types.js';
 import { removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
 const run = promisify(execFile);
@@ -22,15 +23,7 @@ let target: WebhookTarget;
 const homes: string[] = [];
 
 before(async () => {
-  let node = process.env.CLAWGATE_OPENCLAW_NODE;
-  let cli = process.env.CLAWGATE_OPENCLAW_CLI;
-  if (!node || !cli) {
-    const out = execFileSync('bash', [join(process.cwd(), 'scripts', 'openclaw-cache.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    node = /^NODE24=(.*)$/m.exec(out)?.[1];
-    cli = /^OPENCLAW=(.*)$/m.exec(out)?.[1];
-  }
-  assert.ok(node && cli, 'scripts/openclaw-cache.sh must print NODE24= and OPENCLAW=');
-  oc = { node, cli };
+  oc = openclawPaths();
   tg = await startTestGateway();
   target = await WebhookTarget.start();
 });
@@ -50,7 +43,7 @@ async function ocCall<T>(method: string, params: unknown): Promise<T> {
     const { stdout } = await run(
       oc.node,
       [oc.cli, 'gateway', 'call', method, '--params', JSON.stringify(params), '--url', tg.url, '--token', TEST_TOKEN, '--json'],
-      { env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), NO_COLOR: '1' }, timeout: 90_000 },
+      { env: openclawEnv(home), timeout: 90_000 },
     );
     const start = stdout.search(/^[{[]/m);
     assert.ok(start >= 0, `no JSON in output: ${stdout}`);

@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -13,22 +12,12 @@ import { promisify } from 'node:util';
 import { connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../src/store/types.js';
 import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-import { deviceParams, plainParams, RawClient, rawConnect } from './helpers/raw.js';
+import { freePort } from './helpers/net.js';
+import { connectAsNode, deviceParams, plainParams, RawClient, rawConnect } from './helpers/raw.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 const run = promisify(execFile);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 async function waitUntil(cond: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const start = Date.now();
@@ -38,6 +27,9 @@ async function waitUntil(cond: () => Promise<boolean> | boolean, what: string, t
   }
 }
 
+/** A new device paired silently on loopback with the shared token, holding `scopes`. */
+const pairedDevice = (tg: TestGateway, scopes: string[]) =>
+  connectGateway({ url: tg.url, identity: generateIdentity(), auth: { token: TEST_TOKEN }, client: { id: 'test', mode: 'test' }, scopes });
 const owner = (tg: TestGateway) => connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
 
 /** The CLI with no flags at all: state dir from the environment, owner credential from it. */
@@ -345,13 +337,7 @@ test('an operator device with only operator.read gets MISSING_SCOPE (operator.wr
     await o.request('chat.send', { sessionKey: 'main', text: 'hello' });
     await o.close();
 
-    const reader = await connectGateway({
-      url: tg.url,
-      identity: generateIdentity(),
-      auth: { token: TEST_TOKEN },
-      client: { id: 'test', mode: 'test' },
-      scopes: ['operator.read'],
-    });
+    const reader = await pairedDevice(tg, ['operator.read']);
     assert.deepEqual(reader.hello.auth.scopes, ['operator.read']);
     const err = await reader.request('chat.send', { sessionKey: 'main', text: 'let me in' }).catch((e: unknown) => e);
     assert.ok(err instanceof GatewayRequestError);
@@ -389,20 +375,8 @@ test('chat: subscribers get a chat event; the idempotency key is honoured; histo
   try {
     const o = await owner(tg);
     await o.request('sessions.create', { key: 'team', label: 'Team' });
-    const watcher = await connectGateway({
-      url: tg.url,
-      identity: generateIdentity(),
-      auth: { token: TEST_TOKEN },
-      client: { id: 'test', mode: 'test' },
-      scopes: ['operator.read'],
-    });
-    const bystander = await connectGateway({
-      url: tg.url,
-      identity: generateIdentity(),
-      auth: { token: TEST_TOKEN },
-      client: { id: 'test', mode: 'test' },
-      scopes: ['operator.read'],
-    });
+    const watcher = await pairedDevice(tg, ['operator.read']);
+    const bystander = await pairedDevice(tg, ['operator.read']);
     await watcher.request('sessions.subscribe', { sessionKey: 'team' });
     const event = watcher.waitForEvent<{ sessionKey: string; message: ChatMessage }>('chat');
     const first = await o.request<{ message: ChatMessage; duplicate: boolean }>('chat.send', { sessionKey: 'team', text: 'one', idempotencyKey: 'k1' });
@@ -415,25 +389,24 @@ test('chat: subscribers get a chat event; the idempotency key is honoured; histo
     assert.equal(again.duplicate, true);
     assert.deepEqual(again.message, first.message);
     for (const t of ['two', 'three', 'four', 'five']) await o.request('chat.send', { sessionKey: 'team', text: t });
-    const page1 = await o.request<{ messages: ChatMessage[]; nextBeforeSeq: number | null }>('chat.history', { sessionKey: 'team', limit: 2 });
+    // Pages of two, newest first; each page's nextBeforeSeq asks for the one before it.
+    const history = (beforeSeq?: number) =>
+      o.request<{ messages: ChatMessage[]; nextBeforeSeq: number | null }>('chat.history', {
+        sessionKey: 'team',
+        limit: 2,
+        ...(beforeSeq === undefined ? {} : { beforeSeq }),
+      });
+    const page1 = await history();
     assert.deepEqual(
       page1.messages.map((m) => m.text),
       ['four', 'five'],
     );
-    const page2 = await o.request<{ messages: ChatMessage[]; nextBeforeSeq: number | null }>('chat.history', {
-      sessionKey: 'team',
-      limit: 2,
-      beforeSeq: page1.nextBeforeSeq ?? 0,
-    });
+    const page2 = await history(page1.nextBeforeSeq ?? 0);
     assert.deepEqual(
       page2.messages.map((m) => m.text),
       ['two', 'three'],
     );
-    const page3 = await o.request<{ messages: ChatMessage[]; nextBeforeSeq: number | null }>('chat.history', {
-      sessionKey: 'team',
-      limit: 2,
-      beforeSeq: page2.nextBeforeSeq ?? 0,
-    });
+    const page3 = await history(page2.nextBeforeSeq ?? 0);
     assert.deepEqual(
       page3.messages.map((m) => m.text),
       ['one'],
@@ -600,13 +573,7 @@ test('channels from the config file; channel and cron input is validated at the 
       assert.equal(r.code, 2, args.join(' '));
       assert.match(r.stderr, message);
     }
-    const reader = await connectGateway({
-      url: tg.url,
-      identity: generateIdentity(),
-      auth: { token: TEST_TOKEN },
-      client: { id: 'test', mode: 'test' },
-      scopes: ['operator.read'],
-    });
+    const reader = await pairedDevice(tg, ['operator.read']);
     const seen = await reader.request<{ channels: Array<{ url: string }> }>('channels.list', {});
     assert.equal(seen.channels[0]?.url, `http://127.0.0.1:${target.port}/…`);
     assert.ok(!JSON.stringify(seen).includes('secret-token'));
@@ -624,18 +591,12 @@ test('a cron job that invokes a node command runs it through node.invoke with th
   try {
     const identity = generateIdentity();
     const node = await RawClient.open(tg.url);
-    const challenge = await node.challenge();
-    const params = deviceParams({
-      identity,
-      challenge,
-      role: 'node',
-      scopes: [],
-      client: { id: 'node-host', mode: 'node', displayName: 'kiosk' },
+    const res = await connectAsNode(node, identity, {
+      name: 'kiosk',
       auth: { token: TEST_TOKEN },
+      caps: ['canvas', 'system'],
+      commands: ['canvas.present', 'system.run'],
     });
-    params.caps = ['canvas', 'system'];
-    params.commands = ['canvas.present', 'system.run'];
-    const res = await node.request('c1', 'connect', params);
     assert.equal(res?.ok, true, JSON.stringify(res?.error));
     const invoked: Array<{ command: string; paramsJSON?: string }> = [];
     node.ws.on('message', (data) => {

@@ -20,24 +20,13 @@ import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import { cli, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-import { freePort, NGINX_BIN, type RunningNginx, startNginx } from './helpers/nginx.js';
+import { freePort } from './helpers/net.js';
+import { NGINX_BIN, type RunningNginx, startNginx } from './helpers/nginx.js';
+import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
 
 const run = promisify(execFile);
 const PROXY_ADDRESS = '127.0.0.2';
 const CONTEXT = '/clawgate';
-
-/** The real OpenClaw (Node 24 + openclaw@2026.9.6) from scripts/openclaw-cache.sh. */
-function openclawPaths(): { node: string; cli: string } {
-  let node = process.env.CLAWGATE_OPENCLAW_NODE;
-  let cli = process.env.CLAWGATE_OPENCLAW_CLI;
-  if (!node || !cli) {
-    const out = execFileSync('bash', [join(process.cwd(), 'scripts', 'openclaw-cache.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    node = /^NODE24=(.*)$/m.exec(out)?.[1];
-    cli = /^OPENCLAW=(.*)$/m.exec(out)?.[1];
-  }
-  assert.ok(node && cli, 'scripts/openclaw-cache.sh must print NODE24= and OPENCLAW=');
-  return { node, cli };
-}
 
 /** `clawgate node run` as a child process, its output lines collected for waitFor. */
 class NodeRun {
@@ -365,30 +354,46 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
     assert.equal(await n.stop(), 0);
   });
 
-  test('the real OpenClaw node host pairs through nginx with a setup code (wss://, context path, pinned certificate) and runs system.which for the remote operator', async () => {
+  /**
+   * The real OpenClaw node host pairing with a node setup code minted on the gateway and pinned to
+   * `tlsFingerprint`. No --host/--port/--tls flags: everything (URL with the context path, pin)
+   * comes from the code. Its output collects in `log`.
+   */
+  async function openclawNodeWithCode(tlsFingerprint: string, displayName: string) {
     const oc = openclawPaths();
     const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
-    const minted = await owner.request<{ link: string }>('device.pair.setupCode', { profile: 'node', tlsFingerprint: pin });
+    const minted = await owner.request<{ link: string; setupId: string }>('device.pair.setupCode', { profile: 'node', tlsFingerprint });
     await owner.close();
     const home = mkdtempSync(join(tmpdir(), 'clawgate-nginx-oc-'));
     nodeDirs.push(home);
-    const before = new Set([...tg.gateway.sessions.values()].map((x) => x.deviceId));
-    // No --host/--port/--tls flags: everything (URL with the context path, pin) comes from the code.
-    const child = spawn(oc.node, [oc.cli, 'node', 'run', '--pair', minted.link, '--display-name', 'oc-proxied-node'], {
-      env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), OPENCLAW_NO_AUTO_UPDATE: '1', NO_COLOR: '1' },
+    const child = spawn(oc.node, [oc.cli, 'node', 'run', '--pair', minted.link, '--display-name', displayName], {
+      env: openclawEnv(home),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    let log = '';
-    child.stdout?.on('data', (d) => (log += d));
-    child.stderr?.on('data', (d) => (log += d));
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const host = {
+      setupId: minted.setupId,
+      log: '',
+      async stop() {
+        child.kill('SIGTERM');
+        await exited;
+      },
+    };
+    child.stdout?.on('data', (d) => (host.log += d));
+    child.stderr?.on('data', (d) => (host.log += d));
+    return host;
+  }
+
+  test('the real OpenClaw node host pairs through nginx with a setup code (wss://, context path, pinned certificate) and runs system.which for the remote operator', async () => {
+    const before = new Set([...tg.gateway.sessions.values()].map((x) => x.deviceId));
+    const host = await openclawNodeWithCode(pin, 'oc-proxied-node');
     try {
       const until = async <T>(probe: () => T | undefined | Promise<T | undefined>, what: string): Promise<T> => {
         const start = Date.now();
         for (;;) {
           const v = await probe();
           if (v !== undefined) return v;
-          if (Date.now() - start > 60_000) throw new Error(`timed out waiting for ${what}; openclaw node host output:\n${log}`);
+          if (Date.now() - start > 60_000) throw new Error(`timed out waiting for ${what}; openclaw node host output:\n${host.log}`);
           await new Promise((r) => setTimeout(r, 200));
         }
       };
@@ -413,39 +418,24 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
       }, 'system.which on the openclaw node host');
       assert.match(which.payload.bins.sh ?? '', /\/sh$/);
     } finally {
-      child.kill('SIGTERM');
-      await exited;
+      await host.stop();
     }
   });
 
   test('the real OpenClaw node host given a code with another fingerprint refuses the proxy certificate and never reaches the gateway', async () => {
-    const oc = openclawPaths();
-    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
-    const minted = await owner.request<{ link: string; setupId: string }>('device.pair.setupCode', { profile: 'node', tlsFingerprint: 'ab'.repeat(32) });
-    await owner.close();
-    const home = mkdtempSync(join(tmpdir(), 'clawgate-nginx-oc-'));
-    nodeDirs.push(home);
-    const child = spawn(oc.node, [oc.cli, 'node', 'run', '--pair', minted.link, '--display-name', 'oc-wrong-pin'], {
-      env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), OPENCLAW_NO_AUTO_UPDATE: '1', NO_COLOR: '1' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let log = '';
-    child.stdout?.on('data', (d) => (log += d));
-    child.stderr?.on('data', (d) => (log += d));
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const host = await openclawNodeWithCode('ab'.repeat(32), 'oc-wrong-pin');
     try {
       const start = Date.now();
-      while (!/tls fingerprint mismatch/i.test(log)) {
-        if (Date.now() - start > 60_000) throw new Error(`no fingerprint refusal; openclaw node host output:\n${log}`);
+      while (!/tls fingerprint mismatch/i.test(host.log)) {
+        if (Date.now() - start > 60_000) throw new Error(`no fingerprint refusal; openclaw node host output:\n${host.log}`);
         await new Promise((r) => setTimeout(r, 200));
       }
       // Its bootstrap token never reached the gateway: the code is still unredeemed and unburned.
-      const code = await tg.store.getSetupCode(minted.setupId);
+      const code = await tg.store.getSetupCode(host.setupId);
       assert.equal(code?.redeemedAtMs ?? null, null);
       assert.equal(code?.failures ?? 0, 0);
     } finally {
-      child.kill('SIGTERM');
-      await exited;
+      await host.stop();
     }
   });
 

@@ -16,20 +16,19 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { type WebSocket, WebSocketServer } from 'ws';
-import { startGateway } from '../src/app.js';
 import { connectGateway } from '../src/client/connection.js';
-import { DEFAULTS, type GatewayConfig } from '../src/core/config.js';
+import type { GatewayConfig } from '../src/core/config.js';
 import { systemClock } from '../src/core/env.js';
 import { type CommandContext, RUN_MAX_OUTPUT_BYTES, systemRun, systemWhich } from '../src/node-host/commands.js';
 import { ALLOWLIST_FILE, type ExecPolicyMode, ensureAllowlistFile } from '../src/node-host/exec-policy.js';
 import { jitteredDelayMs } from '../src/node-host/host.js';
 import { encodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
-import { SqliteStore } from '../src/store/sqlite.js';
 import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { openclawJson, openclawPaths } from './helpers/openclaw.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
-const runFile = promisify(execFile);
+const _runFile = promisify(execFile);
 /** Node hosts need a moment to start; approval waits have no deadline of their own. */
 const STEP_MS = 20_000;
 
@@ -167,37 +166,7 @@ async function createLink(): Promise<Link> {
 
 async function startLinkGateway(link: Link, stateDir: string, port = 0, extra: Partial<GatewayConfig> = {}): Promise<TestGateway> {
   const host = link.gatewayHost;
-  const store = new SqliteStore(join(stateDir, 'clawgate.sqlite'));
-  const config: GatewayConfig = {
-    ...DEFAULTS,
-    port,
-    bind: host,
-    stateDir,
-    token: TEST_TOKEN,
-    ownerCredential: TEST_OWNER,
-    tickIntervalMs: 2_000,
-    ...link.gatewayConfig,
-    ...extra,
-  };
-  const { gateway, server } = await startGateway({ config, store, host });
-  let stopped = false;
-  const tg: TestGateway = {
-    gateway,
-    server,
-    url: server.url,
-    stateDir,
-    store,
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      await server.close();
-    },
-    async restart() {
-      await tg.stop();
-      return startLinkGateway(link, stateDir, server.port, extra);
-    },
-  };
-  return tg;
+  return startTestGateway({ stateDir, host, port, config: { bind: host, tickIntervalMs: 2_000, ...link.gatewayConfig, ...extra } });
 }
 
 // --- a node host process on the far side of the link -----------------------------------------------
@@ -694,18 +663,6 @@ describe('clawgate node run from another network address (netns, else a trusted 
 
 // --- interop: the real OpenClaw operator CLI drives a clawgate node host ---------------------
 
-function openclawPaths(): { node: string; cli: string } {
-  let node = process.env.CLAWGATE_OPENCLAW_NODE;
-  let cliPath = process.env.CLAWGATE_OPENCLAW_CLI;
-  if (!node || !cliPath) {
-    const out = execFileSync('bash', [join(process.cwd(), 'scripts', 'openclaw-cache.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    node = /^NODE24=(.*)$/m.exec(out)?.[1];
-    cliPath = /^OPENCLAW=(.*)$/m.exec(out)?.[1];
-  }
-  assert.ok(node && cliPath, 'scripts/openclaw-cache.sh must print NODE24= and OPENCLAW=');
-  return { node, cli: cliPath };
-}
-
 describe('interop: openclaw nodes approve / invoke against clawgate, executed by clawgate node run', () => {
   test('the real openclaw CLI approves the surface the node host names and gets its system.which answer', async () => {
     const oc = openclawPaths();
@@ -717,13 +674,7 @@ describe('interop: openclaw nodes approve / invoke against clawgate, executed by
         stdio: ['ignore', 'pipe', 'pipe'],
       }),
     );
-    const openclaw = async (args: string[]) => {
-      const r = await runFile(oc.node, [oc.cli, ...args, '--url', tg.url, '--token', TEST_TOKEN, '--json'], {
-        env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), OPENCLAW_NO_AUTO_UPDATE: '1', NO_COLOR: '1' },
-        timeout: 60_000,
-      });
-      return JSON.parse(r.stdout.slice(r.stdout.search(/^[{[]/m))) as unknown;
-    };
+    const openclaw = (args: string[]) => openclawJson(oc, home, { url: tg.url, token: TEST_TOKEN }, args);
     try {
       // On the gateway's host the device pairs silently; the command surface still waits.
       const [, requestId] = await n.waitFor(/^waiting for command approval: request (\S+) /);

@@ -5,7 +5,7 @@
  * host. A missing install is a failure, not a skip.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,20 +13,9 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { openclawEnv, openclawJson, openclawPaths } from './helpers/openclaw.js';
 
-function openclawPaths(): { node: string; cli: string } {
-  let node = process.env.CLAWGATE_OPENCLAW_NODE;
-  let cliPath = process.env.CLAWGATE_OPENCLAW_CLI;
-  if (!node || !cliPath) {
-    const out = execFileSync('bash', [join(process.cwd(), 'scripts', 'openclaw-cache.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    node = /^NODE24=(.*)$/m.exec(out)?.[1];
-    cliPath = /^OPENCLAW=(.*)$/m.exec(out)?.[1];
-  }
-  assert.ok(node && cliPath, 'scripts/openclaw-cache.sh must print NODE24= and OPENCLAW=');
-  return { node, cli: cliPath };
-}
-
-const run = promisify(execFile);
+const _run = promisify(execFile);
 
 async function waitFor<T>(probe: () => T | undefined | Promise<T | undefined>, what: string, log: () => string, ms = 60_000): Promise<T> {
   const start = Date.now();
@@ -52,14 +41,7 @@ describe('real openclaw node host against clawgate', () => {
       oc.node,
       [oc.cli, 'node', 'run', '--host', '127.0.0.1', '--port', String(tg.server.port), '--no-tls', '--display-name', 'interop-exec-node'],
       {
-        env: {
-          PATH: process.env.PATH ?? '',
-          HOME: home,
-          OPENCLAW_STATE_DIR: join(home, 'state'),
-          OPENCLAW_NO_AUTO_UPDATE: '1',
-          OPENCLAW_GATEWAY_TOKEN: TEST_TOKEN,
-          NO_COLOR: '1',
-        },
+        env: openclawEnv(home, { OPENCLAW_GATEWAY_TOKEN: TEST_TOKEN }),
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     );
@@ -146,13 +128,7 @@ describe('real openclaw nodes CLI against clawgate', () => {
       seen.push(p);
       node.request('node.invoke.result', { id: p.id, nodeId: p.nodeId, ok: true, payloadJSON: '{"bins":{"sh":"/bin/sh"}}' }).catch(() => {});
     });
-    const openclaw = async (args: string[]) => {
-      const r = await run(oc.node, [oc.cli, ...args, '--url', tg.url, '--token', TEST_TOKEN, '--json'], {
-        env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), NO_COLOR: '1' },
-        timeout: 60_000,
-      });
-      return JSON.parse(r.stdout.slice(r.stdout.search(/^[{[]/m))) as unknown;
-    };
+    const openclaw = (args: string[]) => openclawJson(oc, home, { url: tg.url, token: TEST_TOKEN }, args);
     try {
       const pending = (await openclaw(['nodes', 'pending'])) as Array<{ requestId: string; displayName: string }>;
       assert.equal(pending.length, 1);

@@ -7,39 +7,22 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { connectGateway, type DeviceIdentity, type GatewayConnection, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway, type TestGatewayOptions } from './helpers/gateway.js';
-import { deviceParams, type Frame, RawClient } from './helpers/raw.js';
+import { connectAsNode, type Frame, type NodeConnectOptions, RawClient } from './helpers/raw.js';
 
 const HOST_COMMANDS = ['system.run', 'system.which'];
 const REMOTE = { 'x-forwarded-for': '198.51.100.77' };
 
-interface NodeOpts {
-  commands?: string[];
-  caps?: string[];
-  auth?: Record<string, string>;
-  headers?: Record<string, string>;
-  name?: string;
-  protocol?: number;
-  permissions?: Record<string, boolean>;
-}
+type NodeOpts = Partial<NodeConnectOptions> & { headers?: Record<string, string> };
 
-/** Connect a node the way the OpenClaw node host does (device-signed, role node, no scopes). */
+/** A node host with this test file's defaults: the shared token, `system` with the host-level commands. */
 async function connectNode(tg: TestGateway, identity: DeviceIdentity, o: NodeOpts = {}): Promise<{ node: RawClient; res: Frame | null }> {
   const node = await RawClient.open(tg.url, o.headers);
-  const challenge = await node.challenge();
-  const params = deviceParams({
-    identity,
-    challenge,
-    role: 'node',
-    scopes: [],
-    client: { id: 'node-host', mode: 'node', displayName: o.name ?? 'test-node' },
+  const res = await connectAsNode(node, identity, {
+    ...o,
     auth: o.auth ?? { token: TEST_TOKEN },
-    minProtocol: o.protocol ?? 4,
-    maxProtocol: o.protocol ?? 4,
+    caps: o.caps ?? ['system'],
+    commands: o.commands ?? HOST_COMMANDS,
   });
-  params.caps = o.caps ?? ['system'];
-  params.commands = o.commands ?? HOST_COMMANDS;
-  if (o.permissions) params.permissions = o.permissions;
-  const res = await node.request('c1', 'connect', params);
   return { node, res };
 }
 

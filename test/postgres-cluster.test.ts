@@ -17,9 +17,9 @@ import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { CLUSTER_CHANNEL, LISTENER_APP_NAME } from '../src/store/pg-bus.js';
 import { PostgresStore } from '../src/store/postgres.js';
 import { verifyAuditChain } from '../src/store/shared.js';
-import { CLUSTER_OWNER, CLUSTER_TOKEN, clusterStateDir, type Instance, removeStateDir, startInstance } from './helpers/instance.js';
+import { CLUSTER_OWNER, CLUSTER_TOKEN, type Instance, removeStateDir, startInstance, startInstancesAB } from './helpers/instance.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
-import { deviceParams, type Frame, RawClient } from './helpers/raw.js';
+import { connectAsNode, type Frame, RawClient } from './helpers/raw.js';
 
 let cluster: PgCluster;
 let url: string;
@@ -30,11 +30,7 @@ const dirs: string[] = [];
 before(async () => {
   cluster = await startPgCluster();
   url = await cluster.createDatabase();
-  const dirA = clusterStateDir();
-  const dirB = clusterStateDir();
-  dirs.push(dirA, dirB);
-  // Both start at once: the migration lock makes exactly one of them create the schema.
-  [a, b] = await Promise.all([startInstance('A', url, dirA), startInstance('B', url, dirB)]);
+  [a, b] = await startInstancesAB(url, dirs);
 });
 
 after(async () => {
@@ -45,6 +41,17 @@ after(async () => {
 
 function operator(inst: Instance, onEvent?: (event: string, payload: unknown) => void): Promise<GatewayConnection> {
   return connectGateway({ url: inst.url, auth: { token: CLUSTER_OWNER }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'], onEvent });
+}
+
+/** A device paired on connect by the owner token, holding operator.read. */
+function readerOn(inst: Instance, identity: DeviceIdentity): Promise<GatewayConnection> {
+  return connectGateway({ url: inst.url, identity, auth: { token: CLUSTER_OWNER }, scopes: ['operator.read'], client: { id: 'test', mode: 'test' } });
+}
+
+/** Revoke the device's operator token straight in the database, as an instance's revocation commits it. */
+async function revokeBehindTheGateways(store: PostgresStore, deviceId: string): Promise<void> {
+  const atMs = Date.now();
+  await store.revokeToken(deviceId, 'operator', atMs, { atMs, actor: 'owner', action: 'token.revoked', subject: deviceId });
 }
 
 /** A new device asking to pair, keeping its socket open until an operator decides. */
@@ -178,22 +185,11 @@ describe('two instances on one PostgreSQL database', () => {
 
   test('a revocation committed by a process that tells no one closes the socket through the database trigger', async () => {
     const identity = generateIdentity();
-    const device = await connectGateway({
-      url: a.url,
-      identity,
-      auth: { token: CLUSTER_OWNER },
-      scopes: ['operator.read'],
-      client: { id: 'test', mode: 'test' },
-    });
+    const device = await readerOn(a, identity);
     // Exactly what B's revocation commits, with no gateway event afterwards (B died after its commit).
     const store = await PostgresStore.open(url, { maxConnections: 1 });
     try {
-      await store.revokeToken(identity.deviceId, 'operator', Date.now(), {
-        atMs: Date.now(),
-        actor: 'owner',
-        action: 'token.revoked',
-        subject: identity.deviceId,
-      });
+      await revokeBehindTheGateways(store, identity.deviceId);
       const closed = await Promise.race([device.closed, new Promise<null>((r) => setTimeout(() => r(null), 5_000).unref())]);
       assert.ok(closed, 'A closed the socket');
       assert.equal(closed.code, 4001);
@@ -206,23 +202,12 @@ describe('two instances on one PostgreSQL database', () => {
 
   test('a revocation whose notification was lost still closes the socket once the instance resyncs', async () => {
     const identity = generateIdentity();
-    const device = await connectGateway({
-      url: a.url,
-      identity,
-      auth: { token: CLUSTER_OWNER },
-      scopes: ['operator.read'],
-      client: { id: 'test', mode: 'test' },
-    });
+    const device = await readerOn(a, identity);
     const store = await PostgresStore.open(url, { maxConnections: 1 });
     try {
       // Triggers off on this one connection (superuser in the throwaway cluster): no NOTIFY at all.
       await store.pool.query('SET session_replication_role = replica');
-      await store.revokeToken(identity.deviceId, 'operator', Date.now(), {
-        atMs: Date.now(),
-        actor: 'owner',
-        action: 'token.revoked',
-        subject: identity.deviceId,
-      });
+      await revokeBehindTheGateways(store, identity.deviceId);
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(device.ws.readyState, device.ws.OPEN, 'nothing told A');
       // The instances' listening connections drop, as in a database failover; on reconnect they resync.
@@ -317,18 +302,12 @@ describe('two instances on one PostgreSQL database', () => {
     const node = await RawClient.open(b.url);
     try {
       const requested = nextEvent<{ requestId: string; nodeId: string }>(opA, 'node.pair.requested', (p) => p.nodeId === identity.deviceId);
-      const challenge = await node.challenge();
-      const params = deviceParams({
-        identity,
-        challenge,
-        role: 'node',
-        scopes: [],
-        client: { id: 'node-host', mode: 'node', displayName: 'rack-node' },
+      const hello = await connectAsNode(node, identity, {
+        name: 'rack-node',
         auth: { token: CLUSTER_OWNER },
+        caps: ['system'],
+        commands: ['system.which', 'canvas.present'],
       });
-      params.caps = ['system'];
-      params.commands = ['system.which', 'canvas.present'];
-      const hello = await node.request('c1', 'connect', params);
       assert.equal(hello?.ok, true, JSON.stringify(hello?.error));
       // The node host answers invocations on its socket to B.
       const seen: Array<{ command: string; paramsJSON?: string }> = [];

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type ConnectOptions, connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { PostgresStore } from '../src/store/postgres.js';
-import { CLUSTER_OWNER, CLUSTER_TOKEN, clusterStateDir, type Instance, removeStateDir, startInstance } from './helpers/instance.js';
+import { CLUSTER_OWNER, CLUSTER_TOKEN, type Instance, removeStateDir, startInstancesAB } from './helpers/instance.js';
 import { type Nginx, startNginx } from './helpers/nginx-cluster.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
 
@@ -21,10 +21,7 @@ const dirs: string[] = [];
 before(async () => {
   cluster = await startPgCluster();
   url = await cluster.createDatabase();
-  const dirA = clusterStateDir({ trustedProxies: ['127.0.0.1'] });
-  const dirB = clusterStateDir({ trustedProxies: ['127.0.0.1'] });
-  dirs.push(dirA, dirB);
-  [a, b] = await Promise.all([startInstance('A', url, dirA), startInstance('B', url, dirB)]);
+  [a, b] = await startInstancesAB(url, dirs, { trustedProxies: ['127.0.0.1'] });
   nginx = await startNginx([a.url, b.url]);
 });
 

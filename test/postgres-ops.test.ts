@@ -57,13 +57,25 @@ function nextOf(received: ClusterEvent[], n: number, timeoutMs = 5_000): Promise
   });
 }
 
+/** Two instances' stores and event buses on one fresh database. */
+async function twoInstances() {
+  const url = await cluster.createDatabase();
+  const sa = await PostgresStore.open(url);
+  const sb = await PostgresStore.open(url);
+  const busA = await PgClusterBus.start(sa.pool, url, 'instance-a', silentLogger);
+  const busB = await PgClusterBus.start(sb.pool, url, 'instance-b', silentLogger);
+  const close = async () => {
+    await busA.close();
+    await busB.close();
+    await sa.close();
+    await sb.close();
+  };
+  return { sa, sb, busA, busB, close };
+}
+
 describe('cluster event bus (LISTEN/NOTIFY)', () => {
   test('events reach the other instance, not the sender; large ones travel through the table', async () => {
-    const url = await cluster.createDatabase();
-    const sa = await PostgresStore.open(url);
-    const sb = await PostgresStore.open(url);
-    const busA = await PgClusterBus.start(sa.pool, url, 'instance-a', silentLogger);
-    const busB = await PgClusterBus.start(sb.pool, url, 'instance-b', silentLogger);
+    const { sa, busA, busB, close } = await twoInstances();
     try {
       const atA: ClusterEvent[] = [];
       const atB: ClusterEvent[] = [];
@@ -81,19 +93,12 @@ describe('cluster event bus (LISTEN/NOTIFY)', () => {
       await new Promise((r) => setTimeout(r, 50));
       assert.deepEqual(atA, [], 'the sender does not hear itself');
     } finally {
-      await busA.close();
-      await busB.close();
-      await sa.close();
-      await sb.close();
+      await close();
     }
   });
 
   test('a listener whose connection is killed reconnects and asks its owner to resync', async () => {
-    const url = await cluster.createDatabase();
-    const sa = await PostgresStore.open(url);
-    const sb = await PostgresStore.open(url);
-    const busA = await PgClusterBus.start(sa.pool, url, 'instance-a', silentLogger);
-    const busB = await PgClusterBus.start(sb.pool, url, 'instance-b', silentLogger);
+    const { sa, busA, busB, close } = await twoInstances();
     try {
       const atB: ClusterEvent[] = [];
       let resyncs = 0;
@@ -113,10 +118,7 @@ describe('cluster event bus (LISTEN/NOTIFY)', () => {
       await nextOf(atB, 1);
       assert.deepEqual(atB.at(-1), e);
     } finally {
-      await busA.close();
-      await busB.close();
-      await sa.close();
-      await sb.close();
+      await close();
     }
   });
 });

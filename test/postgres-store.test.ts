@@ -4,7 +4,6 @@
  * schema is refused, and two stores (two instances) on one database serialize their writers.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,8 +14,9 @@ import { PgFailureLimiter } from '../src/store/pg-limiter.js';
 import { DELIVERY_LEASE_MS, POSTGRES_MIGRATIONS, PostgresStore } from '../src/store/postgres.js';
 import { verifyAuditChain } from '../src/store/shared.js';
 import { SqliteStore } from '../src/store/sqlite.js';
-import type { ApproveInput, AuditInput, Store, UpsertRequestInput } from '../src/store/types.js';
+import type { AuditInput, Store } from '../src/store/types.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
+import { approveInput, assertWritersSerialize, audit, hash, T0 } from './helpers/store-fixtures.js';
 import { runStoreContract } from './store-contract.js';
 
 let cluster: PgCluster;
@@ -31,38 +31,6 @@ runStoreContract('postgres', async () => {
   const store = await PostgresStore.open(await cluster.createDatabase());
   return { store, cleanup: () => store.close() };
 });
-
-const T0 = 1_700_000_000_000;
-const audit = (action: string, subject?: string): AuditInput => ({ atMs: T0, actor: 'owner', action, subject });
-const hash = (s: string) => createHash('sha256').update(s).digest();
-
-function approveInput(deviceId: string, over: Partial<ApproveInput> = {}): ApproveInput {
-  return {
-    device: { deviceId, publicKey: `pk-${deviceId}`, meta: { displayName: deviceId }, address: '192.0.2.1' },
-    role: 'operator',
-    scopes: ['operator.read'],
-    via: 'manual',
-    token: { tokenId: `tok-${deviceId}`, secretHash: hash(deviceId) },
-    atMs: T0,
-    audit: audit('pairing.approved', deviceId),
-    ...over,
-  };
-}
-function requestInput(deviceId: string, requestId: string, scopes: string[] = ['operator.read']): UpsertRequestInput {
-  return {
-    requestId,
-    deviceId,
-    publicKey: `pk-${deviceId}`,
-    role: 'operator',
-    scopes,
-    kind: 'new-device',
-    meta: {},
-    address: '192.0.2.1',
-    isRepair: false,
-    atMs: T0,
-    audit: audit('pairing.requested', deviceId),
-  };
-}
 
 describe('PostgresStore specifics', () => {
   test('eight instances starting at once on an empty database migrate exactly once', async () => {
@@ -104,31 +72,7 @@ describe('PostgresStore specifics', () => {
     const url = await cluster.createDatabase();
     const a = await PostgresStore.open(url);
     const b = await PostgresStore.open(url);
-    try {
-      const results = await Promise.all(
-        Array.from({ length: 20 }, (_, i) =>
-          (i % 2 ? a : b).upsertPairingRequest(requestInput('d1', `r${i}`, i % 4 === 0 ? ['operator.write'] : ['operator.read'])),
-        ),
-      );
-      assert.equal((await a.listPairingRequests('d1')).length, 1);
-      assert.equal(new Set(results.map((r) => r.request.requestId)).size, 1);
-      assert.equal(results.filter((r) => r.created).length, 1);
-
-      const grants = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).approve(approveInput('d2', { token: null, atMs: T0 + i }))));
-      assert.deepEqual(
-        grants.map((g) => g.epoch).sort((x, y) => x - y),
-        Array.from({ length: 20 }, (_, i) => i + 1),
-      );
-      const log = await b.listAudit();
-      assert.deepEqual(
-        log.map((e) => e.seq),
-        log.map((_, i) => i + 1),
-      );
-      assert.equal(verifyAuditChain(log), null);
-    } finally {
-      await a.close();
-      await b.close();
-    }
+    await assertWritersSerialize(a, b);
   });
 
   test('only the secret hash is at rest, and tampering with the audit table is detected', async () => {
@@ -183,51 +127,22 @@ async function automationsScript(store: Store): Promise<unknown[]> {
     await store.listChatMessages('s1', { beforeSeq: 4, limit: 2 }),
     await store.listChatMessages('s1', { afterSeq: 3 }),
   );
-  out.push(
-    await store.putChannel({
-      channelId: 'c1',
-      name: 'alerts',
-      url: 'https://example.net/h',
-      source: 'api',
-      createdBy: 'owner',
+  // Two API channels under one name (the second is refused), then a config channel updated in place.
+  const channel = (channelId: string, name: string, url: string, source: 'api' | 'config', username?: string) =>
+    store.putChannel({
+      channelId,
+      name,
+      url,
+      ...(username ? { username } : {}),
+      source,
+      createdBy: source === 'api' ? 'owner' : 'config',
       createdAtMs: T0,
       audit: a('ch'),
-    }),
-  );
-  out.push(
-    await store.putChannel({
-      channelId: 'c2',
-      name: 'alerts',
-      url: 'https://example.net/x',
-      source: 'api',
-      createdBy: 'owner',
-      createdAtMs: T0,
-      audit: a('ch'),
-    }),
-  );
-  out.push(
-    await store.putChannel({
-      channelId: 'c3',
-      name: 'cfg',
-      url: 'https://example.net/1',
-      source: 'config',
-      createdBy: 'config',
-      createdAtMs: T0,
-      audit: a('ch'),
-    }),
-  );
-  out.push(
-    await store.putChannel({
-      channelId: 'c4',
-      name: 'cfg',
-      url: 'https://example.net/2',
-      username: 'bot',
-      source: 'config',
-      createdBy: 'config',
-      createdAtMs: T0,
-      audit: a('ch'),
-    }),
-  );
+    });
+  out.push(await channel('c1', 'alerts', 'https://example.net/h', 'api'));
+  out.push(await channel('c2', 'alerts', 'https://example.net/x', 'api'));
+  out.push(await channel('c3', 'cfg', 'https://example.net/1', 'config'));
+  out.push(await channel('c4', 'cfg', 'https://example.net/2', 'config', 'bot'));
   out.push(await store.getChannel('alerts'), await store.getChannel('c3'), await store.listChannels());
   const body = { content: 'hi' };
   for (let i = 0; i < 3; i++) {

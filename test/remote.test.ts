@@ -440,31 +440,11 @@ describe('clawgate gateway install-service --print', () => {
   test('prints a systemd unit that runs this gateway with the given flags, and systemd accepts it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'clawgate-unit-'));
     try {
-      const r = await clawgate([
-        'gateway',
-        'install-service',
-        '--print',
-        '--state-dir',
-        dir,
-        '--tls',
-        '--public-url',
-        'ftp://gw.example.test/cg',
-        '--trusted-proxy',
-        '127.0.0.2',
-      ]);
+      const unitFor = (publicUrl: string) =>
+        clawgate(['gateway', 'install-service', '--print', '--state-dir', dir, '--tls', '--public-url', publicUrl, '--trusted-proxy', '127.0.0.2']);
+      const r = await unitFor('ftp://gw.example.test/cg');
       assert.equal(r.code, 2, 'a public URL that is not ws(s)/http(s) is refused');
-      const ok = await clawgate([
-        'gateway',
-        'install-service',
-        '--print',
-        '--state-dir',
-        dir,
-        '--tls',
-        '--public-url',
-        'https://gw.example.test/cg',
-        '--trusted-proxy',
-        '127.0.0.2',
-      ]);
+      const ok = await unitFor('https://gw.example.test/cg');
       assert.equal(ok.code, 0, ok.stderr);
       const unit = ok.stdout;
       assert.match(unit, /^\[Unit\]$/m);

@@ -2,18 +2,9 @@
 import { parseDurationMs } from '../automations/cron.js';
 import type { AutomationsConfig } from '../core/config.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../store/types.js';
-import { withGateway } from './devices.js';
-import { parse, UsageError } from './main.js';
+import { jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
+import { UsageError } from './main.js';
 
-const CONN_OPTIONS = {
-  url: { type: 'string' },
-  token: { type: 'string' },
-  password: { type: 'string' },
-  'state-dir': { type: 'string' },
-  json: { type: 'boolean' },
-} as const;
-
-const out = (text: string) => process.stdout.write(`${text}\n`);
 const iso = (ms: number | null | undefined) => (ms === null || ms === undefined ? '-' : new Date(ms).toISOString());
 
 /** Validate the `automations` block of the config file (unknown shapes are a usage error, not a surprise later). */
@@ -63,8 +54,7 @@ function describeAction(j: CronJob): string {
 }
 
 export async function cronCommand(sub: string | undefined, args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    ...CONN_OPTIONS,
+  const { values, positionals, print } = parseGatewayCommand(args, {
     name: { type: 'string' },
     cron: { type: 'string' },
     tz: { type: 'string' },
@@ -82,8 +72,6 @@ export async function cronCommand(sub: string | undefined, args: string[]): Prom
     disabled: { type: 'boolean' },
     limit: { type: 'string' },
   });
-  const json = values.json === true;
-  const print = (v: unknown, human: () => void) => (json ? out(JSON.stringify(v)) : human());
   const job = positionals[0];
   switch (sub) {
     case 'add': {
@@ -112,14 +100,7 @@ export async function cronCommand(sub: string | undefined, args: string[]): Prom
         };
       } else if (values.node !== undefined) {
         if (!values.command) throw new UsageError('--node needs --command <command>');
-        let params: unknown;
-        if (values.params !== undefined) {
-          try {
-            params = JSON.parse(values.params as string);
-          } catch (err) {
-            throw new UsageError(`--params is not valid JSON: ${(err as Error).message}`);
-          }
-        }
+        const params = jsonParams(values.params);
         action = { kind: 'node', nodeId: values.node, command: values.command, ...(params !== undefined ? { params } : {}) };
       } else throw new UsageError('cron add needs an action: --send <channel> --content <text>, or --session <key> --text <text> [--spawn]');
       return withGateway(values, async (c) => {
@@ -180,8 +161,7 @@ function printDeliveries(list: Delivery[]): void {
 }
 
 export async function channelsCommand(sub: string | undefined, args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    ...CONN_OPTIONS,
+  const { values, positionals, print } = parseGatewayCommand(args, {
     name: { type: 'string' },
     url: { type: 'string' },
     username: { type: 'string' },
@@ -190,8 +170,6 @@ export async function channelsCommand(sub: string | undefined, args: string[]): 
     limit: { type: 'string' },
     'gateway-url': { type: 'string' },
   });
-  const json = values.json === true;
-  const print = (v: unknown, human: () => void) => (json ? out(JSON.stringify(v)) : human());
   const limit = values.limit ? { limit: Number(values.limit) } : {};
   switch (sub) {
     case 'add': {
@@ -250,9 +228,11 @@ export async function channelsCommand(sub: string | undefined, args: string[]): 
 }
 
 export async function sessionsCommand(sub: string | undefined, args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { ...CONN_OPTIONS, label: { type: 'string' }, parent: { type: 'string' }, limit: { type: 'string' } });
-  const json = values.json === true;
-  const print = (v: unknown, human: () => void) => (json ? out(JSON.stringify(v)) : human());
+  const { values, positionals, print } = parseGatewayCommand(args, {
+    label: { type: 'string' },
+    parent: { type: 'string' },
+    limit: { type: 'string' },
+  });
   switch (sub) {
     case 'list':
       return withGateway(values, async (c) => {
@@ -287,14 +267,11 @@ export async function sessionsCommand(sub: string | undefined, args: string[]): 
 }
 
 export async function chatCommand(sub: string | undefined, args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    ...CONN_OPTIONS,
+  const { values, positionals, print } = parseGatewayCommand(args, {
     limit: { type: 'string' },
     before: { type: 'string' },
     'idempotency-key': { type: 'string' },
   });
-  const json = values.json === true;
-  const print = (v: unknown, human: () => void) => (json ? out(JSON.stringify(v)) : human());
   const key = positionals[0];
   switch (sub) {
     case 'send': {

@@ -1,15 +1,10 @@
 /** `clawgate nodes …`: thin wrappers over the node RPCs (PROTOCOL.md §19). */
 import type { GatewayConnection } from '../client/connection.js';
 import type { NodeView } from '../methods/nodes.js';
-import { withGateway } from './devices.js';
-import { parse, UsageError } from './main.js';
+import { jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
+import { UsageError } from './main.js';
 
 const OPTIONS = {
-  url: { type: 'string' },
-  token: { type: 'string' },
-  password: { type: 'string' },
-  'state-dir': { type: 'string' },
-  json: { type: 'boolean' },
   node: { type: 'string' },
   command: { type: 'string' },
   params: { type: 'string' },
@@ -37,8 +32,6 @@ interface PendingNode {
 
 /** A failure the CLI reports as `error: …` with exit 1 (not a usage error). */
 class NodeLookupError extends Error {}
-
-const out = (text: string) => process.stdout.write(`${text}\n`);
 
 /** Find a node by exact id, then by name (display name or label, case-insensitive), then by id prefix. */
 export function resolveNode(nodes: NodeView[], ref: string): NodeView {
@@ -84,9 +77,7 @@ function describeLine(n: NodeView): string {
 }
 
 export async function nodesCommand(sub: string | undefined, args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, OPTIONS);
-  const json = values.json === true;
-  const print = (v: unknown, human: () => void) => (json ? out(JSON.stringify(v)) : human());
+  const { values, positionals, print } = parseGatewayCommand(args, OPTIONS);
   try {
     switch (sub) {
       case 'list':
@@ -170,14 +161,7 @@ export async function nodesCommand(sub: string | undefined, args: string[]): Pro
         const ref = (values.node as string | undefined) ?? positionals[0];
         const command = (values.command as string | undefined) ?? positionals[1];
         if (!ref || !command) throw new UsageError('usage: clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>]');
-        let params: unknown;
-        if (values.params !== undefined) {
-          try {
-            params = JSON.parse(values.params as string);
-          } catch (err) {
-            throw new UsageError(`--params is not valid JSON: ${(err as Error).message}`);
-          }
-        }
+        const params = jsonParams(values.params);
         const timeoutMs = values.timeout !== undefined ? Number(values.timeout) : undefined;
         if (timeoutMs !== undefined && (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000)) {
           throw new UsageError(`--timeout must be a whole number of milliseconds from 1 to 600000, got ${values.timeout}`);

@@ -3,9 +3,10 @@
  * method table: read for reads, write for sends, admin for cron and channel mutations. The
  * same handlers serve sockets and the internal principal of automations (`gw.call`).
  */
-import { type Static, Type as T } from '@sinclair/typebox';
+import { type Static, Type as T, type TSchema } from '@sinclair/typebox';
 import { checkSchedule, nextRun } from '../automations/cron.js';
 import { type Automations, INTERNAL_GRANT } from '../automations/service.js';
+import type { MethodSpec } from '../core/dispatch.js';
 import type { Gateway } from '../core/gateway.js';
 import { hasScope, type Principal, SessionPrincipal } from '../core/principal.js';
 import { GatewayError } from '../protocol/errors.js';
@@ -150,25 +151,23 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
   const now = () => gw.clock.now();
   const audit = (p: Principal, action: string, subject: string, data?: Record<string, unknown>) => ({ atMs: now(), actor: p.actor, action, subject, data });
 
+  /** Every method here is an operator method; the handler's params type follows from the schema. */
+  const operator = <S extends TSchema>(name: string, scope: string, params: S, handler: MethodSpec<Static<S>>['handler']) =>
+    gw.methods.add<Static<S>>({ name, role: 'operator', scope, params, handler });
+
   const session = async (key: string): Promise<ChatSession | GatewayError> =>
     (await gw.store.getChatSession(key)) ?? new GatewayError('UNKNOWN_SESSION', { vars: { session: key } });
 
   // --- sessions and chat ---------------------------------------------------------------------
 
-  gw.methods.add<Static<typeof Params.sessionsList>>({
-    name: 'sessions.list',
-    role: 'operator',
-    scope: READ,
-    params: Params.sessionsList,
-    handler: async ({ params }) => {
-      let parentId: string | undefined;
-      if (params.parentKey !== undefined) {
-        const parent = await session(params.parentKey);
-        if (parent instanceof GatewayError) return parent;
-        parentId = parent.sessionId;
-      }
-      return { sessions: await gw.store.listChatSessions({ ...(parentId ? { parentId } : {}), ...(params.limit ? { limit: params.limit } : {}) }) };
-    },
+  operator('sessions.list', READ, Params.sessionsList, async ({ params }) => {
+    let parentId: string | undefined;
+    if (params.parentKey !== undefined) {
+      const parent = await session(params.parentKey);
+      if (parent instanceof GatewayError) return parent;
+      parentId = parent.sessionId;
+    }
+    return { sessions: await gw.store.listChatSessions({ ...(parentId ? { parentId } : {}), ...(params.limit ? { limit: params.limit } : {}) }) };
   });
 
   const create = async (p: Principal, key: string | undefined, label: string | undefined, parent?: ChatSession) => {
@@ -188,187 +187,121 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
     return { session: res.session };
   };
 
-  gw.methods.add<Static<typeof Params.sessionsCreate>>({
-    name: 'sessions.create',
-    role: 'operator',
-    scope: WRITE,
-    params: Params.sessionsCreate,
-    handler: async ({ principal, params }) => create(principal, params.key, params.label),
+  operator('sessions.create', WRITE, Params.sessionsCreate, async ({ principal, params }) => create(principal, params.key, params.label));
+
+  operator('sessions.get', READ, Params.sessionsGet, async ({ params }) => {
+    const s = await session(params.sessionKey);
+    if (s instanceof GatewayError) return s;
+    return { session: s, children: (await gw.store.listChatSessions({ parentId: s.sessionId })).map((c) => c.key) };
   });
 
-  gw.methods.add<Static<typeof Params.sessionsGet>>({
-    name: 'sessions.get',
-    role: 'operator',
-    scope: READ,
-    params: Params.sessionsGet,
-    handler: async ({ params }) => {
-      const s = await session(params.sessionKey);
-      if (s instanceof GatewayError) return s;
-      return { session: s, children: (await gw.store.listChatSessions({ parentId: s.sessionId })).map((c) => c.key) };
-    },
+  operator('sessions.spawn', WRITE, Params.sessionsSpawn, async ({ principal, params }) => {
+    const parent = await session(params.parentKey);
+    if (parent instanceof GatewayError) return parent;
+    return create(principal, params.key, params.label, parent);
   });
 
-  gw.methods.add<Static<typeof Params.sessionsSpawn>>({
-    name: 'sessions.spawn',
-    role: 'operator',
-    scope: WRITE,
-    params: Params.sessionsSpawn,
-    handler: async ({ principal, params }) => {
-      const parent = await session(params.parentKey);
-      if (parent instanceof GatewayError) return parent;
-      return create(principal, params.key, params.label, parent);
-    },
+  operator('sessions.subscribe', READ, Params.sessionsGet, async ({ principal, params }) => {
+    const s = await session(params.sessionKey);
+    if (s instanceof GatewayError) return s;
+    // Only sockets receive events; an internal caller has nothing to subscribe.
+    if (principal instanceof SessionPrincipal) auto.subscribe(principal, s.sessionId);
+    return { subscribed: true, sessionKey: s.key, sessionId: s.sessionId, messageCount: s.messageCount };
   });
 
-  gw.methods.add<Static<typeof Params.sessionsGet>>({
-    name: 'sessions.subscribe',
-    role: 'operator',
-    scope: READ,
-    params: Params.sessionsGet,
-    handler: async ({ principal, params }) => {
-      const s = await session(params.sessionKey);
-      if (s instanceof GatewayError) return s;
-      // Only sockets receive events; an internal caller has nothing to subscribe.
-      if (principal instanceof SessionPrincipal) auto.subscribe(principal, s.sessionId);
-      return { subscribed: true, sessionKey: s.key, sessionId: s.sessionId, messageCount: s.messageCount };
-    },
+  operator('sessions.unsubscribe', READ, Params.sessionsGet, async ({ principal, params }) => {
+    const s = await session(params.sessionKey);
+    if (s instanceof GatewayError) return s;
+    const was = principal instanceof SessionPrincipal ? auto.unsubscribe(principal, s.sessionId) : false;
+    return { unsubscribed: was };
   });
 
-  gw.methods.add<Static<typeof Params.sessionsGet>>({
-    name: 'sessions.unsubscribe',
-    role: 'operator',
-    scope: READ,
-    params: Params.sessionsGet,
-    handler: async ({ principal, params }) => {
-      const s = await session(params.sessionKey);
-      if (s instanceof GatewayError) return s;
-      const was = principal instanceof SessionPrincipal ? auto.unsubscribe(principal, s.sessionId) : false;
-      return { unsubscribed: was };
-    },
+  operator('chat.send', WRITE, Params.chatSend, async ({ principal, params }) => {
+    const s = await session(params.sessionKey);
+    if (s instanceof GatewayError) return s;
+    const messageId = gw.random.uuid();
+    const res = await gw.store.appendChatMessage({
+      sessionId: s.sessionId,
+      messageId,
+      author: principal.actor,
+      text: params.text,
+      idempotencyKey: params.idempotencyKey,
+      atMs: now(),
+      audit: audit(principal, 'chat.sent', s.sessionId, { sessionKey: s.key, messageId }),
+    });
+    // The session was removed between the read and the append.
+    if (!res.ok) return new GatewayError('UNKNOWN_SESSION', { vars: { session: params.sessionKey } });
+    if (!res.duplicate) auto.publish(res.message, s.key);
+    return { message: res.message, duplicate: res.duplicate };
   });
 
-  gw.methods.add<Static<typeof Params.chatSend>>({
-    name: 'chat.send',
-    role: 'operator',
-    scope: WRITE,
-    params: Params.chatSend,
-    handler: async ({ principal, params }) => {
-      const s = await session(params.sessionKey);
-      if (s instanceof GatewayError) return s;
-      const messageId = gw.random.uuid();
-      const res = await gw.store.appendChatMessage({
-        sessionId: s.sessionId,
-        messageId,
-        author: principal.actor,
-        text: params.text,
-        idempotencyKey: params.idempotencyKey,
-        atMs: now(),
-        audit: audit(principal, 'chat.sent', s.sessionId, { sessionKey: s.key, messageId }),
-      });
-      // The session was removed between the read and the append.
-      if (!res.ok) return new GatewayError('UNKNOWN_SESSION', { vars: { session: params.sessionKey } });
-      if (!res.duplicate) auto.publish(res.message, s.key);
-      return { message: res.message, duplicate: res.duplicate };
-    },
-  });
-
-  gw.methods.add<Static<typeof Params.chatHistory>>({
-    name: 'chat.history',
-    role: 'operator',
-    scope: READ,
-    params: Params.chatHistory,
-    handler: async ({ params }) => {
-      const s = await session(params.sessionKey);
-      if (s instanceof GatewayError) return s;
-      const messages = await gw.store.listChatMessages(s.sessionId, {
-        ...(params.beforeSeq ? { beforeSeq: params.beforeSeq } : {}),
-        limit: params.limit ?? 50,
-      });
-      const first = messages[0];
-      return { sessionKey: s.key, sessionId: s.sessionId, messages, nextBeforeSeq: first && first.seq > 1 ? first.seq : null };
-    },
+  operator('chat.history', READ, Params.chatHistory, async ({ params }) => {
+    const s = await session(params.sessionKey);
+    if (s instanceof GatewayError) return s;
+    const messages = await gw.store.listChatMessages(s.sessionId, {
+      ...(params.beforeSeq ? { beforeSeq: params.beforeSeq } : {}),
+      limit: params.limit ?? 50,
+    });
+    const first = messages[0];
+    return { sessionKey: s.key, sessionId: s.sessionId, messages, nextBeforeSeq: first && first.seq > 1 ? first.seq : null };
   });
 
   // --- channels ------------------------------------------------------------------------------
 
-  gw.methods.add<Static<typeof Params.send>>({
-    name: 'send',
-    role: 'operator',
-    scope: WRITE,
-    params: Params.send,
-    handler: async ({ principal, params }) => {
-      const channel = await gw.store.getChannel(params.channel);
-      if (!channel) return new GatewayError('UNKNOWN_CHANNEL', { vars: { channel: params.channel } });
-      if (!params.content && !(params.embeds && params.embeds.length > 0)) return new GatewayError('EMPTY_MESSAGE');
-      const deliveryId = gw.random.uuid();
-      const username = params.username ?? channel.username;
-      // Discord-webhook compatible body: {content, username?, embeds?}.
-      const body: Record<string, unknown> = {
-        ...(params.content ? { content: params.content } : {}),
-        ...(username ? { username } : {}),
-        ...(params.embeds ? { embeds: params.embeds } : {}),
-      };
-      const idempotencyKey = params.idempotencyKey ?? deliveryId;
-      const res = await gw.store.enqueueDelivery({
-        deliveryId,
-        channelId: channel.channelId,
-        channelName: channel.name,
-        body,
-        idempotencyKey,
-        actor: principal.actor,
-        createdAtMs: now(),
-        audit: audit(principal, 'channel.send', deliveryId, { channel: channel.name, idempotencyKey }),
-      });
-      if (!res.duplicate) {
-        gw.log.info('channel send queued', { principal: principal.actor, channel: channel.name, deliveryId });
-        auto.deliveries.kick();
-      }
-      const d = res.delivery;
-      return { deliveryId: d.deliveryId, channel: channel.name, status: d.status, idempotencyKey: d.idempotencyKey, duplicate: res.duplicate };
-    },
+  operator('send', WRITE, Params.send, async ({ principal, params }) => {
+    const channel = await gw.store.getChannel(params.channel);
+    if (!channel) return new GatewayError('UNKNOWN_CHANNEL', { vars: { channel: params.channel } });
+    if (!params.content && !(params.embeds && params.embeds.length > 0)) return new GatewayError('EMPTY_MESSAGE');
+    const deliveryId = gw.random.uuid();
+    const username = params.username ?? channel.username;
+    // Discord-webhook compatible body: {content, username?, embeds?}.
+    const body: Record<string, unknown> = {
+      ...(params.content ? { content: params.content } : {}),
+      ...(username ? { username } : {}),
+      ...(params.embeds ? { embeds: params.embeds } : {}),
+    };
+    const idempotencyKey = params.idempotencyKey ?? deliveryId;
+    const res = await gw.store.enqueueDelivery({
+      deliveryId,
+      channelId: channel.channelId,
+      channelName: channel.name,
+      body,
+      idempotencyKey,
+      actor: principal.actor,
+      createdAtMs: now(),
+      audit: audit(principal, 'channel.send', deliveryId, { channel: channel.name, idempotencyKey }),
+    });
+    if (!res.duplicate) {
+      gw.log.info('channel send queued', { principal: principal.actor, channel: channel.name, deliveryId });
+      auto.deliveries.kick();
+    }
+    const d = res.delivery;
+    return { deliveryId: d.deliveryId, channel: channel.name, status: d.status, idempotencyKey: d.idempotencyKey, duplicate: res.duplicate };
   });
 
-  gw.methods.add({
-    name: 'channels.list',
-    role: 'operator',
-    scope: READ,
-    params: Params.empty,
-    handler: async ({ principal }) => ({ channels: (await gw.store.listChannels()).map((c) => channelView(c, principal)) }),
+  operator('channels.list', READ, Params.empty, async ({ principal }) => ({ channels: (await gw.store.listChannels()).map((c) => channelView(c, principal)) }));
+
+  operator('channels.add', ADMIN, Params.channelsAdd, async ({ principal, params }) => {
+    const bad = checkUrl(params.url);
+    if (bad) return bad;
+    const res = await gw.store.putChannel({
+      channelId: gw.random.uuid(),
+      name: params.name,
+      url: params.url,
+      username: params.username,
+      source: 'api',
+      createdBy: principal.actor,
+      createdAtMs: now(),
+      audit: audit(principal, 'channel.added', params.name, { type: 'webhook', origin: new URL(params.url).origin }),
+    });
+    if (!res.ok) return new GatewayError('CHANNEL_NAME_TAKEN', { vars: { name: params.name } });
+    return { channel: channelView(res.channel, principal) };
   });
 
-  gw.methods.add<Static<typeof Params.channelsAdd>>({
-    name: 'channels.add',
-    role: 'operator',
-    scope: ADMIN,
-    params: Params.channelsAdd,
-    handler: async ({ principal, params }) => {
-      const bad = checkUrl(params.url);
-      if (bad) return bad;
-      const res = await gw.store.putChannel({
-        channelId: gw.random.uuid(),
-        name: params.name,
-        url: params.url,
-        username: params.username,
-        source: 'api',
-        createdBy: principal.actor,
-        createdAtMs: now(),
-        audit: audit(principal, 'channel.added', params.name, { type: 'webhook', origin: new URL(params.url).origin }),
-      });
-      if (!res.ok) return new GatewayError('CHANNEL_NAME_TAKEN', { vars: { name: params.name } });
-      return { channel: channelView(res.channel, principal) };
-    },
-  });
-
-  gw.methods.add<Static<typeof Params.channelsRemove>>({
-    name: 'channels.remove',
-    role: 'operator',
-    scope: ADMIN,
-    params: Params.channelsRemove,
-    handler: async ({ principal, params }) => {
-      const removed = await gw.store.removeChannel(params.name, audit(principal, 'channel.removed', params.name));
-      if (!removed) return new GatewayError('UNKNOWN_CHANNEL', { vars: { channel: params.name } });
-      return { removed: true };
-    },
+  operator('channels.remove', ADMIN, Params.channelsRemove, async ({ principal, params }) => {
+    const removed = await gw.store.removeChannel(params.name, audit(principal, 'channel.removed', params.name));
+    if (!removed) return new GatewayError('UNKNOWN_CHANNEL', { vars: { channel: params.name } });
+    return { removed: true };
   });
 
   const channelFilter = async (name: string | undefined): Promise<{ channelId?: string } | GatewayError> => {
@@ -377,29 +310,17 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
     return c ? { channelId: c.channelId } : new GatewayError('UNKNOWN_CHANNEL', { vars: { channel: name } });
   };
 
-  gw.methods.add<Static<typeof Params.deliveries>>({
-    name: 'channels.deliveries',
-    role: 'operator',
-    scope: READ,
-    params: Params.deliveries,
-    handler: async ({ params }) => {
-      const f = await channelFilter(params.channel);
-      if (f instanceof GatewayError) return f;
-      const list = await gw.store.listDeliveries({ ...f, ...(params.status ? { status: params.status } : {}), limit: params.limit ?? 100 });
-      return { deliveries: list };
-    },
+  operator('channels.deliveries', READ, Params.deliveries, async ({ params }) => {
+    const f = await channelFilter(params.channel);
+    if (f instanceof GatewayError) return f;
+    const list = await gw.store.listDeliveries({ ...f, ...(params.status ? { status: params.status } : {}), limit: params.limit ?? 100 });
+    return { deliveries: list };
   });
 
-  gw.methods.add<Static<typeof Params.deadLetters>>({
-    name: 'channels.deadLetters',
-    role: 'operator',
-    scope: READ,
-    params: Params.deadLetters,
-    handler: async ({ params }) => {
-      const f = await channelFilter(params.channel);
-      if (f instanceof GatewayError) return f;
-      return { deliveries: await gw.store.listDeliveries({ ...f, status: 'dead', limit: params.limit ?? 100 }) };
-    },
+  operator('channels.deadLetters', READ, Params.deadLetters, async ({ params }) => {
+    const f = await channelFilter(params.channel);
+    if (f instanceof GatewayError) return f;
+    return { deliveries: await gw.store.listDeliveries({ ...f, status: 'dead', limit: params.limit ?? 100 }) };
   });
 
   // --- cron ----------------------------------------------------------------------------------
@@ -426,6 +347,9 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
     return null;
   };
 
+  // Not awaited: a long-running job must not hold the caller; the scheduler re-reads the jobs in order.
+  const rescheduled = () => void auto.scheduler.changed();
+
   /** A job by id, or by name when exactly one job has it. */
   const findJob = async (idOrName: string): Promise<CronJob | GatewayError> => {
     const byId = await gw.store.getCronJob(idOrName);
@@ -434,114 +358,75 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
     return named.length === 1 ? (named[0] as CronJob) : new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: idOrName } });
   };
 
-  gw.methods.add<Static<typeof Params.cronAdd>>({
-    name: 'cron.add',
-    role: 'operator',
-    scope: ADMIN,
-    params: Params.cronAdd,
-    handler: async ({ principal, params }) => {
-      const bad = checkJob(params.schedule as CronSchedule, params.action as CronAction);
-      if (bad) return bad;
-      const jobId = gw.random.uuid();
-      const createdAtMs = now();
-      const enabled = params.enabled ?? true;
-      const job = await gw.store.createCronJob({
-        jobId,
-        name: params.name,
-        schedule: params.schedule as CronSchedule,
-        action: params.action as CronAction,
-        enabled,
-        createdBy: principal.actor,
-        createdAtMs,
-        nextRunAtMs: enabled ? nextRun(params.schedule as CronSchedule, createdAtMs, createdAtMs) : null,
-        audit: audit(principal, 'cron.added', jobId, { name: params.name, schedule: params.schedule, action: params.action.kind }),
-      });
-      // Not awaited: a long-running job must not hold the caller; the scheduler re-reads the jobs in order.
-      void auto.scheduler.changed();
-      return { job };
-    },
+  operator('cron.add', ADMIN, Params.cronAdd, async ({ principal, params }) => {
+    const bad = checkJob(params.schedule as CronSchedule, params.action as CronAction);
+    if (bad) return bad;
+    const jobId = gw.random.uuid();
+    const createdAtMs = now();
+    const enabled = params.enabled ?? true;
+    const job = await gw.store.createCronJob({
+      jobId,
+      name: params.name,
+      schedule: params.schedule as CronSchedule,
+      action: params.action as CronAction,
+      enabled,
+      createdBy: principal.actor,
+      createdAtMs,
+      nextRunAtMs: enabled ? nextRun(params.schedule as CronSchedule, createdAtMs, createdAtMs) : null,
+      audit: audit(principal, 'cron.added', jobId, { name: params.name, schedule: params.schedule, action: params.action.kind }),
+    });
+    rescheduled();
+    return { job };
   });
 
-  gw.methods.add<Static<typeof Params.cronList>>({
-    name: 'cron.list',
-    role: 'operator',
-    scope: READ,
-    params: Params.cronList,
-    handler: async ({ params }) => {
-      const all = await gw.store.listCronJobs();
-      // `includeDisabled: false` (what the OpenClaw CLI sends without --all) lists enabled jobs only.
-      return { jobs: params.includeDisabled === false ? all.filter((j) => j.enabled) : all };
-    },
+  operator('cron.list', READ, Params.cronList, async ({ params }) => {
+    const all = await gw.store.listCronJobs();
+    // `includeDisabled: false` (what the OpenClaw CLI sends without --all) lists enabled jobs only.
+    return { jobs: params.includeDisabled === false ? all.filter((j) => j.enabled) : all };
   });
 
-  gw.methods.add<Static<typeof Params.cronUpdate>>({
-    name: 'cron.update',
-    role: 'operator',
-    scope: ADMIN,
-    params: Params.cronUpdate,
-    handler: async ({ principal, params }) => {
-      const job = await findJob(params.jobId);
-      if (job instanceof GatewayError) return job;
-      const bad = checkJob(params.schedule as CronSchedule | undefined, params.action as CronAction | undefined);
-      if (bad) return bad;
-      const patch: CronJobPatch = {};
-      if (params.name !== undefined) patch.name = params.name;
-      if (params.schedule !== undefined) patch.schedule = params.schedule as CronSchedule;
-      if (params.action !== undefined) patch.action = params.action as CronAction;
-      if (params.enabled !== undefined) patch.enabled = params.enabled;
-      const schedule = patch.schedule ?? job.schedule;
-      const enabled = patch.enabled ?? job.enabled;
-      // A new schedule, or re-enabling, starts from now: no catch-up for time spent disabled.
-      if (patch.schedule !== undefined || patch.enabled !== undefined) patch.nextRunAtMs = enabled ? nextRun(schedule, now(), job.createdAtMs) : null;
-      const updated = await gw.store.updateCronJob(job.jobId, patch, now(), audit(principal, 'cron.updated', job.jobId, { fields: Object.keys(patch) }));
-      if (!updated) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: params.jobId } });
-      // Not awaited: a long-running job must not hold the caller; the scheduler re-reads the jobs in order.
-      void auto.scheduler.changed();
-      return { job: updated };
-    },
+  operator('cron.update', ADMIN, Params.cronUpdate, async ({ principal, params }) => {
+    const job = await findJob(params.jobId);
+    if (job instanceof GatewayError) return job;
+    const bad = checkJob(params.schedule as CronSchedule | undefined, params.action as CronAction | undefined);
+    if (bad) return bad;
+    const patch: CronJobPatch = {};
+    if (params.name !== undefined) patch.name = params.name;
+    if (params.schedule !== undefined) patch.schedule = params.schedule as CronSchedule;
+    if (params.action !== undefined) patch.action = params.action as CronAction;
+    if (params.enabled !== undefined) patch.enabled = params.enabled;
+    const schedule = patch.schedule ?? job.schedule;
+    const enabled = patch.enabled ?? job.enabled;
+    // A new schedule, or re-enabling, starts from now: no catch-up for time spent disabled.
+    if (patch.schedule !== undefined || patch.enabled !== undefined) patch.nextRunAtMs = enabled ? nextRun(schedule, now(), job.createdAtMs) : null;
+    const updated = await gw.store.updateCronJob(job.jobId, patch, now(), audit(principal, 'cron.updated', job.jobId, { fields: Object.keys(patch) }));
+    if (!updated) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: params.jobId } });
+    rescheduled();
+    return { job: updated };
   });
 
-  gw.methods.add<Static<typeof Params.cronJob>>({
-    name: 'cron.remove',
-    role: 'operator',
-    scope: ADMIN,
-    params: Params.cronJob,
-    handler: async ({ principal, params }) => {
-      const job = await findJob(params.jobId);
-      if (job instanceof GatewayError) return job;
-      const removed = await gw.store.removeCronJob(job.jobId, audit(principal, 'cron.removed', job.jobId, { name: job.name }));
-      if (!removed) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: params.jobId } });
-      // Not awaited: a long-running job must not hold the caller; the scheduler re-reads the jobs in order.
-      void auto.scheduler.changed();
-      return { removed: true, jobId: job.jobId };
-    },
+  operator('cron.remove', ADMIN, Params.cronJob, async ({ principal, params }) => {
+    const job = await findJob(params.jobId);
+    if (job instanceof GatewayError) return job;
+    const removed = await gw.store.removeCronJob(job.jobId, audit(principal, 'cron.removed', job.jobId, { name: job.name }));
+    if (!removed) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: params.jobId } });
+    rescheduled();
+    return { removed: true, jobId: job.jobId };
   });
 
-  gw.methods.add<Static<typeof Params.cronJob>>({
-    name: 'cron.run',
-    role: 'operator',
-    scope: ADMIN,
-    params: Params.cronJob,
-    handler: async ({ principal, params }) => {
-      const job = await findJob(params.jobId);
-      if (job instanceof GatewayError) return job;
-      await gw.audit(principal.actor, 'cron.run-requested', job.jobId, { name: job.name });
-      const run = await auto.scheduler.runNow(job.jobId);
-      if (!run) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: params.jobId } });
-      return { run };
-    },
+  operator('cron.run', ADMIN, Params.cronJob, async ({ principal, params }) => {
+    const job = await findJob(params.jobId);
+    if (job instanceof GatewayError) return job;
+    await gw.audit(principal.actor, 'cron.run-requested', job.jobId, { name: job.name });
+    const run = await auto.scheduler.runNow(job.jobId);
+    if (!run) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: params.jobId } });
+    return { run };
   });
 
-  gw.methods.add<Static<typeof Params.cronRuns>>({
-    name: 'cron.runs',
-    role: 'operator',
-    scope: READ,
-    params: Params.cronRuns,
-    handler: async ({ params }) => {
-      const job = await findJob(params.jobId);
-      if (job instanceof GatewayError) return job;
-      return { jobId: job.jobId, runs: await gw.store.listCronRuns(job.jobId, params.limit ?? 50) };
-    },
+  operator('cron.runs', READ, Params.cronRuns, async ({ params }) => {
+    const job = await findJob(params.jobId);
+    if (job instanceof GatewayError) return job;
+    return { jobId: job.jobId, runs: await gw.store.listCronRuns(job.jobId, params.limit ?? 50) };
   });
 }
 

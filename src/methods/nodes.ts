@@ -201,16 +201,22 @@ export function registerNodeMethods(gw: Gateway): void {
     },
   });
 
+  const ByRequestId = T.Object({ requestId: RequestId }, { additionalProperties: false });
+  /** The surface request an approve or reject names (params already validated against ByRequestId). */
+  const namedRequest = async (params: unknown) => {
+    const { requestId } = params as { requestId: string };
+    return { requestId, req: await gw.store.getNodeSurfaceRequest(requestId) };
+  };
+
   gw.methods.add({
     name: 'node.pair.approve',
     role: 'operator',
     // Plus operator.write, or operator.admin for host-level commands: checked against the
     // request's commands in the handler (the params carry only the id).
     scope: PAIRING,
-    params: T.Object({ requestId: RequestId }, { additionalProperties: false }),
+    params: ByRequestId,
     handler: async ({ principal, params }) => {
-      const { requestId } = params as { requestId: string };
-      const req = await gw.store.getNodeSurfaceRequest(requestId);
+      const { requestId, req } = await namedRequest(params);
       if (!req) return unknownRequest(requestId);
       const surface = await nodes.approve(req, principal);
       if (surface instanceof GatewayError) return surface;
@@ -223,10 +229,9 @@ export function registerNodeMethods(gw: Gateway): void {
     name: 'node.pair.reject',
     role: 'operator',
     scope: PAIRING,
-    params: T.Object({ requestId: RequestId }, { additionalProperties: false }),
+    params: ByRequestId,
     handler: async ({ principal, params }) => {
-      const { requestId } = params as { requestId: string };
-      const req = await gw.store.getNodeSurfaceRequest(requestId);
+      const { requestId, req } = await namedRequest(params);
       if (!req || !(await nodes.reject(req, principal))) return unknownRequest(requestId);
       return { requestId, nodeId: req.deviceId };
     },
@@ -375,21 +380,19 @@ export function registerNodeMethods(gw: Gateway): void {
     },
   });
 
-  gw.methods.add({
-    name: 'node.skills.update',
-    role: 'node',
-    scope: null,
-    params: T.Object({ skills: T.Optional(T.Array(T.Unknown(), { maxItems: 1024 })) }, { additionalProperties: true }),
-    handler: async ({ principal, params }) => ({ nodeId: principal.deviceId, skills: (params as { skills?: unknown[] }).skills ?? [] }),
-  });
-
-  gw.methods.add({
-    name: 'node.pluginTools.update',
-    role: 'node',
-    scope: null,
-    params: T.Object({ tools: T.Optional(T.Array(T.Unknown(), { maxItems: 1024 })) }, { additionalProperties: true }),
-    handler: async ({ principal, params }) => ({ nodeId: principal.deviceId, tools: (params as { tools?: unknown[] }).tools ?? [] }),
-  });
+  // Skill and plugin-tool reports: acknowledged with the list echoed back (clawgate keeps neither).
+  for (const [name, field] of [
+    ['node.skills.update', 'skills'],
+    ['node.pluginTools.update', 'tools'],
+  ] as const) {
+    gw.methods.add({
+      name,
+      role: 'node',
+      scope: null,
+      params: T.Object({ [field]: T.Optional(T.Array(T.Unknown(), { maxItems: 1024 })) }, { additionalProperties: true }),
+      handler: async ({ principal, params }) => ({ nodeId: principal.deviceId, [field]: (params as Record<string, unknown[] | undefined>)[field] ?? [] }),
+    });
+  }
 
   gw.methods.add({
     name: 'skills.bins',

@@ -1,8 +1,8 @@
 /** In-memory store for unit tests. Same contract as SQLite; nothing survives the process. */
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
-import { applyAttempt, chainAudit, mergePairingRequest } from './shared.js';
+import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
+import { applyAttempt, approvedGrant, chainAudit, mergePairingRequest } from './shared.js';
 import type {
   AppendMessageResult,
   ApproveInput,
@@ -148,14 +148,7 @@ export class MemoryStore implements Store {
     const entry = this.prepareAudit(input.audit);
     const row = this.deviceRow(device, atMs);
     const prev = this.grants.get(gk(device.deviceId, role));
-    const grant: GrantRecord = {
-      deviceId: device.deviceId,
-      role,
-      scopes: [...input.scopes],
-      epoch: (prev?.epoch ?? 0) + 1,
-      approvedAtMs: atMs,
-      approvedVia: input.via,
-    };
+    const grant = approvedGrant(input, prev?.epoch);
     const old = this.liveToken(device.deviceId, role);
     this.devices.set(device.deviceId, row);
     this.grants.set(gk(device.deviceId, role), grant);
@@ -301,8 +294,7 @@ export class MemoryStore implements Store {
     const check = checkRedemption(code, device, atMs, input.graceMs, (r) => this.grants.get(gk(device.deviceId, r))?.epoch);
     if (!check.ok) return check;
     const c = code as SetupCodeRecord;
-    const roles = c.profile.roles;
-    for (const r of roles) if (!input.tokens[r]) throw new Error(`redeemSetupCode: no token for role ${r}`);
+    const roles = redeemedRoles(c, input.tokens);
     const entry = this.prepareAudit(check.repeat ? input.repeatAudit : input.audit);
     const resolved: string[] = [];
     if (check.repeat) {

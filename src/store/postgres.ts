@@ -14,15 +14,20 @@
 import pg from 'pg';
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
-import { applyAttempt, chainAudit, mergePairingRequest } from './shared.js';
+import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import {
   type AuditRow,
+  applyAttempt,
+  approvedGrant,
   type ChannelRow,
   type ChatMessageRow,
   type ChatSessionRow,
+  chainAudit,
+  channelValues,
+  chatMessageValues,
   type DeviceRow,
   type GrantRow,
+  mergePairingRequest,
   type SetupRow,
   type TokenRow,
   toAudit,
@@ -33,7 +38,7 @@ import {
   toGrant,
   toSetup,
   toToken,
-} from './sqlite.js';
+} from './shared.js';
 import type {
   AppendMessageResult,
   ApproveInput,
@@ -373,14 +378,7 @@ export class PostgresStore implements Store {
       const { device, role, atMs } = input;
       await this.upsertDeviceTx(tx, device, atMs);
       const prev = await tx.one<{ epoch: number }>('SELECT epoch FROM grants WHERE device_id = $1 AND role = $2', [device.deviceId, role]);
-      const grant: GrantRecord = {
-        deviceId: device.deviceId,
-        role,
-        scopes: [...input.scopes],
-        epoch: (prev?.epoch ?? 0) + 1,
-        approvedAtMs: atMs,
-        approvedVia: input.via,
-      };
+      const grant = approvedGrant(input, prev?.epoch);
       await this.putGrantTx(tx, grant);
       if (input.token) await this.putTokenTx(tx, device.deviceId, role, input.token, atMs, (await this.liveTokenTx(tx, device.deviceId, role))?.created_at_ms);
       if (input.requestId) await tx.run('DELETE FROM pairing_requests WHERE request_id = $1', [input.requestId]);
@@ -545,8 +543,7 @@ export class PostgresStore implements Store {
       const check = checkRedemption(code, device, atMs, input.graceMs, (r) => epochs0.get(r));
       if (!check.ok) return check;
       const c = code as SetupCodeRecord;
-      const roles = c.profile.roles;
-      for (const r of roles) if (!input.tokens[r]) throw new Error(`redeemSetupCode: no token for role ${r}`);
+      const roles = redeemedRoles(c, input.tokens);
       const resolved: string[] = [];
       if (check.repeat) {
         await tx.run('UPDATE setup_codes SET redeem_count = redeem_count + 1 WHERE setup_id = $1', [c.setupId]);
@@ -704,15 +701,10 @@ export class PostgresStore implements Store {
         if (prior) return { ok: true, message: toChatMessage(prior), duplicate: true };
       }
       const seq = s.message_count + 1;
-      await tx.run('INSERT INTO chat_messages (session_id, seq, message_id, author, text, idempotency_key, at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7)', [
-        input.sessionId,
-        seq,
-        input.messageId,
-        input.author,
-        input.text,
-        input.idempotencyKey ?? null,
-        input.atMs,
-      ]);
+      await tx.run(
+        'INSERT INTO chat_messages (session_id, seq, message_id, author, text, idempotency_key, at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7)',
+        chatMessageValues(input, seq),
+      );
       await tx.run('UPDATE chat_sessions SET message_count = $1, updated_at_ms = GREATEST(updated_at_ms, $2) WHERE session_id = $3', [
         seq,
         input.atMs,
@@ -752,15 +744,10 @@ export class PostgresStore implements Store {
       if (existing) {
         await tx.run('UPDATE channels SET url = $1, username = $2 WHERE channel_id = $3', [input.url, input.username ?? null, existing.channel_id]);
       } else {
-        await tx.run('INSERT INTO channels (channel_id, name, url, username, source, created_by, created_at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7)', [
-          input.channelId,
-          input.name,
-          input.url,
-          input.username ?? null,
-          input.source,
-          input.createdBy,
-          input.createdAtMs,
-        ]);
+        await tx.run(
+          'INSERT INTO channels (channel_id, name, url, username, source, created_by, created_at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7)',
+          channelValues(input),
+        );
       }
       await this.appendAuditTx(tx, input.audit);
       return { ok: true as const, channel: (await this.channelTx(tx, existing?.channel_id ?? input.channelId)) as WebhookChannel, created: !existing };

@@ -6,14 +6,36 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
-import { applyAttempt, chainAudit, mergePairingRequest } from './shared.js';
+import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
+import {
+  type AuditRow,
+  applyAttempt,
+  approvedGrant,
+  type ChannelRow,
+  type ChatMessageRow,
+  type ChatSessionRow,
+  chainAudit,
+  channelValues,
+  chatMessageValues,
+  type DeviceRow,
+  type GrantRow,
+  mergePairingRequest,
+  type SetupRow,
+  type TokenRow,
+  toAudit,
+  toChannel,
+  toChatMessage,
+  toChatSession,
+  toDevice,
+  toGrant,
+  toSetup,
+  toToken,
+} from './shared.js';
 import type {
   AppendMessageResult,
   ApproveInput,
   AuditEntry,
   AuditInput,
-  ChatMessage,
   ChatSession,
   CronJob,
   CronJobPatch,
@@ -21,7 +43,6 @@ import type {
   Delivery,
   DeliveryAttempt,
   DeliveryStatus,
-  DeviceRecord,
   GrantRecord,
   NewChannel,
   NewChatMessage,
@@ -37,7 +58,6 @@ import type {
   RedeemSetupResult,
   SetupCodeRecord,
   Store,
-  TokenRecord,
   UpsertNodeSurfaceInput,
   UpsertRequestInput,
   UpsertRequestResult,
@@ -106,199 +126,6 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
    CREATE INDEX cron_runs_job ON cron_runs(job_id);`,
 ];
 
-export interface DeviceRow {
-  device_id: string;
-  public_key: string;
-  meta_json: string;
-  label: string | null;
-  created_at_ms: number;
-  last_seen_at_ms: number | null;
-  last_seen_address: string | null;
-}
-export interface GrantRow {
-  device_id: string;
-  role: Role;
-  scopes_json: string;
-  epoch: number;
-  approved_at_ms: number;
-  approved_via: GrantRecord['approvedVia'];
-}
-export interface TokenRow {
-  token_id: string;
-  device_id: string;
-  role: Role;
-  secret_hash: Buffer;
-  created_at_ms: number;
-  rotated_at_ms: number | null;
-  revoked_at_ms: number | null;
-  last_used_at_ms: number | null;
-}
-export interface AuditRow {
-  seq: number;
-  at_ms: number;
-  actor: string;
-  action: string;
-  subject: string | null;
-  data_json: string | null;
-  prev_hash: string;
-  hash: string;
-}
-
-export interface SetupRow {
-  setup_id: string;
-  secret_hash: Buffer;
-  profile_json: string;
-  label: string | null;
-  url: string;
-  created_at_ms: number;
-  expires_at_ms: number;
-  created_by: string;
-  failures: number;
-  burned_at_ms: number | null;
-  revoked_at_ms: number | null;
-  redeemed_at_ms: number | null;
-  redeem_count: number;
-  device_id: string | null;
-  public_key: string | null;
-  device_name: string | null;
-  redeemed_role: Role | null;
-  grant_epochs_json: string | null;
-}
-
-export const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
-
-export function toDevice(r: DeviceRow): DeviceRecord {
-  return {
-    ...JSON.parse(r.meta_json),
-    deviceId: r.device_id,
-    publicKey: r.public_key,
-    label: opt(r.label),
-    createdAtMs: r.created_at_ms,
-    lastSeenAtMs: opt(r.last_seen_at_ms),
-    lastSeenAddress: opt(r.last_seen_address),
-  };
-}
-export function toGrant(r: GrantRow): GrantRecord {
-  return {
-    deviceId: r.device_id,
-    role: r.role,
-    scopes: JSON.parse(r.scopes_json),
-    epoch: r.epoch,
-    approvedAtMs: r.approved_at_ms,
-    approvedVia: r.approved_via,
-  };
-}
-export function toToken(r: TokenRow): TokenRecord {
-  return {
-    tokenId: r.token_id,
-    deviceId: r.device_id,
-    role: r.role,
-    secretHash: Buffer.from(r.secret_hash),
-    createdAtMs: r.created_at_ms,
-    rotatedAtMs: opt(r.rotated_at_ms),
-    revokedAtMs: opt(r.revoked_at_ms),
-    lastUsedAtMs: opt(r.last_used_at_ms),
-  };
-}
-export function toSetup(r: SetupRow): SetupCodeRecord {
-  return {
-    setupId: r.setup_id,
-    secretHash: Buffer.from(r.secret_hash),
-    profile: JSON.parse(r.profile_json),
-    label: opt(r.label),
-    url: r.url,
-    createdAtMs: r.created_at_ms,
-    expiresAtMs: r.expires_at_ms,
-    createdBy: r.created_by,
-    failures: r.failures,
-    burnedAtMs: opt(r.burned_at_ms),
-    revokedAtMs: opt(r.revoked_at_ms),
-    redeemedAtMs: opt(r.redeemed_at_ms),
-    redeemCount: r.redeem_count,
-    deviceId: opt(r.device_id),
-    publicKey: opt(r.public_key),
-    deviceName: opt(r.device_name),
-    redeemedRole: opt(r.redeemed_role),
-    grantEpochs: r.grant_epochs_json === null ? undefined : JSON.parse(r.grant_epochs_json),
-  };
-}
-export function toAudit(r: AuditRow): AuditEntry {
-  return {
-    seq: r.seq,
-    atMs: r.at_ms,
-    actor: r.actor,
-    action: r.action,
-    subject: opt(r.subject),
-    data: r.data_json === null ? undefined : JSON.parse(r.data_json),
-    prevHash: r.prev_hash,
-    hash: r.hash,
-  };
-}
-
-// automations (issue 7)
-export interface ChatSessionRow {
-  session_id: string;
-  key: string;
-  label: string | null;
-  parent_id: string | null;
-  created_by: string;
-  created_at_ms: number;
-  updated_at_ms: number;
-  message_count: number;
-}
-export interface ChatMessageRow {
-  session_id: string;
-  seq: number;
-  message_id: string;
-  author: string;
-  text: string;
-  idempotency_key: string | null;
-  at_ms: number;
-}
-export interface ChannelRow {
-  channel_id: string;
-  name: string;
-  url: string;
-  username: string | null;
-  source: WebhookChannel['source'];
-  created_by: string;
-  created_at_ms: number;
-}
-export function toChatSession(r: ChatSessionRow): ChatSession {
-  return {
-    sessionId: r.session_id,
-    key: r.key,
-    label: opt(r.label),
-    parentId: opt(r.parent_id),
-    createdBy: r.created_by,
-    createdAtMs: r.created_at_ms,
-    updatedAtMs: r.updated_at_ms,
-    messageCount: r.message_count,
-  };
-}
-export function toChatMessage(r: ChatMessageRow): ChatMessage {
-  return {
-    sessionId: r.session_id,
-    seq: r.seq,
-    messageId: r.message_id,
-    author: r.author,
-    text: r.text,
-    idempotencyKey: opt(r.idempotency_key),
-    atMs: r.at_ms,
-  };
-}
-export function toChannel(r: ChannelRow): WebhookChannel {
-  return {
-    channelId: r.channel_id,
-    name: r.name,
-    type: 'webhook',
-    url: r.url,
-    username: opt(r.username),
-    source: r.source,
-    createdBy: r.created_by,
-    createdAtMs: r.created_at_ms,
-  };
-}
 /** JSON bodies drop undefined fields, so a record read back equals the one written. */
 const body = (v: unknown) => JSON.stringify(v);
 
@@ -436,14 +263,7 @@ export class SqliteStore implements Store {
       const { device, role, atMs } = input;
       this.upsertDeviceSync(device, atMs);
       const prev = this.stmt('SELECT epoch FROM grants WHERE device_id = ? AND role = ?').get(device.deviceId, role) as { epoch: number } | undefined;
-      const grant: GrantRecord = {
-        deviceId: device.deviceId,
-        role,
-        scopes: [...input.scopes],
-        epoch: (prev?.epoch ?? 0) + 1,
-        approvedAtMs: atMs,
-        approvedVia: input.via,
-      };
+      const grant = approvedGrant(input, prev?.epoch);
       this.db
         .prepare(
           `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via) VALUES (?,?,?,?,?,?)
@@ -612,8 +432,7 @@ export class SqliteStore implements Store {
       const check = checkRedemption(code, device, atMs, input.graceMs, epochOf);
       if (!check.ok) return check;
       const c = code as SetupCodeRecord;
-      const roles = c.profile.roles;
-      for (const r of roles) if (!input.tokens[r]) throw new Error(`redeemSetupCode: no token for role ${r}`);
+      const roles = redeemedRoles(c, input.tokens);
       const resolved: string[] = [];
       if (check.repeat) {
         this.stmt('UPDATE setup_codes SET redeem_count = redeem_count + 1 WHERE setup_id = ?').run(c.setupId);
@@ -776,13 +595,7 @@ export class SqliteStore implements Store {
       }
       const seq = s.message_count + 1;
       this.stmt('INSERT INTO chat_messages (session_id, seq, message_id, author, text, idempotency_key, at_ms) VALUES (?,?,?,?,?,?,?)').run(
-        input.sessionId,
-        seq,
-        input.messageId,
-        input.author,
-        input.text,
-        input.idempotencyKey ?? null,
-        input.atMs,
+        ...chatMessageValues(input, seq),
       );
       this.stmt('UPDATE chat_sessions SET message_count = ?, updated_at_ms = MAX(updated_at_ms, ?) WHERE session_id = ?').run(seq, input.atMs, input.sessionId);
       this.appendAuditSync(input.audit);
@@ -822,13 +635,7 @@ export class SqliteStore implements Store {
         this.stmt('UPDATE channels SET url = ?, username = ? WHERE channel_id = ?').run(input.url, input.username ?? null, existing.channel_id);
       } else {
         this.stmt('INSERT INTO channels (channel_id, name, url, username, source, created_by, created_at_ms) VALUES (?,?,?,?,?,?,?)').run(
-          input.channelId,
-          input.name,
-          input.url,
-          input.username ?? null,
-          input.source,
-          input.createdBy,
-          input.createdAtMs,
+          ...channelValues(input),
         );
       }
       this.appendAuditSync(input.audit);

@@ -102,3 +102,14 @@ export async function startInstance(name: string, postgresUrl: string, stateDir 
 export function removeStateDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
+
+/**
+ * Instances A and B on one database, started at once: the migration lock makes exactly one of
+ * them create the schema. Their state dirs are added to `dirs` (for the caller's cleanup) first.
+ */
+export function startInstancesAB(postgresUrl: string, dirs: string[], gateway: Record<string, unknown> = {}): Promise<[Instance, Instance]> {
+  const dirA = clusterStateDir(gateway);
+  const dirB = clusterStateDir(gateway);
+  dirs.push(dirA, dirB);
+  return Promise.all([startInstance('A', postgresUrl, dirA), startInstance('B', postgresUrl, dirB)]);
+}

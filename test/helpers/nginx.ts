@@ -7,21 +7,17 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 
 export const NGINX_BIN = '/usr/sbin/nginx';
 
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+/** WebSocket upgrade and forwarding headers, as the deployment docs configure them (inside a `location`). */
+export const WS_PROXY_DIRECTIVES = `      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;`;
 
 export interface NginxOptions {
   dir: string;
@@ -65,12 +61,7 @@ http {
     ssl_certificate_key ${o.keyPath};
     location ${o.location} {
       proxy_pass ${o.upstream};
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
+${WS_PROXY_DIRECTIVES}
       proxy_set_header X-Forwarded-Host $host;
       proxy_bind ${o.proxyBind};
       proxy_read_timeout 1h;
