@@ -4,6 +4,7 @@ import { networkInterfaces } from 'node:os';
 import type { GatewayConfig } from './core/config.js';
 import { type Clock, type Random, systemClock, systemRandom } from './core/env.js';
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
+import { registerDashboardMethods } from './methods/dashboard.js';
 import { registerDeviceMethods } from './methods/devices.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
 import { registerSystemMethods } from './methods/system.js';
@@ -31,6 +32,7 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
   registerSystemMethods(gw);
   registerDeviceMethods(gw);
   registerSetupMethods(gw);
+  registerDashboardMethods(gw);
   return gw;
 }
 

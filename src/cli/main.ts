@@ -11,6 +11,7 @@ import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '.
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { SqliteStore } from '../store/sqlite.js';
+import { dashboardCommand } from './dashboard.js';
 import { auditCommand, devicesCommand } from './devices.js';
 import { qrCommand } from './qr.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
@@ -34,6 +35,7 @@ Usage:
               [--url <gateway-url>] [--public-url <url>] [--json]
                                                mint a setup code (QR) that pairs one new device
   clawgate qr --list | --revoke <setupId> [--json]
+  clawgate dashboard [--ttl 2m] [--json]         print a one-time sign-in link for the Control UI
   clawgate help
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
@@ -75,6 +77,7 @@ interface FileConfig {
     rateLimit?: Partial<GatewayConfig['rateLimit']>;
     trustedProxies?: string[];
     untrustedForwarded?: 'refuse' | 'ignore';
+    controlUi?: { allowedOrigins?: string[] };
   };
 }
 
@@ -137,6 +140,7 @@ async function gatewayRun(args: string[]): Promise<number> {
     rateLimit: { ...DEFAULTS.rateLimit, ...g.rateLimit },
     trustedProxies: g.trustedProxies ?? DEFAULTS.trustedProxies,
     untrustedForwarded: g.untrustedForwarded ?? DEFAULTS.untrustedForwarded,
+    allowedOrigins: g.controlUi?.allowedOrigins ?? DEFAULTS.allowedOrigins,
   };
   const log = jsonLogger(process.stderr);
   const store = new SqliteStore(join(stateDir, 'clawgate.sqlite'));
@@ -163,6 +167,7 @@ async function gatewayRun(args: string[]): Promise<number> {
       'connect a client:  pass the gateway token (`clawgate gateway token` prints it) as auth.token',
       `  e.g. openclaw gateway call health --url ${server.url} --token "$(npx clawgate gateway token)" --json`,
       'local CLI:         `clawgate call health` uses the owner credential from the state dir',
+      `control UI:        http://${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}/  (\`clawgate dashboard\` prints a sign-in link)`,
       `health:            http://${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}/healthz`,
       '',
     ].join('\n'),
@@ -262,6 +267,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'devices') return await devicesCommand(sub, rest);
     if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'dashboard') return await dashboardCommand(sub === undefined ? rest : [sub, ...rest]);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {

@@ -25,6 +25,8 @@ export interface GatewayConfig {
   trustedProxies: string[];
   /** Forwarded headers from an untrusted peer: refuse the upgrade (default) or ignore them. */
   untrustedForwarded: 'refuse' | 'ignore';
+  /** Extra browser origins (`scheme://host[:port]`) allowed to open a WebSocket; the gateway's own origin always is. */
+  allowedOrigins: string[];
 }
 
 export const DEFAULT_PORT = 18789;
@@ -40,6 +42,7 @@ export const DEFAULTS: Omit<GatewayConfig, 'stateDir'> = {
   seenFlushMs: 5_000,
   trustedProxies: [],
   untrustedForwarded: 'refuse',
+  allowedOrigins: [],
 };
 
 export function resolveBindHost(bind: string): string {

@@ -359,6 +359,14 @@ const entries = {
     close: CLOSE.policy,
     next: 'Read frames faster; the outbound buffer passed `policy.maxBufferedBytes`.',
   },
+  // --- Control UI (issue 8) ----------------------------------------------------------------
+  AUTH_DASHBOARD_LINK_INVALID: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: sign-in link is invalid, expired or already used',
+    close: CLOSE.policy,
+    next: 'A sign-in link works once, for a few minutes: run `clawgate dashboard` on the gateway host for a new one, or sign in with the owner credential.',
+    recommended: 'update_auth_credentials',
+  },
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type DetailCode = keyof typeof entries;

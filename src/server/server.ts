@@ -1,6 +1,6 @@
 /**
- * The only code that knows HTTP and WebSocket. One port: `/healthz`, `/readyz`, and the
- * WebSocket control plane. Everything it learns from the network goes to the core as text
+ * The only code that knows HTTP and WebSocket. One port: `/healthz`, `/readyz`, the Control UI
+ * at `/`, and the WebSocket control plane (browser upgrades pass an `Origin` check). Everything it learns from the network goes to the core as text
  * frames and transport facts; every socket has an `error` listener so no client can crash
  * the process.
  */
@@ -11,7 +11,8 @@ import type { ConnectOutcome, Gateway, TransportFacts } from '../core/gateway.js
 import type { SessionPrincipal, SessionTransport } from '../core/principal.js';
 import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
 import { MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES } from '../protocol/frames.js';
-import { attribute, ProxyTrust } from './proxy.js';
+import { loadControlUi, originAllowed, serveControlUi } from './control-ui.js';
+import { attribute, normalizeAddress, ProxyTrust } from './proxy.js';
 
 const PING_INTERVAL_MS = 25_000;
 
@@ -27,7 +28,8 @@ export interface RunningServer {
 export async function startServer(gateway: Gateway, host: string, port: number): Promise<RunningServer> {
   let ready = false;
   const trust = new ProxyTrust(gateway.config.trustedProxies);
-  const http = createServer((req, res) => handleHttp(req, res, () => ready));
+  const ui = loadControlUi();
+  const http = createServer((req, res) => handleHttp(req, res, () => ready, ui));
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PREAUTH_PAYLOAD_BYTES, perMessageDeflate: false });
   const sockets = new Set<WebSocket>();
 
@@ -43,6 +45,27 @@ export async function startServer(gateway: Gateway, host: string, port: number):
       socket.end(
         `HTTP/1.1 ${who.status} Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
       );
+      return;
+    }
+    const origin = req.headers.origin;
+    const viaTrustedProxy = trust.trusts(normalizeAddress(req.socket.remoteAddress)) && who.proxied;
+    const forwardedHost = req.headers['x-forwarded-host'];
+    if (
+      !originAllowed(origin, req.headers.host, {
+        allowedOrigins: gateway.config.allowedOrigins,
+        viaTrustedProxy,
+        forwardedHost: Array.isArray(forwardedHost) ? forwardedHost[0] : forwardedHost,
+      })
+    ) {
+      // A page from another origin must not drive this gateway with a browser's help.
+      gateway.log.warn('websocket upgrade refused: origin not allowed', { origin, address: who.address });
+      const body = JSON.stringify({
+        error: {
+          type: 'origin_not_allowed',
+          message: `Origin ${origin} may not open a WebSocket to this gateway. Open the Control UI from the gateway itself, or add the origin to gateway.controlUi.allowedOrigins.`,
+        },
+      });
+      socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
@@ -90,7 +113,7 @@ export async function startServer(gateway: Gateway, host: string, port: number):
   };
 }
 
-function handleHttp(req: IncomingMessage, res: ServerResponse, isReady: () => boolean): void {
+function handleHttp(req: IncomingMessage, res: ServerResponse, isReady: () => boolean, ui: ReturnType<typeof loadControlUi>): void {
   const path = (req.url ?? '/').split('?')[0];
   const json = (status: number, body: unknown) => {
     const text = JSON.stringify(body);
@@ -99,6 +122,7 @@ function handleHttp(req: IncomingMessage, res: ServerResponse, isReady: () => bo
   };
   if (path === '/healthz') json(200, { ok: true });
   else if (path === '/readyz') json(isReady() ? 200 : 503, { ready: isReady() });
+  else if (path !== undefined && serveControlUi(ui, path, req, res)) return;
   else json(404, { error: { type: 'not_found', message: `no such path: ${path}` } });
 }
 
@@ -177,7 +201,9 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
       state = 'waiting';
       clearTimeout(handshakeTimer);
       cancelWait = outcome.cancel;
-      transport.send(JSON.stringify({ type: 'event', event: 'device.pair.waiting', payload: { requestId: outcome.requestId } }));
+      transport.send(
+        JSON.stringify({ type: 'event', event: 'device.pair.waiting', payload: { requestId: outcome.requestId, confirmationCode: outcome.confirmationCode } }),
+      );
       outcome.result.then(finish, (err) => {
         gateway.log.error('approval wait failed', { err: String(err) });
         transport.close(CLOSE.tryAgainLater, 'internal error');

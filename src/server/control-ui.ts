@@ -1,0 +1,130 @@
+/**
+ * The Control UI over HTTP: a fixed allowlist of static files (no directory walking, so no path
+ * can reach outside it), a strict Content-Security-Policy, and the WebSocket `Origin` check.
+ *
+ * Files: `src/ui/static/` (HTML, CSS) and the browser modules tsc builds from `src/ui/web/` to
+ * `dist/src/ui/web/`, plus the one pure protocol module they share with the gateway
+ * (`protocol/signature.js`), so the browser signs exactly what the gateway verifies.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** No inline script or style anywhere; the page talks only to its own origin. */
+export const CONTROL_UI_CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+};
+
+interface Asset {
+  type: string;
+  body: Buffer;
+}
+
+/** dist/src/server/control-ui.js → repository root (three levels up), or src/server/… when run from source. */
+function repoRoot(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const up3 = join(here, '..', '..', '..');
+  if (existsSync(join(up3, 'src', 'ui', 'static', 'index.html'))) return up3;
+  return join(here, '..', '..');
+}
+
+/**
+ * Load the UI once. A missing build is not fatal for the gateway (the WebSocket plane works
+ * without it); `/` then answers 503 with the command that builds it.
+ */
+export function loadControlUi(): Map<string, Asset> {
+  const root = repoRoot();
+  const assets = new Map<string, Asset>();
+  const add = (url: string, file: string) => {
+    if (!existsSync(file)) return;
+    const ext = file.slice(file.lastIndexOf('.'));
+    const type = TYPES[ext];
+    if (type) assets.set(url, { type, body: readFileSync(file) });
+  };
+  const staticDir = join(root, 'src', 'ui', 'static');
+  if (existsSync(staticDir)) for (const f of readdirSync(staticDir)) add(f === 'index.html' ? '/' : `/ui/${f}`, join(staticDir, f));
+  const built = join(root, 'dist', 'src', 'ui', 'web');
+  if (existsSync(built)) for (const f of readdirSync(built)) if (f.endsWith('.js')) add(`/ui/web/${f}`, join(built, f));
+  add('/ui/protocol/signature.js', join(root, 'dist', 'src', 'protocol', 'signature.js'));
+  return assets;
+}
+
+/** Serve one Control UI asset; false when the path is not one of them. */
+export function serveControlUi(assets: Map<string, Asset>, path: string, req: IncomingMessage, res: ServerResponse): boolean {
+  const key = path === '/index.html' ? '/' : path;
+  const asset = assets.get(key);
+  if (!asset) {
+    if (key !== '/') return false;
+    const text = 'The Control UI is not built: run `npm run build` in the clawgate checkout, then restart the gateway.\n';
+    res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+    return true;
+  }
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.writeHead(405, { allow: 'GET, HEAD', 'content-length': 0 });
+    res.end();
+    return true;
+  }
+  res.writeHead(200, {
+    'content-type': asset.type,
+    'content-length': asset.body.length,
+    'content-security-policy': CONTROL_UI_CSP,
+    'x-content-type-options': 'nosniff',
+    'x-frame-options': 'DENY',
+    'referrer-policy': 'no-referrer',
+    'cross-origin-opener-policy': 'same-origin',
+    // The page may carry a one-time sign-in link in its fragment; nothing of it is cached.
+    'cache-control': 'no-store',
+  });
+  res.end(req.method === 'HEAD' ? undefined : asset.body);
+  return true;
+}
+
+/**
+ * May a WebSocket upgrade carrying this `Origin` proceed? Browsers always send `Origin`;
+ * non-browser clients (CLI, nodes, SDK) send none and are judged by their credentials alone.
+ * A browser page is allowed from the configured `allowedOrigins`, and from the gateway's own
+ * origin: the Host it was reached at. A direct Host counts as "own" only when it is an IP
+ * literal or `localhost` — a DNS name pointing at the gateway could be an attacker's name
+ * rebound to this address, so a named origin must be listed. Behind a trusted proxy the proxy
+ * vouches for the name (`viaTrustedProxy`), and X-Forwarded-Host is honoured.
+ */
+export function originAllowed(
+  origin: string | undefined,
+  host: string | undefined,
+  opts: { allowedOrigins: readonly string[]; viaTrustedProxy: boolean; forwardedHost?: string | undefined },
+): boolean {
+  if (origin === undefined) return true;
+  let parsed: URL;
+  try {
+    parsed = new URL(origin);
+  } catch {
+    return false; // includes the literal "null" of sandboxed frames and file: pages
+  }
+  const canonical = `${parsed.protocol}//${parsed.host}`;
+  if (opts.allowedOrigins.includes(canonical) || opts.allowedOrigins.includes(origin)) return true;
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return false;
+  const pageHost = parsed.host.toLowerCase();
+  if (opts.viaTrustedProxy) {
+    return [opts.forwardedHost, host].some((h) => !!h && h.toLowerCase() === pageHost);
+  }
+  if (!host || host.toLowerCase() !== pageHost) return false;
+  const name = parsed.hostname.replace(/^\[|\]$/g, '');
+  return name === 'localhost' || isIP(name) !== 0;
+}
