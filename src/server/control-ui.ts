@@ -61,7 +61,7 @@ export function loadControlUi(): Map<string, Asset> {
   if (existsSync(staticDir)) for (const f of readdirSync(staticDir)) add(f === 'index.html' ? '/' : `/ui/${f}`, join(staticDir, f));
   const built = join(root, 'dist', 'src', 'ui', 'web');
   if (existsSync(built)) for (const f of readdirSync(built)) if (f.endsWith('.js')) add(`/ui/web/${f}`, join(built, f));
-  add('/ui/protocol/signature.js', join(root, 'dist', 'src', 'protocol', 'signature.js'));
+  add('/protocol/signature.js', join(root, 'dist', 'src', 'protocol', 'signature.js'));
   return assets;
 }
 

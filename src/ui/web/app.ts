@@ -1,0 +1,1046 @@
+/**
+ * The Control UI: one page, four views (pending requests, devices and nodes, setup codes,
+ * audit log), kept current by gateway events. Plain DOM, no framework, no inline script or
+ * style (the page is served under a strict CSP). Every string that came from the network is
+ * put in the page as text, never as HTML: device names are chosen by whoever asks to pair.
+ *
+ * Sign-in: the owner credential or the gateway token, pasted once, or a one-time link from
+ * `clawgate dashboard` (`#login=…`, removed from the address bar at once). The browser is a
+ * device (key in IndexedDB, see identity.ts); its device token lives in sessionStorage only,
+ * so closing the tab or logging out forgets it.
+ */
+import { ConnectFailure, type ErrorShape, GatewayClient, type Hello, RequestFailure } from './client.js';
+import { type BrowserIdentity, loadIdentity } from './identity.js';
+import { encodeQr, qrPath } from './qr.js';
+
+const TOKEN_KEY = 'clawgate.deviceToken';
+const RECONNECT_DELAYS_MS = [1000, 2000, 5000, 10_000];
+
+// --- views of gateway data (the shapes device.pair.list / setupStatus / audit.list return) ---
+
+interface PendingView {
+  requestId: string;
+  deviceId: string;
+  displayName: string | null;
+  platform: string | null;
+  clientId: string | null;
+  clientMode: string | null;
+  role: string;
+  scopes: string[];
+  adds: string[];
+  approvedScopes: string[] | null;
+  kind: 'new-device' | 'role-upgrade' | 'scope-upgrade' | string;
+  remoteIp: string;
+  isRepair: boolean;
+  createdAtMs: number;
+  ts: number;
+  expiresAtMs: number;
+  confirmationCode: string;
+}
+
+interface DeviceView {
+  deviceId: string;
+  displayName: string | null;
+  label: string | null;
+  platform: string | null;
+  clientId: string | null;
+  clientMode: string | null;
+  roles: string[];
+  grants: Array<{ role: string; scopes: string[]; approvedAtMs: number; approvedVia: string }>;
+  tokens: Array<{ role: string; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
+  createdAtMs: number;
+  lastSeenAtMs: number | null;
+  remoteIp: string | null;
+  connected: boolean;
+}
+
+interface SetupView {
+  setupId: string;
+  status: string;
+  label: string | null;
+  profile: string;
+  scopes: string[];
+  createdAtMs: number;
+  createdBy: string;
+  expiresAtMs: number;
+  redeemedAtMs: number | null;
+  deviceId: string | null;
+  deviceName: string | null;
+}
+
+interface MintResult {
+  setupId: string;
+  setupCode: string;
+  link: string;
+  expiresAtMs: number;
+  profile: string;
+  scopes: string[];
+  label: string | null;
+}
+
+interface AuditEntry {
+  seq: number;
+  atMs: number;
+  actor: string;
+  action: string;
+  subject?: string;
+  data?: Record<string, unknown>;
+}
+
+type Tab = 'pending' | 'devices' | 'setup' | 'audit';
+type ConnState = 'starting' | 'signed-out' | 'connecting' | 'waiting' | 'connected' | 'reconnecting' | 'unsupported';
+
+interface Problem {
+  message: string;
+  nextStep?: string;
+  code?: string;
+}
+
+const state = {
+  identity: null as BrowserIdentity | null,
+  client: null as GatewayClient | null,
+  hello: null as Hello | null,
+  conn: 'starting' as ConnState,
+  connDetail: '',
+  tab: 'pending' as Tab,
+  pending: [] as PendingView[],
+  paired: [] as DeviceView[],
+  setups: [] as SetupView[],
+  audit: [] as AuditEntry[],
+  loaded: { list: false, setups: false, audit: false },
+  tabProblems: {} as Partial<Record<Tab, Problem>>,
+  problems: [] as Problem[],
+  minted: null as MintResult | null,
+  confirm: null as string | null,
+  renaming: null as { deviceId: string; draft: string } | null,
+  mintForm: { profile: 'operator', label: '', ttl: '600000' },
+  auditFilter: { action: '', actor: '', subject: '' },
+  credentialDraft: '',
+  waiting: null as { requestId: string; confirmationCode?: string } | null,
+  /** Set while the gateway is expected to close our socket (self rotation): reconnect with this token. */
+  rotatedToken: null as string | null,
+  loggingOut: false,
+  attempts: 0,
+  reconnectTimer: 0,
+  refreshTimer: 0,
+};
+
+// --- DOM helpers ----------------------------------------------------------------------------
+
+type Child = Node | string | null | undefined | false;
+type Attrs = Record<string, string | boolean | undefined | ((e: Event) => void)>;
+
+function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs = {}, ...children: Child[]): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === false) continue;
+    if (typeof v === 'function') el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v as string;
+    else if (k === 'value' && (el instanceof HTMLInputElement || el instanceof HTMLTextAreaElement || el instanceof HTMLSelectElement)) el.value = String(v);
+    else el.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined && c !== false) el.append(c);
+  return el;
+}
+
+const ago = (ms: number | null | undefined): string => {
+  if (ms === null || ms === undefined) return 'never';
+  const s = Math.round((Date.now() - ms) / 1000);
+  if (s < 0) return `in ${fmtSpan(-s)}`;
+  return s < 5 ? 'just now' : `${fmtSpan(s)} ago`;
+};
+const fmtSpan = (s: number) => (s < 60 ? `${s}s` : s < 3600 ? `${Math.round(s / 60)}m` : s < 86400 ? `${Math.round(s / 3600)}h` : `${Math.round(s / 86400)}d`);
+const when = (ms: number | null | undefined) => (ms === null || ms === undefined ? 'never' : new Date(ms).toLocaleString());
+const timeEl = (ms: number | null | undefined) => h('time', { title: when(ms), ...(ms ? { datetime: new Date(ms).toISOString() } : {}) }, ago(ms));
+const shortId = (id: string) => `${id.slice(0, 12)}…`;
+
+function problemOf(err: unknown): Problem {
+  const shape: ErrorShape | null = err instanceof RequestFailure ? err.error : err instanceof ConnectFailure ? err.error : null;
+  if (shape) {
+    const d = shape.details ?? {};
+    const next = (d.nextStep as string | undefined) ?? (d.remediationHint as string | undefined);
+    return { message: shape.message, ...(next ? { nextStep: next } : {}), ...(typeof d.code === 'string' ? { code: d.code } : {}) };
+  }
+  if (err instanceof ConnectFailure) {
+    return {
+      message: err.closeReason || `the connection closed (code ${err.closeCode})`,
+      nextStep:
+        err.closeCode === 1006
+          ? 'The gateway is unreachable or refused the WebSocket (check that it runs, and that this page is opened from the gateway itself or an allowed origin).'
+          : 'Reload the page and sign in again.',
+    };
+  }
+  return { message: (err as Error)?.message ?? String(err), nextStep: 'Check the connection state above; reload the page if it persists.' };
+}
+
+function report(err: unknown): void {
+  state.problems = [problemOf(err), ...state.problems].slice(0, 5);
+  render();
+}
+
+// --- connection -----------------------------------------------------------------------------
+
+function wsUrl(): string {
+  return `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/`;
+}
+
+function newClient(identity: BrowserIdentity): GatewayClient {
+  const client: GatewayClient = new GatewayClient(wsUrl(), identity, {
+    onEvent: (event, payload) => onGatewayEvent(event, payload),
+    onClose: (code, reason) => onSocketClosed(client, code, reason),
+    onWaiting: (payload) => {
+      state.waiting = payload;
+      state.conn = 'waiting';
+      render();
+    },
+  });
+  return client;
+}
+
+function setConn(conn: ConnState, detail = ''): void {
+  state.conn = conn;
+  state.connDetail = detail;
+  render();
+}
+
+/** Sign in with a pasted credential or a one-time link; the gateway answers with a device token. */
+async function signIn(token: string): Promise<void> {
+  const identity = state.identity;
+  if (!identity) return;
+  state.problems = [];
+  setConn('connecting', 'signing in');
+  const client = newClient(identity);
+  let hello: Hello;
+  try {
+    hello = await client.connect({ token }, { wait: true });
+  } catch (err) {
+    state.waiting = null;
+    state.problems = [problemOf(err)];
+    setConn('signed-out');
+    return;
+  }
+  state.waiting = null;
+  state.credentialDraft = '';
+  if (hello.auth.deviceToken) {
+    sessionStorage.setItem(TOKEN_KEY, hello.auth.deviceToken);
+    admitted(client, hello);
+    return;
+  }
+  // This browser was paired before (another tab, an earlier session): its token was shown once
+  // and is gone, so ask for a fresh one. The gateway then closes this socket (token rotated)
+  // and the page reconnects with the new token.
+  admitted(client, hello);
+  try {
+    const r = await client.request<{ token?: string }>('device.token.rotate', { deviceId: identity.deviceId, role: 'operator' });
+    if (r.token) {
+      state.rotatedToken = r.token;
+      sessionStorage.setItem(TOKEN_KEY, r.token);
+    }
+  } catch (err) {
+    report(err);
+  }
+}
+
+/** Reconnect with the device token this tab holds. */
+async function resume(token: string): Promise<void> {
+  const identity = state.identity;
+  if (!identity) return;
+  setConn(state.attempts > 0 ? 'reconnecting' : 'connecting', 'reconnecting with this tab’s device token');
+  const client = newClient(identity);
+  try {
+    const hello = await client.connect({ deviceToken: token });
+    state.attempts = 0;
+    admitted(client, hello);
+  } catch (err) {
+    if (err instanceof ConnectFailure && err.error === null && (err.closeCode === 1006 || err.closeCode === 1012 || err.closeCode === 1013)) {
+      scheduleReconnect(token);
+      return;
+    }
+    sessionStorage.removeItem(TOKEN_KEY);
+    state.problems = [problemOf(err)];
+    setConn('signed-out');
+  }
+}
+
+function scheduleReconnect(token: string): void {
+  const delay = RECONNECT_DELAYS_MS[Math.min(state.attempts, RECONNECT_DELAYS_MS.length - 1)] as number;
+  state.attempts++;
+  setConn('reconnecting', `gateway unreachable; retrying in ${Math.round(delay / 1000)}s (attempt ${state.attempts})`);
+  window.clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = window.setTimeout(() => void resume(token), delay);
+}
+
+function admitted(client: GatewayClient, hello: Hello): void {
+  state.client = client;
+  state.hello = hello;
+  setConn('connected');
+  void refreshAll();
+}
+
+function onSocketClosed(client: GatewayClient, code: number, reason: string): void {
+  if (state.client !== client) return;
+  state.client = null;
+  if (state.loggingOut) return;
+  const rotated = state.rotatedToken;
+  if (rotated) {
+    state.rotatedToken = null;
+    void resume(rotated);
+    return;
+  }
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (code === 4001 || code === 1008 || !token) {
+    // The gateway withdrew this browser's authority (revoked, removed, rotated elsewhere).
+    sessionStorage.removeItem(TOKEN_KEY);
+    state.problems = [
+      { message: `Signed out by the gateway: ${reason || `closed with ${code}`}`, nextStep: 'Sign in again with the owner credential or the gateway token.' },
+    ];
+    setConn('signed-out');
+    return;
+  }
+  scheduleReconnect(token);
+}
+
+async function logout(): Promise<void> {
+  state.loggingOut = true;
+  const client = state.client;
+  const identity = state.identity;
+  // End this browser's grant on the gateway too, so a copied token is worthless.
+  if (client && identity) await client.request('device.token.revoke', { deviceId: identity.deviceId, role: 'operator' }).catch(() => undefined);
+  client?.close();
+  sessionStorage.clear();
+  window.clearTimeout(state.reconnectTimer);
+  Object.assign(state, {
+    client: null,
+    hello: null,
+    pending: [],
+    paired: [],
+    setups: [],
+    audit: [],
+    minted: null,
+    problems: [],
+    tabProblems: {},
+    confirm: null,
+    renaming: null,
+    loaded: { list: false, setups: false, audit: false },
+    loggingOut: false,
+  });
+  setConn('signed-out');
+}
+
+// --- data -----------------------------------------------------------------------------------
+
+async function load<T>(tab: Tab, method: string, params: unknown, apply: (v: T) => void): Promise<void> {
+  const client = state.client;
+  if (!client) return;
+  try {
+    apply(await client.request<T>(method, params));
+    delete state.tabProblems[tab];
+  } catch (err) {
+    state.tabProblems[tab] = problemOf(err);
+  }
+}
+
+async function refreshAll(): Promise<void> {
+  await Promise.all([
+    load<{ pending: PendingView[]; paired: DeviceView[] }>('pending', 'device.pair.list', {}, (v) => {
+      state.pending = v.pending;
+      state.paired = v.paired;
+      state.loaded.list = true;
+    }),
+    load<{ codes: SetupView[] }>('setup', 'device.pair.setupStatus', {}, (v) => {
+      state.setups = [...v.codes].reverse();
+      state.loaded.setups = true;
+    }),
+    load<{ entries: AuditEntry[] }>('audit', 'audit.list', { limit: 10_000 }, (v) => {
+      state.audit = v.entries.slice(-1000).reverse();
+      state.loaded.audit = true;
+    }),
+  ]);
+  if (state.tabProblems.pending) state.tabProblems.devices = state.tabProblems.pending;
+  else delete state.tabProblems.devices;
+  render();
+}
+
+/** Events come in bursts (approve → resolved + changed): coalesce them into one refresh. */
+function scheduleRefresh(): void {
+  window.clearTimeout(state.refreshTimer);
+  state.refreshTimer = window.setTimeout(() => void refreshAll(), 50);
+}
+
+function onGatewayEvent(event: string, payload: unknown): void {
+  if (event.startsWith('device.pair.') || event === 'tick') scheduleRefresh();
+  else if (event === 'auth.updated' && state.hello) {
+    const p = payload as { scopes?: string[] };
+    if (p.scopes) state.hello.auth.scopes = p.scopes;
+    render();
+  } else if (event === 'shutdown') {
+    state.connDetail = 'gateway is restarting';
+    render();
+  }
+}
+
+async function act(method: string, params: unknown, after?: (v: unknown) => void): Promise<void> {
+  const client = state.client;
+  if (!client) return report(new Error('not connected to the gateway'));
+  state.confirm = null;
+  try {
+    const v = await client.request(method, params);
+    after?.(v);
+    await refreshAll();
+  } catch (err) {
+    report(err);
+  }
+}
+
+// --- rendering ------------------------------------------------------------------------------
+
+const CONN_LABELS: Record<ConnState, string> = {
+  starting: 'starting…',
+  'signed-out': 'signed out',
+  connecting: 'connecting…',
+  waiting: 'waiting for approval',
+  connected: 'connected',
+  reconnecting: 'reconnecting…',
+  unsupported: 'unsupported browser',
+};
+
+function renderHeader(): void {
+  const chip = document.getElementById('conn-state');
+  if (chip) {
+    chip.textContent = CONN_LABELS[state.conn] + (state.connDetail ? ` — ${state.connDetail}` : '');
+    chip.className = `chip conn-${state.conn}`;
+    chip.setAttribute('data-state', state.conn);
+  }
+  const who = document.getElementById('who');
+  if (who) {
+    who.replaceChildren();
+    if (state.hello && state.identity) {
+      const limited = !state.hello.auth.scopes.includes('operator.admin');
+      who.append(
+        h('span', { class: 'muted', title: state.identity.deviceId }, `this browser: ${shortId(state.identity.deviceId)}`),
+        h('button', { type: 'button', id: 'logout', onclick: () => void logout() }, 'Log out'),
+      );
+      if (limited) who.prepend(h('span', { class: 'chip warn', title: state.hello.auth.scopes.join(', ') }, 'limited access'));
+    }
+  }
+}
+
+function problemBox(p: Problem): HTMLElement {
+  return h(
+    'div',
+    { class: 'problem', role: 'alert' },
+    h('strong', {}, p.message),
+    p.code ? h('code', { class: 'code' }, p.code) : null,
+    p.nextStep ? h('div', { class: 'next' }, `Next step: ${p.nextStep}`) : null,
+  );
+}
+
+function renderSignIn(): HTMLElement {
+  const box = h('section', { class: 'signin' }, h('h2', {}, 'Sign in'));
+  if (state.conn === 'waiting' && state.waiting) {
+    box.append(
+      h('p', {}, 'This browser asked to be paired. An operator must approve it (CLI: ', h('code', {}, 'clawgate devices approve'), ', or another Control UI).'),
+      h(
+        'p',
+        {},
+        'Confirmation code — check the approver sees the same: ',
+        h('strong', { class: 'confirm-code', id: 'own-code' }, state.waiting.confirmationCode ?? '—'),
+      ),
+      h('p', { class: 'muted' }, `request ${state.waiting.requestId}`),
+    );
+    return box;
+  }
+  const input = h('input', {
+    id: 'credential',
+    type: 'password',
+    autocomplete: 'off',
+    spellcheck: 'false',
+    placeholder: 'owner credential (cgo_…) or gateway token',
+    value: state.credentialDraft,
+    oninput: (e) => {
+      state.credentialDraft = (e.target as HTMLInputElement).value;
+    },
+  });
+  const form = h(
+    'form',
+    {
+      id: 'signin-form',
+      onsubmit: (e) => {
+        e.preventDefault();
+        const value = state.credentialDraft.trim();
+        if (!value) return report(new Error('paste the owner credential or the gateway token first'));
+        void signIn(value);
+      },
+    },
+    h('label', { for: 'credential' }, 'Owner credential or gateway token'),
+    input,
+    h('button', { type: 'submit', disabled: state.conn === 'connecting' }, 'Sign in'),
+  );
+  box.append(
+    form,
+    h(
+      'p',
+      { class: 'muted' },
+      'The credential is used once and not stored: the gateway pairs this browser and gives this tab a device token (kept in session storage only). ',
+      'On the gateway host, ',
+      h('code', {}, 'clawgate dashboard'),
+      ' prints a one-time sign-in link; ',
+      h('code', {}, 'clawgate gateway token'),
+      ' prints the gateway token.',
+    ),
+  );
+  return box;
+}
+
+function tabButton(tab: Tab, label: string, count?: number): HTMLElement {
+  return h(
+    'button',
+    {
+      type: 'button',
+      role: 'tab',
+      id: `tab-${tab}`,
+      class: state.tab === tab ? 'tab active' : 'tab',
+      'aria-selected': state.tab === tab ? 'true' : 'false',
+      onclick: () => {
+        state.tab = tab;
+        state.confirm = null;
+        render();
+      },
+    },
+    label,
+    count ? h('span', { class: 'badge' }, String(count)) : null,
+  );
+}
+
+/** A button that asks for confirmation in place before it acts. */
+function confirmButton(key: string, label: string, confirmLabel: string, run: () => void): HTMLElement {
+  if (state.confirm === key) {
+    return h(
+      'span',
+      { class: 'confirm' },
+      h('button', { type: 'button', class: 'danger', 'data-confirm': key, onclick: run }, confirmLabel),
+      h(
+        'button',
+        {
+          type: 'button',
+          onclick: () => {
+            state.confirm = null;
+            render();
+          },
+        },
+        'Cancel',
+      ),
+    );
+  }
+  return h(
+    'button',
+    {
+      type: 'button',
+      'data-action': key,
+      onclick: () => {
+        state.confirm = key;
+        render();
+      },
+    },
+    label,
+  );
+}
+
+const KIND_LABELS: Record<string, string> = { 'new-device': 'new device', 'role-upgrade': 'role upgrade', 'scope-upgrade': 'scope upgrade' };
+
+function scopeList(scopes: readonly string[], cls = 'scope'): HTMLElement {
+  return h('span', { class: 'scopes' }, ...(scopes.length ? scopes.map((s) => h('span', { class: cls }, s)) : [h('span', { class: 'muted' }, 'none')]));
+}
+
+function renderPending(): HTMLElement {
+  const panel = h('section', { id: 'panel-pending', class: 'panel' }, h('h2', {}, 'Pending requests'));
+  if (state.tabProblems.pending) panel.append(problemBox(state.tabProblems.pending));
+  if (state.loaded.list && state.pending.length === 0)
+    panel.append(h('p', { class: 'muted empty' }, 'No pending requests. New ones appear here as they arrive.'));
+  for (const r of state.pending) {
+    const what =
+      r.kind === 'scope-upgrade'
+        ? h('div', {}, 'adds ', scopeList(r.adds, 'scope add'), ' to ', scopeList(r.approvedScopes ?? []))
+        : h('div', {}, `role ${r.role}`, r.scopes.length ? ' with ' : '', r.scopes.length ? scopeList(r.scopes) : null);
+    panel.append(
+      h(
+        'article',
+        { class: 'card request', 'data-request-id': r.requestId, 'data-device-id': r.deviceId, 'data-kind': r.kind },
+        h(
+          'header',
+          {},
+          h('span', { class: `kind kind-${r.kind}` }, KIND_LABELS[r.kind] ?? r.kind),
+          h('strong', {}, r.displayName ?? shortId(r.deviceId)),
+          h('span', { class: 'confirm-code', title: 'Confirmation code: the requesting device shows the same digits' }, r.confirmationCode),
+        ),
+        what,
+        h(
+          'dl',
+          {},
+          h('dt', {}, 'client'),
+          h('dd', {}, [r.clientId, r.clientMode].filter(Boolean).join(' / ') || '—'),
+          h('dt', {}, 'platform'),
+          h('dd', {}, r.platform ?? '—'),
+          h('dt', {}, 'address'),
+          h('dd', {}, r.remoteIp),
+          h('dt', {}, 'first seen'),
+          h('dd', {}, timeEl(r.createdAtMs)),
+          h('dt', {}, 'last seen'),
+          h('dd', {}, timeEl(r.ts)),
+          h('dt', {}, 'device'),
+          h('dd', { title: r.deviceId }, shortId(r.deviceId)),
+        ),
+        h(
+          'div',
+          { class: 'actions' },
+          h(
+            'button',
+            { type: 'button', class: 'primary', 'data-action': 'approve', onclick: () => void act('device.pair.approve', { requestId: r.requestId }) },
+            'Approve',
+          ),
+          h('button', { type: 'button', 'data-action': 'reject', onclick: () => void act('device.pair.reject', { requestId: r.requestId }) }, 'Reject'),
+        ),
+      ),
+    );
+  }
+  return panel;
+}
+
+function renderDevice(d: DeviceView): HTMLElement {
+  const self = state.identity?.deviceId === d.deviceId;
+  const name = d.label ?? d.displayName ?? shortId(d.deviceId);
+  const renaming = state.renaming?.deviceId === d.deviceId ? state.renaming : null;
+  const title = renaming
+    ? h(
+        'form',
+        {
+          class: 'rename',
+          onsubmit: (e) => {
+            e.preventDefault();
+            const label = renaming.draft.trim();
+            state.renaming = null;
+            void act('device.pair.rename', { deviceId: d.deviceId, label });
+          },
+        },
+        h('input', {
+          id: `rename-${d.deviceId}`,
+          value: renaming.draft,
+          maxlength: '64',
+          oninput: (e) => {
+            renaming.draft = (e.target as HTMLInputElement).value;
+          },
+        }),
+        h('button', { type: 'submit' }, 'Save'),
+        h(
+          'button',
+          {
+            type: 'button',
+            onclick: () => {
+              state.renaming = null;
+              render();
+            },
+          },
+          'Cancel',
+        ),
+      )
+    : h('strong', {}, name);
+  const grants = d.grants.map((g) => {
+    const token = d.tokens.find((t) => t.role === g.role && t.revokedAtMs === undefined);
+    return h(
+      'div',
+      { class: 'grant', 'data-role': g.role },
+      h('span', { class: `role role-${g.role}` }, g.role),
+      scopeList(g.scopes),
+      h('span', { class: 'muted' }, ` approved ${ago(g.approvedAtMs)} (${g.approvedVia})`),
+      h('span', { class: 'token' }, token ? `token ${token.tokenId}` : 'no live token'),
+      h(
+        'span',
+        { class: 'actions' },
+        confirmButton(
+          `rotate:${d.deviceId}:${g.role}`,
+          `Rotate ${g.role} token`,
+          `Confirm rotate ${g.role}`,
+          () =>
+            void act('device.token.rotate', { deviceId: d.deviceId, role: g.role }, (v) => {
+              const token = (v as { token?: string }).token;
+              if (self && token) {
+                state.rotatedToken = token;
+                sessionStorage.setItem(TOKEN_KEY, token);
+              }
+            }),
+        ),
+        confirmButton(
+          `revoke:${d.deviceId}:${g.role}`,
+          `Revoke ${g.role}`,
+          `Confirm revoke ${g.role}`,
+          () => void act('device.token.revoke', { deviceId: d.deviceId, role: g.role }),
+        ),
+      ),
+    );
+  });
+  return h(
+    'article',
+    { class: 'card device', 'data-device-id': d.deviceId },
+    h(
+      'header',
+      {},
+      title,
+      self ? h('span', { class: 'chip' }, 'this browser') : null,
+      h(
+        'span',
+        { class: d.connected ? 'chip online' : 'chip offline', 'data-connected': d.connected ? 'true' : 'false' },
+        d.connected ? 'connected now' : 'offline',
+      ),
+    ),
+    ...grants,
+    d.grants.length === 0 ? h('div', { class: 'muted' }, 'no role granted') : null,
+    h(
+      'dl',
+      {},
+      h('dt', {}, 'device'),
+      h('dd', { title: d.deviceId }, shortId(d.deviceId)),
+      h('dt', {}, 'client'),
+      h('dd', {}, [d.clientId, d.clientMode].filter(Boolean).join(' / ') || '—'),
+      h('dt', {}, 'platform'),
+      h('dd', {}, d.platform ?? '—'),
+      h('dt', {}, 'last seen'),
+      h('dd', {}, d.connected ? 'now' : timeEl(d.lastSeenAtMs), d.remoteIp ? ` from ${d.remoteIp}` : ''),
+      h('dt', {}, 'paired'),
+      h('dd', {}, timeEl(d.createdAtMs)),
+      h('dt', {}, 'tokens'),
+      h(
+        'dd',
+        {},
+        d.tokens.length === 0
+          ? '—'
+          : d.tokens
+              .map((t) => `${t.tokenId} (${t.role}${t.revokedAtMs !== undefined ? ', revoked' : t.rotatedAtMs !== undefined ? ', rotated' : ''})`)
+              .join(', '),
+      ),
+    ),
+    h(
+      'div',
+      { class: 'actions' },
+      renaming
+        ? null
+        : h(
+            'button',
+            {
+              type: 'button',
+              'data-action': 'rename',
+              onclick: () => {
+                state.renaming = { deviceId: d.deviceId, draft: d.label ?? d.displayName ?? '' };
+                render();
+                document.getElementById(`rename-${d.deviceId}`)?.focus();
+              },
+            },
+            'Rename',
+          ),
+      confirmButton(`remove:${d.deviceId}`, 'Remove', 'Confirm remove', () => void act('device.pair.remove', { deviceId: d.deviceId })),
+    ),
+  );
+}
+
+function renderDevices(): HTMLElement {
+  const panel = h('section', { id: 'panel-devices', class: 'panel' }, h('h2', {}, 'Devices and nodes'));
+  if (state.tabProblems.devices) panel.append(problemBox(state.tabProblems.devices));
+  const nodes = state.paired.filter((d) => d.roles.includes('node'));
+  const operators = state.paired.filter((d) => !d.roles.includes('node'));
+  if (state.loaded.list && state.paired.length === 0) panel.append(h('p', { class: 'muted empty' }, 'No paired devices yet.'));
+  if (operators.length) panel.append(h('h3', {}, 'Operator devices'), ...operators.map(renderDevice));
+  if (nodes.length) panel.append(h('h3', {}, 'Nodes'), ...nodes.map(renderDevice));
+  return panel;
+}
+
+function qrSvg(text: string): SVGSVGElement {
+  const qr = encodeQr(text);
+  const n = qr.size + 8;
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${n} ${n}`);
+  svg.setAttribute('class', 'qr');
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', 'QR code of the setup link');
+  svg.setAttribute('shape-rendering', 'crispEdges');
+  const bg = document.createElementNS(ns, 'rect');
+  bg.setAttribute('width', String(n));
+  bg.setAttribute('height', String(n));
+  bg.setAttribute('fill', '#fff');
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('d', qrPath(qr));
+  path.setAttribute('fill', '#000');
+  svg.append(bg, path);
+  return svg;
+}
+
+function renderSetup(): HTMLElement {
+  const panel = h('section', { id: 'panel-setup', class: 'panel' }, h('h2', {}, 'Setup codes'));
+  const f = state.mintForm;
+  panel.append(
+    h(
+      'form',
+      {
+        id: 'mint-form',
+        class: 'inline',
+        onsubmit: (e) => {
+          e.preventDefault();
+          const params: Record<string, unknown> = { profile: f.profile, ttlMs: Number(f.ttl) };
+          if (f.label.trim()) params.label = f.label.trim();
+          void act('device.pair.setupCode', params, (v) => {
+            state.minted = v as MintResult;
+            f.label = '';
+          });
+        },
+      },
+      h('label', { for: 'mint-profile' }, 'Profile'),
+      h(
+        'select',
+        {
+          id: 'mint-profile',
+          onchange: (e) => {
+            f.profile = (e.target as HTMLSelectElement).value;
+          },
+        },
+        ...['operator', 'node', 'operator+node'].map((p) => h('option', { value: p, selected: f.profile === p }, p)),
+      ),
+      h('label', { for: 'mint-label' }, 'Label'),
+      h('input', {
+        id: 'mint-label',
+        maxlength: '64',
+        placeholder: 'e.g. Anna’s phone',
+        value: f.label,
+        oninput: (e) => {
+          f.label = (e.target as HTMLInputElement).value;
+        },
+      }),
+      h('label', { for: 'mint-ttl' }, 'Valid for'),
+      h(
+        'select',
+        {
+          id: 'mint-ttl',
+          onchange: (e) => {
+            f.ttl = (e.target as HTMLSelectElement).value;
+          },
+        },
+        ...[
+          ['300000', '5 minutes'],
+          ['600000', '10 minutes'],
+          ['3600000', '1 hour'],
+        ].map(([v, l]) => h('option', { value: v, selected: f.ttl === v }, l as string)),
+      ),
+      h('button', { type: 'submit', class: 'primary', id: 'mint' }, 'Mint setup code'),
+    ),
+  );
+  if (state.tabProblems.setup) panel.append(problemBox(state.tabProblems.setup));
+  const m = state.minted;
+  if (m) {
+    panel.append(
+      h(
+        'article',
+        { class: 'card minted', id: 'minted', 'data-setup-id': m.setupId },
+        h(
+          'header',
+          {},
+          h('strong', {}, `Setup code ${m.label ? `“${m.label}” ` : ''}(${m.profile})`),
+          h('span', { class: 'muted' }, `expires ${ago(m.expiresAtMs)}`),
+        ),
+        h('div', { class: 'qr-box' }, qrSvg(m.link)),
+        h('label', { for: 'minted-link' }, 'Link'),
+        h('input', { id: 'minted-link', readonly: true, value: m.link }),
+        h('label', { for: 'minted-code' }, 'Code'),
+        h('input', { id: 'minted-code', readonly: true, value: m.setupCode }),
+        h('p', { class: 'muted' }, 'Scan or paste it on the new device; it pairs one device and is shown only now.'),
+      ),
+    );
+  }
+  const rows = state.setups.map((c) =>
+    h(
+      'tr',
+      { 'data-setup-id': c.setupId, 'data-status': c.status },
+      h('td', {}, h('code', {}, c.setupId)),
+      h('td', {}, c.label ?? '—'),
+      h('td', {}, c.profile),
+      h('td', { class: `status status-${c.status}` }, c.status),
+      h('td', {}, timeEl(c.createdAtMs)),
+      h('td', {}, c.status === 'active' ? timeEl(c.expiresAtMs) : '—'),
+      h('td', {}, c.deviceId ? `${c.deviceName ?? shortId(c.deviceId)} ${ago(c.redeemedAtMs)}` : '—'),
+      h(
+        'td',
+        {},
+        c.status === 'active'
+          ? confirmButton(`setup-revoke:${c.setupId}`, 'Revoke', 'Confirm revoke', () => void act('device.pair.setupRevoke', { setupId: c.setupId }))
+          : null,
+      ),
+    ),
+  );
+  panel.append(
+    state.setups.length === 0 && state.loaded.setups
+      ? h('p', { class: 'muted empty' }, 'No setup codes minted yet.')
+      : h(
+          'table',
+          { id: 'setup-table' },
+          h('thead', {}, h('tr', {}, ...['id', 'label', 'profile', 'state', 'minted', 'expires', 'redeemed by', ''].map((t) => h('th', {}, t)))),
+          h('tbody', {}, ...rows),
+        ),
+  );
+  return panel;
+}
+
+function renderAudit(): HTMLElement {
+  const panel = h('section', { id: 'panel-audit', class: 'panel' }, h('h2', {}, 'Audit log'));
+  const f = state.auditFilter;
+  const actions = [...new Set(state.audit.map((e) => e.action))].sort();
+  const input = (key: 'actor' | 'subject', label: string) => [
+    h('label', { for: `audit-${key}` }, label),
+    h('input', {
+      id: `audit-${key}`,
+      value: f[key],
+      placeholder: 'contains…',
+      oninput: (e) => {
+        f[key] = (e.target as HTMLInputElement).value;
+        render();
+      },
+    }),
+  ];
+  panel.append(
+    h(
+      'form',
+      { class: 'inline', onsubmit: (e) => e.preventDefault() },
+      h('label', { for: 'audit-action' }, 'Action'),
+      h(
+        'select',
+        {
+          id: 'audit-action',
+          onchange: (e) => {
+            f.action = (e.target as HTMLSelectElement).value;
+            render();
+          },
+        },
+        h('option', { value: '' }, 'all'),
+        ...actions.map((a) => h('option', { value: a, selected: f.action === a }, a)),
+      ),
+      ...input('actor', 'Actor'),
+      ...input('subject', 'Subject'),
+    ),
+  );
+  if (state.tabProblems.audit) panel.append(problemBox(state.tabProblems.audit));
+  const shown = state.audit.filter(
+    (e) =>
+      (!f.action || e.action === f.action) &&
+      (!f.actor || e.actor.toLowerCase().includes(f.actor.toLowerCase())) &&
+      (!f.subject || (e.subject ?? '').toLowerCase().includes(f.subject.toLowerCase())),
+  );
+  panel.append(
+    h('p', { class: 'muted' }, `${shown.length} of ${state.audit.length} entries (newest first)`),
+    h(
+      'table',
+      { id: 'audit-table' },
+      h('thead', {}, h('tr', {}, ...['#', 'when', 'actor', 'action', 'subject', 'data'].map((t) => h('th', {}, t)))),
+      h(
+        'tbody',
+        {},
+        ...shown
+          .slice(0, 500)
+          .map((e) =>
+            h(
+              'tr',
+              { 'data-action': e.action },
+              h('td', {}, String(e.seq)),
+              h('td', {}, timeEl(e.atMs)),
+              h('td', {}, e.actor.length > 24 ? `${e.actor.slice(0, 24)}…` : e.actor),
+              h('td', {}, e.action),
+              h('td', { title: e.subject ?? '' }, e.subject ? (e.subject.length > 16 ? shortId(e.subject) : e.subject) : '—'),
+              h('td', { class: 'data' }, e.data ? JSON.stringify(e.data) : ''),
+            ),
+          ),
+      ),
+    ),
+  );
+  return panel;
+}
+
+function render(): void {
+  renderHeader();
+  const root = document.getElementById('app');
+  if (!root) return;
+  // Re-rendering replaces the nodes: keep the focused field and its caret.
+  const active = document.activeElement as HTMLInputElement | null;
+  const focusId = active?.id;
+  const caret = active && typeof active.selectionStart === 'number' ? ([active.selectionStart, active.selectionEnd ?? active.selectionStart] as const) : null;
+  const children: Node[] = [];
+  if (state.problems.length) {
+    children.push(
+      h(
+        'div',
+        { class: 'problems', id: 'problems' },
+        ...state.problems.map(problemBox),
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'link',
+            onclick: () => {
+              state.problems = [];
+              render();
+            },
+          },
+          'Dismiss',
+        ),
+      ),
+    );
+  }
+  if (state.conn === 'starting') children.push(h('p', { class: 'muted' }, 'Loading…'));
+  else if (state.conn === 'unsupported') {
+    /* the problem box says why */
+  } else if (!state.hello) children.push(renderSignIn());
+  else {
+    children.push(
+      h(
+        'nav',
+        { role: 'tablist' },
+        tabButton('pending', 'Pending', state.pending.length),
+        tabButton('devices', 'Devices & nodes', state.paired.length),
+        tabButton('setup', 'Setup codes'),
+        tabButton('audit', 'Audit log'),
+      ),
+    );
+    children.push(
+      state.tab === 'pending' ? renderPending() : state.tab === 'devices' ? renderDevices() : state.tab === 'setup' ? renderSetup() : renderAudit(),
+    );
+  }
+  root.replaceChildren(...children);
+  if (focusId) {
+    const el = document.getElementById(focusId) as HTMLInputElement | null;
+    if (el && el !== document.activeElement) {
+      el.focus();
+      if (caret && typeof el.setSelectionRange === 'function') {
+        try {
+          el.setSelectionRange(caret[0], caret[1]);
+        } catch {
+          // not a text field
+        }
+      }
+    }
+  }
+}
+
+async function start(): Promise<void> {
+  // Read and strip a one-time sign-in link first, before anything else can see the address.
+  const params = new URLSearchParams(location.hash.slice(1));
+  const link = params.get('login');
+  if (location.hash) history.replaceState(null, '', location.pathname + location.search);
+  render();
+  const res = await loadIdentity();
+  if (!res.ok) {
+    state.problems = [{ message: res.problem, nextStep: res.nextStep }];
+    setConn('unsupported');
+    return;
+  }
+  state.identity = res.identity;
+  if (link) return signIn(link);
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) return resume(token);
+  setConn('signed-out');
+}
+
+void start();
