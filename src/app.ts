@@ -6,6 +6,7 @@ import { type Clock, type Random, systemClock, systemRandom } from './core/env.j
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
 import { registerDashboardMethods } from './methods/dashboard.js';
 import { registerDeviceMethods } from './methods/devices.js';
+import { registerNodeMethods } from './methods/nodes.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
 import { registerSystemMethods } from './methods/system.js';
 import { type RunningServer, startServer } from './server/server.js';
@@ -33,6 +34,7 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
   registerDeviceMethods(gw);
   registerSetupMethods(gw);
   registerDashboardMethods(gw);
+  registerNodeMethods(gw);
   return gw;
 }
 

@@ -1247,5 +1247,104 @@ function setupCodeContract(withStore: (fn: (store: Store) => Promise<void>) => (
         assert.equal(verifyAuditChain(await store.listAudit()), null);
       }),
     );
+
+    // --- nodes: command surfaces (issue 5) ---------------------------------------------------
+    describe('node surfaces', () => {
+      const nodeGrant = (deviceId = DEV_A) => approveInput({ deviceId, role: 'node', scopes: [], audit: audit('pairing.approved', deviceId) });
+      const surfaceInput = (o: { requestId?: string; commands?: string[]; caps?: string[]; atMs?: number; deviceId?: string } = {}) => ({
+        requestId: o.requestId ?? 'nreq-1',
+        deviceId: o.deviceId ?? DEV_A,
+        caps: o.caps ?? ['system'],
+        commands: o.commands ?? ['system.run', 'system.which'],
+        meta: { displayName: 'Build box', clientId: 'node-host', clientMode: 'node', version: '2026.9.6' },
+        address: '192.0.2.50',
+        atMs: o.atMs ?? T0,
+        audit: audit('node.surface.requested', o.deviceId ?? DEV_A),
+      });
+
+      test(
+        'one request per node: the same surface refreshes it under its id, another surface replaces it under a new id',
+        withStore(async (store) => {
+          await store.approve(nodeGrant());
+          const first = await expectAudited(store, 1, () => store.upsertNodeSurfaceRequest(surfaceInput()));
+          assert.equal(first.created, true);
+          assert.equal(first.request.requestId, 'nreq-1');
+          const again = await expectAudited(store, 0, () => store.upsertNodeSurfaceRequest(surfaceInput({ requestId: 'nreq-2', atMs: T0 + 5 })));
+          assert.equal(again.created, false);
+          assert.equal(again.request.requestId, 'nreq-1');
+          assert.equal(again.request.createdAtMs, T0);
+          assert.equal(again.request.refreshedAtMs, T0 + 5);
+          const wider = await expectAudited(store, 1, () =>
+            store.upsertNodeSurfaceRequest(surfaceInput({ requestId: 'nreq-3', commands: ['canvas.present', 'system.run', 'system.which'] })),
+          );
+          assert.equal(wider.created, true);
+          assert.equal(wider.replacedRequestId, 'nreq-1');
+          assert.equal(await store.getNodeSurfaceRequest('nreq-1'), null);
+          assert.deepEqual(
+            (await store.listNodeSurfaceRequests()).map((r) => r.requestId),
+            ['nreq-3'],
+          );
+          assert.deepEqual(defined(await store.getNodeSurfaceRequest('nreq-3')), defined(wider.request));
+        }),
+      );
+
+      test(
+        'approval moves the request into the approved surface atomically with its audit entry; reject deletes it',
+        withStore(async (store) => {
+          await store.approve(nodeGrant());
+          await store.approve(nodeGrant(DEV_B));
+          await store.upsertNodeSurfaceRequest(surfaceInput());
+          await store.upsertNodeSurfaceRequest(surfaceInput({ deviceId: DEV_B, requestId: 'nreq-b' }));
+          const a = audit('node.surface.approved', DEV_A, { requestId: 'nreq-1' });
+          const surface = await expectAudited(store, 1, () => store.approveNodeSurface('nreq-1', T0 + 9, 'owner', a), a);
+          assert.deepEqual(surface, {
+            deviceId: DEV_A,
+            caps: ['system'],
+            commands: ['system.run', 'system.which'],
+            requestId: 'nreq-1',
+            approvedAtMs: T0 + 9,
+            approvedBy: 'owner',
+          });
+          assert.deepEqual(await store.getNodeSurface(DEV_A), surface);
+          assert.equal(await store.getNodeSurfaceRequest('nreq-1'), null);
+          assert.equal(await expectAudited(store, 0, () => store.approveNodeSurface('nreq-1', T0, 'owner', a)), null);
+          const r = audit('node.surface.rejected', DEV_B);
+          assert.equal(await expectAudited(store, 1, () => store.deleteNodeSurfaceRequest('nreq-b', r), r), true);
+          assert.equal(await expectAudited(store, 0, () => store.deleteNodeSurfaceRequest('nreq-b', r)), false);
+          assert.deepEqual(
+            (await store.listNodeSurfaces()).map((s) => s.deviceId),
+            [DEV_A],
+          );
+        }),
+      );
+
+      test(
+        'the surface goes with the node role: revoke, role removal and device removal drop it and the request',
+        withStore(async (store) => {
+          for (const [deviceId, drop] of [
+            [DEV_A, (s: Store) => s.revokeToken(DEV_A, 'node', T0, audit('token.revoked', DEV_A))],
+            [DEV_B, (s: Store) => s.removeRole(DEV_B, 'node', audit('node.removed', DEV_B))],
+            ['dev-c', (s: Store) => s.removeDevice('dev-c', audit('device.removed', 'dev-c'))],
+          ] as const) {
+            await store.approve(nodeGrant(deviceId));
+            await store.approve(approveInput({ deviceId, publicKey: `pk-${deviceId}`, role: 'operator', scopes: [READ] }));
+            await store.upsertNodeSurfaceRequest(surfaceInput({ deviceId, requestId: `first-${deviceId}` }));
+            await store.approveNodeSurface(`first-${deviceId}`, T0, 'owner', audit('node.surface.approved', deviceId));
+            await store.upsertNodeSurfaceRequest(surfaceInput({ deviceId, requestId: `wider-${deviceId}`, commands: ['camera.snap'] }));
+            assert.ok(await store.getNodeSurface(deviceId));
+            await drop(store);
+            assert.equal(await store.getNodeSurface(deviceId), null, `surface of ${deviceId} dropped`);
+            assert.equal(await store.getNodeSurfaceRequest(`wider-${deviceId}`), null, `request of ${deviceId} dropped`);
+          }
+          // Dropping an operator role leaves a node's surface alone.
+          await store.approve(nodeGrant('dev-d'));
+          await store.approve(approveInput({ deviceId: 'dev-d', publicKey: 'pk-d', role: 'operator', scopes: [READ] }));
+          await store.upsertNodeSurfaceRequest(surfaceInput({ deviceId: 'dev-d', requestId: 'req-d' }));
+          await store.approveNodeSurface('req-d', T0, 'owner', audit('node.surface.approved', 'dev-d'));
+          await store.removeRole('dev-d', 'operator', audit('role.removed', 'dev-d'));
+          assert.ok(await store.getNodeSurface('dev-d'));
+        }),
+      );
+    });
   });
 }

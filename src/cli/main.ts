@@ -13,6 +13,7 @@ import type { Logger } from '../core/gateway.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { dashboardCommand } from './dashboard.js';
 import { auditCommand, devicesCommand } from './devices.js';
+import { nodesCommand } from './nodes.js';
 import { qrCommand } from './qr.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 
@@ -31,6 +32,10 @@ Usage:
   clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
   clawgate devices revoke --device <id> --role operator|node
   clawgate audit [--json] [--verify] [--limit <n>]
+  clawgate nodes list | pending | approve <requestId> | reject <requestId> [--json]
+  clawgate nodes describe <node> | rename <node> <name> | remove <node> [--json]
+  clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>] [--json]
+                                               <node> is a node id or its name
   clawgate qr [--profile operator|node|operator+node] [--scopes <s>…] [--label <name>] [--ttl 10m]
               [--url <gateway-url>] [--public-url <url>] [--json]
                                                mint a setup code (QR) that pairs one new device
@@ -265,6 +270,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'gateway' && sub === 'token') return gatewayToken(rest);
     if (cmd === 'call') return await call(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'devices') return await devicesCommand(sub, rest);
+    if (cmd === 'nodes') return await nodesCommand(sub, rest);
     if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'dashboard') return await dashboardCommand(sub === undefined ? rest : [sub, ...rest]);

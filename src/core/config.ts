@@ -1,4 +1,6 @@
 /** Gateway configuration: defaults, and the merge of config file and flags. */
+
+import type { NodeLimits } from './nodes.js';
 import type { RateLimitPolicy } from './ratelimit.js';
 import { DEFAULT_RATE_LIMIT } from './ratelimit.js';
 
@@ -27,6 +29,8 @@ export interface GatewayConfig {
   untrustedForwarded: 'refuse' | 'ignore';
   /** Extra browser origins (`scheme://host[:port]`) allowed to open a WebSocket; the gateway's own origin always is. */
   allowedOrigins: string[];
+  /** node.invoke limits (issue 5); unset fields take DEFAULT_NODE_LIMITS. */
+  nodeLimits?: Partial<NodeLimits> | undefined;
 }
 
 export const DEFAULT_PORT = 18789;

@@ -31,6 +31,7 @@ import { consumeDashboardLink, isDashboardLinkToken } from './dashboard-link.js'
 import { type DispatchLog, MethodTable } from './dispatch.js';
 import type { Clock, Random } from './env.js';
 import { type VerifiedDevice, verifyDeviceProof } from './identity.js';
+import { NodeRegistry } from './nodes.js';
 import { type ClientDescription, type Principal, SessionPrincipal, type SessionTransport } from './principal.js';
 import { type CredentialKind, FailureLimiter } from './ratelimit.js';
 import { type MintedToken, mintToken, parseToken, SharedSecret, secretMatchesHash } from './secrets.js';
@@ -78,6 +79,10 @@ export const EVENT_SCOPES: Record<string, string | null> = {
   'device.pair.changed': PAIRING,
   'device.pair.setup.completed': PAIRING,
   'auth.updated': null,
+  // nodes (issue 5)
+  'node.pair.requested': PAIRING,
+  'node.pair.resolved': PAIRING,
+  'node.event': READ,
 };
 
 const checkRequest = TypeCompiler.Compile(RequestFrameSchema);
@@ -107,6 +112,8 @@ export class Gateway {
   readonly bootId: string;
   readonly startedAtMs: number;
   readonly sessions = new Map<string, SessionPrincipal>();
+  /** Live node connections, surfaces and node.invoke routing (issue 5). */
+  readonly nodes: NodeRegistry;
   private readonly byDevice = new Map<string, Set<SessionPrincipal>>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly sharedToken: SharedSecret | null;
@@ -129,6 +136,7 @@ export class Gateway {
     this.sharedToken = deps.config.token ? new SharedSecret(deps.config.token) : null;
     this.sharedPassword = deps.config.password ? new SharedSecret(deps.config.password) : null;
     this.owner = deps.config.ownerCredential ? new SharedSecret(deps.config.ownerCredential) : null;
+    this.nodes = new NodeRegistry(this, deps.config.nodeLimits);
   }
 
   /** Start periodic work (tick events, access-metadata flush). */
@@ -354,7 +362,19 @@ export class Gateway {
       setup,
       bootstrapDetails,
     };
-    return this.carryOut(decision, ctx);
+    return this.admitted(await this.carryOut(decision, ctx), ctx);
+  }
+
+  /** After admission: a node's declared surface is checked (and a request filed) before hello-ok. */
+  private async admitted(out: ConnectOutcome, ctx: AdmitContext): Promise<ConnectOutcome> {
+    if (out.type !== 'hello' || out.session.role !== 'node') return out;
+    try {
+      await this.nodes.attach(out.session, ctx.params);
+    } catch (err) {
+      this.disconnect(out.session);
+      throw err;
+    }
+    return out;
   }
 
   private isLocked(address: string, kind: CredentialKind): boolean {
@@ -587,7 +607,7 @@ export class Gateway {
         set.delete(waiter);
         finish(o);
       },
-      admit: () => this.admitDevice(ctx, ctx.scopes),
+      admit: async () => this.admitted(await this.admitDevice(ctx, ctx.scopes), ctx),
     };
     set.add(waiter);
     this.waiters.set(requestId, set);
@@ -733,6 +753,7 @@ export class Gateway {
 
   disconnect(session: SessionPrincipal): void {
     if (!this.sessions.delete(session.connId)) return;
+    this.nodes.detach(session);
     if (session.deviceId) {
       const set = this.byDevice.get(session.deviceId);
       set?.delete(session);

@@ -359,6 +359,87 @@ const entries = {
     close: CLOSE.policy,
     next: 'Read frames faster; the outbound buffer passed `policy.maxBufferedBytes`.',
   },
+  // --- nodes: command surfaces and node.invoke (issue 5; socket stays open) -------------------
+  UNKNOWN_NODE: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown node: {nodeId}',
+    close: null,
+    next: 'Check the node id or name with `clawgate nodes list`.',
+  },
+  UNKNOWN_NODE_REQUEST_ID: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown requestId: {requestId}',
+    close: null,
+    next: 'The surface request was approved, rejected or replaced by a newer one, or never existed; `details.pending` lists the current ones (`clawgate nodes pending`).',
+  },
+  NODE_APPROVAL_DENIED: {
+    code: 'FORBIDDEN',
+    message: 'node surface approval denied: {why}',
+    close: null,
+    next: 'Approve from a session holding `details.requiredScopes` (host-level commands such as system.run need operator.admin), or with the owner CLI on the gateway host.',
+  },
+  NODE_NOT_CONNECTED: {
+    code: 'UNAVAILABLE',
+    message: 'node {nodeId} is not connected',
+    close: null,
+    next: 'Start the node host (it reconnects by itself), then invoke again; `clawgate nodes list` shows which nodes are connected.',
+  },
+  NODE_COMMAND_NOT_DECLARED: {
+    code: 'INVALID_REQUEST',
+    message: 'node {nodeId} does not offer command {command}',
+    close: null,
+    next: 'Invoke a command the node declared (`clawgate nodes describe <node>`), or restart the node host with that command enabled.',
+  },
+  NODE_COMMAND_NOT_APPROVED: {
+    code: 'FORBIDDEN',
+    message: 'command {command} of node {nodeId} is not approved',
+    close: null,
+    next: 'Approve the node surface request named in `details.requestId` (`clawgate nodes approve <requestId>`), then invoke again: a refused invocation is never queued.',
+  },
+  NODE_SURFACE_PENDING: {
+    code: 'UNAVAILABLE',
+    message:
+      'node capability surface is awaiting operator approval; run clawgate nodes approve {requestId} (see clawgate nodes pending), then this node retries automatically',
+    close: null,
+    next: 'An operator approves the surface on the gateway host; the node is told with `node.pair.resolved` on its open socket.',
+  },
+  NODE_BUSY: {
+    code: 'UNAVAILABLE',
+    message: 'node {nodeId} is busy: {limit} invocations already in flight',
+    close: null,
+    next: 'Wait for running invocations to finish, then retry.',
+    retryable: true,
+  },
+  NODE_INVOKE_TIMEOUT: {
+    code: 'UNAVAILABLE',
+    message: 'node {nodeId} did not answer {command} within {timeoutMs} ms',
+    close: null,
+    next: 'The node was told to cancel it. Retry with a longer timeoutMs if the command is slow, or check the node host.',
+  },
+  NODE_DISCONNECTED: {
+    code: 'UNAVAILABLE',
+    message: 'node {nodeId} disconnected before answering {command}',
+    close: null,
+    next: 'The command may or may not have run on the node. Wait for the node to reconnect (`clawgate nodes list`), then decide whether to invoke again.',
+  },
+  NODE_INVOKE_CANCELLED: {
+    code: 'UNAVAILABLE',
+    message: 'invocation of {command} on node {nodeId} was cancelled',
+    close: null,
+    next: 'The caller cancelled the request; the node was told to stop.',
+  },
+  NODE_INVOKE_FAILED: {
+    code: 'UNAVAILABLE',
+    message: 'node {nodeId} could not run {command}: {nodeMessage}',
+    close: null,
+    next: 'The node refused or failed the command; `details.nodeError` holds its own code and message (for system.run check the node host exec policy).',
+  },
+  NODE_PAYLOAD_TOO_LARGE: {
+    code: 'INVALID_REQUEST',
+    message: '{what} too large: {bytes} bytes (limit {limitBytes})',
+    close: null,
+    next: 'Send less data per invocation (node.invoke params and results have a byte limit, PROTOCOL.md §19).',
+  },
   // --- Control UI (issue 8) ----------------------------------------------------------------
   AUTH_DASHBOARD_LINK_INVALID: {
     code: 'INVALID_REQUEST',

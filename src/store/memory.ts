@@ -1,5 +1,6 @@
 /** In-memory store for unit tests. Same contract as SQLite; nothing survives the process. */
 import type { Role } from '../protocol/frames.js';
+import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
 import { chainAudit, mergePairingRequest } from './shared.js';
 import type {
@@ -10,12 +11,15 @@ import type {
   GrantRecord,
   NewSetupCode,
   NewToken,
+  NodeSurfaceRecord,
+  NodeSurfaceRequest,
   PairingRequest,
   RedeemSetupInput,
   RedeemSetupResult,
   SetupCodeRecord,
   Store,
   TokenRecord,
+  UpsertNodeSurfaceInput,
   UpsertRequestInput,
   UpsertRequestResult,
 } from './types.js';
@@ -38,6 +42,8 @@ export class MemoryStore implements Store {
   private requests = new Map<string, PairingRequest>();
   private audit: AuditEntry[] = [];
   private setups = new Map<string, SetupCodeRecord>();
+  private nodeSurfaces = new Map<string, NodeSurfaceRecord>();
+  private nodeRequests = new Map<string, NodeSurfaceRequest>();
 
   async close(): Promise<void> {}
 
@@ -182,6 +188,7 @@ export class MemoryStore implements Store {
     const t = this.liveToken(deviceId, role);
     this.grants.delete(gk(deviceId, role));
     if (t) t.revokedAtMs = atMs;
+    if (role === 'node') this.dropNodeSurface(deviceId);
     this.commitAudit(entry);
     return t ? cloneToken(t) : null;
   }
@@ -191,6 +198,7 @@ export class MemoryStore implements Store {
     this.grants.delete(gk(deviceId, role));
     this.dropTokens(deviceId, role);
     for (const [id, r] of this.requests) if (r.deviceId === deviceId && r.role === role) this.requests.delete(id);
+    if (role === 'node') this.dropNodeSurface(deviceId);
     if (![...this.grants.values()].some((g) => g.deviceId === deviceId)) {
       // The row goes with its last role, and with it every token (revoked ones too), as the
       // SQLite foreign key cascades.
@@ -208,6 +216,7 @@ export class MemoryStore implements Store {
     for (const [k, g] of this.grants) if (g.deviceId === deviceId) this.grants.delete(k);
     this.dropTokens(deviceId);
     for (const [id, r] of this.requests) if (r.deviceId === deviceId) this.requests.delete(id);
+    this.dropNodeSurface(deviceId);
     this.commitAudit(entry);
     return true;
   }
@@ -320,6 +329,53 @@ export class MemoryStore implements Store {
     c.revokedAtMs = atMs;
     this.commitAudit(entry);
     return { code: cloneSetup(c), changed: true };
+  }
+
+  // --- nodes: command surfaces (issue 5) -----------------------------------------------------
+  /** The surface lives with the node role (SQLite does this with a trigger on grants). */
+  private dropNodeSurface(deviceId: string) {
+    this.nodeSurfaces.delete(deviceId);
+    for (const [id, r] of this.nodeRequests) if (r.deviceId === deviceId) this.nodeRequests.delete(id);
+  }
+  async getNodeSurface(deviceId: string) {
+    const s = this.nodeSurfaces.get(deviceId);
+    return s ? clone(s) : null;
+  }
+  async listNodeSurfaces() {
+    return [...this.nodeSurfaces.values()].map(clone);
+  }
+  async upsertNodeSurfaceRequest(input: UpsertNodeSurfaceInput) {
+    const existing = [...this.nodeRequests.values()].find((r) => r.deviceId === input.deviceId);
+    const res = mergeNodeSurfaceRequest(existing, input);
+    const entry = res.created ? this.prepareAudit(input.audit) : null;
+    if (existing) this.nodeRequests.delete(existing.requestId);
+    this.nodeRequests.set(res.request.requestId, clone(res.request));
+    if (entry) this.commitAudit(entry);
+    return { ...res, request: clone(res.request) };
+  }
+  async getNodeSurfaceRequest(requestId: string) {
+    const r = this.nodeRequests.get(requestId);
+    return r ? clone(r) : null;
+  }
+  async listNodeSurfaceRequests() {
+    return [...this.nodeRequests.values()].map(clone).sort((a, b) => a.createdAtMs - b.createdAtMs);
+  }
+  async approveNodeSurface(requestId: string, atMs: number, approvedBy: string, audit: AuditInput) {
+    const r = this.nodeRequests.get(requestId);
+    if (!r) return null;
+    const entry = this.prepareAudit(audit);
+    const surface: NodeSurfaceRecord = { deviceId: r.deviceId, caps: [...r.caps], commands: [...r.commands], requestId, approvedAtMs: atMs, approvedBy };
+    this.nodeRequests.delete(requestId);
+    this.nodeSurfaces.set(r.deviceId, surface);
+    this.commitAudit(entry);
+    return clone(surface);
+  }
+  async deleteNodeSurfaceRequest(requestId: string, audit: AuditInput) {
+    if (!this.nodeRequests.has(requestId)) return false;
+    const entry = this.prepareAudit(audit);
+    this.nodeRequests.delete(requestId);
+    this.commitAudit(entry);
+    return true;
   }
 
   async appendAudit(input: AuditInput) {

@@ -5,6 +5,7 @@
 import { closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Role } from '../protocol/frames.js';
+import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
 import { chainAudit, mergePairingRequest } from './shared.js';
 import type {
@@ -15,12 +16,15 @@ import type {
   GrantRecord,
   NewSetupCode,
   NewToken,
+  NodeSurfaceRecord,
+  NodeSurfaceRequest,
   PairingRequest,
   RedeemSetupInput,
   RedeemSetupResult,
   SetupCodeRecord,
   Store,
   TokenRecord,
+  UpsertNodeSurfaceInput,
   UpsertRequestInput,
   UpsertRequestResult,
 } from './types.js';
@@ -53,6 +57,18 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
      failures INTEGER NOT NULL DEFAULT 0, burned_at_ms INTEGER, revoked_at_ms INTEGER,
      redeemed_at_ms INTEGER, redeem_count INTEGER NOT NULL DEFAULT 0, device_id TEXT, public_key TEXT,
      device_name TEXT, redeemed_role TEXT, grant_epochs_json TEXT);`,
+  // 3: node command surfaces (issue 5). They live with the node role: the trigger drops them
+  // whenever a node grant row goes (revoke, role removal, device removal by cascade).
+  `CREATE TABLE node_surfaces (
+     device_id TEXT PRIMARY KEY REFERENCES devices(device_id) ON DELETE CASCADE,
+     body_json TEXT NOT NULL, approved_at_ms INTEGER NOT NULL);
+   CREATE TABLE node_surface_requests (
+     request_id TEXT PRIMARY KEY, device_id TEXT NOT NULL UNIQUE REFERENCES devices(device_id) ON DELETE CASCADE,
+     body_json TEXT NOT NULL, created_at_ms INTEGER NOT NULL);
+   CREATE TRIGGER node_grant_gone AFTER DELETE ON grants WHEN OLD.role = 'node' BEGIN
+     DELETE FROM node_surfaces WHERE device_id = OLD.device_id;
+     DELETE FROM node_surface_requests WHERE device_id = OLD.device_id;
+   END;`,
 ];
 
 interface DeviceRow {
@@ -543,6 +559,63 @@ export class SqliteStore implements Store {
       this.stmt('UPDATE setup_codes SET revoked_at_ms = ? WHERE setup_id = ?').run(atMs, setupId);
       this.appendAuditSync(audit);
       return { code: this.setupSync(setupId) as SetupCodeRecord, changed: true };
+    });
+  }
+
+  // --- nodes: command surfaces (issue 5) -----------------------------------------------------
+  async getNodeSurface(deviceId: string) {
+    const r = this.stmt('SELECT body_json FROM node_surfaces WHERE device_id = ?').get(deviceId) as { body_json: string } | undefined;
+    return r ? (JSON.parse(r.body_json) as NodeSurfaceRecord) : null;
+  }
+  async listNodeSurfaces() {
+    return (this.stmt('SELECT body_json FROM node_surfaces ORDER BY approved_at_ms').all() as Array<{ body_json: string }>).map(
+      (r) => JSON.parse(r.body_json) as NodeSurfaceRecord,
+    );
+  }
+  private nodeRequestSync(where: 'request_id' | 'device_id', key: string): NodeSurfaceRequest | undefined {
+    const r = this.stmt(`SELECT body_json FROM node_surface_requests WHERE ${where} = ?`).get(key) as { body_json: string } | undefined;
+    return r ? (JSON.parse(r.body_json) as NodeSurfaceRequest) : undefined;
+  }
+  async upsertNodeSurfaceRequest(input: UpsertNodeSurfaceInput) {
+    return this.tx(() => {
+      const res = mergeNodeSurfaceRequest(this.nodeRequestSync('device_id', input.deviceId), input);
+      this.stmt('DELETE FROM node_surface_requests WHERE device_id = ?').run(input.deviceId);
+      this.stmt('INSERT INTO node_surface_requests (request_id, device_id, body_json, created_at_ms) VALUES (?,?,?,?)').run(
+        res.request.requestId,
+        input.deviceId,
+        JSON.stringify(res.request),
+        res.request.createdAtMs,
+      );
+      if (res.created) this.appendAuditSync(input.audit);
+      return res;
+    });
+  }
+  async getNodeSurfaceRequest(requestId: string) {
+    return this.nodeRequestSync('request_id', requestId) ?? null;
+  }
+  async listNodeSurfaceRequests() {
+    return (this.stmt('SELECT body_json FROM node_surface_requests ORDER BY created_at_ms, rowid').all() as Array<{ body_json: string }>).map(
+      (r) => JSON.parse(r.body_json) as NodeSurfaceRequest,
+    );
+  }
+  async approveNodeSurface(requestId: string, atMs: number, approvedBy: string, audit: AuditInput) {
+    return this.tx(() => {
+      const r = this.nodeRequestSync('request_id', requestId);
+      if (!r) return null;
+      const surface: NodeSurfaceRecord = { deviceId: r.deviceId, caps: r.caps, commands: r.commands, requestId, approvedAtMs: atMs, approvedBy };
+      this.stmt('DELETE FROM node_surface_requests WHERE request_id = ?').run(requestId);
+      this.stmt(
+        'INSERT INTO node_surfaces (device_id, body_json, approved_at_ms) VALUES (?,?,?) ON CONFLICT(device_id) DO UPDATE SET body_json = excluded.body_json, approved_at_ms = excluded.approved_at_ms',
+      ).run(r.deviceId, JSON.stringify(surface), atMs);
+      this.appendAuditSync(audit);
+      return surface;
+    });
+  }
+  async deleteNodeSurfaceRequest(requestId: string, audit: AuditInput) {
+    return this.tx(() => {
+      const n = this.stmt('DELETE FROM node_surface_requests WHERE request_id = ?').run(requestId).changes;
+      if (n > 0) this.appendAuditSync(audit);
+      return n > 0;
     });
   }
 

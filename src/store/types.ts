@@ -196,6 +196,61 @@ export type RedeemSetupResult =
     }
   | { ok: false; reason: SetupRefusal };
 
+// --- nodes: command surfaces (issue 5) -------------------------------------------------------
+
+/** What a node connection says about itself, kept with its surface request for the operator. */
+export interface NodeMeta extends DeviceMeta {
+  version?: string | undefined;
+}
+
+/** The command surface an operator approved for a node device (lives as long as its node role). */
+export interface NodeSurfaceRecord {
+  deviceId: string;
+  caps: string[];
+  commands: string[];
+  /** The request this surface came from. */
+  requestId: string;
+  approvedAtMs: number;
+  /** Actor that approved it. */
+  approvedBy: string;
+}
+
+/**
+ * A declared surface waiting for an operator: one per node device. A reconnect with the same
+ * surface refreshes it under the same id; a different surface replaces it under a new id, so an
+ * operator never approves something other than what they were shown.
+ */
+export interface NodeSurfaceRequest {
+  requestId: string;
+  deviceId: string;
+  caps: string[];
+  commands: string[];
+  meta: NodeMeta;
+  address: string;
+  createdAtMs: number;
+  refreshedAtMs: number;
+}
+
+export interface UpsertNodeSurfaceInput {
+  /** Used only when a new request is created. */
+  requestId: string;
+  deviceId: string;
+  caps: string[];
+  commands: string[];
+  meta: NodeMeta;
+  address: string;
+  atMs: number;
+  /** Appended only when a request is created or replaced. */
+  audit: AuditInput;
+}
+
+export interface UpsertNodeSurfaceResult {
+  request: NodeSurfaceRequest;
+  created: boolean;
+  /** The id of a request with a different surface that this one replaced. */
+  replacedRequestId?: string | undefined;
+}
+
 export interface Store {
   readonly kind: 'memory' | 'sqlite' | 'postgres';
   close(): Promise<void>;
@@ -261,6 +316,20 @@ export interface Store {
    * burned. Devices it enrolled keep their grants. Null for an unknown id.
    */
   revokeSetupCode(setupId: string, atMs: number, audit: AuditInput): Promise<{ code: SetupCodeRecord; changed: boolean } | null>;
+
+  // --- nodes: command surfaces (issue 5) -----------------------------------------------------
+  // A node's surface and surface request go with its node role: removing the device, removing
+  // or revoking its node role drops them (so a re-paired key never inherits an old approval).
+  getNodeSurface(deviceId: string): Promise<NodeSurfaceRecord | null>;
+  listNodeSurfaces(): Promise<NodeSurfaceRecord[]>;
+  /** Create, refresh (same surface, same id) or replace (different surface, new id) the device's request. */
+  upsertNodeSurfaceRequest(input: UpsertNodeSurfaceInput): Promise<UpsertNodeSurfaceResult>;
+  getNodeSurfaceRequest(requestId: string): Promise<NodeSurfaceRequest | null>;
+  listNodeSurfaceRequests(): Promise<NodeSurfaceRequest[]>;
+  /** Approve a request: its surface becomes the device's approved surface, the request goes. Null when unknown. */
+  approveNodeSurface(requestId: string, atMs: number, approvedBy: string, audit: AuditInput): Promise<NodeSurfaceRecord | null>;
+  /** Delete a request (reject) with its audit entry; false when it did not exist. */
+  deleteNodeSurfaceRequest(requestId: string, audit: AuditInput): Promise<boolean>;
 
   appendAudit(input: AuditInput): Promise<AuditEntry>;
   listAudit(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEntry[]>;
