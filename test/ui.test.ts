@@ -19,6 +19,7 @@ import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { CONTROL_UI_CSP, originAllowed } from '../src/server/control-ui.js';
 import { encodeQr, qrPath } from '../src/ui/web/qr.js';
 import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { deviceParams, RawClient } from './helpers/raw.js';
 
 const CHROMIUM = process.env.CLAWGATE_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'ui');
@@ -61,6 +62,7 @@ describe('Control UI in headless Chromium', () => {
   });
 
   after(async () => {
+    await node?.close();
     await browser?.close();
     await tg.stop();
     removeDir(tg.stateDir);
@@ -168,6 +170,65 @@ describe('Control UI in headless Chromium', () => {
     await card.locator('button[data-action="approve"]').click();
     assert.deepEqual((await updated).scopes, ['operator.read', 'operator.write'], 'the live connection widened in place');
     await upgrading.close();
+  });
+
+  let node: RawClient;
+  let nodeId: string;
+
+  test('a node command-surface request shows its commands, host-level ones marked, and is approved from the UI', async () => {
+    const identity = generateIdentity();
+    nodeId = identity.deviceId;
+    node = await RawClient.open(tg.url, REMOTE);
+    const challenge = await node.challenge();
+    const params = deviceParams({
+      identity,
+      challenge,
+      role: 'node',
+      scopes: [],
+      client: { id: 'node-host', mode: 'node', displayName: 'build-box' },
+      auth: { token: TEST_TOKEN },
+    });
+    // A remote node needs its role approved first: do that from the UI too.
+    const refused = await node.request('c1', 'connect', params);
+    assert.equal(refused?.ok, false);
+    const roleCard = page.locator(`article.request[data-device-id="${nodeId}"]`);
+    await roleCard.waitFor();
+    assert.match((await roleCard.textContent()) ?? '', /role node/);
+    await roleCard.locator('button[data-action="approve"]').click();
+    await roleCard.waitFor({ state: 'detached' });
+    node = await RawClient.open(tg.url, REMOTE);
+    const params2 = deviceParams({
+      identity,
+      challenge: await node.challenge(),
+      role: 'node',
+      scopes: [],
+      client: { id: 'node-host', mode: 'node', displayName: 'build-box' },
+      auth: { token: TEST_TOKEN },
+    });
+    params2.caps = ['system', 'canvas'];
+    params2.commands = ['canvas.present', 'system.run', 'system.which'];
+    const hello = await node.request('c1', 'connect', params2);
+    assert.equal(hello?.ok, true, JSON.stringify(hello?.error));
+
+    const card = page.locator(`article.request[data-kind="node-surface"][data-node-id="${nodeId}"]`);
+    await card.waitFor();
+    assert.deepEqual(await card.locator('.command').evaluateAll((els) => els.map((e) => e.getAttribute('data-command'))), [
+      'canvas.present',
+      'system.run',
+      'system.which',
+    ]);
+    assert.deepEqual(await card.locator('.command.host').evaluateAll((els) => els.map((e) => e.getAttribute('data-command'))), ['system.run', 'system.which']);
+    assert.match((await card.textContent()) ?? '', /operator\.admin/);
+    await shot(page, '03b-pending-node-surface');
+    const resolved = node.event('node.pair.resolved', 10_000);
+    await card.locator('button[data-action="approve"]').click();
+    const ev = (await resolved)?.payload as { nodeId: string; decision: string } | undefined;
+    assert.equal(ev?.decision, 'approved', 'the node learns on its open socket');
+    assert.equal(ev?.nodeId, nodeId);
+    const nodeCard = page.locator(`article.device[data-device-id="${nodeId}"]`);
+    await page.click('#tab-devices');
+    await nodeCard.locator('.node-commands .approved .command[data-command="system.run"]').waitFor();
+    await page.click('#tab-pending');
   });
 
   test('devices view: roles, scopes, token ids (never secrets), connected now', async () => {

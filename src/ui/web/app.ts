@@ -54,6 +54,37 @@ interface DeviceView {
   connected: boolean;
 }
 
+/** NODES-CORE: a node's pending command surface (node.pair.list `pending`). */
+interface NodePendingView {
+  requestId: string;
+  nodeId: string;
+  clientId: string | null;
+  clientMode: string | null;
+  displayName: string | null;
+  platform: string | null;
+  version: string | null;
+  caps: string[];
+  commands: string[];
+  requiredApproveScopes: string[];
+  hostCommands: string[];
+  remoteIp: string;
+  connected: boolean;
+  createdAtMs: number;
+  ts: number;
+}
+
+/** A paired node (node.pair.list `paired`). */
+interface NodeView {
+  nodeId: string;
+  commands: string[];
+  declaredCommands: string[] | null;
+  approvedCommands: string[];
+  pendingCommands: string[];
+  hostCommands: string[];
+  connected: boolean;
+  version: string | null;
+}
+
 interface SetupView {
   setupId: string;
   status: string;
@@ -107,8 +138,10 @@ const state = {
   paired: [] as DeviceView[],
   setups: [] as SetupView[],
   audit: [] as AuditEntry[],
+  nodePending: [] as NodePendingView[],
+  nodes: [] as NodeView[],
   loaded: { list: false, setups: false, audit: false },
-  tabProblems: {} as Partial<Record<Tab, Problem>>,
+  tabProblems: {} as Partial<Record<Tab | 'nodes', Problem>>,
   problems: [] as Problem[],
   minted: null as MintResult | null,
   confirm: null as string | null,
@@ -329,7 +362,7 @@ async function logout(): Promise<void> {
 
 // --- data -----------------------------------------------------------------------------------
 
-async function load<T>(tab: Tab, method: string, params: unknown, apply: (v: T) => void): Promise<void> {
+async function load<T>(tab: Tab | 'nodes', method: string, params: unknown, apply: (v: T) => void): Promise<void> {
   const client = state.client;
   if (!client) return;
   try {
@@ -346,6 +379,10 @@ async function refreshAll(): Promise<void> {
       state.pending = v.pending;
       state.paired = v.paired;
       state.loaded.list = true;
+    }),
+    load<{ pending: NodePendingView[]; paired: NodeView[] }>('nodes', 'node.pair.list', {}, (v) => {
+      state.nodePending = v.pending;
+      state.nodes = v.paired;
     }),
     load<{ codes: SetupView[] }>('setup', 'device.pair.setupStatus', {}, (v) => {
       state.setups = [...v.codes].reverse();
@@ -368,7 +405,7 @@ function scheduleRefresh(): void {
 }
 
 function onGatewayEvent(event: string, payload: unknown): void {
-  if (event.startsWith('device.pair.') || event === 'tick') scheduleRefresh();
+  if (event.startsWith('device.pair.') || event.startsWith('node.pair.') || event === 'tick') scheduleRefresh();
   else if (event === 'auth.updated' && state.hello) {
     const p = payload as { scopes?: string[] };
     if (p.scopes) state.hello.auth.scopes = p.scopes;
@@ -555,7 +592,8 @@ function scopeList(scopes: readonly string[], cls = 'scope'): HTMLElement {
 function renderPending(): HTMLElement {
   const panel = h('section', { id: 'panel-pending', class: 'panel' }, h('h2', {}, 'Pending requests'));
   if (state.tabProblems.pending) panel.append(problemBox(state.tabProblems.pending));
-  if (state.loaded.list && state.pending.length === 0)
+  if (state.tabProblems.nodes) panel.append(problemBox(state.tabProblems.nodes));
+  if (state.loaded.list && state.pending.length === 0 && state.nodePending.length === 0)
     panel.append(h('p', { class: 'muted empty' }, 'No pending requests. New ones appear here as they arrive.'));
   for (const r of state.pending) {
     const what =
@@ -603,7 +641,73 @@ function renderPending(): HTMLElement {
       ),
     );
   }
+  for (const r of state.nodePending) panel.append(renderNodeRequest(r));
   return panel;
+}
+
+function commandList(commands: readonly string[], host: readonly string[]): HTMLElement {
+  if (commands.length === 0) return h('span', { class: 'muted' }, 'none');
+  return h(
+    'span',
+    { class: 'commands' },
+    ...commands.map((c) =>
+      host.includes(c)
+        ? h(
+            'span',
+            { class: 'command host', 'data-command': c, title: 'acts on the node’s host: approving it needs operator.admin' },
+            c,
+            h('span', { class: 'host-mark' }, 'host'),
+          )
+        : h('span', { class: 'command', 'data-command': c }, c),
+    ),
+  );
+}
+
+/** NODES-CORE: a node asking to have its command surface approved. */
+function renderNodeRequest(r: NodePendingView): HTMLElement {
+  return h(
+    'article',
+    { class: 'card request', 'data-request-id': r.requestId, 'data-node-id': r.nodeId, 'data-kind': 'node-surface' },
+    h(
+      'header',
+      {},
+      h('span', { class: 'kind kind-node-surface' }, 'node commands'),
+      h('strong', {}, r.displayName ?? shortId(r.nodeId)),
+      h(
+        'span',
+        { class: 'confirm-code', title: 'The node host prints this request id while it waits (“clawgate nodes approve <requestId>”)' },
+        r.requestId.slice(0, 8),
+      ),
+    ),
+    h('div', {}, 'commands ', commandList(r.commands, r.hostCommands)),
+    h('div', { class: 'muted' }, `approving needs ${r.requiredApproveScopes.join(' + ')}`),
+    h(
+      'dl',
+      {},
+      h('dt', {}, 'client'),
+      h('dd', {}, [r.clientId, r.clientMode, r.version].filter(Boolean).join(' / ') || '—'),
+      h('dt', {}, 'platform'),
+      h('dd', {}, r.platform ?? '—'),
+      h('dt', {}, 'address'),
+      h('dd', {}, r.remoteIp),
+      h('dt', {}, 'first seen'),
+      h('dd', {}, timeEl(r.createdAtMs)),
+      h('dt', {}, 'last seen'),
+      h('dd', {}, r.connected ? 'connected now' : timeEl(r.ts)),
+      h('dt', {}, 'node'),
+      h('dd', { title: r.nodeId }, shortId(r.nodeId)),
+    ),
+    h(
+      'div',
+      { class: 'actions' },
+      h(
+        'button',
+        { type: 'button', class: 'primary', 'data-action': 'approve', onclick: () => void act('node.pair.approve', { requestId: r.requestId }) },
+        'Approve',
+      ),
+      h('button', { type: 'button', 'data-action': 'reject', onclick: () => void act('node.pair.reject', { requestId: r.requestId }) }, 'Reject'),
+    ),
+  );
 }
 
 function renderDevice(d: DeviceView): HTMLElement {
@@ -694,6 +798,7 @@ function renderDevice(d: DeviceView): HTMLElement {
     ),
     ...grants,
     d.grants.length === 0 ? h('div', { class: 'muted' }, 'no role granted') : null,
+    nodeSection(d.deviceId),
     h(
       'dl',
       {},
@@ -738,6 +843,26 @@ function renderDevice(d: DeviceView): HTMLElement {
           ),
       confirmButton(`remove:${d.deviceId}`, 'Remove', 'Confirm remove', () => void act('device.pair.remove', { deviceId: d.deviceId })),
     ),
+  );
+}
+
+/** NODES-CORE: the approved and declared commands of a node. */
+function nodeSection(deviceId: string): HTMLElement | null {
+  const n = state.nodes.find((x) => x.nodeId === deviceId);
+  if (!n) return null;
+  return h(
+    'dl',
+    { class: 'node-commands' },
+    h('dt', {}, 'approved commands'),
+    h('dd', { class: 'approved' }, commandList(n.approvedCommands, n.hostCommands)),
+    h('dt', {}, 'declared commands'),
+    h(
+      'dd',
+      { class: 'declared' },
+      n.declaredCommands ? commandList(n.declaredCommands, n.hostCommands) : h('span', { class: 'muted' }, 'offline (declared on connect)'),
+    ),
+    n.pendingCommands.length ? h('dt', {}, 'awaiting approval') : null,
+    n.pendingCommands.length ? h('dd', {}, commandList(n.pendingCommands, n.hostCommands)) : null,
   );
 }
 
@@ -998,7 +1123,7 @@ function render(): void {
       h(
         'nav',
         { role: 'tablist' },
-        tabButton('pending', 'Pending', state.pending.length),
+        tabButton('pending', 'Pending', state.pending.length + state.nodePending.length),
         tabButton('devices', 'Devices & nodes', state.paired.length),
         tabButton('setup', 'Setup codes'),
         tabButton('audit', 'Audit log'),
