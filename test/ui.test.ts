@@ -432,6 +432,41 @@ describe('Control UI in headless Chromium', () => {
   });
 });
 
+describe('Control UI signing in with the gateway token where a person must approve', () => {
+  let tg: TestGateway;
+  let browser: Browser;
+  before(async () => {
+    tg = await startTestGateway({ config: { autoApproveLocal: false } });
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  });
+  after(async () => {
+    await browser?.close();
+    await tg.stop();
+    removeDir(tg.stateDir);
+  });
+
+  test('the browser waits, shows its confirmation code, and is admitted when the operator approves the same code', async () => {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${tg.server.port}/`);
+    await page.fill('#credential', TEST_TOKEN);
+    await page.click('#signin-form button[type=submit]');
+    await page.waitForSelector('#conn-state[data-state="waiting"]');
+    const shown = (await page.textContent('#own-code'))?.trim();
+    assert.match(shown ?? '', /^\d{6}$/);
+    await shot(page, '00-waiting-for-approval');
+    const listed = await cli(tg, 'devices', 'list', '--json');
+    const pending = (JSON.parse(listed.stdout) as { pending: Array<{ requestId: string; clientId: string; confirmationCode: string }> }).pending;
+    const mine = pending.find((p) => p.clientId === 'openclaw-control-ui');
+    assert.ok(mine, 'the browser filed a pairing request');
+    assert.equal(mine.confirmationCode, shown, 'the CLI shows the code the browser shows');
+    const approved = await cli(tg, 'devices', 'approve', mine.requestId);
+    assert.equal(approved.code, 0, approved.stderr);
+    await page.waitForSelector('#conn-state[data-state="connected"]');
+    assert.match((await page.evaluate(() => sessionStorage.getItem('clawgate.deviceToken'))) ?? '', /^cgd1_/);
+    await page.close();
+  });
+});
+
 describe('Origin check (unit)', () => {
   const base = { allowedOrigins: [] as string[], viaTrustedProxy: false };
   test('clients without Origin are judged by credentials alone', () => assert.ok(originAllowed(undefined, '127.0.0.1:1', base)));
