@@ -388,14 +388,38 @@ async function refreshAll(): Promise<void> {
       state.setups = [...v.codes].reverse();
       state.loaded.setups = true;
     }),
-    load<{ entries: AuditEntry[] }>('audit', 'audit.list', { limit: 10_000 }, (v) => {
-      state.audit = v.entries.slice(-1000).reverse();
-      state.loaded.audit = true;
-    }),
+    loadAudit(),
   ]);
   if (state.tabProblems.pending) state.tabProblems.devices = state.tabProblems.pending;
   else delete state.tabProblems.devices;
   render();
+}
+
+const AUDIT_PAGE = 5000;
+const AUDIT_KEPT = 1000;
+
+/**
+ * The audit log only grows, and audit.list reads forwards from a sequence number: fetch what is
+ * new since the last entry seen and keep the newest AUDIT_KEPT (newest first).
+ */
+async function loadAudit(): Promise<void> {
+  const client = state.client;
+  if (!client) return;
+  try {
+    for (;;) {
+      const afterSeq = state.audit[0]?.seq ?? 0;
+      const { entries } = await client.request<{ entries: AuditEntry[] }>('audit.list', { afterSeq, limit: AUDIT_PAGE });
+      // Another refresh may have merged part of this page meanwhile: keep each seq once.
+      const top = state.audit[0]?.seq ?? 0;
+      const fresh = entries.filter((e) => e.seq > top).reverse();
+      state.audit = [...fresh, ...state.audit].slice(0, AUDIT_KEPT);
+      if (entries.length < AUDIT_PAGE) break;
+    }
+    state.loaded.audit = true;
+    delete state.tabProblems.audit;
+  } catch (err) {
+    state.tabProblems.audit = problemOf(err);
+  }
 }
 
 /** Events come in bursts (approve → resolved + changed): coalesce them into one refresh. */
