@@ -424,6 +424,33 @@ describe('Control UI in headless Chromium', () => {
     assert.notEqual(await page.evaluate(() => sessionStorage.getItem('clawgate.deviceToken')), token);
   });
 
+  test('a second tab of the same browser signs in without signing the first out', async () => {
+    const second = await context.newPage();
+    await second.goto(base);
+    await second.fill('#credential', TEST_OWNER);
+    await second.click('#signin-form button[type=submit]');
+    await second.waitForSelector('#conn-state[data-state="connected"]');
+    await second.waitForSelector('#notice');
+    assert.equal(await second.evaluate(() => sessionStorage.getItem('clawgate.deviceToken')), null, 'the other tab keeps the token');
+    assert.equal(await page.getAttribute('#conn-state', 'data-state'), 'connected', 'the first tab is still signed in');
+    await second.close();
+  });
+
+  test('a returning browser whose tab token is gone gets a fresh one (self rotation) and survives a reload', async () => {
+    const before = await page.evaluate(() => sessionStorage.getItem('clawgate.deviceToken'));
+    await page.evaluate(() => sessionStorage.clear());
+    await page.reload();
+    await page.waitForSelector('#conn-state[data-state="signed-out"]');
+    await page.fill('#credential', TEST_OWNER);
+    await page.click('#signin-form button[type=submit]');
+    await page.waitForFunction((old) => {
+      const t = sessionStorage.getItem('clawgate.deviceToken');
+      return t !== null && t !== old && document.getElementById('conn-state')?.getAttribute('data-state') === 'connected';
+    }, before);
+    await page.reload();
+    await page.waitForSelector('#conn-state[data-state="connected"]');
+  });
+
   test('no CSP violations or script errors in the page', () => {
     const csp = consoleProblems.filter((m) => /Content Security Policy|Refused to/i.test(m));
     assert.deepEqual(csp, []);

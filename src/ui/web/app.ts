@@ -149,6 +149,8 @@ const state = {
   mintForm: { profile: 'operator', label: '', ttl: '600000' },
   auditFilter: { action: '', actor: '', subject: '' },
   credentialDraft: '',
+  /** Something the person should know that is not an error. */
+  notice: '',
   waiting: null as { requestId: string; confirmationCode?: string } | null,
   /** Set while the gateway is expected to close our socket (self rotation): reconnect with this token. */
   rotatedToken: null as string | null,
@@ -241,6 +243,7 @@ async function signIn(token: string): Promise<void> {
   const identity = state.identity;
   if (!identity) return;
   state.problems = [];
+  state.notice = '';
   setConn('connecting', 'signing in');
   const client = newClient(identity);
   let hello: Hello;
@@ -259,11 +262,22 @@ async function signIn(token: string): Promise<void> {
     admitted(client, hello);
     return;
   }
-  // This browser was paired before (another tab, an earlier session): its token was shown once
-  // and is gone, so ask for a fresh one. The gateway then closes this socket (token rotated)
-  // and the page reconnects with the new token.
+  // This browser was paired before (an earlier session, or another tab that is still open): the
+  // gateway keeps only a hash of its token, so it cannot hand it out again. Rotating gives this
+  // tab a fresh one — but rotation closes every socket holding the old token, so do it only
+  // when no other tab of this browser is connected; otherwise this tab works without a token
+  // (a reload asks for the credential again) rather than signing the other tab out.
   admitted(client, hello);
   try {
+    const presence = await client.request<Array<{ connId: string; deviceId: string | null }>>('system-presence', {});
+    const otherTabs = presence.filter((p) => p.deviceId === identity.deviceId && p.connId !== hello.server.connId);
+    if (otherTabs.length > 0) {
+      state.notice = 'Another tab of this browser is signed in and holds its device token, so this tab keeps none: reloading it asks for the credential again.';
+      render();
+      return;
+    }
+    // The gateway closes this socket (token rotated) right after answering; the page then
+    // reconnects with the new token.
     const r = await client.request<{ token?: string }>('device.token.rotate', { deviceId: identity.deviceId, role: 'operator' });
     if (r.token) {
       state.rotatedToken = r.token;
@@ -350,6 +364,7 @@ async function logout(): Promise<void> {
     setups: [],
     audit: [],
     minted: null,
+    notice: '',
     problems: [],
     tabProblems: {},
     confirm: null,
@@ -1138,6 +1153,7 @@ function render(): void {
       ),
     );
   }
+  if (state.notice && state.hello) children.push(h('p', { class: 'notice', id: 'notice' }, state.notice));
   if (state.conn === 'starting') children.push(h('p', { class: 'muted' }, 'Loading…'));
   else if (state.conn === 'unsupported') {
     /* the problem box says why */
