@@ -44,20 +44,25 @@ export async function startGateway(opts: AppOptions): Promise<{ gateway: Gateway
     await opts.store.setMeta('gateway.id', (opts.random ?? systemRandom).uuid());
   }
   const server = await startServer(gateway, opts.host, opts.config.port);
-  setAdvertisedUrl(gateway, advertisedUrl(server));
+  setAdvertisedUrl(gateway, { url: opts.config.publicUrl ?? advertisedUrl(server), tlsFingerprint: server.tlsFingerprint });
   gateway.start();
   return { gateway, server };
 }
 
 /**
- * The URL setup codes point at by default: the listening URL, or for a wildcard bind the first
- * non-internal IPv4 address of this host (a phone cannot connect to 0.0.0.0).
+ * The URL setup codes point at when no public URL is configured: the listening URL, or for a
+ * wildcard bind the first non-internal IPv4 address of this host (a phone cannot connect to
+ * 0.0.0.0).
  */
 function advertisedUrl(server: RunningServer): string {
   if (server.host !== '0.0.0.0' && server.host !== '::') return server.url;
   for (const list of Object.values(networkInterfaces())) {
     for (const a of list ?? []) {
-      if (a.family === 'IPv4' && !a.internal) return `ws://${a.address}:${server.port}`;
+      if (a.family === 'IPv4' && !a.internal) {
+        const u = new URL(server.url);
+        u.hostname = a.address;
+        return u.toString().replace(/\/$/, '');
+      }
     }
   }
   return server.url;

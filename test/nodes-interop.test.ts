@@ -5,11 +5,13 @@
  * host. A missing install is a failure, not a skip.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 function openclawPaths(): { node: string; cli: string } {
@@ -23,6 +25,8 @@ function openclawPaths(): { node: string; cli: string } {
   assert.ok(node && cliPath, 'scripts/openclaw-cache.sh must print NODE24= and OPENCLAW=');
   return { node, cli: cliPath };
 }
+
+const run = promisify(execFile);
 
 async function waitFor<T>(probe: () => T | undefined | Promise<T | undefined>, what: string, log: () => string, ms = 60_000): Promise<T> {
   const start = Date.now();
@@ -119,5 +123,56 @@ describe('real openclaw node host against clawgate', () => {
     const ran = (JSON.parse(run.stdout) as { payload: { exitCode: number; stdout: string; success: boolean } }).payload;
     assert.deepEqual([ran.exitCode, ran.stdout, ran.success], [0, 'hi\n', true], 'the real node host ran echo');
     assert.equal(nodeSession()?.connId, session.connId);
+  });
+});
+
+describe('real openclaw nodes CLI against clawgate', () => {
+  test('openclaw nodes pending / approve / invoke / rename work against clawgate (a node played by the SDK)', async () => {
+    const oc = openclawPaths();
+    const tg = await startTestGateway();
+    const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-nodes-'));
+    const node = await connectGateway({
+      url: tg.url,
+      role: 'node',
+      identity: generateIdentity(),
+      auth: { token: TEST_TOKEN },
+      client: { id: 'node-host', mode: 'node', displayName: 'sdk-node' },
+      commands: ['system.which'],
+    });
+    const seen: Array<{ command: string; paramsJSON?: string }> = [];
+    node.onEvent((event, payload) => {
+      if (event !== 'node.invoke.request') return;
+      const p = payload as { id: string; nodeId: string; command: string; paramsJSON?: string };
+      seen.push(p);
+      node.request('node.invoke.result', { id: p.id, nodeId: p.nodeId, ok: true, payloadJSON: '{"bins":{"sh":"/bin/sh"}}' }).catch(() => {});
+    });
+    const openclaw = async (args: string[]) => {
+      const r = await run(oc.node, [oc.cli, ...args, '--url', tg.url, '--token', TEST_TOKEN, '--json'], {
+        env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), NO_COLOR: '1' },
+        timeout: 60_000,
+      });
+      return JSON.parse(r.stdout.slice(r.stdout.search(/^[{[]/m))) as unknown;
+    };
+    try {
+      const pending = (await openclaw(['nodes', 'pending'])) as Array<{ requestId: string; displayName: string }>;
+      assert.equal(pending.length, 1);
+      assert.equal(pending[0]?.displayName, 'sdk-node');
+      const approved = (await openclaw(['nodes', 'approve', pending[0]?.requestId as string])) as { requestId: string };
+      assert.equal(approved.requestId, pending[0]?.requestId);
+      const invoked = (await openclaw(['nodes', 'invoke', '--node', 'sdk-node', '--command', 'system.which', '--params', '{"bins":["sh"]}'])) as {
+        ok: boolean;
+        payload: { bins: { sh: string } };
+      };
+      assert.equal(invoked.ok, true);
+      assert.equal(invoked.payload.bins.sh, '/bin/sh');
+      assert.deepEqual(JSON.parse(seen[0]?.paramsJSON ?? 'null'), { bins: ['sh'] });
+      const renamed = (await openclaw(['nodes', 'rename', '--node', 'sdk-node', '--name', 'renamed-node'])) as { displayName: string };
+      assert.equal(renamed.displayName, 'renamed-node');
+    } finally {
+      await node.close();
+      await tg.stop();
+      removeDir(tg.stateDir);
+      removeDir(home);
+    }
   });
 });

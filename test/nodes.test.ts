@@ -341,6 +341,14 @@ describe('node surface approval', () => {
     assert.equal(first.res?.ok, false);
     assert.equal(first.res?.error?.details?.code, 'PAIRING_REQUIRED');
     const requestId = first.res?.error?.details?.requestId as string;
+    // The failure this issue ends: a device pairing id given to the node surface approval
+    // is refused with a pointer to the right command.
+    const op = await owner(tg);
+    const mixUp = await failure(op.request('node.pair.approve', { requestId }));
+    assert.equal(mixUp.detail, 'UNKNOWN_NODE_REQUEST_ID');
+    assert.deepEqual(mixUp.details.devicePairingRequest, { requestId, deviceId: id.deviceId, role: 'node' });
+    assert.match(String(mixUp.details.nextStep), /clawgate devices approve/);
+    await op.close();
     const approved = await cli(tg, 'devices', 'approve', requestId, '--json');
     assert.equal(approved.code, 0, approved.stderr);
     const second = await connectNode(tg, id, { headers: REMOTE });
@@ -527,7 +535,8 @@ describe('clawgate nodes CLI', () => {
       assert.equal(refused.code, 1);
       assert.match(refused.stderr, /NODE_COMMAND_NOT_APPROVED/);
 
-      const approved = await cli(tg, 'nodes', 'approve', req.requestId, '--json');
+      // By node name: the CLI approves that node's pending request.
+      const approved = await cli(tg, 'nodes', 'approve', 'cli-node', '--json');
       assert.equal(approved.code, 0, approved.stderr);
       assert.equal((JSON.parse(approved.stdout) as { requestId: string }).requestId, req.requestId);
       const unknown = await cli(tg, 'nodes', 'approve', req.requestId, '--json');

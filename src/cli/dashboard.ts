@@ -9,11 +9,15 @@ import { parseDuration } from './qr.js';
 
 const USAGE = 'usage: clawgate dashboard [--ttl 2m] [--url <ws-url>] [--json]';
 
-/** ws://host:port → http://host:port (wss → https): the UI is served on the gateway's own port. */
+/**
+ * ws://host:port[/path] → http://host:port[/path]/ (wss → https): the UI is served on the
+ * gateway's own port, under its context path when it has one.
+ */
 export function httpBaseOf(wsUrl: string): string {
   const u = new URL(wsUrl);
   if (u.protocol !== 'ws:' && u.protocol !== 'wss:') throw new UsageError(`--url must be a ws:// or wss:// URL, got ${wsUrl}`);
-  return `${u.protocol === 'wss:' ? 'https:' : 'http:'}//${u.host}/`;
+  const path = u.pathname.endsWith('/') ? u.pathname : `${u.pathname}/`;
+  return `${u.protocol === 'wss:' ? 'https:' : 'http:'}//${u.host}${path}`;
 }
 
 export async function dashboardCommand(args: string[]): Promise<number> {

@@ -11,6 +11,7 @@ const CONN_OPTIONS = {
   password: { type: 'string' },
   'state-dir': { type: 'string' },
   json: { type: 'boolean' },
+  'tls-fingerprint': { type: 'string' },
 } as const;
 
 export async function withGateway<T>(values: Record<string, unknown>, fn: (conn: GatewayConnection) => Promise<T>): Promise<T> {
@@ -21,6 +22,7 @@ export async function withGateway<T>(values: Record<string, unknown>, fn: (conn:
   const conn = await connectGateway({
     url: target.url,
     auth: target.password ? { password: target.password } : { token: target.token },
+    tlsFingerprint: target.tlsFingerprint,
     // The owner credential holds every scope; with the shared token a local cli keeps these.
     scopes: ['operator.admin', 'operator.pairing'],
     client: { id: 'cli', mode: 'cli' },

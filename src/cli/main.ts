@@ -2,7 +2,7 @@
  * `clawgate` — one binary, verbs close to OpenClaw's. Thin: parse flags, call the core or a
  * gateway, format output. Exit codes: 0 ok, 1 failure, 2 usage.
  */
-import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { startGateway } from '../app.js';
@@ -10,11 +10,15 @@ import { ConnectError, connectGateway, GatewayRequestError } from '../client/con
 import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
+import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { dashboardCommand } from './dashboard.js';
 import { auditCommand, devicesCommand } from './devices.js';
+import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
+import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
 import { nodesCommand } from './nodes.js';
 import { qrCommand } from './qr.js';
+import { doctorCommand, installServiceCommand } from './remote.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 
 export class UsageError extends Error {}
@@ -24,7 +28,14 @@ const HELP = `clawgate — a self-hosted gateway for pairing and authorizing dev
 Usage:
   clawgate gateway run [--port 18789] [--bind loopback|lan|<address>] [--state-dir <dir>]
                        [--token <t>] [--password <p>] [--config <file>]
+                       [--public-url wss://host[/path]] [--context-path /path]
+                       [--tls | --tls-cert <pem> --tls-key <pem>] [--trusted-proxy <addr|cidr>…]
   clawgate gateway token [--state-dir <dir>]     print the shared gateway token
+  clawgate gateway install-service --print [gateway run flags] [--user <u>]
+                                               print a systemd unit for this gateway
+  clawgate doctor [gateway run flags] [--tls-fingerprint <sha256>] [--json]
+                                               check config, store, TLS, trusted proxies, and that
+                                               the advertised URL reaches the gateway
   clawgate call <method> [--params <json>] [--url <ws-url>] [--token <t>] [--json]
   clawgate devices list [--json]
   clawgate devices approve <requestId|deviceId> | reject <requestId> | remove <deviceId>
@@ -32,7 +43,7 @@ Usage:
   clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
   clawgate devices revoke --device <id> --role operator|node
   clawgate audit [--json] [--verify] [--limit <n>]
-  clawgate nodes list | pending | approve <requestId> | reject <requestId> [--json]
+  clawgate nodes list | pending | approve <requestId|node> | reject <requestId|node> [--json]
   clawgate nodes describe <node> | rename <node> <name> | remove <node> [--json]
   clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>] [--json]
                                                <node> is a node id or its name
@@ -41,12 +52,14 @@ Usage:
                                                mint a setup code (QR) that pairs one new device
   clawgate qr --list | --revoke <setupId> [--json]
   clawgate dashboard [--ttl 2m] [--json]         print a one-time sign-in link for the Control UI
+${NODE_RUN_HELP}
   clawgate help
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
 Commands that talk to a gateway use --url > CLAWGATE_URL > the running gateway recorded in the
 state dir > ws://127.0.0.1:18789, and authenticate with --token > CLAWGATE_TOKEN > the owner
-credential in the state dir.`;
+credential in the state dir. For a wss:// gateway with a self-signed certificate pass
+--tls-fingerprint <sha256> (or CLAWGATE_TLS_FINGERPRINT); the local gateway's is pinned automatically.`;
 
 export function parse(
   args: string[],
@@ -70,57 +83,14 @@ function jsonLogger(stream: NodeJS.WriteStream): Logger {
   };
 }
 
-interface FileConfig {
-  gateway?: {
-    port?: number;
-    bind?: string;
-    auth?: { token?: string; password?: string };
-    autoApproveLocal?: boolean;
-    handshakeTimeoutMs?: number;
-    tickIntervalMs?: number;
-    pendingTtlMs?: number;
-    rateLimit?: Partial<GatewayConfig['rateLimit']>;
-    trustedProxies?: string[];
-    untrustedForwarded?: 'refuse' | 'ignore';
-    controlUi?: { allowedOrigins?: string[] };
-  };
-}
-
-function readConfigFile(path: string): FileConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new UsageError(`cannot read config file ${path}: ${(err as Error).message}`);
-  }
-  try {
-    return JSON.parse(text) as FileConfig;
-  } catch (err) {
-    throw new UsageError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
-  }
-}
-
 async function gatewayRun(args: string[]): Promise<number> {
-  const { values } = parse(args, {
-    port: { type: 'string' },
-    bind: { type: 'string' },
-    'state-dir': { type: 'string' },
-    token: { type: 'string' },
-    password: { type: 'string' },
-    config: { type: 'string' },
-  });
-  const file = values.config ? readConfigFile(values.config as string) : {};
-  const g = file.gateway ?? {};
-  const stateDir = resolveStateDir(values['state-dir'] as string | undefined);
-  const portText = (values.port as string | undefined) ?? process.env.CLAWGATE_PORT;
-  const port = portText !== undefined ? Number(portText) : (g.port ?? DEFAULTS.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be a whole number from 0 to 65535, got ${portText}`);
-  const bind = (values.bind as string | undefined) ?? g.bind ?? DEFAULTS.bind;
+  const { values } = parse(args, GATEWAY_FLAGS);
+  const settings = resolveGatewaySettings(values);
+  const { stateDir, base, chosenToken, password } = settings;
+  const bind = base.bind;
 
   ensureStateDir(stateDir);
   const { creds, created } = loadOrCreateCredentials(stateDir, systemRandom, systemClock.now());
-  const chosenToken = (values.token as string | undefined) ?? g.auth?.token;
-  const password = (values.password as string | undefined) ?? g.auth?.password;
   if (!isLoopbackBind(bind) && !chosenToken && !password) {
     // Exposing the gateway beyond this host must be a decision, not a side effect of a generated secret.
     process.stderr.write(
@@ -129,23 +99,16 @@ async function gatewayRun(args: string[]): Promise<number> {
     );
     return 1;
   }
-  const token = chosenToken ?? creds.token;
+  const publicHost = base.publicUrl ? new URL(base.publicUrl).hostname.replace(/^\[|\]$/g, '') : undefined;
+  // A generated certificate names every address a client may use (pinning clients ignore names, others do not).
+  const names = [resolveBindHost(bind), ...(publicHost ? [publicHost] : []), ...(isWildcard(resolveBindHost(bind)) ? lanAddresses() : [])];
+  const tls = loadTls(settings.tls, stateDir, { generate: true, extraNames: names });
   const config: GatewayConfig = {
-    ...DEFAULTS,
-    port,
-    bind,
-    stateDir,
-    token,
+    ...base,
+    token: chosenToken ?? creds.token,
     password,
     ownerCredential: creds.owner,
-    autoApproveLocal: g.autoApproveLocal ?? DEFAULTS.autoApproveLocal,
-    handshakeTimeoutMs: g.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
-    tickIntervalMs: g.tickIntervalMs ?? DEFAULTS.tickIntervalMs,
-    pendingTtlMs: g.pendingTtlMs ?? DEFAULTS.pendingTtlMs,
-    rateLimit: { ...DEFAULTS.rateLimit, ...g.rateLimit },
-    trustedProxies: g.trustedProxies ?? DEFAULTS.trustedProxies,
-    untrustedForwarded: g.untrustedForwarded ?? DEFAULTS.untrustedForwarded,
-    allowedOrigins: g.controlUi?.allowedOrigins ?? DEFAULTS.allowedOrigins,
+    tls: tls.material,
   };
   const log = jsonLogger(process.stderr);
   const store = new SqliteStore(join(stateDir, 'clawgate.sqlite'));
@@ -156,13 +119,19 @@ async function gatewayRun(args: string[]): Promise<number> {
     await store.close();
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE') {
-      process.stderr.write(`port ${port} is already in use on ${bind}: stop the other process or pass --port <n>\n`);
+      process.stderr.write(`port ${config.port} is already in use on ${bind}: stop the other process or pass --port <n>\n`);
       return 1;
     }
     throw err;
   }
   const { server } = running;
-  writeRuntimeInfo(stateDir, { url: server.url, pid: process.pid, startedAtMs: systemClock.now() });
+  writeRuntimeInfo(stateDir, {
+    url: server.url,
+    pid: process.pid,
+    startedAtMs: systemClock.now(),
+    ...(server.tlsFingerprint ? { tlsFingerprint: server.tlsFingerprint } : {}),
+    ...(config.publicUrl ? { publicUrl: config.publicUrl } : {}),
+  });
   process.stdout.write(
     [
       `clawgate gateway listening on ${server.url} (state: ${stateDir}, store: sqlite)`,
@@ -172,8 +141,15 @@ async function gatewayRun(args: string[]): Promise<number> {
       'connect a client:  pass the gateway token (`clawgate gateway token` prints it) as auth.token',
       `  e.g. openclaw gateway call health --url ${server.url} --token "$(npx clawgate gateway token)" --json`,
       'local CLI:         `clawgate call health` uses the owner credential from the state dir',
-      `control UI:        http://${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}/  (\`clawgate dashboard\` prints a sign-in link)`,
-      `health:            http://${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}/healthz`,
+      `control UI:        ${server.url.replace(/^ws/, 'http')}/  (\`clawgate dashboard\` prints a one-time sign-in link)`,
+      `health:            ${server.url.replace(/^ws/, 'http')}/healthz`,
+      ...(server.tlsFingerprint
+        ? [
+            `tls:               ${tls.created ? 'generated a self-signed certificate' : 'serving'} ${config.tls?.certPath ?? ''}`,
+            `  SHA-256 fingerprint ${server.tlsFingerprint} (setup codes carry it; other clients pass --tls-fingerprint)`,
+          ]
+        : []),
+      ...(config.publicUrl ? [`advertised URL:    ${config.publicUrl} (setup codes and links point here; \`clawgate doctor\` checks it)`] : []),
       '',
     ].join('\n'),
   );
@@ -197,6 +173,17 @@ async function gatewayRun(args: string[]): Promise<number> {
   return 0;
 }
 
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
+}
+
+function lanAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flatMap((list) => list ?? [])
+    .filter((a) => !a.internal)
+    .map((a) => a.address.split('%')[0] as string);
+}
+
 function gatewayToken(args: string[]): number {
   const { values } = parse(args, { 'state-dir': { type: 'string' } });
   const dir = resolveStateDir(values['state-dir'] as string | undefined);
@@ -210,13 +197,27 @@ function gatewayToken(args: string[]): number {
 }
 
 /** Where and how a CLI command reaches a gateway (ARCHITECTURE §4). */
-export function resolveTarget(values: Record<string, unknown>): { url: string; token: string | undefined; password: string | undefined } {
+export function resolveTarget(values: Record<string, unknown>): {
+  url: string;
+  token: string | undefined;
+  password: string | undefined;
+  tlsFingerprint: string | undefined;
+} {
   const stateDir = resolveStateDir(values['state-dir'] as string | undefined);
-  const url = (values.url as string | undefined) ?? process.env.CLAWGATE_URL ?? readRuntimeInfo(stateDir)?.url ?? `ws://127.0.0.1:${DEFAULTS.port}`;
+  const runtime = readRuntimeInfo(stateDir);
+  const url = (values.url as string | undefined) ?? process.env.CLAWGATE_URL ?? runtime?.url ?? `ws://127.0.0.1:${DEFAULTS.port}`;
   const password = values.password as string | undefined;
   let token = (values.token as string | undefined) ?? process.env.CLAWGATE_TOKEN;
   if (!token && !password) token = readCredentials(stateDir)?.owner;
-  return { url, token, password };
+  // The running gateway's own certificate is pinned automatically when we talk to it by the URL it recorded.
+  const fpText = (values['tls-fingerprint'] as string | undefined) ?? process.env.CLAWGATE_TLS_FINGERPRINT;
+  let tlsFingerprint: string | undefined;
+  if (fpText !== undefined) {
+    const fp = normalizeFingerprint(fpText);
+    if (!fp) throw new UsageError(`--tls-fingerprint must be a SHA-256 fingerprint (64 hex digits, colons allowed), got ${fpText}`);
+    tlsFingerprint = fp;
+  } else if (runtime?.tlsFingerprint && runtime.url === url) tlsFingerprint = runtime.tlsFingerprint;
+  return { url, token, password, tlsFingerprint };
 }
 
 async function call(args: string[]): Promise<number> {
@@ -228,6 +229,7 @@ async function call(args: string[]): Promise<number> {
     'state-dir': { type: 'string' },
     json: { type: 'boolean' },
     timeout: { type: 'string' },
+    'tls-fingerprint': { type: 'string' },
   });
   const method = positionals[0];
   if (!method) throw new UsageError('usage: clawgate call <method> [--params <json>]');
@@ -247,6 +249,7 @@ async function call(args: string[]): Promise<number> {
   const conn = await connectGateway({
     url: target.url,
     auth: target.password ? { password: target.password } : { token: target.token },
+    tlsFingerprint: target.tlsFingerprint,
     scopes: ['operator.admin'],
     client: { id: 'cli', mode: 'cli' },
   });
@@ -268,12 +271,15 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (cmd === 'gateway' && (sub === 'run' || sub === undefined)) return await gatewayRun(rest);
     if (cmd === 'gateway' && sub === 'token') return gatewayToken(rest);
+    if (cmd === 'gateway' && sub === 'install-service') return installServiceCommand(rest);
+    if (cmd === 'doctor') return await doctorCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'call') return await call(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'devices') return await devicesCommand(sub, rest);
     if (cmd === 'nodes') return await nodesCommand(sub, rest);
     if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'dashboard') return await dashboardCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'node') return await nodeCommand(sub, rest);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {

@@ -17,7 +17,7 @@ const OPTIONS = {
 } as const;
 
 const USAGE =
-  'usage: clawgate nodes list | pending | approve <requestId> | reject <requestId> | describe <node> | rename <node> <name> | remove <node>\n' +
+  'usage: clawgate nodes list | pending | approve <requestId|node> | reject <requestId|node> | describe <node> | rename <node> <name> | remove <node>\n' +
   '       clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>]   (all take --json; <node> is an id or a name)';
 
 interface PendingNode {
@@ -58,6 +58,25 @@ async function lookup(c: GatewayConnection, ref: string): Promise<NodeView> {
   return resolveNode(nodes, ref);
 }
 
+/**
+ * The surface request to approve or reject: `ref` itself when it is a pending request id, else
+ * the pending request of the node `ref` names (id, prefix or name). Anything else is passed on
+ * unchanged, so the gateway's UNKNOWN_NODE_REQUEST_ID (with its hints) reaches the user.
+ */
+async function pendingRequestId(c: GatewayConnection, ref: string): Promise<string> {
+  const { pending } = await c.request<{ pending: PendingNode[] }>('node.pair.list', {});
+  if (pending.some((p) => p.requestId === ref)) return ref;
+  const { nodes } = await c.request<{ nodes: NodeView[] }>('node.list', {});
+  try {
+    const node = resolveNode(nodes, ref);
+    const p = pending.find((x) => x.nodeId === node.nodeId);
+    if (p) return p.requestId;
+  } catch (err) {
+    if (!(err instanceof NodeLookupError)) throw err;
+  }
+  return ref;
+}
+
 function describeLine(n: NodeView): string {
   const state = n.connected ? 'connected' : 'offline';
   const pending = n.pendingRequestId ? `  pending ${n.pendingRequestId} (${n.pendingCommands.join(', ') || 'caps only'})` : '';
@@ -96,9 +115,10 @@ export async function nodesCommand(sub: string | undefined, args: string[]): Pro
         });
       case 'approve':
       case 'reject': {
-        const id = positionals[0];
-        if (!id) throw new UsageError(`usage: clawgate nodes ${sub} <requestId>  (clawgate nodes pending lists them)`);
+        const ref = positionals[0];
+        if (!ref) throw new UsageError(`usage: clawgate nodes ${sub} <requestId|node>  (clawgate nodes pending lists them)`);
         return await withGateway(values, async (c) => {
+          const id = await pendingRequestId(c, ref);
           const res = await c.request<{ requestId: string; nodeId?: string; node?: NodeView }>(`node.pair.${sub}`, { requestId: id });
           print(res, () =>
             out(

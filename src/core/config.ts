@@ -31,6 +31,21 @@ export interface GatewayConfig {
   allowedOrigins: string[];
   /** node.invoke limits (issue 5); unset fields take DEFAULT_NODE_LIMITS. */
   nodeLimits?: Partial<NodeLimits> | undefined;
+  /** Native TLS: PEM material the server listens with (absent: plain ws://, e.g. behind a proxy). */
+  tls?: TlsMaterial | undefined;
+  /** What setup codes, links and the UI advertise (`ws(s)://host[:port][/path]`); absent: the listening URL. */
+  publicUrl?: string | undefined;
+  /** Path prefix the gateway answers under (`/clawgate`), for proxies that route by path; '' for none. */
+  contextPath: string;
+}
+
+export interface TlsMaterial {
+  certPem: string;
+  keyPem: string;
+  /** Where the certificate came from (for messages and `clawgate doctor`). */
+  certPath?: string | undefined;
+  /** True when clawgate generated it (self-signed, kept in the state dir). */
+  selfSigned?: boolean | undefined;
 }
 
 export const DEFAULT_PORT = 18789;
@@ -47,7 +62,24 @@ export const DEFAULTS: Omit<GatewayConfig, 'stateDir'> = {
   trustedProxies: [],
   untrustedForwarded: 'refuse',
   allowedOrigins: [],
+  contextPath: '',
 };
+
+/**
+ * `/clawgate/`, `clawgate` → `/clawgate`; `/` or '' → ''. Returns null for a path that cannot be
+ * one (query, fragment, `..`, characters outside a conservative set).
+ */
+export function normalizeContextPath(input: string): string | null {
+  const trimmed = input.trim().replace(/^\/+|\/+$/g, '');
+  if (trimmed === '') return '';
+  if (!/^[A-Za-z0-9._~\-/]+$/.test(trimmed) || trimmed.split('/').some((seg) => seg === '' || seg === '.' || seg === '..')) return null;
+  return `/${trimmed}`;
+}
+
+/** http(s) → ws(s) (a public URL is often written as the https address users know). */
+export function toWsUrl(url: string): string {
+  return url.trim().replace(/^http(s?):\/\//i, (_m, s: string) => `ws${s}://`);
+}
 
 export function resolveBindHost(bind: string): string {
   if (bind === 'loopback') return '127.0.0.1';

@@ -124,10 +124,17 @@ export function registerNodeMethods(gw: Gateway): void {
 
   async function unknownRequest(requestId: string): Promise<GatewayError> {
     const pending = await gw.store.listNodeSurfaceRequests();
-    return new GatewayError('UNKNOWN_NODE_REQUEST_ID', {
-      vars: { requestId },
-      details: { requestId, pending: pending.map((r) => ({ requestId: r.requestId, nodeId: r.deviceId, commands: r.commands })) },
-    });
+    const details: Record<string, unknown> = {
+      requestId,
+      pending: pending.map((r) => ({ requestId: r.requestId, nodeId: r.deviceId, commands: r.commands })),
+    };
+    // The classic mix-up: a device pairing request id given to the node surface approval.
+    const device = await gw.store.getPairingRequest(requestId);
+    if (device) {
+      details.devicePairingRequest = { requestId, deviceId: device.deviceId, role: device.role };
+      details.nextStep = `${requestId} is a device pairing request (role ${device.role}): approve it with \`clawgate devices approve ${requestId}\`; once the node connects, its command surface is a separate request listed by \`clawgate nodes pending\`.`;
+    }
+    return new GatewayError('UNKNOWN_NODE_REQUEST_ID', { vars: { requestId }, details });
   }
 
   // --- operator: inventory ---------------------------------------------------------------------

@@ -440,6 +440,38 @@ const entries = {
     close: null,
     next: 'Send less data per invocation (node.invoke params and results have a byte limit, PROTOCOL.md §19).',
   },
+  // --- node host (`clawgate node run`): errors a node returns in node.invoke.result ---------
+  NODE_COMMAND_UNSUPPORTED: {
+    code: 'UNAVAILABLE',
+    message: 'command not supported: {command}',
+    close: null,
+    next: 'This node host implements system.run and system.which; call one of those, or a node that implements the command.',
+  },
+  NODE_INVOKE_PARAMS_INVALID: {
+    code: 'INVALID_REQUEST',
+    message: 'invalid {command} params: {problem}',
+    close: null,
+    next: 'Fix the named field of the invoke params (docs/node-host.md lists them).',
+  },
+  NODE_EXEC_DENIED: {
+    code: 'FORBIDDEN',
+    message: '{detail}',
+    close: null,
+    next: "Widen the node's exec policy on the node itself: add the executable to exec-allowlist.json in its state dir, or run it with --exec-policy full.",
+  },
+  NODE_EXEC_NOT_FOUND: {
+    code: 'INVALID_REQUEST',
+    message: 'executable not found on the node: {name}',
+    close: null,
+    next: "Install it on the node or give an absolute path; `system.which` shows what the node's PATH holds.",
+  },
+  NODE_HOST_BUSY: {
+    code: 'UNAVAILABLE',
+    message: 'node busy, retry (at most {limit} invokes run at once)',
+    close: null,
+    next: 'Retry when one of the running invokes has finished.',
+    retryable: true,
+  },
   // --- Control UI (issue 8) ----------------------------------------------------------------
   AUTH_DASHBOARD_LINK_INVALID: {
     code: 'INVALID_REQUEST',

@@ -1,10 +1,11 @@
 /**
  * The only code that knows HTTP and WebSocket. One port: `/healthz`, `/readyz`, the Control UI
- * at `/`, and the WebSocket control plane (browser upgrades pass an `Origin` check). Everything it learns from the network goes to the core as text
- * frames and transport facts; every socket has an `error` listener so no client can crash
+ * at `/`, and the WebSocket control plane (browser upgrades pass an `Origin` check). Everything
+ * it learns from the network goes to the core as text frames and transport facts; every socket has an `error` listener so no client can crash
  * the process.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { ConnectOutcome, Gateway, TransportFacts } from '../core/gateway.js';
@@ -12,7 +13,8 @@ import type { SessionPrincipal, SessionTransport } from '../core/principal.js';
 import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
 import { MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES } from '../protocol/frames.js';
 import { loadControlUi, originAllowed, serveControlUi } from './control-ui.js';
-import { attribute, normalizeAddress, ProxyTrust } from './proxy.js';
+import { attribute, ProxyTrust } from './proxy.js';
+import { certFacts } from './tls.js';
 
 const PING_INTERVAL_MS = 25_000;
 
@@ -20,7 +22,10 @@ export interface RunningServer {
   server: Server;
   port: number;
   host: string;
+  /** `ws://` or `wss://` (native TLS), including the context path. */
   url: string;
+  /** SHA-256 fingerprint of the certificate when the gateway serves TLS itself. */
+  tlsFingerprint?: string | undefined;
   /** Graceful stop: shutdown event, close 1012, store closed. */
   close(): Promise<void>;
 }
@@ -28,8 +33,14 @@ export interface RunningServer {
 export async function startServer(gateway: Gateway, host: string, port: number): Promise<RunningServer> {
   let ready = false;
   const trust = new ProxyTrust(gateway.config.trustedProxies);
+  const ctx = gateway.config.contextPath;
+  const tls = gateway.config.tls;
   const ui = loadControlUi();
-  const http = createServer((req, res) => handleHttp(req, res, () => ready, ui));
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => handleHttp(req, res, ctx, () => ready, ui);
+  const http: Server = tls ? createTlsServer({ cert: tls.certPem, key: tls.keyPem, minVersion: 'TLSv1.2' }, onRequest) : createServer(onRequest);
+  const fingerprint = tls ? certFacts(tls.certPem).fingerprint : undefined;
+  // A failed TLS handshake (a plaintext client, a client refusing our certificate) is routine.
+  if (tls) http.on('tlsClientError', (err) => gateway.log.warn('tls handshake failed', { err: String(err.message) }));
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PREAUTH_PAYLOAD_BYTES, perMessageDeflate: false });
   const sockets = new Set<WebSocket>();
 
@@ -39,6 +50,12 @@ export async function startServer(gateway: Gateway, host: string, port: number):
   });
   http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     socket.on('error', () => socket.destroy());
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (ctx && path !== ctx && path !== `${ctx}/`) {
+      const body = JSON.stringify({ error: { type: 'not_found', message: `the gateway answers WebSocket upgrades at ${ctx}, not ${path}` } });
+      socket.end(`HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      return;
+    }
     const who = attribute(req.socket.remoteAddress, req.headers, trust, gateway.config.untrustedForwarded);
     if (!who.ok) {
       const body = JSON.stringify({ error: { type: who.type, message: who.message } });
@@ -48,13 +65,12 @@ export async function startServer(gateway: Gateway, host: string, port: number):
       return;
     }
     const origin = req.headers.origin;
-    const viaTrustedProxy = trust.trusts(normalizeAddress(req.socket.remoteAddress)) && who.proxied;
-    const forwardedHost = req.headers['x-forwarded-host'];
+    // Forwarded host facts count only from a trusted proxy (attribute() says proxied only then).
     if (
       !originAllowed(origin, req.headers.host, {
         allowedOrigins: gateway.config.allowedOrigins,
-        viaTrustedProxy,
-        forwardedHost: Array.isArray(forwardedHost) ? forwardedHost[0] : forwardedHost,
+        viaTrustedProxy: who.proxied,
+        forwardedHost: who.forwardedHost,
       })
     ) {
       // A page from another origin must not drive this gateway with a browser's help.
@@ -67,6 +83,9 @@ export async function startServer(gateway: Gateway, host: string, port: number):
       });
       socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
       return;
+    }
+    if (who.proxied) {
+      gateway.log.info('proxied connection', { client: who.address, proxy: req.socket.remoteAddress, proto: who.forwardedProto, host: who.forwardedHost });
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       const facts: TransportFacts = { address: who.address, directLocal: who.directLocal };
@@ -92,7 +111,8 @@ export async function startServer(gateway: Gateway, host: string, port: number):
     server: http,
     port: addr.port,
     host: addr.address,
-    url: `ws://${urlHost}:${addr.port}`,
+    url: `${tls ? 'wss' : 'ws'}://${urlHost}:${addr.port}${ctx}`,
+    tlsFingerprint: fingerprint,
     async close() {
       ready = false;
       await gateway.stop();
@@ -113,8 +133,10 @@ export async function startServer(gateway: Gateway, host: string, port: number):
   };
 }
 
-function handleHttp(req: IncomingMessage, res: ServerResponse, isReady: () => boolean, ui: ReturnType<typeof loadControlUi>): void {
-  const path = (req.url ?? '/').split('?')[0];
+function handleHttp(req: IncomingMessage, res: ServerResponse, ctx: string, isReady: () => boolean, ui: ReturnType<typeof loadControlUi>): void {
+  const full = (req.url ?? '/').split('?')[0] ?? '/';
+  // Health endpoints answer at the root and under the context path (a path-routing proxy forwards the latter).
+  const path = ctx && full.startsWith(`${ctx}/`) ? full.slice(ctx.length) : full;
   const json = (status: number, body: unknown) => {
     const text = JSON.stringify(body);
     res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
@@ -122,7 +144,11 @@ function handleHttp(req: IncomingMessage, res: ServerResponse, isReady: () => bo
   };
   if (path === '/healthz') json(200, { ok: true });
   else if (path === '/readyz') json(isReady() ? 200 : 503, { ready: isReady() });
-  else if (path !== undefined && serveControlUi(ui, path, req, res)) return;
+  else if (ctx && full === ctx) {
+    // The UI's asset URLs are relative to its page: `/clawgate` must become `/clawgate/`.
+    res.writeHead(308, { location: `${ctx}/`, 'content-length': 0 });
+    res.end();
+  } else if ((!ctx || full.startsWith(`${ctx}/`)) && serveControlUi(ui, path, req, res)) return;
   else json(404, { error: { type: 'not_found', message: `no such path: ${path}` } });
 }
 

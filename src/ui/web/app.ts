@@ -215,8 +215,10 @@ function report(err: unknown): void {
 
 // --- connection -----------------------------------------------------------------------------
 
+/** The gateway's WebSocket is at the page's own directory (`/`, or the context path `/clawgate/`). */
 function wsUrl(): string {
-  return `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/`;
+  const dir = location.pathname.slice(0, location.pathname.lastIndexOf('/') + 1) || '/';
+  return `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}${dir}`;
 }
 
 function newClient(identity: BrowserIdentity): GatewayClient {
