@@ -6,9 +6,10 @@
  * Screenshots of every view are saved under test-artifacts/ui/.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
@@ -17,8 +18,10 @@ import { qrMatrix } from '../src/cli/qr.js';
 import { type ConnectOptions, connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { CONTROL_UI_CSP, originAllowed } from '../src/server/control-ui.js';
+import { ensureSelfSignedCert } from '../src/server/tls.js';
 import { encodeQr, qrPath } from '../src/ui/web/qr.js';
 import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { freePort, NGINX_BIN, type RunningNginx, startNginx } from './helpers/nginx.js';
 import { deviceParams, RawClient } from './helpers/raw.js';
 
 const CHROMIUM = process.env.CLAWGATE_CHROMIUM ?? '/usr/bin/chromium';
@@ -494,6 +497,67 @@ describe('Control UI signing in with the gateway token where a person must appro
   });
 });
 
+describe('Control UI behind a real nginx (TLS, context path)', { skip: existsSync(NGINX_BIN) ? false : `${NGINX_BIN} is not installed` }, () => {
+  const PROXY = '127.0.0.2';
+  let tg: TestGateway;
+  let nginx: RunningNginx;
+  let dir: string;
+  let browser: Browser;
+  let pageUrl: string;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'clawgate-ui-nginx-'));
+    const cert = ensureSelfSignedCert(dir);
+    const port = await freePort();
+    pageUrl = `https://127.0.0.1:${port}/clawgate`;
+    tg = await startTestGateway({ config: { trustedProxies: [PROXY], contextPath: '/clawgate', publicUrl: `wss://127.0.0.1:${port}/clawgate` } });
+    nginx = await startNginx(
+      { dir, port, certPath: cert.certPath, keyPath: cert.keyPath, upstream: `http://127.0.0.1:${tg.server.port}`, location: '/clawgate', proxyBind: PROXY },
+      '/clawgate/healthz',
+    );
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  });
+  after(async () => {
+    await browser?.close();
+    await nginx?.stop();
+    await tg?.stop();
+    if (tg) removeDir(tg.stateDir);
+    removeDir(dir);
+  });
+
+  test('the page loads under the context path over https, signs in over wss through the proxy, and is never local', async () => {
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await ctx.newPage();
+    await page.goto(pageUrl);
+    assert.equal(page.url(), `${pageUrl}/`, 'redirected to the directory form');
+    await page.fill('#credential', TEST_OWNER);
+    await page.click('#signin-form button[type=submit]');
+    await page.waitForSelector('#conn-state[data-state="connected"]');
+    await page.click('#tab-devices');
+    const card = page.locator('article.device', { hasText: 'this browser' });
+    await card.waitFor();
+    // Attributed from X-Forwarded-For (nginx connects from 127.0.0.2), so the approval came from
+    // the owner credential, not from being on this host.
+    const devices = (await tg.store.listDevices()).filter((d) => d.clientId === 'openclaw-control-ui');
+    assert.equal(devices.length, 1);
+    assert.equal((await tg.store.getGrant(devices[0]!.deviceId, 'operator'))?.approvedVia, 'owner');
+    await shot(page, '09-behind-nginx');
+    // A page of another site cannot reach the gateway through the proxy either; the UI's own can.
+    await ctx.route('https://evil.test/**', (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<p>elsewhere</p>' }));
+    const evil = await ctx.newPage();
+    await evil.goto('https://evil.test/');
+    const probe = (url: string) =>
+      new Promise<string>((resolve) => {
+        const ws = new WebSocket(url);
+        ws.onmessage = (e) => resolve(`message:${String(e.data).slice(0, 60)}`);
+        ws.onerror = () => resolve('error');
+      });
+    const wssUrl = `${pageUrl.replace(/^https/, 'wss')}/`;
+    assert.equal(await evil.evaluate(probe, wssUrl), 'error');
+    assert.match(await page.evaluate(probe, wssUrl), /connect\.challenge/);
+    await ctx.close();
+  });
+});
+
 describe('Origin check (unit)', () => {
   const base = { allowedOrigins: [] as string[], viaTrustedProxy: false };
   test('clients without Origin are judged by credentials alone', () => assert.ok(originAllowed(undefined, '127.0.0.1:1', base)));
@@ -511,6 +575,9 @@ describe('Origin check (unit)', () => {
     assert.ok(!originAllowed('http://evil.example:18789', 'evil.example:18789', base));
     assert.ok(originAllowed('http://gw.lan:18789', 'gw.lan:18789', { ...base, allowedOrigins: ['http://gw.lan:18789'] }));
     assert.ok(originAllowed('https://gw.example.com', '127.0.0.1:18789', { ...base, viaTrustedProxy: true, forwardedHost: 'gw.example.com' }));
+    assert.ok(originAllowed('https://gw.example.com:8443', '127.0.0.1:18789', { ...base, viaTrustedProxy: true, forwardedHost: 'gw.example.com' }));
+    assert.ok(!originAllowed('https://gw.example.com:8443', '127.0.0.1:18789', { ...base, viaTrustedProxy: true, forwardedHost: 'gw.example.com:9443' }));
+    assert.ok(!originAllowed('https://evil.example', 'gw.example.com', { ...base, viaTrustedProxy: true, forwardedHost: 'gw.example.com' }));
   });
 });
 

@@ -122,7 +122,10 @@ export function originAllowed(
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return false;
   const pageHost = parsed.host.toLowerCase();
   if (opts.viaTrustedProxy) {
-    return [opts.forwardedHost, host].some((h) => !!h && h.toLowerCase() === pageHost);
+    // Proxies often forward the bare name (nginx `$host` drops the port): the port is then the
+    // proxy's business, and the name alone must match.
+    const matches = (h: string) => (/:\d+$/.test(h) ? h === pageHost : h === parsed.hostname.toLowerCase());
+    return [opts.forwardedHost, host].some((h) => !!h && matches(h.toLowerCase()));
   }
   if (!host || host.toLowerCase() !== pageHost) return false;
   const name = parsed.hostname.replace(/^\[|\]$/g, '');
