@@ -12,6 +12,7 @@ import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { SqliteStore } from '../store/sqlite.js';
+import { callWithStoredCredentials, pairCommand, statusCommand } from './client.js';
 import { dashboardCommand } from './dashboard.js';
 import { auditCommand, devicesCommand } from './devices.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
@@ -53,12 +54,16 @@ Usage:
   clawgate qr --list | --revoke <setupId> [--json]
   clawgate dashboard [--ttl 2m] [--json]         print a one-time sign-in link for the Control UI
 ${NODE_RUN_HELP}
+  clawgate pair <setup-code|oc-pair://link> [--name <n>] [--node] [--url <gateway-url>] [--json]
+                                               redeem a setup code on this machine (client side)
+  clawgate status --client [--offline] [--json]  stored gateways, roles, scopes and connection state
   clawgate help
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
 Commands that talk to a gateway use --url > CLAWGATE_URL > the running gateway recorded in the
 state dir > ws://127.0.0.1:18789, and authenticate with --token > CLAWGATE_TOKEN > the owner
-credential in the state dir. For a wss:// gateway with a self-signed certificate pass
+credential in the state dir; \`call\` falls back to the device credentials \`clawgate pair\` stored
+(in <state-dir>/client/). For a wss:// gateway with a self-signed certificate pass
 --tls-fingerprint <sha256> (or CLAWGATE_TLS_FINGERPRINT); the local gateway's is pinned automatically.`;
 
 export function parse(
@@ -243,7 +248,11 @@ async function call(args: string[]): Promise<number> {
   }
   const target = resolveTarget(values);
   if (!target.token && !target.password) {
-    process.stderr.write('no credential: pass --token, set CLAWGATE_TOKEN, or run on the gateway host (owner credential in the state dir)\n');
+    const viaPairing = await callWithStoredCredentials(values, method, params, values.timeout ? Number(values.timeout) : 30_000);
+    if (viaPairing !== null) return viaPairing;
+    process.stderr.write(
+      'no credential: pass --token, set CLAWGATE_TOKEN, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair <setup-code>)\n',
+    );
     return 1;
   }
   const conn = await connectGateway({
@@ -280,6 +289,8 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'dashboard') return await dashboardCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'node') return await nodeCommand(sub, rest);
+    if (cmd === 'pair') return await pairCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'status') return await statusCommand(sub === undefined ? rest : [sub, ...rest]);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {
