@@ -28,6 +28,15 @@ const CHROMIUM = process.env.CLAWGATE_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'ui');
 const REMOTE = { 'x-forwarded-for': '198.51.100.40' };
 
+/** The device token the page keeps for this tab (sessionStorage, written by the UI's credential store). */
+function tabToken(): string | null {
+  for (let i = 0; i < sessionStorage.length; i++) {
+    const k = sessionStorage.key(i);
+    if (k?.startsWith('clawgate.tokens.')) return (JSON.parse(sessionStorage.getItem(k) ?? '{}') as { operator?: { token: string } }).operator?.token ?? null;
+  }
+  return null;
+}
+
 async function shot(page: Page, name: string): Promise<void> {
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
@@ -82,10 +91,10 @@ describe('Control UI in headless Chromium', () => {
     const html = await res.text();
     assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)[^>]*>/, 'every script is an external file');
     assert.doesNotMatch(html, /\sstyle=/, 'no inline style attributes');
-    const js = await fetch(new URL('/ui/web/app.js', base));
+    const js = await fetch(new URL('/ui/src/ui/web/app.js', base));
     assert.equal(js.status, 200);
     assert.match(js.headers.get('content-type') ?? '', /javascript/);
-    assert.equal((await fetch(new URL('/ui/web/../../package.json', base))).status, 404);
+    assert.equal((await fetch(new URL('/ui/src/ui/web/../../../../package.json', base))).status, 404);
     assert.equal((await fetch(new URL('/dist/src/core/gateway.js', base))).status, 404);
   });
 
@@ -96,7 +105,9 @@ describe('Control UI in headless Chromium', () => {
     await page.fill('#credential', TEST_OWNER);
     await page.click('#signin-form button[type=submit]');
     await page.waitForSelector('#conn-state[data-state="connected"]');
-    const stored = await page.evaluate(() => ({ session: sessionStorage.getItem('clawgate.deviceToken'), local: localStorage.length }));
+    const stored = await page
+      .evaluate(`(${tabToken})()`)
+      .then(async (session) => ({ session: session as string | null, local: await page.evaluate(() => localStorage.length) }));
     assert.match(stored.session ?? '', /^cgd1_/, 'device token in sessionStorage');
     assert.equal(stored.local, 0, 'nothing in localStorage');
     assert.equal(await page.inputValue('#credential').catch(() => null), null, 'the sign-in form is gone');
@@ -111,12 +122,15 @@ describe('Control UI in headless Chromium', () => {
         new Promise<string>((resolve) => {
           const open = indexedDB.open('clawgate-control-ui', 1);
           open.onsuccess = () => {
-            const req = open.result.transaction('identity').objectStore('identity').get('device');
+            const req = open.result.transaction('gateways').objectStore('gateways').getAll();
             req.onsuccess = () => {
-              const pair = req.result as CryptoKeyPair;
-              crypto.subtle.exportKey('pkcs8', pair.privateKey).then(
+              const rec = (req.result as Array<{ identity: { privateKey: CryptoKey }; tokens: object; sharedToken?: string }>)[0];
+              if (!rec) return resolve('no record');
+              if (Object.keys(rec.tokens).length > 0 || rec.sharedToken !== undefined) return resolve('secrets in IndexedDB');
+              const key = rec.identity.privateKey;
+              crypto.subtle.exportKey('pkcs8', key).then(
                 () => resolve('exported'),
-                (e: Error) => resolve(`${pair.privateKey.extractable}:${e.name}`),
+                (e: Error) => resolve(`${key.extractable}:${e.name}`),
               );
             };
           };
@@ -410,7 +424,7 @@ describe('Control UI in headless Chromium', () => {
 
   test('log out clears the session; the token stops working', async () => {
     await page.click('#tab-pending');
-    const token = await page.evaluate(() => sessionStorage.getItem('clawgate.deviceToken'));
+    const token = (await page.evaluate(`(${tabToken})()`)) as string | null;
     assert.ok(token);
     await page.click('#logout');
     await page.waitForSelector('#conn-state[data-state="signed-out"]');
@@ -424,7 +438,7 @@ describe('Control UI in headless Chromium', () => {
     await page.fill('#credential', TEST_OWNER);
     await page.click('#signin-form button[type=submit]');
     await page.waitForSelector('#conn-state[data-state="connected"]');
-    assert.notEqual(await page.evaluate(() => sessionStorage.getItem('clawgate.deviceToken')), token);
+    assert.notEqual((await page.evaluate(`(${tabToken})()`)) as string | null, token);
   });
 
   test('a second tab of the same browser signs in without signing the first out', async () => {
@@ -434,22 +448,25 @@ describe('Control UI in headless Chromium', () => {
     await second.click('#signin-form button[type=submit]');
     await second.waitForSelector('#conn-state[data-state="connected"]');
     await second.waitForSelector('#notice');
-    assert.equal(await second.evaluate(() => sessionStorage.getItem('clawgate.deviceToken')), null, 'the other tab keeps the token');
+    assert.equal((await second.evaluate(`(${tabToken})()`)) as string | null, null, 'the other tab keeps the token');
     assert.equal(await page.getAttribute('#conn-state', 'data-state'), 'connected', 'the first tab is still signed in');
     await second.close();
   });
 
   test('a returning browser whose tab token is gone gets a fresh one (self rotation) and survives a reload', async () => {
-    const before = await page.evaluate(() => sessionStorage.getItem('clawgate.deviceToken'));
+    const before = (await page.evaluate(`(${tabToken})()`)) as string | null;
     await page.evaluate(() => sessionStorage.clear());
     await page.reload();
     await page.waitForSelector('#conn-state[data-state="signed-out"]');
     await page.fill('#credential', TEST_OWNER);
     await page.click('#signin-form button[type=submit]');
-    await page.waitForFunction((old) => {
-      const t = sessionStorage.getItem('clawgate.deviceToken');
-      return t !== null && t !== old && document.getElementById('conn-state')?.getAttribute('data-state') === 'connected';
-    }, before);
+    // (polled from here: the page's CSP forbids the string evaluation waitForFunction would need)
+    for (let i = 0; ; i++) {
+      const t = (await page.evaluate(`(${tabToken})()`)) as string | null;
+      if (t !== null && t !== before && (await page.getAttribute('#conn-state', 'data-state')) === 'connected') break;
+      assert.ok(i < 200, 'a fresh tab token within 10 s');
+      await new Promise((r) => setTimeout(r, 50));
+    }
     await page.reload();
     await page.waitForSelector('#conn-state[data-state="connected"]');
   });
@@ -492,7 +509,7 @@ describe('Control UI signing in with the gateway token where a person must appro
     const approved = await cli(tg, 'devices', 'approve', mine.requestId);
     assert.equal(approved.code, 0, approved.stderr);
     await page.waitForSelector('#conn-state[data-state="connected"]');
-    assert.match((await page.evaluate(() => sessionStorage.getItem('clawgate.deviceToken'))) ?? '', /^cgd1_/);
+    assert.match(((await page.evaluate(`(${tabToken})()`)) as string | null) ?? '', /^cgd1_/);
     await page.close();
   });
 });

@@ -2,14 +2,15 @@
  * The Control UI over HTTP: a fixed allowlist of static files (no directory walking, so no path
  * can reach outside it), a strict Content-Security-Policy, and the WebSocket `Origin` check.
  *
- * Files: `src/ui/static/` (HTML, CSS) and the browser modules tsc builds from `src/ui/web/` to
- * `dist/src/ui/web/`, plus the one pure protocol module they share with the gateway
- * (`protocol/signature.js`), so the browser signs exactly what the gateway verifies.
+ * Files: `src/ui/static/` (HTML, CSS) and the browser modules tsc builds to `dist/`: the UI
+ * (`src/ui/web/`) and the import closure of its entry (the client SDK `packages/client/`, and
+ * the pure protocol modules it shares with the gateway, so the browser signs exactly what the
+ * gateway verifies).
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** No inline script or style anywhere; the page talks only to its own origin. */
@@ -59,9 +60,24 @@ export function loadControlUi(): Map<string, Asset> {
   };
   const staticDir = join(root, 'src', 'ui', 'static');
   if (existsSync(staticDir)) for (const f of readdirSync(staticDir)) add(f === 'index.html' ? '/' : `/ui/${f}`, join(staticDir, f));
-  const built = join(root, 'dist', 'src', 'ui', 'web');
-  if (existsSync(built)) for (const f of readdirSync(built)) if (f.endsWith('.js')) add(`/ui/web/${f}`, join(built, f));
-  add('/protocol/signature.js', join(root, 'dist', 'src', 'protocol', 'signature.js'));
+  // The browser modules: the UI entry and every module it imports, transitively (the client
+  // SDK, the pure protocol modules), served at /ui/<path under dist>/ so relative imports
+  // resolve in the browser exactly as they do on disk. Nothing outside that closure is served.
+  const dist = join(root, 'dist');
+  const pending = [join(dist, 'src', 'ui', 'web', 'app.js')];
+  const seen = new Set<string>();
+  while (pending.length > 0) {
+    const file = pending.pop() as string;
+    if (seen.has(file) || !existsSync(file)) continue;
+    seen.add(file);
+    const rel = relative(dist, file);
+    if (rel.startsWith('..') || !file.endsWith('.js')) continue;
+    add(`/ui/${rel.split(sep).join('/')}`, file);
+    const text = readFileSync(file, 'utf8');
+    for (const m of text.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'"`;]*?['"](\.{1,2}\/[^'"]+\.js)['"]/g)) {
+      pending.push(join(dirname(file), m[1] as string));
+    }
+  }
   return assets;
 }
 

@@ -9,12 +9,18 @@
  * device (key in IndexedDB, see identity.ts); its device token lives in sessionStorage only,
  * so closing the tab or logging out forgets it.
  */
-import { ConnectFailure, type ErrorShape, GatewayClient, type Hello, RequestFailure } from './client.js';
-import { type BrowserIdentity, loadIdentity } from './identity.js';
+import {
+  browserPlatform,
+  ClientError,
+  type ClientState,
+  ensureRecord,
+  GatewayCallError,
+  GatewayClient,
+  normalizeGatewayUrl,
+} from '../../../packages/client/src/browser.js';
+import { confirmationCode } from '../../core/confirmation.js';
 import { encodeQr, qrPath } from './qr.js';
-
-const TOKEN_KEY = 'clawgate.deviceToken';
-const RECONNECT_DELAYS_MS = [1000, 2000, 5000, 10_000];
+import { SessionCredentialStore } from './session-store.js';
 
 // --- views of gateway data (the shapes device.pair.list / setupStatus / audit.list return) ---
 
@@ -128,9 +134,11 @@ interface Problem {
 }
 
 const state = {
-  identity: null as BrowserIdentity | null,
+  identity: null as { deviceId: string; publicKey: string } | null,
+  sdk: null as GatewayClient | null,
+  /** The SDK client while it is connected (requests go through it). */
   client: null as GatewayClient | null,
-  hello: null as Hello | null,
+  hello: null as { auth: { scopes: string[] }; server: { connId: string } } | null,
   conn: 'starting' as ConnState,
   connDetail: '',
   tab: 'pending' as Tab,
@@ -152,11 +160,7 @@ const state = {
   /** Something the person should know that is not an error. */
   notice: '',
   waiting: null as { requestId: string; confirmationCode?: string } | null,
-  /** Set while the gateway is expected to close our socket (self rotation): reconnect with this token. */
-  rotatedToken: null as string | null,
   loggingOut: false,
-  attempts: 0,
-  reconnectTimer: 0,
   refreshTimer: 0,
 };
 
@@ -190,21 +194,10 @@ const timeEl = (ms: number | null | undefined) => h('time', { title: when(ms), .
 const shortId = (id: string) => `${id.slice(0, 12)}…`;
 
 function problemOf(err: unknown): Problem {
-  const shape: ErrorShape | null = err instanceof RequestFailure ? err.error : err instanceof ConnectFailure ? err.error : null;
-  if (shape) {
-    const d = shape.details ?? {};
-    const next = (d.nextStep as string | undefined) ?? (d.remediationHint as string | undefined);
-    return { message: shape.message, ...(next ? { nextStep: next } : {}), ...(typeof d.code === 'string' ? { code: d.code } : {}) };
+  if (err instanceof GatewayCallError) {
+    return { message: err.message, ...(err.nextStep ? { nextStep: err.nextStep } : {}), code: String(err.code) };
   }
-  if (err instanceof ConnectFailure) {
-    return {
-      message: err.closeReason || `the connection closed (code ${err.closeCode})`,
-      nextStep:
-        err.closeCode === 1006
-          ? 'The gateway is unreachable or refused the WebSocket (check that it runs, and that this page is opened from the gateway itself or an allowed origin).'
-          : 'Reload the page and sign in again.',
-    };
-  }
+  if (err instanceof ClientError) return { message: err.message, ...(err.nextStep ? { nextStep: err.nextStep } : {}), code: err.code };
   return { message: (err as Error)?.message ?? String(err), nextStep: 'Check the connection state above; reload the page if it persists.' };
 }
 
@@ -213,26 +206,20 @@ function report(err: unknown): void {
   render();
 }
 
-// --- connection -----------------------------------------------------------------------------
+// --- connection (SDK-CORE: @clawgate/client does the handshake, retries and pairing wait) -----
+
+const UI_CLIENT = { id: 'openclaw-control-ui', mode: 'ui', version: '0.1.0', displayName: 'Control UI (browser)' };
+/** What the page asks for; the gateway grants what the credential or an approver allows. */
+const UI_SCOPES = ['operator.admin', 'operator.approvals', 'operator.pairing', 'operator.read', 'operator.write'];
+const platform = browserPlatform({ platformName: 'web' });
+const store = new SessionCredentialStore();
 
 /** The gateway's WebSocket is at the page's own directory (`/`, or the context path `/clawgate/`). */
 function wsUrl(): string {
   const dir = location.pathname.slice(0, location.pathname.lastIndexOf('/') + 1) || '/';
   return `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}${dir}`;
 }
-
-function newClient(identity: BrowserIdentity): GatewayClient {
-  const client: GatewayClient = new GatewayClient(wsUrl(), identity, {
-    onEvent: (event, payload) => onGatewayEvent(event, payload),
-    onClose: (code, reason) => onSocketClosed(client, code, reason),
-    onWaiting: (payload) => {
-      state.waiting = payload;
-      state.conn = 'waiting';
-      render();
-    },
-  });
-  return client;
-}
+const target = normalizeGatewayUrl(wsUrl());
 
 function setConn(conn: ConnState, detail = ''): void {
   state.conn = conn;
@@ -240,124 +227,117 @@ function setConn(conn: ConnState, detail = ''): void {
   render();
 }
 
-/** Sign in with a pasted credential or a one-time link; the gateway answers with a device token. */
-async function signIn(token: string): Promise<void> {
-  const identity = state.identity;
-  if (!identity) return;
-  state.problems = [];
-  state.notice = '';
-  setConn('connecting', 'signing in');
-  const client = newClient(identity);
-  let hello: Hello;
-  try {
-    hello = await client.connect({ token }, { wait: true });
-  } catch (err) {
-    state.waiting = null;
-    state.problems = [problemOf(err)];
-    setConn('signed-out');
-    return;
+/** A fresh SDK client for this page; the previous one (if any) is closed for good. */
+function startClient(): void {
+  state.sdk?.close();
+  const c = new GatewayClient({ url: target.url, store, platform, scopes: UI_SCOPES, client: UI_CLIENT, waitForApproval: true });
+  state.sdk = c;
+  c.on('*', (event, payload) => {
+    if (state.sdk === c) onGatewayEvent(event, payload);
+  });
+  c.onState((st) => {
+    if (state.sdk === c) void onClientState(c, st);
+  });
+  c.start();
+}
+
+async function onClientState(c: GatewayClient, st: ClientState): Promise<void> {
+  if (state.loggingOut) return;
+  switch (st.status) {
+    case 'connecting':
+      state.client = null;
+      if (st.attempt > 0) {
+        const wait = st.retryAtMs ? `; retrying in ${Math.max(0, Math.round((st.retryAtMs - Date.now()) / 1000))}s` : '';
+        setConn('reconnecting', `${st.lastError?.message ?? 'connection lost'}${wait} (attempt ${st.attempt})`);
+      } else setConn('connecting');
+      return;
+    case 'awaiting-approval': {
+      const publicKey = state.identity?.publicKey;
+      state.waiting = {
+        requestId: st.requestId ?? '',
+        ...(st.requestId && publicKey ? { confirmationCode: confirmationCode({ requestId: st.requestId, publicKey }) } : {}),
+      };
+      setConn('waiting');
+      return;
+    }
+    case 'connected': {
+      state.waiting = null;
+      state.credentialDraft = '';
+      state.client = c;
+      state.hello = { auth: { scopes: [...st.scopes] }, server: { connId: c.session?.server.connId ?? '' } };
+      setConn('connected');
+      void refreshAll();
+      if (store.tabToken(target.key)) {
+        // Signed in: the pasted secret was for this one sign-in; never fall back to it later
+        // (a revoked browser must stay out, not quietly sign in again).
+        await store.update(target.key, (r) => (r ? { ...r, sharedToken: undefined } : r));
+      } else await obtainTabToken(c);
+      return;
+    }
+    case 'paused':
+      state.client = null;
+      state.hello = null;
+      store.forgetSession(target.key);
+      state.problems = [{ message: st.message, nextStep: st.nextStep, ...(st.code ? { code: st.code } : {}) }];
+      setConn('signed-out');
+      return;
+    default:
+      return;
   }
-  state.waiting = null;
-  state.credentialDraft = '';
-  if (hello.auth.deviceToken) {
-    sessionStorage.setItem(TOKEN_KEY, hello.auth.deviceToken);
-    admitted(client, hello);
-    return;
-  }
-  // This browser was paired before (an earlier session, or another tab that is still open): the
-  // gateway keeps only a hash of its token, so it cannot hand it out again. Rotating gives this
-  // tab a fresh one — but rotation closes every socket holding the old token, so do it only
-  // when no other tab of this browser is connected; otherwise this tab works without a token
-  // (a reload asks for the credential again) rather than signing the other tab out.
-  admitted(client, hello);
+}
+
+/**
+ * This browser was paired before (an earlier session, or another tab that is still open): the
+ * gateway keeps only a hash of its token, so it cannot hand it out again. Rotating gives this
+ * tab a fresh one — but rotation closes every socket holding the old token, so do it only when
+ * no other tab of this browser is connected; otherwise this tab works without a token (a reload
+ * asks for the credential again) rather than signing the other tab out.
+ */
+async function obtainTabToken(c: GatewayClient): Promise<void> {
+  const self = state.identity;
+  if (!self || !state.hello) return;
   try {
-    const presence = await client.request<Array<{ connId: string; deviceId: string | null }>>('system-presence', {});
-    const otherTabs = presence.filter((p) => p.deviceId === identity.deviceId && p.connId !== hello.server.connId);
-    if (otherTabs.length > 0) {
+    const presence = await c.request<Array<{ connId: string; deviceId: string | null }>>('system-presence', {});
+    if (presence.some((p) => p.deviceId === self.deviceId && p.connId !== state.hello?.server.connId)) {
       state.notice = 'Another tab of this browser is signed in and holds its device token, so this tab keeps none: reloading it asks for the credential again.';
       render();
       return;
     }
-    // The gateway closes this socket (token rotated) right after answering; the page then
-    // reconnects with the new token.
-    const r = await client.request<{ token?: string }>('device.token.rotate', { deviceId: identity.deviceId, role: 'operator' });
-    if (r.token) {
-      state.rotatedToken = r.token;
-      sessionStorage.setItem(TOKEN_KEY, r.token);
-    }
+    // The gateway answers, then closes this socket (token rotated); the SDK reconnects at once
+    // with the token stored here.
+    const r = await c.request<{ token?: string; scopes?: string[] }>('device.token.rotate', { deviceId: self.deviceId, role: 'operator' });
+    if (r.token) await keepTabToken(r.token, r.scopes ?? state.hello.auth.scopes);
   } catch (err) {
     report(err);
   }
 }
 
-/** Reconnect with the device token this tab holds. */
-async function resume(token: string): Promise<void> {
-  const identity = state.identity;
-  if (!identity) return;
-  setConn(state.attempts > 0 ? 'reconnecting' : 'connecting', 'reconnecting with this tab’s device token');
-  const client = newClient(identity);
-  try {
-    const hello = await client.connect({ deviceToken: token });
-    state.attempts = 0;
-    admitted(client, hello);
-  } catch (err) {
-    if (err instanceof ConnectFailure && err.error === null && (err.closeCode === 1006 || err.closeCode === 1012 || err.closeCode === 1013)) {
-      scheduleReconnect(token);
-      return;
-    }
-    sessionStorage.removeItem(TOKEN_KEY);
-    state.problems = [problemOf(err)];
-    setConn('signed-out');
-  }
+async function keepTabToken(token: string, scopes: string[]): Promise<void> {
+  await store.update(target.key, (r) =>
+    r ? { ...r, sharedToken: undefined, tokens: { ...r.tokens, operator: { token, scopes: [...scopes], storedAtMs: Date.now() } } } : r,
+  );
 }
 
-function scheduleReconnect(token: string): void {
-  const delay = RECONNECT_DELAYS_MS[Math.min(state.attempts, RECONNECT_DELAYS_MS.length - 1)] as number;
-  state.attempts++;
-  setConn('reconnecting', `gateway unreachable; retrying in ${Math.round(delay / 1000)}s (attempt ${state.attempts})`);
-  window.clearTimeout(state.reconnectTimer);
-  state.reconnectTimer = window.setTimeout(() => void resume(token), delay);
-}
-
-function admitted(client: GatewayClient, hello: Hello): void {
-  state.client = client;
-  state.hello = hello;
-  setConn('connected');
-  void refreshAll();
-}
-
-function onSocketClosed(client: GatewayClient, code: number, reason: string): void {
-  if (state.client !== client) return;
-  state.client = null;
-  if (state.loggingOut) return;
-  const rotated = state.rotatedToken;
-  if (rotated) {
-    state.rotatedToken = null;
-    void resume(rotated);
-    return;
-  }
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  if (code === 4001 || code === 1008 || !token) {
-    // The gateway withdrew this browser's authority (revoked, removed, rotated elsewhere).
-    sessionStorage.removeItem(TOKEN_KEY);
-    state.problems = [
-      { message: `Signed out by the gateway: ${reason || `closed with ${code}`}`, nextStep: 'Sign in again with the owner credential or the gateway token.' },
-    ];
-    setConn('signed-out');
-    return;
-  }
-  scheduleReconnect(token);
+/** Sign in with a pasted credential or a one-time link (kept in memory for this attempt only). */
+async function signIn(secret: string): Promise<void> {
+  state.problems = [];
+  state.notice = '';
+  await store.update(target.key, (r) => (r ? { ...r, sharedToken: secret, tokens: {} } : r));
+  setConn('connecting', 'signing in');
+  startClient();
 }
 
 async function logout(): Promise<void> {
   state.loggingOut = true;
-  const client = state.client;
-  const identity = state.identity;
-  // End this browser's grant on the gateway too, so a copied token is worthless.
-  if (client && identity) await client.request('device.token.revoke', { deviceId: identity.deviceId, role: 'operator' }).catch(() => undefined);
-  client?.close();
+  const c = state.client;
+  const self = state.identity;
+  // Forget the secrets first, so the client cannot sign in again by itself when the revocation
+  // closes its socket; then end this browser's grant on the gateway, so a copied token is worthless.
+  store.forgetSession(target.key);
+  if (c && self) await c.request('device.token.revoke', { deviceId: self.deviceId, role: 'operator' }).catch(() => undefined);
+  state.sdk?.close();
+  state.sdk = null;
   sessionStorage.clear();
-  window.clearTimeout(state.reconnectTimer);
   Object.assign(state, {
     client: null,
     hello: null,
@@ -365,6 +345,8 @@ async function logout(): Promise<void> {
     paired: [],
     setups: [],
     audit: [],
+    nodePending: [],
+    nodes: [],
     minted: null,
     notice: '',
     problems: [],
@@ -809,8 +791,7 @@ function renderDevice(d: DeviceView): HTMLElement {
             void act('device.token.rotate', { deviceId: d.deviceId, role: g.role }, (v) => {
               const token = (v as { token?: string }).token;
               if (self && token) {
-                state.rotatedToken = token;
-                sessionStorage.setItem(TOKEN_KEY, token);
+                void keepTabToken(token, state.hello?.auth.scopes ?? []);
               }
             }),
         ),
@@ -1197,17 +1178,48 @@ async function start(): Promise<void> {
   const link = params.get('login');
   if (location.hash) history.replaceState(null, '', location.pathname + location.search);
   render();
-  const res = await loadIdentity();
-  if (!res.ok) {
-    state.problems = [{ message: res.problem, nextStep: res.nextStep }];
+  const unsupported = unsupportedReason();
+  if (unsupported) {
+    state.problems = [unsupported];
     setConn('unsupported');
     return;
   }
-  state.identity = res.identity;
+  try {
+    const record = await ensureRecord(store, platform, target.url, Date.now());
+    const key = await platform.crypto.restore(record.identity);
+    state.identity = { deviceId: key.deviceId, publicKey: key.publicKey };
+  } catch (err) {
+    state.problems = [
+      {
+        message: `This browser cannot make or use an Ed25519 device key with WebCrypto (${(err as Error).name}: ${(err as Error).message}).`,
+        nextStep:
+          'Use a browser with WebCrypto Ed25519 (Chrome/Edge 137+, Firefox 129+, Safari 17+) and site storage allowed, or manage devices with the clawgate CLI.',
+      },
+    ];
+    setConn('unsupported');
+    return;
+  }
   if (link) return signIn(link);
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  if (token) return resume(token);
+  if (store.tabToken(target.key)) {
+    setConn('connecting', 'resuming with this tab’s device token');
+    startClient();
+    return;
+  }
   setConn('signed-out');
+}
+
+/** Why this page cannot hold a device key at all, or null. */
+function unsupportedReason(): Problem | null {
+  if (!window.isSecureContext || !globalThis.crypto?.subtle) {
+    return {
+      message: 'This page is not a secure context, so the browser offers no WebCrypto to hold a device key.',
+      nextStep:
+        'Open the Control UI over https (through a TLS proxy, or the gateway’s --tls), or on the gateway host at http://127.0.0.1:<port>/ or http://localhost:<port>/.',
+    };
+  }
+  if (typeof indexedDB === 'undefined')
+    return { message: 'This browser has no IndexedDB to keep the device key in.', nextStep: 'Use a current browser outside private mode.' };
+  return null;
 }
 
 void start();
