@@ -40,9 +40,10 @@ function serveDist(): Promise<Server> {
 }
 
 before(async () => {
-  tg = await startTestGateway();
   server = await serveDist();
   pageBase = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  // The test page is served from its own origin: the gateway must list it (Control UI Origin check).
+  tg = await startTestGateway({ config: { allowedOrigins: [pageBase] } });
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
 });
 
