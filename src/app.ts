@@ -10,6 +10,7 @@ import { type Clock, type Random, systemClock, systemRandom } from './core/env.j
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
 import type { AuthLimiter } from './core/ratelimit.js';
 import { registerAutomationMethods } from './methods/automations.js';
+import { registerDashboardMethods } from './methods/dashboard.js';
 import { registerDeviceMethods } from './methods/devices.js';
 import { registerNodeMethods } from './methods/nodes.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
@@ -55,6 +56,7 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
   registerSystemMethods(gw);
   registerDeviceMethods(gw);
   registerSetupMethods(gw);
+  registerDashboardMethods(gw);
   registerNodeMethods(gw);
   const auto = new Automations(gw, {
     ...(opts.timers ? { timers: opts.timers } : {}),

@@ -40,9 +40,10 @@ function serveDist(): Promise<Server> {
 }
 
 before(async () => {
-  tg = await startTestGateway();
   server = await serveDist();
   pageBase = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  // The test page is served from its own origin: the gateway must list it (Control UI Origin check).
+  tg = await startTestGateway({ config: { allowedOrigins: [pageBase] } });
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
 });
 
@@ -120,7 +121,7 @@ test('the SDK pairs from a browser, signs with a non-extractable key kept in Ind
 });
 
 test('in the browser, a shared-token device waits live for approval and becomes connected without a reload', async () => {
-  const gated = await startTestGateway({ config: { autoApproveLocal: false } });
+  const gated = await startTestGateway({ config: { autoApproveLocal: false, allowedOrigins: [pageBase] } });
   try {
     const page = await browser.newPage();
     await page.goto(`${pageBase}/`);

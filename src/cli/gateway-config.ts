@@ -29,6 +29,7 @@ export interface FileConfig {
     /** `sqlite` (default) or `postgres` (several instances on one database, docs/postgres.md). */
     store?: string;
     postgres?: { url?: string };
+    controlUi?: { allowedOrigins?: string[] };
   };
   /** Automations (issue 7): `channels.webhooks` and the `webhook` delivery policy (checked by cli/automations.ts). */
   automations?: unknown;
@@ -73,6 +74,10 @@ function fileShapeProblems(g: NonNullable<FileConfig['gateway']>): void {
   };
   if (g.trustedProxies !== undefined && (!Array.isArray(g.trustedProxies) || g.trustedProxies.some((e) => typeof e !== 'string')))
     bad('trustedProxies', 'an array of addresses or CIDRs (strings)');
+  const origins = g.controlUi?.allowedOrigins;
+  if (g.controlUi !== undefined && (typeof g.controlUi !== 'object' || g.controlUi === null || Array.isArray(g.controlUi))) bad('controlUi', 'an object');
+  if (origins !== undefined && (!Array.isArray(origins) || origins.some((o) => typeof o !== 'string' || !/^https?:\/\/[^/?#]+$/i.test(o))))
+    bad('controlUi.allowedOrigins', 'an array of origins like "https://admin.example.com" (scheme and host[:port], no path)');
   if (g.publicUrl !== undefined && typeof g.publicUrl !== 'string') bad('publicUrl', 'a string like "wss://gateway.example.com"');
   if (g.contextPath !== undefined && typeof g.contextPath !== 'string') bad('contextPath', 'a string like "/clawgate"');
   if (g.tls !== undefined) {
@@ -163,6 +168,7 @@ export function resolveGatewaySettings(values: Record<string, unknown>, env: Nod
       untrustedForwarded,
       publicUrl,
       contextPath,
+      allowedOrigins: g.controlUi?.allowedOrigins ?? DEFAULTS.allowedOrigins,
     },
   };
 }

@@ -13,6 +13,7 @@ import type { Logger } from '../core/gateway.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
 import { callWithStoredCredentials, pairCommand, statusCommand } from './client.js';
+import { dashboardCommand } from './dashboard.js';
 import { auditCommand, devicesCommand } from './devices.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
@@ -54,6 +55,7 @@ Usage:
               [--url <gateway-url>] [--public-url <url>] [--json]
                                                mint a setup code (QR) that pairs one new device
   clawgate qr --list | --revoke <setupId> [--json]
+  clawgate dashboard [--ttl 2m] [--json]         print a one-time sign-in link for the Control UI
   clawgate pair <setup-code|oc-pair://link> [--name <n>] [--node] [--url <gateway-url>] [--json]
                                                redeem a setup code on this machine (client side)
   clawgate status --client [--offline] [--json]  stored gateways, roles, scopes and connection state
@@ -167,6 +169,7 @@ async function gatewayRun(args: string[]): Promise<number> {
       'connect a client:  pass the gateway token (`clawgate gateway token` prints it) as auth.token',
       `  e.g. openclaw gateway call health --url ${server.url} --token "$(npx clawgate gateway token)" --json`,
       'local CLI:         `clawgate call health` uses the owner credential from the state dir',
+      `control UI:        ${server.url.replace(/^ws/, 'http')}/  (\`clawgate dashboard\` prints a one-time sign-in link)`,
       `health:            ${server.url.replace(/^ws/, 'http')}/healthz`,
       ...(server.tlsFingerprint
         ? [
@@ -307,6 +310,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'nodes') return await nodesCommand(sub, rest);
     if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'dashboard') return await dashboardCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'pair') return await pairCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'status') return await statusCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'cron') return await cronCommand(sub, rest);

@@ -27,6 +27,8 @@ export interface GatewayConfig {
   trustedProxies: string[];
   /** Forwarded headers from an untrusted peer: refuse the upgrade (default) or ignore them. */
   untrustedForwarded: 'refuse' | 'ignore';
+  /** Extra browser origins (`scheme://host[:port]`) allowed to open a WebSocket; the gateway's own origin always is. */
+  allowedOrigins: string[];
   /** node.invoke limits (issue 5); unset fields take DEFAULT_NODE_LIMITS. */
   nodeLimits?: Partial<NodeLimits> | undefined;
   /** Native TLS: PEM material the server listens with (absent: plain ws://, e.g. behind a proxy). */
@@ -66,6 +68,7 @@ export const DEFAULTS: Omit<GatewayConfig, 'stateDir'> = {
   seenFlushMs: 5_000,
   trustedProxies: [],
   untrustedForwarded: 'refuse',
+  allowedOrigins: [],
   contextPath: '',
 };
 

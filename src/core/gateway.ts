@@ -28,6 +28,8 @@ import { type Credential, type Decision, decideConnect } from './admission.js';
 import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
 import { ClusterNodeRouter } from './cluster-nodes.js';
 import type { GatewayConfig } from './config.js';
+import { confirmationCode } from './confirmation.js';
+import { consumeDashboardLink, isDashboardLinkToken } from './dashboard-link.js';
 import { type DispatchLog, MethodTable } from './dispatch.js';
 import type { Clock, Random } from './env.js';
 import { type VerifiedDevice, verifyDeviceProof } from './identity.js';
@@ -70,7 +72,7 @@ export interface TransportFacts {
 export type ConnectOutcome =
   | { type: 'hello'; session: SessionPrincipal; frame: string }
   | { type: 'reject'; frame: string | null; closeCode: number; closeReason: string }
-  | { type: 'wait'; requestId: string; result: Promise<ConnectOutcome>; cancel(): void };
+  | { type: 'wait'; requestId: string; confirmationCode: string; result: Promise<ConnectOutcome>; cancel(): void };
 
 /** Pairing events go only to holders of operator.pairing (admin passes). */
 export const EVENT_SCOPES: Record<string, string | null> = {
@@ -276,6 +278,7 @@ export class Gateway {
     let credential: Credential = { kind: 'none' };
     let limitedKind: CredentialKind | null = null;
     let tokenFailure: DetailCode | null = null;
+    let dashboardLink: string | null = null;
     const deviceTokenInSlot =
       auth.token !== undefined && parseToken('device', auth.token) !== null && params.device !== undefined && auth.deviceToken === undefined;
     if (auth.token !== undefined) {
@@ -285,6 +288,9 @@ export class Gateway {
       else if (this.sharedToken?.matches(auth.token)) credential = { kind: 'shared' };
       else if (deviceTokenInSlot) {
         // A device token sent in the token slot: verified below like auth.deviceToken.
+      } else if (params.device !== undefined && isDashboardLinkToken(auth.token)) {
+        // A one-time owner sign-in link: consumed below, once the device proof holds.
+        dashboardLink = auth.token;
       } else {
         tokenFailure = this.sharedToken ? 'AUTH_TOKEN_MISMATCH' : 'AUTH_TOKEN_NOT_CONFIGURED';
         limitedKind = 'shared';
@@ -304,6 +310,13 @@ export class Gateway {
       const proof = verifyDeviceProof(params, role, nonce, this.clock.now());
       if (proof instanceof GatewayError) return this.reject(id, proof);
       device = proof;
+    }
+    if (dashboardLink !== null && device) {
+      if (await consumeDashboardLink(this, dashboardLink, address, device.deviceId)) credential = { kind: 'owner' };
+      else {
+        tokenFailure = 'AUTH_DASHBOARD_LINK_INVALID';
+        limitedKind = 'shared';
+      }
     }
 
     // 3. Device token (auth.deviceToken, or a device token in the token slot).
@@ -573,6 +586,7 @@ export class Gateway {
         reason: kind === 'new-device' ? 'not-paired' : kind,
         requestId,
         deviceId: device.deviceId,
+        confirmationCode: confirmationCode({ requestId, publicKey: device.publicKey }),
         requestedRole: ctx.role,
         requestedScopes: ctx.scopes,
         remediationHint: 'Approve this device from the pending pairing requests.',
@@ -622,6 +636,7 @@ export class Gateway {
         silent: false,
         isRepair: r.isRepair,
         kind: r.kind,
+        confirmationCode: confirmationCode(r),
         widened: res.widened,
         ts: now,
       });
@@ -646,7 +661,8 @@ export class Gateway {
     };
     set.add(waiter);
     this.waiters.set(requestId, set);
-    return { type: 'wait', requestId, result, cancel: () => set.delete(waiter) };
+    const code = confirmationCode({ requestId, publicKey: (ctx.device as VerifiedDevice).publicKey });
+    return { type: 'wait', requestId, confirmationCode: code, result, cancel: () => set.delete(waiter) };
   }
 
   /** Called after a request is approved or rejected: finish connects that chose to wait. */
@@ -1319,6 +1335,7 @@ function authReasonOf(detail: DetailCode): string {
     AUTH_DEVICE_TOKEN_MISMATCH: 'device_token_mismatch',
     AUTH_SCOPE_MISMATCH: 'scope_mismatch',
     AUTH_RATE_LIMITED: 'rate_limited',
+    AUTH_DASHBOARD_LINK_INVALID: 'token_mismatch',
   };
   return map[detail] ?? 'unauthorized';
 }

@@ -8,6 +8,7 @@
  * Every change takes effect on live sockets at once (widened in place or closed).
  */
 import { Type as T } from '@sinclair/typebox';
+import { confirmationCode } from '../core/confirmation.js';
 import type { Gateway } from '../core/gateway.js';
 import { hasScope, type Principal } from '../core/principal.js';
 import { mintToken } from '../core/secrets.js';
@@ -69,11 +70,7 @@ export interface PendingView {
   confirmationCode: string;
 }
 
-export function confirmationCode(req: Pick<PairingRequest, 'requestId' | 'publicKey'>): string {
-  let h = 2166136261;
-  for (const c of `${req.requestId}|${req.publicKey}`) h = Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0;
-  return String(h % 1_000_000).padStart(6, '0');
-}
+export { confirmationCode };
 
 export function viewDevice(d: DeviceRecord, grants: GrantRecord[], tokens: TokenRecord[], connected: boolean): DeviceView {
   const mine = grants.filter((g) => g.deviceId === d.deviceId);
@@ -352,6 +349,7 @@ export function registerDeviceMethods(gw: Gateway): void {
       });
       if (!next) return new GatewayError('ROLE_NOT_GRANTED', { vars: { deviceId: p.deviceId, role: p.role } });
       const base = { deviceId: p.deviceId, role: p.role, scopes: next.scopes, rotatedAtMs: now };
+      gw.broadcast('device.pair.changed', { deviceId: p.deviceId, change: 'token-rotated', role: p.role });
       if (minted) {
         gw.closeDeviceSessions(p.deviceId, p.role, 'TOKEN_ROTATED', principal);
         return { ...base, tokenDelivery: 'in-band', token: minted.token, tokenId: minted.id };
@@ -382,6 +380,7 @@ export function registerDeviceMethods(gw: Gateway): void {
         data: { role: p.role },
       });
       gw.closeDeviceSessions(p.deviceId, p.role, 'TOKEN_REVOKED', principal);
+      gw.broadcast('device.pair.changed', { deviceId: p.deviceId, change: 'token-revoked', role: p.role });
       return { deviceId: p.deviceId, role: p.role, revokedAtMs: now };
     },
   });

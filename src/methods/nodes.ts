@@ -9,7 +9,7 @@
 import { Type as T } from '@sinclair/typebox';
 import type { RemoteNode } from '../core/cluster.js';
 import type { Gateway } from '../core/gateway.js';
-import { ADMIN_INVOKE_COMMANDS, type LiveNode } from '../core/nodes.js';
+import { ADMIN_INVOKE_COMMANDS, HOST_COMMANDS, type LiveNode, normalizeList } from '../core/nodes.js';
 import { hasScope, type Principal } from '../core/principal.js';
 import { GatewayError } from '../protocol/errors.js';
 import { ADMIN, PAIRING, READ, WRITE } from '../protocol/scopes.js';
@@ -39,6 +39,8 @@ export interface NodeView {
   /** Declared but not approved (refused until an operator approves `pendingRequestId`). */
   pendingCommands: string[];
   pendingRequestId: string | null;
+  /** Which of the declared, approved and pending commands act on the node's host (the Control UI marks them). */
+  hostCommands: string[];
   permissions: Record<string, boolean> | null;
   connected: boolean;
   connectedAtMs: number | null;
@@ -77,6 +79,7 @@ function nodeView(
     approvedCommands: approved,
     pendingCommands: pending,
     pendingRequestId: request?.requestId ?? live?.pendingRequestId ?? null,
+    hostCommands: normalizeList([...approved, ...(declared ?? []), ...pending]).filter((c) => HOST_COMMANDS.has(c)),
     permissions: live ? live.permissions : null,
     connected: live !== undefined || remote !== undefined,
     connectedAtMs: live?.session.connectedAtMs ?? remote?.connectedAtMs ?? null,

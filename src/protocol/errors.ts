@@ -527,6 +527,14 @@ const entries = {
     close: null,
     next: 'Choose a `chat` or `send` action, or a node command that needs no more than operator.write (commands whose invocation needs admin, such as browser.proxy or fs.listDir, are refused: automations never hold admin).',
   },
+  // --- Control UI (issue 8) ----------------------------------------------------------------
+  AUTH_DASHBOARD_LINK_INVALID: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: sign-in link is invalid, expired or already used',
+    close: CLOSE.policy,
+    next: 'A sign-in link works once, for a few minutes: run `clawgate dashboard` on the gateway host for a new one, or sign in with the owner credential.',
+    recommended: 'update_auth_credentials',
+  },
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type DetailCode = keyof typeof entries;

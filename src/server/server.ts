@@ -1,7 +1,7 @@
 /**
- * The only code that knows HTTP and WebSocket. One port: `/healthz`, `/readyz`, and the
- * WebSocket control plane. Everything it learns from the network goes to the core as text
- * frames and transport facts; every socket has an `error` listener so no client can crash
+ * The only code that knows HTTP and WebSocket. One port: `/healthz`, `/readyz`, the Control UI
+ * at `/`, and the WebSocket control plane (browser upgrades pass an `Origin` check). Everything
+ * it learns from the network goes to the core as text frames and transport facts; every socket has an `error` listener so no client can crash
  * the process.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -12,6 +12,7 @@ import type { ConnectOutcome, Gateway, TransportFacts } from '../core/gateway.js
 import type { SessionPrincipal, SessionTransport } from '../core/principal.js';
 import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
 import { MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES } from '../protocol/frames.js';
+import { loadControlUi, originAllowed, serveControlUi } from './control-ui.js';
 import { attribute, ProxyTrust } from './proxy.js';
 import { certFacts } from './tls.js';
 
@@ -34,7 +35,8 @@ export async function startServer(gateway: Gateway, host: string, port: number):
   const trust = new ProxyTrust(gateway.config.trustedProxies);
   const ctx = gateway.config.contextPath;
   const tls = gateway.config.tls;
-  const onRequest = (req: IncomingMessage, res: ServerResponse) => handleHttp(req, res, ctx, () => ready);
+  const ui = loadControlUi();
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => handleHttp(req, res, ctx, () => ready, ui);
   const http: Server = tls ? createTlsServer({ cert: tls.certPem, key: tls.keyPem, minVersion: 'TLSv1.2' }, onRequest) : createServer(onRequest);
   const fingerprint = tls ? certFacts(tls.certPem).fingerprint : undefined;
   // A failed TLS handshake (a plaintext client, a client refusing our certificate) is routine.
@@ -60,6 +62,26 @@ export async function startServer(gateway: Gateway, host: string, port: number):
       socket.end(
         `HTTP/1.1 ${who.status} Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
       );
+      return;
+    }
+    const origin = req.headers.origin;
+    // Forwarded host facts count only from a trusted proxy (attribute() says proxied only then).
+    if (
+      !originAllowed(origin, req.headers.host, {
+        allowedOrigins: gateway.config.allowedOrigins,
+        viaTrustedProxy: who.proxied,
+        forwardedHost: who.forwardedHost,
+      })
+    ) {
+      // A page from another origin must not drive this gateway with a browser's help.
+      gateway.log.warn('websocket upgrade refused: origin not allowed', { origin, address: who.address });
+      const body = JSON.stringify({
+        error: {
+          type: 'origin_not_allowed',
+          message: `Origin ${origin} may not open a WebSocket to this gateway. Open the Control UI from the gateway itself, or add the origin to gateway.controlUi.allowedOrigins.`,
+        },
+      });
+      socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
       return;
     }
     if (who.proxied) {
@@ -111,7 +133,7 @@ export async function startServer(gateway: Gateway, host: string, port: number):
   };
 }
 
-function handleHttp(req: IncomingMessage, res: ServerResponse, ctx: string, isReady: () => boolean): void {
+function handleHttp(req: IncomingMessage, res: ServerResponse, ctx: string, isReady: () => boolean, ui: ReturnType<typeof loadControlUi>): void {
   const full = (req.url ?? '/').split('?')[0] ?? '/';
   // Health endpoints answer at the root and under the context path (a path-routing proxy forwards the latter).
   const path = ctx && full.startsWith(`${ctx}/`) ? full.slice(ctx.length) : full;
@@ -122,6 +144,11 @@ function handleHttp(req: IncomingMessage, res: ServerResponse, ctx: string, isRe
   };
   if (path === '/healthz') json(200, { ok: true });
   else if (path === '/readyz') json(isReady() ? 200 : 503, { ready: isReady() });
+  else if (ctx && full === ctx) {
+    // The UI's asset URLs are relative to its page: `/clawgate` must become `/clawgate/`.
+    res.writeHead(308, { location: `${ctx}/`, 'content-length': 0 });
+    res.end();
+  } else if ((!ctx || full.startsWith(`${ctx}/`)) && serveControlUi(ui, path, req, res)) return;
   else json(404, { error: { type: 'not_found', message: `no such path: ${path}` } });
 }
 
@@ -200,7 +227,9 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
       state = 'waiting';
       clearTimeout(handshakeTimer);
       cancelWait = outcome.cancel;
-      transport.send(JSON.stringify({ type: 'event', event: 'device.pair.waiting', payload: { requestId: outcome.requestId } }));
+      transport.send(
+        JSON.stringify({ type: 'event', event: 'device.pair.waiting', payload: { requestId: outcome.requestId, confirmationCode: outcome.confirmationCode } }),
+      );
       outcome.result.then(finish, (err) => {
         gateway.log.error('approval wait failed', { err: String(err) });
         transport.close(CLOSE.tryAgainLater, 'internal error');

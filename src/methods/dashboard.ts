@@ -1,0 +1,30 @@
+/**
+ * `dashboard.link`: mint a one-time owner sign-in link for the Control UI (`clawgate dashboard`).
+ * Only the owner may mint one: the link signs a browser in with the owner's authority.
+ */
+import { Type as T } from '@sinclair/typebox';
+import { DASHBOARD_LINK_TTL_MS, MAX_DASHBOARD_LINK_TTL_MS, mintDashboardLink } from '../core/dashboard-link.js';
+import type { Gateway } from '../core/gateway.js';
+import { GatewayError } from '../protocol/errors.js';
+import { ADMIN } from '../protocol/scopes.js';
+
+export function registerDashboardMethods(gw: Gateway): void {
+  gw.methods.add({
+    name: 'dashboard.link',
+    role: 'operator',
+    scope: ADMIN,
+    advertised: false,
+    params: T.Object({ ttlMs: T.Optional(T.Integer({ minimum: 10_000, maximum: MAX_DASHBOARD_LINK_TTL_MS })) }, { additionalProperties: false }),
+    handler: async ({ principal, params }) => {
+      if (principal.kind !== 'owner') {
+        return new GatewayError('MANAGEMENT_DENIED', {
+          vars: { action: 'dashboard link', why: 'a sign-in link carries owner authority, so only the owner credential may mint one' },
+        });
+      }
+      const { ttlMs } = params as { ttlMs?: number };
+      const link = await mintDashboardLink(gw, ttlMs ?? DASHBOARD_LINK_TTL_MS, principal.actor);
+      // The token travels in the URL fragment: browsers never send it to a server or a proxy log.
+      return { linkId: link.linkId, token: link.token, expiresAtMs: link.expiresAtMs, fragment: `#login=${link.token}` };
+    },
+  });
+}

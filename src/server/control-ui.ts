@@ -1,0 +1,149 @@
+/**
+ * The Control UI over HTTP: a fixed allowlist of static files (no directory walking, so no path
+ * can reach outside it), a strict Content-Security-Policy, and the WebSocket `Origin` check.
+ *
+ * Files: `src/ui/static/` (HTML, CSS) and the browser modules tsc builds to `dist/`: the UI
+ * (`src/ui/web/`) and the import closure of its entry (the client SDK `packages/client/`, and
+ * the pure protocol modules it shares with the gateway, so the browser signs exactly what the
+ * gateway verifies).
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import { dirname, join, relative, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** No inline script or style anywhere; the page talks only to its own origin. */
+export const CONTROL_UI_CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self'",
+  "connect-src 'self'",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+};
+
+interface Asset {
+  type: string;
+  body: Buffer;
+}
+
+/** dist/src/server/control-ui.js → repository root (three levels up), or src/server/… when run from source. */
+function repoRoot(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const up3 = join(here, '..', '..', '..');
+  if (existsSync(join(up3, 'src', 'ui', 'static', 'index.html'))) return up3;
+  return join(here, '..', '..');
+}
+
+/**
+ * Load the UI once. A missing build is not fatal for the gateway (the WebSocket plane works
+ * without it); `/` then answers 503 with the command that builds it.
+ */
+export function loadControlUi(): Map<string, Asset> {
+  const root = repoRoot();
+  const assets = new Map<string, Asset>();
+  const add = (url: string, file: string) => {
+    if (!existsSync(file)) return;
+    const ext = file.slice(file.lastIndexOf('.'));
+    const type = TYPES[ext];
+    if (type) assets.set(url, { type, body: readFileSync(file) });
+  };
+  const staticDir = join(root, 'src', 'ui', 'static');
+  if (existsSync(staticDir)) for (const f of readdirSync(staticDir)) add(f === 'index.html' ? '/' : `/ui/${f}`, join(staticDir, f));
+  // The browser modules: the UI entry and every module it imports, transitively (the client
+  // SDK, the pure protocol modules), served at /ui/<path under dist>/ so relative imports
+  // resolve in the browser exactly as they do on disk. Nothing outside that closure is served.
+  const dist = join(root, 'dist');
+  const pending = [join(dist, 'src', 'ui', 'web', 'app.js')];
+  const seen = new Set<string>();
+  while (pending.length > 0) {
+    const file = pending.pop() as string;
+    if (seen.has(file) || !existsSync(file)) continue;
+    seen.add(file);
+    const rel = relative(dist, file);
+    if (rel.startsWith('..') || !file.endsWith('.js')) continue;
+    add(`/ui/${rel.split(sep).join('/')}`, file);
+    const text = readFileSync(file, 'utf8');
+    for (const m of text.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'"`;]*?['"](\.{1,2}\/[^'"]+\.js)['"]/g)) {
+      pending.push(join(dirname(file), m[1] as string));
+    }
+  }
+  return assets;
+}
+
+/** Serve one Control UI asset; false when the path is not one of them. */
+export function serveControlUi(assets: Map<string, Asset>, path: string, req: IncomingMessage, res: ServerResponse): boolean {
+  const key = path === '/index.html' ? '/' : path;
+  const asset = assets.get(key);
+  if (!asset) {
+    if (key !== '/') return false;
+    const text = 'The Control UI is not built: run `npm run build` in the clawgate checkout, then restart the gateway.\n';
+    res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+    return true;
+  }
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.writeHead(405, { allow: 'GET, HEAD', 'content-length': 0 });
+    res.end();
+    return true;
+  }
+  res.writeHead(200, {
+    'content-type': asset.type,
+    'content-length': asset.body.length,
+    'content-security-policy': CONTROL_UI_CSP,
+    'x-content-type-options': 'nosniff',
+    'x-frame-options': 'DENY',
+    'referrer-policy': 'no-referrer',
+    'cross-origin-opener-policy': 'same-origin',
+    // The page may carry a one-time sign-in link in its fragment; nothing of it is cached.
+    'cache-control': 'no-store',
+  });
+  res.end(req.method === 'HEAD' ? undefined : asset.body);
+  return true;
+}
+
+/**
+ * May a WebSocket upgrade carrying this `Origin` proceed? Browsers always send `Origin`;
+ * non-browser clients (CLI, nodes, SDK) send none and are judged by their credentials alone.
+ * A browser page is allowed from the configured `allowedOrigins`, and from the gateway's own
+ * origin: the Host it was reached at. A direct Host counts as "own" only when it is an IP
+ * literal or `localhost` — a DNS name pointing at the gateway could be an attacker's name
+ * rebound to this address, so a named origin must be listed. Behind a trusted proxy the proxy
+ * vouches for the name (`viaTrustedProxy`), and X-Forwarded-Host is honoured.
+ */
+export function originAllowed(
+  origin: string | undefined,
+  host: string | undefined,
+  opts: { allowedOrigins: readonly string[]; viaTrustedProxy: boolean; forwardedHost?: string | undefined },
+): boolean {
+  if (origin === undefined) return true;
+  let parsed: URL;
+  try {
+    parsed = new URL(origin);
+  } catch {
+    return false; // includes the literal "null" of sandboxed frames and file: pages
+  }
+  const canonical = `${parsed.protocol}//${parsed.host}`;
+  if (opts.allowedOrigins.includes(canonical) || opts.allowedOrigins.includes(origin)) return true;
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return false;
+  const pageHost = parsed.host.toLowerCase();
+  if (opts.viaTrustedProxy) {
+    // Proxies often forward the bare name (nginx `$host` drops the port): the port is then the
+    // proxy's business, and the name alone must match.
+    const matches = (h: string) => (/:\d+$/.test(h) ? h === pageHost : h === parsed.hostname.toLowerCase());
+    return [opts.forwardedHost, host].some((h) => !!h && matches(h.toLowerCase()));
+  }
+  if (!host || host.toLowerCase() !== pageHost) return false;
+  const name = parsed.hostname.replace(/^\[|\]$/g, '');
+  return name === 'localhost' || isIP(name) !== 0;
+}
