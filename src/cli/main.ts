@@ -11,8 +11,6 @@ import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '.
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { SqliteStore } from '../store/sqlite.js';
-import { auditCommand, devicesCommand } from './devices.js';
-import { qrCommand } from './qr.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 
 export class UsageError extends Error {}
@@ -259,9 +257,10 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'gateway' && (sub === 'run' || sub === undefined)) return await gatewayRun(rest);
     if (cmd === 'gateway' && sub === 'token') return gatewayToken(rest);
     if (cmd === 'call') return await call(sub === undefined ? rest : [sub, ...rest]);
-    if (cmd === 'devices') return await devicesCommand(sub, rest);
-    if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
-    if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
+    // Client-only commands load on demand: `gateway run` starts faster without them (cold start).
+    if (cmd === 'devices') return await (await import('./devices.js')).devicesCommand(sub, rest);
+    if (cmd === 'audit') return await (await import('./devices.js')).auditCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'qr') return await (await import('./qr.js')).qrCommand(sub === undefined ? rest : [sub, ...rest]);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {
