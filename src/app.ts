@@ -1,10 +1,17 @@
 /** Composition root: build a gateway from a config and a store, register every method domain. */
 
 import { networkInterfaces } from 'node:os';
+import { Automations } from './automations/service.js';
+import type { Timers } from './automations/timers.js';
+import type { HttpPost } from './automations/webhook.js';
+import type { ClusterBus } from './core/cluster.js';
 import type { GatewayConfig } from './core/config.js';
 import { type Clock, type Random, systemClock, systemRandom } from './core/env.js';
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
+import type { AuthLimiter } from './core/ratelimit.js';
+import { registerAutomationMethods } from './methods/automations.js';
 import { registerDeviceMethods } from './methods/devices.js';
+import { registerNodeMethods } from './methods/nodes.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
 import { registerSystemMethods } from './methods/system.js';
 import { type RunningServer, startServer } from './server/server.js';
@@ -18,6 +25,21 @@ export interface AppOptions {
   log?: Logger;
   /** Host to listen on (already resolved from `bind`). */
   host: string;
+  /** Several instances on one store (PostgreSQL): cross-instance events and a shared failure budget. */
+  bus?: ClusterBus | undefined;
+  limiter?: AuthLimiter | undefined;
+  /** Automations: injected timers and HTTP client (tests); default the real ones. */
+  timers?: Timers;
+  post?: HttpPost;
+}
+
+/** The automations of each gateway built here (one per gateway). */
+const automationsOf = new WeakMap<Gateway, Automations>();
+
+export function automations(gw: Gateway): Automations {
+  const a = automationsOf.get(gw);
+  if (!a) throw new Error('gateway was not built by createGateway');
+  return a;
 }
 
 export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
@@ -27,10 +49,22 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
     clock: opts.clock ?? systemClock,
     random: opts.random ?? systemRandom,
     log: opts.log ?? silentLogger,
+    bus: opts.bus,
+    limiter: opts.limiter,
   });
   registerSystemMethods(gw);
   registerDeviceMethods(gw);
   registerSetupMethods(gw);
+  registerNodeMethods(gw);
+  const auto = new Automations(gw, {
+    ...(opts.timers ? { timers: opts.timers } : {}),
+    ...(opts.post ? { post: opts.post } : {}),
+    ...(opts.config.automations?.webhook ? { webhook: opts.config.automations.webhook } : {}),
+    ...(opts.config.automations?.channels ? { channels: opts.config.automations.channels } : {}),
+  });
+  registerAutomationMethods(gw, auto);
+  automationsOf.set(gw, auto);
+  gw.onStop(() => auto.stop());
   return gw;
 }
 
@@ -40,20 +74,65 @@ export async function startGateway(opts: AppOptions): Promise<{ gateway: Gateway
     await opts.store.setMeta('gateway.id', (opts.random ?? systemRandom).uuid());
   }
   const server = await startServer(gateway, opts.host, opts.config.port);
-  setAdvertisedUrl(gateway, advertisedUrl(server));
+  setAdvertisedUrl(gateway, { url: opts.config.publicUrl ?? advertisedUrl(server), tlsFingerprint: server.tlsFingerprint });
   gateway.start();
+  // After the server is up: a catch-up cron run may already post to sessions or channels.
+  try {
+    if (opts.bus) startClusterAutomations(gateway, opts.bus);
+    else await automations(gateway).start();
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
   return { gateway, server };
 }
 
+/** How often the cron leader re-reads the jobs (they may have changed on another instance). */
+export const CLUSTER_AUTOMATIONS_RESYNC_MS = 2_000;
+
 /**
- * The URL setup codes point at by default: the listening URL, or for a wildcard bind the first
- * non-internal IPv4 address of this host (a phone cannot connect to 0.0.0.0).
+ * Several instances (PostgreSQL): cron must run on one instance only, so the scheduler and the
+ * delivery worker's timers run on the leader. Any instance still drains deliveries right after
+ * it enqueued one; the store leases each due delivery to one worker, so none is sent twice.
+ */
+function startClusterAutomations(gateway: Gateway, bus: ClusterBus): void {
+  const auto = automations(gateway);
+  let resync: NodeJS.Timeout | null = null;
+  bus.lead(
+    'automations',
+    () => {
+      auto.start().catch((err) => gateway.log.error('automations did not start', { err: String(err) }));
+      resync = setInterval(() => {
+        void auto.scheduler.changed();
+        auto.deliveries.kick();
+      }, CLUSTER_AUTOMATIONS_RESYNC_MS);
+      resync.unref();
+    },
+    () => {
+      // Another instance takes over; this one must not run cron beside it.
+      if (resync) clearInterval(resync);
+      void auto.scheduler.stop();
+    },
+  );
+  gateway.onStop(async () => {
+    if (resync) clearInterval(resync);
+  });
+}
+
+/**
+ * The URL setup codes point at when no public URL is configured: the listening URL, or for a
+ * wildcard bind the first non-internal IPv4 address of this host (a phone cannot connect to
+ * 0.0.0.0).
  */
 function advertisedUrl(server: RunningServer): string {
   if (server.host !== '0.0.0.0' && server.host !== '::') return server.url;
   for (const list of Object.values(networkInterfaces())) {
     for (const a of list ?? []) {
-      if (a.family === 'IPv4' && !a.internal) return `ws://${a.address}:${server.port}`;
+      if (a.family === 'IPv4' && !a.internal) {
+        const u = new URL(server.url);
+        u.hostname = a.address;
+        return u.toString().replace(/\/$/, '');
+      }
     }
   }
   return server.url;

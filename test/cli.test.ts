@@ -10,19 +10,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { type ConnectError, connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import { removeDir } from './helpers/gateway.js';
+import { freePort } from './helpers/net.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 interface Running {
   child: ChildProcess;
@@ -123,6 +113,36 @@ test('a non-loopback bind without chosen authentication is refused with a clear 
     assert.match(r.stderr, /--token/);
   } finally {
     removeDir(stateDir);
+  }
+});
+
+test('every command that talks to a gateway takes --tls-fingerprint (and checks it before connecting)', () => {
+  for (const cmd of [
+    ['devices', 'list'],
+    ['audit'],
+    ['nodes', 'list'],
+    ['cron', 'list'],
+    ['channels', 'list'],
+    ['sessions', 'list'],
+    ['chat', 'history', 'main'],
+  ]) {
+    const r = spawnSync(process.execPath, [BIN, ...cmd, '--tls-fingerprint', 'abc'], {
+      encoding: 'utf8',
+      env: { ...process.env, CLAWGATE_STATE_DIR: tmpdir() },
+    });
+    assert.equal(r.status, 2, `${cmd.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /--tls-fingerprint must be a SHA-256 fingerprint/, cmd.join(' '));
+  }
+});
+
+test('a --params that is not JSON is a usage error for nodes invoke and cron add', () => {
+  for (const cmd of [
+    ['nodes', 'invoke', '--node', 'n1', '--command', 'system.which'],
+    ['cron', 'add', '--name', 'j', '--every', '1m', '--node', 'n1', '--command', 'system.which'],
+  ]) {
+    const r = spawnSync(process.execPath, [BIN, ...cmd, '--params', '{'], { encoding: 'utf8', env: { ...process.env, CLAWGATE_STATE_DIR: tmpdir() } });
+    assert.equal(r.status, 2, `${cmd.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /--params is not valid JSON/, cmd.join(' '));
   }
 });
 

@@ -5,7 +5,7 @@
  * that real clients work.
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,20 +13,9 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { ConnectError, connectGateway, generateIdentity } from '../src/client/connection.js';
 import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
 
 const run = promisify(execFile);
-
-function openclawPaths(): { node: string; cli: string } {
-  let node = process.env.CLAWGATE_OPENCLAW_NODE;
-  let cli = process.env.CLAWGATE_OPENCLAW_CLI;
-  if (!node || !cli) {
-    const out = execFileSync('bash', [join(process.cwd(), 'scripts', 'openclaw-cache.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    node = /^NODE24=(.*)$/m.exec(out)?.[1];
-    cli = /^OPENCLAW=(.*)$/m.exec(out)?.[1];
-  }
-  assert.ok(node && cli, 'scripts/openclaw-cache.sh must print NODE24= and OPENCLAW=');
-  return { node, cli };
-}
 
 let oc: { node: string; cli: string };
 const homes: string[] = [];
@@ -36,7 +25,7 @@ async function openclaw(args: string[]): Promise<{ stdout: string; stderr: strin
   homes.push(home);
   try {
     return await run(oc.node, [oc.cli, ...args], {
-      env: { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), NO_COLOR: '1' },
+      env: openclawEnv(home),
       timeout: 90_000,
     });
   } catch (err) {
@@ -140,7 +129,7 @@ describe('real openclaw CLI against clawgate', () => {
     await owner.close();
     const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-node-'));
     homes.push(home);
-    const env = { PATH: process.env.PATH ?? '', HOME: home, OPENCLAW_STATE_DIR: join(home, 'state'), NO_COLOR: '1', OPENCLAW_NO_AUTO_UPDATE: '1' };
+    const env = openclawEnv(home);
     const port = String(tg.server.port);
     const nodeSession = () => [...tg.gateway.sessions.values()].find((s) => s.role === 'node' && s.client.id === 'node-host');
     const startNode = (args: string[]) => {

@@ -248,24 +248,85 @@ describe('local pairing and node role', () => {
     assert.ok(list.paired.some((d) => d.deviceId === b.deviceId));
   });
 
-  test('(e) rotating the node role works: the socket closes and the node gets its new token on reconnect', async () => {
+  test('(e) rotating the node role works: the live node socket alone gets the new token pushed before the 4001 close; the operator never sees it', async () => {
     const id = generateIdentity();
     const nodeOpts = { url: tg.url, identity: id, role: 'node' as const, client: { id: 'node-host', mode: 'node' } };
     const node = await connectGateway({ ...nodeOpts, auth: { token: TEST_TOKEN } });
     const first = node.hello.auth.deviceToken as string;
     assert.equal(node.hello.auth.role, 'node');
+    assert.ok(node.hello.features.events.includes('device.token.rotated'));
+    // The same device as an operator, and an admin operator elsewhere: neither may receive the node's token.
+    const sameDeviceOperator = await operator(tg, id, { scopes: ['operator.read'] });
+    const admin = await operator(tg, generateIdentity(), { scopes: ['operator.admin'] });
+
     const res = await cli(tg, 'devices', 'rotate', '--device', id.deviceId, '--role', 'node', '--json');
     assert.equal(res.code, 0, res.stderr);
-    assert.equal(JSON.parse(res.stdout).tokenDelivery, 'withheld-cross-device');
+    const out = JSON.parse(res.stdout) as { tokenDelivery: string; token?: string; role: string };
+    assert.equal(out.tokenDelivery, 'pushed-live');
+    assert.equal(out.token, undefined);
+    assert.ok(!res.stdout.includes('cgd1_'), 'no secret in the operator result');
     assert.equal((await node.closed).code, 4001);
+    const pushed = node.events.filter((e) => e.event === 'device.token.rotated');
+    assert.equal(pushed.length, 1);
+    const ev = pushed[0]?.payload as { deviceId: string; role: string; scopes: string[]; deviceToken: string; tokenId: string; issuedAtMs: number };
+    assert.equal(ev.deviceId, id.deviceId);
+    assert.equal(ev.role, 'node');
+    assert.deepEqual(ev.scopes, []);
+    assert.match(ev.deviceToken, /^cgd1_/);
+    assert.notEqual(ev.deviceToken, first);
+    assert.equal(typeof ev.tokenId, 'string');
+
+    // A round trip on each operator socket: anything sent to them before now has arrived.
+    await sameDeviceOperator.request('health', {});
+    await admin.request('health', {});
+    for (const c of [sameDeviceOperator, admin]) {
+      assert.deepEqual(
+        c.events.filter((e) => e.event === 'device.token.rotated' || JSON.stringify(e.payload ?? null).includes(ev.deviceToken)),
+        [],
+      );
+    }
+    await sameDeviceOperator.close();
+    await admin.close();
+
     await expectRefused(connectGateway({ ...nodeOpts, auth: { deviceToken: first } }), 'AUTH_DEVICE_TOKEN_MISMATCH');
+    const byPushed = await connectGateway({ ...nodeOpts, auth: { deviceToken: ev.deviceToken } });
+    assert.equal(byPushed.hello.auth.method, 'device-token');
+    assert.equal(byPushed.hello.auth.role, 'node');
+    await byPushed.close();
+    await byPushed.closed;
+
+    // Offline: withheld, with the next step for the person rotating; the gateway token renews it.
+    const offline = await cli(tg, 'devices', 'rotate', '--device', id.deviceId, '--role', 'node');
+    assert.equal(offline.code, 0, offline.stderr);
+    assert.match(offline.stdout, /was not connected, so the new token was withheld/);
+    await expectRefused(connectGateway({ ...nodeOpts, auth: { deviceToken: ev.deviceToken } }), 'AUTH_DEVICE_TOKEN_MISMATCH');
     const again = await connectGateway({ ...nodeOpts, auth: { token: TEST_TOKEN } });
     const second = again.hello.auth.deviceToken as string;
-    assert.ok(second && second !== first);
+    assert.ok(second && second !== first && second !== ev.deviceToken);
     await again.close();
     const byToken = await connectGateway({ ...nodeOpts, auth: { deviceToken: second } });
     assert.equal(byToken.hello.auth.method, 'device-token');
     await byToken.close();
+  });
+
+  test('rotating another live operator device pushes its new operator token (with its scopes) to that device only', async () => {
+    const target = generateIdentity();
+    const dev = await operator(tg, target, { scopes: ['operator.read'] });
+    const old = dev.hello.auth.deviceToken as string;
+    const admin = await operator(tg, generateIdentity(), { scopes: ['operator.admin', 'operator.pairing'] });
+    const res = await admin.request<{ tokenDelivery: string; token?: string }>('device.token.rotate', { deviceId: target.deviceId, role: 'operator' });
+    assert.deepEqual([res.tokenDelivery, res.token], ['pushed-live', undefined]);
+    assert.equal((await dev.closed).code, 4001);
+    const ev = dev.events.find((e) => e.event === 'device.token.rotated')?.payload as { role: string; scopes: string[]; deviceToken: string } | undefined;
+    assert.ok(ev);
+    assert.deepEqual([ev.role, ev.scopes], ['operator', ['operator.read']]);
+    await admin.request('health', {});
+    assert.equal(admin.events.filter((e) => e.event === 'device.token.rotated').length, 0);
+    await admin.close();
+    await expectRefused(operator(tg, target, { scopes: ['operator.read'], auth: { deviceToken: old } }), 'AUTH_DEVICE_TOKEN_MISMATCH');
+    const again = await operator(tg, target, { scopes: ['operator.read'], auth: { deviceToken: ev.deviceToken } });
+    assert.equal(again.hello.auth.method, 'device-token');
+    await again.close();
   });
 
   test('(f) a local process without the shared secret or owner credential cannot pair or widen anything', async () => {

@@ -601,6 +601,31 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreHan
       );
     });
 
+    // --- token rotation pushed to live sessions (issues 5/9) ---
+    describe('issueTokenIfAbsent', () => {
+      test(
+        'issues only when the grant exists and holds no live token',
+        withStore(async (store) => {
+          const iss = audit('token.issued', DEV_A, { role: 'node' });
+          assert.equal(await expectAudited(store, 0, () => store.issueTokenIfAbsent(DEV_A, 'node', token('n2'), T0, iss)), null, 'no grant');
+          await store.approve(approveInput({ role: 'node', token: token('n1'), scopes: [] }));
+          assert.equal(await expectAudited(store, 0, () => store.issueTokenIfAbsent(DEV_A, 'node', token('n2'), T0, iss)), null, 'a live token exists');
+          assert.ok(await store.getToken('n1'), 'the live token is untouched');
+          assert.equal(await store.getToken('n2'), null);
+          await store.rotateToken(DEV_A, 'node', null, null, T0 + 5, audit('token.rotated', DEV_A));
+          const g = await expectAudited(store, 1, () => store.issueTokenIfAbsent(DEV_A, 'node', token('n2'), T0 + 6, iss), iss);
+          assert.equal(g?.role, 'node');
+          assert.deepEqual(g, await store.getGrant(DEV_A, 'node'));
+          const n2 = await store.getToken('n2');
+          assert.ok(n2);
+          assert.equal(n2.createdAtMs, T0 + 6);
+          assert.ok(n2.secretHash.equals(token('n2').secretHash));
+          assert.equal(await store.issueTokenIfAbsent(DEV_A, 'node', token('n3'), T0 + 7, iss), null, 'only once');
+          assert.equal(await store.getToken('n3'), null);
+        }),
+      );
+    });
+
     describe('revokeToken', () => {
       test(
         'marks the token revoked (row kept) and drops the grant',
@@ -1030,6 +1055,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreHan
     });
 
     setupCodeContract(withStore);
+    automationsContract(withStore);
   });
 }
 
@@ -1244,6 +1270,397 @@ function setupCodeContract(withStore: (fn: (store: Store) => Promise<void>) => (
         assert.equal(results.filter((r) => r.ok).length, 1);
         assert.ok(results.every((r) => r.ok || r.reason === 'used'));
         assert.equal((await store.listDevices()).length, 1);
+        assert.equal(verifyAuditChain(await store.listAudit()), null);
+      }),
+    );
+
+    // --- nodes: command surfaces (issue 5) ---------------------------------------------------
+    describe('node surfaces', () => {
+      const nodeGrant = (deviceId = DEV_A) => approveInput({ deviceId, role: 'node', scopes: [], audit: audit('pairing.approved', deviceId) });
+      const surfaceInput = (o: { requestId?: string; commands?: string[]; caps?: string[]; atMs?: number; deviceId?: string } = {}) => ({
+        requestId: o.requestId ?? 'nreq-1',
+        deviceId: o.deviceId ?? DEV_A,
+        caps: o.caps ?? ['system'],
+        commands: o.commands ?? ['system.run', 'system.which'],
+        meta: { displayName: 'Build box', clientId: 'node-host', clientMode: 'node', version: '2026.9.6' },
+        address: '192.0.2.50',
+        atMs: o.atMs ?? T0,
+        audit: audit('node.surface.requested', o.deviceId ?? DEV_A),
+      });
+
+      test(
+        'one request per node: the same surface refreshes it under its id, another surface replaces it under a new id',
+        withStore(async (store) => {
+          await store.approve(nodeGrant());
+          const first = await expectAudited(store, 1, () => store.upsertNodeSurfaceRequest(surfaceInput()));
+          assert.equal(first.created, true);
+          assert.equal(first.request.requestId, 'nreq-1');
+          const again = await expectAudited(store, 0, () => store.upsertNodeSurfaceRequest(surfaceInput({ requestId: 'nreq-2', atMs: T0 + 5 })));
+          assert.equal(again.created, false);
+          assert.equal(again.request.requestId, 'nreq-1');
+          assert.equal(again.request.createdAtMs, T0);
+          assert.equal(again.request.refreshedAtMs, T0 + 5);
+          const wider = await expectAudited(store, 1, () =>
+            store.upsertNodeSurfaceRequest(surfaceInput({ requestId: 'nreq-3', commands: ['canvas.present', 'system.run', 'system.which'] })),
+          );
+          assert.equal(wider.created, true);
+          assert.equal(wider.replacedRequestId, 'nreq-1');
+          assert.equal(await store.getNodeSurfaceRequest('nreq-1'), null);
+          assert.deepEqual(
+            (await store.listNodeSurfaceRequests()).map((r) => r.requestId),
+            ['nreq-3'],
+          );
+          assert.deepEqual(defined(await store.getNodeSurfaceRequest('nreq-3')), defined(wider.request));
+        }),
+      );
+
+      test(
+        'approval moves the request into the approved surface atomically with its audit entry; reject deletes it',
+        withStore(async (store) => {
+          await store.approve(nodeGrant());
+          await store.approve(nodeGrant(DEV_B));
+          await store.upsertNodeSurfaceRequest(surfaceInput());
+          await store.upsertNodeSurfaceRequest(surfaceInput({ deviceId: DEV_B, requestId: 'nreq-b' }));
+          const a = audit('node.surface.approved', DEV_A, { requestId: 'nreq-1' });
+          const surface = await expectAudited(store, 1, () => store.approveNodeSurface('nreq-1', T0 + 9, 'owner', a), a);
+          assert.deepEqual(surface, {
+            deviceId: DEV_A,
+            caps: ['system'],
+            commands: ['system.run', 'system.which'],
+            requestId: 'nreq-1',
+            approvedAtMs: T0 + 9,
+            approvedBy: 'owner',
+          });
+          assert.deepEqual(await store.getNodeSurface(DEV_A), surface);
+          assert.equal(await store.getNodeSurfaceRequest('nreq-1'), null);
+          assert.equal(await expectAudited(store, 0, () => store.approveNodeSurface('nreq-1', T0, 'owner', a)), null);
+          const r = audit('node.surface.rejected', DEV_B);
+          assert.equal(await expectAudited(store, 1, () => store.deleteNodeSurfaceRequest('nreq-b', r), r), true);
+          assert.equal(await expectAudited(store, 0, () => store.deleteNodeSurfaceRequest('nreq-b', r)), false);
+          assert.deepEqual(
+            (await store.listNodeSurfaces()).map((s) => s.deviceId),
+            [DEV_A],
+          );
+        }),
+      );
+
+      test(
+        'the surface goes with the node role: revoke, role removal and device removal drop it and the request',
+        withStore(async (store) => {
+          for (const [deviceId, drop] of [
+            [DEV_A, (s: Store) => s.revokeToken(DEV_A, 'node', T0, audit('token.revoked', DEV_A))],
+            [DEV_B, (s: Store) => s.removeRole(DEV_B, 'node', audit('node.removed', DEV_B))],
+            ['dev-c', (s: Store) => s.removeDevice('dev-c', audit('device.removed', 'dev-c'))],
+          ] as const) {
+            await store.approve(nodeGrant(deviceId));
+            await store.approve(approveInput({ deviceId, publicKey: `pk-${deviceId}`, role: 'operator', scopes: [READ] }));
+            await store.upsertNodeSurfaceRequest(surfaceInput({ deviceId, requestId: `first-${deviceId}` }));
+            await store.approveNodeSurface(`first-${deviceId}`, T0, 'owner', audit('node.surface.approved', deviceId));
+            await store.upsertNodeSurfaceRequest(surfaceInput({ deviceId, requestId: `wider-${deviceId}`, commands: ['camera.snap'] }));
+            assert.ok(await store.getNodeSurface(deviceId));
+            await drop(store);
+            assert.equal(await store.getNodeSurface(deviceId), null, `surface of ${deviceId} dropped`);
+            assert.equal(await store.getNodeSurfaceRequest(`wider-${deviceId}`), null, `request of ${deviceId} dropped`);
+          }
+          // Dropping an operator role leaves a node's surface alone.
+          await store.approve(nodeGrant('dev-d'));
+          await store.approve(approveInput({ deviceId: 'dev-d', publicKey: 'pk-d', role: 'operator', scopes: [READ] }));
+          await store.upsertNodeSurfaceRequest(surfaceInput({ deviceId: 'dev-d', requestId: 'req-d' }));
+          await store.approveNodeSurface('req-d', T0, 'owner', audit('node.surface.approved', 'dev-d'));
+          await store.removeRole('dev-d', 'operator', audit('role.removed', 'dev-d'));
+          assert.ok(await store.getNodeSurface('dev-d'));
+        }),
+      );
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Automations (issue 7): sessions, chat, channels, deliveries, cron.
+
+function automationsContract(withStore: (fn: (store: Store) => Promise<void>) => () => Promise<void>): void {
+  describe('automations', () => {
+    const act = (action: string, subject?: string): AuditInput => ({ atMs: T0, actor: 'internal:cron', action, subject });
+    const newSession = (sessionId: string, key: string, parentId?: string) => ({
+      sessionId,
+      key,
+      label: `label ${key}`,
+      parentId,
+      createdBy: 'owner',
+      createdAtMs: T0,
+      audit: act('session.created', sessionId),
+    });
+    const msg = (sessionId: string, text: string, idempotencyKey?: string, atMs = T0 + 1) => ({
+      sessionId,
+      messageId: `m-${text}`,
+      author: 'internal:cron',
+      text,
+      idempotencyKey,
+      atMs,
+      audit: act('chat.sent', sessionId),
+    });
+
+    test(
+      'sessions: create (audited), unique keys, lookup by id or key, children by parent',
+      withStore(async (store) => {
+        const created = await expectAudited(store, 1, () => store.createChatSession(newSession('s1', 'main')), act('session.created', 's1'));
+        assert.ok(created.ok);
+        assert.deepEqual(defined(created.session), {
+          sessionId: 's1',
+          key: 'main',
+          label: 'label main',
+          createdBy: 'owner',
+          createdAtMs: T0,
+          updatedAtMs: T0,
+          messageCount: 0,
+        });
+        assert.deepEqual(await expectAudited(store, 0, () => store.createChatSession(newSession('s2', 'main'))), { ok: false, reason: 'key-taken' });
+        assert.ok((await store.createChatSession(newSession('c1', 'main/a', 's1'))).ok);
+        assert.ok((await store.createChatSession(newSession('c2', 'main/b', 's1'))).ok);
+        assert.equal((await store.getChatSession('main'))?.sessionId, 's1');
+        assert.equal((await store.getChatSession('c1'))?.parentId, 's1');
+        assert.equal(await store.getChatSession('nope'), null);
+        assert.deepEqual((await store.listChatSessions({ parentId: 's1' })).map((x) => x.sessionId).sort(), ['c1', 'c2']);
+        assert.equal((await store.listChatSessions()).length, 3);
+        assert.equal((await store.listChatSessions({ limit: 1 })).length, 1);
+      }),
+    );
+
+    test(
+      'chat messages: seq per session, idempotency key returns the first message, paging both ways',
+      withStore(async (store) => {
+        await store.createChatSession(newSession('s1', 'main'));
+        await store.createChatSession(newSession('s2', 'other'));
+        const a = await expectAudited(store, 1, () => store.appendChatMessage(msg('s1', 'one', 'k1')), act('chat.sent', 's1'));
+        assert.ok(a.ok && !a.duplicate && a.message.seq === 1);
+        const dup = await expectAudited(store, 0, () => store.appendChatMessage({ ...msg('s1', 'other text', 'k1'), messageId: 'm-x' }));
+        assert.ok(dup.ok && dup.duplicate);
+        assert.deepEqual(defined(dup.message), defined(a.message));
+        // The same key in another session is another message.
+        const other = await store.appendChatMessage(msg('s2', 'one', 'k1'));
+        assert.ok(other.ok && !other.duplicate && other.message.seq === 1);
+        for (const t of ['two', 'three', 'four']) await store.appendChatMessage(msg('s1', t, undefined, T0 + 5));
+        assert.deepEqual(await store.appendChatMessage(msg('nope', 'x')), { ok: false, reason: 'unknown-session' });
+        const s = await store.getChatSession('s1');
+        assert.equal(s?.messageCount, 4);
+        assert.equal(s?.updatedAtMs, T0 + 5);
+        const texts = (list: Array<{ text: string }>) => list.map((m) => m.text);
+        assert.deepEqual(texts(await store.listChatMessages('s1')), ['one', 'two', 'three', 'four']);
+        assert.deepEqual(texts(await store.listChatMessages('s1', { limit: 2 })), ['three', 'four']);
+        assert.deepEqual(texts(await store.listChatMessages('s1', { limit: 2, beforeSeq: 3 })), ['one', 'two']);
+        assert.deepEqual(texts(await store.listChatMessages('s1', { afterSeq: 1, limit: 2 })), ['two', 'three']);
+        const [first] = await store.listChatMessages('s1', { limit: 1, beforeSeq: 2 });
+        assert.deepEqual(defined(first), {
+          sessionId: 's1',
+          seq: 1,
+          messageId: 'm-one',
+          author: 'internal:cron',
+          text: 'one',
+          idempotencyKey: 'k1',
+          atMs: T0 + 1,
+        });
+      }),
+    );
+
+    test(
+      'concurrent sends with one idempotency key append exactly one message',
+      withStore(async (store) => {
+        await store.createChatSession(newSession('s1', 'main'));
+        const results = await Promise.all(Array.from({ length: 10 }, (_, i) => store.appendChatMessage({ ...msg('s1', `t${i}`, 'same'), messageId: `m${i}` })));
+        assert.equal(results.filter((r) => r.ok && !r.duplicate).length, 1);
+        assert.equal((await store.listChatMessages('s1')).length, 1);
+      }),
+    );
+
+    const channel = (over: Partial<{ channelId: string; name: string; url: string; source: 'api' | 'config' }> = {}) => ({
+      channelId: over.channelId ?? 'ch1',
+      name: over.name ?? 'alerts',
+      url: over.url ?? 'https://example.test/hook',
+      username: 'bot',
+      source: over.source ?? ('api' as const),
+      createdBy: 'owner',
+      createdAtMs: T0,
+      audit: act('channel.added', over.name ?? 'alerts'),
+    });
+
+    test(
+      'channels: unique names, config channels are replaced in place, remove by id or name',
+      withStore(async (store) => {
+        const c = await expectAudited(store, 1, () => store.putChannel(channel()), act('channel.added', 'alerts'));
+        assert.ok(c.ok && c.created);
+        assert.deepEqual(defined(c.channel), {
+          channelId: 'ch1',
+          name: 'alerts',
+          type: 'webhook',
+          url: 'https://example.test/hook',
+          username: 'bot',
+          source: 'api',
+          createdBy: 'owner',
+          createdAtMs: T0,
+        });
+        assert.deepEqual(await expectAudited(store, 0, () => store.putChannel(channel({ channelId: 'ch2' }))), { ok: false, reason: 'name-taken' });
+        assert.deepEqual(await store.putChannel(channel({ channelId: 'ch2', source: 'config' })), { ok: false, reason: 'name-taken' });
+        const cfg = await store.putChannel(channel({ channelId: 'cf1', name: 'ops', source: 'config' }));
+        assert.ok(cfg.ok && cfg.created);
+        const again = await store.putChannel(channel({ channelId: 'cf2', name: 'ops', source: 'config', url: 'https://example.test/new' }));
+        assert.ok(again.ok && !again.created);
+        assert.equal(again.channel.channelId, 'cf1', 'a restart keeps the channel id');
+        assert.equal(again.channel.url, 'https://example.test/new');
+        assert.deepEqual(
+          (await store.listChannels()).map((x) => x.name),
+          ['alerts', 'ops'],
+        );
+        assert.equal((await store.getChannel('ops'))?.channelId, 'cf1');
+        assert.equal((await store.getChannel('ch1'))?.name, 'alerts');
+        assert.equal(await expectAudited(store, 1, () => store.removeChannel('alerts', act('channel.removed', 'alerts'))), true);
+        assert.equal(await store.removeChannel('alerts', act('channel.removed')), false);
+        assert.equal(await store.getChannel('ch1'), null);
+      }),
+    );
+
+    const delivery = (id: string, key = `key-${id}`, atMs = T0) => ({
+      deliveryId: id,
+      channelId: 'ch1',
+      channelName: 'alerts',
+      body: { content: `hello ${id}`, embeds: [{ title: 't' }] },
+      idempotencyKey: key,
+      actor: 'internal:cron',
+      createdAtMs: atMs,
+      audit: act('channel.send', id),
+    });
+
+    test(
+      'deliveries: persisted pending before any attempt, duplicate keys, due order, attempts, dead letters',
+      withStore(async (store) => {
+        const first = await expectAudited(store, 1, () => store.enqueueDelivery(delivery('d1')), act('channel.send', 'd1'));
+        assert.equal(first.duplicate, false);
+        assert.deepEqual(defined(first.delivery), {
+          deliveryId: 'd1',
+          channelId: 'ch1',
+          channelName: 'alerts',
+          body: { content: 'hello d1', embeds: [{ title: 't' }] },
+          idempotencyKey: 'key-d1',
+          actor: 'internal:cron',
+          status: 'pending',
+          attempts: 0,
+          createdAtMs: T0,
+          nextAttemptAtMs: T0,
+        });
+        const dup = await expectAudited(store, 0, () => store.enqueueDelivery(delivery('d9', 'key-d1')));
+        assert.equal(dup.duplicate, true);
+        assert.equal(dup.delivery.deliveryId, 'd1');
+        await store.enqueueDelivery(delivery('d2', undefined, T0 + 10));
+        // Each due delivery is asked for once: an adapter shared by several workers may lease
+        // what it hands out until the attempt is recorded.
+        assert.equal(await store.nextDeliveryDueAtMs(), T0);
+        assert.deepEqual(
+          (await store.dueDeliveries(T0 + 5, 10)).map((d) => d.deliveryId),
+          ['d1'],
+        );
+
+        const retry = await expectAudited(store, 0, () =>
+          store.recordDeliveryAttempt({ deliveryId: 'd1', atMs: T0 + 1, outcome: 'retry', nextAttemptAtMs: T0 + 100, error: 'HTTP 503', httpStatus: 503 }),
+        );
+        assert.equal(retry?.attempts, 1);
+        assert.equal(retry?.nextAttemptAtMs, T0 + 100);
+        assert.equal(retry?.lastError, 'HTTP 503');
+        assert.equal(await store.nextDeliveryDueAtMs(), T0 + 10);
+        assert.deepEqual(
+          (await store.dueDeliveries(T0 + 50, 10)).map((d) => d.deliveryId),
+          ['d2'],
+        );
+
+        const done = await store.recordDeliveryAttempt({ deliveryId: 'd2', atMs: T0 + 20, outcome: 'delivered', httpStatus: 204 });
+        assert.equal(done?.status, 'delivered');
+        assert.equal(done?.deliveredAtMs, T0 + 20);
+        const deadAudit = act('delivery.dead-lettered', 'd1');
+        const dead = await expectAudited(
+          store,
+          1,
+          () => store.recordDeliveryAttempt({ deliveryId: 'd1', atMs: T0 + 200, outcome: 'dead', error: 'gave up', httpStatus: 503, deadAudit }),
+          deadAudit,
+        );
+        assert.equal(dead?.status, 'dead');
+        assert.equal(dead?.attempts, 2);
+        assert.equal(dead?.deadAtMs, T0 + 200);
+        // A finished delivery takes no more attempts.
+        assert.equal(await store.recordDeliveryAttempt({ deliveryId: 'd1', atMs: T0 + 300, outcome: 'delivered' }), null);
+        assert.equal(await store.recordDeliveryAttempt({ deliveryId: 'missing', atMs: T0, outcome: 'delivered' }), null);
+        assert.equal(await store.nextDeliveryDueAtMs(), null);
+        assert.deepEqual(
+          (await store.listDeliveries()).map((d) => d.deliveryId),
+          ['d2', 'd1'],
+          'newest first',
+        );
+        assert.deepEqual(
+          (await store.listDeliveries({ status: 'dead' })).map((d) => d.deliveryId),
+          ['d1'],
+        );
+        assert.deepEqual(await store.listDeliveries({ channelId: 'other' }), []);
+        assert.equal((await store.listDeliveries({ limit: 1 })).length, 1);
+      }),
+    );
+
+    const cronJob = (jobId: string) => ({
+      jobId,
+      name: `job ${jobId}`,
+      schedule: { kind: 'cron' as const, expr: '*/5 * * * *', tz: 'Europe/Berlin' },
+      action: { kind: 'chat' as const, sessionKey: 'main', text: 'hi', spawn: { label: 'x' } },
+      enabled: true,
+      createdBy: 'owner',
+      createdAtMs: T0,
+      nextRunAtMs: T0 + 300_000,
+      audit: act('cron.added', jobId),
+    });
+
+    test(
+      'cron jobs and runs: create, update, runs move the next due time atomically, remove drops the runs',
+      withStore(async (store) => {
+        const j = await expectAudited(store, 1, () => store.createCronJob(cronJob('j1')), act('cron.added', 'j1'));
+        assert.deepEqual(defined(j), defined({ ...cronJob('j1'), audit: undefined, updatedAtMs: T0 }));
+        await store.createCronJob({ ...cronJob('j2'), createdAtMs: T0 + 1 });
+        assert.deepEqual(
+          (await store.listCronJobs()).map((x) => x.jobId),
+          ['j1', 'j2'],
+        );
+        const up = await expectAudited(
+          store,
+          1,
+          () => store.updateCronJob('j1', { enabled: false, nextRunAtMs: null }, T0 + 7, act('cron.updated', 'j1')),
+          act('cron.updated', 'j1'),
+        );
+        assert.equal(up?.enabled, false);
+        assert.equal(up?.nextRunAtMs, null);
+        assert.equal(up?.updatedAtMs, T0 + 7);
+        assert.equal(await store.updateCronJob('nope', { enabled: true }, T0, act('cron.updated')), null);
+
+        const run = {
+          runId: 'r1',
+          jobId: 'j2',
+          trigger: 'catch-up' as const,
+          dueAtMs: T0,
+          startedAtMs: T0 + 10,
+          finishedAtMs: T0 + 12,
+          status: 'ok' as const,
+          result: { seq: 1 },
+        };
+        const after = await expectAudited(store, 0, () => store.recordCronRun(run, T0 + 600_000));
+        assert.equal(after?.nextRunAtMs, T0 + 600_000);
+        assert.equal(after?.lastRunAtMs, T0 + 10);
+        await store.recordCronRun({ ...run, runId: 'r2', trigger: 'manual', status: 'error', result: undefined, error: 'boom' }, T0 + 600_000);
+        assert.deepEqual(
+          (await store.listCronRuns('j2')).map((r) => r.runId),
+          ['r2', 'r1'],
+          'newest first',
+        );
+        assert.deepEqual(defined((await store.listCronRuns('j2'))[1]), run);
+        assert.equal((await store.listCronRuns('j2', 1)).length, 1);
+        assert.equal(await store.recordCronRun({ ...run, runId: 'r3', jobId: 'gone' }, null), null);
+
+        assert.equal(await expectAudited(store, 1, () => store.removeCronJob('j2', act('cron.removed', 'j2'))), true);
+        assert.equal(await store.removeCronJob('j2', act('cron.removed', 'j2')), false);
+        assert.deepEqual(await store.listCronRuns('j2'), []);
+        assert.equal(await store.getCronJob('j2'), null);
         assert.equal(verifyAuditChain(await store.listAudit()), null);
       }),
     );

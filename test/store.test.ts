@@ -4,7 +4,6 @@
  * serialization across two connections to the same file.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +12,7 @@ import Database from 'better-sqlite3';
 import { MemoryStore } from '../src/store/memory.js';
 import { verifyAuditChain } from '../src/store/shared.js';
 import { SQLITE_MIGRATIONS, SqliteStore } from '../src/store/sqlite.js';
-import type { ApproveInput, AuditInput, UpsertRequestInput } from '../src/store/types.js';
+import { approveInput, assertWritersSerialize, audit, hash, requestInput, T0 } from './helpers/store-fixtures.js';
 import { runStoreContract } from './store-contract.js';
 
 const dirs: string[] = [];
@@ -39,38 +38,6 @@ runStoreContract('sqlite', async () => {
     },
   };
 });
-
-const T0 = 1_700_000_000_000;
-const audit = (action: string, subject?: string): AuditInput => ({ atMs: T0, actor: 'owner', action, subject });
-const hash = (s: string) => createHash('sha256').update(s).digest();
-
-function approveInput(deviceId: string, over: Partial<ApproveInput> = {}): ApproveInput {
-  return {
-    device: { deviceId, publicKey: `pk-${deviceId}`, meta: { displayName: deviceId }, address: '192.0.2.1' },
-    role: 'operator',
-    scopes: ['operator.read'],
-    via: 'manual',
-    token: { tokenId: `tok-${deviceId}`, secretHash: hash(deviceId) },
-    atMs: T0,
-    audit: audit('pairing.approved', deviceId),
-    ...over,
-  };
-}
-function requestInput(deviceId: string, requestId: string, scopes: string[] = ['operator.read']): UpsertRequestInput {
-  return {
-    requestId,
-    deviceId,
-    publicKey: `pk-${deviceId}`,
-    role: 'operator',
-    scopes,
-    kind: 'new-device',
-    meta: {},
-    address: '192.0.2.1',
-    isRepair: false,
-    atMs: T0,
-    audit: audit('pairing.requested', deviceId),
-  };
-}
 
 describe('SqliteStore specifics', () => {
   test('data survives close and reopen on the same file', async () => {
@@ -204,32 +171,7 @@ describe('SqliteStore specifics', () => {
     const file = join(tempDir(), 'state.sqlite');
     const a = new SqliteStore(file);
     const b = new SqliteStore(file);
-    try {
-      const results = await Promise.all(
-        Array.from({ length: 20 }, (_, i) =>
-          (i % 2 ? a : b).upsertPairingRequest(requestInput('d1', `r${i}`, i % 4 === 0 ? ['operator.write'] : ['operator.read'])),
-        ),
-      );
-      assert.equal((await a.listPairingRequests('d1')).length, 1);
-      assert.equal(new Set(results.map((r) => r.request.requestId)).size, 1);
-      assert.equal(results.filter((r) => r.created).length, 1);
-
-      const grants = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).approve(approveInput('d2', { token: null, atMs: T0 + i }))));
-      assert.deepEqual(
-        grants.map((g) => g.epoch).sort((x, y) => x - y),
-        Array.from({ length: 20 }, (_, i) => i + 1),
-      );
-      assert.equal((await b.getGrant('d2', 'operator'))?.epoch, 20);
-      const log = await a.listAudit();
-      assert.deepEqual(
-        log.map((e) => e.seq),
-        log.map((_, i) => i + 1),
-      );
-      assert.equal(verifyAuditChain(log), null);
-    } finally {
-      await a.close();
-      await b.close();
-    }
+    await assertWritersSerialize(a, b);
   });
 
   test('only the secret hash is at rest, and tampering with the audit table is detected', async () => {

@@ -1,38 +1,10 @@
 /** `clawgate devices …` and `clawgate audit`: thin wrappers over the device RPCs. */
-import { connectGateway, type GatewayConnection } from '../client/connection.js';
 import type { DeviceView, PendingView } from '../methods/devices.js';
 import { verifyAuditChain } from '../store/shared.js';
 import type { AuditEntry } from '../store/types.js';
-import { parse, resolveTarget, UsageError } from './main.js';
+import { out, parseGatewayCommand, withGateway } from './common.js';
+import { UsageError } from './main.js';
 
-const CONN_OPTIONS = {
-  url: { type: 'string' },
-  token: { type: 'string' },
-  password: { type: 'string' },
-  'state-dir': { type: 'string' },
-  json: { type: 'boolean' },
-} as const;
-
-export async function withGateway<T>(values: Record<string, unknown>, fn: (conn: GatewayConnection) => Promise<T>): Promise<T> {
-  const target = resolveTarget(values);
-  if (!target.token && !target.password) {
-    throw new UsageError('no credential: pass --token, set CLAWGATE_TOKEN, or run on the gateway host (owner credential in the state dir)');
-  }
-  const conn = await connectGateway({
-    url: target.url,
-    auth: target.password ? { password: target.password } : { token: target.token },
-    // The owner credential holds every scope; with the shared token a local cli keeps these.
-    scopes: ['operator.admin', 'operator.pairing'],
-    client: { id: 'cli', mode: 'cli' },
-  });
-  try {
-    return await fn(conn);
-  } finally {
-    await conn.close();
-  }
-}
-
-const out = (text: string) => process.stdout.write(`${text}\n`);
 const ago = (ms: number | null) => {
   if (ms === null) return 'never';
   const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
@@ -58,16 +30,12 @@ function printList(list: { pending: PendingView[]; paired: DeviceView[] }): void
 }
 
 export async function devicesCommand(sub: string | undefined, args: string[]): Promise<number> {
-  const opts = {
-    ...CONN_OPTIONS,
+  const { values, positionals, print } = parseGatewayCommand(args, {
     device: { type: 'string' },
     role: { type: 'string' },
     scope: { type: 'string', multiple: true },
     name: { type: 'string' },
-  } as const;
-  const { values, positionals } = parse(args, opts);
-  const json = values.json === true;
-  const print = (v: unknown, human: () => void) => (json ? out(JSON.stringify(v)) : human());
+  });
   const role = values.role as string | undefined;
   if (role !== undefined && role !== 'operator' && role !== 'node') throw new UsageError(`--role must be operator or node, got ${role}`);
 
@@ -134,11 +102,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
             role,
             ...(scopes ? { scopes } : {}),
           });
-          print(res, () =>
-            out(
-              `rotated ${role} token of ${id}: scopes ${res.scopes.join(', ') || '(none)'}; ${res.token ? `new token: ${res.token}` : 'the device gets a new token on its next connect with the gateway token'}`,
-            ),
-          );
+          print(res, () => out(`rotated ${role} token of ${id}: scopes ${res.scopes.join(', ') || '(none)'}; ${rotationNextStep(res, role)}`));
         } else {
           const res = await c.request('device.token.revoke', { deviceId: id, role });
           print(res, () => out(`revoked ${role} of ${id}; its live connections were closed`));
@@ -154,7 +118,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
 }
 
 export async function auditCommand(args: string[]): Promise<number> {
-  const { values } = parse(args, { ...CONN_OPTIONS, verify: { type: 'boolean' }, limit: { type: 'string' } });
+  const { values } = parseGatewayCommand(args, { verify: { type: 'boolean' }, limit: { type: 'string' } });
   return withGateway(values, async (c) => {
     const entries: AuditEntry[] = [];
     for (let after = 0; ; ) {
@@ -174,4 +138,17 @@ export async function auditCommand(args: string[]): Promise<number> {
     }
     return broken === null ? 0 : 1;
   });
+}
+
+/** What the person rotating a token should know about how the device gets its new one. */
+function rotationNextStep(res: { tokenDelivery: string; token?: string }, role: string): string {
+  if (res.token) return `new token: ${res.token}`;
+  if (res.tokenDelivery === 'pushed-live') return 'the new token was pushed to the device over its live connection; it reconnects with it by itself';
+  return (
+    'the device was not connected, so the new token was withheld: the old token no longer works, and on its next connect the device needs ' +
+    (role === 'node'
+      ? 'the gateway token (`clawgate node run --token <gateway token>`) or a new setup code (`clawgate qr --profile node`, then `clawgate node run --pair <code>`)'
+      : 'the gateway token or a new setup code (`clawgate qr`)') +
+    ', and then receives a fresh device token'
+  );
 }

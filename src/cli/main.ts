@@ -2,7 +2,7 @@
  * `clawgate` — one binary, verbs close to OpenClaw's. Thin: parse flags, call the core or a
  * gateway, format output. Exit codes: 0 ok, 1 failure, 2 usage.
  */
-import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { startGateway } from '../app.js';
@@ -10,7 +10,16 @@ import { ConnectError, connectGateway, GatewayRequestError } from '../client/con
 import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
-import { SqliteStore } from '../store/sqlite.js';
+import { normalizeFingerprint } from '../protocol/fingerprint.js';
+import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
+import { callWithStoredCredentials, pairCommand, statusCommand } from './client.js';
+import { auditCommand, devicesCommand } from './devices.js';
+import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
+import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
+import { nodesCommand } from './nodes.js';
+import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
+import { qrCommand } from './qr.js';
+import { doctorCommand, installServiceCommand } from './remote.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 
 export class UsageError extends Error {}
@@ -20,7 +29,15 @@ const HELP = `clawgate — a self-hosted gateway for pairing and authorizing dev
 Usage:
   clawgate gateway run [--port 18789] [--bind loopback|lan|<address>] [--state-dir <dir>]
                        [--token <t>] [--password <p>] [--config <file>]
+                       [--public-url wss://host[/path]] [--context-path /path]
+                       [--tls | --tls-cert <pem> --tls-key <pem>] [--trusted-proxy <addr|cidr>…]
+                       [--store sqlite|postgres] [--postgres-url <url>]
   clawgate gateway token [--state-dir <dir>]     print the shared gateway token
+  clawgate gateway install-service --print [gateway run flags] [--user <u>]
+                                               print a systemd unit for this gateway
+  clawgate doctor [gateway run flags] [--tls-fingerprint <sha256>] [--json]
+                                               check config, store, TLS, trusted proxies, and that
+                                               the advertised URL reaches the gateway
   clawgate call <method> [--params <json>] [--url <ws-url>] [--token <t>] [--json]
   clawgate devices list [--json]
   clawgate devices approve <requestId|deviceId> | reject <requestId> | remove <deviceId>
@@ -28,16 +45,38 @@ Usage:
   clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
   clawgate devices revoke --device <id> --role operator|node
   clawgate audit [--json] [--verify] [--limit <n>]
+  clawgate nodes list | pending | approve <requestId|node> | reject <requestId|node> [--json]
+  clawgate nodes describe <node> | rename <node> <name> | remove <node> [--json]
+  clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>] [--json]
+                                               <node> is a node id or its name
   clawgate qr [--profile operator|node|operator+node] [--scopes <s>…] [--label <name>] [--ttl 10m]
               [--url <gateway-url>] [--public-url <url>] [--json]
                                                mint a setup code (QR) that pairs one new device
   clawgate qr --list | --revoke <setupId> [--json]
+  clawgate pair <setup-code|oc-pair://link> [--name <n>] [--node] [--url <gateway-url>] [--json]
+                                               redeem a setup code on this machine (client side)
+  clawgate status --client [--offline] [--json]  stored gateways, roles, scopes and connection state
+  clawgate cron add --name <n> (--cron "<m h dom mon dow>" [--tz <zone>] | --every <10s|5m|1h>)
+                    (--send <channel> --content <text> | --session <key> --text <text> [--spawn])
+  clawgate cron list | remove <job> | run <job> | runs <job> [--json]
+  clawgate channels add webhook --name <n> --url <u> [--username <u>] | remove <name>
+  clawgate channels list | deliveries [--channel <n>] [--status <s>] | dead-letters [--json]
+  clawgate sessions list | create [<key>] | spawn <parentKey> [<key>] [--json]
+  clawgate chat send <sessionKey> <text> | history <sessionKey> [--limit <n>] [--json]
+${NODE_RUN_HELP}
+  clawgate migrate --to postgres --postgres-url <url> [--json]
+                                               copy the SQLite state dir into an empty PostgreSQL database
   clawgate help
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
 Commands that talk to a gateway use --url > CLAWGATE_URL > the running gateway recorded in the
 state dir > ws://127.0.0.1:18789, and authenticate with --token > CLAWGATE_TOKEN > the owner
-credential in the state dir.`;
+credential in the state dir. For a wss:// gateway with a self-signed certificate pass
+--tls-fingerprint <sha256> (or CLAWGATE_TLS_FINGERPRINT); the local gateway's is pinned automatically.
+\`node run\` is a client of a gateway, not its operator: its own state dir (--state-dir, else
+CLAWGATE_NODE_STATE_DIR, else ~/.clawgate-node), the gateway token only from --token or
+CLAWGATE_NODE_TOKEN, never the owner credential (docs/node-host.md).
+\`call\` falls back to the device credentials \`clawgate pair\` stored (in <state-dir>/client/).`;
 
 export function parse(
   args: string[],
@@ -61,56 +100,15 @@ function jsonLogger(stream: NodeJS.WriteStream): Logger {
   };
 }
 
-interface FileConfig {
-  gateway?: {
-    port?: number;
-    bind?: string;
-    auth?: { token?: string; password?: string };
-    autoApproveLocal?: boolean;
-    handshakeTimeoutMs?: number;
-    tickIntervalMs?: number;
-    pendingTtlMs?: number;
-    rateLimit?: Partial<GatewayConfig['rateLimit']>;
-    trustedProxies?: string[];
-    untrustedForwarded?: 'refuse' | 'ignore';
-  };
-}
-
-function readConfigFile(path: string): FileConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new UsageError(`cannot read config file ${path}: ${(err as Error).message}`);
-  }
-  try {
-    return JSON.parse(text) as FileConfig;
-  } catch (err) {
-    throw new UsageError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
-  }
-}
-
 async function gatewayRun(args: string[]): Promise<number> {
-  const { values } = parse(args, {
-    port: { type: 'string' },
-    bind: { type: 'string' },
-    'state-dir': { type: 'string' },
-    token: { type: 'string' },
-    password: { type: 'string' },
-    config: { type: 'string' },
-  });
-  const file = values.config ? readConfigFile(values.config as string) : {};
-  const g = file.gateway ?? {};
-  const stateDir = resolveStateDir(values['state-dir'] as string | undefined);
-  const portText = (values.port as string | undefined) ?? process.env.CLAWGATE_PORT;
-  const port = portText !== undefined ? Number(portText) : (g.port ?? DEFAULTS.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be a whole number from 0 to 65535, got ${portText}`);
-  const bind = (values.bind as string | undefined) ?? g.bind ?? DEFAULTS.bind;
+  const { values } = parse(args, GATEWAY_FLAGS);
+  const settings = resolveGatewaySettings(values);
+  const { stateDir, base, chosenToken, password } = settings;
+  const bind = base.bind;
+  const storeChoice = resolveStoreChoice(values.store as string | undefined, values['postgres-url'] as string | undefined, settings.file.gateway ?? {});
 
   ensureStateDir(stateDir);
   const { creds, created } = loadOrCreateCredentials(stateDir, systemRandom, systemClock.now());
-  const chosenToken = (values.token as string | undefined) ?? g.auth?.token;
-  const password = (values.password as string | undefined) ?? g.auth?.password;
   if (!isLoopbackBind(bind) && !chosenToken && !password) {
     // Exposing the gateway beyond this host must be a decision, not a side effect of a generated secret.
     process.stderr.write(
@@ -119,53 +117,67 @@ async function gatewayRun(args: string[]): Promise<number> {
     );
     return 1;
   }
-  const token = chosenToken ?? creds.token;
+  const publicHost = base.publicUrl ? new URL(base.publicUrl).hostname.replace(/^\[|\]$/g, '') : undefined;
+  // A generated certificate names every address a client may use (pinning clients ignore names, others do not).
+  const names = [resolveBindHost(bind), ...(publicHost ? [publicHost] : []), ...(isWildcard(resolveBindHost(bind)) ? lanAddresses() : [])];
+  const tls = loadTls(settings.tls, stateDir, { generate: true, extraNames: names });
   const config: GatewayConfig = {
-    ...DEFAULTS,
-    port,
-    bind,
-    stateDir,
-    token,
+    ...base,
+    token: chosenToken ?? creds.token,
     password,
     ownerCredential: creds.owner,
-    autoApproveLocal: g.autoApproveLocal ?? DEFAULTS.autoApproveLocal,
-    handshakeTimeoutMs: g.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
-    tickIntervalMs: g.tickIntervalMs ?? DEFAULTS.tickIntervalMs,
-    pendingTtlMs: g.pendingTtlMs ?? DEFAULTS.pendingTtlMs,
-    rateLimit: { ...DEFAULTS.rateLimit, ...g.rateLimit },
-    trustedProxies: g.trustedProxies ?? DEFAULTS.trustedProxies,
-    untrustedForwarded: g.untrustedForwarded ?? DEFAULTS.untrustedForwarded,
+    tls: tls.material,
+    automations: automationsConfig(settings.file.automations),
   };
   const log = jsonLogger(process.stderr);
-  const store = new SqliteStore(join(stateDir, 'clawgate.sqlite'));
+  const { store, bus, limiter, where } = await openConfiguredStore(storeChoice, stateDir, {
+    clock: systemClock,
+    random: systemRandom,
+    log,
+    rateLimit: config.rateLimit,
+  });
   let running: Awaited<ReturnType<typeof startGateway>>;
   try {
-    running = await startGateway({ config, store, log, host: resolveBindHost(bind) });
+    running = await startGateway({ config, store, bus, limiter, log, host: resolveBindHost(bind) });
   } catch (err) {
+    await bus?.close();
     await store.close();
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE') {
-      process.stderr.write(`port ${port} is already in use on ${bind}: stop the other process or pass --port <n>\n`);
+      process.stderr.write(`port ${config.port} is already in use on ${bind}: stop the other process or pass --port <n>\n`);
       return 1;
     }
     throw err;
   }
   const { server } = running;
-  writeRuntimeInfo(stateDir, { url: server.url, pid: process.pid, startedAtMs: systemClock.now() });
+  writeRuntimeInfo(stateDir, {
+    url: server.url,
+    pid: process.pid,
+    startedAtMs: systemClock.now(),
+    ...(server.tlsFingerprint ? { tlsFingerprint: server.tlsFingerprint } : {}),
+    ...(config.publicUrl ? { publicUrl: config.publicUrl } : {}),
+  });
   process.stdout.write(
     [
-      `clawgate gateway listening on ${server.url} (state: ${stateDir}, store: sqlite)`,
+      `clawgate gateway listening on ${server.url} (state: ${stateDir}, store: ${storeChoice.kind} ${where})`,
       created
         ? `generated a gateway token and an owner credential in ${join(stateDir, 'credentials.json')} (mode 0600)`
         : `using the credentials in ${join(stateDir, 'credentials.json')}`,
       'connect a client:  pass the gateway token (`clawgate gateway token` prints it) as auth.token',
       `  e.g. openclaw gateway call health --url ${server.url} --token "$(npx clawgate gateway token)" --json`,
       'local CLI:         `clawgate call health` uses the owner credential from the state dir',
-      `health:            http://${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}/healthz`,
+      `health:            ${server.url.replace(/^ws/, 'http')}/healthz`,
+      ...(server.tlsFingerprint
+        ? [
+            `tls:               ${tls.created ? 'generated a self-signed certificate' : 'serving'} ${config.tls?.certPath ?? ''}`,
+            `  SHA-256 fingerprint ${server.tlsFingerprint} (setup codes carry it; other clients pass --tls-fingerprint)`,
+          ]
+        : []),
+      ...(config.publicUrl ? [`advertised URL:    ${config.publicUrl} (setup codes and links point here; \`clawgate doctor\` checks it)`] : []),
       '',
     ].join('\n'),
   );
-  log.info('gateway started', { url: server.url, stateDir });
+  log.info('gateway started', { url: server.url, stateDir, store: storeChoice.kind });
 
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -185,6 +197,17 @@ async function gatewayRun(args: string[]): Promise<number> {
   return 0;
 }
 
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
+}
+
+function lanAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flatMap((list) => list ?? [])
+    .filter((a) => !a.internal)
+    .map((a) => a.address.split('%')[0] as string);
+}
+
 function gatewayToken(args: string[]): number {
   const { values } = parse(args, { 'state-dir': { type: 'string' } });
   const dir = resolveStateDir(values['state-dir'] as string | undefined);
@@ -198,13 +221,27 @@ function gatewayToken(args: string[]): number {
 }
 
 /** Where and how a CLI command reaches a gateway (ARCHITECTURE §4). */
-export function resolveTarget(values: Record<string, unknown>): { url: string; token: string | undefined; password: string | undefined } {
+export function resolveTarget(values: Record<string, unknown>): {
+  url: string;
+  token: string | undefined;
+  password: string | undefined;
+  tlsFingerprint: string | undefined;
+} {
   const stateDir = resolveStateDir(values['state-dir'] as string | undefined);
-  const url = (values.url as string | undefined) ?? process.env.CLAWGATE_URL ?? readRuntimeInfo(stateDir)?.url ?? `ws://127.0.0.1:${DEFAULTS.port}`;
+  const runtime = readRuntimeInfo(stateDir);
+  const url = (values.url as string | undefined) ?? process.env.CLAWGATE_URL ?? runtime?.url ?? `ws://127.0.0.1:${DEFAULTS.port}`;
   const password = values.password as string | undefined;
   let token = (values.token as string | undefined) ?? process.env.CLAWGATE_TOKEN;
   if (!token && !password) token = readCredentials(stateDir)?.owner;
-  return { url, token, password };
+  // The running gateway's own certificate is pinned automatically when we talk to it by the URL it recorded.
+  const fpText = (values['tls-fingerprint'] as string | undefined) ?? process.env.CLAWGATE_TLS_FINGERPRINT;
+  let tlsFingerprint: string | undefined;
+  if (fpText !== undefined) {
+    const fp = normalizeFingerprint(fpText);
+    if (!fp) throw new UsageError(`--tls-fingerprint must be a SHA-256 fingerprint (64 hex digits, colons allowed), got ${fpText}`);
+    tlsFingerprint = fp;
+  } else if (runtime?.tlsFingerprint && runtime.url === url) tlsFingerprint = runtime.tlsFingerprint;
+  return { url, token, password, tlsFingerprint };
 }
 
 async function call(args: string[]): Promise<number> {
@@ -216,6 +253,7 @@ async function call(args: string[]): Promise<number> {
     'state-dir': { type: 'string' },
     json: { type: 'boolean' },
     timeout: { type: 'string' },
+    'tls-fingerprint': { type: 'string' },
   });
   const method = positionals[0];
   if (!method) throw new UsageError('usage: clawgate call <method> [--params <json>]');
@@ -229,12 +267,17 @@ async function call(args: string[]): Promise<number> {
   }
   const target = resolveTarget(values);
   if (!target.token && !target.password) {
-    process.stderr.write('no credential: pass --token, set CLAWGATE_TOKEN, or run on the gateway host (owner credential in the state dir)\n');
+    const viaPairing = await callWithStoredCredentials(values, method, params, values.timeout ? Number(values.timeout) : 30_000);
+    if (viaPairing !== null) return viaPairing;
+    process.stderr.write(
+      'no credential: pass --token, set CLAWGATE_TOKEN, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair <setup-code>)\n',
+    );
     return 1;
   }
   const conn = await connectGateway({
     url: target.url,
     auth: target.password ? { password: target.password } : { token: target.token },
+    tlsFingerprint: target.tlsFingerprint,
     scopes: ['operator.admin'],
     client: { id: 'cli', mode: 'cli' },
   });
@@ -256,11 +299,21 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (cmd === 'gateway' && (sub === 'run' || sub === undefined)) return await gatewayRun(rest);
     if (cmd === 'gateway' && sub === 'token') return gatewayToken(rest);
+    if (cmd === 'gateway' && sub === 'install-service') return installServiceCommand(rest);
+    if (cmd === 'doctor') return await doctorCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'call') return await call(sub === undefined ? rest : [sub, ...rest]);
-    // Client-only commands load on demand: `gateway run` starts faster without them (cold start).
-    if (cmd === 'devices') return await (await import('./devices.js')).devicesCommand(sub, rest);
-    if (cmd === 'audit') return await (await import('./devices.js')).auditCommand(sub === undefined ? rest : [sub, ...rest]);
-    if (cmd === 'qr') return await (await import('./qr.js')).qrCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'devices') return await devicesCommand(sub, rest);
+    if (cmd === 'nodes') return await nodesCommand(sub, rest);
+    if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'pair') return await pairCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'status') return await statusCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'cron') return await cronCommand(sub, rest);
+    if (cmd === 'channels') return await channelsCommand(sub, rest);
+    if (cmd === 'sessions') return await sessionsCommand(sub, rest);
+    if (cmd === 'chat') return await chatCommand(sub, rest);
+    if (cmd === 'node') return await nodeCommand(sub, rest);
+    if (cmd === 'migrate') return await migrateCommand(sub === undefined ? rest : [sub, ...rest]);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {

@@ -6,7 +6,7 @@
 import QRCode from 'qrcode-terminal/vendor/QRCode/index.js';
 import QRErrorCorrectLevel from 'qrcode-terminal/vendor/QRCode/QRErrorCorrectLevel.js';
 import { MAX_SETUP_TTL_MS, MIN_SETUP_TTL_MS, resolveSetupProfile, type SetupView } from '../core/setup-codes.js';
-import { withGateway } from './devices.js';
+import { withGateway } from './common.js';
 import { parse, UsageError } from './main.js';
 
 const USAGE = `usage: clawgate qr [--profile operator|node|operator+node] [--scopes <s>…] [--label <name>] [--ttl <10m>]
@@ -78,6 +78,7 @@ interface MintResult {
   expiresAtMs: number;
   gatewayUrl: string;
   urlSource: string;
+  tlsFingerprint?: string;
   auth: string;
   profile: string;
   roles: string[];
@@ -124,6 +125,7 @@ export async function qrCommand(args: string[]): Promise<number> {
     label: { type: 'string' },
     ttl: { type: 'string' },
     'public-url': { type: 'string' },
+    'tls-fingerprint': { type: 'string' },
     list: { type: 'boolean' },
     revoke: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
@@ -197,6 +199,7 @@ export async function qrCommand(args: string[]): Promise<number> {
           label: r.label,
           gatewayUrl: r.gatewayUrl,
           urlSource: r.urlSource,
+          ...(r.tlsFingerprint ? { tlsFingerprint: r.tlsFingerprint } : {}),
         }),
       );
       return 0;
@@ -204,6 +207,7 @@ export async function qrCommand(args: string[]): Promise<number> {
     const access = r.roles.map((role) => (role === 'operator' ? `operator (${r.scopes.join(', ')})` : role)).join(' + ');
     out(`Setup code${r.label ? ` for ${r.label}` : ''}: pairs one device as ${access}`);
     out(`Gateway:  ${r.gatewayUrl}`);
+    if (r.tlsFingerprint) out(`TLS pin:  SHA-256 ${r.tlsFingerprint} (the device accepts only this certificate)`);
     out(`Expires:  ${when(r.expiresAtMs)} (in ${inHuman(r.expiresAtMs - Date.now())})`);
     out(`Setup id: ${r.setupId}  (clawgate qr --list shows who redeemed it; clawgate qr --revoke ${r.setupId} cancels it)`);
     if (isPlaintextRemote(r.gatewayUrl)) {

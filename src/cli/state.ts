@@ -60,6 +60,10 @@ export interface RuntimeInfo {
   url: string;
   pid: number;
   startedAtMs: number;
+  /** SHA-256 fingerprint of the certificate when the gateway serves TLS itself (local CLI pins it). */
+  tlsFingerprint?: string;
+  /** The configured public URL, if any. */
+  publicUrl?: string;
 }
 
 export function writeRuntimeInfo(dir: string, info: RuntimeInfo): void {

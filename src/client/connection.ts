@@ -3,8 +3,11 @@
  * benchmark; the fuller SDK (reconnects, credential store, state machine) builds on it.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import { WebSocket } from 'ws';
 import { deviceIdOf } from '../core/identity.js';
+import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import type { ErrorShape } from '../protocol/frames.js';
 import { signaturePayloadV3, signedTokenField } from '../protocol/signature.js';
 
@@ -45,6 +48,15 @@ export interface ConnectOptions {
   /** Milliseconds to wait for hello-ok (default 15 s). */
   timeoutMs?: number;
   headers?: Record<string, string>;
+  /**
+   * SHA-256 fingerprint of the gateway's TLS certificate (64 hex digits, colons allowed), e.g.
+   * from a setup code. When set, the connection is accepted only if the certificate the server
+   * presents has exactly this fingerprint (a self-signed certificate is fine), and it is refused
+   * with a TlsPinError otherwise, before anything is sent.
+   */
+  tlsFingerprint?: string | undefined;
+  /** Local address to connect from (multi-homed hosts; tests use other loopback addresses). */
+  localAddress?: string | undefined;
   /** Called for every event frame after hello-ok. */
   onEvent?: (event: string, payload: unknown) => void;
 }
@@ -71,6 +83,43 @@ export class ConnectError extends Error {
     return (this.error?.details as { code?: string } | undefined)?.code;
   }
 }
+
+/** The server presented a certificate other than the pinned one (or spoke plaintext). */
+export class TlsPinError extends ConnectError {
+  constructor(
+    message: string,
+    readonly expected: string,
+    readonly actual: string | null,
+  ) {
+    super(message, null, null, '');
+  }
+}
+
+/**
+ * Compare the certificate behind an upgrade response with a pinned fingerprint; a TlsPinError
+ * (with a message a person can act on) when they differ, null when they match.
+ */
+export function checkTlsPin(res: IncomingMessage, expected: string, url: string): TlsPinError | null {
+  const cert = (res.socket as TLSSocket).getPeerCertificate?.();
+  const actual = cert?.fingerprint256 ? normalizeFingerprint(cert.fingerprint256) : null;
+  if (actual === expected) return null;
+  return new TlsPinError(
+    `TLS certificate mismatch at ${url}: expected SHA-256 ${expected}, the server presented ${actual ?? 'no certificate'}. ` +
+      'Refusing to connect: the gateway certificate was replaced, or something is intercepting the connection. ' +
+      'If the gateway really has a new certificate, pair again with a fresh setup code.',
+    expected,
+    actual,
+  );
+}
+
+const CERT_ERROR_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
 
 export interface HelloPayload {
   type: 'hello-ok';
@@ -214,7 +263,22 @@ export function buildConnectParams(opts: ConnectOptions, nonce: string, challeng
 /** Open a socket, answer the challenge, and resolve with the connection after hello-ok. */
 export function connectGateway(opts: ConnectOptions): Promise<GatewayConnection> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(opts.url, { headers: opts.headers, perMessageDeflate: false });
+    let pin: string | null = null;
+    if (opts.tlsFingerprint !== undefined) {
+      pin = normalizeFingerprint(opts.tlsFingerprint);
+      if (!pin) return reject(new ConnectError(`the TLS fingerprint "${opts.tlsFingerprint}" is not a SHA-256 fingerprint (64 hex digits)`, null, null, ''));
+      if (!opts.url.startsWith('wss://')) {
+        // A pin promises an authenticated channel; quietly talking plaintext would break it.
+        return reject(new TlsPinError(`a TLS fingerprint is pinned but ${opts.url} is not a wss:// URL; refusing to connect without TLS`, pin, null));
+      }
+    }
+    const ws = new WebSocket(opts.url, {
+      headers: opts.headers,
+      perMessageDeflate: false,
+      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+      // With a pin, the fingerprint check below replaces CA verification (self-signed is the point).
+      ...(pin ? { rejectUnauthorized: false } : {}),
+    });
     let settled = false;
     let connectError: ErrorShape | null = null;
     const timer = setTimeout(() => done(new ConnectError('timed out waiting for hello-ok', null, null, '')), opts.timeoutMs ?? 15_000);
@@ -248,7 +312,25 @@ export function connectGateway(opts: ConnectOptions): Promise<GatewayConnection>
       }
     };
     ws.on('message', onMessage);
-    ws.on('error', (err) => done(new ConnectError(String(err.message), null, null, '')));
+    if (pin) {
+      const expected = pin;
+      // 'upgrade' fires after the TLS handshake and before 'open': nothing has been sent but the
+      // bare HTTP upgrade request, which carries no credential.
+      ws.on('upgrade', (res) => {
+        const mismatch = checkTlsPin(res, expected, opts.url);
+        if (!mismatch) return;
+        done(mismatch);
+        ws.terminate();
+      });
+    }
+    ws.on('error', (err) => {
+      const code = (err as NodeJS.ErrnoException).code;
+      const hint =
+        code && CERT_ERROR_CODES.has(code)
+          ? ' (the gateway certificate is not trusted by this machine: for a gateway serving its own self-signed certificate, pin its fingerprint: the setup code carries it, and `clawgate doctor` on the gateway host prints it for --tls-fingerprint)'
+          : '';
+      done(new ConnectError(`${String(err.message)}${hint}`, null, null, ''));
+    });
     ws.on('unexpected-response', (_req, res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));

@@ -1,4 +1,6 @@
 /** Gateway configuration: defaults, and the merge of config file and flags. */
+
+import type { NodeLimits } from './nodes.js';
 import type { RateLimitPolicy } from './ratelimit.js';
 import { DEFAULT_RATE_LIMIT } from './ratelimit.js';
 
@@ -25,6 +27,30 @@ export interface GatewayConfig {
   trustedProxies: string[];
   /** Forwarded headers from an untrusted peer: refuse the upgrade (default) or ignore them. */
   untrustedForwarded: 'refuse' | 'ignore';
+  /** node.invoke limits (issue 5); unset fields take DEFAULT_NODE_LIMITS. */
+  nodeLimits?: Partial<NodeLimits> | undefined;
+  /** Native TLS: PEM material the server listens with (absent: plain ws://, e.g. behind a proxy). */
+  tls?: TlsMaterial | undefined;
+  /** What setup codes, links and the UI advertise (`ws(s)://host[:port][/path]`); absent: the listening URL. */
+  publicUrl?: string | undefined;
+  /** Path prefix the gateway answers under (`/clawgate`), for proxies that route by path; '' for none. */
+  contextPath: string;
+  /** Automations (issue 7): webhook channels from the config file and the delivery policy. */
+  automations?: AutomationsConfig | undefined;
+}
+
+export interface AutomationsConfig {
+  channels?: Array<{ name: string; url: string; username?: string | undefined }> | undefined;
+  webhook?: Partial<{ maxAttempts: number; baseBackoffMs: number; maxBackoffMs: number; timeoutMs: number }> | undefined;
+}
+
+export interface TlsMaterial {
+  certPem: string;
+  keyPem: string;
+  /** Where the certificate came from (for messages and `clawgate doctor`). */
+  certPath?: string | undefined;
+  /** True when clawgate generated it (self-signed, kept in the state dir). */
+  selfSigned?: boolean | undefined;
 }
 
 export const DEFAULT_PORT = 18789;
@@ -40,7 +66,24 @@ export const DEFAULTS: Omit<GatewayConfig, 'stateDir'> = {
   seenFlushMs: 5_000,
   trustedProxies: [],
   untrustedForwarded: 'refuse',
+  contextPath: '',
 };
+
+/**
+ * `/clawgate/`, `clawgate` → `/clawgate`; `/` or '' → ''. Returns null for a path that cannot be
+ * one (query, fragment, `..`, characters outside a conservative set).
+ */
+export function normalizeContextPath(input: string): string | null {
+  const trimmed = input.trim().replace(/^\/+|\/+$/g, '');
+  if (trimmed === '') return '';
+  if (!/^[A-Za-z0-9._~\-/]+$/.test(trimmed) || trimmed.split('/').some((seg) => seg === '' || seg === '.' || seg === '..')) return null;
+  return `/${trimmed}`;
+}
+
+/** http(s) → ws(s) (a public URL is often written as the https address users know). */
+export function toWsUrl(url: string): string {
+  return url.trim().replace(/^http(s?):\/\//i, (_m, s: string) => `ws${s}://`);
+}
 
 export function resolveBindHost(bind: string): string {
   if (bind === 'loopback') return '127.0.0.1';

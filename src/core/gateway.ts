@@ -25,12 +25,15 @@ import {
 import { ALL_OPERATOR_SCOPES, normalizeScopes, PAIRING, READ, scopeSatisfied } from '../protocol/scopes.js';
 import type { GrantRecord, PairingRequest, SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
 import { type Credential, type Decision, decideConnect } from './admission.js';
+import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
+import { ClusterNodeRouter } from './cluster-nodes.js';
 import type { GatewayConfig } from './config.js';
 import { type DispatchLog, MethodTable } from './dispatch.js';
 import type { Clock, Random } from './env.js';
 import { type VerifiedDevice, verifyDeviceProof } from './identity.js';
+import { NodeRegistry } from './nodes.js';
 import { type ClientDescription, type Principal, SessionPrincipal, type SessionTransport } from './principal.js';
-import { type CredentialKind, FailureLimiter } from './ratelimit.js';
+import { type AuthLimiter, type CredentialKind, FailureLimiter } from './ratelimit.js';
 import { type MintedToken, mintToken, parseToken, SharedSecret, secretMatchesHash } from './secrets.js';
 import { roleRefusalDetails, SETUP_REPEAT_GRACE_MS, setupRefusal, verifyBootstrapToken } from './setup-codes.js';
 
@@ -50,6 +53,10 @@ export interface GatewayDeps {
   clock: Clock;
   random: Random;
   log: Logger;
+  /** Several instances on one store: live effects travel to the others (issue 11). */
+  bus?: ClusterBus | undefined;
+  /** Failure budget for wrong credentials; in memory unless a shared one is given. */
+  limiter?: AuthLimiter | undefined;
 }
 
 /** Transport facts the server establishes before the first frame. */
@@ -76,7 +83,29 @@ export const EVENT_SCOPES: Record<string, string | null> = {
   'device.pair.changed': PAIRING,
   'device.pair.setup.completed': PAIRING,
   'auth.updated': null,
+  // nodes (issue 5)
+  'node.pair.requested': PAIRING,
+  'node.pair.resolved': PAIRING,
+  'node.event': READ,
+  // token rotation (issues 5/9): sent only to the rotated device's own sessions of that role, never broadcast
+  'device.token.rotated': null,
+  // automations (issue 7): sent only to subscribers of the session (sessions.subscribe)
+  chat: READ,
 };
+
+/** Events every instance's operators must see, whichever instance caused them. */
+const CLUSTER_EVENTS = new Set([
+  'device.pair.requested',
+  'device.pair.resolved',
+  'device.pair.changed',
+  'device.pair.setup.completed',
+  'node.pair.requested',
+  'node.pair.resolved',
+  'node.event',
+]);
+
+/** How often an instance in a cluster re-checks its waiting connects against the store. */
+export const WAITER_RECONCILE_MS = 1_000;
 
 const checkRequest = TypeCompiler.Compile(RequestFrameSchema);
 const checkConnect = TypeCompiler.Compile(ConnectParamsSchema);
@@ -90,6 +119,9 @@ const PAIRING_MESSAGES: Record<string, string> = {
 
 interface Waiter {
   requestId: string;
+  deviceId: string;
+  role: Role;
+  scopes: readonly string[];
   finish(outcome: ConnectOutcome): void;
   admit(): Promise<ConnectOutcome>;
 }
@@ -101,10 +133,15 @@ export class Gateway {
   readonly random: Random;
   readonly log: Logger;
   readonly methods: MethodTable;
-  readonly limiter: FailureLimiter;
+  readonly limiter: AuthLimiter;
+  readonly bus: ClusterBus | null;
+  /** node.invoke to nodes held by other instances (null with a single instance). */
+  readonly cluster: ClusterNodeRouter | null;
   readonly bootId: string;
   readonly startedAtMs: number;
   readonly sessions = new Map<string, SessionPrincipal>();
+  /** Live node connections, surfaces and node.invoke routing (issue 5). */
+  readonly nodes: NodeRegistry;
   private readonly byDevice = new Map<string, Set<SessionPrincipal>>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly sharedToken: SharedSecret | null;
@@ -113,6 +150,8 @@ export class Gateway {
   private seen = new Map<string, { deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
+  /** Work that must finish before the store closes (automations: scheduler, delivery worker). */
+  private readonly stopHooks: Array<() => Promise<void>> = [];
 
   constructor(deps: GatewayDeps) {
     this.store = deps.store;
@@ -121,12 +160,19 @@ export class Gateway {
     this.random = deps.random;
     this.log = deps.log;
     this.methods = new MethodTable(deps.log);
-    this.limiter = new FailureLimiter(deps.clock, deps.config.rateLimit);
+    this.limiter = deps.limiter ?? new FailureLimiter(deps.clock, deps.config.rateLimit);
+    this.bus = deps.bus ?? null;
+    this.cluster = this.bus ? new ClusterNodeRouter(this, this.bus) : null;
+    this.bus?.subscribe(
+      (e) => this.applyClusterEvent(e),
+      () => void this.resync(),
+    );
     this.bootId = deps.random.uuid();
     this.startedAtMs = deps.clock.now();
     this.sharedToken = deps.config.token ? new SharedSecret(deps.config.token) : null;
     this.sharedPassword = deps.config.password ? new SharedSecret(deps.config.password) : null;
     this.owner = deps.config.ownerCredential ? new SharedSecret(deps.config.ownerCredential) : null;
+    this.nodes = new NodeRegistry(this, deps.config.nodeLimits);
   }
 
   /** Start periodic work (tick events, access-metadata flush). */
@@ -140,6 +186,13 @@ export class Gateway {
     flush.unref();
     expire.unref();
     this.timers.push(tick, flush, expire);
+    if (this.bus) {
+      // Events are best effort: a notification lost with a connection (or an instance killed
+      // between its commit and its notify) must not strand a connect waiting on approval.
+      const reconcile = setInterval(() => void this.reconcileWaiters(), WAITER_RECONCILE_MS);
+      reconcile.unref();
+      this.timers.push(reconcile);
+    }
   }
 
   challenge(): ChallengePayload {
@@ -227,7 +280,7 @@ export class Gateway {
       auth.token !== undefined && parseToken('device', auth.token) !== null && params.device !== undefined && auth.deviceToken === undefined;
     if (auth.token !== undefined) {
       // A device token in the token slot is limited as a device token, not as a shared-secret guess.
-      if (!deviceTokenInSlot && this.isLocked(address, 'shared')) return this.rateLimited(id, address, 'shared');
+      if (!deviceTokenInSlot && (await this.isLocked(address, 'shared'))) return await this.rateLimited(id, address, 'shared');
       if (this.owner?.matches(auth.token)) credential = { kind: 'owner' };
       else if (this.sharedToken?.matches(auth.token)) credential = { kind: 'shared' };
       else if (deviceTokenInSlot) {
@@ -237,7 +290,7 @@ export class Gateway {
         limitedKind = 'shared';
       }
     } else if (auth.password !== undefined) {
-      if (this.isLocked(address, 'password')) return this.rateLimited(id, address, 'password');
+      if (await this.isLocked(address, 'password')) return await this.rateLimited(id, address, 'password');
       if (this.sharedPassword?.matches(auth.password)) credential = { kind: 'shared' };
       else {
         tokenFailure = this.sharedPassword ? 'AUTH_PASSWORD_MISMATCH' : 'AUTH_PASSWORD_NOT_CONFIGURED';
@@ -258,7 +311,7 @@ export class Gateway {
     let presentedDeviceToken: string | undefined;
     const deviceTokenCandidate = auth.deviceToken ?? (tokenFailure === null && credential.kind === 'none' ? auth.token : undefined);
     if (credential.kind === 'none' && deviceTokenCandidate !== undefined && device) {
-      if (this.isLocked(address, 'device-token')) return this.rateLimited(id, address, 'device-token');
+      if (await this.isLocked(address, 'device-token')) return await this.rateLimited(id, address, 'device-token');
       const check = await this.verifyDeviceToken(deviceTokenCandidate, device.deviceId);
       if (check.ok) {
         credential = { kind: 'device-token' };
@@ -276,7 +329,7 @@ export class Gateway {
     let setup: SetupCodeRecord | undefined;
     let bootstrapDetails: Record<string, unknown> | undefined;
     if (credential.kind === 'none' && auth.bootstrapToken !== undefined && tokenFailure === null && device) {
-      if (this.isLocked(address, 'bootstrap')) return this.rateLimited(id, address, 'bootstrap');
+      if (await this.isLocked(address, 'bootstrap')) return await this.rateLimited(id, address, 'bootstrap');
       const check = await verifyBootstrapToken(this, auth.bootstrapToken, device, address);
       if (check.ok) {
         credential = { kind: 'bootstrap', roles: check.code.profile.roles };
@@ -291,14 +344,14 @@ export class Gateway {
     if (tokenFailure) {
       credential = { kind: 'invalid', failure: tokenFailure };
       if (limitedKind) {
-        const lockMs = this.limiter.fail(address, limitedKind);
+        const lockMs = await this.limiter.fail(address, limitedKind);
         if (lockMs > 0) {
           void this.audit('gateway', 'auth.rate-limited', address, { kind: limitedKind, lockoutMs: lockMs });
         }
       }
     } else if (credential.kind !== 'none' && credential.kind !== 'bootstrap') {
       // A setup code never clears the bootstrap counter: one valid code must not buy more guesses.
-      this.limiter.succeed(address, credential.kind === 'device-token' ? 'device-token' : auth.token !== undefined ? 'shared' : 'password');
+      await this.limiter.succeed(address, credential.kind === 'device-token' ? 'device-token' : auth.token !== undefined ? 'shared' : 'password');
     }
 
     // 4. Facts about the device's grants.
@@ -341,15 +394,29 @@ export class Gateway {
       setup,
       bootstrapDetails,
     };
-    return this.carryOut(decision, ctx);
+    return this.admitted(await this.carryOut(decision, ctx), ctx);
   }
 
-  private isLocked(address: string, kind: CredentialKind): boolean {
-    return this.limiter.retryAfterMs(address, kind) > 0;
+  /** After admission: a node's declared surface is checked (and a request filed) before hello-ok. */
+  private async admitted(out: ConnectOutcome, ctx: AdmitContext): Promise<ConnectOutcome> {
+    if (out.type !== 'hello' || out.session.role !== 'node') return out;
+    try {
+      await this.nodes.attach(out.session, ctx.params);
+      // A node must be findable by the other instances before it is told it is in.
+      await this.cluster?.announce(out.session);
+    } catch (err) {
+      this.disconnect(out.session);
+      throw err;
+    }
+    return out;
   }
 
-  private rateLimited(id: string, address: string, kind: CredentialKind): ConnectOutcome {
-    const retryAfterMs = this.limiter.retryAfterMs(address, kind);
+  private async isLocked(address: string, kind: CredentialKind): Promise<boolean> {
+    return (await this.limiter.retryAfterMs(address, kind)) > 0;
+  }
+
+  private async rateLimited(id: string, address: string, kind: CredentialKind): Promise<ConnectOutcome> {
+    const retryAfterMs = await this.limiter.retryAfterMs(address, kind);
     return this.reject(id, new GatewayError('AUTH_RATE_LIMITED', { retryAfterMs, details: { authReason: 'rate_limited', retryAfterMs } }));
   }
 
@@ -568,11 +635,14 @@ export class Gateway {
     const set = this.waiters.get(requestId) ?? new Set<Waiter>();
     const waiter: Waiter = {
       requestId,
+      deviceId: (ctx.device as VerifiedDevice).deviceId,
+      role: ctx.role,
+      scopes: ctx.scopes,
       finish: (o) => {
         set.delete(waiter);
         finish(o);
       },
-      admit: () => this.admitDevice(ctx, ctx.scopes),
+      admit: async () => this.admitted(await this.admitDevice(ctx, ctx.scopes), ctx),
     };
     set.add(waiter);
     this.waiters.set(requestId, set);
@@ -581,6 +651,11 @@ export class Gateway {
 
   /** Called after a request is approved or rejected: finish connects that chose to wait. */
   async resolveWaiters(requestId: string, decision: 'approved' | 'rejected'): Promise<void> {
+    this.publish({ type: 'resolve-waiters', requestId, decision });
+    await this.resolveLocalWaiters(requestId, decision);
+  }
+
+  private async resolveLocalWaiters(requestId: string, decision: 'approved' | 'rejected'): Promise<void> {
     const set = this.waiters.get(requestId);
     if (!set) return;
     this.waiters.delete(requestId);
@@ -711,18 +786,34 @@ export class Gateway {
       let set = this.byDevice.get(session.deviceId);
       if (!set) this.byDevice.set(session.deviceId, (set = new Set()));
       set.add(session);
+      if (session.role !== 'node') void this.cluster?.announce(session);
       this.seen.set(session.deviceId, { deviceId: session.deviceId, atMs: session.connectedAtMs, address: session.address, tokenId: session.tokenId });
     }
   }
 
   disconnect(session: SessionPrincipal): void {
     if (!this.sessions.delete(session.connId)) return;
+    this.nodes.detach(session);
+    this.cluster?.withdraw(session);
     if (session.deviceId) {
       const set = this.byDevice.get(session.deviceId);
       set?.delete(session);
       if (set && set.size === 0) this.byDevice.delete(session.deviceId);
       this.seen.set(session.deviceId, { deviceId: session.deviceId, atMs: this.clock.now(), address: session.address, tokenId: session.tokenId });
     }
+  }
+
+  /** Devices with a live socket here or, with several instances, on any instance. */
+  async connectedDeviceIds(): Promise<Set<string>> {
+    const ids = new Set(this.byDevice.keys());
+    if (this.bus) {
+      try {
+        for (const id of await this.bus.connectedDevices()) ids.add(id);
+      } catch (err) {
+        this.log.warn('could not read session presence', { err: String(err) });
+      }
+    }
+    return ids;
   }
 
   deviceSessions(deviceId: string): SessionPrincipal[] {
@@ -767,6 +858,14 @@ export class Gateway {
   }
 
   broadcast(event: string, payload: unknown): void {
+    this.broadcastLocal(event, payload);
+    if (CLUSTER_EVENTS.has(event)) this.publish({ type: 'broadcast', event, payload });
+  }
+
+  /** Send an event to the sessions of this instance only. */
+  broadcastLocal(event: string, payload: unknown): void {
+    // Carries a device's secret: only ever sent to that device's own sessions (pushRotatedToken).
+    if (event === 'device.token.rotated') throw new Error('device.token.rotated is never broadcast');
     const scope = event in EVENT_SCOPES ? EVENT_SCOPES[event] : 'operator.admin';
     for (const s of this.sessions.values()) {
       if (s.role !== 'operator' && scope !== null) continue;
@@ -802,12 +901,99 @@ export class Gateway {
    * Close every live session of a device (optionally one role) with a catalogue reason. The
    * caller's own socket is closed just after its response is written, so it still learns the result.
    */
-  closeDeviceSessions(
-    deviceId: string,
-    role: Role | null,
-    why: Extract<DetailCode, 'TOKEN_ROTATED' | 'TOKEN_REVOKED' | 'DEVICE_REMOVED' | 'SCOPES_REDUCED' | 'PAIRING_REJECTED'>,
-    caller?: Principal,
-  ): number {
+  closeDeviceSessions(deviceId: string, role: Role | null, why: CloseWhy & DetailCode, caller?: Principal): number {
+    this.publish({ type: 'close-device', deviceId, role, why });
+    return this.closeLocalDeviceSessions(deviceId, role, why, caller);
+  }
+
+  private readonly rotationPushes = new Map<string, Promise<number>>();
+
+  /**
+   * An operator retired the token of (deviceId, role) without seeing its successor. This
+   * instance's live sessions of that role proved the device key on their handshake, so they get
+   * the successor: minted here (only if the role has no live token yet, so one instance mints
+   * once), sent as `device.token.rotated` to those sessions only, and then the sessions close
+   * 4001 so the device reconnects with it. The secret never leaves this process except on those
+   * sockets. Returns how many sessions received it; runs one at a time per device and role.
+   */
+  pushRotatedToken(deviceId: string, role: Role): Promise<number> {
+    const key = `${deviceId}\u0000${role}`;
+    const prev = this.rotationPushes.get(key) ?? Promise.resolve(0);
+    const next = prev.catch(() => 0).then(() => this.pushRotatedTokenNow(deviceId, role));
+    this.rotationPushes.set(key, next);
+    const clear = () => {
+      if (this.rotationPushes.get(key) === next) this.rotationPushes.delete(key);
+    };
+    next.then(clear, clear);
+    return next;
+  }
+
+  private async pushRotatedTokenNow(deviceId: string, role: Role): Promise<number> {
+    if (!this.deviceSessions(deviceId).some((s) => s.role === role)) return 0;
+    const now = this.clock.now();
+    const minted = mintToken('device', this.random);
+    let grant: GrantRecord | null = null;
+    try {
+      grant = await this.store.issueTokenIfAbsent(deviceId, role, { tokenId: minted.id, secretHash: minted.secretHash }, now, {
+        atMs: now,
+        actor: 'gateway',
+        action: 'token.issued',
+        subject: deviceId,
+        data: { role, tokenId: minted.id, delivery: 'pushed-live' },
+      });
+    } catch (err) {
+      this.log.warn('could not mint a rotated token for live sessions', { deviceId, role, err: String(err) });
+    }
+    // Not minted: another token is live (e.g. a setup code re-paired the device meanwhile).
+    // Sessions admitted with that token keep running; only those holding a dead one close.
+    let current: string | undefined;
+    if (!grant) {
+      try {
+        current = (await this.store.listTokens(deviceId)).find((t) => t.role === role && t.revokedAtMs === undefined)?.tokenId;
+      } catch (err) {
+        this.log.warn('could not read the live token of a device', { deviceId, role, err: String(err) });
+      }
+    }
+    let delivered = 0;
+    for (const s of this.deviceSessions(deviceId)) {
+      if (s.role !== role || (current !== undefined && s.tokenId === current)) continue;
+      if (grant) {
+        s.sendEvent('device.token.rotated', {
+          deviceId,
+          role,
+          scopes: [...grant.scopes].sort(),
+          deviceToken: minted.token,
+          tokenId: minted.id,
+          issuedAtMs: now,
+        });
+        delivered++;
+      }
+      // The event is queued before the close frame on the same socket, so it arrives first.
+      this.closeSession(s, 'TOKEN_ROTATED');
+    }
+    return delivered;
+  }
+
+  /** Tell the other instances that (deviceId, role) lost its token to a cross-device rotation. */
+  publishTokenRetired(deviceId: string, role: Role): void {
+    this.publish({ type: 'token-retired', deviceId, role });
+  }
+
+  /** Whether another live instance holds a session of this device and role. */
+  async sessionElsewhere(deviceId: string, role: Role): Promise<boolean> {
+    if (!this.bus) return false;
+    return this.bus.hasSession(deviceId, role, { exceptSelf: true });
+  }
+
+  /** Close one session with a catalogue reason (its authority is gone). */
+  private closeSession(s: SessionPrincipal, why: CloseWhy & DetailCode): void {
+    if (!this.sessions.has(s.connId)) return;
+    const err = new GatewayError(why);
+    this.disconnect(s);
+    s.transport.close(err.close ?? CLOSE.deviceRemoved, closeReason(err.shape.message));
+  }
+
+  private closeLocalDeviceSessions(deviceId: string, role: Role | null, why: CloseWhy, caller?: Principal): number {
     const err = new GatewayError(why);
     const code = err.close ?? CLOSE.deviceRemoved;
     const reason = closeReason(err.shape.message);
@@ -862,11 +1048,8 @@ export class Gateway {
       data: { requestId: r.requestId, role: r.role, scopes: r.scopes },
     });
     this.broadcastResolved(r.requestId, r.deviceId, 'rejected');
-    for (const s of this.deviceSessions(r.deviceId)) {
-      if (s.pendingUpgradeRequestId !== r.requestId) continue;
-      s.pendingUpgradeRequestId = undefined;
-      s.sendEvent('auth.updated', { role: s.role, scopes: [...s.scopes].sort(), requestId: r.requestId, reason: 'scope-upgrade-rejected' });
-    }
+    this.publish({ type: 'upgrade-rejected', deviceId: r.deviceId, requestId: r.requestId });
+    this.upgradeRejectedLocal(r.deviceId, r.requestId);
     await this.resolveWaiters(r.requestId, 'rejected');
   }
 
@@ -891,8 +1074,21 @@ export class Gateway {
     return n;
   }
 
+  private upgradeRejectedLocal(deviceId: string, requestId: string): void {
+    for (const s of this.deviceSessions(deviceId)) {
+      if (s.pendingUpgradeRequestId !== requestId) continue;
+      s.pendingUpgradeRequestId = undefined;
+      s.sendEvent('auth.updated', { role: s.role, scopes: [...s.scopes].sort(), requestId, reason: 'scope-upgrade-rejected' });
+    }
+  }
+
   /** After an approval widened a grant: widen live sessions that asked for it, and tell them. */
   widenDeviceSessions(deviceId: string, role: Role, granted: readonly string[], requestId: string): void {
+    this.publish({ type: 'widen-sessions', deviceId, role, scopes: [...granted], requestId });
+    this.widenLocalDeviceSessions(deviceId, role, granted, requestId);
+  }
+
+  private widenLocalDeviceSessions(deviceId: string, role: Role, granted: readonly string[], requestId: string): void {
     for (const s of this.deviceSessions(deviceId)) {
       if (s.role !== role || s.pendingUpgradeRequestId !== requestId) continue;
       for (const scope of granted) s.scopes.add(scope);
@@ -916,6 +1112,122 @@ export class Gateway {
     }
   }
 
+  // ------------------------------------------------------------------------------------------
+  // Several instances (issue 11)
+  // ------------------------------------------------------------------------------------------
+
+  /** Tell the other instances; a failed publish is logged, the reconcile loop covers waiters. */
+  private publish(event: ClusterEvent): void {
+    if (!this.bus || this.stopping) return;
+    this.bus.publish(event).catch((err) => this.log.warn('could not publish a cluster event', { type: event.type, err: String(err) }));
+  }
+
+  private readonly topicHandlers = new Map<string, (payload: unknown) => void>();
+
+  /** Handle a domain's events from other instances (one handler per topic). */
+  onClusterTopic(topic: string, handler: (payload: unknown) => void): void {
+    this.topicHandlers.set(topic, handler);
+  }
+
+  /** Send a domain's event to the other instances (nothing with a single instance). */
+  publishClusterTopic(topic: string, payload: unknown): void {
+    this.publish({ type: 'topic', topic, payload });
+  }
+
+  /** Apply another instance's event to this instance's sessions and waiters (never re-published). */
+  applyClusterEvent(e: ClusterEvent): void {
+    if (this.stopping) return;
+    switch (e.type) {
+      case 'broadcast':
+        this.broadcastLocal(e.event, e.payload);
+        return;
+      case 'close-device':
+        this.closeLocalDeviceSessions(e.deviceId, e.role, e.why);
+        return;
+      case 'widen-sessions':
+        this.widenLocalDeviceSessions(e.deviceId, e.role, e.scopes, e.requestId);
+        return;
+      case 'upgrade-rejected':
+        this.upgradeRejectedLocal(e.deviceId, e.requestId);
+        return;
+      case 'resolve-waiters':
+        this.resolveLocalWaiters(e.requestId, e.decision).catch((err) => this.log.warn('could not finish waiting connects', { err: String(err) }));
+        return;
+      case 'topic':
+        this.topicHandlers.get(e.topic)?.(e.payload);
+        return;
+      case 'authority-changed':
+        void this.reconcileSessions(e.deviceId);
+        return;
+      case 'token-retired':
+        this.pushRotatedToken(e.deviceId, e.role).catch((err) => this.log.warn('could not push a rotated token', { err: String(err) }));
+        return;
+      default:
+        this.cluster?.handle(e);
+        return;
+    }
+  }
+
+  /** After a gap in the events (the listening connection was lost): catch up from the store. */
+  async resync(): Promise<void> {
+    await this.reconcileWaiters();
+    await this.reconcileSessions();
+  }
+
+  /**
+   * Close live device sessions whose authority is gone from the store without this instance
+   * hearing of it: the role's grant removed (revoked, device removed) or the token the session
+   * used replaced or revoked (rotated). Widened grants leave sessions alone.
+   */
+  async reconcileSessions(deviceId?: string): Promise<void> {
+    const sessions = deviceId ? this.deviceSessions(deviceId) : [...this.sessions.values()];
+    for (const s of sessions) {
+      if (!s.deviceId || !this.sessions.has(s.connId)) continue;
+      try {
+        const grant = await this.store.getGrant(s.deviceId, s.role);
+        if (!grant) {
+          const device = await this.store.getDevice(s.deviceId);
+          this.closeLocalDeviceSessions(s.deviceId, s.role, device ? 'TOKEN_REVOKED' : 'DEVICE_REMOVED');
+          continue;
+        }
+        if (s.tokenId) {
+          const token = await this.store.getToken(s.tokenId);
+          // Retired by an operator (or replaced): a fresh token goes to the live sessions when
+          // the role now has none, else they are only closed.
+          if (!token) await this.pushRotatedToken(s.deviceId, s.role);
+          else if (token.revokedAtMs !== undefined) this.closeSession(s, 'TOKEN_REVOKED');
+        }
+      } catch (err) {
+        this.log.warn('could not reconcile a live session', { deviceId: s.deviceId, err: String(err) });
+      }
+    }
+  }
+
+  /**
+   * Finish waiting connects whose request is gone from the store without this instance hearing
+   * of it: admitted when the grant now covers what they asked for, refused otherwise.
+   */
+  async reconcileWaiters(): Promise<void> {
+    for (const [requestId, set] of [...this.waiters]) {
+      const first = [...set][0];
+      if (!first) continue;
+      try {
+        if (await this.store.getPairingRequest(requestId)) continue;
+        const grant = await this.store.getGrant(first.deviceId, first.role);
+        const granted = new Set(grant?.scopes ?? []);
+        const covered = grant !== null && first.scopes.every((s) => scopeSatisfied(granted, s));
+        await this.resolveLocalWaiters(requestId, covered ? 'approved' : 'rejected');
+      } catch (err) {
+        this.log.warn('could not reconcile a waiting connect', { requestId, err: String(err) });
+      }
+    }
+  }
+
+  /** Run `fn` during stop, after the sessions are closed and before the store is. */
+  onStop(fn: () => Promise<void>): void {
+    this.stopHooks.push(fn);
+  }
+
   /** Stop: `shutdown` event, close 1012 for everyone, flush, and close the store. */
   async stop(reason = 'gateway stopping'): Promise<void> {
     if (this.stopping) return;
@@ -932,7 +1244,11 @@ export class Gateway {
       for (const w of [...set]) w.finish({ type: 'reject', frame: null, closeCode: CLOSE.restart, closeReason: 'service restart' });
     }
     this.waiters.clear();
+    for (const fn of this.stopHooks) {
+      await fn().catch((err) => this.log.error('stop hook failed', { err: String(err) }));
+    }
     await this.flushSeen();
+    await this.bus?.close();
     await this.store.close();
   }
 }

@@ -18,12 +18,23 @@ export interface RateLimitPolicy {
 
 export const DEFAULT_RATE_LIMIT: RateLimitPolicy = { maxFailures: 10, windowMs: 60_000, lockoutMs: 300_000, maxKeys: 10_000 };
 
+/**
+ * What the gateway needs from a failure budget. The in-memory FailureLimiter answers at once;
+ * a shared one (several instances on PostgreSQL) answers from the store.
+ */
+export interface AuthLimiter {
+  readonly policy: RateLimitPolicy;
+  retryAfterMs(address: string, kind: CredentialKind): number | Promise<number>;
+  fail(address: string, kind: CredentialKind): number | Promise<number>;
+  succeed(address: string, kind: CredentialKind): void | Promise<void>;
+}
+
 interface Entry {
   failures: number[];
   lockedUntilMs: number;
 }
 
-export class FailureLimiter {
+export class FailureLimiter implements AuthLimiter {
   private readonly entries = new Map<string, Entry>();
   constructor(
     private readonly clock: Clock,

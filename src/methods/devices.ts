@@ -198,13 +198,19 @@ export function registerDeviceMethods(gw: Gateway): void {
     scope: PAIRING,
     params: T.Object({}, { additionalProperties: false }),
     handler: async ({ principal }) => {
-      const [pending, devices, grants, tokens] = await Promise.all([currentPending(), gw.store.listDevices(), gw.store.listGrants(), gw.store.listTokens()]);
+      const [pending, devices, grants, tokens, connected] = await Promise.all([
+        currentPending(),
+        gw.store.listDevices(),
+        gw.store.listGrants(),
+        gw.store.listTokens(),
+        gw.connectedDeviceIds(),
+      ]);
       // Non-admin device sessions see only their own device (no enumeration of others).
       const own = (id: string) => isAdmin(principal) || principal.kind !== 'device' || principal.deviceId === id;
       const grantOf = (r: PairingRequest) => grants.find((g) => g.deviceId === r.deviceId && g.role === r.role) ?? null;
       return {
         pending: pending.filter((r) => own(r.deviceId)).map((r) => viewPending(r, grantOf(r), ttl())),
-        paired: devices.filter((d) => own(d.deviceId)).map((d) => viewDevice(d, grants, tokens, gw.deviceSessions(d.deviceId).length > 0)),
+        paired: devices.filter((d) => own(d.deviceId)).map((d) => viewDevice(d, grants, tokens, connected.has(d.deviceId))),
       };
     },
   });
@@ -328,27 +334,31 @@ export function registerDeviceMethods(gw: Gateway): void {
       if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device token rotation', why } });
       const now = gw.clock.now();
       // Only the device itself (it proved its key on this socket) receives the new bearer in-band.
-      // For anyone else the old token is retired and the device gets a fresh one on its next
-      // connect with another credential: the new secret never crosses to a different party.
+      // For anyone else the old token is retired; the device's live sessions of that role (each
+      // proved the device key on its handshake) get the successor pushed by the instance holding
+      // them, and an offline device gets one on its next connect with another credential: the
+      // new secret never crosses to a different party.
+      // (A pushed successor gets its own `token.issued` audit entry from the instance that mints it.)
       const inBand = principal.kind === 'device' && principal.deviceId === p.deviceId;
+      // Asked before the retirement: the instance holding the socket withdraws it once it has pushed.
+      const elsewhere = inBand ? false : await gw.sessionElsewhere(p.deviceId, p.role).catch(() => false);
       const minted = inBand ? mintToken('device', gw.random) : null;
       const next = await gw.store.rotateToken(p.deviceId, p.role, minted ? { tokenId: minted.id, secretHash: minted.secretHash } : null, scopes, now, {
         atMs: now,
         actor: principal.actor,
         action: 'token.rotated',
         subject: p.deviceId,
-        data: { role: p.role, tokenId: minted?.id ?? null, scopes: scopes ?? grant.scopes, delivery: inBand ? 'in-band' : 'next-connect' },
+        data: { role: p.role, tokenId: minted?.id ?? null, scopes: scopes ?? grant.scopes, delivery: inBand ? 'in-band' : 'cross-device' },
       });
       if (!next) return new GatewayError('ROLE_NOT_GRANTED', { vars: { deviceId: p.deviceId, role: p.role } });
-      gw.closeDeviceSessions(p.deviceId, p.role, 'TOKEN_ROTATED', principal);
-      return {
-        deviceId: p.deviceId,
-        role: p.role,
-        scopes: next.scopes,
-        rotatedAtMs: now,
-        tokenDelivery: inBand ? 'in-band' : 'withheld-cross-device',
-        ...(minted ? { token: minted.token, tokenId: minted.id } : {}),
-      };
+      const base = { deviceId: p.deviceId, role: p.role, scopes: next.scopes, rotatedAtMs: now };
+      if (minted) {
+        gw.closeDeviceSessions(p.deviceId, p.role, 'TOKEN_ROTATED', principal);
+        return { ...base, tokenDelivery: 'in-band', token: minted.token, tokenId: minted.id };
+      }
+      gw.publishTokenRetired(p.deviceId, p.role);
+      const pushed = await gw.pushRotatedToken(p.deviceId, p.role);
+      return { ...base, tokenDelivery: pushed > 0 || elsewhere ? 'pushed-live' : 'withheld-cross-device' };
     },
   });
 

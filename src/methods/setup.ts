@@ -6,6 +6,7 @@
  * - device.pair.setupRevoke revoke a code that was not used yet (or end its repeat window).
  */
 import { Type as T } from '@sinclair/typebox';
+import { toWsUrl } from '../core/config.js';
 import type { Gateway } from '../core/gateway.js';
 import { DEFAULT_SETUP_TTL_MS, MAX_SETUP_TTL_MS, MIN_SETUP_TTL_MS, mintSetupCode, resolveSetupProfile, viewSetupCode } from '../core/setup-codes.js';
 import { GatewayError } from '../protocol/errors.js';
@@ -15,16 +16,18 @@ import { MAX_SETUP_URLS, setupUrlProblem } from '../protocol/setup-code.js';
 const SetupId = T.String({ pattern: '^[0-9a-f]{16}$' });
 const Url = T.String({ minLength: 1, maxLength: 2048 });
 
-const advertisedUrls = new WeakMap<Gateway, string>();
-
-/** Record the URL the gateway is reachable at (set once the server listens). */
-export function setAdvertisedUrl(gw: Gateway, url: string): void {
-  advertisedUrls.set(gw, url);
+export interface Advertised {
+  /** The public URL if configured, else the listening URL. */
+  url: string;
+  /** Set when the gateway serves TLS itself: setup codes for wss:// URLs carry it for pinning. */
+  tlsFingerprint?: string | undefined;
 }
 
-/** http(s) → ws(s), the way the reference normalizes a public URL. */
-function toWsUrl(url: string): string {
-  return url.replace(/^http(s?):\/\//i, (_m, s: string) => `ws${s}://`);
+const advertisedUrls = new WeakMap<Gateway, Advertised>();
+
+/** Record where the gateway is reachable (set once the server listens). */
+export function setAdvertisedUrl(gw: Gateway, advertised: Advertised): void {
+  advertisedUrls.set(gw, advertised);
 }
 
 interface SetupCodeParams {
@@ -73,7 +76,7 @@ export function registerSetupMethods(gw: Gateway): void {
       const profile = resolveSetupProfile(name, p.scopes);
       if ('problem' in profile) return invalid(profile.problem);
       const self = advertisedUrls.get(gw);
-      const url = p.publicUrl !== undefined ? toWsUrl(p.publicUrl.trim()) : self;
+      const url = p.publicUrl !== undefined ? toWsUrl(p.publicUrl.trim()) : self?.url;
       if (!url) return invalid('the gateway does not know its own URL here: pass publicUrl');
       const urlProblem = setupUrlProblem(url);
       if (urlProblem) return invalid(`publicUrl ${urlProblem}`);
@@ -87,7 +90,10 @@ export function registerSetupMethods(gw: Gateway): void {
       }
       const label = p.label?.trim() || undefined;
       const ttlMs = p.ttlMs ?? DEFAULT_SETUP_TTL_MS;
-      const minted = await mintSetupCode(gw, { profile, url, urls, tlsFingerprint: p.tlsFingerprint, label, ttlMs, createdBy: principal.actor });
+      // With native TLS a wss:// code carries our certificate's fingerprint, so the new device can
+      // pin a self-signed certificate instead of trusting whatever answers at that address.
+      const tlsFingerprint = p.tlsFingerprint ?? (self?.tlsFingerprint && url.startsWith('wss://') ? self.tlsFingerprint : undefined);
+      const minted = await mintSetupCode(gw, { profile, url, urls, tlsFingerprint, label, ttlMs, createdBy: principal.actor });
       const r = minted.record;
       gw.log.info('setup code minted', { setupId: r.setupId, profile: profile.name, by: principal.actor, expiresAtMs: r.expiresAtMs });
       return {
@@ -97,7 +103,8 @@ export function registerSetupMethods(gw: Gateway): void {
         expiresAtMs: r.expiresAtMs,
         gatewayUrl: url,
         ...(urls ? { gatewayUrls: urls } : {}),
-        urlSource: p.publicUrl !== undefined ? 'request.publicUrl' : 'gateway.url',
+        ...(tlsFingerprint ? { tlsFingerprint } : {}),
+        urlSource: p.publicUrl !== undefined ? 'request.publicUrl' : gw.config.publicUrl !== undefined ? 'gateway.publicUrl' : 'gateway.url',
         auth: gw.config.token ? 'token' : gw.config.password ? 'password' : 'none',
         access: profile.name,
         profile: profile.name,

@@ -325,7 +325,7 @@ const entries = {
     code: 'NOT_PAIRED',
     message: 'device token rotated',
     close: CLOSE.deviceRemoved,
-    next: 'Reconnect with the new token (a self-rotation returned it in-band), or with the gateway token.',
+    next: 'Reconnect with the new token: a self-rotation returned it in-band; a connected device rotated by an operator received it just before this close as the event `device.token.rotated`. Otherwise reconnect with the gateway token or a new setup code.',
   },
   TOKEN_REVOKED: {
     code: 'NOT_PAIRED',
@@ -358,6 +358,174 @@ const entries = {
     message: 'slow consumer',
     close: CLOSE.policy,
     next: 'Read frames faster; the outbound buffer passed `policy.maxBufferedBytes`.',
+  },
+  // --- nodes: command surfaces and node.invoke (issue 5; socket stays open) -------------------
+  UNKNOWN_NODE: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown node: {nodeId}',
+    close: null,
+    next: 'Check the node id or name with `clawgate nodes list`.',
+  },
+  UNKNOWN_NODE_REQUEST_ID: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown requestId: {requestId}',
+    close: null,
+    next: 'The surface request was approved, rejected or replaced by a newer one, or never existed; `details.pending` lists the current ones (`clawgate nodes pending`).',
+  },
+  NODE_APPROVAL_DENIED: {
+    code: 'FORBIDDEN',
+    message: 'node surface approval denied: {why}',
+    close: null,
+    next: 'Approve from a session holding `details.requiredScopes` (host-level commands such as system.run need operator.admin), or with the owner CLI on the gateway host.',
+  },
+  NODE_NOT_CONNECTED: {
+    code: 'UNAVAILABLE',
+    message: 'node {nodeId} is not connected',
+    close: null,
+    next: 'Start the node host (it reconnects by itself), then invoke again; `clawgate nodes list` shows which nodes are connected.',
+  },
+  NODE_COMMAND_NOT_DECLARED: {
+    code: 'INVALID_REQUEST',
+    message: 'node {nodeId} does not offer command {command}',
+    close: null,
+    next: 'Invoke a command the node declared (`clawgate nodes describe <node>`), or restart the node host with that command enabled.',
+  },
+  NODE_COMMAND_NOT_APPROVED: {
+    code: 'FORBIDDEN',
+    message: 'command {command} of node {nodeId} is not approved',
+    close: null,
+    next: 'Approve the node surface request named in `details.requestId` (`clawgate nodes approve <requestId>`), then invoke again: a refused invocation is never queued.',
+  },
+  NODE_SURFACE_PENDING: {
+    code: 'UNAVAILABLE',
+    message:
+      'node capability surface is awaiting operator approval; run clawgate nodes approve {requestId} (see clawgate nodes pending), then this node retries automatically',
+    close: null,
+    next: 'An operator approves the surface on the gateway host; the node is told with `node.pair.resolved` on its open socket.',
+  },
+  NODE_BUSY: {
+    code: 'UNAVAILABLE',
+    message: 'node {nodeId} is busy: {limit} invocations already in flight',
+    close: null,
+    next: 'Wait for running invocations to finish, then retry.',
+    retryable: true,
+  },
+  NODE_INVOKE_TIMEOUT: {
+    code: 'UNAVAILABLE',
+    message: 'node {nodeId} did not answer {command} within {timeoutMs} ms',
+    close: null,
+    next: 'The node was told to cancel it. Retry with a longer timeoutMs if the command is slow, or check the node host.',
+  },
+  NODE_DISCONNECTED: {
+    code: 'UNAVAILABLE',
+    message: 'node {nodeId} disconnected before answering {command}',
+    close: null,
+    next: 'The command may or may not have run on the node. Wait for the node to reconnect (`clawgate nodes list`), then decide whether to invoke again.',
+  },
+  NODE_INVOKE_CANCELLED: {
+    code: 'UNAVAILABLE',
+    message: 'invocation of {command} on node {nodeId} was cancelled',
+    close: null,
+    next: 'The caller cancelled the request; the node was told to stop.',
+  },
+  NODE_INVOKE_FAILED: {
+    code: 'UNAVAILABLE',
+    message: 'node {nodeId} could not run {command}: {nodeMessage}',
+    close: null,
+    next: 'The node refused or failed the command; `details.nodeError` holds its own code and message (for system.run check the node host exec policy).',
+  },
+  NODE_PAYLOAD_TOO_LARGE: {
+    code: 'INVALID_REQUEST',
+    message: '{what} too large: {bytes} bytes (limit {limitBytes})',
+    close: null,
+    next: 'Send less data per invocation (node.invoke params and results have a byte limit, PROTOCOL.md §19).',
+  },
+  // --- node host (`clawgate node run`): errors a node returns in node.invoke.result ---------
+  NODE_COMMAND_UNSUPPORTED: {
+    code: 'UNAVAILABLE',
+    message: 'command not supported: {command}',
+    close: null,
+    next: 'This node host implements system.run and system.which; call one of those, or a node that implements the command.',
+  },
+  NODE_INVOKE_PARAMS_INVALID: {
+    code: 'INVALID_REQUEST',
+    message: 'invalid {command} params: {problem}',
+    close: null,
+    next: 'Fix the named field of the invoke params (docs/node-host.md lists them).',
+  },
+  NODE_EXEC_DENIED: {
+    code: 'FORBIDDEN',
+    message: '{detail}',
+    close: null,
+    next: "Widen the node's exec policy on the node itself: add the executable to exec-allowlist.json in its state dir, or run it with --exec-policy full.",
+  },
+  NODE_EXEC_NOT_FOUND: {
+    code: 'INVALID_REQUEST',
+    message: 'executable not found on the node: {name}',
+    close: null,
+    next: "Install it on the node or give an absolute path; `system.which` shows what the node's PATH holds.",
+  },
+  NODE_HOST_BUSY: {
+    code: 'UNAVAILABLE',
+    message: 'node busy, retry (at most {limit} invokes run at once)',
+    close: null,
+    next: 'Retry when one of the running invokes has finished.',
+    retryable: true,
+  },
+  // --- automations: sessions, chat, channels, cron (issue 7; socket stays open) ---------------
+  UNKNOWN_SESSION: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown session: {session}',
+    close: null,
+    next: 'List sessions with `sessions.list` (or `clawgate sessions list`), or create it with `sessions.create`.',
+  },
+  SESSION_KEY_TAKEN: {
+    code: 'INVALID_REQUEST',
+    message: 'session key already exists: {key}',
+    close: null,
+    next: 'Use the existing session, or choose another key.',
+  },
+  UNKNOWN_CHANNEL: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown channel: {channel}',
+    close: null,
+    next: 'List channels with `clawgate channels list`; add one with `clawgate channels add webhook --name <n> --url <u>`.',
+  },
+  CHANNEL_NAME_TAKEN: {
+    code: 'INVALID_REQUEST',
+    message: 'channel name already exists: {name}',
+    close: null,
+    next: 'Remove the existing channel first (`clawgate channels remove <name>`), or choose another name; channels from the config file change only there.',
+  },
+  INVALID_WEBHOOK_URL: {
+    code: 'INVALID_REQUEST',
+    message: 'invalid webhook url: {problem}',
+    close: null,
+    next: 'Give an absolute http:// or https:// URL.',
+  },
+  EMPTY_MESSAGE: {
+    code: 'INVALID_REQUEST',
+    message: 'nothing to send: give content or embeds',
+    close: null,
+    next: 'Pass `content` (text) or at least one embed.',
+  },
+  UNKNOWN_CRON_JOB: {
+    code: 'INVALID_REQUEST',
+    message: 'unknown cron job: {jobId}',
+    close: null,
+    next: 'List jobs with `clawgate cron list`.',
+  },
+  INVALID_SCHEDULE: {
+    code: 'INVALID_REQUEST',
+    message: 'invalid schedule: {problem}',
+    close: null,
+    next: 'Use a 5-field cron expression (`*/5 * * * *`) with an optional IANA time zone, or an interval of at least 1s (docs/automations.md).',
+  },
+  CRON_ACTION_UNAVAILABLE: {
+    code: 'INVALID_REQUEST',
+    message: 'cron action {action} is not available: {why}',
+    close: null,
+    next: 'Choose a `chat` or `send` action, or a node command that needs no more than operator.write (commands whose invocation needs admin, such as browser.proxy or fs.listDir, are refused: automations never hold admin).',
   },
 } as const satisfies Record<string, CatalogueEntry>;
 

@@ -5,6 +5,7 @@
  * the process.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { ConnectOutcome, Gateway, TransportFacts } from '../core/gateway.js';
@@ -12,6 +13,7 @@ import type { SessionPrincipal, SessionTransport } from '../core/principal.js';
 import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
 import { MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES } from '../protocol/frames.js';
 import { attribute, ProxyTrust } from './proxy.js';
+import { certFacts } from './tls.js';
 
 const PING_INTERVAL_MS = 25_000;
 
@@ -19,7 +21,10 @@ export interface RunningServer {
   server: Server;
   port: number;
   host: string;
+  /** `ws://` or `wss://` (native TLS), including the context path. */
   url: string;
+  /** SHA-256 fingerprint of the certificate when the gateway serves TLS itself. */
+  tlsFingerprint?: string | undefined;
   /** Graceful stop: shutdown event, close 1012, store closed. */
   close(): Promise<void>;
 }
@@ -27,7 +32,13 @@ export interface RunningServer {
 export async function startServer(gateway: Gateway, host: string, port: number): Promise<RunningServer> {
   let ready = false;
   const trust = new ProxyTrust(gateway.config.trustedProxies);
-  const http = createServer((req, res) => handleHttp(req, res, () => ready));
+  const ctx = gateway.config.contextPath;
+  const tls = gateway.config.tls;
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => handleHttp(req, res, ctx, () => ready);
+  const http: Server = tls ? createTlsServer({ cert: tls.certPem, key: tls.keyPem, minVersion: 'TLSv1.2' }, onRequest) : createServer(onRequest);
+  const fingerprint = tls ? certFacts(tls.certPem).fingerprint : undefined;
+  // A failed TLS handshake (a plaintext client, a client refusing our certificate) is routine.
+  if (tls) http.on('tlsClientError', (err) => gateway.log.warn('tls handshake failed', { err: String(err.message) }));
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PREAUTH_PAYLOAD_BYTES, perMessageDeflate: false });
   const sockets = new Set<WebSocket>();
 
@@ -37,6 +48,12 @@ export async function startServer(gateway: Gateway, host: string, port: number):
   });
   http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     socket.on('error', () => socket.destroy());
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (ctx && path !== ctx && path !== `${ctx}/`) {
+      const body = JSON.stringify({ error: { type: 'not_found', message: `the gateway answers WebSocket upgrades at ${ctx}, not ${path}` } });
+      socket.end(`HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      return;
+    }
     const who = attribute(req.socket.remoteAddress, req.headers, trust, gateway.config.untrustedForwarded);
     if (!who.ok) {
       const body = JSON.stringify({ error: { type: who.type, message: who.message } });
@@ -44,6 +61,9 @@ export async function startServer(gateway: Gateway, host: string, port: number):
         `HTTP/1.1 ${who.status} Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
       );
       return;
+    }
+    if (who.proxied) {
+      gateway.log.info('proxied connection', { client: who.address, proxy: req.socket.remoteAddress, proto: who.forwardedProto, host: who.forwardedHost });
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       const facts: TransportFacts = { address: who.address, directLocal: who.directLocal };
@@ -69,7 +89,8 @@ export async function startServer(gateway: Gateway, host: string, port: number):
     server: http,
     port: addr.port,
     host: addr.address,
-    url: `ws://${urlHost}:${addr.port}`,
+    url: `${tls ? 'wss' : 'ws'}://${urlHost}:${addr.port}${ctx}`,
+    tlsFingerprint: fingerprint,
     async close() {
       ready = false;
       await gateway.stop();
@@ -90,8 +111,10 @@ export async function startServer(gateway: Gateway, host: string, port: number):
   };
 }
 
-function handleHttp(req: IncomingMessage, res: ServerResponse, isReady: () => boolean): void {
-  const path = (req.url ?? '/').split('?')[0];
+function handleHttp(req: IncomingMessage, res: ServerResponse, ctx: string, isReady: () => boolean): void {
+  const full = (req.url ?? '/').split('?')[0] ?? '/';
+  // Health endpoints answer at the root and under the context path (a path-routing proxy forwards the latter).
+  const path = ctx && full.startsWith(`${ctx}/`) ? full.slice(ctx.length) : full;
   const json = (status: number, body: unknown) => {
     const text = JSON.stringify(body);
     res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });

@@ -1,23 +1,42 @@
 /** In-memory store for unit tests. Same contract as SQLite; nothing survives the process. */
 import type { Role } from '../protocol/frames.js';
-import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
-import { chainAudit, mergePairingRequest } from './shared.js';
+import { mergeNodeSurfaceRequest } from './nodes-shared.js';
+import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
+import { applyAttempt, approvedGrant, chainAudit, mergePairingRequest } from './shared.js';
 import type {
+  AppendMessageResult,
   ApproveInput,
   AuditEntry,
   AuditInput,
+  ChatMessage,
+  ChatSession,
+  CronJob,
+  CronJobPatch,
+  CronRun,
+  Delivery,
+  DeliveryAttempt,
+  DeliveryStatus,
   DeviceRecord,
   GrantRecord,
+  NewChannel,
+  NewChatMessage,
+  NewChatSession,
+  NewCronJob,
+  NewDelivery,
   NewSetupCode,
   NewToken,
+  NodeSurfaceRecord,
+  NodeSurfaceRequest,
   PairingRequest,
   RedeemSetupInput,
   RedeemSetupResult,
   SetupCodeRecord,
   Store,
   TokenRecord,
+  UpsertNodeSurfaceInput,
   UpsertRequestInput,
   UpsertRequestResult,
+  WebhookChannel,
 } from './types.js';
 
 const gk = (deviceId: string, role: Role) => `${deviceId}\u0000${role}`;
@@ -38,6 +57,15 @@ export class MemoryStore implements Store {
   private requests = new Map<string, PairingRequest>();
   private audit: AuditEntry[] = [];
   private setups = new Map<string, SetupCodeRecord>();
+  private nodeSurfaces = new Map<string, NodeSurfaceRecord>();
+  private nodeRequests = new Map<string, NodeSurfaceRequest>();
+  // automations (issue 7)
+  private chatSessions = new Map<string, ChatSession>();
+  private chatMessages = new Map<string, ChatMessage[]>();
+  private channels = new Map<string, WebhookChannel>();
+  private deliveries = new Map<string, Delivery>();
+  private cronJobs = new Map<string, CronJob>();
+  private cronRuns: CronRun[] = [];
 
   async close(): Promise<void> {}
 
@@ -120,14 +148,7 @@ export class MemoryStore implements Store {
     const entry = this.prepareAudit(input.audit);
     const row = this.deviceRow(device, atMs);
     const prev = this.grants.get(gk(device.deviceId, role));
-    const grant: GrantRecord = {
-      deviceId: device.deviceId,
-      role,
-      scopes: [...input.scopes],
-      epoch: (prev?.epoch ?? 0) + 1,
-      approvedAtMs: atMs,
-      approvedVia: input.via,
-    };
+    const grant = approvedGrant(input, prev?.epoch);
     const old = this.liveToken(device.deviceId, role);
     this.devices.set(device.deviceId, row);
     this.grants.set(gk(device.deviceId, role), grant);
@@ -176,12 +197,22 @@ export class MemoryStore implements Store {
     this.commitAudit(entry);
     return clone(g);
   }
+  // --- token rotation pushed to live sessions (issues 5/9) ---
+  async issueTokenIfAbsent(deviceId: string, role: Role, token: NewToken, atMs: number, audit: AuditInput) {
+    const g = this.grants.get(gk(deviceId, role));
+    if (!g || this.liveToken(deviceId, role)) return null;
+    const entry = this.prepareAudit(audit);
+    this.putToken(deviceId, role, token, atMs);
+    this.commitAudit(entry);
+    return clone(g);
+  }
   async revokeToken(deviceId: string, role: Role, atMs: number, audit: AuditInput) {
     if (!this.grants.has(gk(deviceId, role))) return null;
     const entry = this.prepareAudit(audit);
     const t = this.liveToken(deviceId, role);
     this.grants.delete(gk(deviceId, role));
     if (t) t.revokedAtMs = atMs;
+    if (role === 'node') this.dropNodeSurface(deviceId);
     this.commitAudit(entry);
     return t ? cloneToken(t) : null;
   }
@@ -191,6 +222,7 @@ export class MemoryStore implements Store {
     this.grants.delete(gk(deviceId, role));
     this.dropTokens(deviceId, role);
     for (const [id, r] of this.requests) if (r.deviceId === deviceId && r.role === role) this.requests.delete(id);
+    if (role === 'node') this.dropNodeSurface(deviceId);
     if (![...this.grants.values()].some((g) => g.deviceId === deviceId)) {
       // The row goes with its last role, and with it every token (revoked ones too), as the
       // SQLite foreign key cascades.
@@ -208,6 +240,7 @@ export class MemoryStore implements Store {
     for (const [k, g] of this.grants) if (g.deviceId === deviceId) this.grants.delete(k);
     this.dropTokens(deviceId);
     for (const [id, r] of this.requests) if (r.deviceId === deviceId) this.requests.delete(id);
+    this.dropNodeSurface(deviceId);
     this.commitAudit(entry);
     return true;
   }
@@ -261,8 +294,7 @@ export class MemoryStore implements Store {
     const check = checkRedemption(code, device, atMs, input.graceMs, (r) => this.grants.get(gk(device.deviceId, r))?.epoch);
     if (!check.ok) return check;
     const c = code as SetupCodeRecord;
-    const roles = c.profile.roles;
-    for (const r of roles) if (!input.tokens[r]) throw new Error(`redeemSetupCode: no token for role ${r}`);
+    const roles = redeemedRoles(c, input.tokens);
     const entry = this.prepareAudit(check.repeat ? input.repeatAudit : input.audit);
     const resolved: string[] = [];
     if (check.repeat) {
@@ -320,6 +352,218 @@ export class MemoryStore implements Store {
     c.revokedAtMs = atMs;
     this.commitAudit(entry);
     return { code: cloneSetup(c), changed: true };
+  }
+
+  // --- nodes: command surfaces (issue 5) -----------------------------------------------------
+  /** The surface lives with the node role (SQLite does this with a trigger on grants). */
+  private dropNodeSurface(deviceId: string) {
+    this.nodeSurfaces.delete(deviceId);
+    for (const [id, r] of this.nodeRequests) if (r.deviceId === deviceId) this.nodeRequests.delete(id);
+  }
+  async getNodeSurface(deviceId: string) {
+    const s = this.nodeSurfaces.get(deviceId);
+    return s ? clone(s) : null;
+  }
+  async listNodeSurfaces() {
+    return [...this.nodeSurfaces.values()].map(clone);
+  }
+  async upsertNodeSurfaceRequest(input: UpsertNodeSurfaceInput) {
+    const existing = [...this.nodeRequests.values()].find((r) => r.deviceId === input.deviceId);
+    const res = mergeNodeSurfaceRequest(existing, input);
+    const entry = res.created ? this.prepareAudit(input.audit) : null;
+    if (existing) this.nodeRequests.delete(existing.requestId);
+    this.nodeRequests.set(res.request.requestId, clone(res.request));
+    if (entry) this.commitAudit(entry);
+    return { ...res, request: clone(res.request) };
+  }
+  async getNodeSurfaceRequest(requestId: string) {
+    const r = this.nodeRequests.get(requestId);
+    return r ? clone(r) : null;
+  }
+  async listNodeSurfaceRequests() {
+    return [...this.nodeRequests.values()].map(clone).sort((a, b) => a.createdAtMs - b.createdAtMs);
+  }
+  async approveNodeSurface(requestId: string, atMs: number, approvedBy: string, audit: AuditInput) {
+    const r = this.nodeRequests.get(requestId);
+    if (!r) return null;
+    const entry = this.prepareAudit(audit);
+    const surface: NodeSurfaceRecord = { deviceId: r.deviceId, caps: [...r.caps], commands: [...r.commands], requestId, approvedAtMs: atMs, approvedBy };
+    this.nodeRequests.delete(requestId);
+    this.nodeSurfaces.set(r.deviceId, surface);
+    this.commitAudit(entry);
+    return clone(surface);
+  }
+  async deleteNodeSurfaceRequest(requestId: string, audit: AuditInput) {
+    if (!this.nodeRequests.has(requestId)) return false;
+    const entry = this.prepareAudit(audit);
+    this.nodeRequests.delete(requestId);
+    this.commitAudit(entry);
+    return true;
+  }
+
+  // --- automations (issue 7) -------------------------------------------------------------------
+
+  private findSession(idOrKey: string): ChatSession | undefined {
+    return this.chatSessions.get(idOrKey) ?? [...this.chatSessions.values()].find((s) => s.key === idOrKey);
+  }
+  async createChatSession(input: NewChatSession) {
+    if ([...this.chatSessions.values()].some((s) => s.key === input.key)) return { ok: false as const, reason: 'key-taken' as const };
+    const { audit, ...rest } = input;
+    const session: ChatSession = { ...rest, updatedAtMs: input.createdAtMs, messageCount: 0 };
+    this.chatSessions.set(session.sessionId, session);
+    this.chatMessages.set(session.sessionId, []);
+    this.commitAudit(this.prepareAudit(audit));
+    return { ok: true as const, session: clone(session) };
+  }
+  async getChatSession(idOrKey: string) {
+    const s = this.findSession(idOrKey);
+    return s ? clone(s) : null;
+  }
+  async listChatSessions(opts: { parentId?: string; limit?: number } = {}) {
+    return [...this.chatSessions.values()]
+      .filter((s) => opts.parentId === undefined || s.parentId === opts.parentId)
+      .sort((a, b) => b.updatedAtMs - a.updatedAtMs || b.createdAtMs - a.createdAtMs)
+      .slice(0, opts.limit ?? Number.MAX_SAFE_INTEGER)
+      .map(clone);
+  }
+  async appendChatMessage(input: NewChatMessage): Promise<AppendMessageResult> {
+    const session = this.chatSessions.get(input.sessionId);
+    const list = this.chatMessages.get(input.sessionId);
+    if (!session || !list) return { ok: false, reason: 'unknown-session' };
+    if (input.idempotencyKey !== undefined) {
+      const prior = list.find((m) => m.idempotencyKey === input.idempotencyKey);
+      if (prior) return { ok: true, message: clone(prior), duplicate: true };
+    }
+    const { audit, ...rest } = input;
+    const message: ChatMessage = { ...rest, seq: list.length + 1 };
+    list.push(message);
+    session.messageCount = list.length;
+    session.updatedAtMs = Math.max(session.updatedAtMs, input.atMs);
+    this.commitAudit(this.prepareAudit(audit));
+    return { ok: true, message: clone(message), duplicate: false };
+  }
+  async listChatMessages(sessionId: string, opts: { beforeSeq?: number; afterSeq?: number; limit?: number } = {}) {
+    const list = this.chatMessages.get(sessionId) ?? [];
+    const limit = opts.limit ?? 100;
+    if (opts.afterSeq !== undefined)
+      return list
+        .filter((m) => m.seq > (opts.afterSeq as number))
+        .slice(0, limit)
+        .map(clone);
+    const before = list.filter((m) => opts.beforeSeq === undefined || m.seq < opts.beforeSeq);
+    return before.slice(Math.max(0, before.length - limit)).map(clone);
+  }
+
+  private findChannel(idOrName: string): WebhookChannel | undefined {
+    return this.channels.get(idOrName) ?? [...this.channels.values()].find((c) => c.name === idOrName);
+  }
+  async putChannel(input: NewChannel) {
+    const existing = [...this.channels.values()].find((c) => c.name === input.name);
+    if (existing && (input.source !== 'config' || existing.source !== 'config')) return { ok: false as const, reason: 'name-taken' as const };
+    const { audit, ...rest } = input;
+    const channel: WebhookChannel = existing ? { ...existing, url: input.url, username: input.username } : { ...rest, type: 'webhook' };
+    this.channels.set(channel.channelId, channel);
+    this.commitAudit(this.prepareAudit(audit));
+    return { ok: true as const, channel: clone(channel), created: !existing };
+  }
+  async getChannel(idOrName: string) {
+    const c = this.findChannel(idOrName);
+    return c ? clone(c) : null;
+  }
+  async listChannels() {
+    return [...this.channels.values()].sort((a, b) => a.name.localeCompare(b.name)).map(clone);
+  }
+  async removeChannel(idOrName: string, audit: AuditInput) {
+    const c = this.findChannel(idOrName);
+    if (!c) return false;
+    this.channels.delete(c.channelId);
+    this.commitAudit(this.prepareAudit(audit));
+    return true;
+  }
+
+  async enqueueDelivery(input: NewDelivery) {
+    const prior = [...this.deliveries.values()].find((d) => d.channelId === input.channelId && d.idempotencyKey === input.idempotencyKey);
+    if (prior) return { delivery: clone(prior), duplicate: true };
+    const { audit, ...rest } = input;
+    const d: Delivery = { ...rest, status: 'pending', attempts: 0, nextAttemptAtMs: input.createdAtMs };
+    this.deliveries.set(d.deliveryId, d);
+    this.commitAudit(this.prepareAudit(audit));
+    return { delivery: clone(d), duplicate: false };
+  }
+  async getDelivery(deliveryId: string) {
+    const d = this.deliveries.get(deliveryId);
+    return d ? clone(d) : null;
+  }
+  async listDeliveries(opts: { status?: DeliveryStatus; channelId?: string; limit?: number } = {}) {
+    return [...this.deliveries.values()]
+      .filter((d) => (opts.status === undefined || d.status === opts.status) && (opts.channelId === undefined || d.channelId === opts.channelId))
+      .reverse()
+      .slice(0, opts.limit ?? Number.MAX_SAFE_INTEGER)
+      .map(clone);
+  }
+  async dueDeliveries(nowMs: number, limit: number) {
+    return [...this.deliveries.values()]
+      .filter((d) => d.status === 'pending' && d.nextAttemptAtMs <= nowMs)
+      .sort((a, b) => a.nextAttemptAtMs - b.nextAttemptAtMs)
+      .slice(0, limit)
+      .map(clone);
+  }
+  async nextDeliveryDueAtMs() {
+    let min: number | null = null;
+    for (const d of this.deliveries.values()) if (d.status === 'pending' && (min === null || d.nextAttemptAtMs < min)) min = d.nextAttemptAtMs;
+    return min;
+  }
+  async recordDeliveryAttempt(a: DeliveryAttempt) {
+    const d = this.deliveries.get(a.deliveryId);
+    if (d?.status !== 'pending') return null;
+    const next = applyAttempt(d, a);
+    this.deliveries.set(d.deliveryId, next);
+    if (a.outcome === 'dead' && a.deadAudit) this.commitAudit(this.prepareAudit(a.deadAudit));
+    return clone(next);
+  }
+
+  async createCronJob(input: NewCronJob) {
+    const { audit, ...rest } = input;
+    const job: CronJob = { ...rest, updatedAtMs: input.createdAtMs };
+    this.cronJobs.set(job.jobId, job);
+    this.commitAudit(this.prepareAudit(audit));
+    return clone(job);
+  }
+  async getCronJob(jobId: string) {
+    const j = this.cronJobs.get(jobId);
+    return j ? clone(j) : null;
+  }
+  async listCronJobs() {
+    return [...this.cronJobs.values()].sort((a, b) => a.createdAtMs - b.createdAtMs).map(clone);
+  }
+  async updateCronJob(jobId: string, patch: CronJobPatch, atMs: number, audit: AuditInput) {
+    const j = this.cronJobs.get(jobId);
+    if (!j) return null;
+    const next: CronJob = { ...j, ...clone(patch), updatedAtMs: atMs };
+    this.cronJobs.set(jobId, next);
+    this.commitAudit(this.prepareAudit(audit));
+    return clone(next);
+  }
+  async removeCronJob(jobId: string, audit: AuditInput) {
+    if (!this.cronJobs.delete(jobId)) return false;
+    this.cronRuns = this.cronRuns.filter((r) => r.jobId !== jobId);
+    this.commitAudit(this.prepareAudit(audit));
+    return true;
+  }
+  async recordCronRun(run: CronRun, nextRunAtMs: number | null) {
+    const j = this.cronJobs.get(run.jobId);
+    if (!j) return null;
+    this.cronRuns.push(clone(run));
+    const next: CronJob = { ...j, nextRunAtMs, lastRunAtMs: run.startedAtMs };
+    this.cronJobs.set(j.jobId, next);
+    return clone(next);
+  }
+  async listCronRuns(jobId: string, limit = 50) {
+    return this.cronRuns
+      .filter((r) => r.jobId === jobId)
+      .reverse()
+      .slice(0, limit)
+      .map(clone);
   }
 
   async appendAudit(input: AuditInput) {

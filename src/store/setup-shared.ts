@@ -5,7 +5,7 @@
  */
 import type { Role } from '../protocol/frames.js';
 import { normalizeScopes } from '../protocol/scopes.js';
-import type { SetupCodeRecord, SetupProfile, SetupRefusal } from './types.js';
+import type { NewToken, SetupCodeRecord, SetupProfile, SetupRefusal } from './types.js';
 
 export type RedemptionCheck = { ok: true; repeat: boolean } | { ok: false; reason: SetupRefusal };
 
@@ -39,4 +39,10 @@ export function checkRedemption(
 export function redeemedGrantScopes(profile: SetupProfile, role: Role, current: readonly string[] | undefined): string[] {
   const add = role === 'operator' ? profile.scopes : [];
   return normalizeScopes([...(current ?? []), ...add]);
+}
+
+/** The roles a redemption of `code` grants. The gateway mints a token for each, so a missing one is a bug. */
+export function redeemedRoles(code: SetupCodeRecord, tokens: Partial<Record<Role, NewToken>>): Role[] {
+  for (const r of code.profile.roles) if (!tokens[r]) throw new Error(`redeemSetupCode: no token for role ${r}`);
+  return code.profile.roles;
 }

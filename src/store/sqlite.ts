@@ -5,24 +5,63 @@
 import { closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Role } from '../protocol/frames.js';
-import { checkRedemption, redeemedGrantScopes } from './setup-shared.js';
-import { chainAudit, mergePairingRequest } from './shared.js';
+import { mergeNodeSurfaceRequest } from './nodes-shared.js';
+import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
+import {
+  type AuditRow,
+  applyAttempt,
+  approvedGrant,
+  type ChannelRow,
+  type ChatMessageRow,
+  type ChatSessionRow,
+  chainAudit,
+  channelValues,
+  chatMessageValues,
+  type DeviceRow,
+  type GrantRow,
+  mergePairingRequest,
+  type SetupRow,
+  type TokenRow,
+  toAudit,
+  toChannel,
+  toChatMessage,
+  toChatSession,
+  toDevice,
+  toGrant,
+  toSetup,
+  toToken,
+} from './shared.js';
 import type {
+  AppendMessageResult,
   ApproveInput,
   AuditEntry,
   AuditInput,
-  DeviceRecord,
+  ChatSession,
+  CronJob,
+  CronJobPatch,
+  CronRun,
+  Delivery,
+  DeliveryAttempt,
+  DeliveryStatus,
   GrantRecord,
+  NewChannel,
+  NewChatMessage,
+  NewChatSession,
+  NewCronJob,
+  NewDelivery,
   NewSetupCode,
   NewToken,
+  NodeSurfaceRecord,
+  NodeSurfaceRequest,
   PairingRequest,
   RedeemSetupInput,
   RedeemSetupResult,
   SetupCodeRecord,
   Store,
-  TokenRecord,
+  UpsertNodeSurfaceInput,
   UpsertRequestInput,
   UpsertRequestResult,
+  WebhookChannel,
 } from './types.js';
 
 /** Numbered migrations; `user_version` records how many ran. Never edit a shipped one. */
@@ -53,136 +92,42 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
      failures INTEGER NOT NULL DEFAULT 0, burned_at_ms INTEGER, revoked_at_ms INTEGER,
      redeemed_at_ms INTEGER, redeem_count INTEGER NOT NULL DEFAULT 0, device_id TEXT, public_key TEXT,
      device_name TEXT, redeemed_role TEXT, grant_epochs_json TEXT);`,
+  // 3: node command surfaces (issue 5). They live with the node role: the trigger drops them
+  // whenever a node grant row goes (revoke, role removal, device removal by cascade).
+  `CREATE TABLE node_surfaces (
+     device_id TEXT PRIMARY KEY REFERENCES devices(device_id) ON DELETE CASCADE,
+     body_json TEXT NOT NULL, approved_at_ms INTEGER NOT NULL);
+   CREATE TABLE node_surface_requests (
+     request_id TEXT PRIMARY KEY, device_id TEXT NOT NULL UNIQUE REFERENCES devices(device_id) ON DELETE CASCADE,
+     body_json TEXT NOT NULL, created_at_ms INTEGER NOT NULL);
+   CREATE TRIGGER node_grant_gone AFTER DELETE ON grants WHEN OLD.role = 'node' BEGIN
+     DELETE FROM node_surfaces WHERE device_id = OLD.device_id;
+     DELETE FROM node_surface_requests WHERE device_id = OLD.device_id;
+   END;`,
+  // 4: automations (issue 7): chat sessions and messages, webhook channels, the delivery outbox, cron.
+  `CREATE TABLE chat_sessions (
+     session_id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, label TEXT, parent_id TEXT, created_by TEXT NOT NULL,
+     created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, message_count INTEGER NOT NULL DEFAULT 0);
+   CREATE INDEX chat_sessions_parent ON chat_sessions(parent_id);
+   CREATE TABLE chat_messages (
+     session_id TEXT NOT NULL REFERENCES chat_sessions(session_id) ON DELETE CASCADE, seq INTEGER NOT NULL,
+     message_id TEXT NOT NULL, author TEXT NOT NULL, text TEXT NOT NULL, idempotency_key TEXT, at_ms INTEGER NOT NULL,
+     PRIMARY KEY (session_id, seq), UNIQUE (session_id, idempotency_key));
+   CREATE TABLE channels (
+     channel_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, url TEXT NOT NULL, username TEXT, source TEXT NOT NULL,
+     created_by TEXT NOT NULL, created_at_ms INTEGER NOT NULL);
+   CREATE TABLE deliveries (
+     delivery_id TEXT PRIMARY KEY, channel_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, status TEXT NOT NULL,
+     next_attempt_at_ms INTEGER NOT NULL, body_json TEXT NOT NULL, UNIQUE (channel_id, idempotency_key));
+   CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at_ms);
+   CREATE TABLE cron_jobs (job_id TEXT PRIMARY KEY, created_at_ms INTEGER NOT NULL, body_json TEXT NOT NULL);
+   CREATE TABLE cron_runs (
+     run_id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES cron_jobs(job_id) ON DELETE CASCADE, body_json TEXT NOT NULL);
+   CREATE INDEX cron_runs_job ON cron_runs(job_id);`,
 ];
 
-interface DeviceRow {
-  device_id: string;
-  public_key: string;
-  meta_json: string;
-  label: string | null;
-  created_at_ms: number;
-  last_seen_at_ms: number | null;
-  last_seen_address: string | null;
-}
-interface GrantRow {
-  device_id: string;
-  role: Role;
-  scopes_json: string;
-  epoch: number;
-  approved_at_ms: number;
-  approved_via: GrantRecord['approvedVia'];
-}
-interface TokenRow {
-  token_id: string;
-  device_id: string;
-  role: Role;
-  secret_hash: Buffer;
-  created_at_ms: number;
-  rotated_at_ms: number | null;
-  revoked_at_ms: number | null;
-  last_used_at_ms: number | null;
-}
-interface AuditRow {
-  seq: number;
-  at_ms: number;
-  actor: string;
-  action: string;
-  subject: string | null;
-  data_json: string | null;
-  prev_hash: string;
-  hash: string;
-}
-
-interface SetupRow {
-  setup_id: string;
-  secret_hash: Buffer;
-  profile_json: string;
-  label: string | null;
-  url: string;
-  created_at_ms: number;
-  expires_at_ms: number;
-  created_by: string;
-  failures: number;
-  burned_at_ms: number | null;
-  revoked_at_ms: number | null;
-  redeemed_at_ms: number | null;
-  redeem_count: number;
-  device_id: string | null;
-  public_key: string | null;
-  device_name: string | null;
-  redeemed_role: Role | null;
-  grant_epochs_json: string | null;
-}
-
-const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
-
-function toDevice(r: DeviceRow): DeviceRecord {
-  return {
-    ...JSON.parse(r.meta_json),
-    deviceId: r.device_id,
-    publicKey: r.public_key,
-    label: opt(r.label),
-    createdAtMs: r.created_at_ms,
-    lastSeenAtMs: opt(r.last_seen_at_ms),
-    lastSeenAddress: opt(r.last_seen_address),
-  };
-}
-function toGrant(r: GrantRow): GrantRecord {
-  return {
-    deviceId: r.device_id,
-    role: r.role,
-    scopes: JSON.parse(r.scopes_json),
-    epoch: r.epoch,
-    approvedAtMs: r.approved_at_ms,
-    approvedVia: r.approved_via,
-  };
-}
-function toToken(r: TokenRow): TokenRecord {
-  return {
-    tokenId: r.token_id,
-    deviceId: r.device_id,
-    role: r.role,
-    secretHash: Buffer.from(r.secret_hash),
-    createdAtMs: r.created_at_ms,
-    rotatedAtMs: opt(r.rotated_at_ms),
-    revokedAtMs: opt(r.revoked_at_ms),
-    lastUsedAtMs: opt(r.last_used_at_ms),
-  };
-}
-function toSetup(r: SetupRow): SetupCodeRecord {
-  return {
-    setupId: r.setup_id,
-    secretHash: Buffer.from(r.secret_hash),
-    profile: JSON.parse(r.profile_json),
-    label: opt(r.label),
-    url: r.url,
-    createdAtMs: r.created_at_ms,
-    expiresAtMs: r.expires_at_ms,
-    createdBy: r.created_by,
-    failures: r.failures,
-    burnedAtMs: opt(r.burned_at_ms),
-    revokedAtMs: opt(r.revoked_at_ms),
-    redeemedAtMs: opt(r.redeemed_at_ms),
-    redeemCount: r.redeem_count,
-    deviceId: opt(r.device_id),
-    publicKey: opt(r.public_key),
-    deviceName: opt(r.device_name),
-    redeemedRole: opt(r.redeemed_role),
-    grantEpochs: r.grant_epochs_json === null ? undefined : JSON.parse(r.grant_epochs_json),
-  };
-}
-function toAudit(r: AuditRow): AuditEntry {
-  return {
-    seq: r.seq,
-    atMs: r.at_ms,
-    actor: r.actor,
-    action: r.action,
-    subject: opt(r.subject),
-    data: r.data_json === null ? undefined : JSON.parse(r.data_json),
-    prevHash: r.prev_hash,
-    hash: r.hash,
-  };
-}
+/** JSON bodies drop undefined fields, so a record read back equals the one written. */
+const body = (v: unknown) => JSON.stringify(v);
 
 export class SqliteStore implements Store {
   readonly kind = 'sqlite' as const;
@@ -318,14 +263,7 @@ export class SqliteStore implements Store {
       const { device, role, atMs } = input;
       this.upsertDeviceSync(device, atMs);
       const prev = this.stmt('SELECT epoch FROM grants WHERE device_id = ? AND role = ?').get(device.deviceId, role) as { epoch: number } | undefined;
-      const grant: GrantRecord = {
-        deviceId: device.deviceId,
-        role,
-        scopes: [...input.scopes],
-        epoch: (prev?.epoch ?? 0) + 1,
-        approvedAtMs: atMs,
-        approvedVia: input.via,
-      };
+      const grant = approvedGrant(input, prev?.epoch);
       this.db
         .prepare(
           `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via) VALUES (?,?,?,?,?,?)
@@ -390,6 +328,16 @@ export class SqliteStore implements Store {
       else this.stmt('DELETE FROM tokens WHERE device_id = ? AND role = ?').run(deviceId, role);
       this.appendAuditSync(audit);
       return next as GrantRecord;
+    });
+  }
+  // --- token rotation pushed to live sessions (issues 5/9) ---
+  async issueTokenIfAbsent(deviceId: string, role: Role, token: NewToken, atMs: number, audit: AuditInput) {
+    return this.tx(() => {
+      const g = this.stmt('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow | undefined;
+      if (!g || this.liveTokenSync(deviceId, role)) return null;
+      this.putTokenSync(deviceId, role, token, atMs);
+      this.appendAuditSync(audit);
+      return toGrant(g);
     });
   }
   async revokeToken(deviceId: string, role: Role, atMs: number, audit: AuditInput) {
@@ -484,8 +432,7 @@ export class SqliteStore implements Store {
       const check = checkRedemption(code, device, atMs, input.graceMs, epochOf);
       if (!check.ok) return check;
       const c = code as SetupCodeRecord;
-      const roles = c.profile.roles;
-      for (const r of roles) if (!input.tokens[r]) throw new Error(`redeemSetupCode: no token for role ${r}`);
+      const roles = redeemedRoles(c, input.tokens);
       const resolved: string[] = [];
       if (check.repeat) {
         this.stmt('UPDATE setup_codes SET redeem_count = redeem_count + 1 WHERE setup_id = ?').run(c.setupId);
@@ -544,6 +491,281 @@ export class SqliteStore implements Store {
       this.appendAuditSync(audit);
       return { code: this.setupSync(setupId) as SetupCodeRecord, changed: true };
     });
+  }
+
+  // --- nodes: command surfaces (issue 5) -----------------------------------------------------
+  async getNodeSurface(deviceId: string) {
+    const r = this.stmt('SELECT body_json FROM node_surfaces WHERE device_id = ?').get(deviceId) as { body_json: string } | undefined;
+    return r ? (JSON.parse(r.body_json) as NodeSurfaceRecord) : null;
+  }
+  async listNodeSurfaces() {
+    return (this.stmt('SELECT body_json FROM node_surfaces ORDER BY approved_at_ms').all() as Array<{ body_json: string }>).map(
+      (r) => JSON.parse(r.body_json) as NodeSurfaceRecord,
+    );
+  }
+  private nodeRequestSync(where: 'request_id' | 'device_id', key: string): NodeSurfaceRequest | undefined {
+    const r = this.stmt(`SELECT body_json FROM node_surface_requests WHERE ${where} = ?`).get(key) as { body_json: string } | undefined;
+    return r ? (JSON.parse(r.body_json) as NodeSurfaceRequest) : undefined;
+  }
+  async upsertNodeSurfaceRequest(input: UpsertNodeSurfaceInput) {
+    return this.tx(() => {
+      const res = mergeNodeSurfaceRequest(this.nodeRequestSync('device_id', input.deviceId), input);
+      this.stmt('DELETE FROM node_surface_requests WHERE device_id = ?').run(input.deviceId);
+      this.stmt('INSERT INTO node_surface_requests (request_id, device_id, body_json, created_at_ms) VALUES (?,?,?,?)').run(
+        res.request.requestId,
+        input.deviceId,
+        JSON.stringify(res.request),
+        res.request.createdAtMs,
+      );
+      if (res.created) this.appendAuditSync(input.audit);
+      return res;
+    });
+  }
+  async getNodeSurfaceRequest(requestId: string) {
+    return this.nodeRequestSync('request_id', requestId) ?? null;
+  }
+  async listNodeSurfaceRequests() {
+    return (this.stmt('SELECT body_json FROM node_surface_requests ORDER BY created_at_ms, rowid').all() as Array<{ body_json: string }>).map(
+      (r) => JSON.parse(r.body_json) as NodeSurfaceRequest,
+    );
+  }
+  async approveNodeSurface(requestId: string, atMs: number, approvedBy: string, audit: AuditInput) {
+    return this.tx(() => {
+      const r = this.nodeRequestSync('request_id', requestId);
+      if (!r) return null;
+      const surface: NodeSurfaceRecord = { deviceId: r.deviceId, caps: r.caps, commands: r.commands, requestId, approvedAtMs: atMs, approvedBy };
+      this.stmt('DELETE FROM node_surface_requests WHERE request_id = ?').run(requestId);
+      this.stmt(
+        'INSERT INTO node_surfaces (device_id, body_json, approved_at_ms) VALUES (?,?,?) ON CONFLICT(device_id) DO UPDATE SET body_json = excluded.body_json, approved_at_ms = excluded.approved_at_ms',
+      ).run(r.deviceId, JSON.stringify(surface), atMs);
+      this.appendAuditSync(audit);
+      return surface;
+    });
+  }
+  async deleteNodeSurfaceRequest(requestId: string, audit: AuditInput) {
+    return this.tx(() => {
+      const n = this.stmt('DELETE FROM node_surface_requests WHERE request_id = ?').run(requestId).changes;
+      if (n > 0) this.appendAuditSync(audit);
+      return n > 0;
+    });
+  }
+
+  // --- automations (issue 7) -------------------------------------------------------------------
+
+  private chatSessionSync(idOrKey: string): ChatSession | null {
+    const r = this.stmt('SELECT * FROM chat_sessions WHERE session_id = ? OR key = ? ORDER BY session_id = ? DESC LIMIT 1').get(idOrKey, idOrKey, idOrKey) as
+      | ChatSessionRow
+      | undefined;
+    return r ? toChatSession(r) : null;
+  }
+  async createChatSession(input: NewChatSession) {
+    return this.tx(() => {
+      if (this.stmt('SELECT 1 FROM chat_sessions WHERE key = ?').get(input.key)) return { ok: false as const, reason: 'key-taken' as const };
+      this.stmt(
+        `INSERT INTO chat_sessions (session_id, key, label, parent_id, created_by, created_at_ms, updated_at_ms, message_count)
+         VALUES (?,?,?,?,?,?,?,0)`,
+      ).run(input.sessionId, input.key, input.label ?? null, input.parentId ?? null, input.createdBy, input.createdAtMs, input.createdAtMs);
+      this.appendAuditSync(input.audit);
+      return { ok: true as const, session: this.chatSessionSync(input.sessionId) as ChatSession };
+    });
+  }
+  async getChatSession(idOrKey: string) {
+    return this.chatSessionSync(idOrKey);
+  }
+  async listChatSessions(opts: { parentId?: string; limit?: number } = {}) {
+    const rows = (
+      opts.parentId === undefined
+        ? this.stmt('SELECT * FROM chat_sessions ORDER BY updated_at_ms DESC, created_at_ms DESC LIMIT ?').all(opts.limit ?? -1)
+        : this.stmt('SELECT * FROM chat_sessions WHERE parent_id = ? ORDER BY updated_at_ms DESC, created_at_ms DESC LIMIT ?').all(
+            opts.parentId,
+            opts.limit ?? -1,
+          )
+    ) as ChatSessionRow[];
+    return rows.map(toChatSession);
+  }
+  async appendChatMessage(input: NewChatMessage): Promise<AppendMessageResult> {
+    return this.tx((): AppendMessageResult => {
+      const s = this.stmt('SELECT * FROM chat_sessions WHERE session_id = ?').get(input.sessionId) as ChatSessionRow | undefined;
+      if (!s) return { ok: false, reason: 'unknown-session' };
+      if (input.idempotencyKey !== undefined) {
+        const prior = this.stmt('SELECT * FROM chat_messages WHERE session_id = ? AND idempotency_key = ?').get(input.sessionId, input.idempotencyKey) as
+          | ChatMessageRow
+          | undefined;
+        if (prior) return { ok: true, message: toChatMessage(prior), duplicate: true };
+      }
+      const seq = s.message_count + 1;
+      this.stmt('INSERT INTO chat_messages (session_id, seq, message_id, author, text, idempotency_key, at_ms) VALUES (?,?,?,?,?,?,?)').run(
+        ...chatMessageValues(input, seq),
+      );
+      this.stmt('UPDATE chat_sessions SET message_count = ?, updated_at_ms = MAX(updated_at_ms, ?) WHERE session_id = ?').run(seq, input.atMs, input.sessionId);
+      this.appendAuditSync(input.audit);
+      const { audit: _audit, ...rest } = input;
+      return { ok: true, message: { ...rest, seq }, duplicate: false };
+    });
+  }
+  async listChatMessages(sessionId: string, opts: { beforeSeq?: number; afterSeq?: number; limit?: number } = {}) {
+    const limit = opts.limit ?? 100;
+    if (opts.afterSeq !== undefined) {
+      const rows = this.stmt('SELECT * FROM chat_messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?').all(
+        sessionId,
+        opts.afterSeq,
+        limit,
+      ) as ChatMessageRow[];
+      return rows.map(toChatMessage);
+    }
+    const rows = this.stmt('SELECT * FROM chat_messages WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?').all(
+      sessionId,
+      opts.beforeSeq ?? Number.MAX_SAFE_INTEGER,
+      limit,
+    ) as ChatMessageRow[];
+    return rows.reverse().map(toChatMessage);
+  }
+
+  private channelSync(idOrName: string): WebhookChannel | null {
+    const r = this.stmt('SELECT * FROM channels WHERE channel_id = ? OR name = ? ORDER BY channel_id = ? DESC LIMIT 1').get(idOrName, idOrName, idOrName) as
+      | ChannelRow
+      | undefined;
+    return r ? toChannel(r) : null;
+  }
+  async putChannel(input: NewChannel) {
+    return this.tx(() => {
+      const existing = this.stmt('SELECT * FROM channels WHERE name = ?').get(input.name) as ChannelRow | undefined;
+      if (existing && (input.source !== 'config' || existing.source !== 'config')) return { ok: false as const, reason: 'name-taken' as const };
+      if (existing) {
+        this.stmt('UPDATE channels SET url = ?, username = ? WHERE channel_id = ?').run(input.url, input.username ?? null, existing.channel_id);
+      } else {
+        this.stmt('INSERT INTO channels (channel_id, name, url, username, source, created_by, created_at_ms) VALUES (?,?,?,?,?,?,?)').run(
+          ...channelValues(input),
+        );
+      }
+      this.appendAuditSync(input.audit);
+      return { ok: true as const, channel: this.channelSync(existing?.channel_id ?? input.channelId) as WebhookChannel, created: !existing };
+    });
+  }
+  async getChannel(idOrName: string) {
+    return this.channelSync(idOrName);
+  }
+  async listChannels() {
+    return (this.stmt('SELECT * FROM channels ORDER BY name').all() as ChannelRow[]).map(toChannel);
+  }
+  async removeChannel(idOrName: string, audit: AuditInput) {
+    return this.tx(() => {
+      const c = this.channelSync(idOrName);
+      if (!c) return false;
+      this.stmt('DELETE FROM channels WHERE channel_id = ?').run(c.channelId);
+      this.appendAuditSync(audit);
+      return true;
+    });
+  }
+
+  private putDeliverySync(d: Delivery): void {
+    this.stmt(
+      `INSERT INTO deliveries (delivery_id, channel_id, idempotency_key, status, next_attempt_at_ms, body_json) VALUES (?,?,?,?,?,?)
+       ON CONFLICT(delivery_id) DO UPDATE SET status = excluded.status, next_attempt_at_ms = excluded.next_attempt_at_ms, body_json = excluded.body_json`,
+    ).run(d.deliveryId, d.channelId, d.idempotencyKey, d.status, d.nextAttemptAtMs, body(d));
+  }
+  private deliverySync(deliveryId: string): Delivery | null {
+    const r = this.stmt('SELECT body_json FROM deliveries WHERE delivery_id = ?').get(deliveryId) as { body_json: string } | undefined;
+    return r ? (JSON.parse(r.body_json) as Delivery) : null;
+  }
+  async enqueueDelivery(input: NewDelivery) {
+    return this.tx(() => {
+      const prior = this.stmt('SELECT delivery_id FROM deliveries WHERE channel_id = ? AND idempotency_key = ?').get(input.channelId, input.idempotencyKey) as
+        | { delivery_id: string }
+        | undefined;
+      if (prior) return { delivery: this.deliverySync(prior.delivery_id) as Delivery, duplicate: true };
+      const { audit, ...rest } = input;
+      const d: Delivery = { ...rest, status: 'pending', attempts: 0, nextAttemptAtMs: input.createdAtMs };
+      this.putDeliverySync(d);
+      this.appendAuditSync(audit);
+      return { delivery: this.deliverySync(d.deliveryId) as Delivery, duplicate: false };
+    });
+  }
+  async getDelivery(deliveryId: string) {
+    return this.deliverySync(deliveryId);
+  }
+  async listDeliveries(opts: { status?: DeliveryStatus; channelId?: string; limit?: number } = {}) {
+    const rows = this.stmt(
+      `SELECT body_json FROM deliveries WHERE (? IS NULL OR status = ?) AND (? IS NULL OR channel_id = ?) ORDER BY rowid DESC LIMIT ?`,
+    ).all(opts.status ?? null, opts.status ?? null, opts.channelId ?? null, opts.channelId ?? null, opts.limit ?? -1) as Array<{ body_json: string }>;
+    return rows.map((r) => JSON.parse(r.body_json) as Delivery);
+  }
+  async dueDeliveries(nowMs: number, limit: number) {
+    const rows = this.stmt(
+      "SELECT body_json FROM deliveries WHERE status = 'pending' AND next_attempt_at_ms <= ? ORDER BY next_attempt_at_ms, rowid LIMIT ?",
+    ).all(nowMs, limit) as Array<{ body_json: string }>;
+    return rows.map((r) => JSON.parse(r.body_json) as Delivery);
+  }
+  async nextDeliveryDueAtMs() {
+    const r = this.stmt("SELECT MIN(next_attempt_at_ms) AS due FROM deliveries WHERE status = 'pending'").get() as { due: number | null };
+    return r.due;
+  }
+  async recordDeliveryAttempt(a: DeliveryAttempt) {
+    return this.tx(() => {
+      const d = this.deliverySync(a.deliveryId);
+      if (d?.status !== 'pending') return null;
+      const next = applyAttempt(d, a);
+      this.putDeliverySync(next);
+      if (a.outcome === 'dead' && a.deadAudit) this.appendAuditSync(a.deadAudit);
+      return this.deliverySync(a.deliveryId);
+    });
+  }
+
+  private cronJobSync(jobId: string): CronJob | null {
+    const r = this.stmt('SELECT body_json FROM cron_jobs WHERE job_id = ?').get(jobId) as { body_json: string } | undefined;
+    return r ? (JSON.parse(r.body_json) as CronJob) : null;
+  }
+  private putCronJobSync(job: CronJob): void {
+    this.stmt('INSERT INTO cron_jobs (job_id, created_at_ms, body_json) VALUES (?,?,?) ON CONFLICT(job_id) DO UPDATE SET body_json = excluded.body_json').run(
+      job.jobId,
+      job.createdAtMs,
+      body(job),
+    );
+  }
+  async createCronJob(input: NewCronJob) {
+    return this.tx(() => {
+      const { audit, ...rest } = input;
+      this.putCronJobSync({ ...rest, updatedAtMs: input.createdAtMs });
+      this.appendAuditSync(audit);
+      return this.cronJobSync(input.jobId) as CronJob;
+    });
+  }
+  async getCronJob(jobId: string) {
+    return this.cronJobSync(jobId);
+  }
+  async listCronJobs() {
+    return (this.stmt('SELECT body_json FROM cron_jobs ORDER BY created_at_ms, rowid').all() as Array<{ body_json: string }>).map(
+      (r) => JSON.parse(r.body_json) as CronJob,
+    );
+  }
+  async updateCronJob(jobId: string, patch: CronJobPatch, atMs: number, audit: AuditInput) {
+    return this.tx(() => {
+      const j = this.cronJobSync(jobId);
+      if (!j) return null;
+      this.putCronJobSync({ ...j, ...patch, updatedAtMs: atMs });
+      this.appendAuditSync(audit);
+      return this.cronJobSync(jobId);
+    });
+  }
+  async removeCronJob(jobId: string, audit: AuditInput) {
+    return this.tx(() => {
+      const n = this.stmt('DELETE FROM cron_jobs WHERE job_id = ?').run(jobId).changes;
+      if (n > 0) this.appendAuditSync(audit);
+      return n > 0;
+    });
+  }
+  async recordCronRun(run: CronRun, nextRunAtMs: number | null) {
+    return this.tx(() => {
+      const j = this.cronJobSync(run.jobId);
+      if (!j) return null;
+      this.stmt('INSERT INTO cron_runs (run_id, job_id, body_json) VALUES (?,?,?)').run(run.runId, run.jobId, body(run));
+      this.putCronJobSync({ ...j, nextRunAtMs, lastRunAtMs: run.startedAtMs });
+      return this.cronJobSync(run.jobId);
+    });
+  }
+  async listCronRuns(jobId: string, limit = 50) {
+    const rows = this.stmt('SELECT body_json FROM cron_runs WHERE job_id = ? ORDER BY rowid DESC LIMIT ?').all(jobId, limit) as Array<{ body_json: string }>;
+    return rows.map((r) => JSON.parse(r.body_json) as CronRun);
   }
 
   async appendAudit(input: AuditInput) {

@@ -196,6 +196,196 @@ export type RedeemSetupResult =
     }
   | { ok: false; reason: SetupRefusal };
 
+// --- nodes: command surfaces (issue 5) -------------------------------------------------------
+
+/** What a node connection says about itself, kept with its surface request for the operator. */
+export interface NodeMeta extends DeviceMeta {
+  version?: string | undefined;
+}
+
+/** The command surface an operator approved for a node device (lives as long as its node role). */
+export interface NodeSurfaceRecord {
+  deviceId: string;
+  caps: string[];
+  commands: string[];
+  /** The request this surface came from. */
+  requestId: string;
+  approvedAtMs: number;
+  /** Actor that approved it. */
+  approvedBy: string;
+}
+
+/**
+ * A declared surface waiting for an operator: one per node device. A reconnect with the same
+ * surface refreshes it under the same id; a different surface replaces it under a new id, so an
+ * operator never approves something other than what they were shown.
+ */
+export interface NodeSurfaceRequest {
+  requestId: string;
+  deviceId: string;
+  caps: string[];
+  commands: string[];
+  meta: NodeMeta;
+  address: string;
+  createdAtMs: number;
+  refreshedAtMs: number;
+}
+
+export interface UpsertNodeSurfaceInput {
+  /** Used only when a new request is created. */
+  requestId: string;
+  deviceId: string;
+  caps: string[];
+  commands: string[];
+  meta: NodeMeta;
+  address: string;
+  atMs: number;
+  /** Appended only when a request is created or replaced. */
+  audit: AuditInput;
+}
+
+export interface UpsertNodeSurfaceResult {
+  request: NodeSurfaceRequest;
+  created: boolean;
+  /** The id of a request with a different surface that this one replaced. */
+  replacedRequestId?: string | undefined;
+}
+
+// --- automations: sessions, chat, channels, deliveries, cron (issue 7) ----------------------
+
+/** A chat session: the message surface operators, agents and automations share. */
+export interface ChatSession {
+  sessionId: string;
+  /** Unique, human-chosen key (`main`, `ops/alerts`); generated when not given. */
+  key: string;
+  label?: string | undefined;
+  /** The session this one was spawned from. */
+  parentId?: string | undefined;
+  /** Actor that created it (`owner`, `device:<id>`, `internal:cron`). */
+  createdBy: string;
+  createdAtMs: number;
+  updatedAtMs: number;
+  messageCount: number;
+}
+
+export type NewChatSession = Pick<ChatSession, 'sessionId' | 'key' | 'label' | 'parentId' | 'createdBy' | 'createdAtMs'> & { audit: AuditInput };
+
+export interface ChatMessage {
+  sessionId: string;
+  /** 1, 2, 3 … per session: the paging cursor of chat.history. */
+  seq: number;
+  messageId: string;
+  /** Actor that sent it. */
+  author: string;
+  text: string;
+  idempotencyKey?: string | undefined;
+  atMs: number;
+}
+
+export type NewChatMessage = Pick<ChatMessage, 'sessionId' | 'messageId' | 'author' | 'text' | 'idempotencyKey' | 'atMs'> & { audit: AuditInput };
+
+/** `duplicate`: the idempotency key was used before in this session; `message` is the original. Null session: unknown. */
+export type AppendMessageResult = { ok: true; message: ChatMessage; duplicate: boolean } | { ok: false; reason: 'unknown-session' };
+
+export interface WebhookChannel {
+  channelId: string;
+  name: string;
+  type: 'webhook';
+  url: string;
+  /** Default `username` of the posted body (Discord shows it as the author). */
+  username?: string | undefined;
+  /** Where it came from: the config file, or a method call. */
+  source: 'config' | 'api';
+  createdBy: string;
+  createdAtMs: number;
+}
+
+export type NewChannel = Omit<WebhookChannel, 'type'> & { audit: AuditInput };
+
+export type DeliveryStatus = 'pending' | 'delivered' | 'dead';
+
+/** One outbox entry: persisted before the first attempt, so a restart loses nothing. */
+export interface Delivery {
+  deliveryId: string;
+  channelId: string;
+  channelName: string;
+  /** The JSON body posted (Discord-webhook compatible). */
+  body: Record<string, unknown>;
+  /** Sent as the `Idempotency-Key` header on every attempt. */
+  idempotencyKey: string;
+  /** Actor whose `send` created it. */
+  actor: string;
+  status: DeliveryStatus;
+  attempts: number;
+  createdAtMs: number;
+  nextAttemptAtMs: number;
+  lastAttemptAtMs?: number | undefined;
+  lastError?: string | undefined;
+  /** HTTP status of the last attempt that got a response. */
+  lastStatus?: number | undefined;
+  deliveredAtMs?: number | undefined;
+  deadAtMs?: number | undefined;
+}
+
+export type NewDelivery = Pick<Delivery, 'deliveryId' | 'channelId' | 'channelName' | 'body' | 'idempotencyKey' | 'actor' | 'createdAtMs'> & {
+  audit: AuditInput;
+};
+
+/** The outcome of one attempt, as the delivery worker records it. */
+export interface DeliveryAttempt {
+  deliveryId: string;
+  atMs: number;
+  outcome: 'delivered' | 'retry' | 'dead';
+  /** When outcome is `retry`. */
+  nextAttemptAtMs?: number | undefined;
+  error?: string | undefined;
+  httpStatus?: number | undefined;
+  /** Appended when the delivery goes to the dead-letter list. */
+  deadAudit?: AuditInput | undefined;
+}
+
+export type CronSchedule = { kind: 'cron'; expr: string; tz?: string | undefined } | { kind: 'every'; everyMs: number };
+
+/** What a cron run does; every action is a method call made with the internal principal. */
+export type CronAction =
+  | { kind: 'chat'; sessionKey: string; text: string; spawn?: { label?: string | undefined } | undefined }
+  | { kind: 'send'; channel: string; content: string; username?: string | undefined }
+  | { kind: 'node'; nodeId: string; command: string; params?: unknown };
+
+export interface CronJob {
+  jobId: string;
+  name: string;
+  schedule: CronSchedule;
+  action: CronAction;
+  enabled: boolean;
+  createdBy: string;
+  createdAtMs: number;
+  updatedAtMs: number;
+  /** Next due time (null when disabled). */
+  nextRunAtMs: number | null;
+  lastRunAtMs?: number | undefined;
+}
+
+export type NewCronJob = Omit<CronJob, 'updatedAtMs' | 'lastRunAtMs'> & { audit: AuditInput };
+
+export type CronJobPatch = Partial<Pick<CronJob, 'name' | 'schedule' | 'action' | 'enabled' | 'nextRunAtMs'>>;
+
+export type CronTrigger = 'schedule' | 'catch-up' | 'manual';
+
+export interface CronRun {
+  runId: string;
+  jobId: string;
+  trigger: CronTrigger;
+  /** The time the run was due (schedule/catch-up) or requested (manual). */
+  dueAtMs: number;
+  startedAtMs: number;
+  finishedAtMs: number;
+  status: 'ok' | 'error';
+  error?: string | undefined;
+  /** What the action returned (message id, delivery id, session id …). */
+  result?: Record<string, unknown> | undefined;
+}
+
 export interface Store {
   readonly kind: 'memory' | 'sqlite' | 'postgres';
   close(): Promise<void>;
@@ -261,6 +451,70 @@ export interface Store {
    * burned. Devices it enrolled keep their grants. Null for an unknown id.
    */
   revokeSetupCode(setupId: string, atMs: number, audit: AuditInput): Promise<{ code: SetupCodeRecord; changed: boolean } | null>;
+
+  // --- nodes: command surfaces (issue 5) -----------------------------------------------------
+  // A node's surface and surface request go with its node role: removing the device, removing
+  // or revoking its node role drops them (so a re-paired key never inherits an old approval).
+  getNodeSurface(deviceId: string): Promise<NodeSurfaceRecord | null>;
+  listNodeSurfaces(): Promise<NodeSurfaceRecord[]>;
+  /** Create, refresh (same surface, same id) or replace (different surface, new id) the device's request. */
+  upsertNodeSurfaceRequest(input: UpsertNodeSurfaceInput): Promise<UpsertNodeSurfaceResult>;
+  getNodeSurfaceRequest(requestId: string): Promise<NodeSurfaceRequest | null>;
+  listNodeSurfaceRequests(): Promise<NodeSurfaceRequest[]>;
+  /** Approve a request: its surface becomes the device's approved surface, the request goes. Null when unknown. */
+  approveNodeSurface(requestId: string, atMs: number, approvedBy: string, audit: AuditInput): Promise<NodeSurfaceRecord | null>;
+  /** Delete a request (reject) with its audit entry; false when it did not exist. */
+  deleteNodeSurfaceRequest(requestId: string, audit: AuditInput): Promise<boolean>;
+
+  // --- automations (issue 7) -----------------------------------------------------------------
+  /** Create a session; false when the key is taken. */
+  createChatSession(input: NewChatSession): Promise<{ ok: true; session: ChatSession } | { ok: false; reason: 'key-taken' }>;
+  getChatSession(idOrKey: string): Promise<ChatSession | null>;
+  /** Sessions, newest activity first; `parentId` filters to the children of one session. */
+  listChatSessions(opts?: { parentId?: string; limit?: number }): Promise<ChatSession[]>;
+  /** Append a message; a repeated idempotency key in the same session returns the first message and appends nothing. */
+  appendChatMessage(input: NewChatMessage): Promise<AppendMessageResult>;
+  /** Messages of a session in seq order: the newest `limit` before `beforeSeq` (or after `afterSeq`). */
+  listChatMessages(sessionId: string, opts?: { beforeSeq?: number; afterSeq?: number; limit?: number }): Promise<ChatMessage[]>;
+
+  /** Create a channel, or (source `config`) replace the one of the same name; false when the name is taken by another source. */
+  putChannel(input: NewChannel): Promise<{ ok: true; channel: WebhookChannel; created: boolean } | { ok: false; reason: 'name-taken' }>;
+  getChannel(idOrName: string): Promise<WebhookChannel | null>;
+  listChannels(): Promise<WebhookChannel[]>;
+  removeChannel(idOrName: string, audit: AuditInput): Promise<boolean>;
+
+  /**
+   * Persist a delivery (status pending, due at creation) before anything is sent. A repeated
+   * idempotency key on the same channel returns the first delivery (`duplicate`) and adds nothing.
+   */
+  enqueueDelivery(input: NewDelivery): Promise<{ delivery: Delivery; duplicate: boolean }>;
+  getDelivery(deliveryId: string): Promise<Delivery | null>;
+  /** Newest first. */
+  listDeliveries(opts?: { status?: DeliveryStatus; channelId?: string; limit?: number }): Promise<Delivery[]>;
+  /** Pending deliveries due at or before `nowMs`, oldest due first. */
+  dueDeliveries(nowMs: number, limit: number): Promise<Delivery[]>;
+  /** The earliest `nextAttemptAtMs` of a pending delivery, or null. */
+  nextDeliveryDueAtMs(): Promise<number | null>;
+  /** Record an attempt's outcome (attempts + 1); null when the delivery is not pending. */
+  recordDeliveryAttempt(attempt: DeliveryAttempt): Promise<Delivery | null>;
+
+  createCronJob(input: NewCronJob): Promise<CronJob>;
+  getCronJob(jobId: string): Promise<CronJob | null>;
+  listCronJobs(): Promise<CronJob[]>;
+  updateCronJob(jobId: string, patch: CronJobPatch, atMs: number, audit: AuditInput): Promise<CronJob | null>;
+  removeCronJob(jobId: string, audit: AuditInput): Promise<boolean>;
+  /** Record a finished run and move the job's next due time, in one transaction. Null for a removed job. */
+  recordCronRun(run: CronRun, nextRunAtMs: number | null): Promise<CronJob | null>;
+  /** Runs of a job, newest first. */
+  listCronRuns(jobId: string, limit?: number): Promise<CronRun[]>;
+
+  // --- token rotation pushed to live sessions (issues 5/9) -----------------------------------
+  /**
+   * Give a role a token only when it has none live (an operator retired it with rotateToken
+   * null): the instance holding the device's sockets mints the replacement it pushes to them.
+   * Null, and nothing written, when the grant is gone or a live token already exists.
+   */
+  issueTokenIfAbsent(deviceId: string, role: Role, token: NewToken, atMs: number, audit: AuditInput): Promise<GrantRecord | null>;
 
   appendAudit(input: AuditInput): Promise<AuditEntry>;
   listAudit(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEntry[]>;

@@ -38,13 +38,15 @@ export interface TestGatewayOptions {
   stateDir?: string;
   clock?: Clock;
   port?: number;
+  /** Address to listen on (default 127.0.0.1). */
+  host?: string;
 }
 
 export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<TestGateway> {
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'clawgate-test-'));
   const store: Store = opts.store === 'memory' ? new MemoryStore() : new SqliteStore(join(stateDir, 'clawgate.sqlite'));
   const config: GatewayConfig = { ...DEFAULTS, port: opts.port ?? 0, stateDir, token: TEST_TOKEN, ownerCredential: TEST_OWNER, ...opts.config };
-  const { gateway, server } = await startGateway({ config, store, host: '127.0.0.1', ...(opts.clock ? { clock: opts.clock } : {}) });
+  const { gateway, server } = await startGateway({ config, store, host: opts.host ?? '127.0.0.1', ...(opts.clock ? { clock: opts.clock } : {}) });
   let stopped = false;
   const tg: TestGateway = {
     gateway,

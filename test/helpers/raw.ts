@@ -244,3 +244,31 @@ export function plainParams(
   if (o.auth) params.auth = o.auth;
   return params;
 }
+
+export interface NodeConnectOptions {
+  auth: Record<string, string>;
+  name?: string;
+  caps?: string[];
+  commands?: string[];
+  protocol?: number;
+  permissions?: Record<string, boolean>;
+}
+
+/** Send `connect` on an open client the way the OpenClaw node host does (device-signed, role node, no scopes). */
+export async function connectAsNode(client: RawClient, identity: DeviceIdentity, o: NodeConnectOptions): Promise<Frame | null> {
+  const challenge = await client.challenge();
+  const params = deviceParams({
+    identity,
+    challenge,
+    role: 'node',
+    scopes: [],
+    client: { id: 'node-host', mode: 'node', displayName: o.name ?? 'test-node' },
+    auth: o.auth,
+    minProtocol: o.protocol,
+    maxProtocol: o.protocol,
+  });
+  params.caps = o.caps ?? [];
+  params.commands = o.commands ?? [];
+  if (o.permissions) params.permissions = o.permissions;
+  return client.request('c1', 'connect', params);
+}

@@ -1,0 +1,149 @@
+/**
+ * Two clawgate instances (A, B: real `gateway run --store postgres` processes) on one throwaway
+ * PostgreSQL cluster, and the latencies that cross between them:
+ *
+ * - revoke: operator on B sends device.token.revoke → the device's socket on A sees its close;
+ * - approve: operator on A sends device.pair.approve → the device waiting on B gets hello-ok;
+ * - invoke: operator on A → node.invoke → node connected to B → result back on A.
+ *
+ *   npm run build && node dist/bench/cluster.js [--n 100]
+ *
+ * Prints a table and writes bench/results/cluster.json. Needs the PostgreSQL server binaries
+ * (scripts/system-deps.sh installs them).
+ */
+import { writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
+import { PostgresStore } from '../src/store/postgres.js';
+import { CLUSTER_OWNER, CLUSTER_TOKEN, clusterStateDir, type Instance, removeStateDir, startInstance } from '../test/helpers/instance.js';
+import { startPgCluster } from '../test/helpers/pg-cluster.js';
+import { deviceParams, type Frame, RawClient } from '../test/helpers/raw.js';
+import { type Summary, summarize } from './stats.js';
+
+const { values } = parseArgs({ options: { n: { type: 'string', default: '100' } } });
+const N = Number(values.n);
+
+function operator(inst: Instance): Promise<GatewayConnection> {
+  return connectGateway({ url: inst.url, auth: { token: CLUSTER_OWNER }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] });
+}
+
+async function revokeLatency(a: Instance, opB: GatewayConnection): Promise<Float64Array> {
+  const out = new Float64Array(N);
+  for (let i = 0; i < N; i++) {
+    const identity = generateIdentity();
+    // The owner credential pairs silently: a device with an operator grant, connected to A.
+    const device = await connectGateway({
+      url: a.url,
+      identity,
+      auth: { token: CLUSTER_OWNER },
+      scopes: ['operator.read'],
+      client: { id: 'test', mode: 'test' },
+    });
+    const closed = device.closed.then(() => performance.now());
+    const t0 = performance.now();
+    await opB.request('device.token.revoke', { deviceId: identity.deviceId, role: 'operator' });
+    out[i] = (await closed) - t0;
+  }
+  return out;
+}
+
+async function approveLatency(b: Instance, opA: GatewayConnection, store: PostgresStore): Promise<Float64Array> {
+  const out = new Float64Array(N);
+  for (let i = 0; i < N; i++) {
+    const identity = generateIdentity();
+    const waiting = connectGateway({
+      url: b.url,
+      identity,
+      auth: { token: CLUSTER_TOKEN },
+      scopes: ['operator.read'],
+      client: { id: 'test', mode: 'test' },
+      caps: ['device-pairing-wait'],
+      timeoutMs: 30_000,
+    }).then((c) => ({ c, at: performance.now() }));
+    let requestId: string | undefined;
+    while (!requestId) {
+      requestId = (await store.listPairingRequests(identity.deviceId))[0]?.requestId;
+      if (!requestId) await new Promise((r) => setTimeout(r, 5));
+    }
+    const t0 = performance.now();
+    await opA.request('device.pair.approve', { requestId });
+    const { c, at } = await waiting;
+    out[i] = at - t0;
+    await c.close();
+  }
+  return out;
+}
+
+async function invokeLatency(b: Instance, opA: GatewayConnection): Promise<Float64Array> {
+  const identity = generateIdentity();
+  const node = await RawClient.open(b.url);
+  const challenge = await node.challenge();
+  const params = deviceParams({ identity, challenge, role: 'node', scopes: [], client: { id: 'node-host', mode: 'node' }, auth: { token: CLUSTER_OWNER } });
+  params.commands = ['echo.bench'];
+  params.caps = [];
+  const hello = await node.request('c1', 'connect', params);
+  if (!hello?.ok) throw new Error(`node connect failed: ${JSON.stringify(hello?.error)}`);
+  node.ws.on('message', (data) => {
+    const f = JSON.parse(data.toString()) as Frame;
+    if (f.type !== 'event' || f.event !== 'node.invoke.request') return;
+    const req = f.payload as { id: string; nodeId: string; paramsJSON?: string };
+    node.send({
+      type: 'req',
+      id: `r-${req.id}`,
+      method: 'node.invoke.result',
+      params: { id: req.id, nodeId: req.nodeId, ok: true, payloadJSON: req.paramsJSON ?? 'null' },
+    });
+  });
+  const pending = await opA.request<{ pending: Array<{ requestId: string; nodeId: string }> }>('node.pair.list', {});
+  const req = pending.pending.find((p) => p.nodeId === identity.deviceId);
+  if (!req) throw new Error('no surface request for the bench node');
+  await opA.request('node.pair.approve', { requestId: req.requestId });
+  await new Promise((r) => setTimeout(r, 200));
+  const out = new Float64Array(N);
+  for (let i = 0; i < N; i++) {
+    const t0 = performance.now();
+    await opA.request('node.invoke', { nodeId: identity.deviceId, command: 'echo.bench', params: { i } });
+    out[i] = performance.now() - t0;
+  }
+  await node.close();
+  return out;
+}
+
+async function main(): Promise<void> {
+  const cluster = await startPgCluster();
+  const url = await cluster.createDatabase();
+  const dirs = [clusterStateDir(), clusterStateDir()];
+  const [a, b] = await Promise.all([startInstance('A', url, dirs[0]), startInstance('B', url, dirs[1])]);
+  const store = await PostgresStore.open(url, { maxConnections: 2 });
+  const results: Record<string, Summary | null> = {};
+  try {
+    const opA = await operator(a);
+    const opB = await operator(b);
+    try {
+      results['revoke on B → close on A (ms)'] = summarize(await revokeLatency(a, opB));
+      results['approve on A → hello-ok on B (ms)'] = summarize(await approveLatency(b, opA, store));
+      results['node.invoke A → node on B → A (ms)'] = summarize(await invokeLatency(b, opA));
+    } finally {
+      await opA.close();
+      await opB.close();
+    }
+  } finally {
+    await store.close();
+    await Promise.all([a.stop(), b.stop()]);
+    await cluster.stop();
+    for (const d of dirs) removeStateDir(d);
+  }
+  const rows = Object.entries(results).map(([k, s]) => `${k.padEnd(38)} ${s ? `n=${s.n} median=${s.median} p90=${s.p90} p99=${s.p99} max=${s.max}` : '-'}`);
+  process.stdout.write(`${rows.join('\n')}\n`);
+  const file = join(process.cwd(), 'bench', 'results', 'cluster.json');
+  writeFileSync(file, `${JSON.stringify({ at: new Date().toISOString(), n: N, machine: { cpus: cpus().length, loadavg: loadavg() }, results }, null, 2)}\n`);
+  process.stdout.write(`written to ${file}\n`);
+}
+
+main().catch((err) => {
+  process.stderr.write(`${(err as Error).stack ?? err}\n`);
+  process.exit(1);
+});

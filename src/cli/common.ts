@@ -1,0 +1,60 @@
+/**
+ * What every `clawgate` command that talks to a running gateway shares: its connection options,
+ * the `--json` switch between one JSON line and a human listing, and the connection itself.
+ */
+import type { ParseArgsConfig } from 'node:util';
+import { connectGateway, type GatewayConnection } from '../client/connection.js';
+import { parse, resolveTarget, UsageError } from './main.js';
+
+/** How to reach and authenticate to the gateway (resolved by resolveTarget) plus `--json`. */
+export const CONN_OPTIONS = {
+  url: { type: 'string' },
+  token: { type: 'string' },
+  password: { type: 'string' },
+  'state-dir': { type: 'string' },
+  json: { type: 'boolean' },
+  'tls-fingerprint': { type: 'string' },
+} as const;
+
+export const out = (text: string) => process.stdout.write(`${text}\n`);
+
+/**
+ * Parse a gateway command's arguments: CONN_OPTIONS plus the command's own. `print(v, human)`
+ * writes `v` as one JSON line under `--json`, else runs `human`.
+ */
+export function parseGatewayCommand(args: string[], own: ParseArgsConfig['options'] = {}) {
+  const { values, positionals } = parse(args, { ...CONN_OPTIONS, ...own });
+  const json = values.json === true;
+  const print = (v: unknown, human: () => void) => (json ? out(JSON.stringify(v)) : human());
+  return { values, positionals, json, print };
+}
+
+/** The value of a `--params <json>` option (undefined when it is absent); bad JSON is a usage error. */
+export function jsonParams(text: unknown): unknown {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text as string);
+  } catch (err) {
+    throw new UsageError(`--params is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+export async function withGateway<T>(values: Record<string, unknown>, fn: (conn: GatewayConnection) => Promise<T>): Promise<T> {
+  const target = resolveTarget(values);
+  if (!target.token && !target.password) {
+    throw new UsageError('no credential: pass --token, set CLAWGATE_TOKEN, or run on the gateway host (owner credential in the state dir)');
+  }
+  const conn = await connectGateway({
+    url: target.url,
+    auth: target.password ? { password: target.password } : { token: target.token },
+    tlsFingerprint: target.tlsFingerprint,
+    // The owner credential holds every scope; with the shared token a local cli keeps these.
+    scopes: ['operator.admin', 'operator.pairing'],
+    client: { id: 'cli', mode: 'cli' },
+  });
+  try {
+    return await fn(conn);
+  } finally {
+    await conn.close();
+  }
+}

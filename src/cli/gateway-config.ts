@@ -1,0 +1,198 @@
+/**
+ * How `gateway run`, `doctor` and `gateway install-service` turn flags, environment and the
+ * config file into a gateway configuration. Flags > environment > file > defaults. Reading the
+ * TLS files happens here (the CLI is the IO edge); the core only sees PEM text.
+ */
+import { readFileSync } from 'node:fs';
+import { DEFAULTS, type GatewayConfig, normalizeContextPath, type TlsMaterial, toWsUrl } from '../core/config.js';
+import { setupUrlProblem } from '../protocol/setup-code.js';
+import { proxyEntryProblem } from '../server/proxy.js';
+import { ensureSelfSignedCert, readPem } from '../server/tls.js';
+import { UsageError } from './main.js';
+import { resolveStateDir } from './state.js';
+
+export interface FileConfig {
+  gateway?: {
+    port?: number;
+    bind?: string;
+    auth?: { token?: string; password?: string };
+    autoApproveLocal?: boolean;
+    handshakeTimeoutMs?: number;
+    tickIntervalMs?: number;
+    pendingTtlMs?: number;
+    rateLimit?: Partial<GatewayConfig['rateLimit']>;
+    trustedProxies?: string[];
+    untrustedForwarded?: 'refuse' | 'ignore';
+    publicUrl?: string;
+    contextPath?: string;
+    tls?: { enabled?: boolean; certPath?: string; keyPath?: string };
+    /** `sqlite` (default) or `postgres` (several instances on one database, docs/postgres.md). */
+    store?: string;
+    postgres?: { url?: string };
+  };
+  /** Automations (issue 7): `channels.webhooks` and the `webhook` delivery policy (checked by cli/automations.ts). */
+  automations?: unknown;
+}
+
+/** Flags shared by `gateway run`, `doctor` and `gateway install-service`. */
+export const GATEWAY_FLAGS = {
+  port: { type: 'string' },
+  bind: { type: 'string' },
+  'state-dir': { type: 'string' },
+  token: { type: 'string' },
+  password: { type: 'string' },
+  config: { type: 'string' },
+  'public-url': { type: 'string' },
+  'context-path': { type: 'string' },
+  tls: { type: 'boolean' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'trusted-proxy': { type: 'string', multiple: true },
+  store: { type: 'string' },
+  'postgres-url': { type: 'string' },
+} as const;
+
+export function readConfigFile(path: string): FileConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as FileConfig;
+  } catch (err) {
+    throw new UsageError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+/** The keys this module reads, checked for type so a typo is a usage error and not a crash. */
+function fileShapeProblems(g: NonNullable<FileConfig['gateway']>): void {
+  const bad = (key: string, want: string) => {
+    throw new UsageError(`config file: gateway.${key} must be ${want}`);
+  };
+  if (g.trustedProxies !== undefined && (!Array.isArray(g.trustedProxies) || g.trustedProxies.some((e) => typeof e !== 'string')))
+    bad('trustedProxies', 'an array of addresses or CIDRs (strings)');
+  if (g.publicUrl !== undefined && typeof g.publicUrl !== 'string') bad('publicUrl', 'a string like "wss://gateway.example.com"');
+  if (g.contextPath !== undefined && typeof g.contextPath !== 'string') bad('contextPath', 'a string like "/clawgate"');
+  if (g.tls !== undefined) {
+    if (typeof g.tls !== 'object' || g.tls === null || Array.isArray(g.tls)) bad('tls', 'an object');
+    if (g.tls.enabled !== undefined && typeof g.tls.enabled !== 'boolean') bad('tls.enabled', 'true or false');
+    if (g.tls.certPath !== undefined && typeof g.tls.certPath !== 'string') bad('tls.certPath', 'a file path');
+    if (g.tls.keyPath !== undefined && typeof g.tls.keyPath !== 'string') bad('tls.keyPath', 'a file path');
+  }
+}
+
+/** Where TLS material comes from, before anything is read. */
+export type TlsSource = { kind: 'none' } | { kind: 'files'; certPath: string; keyPath: string } | { kind: 'self-signed' };
+
+/** Everything but the secrets and the TLS material, resolved and validated. */
+export interface ResolvedGatewaySettings {
+  stateDir: string;
+  configPath: string | undefined;
+  file: FileConfig;
+  base: Omit<GatewayConfig, 'token' | 'password' | 'ownerCredential' | 'tls'>;
+  chosenToken: string | undefined;
+  password: string | undefined;
+  tls: TlsSource;
+}
+
+export function resolveGatewaySettings(values: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): ResolvedGatewaySettings {
+  const configPath = values.config as string | undefined;
+  const file = configPath ? readConfigFile(configPath) : {};
+  const g = file.gateway ?? {};
+  fileShapeProblems(g);
+  const stateDir = resolveStateDir(values['state-dir'] as string | undefined, env);
+  const portText = (values.port as string | undefined) ?? env.CLAWGATE_PORT;
+  const port = portText !== undefined ? Number(portText) : (g.port ?? DEFAULTS.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be a whole number from 0 to 65535, got ${portText ?? g.port}`);
+  const bind = (values.bind as string | undefined) ?? g.bind ?? DEFAULTS.bind;
+
+  const flagProxies = values['trusted-proxy'] as string[] | undefined;
+  const trustedProxies = (flagProxies && flagProxies.length > 0 ? flagProxies.flatMap((s) => s.split(',')) : (g.trustedProxies ?? DEFAULTS.trustedProxies))
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const entry of trustedProxies) {
+    const problem = proxyEntryProblem(entry);
+    if (problem) throw new UsageError(`trustedProxies: ${problem}`);
+  }
+  const untrustedForwarded = g.untrustedForwarded ?? DEFAULTS.untrustedForwarded;
+  if (untrustedForwarded !== 'refuse' && untrustedForwarded !== 'ignore') throw new UsageError('gateway.untrustedForwarded must be "refuse" or "ignore"');
+
+  const ctxText = (values['context-path'] as string | undefined) ?? g.contextPath ?? '';
+  const contextPath = normalizeContextPath(ctxText);
+  if (contextPath === null) throw new UsageError(`--context-path must be a plain URL path like /clawgate, got ${ctxText}`);
+
+  const publicText = (values['public-url'] as string | undefined) ?? env.CLAWGATE_PUBLIC_URL ?? g.publicUrl;
+  let publicUrl: string | undefined;
+  if (publicText !== undefined && publicText.trim() !== '') {
+    publicUrl = toWsUrl(publicText).replace(/\/+$/, '');
+    const problem = setupUrlProblem(publicUrl);
+    if (problem) throw new UsageError(`--public-url ${problem}`);
+    const u = new URL(publicUrl);
+    if (u.search || u.hash) throw new UsageError('--public-url must not carry a query or fragment');
+  }
+
+  const certPath = (values['tls-cert'] as string | undefined) ?? g.tls?.certPath;
+  const keyPath = (values['tls-key'] as string | undefined) ?? g.tls?.keyPath;
+  let tls: TlsSource = { kind: 'none' };
+  if (certPath !== undefined || keyPath !== undefined) {
+    if (certPath === undefined || keyPath === undefined)
+      throw new UsageError('--tls-cert and --tls-key go together: pass both, or --tls for a generated self-signed certificate');
+    tls = { kind: 'files', certPath, keyPath };
+  } else if (values.tls === true || g.tls?.enabled === true) tls = { kind: 'self-signed' };
+
+  return {
+    stateDir,
+    configPath,
+    file,
+    chosenToken: (values.token as string | undefined) ?? g.auth?.token,
+    password: (values.password as string | undefined) ?? g.auth?.password,
+    tls,
+    base: {
+      ...DEFAULTS,
+      port,
+      bind,
+      stateDir,
+      autoApproveLocal: g.autoApproveLocal ?? DEFAULTS.autoApproveLocal,
+      handshakeTimeoutMs: g.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
+      tickIntervalMs: g.tickIntervalMs ?? DEFAULTS.tickIntervalMs,
+      pendingTtlMs: g.pendingTtlMs ?? DEFAULTS.pendingTtlMs,
+      rateLimit: { ...DEFAULTS.rateLimit, ...g.rateLimit },
+      trustedProxies,
+      untrustedForwarded,
+      publicUrl,
+      contextPath,
+    },
+  };
+}
+
+/**
+ * Read (or, for `self-signed` with `generate`, create) the TLS material. `extraNames` go into a
+ * generated certificate's subjectAltName (the bind address, the public URL's host).
+ */
+export function loadTls(
+  source: TlsSource,
+  stateDir: string,
+  opts: { generate: boolean; extraNames?: string[] },
+): { material: TlsMaterial | undefined; created: boolean; keyPath?: string } {
+  if (source.kind === 'none') return { material: undefined, created: false };
+  if (source.kind === 'files') {
+    return {
+      material: { certPem: readPem(source.certPath, 'certificate'), keyPem: readPem(source.keyPath, 'key'), certPath: source.certPath },
+      created: false,
+      keyPath: source.keyPath,
+    };
+  }
+  if (!opts.generate) {
+    const certPath = `${stateDir}/tls/cert.pem`;
+    const keyPath = `${stateDir}/tls/key.pem`;
+    return { material: { certPem: readPem(certPath, 'certificate'), keyPem: readPem(keyPath, 'key'), certPath, selfSigned: true }, created: false, keyPath };
+  }
+  const made = ensureSelfSignedCert(stateDir, opts.extraNames ?? []);
+  return {
+    material: { certPem: readPem(made.certPath, 'certificate'), keyPem: readPem(made.keyPath, 'key'), certPath: made.certPath, selfSigned: true },
+    created: made.created,
+    keyPath: made.keyPath,
+  };
+}

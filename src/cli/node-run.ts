@@ -1,0 +1,137 @@
+/**
+ * `clawgate node run` — start a headless node host (src/node-host/). Parses flags, prepares the
+ * state dir, and runs until SIGINT/SIGTERM (exit 0) or a refusal retrying cannot fix (exit 1).
+ */
+import { hostname } from 'node:os';
+import { systemClock, systemRandom } from '../core/env.js';
+import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
+import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
+import { NodeHost } from '../node-host/host.js';
+import { NodeState, resolveNodeStateDir } from '../node-host/state.js';
+import { normalizeFingerprint } from '../protocol/fingerprint.js';
+import { decodeSetupCode } from '../protocol/setup-code.js';
+import { parse, UsageError } from './main.js';
+
+export const NODE_RUN_HELP = `  clawgate node run [--url <ws-url> [--token <t> | --password <p>] | --pair <setup-code>]
+                    [--name <name>] [--commands system.run,system.which]
+                    [--exec-policy deny|allowlist|full] [--state-dir <dir>] [--tls-fingerprint <sha256>]
+                                               run a headless node host (state: ~/.clawgate-node)`;
+
+export async function nodeCommand(sub: string | undefined, args: string[]): Promise<number> {
+  if (sub !== 'run') throw new UsageError(`usage:\n${NODE_RUN_HELP}`);
+  const { values, positionals } = parse(args, {
+    url: { type: 'string' },
+    token: { type: 'string' },
+    password: { type: 'string' },
+    pair: { type: 'string' },
+    name: { type: 'string' },
+    commands: { type: 'string' },
+    'exec-policy': { type: 'string' },
+    'state-dir': { type: 'string' },
+    'tls-fingerprint': { type: 'string' },
+  });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+  const execPolicy = ((values['exec-policy'] as string | undefined) ?? 'allowlist') as ExecPolicyMode;
+  if (!EXEC_POLICIES.includes(execPolicy)) throw new UsageError(`--exec-policy must be one of ${EXEC_POLICIES.join(', ')}, got ${execPolicy}`);
+  const commands = ((values.commands as string | undefined) ?? SUPPORTED_COMMANDS.join(','))
+    .split(',')
+    .map((c) => c.trim())
+    .filter(Boolean);
+  const unknown = commands.filter((c) => !(SUPPORTED_COMMANDS as readonly string[]).includes(c));
+  if (unknown.length > 0) throw new UsageError(`--commands: this node host implements ${SUPPORTED_COMMANDS.join(', ')}; not ${unknown.join(', ')}`);
+  const sharedToken = (values.token as string | undefined) ?? process.env.CLAWGATE_NODE_TOKEN;
+  const password = values.password as string | undefined;
+  if (values.pair !== undefined && (sharedToken || password))
+    throw new UsageError('--pair and --token/--password exclude each other: a setup code is the credential');
+
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+  const err = (line: string) => process.stderr.write(`${line}\n`);
+  const state = NodeState.open(resolveNodeStateDir(values['state-dir'] as string | undefined));
+  const lock = state.lock();
+  if (!lock.ok) {
+    err(`another clawgate node run (pid ${lock.holderPid}) is using ${state.dir}; stop it, or pass a different --state-dir`);
+    return 1;
+  }
+  try {
+    return await runWithState(state, values, { execPolicy, commands, sharedToken, password, out, err });
+  } finally {
+    lock.release();
+  }
+}
+
+interface RunSettings {
+  execPolicy: ExecPolicyMode;
+  commands: string[];
+  sharedToken: string | undefined;
+  password: string | undefined;
+  out(line: string): void;
+  err(line: string): void;
+}
+
+async function runWithState(state: NodeState, values: Record<string, unknown>, settings: RunSettings): Promise<number> {
+  const { execPolicy, commands, sharedToken, password, out, err } = settings;
+  const { identity, instanceId, created } = state.loadOrCreateIdentity(systemRandom);
+  if (created) out(`created node identity ${identity.deviceId} in ${state.dir}`);
+  const allowlist = ensureAllowlistFile(state.dir);
+  if (allowlist.created) out(`created ${allowlist.path} with a default exec allowlist; edit it to allow more commands`);
+
+  let creds = state.readCredentials();
+  if (values.pair !== undefined) {
+    if (creds.tokens.node) {
+      // Restarting with the same --pair (a service unit, say) must not burn or need a fresh code.
+      out(`already paired (node token in ${state.dir}); ignoring --pair`);
+    } else {
+      const decoded = decodeSetupCode(values.pair as string, { nowMs: systemClock.now() });
+      if (!decoded.ok) {
+        err(`--pair: ${decoded.problem}`);
+        return 1;
+      }
+      const p = decoded.payload;
+      const urls = [p.url, ...(p.urls ?? []).filter((u) => u !== p.url)];
+      // Remote gateways (issue 9): a code from a gateway serving its own certificate pins it.
+      if (p.tlsFingerprint) state.saveTlsFingerprint(normalizeFingerprint(p.tlsFingerprint) as string);
+      state.saveBootstrap({ bootstrapToken: p.bootstrapToken, urls, expiresAtMs: p.expiresAtMs });
+      creds = state.readCredentials();
+    }
+  }
+  const urls = values.url !== undefined ? [values.url as string] : (creds.bootstrap?.urls ?? (creds.gatewayUrl ? [creds.gatewayUrl] : []));
+  if (urls.length === 0) throw new UsageError('no gateway to connect to: pass --url <ws-url> (with --token) or --pair <setup-code>');
+  for (const u of urls) {
+    if (!/^wss?:\/\//i.test(u)) throw new UsageError(`gateway URL must start with ws:// or wss://, got ${u}`);
+  }
+  const pinText = values['tls-fingerprint'] as string | undefined;
+  const tlsFingerprint = pinText !== undefined ? normalizeFingerprint(pinText) : (creds.tlsFingerprint ?? null);
+  if (pinText !== undefined && !tlsFingerprint) throw new UsageError(`--tls-fingerprint must be a SHA-256 fingerprint (64 hex digits), got ${pinText}`);
+  if (tlsFingerprint) {
+    const plain = urls.find((u) => !/^wss:\/\//i.test(u));
+    if (plain) throw new UsageError(`a TLS fingerprint is pinned but ${plain} is not a wss:// URL; refusing to connect without TLS`);
+  }
+
+  const host = new NodeHost({
+    state,
+    identity,
+    instanceId,
+    urls,
+    sharedToken,
+    password,
+    ...(tlsFingerprint ? { tlsFingerprint } : {}),
+    displayName: (values.name as string | undefined) ?? hostname(),
+    commands,
+    execPolicy,
+    allowlistPath: allowlist.path,
+    clock: systemClock,
+    random: systemRandom,
+    env: process.env,
+    out,
+    err,
+  });
+  const stop = () => host.stop();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    return await host.run();
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}

@@ -1,0 +1,428 @@
+/**
+ * Nodes (issue 5): live node connections, their command surfaces, and `node.invoke` routing.
+ *
+ * A node declares `caps`/`commands` on every connect; those are claims. What may be routed is
+ * the declared commands that an operator approved (the device's approved surface in the store).
+ * A new or wider declaration files one pending surface request per device (stable id, persisted)
+ * and is announced to operators; until it is approved the new commands are refused, and a
+ * refused invocation is never queued. Approval reaches the node on its open socket as
+ * `node.pair.resolved`: no reconnect, no new token.
+ *
+ * This module never sees a socket: nodes are SessionPrincipals the gateway hands over.
+ */
+import { GatewayError } from '../protocol/errors.js';
+import type { ConnectParams } from '../protocol/frames.js';
+import { ADMIN, PAIRING, WRITE } from '../protocol/scopes.js';
+import type { NodeSurfaceRecord, NodeSurfaceRequest } from '../store/types.js';
+import type { Gateway } from './gateway.js';
+import { hasScope, type Principal, type SessionPrincipal } from './principal.js';
+
+export interface NodeLimits {
+  /** Invocations one node may have in flight; more are refused with NODE_BUSY (never queued). */
+  maxInflightPerNode: number;
+  /** Bytes of an invocation's params JSON. */
+  maxParamsBytes: number;
+  /** Bytes of a node's result payload JSON. */
+  maxResultBytes: number;
+  /** Bytes of a `node.event` payload. */
+  maxEventBytes: number;
+  defaultTimeoutMs: number;
+  maxTimeoutMs: number;
+}
+
+export const DEFAULT_NODE_LIMITS: NodeLimits = {
+  maxInflightPerNode: 16,
+  maxParamsBytes: 1024 * 1024,
+  maxResultBytes: 8 * 1024 * 1024,
+  maxEventBytes: 256 * 1024,
+  defaultTimeoutMs: 30_000,
+  maxTimeoutMs: 600_000,
+};
+
+/** Commands that act on the node's host: approving a surface with any of them needs operator.admin. */
+export const HOST_COMMANDS: ReadonlySet<string> = new Set([
+  'system.run',
+  'system.run.prepare',
+  'system.which',
+  'browser.proxy',
+  'browser.proxy.upload.v1',
+  'fs.listDir',
+  'system.execApprovals.get',
+  'system.execApprovals.set',
+]);
+
+/** Commands whose invocation (not only approval) needs operator.admin, as in the reference. */
+export const ADMIN_INVOKE_COMMANDS: ReadonlySet<string> = new Set([
+  'browser.proxy',
+  'browser.proxy.upload.v1',
+  'fs.listDir',
+  'terminal.upload',
+  'system.execApprovals.get',
+  'system.execApprovals.set',
+]);
+
+/** Scopes an operator needs to approve a surface with these commands (besides the owner). */
+export function requiredApproveScopes(commands: readonly string[]): string[] {
+  if (commands.length === 0) return [PAIRING];
+  if (commands.some((c) => HOST_COMMANDS.has(c))) return [PAIRING, ADMIN];
+  return [PAIRING, WRITE];
+}
+
+/** Trim, drop empties, de-duplicate and sort, so surfaces compare element-wise. */
+export function normalizeList(list: readonly string[] | undefined): string[] {
+  return [...new Set((list ?? []).map((s) => s.trim()).filter((s) => s.length > 0))].sort();
+}
+
+export interface LiveNode {
+  session: SessionPrincipal;
+  nodeId: string;
+  caps: string[];
+  /** What the node declared on this connect. */
+  declared: string[];
+  /** Declared and approved: the only commands node.invoke routes. */
+  routable: Set<string>;
+  permissions: Record<string, boolean>;
+  version: string;
+  /** The surface request this connection filed or refreshed (null when its surface is approved). */
+  pendingRequestId: string | null;
+  inflight: Set<string>;
+}
+
+interface Invocation {
+  id: string;
+  live: LiveNode;
+  command: string;
+  settle(outcome: unknown): void;
+}
+
+export interface InvokeInput {
+  nodeId: string;
+  command: string;
+  paramsJSON?: string | undefined;
+  timeoutMs?: number | undefined;
+  idempotencyKey?: string | undefined;
+}
+
+export class NodeRegistry {
+  readonly limits: NodeLimits;
+  /** Live node sessions by connection id. */
+  private readonly live = new Map<string, LiveNode>();
+  private readonly invocations = new Map<string, Invocation>();
+
+  constructor(
+    private readonly gw: Gateway,
+    limits: Partial<NodeLimits> = {},
+  ) {
+    this.limits = { ...DEFAULT_NODE_LIMITS, ...limits };
+  }
+
+  /** The newest live session of a node device. */
+  byNode(nodeId: string): LiveNode | undefined {
+    let best: LiveNode | undefined;
+    for (const n of this.live.values()) {
+      if (n.nodeId === nodeId && (!best || n.session.connectedAtMs >= best.session.connectedAtMs)) best = n;
+    }
+    return best;
+  }
+
+  liveNodes(): LiveNode[] {
+    return [...this.live.values()];
+  }
+
+  /**
+   * A node session was admitted: compare its declared surface with the approved one and file
+   * (or refresh) a surface request when it asks for more. Runs before hello-ok is sent.
+   */
+  async attach(session: SessionPrincipal, params: ConnectParams): Promise<void> {
+    const nodeId = session.deviceId;
+    if (!nodeId) throw new Error('node session without a device id');
+    const gw = this.gw;
+    const caps = normalizeList(params.caps);
+    const declared = normalizeList(params.commands);
+    const surface = await gw.store.getNodeSurface(nodeId);
+    const approvedCommands = new Set(surface?.commands ?? []);
+    const approvedCaps = new Set(surface?.caps ?? []);
+    const live: LiveNode = {
+      session,
+      nodeId,
+      caps,
+      declared,
+      // Already-approved commands stay routable while a wider request waits.
+      routable: new Set(declared.filter((c) => approvedCommands.has(c))),
+      permissions: { ...(params.permissions ?? {}) },
+      version: params.client.version,
+      pendingRequestId: null,
+      inflight: new Set(),
+    };
+    const wider = declared.some((c) => !approvedCommands.has(c)) || caps.some((c) => !approvedCaps.has(c));
+    if (wider) {
+      const now = gw.clock.now();
+      const meta = {
+        displayName: params.client.displayName,
+        platform: params.client.platform,
+        deviceFamily: params.client.deviceFamily,
+        clientId: params.client.id,
+        clientMode: params.client.mode,
+        version: params.client.version,
+      };
+      const res = await gw.store.upsertNodeSurfaceRequest({
+        requestId: gw.random.uuid(),
+        deviceId: nodeId,
+        caps,
+        commands: declared,
+        meta,
+        address: session.address,
+        atMs: now,
+        audit: {
+          atMs: now,
+          actor: `device:${nodeId}`,
+          action: 'node.surface.requested',
+          subject: nodeId,
+          data: { caps, commands: declared, address: session.address },
+        },
+      });
+      live.pendingRequestId = res.request.requestId;
+      if (res.replacedRequestId) {
+        // The operator must not approve what they saw before: the old request is gone.
+        gw.broadcast('node.pair.resolved', { requestId: res.replacedRequestId, nodeId, decision: 'expired', reason: 'superseded', ts: now });
+      }
+      if (res.created) gw.broadcast('node.pair.requested', this.pendingView(res.request));
+    }
+    this.live.set(session.connId, live);
+  }
+
+  /** A session ended: a node's in-flight invocations fail at once with NODE_DISCONNECTED. */
+  detach(session: SessionPrincipal): void {
+    const live = this.live.get(session.connId);
+    if (!live) return;
+    this.live.delete(session.connId);
+    for (const id of [...live.inflight]) {
+      const inv = this.invocations.get(id);
+      inv?.settle(
+        new GatewayError('NODE_DISCONNECTED', { vars: { nodeId: live.nodeId, command: inv.command }, details: { nodeId: live.nodeId, invokeId: id } }),
+      );
+    }
+  }
+
+  /** Route one invocation to a node and wait for its result (or a timeout, cancel, disconnect). */
+  async invoke(input: InvokeInput, signal: AbortSignal): Promise<unknown> {
+    const { nodeId, command } = input;
+    const live = this.byNode(nodeId);
+    if (!live) {
+      // POSTGRES: another instance may hold the node's socket (several instances, issue 11).
+      const routed = await this.gw.cluster?.invoke(input, signal);
+      if (routed !== undefined && routed !== null) return routed;
+      const grant = await this.gw.store.getGrant(nodeId, 'node');
+      return new GatewayError(grant ? 'NODE_NOT_CONNECTED' : 'UNKNOWN_NODE', { vars: { nodeId }, details: { nodeId } });
+    }
+    if (!live.declared.includes(command)) {
+      return new GatewayError('NODE_COMMAND_NOT_DECLARED', { vars: { nodeId, command }, details: { nodeId, command, declared: live.declared } });
+    }
+    if (!live.routable.has(command)) {
+      return new GatewayError('NODE_COMMAND_NOT_APPROVED', {
+        vars: { nodeId, command },
+        details: { nodeId, command, ...(live.pendingRequestId ? { requestId: live.pendingRequestId } : {}) },
+      });
+    }
+    const paramsBytes = input.paramsJSON === undefined ? 0 : Buffer.byteLength(input.paramsJSON, 'utf8');
+    if (paramsBytes > this.limits.maxParamsBytes) {
+      return new GatewayError('NODE_PAYLOAD_TOO_LARGE', {
+        vars: { what: 'node.invoke params', bytes: paramsBytes, limitBytes: this.limits.maxParamsBytes },
+        details: { bytes: paramsBytes, limitBytes: this.limits.maxParamsBytes },
+      });
+    }
+    if (live.inflight.size >= this.limits.maxInflightPerNode) {
+      return new GatewayError('NODE_BUSY', {
+        vars: { nodeId, limit: this.limits.maxInflightPerNode },
+        details: { nodeId, limit: this.limits.maxInflightPerNode },
+      });
+    }
+    if (signal.aborted) return new GatewayError('NODE_INVOKE_CANCELLED', { vars: { nodeId, command } });
+    const timeoutMs = Math.min(input.timeoutMs ?? this.limits.defaultTimeoutMs, this.limits.maxTimeoutMs);
+    const id = this.gw.random.uuid();
+    const startedAtMs = this.gw.clock.now();
+
+    return new Promise<unknown>((resolve) => {
+      let done = false;
+      const onAbort = () => {
+        this.sendCancel(live, id, 'caller-cancelled');
+        inv.settle(new GatewayError('NODE_INVOKE_CANCELLED', { vars: { nodeId, command }, details: { nodeId, invokeId: id } }));
+      };
+      const timer = setTimeout(() => {
+        this.sendCancel(live, id, 'timeout');
+        inv.settle(new GatewayError('NODE_INVOKE_TIMEOUT', { vars: { nodeId, command, timeoutMs }, details: { nodeId, invokeId: id, timeoutMs } }));
+      }, timeoutMs);
+      const inv: Invocation = {
+        id,
+        live,
+        command,
+        settle: (outcome) => {
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          signal.removeEventListener('abort', onAbort);
+          live.inflight.delete(id);
+          this.invocations.delete(id);
+          resolve(outcome);
+        },
+      };
+      this.invocations.set(id, inv);
+      live.inflight.add(id);
+      signal.addEventListener('abort', onAbort, { once: true });
+      live.session.sendEvent('node.invoke.request', {
+        id,
+        nodeId,
+        command,
+        ...(input.paramsJSON !== undefined ? { paramsJSON: input.paramsJSON } : {}),
+        timeoutMs,
+        ...(input.idempotencyKey ? { idempotencyKey: input.idempotencyKey } : {}),
+      });
+    }).then((outcome) => {
+      if (outcome instanceof GatewayError) return outcome;
+      return { ...(outcome as Record<string, unknown>), durationMs: this.gw.clock.now() - startedAtMs };
+    });
+  }
+
+  private sendCancel(live: LiveNode, id: string, reason: string): void {
+    if (this.live.get(live.session.connId) !== live) return;
+    live.session.sendEvent('node.invoke.cancel', { id, invokeId: id, nodeId: live.nodeId, reason });
+  }
+
+  /**
+   * A node answered an invocation. Only the node the invocation was sent to can settle it; a
+   * late or foreign result is acknowledged and dropped.
+   */
+  result(
+    session: SessionPrincipal,
+    p: { id: string; ok: boolean; payloadJSON?: string | null | undefined; payload?: unknown; error?: { code?: string; message?: string } | undefined },
+  ): { ok: true; ignored?: true } {
+    const inv = this.invocations.get(p.id);
+    if (!inv || inv.live.session !== session) return { ok: true, ignored: true };
+    const nodeId = inv.live.nodeId;
+    const command = inv.command;
+    if (!p.ok) {
+      const nodeError = { code: p.error?.code ?? 'UNAVAILABLE', message: p.error?.message ?? 'node reported a failure without a message' };
+      inv.settle(
+        new GatewayError('NODE_INVOKE_FAILED', {
+          vars: { nodeId, command, nodeMessage: nodeError.message },
+          details: { nodeId, command, invokeId: p.id, nodeError },
+        }),
+      );
+      return { ok: true };
+    }
+    const payloadJSON = typeof p.payloadJSON === 'string' ? p.payloadJSON : p.payload === undefined ? null : JSON.stringify(p.payload);
+    const bytes = payloadJSON === null ? 0 : Buffer.byteLength(payloadJSON, 'utf8');
+    if (bytes > this.limits.maxResultBytes) {
+      inv.settle(
+        new GatewayError('NODE_PAYLOAD_TOO_LARGE', {
+          vars: { what: `result of ${command} from node ${nodeId}`, bytes, limitBytes: this.limits.maxResultBytes },
+          details: { nodeId, command, bytes, limitBytes: this.limits.maxResultBytes },
+        }),
+      );
+      return { ok: true };
+    }
+    let payload: unknown = null;
+    if (payloadJSON !== null) {
+      try {
+        payload = JSON.parse(payloadJSON);
+      } catch {
+        // Not JSON: hand it over as text rather than dropping what the node said.
+        payload = payloadJSON;
+      }
+    }
+    inv.settle({ ok: true, nodeId, command, invokeId: p.id, payload, payloadJSON });
+    return { ok: true };
+  }
+
+  /** Approve a pending surface; live sessions of the node widen in place and are told. */
+  async approve(req: NodeSurfaceRequest, by: Principal): Promise<NodeSurfaceRecord | GatewayError> {
+    const required = requiredApproveScopes(req.commands);
+    if (by.kind === 'device' && by.deviceId === req.deviceId && !hasScope(by, ADMIN)) {
+      // Same rule as device pairing: a device does not widen its own authority.
+      return new GatewayError('NODE_APPROVAL_DENIED', {
+        vars: { why: 'a device cannot approve its own node surface' },
+        details: { requestId: req.requestId, nodeId: req.deviceId, requiredScopes: [...required, ADMIN], missingScopes: [ADMIN] },
+      });
+    }
+    if (by.kind !== 'owner' && by.kind !== 'internal') {
+      const missing = required.filter((s) => !hasScope(by, s));
+      if (missing.length > 0) {
+        const host = req.commands.filter((c) => HOST_COMMANDS.has(c));
+        const why =
+          host.length > 0
+            ? `the surface includes host-level commands (${host.join(', ')}), which need ${missing.join(', ')}`
+            : `it needs ${missing.join(', ')}`;
+        return new GatewayError('NODE_APPROVAL_DENIED', {
+          vars: { why },
+          details: { requestId: req.requestId, nodeId: req.deviceId, requiredScopes: required, missingScopes: missing },
+        });
+      }
+    }
+    const now = this.gw.clock.now();
+    const surface = await this.gw.store.approveNodeSurface(req.requestId, now, by.actor, {
+      atMs: now,
+      actor: by.actor,
+      action: 'node.surface.approved',
+      subject: req.deviceId,
+      data: { requestId: req.requestId, caps: req.caps, commands: req.commands },
+    });
+    if (!surface)
+      return new GatewayError('UNKNOWN_NODE_REQUEST_ID', { vars: { requestId: req.requestId }, details: { requestId: req.requestId, pending: [] } });
+    const approved = new Set(surface.commands);
+    const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'approved', ts: now };
+    for (const live of this.live.values()) {
+      if (live.nodeId !== req.deviceId) continue;
+      live.routable = new Set(live.declared.filter((c) => approved.has(c)));
+      const caps = new Set(surface.caps);
+      const covered = live.declared.every((c) => approved.has(c)) && live.caps.every((c) => caps.has(c));
+      if (covered) live.pendingRequestId = null;
+      live.session.sendEvent('node.pair.resolved', event);
+    }
+    this.gw.broadcast('node.pair.resolved', event);
+    this.gw.cluster?.surfaceDecided(req.deviceId, req.requestId, 'approved', now);
+    return surface;
+  }
+
+  async reject(req: NodeSurfaceRequest, by: Principal): Promise<boolean> {
+    const now = this.gw.clock.now();
+    const gone = await this.gw.store.deleteNodeSurfaceRequest(req.requestId, {
+      atMs: now,
+      actor: by.actor,
+      action: 'node.surface.rejected',
+      subject: req.deviceId,
+      data: { requestId: req.requestId, commands: req.commands },
+    });
+    if (!gone) return false;
+    const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'rejected', ts: now };
+    for (const live of this.live.values()) {
+      if (live.nodeId !== req.deviceId) continue;
+      if (live.pendingRequestId === req.requestId) live.pendingRequestId = null;
+      live.session.sendEvent('node.pair.resolved', event);
+    }
+    this.gw.broadcast('node.pair.resolved', event);
+    this.gw.cluster?.surfaceDecided(req.deviceId, req.requestId, 'rejected', now);
+    return true;
+  }
+
+  pendingView(r: NodeSurfaceRequest): Record<string, unknown> {
+    return {
+      requestId: r.requestId,
+      nodeId: r.deviceId,
+      clientId: r.meta.clientId ?? null,
+      clientMode: r.meta.clientMode ?? null,
+      displayName: r.meta.displayName ?? null,
+      platform: r.meta.platform ?? null,
+      version: r.meta.version ?? null,
+      deviceFamily: r.meta.deviceFamily ?? null,
+      caps: r.caps,
+      commands: r.commands,
+      requiredApproveScopes: requiredApproveScopes(r.commands),
+      hostCommands: r.commands.filter((c) => HOST_COMMANDS.has(c)),
+      remoteIp: r.address,
+      silent: false,
+      connected: this.byNode(r.deviceId) !== undefined,
+      createdAtMs: r.createdAtMs,
+      ts: r.refreshedAtMs,
+    };
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * @clawgate/client in headless Chromium: the browser build (plain ESM from dist/, served as-is)
+ * pairs with a real gateway through a setup code, keeps a non-extractable WebCrypto key in
+ * IndexedDB, makes a call, and after a page reload reconnects with its stored device token.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { join, normalize } from 'node:path';
+import { after, before, test } from 'node:test';
+import { type Browser, chromium } from 'playwright-core';
+import { mintCode, ownerCall, pairedDevices } from './helpers/client.js';
+import { removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+
+const CHROMIUM = process.env.CLAWGATE_CHROMIUM ?? '/usr/bin/chromium';
+const DIST = join(process.cwd(), 'dist');
+
+let tg: TestGateway;
+let server: Server;
+let pageBase: string;
+let browser: Browser;
+
+/** Serves the SDK's browser modules (and only JavaScript under dist/) plus an empty page. */
+function serveDist(): Promise<Server> {
+  const s = createServer((req, res) => {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path === '/') {
+      res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>clawgate sdk</title>');
+      return;
+    }
+    const file = normalize(join(DIST, path));
+    if (!file.startsWith(`${DIST}/`) || !file.endsWith('.js') || !existsSync(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/javascript' }).end(readFileSync(file));
+  });
+  s.on('error', () => undefined);
+  return new Promise((resolve) => s.listen(0, '127.0.0.1', () => resolve(s)));
+}
+
+before(async () => {
+  tg = await startTestGateway();
+  server = await serveDist();
+  pageBase = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+});
+
+after(async () => {
+  await browser?.close();
+  await new Promise((r) => server?.close(r));
+  await tg?.stop();
+  if (tg) removeDir(tg.stateDir);
+});
+
+test('the SDK pairs from a browser, signs with a non-extractable key kept in IndexedDB, calls, and reconnects after a reload', async () => {
+  const code = await mintCode(tg, { profile: 'operator' });
+  const page = await browser.newPage();
+  const pageErrors: string[] = [];
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  await page.goto(`${pageBase}/`);
+  const paired = await page.evaluate(async (setupCode: string) => {
+    const sdk = await import('/packages/client/src/browser.js' as string);
+    const store = new sdk.IndexedDbCredentialStore('clawgate-test');
+    const states: string[] = [];
+    const client = await sdk.pairWithSetupCode(store, sdk.browserPlatform(), setupCode, { client: { id: 'openclaw-control-ui', mode: 'ui' } });
+    client.onState((s: { status: string }) => states.push(s.status));
+    const health = await client.request('health');
+    const [rec] = await store.list();
+    const result = {
+      state: client.state,
+      healthOk: health.ok,
+      records: (await store.list()).length,
+      hasOperatorToken: typeof rec.tokens.operator?.token === 'string',
+      bootstrapLeft: rec.bootstrap !== undefined,
+      keyIsCryptoKey: rec.identity.privateKey instanceof CryptoKey,
+      keyExtractable: rec.identity.privateKey.extractable,
+      deviceId: rec.deviceId,
+    };
+    client.close();
+    return result;
+  }, code.setupCode);
+  assert.deepEqual(pageErrors, []);
+  assert.equal(paired.state.status, 'connected');
+  assert.equal(paired.state.credential, 'bootstrap-token');
+  assert.ok(paired.state.scopes.includes('operator.write'));
+  assert.equal(paired.healthOk, true);
+  assert.equal(paired.records, 1);
+  assert.equal(paired.hasOperatorToken, true);
+  assert.equal(paired.bootstrapLeft, false);
+  assert.equal(paired.keyIsCryptoKey, true);
+  assert.equal(paired.keyExtractable, false, 'the private key cannot be exported by script');
+
+  // A reload is a restart of the page: everything comes back from IndexedDB.
+  await page.reload();
+  const again = await page.evaluate(
+    async (url: string) => {
+      const sdk = await import('/packages/client/src/browser.js' as string);
+      const client = new sdk.GatewayClient({ url, store: new sdk.IndexedDbCredentialStore('clawgate-test'), platform: sdk.browserPlatform() });
+      const s = await client.connect({ timeoutMs: 10_000 });
+      const status = await client.request('status');
+      client.close();
+      return { s, version: status.version };
+    },
+    tg.url.replace('127.0.0.1', 'localhost'),
+  );
+  assert.equal(again.s.credential, 'device-token');
+  assert.equal(again.s.deviceId, paired.deviceId);
+  assert.equal(typeof again.version, 'string');
+  const dev = (await pairedDevices(tg)).find((d) => d.deviceId === paired.deviceId) as { roles: string[]; platform?: string } | undefined;
+  assert.ok(dev, 'the gateway lists the browser device');
+  assert.deepEqual(dev.roles, ['operator']);
+  await page.close();
+});
+
+test('in the browser, a shared-token device waits live for approval and becomes connected without a reload', async () => {
+  const gated = await startTestGateway({ config: { autoApproveLocal: false } });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${pageBase}/`);
+    const waiting = await page.evaluate(
+      async ({ url, token }: { url: string; token: string }) => {
+        const sdk = await import('/packages/client/src/browser.js' as string);
+        const store = new sdk.IndexedDbCredentialStore('clawgate-approval');
+        const platform = sdk.browserPlatform();
+        await sdk.setSharedToken(store, platform, url, token);
+        const client = new sdk.GatewayClient({ url, store, platform, client: { id: 'openclaw-control-ui', mode: 'ui' }, scopes: ['operator.read'] });
+        (globalThis as unknown as { client: unknown }).client = client;
+        client.start();
+        return client.waitFor((s: { status: string }) => s.status === 'awaiting-approval', 10_000);
+      },
+      { url: gated.url, token: TEST_TOKEN },
+    );
+    assert.equal(waiting.status, 'awaiting-approval');
+    assert.ok(waiting.requestId);
+    await ownerCall(gated, 'device.pair.approve', { requestId: waiting.requestId });
+    const connected = await page.evaluate(async () => {
+      const client = (
+        globalThis as unknown as {
+          client: { waitFor(p: (s: { status: string }) => boolean, t: number): Promise<unknown>; request(m: string): Promise<unknown> };
+        }
+      ).client;
+      const s = await client.waitFor((x) => x.status === 'connected', 10_000);
+      return { s, health: await client.request('health') };
+    });
+    assert.equal((connected.s as { status: string }).status, 'connected');
+    assert.equal((connected.health as { ok: boolean }).ok, true);
+    await page.close();
+  } finally {
+    await gated.stop();
+    removeDir(gated.stateDir);
+  }
+});

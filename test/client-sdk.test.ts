@@ -1,0 +1,737 @@
+/**
+ * @clawgate/client in Node against a real gateway (real sockets, the real SQLite store, the
+ * file credential store on disk): the applicable scenarios of windows-companion §6.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import {
+  applySetupCode,
+  ClientError,
+  type CredentialStore,
+  FileCredentialStore,
+  GatewayCallError,
+  GatewayClient,
+  type GatewayClientOptions,
+  type GatewayRecord,
+  MemoryCredentialStore,
+  nodePlatform,
+  nodeTransport,
+  normalizeGatewayUrl,
+  pairWithSetupCode,
+  resolveCredential,
+  type SocketHandlers,
+  setSharedToken,
+  type Transport,
+} from '../packages/client/src/node.js';
+import { connectGateway } from '../src/client/connection.js';
+import type { TlsMaterial } from '../src/core/config.js';
+import { ManualClock } from '../src/core/env.js';
+import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
+import { mintCode, ownerCall, pairedDevices, reach, tempDir } from './helpers/client.js';
+import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+
+const platform = nodePlatform();
+const fast = { backoff: { baseMs: 40, maxMs: 400 } };
+const cleanup: Array<() => Promise<void> | void> = [];
+after(async () => {
+  for (const c of cleanup.reverse()) await c();
+});
+
+async function gateway(config: Parameters<typeof startTestGateway>[0] = {}): Promise<TestGateway> {
+  const tg = await startTestGateway(config);
+  cleanup.push(() => removeDir(tg.stateDir));
+  return track(tg);
+}
+
+/** Stop every incarnation of a test gateway at the end, however often it was restarted. */
+function track(tg: TestGateway): TestGateway {
+  cleanup.push(() => tg.stop());
+  const restart = tg.restart.bind(tg);
+  tg.restart = async () => track(await restart());
+  return tg;
+}
+
+function fileStore(): FileCredentialStore {
+  const dir = tempDir();
+  cleanup.push(() => removeDir(dir));
+  return new FileCredentialStore(dir);
+}
+
+function client(opts: Partial<GatewayClientOptions> & { url: string; store: CredentialStore }): GatewayClient {
+  const c = new GatewayClient({ platform, ...fast, ...opts });
+  cleanup.push(() => c.close());
+  return c;
+}
+
+async function only(store: CredentialStore): Promise<GatewayRecord> {
+  const all = await store.list();
+  assert.equal(all.length, 1, 'exactly one gateway record');
+  return all[0]!;
+}
+
+describe('URL normalisation and credential precedence', () => {
+  test('loopback aliases, http(s) schemes and default ports name one gateway; paths are kept', () => {
+    const a = normalizeGatewayUrl('ws://localhost:18789');
+    for (const u of ['ws://127.0.0.1:18789', 'http://[::1]:18789/', 'ws://LOCALHOST.:18789/#frag']) assert.equal(normalizeGatewayUrl(u).key, a.key, u);
+    assert.equal(normalizeGatewayUrl('https://gw.example/').url, 'wss://gw.example');
+    assert.equal(normalizeGatewayUrl('https://gw.example').key, normalizeGatewayUrl('wss://gw.example:443').key);
+    assert.equal(normalizeGatewayUrl('http://gw.example:80/x').key, normalizeGatewayUrl('ws://gw.example/x/').key);
+    assert.equal(normalizeGatewayUrl('https://gw.example/claw/?a=1').url, 'wss://gw.example/claw/?a=1');
+    assert.notEqual(normalizeGatewayUrl('ws://gw.example/a').key, normalizeGatewayUrl('ws://gw.example/b').key);
+    assert.notEqual(normalizeGatewayUrl('ws://localhost:1').key, normalizeGatewayUrl('wss://localhost:1').key);
+    for (const bad of ['ftp://x', 'localhost:18789', 'ws://user:pw@host', '']) {
+      assert.throws(
+        () => normalizeGatewayUrl(bad),
+        (e: unknown) => e instanceof ClientError && e.code === 'INVALID_GATEWAY_URL',
+        bad,
+      );
+    }
+  });
+
+  test('device token beats shared token beats bootstrap token, per role; a forced bootstrap wins once', () => {
+    const rec: GatewayRecord = {
+      version: 1,
+      key: 'k',
+      url: 'ws://x',
+      deviceId: 'd',
+      identity: null,
+      createdAtMs: 0,
+      sharedToken: 'shared',
+      bootstrap: { token: 'boot', setAtMs: 0 },
+      tokens: { operator: { token: 'op', scopes: ['operator.read'], storedAtMs: 0 } },
+    };
+    assert.deepEqual(resolveCredential(rec, 'operator')?.auth, { deviceToken: 'op' });
+    assert.deepEqual(resolveCredential(rec, 'operator')?.scopes, ['operator.read']);
+    assert.deepEqual(resolveCredential(rec, 'node')?.auth, { token: 'shared' });
+    assert.deepEqual(resolveCredential(rec, 'node')?.scopes, []);
+    assert.deepEqual(resolveCredential(rec, 'operator', { forceBootstrap: true })?.auth, { bootstrapToken: 'boot' });
+    assert.deepEqual(resolveCredential({ ...rec, sharedToken: '  ' }, 'node')?.auth, { bootstrapToken: 'boot' });
+    assert.equal(resolveCredential({ ...rec, sharedToken: undefined, bootstrap: undefined }, 'node'), null);
+  });
+});
+
+describe('setup-code pairing', () => {
+  test('operator code: connected with operator.write, tokens durable (0600), bootstrap cleared, a fresh client reconnects by device token', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const code = await mintCode(tg, { profile: 'operator' });
+    const c = await pairWithSetupCode(store, platform, code.setupCode, { displayName: 'sdk-test', ...fast });
+    cleanup.push(() => c.close());
+    const s = c.state;
+    assert.equal(s.status, 'connected');
+    if (s.status !== 'connected') return;
+    assert.equal(s.credential, 'bootstrap-token');
+    assert.ok(s.scopes.includes('operator.write'), `scopes ${s.scopes}`);
+    assert.equal(((await c.request('health')) as { ok: boolean }).ok, true);
+    // A call that needs operator.write works …
+    await c.request('sessions.create', { key: 'sdk-write-check' });
+    // … and really needs it: a read-only device is refused.
+    const reader = await pairWithSetupCode(new MemoryCredentialStore(), platform, (await mintCode(tg, { scopes: ['operator.read'] })).setupCode, fast);
+    await assert.rejects(
+      reader.request('sessions.create', { key: 'sdk-write-denied' }),
+      (e: unknown) => e instanceof GatewayCallError && e.code === 'MISSING_SCOPE',
+    );
+    reader.close();
+    const rec = await only(store);
+    assert.ok(rec.tokens.operator?.token.startsWith('cgd1_'));
+    assert.equal(rec.bootstrap, undefined, 'bootstrap cleared once the role token was durable');
+    for (const f of readdirSync(store.gatewaysDir)) assert.equal(statSync(`${store.gatewaysDir}/${f}`).mode & 0o777, 0o600, f);
+    c.close();
+
+    const again = client({ url: tg.url, store });
+    const s2 = await again.connect();
+    assert.equal(s2.credential, 'device-token');
+    assert.equal(s2.deviceId, rec.deviceId);
+    assert.ok(s2.scopes.includes('operator.write'));
+  });
+
+  test('operator+node code: one identity, both role tokens stored; the node connects with its own token', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const code = await mintCode(tg, { profile: 'operator+node' });
+    const op = await pairWithSetupCode(store, platform, code.link, fast);
+    cleanup.push(() => op.close());
+    const rec = await only(store);
+    assert.ok(rec.tokens.operator && rec.tokens.node, 'both role tokens are stored');
+    assert.equal(rec.bootstrap, undefined);
+    const node = client({ url: tg.url, store, role: 'node' });
+    const ns = await node.connect();
+    assert.equal(ns.role, 'node');
+    assert.equal(ns.credential, 'device-token');
+    assert.equal(ns.deviceId, rec.deviceId);
+    const dev = (await pairedDevices(tg)).find((d) => d.deviceId === rec.deviceId);
+    assert.deepEqual([...(dev?.roles ?? [])].sort(), ['node', 'operator']);
+  });
+
+  test('invalid, expired and used codes fail with a clear error and change nothing', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    await assert.rejects(applySetupCode(store, platform, 'not a code!'), (e: unknown) => e instanceof ClientError && e.code === 'INVALID_SETUP_CODE');
+    const code = await mintCode(tg);
+    await assert.rejects(
+      applySetupCode(store, platform, code.setupCode, { nowMs: code.expiresAtMs + 1 }),
+      (e: unknown) => e instanceof ClientError && e.code === 'INVALID_SETUP_CODE' && /expired/.test(e.message) && /clawgate qr/.test(e.nextStep ?? ''),
+    );
+    assert.deepEqual(await store.list(), [], 'nothing stored for a refused code');
+
+    const first = await pairWithSetupCode(fileStore(), platform, code.setupCode, fast);
+    first.close();
+    await assert.rejects(pairWithSetupCode(store, platform, code.setupCode, fast), (e: unknown) => {
+      assert.ok(e instanceof ClientError && e.code === 'CLIENT_PAUSED', String(e));
+      assert.equal(e.gatewayCode, 'AUTH_BOOTSTRAP_TOKEN_USED');
+      assert.match(e.nextStep ?? '', /clawgate qr/);
+      return true;
+    });
+
+    // Expired by the gateway's clock even though this device's clock says it is still valid.
+    const clock = new ManualClock(Date.now());
+    const slowGw = await gateway({ clock });
+    const soon = await mintCode(slowGw, { ttlMs: 10_000 });
+    clock.advance(11_000);
+    await assert.rejects(
+      pairWithSetupCode(fileStore(), platform, soon.setupCode, { ...fast, nowMs: soon.expiresAtMs - 5_000 }),
+      (e: unknown) => e instanceof ClientError && e.gatewayCode === 'AUTH_BOOTSTRAP_TOKEN_EXPIRED' && (e.nextStep ?? '').length > 0,
+    );
+
+    const revoked = await mintCode(tg);
+    await ownerCall(tg, 'device.pair.setupRevoke', { setupId: revoked.setupId });
+    await assert.rejects(
+      pairWithSetupCode(fileStore(), platform, revoked.setupCode, fast),
+      (e: unknown) => e instanceof ClientError && e.gatewayCode === 'AUTH_BOOTSTRAP_TOKEN_REVOKED',
+    );
+  });
+
+  test('URL variants of one gateway share one record and one identity', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const code = await mintCode(tg);
+    const c = await pairWithSetupCode(store, platform, code.setupCode, fast);
+    c.close();
+    const port = new URL(tg.url).port;
+    for (const url of [`http://localhost:${port}/`, `ws://LOCALHOST:${port}/`, `ws://127.0.0.1:${port}`]) {
+      const v = client({ url, store });
+      const s = await v.connect();
+      assert.equal(s.credential, 'device-token', url);
+      v.close();
+    }
+    // Re-applying a code under an alias updates the same record and keeps its tokens.
+    const before = await only(store);
+    const second = await mintCode(tg);
+    await applySetupCode(store, platform, second.setupCode, { url: `http://localhost:${port}` });
+    const afterApply = await only(store);
+    assert.equal(afterApply.deviceId, before.deviceId);
+    assert.equal(afterApply.tokens.operator?.token, before.tokens.operator?.token);
+    assert.ok(afterApply.bootstrap);
+  });
+});
+
+describe('re-pairing', () => {
+  test('the same code applied twice by the same device succeeds both times with working tokens', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const code = await mintCode(tg);
+    const one = await pairWithSetupCode(store, platform, code.setupCode, fast);
+    one.close();
+    const first = (await only(store)).tokens.operator?.token;
+    const two = await pairWithSetupCode(store, platform, code.setupCode, fast);
+    two.close();
+    const rec = await only(store);
+    assert.ok(rec.tokens.operator?.token && rec.tokens.operator.token !== first, 'fresh tokens from the repeat');
+    assert.equal(rec.bootstrap, undefined);
+    const c = client({ url: tg.url, store });
+    assert.equal((await c.connect()).credential, 'device-token');
+  });
+
+  test('a used code applied to a paired device fails clearly and leaves the pairing working', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const c = await pairWithSetupCode(store, platform, (await mintCode(tg)).setupCode, fast);
+    c.close();
+    const before = await only(store);
+    const spent = await mintCode(tg);
+    (await pairWithSetupCode(fileStore(), platform, spent.setupCode, fast)).close();
+    await assert.rejects(
+      pairWithSetupCode(store, platform, spent.setupCode, fast),
+      (e: unknown) => e instanceof ClientError && e.gatewayCode === 'AUTH_BOOTSTRAP_TOKEN_USED',
+    );
+    const afterFail = await only(store);
+    assert.deepEqual(afterFail.tokens, before.tokens, 'device tokens untouched');
+    assert.equal(afterFail.bootstrap, undefined, 'the dead code is not kept');
+    const d = client({ url: tg.url, store });
+    assert.equal((await d.connect()).credential, 'device-token');
+  });
+});
+
+describe('approval, revocation, restarts', () => {
+  test('approval while waiting: awaiting-approval(requestId) moves to connected on the same socket', async () => {
+    const tg = await gateway({ config: { autoApproveLocal: false } });
+    const store = fileStore();
+    await setSharedToken(store, platform, tg.url, TEST_TOKEN, { validate: false });
+    const c = client({ url: tg.url, store, scopes: ['operator.read', 'operator.write'] });
+    c.start();
+    const waiting = await reach(c, 'awaiting-approval');
+    assert.ok(waiting.requestId, 'the request id is exposed');
+    assert.equal(waiting.live, true);
+    const gen = c.currentGeneration;
+    await ownerCall(tg, 'device.pair.approve', { requestId: waiting.requestId });
+    const s = await reach(c, 'connected');
+    assert.equal(c.currentGeneration, gen, 'no reconnect was needed');
+    assert.ok(s.scopes.includes('operator.write'));
+    assert.ok((await only(store)).tokens.operator, 'the minted token was stored');
+  });
+
+  test('rejection while waiting pauses with a next step instead of reconnecting', async () => {
+    const tg = await gateway({ config: { autoApproveLocal: false } });
+    const store = fileStore();
+    await setSharedToken(store, platform, tg.url, TEST_TOKEN, { validate: false });
+    const c = client({ url: tg.url, store });
+    c.start();
+    const waiting = await reach(c, 'awaiting-approval');
+    await ownerCall(tg, 'device.pair.reject', { requestId: waiting.requestId });
+    const p = await reach(c, 'paused');
+    assert.equal(p.reason, 'pairing-rejected');
+  });
+
+  test('revoked token without a fallback: paused with guidance, no retry loop', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const code = await mintCode(tg);
+    const c = await pairWithSetupCode(store, platform, code.setupCode, fast);
+    cleanup.push(() => c.close());
+    let connects = 0;
+    c.onState((s) => {
+      if (s.status === 'connecting' && s.credential !== null && s.retryAtMs === undefined) connects++;
+    });
+    const rec = await only(store);
+    await ownerCall(tg, 'device.token.revoke', { deviceId: rec.deviceId, role: 'operator' });
+    const p = await reach(c, 'paused');
+    assert.equal(p.reason, 'device-token-rejected');
+    assert.equal(p.code, 'AUTH_DEVICE_TOKEN_MISMATCH');
+    assert.match(p.nextStep, /clawgate pair/);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(c.state.status, 'paused', 'still paused: no loop');
+    assert.equal(connects, 1, 'exactly one connect after the revocation');
+    await assert.rejects(c.request('health'), (e: unknown) => e instanceof ClientError && e.code === 'NOT_CONNECTED' && /clawgate pair/.test(e.nextStep ?? ''));
+  });
+
+  for (const action of ['device.token.revoke', 'device.pair.remove'] as const) {
+    test(`${action} with a shared-token fallback: one bounded recovery, re-paired with a fresh token`, async () => {
+      const tg = await gateway();
+      const store = fileStore();
+      await setSharedToken(store, platform, tg.url, TEST_TOKEN);
+      const c = client({ url: tg.url, store, scopes: ['operator.read'] });
+      await c.connect();
+      const first = await only(store);
+      assert.ok(first.tokens.operator);
+      await ownerCall(tg, action, action === 'device.token.revoke' ? { deviceId: first.deviceId, role: 'operator' } : { deviceId: first.deviceId });
+      await reach(c, 'connecting');
+      const s = await reach(c, 'connected');
+      assert.equal(s.credential, 'shared-token');
+      const fresh = (await only(store)).tokens.operator?.token;
+      assert.ok(fresh && fresh !== first.tokens.operator?.token, 'a new token replaced the dead one');
+      assert.equal(s.deviceId, first.deviceId, 'same identity');
+    });
+  }
+
+  test('no fallback over an untrusted transport: a refused device token pauses even with a shared token stored', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    await setSharedToken(store, platform, tg.url, TEST_TOKEN);
+    const c = client({ url: tg.url, store, recoverySafe: () => false });
+    await c.connect();
+    await ownerCall(tg, 'device.token.revoke', { deviceId: (await only(store)).deviceId, role: 'operator' });
+    const p = await reach(c, 'paused');
+    assert.equal(p.reason, 'device-token-rejected');
+    assert.match(p.message, /not safe/);
+    assert.ok((await only(store)).tokens.operator, 'nothing was cleared');
+  });
+
+  test('shared-token flow: operator and node of one device both get their own token', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    await setSharedToken(store, platform, tg.url, TEST_TOKEN);
+    const op = client({ url: tg.url, store });
+    const node = client({ url: tg.url, store, role: 'node', commands: ['system.which'] });
+    const [a, b] = await Promise.all([op.connect(), node.connect()]);
+    assert.equal(a.role, 'operator');
+    assert.equal(b.role, 'node');
+    assert.equal(a.deviceId, b.deviceId);
+    const rec = await only(store);
+    assert.ok(rec.tokens.operator && rec.tokens.node, 'concurrent hand-offs of both roles both landed in the one record');
+    assert.notEqual(rec.tokens.operator.token, rec.tokens.node.token);
+  });
+
+  test('gateway restart: the client leaves connected and comes back by itself', async () => {
+    let tg = await gateway();
+    const store = fileStore();
+    const c = await pairWithSetupCode(store, platform, (await mintCode(tg)).setupCode, fast);
+    cleanup.push(() => c.close());
+    const events: string[] = [];
+    c.on('shutdown', (e) => events.push(e));
+    for (let i = 0; i < 2; i++) {
+      const left = reach(c, 'connecting');
+      tg = await tg.restart();
+      await left;
+      const s = await reach(c, 'connected');
+      assert.equal(s.credential, 'device-token');
+      assert.equal(((await c.request('health')) as { ok: boolean }).ok, true);
+    }
+    assert.ok(events.length >= 1, 'the shutdown event reached the subscriber');
+  });
+
+  test('shared-token replacement: a wrong token changes nothing, the right one is stored and keeps the device tokens', async () => {
+    let tg = await gateway();
+    const store = fileStore();
+    await setSharedToken(store, platform, tg.url, TEST_TOKEN);
+    const code = await mintCode(tg);
+    const c = await pairWithSetupCode(store, platform, code.setupCode, fast);
+    c.close();
+    const before = await only(store);
+    assert.ok(before.tokens.operator);
+    // The gateway's token is replaced.
+    await tg.stop();
+    tg = track(await startTestGateway({ stateDir: tg.stateDir, port: Number(new URL(tg.url).port), config: { token: 'cgs_replaced-token' } }));
+    await assert.rejects(
+      setSharedToken(store, platform, tg.url, 'cgs_wrong'),
+      (e: unknown) => e instanceof ClientError && e.gatewayCode === 'AUTH_TOKEN_MISMATCH',
+    );
+    assert.deepEqual(await only(store), before, 'a refused token leaves the record as it was');
+    await setSharedToken(store, platform, tg.url, 'cgs_replaced-token');
+    const afterSet = await only(store);
+    assert.equal(afterSet.sharedToken, 'cgs_replaced-token');
+    assert.equal(afterSet.tokens.operator?.token, before.tokens.operator?.token);
+    assert.equal(afterSet.bootstrap, undefined);
+  });
+});
+
+/** Wraps a transport so a test can hold back one socket's callbacks and deliver them late. */
+function gatedTransport(inner: Transport) {
+  const sockets: Array<{ handlers: SocketHandlers; held: boolean; queue: Array<() => void> }> = [];
+  const transport: Transport = (url, h) => {
+    const entry = { handlers: h, held: false, queue: [] as Array<() => void> };
+    sockets.push(entry);
+    const wrap =
+      <A extends unknown[]>(fn: (...a: A) => void) =>
+      (...a: A) => {
+        if (entry.held) entry.queue.push(() => fn(...a));
+        else fn(...a);
+      };
+    return inner(url, { onOpen: wrap(h.onOpen), onMessage: wrap(h.onMessage), onClose: wrap(h.onClose), onError: wrap(h.onError) });
+  };
+  return { transport, sockets };
+}
+
+describe('generations', () => {
+  test('callbacks of a replaced socket (late close, late hello-ok) never change the current state', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const gate = gatedTransport(nodeTransport);
+    const code = await mintCode(tg);
+    await applySetupCode(store, platform, code.setupCode);
+    const c = new GatewayClient({ url: tg.url, store, platform: { ...platform, transport: gate.transport }, forceBootstrap: true, ...fast });
+    cleanup.push(() => c.close());
+    await c.connect();
+    const old = gate.sockets[0]!;
+    old.held = true;
+    c.reconnect();
+    const s = await reach(c, 'connected');
+    const gen = c.currentGeneration;
+    // Now the old socket's close arrives, plus a forged late hello-ok for the old connect id.
+    old.handlers.onMessage(JSON.stringify({ type: 'res', id: 'connect-1', ok: true, payload: { type: 'hello-ok', auth: { role: 'node', scopes: [] } } }));
+    old.handlers.onMessage(JSON.stringify({ type: 'event', event: 'auth.updated', payload: { scopes: [] } }));
+    for (const f of old.queue) f();
+    old.handlers.onClose(1006, 'late');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(c.state.status, 'connected');
+    assert.equal(c.currentGeneration, gen);
+    assert.deepEqual(c.state, s);
+    assert.equal(((await c.request('health')) as { ok: boolean }).ok, true);
+  });
+});
+
+describe('rapid reconnects', () => {
+  test('after five reconnects in a row only the last socket lives and drives the state', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const c = await pairWithSetupCode(store, platform, (await mintCode(tg)).setupCode, fast);
+    cleanup.push(() => c.close());
+    for (let i = 0; i < 5; i++) c.reconnect();
+    const s = await reach(c, 'connected');
+    const gen = c.currentGeneration;
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(c.currentGeneration, gen, 'settled: no further attempts');
+    assert.equal(tg.gateway.deviceSessions(s.deviceId).length, 1, 'the gateway sees exactly one session of this device');
+    assert.equal(((await c.request('health')) as { ok: boolean }).ok, true);
+  });
+});
+
+describe('hand-off durability', () => {
+  test('a failed token write keeps the bootstrap token; the next connect redeems again and finishes the hand-off', async () => {
+    const tg = await gateway();
+    const inner = fileStore();
+    let failTokens = true;
+    const flaky: CredentialStore = {
+      load: (k) => inner.load(k),
+      list: () => inner.list(),
+      update: (k, m, o) => (failTokens && o?.label === 'tokens' ? Promise.reject(new Error('disk full')) : inner.update(k, m, o)),
+    };
+    const code = await mintCode(tg);
+    const c = await pairWithSetupCode(flaky, platform, code.setupCode, fast);
+    assert.equal(c.state.status, 'connected');
+    assert.match((c.state as { warning?: string }).warning ?? '', /disk full/);
+    let rec = await only(inner);
+    assert.ok(rec.bootstrap, 'bootstrap kept: it is the only way back in');
+    assert.equal(rec.tokens.operator, undefined);
+    c.close();
+    failTokens = false;
+    const again = client({ url: tg.url, store: flaky });
+    const s = await again.connect();
+    assert.equal(s.credential, 'bootstrap-token', 'the same key redeems the code again');
+    rec = await only(inner);
+    assert.ok(rec.tokens.operator);
+    assert.equal(rec.bootstrap, undefined);
+  });
+
+  test('a socket lost while hello-ok is being stored never surfaces as connected', async () => {
+    const tg = await gateway();
+    const inner = fileStore();
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    let reachedTokens: () => void = () => undefined;
+    const atTokens = new Promise<void>((r) => (reachedTokens = r));
+    const slow: CredentialStore = {
+      load: (k) => inner.load(k),
+      list: () => inner.list(),
+      update: async (k, m, o) => {
+        if (o?.label === 'tokens') {
+          reachedTokens();
+          await held;
+        }
+        return inner.update(k, m, o);
+      },
+    };
+    const code = await mintCode(tg);
+    await applySetupCode(slow, platform, code.setupCode);
+    const c = client({ url: tg.url, store: slow, forceBootstrap: true, backoff: { baseMs: 5_000 } });
+    const seen: string[] = [];
+    c.onState((st) => seen.push(st.status));
+    c.start();
+    await atTokens;
+    await tg.stop(); // the session dies while its tokens are being written
+    await c.waitFor((st) => st.status === 'connecting' && st.retryAtMs !== undefined, 5000);
+    release();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(!seen.includes('connected'), `states: ${seen.join(' → ')}`);
+    assert.equal(c.state.status, 'connecting');
+    assert.ok((await only(inner)).tokens.operator, 'the tokens still landed (they are valid)');
+  });
+
+  test('a store that fails mid-recovery ends the attempt as a retry, never as an unhandled rejection', async () => {
+    const tg = await gateway();
+    const inner = fileStore();
+    const broken: CredentialStore = {
+      load: (k) => inner.load(k),
+      list: () => inner.list(),
+      update: (k, m, o) => (o?.label === 'token-clear' ? Promise.reject(new Error('disk full')) : inner.update(k, m, o)),
+    };
+    await setSharedToken(broken, platform, tg.url, TEST_TOKEN);
+    const c = client({ url: tg.url, store: broken, backoff: { baseMs: 50, maxMs: 200 } });
+    await c.connect();
+    await ownerCall(tg, 'device.token.revoke', { deviceId: (await only(inner)).deviceId, role: 'operator' });
+    const s = await c.waitFor((x) => x.status === 'connecting' && x.lastError?.code === 'CLIENT_INTERNAL', 5000);
+    assert.match(s.status === 'connecting' ? (s.lastError?.message ?? '') : '', /disk full/);
+  });
+
+  test('an unreadable record pauses the client and is never replaced', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const c = await pairWithSetupCode(store, platform, (await mintCode(tg)).setupCode, fast);
+    c.close();
+    const file = store.fileFor(normalizeGatewayUrl(tg.url).key);
+    writeFileSync(file, '{"version":1,"key":', { mode: 0o600 });
+    const d = client({ url: tg.url, store });
+    await assert.rejects(d.connect(), (e: unknown) => e instanceof ClientError && e.gatewayCode === 'identity-unreadable');
+    assert.equal(readFileSync(file, 'utf8'), '{"version":1,"key":');
+    await assert.rejects(
+      applySetupCode(store, platform, (await mintCode(tg)).setupCode),
+      (e: unknown) => e instanceof ClientError && e.code === 'CREDENTIAL_STORE_UNREADABLE',
+    );
+  });
+
+  test('typed request errors carry the catalogue code and the next step', async () => {
+    const tg = await gateway();
+    const store = new MemoryCredentialStore();
+    const c = await pairWithSetupCode(store, platform, (await mintCode(tg)).setupCode, fast);
+    cleanup.push(() => c.close());
+    await assert.rejects(c.request('audit.list', {}), (e: unknown) => {
+      assert.ok(e instanceof GatewayCallError, String(e));
+      assert.equal(e.code, 'MISSING_SCOPE');
+      assert.ok(e.nextStep);
+      return true;
+    });
+    await assert.rejects(c.request('no.such.method'), (e: unknown) => e instanceof GatewayCallError && e.code === 'UNKNOWN_METHOD');
+  });
+});
+
+describe('stores and retry policy', () => {
+  test('the file store serialises writers in different processes (no lost update)', async () => {
+    const dir = tempDir();
+    cleanup.push(() => removeDir(dir));
+    const mod = new URL('../packages/client/src/node.js', import.meta.url).href;
+    const script = `
+      const { FileCredentialStore } = await import(${JSON.stringify(mod)});
+      const s = new FileCredentialStore(process.argv[1]);
+      const base = { version: 1, key: 'k', url: 'ws://x', deviceId: 'd', identity: null, tokens: {}, createdAtMs: 0 };
+      for (let i = 0; i < 30; i++) await s.update('k', (r) => ({ ...(r ?? base), displayName: String(Number(r?.displayName ?? 0) + 1) }));`;
+    const runs = [0, 1, 2].map(
+      () =>
+        new Promise<number | null>((resolve) => {
+          const child = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: 'inherit' });
+          child.on('exit', resolve);
+        }),
+    );
+    assert.deepEqual(await Promise.all(runs), [0, 0, 0]);
+    const rec = await new FileCredentialStore(dir).load('k');
+    assert.equal(rec?.displayName, '90');
+    assert.deepEqual(
+      readdirSync(join(dir, 'gateways')).filter((f) => !f.endsWith('.json')),
+      [],
+      'no lock or temp file left behind',
+    );
+  });
+
+  /** A transport that plays a gateway from a script: challenge, then `reply` answers the connect. */
+  function scripted(reply: (params: Record<string, unknown>) => { error?: Record<string, unknown>; closeCode?: number }, opened = true): Transport {
+    return (_url, h) => {
+      let closed = false;
+      const close = (code: number, reason: string) => {
+        if (closed) return;
+        closed = true;
+        setImmediate(() => h.onClose(code, reason));
+      };
+      setImmediate(() => {
+        if (!opened) return close(1006, '');
+        h.onOpen();
+        h.onMessage(JSON.stringify({ type: 'event', event: 'connect.challenge', payload: { nonce: 'n', ts: 1 } }));
+      });
+      return {
+        send: (text) => {
+          const f = JSON.parse(text);
+          if (f.method !== 'connect') return;
+          const r = reply(f.params);
+          if (r.error) h.onMessage(JSON.stringify({ type: 'res', id: f.id, ok: false, error: r.error }));
+          close(r.closeCode ?? 1008, '');
+        },
+        close: (code) => close(code ?? 1000, ''),
+      };
+    };
+  }
+
+  async function scriptedClient(transport: Transport, extra: Partial<GatewayClientOptions> = {}): Promise<GatewayClient> {
+    const store = new MemoryCredentialStore();
+    await setSharedToken(store, platform, 'ws://gw.test:1', 'cgs_x', { validate: false });
+    return client({ url: 'ws://gw.test:1', store, platform: { ...platform, transport }, now: () => 1_000_000, random: () => 0.5, ...extra });
+  }
+
+  test('backoff doubles per failure up to the ceiling (jitter centred by the injected random)', async () => {
+    const c = await scriptedClient(
+      scripted(() => ({}), false),
+      { backoff: { baseMs: 20, maxMs: 80, jitter: 0.2 } },
+    );
+    const delays: number[] = [];
+    c.onState((s) => {
+      if (s.status === 'connecting' && s.retryAtMs !== undefined) delays.push(s.retryAtMs - 1_000_000);
+    });
+    c.start();
+    await c.waitFor(() => delays.length >= 5, 5000);
+    c.close();
+    assert.deepEqual(delays.slice(0, 5), [20, 40, 80, 80, 80]);
+  });
+
+  test('AUTH_RATE_LIMITED waits at least retryAfterMs; an unknown refusal pauses instead of looping', async () => {
+    const limited = await scriptedClient(
+      scripted(() => ({
+        error: { code: 'INVALID_REQUEST', message: 'slow down', retryable: true, retryAfterMs: 7000, details: { code: 'AUTH_RATE_LIMITED' } },
+      })),
+      { backoff: { baseMs: 10 } },
+    );
+    limited.start();
+    const s = await limited.waitFor((x) => x.status === 'connecting' && x.retryAtMs !== undefined, 5000);
+    assert.equal(s.status === 'connecting' && s.retryAtMs! - 1_000_000, 7000);
+    limited.close();
+
+    let connects = 0;
+    const odd = await scriptedClient(
+      scripted(() => {
+        connects++;
+        return { error: { code: 'INVALID_REQUEST', message: 'something new', details: { code: 'SOMETHING_NEW' } } };
+      }),
+      { backoff: { baseMs: 10 } },
+    );
+    await assert.rejects(odd.connect(), (e: unknown) => e instanceof ClientError && e.code === 'CLIENT_PAUSED' && e.gatewayCode === 'SOMETHING_NEW');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(connects, 1);
+
+    const hinted = await scriptedClient(
+      scripted(() => ({
+        error: { code: 'UNAVAILABLE', message: 'not now', details: { code: 'SOME_HOLD', pauseReconnect: true, nextStep: 'Ask the admin.' } },
+      })),
+      { backoff: { baseMs: 10 } },
+    );
+    await assert.rejects(hinted.connect(), (e: unknown) => e instanceof ClientError && e.gatewayCode === 'SOME_HOLD' && e.nextStep === 'Ask the admin.');
+  });
+});
+
+describe('TLS pinning (native wss:// with a self-signed certificate)', () => {
+  function tls(dir: string): TlsMaterial {
+    const made = ensureSelfSignedCert(dir);
+    return { certPem: readFileSync(made.certPath, 'utf8'), keyPem: readFileSync(made.keyPath, 'utf8'), certPath: made.certPath, selfSigned: true };
+  }
+
+  test('the setup code pins the certificate; a replaced certificate pauses before any credential is sent', async () => {
+    const dirA = tempDir();
+    const dirB = tempDir();
+    const a = tls(dirA);
+    const tg = track(await startTestGateway({ stateDir: dirA, config: { tls: a } }));
+    const other = track(await startTestGateway({ stateDir: dirB, config: { tls: tls(dirB) } }));
+    cleanup.push(() => removeDir(dirA));
+    cleanup.push(() => removeDir(dirB));
+    const pinA = certFacts(a.certPem).fingerprint;
+    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, tlsFingerprint: pinA, client: { id: 'cli', mode: 'cli' } });
+    const code = await owner.request<{ setupCode: string }>('device.pair.setupCode', {});
+    await owner.close();
+
+    const store = fileStore();
+    const c = await pairWithSetupCode(store, platform, code.setupCode, fast);
+    assert.equal(c.state.status, 'connected', 'self-signed but pinned: accepted');
+    c.close();
+    const rec = await only(store);
+    assert.equal(rec.tlsFingerprint, pinA);
+
+    // The same credentials filed for a server with another certificate (a replaced cert, or an interceptor).
+    const otherKey = normalizeGatewayUrl(other.url).key;
+    await store.update(otherKey, () => ({ ...rec, url: other.url, key: otherKey }));
+    const sent: string[] = [];
+    const recording: Transport = (url, h, o) => {
+      const sock = nodeTransport(url, h, o);
+      return { send: (t) => (sent.push(t), sock.send(t)), close: (code, reason) => sock.close(code, reason) };
+    };
+    const d = client({ url: other.url, store, platform: { ...platform, transport: recording } });
+    const err = await d.connect().then(
+      () => assert.fail('connected through a certificate it never pinned'),
+      (e: unknown) => e as ClientError,
+    );
+    assert.equal(err.gatewayCode, 'TLS_PIN_MISMATCH');
+    assert.match(err.message, /expected SHA-256 [0-9a-f]{64}, got [0-9a-f]{64}/);
+    assert.equal(d.state.status === 'paused' && d.state.reason, 'tls-untrusted');
+    assert.deepEqual(sent, [], 'not one frame (let alone a credential) went to the wrong server');
+
+    // A pin with a ws:// URL is refused rather than silently dropping TLS.
+    const plain = client({ url: tg.url.replace('wss:', 'ws:'), store });
+    await store.update(normalizeGatewayUrl(plain.target.url).key, () => ({ ...rec, key: normalizeGatewayUrl(plain.target.url).key }));
+    await assert.rejects(plain.connect(), (e: unknown) => e instanceof ClientError && /not a wss:\/\/ URL/.test(e.message));
+  });
+});

@@ -1,0 +1,115 @@
+/**
+ * A clawgate instance as a real child process (`clawgate gateway run --store postgres`), so a
+ * test can run several against one database and SIGKILL one of them.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const BIN = join(process.cwd(), 'bin', 'clawgate.js');
+
+export const CLUSTER_TOKEN = 'cgs_cluster-shared-token';
+export const CLUSTER_OWNER = 'cgo_cluster-owner-credential';
+
+export interface Instance {
+  name: string;
+  url: string;
+  stateDir: string;
+  proc: ChildProcess;
+  /** Everything the process wrote to stderr (JSON log lines). */
+  log(): string;
+  /** SIGTERM and wait for the exit. */
+  stop(): Promise<void>;
+  /** SIGKILL: no shutdown, no flush, no goodbye. */
+  kill(): Promise<void>;
+}
+
+/**
+ * A state dir holding the credentials every instance of the cluster shares (behind a load
+ * balancer a client must not care which instance it reached), and a config without loopback
+ * auto-approval, so pairing needs an operator even though the tests connect from 127.0.0.1.
+ */
+export function clusterStateDir(gateway: Record<string, unknown> = {}): string {
+  const dir = mkdtempSync(join(tmpdir(), 'clawgate-inst-'));
+  const creds = { version: 1, token: CLUSTER_TOKEN, owner: CLUSTER_OWNER, createdAtMs: 0 };
+  writeFileSync(join(dir, 'credentials.json'), JSON.stringify(creds), { mode: 0o600 });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ gateway: { autoApproveLocal: false, ...gateway } }));
+  return dir;
+}
+
+export async function startInstance(name: string, postgresUrl: string, stateDir = clusterStateDir()): Promise<Instance> {
+  const proc = spawn(
+    process.execPath,
+    [
+      BIN,
+      'gateway',
+      'run',
+      '--port',
+      '0',
+      '--state-dir',
+      stateDir,
+      '--config',
+      join(stateDir, 'config.json'),
+      '--store',
+      'postgres',
+      '--postgres-url',
+      postgresUrl,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  let err = '';
+  proc.stderr?.on('data', (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`instance ${name} did not start:\n${out}\n${err}`)), 20_000);
+    proc.stdout?.on('data', (c: Buffer) => {
+      out += c.toString();
+      const m = /listening on (ws:\/\/\S+)/.exec(out);
+      if (m?.[1]) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`instance ${name} exited with ${code}:\n${out}\n${err}`));
+    });
+  });
+  const inst: Instance = {
+    name,
+    url,
+    stateDir,
+    proc,
+    log: () => err,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM');
+        await exited;
+      }
+    },
+    async kill() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGKILL');
+        await exited;
+      }
+    },
+  };
+  return inst;
+}
+
+export function removeStateDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * Instances A and B on one database, started at once: the migration lock makes exactly one of
+ * them create the schema. Their state dirs are added to `dirs` (for the caller's cleanup) first.
+ */
+export function startInstancesAB(postgresUrl: string, dirs: string[], gateway: Record<string, unknown> = {}): Promise<[Instance, Instance]> {
+  const dirA = clusterStateDir(gateway);
+  const dirB = clusterStateDir(gateway);
+  dirs.push(dirA, dirB);
+  return Promise.all([startInstance('A', postgresUrl, dirA), startInstance('B', postgresUrl, dirB)]);
+}
