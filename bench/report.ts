@@ -236,7 +236,9 @@ export function renderHeadline(targets: TargetResult[], goals: GoalCheck[], cfg:
   rows.push({ metric: '  median (ms)', pick: (t) => summaryOf(t.approval)?.median, fmt: ms });
   rows.push({ metric: 'revocation → socket closed p99 (ms)', pick: (t) => summaryOf(t.revocation)?.p99, fmt: ms });
   rows.push({ metric: '  median (ms)', pick: (t) => summaryOf(t.revocation)?.median, fmt: ms });
-  rows.push({ metric: 'node.invoke round trip (ms)', pick: () => null, fmt: () => 'n/a ¶' });
+  const invoke = (t: TargetResult) => (t.nodeInvoke && 'latencyMs' in t.nodeInvoke ? t.nodeInvoke.latencyMs : null);
+  rows.push({ metric: 'node.invoke round trip median (ms)', pick: (t) => invoke(t)?.median, fmt: (x) => (x == null ? 'n/a ¶' : ms(x)) });
+  rows.push({ metric: '  p99 (ms)', pick: (t) => invoke(t)?.p99, fmt: (x) => (x == null ? 'n/a ¶' : ms(x)) });
 
   const cols: Array<{ head: string; cell: (r: (typeof rows)[number]) => Cell }> = [{ head: 'metric', cell: (r) => r.metric }];
   const val = (t: TargetResult | null, r: (typeof rows)[number]) => (t ? `${r.fmt(r.pick(t))}${r.extra ? r.extra(t) : ''}` : '—');
@@ -254,7 +256,7 @@ export function renderHeadline(targets: TargetResult[], goals: GoalCheck[], cfg:
   const widths = cols.map((_, i) => Math.max(...grid.map((g) => (g[i] ?? '').length)));
   const line = (g: string[]) => g.map((x, i) => (i === 0 ? x.padEnd(widths[i] ?? 0) : x.padStart(widths[i] ?? 0))).join('  ');
   const out = [line(grid[0] as string[]), '-'.repeat(widths.reduce((a, b) => a + b + 2, -2)), ...grid.slice(1).map(line)];
-  out.push('', '¶ not measured: clawgate has no node-role methods (node.invoke) yet.', '', 'goals (issue 10):');
+  out.push('', '¶ not measured: the node.invoke scenario speaks clawgate’s node protocol only (see bench/README.md).', '', 'goals (issue 10):');
   for (const g of goals) {
     const state = g.met === null ? 'not measured' : g.met ? 'MET' : `MISSED by ${g.missedByFactor}×`;
     out.push(`  ${state.padEnd(16)} ${g.goal}: ${g.value ?? '—'} ${g.unit} (limit ${g.limit ?? '—'} ${g.unit})`);

@@ -38,7 +38,16 @@ import { busyCores, openFileLimit, readPeakRssMiB, readRssMiB, readSystemCpu, re
 import { formatProfile, summarizeProfile } from './profile.js';
 import { OPENCLAW_REFERENCE } from './reference.js';
 import { evaluateTargets, renderHeadline, renderTable } from './report.js';
-import { type ApprovalResult, approvalLatency, type IdleResult, idleConnections, type RevocationResult, revocationLatency } from './scenarios.js';
+import {
+  type ApprovalResult,
+  approvalLatency,
+  type IdleResult,
+  idleConnections,
+  type NodeInvokeResult,
+  nodeInvokeLatency,
+  type RevocationResult,
+  revocationLatency,
+} from './scenarios.js';
 import { type Summary, summarize } from './stats.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -76,6 +85,7 @@ const USAGE = `usage: npm run bench -- [flags]
   --idle-budget-s <s>     time allowed to open each idle-connection step (default 240, quick 20)
   --approval-n <n>        approvals to time (default 100, quick 3)
   --revocation-n <n>      revocations to time (default 100, quick 3)
+  --node-invoke-n <n>     node.invoke round trips to time, clawgate only (default 1000, quick 50)
   --tiny                  smallest possible run (smoke test: proves the harness, measures nothing useful)`;
 
 export interface BenchConfig {
@@ -106,6 +116,7 @@ export interface BenchConfig {
   idleSettleMs: number;
   approvalN: number;
   revocationN: number;
+  nodeInvokeN: number;
 }
 
 /** Attempts of a measurement and the CPU other processes used in each (the kept one is the least disturbed). */
@@ -134,8 +145,8 @@ export interface TargetResult {
   idle?: IdleResult | { error: string } | null;
   approval?: ApprovalResult | { error: string } | null;
   revocation?: RevocationResult | { error: string } | null;
-  /** node.invoke round trip through a node: not measurable yet (see README). */
-  nodeInvoke?: { measured: false; reason: string };
+  /** node.invoke round trip through a node (clawgate only, see README). */
+  nodeInvoke?: NodeInvokeResult | { measured: false; reason: string } | { error: string };
   profile?: { file: string; summary: ReturnType<typeof summarizeProfile> } | null;
   describe?: Record<string, unknown>;
 }
@@ -180,6 +191,7 @@ export function parseConfig(argv: string[]): BenchConfig {
       'idle-budget-s': { type: 'string' },
       'approval-n': { type: 'string' },
       'revocation-n': { type: 'string' },
+      'node-invoke-n': { type: 'string' },
       tiny: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -230,6 +242,7 @@ export function parseConfig(argv: string[]): BenchConfig {
     idleSettleMs: tiny ? 100 : quick ? 1000 : 5000,
     approvalN: int(values['approval-n'], 'approval-n', 0) ?? (tiny ? 2 : quick ? 3 : 100),
     revocationN: int(values['revocation-n'], 'revocation-n', 0) ?? (tiny ? 2 : quick ? 3 : 100),
+    nodeInvokeN: int(values['node-invoke-n'], 'node-invoke-n', 0) ?? (tiny ? 3 : quick ? 50 : 1000),
   };
 }
 
@@ -353,7 +366,7 @@ function newestProfile(dir: string, sinceMs: number): string | null {
 }
 
 const NODE_INVOKE_REASON =
-  'clawgate has no node-role methods yet (node.invoke lands with the nodes work, NODES-CORE); the same scenario will run against both gateways once it does';
+  "not driven against OpenClaw: its gateway keeps node commands to its own allow-list and needs its node surface approval flow; the scenario speaks clawgate's node protocol only";
 
 /** Everything measured on one gateway kind: cold starts, modes, revocation, idle memory, approval. */
 async function measureGateway(launcher: Launcher, cfg: BenchConfig, label: string, idleCounts: number[], startedAt: Date): Promise<TargetResult> {
@@ -401,6 +414,16 @@ async function measureGateway(launcher: Launcher, cfg: BenchConfig, label: strin
     if (launcher.pairing && cfg.revocationN > 0) {
       log(`${label}: ${cfg.revocationN} revocations`);
       res.revocation = await revocationLatency(t, cfg.revocationN, cfg.profile).catch((err: Error) => ({ error: err.message }));
+    }
+    if (launcher.kind === 'clawgate' && cfg.nodeInvokeN > 0) {
+      log(`${label}: ${cfg.nodeInvokeN} node.invoke round trips`);
+      try {
+        const owner = (JSON.parse(readFileSync(join(gw.stateDir, 'credentials.json'), 'utf8')) as { owner?: string }).owner;
+        if (typeof owner !== 'string') throw new Error('no owner credential in the state dir');
+        res.nodeInvoke = await nodeInvokeLatency(t, owner, cfg.nodeInvokeN, cfg.warmup);
+      } catch (err) {
+        res.nodeInvoke = { error: (err as Error).message };
+      }
     }
     res.rss.endMiB = readRssMiB(gw.pid);
     res.rss.peakMiB = readPeakRssMiB(gw.pid);
@@ -455,7 +478,7 @@ async function measureGateway(launcher: Launcher, cfg: BenchConfig, label: strin
       res.approval = { error: (err as Error).message };
     }
   }
-  if (launcher.pairing) res.nodeInvoke = { measured: false, reason: NODE_INVOKE_REASON };
+  if (launcher.kind === 'openclaw') res.nodeInvoke = { measured: false, reason: NODE_INVOKE_REASON };
   return res;
 }
 
@@ -539,6 +562,7 @@ async function main(): Promise<number> {
       idleSettleMs: cfg.idleSettleMs,
       approvalN: cfg.approvalN,
       revocationN: cfg.revocationN,
+      nodeInvokeN: cfg.nodeInvokeN,
       target: cfg.external ? { url: cfg.external.url, pid: cfg.external.pid } : 'spawned gateways (fresh state dirs, loopback)',
     },
     targets: Object.fromEntries(targets.map((t) => [t.label, t])),

@@ -58,7 +58,10 @@ test('bench --tiny measures clawgate and the floor in every scenario and writes 
     // Revocation: each revoked device-token socket was closed with 4001.
     assert.deepEqual(c.revocation.closeCodes, { 4001: 2 });
     assert.deepEqual(c.revocation.errors, {});
-    assert.equal(c.nodeInvoke.measured, false);
+    // node.invoke: every call (1 warm-up + 3 timed) reached the node and came back.
+    assert.equal(c.nodeInvoke.latencyMs.n, 3);
+    assert.equal(c.nodeInvoke.answeredByNode, 4);
+    assert.deepEqual(c.nodeInvoke.errors, {});
     assert.equal(report.targets.floor.approval, undefined);
     const goals = report.goals.map((g: { goal: string }) => g.goal);
     assert.equal(goals.length, 9);
