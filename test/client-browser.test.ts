@@ -53,12 +53,18 @@ after(async () => {
   if (tg) removeDir(tg.stateDir);
 });
 
-test('the SDK pairs from a browser, signs with a non-extractable key kept in IndexedDB, calls, and reconnects after a reload', async () => {
-  const code = await mintCode(tg, { profile: 'operator' });
+/** A fresh page on the empty document, collecting uncaught page errors. */
+async function openPage() {
   const page = await browser.newPage();
   const pageErrors: string[] = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));
   await page.goto(`${pageBase}/`);
+  return { page, pageErrors };
+}
+
+test('the SDK pairs from a browser, signs with a non-extractable key kept in IndexedDB, calls, and reconnects after a reload', async () => {
+  const code = await mintCode(tg, { profile: 'operator' });
+  const { page, pageErrors } = await openPage();
   const paired = await page.evaluate(async (setupCode: string) => {
     const sdk = await import('/packages/client/src/browser.js' as string);
     const store = new sdk.IndexedDbCredentialStore('clawgate-test');
@@ -150,4 +156,61 @@ test('in the browser, a shared-token device waits live for approval and becomes 
     await gated.stop();
     removeDir(gated.stateDir);
   }
+});
+
+test('in the browser, an operator’s rotation is adopted: the pushed token lands in IndexedDB and the page reconnects with it', async () => {
+  const code = await mintCode(tg, { profile: 'operator' });
+  const { page, pageErrors } = await openPage();
+  const before = await page.evaluate(async (setupCode: string) => {
+    const sdk = await import('/packages/client/src/browser.js' as string);
+    const store = new sdk.IndexedDbCredentialStore('clawgate-rotation');
+    const client = await sdk.pairWithSetupCode(store, sdk.browserPlatform(), setupCode, { backoff: { baseMs: 40, maxMs: 400 } });
+    const g = globalThis as unknown as { client: unknown; store: unknown; left: boolean; states: string[] };
+    g.client = client;
+    g.store = store;
+    g.left = false;
+    g.states = [];
+    client.onState((s: { status: string }) => {
+      g.states.push(s.status);
+      if (s.status !== 'connected') g.left = true;
+    });
+    const [rec] = await store.list();
+    return { deviceId: rec.deviceId as string, token: rec.tokens.operator.token as string };
+  }, code.setupCode);
+  const res = await ownerCall<{ tokenDelivery: string }>(tg, 'device.token.rotate', { deviceId: before.deviceId, role: 'operator' });
+  assert.equal(res.tokenDelivery, 'pushed-live');
+  const after = await page.evaluate(async () => {
+    const g = globalThis as unknown as {
+      client: {
+        waitFor(p: (s: { status: string }) => boolean, t: number): Promise<{ status: string; credential: string }>;
+        request(m: string): Promise<{ ok: boolean }>;
+        close(): void;
+      };
+      store: { list(): Promise<Array<{ tokens: { operator: { token: string } } }>> };
+      left: boolean;
+      states: string[];
+    };
+    const s = await g.client.waitFor((x) => g.left && x.status === 'connected', 10_000);
+    const health = await g.client.request('health');
+    const [rec] = await g.store.list();
+    g.client.close();
+    return { s, healthOk: health.ok, token: rec!.tokens.operator.token, states: g.states };
+  });
+  assert.deepEqual(pageErrors, []);
+  assert.equal(after.s.credential, 'device-token');
+  assert.ok(!after.states.includes('paused'), after.states.join(' → '));
+  assert.equal(after.healthOk, true);
+  assert.notEqual(after.token, before.token, 'IndexedDB holds the new token');
+  // After a reload only IndexedDB is left: it must carry the live token.
+  await page.reload();
+  const reloaded = await page.evaluate(async (url: string) => {
+    const sdk = await import('/packages/client/src/browser.js' as string);
+    const client = new sdk.GatewayClient({ url, store: new sdk.IndexedDbCredentialStore('clawgate-rotation'), platform: sdk.browserPlatform() });
+    const s = await client.connect({ timeoutMs: 10_000 });
+    client.close();
+    return s;
+  }, tg.url);
+  assert.equal(reloaded.credential, 'device-token');
+  assert.equal(reloaded.deviceId, before.deviceId);
+  await page.close();
 });

@@ -10,6 +10,7 @@ import { after, describe, test } from 'node:test';
 import {
   applySetupCode,
   ClientError,
+  type ClientState,
   type CredentialStore,
   FileCredentialStore,
   GatewayCallError,
@@ -64,6 +65,21 @@ function client(opts: Partial<GatewayClientOptions> & { url: string; store: Cred
   const c = new GatewayClient({ platform, ...fast, ...opts });
   cleanup.push(() => c.close());
   return c;
+}
+
+/** A store over `inner` whose writes labelled `label` fail ("disk full") until `heal()`. */
+function failingWrites(inner: CredentialStore, label: string): { store: CredentialStore; heal(): void } {
+  let failing = true;
+  return {
+    store: {
+      load: (k) => inner.load(k),
+      list: () => inner.list(),
+      update: (k, m, o) => (failing && o?.label === label ? Promise.reject(new Error('disk full')) : inner.update(k, m, o)),
+    },
+    heal: () => {
+      failing = false;
+    },
+  };
 }
 
 async function only(store: CredentialStore): Promise<GatewayRecord> {
@@ -424,21 +440,27 @@ function gatedTransport(inner: Transport) {
   return { transport, sockets };
 }
 
+/**
+ * A client paired by setup code whose first socket is then replaced by reconnect() while held
+ * open: `old` receives nothing until the test replays it (late frames of a replaced connection).
+ */
+async function replacedSocket(tg: TestGateway) {
+  const store = fileStore();
+  const gate = gatedTransport(nodeTransport);
+  await applySetupCode(store, platform, (await mintCode(tg)).setupCode);
+  const c = new GatewayClient({ url: tg.url, store, platform: { ...platform, transport: gate.transport }, forceBootstrap: true, ...fast });
+  cleanup.push(() => c.close());
+  await c.connect();
+  const old = gate.sockets[0]!;
+  old.held = true;
+  c.reconnect();
+  const s = await reach(c, 'connected');
+  return { store, c, old, s, gen: c.currentGeneration };
+}
+
 describe('generations', () => {
   test('callbacks of a replaced socket (late close, late hello-ok) never change the current state', async () => {
-    const tg = await gateway();
-    const store = fileStore();
-    const gate = gatedTransport(nodeTransport);
-    const code = await mintCode(tg);
-    await applySetupCode(store, platform, code.setupCode);
-    const c = new GatewayClient({ url: tg.url, store, platform: { ...platform, transport: gate.transport }, forceBootstrap: true, ...fast });
-    cleanup.push(() => c.close());
-    await c.connect();
-    const old = gate.sockets[0]!;
-    old.held = true;
-    c.reconnect();
-    const s = await reach(c, 'connected');
-    const gen = c.currentGeneration;
+    const { c, old, s, gen } = await replacedSocket(await gateway());
     // Now the old socket's close arrives, plus a forged late hello-ok for the old connect id.
     old.handlers.onMessage(JSON.stringify({ type: 'res', id: 'connect-1', ok: true, payload: { type: 'hello-ok', auth: { role: 'node', scopes: [] } } }));
     old.handlers.onMessage(JSON.stringify({ type: 'event', event: 'auth.updated', payload: { scopes: [] } }));
@@ -472,12 +494,7 @@ describe('hand-off durability', () => {
   test('a failed token write keeps the bootstrap token; the next connect redeems again and finishes the hand-off', async () => {
     const tg = await gateway();
     const inner = fileStore();
-    let failTokens = true;
-    const flaky: CredentialStore = {
-      load: (k) => inner.load(k),
-      list: () => inner.list(),
-      update: (k, m, o) => (failTokens && o?.label === 'tokens' ? Promise.reject(new Error('disk full')) : inner.update(k, m, o)),
-    };
+    const { store: flaky, heal } = failingWrites(inner, 'tokens');
     const code = await mintCode(tg);
     const c = await pairWithSetupCode(flaky, platform, code.setupCode, fast);
     assert.equal(c.state.status, 'connected');
@@ -486,7 +503,7 @@ describe('hand-off durability', () => {
     assert.ok(rec.bootstrap, 'bootstrap kept: it is the only way back in');
     assert.equal(rec.tokens.operator, undefined);
     c.close();
-    failTokens = false;
+    heal();
     const again = client({ url: tg.url, store: flaky });
     const s = await again.connect();
     assert.equal(s.credential, 'bootstrap-token', 'the same key redeems the code again');
@@ -532,11 +549,7 @@ describe('hand-off durability', () => {
   test('a store that fails mid-recovery ends the attempt as a retry, never as an unhandled rejection', async () => {
     const tg = await gateway();
     const inner = fileStore();
-    const broken: CredentialStore = {
-      load: (k) => inner.load(k),
-      list: () => inner.list(),
-      update: (k, m, o) => (o?.label === 'token-clear' ? Promise.reject(new Error('disk full')) : inner.update(k, m, o)),
-    };
+    const broken = failingWrites(inner, 'token-clear').store;
     await setSharedToken(broken, platform, tg.url, TEST_TOKEN);
     const c = client({ url: tg.url, store: broken, backoff: { baseMs: 50, maxMs: 200 } });
     await c.connect();
@@ -733,5 +746,150 @@ describe('TLS pinning (native wss:// with a self-signed certificate)', () => {
     const plain = client({ url: tg.url.replace('wss:', 'ws:'), store });
     await store.update(normalizeGatewayUrl(plain.target.url).key, () => ({ ...rec, key: normalizeGatewayUrl(plain.target.url).key }));
     await assert.rejects(plain.connect(), (e: unknown) => e instanceof ClientError && /not a wss:\/\/ URL/.test(e.message));
+  });
+});
+
+describe('token rotation (PROTOCOL §11.1)', () => {
+  /** Resolve at the first connected state reached after the client left connected (a reconnect). */
+  function reconnected(c: GatewayClient, timeoutMs = 10_000) {
+    let left = false;
+    const states: string[] = [];
+    const off = c.onState((s) => {
+      states.push(s.status);
+      if (s.status !== 'connected') left = true;
+    });
+    return {
+      states,
+      done: c.waitFor((s) => left && s.status === 'connected', timeoutMs).finally(off) as Promise<Extract<ClientState, { status: 'connected' }>>,
+    };
+  }
+
+  /** A client holding only a copy of `rec` (no fallback): proves whether the gateway takes its token. */
+  async function refusedWith(tg: TestGateway, rec: GatewayRecord, role: 'operator' | 'node'): Promise<boolean> {
+    const store = new MemoryCredentialStore();
+    await store.update(rec.key, () => ({ ...rec, sharedToken: undefined, bootstrap: undefined }));
+    const probe = client({ url: tg.url, store, role });
+    const s = await probe.connect().then(
+      () => null,
+      (e: unknown) => e,
+    );
+    probe.close();
+    return s instanceof ClientError && s.gatewayCode === 'AUTH_DEVICE_TOKEN_MISMATCH';
+  }
+
+  test('an operator rotates an SDK client’s operator token: it is stored, the client reconnects with it, the old one is refused', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const c = await pairWithSetupCode(store, platform, (await mintCode(tg)).setupCode, fast);
+    cleanup.push(() => c.close());
+    const before = await only(store);
+    const seen: unknown[] = [];
+    c.on('device.token.rotated', (_e, p) => seen.push(p));
+    const back = reconnected(c);
+    const res = await ownerCall<{ tokenDelivery: string }>(tg, 'device.token.rotate', { deviceId: before.deviceId, role: 'operator' });
+    assert.equal(res.tokenDelivery, 'pushed-live');
+    const s = await back.done;
+    assert.ok(!back.states.includes('paused'), `never paused: ${back.states.join(' → ')}`);
+    assert.equal(s.credential, 'device-token');
+    assert.equal(s.deviceId, before.deviceId);
+    const after = await only(store);
+    const fresh = after.tokens.operator?.token;
+    assert.ok(fresh?.startsWith('cgd1_') && fresh !== before.tokens.operator?.token, 'the stored record holds the new token');
+    assert.deepEqual(after.tokens.operator?.scopes, before.tokens.operator?.scopes);
+    assert.equal(((await c.request('health')) as { ok: boolean }).ok, true);
+    // Listeners hear of it, without the secret.
+    assert.equal(seen.length, 1);
+    assert.equal((seen[0] as Record<string, unknown>).deviceToken, undefined);
+    assert.equal((seen[0] as Record<string, unknown>).role, 'operator');
+    assert.ok(await refusedWith(tg, before, 'operator'), 'the superseded token is refused');
+    assert.ok(!(await refusedWith(tg, after, 'operator')), 'the stored token opens a fresh client');
+  });
+
+  test('operator+node client: rotating the node token reconnects the node with its new token; the operator session is untouched', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const op = await pairWithSetupCode(store, platform, (await mintCode(tg, { profile: 'operator+node' })).link, fast);
+    cleanup.push(() => op.close());
+    const node = client({ url: tg.url, store, role: 'node' });
+    await node.connect();
+    const before = await only(store);
+    const opGen = op.currentGeneration;
+    const opEvents: string[] = [];
+    op.on('*', (e) => opEvents.push(e));
+    const back = reconnected(node);
+    const res = await ownerCall<{ tokenDelivery: string }>(tg, 'device.token.rotate', { deviceId: before.deviceId, role: 'node' });
+    assert.equal(res.tokenDelivery, 'pushed-live');
+    const s = await back.done;
+    assert.ok(!back.states.includes('paused'), back.states.join(' → '));
+    assert.equal(s.role, 'node');
+    assert.equal(s.credential, 'device-token');
+    const after = await only(store);
+    assert.ok(after.tokens.node && after.tokens.node.token !== before.tokens.node?.token, 'new node token stored');
+    assert.equal(after.tokens.operator?.token, before.tokens.operator?.token, 'the operator token is unchanged');
+    assert.equal(op.currentGeneration, opGen, 'the operator connection was not replaced');
+    assert.equal(op.state.status, 'connected');
+    assert.ok(!opEvents.includes('device.token.rotated'), 'the operator session never sees the node’s token');
+    assert.ok(await refusedWith(tg, before, 'node'), 'the superseded node token is refused');
+    assert.ok(!(await refusedWith(tg, after, 'node')));
+  });
+
+  test('self-rotation through request(): the in-band token is stored and the client comes back with it', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    // Setup codes never hand out operator.pairing; the gateway token does.
+    await setSharedToken(store, platform, tg.url, TEST_TOKEN);
+    const c = client({ url: tg.url, store, scopes: ['operator.read', 'operator.pairing'] });
+    await c.connect();
+    const before = await only(store);
+    assert.ok(before.tokens.operator);
+    const back = reconnected(c);
+    const scopes = ['operator.pairing', 'operator.read'];
+    const res = await c.request<{ tokenDelivery: string; token: string; scopes: string[] }>('device.token.rotate', {
+      deviceId: before.deviceId,
+      role: 'operator',
+      scopes,
+    });
+    assert.equal(res.tokenDelivery, 'in-band');
+    const s = await back.done;
+    assert.ok(!back.states.includes('paused'), back.states.join(' → '));
+    assert.equal(s.credential, 'device-token');
+    assert.equal((await only(store)).tokens.operator?.token, res.token, 'the in-band token is stored (not a shared-token fallback)');
+    assert.deepEqual([...((await only(store)).tokens.operator?.scopes ?? [])].sort(), [...res.scopes].sort());
+    assert.ok(await refusedWith(tg, before, 'operator'));
+  });
+
+  test('a rotated token the store failed to write is used from memory and stored by the next hello-ok', async () => {
+    const tg = await gateway();
+    const inner = fileStore();
+    const { store: flaky, heal } = failingWrites(inner, 'token-rotated');
+    const c = await pairWithSetupCode(flaky, platform, (await mintCode(tg)).setupCode, fast);
+    cleanup.push(() => c.close());
+    const before = await only(inner);
+    const back = reconnected(c);
+    await ownerCall(tg, 'device.token.rotate', { deviceId: before.deviceId, role: 'operator' });
+    const s = await back.done;
+    heal();
+    assert.equal(s.credential, 'device-token');
+    const fresh = (await only(inner)).tokens.operator?.token;
+    assert.ok(fresh && fresh !== before.tokens.operator?.token, 'stored after the reconnect');
+    assert.ok(!(await refusedWith(tg, await only(inner), 'operator')));
+  });
+
+  test('a rotation event on a replaced socket writes nothing and changes nothing', async () => {
+    const { store, c, old, s, gen } = await replacedSocket(await gateway());
+    const rec = await only(store);
+    const forged = { deviceId: rec.deviceId, role: 'operator', scopes: ['operator.admin'], deviceToken: 'cgd1_forged', tokenId: 't', issuedAtMs: 1 };
+    old.handlers.onMessage(JSON.stringify({ type: 'event', event: 'device.token.rotated', payload: forged }));
+    for (const f of old.queue) f();
+    old.handlers.onClose(4001, 'device token rotated');
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(c.currentGeneration, gen);
+    assert.deepEqual(c.state, s);
+    assert.deepEqual(await only(store), rec, 'the record is untouched');
+    // Nor is the forged token kept in memory for the next connect.
+    const again = reconnected(c);
+    c.reconnect();
+    assert.equal((await again.done).credential, 'device-token');
+    assert.equal((await only(store)).tokens.operator?.token, rec.tokens.operator?.token);
   });
 });

@@ -38,6 +38,7 @@ Usage:
   clawgate devices approve <requestId|deviceId> | reject <requestId> | remove <deviceId>
   clawgate devices rename <deviceId> <name>
   clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
+                                               a connected device gets the new token pushed live
   clawgate devices revoke --device <id> --role operator|node
   clawgate audit [--json] [--verify] [--limit <n>]
   clawgate nodes list | pending | approve <requestId|node> | reject <requestId|node> [--json]

@@ -142,6 +142,16 @@ interface Attempt {
   finished: boolean;
   /** A connect was already sent on this socket (a repeated challenge is ignored). */
   challenged: boolean;
+  /** The role token this session stands on, once admitted (null if the client holds none). */
+  sessionToken: string | null;
+}
+
+/** A role token handed to this client after its session began (pushed or rotated in-band). */
+interface AdoptedToken {
+  deviceId: string;
+  token: string;
+  scopes: string[];
+  issuedAtMs?: number;
 }
 
 const CLIENT_VERSION = '0.1.0';
@@ -212,6 +222,13 @@ export class GatewayClient {
   private readonly pending = new Map<string, Pending>();
   private readonly stateListeners = new Set<StateListener>();
   private readonly eventListeners = new Map<string, Set<EventListener>>();
+  /** The store write of an adopted (rotated) token; the next attempt waits for it before it loads. */
+  private rotationWrite: Promise<void> | null = null;
+  /**
+   * An adopted token the store has not confirmed yet. The old token is already dead at the
+   * gateway, so the next connect presents this one; its hello-ok stores it again.
+   */
+  private unsavedToken: AdoptedToken | null = null;
 
   constructor(private readonly opts: GatewayClientOptions) {
     this.role = opts.role ?? 'operator';
@@ -444,12 +461,15 @@ export class GatewayClient {
   }
 
   private async run(gen: number): Promise<void> {
+    // A rotated token being written must be durable (or have failed) before we read the record.
+    if (this.rotationWrite) await this.rotationWrite;
+    if (!this.isCurrent(gen)) return;
     const record = await this.store.load(this.target.key);
     if (!this.isCurrent(gen)) return;
     if (!record) {
       return this.pause(gen, 'no-credential', `no stored credentials for ${this.target.url}`, PAIR_AGAIN);
     }
-    const cred = resolveCredential(record, this.role, { forceBootstrap: this.forceBootstrap, scopes: this.opts.scopes });
+    const cred = resolveCredential(this.withUnsavedToken(record), this.role, { forceBootstrap: this.forceBootstrap, scopes: this.opts.scopes });
     // The forced bootstrap is for the connect right after a setup code, not for every retry.
     this.forceBootstrap = false;
     if (!cred) {
@@ -479,7 +499,17 @@ export class GatewayClient {
     }
     this.setState({ status: 'connecting', attempt: this.failures, credential: cred.kind });
     const connectId = `connect-${gen}`;
-    const attempt: Attempt = { gen, record, cred, connectId, admitted: false, finished: false, challenged: false, sock: null as unknown as SocketLike };
+    const attempt: Attempt = {
+      gen,
+      record,
+      cred,
+      connectId,
+      admitted: false,
+      finished: false,
+      challenged: false,
+      sessionToken: null,
+      sock: null as unknown as SocketLike,
+    };
     this.attempt = attempt;
     attempt.sock = this.platform.transport(
       this.target.url,
@@ -529,6 +559,13 @@ export class GatewayClient {
         return;
       }
       if (frame.event === 'auth.updated') this.onAuthUpdated(a, frame.payload);
+      if (frame.event === 'device.token.rotated') {
+        this.onTokenPushed(a, frame.payload);
+        // Listeners learn that it happened, never the secret (apps log `*` events).
+        const { deviceToken: _secret, ...rest } = (frame.payload ?? {}) as Record<string, unknown>;
+        this.emit(frame.event, rest);
+        return;
+      }
       this.emit(frame.event, frame.payload);
       return;
     }
@@ -544,8 +581,10 @@ export class GatewayClient {
     if (!p) return;
     this.pending.delete(frame.id);
     clearTimeout(p.timer);
-    if (frame.ok) p.resolve(frame.payload);
-    else p.reject(new GatewayCallError(p.method, frame.error ?? { code: 'UNAVAILABLE', message: 'request failed without an error' }));
+    if (frame.ok) {
+      if (p.method === 'device.token.rotate') this.onSelfRotated(a, frame.payload);
+      p.resolve(frame.payload);
+    } else p.reject(new GatewayCallError(p.method, frame.error ?? { code: 'UNAVAILABLE', message: 'request failed without an error' }));
   }
 
   /** Async steps of an attempt never reject into the void: a failure ends the attempt like any other. */
@@ -646,6 +685,83 @@ export class GatewayClient {
     }
   }
 
+  /** `device.token.rotated`: another party rotated this device's token for this role (PROTOCOL §11.1). */
+  private onTokenPushed(a: Attempt, payload: unknown): void {
+    const p = (payload ?? {}) as Record<string, unknown>;
+    if (p.deviceId !== a.record.deviceId || p.role !== this.role || typeof p.deviceToken !== 'string' || p.deviceToken.length === 0) return;
+    this.adoptToken(a, p.deviceToken, p.scopes, p.issuedAtMs);
+  }
+
+  /** The answer to this device rotating its own token carries the successor (`tokenDelivery: "in-band"`). */
+  private onSelfRotated(a: Attempt, payload: unknown): void {
+    const p = (payload ?? {}) as Record<string, unknown>;
+    if (p.tokenDelivery !== 'in-band' || p.deviceId !== a.record.deviceId || p.role !== this.role) return;
+    if (typeof p.token !== 'string' || p.token.length === 0) return;
+    this.adoptToken(a, p.token, p.scopes, p.rotatedAtMs);
+  }
+
+  /**
+   * Make a token handed to the live session the role's stored token. The gateway has already
+   * retired the old one and closes this socket (4001) right after, so the write starts now and
+   * the reconnect waits for it (run()). Only the current generation's session may adopt: a
+   * replaced socket's frames never get here (onMessage), and the write itself replaces only the
+   * token this session stood on — a newer token stored meanwhile (another hello-ok, a re-pair)
+   * is never overwritten by an older rotation.
+   */
+  private adoptToken(a: Attempt, token: string, scopesIn: unknown, issuedAtMsIn: unknown): void {
+    if (!this.isCurrent(a.gen) || !a.admitted) return;
+    const role = this.role;
+    const deviceId = a.record.deviceId;
+    const scopes = Array.isArray(scopesIn)
+      ? scopesIn.filter((x): x is string => typeof x === 'string')
+      : ((this.currentState as { scopes?: string[] }).scopes ?? []);
+    const issuedAtMs = typeof issuedAtMsIn === 'number' && issuedAtMsIn > 0 ? issuedAtMsIn : undefined;
+    const adopted: AdoptedToken = { deviceId, token, scopes, ...(issuedAtMs ? { issuedAtMs } : {}) };
+    const expected = a.sessionToken;
+    this.unsavedToken = adopted;
+    const key = this.target.key;
+    const prev = this.rotationWrite ?? Promise.resolve();
+    const write = prev.then(async () => {
+      let superseded = false;
+      try {
+        await this.store.update(
+          key,
+          (r) => {
+            const have = r?.tokens[role]?.token ?? null;
+            if (r && have === token) return r;
+            if (!r || r.deviceId !== deviceId || have !== expected) {
+              superseded = true;
+              return r;
+            }
+            const next = cloneRecord(r);
+            next.tokens[role] = { token, scopes, storedAtMs: this.now(), ...(issuedAtMs ? { issuedAtMs } : {}) };
+            return next;
+          },
+          { label: 'token-rotated' },
+        );
+        const back = await this.store.load(key);
+        if (superseded || back?.tokens[role]?.token === token) {
+          if (this.unsavedToken === adopted) this.unsavedToken = null;
+        }
+      } catch {
+        // Kept in memory: the reconnect presents it and its hello-ok stores it (persistHello).
+      }
+    });
+    this.rotationWrite = write;
+    void write.then(() => {
+      if (this.rotationWrite === write) this.rotationWrite = null;
+    });
+  }
+
+  /** The record as the next connect should see it: with an adopted token the store has not confirmed. */
+  private withUnsavedToken(record: GatewayRecord): GatewayRecord {
+    const u = this.unsavedToken;
+    if (!u || u.deviceId !== record.deviceId || record.tokens[this.role]?.token === u.token) return record;
+    const next = cloneRecord(record);
+    next.tokens[this.role] = { token: u.token, scopes: u.scopes, storedAtMs: this.now(), ...(u.issuedAtMs ? { issuedAtMs: u.issuedAtMs } : {}) };
+    return next;
+  }
+
   private armWatchdog(a: Attempt): void {
     if (this.watchdog) clearTimeout(this.watchdog);
     const tickMs = this.hello?.policy.tickIntervalMs;
@@ -675,6 +791,12 @@ export class GatewayClient {
       warning = `could not store the device tokens: ${(err as Error).message}`;
     }
     if (!this.isCurrent(a.gen)) return;
+    a.sessionToken =
+      a.cred.kind === 'device-token'
+        ? a.cred.secret
+        : hello.auth.role === this.role && typeof hello.auth.deviceToken === 'string'
+          ? hello.auth.deviceToken
+          : (hello.auth.deviceTokens?.find((t) => t.role === this.role)?.deviceToken ?? a.record.tokens[this.role]?.token ?? null);
     this.hello = hello;
     this.failures = 0;
     this.recoveryUsed = false;
@@ -732,6 +854,10 @@ export class GatewayClient {
       await this.checkpoint('tokens-stored');
     }
     const back = await this.store.load(key);
+    // This hello-ok's token for the role is durable now: it supersedes an adopted token that failed
+    // to store (that one was presented and echoed back, or a re-pair replaced it).
+    const mine = issued.find((t) => t.role === this.role);
+    if (mine && back?.tokens[this.role]?.token === mine.token) this.unsavedToken = null;
     if (!back?.bootstrap) return;
     const durable = issued.every((t) => back.tokens[t.role]?.token === t.token);
     if (!durable) return;
