@@ -41,6 +41,8 @@ export interface ClientProfile {
   version: string;
   platform: string;
   deviceFamily?: string;
+  /** Distinct per identity: OpenClaw retires silently paired devices sharing (id, mode, displayName). */
+  displayName?: string;
 }
 
 export interface LoadProfile {
@@ -86,6 +88,7 @@ export class ConnectSpec {
     readonly client: ClientProfile,
     readonly auth: { token?: string; deviceToken?: string },
     readonly identity: DeviceIdentity | null,
+    caps: string[] = [],
   ) {
     const params: Record<string, unknown> = {
       minProtocol: 4,
@@ -95,6 +98,7 @@ export class ConnectSpec {
       scopes: profile.scopes,
       auth,
     };
+    if (caps.length > 0) params.caps = caps;
     const head = `{"type":"req","id":"${CONNECT_ID}","method":"connect","params":`;
     if (!identity) {
       this.staticFrame = `${head}${JSON.stringify(params)}}`;
@@ -149,6 +153,10 @@ export interface AttemptOptions {
   onHello?: (payload: Record<string, unknown>) => void;
   /** Keep the socket open after hello-ok and hand it over (idle-connection scenarios). */
   keepOpen?: (ws: WebSocket) => void;
+  /** Event frames arriving after `connect` was sent and before its response (e.g. `device.pair.waiting`). */
+  onPreHelloEvent?: (event: string, payload: Record<string, unknown> | undefined) => void;
+  /** The error of a rejected connect (e.g. to read `details.requestId` of PAIRING_REQUIRED). */
+  onReject?: (error: NonNullable<ResFrame['error']>) => void;
 }
 
 interface ResFrame {
@@ -156,7 +164,7 @@ interface ResFrame {
   id?: string;
   ok?: boolean;
   payload?: Record<string, unknown>;
-  error?: { code?: string; message?: string; details?: { code?: string } };
+  error?: { code?: string; message?: string; details?: { code?: string; requestId?: string } };
 }
 
 /**
@@ -206,8 +214,19 @@ export function connectOnce(spec: ConnectSpec, o: AttemptOptions): Promise<strin
         phase = 1;
         return;
       }
-      // Events (ticks, presence, pairing) may come before the response: skip them unparsed.
-      if (data.indexOf(CONNECT_ID_NEEDLE) === -1) return;
+      // Events (ticks, presence, pairing) may come before the response: skip them unparsed
+      // unless the caller listens for them.
+      if (data.indexOf(CONNECT_ID_NEEDLE) === -1) {
+        if (o.onPreHelloEvent) {
+          try {
+            const e = JSON.parse(data.toString('utf8')) as { type?: string; event?: string; payload?: Record<string, unknown> };
+            if (e.type === 'event' && typeof e.event === 'string') o.onPreHelloEvent(e.event, e.payload);
+          } catch {
+            // not JSON: not an event
+          }
+        }
+        return;
+      }
       const now = performance.now();
       let f: ResFrame;
       try {
@@ -216,7 +235,10 @@ export function connectOnce(spec: ConnectSpec, o: AttemptOptions): Promise<strin
         return fail('bad-frame');
       }
       if (f.type !== 'res' || f.id !== CONNECT_ID) return;
-      if (!f.ok) return fail(`rejected:${f.error?.details?.code ?? f.error?.code ?? 'unknown'}`);
+      if (!f.ok) {
+        if (o.onReject && f.error) o.onReject(f.error);
+        return fail(`rejected:${f.error?.details?.code ?? f.error?.code ?? 'unknown'}`);
+      }
       marks[MARK.hello] = now;
       if (o.onHello && f.payload) o.onHello(f.payload);
       if (o.keepOpen) {
@@ -252,6 +274,11 @@ export function connectOnce(spec: ConnectSpec, o: AttemptOptions): Promise<strin
 // Preparing client slots (pairing happens here, outside every timed loop)
 // ------------------------------------------------------------------------------------------
 
+/** The device client profile named after the identity (see ClientProfile.displayName). */
+export function withDisplayName(client: ClientProfile, identity: DeviceIdentity): ClientProfile {
+  return { ...client, displayName: `bench-${identity.deviceId.slice(0, 12)}` };
+}
+
 export interface Prepared {
   mode: Mode;
   specs: ConnectSpec[];
@@ -281,7 +308,8 @@ export async function prepareMode(target: Target, mode: Mode, count: number, pro
   const marks = new Float64Array(MARK_COUNT);
   for (let i = 0; i < count; i++) {
     const identity = generateIdentity();
-    const pairSpec = new ConnectSpec(target.url, profile, profile.deviceClient, { token: target.token }, identity);
+    const client = withDisplayName(profile.deviceClient, identity);
+    const pairSpec = new ConnectSpec(target.url, profile, client, { token: target.token }, identity);
     let hello: Record<string, unknown> | null = null;
     const err = await connectOnce(pairSpec, {
       timeoutMs: profile.timeoutMs,
@@ -302,7 +330,7 @@ export async function prepareMode(target: Target, mode: Mode, count: number, pro
     }
     const deviceToken = ((hello as Record<string, unknown> | null)?.auth as { deviceToken?: unknown } | undefined)?.deviceToken;
     if (typeof deviceToken !== 'string') throw new Error(`${mode}: the first (pairing) hello-ok carried no auth.deviceToken`);
-    specs.push(new ConnectSpec(target.url, profile, profile.deviceClient, { deviceToken }, identity));
+    specs.push(new ConnectSpec(target.url, profile, client, { deviceToken }, identity));
   }
   return { mode, specs, pairing: { n: count, latencyMs: lat.summary(), errors: errors.toJSON() } };
 }

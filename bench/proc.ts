@@ -4,7 +4,7 @@
  * from /proc (Linux; elsewhere the readers return null).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -39,55 +39,51 @@ function httpStatus(url: string, timeoutMs: number): Promise<number> {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export interface SpawnedGateway {
+  /** Which gateway this is (clawgate, openclaw, floor). */
+  kind: string;
   pid: number;
   port: number;
   url: string;
   token: string;
   stateDir: string;
   logPath: string;
-  /** spawn() → first /readyz 200, milliseconds. */
+  /** spawn() → first readiness 200, milliseconds. */
   coldStartMs: number;
   /** spawn() → the 'spawn' event (process exec'd), milliseconds. */
   execMs: number;
-  /** SIGTERM, wait for exit (SIGKILL after `graceMs`); removes the state dir unless kept. */
+  /** SIGTERM (to the process group), wait for exit (SIGKILL after `graceMs`); removes the state dir unless kept. */
   stop(graceMs?: number): Promise<{ code: number | null; signal: string | null }>;
 }
 
-export interface SpawnOptions {
-  /** Repository root (holds bin/clawgate.js and dist/). */
-  root: string;
-  /** Extra node flags for the gateway process, e.g. ['--cpu-prof', '--cpu-prof-dir=/tmp/p']. */
-  nodeArgs?: string[];
+export interface SpawnReadyOptions {
+  kind: string;
+  command: string;
+  args: string[];
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  port: number;
+  stateDir: string;
+  /** HTTP path answering 200 once the gateway accepts connects. */
+  readyPath: string;
+  /** Reads the shared token once ready (e.g. from the state dir). */
+  token: () => string;
   keepStateDir?: boolean;
   readyTimeoutMs?: number;
-  /** How often /readyz is polled while starting. */
+  /** How often readiness is polled while starting. */
   pollMs?: number;
 }
 
-/** Start `node bin/clawgate.js gateway run` on a free port with a fresh state dir and wait until ready. */
-export async function spawnGateway(opts: SpawnOptions): Promise<SpawnedGateway> {
-  const port = await pickFreePort();
-  const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-bench-'));
+/**
+ * Start a gateway process in its own process group (its helper children are stopped with it)
+ * and wait until `readyPath` answers 200. Output goes to `<stateDir>/gateway.log`.
+ */
+export async function spawnReady(opts: SpawnReadyOptions): Promise<SpawnedGateway> {
+  const { port, stateDir } = opts;
   const logPath = join(stateDir, 'gateway.log');
   const logFd = openSync(logPath, 'a');
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('CLAWGATE_')) env[k] = v;
-  const args = [
-    ...(opts.nodeArgs ?? []),
-    join(opts.root, 'bin', 'clawgate.js'),
-    'gateway',
-    'run',
-    '--port',
-    String(port),
-    '--bind',
-    'loopback',
-    '--state-dir',
-    stateDir,
-  ];
-
   const t0 = performance.now();
   let execMs = Number.NaN;
-  const child: ChildProcess = spawn(process.execPath, args, { env, stdio: ['ignore', logFd, logFd], cwd: opts.root });
+  const child: ChildProcess = spawn(opts.command, opts.args, { env: opts.env, stdio: ['ignore', logFd, logFd], cwd: opts.cwd, detached: true });
   closeSync(logFd);
   child.once('spawn', () => (execMs = performance.now() - t0));
   let exited: { code: number | null; signal: string | null } | null = null;
@@ -98,23 +94,31 @@ export async function spawnGateway(opts: SpawnOptions): Promise<SpawnedGateway> 
     }),
   );
   child.once('error', () => {});
+  const signalGroup = (sig: NodeJS.Signals) => {
+    if (child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, sig);
+    } catch {
+      // group already gone
+    }
+  };
 
   const cleanup = () => {
     if (!opts.keepStateDir) rmSync(stateDir, { recursive: true, force: true });
   };
-  const stop = async (graceMs = 5000) => {
-    if (!exited && child.pid !== undefined) child.kill('SIGTERM');
-    const timer = setTimeout(() => {
-      if (!exited) child.kill('SIGKILL');
-    }, graceMs);
+  const stop = async (graceMs = 10_000) => {
+    if (!exited) signalGroup('SIGTERM');
+    const timer = setTimeout(() => signalGroup('SIGKILL'), graceMs);
     const res = await exit;
     clearTimeout(timer);
+    // Helper children that outlive the main process (OpenClaw keeps two) go with the group.
+    signalGroup('SIGKILL');
     cleanup();
     return res;
   };
 
-  const readyUrl = `http://127.0.0.1:${port}/readyz`;
-  const deadline = t0 + (opts.readyTimeoutMs ?? 30_000);
+  const readyUrl = `http://127.0.0.1:${port}${opts.readyPath}`;
+  const deadline = t0 + (opts.readyTimeoutMs ?? 60_000);
   const pollMs = opts.pollMs ?? 2;
   let coldStartMs = Number.NaN;
   while (performance.now() < deadline) {
@@ -128,14 +132,71 @@ export async function spawnGateway(opts: SpawnOptions): Promise<SpawnedGateway> 
   if (Number.isNaN(coldStartMs) || child.pid === undefined) {
     const log = existsSync(logPath) ? readFileSync(logPath, 'utf8').slice(-2000) : '';
     await stop(1000);
-    throw new Error(`gateway did not become ready on port ${port}${exited ? ` (exited: ${JSON.stringify(exited)})` : ''}\n${log}`);
+    throw new Error(`${opts.kind} did not become ready on port ${port}${exited ? ` (exited: ${JSON.stringify(exited)})` : ''}\n${log}`);
   }
-  const creds = JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')) as { token?: unknown };
-  if (typeof creds.token !== 'string') {
+  let token: string;
+  try {
+    token = opts.token();
+  } catch (err) {
     await stop(1000);
-    throw new Error(`no token in ${join(stateDir, 'credentials.json')}`);
+    throw err;
   }
-  return { pid: child.pid, port, url: `ws://127.0.0.1:${port}`, token: creds.token, stateDir, logPath, coldStartMs, execMs, stop };
+  return { kind: opts.kind, pid: child.pid, port, url: `ws://127.0.0.1:${port}`, token, stateDir, logPath, coldStartMs, execMs, stop };
+}
+
+export interface SpawnOptions {
+  /** Repository root (holds bin/clawgate.js and dist/). */
+  root: string;
+  /** Extra node flags for the gateway process, e.g. ['--cpu-prof', '--cpu-prof-dir=/tmp/p']. */
+  nodeArgs?: string[];
+  /** Gateway config written to a file and passed with --config (e.g. {gateway:{autoApproveLocal:false}}). */
+  config?: Record<string, unknown>;
+  keepStateDir?: boolean;
+  readyTimeoutMs?: number;
+}
+
+/** Start `node bin/clawgate.js gateway run` on a free port with a fresh state dir and wait until ready. */
+export async function spawnGateway(opts: SpawnOptions): Promise<SpawnedGateway> {
+  const port = await pickFreePort();
+  const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-bench-'));
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('CLAWGATE_')) env[k] = v;
+  const extra: string[] = [];
+  if (opts.config) {
+    const file = join(stateDir, 'bench-config.json');
+    writeFileSync(file, JSON.stringify(opts.config));
+    extra.push('--config', file);
+  }
+  const args = [
+    ...(opts.nodeArgs ?? []),
+    join(opts.root, 'bin', 'clawgate.js'),
+    'gateway',
+    'run',
+    '--port',
+    String(port),
+    '--bind',
+    'loopback',
+    '--state-dir',
+    stateDir,
+    ...extra,
+  ];
+  return spawnReady({
+    kind: 'clawgate',
+    command: process.execPath,
+    args,
+    env,
+    cwd: opts.root,
+    port,
+    stateDir,
+    readyPath: '/readyz',
+    keepStateDir: opts.keepStateDir,
+    readyTimeoutMs: opts.readyTimeoutMs ?? 30_000,
+    token: () => {
+      const creds = JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')) as { token?: unknown };
+      if (typeof creds.token !== 'string') throw new Error(`no token in ${join(stateDir, 'credentials.json')}`);
+      return creds.token;
+    },
+  });
 }
 
 /** Resident set size of a process in MiB (VmRSS), or null when unavailable. */
@@ -207,4 +268,46 @@ export function readSystemCpu(): SystemCpu | null {
 export function busyCores(a: SystemCpu | null, b: SystemCpu | null, cpuCount: number): number | null {
   if (!a || !b || b.total <= a.total) return null;
   return Math.round(((b.busy - a.busy) / (b.total - a.total)) * cpuCount * 100) / 100;
+}
+
+/** Direct children of a process (all threads), from /proc/<pid>/task/<tid>/children. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
+      if (text) for (const c of text.split(/\s+/)) out.push(Number(c));
+    }
+  } catch {
+    // process gone or /proc unavailable
+  }
+  return out;
+}
+
+/** RSS of a process and all its descendants (MiB): OpenClaw keeps helper processes. */
+export function readTreeRssMiB(pid: number): number | null {
+  const own = readRssMiB(pid);
+  if (own === null) return null;
+  let total = own;
+  const stack = childrenOf(pid);
+  const seen = new Set<number>([pid]);
+  while (stack.length > 0) {
+    const p = stack.pop() as number;
+    if (seen.has(p)) continue;
+    seen.add(p);
+    total += readRssMiB(p) ?? 0;
+    stack.push(...childrenOf(p));
+  }
+  return Math.round(total * 10) / 10;
+}
+
+/** Soft limit on open files of this process (/proc/self/limits), or null. */
+export function openFileLimit(): number | null {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (!m) return null;
+    return m[1] === 'unlimited' ? Number.POSITIVE_INFINITY : Number(m[1]);
+  } catch {
+    return null;
+  }
 }

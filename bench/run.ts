@@ -19,6 +19,7 @@ import { cpus, loadavg, platform, release, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { clawgateLauncher, floorLauncher, type GatewayKind, LAUNCHERS, type Launcher } from './gateways.js';
 import {
   type CpuUse,
   DEFAULT_PROFILE,
@@ -33,10 +34,20 @@ import {
   type ThroughputResult,
   throughput,
 } from './loadgen.js';
-import { busyCores, readPeakRssMiB, readRssMiB, readSystemCpu, type SpawnedGateway, spawnGateway } from './proc.js';
+import { busyCores, openFileLimit, readPeakRssMiB, readRssMiB, readSystemCpu, readTreeRssMiB, type SpawnedGateway } from './proc.js';
 import { formatProfile, summarizeProfile } from './profile.js';
 import { OPENCLAW_REFERENCE } from './reference.js';
-import { renderTable } from './report.js';
+import { evaluateTargets, renderHeadline, renderTable } from './report.js';
+import {
+  type ApprovalResult,
+  approvalLatency,
+  type IdleResult,
+  idleConnections,
+  type NodeInvokeResult,
+  nodeInvokeLatency,
+  type RevocationResult,
+  revocationLatency,
+} from './scenarios.js';
 import { type Summary, summarize } from './stats.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -65,7 +76,17 @@ const USAGE = `usage: npm run bench -- [flags]
                           keeping the least disturbed attempt (default 2, quick 0)
   --keep-state            keep the temp state dir of the started gateway
   --out <file>            JSON output (default bench/results/latest.json)
-  --no-reference          leave the recorded OpenClaw column out`;
+  --no-reference          leave the recorded OpenClaw numbers out of the JSON
+  --peer openclaw         also start the real openclaw@2026.9.6 gateway (Node 24, scripts/openclaw-cache.sh)
+                          and run everything against it with the same load generator
+  --no-floor              skip the floor (minimal ws server: challenge + one Ed25519 verify + one lookup)
+  --idle-counts <a,b>     idle authenticated connections to hold, cumulative (default 1000,10000; quick 50)
+  --peer-idle-max <n>     cap for the peer's idle connections (default 10000; it stops at its time budget)
+  --idle-budget-s <s>     time allowed to open each idle-connection step (default 240, quick 20)
+  --approval-n <n>        approvals to time (default 100, quick 3)
+  --revocation-n <n>      revocations to time (default 100, quick 3)
+  --node-invoke-n <n>     node.invoke round trips to time, clawgate only (default 1000, quick 50)
+  --tiny                  smallest possible run (smoke test: proves the harness, measures nothing useful)`;
 
 export interface BenchConfig {
   quick: boolean;
@@ -87,6 +108,15 @@ export interface BenchConfig {
   noiseRetries: number;
   out: string;
   reference: boolean;
+  peer: GatewayKind | null;
+  floor: boolean;
+  idleCounts: number[];
+  peerIdleMax: number;
+  idleBudgetS: number;
+  idleSettleMs: number;
+  approvalN: number;
+  revocationN: number;
+  nodeInvokeN: number;
 }
 
 /** Attempts of a measurement and the CPU other processes used in each (the kept one is the least disturbed). */
@@ -105,12 +135,20 @@ export interface ModeResult {
 export interface TargetResult {
   label: string;
   kind: 'spawned' | 'external';
+  /** Which gateway (clawgate, openclaw, floor); null for --url. */
+  gateway: GatewayKind | null;
   url: string;
   pid: number | null;
   coldStart: { samplesMs: number[]; medianMs: number; execMs: number[]; stats: Summary | null } | null;
-  rss: { idleMiB: number | null; endMiB: number | null; peakMiB: number | null };
+  rss: { idleMiB: number | null; idleTreeMiB: number | null; endMiB: number | null; peakMiB: number | null };
   modes: Partial<Record<Mode, ModeResult>>;
+  idle?: IdleResult | { error: string } | null;
+  approval?: ApprovalResult | { error: string } | null;
+  revocation?: RevocationResult | { error: string } | null;
+  /** node.invoke round trip through a node (clawgate only, see README). */
+  nodeInvoke?: NodeInvokeResult | { measured: false; reason: string } | { error: string };
   profile?: { file: string; summary: ReturnType<typeof summarizeProfile> } | null;
+  describe?: Record<string, unknown>;
 }
 
 function int(v: unknown, name: string, min: number): number | undefined {
@@ -146,6 +184,15 @@ export function parseConfig(argv: string[]): BenchConfig {
       'noise-retries': { type: 'string' },
       out: { type: 'string' },
       'no-reference': { type: 'boolean' },
+      peer: { type: 'string' },
+      'no-floor': { type: 'boolean' },
+      'idle-counts': { type: 'string' },
+      'peer-idle-max': { type: 'string' },
+      'idle-budget-s': { type: 'string' },
+      'approval-n': { type: 'string' },
+      'revocation-n': { type: 'string' },
+      'node-invoke-n': { type: 'string' },
+      tiny: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -153,12 +200,15 @@ export function parseConfig(argv: string[]): BenchConfig {
     process.stdout.write(`${USAGE}\n`);
     process.exit(0);
   }
-  const quick = values.quick === true;
+  const tiny = values.tiny === true;
+  const quick = values.quick === true || tiny;
+  if (values.peer !== undefined && values.peer !== 'openclaw') throw new Error(`--peer must be openclaw, got ${values.peer}`);
+  const idleCounts = (values['idle-counts'] ?? (tiny ? '5' : quick ? '50' : '1000,10000')).split(',').map((x) => int(x.trim(), 'idle-counts', 1) as number);
   const modes = values.modes === undefined ? [...MODES] : values.modes.split(',').map((m) => m.trim());
   for (const m of modes) if (!(MODES as readonly string[]).includes(m)) throw new Error(`unknown mode ${m} (modes: ${MODES.join(', ')})`);
   if ((values.url === undefined) !== (values.token === undefined)) throw new Error('--url and --token go together');
   const scopes = values.scopes === undefined ? DEFAULT_PROFILE.scopes : values.scopes.split(',').filter((s) => s.length > 0);
-  const durationS = values['duration-s'] === undefined ? (quick ? 3 : 20) : Number(values['duration-s']);
+  const durationS = values['duration-s'] === undefined ? (tiny ? 0.5 : quick ? 3 : 20) : Number(values['duration-s']);
   if (!Number.isFinite(durationS) || durationS <= 0 || durationS > 3600) throw new Error('--duration-s must be a number of seconds in (0, 3600]');
   const external =
     values.url !== undefined && values.token !== undefined ? { url: values.url, token: values.token, pid: int(values.pid, 'pid', 1) ?? null } : null;
@@ -167,13 +217,13 @@ export function parseConfig(argv: string[]): BenchConfig {
   }
   return {
     quick,
-    latencyN: int(values['latency-n'], 'latency-n', 1) ?? (quick ? 50 : 200),
-    warmup: int(values.warmup, 'warmup', 0) ?? 5,
-    concurrency: int(values.concurrency, 'concurrency', 1) ?? 20,
+    latencyN: int(values['latency-n'], 'latency-n', 1) ?? (tiny ? 5 : quick ? 50 : 200),
+    warmup: int(values.warmup, 'warmup', 0) ?? (tiny ? 1 : 5),
+    concurrency: int(values.concurrency, 'concurrency', 1) ?? (tiny ? 2 : 20),
     durationS,
     modes: modes as Mode[],
     coldStarts: int(values['cold-starts'], 'cold-starts', 1) ?? (quick ? 1 : 3),
-    settleMs: int(values['settle-ms'], 'settle-ms', 0) ?? (quick ? 200 : 1000),
+    settleMs: int(values['settle-ms'], 'settle-ms', 0) ?? (tiny ? 0 : quick ? 200 : 1000),
     profile: { ...DEFAULT_PROFILE, scopes },
     gatewayNodeArgs: values['gateway-node-args'] ? values['gateway-node-args'].split(' ').filter(Boolean) : [],
     cpuProf: values['cpu-prof'] === true,
@@ -184,6 +234,15 @@ export function parseConfig(argv: string[]): BenchConfig {
     noiseRetries: int(values['noise-retries'], 'noise-retries', 0) ?? (quick ? 0 : 2),
     out: values.out ? resolve(values.out) : join(ROOT, 'bench', 'results', 'latest.json'),
     reference: values['no-reference'] !== true,
+    peer: (values.peer as GatewayKind | undefined) ?? null,
+    floor: values['no-floor'] !== true,
+    idleCounts,
+    peerIdleMax: int(values['peer-idle-max'], 'peer-idle-max', 0) ?? 10_000,
+    idleBudgetS: int(values['idle-budget-s'], 'idle-budget-s', 1) ?? (quick ? 20 : 240),
+    idleSettleMs: tiny ? 100 : quick ? 1000 : 5000,
+    approvalN: int(values['approval-n'], 'approval-n', 0) ?? (tiny ? 2 : quick ? 3 : 100),
+    revocationN: int(values['revocation-n'], 'revocation-n', 0) ?? (tiny ? 2 : quick ? 3 : 100),
+    nodeInvokeN: int(values['node-invoke-n'], 'node-invoke-n', 0) ?? (tiny ? 3 : quick ? 50 : 1000),
   };
 }
 
@@ -211,15 +270,16 @@ async function waitQuiet(maxS: number, thresholdCores = 0.25): Promise<{ waitedS
 /** Gateways this process started: stopped on the way out, whatever happens. */
 const live = new Set<SpawnedGateway>();
 
-async function startClawgate(cfg: BenchConfig, nodeArgs: string[]): Promise<SpawnedGateway> {
-  const gw = await spawnGateway({ root: ROOT, nodeArgs, keepStateDir: cfg.keepState });
+async function startGw(launcher: Launcher, cfg: BenchConfig, opts: { nodeArgs?: string[]; strict?: boolean } = {}): Promise<SpawnedGateway> {
+  const gw = await launcher.start({ root: ROOT, nodeArgs: opts.nodeArgs, strict: opts.strict, keepStateDir: cfg.keepState });
   live.add(gw);
   return gw;
 }
 
-async function stopGateway(gw: SpawnedGateway): Promise<void> {
-  await gw.stop();
+async function stopGateway(gw: SpawnedGateway): Promise<{ code: number | null; signal: string | null }> {
+  const exit = await gw.stop();
   live.delete(gw);
+  return exit;
 }
 
 /** Run a measurement; repeat it (bounded) while other processes disturb it, keep the least disturbed. */
@@ -305,6 +365,123 @@ function newestProfile(dir: string, sinceMs: number): string | null {
   return best;
 }
 
+const NODE_INVOKE_REASON =
+  "not driven against OpenClaw: its gateway keeps node commands to its own allow-list and needs its node surface approval flow; the scenario speaks clawgate's node protocol only";
+
+/** Everything measured on one gateway kind: cold starts, modes, revocation, idle memory, approval. */
+async function measureGateway(launcher: Launcher, cfg: BenchConfig, label: string, idleCounts: number[], startedAt: Date): Promise<TargetResult> {
+  const profDir = join(ROOT, 'bench', 'results', 'profiles');
+  const nodeArgs = launcher.kind === 'clawgate' ? [...cfg.gatewayNodeArgs, ...(cfg.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])] : [];
+  // Starts with extra node flags (profiling) are not representative: time plain starts instead.
+  const throwaway = nodeArgs.length > 0 ? cfg.coldStarts : cfg.coldStarts - 1;
+  const samples: number[] = [];
+  const execMs: number[] = [];
+  for (let i = 0; i < throwaway; i++) {
+    const gw = await startGw(launcher, cfg);
+    samples.push(gw.coldStartMs);
+    execMs.push(gw.execMs);
+    log(`${label} cold start ${i + 1}: ${gw.coldStartMs.toFixed(1)} ms`);
+    await stopGateway(gw);
+  }
+  const gw = await startGw(launcher, cfg, { nodeArgs });
+  if (nodeArgs.length === 0) {
+    samples.push(gw.coldStartMs);
+    execMs.push(gw.execMs);
+  }
+  log(`${label} pid ${gw.pid} ready on ${gw.url} after ${gw.coldStartMs.toFixed(1)} ms (state ${gw.stateDir})`);
+  const t: Target = { label, url: gw.url, token: gw.token, pid: gw.pid };
+  // OpenClaw keeps starting sidecars for a while after /readyz: let it settle before reading RSS.
+  await sleep(launcher.kind === 'openclaw' ? Math.max(cfg.settleMs, cfg.quick ? 2000 : 10_000) : cfg.settleMs);
+  const stats = summarize(Float64Array.from(samples));
+  const res: TargetResult = {
+    label,
+    kind: 'spawned',
+    gateway: launcher.kind,
+    url: t.url,
+    pid: t.pid,
+    coldStart: {
+      samplesMs: samples.map((x) => Math.round(x * 10) / 10),
+      medianMs: stats?.median ?? Number.NaN,
+      execMs: execMs.map((x) => Math.round(x * 10) / 10),
+      stats,
+    },
+    rss: { idleMiB: readRssMiB(gw.pid), idleTreeMiB: readTreeRssMiB(gw.pid), endMiB: null, peakMiB: null },
+    modes: {},
+    describe: launcher.describe(),
+  };
+  try {
+    await runSuite(t, cfg, res);
+    if (launcher.pairing && cfg.revocationN > 0) {
+      log(`${label}: ${cfg.revocationN} revocations`);
+      res.revocation = await revocationLatency(t, cfg.revocationN, cfg.profile).catch((err: Error) => ({ error: err.message }));
+    }
+    if (launcher.kind === 'clawgate' && cfg.nodeInvokeN > 0) {
+      log(`${label}: ${cfg.nodeInvokeN} node.invoke round trips`);
+      try {
+        const owner = (JSON.parse(readFileSync(join(gw.stateDir, 'credentials.json'), 'utf8')) as { owner?: string }).owner;
+        if (typeof owner !== 'string') throw new Error('no owner credential in the state dir');
+        res.nodeInvoke = await nodeInvokeLatency(t, owner, cfg.nodeInvokeN, cfg.warmup);
+      } catch (err) {
+        res.nodeInvoke = { error: (err as Error).message };
+      }
+    }
+    res.rss.endMiB = readRssMiB(gw.pid);
+    res.rss.peakMiB = readPeakRssMiB(gw.pid);
+  } finally {
+    const exit = await stopGateway(gw);
+    if (exit.code !== 0 && launcher.kind === 'clawgate') log(`${label} exited with ${JSON.stringify(exit)} (log: ${gw.logPath})`);
+  }
+  if (idleCounts.length > 0) {
+    // A fresh process, like the reference's idle-memory runs: the load above grew the heap, and
+    // connections would partly reuse that memory and look cheaper than they are.
+    log(`${label}: idle connections ${idleCounts.join(' → ')} on a fresh instance`);
+    try {
+      const fresh = await startGw(launcher, cfg);
+      try {
+        await sleep(launcher.kind === 'openclaw' ? (cfg.quick ? 2000 : 10_000) : 0);
+        const ft: Target = { label, url: fresh.url, token: fresh.token, pid: fresh.pid };
+        res.idle = await idleConnections(ft, {
+          counts: idleCounts,
+          identities: Math.min(cfg.concurrency, 20),
+          parallel: 25,
+          settleMs: cfg.idleSettleMs,
+          budgetS: cfg.idleBudgetS,
+          profile: cfg.profile,
+          log,
+        });
+      } finally {
+        await stopGateway(fresh);
+      }
+    } catch (err) {
+      res.idle = { error: (err as Error).message };
+    }
+  }
+  if (cfg.cpuProf && launcher.kind === 'clawgate') {
+    const file = newestProfile(profDir, startedAt.getTime());
+    if (file) {
+      const summary = summarizeProfile(file);
+      res.profile = { file, summary };
+      process.stdout.write(`\n${formatProfile(summary)}\n`);
+    } else log(`no CPU profile found in ${profDir} (the gateway must exit cleanly to write one)`);
+  }
+  if (launcher.pairing && cfg.approvalN > 0) {
+    log(`${label}: ${cfg.approvalN} approvals (a second instance that pairs nothing silently)`);
+    try {
+      const strict = await startGw(launcher, cfg, { strict: true });
+      try {
+        if (launcher.kind === 'openclaw') await sleep(cfg.quick ? 2000 : 5000);
+        res.approval = await approvalLatency({ label, url: strict.url, token: strict.token, pid: strict.pid }, cfg.approvalN, cfg.profile);
+      } finally {
+        await stopGateway(strict);
+      }
+    } catch (err) {
+      res.approval = { error: (err as Error).message };
+    }
+  }
+  if (launcher.kind === 'openclaw') res.nodeInvoke = { measured: false, reason: NODE_INVOKE_REASON };
+  return res;
+}
+
 async function main(): Promise<number> {
   let cfg: BenchConfig;
   try {
@@ -316,6 +493,10 @@ async function main(): Promise<number> {
   const startedAt = new Date();
   const targets: TargetResult[] = [];
   const loadavgAtStart = loadavg().map((x) => Math.round(x * 100) / 100);
+  const fdLimit = openFileLimit();
+  const maxIdle = Math.max(0, ...cfg.idleCounts);
+  if (fdLimit !== null && fdLimit < maxIdle + 1000)
+    log(`open-file limit ${fdLimit} is below ${maxIdle} idle connections: run through "npm run bench" (it raises ulimit -n to the hard limit)`);
   const quiet = await waitQuiet(cfg.waitQuietS);
   if (!quiet.quiet) log(`other processes keep ${quiet.busyCores} cores busy: numbers will be noisy`);
 
@@ -324,76 +505,28 @@ async function main(): Promise<number> {
     const res: TargetResult = {
       label: t.label,
       kind: 'external',
+      gateway: null,
       url: t.url,
       pid: t.pid,
       coldStart: null,
-      rss: { idleMiB: t.pid !== null ? readRssMiB(t.pid) : null, endMiB: null, peakMiB: null },
+      rss: { idleMiB: t.pid !== null ? readRssMiB(t.pid) : null, idleTreeMiB: null, endMiB: null, peakMiB: null },
       modes: {},
     };
     await runSuite(t, cfg, res);
     if (t.pid !== null) res.rss = { ...res.rss, endMiB: readRssMiB(t.pid), peakMiB: readPeakRssMiB(t.pid) };
     targets.push(res);
   } else {
-    const profDir = join(ROOT, 'bench', 'results', 'profiles');
-    const nodeArgs = [...cfg.gatewayNodeArgs, ...(cfg.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
-    // Starts with extra node flags (profiling) are not representative: time plain starts instead.
-    const throwaway = nodeArgs.length > 0 ? cfg.coldStarts : cfg.coldStarts - 1;
-    const samples: number[] = [];
-    const execMs: number[] = [];
-    for (let i = 0; i < throwaway; i++) {
-      const gw = await startClawgate(cfg, []);
-      samples.push(gw.coldStartMs);
-      execMs.push(gw.execMs);
-      log(`cold start ${i + 1}: ${gw.coldStartMs.toFixed(1)} ms`);
-      await stopGateway(gw);
+    targets.push(await measureGateway(clawgateLauncher, cfg, cfg.label, cfg.idleCounts, startedAt));
+    if (cfg.peer) {
+      const peerCounts = cfg.idleCounts.filter((n) => n <= cfg.peerIdleMax);
+      targets.push(await measureGateway(LAUNCHERS[cfg.peer], cfg, cfg.peer, peerCounts, startedAt));
     }
-    const gw = await startClawgate(cfg, nodeArgs);
-    if (nodeArgs.length === 0) {
-      samples.push(gw.coldStartMs);
-      execMs.push(gw.execMs);
-    }
-    log(`gateway pid ${gw.pid} ready on ${gw.url} after ${gw.coldStartMs.toFixed(1)} ms (state ${gw.stateDir})`);
-    const t: Target = { label: cfg.label, url: gw.url, token: gw.token, pid: gw.pid };
-    await sleep(cfg.settleMs);
-    const sorted = Float64Array.from(samples);
-    const stats = summarize(sorted);
-    const res: TargetResult = {
-      label: t.label,
-      kind: 'spawned',
-      url: t.url,
-      pid: t.pid,
-      coldStart: {
-        samplesMs: samples.map((x) => Math.round(x * 10) / 10),
-        medianMs: stats?.median ?? Number.NaN,
-        execMs: execMs.map((x) => Math.round(x * 10) / 10),
-        stats,
-      },
-      rss: { idleMiB: readRssMiB(gw.pid), endMiB: null, peakMiB: null },
-      modes: {},
-    };
-    try {
-      await runSuite(t, cfg, res);
-      res.rss.endMiB = readRssMiB(gw.pid);
-      res.rss.peakMiB = readPeakRssMiB(gw.pid);
-    } finally {
-      const exit = await gw.stop();
-      live.delete(gw);
-      if (exit.code !== 0) log(`gateway exited with ${JSON.stringify(exit)} (log: ${gw.logPath})`);
-    }
-    if (cfg.cpuProf) {
-      const file = newestProfile(profDir, startedAt.getTime());
-      if (file) {
-        const summary = summarizeProfile(file);
-        res.profile = { file, summary };
-        process.stdout.write(`\n${formatProfile(summary)}\n`);
-      } else log(`no CPU profile found in ${profDir} (the gateway must exit cleanly to write one)`);
-    }
-    targets.push(res);
+    if (cfg.floor) targets.push(await measureGateway(floorLauncher, cfg, 'floor', cfg.idleCounts, startedAt));
   }
 
   const finishedAt = new Date();
   const report = {
-    schema: 'clawgate-bench/1',
+    schema: 'clawgate-bench/2',
     startedAt: startedAt.toISOString(),
     finishedAt: finishedAt.toISOString(),
     command: `npm run bench --${process.argv.length > 2 ? ` ${process.argv.slice(2).join(' ')}` : ''}`,
@@ -402,7 +535,8 @@ async function main(): Promise<number> {
       loadavgAtStart,
       otherCpuCoresBeforeRun: quiet.busyCores,
       waitedForQuietS: quiet.waitedS,
-      note: 'every latency/throughput result has cpu.otherCores: machine CPU not used by the gateway or the load generator during it (other sessions on the machine)',
+      openFileLimit: fdLimit,
+      note: 'the machine is shared (2 cores, up to 8 engineers): every latency/throughput result has cpu.otherCores, the machine CPU not used by the gateway or the load generator during it',
     },
     config: {
       quick: cfg.quick,
@@ -420,9 +554,19 @@ async function main(): Promise<number> {
       timeoutMs: cfg.profile.timeoutMs,
       gatewayNodeArgs: cfg.gatewayNodeArgs,
       cpuProf: cfg.cpuProf,
-      target: cfg.external ? { url: cfg.external.url, pid: cfg.external.pid } : 'spawned clawgate (bin/clawgate.js gateway run, fresh state dir, loopback)',
+      peer: cfg.peer,
+      floor: cfg.floor,
+      idleCounts: cfg.idleCounts,
+      peerIdleMax: cfg.peerIdleMax,
+      idleBudgetS: cfg.idleBudgetS,
+      idleSettleMs: cfg.idleSettleMs,
+      approvalN: cfg.approvalN,
+      revocationN: cfg.revocationN,
+      nodeInvokeN: cfg.nodeInvokeN,
+      target: cfg.external ? { url: cfg.external.url, pid: cfg.external.pid } : 'spawned gateways (fresh state dirs, loopback)',
     },
     targets: Object.fromEntries(targets.map((t) => [t.label, t])),
+    goals: evaluateTargets(targets),
     reference: cfg.reference ? { ...OPENCLAW_REFERENCE, measuredInThisRun: false } : null,
   };
   mkdirSync(dirname(cfg.out), { recursive: true });
@@ -441,12 +585,19 @@ async function main(): Promise<number> {
   );
   process.stdout.write(
     `\nclawgate bench — ${m.cpuCount} × ${m.cpuModel}, ${m.totalMemoryMiB} MiB, node ${m.node}, ${cfg.quick ? 'quick' : 'full'} run` +
-      ` (load generator on the same machine; other processes used ${quiet.busyCores ?? '?'} cores just before)\n\n` +
-      `${renderTable(targets, cfg.modes, cfg.reference ? OPENCLAW_REFERENCE : null, cfg)}\n` +
+      ` (load generator on the same machine; load average at start ${loadavgAtStart.join(' ')}; other processes used ${quiet.busyCores ?? '?'} cores just before)\n\n` +
+      `${renderHeadline(targets, report.goals, cfg)}\n\n` +
+      `details per auth mode:\n${renderTable(targets, cfg.modes, cfg.reference && !cfg.peer ? OPENCLAW_REFERENCE : null, cfg)}\n` +
       (noisy.length ? `\nWARNING: other processes were busy during ${noisy.join(', ')}: treat those numbers as noisy.\n` : '') +
       `\nwrote ${cfg.out}\n`,
   );
-  const failed = targets.some((t) => Object.values(t.modes).some((r) => r?.error));
+  const failed = targets.some(
+    (t) =>
+      Object.values(t.modes).some((r) => r?.error) ||
+      (t.idle && 'error' in t.idle) ||
+      (t.approval && 'error' in t.approval) ||
+      (t.revocation && 'error' in t.revocation),
+  );
   return failed ? 1 : 0;
 }
 

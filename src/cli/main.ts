@@ -12,15 +12,9 @@ import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
-import { callWithStoredCredentials, pairCommand, statusCommand } from './client.js';
-import { dashboardCommand } from './dashboard.js';
-import { auditCommand, devicesCommand } from './devices.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
-import { nodesCommand } from './nodes.js';
 import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
-import { qrCommand } from './qr.js';
-import { doctorCommand, installServiceCommand } from './remote.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 
 export class UsageError extends Error {}
@@ -271,6 +265,7 @@ async function call(args: string[]): Promise<number> {
   }
   const target = resolveTarget(values);
   if (!target.token && !target.password) {
+    const { callWithStoredCredentials } = await import('./client.js');
     const viaPairing = await callWithStoredCredentials(values, method, params, values.timeout ? Number(values.timeout) : 30_000);
     if (viaPairing !== null) return viaPairing;
     process.stderr.write(
@@ -303,16 +298,17 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (cmd === 'gateway' && (sub === 'run' || sub === undefined)) return await gatewayRun(rest);
     if (cmd === 'gateway' && sub === 'token') return gatewayToken(rest);
-    if (cmd === 'gateway' && sub === 'install-service') return installServiceCommand(rest);
-    if (cmd === 'doctor') return await doctorCommand(sub === undefined ? rest : [sub, ...rest]);
+    // Client-only commands load on demand: `gateway run` starts faster without them (cold start).
+    if (cmd === 'gateway' && sub === 'install-service') return (await import('./remote.js')).installServiceCommand(rest);
+    if (cmd === 'doctor') return await (await import('./remote.js')).doctorCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'call') return await call(sub === undefined ? rest : [sub, ...rest]);
-    if (cmd === 'devices') return await devicesCommand(sub, rest);
-    if (cmd === 'nodes') return await nodesCommand(sub, rest);
-    if (cmd === 'audit') return await auditCommand(sub === undefined ? rest : [sub, ...rest]);
-    if (cmd === 'qr') return await qrCommand(sub === undefined ? rest : [sub, ...rest]);
-    if (cmd === 'dashboard') return await dashboardCommand(sub === undefined ? rest : [sub, ...rest]);
-    if (cmd === 'pair') return await pairCommand(sub === undefined ? rest : [sub, ...rest]);
-    if (cmd === 'status') return await statusCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'devices') return await (await import('./devices.js')).devicesCommand(sub, rest);
+    if (cmd === 'nodes') return await (await import('./nodes.js')).nodesCommand(sub, rest);
+    if (cmd === 'audit') return await (await import('./devices.js')).auditCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'qr') return await (await import('./qr.js')).qrCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'dashboard') return await (await import('./dashboard.js')).dashboardCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'pair') return await (await import('./client.js')).pairCommand(sub === undefined ? rest : [sub, ...rest]);
+    if (cmd === 'status') return await (await import('./client.js')).statusCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'cron') return await cronCommand(sub, rest);
     if (cmd === 'channels') return await channelsCommand(sub, rest);
     if (cmd === 'sessions') return await sessionsCommand(sub, rest);

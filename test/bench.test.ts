@@ -1,0 +1,71 @@
+/**
+ * Smoke test of the benchmark harness: `bench/run.ts --tiny` starts a real clawgate and the
+ * floor server, drives every scenario with the real load generator over loopback and writes
+ * the JSON report. Proves the harness works end to end; asserts shapes and success, never
+ * timings (speed is measured by `npm run bench`, not by tests).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const RUN = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'run.js');
+
+test('bench --tiny measures clawgate and the floor in every scenario and writes the report', { timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-test-'));
+  try {
+    const out = join(dir, 'latest.json');
+    const stdout = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, [RUN, '--tiny', '--idle-counts', '3,6', '--out', out], { timeout: 110_000 }, (err, so, se) =>
+        err ? reject(new Error(`bench exited: ${err.message}\n${se}`)) : resolve(so),
+      );
+    });
+    assert.match(stdout, /goals \(issue 10\):/);
+    assert.match(stdout, /clawgate\/floor/);
+    const report = JSON.parse(readFileSync(out, 'utf8'));
+    assert.equal(report.schema, 'clawgate-bench/2');
+    assert.equal(typeof report.machine.cpuCount, 'number');
+    assert.equal(report.environment.loadavgAtStart.length, 3);
+    assert.deepEqual(Object.keys(report.targets).sort(), ['clawgate', 'floor']);
+    for (const label of ['clawgate', 'floor']) {
+      const t = report.targets[label];
+      assert.ok(t.coldStart.medianMs > 0, `${label} cold start`);
+      assert.ok(t.rss.idleMiB > 0, `${label} idle rss`);
+      for (const mode of ['shared-deviceless', 'shared-device', 'device-token']) {
+        const m = t.modes[mode];
+        assert.equal(m.error, undefined, `${label} ${mode}: ${m.error}`);
+        assert.equal(m.latency.totalMs.n, 5);
+        assert.deepEqual(m.latency.errors, {});
+        assert.ok(m.throughput.completedHelloOk > 0);
+      }
+      // Both idle steps reached exactly (the harness holds exactly N sockets per step).
+      assert.deepEqual(
+        t.idle.steps.map((s: { target: number; open: number }) => [s.target, s.open]),
+        [
+          [3, 3],
+          [6, 6],
+        ],
+      );
+      assert.equal(t.idle.droppedByGateway, 0);
+    }
+    const c = report.targets.clawgate;
+    // Approval: the client waited on its socket (device-pairing-wait) and was admitted each time.
+    assert.deepEqual(c.approval.how, { wait: 2 });
+    assert.deepEqual(c.approval.errors, {});
+    // Revocation: each revoked device-token socket was closed with 4001.
+    assert.deepEqual(c.revocation.closeCodes, { 4001: 2 });
+    assert.deepEqual(c.revocation.errors, {});
+    // node.invoke: every call (1 warm-up + 3 timed) reached the node and came back.
+    assert.equal(c.nodeInvoke.latencyMs.n, 3);
+    assert.equal(c.nodeInvoke.answeredByNode, 4);
+    assert.deepEqual(c.nodeInvoke.errors, {});
+    assert.equal(report.targets.floor.approval, undefined);
+    const goals = report.goals.map((g: { goal: string }) => g.goal);
+    assert.equal(goals.length, 9);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
