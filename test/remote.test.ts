@@ -371,25 +371,7 @@ describe('clawgate doctor', () => {
   test('TLS expiry: a certificate close to expiry warns; a key that does not match fails', async () => {
     const d = mkdtempSync(join(tmpdir(), 'clawgate-cert-'));
     try {
-      const cert = join(d, 'c.pem');
-      const key = join(d, 'k.pem');
-      await run('openssl', [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '5',
-        '-subj',
-        '/CN=soon',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-      ]);
+      const { certPath: cert, keyPath: key } = ensureSelfSignedCert(d, [], 5);
       const soon = await doctor('--tls-cert', cert, '--tls-key', key);
       const [exp] = check(soon.report, 'tls-expiry');
       assert.equal(exp?.status, 'warn');

@@ -38,9 +38,14 @@ export const SELF_SIGNED_DAYS = 825;
 /**
  * The self-signed certificate in `<stateDir>/tls/`, generated on first use. `names` are the
  * extra DNS names or IP addresses it should cover (localhost, 127.0.0.1 and ::1 always are).
- * Clients do not rely on the names: they pin the fingerprint from the setup code.
+ * Clients do not rely on the names: they pin the fingerprint from the setup code. `validityDays`
+ * is shorter only in tests of the expiry warning.
  */
-export function ensureSelfSignedCert(stateDir: string, names: readonly string[] = []): { certPath: string; keyPath: string; created: boolean } {
+export function ensureSelfSignedCert(
+  stateDir: string,
+  names: readonly string[] = [],
+  validityDays: number = SELF_SIGNED_DAYS,
+): { certPath: string; keyPath: string; created: boolean } {
   const dir = join(stateDir, SELF_SIGNED_DIR);
   const certPath = join(dir, 'cert.pem');
   const keyPath = join(dir, 'key.pem');
@@ -66,7 +71,7 @@ export function ensureSelfSignedCert(stateDir: string, names: readonly string[] 
         '-nodes',
         '-sha256',
         '-days',
-        String(SELF_SIGNED_DAYS),
+        String(validityDays),
         '-subj',
         '/CN=clawgate',
         '-addext',
