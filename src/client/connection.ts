@@ -4,8 +4,8 @@
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { TLSSocket } from 'node:tls';
 import { WebSocket } from 'ws';
+import { CERT_ERROR_CODES, peerFingerprint } from '../../packages/client/src/node-support.js';
 import { deviceIdOf } from '../core/identity.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import type { ErrorShape } from '../protocol/frames.js';
@@ -100,8 +100,7 @@ export class TlsPinError extends ConnectError {
  * (with a message a person can act on) when they differ, null when they match.
  */
 export function checkTlsPin(res: IncomingMessage, expected: string, url: string): TlsPinError | null {
-  const cert = (res.socket as TLSSocket).getPeerCertificate?.();
-  const actual = cert?.fingerprint256 ? normalizeFingerprint(cert.fingerprint256) : null;
+  const actual = peerFingerprint(res);
   if (actual === expected) return null;
   return new TlsPinError(
     `TLS certificate mismatch at ${url}: expected SHA-256 ${expected}, the server presented ${actual ?? 'no certificate'}. ` +
@@ -111,15 +110,6 @@ export function checkTlsPin(res: IncomingMessage, expected: string, url: string)
     actual,
   );
 }
-
-const CERT_ERROR_CODES = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_HAS_EXPIRED',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
 
 export interface HelloPayload {
   type: 'hello-ok';

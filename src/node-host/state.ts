@@ -15,6 +15,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { type Static, Type as T } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { processAlive } from '../../packages/client/src/node-support.js';
 import { ensureStateDir } from '../cli/state.js';
 import { type DeviceIdentity, generateIdentity, identityFromJson, identityToJson } from '../client/connection.js';
 import type { Random } from '../core/env.js';
@@ -179,14 +180,5 @@ export class NodeState {
     const tokens = { ...creds.tokens };
     delete tokens[role];
     this.write({ ...creds, tokens });
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

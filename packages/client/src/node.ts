@@ -5,24 +5,14 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import type { TLSSocket } from 'node:tls';
 import { WebSocket } from 'ws';
 import { normalizeFingerprint } from '../../../src/protocol/fingerprint.js';
 import { KeyedQueue } from './credentials.js';
 import { CredentialStoreError } from './errors.js';
+import { CERT_ERROR_CODES, peerFingerprint, processAlive } from './node-support.js';
 import type { CheckpointHook, CredentialStore, CryptoProvider, DeviceKey, GatewayRecord, Platform, Transport, UpdateOptions } from './types.js';
 
 export * from './index.js';
-
-/** Certificate errors that time will not fix: the socket is failed as TLS_UNTRUSTED. */
-const CERT_ERROR_CODES = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_HAS_EXPIRED',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
 
 export const nodeTransport: Transport = (url, h, opts = {}) => {
   const pin = opts.tlsFingerprint ? normalizeFingerprint(opts.tlsFingerprint) : null;
@@ -31,8 +21,7 @@ export const nodeTransport: Transport = (url, h, opts = {}) => {
   let tlsFailure: string | null = null;
   if (pin) {
     ws.on('upgrade', (res) => {
-      const cert = (res.socket as TLSSocket).getPeerCertificate?.();
-      const actual = cert?.fingerprint256 ? normalizeFingerprint(cert.fingerprint256) : null;
+      const actual = peerFingerprint(res);
       if (actual === pin) return;
       // Before `open`: not one frame, let alone a credential, reaches this server.
       tlsFailure =
@@ -111,15 +100,6 @@ function isRecord(v: unknown): v is GatewayRecord {
     typeof r.tokens === 'object' &&
     r.tokens !== null
   );
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**
