@@ -1,5 +1,6 @@
 /** `clawgate nodes …`: thin wrappers over the node RPCs (PROTOCOL.md §19). */
 import type { GatewayConnection } from '../client/connection.js';
+import type { NodePendingView } from '../core/nodes.js';
 import type { NodeView } from '../methods/nodes.js';
 import { jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
 import { UsageError } from './main.js';
@@ -14,21 +15,6 @@ const OPTIONS = {
 const USAGE =
   'usage: clawgate nodes list | pending | approve <requestId|node> | reject <requestId|node> | describe <node> | rename <node> <name> | remove <node>\n' +
   '       clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>]   (all take --json; <node> is an id or a name)';
-
-interface PendingNode {
-  requestId: string;
-  nodeId: string;
-  displayName: string | null;
-  platform: string | null;
-  version: string | null;
-  caps: string[];
-  commands: string[];
-  requiredApproveScopes: string[];
-  hostCommands: string[];
-  remoteIp: string;
-  connected: boolean;
-  ts: number;
-}
 
 /** A failure the CLI reports as `error: …` with exit 1 (not a usage error). */
 class NodeLookupError extends Error {}
@@ -57,7 +43,7 @@ async function lookup(c: GatewayConnection, ref: string): Promise<NodeView> {
  * unchanged, so the gateway's UNKNOWN_NODE_REQUEST_ID (with its hints) reaches the user.
  */
 async function pendingRequestId(c: GatewayConnection, ref: string): Promise<string> {
-  const { pending } = await c.request<{ pending: PendingNode[] }>('node.pair.list', {});
+  const { pending } = await c.request<{ pending: NodePendingView[] }>('node.pair.list', {});
   if (pending.some((p) => p.requestId === ref)) return ref;
   const { nodes } = await c.request<{ nodes: NodeView[] }>('node.list', {});
   try {
@@ -91,7 +77,7 @@ export async function nodesCommand(sub: string | undefined, args: string[]): Pro
         });
       case 'pending':
         return await withGateway(values, async (c) => {
-          const res = await c.request<{ pending: PendingNode[] }>('node.pair.list', {});
+          const res = await c.request<{ pending: NodePendingView[] }>('node.pair.list', {});
           print({ pending: res.pending }, () => {
             out(`Pending node surfaces (${res.pending.length})`);
             for (const p of res.pending) {

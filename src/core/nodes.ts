@@ -61,6 +61,29 @@ export const ADMIN_INVOKE_COMMANDS: ReadonlySet<string> = new Set([
   'system.execApprovals.set',
 ]);
 
+/** A node's pending command surface as node.pair.list `pending` and `node.pair.requested` carry it. */
+export interface NodePendingView {
+  requestId: string;
+  nodeId: string;
+  clientId: string | null;
+  clientMode: string | null;
+  displayName: string | null;
+  platform: string | null;
+  version: string | null;
+  deviceFamily: string | null;
+  caps: string[];
+  commands: string[];
+  requiredApproveScopes: string[];
+  /** Which of `commands` act on the node's host. */
+  hostCommands: string[];
+  remoteIp: string;
+  silent: boolean;
+  connected: boolean;
+  createdAtMs: number;
+  /** When the node last declared this surface (refreshedAtMs). */
+  ts: number;
+}
+
 /** Scopes an operator needs to approve a surface with these commands (besides the owner). */
 export function requiredApproveScopes(commands: readonly string[]): string[] {
   if (commands.length === 0) return [PAIRING];
@@ -404,7 +427,7 @@ export class NodeRegistry {
     return true;
   }
 
-  pendingView(r: NodeSurfaceRequest): Record<string, unknown> {
+  pendingView(r: NodeSurfaceRequest): NodePendingView {
     return {
       requestId: r.requestId,
       nodeId: r.deviceId,

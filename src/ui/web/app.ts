@@ -19,6 +19,7 @@ import {
   normalizeGatewayUrl,
 } from '../../../packages/client/src/browser.js';
 import { confirmationCode } from '../../core/confirmation.js';
+import type { NodePendingView } from '../../core/nodes.js';
 import { encodeQr, qrPath } from './qr.js';
 import { SessionCredentialStore } from './session-store.js';
 
@@ -58,25 +59,6 @@ interface DeviceView {
   lastSeenAtMs: number | null;
   remoteIp: string | null;
   connected: boolean;
-}
-
-/** NODES-CORE: a node's pending command surface (node.pair.list `pending`). */
-interface NodePendingView {
-  requestId: string;
-  nodeId: string;
-  clientId: string | null;
-  clientMode: string | null;
-  displayName: string | null;
-  platform: string | null;
-  version: string | null;
-  caps: string[];
-  commands: string[];
-  requiredApproveScopes: string[];
-  hostCommands: string[];
-  remoteIp: string;
-  connected: boolean;
-  createdAtMs: number;
-  ts: number;
 }
 
 /** A paired node (node.pair.list `paired`). */
