@@ -7,26 +7,16 @@
  *
  * Prints a table and writes bench/results/automations.json.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { connectGateway, type GatewayConnection } from '../src/client/connection.js';
+import { closedLoop, machineInfo, ownerCredential, roundTripArgs } from './harness.js';
 import { spawnGateway } from './proc.js';
 import { Samples } from './stats.js';
 
-const { values } = parseArgs({
-  options: {
-    sequential: { type: 'string', default: '500' },
-    concurrency: { type: 'string', default: '8' },
-    'duration-s': { type: 'string', default: '5' },
-  },
-});
-const sequentialN = Number(values.sequential);
-const concurrency = Number(values.concurrency);
-const durationMs = Number(values['duration-s']) * 1000;
+const { sequentialN, concurrency, durationMs } = roundTripArgs(500);
 const root = process.cwd();
 
 async function main(): Promise<void> {
@@ -48,7 +38,7 @@ async function main(): Promise<void> {
   const hookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`;
 
   const gw = await spawnGateway({ root });
-  const owner = (JSON.parse(readFileSync(join(gw.stateDir, 'credentials.json'), 'utf8')) as { owner: string }).owner;
+  const owner = ownerCredential(gw.stateDir);
   let op: GatewayConnection | null = null;
   try {
     op = await connectGateway({ url: gw.url, auth: { token: owner }, client: { id: 'cli', mode: 'cli' } });
@@ -87,24 +77,17 @@ async function main(): Promise<void> {
     const load = new Samples(4096);
     let sent = 0;
     const before = received;
-    const end = performance.now() + durationMs;
-    const t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (performance.now() < end) {
-          const m = `c${++seq}`;
-          const d = delivered(m);
-          const t = performance.now();
-          await o.request('send', { channel: 'bench', content: m });
-          await d;
-          load.push(performance.now() - t);
-          sent++;
-        }
-      }),
-    );
-    const elapsedS = (performance.now() - t0) / 1000;
+    const elapsedS = await closedLoop(concurrency, durationMs, async () => {
+      const m = `c${++seq}`;
+      const d = delivered(m);
+      const t = performance.now();
+      await o.request('send', { channel: 'bench', content: m });
+      await d;
+      load.push(performance.now() - t);
+      sent++;
+    });
     const result = {
-      machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version },
+      machine: machineInfo(),
       chatSend: { n: sequentialN, latencyMs: chat.summary() },
       sendAccepted: { n: sequentialN, latencyMs: accept.summary() },
       sendToWebhook: { n: sequentialN, latencyMs: endToEnd.summary() },

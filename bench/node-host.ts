@@ -12,10 +12,11 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { connectGateway, type GatewayConnection } from '../src/client/connection.js';
+import { machineInfo, ownerCredential } from './harness.js';
 import { type SpawnedGateway, spawnGateway } from './proc.js';
 import { Samples } from './stats.js';
 
@@ -77,7 +78,7 @@ async function roundTrips(op: GatewayConnection, nodeId: string, command: string
 
 async function main(): Promise<void> {
   const gw = await spawnGateway({ root });
-  const owner = (JSON.parse(readFileSync(join(gw.stateDir, 'credentials.json'), 'utf8')) as { owner: string }).owner;
+  const owner = ownerCredential(gw.stateDir);
   let op: GatewayConnection | null = null;
   const nodes: NodeProc[] = [];
   try {
@@ -99,7 +100,7 @@ async function main(): Promise<void> {
     const which = await roundTrips(op, nodeId, 'system.which', { bins: ['sh'] });
     const run = await roundTrips(op, nodeId, 'system.run', { command: ['echo', 'bench'] });
     const result = {
-      machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version },
+      machine: machineInfo(),
       startupToConnectedMs: startup.summary(),
       systemWhich: { n, latencyMs: which.summary() },
       systemRunEcho: { n, latencyMs: run.summary() },

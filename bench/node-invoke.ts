@@ -7,29 +7,19 @@
  *
  * Prints a table and writes bench/results/node-invoke.json.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
+import { closedLoop, machineInfo, ownerCredential, roundTripArgs } from './harness.js';
 import { spawnGateway } from './proc.js';
 import { Samples } from './stats.js';
 
-const { values } = parseArgs({
-  options: {
-    sequential: { type: 'string', default: '2000' },
-    concurrency: { type: 'string', default: '8' },
-    'duration-s': { type: 'string', default: '5' },
-  },
-});
-const sequentialN = Number(values.sequential);
-const concurrency = Number(values.concurrency);
-const durationMs = Number(values['duration-s']) * 1000;
+const { sequentialN, concurrency, durationMs } = roundTripArgs(2000);
 const root = process.cwd();
 
 async function main(): Promise<void> {
   const gw = await spawnGateway({ root });
-  const owner = (JSON.parse(readFileSync(join(gw.stateDir, 'credentials.json'), 'utf8')) as { owner: string }).owner;
+  const owner = ownerCredential(gw.stateDir);
   let op: GatewayConnection | null = null;
   let node: GatewayConnection | null = null;
   try {
@@ -68,25 +58,18 @@ async function main(): Promise<void> {
     const load = new Samples(4096);
     let done = 0;
     let errors = 0;
-    const end = performance.now() + durationMs;
-    const t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (performance.now() < end) {
-          const t = performance.now();
-          try {
-            await invoke();
-            load.push(performance.now() - t);
-            done++;
-          } catch {
-            errors++;
-          }
-        }
-      }),
-    );
-    const elapsedS = (performance.now() - t0) / 1000;
+    const elapsedS = await closedLoop(concurrency, durationMs, async () => {
+      const t = performance.now();
+      try {
+        await invoke();
+        load.push(performance.now() - t);
+        done++;
+      } catch {
+        errors++;
+      }
+    });
     const result = {
-      machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', node: process.version },
+      machine: machineInfo(),
       sequential: { n: sequentialN, latencyMs: seq.summary() },
       concurrent: { concurrency, durationS: Math.round(elapsedS * 100) / 100, invokesPerS: Math.round(done / elapsedS), errors, latencyMs: load.summary() },
       answeredByNode: answered,
