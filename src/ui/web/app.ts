@@ -617,32 +617,16 @@ function renderPending(): HTMLElement {
           h('span', { class: 'confirm-code', title: 'Confirmation code: the requesting device shows the same digits' }, r.confirmationCode),
         ),
         what,
-        h(
-          'dl',
-          {},
-          h('dt', {}, 'client'),
-          h('dd', {}, [r.clientId, r.clientMode].filter(Boolean).join(' / ') || '—'),
-          h('dt', {}, 'platform'),
-          h('dd', {}, r.platform ?? '—'),
-          h('dt', {}, 'address'),
-          h('dd', {}, r.remoteIp),
-          h('dt', {}, 'first seen'),
-          h('dd', {}, timeEl(r.createdAtMs)),
-          h('dt', {}, 'last seen'),
-          h('dd', {}, timeEl(r.ts)),
-          h('dt', {}, 'device'),
-          h('dd', { title: r.deviceId }, shortId(r.deviceId)),
-        ),
-        h(
-          'div',
-          { class: 'actions' },
-          h(
-            'button',
-            { type: 'button', class: 'primary', 'data-action': 'approve', onclick: () => void act('device.pair.approve', { requestId: r.requestId }) },
-            'Approve',
-          ),
-          h('button', { type: 'button', 'data-action': 'reject', onclick: () => void act('device.pair.reject', { requestId: r.requestId }) }, 'Reject'),
-        ),
+        requestFacts({
+          client: [r.clientId, r.clientMode],
+          platform: r.platform,
+          remoteIp: r.remoteIp,
+          createdAtMs: r.createdAtMs,
+          lastSeen: timeEl(r.ts),
+          idLabel: 'device',
+          id: r.deviceId,
+        }),
+        requestActions('device.pair', r.requestId),
       ),
     );
   }
@@ -686,32 +670,54 @@ function renderNodeRequest(r: NodePendingView): HTMLElement {
     ),
     h('div', {}, 'commands ', commandList(r.commands, r.hostCommands)),
     h('div', { class: 'muted' }, `approving needs ${r.requiredApproveScopes.join(' + ')}`),
-    h(
-      'dl',
-      {},
-      h('dt', {}, 'client'),
-      h('dd', {}, [r.clientId, r.clientMode, r.version].filter(Boolean).join(' / ') || '—'),
-      h('dt', {}, 'platform'),
-      h('dd', {}, r.platform ?? '—'),
-      h('dt', {}, 'address'),
-      h('dd', {}, r.remoteIp),
-      h('dt', {}, 'first seen'),
-      h('dd', {}, timeEl(r.createdAtMs)),
-      h('dt', {}, 'last seen'),
-      h('dd', {}, r.connected ? 'connected now' : timeEl(r.ts)),
-      h('dt', {}, 'node'),
-      h('dd', { title: r.nodeId }, shortId(r.nodeId)),
-    ),
-    h(
-      'div',
-      { class: 'actions' },
-      h(
-        'button',
-        { type: 'button', class: 'primary', 'data-action': 'approve', onclick: () => void act('node.pair.approve', { requestId: r.requestId }) },
-        'Approve',
-      ),
-      h('button', { type: 'button', 'data-action': 'reject', onclick: () => void act('node.pair.reject', { requestId: r.requestId }) }, 'Reject'),
-    ),
+    requestFacts({
+      client: [r.clientId, r.clientMode, r.version],
+      platform: r.platform,
+      remoteIp: r.remoteIp,
+      createdAtMs: r.createdAtMs,
+      lastSeen: r.connected ? 'connected now' : timeEl(r.ts),
+      idLabel: 'node',
+      id: r.nodeId,
+    }),
+    requestActions('node.pair', r.requestId),
+  );
+}
+
+/** The facts a pending device or node request card lists (who asks, from where, since when). */
+function requestFacts(f: {
+  client: ReadonlyArray<string | null | undefined>;
+  platform: string | null | undefined;
+  remoteIp: string;
+  createdAtMs: number;
+  lastSeen: Child;
+  idLabel: string;
+  id: string;
+}): HTMLElement {
+  return h(
+    'dl',
+    {},
+    h('dt', {}, 'client'),
+    h('dd', {}, f.client.filter(Boolean).join(' / ') || '—'),
+    h('dt', {}, 'platform'),
+    h('dd', {}, f.platform ?? '—'),
+    h('dt', {}, 'address'),
+    h('dd', {}, f.remoteIp),
+    h('dt', {}, 'first seen'),
+    h('dd', {}, timeEl(f.createdAtMs)),
+    h('dt', {}, 'last seen'),
+    h('dd', {}, f.lastSeen),
+    h('dt', {}, f.idLabel),
+    h('dd', { title: f.id }, shortId(f.id)),
+  );
+}
+
+/** Approve / Reject buttons of a request card; `family` is `device.pair` or `node.pair`. */
+function requestActions(family: 'device.pair' | 'node.pair', requestId: string): HTMLElement {
+  return h(
+    'div',
+    { class: 'actions' },
+    h('button', { type: 'button', class: 'primary', 'data-action': 'approve', onclick: () => void act(`${family}.approve`, { requestId }) }, 'Approve'),
+    h('button', { type: 'button', 'data-action': 'reject', onclick: () => void act(`${family}.reject`, { requestId }) }, 'Reject'),
   );
 }
 
