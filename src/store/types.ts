@@ -231,14 +231,8 @@ export interface NodeSurfaceRequest {
   refreshedAtMs: number;
 }
 
-export interface UpsertNodeSurfaceInput {
-  /** Used only when a new request is created. */
-  requestId: string;
-  deviceId: string;
-  caps: string[];
-  commands: string[];
-  meta: NodeMeta;
-  address: string;
+/** The surface a node declared; `requestId` is used only when a new request is created. */
+export interface UpsertNodeSurfaceInput extends Pick<NodeSurfaceRequest, 'requestId' | 'deviceId' | 'caps' | 'commands' | 'meta' | 'address'> {
   atMs: number;
   /** Appended only when a request is created or replaced. */
   audit: AuditInput;
