@@ -75,16 +75,22 @@ export class Session {
 /** A device-less `cli`/`cli` session with the shared token (how the real `openclaw devices …` CLI connects). */
 export async function openAdminSession(target: Target, profile: LoadProfile, scopes = ['operator.admin', 'operator.pairing']): Promise<Session> {
   const spec = new ConnectSpec(target.url, { ...profile, scopes }, profile.devicelessClient, { token: target.token }, null);
-  let socket: WebSocket | null = null;
+  const socket = await connectKept(spec, profile.timeoutMs);
+  if (typeof socket === 'string') throw new Error(`admin session refused (${socket})`);
+  return new Session(socket);
+}
+
+/** Connect and keep the socket after hello-ok: the open socket, or why it was not admitted. */
+async function connectKept(spec: ConnectSpec, timeoutMs: number): Promise<WebSocket | string> {
+  let socket = null as WebSocket | null;
   const err = await connectOnce(spec, {
-    timeoutMs: profile.timeoutMs,
+    timeoutMs,
     marks: new Float64Array(MARK_COUNT),
     keepOpen: (ws) => {
       socket = ws;
     },
   });
-  if (err !== null || socket === null) throw new Error(`admin session refused (${err})`);
-  return new Session(socket);
+  return err === null && socket !== null ? socket : String(err);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -340,19 +346,11 @@ export async function revocationLatency(target: Target, n: number, profile: Load
         continue;
       }
       const spec = prepared.specs[0] as ConnectSpec;
-      let socket: WebSocket | null = null;
-      const err = await connectOnce(spec, {
-        timeoutMs: profile.timeoutMs,
-        marks: new Float64Array(MARK_COUNT),
-        keepOpen: (ws) => {
-          socket = ws;
-        },
-      });
-      if (err !== null || socket === null) {
-        errors.add(`connect:${err}`);
+      const ws = await connectKept(spec, profile.timeoutMs);
+      if (typeof ws === 'string') {
+        errors.add(`connect:${ws}`);
         continue;
       }
-      const ws: WebSocket = socket;
       let closedAt = 0;
       const closed = new Promise<number>((resolve) =>
         ws.once('close', (code: number) => {
