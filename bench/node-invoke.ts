@@ -9,7 +9,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
+import { type EchoNode, startEchoNode } from './echo-node.js';
 import { closedLoop, machineInfo, ownerCredential, roundTripArgs } from './harness.js';
 import { spawnGateway } from './proc.js';
 import { Samples } from './stats.js';
@@ -20,32 +20,11 @@ const root = process.cwd();
 async function main(): Promise<void> {
   const gw = await spawnGateway({ root });
   const owner = ownerCredential(gw.stateDir);
-  let op: GatewayConnection | null = null;
-  let node: GatewayConnection | null = null;
+  let echo: EchoNode | null = null;
   try {
-    node = await connectGateway({
-      url: gw.url,
-      role: 'node',
-      identity: generateIdentity(),
-      auth: { token: gw.token },
-      client: { id: 'node-host', mode: 'node', displayName: 'bench-node' },
-      commands: ['bench.echo'],
-    });
-    const n = node;
-    let answered = 0;
-    n.onEvent((event, payload) => {
-      if (event !== 'node.invoke.request') return;
-      const p = payload as { id: string; nodeId: string; paramsJSON?: string };
-      answered++;
-      n.request('node.invoke.result', { id: p.id, nodeId: p.nodeId, ok: true, payloadJSON: p.paramsJSON ?? 'null' }).catch(() => {});
-    });
-    op = await connectGateway({ url: gw.url, auth: { token: owner }, client: { id: 'cli', mode: 'cli' } });
-    const o = op;
-    const list = await o.request<{ pending: Array<{ requestId: string; nodeId: string }> }>('node.pair.list', {});
-    const req = list.pending[0];
-    if (!req) throw new Error('no surface request filed');
-    await o.request('node.pair.approve', { requestId: req.requestId });
-    const invoke = () => o.request('node.invoke', { nodeId: req.nodeId, command: 'bench.echo', params: { x: 1 } });
+    echo = await startEchoNode(gw.url, gw.token, owner);
+    const { op, nodeId } = echo;
+    const invoke = () => op.request('node.invoke', { nodeId, command: 'bench.echo', params: { x: 1 } });
 
     for (let i = 0; i < 200; i++) await invoke(); // warm-up
     const seq = new Samples(sequentialN);
@@ -72,7 +51,7 @@ async function main(): Promise<void> {
       machine: machineInfo(),
       sequential: { n: sequentialN, latencyMs: seq.summary() },
       concurrent: { concurrency, durationS: Math.round(elapsedS * 100) / 100, invokesPerS: Math.round(done / elapsedS), errors, latencyMs: load.summary() },
-      answeredByNode: answered,
+      answeredByNode: echo.answered(),
     };
     writeFileSync(join(root, 'bench', 'results', 'node-invoke.json'), `${JSON.stringify(result, null, 2)}\n`);
     const s = result.sequential.latencyMs;
@@ -87,8 +66,7 @@ async function main(): Promise<void> {
       ].join('\n'),
     );
   } finally {
-    await op?.close();
-    await node?.close();
+    await echo?.close();
     await gw.stop();
   }
 }

@@ -11,6 +11,7 @@
 import { performance } from 'node:perf_hooks';
 import type { WebSocket } from 'ws';
 import { generateIdentity } from '../src/client/connection.js';
+import { startEchoNode } from './echo-node.js';
 import { ConnectSpec, connectOnce, type LoadProfile, MARK, MARK_COUNT, prepareMode, type Target, withDisplayName } from './loadgen.js';
 import { readRssMiB, readTreeRssMiB } from './proc.js';
 import { Counter, Samples, type Summary } from './stats.js';
@@ -403,44 +404,21 @@ export interface NodeInvokeResult {
  * clawgate's node protocol; OpenClaw filters node commands to its own allow-list (see README).
  */
 export async function nodeInvokeLatency(target: Target, ownerToken: string, n: number, warmup: number): Promise<NodeInvokeResult> {
-  const { connectGateway } = await import('../src/client/connection.js');
   const errors = new Counter();
   const lat = new Samples(n);
-  let answered = 0;
-  const node = await connectGateway({
-    url: target.url,
-    role: 'node',
-    identity: generateIdentity(),
-    auth: { token: target.token },
-    client: { id: 'node-host', mode: 'node', displayName: 'bench-node' },
-    commands: ['bench.echo'],
-  });
-  let op: Awaited<ReturnType<typeof connectGateway>> | null = null;
+  const echo = await startEchoNode(target.url, target.token, ownerToken);
   try {
-    node.onEvent((event, payload) => {
-      if (event !== 'node.invoke.request') return;
-      const p = payload as { id: string; nodeId: string; paramsJSON?: string };
-      answered++;
-      node.request('node.invoke.result', { id: p.id, nodeId: p.nodeId, ok: true, payloadJSON: p.paramsJSON ?? 'null' }).catch(() => {});
-    });
-    op = await connectGateway({ url: target.url, auth: { token: ownerToken }, client: { id: 'cli', mode: 'cli' } });
-    const o = op;
-    const list = await o.request<{ pending: Array<{ requestId: string; nodeId: string }> }>('node.pair.list', {});
-    const req = list.pending[0];
-    if (!req) throw new Error('the node filed no surface request');
-    await o.request('node.pair.approve', { requestId: req.requestId });
     for (let i = 0; i < warmup + n; i++) {
       const t0 = performance.now();
       try {
-        await o.request('node.invoke', { nodeId: req.nodeId, command: 'bench.echo', params: { i } });
+        await echo.op.request('node.invoke', { nodeId: echo.nodeId, command: 'bench.echo', params: { i } });
         if (i >= warmup) lat.push(performance.now() - t0);
       } catch (err) {
         errors.add(String((err as Error).message).slice(0, 60));
       }
     }
   } finally {
-    await op?.close();
-    await node.close();
+    await echo.close();
   }
-  return { n, latencyMs: lat.summary(), answeredByNode: answered, errors: errors.toJSON() };
+  return { n, latencyMs: lat.summary(), answeredByNode: echo.answered(), errors: errors.toJSON() };
 }
