@@ -94,6 +94,22 @@ function withGateway(opts: TestGatewayOptions, body: (tg: TestGateway) => Promis
   };
 }
 
+type SurfaceRow = {
+  deviceId: string;
+  roles: string[];
+  nodeSurface?: { commands: string[]; requestId: string; approvedAtMs: number } | null;
+  pendingNodeSurface?: { requestId: string; commands: string[]; ts: number } | null;
+};
+
+/** The device.pair.list row of one device. */
+async function deviceRow(op: GatewayConnection, deviceId: string): Promise<SurfaceRow> {
+  const list = await op.request<{ paired: SurfaceRow[] }>('device.pair.list', {});
+  const row = list.paired.find((d) => d.deviceId === deviceId);
+  assert.ok(row, `device ${deviceId} is listed`);
+  for (const d of list.paired.filter((x) => !x.roles.includes('node'))) assert.equal('nodeSurface' in d, false, 'operator-only rows carry no node fields');
+  return row;
+}
+
 describe('node surface approval', () => {
   let tg: TestGateway;
   before(async () => {
@@ -121,6 +137,11 @@ describe('node surface approval', () => {
     assert.deepEqual(ev.requiredApproveScopes, ['operator.pairing', 'operator.admin']);
     const pending = await pendingFor(tg, id.deviceId);
     assert.equal(pending.requestId, ev.requestId);
+    // device.pair.list carries the node fields `openclaw devices list` reads.
+    const before = await deviceRow(watcher, id.deviceId);
+    assert.equal(before.nodeSurface, null);
+    assert.equal(before.pendingNodeSurface?.requestId, ev.requestId);
+    assert.deepEqual(before.pendingNodeSurface?.commands, ['canvas.present', 'system.run', 'system.which']);
 
     // Not routable yet: refused with the request to approve, and never run later.
     const invoked: string[] = [];
@@ -179,6 +200,11 @@ describe('node surface approval', () => {
     serve(wider.node, () => ({ ok: true, payloadJSON: '{"bins":{}}' }));
     const p2 = await pendingFor(tg, id.deviceId);
     assert.notEqual(p2.requestId, ev.requestId);
+    const row = await deviceRow(watcher, id.deviceId);
+    assert.deepEqual(row.nodeSurface?.commands, ['canvas.present', 'system.run', 'system.which']);
+    assert.equal(row.nodeSurface?.requestId, ev.requestId);
+    assert.equal(row.pendingNodeSurface?.requestId, p2.requestId);
+    assert.deepEqual(row.pendingNodeSurface?.commands, ['camera.snap', 'canvas.present', 'system.run', 'system.which']);
     assert.deepEqual(p2.requiredApproveScopes, ['operator.pairing', 'operator.admin']);
     const stillOk = await watcher.request<{ ok: boolean }>('node.invoke', { nodeId: id.deviceId, command: 'system.which', params: {} });
     assert.equal(stillOk.ok, true);

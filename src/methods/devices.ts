@@ -15,7 +15,7 @@ import { mintToken } from '../core/secrets.js';
 import { GatewayError } from '../protocol/errors.js';
 import type { Role } from '../protocol/frames.js';
 import { ADMIN, normalizeScopes, PAIRING, uncoveredScopes } from '../protocol/scopes.js';
-import type { DeviceRecord, GrantRecord, PairingRequest, TokenRecord } from '../store/types.js';
+import type { DeviceRecord, GrantRecord, NodeSurfaceRecord, NodeSurfaceRequest, PairingRequest, TokenRecord } from '../store/types.js';
 
 const RoleSchema = T.Union([T.Literal('operator'), T.Literal('node')]);
 const DeviceId = T.String({ minLength: 1, maxLength: 128 });
@@ -41,6 +41,59 @@ export interface DeviceView {
   lastSeenAtMs: number | null;
   remoteIp: string | null;
   connected: boolean;
+  /** Node role only: the approved command surface (the name and shape `openclaw devices list` reads). */
+  nodeSurface?: NodeSurfaceView | null;
+  /** Node role only: a declared surface waiting for `node.pair.approve`. */
+  pendingNodeSurface?: PendingNodeSurfaceView | null;
+}
+
+export interface NodeSurfaceView {
+  caps: string[];
+  commands: string[];
+  requestId: string;
+  /** The approved record is written at approval, so both times are the approval time. */
+  createdAtMs: number;
+  approvedAtMs: number;
+}
+
+export interface PendingNodeSurfaceView {
+  requestId: string;
+  /** A different surface always gets a new request id, so the id doubles as the revision. */
+  revision: string;
+  displayName: string | null;
+  platform: string | null;
+  caps: string[];
+  commands: string[];
+  remoteIp: string;
+  createdAtMs: number;
+  ts: number;
+}
+
+/** The node fields of a device row; absent for a device without the node role. */
+export function viewNodeSurfaces(
+  grants: GrantRecord[],
+  surface: NodeSurfaceRecord | undefined,
+  request: NodeSurfaceRequest | undefined,
+): Pick<DeviceView, 'nodeSurface' | 'pendingNodeSurface'> {
+  if (!grants.some((g) => g.role === 'node')) return {};
+  return {
+    nodeSurface: surface
+      ? { caps: surface.caps, commands: surface.commands, requestId: surface.requestId, createdAtMs: surface.approvedAtMs, approvedAtMs: surface.approvedAtMs }
+      : null,
+    pendingNodeSurface: request
+      ? {
+          requestId: request.requestId,
+          revision: request.requestId,
+          displayName: request.meta.displayName ?? null,
+          platform: request.meta.platform ?? null,
+          caps: request.caps,
+          commands: request.commands,
+          remoteIp: request.address,
+          createdAtMs: request.createdAtMs,
+          ts: request.refreshedAtMs,
+        }
+      : null,
+  };
 }
 
 export interface PendingView {
@@ -195,19 +248,30 @@ export function registerDeviceMethods(gw: Gateway): void {
     scope: PAIRING,
     params: T.Object({}, { additionalProperties: false }),
     handler: async ({ principal }) => {
-      const [pending, devices, grants, tokens, connected] = await Promise.all([
+      const [pending, devices, grants, tokens, connected, surfaces, surfaceRequests] = await Promise.all([
         currentPending(),
         gw.store.listDevices(),
         gw.store.listGrants(),
         gw.store.listTokens(),
         gw.connectedDeviceIds(),
+        gw.store.listNodeSurfaces(),
+        gw.store.listNodeSurfaceRequests(),
       ]);
       // Non-admin device sessions see only their own device (no enumeration of others).
       const own = (id: string) => isAdmin(principal) || principal.kind !== 'device' || principal.deviceId === id;
       const grantOf = (r: PairingRequest) => grants.find((g) => g.deviceId === r.deviceId && g.role === r.role) ?? null;
       return {
         pending: pending.filter((r) => own(r.deviceId)).map((r) => viewPending(r, grantOf(r), ttl())),
-        paired: devices.filter((d) => own(d.deviceId)).map((d) => viewDevice(d, grants, tokens, connected.has(d.deviceId))),
+        paired: devices
+          .filter((d) => own(d.deviceId))
+          .map((d) => ({
+            ...viewDevice(d, grants, tokens, connected.has(d.deviceId)),
+            ...viewNodeSurfaces(
+              grants.filter((g) => g.deviceId === d.deviceId),
+              surfaces.find((x) => x.deviceId === d.deviceId),
+              surfaceRequests.find((x) => x.deviceId === d.deviceId),
+            ),
+          })),
       };
     },
   });
