@@ -113,10 +113,11 @@ describe('real openclaw nodes CLI against clawgate', () => {
     const oc = openclawPaths();
     const tg = await startTestGateway();
     const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-nodes-'));
+    const nodeIdentity = generateIdentity();
     const node = await connectGateway({
       url: tg.url,
       role: 'node',
-      identity: generateIdentity(),
+      identity: nodeIdentity,
       auth: { token: TEST_TOKEN },
       client: { id: 'node-host', mode: 'node', displayName: 'sdk-node' },
       commands: ['system.which'],
@@ -133,8 +134,17 @@ describe('real openclaw nodes CLI against clawgate', () => {
       const pending = (await openclaw(['nodes', 'pending'])) as Array<{ requestId: string; displayName: string }>;
       assert.equal(pending.length, 1);
       assert.equal(pending[0]?.displayName, 'sdk-node');
+      // `openclaw devices list` reads the node surface fields of device.pair.list.
+      type Row = { deviceId: string; nodeSurface?: { commands: string[] } | null; pendingNodeSurface?: { requestId: string; commands: string[] } | null };
+      const nodeRow = async () => ((await openclaw(['devices', 'list'])) as { paired: Row[] }).paired.find((d) => d.deviceId === nodeIdentity.deviceId);
+      const waiting = await nodeRow();
+      assert.equal(waiting?.pendingNodeSurface?.requestId, pending[0]?.requestId);
+      assert.deepEqual(waiting?.pendingNodeSurface?.commands, ['system.which']);
       const approved = (await openclaw(['nodes', 'approve', pending[0]?.requestId as string])) as { requestId: string };
       assert.equal(approved.requestId, pending[0]?.requestId);
+      const surfaced = await nodeRow();
+      assert.deepEqual(surfaced?.nodeSurface?.commands, ['system.which']);
+      assert.equal(surfaced?.pendingNodeSurface, null);
       const invoked = (await openclaw(['nodes', 'invoke', '--node', 'sdk-node', '--command', 'system.which', '--params', '{"bins":["sh"]}'])) as {
         ok: boolean;
         payload: { bins: { sh: string } };
