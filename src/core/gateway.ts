@@ -34,6 +34,7 @@ import { type DispatchLog, MethodTable } from './dispatch.js';
 import type { Clock, Random } from './env.js';
 import { type VerifiedDevice, verifyDeviceProof } from './identity.js';
 import { NodeRegistry } from './nodes.js';
+import { DEFAULT_PRESENCE_WINDOW_MS, type PresenceChange, PresenceCoalescer, type PresenceEvent } from './presence.js';
 import { type ClientDescription, type Principal, SessionPrincipal, type SessionTransport } from './principal.js';
 import { type AuthLimiter, type CredentialKind, FailureLimiter } from './ratelimit.js';
 import { type MintedToken, mintToken, parseToken, SharedSecret, secretMatchesHash } from './secrets.js';
@@ -103,6 +104,8 @@ const CLUSTER_EVENTS = new Set([
   'device.pair.setup.completed',
   'node.pair.requested',
   'node.pair.resolved',
+  // presence: each instance announces its own sessions' changes (one event per window, src/core/presence.ts)
+  'presence',
   'node.event',
 ]);
 
@@ -152,6 +155,8 @@ export class Gateway {
   private seen = new Map<string, { deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
+  /** Device connects/disconnects, sent to operators as one `presence` event per window. */
+  private readonly presence: PresenceCoalescer;
   /** Work that must finish before the store closes (automations: scheduler, delivery worker). */
   private readonly stopHooks: Array<() => Promise<void>> = [];
 
@@ -175,6 +180,9 @@ export class Gateway {
     this.sharedPassword = deps.config.password ? new SharedSecret(deps.config.password) : null;
     this.owner = deps.config.ownerCredential ? new SharedSecret(deps.config.ownerCredential) : null;
     this.nodes = new NodeRegistry(this, deps.config.nodeLimits);
+    this.presence = new PresenceCoalescer(deps.config.presenceWindowMs ?? DEFAULT_PRESENCE_WINDOW_MS, (changes, truncated) =>
+      this.emitPresence(changes, truncated),
+    );
   }
 
   /** Start periodic work (tick events, access-metadata flush). */
@@ -804,7 +812,29 @@ export class Gateway {
       set.add(session);
       if (session.role !== 'node') void this.cluster?.announce(session);
       this.seen.set(session.deviceId, { deviceId: session.deviceId, atMs: session.connectedAtMs, address: session.address, tokenId: session.tokenId });
+      this.notePresence(session, 'connected', session.connectedAtMs);
     }
+  }
+
+  private notePresence(session: SessionPrincipal, state: PresenceChange['state'], atMs: number): void {
+    if (!session.deviceId) return;
+    this.presence.note({
+      connId: session.connId,
+      deviceId: session.deviceId,
+      role: session.role,
+      clientId: session.client.id,
+      clientMode: session.client.mode,
+      state,
+      atMs,
+    });
+  }
+
+  /** One `presence` event for a window's changes; whether each device is still connected is read once, cluster-wide. */
+  private async emitPresence(changes: PresenceChange[], truncated: boolean): Promise<void> {
+    if (this.stopping) return;
+    const online = await this.connectedDeviceIds();
+    const event: PresenceEvent = { ts: this.clock.now(), changes: changes.map((c) => ({ ...c, deviceConnected: online.has(c.deviceId) })), truncated };
+    this.broadcast('presence', event);
   }
 
   disconnect(session: SessionPrincipal): void {
@@ -816,6 +846,7 @@ export class Gateway {
       set?.delete(session);
       if (set && set.size === 0) this.byDevice.delete(session.deviceId);
       this.seen.set(session.deviceId, { deviceId: session.deviceId, atMs: this.clock.now(), address: session.address, tokenId: session.tokenId });
+      this.notePresence(session, 'disconnected', this.clock.now());
     }
   }
 
@@ -883,26 +914,27 @@ export class Gateway {
     // Carries a device's secret: only ever sent to that device's own sessions (pushRotatedToken).
     if (event === 'device.token.rotated') throw new Error('device.token.rotated is never broadcast');
     const scope = event in EVENT_SCOPES ? EVENT_SCOPES[event] : 'operator.admin';
+    const payloadJson = JSON.stringify(payload);
     for (const s of this.sessions.values()) {
       if (s.role !== 'operator' && scope !== null) continue;
       if (scope && !s.scopes.has(scope) && !s.scopes.has('operator.admin')) {
         if (!(scope === READ && s.scopes.has('operator.write'))) continue;
       }
-      this.sendEvent(s, event, payload, scope !== null);
+      if (this.roomFor(s, scope !== null)) s.sendEventJson(event, payloadJson);
     }
   }
 
-  /** Best-effort events (pairing, presence) are dropped for a slow consumer instead of queueing. */
-  private sendEvent(s: SessionPrincipal, event: string, payload: unknown, dropIfSlow: boolean): void {
+  /**
+   * Whether an event may be written to `s` now. Best-effort (scoped) events such as pairing and
+   * presence are skipped for a slow consumer instead of queueing; an unscoped one closes it.
+   */
+  private roomFor(s: SessionPrincipal, dropIfSlow: boolean): boolean {
     if (s.transport.bufferedBytes() > MAX_BUFFERED_BYTES) {
-      if (dropIfSlow) {
-        s.skipEvent();
-        return;
-      }
-      s.transport.close(CLOSE.policy, 'slow consumer');
-      return;
+      if (dropIfSlow) s.skipEvent();
+      else s.transport.close(CLOSE.policy, 'slow consumer');
+      return false;
     }
-    s.sendEvent(event, payload);
+    return true;
   }
 
   broadcastResolved(requestId: string, deviceId: string, decision: 'approved' | 'rejected' | 'expired'): void {
@@ -1249,6 +1281,7 @@ export class Gateway {
     if (this.stopping) return;
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
+    this.presence.stop();
     for (const s of [...this.sessions.values()]) {
       s.sendEvent('shutdown', { reason, restartExpectedMs: null });
       this.disconnect(s);

@@ -78,6 +78,14 @@ export class SessionPrincipal implements Principal {
     this.transport.send(JSON.stringify(frame));
   }
 
+  /**
+   * The same frame as sendEvent for a payload already serialized: a broadcast serializes its
+   * payload once, not once per session (only `seq` differs between sessions).
+   */
+  sendEventJson(event: string, payloadJson: string): void {
+    this.transport.send(`{"type":"event","event":${JSON.stringify(event)},"payload":${payloadJson},"seq":${++this.seq}}`);
+  }
+
   /** Consume a seq for an event dropped for this (slow) session, so the client can see the gap. */
   skipEvent(): void {
     this.seq++;
