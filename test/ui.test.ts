@@ -262,6 +262,32 @@ describe('Control UI in headless Chromium', () => {
     await shot(page, '04-devices');
   });
 
+  test('devices view: "connected now" follows the presence event, without a reload or a tick', async () => {
+    await page.click('#tab-devices');
+    await page.evaluate(() => {
+      (window as unknown as { presenceMarker: number }).presenceMarker = 1;
+    });
+    const identity = generateIdentity();
+    const opts = {
+      url: tg.url,
+      identity,
+      auth: { token: TEST_TOKEN },
+      client: { id: 'cli', mode: 'cli', displayName: 'Presence box' },
+      scopes: ['operator.read'],
+    };
+    const chip = (connected: boolean) => page.locator(`article.device[data-device-id="${identity.deviceId}"] [data-connected="${connected}"]`);
+    // Well inside the 30 s tick: only the presence event can explain each change.
+    const first = await connectGateway(opts);
+    await chip(true).waitFor({ timeout: 5_000 });
+    await first.close();
+    await chip(false).waitFor({ timeout: 5_000 });
+    const again = await connectGateway({ ...opts, auth: { deviceToken: first.hello.auth.deviceToken as string } });
+    await chip(true).waitFor({ timeout: 5_000 });
+    await again.close();
+    await chip(false).waitFor({ timeout: 5_000 });
+    assert.equal(await page.evaluate(() => (window as unknown as { presenceMarker?: number }).presenceMarker), 1, 'the page was never reloaded');
+  });
+
   test('rename from the UI', async () => {
     const card = page.locator(`article.device[data-device-id="${waitingDevice.deviceId}"]`);
     await card.locator('button[data-action="rename"]').click();

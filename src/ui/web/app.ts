@@ -409,8 +409,31 @@ function scheduleRefresh(): void {
   state.refreshTimer = window.setTimeout(() => void refreshAll(), 50);
 }
 
+/** The `presence` event (PROTOCOL.md §12): device sessions that connected or disconnected. */
+interface PresenceView {
+  changes: Array<{ deviceId: string; role: 'operator' | 'node'; state: 'connected' | 'disconnected'; deviceConnected: boolean }>;
+  truncated: boolean;
+}
+
+/**
+ * "Connected now" follows presence without a reload: a known device's status is set from the
+ * event itself; a device not listed yet, a node (its card also shows the commands it declared)
+ * or a truncated event needs the lists re-read.
+ */
+function onPresence(p: PresenceView): void {
+  let reread = p.truncated;
+  for (const c of p.changes) {
+    const d = state.paired.find((x) => x.deviceId === c.deviceId);
+    if (d) d.connected = c.deviceConnected;
+    if (!d || c.role === 'node') reread = true;
+  }
+  render();
+  if (reread) scheduleRefresh();
+}
+
 function onGatewayEvent(event: string, payload: unknown): void {
   if (event.startsWith('device.pair.') || event.startsWith('node.pair.') || event === 'tick') scheduleRefresh();
+  else if (event === 'presence') onPresence(payload as PresenceView);
   else if (event === 'auth.updated' && state.hello) {
     const p = payload as { scopes?: string[] };
     if (p.scopes) state.hello.auth.scopes = p.scopes;
