@@ -19,9 +19,10 @@ import { type WebSocket, WebSocketServer } from 'ws';
 import { connectGateway } from '../src/client/connection.js';
 import type { GatewayConfig } from '../src/core/config.js';
 import { systemClock } from '../src/core/env.js';
+import { DEFAULT_NODE_LIMITS } from '../src/core/nodes.js';
 import { type CommandContext, RUN_MAX_OUTPUT_BYTES, systemRun, systemWhich } from '../src/node-host/commands.js';
 import { ALLOWLIST_FILE, type ExecPolicyMode, ensureAllowlistFile } from '../src/node-host/exec-policy.js';
-import { jitteredDelayMs } from '../src/node-host/host.js';
+import { jitteredDelayMs, MAX_CONCURRENT_INVOKES } from '../src/node-host/host.js';
 import { encodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
@@ -473,6 +474,48 @@ describe('clawgate node run from another network address (netns, else a trusted 
 
     assert.equal(n.child.exitCode, null);
     assert.equal(n.lines.filter((l) => l.startsWith('connected to ')).length, 1, 'one connection from start to end');
+    assert.equal(await n.stop(), 0);
+  });
+
+  test('default limits agree: eight invokes run on the node host, the ninth is refused by the gateway (NODE_BUSY), never sent on to come back NODE_HOST_BUSY', async () => {
+    assert.equal(DEFAULT_NODE_LIMITS.maxInflightPerNode, MAX_CONCURRENT_INVOKES);
+    const stateDir = tmp('node-limit');
+    const n = node(['--url', nodeUrl(), '--token', TEST_TOKEN, '--state-dir', stateDir, '--name', 'limit-node', '--exec-policy', 'full']);
+    const [, deviceRequest] = await n.waitFor(/^waiting for approval: request (\S+) /);
+    assert.equal((await cli(tg, 'devices', 'approve', deviceRequest as string)).code, 0);
+    await n.waitFor(/^connected to /);
+    const nodeId = readJson<{ deviceId: string }>(join(stateDir, 'identity.json')).deviceId;
+    assert.equal((await cli(tg, 'nodes', 'approve', await pendingSurface(nodeId))).code, 0);
+    await n.waitFor(/^command surface approved /);
+
+    const caller = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const sleep = () => caller.request('node.invoke', { nodeId, command: 'system.run', params: { command: ['sleep', '30'] }, timeoutMs: 60_000 });
+    const running = Array.from({ length: MAX_CONCURRENT_INVOKES }, () =>
+      sleep().then(
+        () => 'answered',
+        () => 'failed',
+      ),
+    );
+    let children = runningChildren(n.child.pid as number);
+    for (let i = 0; i < 100 && children.length < MAX_CONCURRENT_INVOKES; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      children = runningChildren(n.child.pid as number);
+    }
+    assert.equal(children.length, MAX_CONCURRENT_INVOKES, `all ${MAX_CONCURRENT_INVOKES} run on the node: ${children.join(', ')}`);
+    const ninth = await sleep().then(
+      () => null,
+      (err: { detailCode?: string }) => err.detailCode,
+    );
+    assert.equal(ninth, 'NODE_BUSY', 'refused by the gateway, not by the node host');
+    // The caller leaving cancels its invokes: the node kills them.
+    await caller.close();
+    assert.deepEqual(await Promise.all(running), Array(MAX_CONCURRENT_INVOKES).fill('failed'));
+    for (let i = 0; i < 100 && runningChildren(n.child.pid as number).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(runningChildren(n.child.pid as number), []);
+    // Exactly the eight reached the node host (each logs its end; a ninth would have needed a slot).
+    for (let i = 0; i < 100 && n.lines.filter((l) => /^invoke \S+: system\.run sleep → cancelled /.test(l)).length < MAX_CONCURRENT_INVOKES; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    assert.equal(n.lines.filter((l) => /^invoke \S+: system\.run /.test(l)).length, MAX_CONCURRENT_INVOKES);
     assert.equal(await n.stop(), 0);
   });
 

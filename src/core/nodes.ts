@@ -31,7 +31,9 @@ export interface NodeLimits {
 }
 
 export const DEFAULT_NODE_LIMITS: NodeLimits = {
-  maxInflightPerNode: 16,
+  // The node hosts' own limit (clawgate's MAX_CONCURRENT_INVOKES and OpenClaw's node host both run 8
+  // at once): a higher gateway limit would only route invokes 9+ to a node that answers NODE_HOST_BUSY.
+  maxInflightPerNode: 8,
   maxParamsBytes: 1024 * 1024,
   maxResultBytes: 8 * 1024 * 1024,
   maxEventBytes: 256 * 1024,
