@@ -532,6 +532,28 @@ describe('two instances on one PostgreSQL database', () => {
     }
   });
 
+  test('presence crosses instances: an operator on B sees a device come and go on A, and "still connected" counts sessions on both', async () => {
+    type Change = { deviceId: string; connId: string; state: string; deviceConnected: boolean };
+    const watcher = await operator(b);
+    const identity = generateIdentity();
+    const change = (state: string, connId: string) =>
+      nextEvent<{ changes: Change[] }>(watcher, 'presence', (p) => p.changes.some((c) => c.connId === connId && c.state === state)).then(
+        (p) => p.changes.find((c) => c.connId === connId && c.state === state) as Change,
+      );
+    const onA = await readerOn(a, identity);
+    const upA = await change('connected', onA.hello.server.connId);
+    assert.deepEqual([upA.deviceId, upA.deviceConnected], [identity.deviceId, true]);
+    const onB = await readerOn(b, identity);
+    await change('connected', onB.hello.server.connId);
+    await onA.close();
+    const downA = await change('disconnected', onA.hello.server.connId);
+    assert.equal(downA.deviceConnected, true, 'A saw the session B still holds (shared presence table)');
+    await onB.close();
+    const downB = await change('disconnected', onB.hello.server.connId);
+    assert.equal(downB.deviceConnected, false);
+    await watcher.close();
+  });
+
   test('a chat message sent on B reaches a subscriber of the session connected to A', async () => {
     const opA = await operator(a);
     const opB = await operator(b);
