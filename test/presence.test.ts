@@ -102,10 +102,10 @@ describe('presence event', () => {
 });
 
 describe('presence coalescing', () => {
-  test('changes noted within a window go out as one event, bounded and flagged when there were more', async () => {
-    const sent: Array<{ changes: PresenceChange[]; truncated: boolean }> = [];
-    const co = new PresenceCoalescer(20, async (changes, truncated) => {
-      sent.push({ changes, truncated });
+  test('changes noted within a window go out as one event; a burst past the bound sends only its count', async () => {
+    const sent: Array<{ changes: PresenceChange[]; count: number }> = [];
+    const co = new PresenceCoalescer(20, async (changes, count) => {
+      sent.push({ changes, count });
     });
     const change = (i: number): PresenceChange => ({
       connId: `c${i}`,
@@ -116,27 +116,28 @@ describe('presence coalescing', () => {
       state: 'connected',
       atMs: i,
     });
-    for (let i = 0; i < PRESENCE_MAX_CHANGES + 10; i++) co.note(change(i));
+    for (let i = 0; i < PRESENCE_MAX_CHANGES; i++) co.note(change(i));
     await new Promise((r) => setTimeout(r, 80));
-    assert.equal(sent.length, 1, 'one event for the whole burst');
-    assert.equal(sent[0]?.changes.length, PRESENCE_MAX_CHANGES);
-    assert.equal(sent[0]?.truncated, true);
+    assert.equal(sent.length, 1, 'one event for the whole window');
+    assert.equal(sent[0]?.count, PRESENCE_MAX_CHANGES);
     assert.deepEqual(
-      sent[0]?.changes.slice(0, 2).map((c) => c.connId),
-      ['c0', 'c1'],
+      sent[0]?.changes.map((c) => c.connId),
+      Array.from({ length: PRESENCE_MAX_CHANGES }, (_, i) => `c${i}`),
+      'all of them, in order',
     );
+    for (let i = 0; i <= PRESENCE_MAX_CHANGES; i++) co.note(change(100 + i));
+    await new Promise((r) => setTimeout(r, 80));
+    assert.deepEqual([sent[1]?.changes.length, sent[1]?.count], [0, PRESENCE_MAX_CHANGES + 1], 'a storm: the count only');
     co.note(change(999));
     await new Promise((r) => setTimeout(r, 80));
     assert.deepEqual(
-      sent.map((s) => [s.changes.length, s.truncated]),
-      [
-        [PRESENCE_MAX_CHANGES, true],
-        [1, false],
-      ],
+      sent.slice(2).map((s) => [s.changes.map((c) => c.connId), s.count]),
+      [[['c999'], 1]],
+      'the next window starts afresh',
     );
     co.stop();
     co.note(change(1000));
     await new Promise((r) => setTimeout(r, 80));
-    assert.equal(sent.length, 2, 'nothing after stop');
+    assert.equal(sent.length, 3, 'nothing after stop');
   });
 });

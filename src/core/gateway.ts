@@ -180,9 +180,7 @@ export class Gateway {
     this.sharedPassword = deps.config.password ? new SharedSecret(deps.config.password) : null;
     this.owner = deps.config.ownerCredential ? new SharedSecret(deps.config.ownerCredential) : null;
     this.nodes = new NodeRegistry(this, deps.config.nodeLimits);
-    this.presence = new PresenceCoalescer(deps.config.presenceWindowMs ?? DEFAULT_PRESENCE_WINDOW_MS, (changes, truncated) =>
-      this.emitPresence(changes, truncated),
-    );
+    this.presence = new PresenceCoalescer(deps.config.presenceWindowMs ?? DEFAULT_PRESENCE_WINDOW_MS, (changes, count) => this.emitPresence(changes, count));
   }
 
   /** Start periodic work (tick events, access-metadata flush). */
@@ -830,10 +828,15 @@ export class Gateway {
   }
 
   /** One `presence` event for a window's changes; whether each device is still connected is read once, cluster-wide. */
-  private async emitPresence(changes: PresenceChange[], truncated: boolean): Promise<void> {
+  private async emitPresence(changes: PresenceChange[], count: number): Promise<void> {
     if (this.stopping) return;
-    const online = await this.connectedDeviceIds();
-    const event: PresenceEvent = { ts: this.clock.now(), changes: changes.map((c) => ({ ...c, deviceConnected: online.has(c.deviceId) })), truncated };
+    const online = changes.length > 0 ? await this.connectedDeviceIds() : new Set<string>();
+    const event: PresenceEvent = {
+      ts: this.clock.now(),
+      changes: changes.map((c) => ({ ...c, deviceConnected: online.has(c.deviceId) })),
+      truncated: count > changes.length,
+      count,
+    };
     this.broadcast('presence', event);
   }
 

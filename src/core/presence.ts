@@ -3,13 +3,15 @@
  * disconnected. Connects are the hot path, so noting a change only appends to a bounded list;
  * at most one `presence` broadcast per window carries everything noted in it. The fan-out is
  * then one send per operator per window (like `tick`) however many devices connect, and the
- * payload never grows past PRESENCE_MAX_CHANGES entries: beyond that the event says
- * `truncated: true` and clients re-read `device.pair.list` / `system-presence` instead.
+ * payload stays small: a window with more than PRESENCE_MAX_CHANGES changes (a reconnect storm)
+ * sends none of them, only `truncated: true` and the count, and clients re-read
+ * `device.pair.list` / `system-presence` instead. A storm thus costs each operator one small
+ * frame per window, not a list it would only replace by a re-read anyway.
  */
 import type { Role } from '../protocol/frames.js';
 
-/** Entries one `presence` event may carry; more in one window are dropped and flagged. */
-export const PRESENCE_MAX_CHANGES = 64;
+/** Entries one `presence` event may carry; a window with more sends only the count. */
+export const PRESENCE_MAX_CHANGES = 32;
 /** Default coalescing window: a status display a second behind is fine, a broadcast per connect is not. */
 export const DEFAULT_PRESENCE_WINDOW_MS = 1_000;
 
@@ -27,26 +29,28 @@ export interface PresenceEvent {
   ts: number;
   /** In the order they happened; `deviceConnected` is whether the device still had a session anywhere when the event was sent. */
   changes: Array<PresenceChange & { deviceConnected: boolean }>;
-  /** More changes happened in the window than the event carries. */
+  /** More than PRESENCE_MAX_CHANGES changes happened in the window: `changes` is empty, re-read the lists. */
   truncated: boolean;
+  /** Changes that happened in the window (equals `changes.length` unless truncated). */
+  count: number;
 }
 
 export class PresenceCoalescer {
   private changes: PresenceChange[] = [];
-  private truncated = false;
+  private count = 0;
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
 
   constructor(
     private readonly windowMs: number,
     /** Sends one event; failures are the emitter's to log (presence is best effort). */
-    private readonly emit: (changes: PresenceChange[], truncated: boolean) => Promise<void>,
+    private readonly emit: (changes: PresenceChange[], count: number) => Promise<void>,
   ) {}
 
   note(change: PresenceChange): void {
     if (this.stopped) return;
-    if (this.changes.length < PRESENCE_MAX_CHANGES) this.changes.push(change);
-    else this.truncated = true;
+    if (++this.count <= PRESENCE_MAX_CHANGES) this.changes.push(change);
+    else this.changes = [];
     if (this.timer) return;
     this.timer = setTimeout(() => this.flush(), this.windowMs);
     this.timer.unref();
@@ -54,10 +58,10 @@ export class PresenceCoalescer {
 
   private flush(): void {
     this.timer = null;
-    const { changes, truncated } = this;
+    const { changes, count } = this;
     this.changes = [];
-    this.truncated = false;
-    void this.emit(changes, truncated);
+    this.count = 0;
+    void this.emit(changes, count);
   }
 
   stop(): void {
