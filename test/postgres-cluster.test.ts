@@ -537,7 +537,7 @@ describe('two instances on one PostgreSQL database', () => {
     const watcher = await operator(b);
     const identity = generateIdentity();
     const change = (state: string, connId: string) =>
-      nextEvent<{ changes: Change[] }>(watcher, 'presence', (p) => p.changes.some((c) => c.connId === connId && c.state === state)).then(
+      nextEvent<{ changes: Change[] }>(watcher, 'device.presence', (p) => p.changes.some((c) => c.connId === connId && c.state === state)).then(
         (p) => p.changes.find((c) => c.connId === connId && c.state === state) as Change,
       );
     const onA = await readerOn(a, identity);

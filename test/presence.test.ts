@@ -1,5 +1,5 @@
 /**
- * The `presence` event over real sockets and the real SQLite store: a device connecting and
+ * The `device.presence` event over real sockets and the real SQLite store: a device connecting and
  * disconnecting is announced to operators holding operator.read (never to others, never with a
  * credential), coalesced into one event per window. The coalescer's bound is checked directly.
  */
@@ -11,17 +11,17 @@ import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway }
 
 type Change = PresenceEvent['changes'][number];
 
-/** Every `presence` change `conn` receives, in order. */
+/** Every `device.presence` change `conn` receives, in order. */
 function collect(conn: GatewayConnection): Change[] {
   const seen: Change[] = [];
   conn.onEvent((event, payload) => {
-    if (event === 'presence') seen.push(...(payload as PresenceEvent).changes);
+    if (event === 'device.presence') seen.push(...(payload as PresenceEvent).changes);
   });
   return seen;
 }
 
 function presenceOf(conn: GatewayConnection, deviceId: string, state: Change['state']): Promise<PresenceEvent> {
-  return conn.waitForEvent<PresenceEvent>('presence', 5000, (p) => p.changes.some((c) => c.deviceId === deviceId && c.state === state));
+  return conn.waitForEvent<PresenceEvent>('device.presence', 5000, (p) => p.changes.some((c) => c.deviceId === deviceId && c.state === state));
 }
 
 describe('presence event', () => {
@@ -40,7 +40,7 @@ describe('presence event', () => {
     const pairingOnly = await connectGateway({ url: tg.url, auth: { token: TEST_TOKEN }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.pairing'] });
     const raw: string[] = [];
     watcher.onEvent((event, payload) => {
-      if (event === 'presence') raw.push(JSON.stringify(payload));
+      if (event === 'device.presence') raw.push(JSON.stringify(payload));
     });
     const readerSeen = collect(reader);
     const pairingSeen = collect(pairingOnly);

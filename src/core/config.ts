@@ -29,7 +29,7 @@ export interface GatewayConfig {
   untrustedForwarded: 'refuse' | 'ignore';
   /** Extra browser origins (`scheme://host[:port]`) allowed to open a WebSocket; the gateway's own origin always is. */
   allowedOrigins: string[];
-  /** Coalescing window of the `presence` event (default DEFAULT_PRESENCE_WINDOW_MS, 1 s). */
+  /** Coalescing window of the `device.presence` event (default DEFAULT_PRESENCE_WINDOW_MS, 1 s). */
   presenceWindowMs?: number | undefined;
   /** node.invoke limits (issue 5); unset fields take DEFAULT_NODE_LIMITS. */
   nodeLimits?: Partial<NodeLimits> | undefined;

@@ -80,7 +80,7 @@ export const EVENT_SCOPES: Record<string, string | null> = {
   tick: null,
   health: null,
   shutdown: null,
-  presence: READ,
+  'device.presence': READ,
   'device.pair.requested': PAIRING,
   'device.pair.resolved': PAIRING,
   'device.pair.changed': PAIRING,
@@ -105,7 +105,7 @@ const CLUSTER_EVENTS = new Set([
   'node.pair.requested',
   'node.pair.resolved',
   // presence: each instance announces its own sessions' changes (one event per window, src/core/presence.ts)
-  'presence',
+  'device.presence',
   'node.event',
 ]);
 
@@ -155,7 +155,7 @@ export class Gateway {
   private seen = new Map<string, { deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
-  /** Device connects/disconnects, sent to operators as one `presence` event per window. */
+  /** Device connects/disconnects, sent to operators as one `device.presence` event per window. */
   private readonly presence: PresenceCoalescer;
   /** Work that must finish before the store closes (automations: scheduler, delivery worker). */
   private readonly stopHooks: Array<() => Promise<void>> = [];
@@ -827,7 +827,7 @@ export class Gateway {
     });
   }
 
-  /** One `presence` event for a window's changes; whether each device is still connected is read once, cluster-wide. */
+  /** One `device.presence` event for a window's changes; whether each device is still connected is read once, cluster-wide. */
   private async emitPresence(changes: PresenceChange[], count: number): Promise<void> {
     if (this.stopping) return;
     const online = changes.length > 0 ? await this.connectedDeviceIds() : new Set<string>();
@@ -837,7 +837,7 @@ export class Gateway {
       truncated: count > changes.length,
       count,
     };
-    this.broadcast('presence', event);
+    this.broadcast('device.presence', event);
   }
 
   disconnect(session: SessionPrincipal): void {

@@ -1,7 +1,7 @@
 /**
- * Device presence for operators: the `presence` event says which device sessions connected or
+ * Device presence for operators: the `device.presence` event says which device sessions connected or
  * disconnected. Connects are the hot path, so noting a change only appends to a bounded list;
- * at most one `presence` broadcast per window carries everything noted in it. The fan-out is
+ * at most one `device.presence` broadcast per window carries everything noted in it. The fan-out is
  * then one send per operator per window (like `tick`) however many devices connect, and the
  * payload stays small: a window with more than PRESENCE_MAX_CHANGES changes (a reconnect storm)
  * sends none of them, only `truncated: true` and the count, and clients re-read
@@ -10,7 +10,7 @@
  */
 import type { Role } from '../protocol/frames.js';
 
-/** Entries one `presence` event may carry; a window with more sends only the count. */
+/** Entries one `device.presence` event may carry; a window with more sends only the count. */
 export const PRESENCE_MAX_CHANGES = 32;
 /** Default coalescing window: a status display a second behind is fine, a broadcast per connect is not. */
 export const DEFAULT_PRESENCE_WINDOW_MS = 1_000;

@@ -409,7 +409,7 @@ function scheduleRefresh(): void {
   state.refreshTimer = window.setTimeout(() => void refreshAll(), 50);
 }
 
-/** The `presence` event (PROTOCOL.md §12): device sessions that connected or disconnected. */
+/** The `device.presence` event (PROTOCOL.md §12): device sessions that connected or disconnected. */
 interface PresenceView {
   changes: Array<{ deviceId: string; role: 'operator' | 'node'; state: 'connected' | 'disconnected'; deviceConnected: boolean }>;
   truncated: boolean;
@@ -433,7 +433,7 @@ function onPresence(p: PresenceView): void {
 
 function onGatewayEvent(event: string, payload: unknown): void {
   if (event.startsWith('device.pair.') || event.startsWith('node.pair.') || event === 'tick') scheduleRefresh();
-  else if (event === 'presence') onPresence(payload as PresenceView);
+  else if (event === 'device.presence') onPresence(payload as PresenceView);
   else if (event === 'auth.updated' && state.hello) {
     const p = payload as { scopes?: string[] };
     if (p.scopes) state.hello.auth.scopes = p.scopes;
