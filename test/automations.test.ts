@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../src/store/types.js';
-import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { cli, cliJson, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { freePort } from './helpers/net.js';
 import { connectAsNode, deviceParams, plainParams, RawClient, rawConnect } from './helpers/raw.js';
 import { WebhookTarget } from './helpers/webhook.js';
@@ -155,14 +155,14 @@ test('a cron job that spawns a sub-session and posts into it works the same way,
     await waitUntil(async () => (await children(tg)).length >= first.length + 1, 'a spawn after the restart');
 
     const all = await children(tg);
-    const parent = (JSON.parse((await cli(tg, 'sessions', 'list', '--json')).stdout) as { sessions: ChatSession[] }).sessions.find((s) => s.key === 'ops');
+    const parent = ((await cliJson(tg, 'sessions', 'list', '--json')) as { sessions: ChatSession[] }).sessions.find((s) => s.key === 'ops');
     assert.ok(parent, 'the parent session was created by the first run');
     assert.equal(parent.createdBy, 'internal:cron');
     for (const child of all) {
       assert.equal(child.parentId, parent.sessionId);
       assert.equal(child.createdBy, 'internal:spawn');
       assert.equal(child.label, 'run');
-      const history = JSON.parse((await cli(tg, 'chat', 'history', child.key, '--json')).stdout) as { messages: ChatMessage[] };
+      const history = (await cliJson(tg, 'chat', 'history', child.key, '--json')) as { messages: ChatMessage[] };
       // A run that was cut by the restart may have spawned without posting yet; finished ones posted once.
       assert.ok(history.messages.length <= 1);
       for (const m of history.messages) {
@@ -170,7 +170,7 @@ test('a cron job that spawns a sub-session and posts into it works the same way,
         assert.equal(m.author, 'internal:cron');
       }
     }
-    const runs = JSON.parse((await cli(tg, 'cron', 'runs', 'standup', '--json')).stdout) as { runs: CronRun[] };
+    const runs = (await cliJson(tg, 'cron', 'runs', 'standup', '--json')) as { runs: CronRun[] };
     const ok = runs.runs.filter((r) => r.status === 'ok');
     assert.ok(ok.length >= 3, JSON.stringify(runs.runs));
     for (const r of ok) {
@@ -446,7 +446,7 @@ test('webhook target down: retries with growing backoff, one idempotency key, th
     assert.equal(dead.deliveries[0]?.attempts, 3);
     assert.equal(dead.deliveries[0]?.lastStatus, 500);
     assert.match(dead.deliveries[0]?.lastError ?? '', /gave up after 3 attempts/);
-    const cliDead = JSON.parse((await cli(tg, 'channels', 'dead-letters', '--json')).stdout) as { deliveries: Delivery[] };
+    const cliDead = (await cliJson(tg, 'channels', 'dead-letters', '--json')) as { deliveries: Delivery[] };
     assert.equal(cliDead.deliveries[0]?.deliveryId, sent.deliveryId);
     assert.ok((await tg.store.listAudit()).some((e) => e.action === 'delivery.dead-lettered' && e.subject === sent.deliveryId));
 
@@ -641,7 +641,7 @@ test('a cron job that invokes a node command runs it through node.invoke with th
     assert.deepEqual(invoked[0], { command: 'canvas.present', paramsJSON: '{"url":"https://example.test"}' });
     const jobId = (JSON.parse(add.stdout) as { job: CronJob }).job.jobId;
     await waitUntil(async () => (await tg.store.listCronRuns(jobId)).length >= 1, 'a recorded run');
-    const runs = JSON.parse((await cli(tg, 'cron', 'runs', 'kiosk', '--json')).stdout) as { runs: CronRun[] };
+    const runs = (await cliJson(tg, 'cron', 'runs', 'kiosk', '--json')) as { runs: CronRun[] };
     assert.equal(runs.runs[0]?.status, 'ok', JSON.stringify(runs.runs[0]));
     assert.equal(runs.runs[0]?.result?.invoked, 'canvas.present');
 

@@ -14,7 +14,7 @@ import {
   type GatewayRequestError,
   generateIdentity,
 } from '../src/client/connection.js';
-import { cli, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { cli, cliJson, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 const REMOTE = { 'x-forwarded-for': '198.51.100.23' };
 
@@ -130,7 +130,7 @@ describe('remote operator pairing', () => {
       assert.equal((err.error.details as { requestId: string }).requestId, requestId);
       return true;
     });
-    const list = JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { pending: Array<{ requestId: string; kind: string; adds: string[] }> };
+    const list = (await cliJson(tg, 'devices', 'list', '--json')) as { pending: Array<{ requestId: string; kind: string; adds: string[] }> };
     const upgrade = list.pending.find((p) => p.requestId === requestId);
     assert.equal(upgrade?.kind, 'scope-upgrade');
     assert.deepEqual(upgrade?.adds, ['operator.pairing']);
@@ -184,7 +184,7 @@ describe('remote operator pairing', () => {
     const res = await cli(tg, 'devices', 'remove', id.deviceId);
     assert.equal(res.code, 0, res.stderr);
     assert.equal((await conn.closed).code, 4001);
-    const list = JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { paired: Array<{ deviceId: string }> };
+    const list = (await cliJson(tg, 'devices', 'list', '--json')) as { paired: Array<{ deviceId: string }> };
     assert.ok(!list.paired.some((d) => d.deviceId === id.deviceId));
   });
 
@@ -243,7 +243,7 @@ describe('local pairing and node role', () => {
     await ca.close();
     const cb = await operator(tg, b, { scopes: ['operator.read'] });
     await cb.close();
-    const list = JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { paired: Array<{ deviceId: string }> };
+    const list = (await cliJson(tg, 'devices', 'list', '--json')) as { paired: Array<{ deviceId: string }> };
     assert.ok(list.paired.some((d) => d.deviceId === a.deviceId));
     assert.ok(list.paired.some((d) => d.deviceId === b.deviceId));
   });
@@ -432,7 +432,7 @@ describe('policy and lifecycle', () => {
       const res = await cli(tg, 'devices', 'rename', id.deviceId, 'kitchen tablet');
       assert.equal(res.code, 0, res.stderr);
       await (await operator(tg, id, { scopes: ['operator.read', 'operator.write'] })).close();
-      const list = JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { paired: Array<{ deviceId: string; label: string }> };
+      const list = (await cliJson(tg, 'devices', 'list', '--json')) as { paired: Array<{ deviceId: string; label: string }> };
       assert.equal(list.paired.find((d) => d.deviceId === id.deviceId)?.label, 'kitchen tablet');
       const bad = await cli(tg, 'devices', 'rename', id.deviceId, 'x'.repeat(65));
       assert.equal(bad.code, 1);
@@ -454,7 +454,7 @@ describe('clawgate devices reject (CLI)', () => {
       const res = await cli(tg, 'devices', 'reject', requestId, '--json');
       assert.equal(res.code, 0, res.stderr);
       assert.deepEqual(JSON.parse(res.stdout), { requestId, deviceId: id.deviceId });
-      const list = JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { pending: Array<{ requestId: string }> };
+      const list = (await cliJson(tg, 'devices', 'list', '--json')) as { pending: Array<{ requestId: string }> };
       assert.equal(list.pending.length, 0);
       const again = await expectRefused(operator(tg, id, { headers: REMOTE }), 'PAIRING_REQUIRED');
       assert.notEqual((again.error!.details as { requestId: string }).requestId, requestId);

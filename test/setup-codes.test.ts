@@ -19,7 +19,7 @@ import { ManualClock } from '../src/core/env.js';
 import { parseToken } from '../src/core/secrets.js';
 import { SETUP_FAILURE_BUDGET } from '../src/core/setup-codes.js';
 import { decodeSetupCode, encodeSetupCode, setupLink } from '../src/protocol/setup-code.js';
-import { cli, expectRefused as refused, removeDir, startTestGateway, TEST_OWNER, type TestGateway } from './helpers/gateway.js';
+import { cli, cliJson, expectRefused as refused, removeDir, startTestGateway, TEST_OWNER, type TestGateway } from './helpers/gateway.js';
 
 const cfg = { trustedProxies: ['127.0.0.1'] };
 
@@ -499,7 +499,7 @@ describe('clawgate qr (CLI, end to end)', () => {
     assert.equal(decoded.payload.url, tg.url, '--url is the URL written into the code');
     assert.equal(parseToken('bootstrap', decoded.payload.bootstrapToken)?.id, j.setupId);
 
-    let list = JSON.parse((await cli(tg, 'qr', '--list', '--json')).stdout) as {
+    let list = (await cliJson(tg, 'qr', '--list', '--json')) as {
       codes: Array<{ setupId: string; status: string; deviceId: string | null; label: string }>;
     };
     assert.equal(list.codes.find((c) => c.setupId === j.setupId)?.status, 'active');
@@ -507,7 +507,7 @@ describe('clawgate qr (CLI, end to end)', () => {
     const id = generateIdentity();
     const conn = await redeem(tg, decoded.payload.bootstrapToken, id);
     await conn.close();
-    list = JSON.parse((await cli(tg, 'qr', '--list', '--json')).stdout);
+    list = await cliJson(tg, 'qr', '--list', '--json');
     const listed = list.codes.find((c) => c.setupId === j.setupId);
     assert.equal(listed?.status, 'redeemed');
     assert.equal(listed?.deviceId, id.deviceId);
@@ -515,7 +515,7 @@ describe('clawgate qr (CLI, end to end)', () => {
     assert.equal(human.code, 0, human.stderr);
     assert.match(human.stdout, new RegExp(`${j.setupId}\\s+tablet.*redeemed by test-phone ${id.deviceId} as operator`));
 
-    const other = JSON.parse((await cli(tg, 'qr', '--json', '--profile', 'operator+node', '--scopes', 'operator.read', 'operator.talk')).stdout) as Minted;
+    const other = (await cliJson(tg, 'qr', '--json', '--profile', 'operator+node', '--scopes', 'operator.read', 'operator.talk')) as Minted;
     assert.deepEqual(other.roles, ['operator', 'node']);
     assert.deepEqual(other.scopes, ['operator.read', 'operator.talk']);
     const revoked = await cli(tg, 'qr', '--revoke', other.setupId);
@@ -523,7 +523,7 @@ describe('clawgate qr (CLI, end to end)', () => {
     assert.match(revoked.stdout, /revoked setup code/);
     const again = await cli(tg, 'qr', '--revoke', other.setupId, '--json');
     assert.equal(JSON.parse(again.stdout).revoked, false);
-    list = JSON.parse((await cli(tg, 'qr', '--list', '--json')).stdout);
+    list = await cliJson(tg, 'qr', '--list', '--json');
     assert.equal(list.codes.find((c) => c.setupId === other.setupId)?.status, 'revoked');
     const otherToken = decodeSetupCode(other.setupCode);
     assert.ok(otherToken.ok);

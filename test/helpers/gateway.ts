@@ -83,6 +83,13 @@ export async function cli(tg: TestGateway, ...args: string[]): Promise<{ stdout:
 }
 
 /** Expect a connect to be refused with this `details.code` (always followed by close 1008 or another documented code). */
+/** Run the CLI and parse its `--json` output; a failed command fails the test with its stderr. */
+export async function cliJson<T = unknown>(tg: TestGateway, ...args: string[]): Promise<T> {
+  const r = await cli(tg, ...args);
+  assert.equal(r.code, 0, `clawgate ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
 export async function expectRefused(p: Promise<unknown>, detail: string): Promise<ConnectError> {
   try {
     await p;
