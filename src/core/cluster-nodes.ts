@@ -34,7 +34,7 @@ export class ClusterNodeRouter {
   async announce(session: SessionPrincipal): Promise<void> {
     if (!session.deviceId) return;
     try {
-      const live = session.role === 'node' ? this.gw.nodes.liveNodes().find((n) => n.session === session) : undefined;
+      const live = session.role === 'node' ? this.gw.nodes.byConn(session.connId) : undefined;
       const detail = live ? { declared: live.declared, caps: live.caps, version: live.version, address: session.address } : undefined;
       await this.bus.announceSession(session.connId, session.deviceId, session.role, session.connectedAtMs, detail);
     } catch (err) {

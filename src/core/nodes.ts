@@ -154,6 +154,11 @@ export class NodeRegistry {
     return [...this.live.values()];
   }
 
+  /** The live node of one connection (a map lookup: node-side calls and announce run per frame/connect). */
+  byConn(connId: string): LiveNode | undefined {
+    return this.live.get(connId);
+  }
+
   /**
    * A node session was admitted: compare its declared surface with the approved one and file
    * (or refresh) a surface request when it asks for more. Runs before hello-ok is sent.

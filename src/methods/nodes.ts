@@ -305,7 +305,7 @@ export function registerNodeMethods(gw: Gateway): void {
 
   const liveOf = (p: Principal): LiveNode | undefined => {
     const connId = (p as { connId?: string }).connId;
-    return nodes.liveNodes().find((n) => n.session.connId === connId);
+    return connId === undefined ? undefined : nodes.byConn(connId);
   };
 
   gw.methods.add({
