@@ -125,6 +125,24 @@ export interface PendingView {
 
 export { confirmationCode };
 
+/** Records by device id; the first record of a device wins, as `find` would pick it. */
+export function byDevice<R extends { deviceId: string }>(records: readonly R[]): Map<string, R> {
+  const out = new Map<string, R>();
+  for (const r of records) if (!out.has(r.deviceId)) out.set(r.deviceId, r);
+  return out;
+}
+
+/** Records grouped by device id, in their original order. */
+function groupByDevice<R extends { deviceId: string }>(records: readonly R[]): Map<string, R[]> {
+  const out = new Map<string, R[]>();
+  for (const r of records) {
+    const list = out.get(r.deviceId);
+    if (list) list.push(r);
+    else out.set(r.deviceId, [r]);
+  }
+  return out;
+}
+
 export function viewDevice(d: DeviceRecord, grants: GrantRecord[], tokens: TokenRecord[], connected: boolean): DeviceView {
   const mine = grants.filter((g) => g.deviceId === d.deviceId);
   return {
@@ -260,18 +278,22 @@ export function registerDeviceMethods(gw: Gateway): void {
       // Non-admin device sessions see only their own device (no enumeration of others).
       const own = (id: string) => isAdmin(principal) || principal.kind !== 'device' || principal.deviceId === id;
       const grantOf = (r: PairingRequest) => grants.find((g) => g.deviceId === r.deviceId && g.role === r.role) ?? null;
+      // Indexed once: one pass over the devices, not a scan of every list per device.
+      const grantsOf = groupByDevice(grants);
+      const tokensOf = groupByDevice(tokens);
+      const surfaceOf = byDevice(surfaces);
+      const requestOf = byDevice(surfaceRequests);
       return {
         pending: pending.filter((r) => own(r.deviceId)).map((r) => viewPending(r, grantOf(r), ttl())),
         paired: devices
           .filter((d) => own(d.deviceId))
-          .map((d) => ({
-            ...viewDevice(d, grants, tokens, connected.has(d.deviceId)),
-            ...viewNodeSurfaces(
-              grants.filter((g) => g.deviceId === d.deviceId),
-              surfaces.find((x) => x.deviceId === d.deviceId),
-              surfaceRequests.find((x) => x.deviceId === d.deviceId),
-            ),
-          })),
+          .map((d) => {
+            const mine = grantsOf.get(d.deviceId) ?? [];
+            return {
+              ...viewDevice(d, mine, tokensOf.get(d.deviceId) ?? [], connected.has(d.deviceId)),
+              ...viewNodeSurfaces(mine, surfaceOf.get(d.deviceId), requestOf.get(d.deviceId)),
+            };
+          }),
       };
     },
   });

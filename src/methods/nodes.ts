@@ -14,6 +14,7 @@ import { hasScope, type Principal } from '../core/principal.js';
 import { GatewayError } from '../protocol/errors.js';
 import { ADMIN, PAIRING, READ, WRITE } from '../protocol/scopes.js';
 import type { DeviceRecord, GrantRecord, NodeSurfaceRecord, NodeSurfaceRequest } from '../store/types.js';
+import { byDevice } from './devices.js';
 
 const NodeId = T.String({ minLength: 1, maxLength: 128 });
 const RequestId = T.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' });
@@ -101,14 +102,18 @@ export function registerNodeMethods(gw: Gateway): void {
       gw.store.listNodeSurfaceRequests(),
       gw.cluster?.remoteNodes() ?? new Map<string, RemoteNode>(),
     ]);
+    // Indexed once: the listing is one pass over the node grants, not a scan per node.
+    const deviceOf = byDevice(devices);
+    const surfaceOf = byDevice(surfaces);
+    const requestOf = byDevice(requests);
     return grants
       .filter((g) => g.role === 'node')
       .map((g) =>
         nodeView(
-          devices.find((d) => d.deviceId === g.deviceId) ?? null,
+          deviceOf.get(g.deviceId) ?? null,
           g,
-          surfaces.find((s) => s.deviceId === g.deviceId) ?? null,
-          requests.find((r) => r.deviceId === g.deviceId),
+          surfaceOf.get(g.deviceId) ?? null,
+          requestOf.get(g.deviceId),
           nodes.byNode(g.deviceId),
           remote.get(g.deviceId),
         ),
