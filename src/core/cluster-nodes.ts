@@ -138,19 +138,11 @@ export class ClusterNodeRouter {
 
   /** Another instance decided on a surface: live sessions of that node here follow the store. */
   private async surfaceChanged(e: Extract<ClusterEvent, { type: 'node-surface-changed' }>): Promise<void> {
-    const lives = this.gw.nodes.liveNodes().filter((n) => n.nodeId === e.deviceId);
-    if (lives.length === 0) return;
+    if (!this.gw.nodes.byNode(e.deviceId)) return;
     try {
       const surface = await this.gw.store.getNodeSurface(e.deviceId);
-      const approved = new Set(surface?.commands ?? []);
-      const caps = new Set(surface?.caps ?? []);
-      const event = { requestId: e.requestId, nodeId: e.deviceId, decision: e.decision, ts: e.ts };
-      for (const live of lives) {
-        live.routable = new Set(live.declared.filter((c) => approved.has(c)));
-        const covered = live.declared.every((c) => approved.has(c)) && live.caps.every((c) => caps.has(c));
-        if (live.pendingRequestId === e.requestId && (e.decision === 'rejected' || covered)) live.pendingRequestId = null;
-        live.session.sendEvent('node.pair.resolved', event);
-      }
+      // Same rule as a decision made here; the approved surface is re-read from the store.
+      this.gw.nodes.applyDecision({ requestId: e.requestId, nodeId: e.deviceId, decision: e.decision, ts: e.ts }, surface);
     } catch (err) {
       this.gw.log.warn('could not apply a node surface decision', { nodeId: e.deviceId, err: String(err) });
     }

@@ -398,16 +398,8 @@ export class NodeRegistry {
     });
     if (!surface)
       return new GatewayError('UNKNOWN_NODE_REQUEST_ID', { vars: { requestId: req.requestId }, details: { requestId: req.requestId, pending: [] } });
-    const approved = new Set(surface.commands);
-    const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'approved', ts: now };
-    for (const live of this.live.values()) {
-      if (live.nodeId !== req.deviceId) continue;
-      live.routable = new Set(live.declared.filter((c) => approved.has(c)));
-      const caps = new Set(surface.caps);
-      const covered = live.declared.every((c) => approved.has(c)) && live.caps.every((c) => caps.has(c));
-      if (covered) live.pendingRequestId = null;
-      live.session.sendEvent('node.pair.resolved', event);
-    }
+    const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'approved' as const, ts: now };
+    this.applyDecision(event, surface);
     this.gw.broadcast('node.pair.resolved', event);
     this.gw.cluster?.surfaceDecided(req.deviceId, req.requestId, 'approved', now);
     return surface;
@@ -423,15 +415,31 @@ export class NodeRegistry {
       data: { requestId: req.requestId, commands: req.commands },
     });
     if (!gone) return false;
-    const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'rejected', ts: now };
-    for (const live of this.live.values()) {
-      if (live.nodeId !== req.deviceId) continue;
-      if (live.pendingRequestId === req.requestId) live.pendingRequestId = null;
-      live.session.sendEvent('node.pair.resolved', event);
-    }
+    const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'rejected' as const, ts: now };
+    this.applyDecision(event);
     this.gw.broadcast('node.pair.resolved', event);
     this.gw.cluster?.surfaceDecided(req.deviceId, req.requestId, 'rejected', now);
     return true;
+  }
+
+  /**
+   * An operator decided on a node's surface (here, or on another instance): the node's live
+   * sessions here route what `surface` approves (when given), drop the decided request as
+   * pending (a rejection always; an approval once it covers all they declared) and are told.
+   */
+  applyDecision(
+    event: { requestId: string; nodeId: string; decision: 'approved' | 'rejected'; ts: number },
+    surface?: Pick<NodeSurfaceRecord, 'commands' | 'caps'> | null,
+  ): void {
+    const approved = new Set(surface?.commands ?? []);
+    const caps = new Set(surface?.caps ?? []);
+    for (const live of this.live.values()) {
+      if (live.nodeId !== event.nodeId) continue;
+      if (surface !== undefined) live.routable = new Set(live.declared.filter((c) => approved.has(c)));
+      const covered = live.declared.every((c) => approved.has(c)) && live.caps.every((c) => caps.has(c));
+      if (event.decision === 'approved' ? covered : live.pendingRequestId === event.requestId) live.pendingRequestId = null;
+      live.session.sendEvent('node.pair.resolved', event);
+    }
   }
 
   pendingView(r: NodeSurfaceRequest): NodePendingView {
