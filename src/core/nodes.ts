@@ -132,6 +132,8 @@ export class NodeRegistry {
   readonly limits: NodeLimits;
   /** Live node sessions by connection id. */
   private readonly live = new Map<string, LiveNode>();
+  /** The same live sessions by node id (a node may hold several sockets): lookups per node, not scans. */
+  private readonly ofNode = new Map<string, Set<LiveNode>>();
   private readonly invocations = new Map<string, Invocation>();
 
   constructor(
@@ -144,8 +146,8 @@ export class NodeRegistry {
   /** The newest live session of a node device. */
   byNode(nodeId: string): LiveNode | undefined {
     let best: LiveNode | undefined;
-    for (const n of this.live.values()) {
-      if (n.nodeId === nodeId && (!best || n.session.connectedAtMs >= best.session.connectedAtMs)) best = n;
+    for (const n of this.ofNode.get(nodeId) ?? []) {
+      if (!best || n.session.connectedAtMs >= best.session.connectedAtMs) best = n;
     }
     return best;
   }
@@ -219,6 +221,9 @@ export class NodeRegistry {
       if (res.created) gw.broadcast('node.pair.requested', this.pendingView(res.request));
     }
     this.live.set(session.connId, live);
+    let mine = this.ofNode.get(nodeId);
+    if (!mine) this.ofNode.set(nodeId, (mine = new Set()));
+    mine.add(live);
   }
 
   /** A session ended: a node's in-flight invocations fail at once with NODE_DISCONNECTED. */
@@ -226,6 +231,9 @@ export class NodeRegistry {
     const live = this.live.get(session.connId);
     if (!live) return;
     this.live.delete(session.connId);
+    const mine = this.ofNode.get(live.nodeId);
+    mine?.delete(live);
+    if (mine?.size === 0) this.ofNode.delete(live.nodeId);
     for (const id of [...live.inflight]) {
       const inv = this.invocations.get(id);
       inv?.settle(
@@ -433,8 +441,7 @@ export class NodeRegistry {
   ): void {
     const approved = new Set(surface?.commands ?? []);
     const caps = new Set(surface?.caps ?? []);
-    for (const live of this.live.values()) {
-      if (live.nodeId !== event.nodeId) continue;
+    for (const live of this.ofNode.get(event.nodeId) ?? []) {
       if (surface !== undefined) live.routable = new Set(live.declared.filter((c) => approved.has(c)));
       const covered = live.declared.every((c) => approved.has(c)) && live.caps.every((c) => caps.has(c));
       if (event.decision === 'approved' ? covered : live.pendingRequestId === event.requestId) live.pendingRequestId = null;
