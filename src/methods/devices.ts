@@ -70,7 +70,7 @@ export interface PendingNodeSurfaceView {
 }
 
 /** The node fields of a device row; absent for a device without the node role. */
-export function viewNodeSurfaces(
+function viewNodeSurfaces(
   grants: GrantRecord[],
   surface: NodeSurfaceRecord | undefined,
   request: NodeSurfaceRequest | undefined,
@@ -122,8 +122,6 @@ export interface PendingView {
   /** Short code to compare with the one the device shows (derived from the request id and key). */
   confirmationCode: string;
 }
-
-export { confirmationCode };
 
 /** Records by device id; the first record of a device wins, as `find` would pick it. */
 export function byDevice<R extends { deviceId: string }>(records: readonly R[]): Map<string, R> {
