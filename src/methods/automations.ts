@@ -21,12 +21,12 @@ const closed = { additionalProperties: false } as const;
 
 const Embed = T.Record(T.String({ maxLength: 64 }), T.Unknown());
 
-export const ScheduleSchema = T.Union([
+const ScheduleSchema = T.Union([
   T.Object({ kind: T.Literal('cron'), expr: T.String({ minLength: 1, maxLength: 200 }), tz: T.Optional(T.String({ minLength: 1, maxLength: 64 })) }, closed),
   T.Object({ kind: T.Literal('every'), everyMs: T.Integer({ minimum: 1 }) }, closed),
 ]);
 
-export const ActionSchema = T.Union([
+const ActionSchema = T.Union([
   T.Object(
     {
       kind: T.Literal('chat'),
