@@ -94,18 +94,19 @@ function nodeView(
 export function registerNodeMethods(gw: Gateway): void {
   const nodes = gw.nodes;
 
-  async function allNodes(): Promise<NodeView[]> {
-    const [grants, devices, surfaces, requests, remote] = await Promise.all([
+  /** `requests`: the pending surface requests when the caller already reads them (read once). */
+  async function allNodes(requests: Promise<NodeSurfaceRequest[]> = gw.store.listNodeSurfaceRequests()): Promise<NodeView[]> {
+    const [grants, devices, surfaces, pending, remote] = await Promise.all([
       gw.store.listGrants(),
       gw.store.listDevices(),
       gw.store.listNodeSurfaces(),
-      gw.store.listNodeSurfaceRequests(),
+      requests,
       gw.cluster?.remoteNodes() ?? new Map<string, RemoteNode>(),
     ]);
     // Indexed once: the listing is one pass over the node grants, not a scan per node.
     const deviceOf = byDevice(devices);
     const surfaceOf = byDevice(surfaces);
-    const requestOf = byDevice(requests);
+    const requestOf = byDevice(pending);
     return grants
       .filter((g) => g.role === 'node')
       .map((g) =>
@@ -204,7 +205,8 @@ export function registerNodeMethods(gw: Gateway): void {
     scope: PAIRING,
     params: T.Object({}, { additionalProperties: false }),
     handler: async () => {
-      const [pending, paired] = await Promise.all([gw.store.listNodeSurfaceRequests(), allNodes()]);
+      const requests = gw.store.listNodeSurfaceRequests();
+      const [pending, paired] = await Promise.all([requests, allNodes(requests)]);
       return { pending: pending.map((r) => nodes.pendingView(r)), paired };
     },
   });
