@@ -92,6 +92,12 @@ test('CLI: sessions create/spawn, chat send, channels --username/deliveries filt
   }
 });
 
+test('CLI: help names the flag that points `channels add` at a gateway', async () => {
+  const help = await promisify(execFile)(process.execPath, [join(process.cwd(), 'bin', 'clawgate.js'), 'help']);
+  assert.match(help.stdout, /channels add webhook --name <n> --url <webhook-url> .*--gateway-url <ws-url>/);
+  assert.match(help.stdout, /clawgate channels remove <name>/);
+});
+
 test('CLI: devices rotate --scope narrows the operator token to the scopes given', async () => {
   const tg = await startTestGateway();
   try {

@@ -56,7 +56,9 @@ Usage:
   clawgate cron add --name <n> (--cron "<m h dom mon dow>" [--tz <zone>] | --every <10s|5m|1h>)
                     (--send <channel> --content <text> | --session <key> --text <text> [--spawn])
   clawgate cron list | remove <job> | run <job> | runs <job> [--json]
-  clawgate channels add webhook --name <n> --url <u> [--username <u>] | remove <name>
+  clawgate channels add webhook --name <n> --url <webhook-url> [--username <u>] [--gateway-url <ws-url>]
+                                               (here --url is the webhook's; the gateway is --gateway-url)
+  clawgate channels remove <name>
   clawgate channels list | deliveries [--channel <n>] [--status <s>] | dead-letters [--json]
   clawgate sessions list | create [<key>] | spawn <parentKey> [<key>] [--json]
   clawgate chat send <sessionKey> <text> | history <sessionKey> [--limit <n>] [--json]
