@@ -1,7 +1,7 @@
 /** In-memory store for unit tests. Same contract as SQLite; nothing survives the process. */
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
+import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import { applyAttempt, approvedGrant, chainAudit, mergePairingRequest } from './shared.js';
 import type {
   AppendMessageResult,
@@ -337,7 +337,7 @@ export class MemoryStore implements Store {
   async recordSetupFailure(setupId: string, atMs: number, budget: number, burnAudit: AuditInput) {
     const c = this.setups.get(setupId);
     if (!c) return null;
-    const burns = c.burnedAtMs === undefined && c.failures + 1 >= budget;
+    const burns = failureBurns(c, budget);
     const entry = burns ? this.prepareAudit(burnAudit) : null;
     c.failures++;
     if (burns) c.burnedAtMs = atMs;

@@ -14,7 +14,7 @@
 import pg from 'pg';
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
+import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import {
   type AuditRow,
   applyAttempt,
@@ -580,7 +580,7 @@ export class PostgresStore implements Store {
     return this.write(async (tx) => {
       const c = await this.setupTx(tx, setupId, true);
       if (!c) return null;
-      const burns = c.burnedAtMs === undefined && c.failures + 1 >= budget;
+      const burns = failureBurns(c, budget);
       await tx.run('UPDATE setup_codes SET failures = failures + 1, burned_at_ms = COALESCE(burned_at_ms, $1) WHERE setup_id = $2', [
         burns ? atMs : null,
         setupId,

@@ -6,7 +6,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
+import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import {
   type AuditRow,
   applyAttempt,
@@ -474,7 +474,7 @@ export class SqliteStore implements Store {
     return this.tx(() => {
       const c = this.setupSync(setupId);
       if (!c) return null;
-      const burns = c.burnedAtMs === undefined && c.failures + 1 >= budget;
+      const burns = failureBurns(c, budget);
       this.db
         .prepare('UPDATE setup_codes SET failures = failures + 1, burned_at_ms = COALESCE(burned_at_ms, ?) WHERE setup_id = ?')
         .run(burns ? atMs : null, setupId);
