@@ -2,7 +2,7 @@
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
-import { applyAttempt, approvedGrant, chainAudit, mergePairingRequest } from './shared.js';
+import { applyAttempt, approvedGrant, chainAudit, channelNameTaken, mergePairingRequest } from './shared.js';
 import type {
   AppendMessageResult,
   ApproveInput,
@@ -459,7 +459,7 @@ export class MemoryStore implements Store {
   }
   async putChannel(input: NewChannel) {
     const existing = [...this.channels.values()].find((c) => c.name === input.name);
-    if (existing && (input.source !== 'config' || existing.source !== 'config')) return { ok: false as const, reason: 'name-taken' as const };
+    if (channelNameTaken(existing, input)) return { ok: false as const, reason: 'name-taken' as const };
     const { audit, ...rest } = input;
     const channel: WebhookChannel = existing ? { ...existing, url: input.url, username: input.username } : { ...rest, type: 'webhook' };
     this.channels.set(channel.channelId, channel);

@@ -23,6 +23,7 @@ import {
   type ChatMessageRow,
   type ChatSessionRow,
   chainAudit,
+  channelNameTaken,
   channelValues,
   chatMessageValues,
   type DeviceRow,
@@ -740,7 +741,7 @@ export class PostgresStore implements Store {
   async putChannel(input: NewChannel) {
     return this.write(async (tx) => {
       const existing = await tx.one<ChannelRow>('SELECT * FROM channels WHERE name = $1', [input.name]);
-      if (existing && (input.source !== 'config' || existing.source !== 'config')) return { ok: false as const, reason: 'name-taken' as const };
+      if (channelNameTaken(existing, input)) return { ok: false as const, reason: 'name-taken' as const };
       if (existing) {
         await tx.run('UPDATE channels SET url = $1, username = $2 WHERE channel_id = $3', [input.url, input.username ?? null, existing.channel_id]);
       } else {

@@ -15,6 +15,7 @@ import {
   type ChatMessageRow,
   type ChatSessionRow,
   chainAudit,
+  channelNameTaken,
   channelValues,
   chatMessageValues,
   type DeviceRow,
@@ -630,7 +631,7 @@ export class SqliteStore implements Store {
   async putChannel(input: NewChannel) {
     return this.tx(() => {
       const existing = this.stmt('SELECT * FROM channels WHERE name = ?').get(input.name) as ChannelRow | undefined;
-      if (existing && (input.source !== 'config' || existing.source !== 'config')) return { ok: false as const, reason: 'name-taken' as const };
+      if (channelNameTaken(existing, input)) return { ok: false as const, reason: 'name-taken' as const };
       if (existing) {
         this.stmt('UPDATE channels SET url = ?, username = ? WHERE channel_id = ?').run(input.url, input.username ?? null, existing.channel_id);
       } else {
