@@ -2,7 +2,7 @@
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
-import { applyAttempt, approvedGrant, chainAudit, channelNameTaken, mergePairingRequest } from './shared.js';
+import { applyAttempt, approvedGrant, CHAT_PAGE_DEFAULT, chainAudit, channelNameTaken, mergePairingRequest } from './shared.js';
 import type {
   AppendMessageResult,
   ApproveInput,
@@ -444,7 +444,7 @@ export class MemoryStore implements Store {
   }
   async listChatMessages(sessionId: string, opts: { beforeSeq?: number; afterSeq?: number; limit?: number } = {}) {
     const list = this.chatMessages.get(sessionId) ?? [];
-    const limit = opts.limit ?? 100;
+    const limit = opts.limit ?? CHAT_PAGE_DEFAULT;
     if (opts.afterSeq !== undefined)
       return list
         .filter((m) => m.seq > (opts.afterSeq as number))

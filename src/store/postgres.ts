@@ -19,6 +19,7 @@ import {
   type AuditRow,
   applyAttempt,
   approvedGrant,
+  CHAT_PAGE_DEFAULT,
   type ChannelRow,
   type ChatMessageRow,
   type ChatSessionRow,
@@ -717,7 +718,7 @@ export class PostgresStore implements Store {
     });
   }
   async listChatMessages(sessionId: string, opts: { beforeSeq?: number; afterSeq?: number; limit?: number } = {}) {
-    const limit = opts.limit ?? 100;
+    const limit = opts.limit ?? CHAT_PAGE_DEFAULT;
     if (opts.afterSeq !== undefined) {
       const rows = await this.q.all<ChatMessageRow>('SELECT * FROM chat_messages WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3', [
         sessionId,

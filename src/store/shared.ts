@@ -128,6 +128,9 @@ export function approvedGrant(input: ApproveInput, prevEpoch: number | undefined
 export const channelNameTaken = (existing: { source: string } | undefined, input: { source: string }): boolean =>
   existing !== undefined && (input.source !== 'config' || existing.source !== 'config');
 
+/** How many chat messages `listChatMessages` returns when the caller gives no limit. */
+export const CHAT_PAGE_DEFAULT = 100;
+
 // --- SQL rows (SQLite and PostgreSQL share the columns) ----------------------------------------
 
 /** Values of a new chat_messages row, in the column order both SQL adapters' INSERT names. */

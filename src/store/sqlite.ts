@@ -11,6 +11,7 @@ import {
   type AuditRow,
   applyAttempt,
   approvedGrant,
+  CHAT_PAGE_DEFAULT,
   type ChannelRow,
   type ChatMessageRow,
   type ChatSessionRow,
@@ -605,7 +606,7 @@ export class SqliteStore implements Store {
     });
   }
   async listChatMessages(sessionId: string, opts: { beforeSeq?: number; afterSeq?: number; limit?: number } = {}) {
-    const limit = opts.limit ?? 100;
+    const limit = opts.limit ?? CHAT_PAGE_DEFAULT;
     if (opts.afterSeq !== undefined) {
       const rows = this.stmt('SELECT * FROM chat_messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?').all(
         sessionId,
