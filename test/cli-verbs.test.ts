@@ -1,17 +1,21 @@
 /**
  * The automation CLI verbs the help lists that no other test drives: `sessions create|spawn`,
  * `chat send`, `channels add webhook --username`, `channels deliveries --channel/--status`,
- * `channels remove`, `audit --limit`, and `devices rotate --scope`. Real CLI process, real
+ * `channels remove`, `audit --limit`, `devices rotate --scope`, and `gateway run --password` with
+ * `call --password`. Real CLI process, real
  * gateway, real store, a real HTTP listener as the webhook target.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import type { AuditEntry, ChatMessage, ChatSession, Delivery } from '../src/store/types.js';
 import { cli, cliJson, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { freePort } from './helpers/net.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
 /** `channels add` takes --url as the webhook's URL, so the gateway goes in --gateway-url (the `cli` helper's --url would replace the webhook URL). */
@@ -126,5 +130,40 @@ test('CLI: devices rotate --scope narrows the operator token to the scopes given
   } finally {
     await tg.stop();
     removeDir(tg.stateDir);
+  }
+});
+
+test('CLI: `gateway run --password` admits `call --password` with that password and refuses another', async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-pw-'));
+  const port = await freePort();
+  const bin = join(process.cwd(), 'bin', 'clawgate.js');
+  const gw = spawn(process.execPath, [bin, 'gateway', 'run', '--port', String(port), '--password', 'correct horse'], {
+    env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  gw.stdout?.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((r) => gw.on('exit', (c) => r(c)));
+  try {
+    for (const start = Date.now(); !out.includes('listening on'); await new Promise((r) => setTimeout(r, 20)))
+      if (Date.now() - start > 10_000) throw new Error(`gateway did not start: ${out}`);
+    const url = `ws://127.0.0.1:${port}`;
+    const call = (password: string) =>
+      promisify(execFile)(process.execPath, [bin, 'call', 'health', '--url', url, '--password', password, '--json'], {
+        env: { ...process.env, CLAWGATE_STATE_DIR: mkdtempSync(join(tmpdir(), 'clawgate-pw-client-')) },
+      }).then(
+        (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+        (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+      );
+    const ok = await call('correct horse');
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(typeof JSON.parse(ok.stdout), 'object');
+    const wrong = await call('battery staple');
+    assert.notEqual(wrong.code, 0);
+    assert.match(wrong.stderr, /AUTH_PASSWORD_MISMATCH/);
+  } finally {
+    gw.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    removeDir(stateDir);
   }
 });
