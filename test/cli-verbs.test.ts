@@ -167,3 +167,20 @@ test('CLI: `gateway run --password` admits `call --password` with that password 
     removeDir(stateDir);
   }
 });
+
+test('CLI: `gateway install-service --print --user` runs the unit as that user', async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-unit-'));
+  try {
+    const r = await promisify(execFile)(
+      process.execPath,
+      [join(process.cwd(), 'bin', 'clawgate.js'), 'gateway', 'install-service', '--print', '--user', 'clawgate-svc'],
+      {
+        env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
+      },
+    );
+    assert.match(r.stdout, /^User=clawgate-svc$/m);
+    assert.equal(r.stdout.match(/^User=/gm)?.length, 1, 'one User= line');
+  } finally {
+    removeDir(stateDir);
+  }
+});
