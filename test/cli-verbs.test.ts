@@ -89,6 +89,16 @@ test('CLI: sessions create/spawn, chat send, channels --username/deliveries filt
       all.entries.slice(-2).map((e) => e.seq),
       '--limit keeps the newest entries',
     );
+    for (const [args, message] of [
+      [['audit', '--limit', '0', '--json'], /--limit must be a positive whole number, got 0/],
+      [['audit', '--limit', 'ten', '--json'], /--limit must be a positive whole number, got ten/],
+      [['call', 'health', '--timeout', 'soon'], /--timeout must be a positive whole number, got soon/],
+      [['call', 'health', '--params', '{'], /--params is not valid JSON/],
+    ] as const) {
+      const bad = await cli(tg, ...args);
+      assert.equal(bad.code, 2, `clawgate ${args.join(' ')} is a usage error`);
+      assert.match(bad.stderr, message);
+    }
   } finally {
     await target.close();
     await tg.stop();

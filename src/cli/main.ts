@@ -12,6 +12,7 @@ import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
+import { jsonParams, positiveIntFlag } from './common.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
 import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
@@ -257,18 +258,12 @@ async function call(args: string[]): Promise<number> {
   });
   const method = positionals[0];
   if (!method) throw new UsageError('usage: clawgate call <method> [--params <json>]');
-  let params: unknown;
-  if (values.params !== undefined) {
-    try {
-      params = JSON.parse(values.params as string);
-    } catch (err) {
-      throw new UsageError(`--params is not valid JSON: ${(err as Error).message}`);
-    }
-  }
+  const params = jsonParams(values.params);
+  const timeoutMs = positiveIntFlag(values, 'timeout') ?? 30_000;
   const target = resolveTarget(values);
   if (!target.token && !target.password) {
     const { callWithStoredCredentials } = await import('./client.js');
-    const viaPairing = await callWithStoredCredentials(values, method, params, values.timeout ? Number(values.timeout) : 30_000);
+    const viaPairing = await callWithStoredCredentials(values, method, params, timeoutMs);
     if (viaPairing !== null) return viaPairing;
     process.stderr.write(
       'no credential: pass --token, set CLAWGATE_TOKEN, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair <setup-code>)\n',
@@ -283,7 +278,7 @@ async function call(args: string[]): Promise<number> {
     client: { id: 'cli', mode: 'cli' },
   });
   try {
-    const result = await conn.request(method, params, values.timeout ? Number(values.timeout) : 30_000);
+    const result = await conn.request(method, params, timeoutMs);
     process.stdout.write(`${JSON.stringify(result, null, values.json ? 0 : 2)}\n`);
     return 0;
   } finally {
