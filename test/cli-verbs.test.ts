@@ -194,3 +194,24 @@ test('CLI: `gateway install-service --print --user` runs the unit as that user',
     removeDir(stateDir);
   }
 });
+
+test('CLI: `pair` and `status --client` refuse a --timeout that is not a positive whole number before touching any state', async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-timeout-'));
+  try {
+    for (const args of [
+      ['status', '--client', '--timeout', 'x'],
+      ['pair', 'not-a-code', '--timeout', '0'],
+    ]) {
+      const r = await promisify(execFile)(process.execPath, [join(process.cwd(), 'bin', 'clawgate.js'), ...args], {
+        env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
+      }).then(
+        () => ({ code: 0, stderr: '' }),
+        (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
+      );
+      assert.equal(r.code, 2, `clawgate ${args.join(' ')}`);
+      assert.match(r.stderr, /--timeout must be a positive whole number/);
+    }
+  } finally {
+    removeDir(stateDir);
+  }
+});
