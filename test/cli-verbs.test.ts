@@ -50,6 +50,27 @@ test('CLI: sessions create/spawn, chat send, channels --username/deliveries filt
     const plainSend = await cli(tg, 'chat', 'send', 'ops-child', 'second');
     assert.equal(plainSend.code, 0, plainSend.stderr);
     assert.match(plainSend.stdout, /sent #\d+ to ops-child/);
+    const once = await cliJson<{ message: ChatMessage; duplicate: boolean }>(tg, 'chat', 'send', 'ops-child', 'third', '--idempotency-key', 'k-1', '--json');
+    const again = await cliJson<{ message: ChatMessage; duplicate: boolean }>(tg, 'chat', 'send', 'ops-child', 'third', '--idempotency-key', 'k-1', '--json');
+    assert.equal(once.duplicate, false);
+    assert.equal(again.duplicate, true, 'the same --idempotency-key appends nothing');
+    assert.equal(again.message.seq, once.message.seq);
+    const older = await cliJson<{ messages: ChatMessage[] }>(
+      tg,
+      'chat',
+      'history',
+      'ops-child',
+      '--before',
+      String(once.message.seq),
+      '--limit',
+      '1',
+      '--json',
+    );
+    assert.deepEqual(
+      older.messages.map((m) => m.text),
+      ['second'],
+      '--before pages back, --limit keeps the newest of that page',
+    );
 
     assert.equal((await addWebhook(tg, '--name', 'alerts', '--url', target.url, '--username', 'alert-bot')).channel.url, target.url);
     assert.equal((await addWebhook(tg, '--name', 'other', '--url', target.url)).channel.url, target.url);

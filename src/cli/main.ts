@@ -62,7 +62,7 @@ Usage:
   clawgate channels remove <name>
   clawgate channels list | deliveries [--channel <n>] [--status <s>] | dead-letters [--json]
   clawgate sessions list | create [<key>] | spawn <parentKey> [<key>] [--json]
-  clawgate chat send <sessionKey> <text> | history <sessionKey> [--limit <n>] [--json]
+  clawgate chat send <sessionKey> <text> [--idempotency-key <k>] | history <sessionKey> [--limit <n>] [--before <seq>] [--json]
 ${NODE_RUN_HELP}
   clawgate migrate --to postgres --postgres-url <url> [--json]
                                                copy the SQLite state dir into an empty PostgreSQL database
