@@ -12,7 +12,7 @@ import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
-import { jsonParams, positiveIntFlag } from './common.js';
+import { jsonParams, parseGatewayCommand, positiveIntFlag } from './common.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
 import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
@@ -246,16 +246,7 @@ export function resolveTarget(values: Record<string, unknown>): {
 }
 
 async function call(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    params: { type: 'string' },
-    url: { type: 'string' },
-    token: { type: 'string' },
-    password: { type: 'string' },
-    'state-dir': { type: 'string' },
-    json: { type: 'boolean' },
-    timeout: { type: 'string' },
-    'tls-fingerprint': { type: 'string' },
-  });
+  const { values, positionals } = parseGatewayCommand(args, { params: { type: 'string' }, timeout: { type: 'string' } });
   const method = positionals[0];
   if (!method) throw new UsageError('usage: clawgate call <method> [--params <json>]');
   const params = jsonParams(values.params);
