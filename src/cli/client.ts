@@ -18,6 +18,7 @@ import {
   normalizeGatewayUrl,
   type Role,
 } from '../../packages/client/src/node.js';
+import { positiveIntFlag } from './common.js';
 import { parse, UsageError } from './main.js';
 import { resolveStateDir } from './state.js';
 
@@ -79,6 +80,7 @@ export async function pairCommand(args: string[]): Promise<number> {
   const checkpoint = crashHook();
   const displayName = values.name as string | undefined;
   const role: Role = values.node ? 'node' : 'operator';
+  const connectTimeoutMs = positiveIntFlag(values, 'timeout') ?? 30_000;
   let client: GatewayClient | null = null;
   try {
     const { record } = await applySetupCode(store, platform, code, {
@@ -95,7 +97,7 @@ export async function pairCommand(args: string[]): Promise<number> {
       client: role === 'node' ? { id: 'node-host', mode: 'node' } : { id: 'cli', mode: 'cli' },
       ...(checkpoint ? { checkpoint } : {}),
     });
-    const s = await client.connect({ timeoutMs: values.timeout ? Number(values.timeout) : 30_000 });
+    const s = await client.connect({ timeoutMs: connectTimeoutMs });
     const rec = (await store.load(record.key)) as GatewayRecord;
     const out = {
       gateway: rec.url,
@@ -199,7 +201,7 @@ export async function statusCommand(args: string[]): Promise<number> {
   });
   if (!values.client) throw new UsageError('usage: clawgate status --client [--offline] [--json]  (for the gateway itself: clawgate call status)');
   const store = clientStore(resolveStateDir(values['state-dir'] as string | undefined));
-  const timeoutMs = values.timeout ? Number(values.timeout) : 5000;
+  const timeoutMs = positiveIntFlag(values, 'timeout') ?? 5000;
   const gateways = [];
   const { records, problems } = store.scan();
   for (const rec of records) {

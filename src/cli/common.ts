@@ -39,6 +39,15 @@ export function jsonParams(text: unknown): unknown {
   }
 }
 
+/** The value of a whole-number option such as `--limit` or `--timeout` (undefined when absent); anything but a positive integer is a usage error. */
+export function positiveIntFlag(values: Record<string, unknown>, flag: string): number | undefined {
+  const text = values[flag];
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--${flag} must be a positive whole number, got ${String(text)}`);
+  return n;
+}
+
 export async function withGateway<T>(values: Record<string, unknown>, fn: (conn: GatewayConnection) => Promise<T>): Promise<T> {
   const target = resolveTarget(values);
   if (!target.token && !target.password) {

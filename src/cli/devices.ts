@@ -2,7 +2,7 @@
 import type { DeviceView, PendingView } from '../methods/devices.js';
 import { verifyAuditChain } from '../store/shared.js';
 import type { AuditEntry } from '../store/types.js';
-import { out, parseGatewayCommand, withGateway } from './common.js';
+import { out, parseGatewayCommand, positiveIntFlag, withGateway } from './common.js';
 import { UsageError } from './main.js';
 
 const ago = (ms: number | null) => {
@@ -119,6 +119,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
 
 export async function auditCommand(args: string[]): Promise<number> {
   const { values } = parseGatewayCommand(args, { verify: { type: 'boolean' }, limit: { type: 'string' } });
+  const limit = positiveIntFlag(values, 'limit');
   return withGateway(values, async (c) => {
     const entries: AuditEntry[] = [];
     for (let after = 0; ; ) {
@@ -128,8 +129,7 @@ export async function auditCommand(args: string[]): Promise<number> {
       after = page.entries[page.entries.length - 1]?.seq ?? after;
     }
     const broken = values.verify ? verifyAuditChain(entries) : null;
-    const limit = values.limit ? Number(values.limit) : entries.length;
-    const shown = entries.slice(-limit);
+    const shown = entries.slice(-(limit ?? entries.length));
     if (values.json) out(JSON.stringify({ entries: shown, ...(values.verify ? { verified: broken === null, brokenAtSeq: broken } : {}) }));
     else {
       for (const e of shown)

@@ -12,6 +12,7 @@ import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
+import { jsonParams, parseGatewayCommand, positiveIntFlag } from './common.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
 import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
@@ -56,10 +57,12 @@ Usage:
   clawgate cron add --name <n> (--cron "<m h dom mon dow>" [--tz <zone>] | --every <10s|5m|1h>)
                     (--send <channel> --content <text> | --session <key> --text <text> [--spawn])
   clawgate cron list | remove <job> | run <job> | runs <job> [--json]
-  clawgate channels add webhook --name <n> --url <u> [--username <u>] | remove <name>
+  clawgate channels add webhook --name <n> --url <webhook-url> [--username <u>] [--gateway-url <ws-url>]
+                                               (here --url is the webhook's; the gateway is --gateway-url)
+  clawgate channels remove <name>
   clawgate channels list | deliveries [--channel <n>] [--status <s>] | dead-letters [--json]
   clawgate sessions list | create [<key>] | spawn <parentKey> [<key>] [--json]
-  clawgate chat send <sessionKey> <text> | history <sessionKey> [--limit <n>] [--json]
+  clawgate chat send <sessionKey> <text> [--idempotency-key <k>] | history <sessionKey> [--limit <n>] [--before <seq>] [--json]
 ${NODE_RUN_HELP}
   clawgate migrate --to postgres --postgres-url <url> [--json]
                                                copy the SQLite state dir into an empty PostgreSQL database
@@ -243,30 +246,15 @@ export function resolveTarget(values: Record<string, unknown>): {
 }
 
 async function call(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
-    params: { type: 'string' },
-    url: { type: 'string' },
-    token: { type: 'string' },
-    password: { type: 'string' },
-    'state-dir': { type: 'string' },
-    json: { type: 'boolean' },
-    timeout: { type: 'string' },
-    'tls-fingerprint': { type: 'string' },
-  });
+  const { values, positionals } = parseGatewayCommand(args, { params: { type: 'string' }, timeout: { type: 'string' } });
   const method = positionals[0];
   if (!method) throw new UsageError('usage: clawgate call <method> [--params <json>]');
-  let params: unknown;
-  if (values.params !== undefined) {
-    try {
-      params = JSON.parse(values.params as string);
-    } catch (err) {
-      throw new UsageError(`--params is not valid JSON: ${(err as Error).message}`);
-    }
-  }
+  const params = jsonParams(values.params);
+  const timeoutMs = positiveIntFlag(values, 'timeout') ?? 30_000;
   const target = resolveTarget(values);
   if (!target.token && !target.password) {
     const { callWithStoredCredentials } = await import('./client.js');
-    const viaPairing = await callWithStoredCredentials(values, method, params, values.timeout ? Number(values.timeout) : 30_000);
+    const viaPairing = await callWithStoredCredentials(values, method, params, timeoutMs);
     if (viaPairing !== null) return viaPairing;
     process.stderr.write(
       'no credential: pass --token, set CLAWGATE_TOKEN, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair <setup-code>)\n',
@@ -281,7 +269,7 @@ async function call(args: string[]): Promise<number> {
     client: { id: 'cli', mode: 'cli' },
   });
   try {
-    const result = await conn.request(method, params, values.timeout ? Number(values.timeout) : 30_000);
+    const result = await conn.request(method, params, timeoutMs);
     process.stdout.write(`${JSON.stringify(result, null, values.json ? 0 : 2)}\n`);
     return 0;
   } finally {

@@ -1,8 +1,8 @@
 /** In-memory store for unit tests. Same contract as SQLite; nothing survives the process. */
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
-import { applyAttempt, approvedGrant, chainAudit, mergePairingRequest } from './shared.js';
+import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
+import { applyAttempt, approvedGrant, CHAT_PAGE_DEFAULT, chainAudit, channelNameTaken, mergePairingRequest } from './shared.js';
 import type {
   AppendMessageResult,
   ApproveInput,
@@ -337,7 +337,7 @@ export class MemoryStore implements Store {
   async recordSetupFailure(setupId: string, atMs: number, budget: number, burnAudit: AuditInput) {
     const c = this.setups.get(setupId);
     if (!c) return null;
-    const burns = c.burnedAtMs === undefined && c.failures + 1 >= budget;
+    const burns = failureBurns(c, budget);
     const entry = burns ? this.prepareAudit(burnAudit) : null;
     c.failures++;
     if (burns) c.burnedAtMs = atMs;
@@ -444,7 +444,7 @@ export class MemoryStore implements Store {
   }
   async listChatMessages(sessionId: string, opts: { beforeSeq?: number; afterSeq?: number; limit?: number } = {}) {
     const list = this.chatMessages.get(sessionId) ?? [];
-    const limit = opts.limit ?? 100;
+    const limit = opts.limit ?? CHAT_PAGE_DEFAULT;
     if (opts.afterSeq !== undefined)
       return list
         .filter((m) => m.seq > (opts.afterSeq as number))
@@ -459,7 +459,7 @@ export class MemoryStore implements Store {
   }
   async putChannel(input: NewChannel) {
     const existing = [...this.channels.values()].find((c) => c.name === input.name);
-    if (existing && (input.source !== 'config' || existing.source !== 'config')) return { ok: false as const, reason: 'name-taken' as const };
+    if (channelNameTaken(existing, input)) return { ok: false as const, reason: 'name-taken' as const };
     const { audit, ...rest } = input;
     const channel: WebhookChannel = existing ? { ...existing, url: input.url, username: input.username } : { ...rest, type: 'webhook' };
     this.channels.set(channel.channelId, channel);

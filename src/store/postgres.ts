@@ -14,15 +14,17 @@
 import pg from 'pg';
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
+import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import {
   type AuditRow,
   applyAttempt,
   approvedGrant,
+  CHAT_PAGE_DEFAULT,
   type ChannelRow,
   type ChatMessageRow,
   type ChatSessionRow,
   chainAudit,
+  channelNameTaken,
   channelValues,
   chatMessageValues,
   type DeviceRow,
@@ -580,7 +582,7 @@ export class PostgresStore implements Store {
     return this.write(async (tx) => {
       const c = await this.setupTx(tx, setupId, true);
       if (!c) return null;
-      const burns = c.burnedAtMs === undefined && c.failures + 1 >= budget;
+      const burns = failureBurns(c, budget);
       await tx.run('UPDATE setup_codes SET failures = failures + 1, burned_at_ms = COALESCE(burned_at_ms, $1) WHERE setup_id = $2', [
         burns ? atMs : null,
         setupId,
@@ -716,7 +718,7 @@ export class PostgresStore implements Store {
     });
   }
   async listChatMessages(sessionId: string, opts: { beforeSeq?: number; afterSeq?: number; limit?: number } = {}) {
-    const limit = opts.limit ?? 100;
+    const limit = opts.limit ?? CHAT_PAGE_DEFAULT;
     if (opts.afterSeq !== undefined) {
       const rows = await this.q.all<ChatMessageRow>('SELECT * FROM chat_messages WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3', [
         sessionId,
@@ -740,7 +742,7 @@ export class PostgresStore implements Store {
   async putChannel(input: NewChannel) {
     return this.write(async (tx) => {
       const existing = await tx.one<ChannelRow>('SELECT * FROM channels WHERE name = $1', [input.name]);
-      if (existing && (input.source !== 'config' || existing.source !== 'config')) return { ok: false as const, reason: 'name-taken' as const };
+      if (channelNameTaken(existing, input)) return { ok: false as const, reason: 'name-taken' as const };
       if (existing) {
         await tx.run('UPDATE channels SET url = $1, username = $2 WHERE channel_id = $3', [input.url, input.username ?? null, existing.channel_id]);
       } else {

@@ -1,6 +1,6 @@
 /**
  * Pure setup-code rules every adapter applies inside its redemption transaction, so memory,
- * SQLite (and later PostgreSQL) decide exactly alike. The gateway uses the same check to
+ * SQLite and PostgreSQL decide exactly alike. The gateway uses the same check to
  * report a refusal before it gets to the store.
  */
 import type { Role } from '../protocol/frames.js';
@@ -45,4 +45,9 @@ export function redeemedGrantScopes(profile: SetupProfile, role: Role, current: 
 export function redeemedRoles(code: SetupCodeRecord, tokens: Partial<Record<Role, NewToken>>): Role[] {
   for (const r of code.profile.roles) if (!tokens[r]) throw new Error(`redeemSetupCode: no token for role ${r}`);
   return code.profile.roles;
+}
+
+/** Does one more wrong guess against `code` burn it? Only the failure that reaches `budget` burns, and only once. */
+export function failureBurns(code: SetupCodeRecord, budget: number): boolean {
+  return code.burnedAtMs === undefined && code.failures + 1 >= budget;
 }

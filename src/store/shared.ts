@@ -121,6 +121,16 @@ export function approvedGrant(input: ApproveInput, prevEpoch: number | undefined
   };
 }
 
+/**
+ * May a channel named like `existing` be written by `input`? Only a config-declared channel
+ * re-declared by config (a restart re-reading the file) updates in place; any other clash is taken.
+ */
+export const channelNameTaken = (existing: { source: string } | undefined, input: { source: string }): boolean =>
+  existing !== undefined && (input.source !== 'config' || existing.source !== 'config');
+
+/** How many chat messages `listChatMessages` returns when the caller gives no limit. */
+export const CHAT_PAGE_DEFAULT = 100;
+
 // --- SQL rows (SQLite and PostgreSQL share the columns) ----------------------------------------
 
 /** Values of a new chat_messages row, in the column order both SQL adapters' INSERT names. */

@@ -6,15 +6,17 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Role } from '../protocol/frames.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { checkRedemption, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
+import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import {
   type AuditRow,
   applyAttempt,
   approvedGrant,
+  CHAT_PAGE_DEFAULT,
   type ChannelRow,
   type ChatMessageRow,
   type ChatSessionRow,
   chainAudit,
+  channelNameTaken,
   channelValues,
   chatMessageValues,
   type DeviceRow,
@@ -474,7 +476,7 @@ export class SqliteStore implements Store {
     return this.tx(() => {
       const c = this.setupSync(setupId);
       if (!c) return null;
-      const burns = c.burnedAtMs === undefined && c.failures + 1 >= budget;
+      const burns = failureBurns(c, budget);
       this.db
         .prepare('UPDATE setup_codes SET failures = failures + 1, burned_at_ms = COALESCE(burned_at_ms, ?) WHERE setup_id = ?')
         .run(burns ? atMs : null, setupId);
@@ -604,7 +606,7 @@ export class SqliteStore implements Store {
     });
   }
   async listChatMessages(sessionId: string, opts: { beforeSeq?: number; afterSeq?: number; limit?: number } = {}) {
-    const limit = opts.limit ?? 100;
+    const limit = opts.limit ?? CHAT_PAGE_DEFAULT;
     if (opts.afterSeq !== undefined) {
       const rows = this.stmt('SELECT * FROM chat_messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?').all(
         sessionId,
@@ -630,7 +632,7 @@ export class SqliteStore implements Store {
   async putChannel(input: NewChannel) {
     return this.tx(() => {
       const existing = this.stmt('SELECT * FROM channels WHERE name = ?').get(input.name) as ChannelRow | undefined;
-      if (existing && (input.source !== 'config' || existing.source !== 'config')) return { ok: false as const, reason: 'name-taken' as const };
+      if (channelNameTaken(existing, input)) return { ok: false as const, reason: 'name-taken' as const };
       if (existing) {
         this.stmt('UPDATE channels SET url = ?, username = ? WHERE channel_id = ?').run(input.url, input.username ?? null, existing.channel_id);
       } else {

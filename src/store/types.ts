@@ -468,7 +468,7 @@ export interface Store {
   listChatSessions(opts?: { parentId?: string; limit?: number }): Promise<ChatSession[]>;
   /** Append a message; a repeated idempotency key in the same session returns the first message and appends nothing. */
   appendChatMessage(input: NewChatMessage): Promise<AppendMessageResult>;
-  /** Messages of a session in seq order: the newest `limit` before `beforeSeq` (or after `afterSeq`). */
+  /** Messages of a session in seq order: the newest `limit` (default `CHAT_PAGE_DEFAULT`, 100) before `beforeSeq` (or the first after `afterSeq`). */
   listChatMessages(sessionId: string, opts?: { beforeSeq?: number; afterSeq?: number; limit?: number }): Promise<ChatMessage[]>;
 
   /** Create a channel, or (source `config`) replace the one of the same name; false when the name is taken by another source. */
