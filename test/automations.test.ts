@@ -3,21 +3,19 @@
  * CLI process, a real local HTTP listener as the webhook target (issue 7 acceptance).
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
 import { connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../src/store/types.js';
-import { cli, cliJson, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { freePort } from './helpers/net.js';
 import { connectAsNode, deviceParams, plainParams, RawClient, rawConnect } from './helpers/raw.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
-const run = promisify(execFile);
 
 async function waitUntil(cond: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const start = Date.now();
@@ -33,15 +31,7 @@ const pairedDevice = (tg: TestGateway, scopes: string[]) =>
 const owner = (tg: TestGateway) => connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
 
 /** The CLI with no flags at all: state dir from the environment, owner credential from it. */
-async function localCli(stateDir: string, ...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, CLAWGATE_STATE_DIR: stateDir } });
-    return { stdout: r.stdout, stderr: r.stderr, code: 0 };
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number };
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
-}
+const localCli = (stateDir: string, ...args: string[]) => runClawgate(args, { CLAWGATE_STATE_DIR: stateDir });
 
 function startProcess(stateDir: string, port: number): { child: ChildProcess; out: () => string; err: () => string; exited: Promise<number | null> } {
   const child = spawn(process.execPath, [BIN, 'gateway', 'run'], {
@@ -270,15 +260,7 @@ test('a foreign process on the host without the shared secret or owner credentia
     // A real foreign process: the clawgate CLI run with another user's (empty) state dir, with no credential or a guessed one.
     const foreignHome = mkdtempSync(join(tmpdir(), 'clawgate-foreign-'));
     try {
-      const env = { ...process.env, CLAWGATE_STATE_DIR: foreignHome, CLAWGATE_URL: tg.url, CLAWGATE_TOKEN: '' };
-      const attempt = async (...args: string[]) => {
-        try {
-          await run(process.execPath, [BIN, ...args], { env });
-          return { code: 0, stderr: '' };
-        } catch (err) {
-          return err as { code: number; stderr: string };
-        }
-      };
+      const attempt = (...args: string[]) => runClawgate(args, { CLAWGATE_STATE_DIR: foreignHome, CLAWGATE_URL: tg.url, CLAWGATE_TOKEN: '' });
       const noCred = await attempt('cron', 'add', '--name', 'evil', '--every', '1s', '--send', 'alerts', '--content', 'pwned');
       assert.equal(noCred.code, 2, 'refused before any connection: there is no credential to present');
       assert.match(noCred.stderr, /no credential/);
