@@ -255,6 +255,9 @@ describe('scheduler', () => {
     await timers.advance(6_000);
     assert.ok(runs.length >= 1, 'runs again once the store answers');
     assert.ok((runs[0]?.atMs ?? 0) >= T0 + 5_000);
+    // The store was failing until T0+5s, so the bound above holds whatever the retry delay; the
+    // failed pass at T0+1s re-arms for T0+6s, and that is when the first run happens.
+    assert.equal(runs[0]?.atMs, T0 + 6_000, 'the retry comes 5 s after the failed pass');
     assert.ok(clock.now() >= T0 + 11_000);
     await scheduler.stop();
   });
