@@ -17,6 +17,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, platform, release, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { clawgateLauncher, floorLauncher, type GatewayKind, LAUNCHERS, type Launcher } from './gateways.js';
@@ -246,7 +247,6 @@ export function parseConfig(argv: string[]): BenchConfig {
   };
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 
 /** Machine-wide busy cores over `ms` (other sessions on a shared machine skew every number). */
