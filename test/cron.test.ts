@@ -262,6 +262,23 @@ describe('scheduler', () => {
     await scheduler.stop();
   });
 
+  test('each pass reads the job list once: arming uses the due times the pass already holds', async () => {
+    const { timers, store, runs, scheduler } = setup();
+    await job(store, { schedule: { kind: 'every', everyMs: 10_000 }, createdAtMs: T0, nextRunAtMs: T0 + 10_000 });
+    const real = store.listCronJobs.bind(store);
+    let reads = 0;
+    store.listCronJobs = async () => {
+      reads++;
+      return real();
+    };
+    await scheduler.start();
+    assert.equal(reads, 1, 'the catch-up pass');
+    await timers.advance(30_000);
+    assert.equal(runs.length, 3);
+    assert.equal(reads, 4, 'one read per scheduled pass, none to re-arm');
+    await scheduler.stop();
+  });
+
   test('a job added while running is picked up (changed) and a removed one stops', async () => {
     const { timers, store, runs, scheduler } = setup();
     await scheduler.start();
