@@ -742,3 +742,80 @@ test('a gateway killed (SIGKILL) while a delivery is in flight delivers it after
     removeDir(stateDir);
   }
 });
+
+test('the CLI as a user: sessions create and spawn, chat send (idempotent) and history, channels remove', async () => {
+  const tg = await startTestGateway();
+  const target = await WebhookTarget.start();
+  try {
+    const created = await cliJson<{ session: ChatSession }>(tg, 'sessions', 'create', 'desk', '--label', 'front desk', '--json');
+    assert.equal(created.session.key, 'desk');
+    assert.equal(created.session.label, 'front desk');
+    const spawned = await cliJson<{ session: ChatSession }>(tg, 'sessions', 'spawn', 'desk', 'desk-1', '--json');
+    assert.equal(spawned.session.key, 'desk-1');
+    assert.equal(spawned.session.parentId, created.session.sessionId);
+    const children = await cliJson<{ sessions: ChatSession[] }>(tg, 'sessions', 'list', '--parent', 'desk', '--json');
+    assert.deepEqual(
+      children.sessions.map((s) => s.key),
+      ['desk-1'],
+    );
+    const spawnUsage = await cli(tg, 'sessions', 'spawn');
+    assert.equal(spawnUsage.code, 2);
+
+    const first = await cliJson<{ message: ChatMessage; duplicate: boolean }>(
+      tg,
+      'chat',
+      'send',
+      'desk-1',
+      'hello',
+      'there',
+      '--idempotency-key',
+      'k1',
+      '--json',
+    );
+    assert.equal(first.message.text, 'hello there');
+    assert.equal(first.duplicate, false);
+    const again = await cliJson<{ message: ChatMessage; duplicate: boolean }>(
+      tg,
+      'chat',
+      'send',
+      'desk-1',
+      'hello',
+      'there',
+      '--idempotency-key',
+      'k1',
+      '--json',
+    );
+    assert.equal(again.duplicate, true);
+    assert.equal(again.message.messageId, first.message.messageId);
+    const text = await cli(tg, 'chat', 'send', 'desk-1', 'second');
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^sent #\d+ to desk-1/);
+    const history = await cliJson<{ messages: ChatMessage[] }>(tg, 'chat', 'history', 'desk-1', '--json');
+    assert.deepEqual(
+      history.messages.map((m) => m.text),
+      ['hello there', 'second'],
+    );
+    assert.equal((await cli(tg, 'chat', 'send', 'desk-1')).code, 2, 'no text is a usage error');
+
+    // `channels add` takes --url as the webhook's address, so the gateway's comes by --gateway-url.
+    const add = await runClawgate(
+      ['channels', 'add', 'webhook', '--name', 'gone', '--url', target.url, '--gateway-url', tg.url, '--token', TEST_OWNER, '--json'],
+      {
+        CLAWGATE_STATE_DIR: tg.stateDir,
+      },
+    );
+    assert.equal(add.code, 0, add.stderr);
+    const removed = await cliJson(tg, 'channels', 'remove', 'gone', '--json');
+    assert.deepEqual(removed, { removed: true });
+    const list = await cliJson<{ channels: Array<{ name: string }> }>(tg, 'channels', 'list', '--json');
+    assert.ok(!list.channels.some((c) => c.name === 'gone'));
+    const missing = await cli(tg, 'channels', 'remove', 'gone');
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /UNKNOWN_CHANNEL/);
+    assert.equal((await tg.store.listAudit()).filter((e) => e.action === 'channel.removed' && e.subject === 'gone').length, 1);
+  } finally {
+    await target.close();
+    await tg.stop();
+    removeDir(tg.stateDir);
+  }
+});
