@@ -33,6 +33,13 @@ const owner = (tg: TestGateway) => connectGateway({ url: tg.url, auth: { token: 
 /** The CLI with no flags at all: state dir from the environment, owner credential from it. */
 const localCli = (stateDir: string, ...args: string[]) => runClawgate(args, { CLAWGATE_STATE_DIR: stateDir });
 
+/** localCli with `--json`, parsed; a failed command fails the test with its exit code and stderr. */
+async function localCliJson<T>(stateDir: string, ...args: string[]): Promise<T> {
+  const r = await localCli(stateDir, ...args);
+  assert.equal(r.code, 0, `clawgate ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
 function startProcess(stateDir: string, port: number): { child: ChildProcess; out: () => string; err: () => string; exited: Promise<number | null> } {
   const child = spawn(process.execPath, [BIN, 'gateway', 'run'], {
     env: { ...process.env, CLAWGATE_STATE_DIR: stateDir, CLAWGATE_PORT: String(port) },
@@ -67,19 +74,19 @@ test('fresh install, zero config: `clawgate cron add` every 1s sends to a webhoo
     }
     assert.equal(new Set(target.received.map((r) => r.headers['idempotency-key'])).size, target.received.length, 'one key per delivery');
 
-    const runs = JSON.parse((await localCli(stateDir, 'cron', 'runs', 'heartbeat', '--json')).stdout) as { runs: CronRun[] };
+    const runs = await localCliJson<{ runs: CronRun[] }>(stateDir, 'cron', 'runs', 'heartbeat', '--json');
     assert.ok(runs.runs.length >= 2);
     assert.ok(
       runs.runs.every((r) => r.status === 'ok'),
       JSON.stringify(runs.runs),
     );
     // Attributable: the sends were made by the internal cron principal.
-    const audit = JSON.parse((await localCli(stateDir, 'audit', '--json')).stdout) as { entries: Array<{ actor: string; action: string }> };
+    const audit = await localCliJson<{ entries: Array<{ actor: string; action: string }> }>(stateDir, 'audit', '--json');
     const sends = audit.entries.filter((e) => e.action === 'channel.send');
     assert.ok(sends.length >= 2 && sends.every((e) => e.actor === 'internal:cron'), JSON.stringify(sends));
     assert.ok(audit.entries.some((e) => e.action === 'cron.added' && e.actor === 'owner'));
     // No pairing prompt, nothing pending, no error.
-    const devices = JSON.parse((await localCli(stateDir, 'devices', 'list', '--json')).stdout) as { pending: unknown[] };
+    const devices = await localCliJson<{ pending: unknown[] }>(stateDir, 'devices', 'list', '--json');
     assert.deepEqual(devices.pending, []);
     assert.doesNotMatch(gw.err(), /pairing required|"level":"error"/i);
     assert.match(gw.err(), /"principal":"internal:cron"/);
@@ -91,12 +98,12 @@ test('fresh install, zero config: `clawgate cron add` every 1s sends to a webhoo
     gw = startProcess(stateDir, port);
     await waitUntil(() => gw.out().includes('listening on'), 'restart');
     await target.waitFor(before + 2);
-    const list = JSON.parse((await localCli(stateDir, 'cron', 'list', '--json')).stdout) as { jobs: CronJob[] };
+    const list = await localCliJson<{ jobs: CronJob[] }>(stateDir, 'cron', 'list', '--json');
     assert.deepEqual(
       list.jobs.map((j) => j.jobId),
       [jobId],
     );
-    const deliveries = JSON.parse((await localCli(stateDir, 'channels', 'deliveries', '--json')).stdout) as { deliveries: Delivery[] };
+    const deliveries = await localCliJson<{ deliveries: Delivery[] }>(stateDir, 'channels', 'deliveries', '--json');
     assert.ok(deliveries.deliveries.length >= before + 2);
     const removed = await localCli(stateDir, 'cron', 'remove', 'heartbeat', '--json');
     assert.equal(removed.code, 0, removed.stderr);
@@ -164,7 +171,7 @@ test('a cron job that spawns a sub-session and posts into it works the same way,
     const ok = runs.runs.filter((r) => r.status === 'ok');
     assert.ok(ok.length >= 3, JSON.stringify(runs.runs));
     for (const r of ok) {
-      const h = JSON.parse((await cli(tg, 'chat', 'history', String(r.result?.spawnedSessionKey), '--json')).stdout) as { messages: ChatMessage[] };
+      const h = await cliJson<{ messages: ChatMessage[] }>(tg, 'chat', 'history', String(r.result?.spawnedSessionKey), '--json');
       assert.equal(h.messages.length, 1, `run ${r.runId} posted into its spawned session`);
     }
     // cron.run: a manual run, right now.
@@ -669,9 +676,9 @@ test('config file: automations.channels.webhooks and the webhook policy reach a 
     gw.stdout?.on('data', (d) => (out += d));
     const exited = new Promise((r) => gw.on('exit', r));
     await waitUntil(() => out.includes('listening on'), 'startup');
-    const list = JSON.parse((await localCli(stateDir, 'channels', 'list', '--json')).stdout) as {
+    const list = await localCliJson<{
       channels: Array<{ name: string; source: string; url: string }>;
-    };
+    }>(stateDir, 'channels', 'list', '--json');
     assert.deepEqual(
       list.channels.map((c) => [c.name, c.source, c.url]),
       [['ops', 'config', target.url]],
@@ -681,7 +688,7 @@ test('config file: automations.channels.webhooks and the webhook policy reach a 
     const deliveryId = (JSON.parse(sent.stdout) as { deliveryId: string }).deliveryId;
     // maxAttempts 2 from the file: two attempts, then the dead-letter list.
     await waitUntil(async () => {
-      const dead = JSON.parse((await localCli(stateDir, 'channels', 'dead-letters', '--json')).stdout) as { deliveries: Delivery[] };
+      const dead = await localCliJson<{ deliveries: Delivery[] }>(stateDir, 'channels', 'dead-letters', '--json');
       return dead.deliveries.some((d) => d.deliveryId === deliveryId);
     }, 'dead letter');
     assert.equal(target.received.length, 2);
@@ -732,7 +739,7 @@ test('a gateway killed (SIGKILL) while a delivery is in flight delivers it after
       ],
     );
     await waitUntil(async () => {
-      const list = JSON.parse((await localCli(stateDir, 'channels', 'deliveries', '--json')).stdout) as { deliveries: Delivery[] };
+      const list = await localCliJson<{ deliveries: Delivery[] }>(stateDir, 'channels', 'deliveries', '--json');
       return list.deliveries.some((d) => d.deliveryId === deliveryId && d.status === 'delivered');
     }, 'recorded as delivered');
     gw.child.kill('SIGTERM');
