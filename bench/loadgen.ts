@@ -352,7 +352,7 @@ export interface CpuUse {
 }
 
 /** Start a CPU window now; call the result to close it. */
-export function cpuWindow(pid: number | null): () => CpuUse {
+function cpuWindow(pid: number | null): () => CpuUse {
   const g0 = pid !== null ? readCpuSeconds(pid) : null;
   const own0 = process.cpuUsage();
   const sys0 = readSystemCpu();

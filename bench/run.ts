@@ -54,7 +54,7 @@ import { type Summary, summarize } from './stats.js';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** CPU (cores) other processes may use during a measurement before it counts as disturbed. */
-export const NOISE_CORES = 0.25;
+const NOISE_CORES = 0.25;
 
 const USAGE = `usage: npm run bench -- [flags]
 
@@ -159,7 +159,7 @@ function int(v: unknown, name: string, min: number): number | undefined {
   return n;
 }
 
-export function parseConfig(argv: string[]): BenchConfig {
+function parseConfig(argv: string[]): BenchConfig {
   const { values } = parseArgs({
     args: argv,
     strict: true,
@@ -299,7 +299,7 @@ async function leastDisturbed<T extends { cpu: CpuUse }>(what: string, cfg: Benc
 }
 
 /** The measurements of one target: each mode prepared, then sequential latency, then throughput. */
-export async function runSuite(target: Target, cfg: BenchConfig, result: TargetResult): Promise<TargetResult> {
+async function runSuite(target: Target, cfg: BenchConfig, result: TargetResult): Promise<TargetResult> {
   for (const mode of cfg.modes) {
     const mr: ModeResult = { pairing: null, latency: null, throughput: null };
     result.modes[mode] = mr;

@@ -73,7 +73,7 @@ export class Session {
 }
 
 /** A device-less `cli`/`cli` session with the shared token (how the real `openclaw devices …` CLI connects). */
-export async function openAdminSession(target: Target, profile: LoadProfile, scopes = ['operator.admin', 'operator.pairing']): Promise<Session> {
+async function openAdminSession(target: Target, profile: LoadProfile, scopes = ['operator.admin', 'operator.pairing']): Promise<Session> {
   const spec = new ConnectSpec(target.url, { ...profile, scopes }, profile.devicelessClient, { token: target.token }, null);
   const socket = await connectKept(spec, profile.timeoutMs);
   if (typeof socket === 'string') throw new Error(`admin session refused (${socket})`);
