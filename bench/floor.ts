@@ -8,10 +8,11 @@
  *
  * `node dist/bench/floor.js --port P --token T` (loopback only); `/readyz` answers 200.
  */
-import { createHash, createPublicKey, type KeyObject, randomBytes, randomUUID, timingSafeEqual, verify } from 'node:crypto';
+import { createHash, type KeyObject, randomBytes, randomUUID, timingSafeEqual, verify } from 'node:crypto';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { type WebSocket, WebSocketServer } from 'ws';
+import { deviceIdOf, publicKeyObject } from '../src/core/identity.js';
 import { signaturePayloadV3, signedTokenField } from '../src/protocol/signature.js';
 
 interface Device {
@@ -26,8 +27,6 @@ interface ConnectParams {
   auth?: { token?: string; deviceToken?: string };
   device?: { id?: string; publicKey?: string; signature?: string; signedAt?: number; nonce?: string };
 }
-
-const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
 function main(): void {
   const { values } = parseArgs({ options: { port: { type: 'string' }, token: { type: 'string' } } });
@@ -96,8 +95,8 @@ function main(): void {
       if (!device) {
         // First connect of this device: pair it (not on the measured path).
         const raw = Buffer.from(d.publicKey ?? '', 'base64url');
-        if (raw.length !== 32 || createHash('sha256').update(raw).digest('hex') !== d.id) return 'device id mismatch';
-        device = { deviceId: d.id, key: createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, raw]), format: 'der', type: 'spki' }) };
+        if (raw.length !== 32 || deviceIdOf(raw) !== d.id) return 'device id mismatch';
+        device = { deviceId: d.id, key: publicKeyObject(raw) };
         byId.set(d.id, device);
         deviceToken = randomBytes(32).toString('base64url');
         byTokenHash.set(sha(deviceToken), device);

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pickFreePort, type SpawnedGateway, spawnGateway, spawnReady } from './proc.js';
 
-export const GATEWAY_KINDS = ['clawgate', 'openclaw', 'floor'] as const;
+const GATEWAY_KINDS = ['clawgate', 'openclaw', 'floor'] as const;
 export type GatewayKind = (typeof GATEWAY_KINDS)[number];
 
 export interface LaunchOptions {
@@ -68,7 +68,7 @@ function resolveOpenclaw(root: string): OpenclawPaths {
   return openclawPaths;
 }
 
-export const openclawLauncher: Launcher = {
+const openclawLauncher: Launcher = {
   kind: 'openclaw',
   pairing: true,
   describe: () => ({

@@ -11,6 +11,7 @@
 import { type KeyObject, sign } from 'node:crypto';
 import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocket } from 'ws';
 import { type DeviceIdentity, generateIdentity } from '../src/client/connection.js';
 import { normalizeMetadataField, signaturePayloadV3, signedTokenField } from '../src/protocol/signature.js';
@@ -351,7 +352,7 @@ export interface CpuUse {
 }
 
 /** Start a CPU window now; call the result to close it. */
-export function cpuWindow(pid: number | null): () => CpuUse {
+function cpuWindow(pid: number | null): () => CpuUse {
   const g0 = pid !== null ? readCpuSeconds(pid) : null;
   const own0 = process.cpuUsage();
   const sys0 = readSystemCpu();
@@ -466,8 +467,6 @@ export interface ThroughputResult {
   cpu: CpuUse;
   gatewayRssAfterMiB: number | null;
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** `concurrency` clients loop connect → hello-ok → close for `durationSeconds`, then stop. */
 export async function throughput(

@@ -10,6 +10,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** Ask the kernel for a free loopback port (listen on 0, read it, close). */
 export function pickFreePort(): Promise<number> {
@@ -35,8 +36,6 @@ function httpStatus(url: string, timeoutMs: number): Promise<number> {
     req.on('error', () => resolve(0));
   });
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export interface SpawnedGateway {
   /** Which gateway this is (clawgate, openclaw, floor). */

@@ -17,6 +17,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, platform, release, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { clawgateLauncher, floorLauncher, type GatewayKind, LAUNCHERS, type Launcher } from './gateways.js';
@@ -53,7 +54,7 @@ import { type Summary, summarize } from './stats.js';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** CPU (cores) other processes may use during a measurement before it counts as disturbed. */
-export const NOISE_CORES = 0.25;
+const NOISE_CORES = 0.25;
 
 const USAGE = `usage: npm run bench -- [flags]
 
@@ -158,7 +159,7 @@ function int(v: unknown, name: string, min: number): number | undefined {
   return n;
 }
 
-export function parseConfig(argv: string[]): BenchConfig {
+function parseConfig(argv: string[]): BenchConfig {
   const { values } = parseArgs({
     args: argv,
     strict: true,
@@ -246,7 +247,6 @@ export function parseConfig(argv: string[]): BenchConfig {
   };
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 
 /** Machine-wide busy cores over `ms` (other sessions on a shared machine skew every number). */
@@ -299,7 +299,7 @@ async function leastDisturbed<T extends { cpu: CpuUse }>(what: string, cfg: Benc
 }
 
 /** The measurements of one target: each mode prepared, then sequential latency, then throughput. */
-export async function runSuite(target: Target, cfg: BenchConfig, result: TargetResult): Promise<TargetResult> {
+async function runSuite(target: Target, cfg: BenchConfig, result: TargetResult): Promise<TargetResult> {
   for (const mode of cfg.modes) {
     const mr: ModeResult = { pairing: null, latency: null, throughput: null };
     result.modes[mode] = mr;

@@ -9,14 +9,13 @@
  * Everything here speaks only the public protocol, so it runs unchanged against any gateway.
  */
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { WebSocket } from 'ws';
 import { generateIdentity } from '../src/client/connection.js';
 import { startEchoNode } from './echo-node.js';
 import { ConnectSpec, connectOnce, type LoadProfile, MARK, MARK_COUNT, prepareMode, type Target, withDisplayName } from './loadgen.js';
 import { readRssMiB, readTreeRssMiB } from './proc.js';
 import { Counter, Samples, type Summary } from './stats.js';
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 // ------------------------------------------------------------------------------------------
 // An admin session: a live socket sending requests
@@ -74,7 +73,7 @@ export class Session {
 }
 
 /** A device-less `cli`/`cli` session with the shared token (how the real `openclaw devices …` CLI connects). */
-export async function openAdminSession(target: Target, profile: LoadProfile, scopes = ['operator.admin', 'operator.pairing']): Promise<Session> {
+async function openAdminSession(target: Target, profile: LoadProfile, scopes = ['operator.admin', 'operator.pairing']): Promise<Session> {
   const spec = new ConnectSpec(target.url, { ...profile, scopes }, profile.devicelessClient, { token: target.token }, null);
   const socket = await connectKept(spec, profile.timeoutMs);
   if (typeof socket === 'string') throw new Error(`admin session refused (${socket})`);

@@ -3,21 +3,19 @@
  * CLI process, a real local HTTP listener as the webhook target (issue 7 acceptance).
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
 import { connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../src/store/types.js';
-import { cli, cliJson, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { freePort } from './helpers/net.js';
 import { connectAsNode, deviceParams, plainParams, RawClient, rawConnect } from './helpers/raw.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
-const run = promisify(execFile);
 
 async function waitUntil(cond: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const start = Date.now();
@@ -33,14 +31,13 @@ const pairedDevice = (tg: TestGateway, scopes: string[]) =>
 const owner = (tg: TestGateway) => connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
 
 /** The CLI with no flags at all: state dir from the environment, owner credential from it. */
-async function localCli(stateDir: string, ...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, CLAWGATE_STATE_DIR: stateDir } });
-    return { stdout: r.stdout, stderr: r.stderr, code: 0 };
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number };
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
+const localCli = (stateDir: string, ...args: string[]) => runClawgate(args, { CLAWGATE_STATE_DIR: stateDir });
+
+/** localCli with `--json`, parsed; a failed command fails the test with its exit code and stderr. */
+async function localCliJson<T>(stateDir: string, ...args: string[]): Promise<T> {
+  const r = await localCli(stateDir, ...args);
+  assert.equal(r.code, 0, `clawgate ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
 }
 
 function startProcess(stateDir: string, port: number): { child: ChildProcess; out: () => string; err: () => string; exited: Promise<number | null> } {
@@ -77,19 +74,19 @@ test('fresh install, zero config: `clawgate cron add` every 1s sends to a webhoo
     }
     assert.equal(new Set(target.received.map((r) => r.headers['idempotency-key'])).size, target.received.length, 'one key per delivery');
 
-    const runs = JSON.parse((await localCli(stateDir, 'cron', 'runs', 'heartbeat', '--json')).stdout) as { runs: CronRun[] };
+    const runs = await localCliJson<{ runs: CronRun[] }>(stateDir, 'cron', 'runs', 'heartbeat', '--json');
     assert.ok(runs.runs.length >= 2);
     assert.ok(
       runs.runs.every((r) => r.status === 'ok'),
       JSON.stringify(runs.runs),
     );
     // Attributable: the sends were made by the internal cron principal.
-    const audit = JSON.parse((await localCli(stateDir, 'audit', '--json')).stdout) as { entries: Array<{ actor: string; action: string }> };
+    const audit = await localCliJson<{ entries: Array<{ actor: string; action: string }> }>(stateDir, 'audit', '--json');
     const sends = audit.entries.filter((e) => e.action === 'channel.send');
     assert.ok(sends.length >= 2 && sends.every((e) => e.actor === 'internal:cron'), JSON.stringify(sends));
     assert.ok(audit.entries.some((e) => e.action === 'cron.added' && e.actor === 'owner'));
     // No pairing prompt, nothing pending, no error.
-    const devices = JSON.parse((await localCli(stateDir, 'devices', 'list', '--json')).stdout) as { pending: unknown[] };
+    const devices = await localCliJson<{ pending: unknown[] }>(stateDir, 'devices', 'list', '--json');
     assert.deepEqual(devices.pending, []);
     assert.doesNotMatch(gw.err(), /pairing required|"level":"error"/i);
     assert.match(gw.err(), /"principal":"internal:cron"/);
@@ -101,12 +98,12 @@ test('fresh install, zero config: `clawgate cron add` every 1s sends to a webhoo
     gw = startProcess(stateDir, port);
     await waitUntil(() => gw.out().includes('listening on'), 'restart');
     await target.waitFor(before + 2);
-    const list = JSON.parse((await localCli(stateDir, 'cron', 'list', '--json')).stdout) as { jobs: CronJob[] };
+    const list = await localCliJson<{ jobs: CronJob[] }>(stateDir, 'cron', 'list', '--json');
     assert.deepEqual(
       list.jobs.map((j) => j.jobId),
       [jobId],
     );
-    const deliveries = JSON.parse((await localCli(stateDir, 'channels', 'deliveries', '--json')).stdout) as { deliveries: Delivery[] };
+    const deliveries = await localCliJson<{ deliveries: Delivery[] }>(stateDir, 'channels', 'deliveries', '--json');
     assert.ok(deliveries.deliveries.length >= before + 2);
     const removed = await localCli(stateDir, 'cron', 'remove', 'heartbeat', '--json');
     assert.equal(removed.code, 0, removed.stderr);
@@ -174,7 +171,7 @@ test('a cron job that spawns a sub-session and posts into it works the same way,
     const ok = runs.runs.filter((r) => r.status === 'ok');
     assert.ok(ok.length >= 3, JSON.stringify(runs.runs));
     for (const r of ok) {
-      const h = JSON.parse((await cli(tg, 'chat', 'history', String(r.result?.spawnedSessionKey), '--json')).stdout) as { messages: ChatMessage[] };
+      const h = await cliJson<{ messages: ChatMessage[] }>(tg, 'chat', 'history', String(r.result?.spawnedSessionKey), '--json');
       assert.equal(h.messages.length, 1, `run ${r.runId} posted into its spawned session`);
     }
     // cron.run: a manual run, right now.
@@ -270,15 +267,7 @@ test('a foreign process on the host without the shared secret or owner credentia
     // A real foreign process: the clawgate CLI run with another user's (empty) state dir, with no credential or a guessed one.
     const foreignHome = mkdtempSync(join(tmpdir(), 'clawgate-foreign-'));
     try {
-      const env = { ...process.env, CLAWGATE_STATE_DIR: foreignHome, CLAWGATE_URL: tg.url, CLAWGATE_TOKEN: '' };
-      const attempt = async (...args: string[]) => {
-        try {
-          await run(process.execPath, [BIN, ...args], { env });
-          return { code: 0, stderr: '' };
-        } catch (err) {
-          return err as { code: number; stderr: string };
-        }
-      };
+      const attempt = (...args: string[]) => runClawgate(args, { CLAWGATE_STATE_DIR: foreignHome, CLAWGATE_URL: tg.url, CLAWGATE_TOKEN: '' });
       const noCred = await attempt('cron', 'add', '--name', 'evil', '--every', '1s', '--send', 'alerts', '--content', 'pwned');
       assert.equal(noCred.code, 2, 'refused before any connection: there is no credential to present');
       assert.match(noCred.stderr, /no credential/);
@@ -687,9 +676,9 @@ test('config file: automations.channels.webhooks and the webhook policy reach a 
     gw.stdout?.on('data', (d) => (out += d));
     const exited = new Promise((r) => gw.on('exit', r));
     await waitUntil(() => out.includes('listening on'), 'startup');
-    const list = JSON.parse((await localCli(stateDir, 'channels', 'list', '--json')).stdout) as {
+    const list = await localCliJson<{
       channels: Array<{ name: string; source: string; url: string }>;
-    };
+    }>(stateDir, 'channels', 'list', '--json');
     assert.deepEqual(
       list.channels.map((c) => [c.name, c.source, c.url]),
       [['ops', 'config', target.url]],
@@ -699,7 +688,7 @@ test('config file: automations.channels.webhooks and the webhook policy reach a 
     const deliveryId = (JSON.parse(sent.stdout) as { deliveryId: string }).deliveryId;
     // maxAttempts 2 from the file: two attempts, then the dead-letter list.
     await waitUntil(async () => {
-      const dead = JSON.parse((await localCli(stateDir, 'channels', 'dead-letters', '--json')).stdout) as { deliveries: Delivery[] };
+      const dead = await localCliJson<{ deliveries: Delivery[] }>(stateDir, 'channels', 'dead-letters', '--json');
       return dead.deliveries.some((d) => d.deliveryId === deliveryId);
     }, 'dead letter');
     assert.equal(target.received.length, 2);
@@ -750,7 +739,7 @@ test('a gateway killed (SIGKILL) while a delivery is in flight delivers it after
       ],
     );
     await waitUntil(async () => {
-      const list = JSON.parse((await localCli(stateDir, 'channels', 'deliveries', '--json')).stdout) as { deliveries: Delivery[] };
+      const list = await localCliJson<{ deliveries: Delivery[] }>(stateDir, 'channels', 'deliveries', '--json');
       return list.deliveries.some((d) => d.deliveryId === deliveryId && d.status === 'delivered');
     }, 'recorded as delivered');
     gw.child.kill('SIGTERM');
@@ -758,5 +747,82 @@ test('a gateway killed (SIGKILL) while a delivery is in flight delivers it after
   } finally {
     await target.close();
     removeDir(stateDir);
+  }
+});
+
+test('the CLI as a user: sessions create and spawn, chat send (idempotent) and history, channels remove', async () => {
+  const tg = await startTestGateway();
+  const target = await WebhookTarget.start();
+  try {
+    const created = await cliJson<{ session: ChatSession }>(tg, 'sessions', 'create', 'desk', '--label', 'front desk', '--json');
+    assert.equal(created.session.key, 'desk');
+    assert.equal(created.session.label, 'front desk');
+    const spawned = await cliJson<{ session: ChatSession }>(tg, 'sessions', 'spawn', 'desk', 'desk-1', '--json');
+    assert.equal(spawned.session.key, 'desk-1');
+    assert.equal(spawned.session.parentId, created.session.sessionId);
+    const children = await cliJson<{ sessions: ChatSession[] }>(tg, 'sessions', 'list', '--parent', 'desk', '--json');
+    assert.deepEqual(
+      children.sessions.map((s) => s.key),
+      ['desk-1'],
+    );
+    const spawnUsage = await cli(tg, 'sessions', 'spawn');
+    assert.equal(spawnUsage.code, 2);
+
+    const first = await cliJson<{ message: ChatMessage; duplicate: boolean }>(
+      tg,
+      'chat',
+      'send',
+      'desk-1',
+      'hello',
+      'there',
+      '--idempotency-key',
+      'k1',
+      '--json',
+    );
+    assert.equal(first.message.text, 'hello there');
+    assert.equal(first.duplicate, false);
+    const again = await cliJson<{ message: ChatMessage; duplicate: boolean }>(
+      tg,
+      'chat',
+      'send',
+      'desk-1',
+      'hello',
+      'there',
+      '--idempotency-key',
+      'k1',
+      '--json',
+    );
+    assert.equal(again.duplicate, true);
+    assert.equal(again.message.messageId, first.message.messageId);
+    const text = await cli(tg, 'chat', 'send', 'desk-1', 'second');
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^sent #\d+ to desk-1/);
+    const history = await cliJson<{ messages: ChatMessage[] }>(tg, 'chat', 'history', 'desk-1', '--json');
+    assert.deepEqual(
+      history.messages.map((m) => m.text),
+      ['hello there', 'second'],
+    );
+    assert.equal((await cli(tg, 'chat', 'send', 'desk-1')).code, 2, 'no text is a usage error');
+
+    // `channels add` takes --url as the webhook's address, so the gateway's comes by --gateway-url.
+    const add = await runClawgate(
+      ['channels', 'add', 'webhook', '--name', 'gone', '--url', target.url, '--gateway-url', tg.url, '--token', TEST_OWNER, '--json'],
+      {
+        CLAWGATE_STATE_DIR: tg.stateDir,
+      },
+    );
+    assert.equal(add.code, 0, add.stderr);
+    const removed = await cliJson(tg, 'channels', 'remove', 'gone', '--json');
+    assert.deepEqual(removed, { removed: true });
+    const list = await cliJson<{ channels: Array<{ name: string }> }>(tg, 'channels', 'list', '--json');
+    assert.ok(!list.channels.some((c) => c.name === 'gone'));
+    const missing = await cli(tg, 'channels', 'remove', 'gone');
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /UNKNOWN_CHANNEL/);
+    assert.equal((await tg.store.listAudit()).filter((e) => e.action === 'channel.removed' && e.subject === 'gone').length, 1);
+  } finally {
+    await target.close();
+    await tg.stop();
+    removeDir(tg.stateDir);
   }
 });

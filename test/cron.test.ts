@@ -255,7 +255,27 @@ describe('scheduler', () => {
     await timers.advance(6_000);
     assert.ok(runs.length >= 1, 'runs again once the store answers');
     assert.ok((runs[0]?.atMs ?? 0) >= T0 + 5_000);
+    // The store was failing until T0+5s, so the bound above holds whatever the retry delay; the
+    // failed pass at T0+1s re-arms for T0+6s, and that is when the first run happens.
+    assert.equal(runs[0]?.atMs, T0 + 6_000, 'the retry comes 5 s after the failed pass');
     assert.ok(clock.now() >= T0 + 11_000);
+    await scheduler.stop();
+  });
+
+  test('each pass reads the job list once: arming uses the due times the pass already holds', async () => {
+    const { timers, store, runs, scheduler } = setup();
+    await job(store, { schedule: { kind: 'every', everyMs: 10_000 }, createdAtMs: T0, nextRunAtMs: T0 + 10_000 });
+    const real = store.listCronJobs.bind(store);
+    let reads = 0;
+    store.listCronJobs = async () => {
+      reads++;
+      return real();
+    };
+    await scheduler.start();
+    assert.equal(reads, 1, 'the catch-up pass');
+    await timers.advance(30_000);
+    assert.equal(runs.length, 3);
+    assert.equal(reads, 4, 'one read per scheduled pass, none to re-arm');
     await scheduler.stop();
   });
 

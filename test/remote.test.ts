@@ -16,21 +16,13 @@ import type { TlsMaterial } from '../src/core/config.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { attribute, hopAddress, ProxyTrust, parseForwarded } from '../src/server/proxy.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
-import { removeDir, startTestGateway, TEST_OWNER, type TestGateway } from './helpers/gateway.js';
+import { removeDir, runClawgate, startTestGateway, TEST_OWNER, type TestGateway } from './helpers/gateway.js';
 import { RawClient } from './helpers/raw.js';
 
 const run = promisify(execFile);
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 
-async function clawgate(args: string[], env: Record<string, string> = {}): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
-    return { stdout: r.stdout, stderr: r.stderr, code: 0 };
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number };
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
-}
+const clawgate = runClawgate;
 
 function tlsMaterial(dir: string): TlsMaterial {
   const made = ensureSelfSignedCert(dir);

@@ -80,41 +80,31 @@ export class CronScheduler {
   private async tick(trigger: Exclude<CronTrigger, 'manual'>): Promise<void> {
     const { store, clock } = this.deps;
     const now = clock.now();
+    // The earliest next due time, gathered while passing over the jobs: the pass already holds
+    // every job and knows the next due time it just recorded, so arming needs no second read.
+    let earliest: number | null = null;
     let failed = true;
     try {
       for (const job of await store.listCronJobs()) {
         if (this.stopped) return;
-        if (!job.enabled || job.nextRunAtMs === null || job.nextRunAtMs > now) continue;
-        // Due now: run once; the next due time is the first occurrence after now (missed ones collapse).
-        const next = nextRun(job.schedule, Math.max(now, clock.now()), job.createdAtMs);
-        await this.run(job, trigger, job.nextRunAtMs, next);
+        let dueAtMs = job.enabled ? job.nextRunAtMs : null;
+        if (dueAtMs !== null && dueAtMs <= now) {
+          // Due now: run once; the next due time is the first occurrence after now (missed ones collapse).
+          const next = nextRun(job.schedule, Math.max(now, clock.now()), job.createdAtMs);
+          dueAtMs = (await this.run(job, trigger, dueAtMs, next)) ? next : null;
+        }
+        if (dueAtMs !== null && (earliest === null || dueAtMs < earliest)) earliest = dueAtMs;
       }
       failed = false;
     } finally {
       // Re-arm even after a failed pass (e.g. the store was briefly unavailable): the schedule
       // must not stop, and must not spin either, so a failed pass waits RETRY_AFTER_FAILURE_MS.
-      this.arm(failed ? clock.now() + RETRY_AFTER_FAILURE_MS : null);
-    }
-  }
-
-  /** Set the alarm to the earliest due job (not before `notBeforeMs`). */
-  private arm(notBeforeMs: number | null): void {
-    if (this.stopped) return;
-    const { clock, log } = this.deps;
-    void this.deps.store
-      .listCronJobs()
-      .then((jobs) => {
-        if (this.stopped) return;
-        let earliest: number | null = null;
-        for (const j of jobs) if (j.enabled && j.nextRunAtMs !== null && (earliest === null || j.nextRunAtMs < earliest)) earliest = j.nextRunAtMs;
+      // Nothing scheduled: still wake up now and then, in case the store changed under us.
+      if (!this.stopped) {
         this.alarm.clear();
-        // Nothing scheduled: still wake up now and then, in case the store changed under us.
-        this.alarm.set(Math.max(earliest ?? clock.now() + 60_000, notBeforeMs ?? 0));
-      })
-      .catch((err) => {
-        log.error('cron arm failed', { err: String(err) });
-        if (!this.stopped) this.alarm.set(clock.now() + RETRY_AFTER_FAILURE_MS);
-      });
+        this.alarm.set(failed ? clock.now() + RETRY_AFTER_FAILURE_MS : (earliest ?? clock.now() + 60_000));
+      }
+    }
   }
 
   private async run(job: CronJob, trigger: CronTrigger, dueAtMs: number, nextRunAtMs: number | null): Promise<CronRun | null> {

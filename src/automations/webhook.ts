@@ -142,7 +142,7 @@ export class DeliveryWorker {
     const channel = await store.getChannel(d.channelId);
     const attempt = d.attempts + 1;
     if (!channel) {
-      await this.record(d, 'dead', 'channel was removed');
+      await this.deadLetter(d, 'channel was removed');
       return;
     }
     const ac = new AbortController();
@@ -180,7 +180,7 @@ export class DeliveryWorker {
     const why = error ?? `HTTP ${status}`;
     const permanent = status !== undefined && !retryable(status);
     if (permanent || attempt >= policy.maxAttempts) {
-      await this.record(d, 'dead', permanent ? `${why} (not retried)` : `${why}; gave up after ${attempt} attempts`, status);
+      await this.deadLetter(d, permanent ? `${why} (not retried)` : `${why}; gave up after ${attempt} attempts`, status);
       return;
     }
     let wait = backoffMs(policy, attempt);
@@ -197,12 +197,12 @@ export class DeliveryWorker {
     log.warn('webhook delivery failed; will retry', { deliveryId: d.deliveryId, channel: d.channelName, attempt, error: why, retryInMs: wait });
   }
 
-  private async record(d: Delivery, outcome: 'dead', error: string, httpStatus?: number): Promise<void> {
+  private async deadLetter(d: Delivery, error: string, httpStatus?: number): Promise<void> {
     const now = this.deps.clock.now();
     await this.deps.store.recordDeliveryAttempt({
       deliveryId: d.deliveryId,
       atMs: now,
-      outcome,
+      outcome: 'dead',
       error,
       httpStatus,
       deadAudit: {

@@ -72,9 +72,10 @@ export function removeDir(dir: string): void {
 }
 
 /** Run the `clawgate` CLI against a test gateway with the owner credential. */
-export async function cli(tg: TestGateway, ...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+/** Run the real CLI process with `args` and extra environment; a non-zero exit comes back as `code`, never a throw. */
+export async function runClawgate(args: string[], env: Record<string, string> = {}): Promise<{ stdout: string; stderr: string; code: number }> {
   try {
-    const r = await run(process.execPath, [BIN, ...args, '--url', tg.url, '--token', TEST_OWNER], { env: { ...process.env, CLAWGATE_STATE_DIR: tg.stateDir } });
+    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
     return { stdout: r.stdout, stderr: r.stderr, code: 0 };
   } catch (err) {
     const e = err as { stdout: string; stderr: string; code: number };
@@ -82,7 +83,11 @@ export async function cli(tg: TestGateway, ...args: string[]): Promise<{ stdout:
   }
 }
 
-/** Expect a connect to be refused with this `details.code` (always followed by close 1008 or another documented code). */
+/** The CLI against a test gateway, as its owner. */
+export function cli(tg: TestGateway, ...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  return runClawgate([...args, '--url', tg.url, '--token', TEST_OWNER], { CLAWGATE_STATE_DIR: tg.stateDir });
+}
+
 /** Run the CLI and parse its `--json` output; a failed command fails the test with its stderr. */
 export async function cliJson<T = unknown>(tg: TestGateway, ...args: string[]): Promise<T> {
   const r = await cli(tg, ...args);
@@ -90,6 +95,7 @@ export async function cliJson<T = unknown>(tg: TestGateway, ...args: string[]): 
   return JSON.parse(r.stdout) as T;
 }
 
+/** Expect a connect to be refused with this `details.code` (always followed by close 1008 or another documented code). */
 export async function expectRefused(p: Promise<unknown>, detail: string): Promise<ConnectError> {
   try {
     await p;
