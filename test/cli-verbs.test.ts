@@ -14,17 +14,16 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import type { AuditEntry, ChatMessage, ChatSession, Delivery } from '../src/store/types.js';
-import { cli, cliJson, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { freePort } from './helpers/net.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
 /** `channels add` takes --url as the webhook's URL, so the gateway goes in --gateway-url (the `cli` helper's --url would replace the webhook URL). */
 async function addWebhook(tg: TestGateway, ...args: string[]): Promise<{ channel: { name: string; url: string } }> {
-  const r = await promisify(execFile)(
-    process.execPath,
-    [join(process.cwd(), 'bin', 'clawgate.js'), 'channels', 'add', 'webhook', ...args, '--gateway-url', tg.url, '--token', TEST_OWNER, '--json'],
-    { env: { ...process.env, CLAWGATE_STATE_DIR: tg.stateDir } },
-  );
+  const r = await runClawgate(['channels', 'add', 'webhook', ...args, '--gateway-url', tg.url, '--token', TEST_OWNER, '--json'], {
+    CLAWGATE_STATE_DIR: tg.stateDir,
+  });
+  assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout) as { channel: { name: string; url: string } };
 }
 
@@ -124,6 +123,31 @@ test('CLI: sessions create/spawn, chat send, channels --username/deliveries filt
     await target.close();
     await tg.stop();
     removeDir(tg.stateDir);
+  }
+});
+
+test('CLI: every `channels` subcommand reaches the gateway named by --gateway-url (a state dir that knows no gateway)', async () => {
+  const tg = await startTestGateway();
+  const target = await WebhookTarget.start();
+  const elsewhere = mkdtempSync(join(tmpdir(), 'clawgate-cli-'));
+  try {
+    await addWebhook(tg, '--name', 'alerts', '--url', target.url);
+    const env = { CLAWGATE_STATE_DIR: elsewhere };
+    const via = ['--gateway-url', tg.url, '--token', TEST_OWNER];
+    const listed = await runClawgate(['channels', 'list', ...via, '--json'], env);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.ok((JSON.parse(listed.stdout) as { channels: Array<{ name: string }> }).channels.some((c) => c.name === 'alerts'));
+    const deliveries = await runClawgate(['channels', 'deliveries', ...via, '--json'], env);
+    assert.equal(deliveries.code, 0, deliveries.stderr);
+    const removed = await runClawgate(['channels', 'remove', 'alerts', ...via, '--json'], env);
+    assert.equal(removed.code, 0, removed.stderr);
+    const after = await cliJson<{ channels: Array<{ name: string }> }>(tg, 'channels', 'list', '--json');
+    assert.ok(!after.channels.some((c) => c.name === 'alerts'));
+  } finally {
+    await target.close();
+    await tg.stop();
+    removeDir(tg.stateDir);
+    removeDir(elsewhere);
   }
 });
 

@@ -171,13 +171,15 @@ export async function channelsCommand(sub: string | undefined, args: string[]): 
     'gateway-url': { type: 'string' },
   });
   const limit = values.limit ? { limit: Number(values.limit) } : {};
+  // `channels add` takes the webhook's address as --url, so there the gateway is only
+  // --gateway-url; every other subcommand accepts either, like the rest of the CLI.
+  const { url: webhookUrl, 'gateway-url': gatewayUrl, ...rest } = values;
+  const gateway = { ...rest, url: sub === 'add' ? gatewayUrl : (gatewayUrl ?? webhookUrl) };
   switch (sub) {
     case 'add': {
       if (positionals[0] !== 'webhook') throw new UsageError('usage: clawgate channels add webhook --name <n> --url <u> [--username <name>]');
       if (!values.name || !values.url) throw new UsageError('channels add webhook needs --name <n> and --url <u>');
-      // Here --url is the webhook's URL; the gateway is --gateway-url > CLAWGATE_URL > the running one.
-      const { url: webhookUrl, 'gateway-url': gatewayUrl, ...rest } = values;
-      return withGateway({ ...rest, url: gatewayUrl }, async (c) => {
+      return withGateway(gateway, async (c) => {
         const res = await c.request<{ channel: { name: string; url: string } }>('channels.add', {
           type: 'webhook',
           name: values.name,
@@ -191,14 +193,14 @@ export async function channelsCommand(sub: string | undefined, args: string[]): 
     case 'remove': {
       const name = positionals[0] ?? (values.name as string | undefined);
       if (!name) throw new UsageError('usage: clawgate channels remove <name>');
-      return withGateway(values, async (c) => {
+      return withGateway(gateway, async (c) => {
         const res = await c.request('channels.remove', { name });
         print(res, () => out(`removed channel ${name}`));
         return 0;
       });
     }
     case 'list':
-      return withGateway(values, async (c) => {
+      return withGateway(gateway, async (c) => {
         const res = await c.request<{ channels: Array<{ name: string; type: string; url: string; source: string }> }>('channels.list', {});
         print(res, () => {
           out(`Channels (${res.channels.length})`);
@@ -208,7 +210,7 @@ export async function channelsCommand(sub: string | undefined, args: string[]): 
       });
     case 'deliveries':
     case 'dead-letters':
-      return withGateway(values, async (c) => {
+      return withGateway(gateway, async (c) => {
         const channel = values.channel ? { channel: values.channel } : {};
         const res =
           sub === 'deliveries'
