@@ -61,7 +61,12 @@ export function commitDurably(tmp: string, path: string): void {
 
 /** fsync a directory, making renames and unlinks in it durable. */
 export function syncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
+  fsyncPath(dir);
+}
+
+/** fsync a file or directory by path (for content another program wrote, e.g. openssl). */
+export function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r');
   try {
     fsyncSync(fd);
   } finally {
