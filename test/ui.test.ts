@@ -409,6 +409,25 @@ describe('Control UI in headless Chromium', () => {
     assert.equal(await tg.store.getDevice(waitingDevice.deviceId), null);
   });
 
+  test('rotate a token from the UI (with a confirmation step): the device shows a new token id', async () => {
+    await page.click('#tab-devices');
+    const key = `rotate:${nodeId}:node`;
+    const tokenSel = `article.device[data-device-id="${nodeId}"] .grant[data-role="node"] .token`;
+    const token = page.locator(tokenSel);
+    const before = await token.textContent();
+    assert.match(before ?? '', /^token \S+$/);
+    await page.click(`[data-action="${key}"]`);
+    assert.equal(await token.textContent(), before, 'nothing happens before the confirmation');
+    await page.click(`[data-confirm="${key}"]`);
+    await page.waitForFunction(
+      ([sel, old]) => {
+        const t = document.querySelector(sel as string)?.textContent ?? '';
+        return t.startsWith('token ') && t !== old;
+      },
+      [tokenSel, before],
+    );
+  });
+
   test('a page from another origin cannot open a WebSocket to the gateway', async () => {
     const other: Server = createServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/html' });
