@@ -15,7 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { WebSocket } from 'ws';
 import { qrMatrix } from '../src/cli/qr.js';
-import { type ConnectOptions, connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
+import { ConnectError, type ConnectOptions, connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { CONTROL_UI_CSP, originAllowed } from '../src/server/control-ui.js';
 import { ensureSelfSignedCert } from '../src/server/tls.js';
@@ -381,6 +381,51 @@ describe('Control UI in headless Chromium', () => {
     assert.match(text, /unknown/i);
     assert.match(text, /Next step: /);
     await shot(page, '08-error');
+  });
+
+  test('Reject from the UI refuses the waiting device; Remove (with a confirmation step) forgets a paired one', async () => {
+    const id = generateIdentity();
+    const outcome = remoteDevice(tg, { identity: id, scopes: ['operator.read'], caps: ['device-pairing-wait'] }).then(
+      (conn) => conn,
+      (err: unknown) => err,
+    );
+    await page.click('#tab-pending');
+    const card = page.locator(`article.request[data-device-id="${id.deviceId}"]`);
+    await card.waitFor();
+    await card.locator('button[data-action="reject"]').click();
+    const refused = await outcome;
+    assert.ok(refused instanceof ConnectError, `the waiting device is refused, not admitted (${String(refused)})`);
+    assert.ok(refused.error !== null || refused.closeCode !== null, `the gateway refused it, not a timeout (${refused.message})`);
+    await card.waitFor({ state: 'detached' });
+    assert.equal(await tg.store.getDevice(id.deviceId), null, 'a rejected device is not paired');
+
+    assert.ok(await tg.store.getDevice(waitingDevice.deviceId), 'the device to remove is paired');
+    await page.click('#tab-devices');
+    const key = `remove:${waitingDevice.deviceId}`;
+    await page.click(`[data-action="${key}"]`);
+    assert.ok(await tg.store.getDevice(waitingDevice.deviceId), 'nothing happens before the confirmation');
+    await page.click(`[data-confirm="${key}"]`);
+    await page.locator(`article.device[data-device-id="${waitingDevice.deviceId}"]`).waitFor({ state: 'detached' });
+    assert.equal(await tg.store.getDevice(waitingDevice.deviceId), null);
+  });
+
+  test('rotate a token from the UI (with a confirmation step): the device shows a new token id', async () => {
+    await page.click('#tab-devices');
+    const key = `rotate:${nodeId}:node`;
+    const tokenSel = `article.device[data-device-id="${nodeId}"] .grant[data-role="node"] .token`;
+    const token = page.locator(tokenSel);
+    const before = await token.textContent();
+    assert.match(before ?? '', /^token \S+$/);
+    await page.click(`[data-action="${key}"]`);
+    assert.equal(await token.textContent(), before, 'nothing happens before the confirmation');
+    await page.click(`[data-confirm="${key}"]`);
+    await page.waitForFunction(
+      ([sel, old]) => {
+        const t = document.querySelector(sel as string)?.textContent ?? '';
+        return t.startsWith('token ') && t !== old;
+      },
+      [tokenSel, before],
+    );
   });
 
   test('a page from another origin cannot open a WebSocket to the gateway', async () => {

@@ -10,12 +10,12 @@
  * credential live in one file, so the write that stores the device token is the same rename
  * that drops the setup code: a crash leaves one or the other, never neither.
  */
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { type Static, Type as T } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { processAlive } from '../../packages/client/src/node-support.js';
+import { processAlive, writeFileDurably } from '../../packages/client/src/node-support.js';
 import { ensureStateDir } from '../cli/state.js';
 import { type DeviceIdentity, generateIdentity, identityFromJson, identityToJson } from '../client/connection.js';
 import type { Random } from '../core/env.js';
@@ -47,28 +47,6 @@ const CredentialsFile = T.Object({
 });
 export type NodeCredentials = Static<typeof CredentialsFile>;
 const checkCredentials = TypeCompiler.Compile(CredentialsFile);
-
-/**
- * Write a 0600 file so that after a crash or power loss it holds the old or the new content,
- * never a torn or empty one: temp file, fsync, rename, fsync the directory.
- */
-export function writeFileDurably(path: string, content: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fd = openSync(tmp, 'w', 0o600);
-  try {
-    writeSync(fd, content);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  const dirFd = openSync(dirname(path), 'r');
-  try {
-    fsyncSync(dirFd);
-  } finally {
-    closeSync(dirFd);
-  }
-}
 
 export const IDENTITY_FILE = 'identity.json';
 export const LOCK_FILE = 'node.lock';

@@ -4,7 +4,7 @@
  * it learns from the network goes to the core as text frames and transport facts; every socket has an `error` listener so no client can crash
  * the process.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -52,16 +52,12 @@ export async function startServer(gateway: Gateway, host: string, port: number):
     socket.on('error', () => socket.destroy());
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (ctx && path !== ctx && path !== `${ctx}/`) {
-      const body = JSON.stringify({ error: { type: 'not_found', message: `the gateway answers WebSocket upgrades at ${ctx}, not ${path}` } });
-      socket.end(`HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      refuseUpgrade(socket, 404, 'not_found', `the gateway answers WebSocket upgrades at ${ctx}, not ${path}`);
       return;
     }
     const who = attribute(req.socket.remoteAddress, req.headers, trust, gateway.config.untrustedForwarded);
     if (!who.ok) {
-      const body = JSON.stringify({ error: { type: who.type, message: who.message } });
-      socket.end(
-        `HTTP/1.1 ${who.status} Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-      );
+      refuseUpgrade(socket, who.status, who.type, who.message);
       return;
     }
     const origin = req.headers.origin;
@@ -75,13 +71,12 @@ export async function startServer(gateway: Gateway, host: string, port: number):
     ) {
       // A page from another origin must not drive this gateway with a browser's help.
       gateway.log.warn('websocket upgrade refused: origin not allowed', { origin, address: who.address });
-      const body = JSON.stringify({
-        error: {
-          type: 'origin_not_allowed',
-          message: `Origin ${origin} may not open a WebSocket to this gateway. Open the Control UI from the gateway itself, or add the origin to gateway.controlUi.allowedOrigins.`,
-        },
-      });
-      socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      refuseUpgrade(
+        socket,
+        403,
+        'origin_not_allowed',
+        `Origin ${origin} may not open a WebSocket to this gateway. Open the Control UI from the gateway itself, or add the origin to gateway.controlUi.allowedOrigins.`,
+      );
       return;
     }
     if (who.proxied) {
@@ -131,6 +126,14 @@ export async function startServer(gateway: Gateway, host: string, port: number):
       });
     },
   };
+}
+
+/** Answer an upgrade request with a plain HTTP error (JSON body) instead of a WebSocket, and close. */
+function refuseUpgrade(socket: Socket, status: number, type: string, message: string): void {
+  const body = JSON.stringify({ error: { type, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 function handleHttp(req: IncomingMessage, res: ServerResponse, ctx: string, isReady: () => boolean, ui: ReturnType<typeof loadControlUi>): void {

@@ -9,6 +9,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } fr
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { fsyncPath, syncDir } from '../../packages/client/src/node-support.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 
 export interface CertFacts {
@@ -91,8 +92,13 @@ export function ensureSelfSignedCert(
     throw new Error(`openssl failed to generate a certificate: ${e.stderr?.toString().trim() || e.message}`);
   }
   chmodSync(tmpKey, 0o600);
+  // Durable before visible: a power loss must not leave an empty key or certificate that the
+  // next start would take as existing. The certificate goes last: both present means both whole.
+  fsyncPath(tmpKey);
+  fsyncPath(tmpCert);
   renameSync(tmpKey, keyPath);
   renameSync(tmpCert, certPath);
+  syncDir(dir);
   return { certPath, keyPath, created: true };
 }
 

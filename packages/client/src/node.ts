@@ -2,14 +2,14 @@
  * The Node platform: `ws` sockets, node:crypto Ed25519 keys (stored as PKCS#8 PEM) and a file
  * credential store (one JSON file per gateway, mode 0600, written atomically and fsync'd).
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { normalizeFingerprint } from '../../../src/protocol/fingerprint.js';
 import { KeyedQueue } from './credentials.js';
 import { CredentialStoreError } from './errors.js';
-import { CERT_ERROR_CODES, peerFingerprint, processAlive } from './node-support.js';
+import { CERT_ERROR_CODES, commitDurably, peerFingerprint, processAlive, syncDir, writeTempDurably } from './node-support.js';
 import type { CheckpointHook, CredentialStore, CryptoProvider, DeviceKey, GatewayRecord, Platform, Transport, UpdateOptions } from './types.js';
 
 export * from './index.js';
@@ -222,20 +222,12 @@ export class FileCredentialStore implements CredentialStore {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       }
-      this.syncDir();
+      syncDir(this.gatewaysDir);
       return null;
     }
-    const tmp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-    const fd = openSync(tmp, 'wx', 0o600);
-    try {
-      writeSync(fd, `${JSON.stringify(next, null, 2)}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    const tmp = writeTempDurably(path, `${JSON.stringify(next, null, 2)}\n`);
     if (this.opts.checkpoint) await this.opts.checkpoint(`before-rename:${opts.label ?? 'record'}`);
-    renameSync(tmp, path);
-    this.syncDir();
+    commitDurably(tmp, path);
     return next;
   }
 
@@ -280,15 +272,6 @@ export class FileCredentialStore implements CredentialStore {
           // Another process swept it first.
         }
       }
-    }
-  }
-
-  private syncDir(): void {
-    const fd = openSync(this.gatewaysDir, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
     }
   }
 }
