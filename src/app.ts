@@ -8,6 +8,7 @@ import type { ClusterBus } from './core/cluster.js';
 import type { GatewayConfig } from './core/config.js';
 import { type Clock, type Random, systemClock, systemRandom } from './core/env.js';
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
+import type { GatewayIdentity } from './core/gateway-identity.js';
 import type { AuthLimiter } from './core/ratelimit.js';
 import { registerAutomationMethods } from './methods/automations.js';
 import { registerDashboardMethods } from './methods/dashboard.js';
@@ -15,6 +16,7 @@ import { registerDeviceMethods } from './methods/devices.js';
 import { registerNodeMethods } from './methods/nodes.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
 import { registerSystemMethods } from './methods/system.js';
+import { loadOrCreateGatewayIdentity } from './server/gateway-key.js';
 import { type RunningServer, startServer } from './server/server.js';
 import type { Store } from './store/types.js';
 
@@ -32,6 +34,8 @@ export interface AppOptions {
   /** Automations: injected timers and HTTP client (tests); default the real ones. */
   timers?: Timers;
   post?: HttpPost;
+  /** The gateway's signing identity; default: the state dir's `gateway-key.pem`, made on first start. */
+  identity?: GatewayIdentity | undefined;
 }
 
 /** The automations of each gateway built here (one per gateway). */
@@ -52,6 +56,7 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
     log: opts.log ?? silentLogger,
     bus: opts.bus,
     limiter: opts.limiter,
+    identity: opts.identity ?? (opts.config.stateDir ? loadOrCreateGatewayIdentity(opts.config.stateDir).identity : undefined),
   });
   registerSystemMethods(gw);
   registerDeviceMethods(gw);

@@ -32,6 +32,7 @@ import { confirmationCode } from './confirmation.js';
 import { consumeDashboardLink, isDashboardLinkToken } from './dashboard-link.js';
 import { type DispatchLog, MethodTable } from './dispatch.js';
 import type { Clock, Random } from './env.js';
+import type { GatewayIdentity } from './gateway-identity.js';
 import { type VerifiedDevice, verifyDeviceProof } from './identity.js';
 import { NodeRegistry } from './nodes.js';
 import { DEFAULT_PRESENCE_WINDOW_MS, type PresenceChange, PresenceCoalescer, type PresenceEvent } from './presence.js';
@@ -60,6 +61,8 @@ export interface GatewayDeps {
   bus?: ClusterBus | undefined;
   /** Failure budget for wrong credentials; in memory unless a shared one is given. */
   limiter?: AuthLimiter | undefined;
+  /** The gateway's signing identity (PROTOCOL.md §Gateway identity). */
+  identity?: GatewayIdentity | undefined;
 }
 
 /** Transport facts the server establishes before the first frame. */
@@ -144,6 +147,8 @@ export class Gateway {
   readonly cluster: ClusterNodeRouter | null;
   readonly bootId: string;
   readonly startedAtMs: number;
+  /** The gateway's own signing identity (absent only for gateways built without a state dir). */
+  readonly identity: GatewayIdentity | null;
   readonly sessions = new Map<string, SessionPrincipal>();
   /** Live node connections, surfaces and node.invoke routing (issue 5). */
   readonly nodes: NodeRegistry;
@@ -175,6 +180,7 @@ export class Gateway {
       () => void this.resync(),
     );
     this.bootId = deps.random.uuid();
+    this.identity = deps.identity ?? null;
     this.startedAtMs = deps.clock.now();
     this.sharedToken = deps.config.token ? new SharedSecret(deps.config.token) : null;
     this.sharedPassword = deps.config.password ? new SharedSecret(deps.config.password) : null;
@@ -204,7 +210,10 @@ export class Gateway {
   }
 
   challenge(): ChallengePayload {
-    return { nonce: this.random.uuid(), ts: this.clock.now() };
+    const nonce = this.random.uuid();
+    const ts = this.clock.now();
+    // Signed by the gateway's own key, so a client can check who answered before it sends a secret.
+    return this.identity ? { nonce, ts, gateway: this.identity.proveChallenge(nonce, ts) } : { nonce, ts };
   }
 
   // ------------------------------------------------------------------------------------------

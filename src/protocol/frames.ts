@@ -5,6 +5,7 @@
  * This module does no IO; it is shared by the gateway and the client SDK.
  */
 import { type Static, Type as T } from '@sinclair/typebox';
+import type { GatewayChallengeProof } from './gateway-proof.js';
 
 export const PROTOCOL_VERSION = 4;
 export const MIN_CLIENT_PROTOCOL = 4;
@@ -145,6 +146,8 @@ export interface EventFrame {
 export interface ChallengePayload {
   nonce: string;
   ts: number;
+  /** The gateway's signature over this challenge (PROTOCOL.md §Gateway identity); OpenClaw clients ignore it. */
+  gateway?: GatewayChallengeProof;
 }
 
 export interface HelloAuth {
