@@ -11,4 +11,4 @@ if [ -f scripts/openclaw-cache.sh ]; then
   export CLAWGATE_OPENCLAW_NODE="$NODE24" CLAWGATE_OPENCLAW_CLI="$OPENCLAW"
 fi
 # A hung test fails after 10 minutes instead of holding CI until its own time limit.
-node --test --test-concurrency=2 --test-timeout=600000 dist/test/*.test.js
+node --test --test-concurrency=2 --test-timeout=600000 dist/test/*.test.js dist/test/security/*.test.js
