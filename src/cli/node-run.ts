@@ -9,12 +9,14 @@ import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node
 import { NodeHost } from '../node-host/host.js';
 import { NodeState, resolveNodeStateDir } from '../node-host/state.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
+import { normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
 import { decodeSetupCode } from '../protocol/setup-code.js';
 import { parse, UsageError } from './main.js';
 
 export const NODE_RUN_HELP = `  clawgate node run [--url <ws-url> [--token <t> | --password <p>] | --pair <setup-code>]
                     [--name <name>] [--commands system.run,system.which]
                     [--exec-policy deny|allowlist|full] [--state-dir <dir>] [--tls-fingerprint <sha256>]
+                    [--gateway-key <sha256>]
                                                run a headless node host (state: ~/.clawgate-node)`;
 
 export async function nodeCommand(sub: string | undefined, args: string[]): Promise<number> {
@@ -29,6 +31,7 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
     'exec-policy': { type: 'string' },
     'state-dir': { type: 'string' },
     'tls-fingerprint': { type: 'string' },
+    'gateway-key': { type: 'string' },
   });
   if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
   const execPolicy = ((values['exec-policy'] as string | undefined) ?? 'allowlist') as ExecPolicyMode;
@@ -90,7 +93,8 @@ async function runWithState(state: NodeState, values: Record<string, unknown>, s
       const urls = [p.url, ...(p.urls ?? []).filter((u) => u !== p.url)];
       // Remote gateways (issue 9): a code from a gateway serving its own certificate pins it.
       if (p.tlsFingerprint) state.saveTlsFingerprint(normalizeFingerprint(p.tlsFingerprint) as string);
-      state.saveBootstrap({ bootstrapToken: p.bootstrapToken, urls, expiresAtMs: p.expiresAtMs });
+      // The code names the gateway's identity key: from now on nothing is sent to a server that cannot prove it.
+      state.saveBootstrap({ bootstrapToken: p.bootstrapToken, urls, expiresAtMs: p.expiresAtMs }, p.gatewayKey);
       creds = state.readCredentials();
     }
   }
@@ -107,6 +111,13 @@ async function runWithState(state: NodeState, values: Record<string, unknown>, s
     if (plain) throw new UsageError(`a TLS fingerprint is pinned but ${plain} is not a wss:// URL; refusing to connect without TLS`);
   }
 
+  const keyText = values['gateway-key'] as string | undefined;
+  const gatewayKey = keyText !== undefined ? normalizeGatewayKeyFingerprint(keyText) : null;
+  if (keyText !== undefined && !gatewayKey)
+    throw new UsageError(
+      `--gateway-key must be the SHA-256 fingerprint of the gateway key (64 hex digits, \`clawgate qr\` on the gateway host shows it), got ${keyText}`,
+    );
+
   const host = new NodeHost({
     state,
     identity,
@@ -115,6 +126,7 @@ async function runWithState(state: NodeState, values: Record<string, unknown>, s
     sharedToken,
     password,
     ...(tlsFingerprint ? { tlsFingerprint } : {}),
+    ...(gatewayKey ? { gatewayKey } : {}),
     displayName: (values.name as string | undefined) ?? hostname(),
     commands,
     execPolicy,

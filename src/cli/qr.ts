@@ -79,6 +79,7 @@ interface MintResult {
   gatewayUrl: string;
   urlSource: string;
   tlsFingerprint?: string;
+  gatewayKey?: string;
   auth: string;
   profile: string;
   roles: string[];
@@ -200,6 +201,7 @@ export async function qrCommand(args: string[]): Promise<number> {
           gatewayUrl: r.gatewayUrl,
           urlSource: r.urlSource,
           ...(r.tlsFingerprint ? { tlsFingerprint: r.tlsFingerprint } : {}),
+          ...(r.gatewayKey ? { gatewayKey: r.gatewayKey } : {}),
         }),
       );
       return 0;
@@ -208,6 +210,7 @@ export async function qrCommand(args: string[]): Promise<number> {
     out(`Setup code${r.label ? ` for ${r.label}` : ''}: pairs one device as ${access}`);
     out(`Gateway:  ${r.gatewayUrl}`);
     if (r.tlsFingerprint) out(`TLS pin:  SHA-256 ${r.tlsFingerprint} (the device accepts only this certificate)`);
+    if (r.gatewayKey) out(`Key:      SHA-256 ${r.gatewayKey} (gateway identity: the device sends nothing to a server that cannot prove it)`);
     out(`Expires:  ${when(r.expiresAtMs)} (in ${inHuman(r.expiresAtMs - Date.now())})`);
     out(`Setup id: ${r.setupId}  (clawgate qr --list shows who redeemed it; clawgate qr --revoke ${r.setupId} cancels it)`);
     if (isPlaintextRemote(r.gatewayUrl)) {

@@ -120,6 +120,8 @@ export interface MintOptions {
   url: string;
   urls?: string[] | undefined;
   tlsFingerprint?: string | undefined;
+  /** The gateway identity key's fingerprint: every code carries it when the gateway has a key. */
+  gatewayKey?: string | undefined;
   label?: string | undefined;
   ttlMs: number;
   /** Actor for the record and the audit entry. */
@@ -138,7 +140,14 @@ export async function mintSetupCode(deps: { store: Store; clock: Clock; random: 
   const token = mintToken('bootstrap', deps.random);
   const expiresAtMs = now + o.ttlMs;
   // Encode first: a URL the code cannot carry must fail before anything is stored.
-  const setupCode = encodeSetupCode({ url: o.url, urls: o.urls, bootstrapToken: token.token, expiresAtMs, tlsFingerprint: o.tlsFingerprint });
+  const setupCode = encodeSetupCode({
+    url: o.url,
+    urls: o.urls,
+    bootstrapToken: token.token,
+    expiresAtMs,
+    tlsFingerprint: o.tlsFingerprint,
+    gatewayKey: o.gatewayKey,
+  });
   const record = await deps.store.createSetupCode({
     setupId: token.id,
     secretHash: token.secretHash,

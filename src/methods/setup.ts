@@ -93,7 +93,10 @@ export function registerSetupMethods(gw: Gateway): void {
       // With native TLS a wss:// code carries our certificate's fingerprint, so the new device can
       // pin a self-signed certificate instead of trusting whatever answers at that address.
       const tlsFingerprint = p.tlsFingerprint ?? (self?.tlsFingerprint && url.startsWith('wss://') ? self.tlsFingerprint : undefined);
-      const minted = await mintSetupCode(gw, { profile, url, urls, tlsFingerprint, label, ttlMs, createdBy: principal.actor });
+      // The identity key's fingerprint goes into every code: the device checks the challenge
+      // signature end to end before it sends the bootstrap token, whatever proxies sit between.
+      const gatewayKey = gw.identity?.fingerprint;
+      const minted = await mintSetupCode(gw, { profile, url, urls, tlsFingerprint, gatewayKey, label, ttlMs, createdBy: principal.actor });
       const r = minted.record;
       gw.log.info('setup code minted', { setupId: r.setupId, profile: profile.name, by: principal.actor, expiresAtMs: r.expiresAtMs });
       return {
@@ -104,6 +107,7 @@ export function registerSetupMethods(gw: Gateway): void {
         gatewayUrl: url,
         ...(urls ? { gatewayUrls: urls } : {}),
         ...(tlsFingerprint ? { tlsFingerprint } : {}),
+        ...(gatewayKey ? { gatewayKey } : {}),
         urlSource: p.publicUrl !== undefined ? 'request.publicUrl' : gw.config.publicUrl !== undefined ? 'gateway.publicUrl' : 'gateway.url',
         auth: gw.config.token ? 'token' : gw.config.password ? 'password' : 'none',
         access: profile.name,

@@ -15,6 +15,7 @@ import {
   type HelloPayload,
 } from '../client/connection.js';
 import type { Clock, Random } from '../core/env.js';
+import { checkGatewayChallenge } from '../core/gateway-identity.js';
 import { CATALOGUE, GatewayError } from '../protocol/errors.js';
 import type { ErrorShape } from '../protocol/frames.js';
 import { type CommandContext, type CommandResult, SUPPORTED_COMMANDS, systemRun, systemWhich } from './commands.js';
@@ -78,10 +79,21 @@ export interface NodeHostOptions {
   headers?: Record<string, string>;
   /** Remote gateways (issue 9): accept only a gateway certificate with this SHA-256 fingerprint. */
   tlsFingerprint?: string;
+  /**
+   * `--gateway-key`: send credentials only after a challenge signed by the gateway key with this
+   * fingerprint. Without it, the key pinned in the state dir (from the setup code, or learned at
+   * the first admitted connect) is required.
+   */
+  gatewayKey?: string;
 }
 
 type Attempt =
-  | { kind: 'hello'; conn: GatewayConnection }
+  | {
+      kind: 'hello';
+      conn: GatewayConnection;
+      /** Fingerprint of the gateway key the challenge proved (null: it proved none). */
+      provenGatewayKey: string | null;
+    }
   | {
       kind: 'refused';
       error: ErrorShape | null;
@@ -91,6 +103,8 @@ type Attempt =
       httpStatus?: number;
       /** Remote gateways (issue 9): the certificate was not the pinned one (message for the person). */
       pinMismatch?: string;
+      /** The challenge did not prove the pinned gateway key; nothing was sent (message for the person). */
+      gatewayKeyMismatch?: string;
     };
 
 type AuthUsed = 'shared' | 'password' | 'device-token' | 'bootstrap';
@@ -137,13 +151,19 @@ export class NodeHost {
       }
       const url = this.opts.urls[this.urlIndex % this.opts.urls.length] as string;
       this.opts.out(`connecting to ${url} as node ${this.deviceId} (${auth.used === 'bootstrap' ? 'setup code' : auth.used})`);
-      const attempt = await this.connectOnce(url, auth.auth);
+      const expectedKey = this.opts.gatewayKey ?? creds.gatewayKey ?? null;
+      const attempt = await this.connectOnce(url, auth.auth, expectedKey);
       if (this.stopped) {
         if (attempt.kind === 'hello') await attempt.conn.close();
         break;
       }
       if (attempt.kind === 'hello') {
         this.backoffMs = BACKOFF_BASE_MS;
+        if (attempt.provenGatewayKey && !expectedKey) {
+          // Trust on first use: the key that proved itself on an admitted connect is required from now on.
+          this.opts.state.saveGatewayKey(attempt.provenGatewayKey);
+          this.opts.out(`pinned gateway key ${attempt.provenGatewayKey} (stored in ${this.opts.state.dir}); every reconnect checks it`);
+        }
         const closed = await this.serve(attempt.conn, url, auth.used);
         if (this.stopped) break;
         this.opts.out(`disconnected from ${url} (${closed.code}${closed.reason ? ` ${closed.reason}` : ''}); reconnecting`);
@@ -185,6 +205,7 @@ export class NodeHost {
   ): { kind: 'fatal'; message: string } | { kind: 'retry'; delayMs: number } {
     // Remote gateways (issue 9): another certificate than the pinned one is not something retrying fixes.
     if (a.pinMismatch) return { kind: 'fatal', message: a.pinMismatch };
+    if (a.gatewayKeyMismatch) return { kind: 'fatal', message: a.gatewayKeyMismatch };
     const e = a.error;
     const detail = (e?.details?.code as string | undefined) ?? (a.closeReason === CATALOGUE.PAIRING_REJECTED.message ? 'PAIRING_REJECTED' : undefined);
     const next = (e?.details?.nextStep as string | undefined) ?? '';
@@ -253,7 +274,7 @@ export class NodeHost {
   }
 
   /** One handshake. Waiting for approval keeps the socket open with no deadline. */
-  private connectOnce(url: string, auth: NonNullable<ConnectOptions['auth']>): Promise<Attempt> {
+  private connectOnce(url: string, auth: NonNullable<ConnectOptions['auth']>, expectedKey: string | null): Promise<Attempt> {
     return new Promise((resolve) => {
       const pin = this.opts.tlsFingerprint;
       const ws = new WebSocket(url, {
@@ -267,6 +288,8 @@ export class NodeHost {
       let settled = false;
       let reachedGateway = false;
       let connectError: ErrorShape | null = null;
+      let provenGatewayKey: string | null = null;
+      let challenged = false;
       let timer: NodeJS.Timeout | null = setTimeout(() => {
         timer = null;
         ws.terminate();
@@ -297,6 +320,26 @@ export class NodeHost {
         }
         if (frame.type === 'event' && frame.event === 'connect.challenge' && frame.payload) {
           reachedGateway = true;
+          if (challenged || settled) return; // one connect per socket
+          challenged = true;
+          // Before any credential leaves: is this the gateway this node is pinned to?
+          const check = checkGatewayChallenge(frame.payload, expectedKey);
+          if (expectedKey && !check.ok) {
+            settle({
+              kind: 'refused',
+              error: null,
+              closeCode: null,
+              closeReason: 'gateway key mismatch',
+              reachedGateway: true,
+              gatewayKeyMismatch:
+                `refusing to send credentials to ${url}: ${check.problem}. This node is pinned to gateway key ${expectedKey} ` +
+                `(in ${this.opts.state.dir}). Check that the URL reaches your gateway (\`clawgate qr\` on the gateway host shows its key); ` +
+                'if its key really changed, pair again with a fresh setup code: `clawgate node run --pair <code>` after moving credentials.json away',
+            });
+            ws.terminate();
+            return;
+          }
+          provenGatewayKey = check.ok ? check.fingerprint : null;
           const params = buildConnectParams(this.connectOptions(url, auth), String(frame.payload.nonce), Number(frame.payload.ts));
           ws.send(JSON.stringify({ type: 'req', id: 'connect', method: 'connect', params }));
         } else if (frame.type === 'event' && frame.event === 'device.pair.waiting') {
@@ -310,7 +353,7 @@ export class NodeHost {
           const requestId = String(frame.payload?.requestId ?? '?');
           this.opts.out(`waiting for approval: request ${requestId} — on the gateway host run \`clawgate devices approve ${requestId}\``);
         } else if (frame.type === 'res') {
-          if (frame.ok) settle({ kind: 'hello', conn: new GatewayConnection(ws, frame.payload as unknown as HelloPayload) });
+          if (frame.ok) settle({ kind: 'hello', conn: new GatewayConnection(ws, frame.payload as unknown as HelloPayload), provenGatewayKey });
           else connectError = frame.error ?? null;
         }
       };

@@ -44,6 +44,12 @@ const CredentialsFile = T.Object({
   ),
   /** Remote gateways (issue 9): the gateway certificate's SHA-256 fingerprint from the setup code, pinned on every connect. */
   tlsFingerprint: T.Optional(T.String({ pattern: '^[0-9a-f]{64}$' })),
+  /**
+   * The gateway identity key this node trusts (SHA-256 of the raw Ed25519 key, 64 lowercase hex):
+   * from the setup code, or learned at the first connect whose challenge it signed. Every connect
+   * checks the challenge signature against it before any credential is sent.
+   */
+  gatewayKey: T.Optional(T.String({ pattern: '^[0-9a-f]{64}$' })),
 });
 export type NodeCredentials = Static<typeof CredentialsFile>;
 const checkCredentials = TypeCompiler.Compile(CredentialsFile);
@@ -121,10 +127,19 @@ export class NodeState {
     writeFileDurably(join(this.dir, NODE_CREDENTIALS_FILE), `${JSON.stringify(creds, null, 2)}\n`);
   }
 
-  /** Keep a setup code until a device token replaces it (redeeming is not idempotent forever). */
-  saveBootstrap(bootstrap: NonNullable<NodeCredentials['bootstrap']>): void {
+  /**
+   * Keep a setup code until a device token replaces it (redeeming is not idempotent forever),
+   * with the gateway key it names in the same write: the code and its trust anchor arrive together.
+   */
+  saveBootstrap(bootstrap: NonNullable<NodeCredentials['bootstrap']>, gatewayKey?: string): void {
     const creds = this.readCredentials();
-    this.write({ ...creds, gatewayUrl: bootstrap.urls[0], bootstrap });
+    this.write({ ...creds, gatewayUrl: bootstrap.urls[0], bootstrap, ...(gatewayKey ? { gatewayKey } : {}) });
+  }
+
+  /** Pin this gateway identity key from now on. */
+  saveGatewayKey(fingerprint: string): void {
+    const creds = this.readCredentials();
+    if (creds.gatewayKey !== fingerprint) this.write({ ...creds, gatewayKey: fingerprint });
   }
 
   /** Remote gateways (issue 9): pin this certificate fingerprint from now on. */

@@ -2,13 +2,17 @@
  * Setup codes (PROTOCOL.md §Setup codes): what `clawgate qr` prints and a new device redeems.
  * A code is the unpadded base64url of UTF-8 JSON
  *
- *   {"url":"ws://host:port","urls":[…]?,"bootstrapToken":"cgb1_…","expiresAtMs":…,"tlsFingerprint":"…"?}
+ *   {"url":"ws://host:port","urls":[…]?,"bootstrapToken":"cgb1_…","expiresAtMs":…,"tlsFingerprint":"…"?,"gatewayKey":"…"?}
  *
  * optionally written as a link `oc-pair://<code>` (the scheme is matched case-insensitively).
  * It never carries the gateway token or password: only the short-lived bootstrap token, which
- * the gateway stores as a hash. Pure: no IO and no Node-only API, so the client SDK (and a
+ * the gateway stores as a hash. `gatewayKey` names the gateway's identity key (PROTOCOL.md
+ * §Gateway identity), so the device checks the challenge signature before it sends the token —
+ * end to end, through TLS-terminating proxies and over plain ws:// alike. Pure: no IO and no Node-only API, so the client SDK (and a
  * browser) can import it.
  */
+
+import { normalizeGatewayKeyFingerprint } from './gateway-proof.js';
 
 export const SETUP_LINK_SCHEME = 'oc-pair://';
 
@@ -30,6 +34,11 @@ export interface SetupPayload {
   expiresAtMs: number;
   /** Optional SHA-256 fingerprint of the gateway's TLS certificate (64 hex, colons allowed). */
   tlsFingerprint?: string;
+  /**
+   * Optional SHA-256 of the gateway's raw Ed25519 identity key (64 lowercase hex). A client
+   * that knows it sends nothing until a challenge signed by that key arrives.
+   */
+  gatewayKey?: string;
 }
 
 export type SetupDecodeResult = { ok: true; payload: SetupPayload } | { ok: false; problem: string };
@@ -78,7 +87,8 @@ export function encodeSetupCode(p: SetupPayload): string {
   if (urlProblem) throw new Error(`setup code url ${urlProblem}`);
   if (!p.bootstrapToken || p.bootstrapToken.length > MAX_BOOTSTRAP_TOKEN_CHARS) throw new Error('setup code bootstrapToken is empty or too long');
   if (!Number.isSafeInteger(p.expiresAtMs) || p.expiresAtMs < 0) throw new Error('setup code expiresAtMs must be a whole number of ms');
-  // Key order as the reference writes it: url, urls, bootstrapToken, expiresAtMs, tlsFingerprint.
+  // Key order as the reference writes it: url, urls, bootstrapToken, expiresAtMs, tlsFingerprint
+  // (then clawgate's own gatewayKey, which reference clients ignore as an unknown member).
   const body: Record<string, unknown> = { url: p.url };
   if (p.urls && p.urls.length > 0) {
     if (p.urls.length > MAX_SETUP_URLS) throw new Error(`setup code holds at most ${MAX_SETUP_URLS} urls`);
@@ -93,6 +103,11 @@ export function encodeSetupCode(p: SetupPayload): string {
   if (p.tlsFingerprint !== undefined) {
     if (!FINGERPRINT_RE.test(p.tlsFingerprint)) throw new Error('setup code tlsFingerprint must be a SHA-256 fingerprint');
     body.tlsFingerprint = p.tlsFingerprint;
+  }
+  if (p.gatewayKey !== undefined) {
+    const key = normalizeGatewayKeyFingerprint(p.gatewayKey);
+    if (!key) throw new Error('setup code gatewayKey must be a SHA-256 fingerprint (64 hex digits)');
+    body.gatewayKey = key;
   }
   return toBase64Url(new TextEncoder().encode(JSON.stringify(body)));
 }
@@ -151,6 +166,11 @@ export function decodeSetupCode(input: string, opts: { nowMs?: number } = {}): S
     if (typeof o.tlsFingerprint !== 'string' || !FINGERPRINT_RE.test(o.tlsFingerprint))
       return fail('tlsFingerprint must be a SHA-256 fingerprint (64 hex digits)');
     payload.tlsFingerprint = o.tlsFingerprint;
+  }
+  if (o.gatewayKey !== undefined) {
+    const key = typeof o.gatewayKey === 'string' ? normalizeGatewayKeyFingerprint(o.gatewayKey) : null;
+    if (!key) return fail('gatewayKey must be the SHA-256 fingerprint of the gateway key (64 hex digits)');
+    payload.gatewayKey = key;
   }
   if (opts.nowMs !== undefined && payload.expiresAtMs <= opts.nowMs) return fail('setup code has expired; mint a new one');
   return { ok: true, payload };

@@ -46,6 +46,13 @@ async function keyFrom(privateKey: CryptoKey, rawPublic: Uint8Array): Promise<De
   };
 }
 
+/** The 32 raw key bytes of unpadded base64url text, or null. */
+function rawPublicKey(publicKey: string): Uint8Array | null {
+  if (!/^[A-Za-z0-9_-]{43}$/.test(publicKey)) return null;
+  const raw = fromBase64Url(publicKey);
+  return raw.length === 32 ? raw : null;
+}
+
 function fromBase64Url(text: string): Uint8Array {
   const b64 = text.replace(/-/g, '+').replace(/_/g, '/') + '='.repeat((4 - (text.length % 4)) % 4);
   const bin = atob(b64);
@@ -67,6 +74,21 @@ export const webCrypto: CryptoProvider = {
       throw new Error('not a stored WebCrypto ed25519 key');
     }
     return keyFrom(s.privateKey, fromBase64Url(s.publicKey));
+  },
+  async verify(publicKey, payload, signature) {
+    const raw = rawPublicKey(publicKey);
+    if (!raw || !/^[A-Za-z0-9_-]{86}$/.test(signature)) return false;
+    try {
+      const key = await crypto.subtle.importKey('raw', raw as BufferSource, { name: 'Ed25519' }, false, ['verify']);
+      return await crypto.subtle.verify('Ed25519', key, fromBase64Url(signature) as BufferSource, new TextEncoder().encode(payload));
+    } catch {
+      // A browser without WebCrypto Ed25519 cannot check the gateway: that is a failed check, never a pass.
+      return false;
+    }
+  },
+  async keyFingerprint(publicKey) {
+    const raw = rawPublicKey(publicKey);
+    return raw ? bytesToHex(new Uint8Array(await crypto.subtle.digest('SHA-256', raw as BufferSource))) : null;
   },
 };
 

@@ -13,6 +13,7 @@
 import { signaturePayloadV3 } from '../../../src/protocol/signature.js';
 import { type CredentialKind, cloneRecord, hasFallback, type ResolvedCredential, resolveCredential } from './credentials.js';
 import { ClientError, CredentialStoreError, GatewayCallError, type WireError } from './errors.js';
+import { checkChallengeProof } from './gateway-key.js';
 import type { CheckpointHook, CredentialStore, DeviceKey, GatewayRecord, Platform, Role, SocketLike } from './types.js';
 import { isRecoverySafe, type NormalizedUrl, normalizeGatewayUrl } from './url.js';
 
@@ -25,7 +26,8 @@ export type PauseReason =
   | 'setup-code-unusable'
   | 'auth-rejected'
   | 'incompatible'
-  | 'tls-untrusted';
+  | 'tls-untrusted'
+  | 'gateway-key-mismatch';
 
 export type ClientState =
   | { status: 'idle' }
@@ -144,6 +146,8 @@ interface Attempt {
   challenged: boolean;
   /** The role token this session stands on, once admitted (null if the client holds none). */
   sessionToken: string | null;
+  /** Fingerprint of the gateway key this socket's challenge proved (null: it proved none). */
+  provenGatewayKey: string | null;
 }
 
 /** A role token handed to this client after its session began (pushed or rotated in-band). */
@@ -187,6 +191,11 @@ const NEEDS_PERSON: Record<string, PauseReason> = {
 
 const TLS_NEXT_STEP =
   'Check the gateway certificate (`clawgate doctor` on the gateway host prints its fingerprint). If it really changed, pair again with a fresh setup code, which carries the new fingerprint.';
+
+const GATEWAY_KEY_NEXT_STEP =
+  'Nothing was sent. Check that the URL reaches your gateway (`clawgate qr` on the gateway host shows its key); a server squatting ' +
+  "on that address, or a gateway whose state dir (and key) was replaced, looks like this. If the gateway's key really changed, pair again " +
+  'with a fresh setup code from `clawgate qr`, which carries the new key.';
 
 /** Refusals that pass with time. */
 const TRANSIENT = new Set(['AUTH_RATE_LIMITED', 'INTERNAL_ERROR', 'SHUTTING_DOWN', 'HANDSHAKE_TIMEOUT']);
@@ -508,6 +517,7 @@ export class GatewayClient {
       finished: false,
       challenged: false,
       sessionToken: null,
+      provenGatewayKey: null,
       sock: null as unknown as SocketLike,
     };
     this.attempt = attempt;
@@ -615,6 +625,21 @@ export class GatewayClient {
     const p = payload as { nonce?: unknown; ts?: unknown } | undefined;
     if (typeof p?.nonce !== 'string' || typeof p.ts !== 'number' || a.challenged) return;
     a.challenged = true;
+    // Before anything secret is even computed: is this the gateway the record is pinned to?
+    const pinned = a.record.gatewayKey ?? null;
+    const proof = await checkChallengeProof(this.platform.crypto, payload, pinned);
+    if (!this.isCurrent(a.gen) || a.finished) return;
+    if (pinned !== null && !proof.ok) {
+      return this.pause(
+        a.gen,
+        'gateway-key-mismatch',
+        `refused to send credentials to ${this.target.url}: ${proof.problem}; this device is pinned to gateway key ${pinned}`,
+        GATEWAY_KEY_NEXT_STEP,
+        { code: 'GATEWAY_KEY_MISMATCH' },
+      );
+    }
+    // Without a pin (shared-token records from before gateway keys), a proven key is learned at hello-ok.
+    a.provenGatewayKey = proof.ok ? proof.fingerprint : null;
     const key = this.key as DeviceKey;
     const info = this.opts.client ?? (this.role === 'node' ? { id: 'node-host', mode: 'node' } : { id: 'cli', mode: 'cli' });
     const client: Record<string, string> = { id: info.id, mode: info.mode, version: info.version ?? CLIENT_VERSION, platform: this.platform.platformName };
@@ -838,7 +863,11 @@ export class GatewayClient {
         const have = r.tokens[t.role];
         return have?.token === t.token && have.scopes.join(',') === t.scopes.join(',');
       });
-    if (issued.length > 0 && !same(a.record)) {
+    // Trust on first use for a record that knew no gateway key: the key that proved itself on the
+    // connect that was just admitted is pinned, so every later connect is checked against it.
+    const learnKey = a.provenGatewayKey !== null && !a.record.gatewayKey ? a.provenGatewayKey : null;
+    const newTokens = issued.length > 0 && !same(a.record);
+    if (newTokens || learnKey) {
       await this.store.update(
         key,
         (r) => {
@@ -846,12 +875,13 @@ export class GatewayClient {
           const next = cloneRecord(r);
           for (const t of issued)
             next.tokens[t.role] = { token: t.token, scopes: t.scopes, storedAtMs: nowMs, ...(t.issuedAtMs ? { issuedAtMs: t.issuedAtMs } : {}) };
+          if (learnKey && !next.gatewayKey) next.gatewayKey = learnKey;
           next.lastConnectedAtMs = nowMs;
           return next;
         },
-        { label: 'tokens' },
+        { label: newTokens ? 'tokens' : 'gateway-key' },
       );
-      await this.checkpoint('tokens-stored');
+      if (newTokens) await this.checkpoint('tokens-stored');
     }
     const back = await this.store.load(key);
     // This hello-ok's token for the role is durable now: it supersedes an adopted token that failed

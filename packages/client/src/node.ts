@@ -2,7 +2,7 @@
  * The Node platform: `ws` sockets, node:crypto Ed25519 keys (stored as PKCS#8 PEM) and a file
  * credential store (one JSON file per gateway, mode 0600, written atomically and fsync'd).
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign, verify } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
@@ -68,6 +68,16 @@ function keyFrom(privateKey: KeyObject): DeviceKey {
   };
 }
 
+/** DER prefix of an Ed25519 SubjectPublicKeyInfo; the raw 32-byte key follows it. */
+const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
+/** The 32 raw key bytes of unpadded base64url text, or null. */
+function rawPublicKey(publicKey: string): Buffer | null {
+  if (!/^[A-Za-z0-9_-]{43}$/.test(publicKey)) return null;
+  const raw = Buffer.from(publicKey, 'base64url');
+  return raw.length === 32 ? raw : null;
+}
+
 export const nodeCrypto: CryptoProvider = {
   async generate() {
     const { privateKey } = generateKeyPairSync('ed25519');
@@ -78,6 +88,20 @@ export const nodeCrypto: CryptoProvider = {
     const s = stored as Partial<StoredNodeKey> | null;
     if (s?.alg !== 'ed25519' || typeof s.privateKeyPem !== 'string') throw new Error('not a stored ed25519 key');
     return keyFrom(createPrivateKey(s.privateKeyPem));
+  },
+  async verify(publicKey, payload, signature) {
+    const raw = rawPublicKey(publicKey);
+    if (!raw || !/^[A-Za-z0-9_-]{86}$/.test(signature)) return false;
+    try {
+      const key = createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+      return verify(null, Buffer.from(payload, 'utf8'), key, Buffer.from(signature, 'base64url'));
+    } catch {
+      return false;
+    }
+  },
+  async keyFingerprint(publicKey) {
+    const raw = rawPublicKey(publicKey);
+    return raw ? createHash('sha256').update(raw).digest('hex') : null;
   },
 };
 

@@ -5,6 +5,7 @@
  * token is validated first on an isolated connection and keeps the device tokens.
  */
 import { normalizeFingerprint } from '../../../src/protocol/fingerprint.js';
+import { normalizeGatewayKeyFingerprint } from '../../../src/protocol/gateway-proof.js';
 import { decodeSetupCode, type SetupPayload } from '../../../src/protocol/setup-code.js';
 import { GatewayClient, type GatewayClientOptions } from './client.js';
 import { cloneRecord } from './credentials.js';
@@ -80,6 +81,10 @@ export async function applySetupCode(
       const pin = payload.tlsFingerprint ? normalizeFingerprint(payload.tlsFingerprint) : null;
       if (pin) next.tlsFingerprint = pin;
       else delete next.tlsFingerprint;
+      // The code names the gateway's identity key: pinned from now on, replacing an older pin (a
+      // fresh code is how a person re-anchors trust). A code without one leaves a pin in place, so
+      // a code cannot quietly switch the check off.
+      if (payload.gatewayKey) next.gatewayKey = payload.gatewayKey;
       if (opts.displayName) next.displayName = opts.displayName;
       return next;
     },
@@ -118,15 +123,25 @@ export async function setSharedToken(
   platform: Platform,
   url: string,
   token: string,
-  opts: { validate?: boolean; nowMs?: number; tlsFingerprint?: string; clientOptions?: Partial<GatewayClientOptions> } = {},
+  opts: {
+    validate?: boolean;
+    nowMs?: number;
+    tlsFingerprint?: string;
+    /** The gateway identity key's fingerprint (`clawgate qr` on the gateway host shows it): pinned, replacing an older pin. */
+    gatewayKey?: string;
+    clientOptions?: Partial<GatewayClientOptions>;
+  } = {},
 ): Promise<GatewayRecord> {
   if (!token.trim()) throw new ClientError('NO_CREDENTIAL', 'the shared token is empty');
   const pin = opts.tlsFingerprint === undefined ? undefined : normalizeFingerprint(opts.tlsFingerprint);
   if (pin === null) throw new ClientError('INVALID_GATEWAY_URL', `"${opts.tlsFingerprint}" is not a SHA-256 certificate fingerprint (64 hex digits)`);
+  const keyPin = opts.gatewayKey === undefined ? undefined : normalizeGatewayKeyFingerprint(opts.gatewayKey);
+  if (keyPin === null) throw new ClientError('INVALID_GATEWAY_URL', `"${opts.gatewayKey}" is not a SHA-256 gateway key fingerprint (64 hex digits)`);
   const nowMs = opts.nowMs ?? Date.now();
   const record = await ensureRecord(store, platform, url, nowMs);
   const target = normalizeGatewayUrl(url);
   const minted: GatewayRecord['tokens'] = {};
+  let learnedKey: string | undefined;
   if (opts.validate !== false) {
     const scratch = new MemoryCredentialStore();
     const trial = cloneRecord(record);
@@ -134,6 +149,7 @@ export async function setSharedToken(
     delete trial.bootstrap;
     trial.sharedToken = token;
     if (pin) trial.tlsFingerprint = pin;
+    if (keyPin) trial.gatewayKey = keyPin;
     await scratch.update(target.key, () => trial);
     const probe = new GatewayClient({ waitForApproval: false, ...opts.clientOptions, url: target.url, store: scratch, platform });
     try {
@@ -145,7 +161,9 @@ export async function setSharedToken(
       probe.close();
     }
     // A first approval on the probe minted tokens that exist nowhere else: keep them.
-    Object.assign(minted, (await scratch.load(target.key))?.tokens ?? {});
+    const probed = await scratch.load(target.key);
+    Object.assign(minted, probed?.tokens ?? {});
+    learnedKey = probed?.gatewayKey;
   }
   const saved = await store.update(
     target.key,
@@ -155,6 +173,9 @@ export async function setSharedToken(
       next.sharedToken = token;
       delete next.bootstrap;
       if (pin) next.tlsFingerprint = pin;
+      if (keyPin) next.gatewayKey = keyPin;
+      // A key the probe learned (trust on first use) is the key this token was just checked against.
+      else if (!next.gatewayKey && learnedKey) next.gatewayKey = learnedKey;
       for (const [role, t] of Object.entries(minted)) if (t && !next.tokens[role as 'operator' | 'node']) next.tokens[role as 'operator' | 'node'] = t;
       return next;
     },

@@ -57,6 +57,13 @@ export interface CryptoProvider {
   generate(): Promise<{ key: DeviceKey; stored: unknown }>;
   /** Throws when the stored form is not a usable key; the caller fails closed, never regenerates. */
   restore(stored: unknown): Promise<DeviceKey>;
+  /**
+   * Does `signature` (unpadded base64url) verify as the Ed25519 signature of the UTF-8 `payload`
+   * by the raw public key `publicKey` (unpadded base64url)? False for malformed input, never throws.
+   */
+  verify(publicKey: string, payload: string, signature: string): Promise<boolean>;
+  /** SHA-256 of the raw key bytes behind `publicKey` (unpadded base64url), 64 lowercase hex; null if malformed. */
+  keyFingerprint(publicKey: string): Promise<string | null>;
 }
 
 export interface RoleToken {
@@ -81,6 +88,12 @@ export interface GatewayRecord {
   sharedToken?: string;
   /** Pinned certificate fingerprint (64 lower-case hex) from the setup code, for wss:// gateways. */
   tlsFingerprint?: string;
+  /**
+   * Pinned gateway identity key: SHA-256 of its raw Ed25519 public key (64 lower-case hex), from
+   * the setup code or learned at the first connect whose challenge it signed. Every connect
+   * checks the challenge signature against it before sending any secret.
+   */
+  gatewayKey?: string;
   /** Setup-code bootstrap token, kept until every role token it produced is durable. */
   bootstrap?: { token: string; expiresAtMs?: number; setAtMs: number };
   tokens: Partial<Record<Role, RoleToken>>;
