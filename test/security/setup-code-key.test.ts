@@ -77,7 +77,15 @@ async function squat(port: number, mode: SquatMode, realPublicKey: string): Prom
   wss.on('connection', (ws) => {
     s.connections++;
     ws.on('error', () => {});
-    ws.on('message', (data) => s.frames.push(data.toString()));
+    ws.on('message', (data) => {
+      s.frames.push(data.toString());
+      // A client that did talk is stopped for good (a refusal every client pauses on), so a
+      // regression ends the test with the leak on record instead of a client retrying forever.
+      const error = { code: 'INVALID_REQUEST', message: 'squatter', details: { code: 'PROTOCOL_MISMATCH' } };
+      const id = (JSON.parse(data.toString()) as { id?: string }).id ?? 'connect';
+      ws.send(JSON.stringify({ type: 'res', id, ok: false, error }));
+      ws.close(1008, 'squatter');
+    });
     const nonce = `squat-${s.connections}`;
     const ts = Date.now();
     const proof = impostor.proveChallenge(nonce, ts);
