@@ -6,9 +6,12 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join, normalize } from 'node:path';
 import { after, before, test } from 'node:test';
 import { type Browser, chromium } from 'playwright-core';
+import { WebSocketServer } from 'ws';
+import { gatewayIdentityFromPem, generateGatewayKeyPem } from '../src/core/gateway-identity.js';
 import { mintCode, ownerCall, pairedDevices } from './helpers/client.js';
 import { removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
@@ -83,6 +86,7 @@ test('the SDK pairs from a browser, signs with a non-extractable key kept in Ind
       keyIsCryptoKey: rec.identity.privateKey instanceof CryptoKey,
       keyExtractable: rec.identity.privateKey.extractable,
       deviceId: rec.deviceId,
+      gatewayKey: rec.gatewayKey,
     };
     client.close();
     return result;
@@ -97,6 +101,8 @@ test('the SDK pairs from a browser, signs with a non-extractable key kept in Ind
   assert.equal(paired.bootstrapLeft, false);
   assert.equal(paired.keyIsCryptoKey, true);
   assert.equal(paired.keyExtractable, false, 'the private key cannot be exported by script');
+  // The code named the gateway key and WebCrypto verified the challenge signature before the code was sent.
+  assert.equal(paired.gatewayKey, tg.gateway.identity?.fingerprint);
 
   // A reload is a restart of the page: everything comes back from IndexedDB.
   await page.reload();
@@ -214,4 +220,63 @@ test('in the browser, an operator’s rotation is adopted: the pushed token land
   assert.equal(reloaded.credential, 'device-token');
   assert.equal(reloaded.deviceId, before.deviceId);
   await page.close();
+});
+
+test('in the browser, a setup code pointing at a squatter pauses with gateway-key-mismatch and sends it nothing (WebCrypto Ed25519 verify)', async () => {
+  // The genuine gateway mints the code (its key inside) for an address where something else answers.
+  const frames: string[] = [];
+  const squatters = [];
+  for (const mode of ['other-key', 'copied-key'] as const) {
+    const impostor = gatewayIdentityFromPem(generateGatewayKeyPem());
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+    wss.on('connection', (ws) => {
+      ws.on('message', (d) => {
+        frames.push(d.toString());
+        // A leaking client is stopped for good (it pauses on this), so a regression fails instead of looping.
+        const error = { code: 'INVALID_REQUEST', message: 'squatter', details: { code: 'PROTOCOL_MISMATCH' } };
+        ws.send(JSON.stringify({ type: 'res', id: (JSON.parse(d.toString()) as { id?: string }).id, ok: false, error }));
+        ws.close(1008, 'squatter');
+      });
+      const nonce = `squat-${mode}`;
+      const ts = Date.now();
+      const proof = impostor.proveChallenge(nonce, ts);
+      const gateway = mode === 'other-key' ? proof : { ...proof, publicKey: tg.gateway.identity?.publicKey };
+      ws.send(JSON.stringify({ type: 'event', event: 'connect.challenge', payload: { nonce, ts, gateway } }));
+    });
+    squatters.push({ mode, wss, url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}` });
+  }
+  try {
+    for (const sq of squatters) {
+      const code = await mintCode(tg, { profile: 'operator', publicUrl: sq.url });
+      const { page, pageErrors } = await openPage();
+      const outcome = await page.evaluate(
+        async ({ setupCode, db }: { setupCode: string; db: string }) => {
+          const sdk = await import('/packages/client/src/browser.js' as string);
+          const store = new sdk.IndexedDbCredentialStore(db);
+          try {
+            const client = await sdk.pairWithSetupCode(store, sdk.browserPlatform(), setupCode, { backoff: { baseMs: 40, maxMs: 400 } });
+            client.close();
+            return { paired: true };
+          } catch (e) {
+            const err = e as { code: string; gatewayCode?: string; message: string };
+            const [rec] = await store.list();
+            return { paired: false, code: err.code, gatewayCode: err.gatewayCode, message: err.message, pinned: rec?.gatewayKey };
+          }
+        },
+        { setupCode: code.setupCode, db: `clawgate-squat-${sq.mode}` },
+      );
+      await page.close();
+      assert.deepEqual(pageErrors, []);
+      assert.equal(outcome.paired, false, `${sq.mode}: paired with a squatter`);
+      assert.equal(outcome.gatewayCode, 'GATEWAY_KEY_MISMATCH', `${sq.mode}: ${outcome.message}`);
+      assert.equal(outcome.pinned, tg.gateway.identity?.fingerprint);
+    }
+    assert.deepEqual(frames, [], 'not one frame (let alone the bootstrap token) reached a squatter');
+  } finally {
+    for (const sq of squatters) {
+      for (const c of sq.wss.clients) c.terminate();
+      await new Promise((r) => sq.wss.close(r));
+    }
+  }
 });

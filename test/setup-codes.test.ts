@@ -125,6 +125,24 @@ describe('setup code format', () => {
     assert.throws(() => encodeSetupCode({ ...payload, url: 'http://x' }));
   });
 
+  test('gatewayKey: written last as 64 lowercase hex, normalised on both sides; a malformed one is refused', () => {
+    const key = 'ab'.repeat(32);
+    const code = encodeSetupCode({ ...payload, tlsFingerprint: 'cd'.repeat(32), gatewayKey: `sha256:${key.toUpperCase()}` });
+    const json = Buffer.from(code, 'base64url').toString('utf8');
+    assert.ok(json.endsWith(`"gatewayKey":"${key}"}`), json);
+    assert.deepEqual(decodeSetupCode(code), { ok: true, payload: { ...payload, tlsFingerprint: 'cd'.repeat(32), gatewayKey: key } });
+    // Colon-separated upper-case (as some tools print fingerprints) decodes to the same key.
+    const colons = key.toUpperCase().match(/../g)?.join(':');
+    const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    assert.deepEqual(decodeSetupCode(enc({ ...payload, gatewayKey: colons })), { ok: true, payload: { ...payload, gatewayKey: key } });
+    for (const bad of ['', 'ab'.repeat(31), 'zz'.repeat(32), 42, null, ['ab'.repeat(32)]]) {
+      const r = decodeSetupCode(enc({ ...payload, gatewayKey: bad }));
+      assert.equal(r.ok, false, `must refuse gatewayKey ${JSON.stringify(bad)}`);
+      if (!r.ok) assert.match(r.problem, /gatewayKey/);
+    }
+    assert.throws(() => encodeSetupCode({ ...payload, gatewayKey: 'nope' }), /gatewayKey/);
+  });
+
   test('refuses malformed input with a reason', () => {
     const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
     const cases: Array<[string, RegExp]> = [
