@@ -68,6 +68,8 @@ describe('clawgate pair / call / status --client', () => {
     const out = JSON.parse(paired.stdout);
     assert.equal(out.bootstrapCleared, true);
     assert.ok(out.roles.operator.scopes.includes('operator.write'));
+    // The code named the gateway key; it is pinned for every later connect.
+    assert.equal(out.gatewayKey, tg.gateway.identity?.fingerprint);
 
     const health = await clawgate(dir, ['call', 'health', '--json']);
     assert.equal(health.code, 0, health.stderr);
@@ -84,12 +86,14 @@ describe('clawgate pair / call / status --client', () => {
     assert.equal(gateways.length, 1, 'one gateway, whatever URL spelling was used');
     assert.equal(gateways[0].displayName, 'laptop');
     assert.equal(gateways[0].bootstrap, null);
+    assert.equal(gateways[0].gatewayKey, tg.gateway.identity?.fingerprint);
     const op = gateways[0].roles.find((r: { role: string }) => r.role === 'operator');
     assert.equal(op.state, 'connected');
     assert.equal(op.credential, 'device-token');
     assert.ok(op.scopes.includes('operator.write'));
     const human = await clawgate(dir, ['status', '--client']);
     assert.match(human.stdout, /operator: connected .*via device-token/);
+    assert.match(human.stdout, new RegExp(`gateway key: pinned SHA-256 ${tg.gateway.identity?.fingerprint}`));
 
     // A damaged record is reported (exit 1) next to the readable ones, never rewritten.
     const broken = join(dir, 'client', 'gateways', 'ffffffffffffffffffffffffffffffff.json');

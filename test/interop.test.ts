@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { ConnectError, connectGateway, generateIdentity } from '../src/client/connection.js';
+import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
 
@@ -127,6 +128,9 @@ describe('real openclaw CLI against clawgate', () => {
     const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
     const minted = await owner.request<{ setupCode: string; link: string }>('device.pair.setupCode', { profile: 'node' });
     await owner.close();
+    // The code carries clawgate's gatewayKey member; the reference client must pair with it all the same.
+    const decoded = decodeSetupCode(minted.setupCode);
+    assert.ok(decoded.ok && decoded.payload.gatewayKey === tg.gateway.identity?.fingerprint, 'the code names the gateway key');
     const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-node-'));
     homes.push(home);
     const env = openclawEnv(home);

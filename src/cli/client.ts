@@ -105,6 +105,7 @@ export async function pairCommand(args: string[]): Promise<number> {
       connectedAs: s.role,
       roles: describeRoles(rec),
       bootstrapCleared: rec.bootstrap === undefined,
+      gatewayKey: rec.gatewayKey ?? null,
       ...(s.warning ? { warning: s.warning } : {}),
     };
     if (values.json) process.stdout.write(`${JSON.stringify(out)}\n`);
@@ -112,6 +113,7 @@ export async function pairCommand(args: string[]): Promise<number> {
       const roles = Object.entries(out.roles).map(([r, v]) => `${r} (${v.scopes.join(', ') || 'no scopes'})`);
       process.stdout.write(
         `paired with ${out.gateway} as device ${out.deviceId}\n  roles: ${roles.join('; ')}\n  credentials: ${join(store.dir, 'gateways')} (mode 0600)\n` +
+          `${out.gatewayKey ? `  gateway key: SHA-256 ${out.gatewayKey} (pinned: every connect checks it before sending anything)\n` : ''}` +
           `${s.warning ? `  warning: ${s.warning}\n` : ''}  try: clawgate call health\n`,
       );
     }
@@ -221,6 +223,7 @@ export async function statusCommand(args: string[]): Promise<number> {
       deviceId: rec.deviceId,
       displayName: rec.displayName ?? null,
       sharedToken: rec.sharedToken !== undefined,
+      gatewayKey: rec.gatewayKey ?? null,
       bootstrap: rec.bootstrap ? { expiresAtMs: rec.bootstrap.expiresAtMs ?? null } : null,
       lastConnectedAtMs: rec.lastConnectedAtMs ?? null,
       roles,
@@ -238,6 +241,7 @@ export async function statusCommand(args: string[]): Promise<number> {
   for (const g of gateways) {
     process.stdout.write(`${g.gateway}  device ${g.deviceId}${g.displayName ? ` (${g.displayName})` : ''}\n`);
     process.stdout.write(`  shared token: ${g.sharedToken ? 'stored' : 'none'}; setup code: ${g.bootstrap ? 'pending hand-off' : 'none'}\n`);
+    process.stdout.write(`  gateway key: ${g.gatewayKey ? `pinned SHA-256 ${g.gatewayKey}` : 'not pinned yet (learned at the next connect that proves one)'}\n`);
     for (const r of g.roles) {
       const scopes = (r.scopes ?? r.storedScopes ?? []).join(', ') || '-';
       process.stdout.write(`  ${r.role}: ${r.state}${r.reason ? ` (${r.reason})` : ''} via ${r.credential ?? 'nothing'}; scopes ${scopes}\n`);
