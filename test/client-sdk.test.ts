@@ -30,6 +30,7 @@ import {
 import { connectGateway } from '../src/client/connection.js';
 import type { TlsMaterial } from '../src/core/config.js';
 import { ManualClock } from '../src/core/env.js';
+import { encodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { mintCode, ownerCall, pairedDevices, reach, tempDir } from './helpers/client.js';
 import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
@@ -746,6 +747,38 @@ describe('TLS pinning (native wss:// with a self-signed certificate)', () => {
     const plain = client({ url: tg.url.replace('wss:', 'ws:'), store });
     await store.update(normalizeGatewayUrl(plain.target.url).key, () => ({ ...rec, key: normalizeGatewayUrl(plain.target.url).key }));
     await assert.rejects(plain.connect(), (e: unknown) => e instanceof ClientError && /not a wss:\/\/ URL/.test(e.message));
+  });
+});
+
+describe('gateway key pinning', () => {
+  test('a fresh code with a key replaces the pin, a code without one keeps it; setSharedToken with a wrong key sends nothing and stores nothing', async () => {
+    const tg = await gateway();
+    const fingerprint = tg.gateway.identity?.fingerprint as string;
+    const store = fileStore();
+    const base = { url: tg.url, bootstrapToken: `cgb1_0000000000000000_${'x'.repeat(43)}`, expiresAtMs: Date.now() + 60_000 };
+    await applySetupCode(store, platform, encodeSetupCode({ ...base, gatewayKey: 'ab'.repeat(32) }));
+    assert.equal((await only(store)).gatewayKey, 'ab'.repeat(32));
+    await applySetupCode(store, platform, encodeSetupCode(base));
+    assert.equal((await only(store)).gatewayKey, 'ab'.repeat(32), 'a code without a key cannot switch the check off');
+    await applySetupCode(store, platform, encodeSetupCode({ ...base, gatewayKey: fingerprint }));
+    assert.equal((await only(store)).gatewayKey, fingerprint, 'a fresh code re-anchors the pin');
+
+    const shared = fileStore();
+    const sent: string[] = [];
+    const recording: Transport = (url, h, o) => {
+      const sock = nodeTransport(url, h, o);
+      return { send: (t) => (sent.push(t), sock.send(t)), close: (code, reason) => sock.close(code, reason) };
+    };
+    await assert.rejects(
+      setSharedToken(shared, { ...platform, transport: recording }, tg.url, TEST_TOKEN, { gatewayKey: 'cd'.repeat(32) }),
+      (e: unknown) => e instanceof ClientError && e.gatewayCode === 'GATEWAY_KEY_MISMATCH' && e.message.includes(fingerprint),
+    );
+    assert.deepEqual(sent, [], 'the probe sent nothing to a gateway with another key');
+    assert.equal((await only(shared)).sharedToken, undefined, 'nothing stored');
+    const colons = fingerprint.toUpperCase().match(/../g)?.join(':') as string;
+    const rec = await setSharedToken(shared, platform, tg.url, TEST_TOKEN, { gatewayKey: colons });
+    assert.equal(rec.gatewayKey, fingerprint);
+    assert.equal(rec.sharedToken, TEST_TOKEN);
   });
 });
 

@@ -771,6 +771,9 @@ describe('clawgate node run: command line', () => {
     const nowhere = await run(['--state-dir', tmp()]);
     assert.equal(nowhere.code, 2);
     assert.match(nowhere.p.errLines.join('\n'), /no gateway to connect to: pass --url/);
+    const key = await run(['--url', 'ws://127.0.0.1:1', '--token', 'cgs_x', '--gateway-key', 'not-a-fingerprint', '--state-dir', tmp()]);
+    assert.equal(key.code, 2);
+    assert.match(key.p.errLines.join('\n'), /--gateway-key must be the SHA-256 fingerprint of the gateway key/);
   });
 
   test('an expired setup code is refused before anything is stored', async () => {
@@ -892,6 +895,22 @@ describe('clawgate node run against a scripted gateway (retry hints, silence, re
     await n.waitFor(/^disconnected from /);
     assert.equal(await n.exited, 1);
     assert.match(n.errLines.join('\n'), /^connect refused: unauthorized: policy says stop \[SCRIPTED_STOP\]\nnext: Ask the operator\.$/m);
+  });
+
+  test('--gateway-key: a gateway that does not sign its challenge gets no connect (no token) and the run ends with exit 1', async () => {
+    let connects = 0;
+    const url = await scripted((_n, ws) => {
+      connects++;
+      refuse(ws, { code: 'INVALID_REQUEST', message: 'should never see this', details: { code: 'PROTOCOL_MISMATCH' } });
+    });
+    const pinned = 'ab'.repeat(32);
+    const n = nodeRun(['--url', url, '--token', 'cgs_secret-not-for-you', '--gateway-key', pinned.toUpperCase(), '--state-dir', tmp()]);
+    assert.equal(await n.exited, 1, n.transcript());
+    assert.equal(connects, 0, 'no connect frame (and so no token) reached the unproven server');
+    assert.match(
+      n.errLines.join('\n'),
+      new RegExp(`refusing to send credentials to ${url}: the server did not prove a gateway identity.*pinned to gateway key ${pinned}`),
+    );
   });
 
   test('invoke handling on the wire: results echo id and nodeId, unknown commands and bad paramsJSON are refused, a ninth concurrent invoke is busy, cancel kills', async () => {
