@@ -212,7 +212,7 @@ describe('a squatter on the code URL gets nothing', () => {
       assert.equal(err.code, 'CLIENT_PAUSED');
       assert.equal(err.gatewayCode, 'GATEWAY_KEY_MISMATCH');
       assert.match(err.message, new RegExp(`pinned to gateway key ${c.fingerprint}`));
-      if (mode === 'other-key') assert.match(err.message, new RegExp(`proved gateway key ${s.fingerprint}, not the expected ${c.fingerprint}`));
+      if (mode === 'other-key') assert.match(err.message, new RegExp(`presented gateway key ${s.fingerprint}, not the expected ${c.fingerprint}`));
       assert.match(err.nextStep ?? '', /fresh setup code/);
       assertNothingSent(s, [c.bootstrapToken]);
       assert.equal(s.connections, 1, 'paused after one socket: no reconnect loop');
