@@ -160,7 +160,7 @@ describe('frame cap of a session without scopes', () => {
     assert.equal(bare.client.frames.filter((f) => f.type === 'res' && f.id === 'b1').length, 0, 'never parsed, never answered');
 
     const scoped = await rawConnect(tg.url, () => plainParams({ auth: { token: TEST_TOKEN }, scopes: [READ] }));
-    assert.equal((scoped.res?.payload as { policy: { maxPayload: number } }).policy.maxPayload, MAX_PAYLOAD_BYTES);
+    assert.equal((scoped.res?.payload as { policy: { maxPayload: number } } | undefined)?.policy.maxPayload, MAX_PAYLOAD_BYTES);
     const answer = await scoped.client.request('s1', 'health', { pad: 'x'.repeat(MAX_PREAUTH_PAYLOAD_BYTES + 1024) });
     assert.equal(answer?.error?.details?.code, 'INVALID_PARAMS', 'parsed and judged');
     await scoped.client.close();
