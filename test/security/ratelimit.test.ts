@@ -4,7 +4,10 @@
  * table never forgets a lock before it ends.
  */
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { execFile, execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import { ConnectError, connectGateway } from '../../src/client/connection.js';
 import { ManualClock } from '../../src/core/env.js';
 import { addressBucket, DEFAULT_RATE_LIMIT, FailureLimiter, LOOPBACK_BUCKET, limiterKey } from '../../src/core/ratelimit.js';
@@ -197,5 +200,71 @@ describe('a real gateway', () => {
     // IPv4-mapped forwarded addresses count as the IPv4 address they carry.
     for (let i = 0; i < 5; i++) assert.equal(await guess(tg, PROXY, `v4-${i}`, from(i % 2 ? '::ffff:198.51.100.9' : '198.51.100.9')), 'AUTH_PASSWORD_MISMATCH');
     assert.equal(await guess(tg, PROXY, PASSWORD, from('::ffff:c633:6409')), 'AUTH_RATE_LIMITED');
+  });
+});
+
+/** Root and iproute2 give a client real IPv6 addresses of its own, in a namespace. */
+function netnsUnavailable(): string | false {
+  if (process.getuid?.() !== 0) return 'needs root for a network namespace';
+  try {
+    execFileSync('ip', ['netns', 'list'], { stdio: 'ignore' });
+  } catch {
+    return 'ip netns is not available';
+  }
+  return false;
+}
+
+describe('real IPv6 source addresses (network namespace)', { skip: netnsUnavailable() }, () => {
+  const run = promisify(execFile);
+  const tag = `${process.pid % 10000}`;
+  const ns = `cgr${tag}`;
+  const hostIf = `cgrh${tag}`;
+  const nsIf = `cgrn${tag}`;
+  // A ULA prefix of our own (fdc1:<pid>:…), unlike anything else on this host.
+  const prefix = `fdc1:${(process.pid % 0xffff).toString(16)}:0`;
+  const hostAddr = `${prefix}:1::1`;
+  const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let tg: TestGateway;
+
+  before(async () => {
+    ip('netns', 'add', ns);
+    ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nsIf);
+    ip('link', 'set', nsIf, 'netns', ns);
+    for (const net of ['1', '2']) ip('-6', 'addr', 'add', `${prefix}:${net}::1/64`, 'dev', hostIf, 'nodad');
+    ip('link', 'set', hostIf, 'up');
+    // The guesser holds many addresses of one /64, and one address of the next /64.
+    for (let i = 2; i <= 13; i++) ip('netns', 'exec', ns, 'ip', '-6', 'addr', 'add', `${prefix}:1::${i.toString(16)}/64`, 'dev', nsIf, 'nodad');
+    ip('netns', 'exec', ns, 'ip', '-6', 'addr', 'add', `${prefix}:2::2/64`, 'dev', nsIf, 'nodad');
+    ip('netns', 'exec', ns, 'ip', 'link', 'set', nsIf, 'up');
+    ip('netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
+    tg = await startTestGateway({ store: 'memory', host: hostAddr, config: { password: PASSWORD } });
+  });
+  after(async () => {
+    await tg?.stop();
+    if (tg) removeDir(tg.stateDir);
+    try {
+      ip('netns', 'del', ns); // takes the veth pair with it
+    } catch {
+      // already gone
+    }
+    try {
+      ip('link', 'del', hostIf);
+    } catch {
+      // deleted with the namespace
+    }
+  });
+
+  async function guessFrom(from: string[], password: string): Promise<string[]> {
+    const script = join(process.cwd(), 'dist', 'test', 'security', 'ipv6-guesser.js');
+    const r = await run('ip', ['netns', 'exec', ns, process.execPath, script, JSON.stringify({ url: tg.url, password, from })]);
+    return JSON.parse(r.stdout.trim().split('\n').pop() as string) as string[];
+  }
+
+  test('a guesser rotating its source address inside one /64 is locked after 10 failures; its next /64 is another bucket', async () => {
+    const from = Array.from({ length: 12 }, (_, i) => `${prefix}:1::${(i + 2).toString(16)}`);
+    const outcomes = await guessFrom(from, 'wrong');
+    assert.deepEqual(outcomes, [...new Array(10).fill('AUTH_PASSWORD_MISMATCH'), 'AUTH_RATE_LIMITED', 'AUTH_RATE_LIMITED']);
+    assert.deepEqual(await guessFrom([`${prefix}:1::d`], PASSWORD), ['AUTH_RATE_LIMITED'], 'the right password waits too');
+    assert.deepEqual(await guessFrom([`${prefix}:2::2`], PASSWORD), ['ADMITTED'], 'another /64 is another client');
   });
 });
