@@ -222,7 +222,9 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
 
   const finish = (outcome: ConnectOutcome): void => {
     if (state === 'closed') {
+      // The socket is gone (closed by the client, or by the handshake timeout mid-authentication).
       if (outcome.type === 'hello') gateway.disconnect(outcome.session);
+      else if (outcome.type === 'wait') outcome.cancel();
       return;
     }
     if (outcome.type === 'hello') {

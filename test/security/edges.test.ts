@@ -246,6 +246,41 @@ describe('handshake timeout', () => {
     await until('no session is left behind', () => tg.gateway.sessions.size === 0);
   });
 
+  test('a connect timed out while authenticating leaves no approval waiter behind when its result is a wait', async (t) => {
+    const tg = await withGateway(t, { config: { handshakeTimeoutMs: 300, autoApproveLocal: false } });
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const store = tg.store as Store & { listGrants: Store['listGrants'] };
+    const real = store.listGrants.bind(store);
+    store.listGrants = async (...args: Parameters<Store['listGrants']>) => {
+      await gate;
+      return real(...args);
+    };
+    t.after(() => release());
+    const identity = generateIdentity();
+    const r = await rawConnect(tg.url, (ch) => deviceParams({ identity, challenge: ch, auth: { token: TEST_TOKEN }, caps: ['device-pairing-wait'] }));
+    assert.deepEqual(r.close, { code: 1008, reason: 'handshake timeout' });
+    store.listGrants = real;
+    release();
+    const pending = async () => (await tg.store.listPairingRequests()).filter((p) => p.deviceId === identity.deviceId);
+    const end = Date.now() + 10_000;
+    while ((await pending()).length === 0) {
+      if (Date.now() > end) assert.fail('the late connect filed no request');
+      await new Promise((res) => setTimeout(res, 10));
+    }
+    // Approving it must not admit a session for the socket that is long gone.
+    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    await owner.request('device.pair.approve', { requestId: (await pending())[0]?.requestId });
+    assert.deepEqual(
+      [...tg.gateway.sessions.values()].map((s) => s.deviceId ?? s.kind),
+      ['owner'],
+      'only the owner session; none for the timed-out connect',
+    );
+    await owner.close();
+  });
+
   test('a connect waiting for approval outlives the handshake timeout', async (t) => {
     const tg = await withGateway(t, { config: { handshakeTimeoutMs: 300, autoApproveLocal: false } });
     const waiter = await RawClient.open(tg.url);
