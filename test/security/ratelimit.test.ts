@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { ConnectError, connectGateway } from '../../src/client/connection.js';
 import { ManualClock } from '../../src/core/env.js';
 import { addressBucket, DEFAULT_RATE_LIMIT, FailureLimiter, LOOPBACK_BUCKET, limiterKey } from '../../src/core/ratelimit.js';
-import { removeDir, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
 
 const PASSWORD = 'the-right-password';
 
@@ -200,6 +200,41 @@ describe('a real gateway', () => {
     // IPv4-mapped forwarded addresses count as the IPv4 address they carry.
     for (let i = 0; i < 5; i++) assert.equal(await guess(tg, PROXY, `v4-${i}`, from(i % 2 ? '::ffff:198.51.100.9' : '198.51.100.9')), 'AUTH_PASSWORD_MISMATCH');
     assert.equal(await guess(tg, PROXY, PASSWORD, from('::ffff:c633:6409')), 'AUTH_RATE_LIMITED');
+  });
+});
+
+describe('a real gateway with a full table', () => {
+  test('when every tracked key is locked, a new client is refused as rate-limited (fail closed) and no lock is evicted', async (t) => {
+    const PROXY = '127.0.0.2';
+    const tg = await startTestGateway({
+      store: 'memory',
+      config: { password: PASSWORD, trustedProxies: [PROXY], rateLimit: { maxFailures: 1, windowMs: 60_000, lockoutMs: 300_000, maxKeys: 2 } },
+    });
+    t.after(async () => {
+      await tg.stop();
+      removeDir(tg.stateDir);
+    });
+    const from = (client: string) => ({ 'X-Forwarded-For': client });
+    assert.equal(await guess(tg, PROXY, 'wrong', from('198.51.100.1')), 'AUTH_PASSWORD_MISMATCH');
+    assert.equal(await guess(tg, PROXY, 'wrong', from('198.51.100.2')), 'AUTH_PASSWORD_MISMATCH');
+    // Both keys are locked and the table holds two: a third client cannot get in, nor evict them.
+    assert.equal(await guess(tg, PROXY, PASSWORD, from('203.0.113.3')), 'AUTH_RATE_LIMITED');
+    assert.equal(await guess(tg, PROXY, PASSWORD, from('198.51.100.1')), 'AUTH_RATE_LIMITED');
+    // The table holds every credential kind: a newcomer's gateway-token attempt is a new key too.
+    const byToken = await connectGateway({
+      url: tg.url,
+      identity: null,
+      client: { id: 'cli', mode: 'cli' },
+      auth: { token: TEST_TOKEN },
+      localAddress: PROXY,
+      headers: from('203.0.113.3'),
+    }).then(
+      () => assert.fail('admitted while the table is full of locks'),
+      (err: ConnectError) => err,
+    );
+    assert.equal(byToken.detailCode, 'AUTH_RATE_LIMITED');
+    const retryAfterMs = byToken.error?.retryAfterMs ?? 0;
+    assert.ok(retryAfterMs > 0 && retryAfterMs <= 300_000, `retryAfterMs ${retryAfterMs}: until the first lock ends`);
   });
 });
 
