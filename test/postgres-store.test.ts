@@ -313,7 +313,41 @@ describe('PgFailureLimiter (the shared wrong-credential budget)', () => {
       clock.advance(100_000);
       assert.equal(await b.retryAfterMs('192.0.2.1', 'shared'), 200_000);
       await a.succeed('192.0.2.1', 'shared');
-      assert.equal(await b.retryAfterMs('192.0.2.1', 'shared'), 0, 'a success clears the key');
+      assert.equal(await b.retryAfterMs('192.0.2.1', 'shared'), 200_000, 'a success elsewhere does not lift the lock');
+      // A success clears a key that is still counting.
+      assert.equal(await a.fail('192.0.2.3', 'shared'), 0);
+      assert.equal(await b.fail('192.0.2.3', 'shared'), 0);
+      await a.succeed('192.0.2.3', 'shared');
+      assert.equal(await b.fail('192.0.2.3', 'shared'), 0, 'the count started over');
+      assert.equal(await b.fail('192.0.2.3', 'shared'), 0);
+      assert.equal(await b.fail('192.0.2.3', 'shared'), 300_000);
+    } finally {
+      await s1.close();
+      await s2.close();
+    }
+  });
+
+  test('the same address buckets as the in-memory limiter: loopback is one, IPv6 counts per /64; a lock outlives a success elsewhere', async () => {
+    const url = await cluster.createDatabase();
+    const s1 = await PostgresStore.open(url);
+    const s2 = await PostgresStore.open(url);
+    const clock = new ManualClock(T0);
+    const policy = { maxFailures: 3, windowMs: 60_000, lockoutMs: 300_000, maxKeys: 10_000 };
+    const a = new PgFailureLimiter(s1, clock, policy);
+    const b = new PgFailureLimiter(s2, clock, policy);
+    try {
+      assert.equal(await a.fail('127.0.0.2', 'password'), 0);
+      assert.equal(await b.fail('::1', 'password'), 0);
+      assert.equal(await a.fail('::ffff:127.0.0.40', 'password'), 300_000, 'three loopback spellings, one budget');
+      assert.equal(await b.retryAfterMs('127.0.0.1', 'password'), 300_000);
+      await b.succeed('127.0.0.9', 'password');
+      assert.equal(await a.retryAfterMs('127.0.0.1', 'password'), 300_000, 'a success does not lift a lock');
+
+      assert.equal(await a.fail('2001:db8:5:6::1', 'shared'), 0);
+      assert.equal(await b.fail('2001:db8:5:6:a:b:c:d', 'shared'), 0);
+      assert.equal(await a.fail('2001:db8:5:6::ffff', 'shared'), 300_000, 'one /64, one budget');
+      assert.equal(await b.retryAfterMs('2001:db8:5:6::1234', 'shared'), 300_000);
+      assert.equal(await b.retryAfterMs('2001:db8:5:7::1', 'shared'), 0, 'the next /64 is another client');
     } finally {
       await s1.close();
       await s2.close();

@@ -17,7 +17,7 @@ import { WebSocket } from 'ws';
 import { qrMatrix } from '../src/cli/qr.js';
 import { ConnectError, type ConnectOptions, connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
-import { CONTROL_UI_CSP, originAllowed } from '../src/server/control-ui.js';
+import { CONTROL_UI_CSP, gatewayOrigins, originAllowed } from '../src/server/control-ui.js';
 import { ensureSelfSignedCert } from '../src/server/tls.js';
 import { encodeQr, qrPath } from '../src/ui/web/qr.js';
 import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
@@ -648,7 +648,7 @@ describe('Control UI behind a real nginx (TLS, context path)', { skip: existsSyn
 });
 
 describe('Origin check (unit)', () => {
-  const base = { allowedOrigins: [] as string[], viaTrustedProxy: false };
+  const base = { ownOrigins: [] as string[], viaTrustedProxy: false };
   test('clients without Origin are judged by credentials alone', () => assert.ok(originAllowed(undefined, '127.0.0.1:1', base)));
   test('same origin by IP or localhost', () => {
     assert.ok(originAllowed('http://127.0.0.1:18789', '127.0.0.1:18789', base));
@@ -660,13 +660,27 @@ describe('Origin check (unit)', () => {
     assert.ok(!originAllowed('null', '127.0.0.1:18789', base));
     assert.ok(!originAllowed('file://', '127.0.0.1:18789', base));
   });
-  test('a DNS name matching Host is refused unless listed (DNS rebinding), or vouched for by a trusted proxy', () => {
+  test('a DNS name matching Host is refused unless configured (DNS rebinding); behind a trusted proxy only configured origins count', () => {
     assert.ok(!originAllowed('http://evil.example:18789', 'evil.example:18789', base));
-    assert.ok(originAllowed('http://gw.lan:18789', 'gw.lan:18789', { ...base, allowedOrigins: ['http://gw.lan:18789'] }));
-    assert.ok(originAllowed('https://gw.example.com', '127.0.0.1:18789', { ...base, viaTrustedProxy: true, forwardedHost: 'gw.example.com' }));
-    assert.ok(originAllowed('https://gw.example.com:8443', '127.0.0.1:18789', { ...base, viaTrustedProxy: true, forwardedHost: 'gw.example.com' }));
-    assert.ok(!originAllowed('https://gw.example.com:8443', '127.0.0.1:18789', { ...base, viaTrustedProxy: true, forwardedHost: 'gw.example.com:9443' }));
-    assert.ok(!originAllowed('https://evil.example', 'gw.example.com', { ...base, viaTrustedProxy: true, forwardedHost: 'gw.example.com' }));
+    assert.ok(originAllowed('http://gw.lan:18789', 'gw.lan:18789', { ...base, ownOrigins: ['http://gw.lan:18789'] }));
+    const proxied = { ownOrigins: gatewayOrigins({ allowedOrigins: [], publicUrl: 'wss://gw.example.com/clawgate' }), viaTrustedProxy: true };
+    assert.deepEqual(proxied.ownOrigins, ['https://gw.example.com']);
+    assert.ok(originAllowed('https://gw.example.com', 'gw.example.com', proxied));
+    assert.ok(!originAllowed('https://gw.example.com:8443', 'gw.example.com', proxied));
+    assert.ok(!originAllowed('https://evil.example', 'evil.example', proxied), 'a rebound name forwarded as Host is not the gateway');
+    assert.ok(!originAllowed('http://127.0.0.1:18789', '127.0.0.1:18789', { ownOrigins: [], viaTrustedProxy: true }), 'no Host counts behind a proxy');
+  });
+  test('the own origins come from configuration: allowedOrigins, publicUrl, a specific listening address', () => {
+    assert.deepEqual(
+      gatewayOrigins({
+        allowedOrigins: ['https://Admin.Example.com/'],
+        publicUrl: 'ws://10.0.0.5:8080/cg',
+        listen: { host: '127.0.0.1', port: 18789, tls: false },
+      }),
+      ['https://admin.example.com', 'http://10.0.0.5:8080', 'http://127.0.0.1:18789', 'http://localhost:18789'],
+    );
+    assert.deepEqual(gatewayOrigins({ allowedOrigins: [], listen: { host: '::1', port: 443, tls: true } }), ['https://[::1]', 'https://localhost']);
+    assert.deepEqual(gatewayOrigins({ allowedOrigins: [], listen: { host: '0.0.0.0', port: 18789, tls: false } }), [], 'a wildcard listener names no origin');
   });
 });
 

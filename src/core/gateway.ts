@@ -13,7 +13,6 @@ import {
   type HelloAuth,
   type HelloOk,
   MAX_BUFFERED_BYTES,
-  MAX_PAYLOAD_BYTES,
   MIN_NODE_PROTOCOL,
   MIN_PROBE_PROTOCOL,
   PROTOCOL_VERSION,
@@ -36,7 +35,7 @@ import type { GatewayIdentity } from './gateway-identity.js';
 import { type VerifiedDevice, verifyDeviceProof } from './identity.js';
 import { NodeRegistry } from './nodes.js';
 import { DEFAULT_PRESENCE_WINDOW_MS, type PresenceChange, PresenceCoalescer, type PresenceEvent } from './presence.js';
-import { type ClientDescription, type Principal, SessionPrincipal, type SessionTransport } from './principal.js';
+import { type ClientDescription, frameCapBytes, type Principal, SessionPrincipal, type SessionTransport } from './principal.js';
 import { type AuthLimiter, type CredentialKind, FailureLimiter } from './ratelimit.js';
 import { type MintedToken, mintToken, parseToken, SharedSecret, secretMatchesHash } from './secrets.js';
 import { roleRefusalDetails, SETUP_REPEAT_GRACE_MS, setupRefusal, verifyBootstrapToken } from './setup-codes.js';
@@ -791,7 +790,7 @@ export class Gateway {
       features: { methods: this.methods.advertised(), events: Object.keys(EVENT_SCOPES), capabilities: [], scopes: [...ALL_OPERATOR_SCOPES] },
       snapshot: this.snapshot(),
       auth: { ...auth, role: session.role, scopes: [...session.scopes].sort() },
-      policy: { maxPayload: MAX_PAYLOAD_BYTES, maxBufferedBytes: MAX_BUFFERED_BYTES, tickIntervalMs: this.config.tickIntervalMs },
+      policy: { maxPayload: frameCapBytes(session), maxBufferedBytes: MAX_BUFFERED_BYTES, tickIntervalMs: this.config.tickIntervalMs },
     };
     if (pendingUpgrade) payload.auth.pendingRequestId = pendingUpgrade;
     const frame: ResponseFrame = { type: 'res', id: ctx.id, ok: true, payload };
@@ -1152,6 +1151,8 @@ export class Gateway {
     for (const s of this.deviceSessions(deviceId)) {
       if (s.role !== role || s.pendingUpgradeRequestId !== requestId) continue;
       for (const scope of granted) s.scopes.add(scope);
+      // A session that had no scopes kept the small frame cap; it may use large frames now.
+      s.transport.setFrameCap?.(frameCapBytes(s));
       s.pendingUpgradeRequestId = undefined;
       s.sendEvent('auth.updated', { role, scopes: [...s.scopes].sort(), requestId, reason: 'scope-upgrade-approved' });
     }

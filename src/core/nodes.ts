@@ -382,7 +382,8 @@ export class NodeRegistry {
         details: { requestId: req.requestId, nodeId: req.deviceId, requiredScopes: [...required, ADMIN], missingScopes: [ADMIN] },
       });
     }
-    if (by.kind !== 'owner' && by.kind !== 'internal') {
+    // Only the owner skips the scope check; the internal principal holds exactly its grant.
+    if (by.kind !== 'owner') {
       const missing = required.filter((s) => !hasScope(by, s));
       if (missing.length > 0) {
         const host = req.commands.filter((c) => HOST_COMMANDS.has(c));

@@ -3,8 +3,8 @@
  * automations (cron, announce, spawn) use an in-process principal that no socket, header or
  * client id can produce. Dispatch only ever sees a Principal.
  */
-import type { EventFrame, Role } from '../protocol/frames.js';
-import { scopeSatisfied } from '../protocol/scopes.js';
+import { type EventFrame, MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES, type Role } from '../protocol/frames.js';
+import { ADMIN, scopeSatisfied } from '../protocol/scopes.js';
 
 export type PrincipalKind = 'owner' | 'shared' | 'device' | 'internal';
 
@@ -14,6 +14,8 @@ export interface SessionTransport {
   close(code: number, reason: string): void;
   /** Bytes queued but not yet written to the socket. */
   bufferedBytes(): number;
+  /** Set the largest inbound frame the socket accepts (frameCapBytes of its session). */
+  setFrameCap?(maxBytes: number): void;
 }
 
 export interface Principal {
@@ -30,6 +32,25 @@ export interface Principal {
 
 export function hasScope(p: Principal, scope: string): boolean {
   return scopeSatisfied(p.scopes, scope);
+}
+
+/**
+ * Administrator authority: the owner, or a session holding operator.admin. The internal
+ * principal is not one: it acts with its fixed grant only, so an automation can never do more
+ * than the scopes it was given (whatever method it is steered to call).
+ */
+export function isAdmin(p: Principal): boolean {
+  return p.kind === 'owner' || hasScope(p, ADMIN);
+}
+
+/**
+ * The largest inbound frame a session may send. Only a session that can call something gets
+ * the large cap: a node (its results and events carry payloads), or an operator holding at
+ * least one scope. An operator with no scopes can call no method, so it keeps the pre-auth cap
+ * and cannot make the gateway parse 25 MiB frames it will refuse anyway.
+ */
+export function frameCapBytes(p: { role: Role; scopes: ReadonlySet<string> }): number {
+  return p.role === 'node' || p.scopes.size > 0 ? MAX_PAYLOAD_BYTES : MAX_PREAUTH_PAYLOAD_BYTES;
 }
 
 export interface ClientDescription {

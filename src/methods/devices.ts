@@ -10,7 +10,7 @@
 import { Type as T } from '@sinclair/typebox';
 import { confirmationCode } from '../core/confirmation.js';
 import type { Gateway } from '../core/gateway.js';
-import { hasScope, type Principal } from '../core/principal.js';
+import { isAdmin, type Principal } from '../core/principal.js';
 import { mintToken } from '../core/secrets.js';
 import { GatewayError } from '../protocol/errors.js';
 import type { Role } from '../protocol/frames.js';
@@ -21,8 +21,6 @@ const RoleSchema = T.Union([T.Literal('operator'), T.Literal('node')]);
 const DeviceId = T.String({ minLength: 1, maxLength: 128 });
 const RequestId = T.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' });
 const Scopes = T.Array(T.String({ minLength: 1, maxLength: 128 }), { maxItems: 64 });
-
-const isAdmin = (p: Principal) => p.kind === 'owner' || p.kind === 'internal' || hasScope(p, ADMIN);
 
 export interface DeviceView {
   deviceId: string;

@@ -10,7 +10,7 @@ import { Type as T } from '@sinclair/typebox';
 import type { RemoteNode } from '../core/cluster.js';
 import type { Gateway } from '../core/gateway.js';
 import { ADMIN_INVOKE_COMMANDS, HOST_COMMANDS, type LiveNode, normalizeList } from '../core/nodes.js';
-import { hasScope, type Principal } from '../core/principal.js';
+import { isAdmin, type Principal } from '../core/principal.js';
 import { GatewayError } from '../protocol/errors.js';
 import { ADMIN, PAIRING, READ, WRITE } from '../protocol/scopes.js';
 import type { DeviceRecord, GrantRecord, NodeSurfaceRecord, NodeSurfaceRequest } from '../store/types.js';
@@ -19,8 +19,6 @@ import { byDevice } from './devices.js';
 const NodeId = T.String({ minLength: 1, maxLength: 128 });
 const RequestId = T.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' });
 const Command = T.String({ minLength: 1, maxLength: 256 });
-
-const isAdmin = (p: Principal) => p.kind === 'owner' || p.kind === 'internal' || hasScope(p, ADMIN);
 
 export interface NodeView {
   nodeId: string;

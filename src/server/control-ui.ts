@@ -112,19 +112,62 @@ export function serveControlUi(assets: Map<string, Asset>, path: string, req: In
   return true;
 }
 
+/** `scheme://host[:port]` of an http(s) or ws(s) URL, as a browser writes `Origin`; null if it is neither. */
+export function originOf(url: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return null;
+  }
+  const scheme = { 'http:': 'http:', 'https:': 'https:', 'ws:': 'http:', 'wss:': 'https:' }[u.protocol];
+  if (!scheme) return null;
+  // Re-parsed under the page scheme, so a default port (443 for wss and https) drops out the same way.
+  return new URL(`${scheme}//${u.host}`).origin;
+}
+
+/**
+ * The origins that are this gateway's own, from its configuration alone: the listed
+ * `allowedOrigins`, the page origin of `publicUrl` (wss://gw.example.com/x serves its UI at
+ * https://gw.example.com), and the address it listens on when that is one specific address (a
+ * loopback listener also as `localhost`). Nothing a request says can add to this list.
+ */
+export function gatewayOrigins(opts: {
+  allowedOrigins: readonly string[];
+  publicUrl?: string | undefined;
+  listen?: { host: string; port: number; tls: boolean } | undefined;
+}): string[] {
+  const out = new Set<string>();
+  for (const o of opts.allowedOrigins) out.add(originOf(o) ?? o);
+  const pub = opts.publicUrl ? originOf(opts.publicUrl) : null;
+  if (pub) out.add(pub);
+  const l = opts.listen;
+  if (l && l.host !== '0.0.0.0' && l.host !== '::' && isIP(l.host) !== 0) {
+    const scheme = l.tls ? 'https' : 'http';
+    const host = isIP(l.host) === 6 ? `[${l.host}]` : l.host;
+    for (const h of [host, ...(l.host === '127.0.0.1' || l.host === '::1' ? ['localhost'] : [])]) {
+      const o = originOf(`${scheme}://${h}:${l.port}`);
+      if (o) out.add(o);
+    }
+  }
+  return [...out];
+}
+
 /**
  * May a WebSocket upgrade carrying this `Origin` proceed? Browsers always send `Origin`;
  * non-browser clients (CLI, nodes, SDK) send none and are judged by their credentials alone.
- * A browser page is allowed from the configured `allowedOrigins`, and from the gateway's own
- * origin: the Host it was reached at. A direct Host counts as "own" only when it is an IP
- * literal or `localhost` — a DNS name pointing at the gateway could be an attacker's name
- * rebound to this address, so a named origin must be listed. Behind a trusted proxy the proxy
- * vouches for the name (`viaTrustedProxy`), and X-Forwarded-Host is honoured.
+ * A browser page is allowed from the gateway's own origins (gatewayOrigins: configuration
+ * only). On a direct connection it is also allowed when the page's host:port equals the `Host`
+ * the browser sent and is an IP literal or `localhost`: a browser writes both from the URL it
+ * loaded, and a DNS name pointing at the gateway could be an attacker's name rebound to this
+ * address, so a named origin must be configured. Behind a trusted proxy no request header
+ * counts (`Host` and `X-Forwarded-Host` carry what the client asked for, rebound names
+ * included): only the configured origins do.
  */
 export function originAllowed(
   origin: string | undefined,
   host: string | undefined,
-  opts: { allowedOrigins: readonly string[]; viaTrustedProxy: boolean; forwardedHost?: string | undefined },
+  opts: { ownOrigins: readonly string[]; viaTrustedProxy: boolean },
 ): boolean {
   if (origin === undefined) return true;
   let parsed: URL;
@@ -133,17 +176,10 @@ export function originAllowed(
   } catch {
     return false; // includes the literal "null" of sandboxed frames and file: pages
   }
-  const canonical = `${parsed.protocol}//${parsed.host}`;
-  if (opts.allowedOrigins.includes(canonical) || opts.allowedOrigins.includes(origin)) return true;
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return false;
-  const pageHost = parsed.host.toLowerCase();
-  if (opts.viaTrustedProxy) {
-    // Proxies often forward the bare name (nginx `$host` drops the port): the port is then the
-    // proxy's business, and the name alone must match.
-    const matches = (h: string) => (/:\d+$/.test(h) ? h === pageHost : h === parsed.hostname.toLowerCase());
-    return [opts.forwardedHost, host].some((h) => !!h && matches(h.toLowerCase()));
-  }
-  if (!host || host.toLowerCase() !== pageHost) return false;
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return opts.ownOrigins.includes(origin);
+  if (opts.ownOrigins.includes(parsed.origin)) return true;
+  if (opts.viaTrustedProxy) return false;
+  if (!host || host.toLowerCase() !== parsed.host.toLowerCase()) return false;
   const name = parsed.hostname.replace(/^\[|\]$/g, '');
   return name === 'localhost' || isIP(name) !== 0;
 }

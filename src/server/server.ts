@@ -9,10 +9,10 @@ import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { ConnectOutcome, Gateway, TransportFacts } from '../core/gateway.js';
-import type { SessionPrincipal, SessionTransport } from '../core/principal.js';
+import { frameCapBytes, type SessionPrincipal, type SessionTransport } from '../core/principal.js';
 import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
-import { MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES } from '../protocol/frames.js';
-import { loadControlUi, originAllowed, serveControlUi } from './control-ui.js';
+import { MAX_PREAUTH_PAYLOAD_BYTES } from '../protocol/frames.js';
+import { gatewayOrigins, loadControlUi, originAllowed, serveControlUi } from './control-ui.js';
 import { attribute, ProxyTrust } from './proxy.js';
 import { certFacts } from './tls.js';
 
@@ -43,16 +43,19 @@ export async function startServer(gateway: Gateway, host: string, port: number):
   if (tls) http.on('tlsClientError', (err) => gateway.log.warn('tls handshake failed', { err: String(err.message) }));
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PREAUTH_PAYLOAD_BYTES, perMessageDeflate: false });
   const sockets = new Set<WebSocket>();
+  // Filled in once the listener is bound (no upgrade can arrive before that).
+  let ownOrigins = gatewayOrigins({ allowedOrigins: gateway.config.allowedOrigins, publicUrl: gateway.config.publicUrl });
 
   http.on('clientError', (_err, socket: Socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\n\r\n');
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nX-Content-Type-Options: nosniff\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
     else socket.destroy();
   });
   http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     socket.on('error', () => socket.destroy());
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (ctx && path !== ctx && path !== `${ctx}/`) {
-      refuseUpgrade(socket, 404, 'not_found', `the gateway answers WebSocket upgrades at ${ctx}, not ${path}`);
+      // The request path is not echoed back: an answer never reflects what the client sent.
+      refuseUpgrade(socket, 404, 'not_found', `the gateway answers WebSocket upgrades at ${ctx} only`);
       return;
     }
     const who = attribute(req.socket.remoteAddress, req.headers, trust, gateway.config.untrustedForwarded);
@@ -61,21 +64,15 @@ export async function startServer(gateway: Gateway, host: string, port: number):
       return;
     }
     const origin = req.headers.origin;
-    // Forwarded host facts count only from a trusted proxy (attribute() says proxied only then).
-    if (
-      !originAllowed(origin, req.headers.host, {
-        allowedOrigins: gateway.config.allowedOrigins,
-        viaTrustedProxy: who.proxied,
-        forwardedHost: who.forwardedHost,
-      })
-    ) {
+    // The allowed origins come from the configuration; behind a proxy no Host header counts.
+    if (!originAllowed(origin, req.headers.host, { ownOrigins, viaTrustedProxy: who.proxied })) {
       // A page from another origin must not drive this gateway with a browser's help.
       gateway.log.warn('websocket upgrade refused: origin not allowed', { origin, address: who.address });
       refuseUpgrade(
         socket,
         403,
         'origin_not_allowed',
-        `Origin ${origin} may not open a WebSocket to this gateway. Open the Control UI from the gateway itself, or add the origin to gateway.controlUi.allowedOrigins.`,
+        'This page origin may not open a WebSocket to this gateway. Open the Control UI from the gateway itself, set gateway.publicUrl to the URL it is reached at (behind a proxy), or add the origin to gateway.controlUi.allowedOrigins.',
       );
       return;
     }
@@ -101,6 +98,11 @@ export async function startServer(gateway: Gateway, host: string, port: number):
   ready = true;
   const addr = http.address() as AddressInfo;
   const urlHost = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  ownOrigins = gatewayOrigins({
+    allowedOrigins: gateway.config.allowedOrigins,
+    publicUrl: gateway.config.publicUrl,
+    listen: { host: addr.address, port: addr.port, tls: !!tls },
+  });
 
   return {
     server: http,
@@ -132,7 +134,7 @@ export async function startServer(gateway: Gateway, host: string, port: number):
 function refuseUpgrade(socket: Socket, status: number, type: string, message: string): void {
   const body = JSON.stringify({ error: { type, message } });
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
 }
 
@@ -140,6 +142,8 @@ function handleHttp(req: IncomingMessage, res: ServerResponse, ctx: string, isRe
   const full = (req.url ?? '/').split('?')[0] ?? '/';
   // Health endpoints answer at the root and under the context path (a path-routing proxy forwards the latter).
   const path = ctx && full.startsWith(`${ctx}/`) ? full.slice(ctx.length) : full;
+  // Every answer of the gateway, whatever branch writes it: no content sniffing.
+  res.setHeader('x-content-type-options', 'nosniff');
   const json = (status: number, body: unknown) => {
     const text = JSON.stringify(body);
     res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
@@ -152,7 +156,8 @@ function handleHttp(req: IncomingMessage, res: ServerResponse, ctx: string, isRe
     res.writeHead(308, { location: `${ctx}/`, 'content-length': 0 });
     res.end();
   } else if ((!ctx || full.startsWith(`${ctx}/`)) && serveControlUi(ui, path, req, res)) return;
-  else json(404, { error: { type: 'not_found', message: `no such path: ${path}` } });
+  // The path is not echoed: an answer never reflects what the client sent.
+  else json(404, { error: { type: 'not_found', message: 'no such path on this gateway' } });
 }
 
 function transportOf(ws: WebSocket): SessionTransport {
@@ -164,13 +169,14 @@ function transportOf(ws: WebSocket): SessionTransport {
       if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(code, closeReason(reason));
     },
     bufferedBytes: () => ws.bufferedAmount,
+    setFrameCap: (maxBytes) => setFrameCap(ws, maxBytes),
   };
 }
 
-/** Lift the pre-auth frame cap once the client is authenticated (ws keeps it per receiver). */
-function raiseFrameCap(ws: WebSocket): void {
+/** Set the inbound frame cap of one socket (ws keeps it per receiver; it starts at the pre-auth cap). */
+function setFrameCap(ws: WebSocket, maxBytes: number): void {
   const receiver = (ws as unknown as { _receiver?: { _maxPayload?: number } })._receiver;
-  if (receiver && typeof receiver._maxPayload === 'number') receiver._maxPayload = MAX_PAYLOAD_BYTES;
+  if (receiver && typeof receiver._maxPayload === 'number') receiver._maxPayload = maxBytes;
 }
 
 function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts): void {
@@ -183,12 +189,15 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
   let alive = true;
 
   ws.on('error', (err) => gateway.log.warn('socket error', { address: facts.address, err: String(err) }));
+  // Covers the first frame and the authentication it starts (a hung store must not hold the
+  // socket forever). A connect waiting for approval has its own, longer lifetime: `waiting`
+  // clears this timer.
   const handshakeTimer = setTimeout(() => {
-    if (state === 'handshake' || state === 'waiting') {
-      if (state === 'waiting') return;
-      const e = new GatewayError('HANDSHAKE_TIMEOUT');
-      transport.close(e.close ?? CLOSE.policy, e.shape.message);
-    }
+    if (state !== 'handshake' && state !== 'authenticating') return;
+    // Closed from here on: an answer that still arrives is dropped, a late session disconnected.
+    state = 'closed';
+    const e = new GatewayError('HANDSHAKE_TIMEOUT');
+    transport.close(e.close ?? CLOSE.policy, e.shape.message);
   }, gateway.config.handshakeTimeoutMs);
   const pinger = setInterval(() => {
     if (!alive) {
@@ -213,14 +222,16 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
 
   const finish = (outcome: ConnectOutcome): void => {
     if (state === 'closed') {
+      // The socket is gone (closed by the client, or by the handshake timeout mid-authentication).
       if (outcome.type === 'hello') gateway.disconnect(outcome.session);
+      else if (outcome.type === 'wait') outcome.cancel();
       return;
     }
     if (outcome.type === 'hello') {
       clearTimeout(handshakeTimer);
       session = outcome.session;
       state = 'open';
-      raiseFrameCap(ws);
+      setFrameCap(ws, frameCapBytes(outcome.session));
       ws.send(outcome.frame);
     } else if (outcome.type === 'reject') {
       state = 'closed';

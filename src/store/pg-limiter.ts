@@ -1,11 +1,14 @@
 /**
  * The wrong-credential budget kept in PostgreSQL, so guesses spread over several instances
- * count against one budget per (address, credential kind). Same policy as the in-memory
- * FailureLimiter, with a fixed window instead of a sliding one: at most `maxFailures` wrong
- * guesses per window, then a lockout of `lockoutMs`. Each failure is one atomic statement.
+ * count against one budget per (address bucket, credential kind): the same addressBucket as
+ * the in-memory FailureLimiter (all loopback is one bucket, IPv6 counts per /64). Same policy,
+ * with a fixed window instead of a sliding one: at most `maxFailures` wrong guesses per window,
+ * then a lockout of `lockoutMs`. Each failure is one atomic statement. Rows are dropped only
+ * once both their window and their lockout are over, so a locked key is never forgotten early;
+ * the table is bounded by the number of buckets seen within one window or lockout.
  */
 import type { Clock } from '../core/env.js';
-import type { AuthLimiter, CredentialKind, RateLimitPolicy } from '../core/ratelimit.js';
+import { type AuthLimiter, type CredentialKind, limiterKey, type RateLimitPolicy } from '../core/ratelimit.js';
 import type { PostgresStore } from './postgres.js';
 
 export class PgFailureLimiter implements AuthLimiter {
@@ -18,8 +21,8 @@ export class PgFailureLimiter implements AuthLimiter {
   ) {}
 
   private key(address: string, kind: CredentialKind): string {
-    // PostgreSQL text cannot hold NUL; the kind never contains "|", so the split stays unambiguous.
-    return `${kind}|${address}`;
+    // No NUL in the key (PostgreSQL text cannot hold one): limiterKey joins with "|".
+    return limiterKey(address, kind);
   }
 
   async retryAfterMs(address: string, kind: CredentialKind): Promise<number> {
@@ -53,6 +56,7 @@ export class PgFailureLimiter implements AuthLimiter {
   }
 
   async succeed(address: string, kind: CredentialKind): Promise<void> {
-    await this.store.pool.query('DELETE FROM auth_failures WHERE key = $1', [this.key(address, kind)]);
+    // A lock set by another instance meanwhile stands: only a counting row is cleared.
+    await this.store.pool.query('DELETE FROM auth_failures WHERE key = $1 AND locked_until_ms <= $2', [this.key(address, kind), this.clock.now()]);
   }
 }
