@@ -241,7 +241,9 @@ export async function statusCommand(args: string[]): Promise<number> {
   for (const g of gateways) {
     process.stdout.write(`${g.gateway}  device ${g.deviceId}${g.displayName ? ` (${g.displayName})` : ''}\n`);
     process.stdout.write(`  shared token: ${g.sharedToken ? 'stored' : 'none'}; setup code: ${g.bootstrap ? 'pending hand-off' : 'none'}\n`);
-    process.stdout.write(`  gateway key: ${g.gatewayKey ? `pinned SHA-256 ${g.gatewayKey}` : 'not pinned yet (learned at the next connect that proves one)'}\n`);
+    process.stdout.write(
+      `  gateway key: ${g.gatewayKey ? `pinned SHA-256 ${g.gatewayKey}` : 'not pinned yet (learned at the next connect that proves one)'}\n`,
+    );
     for (const r of g.roles) {
       const scopes = (r.scopes ?? r.storedScopes ?? []).join(', ') || '-';
       process.stdout.write(`  ${r.role}: ${r.state}${r.reason ? ` (${r.reason})` : ''} via ${r.credential ?? 'nothing'}; scopes ${scopes}\n`);
