@@ -15,7 +15,7 @@ export interface FileConfig {
   gateway?: {
     port?: number;
     bind?: string;
-    auth?: { token?: string; password?: string };
+    auth?: { token?: string; password?: string; sharedSecretIsAdminOnHost?: boolean };
     autoApproveLocal?: boolean;
     handshakeTimeoutMs?: number;
     tickIntervalMs?: number;
@@ -78,6 +78,9 @@ function fileShapeProblems(g: NonNullable<FileConfig['gateway']>): void {
   if (g.controlUi !== undefined && (typeof g.controlUi !== 'object' || g.controlUi === null || Array.isArray(g.controlUi))) bad('controlUi', 'an object');
   if (origins !== undefined && (!Array.isArray(origins) || origins.some((o) => typeof o !== 'string' || !/^https?:\/\/[^/?#]+$/i.test(o))))
     bad('controlUi.allowedOrigins', 'an array of origins like "https://admin.example.com" (scheme and host[:port], no path)');
+  if (g.auth !== undefined && (typeof g.auth !== 'object' || g.auth === null || Array.isArray(g.auth))) bad('auth', 'an object');
+  if (g.auth?.sharedSecretIsAdminOnHost !== undefined && typeof g.auth.sharedSecretIsAdminOnHost !== 'boolean')
+    bad('auth.sharedSecretIsAdminOnHost', 'true or false');
   if (g.publicUrl !== undefined && typeof g.publicUrl !== 'string') bad('publicUrl', 'a string like "wss://gateway.example.com"');
   if (g.contextPath !== undefined && typeof g.contextPath !== 'string') bad('contextPath', 'a string like "/clawgate"');
   if (g.tls !== undefined) {
@@ -160,6 +163,7 @@ export function resolveGatewaySettings(values: Record<string, unknown>, env: Nod
       bind,
       stateDir,
       autoApproveLocal: g.autoApproveLocal ?? DEFAULTS.autoApproveLocal,
+      sharedSecretIsAdminOnHost: g.auth?.sharedSecretIsAdminOnHost ?? DEFAULTS.sharedSecretIsAdminOnHost,
       handshakeTimeoutMs: g.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
       tickIntervalMs: g.tickIntervalMs ?? DEFAULTS.tickIntervalMs,
       pendingTtlMs: g.pendingTtlMs ?? DEFAULTS.pendingTtlMs,

@@ -104,6 +104,14 @@ function configChecks(s: ResolvedGatewaySettings): Check[] {
       message: `bind ${base.bind} is not loopback but no token or password is configured${src}: the gateway refuses to start like this`,
     });
   } else checks.push({ name: 'config', status: 'ok', message: `bind ${base.bind} (${resolveBindHost(base.bind)}), port ${base.port}${src}` });
+  if (base.sharedSecretIsAdminOnHost) {
+    checks.push({
+      name: 'shared-secret',
+      status: 'warn',
+      message:
+        'gateway.auth.sharedSecretIsAdminOnHost is on: any local process holding the gateway token or password (which is handed to devices and node hosts) gets admin and pairing on this host without the owner approving it. Turn it off unless every holder of that secret is the owner.',
+    });
+  }
   if (base.publicUrl) {
     const u = new URL(base.publicUrl);
     const host = u.hostname.replace(/^\[|\]$/g, '');

@@ -104,8 +104,15 @@ export class MethodTable {
 
 export function missingScope(principal: Principal, scope: string, required: readonly string[]): GatewayError {
   const details: Record<string, unknown> = { missingScope: scope, requiredScopes: [...required] };
-  if (principal.pendingUpgradeRequestId) details.requestId = principal.pendingUpgradeRequestId;
-  return new GatewayError('MISSING_SCOPE', { vars: { scope }, details });
+  const pending = principal.pendingUpgradeRequestId;
+  if (pending) details.requestId = pending;
+  // Clients such as the openclaw CLI print only the message: it names the request and its approval.
+  return new GatewayError('MISSING_SCOPE', { vars: { scope, pending: pending ? approveHint(pending) : '' }, details });
+}
+
+/** The part of an error message that names a pending request and the command approving it. */
+export function approveHint(requestId: string): string {
+  return ` (request ${requestId}; the owner approves it with: clawgate devices approve ${requestId})`;
 }
 
 function fail(e: GatewayError): DispatchResult {

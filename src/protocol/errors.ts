@@ -285,7 +285,7 @@ const entries = {
   // --- method dispatch (socket stays open) --------------------------------------------------
   MISSING_SCOPE: {
     code: 'FORBIDDEN',
-    message: 'missing scope: {scope}',
+    message: 'missing scope: {scope}{pending}',
     close: null,
     next: 'Ask an operator to approve the pending scope upgrade (`clawgate devices approve <requestId>`), or reconnect asking for that scope.',
   },
