@@ -107,7 +107,7 @@ const entries = {
     code: 'INVALID_REQUEST',
     message: "unauthorized: gateway token mismatch (use this gateway's token or pair the device)",
     close: CLOSE.policy,
-    next: 'Use the current gateway token (`clawgate gateway token` on the gateway host), or connect with your device token.',
+    next: 'Use the current gateway token (`clawgate gateway token` on the gateway host), or connect with your device token alone (a wrong gateway token next to it refuses the connect).',
     recommended: 'update_auth_credentials',
   },
   AUTH_TOKEN_NOT_CONFIGURED: {
