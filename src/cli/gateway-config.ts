@@ -9,6 +9,7 @@ import { setupUrlProblem } from '../protocol/setup-code.js';
 import { proxyEntryProblem } from '../server/proxy.js';
 import { ensureSelfSignedCert, readPem } from '../server/tls.js';
 import { UsageError } from './main.js';
+import { processSecretIo, readSecret, SECRET_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';
 
 export interface FileConfig {
@@ -40,8 +41,7 @@ export const GATEWAY_FLAGS = {
   port: { type: 'string' },
   bind: { type: 'string' },
   'state-dir': { type: 'string' },
-  token: { type: 'string' },
-  password: { type: 'string' },
+  ...SECRET_FLAGS,
   config: { type: 'string' },
   'public-url': { type: 'string' },
   'context-path': { type: 'string' },
@@ -150,12 +150,18 @@ export function resolveGatewaySettings(values: Record<string, unknown>, env: Nod
     tls = { kind: 'files', certPath, keyPath };
   } else if (values.tls === true || g.tls?.enabled === true) tls = { kind: 'self-signed' };
 
+  // Not CLAWGATE_TOKEN: that is what client commands send, often the owner credential, which
+  // must never become the secret handed to every device.
+  const io = { ...processSecretIo, env };
+  const chosenToken = readSecret(values, 'token', ['CLAWGATE_GATEWAY_TOKEN'], io)?.value ?? g.auth?.token;
+  const password = readSecret(values, 'password', ['CLAWGATE_GATEWAY_PASSWORD'], io)?.value ?? g.auth?.password;
+
   return {
     stateDir,
     configPath,
     file,
-    chosenToken: (values.token as string | undefined) ?? g.auth?.token,
-    password: (values.password as string | undefined) ?? g.auth?.password,
+    chosenToken,
+    password,
     tls,
     base: {
       ...DEFAULTS,

@@ -16,6 +16,7 @@ import { jsonParams, parseGatewayCommand, positiveIntFlag } from './common.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
 import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
+import { readSecretEnv, readSecretFlag } from './secret-input.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 
 export class UsageError extends Error {}
@@ -112,8 +113,8 @@ async function gatewayRun(args: string[]): Promise<number> {
   if (!isLoopbackBind(bind) && !chosenToken && !password) {
     // Exposing the gateway beyond this host must be a decision, not a side effect of a generated secret.
     process.stderr.write(
-      `refusing to listen on ${bind} (${resolveBindHost(bind)}) without authentication you chose: pass --token <t> or --password <p> ` +
-        `(or --token "$(clawgate gateway token)" to use the generated one), or bind to loopback\n`,
+      `refusing to listen on ${bind} (${resolveBindHost(bind)}) without authentication you chose: pass --token-file <path> or --password-file <path> ` +
+        `(mode 0600; \`(umask 077; clawgate gateway token > <path>)\` writes the generated token), set CLAWGATE_GATEWAY_TOKEN, or bind to loopback\n`,
     );
     return 1;
   }
@@ -163,8 +164,10 @@ async function gatewayRun(args: string[]): Promise<number> {
       created
         ? `generated a gateway token and an owner credential in ${join(stateDir, 'credentials.json')} (mode 0600)`
         : `using the credentials in ${join(stateDir, 'credentials.json')}`,
-      'connect a client:  pass the gateway token (`clawgate gateway token` prints it) as auth.token',
-      `  e.g. openclaw gateway call health --url ${server.url} --token "$(npx clawgate gateway token)" --json`,
+      'connect a client:  pass the gateway token (`clawgate gateway token` prints it) as auth.token; it grants read and write,',
+      '                   admin and pairing need the owner (approve the device: clawgate devices approve <requestId>)',
+      `  e.g. OPENCLAW_GATEWAY_URL=${server.url} OPENCLAW_GATEWAY_TOKEN="$(npx clawgate gateway token)" openclaw gateway call health --json`,
+      '                   (environment, not --token: a command line is readable by every local user)',
       'local CLI:         `clawgate call health` uses the owner credential from the state dir',
       `control UI:        ${server.url.replace(/^ws/, 'http')}/  (\`clawgate dashboard\` prints a one-time sign-in link)`,
       `health:            ${server.url.replace(/^ws/, 'http')}/healthz`,
@@ -221,18 +224,32 @@ function gatewayToken(args: string[]): number {
   return 0;
 }
 
-/** Where and how a CLI command reaches a gateway (ARCHITECTURE §4). */
-export function resolveTarget(values: Record<string, unknown>): {
+interface Target {
   url: string;
   token: string | undefined;
   password: string | undefined;
   tlsFingerprint: string | undefined;
-} {
+}
+/** Secrets are read once per parsed command line: standard input cannot be read twice. */
+const resolvedTargets = new WeakMap<Record<string, unknown>, Target>();
+
+/** Where and how a CLI command reaches a gateway (ARCHITECTURE §4). */
+export function resolveTarget(values: Record<string, unknown>): Target {
+  const known = resolvedTargets.get(values);
+  if (known) return known;
   const stateDir = resolveStateDir(values['state-dir'] as string | undefined);
   const runtime = readRuntimeInfo(stateDir);
   const url = (values.url as string | undefined) ?? process.env.CLAWGATE_URL ?? runtime?.url ?? `ws://127.0.0.1:${DEFAULTS.port}`;
-  const password = values.password as string | undefined;
-  let token = (values.token as string | undefined) ?? process.env.CLAWGATE_TOKEN;
+  // Flags that carry a password win over a token from the environment: the command line is the more specific choice.
+  const passwordFlag = readSecretFlag(values, 'password', 'CLAWGATE_PASSWORD');
+  const tokenFlag = readSecretFlag(values, 'token', 'CLAWGATE_TOKEN');
+  if (tokenFlag && passwordFlag) throw new UsageError('pass a token or a password, not both');
+  let token = tokenFlag?.value;
+  let password = passwordFlag?.value;
+  if (!token && !password) {
+    token = readSecretEnv(['CLAWGATE_TOKEN'])?.value;
+    if (!token) password = readSecretEnv(['CLAWGATE_PASSWORD'])?.value;
+  }
   if (!token && !password) token = readCredentials(stateDir)?.owner;
   // The running gateway's own certificate is pinned automatically when we talk to it by the URL it recorded.
   const fpText = (values['tls-fingerprint'] as string | undefined) ?? process.env.CLAWGATE_TLS_FINGERPRINT;
@@ -242,7 +259,9 @@ export function resolveTarget(values: Record<string, unknown>): {
     if (!fp) throw new UsageError(`--tls-fingerprint must be a SHA-256 fingerprint (64 hex digits, colons allowed), got ${fpText}`);
     tlsFingerprint = fp;
   } else if (runtime?.tlsFingerprint && runtime.url === url) tlsFingerprint = runtime.tlsFingerprint;
-  return { url, token, password, tlsFingerprint };
+  const target = { url, token, password, tlsFingerprint };
+  resolvedTargets.set(values, target);
+  return target;
 }
 
 async function call(args: string[]): Promise<number> {
@@ -257,7 +276,7 @@ async function call(args: string[]): Promise<number> {
     const viaPairing = await callWithStoredCredentials(values, method, params, timeoutMs);
     if (viaPairing !== null) return viaPairing;
     process.stderr.write(
-      'no credential: pass --token, set CLAWGATE_TOKEN, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair <setup-code>)\n',
+      'no credential: set CLAWGATE_TOKEN, pass --token-file <path> or --token-stdin, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair <setup-code>)\n',
     );
     return 1;
   }

@@ -337,7 +337,12 @@ export function installServiceCommand(args: string[]): number {
     );
   }
   if (values.token !== undefined || values.password !== undefined) {
-    throw new UsageError('--token/--password would be visible in the unit and in ps: put them in a config file (gateway.auth) and pass --config <file>');
+    throw new UsageError(
+      '--token/--password would be visible in the unit and in ps: pass --token-file/--password-file <path> (mode 0600), or put them in a config file (gateway.auth) and pass --config <file>',
+    );
+  }
+  if (values['token-stdin'] === true || values['password-stdin'] === true) {
+    throw new UsageError('a service has no standard input to read a secret from: pass --token-file/--password-file <path> (mode 0600)');
   }
   if (values['postgres-url'] !== undefined) {
     // POSTGRES: the URL usually carries a password (issue 11).
@@ -348,9 +353,9 @@ export function installServiceCommand(args: string[]): number {
   const bin = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'clawgate.js');
   const argv = [process.execPath, bin, 'gateway', 'run', '--state-dir', stateDir];
   if (values.config) argv.push('--config', resolve(values.config as string));
-  for (const flag of ['port', 'bind', 'public-url', 'context-path', 'tls-cert', 'tls-key', 'store'] as const) {
+  for (const flag of ['port', 'bind', 'public-url', 'context-path', 'tls-cert', 'tls-key', 'store', 'token-file', 'password-file'] as const) {
     const v = values[flag] as string | undefined;
-    if (v !== undefined) argv.push(`--${flag}`, flag === 'tls-cert' || flag === 'tls-key' ? resolve(v) : v);
+    if (v !== undefined) argv.push(`--${flag}`, ['tls-cert', 'tls-key', 'token-file', 'password-file'].includes(flag) ? resolve(v) : v);
   }
   if (values.tls === true) argv.push('--tls');
   for (const p of (values['trusted-proxy'] as string[] | undefined) ?? []) argv.push('--trusted-proxy', p);
