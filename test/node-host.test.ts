@@ -700,7 +700,10 @@ describe('clawgate node run from another network address (netns, else a trusted 
     assert.equal(await n.stop(), 0);
     const offline = await cli(tg, 'devices', 'rotate', '--device', nodeId, '--role', 'node');
     assert.equal(offline.code, 0, offline.stderr);
-    assert.match(offline.stdout, /not connected, so the new token was withheld: .*CLAWGATE_NODE_TOKEN=<gateway token> clawgate node run.*clawgate qr --profile node/);
+    assert.match(
+      offline.stdout,
+      /not connected, so the new token was withheld: .*CLAWGATE_NODE_TOKEN=<gateway token> clawgate node run.*clawgate qr --profile node/,
+    );
   });
 });
 

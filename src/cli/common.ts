@@ -51,7 +51,9 @@ export function positiveIntFlag(values: Record<string, unknown>, flag: string): 
 export async function withGateway<T>(values: Record<string, unknown>, fn: (conn: GatewayConnection) => Promise<T>): Promise<T> {
   const target = resolveTarget(values);
   if (!target.token && !target.password) {
-    throw new UsageError('no credential: set CLAWGATE_TOKEN, pass --token-file <path> or --token-stdin, or run on the gateway host (owner credential in the state dir)');
+    throw new UsageError(
+      'no credential: set CLAWGATE_TOKEN, pass --token-file <path> or --token-stdin, or run on the gateway host (owner credential in the state dir)',
+    );
   }
   const conn = await connectGateway({
     url: target.url,
