@@ -126,7 +126,8 @@ describe('the shared secret alone is worth read and write, even from loopback', 
       }),
       'PAIRING_REQUIRED',
     );
-    const requestId = (err.error?.details as { requestId: string }).requestId;
+    const requestId = (err.error?.details as { requestId?: string } | undefined)?.requestId;
+    assert.ok(requestId);
     assert.ok(err.message.includes(`clawgate devices approve ${requestId}`), err.message);
   });
 
