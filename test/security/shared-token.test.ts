@@ -202,6 +202,15 @@ describe('no secret on a command line', () => {
     assert.equal(refused.code, 2);
     assert.match(refused.stderr, /group or others may access it \(mode 0644\); run chmod 600/);
 
+    // A service unit names the file, never the secret; a service has no stdin to read one from.
+    const unit = await runClawgate(['gateway', 'install-service', '--print', '--token-file', file, '--state-dir', join(dir, 'state')]);
+    assert.equal(unit.code, 0, unit.stderr);
+    assert.match(unit.stdout, new RegExp(`^ExecStart=.* --token-file ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`, 'm'));
+    assert.ok(!unit.stdout.includes(token));
+    const noStdin = await runClawgate(['gateway', 'install-service', '--print', '--token-stdin']);
+    assert.equal(noStdin.code, 2);
+    assert.match(noStdin.stderr, /no standard input/);
+
     // On the busy port it stops right after reading its flags: only the warning matters here.
     const warned = await runClawgate(['gateway', 'run', '--port', String(port), '--token', 'x'], { CLAWGATE_STATE_DIR: join(dir, 'state3') });
     assert.match(warned.stderr, /warning: --token puts the token on the command line.*--token-file <path>.*--token-stdin or CLAWGATE_GATEWAY_TOKEN/);
