@@ -25,7 +25,8 @@ const HELP = `clawgate — a self-hosted gateway for pairing and authorizing dev
 
 Usage:
   clawgate gateway run [--port 18789] [--bind loopback|lan|<address>] [--state-dir <dir>]
-                       [--token <t>] [--password <p>] [--config <file>]
+                       [--token-file <f> | --token-stdin] [--password-file <f> | --password-stdin]
+                       [--config <file>]
                        [--public-url wss://host[/path]] [--context-path /path]
                        [--tls | --tls-cert <pem> --tls-key <pem>] [--trusted-proxy <addr|cidr>…]
                        [--store sqlite|postgres] [--postgres-url <url>]
@@ -35,7 +36,7 @@ Usage:
   clawgate doctor [gateway run flags] [--tls-fingerprint <sha256>] [--json]
                                                check config, store, TLS, trusted proxies, and that
                                                the advertised URL reaches the gateway
-  clawgate call <method> [--params <json>] [--url <ws-url>] [--token <t>] [--json]
+  clawgate call <method> [--params <json>] [--url <ws-url>] [--token-file <f> | --token-stdin] [--json]
   clawgate devices list [--json]
   clawgate devices approve <requestId|deviceId> | reject <requestId> | remove <deviceId>
   clawgate devices rename <deviceId> <name>
@@ -71,12 +72,18 @@ ${NODE_RUN_HELP}
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
 Commands that talk to a gateway use --url > CLAWGATE_URL > the running gateway recorded in the
-state dir > ws://127.0.0.1:18789, and authenticate with --token > CLAWGATE_TOKEN > the owner
-credential in the state dir. For a wss:// gateway with a self-signed certificate pass
+state dir > ws://127.0.0.1:18789, and authenticate with --token-file <f> / --token-stdin (or the
+--password-… forms) > CLAWGATE_TOKEN > CLAWGATE_PASSWORD > the owner credential in the state dir.
+Secrets never belong on a command line (every local user can read it): --token <t> and
+--password <p> still work but print a warning. \`gateway run\` reads CLAWGATE_GATEWAY_TOKEN /
+CLAWGATE_GATEWAY_PASSWORD (or gateway.auth in --config). The gateway token alone grants
+operator.read and operator.write; admin and pairing need the owner credential or an approved device.
+For a wss:// gateway with a self-signed certificate pass
 --tls-fingerprint <sha256> (or CLAWGATE_TLS_FINGERPRINT); the local gateway's is pinned automatically.
 \`node run\` is a client of a gateway, not its operator: its own state dir (--state-dir, else
-CLAWGATE_NODE_STATE_DIR, else ~/.clawgate-node), the gateway token only from --token or
-CLAWGATE_NODE_TOKEN, never the owner credential (docs/node-host.md).
+CLAWGATE_NODE_STATE_DIR, else ~/.clawgate-node), the gateway token only from --token-file,
+--token-stdin or CLAWGATE_NODE_TOKEN (password: CLAWGATE_NODE_PASSWORD), never the owner
+credential (docs/node-host.md).
 \`call\` falls back to the device credentials \`clawgate pair\` stored (in <state-dir>/client/).`;
 
 export function parse(

@@ -114,7 +114,7 @@ const entries = {
     code: 'INVALID_REQUEST',
     message: 'unauthorized: gateway token not configured',
     close: CLOSE.policy,
-    next: 'Start the gateway with a token (--token) or use its password.',
+    next: 'Start the gateway with a token (--token-file, CLAWGATE_GATEWAY_TOKEN or gateway.auth.token) or use its password.',
     recommended: 'update_auth_configuration',
   },
   AUTH_PASSWORD_MISSING: {
