@@ -160,16 +160,23 @@ describe('the shared secret alone is worth read and write, even from loopback', 
 
     const dir = mkdtempSync(join(tmpdir(), 'clawgate-doctor-'));
     t.after(() => removeDir(dir));
+    const doctor = async (args: string[], env: Record<string, string> = {}) => {
+      const r = await runClawgate(['doctor', '--state-dir', join(dir, 'state'), '--json', ...args], { CLAWGATE_GATEWAY_TOKEN: '', CLAWGATE_TOKEN: '', ...env });
+      return (JSON.parse(r.stdout) as { checks: Array<{ name: string; status: string; message: string }> }).checks;
+    };
     for (const [on, expected] of [
       [true, 'warn'],
       [false, undefined],
     ] as const) {
       const config = join(dir, `config-${on}.json`);
       writeFileSync(config, JSON.stringify({ gateway: { auth: { sharedSecretIsAdminOnHost: on } } }));
-      const r = await runClawgate(['doctor', '--config', config, '--state-dir', join(dir, 'state'), '--json']);
-      const checks = (JSON.parse(r.stdout) as { checks: Array<{ name: string; status: string; message: string }> }).checks;
-      assert.equal(checks.find((c) => c.name === 'shared-secret')?.status, expected, r.stdout);
+      const checks = await doctor(['--config', config]);
+      assert.equal(checks.find((c) => c.name === 'shared-secret')?.status, expected, JSON.stringify(checks));
     }
+    // The gateway reads its own variable, never CLAWGATE_TOKEN (often the owner credential).
+    const lan = ['--bind', 'lan'];
+    assert.equal((await doctor(lan, { CLAWGATE_GATEWAY_TOKEN: 'cgs_chosen' })).find((c) => c.name === 'config')?.status, 'ok');
+    assert.equal((await doctor(lan, { CLAWGATE_TOKEN: TEST_OWNER })).find((c) => c.name === 'config')?.status, 'fail');
   });
 });
 
@@ -397,9 +404,14 @@ describe('no secret in a log line', () => {
     const failedCli = await runClawgate(['call', 'health', '--url', url], { CLAWGATE_TOKEN: guesses[0] as string, CLAWGATE_STATE_DIR: join(dir, 'client') });
     assert.equal(failedCli.code, 1);
 
+    // The audit trail is a log too.
+    const audit = await runClawgate(['audit', '--json', '--url', url], { CLAWGATE_TOKEN: owner, CLAWGATE_STATE_DIR: join(dir, 'client') });
+    assert.equal(audit.code, 0, audit.stderr);
+    assert.match(audit.stdout, /auth\.rate-limited|pairing\.approved|setup\.redeemed/);
+
     gw.child.kill('SIGTERM');
     await gw.exited;
-    const logged = `${gw.out()}\n${failedCli.stdout}\n${failedCli.stderr}`;
+    const logged = `${gw.out()}\n${failedCli.stdout}\n${failedCli.stderr}\n${audit.stdout}\n${audit.stderr}`;
     assert.match(logged, /gateway stopped cleanly/, 'the log was captured');
     const secrets: Record<string, string> = {
       token,
