@@ -38,8 +38,9 @@ function startNode(gw: SpawnedGateway, name: string): Promise<NodeProc> {
   const t0 = performance.now();
   const child = spawn(
     process.execPath,
-    [BIN, 'node', 'run', '--url', gw.url, '--token', gw.token, '--state-dir', stateDir, '--name', name, '--exec-policy', 'full'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    [BIN, 'node', 'run', '--url', gw.url, '--state-dir', stateDir, '--name', name, '--exec-policy', 'full'],
+    // The token in the environment, not on argv (readable by every local user).
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CLAWGATE_NODE_TOKEN: gw.token } },
   );
   return new Promise((resolve, reject) => {
     let buf = '';

@@ -72,9 +72,9 @@ export class Session {
   }
 }
 
-/** A device-less `cli`/`cli` session with the shared token (how the real `openclaw devices …` CLI connects). */
+/** A device-less `cli`/`cli` admin session (how the real `openclaw devices …` CLI connects on loopback). */
 async function openAdminSession(target: Target, profile: LoadProfile, scopes = ['operator.admin', 'operator.pairing']): Promise<Session> {
-  const spec = new ConnectSpec(target.url, { ...profile, scopes }, profile.devicelessClient, { token: target.token }, null);
+  const spec = new ConnectSpec(target.url, { ...profile, scopes }, profile.devicelessClient, { token: target.adminToken ?? target.token }, null);
   const socket = await connectKept(spec, profile.timeoutMs);
   if (typeof socket === 'string') throw new Error(`admin session refused (${socket})`);
   return new Session(socket);

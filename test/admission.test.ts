@@ -13,6 +13,7 @@ import { normalizeScopes } from '../src/protocol/scopes.js';
 const READ = 'operator.read';
 const WRITE = 'operator.write';
 const ADMIN = 'operator.admin';
+const PAIRING = 'operator.pairing';
 
 // ---------------------------------------------------------------------------------------------
 // The dimensions.
@@ -50,7 +51,7 @@ function credentialFor(name: CredentialName, role: Role): Credential {
 const BOOLS = [true, false] as const;
 const ROLES: readonly Role[] = ['operator', 'node'];
 /** Requested scopes arrive normalized (admin ⇒ read + write made explicit). */
-const SCOPE_ASKS: ReadonlyArray<readonly string[]> = [[], [READ], [READ, WRITE], [ADMIN]].map((s) => Object.freeze(normalizeScopes(s)));
+const SCOPE_ASKS: ReadonlyArray<readonly string[]> = [[], [READ], [READ, WRITE], [ADMIN], [PAIRING]].map((s) => Object.freeze(normalizeScopes(s)));
 const GRANTS: ReadonlyArray<{ scopes: readonly string[] } | null> = [null, { scopes: [] }, { scopes: [READ] }, { scopes: [ADMIN] }].map((g) =>
   g ? Object.freeze({ scopes: Object.freeze([...g.scopes]) }) : null,
 );
@@ -70,24 +71,26 @@ function* everyCombination(): Generator<Combo> {
               for (const directLocal of BOOLS)
                 for (const localHelperClient of BOOLS)
                   for (const autoApproveLocal of BOOLS)
-                    for (const waitForApproval of BOOLS) {
-                      const facts: ConnectFacts = Object.freeze({
-                        credential: Object.freeze(credentialFor(credentialName, role)),
-                        device,
-                        role,
-                        scopes,
-                        grant,
-                        pairedOtherRole,
-                        directLocal,
-                        localHelperClient,
-                        autoApproveLocal,
-                        waitForApproval,
-                      });
-                      yield { credentialName, facts };
-                    }
+                    for (const sharedSecretIsAdminOnHost of BOOLS)
+                      for (const waitForApproval of BOOLS) {
+                        const facts: ConnectFacts = Object.freeze({
+                          credential: Object.freeze(credentialFor(credentialName, role)),
+                          device,
+                          role,
+                          scopes,
+                          grant,
+                          pairedOtherRole,
+                          directLocal,
+                          localHelperClient,
+                          autoApproveLocal,
+                          sharedSecretIsAdminOnHost,
+                          waitForApproval,
+                        });
+                        yield { credentialName, facts };
+                      }
 }
 const COMBINATIONS = [...everyCombination()];
-const EXPECTED_COUNT = CREDENTIALS.length * 2 * ROLES.length * SCOPE_ASKS.length * GRANTS.length * 2 ** 5;
+const EXPECTED_COUNT = CREDENTIALS.length * 2 * ROLES.length * SCOPE_ASKS.length * GRANTS.length * 2 ** 6;
 
 // ---------------------------------------------------------------------------------------------
 // The specification, written from the product principles, not from the implementation.
@@ -96,9 +99,11 @@ const EXPECTED_COUNT = CREDENTIALS.length * 2 * ROLES.length * SCOPE_ASKS.length
 const IMPLIES: Record<string, readonly string[]> = {
   [READ]: [READ],
   [WRITE]: [WRITE, READ],
-  [ADMIN]: [ADMIN, WRITE, READ],
+  [ADMIN]: [ADMIN, WRITE, READ, PAIRING],
 };
 const grantCovers = (granted: readonly string[], scope: string) => granted.some((g) => (IMPLIES[g] ?? [g]).includes(scope));
+/** What the shared secret is worth by itself (PROTOCOL.md §What the shared secret grants). */
+const SHARED_CAP = [READ, WRITE];
 
 function spec(f: ConnectFacts): Decision {
   const c = f.credential;
@@ -109,43 +114,64 @@ function spec(f: ConnectFacts): Decision {
   // 2. A node is always a device: its commands must be attributable to a key.
   if (!f.device && f.role === 'node') return { outcome: 'refuse', detail: 'DEVICE_IDENTITY_REQUIRED' };
 
-  // 3. Without a device only the owner credential and the shared secret admit anyone.
-  //    The owner gets every scope. A shared-secret client keeps the scopes it asked for only
-  //    when it is one of the local helpers on a direct loopback socket; otherwise it gets none.
-  //    Device tokens and setup codes are bound to a key, so without one they prove nothing.
+  // 3. The shared secret is handed to devices and node hosts, so by itself it is worth read and
+  //    write at most; only the owner's opt-in lifts that, and only on a direct loopback socket.
+  const adminOnHost = f.sharedSecretIsAdminOnHost && f.directLocal;
+  const allowedByCredential = (s: string) => c.kind !== 'shared' || adminOnHost || grantCovers(SHARED_CAP, s);
+
+  // 4. Without a device only the owner credential and the shared secret admit anyone.
+  //    The owner gets every scope. A shared-secret client keeps the scopes it asked for (within
+  //    the cap of rule 3) only when it is one of the local helpers on a direct loopback socket;
+  //    otherwise it gets none. Device tokens and setup codes are bound to a key, so without one
+  //    they prove nothing.
   if (!f.device) {
     if (c.kind === 'owner') return { outcome: 'admit-deviceless', principal: 'owner', scopes: 'all' };
-    if (c.kind === 'shared') return { outcome: 'admit-deviceless', principal: 'shared', scopes: f.directLocal && f.localHelperClient ? f.scopes : [] };
+    if (c.kind === 'shared')
+      return { outcome: 'admit-deviceless', principal: 'shared', scopes: f.directLocal && f.localHelperClient ? f.scopes.filter(allowedByCredential) : [] };
     return { outcome: 'refuse', detail: 'DEVICE_IDENTITY_REQUIRED' };
   }
 
-  // 4. A device must still present some credential.
+  // 5. A device must still present some credential.
   if (c.kind === 'none') return { outcome: 'refuse', detail: 'AUTH_TOKEN_MISSING' };
 
-  // 5. A setup code is redeemed for a role of its profile, and refused for any other role.
+  // 6. A setup code is redeemed for a role of its profile, and refused for any other role.
   if (c.kind === 'bootstrap') return c.roles.includes(f.role) ? { outcome: 'redeem-bootstrap' } : { outcome: 'refuse', detail: 'AUTH_BOOTSTRAP_TOKEN_INVALID' };
 
-  // 6. Silent pairing: only the owner credential (anywhere), or the shared secret on a direct
+  // 7. Silent pairing: only the owner credential (anywhere), or the shared secret on a direct
   //    loopback socket with policy autoApproveLocal on. A device token never pairs silently.
   const silent = c.kind === 'owner' || (c.kind === 'shared' && f.directLocal && f.autoApproveLocal);
 
-  // 7. A role the device does not hold: approved silently when eligible, else held as a
-  //    pending request (new device, or a role upgrade when it holds another role), refused
-  //    with PAIRING_REQUIRED or kept waiting when the client asked to wait.
+  // 8. A role the device does not hold: approved silently when eligible (as far as the
+  //    credential allows; the rest becomes a pending scope upgrade), else held as a pending
+  //    request (new device, or a role upgrade when it holds another role), refused with
+  //    PAIRING_REQUIRED or kept waiting when the client asked to wait.
   if (!f.grant) {
     const kind: PendingKind = f.pairedOtherRole ? 'role-upgrade' : 'new-device';
-    return silent ? { outcome: 'pair-silently', kind, grantScopes: f.scopes } : { outcome: 'hold', kind, wait: f.waitForApproval };
+    if (!silent) return { outcome: 'hold', kind, wait: f.waitForApproval };
+    return {
+      outcome: 'pair-silently',
+      kind,
+      grantScopes: f.scopes.filter(allowedByCredential),
+      missing: f.scopes.filter((s) => !allowedByCredential(s)),
+    };
   }
 
-  // 8. A role the device holds: what the grant covers is admitted as asked.
+  // 9. A role the device holds: what the grant covers is admitted as asked.
   const granted = f.grant.scopes;
   const missing = f.scopes.filter((s) => !grantCovers(granted, s));
   if (missing.length === 0) return { outcome: 'admit', scopes: f.scopes };
 
-  // 9. Asking more than granted never refuses: the grant is widened only when silent pairing
-  //    is allowed; otherwise the device is admitted with the covered part and one pending
-  //    scope upgrade records the rest.
-  if (silent) return { outcome: 'pair-silently', kind: 'scope-upgrade', grantScopes: [...new Set([...granted, ...f.scopes])] };
+  // 10. Asking more than granted never refuses: the grant is widened silently by what the
+  //     credential allows when silent pairing is allowed; whatever is still missing is admitted
+  //     as the covered part plus one pending scope upgrade for the rest.
+  const widen = silent ? missing.filter(allowedByCredential) : [];
+  if (widen.length > 0)
+    return {
+      outcome: 'pair-silently',
+      kind: 'scope-upgrade',
+      grantScopes: [...new Set([...granted, ...widen])],
+      missing: missing.filter((s) => !allowedByCredential(s)),
+    };
   return { outcome: 'admit-with-upgrade', scopes: f.scopes.filter((s) => grantCovers(granted, s)), missing };
 }
 
@@ -162,6 +188,9 @@ const LISTED_OUTCOMES = new Set([
   'pair-silently:new-device',
   'pair-silently:role-upgrade',
   'pair-silently:scope-upgrade',
+  'pair-silently:new-device:with-upgrade',
+  'pair-silently:role-upgrade:with-upgrade',
+  'pair-silently:scope-upgrade:with-upgrade',
   'hold:new-device:refuse',
   'hold:new-device:wait',
   'hold:role-upgrade:refuse',
@@ -176,7 +205,7 @@ function label(d: Decision): string {
     case 'admit-deviceless':
       return `admit-deviceless:${d.principal}`;
     case 'pair-silently':
-      return `pair-silently:${d.kind}`;
+      return `pair-silently:${d.kind}${d.missing.length > 0 ? ':with-upgrade' : ''}`;
     case 'hold':
       return `hold:${d.kind}:${d.wait ? 'wait' : 'refuse'}`;
     default:
@@ -194,7 +223,7 @@ function canonical(d: Decision): unknown {
     case 'admit-with-upgrade':
       return { ...d, scopes: sorted(d.scopes), missing: sorted(d.missing) };
     case 'pair-silently':
-      return { ...d, grantScopes: sorted(d.grantScopes) };
+      return { ...d, grantScopes: sorted(d.grantScopes), missing: sorted(d.missing) };
     default:
       return d;
   }
@@ -312,14 +341,62 @@ describe('decideConnect: security properties over every combination', () => {
     }
   });
 
-  test('a device-less shared client keeps scopes only as a direct local helper; the owner gets all', () => {
+  test('a device-less shared client keeps scopes only as a direct local helper, at most read+write unless opted in; the owner gets all', () => {
     for (const { combo, decision } of RESULTS) {
       if (decision.outcome !== 'admit-deviceless') continue;
       const f = combo.facts;
       assert.equal(f.device, false);
       if (decision.principal === 'owner') assert.equal(decision.scopes, 'all');
       else if (!(f.directLocal && f.localHelperClient)) assert.deepEqual(decision.scopes, [], describeFacts(combo));
-      else assert.deepEqual(decision.scopes, f.scopes);
+      else if (f.sharedSecretIsAdminOnHost) assert.deepEqual(decision.scopes, f.scopes);
+      else
+        assert.deepEqual(
+          decision.scopes,
+          f.scopes.filter((s) => s === READ || s === WRITE),
+          describeFacts(combo),
+        );
+    }
+  });
+
+  test('the shared secret alone never yields admin or pairing, unless opted in on a direct loopback socket', () => {
+    const rows = where((c) => c.credentialName === 'shared' && !(c.facts.sharedSecretIsAdminOnHost && c.facts.directLocal));
+    assert.ok(rows.length > 0);
+    for (const { combo, decision } of rows) {
+      const held = combo.facts.grant?.scopes ?? [];
+      const gained =
+        decision.outcome === 'admit-deviceless' && decision.scopes !== 'all'
+          ? decision.scopes
+          : decision.outcome === 'pair-silently'
+            ? decision.grantScopes.filter((s) => !held.includes(s))
+            : [];
+      assert.ok(decision.outcome !== 'admit-deviceless' || decision.scopes !== 'all', describeFacts(combo));
+      for (const s of gained) assert.ok(s === READ || s === WRITE, `${s} from the shared secret alone: ${describeFacts(combo)}`);
+    }
+    // And the opt-in does restore it: a local device asking admin is paired with admin.
+    const optedIn = where(
+      (c) =>
+        c.credentialName === 'shared' &&
+        c.facts.device &&
+        c.facts.directLocal &&
+        c.facts.autoApproveLocal &&
+        c.facts.sharedSecretIsAdminOnHost &&
+        c.facts.grant === null &&
+        c.facts.scopes.includes(ADMIN),
+    );
+    assert.ok(optedIn.length > 0);
+    for (const { combo, decision } of optedIn) {
+      assert.equal(decision.outcome, 'pair-silently', describeFacts(combo));
+      if (decision.outcome === 'pair-silently') assert.ok(decision.grantScopes.includes(ADMIN) && decision.missing.length === 0);
+    }
+  });
+
+  test('a silent pairing that could not grant everything leaves the rest to a pending upgrade', () => {
+    for (const { combo, decision } of RESULTS) {
+      if (decision.outcome !== 'pair-silently') continue;
+      const f = combo.facts;
+      const after = decision.grantScopes;
+      for (const s of f.scopes) assert.ok(grantCovers(after, s) !== decision.missing.includes(s), `${s}: ${describeFacts(combo)}`);
+      if (decision.missing.length > 0) assert.equal(combo.credentialName, 'shared', describeFacts(combo));
     }
   });
 
@@ -351,17 +428,44 @@ describe('decideConnect: readable examples', () => {
     directLocal: false,
     localHelperClient: false,
     autoApproveLocal: true,
+    sharedSecretIsAdminOnHost: false,
     waitForApproval: false,
   };
+  const ASK_ADMIN = normalizeScopes([ADMIN]);
   const cases: Array<[string, Partial<ConnectFacts>, Decision]> = [
     ['remote new device with the shared token is held', {}, { outcome: 'hold', kind: 'new-device', wait: false }],
     ['…and waits when it asked to', { waitForApproval: true }, { outcome: 'hold', kind: 'new-device', wait: true }],
-    ['local new device with the shared token pairs silently', { directLocal: true }, { outcome: 'pair-silently', kind: 'new-device', grantScopes: [READ] }],
+    [
+      'local new device with the shared token pairs silently',
+      { directLocal: true },
+      { outcome: 'pair-silently', kind: 'new-device', grantScopes: [READ], missing: [] },
+    ],
+    [
+      'a local new device with the shared token asking admin is paired with read+write; admin waits for the owner',
+      { directLocal: true, scopes: ASK_ADMIN },
+      { outcome: 'pair-silently', kind: 'new-device', grantScopes: [READ, WRITE], missing: [ADMIN] },
+    ],
+    [
+      '…and asking only pairing is paired with nothing, pairing pending',
+      { directLocal: true, scopes: [PAIRING] },
+      { outcome: 'pair-silently', kind: 'new-device', grantScopes: [], missing: [PAIRING] },
+    ],
+    [
+      'the opt-in sharedSecretIsAdminOnHost restores admin on a direct loopback socket',
+      { directLocal: true, scopes: ASK_ADMIN, sharedSecretIsAdminOnHost: true },
+      { outcome: 'pair-silently', kind: 'new-device', grantScopes: ASK_ADMIN, missing: [] },
+    ],
+    ['…but not from elsewhere', { scopes: ASK_ADMIN, sharedSecretIsAdminOnHost: true }, { outcome: 'hold', kind: 'new-device', wait: false }],
+    [
+      'a paired local device asking pairing with the shared token gets a pending upgrade',
+      { directLocal: true, grant: { scopes: [READ, WRITE] }, scopes: [PAIRING, READ] },
+      { outcome: 'admit-with-upgrade', scopes: [READ], missing: [PAIRING] },
+    ],
     ['…but not when autoApproveLocal is off', { directLocal: true, autoApproveLocal: false }, { outcome: 'hold', kind: 'new-device', wait: false }],
     [
       'the owner credential pairs silently from anywhere',
-      { credential: { kind: 'owner' } },
-      { outcome: 'pair-silently', kind: 'new-device', grantScopes: [READ] },
+      { credential: { kind: 'owner' }, scopes: ASK_ADMIN },
+      { outcome: 'pair-silently', kind: 'new-device', grantScopes: ASK_ADMIN, missing: [] },
     ],
     [
       'a device token asking for a new role is a role upgrade, held',
@@ -381,12 +485,27 @@ describe('decideConnect: readable examples', () => {
     [
       'a local shared-secret device asking more is widened silently',
       { directLocal: true, grant: { scopes: [READ] }, scopes: [READ, WRITE] },
-      { outcome: 'pair-silently', kind: 'scope-upgrade', grantScopes: [READ, WRITE] },
+      { outcome: 'pair-silently', kind: 'scope-upgrade', grantScopes: [READ, WRITE], missing: [] },
+    ],
+    [
+      '…by read+write at most: the rest is a pending upgrade',
+      { directLocal: true, grant: { scopes: [READ] }, scopes: ASK_ADMIN },
+      { outcome: 'pair-silently', kind: 'scope-upgrade', grantScopes: [READ, WRITE], missing: [ADMIN] },
     ],
     [
       'a device-less local cli keeps its scopes',
       { device: false, directLocal: true, localHelperClient: true },
       { outcome: 'admit-deviceless', principal: 'shared', scopes: [READ] },
+    ],
+    [
+      'a device-less local cli asking admin and pairing with the shared token keeps only read+write',
+      { device: false, directLocal: true, localHelperClient: true, scopes: normalizeScopes([ADMIN, PAIRING]) },
+      { outcome: 'admit-deviceless', principal: 'shared', scopes: [READ, WRITE] },
+    ],
+    [
+      '…all of it with the opt-in',
+      { device: false, directLocal: true, localHelperClient: true, scopes: normalizeScopes([ADMIN, PAIRING]), sharedSecretIsAdminOnHost: true },
+      { outcome: 'admit-deviceless', principal: 'shared', scopes: normalizeScopes([ADMIN, PAIRING]) },
     ],
     ['a device-less remote client gets no scopes', { device: false }, { outcome: 'admit-deviceless', principal: 'shared', scopes: [] }],
     ['a device-less node is refused', { device: false, role: 'node' }, { outcome: 'refuse', detail: 'DEVICE_IDENTITY_REQUIRED' }],

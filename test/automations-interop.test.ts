@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import type { ChatMessage, CronJob, CronRun } from '../src/store/types.js';
-import { removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
+import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { openclawGatewayEnv, openclawPaths } from './helpers/openclaw.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
 const run = promisify(execFile);
@@ -35,16 +35,19 @@ after(async () => {
   for (const h of homes) removeDir(h);
 });
 
-/** `openclaw gateway call <method>` from a fresh OpenClaw install (its own HOME, new device key). */
-async function ocCall<T>(method: string, params: unknown): Promise<T> {
+/**
+ * `openclaw gateway call <method>` from a fresh OpenClaw install (its own HOME, new device key),
+ * with the gateway token by default, or the owner credential for what the token is not worth
+ * (admin: channels and cron jobs). The secret travels in its environment, as the docs show.
+ */
+async function ocCall<T>(method: string, params: unknown, token = TEST_TOKEN): Promise<T> {
   const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-'));
   homes.push(home);
   try {
-    const { stdout } = await run(
-      oc.node,
-      [oc.cli, 'gateway', 'call', method, '--params', JSON.stringify(params), '--url', tg.url, '--token', TEST_TOKEN, '--json'],
-      { env: openclawEnv(home), timeout: 90_000 },
-    );
+    const { stdout } = await run(oc.node, [oc.cli, 'gateway', 'call', method, '--params', JSON.stringify(params), '--json'], {
+      env: openclawGatewayEnv(home, { url: tg.url, token }),
+      timeout: 90_000,
+    });
     const start = stdout.search(/^[{[]/m);
     assert.ok(start >= 0, `no JSON in output: ${stdout}`);
     return JSON.parse(stdout.slice(start)) as T;
@@ -69,12 +72,19 @@ test('a real OpenClaw client on a fresh gateway: sessions, chat and cron work wi
     ['hello from openclaw'],
   );
 
-  await ocCall('channels.add', { type: 'webhook', name: 'discord', url: target.url, username: 'openclaw-cron' });
-  const added = await ocCall<{ job: CronJob }>('cron.add', {
+  // Adding a channel or a cron job is admin: the gateway token alone is not worth that (it is
+  // handed to every device and node), the owner credential is.
+  const cronJob = {
     name: 'announce',
     schedule: { kind: 'every', everyMs: 1000 },
     action: { kind: 'send', channel: 'discord', content: 'scheduled announcement' },
-  });
+  };
+  await assert.rejects(
+    ocCall('cron.add', cronJob),
+    /missing scope: operator\.admin \(the gateway token or password alone grants operator\.read and operator\.write only/,
+  );
+  await ocCall('channels.add', { type: 'webhook', name: 'discord', url: target.url, username: 'openclaw-cron' }, TEST_OWNER);
+  const added = await ocCall<{ job: CronJob }>('cron.add', cronJob, TEST_OWNER);
   await target.waitFor(1);
   assert.deepEqual(target.received[0]?.body, { content: 'scheduled announcement', username: 'openclaw-cron' });
   const jobs = await ocCall<{ jobs: CronJob[] }>('cron.list', {});
@@ -84,7 +94,7 @@ test('a real OpenClaw client on a fresh gateway: sessions, chat and cron work wi
   );
   const runs = await ocCall<{ runs: CronRun[] }>('cron.runs', { jobId: 'announce' });
   assert.ok(runs.runs.length >= 1 && runs.runs.every((r) => r.status === 'ok'));
-  await ocCall('cron.remove', { jobId: 'announce' });
+  await ocCall('cron.remove', { jobId: 'announce' }, TEST_OWNER);
 
   // Nothing was left pending: no pairing request, no approval needed anywhere.
   assert.deepEqual(await tg.store.listPairingRequests(), []);

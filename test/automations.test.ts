@@ -299,9 +299,14 @@ test('a foreign process on the host without the shared secret or owner credentia
       scopes: ['operator.admin'],
     });
     assert.notEqual(helper.hello.auth.method, 'internal');
-    await helper.request('cron.add', cronAdd);
-    const last = (await tg.store.listAudit()).at(-1);
-    assert.equal(last?.action, 'cron.added');
+    // …and the shared token alone is worth read+write: no cron job (admin), but a send it may do is its own.
+    assert.deepEqual(helper.hello.auth.scopes, ['operator.read', 'operator.write']);
+    const noCron = await helper.request('cron.add', cronAdd).catch((e: unknown) => e);
+    assert.ok(noCron instanceof GatewayRequestError);
+    assert.equal(noCron.detailCode, 'MISSING_SCOPE');
+    assert.deepEqual(await tg.store.listCronJobs(), []);
+    await helper.request('send', { channel: 'alerts', content: 'from the helper' });
+    const last = (await tg.store.listAudit()).filter((e) => e.action === 'channel.send').at(-1);
     assert.equal(last?.actor, 'shared-token');
     await helper.close();
     // And a shared-token client that is not a loopback helper keeps no scopes: the mutation names the scope it lacks.

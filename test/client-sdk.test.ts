@@ -869,12 +869,25 @@ describe('token rotation (PROTOCOL §11.1)', () => {
   test('self-rotation through request(): the in-band token is stored and the client comes back with it', async () => {
     const tg = await gateway();
     const store = fileStore();
-    // Setup codes never hand out operator.pairing; the gateway token does.
+    // Setup codes never hand out operator.pairing, nor does the gateway token alone: the owner
+    // approves the pending scope upgrade its connect filed.
     await setSharedToken(store, platform, tg.url, TEST_TOKEN);
     const c = client({ url: tg.url, store, scopes: ['operator.read', 'operator.pairing'] });
     await c.connect();
     const before = await only(store);
     assert.ok(before.tokens.operator);
+    const [upgrade] = await tg.store.listPairingRequests(before.deviceId);
+    assert.equal(upgrade?.kind, 'scope-upgrade');
+    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    await owner.request('device.pair.approve', { requestId: upgrade?.requestId });
+    await owner.close();
+    const start = Date.now();
+    while (
+      !(tg.gateway.sessions.size > 0 && [...tg.gateway.sessions.values()].some((x) => x.deviceId === before.deviceId && x.scopes.has('operator.pairing')))
+    ) {
+      assert.ok(Date.now() - start < 10_000, 'the live session is widened');
+      await new Promise((r) => setTimeout(r, 20));
+    }
     const back = reconnected(c);
     const scopes = ['operator.pairing', 'operator.read'];
     const res = await c.request<{ tokenDelivery: string; token: string; scopes: string[] }>('device.token.rotate', {

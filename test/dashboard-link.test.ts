@@ -76,15 +76,28 @@ describe('dashboard sign-in links', () => {
   });
 
   test('only the owner credential may mint a link', async () => {
-    const shared = await connectGateway({ url: tg.url, auth: { token: TEST_TOKEN }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] });
+    // The shared token alone does not even reach admin; with the opt-in that makes it admin on
+    // the host, it is still not the owner.
+    const optedIn = await startTestGateway({ config: { sharedSecretIsAdminOnHost: true } });
     try {
-      await assert.rejects(shared.request('dashboard.link', {}), (err: unknown) => {
-        assert.ok(err instanceof GatewayRequestError);
-        assert.equal(err.detailCode, 'MANAGEMENT_DENIED');
-        return true;
-      });
+      for (const [gw, refusal] of [
+        [tg, 'MISSING_SCOPE'],
+        [optedIn, 'MANAGEMENT_DENIED'],
+      ] as const) {
+        const shared = await connectGateway({ url: gw.url, auth: { token: TEST_TOKEN }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] });
+        try {
+          await assert.rejects(shared.request('dashboard.link', {}), (err: unknown) => {
+            assert.ok(err instanceof GatewayRequestError);
+            assert.equal(err.detailCode, refusal);
+            return true;
+          });
+        } finally {
+          await shared.close();
+        }
+      }
     } finally {
-      await shared.close();
+      await optedIn.stop();
+      removeDir(optedIn.stateDir);
     }
   });
 });

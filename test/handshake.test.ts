@@ -339,13 +339,13 @@ describe('shared secrets', () => {
     await assertStillServing(tg.url);
   });
 
-  test('wrong shared token, signed device → AUTH_TOKEN_MISMATCH, canRetryWithDeviceToken true', async () => {
+  test('wrong shared token, signed device → AUTH_TOKEN_MISMATCH, canRetryWithDeviceToken false (a retry with the device token next to it is refused too)', async () => {
     const id = generateIdentity();
     const r = await rawConnect(tg.url, (ch) => deviceParams({ identity: id, challenge: ch, auth: { token: 'not-the-token' } }));
     const err = assertRejected(r, { detail: 'AUTH_TOKEN_MISMATCH', close: 1008 });
     assert.equal(err.details?.authReason, 'token_mismatch');
-    assert.equal(err.details?.canRetryWithDeviceToken, true);
-    assert.equal(err.details?.recommendedNextStep, 'retry_with_device_token');
+    assert.equal(err.details?.canRetryWithDeviceToken, false);
+    assert.equal(err.details?.recommendedNextStep, 'update_auth_credentials');
     await assertStillServing(tg.url);
   });
 
@@ -634,9 +634,9 @@ describe('dispatch after hello-ok', () => {
     await r.client.close();
   });
 
-  test('device-less cli/cli from loopback keeps its scopes (local helper)', async () => {
+  test('device-less cli/cli from loopback keeps its scopes (local helper), up to what the shared secret is worth', async () => {
     const r = await rawConnect(tg.url, () => plainParams({ auth: { token: TEST_TOKEN }, scopes: ['operator.write', 'operator.pairing'] }));
-    assert.deepEqual(helloOf<{ auth: { scopes: string[] } }>(r).auth.scopes, ['operator.pairing', 'operator.read', 'operator.write']);
+    assert.deepEqual(helloOf<{ auth: { scopes: string[] } }>(r).auth.scopes, ['operator.read', 'operator.write']);
     await r.client.close();
   });
 

@@ -14,19 +14,24 @@ import { promisify } from 'node:util';
 import { ConnectError, connectGateway, generateIdentity } from '../src/client/connection.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
+import { openclawEnv, openclawGatewayEnv, openclawPaths } from './helpers/openclaw.js';
 
 const run = promisify(execFile);
 
 let oc: { node: string; cli: string };
 const homes: string[] = [];
 
-async function openclaw(args: string[]): Promise<{ stdout: string; stderr: string }> {
+/**
+ * The real CLI from a fresh install, authenticated the way the docs show (URL and secret in its
+ * environment, nothing secret on argv). On loopback with a gateway secret it connects without
+ * its device key, so what it may do is what that secret is worth.
+ */
+async function openclaw(args: string[], gateway: { url: string; token: string }): Promise<{ stdout: string; stderr: string }> {
   const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-'));
   homes.push(home);
   try {
     return await run(oc.node, [oc.cli, ...args], {
-      env: openclawEnv(home),
+      env: openclawGatewayEnv(home, gateway),
       timeout: 90_000,
     });
   } catch (err) {
@@ -46,6 +51,7 @@ const REMOTE = { 'x-forwarded-for': '198.51.100.40' };
 
 describe('real openclaw CLI against clawgate', () => {
   let tg: TestGateway;
+  const owner = () => ({ url: tg.url, token: TEST_OWNER });
   before(async () => {
     oc = openclawPaths();
     tg = await startTestGateway({ config: { trustedProxies: ['127.0.0.1'] } });
@@ -57,10 +63,24 @@ describe('real openclaw CLI against clawgate', () => {
   });
 
   test('openclaw gateway call health --json', async () => {
-    const { stdout } = await openclaw(['gateway', 'call', 'health', '--url', tg.url, '--token', TEST_TOKEN, '--json']);
+    const { stdout } = await openclaw(['gateway', 'call', 'health', '--json'], { url: tg.url, token: TEST_TOKEN });
     const health = lastJson<{ ok: boolean; store: string }>(stdout);
     assert.equal(health.ok, true);
     assert.equal(health.store, 'sqlite');
+  });
+
+  test('the gateway token is not the owner: openclaw devices list with it is refused, and the message it prints says what would work', async () => {
+    const err = await openclaw(['devices', 'list', '--json'], { url: tg.url, token: TEST_TOKEN }).then(
+      () => assert.fail('devices list with the shared token must be refused'),
+      (e: Error) => e,
+    );
+    assert.match(
+      err.message,
+      /missing scope: operator\.pairing \(the gateway token or password alone grants operator\.read and operator\.write only: use the owner credential/,
+    );
+    // With the owner credential (in the environment, as the docs show) the same command works.
+    const listed = lastJson<{ pending: unknown[] }>((await openclaw(['devices', 'list', '--json'], owner())).stdout);
+    assert.ok(Array.isArray(listed.pending));
   });
 
   test('openclaw devices list / approve / rotate / revoke', async () => {
@@ -88,13 +108,11 @@ describe('real openclaw CLI against clawgate', () => {
     const opReq = await pend(opId, 'operator');
     const nodeReq = await pend(nodeId, 'node');
 
-    const listed = lastJson<{ pending: Array<{ requestId: string; deviceId: string }> }>(
-      (await openclaw(['devices', 'list', '--url', tg.url, '--token', TEST_TOKEN, '--json'])).stdout,
-    );
+    const listed = lastJson<{ pending: Array<{ requestId: string; deviceId: string }> }>((await openclaw(['devices', 'list', '--json'], owner())).stdout);
     assert.deepEqual(new Set(listed.pending.map((p) => p.requestId)), new Set([opReq, nodeReq]));
 
-    await openclaw(['devices', 'approve', opReq, '--url', tg.url, '--token', TEST_TOKEN, '--json']);
-    await openclaw(['devices', 'approve', nodeReq, '--url', tg.url, '--token', TEST_TOKEN, '--json']);
+    await openclaw(['devices', 'approve', opReq, '--json'], owner());
+    await openclaw(['devices', 'approve', nodeReq, '--json'], owner());
     assert.deepEqual((await tg.store.getGrant(opId.deviceId, 'operator'))?.scopes, ['operator.read']);
     assert.ok(await tg.store.getGrant(nodeId.deviceId, 'node'));
 
@@ -103,7 +121,7 @@ describe('real openclaw CLI against clawgate', () => {
     const node = await connectGateway({ ...nodeOpts, auth: { token: TEST_TOKEN } });
     assert.ok(node.hello.auth.deviceToken);
     const rotated = lastJson<{ role: string; tokenDelivery: string }>(
-      (await openclaw(['devices', 'rotate', '--device', nodeId.deviceId, '--role', 'node', '--url', tg.url, '--token', TEST_TOKEN, '--json'])).stdout,
+      (await openclaw(['devices', 'rotate', '--device', nodeId.deviceId, '--role', 'node', '--json'], owner())).stdout,
     );
     assert.equal(rotated.role, 'node');
     assert.equal((await node.closed).code, 4001);
@@ -117,7 +135,7 @@ describe('real openclaw CLI against clawgate', () => {
       headers: REMOTE,
     });
     const revoked = lastJson<{ deviceId: string; role: string; revokedAtMs: number }>(
-      (await openclaw(['devices', 'revoke', '--device', opId.deviceId, '--role', 'operator', '--url', tg.url, '--token', TEST_TOKEN, '--json'])).stdout,
+      (await openclaw(['devices', 'revoke', '--device', opId.deviceId, '--role', 'operator', '--json'], owner())).stdout,
     );
     assert.equal(revoked.deviceId, opId.deviceId);
     assert.equal((await op.closed).code, 4001);

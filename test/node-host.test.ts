@@ -700,7 +700,10 @@ describe('clawgate node run from another network address (netns, else a trusted 
     assert.equal(await n.stop(), 0);
     const offline = await cli(tg, 'devices', 'rotate', '--device', nodeId, '--role', 'node');
     assert.equal(offline.code, 0, offline.stderr);
-    assert.match(offline.stdout, /not connected, so the new token was withheld: .*clawgate node run --token <gateway token>.*clawgate qr --profile node/);
+    assert.match(
+      offline.stdout,
+      /not connected, so the new token was withheld: .*CLAWGATE_NODE_TOKEN=<gateway token> clawgate node run.*clawgate qr --profile node/,
+    );
   });
 });
 
@@ -713,11 +716,13 @@ describe('interop: openclaw nodes approve / invoke against clawgate, executed by
     const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-drives-node-'));
     const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-node-oc-'));
     const n = new NodeProcess(
-      spawn(process.execPath, [BIN, 'node', 'run', '--url', tg.url, '--token', TEST_TOKEN, '--state-dir', stateDir, '--name', 'oc-driven'], {
+      spawn(process.execPath, [BIN, 'node', 'run', '--url', tg.url, '--state-dir', stateDir, '--name', 'oc-driven'], {
+        env: { ...process.env, CLAWGATE_NODE_TOKEN: TEST_TOKEN },
         stdio: ['ignore', 'pipe', 'pipe'],
       }),
     );
-    const openclaw = (args: string[]) => openclawJson(oc, home, { url: tg.url, token: TEST_TOKEN }, args);
+    // Approving a surface and invoking need pairing and admin: the owner's, not the gateway token's.
+    const openclaw = (args: string[]) => openclawJson(oc, home, { url: tg.url, token: TEST_OWNER }, args);
     try {
       // On the gateway's host the device pairs silently; the command surface still waits.
       const [, requestId] = await n.waitFor(/^waiting for command approval: request (\S+) /);

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
-import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { openclawEnv, openclawJson, openclawPaths } from './helpers/openclaw.js';
 
 const _run = promisify(execFile);
@@ -129,7 +129,8 @@ describe('real openclaw nodes CLI against clawgate', () => {
       seen.push(p);
       node.request('node.invoke.result', { id: p.id, nodeId: p.nodeId, ok: true, payloadJSON: '{"bins":{"sh":"/bin/sh"}}' }).catch(() => {});
     });
-    const openclaw = (args: string[]) => openclawJson(oc, home, { url: tg.url, token: TEST_TOKEN }, args);
+    // Approving and invoking need pairing and admin: the owner's, not the gateway token's.
+    const openclaw = (args: string[]) => openclawJson(oc, home, { url: tg.url, token: TEST_OWNER }, args);
     try {
       const pending = (await openclaw(['nodes', 'pending'])) as Array<{ requestId: string; displayName: string }>;
       assert.equal(pending.length, 1);

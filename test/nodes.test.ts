@@ -51,9 +51,12 @@ function owner(tg: TestGateway): Promise<GatewayConnection> {
   return connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
 }
 
-/** A device-less local operator holding exactly `scopes` (shared token, cli/cli on loopback). */
+/**
+ * A local operator device holding exactly `scopes`, paired by the owner credential (the shared
+ * token alone is worth read+write, so it cannot stand for a pairing operator).
+ */
 function operatorWith(tg: TestGateway, scopes: string[]): Promise<GatewayConnection> {
-  return connectGateway({ url: tg.url, auth: { token: TEST_TOKEN }, client: { id: 'cli', mode: 'cli' }, scopes });
+  return connectGateway({ url: tg.url, identity: generateIdentity(), auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' }, scopes });
 }
 
 async function failure(p: Promise<unknown>): Promise<{ code: string; detail: string; details: Record<string, unknown>; message: string }> {
@@ -311,11 +314,12 @@ describe('node surface approval', () => {
 
   test('a device cannot approve its own node surface without operator.admin', async () => {
     const id = generateIdentity();
-    // Loopback + shared token: both roles are paired silently; the operator half holds pairing + write.
+    // The operator half holds pairing + write (the owner paired it: the shared token alone is worth
+    // read+write); the node half pairs silently with the shared token on loopback.
     const self = await connectGateway({
       url: tg.url,
       identity: id,
-      auth: { token: TEST_TOKEN },
+      auth: { token: TEST_OWNER },
       client: { id: 'test', mode: 'test' },
       scopes: ['operator.pairing', 'operator.write'],
     });

@@ -313,7 +313,7 @@ describe('local pairing and node role', () => {
     const target = generateIdentity();
     const dev = await operator(tg, target, { scopes: ['operator.read'] });
     const old = dev.hello.auth.deviceToken as string;
-    const admin = await operator(tg, generateIdentity(), { scopes: ['operator.admin', 'operator.pairing'] });
+    const admin = await operator(tg, generateIdentity(), { scopes: ['operator.admin', 'operator.pairing'], auth: { token: TEST_OWNER } });
     const res = await admin.request<{ tokenDelivery: string; token?: string }>('device.token.rotate', { deviceId: target.deviceId, role: 'operator' });
     assert.deepEqual([res.tokenDelivery, res.token], ['pushed-live', undefined]);
     assert.equal((await dev.closed).code, 4001);

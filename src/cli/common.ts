@@ -5,12 +5,12 @@
 import type { ParseArgsConfig } from 'node:util';
 import { connectGateway, type GatewayConnection } from '../client/connection.js';
 import { parse, resolveTarget, UsageError } from './main.js';
+import { SECRET_FLAGS } from './secret-input.js';
 
 /** How to reach and authenticate to the gateway (resolved by resolveTarget) plus `--json`. */
 export const CONN_OPTIONS = {
   url: { type: 'string' },
-  token: { type: 'string' },
-  password: { type: 'string' },
+  ...SECRET_FLAGS,
   'state-dir': { type: 'string' },
   json: { type: 'boolean' },
   'tls-fingerprint': { type: 'string' },
@@ -51,7 +51,9 @@ export function positiveIntFlag(values: Record<string, unknown>, flag: string): 
 export async function withGateway<T>(values: Record<string, unknown>, fn: (conn: GatewayConnection) => Promise<T>): Promise<T> {
   const target = resolveTarget(values);
   if (!target.token && !target.password) {
-    throw new UsageError('no credential: pass --token, set CLAWGATE_TOKEN, or run on the gateway host (owner credential in the state dir)');
+    throw new UsageError(
+      'no credential: set CLAWGATE_TOKEN, pass --token-file <path> or --token-stdin, or run on the gateway host (owner credential in the state dir)',
+    );
   }
   const conn = await connectGateway({
     url: target.url,

@@ -9,13 +9,14 @@ import { setupUrlProblem } from '../protocol/setup-code.js';
 import { proxyEntryProblem } from '../server/proxy.js';
 import { ensureSelfSignedCert, readPem } from '../server/tls.js';
 import { UsageError } from './main.js';
+import { processSecretIo, readSecret, SECRET_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';
 
 export interface FileConfig {
   gateway?: {
     port?: number;
     bind?: string;
-    auth?: { token?: string; password?: string };
+    auth?: { token?: string; password?: string; sharedSecretIsAdminOnHost?: boolean };
     autoApproveLocal?: boolean;
     handshakeTimeoutMs?: number;
     tickIntervalMs?: number;
@@ -40,8 +41,7 @@ export const GATEWAY_FLAGS = {
   port: { type: 'string' },
   bind: { type: 'string' },
   'state-dir': { type: 'string' },
-  token: { type: 'string' },
-  password: { type: 'string' },
+  ...SECRET_FLAGS,
   config: { type: 'string' },
   'public-url': { type: 'string' },
   'context-path': { type: 'string' },
@@ -78,6 +78,9 @@ function fileShapeProblems(g: NonNullable<FileConfig['gateway']>): void {
   if (g.controlUi !== undefined && (typeof g.controlUi !== 'object' || g.controlUi === null || Array.isArray(g.controlUi))) bad('controlUi', 'an object');
   if (origins !== undefined && (!Array.isArray(origins) || origins.some((o) => typeof o !== 'string' || !/^https?:\/\/[^/?#]+$/i.test(o))))
     bad('controlUi.allowedOrigins', 'an array of origins like "https://admin.example.com" (scheme and host[:port], no path)');
+  if (g.auth !== undefined && (typeof g.auth !== 'object' || g.auth === null || Array.isArray(g.auth))) bad('auth', 'an object');
+  if (g.auth?.sharedSecretIsAdminOnHost !== undefined && typeof g.auth.sharedSecretIsAdminOnHost !== 'boolean')
+    bad('auth.sharedSecretIsAdminOnHost', 'true or false');
   if (g.publicUrl !== undefined && typeof g.publicUrl !== 'string') bad('publicUrl', 'a string like "wss://gateway.example.com"');
   if (g.contextPath !== undefined && typeof g.contextPath !== 'string') bad('contextPath', 'a string like "/clawgate"');
   if (g.tls !== undefined) {
@@ -147,12 +150,18 @@ export function resolveGatewaySettings(values: Record<string, unknown>, env: Nod
     tls = { kind: 'files', certPath, keyPath };
   } else if (values.tls === true || g.tls?.enabled === true) tls = { kind: 'self-signed' };
 
+  // Not CLAWGATE_TOKEN: that is what client commands send, often the owner credential, which
+  // must never become the secret handed to every device.
+  const io = { ...processSecretIo, env };
+  const chosenToken = readSecret(values, 'token', ['CLAWGATE_GATEWAY_TOKEN'], io)?.value ?? g.auth?.token;
+  const password = readSecret(values, 'password', ['CLAWGATE_GATEWAY_PASSWORD'], io)?.value ?? g.auth?.password;
+
   return {
     stateDir,
     configPath,
     file,
-    chosenToken: (values.token as string | undefined) ?? g.auth?.token,
-    password: (values.password as string | undefined) ?? g.auth?.password,
+    chosenToken,
+    password,
     tls,
     base: {
       ...DEFAULTS,
@@ -160,6 +169,7 @@ export function resolveGatewaySettings(values: Record<string, unknown>, env: Nod
       bind,
       stateDir,
       autoApproveLocal: g.autoApproveLocal ?? DEFAULTS.autoApproveLocal,
+      sharedSecretIsAdminOnHost: g.auth?.sharedSecretIsAdminOnHost ?? DEFAULTS.sharedSecretIsAdminOnHost,
       handshakeTimeoutMs: g.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
       tickIntervalMs: g.tickIntervalMs ?? DEFAULTS.tickIntervalMs,
       pendingTtlMs: g.pendingTtlMs ?? DEFAULTS.pendingTtlMs,

@@ -16,6 +16,7 @@ import { jsonParams, parseGatewayCommand, positiveIntFlag } from './common.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
 import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
+import { readSecretEnv, readSecretFlag } from './secret-input.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 
 export class UsageError extends Error {}
@@ -24,7 +25,8 @@ const HELP = `clawgate — a self-hosted gateway for pairing and authorizing dev
 
 Usage:
   clawgate gateway run [--port 18789] [--bind loopback|lan|<address>] [--state-dir <dir>]
-                       [--token <t>] [--password <p>] [--config <file>]
+                       [--token-file <f> | --token-stdin] [--password-file <f> | --password-stdin]
+                       [--config <file>]
                        [--public-url wss://host[/path]] [--context-path /path]
                        [--tls | --tls-cert <pem> --tls-key <pem>] [--trusted-proxy <addr|cidr>…]
                        [--store sqlite|postgres] [--postgres-url <url>]
@@ -34,7 +36,7 @@ Usage:
   clawgate doctor [gateway run flags] [--tls-fingerprint <sha256>] [--json]
                                                check config, store, TLS, trusted proxies, and that
                                                the advertised URL reaches the gateway
-  clawgate call <method> [--params <json>] [--url <ws-url>] [--token <t>] [--json]
+  clawgate call <method> [--params <json>] [--url <ws-url>] [--token-file <f> | --token-stdin] [--json]
   clawgate devices list [--json]
   clawgate devices approve <requestId|deviceId> | reject <requestId> | remove <deviceId>
   clawgate devices rename <deviceId> <name>
@@ -70,12 +72,18 @@ ${NODE_RUN_HELP}
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
 Commands that talk to a gateway use --url > CLAWGATE_URL > the running gateway recorded in the
-state dir > ws://127.0.0.1:18789, and authenticate with --token > CLAWGATE_TOKEN > the owner
-credential in the state dir. For a wss:// gateway with a self-signed certificate pass
+state dir > ws://127.0.0.1:18789, and authenticate with --token-file <f> / --token-stdin (or the
+--password-… forms) > CLAWGATE_TOKEN > CLAWGATE_PASSWORD > the owner credential in the state dir.
+Secrets never belong on a command line (every local user can read it): --token <t> and
+--password <p> still work but print a warning. \`gateway run\` reads CLAWGATE_GATEWAY_TOKEN /
+CLAWGATE_GATEWAY_PASSWORD (or gateway.auth in --config). The gateway token alone grants
+operator.read and operator.write; admin and pairing need the owner credential or an approved device.
+For a wss:// gateway with a self-signed certificate pass
 --tls-fingerprint <sha256> (or CLAWGATE_TLS_FINGERPRINT); the local gateway's is pinned automatically.
 \`node run\` is a client of a gateway, not its operator: its own state dir (--state-dir, else
-CLAWGATE_NODE_STATE_DIR, else ~/.clawgate-node), the gateway token only from --token or
-CLAWGATE_NODE_TOKEN, never the owner credential (docs/node-host.md).
+CLAWGATE_NODE_STATE_DIR, else ~/.clawgate-node), the gateway token only from --token-file,
+--token-stdin or CLAWGATE_NODE_TOKEN (password: CLAWGATE_NODE_PASSWORD), never the owner
+credential (docs/node-host.md).
 \`call\` falls back to the device credentials \`clawgate pair\` stored (in <state-dir>/client/).`;
 
 export function parse(
@@ -112,8 +120,8 @@ async function gatewayRun(args: string[]): Promise<number> {
   if (!isLoopbackBind(bind) && !chosenToken && !password) {
     // Exposing the gateway beyond this host must be a decision, not a side effect of a generated secret.
     process.stderr.write(
-      `refusing to listen on ${bind} (${resolveBindHost(bind)}) without authentication you chose: pass --token <t> or --password <p> ` +
-        `(or --token "$(clawgate gateway token)" to use the generated one), or bind to loopback\n`,
+      `refusing to listen on ${bind} (${resolveBindHost(bind)}) without authentication you chose: pass --token-file <path> or --password-file <path> ` +
+        `(mode 0600; \`(umask 077; clawgate gateway token > <path>)\` writes the generated token), set CLAWGATE_GATEWAY_TOKEN, or bind to loopback\n`,
     );
     return 1;
   }
@@ -163,8 +171,10 @@ async function gatewayRun(args: string[]): Promise<number> {
       created
         ? `generated a gateway token and an owner credential in ${join(stateDir, 'credentials.json')} (mode 0600)`
         : `using the credentials in ${join(stateDir, 'credentials.json')}`,
-      'connect a client:  pass the gateway token (`clawgate gateway token` prints it) as auth.token',
-      `  e.g. openclaw gateway call health --url ${server.url} --token "$(npx clawgate gateway token)" --json`,
+      'connect a client:  pass the gateway token (`clawgate gateway token` prints it) as auth.token; it grants read and write,',
+      '                   admin and pairing need the owner (approve the device: clawgate devices approve <requestId>)',
+      `  e.g. OPENCLAW_GATEWAY_URL=${server.url} OPENCLAW_GATEWAY_TOKEN="$(npx clawgate gateway token)" openclaw gateway call health --json`,
+      '                   (environment, not --token: a command line is readable by every local user)',
       'local CLI:         `clawgate call health` uses the owner credential from the state dir',
       `control UI:        ${server.url.replace(/^ws/, 'http')}/  (\`clawgate dashboard\` prints a one-time sign-in link)`,
       `health:            ${server.url.replace(/^ws/, 'http')}/healthz`,
@@ -221,18 +231,32 @@ function gatewayToken(args: string[]): number {
   return 0;
 }
 
-/** Where and how a CLI command reaches a gateway (ARCHITECTURE §4). */
-export function resolveTarget(values: Record<string, unknown>): {
+interface Target {
   url: string;
   token: string | undefined;
   password: string | undefined;
   tlsFingerprint: string | undefined;
-} {
+}
+/** Secrets are read once per parsed command line: standard input cannot be read twice. */
+const resolvedTargets = new WeakMap<Record<string, unknown>, Target>();
+
+/** Where and how a CLI command reaches a gateway (ARCHITECTURE §4). */
+export function resolveTarget(values: Record<string, unknown>): Target {
+  const known = resolvedTargets.get(values);
+  if (known) return known;
   const stateDir = resolveStateDir(values['state-dir'] as string | undefined);
   const runtime = readRuntimeInfo(stateDir);
   const url = (values.url as string | undefined) ?? process.env.CLAWGATE_URL ?? runtime?.url ?? `ws://127.0.0.1:${DEFAULTS.port}`;
-  const password = values.password as string | undefined;
-  let token = (values.token as string | undefined) ?? process.env.CLAWGATE_TOKEN;
+  // Flags that carry a password win over a token from the environment: the command line is the more specific choice.
+  const passwordFlag = readSecretFlag(values, 'password', 'CLAWGATE_PASSWORD');
+  const tokenFlag = readSecretFlag(values, 'token', 'CLAWGATE_TOKEN');
+  if (tokenFlag && passwordFlag) throw new UsageError('pass a token or a password, not both');
+  let token = tokenFlag?.value;
+  let password = passwordFlag?.value;
+  if (!token && !password) {
+    token = readSecretEnv(['CLAWGATE_TOKEN'])?.value;
+    if (!token) password = readSecretEnv(['CLAWGATE_PASSWORD'])?.value;
+  }
   if (!token && !password) token = readCredentials(stateDir)?.owner;
   // The running gateway's own certificate is pinned automatically when we talk to it by the URL it recorded.
   const fpText = (values['tls-fingerprint'] as string | undefined) ?? process.env.CLAWGATE_TLS_FINGERPRINT;
@@ -242,7 +266,9 @@ export function resolveTarget(values: Record<string, unknown>): {
     if (!fp) throw new UsageError(`--tls-fingerprint must be a SHA-256 fingerprint (64 hex digits, colons allowed), got ${fpText}`);
     tlsFingerprint = fp;
   } else if (runtime?.tlsFingerprint && runtime.url === url) tlsFingerprint = runtime.tlsFingerprint;
-  return { url, token, password, tlsFingerprint };
+  const target = { url, token, password, tlsFingerprint };
+  resolvedTargets.set(values, target);
+  return target;
 }
 
 async function call(args: string[]): Promise<number> {
@@ -257,7 +283,7 @@ async function call(args: string[]): Promise<number> {
     const viaPairing = await callWithStoredCredentials(values, method, params, timeoutMs);
     if (viaPairing !== null) return viaPairing;
     process.stderr.write(
-      'no credential: pass --token, set CLAWGATE_TOKEN, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair <setup-code>)\n',
+      'no credential: set CLAWGATE_TOKEN, pass --token-file <path> or --token-stdin, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair <setup-code>)\n',
     );
     return 1;
   }

@@ -12,8 +12,9 @@ import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
 import { decodeSetupCode } from '../protocol/setup-code.js';
 import { parse, UsageError } from './main.js';
+import { readSecretEnv, readSecretFlag, SECRET_FLAGS } from './secret-input.js';
 
-export const NODE_RUN_HELP = `  clawgate node run [--url <ws-url> [--token <t> | --password <p>] | --pair <setup-code>]
+export const NODE_RUN_HELP = `  clawgate node run [--url <ws-url> [--token-file <f> | --token-stdin | --password-file <f> | --password-stdin] | --pair <setup-code>]
                     [--name <name>] [--commands system.run,system.which]
                     [--exec-policy deny|allowlist|full] [--state-dir <dir>] [--tls-fingerprint <sha256>]
                     [--gateway-key <sha256>]
@@ -23,8 +24,7 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
   if (sub !== 'run') throw new UsageError(`usage:\n${NODE_RUN_HELP}`);
   const { values, positionals } = parse(args, {
     url: { type: 'string' },
-    token: { type: 'string' },
-    password: { type: 'string' },
+    ...SECRET_FLAGS,
     pair: { type: 'string' },
     name: { type: 'string' },
     commands: { type: 'string' },
@@ -42,8 +42,16 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
     .filter(Boolean);
   const unknown = commands.filter((c) => !(SUPPORTED_COMMANDS as readonly string[]).includes(c));
   if (unknown.length > 0) throw new UsageError(`--commands: this node host implements ${SUPPORTED_COMMANDS.join(', ')}; not ${unknown.join(', ')}`);
-  const sharedToken = (values.token as string | undefined) ?? process.env.CLAWGATE_NODE_TOKEN;
-  const password = values.password as string | undefined;
+  // Its own variables, not CLAWGATE_TOKEN: a node host must never pick up an operator's (or the owner's) credential.
+  const tokenFlag = readSecretFlag(values, 'token', 'CLAWGATE_NODE_TOKEN');
+  const passwordFlag = readSecretFlag(values, 'password', 'CLAWGATE_NODE_PASSWORD');
+  if (tokenFlag && passwordFlag) throw new UsageError('pass a token or a password, not both');
+  let sharedToken = tokenFlag?.value;
+  let password = passwordFlag?.value;
+  if (!sharedToken && !password) {
+    sharedToken = readSecretEnv(['CLAWGATE_NODE_TOKEN'])?.value;
+    if (!sharedToken) password = readSecretEnv(['CLAWGATE_NODE_PASSWORD'])?.value;
+  }
   if (values.pair !== undefined && (sharedToken || password))
     throw new UsageError('--pair and --token/--password exclude each other: a setup code is the credential');
 

@@ -104,6 +104,14 @@ function configChecks(s: ResolvedGatewaySettings): Check[] {
       message: `bind ${base.bind} is not loopback but no token or password is configured${src}: the gateway refuses to start like this`,
     });
   } else checks.push({ name: 'config', status: 'ok', message: `bind ${base.bind} (${resolveBindHost(base.bind)}), port ${base.port}${src}` });
+  if (base.sharedSecretIsAdminOnHost) {
+    checks.push({
+      name: 'shared-secret',
+      status: 'warn',
+      message:
+        'gateway.auth.sharedSecretIsAdminOnHost is on: any local process holding the gateway token or password (which is handed to devices and node hosts) gets admin and pairing on this host without the owner approving it. Turn it off unless every holder of that secret is the owner.',
+    });
+  }
   if (base.publicUrl) {
     const u = new URL(base.publicUrl);
     const host = u.hostname.replace(/^\[|\]$/g, '');
@@ -329,7 +337,12 @@ export function installServiceCommand(args: string[]): number {
     );
   }
   if (values.token !== undefined || values.password !== undefined) {
-    throw new UsageError('--token/--password would be visible in the unit and in ps: put them in a config file (gateway.auth) and pass --config <file>');
+    throw new UsageError(
+      '--token/--password would be visible in the unit and in ps: pass --token-file/--password-file <path> (mode 0600), or put them in a config file (gateway.auth) and pass --config <file>',
+    );
+  }
+  if (values['token-stdin'] === true || values['password-stdin'] === true) {
+    throw new UsageError('a service has no standard input to read a secret from: pass --token-file/--password-file <path> (mode 0600)');
   }
   if (values['postgres-url'] !== undefined) {
     // POSTGRES: the URL usually carries a password (issue 11).
@@ -340,9 +353,9 @@ export function installServiceCommand(args: string[]): number {
   const bin = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'clawgate.js');
   const argv = [process.execPath, bin, 'gateway', 'run', '--state-dir', stateDir];
   if (values.config) argv.push('--config', resolve(values.config as string));
-  for (const flag of ['port', 'bind', 'public-url', 'context-path', 'tls-cert', 'tls-key', 'store'] as const) {
+  for (const flag of ['port', 'bind', 'public-url', 'context-path', 'tls-cert', 'tls-key', 'store', 'token-file', 'password-file'] as const) {
     const v = values[flag] as string | undefined;
-    if (v !== undefined) argv.push(`--${flag}`, flag === 'tls-cert' || flag === 'tls-key' ? resolve(v) : v);
+    if (v !== undefined) argv.push(`--${flag}`, ['tls-cert', 'tls-key', 'token-file', 'password-file'].includes(flag) ? resolve(v) : v);
   }
   if (values.tls === true) argv.push('--tls');
   for (const p of (values['trusted-proxy'] as string[] | undefined) ?? []) argv.push('--trusted-proxy', p);

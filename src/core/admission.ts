@@ -6,7 +6,7 @@
  */
 import type { DetailCode } from '../protocol/errors.js';
 import type { Role } from '../protocol/frames.js';
-import { scopeSatisfied } from '../protocol/scopes.js';
+import { SHARED_SECRET_SCOPES, scopeSatisfied } from '../protocol/scopes.js';
 
 /**
  * The credential the connect proved, already checked by the caller:
@@ -42,6 +42,11 @@ export interface ConnectFacts {
   localHelperClient: boolean;
   /** Policy `autoApproveLocal`. */
   autoApproveLocal: boolean;
+  /**
+   * Policy `gateway.auth.sharedSecretIsAdminOnHost` (off by default): on a direct loopback socket
+   * the shared secret is not capped at SHARED_SECRET_SCOPES, as in OpenClaw.
+   */
+  sharedSecretIsAdminOnHost: boolean;
   /** The client declared cap `device-pairing-wait`. */
   waitForApproval: boolean;
 }
@@ -55,8 +60,12 @@ export type Decision =
   | { outcome: 'admit-deviceless'; principal: 'owner' | 'shared'; scopes: 'all' | readonly string[] }
   /** Admit the device under its existing grant with these live scopes. */
   | { outcome: 'admit'; scopes: readonly string[] }
-  /** Approve the role/scopes now, without a person (a credential proved local authority). */
-  | { outcome: 'pair-silently'; kind: PendingKind; grantScopes: readonly string[] }
+  /**
+   * Approve the role/scopes now, without a person (a credential proved local authority). When
+   * `missing` is not empty the credential could not grant all of it: the session gets the asked
+   * scopes the new grant covers, and one pending scope-upgrade records the rest for the owner.
+   */
+  | { outcome: 'pair-silently'; kind: PendingKind; grantScopes: readonly string[]; missing: readonly string[] }
   /** Admit with the granted part; record one pending scope-upgrade for the rest. */
   | { outcome: 'admit-with-upgrade'; scopes: readonly string[]; missing: readonly string[] }
   /** Record a pending request; refuse with PAIRING_REQUIRED, or keep the socket waiting. */
@@ -71,6 +80,10 @@ function union(a: readonly string[], b: readonly string[]): string[] {
 export function decideConnect(f: ConnectFacts): Decision {
   const cred = f.credential;
   if (cred.kind === 'invalid') return { outcome: 'refuse', detail: cred.failure };
+  // The shared secret is handed to devices and nodes, so by itself it is worth at most
+  // SHARED_SECRET_SCOPES, even from loopback, unless the owner opted in for this host.
+  const capped = cred.kind === 'shared' && !(f.sharedSecretIsAdminOnHost && f.directLocal);
+  const withinCap = (s: string) => !capped || scopeSatisfied(SHARED_SECRET_SCOPES, s);
 
   if (!f.device) {
     // Nodes are always devices: their commands must be attributable to a key.
@@ -78,9 +91,10 @@ export function decideConnect(f: ConnectFacts): Decision {
     if (cred.kind === 'owner') return { outcome: 'admit-deviceless', principal: 'owner', scopes: 'all' };
     if (cred.kind === 'shared') {
       // Self-declared scopes of a device-less client mean nothing, except for the local helpers
-      // that proved the shared secret on a direct loopback socket.
+      // that proved the shared secret on a direct loopback socket (and those only up to the cap:
+      // without a device there is no request the owner could approve for the rest).
       const keep = f.directLocal && f.localHelperClient;
-      return { outcome: 'admit-deviceless', principal: 'shared', scopes: keep ? f.scopes : [] };
+      return { outcome: 'admit-deviceless', principal: 'shared', scopes: keep ? f.scopes.filter(withinCap) : [] };
     }
     // Device and bootstrap tokens are bound to a key; without the key they prove nothing.
     return { outcome: 'refuse', detail: 'DEVICE_IDENTITY_REQUIRED' };
@@ -97,14 +111,20 @@ export function decideConnect(f: ConnectFacts): Decision {
 
   if (!f.grant) {
     const kind: PendingKind = f.pairedOtherRole ? 'role-upgrade' : 'new-device';
-    if (silent) return { outcome: 'pair-silently', kind, grantScopes: [...f.scopes].sort() };
+    if (silent) {
+      const grantScopes = f.scopes.filter(withinCap).sort();
+      return { outcome: 'pair-silently', kind, grantScopes, missing: f.scopes.filter((s) => !withinCap(s)) };
+    }
     return { outcome: 'hold', kind, wait: f.waitForApproval };
   }
 
   const granted = new Set(f.grant.scopes);
   const missing = f.scopes.filter((s) => !scopeSatisfied(granted, s));
   if (missing.length === 0) return { outcome: 'admit', scopes: f.scopes };
-  if (silent) return { outcome: 'pair-silently', kind: 'scope-upgrade', grantScopes: union(f.grant.scopes, f.scopes) };
+  const widen = silent ? missing.filter(withinCap) : [];
+  if (widen.length > 0) {
+    return { outcome: 'pair-silently', kind: 'scope-upgrade', grantScopes: union(f.grant.scopes, widen), missing: missing.filter((s) => !withinCap(s)) };
+  }
   const covered = f.scopes.filter((s) => scopeSatisfied(granted, s));
   return { outcome: 'admit-with-upgrade', scopes: covered, missing };
 }

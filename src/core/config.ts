@@ -16,6 +16,12 @@ export interface GatewayConfig {
   /** Owner credential: full authority, never needs pairing. */
   ownerCredential?: string | undefined;
   autoApproveLocal: boolean;
+  /**
+   * `gateway.auth.sharedSecretIsAdminOnHost` (off by default): the shared token/password on a
+   * direct loopback socket is worth every scope, as in OpenClaw. Off, it is worth at most
+   * SHARED_SECRET_SCOPES everywhere (the secret is handed to devices and nodes).
+   */
+  sharedSecretIsAdminOnHost?: boolean | undefined;
   handshakeTimeoutMs: number;
   tickIntervalMs: number;
   /** Pending pairing requests expire after this long without a retry. */
@@ -63,6 +69,7 @@ export const DEFAULTS: Omit<GatewayConfig, 'stateDir'> = {
   port: DEFAULT_PORT,
   bind: 'loopback',
   autoApproveLocal: true,
+  sharedSecretIsAdminOnHost: false,
   handshakeTimeoutMs: 15_000,
   tickIntervalMs: 30_000,
   pendingTtlMs: 7 * 24 * 3600_000,

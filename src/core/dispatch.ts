@@ -104,8 +104,21 @@ export class MethodTable {
 
 export function missingScope(principal: Principal, scope: string, required: readonly string[]): GatewayError {
   const details: Record<string, unknown> = { missingScope: scope, requiredScopes: [...required] };
-  if (principal.pendingUpgradeRequestId) details.requestId = principal.pendingUpgradeRequestId;
-  return new GatewayError('MISSING_SCOPE', { vars: { scope }, details });
+  const pending = principal.pendingUpgradeRequestId;
+  if (pending) details.requestId = pending;
+  // Clients such as the openclaw CLI print only the message: it names the request and its approval.
+  // Without a device there is no request the owner could approve: say what would carry the scope.
+  const hint = pending
+    ? approveHint(pending)
+    : principal.kind === 'shared'
+      ? ' (the gateway token or password alone grants operator.read and operator.write only: use the owner credential, or a device the owner approved)'
+      : '';
+  return new GatewayError('MISSING_SCOPE', { vars: { scope, pending: hint }, details });
+}
+
+/** The part of an error message that names a pending request and the command approving it. */
+export function approveHint(requestId: string): string {
+  return ` (request ${requestId}; the owner approves it with: clawgate devices approve ${requestId})`;
 }
 
 function fail(e: GatewayError): DispatchResult {

@@ -29,7 +29,7 @@ import { ClusterNodeRouter } from './cluster-nodes.js';
 import type { GatewayConfig } from './config.js';
 import { confirmationCode } from './confirmation.js';
 import { consumeDashboardLink, isDashboardLinkToken } from './dashboard-link.js';
-import { type DispatchLog, MethodTable } from './dispatch.js';
+import { approveHint, type DispatchLog, MethodTable } from './dispatch.js';
 import type { Clock, Random } from './env.js';
 import type { GatewayIdentity } from './gateway-identity.js';
 import { type VerifiedDevice, verifyDeviceProof } from './identity.js';
@@ -293,14 +293,18 @@ export class Gateway {
     let limitedKind: CredentialKind | null = null;
     let tokenFailure: DetailCode | null = null;
     let dashboardLink: string | null = null;
+    /** Which shared secret admitted this connect (what hello-ok.auth.method reports). */
+    let sharedVia: 'token' | 'password' | null = null;
     const deviceTokenInSlot =
       auth.token !== undefined && parseToken('device', auth.token) !== null && params.device !== undefined && auth.deviceToken === undefined;
     if (auth.token !== undefined) {
       // A device token in the token slot is limited as a device token, not as a shared-secret guess.
       if (!deviceTokenInSlot && (await this.isLocked(address, 'shared'))) return await this.rateLimited(id, address, 'shared');
       if (this.owner?.matches(auth.token)) credential = { kind: 'owner' };
-      else if (this.sharedToken?.matches(auth.token)) credential = { kind: 'shared' };
-      else if (deviceTokenInSlot) {
+      else if (this.sharedToken?.matches(auth.token)) {
+        credential = { kind: 'shared' };
+        sharedVia = 'token';
+      } else if (deviceTokenInSlot) {
         // A device token sent in the token slot: verified below like auth.deviceToken.
       } else if (params.device !== undefined && isDashboardLinkToken(auth.token)) {
         // A one-time owner sign-in link: consumed below, once the device proof holds.
@@ -309,13 +313,22 @@ export class Gateway {
         tokenFailure = this.sharedToken ? 'AUTH_TOKEN_MISMATCH' : 'AUTH_TOKEN_NOT_CONFIGURED';
         limitedKind = 'shared';
       }
-    } else if (auth.password !== undefined) {
+    }
+    // Every presented shared secret is checked, whatever else came with it: a wrong password next
+    // to a valid token is a counted failure, never ignored (else a device token holder could guess
+    // passwords for free and read the answer from hello-ok).
+    let passwordFailed = false;
+    if (auth.password !== undefined) {
       if (await this.isLocked(address, 'password')) return await this.rateLimited(id, address, 'password');
-      if (this.sharedPassword?.matches(auth.password)) credential = { kind: 'shared' };
-      else {
+      if (this.sharedPassword?.matches(auth.password)) {
+        if (credential.kind === 'none' && tokenFailure === null && dashboardLink === null) {
+          credential = { kind: 'shared' };
+          sharedVia = 'password';
+        }
+      } else if (tokenFailure === null) {
         tokenFailure = this.sharedPassword ? 'AUTH_PASSWORD_MISMATCH' : 'AUTH_PASSWORD_NOT_CONFIGURED';
         limitedKind = 'password';
-      }
+      } else passwordFailed = true;
     }
 
     // 2. Device proof.
@@ -337,16 +350,16 @@ export class Gateway {
     let tokenRecord: TokenRecord | null = null;
     let presentedDeviceToken: string | undefined;
     const deviceTokenCandidate = auth.deviceToken ?? (tokenFailure === null && credential.kind === 'none' ? auth.token : undefined);
-    if (credential.kind === 'none' && deviceTokenCandidate !== undefined && device) {
+    // A shared secret that failed above refuses the connect: a valid device token must not turn
+    // it into an uncounted guess.
+    if (credential.kind === 'none' && tokenFailure === null && deviceTokenCandidate !== undefined && device) {
       if (await this.isLocked(address, 'device-token')) return await this.rateLimited(id, address, 'device-token');
       const check = await this.verifyDeviceToken(deviceTokenCandidate, device.deviceId);
       if (check.ok) {
         credential = { kind: 'device-token' };
         tokenRecord = check.token;
         presentedDeviceToken = deviceTokenCandidate;
-        tokenFailure = null;
-        limitedKind = null;
-      } else if (tokenFailure === null) {
+      } else {
         tokenFailure = 'AUTH_DEVICE_TOKEN_MISMATCH';
         limitedKind = 'device-token';
       }
@@ -370,15 +383,16 @@ export class Gateway {
     }
     if (tokenFailure) {
       credential = { kind: 'invalid', failure: tokenFailure };
-      if (limitedKind) {
-        const lockMs = await this.limiter.fail(address, limitedKind);
+      for (const kind of [limitedKind, passwordFailed ? 'password' : null] as const) {
+        if (!kind) continue;
+        const lockMs = await this.limiter.fail(address, kind);
         if (lockMs > 0) {
-          void this.audit('gateway', 'auth.rate-limited', address, { kind: limitedKind, lockoutMs: lockMs });
+          void this.audit('gateway', 'auth.rate-limited', address, { kind, lockoutMs: lockMs });
         }
       }
     } else if (credential.kind !== 'none' && credential.kind !== 'bootstrap') {
       // A setup code never clears the bootstrap counter: one valid code must not buy more guesses.
-      await this.limiter.succeed(address, credential.kind === 'device-token' ? 'device-token' : auth.token !== undefined ? 'shared' : 'password');
+      await this.limiter.succeed(address, credential.kind === 'device-token' ? 'device-token' : sharedVia === 'password' ? 'password' : 'shared');
     }
 
     // 4. Facts about the device's grants.
@@ -402,6 +416,7 @@ export class Gateway {
       localHelperClient:
         (params.client.id === 'cli' && params.client.mode === 'cli') || (params.client.id === 'gateway-client' && params.client.mode === 'backend'),
       autoApproveLocal: this.config.autoApproveLocal,
+      sharedSecretIsAdminOnHost: this.config.sharedSecretIsAdminOnHost === true,
       waitForApproval: (params.caps ?? []).includes('device-pairing-wait'),
     });
 
@@ -417,6 +432,7 @@ export class Gateway {
       credential,
       tokenRecord,
       presentedDeviceToken,
+      sharedVia,
       grant,
       setup,
       bootstrapDetails,
@@ -465,9 +481,9 @@ export class Gateway {
         const d = decision.detail;
         if (d.startsWith('AUTH_')) {
           details.authReason = authReasonOf(d);
-          details.canRetryWithDeviceToken =
-            d === 'AUTH_TOKEN_MISMATCH' && ctx.device !== null && ctx.params.auth?.token !== undefined && ctx.params.auth?.deviceToken === undefined;
-          if (details.canRetryWithDeviceToken) details.recommendedNextStep = 'retry_with_device_token';
+          // Never true (OpenClaw sets it for a wrong token from a device): its retry sends the
+          // device token next to the same wrong shared token, which this gateway refuses too.
+          details.canRetryWithDeviceToken = false;
         }
         if (d.startsWith('AUTH_BOOTSTRAP_')) {
           // A verified code refused by the decision asked for a role outside its profile.
@@ -507,7 +523,14 @@ export class Gateway {
           // Another socket of this device may be waiting on the same request.
           await this.resolveWaiters(pending.requestId, 'approved');
         }
-        return this.admitDevice(ctx, ctx.scopes);
+        if (decision.missing.length === 0) return this.admitDevice(ctx, ctx.scopes);
+        // The credential could grant only part of the ask: the owner approves the rest.
+        const req = await this.fileRequest(ctx, 'scope-upgrade');
+        return this.admitDevice(
+          ctx,
+          ctx.scopes.filter((s) => !decision.missing.includes(s)),
+          req.requestId,
+        );
       }
       case 'admit-with-upgrade': {
         const req = await this.fileRequest(ctx, 'scope-upgrade');
@@ -594,8 +617,9 @@ export class Gateway {
   private pairingRequired(ctx: AdmitContext, kind: string, requestId: string): ConnectOutcome {
     const device = ctx.device as VerifiedDevice;
     const message = PAIRING_MESSAGES[kind] ?? kind;
+    // Clients such as the openclaw CLI print only the message: it names what approves the request.
     const err = new GatewayError('PAIRING_REQUIRED', {
-      vars: { detail: message },
+      vars: { detail: `${message}${approveHint(requestId)}` },
       details: {
         reason: kind === 'new-device' ? 'not-paired' : kind,
         requestId,
@@ -609,7 +633,7 @@ export class Gateway {
       },
     });
     const out = this.reject(ctx.id, err);
-    if (out.type === 'reject') out.closeReason = closeReason(`${err.shape.message} (requestId: ${requestId})`);
+    if (out.type === 'reject') out.closeReason = closeReason(`pairing required: ${message} (requestId: ${requestId})`);
     return out;
   }
 
@@ -1327,6 +1351,8 @@ interface AdmitContext {
   credential: Credential;
   tokenRecord: TokenRecord | null;
   presentedDeviceToken: string | undefined;
+  /** The shared secret that admitted the connect (credential `shared`), else null. */
+  sharedVia: 'token' | 'password' | null;
   /** The grant for the role as read before the decision (stale once an approval ran). */
   grant: GrantRecord | null;
   /** The setup code whose secret this connect proved (credential `bootstrap`). */
@@ -1340,7 +1366,7 @@ function helloMethod(ctx: AdmitContext): HelloAuth['method'] {
   const kind = ctx.credential.kind;
   if (kind === 'device-token' || kind === 'owner') return kind;
   if (kind === 'bootstrap') return 'bootstrap-token';
-  return ctx.params.auth?.token !== undefined ? 'token' : 'password';
+  return ctx.sharedVia === 'password' ? 'password' : 'token';
 }
 
 function isCancel(frame: unknown): frame is { type: 'cancel'; id: string } {

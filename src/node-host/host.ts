@@ -145,7 +145,7 @@ export class NodeHost {
       const auth = this.pickAuth(creds);
       if (!auth) {
         this.opts.err(
-          'no credential to connect with: pass --pair <setup-code> (from `clawgate qr --profile node` on the gateway host), or --token <gateway token>',
+          'no credential to connect with: pass --pair <setup-code> (from `clawgate qr --profile node` on the gateway host), or --token-file <path> / CLAWGATE_NODE_TOKEN with the gateway token',
         );
         return 1;
       }
@@ -219,7 +219,7 @@ export class NodeHost {
       return {
         kind: 'fatal',
         message:
-          "the gateway refused this node's device token (revoked or rotated by an operator, or the device was removed); pair again: `clawgate node run --pair <setup-code>` (create one with `clawgate qr --profile node`) or --token <gateway token>",
+          "the gateway refused this node's device token (revoked or rotated by an operator, or the device was removed); pair again: `clawgate node run --pair <setup-code>` (create one with `clawgate qr --profile node`) or --token-file <path> / CLAWGATE_NODE_TOKEN with the gateway token",
       };
     }
     if ((detail === 'AUTH_TOKEN_MISMATCH' || detail === 'AUTH_PASSWORD_MISMATCH') && (used === 'shared' || used === 'password') && creds.tokens.node) {
@@ -513,7 +513,7 @@ export class NodeHost {
     } catch (err) {
       // The old token is already dead at the gateway; say so now rather than at the next refusal.
       this.opts.err(
-        `an operator rotated this node's token, but the new one could not be stored in ${this.opts.state.dir}: ${String(err)}; after this disconnect the node needs --token <gateway token> or a new setup code`,
+        `an operator rotated this node's token, but the new one could not be stored in ${this.opts.state.dir}: ${String(err)}; after this disconnect the node needs the gateway token (--token-file <path> or CLAWGATE_NODE_TOKEN) or a new setup code`,
       );
       return;
     }

@@ -107,14 +107,14 @@ const entries = {
     code: 'INVALID_REQUEST',
     message: "unauthorized: gateway token mismatch (use this gateway's token or pair the device)",
     close: CLOSE.policy,
-    next: 'Use the current gateway token (`clawgate gateway token` on the gateway host), or connect with your device token.',
+    next: 'Use the current gateway token (`clawgate gateway token` on the gateway host), or connect with your device token alone (a wrong gateway token next to it refuses the connect).',
     recommended: 'update_auth_credentials',
   },
   AUTH_TOKEN_NOT_CONFIGURED: {
     code: 'INVALID_REQUEST',
     message: 'unauthorized: gateway token not configured',
     close: CLOSE.policy,
-    next: 'Start the gateway with a token (--token) or use its password.',
+    next: 'Start the gateway with a token (--token-file, CLAWGATE_GATEWAY_TOKEN or gateway.auth.token) or use its password.',
     recommended: 'update_auth_configuration',
   },
   AUTH_PASSWORD_MISSING: {
@@ -285,7 +285,7 @@ const entries = {
   // --- method dispatch (socket stays open) --------------------------------------------------
   MISSING_SCOPE: {
     code: 'FORBIDDEN',
-    message: 'missing scope: {scope}',
+    message: 'missing scope: {scope}{pending}',
     close: null,
     next: 'Ask an operator to approve the pending scope upgrade (`clawgate devices approve <requestId>`), or reconnect asking for that scope.',
   },

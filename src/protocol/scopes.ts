@@ -20,6 +20,13 @@ export const READ: OperatorScope = 'operator.read';
 export const WRITE: OperatorScope = 'operator.write';
 export const PAIRING: OperatorScope = 'operator.pairing';
 
+/**
+ * The most the shared gateway token or password grants by itself (PROTOCOL.md §What the shared
+ * secret grants). That secret is handed to remote devices and node hosts, so it must never be
+ * owner-equivalent: admin, pairing and the rest need the owner's approval of a pending request.
+ */
+export const SHARED_SECRET_SCOPES: readonly string[] = [READ, WRITE];
+
 const KNOWN = new Set<string>(OPERATOR_SCOPES);
 export function isKnownScope(scope: string): boolean {
   return KNOWN.has(scope);

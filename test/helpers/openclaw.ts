@@ -27,8 +27,17 @@ export function openclawEnv(home: string, extra: Record<string, string> = {}): R
 
 const run = promisify(execFile);
 
-/** `openclaw <args> --url <url> --token <token> --json` from the install in `home`: the JSON it printed (after any banner). */
+/**
+ * `openclaw <args> --json` from the install in `home`, pointed at `gateway` the way the docs show:
+ * OPENCLAW_GATEWAY_URL and OPENCLAW_GATEWAY_TOKEN in its environment, never the secret on argv
+ * (the openclaw CLI reads env credentials only with the env URL, not with `--url`).
+ */
 export async function openclawJson(oc: { node: string; cli: string }, home: string, gateway: { url: string; token: string }, args: string[]): Promise<unknown> {
-  const r = await run(oc.node, [oc.cli, ...args, '--url', gateway.url, '--token', gateway.token, '--json'], { env: openclawEnv(home), timeout: 60_000 });
+  const r = await run(oc.node, [oc.cli, ...args, '--json'], { env: openclawGatewayEnv(home, gateway), timeout: 60_000 });
   return JSON.parse(r.stdout.slice(r.stdout.search(/^[{[]/m))) as unknown;
+}
+
+/** openclawEnv plus the gateway to talk to and its credential, in the variables the openclaw CLI reads. */
+export function openclawGatewayEnv(home: string, gateway: { url: string; token: string }): Record<string, string> {
+  return openclawEnv(home, { OPENCLAW_GATEWAY_URL: gateway.url, OPENCLAW_GATEWAY_TOKEN: gateway.token });
 }
