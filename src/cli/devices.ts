@@ -2,7 +2,7 @@
 import type { DeviceView, PendingView } from '../methods/devices.js';
 import { verifyAuditChain } from '../store/shared.js';
 import type { AuditEntry } from '../store/types.js';
-import { out, parseGatewayCommand, positiveIntFlag, withGateway } from './common.js';
+import { field, out, parseGatewayCommand, positiveIntFlag, withGateway } from './common.js';
 import { UsageError } from './main.js';
 
 const ago = (ms: number | null) => {
@@ -14,7 +14,7 @@ const ago = (ms: number | null) => {
 function printList(list: { pending: PendingView[]; paired: DeviceView[] }): void {
   out(`Pending (${list.pending.length})`);
   for (const p of list.pending) {
-    const name = p.displayName ?? p.clientId ?? p.deviceId.slice(0, 12);
+    const name = field(p.displayName ?? p.clientId ?? p.deviceId.slice(0, 12));
     const what =
       p.kind === 'scope-upgrade'
         ? `adds ${p.adds.join(', ')} (holds ${(p.approvedScopes ?? []).join(', ') || 'none'})`
@@ -23,7 +23,7 @@ function printList(list: { pending: PendingView[]; paired: DeviceView[] }): void
   }
   out(`Paired (${list.paired.length})`);
   for (const d of list.paired) {
-    const name = d.label ?? d.displayName ?? d.clientId ?? '';
+    const name = field(d.label ?? d.displayName ?? d.clientId ?? '');
     const roles = d.grants.map((g) => `${g.role}[${g.scopes.join(',')}]`).join(' ') || '(no roles)';
     out(`  ${d.deviceId}  ${name}  ${roles}  ${d.connected ? 'connected' : `last seen ${ago(d.lastSeenAtMs)}`}  ${d.remoteIp ?? ''}`);
   }
@@ -86,7 +86,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       if (!id || !name) throw new UsageError('usage: clawgate devices rename <deviceId> <name>');
       return withGateway(values, async (c) => {
         const res = await c.request('device.pair.rename', { deviceId: id, label: name });
-        print(res, () => out(`renamed ${id} to ${name}`));
+        print(res, () => out(`renamed ${id} to ${field(name)}`));
         return 0;
       });
     }
@@ -133,7 +133,7 @@ export async function auditCommand(args: string[]): Promise<number> {
     if (values.json) out(JSON.stringify({ entries: shown, ...(values.verify ? { verified: broken === null, brokenAtSeq: broken } : {}) }));
     else {
       for (const e of shown)
-        out(`${e.seq}\t${new Date(e.atMs).toISOString()}\t${e.actor}\t${e.action}\t${e.subject ?? ''}\t${e.data ? JSON.stringify(e.data) : ''}`);
+        out(`${e.seq}\t${new Date(e.atMs).toISOString()}\t${field(e.actor)}\t${field(e.action)}\t${field(e.subject)}\t${e.data ? JSON.stringify(e.data) : ''}`);
       if (values.verify) out(broken === null ? `audit chain verified: ${entries.length} entries intact` : `audit chain BROKEN at entry ${broken}`);
     }
     return broken === null ? 0 : 1;

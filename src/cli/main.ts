@@ -11,6 +11,7 @@ import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '.
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
+import { printableLines } from '../protocol/text.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
 import { jsonParams, parseGatewayCommand, positiveIntFlag } from './common.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
@@ -306,16 +307,17 @@ export async function main(argv: string[]): Promise<number> {
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`${err.message}\n`);
+      process.stderr.write(`${printableLines(err.message)}\n`);
       return 2;
     }
     if (err instanceof ConnectError || err instanceof GatewayRequestError) {
       const e = err instanceof ConnectError ? err.error : err.error;
       const next = (e?.details as { nextStep?: string } | undefined)?.nextStep;
-      process.stderr.write(`error: ${err.message}${e?.details?.code ? ` [${e.details.code}]` : ''}\n${next ? `next: ${next}\n` : ''}`);
+      // A gateway's message can quote what a client named: escaped like every other listing.
+      process.stderr.write(printableLines(`error: ${err.message}${e?.details?.code ? ` [${e.details.code}]` : ''}\n${next ? `next: ${next}\n` : ''}`));
       return 1;
     }
-    process.stderr.write(`error: ${(err as Error).message}\n`);
+    process.stderr.write(`error: ${printableLines((err as Error).message)}\n`);
     return 1;
   }
 }
