@@ -42,7 +42,10 @@ Usage:
   clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
                                                a connected device gets the new token pushed live
   clawgate devices revoke --device <id> --role operator|node
-  clawgate audit [--json] [--verify] [--limit <n>]
+  clawgate audit [--json] [--limit <n>]
+  clawgate audit --verify [--state-dir <dir>] [--store postgres --postgres-url <url>] [--json]
+                                               check the log against the head signed into the
+                                               state dir (reads the store; no gateway needed)
   clawgate nodes list | pending | approve <requestId|node> | reject <requestId|node> [--json]
   clawgate nodes describe <node> | rename <node> <name> | remove <node> [--json]
   clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>] [--json]
