@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { connectGateway, generateIdentity } from '../../src/client/connection.js';
 import { type AuditAnchor, signAuditAnchor } from '../../src/core/audit-anchor.js';
 import { gatewayIdentityFromPem } from '../../src/core/gateway-identity.js';
@@ -19,6 +20,8 @@ import { AUDIT_ANCHOR_FILE } from '../../src/server/audit-anchor.js';
 import { type AuditRow, auditHash, GENESIS_HASH, toAudit } from '../../src/store/shared.js';
 import { ownerCall } from '../helpers/client.js';
 import { removeDir, runClawgate, startTestGateway, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
+import { CLUSTER_OWNER, type Instance, removeStateDir, startInstancesAB } from '../helpers/instance.js';
+import { pgBinDir, startPgCluster } from '../helpers/pg-cluster.js';
 
 interface VerifyJson {
   entries: Array<{ seq: number; action: string }>;
@@ -29,9 +32,15 @@ interface VerifyJson {
   problem?: string;
 }
 
-async function verify(stateDir: string): Promise<{ code: number; body: VerifyJson; human: { code: number; stdout: string; stderr: string } }> {
-  const r = await runClawgate(['audit', '--verify', '--json'], { CLAWGATE_STATE_DIR: stateDir });
-  const human = await runClawgate(['audit', '--verify'], { CLAWGATE_STATE_DIR: stateDir });
+async function verify(
+  stateDir: string,
+  postgresUrl?: string,
+): Promise<{ code: number; body: VerifyJson; human: { code: number; stdout: string; stderr: string } }> {
+  // The database URL goes in the environment: it may hold a password, and argv is world-readable.
+  const env = { CLAWGATE_STATE_DIR: stateDir, ...(postgresUrl ? { CLAWGATE_POSTGRES_URL: postgresUrl } : {}) };
+  const store = postgresUrl ? ['--store', 'postgres'] : [];
+  const r = await runClawgate(['audit', '--verify', '--json', ...store], env);
+  const human = await runClawgate(['audit', '--verify', ...store], env);
   assert.equal(human.code, r.code, 'human and --json agree on the exit code');
   return { code: r.code, body: JSON.parse(r.stdout) as VerifyJson, human };
 }
@@ -209,5 +218,72 @@ describe('a running gateway never signs a tampered head', () => {
     const r = await verify(tg.stateDir);
     assert.equal(r.code, 1);
     assert.match(r.body.problem ?? '', /rewritten|truncated/);
+  });
+});
+
+describe('PostgreSQL: each instance anchors the shared log in its own state dir', {
+  skip: pgBinDir() === null ? 'no PostgreSQL server binaries' : false,
+}, () => {
+  test('A anchors the head after its appends, B after its own; each state dir verifies the whole chain up to its anchor', async (t) => {
+    const cluster = await startPgCluster();
+    const url = await cluster.createDatabase();
+    const dirs: string[] = [];
+    let instances: Instance[] = [];
+    t.after(async () => {
+      await Promise.all(instances.map((i) => i.stop()));
+      await cluster.stop();
+      for (const d of dirs) removeStateDir(d);
+    });
+    const [a, b] = await startInstancesAB(url, dirs);
+    instances = [a, b];
+    const mint = async (inst: Instance, label: string) => {
+      const c = await connectGateway({ url: inst.url, auth: { token: CLUSTER_OWNER }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] });
+      try {
+        await c.request('device.pair.setupCode', { label });
+      } finally {
+        await c.close();
+      }
+    };
+    await mint(a, 'on A');
+    await mint(b, 'on B 1');
+    await mint(b, 'on B 2');
+    // SIGTERM: each instance settles its anchor before it exits.
+    await Promise.all([a.stop(), b.stop()]);
+
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    let total: number;
+    try {
+      total = (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM audit')).rows[0]?.n ?? 0;
+    } finally {
+      await db.end();
+    }
+    assert.ok(total >= 3);
+    const anchorA = readAnchor(a.stateDir);
+    const anchorB = readAnchor(b.stateDir);
+    assert.equal(anchorB.seq, total, 'B wrote last: its anchor is the head');
+    assert.ok(anchorA.seq < anchorB.seq, 'A anchored the head it saw after its own append');
+    assert.notEqual(anchorA.publicKey, anchorB.publicKey, 'each instance signs with its own key');
+
+    const viaA = await verify(a.stateDir, url);
+    assert.equal(viaA.code, 0, viaA.human.stderr);
+    assert.equal(viaA.body.anchoredSeq, anchorA.seq);
+    assert.equal(viaA.body.unanchored, total - anchorA.seq, 'entries B wrote later are chained, not anchored by A');
+    const viaB = await verify(b.stateDir, url);
+    assert.equal(viaB.code, 0, viaB.human.stderr);
+    assert.equal(viaB.body.unanchored, 0);
+
+    // Cut the newest entry in the database: B's anchor catches it; A's does not reach it.
+    const cut = new pg.Client({ connectionString: url });
+    await cut.connect();
+    try {
+      await cut.query('DELETE FROM audit WHERE seq = $1', [total]);
+    } finally {
+      await cut.end();
+    }
+    const cutB = await verify(b.stateDir, url);
+    assert.equal(cutB.code, 1);
+    assert.match(cutB.body.problem ?? '', /truncated/);
+    assert.equal((await verify(a.stateDir, url)).code, 0, "documented: one instance's anchor covers the log up to its own last append");
   });
 });
