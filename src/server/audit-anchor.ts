@@ -6,7 +6,8 @@
  * since links to it. A store that was cut or rewritten therefore never gets a fresh signature;
  * the old anchor stays, and `clawgate audit --verify` keeps reporting it.
  */
-import { chmodSync, closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { chmod, open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type AuditAnchor, brokenLink, parseAuditAnchor, signAuditAnchor } from '../core/audit-anchor.js';
 import type { Clock } from '../core/env.js';
@@ -39,25 +40,29 @@ export function readAuditAnchor(stateDir: string): AnchorRead {
   return anchor ? { ok: true, anchor } : { ok: false, problem: `${path} is not an audit anchor (the anchor was damaged or replaced)` };
 }
 
-/** Replace the anchor durably: a crash leaves the old or the new file, never a torn one. */
-export function writeAuditAnchor(stateDir: string, anchor: AuditAnchor): void {
+/**
+ * Replace the anchor durably: a crash leaves the old or the new file, never a torn one. Async, so
+ * the fsyncs run off the event loop: an append's caller never waits for them (chat messages are
+ * audited too, and a synchronous fsync per message stalled every socket).
+ */
+export async function writeAuditAnchor(stateDir: string, anchor: AuditAnchor): Promise<void> {
   const path = join(stateDir, AUDIT_ANCHOR_FILE);
   const tmp = `${path}.${process.pid}.tmp`;
-  const fd = openSync(tmp, 'w', 0o600);
+  const fh = await open(tmp, 'w', 0o600);
   try {
-    writeSync(fd, `${JSON.stringify(anchor)}\n`);
-    fsyncSync(fd);
+    await fh.writeFile(`${JSON.stringify(anchor)}\n`);
+    await fh.sync();
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
-  chmodSync(tmp, 0o600);
-  renameSync(tmp, path);
+  await chmod(tmp, 0o600);
+  await rename(tmp, path);
   try {
-    const dfd = openSync(stateDir, 'r');
+    const dir = await open(stateDir, 'r');
     try {
-      fsyncSync(dfd);
+      await dir.sync();
     } finally {
-      closeSync(dfd);
+      await dir.close();
     }
   } catch {
     // Directory fsync is best effort where the platform refuses it.
@@ -142,7 +147,7 @@ export class AuditAnchorWriter {
     const head = entries[entries.length - 1];
     if (!head || (from && head.seq <= from.seq)) return;
     const next = signAuditAnchor(this.identity, head, this.clock.now());
-    writeAuditAnchor(this.stateDir, next);
+    await writeAuditAnchor(this.stateDir, next);
     this.anchor = next;
   }
 
