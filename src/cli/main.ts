@@ -274,7 +274,8 @@ async function call(args: string[]): Promise<number> {
   });
   try {
     const result = await conn.request(method, params, timeoutMs);
-    process.stdout.write(`${JSON.stringify(result, null, values.json ? 0 : 2)}\n`);
+    // JSON escapes C0 controls but not C1 or bidi characters; the escape keeps it the same JSON.
+    process.stdout.write(`${printableLines(JSON.stringify(result, null, values.json ? 0 : 2))}\n`);
     return 0;
   } finally {
     await conn.close();

@@ -165,7 +165,7 @@ describe('a device cannot forge what an approver reads', () => {
     await op.close();
     const legacy = 'legacy\x1b[8m\u202E\nscopes: none';
     assert.equal(await tg.store.renameDevice(id.deviceId, legacy, { atMs: 1, actor: 'test', action: 'device.renamed', subject: id.deviceId }), true);
-    for (const args of [['devices', 'list'], ['audit']]) {
+    for (const args of [['devices', 'list'], ['devices', 'list', '--json'], ['audit'], ['call', 'device.pair.list']]) {
       const r = await cli(tg, ...args);
       assert.equal(r.code, 0, r.stderr);
       assertInert(r.stdout.replace(/\n/g, ''), `clawgate ${args.join(' ')} output`);
