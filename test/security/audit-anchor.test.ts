@@ -75,6 +75,21 @@ function rehash(d: Database.Database): void {
 
 const readAnchor = (dir: string) => JSON.parse(readFileSync(join(dir, AUDIT_ANCHOR_FILE), 'utf8')) as AuditAnchor;
 
+/** The anchor is written just after the commit, off the caller's path: wait (with a deadline) until it reaches `seq`. */
+async function anchorAt(dir: string, seq: number, deadlineMs = 10_000): Promise<AuditAnchor> {
+  const until = Date.now() + deadlineMs;
+  for (;;) {
+    try {
+      const a = readAnchor(dir);
+      if (a.seq === seq) return a;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    if (Date.now() > until) assert.fail(`the anchor in ${dir} did not reach entry ${seq}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 describe('audit --verify against the anchor in the state dir', () => {
   let pristine: string;
   let total: number;
@@ -202,7 +217,7 @@ describe('a running gateway never signs a tampered head', () => {
       removeDir(tg.stateDir);
     });
     await trustChanges(tg, 2);
-    const before = readAnchor(tg.stateDir);
+    const before = await anchorAt(tg.stateDir, (await tg.store.listAudit()).length);
     const d = db(tg.stateDir);
     d.prepare('DELETE FROM audit WHERE seq > ?').run(before.seq - 3);
     d.close();
