@@ -94,9 +94,8 @@ export function requiredApproveScopes(commands: readonly string[]): string[] {
   return [PAIRING, WRITE];
 }
 
-/** Trim, drop empties, de-duplicate and sort, so surfaces compare element-wise. */
 /**
- * Trim, drop empties, de-duplicate, sort. A command or cap name with an unsafe character
+ * Trim, drop empties, de-duplicate, sort (so surfaces compare element-wise). A command or cap name with an unsafe character
  * (protocol/text.ts) is dropped: it is neither shown to an approver nor ever routable, and a
  * node is not refused for it (replacing it would name a command the node does not have).
  */
