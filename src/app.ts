@@ -16,6 +16,7 @@ import { registerDeviceMethods } from './methods/devices.js';
 import { registerNodeMethods } from './methods/nodes.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
 import { registerSystemMethods } from './methods/system.js';
+import { AuditAnchorWriter } from './server/audit-anchor.js';
 import { loadOrCreateGatewayIdentity } from './server/gateway-key.js';
 import { type RunningServer, startServer } from './server/server.js';
 import type { Store } from './store/types.js';
@@ -79,6 +80,12 @@ export async function startGateway(opts: AppOptions): Promise<{ gateway: Gateway
   const gateway = createGateway(opts);
   if ((await opts.store.getMeta('gateway.id')) === null) {
     await opts.store.setMeta('gateway.id', (opts.random ?? systemRandom).uuid());
+  }
+  // The audit head is signed with the gateway key into the state dir (docs/security.md §Audit log).
+  if (opts.config.stateDir && gateway.identity) {
+    const anchor = new AuditAnchorWriter(opts.store, gateway.identity, opts.config.stateDir, gateway.clock, gateway.log);
+    await anchor.start();
+    gateway.onStop(() => anchor.settled());
   }
   const server = await startServer(gateway, opts.host, opts.config.port);
   setAdvertisedUrl(gateway, { url: opts.config.publicUrl ?? advertisedUrl(server), tlsFingerprint: server.tlsFingerprint });

@@ -891,6 +891,26 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreHan
       );
 
       test(
+        'onAuditAppended: called once per commit that appended, with the entry already readable; never for writes without an entry',
+        withStore(async (store) => {
+          assert.ok(store.onAuditAppended, 'every adapter reports appends (the audit anchor follows them)');
+          const seen: Array<Promise<number>> = [];
+          store.onAuditAppended(() => {
+            seen.push(store.listAudit().then((l) => l.length));
+          });
+          await store.approve(approveInput());
+          await store.setMeta('k', 'v');
+          await store.recordSeen([{ deviceId: DEV_A, atMs: T0, address: '::1' }]);
+          assert.equal(await store.renameDevice('nobody', 'x', audit('device.renamed', 'nobody')), false);
+          await store.appendAudit(audit('custom'));
+          // The memory store calls listeners in a microtask after its synchronous commit.
+          await new Promise((resolve) => setImmediate(resolve));
+          const total = (await store.listAudit()).length;
+          assert.deepEqual(await Promise.all(seen), [total - 1, total]);
+        }),
+      );
+
+      test(
         'a tampered, dropped or reordered entry is detected',
         withStore(async (store) => {
           await store.approve(approveInput());

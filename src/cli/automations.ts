@@ -2,7 +2,7 @@
 import { parseDurationMs } from '../automations/cron.js';
 import type { AutomationsConfig } from '../core/config.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../store/types.js';
-import { jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
+import { field, jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
 import { UsageError } from './main.js';
 
 const iso = (ms: number | null | undefined) => (ms === null || ms === undefined ? '-' : new Date(ms).toISOString());
@@ -118,7 +118,7 @@ export async function cronCommand(sub: string | undefined, args: string[]): Prom
           out(`Cron jobs (${res.jobs.length})`);
           for (const j of res.jobs) {
             out(
-              `  ${j.jobId}  ${j.name}  ${describeSchedule(j)}  ${describeAction(j)}  ${j.enabled ? `next ${iso(j.nextRunAtMs)}` : 'disabled'}  last ${iso(j.lastRunAtMs)}`,
+              `  ${j.jobId}  ${field(j.name)}  ${describeSchedule(j)}  ${describeAction(j)}  ${j.enabled ? `next ${iso(j.nextRunAtMs)}` : 'disabled'}  last ${iso(j.lastRunAtMs)}`,
             );
           }
         });
@@ -245,7 +245,7 @@ export async function sessionsCommand(sub: string | undefined, args: string[]): 
         print(res, () => {
           out(`Sessions (${res.sessions.length})`);
           for (const s of res.sessions)
-            out(`  ${s.key}  ${s.label ?? ''}  ${s.messageCount} messages  by ${s.createdBy}${s.parentId ? `  child of ${s.parentId}` : ''}`);
+            out(`  ${s.key}  ${field(s.label)}  ${s.messageCount} messages  by ${s.createdBy}${s.parentId ? `  child of ${s.parentId}` : ''}`);
         });
         return 0;
       });
@@ -298,7 +298,7 @@ export async function chatCommand(sub: string | undefined, args: string[]): Prom
           ...(values.before ? { beforeSeq: Number(values.before) } : {}),
         });
         print(res, () => {
-          for (const m of res.messages) out(`#${m.seq}  ${iso(m.atMs)}  ${m.author}: ${m.text}`);
+          for (const m of res.messages) out(`#${m.seq}  ${iso(m.atMs)}  ${field(m.author)}: ${m.text}`);
         });
         return 0;
       });

@@ -18,6 +18,7 @@ import {
   normalizeGatewayUrl,
   type Role,
 } from '../../packages/client/src/node.js';
+import { printableLines } from '../protocol/text.js';
 import { positiveIntFlag } from './common.js';
 import { parse, UsageError } from './main.js';
 import { resolveStateDir } from './state.js';
@@ -155,7 +156,7 @@ export async function callWithStoredCredentials(values: Record<string, unknown>,
   try {
     await client.connect();
     const result = await client.request(method, params);
-    process.stdout.write(`${JSON.stringify(result, null, values.json ? 0 : 2)}\n`);
+    process.stdout.write(`${printableLines(JSON.stringify(result, null, values.json ? 0 : 2))}\n`);
     return 0;
   } catch (err) {
     return report(err);

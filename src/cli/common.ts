@@ -4,6 +4,7 @@
  */
 import type { ParseArgsConfig } from 'node:util';
 import { connectGateway, type GatewayConnection } from '../client/connection.js';
+import { printable, printableLines } from '../protocol/text.js';
 import { parse, resolveTarget, UsageError } from './main.js';
 import { SECRET_FLAGS } from './secret-input.js';
 
@@ -16,7 +17,16 @@ export const CONN_OPTIONS = {
   'tls-fingerprint': { type: 'string' },
 } as const;
 
-export const out = (text: string) => process.stdout.write(`${text}\n`);
+/**
+ * One line (or block) of output. Whatever a client or operator named may be in it, so every
+ * control, bidi or invisible character is written as a visible `\uXXXX` escape (also valid inside
+ * JSON, so a `--json` line stays the same JSON); the CLI's own line breaks stay.
+ */
+export const out = (text: string) => process.stdout.write(`${printableLines(text)}\n`);
+/** Output the CLI made entirely itself and that must keep its escapes (the ANSI-coloured QR code). */
+export const outRaw = (text: string) => process.stdout.write(`${text}\n`);
+/** One client-supplied field of a human listing: also its line breaks become visible escapes. */
+export const field = (s: string | null | undefined): string => (s === null || s === undefined ? '' : printable(s));
 
 /**
  * Parse a gateway command's arguments: CONN_OPTIONS plus the command's own. `print(v, human)`

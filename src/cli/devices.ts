@@ -1,9 +1,20 @@
-/** `clawgate devices …` and `clawgate audit`: thin wrappers over the device RPCs. */
+/** `clawgate devices …` and `clawgate audit`: thin wrappers over the device RPCs; `audit --verify` reads the store itself. */
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { type AuditVerdict, verifyAnchoredAudit } from '../core/audit-anchor.js';
 import type { DeviceView, PendingView } from '../methods/devices.js';
-import { verifyAuditChain } from '../store/shared.js';
+import { printable } from '../protocol/text.js';
+import { AUDIT_ANCHOR_FILE, readAuditAnchor } from '../server/audit-anchor.js';
+import { readGatewayKeyFingerprint } from '../server/gateway-key.js';
+import { type AuditRow, toAudit } from '../store/shared.js';
 import type { AuditEntry } from '../store/types.js';
-import { out, parseGatewayCommand, positiveIntFlag, withGateway } from './common.js';
+import { field, out, parseGatewayCommand, positiveIntFlag, withGateway } from './common.js';
+import { readConfigFile } from './gateway-config.js';
 import { UsageError } from './main.js';
+import { resolveStoreChoice } from './postgres.js';
+import { resolveStateDir } from './state.js';
 
 const ago = (ms: number | null) => {
   if (ms === null) return 'never';
@@ -14,7 +25,7 @@ const ago = (ms: number | null) => {
 function printList(list: { pending: PendingView[]; paired: DeviceView[] }): void {
   out(`Pending (${list.pending.length})`);
   for (const p of list.pending) {
-    const name = p.displayName ?? p.clientId ?? p.deviceId.slice(0, 12);
+    const name = field(p.displayName ?? p.clientId ?? p.deviceId.slice(0, 12));
     const what =
       p.kind === 'scope-upgrade'
         ? `adds ${p.adds.join(', ')} (holds ${(p.approvedScopes ?? []).join(', ') || 'none'})`
@@ -23,7 +34,7 @@ function printList(list: { pending: PendingView[]; paired: DeviceView[] }): void
   }
   out(`Paired (${list.paired.length})`);
   for (const d of list.paired) {
-    const name = d.label ?? d.displayName ?? d.clientId ?? '';
+    const name = field(d.label ?? d.displayName ?? d.clientId ?? '');
     const roles = d.grants.map((g) => `${g.role}[${g.scopes.join(',')}]`).join(' ') || '(no roles)';
     out(`  ${d.deviceId}  ${name}  ${roles}  ${d.connected ? 'connected' : `last seen ${ago(d.lastSeenAtMs)}`}  ${d.remoteIp ?? ''}`);
   }
@@ -86,7 +97,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       if (!id || !name) throw new UsageError('usage: clawgate devices rename <deviceId> <name>');
       return withGateway(values, async (c) => {
         const res = await c.request('device.pair.rename', { deviceId: id, label: name });
-        print(res, () => out(`renamed ${id} to ${name}`));
+        print(res, () => out(`renamed ${id} to ${field(name)}`));
         return 0;
       });
     }
@@ -118,8 +129,15 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
 }
 
 export async function auditCommand(args: string[]): Promise<number> {
-  const { values } = parseGatewayCommand(args, { verify: { type: 'boolean' }, limit: { type: 'string' } });
+  const { values } = parseGatewayCommand(args, {
+    verify: { type: 'boolean' },
+    limit: { type: 'string' },
+    store: { type: 'string' },
+    'postgres-url': { type: 'string' },
+    config: { type: 'string' },
+  });
   const limit = positiveIntFlag(values, 'limit');
+  if (values.verify) return verifyAuditCommand(values, limit);
   return withGateway(values, async (c) => {
     const entries: AuditEntry[] = [];
     for (let after = 0; ; ) {
@@ -128,16 +146,77 @@ export async function auditCommand(args: string[]): Promise<number> {
       if (page.entries.length < 1000) break;
       after = page.entries[page.entries.length - 1]?.seq ?? after;
     }
-    const broken = values.verify ? verifyAuditChain(entries) : null;
     const shown = entries.slice(-(limit ?? entries.length));
-    if (values.json) out(JSON.stringify({ entries: shown, ...(values.verify ? { verified: broken === null, brokenAtSeq: broken } : {}) }));
-    else {
-      for (const e of shown)
-        out(`${e.seq}\t${new Date(e.atMs).toISOString()}\t${e.actor}\t${e.action}\t${e.subject ?? ''}\t${e.data ? JSON.stringify(e.data) : ''}`);
-      if (values.verify) out(broken === null ? `audit chain verified: ${entries.length} entries intact` : `audit chain BROKEN at entry ${broken}`);
-    }
-    return broken === null ? 0 : 1;
+    if (values.json) out(JSON.stringify({ entries: shown }));
+    else printAudit(shown);
+    return 0;
   });
+}
+
+function printAudit(entries: AuditEntry[]): void {
+  for (const e of entries)
+    out(`${e.seq}\t${new Date(e.atMs).toISOString()}\t${field(e.actor)}\t${field(e.action)}\t${field(e.subject)}\t${e.data ? JSON.stringify(e.data) : ''}`);
+}
+
+/**
+ * `clawgate audit --verify`: read the log straight from the store (the state dir's SQLite file,
+ * or PostgreSQL with --store postgres) and check it against the anchor in the state dir, signed
+ * with the gateway key kept there. Needs no running gateway and trusts none: run it on the
+ * gateway host. Exit 0 only when the chain is intact and reaches the anchored head.
+ */
+async function verifyAuditCommand(values: Record<string, unknown>, limit: number | undefined): Promise<number> {
+  const stateDir = resolveStateDir(values['state-dir'] as string | undefined);
+  const file = values.config ? readConfigFile(values.config as string) : {};
+  const choice = resolveStoreChoice(values.store as string | undefined, values['postgres-url'] as string | undefined, file.gateway ?? {});
+  let entries: AuditEntry[];
+  if (choice.kind === 'sqlite') {
+    const path = join(stateDir, 'clawgate.sqlite');
+    if (!existsSync(path)) {
+      process.stderr.write(`no SQLite state at ${path}: pass the gateway's --state-dir (or --store postgres --postgres-url <url>)\n`);
+      return 1;
+    }
+    // Read-only and outside the store adapter: verifying writes nothing, not even a migration.
+    const db = new Database(path, { readonly: true, fileMustExist: true });
+    try {
+      entries = (db.prepare('SELECT * FROM audit ORDER BY seq').all() as AuditRow[]).map(toAudit);
+    } finally {
+      db.close();
+    }
+  } else {
+    const { PostgresStore } = await import('../store/postgres.js');
+    const store = await PostgresStore.open(choice.url as string);
+    try {
+      entries = await store.listAudit();
+    } finally {
+      await store.close();
+    }
+  }
+  const read = readAuditAnchor(stateDir);
+  const verdict: AuditVerdict = read.ok
+    ? verifyAnchoredAudit(entries, read.anchor, readGatewayKeyFingerprint(stateDir))
+    : { ok: false, problem: read.problem, brokenAtSeq: null };
+  const shown = entries.slice(-(limit ?? entries.length));
+  if (values.json) {
+    out(
+      JSON.stringify({
+        entries: shown,
+        verified: verdict.ok,
+        brokenAtSeq: verdict.ok ? null : verdict.brokenAtSeq,
+        ...(verdict.ok ? { anchoredSeq: verdict.anchoredSeq, unanchored: verdict.unanchored } : { problem: verdict.problem }),
+      }),
+    );
+  } else {
+    printAudit(shown);
+    if (verdict.ok) {
+      const head =
+        verdict.anchoredSeq === null
+          ? 'the log is empty'
+          : `the head at entry ${verdict.anchoredSeq} is signed by this gateway's key (${join(stateDir, AUDIT_ANCHOR_FILE)})` +
+            (verdict.unanchored > 0 ? `; ${verdict.unanchored} newer entries are chained but not yet anchored` : '');
+      out(`audit log verified: ${verdict.entries} entries, chain intact; ${head}`);
+    } else process.stderr.write(`audit log NOT intact: ${printable(verdict.problem)}\n`);
+  }
+  return verdict.ok ? 0 : 1;
 }
 
 /** What the person rotating a token should know about how the device gets its new one. */

@@ -11,6 +11,7 @@ import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '.
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
+import { printableLines } from '../protocol/text.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
 import { jsonParams, parseGatewayCommand, positiveIntFlag } from './common.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
@@ -43,7 +44,10 @@ Usage:
   clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
                                                a connected device gets the new token pushed live
   clawgate devices revoke --device <id> --role operator|node
-  clawgate audit [--json] [--verify] [--limit <n>]
+  clawgate audit [--json] [--limit <n>]
+  clawgate audit --verify [--state-dir <dir>] [--store postgres --postgres-url <url>] [--json]
+                                               check the log against the head signed into the
+                                               state dir (reads the store; no gateway needed)
   clawgate nodes list | pending | approve <requestId|node> | reject <requestId|node> [--json]
   clawgate nodes describe <node> | rename <node> <name> | remove <node> [--json]
   clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>] [--json]
@@ -296,7 +300,8 @@ async function call(args: string[]): Promise<number> {
   });
   try {
     const result = await conn.request(method, params, timeoutMs);
-    process.stdout.write(`${JSON.stringify(result, null, values.json ? 0 : 2)}\n`);
+    // JSON escapes C0 controls but not C1 or bidi characters; the escape keeps it the same JSON.
+    process.stdout.write(`${printableLines(JSON.stringify(result, null, values.json ? 0 : 2))}\n`);
     return 0;
   } finally {
     await conn.close();
@@ -332,16 +337,17 @@ export async function main(argv: string[]): Promise<number> {
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`${err.message}\n`);
+      process.stderr.write(`${printableLines(err.message)}\n`);
       return 2;
     }
     if (err instanceof ConnectError || err instanceof GatewayRequestError) {
       const e = err instanceof ConnectError ? err.error : err.error;
       const next = (e?.details as { nextStep?: string } | undefined)?.nextStep;
-      process.stderr.write(`error: ${err.message}${e?.details?.code ? ` [${e.details.code}]` : ''}\n${next ? `next: ${next}\n` : ''}`);
+      // A gateway's message can quote what a client named: escaped like every other listing.
+      process.stderr.write(printableLines(`error: ${err.message}${e?.details?.code ? ` [${e.details.code}]` : ''}\n${next ? `next: ${next}\n` : ''}`));
       return 1;
     }
-    process.stderr.write(`error: ${(err as Error).message}\n`);
+    process.stderr.write(`error: ${printableLines((err as Error).message)}\n`);
     return 1;
   }
 }

@@ -2,7 +2,7 @@
 import type { GatewayConnection } from '../client/connection.js';
 import type { NodePendingView } from '../core/nodes.js';
 import type { NodeView } from '../methods/nodes.js';
-import { jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
+import { field, jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
 import { UsageError } from './main.js';
 
 const OPTIONS = {
@@ -59,7 +59,8 @@ async function pendingRequestId(c: GatewayConnection, ref: string): Promise<stri
 function describeLine(n: NodeView): string {
   const state = n.connected ? 'connected' : 'offline';
   const pending = n.pendingRequestId ? `  pending ${n.pendingRequestId} (${n.pendingCommands.join(', ') || 'caps only'})` : '';
-  return `${n.nodeId}  ${n.displayName ?? '(no name)'}  ${n.platform ?? ''}  ${state}  commands: ${n.commands.join(', ') || '(none)'}${pending}`;
+  const name = n.displayName === null || n.displayName === undefined ? '(no name)' : field(n.displayName);
+  return `${n.nodeId}  ${name}  ${field(n.platform)}  ${state}  commands: ${n.commands.map(field).join(', ') || '(none)'}${pending}`;
 }
 
 export async function nodesCommand(sub: string | undefined, args: string[]): Promise<number> {
@@ -82,9 +83,9 @@ export async function nodesCommand(sub: string | undefined, args: string[]): Pro
             out(`Pending node surfaces (${res.pending.length})`);
             for (const p of res.pending) {
               out(
-                `  ${p.requestId}  ${p.displayName ?? p.nodeId.slice(0, 12)}  ${p.platform ?? ''} ${p.version ?? ''}  from ${p.remoteIp}  ${p.connected ? 'connected' : 'offline'}`,
+                `  ${p.requestId}  ${field(p.displayName ?? p.nodeId.slice(0, 12))}  ${field(p.platform)} ${field(p.version)}  from ${p.remoteIp}  ${p.connected ? 'connected' : 'offline'}`,
               );
-              out(`    commands: ${p.commands.join(', ') || '(none)'}`);
+              out(`    commands: ${p.commands.map(field).join(', ') || '(none)'}`);
               out(`    approving needs: ${p.requiredApproveScopes.join(' + ')}${p.hostCommands.length ? ` (host-level: ${p.hostCommands.join(', ')})` : ''}`);
             }
           });
@@ -100,7 +101,7 @@ export async function nodesCommand(sub: string | undefined, args: string[]): Pro
           print(res, () =>
             out(
               sub === 'approve'
-                ? `approved ${id}: node ${res.node?.displayName ?? res.node?.nodeId} may now run ${res.node?.commands.join(', ') || '(no commands)'}`
+                ? `approved ${id}: node ${field(res.node?.displayName ?? res.node?.nodeId)} may now run ${res.node?.commands.join(', ') || '(no commands)'}`
                 : `rejected ${id} (node ${res.nodeId})`,
             ),
           );

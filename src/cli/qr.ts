@@ -6,7 +6,7 @@
 import QRCode from 'qrcode-terminal/vendor/QRCode/index.js';
 import QRErrorCorrectLevel from 'qrcode-terminal/vendor/QRCode/QRErrorCorrectLevel.js';
 import { MAX_SETUP_TTL_MS, MIN_SETUP_TTL_MS, resolveSetupProfile, type SetupView } from '../core/setup-codes.js';
-import { withGateway } from './common.js';
+import { field, out, outRaw, withGateway } from './common.js';
 import { parse, UsageError } from './main.js';
 
 const USAGE = `usage: clawgate qr [--profile operator|node|operator+node] [--scopes <s>…] [--label <name>] [--ttl <10m>]
@@ -62,7 +62,6 @@ export function parseDuration(text: string): number {
   return Math.round(Number(m[1]) * unit);
 }
 
-const out = (text: string) => process.stdout.write(`${text}\n`);
 const when = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 const inHuman = (ms: number) => {
   const s = Math.round(ms / 1000);
@@ -105,11 +104,11 @@ function printList(codes: SetupView[]): void {
     let state: string = c.status;
     if (c.status === 'active') state = `active, expires in ${inHuman(c.expiresAtMs - now)}`;
     if (c.status === 'redeemed')
-      state = `redeemed by ${c.deviceName ? `${c.deviceName} ` : ''}${c.deviceId} as ${c.redeemedRole} at ${when(c.redeemedAtMs ?? 0)}`;
+      state = `redeemed by ${c.deviceName ? `${field(c.deviceName)} ` : ''}${c.deviceId} as ${c.redeemedRole} at ${when(c.redeemedAtMs ?? 0)}`;
     if (c.status === 'expired') state = `expired ${when(c.expiresAtMs)}`;
     if (c.status === 'revoked') state = `revoked ${when(c.revokedAtMs ?? 0)}`;
     if (c.status === 'burned') state = `burned after ${c.failures} wrong guesses`;
-    out(`  ${c.setupId}  ${c.label ?? '-'}  ${what}  minted ${when(c.createdAtMs)} by ${c.createdBy}  ${state}`);
+    out(`  ${c.setupId}  ${c.label === undefined ? '-' : field(c.label)}  ${what}  minted ${when(c.createdAtMs)} by ${c.createdBy}  ${state}`);
   }
 }
 
@@ -207,7 +206,7 @@ export async function qrCommand(args: string[]): Promise<number> {
       return 0;
     }
     const access = r.roles.map((role) => (role === 'operator' ? `operator (${r.scopes.join(', ')})` : role)).join(' + ');
-    out(`Setup code${r.label ? ` for ${r.label}` : ''}: pairs one device as ${access}`);
+    out(`Setup code${r.label ? ` for ${field(r.label)}` : ''}: pairs one device as ${access}`);
     out(`Gateway:  ${r.gatewayUrl}`);
     if (r.tlsFingerprint) out(`TLS pin:  SHA-256 ${r.tlsFingerprint} (the device accepts only this certificate)`);
     if (r.gatewayKey) out(`Key:      SHA-256 ${r.gatewayKey} (gateway identity: the device sends nothing to a server that cannot prove it)`);
@@ -218,7 +217,7 @@ export async function qrCommand(args: string[]): Promise<number> {
       out('          the device token the redemption returns. Prefer a wss:// URL (--public-url wss://…).');
     }
     out('');
-    out(renderQr(r.link, { ansi: process.stdout.isTTY === true }));
+    outRaw(renderQr(r.link, { ansi: process.stdout.isTTY === true }));
     out('');
     out(`Code:  ${r.setupCode}`);
     out(`Link:  ${r.link}`);

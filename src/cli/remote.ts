@@ -14,6 +14,7 @@ import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { isLoopbackAddress, proxyEntryWidthBits } from '../server/proxy.js';
 import { certFacts } from '../server/tls.js';
 import { SqliteStore } from '../store/sqlite.js';
+import { out } from './common.js';
 import { GATEWAY_FLAGS, loadTls, type ResolvedGatewaySettings, resolveGatewaySettings } from './gateway-config.js';
 import { parse, UsageError } from './main.js';
 import { readCredentials, readRuntimeInfo } from './state.js';
@@ -33,8 +34,6 @@ const PROBE_TIMEOUT_MS = 5_000;
 /** An IPv4 entry covering more than a /16 (2^16 addresses) is suspiciously wide for a proxy list. */
 const WIDE_V4_BITS = 16;
 const WIDE_V6_BITS = 64;
-
-const out = (text: string) => process.stdout.write(`${text}\n`);
 
 /**
  * Open the URL as a client would and wait for the gateway's `connect.challenge` (a nonce and a

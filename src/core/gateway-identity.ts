@@ -14,6 +14,8 @@ export interface GatewayIdentity {
   readonly fingerprint: string;
   /** The `gateway` field of a connect.challenge for this nonce and timestamp. */
   proveChallenge(nonce: string, ts: number): GatewayChallengeProof;
+  /** Ed25519 signature over `data`, unpadded base64url (the audit anchor; PROTOCOL.md §Audit log). */
+  sign(data: Buffer): string;
 }
 
 /** SHA-256 fingerprint (64 lowercase hex) of a raw public key given as unpadded base64url. */
@@ -34,6 +36,9 @@ class Ed25519GatewayIdentity implements GatewayIdentity {
   proveChallenge(nonce: string, ts: number): GatewayChallengeProof {
     const signature = sign(null, Buffer.from(gatewayChallengePayload(nonce, ts), 'utf8'), this.privateKey).toString('base64url');
     return { v: 1, publicKey: this.publicKey, signature };
+  }
+  sign(data: Buffer): string {
+    return sign(null, data, this.privateKey).toString('base64url');
   }
 }
 

@@ -22,6 +22,7 @@ import {
   type Role,
 } from '../protocol/frames.js';
 import { ALL_OPERATOR_SCOPES, normalizeScopes, PAIRING, READ, scopeSatisfied } from '../protocol/scopes.js';
+import { cleanOptional, cleanText } from '../protocol/text.js';
 import type { GrantRecord, PairingRequest, SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
 import { type Credential, type Decision, decideConnect } from './admission.js';
 import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
@@ -589,7 +590,7 @@ export class Gateway {
       this.broadcast('device.pair.setup.completed', {
         setupId: setup.setupId,
         deviceId: device.deviceId,
-        ...(ctx.params.client.displayName ? { deviceName: ctx.params.client.displayName } : {}),
+        ...(ctx.params.client.displayName ? { deviceName: cleanText(ctx.params.client.displayName) } : {}),
         access: setup.profile.name,
         roles: setup.profile.roles,
         ts: now,
@@ -779,11 +780,12 @@ export class Gateway {
     const client: ClientDescription = {
       id: ctx.params.client.id,
       mode: ctx.params.client.mode,
-      version: ctx.params.client.version,
-      platform: ctx.params.client.platform,
-      displayName: ctx.params.client.displayName,
-      deviceFamily: ctx.params.client.deviceFamily,
-      instanceId: ctx.params.client.instanceId,
+      // Shown in presence and listings: cleaned here; the raw values were only needed for the signature.
+      version: cleanText(ctx.params.client.version),
+      platform: cleanText(ctx.params.client.platform),
+      displayName: cleanOptional(ctx.params.client.displayName),
+      deviceFamily: cleanOptional(ctx.params.client.deviceFamily),
+      instanceId: cleanOptional(ctx.params.client.instanceId),
     };
     return new SessionPrincipal(
       this.random.uuid(),
@@ -1382,11 +1384,16 @@ export function negotiateProtocol(params: ConnectParams, role: string): number |
   return null;
 }
 
+/**
+ * The connect metadata stored with a device or request. A real client's name is never a reason
+ * to refuse it, so unsafe characters are replaced (U+FFFD), after the signature (which covers the
+ * raw platform and deviceFamily) was checked.
+ */
 function metaOf(params: ConnectParams) {
   return {
-    displayName: params.client.displayName,
-    platform: params.client.platform,
-    deviceFamily: params.client.deviceFamily,
+    displayName: cleanOptional(params.client.displayName),
+    platform: cleanText(params.client.platform),
+    deviceFamily: cleanOptional(params.client.deviceFamily),
     clientId: params.client.id,
     clientMode: params.client.mode,
   };

@@ -13,6 +13,7 @@
 import { GatewayError } from '../protocol/errors.js';
 import type { ConnectParams } from '../protocol/frames.js';
 import { ADMIN, PAIRING, WRITE } from '../protocol/scopes.js';
+import { cleanOptional, cleanText, isSafeText } from '../protocol/text.js';
 import type { NodeSurfaceRecord, NodeSurfaceRequest } from '../store/types.js';
 import type { Gateway } from './gateway.js';
 import { hasScope, type Principal, type SessionPrincipal } from './principal.js';
@@ -93,9 +94,13 @@ export function requiredApproveScopes(commands: readonly string[]): string[] {
   return [PAIRING, WRITE];
 }
 
-/** Trim, drop empties, de-duplicate and sort, so surfaces compare element-wise. */
+/**
+ * Trim, drop empties, de-duplicate, sort (so surfaces compare element-wise). A command or cap name with an unsafe character
+ * (protocol/text.ts) is dropped: it is neither shown to an approver nor ever routable, and a
+ * node is not refused for it (replacing it would name a command the node does not have).
+ */
 export function normalizeList(list: readonly string[] | undefined): string[] {
-  return [...new Set((list ?? []).map((s) => s.trim()).filter((s) => s.length > 0))].sort();
+  return [...new Set((list ?? []).map((s) => s.trim()).filter((s) => s.length > 0 && isSafeText(s)))].sort();
 }
 
 export interface LiveNode {
@@ -190,12 +195,12 @@ export class NodeRegistry {
     if (wider) {
       const now = gw.clock.now();
       const meta = {
-        displayName: params.client.displayName,
-        platform: params.client.platform,
-        deviceFamily: params.client.deviceFamily,
+        displayName: cleanOptional(params.client.displayName),
+        platform: cleanText(params.client.platform),
+        deviceFamily: cleanOptional(params.client.deviceFamily),
         clientId: params.client.id,
         clientMode: params.client.mode,
-        version: params.client.version,
+        version: cleanText(params.client.version),
       };
       const res = await gw.store.upsertNodeSurfaceRequest({
         requestId: gw.random.uuid(),

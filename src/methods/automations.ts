@@ -11,6 +11,7 @@ import type { Gateway } from '../core/gateway.js';
 import { hasScope, type Principal, SessionPrincipal } from '../core/principal.js';
 import { GatewayError } from '../protocol/errors.js';
 import { ADMIN, READ, scopeSatisfied, WRITE } from '../protocol/scopes.js';
+import { unsafeFieldError } from '../protocol/text.js';
 import type { ChatSession, CronAction, CronJob, CronJobPatch, CronSchedule, WebhookChannel } from '../store/types.js';
 
 const SessionKey = T.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._:/@-]*$' });
@@ -147,13 +148,34 @@ function checkUrl(text: string): GatewayError | null {
   return null;
 }
 
+type ShownAction = { spawn?: { label?: string } | undefined; username?: string | undefined } | undefined;
+const actionShown = (a: ShownAction) => ({ 'action.spawn.label': a?.spawn?.label, 'action.username': a?.username });
+
+/** The params of each method that listings later show to a person (labels, job names, usernames). */
+// biome-ignore lint/suspicious/noExplicitAny: params were already checked against the method's schema.
+const SHOWN: Record<string, (p: any) => Record<string, string | undefined>> = {
+  'sessions.create': (p: { label?: string }) => ({ label: p.label }),
+  'sessions.spawn': (p: { label?: string }) => ({ label: p.label }),
+  'channels.add': (p: { username?: string }) => ({ username: p.username }),
+  send: (p: { username?: string }) => ({ username: p.username }),
+  'cron.add': (p: { name?: string; action?: ShownAction }) => ({ name: p.name, ...actionShown(p.action) }),
+  'cron.update': (p: { name?: string; action?: ShownAction }) => ({ name: p.name, ...actionShown(p.action) }),
+};
+
 export function registerAutomationMethods(gw: Gateway, auto: Automations): void {
   const now = () => gw.clock.now();
   const audit = (p: Principal, action: string, subject: string, data?: Record<string, unknown>) => ({ atMs: now(), actor: p.actor, action, subject, data });
 
-  /** Every method here is an operator method; the handler's params type follows from the schema. */
-  const operator = <S extends TSchema>(name: string, scope: string, params: S, handler: MethodSpec<Static<S>>['handler']) =>
-    gw.methods.add<Static<S>>({ name, role: 'operator', scope, params, handler });
+  /**
+   * Every method here is an operator method; the handler's params type follows from the schema.
+   * A param people later read in a listing (SHOWN) holding a control, bidi or invisible
+   * character is refused before the handler runs.
+   */
+  const operator = <S extends TSchema>(name: string, scope: string, params: S, handler: MethodSpec<Static<S>>['handler']) => {
+    const shown = SHOWN[name];
+    const checked: MethodSpec<Static<S>>['handler'] = shown ? async (call) => unsafeFieldError(name, shown(call.params)) ?? handler(call) : handler;
+    return gw.methods.add<Static<S>>({ name, role: 'operator', scope, params, handler: checked });
+  };
 
   const session = async (key: string): Promise<ChatSession | GatewayError> =>
     (await gw.store.getChatSession(key)) ?? new GatewayError('UNKNOWN_SESSION', { vars: { session: key } });

@@ -15,6 +15,7 @@ import { mintToken } from '../core/secrets.js';
 import { GatewayError } from '../protocol/errors.js';
 import type { Role } from '../protocol/frames.js';
 import { ADMIN, normalizeScopes, PAIRING, uncoveredScopes } from '../protocol/scopes.js';
+import { unsafeFieldError } from '../protocol/text.js';
 import type { DeviceRecord, GrantRecord, NodeSurfaceRecord, NodeSurfaceRequest, PairingRequest, TokenRecord } from '../store/types.js';
 
 const RoleSchema = T.Union([T.Literal('operator'), T.Literal('node')]);
@@ -383,6 +384,8 @@ export function registerDeviceMethods(gw: Gateway): void {
       if (label.length < 1 || label.length > 64) {
         return new GatewayError('INVALID_PARAMS', { vars: { method: 'device.pair.rename', problem: 'label must be 1 to 64 characters' } });
       }
+      const unsafe = unsafeFieldError('device.pair.rename', { [p.label !== undefined ? 'label' : 'name']: label });
+      if (unsafe) return unsafe;
       if (!isAdmin(principal) && principal.deviceId !== p.deviceId) {
         return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device rename', why: `renaming another device needs ${ADMIN}` } });
       }

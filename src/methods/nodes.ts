@@ -13,6 +13,7 @@ import { ADMIN_INVOKE_COMMANDS, HOST_COMMANDS, type LiveNode, normalizeList } fr
 import { isAdmin, type Principal } from '../core/principal.js';
 import { GatewayError } from '../protocol/errors.js';
 import { ADMIN, PAIRING, READ, WRITE } from '../protocol/scopes.js';
+import { unsafeFieldError } from '../protocol/text.js';
 import type { DeviceRecord, GrantRecord, NodeSurfaceRecord, NodeSurfaceRequest } from '../store/types.js';
 import { byDevice } from './devices.js';
 
@@ -183,6 +184,8 @@ export function registerNodeMethods(gw: Gateway): void {
       if (name.length < 1 || name.length > 64) {
         return new GatewayError('INVALID_PARAMS', { vars: { method: 'node.rename', problem: 'displayName must be 1 to 64 characters' } });
       }
+      const unsafe = unsafeFieldError('node.rename', { displayName: name });
+      if (unsafe) return unsafe;
       if (!(await gw.store.getGrant(p.nodeId, 'node'))) return new GatewayError('UNKNOWN_NODE', { vars: { nodeId: p.nodeId }, details: { nodeId: p.nodeId } });
       await gw.store.renameDevice(p.nodeId, name, {
         atMs: gw.clock.now(),

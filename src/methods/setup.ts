@@ -12,6 +12,7 @@ import { DEFAULT_SETUP_TTL_MS, MAX_SETUP_TTL_MS, MIN_SETUP_TTL_MS, mintSetupCode
 import { GatewayError } from '../protocol/errors.js';
 import { ADMIN } from '../protocol/scopes.js';
 import { MAX_SETUP_URLS, setupUrlProblem } from '../protocol/setup-code.js';
+import { unsafeFieldError } from '../protocol/text.js';
 
 const SetupId = T.String({ pattern: '^[0-9a-f]{16}$' });
 const Url = T.String({ minLength: 1, maxLength: 2048 });
@@ -71,6 +72,8 @@ export function registerSetupMethods(gw: Gateway): void {
     handler: async ({ principal, params }) => {
       const p = params as SetupCodeParams;
       if (p.profile && p.bootstrapProfile) return invalid('pass profile or bootstrapProfile, not both');
+      const unsafe = unsafeFieldError(method, { label: p.label });
+      if (unsafe) return unsafe;
       if (p.includeQr) return invalid('includeQr is not supported: render `link` as a QR code yourself (`clawgate qr` prints one in the terminal)');
       const name = p.profile ?? (p.bootstrapProfile === 'node' ? 'node' : p.bootstrapProfile === 'limited' ? 'operator+node' : 'operator');
       const profile = resolveSetupProfile(name, p.scopes);

@@ -307,6 +307,12 @@ const entries = {
     close: null,
     next: "Fix the named parameter (PROTOCOL.md lists each method's params).",
   },
+  TEXT_NOT_PRINTABLE: {
+    code: 'INVALID_REQUEST',
+    message: 'invalid params for {method}: {field} contains {kind} ({codePoint})',
+    close: null,
+    next: 'Names people read may not hold control, bidirectional or invisible format characters (docs/security.md §Client strings): remove them and retry.',
+  },
   DUPLICATE_REQUEST_ID: {
     code: 'INVALID_REQUEST',
     message: 'request id already in flight: {id}',

@@ -3,6 +3,8 @@
  * admin satisfies every operator scope; write satisfies read and talk. Anything else needs an
  * exact match, so an unknown future scope is never granted by accident.
  */
+import { isSafeText } from './text.js';
+
 export const OPERATOR_SCOPES = [
   'operator.read',
   'operator.write',
@@ -54,12 +56,16 @@ export function uncoveredScopes(granted: readonly string[], requested: readonly 
   return requested.filter((s) => !scopeSatisfied(set, s));
 }
 
-/** Trim, de-duplicate, sort, and make implied scopes explicit (admin ⇒ read+write, write ⇒ read). */
+/**
+ * Trim, de-duplicate, sort, and make implied scopes explicit (admin ⇒ read+write, write ⇒ read).
+ * A scope with an unsafe character (protocol/text.ts) is dropped: no real scope has one, and an
+ * approver must not be shown it.
+ */
 export function normalizeScopes(scopes: readonly string[]): string[] {
   const out = new Set<string>();
   for (const raw of scopes) {
     const s = raw.trim();
-    if (s) out.add(s);
+    if (s && isSafeText(s)) out.add(s);
   }
   if (out.has(ADMIN)) {
     out.add(READ);

@@ -126,7 +126,21 @@ export class MemoryStore implements Store {
   }
   private commitAudit(e: AuditEntry): AuditEntry {
     this.audit.push(e);
+    // After the caller finished its (synchronous) commit, as the SQL adapters call after COMMIT.
+    // One call per action, however many entries it appended.
+    if (this.auditListeners.length > 0 && !this.auditNotifyQueued) {
+      this.auditNotifyQueued = true;
+      queueMicrotask(() => {
+        this.auditNotifyQueued = false;
+        for (const l of this.auditListeners) l();
+      });
+    }
     return e;
+  }
+  private readonly auditListeners: Array<() => void> = [];
+  private auditNotifyQueued = false;
+  onAuditAppended(listener: () => void): void {
+    this.auditListeners.push(listener);
   }
 
   /** The device row after an approval: presented meta replaces the old (as in SQLite); label and creation time stay. */

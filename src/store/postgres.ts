@@ -182,6 +182,8 @@ const TYPES: pg.CustomTypesConfig = {
 
 /** One connection inside a transaction (or the pool for single reads). */
 export class PgQuery {
+  /** Set when this transaction appended to the audit log (the listeners run after its COMMIT). */
+  auditAppended = false;
   constructor(private readonly c: pg.Pool | pg.PoolClient) {}
   async one<T>(sql: string, params: unknown[] = []): Promise<T | undefined> {
     return (await this.c.query(sql, params)).rows[0] as T | undefined;
@@ -279,8 +281,10 @@ export class PostgresStore implements Store {
       await c.query('BEGIN');
       try {
         await c.query('SELECT pg_advisory_xact_lock($1, $2)', [...PG_LOCK.write]);
-        const out = await fn(new PgQuery(c));
+        const tx = new PgQuery(c);
+        const out = await fn(tx);
         await c.query('COMMIT');
+        if (tx.auditAppended) for (const l of this.auditListeners) l();
         return out;
       } catch (err) {
         await c.query('ROLLBACK').catch(() => {
@@ -293,7 +297,13 @@ export class PostgresStore implements Store {
     }
   }
 
+  private readonly auditListeners: Array<() => void> = [];
+  onAuditAppended(listener: () => void): void {
+    this.auditListeners.push(listener);
+  }
+
   private async appendAuditTx(tx: PgQuery, input: AuditInput): Promise<AuditEntry> {
+    tx.auditAppended = true;
     const last = await tx.one<AuditRow>('SELECT * FROM audit ORDER BY seq DESC LIMIT 1');
     const e = chainAudit(last ? toAudit(last) : undefined, input);
     await tx.run('INSERT INTO audit (seq, at_ms, actor, action, subject, data_json, prev_hash, hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)', [

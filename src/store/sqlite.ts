@@ -192,8 +192,28 @@ export class SqliteStore implements Store {
     }
   }
 
+  private readonly auditListeners: Array<() => void> = [];
+  /** Set by an audit append inside the running transaction; the listeners run once it committed. */
+  private auditAppended = false;
+
+  onAuditAppended(listener: () => void): void {
+    this.auditListeners.push(listener);
+  }
+
   private tx<T>(fn: () => T): T {
-    return this.db.transaction(fn).immediate();
+    this.auditAppended = false;
+    let out: T;
+    try {
+      out = this.db.transaction(fn).immediate();
+    } catch (err) {
+      this.auditAppended = false;
+      throw err;
+    }
+    if (this.auditAppended) {
+      this.auditAppended = false;
+      for (const l of this.auditListeners) l();
+    }
+    return out;
   }
 
   private appendAuditSync(input: AuditInput): AuditEntry {
@@ -202,6 +222,7 @@ export class SqliteStore implements Store {
     this.db
       .prepare('INSERT INTO audit (seq, at_ms, actor, action, subject, data_json, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)')
       .run(e.seq, e.atMs, e.actor, e.action, e.subject ?? null, e.data === undefined ? null : JSON.stringify(e.data), e.prevHash, e.hash);
+    this.auditAppended = true;
     return e;
   }
 

@@ -512,4 +512,10 @@ export interface Store {
 
   appendAudit(input: AuditInput): Promise<AuditEntry>;
   listAudit(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEntry[]>;
+  /**
+   * Call `listener` after every commit that appended to the audit log through this store
+   * object (the audit anchor then signs the new head). Optional: a store without it is only
+   * anchored on start and stop.
+   */
+  onAuditAppended?(listener: () => void): void;
 }

@@ -20,6 +20,7 @@ import {
 } from '../../../packages/client/src/browser.js';
 import { confirmationCode } from '../../core/confirmation.js';
 import type { NodePendingView } from '../../core/nodes.js';
+import { printableLines } from '../../protocol/text.js';
 import { encodeQr, qrPath } from './qr.js';
 import { SessionCredentialStore } from './session-store.js';
 
@@ -160,7 +161,9 @@ function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs = {}, ...
     else if (k === 'value' && (el instanceof HTMLInputElement || el instanceof HTMLTextAreaElement || el instanceof HTMLSelectElement)) el.value = String(v);
     else el.setAttribute(k, v === true ? '' : v);
   }
-  for (const c of children) if (c !== null && c !== undefined && c !== false) el.append(c);
+  // Text is appended as text (never parsed as HTML); control, bidi and invisible characters are
+  // shown as \uXXXX escapes so a name cannot reorder or hide what is around it (protocol/text.ts).
+  for (const c of children) if (c !== null && c !== undefined && c !== false) el.append(typeof c === 'string' ? printableLines(c) : c);
   return el;
 }
 
