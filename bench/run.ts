@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { clawgateLauncher, floorLauncher, type GatewayKind, LAUNCHERS, type Launcher } from './gateways.js';
+import { ownerCredential } from './harness.js';
 import {
   type CpuUse,
   DEFAULT_PROFILE,
@@ -418,8 +419,7 @@ async function measureGateway(launcher: Launcher, cfg: BenchConfig, label: strin
     if (launcher.kind === 'clawgate' && cfg.nodeInvokeN > 0) {
       log(`${label}: ${cfg.nodeInvokeN} node.invoke round trips`);
       try {
-        const owner = (JSON.parse(readFileSync(join(gw.stateDir, 'credentials.json'), 'utf8')) as { owner?: string }).owner;
-        if (typeof owner !== 'string') throw new Error('no owner credential in the state dir');
+        const owner = ownerCredential(gw.stateDir);
         res.nodeInvoke = await nodeInvokeLatency(t, owner, cfg.nodeInvokeN, cfg.warmup);
       } catch (err) {
         res.nodeInvoke = { error: (err as Error).message };

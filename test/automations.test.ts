@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../src/store/types.js';
-import { cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { asOwner, cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { freePort } from './helpers/net.js';
 import { connectAsNode, deviceParams, plainParams, RawClient, rawConnect } from './helpers/raw.js';
 import { WebhookTarget } from './helpers/webhook.js';
@@ -28,7 +28,7 @@ async function waitUntil(cond: () => Promise<boolean> | boolean, what: string, t
 /** A new device paired silently on loopback with the shared token, holding `scopes`. */
 const pairedDevice = (tg: TestGateway, scopes: string[]) =>
   connectGateway({ url: tg.url, identity: generateIdentity(), auth: { token: TEST_TOKEN }, client: { id: 'test', mode: 'test' }, scopes });
-const owner = (tg: TestGateway) => connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+const owner = (tg: TestGateway) => connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
 
 /** The CLI with no flags at all: state dir from the environment, owner credential from it. */
 const localCli = (stateDir: string, ...args: string[]) => runClawgate(args, { CLAWGATE_STATE_DIR: stateDir });
@@ -805,12 +805,9 @@ test('the CLI as a user: sessions create and spawn, chat send (idempotent) and h
     assert.equal((await cli(tg, 'chat', 'send', 'desk-1')).code, 2, 'no text is a usage error');
 
     // `channels add` takes --url as the webhook's address, so the gateway's comes by --gateway-url.
-    const add = await runClawgate(
-      ['channels', 'add', 'webhook', '--name', 'gone', '--url', target.url, '--gateway-url', tg.url, '--token', TEST_OWNER, '--json'],
-      {
-        CLAWGATE_STATE_DIR: tg.stateDir,
-      },
-    );
+    const add = await runClawgate(['channels', 'add', 'webhook', '--name', 'gone', '--url', target.url, '--gateway-url', tg.url, '--json'], {
+      CLAWGATE_STATE_DIR: tg.stateDir,
+    });
     assert.equal(add.code, 0, add.stderr);
     const removed = await cliJson(tg, 'channels', 'remove', 'gone', '--json');
     assert.deepEqual(removed, { removed: true });

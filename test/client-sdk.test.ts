@@ -32,7 +32,7 @@ import type { TlsMaterial } from '../src/core/config.js';
 import { ManualClock } from '../src/core/env.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { mintCode, ownerCall, pairedDevices, reach, tempDir } from './helpers/client.js';
-import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 const platform = nodePlatform();
 const fast = { backoff: { baseMs: 40, maxMs: 400 } };
@@ -713,7 +713,7 @@ describe('TLS pinning (native wss:// with a self-signed certificate)', () => {
     cleanup.push(() => removeDir(dirA));
     cleanup.push(() => removeDir(dirB));
     const pinA = certFacts(a.certPem).fingerprint;
-    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, tlsFingerprint: pinA, client: { id: 'cli', mode: 'cli' } });
+    const owner = await connectGateway({ url: tg.url, ...asOwner(tg), tlsFingerprint: pinA, client: { id: 'cli', mode: 'cli' } });
     const code = await owner.request<{ setupCode: string }>('device.pair.setupCode', {});
     await owner.close();
 

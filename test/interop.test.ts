@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { ConnectError, connectGateway, generateIdentity } from '../src/client/connection.js';
-import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
 
 const run = promisify(execFile);
@@ -124,7 +124,7 @@ describe('real openclaw CLI against clawgate', () => {
   });
 
   test('openclaw node run --pair <node-profile code> pairs and stays connected, then reconnects with its device token', async () => {
-    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     const minted = await owner.request<{ setupCode: string; link: string }>('device.pair.setupCode', { profile: 'node' });
     await owner.close();
     const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-node-'));
