@@ -87,7 +87,8 @@ Commands that talk to a gateway use --url > CLAWGATE_URL > the running gateway r
 state dir > ws://127.0.0.1:18789, and authenticate with --token > CLAWGATE_TOKEN > the owner
 credential in the state dir. Before sending anything they check that the server proves the
 gateway key: --gateway-key <fingerprint> > CLAWGATE_GATEWAY_KEY > the state dir's gateway-key.pem
-(a remote gateway needs --gateway-key). The owner credential is never sent, only proven. For a wss:// gateway with a self-signed certificate pass
+(a remote gateway needs --gateway-key). The owner credential is never sent, only proven.
+For a wss:// gateway with a self-signed certificate pass
 --tls-fingerprint <sha256> (or CLAWGATE_TLS_FINGERPRINT); the local gateway's is pinned automatically.
 \`node run\` is a client of a gateway, not its operator: its own state dir (--state-dir, else
 CLAWGATE_NODE_STATE_DIR, else ~/.clawgate-node), the gateway token only from --token or
