@@ -271,13 +271,22 @@ test('a foreign process on the host without the shared secret or owner credentia
       const noCred = await attempt('cron', 'add', '--name', 'evil', '--every', '1s', '--send', 'alerts', '--content', 'pwned');
       assert.equal(noCred.code, 2, 'refused before any connection: there is no credential to present');
       assert.match(noCred.stderr, /no credential/);
-      for (const token of ['internal', 'cgo_guess', TEST_OWNER.slice(0, -1)]) {
-        const guessed = await attempt('call', 'send', '--params', '{"channel":"alerts","content":"pwned"}', '--token', token);
+      const guessedToken = await attempt('call', 'send', '--params', '{"channel":"alerts","content":"pwned"}', '--token', 'internal');
+      assert.equal(guessedToken.code, 1);
+      assert.match(guessedToken.stderr, /AUTH_TOKEN_MISMATCH/);
+      const cronToken = await attempt('cron', 'run', 'x', '--token', 'internal');
+      assert.equal(cronToken.code, 1);
+      assert.match(cronToken.stderr, /AUTH_TOKEN_MISMATCH/);
+      // A guessed owner credential is only ever proven, and only to the gateway key the process
+      // was told: a wrong guess is a proof that does not verify.
+      for (const token of ['cgo_guess', TEST_OWNER.slice(0, -1)]) {
+        const keyed = ['--token', token, '--gateway-key', tg.gatewayKey];
+        const guessed = await attempt('call', 'send', '--params', '{"channel":"alerts","content":"pwned"}', ...keyed);
         assert.equal(guessed.code, 1);
-        assert.match(guessed.stderr, /AUTH_TOKEN_MISMATCH/);
-        const cron = await attempt('cron', 'run', 'x', '--token', token);
+        assert.match(guessed.stderr, /AUTH_OWNER_PROOF_INVALID/);
+        const cron = await attempt('cron', 'run', 'x', ...keyed);
         assert.equal(cron.code, 1);
-        assert.match(cron.stderr, /AUTH_TOKEN_MISMATCH/);
+        assert.match(cron.stderr, /AUTH_OWNER_PROOF_INVALID/);
       }
     } finally {
       removeDir(foreignHome);
