@@ -230,11 +230,6 @@ export class Gateway {
     this.ownAudiences = next;
   }
 
-  /** The audiences an owner proof may name (PROTOCOL.md §Gateway identity and owner proof). */
-  ownerAudiences(): string[] {
-    return [...this.ownAudiences];
-  }
-
   /** Does `proof` prove the owner credential for this connection's nonce, this gateway's key and `audience`? Constant time. */
   private ownerProofHolds(proof: string, audience: string, nonce: string): boolean {
     if (!this.ownerKey || !this.identity) return false;
@@ -356,9 +351,10 @@ export class Gateway {
       if (!deviceTokenInSlot && (await this.isLocked(address, 'shared'))) return await this.rateLimited(id, address, 'shared');
       if (this.owner?.matches(auth.token)) {
         // Whoever holds the owner credential proves it; a bearer copy may have reached a stranger
-        // on the way, so it opens nothing (and the gateway says so, once, in its log).
+        // on the way, so it opens nothing, and the log and the audit trail say it travelled.
         tokenFailure = 'AUTH_OWNER_CREDENTIAL_SENT';
         this.log.warn('the owner credential was sent as a bearer token and refused; treat it as exposed', { address });
+        void this.audit('gateway', 'auth.owner-credential-sent', address, {});
       } else if (this.sharedToken?.matches(auth.token)) credential = { kind: 'shared' };
       else if (deviceTokenInSlot) {
         // A device token sent in the token slot: verified below like auth.deviceToken.

@@ -189,6 +189,12 @@ describe('the gateway side', () => {
     );
     assert.match(err.message, /owner credential is never sent/);
     assert.match(String(err.error?.details?.nextStep), /clawgate CLI on the gateway host/);
+    // The trail says the credential travelled (so it can be treated as exposed).
+    const until = Date.now() + 10_000;
+    while (!(await tg.store.listAudit({ limit: 100 })).some((e) => e.action === 'auth.owner-credential-sent')) {
+      if (Date.now() > until) assert.fail('no audit entry auth.owner-credential-sent');
+      await new Promise((r) => setTimeout(r, 20));
+    }
     // The shared token keeps working in the same slot.
     const shared = await connectGateway({ url: tg.url, auth: { token: TEST_TOKEN }, client: { id: 'cli', mode: 'cli' } });
     assert.notEqual(shared.hello.auth.method, 'owner');
