@@ -41,7 +41,7 @@ async function main(): Promise<void> {
   const owner = ownerCredential(gw.stateDir);
   let op: GatewayConnection | null = null;
   try {
-    op = await connectGateway({ url: gw.url, auth: { token: owner }, client: { id: 'cli', mode: 'cli' } });
+    op = await connectGateway({ url: gw.url, ...owner, client: { id: 'cli', mode: 'cli' } });
     const o = op;
     await o.request('channels.add', { type: 'webhook', name: 'bench', url: hookUrl });
     await o.request('sessions.create', { key: 'bench' });

@@ -18,7 +18,8 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { PostgresStore } from '../src/store/postgres.js';
-import { CLUSTER_OWNER, CLUSTER_TOKEN, clusterStateDir, type Instance, removeStateDir, startInstance } from '../test/helpers/instance.js';
+import { ownerAuth } from '../test/helpers/gateway.js';
+import { asClusterOwner, CLUSTER_OWNER, CLUSTER_TOKEN, clusterStateDir, type Instance, removeStateDir, startInstance } from '../test/helpers/instance.js';
 import { startPgCluster } from '../test/helpers/pg-cluster.js';
 import { deviceParams, type Frame, RawClient } from '../test/helpers/raw.js';
 import { type Summary, summarize } from './stats.js';
@@ -27,7 +28,7 @@ const { values } = parseArgs({ options: { n: { type: 'string', default: '100' } 
 const N = Number(values.n);
 
 function operator(inst: Instance): Promise<GatewayConnection> {
-  return connectGateway({ url: inst.url, auth: { token: CLUSTER_OWNER }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] });
+  return connectGateway({ url: inst.url, ...asClusterOwner, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] });
 }
 
 async function revokeLatency(a: Instance, opB: GatewayConnection): Promise<Float64Array> {
@@ -38,7 +39,7 @@ async function revokeLatency(a: Instance, opB: GatewayConnection): Promise<Float
     const device = await connectGateway({
       url: a.url,
       identity,
-      auth: { token: CLUSTER_OWNER },
+      ...asClusterOwner,
       scopes: ['operator.read'],
       client: { id: 'test', mode: 'test' },
     });
@@ -81,7 +82,14 @@ async function invokeLatency(b: Instance, opA: GatewayConnection): Promise<Float
   const identity = generateIdentity();
   const node = await RawClient.open(b.url);
   const challenge = await node.challenge();
-  const params = deviceParams({ identity, challenge, role: 'node', scopes: [], client: { id: 'node-host', mode: 'node' }, auth: { token: CLUSTER_OWNER } });
+  const params = deviceParams({
+    identity,
+    challenge,
+    role: 'node',
+    scopes: [],
+    client: { id: 'node-host', mode: 'node' },
+    auth: ownerAuth(challenge, b.url, CLUSTER_OWNER),
+  });
   params.commands = ['echo.bench'];
   params.caps = [];
   const hello = await node.request('c1', 'connect', params);

@@ -4,6 +4,7 @@
  * credential that approved the node's command surface.
  */
 import { connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
+import type { OwnerOptions } from './harness.js';
 
 export interface EchoNode {
   /** The owner's operator session (the one that sends node.invoke). */
@@ -15,7 +16,7 @@ export interface EchoNode {
 }
 
 /** Connects the node with the shared token (paired silently over loopback), then approves its surface. */
-export async function startEchoNode(url: string, sharedToken: string, ownerToken: string): Promise<EchoNode> {
+export async function startEchoNode(url: string, sharedToken: string, owner: OwnerOptions): Promise<EchoNode> {
   const node = await connectGateway({
     url,
     role: 'node',
@@ -33,7 +34,7 @@ export async function startEchoNode(url: string, sharedToken: string, ownerToken
       answered++;
       node.request('node.invoke.result', { id: p.id, nodeId: p.nodeId, ok: true, payloadJSON: p.paramsJSON ?? 'null' }).catch(() => {});
     });
-    op = await connectGateway({ url, auth: { token: ownerToken }, client: { id: 'cli', mode: 'cli' } });
+    op = await connectGateway({ url, ...owner, client: { id: 'cli', mode: 'cli' } });
     const list = await op.request<{ pending: Array<{ requestId: string; nodeId: string }> }>('node.pair.list', {});
     const req = list.pending[0];
     if (!req) throw new Error('the node filed no surface request');

@@ -40,13 +40,18 @@ export interface Launcher {
 export const clawgateLauncher: Launcher = {
   kind: 'clawgate',
   pairing: true,
-  describe: () => ({ command: 'node bin/clawgate.js gateway run --bind loopback --port <free> --state-dir <fresh>', node: process.version }),
+  describe: () => ({
+    command: 'node bin/clawgate.js gateway run --bind loopback --port <free> --state-dir <fresh> --config <gateway.auth.sharedSecretIsAdminOnHost: true>',
+    node: process.version,
+  }),
   start: (o) =>
     spawnGateway({
       root: o.root,
       nodeArgs: o.nodeArgs,
       keepStateDir: o.keepStateDir,
-      config: o.strict ? { gateway: { autoApproveLocal: false } } : undefined,
+      // Like for like with OpenClaw, whose token is admin on its own host: the bench's device-less
+      // admin sessions (approve, revoke) use the shared token through the documented opt-in.
+      config: { gateway: { auth: { sharedSecretIsAdminOnHost: true }, ...(o.strict ? { autoApproveLocal: false } : {}) } },
     }),
 };
 

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { readGatewayKeyFingerprint } from '../src/server/gateway-key.js';
 
 export interface RoundTripArgs {
   sequentialN: number;
@@ -26,9 +27,15 @@ export function roundTripArgs(defaultSequential: number): RoundTripArgs {
   return { sequentialN: Number(values.sequential), concurrency: Number(values.concurrency), durationMs: Number(values['duration-s']) * 1000 };
 }
 
-/** The owner credential `clawgate` wrote into a fresh state dir. */
-export function ownerCredential(stateDir: string): string {
-  return (JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')) as { owner: string }).owner;
+/** connectGateway options for the owner of a fresh state dir: the credential (proven, never sent) and the gateway key it is proven to. */
+export function ownerCredential(stateDir: string): OwnerOptions {
+  const owner = (JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')) as { owner: string }).owner;
+  return { owner, gatewayKey: readGatewayKeyFingerprint(stateDir) };
+}
+
+export interface OwnerOptions {
+  owner: string;
+  gatewayKey: string | null;
 }
 
 export function machineInfo(): { cpus: number; model: string; node: string } {

@@ -33,11 +33,6 @@ export interface Target {
   url: string;
   /** Shared gateway token (auth.token). */
   token: string;
-  /**
-   * Credential of the admin sessions that approve and revoke (default `token`): clawgate's owner
-   * credential, since its shared token alone is worth read+write; OpenClaw's token is admin on its host.
-   */
-  adminToken?: string | undefined;
   pid: number | null;
 }
 

@@ -91,7 +91,7 @@ async function main(): Promise<void> {
     }
     const node = await startNode(gw, 'bench-node');
     nodes.push(node);
-    op = await connectGateway({ url: gw.url, auth: { token: owner }, client: { id: 'cli', mode: 'cli' } });
+    op = await connectGateway({ url: gw.url, ...owner, client: { id: 'cli', mode: 'cli' } });
     const nodeId = (JSON.parse(readFileSync(join(node.stateDir, 'identity.json'), 'utf8')) as { deviceId: string }).deviceId;
     const list = await op.request<{ pending: Array<{ requestId: string; nodeId: string }> }>('node.pair.list', {});
     const req = list.pending.find((p) => p.nodeId === nodeId);

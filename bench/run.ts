@@ -271,11 +271,6 @@ async function waitQuiet(maxS: number, thresholdCores = 0.25): Promise<{ waitedS
 /** Gateways this process started: stopped on the way out, whatever happens. */
 const live = new Set<SpawnedGateway>();
 
-/** clawgate's owner credential (its shared token alone is not admin); other gateways' token. */
-function adminTokenOf(gw: SpawnedGateway): string | undefined {
-  return gw.kind === 'clawgate' ? ownerCredential(gw.stateDir) : undefined;
-}
-
 async function startGw(launcher: Launcher, cfg: BenchConfig, opts: { nodeArgs?: string[]; strict?: boolean } = {}): Promise<SpawnedGateway> {
   const gw = await launcher.start({ root: ROOT, nodeArgs: opts.nodeArgs, strict: opts.strict, keepStateDir: cfg.keepState });
   live.add(gw);
@@ -395,7 +390,7 @@ async function measureGateway(launcher: Launcher, cfg: BenchConfig, label: strin
     execMs.push(gw.execMs);
   }
   log(`${label} pid ${gw.pid} ready on ${gw.url} after ${gw.coldStartMs.toFixed(1)} ms (state ${gw.stateDir})`);
-  const t: Target = { label, url: gw.url, token: gw.token, adminToken: adminTokenOf(gw), pid: gw.pid };
+  const t: Target = { label, url: gw.url, token: gw.token, pid: gw.pid };
   // OpenClaw keeps starting sidecars for a while after /readyz: let it settle before reading RSS.
   await sleep(launcher.kind === 'openclaw' ? Math.max(cfg.settleMs, cfg.quick ? 2000 : 10_000) : cfg.settleMs);
   const stats = summarize(Float64Array.from(samples));
@@ -424,8 +419,7 @@ async function measureGateway(launcher: Launcher, cfg: BenchConfig, label: strin
     if (launcher.kind === 'clawgate' && cfg.nodeInvokeN > 0) {
       log(`${label}: ${cfg.nodeInvokeN} node.invoke round trips`);
       try {
-        const owner = (JSON.parse(readFileSync(join(gw.stateDir, 'credentials.json'), 'utf8')) as { owner?: string }).owner;
-        if (typeof owner !== 'string') throw new Error('no owner credential in the state dir');
+        const owner = ownerCredential(gw.stateDir);
         res.nodeInvoke = await nodeInvokeLatency(t, owner, cfg.nodeInvokeN, cfg.warmup);
       } catch (err) {
         res.nodeInvoke = { error: (err as Error).message };
@@ -445,7 +439,7 @@ async function measureGateway(launcher: Launcher, cfg: BenchConfig, label: strin
       const fresh = await startGw(launcher, cfg);
       try {
         await sleep(launcher.kind === 'openclaw' ? (cfg.quick ? 2000 : 10_000) : 0);
-        const ft: Target = { label, url: fresh.url, token: fresh.token, adminToken: adminTokenOf(fresh), pid: fresh.pid };
+        const ft: Target = { label, url: fresh.url, token: fresh.token, pid: fresh.pid };
         res.idle = await idleConnections(ft, {
           counts: idleCounts,
           identities: Math.min(cfg.concurrency, 20),
@@ -476,11 +470,7 @@ async function measureGateway(launcher: Launcher, cfg: BenchConfig, label: strin
       const strict = await startGw(launcher, cfg, { strict: true });
       try {
         if (launcher.kind === 'openclaw') await sleep(cfg.quick ? 2000 : 5000);
-        res.approval = await approvalLatency(
-          { label, url: strict.url, token: strict.token, adminToken: adminTokenOf(strict), pid: strict.pid },
-          cfg.approvalN,
-          cfg.profile,
-        );
+        res.approval = await approvalLatency({ label, url: strict.url, token: strict.token, pid: strict.pid }, cfg.approvalN, cfg.profile);
       } finally {
         await stopGateway(strict);
       }

@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { WebSocket } from 'ws';
 import { generateIdentity } from '../src/client/connection.js';
 import { startEchoNode } from './echo-node.js';
+import type { OwnerOptions } from './harness.js';
 import { ConnectSpec, connectOnce, type LoadProfile, MARK, MARK_COUNT, prepareMode, type Target, withDisplayName } from './loadgen.js';
 import { readRssMiB, readTreeRssMiB } from './proc.js';
 import { Counter, Samples, type Summary } from './stats.js';
@@ -74,7 +75,7 @@ export class Session {
 
 /** A device-less `cli`/`cli` admin session (how the real `openclaw devices …` CLI connects on loopback). */
 async function openAdminSession(target: Target, profile: LoadProfile, scopes = ['operator.admin', 'operator.pairing']): Promise<Session> {
-  const spec = new ConnectSpec(target.url, { ...profile, scopes }, profile.devicelessClient, { token: target.adminToken ?? target.token }, null);
+  const spec = new ConnectSpec(target.url, { ...profile, scopes }, profile.devicelessClient, { token: target.token }, null);
   const socket = await connectKept(spec, profile.timeoutMs);
   if (typeof socket === 'string') throw new Error(`admin session refused (${socket})`);
   return new Session(socket);
@@ -402,10 +403,10 @@ export interface NodeInvokeResult {
  * sequential `node.invoke` calls, each answered by the node with `node.invoke.result`.
  * clawgate's node protocol; OpenClaw filters node commands to its own allow-list (see README).
  */
-export async function nodeInvokeLatency(target: Target, ownerToken: string, n: number, warmup: number): Promise<NodeInvokeResult> {
+export async function nodeInvokeLatency(target: Target, owner: OwnerOptions, n: number, warmup: number): Promise<NodeInvokeResult> {
   const errors = new Counter();
   const lat = new Samples(n);
-  const echo = await startEchoNode(target.url, target.token, ownerToken);
+  const echo = await startEchoNode(target.url, target.token, owner);
   try {
     for (let i = 0; i < warmup + n; i++) {
       const t0 = performance.now();

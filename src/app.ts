@@ -89,6 +89,7 @@ export async function startGateway(opts: AppOptions): Promise<{ gateway: Gateway
   }
   const server = await startServer(gateway, opts.host, opts.config.port);
   setAdvertisedUrl(gateway, { url: opts.config.publicUrl ?? advertisedUrl(server), tlsFingerprint: server.tlsFingerprint });
+  gateway.setOwnUrls(ownUrls(server, opts.config.publicUrl));
   gateway.start();
   // After the server is up: a catch-up cron run may already post to sessions or channels.
   try {
@@ -131,6 +132,25 @@ function startClusterAutomations(gateway: Gateway, bus: ClusterBus): void {
   gateway.onStop(async () => {
     if (resync) clearInterval(resync);
   });
+}
+
+/**
+ * Every URL that reaches this server directly: the listening URL, the public URL, and for a
+ * wildcard bind the listening port on each of this host's addresses. Owner proofs must name
+ * one of these (a relay on another port or host names its own address, and is refused).
+ */
+function ownUrls(server: RunningServer, publicUrl: string | undefined): string[] {
+  const urls = [server.url, ...(publicUrl ? [publicUrl] : [])];
+  if (server.host === '0.0.0.0' || server.host === '::') {
+    const scheme = new URL(server.url).protocol;
+    for (const list of Object.values(networkInterfaces())) {
+      for (const a of list ?? []) {
+        const host = a.address.split('%')[0] as string;
+        urls.push(`${scheme}//${host.includes(':') ? `[${host}]` : host}:${server.port}`);
+      }
+    }
+  }
+  return urls;
 }
 
 /**

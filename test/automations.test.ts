@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../src/store/types.js';
-import { cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { asOwner, cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { freePort } from './helpers/net.js';
 import { connectAsNode, deviceParams, plainParams, RawClient, rawConnect } from './helpers/raw.js';
 import { WebhookTarget } from './helpers/webhook.js';
@@ -28,7 +28,7 @@ async function waitUntil(cond: () => Promise<boolean> | boolean, what: string, t
 /** A new device paired silently on loopback with the shared token, holding `scopes`. */
 const pairedDevice = (tg: TestGateway, scopes: string[]) =>
   connectGateway({ url: tg.url, identity: generateIdentity(), auth: { token: TEST_TOKEN }, client: { id: 'test', mode: 'test' }, scopes });
-const owner = (tg: TestGateway) => connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+const owner = (tg: TestGateway) => connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
 
 /** The CLI with no flags at all: state dir from the environment, owner credential from it. */
 const localCli = (stateDir: string, ...args: string[]) => runClawgate(args, { CLAWGATE_STATE_DIR: stateDir });
@@ -271,13 +271,22 @@ test('a foreign process on the host without the shared secret or owner credentia
       const noCred = await attempt('cron', 'add', '--name', 'evil', '--every', '1s', '--send', 'alerts', '--content', 'pwned');
       assert.equal(noCred.code, 2, 'refused before any connection: there is no credential to present');
       assert.match(noCred.stderr, /no credential/);
-      for (const token of ['internal', 'cgo_guess', TEST_OWNER.slice(0, -1)]) {
-        const guessed = await attempt('call', 'send', '--params', '{"channel":"alerts","content":"pwned"}', '--token', token);
+      const guessedToken = await attempt('call', 'send', '--params', '{"channel":"alerts","content":"pwned"}', '--token', 'internal');
+      assert.equal(guessedToken.code, 1);
+      assert.match(guessedToken.stderr, /AUTH_TOKEN_MISMATCH/);
+      const cronToken = await attempt('cron', 'run', 'x', '--token', 'internal');
+      assert.equal(cronToken.code, 1);
+      assert.match(cronToken.stderr, /AUTH_TOKEN_MISMATCH/);
+      // A guessed owner credential is only ever proven, and only to the gateway key the process
+      // was told: a wrong guess is a proof that does not verify.
+      for (const token of ['cgo_guess', TEST_OWNER.slice(0, -1)]) {
+        const keyed = ['--token', token, '--gateway-key', tg.gatewayKey];
+        const guessed = await attempt('call', 'send', '--params', '{"channel":"alerts","content":"pwned"}', ...keyed);
         assert.equal(guessed.code, 1);
-        assert.match(guessed.stderr, /AUTH_TOKEN_MISMATCH/);
-        const cron = await attempt('cron', 'run', 'x', '--token', token);
+        assert.match(guessed.stderr, /AUTH_OWNER_PROOF_INVALID/);
+        const cron = await attempt('cron', 'run', 'x', ...keyed);
         assert.equal(cron.code, 1);
-        assert.match(cron.stderr, /AUTH_TOKEN_MISMATCH/);
+        assert.match(cron.stderr, /AUTH_OWNER_PROOF_INVALID/);
       }
     } finally {
       removeDir(foreignHome);
@@ -810,12 +819,9 @@ test('the CLI as a user: sessions create and spawn, chat send (idempotent) and h
     assert.equal((await cli(tg, 'chat', 'send', 'desk-1')).code, 2, 'no text is a usage error');
 
     // `channels add` takes --url as the webhook's address, so the gateway's comes by --gateway-url.
-    const add = await runClawgate(
-      ['channels', 'add', 'webhook', '--name', 'gone', '--url', target.url, '--gateway-url', tg.url, '--token', TEST_OWNER, '--json'],
-      {
-        CLAWGATE_STATE_DIR: tg.stateDir,
-      },
-    );
+    const add = await runClawgate(['channels', 'add', 'webhook', '--name', 'gone', '--url', target.url, '--gateway-url', tg.url, '--json'], {
+      CLAWGATE_STATE_DIR: tg.stateDir,
+    });
     assert.equal(add.code, 0, add.stderr);
     const removed = await cliJson(tg, 'channels', 'remove', 'gone', '--json');
     assert.deepEqual(removed, { removed: true });

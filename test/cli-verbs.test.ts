@@ -14,13 +14,13 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import type { AuditEntry, ChatMessage, ChatSession, Delivery } from '../src/store/types.js';
-import { cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { freePort } from './helpers/net.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
 /** `channels add` takes --url as the webhook's URL, so the gateway goes in --gateway-url (the `cli` helper's --url would replace the webhook URL). */
 async function addWebhook(tg: TestGateway, ...args: string[]): Promise<{ channel: { name: string; url: string } }> {
-  const r = await runClawgate(['channels', 'add', 'webhook', ...args, '--gateway-url', tg.url, '--token', TEST_OWNER, '--json'], {
+  const r = await runClawgate(['channels', 'add', 'webhook', ...args, '--gateway-url', tg.url, '--json'], {
     CLAWGATE_STATE_DIR: tg.stateDir,
   });
   assert.equal(r.code, 0, r.stderr);
@@ -133,7 +133,7 @@ test('CLI: every `channels` subcommand reaches the gateway named by --gateway-ur
   try {
     await addWebhook(tg, '--name', 'alerts', '--url', target.url);
     const env = { CLAWGATE_STATE_DIR: elsewhere };
-    const via = ['--gateway-url', tg.url, '--token', TEST_OWNER];
+    const via = ['--gateway-url', tg.url, '--token', TEST_TOKEN];
     const listed = await runClawgate(['channels', 'list', ...via, '--json'], env);
     assert.equal(listed.code, 0, listed.stderr);
     assert.ok((JSON.parse(listed.stdout) as { channels: Array<{ name: string }> }).channels.some((c) => c.name === 'alerts'));

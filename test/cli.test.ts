@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { type ConnectError, connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
+import { readGatewayKeyFingerprint } from '../src/server/gateway-key.js';
 import { removeDir } from './helpers/gateway.js';
 import { freePort } from './helpers/net.js';
 
@@ -79,6 +80,8 @@ test('zero-config start: SQLite in the state dir, generated secrets (0600), URL 
     assert.equal(closed.reason, 'service restart');
     assert.equal(await gw.exited, 0);
     assert.match(gw.stderr(), /gateway stopped cleanly/);
+    // A clean stop forgets the recorded address: a stale one would point the CLI at whoever takes the port next.
+    assert.equal(existsSync(join(stateDir, 'gateway.json')), false, 'gateway.json removed on a clean stop');
     // The store was closed: the WAL was folded back into the database file.
     const wal = join(stateDir, 'clawgate.sqlite-wal');
     assert.ok(!existsSync(wal) || statSync(wal).size === 0, 'WAL checkpointed on shutdown');
@@ -90,7 +93,13 @@ test('zero-config start: SQLite in the state dir, generated secrets (0600), URL 
     assert.deepEqual(after, { ...creds, ...after });
     assert.equal(after.token, creds.token);
     assert.equal(after.owner, creds.owner);
-    const c2 = await connectGateway({ url: `ws://127.0.0.1:${port}`, auth: { token: creds.owner }, client: { id: 'cli', mode: 'cli' } });
+    // The owner credential is proven to the gateway key of the state dir, never sent.
+    const c2 = await connectGateway({
+      url: `ws://127.0.0.1:${port}`,
+      owner: creds.owner,
+      gatewayKey: readGatewayKeyFingerprint(stateDir),
+      client: { id: 'cli', mode: 'cli' },
+    });
     assert.ok(c2.hello.auth.scopes.includes('operator.admin'));
     await c2.close();
     again.child.kill('SIGINT');

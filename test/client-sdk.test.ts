@@ -33,7 +33,7 @@ import { ManualClock } from '../src/core/env.js';
 import { encodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { mintCode, ownerCall, pairedDevices, reach, tempDir } from './helpers/client.js';
-import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 const platform = nodePlatform();
 const fast = { backoff: { baseMs: 40, maxMs: 400 } };
@@ -714,7 +714,7 @@ describe('TLS pinning (native wss:// with a self-signed certificate)', () => {
     cleanup.push(() => removeDir(dirA));
     cleanup.push(() => removeDir(dirB));
     const pinA = certFacts(a.certPem).fingerprint;
-    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, tlsFingerprint: pinA, client: { id: 'cli', mode: 'cli' } });
+    const owner = await connectGateway({ url: tg.url, ...asOwner(tg), tlsFingerprint: pinA, client: { id: 'cli', mode: 'cli' } });
     const code = await owner.request<{ setupCode: string }>('device.pair.setupCode', {});
     await owner.close();
 
@@ -878,7 +878,7 @@ describe('token rotation (PROTOCOL §11.1)', () => {
     assert.ok(before.tokens.operator);
     const [upgrade] = await tg.store.listPairingRequests(before.deviceId);
     assert.equal(upgrade?.kind, 'scope-upgrade');
-    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     await owner.request('device.pair.approve', { requestId: upgrade?.requestId });
     await owner.close();
     const start = Date.now();

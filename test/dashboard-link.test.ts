@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { connectGateway, type GatewayConnection, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import { ManualClock } from '../src/core/env.js';
-import { expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { asOwner, expectRefused, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 describe('dashboard sign-in links', () => {
   let tg: TestGateway;
@@ -15,7 +15,7 @@ describe('dashboard sign-in links', () => {
 
   before(async () => {
     tg = await startTestGateway({ clock });
-    owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
   });
   after(async () => {
     await owner.close();

@@ -16,7 +16,7 @@ import { SessionPrincipal } from '../src/core/principal.js';
 import { CATALOGUE, closeReason, type DetailCode } from '../src/protocol/errors.js';
 import { WRITE } from '../src/protocol/scopes.js';
 import { signaturePayloadV2, signaturePayloadV3 } from '../src/protocol/signature.js';
-import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { ownerAuth, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { type CloseInfo, type ConnectResult, deviceParams, type Frame, plainParams, RawClient, rawConnect, sha256Hex } from './helpers/raw.js';
 
 const DEVICE_TOKEN_RE = /^cgd1_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/;
@@ -374,7 +374,7 @@ describe('shared secrets', () => {
   });
 
   test('the owner credential is admitted device-less with every operator scope', async () => {
-    const r = await rawConnect(tg.url, () => plainParams({ auth: { token: TEST_OWNER }, client: { id: 'test', mode: 'test' }, scopes: [] }));
+    const r = await rawConnect(tg.url, (ch) => plainParams({ auth: ownerAuth(ch, tg.url), client: { id: 'test', mode: 'test' }, scopes: [] }));
     assert.equal(r.res?.ok, true);
     const auth = helloOf<{ auth: { method: string; scopes: string[] } }>(r).auth;
     assert.equal(auth.method, 'owner');
@@ -746,7 +746,7 @@ describe('rate limiting', () => {
       assert.equal(err.details?.retryAfterMs, err.retryAfterMs);
       assert.equal(err.details?.authReason, 'rate_limited');
       assert.equal(err.details?.recommendedNextStep, 'wait_then_retry');
-      // The owner credential travels in the same slot: locked too.
+      // The owner credential sent as a bearer token is in the same slot: locked too (and refused anyway).
       const owner = await rawConnect(rl.url, () => plainParams({ auth: { token: TEST_OWNER } }));
       assertRejected(owner, { detail: 'AUTH_RATE_LIMITED', close: 1008 });
 

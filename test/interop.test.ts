@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { ConnectError, connectGateway, generateIdentity } from '../src/client/connection.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
-import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { openclawEnv, openclawGatewayEnv, openclawPaths } from './helpers/openclaw.js';
 
 const run = promisify(execFile);
@@ -51,10 +51,12 @@ const REMOTE = { 'x-forwarded-for': '198.51.100.40' };
 
 describe('real openclaw CLI against clawgate', () => {
   let tg: TestGateway;
-  const owner = () => ({ url: tg.url, token: TEST_OWNER });
+  // Owner work by the real CLI: it cannot make clawgate's owner proof, so this gateway opts in to
+  // OpenClaw's "the token is admin on the gateway host" (direct loopback only).
+  const owner = () => ({ url: tg.url, token: TEST_TOKEN });
   before(async () => {
     oc = openclawPaths();
-    tg = await startTestGateway({ config: { trustedProxies: ['127.0.0.1'] } });
+    tg = await startTestGateway({ config: { trustedProxies: ['127.0.0.1'], sharedSecretIsAdminOnHost: true } });
   });
   after(async () => {
     await tg.stop();
@@ -70,15 +72,21 @@ describe('real openclaw CLI against clawgate', () => {
   });
 
   test('the gateway token is not the owner: openclaw devices list with it is refused, and the message it prints says what would work', async () => {
-    const err = await openclaw(['devices', 'list', '--json'], { url: tg.url, token: TEST_TOKEN }).then(
-      () => assert.fail('devices list with the shared token must be refused'),
-      (e: Error) => e,
-    );
-    assert.match(
-      err.message,
-      /missing scope: operator\.pairing \(the gateway token or password alone grants operator\.read and operator\.write only: use the owner credential/,
-    );
-    // With the owner credential (in the environment, as the docs show) the same command works.
+    const plain = await startTestGateway();
+    try {
+      const err = await openclaw(['devices', 'list', '--json'], { url: plain.url, token: TEST_TOKEN }).then(
+        () => assert.fail('devices list with the shared token must be refused'),
+        (e: Error) => e,
+      );
+      assert.match(
+        err.message,
+        /missing scope: operator\.pairing \(the gateway token or password alone grants operator\.read and operator\.write only: run it with the `clawgate` CLI on the gateway host/,
+      );
+    } finally {
+      await plain.stop();
+      removeDir(plain.stateDir);
+    }
+    // With the documented opt-in on the gateway host the same command works.
     const listed = lastJson<{ pending: unknown[] }>((await openclaw(['devices', 'list', '--json'], owner())).stdout);
     assert.ok(Array.isArray(listed.pending));
   });
@@ -143,7 +151,7 @@ describe('real openclaw CLI against clawgate', () => {
   });
 
   test('openclaw node run --pair <node-profile code> pairs and stays connected, then reconnects with its device token', async () => {
-    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     const minted = await owner.request<{ setupCode: string; link: string }>('device.pair.setupCode', { profile: 'node' });
     await owner.close();
     // The code carries clawgate's gatewayKey member; the reference client must pair with it all the same.

@@ -19,7 +19,7 @@ import { DEFAULTS, type GatewayConfig } from '../src/core/config.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { SqliteStore } from '../src/store/sqlite.js';
-import { cli, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { asOwner, cli, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { freePort } from './helpers/net.js';
 import { NGINX_BIN, type RunningNginx, startNginx } from './helpers/nginx.js';
 import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
@@ -206,7 +206,7 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
   });
 
   test('setup codes advertise the public URL; a node pairs with one through nginx, reconnects with its token, and survives a token rotation', async () => {
-    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     // nginx serves a self-signed certificate here, so the code carries its fingerprint for pinning.
     const minted = await owner.request<{ setupCode: string; gatewayUrl: string }>('device.pair.setupCode', { profile: 'node', tlsFingerprint: pin });
     await owner.close();
@@ -298,7 +298,7 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
   }
 
   test('clawgate node run --pair through nginx: pins the certificate from the code, and runs system.which invoked by the remote operator', async () => {
-    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     const minted = await owner.request<{ setupCode: string }>('device.pair.setupCode', { profile: 'node', tlsFingerprint: pin });
     await owner.close();
     const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-nginx-node-'));
@@ -361,7 +361,7 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
    */
   async function openclawNodeWithCode(tlsFingerprint: string, displayName: string) {
     const oc = openclawPaths();
-    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     const minted = await owner.request<{ link: string; setupId: string }>('device.pair.setupCode', { profile: 'node', tlsFingerprint });
     await owner.close();
     const home = mkdtempSync(join(tmpdir(), 'clawgate-nginx-oc-'));

@@ -25,7 +25,7 @@ import { ALLOWLIST_FILE, type ExecPolicyMode, ensureAllowlistFile } from '../src
 import { jitteredDelayMs, MAX_CONCURRENT_INVOKES } from '../src/node-host/host.js';
 import { encodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
-import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { asOwner, cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { openclawJson, openclawPaths } from './helpers/openclaw.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
@@ -488,7 +488,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
     assert.equal((await cli(tg, 'nodes', 'approve', await pendingSurface(nodeId))).code, 0);
     await n.waitFor(/^command surface approved /);
 
-    const caller = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const caller = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     const sleep = () => caller.request('node.invoke', { nodeId, command: 'system.run', params: { command: ['sleep', '30'] }, timeoutMs: 60_000 });
     const running = Array.from({ length: MAX_CONCURRENT_INVOKES }, () =>
       sleep().then(
@@ -596,7 +596,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
     try {
       const fingerprint = tlsGw.server.tlsFingerprint as string;
       assert.match(tlsGw.url, /^wss:\/\//);
-      const owner = await connectGateway({ url: tlsGw.url, auth: { token: TEST_OWNER }, tlsFingerprint: fingerprint, client: { id: 'cli', mode: 'cli' } });
+      const owner = await connectGateway({ url: tlsGw.url, ...asOwner(tlsGw), tlsFingerprint: fingerprint, client: { id: 'cli', mode: 'cli' } });
       const minted = await owner.request<{ setupCode: string }>('device.pair.setupCode', { profile: 'node' });
       await owner.close();
 
@@ -611,7 +611,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
       const wrong = node(['--url', tlsGw.url, '--token', TEST_TOKEN, '--tls-fingerprint', wrongPin, '--state-dir', tmp('node-tls-wrong')]);
       assert.equal(await wrong.exited, 1);
       assert.match(wrong.errLines.join('\n'), /TLS certificate mismatch/);
-      const listed = await connectGateway({ url: tlsGw.url, auth: { token: TEST_OWNER }, tlsFingerprint: fingerprint, client: { id: 'cli', mode: 'cli' } });
+      const listed = await connectGateway({ url: tlsGw.url, ...asOwner(tlsGw), tlsFingerprint: fingerprint, client: { id: 'cli', mode: 'cli' } });
       const devices = await listed.request<{ pending: unknown[]; paired: Array<{ displayName?: string }> }>('device.pair.list', {});
       await listed.close();
       assert.equal(devices.pending.length, 0, 'the mispinned node never reached the handshake');
@@ -712,7 +712,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
 describe('interop: openclaw nodes approve / invoke against clawgate, executed by clawgate node run', () => {
   test('the real openclaw CLI approves the surface the node host names and gets its system.which answer', async () => {
     const oc = openclawPaths();
-    const tg = await startTestGateway();
+    const tg = await startTestGateway({ config: { sharedSecretIsAdminOnHost: true } });
     const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-drives-node-'));
     const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-node-oc-'));
     const n = new NodeProcess(
@@ -721,8 +721,9 @@ describe('interop: openclaw nodes approve / invoke against clawgate, executed by
         stdio: ['ignore', 'pipe', 'pipe'],
       }),
     );
-    // Approving a surface and invoking need pairing and admin: the owner's, not the gateway token's.
-    const openclaw = (args: string[]) => openclawJson(oc, home, { url: tg.url, token: TEST_OWNER }, args);
+    // Approving a surface and invoking need pairing and admin; the real CLI cannot make clawgate's
+    // owner proof, so this gateway opts in to "the token is admin on the gateway host".
+    const openclaw = (args: string[]) => openclawJson(oc, home, { url: tg.url, token: TEST_TOKEN }, args);
     try {
       // On the gateway's host the device pairs silently; the command surface still waits.
       const [, requestId] = await n.waitFor(/^waiting for command approval: request (\S+) /);

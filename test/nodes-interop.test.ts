@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
-import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { openclawEnv, openclawJson, openclawPaths } from './helpers/openclaw.js';
 
 const _run = promisify(execFile);
@@ -111,7 +111,7 @@ describe('real openclaw node host against clawgate', () => {
 describe('real openclaw nodes CLI against clawgate', () => {
   test('openclaw nodes pending / approve / invoke / rename work against clawgate (a node played by the SDK)', async () => {
     const oc = openclawPaths();
-    const tg = await startTestGateway();
+    const tg = await startTestGateway({ config: { sharedSecretIsAdminOnHost: true } });
     const home = mkdtempSync(join(tmpdir(), 'clawgate-oc-nodes-'));
     const nodeIdentity = generateIdentity();
     const node = await connectGateway({
@@ -129,8 +129,9 @@ describe('real openclaw nodes CLI against clawgate', () => {
       seen.push(p);
       node.request('node.invoke.result', { id: p.id, nodeId: p.nodeId, ok: true, payloadJSON: '{"bins":{"sh":"/bin/sh"}}' }).catch(() => {});
     });
-    // Approving and invoking need pairing and admin: the owner's, not the gateway token's.
-    const openclaw = (args: string[]) => openclawJson(oc, home, { url: tg.url, token: TEST_OWNER }, args);
+    // Approving and invoking need pairing and admin; the real CLI cannot make clawgate's owner
+    // proof, so this gateway opts in to "the token is admin on the gateway host".
+    const openclaw = (args: string[]) => openclawJson(oc, home, { url: tg.url, token: TEST_TOKEN }, args);
     try {
       const pending = (await openclaw(['nodes', 'pending'])) as Array<{ requestId: string; displayName: string }>;
       assert.equal(pending.length, 1);

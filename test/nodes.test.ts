@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { connectGateway, type DeviceIdentity, type GatewayConnection, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
-import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway, type TestGatewayOptions } from './helpers/gateway.js';
+import { asOwner, cli, ownerAuth, removeDir, startTestGateway, TEST_TOKEN, type TestGateway, type TestGatewayOptions } from './helpers/gateway.js';
 import { connectAsNode, type Frame, type NodeConnectOptions, RawClient } from './helpers/raw.js';
 
 const HOST_COMMANDS = ['system.run', 'system.which'];
@@ -48,7 +48,7 @@ function serve(node: RawClient, handler: Handler): void {
 }
 
 function owner(tg: TestGateway): Promise<GatewayConnection> {
-  return connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+  return connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
 }
 
 /**
@@ -56,7 +56,7 @@ function owner(tg: TestGateway): Promise<GatewayConnection> {
  * token alone is worth read+write, so it cannot stand for a pairing operator).
  */
 function operatorWith(tg: TestGateway, scopes: string[]): Promise<GatewayConnection> {
-  return connectGateway({ url: tg.url, identity: generateIdentity(), auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' }, scopes });
+  return connectGateway({ url: tg.url, identity: generateIdentity(), ...asOwner(tg), client: { id: 'cli', mode: 'cli' }, scopes });
 }
 
 async function failure(p: Promise<unknown>): Promise<{ code: string; detail: string; details: Record<string, unknown>; message: string }> {
@@ -289,14 +289,14 @@ describe('node surface approval', () => {
     assert.match(f.message, /command not in the allowlist/);
     // A raw operator sends {type:"cancel"} for its in-flight node.invoke.
     const raw = await RawClient.open(tg.url);
-    await raw.challenge();
+    const ch = await raw.challenge();
     assert.equal(
       (
         await raw.request('c1', 'connect', {
           minProtocol: 4,
           maxProtocol: 4,
           client: { id: 'cli', mode: 'cli', version: '1', platform: 'linux' },
-          auth: { token: TEST_OWNER },
+          auth: ownerAuth(ch, tg.url),
         })
       )?.ok,
       true,
@@ -319,7 +319,7 @@ describe('node surface approval', () => {
     const self = await connectGateway({
       url: tg.url,
       identity: id,
-      auth: { token: TEST_OWNER },
+      ...asOwner(tg),
       client: { id: 'test', mode: 'test' },
       scopes: ['operator.pairing', 'operator.write'],
     });

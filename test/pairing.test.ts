@@ -14,12 +14,18 @@ import {
   type GatewayRequestError,
   generateIdentity,
 } from '../src/client/connection.js';
-import { cli, cliJson, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { asOwner, cli, cliJson, expectRefused, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 const REMOTE = { 'x-forwarded-for': '198.51.100.23' };
 
 function operator(tg: TestGateway, identity: DeviceIdentity, extra: Partial<ConnectOptions> = {}): Promise<Awaited<ReturnType<typeof connectGateway>>> {
-  return connectGateway({ url: tg.url, identity, client: { id: 'test', mode: 'test', displayName: 'scenario' }, auth: { token: TEST_TOKEN }, ...extra });
+  return connectGateway({
+    url: tg.url,
+    identity,
+    client: { id: 'test', mode: 'test', displayName: 'scenario' },
+    ...(extra.owner ? {} : { auth: { token: TEST_TOKEN } }),
+    ...extra,
+  });
 }
 
 const cfg = { trustedProxies: ['127.0.0.1'] };
@@ -80,7 +86,7 @@ describe('remote operator pairing', () => {
   test('a client that asked to wait is admitted on the same socket the moment it is approved', async () => {
     const id = generateIdentity();
     const events: string[] = [];
-    const watcher = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const watcher = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     const seen = watcher.waitForEvent<{ requestId: string; deviceId: string }>('device.pair.requested', 5000, (p) => p.deviceId === id.deviceId);
     const waiting = operator(tg, id, {
       headers: REMOTE,
@@ -104,7 +110,7 @@ describe('remote operator pairing', () => {
 
   test('a rejected waiting client is told so and closed', async () => {
     const id = generateIdentity();
-    const watcher = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const watcher = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     const seen = watcher.waitForEvent<{ requestId: string; deviceId: string }>('device.pair.requested', 5000, (p) => p.deviceId === id.deviceId);
     const waiting = operator(tg, id, { headers: REMOTE, caps: ['device-pairing-wait'] });
     waiting.catch(() => {});
@@ -194,7 +200,7 @@ describe('remote operator pairing', () => {
     const res = await cli(tg, 'devices', 'approve', 'no-such-request');
     assert.equal(res.code, 1);
     assert.match(res.stderr, /unknown requestId/);
-    const watcher = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const watcher = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     await assert.rejects(watcher.request('device.pair.approve', { requestId: 'no-such-request' }), (err: GatewayRequestError) => {
       const pending = (err.error.details as { pending: Array<{ requestId: string }> }).pending;
       return pending.some((p) => p.requestId === (refused.error!.details as { requestId: string }).requestId);
@@ -313,7 +319,7 @@ describe('local pairing and node role', () => {
     const target = generateIdentity();
     const dev = await operator(tg, target, { scopes: ['operator.read'] });
     const old = dev.hello.auth.deviceToken as string;
-    const admin = await operator(tg, generateIdentity(), { scopes: ['operator.admin', 'operator.pairing'], auth: { token: TEST_OWNER } });
+    const admin = await operator(tg, generateIdentity(), { scopes: ['operator.admin', 'operator.pairing'], ...asOwner(tg) });
     const res = await admin.request<{ tokenDelivery: string; token?: string }>('device.token.rotate', { deviceId: target.deviceId, role: 'operator' });
     assert.deepEqual([res.tokenDelivery, res.token], ['pushed-live', undefined]);
     assert.equal((await dev.closed).code, 4001);
@@ -387,7 +393,7 @@ describe('policy and lifecycle', () => {
         url: tg.url,
         identity: generateIdentity(),
         client: { id: 'cli', mode: 'cli' },
-        auth: { token: TEST_OWNER },
+        ...asOwner(tg),
         scopes: ['operator.admin'],
       });
       assert.ok(owner.hello.auth.deviceToken);
@@ -408,7 +414,7 @@ describe('policy and lifecycle', () => {
       const fresh = generateIdentity();
       const b = await expectRefused(operator(tg, fresh, { headers: REMOTE }), 'PAIRING_REQUIRED');
       const freshId = (b.error!.details as { requestId: string }).requestId;
-      const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+      const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
       await assert.rejects(owner.request('device.pair.approve', { requestId: staleId }), (err: GatewayRequestError) => {
         assert.equal(err.detailCode, 'UNKNOWN_REQUEST_ID');
         const ids = (err.error.details as { pending: Array<{ requestId: string }> }).pending.map((p) => p.requestId);

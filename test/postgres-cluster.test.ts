@@ -17,7 +17,8 @@ import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { CLUSTER_CHANNEL, LISTENER_APP_NAME } from '../src/store/pg-bus.js';
 import { PostgresStore } from '../src/store/postgres.js';
 import { verifyAuditChain } from '../src/store/shared.js';
-import { CLUSTER_OWNER, CLUSTER_TOKEN, type Instance, removeStateDir, startInstance, startInstancesAB } from './helpers/instance.js';
+import { ownerAuth } from './helpers/gateway.js';
+import { asClusterOwner, CLUSTER_OWNER, CLUSTER_TOKEN, type Instance, removeStateDir, startInstance, startInstancesAB } from './helpers/instance.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
 import { connectAsNode, type Frame, RawClient } from './helpers/raw.js';
 
@@ -40,12 +41,12 @@ after(async () => {
 });
 
 function operator(inst: Instance, onEvent?: (event: string, payload: unknown) => void): Promise<GatewayConnection> {
-  return connectGateway({ url: inst.url, auth: { token: CLUSTER_OWNER }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'], onEvent });
+  return connectGateway({ url: inst.url, ...asClusterOwner, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'], onEvent });
 }
 
 /** A device paired on connect by the owner token, holding operator.read. */
 function readerOn(inst: Instance, identity: DeviceIdentity): Promise<GatewayConnection> {
-  return connectGateway({ url: inst.url, identity, auth: { token: CLUSTER_OWNER }, scopes: ['operator.read'], client: { id: 'test', mode: 'test' } });
+  return connectGateway({ url: inst.url, identity, ...asClusterOwner, scopes: ['operator.read'], client: { id: 'test', mode: 'test' } });
 }
 
 /** Revoke the device's operator token straight in the database, as an instance's revocation commits it. */
@@ -304,7 +305,7 @@ describe('two instances on one PostgreSQL database', () => {
       const requested = nextEvent<{ requestId: string; nodeId: string }>(opA, 'node.pair.requested', (p) => p.nodeId === identity.deviceId);
       const hello = await connectAsNode(node, identity, {
         name: 'rack-node',
-        auth: { token: CLUSTER_OWNER },
+        auth: (ch) => ownerAuth(ch, b.url, CLUSTER_OWNER),
         caps: ['system'],
         commands: ['system.which', 'canvas.present'],
       });
@@ -377,7 +378,7 @@ describe('two instances on one PostgreSQL database', () => {
   test('a node token rotated on A is minted and pushed by B, which holds the node socket; the secret never goes over NOTIFY', async (t) => {
     const identity = generateIdentity();
     const nodeOpts = { identity, role: 'node' as const, scopes: [], client: { id: 'node-host', mode: 'node' } };
-    const node = await connectGateway({ url: b.url, ...nodeOpts, auth: { token: CLUSTER_OWNER } });
+    const node = await connectGateway({ url: b.url, ...nodeOpts, ...asClusterOwner });
     const first = node.hello.auth.deviceToken as string;
     assert.match(first, /^cgd1_/);
     const listener = new pg.Client({ connectionString: url });
@@ -432,7 +433,7 @@ describe('two instances on one PostgreSQL database', () => {
   test('a node token replaced (not retired) by a process that tells no one: the socket closes through the trigger with no token pushed, and the replacement works', async () => {
     const identity = generateIdentity();
     const nodeOpts = { identity, role: 'node' as const, scopes: [], client: { id: 'node-host', mode: 'node' } };
-    const node = await connectGateway({ url: a.url, ...nodeOpts, auth: { token: CLUSTER_OWNER } });
+    const node = await connectGateway({ url: a.url, ...nodeOpts, ...asClusterOwner });
     // What a self-rotation elsewhere commits: the old token gone and a new one live at once.
     const replacement = mintToken('device', systemRandom);
     const store = await PostgresStore.open(url, { maxConnections: 1 });

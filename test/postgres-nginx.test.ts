@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type ConnectOptions, connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { PostgresStore } from '../src/store/postgres.js';
-import { CLUSTER_OWNER, CLUSTER_TOKEN, type Instance, removeStateDir, startInstancesAB } from './helpers/instance.js';
+import { asClusterOwner, CLUSTER_TOKEN, type Instance, removeStateDir, startInstancesAB } from './helpers/instance.js';
+import { freePort } from './helpers/net.js';
 import { type Nginx, startNginx } from './helpers/nginx-cluster.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
 
@@ -21,8 +22,10 @@ const dirs: string[] = [];
 before(async () => {
   cluster = await startPgCluster();
   url = await cluster.createDatabase();
-  [a, b] = await startInstancesAB(url, dirs, { trustedProxies: ['127.0.0.1'] });
-  nginx = await startNginx([a.url, b.url]);
+  // The balancer's address is the instances' public URL, so an owner proof made for it is theirs.
+  const port = await freePort();
+  [a, b] = await startInstancesAB(url, dirs, { trustedProxies: ['127.0.0.1'], publicUrl: `ws://127.0.0.1:${port}` });
+  nginx = await startNginx([a.url, b.url], port);
 });
 
 after(async () => {
@@ -37,7 +40,8 @@ const CLIENT_ADDRESS = '198.51.100.9';
 function viaNginx(extra: Partial<ConnectOptions> = {}): Promise<GatewayConnection> {
   return connectGateway({
     url: nginx.url,
-    auth: { token: CLUSTER_OWNER },
+    // The owner unless the caller brings its own credential (the owner proof stands alone).
+    ...(extra.auth ? {} : asClusterOwner),
     client: { id: 'cli', mode: 'cli' },
     scopes: ['operator.admin'],
     headers: { 'x-forwarded-for': CLIENT_ADDRESS },

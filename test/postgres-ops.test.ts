@@ -14,12 +14,13 @@ import { promisify } from 'node:util';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import type { ClusterEvent } from '../src/core/cluster.js';
 import { silentLogger } from '../src/core/gateway.js';
+import { readGatewayKeyFingerprint } from '../src/server/gateway-key.js';
 import { PgClusterBus } from '../src/store/pg-bus.js';
 import { PostgresStore } from '../src/store/postgres.js';
 import { verifyAuditChain } from '../src/store/shared.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import type { Store } from '../src/store/types.js';
-import { startTestGateway, TEST_OWNER } from './helpers/gateway.js';
+import { asOwner, startTestGateway } from './helpers/gateway.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
 
 const run = promisify(execFile);
@@ -130,9 +131,9 @@ describe('clawgate migrate --to postgres', () => {
     // Real state made by a real gateway: a paired device (silently, loopback), a setup code.
     const tg = await startTestGateway({ stateDir });
     const identity = generateIdentity();
-    const dev = await connectGateway({ url: tg.url, identity, auth: { token: TEST_OWNER }, scopes: ['operator.read'], client: { id: 'test', mode: 'test' } });
+    const dev = await connectGateway({ url: tg.url, identity, ...asOwner(tg), scopes: ['operator.read'], client: { id: 'test', mode: 'test' } });
     await dev.close();
-    const op = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const op = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     await op.request('device.pair.setupCode', { profile: 'node', label: 'rack' });
     await op.close();
     await tg.stop();
@@ -271,7 +272,8 @@ describe('clawgate migrate --to postgres', () => {
       assert.doesNotMatch(out, /postgres:\/\/[^ ]*:[^*@ ]+@/, 'no password in the banner');
       const op = await connectGateway({
         url: gwUrl,
-        auth: { token: JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')).owner },
+        owner: JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')).owner,
+        gatewayKey: readGatewayKeyFingerprint(stateDir),
       });
       try {
         const list = await op.request<{ paired: Array<{ deviceId: string }> }>('device.pair.list');

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { PRESENCE_MAX_CHANGES, type PresenceChange, PresenceCoalescer, type PresenceEvent } from '../src/core/presence.js';
-import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 type Change = PresenceEvent['changes'][number];
 
@@ -35,7 +35,7 @@ describe('presence event', () => {
   });
 
   test('a device connecting and disconnecting reaches operator.read holders only, without secrets', async () => {
-    const watcher = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const watcher = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     const reader = await connectGateway({ url: tg.url, auth: { token: TEST_TOKEN }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.read'] });
     const pairingOnly = await connectGateway({ url: tg.url, auth: { token: TEST_TOKEN }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.pairing'] });
     const raw: string[] = [];
@@ -86,7 +86,7 @@ describe('presence event', () => {
   });
 
   test('a device with two sessions stays connected when one of them leaves', async () => {
-    const watcher = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const watcher = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     const identity = generateIdentity();
     const opts = { url: tg.url, identity, auth: { token: TEST_TOKEN }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.read'] };
     const first = await connectGateway(opts);

@@ -16,7 +16,7 @@ import type { TlsMaterial } from '../src/core/config.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { attribute, hopAddress, ProxyTrust, parseForwarded } from '../src/server/proxy.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
-import { removeDir, runClawgate, startTestGateway, TEST_OWNER, type TestGateway } from './helpers/gateway.js';
+import { asOwner, removeDir, runClawgate, startTestGateway, type TestGateway } from './helpers/gateway.js';
 import { RawClient } from './helpers/raw.js';
 
 const run = promisify(execFile);
@@ -137,7 +137,7 @@ describe('native TLS', () => {
   });
 
   async function mint(g: TestGateway, fp: string): Promise<{ setupCode: string; tlsFingerprint?: string; gatewayUrl: string }> {
-    const c = await connectGateway({ url: g.url, auth: { token: TEST_OWNER }, tlsFingerprint: fp, client: { id: 'cli', mode: 'cli' } });
+    const c = await connectGateway({ url: g.url, ...asOwner(g), tlsFingerprint: fp, client: { id: 'cli', mode: 'cli' } });
     try {
       return await c.request('device.pair.setupCode', {});
     } finally {
@@ -190,7 +190,7 @@ describe('native TLS', () => {
   });
 
   test('without a pin, a self-signed gateway is refused by certificate verification, with a hint', async () => {
-    const err = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER } }).then(
+    const err = await connectGateway({ url: tg.url, ...asOwner(tg) }).then(
       () => assert.fail('connected to a self-signed certificate without a pin'),
       (e: unknown) => e,
     );
@@ -213,17 +213,17 @@ describe('native TLS', () => {
       'health',
       '--url',
       tg.url,
-      '--token',
-      TEST_OWNER,
+      '--state-dir',
+      tg.stateDir,
       '--tls-fingerprint',
       fingerprint.toUpperCase().replace(/(..)(?!$)/g, '$1:'),
     ]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal(JSON.parse(ok.stdout).ok, true);
-    const bad = await clawgate(['call', 'health', '--url', tg.url, '--token', TEST_OWNER, '--tls-fingerprint', other.server.tlsFingerprint as string]);
+    const bad = await clawgate(['call', 'health', '--url', tg.url, '--state-dir', tg.stateDir, '--tls-fingerprint', other.server.tlsFingerprint as string]);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /TLS certificate mismatch/);
-    const junk = await clawgate(['call', 'health', '--url', tg.url, '--token', TEST_OWNER, '--tls-fingerprint', 'abc']);
+    const junk = await clawgate(['call', 'health', '--url', tg.url, '--state-dir', tg.stateDir, '--tls-fingerprint', 'abc']);
     assert.equal(junk.code, 2);
   });
 });
@@ -251,7 +251,7 @@ describe('context path and public URL', () => {
   });
 
   test('setup codes advertise the public URL (and no fingerprint: the gateway does not serve TLS itself)', async () => {
-    const c: GatewayConnection = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const c: GatewayConnection = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     const m = await c.request<{ setupCode: string; gatewayUrl: string; urlSource: string; tlsFingerprint?: string }>('device.pair.setupCode', {});
     await c.close();
     assert.equal(m.gatewayUrl, 'wss://gw.example.test/cg');

@@ -19,7 +19,7 @@ import { ManualClock } from '../src/core/env.js';
 import { parseToken } from '../src/core/secrets.js';
 import { SETUP_FAILURE_BUDGET } from '../src/core/setup-codes.js';
 import { decodeSetupCode, encodeSetupCode, setupLink } from '../src/protocol/setup-code.js';
-import { cli, cliJson, expectRefused as refused, removeDir, startTestGateway, TEST_OWNER, type TestGateway } from './helpers/gateway.js';
+import { asOwner, cli, cliJson, expectRefused as refused, removeDir, startTestGateway, type TestGateway } from './helpers/gateway.js';
 
 const cfg = { trustedProxies: ['127.0.0.1'] };
 
@@ -42,7 +42,7 @@ interface Minted {
 }
 
 async function owner(tg: TestGateway): Promise<GatewayConnection> {
-  return connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+  return connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
 }
 
 async function mint(tg: TestGateway, params: Record<string, unknown> = {}): Promise<Minted & { token: string }> {

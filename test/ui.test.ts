@@ -103,9 +103,20 @@ describe('Control UI in headless Chromium', () => {
     await page.goto(base);
     await page.waitForSelector('#conn-state[data-state="signed-out"]');
     await shot(page, '01-sign-in');
+    // Every frame the page sends: the owner credential must not be among them, only its proof.
+    const sent: string[] = [];
+    const onSocket = (ws: { on(event: 'framesent', fn: (f: { payload: string | Buffer }) => void): void }) =>
+      ws.on('framesent', (f) => sent.push(String(f.payload)));
+    page.on('websocket', onSocket);
     await page.fill('#credential', TEST_OWNER);
     await page.click('#signin-form button[type=submit]');
     await page.waitForSelector('#conn-state[data-state="connected"]');
+    page.off('websocket', onSocket);
+    assert.ok(
+      sent.some((f) => f.includes('"ownerProof"')),
+      'the sign-in answered with an owner proof',
+    );
+    assert.ok(!sent.some((f) => f.includes(TEST_OWNER)), 'the owner credential never left the page');
     const stored = await page
       .evaluate(`(${tabToken})()`)
       .then(async (session) => ({ session: session as string | null, local: await page.evaluate(() => localStorage.length) }));

@@ -5,7 +5,7 @@
 import type { ParseArgsConfig } from 'node:util';
 import { connectGateway, type GatewayConnection } from '../client/connection.js';
 import { printable, printableLines } from '../protocol/text.js';
-import { parse, resolveTarget, UsageError } from './main.js';
+import { credentialOptions, parse, resolveTarget, UsageError } from './main.js';
 import { SECRET_FLAGS } from './secret-input.js';
 
 /** How to reach and authenticate to the gateway (resolved by resolveTarget) plus `--json`. */
@@ -15,6 +15,7 @@ export const CONN_OPTIONS = {
   'state-dir': { type: 'string' },
   json: { type: 'boolean' },
   'tls-fingerprint': { type: 'string' },
+  'gateway-key': { type: 'string' },
 } as const;
 
 /**
@@ -60,14 +61,15 @@ export function positiveIntFlag(values: Record<string, unknown>, flag: string): 
 
 export async function withGateway<T>(values: Record<string, unknown>, fn: (conn: GatewayConnection) => Promise<T>): Promise<T> {
   const target = resolveTarget(values);
-  if (!target.token && !target.password) {
+  if (!target.token && !target.password && !target.owner) {
     throw new UsageError(
       'no credential: set CLAWGATE_TOKEN, pass --token-file <path> or --token-stdin, or run on the gateway host (owner credential in the state dir)',
     );
   }
+  // The server proves the gateway key before anything is sent; the owner credential is only proven.
   const conn = await connectGateway({
     url: target.url,
-    auth: target.password ? { password: target.password } : { token: target.token },
+    ...credentialOptions(target),
     tlsFingerprint: target.tlsFingerprint,
     // The owner credential holds every scope; with the shared token a local cli keeps these.
     scopes: ['operator.admin', 'operator.pairing'],

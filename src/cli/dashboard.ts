@@ -26,6 +26,7 @@ export async function dashboardCommand(args: string[]): Promise<number> {
     url: { type: 'string' },
     token: { type: 'string' },
     password: { type: 'string' },
+    'gateway-key': { type: 'string' },
     'state-dir': { type: 'string' },
     json: { type: 'boolean' },
   });

@@ -6,19 +6,30 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { startGateway } from '../app.js';
-import { ConnectError, connectGateway, GatewayRequestError } from '../client/connection.js';
+import { ConnectError, type ConnectOptions, connectGateway, GatewayRequestError } from '../client/connection.js';
 import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
+import { audienceOf, normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
 import { printableLines } from '../protocol/text.js';
+import { GATEWAY_KEY_FILE, readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
 import { jsonParams, parseGatewayCommand, positiveIntFlag } from './common.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
 import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
 import { readSecretEnv, readSecretFlag } from './secret-input.js';
-import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
+import {
+  ensureStateDir,
+  isOwnerCredential,
+  loadOrCreateCredentials,
+  readCredentials,
+  readRuntimeInfo,
+  removeRuntimeInfo,
+  resolveStateDir,
+  writeRuntimeInfo,
+} from './state.js';
 
 export class UsageError extends Error {}
 
@@ -32,6 +43,9 @@ Usage:
                        [--tls | --tls-cert <pem> --tls-key <pem>] [--trusted-proxy <addr|cidr>…]
                        [--store sqlite|postgres] [--postgres-url <url>]
   clawgate gateway token [--state-dir <dir>]     print the shared gateway token
+  clawgate gateway key [--state-dir <dir>] [--json]
+                                               print the gateway key fingerprint (clients pass it
+                                               as --gateway-key to know they reached this gateway)
   clawgate gateway install-service --print [gateway run flags] [--user <u>]
                                                print a systemd unit for this gateway
   clawgate doctor [gateway run flags] [--tls-fingerprint <sha256>] [--json]
@@ -82,6 +96,9 @@ Secrets never belong on a command line (every local user can read it): --token <
 --password <p> still work but print a warning. \`gateway run\` reads CLAWGATE_GATEWAY_TOKEN /
 CLAWGATE_GATEWAY_PASSWORD (or gateway.auth in --config). The gateway token alone grants
 operator.read and operator.write; admin and pairing need the owner credential or an approved device.
+Before sending anything they check that the server proves the gateway key: --gateway-key
+<fingerprint> > CLAWGATE_GATEWAY_KEY > the state dir's gateway-key.pem (a remote gateway needs
+--gateway-key). The owner credential is never sent, only proven.
 For a wss:// gateway with a self-signed certificate pass
 --tls-fingerprint <sha256> (or CLAWGATE_TLS_FINGERPRINT); the local gateway's is pinned automatically.
 \`node run\` is a client of a gateway, not its operator: its own state dir (--state-dir, else
@@ -208,6 +225,8 @@ async function gatewayRun(args: string[]): Promise<number> {
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+  // The recorded address is only a hint, but a stale one invites whoever takes the port next.
+  removeRuntimeInfo(stateDir, process.pid);
   log.info('gateway stopped cleanly');
   return 0;
 }
@@ -235,10 +254,26 @@ function gatewayToken(args: string[]): number {
   return 0;
 }
 
+function gatewayKey(args: string[]): number {
+  const { values } = parse(args, { 'state-dir': { type: 'string' }, json: { type: 'boolean' } });
+  const dir = resolveStateDir(values['state-dir'] as string | undefined);
+  const fingerprint = readGatewayKeyFingerprint(dir);
+  if (!fingerprint) {
+    process.stderr.write(`no gateway key in ${dir}: start the gateway once (clawgate gateway run) to generate it\n`);
+    return 1;
+  }
+  process.stdout.write(values.json ? `${JSON.stringify({ fingerprint, path: join(dir, GATEWAY_KEY_FILE) })}\n` : `${fingerprint}\n`);
+  return 0;
+}
+
 interface Target {
   url: string;
   token: string | undefined;
   password: string | undefined;
+  /** The owner credential, to be proven (never sent) to a gateway that proved `gatewayKey`. */
+  owner: string | undefined;
+  /** The key the server must prove before anything is sent (see ConnectOptions.gatewayKey). */
+  gatewayKey: string | null | undefined;
   tlsFingerprint: string | undefined;
 }
 /** Secrets are read once per parsed command line: standard input cannot be read twice. */
@@ -249,6 +284,7 @@ export function resolveTarget(values: Record<string, unknown>): Target {
   const known = resolvedTargets.get(values);
   if (known) return known;
   const stateDir = resolveStateDir(values['state-dir'] as string | undefined);
+  // gateway.json only says where to dial; the gateway key decides whether to talk.
   const runtime = readRuntimeInfo(stateDir);
   const url = (values.url as string | undefined) ?? process.env.CLAWGATE_URL ?? runtime?.url ?? `ws://127.0.0.1:${DEFAULTS.port}`;
   // Flags that carry a password win over a token from the environment: the command line is the more specific choice.
@@ -261,7 +297,22 @@ export function resolveTarget(values: Record<string, unknown>): Target {
     token = readSecretEnv(['CLAWGATE_TOKEN'])?.value;
     if (!token) password = readSecretEnv(['CLAWGATE_PASSWORD'])?.value;
   }
-  if (!token && !password) token = readCredentials(stateDir)?.owner;
+  let owner: string | undefined;
+  if (token !== undefined && isOwnerCredential(token)) {
+    owner = token;
+    token = undefined;
+  }
+  if (!token && !password && !owner) owner = readCredentials(stateDir)?.owner;
+  const keyText = (values['gateway-key'] as string | undefined) ?? process.env.CLAWGATE_GATEWAY_KEY;
+  let key: string | null | undefined;
+  if (keyText !== undefined) {
+    key = normalizeGatewayKeyFingerprint(keyText);
+    if (!key) throw new UsageError(`--gateway-key must be a SHA-256 fingerprint (64 hex digits, colons allowed), got ${keyText}`);
+  } else key = readGatewayKeyFingerprint(stateDir);
+  // A shared secret may still go to a gateway on this host whose key nobody recorded (an SSH
+  // tunnel's local end); to any other host it goes only after the server proved a known key. The
+  // owner credential always needs a proven key (connectGateway refuses without one).
+  if (key === null && owner === undefined && audienceOf(url)?.includes('://loopback:')) key = undefined;
   // The running gateway's own certificate is pinned automatically when we talk to it by the URL it recorded.
   const fpText = (values['tls-fingerprint'] as string | undefined) ?? process.env.CLAWGATE_TLS_FINGERPRINT;
   let tlsFingerprint: string | undefined;
@@ -270,9 +321,17 @@ export function resolveTarget(values: Record<string, unknown>): Target {
     if (!fp) throw new UsageError(`--tls-fingerprint must be a SHA-256 fingerprint (64 hex digits, colons allowed), got ${fpText}`);
     tlsFingerprint = fp;
   } else if (runtime?.tlsFingerprint && runtime.url === url) tlsFingerprint = runtime.tlsFingerprint;
-  const target = { url, token, password, tlsFingerprint };
+  const target: Target = { url, token, password, owner, gatewayKey: key, tlsFingerprint };
   resolvedTargets.set(values, target);
   return target;
+}
+
+/** The connect options for a resolved target's credential: an owner proof, or the shared secret. */
+export function credentialOptions(target: Target): Pick<ConnectOptions, 'owner' | 'auth' | 'gatewayKey'> {
+  const gatewayKey = { gatewayKey: target.gatewayKey };
+  if (target.password) return { auth: { password: target.password }, ...gatewayKey };
+  if (target.token) return { auth: { token: target.token }, ...gatewayKey };
+  return { owner: target.owner, ...gatewayKey };
 }
 
 async function call(args: string[]): Promise<number> {
@@ -282,7 +341,7 @@ async function call(args: string[]): Promise<number> {
   const params = jsonParams(values.params);
   const timeoutMs = positiveIntFlag(values, 'timeout') ?? 30_000;
   const target = resolveTarget(values);
-  if (!target.token && !target.password) {
+  if (!target.token && !target.password && !target.owner) {
     const { callWithStoredCredentials } = await import('./client.js');
     const viaPairing = await callWithStoredCredentials(values, method, params, timeoutMs);
     if (viaPairing !== null) return viaPairing;
@@ -293,7 +352,7 @@ async function call(args: string[]): Promise<number> {
   }
   const conn = await connectGateway({
     url: target.url,
-    auth: target.password ? { password: target.password } : { token: target.token },
+    ...credentialOptions(target),
     tlsFingerprint: target.tlsFingerprint,
     scopes: ['operator.admin'],
     client: { id: 'cli', mode: 'cli' },
@@ -317,6 +376,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (cmd === 'gateway' && (sub === 'run' || sub === undefined)) return await gatewayRun(rest);
     if (cmd === 'gateway' && sub === 'token') return gatewayToken(rest);
+    if (cmd === 'gateway' && sub === 'key') return gatewayKey(rest);
     // Client-only commands load on demand: `gateway run` starts faster without them (cold start).
     if (cmd === 'gateway' && sub === 'install-service') return (await import('./remote.js')).installServiceCommand(rest);
     if (cmd === 'doctor') return await (await import('./remote.js')).doctorCommand(sub === undefined ? rest : [sub, ...rest]);

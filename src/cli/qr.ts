@@ -117,6 +117,7 @@ export async function qrCommand(args: string[]): Promise<number> {
     url: { type: 'string' },
     token: { type: 'string' },
     password: { type: 'string' },
+    'gateway-key': { type: 'string' },
     'state-dir': { type: 'string' },
     json: { type: 'boolean' },
     profile: { type: 'string' },

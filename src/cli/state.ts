@@ -1,9 +1,11 @@
 /**
  * The state dir: `--state-dir` > CLAWGATE_STATE_DIR > ~/.clawgate. Holds the SQLite database,
- * the credentials file (gateway token + owner credential, mode 0600) and `gateway.json`, the
- * address the running gateway listens on (so local CLI commands find it).
+ * the credentials file (gateway token + owner credential, mode 0600), the gateway key
+ * (`gateway-key.pem`) and `gateway.json`, the address the running gateway listens on. That file
+ * is only a hint where to dial: it outlives a crashed gateway, and whatever answers there must
+ * still prove the gateway key before the CLI sends anything.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { Random } from '../core/env.js';
@@ -22,7 +24,7 @@ export interface Credentials {
   version: 1;
   /** Shared gateway token (clients pass it as auth.token). */
   token: string;
-  /** Owner credential: full authority for the CLI on this host. */
+  /** Owner credential: full authority for the CLI on this host; proven (auth.ownerProof), never sent. */
   owner: string;
   createdAtMs: number;
 }
@@ -76,4 +78,19 @@ export function readRuntimeInfo(dir: string): RuntimeInfo | null {
   } catch {
     return null;
   }
+}
+
+/** Remove `gateway.json` on a clean stop, unless another gateway process has replaced it meanwhile. */
+export function removeRuntimeInfo(dir: string, pid: number): void {
+  if (readRuntimeInfo(dir)?.pid !== pid) return;
+  try {
+    unlinkSync(join(dir, 'gateway.json'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+/** Owner credentials are generated as `cgo_…`; such a value is proven, never sent as a token. */
+export function isOwnerCredential(secret: string): boolean {
+  return secret.startsWith('cgo_');
 }

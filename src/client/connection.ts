@@ -2,13 +2,15 @@
  * A single authenticated connection to a gateway (Node). Used by the CLI, the tests and the
  * benchmark; the fuller SDK (reconnects, credential store, state machine) builds on it.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
+import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { WebSocket } from 'ws';
 import { CERT_ERROR_CODES, peerFingerprint } from '../../packages/client/src/node-support.js';
+import { checkGatewayChallenge } from '../core/gateway-identity.js';
 import { deviceIdOf } from '../core/identity.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import type { ErrorShape } from '../protocol/frames.js';
+import { audienceOf, normalizeGatewayKeyFingerprint, ownerProofPayload } from '../protocol/gateway-proof.js';
 import { signaturePayloadV3, signedTokenField } from '../protocol/signature.js';
 
 export interface DeviceIdentity {
@@ -39,7 +41,19 @@ export interface ConnectOptions {
   role?: 'operator' | 'node';
   scopes?: string[];
   client?: { id: string; mode: string; version?: string; platform?: string; displayName?: string; deviceFamily?: string };
-  auth?: { token?: string; password?: string; deviceToken?: string; bootstrapToken?: string };
+  auth?: { token?: string; password?: string; deviceToken?: string; bootstrapToken?: string; ownerProof?: string; ownerAudience?: string };
+  /**
+   * The owner credential. It is never sent: the connection first checks that the challenge is
+   * signed by the expected gateway key (`gatewayKey`), then answers with `auth.ownerProof`, an
+   * HMAC bound to this challenge, that key and the URL dialed. Exclusive with `auth`.
+   */
+  owner?: string | undefined;
+  /**
+   * The gateway key fingerprint (64 hex, `clawgate gateway key` prints it) the server must prove
+   * before anything is sent. Undefined: not checked (except with `owner`, which always needs a
+   * key); null: a check is required but no key is known, so the connect fails without sending.
+   */
+  gatewayKey?: string | null | undefined;
   identity?: DeviceIdentity | null;
   caps?: string[];
   commands?: string[];
@@ -93,6 +107,54 @@ export class TlsPinError extends ConnectError {
   ) {
     super(message, null, null, '');
   }
+}
+
+/** The server did not prove the expected gateway key; nothing was sent to it. */
+export class GatewayIdentityError extends ConnectError {
+  constructor(
+    message: string,
+    /** Fingerprint of the key the server proved, or null when it proved none. */
+    readonly seen: string | null,
+  ) {
+    super(message, null, null, '');
+  }
+}
+
+/** base64url HMAC-SHA256 of the owner proof payload, keyed by the owner credential. */
+export function ownerProofFor(owner: string, nonce: string, gatewayPublicKey: string, audience: string): string {
+  return createHmac('sha256', Buffer.from(owner, 'utf8'))
+    .update(ownerProofPayload(nonce, gatewayPublicKey, audience), 'utf8')
+    .digest('base64url');
+}
+
+/**
+ * What the client must send after this challenge, or why it must send nothing: with an expected
+ * gateway key (or an owner credential to prove) the challenge must carry that key's signature.
+ */
+export function answerFor(opts: ConnectOptions, payload: unknown): { auth: ConnectOptions['auth'] } | GatewayIdentityError {
+  const mustVerify = opts.gatewayKey !== undefined || opts.owner !== undefined;
+  if (!mustVerify) return { auth: opts.auth };
+  const seen = checkGatewayChallenge(payload, null);
+  if (!seen.ok) return new GatewayIdentityError(`the server at ${opts.url} did not prove it is your gateway: ${seen.problem}; nothing was sent`, null);
+  const expected = opts.gatewayKey ? normalizeGatewayKeyFingerprint(opts.gatewayKey) : null;
+  const hint = `if that is your gateway, pass --gateway-key ${seen.fingerprint} (on the gateway host, \`clawgate gateway key\` prints it)`;
+  if (expected === null) {
+    return new GatewayIdentityError(
+      `the server at ${opts.url} did not prove it is your gateway (key ${seen.fingerprint}, and no gateway key is known for it); nothing was sent. ${hint}`,
+      seen.fingerprint,
+    );
+  }
+  if (seen.fingerprint !== expected) {
+    return new GatewayIdentityError(
+      `the server at ${opts.url} did not prove it is your gateway (key ${seen.fingerprint}, expected ${expected}); nothing was sent. ${hint}`,
+      seen.fingerprint,
+    );
+  }
+  if (opts.owner === undefined) return { auth: opts.auth };
+  const audience = audienceOf(opts.url);
+  if (!audience) return new GatewayIdentityError(`${opts.url} is not a ws:// or wss:// URL`, seen.fingerprint);
+  const nonce = (payload as { nonce: string }).nonce;
+  return { auth: { ownerProof: ownerProofFor(opts.owner, nonce, seen.publicKey, audience), ownerAudience: audience } };
 }
 
 /**
@@ -253,6 +315,12 @@ export function buildConnectParams(opts: ConnectOptions, nonce: string, challeng
 /** Open a socket, answer the challenge, and resolve with the connection after hello-ok. */
 export function connectGateway(opts: ConnectOptions): Promise<GatewayConnection> {
   return new Promise((resolve, reject) => {
+    if (opts.owner !== undefined && opts.auth !== undefined) {
+      return reject(new ConnectError('pass either owner or auth, not both: the owner credential is proven on its own', null, null, ''));
+    }
+    if (typeof opts.gatewayKey === 'string' && !normalizeGatewayKeyFingerprint(opts.gatewayKey)) {
+      return reject(new ConnectError(`the gateway key "${opts.gatewayKey}" is not a SHA-256 fingerprint (64 hex digits)`, null, null, ''));
+    }
     let pin: string | null = null;
     if (opts.tlsFingerprint !== undefined) {
       pin = normalizeFingerprint(opts.tlsFingerprint);
@@ -290,7 +358,15 @@ export function connectGateway(opts: ConnectOptions): Promise<GatewayConnection>
         return;
       }
       if (frame.type === 'event' && frame.event === 'connect.challenge' && frame.payload) {
-        ws.send(JSON.stringify({ type: 'req', id: 'connect', method: 'connect', params: buildConnectParams(opts, frame.payload.nonce, frame.payload.ts) }));
+        // Who answered is checked before any frame goes out: a secret never reaches a stranger.
+        const answer = answerFor(opts, frame.payload);
+        if (answer instanceof GatewayIdentityError) {
+          done(answer);
+          ws.terminate();
+          return;
+        }
+        const params = buildConnectParams({ ...opts, auth: answer.auth }, frame.payload.nonce, frame.payload.ts);
+        ws.send(JSON.stringify({ type: 'req', id: 'connect', method: 'connect', params }));
       } else if (frame.type === 'res') {
         if (frame.ok) {
           const conn = new GatewayConnection(ws, frame.payload as unknown as HelloPayload);

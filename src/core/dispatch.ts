@@ -111,7 +111,7 @@ export function missingScope(principal: Principal, scope: string, required: read
   const hint = pending
     ? approveHint(pending)
     : principal.kind === 'shared'
-      ? ' (the gateway token or password alone grants operator.read and operator.write only: use the owner credential, or a device the owner approved)'
+      ? ' (the gateway token or password alone grants operator.read and operator.write only: run it with the `clawgate` CLI on the gateway host (its owner proof), from a device the owner approved, or opt in with gateway.auth.sharedSecretIsAdminOnHost)'
       : '';
   return new GatewayError('MISSING_SCOPE', { vars: { scope, pending: hint }, details });
 }

@@ -3,6 +3,7 @@
  * socket: the server hands it text frames and a SessionTransport, so everything here runs the
  * same under a unit test, the real server, or (later) another instance's event bus.
  */
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { CLOSE, closeReason, type DetailCode, GatewayError } from '../protocol/errors.js';
 import {
@@ -21,6 +22,7 @@ import {
   ROLES,
   type Role,
 } from '../protocol/frames.js';
+import { audienceOf, ownerProofPayload } from '../protocol/gateway-proof.js';
 import { ALL_OPERATOR_SCOPES, normalizeScopes, PAIRING, READ, scopeSatisfied } from '../protocol/scopes.js';
 import { cleanOptional, cleanText } from '../protocol/text.js';
 import type { GrantRecord, PairingRequest, SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
@@ -157,6 +159,10 @@ export class Gateway {
   private readonly sharedToken: SharedSecret | null;
   private readonly sharedPassword: SharedSecret | null;
   private readonly owner: SharedSecret | null;
+  /** The owner credential as the HMAC key of owner proofs (it is never compared as a bearer secret). */
+  private readonly ownerKey: Buffer | null;
+  /** audienceOf() every URL a client may dial to reach this gateway directly (set once listening). */
+  private ownAudiences = new Set<string>();
   private seen = new Map<string, { deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
@@ -185,6 +191,7 @@ export class Gateway {
     this.sharedToken = deps.config.token ? new SharedSecret(deps.config.token) : null;
     this.sharedPassword = deps.config.password ? new SharedSecret(deps.config.password) : null;
     this.owner = deps.config.ownerCredential ? new SharedSecret(deps.config.ownerCredential) : null;
+    this.ownerKey = deps.config.ownerCredential ? Buffer.from(deps.config.ownerCredential, 'utf8') : null;
     this.nodes = new NodeRegistry(this, deps.config.nodeLimits);
     this.presence = new PresenceCoalescer(deps.config.presenceWindowMs ?? DEFAULT_PRESENCE_WINDOW_MS, (changes, count) => this.emitPresence(changes, count));
   }
@@ -207,6 +214,30 @@ export class Gateway {
       reconcile.unref();
       this.timers.push(reconcile);
     }
+  }
+
+  /**
+   * The URLs that reach this gateway directly (its listening URL, its public URL, and for a
+   * wildcard bind its port on each of its own addresses). An owner proof names the URL its
+   * client dialed; one made for any other address (a relay on another port or host) is refused.
+   */
+  setOwnUrls(urls: Iterable<string>): void {
+    const next = new Set<string>();
+    for (const url of urls) {
+      const a = audienceOf(url);
+      if (a) next.add(a);
+    }
+    this.ownAudiences = next;
+  }
+
+  /** Does `proof` prove the owner credential for this connection's nonce, this gateway's key and `audience`? Constant time. */
+  private ownerProofHolds(proof: string, audience: string, nonce: string): boolean {
+    if (!this.ownerKey || !this.identity) return false;
+    const expected = createHmac('sha256', this.ownerKey)
+      .update(ownerProofPayload(nonce, this.identity.publicKey, audience), 'utf8')
+      .digest();
+    const given = Buffer.from(proof, 'base64url');
+    return given.length === expected.length && timingSafeEqual(given, expected);
   }
 
   challenge(): ChallengePayload {
@@ -289,20 +320,44 @@ export class Gateway {
     const address = transport.address;
     const scopes = normalizeScopes(params.scopes ?? []);
 
-    // 1. Shared secrets and the owner credential (constant-time, rate limited per address+kind).
+    // 0. Owner authority is proven, never sent: an HMAC by the owner credential over this
+    // connection's nonce, this gateway's key and the address the client dialed.
     let credential: Credential = { kind: 'none' };
     let limitedKind: CredentialKind | null = null;
     let tokenFailure: DetailCode | null = null;
     let dashboardLink: string | null = null;
     /** Which shared secret admitted this connect (what hello-ok.auth.method reports). */
     let sharedVia: 'token' | 'password' | null = null;
+    if (auth.ownerProof !== undefined || auth.ownerAudience !== undefined) {
+      if (auth.ownerProof === undefined || auth.ownerAudience === undefined) {
+        return this.reject(id, new GatewayError('INVALID_CONNECT_PARAMS', { vars: { problem: 'auth.ownerProof and auth.ownerAudience go together' } }));
+      }
+      if (auth.token !== undefined || auth.password !== undefined || auth.deviceToken !== undefined || auth.bootstrapToken !== undefined) {
+        return this.reject(id, new GatewayError('INVALID_CONNECT_PARAMS', { vars: { problem: 'auth.ownerProof cannot be combined with another credential' } }));
+      }
+      if (await this.isLocked(address, 'owner')) return await this.rateLimited(id, address, 'owner');
+      // An address that is not ours says nothing about the credential, so it costs no attempt.
+      if (!this.ownAudiences.has(auth.ownerAudience)) tokenFailure = 'AUTH_OWNER_AUDIENCE_MISMATCH';
+      else if (this.ownerProofHolds(auth.ownerProof, auth.ownerAudience, nonce)) credential = { kind: 'owner' };
+      else {
+        tokenFailure = 'AUTH_OWNER_PROOF_INVALID';
+        limitedKind = 'owner';
+      }
+    }
+
+    // 1. Shared secrets (constant-time, rate limited per address+kind).
     const deviceTokenInSlot =
       auth.token !== undefined && parseToken('device', auth.token) !== null && params.device !== undefined && auth.deviceToken === undefined;
     if (auth.token !== undefined) {
       // A device token in the token slot is limited as a device token, not as a shared-secret guess.
       if (!deviceTokenInSlot && (await this.isLocked(address, 'shared'))) return await this.rateLimited(id, address, 'shared');
-      if (this.owner?.matches(auth.token)) credential = { kind: 'owner' };
-      else if (this.sharedToken?.matches(auth.token)) {
+      if (this.owner?.matches(auth.token)) {
+        // Whoever holds the owner credential proves it; a bearer copy may have reached a stranger
+        // on the way, so it opens nothing, and the log and the audit trail say it travelled.
+        tokenFailure = 'AUTH_OWNER_CREDENTIAL_SENT';
+        this.log.warn('the owner credential was sent as a bearer token and refused; treat it as exposed', { address });
+        void this.audit('gateway', 'auth.owner-credential-sent', address, {});
+      } else if (this.sharedToken?.matches(auth.token)) {
         credential = { kind: 'shared' };
         sharedVia = 'token';
       } else if (deviceTokenInSlot) {
@@ -393,7 +448,9 @@ export class Gateway {
       }
     } else if (credential.kind !== 'none' && credential.kind !== 'bootstrap') {
       // A setup code never clears the bootstrap counter: one valid code must not buy more guesses.
-      await this.limiter.succeed(address, credential.kind === 'device-token' ? 'device-token' : sharedVia === 'password' ? 'password' : 'shared');
+      const kind =
+        credential.kind === 'device-token' ? 'device-token' : auth.ownerProof !== undefined ? 'owner' : sharedVia === 'password' ? 'password' : 'shared';
+      await this.limiter.succeed(address, kind);
     }
 
     // 4. Facts about the device's grants.
@@ -1415,6 +1472,9 @@ function authReasonOf(detail: DetailCode): string {
     AUTH_SCOPE_MISMATCH: 'scope_mismatch',
     AUTH_RATE_LIMITED: 'rate_limited',
     AUTH_DASHBOARD_LINK_INVALID: 'token_mismatch',
+    AUTH_OWNER_CREDENTIAL_SENT: 'owner_credential_sent',
+    AUTH_OWNER_PROOF_INVALID: 'owner_proof_invalid',
+    AUTH_OWNER_AUDIENCE_MISMATCH: 'owner_audience_mismatch',
   };
   return map[detail] ?? 'unauthorized';
 }

@@ -188,6 +188,28 @@ const entries = {
     recommended: 'wait_then_retry',
     retryable: true,
   },
+  // --- owner authority (PROTOCOL.md §Gateway identity and owner proof) -----------------------
+  AUTH_OWNER_CREDENTIAL_SENT: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: the owner credential is never sent; prove it with auth.ownerProof instead',
+    close: CLOSE.policy,
+    next: 'Run the clawgate CLI on the gateway host (it proves the owner credential from the state dir without sending it), or sign in to the Control UI with a `clawgate dashboard` link. A credential that was sent may have been seen: treat it as exposed.',
+    recommended: 'update_auth_configuration',
+  },
+  AUTH_OWNER_PROOF_INVALID: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: owner proof does not verify (wrong owner credential, or a proof made for another connection)',
+    close: CLOSE.policy,
+    next: "Use the owner credential of this gateway's state dir; a proof is valid for one connection only, so compute it from this connection's challenge.",
+    recommended: 'update_auth_credentials',
+  },
+  AUTH_OWNER_AUDIENCE_MISMATCH: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: owner proof is addressed to another gateway address',
+    close: CLOSE.policy,
+    next: "Dial the gateway directly at the URL it listens on (or its configured --public-url); an owner proof made for any other address, such as a relay's, is refused.",
+    recommended: 'review_auth_configuration',
+  },
   // --- device identity and proof ------------------------------------------------------------
   DEVICE_IDENTITY_REQUIRED: {
     code: 'NOT_PAIRED',

@@ -82,6 +82,10 @@ export const ConnectAuthSchema = T.Object(
     password: T.Optional(T.String({ maxLength: 4096 })),
     approvalRuntimeToken: T.Optional(T.String({ maxLength: 4096 })),
     agentRuntimeIdentityToken: T.Optional(T.String({ maxLength: 4096 })),
+    /** HMAC-SHA256 by the owner credential over ownerProofPayload (PROTOCOL.md §Gateway identity and owner proof); the credential itself is never sent. */
+    ownerProof: T.Optional(T.String({ pattern: '^[A-Za-z0-9_-]{43}$' })),
+    /** audienceOf() the URL the client dialed; the gateway accepts only its own. */
+    ownerAudience: T.Optional(T.String({ minLength: 1, maxLength: 512, pattern: '^wss?://[^\\s/?#]+:[0-9]{1,5}$' })),
   },
   { additionalProperties: false },
 );

@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ClientState, GatewayClient } from '../../packages/client/src/node.js';
 import { connectGateway, type GatewayConnection } from '../../src/client/connection.js';
-import { TEST_OWNER, type TestGateway } from './gateway.js';
+import { asOwner, type TestGateway } from './gateway.js';
 
 export function owner(tg: TestGateway): Promise<GatewayConnection> {
-  return connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+  return connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
 }
 
 /** Run one owner call and close. */

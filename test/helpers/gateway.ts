@@ -1,15 +1,16 @@
 /** Start a real gateway (real socket, real store) for a test, and clean it up afterwards. */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startGateway } from '../../src/app.js';
-import { ConnectError } from '../../src/client/connection.js';
+import { ConnectError, ownerProofFor } from '../../src/client/connection.js';
 import { DEFAULTS, type GatewayConfig } from '../../src/core/config.js';
 import type { Clock } from '../../src/core/env.js';
 import type { Gateway } from '../../src/core/gateway.js';
+import { audienceOf } from '../../src/protocol/gateway-proof.js';
 import type { RunningServer } from '../../src/server/server.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
@@ -27,6 +28,8 @@ export interface TestGateway {
   url: string;
   stateDir: string;
   store: Store;
+  /** Fingerprint of the gateway key (what `--gateway-key` / ConnectOptions.gatewayKey take). */
+  gatewayKey: string;
   stop(): Promise<void>;
   /** Stop and start again on the same state dir (SQLite only). */
   restart(): Promise<TestGateway>;
@@ -46,6 +49,12 @@ export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<T
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'clawgate-test-'));
   const store: Store = opts.store === 'memory' ? new MemoryStore() : new SqliteStore(join(stateDir, 'clawgate.sqlite'));
   const config: GatewayConfig = { ...DEFAULTS, port: opts.port ?? 0, stateDir, token: TEST_TOKEN, ownerCredential: TEST_OWNER, ...opts.config };
+  // The CLI on "the gateway host" finds the owner credential (and the gateway key) in the state dir.
+  const credsPath = join(stateDir, 'credentials.json');
+  if (!existsSync(credsPath) && config.ownerCredential) {
+    const creds = { version: 1, token: config.token ?? TEST_TOKEN, owner: config.ownerCredential, createdAtMs: 0 };
+    writeFileSync(credsPath, JSON.stringify(creds), { mode: 0o600 });
+  }
   const { gateway, server } = await startGateway({ config, store, host: opts.host ?? '127.0.0.1', ...(opts.clock ? { clock: opts.clock } : {}) });
   let stopped = false;
   const tg: TestGateway = {
@@ -54,6 +63,7 @@ export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<T
     url: server.url,
     stateDir,
     store,
+    gatewayKey: gateway.identity?.fingerprint ?? '',
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -83,9 +93,24 @@ export async function runClawgate(args: string[], env: Record<string, string> = 
   }
 }
 
-/** The CLI against a test gateway, as its owner. */
+/** The CLI against a test gateway, as its owner (proven from the state dir's credentials file, never sent). */
 export function cli(tg: TestGateway, ...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  return runClawgate([...args, '--url', tg.url, '--token', TEST_OWNER], { CLAWGATE_STATE_DIR: tg.stateDir });
+  return runClawgate([...args, '--url', tg.url], { CLAWGATE_STATE_DIR: tg.stateDir });
+}
+
+/** `auth` for a raw connect as the owner of `tg`: the proof for this challenge (the credential stays here). */
+export function ownerAuth(
+  challenge: { nonce: string; gateway?: { publicKey: string } },
+  url: string,
+  owner = TEST_OWNER,
+): { ownerProof: string; ownerAudience: string } {
+  const audience = audienceOf(url) ?? '';
+  return { ownerProof: ownerProofFor(owner, challenge.nonce, challenge.gateway?.publicKey ?? '', audience), ownerAudience: audience };
+}
+
+/** connectGateway options for the owner of a test gateway: the proof, for its verified key. */
+export function asOwner(tg: { gatewayKey: string }): { owner: string; gatewayKey: string } {
+  return { owner: TEST_OWNER, gatewayKey: tg.gatewayKey };
 }
 
 /** Run the CLI and parse its `--json` output; a failed command fails the test with its stderr. */

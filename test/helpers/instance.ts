@@ -6,11 +6,17 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gatewayIdentityFromPem, generateGatewayKeyPem } from '../../src/core/gateway-identity.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 
 export const CLUSTER_TOKEN = 'cgs_cluster-shared-token';
 export const CLUSTER_OWNER = 'cgo_cluster-owner-credential';
+/** Every instance of a cluster holds the same gateway key (like the credentials), so a client behind the balancer verifies one key. */
+const CLUSTER_KEY_PEM = generateGatewayKeyPem();
+export const CLUSTER_GATEWAY_KEY = gatewayIdentityFromPem(CLUSTER_KEY_PEM).fingerprint;
+/** connectGateway options for the cluster's owner: the proof, for the shared key. */
+export const asClusterOwner = { owner: CLUSTER_OWNER, gatewayKey: CLUSTER_GATEWAY_KEY };
 
 export interface Instance {
   name: string;
@@ -34,6 +40,7 @@ export function clusterStateDir(gateway: Record<string, unknown> = {}): string {
   const dir = mkdtempSync(join(tmpdir(), 'clawgate-inst-'));
   const creds = { version: 1, token: CLUSTER_TOKEN, owner: CLUSTER_OWNER, createdAtMs: 0 };
   writeFileSync(join(dir, 'credentials.json'), JSON.stringify(creds), { mode: 0o600 });
+  writeFileSync(join(dir, 'gateway-key.pem'), CLUSTER_KEY_PEM, { mode: 0o600 });
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ gateway: { autoApproveLocal: false, ...gateway } }));
   return dir;
 }

@@ -27,9 +27,9 @@ function portOpen(port: number): Promise<boolean> {
 }
 
 /** `upstreams` are ws:// URLs of the instances. */
-export async function startNginx(upstreams: string[]): Promise<Nginx> {
+export async function startNginx(upstreams: string[], listenPort?: number): Promise<Nginx> {
   const dir = mkdtempSync(join(tmpdir(), 'clawgate-nginx-'));
-  const port = await freePort();
+  const port = listenPort ?? (await freePort());
   const servers = upstreams.map((u) => `    server ${new URL(u).host};`).join('\n');
   const conf = `daemon off;
 master_process on;

@@ -246,7 +246,8 @@ export function plainParams(
 }
 
 export interface NodeConnectOptions {
-  auth: Record<string, string>;
+  /** The connect's `auth`, or a function of the challenge (an owner proof is bound to it). */
+  auth: Record<string, string> | ((challenge: Challenge) => Record<string, string>);
   name?: string;
   caps?: string[];
   commands?: string[];
@@ -263,7 +264,7 @@ export async function connectAsNode(client: RawClient, identity: DeviceIdentity,
     role: 'node',
     scopes: [],
     client: { id: 'node-host', mode: 'node', displayName: o.name ?? 'test-node' },
-    auth: o.auth,
+    auth: typeof o.auth === 'function' ? o.auth(challenge) : o.auth,
     minProtocol: o.protocol,
     maxProtocol: o.protocol,
   });

@@ -12,7 +12,7 @@ import { InternalPrincipal, isAdmin } from '../../src/core/principal.js';
 import { MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES } from '../../src/protocol/frames.js';
 import { ADMIN, PAIRING, READ, WRITE } from '../../src/protocol/scopes.js';
 import type { Store } from '../../src/store/types.js';
-import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
+import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
 import { deviceParams, plainParams, RawClient, rawConnect } from '../helpers/raw.js';
 
 async function withGateway(t: { after(fn: () => Promise<void>): void }, opts: Parameters<typeof startTestGateway>[0] = {}): Promise<TestGateway> {
@@ -43,7 +43,7 @@ describe('the internal principal is not an administrator', () => {
     const tg = await withGateway(t, { config: { autoApproveLocal: false } });
     // A device paired by the owner credential (always silent).
     const identity = generateIdentity();
-    const phone = await connectGateway({ url: tg.url, identity, auth: { token: TEST_OWNER }, scopes: [READ], client: { id: 'test', mode: 'test' } });
+    const phone = await connectGateway({ url: tg.url, identity, ...asOwner(tg), scopes: [READ], client: { id: 'test', mode: 'test' } });
     const deviceId = identity.deviceId;
     await phone.close();
     assert.ok(await tg.store.getDevice(deviceId));
@@ -180,7 +180,7 @@ describe('frame cap of a session without scopes', () => {
     const hello = res?.payload as { auth: { scopes: string[]; pendingRequestId?: string }; policy: { maxPayload: number } };
     assert.deepEqual(hello.auth.scopes, []);
     assert.equal(hello.policy.maxPayload, MAX_PREAUTH_PAYLOAD_BYTES);
-    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     await owner.request('device.pair.approve', { requestId: hello.auth.pendingRequestId });
     await owner.close();
     assert.ok(await c.event('auth.updated'), 'told of the wider scopes');
@@ -271,7 +271,7 @@ describe('handshake timeout', () => {
       await new Promise((res) => setTimeout(res, 10));
     }
     // Approving it must not admit a session for the socket that is long gone.
-    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     await owner.request('device.pair.approve', { requestId: (await pending())[0]?.requestId });
     assert.deepEqual(
       [...tg.gateway.sessions.values()].map((s) => s.deviceId ?? s.kind),
@@ -298,7 +298,7 @@ describe('handshake timeout', () => {
     const idle = await RawClient.open(tg.url);
     assert.deepEqual(await idle.closed, { code: 1008, reason: 'handshake timeout' });
     assert.ok(waiter.open, 'the waiting connect is still open');
-    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     await owner.request('device.pair.approve', { requestId: (waiting.payload as { requestId: string }).requestId });
     await owner.close();
     const res = await waiter.response('c1');

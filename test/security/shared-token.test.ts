@@ -13,7 +13,7 @@ import { describe, type TestContext, test } from 'node:test';
 import { ConnectError, connectGateway, GatewayRequestError, generateIdentity } from '../../src/client/connection.js';
 import type { Gateway } from '../../src/core/gateway.js';
 import { decodeSetupCode } from '../../src/protocol/setup-code.js';
-import { cli, expectRefused, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
+import { asOwner, cli, expectRefused, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
 import { freePort } from '../helpers/net.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
@@ -301,7 +301,7 @@ describe('a wrong shared secret is never ignored', () => {
     const first = await connectGateway({
       url: tg.url,
       identity: id,
-      auth: { token: TEST_OWNER },
+      ...asOwner(tg),
       client: { id: 'test', mode: 'test' },
       scopes: ['operator.read'],
     });

@@ -97,6 +97,17 @@ export interface GatewayClientOptions {
   random?: () => number;
   /** Crash-test hook (never set in production): called at named points of the hand-off. */
   checkpoint?: CheckpointHook;
+  /**
+   * Owner credentials are proven, never sent (PROTOCOL.md §Gateway identity and owner proof):
+   * given the stored shared secret and this connection's challenge, return the `auth` that
+   * proves it (`ownerProof` + `ownerAudience`), or null when the secret is a gateway token to
+   * send as it is. The Control UI computes the proof with WebCrypto.
+   */
+  ownerProof?: (
+    secret: string,
+    challenge: { nonce: string; ts: number; gateway?: unknown },
+    url: string,
+  ) => Promise<{ ownerProof: string; ownerAudience: string } | null>;
 }
 
 export interface HelloOk {
@@ -171,6 +182,9 @@ const NEEDS_PERSON: Record<string, PauseReason> = {
   AUTH_PASSWORD_NOT_CONFIGURED: 'auth-rejected',
   AUTH_REQUIRED: 'auth-rejected',
   AUTH_SCOPE_MISMATCH: 'auth-rejected',
+  AUTH_OWNER_CREDENTIAL_SENT: 'auth-rejected',
+  AUTH_OWNER_PROOF_INVALID: 'auth-rejected',
+  AUTH_OWNER_AUDIENCE_MISMATCH: 'auth-rejected',
   DEVICE_IDENTITY_REQUIRED: 'auth-rejected',
   AUTH_BOOTSTRAP_TOKEN_INVALID: 'setup-code-unusable',
   AUTH_BOOTSTRAP_TOKEN_EXPIRED: 'setup-code-unusable',
@@ -648,6 +662,10 @@ export class GatewayClient {
     if (info.deviceFamily) client.deviceFamily = info.deviceFamily;
     // signedAt is the challenge's ts, not our clock: a skewed host must still verify.
     const signedAt = p.ts;
+    const ownerProof =
+      a.cred.kind === 'shared-token' && this.opts.ownerProof
+        ? await this.opts.ownerProof(a.cred.secret, { ...p, nonce: p.nonce, ts: p.ts }, this.target.url)
+        : null;
     const signature = await key.sign(
       signaturePayloadV3({
         deviceId: key.deviceId,
@@ -656,7 +674,8 @@ export class GatewayClient {
         role: this.role,
         scopes: a.cred.scopes,
         signedAtMs: signedAt,
-        token: a.cred.secret,
+        // An owner proof carries no token: the signature covers none.
+        token: ownerProof ? '' : a.cred.secret,
         nonce: p.nonce,
         platform: client.platform,
         deviceFamily: client.deviceFamily,
@@ -672,7 +691,7 @@ export class GatewayClient {
       role: this.role,
       scopes: a.cred.scopes,
       caps,
-      auth: a.cred.auth,
+      auth: ownerProof ?? a.cred.auth,
       device: { id: key.deviceId, publicKey: key.publicKey, signature, signedAt, nonce: p.nonce },
     };
     if (this.opts.commands) params.commands = this.opts.commands;

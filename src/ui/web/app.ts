@@ -5,7 +5,9 @@
  * put in the page as text, never as HTML: device names are chosen by whoever asks to pair.
  *
  * Sign-in: the owner credential or the gateway token, pasted once, or a one-time link from
- * `clawgate dashboard` (`#login=…`, removed from the address bar at once). The browser is a
+ * `clawgate dashboard` (`#login=…`, removed from the address bar at once). A pasted owner
+ * credential never leaves the page: it keys an HMAC (WebCrypto) over the connection's challenge
+ * (PROTOCOL.md §Gateway identity and owner proof); only the gateway token is sent as it is. The browser is a
  * device (key in IndexedDB, see identity.ts); its device token lives in sessionStorage only,
  * so closing the tab or logging out forgets it.
  */
@@ -20,6 +22,7 @@ import {
 } from '../../../packages/client/src/browser.js';
 import { confirmationCode } from '../../core/confirmation.js';
 import type { NodePendingView } from '../../core/nodes.js';
+import { audienceOf, ownerProofPayload } from '../../protocol/gateway-proof.js';
 import { printableLines } from '../../protocol/text.js';
 import { encodeQr, qrPath } from './qr.js';
 import { SessionCredentialStore } from './session-store.js';
@@ -212,10 +215,32 @@ function setConn(conn: ConnState, detail = ''): void {
   render();
 }
 
+/**
+ * A pasted owner credential (`cgo_…`) is proven, never sent: an HMAC keyed by it over this
+ * connection's nonce, the gateway key the challenge carries and the address this page dials.
+ * Anything else is the gateway token, which the SDK sends as it is.
+ */
+async function proveOwner(
+  secret: string,
+  challenge: { nonce: string; gateway?: unknown },
+  url: string,
+): Promise<{ ownerProof: string; ownerAudience: string } | null> {
+  if (!secret.startsWith('cgo_')) return null;
+  const publicKey = (challenge.gateway as { publicKey?: unknown } | undefined)?.publicKey;
+  const audience = audienceOf(url);
+  if (typeof publicKey !== 'string' || !audience) throw new Error('the gateway did not prove its key, so the owner credential is not used here');
+  const enc = new TextEncoder();
+  const key = await crypto.subtle.importKey('raw', enc.encode(secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+  const mac = new Uint8Array(await crypto.subtle.sign('HMAC', key, enc.encode(ownerProofPayload(challenge.nonce, publicKey, audience))));
+  let bin = '';
+  for (const b of mac) bin += String.fromCharCode(b);
+  return { ownerProof: btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, ''), ownerAudience: audience };
+}
+
 /** A fresh SDK client for this page; the previous one (if any) is closed for good. */
 function startClient(): void {
   state.sdk?.close();
-  const c = new GatewayClient({ url: target.url, store, platform, scopes: UI_SCOPES, client: UI_CLIENT, waitForApproval: true });
+  const c = new GatewayClient({ url: target.url, store, platform, scopes: UI_SCOPES, client: UI_CLIENT, waitForApproval: true, ownerProof: proveOwner });
   state.sdk = c;
   c.on('*', (event, payload) => {
     if (state.sdk === c) onGatewayEvent(event, payload);
@@ -550,6 +575,7 @@ function renderSignIn(): HTMLElement {
       'p',
       { class: 'muted' },
       'The credential is used once and not stored: the gateway pairs this browser and gives this tab a device token (kept in session storage only). ',
+      'An owner credential (cgo_…) is never sent: this page proves it to the gateway that served it. ',
       'On the gateway host, ',
       h('code', {}, 'clawgate dashboard'),
       ' prints a one-time sign-in link; ',
