@@ -23,6 +23,7 @@ import { cli, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN
 import { freePort } from './helpers/net.js';
 import { NGINX_BIN, type RunningNginx, startNginx } from './helpers/nginx.js';
 import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
+import { missingFile, skipUnlessPresent } from './helpers/strict.js';
 
 const run = promisify(execFile);
 const PROXY_ADDRESS = '127.0.0.2';
@@ -82,7 +83,7 @@ class NodeRun {
   }
 }
 
-describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? false : `${NGINX_BIN} is not installed (scripts/system-deps.sh)` }, () => {
+describe('behind a real nginx terminating TLS', { skip: skipUnlessPresent(missingFile(NGINX_BIN, 'scripts/system-deps.sh')) }, () => {
   let tg: TestGateway;
   let nginx: RunningNginx;
   let nginxDir: string;
@@ -494,17 +495,17 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
 });
 
 /** Root and iproute2 are needed to give a client a real non-loopback address. */
-function netnsUnavailable(): string | false {
+function netnsUnavailable(): string | null {
   if (process.getuid?.() !== 0) return 'needs root for a network namespace';
   try {
     execFileSync('ip', ['netns', 'list'], { stdio: 'ignore' });
   } catch {
     return 'ip netns is not available';
   }
-  return false;
+  return null;
 }
 
-describe('a real non-loopback peer (network namespace) forging X-Forwarded-For', { skip: netnsUnavailable() }, () => {
+describe('a real non-loopback peer (network namespace) forging X-Forwarded-For', { skip: skipUnlessPresent(netnsUnavailable()) }, () => {
   const tag = `${process.pid % 10000}`;
   const ns = `cgt${tag}`;
   const hostIf = `cgh${tag}`;

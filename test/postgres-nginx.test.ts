@@ -9,7 +9,12 @@ import { type ConnectOptions, connectGateway, type GatewayConnection, generateId
 import { PostgresStore } from '../src/store/postgres.js';
 import { CLUSTER_OWNER, CLUSTER_TOKEN, type Instance, removeStateDir, startInstancesAB } from './helpers/instance.js';
 import { type Nginx, startNginx } from './helpers/nginx-cluster.js';
+import { NGINX_BIN } from './helpers/nginx.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
+import { missingFile, skipUnlessPresent } from './helpers/strict.js';
+
+// The same policy as the other nginx tests: a visible skip without nginx, a failure under CLAWGATE_TEST_STRICT.
+const noNginx = skipUnlessPresent(missingFile(NGINX_BIN, 'scripts/system-deps.sh'));
 
 let cluster: PgCluster;
 let url: string;
@@ -19,6 +24,7 @@ let nginx: Nginx;
 const dirs: string[] = [];
 
 before(async () => {
+  if (noNginx) return;
   cluster = await startPgCluster();
   url = await cluster.createDatabase();
   [a, b] = await startInstancesAB(url, dirs, { trustedProxies: ['127.0.0.1'] });
@@ -45,7 +51,7 @@ function viaNginx(extra: Partial<ConnectOptions> = {}): Promise<GatewayConnectio
   });
 }
 
-describe('two instances behind nginx', () => {
+describe('two instances behind nginx', { skip: noNginx }, () => {
   test('connections through the balancer reach both instances', async () => {
     const conns = await Promise.all(Array.from({ length: 6 }, () => viaNginx()));
     try {

@@ -24,6 +24,7 @@ import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGate
 import { freePort } from './helpers/net.js';
 import { NGINX_BIN, type RunningNginx, startNginx } from './helpers/nginx.js';
 import { deviceParams, RawClient } from './helpers/raw.js';
+import { missingFile, skipUnlessPresent } from './helpers/strict.js';
 
 const CHROMIUM = process.env.CLAWGATE_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'ui');
@@ -586,7 +587,7 @@ describe('Control UI signing in with the gateway token where a person must appro
   });
 });
 
-describe('Control UI behind a real nginx (TLS, context path)', { skip: existsSync(NGINX_BIN) ? false : `${NGINX_BIN} is not installed` }, () => {
+describe('Control UI behind a real nginx (TLS, context path)', { skip: skipUnlessPresent(missingFile(NGINX_BIN, 'scripts/system-deps.sh')) }, () => {
   const PROXY = '127.0.0.2';
   let tg: TestGateway;
   let nginx: RunningNginx;
