@@ -8,8 +8,8 @@ import { after, before, describe, test } from 'node:test';
 import { type ConnectOptions, connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { PostgresStore } from '../src/store/postgres.js';
 import { CLUSTER_OWNER, CLUSTER_TOKEN, type Instance, removeStateDir, startInstancesAB } from './helpers/instance.js';
-import { type Nginx, startNginx } from './helpers/nginx-cluster.js';
 import { NGINX_BIN } from './helpers/nginx.js';
+import { type Nginx, startNginx } from './helpers/nginx-cluster.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
 import { missingFile, skipUnlessPresent } from './helpers/strict.js';
 

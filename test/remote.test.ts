@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -439,25 +439,23 @@ describe('clawgate gateway install-service --print', () => {
     }
   });
 
-  test(
-    'systemd accepts the printed unit (systemd-analyze verify)',
-    { skip: skipUnlessPresent(missingFile('/usr/bin/systemd-analyze', 'package systemd; scripts/system-deps.sh')) },
-    async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'clawgate-unit-'));
-      try {
-        const ok = await clawgate(['gateway', 'install-service', '--print', '--state-dir', dir, '--tls', '--public-url', 'https://gw.example.test/cg']);
-        assert.equal(ok.code, 0, ok.stderr);
-        const file = join(dir, 'clawgate.service');
-        writeFileSync(file, ok.stdout);
-        const v = await run('/usr/bin/systemd-analyze', ['verify', file]).then(
-          (x) => ({ code: 0, stderr: x.stderr }),
-          (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
-        );
-        assert.equal(v.code, 0, v.stderr);
-        assert.doesNotMatch(v.stderr, /clawgate\.service:\d+/, 'no complaints about the unit');
-      } finally {
-        removeDir(dir);
-      }
-    },
-  );
+  test('systemd accepts the printed unit (systemd-analyze verify)', {
+    skip: skipUnlessPresent(missingFile('/usr/bin/systemd-analyze', 'package systemd; scripts/system-deps.sh')),
+  }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'clawgate-unit-'));
+    try {
+      const ok = await clawgate(['gateway', 'install-service', '--print', '--state-dir', dir, '--tls', '--public-url', 'https://gw.example.test/cg']);
+      assert.equal(ok.code, 0, ok.stderr);
+      const file = join(dir, 'clawgate.service');
+      writeFileSync(file, ok.stdout);
+      const v = await run('/usr/bin/systemd-analyze', ['verify', file]).then(
+        (x) => ({ code: 0, stderr: x.stderr }),
+        (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
+      );
+      assert.equal(v.code, 0, v.stderr);
+      assert.doesNotMatch(v.stderr, /clawgate\.service:\d+/, 'no complaints about the unit');
+    } finally {
+      removeDir(dir);
+    }
+  });
 });
