@@ -4,7 +4,7 @@
  * later) and the close code and reason, so a test can assert exactly what went over the wire.
  */
 import { createHash, type KeyObject, sign } from 'node:crypto';
-import { WebSocket } from 'ws';
+import { type ClientOptions, WebSocket } from 'ws';
 import type { DeviceIdentity } from '../../src/client/connection.js';
 import { type SignatureFields, signaturePayloadV2, signaturePayloadV3 } from '../../src/protocol/signature.js';
 
@@ -72,10 +72,13 @@ export class RawClient {
     });
   }
 
-  /** Open a socket; resolves after the upgrade (the challenge may already be recorded). */
-  static open(url: string, headers?: Record<string, string>): Promise<RawClient> {
+  /**
+   * Open a socket; resolves after the upgrade (the challenge may already be recorded). `options`
+   * go to `ws` as they are (e.g. `autoPong: false` for a peer that never answers a ping).
+   */
+  static open(url: string, headers?: Record<string, string>, options: ClientOptions = {}): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { perMessageDeflate: false, ...(headers ? { headers } : {}) });
+      const ws = new WebSocket(url, { perMessageDeflate: false, ...(headers ? { headers } : {}), ...options });
       const client = new RawClient(ws);
       ws.once('open', () => resolve(client));
       ws.once('unexpected-response', (_req, res) => {
