@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import { ConnectError, connectGateway, generateIdentity } from '../src/client/connection.js';
 import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
+import { waitFor } from './helpers/wait.js';
 
 const run = promisify(execFile);
 
@@ -144,18 +145,13 @@ describe('real openclaw CLI against clawgate', () => {
       const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
       return { child, log: () => log, exited };
     };
-    const waitFor = async (cond: () => boolean, what: string, log: () => string, ms = 60_000) => {
-      const start = Date.now();
-      while (!cond()) {
-        if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}; node host output:\n${log()}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    };
+    const waitForHost = (cond: () => boolean, what: string, log: () => string) =>
+      waitFor(cond, what, { timeoutMs: 60_000, intervalMs: 100, detail: () => `node host output:\n${log()}` });
 
     const first = startNode(['--pair', minted.link]);
     let firstSession: { connId: string; deviceId?: string | undefined; tokenId?: string | undefined } | undefined;
     try {
-      await waitFor(() => nodeSession() !== undefined, 'the node host to be admitted', first.log);
+      await waitForHost(() => nodeSession() !== undefined, 'the node host to be admitted', first.log);
       const session = nodeSession();
       assert.ok(session?.deviceId);
       firstSession = session;
@@ -174,7 +170,7 @@ describe('real openclaw CLI against clawgate', () => {
       // The first host's session may not be closed yet: only a session on a new connection
       // proves the second run got in.
       const fresh = () => nodeSessions().find((s) => s.connId !== firstSession?.connId);
-      await waitFor(() => fresh() !== undefined, 'the node host to reconnect on a new connection', second.log);
+      await waitForHost(() => fresh() !== undefined, 'the node host to reconnect on a new connection', second.log);
       const again = fresh();
       assert.equal(again?.kind, 'device');
       assert.equal(again?.deviceId, firstSession?.deviceId);

@@ -92,14 +92,8 @@ function pl<T>(f: Frame | null | undefined): T {
   return f.payload as T;
 }
 
-async function pendingFor(store: PostgresStore, deviceId: string, timeoutMs = 10_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = (await store.listPairingRequests(deviceId))[0];
-    if (r) return r.requestId;
-    if (Date.now() > deadline) throw new Error(`no pending request for ${deviceId}`);
-    await new Promise((res) => setTimeout(res, 20));
-  }
+function pendingFor(store: PostgresStore, deviceId: string, timeoutMs = 10_000): Promise<string> {
+  return waitFor(async () => (await store.listPairingRequests(deviceId))[0]?.requestId, `a pending request for ${deviceId}`, { timeoutMs, intervalMs: 20 });
 }
 
 describe('two instances on one PostgreSQL database', () => {

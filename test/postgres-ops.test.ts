@@ -21,6 +21,7 @@ import { SqliteStore } from '../src/store/sqlite.js';
 import type { Store } from '../src/store/types.js';
 import { startTestGateway, TEST_OWNER } from './helpers/gateway.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
+import { waitFor } from './helpers/wait.js';
 
 const run = promisify(execFile);
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
@@ -45,16 +46,8 @@ async function cliRun(args: string[], env: Record<string, string> = {}): Promise
   }
 }
 
-function nextOf(received: ClusterEvent[], n: number, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const poll = () => {
-      if (received.length >= n) resolve();
-      else if (Date.now() > deadline) reject(new Error(`only ${received.length} of ${n} events arrived`));
-      else setTimeout(poll, 5);
-    };
-    poll();
-  });
+async function nextOf(received: ClusterEvent[], n: number, timeoutMs = 5_000): Promise<void> {
+  await waitFor(() => received.length >= n, `${n} events`, { timeoutMs, intervalMs: 5, detail: () => `only ${received.length} arrived` });
 }
 
 /** Two instances' stores and event buses on one fresh database. */
@@ -110,9 +103,7 @@ describe('cluster event bus (LISTEN/NOTIFY)', () => {
       await sa.pool.query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
       );
-      const deadline = Date.now() + 10_000;
-      while (resyncs === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      assert.ok(resyncs >= 1, 'resync was requested after the reconnect');
+      await waitFor(() => resyncs >= 1, 'a resync request after the reconnect', { timeoutMs: 10_000 });
       const e: ClusterEvent = { type: 'resolve-waiters', requestId: 'r1', decision: 'approved' };
       await busA.publish(e);
       await nextOf(atB, 1);

@@ -21,8 +21,7 @@ import { CONTROL_UI_CSP, originAllowed } from '../src/server/control-ui.js';
 import { ensureSelfSignedCert } from '../src/server/tls.js';
 import { encodeQr, qrPath } from '../src/ui/web/qr.js';
 import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-import { freePort } from './helpers/net.js';
-import { NGINX_BIN, type RunningNginx, startNginx } from './helpers/nginx.js';
+import { NGINX_BIN, type RunningNginx, startBehindNginx } from './helpers/nginx.js';
 import { deviceParams, RawClient } from './helpers/raw.js';
 import { missingFile, skipUnlessPresent } from './helpers/strict.js';
 
@@ -597,13 +596,26 @@ describe('Control UI behind a real nginx (TLS, context path)', { skip: skipUnles
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'clawgate-ui-nginx-'));
     const cert = ensureSelfSignedCert(dir);
-    const port = await freePort();
-    pageUrl = `https://127.0.0.1:${port}/clawgate`;
-    tg = await startTestGateway({ config: { trustedProxies: [PROXY], contextPath: '/clawgate', publicUrl: `wss://127.0.0.1:${port}/clawgate` } });
-    nginx = await startNginx(
-      { dir, port, certPath: cert.certPath, keyPath: cert.keyPath, upstream: `http://127.0.0.1:${tg.server.port}`, location: '/clawgate', proxyBind: PROXY },
+    const started = await startBehindNginx(
+      (port) => startTestGateway({ config: { trustedProxies: [PROXY], contextPath: '/clawgate', publicUrl: `wss://127.0.0.1:${port}/clawgate` } }),
+      async (g) => {
+        await g.stop();
+        removeDir(g.stateDir);
+      },
+      (port, g) => ({
+        dir,
+        port,
+        certPath: cert.certPath,
+        keyPath: cert.keyPath,
+        upstream: `http://127.0.0.1:${g.server.port}`,
+        location: '/clawgate',
+        proxyBind: PROXY,
+      }),
       '/clawgate/healthz',
     );
+    tg = started.gateway;
+    nginx = started.nginx;
+    pageUrl = `https://127.0.0.1:${started.port}/clawgate`;
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
   });
   after(async () => {
