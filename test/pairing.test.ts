@@ -16,6 +16,7 @@ import {
 } from '../src/client/connection.js';
 import { ManualClock } from '../src/core/env.js';
 import { cli, cliJson, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { withDeadline } from './helpers/wait.js';
 
 const REMOTE = { 'x-forwarded-for': '198.51.100.23' };
 
@@ -185,7 +186,7 @@ describe('remote operator pairing', () => {
     assert.equal([...tg.gateway.sessions.values()].filter((s) => s.deviceId === id.deviceId).length, 2);
     const res = await cli(tg, 'devices', 'remove', id.deviceId);
     assert.equal(res.code, 0, res.stderr);
-    for (const c of conns) assert.deepEqual(await c.closed, { code: 4001, reason: 'device removed' });
+    for (const c of conns) assert.deepEqual(await withDeadline(c.closed, 'each session of the device to close'), { code: 4001, reason: 'device removed' });
     assert.ok(
       [...tg.gateway.sessions.values()].some((s) => s.deviceId === otherId.deviceId),
       "another device's session stays open",
