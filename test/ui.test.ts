@@ -11,11 +11,11 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, type TestContext, test } from 'node:test';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { WebSocket } from 'ws';
 import { qrMatrix } from '../src/cli/qr.js';
-import { ConnectError, type ConnectOptions, connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
+import { ConnectError, type ConnectOptions, connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { CONTROL_UI_CSP, originAllowed } from '../src/server/control-ui.js';
 import { ensureSelfSignedCert } from '../src/server/tls.js';
@@ -57,8 +57,6 @@ function remoteDevice(tg: TestGateway, extra: Partial<ConnectOptions>): Promise<
 describe('Control UI in headless Chromium', () => {
   let tg: TestGateway;
   let browser: Browser;
-  let context: BrowserContext;
-  let page: Page;
   let base: string;
   const consoleProblems: string[] = [];
 
@@ -66,20 +64,56 @@ describe('Control UI in headless Chromium', () => {
     tg = await startTestGateway({ config: { trustedProxies: ['127.0.0.1'] } });
     base = `http://127.0.0.1:${tg.server.port}/`;
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
-    context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
-    page = await context.newPage();
-    page.on('console', (m) => {
-      if (m.type() === 'error') consoleProblems.push(m.text());
-    });
-    page.on('pageerror', (e) => consoleProblems.push(String(e)));
   });
 
   after(async () => {
-    await node?.close();
     await browser?.close();
     await tg.stop();
     removeDir(tg.stateDir);
   });
+
+  // Every test gets its own browser context and page, and makes the devices it needs: none
+  // depends on what an earlier test left behind (they share only the gateway and the browser).
+
+  /** A fresh page (its own browser context, closed after the test) at the UI, signed out. */
+  async function freshPage(t: TestContext): Promise<Page> {
+    const context: BrowserContext = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+    t.after(() => context.close());
+    const page = await context.newPage();
+    page.on('console', (m) => {
+      if (m.type() === 'error') consoleProblems.push(m.text());
+    });
+    page.on('pageerror', (e) => consoleProblems.push(String(e)));
+    await page.goto(base);
+    await page.waitForSelector('#conn-state[data-state="signed-out"]');
+    return page;
+  }
+
+  async function signIn(page: Page): Promise<void> {
+    await page.fill('#credential', TEST_OWNER);
+    await page.click('#signin-form button[type=submit]');
+    await page.waitForSelector('#conn-state[data-state="connected"]');
+  }
+
+  /** A fresh page signed in with the owner credential. */
+  async function signedInPage(t: TestContext): Promise<Page> {
+    const page = await freshPage(t);
+    await signIn(page);
+    return page;
+  }
+
+  /** A remote device paired with `scopes` (approved by the CLI, not the UI) and connected now. */
+  async function pairedRemote(t: TestContext, scopes = ['operator.read']): Promise<{ identity: DeviceIdentity; conn: GatewayConnection }> {
+    const identity = generateIdentity();
+    await remoteDevice(tg, { identity, scopes }).catch(() => undefined);
+    const requestId = (await tg.store.listPairingRequests(identity.deviceId))[0]?.requestId;
+    assert.ok(requestId, 'the device asked to pair');
+    const approved = await cli(tg, 'devices', 'approve', requestId);
+    assert.equal(approved.code, 0, approved.stderr);
+    const conn = await remoteDevice(tg, { identity, scopes });
+    t.after(() => conn.close());
+    return { identity, conn };
+  }
 
   test('the page is served with a strict CSP and no inline script', async () => {
     const res = await fetch(base);
@@ -99,13 +133,10 @@ describe('Control UI in headless Chromium', () => {
     assert.equal((await fetch(new URL('/dist/src/core/gateway.js', base))).status, 404);
   });
 
-  test('sign in with the owner credential: the browser becomes a paired device with a session-only token', async () => {
-    await page.goto(base);
-    await page.waitForSelector('#conn-state[data-state="signed-out"]');
+  test('sign in with the owner credential: the browser becomes a paired device with a session-only token', async (t) => {
+    const page = await freshPage(t);
     await shot(page, '01-sign-in');
-    await page.fill('#credential', TEST_OWNER);
-    await page.click('#signin-form button[type=submit]');
-    await page.waitForSelector('#conn-state[data-state="connected"]');
+    await signIn(page);
     const stored = await page
       .evaluate(`(${tabToken})()`)
       .then(async (session) => ({ session: session as string | null, local: await page.evaluate(() => localStorage.length) }));
@@ -113,9 +144,10 @@ describe('Control UI in headless Chromium', () => {
     assert.equal(stored.local, 0, 'nothing in localStorage');
     assert.equal(await page.inputValue('#credential').catch(() => null), null, 'the sign-in form is gone');
     // The gateway knows this browser as an owner-approved device.
-    const devices = (await tg.store.listDevices()).filter((d) => d.clientId === 'openclaw-control-ui');
-    assert.equal(devices.length, 1);
-    const grant = await tg.store.getGrant(devices[0]!.deviceId, 'operator');
+    const token = await tg.store.getToken((stored.session ?? '').split('_')[1] ?? '');
+    assert.ok(token, 'the tab token is a token the gateway issued');
+    assert.equal((await tg.store.getDevice(token.deviceId))?.clientId, 'openclaw-control-ui');
+    const grant = await tg.store.getGrant(token.deviceId, 'operator');
     assert.equal(grant?.approvedVia, 'owner');
     // The key is non-extractable: the page itself cannot export it.
     const exportable = await page.evaluate(
@@ -143,11 +175,9 @@ describe('Control UI in headless Chromium', () => {
     await page.waitForSelector('#conn-state[data-state="connected"]');
   });
 
-  let waitingDevice: ReturnType<typeof generateIdentity>;
-  let liveConn: GatewayConnection;
-
-  test('a new remote device appears without reload; Approve admits the waiting device; codes match', async () => {
-    waitingDevice = generateIdentity();
+  test('a new remote device appears without reload; Approve admits the waiting device; codes match', async (t) => {
+    const page = await signedInPage(t);
+    const waitingDevice = generateIdentity();
     let waiting: { requestId: string; confirmationCode: string } | null = null;
     const admitted = remoteDevice(tg, {
       identity: waitingDevice,
@@ -169,13 +199,17 @@ describe('Control UI in headless Chromium', () => {
       assert.ok(text.includes(part), `card shows ${part}`);
     await shot(page, '02-pending-new-device');
     await mine.locator('button[data-action="approve"]').click();
-    liveConn = await admitted;
+    const liveConn = await admitted;
+    t.after(() => liveConn.close());
     assert.equal(liveConn.hello.auth.role, 'operator');
     assert.deepEqual(liveConn.hello.auth.scopes, ['operator.read']);
     await page.locator(`article.request[data-request-id="${w.requestId}"]`).waitFor({ state: 'detached' });
   });
 
-  test('a scope-upgrade request shows exactly the added scopes and is approved from the UI', async () => {
+  test('a scope-upgrade request shows exactly the added scopes and is approved from the UI', async (t) => {
+    const { identity: waitingDevice } = await pairedRemote(t);
+    // The page opens after the device got its token, so its first listing shows it.
+    const page = await signedInPage(t);
     const upgrading = await remoteDevice(tg, { identity: waitingDevice, scopes: ['operator.read', 'operator.write'] });
     const requestId = upgrading.hello.auth.pendingRequestId;
     assert.ok(requestId, 'admitted with a pending scope upgrade');
@@ -190,13 +224,11 @@ describe('Control UI in headless Chromium', () => {
     await upgrading.close();
   });
 
-  let node: RawClient;
-  let nodeId: string;
-
-  test('a node command-surface request shows its commands, host-level ones marked, and is approved from the UI', async () => {
+  test('a node command-surface request shows its commands, host-level ones marked, and is approved from the UI', async (t) => {
+    const page = await signedInPage(t);
     const identity = generateIdentity();
-    nodeId = identity.deviceId;
-    node = await RawClient.open(tg.url, REMOTE);
+    const nodeId = identity.deviceId;
+    let node = await RawClient.open(tg.url, REMOTE);
     const challenge = await node.challenge();
     const params = deviceParams({
       identity,
@@ -215,6 +247,8 @@ describe('Control UI in headless Chromium', () => {
     await roleCard.locator('button[data-action="approve"]').click();
     await roleCard.waitFor({ state: 'detached' });
     node = await RawClient.open(tg.url, REMOTE);
+    const surfaceNode = node;
+    t.after(() => surfaceNode.close());
     const params2 = deviceParams({
       identity,
       challenge: await node.challenge(),
@@ -249,7 +283,10 @@ describe('Control UI in headless Chromium', () => {
     await page.click('#tab-pending');
   });
 
-  test('devices view: roles, scopes, token ids (never secrets), connected now', async () => {
+  test('devices view: roles, scopes, token ids (never secrets), connected now', async (t) => {
+    const { identity: waitingDevice } = await pairedRemote(t, ['operator.read', 'operator.write']);
+    // The page opens after the device got its token, so its first listing shows it.
+    const page = await signedInPage(t);
     await page.click('#tab-devices');
     const card = page.locator(`article.device[data-device-id="${waitingDevice.deviceId}"]`);
     await card.waitFor();
@@ -262,7 +299,8 @@ describe('Control UI in headless Chromium', () => {
     await shot(page, '04-devices');
   });
 
-  test('devices view: "connected now" follows the presence event, without a reload or a tick', async () => {
+  test('devices view: "connected now" follows the presence event, without a reload or a tick', async (t) => {
+    const page = await signedInPage(t);
     await page.click('#tab-devices');
     await page.evaluate(() => {
       (window as unknown as { presenceMarker: number }).presenceMarker = 1;
@@ -288,7 +326,11 @@ describe('Control UI in headless Chromium', () => {
     assert.equal(await page.evaluate(() => (window as unknown as { presenceMarker?: number }).presenceMarker), 1, 'the page was never reloaded');
   });
 
-  test('rename from the UI', async () => {
+  test('rename from the UI', async (t) => {
+    const { identity: waitingDevice } = await pairedRemote(t);
+    // The page opens after the device got its token, so its first listing shows it.
+    const page = await signedInPage(t);
+    await page.click('#tab-devices');
     const card = page.locator(`article.device[data-device-id="${waitingDevice.deviceId}"]`);
     await card.locator('button[data-action="rename"]').click();
     await page.fill(`#rename-${waitingDevice.deviceId}`, 'Anna laptop');
@@ -297,7 +339,11 @@ describe('Control UI in headless Chromium', () => {
     assert.equal((await tg.store.getDevice(waitingDevice.deviceId))?.label, 'Anna laptop');
   });
 
-  test('revoke a device in the UI (with a confirmation step): its live socket closes', async () => {
+  test('revoke a device in the UI (with a confirmation step): its live socket closes', async (t) => {
+    const { identity: waitingDevice, conn: liveConn } = await pairedRemote(t);
+    // The page opens after the device got its token, so its first listing shows it.
+    const page = await signedInPage(t);
+    await page.click('#tab-devices');
     const key = `revoke:${waitingDevice.deviceId}:operator`;
     await page.click(`[data-action="${key}"]`);
     assert.equal(liveConn.ws.readyState, WebSocket.OPEN, 'nothing happens before the confirmation');
@@ -308,7 +354,8 @@ describe('Control UI in headless Chromium', () => {
     await page.locator(`article.device[data-device-id="${waitingDevice.deviceId}"] .grant`).waitFor({ state: 'detached' });
   });
 
-  test('mint a setup code in the UI (QR + link), redeem it from a client, see it marked redeemed', async () => {
+  test('mint a setup code in the UI (QR + link), redeem it from a client, see it marked redeemed', async (t) => {
+    const page = await signedInPage(t);
     await page.click('#tab-setup');
     await page.selectOption('#mint-profile', 'operator');
     await page.fill('#mint-label', 'ui-test phone');
@@ -339,10 +386,11 @@ describe('Control UI in headless Chromium', () => {
     await shot(page, '06-setup-redeemed');
   });
 
-  test('revoke an unused setup code from the UI', async () => {
-    const previous = await page.getAttribute('#minted', 'data-setup-id');
+  test('revoke an unused setup code from the UI', async (t) => {
+    const page = await signedInPage(t);
+    await page.click('#tab-setup');
     await page.click('#mint');
-    await page.locator(`#minted:not([data-setup-id="${previous}"])`).waitFor();
+    await page.locator('#minted[data-setup-id]').waitFor();
     const setupId = await page.getAttribute('#minted', 'data-setup-id');
     await page.locator(`tr[data-setup-id="${setupId}"][data-status="active"]`).waitFor();
     await page.click(`[data-action="setup-revoke:${setupId}"]`);
@@ -350,22 +398,28 @@ describe('Control UI in headless Chromium', () => {
     await page.locator(`tr[data-setup-id="${setupId}"][data-status="revoked"]`).waitFor();
   });
 
-  test('audit log view with filters', async () => {
+  test('audit log view with filters', async (t) => {
+    // This test's own history: a device paired, renamed and revoked.
+    const { identity: waitingDevice } = await pairedRemote(t);
+    assert.equal((await cli(tg, 'devices', 'rename', waitingDevice.deviceId, 'audited')).code, 0);
+    assert.equal((await cli(tg, 'devices', 'revoke', '--device', waitingDevice.deviceId, '--role', 'operator')).code, 0);
+    const page = await signedInPage(t);
     await page.click('#tab-audit');
     await page.locator('#audit-table tr[data-action="pairing.approved"]').first().waitFor();
     await page.selectOption('#audit-action', 'token.revoked');
+    await page.fill('#audit-subject', waitingDevice.deviceId.slice(0, 10));
     const rows = page.locator('#audit-table tbody tr');
     assert.equal(await rows.count(), 1);
     assert.equal(await rows.first().getAttribute('data-action'), 'token.revoked');
     await page.selectOption('#audit-action', '');
-    await page.fill('#audit-subject', waitingDevice.deviceId.slice(0, 10));
     const actions = await page.locator('#audit-table tbody tr').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-action')));
     assert.ok(actions.length > 0 && actions.includes('device.renamed') && !actions.includes('setup.revoked'));
     await page.fill('#audit-subject', '');
     await shot(page, '07-audit');
   });
 
-  test('errors show the gateway message and the next step', async () => {
+  test('errors show the gateway message and the next step', async (t) => {
+    const page = await signedInPage(t);
     // Approving a request that was already resolved elsewhere.
     const id = generateIdentity();
     await remoteDevice(tg, { identity: id, scopes: ['operator.read'] }).catch(() => undefined);
@@ -383,7 +437,10 @@ describe('Control UI in headless Chromium', () => {
     await shot(page, '08-error');
   });
 
-  test('Reject from the UI refuses the waiting device; Remove (with a confirmation step) forgets a paired one', async () => {
+  test('Reject from the UI refuses the waiting device; Remove (with a confirmation step) forgets a paired one', async (t) => {
+    const { identity: waitingDevice } = await pairedRemote(t);
+    // The page opens after the device got its token, so its first listing shows it.
+    const page = await signedInPage(t);
     const id = generateIdentity();
     const outcome = remoteDevice(tg, { identity: id, scopes: ['operator.read'], caps: ['device-pairing-wait'] }).then(
       (conn) => conn,
@@ -409,10 +466,14 @@ describe('Control UI in headless Chromium', () => {
     assert.equal(await tg.store.getDevice(waitingDevice.deviceId), null);
   });
 
-  test('rotate a token from the UI (with a confirmation step): the device shows a new token id', async () => {
+  test('rotate a token from the UI (with a confirmation step): the device shows a new token id', async (t) => {
+    const { identity } = await pairedRemote(t);
+    // The page opens after the device got its token, so its first listing shows it.
+    const page = await signedInPage(t);
     await page.click('#tab-devices');
-    const key = `rotate:${nodeId}:node`;
-    const tokenSel = `article.device[data-device-id="${nodeId}"] .grant[data-role="node"] .token`;
+    const key = `rotate:${identity.deviceId}:operator`;
+    const tokenSel = `article.device[data-device-id="${identity.deviceId}"] .grant[data-role="operator"] .token`;
+    await page.locator(tokenSel).waitFor();
     const token = page.locator(tokenSel);
     const before = await token.textContent();
     assert.match(before ?? '', /^token \S+$/);
@@ -428,7 +489,8 @@ describe('Control UI in headless Chromium', () => {
     );
   });
 
-  test('a page from another origin cannot open a WebSocket to the gateway', async () => {
+  test('a page from another origin cannot open a WebSocket to the gateway', async (t) => {
+    const page = await freshPage(t);
     const other: Server = createServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/html' });
       res.end('<!doctype html><title>elsewhere</title>');
@@ -436,7 +498,7 @@ describe('Control UI in headless Chromium', () => {
     await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
     try {
       const port = (other.address() as AddressInfo).port;
-      const evil = await context.newPage();
+      const evil = await page.context().newPage();
       await evil.goto(`http://127.0.0.1:${port}/`);
       const probe = (url: string) =>
         new Promise<string>((resolve) => {
@@ -494,7 +556,8 @@ describe('Control UI in headless Chromium', () => {
     await ctx2.close();
   });
 
-  test('log out clears the session; the token stops working', async () => {
+  test('log out clears the session; the token stops working', async (t) => {
+    const page = await signedInPage(t);
     await page.click('#tab-pending');
     const token = (await page.evaluate(`(${tabToken})()`)) as string | null;
     assert.ok(token);
@@ -513,8 +576,9 @@ describe('Control UI in headless Chromium', () => {
     assert.notEqual((await page.evaluate(`(${tabToken})()`)) as string | null, token);
   });
 
-  test('a second tab of the same browser signs in without signing the first out', async () => {
-    const second = await context.newPage();
+  test('a second tab of the same browser signs in without signing the first out', async (t) => {
+    const page = await signedInPage(t);
+    const second = await page.context().newPage();
     await second.goto(base);
     await second.fill('#credential', TEST_OWNER);
     await second.click('#signin-form button[type=submit]');
@@ -525,7 +589,8 @@ describe('Control UI in headless Chromium', () => {
     await second.close();
   });
 
-  test('a returning browser whose tab token is gone gets a fresh one (self rotation) and survives a reload', async () => {
+  test('a returning browser whose tab token is gone gets a fresh one (self rotation) and survives a reload', async (t) => {
+    const page = await signedInPage(t);
     const before = (await page.evaluate(`(${tabToken})()`)) as string | null;
     await page.evaluate(() => sessionStorage.clear());
     await page.reload();
@@ -543,7 +608,8 @@ describe('Control UI in headless Chromium', () => {
     await page.waitForSelector('#conn-state[data-state="connected"]');
   });
 
-  test('no CSP violations or script errors in the page', () => {
+  // Runs last on purpose: it reads what every page above reported.
+  test('no CSP violations or script errors in any page above', () => {
     const csp = consoleProblems.filter((m) => /Content Security Policy|Refused to/i.test(m));
     assert.deepEqual(csp, []);
     const errors = consoleProblems.filter((m) => !/WebSocket connection|Failed to load resource/i.test(m));
