@@ -106,6 +106,26 @@ describe('frame size limits and compression', () => {
   });
 });
 
+describe('the raw test client itself', () => {
+  test('next() hands out each recorded frame once: asking twice gets the second answer, not the first again', async () => {
+    const tg = await startTestGateway({ store: 'memory' });
+    try {
+      const c = await authenticated(tg.url);
+      c.send({ type: 'req', id: 'same', method: 'health' });
+      c.send({ type: 'req', id: 'same', method: 'health' });
+      const first = await c.response('same');
+      const second = await c.response('same');
+      assert.ok(first && second);
+      assert.notEqual(first, second);
+      assert.equal(c.frames.filter((f) => f.id === 'same').length, 2);
+      await c.close();
+    } finally {
+      await tg.stop();
+      removeDir(tg.stateDir);
+    }
+  });
+});
+
 describe('keep-alive', () => {
   let tg: TestGateway;
   before(async () => {
