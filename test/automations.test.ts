@@ -138,10 +138,15 @@ test('a cron job that spawns a sub-session and posts into it works the same way,
       }
       return (JSON.parse(r.stdout) as { sessions: ChatSession[] }).sessions;
     };
-    await waitUntil(async () => (await children(tg)).length >= 2, 'two spawned sessions');
+    // Polled in the store (a CLI process per probe is too slow a poll); the CLI reads the result.
+    const spawnedInStore = async (t: TestGateway): Promise<number> => {
+      const parent = await t.store.getChatSession('ops');
+      return parent ? (await t.store.listChatSessions({ parentId: parent.sessionId })).length : 0;
+    };
+    await waitUntil(async () => (await spawnedInStore(tg)) >= 2, 'two spawned sessions');
     const first = await children(tg);
     tg = await tg.restart();
-    await waitUntil(async () => (await children(tg)).length >= first.length + 1, 'a spawn after the restart');
+    await waitUntil(async () => (await spawnedInStore(tg)) >= first.length + 1, 'a spawn after the restart');
 
     const all = await children(tg);
     const parent = ((await cliJson(tg, 'sessions', 'list', '--json')) as { sessions: ChatSession[] }).sessions.find((s) => s.key === 'ops');
