@@ -102,14 +102,18 @@ describe('Control UI in headless Chromium', () => {
     return page;
   }
 
-  /** A remote device paired with `scopes` (approved by the CLI, not the UI) and connected now. */
+  /** A remote device paired with `scopes` (approved over RPC, not in the UI) and connected now. */
   async function pairedRemote(t: TestContext, scopes = ['operator.read']): Promise<{ identity: DeviceIdentity; conn: GatewayConnection }> {
     const identity = generateIdentity();
     await remoteDevice(tg, { identity, scopes }).catch(() => undefined);
     const requestId = (await tg.store.listPairingRequests(identity.deviceId))[0]?.requestId;
     assert.ok(requestId, 'the device asked to pair');
-    const approved = await cli(tg, 'devices', 'approve', requestId);
-    assert.equal(approved.code, 0, approved.stderr);
+    const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+    try {
+      await owner.request('device.pair.approve', { requestId });
+    } finally {
+      await owner.close();
+    }
     const conn = await remoteDevice(tg, { identity, scopes });
     t.after(() => conn.close());
     return { identity, conn };
