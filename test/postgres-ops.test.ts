@@ -4,7 +4,7 @@
  * `--store` flags of `clawgate gateway run`.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,6 +21,7 @@ import { SqliteStore } from '../src/store/sqlite.js';
 import type { Store } from '../src/store/types.js';
 import { startTestGateway, TEST_OWNER } from './helpers/gateway.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
+import { type GatewayProcess, spawnGateway } from './helpers/process.js';
 import { waitFor } from './helpers/wait.js';
 
 const run = promisify(execFile);
@@ -243,22 +244,13 @@ describe('clawgate migrate --to postgres', () => {
     const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-cfg-'));
     dirs.push(stateDir);
     writeFileSync(join(stateDir, 'config.json'), JSON.stringify({ gateway: { store: 'postgres', postgres: { url } } }));
-    const proc = spawn(process.execPath, [BIN, 'gateway', 'run', '--port', '0', '--state-dir', stateDir, '--config', join(stateDir, 'config.json')], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    let proc: Pick<GatewayProcess, 'kill'> | undefined;
+    let gw: GatewayProcess | undefined;
     try {
-      let out = '';
-      const gwUrl = await new Promise<string>((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(out)), 15_000);
-        proc.stdout.on('data', (c: Buffer) => {
-          out += c.toString();
-          const m = /listening on (ws:\/\/\S+) .*store: postgres/.exec(out);
-          if (m?.[1]) {
-            clearTimeout(t);
-            resolve(m[1]);
-          }
-        });
-      });
+      gw = await spawnGateway(['--state-dir', stateDir, '--config', join(stateDir, 'config.json')], { onSpawn: (p) => (proc = p) });
+      const gwUrl = gw.url;
+      const out = gw.out();
+      assert.match(out, /listening on ws:\/\/\S+ .*store: postgres/);
       assert.doesNotMatch(out, /postgres:\/\/[^ ]*:[^*@ ]+@/, 'no password in the banner');
       const op = await connectGateway({
         url: gwUrl,
@@ -274,8 +266,9 @@ describe('clawgate migrate --to postgres', () => {
         await op.close();
       }
     } finally {
-      proc.kill('SIGTERM');
-      await new Promise((r) => proc.once('exit', r));
+      // A graceful stop once started (it closes its pool); a kill if it never got that far.
+      if (gw) await gw.stop();
+      else await proc?.kill();
     }
   });
 });

@@ -5,7 +5,7 @@
  * Real sockets, a real SQLite store, real certificates made by openssl, the real CLI binary.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,7 @@ import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { attribute, hopAddress, ProxyTrust, parseForwarded } from '../src/server/proxy.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { removeDir, runClawgate, startTestGateway, TEST_OWNER, type TestGateway } from './helpers/gateway.js';
+import { spawnGateway } from './helpers/process.js';
 import { RawClient } from './helpers/raw.js';
 import { missingFile, skipUnlessPresent } from './helpers/strict.js';
 
@@ -267,30 +268,12 @@ describe('context path and public URL', () => {
 
 /** Start `clawgate gateway run` as a child process; resolves with its listening URL. */
 async function runGateway(args: string[]): Promise<{ url: string; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [BIN, 'gateway', 'run', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start: ${err}`)), 15_000);
-    child.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
-      const m = /listening on (\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1] as string);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`gateway exited with ${code}: ${err}`)));
-  });
+  const gw = await spawnGateway(args, { startupTimeoutMs: 15_000 });
   return {
-    url,
-    stop: () =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
+    url: gw.url,
+    async stop() {
+      await gw.stop();
+    },
   };
 }
 
