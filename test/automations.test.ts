@@ -3,26 +3,21 @@
  * CLI process, a real local HTTP listener as the webhook target (issue 7 acceptance).
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
+import { SqliteStore } from '../src/store/sqlite.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../src/store/types.js';
 import { asOwner, cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-import { freePort } from './helpers/net.js';
+import { type GatewayProcess, spawnGateway } from './helpers/process.js';
 import { connectAsNode, deviceParams, plainParams, RawClient, rawConnect } from './helpers/raw.js';
+import { waitFor } from './helpers/wait.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
-const BIN = join(process.cwd(), 'bin', 'clawgate.js');
-
 async function waitUntil(cond: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const start = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitFor(cond, what, { timeoutMs });
 }
 
 /** A new device paired silently on loopback with the shared token, holding `scopes`. */
@@ -40,25 +35,24 @@ async function localCliJson<T>(stateDir: string, ...args: string[]): Promise<T> 
   return JSON.parse(r.stdout) as T;
 }
 
-function startProcess(stateDir: string, port: number): { child: ChildProcess; out: () => string; err: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [BIN, 'gateway', 'run'], {
-    env: { ...process.env, CLAWGATE_STATE_DIR: stateDir, CLAWGATE_PORT: String(port) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (d) => (out += d));
-  child.stderr?.on('data', (d) => (err += d));
-  return { child, out: () => out, err: () => err, exited: new Promise((r) => child.on('exit', (c) => r(c))) };
+/**
+ * `gateway run` on a state dir, configured only by the environment (port 0: the CLI finds the
+ * gateway through the runtime file it writes). Recorded in `procs` so the test's `finally`
+ * kills it even when an assertion failed first.
+ */
+function startProcess(stateDir: string, procs: Killable[]): Promise<GatewayProcess> {
+  return spawnGateway([], { env: { CLAWGATE_STATE_DIR: stateDir, CLAWGATE_PORT: '0' }, onSpawn: (p) => procs.push(p) });
 }
+
+type Killable = Pick<GatewayProcess, 'kill'>;
+const killAll = (procs: Killable[]) => Promise.all(procs.map((p) => p.kill()));
 
 test('fresh install, zero config: `clawgate cron add` every 1s sends to a webhook channel; the listener receives it, before and after a restart, with no pairing or approval', async () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-auto-'));
-  const port = await freePort();
   const target = await WebhookTarget.start();
+  const procs: Killable[] = [];
   try {
-    let gw = startProcess(stateDir, port);
-    await waitUntil(() => gw.out().includes('listening on'), 'startup');
+    let gw = await startProcess(stateDir, procs);
 
     const add = await localCli(stateDir, 'channels', 'add', 'webhook', '--name', 'alerts', '--url', target.url, '--json');
     assert.equal(add.code, 0, add.stderr);
@@ -91,12 +85,10 @@ test('fresh install, zero config: `clawgate cron add` every 1s sends to a webhoo
     assert.doesNotMatch(gw.err(), /pairing required|"level":"error"/i);
     assert.match(gw.err(), /"principal":"internal:cron"/);
 
-    gw.child.kill('SIGTERM');
-    assert.equal(await gw.exited, 0);
+    assert.equal(await gw.stop(), 0);
     const before = target.received.length;
 
-    gw = startProcess(stateDir, port);
-    await waitUntil(() => gw.out().includes('listening on'), 'restart');
+    gw = await startProcess(stateDir, procs);
     await target.waitFor(before + 2);
     const list = await localCliJson<{ jobs: CronJob[] }>(stateDir, 'cron', 'list', '--json');
     assert.deepEqual(
@@ -108,9 +100,9 @@ test('fresh install, zero config: `clawgate cron add` every 1s sends to a webhoo
     const removed = await localCli(stateDir, 'cron', 'remove', 'heartbeat', '--json');
     assert.equal(removed.code, 0, removed.stderr);
     assert.doesNotMatch(gw.err(), /pairing required|"level":"error"/i);
-    gw.child.kill('SIGTERM');
-    assert.equal(await gw.exited, 0);
+    assert.equal(await gw.stop(), 0);
   } finally {
+    await killAll(procs);
     await target.close();
     removeDir(stateDir);
   }
@@ -146,10 +138,15 @@ test('a cron job that spawns a sub-session and posts into it works the same way,
       }
       return (JSON.parse(r.stdout) as { sessions: ChatSession[] }).sessions;
     };
-    await waitUntil(async () => (await children(tg)).length >= 2, 'two spawned sessions');
+    // Polled in the store (a CLI process per probe is too slow a poll); the CLI reads the result.
+    const spawnedInStore = async (t: TestGateway): Promise<number> => {
+      const parent = await t.store.getChatSession('ops');
+      return parent ? (await t.store.listChatSessions({ parentId: parent.sessionId })).length : 0;
+    };
+    await waitUntil(async () => (await spawnedInStore(tg)) >= 2, 'two spawned sessions');
     const first = await children(tg);
     tg = await tg.restart();
-    await waitUntil(async () => (await children(tg)).length >= first.length + 1, 'a spawn after the restart');
+    await waitUntil(async () => (await spawnedInStore(tg)) >= first.length + 1, 'a spawn after the restart');
 
     const all = await children(tg);
     const parent = ((await cliJson(tg, 'sessions', 'list', '--json')) as { sessions: ChatSession[] }).sessions.find((s) => s.key === 'ops');
@@ -672,24 +669,16 @@ test('config file: automations.channels.webhooks and the webhook policy reach a 
   const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-auto-'));
   const target = await WebhookTarget.start();
   target.answer = 500;
+  const procs: Killable[] = [];
   try {
-    const port = await freePort();
     const configPath = join(stateDir, 'config.json');
     writeFileSync(
       configPath,
       JSON.stringify({
-        gateway: { port },
         automations: { channels: { webhooks: [{ name: 'ops', url: target.url, username: 'ops-bot' }] }, webhook: { maxAttempts: 2, baseBackoffMs: 50 } },
       }),
     );
-    const gw = spawn(process.execPath, [BIN, 'gateway', 'run', '--config', configPath], {
-      env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    gw.stdout?.on('data', (d) => (out += d));
-    const exited = new Promise((r) => gw.on('exit', r));
-    await waitUntil(() => out.includes('listening on'), 'startup');
+    const gw = await spawnGateway(['--config', configPath], { env: { CLAWGATE_STATE_DIR: stateDir }, onSpawn: (p) => procs.push(p) });
     const list = await localCliJson<{
       channels: Array<{ name: string; source: string; url: string }>;
     }>(stateDir, 'channels', 'list', '--json');
@@ -700,15 +689,19 @@ test('config file: automations.channels.webhooks and the webhook policy reach a 
     const sent = await localCli(stateDir, 'call', 'send', '--params', '{"channel":"ops","content":"from config"}', '--json');
     assert.equal(sent.code, 0, sent.stderr);
     const deliveryId = (JSON.parse(sent.stdout) as { deliveryId: string }).deliveryId;
-    // maxAttempts 2 from the file: two attempts, then the dead-letter list.
-    await waitUntil(async () => {
-      const dead = await localCliJson<{ deliveries: Delivery[] }>(stateDir, 'channels', 'dead-letters', '--json');
-      return dead.deliveries.some((d) => d.deliveryId === deliveryId);
-    }, 'dead letter');
+    // maxAttempts 2 from the file: two attempts, then the dead-letter list (polled in the
+    // store the gateway writes, not by a CLI process per probe).
+    const store = new SqliteStore(join(stateDir, 'clawgate.sqlite'));
+    try {
+      await waitUntil(async () => (await store.getDelivery(deliveryId))?.status === 'dead', 'dead letter');
+    } finally {
+      await store.close();
+    }
+    const dead = await localCliJson<{ deliveries: Delivery[] }>(stateDir, 'channels', 'dead-letters', '--json');
+    assert.ok(dead.deliveries.some((d) => d.deliveryId === deliveryId));
     assert.equal(target.received.length, 2);
     assert.deepEqual(target.received[0]?.body, { content: 'from config', username: 'ops-bot' });
-    gw.kill('SIGTERM');
-    await exited;
+    await gw.stop();
 
     writeFileSync(configPath, JSON.stringify({ automations: { channels: { webhooks: { name: 'x' } } } }));
     const bad = await localCli(stateDir, 'gateway', 'run', '--config', configPath);
@@ -719,6 +712,7 @@ test('config file: automations.channels.webhooks and the webhook policy reach a 
     assert.equal(badUrl.code, 2);
     assert.match(badUrl.stderr, /url must be an http\(s\) URL/);
   } finally {
+    await killAll(procs);
     await target.close();
     removeDir(stateDir);
   }
@@ -728,22 +722,19 @@ test('a gateway killed (SIGKILL) while a delivery is in flight delivers it after
   const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-auto-'));
   const target = await WebhookTarget.start();
   target.answer = 'hang';
+  const procs: Killable[] = [];
   try {
-    const port = await freePort();
-    let gw = startProcess(stateDir, port);
-    await waitUntil(() => gw.out().includes('listening on'), 'startup');
+    let gw = await startProcess(stateDir, procs);
     assert.equal((await localCli(stateDir, 'channels', 'add', 'webhook', '--name', 'alerts', '--url', target.url)).code, 0);
     const sent = await localCli(stateDir, 'call', 'send', '--params', '{"channel":"alerts","content":"survives a crash"}', '--json');
     assert.equal(sent.code, 0, sent.stderr);
     const { deliveryId, idempotencyKey } = JSON.parse(sent.stdout) as { deliveryId: string; idempotencyKey: string };
     // The attempt is in flight (the target holds the request); the process dies without any cleanup.
     await target.waitFor(1);
-    gw.child.kill('SIGKILL');
-    await gw.exited;
+    await gw.kill();
 
     target.answer = 204;
-    gw = startProcess(stateDir, port);
-    await waitUntil(() => gw.out().includes('listening on'), 'restart');
+    gw = await startProcess(stateDir, procs);
     await target.waitFor(2);
     assert.deepEqual(
       target.received.map((r) => [r.body.content, r.headers['idempotency-key']]),
@@ -752,13 +743,17 @@ test('a gateway killed (SIGKILL) while a delivery is in flight delivers it after
         ['survives a crash', idempotencyKey],
       ],
     );
-    await waitUntil(async () => {
-      const list = await localCliJson<{ deliveries: Delivery[] }>(stateDir, 'channels', 'deliveries', '--json');
-      return list.deliveries.some((d) => d.deliveryId === deliveryId && d.status === 'delivered');
-    }, 'recorded as delivered');
-    gw.child.kill('SIGTERM');
-    assert.equal(await gw.exited, 0);
+    const store = new SqliteStore(join(stateDir, 'clawgate.sqlite'));
+    try {
+      await waitUntil(async () => (await store.getDelivery(deliveryId))?.status === 'delivered', 'recorded as delivered');
+    } finally {
+      await store.close();
+    }
+    const list = await localCliJson<{ deliveries: Delivery[] }>(stateDir, 'channels', 'deliveries', '--json');
+    assert.ok(list.deliveries.some((d) => d.deliveryId === deliveryId && d.status === 'delivered'));
+    assert.equal(await gw.stop(), 0);
   } finally {
+    await killAll(procs);
     await target.close();
     removeDir(stateDir);
   }

@@ -6,7 +6,7 @@
  * gateway, real store, a real HTTP listener as the webhook target.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +15,8 @@ import { promisify } from 'node:util';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import type { AuditEntry, ChatMessage, ChatSession, Delivery } from '../src/store/types.js';
 import { cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-import { freePort } from './helpers/net.js';
+import { type GatewayProcess, spawnGateway } from './helpers/process.js';
+import { waitFor } from './helpers/wait.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
 /** `channels add` takes --url as the webhook's URL, so the gateway goes in --gateway-url (the `cli` helper's --url would replace the webhook URL). */
@@ -77,14 +78,14 @@ test('CLI: sessions create/spawn, chat send, channels --username/deliveries filt
     await target.waitFor(1);
     assert.deepEqual(target.received[0]?.body, { content: 'disk full', username: 'alert-bot' });
 
-    const waitDelivered = async (): Promise<Delivery[]> => {
-      for (const start = Date.now(); Date.now() - start < 10_000; await new Promise((r) => setTimeout(r, 50))) {
-        const d = await cliJson<{ deliveries: Delivery[] }>(tg, 'channels', 'deliveries', '--channel', 'alerts', '--status', 'delivered', '--json');
-        if (d.deliveries.length > 0) return d.deliveries;
-      }
-      throw new Error('no delivered delivery listed for channel alerts');
-    };
-    const delivered = await waitDelivered();
+    // Wait in the store (no CLI process per probe), then list through the CLI once.
+    await waitFor(
+      async () => (await tg.store.listDeliveries({ status: 'delivered' })).some((d) => d.channelName === 'alerts'),
+      'a delivered delivery on channel alerts',
+      { timeoutMs: 10_000 },
+    );
+    const delivered = (await cliJson<{ deliveries: Delivery[] }>(tg, 'channels', 'deliveries', '--channel', 'alerts', '--status', 'delivered', '--json'))
+      .deliveries;
     assert.deepEqual(
       delivered.map((d) => [d.channelName, d.status]),
       [['alerts', 'delivered']],
@@ -190,22 +191,15 @@ test('CLI: devices rotate --scope narrows the operator token to the scopes given
 
 test('CLI: `gateway run --password` admits `call --password` with that password and refuses another', async () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-pw-'));
-  const port = await freePort();
+  const clientDir = mkdtempSync(join(tmpdir(), 'clawgate-pw-client-'));
   const bin = join(process.cwd(), 'bin', 'clawgate.js');
-  const gw = spawn(process.execPath, [bin, 'gateway', 'run', '--port', String(port), '--password', 'correct horse'], {
-    env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  gw.stdout?.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((r) => gw.on('exit', (c) => r(c)));
+  let gw: Pick<GatewayProcess, 'kill'> | undefined;
   try {
-    for (const start = Date.now(); !out.includes('listening on'); await new Promise((r) => setTimeout(r, 20)))
-      if (Date.now() - start > 10_000) throw new Error(`gateway did not start: ${out}`);
-    const url = `ws://127.0.0.1:${port}`;
+    const started = await spawnGateway(['--password', 'correct horse'], { env: { CLAWGATE_STATE_DIR: stateDir }, onSpawn: (p) => (gw = p) });
+    const url = started.url;
     const call = (password: string) =>
       promisify(execFile)(process.execPath, [bin, 'call', 'health', '--url', url, '--password', password, '--json'], {
-        env: { ...process.env, CLAWGATE_STATE_DIR: mkdtempSync(join(tmpdir(), 'clawgate-pw-client-')) },
+        env: { ...process.env, CLAWGATE_STATE_DIR: clientDir },
       }).then(
         (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
         (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
@@ -216,10 +210,11 @@ test('CLI: `gateway run --password` admits `call --password` with that password 
     const wrong = await call('battery staple');
     assert.notEqual(wrong.code, 0);
     assert.match(wrong.stderr, /AUTH_PASSWORD_MISMATCH/);
+    assert.equal(await started.stop(), 0);
   } finally {
-    gw.kill('SIGTERM');
-    assert.equal(await exited, 0);
+    await gw?.kill();
     removeDir(stateDir);
+    removeDir(clientDir);
   }
 });
 

@@ -2,53 +2,37 @@
  * `clawgate gateway run` as a user runs it: a real process, zero config, signals.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { type ConnectError, connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import { readGatewayKeyFingerprint } from '../src/server/gateway-key.js';
 import { removeDir } from './helpers/gateway.js';
-import { freePort } from './helpers/net.js';
+import { onFreePort } from './helpers/net.js';
+import { type GatewayProcess, spawnGateway } from './helpers/process.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 
-interface Running {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  exited: Promise<number | null>;
-}
-
-function startCli(args: string[], env: Record<string, string>): Running {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (d) => (out += d));
-  child.stderr?.on('data', (d) => (err += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, stdout: () => out, stderr: () => err, exited };
-}
-
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const start = Date.now();
-  while (!cond()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+/** An empty state dir of this test's own (never the shared temp dir itself), removed afterwards. */
+function scratchStateDir(t: TestContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'clawgate-cli-'));
+  t.after(() => removeDir(dir));
+  return dir;
 }
 
 test('zero-config start: SQLite in the state dir, generated secrets (0600), URL printed; SIGTERM shuts down cleanly; restart keeps the secrets', async () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-cli-'));
-  const port = await freePort();
+  const procs: Array<Pick<GatewayProcess, 'kill'>> = [];
   try {
-    const env = { CLAWGATE_STATE_DIR: stateDir, CLAWGATE_PORT: String(port) };
-    const gw = startCli(['gateway', 'run'], env);
-    await waitFor(() => gw.stdout().includes('listening on'), 'startup banner');
-    assert.match(gw.stdout(), new RegExp(`ws://127\\.0\\.0\\.1:${port}`));
-    assert.match(gw.stdout(), /generated a gateway token and an owner credential/);
+    // Port 0 keeps parallel test files from racing for one port; the banner says which it got.
+    const env = { CLAWGATE_STATE_DIR: stateDir, CLAWGATE_PORT: '0' };
+    const gw = await spawnGateway([], { env, onSpawn: (p) => procs.push(p) });
+    const port = gw.port;
+    assert.match(gw.out(), /ws:\/\/127\.0\.0\.1:\d+/);
+    assert.match(gw.out(), /generated a gateway token and an owner credential/);
     const credsPath = join(stateDir, 'credentials.json');
     assert.equal(statSync(credsPath).mode & 0o777, 0o600);
     assert.equal(statSync(join(stateDir, 'clawgate.sqlite')).mode & 0o777, 0o600);
@@ -79,23 +63,22 @@ test('zero-config start: SQLite in the state dir, generated secrets (0600), URL 
     assert.equal(closed.code, 1012);
     assert.equal(closed.reason, 'service restart');
     assert.equal(await gw.exited, 0);
-    assert.match(gw.stderr(), /gateway stopped cleanly/);
+    assert.match(gw.err(), /gateway stopped cleanly/);
     // A clean stop forgets the recorded address: a stale one would point the CLI at whoever takes the port next.
     assert.equal(existsSync(join(stateDir, 'gateway.json')), false, 'gateway.json removed on a clean stop');
     // The store was closed: the WAL was folded back into the database file.
     const wal = join(stateDir, 'clawgate.sqlite-wal');
     assert.ok(!existsSync(wal) || statSync(wal).size === 0, 'WAL checkpointed on shutdown');
 
-    const again = startCli(['gateway', 'run'], env);
-    await waitFor(() => again.stdout().includes('listening on'), 'second startup');
-    assert.match(again.stdout(), /using the credentials/);
+    const again = await spawnGateway([], { env, onSpawn: (p) => procs.push(p) });
+    assert.match(again.out(), /using the credentials/);
     const after = JSON.parse(readFileSync(credsPath, 'utf8')) as { token: string; owner: string };
     assert.deepEqual(after, { ...creds, ...after });
     assert.equal(after.token, creds.token);
     assert.equal(after.owner, creds.owner);
     // The owner credential is proven to the gateway key of the state dir, never sent.
     const c2 = await connectGateway({
-      url: `ws://127.0.0.1:${port}`,
+      url: again.url,
       owner: creds.owner,
       gatewayKey: readGatewayKeyFingerprint(stateDir),
       client: { id: 'cli', mode: 'cli' },
@@ -105,6 +88,7 @@ test('zero-config start: SQLite in the state dir, generated secrets (0600), URL 
     again.child.kill('SIGINT');
     assert.equal(await again.exited, 0);
   } finally {
+    await Promise.all(procs.map((p) => p.kill()));
     removeDir(stateDir);
   }
 });
@@ -112,7 +96,8 @@ test('zero-config start: SQLite in the state dir, generated secrets (0600), URL 
 test('a non-loopback bind without chosen authentication is refused with a clear message', async () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-cli-'));
   try {
-    const r = spawnSync(process.execPath, [BIN, 'gateway', 'run', '--bind', 'lan', '--port', String(await freePort())], {
+    // Refused before it binds anything, so port 0 is as good as any.
+    const r = spawnSync(process.execPath, [BIN, 'gateway', 'run', '--bind', 'lan', '--port', '0'], {
       env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
       encoding: 'utf8',
       timeout: 10_000,
@@ -125,7 +110,8 @@ test('a non-loopback bind without chosen authentication is refused with a clear 
   }
 });
 
-test('every command that talks to a gateway takes --tls-fingerprint (and checks it before connecting)', () => {
+test('every command that talks to a gateway takes --tls-fingerprint (and checks it before connecting)', (t) => {
+  const stateDir = scratchStateDir(t);
   for (const cmd of [
     ['devices', 'list'],
     ['audit'],
@@ -137,28 +123,29 @@ test('every command that talks to a gateway takes --tls-fingerprint (and checks 
   ]) {
     const r = spawnSync(process.execPath, [BIN, ...cmd, '--tls-fingerprint', 'abc'], {
       encoding: 'utf8',
-      env: { ...process.env, CLAWGATE_STATE_DIR: tmpdir() },
+      env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
     });
     assert.equal(r.status, 2, `${cmd.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, /--tls-fingerprint must be a SHA-256 fingerprint/, cmd.join(' '));
   }
 });
 
-test('a --params that is not JSON is a usage error for nodes invoke and cron add', () => {
+test('a --params that is not JSON is a usage error for nodes invoke and cron add', (t) => {
+  const stateDir = scratchStateDir(t);
   for (const cmd of [
     ['nodes', 'invoke', '--node', 'n1', '--command', 'system.which'],
     ['cron', 'add', '--name', 'j', '--every', '1m', '--node', 'n1', '--command', 'system.which'],
   ]) {
-    const r = spawnSync(process.execPath, [BIN, ...cmd, '--params', '{'], { encoding: 'utf8', env: { ...process.env, CLAWGATE_STATE_DIR: tmpdir() } });
+    const r = spawnSync(process.execPath, [BIN, ...cmd, '--params', '{'], { encoding: 'utf8', env: { ...process.env, CLAWGATE_STATE_DIR: stateDir } });
     assert.equal(r.status, 2, `${cmd.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, /--params is not valid JSON/, cmd.join(' '));
   }
 });
 
-test('usage errors exit 2 and say what to do; a port in use is explained', async () => {
+test('usage errors exit 2 and say what to do; a port in use is explained', async (t) => {
   const bad = spawnSync(process.execPath, [BIN, 'gateway', 'run', '--port', 'abc'], {
     encoding: 'utf8',
-    env: { ...process.env, CLAWGATE_STATE_DIR: tmpdir() },
+    env: { ...process.env, CLAWGATE_STATE_DIR: scratchStateDir(t) },
   });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--port must be a whole number/);
@@ -189,16 +176,23 @@ test('usage errors exit 2 and say what to do; a port in use is explained', async
 
 test('--config file: port, token, autoApproveLocal and trustedProxies take effect; a broken file is a usage error', async () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-cli-'));
-  const port = await freePort();
   const configPath = join(stateDir, 'config.json');
-  writeFileSync(
-    configPath,
-    JSON.stringify({ gateway: { port, auth: { token: 'cgs_from-config-file' }, autoApproveLocal: false, trustedProxies: ['127.0.0.1'] } }),
-  );
+  const procs: Array<Pick<GatewayProcess, 'kill'>> = [];
   try {
-    const gw = startCli(['gateway', 'run', '--config', configPath], { CLAWGATE_STATE_DIR: stateDir });
-    await waitFor(() => gw.stdout().includes('listening on'), 'startup banner');
-    assert.match(gw.stdout(), new RegExp(`:${port}`));
+    // The port under test comes from the file, so it is chosen up front (and chosen again if
+    // another process took it first).
+    const gw = await onFreePort(
+      (port) => {
+        writeFileSync(
+          configPath,
+          JSON.stringify({ gateway: { port, auth: { token: 'cgs_from-config-file' }, autoApproveLocal: false, trustedProxies: ['127.0.0.1'] } }),
+        );
+        return spawnGateway(['--config', configPath], { env: { CLAWGATE_STATE_DIR: stateDir }, portFromConfig: true, onSpawn: (p) => procs.push(p) });
+      },
+      (err) => /already in use/.test(String(err)),
+    );
+    const port = JSON.parse(readFileSync(configPath, 'utf8')).gateway.port as number;
+    assert.equal(gw.port, port);
     const url = `ws://127.0.0.1:${port}`;
     // The configured token works; with autoApproveLocal off even a local device waits for approval.
     await assert.rejects(
@@ -234,6 +228,7 @@ test('--config file: port, token, autoApproveLocal and trustedProxies take effec
     assert.equal(broken.status, 2);
     assert.match(broken.stderr, /is not valid JSON/);
   } finally {
+    await Promise.all(procs.map((p) => p.kill()));
     removeDir(stateDir);
   }
 });

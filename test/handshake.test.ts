@@ -164,7 +164,8 @@ describe('first frame', () => {
     await assertStillServing(tg.url);
   });
 
-  test('a first frame just under 64 KiB is read (and judged on its content)', async () => {
+  // The exact 64 KiB boundary (accepted at 65536 bytes, refused at 65537) is in transport.test.ts.
+  test('a first frame with a long (1 KB) user agent is read and admitted', async () => {
     const r = await rawConnect(tg.url, () => ({ ...plainParams({ auth: { token: TEST_TOKEN } }), userAgent: 'x'.repeat(1000) }));
     assert.equal(r.res?.ok, true);
     await r.client.close();
@@ -175,10 +176,8 @@ describe('first frame', () => {
     try {
       const c = await RawClient.open(short.url);
       await c.challenge();
-      const started = Date.now();
       await assertClosedWithoutResponse(c, { code: 1008, reason: CATALOGUE.HANDSHAKE_TIMEOUT.message });
       assert.equal(CATALOGUE.HANDSHAKE_TIMEOUT.close, 1008);
-      assert.ok(Date.now() - started < 3000);
       await assertStillServing(short.url);
     } finally {
       await short.stop();

@@ -15,6 +15,7 @@ import { ConnectError, connectGateway, generateIdentity } from '../src/client/co
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { openclawEnv, openclawGatewayEnv, openclawPaths } from './helpers/openclaw.js';
+import { waitFor } from './helpers/wait.js';
 
 const run = promisify(execFile);
 
@@ -161,7 +162,8 @@ describe('real openclaw CLI against clawgate', () => {
     homes.push(home);
     const env = openclawEnv(home);
     const port = String(tg.server.port);
-    const nodeSession = () => [...tg.gateway.sessions.values()].find((s) => s.role === 'node' && s.client.id === 'node-host');
+    const nodeSessions = () => [...tg.gateway.sessions.values()].filter((s) => s.role === 'node' && s.client.id === 'node-host');
+    const nodeSession = () => nodeSessions()[0];
     const startNode = (args: string[]) => {
       const child = spawn(oc.node, [oc.cli, 'node', 'run', '--host', '127.0.0.1', '--port', port, '--no-tls', '--display-name', 'interop-node-host', ...args], {
         env,
@@ -173,19 +175,16 @@ describe('real openclaw CLI against clawgate', () => {
       const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
       return { child, log: () => log, exited };
     };
-    const waitFor = async (cond: () => boolean, what: string, log: () => string, ms = 60_000) => {
-      const start = Date.now();
-      while (!cond()) {
-        if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}; node host output:\n${log()}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    };
+    const waitForHost = (cond: () => boolean, what: string, log: () => string) =>
+      waitFor(cond, what, { timeoutMs: 60_000, intervalMs: 100, detail: () => `node host output:\n${log()}` });
 
     const first = startNode(['--pair', minted.link]);
+    let firstSession: { connId: string; deviceId?: string | undefined; tokenId?: string | undefined } | undefined;
     try {
-      await waitFor(() => nodeSession() !== undefined, 'the node host to be admitted', first.log);
+      await waitForHost(() => nodeSession() !== undefined, 'the node host to be admitted', first.log);
       const session = nodeSession();
       assert.ok(session?.deviceId);
+      firstSession = session;
       const grant = await tg.store.getGrant(session.deviceId, 'node');
       assert.equal(grant?.approvedVia, 'bootstrap');
       // Stays connected (ticks keep the reference client's watchdog quiet).
@@ -198,7 +197,20 @@ describe('real openclaw CLI against clawgate', () => {
     // A second run of the same node host state reconnects with the stored device token, not the code.
     const second = startNode([]);
     try {
-      await waitFor(() => nodeSession() !== undefined, 'the node host to reconnect', second.log);
+      // The first host's session may not be closed yet: only a session on a new connection
+      // proves the second run got in.
+      const fresh = () => nodeSessions().find((s) => s.connId !== firstSession?.connId);
+      await waitForHost(() => fresh() !== undefined, 'the node host to reconnect on a new connection', second.log);
+      const again = fresh();
+      assert.equal(again?.kind, 'device');
+      assert.equal(again?.deviceId, firstSession?.deviceId);
+      // Logged in with the token the first run was issued: the same token id, none minted since.
+      assert.equal(again?.tokenId, firstSession?.tokenId);
+      const live = (await tg.store.listTokens(again?.deviceId ?? '')).filter((t) => t.role === 'node' && t.revokedAtMs === undefined);
+      assert.deepEqual(
+        live.map((t) => t.tokenId),
+        [firstSession?.tokenId],
+      );
       // It came back with its device token: the code was redeemed exactly once, never again.
       const audit = await tg.store.listAudit();
       assert.equal(audit.filter((e) => e.action === 'setup.redeemed').length, 1);

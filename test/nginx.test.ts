@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -20,9 +20,10 @@ import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import { asOwner, cli, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-import { freePort } from './helpers/net.js';
-import { NGINX_BIN, type RunningNginx, startNginx } from './helpers/nginx.js';
+import { NGINX_BIN, type RunningNginx, startBehindNginx, } from './helpers/nginx.js';
 import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
+import { missingFile, skipUnlessPresent } from './helpers/strict.js';
+import { waitFor } from './helpers/wait.js';
 
 const run = promisify(execFile);
 const PROXY_ADDRESS = '127.0.0.2';
@@ -82,7 +83,7 @@ class NodeRun {
   }
 }
 
-describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? false : `${NGINX_BIN} is not installed (scripts/system-deps.sh)` }, () => {
+describe('behind a real nginx terminating TLS', { skip: skipUnlessPresent(missingFile(NGINX_BIN, 'scripts/system-deps.sh')) }, () => {
   let tg: TestGateway;
   let nginx: RunningNginx;
   let nginxDir: string;
@@ -97,21 +98,26 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
     nginxDir = mkdtempSync(join(tmpdir(), 'clawgate-nginx-'));
     const cert = ensureSelfSignedCert(nginxDir);
     pin = certFacts(readFileSync(cert.certPath, 'utf8')).fingerprint;
-    const port = await freePort();
-    publicUrl = `wss://127.0.0.1:${port}${CONTEXT}`;
-    tg = await startTestGateway({ config: { trustedProxies: [PROXY_ADDRESS], contextPath: CONTEXT, publicUrl } });
-    nginx = await startNginx(
-      {
+    const started = await startBehindNginx(
+      (port) => startTestGateway({ config: { trustedProxies: [PROXY_ADDRESS], contextPath: CONTEXT, publicUrl: `wss://127.0.0.1:${port}${CONTEXT}` } }),
+      async (g) => {
+        await g.stop();
+        removeDir(g.stateDir);
+      },
+      (port, g) => ({
         dir: nginxDir,
         port,
         certPath: cert.certPath,
         keyPath: cert.keyPath,
-        upstream: `http://127.0.0.1:${tg.server.port}`,
+        upstream: `http://127.0.0.1:${g.server.port}`,
         location: CONTEXT,
         proxyBind: PROXY_ADDRESS,
-      },
+      }),
       `${CONTEXT}/healthz`,
     );
+    tg = started.gateway;
+    nginx = started.nginx;
+    publicUrl = `wss://127.0.0.1:${started.port}${CONTEXT}`;
   });
   after(async () => {
     for (const n of nodeProcs) await n.stop();
@@ -144,14 +150,12 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
       },
     });
     // The request shows up with the forwarded client address, pending (no silent local approval).
-    let pending: { requestId: string; remoteIp: string } | undefined;
-    for (let i = 0; i < 100 && !pending; i++) {
-      const listed = await cli(tg, 'devices', 'list', '--json');
-      pending = (JSON.parse(listed.stdout) as { pending: Array<{ requestId: string; deviceId: string; remoteIp: string }> }).pending.find(
-        (p) => p.deviceId === identity.deviceId,
-      );
-      if (!pending) await new Promise((r) => setTimeout(r, 50));
-    }
+    // Waited for in the store (no CLI process per probe), then read once through the CLI.
+    await waitFor(async () => (await tg.store.listPairingRequests(identity.deviceId)).length > 0, 'the pairing request', { timeoutMs: 10_000 });
+    const listed = await cli(tg, 'devices', 'list', '--json');
+    const pending = (JSON.parse(listed.stdout) as { pending: Array<{ requestId: string; deviceId: string; remoteIp: string }> }).pending.find(
+      (p) => p.deviceId === identity.deviceId,
+    );
     assert.ok(pending, 'the pairing request is pending');
     assert.equal(pending.remoteIp, '127.0.0.23', 'the gateway records the forwarded client address, not nginx');
     const approved = await cli(tg, 'devices', 'approve', pending.requestId);
@@ -285,12 +289,11 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
   }
 
   async function approveSurface(nodeId: string, expectAddress: string): Promise<void> {
-    let req: { requestId: string; nodeId: string; remoteIp: string } | undefined;
-    for (let i = 0; i < 100 && !req; i++) {
-      const listed = await cli(tg, 'nodes', 'pending', '--json');
-      req = (JSON.parse(listed.stdout) as { pending: Array<{ requestId: string; nodeId: string; remoteIp: string }> }).pending.find((p) => p.nodeId === nodeId);
-      if (!req) await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitFor(async () => (await tg.store.listNodeSurfaceRequests()).some((r) => r.deviceId === nodeId), 'a surface request', { timeoutMs: 10_000 });
+    const listed = await cli(tg, 'nodes', 'pending', '--json');
+    const req = (JSON.parse(listed.stdout) as { pending: Array<{ requestId: string; nodeId: string; remoteIp: string }> }).pending.find(
+      (p) => p.nodeId === nodeId,
+    );
     assert.ok(req, 'a surface request');
     assert.equal(req.remoteIp, expectAddress);
     const approved = await cli(tg, 'nodes', 'approve', req.requestId);
@@ -388,15 +391,8 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
     const before = new Set([...tg.gateway.sessions.values()].map((x) => x.deviceId));
     const host = await openclawNodeWithCode(pin, 'oc-proxied-node');
     try {
-      const until = async <T>(probe: () => T | undefined | Promise<T | undefined>, what: string): Promise<T> => {
-        const start = Date.now();
-        for (;;) {
-          const v = await probe();
-          if (v !== undefined) return v;
-          if (Date.now() - start > 60_000) throw new Error(`timed out waiting for ${what}; openclaw node host output:\n${host.log}`);
-          await new Promise((r) => setTimeout(r, 200));
-        }
-      };
+      const until = <T>(probe: () => T | undefined | Promise<T | undefined>, what: string): Promise<T> =>
+        waitFor(probe, what, { timeoutMs: 60_000, intervalMs: 200, detail: () => `openclaw node host output:\n${host.log}` });
       const session = await until(
         () => [...tg.gateway.sessions.values()].find((x) => x.role === 'node' && x.client.id === 'node-host' && !before.has(x.deviceId)),
         'the openclaw node host to be admitted',
@@ -425,11 +421,11 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
   test('the real OpenClaw node host given a code with another fingerprint refuses the proxy certificate and never reaches the gateway', async () => {
     const host = await openclawNodeWithCode('ab'.repeat(32), 'oc-wrong-pin');
     try {
-      const start = Date.now();
-      while (!/tls fingerprint mismatch/i.test(host.log)) {
-        if (Date.now() - start > 60_000) throw new Error(`no fingerprint refusal; openclaw node host output:\n${host.log}`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      await waitFor(() => /tls fingerprint mismatch/i.test(host.log), 'the fingerprint refusal', {
+        timeoutMs: 60_000,
+        intervalMs: 200,
+        detail: () => `openclaw node host output:\n${host.log}`,
+      });
       // Its bootstrap token never reached the gateway: the code is still unredeemed and unburned.
       const code = await tg.store.getSetupCode(host.setupId);
       assert.equal(code?.redeemedAtMs ?? null, null);
@@ -494,17 +490,17 @@ describe('behind a real nginx terminating TLS', { skip: existsSync(NGINX_BIN) ? 
 });
 
 /** Root and iproute2 are needed to give a client a real non-loopback address. */
-function netnsUnavailable(): string | false {
+function netnsUnavailable(): string | null {
   if (process.getuid?.() !== 0) return 'needs root for a network namespace';
   try {
     execFileSync('ip', ['netns', 'list'], { stdio: 'ignore' });
   } catch {
     return 'ip netns is not available';
   }
-  return false;
+  return null;
 }
 
-describe('a real non-loopback peer (network namespace) forging X-Forwarded-For', { skip: netnsUnavailable() }, () => {
+describe('a real non-loopback peer (network namespace) forging X-Forwarded-For', { skip: skipUnlessPresent(netnsUnavailable()) }, () => {
   const tag = `${process.pid % 10000}`;
   const ns = `cgt${tag}`;
   const hostIf = `cgh${tag}`;

@@ -27,6 +27,7 @@ import { encodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { asOwner, cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { openclawJson, openclawPaths } from './helpers/openclaw.js';
+import { STRICT, skipOrFail } from './helpers/strict.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 const _runFile = promisify(execFile);
@@ -157,7 +158,11 @@ async function createLink(): Promise<Link> {
     try {
       return createNetnsLink();
     } catch (err) {
-      process.stderr.write(`# node-host tests: no network namespace (${(err as Error).message.split('\n')[0]}); using a forwarding proxy\n`);
+      const why = (err as Error).message.split('\n')[0];
+      // The proxy link cannot carry the TLS-pin test and never proves a real foreign address:
+      // under the strict switch that weaker run is a failure, not a quiet fallback.
+      if (STRICT) throw new Error(`CLAWGATE_TEST_STRICT=1: no network namespace for the node-host tests (${why})`);
+      process.stderr.write(`# node-host tests: no network namespace (${why}); using a forwarding proxy\n`);
     }
   }
   return createProxyLink();
@@ -586,7 +591,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
 
   test('wss:// with a self-signed certificate: --pair pins the fingerprint from the setup code; a node pinned to another certificate exits 1 without sending a credential', async (t) => {
     if (link.kind !== 'netns') {
-      t.skip('needs the netns link: the forwarding proxy cannot add a header inside TLS');
+      skipOrFail(t, 'needs the netns link: the forwarding proxy cannot add a header inside TLS');
       return;
     }
     const dir = tmp('gw-tls');

@@ -261,13 +261,10 @@ describe('node surface approval', () => {
       assert.equal(f.detail, 'ROLE_NOT_ALLOWED', method);
     }
     // Node b sees a's invocation id only if it guesses it; even then its answer is ignored.
-    let seenId = '';
-    na.node.ws.on('message', (d) => {
-      const f = JSON.parse(d.toString()) as Frame;
-      if (f.event === 'node.invoke.request') seenId = (f.payload as { id: string }).id;
-    });
     const pending = op.request<{ payload: unknown }>('node.invoke', { nodeId: a.deviceId, command: 'canvas.present', timeoutMs: 5000 });
-    while (!seenId) await new Promise((r) => setTimeout(r, 10));
+    const request = await na.node.next((f) => f.event === 'node.invoke.request' && (f.payload as { command: string }).command === 'canvas.present');
+    assert.ok(request, 'node a was asked');
+    const seenId = (request.payload as { id: string }).id;
     const forged = await nb.node.request('forge', 'node.invoke.result', { id: seenId, nodeId: a.deviceId, ok: true, payloadJSON: '"forged"' });
     assert.deepEqual(forged?.payload, { ok: true, ignored: true });
     na.node.send({ type: 'req', id: 'real', method: 'node.invoke.result', params: { id: seenId, nodeId: a.deviceId, ok: true, payloadJSON: '"real"' } });
@@ -475,7 +472,10 @@ describe('node.invoke routing limits', () => {
       // Concurrency: two in flight, the third is refused at once (not queued).
       const one = failure(op.request('node.invoke', { nodeId: id.deviceId, command: 'slow.cmd', timeoutMs: 10_000 }));
       const two = failure(op.request('node.invoke', { nodeId: id.deviceId, command: 'slow.cmd', timeoutMs: 10_000 }));
-      await new Promise((r) => setTimeout(r, 100));
+      // Both are in flight once the node has been asked twice.
+      const slowAsked = (f: Frame) => f.event === 'node.invoke.request' && (f.payload as { command: string }).command === 'slow.cmd';
+      assert.ok(await node.next(slowAsked));
+      assert.ok(await node.next(slowAsked));
       const busy = await failure(op.request('node.invoke', { nodeId: id.deviceId, command: 'slow.cmd', timeoutMs: 10_000 }));
       assert.equal(busy.detail, 'NODE_BUSY');
       assert.equal(busy.code, 'UNAVAILABLE');

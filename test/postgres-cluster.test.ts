@@ -21,6 +21,7 @@ import { ownerAuth } from './helpers/gateway.js';
 import { asClusterOwner, CLUSTER_OWNER, CLUSTER_TOKEN, type Instance, removeStateDir, startInstance, startInstancesAB } from './helpers/instance.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
 import { connectAsNode, type Frame, RawClient } from './helpers/raw.js';
+import { waitFor } from './helpers/wait.js';
 
 let cluster: PgCluster;
 let url: string;
@@ -92,19 +93,11 @@ function pl<T>(f: Frame | null | undefined): T {
   return f.payload as T;
 }
 
-async function pendingFor(store: PostgresStore, deviceId: string, timeoutMs = 10_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = (await store.listPairingRequests(deviceId))[0];
-    if (r) return r.requestId;
-    if (Date.now() > deadline) throw new Error(`no pending request for ${deviceId}`);
-    await new Promise((res) => setTimeout(res, 20));
-  }
+function pendingFor(store: PostgresStore, deviceId: string, timeoutMs = 10_000): Promise<string> {
+  return waitFor(async () => (await store.listPairingRequests(deviceId))[0]?.requestId, `a pending request for ${deviceId}`, { timeoutMs, intervalMs: 20 });
 }
 
 describe('two instances on one PostgreSQL database', () => {
-  let paired: { identity: DeviceIdentity; token: string } | undefined;
-
   test('a device waiting for approval on B is admitted when an operator approves it on A', async () => {
     const opA = await operator(a);
     try {
@@ -119,7 +112,6 @@ describe('two instances on one PostgreSQL database', () => {
         assert.equal(device.hello.type, 'hello-ok');
         assert.deepEqual(device.hello.auth.scopes, ['operator.read']);
         assert.ok(device.hello.auth.deviceToken, 'a token is issued at admission');
-        paired = { identity, token: device.hello.auth.deviceToken as string };
         // The resolution is seen on A too (it was made there) and the device is live on B.
         await nextEvent<{ requestId: string; decision: string }>(opA, 'device.pair.resolved', (p) => p.requestId === requested.requestId);
         assert.equal((await device.request<{ ok: boolean }>('health')).ok, true);
@@ -128,13 +120,12 @@ describe('two instances on one PostgreSQL database', () => {
           (await opA.request<{ paired: Array<{ deviceId: string; connected: boolean }> }>('device.pair.list', {})).paired.find(
             (d) => d.deviceId === identity.deviceId,
           )?.connected;
-        const until = Date.now() + 5_000;
-        while ((await connectedOnA()) !== true && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-        assert.equal(await connectedOnA(), true);
+        await waitFor(async () => (await connectedOnA()) === true, 'A to list the device as connected', { timeoutMs: 5_000, intervalMs: 50 });
         await device.close();
-        const gone = Date.now() + 5_000;
-        while ((await connectedOnA()) !== false && Date.now() < gone) await new Promise((r) => setTimeout(r, 50));
-        assert.equal(await connectedOnA(), false, 'and as gone once it disconnected from B');
+        await waitFor(async () => (await connectedOnA()) === false, 'A to list the device as gone once it disconnected from B', {
+          timeoutMs: 5_000,
+          intervalMs: 50,
+        });
       } finally {
         await device.close();
       }
@@ -144,7 +135,12 @@ describe('two instances on one PostgreSQL database', () => {
   });
 
   test('a revocation made on B closes the device socket held by A', async (t) => {
-    assert.ok(paired, 'needs the device paired by the previous test');
+    // Its own device (paired on B by the owner credential), not the previous test's.
+    const identity = generateIdentity();
+    const pairing = await readerOn(b, identity);
+    const paired = { identity, token: pairing.hello.auth.deviceToken as string };
+    assert.ok(paired.token, 'a token is issued at admission');
+    await pairing.close();
     const device = await connectGateway({
       url: a.url,
       identity: paired.identity,
@@ -157,14 +153,11 @@ describe('two instances on one PostgreSQL database', () => {
       const closed = device.closed.then((c) => ({ ...c, atMs: performance.now() }));
       const startMs = performance.now();
       await opB.request('device.token.revoke', { deviceId: paired.identity.deviceId, role: 'operator' });
-      const c = await Promise.race([closed, new Promise<null>((r) => setTimeout(() => r(null), 5_000).unref())]);
-      assert.ok(c, 'the socket on A was closed');
+      const c = await closed;
       assert.equal(c.code, 4001);
       assert.match(c.reason, /revoked/);
-      const latencyMs = c.atMs - startMs;
-      // Measured, reported by the test; the target (< 250 ms) is checked by bench, not by a timed test.
-      t.diagnostic(`revoke on B -> close on A: ${latencyMs.toFixed(1)} ms (including the revoke round trip)`);
-      assert.ok(latencyMs < 5_000);
+      // Measured and reported, never asserted: the target (< 250 ms) is checked by bench.
+      t.diagnostic(`revoke on B -> close on A: ${(c.atMs - startMs).toFixed(1)} ms (including the revoke round trip)`);
       // And the revoked token no longer opens anything on either instance.
       for (const inst of [a, b]) {
         await assert.rejects(

@@ -9,8 +9,14 @@ import { type ConnectOptions, connectGateway, type GatewayConnection, generateId
 import { PostgresStore } from '../src/store/postgres.js';
 import { asClusterOwner, CLUSTER_TOKEN, type Instance, removeStateDir, startInstancesAB } from './helpers/instance.js';
 import { freePort } from './helpers/net.js';
+import { NGINX_BIN } from './helpers/nginx.js';
 import { type Nginx, startNginx } from './helpers/nginx-cluster.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
+import { missingFile, skipUnlessPresent } from './helpers/strict.js';
+import { waitFor } from './helpers/wait.js';
+
+// The same policy as the other nginx tests: a visible skip without nginx, a failure under CLAWGATE_TEST_STRICT.
+const noNginx = skipUnlessPresent(missingFile(NGINX_BIN, 'scripts/system-deps.sh'));
 
 let cluster: PgCluster;
 let url: string;
@@ -20,6 +26,7 @@ let nginx: Nginx;
 const dirs: string[] = [];
 
 before(async () => {
+  if (noNginx) return;
   cluster = await startPgCluster();
   url = await cluster.createDatabase();
   // The balancer's address is the instances' public URL, so an owner proof made for it is theirs.
@@ -49,7 +56,7 @@ function viaNginx(extra: Partial<ConnectOptions> = {}): Promise<GatewayConnectio
   });
 }
 
-describe('two instances behind nginx', () => {
+describe('two instances behind nginx', { skip: noNginx }, () => {
   test('connections through the balancer reach both instances', async () => {
     const conns = await Promise.all(Array.from({ length: 6 }, () => viaNginx()));
     try {
@@ -72,13 +79,9 @@ describe('two instances behind nginx', () => {
     });
     const store = await PostgresStore.open(url, { maxConnections: 1 });
     try {
-      let requestId: string | undefined;
-      const deadline = Date.now() + 10_000;
-      while (!requestId && Date.now() < deadline) {
-        requestId = (await store.listPairingRequests(identity.deviceId))[0]?.requestId;
-        if (!requestId) await new Promise((r) => setTimeout(r, 20));
-      }
-      assert.ok(requestId);
+      const requestId = await waitFor(async () => (await store.listPairingRequests(identity.deviceId))[0]?.requestId, 'the pairing request', {
+        timeoutMs: 10_000,
+      });
       assert.equal((await store.getPairingRequest(requestId))?.address, CLIENT_ADDRESS, 'the proxy was trusted, the client attributed');
       // Several operators through the balancer: whichever instance they land on, one approves.
       const ops = await Promise.all([viaNginx(), viaNginx()]);

@@ -4,7 +4,7 @@
  * `--store` flags of `clawgate gateway run`.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +22,8 @@ import { SqliteStore } from '../src/store/sqlite.js';
 import type { Store } from '../src/store/types.js';
 import { asOwner, startTestGateway } from './helpers/gateway.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
+import { type GatewayProcess, spawnGateway } from './helpers/process.js';
+import { waitFor } from './helpers/wait.js';
 
 const run = promisify(execFile);
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
@@ -46,16 +48,8 @@ async function cliRun(args: string[], env: Record<string, string> = {}): Promise
   }
 }
 
-function nextOf(received: ClusterEvent[], n: number, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const poll = () => {
-      if (received.length >= n) resolve();
-      else if (Date.now() > deadline) reject(new Error(`only ${received.length} of ${n} events arrived`));
-      else setTimeout(poll, 5);
-    };
-    poll();
-  });
+async function nextOf(received: ClusterEvent[], n: number, timeoutMs = 5_000): Promise<void> {
+  await waitFor(() => received.length >= n, `${n} events`, { timeoutMs, intervalMs: 5, detail: () => `only ${received.length} arrived` });
 }
 
 /** Two instances' stores and event buses on one fresh database. */
@@ -111,9 +105,7 @@ describe('cluster event bus (LISTEN/NOTIFY)', () => {
       await sa.pool.query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
       );
-      const deadline = Date.now() + 10_000;
-      while (resyncs === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      assert.ok(resyncs >= 1, 'resync was requested after the reconnect');
+      await waitFor(() => resyncs >= 1, 'a resync request after the reconnect', { timeoutMs: 10_000 });
       const e: ClusterEvent = { type: 'resolve-waiters', requestId: 'r1', decision: 'approved' };
       await busA.publish(e);
       await nextOf(atB, 1);
@@ -253,22 +245,13 @@ describe('clawgate migrate --to postgres', () => {
     const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-cfg-'));
     dirs.push(stateDir);
     writeFileSync(join(stateDir, 'config.json'), JSON.stringify({ gateway: { store: 'postgres', postgres: { url } } }));
-    const proc = spawn(process.execPath, [BIN, 'gateway', 'run', '--port', '0', '--state-dir', stateDir, '--config', join(stateDir, 'config.json')], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    let proc: Pick<GatewayProcess, 'kill'> | undefined;
+    let gw: GatewayProcess | undefined;
     try {
-      let out = '';
-      const gwUrl = await new Promise<string>((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(out)), 15_000);
-        proc.stdout.on('data', (c: Buffer) => {
-          out += c.toString();
-          const m = /listening on (ws:\/\/\S+) .*store: postgres/.exec(out);
-          if (m?.[1]) {
-            clearTimeout(t);
-            resolve(m[1]);
-          }
-        });
-      });
+      gw = await spawnGateway(['--state-dir', stateDir, '--config', join(stateDir, 'config.json')], { onSpawn: (p) => (proc = p) });
+      const gwUrl = gw.url;
+      const out = gw.out();
+      assert.match(out, /listening on ws:\/\/\S+ .*store: postgres/);
       assert.doesNotMatch(out, /postgres:\/\/[^ ]*:[^*@ ]+@/, 'no password in the banner');
       const op = await connectGateway({
         url: gwUrl,
@@ -285,8 +268,9 @@ describe('clawgate migrate --to postgres', () => {
         await op.close();
       }
     } finally {
-      proc.kill('SIGTERM');
-      await new Promise((r) => proc.once('exit', r));
+      // A graceful stop once started (it closes its pool); a kill if it never got that far.
+      if (gw) await gw.stop();
+      else await proc?.kill();
     }
   });
 });

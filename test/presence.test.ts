@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { PRESENCE_MAX_CHANGES, type PresenceChange, PresenceCoalescer, type PresenceEvent } from '../src/core/presence.js';
 import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { waitFor } from './helpers/wait.js';
 
 type Change = PresenceEvent['changes'][number];
 
@@ -70,11 +71,12 @@ describe('presence event', () => {
     assert.equal(down?.connId, up?.connId);
 
     // The reader got the same; the pairing-only session (no operator.read) got nothing.
-    await new Promise((r) => setTimeout(r, 100));
-    assert.deepEqual(
-      readerSeen.filter((c) => c.deviceId === identity.deviceId).map((c) => c.state),
-      ['connected', 'disconnected'],
-    );
+    const readerStates = () => readerSeen.filter((c) => c.deviceId === identity.deviceId).map((c) => c.state);
+    await waitFor(() => readerStates().length >= 2, "the reader's two presence changes", { timeoutMs: 5000 });
+    assert.deepEqual(readerStates(), ['connected', 'disconnected']);
+    // The broadcast that reached the reader is already written to every socket it was for: a
+    // reply on the pairing-only socket comes after any event sent to it before.
+    await pairingOnly.request('device.pair.list', {});
     assert.deepEqual(pairingSeen, []);
     for (const text of raw) assert.equal(text.includes(token), false, 'no credential in a presence event');
     // Device-less sessions (the watchers themselves) are not presence changes.
@@ -117,7 +119,7 @@ describe('presence coalescing', () => {
       atMs: i,
     });
     for (let i = 0; i < PRESENCE_MAX_CHANGES; i++) co.note(change(i));
-    await new Promise((r) => setTimeout(r, 80));
+    await waitFor(() => sent.length >= 1, 'the first window');
     assert.equal(sent.length, 1, 'one event for the whole window');
     assert.equal(sent[0]?.count, PRESENCE_MAX_CHANGES);
     assert.deepEqual(
@@ -126,10 +128,10 @@ describe('presence coalescing', () => {
       'all of them, in order',
     );
     for (let i = 0; i <= PRESENCE_MAX_CHANGES; i++) co.note(change(100 + i));
-    await new Promise((r) => setTimeout(r, 80));
+    await waitFor(() => sent.length >= 2, 'the storm window');
     assert.deepEqual([sent[1]?.changes.length, sent[1]?.count], [0, PRESENCE_MAX_CHANGES + 1], 'a storm: the count only');
     co.note(change(999));
-    await new Promise((r) => setTimeout(r, 80));
+    await waitFor(() => sent.length >= 3, 'the next window');
     assert.deepEqual(
       sent.slice(2).map((s) => [s.changes.map((c) => c.connId), s.count]),
       [[['c999'], 1]],
@@ -137,6 +139,7 @@ describe('presence coalescing', () => {
     );
     co.stop();
     co.note(change(1000));
+    // A negative: nothing can be waited for, so give a would-be window four times its length.
     await new Promise((r) => setTimeout(r, 80));
     assert.equal(sent.length, 3, 'nothing after stop');
   });

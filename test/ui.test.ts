@@ -6,24 +6,24 @@
  * Screenshots of every view are saved under test-artifacts/ui/.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, type TestContext, test } from 'node:test';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { WebSocket } from 'ws';
 import { qrMatrix } from '../src/cli/qr.js';
-import { ConnectError, type ConnectOptions, connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
+import { ConnectError, type ConnectOptions, connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { CONTROL_UI_CSP, gatewayOrigins, originAllowed } from '../src/server/control-ui.js';
 import { ensureSelfSignedCert } from '../src/server/tls.js';
 import { encodeQr, qrPath } from '../src/ui/web/qr.js';
-import { cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-import { freePort } from './helpers/net.js';
-import { NGINX_BIN, type RunningNginx, startNginx } from './helpers/nginx.js';
+import { asOwner, cli, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { NGINX_BIN, type RunningNginx, startBehindNginx } from './helpers/nginx.js';
 import { deviceParams, RawClient } from './helpers/raw.js';
+import { missingFile, skipUnlessPresent } from './helpers/strict.js';
 
 const CHROMIUM = process.env.CLAWGATE_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'ui');
@@ -57,8 +57,6 @@ function remoteDevice(tg: TestGateway, extra: Partial<ConnectOptions>): Promise<
 describe('Control UI in headless Chromium', () => {
   let tg: TestGateway;
   let browser: Browser;
-  let context: BrowserContext;
-  let page: Page;
   let base: string;
   const consoleProblems: string[] = [];
 
@@ -66,20 +64,60 @@ describe('Control UI in headless Chromium', () => {
     tg = await startTestGateway({ config: { trustedProxies: ['127.0.0.1'] } });
     base = `http://127.0.0.1:${tg.server.port}/`;
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
-    context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
-    page = await context.newPage();
-    page.on('console', (m) => {
-      if (m.type() === 'error') consoleProblems.push(m.text());
-    });
-    page.on('pageerror', (e) => consoleProblems.push(String(e)));
   });
 
   after(async () => {
-    await node?.close();
     await browser?.close();
     await tg.stop();
     removeDir(tg.stateDir);
   });
+
+  // Every test gets its own browser context and page, and makes the devices it needs: none
+  // depends on what an earlier test left behind (they share only the gateway and the browser).
+
+  /** A fresh page (its own browser context, closed after the test) at the UI, signed out. */
+  async function freshPage(t: TestContext): Promise<Page> {
+    const context: BrowserContext = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+    t.after(() => context.close());
+    const page = await context.newPage();
+    page.on('console', (m) => {
+      if (m.type() === 'error') consoleProblems.push(m.text());
+    });
+    page.on('pageerror', (e) => consoleProblems.push(String(e)));
+    await page.goto(base);
+    await page.waitForSelector('#conn-state[data-state="signed-out"]');
+    return page;
+  }
+
+  async function signIn(page: Page): Promise<void> {
+    await page.fill('#credential', TEST_OWNER);
+    await page.click('#signin-form button[type=submit]');
+    await page.waitForSelector('#conn-state[data-state="connected"]');
+  }
+
+  /** A fresh page signed in with the owner credential. */
+  async function signedInPage(t: TestContext): Promise<Page> {
+    const page = await freshPage(t);
+    await signIn(page);
+    return page;
+  }
+
+  /** A remote device paired with `scopes` (approved over RPC, not in the UI) and connected now. */
+  async function pairedRemote(t: TestContext, scopes = ['operator.read']): Promise<{ identity: DeviceIdentity; conn: GatewayConnection }> {
+    const identity = generateIdentity();
+    await remoteDevice(tg, { identity, scopes }).catch(() => undefined);
+    const requestId = (await tg.store.listPairingRequests(identity.deviceId))[0]?.requestId;
+    assert.ok(requestId, 'the device asked to pair');
+    const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
+    try {
+      await owner.request('device.pair.approve', { requestId });
+    } finally {
+      await owner.close();
+    }
+    const conn = await remoteDevice(tg, { identity, scopes });
+    t.after(() => conn.close());
+    return { identity, conn };
+  }
 
   test('the page is served with a strict CSP and no inline script', async () => {
     const res = await fetch(base);
@@ -99,18 +137,15 @@ describe('Control UI in headless Chromium', () => {
     assert.equal((await fetch(new URL('/dist/src/core/gateway.js', base))).status, 404);
   });
 
-  test('sign in with the owner credential: the browser becomes a paired device with a session-only token', async () => {
-    await page.goto(base);
-    await page.waitForSelector('#conn-state[data-state="signed-out"]');
+  test('sign in with the owner credential: the browser becomes a paired device with a session-only token', async (t) => {
+    const page = await freshPage(t);
     await shot(page, '01-sign-in');
     // Every frame the page sends: the owner credential must not be among them, only its proof.
     const sent: string[] = [];
     const onSocket = (ws: { on(event: 'framesent', fn: (f: { payload: string | Buffer }) => void): void }) =>
       ws.on('framesent', (f) => sent.push(String(f.payload)));
     page.on('websocket', onSocket);
-    await page.fill('#credential', TEST_OWNER);
-    await page.click('#signin-form button[type=submit]');
-    await page.waitForSelector('#conn-state[data-state="connected"]');
+    await signIn(page);
     page.off('websocket', onSocket);
     assert.ok(
       sent.some((f) => f.includes('"ownerProof"')),
@@ -124,9 +159,10 @@ describe('Control UI in headless Chromium', () => {
     assert.equal(stored.local, 0, 'nothing in localStorage');
     assert.equal(await page.inputValue('#credential').catch(() => null), null, 'the sign-in form is gone');
     // The gateway knows this browser as an owner-approved device.
-    const devices = (await tg.store.listDevices()).filter((d) => d.clientId === 'openclaw-control-ui');
-    assert.equal(devices.length, 1);
-    const grant = await tg.store.getGrant(devices[0]!.deviceId, 'operator');
+    const token = await tg.store.getToken((stored.session ?? '').split('_')[1] ?? '');
+    assert.ok(token, 'the tab token is a token the gateway issued');
+    assert.equal((await tg.store.getDevice(token.deviceId))?.clientId, 'openclaw-control-ui');
+    const grant = await tg.store.getGrant(token.deviceId, 'operator');
     assert.equal(grant?.approvedVia, 'owner');
     // The key is non-extractable: the page itself cannot export it.
     const exportable = await page.evaluate(
@@ -154,11 +190,9 @@ describe('Control UI in headless Chromium', () => {
     await page.waitForSelector('#conn-state[data-state="connected"]');
   });
 
-  let waitingDevice: ReturnType<typeof generateIdentity>;
-  let liveConn: GatewayConnection;
-
-  test('a new remote device appears without reload; Approve admits the waiting device; codes match', async () => {
-    waitingDevice = generateIdentity();
+  test('a new remote device appears without reload; Approve admits the waiting device; codes match', async (t) => {
+    const page = await signedInPage(t);
+    const waitingDevice = generateIdentity();
     let waiting: { requestId: string; confirmationCode: string } | null = null;
     const admitted = remoteDevice(tg, {
       identity: waitingDevice,
@@ -180,13 +214,17 @@ describe('Control UI in headless Chromium', () => {
       assert.ok(text.includes(part), `card shows ${part}`);
     await shot(page, '02-pending-new-device');
     await mine.locator('button[data-action="approve"]').click();
-    liveConn = await admitted;
+    const liveConn = await admitted;
+    t.after(() => liveConn.close());
     assert.equal(liveConn.hello.auth.role, 'operator');
     assert.deepEqual(liveConn.hello.auth.scopes, ['operator.read']);
     await page.locator(`article.request[data-request-id="${w.requestId}"]`).waitFor({ state: 'detached' });
   });
 
-  test('a scope-upgrade request shows exactly the added scopes and is approved from the UI', async () => {
+  test('a scope-upgrade request shows exactly the added scopes and is approved from the UI', async (t) => {
+    const { identity: waitingDevice } = await pairedRemote(t);
+    // The page opens after the device got its token, so its first listing shows it.
+    const page = await signedInPage(t);
     const upgrading = await remoteDevice(tg, { identity: waitingDevice, scopes: ['operator.read', 'operator.write'] });
     const requestId = upgrading.hello.auth.pendingRequestId;
     assert.ok(requestId, 'admitted with a pending scope upgrade');
@@ -201,13 +239,11 @@ describe('Control UI in headless Chromium', () => {
     await upgrading.close();
   });
 
-  let node: RawClient;
-  let nodeId: string;
-
-  test('a node command-surface request shows its commands, host-level ones marked, and is approved from the UI', async () => {
+  test('a node command-surface request shows its commands, host-level ones marked, and is approved from the UI', async (t) => {
+    const page = await signedInPage(t);
     const identity = generateIdentity();
-    nodeId = identity.deviceId;
-    node = await RawClient.open(tg.url, REMOTE);
+    const nodeId = identity.deviceId;
+    let node = await RawClient.open(tg.url, REMOTE);
     const challenge = await node.challenge();
     const params = deviceParams({
       identity,
@@ -226,6 +262,8 @@ describe('Control UI in headless Chromium', () => {
     await roleCard.locator('button[data-action="approve"]').click();
     await roleCard.waitFor({ state: 'detached' });
     node = await RawClient.open(tg.url, REMOTE);
+    const surfaceNode = node;
+    t.after(() => surfaceNode.close());
     const params2 = deviceParams({
       identity,
       challenge: await node.challenge(),
@@ -260,7 +298,10 @@ describe('Control UI in headless Chromium', () => {
     await page.click('#tab-pending');
   });
 
-  test('devices view: roles, scopes, token ids (never secrets), connected now', async () => {
+  test('devices view: roles, scopes, token ids (never secrets), connected now', async (t) => {
+    const { identity: waitingDevice } = await pairedRemote(t, ['operator.read', 'operator.write']);
+    // The page opens after the device got its token, so its first listing shows it.
+    const page = await signedInPage(t);
     await page.click('#tab-devices');
     const card = page.locator(`article.device[data-device-id="${waitingDevice.deviceId}"]`);
     await card.waitFor();
@@ -273,7 +314,8 @@ describe('Control UI in headless Chromium', () => {
     await shot(page, '04-devices');
   });
 
-  test('devices view: "connected now" follows the presence event, without a reload or a tick', async () => {
+  test('devices view: "connected now" follows the presence event, without a reload or a tick', async (t) => {
+    const page = await signedInPage(t);
     await page.click('#tab-devices');
     await page.evaluate(() => {
       (window as unknown as { presenceMarker: number }).presenceMarker = 1;
@@ -299,7 +341,11 @@ describe('Control UI in headless Chromium', () => {
     assert.equal(await page.evaluate(() => (window as unknown as { presenceMarker?: number }).presenceMarker), 1, 'the page was never reloaded');
   });
 
-  test('rename from the UI', async () => {
+  test('rename from the UI', async (t) => {
+    const { identity: waitingDevice } = await pairedRemote(t);
+    // The page opens after the device got its token, so its first listing shows it.
+    const page = await signedInPage(t);
+    await page.click('#tab-devices');
     const card = page.locator(`article.device[data-device-id="${waitingDevice.deviceId}"]`);
     await card.locator('button[data-action="rename"]').click();
     await page.fill(`#rename-${waitingDevice.deviceId}`, 'Anna laptop');
@@ -308,7 +354,11 @@ describe('Control UI in headless Chromium', () => {
     assert.equal((await tg.store.getDevice(waitingDevice.deviceId))?.label, 'Anna laptop');
   });
 
-  test('revoke a device in the UI (with a confirmation step): its live socket closes', async () => {
+  test('revoke a device in the UI (with a confirmation step): its live socket closes', async (t) => {
+    const { identity: waitingDevice, conn: liveConn } = await pairedRemote(t);
+    // The page opens after the device got its token, so its first listing shows it.
+    const page = await signedInPage(t);
+    await page.click('#tab-devices');
     const key = `revoke:${waitingDevice.deviceId}:operator`;
     await page.click(`[data-action="${key}"]`);
     assert.equal(liveConn.ws.readyState, WebSocket.OPEN, 'nothing happens before the confirmation');
@@ -319,7 +369,8 @@ describe('Control UI in headless Chromium', () => {
     await page.locator(`article.device[data-device-id="${waitingDevice.deviceId}"] .grant`).waitFor({ state: 'detached' });
   });
 
-  test('mint a setup code in the UI (QR + link), redeem it from a client, see it marked redeemed', async () => {
+  test('mint a setup code in the UI (QR + link), redeem it from a client, see it marked redeemed', async (t) => {
+    const page = await signedInPage(t);
     await page.click('#tab-setup');
     await page.selectOption('#mint-profile', 'operator');
     await page.fill('#mint-label', 'ui-test phone');
@@ -350,10 +401,11 @@ describe('Control UI in headless Chromium', () => {
     await shot(page, '06-setup-redeemed');
   });
 
-  test('revoke an unused setup code from the UI', async () => {
-    const previous = await page.getAttribute('#minted', 'data-setup-id');
+  test('revoke an unused setup code from the UI', async (t) => {
+    const page = await signedInPage(t);
+    await page.click('#tab-setup');
     await page.click('#mint');
-    await page.locator(`#minted:not([data-setup-id="${previous}"])`).waitFor();
+    await page.locator('#minted[data-setup-id]').waitFor();
     const setupId = await page.getAttribute('#minted', 'data-setup-id');
     await page.locator(`tr[data-setup-id="${setupId}"][data-status="active"]`).waitFor();
     await page.click(`[data-action="setup-revoke:${setupId}"]`);
@@ -361,22 +413,28 @@ describe('Control UI in headless Chromium', () => {
     await page.locator(`tr[data-setup-id="${setupId}"][data-status="revoked"]`).waitFor();
   });
 
-  test('audit log view with filters', async () => {
+  test('audit log view with filters', async (t) => {
+    // This test's own history: a device paired, renamed and revoked.
+    const { identity: waitingDevice } = await pairedRemote(t);
+    assert.equal((await cli(tg, 'devices', 'rename', waitingDevice.deviceId, 'audited')).code, 0);
+    assert.equal((await cli(tg, 'devices', 'revoke', '--device', waitingDevice.deviceId, '--role', 'operator')).code, 0);
+    const page = await signedInPage(t);
     await page.click('#tab-audit');
     await page.locator('#audit-table tr[data-action="pairing.approved"]').first().waitFor();
     await page.selectOption('#audit-action', 'token.revoked');
+    await page.fill('#audit-subject', waitingDevice.deviceId.slice(0, 10));
     const rows = page.locator('#audit-table tbody tr');
     assert.equal(await rows.count(), 1);
     assert.equal(await rows.first().getAttribute('data-action'), 'token.revoked');
     await page.selectOption('#audit-action', '');
-    await page.fill('#audit-subject', waitingDevice.deviceId.slice(0, 10));
     const actions = await page.locator('#audit-table tbody tr').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-action')));
     assert.ok(actions.length > 0 && actions.includes('device.renamed') && !actions.includes('setup.revoked'));
     await page.fill('#audit-subject', '');
     await shot(page, '07-audit');
   });
 
-  test('errors show the gateway message and the next step', async () => {
+  test('errors show the gateway message and the next step', async (t) => {
+    const page = await signedInPage(t);
     // Approving a request that was already resolved elsewhere.
     const id = generateIdentity();
     await remoteDevice(tg, { identity: id, scopes: ['operator.read'] }).catch(() => undefined);
@@ -394,7 +452,10 @@ describe('Control UI in headless Chromium', () => {
     await shot(page, '08-error');
   });
 
-  test('Reject from the UI refuses the waiting device; Remove (with a confirmation step) forgets a paired one', async () => {
+  test('Reject from the UI refuses the waiting device; Remove (with a confirmation step) forgets a paired one', async (t) => {
+    const { identity: waitingDevice } = await pairedRemote(t);
+    // The page opens after the device got its token, so its first listing shows it.
+    const page = await signedInPage(t);
     const id = generateIdentity();
     const outcome = remoteDevice(tg, { identity: id, scopes: ['operator.read'], caps: ['device-pairing-wait'] }).then(
       (conn) => conn,
@@ -420,10 +481,14 @@ describe('Control UI in headless Chromium', () => {
     assert.equal(await tg.store.getDevice(waitingDevice.deviceId), null);
   });
 
-  test('rotate a token from the UI (with a confirmation step): the device shows a new token id', async () => {
+  test('rotate a token from the UI (with a confirmation step): the device shows a new token id', async (t) => {
+    const { identity } = await pairedRemote(t);
+    // The page opens after the device got its token, so its first listing shows it.
+    const page = await signedInPage(t);
     await page.click('#tab-devices');
-    const key = `rotate:${nodeId}:node`;
-    const tokenSel = `article.device[data-device-id="${nodeId}"] .grant[data-role="node"] .token`;
+    const key = `rotate:${identity.deviceId}:operator`;
+    const tokenSel = `article.device[data-device-id="${identity.deviceId}"] .grant[data-role="operator"] .token`;
+    await page.locator(tokenSel).waitFor();
     const token = page.locator(tokenSel);
     const before = await token.textContent();
     assert.match(before ?? '', /^token \S+$/);
@@ -439,7 +504,8 @@ describe('Control UI in headless Chromium', () => {
     );
   });
 
-  test('a page from another origin cannot open a WebSocket to the gateway', async () => {
+  test('a page from another origin cannot open a WebSocket to the gateway', async (t) => {
+    const page = await freshPage(t);
     const other: Server = createServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/html' });
       res.end('<!doctype html><title>elsewhere</title>');
@@ -447,7 +513,7 @@ describe('Control UI in headless Chromium', () => {
     await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
     try {
       const port = (other.address() as AddressInfo).port;
-      const evil = await context.newPage();
+      const evil = await page.context().newPage();
       await evil.goto(`http://127.0.0.1:${port}/`);
       const probe = (url: string) =>
         new Promise<string>((resolve) => {
@@ -505,7 +571,8 @@ describe('Control UI in headless Chromium', () => {
     await ctx2.close();
   });
 
-  test('log out clears the session; the token stops working', async () => {
+  test('log out clears the session; the token stops working', async (t) => {
+    const page = await signedInPage(t);
     await page.click('#tab-pending');
     const token = (await page.evaluate(`(${tabToken})()`)) as string | null;
     assert.ok(token);
@@ -524,8 +591,9 @@ describe('Control UI in headless Chromium', () => {
     assert.notEqual((await page.evaluate(`(${tabToken})()`)) as string | null, token);
   });
 
-  test('a second tab of the same browser signs in without signing the first out', async () => {
-    const second = await context.newPage();
+  test('a second tab of the same browser signs in without signing the first out', async (t) => {
+    const page = await signedInPage(t);
+    const second = await page.context().newPage();
     await second.goto(base);
     await second.fill('#credential', TEST_OWNER);
     await second.click('#signin-form button[type=submit]');
@@ -536,7 +604,8 @@ describe('Control UI in headless Chromium', () => {
     await second.close();
   });
 
-  test('a returning browser whose tab token is gone gets a fresh one (self rotation) and survives a reload', async () => {
+  test('a returning browser whose tab token is gone gets a fresh one (self rotation) and survives a reload', async (t) => {
+    const page = await signedInPage(t);
     const before = (await page.evaluate(`(${tabToken})()`)) as string | null;
     await page.evaluate(() => sessionStorage.clear());
     await page.reload();
@@ -554,7 +623,8 @@ describe('Control UI in headless Chromium', () => {
     await page.waitForSelector('#conn-state[data-state="connected"]');
   });
 
-  test('no CSP violations or script errors in the page', () => {
+  // Runs last on purpose: it reads what every page above reported.
+  test('no CSP violations or script errors in any page above', () => {
     const csp = consoleProblems.filter((m) => /Content Security Policy|Refused to/i.test(m));
     assert.deepEqual(csp, []);
     const errors = consoleProblems.filter((m) => !/WebSocket connection|Failed to load resource/i.test(m));
@@ -597,7 +667,7 @@ describe('Control UI signing in with the gateway token where a person must appro
   });
 });
 
-describe('Control UI behind a real nginx (TLS, context path)', { skip: existsSync(NGINX_BIN) ? false : `${NGINX_BIN} is not installed` }, () => {
+describe('Control UI behind a real nginx (TLS, context path)', { skip: skipUnlessPresent(missingFile(NGINX_BIN, 'scripts/system-deps.sh')) }, () => {
   const PROXY = '127.0.0.2';
   let tg: TestGateway;
   let nginx: RunningNginx;
@@ -607,13 +677,26 @@ describe('Control UI behind a real nginx (TLS, context path)', { skip: existsSyn
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'clawgate-ui-nginx-'));
     const cert = ensureSelfSignedCert(dir);
-    const port = await freePort();
-    pageUrl = `https://127.0.0.1:${port}/clawgate`;
-    tg = await startTestGateway({ config: { trustedProxies: [PROXY], contextPath: '/clawgate', publicUrl: `wss://127.0.0.1:${port}/clawgate` } });
-    nginx = await startNginx(
-      { dir, port, certPath: cert.certPath, keyPath: cert.keyPath, upstream: `http://127.0.0.1:${tg.server.port}`, location: '/clawgate', proxyBind: PROXY },
+    const started = await startBehindNginx(
+      (port) => startTestGateway({ config: { trustedProxies: [PROXY], contextPath: '/clawgate', publicUrl: `wss://127.0.0.1:${port}/clawgate` } }),
+      async (g) => {
+        await g.stop();
+        removeDir(g.stateDir);
+      },
+      (port, g) => ({
+        dir,
+        port,
+        certPath: cert.certPath,
+        keyPath: cert.keyPath,
+        upstream: `http://127.0.0.1:${g.server.port}`,
+        location: '/clawgate',
+        proxyBind: PROXY,
+      }),
       '/clawgate/healthz',
     );
+    tg = started.gateway;
+    nginx = started.nginx;
+    pageUrl = `https://127.0.0.1:${started.port}/clawgate`;
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
   });
   after(async () => {

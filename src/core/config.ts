@@ -35,6 +35,11 @@ export interface GatewayConfig {
   untrustedForwarded: 'refuse' | 'ignore';
   /** Extra browser origins (`scheme://host[:port]`) allowed to open a WebSocket; the gateway's own origin always is. */
   allowedOrigins: string[];
+  /**
+   * Keep-alive: every socket is pinged this often, and one that answered no ping since the
+   * previous one is terminated (default 25 s in the server; tests shorten it).
+   */
+  pingIntervalMs?: number | undefined;
   /** Coalescing window of the `device.presence` event (default DEFAULT_PRESENCE_WINDOW_MS, 1 s). */
   presenceWindowMs?: number | undefined;
   /** node.invoke limits (issue 5); unset fields take DEFAULT_NODE_LIMITS. */

@@ -16,7 +16,7 @@ import { gatewayOrigins, loadControlUi, originAllowed, serveControlUi } from './
 import { attribute, ProxyTrust } from './proxy.js';
 import { certFacts } from './tls.js';
 
-const PING_INTERVAL_MS = 25_000;
+export const PING_INTERVAL_MS = 25_000;
 
 export interface RunningServer {
   server: Server;
@@ -206,7 +206,7 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
     }
     alive = false;
     if (ws.readyState === WebSocket.OPEN) ws.ping();
-  }, PING_INTERVAL_MS);
+  }, gateway.config.pingIntervalMs ?? PING_INTERVAL_MS);
   ws.on('pong', () => {
     alive = true;
   });

@@ -2,13 +2,12 @@
  * A clawgate instance as a real child process (`clawgate gateway run --store postgres`), so a
  * test can run several against one database and SIGKILL one of them.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gatewayIdentityFromPem, generateGatewayKeyPem } from '../../src/core/gateway-identity.js';
-
-const BIN = join(process.cwd(), 'bin', 'clawgate.js');
+import { spawnGateway } from './process.js';
 
 export const CLUSTER_TOKEN = 'cgs_cluster-shared-token';
 export const CLUSTER_OWNER = 'cgo_cluster-owner-credential';
@@ -46,64 +45,22 @@ export function clusterStateDir(gateway: Record<string, unknown> = {}): string {
 }
 
 export async function startInstance(name: string, postgresUrl: string, stateDir = clusterStateDir()): Promise<Instance> {
-  const proc = spawn(
-    process.execPath,
-    [
-      BIN,
-      'gateway',
-      'run',
-      '--port',
-      '0',
-      '--state-dir',
-      stateDir,
-      '--config',
-      join(stateDir, 'config.json'),
-      '--store',
-      'postgres',
-      '--postgres-url',
-      postgresUrl,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let out = '';
-  let err = '';
-  proc.stderr?.on('data', (c: Buffer) => (err += c.toString()));
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`instance ${name} did not start:\n${out}\n${err}`)), 20_000);
-    proc.stdout?.on('data', (c: Buffer) => {
-      out += c.toString();
-      const m = /listening on (ws:\/\/\S+)/.exec(out);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`instance ${name} exited with ${code}:\n${out}\n${err}`));
-    });
+  const gw = await spawnGateway(['--state-dir', stateDir, '--config', join(stateDir, 'config.json'), '--store', 'postgres', '--postgres-url', postgresUrl], {
+    startupTimeoutMs: 20_000,
+  }).catch((err: Error) => {
+    throw new Error(`instance ${name}: ${err.message}`);
   });
-  const inst: Instance = {
+  return {
     name,
-    url,
+    url: gw.url,
     stateDir,
-    proc,
-    log: () => err,
+    proc: gw.child,
+    log: gw.err,
     async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill('SIGTERM');
-        await exited;
-      }
+      await gw.stop();
     },
-    async kill() {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill('SIGKILL');
-        await exited;
-      }
-    },
+    kill: gw.kill,
   };
-  return inst;
 }
 
 export function removeStateDir(dir: string): void {

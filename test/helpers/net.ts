@@ -12,3 +12,19 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
     });
   });
 }
+
+/**
+ * For servers that must be told a port up front (nginx, postgres, a config file under test):
+ * another process may take the port between freePort and the bind, so a start that fails with
+ * "port in use" is retried on a new port instead of failing the test.
+ */
+export async function onFreePort<T>(start: (port: number) => Promise<T>, inUse: (err: unknown) => boolean, attempts = 5, host = '127.0.0.1'): Promise<T> {
+  for (let i = 1; ; i++) {
+    const port = await freePort(host);
+    try {
+      return await start(port);
+    } catch (err) {
+      if (i >= attempts || !inUse(err)) throw err;
+    }
+  }
+}

@@ -3,11 +3,11 @@
  * upgrade headers and X-Forwarded-For, exactly as docs/postgres.md shows (minus TLS).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from './net.js';
+import { onFreePort } from './net.js';
 import { WS_PROXY_DIRECTIVES } from './nginx.js';
 
 export interface Nginx {
@@ -26,10 +26,21 @@ function portOpen(port: number): Promise<boolean> {
   });
 }
 
-/** `upstreams` are ws:// URLs of the instances. */
-export async function startNginx(upstreams: string[], listenPort?: number): Promise<Nginx> {
+/**
+ * `upstreams` are ws:// URLs of the instances. nginx is told its port up front; when another
+ * process took it first, nginx exits and is started again on a new port. A caller that must know
+ * the port before (the instances' publicUrl) passes it and gets no retry.
+ */
+export function startNginx(upstreams: string[], listenPort?: number): Promise<Nginx> {
+  if (listenPort !== undefined) return startNginxOn(upstreams, listenPort);
+  return onFreePort(
+    (port) => startNginxOn(upstreams, port),
+    (err) => /in use/i.test(String(err)),
+  );
+}
+
+async function startNginxOn(upstreams: string[], port: number): Promise<Nginx> {
   const dir = mkdtempSync(join(tmpdir(), 'clawgate-nginx-'));
-  const port = listenPort ?? (await freePort());
   const servers = upstreams.map((u) => `    server ${new URL(u).host};`).join('\n');
   const conf = `daemon off;
 master_process on;
@@ -67,8 +78,11 @@ ${WS_PROXY_DIRECTIVES}
   const proc: ChildProcess = spawn('/usr/sbin/nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' });
   proc.on('error', () => {});
   const deadline = Date.now() + 10_000;
-  while (!(await portOpen(port))) {
+  // nginx writes its pid file only after it bound its port: an open port without it may be
+  // another process's.
+  while (!(existsSync(join(dir, 'nginx.pid')) && (await portOpen(port)))) {
     if (proc.exitCode !== null || Date.now() > deadline) {
+      if (proc.exitCode === null) proc.kill('SIGKILL');
       let log = '';
       try {
         log = readFileSync(join(dir, 'error.log'), 'utf8');

@@ -5,9 +5,10 @@
  * gateway from its own loopback address (`proxy_bind`), so the gateway can trust exactly it.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
+import { onFreePort } from './net.js';
 
 export const NGINX_BIN = '/usr/sbin/nginx';
 
@@ -94,7 +95,9 @@ export async function startNginx(o: NginxOptions, healthPath: string): Promise<R
   const deadline = Date.now() + 15_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`nginx exited with ${child.exitCode}: ${stderr}`);
-    const status = await get(`${url}${healthPath}`).catch(() => 0);
+    // The pid file appears only once nginx bound its port: before that, whoever answers on the
+    // port is another process.
+    const status = existsSync(join(o.dir, 'nginx.pid')) ? await get(`${url}${healthPath}`).catch(() => 0) : 0;
     if (status === 200) break;
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
@@ -120,4 +123,29 @@ export async function startNginx(o: NginxOptions, healthPath: string): Promise<R
       clearTimeout(timer);
     },
   };
+}
+
+/**
+ * A gateway and nginx in front of it on a port chosen now (the gateway is told the port, e.g.
+ * for its public URL). nginx must be given its port up front, so another process may take it
+ * first: then both are discarded and started again on a new port, instead of failing the test.
+ */
+export async function startBehindNginx<G>(
+  startGateway: (port: number) => Promise<G>,
+  discard: (gateway: G) => Promise<void>,
+  nginxOptions: (port: number, gateway: G) => NginxOptions,
+  healthPath: string,
+): Promise<{ gateway: G; nginx: RunningNginx; port: number }> {
+  return onFreePort(
+    async (port) => {
+      const gateway = await startGateway(port);
+      try {
+        return { gateway, nginx: await startNginx(nginxOptions(port, gateway), healthPath), port };
+      } catch (err) {
+        await discard(gateway);
+        throw err;
+      }
+    },
+    (err) => /in use/i.test(String(err)),
+  );
 }

@@ -9,7 +9,7 @@ import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { freePort } from './net.js';
+import { onFreePort } from './net.js';
 
 export interface PgCluster {
   port: number;
@@ -51,47 +51,63 @@ export async function startPgCluster(): Promise<PgCluster> {
   chmodSync(root, 0o700);
   const [initCmd, initArgs] = asServerUser(join(bin, 'initdb'), ['-D', data, '-U', 'clawgate', '-A', 'trust', '-E', 'UTF8', '--no-sync', '--no-locale']);
   execFileSync(initCmd, initArgs, { stdio: 'pipe' });
-  const port = await freePort();
-  const [cmd, args] = asServerUser(join(bin, 'postgres'), [
-    '-D',
-    data,
-    '-p',
-    String(port),
-    '-k',
-    root,
-    '-c',
-    'listen_addresses=127.0.0.1',
-    '-c',
-    'fsync=off',
-    '-c',
-    'max_connections=300',
-  ]);
-  const proc: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr?.on('data', (c: Buffer) => {
-    stderr += c.toString();
-    if (stderr.length > 20_000) stderr = stderr.slice(-10_000);
-  });
-  proc.on('error', () => {});
-  const adminUrl = `postgres://clawgate@127.0.0.1:${port}/postgres`;
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const c = new pg.Client({ connectionString: adminUrl });
-    c.on('error', () => {});
-    try {
-      await c.connect();
-      await c.end();
-      break;
-    } catch {
+  const launch = async (port: number) => {
+    const [cmd, args] = asServerUser(join(bin, 'postgres'), [
+      '-D',
+      data,
+      '-p',
+      String(port),
+      '-k',
+      root,
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'fsync=off',
+      '-c',
+      'max_connections=300',
+    ]);
+    const proc: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    proc.stderr?.on('data', (c: Buffer) => {
+      stderr += c.toString();
+      if (stderr.length > 20_000) stderr = stderr.slice(-10_000);
+    });
+    proc.on('error', () => {});
+    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+    const adminUrl = `postgres://clawgate@127.0.0.1:${port}/postgres`;
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const c = new pg.Client({ connectionString: adminUrl });
+      c.on('error', () => {});
+      let answered: string | undefined;
+      try {
+        await c.connect();
+        answered = (await c.query<{ data_directory: string }>('SHOW data_directory')).rows[0]?.data_directory;
+      } catch {
+        // not up yet (or not started at all: checked below)
+      }
       await c.end().catch(() => {});
-      if (proc.exitCode !== null || Date.now() > deadline) {
-        proc.kill('SIGKILL');
-        rmSync(root, { recursive: true, force: true });
-        throw new Error(`throwaway PostgreSQL did not start:\n${stderr}`);
+      if (answered === data) return { proc, port, adminUrl };
+      if (answered !== undefined || proc.exitCode !== null || Date.now() > deadline) {
+        if (proc.exitCode === null) proc.kill('SIGKILL');
+        await exited;
+        const who = answered !== undefined ? `another cluster answers on port ${port} (${answered})` : stderr;
+        throw new Error(`throwaway PostgreSQL did not start:\n${who}`);
       }
       await new Promise((r) => setTimeout(r, 100));
     }
+  };
+  // Another test file may take the port between freePort and the bind: start again on a new
+  // one. The probe checks it reached THIS cluster (its data directory), not another that
+  // happens to listen on the port.
+  let started: Awaited<ReturnType<typeof launch>>;
+  try {
+    started = await onFreePort(launch, (err) => /in use|could not bind|another cluster/i.test(String(err)));
+  } catch (err) {
+    rmSync(root, { recursive: true, force: true });
+    throw err;
   }
+  const { proc, port, adminUrl } = started;
   return {
     port,
     adminUrl,

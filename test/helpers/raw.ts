@@ -4,7 +4,7 @@
  * later) and the close code and reason, so a test can assert exactly what went over the wire.
  */
 import { createHash, type KeyObject, sign } from 'node:crypto';
-import { WebSocket } from 'ws';
+import { type ClientOptions, WebSocket } from 'ws';
 import type { DeviceIdentity } from '../../src/client/connection.js';
 import { type SignatureFields, signaturePayloadV2, signaturePayloadV3 } from '../../src/protocol/signature.js';
 
@@ -29,7 +29,10 @@ export interface CloseInfo {
 }
 
 export class RawClient {
+  /** Every frame received, in order (next() hands each one out at most once; this keeps them all). */
   readonly frames: Frame[] = [];
+  /** taken[i]: frames[i] was already returned by next(), so a later next() moves past it. */
+  private readonly taken: boolean[] = [];
   /** Text frames that were not JSON (the gateway never sends any; kept to prove it). */
   readonly junk: string[] = [];
   readonly closed: Promise<CloseInfo>;
@@ -58,16 +61,24 @@ export class RawClient {
         return;
       }
       this.frames.push(frame);
-      const hit = this.waiters.filter((w) => w.match(frame));
-      this.waiters = this.waiters.filter((w) => !w.match(frame));
-      for (const w of hit) w.resolve(frame);
+      this.taken.push(false);
+      // The oldest waiter that wants this frame gets it; it is never handed out again.
+      const i = this.waiters.findIndex((w) => w.match(frame));
+      if (i >= 0) {
+        const [w] = this.waiters.splice(i, 1);
+        this.taken[this.frames.length - 1] = true;
+        w?.resolve(frame);
+      }
     });
   }
 
-  /** Open a socket; resolves after the upgrade (the challenge may already be recorded). */
-  static open(url: string, headers?: Record<string, string>): Promise<RawClient> {
+  /**
+   * Open a socket; resolves after the upgrade (the challenge may already be recorded). `options`
+   * go to `ws` as they are (e.g. `autoPong: false` for a peer that never answers a ping).
+   */
+  static open(url: string, headers?: Record<string, string>, options: ClientOptions = {}): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { perMessageDeflate: false, ...(headers ? { headers } : {}) });
+      const ws = new WebSocket(url, { perMessageDeflate: false, ...(headers ? { headers } : {}), ...options });
       const client = new RawClient(ws);
       ws.once('open', () => resolve(client));
       ws.once('unexpected-response', (_req, res) => {
@@ -79,25 +90,39 @@ export class RawClient {
     });
   }
 
-  /** The first recorded frame matching `match`, waiting for it; null when the socket closes first. */
+  /**
+   * The next frame matching `match`: the oldest matching frame no earlier next() returned, else
+   * the next one to arrive; null when the socket closes first. Two calls with the same matcher
+   * return two different frames, so "another event came" is really tested.
+   */
   next(match: (f: Frame) => boolean, timeoutMs = 5000): Promise<Frame | null> {
-    const have = this.frames.find(match);
-    if (have) return Promise.resolve(have);
+    const i = this.frames.findIndex((f, j) => !this.taken[j] && match(f));
+    if (i >= 0) {
+      this.taken[i] = true;
+      return Promise.resolve(this.frames[i] as Frame);
+    }
     if (this.isClosed) return Promise.resolve(null);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('timed out waiting for a frame')), timeoutMs);
-      this.waiters.push({
+      const waiter = {
         match,
-        resolve: (f) => {
+        resolve: (f: Frame | null) => {
           clearTimeout(timer);
           resolve(f);
         },
-      });
+      };
+      // A waiter that gave up must not swallow the frame a later next() is waiting for.
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(new Error('timed out waiting for a frame'));
+      }, timeoutMs);
+      this.waiters.push(waiter);
     });
   }
 
+  /** The socket's one challenge (asking again returns the same one). */
   async challenge(): Promise<Challenge> {
-    const f = await this.next((x) => x.type === 'event' && x.event === 'connect.challenge');
+    const isChallenge = (x: Frame) => x.type === 'event' && x.event === 'connect.challenge';
+    const f = this.frames.find(isChallenge) ?? (await this.next(isChallenge));
     if (!f) throw new Error('socket closed before connect.challenge');
     return f.payload as Challenge;
   }

@@ -20,7 +20,7 @@ import { AUDIT_ANCHOR_FILE } from '../../src/server/audit-anchor.js';
 import { type AuditRow, auditHash, GENESIS_HASH, toAudit } from '../../src/store/shared.js';
 import { ownerCall } from '../helpers/client.js';
 import { removeDir, runClawgate, startTestGateway, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
-import { CLUSTER_OWNER, type Instance, removeStateDir, startInstancesAB } from '../helpers/instance.js';
+import { asClusterOwner, type Instance, removeStateDir, startInstancesAB } from '../helpers/instance.js';
 import { pgBinDir, startPgCluster } from '../helpers/pg-cluster.js';
 
 interface VerifyJson {
@@ -252,7 +252,7 @@ describe('PostgreSQL: each instance anchors the shared log in its own state dir'
     const [a, b] = await startInstancesAB(url, dirs);
     instances = [a, b];
     const mint = async (inst: Instance, label: string) => {
-      const c = await connectGateway({ url: inst.url, auth: { token: CLUSTER_OWNER }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] });
+      const c = await connectGateway({ url: inst.url, ...asClusterOwner, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] });
       try {
         await c.request('device.pair.setupCode', { label });
       } finally {
