@@ -20,7 +20,7 @@ import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import { asOwner, cli, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
-import { NGINX_BIN, type RunningNginx, startBehindNginx, } from './helpers/nginx.js';
+import { NGINX_BIN, type RunningNginx, startBehindNginx } from './helpers/nginx.js';
 import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
 import { missingFile, skipUnlessPresent } from './helpers/strict.js';
 import { waitFor } from './helpers/wait.js';
