@@ -14,7 +14,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import type { AuditEntry, ChatMessage, ChatSession, Delivery } from '../src/store/types.js';
-import { cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { type GatewayProcess, spawnGateway } from './helpers/process.js';
 import { waitFor } from './helpers/wait.js';
 import { WebhookTarget } from './helpers/webhook.js';
@@ -133,8 +133,10 @@ test('CLI: every `channels` subcommand reaches the gateway named by --gateway-ur
   const elsewhere = mkdtempSync(join(tmpdir(), 'clawgate-cli-'));
   try {
     await addWebhook(tg, '--name', 'alerts', '--url', target.url);
-    const env = { CLAWGATE_STATE_DIR: elsewhere };
-    const via = ['--gateway-url', tg.url, '--token', TEST_TOKEN];
+    // Channels are admin work: the owner credential (from the environment, proven to the gateway
+    // key named on the command line, never sent), since this state dir knows no gateway.
+    const env = { CLAWGATE_STATE_DIR: elsewhere, CLAWGATE_TOKEN: TEST_OWNER };
+    const via = ['--gateway-url', tg.url, '--gateway-key', tg.gatewayKey];
     const listed = await runClawgate(['channels', 'list', ...via, '--json'], env);
     assert.equal(listed.code, 0, listed.stderr);
     assert.ok((JSON.parse(listed.stdout) as { channels: Array<{ name: string }> }).channels.some((c) => c.name === 'alerts'));
