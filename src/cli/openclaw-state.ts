@@ -19,12 +19,12 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { deviceIdOf, parsePublicKey } from '../core/identity.js';
 import { hashImportedToken, isImportedTokenShape } from '../core/secrets.js';
 import type { Role } from '../protocol/frames.js';
 import { normalizeScopes } from '../protocol/scopes.js';
 import type { ApprovedVia, DeviceMeta, ImportedDevice, ImportedGrant, ImportedToken } from '../store/types.js';
+import { openSnapshot } from './sqlite-snapshot.js';
 
 export interface SourceSkip {
   deviceId: string;
@@ -278,8 +278,8 @@ export function* readOpenClawDevices(dir: string, skipped: SourceSkip[]): Genera
   const nodeRows = isRecord(legacyNodes) ? legacyNodes : {};
   const seen = new Set<string>();
   if (haveDb) {
-    // Read-only, and never creating a journal: the OpenClaw files stay byte-identical.
-    const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+    // An in-memory snapshot: even a read-only open would write its read mark into OpenClaw's -shm.
+    const db = openSnapshot(dbPath);
     try {
       const table = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'device_pairing_paired'").get();
       if (!table) throw new Error(`${dbPath} has no device_pairing_paired table: not an OpenClaw 2026.x state database`);
