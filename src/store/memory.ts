@@ -584,6 +584,15 @@ export class MemoryStore implements Store {
     if (!input.merge && others > 0) return { ok: false, reason: 'not-empty', otherDevices: others };
     const plans = input.devices.map((d) => planDeviceImport(existing.get(d.deviceId) as ExistingDevice, d, input));
     if (input.dryRun) return { ok: true, devices: plans.map((p) => p.report), applied: false };
+    // Checked before anything changes, as the SQL adapters' primary key would refuse it mid-transaction.
+    const ids = new Set<string>();
+    for (const p of plans) {
+      for (const t of p.tokens) {
+        const held = this.tokens.get(t.tokenId);
+        if (ids.has(t.tokenId) || (held && !(held.deviceId === p.report.deviceId && held.role === t.role))) throw new Error(`token id ${t.tokenId} is taken`);
+        ids.add(t.tokenId);
+      }
+    }
     // Every audit entry is built before anything changes, so a failure leaves the store untouched.
     const entries: AuditEntry[] = [];
     let last = this.audit[this.audit.length - 1];
