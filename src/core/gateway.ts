@@ -745,7 +745,7 @@ export class Gateway {
             actor: 'gateway',
             action: 'token.issued',
             subject: device.deviceId,
-            data: { role: ctx.role, tokenId: minted.id },
+            data: { role: ctx.role, tokenId: minted.id, ...(ctx.reissueToken ? { via: 'rotation-grace' } : {}) },
           })) ?? grant;
         deviceToken = minted.token;
         tokenId = minted.id;
