@@ -251,9 +251,17 @@ test('switch from a real OpenClaw gateway: the paired CLI and node host reconnec
   );
 
   // The CLI, with the device token OpenClaw gave it, and an invoke through it on the node.
+  // (The CLI asks for operator.pairing only, so clawgate shows it its own device; the owner sees both.)
   const viaCli = await openclaw<{ pending: unknown[]; paired: Array<{ deviceId: string }> }>(ocHome, port, ['devices', 'list']);
-  assert.deepEqual(viaCli.paired.map((d) => d.deviceId).sort(), [cliDevice.deviceId, nodeId].sort());
-  assert.deepEqual(viaCli.pending, [], 'nobody had to be approved');
+  assert.deepEqual(
+    viaCli.paired.map((d) => d.deviceId),
+    [cliDevice.deviceId],
+  );
+  const viaOwner = lastJson<{ pending: unknown[]; paired: Array<{ deviceId: string }> }>(
+    (await clawgate(['devices', 'list', '--state-dir', target, '--json'])).stdout,
+  );
+  assert.deepEqual(viaOwner.paired.map((d) => d.deviceId).sort(), [cliDevice.deviceId, nodeId].sort());
+  assert.deepEqual(viaOwner.pending, [], 'nobody had to be approved');
   const invoked = await openclaw<{ ok: boolean; payload: { bins: Record<string, string> } }>(ocHome, port, [
     'nodes',
     'invoke',
