@@ -349,7 +349,9 @@ export class Gateway {
         presentedDeviceToken = deviceTokenCandidate;
         tokenFailure = null;
         limitedKind = null;
-      } else if (await claimRotationGrace(this.store, deviceTokenCandidate, device.deviceId, role, this.clock.now())) {
+      } else if (
+        await claimRotationGrace(this.store, deviceTokenCandidate, device.deviceId, role, this.clock.now(), (t) => this.tokenSeen(device.deviceId, t))
+      ) {
         // The token a pushed rotation just retired, presented once within the grace by the key that
         // proved itself then: admitted, and the successor goes out in hello-ok (rotation-grace.ts).
         credential = { kind: 'device-token' };
@@ -456,6 +458,11 @@ export class Gateway {
   private async rateLimited(id: string, address: string, kind: CredentialKind): Promise<ConnectOutcome> {
     const retryAfterMs = await this.limiter.retryAfterMs(address, kind);
     return this.reject(id, new GatewayError('AUTH_RATE_LIMITED', { retryAfterMs, details: { authReason: 'rate_limited', retryAfterMs } }));
+  }
+
+  /** Whether a session of this instance was admitted with `tokenId` (live, or not yet flushed to the store). */
+  private tokenSeen(deviceId: string, tokenId: string): boolean {
+    return this.seen.get(deviceId)?.tokenId === tokenId || this.deviceSessions(deviceId).some((s) => s.tokenId === tokenId);
   }
 
   private async verifyDeviceToken(token: string, deviceId: string): Promise<{ ok: true; token: TokenRecord } | { ok: false }> {
@@ -723,7 +730,8 @@ export class Gateway {
     if (!grant) throw new Error(`admitDevice without a grant for ${device.deviceId}/${ctx.role}`);
     let deviceToken: string | undefined;
     let tokenId: string | undefined = ctx.tokenRecord?.tokenId;
-    let tokenHash: Buffer | undefined = ctx.tokenRecord?.secretHash;
+    // The grace covers only a token this socket presented (or was just given by a setup code).
+    const tokenHash = ctx.tokenRecord?.role === ctx.role ? ctx.tokenRecord.secretHash : undefined;
     let issuedAtMs: number | undefined;
     if (ctx.tokenRecord && ctx.tokenRecord.role === ctx.role && ctx.presentedDeviceToken) {
       deviceToken = ctx.presentedDeviceToken;
@@ -736,7 +744,6 @@ export class Gateway {
       if (live) {
         // Only a hash is stored, so an existing token cannot be shown again; the client keeps the one it has.
         tokenId = live.tokenId;
-        tokenHash = live.secretHash;
       } else {
         const minted = mintToken('device', this.random);
         grant =
@@ -749,7 +756,6 @@ export class Gateway {
           })) ?? grant;
         deviceToken = minted.token;
         tokenId = minted.id;
-        tokenHash = minted.secretHash;
         issuedAtMs = now;
       }
     }

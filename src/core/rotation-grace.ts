@@ -57,10 +57,6 @@ async function readGrace(store: Store, deviceId: string, role: Role): Promise<Gr
   }
 }
 
-async function liveTokenId(store: Store, deviceId: string, role: Role): Promise<string | undefined> {
-  return (await store.listTokens(deviceId)).find((t) => t.role === role && t.revokedAtMs === undefined)?.tokenId;
-}
-
 /** Claims in this process, so two racing connects with the same old token cannot both pass. */
 const claimed = new Set<string>();
 
@@ -69,7 +65,15 @@ const claimed = new Set<string>();
  * still open and unused. A true answer consumes the grace: the caller must re-issue the token.
  * The secret is compared in constant time even when the record does not fit.
  */
-export async function claimRotationGrace(store: Store, token: string, deviceId: string, role: Role, nowMs: number): Promise<boolean> {
+export async function claimRotationGrace(
+  store: Store,
+  token: string,
+  deviceId: string,
+  role: Role,
+  nowMs: number,
+  /** Whether this instance saw the successor in use (a session admitted with it, not yet recorded in the store). */
+  successorSeen: (tokenId: string) => boolean,
+): Promise<boolean> {
   const key = deviceTokenKey(token);
   if (!key) return false;
   const rec = await readGrace(store, deviceId, role);
@@ -77,7 +81,10 @@ export async function claimRotationGrace(store: Store, token: string, deviceId: 
   const hit = rec.retired.find((r) => r.tokenId === key.id);
   const matches = secretMatchesHash(key.secret, hit ? Buffer.from(hit.hash, 'base64') : Buffer.alloc(32));
   if (!hit || !matches || rec.usedAtMs !== undefined || nowMs >= rec.untilMs) return false;
-  if ((await liveTokenId(store, deviceId, role)) !== rec.successorTokenId) return false;
+  // Void once the pushed successor is not the live token any more, or the device has used it: a
+  // device that kept the pushed token never needs the old one again.
+  const live = (await store.listTokens(deviceId)).find((t) => t.role === role && t.revokedAtMs === undefined);
+  if (live?.tokenId !== rec.successorTokenId || live.lastUsedAtMs !== undefined || successorSeen(rec.successorTokenId)) return false;
   const claim = `${deviceId}\u0000${role}\u0000${rec.successorTokenId}`;
   if (claimed.has(claim)) return false;
   claimed.add(claim);
