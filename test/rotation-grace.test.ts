@@ -12,6 +12,7 @@ import { ConnectError, connectGateway, type DeviceIdentity, type GatewayConnecti
 import type { Clock } from '../src/core/env.js';
 import { ROTATION_GRACE_MS } from '../src/core/rotation-grace.js';
 import { hashImportedToken, importedTokenId } from '../src/core/secrets.js';
+import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 class ManualClock implements Clock {
@@ -103,6 +104,26 @@ test('the grace needs the same key, ends after ROTATION_GRACE_MS, and is void on
   await owner.request('device.token.rotate', { deviceId: id3.deviceId, role: 'node' });
   await owner.close();
   assert.equal(await refused(connectGateway({ ...nodeOpts(id3), auth: { deviceToken: r3.old } })), 'AUTH_DEVICE_TOKEN_MISMATCH');
+});
+
+test('a node paired by a setup code and rotated on that very connection comes back with the token the code gave it and gets the successor', async () => {
+  const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+  const minted = await owner.request<{ setupCode: string }>('device.pair.setupCode', { profile: 'node' });
+  const decoded = decodeSetupCode(minted.setupCode);
+  assert.ok(decoded.ok);
+  const id = generateIdentity();
+  const paired = await connectGateway({ ...nodeOpts(id), auth: { bootstrapToken: decoded.payload.bootstrapToken } });
+  assert.equal(paired.hello.auth.method, 'bootstrap-token');
+  const given = paired.hello.auth.deviceToken as string;
+  const res = await owner.request<{ tokenDelivery: string }>('device.token.rotate', { deviceId: id.deviceId, role: 'node' });
+  await owner.close();
+  assert.equal(res.tokenDelivery, 'pushed-live');
+  await paired.closed;
+  const back = await connectGateway({ ...nodeOpts(id), auth: { deviceToken: given } });
+  assert.match(back.hello.auth.deviceToken ?? '', /^cgd1_/);
+  assert.notEqual(back.hello.auth.deviceToken, given);
+  await back.close();
+  assert.equal(await refused(connectGateway({ ...nodeOpts(id), auth: { deviceToken: given } })), 'AUTH_DEVICE_TOKEN_MISMATCH');
 });
 
 test('a rotation of an offline device leaves no grace (a copied token dies with it); a token never presented on a live socket has none', async () => {
