@@ -17,6 +17,8 @@ import type {
   AuditEntry,
   AuditInput,
   DeviceMeta,
+  ImportDevicesInput,
+  ImportedDevice,
   NewSetupCode,
   NewToken,
   RedeemSetupInput,
@@ -1076,6 +1078,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreHan
 
     setupCodeContract(withStore);
     automationsContract(withStore);
+    importContract(withStore);
   });
 }
 
@@ -1682,6 +1685,201 @@ function automationsContract(withStore: (fn: (store: Store) => Promise<void>) =>
         assert.deepEqual(await store.listCronRuns('j2'), []);
         assert.equal(await store.getCronJob('j2'), null);
         assert.equal(verifyAuditChain(await store.listAudit()), null);
+      }),
+    );
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Importing another gateway's paired devices (clawgate import openclaw).
+
+function importContract(withStore: (fn: (store: Store) => Promise<void>) => () => Promise<void>): void {
+  describe('importDevices', () => {
+    const hash = (s: string) => createHash('sha256').update(s).digest();
+    const cli: ImportedDevice = {
+      deviceId: 'oc-cli',
+      publicKey: 'pk-oc-cli',
+      meta: { platform: 'linux', clientId: 'cli', clientMode: 'cli' },
+      label: 'my laptop',
+      createdAtMs: T0 - 1000,
+      lastSeenAtMs: T0 - 10,
+      grants: [{ role: 'operator', scopes: [ADMIN, READ, WRITE], approvedAtMs: T0 - 900, approvedVia: 'silent' }],
+      tokens: [{ role: 'operator', tokenId: 'imp-cli-op', secretHash: hash('cli-op'), createdAtMs: T0 - 900, lastUsedAtMs: T0 - 20 }],
+    };
+    const node: ImportedDevice = {
+      deviceId: 'oc-node',
+      publicKey: 'pk-oc-node',
+      meta: { displayName: 'build box', platform: 'linux', clientId: 'node-host', clientMode: 'node' },
+      createdAtMs: T0 - 800,
+      grants: [{ role: 'node', scopes: [], approvedAtMs: T0 - 700, approvedVia: 'bootstrap' }],
+      tokens: [{ role: 'node', tokenId: 'imp-node', secretHash: hash('node'), createdAtMs: T0 - 700 }],
+      surface: { caps: ['system'], commands: ['system.run', 'system.which'], approvedAtMs: T0 - 650 },
+    };
+    const input = (o: Partial<ImportDevicesInput> = {}): ImportDevicesInput => ({
+      source: 'openclaw:/home/me/.openclaw',
+      devices: [cli, node],
+      merge: false,
+      dryRun: false,
+      atMs: T0,
+      actor: 'owner',
+      ...o,
+    });
+
+    test(
+      'imports devices, grants, token hashes and the node surface with one audit entry per device',
+      withStore(async (store) => {
+        const res = await expectAudited(store, 2, () => store.importDevices(input()));
+        assert.ok(res.ok);
+        assert.equal(res.applied, true);
+        assert.deepEqual(
+          res.devices.map((d) => [d.deviceId, d.outcome, d.roles, d.tokens, d.surface]),
+          [
+            ['oc-cli', 'imported', ['operator'], ['operator'], false],
+            ['oc-node', 'imported', ['node'], ['node'], true],
+          ],
+        );
+        const dev = await store.getDevice('oc-cli');
+        assert.equal(dev?.publicKey, 'pk-oc-cli');
+        assert.equal(dev?.label, 'my laptop');
+        assert.equal(dev?.clientId, 'cli');
+        assert.equal(dev?.createdAtMs, T0 - 1000);
+        assert.deepEqual(await store.getGrant('oc-cli', 'operator'), {
+          deviceId: 'oc-cli',
+          role: 'operator',
+          scopes: [ADMIN, READ, WRITE],
+          epoch: 1,
+          approvedAtMs: T0 - 900,
+          approvedVia: 'silent',
+        });
+        const tok = await store.getToken('imp-cli-op');
+        assert.ok(tok);
+        assert.equal(tok.deviceId, 'oc-cli');
+        assert.equal(tok.role, 'operator');
+        assert.ok(tok.secretHash.equals(hash('cli-op')));
+        assert.equal(tok.revokedAtMs, undefined);
+        assert.equal(tok.lastUsedAtMs, T0 - 20);
+        const surface = await store.getNodeSurface('oc-node');
+        assert.deepEqual(surface && [surface.caps, surface.commands, surface.approvedAtMs, surface.approvedBy], [
+          ['system'],
+          ['system.run', 'system.which'],
+          T0 - 650,
+          'owner',
+        ]);
+        const entries = (await store.listAudit()).slice(-2);
+        assert.deepEqual(
+          entries.map((e) => [e.action, e.subject]),
+          [
+            ['device.imported', 'oc-cli'],
+            ['device.imported', 'oc-node'],
+          ],
+        );
+        assert.deepEqual(entries[0]?.data, { source: 'openclaw:/home/me/.openclaw', roles: ['operator'], tokenIds: ['imp-cli-op'], surface: false });
+        assert.equal(verifyAuditChain(await store.listAudit()), null);
+      }),
+    );
+
+    test(
+      'a dry run reports the same and writes nothing',
+      withStore(async (store) => {
+        const dry = await expectAudited(store, 0, () => store.importDevices(input({ dryRun: true })));
+        assert.ok(dry.ok);
+        assert.equal(dry.applied, false);
+        assert.deepEqual(await store.listDevices(), []);
+        assert.deepEqual(await store.listTokens(), []);
+        assert.deepEqual(await store.listNodeSurfaces(), []);
+        const real = await store.importDevices(input());
+        assert.ok(real.ok);
+        assert.deepEqual(real.devices, dry.devices);
+      }),
+    );
+
+    test(
+      'a repeated import is a no-op: everything unchanged, no audit entry',
+      withStore(async (store) => {
+        await store.importDevices(input());
+        const again = await expectAudited(store, 0, () => store.importDevices(input()));
+        assert.ok(again.ok);
+        assert.deepEqual(
+          again.devices.map((d) => [d.outcome, d.roles, d.tokens, d.surface]),
+          [
+            ['unchanged', [], [], false],
+            ['unchanged', [], [], false],
+          ],
+        );
+        assert.equal((await store.listTokens()).length, 2);
+      }),
+    );
+
+    test(
+      'a target holding other devices is refused without merge (nothing written); with merge they stay',
+      withStore(async (store) => {
+        await store.approve(approveInput({ token: token('own') }));
+        const refused = await expectAudited(store, 0, () => store.importDevices(input()));
+        assert.deepEqual(refused, { ok: false, reason: 'not-empty', otherDevices: 1 });
+        assert.equal(await store.getDevice('oc-cli'), null);
+        const dry = await store.importDevices(input({ dryRun: true }));
+        assert.equal(dry.ok, false, 'a dry run is refused the same way');
+        const merged = await store.importDevices(input({ merge: true }));
+        assert.ok(merged.ok);
+        assert.deepEqual(
+          merged.devices.map((d) => d.outcome),
+          ['imported', 'imported'],
+        );
+        assert.ok(await store.getGrant(DEV_A, 'operator'));
+        assert.ok(await store.getToken('own'));
+      }),
+    );
+
+    test(
+      'a device id held by another key is skipped; a role held here keeps its grant and its (rotated) token',
+      withStore(async (store) => {
+        await store.importDevices(input());
+        // The operator rotated the CLI's token here after the import; the node id is taken by another key.
+        await store.rotateToken('oc-cli', 'operator', token('rotated'), [READ], T0 + 1, audit('token.rotated', 'oc-cli'));
+        await store.removeDevice('oc-node', audit('device.removed', 'oc-node'));
+        await store.approve(approveInput({ deviceId: 'oc-node', publicKey: 'pk-impostor', role: 'node', scopes: [], token: token('impostor') }));
+        const again = await expectAudited(store, 0, () => store.importDevices(input({ merge: true })));
+        assert.ok(again.ok);
+        const [c, n] = again.devices;
+        assert.equal(c?.outcome, 'unchanged');
+        assert.ok(c?.notes.some((x) => x.includes('kept the token')));
+        assert.equal(n?.outcome, 'skipped');
+        assert.equal(await store.getToken('imp-cli-op'), null, 'the rotated-away token does not come back');
+        assert.deepEqual((await store.getGrant('oc-cli', 'operator'))?.scopes, [READ]);
+        assert.equal((await store.getDevice('oc-node'))?.publicKey, 'pk-impostor');
+        assert.equal(await store.getToken('imp-node'), null);
+      }),
+    );
+
+    test(
+      'a device already here with one role gains the imported other role (merge)',
+      withStore(async (store) => {
+        await store.approve(approveInput({ deviceId: 'oc-node', publicKey: 'pk-oc-node', role: 'operator', scopes: [READ], token: token('op') }));
+        const both: ImportedDevice = { ...node, grants: [...node.grants, { role: 'operator', scopes: [ADMIN], approvedAtMs: T0, approvedVia: 'manual' }] };
+        const res = await store.importDevices(input({ devices: [both], merge: true }));
+        assert.ok(res.ok);
+        assert.deepEqual(
+          res.devices.map((d) => [d.outcome, d.roles, d.tokens, d.surface]),
+          [['merged', ['node'], ['node'], true]],
+        );
+        assert.deepEqual((await store.getGrant('oc-node', 'operator'))?.scopes, [READ], 'the grant held here is not widened');
+        assert.ok(await store.getToken('op'));
+        assert.ok(await store.getToken('imp-node'));
+      }),
+    );
+
+    test(
+      'all or nothing: a failure on a later device leaves no trace of the earlier ones',
+      withStore(async (store) => {
+        await store.approve(approveInput({ token: token('taken') }));
+        const clash: ImportedDevice = { ...node, tokens: [{ ...(node.tokens[0] as ImportedDevice['tokens'][number]), tokenId: 'taken' }] };
+        const before = await store.listAudit();
+        await assert.rejects(store.importDevices(input({ devices: [cli, clash], merge: true })));
+        assert.equal(await store.getDevice('oc-cli'), null);
+        assert.equal(await store.getToken('imp-cli-op'), null);
+        assert.equal(await store.getDevice('oc-node'), null);
+        assert.equal((await store.getToken('taken'))?.deviceId, DEV_A);
+        assert.deepEqual(await store.listAudit(), before);
       }),
     );
   });

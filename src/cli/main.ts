@@ -84,6 +84,10 @@ Usage:
   clawgate sessions list | create [<key>] | spawn <parentKey> [<key>] [--json]
   clawgate chat send <sessionKey> <text> [--idempotency-key <k>] | history <sessionKey> [--limit <n>] [--before <seq>] [--json]
 ${NODE_RUN_HELP}
+  clawgate import openclaw [--from <openclaw-state-dir>] [--dry-run] [--merge] [--json]
+                          [--store sqlite|postgres] [--postgres-url <url>]
+                                               take over OpenClaw's paired devices, their tokens (hashed),
+                                               approved node commands and gateway token/password
   clawgate migrate --to postgres --postgres-url <url> [--json]
                                                copy the SQLite state dir into an empty PostgreSQL database
   clawgate help
@@ -138,7 +142,7 @@ async function gatewayRun(args: string[]): Promise<number> {
 
   ensureStateDir(stateDir);
   const { creds, created } = loadOrCreateCredentials(stateDir, systemRandom, systemClock.now());
-  if (!isLoopbackBind(bind) && !chosenToken && !password) {
+  if (!isLoopbackBind(bind) && !chosenToken && !password && !creds.password && !creds.tokenImportedFrom) {
     // Exposing the gateway beyond this host must be a decision, not a side effect of a generated secret.
     process.stderr.write(
       `refusing to listen on ${bind} (${resolveBindHost(bind)}) without authentication you chose: pass --token-file <path> or --password-file <path> ` +
@@ -153,7 +157,7 @@ async function gatewayRun(args: string[]): Promise<number> {
   const config: GatewayConfig = {
     ...base,
     token: chosenToken ?? creds.token,
-    password,
+    password: password ?? creds.password,
     ownerCredential: creds.owner,
     tls: tls.material,
     automations: automationsConfig(settings.file.automations),
@@ -393,6 +397,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'sessions') return await sessionsCommand(sub, rest);
     if (cmd === 'chat') return await chatCommand(sub, rest);
     if (cmd === 'node') return await nodeCommand(sub, rest);
+    if (cmd === 'import') return await (await import('./import.js')).importCommand(sub, rest);
     if (cmd === 'migrate') return await migrateCommand(sub === undefined ? rest : [sub, ...rest]);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);
   } catch (err) {

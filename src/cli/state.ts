@@ -26,6 +26,10 @@ export interface Credentials {
   token: string;
   /** Owner credential: full authority for the CLI on this host; proven (auth.ownerProof), never sent. */
   owner: string;
+  /** Shared gateway password (auth.password), when one was imported (`clawgate import openclaw`); --password wins. */
+  password?: string | undefined;
+  /** Set when `token` was taken over from another gateway (a chosen secret, not a generated one). */
+  tokenImportedFrom?: string | undefined;
   createdAtMs: number;
 }
 
@@ -43,7 +47,12 @@ export function readCredentials(dir: string): Credentials | null {
   const path = join(dir, CREDENTIALS_FILE);
   if (!existsSync(path)) return null;
   const parsed = JSON.parse(readFileSync(path, 'utf8')) as Credentials;
-  if (parsed.version !== 1 || typeof parsed.token !== 'string' || typeof parsed.owner !== 'string') {
+  if (
+    parsed.version !== 1 ||
+    typeof parsed.token !== 'string' ||
+    typeof parsed.owner !== 'string' ||
+    (parsed.password !== undefined && typeof parsed.password !== 'string')
+  ) {
     throw new Error(`${path} is not a clawgate credentials file; move it away and restart to generate a new one`);
   }
   return parsed;

@@ -40,7 +40,8 @@ import { NodeRegistry } from './nodes.js';
 import { DEFAULT_PRESENCE_WINDOW_MS, type PresenceChange, PresenceCoalescer, type PresenceEvent } from './presence.js';
 import { type ClientDescription, frameCapBytes, type Principal, SessionPrincipal, type SessionTransport } from './principal.js';
 import { type AuthLimiter, type CredentialKind, FailureLimiter } from './ratelimit.js';
-import { type MintedToken, mintToken, parseToken, SharedSecret, secretMatchesHash } from './secrets.js';
+import { claimRotationGrace, claimUnpickedSuccessor, recordRotationGrace } from './rotation-grace.js';
+import { deviceTokenKey, type MintedToken, mintToken, parseToken, SharedSecret, secretMatchesHash } from './secrets.js';
 import { roleRefusalDetails, SETUP_REPEAT_GRACE_MS, setupRefusal, verifyBootstrapToken } from './setup-codes.js';
 
 export const GATEWAY_VERSION = '0.1.0';
@@ -405,6 +406,7 @@ export class Gateway {
     // 3. Device token (auth.deviceToken, or a device token in the token slot).
     let tokenRecord: TokenRecord | null = null;
     let presentedDeviceToken: string | undefined;
+    let reissueToken = false;
     const deviceTokenCandidate = auth.deviceToken ?? (tokenFailure === null && credential.kind === 'none' ? auth.token : undefined);
     // A shared secret that failed above refuses the connect: a valid device token must not turn
     // it into an uncounted guess.
@@ -415,6 +417,13 @@ export class Gateway {
         credential = { kind: 'device-token' };
         tokenRecord = check.token;
         presentedDeviceToken = deviceTokenCandidate;
+      } else if (
+        await claimRotationGrace(this.store, deviceTokenCandidate, device.deviceId, role, this.clock.now(), (t) => this.tokenSeen(device.deviceId, t))
+      ) {
+        // The token a pushed rotation just retired, presented once within the grace by the key that
+        // proved itself then: admitted, and the successor goes out in hello-ok (rotation-grace.ts).
+        credential = { kind: 'device-token' };
+        reissueToken = true;
       } else {
         tokenFailure = 'AUTH_DEVICE_TOKEN_MISMATCH';
         limitedKind = 'device-token';
@@ -494,6 +503,7 @@ export class Gateway {
       grant,
       setup,
       bootstrapDetails,
+      reissueToken,
     };
     return this.admitted(await this.carryOut(decision, ctx), ctx);
   }
@@ -521,8 +531,14 @@ export class Gateway {
     return this.reject(id, new GatewayError('AUTH_RATE_LIMITED', { retryAfterMs, details: { authReason: 'rate_limited', retryAfterMs } }));
   }
 
+  /** Whether a session of this instance was admitted with `tokenId` (live, or not yet flushed to the store). */
+  private tokenSeen(deviceId: string, tokenId: string): boolean {
+    return this.seen.get(deviceId)?.tokenId === tokenId || this.deviceSessions(deviceId).some((s) => s.tokenId === tokenId);
+  }
+
   private async verifyDeviceToken(token: string, deviceId: string): Promise<{ ok: true; token: TokenRecord } | { ok: false }> {
-    const parsed = parseToken('device', token);
+    // A clawgate token by its id, or one imported from OpenClaw by the id derived from it.
+    const parsed = deviceTokenKey(token);
     if (!parsed) return { ok: false };
     const rec = await this.store.getToken(parsed.id);
     // Compare the secret even when the row is unusable, so timing says nothing about which check failed.
@@ -661,6 +677,7 @@ export class Gateway {
     const granted = new Set(grant.scopes);
     const scopes = ctx.scopes.filter((s) => scopeSatisfied(granted, s));
     const session = this.openSession(ctx, 'device', scopes, device.deviceId, grant.epoch, primary.id);
+    this.sessionTokenHashes.set(session, primary.secretHash);
     const others = res.grants
       .filter((g) => g.role !== ctx.role)
       .map((g) => ({ deviceToken: (minted.get(g.role) as MintedToken).token, role: g.role, scopes: [...g.scopes], issuedAtMs: now }));
@@ -792,12 +809,17 @@ export class Gateway {
     if (!grant) throw new Error(`admitDevice without a grant for ${device.deviceId}/${ctx.role}`);
     let deviceToken: string | undefined;
     let tokenId: string | undefined = ctx.tokenRecord?.tokenId;
+    // The grace covers only a token this socket presented (or was just given by a setup code).
+    const tokenHash = ctx.tokenRecord?.role === ctx.role ? ctx.tokenRecord.secretHash : undefined;
     let issuedAtMs: number | undefined;
     if (ctx.tokenRecord && ctx.tokenRecord.role === ctx.role && ctx.presentedDeviceToken) {
       deviceToken = ctx.presentedDeviceToken;
       issuedAtMs = ctx.tokenRecord.rotatedAtMs ?? ctx.tokenRecord.createdAtMs;
     } else {
-      const live = (await this.store.listTokens(device.deviceId)).find((t) => t.role === ctx.role && t.revokedAtMs === undefined);
+      let live = ctx.reissueToken ? undefined : (await this.store.listTokens(device.deviceId)).find((t) => t.role === ctx.role && t.revokedAtMs === undefined);
+      // A gateway-token reconnect after a pushed rotation the device never picked up gets a token again.
+      if (live && ctx.credential.kind === 'shared' && (await claimUnpickedSuccessor(this.store, device.deviceId, ctx.role, live.tokenId, now)))
+        live = undefined;
       if (live) {
         // Only a hash is stored, so an existing token cannot be shown again; the client keeps the one it has.
         tokenId = live.tokenId;
@@ -809,7 +831,7 @@ export class Gateway {
             actor: 'gateway',
             action: 'token.issued',
             subject: device.deviceId,
-            data: { role: ctx.role, tokenId: minted.id },
+            data: { role: ctx.role, tokenId: minted.id, ...(ctx.reissueToken ? { via: 'rotation-grace' } : {}) },
           })) ?? grant;
         deviceToken = minted.token;
         tokenId = minted.id;
@@ -817,6 +839,7 @@ export class Gateway {
       }
     }
     const session = this.openSession(ctx, 'device', scopes, device.deviceId, grant.epoch, tokenId);
+    if (tokenHash) this.sessionTokenHashes.set(session, tokenHash);
     session.pendingUpgradeRequestId = pendingUpgrade;
     const authExtra: Partial<HelloAuth> = {};
     if (deviceToken) {
@@ -1049,6 +1072,8 @@ export class Gateway {
   }
 
   private readonly rotationPushes = new Map<string, Promise<number>>();
+  /** The hash of the token each device session holds: what a pushed rotation retires (rotation grace). */
+  private readonly sessionTokenHashes = new WeakMap<SessionPrincipal, Buffer>();
 
   /**
    * An operator retired the token of (deviceId, role) without seeing its successor. This
@@ -1094,6 +1119,18 @@ export class Gateway {
         current = (await this.store.listTokens(deviceId)).find((t) => t.role === role && t.revokedAtMs === undefined)?.tokenId;
       } catch (err) {
         this.log.warn('could not read the live token of a device', { deviceId, role, err: String(err) });
+      }
+    }
+    if (grant) {
+      const retired: Array<{ tokenId: string; secretHash: Buffer }> = [];
+      for (const s of this.deviceSessions(deviceId)) {
+        const hash = this.sessionTokenHashes.get(s);
+        if (s.role === role && s.tokenId && hash) retired.push({ tokenId: s.tokenId, secretHash: hash });
+      }
+      try {
+        await recordRotationGrace(this.store, deviceId, role, minted.id, retired, now);
+      } catch (err) {
+        this.log.warn('could not record the rotation grace', { deviceId, role, err: String(err) });
       }
     }
     let delivered = 0;
@@ -1418,6 +1455,8 @@ interface AdmitContext {
   setup?: SetupCodeRecord | undefined;
   /** Extra details of a setup-code refusal (its `reason`). */
   bootstrapDetails?: Record<string, unknown> | undefined;
+  /** Admitted within the rotation grace: mint the successor and hand it out in hello-ok. */
+  reissueToken?: boolean | undefined;
 }
 
 /** How the connection authenticated, as `hello-ok.auth.method` reports it. */

@@ -64,3 +64,36 @@ export class SharedSecret {
 export function generateSecret(prefix: 'cgs' | 'cgo', random: Random): string {
   return `${prefix}_${random.bytes(32).toString('base64url')}`;
 }
+
+/**
+ * Device tokens imported from OpenClaw (`clawgate import openclaw`): 32 random bytes in
+ * base64url, with no id of their own. The store keeps them like its own tokens: under an id
+ * derived from the token (a domain-separated SHA-256, so the id reveals nothing of the stored
+ * hash) with SHA-256 of the whole token as the secret hash. Verification is the same indexed
+ * read plus constant-time compare; no plaintext is ever written.
+ */
+const IMPORTED_RE = /^[A-Za-z0-9_-]{43}$/;
+const IMPORTED_ID_DOMAIN = 'clawgate-imported-token-id\n';
+
+export function isImportedTokenShape(token: string): boolean {
+  return IMPORTED_RE.test(token);
+}
+
+export function importedTokenId(token: string): string {
+  return createHash('sha256').update(IMPORTED_ID_DOMAIN, 'utf8').update(token, 'utf8').digest('hex').slice(0, 16);
+}
+
+/** What the store keeps of an imported token. */
+export function hashImportedToken(token: string): { tokenId: string; secretHash: Buffer } {
+  return { tokenId: importedTokenId(token), secretHash: hashSecret(token) };
+}
+
+/**
+ * The store key of any presented device token: a clawgate token by its id and secret, an
+ * imported one by its derived id with the whole token as the secret. Null for neither shape.
+ */
+export function deviceTokenKey(token: string): { id: string; secret: string } | null {
+  const own = parseToken('device', token);
+  if (own) return own;
+  return IMPORTED_RE.test(token) ? { id: importedTokenId(token), secret: token } : null;
+}

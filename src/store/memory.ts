@@ -1,5 +1,6 @@
 /** In-memory store for unit tests. Same contract as SQLite; nothing survives the process. */
 import type { Role } from '../protocol/frames.js';
+import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './import-shared.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import { applyAttempt, approvedGrant, CHAT_PAGE_DEFAULT, chainAudit, channelNameTaken, mergePairingRequest } from './shared.js';
@@ -18,6 +19,8 @@ import type {
   DeliveryStatus,
   DeviceRecord,
   GrantRecord,
+  ImportDevicesInput,
+  ImportDevicesResult,
   NewChannel,
   NewChatMessage,
   NewChatSession,
@@ -578,6 +581,51 @@ export class MemoryStore implements Store {
       .reverse()
       .slice(0, limit)
       .map(clone);
+  }
+
+  async importDevices(input: ImportDevicesInput): Promise<ImportDevicesResult> {
+    const existing = new Map<string, ExistingDevice>();
+    for (const d of input.devices) {
+      const dev = this.devices.get(d.deviceId);
+      existing.set(d.deviceId, {
+        device: dev ? clone(dev) : null,
+        grants: [...this.grants.values()].filter((g) => g.deviceId === d.deviceId),
+        tokens: [...this.tokens.values()].filter((t) => t.deviceId === d.deviceId),
+        surface: this.nodeSurfaces.get(d.deviceId) ?? null,
+      });
+    }
+    const others = otherDeviceCount(this.devices.size, existing, input);
+    if (!input.merge && others > 0) return { ok: false, reason: 'not-empty', otherDevices: others };
+    const plans = input.devices.map((d) => planDeviceImport(existing.get(d.deviceId) as ExistingDevice, d, input));
+    if (input.dryRun) return { ok: true, devices: plans.map((p) => p.report), applied: false };
+    // Checked before anything changes, as the SQL adapters' primary key would refuse it mid-transaction.
+    const ids = new Set<string>();
+    for (const p of plans) {
+      for (const t of p.tokens) {
+        const held = this.tokens.get(t.tokenId);
+        if (ids.has(t.tokenId) || (held && !(held.deviceId === p.report.deviceId && held.role === t.role))) throw new Error(`token id ${t.tokenId} is taken`);
+        ids.add(t.tokenId);
+      }
+    }
+    // Every audit entry is built before anything changes, so a failure leaves the store untouched.
+    const entries: AuditEntry[] = [];
+    let last = this.audit[this.audit.length - 1];
+    for (const p of plans) {
+      if (!p.audit) continue;
+      last = chainAudit(last, p.audit);
+      entries.push(last);
+    }
+    for (const p of plans) {
+      if (p.newDevice) this.devices.set(p.newDevice.deviceId, clone(p.newDevice));
+      for (const g of p.grants) this.grants.set(gk(g.deviceId, g.role), clone(g));
+      for (const t of p.tokens) {
+        this.dropTokens(p.report.deviceId, t.role);
+        this.tokens.set(t.tokenId, { ...t, deviceId: p.report.deviceId, secretHash: Buffer.from(t.secretHash) });
+      }
+      if (p.surface) this.nodeSurfaces.set(p.surface.deviceId, clone(p.surface));
+    }
+    for (const e of entries) this.commitAudit(e);
+    return { ok: true, devices: plans.map((p) => p.report), applied: true };
   }
 
   async appendAudit(input: AuditInput) {

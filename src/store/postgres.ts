@@ -13,6 +13,7 @@
  */
 import pg from 'pg';
 import type { Role } from '../protocol/frames.js';
+import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './import-shared.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import {
@@ -54,6 +55,8 @@ import type {
   DeliveryAttempt,
   DeliveryStatus,
   GrantRecord,
+  ImportDevicesInput,
+  ImportDevicesResult,
   NewChannel,
   NewChatMessage,
   NewChatSession,
@@ -907,6 +910,58 @@ export class PostgresStore implements Store {
   async listCronRuns(jobId: string, limit = 50) {
     const rows = await this.q.all<{ body_json: string }>('SELECT body_json FROM cron_runs WHERE job_id = $1 ORDER BY ord DESC LIMIT $2', [jobId, limit]);
     return rows.map((r) => JSON.parse(r.body_json) as CronRun);
+  }
+
+  async importDevices(input: ImportDevicesInput): Promise<ImportDevicesResult> {
+    const run = async (tx: PgQuery): Promise<ImportDevicesResult> => {
+      const existing = new Map<string, ExistingDevice>();
+      for (const d of input.devices) {
+        const dev = await tx.one<DeviceRow>('SELECT * FROM devices WHERE device_id = $1', [d.deviceId]);
+        const surface = await tx.one<{ body_json: string }>('SELECT body_json FROM node_surfaces WHERE device_id = $1', [d.deviceId]);
+        existing.set(d.deviceId, {
+          device: dev ? toDevice(dev) : null,
+          grants: (await tx.all<GrantRow>('SELECT * FROM grants WHERE device_id = $1', [d.deviceId])).map(toGrant),
+          tokens: (await tx.all<TokenRow>('SELECT * FROM tokens WHERE device_id = $1', [d.deviceId])).map(toToken),
+          surface: surface ? (JSON.parse(surface.body_json) as NodeSurfaceRecord) : null,
+        });
+      }
+      const total = (await tx.one<{ n: number }>('SELECT COUNT(*)::int AS n FROM devices'))?.n ?? 0;
+      const others = otherDeviceCount(total, existing, input);
+      if (!input.merge && others > 0) return { ok: false, reason: 'not-empty', otherDevices: others };
+      const plans = input.devices.map((d) => ({ d, plan: planDeviceImport(existing.get(d.deviceId) as ExistingDevice, d, input) }));
+      if (input.dryRun) return { ok: true, devices: plans.map((p) => p.plan.report), applied: false };
+      for (const { d, plan } of plans) {
+        if (plan.newDevice) {
+          await tx.run('INSERT INTO devices (device_id, public_key, meta_json, label, created_at_ms, last_seen_at_ms) VALUES ($1,$2,$3,$4,$5,$6)', [
+            d.deviceId,
+            d.publicKey,
+            JSON.stringify(d.meta),
+            d.label ?? null,
+            d.createdAtMs,
+            d.lastSeenAtMs ?? null,
+          ]);
+        }
+        for (const g of plan.grants) await this.putGrantTx(tx, g);
+        for (const t of plan.tokens) {
+          await tx.run('DELETE FROM tokens WHERE device_id = $1 AND role = $2', [d.deviceId, t.role]);
+          await tx.run(
+            'INSERT INTO tokens (token_id, device_id, role, secret_hash, created_at_ms, rotated_at_ms, last_used_at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7)',
+            [t.tokenId, d.deviceId, t.role, t.secretHash, t.createdAtMs, t.rotatedAtMs ?? null, t.lastUsedAtMs ?? null],
+          );
+        }
+        if (plan.surface) {
+          await tx.run('INSERT INTO node_surfaces (device_id, body_json, approved_at_ms) VALUES ($1,$2,$3)', [
+            d.deviceId,
+            JSON.stringify(plan.surface),
+            plan.surface.approvedAtMs,
+          ]);
+        }
+        if (plan.audit) await this.appendAuditTx(tx, plan.audit);
+      }
+      return { ok: true, devices: plans.map((p) => p.plan.report), applied: true };
+    };
+    // A dry run reads inside the same serialized transaction as a real one, so both report alike.
+    return this.write(run);
   }
 
   async appendAudit(input: AuditInput) {

@@ -5,6 +5,7 @@
 import { closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Role } from '../protocol/frames.js';
+import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './import-shared.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import {
@@ -46,6 +47,8 @@ import type {
   DeliveryAttempt,
   DeliveryStatus,
   GrantRecord,
+  ImportDevicesInput,
+  ImportDevicesResult,
   NewChannel,
   NewChatMessage,
   NewChatSession,
@@ -789,6 +792,70 @@ export class SqliteStore implements Store {
   async listCronRuns(jobId: string, limit = 50) {
     const rows = this.stmt('SELECT body_json FROM cron_runs WHERE job_id = ? ORDER BY rowid DESC LIMIT ?').all(jobId, limit) as Array<{ body_json: string }>;
     return rows.map((r) => JSON.parse(r.body_json) as CronRun);
+  }
+
+  async importDevices(input: ImportDevicesInput): Promise<ImportDevicesResult> {
+    return this.tx((): ImportDevicesResult => {
+      const existing = new Map<string, ExistingDevice>();
+      for (const d of input.devices) {
+        const dev = this.stmt('SELECT * FROM devices WHERE device_id = ?').get(d.deviceId) as DeviceRow | undefined;
+        const surface = this.stmt('SELECT body_json FROM node_surfaces WHERE device_id = ?').get(d.deviceId) as { body_json: string } | undefined;
+        existing.set(d.deviceId, {
+          device: dev ? toDevice(dev) : null,
+          grants: (this.stmt('SELECT * FROM grants WHERE device_id = ?').all(d.deviceId) as GrantRow[]).map(toGrant),
+          tokens: (this.stmt('SELECT * FROM tokens WHERE device_id = ?').all(d.deviceId) as TokenRow[]).map(toToken),
+          surface: surface ? (JSON.parse(surface.body_json) as NodeSurfaceRecord) : null,
+        });
+      }
+      const total = (this.stmt('SELECT COUNT(*) AS n FROM devices').get() as { n: number }).n;
+      const others = otherDeviceCount(total, existing, input);
+      if (!input.merge && others > 0) return { ok: false, reason: 'not-empty', otherDevices: others };
+      const plans = input.devices.map((d) => ({ d, plan: planDeviceImport(existing.get(d.deviceId) as ExistingDevice, d, input) }));
+      if (input.dryRun) return { ok: true, devices: plans.map((p) => p.plan.report), applied: false };
+      for (const { d, plan } of plans) {
+        if (plan.newDevice) {
+          this.stmt('INSERT INTO devices (device_id, public_key, meta_json, label, created_at_ms, last_seen_at_ms) VALUES (?,?,?,?,?,?)').run(
+            d.deviceId,
+            d.publicKey,
+            body(d.meta),
+            d.label ?? null,
+            d.createdAtMs,
+            d.lastSeenAtMs ?? null,
+          );
+        }
+        for (const g of plan.grants) {
+          this.stmt('INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via) VALUES (?,?,?,?,?,?)').run(
+            g.deviceId,
+            g.role,
+            JSON.stringify(g.scopes),
+            g.epoch,
+            g.approvedAtMs,
+            g.approvedVia,
+          );
+        }
+        for (const t of plan.tokens) {
+          this.stmt('DELETE FROM tokens WHERE device_id = ? AND role = ?').run(d.deviceId, t.role);
+          this.stmt('INSERT INTO tokens (token_id, device_id, role, secret_hash, created_at_ms, rotated_at_ms, last_used_at_ms) VALUES (?,?,?,?,?,?,?)').run(
+            t.tokenId,
+            d.deviceId,
+            t.role,
+            t.secretHash,
+            t.createdAtMs,
+            t.rotatedAtMs ?? null,
+            t.lastUsedAtMs ?? null,
+          );
+        }
+        if (plan.surface) {
+          this.stmt('INSERT INTO node_surfaces (device_id, body_json, approved_at_ms) VALUES (?,?,?)').run(
+            d.deviceId,
+            body(plan.surface),
+            plan.surface.approvedAtMs,
+          );
+        }
+        if (plan.audit) this.appendAuditSync(plan.audit);
+      }
+      return { ok: true, devices: plans.map((p) => p.plan.report), applied: true };
+    });
   }
 
   async appendAudit(input: AuditInput) {

@@ -510,6 +510,17 @@ export interface Store {
    */
   issueTokenIfAbsent(deviceId: string, role: Role, token: NewToken, atMs: number, audit: AuditInput): Promise<GrantRecord | null>;
 
+  // --- importing another gateway's state (clawgate import openclaw) -------------------------
+  /**
+   * Import paired devices in ONE transaction (all or nothing): new devices with their grants,
+   * token hashes and node surfaces; for a device already here (same key) only the roles it does
+   * not hold yet. A grant or token clawgate already holds is never replaced, so a repeated import
+   * is a no-op and never brings back a token clawgate rotated since. A device id held here by a
+   * different key is skipped. Without `merge`, a target holding devices not in `devices` is
+   * refused (`not-empty`) and nothing is written; with `dryRun` nothing is written either.
+   */
+  importDevices(input: ImportDevicesInput): Promise<ImportDevicesResult>;
+
   appendAudit(input: AuditInput): Promise<AuditEntry>;
   listAudit(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEntry[]>;
   /**
@@ -519,3 +530,68 @@ export interface Store {
    */
   onAuditAppended?(listener: () => void): void;
 }
+
+// --- importing another gateway's paired devices (clawgate import openclaw) ------------------
+
+/** A token carried over from another gateway: only its hash, under an id derived from it. */
+export interface ImportedToken {
+  role: Role;
+  tokenId: string;
+  secretHash: Buffer;
+  createdAtMs: number;
+  rotatedAtMs?: number | undefined;
+  lastUsedAtMs?: number | undefined;
+}
+
+export interface ImportedGrant {
+  role: Role;
+  scopes: string[];
+  approvedAtMs: number;
+  approvedVia: ApprovedVia;
+}
+
+/** One paired device of the source gateway, as the importer read and validated it. */
+export interface ImportedDevice {
+  deviceId: string;
+  publicKey: string;
+  meta: DeviceMeta;
+  label?: string | undefined;
+  createdAtMs: number;
+  lastSeenAtMs?: number | undefined;
+  grants: ImportedGrant[];
+  tokens: ImportedToken[];
+  /** The approved node command surface (only with a node grant). */
+  surface?: { caps: string[]; commands: string[]; approvedAtMs: number } | undefined;
+}
+
+export interface ImportDevicesInput {
+  /** Where the devices came from (`openclaw:<dir>`), kept in the audit entries. */
+  source: string;
+  devices: ImportedDevice[];
+  /** Allow a target that holds devices of its own (else `not-empty`). */
+  merge: boolean;
+  /** Compute the same report and write nothing. */
+  dryRun: boolean;
+  atMs: number;
+  /** Actor of the audit entries (`owner` for the CLI). */
+  actor: string;
+}
+
+/**
+ * What happened to one device: `imported` (new here), `merged` (the device existed, some roles,
+ * tokens or the surface were added), `unchanged` (everything was here already: a repeated
+ * import), `skipped` (nothing written; `reason` says why).
+ */
+export interface DeviceImportReport {
+  deviceId: string;
+  outcome: 'imported' | 'merged' | 'unchanged' | 'skipped';
+  /** Roles whose grant was added. */
+  roles: Role[];
+  /** Roles whose token was added. */
+  tokens: Role[];
+  surface: boolean;
+  /** Why the device, or a part of it, was not imported. */
+  notes: string[];
+}
+
+export type ImportDevicesResult = { ok: true; devices: DeviceImportReport[]; applied: boolean } | { ok: false; reason: 'not-empty'; otherDevices: number };
