@@ -13,7 +13,7 @@ import type { Clock } from '../src/core/env.js';
 import { ROTATION_GRACE_MS } from '../src/core/rotation-grace.js';
 import { hashImportedToken, importedTokenId } from '../src/core/secrets.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
-import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 class ManualClock implements Clock {
   ms = Date.now();
@@ -51,7 +51,7 @@ async function rotatedWhileConnected(identity: DeviceIdentity): Promise<{ old: s
   const old = first.hello.auth.deviceToken as string;
   await first.close();
   const live = await connectGateway({ ...nodeOpts(identity), auth: { deviceToken: old } });
-  const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+  const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
   const res = await owner.request<{ tokenDelivery: string }>('device.token.rotate', { deviceId: identity.deviceId, role: 'node' });
   await owner.close();
   assert.equal(res.tokenDelivery, 'pushed-live');
@@ -100,14 +100,14 @@ test('the grace needs the same key, ends after ROTATION_GRACE_MS, and is void on
   // So does a second rotation (offline now), within the first one's window.
   const id3 = generateIdentity();
   const r3 = await rotatedWhileConnected(id3);
-  const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+  const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
   await owner.request('device.token.rotate', { deviceId: id3.deviceId, role: 'node' });
   await owner.close();
   assert.equal(await refused(connectGateway({ ...nodeOpts(id3), auth: { deviceToken: r3.old } })), 'AUTH_DEVICE_TOKEN_MISMATCH');
 });
 
 test('a node paired by a setup code and rotated on that very connection comes back with the token the code gave it and gets the successor', async () => {
-  const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+  const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
   const minted = await owner.request<{ setupCode: string }>('device.pair.setupCode', { profile: 'node' });
   const decoded = decodeSetupCode(minted.setupCode);
   assert.ok(decoded.ok);
@@ -132,7 +132,7 @@ test('a rotation of an offline device leaves no grace (a copied token dies with 
   const old = first.hello.auth.deviceToken as string;
   await first.close();
   await first.closed;
-  const owner = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+  const owner = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
   const res = await owner.request<{ tokenDelivery: string }>('device.token.rotate', { deviceId: id.deviceId, role: 'node' });
   assert.equal(res.tokenDelivery, 'withheld-cross-device');
   assert.equal(await refused(connectGateway({ ...nodeOpts(id), auth: { deviceToken: old } })), 'AUTH_DEVICE_TOKEN_MISMATCH');
