@@ -13,6 +13,7 @@ import { describe, type TestContext, test } from 'node:test';
 import { ConnectError, connectGateway, GatewayRequestError, generateIdentity } from '../../src/client/connection.js';
 import type { Gateway } from '../../src/core/gateway.js';
 import { decodeSetupCode } from '../../src/protocol/setup-code.js';
+import { readGatewayKeyFingerprint } from '../../src/server/gateway-key.js';
 import { asOwner, cli, expectRefused, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
 import { freePort } from '../helpers/net.js';
 
@@ -374,7 +375,8 @@ describe('no secret in a log line', () => {
         (e: unknown) => e,
       );
 
-    const ownerConn = await connectGateway({ url, auth: { token: owner }, client: { id: 'cli', mode: 'cli' } });
+    const gatewayKey = readGatewayKeyFingerprint(join(dir, 'state')) as string;
+    const ownerConn = await connectGateway({ url, owner, gatewayKey, client: { id: 'cli', mode: 'cli' } });
     const minted = await ownerConn.request<{ setupCode: string; bootstrapToken?: string }>('device.pair.setupCode', { profile: 'operator' });
     await ownerConn.close();
     const decoded = decodeSetupCode(minted.setupCode);
@@ -405,7 +407,10 @@ describe('no secret in a log line', () => {
     assert.equal(failedCli.code, 1);
 
     // The audit trail is a log too.
-    const audit = await runClawgate(['audit', '--json', '--url', url], { CLAWGATE_TOKEN: owner, CLAWGATE_STATE_DIR: join(dir, 'client') });
+    const audit = await runClawgate(['audit', '--json', '--url', url, '--gateway-key', gatewayKey], {
+      CLAWGATE_TOKEN: owner,
+      CLAWGATE_STATE_DIR: join(dir, 'client'),
+    });
     assert.equal(audit.code, 0, audit.stderr);
     assert.match(audit.stdout, /auth\.rate-limited|pairing\.approved|setup\.redeemed/);
 
