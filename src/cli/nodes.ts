@@ -78,9 +78,15 @@ export async function nodesCommand(sub: string | undefined, args: string[]): Pro
       case 'pending':
         return await withGateway(values, async (c) => {
           const res = await c.request<{ pending: NodePendingView[] }>('node.pair.list', {});
+          // Node-role device pairing requests are listed too (for the OpenClaw CLI); they are decided with `devices`.
+          const surfaces = res.pending.filter((p) => p.kind !== 'device-pairing');
+          const devicePairing = res.pending.filter((p) => p.kind === 'device-pairing');
           print({ pending: res.pending }, () => {
-            out(`Pending node surfaces (${res.pending.length})`);
-            for (const p of res.pending) {
+            out(`Pending node surfaces (${surfaces.length})`);
+            for (const p of devicePairing) {
+              out(`  ${p.requestId}  ${p.displayName ?? p.nodeId.slice(0, 12)}  device pairing (role node): clawgate devices approve ${p.requestId}`);
+            }
+            for (const p of surfaces) {
               out(
                 `  ${p.requestId}  ${p.displayName ?? p.nodeId.slice(0, 12)}  ${p.platform ?? ''} ${p.version ?? ''}  from ${p.remoteIp}  ${p.connected ? 'connected' : 'offline'}`,
               );

@@ -762,7 +762,7 @@ export class Gateway {
       deviceFamily: ctx.params.client.deviceFamily,
       instanceId: ctx.params.client.instanceId,
     };
-    return new SessionPrincipal(
+    const session = new SessionPrincipal(
       this.random.uuid(),
       kind,
       ctx.role,
@@ -775,6 +775,8 @@ export class Gateway {
       epoch,
       tokenId,
     );
+    session.deviceBound = kind === 'device' && (ctx.credential.kind === 'device-token' || ctx.credential.kind === 'bootstrap');
+    return session;
   }
 
   private hello(

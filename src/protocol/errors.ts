@@ -372,6 +372,13 @@ const entries = {
     close: null,
     next: 'The surface request was approved, rejected or replaced by a newer one, or never existed; `details.pending` lists the current ones (`clawgate nodes pending`).',
   },
+  NODE_REQUEST_IS_DEVICE_REQUEST: {
+    code: 'INVALID_REQUEST',
+    message:
+      '{requestId} is a device pairing request (role {role}), not a node command request: {verb} it with openclaw devices {verb} {requestId} (or clawgate devices {verb} {requestId})',
+    close: null,
+    next: 'Decide the device pairing first; once the node connects, its command surface is a separate request listed by `openclaw nodes pending` (`clawgate nodes pending`).',
+  },
   NODE_APPROVAL_DENIED: {
     code: 'FORBIDDEN',
     message: 'node surface approval denied: {why}',
