@@ -518,9 +518,9 @@ const entries = {
   },
   UNKNOWN_CRON_JOB: {
     code: 'INVALID_REQUEST',
-    message: 'unknown cron job: {jobId}',
+    message: 'cron job not found: {jobId}',
     close: null,
-    next: 'List jobs with `clawgate cron list`.',
+    next: 'List jobs with `clawgate cron list` (or `openclaw cron list --all`); a job is named by its id, or by its name when exactly one job has it.',
   },
   INVALID_SCHEDULE: {
     code: 'INVALID_REQUEST',
