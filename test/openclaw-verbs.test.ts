@@ -21,7 +21,6 @@ import { promisify } from 'node:util';
 import { ConnectError, connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import { ManualClock } from '../src/core/env.js';
 import { LogRing } from '../src/core/log-ring.js';
-import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
@@ -264,7 +263,7 @@ describe('OpenClaw everyday verbs on loopback (gateway token for reads, owner cr
       assert.fail('expected PAIRING_REQUIRED');
     } catch (err) {
       assert.ok(err instanceof ConnectError && err.detailCode === 'PAIRING_REQUIRED', String(err));
-      requestId = (err.error?.details as { requestId: string }).requestId;
+      requestId = String((err.error?.details as { requestId?: string } | undefined)?.requestId);
     }
     const home = ocHome();
     const pending = json<Array<{ requestId: string; kind: string }>>(
