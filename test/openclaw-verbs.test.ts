@@ -12,7 +12,7 @@
  * sends its device key), and the owner approves its pairing requests explicitly.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -91,7 +91,7 @@ describe('OpenClaw everyday verbs on loopback (gateway token for reads, owner cr
     for (const d of dirs) removeDir(d);
   });
 
-  test('openclaw devices join-code: a single-use join URL whose payload is a live setup code for a node', async () => {
+  test('openclaw devices join-code: a single-use join URL whose payload is a live node setup code, and openclaw connect joins with it', async () => {
     const r = ok(await openclaw(ocHome(), ['devices', 'join-code', '--json'], asOwner()), 'devices join-code');
     const out = json<{ joinUrl: string; command: string }>(r.stdout);
     const base = tg.url.replace(/^ws:/, 'http:');
@@ -122,6 +122,32 @@ describe('OpenClaw everyday verbs on loopback (gateway token for reads, owner cr
     const logs = ok(await openclaw(ocHome(), ['logs', '--json', '--limit', '500'], asShared()), 'logs');
     assert.ok(!logs.stdout.includes(code), 'the join code is not in the log');
     assert.ok(!logs.stdout.includes(payload.bootstrapToken), 'the bootstrap token is not in the log');
+
+    // The printed command itself: `openclaw connect <joinUrl>` fetches the payload and runs a node host on it.
+    const again = json<{ joinUrl: string }>(ok(await openclaw(ocHome(), ['devices', 'join-code', '--json'], asOwner()), 'devices join-code').stdout);
+    const nodeHome = ocHome();
+    const child = spawn(oc.node, [oc.cli, 'connect', again.joinUrl, '--display-name', 'joined-node'], {
+      env: openclawEnv(nodeHome),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    try {
+      const joined = () => [...tg.gateway.sessions.values()].find((x) => x.role === 'node' && x.client.displayName === 'joined-node');
+      const deadline = Date.now() + 90_000;
+      while (!joined()) {
+        assert.ok(Date.now() < deadline, `openclaw connect never joined; output:\n${output}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const grant = await tg.store.getGrant(joined()?.deviceId as string, 'node');
+      assert.equal(grant?.approvedVia, 'bootstrap');
+      assert.equal((await fetch(again.joinUrl)).status, 404, 'the join URL was used up by openclaw connect');
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
+    }
   });
 
   test('openclaw cron add (OpenClaw job schema) / list / run / runs / rm: a system event posted into the main session', async () => {
