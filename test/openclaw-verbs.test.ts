@@ -198,6 +198,14 @@ describe('OpenClaw everyday verbs on loopback (gateway token for reads, owner cr
       [[ran.runId, 'ok', 'not-requested']],
     );
 
+    // enable / disable / edit send OpenClaw's {id, patch}.
+    ok(await openclaw(home, ['cron', 'disable', added.id, '--json'], asOwner()), 'cron disable');
+    assert.equal((await tg.store.getCronJob(added.id))?.enabled, false);
+    ok(await openclaw(home, ['cron', 'enable', added.id, '--json'], asOwner()), 'cron enable');
+    assert.equal((await tg.store.getCronJob(added.id))?.enabled, true);
+    ok(await openclaw(home, ['cron', 'edit', added.id, '--system-event', 'standup in 1 minute', '--json'], asOwner()), 'cron edit');
+    assert.deepEqual((await tg.store.getCronJob(added.id))?.action, { kind: 'chat', sessionKey: 'main', text: 'standup in 1 minute' });
+
     const removed = json<{ removed: boolean }>(ok(await openclaw(home, ['cron', 'rm', added.id, '--json'], asOwner()), 'cron rm').stdout);
     assert.equal(removed.removed, true);
     assert.equal(await tg.store.getCronJob(added.id), null);

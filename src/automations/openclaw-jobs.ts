@@ -99,6 +99,24 @@ export const OpenClawJobFields = {
   pacing: T.Optional(T.Object({ min: T.Optional(Text(64)), max: T.Optional(Text(64)) }, closed)),
   trigger: T.Optional(T.Object({ script: T.String({ maxLength: 65_536 }), once: T.Optional(T.Boolean()) }, closed)),
   delivery: T.Optional(OpenClawDeliverySchema),
+  // `openclaw cron edit --no-failure-alert` sends false; the flags that configure one send an object.
+  failureAlert: T.Optional(
+    T.Union([
+      T.Literal(false),
+      T.Object(
+        {
+          after: T.Optional(T.Integer({ minimum: 0 })),
+          channel: T.Optional(Text(200)),
+          to: T.Optional(Text(2048)),
+          cooldownMs: T.Optional(T.Integer({ minimum: 0 })),
+          includeSkipped: T.Optional(T.Boolean()),
+          mode: T.Optional(T.Union([T.Literal('announce'), T.Literal('webhook')])),
+          accountId: T.Optional(Text(200)),
+        },
+        closed,
+      ),
+    ]),
+  ),
 };
 
 export interface OpenClawJobInput {
@@ -115,6 +133,7 @@ export interface OpenClawJobInput {
   pacing?: unknown;
   trigger?: unknown;
   delivery?: { mode: 'announce' | 'none' | 'webhook'; channel?: string; to?: string };
+  failureAlert?: false | Record<string, unknown>;
 }
 
 export type OpenClawSchedule =
@@ -149,12 +168,12 @@ export function scheduleFromOpenClaw(s: OpenClawSchedule): CronSchedule | Gatewa
 }
 
 /**
- * The clawgate action for OpenClaw's payload fields, or the refusal. `method` names the method
- * in INVALID_PARAMS; `sessionTarget` defaults to main as the OpenClaw CLI infers for a system event.
+ * The clawgate action for OpenClaw's payload fields, null when they change no action (a
+ * `cron edit` that only sets `wakeMode`), or the refusal. `method` names the method in
+ * INVALID_PARAMS; `sessionTarget` defaults to main as the OpenClaw CLI infers for a system event.
  */
-export function actionFromOpenClaw(method: string, p: OpenClawJobInput): CronAction | GatewayError {
+export function actionFromOpenClaw(method: string, p: OpenClawJobInput): CronAction | null | GatewayError {
   const payload = p.payload;
-  if (!payload) return invalid(method, 'pass payload (OpenClaw) or action (clawgate)');
   for (const [field, why] of [
     ['agentId', 'agents'],
     ['declarationKey', 'declaration keys'],
@@ -166,7 +185,11 @@ export function actionFromOpenClaw(method: string, p: OpenClawJobInput): CronAct
     if (p[field] !== undefined) return invalid(method, `/${field} is not supported: clawgate cron jobs have no ${why}`);
   }
   if (p.deleteAfterRun === true) return invalid(method, '/deleteAfterRun is not supported: remove the job after it ran');
-  if (payload.kind !== 'systemEvent') {
+  if (p.failureAlert !== undefined && p.failureAlert !== false) {
+    return invalid(method, '/failureAlert is not supported: a failed run is recorded with status error (cron.runs); no alert is sent');
+  }
+  // The payload kind first: an agent turn usually comes with a delivery, and the agent is the reason.
+  if (payload && payload.kind !== 'systemEvent') {
     const kind = payload.kind;
     return new GatewayError('CRON_ACTION_UNAVAILABLE', {
       vars: {
@@ -175,16 +198,22 @@ export function actionFromOpenClaw(method: string, p: OpenClawJobInput): CronAct
       },
     });
   }
-  if (payload.text === undefined || payload.text.trim() === '') return invalid(method, '/payload/text is required for a systemEvent payload');
-  if (payload.toolsAllow !== undefined) return invalid(method, `/payload/toolsAllow is not supported: ${NO_AGENT}`);
-  for (const field of ['message', 'model', 'fallbacks', 'thinking', 'timeoutSeconds', 'lightContext', 'argv', 'cwd', 'env', 'input', 'script'] as const) {
-    if (payload[field] !== undefined) return invalid(method, `/payload/${field} does not apply to a systemEvent payload`);
-  }
   if (p.delivery !== undefined && p.delivery.mode !== 'none') {
     return invalid(
       method,
       '/delivery is not supported: a system event is posted into its session; to announce to a webhook channel use a clawgate send action',
     );
+  }
+  if (!payload) {
+    if (p.sessionTarget !== undefined || p.sessionKey !== undefined) {
+      return invalid(method, '/sessionTarget and /sessionKey choose where a payload goes: pass them with payload (--system-event)');
+    }
+    return null;
+  }
+  if (payload.text === undefined || payload.text.trim() === '') return invalid(method, '/payload/text is required for a systemEvent payload');
+  if (payload.toolsAllow !== undefined) return invalid(method, `/payload/toolsAllow is not supported: ${NO_AGENT}`);
+  for (const field of ['message', 'model', 'fallbacks', 'thinking', 'timeoutSeconds', 'lightContext', 'argv', 'cwd', 'env', 'input', 'script'] as const) {
+    if (payload[field] !== undefined) return invalid(method, `/payload/${field} does not apply to a systemEvent payload`);
   }
   const target = p.sessionTarget ?? 'main';
   let sessionKey: string;

@@ -500,7 +500,7 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
     } else if (openclaw.length > 0) {
       const mapped = actionFromOpenClaw(method, p);
       if (mapped instanceof GatewayError) return mapped;
-      action = mapped;
+      action = mapped ?? undefined;
     }
     let schedule: CronSchedule | undefined;
     if (p.schedule !== undefined) {
