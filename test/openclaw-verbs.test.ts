@@ -246,7 +246,18 @@ describe('OpenClaw everyday verbs on loopback (gateway token for reads, owner cr
       ['after the cursor'],
     );
     // Anyone else's unknown parameter is still refused by the catalogue.
-    await assert.rejects(o.request('logs.tail', { follow: true }), (e: unknown) => e instanceof GatewayRequestError && e.detailCode === 'INVALID_PARAMS');
+    for (const [method, params] of [
+      ['logs.tail', { follow: true }],
+      ['cron.list', { includeDisabled: true, bogus: 1 }],
+      ['channels.status', { probe: false, verbose: true }],
+      ['diagnostics.stability', { since: 0 }],
+    ] as const) {
+      await assert.rejects(
+        o.request(method, params),
+        (e: unknown) => e instanceof GatewayRequestError && e.detailCode === 'INVALID_PARAMS' && /Unexpected property/.test(e.message),
+        method,
+      );
+    }
     await o.close();
   });
 
@@ -397,6 +408,14 @@ describe("OpenClaw devices remove / rename from the CLI's own pairing-only devic
     const cli = (await tg.store.listDevices()).find((d) => d.deviceId !== admin && d.clientId === 'cli');
     assert.ok(cli, 'the CLI is a paired device');
     assert.deepEqual((await tg.store.getGrant(cli.deviceId, 'operator'))?.scopes, ['operator.pairing', 'operator.read']);
+
+    // A mistyped id: the message (all the CLI prints) says where the ids are.
+    const unknown = await fromCliDevice(home, ['devices', 'remove', 'no-such-device', '--json']);
+    assert.notEqual(unknown.code, 0);
+    assert.match(
+      unknown.stdout + unknown.stderr,
+      /unknown deviceId: no-such-device \(openclaw devices list or clawgate devices list shows the paired devices\)/,
+    );
 
     const refused = await fromCliDevice(home, ['devices', 'remove', admin, '--json']);
     assert.notEqual(refused.code, 0);

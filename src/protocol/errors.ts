@@ -254,7 +254,7 @@ const entries = {
   },
   UNKNOWN_DEVICE: {
     code: 'INVALID_REQUEST',
-    message: 'unknown deviceId: {deviceId}',
+    message: 'unknown deviceId: {deviceId} (openclaw devices list or clawgate devices list shows the paired devices)',
     close: null,
     next: 'Check the id with `clawgate devices list`.',
   },
@@ -272,7 +272,7 @@ const entries = {
   },
   ROLE_NOT_GRANTED: {
     code: 'INVALID_REQUEST',
-    message: 'device {deviceId} does not hold role {role}',
+    message: 'device {deviceId} does not hold role {role} (openclaw devices list or clawgate devices list shows its roles)',
     close: null,
     next: 'Rotate or revoke a role the device holds (`clawgate devices list` shows them); approve a pairing request to add a role.',
   },
@@ -362,7 +362,7 @@ const entries = {
   // --- nodes: command surfaces and node.invoke (issue 5; socket stays open) -------------------
   UNKNOWN_NODE: {
     code: 'INVALID_REQUEST',
-    message: 'unknown node: {nodeId}',
+    message: 'unknown node: {nodeId} (openclaw nodes list or clawgate nodes list shows the nodes)',
     close: null,
     next: 'Check the node id or name with `clawgate nodes list`.',
   },
@@ -494,7 +494,8 @@ const entries = {
   },
   UNKNOWN_CHANNEL: {
     code: 'INVALID_REQUEST',
-    message: 'unknown channel: {channel}',
+    message:
+      'unknown channel: {channel} (clawgate channels list shows the webhook channels; openclaw channels status shows them as accounts of channel webhook)',
     close: null,
     next: 'List channels with `clawgate channels list`; add one with `clawgate channels add webhook --name <n> --url <u>`.',
   },
