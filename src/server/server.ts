@@ -1,6 +1,6 @@
 /**
- * The only code that knows HTTP and WebSocket. One port: `/healthz`, `/readyz`, the Control UI
- * at `/`, and the WebSocket control plane (browser upgrades pass an `Origin` check). Everything
+ * The only code that knows HTTP and WebSocket. One port: `/healthz`, `/readyz`, single-use join
+ * URLs (`/j/<code>`), the Control UI at `/`, and the WebSocket control plane (browser upgrades pass an `Origin` check). Everything
  * it learns from the network goes to the core as text frames and transport facts; every socket has an `error` listener so no client can crash
  * the process.
  */
