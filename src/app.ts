@@ -9,10 +9,12 @@ import type { GatewayConfig } from './core/config.js';
 import { type Clock, type Random, systemClock, systemRandom } from './core/env.js';
 import { Gateway, type Logger, silentLogger } from './core/gateway.js';
 import type { GatewayIdentity } from './core/gateway-identity.js';
+import { LogRing, teeLogger } from './core/log-ring.js';
 import type { AuthLimiter } from './core/ratelimit.js';
 import { registerAutomationMethods } from './methods/automations.js';
 import { registerDashboardMethods } from './methods/dashboard.js';
 import { registerDeviceMethods } from './methods/devices.js';
+import { registerLogMethods } from './methods/logs.js';
 import { registerNodeMethods } from './methods/nodes.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
 import { registerSystemMethods } from './methods/system.js';
@@ -49,21 +51,31 @@ export function automations(gw: Gateway): Automations {
 }
 
 export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
+  const clock = opts.clock ?? systemClock;
+  // Every line the gateway logs is also kept (scrubbed of secrets) for `logs.tail`.
+  // Read at each line: the configured secrets may change while the gateway runs.
+  let built: Gateway | undefined;
+  const ring = new LogRing(clock, () => {
+    const c = built?.config ?? opts.config;
+    return [c.token, c.password, c.ownerCredential].filter((s): s is string => typeof s === 'string');
+  });
   const gw = new Gateway({
     store: opts.store,
     config: opts.config,
-    clock: opts.clock ?? systemClock,
+    clock,
     random: opts.random ?? systemRandom,
-    log: opts.log ?? silentLogger,
+    log: teeLogger(opts.log ?? silentLogger, ring),
     bus: opts.bus,
     limiter: opts.limiter,
     identity: opts.identity ?? (opts.config.stateDir ? loadOrCreateGatewayIdentity(opts.config.stateDir).identity : undefined),
   });
+  built = gw;
   registerSystemMethods(gw);
   registerDeviceMethods(gw);
   registerSetupMethods(gw);
   registerDashboardMethods(gw);
   registerNodeMethods(gw);
+  registerLogMethods(gw, ring);
   const auto = new Automations(gw, {
     ...(opts.timers ? { timers: opts.timers } : {}),
     ...(opts.post ? { post: opts.post } : {}),

@@ -355,9 +355,10 @@ describe('node surface approval', () => {
     // is refused with a pointer to the right command.
     const op = await owner(tg);
     const mixUp = await failure(op.request('node.pair.approve', { requestId }));
-    assert.equal(mixUp.detail, 'UNKNOWN_NODE_REQUEST_ID');
+    assert.equal(mixUp.detail, 'NODE_REQUEST_IS_DEVICE_REQUEST');
     assert.deepEqual(mixUp.details.devicePairingRequest, { requestId, deviceId: id.deviceId, role: 'node' });
-    assert.match(String(mixUp.details.nextStep), /clawgate devices approve/);
+    // The message alone names the command (a client that prints only `message` still helps).
+    assert.match(mixUp.message, new RegExp(`approve it with openclaw devices approve ${requestId} \\(or clawgate devices approve ${requestId}\\)`));
     await op.close();
     const approved = await cli(tg, 'devices', 'approve', requestId, '--json');
     assert.equal(approved.code, 0, approved.stderr);

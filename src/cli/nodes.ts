@@ -43,8 +43,10 @@ async function lookup(c: GatewayConnection, ref: string): Promise<NodeView> {
  * unchanged, so the gateway's UNKNOWN_NODE_REQUEST_ID (with its hints) reaches the user.
  */
 async function pendingRequestId(c: GatewayConnection, ref: string): Promise<string> {
-  const { pending } = await c.request<{ pending: NodePendingView[] }>('node.pair.list', {});
-  if (pending.some((p) => p.requestId === ref)) return ref;
+  const { pending: all } = await c.request<{ pending: NodePendingView[] }>('node.pair.list', {});
+  // An exact id goes as it is (a device pairing id gets the gateway's pointer to `devices approve`).
+  if (all.some((p) => p.requestId === ref)) return ref;
+  const pending = all.filter((p) => p.kind !== 'device-pairing');
   const { nodes } = await c.request<{ nodes: NodeView[] }>('node.list', {});
   try {
     const node = resolveNode(nodes, ref);
@@ -79,9 +81,15 @@ export async function nodesCommand(sub: string | undefined, args: string[]): Pro
       case 'pending':
         return await withGateway(values, async (c) => {
           const res = await c.request<{ pending: NodePendingView[] }>('node.pair.list', {});
-          print({ pending: res.pending }, () => {
-            out(`Pending node surfaces (${res.pending.length})`);
-            for (const p of res.pending) {
+          // Node-role device pairing requests are listed too (for the OpenClaw CLI); they are decided with `devices`.
+          const surfaces = res.pending.filter((p) => p.kind !== 'device-pairing');
+          const devicePairing = res.pending.filter((p) => p.kind === 'device-pairing');
+          print({ pending: surfaces, devicePairing }, () => {
+            out(`Pending node surfaces (${surfaces.length})`);
+            for (const p of devicePairing) {
+              out(`  ${p.requestId}  ${p.displayName ?? p.nodeId.slice(0, 12)}  device pairing (role node): clawgate devices approve ${p.requestId}`);
+            }
+            for (const p of surfaces) {
               out(
                 `  ${p.requestId}  ${field(p.displayName ?? p.nodeId.slice(0, 12))}  ${field(p.platform)} ${field(p.version)}  from ${p.remoteIp}  ${p.connected ? 'connected' : 'offline'}`,
               );

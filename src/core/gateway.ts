@@ -867,7 +867,7 @@ export class Gateway {
       deviceFamily: cleanOptional(ctx.params.client.deviceFamily),
       instanceId: cleanOptional(ctx.params.client.instanceId),
     };
-    return new SessionPrincipal(
+    const session = new SessionPrincipal(
       this.random.uuid(),
       kind,
       ctx.role,
@@ -880,6 +880,8 @@ export class Gateway {
       epoch,
       tokenId,
     );
+    session.deviceBound = kind === 'device' && (ctx.credential.kind === 'device-token' || ctx.credential.kind === 'bootstrap');
+    return session;
   }
 
   private hello(

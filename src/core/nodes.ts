@@ -66,6 +66,13 @@ export const ADMIN_INVOKE_COMMANDS: ReadonlySet<string> = new Set([
 
 /** A node's pending command surface as node.pair.list `pending` and `node.pair.requested` carry it. */
 export interface NodePendingView {
+  /**
+   * `surface`: a node's declared commands, approved with node.pair.approve. `device-pairing`: a
+   * node-role device pairing request, listed so that a client that looks its id up here (the
+   * OpenClaw CLI's `nodes approve`) reaches node.pair.approve, which answers with the device
+   * command that approves it.
+   */
+  kind: 'surface' | 'device-pairing';
   requestId: string;
   nodeId: string;
   clientId: string | null;
@@ -457,6 +464,7 @@ export class NodeRegistry {
 
   pendingView(r: NodeSurfaceRequest): NodePendingView {
     return {
+      kind: 'surface',
       requestId: r.requestId,
       nodeId: r.deviceId,
       clientId: r.meta.clientId ?? null,

@@ -28,6 +28,12 @@ export interface Principal {
   readonly actor: string;
   /** The pending scope-upgrade request of this device, named in MISSING_SCOPE errors. */
   pendingUpgradeRequestId?: string | undefined;
+  /**
+   * The session proved a credential bound to its device key (its device token or a setup code),
+   * rather than a shared secret: such a session speaks only for its own device (the reference's
+   * `isDeviceTokenAuth`), so managing another device needs operator.admin.
+   */
+  readonly deviceBound?: boolean | undefined;
 }
 
 export function hasScope(p: Principal, scope: string): boolean {
@@ -66,6 +72,7 @@ export interface ClientDescription {
 export class SessionPrincipal implements Principal {
   scopes: Set<string>;
   pendingUpgradeRequestId?: string | undefined;
+  deviceBound = false;
   /** Grant epoch this session was admitted under (device sessions only). */
   epoch: number;
   private seq = 0;

@@ -3,8 +3,20 @@
  * method table: read for reads, write for sends, admin for cron and channel mutations. The
  * same handlers serve sockets and the internal principal of automations (`gw.call`).
  */
+
+import { createHash } from 'node:crypto';
 import { type Static, Type as T, type TSchema } from '@sinclair/typebox';
 import { checkSchedule, nextRun } from '../automations/cron.js';
+import {
+  actionFromOpenClaw,
+  OpenClawJobFields,
+  type OpenClawJobInput,
+  type OpenClawSchedule,
+  OpenClawScheduleSchema,
+  openClawJobView,
+  openClawRunEntry,
+  scheduleFromOpenClaw,
+} from '../automations/openclaw-jobs.js';
 import { type Automations, INTERNAL_GRANT } from '../automations/service.js';
 import type { MethodSpec } from '../core/dispatch.js';
 import type { Gateway } from '../core/gateway.js';
@@ -12,7 +24,7 @@ import { hasScope, type Principal, SessionPrincipal } from '../core/principal.js
 import { GatewayError } from '../protocol/errors.js';
 import { ADMIN, READ, scopeSatisfied, WRITE } from '../protocol/scopes.js';
 import { unsafeFieldError } from '../protocol/text.js';
-import type { ChatSession, CronAction, CronJob, CronJobPatch, CronSchedule, WebhookChannel } from '../store/types.js';
+import type { ChatSession, CronAction, CronJob, CronJobPatch, CronRun, CronSchedule, WebhookChannel } from '../store/types.js';
 
 const SessionKey = T.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._:/@-]*$' });
 const Name = T.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' });
@@ -20,12 +32,9 @@ const IdemKey = T.String({ minLength: 1, maxLength: 200 });
 const Limit = (max: number) => T.Integer({ minimum: 1, maximum: max });
 const closed = { additionalProperties: false } as const;
 
-const Embed = T.Record(T.String({ maxLength: 64 }), T.Unknown());
+const JobRef = T.String({ minLength: 1, maxLength: 128 });
 
-const ScheduleSchema = T.Union([
-  T.Object({ kind: T.Literal('cron'), expr: T.String({ minLength: 1, maxLength: 200 }), tz: T.Optional(T.String({ minLength: 1, maxLength: 64 })) }, closed),
-  T.Object({ kind: T.Literal('every'), everyMs: T.Integer({ minimum: 1 }) }, closed),
-]);
+const Embed = T.Record(T.String({ maxLength: 64 }), T.Unknown());
 
 const ActionSchema = T.Union([
   T.Object(
@@ -84,6 +93,11 @@ const Params = {
     closed,
   ),
   channelsRemove: T.Object({ name: Name }, closed),
+  // What `openclaw channels status` sends; `channel` is `webhook` (all) or one channel's name.
+  channelsStatus: T.Object(
+    { probe: T.Optional(T.Boolean()), timeoutMs: T.Optional(T.Integer({ minimum: 0 })), channel: T.Optional(T.String({ minLength: 1, maxLength: 64 })) },
+    closed,
+  ),
   deliveries: T.Object(
     {
       channel: T.Optional(Name),
@@ -93,23 +107,67 @@ const Params = {
     closed,
   ),
   deadLetters: T.Object({ channel: T.Optional(Name), limit: T.Optional(Limit(1000)) }, closed),
+  // clawgate's form ({name, schedule, action}) and OpenClaw's ({name, schedule, payload, sessionTarget …}, docs/automations.md).
   cronAdd: T.Object(
-    { name: T.String({ minLength: 1, maxLength: 128 }), schedule: ScheduleSchema, action: ActionSchema, enabled: T.Optional(T.Boolean()) },
+    {
+      name: T.String({ minLength: 1, maxLength: 128 }),
+      schedule: OpenClawScheduleSchema,
+      action: T.Optional(ActionSchema),
+      enabled: T.Optional(T.Boolean()),
+      ...OpenClawJobFields,
+    },
     closed,
   ),
   cronUpdate: T.Object(
     {
-      jobId: T.String({ minLength: 1, maxLength: 128 }),
+      jobId: T.Optional(JobRef),
+      id: T.Optional(JobRef),
       name: T.Optional(T.String({ minLength: 1, maxLength: 128 })),
-      schedule: T.Optional(ScheduleSchema),
+      schedule: T.Optional(OpenClawScheduleSchema),
       action: T.Optional(ActionSchema),
       enabled: T.Optional(T.Boolean()),
+      // OpenClaw's form: {id, patch: {…job fields}}.
+      patch: T.Optional(
+        T.Object(
+          {
+            name: T.Optional(T.String({ minLength: 1, maxLength: 128 })),
+            schedule: T.Optional(OpenClawScheduleSchema),
+            enabled: T.Optional(T.Boolean()),
+            ...OpenClawJobFields,
+          },
+          closed,
+        ),
+      ),
     },
     closed,
   ),
-  cronList: T.Object({ includeDisabled: T.Optional(T.Boolean()) }, closed),
-  cronJob: T.Object({ jobId: T.String({ minLength: 1, maxLength: 128 }) }, closed),
-  cronRuns: T.Object({ jobId: T.String({ minLength: 1, maxLength: 128 }), limit: T.Optional(Limit(1000)) }, closed),
+  cronList: T.Object(
+    {
+      includeDisabled: T.Optional(T.Boolean()),
+      // What the OpenClaw CLI sends: pages of at most 200, an agent filter and a text query.
+      limit: T.Optional(Limit(1000)),
+      offset: T.Optional(T.Integer({ minimum: 0 })),
+      agentId: T.Optional(T.String({ minLength: 1, maxLength: 200 })),
+      query: T.Optional(T.String({ maxLength: 200 })),
+    },
+    closed,
+  ),
+  cronJob: T.Object({ jobId: T.Optional(JobRef), id: T.Optional(JobRef) }, closed),
+  cronRun: T.Object({ jobId: T.Optional(JobRef), id: T.Optional(JobRef), mode: T.Optional(T.Union([T.Literal('due'), T.Literal('force')])) }, closed),
+  cronRuns: T.Object(
+    {
+      jobId: T.Optional(JobRef),
+      id: T.Optional(JobRef),
+      limit: T.Optional(Limit(1000)),
+      offset: T.Optional(T.Integer({ minimum: 0 })),
+      runId: T.Optional(T.String({ minLength: 1, maxLength: 128 })),
+      status: T.Optional(T.Union([T.Literal('all'), T.Literal('ok'), T.Literal('error'), T.Literal('skipped')])),
+      deliveryStatus: T.Optional(T.Union([T.Literal('delivered'), T.Literal('not-delivered'), T.Literal('unknown'), T.Literal('not-requested')])),
+      query: T.Optional(T.String({ maxLength: 200 })),
+      sortDir: T.Optional(T.Union([T.Literal('asc'), T.Literal('desc')])),
+    },
+    closed,
+  ),
   empty: T.Object({}, closed),
 };
 
@@ -332,6 +390,67 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
     return c ? { channelId: c.channelId } : new GatewayError('UNKNOWN_CHANNEL', { vars: { channel: name } });
   };
 
+  /**
+   * `channels.status` (what `openclaw channels status` and `openclaw status` read): clawgate's
+   * webhook channels as one OpenClaw channel, `webhook`, with one account per named channel.
+   * What is reported is what clawgate knows: the delivery outbox of each channel. A webhook is
+   * never probed (a probe would post a message), so `probe: true` answers with a warning saying so.
+   */
+  operator('channels.status', READ, Params.channelsStatus, async ({ principal, params }) => {
+    let channels = await gw.store.listChannels();
+    if (params.channel !== undefined && params.channel !== 'webhook') {
+      const one = channels.find((c) => c.name === params.channel);
+      if (!one) return new GatewayError('UNKNOWN_CHANNEL', { vars: { channel: params.channel } });
+      channels = [one];
+    }
+    const accounts = await Promise.all(
+      channels.map(async (c) => {
+        const [pending, delivered, dead] = await Promise.all([
+          gw.store.listDeliveries({ channelId: c.channelId, status: 'pending', limit: 1000 }),
+          gw.store.listDeliveries({ channelId: c.channelId, status: 'delivered', limit: 20 }),
+          gw.store.listDeliveries({ channelId: c.channelId, status: 'dead', limit: 20 }),
+        ]);
+        const lastOutboundAt = delivered.reduce<number | null>(
+          (m, d) => (d.deliveredAtMs !== undefined && (m === null || d.deliveredAtMs > m) ? d.deliveredAtMs : m),
+          null,
+        );
+        const lastDead = dead.reduce<(typeof dead)[number] | null>((m, d) => (m === null || (d.deadAtMs ?? 0) > (m.deadAtMs ?? 0) ? d : m), null);
+        const failing = lastDead !== null && (lastOutboundAt === null || (lastDead.deadAtMs ?? 0) > lastOutboundAt);
+        const retrying = pending.find((d) => d.attempts > 0 && d.lastError !== undefined);
+        const view = channelView(c, principal);
+        return {
+          accountId: c.name,
+          name: c.name,
+          enabled: true,
+          configured: true,
+          // Deliveries are made by the gateway's outbox worker whenever one is due.
+          running: true,
+          mode: 'webhook',
+          baseUrl: view.url,
+          source: c.source,
+          lastOutboundAt,
+          lastInboundAt: null,
+          lastError: failing ? (lastDead?.lastError ?? 'delivery failed') : (retrying?.lastError ?? null),
+          healthState: failing ? 'failing' : retrying ? 'retrying' : 'ok',
+          deliveries: { pending: pending.length, recentDelivered: delivered.length, recentDead: dead.length },
+        };
+      }),
+    );
+    const warnings = params.probe ? ['webhook: channels are not probed (a probe would post a message); delivery outcomes are in channels.deliveries'] : [];
+    return {
+      ts: now(),
+      channelOrder: ['webhook'],
+      channelLabels: { webhook: 'Webhook' },
+      channelDetailLabels: { webhook: 'clawgate webhook channels' },
+      channelSystemImages: {},
+      channelMeta: [{ id: 'webhook', label: 'Webhook', detailLabel: 'clawgate webhook channels' }],
+      channels: { webhook: { configured: accounts.length > 0, running: true, accounts: accounts.length } },
+      channelAccounts: { webhook: accounts },
+      channelDefaultAccountId: accounts[0] ? { webhook: accounts[0].accountId } : {},
+      ...(warnings.length > 0 ? { warnings } : {}),
+    };
+  });
+
   operator('channels.deliveries', READ, Params.deliveries, async ({ params }) => {
     const f = await channelFilter(params.channel);
     if (f instanceof GatewayError) return f;
@@ -377,78 +496,212 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
     const byId = await gw.store.getCronJob(idOrName);
     if (byId) return byId;
     const named = (await gw.store.listCronJobs()).filter((j) => j.name === idOrName);
-    return named.length === 1 ? (named[0] as CronJob) : new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: idOrName } });
+    return named.length === 1 ? (named[0] as CronJob) : new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: idOrName }, details: { jobId: idOrName } });
+  };
+
+  /** The job a `{jobId}` (clawgate) or `{id}` (OpenClaw) names; both forms name one job. */
+  const jobRef = (method: string, p: { jobId?: string | undefined; id?: string | undefined }): string | GatewayError => {
+    if (p.jobId !== undefined && p.id !== undefined && p.jobId !== p.id) return invalidParams(method, 'jobId and id name different jobs');
+    const ref = p.jobId ?? p.id;
+    return ref ?? invalidParams(method, 'pass jobId (or id)');
+  };
+  const invalidParams = (method: string, problem: string) => new GatewayError('INVALID_PARAMS', { vars: { method, problem } });
+  const OPENCLAW_FIELDS = Object.keys(OpenClawJobFields);
+
+  /** schedule + action from either form of cron.add / a cron.update patch. */
+  const jobSpec = (
+    method: string,
+    p: { schedule?: OpenClawSchedule | undefined; action?: CronAction | undefined } & OpenClawJobInput,
+  ): { schedule?: CronSchedule; action?: CronAction } | GatewayError => {
+    const openclaw = OPENCLAW_FIELDS.filter((f) => (p as Record<string, unknown>)[f] !== undefined);
+    let action: CronAction | undefined;
+    if (p.action !== undefined) {
+      if (openclaw.length > 0)
+        return invalidParams(method, `/${openclaw[0]} belongs to OpenClaw's job form: pass action (clawgate) or payload (OpenClaw), not both`);
+      action = p.action;
+    } else if (openclaw.length > 0) {
+      const mapped = actionFromOpenClaw(method, p);
+      if (mapped instanceof GatewayError) return mapped;
+      action = mapped ?? undefined;
+    }
+    let schedule: CronSchedule | undefined;
+    if (p.schedule !== undefined) {
+      const mapped = scheduleFromOpenClaw(p.schedule);
+      if (mapped instanceof GatewayError) return mapped;
+      schedule = mapped;
+    }
+    const bad = checkJob(schedule, action);
+    if (bad) return bad;
+    return { ...(schedule ? { schedule } : {}), ...(action ? { action } : {}) };
   };
 
   operator('cron.add', ADMIN, Params.cronAdd, async ({ principal, params }) => {
-    const bad = checkJob(params.schedule as CronSchedule, params.action as CronAction);
-    if (bad) return bad;
+    const spec = jobSpec('cron.add', params as Parameters<typeof jobSpec>[1]);
+    if (spec instanceof GatewayError) return spec;
+    const { schedule, action } = spec;
+    if (!schedule || !action) return invalidParams('cron.add', 'pass action (clawgate) or payload (OpenClaw)');
     const jobId = gw.random.uuid();
     const createdAtMs = now();
     const enabled = params.enabled ?? true;
     const job = await gw.store.createCronJob({
       jobId,
       name: params.name,
-      schedule: params.schedule as CronSchedule,
-      action: params.action as CronAction,
+      schedule,
+      action,
       enabled,
       createdBy: principal.actor,
       createdAtMs,
-      nextRunAtMs: enabled ? nextRun(params.schedule as CronSchedule, createdAtMs, createdAtMs) : null,
-      audit: audit(principal, 'cron.added', jobId, { name: params.name, schedule: params.schedule, action: params.action.kind }),
+      nextRunAtMs: enabled ? nextRun(schedule, createdAtMs, createdAtMs) : null,
+      audit: audit(principal, 'cron.added', jobId, { name: params.name, schedule, action: action.kind, form: params.payload ? 'openclaw' : 'clawgate' }),
     });
     rescheduled();
-    return { job };
+    // `job` for clawgate clients; the job's own fields at the top level are what OpenClaw's CLI prints.
+    return { ...openClawJobView(job), job };
   });
 
   operator('cron.list', READ, Params.cronList, async ({ params }) => {
     const all = await gw.store.listCronJobs();
     // `includeDisabled: false` (what the OpenClaw CLI sends without --all) lists enabled jobs only.
-    return { jobs: params.includeDisabled === false ? all.filter((j) => j.enabled) : all };
+    let jobs = params.includeDisabled === false ? all.filter((j) => j.enabled) : all;
+    // No clawgate job belongs to an agent, so an agent filter matches none.
+    if (params.agentId !== undefined) jobs = [];
+    const q = params.query?.trim().toLowerCase();
+    if (q) jobs = jobs.filter((j) => j.jobId.toLowerCase().includes(q) || j.name.toLowerCase().includes(q));
+    const views = jobs.map(openClawJobView);
+    if (params.limit === undefined && params.offset === undefined) return { jobs: views };
+    // OpenClaw's paging: a page, the total, and a revision that changes whenever the inventory does.
+    const offset = params.offset ?? 0;
+    const limit = params.limit ?? 200;
+    const page = views.slice(offset, offset + limit);
+    const snapshotRevision = createHash('sha256')
+      .update(JSON.stringify(all.map((j) => [j.jobId, j.updatedAtMs])))
+      .digest('hex')
+      .slice(0, 16);
+    const hasMore = offset + page.length < views.length;
+    return { jobs: page, total: views.length, offset, limit, hasMore, nextOffset: hasMore ? offset + page.length : null, snapshotRevision };
+  });
+
+  operator('cron.get', READ, Params.cronJob, async ({ params }) => {
+    const ref = jobRef('cron.get', params);
+    if (ref instanceof GatewayError) return ref;
+    const job = await findJob(ref);
+    return job instanceof GatewayError ? job : openClawJobView(job);
+  });
+
+  operator('cron.status', READ, Params.empty, async () => {
+    const jobs = await gw.store.listCronJobs();
+    const due = jobs.flatMap((j) => (j.enabled && j.nextRunAtMs !== null ? [j.nextRunAtMs] : []));
+    return {
+      // The scheduler always runs: on this gateway, or on the cluster's leader instance.
+      enabled: true,
+      scheduler: gw.bus ? 'cluster-leader' : 'this-gateway',
+      jobs: jobs.length,
+      enabledJobs: jobs.filter((j) => j.enabled).length,
+      nextWakeAtMs: due.length > 0 ? Math.min(...due) : null,
+      store: gw.store.kind,
+    };
   });
 
   operator('cron.update', ADMIN, Params.cronUpdate, async ({ principal, params }) => {
-    const job = await findJob(params.jobId);
+    const ref = jobRef('cron.update', params);
+    if (ref instanceof GatewayError) return ref;
+    const job = await findJob(ref);
     if (job instanceof GatewayError) return job;
-    const bad = checkJob(params.schedule as CronSchedule | undefined, params.action as CronAction | undefined);
-    if (bad) return bad;
+    const patchIn = params.patch;
+    if (patchIn && (params.name !== undefined || params.schedule !== undefined || params.action !== undefined || params.enabled !== undefined)) {
+      return invalidParams('cron.update', 'pass the changes at the top level (clawgate) or in patch (OpenClaw), not both');
+    }
+    const fields = patchIn ?? params;
+    const spec = jobSpec('cron.update', fields as Parameters<typeof jobSpec>[1]);
+    if (spec instanceof GatewayError) return spec;
     const patch: CronJobPatch = {};
-    if (params.name !== undefined) patch.name = params.name;
-    if (params.schedule !== undefined) patch.schedule = params.schedule as CronSchedule;
-    if (params.action !== undefined) patch.action = params.action as CronAction;
-    if (params.enabled !== undefined) patch.enabled = params.enabled;
+    if (fields.name !== undefined) patch.name = fields.name;
+    if (spec.schedule !== undefined) patch.schedule = spec.schedule;
+    if (spec.action !== undefined) patch.action = spec.action;
+    if (fields.enabled !== undefined) patch.enabled = fields.enabled;
     const schedule = patch.schedule ?? job.schedule;
     const enabled = patch.enabled ?? job.enabled;
     // A new schedule, or re-enabling, starts from now: no catch-up for time spent disabled.
     if (patch.schedule !== undefined || patch.enabled !== undefined) patch.nextRunAtMs = enabled ? nextRun(schedule, now(), job.createdAtMs) : null;
     const updated = await gw.store.updateCronJob(job.jobId, patch, now(), audit(principal, 'cron.updated', job.jobId, { fields: Object.keys(patch) }));
-    if (!updated) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: params.jobId } });
+    if (!updated) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: ref }, details: { jobId: ref } });
     rescheduled();
-    return { job: updated };
+    return { ...openClawJobView(updated), job: updated };
   });
 
   operator('cron.remove', ADMIN, Params.cronJob, async ({ principal, params }) => {
-    const job = await findJob(params.jobId);
+    const ref = jobRef('cron.remove', params);
+    if (ref instanceof GatewayError) return ref;
+    const job = await findJob(ref);
     if (job instanceof GatewayError) return job;
     const removed = await gw.store.removeCronJob(job.jobId, audit(principal, 'cron.removed', job.jobId, { name: job.name }));
-    if (!removed) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: params.jobId } });
+    if (!removed) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: ref }, details: { jobId: ref } });
     rescheduled();
-    return { removed: true, jobId: job.jobId };
+    return { ok: true, removed: true, jobId: job.jobId, id: job.jobId };
   });
 
-  operator('cron.run', ADMIN, Params.cronJob, async ({ principal, params }) => {
-    const job = await findJob(params.jobId);
+  operator('cron.run', ADMIN, Params.cronRun, async ({ principal, params }) => {
+    const ref = jobRef('cron.run', params);
+    if (ref instanceof GatewayError) return ref;
+    const job = await findJob(ref);
     if (job instanceof GatewayError) return job;
+    // OpenClaw's `--due`: run only when the job is due now (its default, `force`, always runs).
+    if (params.mode === 'due' && (job.nextRunAtMs === null || job.nextRunAtMs > now())) {
+      return { ok: true, ran: false, enqueued: false, reason: 'not-due', jobId: job.jobId, nextRunAtMs: job.nextRunAtMs };
+    }
     await gw.audit(principal.actor, 'cron.run-requested', job.jobId, { name: job.name });
     const run = await auto.scheduler.runNow(job.jobId);
-    if (!run) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: params.jobId } });
-    return { run };
+    if (!run) return new GatewayError('UNKNOWN_CRON_JOB', { vars: { jobId: ref }, details: { jobId: ref } });
+    // The run has finished when this answers (nothing is left queued to wait for).
+    return { ok: true, ran: true, enqueued: false, runId: run.runId, jobId: job.jobId, run };
   });
 
+  /** Runs one cron.runs call reads before filtering (the store keeps a bounded history anyway). */
+  const RUNS_SCAN = 5000;
+
   operator('cron.runs', READ, Params.cronRuns, async ({ params }) => {
-    const job = await findJob(params.jobId);
+    const ref = jobRef('cron.runs', params);
+    if (ref instanceof GatewayError) return ref;
+    const job = await findJob(ref);
     if (job instanceof GatewayError) return job;
-    return { jobId: job.jobId, runs: await gw.store.listCronRuns(job.jobId, params.limit ?? 50) };
+    const filtered =
+      params.runId !== undefined || (params.status !== undefined && params.status !== 'all') || params.deliveryStatus !== undefined || !!params.query;
+    const offset = params.offset ?? 0;
+    const limit = params.limit ?? 50;
+    if (!filtered && params.offset === undefined && params.sortDir === undefined) {
+      const runs = await gw.store.listCronRuns(job.jobId, limit);
+      return { jobId: job.jobId, id: job.jobId, runs, entries: runs.map((r) => openClawRunEntry(r, job)) };
+    }
+    // Newest first, as the store lists them; `asc` turns the order round.
+    let runs: CronRun[] = await gw.store.listCronRuns(job.jobId, RUNS_SCAN);
+    if (params.runId !== undefined) runs = runs.filter((r) => r.runId === params.runId);
+    // clawgate records ok and error runs; a skipped run is never recorded, so `skipped` matches none.
+    if (params.status !== undefined && params.status !== 'all') runs = runs.filter((r) => r.status === params.status);
+    let entries = runs.map((r) => openClawRunEntry(r, job));
+    if (params.deliveryStatus !== undefined) entries = entries.filter((e) => e.deliveryStatus === params.deliveryStatus);
+    const q = params.query?.trim().toLowerCase();
+    if (q)
+      entries = entries.filter(
+        (e) =>
+          (e.error ?? '').toLowerCase().includes(q) ||
+          JSON.stringify(e.result ?? {})
+            .toLowerCase()
+            .includes(q),
+      );
+    if (params.sortDir === 'asc') entries.reverse();
+    const page = entries.slice(offset, offset + limit);
+    const hasMore = offset + page.length < entries.length;
+    return {
+      jobId: job.jobId,
+      id: job.jobId,
+      runs: page.map((e) => runs.find((r) => r.runId === e.runId) as CronRun),
+      entries: page,
+      total: entries.length,
+      offset,
+      limit,
+      hasMore,
+      nextOffset: hasMore ? offset + page.length : null,
+    };
   });
 }
 

@@ -4,7 +4,11 @@
  * - the owner and operator.admin may manage any device and any role;
  * - operator.pairing callers may approve operator requests within their own scopes, never
  *   their own escalation, and never a node role (that needs admin);
- * - a device may rotate/revoke only its own operator token, within its own scopes.
+ * - a device may rotate/revoke only its own operator token, within its own scopes;
+ * - remove/rename: a session that signed in with its device token (or a setup code) speaks only
+ *   for its own device, and not for its node role; any other operator.pairing session (a shared
+ *   secret, with or without a device key) may remove or rename other devices, as in the
+ *   reference, except that removing a device that holds operator.admin needs operator.admin.
  * Every change takes effect on live sockets at once (widened in place or closed).
  */
 import { Type as T } from '@sinclair/typebox';
@@ -233,6 +237,28 @@ function tokenDenial(
   return null;
 }
 
+/**
+ * Why `caller` may not remove or rename `deviceId` (null = allowed). The reference confines only
+ * sessions authenticated by their own device token to their own device; a pairing session on a
+ * shared secret manages the pairing table (that is what `openclaw devices remove|rename` does).
+ * Removal revokes every token of the device, so, as for revocation, a session without admin
+ * cannot cut off an administrator by removing its device.
+ */
+function deviceManagementDenial(caller: Principal, action: 'remove' | 'rename', deviceId: string, grants: readonly GrantRecord[]): string | null {
+  if (isAdmin(caller)) return null;
+  const verb = action === 'remove' ? 'removing' : 'renaming';
+  if (caller.deviceBound && caller.deviceId !== deviceId) {
+    return `this session signed in with its own device token, so it manages only its own device; ${verb} another device needs ${ADMIN} (or connect with the gateway token from a device approved for operator.pairing)`;
+  }
+  if (caller.deviceBound && grants.some((g) => g.role !== 'operator')) {
+    return `this device also holds a node role; ${verb} it needs ${ADMIN}`;
+  }
+  if (action === 'remove' && grants.some((g) => g.role === 'operator' && g.scopes.includes(ADMIN))) {
+    return `device ${deviceId} holds ${ADMIN}; removing it needs ${ADMIN} too (a pairing-only session cannot cut off an administrator)`;
+  }
+  return null;
+}
+
 export function registerDeviceMethods(gw: Gateway): void {
   const ttl = () => gw.config.pendingTtlMs;
 
@@ -353,15 +379,8 @@ export function registerDeviceMethods(gw: Gateway): void {
     handler: async ({ principal, params }) => {
       const { deviceId } = params as { deviceId: string };
       const grants = await gw.store.listGrants(deviceId);
-      if (!isAdmin(principal)) {
-        if (principal.deviceId !== deviceId)
-          return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device removal', why: `removing another device needs ${ADMIN}` } });
-        if (grants.some((g) => g.role !== 'operator')) {
-          return new GatewayError('MANAGEMENT_DENIED', {
-            vars: { action: 'device removal', why: `this device also holds a node role; removing it needs ${ADMIN}` },
-          });
-        }
-      }
+      const why = deviceManagementDenial(principal, 'remove', deviceId, grants);
+      if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device removal', why } });
       const ok = await gw.store.removeDevice(deviceId, { atMs: gw.clock.now(), actor: principal.actor, action: 'device.removed', subject: deviceId });
       if (!ok) return new GatewayError('UNKNOWN_DEVICE', { vars: { deviceId } });
       gw.closeDeviceSessions(deviceId, null, 'DEVICE_REMOVED', principal);
@@ -386,9 +405,8 @@ export function registerDeviceMethods(gw: Gateway): void {
       }
       const unsafe = unsafeFieldError('device.pair.rename', { [p.label !== undefined ? 'label' : 'name']: label });
       if (unsafe) return unsafe;
-      if (!isAdmin(principal) && principal.deviceId !== p.deviceId) {
-        return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device rename', why: `renaming another device needs ${ADMIN}` } });
-      }
+      const why = deviceManagementDenial(principal, 'rename', p.deviceId, await gw.store.listGrants(p.deviceId));
+      if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device rename', why } });
       const ok = await gw.store.renameDevice(p.deviceId, label, {
         atMs: gw.clock.now(),
         actor: principal.actor,

@@ -9,7 +9,7 @@
 import { Type as T } from '@sinclair/typebox';
 import type { RemoteNode } from '../core/cluster.js';
 import type { Gateway } from '../core/gateway.js';
-import { ADMIN_INVOKE_COMMANDS, HOST_COMMANDS, type LiveNode, normalizeList } from '../core/nodes.js';
+import { ADMIN_INVOKE_COMMANDS, HOST_COMMANDS, type LiveNode, type NodePendingView, normalizeList } from '../core/nodes.js';
 import { isAdmin, type Principal } from '../core/principal.js';
 import { GatewayError } from '../protocol/errors.js';
 import { ADMIN, PAIRING, READ, WRITE } from '../protocol/scopes.js';
@@ -140,19 +140,47 @@ export function registerNodeMethods(gw: Gateway): void {
     );
   }
 
-  async function unknownRequest(requestId: string): Promise<GatewayError> {
+  async function unknownRequest(requestId: string, verb: 'approve' | 'reject'): Promise<GatewayError> {
     const pending = await gw.store.listNodeSurfaceRequests();
-    const details: Record<string, unknown> = {
-      requestId,
-      pending: pending.map((r) => ({ requestId: r.requestId, nodeId: r.deviceId, commands: r.commands })),
-    };
-    // The classic mix-up: a device pairing request id given to the node surface approval.
+    const listed = pending.map((r) => ({ requestId: r.requestId, nodeId: r.deviceId, commands: r.commands }));
+    // The classic mix-up: a device pairing request id given to the node surface approval. The
+    // OpenClaw CLI prints only `message`, so the message itself names the command to run.
     const device = await gw.store.getPairingRequest(requestId);
     if (device) {
-      details.devicePairingRequest = { requestId, deviceId: device.deviceId, role: device.role };
-      details.nextStep = `${requestId} is a device pairing request (role ${device.role}): approve it with \`clawgate devices approve ${requestId}\`; once the node connects, its command surface is a separate request listed by \`clawgate nodes pending\`.`;
+      return new GatewayError('NODE_REQUEST_IS_DEVICE_REQUEST', {
+        vars: { requestId, role: device.role, verb },
+        details: { requestId, devicePairingRequest: { requestId, deviceId: device.deviceId, role: device.role }, pending: listed },
+      });
     }
-    return new GatewayError('UNKNOWN_NODE_REQUEST_ID', { vars: { requestId }, details });
+    return new GatewayError('UNKNOWN_NODE_REQUEST_ID', { vars: { requestId }, details: { requestId, pending: listed } });
+  }
+
+  /** Node-role device pairing requests, in the shape of node.pair.list `pending` (see NodePendingView.kind). */
+  async function nodeDevicePairingViews(): Promise<NodePendingView[]> {
+    await gw.expirePending();
+    return (await gw.store.listPairingRequests())
+      .filter((r) => r.role === 'node')
+      .map((r) => ({
+        kind: 'device-pairing' as const,
+        requestId: r.requestId,
+        nodeId: r.deviceId,
+        clientId: r.meta.clientId ?? null,
+        clientMode: r.meta.clientMode ?? null,
+        displayName: r.meta.displayName ?? null,
+        platform: r.meta.platform ?? null,
+        version: null,
+        deviceFamily: r.meta.deviceFamily ?? null,
+        caps: [],
+        commands: [],
+        // node.pair.approve answers it (with the device command to run) under operator.pairing.
+        requiredApproveScopes: [PAIRING],
+        hostCommands: [],
+        remoteIp: r.address,
+        silent: false,
+        connected: false,
+        createdAtMs: r.createdAtMs,
+        ts: r.refreshedAtMs,
+      }));
   }
 
   // --- operator: inventory ---------------------------------------------------------------------
@@ -207,8 +235,8 @@ export function registerNodeMethods(gw: Gateway): void {
     params: T.Object({}, { additionalProperties: false }),
     handler: async () => {
       const requests = gw.store.listNodeSurfaceRequests();
-      const [pending, paired] = await Promise.all([requests, allNodes(requests)]);
-      return { pending: pending.map((r) => nodes.pendingView(r)), paired };
+      const [pending, paired, devicePairing] = await Promise.all([requests, allNodes(requests), nodeDevicePairingViews()]);
+      return { pending: [...pending.map((r) => nodes.pendingView(r)), ...devicePairing], paired };
     },
   });
 
@@ -228,7 +256,7 @@ export function registerNodeMethods(gw: Gateway): void {
     params: ByRequestId,
     handler: async ({ principal, params }) => {
       const { requestId, req } = await namedRequest(params);
-      if (!req) return unknownRequest(requestId);
+      if (!req) return unknownRequest(requestId, 'approve');
       const surface = await nodes.approve(req, principal);
       if (surface instanceof GatewayError) return surface;
       const node = await oneNode(req.deviceId);
@@ -243,7 +271,7 @@ export function registerNodeMethods(gw: Gateway): void {
     params: ByRequestId,
     handler: async ({ principal, params }) => {
       const { requestId, req } = await namedRequest(params);
-      if (!req || !(await nodes.reject(req, principal))) return unknownRequest(requestId);
+      if (!req || !(await nodes.reject(req, principal))) return unknownRequest(requestId, 'reject');
       return { requestId, nodeId: req.deviceId };
     },
   });

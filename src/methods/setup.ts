@@ -8,10 +8,11 @@
 import { Type as T } from '@sinclair/typebox';
 import { toWsUrl } from '../core/config.js';
 import type { Gateway } from '../core/gateway.js';
+import { joinCodesOf, joinUrl, joinUrlProblem } from '../core/join-codes.js';
 import { DEFAULT_SETUP_TTL_MS, MAX_SETUP_TTL_MS, MIN_SETUP_TTL_MS, mintSetupCode, resolveSetupProfile, viewSetupCode } from '../core/setup-codes.js';
 import { GatewayError } from '../protocol/errors.js';
 import { ADMIN } from '../protocol/scopes.js';
-import { MAX_SETUP_URLS, setupUrlProblem } from '../protocol/setup-code.js';
+import { decodeSetupCode, MAX_SETUP_URLS, setupUrlProblem } from '../protocol/setup-code.js';
 import { unsafeFieldError } from '../protocol/text.js';
 
 const SetupId = T.String({ pattern: '^[0-9a-f]{16}$' });
@@ -42,6 +43,7 @@ interface SetupCodeParams {
   tlsFingerprint?: string;
   includeQr?: boolean;
   preferRemoteUrl?: boolean;
+  joinUrl?: boolean;
 }
 
 export function registerSetupMethods(gw: Gateway): void {
@@ -66,6 +68,8 @@ export function registerSetupMethods(gw: Gateway): void {
         tlsFingerprint: T.Optional(T.String({ maxLength: 128 })),
         includeQr: T.Optional(T.Boolean()),
         preferRemoteUrl: T.Optional(T.Boolean()),
+        // `openclaw devices join-code`: also return a single-use `…/j/<shortcode>` URL.
+        joinUrl: T.Optional(T.Boolean()),
       },
       { additionalProperties: false },
     ),
@@ -91,6 +95,10 @@ export function registerSetupMethods(gw: Gateway): void {
       if (p.tlsFingerprint !== undefined && !/^(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){31})$/.test(p.tlsFingerprint)) {
         return invalid('tlsFingerprint must be a SHA-256 fingerprint (64 hex digits, colons allowed)');
       }
+      if (p.joinUrl) {
+        const problem = joinUrlProblem(url);
+        if (problem) return invalid(`joinUrl: ${problem}`);
+      }
       const label = p.label?.trim() || undefined;
       const ttlMs = p.ttlMs ?? DEFAULT_SETUP_TTL_MS;
       // With native TLS a wss:// code carries our certificate's fingerprint, so the new device can
@@ -101,8 +109,21 @@ export function registerSetupMethods(gw: Gateway): void {
       const gatewayKey = gw.identity?.fingerprint;
       const minted = await mintSetupCode(gw, { profile, url, urls, tlsFingerprint, gatewayKey, label, ttlMs, createdBy: principal.actor });
       const r = minted.record;
-      gw.log.info('setup code minted', { setupId: r.setupId, profile: profile.name, by: principal.actor, expiresAtMs: r.expiresAtMs });
+      let join: string | undefined;
+      if (p.joinUrl) {
+        const decoded = decodeSetupCode(minted.setupCode);
+        if (!decoded.ok) throw new Error(`a minted setup code does not decode: ${decoded.problem}`);
+        join = joinUrl(url, joinCodesOf(gw).register(decoded.payload));
+      }
+      gw.log.info('setup code minted', {
+        setupId: r.setupId,
+        profile: profile.name,
+        by: principal.actor,
+        expiresAtMs: r.expiresAtMs,
+        joinUrl: join !== undefined,
+      });
       return {
+        ...(join !== undefined ? { joinUrl: join } : {}),
         setupId: r.setupId,
         setupCode: minted.setupCode,
         link: minted.link,

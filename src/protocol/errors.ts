@@ -276,7 +276,7 @@ const entries = {
   },
   UNKNOWN_DEVICE: {
     code: 'INVALID_REQUEST',
-    message: 'unknown deviceId: {deviceId}',
+    message: 'unknown deviceId: {deviceId} (openclaw devices list or clawgate devices list shows the paired devices)',
     close: null,
     next: 'Check the id with `clawgate devices list`.',
   },
@@ -294,7 +294,7 @@ const entries = {
   },
   ROLE_NOT_GRANTED: {
     code: 'INVALID_REQUEST',
-    message: 'device {deviceId} does not hold role {role}',
+    message: 'device {deviceId} does not hold role {role} (openclaw devices list or clawgate devices list shows its roles)',
     close: null,
     next: 'Rotate or revoke a role the device holds (`clawgate devices list` shows them); approve a pairing request to add a role.',
   },
@@ -390,7 +390,7 @@ const entries = {
   // --- nodes: command surfaces and node.invoke (issue 5; socket stays open) -------------------
   UNKNOWN_NODE: {
     code: 'INVALID_REQUEST',
-    message: 'unknown node: {nodeId}',
+    message: 'unknown node: {nodeId} (openclaw nodes list or clawgate nodes list shows the nodes)',
     close: null,
     next: 'Check the node id or name with `clawgate nodes list`.',
   },
@@ -399,6 +399,13 @@ const entries = {
     message: 'unknown requestId: {requestId}',
     close: null,
     next: 'The surface request was approved, rejected or replaced by a newer one, or never existed; `details.pending` lists the current ones (`clawgate nodes pending`).',
+  },
+  NODE_REQUEST_IS_DEVICE_REQUEST: {
+    code: 'INVALID_REQUEST',
+    message:
+      '{requestId} is a device pairing request (role {role}), not a node command request: {verb} it with openclaw devices {verb} {requestId} (or clawgate devices {verb} {requestId})',
+    close: null,
+    next: 'Decide the device pairing first; once the node connects, its command surface is a separate request listed by `openclaw nodes pending` (`clawgate nodes pending`).',
   },
   NODE_APPROVAL_DENIED: {
     code: 'FORBIDDEN',
@@ -515,7 +522,8 @@ const entries = {
   },
   UNKNOWN_CHANNEL: {
     code: 'INVALID_REQUEST',
-    message: 'unknown channel: {channel}',
+    message:
+      'unknown channel: {channel} (clawgate channels list shows the webhook channels; openclaw channels status shows them as accounts of channel webhook)',
     close: null,
     next: 'List channels with `clawgate channels list`; add one with `clawgate channels add webhook --name <n> --url <u>`.',
   },
@@ -539,9 +547,9 @@ const entries = {
   },
   UNKNOWN_CRON_JOB: {
     code: 'INVALID_REQUEST',
-    message: 'unknown cron job: {jobId}',
+    message: 'cron job not found: {jobId}',
     close: null,
-    next: 'List jobs with `clawgate cron list`.',
+    next: 'List jobs with `clawgate cron list` (or `openclaw cron list --all`); a job is named by its id, or by its name when exactly one job has it.',
   },
   INVALID_SCHEDULE: {
     code: 'INVALID_REQUEST',

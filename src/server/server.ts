@@ -1,6 +1,6 @@
 /**
- * The only code that knows HTTP and WebSocket. One port: `/healthz`, `/readyz`, the Control UI
- * at `/`, and the WebSocket control plane (browser upgrades pass an `Origin` check). Everything
+ * The only code that knows HTTP and WebSocket. One port: `/healthz`, `/readyz`, single-use join
+ * URLs (`/j/<code>`), the Control UI at `/`, and the WebSocket control plane (browser upgrades pass an `Origin` check). Everything
  * it learns from the network goes to the core as text frames and transport facts; every socket has an `error` listener so no client can crash
  * the process.
  */
@@ -9,6 +9,7 @@ import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { ConnectOutcome, Gateway, TransportFacts } from '../core/gateway.js';
+import { joinCodesOf } from '../core/join-codes.js';
 import { frameCapBytes, type SessionPrincipal, type SessionTransport } from '../core/principal.js';
 import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
 import { MAX_PREAUTH_PAYLOAD_BYTES } from '../protocol/frames.js';
@@ -36,7 +37,7 @@ export async function startServer(gateway: Gateway, host: string, port: number):
   const ctx = gateway.config.contextPath;
   const tls = gateway.config.tls;
   const ui = loadControlUi();
-  const onRequest = (req: IncomingMessage, res: ServerResponse) => handleHttp(req, res, ctx, () => ready, ui);
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => handleHttp(gateway, req, res, ctx, () => ready, ui);
   const http: Server = tls ? createTlsServer({ cert: tls.certPem, key: tls.keyPem, minVersion: 'TLSv1.2' }, onRequest) : createServer(onRequest);
   const fingerprint = tls ? certFacts(tls.certPem).fingerprint : undefined;
   // A failed TLS handshake (a plaintext client, a client refusing our certificate) is routine.
@@ -138,7 +139,14 @@ function refuseUpgrade(socket: Socket, status: number, type: string, message: st
   );
 }
 
-function handleHttp(req: IncomingMessage, res: ServerResponse, ctx: string, isReady: () => boolean, ui: ReturnType<typeof loadControlUi>): void {
+function handleHttp(
+  gateway: Gateway,
+  req: IncomingMessage,
+  res: ServerResponse,
+  ctx: string,
+  isReady: () => boolean,
+  ui: ReturnType<typeof loadControlUi>,
+): void {
   const full = (req.url ?? '/').split('?')[0] ?? '/';
   // Health endpoints answer at the root and under the context path (a path-routing proxy forwards the latter).
   const path = ctx && full.startsWith(`${ctx}/`) ? full.slice(ctx.length) : full;
@@ -150,7 +158,13 @@ function handleHttp(req: IncomingMessage, res: ServerResponse, ctx: string, isRe
     res.end(text);
   };
   if (path === '/healthz') json(200, { ok: true });
-  else if (path === '/readyz') json(isReady() ? 200 : 503, { ready: isReady() });
+  else if ((!ctx || full.startsWith(`${ctx}/`)) && path.startsWith('/j/')) {
+    // A join code is fetched exactly once; a used, expired, malformed or unknown one (or a request
+    // with a query string, or not a GET) answers the same 404, so a probe learns nothing.
+    const payload = req.method === 'GET' && !(req.url ?? '').includes('?') ? joinCodesOf(gateway).redeem(path.slice(3)) : null;
+    if (payload) gateway.log.info('join code redeemed', { address: req.socket.remoteAddress ?? null });
+    json(payload ? 200 : 404, payload ?? { error: 'not_found' });
+  } else if (path === '/readyz') json(isReady() ? 200 : 503, { ready: isReady() });
   else if (ctx && full === ctx) {
     // The UI's asset URLs are relative to its page: `/clawgate` must become `/clawgate/`.
     res.writeHead(308, { location: `${ctx}/`, 'content-length': 0 });

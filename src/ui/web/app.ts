@@ -390,7 +390,8 @@ async function refreshAll(): Promise<void> {
       state.loaded.list = true;
     }),
     load<{ pending: NodePendingView[]; paired: NodeView[] }>('nodes', 'node.pair.list', {}, (v) => {
-      state.nodePending = v.pending;
+      // Node-role device pairing requests also appear there; the Devices panel decides them.
+      state.nodePending = v.pending.filter((p) => p.kind !== 'device-pairing');
       state.nodes = v.paired;
     }),
     load<{ codes: SetupView[] }>('setup', 'device.pair.setupStatus', {}, (v) => {

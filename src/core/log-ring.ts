@@ -1,0 +1,210 @@
+/**
+ * The gateway's own log, kept in memory for `logs.tail` (what `openclaw logs` reads). The
+ * composition root tees the gateway's logger into a ring: every line the gateway logs is kept
+ * as one JSON line `{"time","level","subsystem":"gateway","message",…fields}` (the shape
+ * OpenClaw's log reader parses) until the ring's byte budget pushes it out.
+ *
+ * Cursors are byte offsets into the stream of lines this process has logged (each line counts
+ * its UTF-8 bytes plus a newline), as the reference's file cursors are: `size` is everything
+ * logged since start, a cursor past it (a restarted gateway) is a reset, and a cursor whose
+ * bytes the ring has already dropped (or that lies more than `maxBytes` back) skips ahead with
+ * `reset`, `truncated` and `skippedBytes`.
+ *
+ * No secret ever enters the ring: values under secret-named keys, clawgate's secret formats
+ * (shared and owner secrets, device, setup and dashboard tokens, setup links), any long opaque
+ * base64url run, and the literal configured gateway secrets are replaced by `[redacted]` before
+ * a line is stored.
+ */
+import type { Clock } from './env.js';
+
+export const LOG_TAIL_DEFAULT_LIMIT = 500;
+export const LOG_TAIL_MAX_LIMIT = 5000;
+export const LOG_TAIL_DEFAULT_MAX_BYTES = 250_000;
+export const LOG_TAIL_MAX_BYTES = 1_000_000;
+/** What the ring keeps by default: about the reference's default tail window, four times over. */
+export const LOG_RING_DEFAULT_BYTES = 1_000_000;
+
+export interface LogLogger {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export interface LogTail {
+  cursor: number;
+  size: number;
+  lines: string[];
+  truncated: boolean;
+  reset: boolean;
+  skippedBytes?: number;
+  /** Where the lines come from (OpenClaw clients show it instead of a file name). */
+  source: string;
+  sourceKind: 'memory';
+  /** Offset of the oldest line still held. */
+  firstCursor: number;
+}
+
+const REDACTED = '[redacted]';
+const SECRET_KEY_RE =
+  /^(token|password|secret|credential|ownerCredential|authorization|cookie|setupCode|link|joinUrl|bootstrapToken|deviceToken|sharedSecret)$/i;
+const SECRET_VALUE_RES = [
+  // Device, setup-code and dashboard tokens: `<prefix>_<16 hex id>_<43 char secret>`.
+  /cg[dbl]1_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}/g,
+  // Generated shared and owner secrets.
+  /cg[so]_[A-Za-z0-9_-]{16,}/g,
+  // Setup links carry a bootstrap token.
+  /oc-pair:\/\/[A-Za-z0-9_-]+/gi,
+  // Join URLs are single-use bearer links.
+  /\/j\/[A-Za-z0-9_-]{22}\b/g,
+  // A setup code or any other long opaque run.
+  /[A-Za-z0-9_-]{80,}/g,
+];
+
+/** `text` with every secret the gateway knows of, and every secret-shaped run, replaced. */
+export function scrubSecrets(text: string, literals: readonly string[]): string {
+  let out = text;
+  for (const lit of literals) if (lit.length >= 8) out = out.split(lit).join(REDACTED);
+  for (const re of SECRET_VALUE_RES) out = out.replace(re, REDACTED);
+  return out;
+}
+
+function scrubFields(value: unknown, depth = 0): unknown {
+  if (depth > 6) return '[…]';
+  if (Array.isArray(value)) return value.map((v) => scrubFields(v, depth + 1));
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) out[k] = SECRET_KEY_RE.test(k) && v != null ? REDACTED : scrubFields(v, depth + 1);
+    return out;
+  }
+  return value;
+}
+
+interface Line {
+  offset: number;
+  bytes: number;
+  text: string;
+}
+
+export class LogRing {
+  private readonly lines: Line[] = [];
+  private head = 0;
+  private heldBytes = 0;
+  private total = 0;
+
+  constructor(
+    private readonly clock: Clock,
+    /** The literal secrets of this gateway (token, password, owner credential), read at each line. */
+    private readonly secrets: () => readonly string[],
+    private readonly capacityBytes = LOG_RING_DEFAULT_BYTES,
+  ) {}
+
+  append(level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void {
+    let body: string;
+    try {
+      body = JSON.stringify({
+        time: new Date(this.clock.now()).toISOString(),
+        level,
+        subsystem: 'gateway',
+        message: msg,
+        ...(scrubFields(fields ?? {}) as object),
+      });
+    } catch {
+      body = JSON.stringify({ time: new Date(this.clock.now()).toISOString(), level, subsystem: 'gateway', message: msg, fields: '[unserialisable]' });
+    }
+    const text = scrubSecrets(body, this.secrets());
+    const bytes = Buffer.byteLength(text) + 1;
+    this.lines.push({ offset: this.total, bytes, text });
+    this.total += bytes;
+    this.heldBytes += bytes;
+    while (this.heldBytes > this.capacityBytes && this.head < this.lines.length - 1) {
+      this.heldBytes -= (this.lines[this.head] as Line).bytes;
+      this.head++;
+    }
+    // Compact now and then instead of shifting on every line.
+    if (this.head > 1024 && this.head * 2 > this.lines.length) {
+      this.lines.splice(0, this.head);
+      this.head = 0;
+    }
+  }
+
+  get size(): number {
+    return this.total;
+  }
+
+  /** The reference's `logs.tail` over this ring (see the module comment for the cursor rules). */
+  tail(opts: { cursor?: number | undefined; limit?: number | undefined; maxBytes?: number | undefined }): LogTail {
+    const size = this.total;
+    const maxBytes = Math.min(Math.max(opts.maxBytes ?? LOG_TAIL_DEFAULT_MAX_BYTES, 1), LOG_TAIL_MAX_BYTES);
+    const limit = Math.min(Math.max(opts.limit ?? LOG_TAIL_DEFAULT_LIMIT, 1), LOG_TAIL_MAX_LIMIT);
+    const first = this.lines[this.head]?.offset ?? size;
+    const cursor = opts.cursor === undefined ? undefined : Math.max(0, Math.floor(opts.cursor));
+    let reset = false;
+    let truncated = false;
+    let skippedBytes = 0;
+    let start: number;
+    if (cursor === undefined) {
+      start = Math.max(0, size - maxBytes);
+      truncated = start > 0;
+    } else if (cursor > size) {
+      reset = true;
+      start = Math.max(0, size - maxBytes);
+      truncated = start > 0;
+    } else {
+      start = cursor;
+      if (size - start > maxBytes) {
+        reset = true;
+        truncated = true;
+        skippedBytes = size - maxBytes - start;
+        start = size - maxBytes;
+      }
+    }
+    if (start < first) {
+      // Those bytes were logged but the ring no longer holds them.
+      truncated = true;
+      if (cursor !== undefined && cursor <= size) {
+        reset = true;
+        skippedBytes += first - start;
+      }
+      start = first;
+    }
+    // Whole lines only: a window that starts inside a line begins at the next one.
+    let selected: Line[] = [];
+    for (let i = this.head; i < this.lines.length; i++) {
+      const l = this.lines[i] as Line;
+      if (l.offset >= start) selected.push(l);
+    }
+    if (selected.length > limit) {
+      truncated = true;
+      selected = selected.slice(selected.length - limit);
+    }
+    return {
+      cursor: size,
+      size,
+      lines: selected.map((l) => l.text),
+      truncated,
+      reset,
+      ...(skippedBytes > 0 ? { skippedBytes } : {}),
+      source: 'clawgate gateway log (in memory)',
+      sourceKind: 'memory',
+      firstCursor: first,
+    };
+  }
+}
+
+/** A logger that writes to `base` and keeps each line in `ring`. */
+export function teeLogger<L extends LogLogger>(base: L, ring: LogRing): L {
+  const tee = Object.create(base) as L;
+  tee.info = (m, f) => {
+    ring.append('info', m, f);
+    base.info(m, f);
+  };
+  tee.warn = (m, f) => {
+    ring.append('warn', m, f);
+    base.warn(m, f);
+  };
+  tee.error = (m, f) => {
+    ring.append('error', m, f);
+    base.error(m, f);
+  };
+  return tee;
+}
