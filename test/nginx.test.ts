@@ -267,10 +267,11 @@ describe('behind a real nginx terminating TLS', { skip: skipUnlessPresent(missin
     assert.equal((await third.closed).code, 4001);
     const pushed = third.events.find((e) => e.event === 'device.token.rotated')?.payload as { deviceToken: string } | undefined;
     assert.ok(pushed && pushed.deviceToken !== token2, 'the new token was pushed through the proxy');
-    await expectRefused(node({ deviceToken: token2 }), 'AUTH_DEVICE_TOKEN_MISMATCH');
     const fourth = await node({ deviceToken: pushed.deviceToken });
     assert.equal(fourth.hello.auth.method, 'device-token');
     await fourth.close();
+    // Once the pushed token is in use, the one it replaced is dead (no rotation grace left, PROTOCOL.md §11.1).
+    await expectRefused(node({ deviceToken: token2 }), 'AUTH_DEVICE_TOKEN_MISMATCH');
   });
 
   /** Invoke a node command as the operator paired through nginx, over wss:// with its device token. */
