@@ -38,7 +38,16 @@ describe('presence event', () => {
   test('a device connecting and disconnecting reaches operator.read holders only, without secrets', async () => {
     const watcher = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
     const reader = await connectGateway({ url: tg.url, auth: { token: TEST_TOKEN }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.read'] });
-    const pairingOnly = await connectGateway({ url: tg.url, auth: { token: TEST_TOKEN }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.pairing'] });
+    // A device the owner paired with operator.pairing alone (the gateway token cannot grant it).
+    const pairingIdentity = generateIdentity();
+    const pairingOnly = await connectGateway({
+      url: tg.url,
+      identity: pairingIdentity,
+      ...asOwner(tg),
+      client: { id: 'cli', mode: 'cli' },
+      scopes: ['operator.pairing'],
+    });
+    assert.deepEqual(pairingOnly.hello.auth.scopes, ['operator.pairing']);
     const raw: string[] = [];
     watcher.onEvent((event, payload) => {
       if (event === 'device.presence') raw.push(JSON.stringify(payload));
@@ -79,9 +88,9 @@ describe('presence event', () => {
     await pairingOnly.request('device.pair.list', {});
     assert.deepEqual(pairingSeen, []);
     for (const text of raw) assert.equal(text.includes(token), false, 'no credential in a presence event');
-    // Device-less sessions (the watchers themselves) are not presence changes.
+    // Device-less sessions (the watcher and the reader themselves) are not presence changes.
     assert.equal(
-      readerSeen.every((c) => c.deviceId === identity.deviceId),
+      readerSeen.every((c) => c.deviceId === identity.deviceId || c.deviceId === pairingIdentity.deviceId),
       true,
     );
     await Promise.all([watcher.close(), reader.close(), pairingOnly.close()]);
