@@ -68,7 +68,7 @@ export function registerSetupMethods(gw: Gateway): void {
       },
       { additionalProperties: false },
     ),
-    handler: async ({ principal, params }) => {
+    handler: async ({ principal, params, log }) => {
       const p = params as SetupCodeParams;
       if (p.profile && p.bootstrapProfile) return invalid('pass profile or bootstrapProfile, not both');
       if (p.includeQr) return invalid('includeQr is not supported: render `link` as a QR code yourself (`clawgate qr` prints one in the terminal)');
@@ -98,7 +98,7 @@ export function registerSetupMethods(gw: Gateway): void {
       const gatewayKey = gw.identity?.fingerprint;
       const minted = await mintSetupCode(gw, { profile, url, urls, tlsFingerprint, gatewayKey, label, ttlMs, createdBy: principal.actor });
       const r = minted.record;
-      gw.log.info('setup code minted', { setupId: r.setupId, profile: profile.name, by: principal.actor, expiresAtMs: r.expiresAtMs });
+      log.info('setup code minted', { setupId: r.setupId, profile: profile.name, by: principal.actor, expiresAtMs: r.expiresAtMs });
       return {
         setupId: r.setupId,
         setupCode: minted.setupCode,
