@@ -147,7 +147,7 @@ describe('Prometheus /metrics on a real gateway', () => {
     // A remote device: refused pending approval, approved by the owner, admitted, then revoked.
     const id = generateIdentity();
     const refused = await expectRefused(operator(id, { headers: { 'x-forwarded-for': '198.51.100.24' } }), 'PAIRING_REQUIRED');
-    const requestId = (refused.error?.details as { requestId: string }).requestId;
+    const requestId = (refused.error?.details as { requestId?: string } | undefined)?.requestId ?? assert.fail('no requestId');
     let scrape = (await http(`${base}/metrics`)).text;
     assert.equal(series(scrape, 'clawgate_pairing_requests_pending'), 1);
     await o.request('device.pair.approve', { requestId });
