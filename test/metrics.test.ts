@@ -19,6 +19,7 @@ import type { RunningServer } from '../src/server/server.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import type { Store } from '../src/store/types.js';
 import { expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN } from './helpers/gateway.js';
+import { connectAsNode, type Frame, RawClient } from './helpers/raw.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
 const REMOTE = { 'x-forwarded-for': '198.51.100.23' };
@@ -284,6 +285,40 @@ describe('/metrics is off by default', () => {
       assert.equal((await http(`${base}/metrics`, { 'x-forwarded-for': '203.0.113.9' })).status, 200);
       assert.equal((await http(`${base}/metrics`, { 'x-forwarded-for': '198.51.100.1' })).status, 403);
     } finally {
+      await tg.stop();
+      removeDir(tg.stateDir);
+    }
+  });
+});
+
+describe('node.invoke metrics', () => {
+  test('an invoke through a real node socket is timed by outcome', async () => {
+    const tg = await startTestGateway({ config: { metrics: { enabled: true } } });
+    const node = await RawClient.open(tg.url);
+    try {
+      const id = generateIdentity();
+      const res = await connectAsNode(node, id, { auth: { token: TEST_TOKEN }, caps: ['system'], commands: ['system.which'] });
+      assert.equal(res?.ok, true);
+      node.ws.on('message', (data) => {
+        const f = JSON.parse(data.toString()) as Frame;
+        if (f.type !== 'event' || f.event !== 'node.invoke.request') return;
+        const req = f.payload as { id: string; nodeId: string };
+        node.send({ type: 'req', id: `r-${req.id}`, method: 'node.invoke.result', params: { id: req.id, nodeId: req.nodeId, ok: true, payloadJSON: '"sh"' } });
+      });
+      const o = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+      const pending = await o.request<{ pending: Array<{ requestId: string; nodeId: string }> }>('node.pair.list', {});
+      const req = pending.pending.find((p) => p.nodeId === id.deviceId);
+      assert.ok(req, 'surface request listed');
+      await o.request('node.pair.approve', { requestId: req.requestId });
+      await o.request('node.invoke', { nodeId: id.deviceId, command: 'system.which', params: {} });
+      await assert.rejects(o.request('node.invoke', { nodeId: id.deviceId, command: 'camera.snap' }));
+      await o.close();
+      const scrape = (await http(`${httpBase(tg.server)}/metrics`)).text;
+      assert.equal(series(scrape, 'clawgate_node_invoke_duration_seconds_count', { outcome: 'ok' }), 1);
+      assert.equal(series(scrape, 'clawgate_node_invoke_duration_seconds_count', { outcome: 'NODE_COMMAND_NOT_DECLARED' }), 1);
+      assert.equal(series(scrape, 'clawgate_sessions_active', { role: 'node' }), 1);
+    } finally {
+      await node.close();
       await tg.stop();
       removeDir(tg.stateDir);
     }
