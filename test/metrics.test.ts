@@ -5,7 +5,8 @@
  * retention prune on its schedule.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -18,7 +19,8 @@ import type { Logger } from '../src/core/gateway.js';
 import type { RunningServer } from '../src/server/server.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import type { Store } from '../src/store/types.js';
-import { expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN } from './helpers/gateway.js';
+import { expectRefused, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN } from './helpers/gateway.js';
+import { freePort } from './helpers/net.js';
 import { connectAsNode, type Frame, RawClient } from './helpers/raw.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
@@ -287,6 +289,47 @@ describe('/metrics is off by default', () => {
     } finally {
       await tg.stop();
       removeDir(tg.stateDir);
+    }
+  });
+});
+
+describe('clawgate gateway run --metrics (real process, real JSON logger)', () => {
+  test('serves /metrics, and its stderr log lines carry connection and request ids but no secret', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-metrics-cli-'));
+    const port = await freePort();
+    const env = { CLAWGATE_STATE_DIR: stateDir, CLAWGATE_PORT: String(port) };
+    const child = spawn(process.execPath, [join(process.cwd(), 'bin', 'clawgate.js'), 'gateway', 'run', '--metrics'], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const exited = new Promise((resolve) => child.on('exit', resolve));
+    try {
+      await until('the startup banner', async () => out.includes('listening on'));
+      const called = await runClawgate(['call', 'health', '--json'], env);
+      assert.equal(called.code, 0, called.stderr);
+      const scrape = await http(`http://127.0.0.1:${port}/metrics`);
+      assert.equal(scrape.status, 200);
+      assert.equal(series(scrape.text, 'clawgate_connects_total', { outcome: 'ok', auth_method: 'owner' }), 1);
+      const lines = await until('the session closed line', async () => {
+        const parsed = err
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, unknown>);
+        return parsed.some((l) => l.msg === 'session closed') ? parsed : null;
+      });
+      const opened = lines.find((l) => l.msg === 'session opened');
+      assert.ok(opened && typeof opened.connId === 'string', 'session opened carries connId');
+      assert.ok(lines.some((l) => l.msg === 'session closed' && l.connId === opened.connId));
+      const creds = JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')) as { token: string; owner: string };
+      assert.ok(!err.includes(creds.token) && !err.includes(creds.owner), 'no credential in the log');
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
+      removeDir(stateDir);
     }
   });
 });
