@@ -1337,7 +1337,7 @@ export class Gateway {
           else if (token.revokedAtMs !== undefined) this.closeSession(s, 'TOKEN_REVOKED');
         }
       } catch (err) {
-        this.log.warn('could not reconcile a live session', { deviceId: s.deviceId, err: String(err) });
+        this.log.warn('could not reconcile a live session', { connId: s.connId, deviceId: s.deviceId, err: String(err) });
       }
     }
   }
