@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
 import { startGateway } from '../src/app.js';
 import { resolveGatewaySettings } from '../src/cli/gateway-config.js';
 import { type ConnectOptions, connectGateway, type DeviceIdentity, generateIdentity } from '../src/client/connection.js';
@@ -17,10 +18,12 @@ import { DEFAULTS, type GatewayConfig } from '../src/core/config.js';
 import type { Clock } from '../src/core/env.js';
 import type { Logger } from '../src/core/gateway.js';
 import type { RunningServer } from '../src/server/server.js';
+import { PostgresStore } from '../src/store/postgres.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import type { Store } from '../src/store/types.js';
 import { expectRefused, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN } from './helpers/gateway.js';
 import { freePort } from './helpers/net.js';
+import { startPgCluster } from './helpers/pg-cluster.js';
 import { connectAsNode, type Frame, RawClient } from './helpers/raw.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
@@ -400,6 +403,47 @@ describe('retention on the gateway schedule', () => {
       await tg.stop();
       await target.close();
       removeDir(tg.stateDir);
+    }
+  });
+});
+
+describe('/readyz with PostgreSQL (a real outage: the database refuses connections)', () => {
+  test('503 naming the store while the database is unreachable, 200 once it is back', async () => {
+    const pgCluster = await startPgCluster();
+    const dbUrl = await pgCluster.createDatabase();
+    const dbName = new URL(dbUrl).pathname.slice(1);
+    const admin = new pg.Client({ connectionString: pgCluster.adminUrl });
+    await admin.connect();
+    const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-metrics-pg-'));
+    const store = await PostgresStore.open(dbUrl);
+    const config: GatewayConfig = { ...DEFAULTS, port: 0, stateDir, token: TEST_TOKEN, ownerCredential: TEST_OWNER };
+    const { server } = await startGateway({ config, store, host: '127.0.0.1' });
+    const readyz = async () => {
+      const r = await http(`${httpBase(server)}/readyz`);
+      return { status: r.status, body: JSON.parse(r.text) as { failing: string[]; checks: Record<string, { ok: boolean; error?: string }> } };
+    };
+    try {
+      assert.equal((await readyz()).status, 200);
+      // No new connection is allowed to the database and the open ones are cut: the store is away.
+      await admin.query(`ALTER DATABASE "${dbName}" ALLOW_CONNECTIONS false`);
+      await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [dbName]);
+      const down = await until('readyz to report the store', async () => {
+        const r = await readyz();
+        return r.status === 503 ? r : null;
+      });
+      assert.deepEqual(down.body.failing, ['store']);
+      assert.equal(down.body.checks.store?.ok, false);
+      assert.match(down.body.checks.store?.error ?? '', /^store (call failed|did not answer)/);
+      assert.equal(down.body.checks.listening?.ok, true);
+      assert.equal((await http(`${httpBase(server)}/healthz`)).status, 200, 'alive while not ready');
+      await admin.query(`ALTER DATABASE "${dbName}" ALLOW_CONNECTIONS true`);
+      await until('readyz to recover', async () => (await readyz()).status === 200);
+    } finally {
+      await admin.query(`ALTER DATABASE "${dbName}" ALLOW_CONNECTIONS true`).catch(() => {});
+      await admin.end();
+      await server.close();
+      await pgCluster.stop();
+      removeDir(stateDir);
     }
   });
 });
