@@ -200,7 +200,7 @@ describe('Prometheus /metrics on a real gateway', () => {
   test('a client that is not on loopback is refused, through a trusted proxy too', async () => {
     const far = await http(`${base}/metrics`, { 'x-forwarded-for': '203.0.113.9' });
     assert.equal(far.status, 403);
-    assert.equal((JSON.parse(far.text) as { error: { type: string } }).error.type, 'forbidden');
+    assert.equal((JSON.parse(far.text) as { error: { type: string } }).error.type, 'metrics_forbidden');
     assert.doesNotMatch(far.text, /clawgate_/);
     // A loopback client behind the proxy is not "direct": refused as well.
     assert.equal((await http(`${base}/metrics`, { 'x-forwarded-for': '127.0.0.1' })).status, 403);

@@ -251,7 +251,7 @@ function handleHttp(req: IncomingMessage, res: ServerResponse, deps: HttpDeps): 
     const who = m.allowed(req);
     if (!who.ok) json(who.status, { error: { type: who.type, message: who.message } });
     else if (!m.permits(who)) {
-      json(403, { error: { type: 'forbidden', message: 'metrics are served to loopback clients and gateway.metrics.allowFrom only' } });
+      json(403, { error: { type: 'metrics_forbidden', message: 'metrics are served to loopback clients and gateway.metrics.allowFrom only' } });
     } else {
       m.render().then(
         ({ contentType, body }) => {
