@@ -50,7 +50,7 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
   const tls = gateway.config.tls;
   const ui = loadControlUi();
   const scrapers = opts.metrics ? new ProxyTrust(opts.metrics.allowFrom) : null;
-  const http_: HttpDeps = {
+  const httpDeps: HttpDeps = {
     ctx,
     ui,
     readiness: () => readiness(gateway, ready),
@@ -64,7 +64,7 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
         : null,
     log: gateway.log,
   };
-  const onRequest = (req: IncomingMessage, res: ServerResponse) => handleHttp(req, res, http_);
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => handleHttp(req, res, httpDeps);
   const http: Server = tls ? createTlsServer({ cert: tls.certPem, key: tls.keyPem, minVersion: 'TLSv1.2' }, onRequest) : createServer(onRequest);
   const fingerprint = tls ? certFacts(tls.certPem).fingerprint : undefined;
   // A failed TLS handshake (a plaintext client, a client refusing our certificate) is routine.
