@@ -274,6 +274,10 @@ describe('/metrics is off by default', () => {
       const s = resolveGatewaySettings({ 'state-dir': dir, config: file }, {});
       assert.deepEqual(s.base.metrics, { enabled: true, allowFrom: ['10.0.0.0/8'] });
       assert.deepEqual(s.base.retention, { cronRunsMs: 7 * 24 * 3600_000, signInLinksMs: 0, intervalMs: 5 * 60_000 });
+      // The flag survives into a systemd unit.
+      const unit = await runClawgate(['gateway', 'install-service', '--print', '--metrics', '--state-dir', dir]);
+      assert.equal(unit.code, 0, unit.stderr);
+      assert.match(unit.stdout, /^ExecStart=.* "?--metrics"?$/m);
       writeFileSync(file, JSON.stringify({ gateway: { retention: { cronRunsDays: -1 } } }));
       assert.throws(() => resolveGatewaySettings({ 'state-dir': dir, config: file }, {}), /retention\.cronRunsDays/);
       writeFileSync(file, JSON.stringify({ gateway: { metrics: { allowFrom: ['not an address'] } } }));
