@@ -20,6 +20,7 @@ import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
 import { registerSystemMethods } from './methods/system.js';
 import { AuditAnchorWriter } from './server/audit-anchor.js';
 import { loadOrCreateGatewayIdentity } from './server/gateway-key.js';
+import { createPrometheusMetrics, type PrometheusMetrics } from './server/metrics.js';
 import { type RunningServer, startServer } from './server/server.js';
 import type { Store } from './store/types.js';
 
@@ -43,6 +44,13 @@ export interface AppOptions {
 
 /** The automations of each gateway built here (one per gateway). */
 const automationsOf = new WeakMap<Gateway, Automations>();
+/** The metrics registry of each gateway built with metrics enabled (one registry per gateway). */
+const metricsOf = new WeakMap<Gateway, PrometheusMetrics>();
+
+/** The gateway's Prometheus metrics, or null when `gateway.metrics.enabled` is off. */
+export function prometheusMetrics(gw: Gateway): PrometheusMetrics | null {
+  return metricsOf.get(gw) ?? null;
+}
 
 export function automations(gw: Gateway): Automations {
   const a = automationsOf.get(gw);
@@ -59,8 +67,11 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
     const c = built?.config ?? opts.config;
     return [c.token, c.password, c.ownerCredential].filter((s): s is string => typeof s === 'string');
   });
+  // Metrics on: every store call is timed here, at the root, so no adapter knows about it.
+  const prom = opts.config.metrics?.enabled ? createPrometheusMetrics() : null;
   const gw = new Gateway({
-    store: opts.store,
+    store: prom ? prom.wrapStore(opts.store) : opts.store,
+    metrics: prom?.core,
     config: opts.config,
     clock,
     random: opts.random ?? systemRandom,
@@ -84,6 +95,10 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
   });
   registerAutomationMethods(gw, auto);
   automationsOf.set(gw, auto);
+  if (prom) {
+    prom.observe(gw);
+    metricsOf.set(gw, prom);
+  }
   gw.onStop(() => auto.stop());
   return gw;
 }
@@ -99,7 +114,15 @@ export async function startGateway(opts: AppOptions): Promise<{ gateway: Gateway
     await anchor.start();
     gateway.onStop(() => anchor.settled());
   }
-  const server = await startServer(gateway, opts.host, opts.config.port);
+  const prom = metricsOf.get(gateway);
+  const server = await startServer(gateway, opts.host, opts.config.port, {
+    metrics: prom
+      ? {
+          allowFrom: opts.config.metrics?.allowFrom ?? [],
+          render: async () => ({ contentType: prom.registry.contentType, body: await prom.registry.metrics() }),
+        }
+      : undefined,
+  });
   setAdvertisedUrl(gateway, { url: opts.config.publicUrl ?? advertisedUrl(server), tlsFingerprint: server.tlsFingerprint });
   gateway.setOwnUrls(ownUrls(server, opts.config.publicUrl));
   gateway.start();

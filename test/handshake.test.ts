@@ -879,7 +879,7 @@ describe('HTTP', () => {
     assert.deepEqual(await h.json(), { ok: true });
     const r = await fetch(`${base}/readyz`);
     assert.equal(r.status, 200);
-    assert.deepEqual(await r.json(), { ready: true });
+    assert.deepEqual(await r.json(), { ready: true, failing: [], checks: { listening: { ok: true }, store: { ok: true } } });
     const n = await fetch(`${base}/nope`);
     assert.equal(n.status, 404);
   });

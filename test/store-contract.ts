@@ -1089,6 +1089,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreHan
     setupCodeContract(withStore);
     automationsContract(withStore);
     importContract(withStore);
+    retentionContract(withStore);
   });
 }
 
@@ -1890,6 +1891,135 @@ function importContract(withStore: (fn: (store: Store) => Promise<void>) => () =
         assert.equal(await store.getDevice('oc-node'), null);
         assert.equal((await store.getToken('taken'))?.deviceId, DEV_A);
         assert.deepEqual(await store.listAudit(), before);
+      }),
+    );
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention: finished records go after their retention, the audit log never does.
+
+function retentionContract(withStore: (fn: (store: Store) => Promise<void>) => () => Promise<void>): void {
+  const DAY = 24 * 3600_000;
+  const act = (action: string, subject?: string): AuditInput => ({ atMs: T0, actor: 'owner', action, subject });
+  const none = { deliveredBeforeMs: null, cronRunsBeforeMs: null, signInLinksBeforeMs: null, setupCodesBeforeMs: null };
+
+  /** Delivered at `deliveredAtMs`, or left pending / dead-lettered. */
+  async function delivery(store: Store, id: string, end: { delivered: number } | { dead: number } | 'pending'): Promise<void> {
+    await store.enqueueDelivery({
+      deliveryId: id,
+      channelId: 'ch1',
+      channelName: 'alerts',
+      body: { content: id },
+      idempotencyKey: `key-${id}`,
+      actor: 'owner',
+      createdAtMs: T0,
+      audit: act('channel.send', id),
+    });
+    if (end === 'pending') return;
+    if ('delivered' in end) await store.recordDeliveryAttempt({ deliveryId: id, atMs: end.delivered, outcome: 'delivered', httpStatus: 204 });
+    else await store.recordDeliveryAttempt({ deliveryId: id, atMs: end.dead, outcome: 'dead', error: 'gone', deadAudit: act('channel.dead', id) });
+  }
+
+  const code = (setupId: string, expiresAtMs: number) => ({
+    setupId,
+    secretHash: createHash('sha256').update(setupId).digest(),
+    profile: { name: 'operator' as const, roles: ['operator' as Role], scopes: [READ] },
+    url: 'ws://127.0.0.1:18789',
+    createdAtMs: T0,
+    expiresAtMs,
+    createdBy: 'owner',
+    audit: act('setup.minted', setupId),
+  });
+
+  const link = (o: { usedAtMs?: number; expiresAtMs: number }) => JSON.stringify({ hash: 'ab', createdAtMs: T0, createdBy: 'owner', ...o });
+
+  describe('retention', () => {
+    test(
+      'pruneRetained deletes delivered webhooks, cron runs, used or expired sign-in links and expired setup codes older than the cutoffs',
+      withStore(async (store) => {
+        await delivery(store, 'old', { delivered: T0 + DAY });
+        await delivery(store, 'new', { delivered: T0 + 10 * DAY });
+        await delivery(store, 'dead', { dead: T0 + DAY });
+        await delivery(store, 'waiting', 'pending');
+        await store.createCronJob({
+          jobId: 'j1',
+          name: 'job',
+          schedule: { kind: 'every', everyMs: 60_000 },
+          action: { kind: 'send', channel: 'alerts', content: 'x' },
+          enabled: true,
+          createdBy: 'owner',
+          createdAtMs: T0,
+          nextRunAtMs: T0,
+          audit: act('cron.added', 'j1'),
+        });
+        const run = (runId: string, finishedAtMs: number) => ({
+          runId,
+          jobId: 'j1',
+          trigger: 'schedule' as const,
+          dueAtMs: finishedAtMs,
+          startedAtMs: finishedAtMs,
+          finishedAtMs,
+          status: 'ok' as const,
+        });
+        await store.recordCronRun(run('r-old', T0 + DAY), null);
+        await store.recordCronRun(run('r-new', T0 + 10 * DAY), null);
+        await store.setMeta('dashboard.link.used-old', link({ usedAtMs: T0 + DAY, expiresAtMs: T0 + DAY }));
+        await store.setMeta('dashboard.link.used-new', link({ usedAtMs: T0 + 10 * DAY, expiresAtMs: T0 + 10 * DAY }));
+        await store.setMeta('dashboard.link.expired-old', link({ expiresAtMs: T0 + DAY }));
+        await store.setMeta('dashboard.link.live', link({ expiresAtMs: T0 + 100 * DAY }));
+        await store.setMeta('dashboard.link.garbled', 'not json');
+        await store.setMeta('gateway.id', 'keep-me');
+        await store.createSetupCode(code('aaaaaaaaaaaaaaaa', T0 + DAY));
+        await store.createSetupCode(code('bbbbbbbbbbbbbbbb', T0 + 10 * DAY));
+        const auditBefore = await store.listAudit({ limit: 10_000 });
+
+        // Nothing is due before the cutoffs say so, and null cutoffs keep everything.
+        assert.deepEqual(await store.pruneRetained(none), { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0 });
+        const cut = T0 + 5 * DAY;
+        const counts = await store.pruneRetained({ deliveredBeforeMs: cut, cronRunsBeforeMs: cut, signInLinksBeforeMs: cut, setupCodesBeforeMs: cut });
+        assert.deepEqual(counts, { deliveries: 1, cronRuns: 1, signInLinks: 2, setupCodes: 1 });
+
+        assert.equal(await store.getDelivery('old'), null);
+        assert.equal((await store.getDelivery('new'))?.status, 'delivered');
+        assert.equal((await store.getDelivery('dead'))?.status, 'dead', 'dead letters stay for the operator');
+        assert.equal((await store.getDelivery('waiting'))?.status, 'pending');
+        assert.deepEqual(
+          (await store.listCronRuns('j1')).map((r) => r.runId),
+          ['r-new'],
+        );
+        assert.equal(await store.getMeta('dashboard.link.used-old'), null);
+        assert.equal(await store.getMeta('dashboard.link.expired-old'), null);
+        assert.ok(await store.getMeta('dashboard.link.used-new'));
+        assert.ok(await store.getMeta('dashboard.link.live'));
+        assert.equal(await store.getMeta('dashboard.link.garbled'), 'not json', 'a value it cannot read is left alone');
+        assert.equal(await store.getMeta('gateway.id'), 'keep-me');
+        assert.equal(await store.getSetupCode('aaaaaaaaaaaaaaaa'), null);
+        assert.ok(await store.getSetupCode('bbbbbbbbbbbbbbbb'));
+
+        // The audit log is never pruned, and its chain still verifies.
+        const auditAfter = await store.listAudit({ limit: 10_000 });
+        assert.deepEqual(auditAfter, auditBefore);
+        assert.equal(verifyAuditChain(auditAfter), null);
+        // A second pass finds nothing more.
+        assert.deepEqual(await store.pruneRetained({ deliveredBeforeMs: cut, cronRunsBeforeMs: cut, signInLinksBeforeMs: cut, setupCodesBeforeMs: cut }), {
+          deliveries: 0,
+          cronRuns: 0,
+          signInLinks: 0,
+          setupCodes: 0,
+        });
+      }),
+    );
+
+    test(
+      'pendingDeliveryCount counts deliveries still to be sent',
+      withStore(async (store) => {
+        assert.equal(await store.pendingDeliveryCount(), 0);
+        await delivery(store, 'a', 'pending');
+        await delivery(store, 'b', 'pending');
+        await delivery(store, 'c', { delivered: T0 });
+        await store.recordDeliveryAttempt({ deliveryId: 'b', atMs: T0, outcome: 'retry', nextAttemptAtMs: T0 + 1000, error: 'timeout' });
+        assert.equal(await store.pendingDeliveryCount(), 2, 'a retry backing off is still queued');
       }),
     );
   });

@@ -4,7 +4,7 @@
  * TLS files happens here (the CLI is the IO edge); the core only sees PEM text.
  */
 import { readFileSync } from 'node:fs';
-import { DEFAULTS, type GatewayConfig, normalizeContextPath, type TlsMaterial, toWsUrl } from '../core/config.js';
+import { DEFAULTS, type GatewayConfig, normalizeContextPath, type RetentionPolicy, type TlsMaterial, toWsUrl } from '../core/config.js';
 import { setupUrlProblem } from '../protocol/setup-code.js';
 import { proxyEntryProblem } from '../server/proxy.js';
 import { ensureSelfSignedCert, readPem } from '../server/tls.js';
@@ -31,6 +31,16 @@ export interface FileConfig {
     store?: string;
     postgres?: { url?: string };
     controlUi?: { allowedOrigins?: string[] };
+    /** Prometheus `/metrics` (docs/operations.md). */
+    metrics?: { enabled?: boolean; allowFrom?: string[] };
+    /** How long finished records are kept (docs/operations.md); 0 keeps a kind forever. */
+    retention?: {
+      deliveredWebhooksDays?: number;
+      cronRunsDays?: number;
+      signInLinksDays?: number;
+      setupCodesDays?: number;
+      intervalMinutes?: number;
+    };
   };
   /** Automations (issue 7): `channels.webhooks` and the `webhook` delivery policy (checked by cli/automations.ts). */
   automations?: unknown;
@@ -51,6 +61,7 @@ export const GATEWAY_FLAGS = {
   'trusted-proxy': { type: 'string', multiple: true },
   store: { type: 'string' },
   'postgres-url': { type: 'string' },
+  metrics: { type: 'boolean' },
 } as const;
 
 export function readConfigFile(path: string): FileConfig {
@@ -83,12 +94,46 @@ function fileShapeProblems(g: NonNullable<FileConfig['gateway']>): void {
     bad('auth.sharedSecretIsAdminOnHost', 'true or false');
   if (g.publicUrl !== undefined && typeof g.publicUrl !== 'string') bad('publicUrl', 'a string like "wss://gateway.example.com"');
   if (g.contextPath !== undefined && typeof g.contextPath !== 'string') bad('contextPath', 'a string like "/clawgate"');
+  if (g.metrics !== undefined) {
+    if (typeof g.metrics !== 'object' || g.metrics === null || Array.isArray(g.metrics)) bad('metrics', 'an object');
+    if (g.metrics.enabled !== undefined && typeof g.metrics.enabled !== 'boolean') bad('metrics.enabled', 'true or false');
+    const from = g.metrics.allowFrom;
+    if (from !== undefined && (!Array.isArray(from) || from.some((e) => typeof e !== 'string' || proxyEntryProblem(e) !== null)))
+      bad('metrics.allowFrom', 'an array of addresses or CIDRs (strings) like "10.0.0.0/8"');
+  }
+  if (g.retention !== undefined) {
+    if (typeof g.retention !== 'object' || g.retention === null || Array.isArray(g.retention)) bad('retention', 'an object');
+    for (const key of RETENTION_DAY_KEYS) {
+      const v = g.retention[key];
+      if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > MAX_RETENTION_DAYS))
+        bad(`retention.${key}`, `a whole number of days from 0 (keep forever) to ${MAX_RETENTION_DAYS}`);
+    }
+    const every = g.retention.intervalMinutes;
+    if (every !== undefined && (!Number.isInteger(every) || every < 1 || every > 1440))
+      bad('retention.intervalMinutes', 'a whole number of minutes from 1 to 1440');
+  }
   if (g.tls !== undefined) {
     if (typeof g.tls !== 'object' || g.tls === null || Array.isArray(g.tls)) bad('tls', 'an object');
     if (g.tls.enabled !== undefined && typeof g.tls.enabled !== 'boolean') bad('tls.enabled', 'true or false');
     if (g.tls.certPath !== undefined && typeof g.tls.certPath !== 'string') bad('tls.certPath', 'a file path');
     if (g.tls.keyPath !== undefined && typeof g.tls.keyPath !== 'string') bad('tls.keyPath', 'a file path');
   }
+}
+
+const RETENTION_DAY_KEYS = ['deliveredWebhooksDays', 'cronRunsDays', 'signInLinksDays', 'setupCodesDays'] as const;
+const MAX_RETENTION_DAYS = 36_500;
+const DAY_MS = 24 * 3600_000;
+
+/** The file's retention section in milliseconds (unset keys stay unset: the defaults apply). */
+function retentionFromFile(r: NonNullable<NonNullable<FileConfig['gateway']>['retention']> | undefined): Partial<RetentionPolicy> | undefined {
+  if (!r) return undefined;
+  const out: Partial<RetentionPolicy> = {};
+  if (r.deliveredWebhooksDays !== undefined) out.deliveredWebhooksMs = r.deliveredWebhooksDays * DAY_MS;
+  if (r.cronRunsDays !== undefined) out.cronRunsMs = r.cronRunsDays * DAY_MS;
+  if (r.signInLinksDays !== undefined) out.signInLinksMs = r.signInLinksDays * DAY_MS;
+  if (r.setupCodesDays !== undefined) out.setupCodesMs = r.setupCodesDays * DAY_MS;
+  if (r.intervalMinutes !== undefined) out.intervalMs = r.intervalMinutes * 60_000;
+  return out;
 }
 
 /** Where TLS material comes from, before anything is read. */
@@ -179,6 +224,11 @@ export function resolveGatewaySettings(values: Record<string, unknown>, env: Nod
       publicUrl,
       contextPath,
       allowedOrigins: g.controlUi?.allowedOrigins ?? DEFAULTS.allowedOrigins,
+      metrics: {
+        enabled: values.metrics === true || g.metrics?.enabled === true,
+        ...(g.metrics?.allowFrom ? { allowFrom: g.metrics.allowFrom } : {}),
+      },
+      retention: retentionFromFile(g.retention),
     },
   };
 }

@@ -41,7 +41,7 @@ Usage:
                        [--config <file>]
                        [--public-url wss://host[/path]] [--context-path /path]
                        [--tls | --tls-cert <pem> --tls-key <pem>] [--trusted-proxy <addr|cidr>…]
-                       [--store sqlite|postgres] [--postgres-url <url>]
+                       [--store sqlite|postgres] [--postgres-url <url>] [--metrics]
   clawgate gateway token [--state-dir <dir>]     print the shared gateway token
   clawgate gateway key [--state-dir <dir>] [--json]
                                                print the gateway key fingerprint (clients pass it

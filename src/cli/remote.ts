@@ -357,6 +357,7 @@ export function installServiceCommand(args: string[]): number {
     if (v !== undefined) argv.push(`--${flag}`, ['tls-cert', 'tls-key', 'token-file', 'password-file'].includes(flag) ? resolve(v) : v);
   }
   if (values.tls === true) argv.push('--tls');
+  if (values.metrics === true) argv.push('--metrics');
   for (const p of (values['trusted-proxy'] as string[] | undefined) ?? []) argv.push('--trusted-proxy', p);
   const user = (values.user as string | undefined) ?? userInfo().username;
   const readWrite = [stateDir];

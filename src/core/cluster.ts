@@ -14,7 +14,7 @@ export type ClusterEvent =
   /** An operator-facing event (pairing requested/resolved/changed, setup completed). */
   | { type: 'broadcast'; event: string; payload: unknown }
   /** A device's authority changed: close its sessions (of one role, or all). */
-  | { type: 'close-device'; deviceId: string; role: Role | null; why: CloseWhy }
+  | { type: 'close-device'; deviceId: string; role: Role | null; why: CloseWhy; atMs?: number | undefined }
   /** A pairing request was decided: finish connects waiting on it. */
   | { type: 'resolve-waiters'; requestId: string; decision: 'approved' | 'rejected' }
   /** An approval widened a grant: widen live sessions that asked for it. */

@@ -52,7 +52,44 @@ export interface GatewayConfig {
   contextPath: string;
   /** Automations (issue 7): webhook channels from the config file and the delivery policy. */
   automations?: AutomationsConfig | undefined;
+  /** Prometheus `/metrics` (docs/operations.md); off unless `enabled`. */
+  metrics?: MetricsConfig | undefined;
+  /** How long finished records are kept before the periodic prune deletes them; unset fields take DEFAULT_RETENTION. */
+  retention?: Partial<RetentionPolicy> | undefined;
 }
+
+export interface MetricsConfig {
+  enabled: boolean;
+  /**
+   * Client addresses/CIDRs allowed to scrape, as the gateway attributes them (behind a trusted
+   * proxy: the forwarded client address). Absent: loopback only.
+   */
+  allowFrom?: string[] | undefined;
+}
+
+/** Retention of finished records; 0 keeps that kind forever. The audit log is never pruned. */
+export interface RetentionPolicy {
+  /** Webhook deliveries that were delivered (dead letters are kept for the operator). */
+  deliveredWebhooksMs: number;
+  /** Cron run history. */
+  cronRunsMs: number;
+  /** Control UI sign-in links, counted from their use (or their expiry when never used). */
+  signInLinksMs: number;
+  /** Setup codes, counted from their expiry. */
+  setupCodesMs: number;
+  /** How often the prune runs. */
+  intervalMs: number;
+}
+
+const DAY_MS = 24 * 3600_000;
+
+export const DEFAULT_RETENTION: RetentionPolicy = {
+  deliveredWebhooksMs: 30 * DAY_MS,
+  cronRunsMs: 30 * DAY_MS,
+  signInLinksMs: 30 * DAY_MS,
+  setupCodesMs: 30 * DAY_MS,
+  intervalMs: 3600_000,
+};
 
 export interface AutomationsConfig {
   channels?: Array<{ name: string; url: string; username?: string | undefined }> | undefined;

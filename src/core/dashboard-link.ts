@@ -8,6 +8,7 @@
  * Single use: within a process a link is claimed synchronously before any await, so two racing
  * sign-ins cannot both pass; the consumed mark is then written to the store.
  */
+import { SIGN_IN_LINK_META_PREFIX } from '../store/retention-shared.js';
 import type { Gateway } from './gateway.js';
 import { hashSecret, mintToken, parseToken, secretMatchesHash } from './secrets.js';
 
@@ -22,7 +23,7 @@ interface StoredLink {
   usedAtMs?: number;
 }
 
-const metaKey = (id: string) => `dashboard.link.${id}`;
+const metaKey = (id: string) => `${SIGN_IN_LINK_META_PREFIX}${id}`;
 const claimed = new WeakMap<Gateway, Set<string>>();
 
 export async function mintDashboardLink(gw: Gateway, ttlMs: number, actor: string): Promise<{ linkId: string; token: string; expiresAtMs: number }> {

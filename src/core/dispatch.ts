@@ -15,6 +15,8 @@ export interface MethodContext<P = unknown> {
   params: P;
   /** Aborted when the client sends `cancel` for this request or disconnects. */
   signal: AbortSignal;
+  /** The gateway's logger with this call's connection and request ids on every line. */
+  log: DispatchLog;
 }
 
 export interface MethodSpec<P = unknown> {
@@ -39,7 +41,28 @@ interface Compiled {
 export type DispatchResult = { ok: true; payload: unknown } | { ok: false; error: ErrorShape };
 
 export interface DispatchLog {
-  error(msg: string, fields: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+/** Which connection and request a call belongs to: every log line about it carries them. */
+export interface CallIds {
+  connId?: string | undefined;
+  requestId?: string | undefined;
+}
+
+/** A logger that adds `ids` to every line (the line's own fields win on a clash). */
+export function logWith(log: DispatchLog, ids: CallIds): DispatchLog {
+  const base: Record<string, unknown> = {};
+  if (ids.connId !== undefined) base.connId = ids.connId;
+  if (ids.requestId !== undefined) base.requestId = ids.requestId;
+  if (Object.keys(base).length === 0) return log;
+  return {
+    info: (m, f) => log.info(m, { ...base, ...f }),
+    warn: (m, f) => log.warn(m, { ...base, ...f }),
+    error: (m, f) => log.error(m, { ...base, ...f }),
+  };
 }
 
 export class MethodTable {
@@ -69,7 +92,7 @@ export class MethodTable {
   }
 
   /** Authorize and run one call. Never throws. */
-  async dispatch(principal: Principal, method: string, rawParams: unknown, signal: AbortSignal): Promise<DispatchResult> {
+  async dispatch(principal: Principal, method: string, rawParams: unknown, signal: AbortSignal, ids: CallIds = {}): Promise<DispatchResult> {
     const entry = this.methods.get(method);
     if (!entry) return fail(new GatewayError('UNKNOWN_METHOD', { vars: { method } }));
     const { spec, check } = entry;
@@ -90,13 +113,14 @@ export class MethodTable {
         if (!hasScope(principal, scope)) return fail(missingScope(principal, scope, required));
       }
     }
+    const log = logWith(this.log, ids);
     try {
-      const result = await spec.handler({ principal, params, signal });
+      const result = await spec.handler({ principal, params, signal, log });
       if (result instanceof GatewayError) return fail(result);
       return { ok: true, payload: result ?? {} };
     } catch (err) {
       const ref = Math.random().toString(36).slice(2, 10);
-      this.log.error('method handler threw', { method, ref, actor: principal.actor, err: String((err as Error)?.stack ?? err) });
+      log.error('method handler threw', { method, ref, actor: principal.actor, err: String((err as Error)?.stack ?? err) });
       return fail(new GatewayError('INTERNAL_ERROR', { vars: { ref } }));
     }
   }

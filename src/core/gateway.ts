@@ -25,21 +25,23 @@ import {
 import { audienceOf, ownerProofPayload } from '../protocol/gateway-proof.js';
 import { ALL_OPERATOR_SCOPES, normalizeScopes, PAIRING, READ, scopeSatisfied } from '../protocol/scopes.js';
 import { cleanOptional, cleanText } from '../protocol/text.js';
-import type { GrantRecord, PairingRequest, SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
+import type { GrantRecord, PairingRequest, PruneCounts, SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
 import { type Credential, type Decision, decideConnect } from './admission.js';
 import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
 import { ClusterNodeRouter } from './cluster-nodes.js';
-import type { GatewayConfig } from './config.js';
+import type { GatewayConfig, RetentionPolicy } from './config.js';
 import { confirmationCode } from './confirmation.js';
 import { consumeDashboardLink, isDashboardLinkToken } from './dashboard-link.js';
-import { approveHint, type DispatchLog, MethodTable } from './dispatch.js';
+import { approveHint, type CallIds, type DispatchLog, MethodTable } from './dispatch.js';
 import type { Clock, Random } from './env.js';
 import type { GatewayIdentity } from './gateway-identity.js';
 import { type VerifiedDevice, verifyDeviceProof } from './identity.js';
+import { type GatewayMetrics, noMetrics } from './metrics.js';
 import { NodeRegistry } from './nodes.js';
 import { DEFAULT_PRESENCE_WINDOW_MS, type PresenceChange, PresenceCoalescer, type PresenceEvent } from './presence.js';
 import { type ClientDescription, frameCapBytes, type Principal, SessionPrincipal, type SessionTransport } from './principal.js';
 import { type AuthLimiter, type CredentialKind, FailureLimiter } from './ratelimit.js';
+import { pruneRetained, retentionPolicy } from './retention.js';
 import { claimRotationGrace, claimUnpickedSuccessor, recordRotationGrace } from './rotation-grace.js';
 import { deviceTokenKey, type MintedToken, mintToken, parseToken, SharedSecret, secretMatchesHash } from './secrets.js';
 import { roleRefusalDetails, SETUP_REPEAT_GRACE_MS, setupRefusal, verifyBootstrapToken } from './setup-codes.js';
@@ -66,6 +68,8 @@ export interface GatewayDeps {
   limiter?: AuthLimiter | undefined;
   /** The gateway's signing identity (PROTOCOL.md §Gateway identity). */
   identity?: GatewayIdentity | undefined;
+  /** Operator-facing counters and latencies (docs/operations.md); none by default. */
+  metrics?: GatewayMetrics | undefined;
 }
 
 /** Transport facts the server establishes before the first frame. */
@@ -74,11 +78,13 @@ export interface TransportFacts {
   address: string;
   /** Direct loopback peer, no forwarded headers. */
   directLocal: boolean;
+  /** The id the server logs this connection under; becomes the session's connId once admitted. */
+  connId?: string | undefined;
 }
 
 export type ConnectOutcome =
-  | { type: 'hello'; session: SessionPrincipal; frame: string }
-  | { type: 'reject'; frame: string | null; closeCode: number; closeReason: string }
+  | { type: 'hello'; session: SessionPrincipal; frame: string; authMethod?: HelloAuth['method'] | undefined }
+  | { type: 'reject'; frame: string | null; closeCode: number; closeReason: string; detail?: DetailCode | undefined }
   | { type: 'wait'; requestId: string; confirmationCode: string; result: Promise<ConnectOutcome>; cancel(): void };
 
 /** Pairing events go only to holders of operator.pairing (admin passes). */
@@ -152,6 +158,8 @@ export class Gateway {
   readonly startedAtMs: number;
   /** The gateway's own signing identity (absent only for gateways built without a state dir). */
   readonly identity: GatewayIdentity | null;
+  readonly metrics: GatewayMetrics;
+  readonly retention: RetentionPolicy;
   readonly sessions = new Map<string, SessionPrincipal>();
   /** Live node connections, surfaces and node.invoke routing (issue 5). */
   readonly nodes: NodeRegistry;
@@ -188,6 +196,8 @@ export class Gateway {
     );
     this.bootId = deps.random.uuid();
     this.identity = deps.identity ?? null;
+    this.metrics = deps.metrics ?? noMetrics;
+    this.retention = retentionPolicy(deps.config.retention);
     this.startedAtMs = deps.clock.now();
     this.sharedToken = deps.config.token ? new SharedSecret(deps.config.token) : null;
     this.sharedPassword = deps.config.password ? new SharedSecret(deps.config.password) : null;
@@ -204,10 +214,12 @@ export class Gateway {
     const expire = setInterval(() => {
       this.expirePending().catch((err) => this.log.warn('pending expiry failed', { err: String(err) }));
     }, 60_000);
+    const prune = setInterval(() => void this.pruneRetained(), this.retention.intervalMs);
     tick.unref();
     flush.unref();
     expire.unref();
-    this.timers.push(tick, flush, expire);
+    prune.unref();
+    this.timers.push(tick, flush, expire, prune);
     if (this.bus) {
       // Events are best effort: a notification lost with a connection (or an instance killed
       // between its commit and its notify) must not strand a connect waiting on approval.
@@ -254,6 +266,28 @@ export class Gateway {
 
   /** Handle the first frame of a connection. Never throws on client input. */
   async connect(text: string, nonce: string, transport: TransportFacts, sock: SessionTransport): Promise<ConnectOutcome> {
+    const attempt = { authMethod: 'none' };
+    const out = await this.connectFrame(text, nonce, transport, sock, attempt);
+    this.countConnect(out, attempt.authMethod);
+    return out;
+  }
+
+  /** A connect's outcome for the metrics: how it ended and which credential it presented. */
+  private countConnect(out: ConnectOutcome, authMethod: string): void {
+    if (out.type === 'wait') {
+      this.metrics.connect('waiting', authMethod);
+      out.result.then((later) => this.countConnect(later, authMethod)).catch(() => {});
+    } else if (out.type === 'hello') this.metrics.connect('ok', out.authMethod ?? authMethod);
+    else this.metrics.connect(out.detail ?? 'rejected', authMethod);
+  }
+
+  private async connectFrame(
+    text: string,
+    nonce: string,
+    transport: TransportFacts,
+    sock: SessionTransport,
+    attempt: { authMethod: string },
+  ): Promise<ConnectOutcome> {
     let frame: unknown;
     try {
       frame = JSON.parse(text);
@@ -289,11 +323,12 @@ export class Gateway {
     }
     if (!(ROLES as readonly string[]).includes(roleName)) return this.reject(frame.id, new GatewayError('INVALID_ROLE'));
     const role = roleName as Role;
+    attempt.authMethod = presentedMethod(params);
     try {
       return await this.authenticate(frame.id, params, role, protocol, nonce, transport, sock);
     } catch (err) {
       const ref = this.random.uuid().slice(0, 8);
-      this.log.error('connect failed with an exception', { ref, err: String((err as Error)?.stack ?? err) });
+      this.log.error('connect failed with an exception', { connId: transport.connId, ref, err: String((err as Error)?.stack ?? err) });
       return this.reject(frame.id, new GatewayError('INTERNAL_ERROR', { vars: { ref } }), CLOSE.tryAgainLater);
     }
   }
@@ -305,6 +340,7 @@ export class Gateway {
       frame: frame ? JSON.stringify(frame) : null,
       closeCode: closeOverride ?? err.close ?? CLOSE.policy,
       closeReason: closeReason(err.shape.message),
+      detail: err.detail,
     };
   }
 
@@ -452,6 +488,7 @@ export class Gateway {
         if (!kind) continue;
         const lockMs = await this.limiter.fail(address, kind);
         if (lockMs > 0) {
+          this.metrics.lockout(kind);
           void this.audit('gateway', 'auth.rate-limited', address, { kind, lockoutMs: lockMs });
         }
       }
@@ -792,7 +829,7 @@ export class Gateway {
       if (decision === 'approved') w.finish(await w.admit());
       else {
         const err = new GatewayError('PAIRING_REJECTED', { details: { requestId } });
-        w.finish({ type: 'reject', frame: null, closeCode: CLOSE.policy, closeReason: err.shape.message });
+        w.finish({ type: 'reject', frame: null, closeCode: CLOSE.policy, closeReason: err.shape.message, detail: err.detail });
       }
     }
   }
@@ -868,7 +905,7 @@ export class Gateway {
       instanceId: cleanOptional(ctx.params.client.instanceId),
     };
     const session = new SessionPrincipal(
-      this.random.uuid(),
+      ctx.transport.connId ?? this.random.uuid(),
       kind,
       ctx.role,
       scopes,
@@ -902,7 +939,7 @@ export class Gateway {
     };
     if (pendingUpgrade) payload.auth.pendingRequestId = pendingUpgrade;
     const frame: ResponseFrame = { type: 'res', id: ctx.id, ok: true, payload };
-    return { type: 'hello', session, frame: JSON.stringify(frame) };
+    return { type: 'hello', session, frame: JSON.stringify(frame), authMethod: auth.method };
   }
 
   snapshot(): Record<string, unknown> {
@@ -1008,7 +1045,7 @@ export class Gateway {
     const ac = new AbortController();
     inflight.set(frame.id, ac);
     try {
-      const result = await this.call(session, frame.method, frame.params, ac.signal);
+      const result = await this.call(session, frame.method, frame.params, ac.signal, { connId: session.connId, requestId: frame.id });
       const res: ResponseFrame = result.ok
         ? { type: 'res', id: frame.id, ok: true, payload: result.payload }
         : { type: 'res', id: frame.id, ok: false, error: result.error };
@@ -1019,8 +1056,8 @@ export class Gateway {
   }
 
   /** The single entry point for every method call, from a socket or from inside the process. */
-  call(principal: Principal, method: string, params: unknown, signal: AbortSignal = new AbortController().signal) {
-    return this.methods.dispatch(principal, method, params, signal);
+  call(principal: Principal, method: string, params: unknown, signal: AbortSignal = new AbortController().signal, ids?: CallIds) {
+    return this.methods.dispatch(principal, method, params, signal, ids);
   }
 
   broadcast(event: string, payload: unknown): void {
@@ -1068,9 +1105,9 @@ export class Gateway {
    * Close every live session of a device (optionally one role) with a catalogue reason. The
    * caller's own socket is closed just after its response is written, so it still learns the result.
    */
-  closeDeviceSessions(deviceId: string, role: Role | null, why: CloseWhy & DetailCode, caller?: Principal): number {
-    this.publish({ type: 'close-device', deviceId, role, why });
-    return this.closeLocalDeviceSessions(deviceId, role, why, caller);
+  closeDeviceSessions(deviceId: string, role: Role | null, why: CloseWhy & DetailCode, caller?: Principal, changedAtMs?: number): number {
+    this.publish({ type: 'close-device', deviceId, role, why, ...(changedAtMs !== undefined ? { atMs: changedAtMs } : {}) });
+    return this.closeLocalDeviceSessions(deviceId, role, why, caller, changedAtMs);
   }
 
   private readonly rotationPushes = new Map<string, Promise<number>>();
@@ -1174,7 +1211,7 @@ export class Gateway {
     s.transport.close(err.close ?? CLOSE.deviceRemoved, closeReason(err.shape.message));
   }
 
-  private closeLocalDeviceSessions(deviceId: string, role: Role | null, why: CloseWhy, caller?: Principal): number {
+  private closeLocalDeviceSessions(deviceId: string, role: Role | null, why: CloseWhy, caller?: Principal, changedAtMs?: number): number {
     const err = new GatewayError(why);
     const code = err.close ?? CLOSE.deviceRemoved;
     const reason = closeReason(err.shape.message);
@@ -1184,6 +1221,9 @@ export class Gateway {
       this.disconnect(s);
       if (s === caller) setImmediate(() => s.transport.close(code, reason));
       else s.transport.close(code, reason);
+      // Measured from the change (when the caller says when it was made) to the close being sent.
+      if (changedAtMs !== undefined) this.metrics.revocationClose(why, Math.max(0, this.clock.now() - changedAtMs));
+      this.log.info('session closed: authority gone', { connId: s.connId, deviceId, role: s.role, reason: why });
       n++;
     }
     return n;
@@ -1212,6 +1252,7 @@ export class Gateway {
         data: { requestId: r.requestId, role: r.role, scopes, kind: r.kind },
       },
     });
+    this.metrics.approval(now - r.createdAtMs);
     this.broadcastResolved(r.requestId, r.deviceId, 'approved');
     this.widenDeviceSessions(r.deviceId, r.role, r.scopes, r.requestId);
     await this.resolveWaiters(r.requestId, 'approved');
@@ -1232,6 +1273,19 @@ export class Gateway {
     this.publish({ type: 'upgrade-rejected', deviceId: r.deviceId, requestId: r.requestId });
     this.upgradeRejectedLocal(r.deviceId, r.requestId);
     await this.resolveWaiters(r.requestId, 'rejected');
+  }
+
+  /** One retention pass (periodic): finished records past their retention go; the audit log stays. */
+  async pruneRetained(): Promise<PruneCounts | null> {
+    try {
+      const counts = await pruneRetained(this.store, this.clock, this.retention);
+      for (const [kind, n] of Object.entries(counts)) if (n > 0) this.metrics.pruned(kind, n);
+      if (Object.values(counts).some((n) => n > 0)) this.log.info('retention prune', { ...counts });
+      return counts;
+    } catch (err) {
+      this.log.warn('retention prune failed', { err: String(err) });
+      return null;
+    }
   }
 
   /** Drop pending requests nobody retried within the TTL (checked lazily and periodically). */
@@ -1325,7 +1379,7 @@ export class Gateway {
         this.broadcastLocal(e.event, e.payload);
         return;
       case 'close-device':
-        this.closeLocalDeviceSessions(e.deviceId, e.role, e.why);
+        this.closeLocalDeviceSessions(e.deviceId, e.role, e.why, undefined, e.atMs);
         return;
       case 'widen-sessions':
         this.widenLocalDeviceSessions(e.deviceId, e.role, e.scopes, e.requestId);
@@ -1381,7 +1435,7 @@ export class Gateway {
           else if (token.revokedAtMs !== undefined) this.closeSession(s, 'TOKEN_REVOKED');
         }
       } catch (err) {
-        this.log.warn('could not reconcile a live session', { deviceId: s.deviceId, err: String(err) });
+        this.log.warn('could not reconcile a live session', { connId: s.connId, deviceId: s.deviceId, err: String(err) });
       }
     }
   }
@@ -1459,6 +1513,20 @@ interface AdmitContext {
   bootstrapDetails?: Record<string, unknown> | undefined;
   /** Admitted within the rotation grace: mint the successor and hand it out in hello-ok. */
   reissueToken?: boolean | undefined;
+}
+
+/** The credential a connect presented (the `auth_method` label of the connect metric). */
+function presentedMethod(params: ConnectParams): string {
+  const auth = params.auth ?? {};
+  if (auth.bootstrapToken !== undefined) return 'bootstrap-token';
+  if (auth.deviceToken !== undefined) return 'device-token';
+  if (auth.token !== undefined) {
+    if (parseToken('device', auth.token) !== null) return 'device-token';
+    if (isDashboardLinkToken(auth.token)) return 'dashboard-link';
+    return 'token';
+  }
+  if (auth.password !== undefined) return 'password';
+  return params.device ? 'device' : 'none';
 }
 
 /** How the connection authenticated, as `hello-ok.auth.method` reports it. */

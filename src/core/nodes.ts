@@ -256,6 +256,14 @@ export class NodeRegistry {
 
   /** Route one invocation to a node and wait for its result (or a timeout, cancel, disconnect). */
   async invoke(input: InvokeInput, signal: AbortSignal): Promise<unknown> {
+    const startedAtMs = this.gw.clock.now();
+    const outcome = await this.route(input, signal);
+    const label = outcome instanceof GatewayError ? outcome.detail : (outcome as { ok?: unknown } | null)?.ok === false ? 'node_error' : 'ok';
+    this.gw.metrics.invoke(label, this.gw.clock.now() - startedAtMs);
+    return outcome;
+  }
+
+  private async route(input: InvokeInput, signal: AbortSignal): Promise<unknown> {
     const { nodeId, command } = input;
     const live = this.byNode(nodeId);
     if (!live) {

@@ -18,7 +18,7 @@ import {
   scheduleFromOpenClaw,
 } from '../automations/openclaw-jobs.js';
 import { type Automations, INTERNAL_GRANT } from '../automations/service.js';
-import type { MethodSpec } from '../core/dispatch.js';
+import type { DispatchLog, MethodSpec } from '../core/dispatch.js';
 import type { Gateway } from '../core/gateway.js';
 import { hasScope, type Principal, SessionPrincipal } from '../core/principal.js';
 import { GatewayError } from '../protocol/errors.js';
@@ -250,7 +250,7 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
     return { sessions: await gw.store.listChatSessions({ ...(parentId ? { parentId } : {}), ...(params.limit ? { limit: params.limit } : {}) }) };
   });
 
-  const create = async (p: Principal, key: string | undefined, label: string | undefined, parent?: ChatSession) => {
+  const create = async (p: Principal, log: DispatchLog, key: string | undefined, label: string | undefined, parent?: ChatSession) => {
     const sessionId = gw.random.uuid();
     const k = key ?? (parent ? childKey(parent.key, sessionId) : `s-${sessionId.slice(0, 8)}`);
     const res = await gw.store.createChatSession({
@@ -263,11 +263,11 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
       audit: audit(p, parent ? 'session.spawned' : 'session.created', sessionId, { key: k, ...(parent ? { parentKey: parent.key } : {}) }),
     });
     if (!res.ok) return new GatewayError('SESSION_KEY_TAKEN', { vars: { key: k } });
-    gw.log.info(parent ? 'session spawned' : 'session created', { principal: p.actor, sessionKey: k, ...(parent ? { parentKey: parent.key } : {}) });
+    log.info(parent ? 'session spawned' : 'session created', { principal: p.actor, sessionKey: k, ...(parent ? { parentKey: parent.key } : {}) });
     return { session: res.session };
   };
 
-  operator('sessions.create', WRITE, Params.sessionsCreate, async ({ principal, params }) => create(principal, params.key, params.label));
+  operator('sessions.create', WRITE, Params.sessionsCreate, async ({ principal, params, log }) => create(principal, log, params.key, params.label));
 
   operator('sessions.get', READ, Params.sessionsGet, async ({ params }) => {
     const s = await session(params.sessionKey);
@@ -275,10 +275,10 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
     return { session: s, children: (await gw.store.listChatSessions({ parentId: s.sessionId })).map((c) => c.key) };
   });
 
-  operator('sessions.spawn', WRITE, Params.sessionsSpawn, async ({ principal, params }) => {
+  operator('sessions.spawn', WRITE, Params.sessionsSpawn, async ({ principal, params, log }) => {
     const parent = await session(params.parentKey);
     if (parent instanceof GatewayError) return parent;
-    return create(principal, params.key, params.label, parent);
+    return create(principal, log, params.key, params.label, parent);
   });
 
   operator('sessions.subscribe', READ, Params.sessionsGet, async ({ principal, params }) => {
@@ -328,7 +328,7 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
 
   // --- channels ------------------------------------------------------------------------------
 
-  operator('send', WRITE, Params.send, async ({ principal, params }) => {
+  operator('send', WRITE, Params.send, async ({ principal, params, log }) => {
     const channel = await gw.store.getChannel(params.channel);
     if (!channel) return new GatewayError('UNKNOWN_CHANNEL', { vars: { channel: params.channel } });
     if (!params.content && !(params.embeds && params.embeds.length > 0)) return new GatewayError('EMPTY_MESSAGE');
@@ -352,7 +352,7 @@ export function registerAutomationMethods(gw: Gateway, auto: Automations): void 
       audit: audit(principal, 'channel.send', deliveryId, { channel: channel.name, idempotencyKey }),
     });
     if (!res.duplicate) {
-      gw.log.info('channel send queued', { principal: principal.actor, channel: channel.name, deliveryId });
+      log.info('channel send queued', { principal: principal.actor, channel: channel.name, deliveryId });
       auto.deliveries.kick();
     }
     const d = res.delivery;

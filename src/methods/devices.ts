@@ -381,9 +381,10 @@ export function registerDeviceMethods(gw: Gateway): void {
       const grants = await gw.store.listGrants(deviceId);
       const why = deviceManagementDenial(principal, 'remove', deviceId, grants);
       if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device removal', why } });
-      const ok = await gw.store.removeDevice(deviceId, { atMs: gw.clock.now(), actor: principal.actor, action: 'device.removed', subject: deviceId });
+      const removedAtMs = gw.clock.now();
+      const ok = await gw.store.removeDevice(deviceId, { atMs: removedAtMs, actor: principal.actor, action: 'device.removed', subject: deviceId });
       if (!ok) return new GatewayError('UNKNOWN_DEVICE', { vars: { deviceId } });
-      gw.closeDeviceSessions(deviceId, null, 'DEVICE_REMOVED', principal);
+      gw.closeDeviceSessions(deviceId, null, 'DEVICE_REMOVED', principal, removedAtMs);
       gw.broadcast('device.pair.changed', { deviceId, change: 'removed' });
       return { deviceId };
     },
@@ -482,7 +483,7 @@ export function registerDeviceMethods(gw: Gateway): void {
         subject: p.deviceId,
         data: { role: p.role },
       });
-      gw.closeDeviceSessions(p.deviceId, p.role, 'TOKEN_REVOKED', principal);
+      gw.closeDeviceSessions(p.deviceId, p.role, 'TOKEN_REVOKED', principal, now);
       gw.broadcast('device.pair.changed', { deviceId: p.deviceId, change: 'token-revoked', role: p.role });
       return { deviceId: p.deviceId, role: p.role, revokedAtMs: now };
     },

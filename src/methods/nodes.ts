@@ -292,7 +292,7 @@ export function registerNodeMethods(gw: Gateway): void {
       }
       const now = gw.clock.now();
       await gw.store.removeRole(nodeId, 'node', { atMs: now, actor: principal.actor, action: 'node.removed', subject: nodeId });
-      gw.closeDeviceSessions(nodeId, 'node', 'DEVICE_REMOVED', principal);
+      gw.closeDeviceSessions(nodeId, 'node', 'DEVICE_REMOVED', principal, now);
       gw.broadcast('node.pair.resolved', { requestId: '', nodeId, decision: 'removed', ts: now });
       return { nodeId, removedAtMs: now, deviceRemoved: grants.length === 1 };
     },

@@ -73,7 +73,7 @@ export function registerSetupMethods(gw: Gateway): void {
       },
       { additionalProperties: false },
     ),
-    handler: async ({ principal, params }) => {
+    handler: async ({ principal, params, log }) => {
       const p = params as SetupCodeParams;
       if (p.profile && p.bootstrapProfile) return invalid('pass profile or bootstrapProfile, not both');
       const unsafe = unsafeFieldError(method, { label: p.label });
@@ -115,7 +115,7 @@ export function registerSetupMethods(gw: Gateway): void {
         if (!decoded.ok) throw new Error(`a minted setup code does not decode: ${decoded.problem}`);
         join = joinUrl(url, joinCodesOf(gw).register(decoded.payload));
       }
-      gw.log.info('setup code minted', {
+      log.info('setup code minted', {
         setupId: r.setupId,
         profile: profile.name,
         by: principal.actor,

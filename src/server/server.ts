@@ -4,6 +4,7 @@
  * it learns from the network goes to the core as text frames and transport facts; every socket has an `error` listener so no client can crash
  * the process.
  */
+
 import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
@@ -13,11 +14,25 @@ import { joinCodesOf } from '../core/join-codes.js';
 import { frameCapBytes, type SessionPrincipal, type SessionTransport } from '../core/principal.js';
 import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
 import { MAX_PREAUTH_PAYLOAD_BYTES } from '../protocol/frames.js';
+import type { SetupPayload } from '../protocol/setup-code.js';
 import { gatewayOrigins, loadControlUi, originAllowed, serveControlUi } from './control-ui.js';
-import { attribute, ProxyTrust } from './proxy.js';
+import { type Attribution, attribute, ProxyTrust } from './proxy.js';
 import { certFacts } from './tls.js';
 
 export const PING_INTERVAL_MS = 25_000;
+/** A store that has not answered the readiness probe by then counts as away. */
+export const READY_STORE_TIMEOUT_MS = 2_000;
+
+/** `/metrics`, when enabled: who may scrape and how the exposition is rendered. */
+export interface MetricsEndpoint {
+  /** Addresses/CIDRs allowed besides direct loopback peers (empty: loopback only). */
+  allowFrom: readonly string[];
+  render(): Promise<{ contentType: string; body: string }>;
+}
+
+export interface ServerOptions {
+  metrics?: MetricsEndpoint | undefined;
+}
 
 export interface RunningServer {
   server: Server;
@@ -31,13 +46,29 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export async function startServer(gateway: Gateway, host: string, port: number): Promise<RunningServer> {
+export async function startServer(gateway: Gateway, host: string, port: number, opts: ServerOptions = {}): Promise<RunningServer> {
   let ready = false;
   const trust = new ProxyTrust(gateway.config.trustedProxies);
   const ctx = gateway.config.contextPath;
   const tls = gateway.config.tls;
   const ui = loadControlUi();
-  const onRequest = (req: IncomingMessage, res: ServerResponse) => handleHttp(gateway, req, res, ctx, () => ready, ui);
+  const scrapers = opts.metrics ? new ProxyTrust(opts.metrics.allowFrom) : null;
+  const httpDeps: HttpDeps = {
+    ctx,
+    ui,
+    readiness: () => readiness(gateway, ready),
+    metrics:
+      opts.metrics && scrapers
+        ? {
+            render: opts.metrics.render,
+            allowed: (req) => attribute(req.socket.remoteAddress, req.headers, trust, gateway.config.untrustedForwarded),
+            permits: (who) => who.ok && (who.directLocal || scrapers.trusts(who.address)),
+          }
+        : null,
+    log: gateway.log,
+    redeemJoinCode: (code) => joinCodesOf(gateway).redeem(code),
+  };
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => handleHttp(req, res, httpDeps);
   const http: Server = tls ? createTlsServer({ cert: tls.certPem, key: tls.keyPem, minVersion: 'TLSv1.2' }, onRequest) : createServer(onRequest);
   const fingerprint = tls ? certFacts(tls.certPem).fingerprint : undefined;
   // A failed TLS handshake (a plaintext client, a client refusing our certificate) is routine.
@@ -77,11 +108,19 @@ export async function startServer(gateway: Gateway, host: string, port: number):
       );
       return;
     }
+    // One id per connection: every log line about it carries it, and an admitted session keeps it.
+    const connId = gateway.random.uuid();
     if (who.proxied) {
-      gateway.log.info('proxied connection', { client: who.address, proxy: req.socket.remoteAddress, proto: who.forwardedProto, host: who.forwardedHost });
+      gateway.log.info('proxied connection', {
+        connId,
+        client: who.address,
+        proxy: req.socket.remoteAddress,
+        proto: who.forwardedProto,
+        host: who.forwardedHost,
+      });
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const facts: TransportFacts = { address: who.address, directLocal: who.directLocal };
+      const facts: TransportFacts = { address: who.address, directLocal: who.directLocal, connId };
       sockets.add(ws);
       ws.on('close', () => sockets.delete(ws));
       serveConnection(gateway, ws, facts);
@@ -139,14 +178,61 @@ function refuseUpgrade(socket: Socket, status: number, type: string, message: st
   );
 }
 
-function handleHttp(
-  gateway: Gateway,
-  req: IncomingMessage,
-  res: ServerResponse,
-  ctx: string,
-  isReady: () => boolean,
-  ui: ReturnType<typeof loadControlUi>,
-): void {
+interface HttpDeps {
+  ctx: string;
+  ui: ReturnType<typeof loadControlUi>;
+  readiness(): Promise<Readiness>;
+  metrics: {
+    render(): Promise<{ contentType: string; body: string }>;
+    allowed(req: IncomingMessage): Attribution;
+    permits(who: Attribution): boolean;
+  } | null;
+  log: Gateway['log'];
+  /** The setup payload of a one-time join code, once (null when used, expired or unknown). */
+  redeemJoinCode(code: string): SetupPayload | null;
+}
+
+interface Readiness {
+  ready: boolean;
+  /** Names of the checks that fail (empty when ready). */
+  failing: string[];
+  checks: Record<string, { ok: boolean; error?: string }>;
+}
+
+/** Ready when the listener is up and the store answers in time. */
+async function readiness(gateway: Gateway, listening: boolean): Promise<Readiness> {
+  const checks: Readiness['checks'] = { listening: listening ? { ok: true } : { ok: false, error: 'not listening (starting or stopping)' } };
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      gateway.store.getMeta('gateway.id'),
+      new Promise((_resolve, reject) => {
+        timer = setTimeout(() => reject(new Error('timeout')), READY_STORE_TIMEOUT_MS);
+        timer.unref();
+      }),
+    ]);
+    checks.store = { ok: true };
+  } catch (err) {
+    // Only a fixed text and the error code: a driver's message may carry connection details.
+    const code = (err as { code?: unknown })?.code;
+    const timedOut = (err as Error)?.message === 'timeout';
+    checks.store = {
+      ok: false,
+      error: timedOut
+        ? `store did not answer within ${READY_STORE_TIMEOUT_MS} ms`
+        : `store call failed${typeof code === 'string' && /^[A-Z0-9_]{1,40}$/.test(code) ? ` (${code})` : ''}`,
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+  const failing = Object.entries(checks)
+    .filter(([, c]) => !c.ok)
+    .map(([name]) => name);
+  return { ready: failing.length === 0, failing, checks };
+}
+
+function handleHttp(req: IncomingMessage, res: ServerResponse, deps: HttpDeps): void {
+  const { ctx, ui } = deps;
   const full = (req.url ?? '/').split('?')[0] ?? '/';
   // Health endpoints answer at the root and under the context path (a path-routing proxy forwards the latter).
   const path = ctx && full.startsWith(`${ctx}/`) ? full.slice(ctx.length) : full;
@@ -161,11 +247,36 @@ function handleHttp(
   else if ((!ctx || full.startsWith(`${ctx}/`)) && path.startsWith('/j/')) {
     // A join code is fetched exactly once; a used, expired, malformed or unknown one (or a request
     // with a query string, or not a GET) answers the same 404, so a probe learns nothing.
-    const payload = req.method === 'GET' && !(req.url ?? '').includes('?') ? joinCodesOf(gateway).redeem(path.slice(3)) : null;
-    if (payload) gateway.log.info('join code redeemed', { address: req.socket.remoteAddress ?? null });
+    const payload = req.method === 'GET' && !(req.url ?? '').includes('?') ? deps.redeemJoinCode(path.slice(3)) : null;
+    if (payload) deps.log.info('join code redeemed', { address: req.socket.remoteAddress ?? null });
     json(payload ? 200 : 404, payload ?? { error: 'not_found' });
-  } else if (path === '/readyz') json(isReady() ? 200 : 503, { ready: isReady() });
-  else if (ctx && full === ctx) {
+  } else if (path === '/readyz') {
+    deps.readiness().then(
+      (r) => json(r.ready ? 200 : 503, r),
+      (err) => {
+        deps.log.error('readiness check crashed', { err: String(err) });
+        json(503, { ready: false, failing: ['internal'], checks: {} });
+      },
+    );
+  } else if (path === '/metrics' && deps.metrics) {
+    const m = deps.metrics;
+    const who = m.allowed(req);
+    if (!who.ok) json(who.status, { error: { type: who.type, message: who.message } });
+    else if (!m.permits(who)) {
+      json(403, { error: { type: 'metrics_forbidden', message: 'metrics are served to loopback clients and gateway.metrics.allowFrom only' } });
+    } else {
+      m.render().then(
+        ({ contentType, body }) => {
+          res.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
+          res.end(body);
+        },
+        (err) => {
+          deps.log.error('metrics exposition failed', { err: String(err) });
+          json(500, { error: { type: 'internal', message: 'metrics exposition failed' } });
+        },
+      );
+    }
+  } else if (ctx && full === ctx) {
     // The UI's asset URLs are relative to its page: `/clawgate` must become `/clawgate/`.
     res.writeHead(308, { location: `${ctx}/`, 'content-length': 0 });
     res.end();
@@ -202,7 +313,8 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
   const inflight = new Map<string, AbortController>();
   let alive = true;
 
-  ws.on('error', (err) => gateway.log.warn('socket error', { address: facts.address, err: String(err) }));
+  const connId = facts.connId;
+  ws.on('error', (err) => gateway.log.warn('socket error', { connId, address: facts.address, err: String(err) }));
   // Covers the first frame and the authentication it starts (a hung store must not hold the
   // socket forever). A connect waiting for approval has its own, longer lifetime: `waiting`
   // clears this timer.
@@ -231,7 +343,10 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
     clearInterval(pinger);
     cancelWait?.();
     for (const ac of inflight.values()) ac.abort();
-    if (session) gateway.disconnect(session);
+    if (session) {
+      gateway.log.info('session closed', { connId, role: session.role, deviceId: session.deviceId });
+      gateway.disconnect(session);
+    }
   });
 
   const finish = (outcome: ConnectOutcome): void => {
@@ -247,19 +362,29 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
       state = 'open';
       setFrameCap(ws, frameCapBytes(outcome.session));
       ws.send(outcome.frame);
+      gateway.log.info('session opened', {
+        connId,
+        role: outcome.session.role,
+        kind: outcome.session.kind,
+        deviceId: outcome.session.deviceId,
+        authMethod: outcome.authMethod,
+        address: facts.address,
+      });
     } else if (outcome.type === 'reject') {
       state = 'closed';
+      gateway.log.info('connect refused', { connId, code: outcome.detail ?? null, closeCode: outcome.closeCode, address: facts.address });
       if (outcome.frame) ws.send(outcome.frame);
       transport.close(outcome.closeCode, outcome.closeReason);
     } else {
       state = 'waiting';
       clearTimeout(handshakeTimer);
       cancelWait = outcome.cancel;
+      gateway.log.info('connect waiting for approval', { connId, requestId: outcome.requestId, address: facts.address });
       transport.send(
         JSON.stringify({ type: 'event', event: 'device.pair.waiting', payload: { requestId: outcome.requestId, confirmationCode: outcome.confirmationCode } }),
       );
       outcome.result.then(finish, (err) => {
-        gateway.log.error('approval wait failed', { err: String(err) });
+        gateway.log.error('approval wait failed', { connId, err: String(err) });
         transport.close(CLOSE.tryAgainLater, 'internal error');
       });
     }
@@ -275,7 +400,7 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
       }
       state = 'authenticating';
       gateway.connect(data.toString('utf8'), challenge.nonce, facts, transport).then(finish, (err) => {
-        gateway.log.error('connect crashed', { err: String(err) });
+        gateway.log.error('connect crashed', { connId, err: String(err) });
         transport.close(CLOSE.tryAgainLater, 'internal error');
       });
       return;
@@ -290,7 +415,7 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
       (reply) => {
         if (reply !== null) transport.send(reply);
       },
-      (err) => gateway.log.error('frame handling crashed', { err: String(err) }),
+      (err) => gateway.log.error('frame handling crashed', { connId, err: String(err) }),
     );
   });
 

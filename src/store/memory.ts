@@ -2,6 +2,7 @@
 import type { Role } from '../protocol/frames.js';
 import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './import-shared.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
+import { SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from './retention-shared.js';
 import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import { applyAttempt, approvedGrant, CHAT_PAGE_DEFAULT, chainAudit, channelNameTaken, mergePairingRequest } from './shared.js';
 import type {
@@ -31,8 +32,10 @@ import type {
   NodeSurfaceRecord,
   NodeSurfaceRequest,
   PairingRequest,
+  PruneCounts,
   RedeemSetupInput,
   RedeemSetupResult,
+  RetentionCutoffs,
   SetupCodeRecord,
   Store,
   TokenRecord,
@@ -637,5 +640,47 @@ export class MemoryStore implements Store {
       .filter((e) => e.seq > after)
       .slice(0, opts.limit ?? Number.MAX_SAFE_INTEGER)
       .map(clone);
+  }
+
+  async pruneRetained(c: RetentionCutoffs): Promise<PruneCounts> {
+    const out: PruneCounts = { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0 };
+    if (c.deliveredBeforeMs !== null) {
+      const before = c.deliveredBeforeMs;
+      for (const [id, d] of this.deliveries) {
+        if (d.status === 'delivered' && d.deliveredAtMs !== undefined && d.deliveredAtMs < before) {
+          this.deliveries.delete(id);
+          out.deliveries++;
+        }
+      }
+    }
+    if (c.cronRunsBeforeMs !== null) {
+      const before = c.cronRunsBeforeMs;
+      const kept = this.cronRuns.filter((r) => r.finishedAtMs >= before);
+      out.cronRuns = this.cronRuns.length - kept.length;
+      this.cronRuns = kept;
+    }
+    if (c.signInLinksBeforeMs !== null) {
+      for (const [key, value] of this.meta) {
+        if (key.startsWith(SIGN_IN_LINK_META_PREFIX) && signInLinkPrunable(value, c.signInLinksBeforeMs)) {
+          this.meta.delete(key);
+          out.signInLinks++;
+        }
+      }
+    }
+    if (c.setupCodesBeforeMs !== null) {
+      for (const [id, code] of this.setups) {
+        if (code.expiresAtMs < c.setupCodesBeforeMs) {
+          this.setups.delete(id);
+          out.setupCodes++;
+        }
+      }
+    }
+    return out;
+  }
+
+  async pendingDeliveryCount(): Promise<number> {
+    let n = 0;
+    for (const d of this.deliveries.values()) if (d.status === 'pending') n++;
+    return n;
   }
 }

@@ -15,6 +15,7 @@ import pg from 'pg';
 import type { Role } from '../protocol/frames.js';
 import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './import-shared.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
+import { SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from './retention-shared.js';
 import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import {
   type AuditRow,
@@ -67,8 +68,10 @@ import type {
   NodeSurfaceRecord,
   NodeSurfaceRequest,
   PairingRequest,
+  PruneCounts,
   RedeemSetupInput,
   RedeemSetupResult,
+  RetentionCutoffs,
   SetupCodeRecord,
   Store,
   UpsertNodeSurfaceInput,
@@ -970,5 +973,36 @@ export class PostgresStore implements Store {
   async listAudit(opts: { afterSeq?: number; limit?: number } = {}) {
     const rows = await this.q.all<AuditRow>('SELECT * FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2', [opts.afterSeq ?? 0, opts.limit ?? null]);
     return rows.map(toAudit);
+  }
+
+  async pruneRetained(c: RetentionCutoffs): Promise<PruneCounts> {
+    return this.write(async (tx) => {
+      const out: PruneCounts = { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0 };
+      if (c.deliveredBeforeMs !== null) {
+        out.deliveries = await tx.run("DELETE FROM deliveries WHERE status = 'delivered' AND (body_json::jsonb->>'deliveredAtMs')::bigint < $1", [
+          c.deliveredBeforeMs,
+        ]);
+      }
+      if (c.cronRunsBeforeMs !== null) {
+        out.cronRuns = await tx.run("DELETE FROM cron_runs WHERE (body_json::jsonb->>'finishedAtMs')::bigint < $1", [c.cronRunsBeforeMs]);
+      }
+      if (c.signInLinksBeforeMs !== null) {
+        const rows = await tx.all<{ key: string; value: string }>('SELECT key, value FROM meta WHERE left(key, $1) = $2', [
+          SIGN_IN_LINK_META_PREFIX.length,
+          SIGN_IN_LINK_META_PREFIX,
+        ]);
+        for (const r of rows) {
+          if (signInLinkPrunable(r.value, c.signInLinksBeforeMs)) out.signInLinks += await tx.run('DELETE FROM meta WHERE key = $1', [r.key]);
+        }
+      }
+      if (c.setupCodesBeforeMs !== null) {
+        out.setupCodes = await tx.run('DELETE FROM setup_codes WHERE expires_at_ms < $1', [c.setupCodesBeforeMs]);
+      }
+      return out;
+    });
+  }
+
+  async pendingDeliveryCount(): Promise<number> {
+    return (await this.q.one<{ n: number }>("SELECT COUNT(*)::int AS n FROM deliveries WHERE status = 'pending'"))?.n ?? 0;
   }
 }

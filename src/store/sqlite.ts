@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import type { Role } from '../protocol/frames.js';
 import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './import-shared.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
+import { SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from './retention-shared.js';
 import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import {
   type AuditRow,
@@ -59,8 +60,10 @@ import type {
   NodeSurfaceRecord,
   NodeSurfaceRequest,
   PairingRequest,
+  PruneCounts,
   RedeemSetupInput,
   RedeemSetupResult,
+  RetentionCutoffs,
   SetupCodeRecord,
   Store,
   UpsertNodeSurfaceInput,
@@ -864,5 +867,39 @@ export class SqliteStore implements Store {
   async listAudit(opts: { afterSeq?: number; limit?: number } = {}) {
     const rows = this.stmt('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?').all(opts.afterSeq ?? 0, opts.limit ?? -1) as AuditRow[];
     return rows.map(toAudit);
+  }
+
+  async pruneRetained(c: RetentionCutoffs): Promise<PruneCounts> {
+    return this.tx(() => {
+      const out: PruneCounts = { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0 };
+      if (c.deliveredBeforeMs !== null) {
+        out.deliveries = this.stmt("DELETE FROM deliveries WHERE status = 'delivered' AND json_extract(body_json, '$.deliveredAtMs') < ?").run(
+          c.deliveredBeforeMs,
+        ).changes;
+      }
+      if (c.cronRunsBeforeMs !== null) {
+        out.cronRuns = this.stmt("DELETE FROM cron_runs WHERE json_extract(body_json, '$.finishedAtMs') < ?").run(c.cronRunsBeforeMs).changes;
+      }
+      if (c.signInLinksBeforeMs !== null) {
+        const before = c.signInLinksBeforeMs;
+        const rows = this.stmt('SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?').all(
+          SIGN_IN_LINK_META_PREFIX.length,
+          SIGN_IN_LINK_META_PREFIX,
+        ) as Array<{
+          key: string;
+          value: string;
+        }>;
+        const del = this.stmt('DELETE FROM meta WHERE key = ?');
+        for (const r of rows) if (signInLinkPrunable(r.value, before)) out.signInLinks += del.run(r.key).changes;
+      }
+      if (c.setupCodesBeforeMs !== null) {
+        out.setupCodes = this.stmt('DELETE FROM setup_codes WHERE expires_at_ms < ?').run(c.setupCodesBeforeMs).changes;
+      }
+      return out;
+    });
+  }
+
+  async pendingDeliveryCount(): Promise<number> {
+    return (this.stmt("SELECT COUNT(*) AS n FROM deliveries WHERE status = 'pending'").get() as { n: number }).n;
   }
 }

@@ -380,6 +380,26 @@ export interface CronRun {
   result?: Record<string, unknown> | undefined;
 }
 
+/** Cutoffs of one retention prune: records finished before them go; null keeps that kind. */
+export interface RetentionCutoffs {
+  /** Deliveries with status `delivered` and `deliveredAtMs` before this (dead letters stay). */
+  deliveredBeforeMs: number | null;
+  /** Cron runs that finished before this. */
+  cronRunsBeforeMs: number | null;
+  /** Sign-in links used (or, never used, expired) before this. */
+  signInLinksBeforeMs: number | null;
+  /** Setup codes whose expiry is before this. */
+  setupCodesBeforeMs: number | null;
+}
+
+/** How many records one prune deleted, per kind. */
+export interface PruneCounts {
+  deliveries: number;
+  cronRuns: number;
+  signInLinks: number;
+  setupCodes: number;
+}
+
 export interface Store {
   readonly kind: 'memory' | 'sqlite' | 'postgres';
   close(): Promise<void>;
@@ -529,6 +549,12 @@ export interface Store {
    * anchored on start and stop.
    */
   onAuditAppended?(listener: () => void): void;
+
+  // --- retention and monitoring -----------------------------------------------------------------
+  /** Delete finished records older than the cutoffs (never the audit log); counts per kind. */
+  pruneRetained(cutoffs: RetentionCutoffs): Promise<PruneCounts>;
+  /** Deliveries still waiting to be sent (the webhook queue depth). */
+  pendingDeliveryCount(): Promise<number>;
 }
 
 // --- importing another gateway's paired devices (clawgate import openclaw) ------------------
