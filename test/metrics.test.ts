@@ -17,11 +17,12 @@ import { type ConnectOptions, connectGateway, type DeviceIdentity, generateIdent
 import { DEFAULTS, type GatewayConfig } from '../src/core/config.js';
 import type { Clock } from '../src/core/env.js';
 import type { Logger } from '../src/core/gateway.js';
+import { readGatewayKeyFingerprint } from '../src/server/gateway-key.js';
 import type { RunningServer } from '../src/server/server.js';
 import { PostgresStore } from '../src/store/postgres.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import type { Store } from '../src/store/types.js';
-import { expectRefused, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN } from './helpers/gateway.js';
+import { asOwner, expectRefused, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN } from './helpers/gateway.js';
 import { freePort } from './helpers/net.js';
 import { startPgCluster } from './helpers/pg-cluster.js';
 import { connectAsNode, type Frame, RawClient } from './helpers/raw.js';
@@ -136,7 +137,8 @@ describe('Prometheus /metrics on a real gateway', () => {
       scopes: ['operator.read'],
       ...extra,
     });
-  const ownerConn = () => connectGateway({ url: url(), auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+  const ownerConn = () =>
+    connectGateway({ url: url(), owner: TEST_OWNER, gatewayKey: readGatewayKeyFingerprint(stateDir), client: { id: 'cli', mode: 'cli' } });
 
   test('connects, pairing, approval, revocation, lockouts and a webhook delivery show in the scrape', async () => {
     // A good connect (owner) and a bad token, twice: the second runs out the budget of 2.
@@ -355,7 +357,7 @@ describe('node.invoke metrics', () => {
         const req = f.payload as { id: string; nodeId: string };
         node.send({ type: 'req', id: `r-${req.id}`, method: 'node.invoke.result', params: { id: req.id, nodeId: req.nodeId, ok: true, payloadJSON: '"sh"' } });
       });
-      const o = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+      const o = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
       const pending = await o.request<{ pending: Array<{ requestId: string; nodeId: string }> }>('node.pair.list', {});
       const req = pending.pending.find((p) => p.nodeId === id.deviceId);
       assert.ok(req, 'surface request listed');
@@ -389,7 +391,7 @@ describe('retention on the gateway schedule', () => {
       },
     });
     try {
-      const o = await connectGateway({ url: tg.url, auth: { token: TEST_OWNER }, client: { id: 'cli', mode: 'cli' } });
+      const o = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
       await o.request('send', { channel: 'ops', content: 'to be pruned' });
       await o.close();
       await target.waitFor(1);
