@@ -247,6 +247,8 @@ function tokenDenial(
 function deviceManagementDenial(caller: Principal, action: 'remove' | 'rename', deviceId: string, grants: readonly GrantRecord[]): string | null {
   if (isAdmin(caller)) return null;
   const verb = action === 'remove' ? 'removing' : 'renaming';
+  // Automations act for nobody in particular: they never manage another device, whatever they hold.
+  if (caller.kind === 'internal' && caller.deviceId !== deviceId) return `${verb} another device needs ${ADMIN}; automations never manage devices`;
   if (caller.deviceBound && caller.deviceId !== deviceId) {
     return `this session signed in with its own device token, so it manages only its own device; ${verb} another device needs ${ADMIN} (or connect with the gateway token from a device approved for operator.pairing)`;
   }
