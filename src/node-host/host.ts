@@ -145,7 +145,7 @@ export class NodeHost {
       const auth = this.pickAuth(creds);
       if (!auth) {
         this.opts.err(
-          'no credential to connect with: pass --pair <setup-code> (from `clawgate qr --profile node` on the gateway host), or --token-file <path> / CLAWGATE_NODE_TOKEN with the gateway token',
+          'no credential to connect with: pass a setup code with --code-file <path> or CLAWGATE_SETUP_CODE (from `clawgate qr --profile node` on the gateway host), or --token-file <path> / CLAWGATE_NODE_TOKEN with the gateway token',
         );
         return 1;
       }
@@ -219,7 +219,7 @@ export class NodeHost {
       return {
         kind: 'fatal',
         message:
-          "the gateway refused this node's device token (revoked or rotated by an operator, or the device was removed); pair again: `clawgate node run --pair <setup-code>` (create one with `clawgate qr --profile node`) or --token-file <path> / CLAWGATE_NODE_TOKEN with the gateway token",
+          "the gateway refused this node's device token (revoked or rotated by an operator, or the device was removed); pair again: `clawgate node run --code-file <setup-code-file>` (create one with `clawgate qr --profile node`) or --token-file <path> / CLAWGATE_NODE_TOKEN with the gateway token",
       };
     }
     if ((detail === 'AUTH_TOKEN_MISMATCH' || detail === 'AUTH_PASSWORD_MISMATCH') && (used === 'shared' || used === 'password') && creds.tokens.node) {
@@ -334,7 +334,7 @@ export class NodeHost {
               gatewayKeyMismatch:
                 `refusing to send credentials to ${url}: ${check.problem}. This node is pinned to gateway key ${expectedKey} ` +
                 `(in ${this.opts.state.dir}). Check that the URL reaches your gateway (\`clawgate qr\` on the gateway host shows its key); ` +
-                'if its key really changed, pair again with a fresh setup code: `clawgate node run --pair <code>` after moving credentials.json away',
+                'if its key really changed, pair again with a fresh setup code: `clawgate node run --code-file <setup-code-file>` after moving credentials.json away',
             });
             ws.terminate();
             return;

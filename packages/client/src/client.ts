@@ -215,7 +215,7 @@ const GATEWAY_KEY_NEXT_STEP =
 const TRANSIENT = new Set(['AUTH_RATE_LIMITED', 'INTERNAL_ERROR', 'SHUTTING_DOWN', 'HANDSHAKE_TIMEOUT']);
 
 const PAIR_AGAIN =
-  'Pair this device again: on the gateway host run `clawgate qr` (add `--profile operator+node` for a node), then `clawgate pair <code>` here ' +
+  'Pair this device again: on the gateway host run `clawgate qr` (add `--profile operator+node` for a node), then `clawgate pair --code-file <file>` here ' +
   '(or `client.setSharedToken`/`pairWithSetupCode` in the SDK).';
 
 export type EventListener = (event: string, payload: unknown) => void;
