@@ -11,8 +11,8 @@ import { NodeState, resolveNodeStateDir } from '../node-host/state.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
 import { decodeSetupCode } from '../protocol/setup-code.js';
-import { parse, UsageError } from './main.js';
 import { printableLines } from '../protocol/text.js';
+import { parse, UsageError } from './main.js';
 import { readSecretEnv, readSecretFlag, readSetupCode, SECRET_FLAGS, SETUP_CODE_FLAGS } from './secret-input.js';
 
 export const NODE_RUN_HELP = `  clawgate node run [--url <ws-url> [--token-file <f> | --token-stdin | --password-file <f> | --password-stdin]
@@ -114,7 +114,10 @@ async function runWithState(state: NodeState, values: Record<string, unknown>, s
     }
   }
   const urls = values.url !== undefined ? [values.url as string] : (creds.bootstrap?.urls ?? (creds.gatewayUrl ? [creds.gatewayUrl] : []));
-  if (urls.length === 0) throw new UsageError('no gateway to connect to: pass --url <ws-url> (with --token-file) or a setup code (--code-file <path>, --code-stdin or CLAWGATE_SETUP_CODE)');
+  if (urls.length === 0)
+    throw new UsageError(
+      'no gateway to connect to: pass --url <ws-url> (with --token-file) or a setup code (--code-file <path>, --code-stdin or CLAWGATE_SETUP_CODE)',
+    );
   for (const u of urls) {
     if (!/^wss?:\/\//i.test(u)) throw new UsageError(`gateway URL must start with ws:// or wss://, got ${u}`);
   }
