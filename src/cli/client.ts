@@ -14,6 +14,7 @@ import {
   GatewayCallError,
   GatewayClient,
   type GatewayRecord,
+  gatewayHostCommands,
   nodePlatform,
   normalizeGatewayUrl,
   type Role,
@@ -159,7 +160,9 @@ export async function callWithStoredCredentials(values: Record<string, unknown>,
   });
   client.onState((s) => {
     if (s.status === 'awaiting-approval')
-      process.stderr.write(`waiting for approval of request ${field(s.requestId ?? '?')} (clawgate devices approve ${field(s.requestId ?? '<id>')})\n`);
+      process.stderr.write(
+        `waiting for approval of request ${field(s.requestId ?? '?')} (${field(gatewayHostCommands(client.gatewayFlavor).approveDevice(s.requestId ?? '<id>'))})\n`,
+      );
   });
   try {
     await client.connect();

@@ -5,6 +5,7 @@
  * machine is decided here, by the local exec policy, whatever the gateway approved.
  */
 import { WebSocket } from 'ws';
+import { flavorOfChallenge, type GatewayFlavor, type GatewayHostCommands, gatewayHostCommands } from '../../packages/client/src/gateway-flavor.js';
 import {
   buildConnectParams,
   type ConnectOptions,
@@ -123,6 +124,8 @@ export class NodeHost {
   private readonly active = new Map<string, ActiveInvoke>();
   /** The gateway refused the shared secret; a stored device token may still be good. */
   private sharedRefused = false;
+  /** The software of the last gateway that challenged this node: its hints name that gateway's commands. */
+  private flavor: GatewayFlavor = 'clawgate';
 
   constructor(private readonly opts: NodeHostOptions) {}
 
@@ -192,6 +195,10 @@ export class NodeHost {
     return null;
   }
 
+  private commands(): GatewayHostCommands {
+    return gatewayHostCommands(this.flavor);
+  }
+
   private nextBackoff(): number {
     const d = this.backoffMs;
     this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
@@ -219,7 +226,8 @@ export class NodeHost {
       return {
         kind: 'fatal',
         message:
-          "the gateway refused this node's device token (revoked or rotated by an operator, or the device was removed); pair again: `clawgate node run --code-file <setup-code-file>` (create one with `clawgate qr --profile node`) or --token-file <path> / CLAWGATE_NODE_TOKEN with the gateway token",
+          "the gateway refused this node's device token (revoked or rotated by an operator, or the device was removed); pair again: `clawgate node run --code-file <setup-code-file>` " +
+          `(create one with \`${gatewayHostCommands(this.flavor).mintCode(true)}\` on the gateway host) or --token-file <path> / CLAWGATE_NODE_TOKEN with the gateway token`,
       };
     }
     if ((detail === 'AUTH_TOKEN_MISMATCH' || detail === 'AUTH_PASSWORD_MISMATCH') && (used === 'shared' || used === 'password') && creds.tokens.node) {
@@ -234,7 +242,7 @@ export class NodeHost {
     if (detail === 'PAIRING_REQUIRED') {
       // A gateway that does not keep sockets waiting: the request is filed; ask again later.
       const requestId = e?.details?.requestId as string | undefined;
-      this.opts.out(`waiting for approval: request ${requestId ?? '?'} — on the gateway host run \`clawgate devices approve ${requestId ?? '<id>'}\``);
+      this.opts.out(`waiting for approval: request ${requestId ?? '?'} — on the gateway host run \`${this.commands().approveDevice(requestId ?? '<id>')}\``);
       return { kind: 'retry', delayMs: this.nextBackoff() };
     }
     // The reference's hints: an explicit "keep trying" wins over the code; "pause" means stop.
@@ -322,6 +330,8 @@ export class NodeHost {
           reachedGateway = true;
           if (challenged || settled) return; // one connect per socket
           challenged = true;
+          // Only the hints depend on this; the pin below decides trust.
+          this.flavor = flavorOfChallenge(frame.payload);
           // Before any credential leaves: is this the gateway this node is pinned to?
           const check = checkGatewayChallenge(frame.payload, expectedKey);
           if (expectedKey && !check.ok) {
@@ -351,7 +361,7 @@ export class NodeHost {
             if (this.opts.clock.now() - lastSignOfLifeMs > WAIT_SILENCE_MS) ws.terminate();
           }, WAIT_SILENCE_MS / 3);
           const requestId = String(frame.payload?.requestId ?? '?');
-          this.opts.out(`waiting for approval: request ${requestId} — on the gateway host run \`clawgate devices approve ${requestId}\``);
+          this.opts.out(`waiting for approval: request ${requestId} — on the gateway host run \`${this.commands().approveDevice(requestId)}\``);
         } else if (frame.type === 'res') {
           if (frame.ok) settle({ kind: 'hello', conn: new GatewayConnection(ws, frame.payload as unknown as HelloPayload), provenGatewayKey });
           else connectError = frame.error ?? null;
@@ -471,7 +481,7 @@ export class NodeHost {
       (err: unknown) => {
         if (!(err instanceof GatewayRequestError) || err.detailCode !== 'NODE_SURFACE_PENDING') return;
         const requestId = String(err.error.details?.requestId ?? '<requestId>');
-        this.opts.out(`waiting for command approval: request ${requestId} — on the gateway host run \`clawgate nodes approve ${requestId}\``);
+        this.opts.out(`waiting for command approval: request ${requestId} — on the gateway host run \`${this.commands().approveNode(requestId)}\``);
       },
     );
   }
@@ -486,7 +496,7 @@ export class NodeHost {
       this.onTokenRotated(conn, p);
     } else if (event === 'node.pair.requested' && p.nodeId === this.deviceId) {
       const requestId = String(p.requestId ?? '?');
-      this.opts.out(`waiting for command approval: request ${requestId} — on the gateway host run \`clawgate nodes approve ${requestId}\``);
+      this.opts.out(`waiting for command approval: request ${requestId} — on the gateway host run \`${this.commands().approveNode(requestId)}\``);
     } else if (event === 'node.pair.resolved' && p.nodeId === this.deviceId) {
       const decision = String(p.decision ?? '');
       if (decision === 'approved') {
