@@ -242,6 +242,8 @@ describe('setup codes never need the command line', () => {
       timeoutMs: DEADLINE_MS,
       detail: () => node.out() + node.err(),
     });
+    // The control: the argv form does put the code where the cmdline check looks.
+    assert.throws(() => assertNotOnCmdline(cmdlineOf(node.child.pid as number), [n.bootstrapToken, n.setupCode]));
     assert.match(
       node.err(),
       /warning: --pair <setup-code> puts the setup code .* use --code-file <path> \(mode 0600\), --code-stdin or CLAWGATE_SETUP_CODE instead/,
