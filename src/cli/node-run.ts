@@ -58,7 +58,9 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
   // The code carries a bootstrap token: the file, standard input or the environment keep it off argv.
   const setupCode = readSetupCode(values, values.pair as string | undefined, '--pair <setup-code>')?.value;
   if (setupCode !== undefined && (sharedToken || password))
-    throw new UsageError('a setup code and --token/--password exclude each other: a setup code is the credential');
+    throw new UsageError(
+      'a setup code (--code-file, --code-stdin, --pair or CLAWGATE_SETUP_CODE) and a token or password (flags, CLAWGATE_NODE_TOKEN or CLAWGATE_NODE_PASSWORD) exclude each other: a setup code is the credential',
+    );
 
   // Gateway-supplied text (request ids, messages, hints) reaches these lines: escape what a terminal would obey.
   const out = (line: string) => process.stdout.write(`${printableLines(line)}\n`);
