@@ -111,7 +111,9 @@ For a wss:// gateway with a self-signed certificate pass
 CLAWGATE_NODE_STATE_DIR, else ~/.clawgate-node), the gateway token only from --token-file,
 --token-stdin or CLAWGATE_NODE_TOKEN (password: CLAWGATE_NODE_PASSWORD), never the owner
 credential (docs/node-host.md).
-\`call\` falls back to the device credentials \`clawgate pair\` stored (in <state-dir>/client/).`;
+\`call\` falls back to the device credentials \`clawgate pair\` stored (in <state-dir>/client/).
+A setup code carries a bootstrap token: \`pair\` and \`node run\` read it from --code-file (mode 0600),
+--code-stdin or CLAWGATE_SETUP_CODE, so it never needs the command line.`;
 
 export function parse(
   args: string[],
