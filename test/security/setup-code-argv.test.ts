@@ -19,7 +19,7 @@ import { WebSocketServer } from 'ws';
 import { FileCredentialStore, GatewayClient, MemoryCredentialStore, nodePlatform, setSharedToken } from '../../packages/client/src/node.js';
 import { decodeSetupCode } from '../../src/protocol/setup-code.js';
 import { mintCode, tempDir } from '../helpers/client.js';
-import { removeDir, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { cli, removeDir, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { waitFor } from '../helpers/wait.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
@@ -250,6 +250,17 @@ describe('setup codes never need the command line', () => {
     );
     node.child.kill('SIGTERM');
     assert.equal(await node.exit, 0, node.out() + node.err());
+  });
+
+  test('clawgate qr suggests redeeming the code from a file, never on the command line', async () => {
+    const tg = await gateway();
+    const operator = await cli(tg, 'qr');
+    assert.equal(operator.code, 0, operator.stderr);
+    assert.match(operator.stdout, /then clawgate pair --code-file <file> \(or CLAWGATE_SETUP_CODE=<code>\)/);
+    const node = await cli(tg, 'qr', '--profile', 'node');
+    assert.equal(node.code, 0, node.stderr);
+    assert.match(node.stdout, /then clawgate node run --code-file <file>/);
+    assert.doesNotMatch(operator.stdout + node.stdout, /clawgate (pair|node run --pair) (?!--code-file)\S/);
   });
 
   test('a code file group or others may read is refused before anything is sent, and the code stays unspent', async () => {
