@@ -19,6 +19,7 @@ import type { Clock, Random } from '../core/env.js';
 import { checkGatewayChallenge } from '../core/gateway-identity.js';
 import { CATALOGUE, GatewayError } from '../protocol/errors.js';
 import type { ErrorShape } from '../protocol/frames.js';
+import { printable } from '../protocol/text.js';
 import { type CommandContext, type CommandResult, SUPPORTED_COMMANDS, systemRun, systemWhich } from './commands.js';
 import type { ExecPolicyMode } from './exec-policy.js';
 import type { NodeCredentials, NodeState } from './state.js';
@@ -169,7 +170,7 @@ export class NodeHost {
         }
         const closed = await this.serve(attempt.conn, url, auth.used);
         if (this.stopped) break;
-        this.opts.out(`disconnected from ${url} (${closed.code}${closed.reason ? ` ${closed.reason}` : ''}); reconnecting`);
+        this.opts.out(`disconnected from ${url} (${closed.code}${closed.reason ? ` ${printable(closed.reason)}` : ''}); reconnecting`);
         await this.sleep(this.nextBackoff());
         continue;
       }
@@ -241,18 +242,22 @@ export class NodeHost {
     }
     if (detail === 'PAIRING_REQUIRED') {
       // A gateway that does not keep sockets waiting: the request is filed; ask again later.
-      const requestId = e?.details?.requestId as string | undefined;
+      const rawId = e?.details?.requestId;
+      const requestId = rawId === undefined ? undefined : printable(String(rawId));
       this.opts.out(`waiting for approval: request ${requestId ?? '?'} — on the gateway host run \`${this.commands().approveDevice(requestId ?? '<id>')}\``);
       return { kind: 'retry', delayMs: this.nextBackoff() };
     }
     // The reference's hints: an explicit "keep trying" wins over the code; "pause" means stop.
     const keepTrying = e?.details?.pauseReconnect === false || e?.details?.recommendedNextStep === 'wait_then_retry' || e?.retryable === true;
     if (!keepTrying && ((detail && FATAL_DETAILS.has(detail)) || e?.details?.pauseReconnect === true)) {
-      return { kind: 'fatal', message: `connect refused: ${e?.message ?? a.closeReason}${detail ? ` [${detail}]` : ''}${next ? `\nnext: ${next}` : ''}` };
+      return {
+        kind: 'fatal',
+        message: `connect refused: ${printable(e?.message ?? a.closeReason)}${detail ? ` [${printable(detail)}]` : ''}${next ? `\nnext: ${printable(next)}` : ''}`,
+      };
     }
     if (!e && a.httpStatus !== undefined && a.httpStatus >= 400 && a.httpStatus < 500 && a.httpStatus !== 429) {
       // Refused before the WebSocket exists (e.g. 403 proxy_attribution_required): unchanged retries cannot help.
-      return { kind: 'fatal', message: `the gateway refused the WebSocket upgrade: ${a.closeReason}` };
+      return { kind: 'fatal', message: `the gateway refused the WebSocket upgrade: ${printable(a.closeReason)}` };
     }
     const hint = e?.retryAfterMs ?? (e?.details?.retryAfterMs as number | undefined);
     if (typeof hint === 'number' && Number.isFinite(hint)) {
@@ -261,7 +266,9 @@ export class NodeHost {
       return { kind: 'retry', delayMs };
     }
     const delayMs = this.nextBackoff();
-    const why = e ? `${e.message}${detail ? ` [${detail}]` : ''}` : a.closeReason || (a.reachedGateway ? `closed (${a.closeCode})` : 'gateway unreachable');
+    const why = printable(
+      e ? `${e.message}${detail ? ` [${detail}]` : ''}` : a.closeReason || (a.reachedGateway ? `closed (${a.closeCode})` : 'gateway unreachable'),
+    );
     this.opts.out(`connect failed: ${why}; retrying in ${delayMs} ms`);
     return { kind: 'retry', delayMs };
   }
@@ -360,7 +367,7 @@ export class NodeHost {
           waitWatch ??= setInterval(() => {
             if (this.opts.clock.now() - lastSignOfLifeMs > WAIT_SILENCE_MS) ws.terminate();
           }, WAIT_SILENCE_MS / 3);
-          const requestId = String(frame.payload?.requestId ?? '?');
+          const requestId = printable(String(frame.payload?.requestId ?? '?'));
           this.opts.out(`waiting for approval: request ${requestId} — on the gateway host run \`${this.commands().approveDevice(requestId)}\``);
         } else if (frame.type === 'res') {
           if (frame.ok) settle({ kind: 'hello', conn: new GatewayConnection(ws, frame.payload as unknown as HelloPayload), provenGatewayKey });
@@ -480,7 +487,7 @@ export class NodeHost {
       },
       (err: unknown) => {
         if (!(err instanceof GatewayRequestError) || err.detailCode !== 'NODE_SURFACE_PENDING') return;
-        const requestId = String(err.error.details?.requestId ?? '<requestId>');
+        const requestId = printable(String(err.error.details?.requestId ?? '<requestId>'));
         this.opts.out(`waiting for command approval: request ${requestId} — on the gateway host run \`${this.commands().approveNode(requestId)}\``);
       },
     );
@@ -495,7 +502,7 @@ export class NodeHost {
     } else if (event === 'device.token.rotated') {
       this.onTokenRotated(conn, p);
     } else if (event === 'node.pair.requested' && p.nodeId === this.deviceId) {
-      const requestId = String(p.requestId ?? '?');
+      const requestId = printable(String(p.requestId ?? '?'));
       this.opts.out(`waiting for command approval: request ${requestId} — on the gateway host run \`${this.commands().approveNode(requestId)}\``);
     } else if (event === 'node.pair.resolved' && p.nodeId === this.deviceId) {
       const decision = String(p.decision ?? '');

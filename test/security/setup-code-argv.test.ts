@@ -372,8 +372,8 @@ describe('hints name the commands of the gateway that answered', () => {
     }
   });
 
-  test('node host: against a gateway without a proof block (OpenClaw), it prints `openclaw devices approve` and `openclaw nodes approve`, gateway-supplied ids escaped', async () => {
-    const gw = await openclawLike('req\u001b[2J\u202e1');
+  test('node host: against a gateway without a proof block (OpenClaw), it prints `openclaw devices approve` and `openclaw nodes approve`, gateway-supplied ids escaped (line breaks too)', async () => {
+    const gw = await openclawLike('req\u001b[2J\u202e\nforged: 1');
     const stateDir = dir('clawgate-node-oc-');
     const tokenFile = join(dir('clawgate-node-oc-token-'), 'token');
     writeFileSync(tokenFile, 'oc-shared-token\n', { mode: 0o600 });
@@ -383,9 +383,10 @@ describe('hints name the commands of the gateway that answered', () => {
       detail: () => n.out() + n.err(),
     });
     const all = n.out() + n.err();
-    assert.ok(all.includes('on the gateway host run `openclaw devices approve req\\u001B[2J\\u202E1`'), all);
-    assert.ok(all.includes('on the gateway host run `openclaw nodes approve req\\u001B[2J\\u202E1-surface`'), all);
+    assert.ok(all.includes('on the gateway host run `openclaw devices approve req\\u001B[2J\\u202E\\u000Aforged: 1`'), all);
+    assert.ok(all.includes('on the gateway host run `openclaw nodes approve req\\u001B[2J\\u202E\\u000Aforged: 1-surface`'), all);
     assert.doesNotMatch(all, /clawgate (devices|nodes) approve/);
+    assert.doesNotMatch(all, /^forged/m, 'a gateway-supplied line break started a line of its own');
     assert.ok(!hasRaw(all, '\u001b\u202e'), `raw control or bidi characters reached the terminal: ${JSON.stringify(all)}`);
     assert.ok(gw.connects() >= 2);
   });
