@@ -400,7 +400,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
 
     // Same command line again (a service unit): the used code is not presented a second time.
     const again = node(['--pair', setupCode, '--state-dir', stateDir, '--name', 'paired-by-code']);
-    await again.waitFor(/^already paired \(node token in .*\); ignoring --pair$/);
+    await again.waitFor(/^already paired \(node token in .*\); ignoring the setup code$/);
     await again.waitFor(/\(device-token\)$/);
     await again.waitFor(/^connected to /);
 
@@ -654,7 +654,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
     const revoked = await cli(tg, 'devices', 'revoke', '--device', deviceId, '--role', 'node');
     assert.equal(revoked.code, 0, revoked.stderr);
     assert.equal(await n.exited, 1);
-    assert.match(n.errLines.join('\n'), /refused this node's device token .* pair again: `clawgate node run --pair <setup-code>`/);
+    assert.match(n.errLines.join('\n'), /refused this node's device token .* pair again: `clawgate node run --code-file <setup-code-file>`/);
     assert.equal(readJson<StoredCredentials>(join(stateDir, 'credentials.json')).tokens.node, undefined, 'the dead token is forgotten');
   });
 
@@ -792,7 +792,7 @@ describe('clawgate node run: command line', () => {
     const code = encodeSetupCode({ url: 'ws://127.0.0.1:1', bootstrapToken: 'cgb_expired', expiresAtMs: Date.now() - 1000 });
     const r = await run(['--pair', code, '--state-dir', dir]);
     assert.equal(r.code, 1);
-    assert.match(r.p.errLines.join('\n'), /--pair: setup code has expired/);
+    assert.match(r.p.errLines.join('\n'), /setup code: setup code has expired/);
     assert.equal(existsSync(join(dir, 'credentials.json')), false);
   });
 

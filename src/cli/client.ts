@@ -14,13 +14,15 @@ import {
   GatewayCallError,
   GatewayClient,
   type GatewayRecord,
+  gatewayHostCommands,
   nodePlatform,
   normalizeGatewayUrl,
   type Role,
 } from '../../packages/client/src/node.js';
 import { printableLines } from '../protocol/text.js';
-import { positiveIntFlag } from './common.js';
+import { field, out, positiveIntFlag } from './common.js';
 import { parse, UsageError } from './main.js';
+import { readSetupCode, SETUP_CODE_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';
 
 /**
@@ -46,11 +48,11 @@ export function clientStore(stateDir: string): FileCredentialStore {
 function report(err: unknown): number {
   if (err instanceof ClientError) {
     const code = err.gatewayCode && err.gatewayCode !== err.code ? ` [${err.gatewayCode}]` : ` [${err.code}]`;
-    process.stderr.write(`error: ${err.message}${code}\n${err.nextStep ? `next: ${err.nextStep}\n` : ''}`);
+    process.stderr.write(`error: ${field(err.message)}${field(code)}\n${err.nextStep ? `next: ${field(err.nextStep)}\n` : ''}`);
     return 1;
   }
   if (err instanceof GatewayCallError) {
-    process.stderr.write(`error: ${err.message} [${err.code}]\n${err.nextStep ? `next: ${err.nextStep}\n` : ''}`);
+    process.stderr.write(`error: ${field(err.message)} [${field(err.code)}]\n${err.nextStep ? `next: ${field(err.nextStep)}\n` : ''}`);
     return 1;
   }
   throw err;
@@ -65,6 +67,9 @@ function describeRoles(rec: GatewayRecord): Record<string, { scopes: string[] }>
   return out;
 }
 
+const PAIR_USAGE =
+  'usage: clawgate pair --code-file <path> | --code-stdin | - | <setup-code|oc-pair://link> [--name <n>] [--node] [--url <gateway-url>]  (or CLAWGATE_SETUP_CODE)';
+
 export async function pairCommand(args: string[]): Promise<number> {
   const { values, positionals } = parse(args, {
     name: { type: 'string' },
@@ -73,9 +78,12 @@ export async function pairCommand(args: string[]): Promise<number> {
     'state-dir': { type: 'string' },
     json: { type: 'boolean' },
     timeout: { type: 'string' },
+    ...SETUP_CODE_FLAGS,
   });
-  const code = positionals[0];
-  if (!code || positionals.length > 1) throw new UsageError('usage: clawgate pair <setup-code|oc-pair://link> [--name <n>] [--node] [--url <gateway-url>]');
+  if (positionals.length > 1) throw new UsageError(PAIR_USAGE);
+  // The code carries a bootstrap token: the file, standard input or the environment keep it off argv.
+  const code = readSetupCode(values, positionals[0], 'clawgate pair <setup-code>')?.value;
+  if (!code) throw new UsageError(PAIR_USAGE);
   const store = clientStore(resolveStateDir(values['state-dir'] as string | undefined));
   const platform = nodePlatform();
   const checkpoint = crashHook();
@@ -100,7 +108,7 @@ export async function pairCommand(args: string[]): Promise<number> {
     });
     const s = await client.connect({ timeoutMs: connectTimeoutMs });
     const rec = (await store.load(record.key)) as GatewayRecord;
-    const out = {
+    const result = {
       gateway: rec.url,
       deviceId: rec.deviceId,
       connectedAs: s.role,
@@ -109,13 +117,14 @@ export async function pairCommand(args: string[]): Promise<number> {
       gatewayKey: rec.gatewayKey ?? null,
       ...(s.warning ? { warning: s.warning } : {}),
     };
-    if (values.json) process.stdout.write(`${JSON.stringify(out)}\n`);
+    // The URL, device id and warning came from the code or the gateway: `out`/`field` escape them.
+    if (values.json) out(JSON.stringify(result));
     else {
-      const roles = Object.entries(out.roles).map(([r, v]) => `${r} (${v.scopes.join(', ') || 'no scopes'})`);
-      process.stdout.write(
-        `paired with ${out.gateway} as device ${out.deviceId}\n  roles: ${roles.join('; ')}\n  credentials: ${join(store.dir, 'gateways')} (mode 0600)\n` +
-          `${out.gatewayKey ? `  gateway key: SHA-256 ${out.gatewayKey} (pinned: every connect checks it before sending anything)\n` : ''}` +
-          `${s.warning ? `  warning: ${s.warning}\n` : ''}  try: clawgate call health\n`,
+      const roles = Object.entries(result.roles).map(([r, v]) => `${r} (${v.scopes.join(', ') || 'no scopes'})`);
+      out(
+        `paired with ${field(result.gateway)} as device ${field(result.deviceId)}\n  roles: ${field(roles.join('; '))}\n  credentials: ${join(store.dir, 'gateways')} (mode 0600)\n` +
+          `${result.gatewayKey ? `  gateway key: SHA-256 ${field(result.gatewayKey)} (pinned: every connect checks it before sending anything)\n` : ''}` +
+          `${s.warning ? `  warning: ${field(s.warning)}\n` : ''}  try: clawgate call health`,
       );
     }
     return 0;
@@ -151,7 +160,9 @@ export async function callWithStoredCredentials(values: Record<string, unknown>,
   });
   client.onState((s) => {
     if (s.status === 'awaiting-approval')
-      process.stderr.write(`waiting for approval of request ${s.requestId ?? '?'} (clawgate devices approve ${s.requestId ?? '<id>'})\n`);
+      process.stderr.write(
+        `waiting for approval of request ${field(s.requestId ?? '?')} (${field(gatewayHostCommands(client.gatewayFlavor).approveDevice(s.requestId ?? '<id>'))})\n`,
+      );
   });
   try {
     await client.connect();
@@ -231,25 +242,24 @@ export async function statusCommand(args: string[]): Promise<number> {
     });
   }
   if (values.json) {
-    process.stdout.write(`${JSON.stringify({ gateways, problems })}\n`);
+    out(JSON.stringify({ gateways, problems }));
     return problems.length > 0 ? 1 : 0;
   }
-  for (const p of problems) process.stdout.write(`unreadable: ${p.message} (left untouched; restore or remove it, then pair again)\n`);
+  // Every value below came from the store or a gateway: `out` and `field` make controls and bidi visible.
+  for (const p of problems) out(`unreadable: ${field(p.message)} (left untouched; restore or remove it, then pair again)`);
   if (gateways.length === 0 && problems.length === 0) {
-    process.stdout.write(`no gateways stored in ${store.dir}: pair with \`clawgate pair <setup-code>\`\n`);
+    out(`no gateways stored in ${field(store.dir)}: pair with \`clawgate pair --code-file <file>\` (the setup code in a file only you can read)`);
     return 0;
   }
   for (const g of gateways) {
-    process.stdout.write(`${g.gateway}  device ${g.deviceId}${g.displayName ? ` (${g.displayName})` : ''}\n`);
-    process.stdout.write(`  shared token: ${g.sharedToken ? 'stored' : 'none'}; setup code: ${g.bootstrap ? 'pending hand-off' : 'none'}\n`);
-    process.stdout.write(
-      `  gateway key: ${g.gatewayKey ? `pinned SHA-256 ${g.gatewayKey}` : 'not pinned yet (learned at the next connect that proves one)'}\n`,
-    );
+    out(`${field(g.gateway)}  device ${field(g.deviceId)}${g.displayName ? ` (${field(g.displayName)})` : ''}`);
+    out(`  shared token: ${g.sharedToken ? 'stored' : 'none'}; setup code: ${g.bootstrap ? 'pending hand-off' : 'none'}`);
+    out(`  gateway key: ${g.gatewayKey ? `pinned SHA-256 ${field(g.gatewayKey)}` : 'not pinned yet (learned at the next connect that proves one)'}`);
     for (const r of g.roles) {
-      const scopes = (r.scopes ?? r.storedScopes ?? []).join(', ') || '-';
-      process.stdout.write(`  ${r.role}: ${r.state}${r.reason ? ` (${r.reason})` : ''} via ${r.credential ?? 'nothing'}; scopes ${scopes}\n`);
-      if (r.nextStep && r.state !== 'connected') process.stdout.write(`    next: ${r.nextStep}\n`);
-      else if (r.message && r.state !== 'connected') process.stdout.write(`    ${r.message}\n`);
+      const scopes = (r.scopes ?? r.storedScopes ?? []).map(field).join(', ') || '-';
+      out(`  ${r.role}: ${r.state}${r.reason ? ` (${field(r.reason)})` : ''} via ${r.credential ?? 'nothing'}; scopes ${scopes}`);
+      if (r.nextStep && r.state !== 'connected') out(`    next: ${field(r.nextStep)}`);
+      else if (r.message && r.state !== 'connected') out(`    ${field(r.message)}`);
     }
   }
   return problems.length > 0 ? 1 : 0;

@@ -226,7 +226,7 @@ function rotationNextStep(res: { tokenDelivery: string; token?: string }, role: 
   return (
     'the device was not connected, so the new token was withheld: the old token no longer works, and on its next connect the device needs ' +
     (role === 'node'
-      ? 'the gateway token (`CLAWGATE_NODE_TOKEN=<gateway token> clawgate node run …` or `--token-file <path>`) or a new setup code (`clawgate qr --profile node`, then `clawgate node run --pair <code>`)'
+      ? 'the gateway token (`CLAWGATE_NODE_TOKEN=<gateway token> clawgate node run …` or `--token-file <path>`) or a new setup code (`clawgate qr --profile node`, then `clawgate node run --code-file <setup-code-file>`)'
       : 'the gateway token or a new setup code (`clawgate qr`)') +
     ', and then receives a fresh device token'
   );

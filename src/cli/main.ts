@@ -71,8 +71,10 @@ Usage:
                                                mint a setup code (QR) that pairs one new device
   clawgate qr --list | --revoke <setupId> [--json]
   clawgate dashboard [--ttl 2m] [--json]         print a one-time sign-in link for the Control UI
-  clawgate pair <setup-code|oc-pair://link> [--name <n>] [--node] [--url <gateway-url>] [--json]
-                                               redeem a setup code on this machine (client side)
+  clawgate pair --code-file <f> | --code-stdin | - [--name <n>] [--node] [--url <gateway-url>] [--json]
+                                               redeem a setup code (or oc-pair:// link) on this machine
+                                               (client side); also CLAWGATE_SETUP_CODE. \`pair <code>\` works
+                                               but shows the code to every local user (ps)
   clawgate status --client [--offline] [--json]  stored gateways, roles, scopes and connection state
   clawgate cron add --name <n> (--cron "<m h dom mon dow>" [--tz <zone>] | --every <10s|5m|1h>)
                     (--send <channel> --content <text> | --session <key> --text <text> [--spawn])
@@ -109,7 +111,9 @@ For a wss:// gateway with a self-signed certificate pass
 CLAWGATE_NODE_STATE_DIR, else ~/.clawgate-node), the gateway token only from --token-file,
 --token-stdin or CLAWGATE_NODE_TOKEN (password: CLAWGATE_NODE_PASSWORD), never the owner
 credential (docs/node-host.md).
-\`call\` falls back to the device credentials \`clawgate pair\` stored (in <state-dir>/client/).`;
+\`call\` falls back to the device credentials \`clawgate pair\` stored (in <state-dir>/client/).
+A setup code carries a bootstrap token: \`pair\` and \`node run\` read it from --code-file (mode 0600),
+--code-stdin or CLAWGATE_SETUP_CODE, so it never needs the command line.`;
 
 export function parse(
   args: string[],
@@ -350,7 +354,7 @@ async function call(args: string[]): Promise<number> {
     const viaPairing = await callWithStoredCredentials(values, method, params, timeoutMs);
     if (viaPairing !== null) return viaPairing;
     process.stderr.write(
-      'no credential: set CLAWGATE_TOKEN, pass --token-file <path> or --token-stdin, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair <setup-code>)\n',
+      'no credential: set CLAWGATE_TOKEN, pass --token-file <path> or --token-stdin, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair --code-file <file>)\n',
     );
     return 1;
   }

@@ -11,10 +11,12 @@ import { NodeState, resolveNodeStateDir } from '../node-host/state.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
 import { decodeSetupCode } from '../protocol/setup-code.js';
+import { printableLines } from '../protocol/text.js';
 import { parse, UsageError } from './main.js';
-import { readSecretEnv, readSecretFlag, SECRET_FLAGS } from './secret-input.js';
+import { readSecretEnv, readSecretFlag, readSetupCode, SECRET_FLAGS, SETUP_CODE_FLAGS } from './secret-input.js';
 
-export const NODE_RUN_HELP = `  clawgate node run [--url <ws-url> [--token-file <f> | --token-stdin | --password-file <f> | --password-stdin] | --pair <setup-code>]
+export const NODE_RUN_HELP = `  clawgate node run [--url <ws-url> [--token-file <f> | --token-stdin | --password-file <f> | --password-stdin]
+                     | --code-file <f> | --code-stdin]  (or CLAWGATE_SETUP_CODE; --pair <setup-code> works but shows it to every local user)
                     [--name <name>] [--commands system.run,system.which]
                     [--exec-policy deny|allowlist|full] [--state-dir <dir>] [--tls-fingerprint <sha256>]
                     [--gateway-key <sha256>]
@@ -26,6 +28,7 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
     url: { type: 'string' },
     ...SECRET_FLAGS,
     pair: { type: 'string' },
+    ...SETUP_CODE_FLAGS,
     name: { type: 'string' },
     commands: { type: 'string' },
     'exec-policy': { type: 'string' },
@@ -52,11 +55,16 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
     sharedToken = readSecretEnv(['CLAWGATE_NODE_TOKEN'])?.value;
     if (!sharedToken) password = readSecretEnv(['CLAWGATE_NODE_PASSWORD'])?.value;
   }
-  if (values.pair !== undefined && (sharedToken || password))
-    throw new UsageError('--pair and --token/--password exclude each other: a setup code is the credential');
+  // The code carries a bootstrap token: the file, standard input or the environment keep it off argv.
+  const setupCode = readSetupCode(values, values.pair as string | undefined, '--pair <setup-code>')?.value;
+  if (setupCode !== undefined && (sharedToken || password))
+    throw new UsageError(
+      'a setup code (--code-file, --code-stdin, --pair or CLAWGATE_SETUP_CODE) and a token or password (flags, CLAWGATE_NODE_TOKEN or CLAWGATE_NODE_PASSWORD) exclude each other: a setup code is the credential',
+    );
 
-  const out = (line: string) => process.stdout.write(`${line}\n`);
-  const err = (line: string) => process.stderr.write(`${line}\n`);
+  // Gateway-supplied text (request ids, messages, hints) reaches these lines: escape what a terminal would obey.
+  const out = (line: string) => process.stdout.write(`${printableLines(line)}\n`);
+  const err = (line: string) => process.stderr.write(`${printableLines(line)}\n`);
   const state = NodeState.open(resolveNodeStateDir(values['state-dir'] as string | undefined));
   const lock = state.lock();
   if (!lock.ok) {
@@ -64,7 +72,7 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
     return 1;
   }
   try {
-    return await runWithState(state, values, { execPolicy, commands, sharedToken, password, out, err });
+    return await runWithState(state, values, { execPolicy, commands, sharedToken, password, setupCode, out, err });
   } finally {
     lock.release();
   }
@@ -75,26 +83,27 @@ interface RunSettings {
   commands: string[];
   sharedToken: string | undefined;
   password: string | undefined;
+  setupCode: string | undefined;
   out(line: string): void;
   err(line: string): void;
 }
 
 async function runWithState(state: NodeState, values: Record<string, unknown>, settings: RunSettings): Promise<number> {
-  const { execPolicy, commands, sharedToken, password, out, err } = settings;
+  const { execPolicy, commands, sharedToken, password, setupCode, out, err } = settings;
   const { identity, instanceId, created } = state.loadOrCreateIdentity(systemRandom);
   if (created) out(`created node identity ${identity.deviceId} in ${state.dir}`);
   const allowlist = ensureAllowlistFile(state.dir);
   if (allowlist.created) out(`created ${allowlist.path} with a default exec allowlist; edit it to allow more commands`);
 
   let creds = state.readCredentials();
-  if (values.pair !== undefined) {
+  if (setupCode !== undefined) {
     if (creds.tokens.node) {
-      // Restarting with the same --pair (a service unit, say) must not burn or need a fresh code.
-      out(`already paired (node token in ${state.dir}); ignoring --pair`);
+      // Restarting with the same code (a service unit, say) must not burn or need a fresh code.
+      out(`already paired (node token in ${state.dir}); ignoring the setup code`);
     } else {
-      const decoded = decodeSetupCode(values.pair as string, { nowMs: systemClock.now() });
+      const decoded = decodeSetupCode(setupCode, { nowMs: systemClock.now() });
       if (!decoded.ok) {
-        err(`--pair: ${decoded.problem}`);
+        err(`setup code: ${decoded.problem}`);
         return 1;
       }
       const p = decoded.payload;
@@ -107,7 +116,10 @@ async function runWithState(state: NodeState, values: Record<string, unknown>, s
     }
   }
   const urls = values.url !== undefined ? [values.url as string] : (creds.bootstrap?.urls ?? (creds.gatewayUrl ? [creds.gatewayUrl] : []));
-  if (urls.length === 0) throw new UsageError('no gateway to connect to: pass --url <ws-url> (with --token) or --pair <setup-code>');
+  if (urls.length === 0)
+    throw new UsageError(
+      'no gateway to connect to: pass --url <ws-url> (with --token-file) or a setup code (--code-file <path>, --code-stdin or CLAWGATE_SETUP_CODE)',
+    );
   for (const u of urls) {
     if (!/^wss?:\/\//i.test(u)) throw new UsageError(`gateway URL must start with ws:// or wss://, got ${u}`);
   }

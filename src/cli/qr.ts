@@ -222,6 +222,12 @@ export async function qrCommand(args: string[]): Promise<number> {
     out('');
     out(`Code:  ${r.setupCode}`);
     out(`Link:  ${r.link}`);
+    // The code is a bootstrap secret: the suggested command keeps it off the device's command line.
+    out(
+      r.roles.includes('node') && !r.roles.includes('operator')
+        ? 'On the node: save the code in a file only you can read (chmod 600), then clawgate node run --code-file <file>'
+        : 'On the device: save the code in a file only you can read (chmod 600), then clawgate pair --code-file <file> (or CLAWGATE_SETUP_CODE=<code>)',
+    );
     return 0;
   });
 }

@@ -92,23 +92,70 @@ export function readSecretFlag(
  * may read is refused: the secret would be exactly as exposed as on the command line.
  */
 export function readSecretFile(path: string, name: SecretName): string {
+  return readOwnerOnlyFile(path, `--${name}-file`, `the ${name}`);
+}
+
+/** The one-line contents of `path`, refused unless only its owner may access it; `flag` and `what` name it in messages. */
+function readOwnerOnlyFile(path: string, flag: string, what: string): string {
   let fd: number;
   try {
     fd = openSync(path, 'r');
   } catch (err) {
-    throw new UsageError(`--${name}-file: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new UsageError(`${flag}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   try {
     const st = fstatSync(fd);
-    if (!st.isFile()) throw new UsageError(`--${name}-file: ${path} is not a regular file`);
+    if (!st.isFile()) throw new UsageError(`${flag}: ${path} is not a regular file`);
     if ((st.mode & 0o077) !== 0) {
       const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-      throw new UsageError(`--${name}-file: refusing ${path}: group or others may access it (mode ${mode}); run chmod 600 ${path}`);
+      throw new UsageError(`${flag}: refusing ${path}: group or others may access it (mode ${mode}); run chmod 600 ${path}`);
     }
-    return nonEmpty(stripNewline(readFileSync(fd, 'utf8')), `--${name}-file ${path}`, name);
+    return oneLine(stripNewline(readFileSync(fd, 'utf8')), `${flag} ${path}`, what);
   } finally {
     closeSync(fd);
   }
+}
+
+/** The parseArgs options of a setup code's safe forms (the code itself is a bootstrap secret). */
+export const SETUP_CODE_FLAGS = {
+  'code-file': { type: 'string' },
+  'code-stdin': { type: 'boolean' },
+} as const;
+
+/** The variable a setup code may come from (readable only by the same user, like CLAWGATE_TOKEN). */
+export const SETUP_CODE_ENV = 'CLAWGATE_SETUP_CODE';
+
+/**
+ * A setup code (or link) from `--code-file`, `--code-stdin`, the command line (`argvCode`, given
+ * as `argvForm`: `-` there means standard input) or CLAWGATE_SETUP_CODE, in that order. The code
+ * carries a bootstrap token, so the command-line form warns exactly like `--token`.
+ */
+export function readSetupCode(
+  values: Record<string, unknown>,
+  argvCode: string | undefined,
+  argvForm: string,
+  io: SecretIo = processSecretIo,
+): ResolvedSecret | undefined {
+  const file = values['code-file'] as string | undefined;
+  const stdin = values['code-stdin'] === true || argvCode === '-';
+  const argv = argvCode !== undefined && argvCode !== '-' ? argvCode : undefined;
+  const given = [file !== undefined && '--code-file', stdin && '--code-stdin', argv !== undefined && argvForm].filter(Boolean);
+  if (given.length > 1) throw new UsageError(`${given.join(' and ')} exclude each other: pass the setup code one way`);
+  if (stdin && (values['token-stdin'] === true || values['password-stdin'] === true)) {
+    throw new UsageError('--code-stdin and --token-stdin/--password-stdin exclude each other: standard input holds one secret');
+  }
+  if (file !== undefined) return { value: readOwnerOnlyFile(file, '--code-file', 'the setup code'), source: 'file' };
+  if (stdin) return { value: oneLine(stripNewline(io.readStdin()).trim(), '--code-stdin', 'the setup code'), source: 'stdin' };
+  if (argv !== undefined) {
+    io.warn(
+      `warning: ${argvForm} puts the setup code (a bootstrap secret) on the command line, where every local user can read it (ps, /proc/<pid>/cmdline); ` +
+        `use --code-file <path> (mode 0600), --code-stdin or ${SETUP_CODE_ENV} instead`,
+    );
+    return { value: oneLine(argv, argvForm, 'the setup code'), source: 'argv' };
+  }
+  const env = io.env[SETUP_CODE_ENV];
+  if (env !== undefined && env.trim() !== '') return { value: oneLine(env.trim(), SETUP_CODE_ENV, 'the setup code'), source: 'env' };
+  return undefined;
 }
 
 function stripNewline(text: string): string {
@@ -116,8 +163,12 @@ function stripNewline(text: string): string {
 }
 
 function nonEmpty(value: string, where: string, name: SecretName): string {
-  if (value === '') throw new UsageError(`${where}: the ${name} is empty`);
-  if (/[\r\n]/.test(value)) throw new UsageError(`${where}: the ${name} must be one line`);
+  return oneLine(value, where, `the ${name}`);
+}
+
+function oneLine(value: string, where: string, what: string): string {
+  if (value === '') throw new UsageError(`${where}: ${what} is empty`);
+  if (/[\r\n]/.test(value)) throw new UsageError(`${where}: ${what} must be one line`);
   return value;
 }
 

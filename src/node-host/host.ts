@@ -5,6 +5,7 @@
  * machine is decided here, by the local exec policy, whatever the gateway approved.
  */
 import { WebSocket } from 'ws';
+import { flavorOfChallenge, type GatewayFlavor, type GatewayHostCommands, gatewayHostCommands } from '../../packages/client/src/gateway-flavor.js';
 import {
   buildConnectParams,
   type ConnectOptions,
@@ -18,6 +19,7 @@ import type { Clock, Random } from '../core/env.js';
 import { checkGatewayChallenge } from '../core/gateway-identity.js';
 import { CATALOGUE, GatewayError } from '../protocol/errors.js';
 import type { ErrorShape } from '../protocol/frames.js';
+import { printable } from '../protocol/text.js';
 import { type CommandContext, type CommandResult, SUPPORTED_COMMANDS, systemRun, systemWhich } from './commands.js';
 import type { ExecPolicyMode } from './exec-policy.js';
 import type { NodeCredentials, NodeState } from './state.js';
@@ -123,6 +125,8 @@ export class NodeHost {
   private readonly active = new Map<string, ActiveInvoke>();
   /** The gateway refused the shared secret; a stored device token may still be good. */
   private sharedRefused = false;
+  /** The software of the last gateway that challenged this node: its hints name that gateway's commands. */
+  private flavor: GatewayFlavor = 'clawgate';
 
   constructor(private readonly opts: NodeHostOptions) {}
 
@@ -145,7 +149,7 @@ export class NodeHost {
       const auth = this.pickAuth(creds);
       if (!auth) {
         this.opts.err(
-          'no credential to connect with: pass --pair <setup-code> (from `clawgate qr --profile node` on the gateway host), or --token-file <path> / CLAWGATE_NODE_TOKEN with the gateway token',
+          'no credential to connect with: pass a setup code with --code-file <path> or CLAWGATE_SETUP_CODE (from `clawgate qr --profile node` on the gateway host), or --token-file <path> / CLAWGATE_NODE_TOKEN with the gateway token',
         );
         return 1;
       }
@@ -166,7 +170,7 @@ export class NodeHost {
         }
         const closed = await this.serve(attempt.conn, url, auth.used);
         if (this.stopped) break;
-        this.opts.out(`disconnected from ${url} (${closed.code}${closed.reason ? ` ${closed.reason}` : ''}); reconnecting`);
+        this.opts.out(`disconnected from ${url} (${closed.code}${closed.reason ? ` ${printable(closed.reason)}` : ''}); reconnecting`);
         await this.sleep(this.nextBackoff());
         continue;
       }
@@ -190,6 +194,10 @@ export class NodeHost {
     if (nodeToken) return { auth: { deviceToken: nodeToken }, used: 'device-token' };
     if (creds.bootstrap) return { auth: { bootstrapToken: creds.bootstrap.bootstrapToken }, used: 'bootstrap' };
     return null;
+  }
+
+  private commands(): GatewayHostCommands {
+    return gatewayHostCommands(this.flavor);
   }
 
   private nextBackoff(): number {
@@ -219,7 +227,8 @@ export class NodeHost {
       return {
         kind: 'fatal',
         message:
-          "the gateway refused this node's device token (revoked or rotated by an operator, or the device was removed); pair again: `clawgate node run --pair <setup-code>` (create one with `clawgate qr --profile node`) or --token-file <path> / CLAWGATE_NODE_TOKEN with the gateway token",
+          "the gateway refused this node's device token (revoked or rotated by an operator, or the device was removed); pair again: `clawgate node run --code-file <setup-code-file>` " +
+          `(create one with \`${gatewayHostCommands(this.flavor).mintCode(true)}\` on the gateway host) or --token-file <path> / CLAWGATE_NODE_TOKEN with the gateway token`,
       };
     }
     if ((detail === 'AUTH_TOKEN_MISMATCH' || detail === 'AUTH_PASSWORD_MISMATCH') && (used === 'shared' || used === 'password') && creds.tokens.node) {
@@ -233,18 +242,22 @@ export class NodeHost {
     }
     if (detail === 'PAIRING_REQUIRED') {
       // A gateway that does not keep sockets waiting: the request is filed; ask again later.
-      const requestId = e?.details?.requestId as string | undefined;
-      this.opts.out(`waiting for approval: request ${requestId ?? '?'} — on the gateway host run \`clawgate devices approve ${requestId ?? '<id>'}\``);
+      const rawId = e?.details?.requestId;
+      const requestId = rawId === undefined ? undefined : printable(String(rawId));
+      this.opts.out(`waiting for approval: request ${requestId ?? '?'} — on the gateway host run \`${this.commands().approveDevice(requestId ?? '<id>')}\``);
       return { kind: 'retry', delayMs: this.nextBackoff() };
     }
     // The reference's hints: an explicit "keep trying" wins over the code; "pause" means stop.
     const keepTrying = e?.details?.pauseReconnect === false || e?.details?.recommendedNextStep === 'wait_then_retry' || e?.retryable === true;
     if (!keepTrying && ((detail && FATAL_DETAILS.has(detail)) || e?.details?.pauseReconnect === true)) {
-      return { kind: 'fatal', message: `connect refused: ${e?.message ?? a.closeReason}${detail ? ` [${detail}]` : ''}${next ? `\nnext: ${next}` : ''}` };
+      return {
+        kind: 'fatal',
+        message: `connect refused: ${printable(e?.message ?? a.closeReason)}${detail ? ` [${printable(detail)}]` : ''}${next ? `\nnext: ${printable(next)}` : ''}`,
+      };
     }
     if (!e && a.httpStatus !== undefined && a.httpStatus >= 400 && a.httpStatus < 500 && a.httpStatus !== 429) {
       // Refused before the WebSocket exists (e.g. 403 proxy_attribution_required): unchanged retries cannot help.
-      return { kind: 'fatal', message: `the gateway refused the WebSocket upgrade: ${a.closeReason}` };
+      return { kind: 'fatal', message: `the gateway refused the WebSocket upgrade: ${printable(a.closeReason)}` };
     }
     const hint = e?.retryAfterMs ?? (e?.details?.retryAfterMs as number | undefined);
     if (typeof hint === 'number' && Number.isFinite(hint)) {
@@ -253,7 +266,9 @@ export class NodeHost {
       return { kind: 'retry', delayMs };
     }
     const delayMs = this.nextBackoff();
-    const why = e ? `${e.message}${detail ? ` [${detail}]` : ''}` : a.closeReason || (a.reachedGateway ? `closed (${a.closeCode})` : 'gateway unreachable');
+    const why = printable(
+      e ? `${e.message}${detail ? ` [${detail}]` : ''}` : a.closeReason || (a.reachedGateway ? `closed (${a.closeCode})` : 'gateway unreachable'),
+    );
     this.opts.out(`connect failed: ${why}; retrying in ${delayMs} ms`);
     return { kind: 'retry', delayMs };
   }
@@ -322,6 +337,8 @@ export class NodeHost {
           reachedGateway = true;
           if (challenged || settled) return; // one connect per socket
           challenged = true;
+          // Only the hints depend on this; the pin below decides trust.
+          this.flavor = flavorOfChallenge(frame.payload);
           // Before any credential leaves: is this the gateway this node is pinned to?
           const check = checkGatewayChallenge(frame.payload, expectedKey);
           if (expectedKey && !check.ok) {
@@ -334,7 +351,7 @@ export class NodeHost {
               gatewayKeyMismatch:
                 `refusing to send credentials to ${url}: ${check.problem}. This node is pinned to gateway key ${expectedKey} ` +
                 `(in ${this.opts.state.dir}). Check that the URL reaches your gateway (\`clawgate qr\` on the gateway host shows its key); ` +
-                'if its key really changed, pair again with a fresh setup code: `clawgate node run --pair <code>` after moving credentials.json away',
+                'if its key really changed, pair again with a fresh setup code: `clawgate node run --code-file <setup-code-file>` after moving credentials.json away',
             });
             ws.terminate();
             return;
@@ -350,8 +367,8 @@ export class NodeHost {
           waitWatch ??= setInterval(() => {
             if (this.opts.clock.now() - lastSignOfLifeMs > WAIT_SILENCE_MS) ws.terminate();
           }, WAIT_SILENCE_MS / 3);
-          const requestId = String(frame.payload?.requestId ?? '?');
-          this.opts.out(`waiting for approval: request ${requestId} — on the gateway host run \`clawgate devices approve ${requestId}\``);
+          const requestId = printable(String(frame.payload?.requestId ?? '?'));
+          this.opts.out(`waiting for approval: request ${requestId} — on the gateway host run \`${this.commands().approveDevice(requestId)}\``);
         } else if (frame.type === 'res') {
           if (frame.ok) settle({ kind: 'hello', conn: new GatewayConnection(ws, frame.payload as unknown as HelloPayload), provenGatewayKey });
           else connectError = frame.error ?? null;
@@ -470,8 +487,8 @@ export class NodeHost {
       },
       (err: unknown) => {
         if (!(err instanceof GatewayRequestError) || err.detailCode !== 'NODE_SURFACE_PENDING') return;
-        const requestId = String(err.error.details?.requestId ?? '<requestId>');
-        this.opts.out(`waiting for command approval: request ${requestId} — on the gateway host run \`clawgate nodes approve ${requestId}\``);
+        const requestId = printable(String(err.error.details?.requestId ?? '<requestId>'));
+        this.opts.out(`waiting for command approval: request ${requestId} — on the gateway host run \`${this.commands().approveNode(requestId)}\``);
       },
     );
   }
@@ -485,8 +502,8 @@ export class NodeHost {
     } else if (event === 'device.token.rotated') {
       this.onTokenRotated(conn, p);
     } else if (event === 'node.pair.requested' && p.nodeId === this.deviceId) {
-      const requestId = String(p.requestId ?? '?');
-      this.opts.out(`waiting for command approval: request ${requestId} — on the gateway host run \`clawgate nodes approve ${requestId}\``);
+      const requestId = printable(String(p.requestId ?? '?'));
+      this.opts.out(`waiting for command approval: request ${requestId} — on the gateway host run \`${this.commands().approveNode(requestId)}\``);
     } else if (event === 'node.pair.resolved' && p.nodeId === this.deviceId) {
       const decision = String(p.decision ?? '');
       if (decision === 'approved') {

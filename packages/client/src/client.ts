@@ -13,6 +13,7 @@
 import { signaturePayloadV3 } from '../../../src/protocol/signature.js';
 import { type CredentialKind, cloneRecord, hasFallback, type ResolvedCredential, resolveCredential } from './credentials.js';
 import { ClientError, CredentialStoreError, GatewayCallError, type WireError } from './errors.js';
+import { flavorOfChallenge, type GatewayFlavor, gatewayHostCommands } from './gateway-flavor.js';
 import { checkChallengeProof } from './gateway-key.js';
 import type { CheckpointHook, CredentialStore, DeviceKey, GatewayRecord, Platform, Role, SocketLike } from './types.js';
 import { isRecoverySafe, type NormalizedUrl, normalizeGatewayUrl } from './url.js';
@@ -203,8 +204,10 @@ const NEEDS_PERSON: Record<string, PauseReason> = {
   DEVICE_AUTH_PUBLIC_KEY_INVALID: 'incompatible',
 };
 
-const TLS_NEXT_STEP =
-  'Check the gateway certificate (`clawgate doctor` on the gateway host prints its fingerprint). If it really changed, pair again with a fresh setup code, which carries the new fingerprint.';
+function tlsNextStep(flavor: GatewayFlavor): string {
+  const where = flavor === 'openclaw' ? 'on the gateway host' : '(`clawgate doctor` on the gateway host prints its fingerprint)';
+  return `Check the gateway certificate ${where}. If it really changed, pair again with a fresh setup code (\`${gatewayHostCommands(flavor).mintCode()}\`), which carries the new fingerprint.`;
+}
 
 const GATEWAY_KEY_NEXT_STEP =
   'Nothing was sent. Check that the URL reaches your gateway (`clawgate qr` on the gateway host shows its key); a server squatting ' +
@@ -214,9 +217,14 @@ const GATEWAY_KEY_NEXT_STEP =
 /** Refusals that pass with time. */
 const TRANSIENT = new Set(['AUTH_RATE_LIMITED', 'INTERNAL_ERROR', 'SHUTTING_DOWN', 'HANDSHAKE_TIMEOUT']);
 
-const PAIR_AGAIN =
-  'Pair this device again: on the gateway host run `clawgate qr` (add `--profile operator+node` for a node), then `clawgate pair <code>` here ' +
-  '(or `client.setSharedToken`/`pairWithSetupCode` in the SDK).';
+/** How to pair again, naming the setup-code command of the gateway that answered. */
+function pairAgain(flavor: GatewayFlavor): string {
+  const mint = flavor === 'openclaw' ? '`openclaw qr`' : '`clawgate qr` (add `--profile operator+node` for a node)';
+  return (
+    `Pair this device again: on the gateway host run ${mint}, then \`clawgate pair --code-file <file>\` here ` +
+    '(or `client.setSharedToken`/`pairWithSetupCode` in the SDK).'
+  );
+}
 
 export type EventListener = (event: string, payload: unknown) => void;
 export type StateListener = (state: ClientState, previous: ClientState) => void;
@@ -236,6 +244,8 @@ export class GatewayClient {
   /** One device-token-mismatch fallback per streak of failures (reset at hello-ok). */
   private recoveryUsed = false;
   private forceBootstrap: boolean;
+  /** The software of the last gateway that challenged this client (clawgate until one did). */
+  private flavor: GatewayFlavor = 'clawgate';
   private key: DeviceKey | null = null;
   private hello: HelloOk | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
@@ -261,6 +271,11 @@ export class GatewayClient {
     this.now = opts.now ?? (() => Date.now());
     this.random = opts.random ?? Math.random;
     this.forceBootstrap = opts.forceBootstrap === true;
+  }
+
+  /** Whose commands the hints name: `openclaw` once a challenge came without clawgate's gateway proof. */
+  get gatewayFlavor(): GatewayFlavor {
+    return this.flavor;
   }
 
   get state(): ClientState {
@@ -405,7 +420,8 @@ export class GatewayClient {
   private describeNextStep(): string {
     const s = this.currentState;
     if (s.status === 'paused') return s.nextStep;
-    if (s.status === 'awaiting-approval') return `Approve request ${s.requestId ?? '(unknown)'} on the gateway (\`clawgate devices approve <id>\`).`;
+    if (s.status === 'awaiting-approval')
+      return `Approve request ${s.requestId ?? '(unknown)'} on the gateway (\`${gatewayHostCommands(this.flavor).approveDevice(s.requestId ?? '<id>')}\`).`;
     return 'Wait until the client is connected (see client.state).';
   }
 
@@ -444,7 +460,7 @@ export class GatewayClient {
     this.setState({ status: 'connecting', attempt: this.failures, credential: null });
     this.run(gen).catch((err: unknown) => {
       if (!this.isCurrent(gen)) return;
-      if (err instanceof CredentialStoreError) return this.pause(gen, 'identity-unreadable', err.message, err.nextStep ?? PAIR_AGAIN);
+      if (err instanceof CredentialStoreError) return this.pause(gen, 'identity-unreadable', err.message, err.nextStep ?? pairAgain(this.flavor));
       // Unexpected (a bug or a broken platform): retry later rather than die silently.
       this.scheduleRetry(gen, { code: 'CLIENT_INTERNAL', message: String((err as Error)?.message ?? err) });
     });
@@ -490,7 +506,7 @@ export class GatewayClient {
     const record = await this.store.load(this.target.key);
     if (!this.isCurrent(gen)) return;
     if (!record) {
-      return this.pause(gen, 'no-credential', `no stored credentials for ${this.target.url}`, PAIR_AGAIN);
+      return this.pause(gen, 'no-credential', `no stored credentials for ${this.target.url}`, pairAgain(this.flavor));
     }
     const cred = resolveCredential(this.withUnsavedToken(record), this.role, { forceBootstrap: this.forceBootstrap, scopes: this.opts.scopes });
     // The forced bootstrap is for the connect right after a setup code, not for every retry.
@@ -500,7 +516,7 @@ export class GatewayClient {
         gen,
         'no-credential',
         `no ${this.role} credential for ${this.target.url}: no ${this.role} device token, shared token or setup code is stored`,
-        PAIR_AGAIN,
+        pairAgain(this.flavor),
       );
     }
     if (!this.key || this.key.deviceId !== record.deviceId) {
@@ -518,7 +534,12 @@ export class GatewayClient {
     const pin = record.tlsFingerprint;
     if (pin && !this.target.secure) {
       // A pin promises an authenticated channel; quietly talking plaintext would break it.
-      return this.pause(gen, 'tls-untrusted', `a TLS certificate is pinned for this gateway but ${this.target.url} is not a wss:// URL`, TLS_NEXT_STEP);
+      return this.pause(
+        gen,
+        'tls-untrusted',
+        `a TLS certificate is pinned for this gateway but ${this.target.url} is not a wss:// URL`,
+        tlsNextStep(this.flavor),
+      );
     }
     this.setState({ status: 'connecting', attempt: this.failures, credential: cred.kind });
     const connectId = `connect-${gen}`;
@@ -616,7 +637,7 @@ export class GatewayClient {
     step.catch((err: unknown) => {
       if (!this.isCurrent(a.gen)) return;
       if (err instanceof CredentialStoreError) {
-        this.pause(a.gen, 'identity-unreadable', err.message, err.nextStep ?? PAIR_AGAIN);
+        this.pause(a.gen, 'identity-unreadable', err.message, err.nextStep ?? pairAgain(this.flavor));
         return;
       }
       this.scheduleRetry(a.gen, { code: 'CLIENT_INTERNAL', message: String((err as Error)?.message ?? err) });
@@ -639,6 +660,8 @@ export class GatewayClient {
     const p = payload as { nonce?: unknown; ts?: unknown } | undefined;
     if (typeof p?.nonce !== 'string' || typeof p.ts !== 'number' || a.challenged) return;
     a.challenged = true;
+    // Only the hints depend on this; the pin below decides trust.
+    this.flavor = flavorOfChallenge(payload);
     // Before anything secret is even computed: is this the gateway the record is pinned to?
     const pinned = a.record.gatewayKey ?? null;
     const proof = await checkChallengeProof(this.platform.crypto, payload, pinned);
@@ -964,13 +987,21 @@ export class GatewayClient {
         : !safe
           ? 'and falling back over an unencrypted remote connection is not safe'
           : 'again after one fallback attempt';
-      return this.pause(gen, 'device-token-rejected', `the gateway refused this device's ${this.role} token (revoked, rotated or removed) ${why}`, PAIR_AGAIN, {
-        code,
-      });
+      return this.pause(
+        gen,
+        'device-token-rejected',
+        `the gateway refused this device's ${this.role} token (revoked, rotated or removed) ${why}`,
+        pairAgain(this.flavor),
+        {
+          code,
+        },
+      );
     }
     if (code === 'PAIRING_REQUIRED' || code === 'NOT_PAIRED') {
       // Without the live wait the gateway closes; approval takes effect on a fresh socket.
-      const nextStep = err.nextStep ?? `Approve request ${requestId ?? ''} on the gateway, then call resume().`;
+      const nextStep =
+        err.nextStep ??
+        `Approve request ${requestId ?? ''} on the gateway (\`${gatewayHostCommands(this.flavor).approveDevice(requestId ?? '<id>')}\`), then call resume().`;
       return this.pause(gen, 'pairing-required', err.message, nextStep, { code, ...(requestId ? { requestId } : {}) });
     }
     const personReason = NEEDS_PERSON[code];
@@ -995,20 +1026,20 @@ export class GatewayClient {
       );
     }
     if (personReason) {
-      let nextStep = err.nextStep ?? PAIR_AGAIN;
-      if (personReason === 'setup-code-unusable' && !a.record.tokens[this.role]) nextStep = `${nextStep} ${PAIR_AGAIN}`;
+      let nextStep = err.nextStep ?? pairAgain(this.flavor);
+      if (personReason === 'setup-code-unusable' && !a.record.tokens[this.role]) nextStep = `${nextStep} ${pairAgain(this.flavor)}`;
       return this.pause(gen, personReason, err.message, nextStep, { code });
     }
     if (details.pauseReconnect === true && !err.retryable) {
       // The gateway's own hint: reconnecting will not help until someone acts.
-      return this.pause(gen, 'auth-rejected', err.message, err.nextStep ?? PAIR_AGAIN, { code, ...(requestId ? { requestId } : {}) });
+      return this.pause(gen, 'auth-rejected', err.message, err.nextStep ?? pairAgain(this.flavor), { code, ...(requestId ? { requestId } : {}) });
     }
     if (code === 'AUTH_RATE_LIMITED' || err.retryable || TRANSIENT.has(code) || err.wireCode === 'UNAVAILABLE') {
       // Rate limits, restarts, internal errors: time fixes these (never sooner than the gateway asks).
       return this.scheduleRetry(gen, { code, message: err.message }, err.retryAfterMs);
     }
     // Anything else is not known to pass by itself: stop rather than loop.
-    return this.pause(gen, 'auth-rejected', err.message, err.nextStep ?? PAIR_AGAIN, { code });
+    return this.pause(gen, 'auth-rejected', err.message, err.nextStep ?? pairAgain(this.flavor), { code });
   }
 
   private onClose(a: Attempt, code: number, reason: string): void {
@@ -1021,7 +1052,7 @@ export class GatewayClient {
       return;
     }
     if (code === 1015 && reason.startsWith('TLS_')) {
-      this.pause(gen, 'tls-untrusted', reason.slice(reason.indexOf(':') + 1).trim(), TLS_NEXT_STEP, { code: reason.slice(0, reason.indexOf(':')) });
+      this.pause(gen, 'tls-untrusted', reason.slice(reason.indexOf(':') + 1).trim(), tlsNextStep(this.flavor), { code: reason.slice(0, reason.indexOf(':')) });
       return;
     }
     const lastError = { code: `CLOSE_${code}`, message: reason || `socket closed (${code})` };

@@ -23,6 +23,7 @@ export {
   SHARED_OPERATOR_SCOPES,
 } from './credentials.js';
 export { ClientError, type ClientErrorCode, CredentialStoreError, GatewayCallError, type WireError } from './errors.js';
+export { flavorOfChallenge, type GatewayFlavor, type GatewayHostCommands, gatewayHostCommands } from './gateway-flavor.js';
 export { MemoryCredentialStore } from './memory-store.js';
 export { type ApplySetupCodeOptions, applySetupCode, ensureRecord, type PairOptions, pairWithSetupCode, parseSetupCode, setSharedToken } from './pairing.js';
 export * from './types.js';
