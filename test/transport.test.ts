@@ -166,7 +166,7 @@ describe('/readyz', () => {
       const http = tg.url.replace(/^ws/, 'http');
       const ready = await fetch(`${http}/readyz`);
       assert.equal(ready.status, 200);
-      assert.deepEqual(await ready.json(), { ready: true });
+      assert.deepEqual(await ready.json(), { ready: true, failing: [], checks: { listening: { ok: true }, store: { ok: true } } });
       // Hold the shutdown in a stop hook so the window between "stopping" and "closed" can be observed.
       let release = () => {};
       let hookRan = false;
@@ -181,7 +181,9 @@ describe('/readyz', () => {
       await waitFor(() => hookRan, 'the shutdown to reach the stop hook');
       const during = await fetch(`${http}/readyz`);
       assert.equal(during.status, 503);
-      assert.deepEqual(await during.json(), { ready: false });
+      const body = (await during.json()) as { ready: boolean; failing: string[] };
+      assert.equal(body.ready, false);
+      assert.deepEqual(body.failing, ['listening'], 'what is failing is named');
       assert.equal((await fetch(`${http}/healthz`)).status, 200, 'alive, just not ready');
       release();
       await stopping;
