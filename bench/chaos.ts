@@ -47,7 +47,7 @@ async function main(): Promise<number> {
       }
       const store = pg ? { kind: 'postgres' as const, url: await pg.createDatabase() } : { kind: 'sqlite' as const };
       log(`chaos: ${kills} kills, seed ${seed}, store ${kind}`);
-      const report = await runChaos({ seed, kills, devices: Number(values.devices ?? 6), store, log, probesPerRestart: 8 });
+      const report = await runChaos({ seed, kills, devices: Number(values.devices ?? 6), store, log, probesPerRestart: 8, waitForLeases: true });
       log(`done: ${report.restarts} restarts, counts ${JSON.stringify(report.counts)}`);
       for (const a of report.anomalies.slice(0, 50)) log(`anomaly: ${a}`);
       for (const v of report.violations) log(`VIOLATION ${v}`);
