@@ -531,7 +531,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     }
   };
   const checkCli = async (): Promise<void> => {
-    const res = await runClawgate(['audit', '--verify', '--json', '--limit', '1000000'], { CLAWGATE_STATE_DIR: stateDir });
+    // --verify checks the whole chain; --limit only trims what is printed (thousands of entries overflow a pipe buffer).
+    const res = await runClawgate(['audit', '--verify', '--json', '--limit', '1'], { CLAWGATE_STATE_DIR: stateDir });
     if (res.code !== 0) {
       violate(`clawgate audit --verify exited ${res.code}: ${res.stderr.slice(0, 500)}`);
       return;
