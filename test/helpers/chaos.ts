@@ -438,8 +438,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const r = prng(opts.seed * 7919 + 1);
     while (!gate.stopping) {
       try {
+        // Both profiles with an operator role: a two-role redemption must commit both grants or neither.
         const minted = await ownerCall<{ setupId: string; setupCode: string; scopes: string[] }>('device.pair.setupCode', {
-          profile: 'operator',
+          profile: r() < 0.3 ? 'operator+node' : 'operator',
           scopes: r() < 0.5 ? [READ] : [READ, WRITE],
           ttlMs: 600_000,
         });
