@@ -195,7 +195,7 @@ function connectMutation(valid: Record<string, unknown>): fc.Arbitrary<unknown> 
 type Case =
   | { kind: 'frames'; frames: Array<string | Buffer> }
   | { kind: 'connect'; variant: 'plain' | 'owner' | 'device'; mutate: number; params: unknown }
-  | { kind: 'session'; calls: Array<{ method: string; params: unknown } | { raw: string | Buffer }> };
+  | { kind: 'session'; as: 'owner' | 'device'; calls: Array<{ method: string; params: unknown } | { raw: string | Buffer }> };
 
 // --- the run ----------------------------------------------------------------------------------
 
@@ -265,7 +265,12 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         .tuple(fc.constantFrom<'plain' | 'owner' | 'device'>('plain', 'owner', 'device'), fc.nat(), anyJson)
         .map(([variant, mutate, params]) => ({ kind: 'connect' as const, variant, mutate, params })),
     },
-    { weight: 4, arbitrary: fc.array(methodArb, { minLength: 1, maxLength: 8 }).map((calls) => ({ kind: 'session' as const, calls })) },
+    {
+      weight: 4,
+      arbitrary: fc
+        .tuple(fc.constantFrom<'owner' | 'device'>('owner', 'owner', 'device'), fc.array(methodArb, { minLength: 1, maxLength: 8 }))
+        .map(([as, calls]) => ({ kind: 'session' as const, as, calls })),
+    },
   );
 
   const tally = (f: Frame | null) => {
@@ -313,8 +318,13 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         if (res) checkAnswer(res, what);
         else if (client.open) fail(`${what}: connect got no answer and the socket stayed open`);
       } else {
-        const hello = await client.request('c1', 'connect', plainParams({ auth: { token: owner }, scopes: ['operator.admin'] }), 10_000);
-        if (!hello?.ok) return fail(`${what}: the owner could not connect: ${JSON.stringify(hello?.error)}`);
+        // The owner reaches every handler; a paired device (silently, on loopback, read + write) the non-admin paths.
+        const params =
+          c.as === 'owner'
+            ? plainParams({ auth: { token: owner }, scopes: ['operator.admin'] })
+            : deviceParams({ identity, challenge, auth: { token: shared }, scopes: ['operator.read', 'operator.write'] });
+        const hello = await client.request('c1', 'connect', params, 10_000);
+        if (!hello?.ok) return fail(`${what}: the ${c.as} could not connect: ${JSON.stringify(hello?.error)}`);
         let i = 0;
         for (const call of c.calls) {
           if (!client.open) break;
