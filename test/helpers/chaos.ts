@@ -390,7 +390,33 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
           tokens = [];
           ledger.count('rotate');
         } else if (roll < 0.85) {
+          // Half the time the device connects with its token while the owner revokes it: once the
+          // revocation returned ok, no session opened with that token may stay usable.
+          const token = tokens[tokens.length - 1];
+          const racing =
+            token && r() < 0.5
+              ? guarded(() => connectGateway({ url, identity, auth: { deviceToken: token }, scopes: [READ], client: { id: 'test', mode: 'test' } }))
+              : null;
+          racing?.catch(() => {});
+          // A connect takes two round trips (challenge, connect): a short head start lands the revocation inside it.
+          if (racing) await new Promise((res) => setTimeout(res, Math.floor(r() * 12)));
           await ownerCall('device.token.revoke', { deviceId: identity.deviceId, role: 'operator' });
+          const raced = await racing?.catch(() => null);
+          if (raced) {
+            const closed = await Promise.race([raced.closed.then(() => true), new Promise<boolean>((res) => setTimeout(() => res(false), 5_000))]);
+            if (!closed) {
+              const still = await raced.request('health', {}, 5_000).then(
+                () => true,
+                () => false,
+              );
+              if (still)
+                violate(
+                  `device ${identity.deviceId}: a session opened with a token racing its revocation is still usable 5 s after the revocation returned ok`,
+                );
+              await raced.close().catch(() => {});
+            }
+            ledger.count('revoke-race-session');
+          }
           for (const t of tokens) ledger.deadTokens.push({ deviceId: identity.deviceId, identity, token: t, why: 'revoked' });
           tokens = [];
           granted = false;
