@@ -9,6 +9,9 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { CATALOGUE } from '../src/protocol/errors.js';
 import { fromSchema, rawFrame, runFuzz } from './helpers/fuzz.js';
+import { removeDir, startTestGateway, TEST_OWNER } from './helpers/gateway.js';
+import { plainParams, RawClient } from './helpers/raw.js';
+import { WebhookTarget } from './helpers/webhook.js';
 
 const SEED = 20_261_206;
 
@@ -61,4 +64,35 @@ test('the generators are deterministic for a seed and produce the hostile shapes
   });
   assert.ok(params.some((p) => typeof p === 'object' && p !== null && Number.isInteger((p as { n?: unknown }).n)));
   assert.ok(params.some((p) => typeof p !== 'object' || p === null || !Number.isInteger((p as { n?: unknown }).n)));
+});
+
+test('params nested deeper than 64 levels are refused as INVALID_PARAMS, not a thrown exception, and the socket stays usable', async (t) => {
+  const tg = await startTestGateway();
+  const target = await WebhookTarget.start();
+  t.after(async () => {
+    await tg.stop();
+    await target.close();
+    removeDir(tg.stateDir);
+  });
+  const c = await RawClient.open(tg.url);
+  await c.challenge();
+  assert.equal((await c.request('c1', 'connect', plainParams({ auth: { token: TEST_OWNER }, scopes: ['operator.admin'] })))?.ok, true);
+  assert.equal((await c.request('a1', 'channels.add', { type: 'webhook', name: 'deep', url: target.url }))?.ok, true);
+  // The fuzzer's find: an embed this deep overflowed JSON.stringify in the store (INTERNAL_ERROR).
+  const deep = (n: number) => `${'{"a":'.repeat(n)}1${'}'.repeat(n)}`;
+  for (const n of [200, 5_000, 100_000]) {
+    c.send(`{"type":"req","id":"d${n}","method":"send","params":{"channel":"deep","content":"x","embeds":[{"k":${deep(n)}}]}}`);
+    const res = await c.response(`d${n}`, 20_000);
+    assert.equal(res?.ok, false, `depth ${n}`);
+    assert.equal(res?.error?.code, 'INVALID_REQUEST');
+    assert.equal(res?.error?.details?.code, 'INVALID_PARAMS', JSON.stringify(res?.error).slice(0, 300));
+    assert.match(String(res?.error?.message), /params nest deeper than 64 levels/);
+    assert.match(String(res?.error?.details?.path), /^\/embeds\/0\/k\/a\/a/);
+  }
+  // Within the limit (params → embeds → [0] → k → 58 levels) it is an ordinary send.
+  const fine = await c.request('ok', 'send', { channel: 'deep', content: 'x', embeds: [{ k: JSON.parse(deep(58)) }] });
+  assert.equal(fine?.ok, true, JSON.stringify(fine?.error));
+  assert.equal((await c.request('h', 'health', {}))?.ok, true);
+  await target.waitFor(1);
+  await c.close();
 });

@@ -256,6 +256,13 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         .map(([method, params]) => ({ method, params })),
     },
     { weight: 1, arbitrary: rawFrame.map((raw) => ({ raw })) },
+    // A registered method with deeply nested params (after the handshake the frame cap is 25 MiB).
+    {
+      weight: 1,
+      arbitrary: fc.tuple(fc.constantFrom(...methods.map((m) => m.name)), fc.integer({ min: 500, max: 50_000 }), fc.boolean()).map(([m, n, arr]) => ({
+        raw: `{"type":"req","id":"deep","method":${JSON.stringify(m)},"params":{"x":${arr ? `${'['.repeat(n)}${']'.repeat(n)}` : `${'{"a":'.repeat(n)}1${'}'.repeat(n)}`}}}`,
+      })),
+    },
   );
   const caseArb: fc.Arbitrary<Case> = fc.oneof(
     { weight: 3, arbitrary: fc.array(rawFrame, { minLength: 1, maxLength: 3 }).map((frames) => ({ kind: 'frames' as const, frames })) },
