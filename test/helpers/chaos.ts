@@ -9,9 +9,11 @@
  * before each kill, what the webhook target answers); the interleaving of real processes is not
  * reproducible, so a violation report carries the ledger facts it was derived from.
  */
+import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import {
   ConnectError,
@@ -27,10 +29,11 @@ import { DELIVERY_LEASE_MS } from '../../src/store/postgres.js';
 import { verifyAuditChain } from '../../src/store/shared.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import type { AuditEntry, Delivery, GrantRecord, SetupCodeRecord, Store } from '../../src/store/types.js';
-import { runClawgate } from './gateway.js';
 import { connectOwner, GatewayProcess, sharedToken } from './gateway-process.js';
 import { freePort } from './net.js';
 import { type Received, WebhookTarget } from './webhook.js';
+
+const execFileAsync = promisify(execFile);
 
 // --- seeded randomness ------------------------------------------------------------------------
 
@@ -559,13 +562,31 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   };
   const checkCli = async (): Promise<void> => {
     // --verify checks the whole chain; --limit only trims what is printed (thousands of entries overflow a pipe buffer).
-    const res = await runClawgate(['audit', '--verify', '--json', '--limit', '1'], { CLAWGATE_STATE_DIR: stateDir });
+    const res = await runCli(['audit', '--verify', '--json', '--limit', '1'], stateDir);
     if (res.code !== 0) {
       violate(`clawgate audit --verify exited ${res.code}: ${res.stderr.slice(0, 500)}`);
       return;
     }
     const out = JSON.parse(res.stdout) as { verified: boolean; brokenAtSeq: number | null };
     if (!out.verified) violate(`clawgate audit --verify: chain broken at entry ${out.brokenAtSeq}`);
+    // What the owner sees through the CLI is what the store holds (the traffic is paused).
+    const list = await runCli(['devices', 'list', '--json'], stateDir);
+    if (list.code !== 0) {
+      violate(`clawgate devices list exited ${list.code}: ${list.stderr.slice(0, 500)}`);
+      return;
+    }
+    const seen = JSON.parse(list.stdout) as { paired: Array<{ deviceId: string; grants: Array<{ role: Role; scopes: string[] }> }> };
+    const viaCli = new Map<string, string>();
+    for (const d of seen.paired) for (const g of d.grants) viaCli.set(`${d.deviceId}/${g.role}`, [...g.scopes].sort().join(' '));
+    const store = await openStore();
+    try {
+      const direct = new Map((await store.listGrants()).map((g) => [`${g.deviceId}/${g.role}`, [...g.scopes].sort().join(' ')]));
+      for (const [key, scopes] of direct)
+        if (viaCli.get(key) !== scopes) violate(`grant ${key}: the store holds [${scopes}], clawgate devices list shows [${viaCli.get(key) ?? 'nothing'}]`);
+      for (const key of viaCli.keys()) if (!direct.has(key)) violate(`clawgate devices list shows grant ${key}, which the store does not hold`);
+    } finally {
+      await store.close();
+    }
   };
   const probeDeadTokens = async (n: number): Promise<void> => {
     const sample =
@@ -673,6 +694,20 @@ async function parkedOnDeadLeases(url: string, lastKillAtMs: number): Promise<Se
     );
   } finally {
     await client.end();
+  }
+}
+
+/** The CLI with the state dir's owner credential; a large output buffer (devices list grows with the run). */
+async function runCli(args: string[], stateDir: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await execFileAsync(process.execPath, [join(process.cwd(), 'bin', 'clawgate.js'), ...args], {
+      env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
+      maxBuffer: 256 * 1024 * 1024,
+    });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? String(err) };
   }
 }
 
