@@ -195,7 +195,7 @@ function connectMutation(valid: Record<string, unknown>): fc.Arbitrary<unknown> 
 type Case =
   | { kind: 'frames'; frames: Array<string | Buffer> }
   | { kind: 'connect'; variant: 'plain' | 'owner' | 'device'; mutate: number; params: unknown }
-  | { kind: 'session'; as: 'owner' | 'device'; calls: Array<{ method: string; params: unknown } | { raw: string | Buffer }> };
+  | { kind: 'session'; as: 'owner' | 'device' | 'node'; calls: Array<{ method: string; params: unknown } | { raw: string | Buffer }> };
 
 // --- the run ----------------------------------------------------------------------------------
 
@@ -243,6 +243,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   const owner = ownerCredential(stateDir);
   const shared = sharedToken(stateDir);
   const identity = generateIdentity();
+  const nodeIdentity = generateIdentity();
 
   const methodArb = fc.oneof(
     {
@@ -275,7 +276,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     {
       weight: 4,
       arbitrary: fc
-        .tuple(fc.constantFrom<'owner' | 'device'>('owner', 'owner', 'device'), fc.array(methodArb, { minLength: 1, maxLength: 8 }))
+        .tuple(fc.constantFrom<'owner' | 'device' | 'node'>('owner', 'owner', 'owner', 'device', 'node'), fc.array(methodArb, { minLength: 1, maxLength: 8 }))
         .map(([as, calls]) => ({ kind: 'session' as const, as, calls })),
     },
   );
@@ -329,7 +330,20 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         const params =
           c.as === 'owner'
             ? plainParams({ auth: { token: owner }, scopes: ['operator.admin'] })
-            : deviceParams({ identity, challenge, auth: { token: shared }, scopes: ['operator.read', 'operator.write'] });
+            : c.as === 'device'
+              ? deviceParams({ identity, challenge, auth: { token: shared }, scopes: ['operator.read', 'operator.write'] })
+              : {
+                  ...deviceParams({
+                    identity: nodeIdentity,
+                    challenge,
+                    role: 'node',
+                    scopes: [],
+                    client: { id: 'node-host', mode: 'node' },
+                    auth: { token: shared },
+                  }),
+                  caps: ['system'],
+                  commands: ['system.run', 'system.which'],
+                };
         const hello = await client.request('c1', 'connect', params, 10_000);
         if (!hello?.ok) return fail(`${what}: the ${c.as} could not connect: ${JSON.stringify(hello?.error)}`);
         let i = 0;
