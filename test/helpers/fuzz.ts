@@ -18,6 +18,7 @@ import { startTestGateway } from './gateway.js';
 import { GatewayProcess, ownerCredential, sharedToken } from './gateway-process.js';
 import { freePort } from './net.js';
 import { deviceParams, type Frame, plainParams, RawClient } from './raw.js';
+import { WebhookTarget } from './webhook.js';
 
 export interface FuzzOptions {
   seed: number;
@@ -87,6 +88,38 @@ const anyJson: fc.Arbitrary<unknown> = fc.oneof(
   fc.array(fc.jsonValue(), { maxLength: 5 }),
 );
 
+/**
+ * A value nested `depth` levels, written out as text when the frame is serialised (JSON.stringify
+ * of a value this deep would overflow the fuzzer's own stack).
+ */
+export class Deep {
+  constructor(
+    readonly depth: number,
+    readonly arrays: boolean,
+  ) {}
+  text(): string {
+    return this.arrays ? `${'['.repeat(this.depth)}${']'.repeat(this.depth)}` : `${'{"a":'.repeat(this.depth)}1${'}'.repeat(this.depth)}`;
+  }
+}
+
+const deepValue = fc.tuple(fc.integer({ min: 65, max: 20_000 }), fc.boolean()).map(([n, arrays]) => new Deep(n, arrays));
+
+/** JSON text of a generated value; Deep markers become their text. Generated values are otherwise shallow. */
+export function frameText(value: unknown): string {
+  if (value instanceof Deep) return value.text();
+  if (Array.isArray(value)) return `[${value.map((v) => (v === undefined ? 'null' : frameText(v))).join(',')}]`;
+  if (typeof value === 'object' && value !== null) {
+    const parts = Object.entries(value)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => `${JSON.stringify(k)}:${frameText(v)}`);
+    return `{${parts.join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+/** Names that exist on the fuzzed gateway (its webhook channel, the default chat session): valid calls reach the handlers. */
+const KNOWN_NAMES = ['fuzz', 'main'];
+
 /** A value for `s`: usually valid, sometimes one field off (wrong type, missing, extra, out of range). */
 export function fromSchema(s: Schema, depth = 0): fc.Arbitrary<unknown> {
   const valid = validFromSchema(s, depth);
@@ -102,6 +135,7 @@ function validFromSchema(s: Schema, depth: number): fc.Arbitrary<unknown> {
       const min = s.minLength ?? 0;
       const max = Math.min(s.maxLength ?? 64, 300);
       return fc.oneof(
+        fc.constantFrom(...KNOWN_NAMES),
         fc.string({ minLength: Math.min(min, max), maxLength: max }),
         // Patterned strings (ids): hex-ish strings hit the pattern often enough.
         fc.stringMatching(/^[0-9a-f-]{1,64}$/),
@@ -135,7 +169,8 @@ function validFromSchema(s: Schema, depth: number): fc.Arbitrary<unknown> {
       );
     }
     default:
-      return anyJson;
+      // Free-form values (T.Unknown, record values) are what handlers store and serialise as given.
+      return fc.oneof({ weight: 5, arbitrary: anyJson }, { weight: 1, arbitrary: deepValue });
   }
 }
 
@@ -236,7 +271,15 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-fuzz-'));
   const configPath = join(stateDir, 'fuzz-config.json');
   // Every refusal of a fuzzed credential counts as a failure; a lockout would hide the rest behind RATE_LIMITED.
-  writeFileSync(configPath, JSON.stringify({ gateway: { rateLimit: { maxFailures: 1_000_000_000 } } }));
+  // A webhook channel on a local listener: a generated `send` to it reaches the handler and the store.
+  const target = await WebhookTarget.start();
+  writeFileSync(
+    configPath,
+    JSON.stringify({
+      gateway: { rateLimit: { maxFailures: 1_000_000_000 } },
+      automations: { channels: { webhooks: [{ name: 'fuzz', url: target.url }] } },
+    }),
+  );
   const port = await freePort();
   const gw = await GatewayProcess.start({ stateDir, configPath, port });
   const url = gw.url;
@@ -355,7 +398,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
           }
           if (OUTSIDE_EFFECTS.has(call.method)) continue;
           const id = `r${++i}`;
-          client.send({ type: 'req', id, method: call.method, ...(call.params === undefined ? {} : { params: call.params }) });
+          client.send(frameText({ type: 'req', id, method: call.method, ...(call.params === undefined ? {} : { params: call.params }) }));
           const res = await client.response(id, 15_000).catch(() => null);
           tally(res);
           if (res) checkAnswer(res, `${what} call ${call.method}`);
@@ -411,6 +454,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     }
   } finally {
     await gw.kill();
+    await target.close();
     removeQuietly(stateDir);
   }
   return { seed: opts.seed, cases: done, failures, answers, rss: { baselineBytes: baseline, finalBytes: finalRss, peakBytes: peak, boundBytes: bound } };
