@@ -102,6 +102,18 @@ export class MethodTable {
       );
     }
     const params = rawParams === undefined ? {} : rawParams;
+    // Handlers and stores serialise params (JSON.stringify recurses): a value nested deep enough
+    // overflows the stack there. Refused here, before any schema or handler walks it.
+    const deepAt = pathDeeperThan(params, MAX_PARAMS_DEPTH);
+    if (deepAt !== null) {
+      return fail(
+        new GatewayError('INVALID_PARAMS', {
+          vars: { method, problem: `params nest deeper than ${MAX_PARAMS_DEPTH} levels` },
+          // The path names client-chosen keys: cut, like every echoed client string.
+          details: { method, path: deepAt.slice(0, 256) },
+        }),
+      );
+    }
     if (check && !check.Check(params)) {
       const first = check.Errors(params).First();
       const problem = first ? `${first.path || '/'} ${first.message}` : 'invalid';
@@ -143,6 +155,27 @@ export function missingScope(principal: Principal, scope: string, required: read
 /** The part of an error message that names a pending request and the command approving it. */
 export function approveHint(requestId: string): string {
   return ` (request ${requestId}; the owner approves it with: clawgate devices approve ${requestId})`;
+}
+
+/** How deep request params may nest (objects and arrays); PROTOCOL.md §13. */
+export const MAX_PARAMS_DEPTH = 64;
+
+/**
+ * The JSON-pointer path of the first container nested deeper than `max` levels in `value`, or
+ * null. Iterative, so the check itself cannot overflow the stack it protects.
+ */
+export function pathDeeperThan(value: unknown, max: number): string | null {
+  const stack: Array<{ v: unknown; depth: number; path: string }> = [{ v: value, depth: 0, path: '' }];
+  while (stack.length > 0) {
+    const { v, depth, path } = stack.pop() as { v: unknown; depth: number; path: string };
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth >= max) return path || '/';
+    const entries: Array<[string, unknown]> = Array.isArray(v) ? v.map((x, i) => [String(i), x]) : Object.entries(v);
+    for (const [k, x] of entries) {
+      if (typeof x === 'object' && x !== null) stack.push({ v: x, depth: depth + 1, path: `${path}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}` });
+    }
+  }
+  return null;
 }
 
 function fail(e: GatewayError): DispatchResult {
