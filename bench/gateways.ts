@@ -91,7 +91,7 @@ const openclawLauncher: Launcher = {
     const ocState = join(stateDir, 'state');
     mkdirSync(home, { recursive: true });
     mkdirSync(ocState, { recursive: true });
-    const token = randomBytes(24).toString('base64url');
+    const token = randomBytes(24).toString('hex');
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('OPENCLAW_') && !k.startsWith('CLAWGATE_')) env[k] = v;
     Object.assign(env, { HOME: home, OPENCLAW_STATE_DIR: ocState, OPENCLAW_NO_AUTO_UPDATE: '1' });
@@ -129,7 +129,8 @@ export const floorLauncher: Launcher = {
   async start(o) {
     const port = await pickFreePort();
     const stateDir = mkdtempSync(join(tmpdir(), 'floor-bench-'));
-    const token = randomBytes(24).toString('base64url');
+    // Hex: a base64url token may begin with '-', which an argument parser takes for an option.
+    const token = randomBytes(24).toString('hex');
     return spawnReady({
       kind: 'floor',
       command: process.execPath,
