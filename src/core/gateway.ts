@@ -25,6 +25,7 @@ import {
 import { audienceOf, ownerProofPayload } from '../protocol/gateway-proof.js';
 import { ALL_OPERATOR_SCOPES, normalizeScopes, PAIRING, READ, scopeSatisfied } from '../protocol/scopes.js';
 import { cleanOptional, cleanText } from '../protocol/text.js';
+import { storeFault } from '../store/faults.js';
 import type { GrantRecord, PairingRequest, SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
 import { type Credential, type Decision, decideConnect } from './admission.js';
 import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
@@ -292,6 +293,11 @@ export class Gateway {
     try {
       return await this.authenticate(frame.id, params, role, protocol, nonce, transport, sock);
     } catch (err) {
+      const cause = storeFault(err);
+      if (cause) {
+        this.log.warn('connect failed: database unavailable', { cause, err: String(err) });
+        return this.reject(frame.id, new GatewayError('STORE_UNAVAILABLE', { vars: { cause } }), CLOSE.tryAgainLater);
+      }
       const ref = this.random.uuid().slice(0, 8);
       this.log.error('connect failed with an exception', { ref, err: String((err as Error)?.stack ?? err) });
       return this.reject(frame.id, new GatewayError('INTERNAL_ERROR', { vars: { ref } }), CLOSE.tryAgainLater);

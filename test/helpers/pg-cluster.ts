@@ -17,8 +17,8 @@ export interface PgCluster {
   adminUrl: string;
   /** Create an empty database and return its URL. */
   createDatabase(name?: string): Promise<string>;
-  /** Fast shutdown (clients are disconnected) and start again on the same port and data. */
-  restart(): Promise<void>;
+  /** Fast shutdown (clients are disconnected), run `whileDown`, start again on the same port and data. */
+  restart(whileDown?: () => Promise<void>): Promise<void>;
   /** SIGSTOP the postmaster and every backend: the server stops answering, sockets stay open. */
   pause(): void;
   /** SIGCONT what `pause` stopped. */
@@ -169,9 +169,13 @@ export async function startPgCluster(): Promise<PgCluster> {
       }
       return `postgres://clawgate@127.0.0.1:${port}/${db}`;
     },
-    async restart() {
+    async restart(whileDown) {
       await shutdown();
-      proc = (await launch(port)).proc;
+      try {
+        await whileDown?.();
+      } finally {
+        proc = (await launch(port)).proc;
+      }
     },
     pause() {
       paused = serverPids(data);
