@@ -118,7 +118,8 @@ export function sqliteLockCheck(file: string): HealthCheck {
   if (!existsSync(file)) return { name: 'store-lock', status: 'ok', message: `no database at ${file} yet` };
   let db: Database.Database | null = null;
   try {
-    db = new Database(file, { fileMustExist: true, timeout: 0 });
+    // A short wait, so a running gateway's own write of a few milliseconds is not taken for a stuck lock.
+    db = new Database(file, { fileMustExist: true, timeout: 250 });
     db.exec('BEGIN IMMEDIATE');
     db.exec('ROLLBACK');
     return { name: 'store-lock', status: 'ok', message: `${file} takes writes (no other process holds its write lock)` };
