@@ -237,6 +237,10 @@ describe('SQLite resource faults', { skip: isRoot ? false : 'mounting a read-onl
       assert.equal(detailCode(refused), 'STORE_UNAVAILABLE', String(refused));
       assert.match((refused as Error).message, /disk full/);
       assert.equal((await doctor(dir)).get('disk-space')?.status, 'fail');
+      // A second start on the full file system is refused, naming it.
+      const again = await cli(['gateway', 'run', '--state-dir', dir, '--config', join(dir, 'config.json'), '--port', '0']);
+      assert.equal(again.code, 1, again.stdout);
+      assert.ok(again.stderr.includes(`the file system of ${dir} is full: free space there`), again.stderr);
       // The gateway is up and serves reads on the same socket.
       await op.request('sessions.list', {});
       unlinkSync(filler);

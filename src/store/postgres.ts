@@ -243,6 +243,11 @@ export class PostgresStore implements Store {
     });
     // An idle client losing its server connection must not crash the process; the pool replaces it.
     this.pool.on('error', () => {});
+    // Nor may a checked-out one (a write transaction between two statements when the server
+    // restarts or its backend is terminated): the pool listens only to idle clients, and an
+    // unheard 'error' event kills the process. The failure still reaches the caller, as the
+    // next statement on that client rejecting, and the client is then released as broken.
+    this.pool.on('connect', (client) => client.on('error', () => {}));
     this.q = new PgQuery(this.pool);
   }
 
