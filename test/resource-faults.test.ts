@@ -87,6 +87,23 @@ function detailCode(err: unknown): string | undefined {
   return (err as { error?: { details?: { code?: string } } | null }).error?.details?.code;
 }
 
+/** Fill the file system holding `file` to the last block. */
+function fill(file: string): void {
+  const fd = openSync(file, 'w');
+  const chunk = Buffer.alloc(64 * 1024, 1);
+  try {
+    for (;;) writeSync(fd, chunk);
+  } catch (err) {
+    assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC');
+  }
+  try {
+    for (;;) writeSync(fd, chunk, 0, 512);
+  } catch {
+    // the last partial blocks
+  }
+  closeSync(fd);
+}
+
 function mount(args: string[]): void {
   execFileSync('mount', args, { stdio: 'pipe' });
 }
@@ -194,7 +211,7 @@ describe('SQLite resource faults', { skip: isRoot ? false : 'mounting a read-onl
     }
   });
 
-  test('a full disk: writes answer STORE_UNAVAILABLE (disk full), nothing is corrupted, doctor fails disk-space, and writes work once space is freed', async (t) => {
+  test('a full disk: writes answer STORE_UNAVAILABLE (disk full), nothing is corrupted, doctor fails disk-space, writes work once space is freed, and a start on a full disk is refused naming it', async (t) => {
     const mnt = mkdtempSync(join(tmpdir(), 'clawgate-tmpfs-'));
     mount(['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mnt]);
     cleanups.push(() => {
@@ -206,21 +223,8 @@ describe('SQLite resource faults', { skip: isRoot ? false : 'mounting a read-onl
     const op = await owner(gw);
     try {
       await op.request('sessions.create', { key: 'full' });
-      // Fill the file system to the last block.
       const filler = join(mnt, 'filler');
-      const fd = openSync(filler, 'w');
-      const chunk = Buffer.alloc(64 * 1024, 1);
-      try {
-        for (;;) writeSync(fd, chunk);
-      } catch (err) {
-        assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC');
-      }
-      try {
-        for (;;) writeSync(fd, chunk, 0, 512);
-      } catch {
-        // the last partial blocks
-      }
-      closeSync(fd);
+      fill(filler);
       // SQLite reuses WAL space it already has: write until the file must grow.
       let refused: unknown = null;
       let written = 0;
@@ -237,10 +241,6 @@ describe('SQLite resource faults', { skip: isRoot ? false : 'mounting a read-onl
       assert.equal(detailCode(refused), 'STORE_UNAVAILABLE', String(refused));
       assert.match((refused as Error).message, /disk full/);
       assert.equal((await doctor(dir)).get('disk-space')?.status, 'fail');
-      // A second start on the full file system is refused, naming it.
-      const again = await cli(['gateway', 'run', '--state-dir', dir, '--config', join(dir, 'config.json'), '--port', '0']);
-      assert.equal(again.code, 1, again.stdout);
-      assert.ok(again.stderr.includes(`the file system of ${dir} is full: free space there`), again.stderr);
       // The gateway is up and serves reads on the same socket.
       await op.request('sessions.list', {});
       unlinkSync(filler);
@@ -259,6 +259,12 @@ describe('SQLite resource faults', { skip: isRoot ? false : 'mounting a read-onl
       await op.close();
       await gw.stop();
     }
+    // Starting on the full file system is refused, naming it.
+    fill(join(mnt, 'filler'));
+    const refused = await cli(['gateway', 'run', '--state-dir', dir, '--config', join(dir, 'config.json'), '--port', '0']);
+    unlinkSync(join(mnt, 'filler'));
+    assert.equal(refused.code, 1, refused.stdout);
+    assert.ok(refused.stderr.includes(`the file system of ${dir} is full: free space there`), refused.stderr);
     // Nothing corrupted: the file passes integrity and its audit chain verifies.
     const checks = await doctor(dir);
     assert.equal(checks.get('store-integrity')?.status, 'ok', String(checks.get('store-integrity')?.message));
