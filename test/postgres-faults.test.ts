@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { ConnectError, connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
+import { storeFault } from '../src/store/faults.js';
 import { LEADER_APP_NAME } from '../src/store/pg-bus.js';
 import { PostgresStore } from '../src/store/postgres.js';
 import { verifyAuditChain } from '../src/store/shared.js';
@@ -211,6 +212,45 @@ describe('PostgreSQL faults under two instances', () => {
     assert.equal(device.hello.type, 'hello-ok');
     await device.close();
     assert.equal(await approvalsOf(identity.deviceId), 1);
+  });
+
+  test('a backend terminated between two statements of a write transaction fails that write as a database fault, and the process lives on', async () => {
+    const s = await PostgresStore.open(`${url}&application_name=${TEST_APP_NAME}`, { maxConnections: 1 });
+    try {
+      let client: pg.PoolClient | undefined;
+      s.pool.on('acquire', (c) => {
+        client = c;
+      });
+      let backendPid: number | undefined;
+      let release!: () => void;
+      const gate = new Promise<void>((r) => {
+        release = r;
+      });
+      const writing = s
+        .write(async (tx) => {
+          backendPid = (await tx.one<{ pid: number }>('SELECT pg_backend_pid() AS pid'))?.pid;
+          await gate;
+          await tx.one('SELECT 1');
+        })
+        .then(
+          () => null,
+          (err: unknown) => err,
+        );
+      const pid = await waitFor(() => backendPid, 'the transaction under way');
+      const c = client as pg.PoolClient;
+      const ended = new Promise<void>((r) => c.once('end', () => r()));
+      await store.pool.query('SELECT pg_terminate_backend($1)', [pid]);
+      // The client has heard of it (an 'error' event nobody listened to would have killed this process).
+      await ended;
+      release();
+      const err = await writing;
+      assert.ok(err, 'the write failed');
+      assert.ok(storeFault(err), `a database fault, not a bug: ${String(err)}`);
+      // And the store works on, with a fresh connection.
+      assert.equal(typeof (await s.schemaVersion()), 'number');
+    } finally {
+      await s.close();
+    }
   });
 
   test('every backend of both instances terminated: pools and listeners come back, and the cron lock is always re-taken, by the old leader too', async (t) => {
