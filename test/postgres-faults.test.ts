@@ -214,6 +214,41 @@ describe('PostgreSQL faults under two instances', () => {
     assert.equal(await approvalsOf(identity.deviceId), 1);
   });
 
+  test('a waiting connect whose admission meets a database outage is told to try again later (1013, STORE_UNAVAILABLE), not left waiting, and is admitted when it does', async () => {
+    const identity = generateIdentity();
+    const waiting = waitingDevice(b, identity).then(
+      () => null,
+      (err: unknown) => err,
+    );
+    const requestId = await pendingFor(identity.deviceId);
+    const pid = b.proc.pid as number;
+    // B frozen while A approves: the notification waits in B's socket until B runs again, and by
+    // then the database is down, so B hears of the approval but cannot admit the device.
+    process.kill(pid, 'SIGSTOP');
+    let outcome: unknown;
+    try {
+      const opA = await operator(a);
+      try {
+        await opA.request('device.pair.approve', { requestId });
+      } finally {
+        await opA.close();
+      }
+      await cluster.restart(async () => {
+        process.kill(pid, 'SIGCONT');
+        outcome = await withDeadline(waiting, 'an answer to the waiting connect', 30_000);
+      });
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    assert.ok(outcome instanceof ConnectError, String(outcome));
+    assert.equal(outcome.closeCode, 1013);
+    assert.equal(detailCode(outcome), 'STORE_UNAVAILABLE');
+    const device = await eventually(() => waitingDevice(b, identity), 'the device admitted on its retry');
+    assert.equal(device.hello.type, 'hello-ok');
+    await device.close();
+    assert.equal(await approvalsOf(identity.deviceId), 1);
+  });
+
   test('a backend terminated between two statements of a write transaction fails that write as a database fault, and the process lives on', async () => {
     const s = await PostgresStore.open(`${url}&application_name=${TEST_APP_NAME}`, { maxConnections: 1 });
     try {
