@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { ConnectError, connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { storeFault } from '../src/store/faults.js';
-import { LEADER_APP_NAME } from '../src/store/pg-bus.js';
+import { CLUSTER_CHANNEL, LEADER_APP_NAME } from '../src/store/pg-bus.js';
 import { PostgresStore } from '../src/store/postgres.js';
 import { verifyAuditChain } from '../src/store/shared.js';
 import { ownerAuth } from './helpers/gateway.js';
@@ -227,15 +227,30 @@ describe('PostgreSQL faults under two instances', () => {
     process.kill(pid, 'SIGSTOP');
     let outcome: unknown;
     try {
+      // A listener of our own: once it has the approval's notification, the server has handed it
+      // to every listening backend, B's included, before the restart below can cut them off.
+      const listener = new pg.Client({ connectionString: url });
+      await listener.connect();
+      const heard = new Promise<void>((resolve) =>
+        listener.on('notification', (m) => {
+          if (m.payload?.includes('resolve-waiters') && m.payload.includes(requestId)) resolve();
+        }),
+      );
+      listener.on('error', () => {});
+      await listener.query(`LISTEN ${CLUSTER_CHANNEL}`);
       const opA = await operator(a);
       try {
         await opA.request('device.pair.approve', { requestId });
+        await withDeadline(heard, 'the approval notified', 10_000);
       } finally {
         await opA.close();
+        await listener.end().catch(() => {});
       }
       await cluster.restart(async () => {
         process.kill(pid, 'SIGCONT');
-        outcome = await withDeadline(waiting, 'an answer to the waiting connect', 30_000);
+        outcome = await withDeadline(waiting, 'an answer to the waiting connect', 30_000).catch((err: Error) => {
+          throw new Error(`${err.message}\nB:\n${b.log().slice(-3000)}`);
+        });
       });
     } finally {
       process.kill(pid, 'SIGCONT');
