@@ -148,9 +148,13 @@ export const CLUSTER_AUTOMATIONS_RESYNC_MS = 2_000;
 function startClusterAutomations(gateway: Gateway, bus: ClusterBus): void {
   const auto = automations(gateway);
   let resync: NodeJS.Timeout | null = null;
+  let stopping = false;
   bus.lead(
     'automations',
     () => {
+      // Leadership may come back after a broken lock connection; never while the gateway stops.
+      if (stopping) return;
+      if (resync) clearInterval(resync);
       auto.start().catch((err) => gateway.log.error('automations did not start', { err: String(err) }));
       resync = setInterval(() => {
         void auto.scheduler.changed();
@@ -165,6 +169,7 @@ function startClusterAutomations(gateway: Gateway, bus: ClusterBus): void {
     },
   );
   gateway.onStop(async () => {
+    stopping = true;
     if (resync) clearInterval(resync);
   });
 }

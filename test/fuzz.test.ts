@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { CATALOGUE } from '../src/protocol/errors.js';
 import { fromSchema, rawFrame, runFuzz } from './helpers/fuzz.js';
-import { removeDir, startTestGateway, TEST_OWNER } from './helpers/gateway.js';
+import { ownerAuth, removeDir, startTestGateway } from './helpers/gateway.js';
 import { plainParams, RawClient } from './helpers/raw.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
@@ -75,8 +75,8 @@ test('params nested deeper than 64 levels are refused as INVALID_PARAMS, not a t
     removeDir(tg.stateDir);
   });
   const c = await RawClient.open(tg.url);
-  await c.challenge();
-  assert.equal((await c.request('c1', 'connect', plainParams({ auth: { token: TEST_OWNER }, scopes: ['operator.admin'] })))?.ok, true);
+  const challenge = (await c.challenge()) as { nonce: string; gateway?: { publicKey: string } };
+  assert.equal((await c.request('c1', 'connect', plainParams({ auth: ownerAuth(challenge, tg.url), scopes: ['operator.admin'] })))?.ok, true);
   assert.equal((await c.request('a1', 'channels.add', { type: 'webhook', name: 'deep', url: target.url }))?.ok, true);
   // The fuzzer's find: an embed this deep overflowed JSON.stringify in the store (INTERNAL_ERROR).
   const deep = (n: number) => `${'{"a":'.repeat(n)}1${'}'.repeat(n)}`;

@@ -42,9 +42,13 @@ export class CronScheduler {
     );
   }
 
-  /** Start: run every job that was due before now once (catch-up), then wait for the next. */
+  /**
+   * Start: run every job that was due before now once (catch-up), then wait for the next. A
+   * stopped scheduler may start again (a cluster instance that lost leadership and regained it).
+   */
   start(): Promise<void> {
     this.started = true;
+    this.stopped = false;
     // Never rejects: a failed pass is logged by enqueue, and the alarm tries again.
     return this.enqueue(() => this.tick('catch-up')).catch(() => undefined);
   }

@@ -30,6 +30,7 @@ import {
   resolveStateDir,
   writeRuntimeInfo,
 } from './state.js';
+import { startupRefusal } from './state-health.js';
 
 export class UsageError extends Error {}
 
@@ -144,6 +145,13 @@ async function gatewayRun(args: string[]): Promise<number> {
   const bind = base.bind;
   const storeChoice = resolveStoreChoice(values.store as string | undefined, values['postgres-url'] as string | undefined, settings.file.gateway ?? {});
 
+  // A state dir or database the gateway cannot use is refused here, naming it and the fix,
+  // instead of failing later with a bare errno or serving from a corrupt file.
+  const refusal = startupRefusal(stateDir, storeChoice.kind === 'sqlite');
+  if (refusal) {
+    process.stderr.write(`refusing to start: ${refusal}\n`);
+    return 1;
+  }
   ensureStateDir(stateDir);
   const { creds, created } = loadOrCreateCredentials(stateDir, systemRandom, systemClock.now());
   if (!isLoopbackBind(bind) && !chosenToken && !password && !creds.password && !creds.tokenImportedFrom) {

@@ -2,6 +2,7 @@
  * Deployment helpers: `clawgate doctor` (is this gateway configured sanely, and does the URL it
  * advertises reach it?) and `clawgate gateway install-service --print` (a systemd unit).
  */
+
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { userInfo } from 'node:os';
@@ -18,6 +19,7 @@ import { out } from './common.js';
 import { GATEWAY_FLAGS, loadTls, type ResolvedGatewaySettings, resolveGatewaySettings } from './gateway-config.js';
 import { parse, UsageError } from './main.js';
 import { readCredentials, readRuntimeInfo } from './state.js';
+import { diskSpaceCheck, SQLITE_FILE, sqliteIntegrityCheck, sqliteLockCheck, stateDirCheck } from './state-health.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 export interface Check {
@@ -256,7 +258,12 @@ export async function doctorCommand(args: string[]): Promise<number> {
     })();
     if (creds === null) checks.push({ name: 'credentials', status: 'warn', message: `no credentials in ${settings.stateDir} yet (generated on first start)` });
     else if (creds) checks.push({ name: 'credentials', status: 'ok', message: `${join(settings.stateDir, 'credentials.json')}` });
-    checks.push(await storeCheck(settings.stateDir));
+    // The state dir and the database, one check per fault (docs/reliability.md §Database and disk faults).
+    const sqliteFile = join(settings.stateDir, SQLITE_FILE);
+    const health = [stateDirCheck(settings.stateDir), diskSpaceCheck(settings.stateDir), sqliteIntegrityCheck(sqliteFile), sqliteLockCheck(sqliteFile)];
+    checks.push(...health);
+    // Opening the store would wait on a held lock, or fail again on a corrupt file: said above already.
+    if (!health.some((c) => c.status !== 'ok' && c.name.startsWith('store-'))) checks.push(await storeCheck(settings.stateDir));
     const runtime = readRuntimeInfo(settings.stateDir);
     if (settings.tls.kind === 'none' && runtime?.tlsFingerprint && existsSync(join(settings.stateDir, 'tls', 'cert.pem'))) {
       // Run without TLS flags against a gateway that serves its generated certificate: check that one.

@@ -13,6 +13,12 @@ import type { SessionPrincipal } from './principal.js';
 
 /** Extra time the asking instance waits beyond the invocation's own timeout before giving up. */
 export const ROUTED_GRACE_MS = 5_000;
+/**
+ * While a routed invocation is outstanding the asking instance checks this often that the
+ * holding instance still beats: one that died (SIGKILL, power loss) ends the call with
+ * NODE_DISCONNECTED once its presence expires (STALE_MS), not after the whole timeout.
+ */
+export const ROUTED_LIVENESS_CHECK_MS = 1_000;
 
 type Outcome = Extract<ClusterEvent, { type: 'node-invoke-result' }>['outcome'];
 
@@ -70,6 +76,7 @@ export class ClusterNodeRouter {
     const outcome = await new Promise<Outcome>((resolve) => {
       const finish = (o: Outcome) => {
         clearTimeout(timer);
+        clearInterval(watch);
         signal.removeEventListener('abort', onAbort);
         this.waiting.delete(callId);
         resolve(o);
@@ -79,10 +86,25 @@ export class ClusterNodeRouter {
         finish({ ok: false, error: new GatewayError('NODE_INVOKE_CANCELLED', { vars: { nodeId: input.nodeId, command: input.command } }).shape });
       };
       // The holding instance enforces the timeout; this only covers that instance dying mid-call.
-      const timer = setTimeout(
-        () => finish({ ok: false, error: new GatewayError('NODE_DISCONNECTED', { vars: { nodeId: input.nodeId, command: input.command } }).shape }),
-        waitMs,
-      );
+      const disconnected = () =>
+        finish({ ok: false, error: new GatewayError('NODE_DISCONNECTED', { vars: { nodeId: input.nodeId, command: input.command } }).shape });
+      const timer = setTimeout(() => disconnected(), waitMs);
+      let checking = false;
+      const watch = setInterval(() => {
+        if (checking) return;
+        checking = true;
+        this.bus
+          .instanceLive(target)
+          .then((live) => {
+            if (!live) disconnected();
+          })
+          // The database itself unreachable says nothing about the target: keep waiting.
+          .catch(() => {})
+          .finally(() => {
+            checking = false;
+          });
+      }, ROUTED_LIVENESS_CHECK_MS);
+      watch.unref();
       this.waiting.set(callId, finish);
       signal.addEventListener('abort', onAbort, { once: true });
       this.bus.publish({ type: 'node-invoke', to: target, from: this.bus.instanceId, callId, input }).catch((err) => {

@@ -67,6 +67,8 @@ export interface ClusterBus {
   withdrawSession(connId: string): Promise<void>;
   /** The live instance holding the newest socket of a node, or null when none does. */
   locateNode(deviceId: string): Promise<string | null>;
+  /** Whether an instance still beats (its presence has not expired). */
+  instanceLive(instanceId: string): Promise<boolean>;
   /** Whether a live instance (other than this one, with `exceptSelf`) holds a socket of this device and role. */
   hasSession(deviceId: string, role: Role, opts?: { exceptSelf?: boolean }): Promise<boolean>;
   /** Devices with a socket on any live instance. */

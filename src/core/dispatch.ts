@@ -8,6 +8,7 @@ import type { TSchema } from '@sinclair/typebox';
 import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
 import { GatewayError } from '../protocol/errors.js';
 import type { ErrorShape, Role } from '../protocol/frames.js';
+import { storeFault } from '../store/faults.js';
 import { hasScope, type Principal } from './principal.js';
 
 export interface MethodContext<P = unknown> {
@@ -131,6 +132,12 @@ export class MethodTable {
       if (result instanceof GatewayError) return fail(result);
       return { ok: true, payload: result ?? {} };
     } catch (err) {
+      // The database refusing or not answering is not a bug: the client is told to retry.
+      const cause = storeFault(err);
+      if (cause) {
+        this.log.error('method failed: database unavailable', { method, cause, err: String(err) });
+        return fail(new GatewayError('STORE_UNAVAILABLE', { vars: { cause } }));
+      }
       const ref = Math.random().toString(36).slice(2, 10);
       log.error('method handler threw', { method, ref, actor: principal.actor, err: String((err as Error)?.stack ?? err) });
       return fail(new GatewayError('INTERNAL_ERROR', { vars: { ref } }));

@@ -25,6 +25,7 @@ import {
 import { audienceOf, ownerProofPayload } from '../protocol/gateway-proof.js';
 import { ALL_OPERATOR_SCOPES, normalizeScopes, PAIRING, READ, scopeSatisfied } from '../protocol/scopes.js';
 import { cleanOptional, cleanText } from '../protocol/text.js';
+import { storeFault } from '../store/faults.js';
 import type { GrantRecord, PairingRequest, PruneCounts, SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
 import { type Credential, type Decision, decideConnect } from './admission.js';
 import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
@@ -141,6 +142,8 @@ interface Waiter {
   scopes: readonly string[];
   finish(outcome: ConnectOutcome): void;
   admit(): Promise<ConnectOutcome>;
+  /** The id of the connect request, for the answer when admission fails. */
+  connectId: string;
 }
 
 export class Gateway {
@@ -327,10 +330,23 @@ export class Gateway {
     try {
       return await this.authenticate(frame.id, params, role, protocol, nonce, transport, sock);
     } catch (err) {
-      const ref = this.random.uuid().slice(0, 8);
-      this.log.error('connect failed with an exception', { connId: transport.connId, ref, err: String((err as Error)?.stack ?? err) });
-      return this.reject(frame.id, new GatewayError('INTERNAL_ERROR', { vars: { ref } }), CLOSE.tryAgainLater);
+      return this.connectFailure(frame.id, err, transport.connId);
     }
+  }
+
+  /**
+   * A connect that ended in an exception, closed 1013 (try again later): STORE_UNAVAILABLE when
+   * the database refused or did not answer, else INTERNAL_ERROR with a reference for the log.
+   */
+  private connectFailure(id: string | null, err: unknown, connId?: string): ConnectOutcome {
+    const cause = storeFault(err);
+    if (cause) {
+      this.log.warn('connect failed: database unavailable', { connId, cause, err: String(err) });
+      return this.reject(id, new GatewayError('STORE_UNAVAILABLE', { vars: { cause } }), CLOSE.tryAgainLater);
+    }
+    const ref = this.random.uuid().slice(0, 8);
+    this.log.error('connect failed with an exception', { connId, ref, err: String((err as Error)?.stack ?? err) });
+    return this.reject(id, new GatewayError('INTERNAL_ERROR', { vars: { ref } }), CLOSE.tryAgainLater);
   }
 
   private reject(id: string | null, err: GatewayError, closeOverride?: number): ConnectOutcome {
@@ -808,6 +824,7 @@ export class Gateway {
         finish(o);
       },
       admit: async () => this.admitted(await this.admitDevice(ctx, ctx.scopes), ctx),
+      connectId: ctx.id,
     };
     set.add(waiter);
     this.waiters.set(requestId, set);
@@ -826,8 +843,18 @@ export class Gateway {
     if (!set) return;
     this.waiters.delete(requestId);
     for (const w of [...set]) {
-      if (decision === 'approved') w.finish(await w.admit());
-      else {
+      if (decision === 'approved') {
+        // Already taken out of `waiters`: a failed admission (the database going away between
+        // the approval and the token) must still answer the socket, or it would wait forever.
+        // The device reconnects and is admitted under the grant that was committed.
+        let outcome: ConnectOutcome;
+        try {
+          outcome = await w.admit();
+        } catch (err) {
+          outcome = this.connectFailure(w.connectId, err);
+        }
+        w.finish(outcome);
+      } else {
         const err = new GatewayError('PAIRING_REJECTED', { details: { requestId } });
         w.finish({ type: 'reject', frame: null, closeCode: CLOSE.policy, closeReason: err.shape.message, detail: err.detail });
       }

@@ -348,6 +348,13 @@ const entries = {
     next: 'Retry; if it persists, report the reference shown in the message with the gateway log.',
     retryable: true,
   },
+  STORE_UNAVAILABLE: {
+    code: 'UNAVAILABLE',
+    message: 'the gateway database is unavailable ({cause}); retry',
+    close: null,
+    next: 'Retry with backoff; the gateway recovers by itself when the database answers again. An operator runs `clawgate doctor` (docs/reliability.md §Database and disk faults).',
+    retryable: true,
+  },
   // --- live authority changes (close only, no error frame) ----------------------------------
   TOKEN_ROTATED: {
     code: 'NOT_PAIRED',

@@ -10,6 +10,7 @@ import type { Logger } from '../core/gateway.js';
 
 export const CLUSTER_CHANNEL = 'clawgate_cluster';
 export const LISTENER_APP_NAME = 'clawgate-listen';
+export const LEADER_APP_NAME = 'clawgate-leader';
 /** Stay well under PostgreSQL's 8000-byte NOTIFY limit. */
 const MAX_INLINE_BYTES = 7000;
 /** Table-backed events are read within milliseconds; keep them a while for slow readers. */
@@ -194,6 +195,11 @@ export class PgClusterBus implements ClusterBus {
     await this.pool.query('DELETE FROM session_presence WHERE conn_id = $1', [connId]);
   }
 
+  async instanceLive(instanceId: string): Promise<boolean> {
+    const r = await this.pool.query('SELECT 1 FROM cluster_instances WHERE instance_id = $1 AND seen_at_ms >= $2', [instanceId, Date.now() - STALE_MS]);
+    return r.rows.length > 0;
+  }
+
   async hasSession(deviceId: string, role: string, opts?: { exceptSelf?: boolean }): Promise<boolean> {
     const r = await this.pool.query(
       `SELECT 1 FROM session_presence p JOIN cluster_instances i ON i.instance_id = p.instance_id
@@ -241,29 +247,38 @@ export class PgClusterBus implements ClusterBus {
   /**
    * Leadership by a session-level advisory lock held on a dedicated connection: when the leader
    * dies its connection closes, PostgreSQL releases the lock, and another instance takes it at
-   * its next try (every HEARTBEAT_MS). Leadership that ends while the process lives is not taken
-   * up again by it (`lost` tells the owner to stop leading).
+   * its next try (every HEARTBEAT_MS). When the lock connection breaks while the process lives
+   * (a database restart, a terminated backend, a failover) the lock is gone too: `lost` tells
+   * the owner to stop leading at once, and this instance goes back to trying, so some live
+   * instance always leads again within about HEARTBEAT_MS of the database answering.
    */
   lead(name: string, gained: () => void, lost: () => void): void {
     const key = leaderKey(name);
     const slot: { client: pg.Client | null; timer: NodeJS.Timeout | null } = { client: null, timer: null };
     this.leaders.push(slot);
-    let done = false;
+    const retry = () => {
+      if (this.closed || slot.timer) return;
+      slot.timer = setTimeout(() => void attempt(), HEARTBEAT_MS);
+      slot.timer.unref();
+    };
     const attempt = async () => {
       slot.timer = null;
-      if (this.closed || done) return;
-      const c = new pg.Client({ connectionString: this.url });
+      if (this.closed || slot.client) return;
+      // Named, so an operator can see which instance holds the lock (pg_stat_activity joined with pg_locks).
+      const c = new pg.Client({ connectionString: this.url, application_name: LEADER_APP_NAME });
       c.on('error', () => {});
       try {
         await c.connect();
         const r = await c.query('SELECT pg_try_advisory_lock($1, $2) AS ok', key);
         if (r.rows[0]?.ok === true && !this.closed) {
           slot.client = c;
-          done = true;
-          c.on('end', () => {
+          c.once('end', () => {
+            if (slot.client !== c) return;
+            slot.client = null;
             if (this.closed) return;
             this.log.warn('cluster leadership lost', { name });
             lost();
+            retry();
           });
           this.log.info('cluster leadership gained', { name });
           gained();
@@ -274,10 +289,7 @@ export class PgClusterBus implements ClusterBus {
         this.log.warn('cluster leadership attempt failed', { name, err: String(err) });
         await c.end().catch(() => {});
       }
-      if (!this.closed) {
-        slot.timer = setTimeout(() => void attempt(), HEARTBEAT_MS);
-        slot.timer.unref();
-      }
+      retry();
     };
     void attempt();
   }
@@ -288,7 +300,9 @@ export class PgClusterBus implements ClusterBus {
     if (this.heartbeat) clearInterval(this.heartbeat);
     for (const l of this.leaders) {
       if (l.timer) clearTimeout(l.timer);
-      await l.client?.end().catch(() => {});
+      const c = l.client;
+      l.client = null;
+      await c?.end().catch(() => {});
     }
     // A clean stop withdraws at once; a crash is noticed by the others after STALE_MS.
     await this.pool.query('DELETE FROM session_presence WHERE instance_id = $1', [this.instanceId]).catch(() => {});

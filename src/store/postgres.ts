@@ -203,6 +203,21 @@ export class PgQuery {
   }
 }
 
+/** Default bound on one query's answer (client side); long enough for a busy write lock. */
+export const PG_QUERY_TIMEOUT_MS = 15_000;
+/** Default bound on opening a connection or waiting for a free one in the pool. */
+export const PG_CONNECT_TIMEOUT_MS = 5_000;
+
+function connectTimeoutMs(url: string): number {
+  try {
+    const s = Number(new URL(url).searchParams.get('connect_timeout'));
+    if (Number.isFinite(s) && s > 0) return s * 1000;
+  } catch {
+    // not a URL the WHATWG parser takes (node-postgres still may): use the default
+  }
+  return PG_CONNECT_TIMEOUT_MS;
+}
+
 export interface PostgresStoreOptions {
   /** Pool size per instance (default 10). */
   maxConnections?: number;
@@ -218,9 +233,24 @@ export class PostgresStore implements Store {
     readonly url: string,
     opts: PostgresStoreOptions,
   ) {
-    this.pool = new pg.Pool({ connectionString: url, max: opts.maxConnections ?? 10, types: TYPES });
+    this.pool = new pg.Pool({
+      connectionString: url,
+      max: opts.maxConnections ?? 10,
+      types: TYPES,
+      // A database that stops answering (paused, partitioned, overloaded) fails requests with
+      // STORE_UNAVAILABLE after these bounds instead of holding them forever. The URL's
+      // `query_timeout` (ms) overrides the query bound; `connect_timeout` (s) the connect bound.
+      connectionTimeoutMillis: connectTimeoutMs(url),
+      query_timeout: PG_QUERY_TIMEOUT_MS,
+      keepAlive: true,
+    });
     // An idle client losing its server connection must not crash the process; the pool replaces it.
     this.pool.on('error', () => {});
+    // Nor may a checked-out one (a write transaction between two statements when the server
+    // restarts or its backend is terminated): the pool listens only to idle clients, and an
+    // unheard 'error' event kills the process. The failure still reaches the caller, as the
+    // next statement on that client rejecting, and the client is then released as broken.
+    this.pool.on('connect', (client) => client.on('error', () => {}));
     this.q = new PgQuery(this.pool);
   }
 

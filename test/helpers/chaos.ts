@@ -562,7 +562,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   };
   const checkCli = async (): Promise<void> => {
     // --verify checks the whole chain; --limit only trims what is printed (thousands of entries overflow a pipe buffer).
-    const res = await runCli(['audit', '--verify', '--json', '--limit', '1'], stateDir);
+    // --verify reads the store itself (and the anchor in the state dir), so it is told which store.
+    const res = await runCli(['audit', '--verify', '--json', '--limit', '1', ...storeArgs], stateDir, storeEnv);
     if (res.code !== 0) {
       violate(`clawgate audit --verify exited ${res.code}: ${res.stderr.slice(0, 500)}`);
       return;
@@ -699,10 +700,10 @@ async function parkedOnDeadLeases(url: string, lastKillAtMs: number): Promise<Se
 }
 
 /** The CLI with the state dir's owner credential; a large output buffer (devices list grows with the run). */
-async function runCli(args: string[], stateDir: string): Promise<{ code: number; stdout: string; stderr: string }> {
+async function runCli(args: string[], stateDir: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     const r = await execFileAsync(process.execPath, [join(process.cwd(), 'bin', 'clawgate.js'), ...args], {
-      env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
+      env: { ...process.env, CLAWGATE_STATE_DIR: stateDir, ...env },
       maxBuffer: 256 * 1024 * 1024,
     });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };

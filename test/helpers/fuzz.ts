@@ -14,7 +14,7 @@ import type { TSchema } from '@sinclair/typebox';
 import fc from 'fast-check';
 import { generateIdentity } from '../../src/client/connection.js';
 import { CATALOGUE, CLOSE, type DetailCode, ERROR_CODES } from '../../src/protocol/errors.js';
-import { startTestGateway } from './gateway.js';
+import { ownerAuth, startTestGateway } from './gateway.js';
 import { GatewayProcess, ownerCredential, sharedToken } from './gateway-process.js';
 import { freePort } from './net.js';
 import { deviceParams, type Frame, plainParams, RawClient } from './raw.js';
@@ -361,7 +361,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
           c.variant === 'plain'
             ? plainParams({ auth: { token: shared } })
             : c.variant === 'owner'
-              ? plainParams({ auth: { token: owner }, scopes: ['operator.admin'] })
+              ? plainParams({ auth: ownerAuth(challenge, url, owner), scopes: ['operator.admin'] })
               : deviceParams({ identity, challenge, auth: { token: shared }, scopes: ['operator.read'] });
         const mutated = fc.sample(connectMutation(valid), { seed: opts.seed + n + c.mutate, numRuns: 1 })[0];
         const res = await client.request('c1', 'connect', mutated, 10_000);
@@ -372,7 +372,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         // The owner reaches every handler; a paired device (silently, on loopback, read + write) the non-admin paths.
         const params =
           c.as === 'owner'
-            ? plainParams({ auth: { token: owner }, scopes: ['operator.admin'] })
+            ? plainParams({ auth: ownerAuth(challenge, url, owner), scopes: ['operator.admin'] })
             : c.as === 'device'
               ? deviceParams({ identity, challenge, auth: { token: shared }, scopes: ['operator.read', 'operator.write'] })
               : {

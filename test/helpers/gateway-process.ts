@@ -7,6 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { readCredentials } from '../../src/cli/state.js';
 import { connectGateway, type GatewayConnection } from '../../src/client/connection.js';
+import { readGatewayKeyFingerprint } from '../../src/server/gateway-key.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 
@@ -127,5 +128,12 @@ export function sharedToken(stateDir: string): string {
 
 /** An admin session as the owner of the gateway at `url` (state dir on this host). */
 export function connectOwner(url: string, stateDir: string, timeoutMs = 15_000): Promise<GatewayConnection> {
-  return connectGateway({ url, auth: { token: ownerCredential(stateDir) }, client: { id: 'cli', mode: 'cli' }, timeoutMs });
+  // The owner credential is proven to the state dir's gateway key, never sent.
+  return connectGateway({
+    url,
+    owner: ownerCredential(stateDir),
+    gatewayKey: readGatewayKeyFingerprint(stateDir),
+    client: { id: 'cli', mode: 'cli' },
+    timeoutMs,
+  });
 }

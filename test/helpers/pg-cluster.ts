@@ -17,7 +17,24 @@ export interface PgCluster {
   adminUrl: string;
   /** Create an empty database and return its URL. */
   createDatabase(name?: string): Promise<string>;
+  /** Fast shutdown (clients are disconnected), run `whileDown`, start again on the same port and data. */
+  restart(whileDown?: () => Promise<void>): Promise<void>;
+  /** SIGSTOP the postmaster and every backend: the server stops answering, sockets stay open. */
+  pause(): void;
+  /** SIGCONT what `pause` stopped. */
+  resume(): void;
   stop(): Promise<void>;
+}
+
+/** The postmaster's pid (from its pid file) and its children's (backends, background workers). */
+function serverPids(data: string): number[] {
+  const pid = Number(readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 0) throw new Error('no postmaster pid');
+  const children = execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' })
+    .split('\n')
+    .map((x) => Number(x.trim()))
+    .filter((x) => Number.isInteger(x) && x > 0);
+  return [pid, ...children];
 }
 
 /** Where the PostgreSQL server binaries live (the newest installed major version). */
@@ -107,7 +124,37 @@ export async function startPgCluster(): Promise<PgCluster> {
     rmSync(root, { recursive: true, force: true });
     throw err;
   }
-  const { proc, port, adminUrl } = started;
+  let { proc } = started;
+  const { port, adminUrl } = started;
+  const shutdown = async () => {
+    if (proc.exitCode !== null) return;
+    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+    // SIGINT is PostgreSQL's "fast shutdown": it disconnects clients instead of waiting for
+    // them. Sent to the postmaster itself (the pid file), not only to a runuser wrapper.
+    const pidText = existsSync(join(data, 'postmaster.pid')) ? readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0] : '';
+    const pid = Number(pidText);
+    if (Number.isInteger(pid) && pid > 0) {
+      try {
+        process.kill(pid, 'SIGINT');
+      } catch {
+        proc.kill('SIGINT');
+      }
+    } else proc.kill('SIGINT');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  let paused: number[] = [];
+  const resume = () => {
+    for (const pid of paused) {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        // exited meanwhile
+      }
+    }
+    paused = [];
+  };
   return {
     port,
     adminUrl,
@@ -122,24 +169,22 @@ export async function startPgCluster(): Promise<PgCluster> {
       }
       return `postgres://clawgate@127.0.0.1:${port}/${db}`;
     },
-    async stop() {
-      if (proc.exitCode === null) {
-        const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-        // SIGINT is PostgreSQL's "fast shutdown": it disconnects clients instead of waiting for
-        // them. Sent to the postmaster itself (the pid file), not only to a runuser wrapper.
-        const pidText = existsSync(join(data, 'postmaster.pid')) ? readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0] : '';
-        const pid = Number(pidText);
-        if (Number.isInteger(pid) && pid > 0) {
-          try {
-            process.kill(pid, 'SIGINT');
-          } catch {
-            proc.kill('SIGINT');
-          }
-        } else proc.kill('SIGINT');
-        const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-        await exited;
-        clearTimeout(timer);
+    async restart(whileDown) {
+      await shutdown();
+      try {
+        await whileDown?.();
+      } finally {
+        proc = (await launch(port)).proc;
       }
+    },
+    pause() {
+      paused = serverPids(data);
+      for (const pid of paused) process.kill(pid, 'SIGSTOP');
+    },
+    resume,
+    async stop() {
+      resume();
+      await shutdown();
       rmSync(root, { recursive: true, force: true });
     },
   };

@@ -11,6 +11,8 @@ import { type SignatureFields, signaturePayloadV2, signaturePayloadV3 } from '..
 export interface Challenge {
   nonce: string;
   ts: number;
+  /** The gateway's signature over this challenge (PROTOCOL.md §6.1). */
+  gateway?: { v: number; publicKey: string; signature: string };
 }
 
 export interface Frame {
