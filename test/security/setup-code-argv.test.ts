@@ -14,35 +14,20 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { WebSocketServer } from 'ws';
 import { FileCredentialStore, GatewayClient, MemoryCredentialStore, nodePlatform, setSharedToken } from '../../packages/client/src/node.js';
 import { decodeSetupCode } from '../../src/protocol/setup-code.js';
-import { mintCode, tempDir } from '../helpers/client.js';
-import { cli, removeDir, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { mintCode } from '../helpers/client.js';
+import { fileScope } from '../helpers/file-scope.js';
+import { cli, type TestGateway } from '../helpers/gateway.js';
 import { waitFor } from '../helpers/wait.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 /** How long a condition may take before the test gives up (a deadline, not a timing claim). */
 const DEADLINE_MS = 30_000;
 
-const cleanup: Array<() => Promise<void> | void> = [];
-after(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
-
-function dir(prefix: string): string {
-  const d = tempDir(prefix);
-  cleanup.push(() => removeDir(d));
-  return d;
-}
-
-async function gateway(): Promise<TestGateway> {
-  const tg = await startTestGateway();
-  cleanup.push(() => removeDir(tg.stateDir));
-  cleanup.push(() => tg.stop());
-  return tg;
-}
+const { cleanup, dir, gateway } = fileScope();
 
 interface Proc {
   child: ChildProcess;

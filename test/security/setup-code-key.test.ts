@@ -10,14 +10,15 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { WebSocketServer } from 'ws';
 import { ClientError, FileCredentialStore, GatewayClient, nodePlatform, pairWithSetupCode, setSharedToken } from '../../packages/client/src/node.js';
 import { type GatewayIdentity, gatewayIdentityFromPem, generateGatewayKeyPem } from '../../src/core/gateway-identity.js';
 import { decodeSetupCode } from '../../src/protocol/setup-code.js';
 import { readGatewayKeyFingerprint } from '../../src/server/gateway-key.js';
-import { mintCode, tempDir } from '../helpers/client.js';
-import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
+import { mintCode } from '../helpers/client.js';
+import { fileScope } from '../helpers/file-scope.js';
+import { cli, TEST_TOKEN } from '../helpers/gateway.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 const platform = nodePlatform();
@@ -25,23 +26,7 @@ const fast = { backoff: { baseMs: 40, maxMs: 400 } };
 /** How long a condition may take before the test gives up (a deadline, not a timing claim). */
 const DEADLINE_MS = 30_000;
 
-const cleanup: Array<() => Promise<void> | void> = [];
-after(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
-
-function dir(prefix: string): string {
-  const d = tempDir(prefix);
-  cleanup.push(() => removeDir(d));
-  return d;
-}
-
-async function gateway(): Promise<TestGateway> {
-  const tg = await startTestGateway();
-  cleanup.push(() => removeDir(tg.stateDir));
-  cleanup.push(() => tg.stop());
-  return tg;
-}
+const { cleanup, dir, gateway } = fileScope();
 
 /** How the squatter answers: another key's valid signature, no proof at all, or the real public key with a signature it cannot make. */
 type SquatMode = 'other-key' | 'unsigned' | 'copied-key';
