@@ -50,6 +50,7 @@ import {
   type RevocationResult,
   revocationLatency,
 } from './scenarios.js';
+import { renderSoak, runSoak, type SoakConfig } from './soak.js';
 import { type Summary, summarize } from './stats.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -88,7 +89,16 @@ const USAGE = `usage: npm run bench -- [flags]
   --approval-n <n>        approvals to time (default 100, quick 3)
   --revocation-n <n>      revocations to time (default 100, quick 3)
   --node-invoke-n <n>     node.invoke round trips to time, clawgate only (default 1000, quick 50)
-  --tiny                  smallest possible run (smoke test: proves the harness, measures nothing useful)`;
+  --tiny                  smallest possible run (smoke test: proves the harness, measures nothing useful)
+
+  --soak <minutes>        instead of the above: one clawgate under a steady mix for <minutes> (see README "Soak"),
+                          sampled every interval; JSON to bench/results/soak.json unless --out
+  --soak-interval-s <s>   sample interval (default 30)
+  --soak-pool <n>         pre-paired device identities connecting and disconnecting (default 2000)
+  --soak-connects-per-s <n>  pool connects started per second (default 40)
+  --soak-hold-ms <n>      longest a pool device holds its socket (default 3000)
+  --soak-approvals-per-min <n>  new devices approved per minute (default 30)
+  --soak-invokes-per-s <n>      node.invoke calls per second (default 10)`;
 
 export interface BenchConfig {
   quick: boolean;
@@ -119,6 +129,7 @@ export interface BenchConfig {
   approvalN: number;
   revocationN: number;
   nodeInvokeN: number;
+  soak: SoakConfig | null;
 }
 
 /** Attempts of a measurement and the CPU other processes used in each (the kept one is the least disturbed). */
@@ -195,6 +206,13 @@ function parseConfig(argv: string[]): BenchConfig {
       'revocation-n': { type: 'string' },
       'node-invoke-n': { type: 'string' },
       tiny: { type: 'boolean' },
+      soak: { type: 'string' },
+      'soak-interval-s': { type: 'string' },
+      'soak-pool': { type: 'string' },
+      'soak-connects-per-s': { type: 'string' },
+      'soak-hold-ms': { type: 'string' },
+      'soak-approvals-per-min': { type: 'string' },
+      'soak-invokes-per-s': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -217,7 +235,28 @@ function parseConfig(argv: string[]): BenchConfig {
   if (external && !/^wss?:\/\/(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(\/|$)/.test(external.url)) {
     throw new Error(`--url must be a loopback address (this harness only generates loopback traffic), got ${external.url}`);
   }
+  const positive = (name: string, def: number, max: number): number => {
+    const v = (values as Record<string, unknown>)[name];
+    if (v === undefined) return def;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0 || n > max) throw new Error(`--${name} must be a number in (0, ${max}], got ${String(v)}`);
+    return n;
+  };
+  const soak: SoakConfig | null =
+    values.soak === undefined
+      ? null
+      : {
+          minutes: positive('soak', 1, 24 * 60),
+          intervalS: positive('soak-interval-s', 30, 3600),
+          pool: Math.round(positive('soak-pool', 2000, 100_000)),
+          connectsPerS: positive('soak-connects-per-s', 40, 10_000),
+          holdMaxMs: positive('soak-hold-ms', 3000, 600_000),
+          approvalsPerMin: positive('soak-approvals-per-min', 30, 6000),
+          invokesPerS: positive('soak-invokes-per-s', 10, 10_000),
+          maxInFlight: 500,
+        };
   return {
+    soak,
     quick,
     latencyN: int(values['latency-n'], 'latency-n', 1) ?? (tiny ? 5 : quick ? 50 : 200),
     warmup: int(values.warmup, 'warmup', 0) ?? (tiny ? 1 : 5),
@@ -234,7 +273,7 @@ function parseConfig(argv: string[]): BenchConfig {
     keepState: values['keep-state'] === true,
     waitQuietS: int(values['wait-quiet-s'], 'wait-quiet-s', 0) ?? (quick ? 0 : 30),
     noiseRetries: int(values['noise-retries'], 'noise-retries', 0) ?? (quick ? 0 : 2),
-    out: values.out ? resolve(values.out) : join(ROOT, 'bench', 'results', 'latest.json'),
+    out: values.out ? resolve(values.out) : join(ROOT, 'bench', 'results', soak ? 'soak.json' : 'latest.json'),
     reference: values['no-reference'] !== true,
     peer: (values.peer as GatewayKind | undefined) ?? null,
     floor: values['no-floor'] !== true,
@@ -491,6 +530,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const startedAt = new Date();
+  if (cfg.soak) return soakMain(cfg, cfg.soak, startedAt);
   const targets: TargetResult[] = [];
   const loadavgAtStart = loadavg().map((x) => Math.round(x * 100) / 100);
   const fdLimit = openFileLimit();
@@ -599,6 +639,34 @@ async function main(): Promise<number> {
       (t.revocation && 'error' in t.revocation),
   );
   return failed ? 1 : 0;
+}
+
+/** The soak: one strict clawgate (nothing pairs silently), the mix for the given minutes, the table and the JSON. */
+async function soakMain(cfg: BenchConfig, soak: SoakConfig, startedAt: Date): Promise<number> {
+  const fdLimit = openFileLimit();
+  const loadavgAtStart = loadavg().map((x) => Math.round(x * 100) / 100);
+  const gw = await startGw(clawgateLauncher, cfg, { strict: true });
+  log(`soak gateway pid ${gw.pid} ready on ${gw.url} (state ${gw.stateDir}, log ${gw.logPath})`);
+  let result: Awaited<ReturnType<typeof runSoak>>;
+  try {
+    result = await runSoak(gw, soak, log);
+  } finally {
+    const exit = await stopGateway(gw);
+    if (exit.code !== 0) log(`soak gateway exited with ${JSON.stringify(exit)} (log: ${gw.logPath})`);
+  }
+  const report = {
+    schema: 'clawgate-bench-soak/1',
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    command: `npm run bench -- ${process.argv.slice(2).join(' ')}`,
+    machine: machine(),
+    environment: { loadavgAtStart, openFileLimit: fdLimit },
+    ...result,
+  };
+  mkdirSync(dirname(cfg.out), { recursive: true });
+  writeFileSync(cfg.out, `${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`\n${renderSoak(result)}\n\nwrote ${cfg.out}\n`);
+  return result.totals.errors === 0 && result.verdict.flat ? 0 : 1;
 }
 
 async function shutdown(signal: string): Promise<void> {
