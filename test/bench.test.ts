@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { soakVerdict } from '../bench/soak.js';
 
 const RUN = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'run.js');
 
@@ -68,4 +69,60 @@ test('bench --tiny measures clawgate and the floor in every scenario and writes 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('bench --soak runs one clawgate for a fraction of a minute, samples every interval and gives a verdict', { timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-soak-test-'));
+  try {
+    const out = join(dir, 'soak.json');
+    const stdout = await new Promise<string>((resolve, reject) => {
+      execFile(
+        process.execPath,
+        [RUN, '--soak', '0.25', '--soak-interval-s', '5', '--soak-pool', '40', '--soak-connects-per-s', '20', '--out', out],
+        { timeout: 110_000 },
+        (err, so, se) => (err ? reject(new Error(`bench --soak exited: ${err.message}\n${se}`)) : resolve(so)),
+      );
+    });
+    assert.match(stdout, /clawgate soak/);
+    assert.match(stdout, /verdict: (FLAT|NOT FLAT)/);
+    const report = JSON.parse(readFileSync(out, 'utf8'));
+    assert.equal(report.schema, 'clawgate-bench-soak/1');
+    assert.equal(report.pairing.pool, 40);
+    assert.ok(report.intervals.length >= 2, `intervals: ${report.intervals.length}`);
+    for (const row of report.intervals) {
+      assert.ok(row.rssMiB > 0, 'rss sampled');
+      assert.ok(row.fds > 0, 'fds sampled');
+      assert.ok(row.connects > 0, 'pool devices connected');
+      assert.equal(typeof row.connectP99Ms, 'number');
+      assert.equal(typeof row.healthzP99Ms, 'number');
+      assert.equal(typeof row.approvals, 'number');
+      assert.ok(row.invokes > 0, 'node.invoke answered');
+    }
+    assert.ok(report.totals.approvals > 0, 'new devices approved by the owner session');
+    assert.equal(report.totals.errors, 0, JSON.stringify(report.totals.errorKinds));
+    assert.equal(typeof report.verdict.flat, 'boolean');
+    assert.equal(typeof report.verdict.rss.flat, 'boolean');
+    assert.equal(typeof report.verdict.fds.flat, 'boolean');
+    // The gateway was stopped at the end: its process is gone.
+    assert.throws(() => process.kill(report.gateway.pid, 0));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the soak verdict skips the warm-up interval and compares the medians of the first and last thirds', () => {
+  const rows = (rss: number[], fds: number[]) => rss.map((r, i) => ({ rssMiB: r, fds: fds[i] ?? null }));
+  // Warm-up at 50 MiB is ignored; 100 → 117 MiB is within 10 % + 8 MiB (18 MiB); fds 80 → 96 within ±16.
+  const flat = soakVerdict(rows([50, 100, 100, 105, 110, 117, 117], [40, 80, 80, 85, 90, 96, 96]));
+  assert.equal(flat.intervalsCompared, 6);
+  assert.deepEqual([flat.rss.firstMedianMiB, flat.rss.lastMedianMiB, flat.rss.allowedMiB], [100, 117, 18]);
+  assert.equal(flat.flat, true);
+  const grew = soakVerdict(rows([50, 100, 100, 105, 110, 119, 119], [40, 80, 80, 80, 80, 80, 80]));
+  assert.equal(grew.rss.flat, false);
+  assert.equal(grew.flat, false);
+  const leaked = soakVerdict(rows([50, 100, 100, 100, 100, 100, 100], [40, 80, 80, 90, 95, 97, 97]));
+  assert.equal(leaked.fds.flat, false);
+  assert.equal(leaked.flat, false);
+  // Only the warm-up interval: nothing to compare, never flat.
+  assert.equal(soakVerdict(rows([50], [40])).flat, false);
 });
