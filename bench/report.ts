@@ -256,7 +256,7 @@ export function renderHeadline(targets: TargetResult[], goals: GoalCheck[], cfg:
   const widths = cols.map((_, i) => Math.max(...grid.map((g) => (g[i] ?? '').length)));
   const line = (g: string[]) => g.map((x, i) => (i === 0 ? x.padEnd(widths[i] ?? 0) : x.padStart(widths[i] ?? 0))).join('  ');
   const out = [line(grid[0] as string[]), '-'.repeat(widths.reduce((a, b) => a + b + 2, -2)), ...grid.slice(1).map(line)];
-  out.push('', '¶ not measured: the node.invoke scenario speaks clawgate’s node protocol only (see bench/README.md).', '', 'goals (issue 10):');
+  out.push('', '¶ not measured: the node.invoke scenario speaks clawgate’s node protocol only (see bench/README.md).', '', 'goals:');
   for (const g of goals) {
     const state = g.met === null ? 'not measured' : g.met ? 'MET' : `MISSED by ${g.missedByFactor}×`;
     out.push(`  ${state.padEnd(16)} ${g.goal}: ${g.value ?? '—'} ${g.unit} (limit ${g.limit ?? '—'} ${g.unit})`);

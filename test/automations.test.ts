@@ -1,6 +1,6 @@
 /**
  * Automations as a user and an attacker see them: real gateway, real socket, real store, real
- * CLI process, a real local HTTP listener as the webhook target (issue 7 acceptance).
+ * CLI process, a real local HTTP listener as the webhook target.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';

@@ -1,5 +1,5 @@
 /**
- * Acceptance for issue 9 with a real nginx terminating TLS in front of clawgate. nginx routes
+ * Remote access through a real nginx terminating TLS in front of clawgate. nginx routes
  * `/clawgate` to the gateway (context path), connects to it from 127.0.0.2 (`proxy_bind`), and
  * the gateway trusts exactly that address. Clients reach nginx from their own loopback addresses
  * (127.0.0.23, …), so the gateway must attribute them from X-Forwarded-For; being on this very

@@ -1,5 +1,5 @@
 /**
- * `clawgate node run` (issue 5, node host half). The node host runs as a real process inside a
+ * `clawgate node run` (the node host). The node host runs as a real process inside a
  * network namespace of its own, reaching the gateway over a veth pair with 10.x addresses: the
  * gateway sees a real non-loopback peer, exactly like a laptop talking to a VPS. (Without root
  * or `ip`, or with CLAWGATE_TEST_LINK=proxy, the node connects through a trusted forwarding

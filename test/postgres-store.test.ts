@@ -94,7 +94,7 @@ describe('PostgresStore specifics', () => {
   });
 });
 
-// --- automations (issue 7): PostgreSQL answers exactly as SQLite does, plus delivery leases ---
+// --- automations: PostgreSQL answers exactly as SQLite does, plus delivery leases ---
 
 /** The same script of automations calls, recorded call by call. */
 async function automationsScript(store: Store): Promise<unknown[]> {

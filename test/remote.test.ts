@@ -1,5 +1,5 @@
 /**
- * Remote gateways (issue 9) without a reverse proxy: client attribution from forwarded headers,
+ * Remote gateways without a reverse proxy: client attribution from forwarded headers,
  * native TLS with the certificate fingerprint in setup codes and pinning clients, the context
  * path, the public URL, `clawgate doctor` and `clawgate gateway install-service --print`.
  * Real sockets, a real SQLite store, real certificates made by openssl, the real CLI binary.

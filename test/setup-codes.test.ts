@@ -1,5 +1,5 @@
 /**
- * Setup codes (issue 4) over real sockets and the real SQLite store: minting (RPC and
+ * Setup codes over real sockets and the real SQLite store: minting (RPC and
  * `clawgate qr`), redemption as one transaction, repeats by the same key, races between keys,
  * every documented refusal, the per-code failure budget and the per-address rate limit.
  * Clients reach the gateway through a trusted proxy (X-Forwarded-For), so each test can speak

@@ -1094,7 +1094,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreHan
 }
 
 // ---------------------------------------------------------------------------------------------
-// Setup codes (issue 4): kept apart from the rest of the contract on purpose.
+// Setup codes: kept apart from the rest of the contract on purpose.
 
 function setupCodeContract(withStore: (fn: (store: Store) => Promise<void>) => () => Promise<void>): void {
   const GRACE = 600_000;
@@ -1308,7 +1308,7 @@ function setupCodeContract(withStore: (fn: (store: Store) => Promise<void>) => (
       }),
     );
 
-    // --- nodes: command surfaces (issue 5) ---------------------------------------------------
+    // --- nodes: command surfaces ---------------------------------------------------
     describe('node surfaces', () => {
       const nodeGrant = (deviceId = DEV_A) => approveInput({ deviceId, role: 'node', scopes: [], audit: audit('pairing.approved', deviceId) });
       const surfaceInput = (o: { requestId?: string; commands?: string[]; caps?: string[]; atMs?: number; deviceId?: string } = {}) => ({
@@ -1410,7 +1410,7 @@ function setupCodeContract(withStore: (fn: (store: Store) => Promise<void>) => (
 }
 
 // ---------------------------------------------------------------------------------------------
-// Automations (issue 7): sessions, chat, channels, deliveries, cron.
+// Automations: sessions, chat, channels, deliveries, cron.
 
 function automationsContract(withStore: (fn: (store: Store) => Promise<void>) => () => Promise<void>): void {
   describe('automations', () => {

@@ -125,7 +125,7 @@ export class Automations {
   /** `chat` event to every live subscriber of the session that still holds operator.read. */
   publish(message: ChatMessage, sessionKey: string): void {
     this.publishLocal(message, sessionKey);
-    // POSTGRES: subscribers connected to other instances (issue 11).
+    // POSTGRES: subscribers connected to other instances.
     this.gw.publishClusterTopic('chat', { message, sessionKey });
   }
 

@@ -42,7 +42,7 @@ export interface FileConfig {
       intervalMinutes?: number;
     };
   };
-  /** Automations (issue 7): `channels.webhooks` and the `webhook` delivery policy (checked by cli/automations.ts). */
+  /** Automations: `channels.webhooks` and the `webhook` delivery policy (checked by cli/automations.ts). */
   automations?: unknown;
 }
 

@@ -108,7 +108,7 @@ async function runWithState(state: NodeState, values: Record<string, unknown>, s
       }
       const p = decoded.payload;
       const urls = [p.url, ...(p.urls ?? []).filter((u) => u !== p.url)];
-      // Remote gateways (issue 9): a code from a gateway serving its own certificate pins it.
+      // Remote gateways: a code from a gateway serving its own certificate pins it.
       if (p.tlsFingerprint) state.saveTlsFingerprint(normalizeFingerprint(p.tlsFingerprint) as string);
       // The code names the gateway's identity key: from now on nothing is sent to a server that cannot prove it.
       state.saveBootstrap({ bootstrapToken: p.bootstrapToken, urls, expiresAtMs: p.expiresAtMs }, p.gatewayKey);

@@ -351,7 +351,7 @@ export function installServiceCommand(args: string[]): number {
     throw new UsageError('a service has no standard input to read a secret from: pass --token-file/--password-file <path> (mode 0600)');
   }
   if (values['postgres-url'] !== undefined) {
-    // POSTGRES: the URL usually carries a password (issue 11).
+    // POSTGRES: the URL usually carries a password.
     throw new UsageError('--postgres-url would be visible in the unit and in ps: put it in a config file (gateway.postgres.url) and pass --config <file>');
   }
   const s = resolveGatewaySettings(values);

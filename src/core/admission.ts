@@ -70,7 +70,7 @@ export type Decision =
   | { outcome: 'admit-with-upgrade'; scopes: readonly string[]; missing: readonly string[] }
   /** Record a pending request; refuse with PAIRING_REQUIRED, or keep the socket waiting. */
   | { outcome: 'hold'; kind: PendingKind; wait: boolean }
-  /** Approve from the setup code's profile (issue 4 fills in the profile checks). */
+  /** Approve from the setup code's profile (core/setup-codes.ts checks the profile). */
   | { outcome: 'redeem-bootstrap' };
 
 function union(a: readonly string[], b: readonly string[]): string[] {

@@ -1,5 +1,5 @@
 /**
- * node.invoke across instances (issue 11). A node's socket lives on one instance; an operator
+ * node.invoke across instances. A node's socket lives on one instance; an operator
  * may be connected to another. The instance holding the node records it in the shared presence
  * table; an invocation for a node not connected here is sent to that instance over the bus, run
  * there by its NodeRegistry (same checks, limits, timeout and cancel as a local call) and the

@@ -42,7 +42,7 @@ export interface GatewayConfig {
   pingIntervalMs?: number | undefined;
   /** Coalescing window of the `device.presence` event (default DEFAULT_PRESENCE_WINDOW_MS, 1 s). */
   presenceWindowMs?: number | undefined;
-  /** node.invoke limits (issue 5); unset fields take DEFAULT_NODE_LIMITS. */
+  /** node.invoke limits; unset fields take DEFAULT_NODE_LIMITS. */
   nodeLimits?: Partial<NodeLimits> | undefined;
   /** Native TLS: PEM material the server listens with (absent: plain ws://, e.g. behind a proxy). */
   tls?: TlsMaterial | undefined;
@@ -50,7 +50,7 @@ export interface GatewayConfig {
   publicUrl?: string | undefined;
   /** Path prefix the gateway answers under (`/clawgate`), for proxies that route by path; '' for none. */
   contextPath: string;
-  /** Automations (issue 7): webhook channels from the config file and the delivery policy. */
+  /** Automations: webhook channels from the config file and the delivery policy. */
   automations?: AutomationsConfig | undefined;
   /** Prometheus `/metrics` (docs/operations.md); off unless `enabled`. */
   metrics?: MetricsConfig | undefined;

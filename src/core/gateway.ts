@@ -63,7 +63,7 @@ export interface GatewayDeps {
   clock: Clock;
   random: Random;
   log: Logger;
-  /** Several instances on one store: live effects travel to the others (issue 11). */
+  /** Several instances on one store: live effects travel to the others. */
   bus?: ClusterBus | undefined;
   /** Failure budget for wrong credentials; in memory unless a shared one is given. */
   limiter?: AuthLimiter | undefined;
@@ -99,13 +99,13 @@ export const EVENT_SCOPES: Record<string, string | null> = {
   'device.pair.changed': PAIRING,
   'device.pair.setup.completed': PAIRING,
   'auth.updated': null,
-  // nodes (issue 5)
+  // nodes
   'node.pair.requested': PAIRING,
   'node.pair.resolved': PAIRING,
   'node.event': READ,
   // token rotation (issues 5/9): sent only to the rotated device's own sessions of that role, never broadcast
   'device.token.rotated': null,
-  // automations (issue 7): sent only to subscribers of the session (sessions.subscribe)
+  // automations: sent only to subscribers of the session (sessions.subscribe)
   chat: READ,
 };
 
@@ -164,7 +164,7 @@ export class Gateway {
   readonly metrics: GatewayMetrics;
   readonly retention: RetentionPolicy;
   readonly sessions = new Map<string, SessionPrincipal>();
-  /** Live node connections, surfaces and node.invoke routing (issue 5). */
+  /** Live node connections, surfaces and node.invoke routing. */
   readonly nodes: NodeRegistry;
   private readonly byDevice = new Map<string, Set<SessionPrincipal>>();
   private readonly waiters = new Map<string, Set<Waiter>>();
@@ -1377,7 +1377,7 @@ export class Gateway {
   }
 
   // ------------------------------------------------------------------------------------------
-  // Several instances (issue 11)
+  // Several instances
   // ------------------------------------------------------------------------------------------
 
   /** Tell the other instances; a failed publish is logged, the reconcile loop covers waiters. */

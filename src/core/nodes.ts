@@ -1,5 +1,5 @@
 /**
- * Nodes (issue 5): live node connections, their command surfaces, and `node.invoke` routing.
+ * Nodes: live node connections, their command surfaces, and `node.invoke` routing.
  *
  * A node declares `caps`/`commands` on every connect; those are claims. What may be routed is
  * the declared commands that an operator approved (the device's approved surface in the store).
@@ -267,7 +267,7 @@ export class NodeRegistry {
     const { nodeId, command } = input;
     const live = this.byNode(nodeId);
     if (!live) {
-      // POSTGRES: another instance may hold the node's socket (several instances, issue 11).
+      // POSTGRES: another instance may hold the node's socket (several instances).
       const routed = await this.gw.cluster?.invoke(input, signal);
       if (routed !== undefined && routed !== null) return routed;
       const grant = await this.gw.store.getGrant(nodeId, 'node');

@@ -1,5 +1,5 @@
 /**
- * Setup codes (issue 4): profiles, minting, verification of a presented bootstrap token, and
+ * Setup codes: profiles, minting, verification of a presented bootstrap token, and
  * the catalogue entry for every refusal. Redemption itself is one store transaction
  * (Store.redeemSetupCode); the gateway carries it out in its `redeem-bootstrap` path.
  *

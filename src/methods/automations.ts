@@ -1,5 +1,5 @@
 /**
- * Sessions and chat, channels and `send`, and cron (issue 7). Scopes follow the reference
+ * Sessions and chat, channels and `send`, and cron. Scopes follow the reference
  * method table: read for reads, write for sends, admin for cron and channel mutations. The
  * same handlers serve sockets and the internal principal of automations (`gw.call`).
  */

@@ -1,5 +1,5 @@
 /**
- * Node methods (issue 5, PROTOCOL.md §19).
+ * Node methods (PROTOCOL.md §19).
  * Operator side: node.list|describe|rename, node.pair.list|approve|reject|remove, node.invoke.
  * Node side: node.invoke.result, node.event, and the publications the OpenClaw node host sends
  * after connecting (node.runnerInventory.update, node.skills.update, node.pluginTools.update,
@@ -56,7 +56,7 @@ function nodeView(
   surface: NodeSurfaceRecord | null,
   request: NodeSurfaceRequest | undefined,
   live: LiveNode | undefined,
-  // POSTGRES: the node's socket is on another instance (issue 11).
+  // POSTGRES: the node's socket is on another instance.
   remote?: RemoteNode | undefined,
 ): NodeView {
   const approved = surface?.commands ?? [];

@@ -79,7 +79,7 @@ export interface NodeHostOptions {
   err(line: string): void;
   /** Extra upgrade headers (tests). */
   headers?: Record<string, string>;
-  /** Remote gateways (issue 9): accept only a gateway certificate with this SHA-256 fingerprint. */
+  /** Remote gateways: accept only a gateway certificate with this SHA-256 fingerprint. */
   tlsFingerprint?: string;
   /**
    * `--gateway-key`: send credentials only after a challenge signed by the gateway key with this
@@ -103,7 +103,7 @@ type Attempt =
       closeReason: string;
       reachedGateway: boolean;
       httpStatus?: number;
-      /** Remote gateways (issue 9): the certificate was not the pinned one (message for the person). */
+      /** Remote gateways: the certificate was not the pinned one (message for the person). */
       pinMismatch?: string;
       /** The challenge did not prove the pinned gateway key; nothing was sent (message for the person). */
       gatewayKeyMismatch?: string;
@@ -211,7 +211,7 @@ export class NodeHost {
     used: AuthUsed,
     creds: NodeCredentials,
   ): { kind: 'fatal'; message: string } | { kind: 'retry'; delayMs: number } {
-    // Remote gateways (issue 9): another certificate than the pinned one is not something retrying fixes.
+    // Remote gateways: another certificate than the pinned one is not something retrying fixes.
     if (a.pinMismatch) return { kind: 'fatal', message: a.pinMismatch };
     if (a.gatewayKeyMismatch) return { kind: 'fatal', message: a.gatewayKeyMismatch };
     const e = a.error;

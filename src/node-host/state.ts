@@ -42,7 +42,7 @@ const CredentialsFile = T.Object({
   bootstrap: T.Optional(
     T.Object({ bootstrapToken: T.String({ minLength: 1 }), urls: T.Array(T.String(), { minItems: 1 }), expiresAtMs: T.Optional(T.Number()) }),
   ),
-  /** Remote gateways (issue 9): the gateway certificate's SHA-256 fingerprint from the setup code, pinned on every connect. */
+  /** Remote gateways: the gateway certificate's SHA-256 fingerprint from the setup code, pinned on every connect. */
   tlsFingerprint: T.Optional(T.String({ pattern: '^[0-9a-f]{64}$' })),
   /**
    * The gateway identity key this node trusts (SHA-256 of the raw Ed25519 key, 64 lowercase hex):
@@ -142,7 +142,7 @@ export class NodeState {
     if (creds.gatewayKey !== fingerprint) this.write({ ...creds, gatewayKey: fingerprint });
   }
 
-  /** Remote gateways (issue 9): pin this certificate fingerprint from now on. */
+  /** Remote gateways: pin this certificate fingerprint from now on. */
   saveTlsFingerprint(fingerprint: string): void {
     const creds = this.readCredentials();
     if (creds.tlsFingerprint !== fingerprint) this.write({ ...creds, tlsFingerprint: fingerprint });

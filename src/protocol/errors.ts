@@ -394,7 +394,7 @@ const entries = {
     close: CLOSE.policy,
     next: 'Read frames faster; the outbound buffer passed `policy.maxBufferedBytes`.',
   },
-  // --- nodes: command surfaces and node.invoke (issue 5; socket stays open) -------------------
+  // --- nodes: command surfaces and node.invoke (socket stays open) -------------------
   UNKNOWN_NODE: {
     code: 'INVALID_REQUEST',
     message: 'unknown node: {nodeId} (openclaw nodes list or clawgate nodes list shows the nodes)',
@@ -514,7 +514,7 @@ const entries = {
     next: 'Retry when one of the running invokes has finished.',
     retryable: true,
   },
-  // --- automations: sessions, chat, channels, cron (issue 7; socket stays open) ---------------
+  // --- automations: sessions, chat, channels, cron (socket stays open) ---------------
   UNKNOWN_SESSION: {
     code: 'INVALID_REQUEST',
     message: 'unknown session: {session}',
@@ -570,7 +570,7 @@ const entries = {
     close: null,
     next: 'Choose a `chat` or `send` action, or a node command that needs no more than operator.write (commands whose invocation needs admin, such as browser.proxy or fs.listDir, are refused: automations never hold admin).',
   },
-  // --- Control UI (issue 8) ----------------------------------------------------------------
+  // --- Control UI ----------------------------------------------------------------
   AUTH_DASHBOARD_LINK_INVALID: {
     code: 'INVALID_REQUEST',
     message: 'unauthorized: sign-in link is invalid, expired or already used',

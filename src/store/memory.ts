@@ -65,7 +65,7 @@ export class MemoryStore implements Store {
   private setups = new Map<string, SetupCodeRecord>();
   private nodeSurfaces = new Map<string, NodeSurfaceRecord>();
   private nodeRequests = new Map<string, NodeSurfaceRequest>();
-  // automations (issue 7)
+  // automations
   private chatSessions = new Map<string, ChatSession>();
   private chatMessages = new Map<string, ChatMessage[]>();
   private channels = new Map<string, WebhookChannel>();
@@ -374,7 +374,7 @@ export class MemoryStore implements Store {
     return { code: cloneSetup(c), changed: true };
   }
 
-  // --- nodes: command surfaces (issue 5) -----------------------------------------------------
+  // --- nodes: command surfaces -----------------------------------------------------
   /** The surface lives with the node role (SQLite does this with a trigger on grants). */
   private dropNodeSurface(deviceId: string) {
     this.nodeSurfaces.delete(deviceId);
@@ -421,7 +421,7 @@ export class MemoryStore implements Store {
     return true;
   }
 
-  // --- automations (issue 7) -------------------------------------------------------------------
+  // --- automations -------------------------------------------------------------------
 
   private findSession(idOrKey: string): ChatSession | undefined {
     return this.chatSessions.get(idOrKey) ?? [...this.chatSessions.values()].find((s) => s.key === idOrKey);

@@ -1,4 +1,4 @@
-/** Node surface helpers shared by the store adapters (issue 5). */
+/** Node surface helpers shared by the store adapters. */
 import type { NodeSurfaceRequest, UpsertNodeSurfaceInput } from './types.js';
 
 /** Surfaces arrive normalized (sorted, de-duplicated), so equality is element-wise. */

@@ -113,7 +113,7 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
      failures INTEGER NOT NULL DEFAULT 0, burned_at_ms BIGINT, revoked_at_ms BIGINT,
      redeemed_at_ms BIGINT, redeem_count INTEGER NOT NULL DEFAULT 0, device_id TEXT, public_key TEXT,
      device_name TEXT, redeemed_role TEXT, grant_epochs_json TEXT, ord BIGSERIAL);`,
-  // 2: several instances (issue 11): event payloads too large for NOTIFY, the shared failure
+  // 2: several instances: event payloads too large for NOTIFY, the shared failure
   // budget for wrong credentials (per address and credential kind), instance heartbeats and
   // session presence, and triggers that announce a lost grant or token in the same transaction
   // (the NOTIFY is delivered on commit, even if the instance that made the change dies then).
@@ -136,7 +136,7 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
      EXECUTE FUNCTION clawgate_authority_changed();
    CREATE TRIGGER token_revoked AFTER UPDATE OF revoked_at_ms ON tokens FOR EACH ROW
      WHEN (OLD.revoked_at_ms IS NULL AND NEW.revoked_at_ms IS NOT NULL) EXECUTE FUNCTION clawgate_authority_changed();`,
-  // 3: node command surfaces (issue 5), as SQLite migration 3. They live with the node role: the
+  // 3: node command surfaces, as SQLite migration 3. They live with the node role: the
   // trigger drops them whenever a node grant row goes (revoke, role removal, device removal).
   `CREATE TABLE node_surfaces (
      device_id TEXT PRIMARY KEY REFERENCES devices(device_id) ON DELETE CASCADE,
@@ -151,7 +151,7 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
      RETURN OLD;
    END $$;
    CREATE TRIGGER node_grant_gone AFTER DELETE ON grants FOR EACH ROW WHEN (OLD.role = 'node') EXECUTE FUNCTION node_grant_gone();`,
-  // 4: automations (issue 7), as SQLite migration 4. `claimed_until_ms` is PostgreSQL's own: a
+  // 4: automations, as SQLite migration 4. `claimed_until_ms` is PostgreSQL's own: a
   // delivery handed to one instance's worker is not handed to another until the lease ends.
   `CREATE TABLE chat_sessions (
      session_id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, label TEXT, parent_id TEXT, created_by TEXT NOT NULL,
@@ -648,7 +648,7 @@ export class PostgresStore implements Store {
     });
   }
 
-  // --- nodes: command surfaces (issue 5) -----------------------------------------------------
+  // --- nodes: command surfaces -----------------------------------------------------
   async getNodeSurface(deviceId: string) {
     const r = await this.q.one<{ body_json: string }>('SELECT body_json FROM node_surfaces WHERE device_id = $1', [deviceId]);
     return r ? (JSON.parse(r.body_json) as NodeSurfaceRecord) : null;
@@ -706,7 +706,7 @@ export class PostgresStore implements Store {
     });
   }
 
-  // --- automations (issue 7) -----------------------------------------------------------------
+  // --- automations -----------------------------------------------------------------
 
   private async chatSessionTx(tx: PgQuery, idOrKey: string): Promise<ChatSession | null> {
     const r = await tx.one<ChatSessionRow>('SELECT * FROM chat_sessions WHERE session_id = $1 OR key = $1 ORDER BY (session_id = $1) DESC LIMIT 1', [idOrKey]);

@@ -93,7 +93,7 @@ export function mergePairingRequest(
   };
 }
 
-/** A pending delivery after one attempt (automations, issue 7): every adapter stores this. */
+/** A pending delivery after one attempt (automations): every adapter stores this. */
 export function applyAttempt(d: Delivery, a: DeliveryAttempt): Delivery {
   const next: Delivery = { ...d, attempts: d.attempts + 1, lastAttemptAtMs: a.atMs, lastError: a.error, lastStatus: a.httpStatus };
   if (a.outcome === 'delivered') {
@@ -268,7 +268,7 @@ export function toAudit(r: AuditRow): AuditEntry {
   };
 }
 
-// automations (issue 7)
+// automations
 export interface ChatSessionRow {
   session_id: string;
   key: string;

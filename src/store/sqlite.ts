@@ -93,14 +93,14 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
    CREATE TABLE audit (
      seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
      subject TEXT, data_json TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);`,
-  // 2: setup codes (issue 4). Not tied to devices: the outcome outlives a removed device.
+  // 2: setup codes. Not tied to devices: the outcome outlives a removed device.
   `CREATE TABLE setup_codes (
      setup_id TEXT PRIMARY KEY, secret_hash BLOB NOT NULL, profile_json TEXT NOT NULL, label TEXT, url TEXT NOT NULL,
      created_at_ms INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL, created_by TEXT NOT NULL,
      failures INTEGER NOT NULL DEFAULT 0, burned_at_ms INTEGER, revoked_at_ms INTEGER,
      redeemed_at_ms INTEGER, redeem_count INTEGER NOT NULL DEFAULT 0, device_id TEXT, public_key TEXT,
      device_name TEXT, redeemed_role TEXT, grant_epochs_json TEXT);`,
-  // 3: node command surfaces (issue 5). They live with the node role: the trigger drops them
+  // 3: node command surfaces. They live with the node role: the trigger drops them
   // whenever a node grant row goes (revoke, role removal, device removal by cascade).
   `CREATE TABLE node_surfaces (
      device_id TEXT PRIMARY KEY REFERENCES devices(device_id) ON DELETE CASCADE,
@@ -112,7 +112,7 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
      DELETE FROM node_surfaces WHERE device_id = OLD.device_id;
      DELETE FROM node_surface_requests WHERE device_id = OLD.device_id;
    END;`,
-  // 4: automations (issue 7): chat sessions and messages, webhook channels, the delivery outbox, cron.
+  // 4: automations: chat sessions and messages, webhook channels, the delivery outbox, cron.
   `CREATE TABLE chat_sessions (
      session_id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, label TEXT, parent_id TEXT, created_by TEXT NOT NULL,
      created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, message_count INTEGER NOT NULL DEFAULT 0);
@@ -522,7 +522,7 @@ export class SqliteStore implements Store {
     });
   }
 
-  // --- nodes: command surfaces (issue 5) -----------------------------------------------------
+  // --- nodes: command surfaces -----------------------------------------------------
   async getNodeSurface(deviceId: string) {
     const r = this.stmt('SELECT body_json FROM node_surfaces WHERE device_id = ?').get(deviceId) as { body_json: string } | undefined;
     return r ? (JSON.parse(r.body_json) as NodeSurfaceRecord) : null;
@@ -579,7 +579,7 @@ export class SqliteStore implements Store {
     });
   }
 
-  // --- automations (issue 7) -------------------------------------------------------------------
+  // --- automations -------------------------------------------------------------------
 
   private chatSessionSync(idOrKey: string): ChatSession | null {
     const r = this.stmt('SELECT * FROM chat_sessions WHERE session_id = ? OR key = ? ORDER BY session_id = ? DESC LIMIT 1').get(idOrKey, idOrKey, idOrKey) as

@@ -112,7 +112,7 @@ export interface UpsertRequestResult {
   widened: boolean;
 }
 
-// --- setup codes (issue 4) -------------------------------------------------------------------
+// --- setup codes -------------------------------------------------------------------
 
 export type SetupProfileName = 'operator' | 'node' | 'operator+node';
 
@@ -196,7 +196,7 @@ export type RedeemSetupResult =
     }
   | { ok: false; reason: SetupRefusal };
 
-// --- nodes: command surfaces (issue 5) -------------------------------------------------------
+// --- nodes: command surfaces -------------------------------------------------------
 
 /** What a node connection says about itself, kept with its surface request for the operator. */
 export interface NodeMeta extends DeviceMeta {
@@ -245,7 +245,7 @@ export interface UpsertNodeSurfaceResult {
   replacedRequestId?: string | undefined;
 }
 
-// --- automations: sessions, chat, channels, deliveries, cron (issue 7) ----------------------
+// --- automations: sessions, chat, channels, deliveries, cron ----------------------
 
 /** A chat session: the message surface operators, agents and automations share. */
 export interface ChatSession {
@@ -466,7 +466,7 @@ export interface Store {
    */
   revokeSetupCode(setupId: string, atMs: number, audit: AuditInput): Promise<{ code: SetupCodeRecord; changed: boolean } | null>;
 
-  // --- nodes: command surfaces (issue 5) -----------------------------------------------------
+  // --- nodes: command surfaces -----------------------------------------------------
   // A node's surface and surface request go with its node role: removing the device, removing
   // or revoking its node role drops them (so a re-paired key never inherits an old approval).
   getNodeSurface(deviceId: string): Promise<NodeSurfaceRecord | null>;
@@ -480,7 +480,7 @@ export interface Store {
   /** Delete a request (reject) with its audit entry; false when it did not exist. */
   deleteNodeSurfaceRequest(requestId: string, audit: AuditInput): Promise<boolean>;
 
-  // --- automations (issue 7) -----------------------------------------------------------------
+  // --- automations -----------------------------------------------------------------
   /** Create a session; false when the key is taken. */
   createChatSession(input: NewChatSession): Promise<{ ok: true; session: ChatSession } | { ok: false; reason: 'key-taken' }>;
   getChatSession(idOrKey: string): Promise<ChatSession | null>;
