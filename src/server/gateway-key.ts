@@ -1,6 +1,7 @@
 /** The gateway identity key file in the state dir (`gateway-key.pem`, mode 0600), made on first start. */
-import { chmodSync, closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileDurably } from '../../packages/client/src/node-support.js';
 import { type GatewayIdentity, gatewayIdentityFromPem, generateGatewayKeyPem } from '../core/gateway-identity.js';
 
 export const GATEWAY_KEY_FILE = 'gateway-key.pem';
@@ -24,23 +25,7 @@ export function loadOrCreateGatewayIdentity(stateDir: string): { identity: Gatew
     }
   }
   const fresh = generateGatewayKeyPem();
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fd = openSync(tmp, 'w', 0o600);
-  try {
-    writeSync(fd, fresh);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  chmodSync(tmp, 0o600);
-  renameSync(tmp, path);
-  try {
-    const dfd = openSync(stateDir, 'r');
-    fsyncSync(dfd);
-    closeSync(dfd);
-  } catch {
-    // Directory fsync is best effort where the platform refuses it.
-  }
+  writeFileDurably(path, fresh);
   return { identity: gatewayIdentityFromPem(fresh), created: true };
 }
 
