@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npx tsc -p tsconfig.json
-npx biome check src test bench packages
+npm run lint --silent
 bash scripts/system-deps.sh
 # The interop tests drive the real OpenClaw CLI (Node 24 + openclaw from npm, cached in .cache/).
 if [ -f scripts/openclaw-cache.sh ]; then

@@ -5,6 +5,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { confirmationCode } from '../protocol/confirmation.js';
 import { CLOSE, closeReason, type DetailCode, GatewayError } from '../protocol/errors.js';
 import {
   type ChallengePayload,
@@ -31,7 +32,6 @@ import { type Credential, type Decision, decideConnect } from './admission.js';
 import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
 import { ClusterNodeRouter } from './cluster-nodes.js';
 import type { GatewayConfig, RetentionPolicy } from './config.js';
-import { confirmationCode } from './confirmation.js';
 import { consumeDashboardLink, isDashboardLinkToken } from './dashboard-link.js';
 import { approveHint, type CallIds, type DispatchLog, MethodTable } from './dispatch.js';
 import type { Clock, Random } from './env.js';

@@ -14,9 +14,13 @@ import { GatewayError } from '../protocol/errors.js';
 import type { ConnectParams } from '../protocol/frames.js';
 import { ADMIN, PAIRING, WRITE } from '../protocol/scopes.js';
 import { cleanOptional, cleanText, isSafeText } from '../protocol/text.js';
+import type { NodePendingView } from '../protocol/views.js';
 import type { NodeSurfaceRecord, NodeSurfaceRequest } from '../store/types.js';
 import type { Gateway } from './gateway.js';
 import { hasScope, type Principal, type SessionPrincipal } from './principal.js';
+
+/** The wire views live in the protocol module; re-exported for the gateway code that builds them. */
+export type { NodePendingView };
 
 export interface NodeLimits {
   /** Invocations one node may have in flight; more are refused with NODE_BUSY (never queued). */
@@ -63,36 +67,6 @@ export const ADMIN_INVOKE_COMMANDS: ReadonlySet<string> = new Set([
   'system.execApprovals.get',
   'system.execApprovals.set',
 ]);
-
-/** A node's pending command surface as node.pair.list `pending` and `node.pair.requested` carry it. */
-export interface NodePendingView {
-  /**
-   * `surface`: a node's declared commands, approved with node.pair.approve. `device-pairing`: a
-   * node-role device pairing request, listed so that a client that looks its id up here (the
-   * OpenClaw CLI's `nodes approve`) reaches node.pair.approve, which answers with the device
-   * command that approves it.
-   */
-  kind: 'surface' | 'device-pairing';
-  requestId: string;
-  nodeId: string;
-  clientId: string | null;
-  clientMode: string | null;
-  displayName: string | null;
-  platform: string | null;
-  version: string | null;
-  deviceFamily: string | null;
-  caps: string[];
-  commands: string[];
-  requiredApproveScopes: string[];
-  /** Which of `commands` act on the node's host. */
-  hostCommands: string[];
-  remoteIp: string;
-  silent: boolean;
-  connected: boolean;
-  createdAtMs: number;
-  /** When the node last declared this surface (refreshedAtMs). */
-  ts: number;
-}
 
 /** Scopes an operator needs to approve a surface with these commands (besides the owner). */
 export function requiredApproveScopes(commands: readonly string[]): string[] {

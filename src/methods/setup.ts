@@ -14,6 +14,7 @@ import { GatewayError } from '../protocol/errors.js';
 import { ADMIN } from '../protocol/scopes.js';
 import { decodeSetupCode, MAX_SETUP_URLS, setupUrlProblem } from '../protocol/setup-code.js';
 import { unsafeFieldError } from '../protocol/text.js';
+import type { SetupMintView } from '../protocol/views.js';
 
 const SetupId = T.String({ pattern: '^[0-9a-f]{16}$' });
 const Url = T.String({ minLength: 1, maxLength: 2048 });
@@ -122,7 +123,7 @@ export function registerSetupMethods(gw: Gateway): void {
         expiresAtMs: r.expiresAtMs,
         joinUrl: join !== undefined,
       });
-      return {
+      const view: SetupMintView = {
         ...(join !== undefined ? { joinUrl: join } : {}),
         setupId: r.setupId,
         setupCode: minted.setupCode,
@@ -140,6 +141,7 @@ export function registerSetupMethods(gw: Gateway): void {
         scopes: profile.scopes,
         label: label ?? null,
       };
+      return view;
     },
   });
 

@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } fr
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { fsyncPath, syncDir } from '../../packages/client/src/node-support.js';
+import { fsyncPath, syncDir } from '../platform/durable-file.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 
 export interface CertFacts {

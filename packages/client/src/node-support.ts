@@ -1,7 +1,8 @@
 /**
- * Node-only helpers the SDK's Node platform shares with clawgate's own client and node host
- * (`src/` may import the SDK; the SDK never imports `src/` code that opens sockets or files).
- * Not part of the package's public exports.
+ * Node-only helpers of the SDK's Node platform (certificate errors, durable files). clawgate's
+ * own client stack may use the certificate helpers; the gateway side has its own durable-file
+ * module (`src/platform/`), since the server layers never import the SDK. Not part of the
+ * package's public exports.
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
