@@ -5,7 +5,7 @@
 import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { WebSocket } from 'ws';
-import { CERT_ERROR_CODES, peerFingerprint } from '../../packages/client/src/node-support.js';
+import { CERT_ERROR_CODES, peerFingerprint } from '../platform/tls-peer.js';
 import { checkGatewayChallenge } from '../core/gateway-identity.js';
 import { deviceIdOf } from '../core/identity.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';

@@ -1,8 +1,6 @@
 /**
- * Node-only helpers of the SDK's Node platform (certificate errors, durable files). clawgate's
- * own client stack may use the certificate helpers; the gateway side has its own durable-file
- * module (`src/platform/`), since the server layers never import the SDK. Not part of the
- * package's public exports.
+ * Node-only helpers of the SDK's Node platform (certificate errors, durable files). Not part of
+ * the package's public exports: clawgate's gateway side keeps its own copies (src/platform/).
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
