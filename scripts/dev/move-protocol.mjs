@@ -1,0 +1,89 @@
+#!/usr/bin/env node
+/**
+ * Moves the wire protocol from src/protocol/ into the workspace package packages/protocol
+ * (`@clawgate/protocol`) and rewrites every import of it; also points imports of the client SDK
+ * at its package name. Idempotent: run it again after merging code written against the old
+ * layout and it moves/rewrites only what still uses it (a second run on a converted tree changes
+ * nothing). Usage, from the repository root: `node scripts/dev/move-protocol.mjs`.
+ *
+ * Node code (src/, test/, bench/, packages/client/src/) imports `@clawgate/protocol/<module>` and
+ * `@clawgate/client`; the Control UI (src/ui/) runs in the browser without a bundler, so it keeps
+ * relative imports, pointed at the packages' build output (packages/<name>/dist/).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, sep } from 'node:path';
+
+const root = process.cwd();
+if (!existsSync(join(root, 'package.json')) || !existsSync(join(root, 'packages'))) {
+  console.error('run this from the repository root');
+  process.exit(2);
+}
+
+// 1. The move (git mv keeps the history). Any file found under src/protocol moves, so code merged
+//    later that added a module there follows.
+const oldDir = join(root, 'src', 'protocol');
+const newDir = join(root, 'packages', 'protocol', 'src');
+let moved = 0;
+if (existsSync(oldDir)) {
+  mkdirSync(newDir, { recursive: true });
+  for (const name of readdirSync(oldDir)) {
+    execFileSync('git', ['mv', '-k', join('src', 'protocol', name), join('packages', 'protocol', 'src', name)], { cwd: root });
+    moved++;
+  }
+  if (readdirSync(oldDir).length === 0) rmdirSync(oldDir);
+}
+
+// 2. The imports.
+const walk = (dir, out = []) => {
+  if (!existsSync(dir)) return out;
+  for (const name of readdirSync(dir)) {
+    if (name === 'node_modules' || name === 'dist') continue;
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) walk(p, out);
+    else if (p.endsWith('.ts')) out.push(p);
+  }
+  return out;
+};
+const files = [...walk(join(root, 'src')), ...walk(join(root, 'test')), ...walk(join(root, 'bench')), ...walk(join(root, 'packages', 'client', 'src'))];
+const toPosix = (p) => p.split(sep).join('/');
+const relFrom = (file, target) => {
+  const r = toPosix(relative(dirname(file), join(root, target)));
+  return r.startsWith('.') ? r : `./${r}`;
+};
+// A relative specifier ending in protocol/<module>.js that is not already the package's path.
+const OLD_PROTOCOL = /(['"])((?:\.{1,2}\/)+)(?:src\/)?protocol\/([\w-]+)\.js\1/g;
+const OLD_SDK = /(['"])(?:\.{1,2}\/)+packages\/client\/src\/(index|node|gateway-flavor|browser)\.js\1/g;
+let rewritten = 0;
+for (const file of files) {
+  const text = readFileSync(file, 'utf8');
+  const inUi = toPosix(relative(root, file)).startsWith('src/ui/');
+  let next = text.replace(OLD_PROTOCOL, (all, q, _up, mod) => {
+    if (inUi) return `${q}${relFrom(file, 'packages/protocol/dist')}/${mod}.js${q}`;
+    return `${q}@clawgate/protocol/${mod}${q}`;
+  });
+  next = next.replace(OLD_SDK, (all, q, entry) => {
+    if (inUi) return `${q}${relFrom(file, 'packages/client/dist')}/${entry}.js${q}`;
+    if (entry === 'browser') return `${q}@clawgate/client/browser${q}`;
+    return `${q}@clawgate/client${q}`;
+  });
+  // Prose and comments that name the old place.
+  next = next.replace(/(?<![\w/])src\/protocol\//g, 'packages/protocol/src/');
+  if (next !== text) {
+    writeFileSync(file, next);
+    rewritten++;
+  }
+}
+// 3. Docs that name the old place.
+const docs = ['README.md', 'PROTOCOL.md', ...(existsSync(join(root, 'docs')) ? readdirSync(join(root, 'docs')).map((n) => join('docs', n)) : [])];
+for (const doc of docs) {
+  const p = join(root, doc);
+  if (!doc.endsWith('.md') || !existsSync(p)) continue;
+  const text = readFileSync(p, 'utf8');
+  const next = text.replace(/(?<![\w/])src\/protocol\//g, 'packages/protocol/src/').replace(/(?<![\w/])src\/protocol\b/g, 'packages/protocol');
+  if (next !== text) {
+    writeFileSync(p, next);
+    rewritten++;
+  }
+}
+console.log(`moved ${moved} file(s) into packages/protocol/src, rewrote ${rewritten} file(s)`);
