@@ -51,21 +51,22 @@ const relFrom = (file, target) => {
   const r = toPosix(relative(dirname(file), join(root, target)));
   return r.startsWith('.') ? r : `./${r}`;
 };
-// A relative specifier ending in protocol/<module>.js that is not already the package's path.
-const OLD_PROTOCOL = /(['"])((?:\.{1,2}\/)+)(?:src\/)?protocol\/([\w-]+)\.js\1/g;
-const OLD_SDK = /(['"])(?:\.{1,2}\/)+packages\/client\/src\/(index|node|gateway-flavor|browser)\.js\1/g;
+// An import or re-export (static or dynamic) of a relative path ending in protocol/<module>.js
+// that is not already the package's path; other strings (URLs built from paths) are left alone.
+const OLD_PROTOCOL = /(\bfrom\s+|\bimport\s*\(\s*|\bimport\s+)(['"])(?:\.{1,2}\/)+(?:src\/)?protocol\/([\w-]+)\.js\2/g;
+const OLD_SDK = /(\bfrom\s+|\bimport\s*\(\s*|\bimport\s+)(['"])(?:\.{1,2}\/)+packages\/client\/src\/(index|node|gateway-flavor|browser)\.js\2/g;
 let rewritten = 0;
 for (const file of files) {
   const text = readFileSync(file, 'utf8');
   const inUi = toPosix(relative(root, file)).startsWith('src/ui/');
-  let next = text.replace(OLD_PROTOCOL, (all, q, _up, mod) => {
-    if (inUi) return `${q}${relFrom(file, 'packages/protocol/dist')}/${mod}.js${q}`;
-    return `${q}@clawgate/protocol/${mod}${q}`;
+  let next = text.replace(OLD_PROTOCOL, (_all, lead, q, mod) => {
+    if (inUi) return `${lead}${q}${relFrom(file, 'packages/protocol/dist')}/${mod}.js${q}`;
+    return `${lead}${q}@clawgate/protocol/${mod}${q}`;
   });
-  next = next.replace(OLD_SDK, (all, q, entry) => {
-    if (inUi) return `${q}${relFrom(file, 'packages/client/dist')}/${entry}.js${q}`;
-    if (entry === 'browser') return `${q}@clawgate/client/browser${q}`;
-    return `${q}@clawgate/client${q}`;
+  next = next.replace(OLD_SDK, (_all, lead, q, entry) => {
+    if (inUi) return `${lead}${q}${relFrom(file, 'packages/client/dist')}/${entry}.js${q}`;
+    if (entry === 'browser') return `${lead}${q}@clawgate/client/browser${q}`;
+    return `${lead}${q}@clawgate/client${q}`;
   });
   // Prose and comments that name the old place.
   next = next.replace(/(?<![\w/])src\/protocol\//g, 'packages/protocol/src/');
