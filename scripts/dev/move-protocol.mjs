@@ -56,6 +56,7 @@ const relFrom = (file, target) => {
 const OLD_PROTOCOL = /(\bfrom\s+|\bimport\s*\(\s*|\bimport\s+)(['"])(?:\.{1,2}\/)+(?:src\/)?protocol\/([\w-]+)\.js\2/g;
 const OLD_SDK = /(\bfrom\s+|\bimport\s*\(\s*|\bimport\s+)(['"])(?:\.{1,2}\/)+packages\/client\/src\/(index|node|gateway-flavor|browser)\.js\2/g;
 let rewritten = 0;
+const rewrittenCode = [];
 for (const file of files) {
   const text = readFileSync(file, 'utf8');
   const inUi = toPosix(relative(root, file)).startsWith('src/ui/');
@@ -72,16 +73,27 @@ for (const file of files) {
   next = next.replace(/(?<![\w/])src\/protocol\//g, 'packages/protocol/src/');
   if (next !== text) {
     writeFileSync(file, next);
+    rewrittenCode.push(file);
     rewritten++;
   }
 }
+// Package names sort before relative paths: let biome put the rewritten imports in order.
+if (rewrittenCode.length > 0) {
+  try {
+    execFileSync(join(root, 'node_modules', '.bin', 'biome'), ['check', '--write', ...rewrittenCode.map((f) => relative(root, f))], { cwd: root, stdio: 'inherit' });
+  } catch {
+    console.error('biome left findings in the rewritten files (above); the rewrite itself is done');
+  }
+}
 // 3. Docs that name the old place.
-const docs = ['README.md', 'PROTOCOL.md', ...(existsSync(join(root, 'docs')) ? readdirSync(join(root, 'docs')).map((n) => join('docs', n)) : [])];
+const docs = ['README.md', 'PROTOCOL.md', 'bench/README.md', ...(existsSync(join(root, 'docs')) ? readdirSync(join(root, 'docs')).map((n) => join('docs', n)) : [])];
 for (const doc of docs) {
   const p = join(root, doc);
   if (!doc.endsWith('.md') || !existsSync(p)) continue;
   const text = readFileSync(p, 'utf8');
-  const next = text.replace(/(?<![\w/])src\/protocol\//g, 'packages/protocol/src/').replace(/(?<![\w/])src\/protocol\b/g, 'packages/protocol');
+  const next = text
+    .replace(/\.\.\/src\/protocol\//g, '../packages/protocol/src/')
+    .replace(/(?<![\w/])src\/protocol\//g, 'packages/protocol/src/').replace(/(?<![\w/])src\/protocol\b/g, 'packages/protocol');
   if (next !== text) {
     writeFileSync(p, next);
     rewritten++;
