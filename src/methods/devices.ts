@@ -196,7 +196,26 @@ export function viewPending(r: PairingRequest, grant: GrantRecord | null, ttlMs:
   };
 }
 
-export function registerDeviceMethods(gw: Gateway): void {
+/** What these methods use of the gateway (nothing else reaches them). */
+export type DeviceMethodDeps = Pick<
+  Gateway,
+  | 'methods'
+  | 'store'
+  | 'clock'
+  | 'random'
+  | 'config'
+  | 'broadcast'
+  | 'connectedDeviceIds'
+  | 'expirePending'
+  | 'approveRequest'
+  | 'rejectRequest'
+  | 'closeDeviceSessions'
+  | 'pushRotatedToken'
+  | 'publishTokenRetired'
+  | 'sessionElsewhere'
+>;
+
+export function registerDeviceMethods(gw: DeviceMethodDeps): void {
   const ttl = () => gw.config.pendingTtlMs;
 
   async function currentPending(deviceId?: string) {
