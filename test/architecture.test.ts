@@ -21,6 +21,12 @@ test('src/core has no import cycle', () => {
   );
 });
 
+test('no core module depends on the Gateway facade: each receives the narrow part it uses', () => {
+  const graph = importGraph(coreDir);
+  const dependents = [...graph].filter(([file, deps]) => file !== 'gateway.ts' && deps.includes('gateway.ts')).map(([file]) => file);
+  assert.deepEqual(dependents, []);
+});
+
 test('the cycle check finds a cycle through type-only imports and a self import', () => {
   const a = "import type { B } from './b.js';\nexport const x = 1;";
   const b = "import { c } from './c.js';";
