@@ -5,9 +5,9 @@
 import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { WebSocket } from 'ws';
-import { CERT_ERROR_CODES, peerFingerprint } from '../platform/tls-peer.js';
 import { checkGatewayChallenge } from '../core/gateway-identity.js';
 import { deviceIdOf } from '../core/identity.js';
+import { CERT_ERROR_CODES, peerFingerprint } from '../platform/tls-peer.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import type { ErrorShape } from '../protocol/frames.js';
 import { audienceOf, normalizeGatewayKeyFingerprint, ownerProofPayload } from '../protocol/gateway-proof.js';
