@@ -71,7 +71,8 @@ const CASES: readonly Case[] = [
   ['src/server/case.ts', '../methods/devices.js', false],
   ['src/server/case.ts', '../cli/main.js', false],
   // clawgate's own client stack and the node host are clients: they may use the SDK
-  ['src/client/case.ts', '../../packages/client/src/node-support.js', true],
+  ['src/client/case.ts', '../../packages/client/src/node.js', true],
+  ['src/client/case.ts', '../../packages/client/src/node-support.js', false],
   ['src/client/case.ts', '../store/types.js', false],
   ['src/node-host/case.ts', '../client/connection.js', true],
   ['src/node-host/case.ts', '@clawgate/client', true],
