@@ -54,6 +54,8 @@ const relFrom = (file, target) => {
 // An import or re-export (static or dynamic) of a relative path ending in protocol/<module>.js
 // that is not already the package's path; other strings (URLs built from paths) are left alone.
 const OLD_PROTOCOL = /(\bfrom\s+|\bimport\s*\(\s*|\bimport\s+)(['"])(?:\.{1,2}\/)+(?:src\/)?protocol\/([\w-]+)\.js\2/g;
+// Confirmation codes moved from src/core to the protocol module before the package did.
+const OLD_CONFIRMATION = /(\bfrom\s+|\bimport\s*\(\s*|\bimport\s+)(['"])(?:(?:\.{1,2}\/)+core\/|\.\/(?=confirmation\.js))confirmation\.js\2/g;
 const OLD_SDK = /(\bfrom\s+|\bimport\s*\(\s*|\bimport\s+)(['"])(?:\.{1,2}\/)+packages\/client\/src\/(index|node|gateway-flavor|browser)\.js\2/g;
 let rewritten = 0;
 const rewrittenCode = [];
@@ -63,6 +65,12 @@ for (const file of files) {
   let next = text.replace(OLD_PROTOCOL, (_all, lead, q, mod) => {
     if (inUi) return `${lead}${q}${relFrom(file, 'packages/protocol/dist')}/${mod}.js${q}`;
     return `${lead}${q}@clawgate/protocol/${mod}${q}`;
+  });
+  const inCore = toPosix(relative(root, file)).startsWith('src/core/');
+  next = next.replace(OLD_CONFIRMATION, (all, lead, q) => {
+    if (all.includes('./confirmation.js') && !all.includes('/core/') && !inCore) return all;
+    if (inUi) return `${lead}${q}${relFrom(file, 'packages/protocol/dist')}/confirmation.js${q}`;
+    return `${lead}${q}@clawgate/protocol/confirmation${q}`;
   });
   next = next.replace(OLD_SDK, (_all, lead, q, entry) => {
     if (inUi) return `${lead}${q}${relFrom(file, 'packages/client/dist')}/${entry}.js${q}`;
