@@ -26,11 +26,11 @@ import {
   type SocketHandlers,
   setSharedToken,
   type Transport,
-} from '../packages/client/src/node.js';
+} from '@clawgate/client';
+import { encodeSetupCode } from '@clawgate/protocol/setup-code';
 import { connectGateway } from '../src/client/connection.js';
 import type { TlsMaterial } from '../src/core/config.js';
 import { ManualClock } from '../src/core/env.js';
-import { encodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { mintCode, ownerCall, pairedDevices, reach, tempDir } from './helpers/client.js';
 import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';

@@ -23,11 +23,11 @@ type Case = readonly [file: string, specifier: string, allowed: boolean];
 
 const CASES: readonly Case[] = [
   // protocol: nothing of ours
-  ['src/protocol/case.ts', './frames.js', true],
-  ['src/protocol/case.ts', '../core/gateway.js', false],
-  ['src/protocol/case.ts', '../platform/durable-file.js', false],
-  ['src/protocol/case.ts', '../../packages/client/src/index.js', false],
-  ['src/protocol/case.ts', '@clawgate/client', false],
+  ['packages/protocol/src/case.ts', './frames.js', true],
+  ['packages/protocol/src/case.ts', '../core/gateway.js', false],
+  ['packages/protocol/src/case.ts', '../platform/durable-file.js', false],
+  ['packages/protocol/src/case.ts', '../../packages/client/src/index.js', false],
+  ['packages/protocol/src/case.ts', '@clawgate/client', false],
   // core: the protocol only, at any depth
   ['src/core/case.ts', '../protocol/frames.js', true],
   ['src/core/case.ts', './principal.js', true],

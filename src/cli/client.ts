@@ -18,8 +18,8 @@ import {
   nodePlatform,
   normalizeGatewayUrl,
   type Role,
-} from '../../packages/client/src/node.js';
-import { printableLines } from '../protocol/text.js';
+} from '@clawgate/client';
+import { printableLines } from '@clawgate/protocol/text';
 import { field, out, positiveIntFlag } from './common.js';
 import { parse, UsageError } from './main.js';
 import { readSetupCode, SETUP_CODE_FLAGS } from './secret-input.js';

@@ -3,8 +3,8 @@
  * the `--json` switch between one JSON line and a human listing, and the connection itself.
  */
 import type { ParseArgsConfig } from 'node:util';
+import { printable, printableLines } from '@clawgate/protocol/text';
 import { connectGateway, type GatewayConnection } from '../client/connection.js';
-import { printable, printableLines } from '../protocol/text.js';
 import { credentialOptions, parse, resolveTarget, UsageError } from './main.js';
 import { SECRET_FLAGS } from './secret-input.js';
 

@@ -2,10 +2,10 @@
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { printable } from '@clawgate/protocol/text';
 import Database from 'better-sqlite3';
 import { type AuditVerdict, verifyAnchoredAudit } from '../core/audit-anchor.js';
 import type { DeviceView, PendingView } from '../methods/devices.js';
-import { printable } from '../protocol/text.js';
 import { AUDIT_ANCHOR_FILE, readAuditAnchor } from '../server/audit-anchor.js';
 import { readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { type AuditRow, toAudit } from '../store/shared.js';

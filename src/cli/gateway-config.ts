@@ -4,8 +4,8 @@
  * TLS files happens here (the CLI is the IO edge); the core only sees PEM text.
  */
 import { readFileSync } from 'node:fs';
+import { setupUrlProblem } from '@clawgate/protocol/setup-code';
 import { DEFAULTS, type GatewayConfig, normalizeContextPath, type RetentionPolicy, type TlsMaterial, toWsUrl } from '../core/config.js';
-import { setupUrlProblem } from '../protocol/setup-code.js';
 import { proxyEntryProblem } from '../server/proxy.js';
 import { ensureSelfSignedCert, readPem } from '../server/tls.js';
 import { UsageError } from './main.js';

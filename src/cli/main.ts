@@ -5,14 +5,14 @@
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
+import { audienceOf, normalizeGatewayKeyFingerprint } from '@clawgate/protocol/gateway-proof';
+import { printableLines } from '@clawgate/protocol/text';
 import { startGateway } from '../app.js';
 import { ConnectError, type ConnectOptions, connectGateway, GatewayRequestError } from '../client/connection.js';
 import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/logger.js';
-import { normalizeFingerprint } from '../protocol/fingerprint.js';
-import { audienceOf, normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
-import { printableLines } from '../protocol/text.js';
 import { GATEWAY_KEY_FILE, readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
 import { jsonParams, parseGatewayCommand, positiveIntFlag } from './common.js';

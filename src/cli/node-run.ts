@@ -3,15 +3,15 @@
  * state dir, and runs until SIGINT/SIGTERM (exit 0) or a refusal retrying cannot fix (exit 1).
  */
 import { hostname } from 'node:os';
+import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
+import { normalizeGatewayKeyFingerprint } from '@clawgate/protocol/gateway-proof';
+import { decodeSetupCode } from '@clawgate/protocol/setup-code';
+import { printableLines } from '@clawgate/protocol/text';
 import { systemClock, systemRandom } from '../core/env.js';
 import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
 import { NodeHost } from '../node-host/host.js';
 import { NodeState, resolveNodeStateDir } from '../node-host/state.js';
-import { normalizeFingerprint } from '../protocol/fingerprint.js';
-import { normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
-import { decodeSetupCode } from '../protocol/setup-code.js';
-import { printableLines } from '../protocol/text.js';
 import { parse, UsageError } from './main.js';
 import { readSecretEnv, readSecretFlag, readSetupCode, SECRET_FLAGS, SETUP_CODE_FLAGS } from './secret-input.js';
 

@@ -4,14 +4,14 @@
  */
 import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
+import type { ErrorShape } from '@clawgate/protocol/frames';
+import { audienceOf, normalizeGatewayKeyFingerprint, ownerProofPayload } from '@clawgate/protocol/gateway-proof';
+import { signaturePayloadV3, signedTokenField } from '@clawgate/protocol/signature';
 import { WebSocket } from 'ws';
 import { checkGatewayChallenge } from '../core/gateway-identity.js';
 import { deviceIdOf } from '../core/identity.js';
 import { CERT_ERROR_CODES, peerFingerprint } from '../platform/tls-peer.js';
-import { normalizeFingerprint } from '../protocol/fingerprint.js';
-import type { ErrorShape } from '../protocol/frames.js';
-import { audienceOf, normalizeGatewayKeyFingerprint, ownerProofPayload } from '../protocol/gateway-proof.js';
-import { signaturePayloadV3, signedTokenField } from '../protocol/signature.js';
 
 export interface DeviceIdentity {
   deviceId: string;

@@ -7,10 +7,10 @@
  * `reconcileWaiters` catches up from the store after a gap in the events.
  */
 
-import { confirmationCode } from '../protocol/confirmation.js';
-import { CLOSE, GatewayError } from '../protocol/errors.js';
-import type { Role } from '../protocol/frames.js';
-import { normalizeScopes, scopeSatisfied } from '../protocol/scopes.js';
+import { confirmationCode } from '@clawgate/protocol/confirmation';
+import { CLOSE, GatewayError } from '@clawgate/protocol/errors';
+import type { Role } from '@clawgate/protocol/frames';
+import { normalizeScopes, scopeSatisfied } from '@clawgate/protocol/scopes';
 import type { DeviceMeta, PairingRequest, Store } from '../store/types.js';
 import type { ClusterEvent } from './cluster.js';
 import type { ConnectOutcome } from './connect-outcome.js';

@@ -8,9 +8,9 @@
  *
  * Never throws on client input: every refusal is a catalogue error in the answer.
  */
-import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { confirmationCode } from '../protocol/confirmation.js';
-import { CLOSE, closeReason, type DetailCode, GatewayError } from '../protocol/errors.js';
+
+import { confirmationCode } from '@clawgate/protocol/confirmation';
+import { CLOSE, closeReason, type DetailCode, GatewayError } from '@clawgate/protocol/errors';
 import {
   type ChallengePayload,
   CLIENT_IDS,
@@ -26,10 +26,11 @@ import {
   type ResponseFrame,
   ROLES,
   type Role,
-} from '../protocol/frames.js';
-import { audienceOf } from '../protocol/gateway-proof.js';
-import { ALL_OPERATOR_SCOPES, normalizeScopes, scopeSatisfied } from '../protocol/scopes.js';
-import { cleanOptional, cleanText } from '../protocol/text.js';
+} from '@clawgate/protocol/frames';
+import { audienceOf } from '@clawgate/protocol/gateway-proof';
+import { ALL_OPERATOR_SCOPES, normalizeScopes, scopeSatisfied } from '@clawgate/protocol/scopes';
+import { cleanOptional, cleanText } from '@clawgate/protocol/text';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { storeFault } from '../store/faults.js';
 import type { GrantRecord, SetupCodeRecord, Store } from '../store/types.js';
 import { type Decision, decideConnect } from './admission.js';

@@ -10,11 +10,11 @@
  *
  * This module never sees a socket: nodes are SessionPrincipals the gateway hands over.
  */
-import { GatewayError } from '../protocol/errors.js';
-import type { ConnectParams } from '../protocol/frames.js';
-import { ADMIN, PAIRING, WRITE } from '../protocol/scopes.js';
-import { cleanOptional, cleanText, isSafeText } from '../protocol/text.js';
-import type { NodePendingView } from '../protocol/views.js';
+import { GatewayError } from '@clawgate/protocol/errors';
+import type { ConnectParams } from '@clawgate/protocol/frames';
+import { ADMIN, PAIRING, WRITE } from '@clawgate/protocol/scopes';
+import { cleanOptional, cleanText, isSafeText } from '@clawgate/protocol/text';
+import type { NodePendingView } from '@clawgate/protocol/views';
 import type { NodeSurfaceRecord, NodeSurfaceRequest, Store } from '../store/types.js';
 import type { Clock, Random } from './env.js';
 import type { Broadcast } from './events.js';

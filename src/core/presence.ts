@@ -8,7 +8,7 @@
  * `device.pair.list` / `system-presence` instead. A storm thus costs each operator one small
  * frame per window, not a list it would only replace by a re-read anyway.
  */
-import type { PresenceChange, PresenceEvent } from '../protocol/views.js';
+import type { PresenceChange, PresenceEvent } from '@clawgate/protocol/views';
 
 /** The wire views live in the protocol module; re-exported for the gateway code that builds them. */
 export type { PresenceChange, PresenceEvent };

@@ -16,11 +16,11 @@
  *   Only a caller holding the right secret learns why a code is refused (expired, used,
  *   revoked, burned); everyone else gets AUTH_BOOTSTRAP_TOKEN_INVALID.
  */
-import type { DetailCode } from '../protocol/errors.js';
-import type { Role } from '../protocol/frames.js';
-import { ADMIN, isKnownScope, normalizeScopes, PAIRING } from '../protocol/scopes.js';
-import { encodeSetupCode, setupLink } from '../protocol/setup-code.js';
-import type { SetupStatus, SetupView } from '../protocol/views.js';
+import type { DetailCode } from '@clawgate/protocol/errors';
+import type { Role } from '@clawgate/protocol/frames';
+import { ADMIN, isKnownScope, normalizeScopes, PAIRING } from '@clawgate/protocol/scopes';
+import { encodeSetupCode, setupLink } from '@clawgate/protocol/setup-code';
+import type { SetupStatus, SetupView } from '@clawgate/protocol/views';
 import { checkRedemption } from '../store/setup-shared.js';
 import type { SetupCodeRecord, SetupProfile, SetupProfileName, SetupRefusal, Store } from '../store/types.js';
 import type { Clock, Random } from './env.js';

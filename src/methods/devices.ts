@@ -4,17 +4,18 @@
  * §Device management); this module validates params, asks the policy, and carries the change out.
  * Every change takes effect on live sockets at once (widened in place or closed).
  */
+
+import { confirmationCode } from '@clawgate/protocol/confirmation';
+import { GatewayError } from '@clawgate/protocol/errors';
+import type { Role } from '@clawgate/protocol/frames';
+import { ADMIN, normalizeScopes, PAIRING, uncoveredScopes } from '@clawgate/protocol/scopes';
+import { unsafeFieldError } from '@clawgate/protocol/text';
+import type { AuditEntryView, DeviceView, NodeSurfaceView, PendingNodeSurfaceView, PendingView } from '@clawgate/protocol/views';
 import { Type as T } from '@sinclair/typebox';
 import type { Gateway } from '../core/gateway.js';
 import { approvalDenial, deviceManagementDenial, rejectionDenial, tokenDenial } from '../core/management-policy.js';
 import { isAdmin } from '../core/principal.js';
 import { mintToken } from '../core/secrets.js';
-import { confirmationCode } from '../protocol/confirmation.js';
-import { GatewayError } from '../protocol/errors.js';
-import type { Role } from '../protocol/frames.js';
-import { ADMIN, normalizeScopes, PAIRING, uncoveredScopes } from '../protocol/scopes.js';
-import { unsafeFieldError } from '../protocol/text.js';
-import type { AuditEntryView, DeviceView, NodeSurfaceView, PendingNodeSurfaceView, PendingView } from '../protocol/views.js';
 import type { DeviceRecord, GrantRecord, NodeSurfaceRecord, NodeSurfaceRequest, PairingRequest, TokenRecord } from '../store/types.js';
 
 /** The wire views live in the protocol module; re-exported for the gateway code that builds them. */

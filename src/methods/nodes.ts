@@ -6,15 +6,15 @@
  * skills.bins), accepted so a real node host runs without error loops.
  */
 
+import { GatewayError } from '@clawgate/protocol/errors';
+import { ADMIN, PAIRING, READ, WRITE } from '@clawgate/protocol/scopes';
+import { unsafeFieldError } from '@clawgate/protocol/text';
+import type { NodeView } from '@clawgate/protocol/views';
 import { Type as T } from '@sinclair/typebox';
 import type { RemoteNode } from '../core/cluster.js';
 import type { Gateway } from '../core/gateway.js';
 import { ADMIN_INVOKE_COMMANDS, HOST_COMMANDS, type LiveNode, type NodePendingView, normalizeList } from '../core/nodes.js';
 import { isAdmin, type Principal } from '../core/principal.js';
-import { GatewayError } from '../protocol/errors.js';
-import { ADMIN, PAIRING, READ, WRITE } from '../protocol/scopes.js';
-import { unsafeFieldError } from '../protocol/text.js';
-import type { NodeView } from '../protocol/views.js';
 import type { DeviceRecord, GrantRecord, NodeSurfaceRecord, NodeSurfaceRequest } from '../store/types.js';
 import { byDevice } from './devices.js';
 

@@ -5,16 +5,17 @@
  * - device.pair.setupStatus list every code, or one code with its completion;
  * - device.pair.setupRevoke revoke a code that was not used yet (or end its repeat window).
  */
+
+import { GatewayError } from '@clawgate/protocol/errors';
+import { ADMIN } from '@clawgate/protocol/scopes';
+import { decodeSetupCode, MAX_SETUP_URLS, setupUrlProblem } from '@clawgate/protocol/setup-code';
+import { unsafeFieldError } from '@clawgate/protocol/text';
+import type { SetupMintView } from '@clawgate/protocol/views';
 import { Type as T } from '@sinclair/typebox';
 import { toWsUrl } from '../core/config.js';
 import type { Gateway } from '../core/gateway.js';
 import { joinCodesOf, joinUrl, joinUrlProblem } from '../core/join-codes.js';
 import { DEFAULT_SETUP_TTL_MS, MAX_SETUP_TTL_MS, MIN_SETUP_TTL_MS, mintSetupCode, resolveSetupProfile, viewSetupCode } from '../core/setup-codes.js';
-import { GatewayError } from '../protocol/errors.js';
-import { ADMIN } from '../protocol/scopes.js';
-import { decodeSetupCode, MAX_SETUP_URLS, setupUrlProblem } from '../protocol/setup-code.js';
-import { unsafeFieldError } from '../protocol/text.js';
-import type { SetupMintView } from '../protocol/views.js';
 
 const SetupId = T.String({ pattern: '^[0-9a-f]{16}$' });
 const Url = T.String({ minLength: 1, maxLength: 2048 });

@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { normalizeFingerprint } from '../protocol/fingerprint.js';
+import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
 
 /** Certificate errors that time will not fix: the server's certificate is not trusted here. */
 export const CERT_ERROR_CODES: ReadonlySet<string> = new Set([

@@ -4,10 +4,11 @@
  * histograms, gauges read from the live gateway at scrape time, and a store wrapper that times
  * every store call. Only this module and the server's `/metrics` route know prom-client.
  */
+
+import { ROLES } from '@clawgate/protocol/frames';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Gateway } from '../core/gateway.js';
 import type { GatewayMetrics } from '../core/metrics.js';
-import { ROLES } from '../protocol/frames.js';
 import type { DeliveryAttempt, Store } from '../store/types.js';
 
 /** Latency buckets in seconds: a store call or a close is milliseconds, an approval minutes to days. */

@@ -1,5 +1,5 @@
 /** In-memory store for unit tests. Same contract as SQLite; nothing survives the process. */
-import type { Role } from '../protocol/frames.js';
+import type { Role } from '@clawgate/protocol/frames';
 import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './import-shared.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from './retention-shared.js';

@@ -11,8 +11,9 @@
  * methods that call `this.read(...)` or `this.write(tx => ...)` with the same SQL as SQLite,
  * `?` placeholders written as `$n`.
  */
+
+import type { Role } from '@clawgate/protocol/frames';
 import pg from 'pg';
-import type { Role } from '../protocol/frames.js';
 import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './import-shared.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from './retention-shared.js';

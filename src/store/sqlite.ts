@@ -3,8 +3,8 @@
  * Every domain action runs in one IMMEDIATE transaction together with its audit entry.
  */
 import { closeSync, existsSync, openSync } from 'node:fs';
+import type { Role } from '@clawgate/protocol/frames';
 import Database from 'better-sqlite3';
-import type { Role } from '../protocol/frames.js';
 import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './import-shared.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from './retention-shared.js';

@@ -10,7 +10,7 @@
  * its generation is still current before touching state — a replaced connection can never move
  * the state of its successor.
  */
-import { signaturePayloadV3 } from '../../../src/protocol/signature.js';
+import { signaturePayloadV3 } from '@clawgate/protocol/signature';
 import { type CredentialKind, cloneRecord, hasFallback, type ResolvedCredential, resolveCredential } from './credentials.js';
 import { ClientError, CredentialStoreError, GatewayCallError, type WireError } from './errors.js';
 import { flavorOfChallenge, type GatewayFlavor, gatewayHostCommands } from './gateway-flavor.js';

@@ -7,7 +7,7 @@ import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { dirname } from 'node:path';
 import type { TLSSocket } from 'node:tls';
-import { normalizeFingerprint } from '../../../src/protocol/fingerprint.js';
+import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
 
 /** Certificate errors that time will not fix: the server's certificate is not trusted here. */
 export const CERT_ERROR_CODES: ReadonlySet<string> = new Set([

@@ -5,8 +5,8 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign, verify } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
 import { WebSocket } from 'ws';
-import { normalizeFingerprint } from '../../../src/protocol/fingerprint.js';
 import { KeyedQueue } from './credentials.js';
 import { CredentialStoreError } from './errors.js';
 import { CERT_ERROR_CODES, commitDurably, peerFingerprint, processAlive, syncDir, writeTempDurably } from './node-support.js';

@@ -19,10 +19,10 @@ import {
   GatewayCallError,
   GatewayClient,
   normalizeGatewayUrl,
-} from '../../../packages/client/src/browser.js';
-import { confirmationCode } from '../../protocol/confirmation.js';
-import { audienceOf, ownerProofPayload } from '../../protocol/gateway-proof.js';
-import { printableLines } from '../../protocol/text.js';
+} from '../../../packages/client/dist/browser.js';
+import { confirmationCode } from '../../../packages/protocol/dist/confirmation.js';
+import { audienceOf, ownerProofPayload } from '../../../packages/protocol/dist/gateway-proof.js';
+import { printableLines } from '../../../packages/protocol/dist/text.js';
 import type {
   AuditEntryView as AuditEntry,
   DeviceView,
@@ -32,7 +32,7 @@ import type {
   PendingView,
   PresenceEvent as PresenceView,
   SetupView,
-} from '../../protocol/views.js';
+} from '../../../packages/protocol/dist/views.js';
 import { encodeQr, qrPath } from './qr.js';
 import { SessionCredentialStore } from './session-store.js';
 
