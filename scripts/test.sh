@@ -2,7 +2,7 @@
 # `npm test`: build, lint, install what the tests need, run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-npx tsc -p tsconfig.json
+npm run build --silent
 npm run lint --silent
 bash scripts/system-deps.sh
 # The interop tests drive the real OpenClaw CLI (Node 24 + openclaw from npm, cached in .cache/).

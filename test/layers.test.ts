@@ -22,17 +22,19 @@ const biome = join(repo, 'node_modules', '.bin', 'biome');
 type Case = readonly [file: string, specifier: string, allowed: boolean];
 
 const CASES: readonly Case[] = [
-  // protocol: nothing of ours
+  // protocol (packages/protocol): nothing of ours
   ['packages/protocol/src/case.ts', './frames.js', true],
-  ['packages/protocol/src/case.ts', '../core/gateway.js', false],
-  ['packages/protocol/src/case.ts', '../platform/durable-file.js', false],
-  ['packages/protocol/src/case.ts', '../../packages/client/src/index.js', false],
+  ['packages/protocol/src/case.ts', '@sinclair/typebox', true],
+  ['packages/protocol/src/case.ts', '../../../src/core/gateway.js', false],
+  ['packages/protocol/src/case.ts', '../../../src/platform/durable-file.js', false],
+  ['packages/protocol/src/case.ts', '../../client/src/index.js', false],
   ['packages/protocol/src/case.ts', '@clawgate/client', false],
-  // core: the protocol only, at any depth
-  ['src/core/case.ts', '../protocol/frames.js', true],
+  // core: the protocol only, by name, at any depth
+  ['src/core/case.ts', '@clawgate/protocol/frames', true],
   ['src/core/case.ts', './principal.js', true],
   ['src/core/case.ts', 'node:crypto', true],
   ['src/core/case.ts', '@sinclair/typebox', true],
+  ['src/core/case.ts', '../../packages/protocol/src/frames.js', false],
   ['src/core/case.ts', '../store/sqlite.js', false],
   ['src/core/case.ts', '../server/server.js', false],
   ['src/core/case.ts', '../methods/devices.js', false],
@@ -43,13 +45,14 @@ const CASES: readonly Case[] = [
   ['src/core/case.ts', '../cli/main.js', false],
   ['src/core/case.ts', '../platform/durable-file.js', false],
   ['src/core/case.ts', '../app.js', false],
+  ['src/core/case.ts', '@clawgate/client', false],
   ['src/core/case.ts', '../../packages/client/src/node.js', false],
   ['src/core/case.ts', '../../test/helpers/gateway.js', false],
-  ['src/core/deeper/case.ts', '../../protocol/frames.js', true],
+  ['src/core/deeper/case.ts', '@clawgate/protocol/frames', true],
   ['src/core/deeper/case.ts', '../gateway.js', true],
   ['src/core/deeper/case.ts', '../../store/types.js', false],
   // platform: the protocol only
-  ['src/platform/case.ts', '../protocol/fingerprint.js', true],
+  ['src/platform/case.ts', '@clawgate/protocol/fingerprint', true],
   ['src/platform/case.ts', '../core/env.js', false],
   // store adapters: on top of core
   ['src/store/case.ts', '../core/cluster.js', true],
@@ -66,21 +69,25 @@ const CASES: readonly Case[] = [
   // server: never the SDK (its durable files come from src/platform)
   ['src/server/case.ts', '../store/types.js', true],
   ['src/server/case.ts', '../platform/durable-file.js', true],
-  ['src/server/case.ts', '../../packages/client/src/node-support.js', false],
   ['src/server/case.ts', '@clawgate/client', false],
+  ['src/server/case.ts', '@clawgate/client/node', false],
   ['src/server/case.ts', '../methods/devices.js', false],
   ['src/server/case.ts', '../cli/main.js', false],
-  // clawgate's own client stack and the node host are clients: they may use the SDK
-  ['src/client/case.ts', '../../packages/client/src/node.js', true],
+  // clawgate's own client stack and the node host are clients: they may use the SDK, by name
+  ['src/client/case.ts', '@clawgate/client', true],
   ['src/client/case.ts', '../../packages/client/src/node-support.js', false],
   ['src/client/case.ts', '../store/types.js', false],
   ['src/node-host/case.ts', '../client/connection.js', true],
   ['src/node-host/case.ts', '@clawgate/client', true],
+  ['src/node-host/case.ts', '../../packages/client/dist/node.js', false],
   ['src/node-host/case.ts', '../cli/state.js', false],
   ['src/node-host/case.ts', '../server/tls.js', false],
-  // the Control UI runs in the browser: the protocol and the SDK only
-  ['src/ui/web/case.ts', '../../protocol/views.js', true],
-  ['src/ui/web/case.ts', '../../../packages/client/src/browser.js', true],
+  // the Control UI runs in the browser: the packages' build output by relative path only
+  ['src/ui/web/case.ts', '../../../packages/protocol/dist/views.js', true],
+  ['src/ui/web/case.ts', '../../../packages/client/dist/browser.js', true],
+  ['src/ui/web/case.ts', '@clawgate/protocol/views', false],
+  ['src/ui/web/case.ts', '@clawgate/client/browser', false],
+  ['src/ui/web/case.ts', '../../../packages/client/src/browser.js', false],
   ['src/ui/web/case.ts', '../../core/nodes.js', false],
   ['src/ui/web/case.ts', '../../client/connection.js', false],
   ['src/ui/web/case.ts', '../../platform/durable-file.js', false],
@@ -88,13 +95,16 @@ const CASES: readonly Case[] = [
   ['src/cli/case.ts', '../app.js', true],
   ['src/cli/case.ts', '../server/server.js', true],
   ['src/cli/case.ts', './state.js', true],
+  ['src/cli/case.ts', '@clawgate/client', true],
   ['src/cli/case.ts', './main.js', false],
+  ['src/cli/case.ts', '../../packages/client/src/node.js', false],
   ['src/app.ts', './server/server.js', true],
   ['src/app.ts', './cli/main.js', false],
-  // the SDK: the protocol only
+  // the SDK: the protocol package only
   ['packages/client/src/case.ts', './client.js', true],
-  ['packages/client/src/case.ts', '../../../src/protocol/frames.js', true],
-  ['packages/client/src/case.ts', '@clawgate/protocol', true],
+  ['packages/client/src/case.ts', '@clawgate/protocol/frames', true],
+  ['packages/client/src/case.ts', 'ws', true],
+  ['packages/client/src/case.ts', '../../protocol/src/frames.js', false],
   ['packages/client/src/case.ts', '../../../src/core/gateway.js', false],
   ['packages/client/src/case.ts', '../../../src/platform/durable-file.js', false],
   ['packages/client/src/case.ts', '../../../src/node-host/state.js', false],
