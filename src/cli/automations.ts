@@ -3,7 +3,7 @@ import { parseDurationMs } from '../automations/cron.js';
 import type { AutomationsConfig } from '../core/config.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../store/types.js';
 import { field, jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
-import { UsageError } from './main.js';
+import { UsageError } from './usage.js';
 
 const iso = (ms: number | null | undefined) => (ms === null || ms === undefined ? '-' : new Date(ms).toISOString());
 

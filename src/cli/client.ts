@@ -21,9 +21,9 @@ import {
 } from '../../packages/client/src/node.js';
 import { printableLines } from '../protocol/text.js';
 import { field, out, positiveIntFlag } from './common.js';
-import { parse, UsageError } from './main.js';
 import { readSetupCode, SETUP_CODE_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';
+import { parse, UsageError } from './usage.js';
 
 /**
  * TEST-ONLY crash hook: when CLAWGATE_TEST_CRASH_AT names a checkpoint (docs/client.md lists

@@ -12,9 +12,9 @@ import { type AuditRow, toAudit } from '../store/shared.js';
 import type { AuditEntry } from '../store/types.js';
 import { field, out, parseGatewayCommand, positiveIntFlag, withGateway } from './common.js';
 import { readConfigFile } from './gateway-config.js';
-import { UsageError } from './main.js';
 import { resolveStoreChoice } from './postgres.js';
 import { resolveStateDir } from './state.js';
+import { UsageError } from './usage.js';
 
 const ago = (ms: number | null) => {
   if (ms === null) return 'never';

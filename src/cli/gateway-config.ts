@@ -8,9 +8,9 @@ import { DEFAULTS, type GatewayConfig, normalizeContextPath, type RetentionPolic
 import { setupUrlProblem } from '../protocol/setup-code.js';
 import { proxyEntryProblem } from '../server/proxy.js';
 import { ensureSelfSignedCert, readPem } from '../server/tls.js';
-import { UsageError } from './main.js';
 import { processSecretIo, readSecret, SECRET_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';
+import { UsageError } from './usage.js';
 
 export interface FileConfig {
   gateway?: {

@@ -3,7 +3,7 @@ import type { GatewayConnection } from '../client/connection.js';
 import type { NodePendingView } from '../core/nodes.js';
 import type { NodeView } from '../methods/nodes.js';
 import { field, jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
-import { UsageError } from './main.js';
+import { UsageError } from './usage.js';
 
 const OPTIONS = {
   node: { type: 'string' },

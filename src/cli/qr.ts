@@ -7,7 +7,7 @@ import QRCode from 'qrcode-terminal/vendor/QRCode/index.js';
 import QRErrorCorrectLevel from 'qrcode-terminal/vendor/QRCode/QRErrorCorrectLevel.js';
 import { MAX_SETUP_TTL_MS, MIN_SETUP_TTL_MS, resolveSetupProfile, type SetupView } from '../core/setup-codes.js';
 import { field, out, outRaw, withGateway } from './common.js';
-import { parse, UsageError } from './main.js';
+import { parse, UsageError } from './usage.js';
 
 const USAGE = `usage: clawgate qr [--profile operator|node|operator+node] [--scopes <s>…] [--label <name>] [--ttl <10m>]
                    [--url <gateway-url>] [--public-url <url>] [--json]

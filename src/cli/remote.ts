@@ -17,9 +17,9 @@ import { certFacts } from '../server/tls.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { out } from './common.js';
 import { GATEWAY_FLAGS, loadTls, type ResolvedGatewaySettings, resolveGatewaySettings } from './gateway-config.js';
-import { parse, UsageError } from './main.js';
 import { readCredentials, readRuntimeInfo } from './state.js';
 import { diskSpaceCheck, SQLITE_FILE, sqliteIntegrityCheck, sqliteLockCheck, stateDirCheck } from './state-health.js';
+import { parse, UsageError } from './usage.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 export interface Check {
