@@ -10,10 +10,12 @@ import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import { GATEWAY_KEY_FILE, readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { automationsConfig } from './automations.js';
-import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
+import { GATEWAY_FLAGS, loadTls, readConfigFile, resolveGatewaySettings } from './gateway-config.js';
 import { openConfiguredStore, resolveStoreChoice } from './postgres.js';
-import { ensureStateDir, loadOrCreateCredentials, readCredentials, removeRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
+import { readSecretFile } from './secret-input.js';
+import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, removeRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 import { startupRefusal } from './state-health.js';
+import { commandHint } from './target.js';
 import { parse } from './usage.js';
 
 function jsonLogger(stream: NodeJS.WriteStream): Logger {
@@ -83,8 +85,14 @@ export async function gatewayRun(args: string[]): Promise<number> {
     throw err;
   }
   const { server } = running;
+  // A wildcard bind listens everywhere but 0.0.0.0 is no address to dial: this host's CLI dials
+  // loopback, other hosts get the public URL or this host's first LAN address.
+  const localUrl = dialableUrl(server.url);
+  const advertised = config.publicUrl ?? lanUrl(server.url) ?? localUrl;
   writeRuntimeInfo(stateDir, {
-    url: server.url,
+    url: localUrl,
+    ...(advertised !== localUrl ? { advertisedUrl: advertised } : {}),
+    ...(settings.tokenSource ? { tokenSource: settings.tokenSource } : {}),
     pid: process.pid,
     startedAtMs: systemClock.now(),
     ...(server.tlsFingerprint ? { tlsFingerprint: server.tlsFingerprint } : {}),
@@ -93,16 +101,17 @@ export async function gatewayRun(args: string[]): Promise<number> {
   process.stdout.write(
     [
       `clawgate gateway listening on ${server.url} (state: ${stateDir}, store: ${storeChoice.kind} ${where})`,
+      ...(advertised !== localUrl ? [`reachable at:      ${advertised} (other hosts; this host: ${localUrl})`] : []),
       created
         ? `generated a gateway token and an owner credential in ${join(stateDir, 'credentials.json')} (mode 0600)`
         : `using the credentials in ${join(stateDir, 'credentials.json')}`,
-      'connect a client:  pass the gateway token (`clawgate gateway token` prints it) as auth.token; it grants read and write,',
+      `connect a client:  pass the gateway token (\`${commandHint({ 'state-dir': values['state-dir'] }, 'gateway token')}\` prints it) as auth.token; it grants read and write,`,
       '                   admin and pairing need the owner (approve the device: clawgate devices approve <requestId>)',
-      `  e.g. OPENCLAW_GATEWAY_URL=${server.url} OPENCLAW_GATEWAY_TOKEN="$(npx clawgate gateway token)" openclaw gateway call health --json`,
+      `  e.g. OPENCLAW_GATEWAY_URL=${advertised} OPENCLAW_GATEWAY_TOKEN="$(${commandHint({ 'state-dir': values['state-dir'] }, 'gateway token')})" openclaw gateway call health --json`,
       '                   (environment, not --token: a command line is readable by every local user)',
-      'local CLI:         `clawgate call health` uses the owner credential from the state dir',
-      `control UI:        ${server.url.replace(/^ws/, 'http')}/  (\`clawgate dashboard\` prints a one-time sign-in link)`,
-      `health:            ${server.url.replace(/^ws/, 'http')}/healthz`,
+      `local CLI:         \`${commandHint({ 'state-dir': values['state-dir'] }, 'call health')}\` uses the owner credential from the state dir`,
+      `control UI:        ${localUrl.replace(/^ws/, 'http')}/  (\`${commandHint({ 'state-dir': values['state-dir'] }, 'dashboard')}\` prints a one-time sign-in link)`,
+      `health:            ${localUrl.replace(/^ws/, 'http')}/healthz`,
       ...(server.tlsFingerprint
         ? [
             `tls:               ${tls.created ? 'generated a self-signed certificate' : 'serving'} ${config.tls?.certPath ?? ''}`,
@@ -139,6 +148,26 @@ function isWildcard(host: string): boolean {
   return host === '0.0.0.0' || host === '::';
 }
 
+/** The listening URL with a wildcard host replaced by loopback (the same port serves it). */
+function dialableUrl(url: string): string {
+  const u = new URL(url);
+  if (u.hostname === '0.0.0.0') u.hostname = '127.0.0.1';
+  else if (u.hostname === '[::]') u.hostname = '[::1]';
+  return u.toString().replace(/\/$/, '');
+}
+
+/** For a wildcard bind: the listening URL at this host's first non-internal IPv4 address (null when it has none). */
+function lanUrl(url: string): string | null {
+  const u = new URL(url);
+  if (u.hostname !== '0.0.0.0' && u.hostname !== '[::]') return null;
+  const v4 = Object.values(networkInterfaces())
+    .flatMap((list) => list ?? [])
+    .find((a) => a.family === 'IPv4' && !a.internal);
+  if (!v4) return null;
+  u.hostname = v4.address;
+  return u.toString().replace(/\/$/, '');
+}
+
 function lanAddresses(): string[] {
   return Object.values(networkInterfaces())
     .flatMap((list) => list ?? [])
@@ -146,12 +175,42 @@ function lanAddresses(): string[] {
     .map((a) => a.address.split('%')[0] as string);
 }
 
+/**
+ * The gateway token the gateway running from this state dir accepts: the generated (or imported)
+ * one in credentials.json, or the one it was started with when that sits in a file (--token-file,
+ * the config file). A token it took from its environment or standard input is nowhere to read:
+ * say so instead of printing a token it would refuse.
+ */
 export function gatewayToken(args: string[]): number {
   const { values } = parse(args, { 'state-dir': { type: 'string' } });
   const dir = resolveStateDir(values['state-dir'] as string | undefined);
+  const runtime = readRuntimeInfo(dir);
+  const source = runtime?.tokenSource;
+  if (source?.kind === 'file') {
+    process.stdout.write(`${readSecretFile(source.path, 'token')}\n`);
+    return 0;
+  }
+  if (source?.kind === 'config') {
+    const token = readConfigFile(source.path).gateway?.auth?.token;
+    if (typeof token !== 'string' || token === '') {
+      process.stderr.write(`the running gateway (pid ${runtime?.pid}) took its token from ${source.path}, which no longer holds gateway.auth.token\n`);
+      return 1;
+    }
+    process.stdout.write(`${token}\n`);
+    return 0;
+  }
+  if (source) {
+    const from =
+      source.kind === 'env' ? `the environment (${source.name})` : source.kind === 'stdin' ? 'standard input (--token-stdin)' : 'its command line (--token)';
+    process.stderr.write(
+      `the running gateway (pid ${runtime?.pid}) accepts the token it was given ${from}, which is not stored anywhere this command can read; ` +
+        'use that token (the generated one in credentials.json is not accepted while it runs so)\n',
+    );
+    return 1;
+  }
   const creds = readCredentials(dir);
   if (!creds) {
-    process.stderr.write(`no credentials in ${dir}: start the gateway once (clawgate gateway run) to generate them\n`);
+    process.stderr.write(`no credentials in ${dir}: start the gateway once (${commandHint(values, 'gateway run', ['state-dir'])}) to generate them\n`);
     return 1;
   }
   process.stdout.write(`${creds.token}\n`);
