@@ -169,7 +169,7 @@ export const COMMANDS: CommandSpec[] = [
         summary: 'print the gateway token the running gateway accepts',
         usage: ['[--state-dir <dir>]'],
         flags: [{ title: 'Flags', flags: STATE_DIR_FLAG }],
-        examples: ['OPENCLAW_GATEWAY_TOKEN="$(clawgate gateway token)" openclaw gateway call health --json'],
+        examples: ['clawgate gateway token', 'OPENCLAW_GATEWAY_TOKEN="$(clawgate gateway token)" openclaw gateway call health --json'],
         notes: [
           'When the gateway runs with a token from --token-file or its config file, that token is printed; one from the',
           'environment or standard input cannot be read back, and the command says where it came from instead (exit 1).',
