@@ -51,8 +51,8 @@ export function clientStore(stateDir: string): FileCredentialStore {
  * Print a client failure. A socket that reached no gateway (the SDK reports `connect
  * ECONNREFUSED …`) is said as what it means and what to do, like every other CLI command.
  */
-function report(err: unknown, url?: string, values: Record<string, unknown> = {}): number {
-  const explained = url && (err instanceof ClientError || err instanceof Error) ? explainNetworkMessage(err.message, url, startHint(values)) : null;
+function report(err: unknown, url?: string): number {
+  const explained = url && (err instanceof ClientError || err instanceof Error) ? explainNetworkMessage(err.message, url) : null;
   if (explained) {
     process.stderr.write(`error: ${field(explained.message)}\nnext: ${field(explained.nextStep)}\n`);
     return 1;
@@ -67,11 +67,6 @@ function report(err: unknown, url?: string, values: Record<string, unknown> = {}
     return 1;
   }
   throw err;
-}
-
-/** How to start a gateway on this host with this command line's state dir. */
-function startHint(values: Record<string, unknown>): string {
-  return commandHint(values, 'gateway run', ['state-dir']);
 }
 
 function describeRoles(rec: GatewayRecord): Record<string, { scopes: string[] }> {
@@ -147,7 +142,7 @@ export async function pairCommand(args: string[]): Promise<number> {
     }
     return 0;
   } catch (err) {
-    return report(err, dialled, values);
+    return report(err, dialled);
   } finally {
     client?.close();
   }
@@ -188,7 +183,7 @@ export async function callWithStoredCredentials(values: Record<string, unknown>,
     process.stdout.write(`${printableLines(JSON.stringify(result, null, values.json ? 0 : 2))}\n`);
     return 0;
   } catch (err) {
-    return report(err, (values.url as string | undefined) ?? rec.url, values);
+    return report(err, (values.url as string | undefined) ?? rec.url);
   } finally {
     client.close();
   }
@@ -278,7 +273,7 @@ export async function statusCommand(args: string[]): Promise<number> {
       out(
         `  ${r.role}: ${roleState(r, values.offline === true)}${r.reason ? ` (${field(r.reason)})` : ''}; ${credentialWords(r.credential)}; scopes ${scopes}`,
       );
-      const unreachable = r.state === 'unreachable' && r.message ? explainNetworkMessage(r.message, g.gateway, startHint(values)) : null;
+      const unreachable = r.state === 'unreachable' && r.message ? explainNetworkMessage(r.message, g.gateway) : null;
       if (unreachable) out(`    ${field(unreachable.message)}\n    next: ${field(unreachable.nextStep)}`);
       else if (r.nextStep && r.state !== 'connected') out(`    next: ${field(r.nextStep)}`);
       else if (r.message && r.state !== 'connected') out(`    ${field(r.message)}`);

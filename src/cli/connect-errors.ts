@@ -23,15 +23,20 @@ export class CliFailure extends Error {
   }
 }
 
-/** How to start the gateway, as the user would type it (carries their --state-dir). */
-export type StartHint = string;
+/**
+ * How to start the gateway, as the user would type it on this host (carries their --state-dir);
+ * absent when the gateway is another host's (a paired client's).
+ */
+export type StartHint = string | undefined;
 
 /** The explanation of a socket-level failure code when dialling `url`; null for codes that are not about reaching it. */
-export function explainTransport(code: string, url: string, startHint: StartHint = 'clawgate gateway run'): Explained | null {
+export function explainTransport(code: string, url: string, startHint?: StartHint): Explained | null {
   if (code === 'ECONNREFUSED')
     return {
       message: `no gateway is listening on ${url}`,
-      nextStep: `start it with \`${startHint}\` or pass --url <ws-url> (or set CLAWGATE_URL) to reach another gateway`,
+      nextStep: startHint
+        ? `start it with \`${startHint}\` or pass --url <ws-url> (or set CLAWGATE_URL) to reach another gateway`
+        : 'start the gateway (`clawgate gateway run` on its host), or pass --url <ws-url> if it moved',
     };
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN')
     return { message: `cannot resolve the host name of ${url} (${code})`, nextStep: 'check the host in --url / CLAWGATE_URL, and this machine’s DNS' };
