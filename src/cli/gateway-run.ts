@@ -201,7 +201,11 @@ export function gatewayToken(args: string[]): number {
   }
   if (source) {
     const from =
-      source.kind === 'env' ? `the environment (${source.name})` : source.kind === 'stdin' ? 'standard input (--token-stdin)' : 'its command line (--token)';
+      source.kind === 'env'
+        ? `in its environment (${source.name})`
+        : source.kind === 'stdin'
+          ? 'on standard input (--token-stdin)'
+          : 'on its command line (--token)';
     process.stderr.write(
       `the running gateway (pid ${runtime?.pid}) accepts the token it was given ${from}, which is not stored anywhere this command can read; ` +
         'use that token (the generated one in credentials.json is not accepted while it runs so)\n',

@@ -31,7 +31,8 @@ export function resolveTarget(values: Record<string, unknown>): Target {
   const stateDir = resolveStateDir(values['state-dir'] as string | undefined);
   // gateway.json only says where to dial; the gateway key decides whether to talk.
   const runtime = readRuntimeInfo(stateDir);
-  const url = (values.url as string | undefined) ?? process.env.CLAWGATE_URL ?? runtime?.url ?? `ws://127.0.0.1:${DEFAULTS.port}`;
+  // An empty CLAWGATE_URL (`CLAWGATE_URL= clawgate …`) means unset, not a URL.
+  const url = (values.url as string | undefined) ?? (process.env.CLAWGATE_URL || undefined) ?? runtime?.url ?? `ws://127.0.0.1:${DEFAULTS.port}`;
   // Flags that carry a password win over a token from the environment: the command line is the more specific choice.
   const passwordFlag = readSecretFlag(values, 'password', 'CLAWGATE_PASSWORD');
   const tokenFlag = readSecretFlag(values, 'token', 'CLAWGATE_TOKEN');
