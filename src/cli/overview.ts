@@ -19,7 +19,7 @@ Usage:
                        [--public-url wss://host[/path]] [--context-path /path]
                        [--tls | --tls-cert <pem> --tls-key <pem>] [--trusted-proxy <addr|cidr>…]
                        [--store sqlite|postgres] [--postgres-url <url>] [--metrics]
-  clawgate gateway token [--state-dir <dir>]     print the shared gateway token
+  clawgate gateway token [--state-dir <dir>]     print the gateway token the running gateway accepts
   clawgate gateway key [--state-dir <dir>] [--json]
                                                print the gateway key fingerprint (clients pass it
                                                as --gateway-key to know they reached this gateway)
@@ -30,11 +30,11 @@ Usage:
                                                the advertised URL reaches the gateway
   clawgate call <method> [--params <json>] [--url <ws-url>] [--token-file <f> | --token-stdin] [--json]
   clawgate devices list [--json]
-  clawgate devices approve <requestId|deviceId> | reject <requestId> | remove <deviceId>
-  clawgate devices rename <deviceId> <name>
-  clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
+  clawgate devices approve <requestId|device> | reject <requestId> | remove <device>
+  clawgate devices rename <device> <name>       <device> is an id, a unique id prefix or a name
+  clawgate devices rotate --device <device> --role operator|node [--scope <s>…]
                                                a connected device gets the new token pushed live
-  clawgate devices revoke --device <id> --role operator|node
+  clawgate devices revoke --device <device> --role operator|node
   clawgate audit [--json] [--limit <n>]
   clawgate audit --verify [--state-dir <dir>] [--store postgres --postgres-url <url>] [--json]
                                                check the log against the head signed into the
@@ -42,7 +42,7 @@ Usage:
   clawgate nodes list | pending | approve <requestId|node> | reject <requestId|node> [--json]
   clawgate nodes describe <node> | rename <node> <name> | remove <node> [--json]
   clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>] [--json]
-                                               <node> is a node id or its name
+                                               <node> is a node id, a unique id prefix or its name
   clawgate qr [--profile operator|node|operator+node] [--scopes <s>…] [--label <name>] [--ttl 10m]
               [--url <gateway-url>] [--public-url <url>] [--json]
                                                mint a setup code (QR) that pairs one new device
@@ -69,7 +69,8 @@ ${NODE_RUN_HELP}
                                                approved node commands and gateway token/password
   clawgate migrate --to postgres --postgres-url <url> [--json]
                                                copy the SQLite state dir into an empty PostgreSQL database
-  clawgate help [<command> [<subcommand>]]   flags, defaults and an example of one command (also <command> --help)
+  clawgate help [<command> [<subcommand>]]     flags, defaults and an example of one command
+                                               (also: clawgate <command> [<subcommand>] --help)
 
 Every command takes --state-dir (else CLAWGATE_STATE_DIR, else ~/.clawgate).
 Commands that talk to a gateway use --url > CLAWGATE_URL > the running gateway recorded in the
