@@ -107,7 +107,7 @@ export async function gatewayRun(args: string[]): Promise<number> {
         : `using the credentials in ${join(stateDir, 'credentials.json')}`,
       `connect a client:  pass the gateway token (\`${commandHint({ 'state-dir': values['state-dir'] }, 'gateway token')}\` prints it) as auth.token; it grants read and write,`,
       '                   admin and pairing need the owner (approve the device: clawgate devices approve <requestId>)',
-      `  e.g. OPENCLAW_GATEWAY_URL=${advertised} OPENCLAW_GATEWAY_TOKEN="$(${commandHint({ 'state-dir': values['state-dir'] }, 'gateway token')})" openclaw gateway call health --json`,
+      `  e.g. OPENCLAW_GATEWAY_URL=${advertised} OPENCLAW_GATEWAY_TOKEN="$(npx ${commandHint({ 'state-dir': values['state-dir'] }, 'gateway token')})" openclaw gateway call health --json`,
       '                   (environment, not --token: a command line is readable by every local user)',
       `local CLI:         \`${commandHint({ 'state-dir': values['state-dir'] }, 'call health')}\` uses the owner credential from the state dir`,
       `control UI:        ${localUrl.replace(/^ws/, 'http')}/  (\`${commandHint({ 'state-dir': values['state-dir'] }, 'dashboard')}\` prints a one-time sign-in link)`,
