@@ -10,12 +10,14 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { allCommands } from '../src/cli/registry.js';
 import { resolveRef } from '../src/cli/resolve.js';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import { pairedDevices } from './helpers/client.js';
 import { cli, removeDir, startTestGateway, TEST_TOKEN } from './helpers/gateway.js';
+import { importGraph } from './helpers/import-graph.js';
 import { freePort } from './helpers/net.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
@@ -167,4 +169,14 @@ test('resolveRef: exact id, name, unique prefix; an ambiguous prefix or a short 
   assert.equal(amb.kind, 'ambiguous');
   assert.deepEqual(amb.kind === 'ambiguous' ? amb.candidates.map((c) => c.id) : [], ['abcdef0123', 'abcdef9999']);
   assert.deepEqual(resolveRef(cands, '12345'), { kind: 'none' }, 'five characters are too few to be a prefix');
+});
+
+test('the CLI is a leaf: only its dispatcher imports the registry and main.ts, and nothing outside src/cli imports the CLI', () => {
+  const graph = importGraph(fileURLToPath(new URL('../../src', import.meta.url)));
+  assert.ok(graph.has('cli/main.ts') && graph.has('cli/registry.ts'), `read the sources (${graph.size} modules)`);
+  const importers = (target: string) => [...graph].filter(([file, deps]) => file !== target && deps.includes(target)).map(([file]) => file);
+  assert.deepEqual(importers('cli/main.ts'), [], 'commands share helpers through common modules, never main.ts');
+  assert.deepEqual(importers('cli/registry.ts'), ['cli/main.ts'], 'only the dispatcher reads the registry');
+  const outside = [...graph].filter(([file, deps]) => !file.startsWith('cli/') && deps.some((d) => d.startsWith('cli/'))).map(([file]) => file);
+  assert.deepEqual(outside, [], 'the gateway, node host and UI do not import the CLI');
 });

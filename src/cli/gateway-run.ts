@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { startGateway } from '../app.js';
 import { type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
-import type { Logger } from '../core/gateway.js';
+import type { Logger } from '../core/logger.js';
 import { GATEWAY_KEY_FILE, readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { automationsConfig } from './automations.js';
 import { GATEWAY_FLAGS, loadTls, readConfigFile, resolveGatewaySettings } from './gateway-config.js';
