@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { allCommands } from '../src/cli/registry.js';
 import { resolveRef } from '../src/cli/resolve.js';
-import { connectGateway, generateIdentity } from '../src/client/connection.js';
+import { type ConnectError, connectGateway, generateIdentity } from '../src/client/connection.js';
 import { pairedDevices } from './helpers/client.js';
 import { cli, removeDir, startTestGateway, TEST_TOKEN } from './helpers/gateway.js';
 import { importGraph } from './helpers/import-graph.js';
@@ -179,4 +179,33 @@ test('the CLI is a leaf: only its dispatcher imports the registry and main.ts, a
   assert.deepEqual(importers('cli/registry.ts'), ['cli/main.ts'], 'only the dispatcher reads the registry');
   const outside = [...graph].filter(([file, deps]) => !file.startsWith('cli/') && deps.some((d) => d.startsWith('cli/'))).map(([file]) => file);
   assert.deepEqual(outside, [], 'the gateway, node host and UI do not import the CLI');
+});
+
+test('devices approve and reject take a device (id prefix) as well as a request id', async () => {
+  const tg = await startTestGateway({ config: { autoApproveLocal: false } });
+  try {
+    const ask = async () => {
+      const identity = generateIdentity();
+      await assert.rejects(
+        connectGateway({ url: tg.url, identity, auth: { token: TEST_TOKEN }, client: { id: 'test', mode: 'test' }, scopes: ['operator.read'] }),
+        (err: ConnectError) => err.detailCode === 'PAIRING_REQUIRED',
+      );
+      return identity.deviceId;
+    };
+    const [a, b] = [await ask(), await ask()];
+    const approved = await cli(tg, 'devices', 'approve', a.slice(0, 12), '--json');
+    assert.equal(approved.code, 0, approved.stderr);
+    assert.equal((JSON.parse(approved.stdout) as { approved: Array<{ deviceId: string }> }).approved[0]?.deviceId, a);
+    const rejected = await cli(tg, 'devices', 'reject', b.slice(0, 12));
+    assert.equal(rejected.code, 0, rejected.stderr);
+    const list = JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { pending: unknown[]; paired: Array<{ deviceId: string }> };
+    assert.deepEqual(list.pending, []);
+    assert.deepEqual(
+      list.paired.map((d) => d.deviceId),
+      [a],
+    );
+  } finally {
+    await tg.stop();
+    removeDir(tg.stateDir);
+  }
 });

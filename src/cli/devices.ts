@@ -100,10 +100,17 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
     }
     case 'reject': {
       const id = positionals[0];
-      if (!id) throw new UsageError('usage: clawgate devices reject <requestId>');
+      if (!id) throw new UsageError('usage: clawgate devices reject <requestId|device>');
       return withGateway(values, async (c) => {
-        const res = await c.request('device.pair.reject', { requestId: id });
-        print(res, () => out(`rejected ${id}`));
+        // A request id, or a device (id, prefix or name) with a pending request.
+        const list = await c.request<DeviceList>('device.pair.list', {});
+        let requestId = id;
+        if (!list.pending.some((p) => p.requestId === id)) {
+          const deviceId = await deviceIdOf(c, id, list);
+          requestId = list.pending.find((p) => p.deviceId === deviceId)?.requestId ?? id;
+        }
+        const res = await c.request('device.pair.reject', { requestId });
+        print(res, () => out(`rejected ${requestId}`));
         return 0;
       });
     }

@@ -4,6 +4,7 @@ import type { NodePendingView } from '../core/nodes.js';
 import type { NodeView } from '../methods/nodes.js';
 import { field, jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
 import { ambiguityMessage, resolveRef } from './resolve.js';
+import { commandHint } from './target.js';
 import { UsageError } from './usage.js';
 
 const OPTIONS = {
@@ -15,7 +16,7 @@ const OPTIONS = {
 
 const USAGE =
   'usage: clawgate nodes list | pending | approve <requestId|node> | reject <requestId|node> | describe <node> | rename <node> <name> | remove <node>\n' +
-  '       clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>]   (all take --json; <node> is an id or a name)';
+  '       clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>]   (all take --json; <node> is an id, a unique id prefix or a name)';
 
 /** A failure the CLI reports as `error: …` with exit 1 (not a usage error). */
 class NodeLookupError extends Error {}
@@ -86,7 +87,9 @@ export async function nodesCommand(sub: string | undefined, args: string[]): Pro
           print({ pending: surfaces, devicePairing }, () => {
             out(`Pending node surfaces (${surfaces.length})`);
             for (const p of devicePairing) {
-              out(`  ${p.requestId}  ${p.displayName ?? p.nodeId.slice(0, 12)}  device pairing (role node): clawgate devices approve ${p.requestId}`);
+              out(
+                `  ${p.requestId}  ${p.displayName ?? p.nodeId.slice(0, 12)}  device pairing (role node): ${commandHint(values, `devices approve ${p.requestId}`)}`,
+              );
             }
             for (const p of surfaces) {
               out(

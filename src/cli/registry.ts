@@ -269,7 +269,12 @@ export const COMMANDS: CommandSpec[] = [
         {},
         ['No implicit "latest": name what you approve. A request id, or a device (id, unique id prefix or name).'],
       ),
-      deviceSub('reject', 'reject a pending pairing request', '<requestId> [--json]', 'clawgate devices reject 5d1e7b20-…'),
+      deviceSub(
+        'reject',
+        'reject a pending pairing request (or a device’s pending request)',
+        '<requestId|device> [--json]',
+        'clawgate devices reject 5d1e7b20-…',
+      ),
       deviceSub('remove', 'remove a paired device (its live connections close)', '<device> [--json]', 'clawgate devices remove "Ana’s laptop"', DEVICE_FLAG, [
         deviceArg,
       ]),
