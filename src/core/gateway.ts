@@ -28,6 +28,7 @@ import { cleanOptional, cleanText } from '../protocol/text.js';
 import { storeFault } from '../store/faults.js';
 import type { GrantRecord, PairingRequest, PruneCounts, SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
 import { type Credential, type Decision, decideConnect } from './admission.js';
+import { deviceRequestedPayload, deviceRequestState, holdBackQuorumScopes } from './approval-flow.js';
 import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
 import { ClusterNodeRouter } from './cluster-nodes.js';
 import type { GatewayConfig, RetentionPolicy } from './config.js';
@@ -600,8 +601,9 @@ export class Gateway {
     return { ok: true, token: rec };
   }
 
-  private async carryOut(decision: Decision, ctx: AdmitContext): Promise<ConnectOutcome> {
+  private async carryOut(decided: Decision, ctx: AdmitContext): Promise<ConnectOutcome> {
     const now = this.clock.now();
+    const decision = this.holdQuorumScopes(decided, ctx);
     switch (decision.outcome) {
       case 'refuse': {
         const details: Record<string, unknown> = {};
@@ -671,6 +673,14 @@ export class Gateway {
       case 'redeem-bootstrap':
         return this.redeemBootstrap(ctx);
     }
+  }
+
+  /** Silent pairing never satisfies a quorum: scopes under one go to the pending request instead. */
+  private holdQuorumScopes(decision: Decision, ctx: AdmitContext): Decision {
+    if (decision.outcome !== 'pair-silently') return decision;
+    const held = holdBackQuorumScopes(this, decision.grantScopes, ctx.grant?.scopes ?? null);
+    if (held.length === 0) return decision;
+    return { ...decision, grantScopes: decision.grantScopes.filter((s) => !held.includes(s)), missing: [...new Set([...decision.missing, ...held])] };
   }
 
   /**
@@ -790,22 +800,9 @@ export class Gateway {
     });
     if (res.created || res.widened) {
       const r = res.request;
-      this.broadcast('device.pair.requested', {
-        requestId: r.requestId,
-        deviceId: r.deviceId,
-        publicKey: r.publicKey,
-        ...r.meta,
-        role: r.role,
-        roles: [r.role],
-        scopes: r.scopes,
-        remoteIp: r.address,
-        silent: false,
-        isRepair: r.isRepair,
-        kind: r.kind,
-        confirmationCode: confirmationCode(r),
-        widened: res.widened,
-        ts: now,
-      });
+      // The grant is read again: a silent pairing on this connect may just have widened it.
+      const state = await deviceRequestState(this, r);
+      this.broadcast('device.pair.requested', deviceRequestedPayload(r, state, { widened: res.widened }, now));
     }
     return res.request;
   }
@@ -1090,6 +1087,13 @@ export class Gateway {
   broadcast(event: string, payload: unknown): void {
     this.broadcastLocal(event, payload);
     if (CLUSTER_EVENTS.has(event)) this.publish({ type: 'broadcast', event, payload });
+    for (const l of this.broadcastListeners) l(event, payload);
+  }
+
+  private readonly broadcastListeners: Array<(event: string, payload: unknown) => void> = [];
+  /** Hear every event this instance originates (not those relayed from other instances): approval notifications. */
+  onBroadcast(listener: (event: string, payload: unknown) => void): void {
+    this.broadcastListeners.push(listener);
   }
 
   /** Send an event to the sessions of this instance only. */
@@ -1120,8 +1124,8 @@ export class Gateway {
     return true;
   }
 
-  broadcastResolved(requestId: string, deviceId: string, decision: 'approved' | 'rejected' | 'expired'): void {
-    this.broadcast('device.pair.resolved', { requestId, deviceId, decision, ts: this.clock.now() });
+  broadcastResolved(requestId: string, deviceId: string, decision: 'approved' | 'rejected' | 'expired', extra?: Record<string, unknown>): void {
+    this.broadcast('device.pair.resolved', { requestId, deviceId, decision, ...extra, ts: this.clock.now() });
   }
 
   // ------------------------------------------------------------------------------------------
@@ -1257,7 +1261,11 @@ export class Gateway {
   }
 
   /** Approve a pending request: widen the grant, finish waiting connects, widen live sessions. */
-  async approveRequest(r: PairingRequest, by: Principal): Promise<{ requestId: string; deviceId: string; role: Role; scopes: string[]; device: unknown }> {
+  async approveRequest(
+    r: PairingRequest,
+    by: Principal,
+    extra?: Record<string, unknown>,
+  ): Promise<{ requestId: string; deviceId: string; role: Role; scopes: string[]; device: unknown }> {
     const now = this.clock.now();
     const current = await this.store.getGrant(r.deviceId, r.role);
     const scopes = normalizeScopes([...(current?.scopes ?? []), ...r.scopes]);
@@ -1280,14 +1288,14 @@ export class Gateway {
       },
     });
     this.metrics.approval(now - r.createdAtMs);
-    this.broadcastResolved(r.requestId, r.deviceId, 'approved');
+    this.broadcastResolved(r.requestId, r.deviceId, 'approved', extra);
     this.widenDeviceSessions(r.deviceId, r.role, r.scopes, r.requestId);
     await this.resolveWaiters(r.requestId, 'approved');
     const device = await this.store.getDevice(r.deviceId);
     return { requestId: r.requestId, deviceId: r.deviceId, role: r.role, scopes, device };
   }
 
-  async rejectRequest(r: PairingRequest, by: Principal): Promise<void> {
+  async rejectRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>): Promise<void> {
     const now = this.clock.now();
     await this.store.deletePairingRequest(r.requestId, {
       atMs: now,
@@ -1296,7 +1304,7 @@ export class Gateway {
       subject: r.deviceId,
       data: { requestId: r.requestId, role: r.role, scopes: r.scopes },
     });
-    this.broadcastResolved(r.requestId, r.deviceId, 'rejected');
+    this.broadcastResolved(r.requestId, r.deviceId, 'rejected', extra);
     this.publish({ type: 'upgrade-rejected', deviceId: r.deviceId, requestId: r.requestId });
     this.upgradeRejectedLocal(r.deviceId, r.requestId);
     await this.resolveWaiters(r.requestId, 'rejected');

@@ -10,11 +10,14 @@
  *
  * This module never sees a socket: nodes are SessionPrincipals the gateway hands over.
  */
+
 import { GatewayError } from '../protocol/errors.js';
 import type { ConnectParams } from '../protocol/frames.js';
 import { ADMIN, PAIRING, WRITE } from '../protocol/scopes.js';
 import { cleanOptional, cleanText, isSafeText } from '../protocol/text.js';
 import type { NodeSurfaceRecord, NodeSurfaceRequest } from '../store/types.js';
+import { nodeRequestState, voteOnNodeRequest } from './approval-flow.js';
+import type { ApprovalProgress } from './approval-quorum.js';
 import type { Gateway } from './gateway.js';
 import { hasScope, type Principal, type SessionPrincipal } from './principal.js';
 
@@ -92,6 +95,8 @@ export interface NodePendingView {
   createdAtMs: number;
   /** When the node last declared this surface (refreshedAtMs). */
   ts: number;
+  /** Quorum progress (`node:<command>` keys); set by node.pair.list and the events. */
+  approvals?: ApprovalProgress;
 }
 
 /** Scopes an operator needs to approve a surface with these commands (besides the owner). */
@@ -230,7 +235,10 @@ export class NodeRegistry {
         // The operator must not approve what they saw before: the old request is gone.
         gw.broadcast('node.pair.resolved', { requestId: res.replacedRequestId, nodeId, decision: 'expired', reason: 'superseded', ts: now });
       }
-      if (res.created) gw.broadcast('node.pair.requested', this.pendingView(res.request));
+      if (res.created) {
+        const state = await nodeRequestState(gw, res.request);
+        gw.broadcast('node.pair.requested', { ...this.pendingView(res.request), adds: state.adds, approvals: state.approvals });
+      }
     }
     this.live.set(session.connId, live);
     let mine = this.ofNode.get(nodeId);
@@ -393,7 +401,7 @@ export class NodeRegistry {
   }
 
   /** Approve a pending surface; live sessions of the node widen in place and are told. */
-  async approve(req: NodeSurfaceRequest, by: Principal): Promise<NodeSurfaceRecord | GatewayError> {
+  async approve(req: NodeSurfaceRequest, by: Principal): Promise<NodeSurfaceRecord | GatewayError | { awaiting: ApprovalProgress }> {
     const required = requiredApproveScopes(req.commands);
     if (by.kind === 'device' && by.deviceId === req.deviceId && !hasScope(by, ADMIN)) {
       // Same rule as device pairing: a device does not widen its own authority.
@@ -417,6 +425,10 @@ export class NodeRegistry {
         });
       }
     }
+    // Commands under quorum (`node:<command>`) record this approval and wait for the rest.
+    const vote = await voteOnNodeRequest(this.gw, req, by, () => ({ ...this.pendingView(req) }));
+    if (vote instanceof GatewayError) return vote;
+    if (!vote.done) return { awaiting: vote.approvals };
     const now = this.gw.clock.now();
     const surface = await this.gw.store.approveNodeSurface(req.requestId, now, by.actor, {
       atMs: now,
@@ -429,7 +441,7 @@ export class NodeRegistry {
       return new GatewayError('UNKNOWN_NODE_REQUEST_ID', { vars: { requestId: req.requestId }, details: { requestId: req.requestId, pending: [] } });
     const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'approved' as const, ts: now };
     this.applyDecision(event, surface);
-    this.gw.broadcast('node.pair.resolved', event);
+    this.gw.broadcast('node.pair.resolved', vote.approvals ? { ...event, approvals: vote.approvals } : event);
     this.gw.cluster?.surfaceDecided(req.deviceId, req.requestId, 'approved', now);
     return surface;
   }

@@ -12,6 +12,8 @@
  * Every change takes effect on live sockets at once (widened in place or closed).
  */
 import { Type as T } from '@sinclair/typebox';
+import { deviceRequestState, voteOnDeviceRequest } from '../core/approval-flow.js';
+import type { ApprovalProgress } from '../core/approval-quorum.js';
 import { confirmationCode } from '../core/confirmation.js';
 import type { Gateway } from '../core/gateway.js';
 import { isAdmin, type Principal } from '../core/principal.js';
@@ -124,6 +126,8 @@ export interface PendingView {
   expiresAtMs: number;
   /** Short code to compare with the one the device shows (derived from the request id and key). */
   confirmationCode: string;
+  /** Quorum progress (`required` 1 when no quorum applies); set by device.pair.list. */
+  approvals?: ApprovalProgress;
 }
 
 /** Records by device id; the first record of a device wins, as `find` would pick it. */
@@ -309,7 +313,11 @@ export function registerDeviceMethods(gw: Gateway): void {
       const surfaceOf = byDevice(surfaces);
       const requestOf = byDevice(surfaceRequests);
       return {
-        pending: pending.filter((r) => own(r.deviceId)).map((r) => viewPending(r, grantOf(r), ttl())),
+        pending: await Promise.all(
+          pending
+            .filter((r) => own(r.deviceId))
+            .map(async (r) => ({ ...viewPending(r, grantOf(r), ttl()), approvals: (await deviceRequestState(gw, r, grantOf(r))).approvals })),
+        ),
         paired: devices
           .filter((d) => own(d.deviceId))
           .map((d) => {
@@ -350,9 +358,22 @@ export function registerDeviceMethods(gw: Gateway): void {
         if (why) return new GatewayError('APPROVAL_DENIED', { vars: { why }, details: { requestId: r.requestId, deviceId: r.deviceId } });
       }
       const approved = [];
-      for (const r of requests) approved.push(await gw.approveRequest(r, principal));
-      const first = approved[0];
-      return { requestId: first?.requestId, deviceId: first?.deviceId, approved, device: first?.device };
+      // Requests under quorum record this approval and wait for the rest (core/approval-flow.ts).
+      const awaiting = [];
+      for (const r of requests) {
+        const vote = await voteOnDeviceRequest(gw, r, principal);
+        if (vote instanceof GatewayError) return vote;
+        if (vote.done) approved.push(await gw.approveRequest(r, principal, vote.approvals ? { approvals: vote.approvals } : undefined));
+        else awaiting.push({ requestId: r.requestId, deviceId: r.deviceId, role: r.role, approvals: vote.approvals });
+      }
+      const first = approved[0] ?? awaiting[0];
+      return {
+        requestId: first?.requestId,
+        deviceId: first?.deviceId,
+        approved,
+        ...(awaiting.length > 0 ? { awaiting } : {}),
+        device: approved[0]?.device,
+      };
     },
   });
 
@@ -368,7 +389,9 @@ export function registerDeviceMethods(gw: Gateway): void {
       if (!isAdmin(principal) && principal.kind === 'device' && principal.deviceId !== r.deviceId && r.role !== 'operator') {
         return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device pairing rejection', why: `rejecting a ${r.role} request needs ${ADMIN}` } });
       }
-      await gw.rejectRequest(r, principal);
+      // Any approver's rejection ends a request under quorum; the event says how far it had got.
+      const { approvals } = await deviceRequestState(gw, r);
+      await gw.rejectRequest(r, principal, approvals.required > 1 ? { approvals } : undefined);
       return { requestId, deviceId: r.deviceId };
     },
   });
