@@ -102,6 +102,8 @@ describe('approval quorum, notifications and explain', () => {
       stateDir,
       config: {
         trustedProxies: ['127.0.0.1'],
+        // Local auto-approval may grant admin here: the quorum must still hold it back.
+        sharedSecretIsAdminOnHost: true,
         approvalQuorum: { 'operator.admin': 2 },
         approvalNotify: notify,
         automations: { channels, webhook: { baseBackoffMs: 20, maxBackoffMs: 200 } },
@@ -190,12 +192,13 @@ describe('approval quorum, notifications and explain', () => {
     assert.notEqual(fresh, requestId);
   });
 
-  test('the owner credential pairing a device itself does not bypass the quorum: admin waits for approvals', async () => {
+  test('local auto-approval does not bypass the quorum: admin waits for approvals; the owner credential pairing its own device does', async () => {
+    // Direct loopback with the shared secret, which this gateway treats as admin on the host.
     const device = generateIdentity();
-    const conn = await connectGateway({ url: tg.url, ...asOwner(tg), identity: device, client: { id: 'test', mode: 'test' }, scopes: ADMIN_ASK });
+    const local = await connectGateway({ url: tg.url, identity: device, auth: { token: TEST_TOKEN }, client: { id: 'test', mode: 'test' }, scopes: ADMIN_ASK });
     try {
-      assert.ok(!conn.hello.auth.scopes.includes('operator.admin'), `admitted with ${conn.hello.auth.scopes.join(', ')}`);
-      assert.ok(conn.hello.auth.scopes.includes('operator.pairing'));
+      assert.ok(!local.hello.auth.scopes.includes('operator.admin'), `admitted with ${local.hello.auth.scopes.join(', ')}`);
+      assert.ok(local.hello.auth.scopes.includes('operator.pairing'));
       const grant = await tg.store.getGrant(device.deviceId, 'operator');
       assert.ok(grant && !grant.scopes.includes('operator.admin'));
       const pending = await cliJson<{ pending: Array<{ deviceId: string; adds: string[]; approvals: { required: number } }> }>(tg, 'devices', 'list', '--json');
@@ -204,8 +207,12 @@ describe('approval quorum, notifications and explain', () => {
       assert.deepEqual(mine.adds, ['operator.admin']);
       assert.equal(mine.approvals.required, 2);
     } finally {
-      await conn.close();
+      await local.close();
     }
+    const own = generateIdentity();
+    const ownerDevice = await connectGateway({ url: tg.url, ...asOwner(tg), identity: own, client: { id: 'test', mode: 'test' }, scopes: ADMIN_ASK });
+    assert.ok(ownerDevice.hello.auth.scopes.includes('operator.admin'));
+    await ownerDevice.close();
   });
 
   test('every new request and its resolution reach JSON, Discord, Slack and ntfy targets; hostile names are escaped; a failing target delays only itself', async () => {

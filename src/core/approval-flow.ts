@@ -59,8 +59,8 @@ export function deviceRequestedPayload(r: PairingRequest, state: RequestApproval
 }
 
 /**
- * Silent pairing (owner credential, local auto-approval) never satisfies a quorum: scopes under
- * one are held back for a request that collects the approvals like any other.
+ * Local auto-approval never satisfies a quorum: scopes under one are held back for a request
+ * that collects the approvals like any other.
  */
 export function holdBackQuorumScopes(gw: Gateway, grantScopes: readonly string[], current: readonly string[] | null): string[] {
   const have = new Set(current ?? []);

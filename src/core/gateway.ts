@@ -675,9 +675,13 @@ export class Gateway {
     }
   }
 
-  /** Silent pairing never satisfies a quorum: scopes under one go to the pending request instead. */
+  /**
+   * Local auto-approval never satisfies a quorum: scopes under one go to the pending request
+   * instead. The owner credential pairing the device it connects with is not held back: whoever
+   * holds it has every scope without a device anyway (quorum guards approving someone else).
+   */
   private holdQuorumScopes(decision: Decision, ctx: AdmitContext): Decision {
-    if (decision.outcome !== 'pair-silently') return decision;
+    if (decision.outcome !== 'pair-silently' || ctx.credential.kind === 'owner') return decision;
     const held = holdBackQuorumScopes(this, decision.grantScopes, ctx.grant?.scopes ?? null);
     if (held.length === 0) return decision;
     return { ...decision, grantScopes: decision.grantScopes.filter((s) => !held.includes(s)), missing: [...new Set([...decision.missing, ...held])] };
