@@ -13,6 +13,7 @@ import { type ConnectOptions, connectGateway, type DeviceIdentity, GatewayReques
 import type { NotifyTarget } from '../src/core/approval-notify.js';
 import type { Explanation } from '../src/core/explain.js';
 import { asOwner, cli, cliJson, expectRefused, removeDir, runClawgate, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { connectAsNode, RawClient } from './helpers/raw.js';
 import { waitFor } from './helpers/wait.js';
 import { WebhookTarget } from './helpers/webhook.js';
 
@@ -444,6 +445,54 @@ describe('quorum and notify configuration is checked at startup', () => {
       assert.match(badChannel.stderr, /gateway\.approvals\.notify\[1\]: "pager" is not a channel/);
     } finally {
       removeDir(dir);
+    }
+  });
+});
+
+describe('quorum on node commands (node:<command>)', () => {
+  let tg: TestGateway;
+  before(async () => {
+    tg = await startTestGateway({ config: { approvalQuorum: { 'node:system.run': 2 } } });
+  });
+  after(async () => {
+    await tg.stop();
+    removeDir(tg.stateDir);
+  });
+
+  test('a surface with system.run needs two approvers; progress in nodes pending and the events; no double approval', async () => {
+    // An administrator device, paired by the owner credential (its own device: not held back).
+    const watcher = await connectGateway({ url: tg.url, ...asOwner(tg), identity: generateIdentity(), client: { id: 'cli', mode: 'cli' }, scopes: ADMIN_ASK });
+    const id = generateIdentity();
+    const node = await RawClient.open(tg.url);
+    try {
+      const res = await connectAsNode(node, id, { auth: { token: TEST_TOKEN }, caps: ['system'], commands: ['system.run', 'system.which'] });
+      assert.equal(res?.ok, true, JSON.stringify(res?.error));
+      const requested = await waitFor(
+        () => watcher.events.find((e) => e.event === 'node.pair.requested' && (e.payload as { nodeId: string }).nodeId === id.deviceId)?.payload,
+        'node.pair.requested',
+      );
+      const requestId = (requested as { requestId: string }).requestId;
+      assert.deepEqual((requested as { approvals: unknown }).approvals, { received: 0, required: 2, approvers: [] });
+      assert.match((await cli(tg, 'nodes', 'pending')).stdout, /approvals 0\/2/);
+
+      const first = await cli(tg, 'nodes', 'approve', requestId);
+      assert.equal(first.code, 0, first.stderr);
+      assert.match(first.stdout, /approvals 1\/2/);
+      assert.match((await cli(tg, 'nodes', 'pending')).stdout, /approvals 1\/2/);
+      assert.equal((await tg.store.getNodeSurface(id.deviceId)) ?? null, null, 'one approval approves nothing');
+      const twice = await cli(tg, 'nodes', 'approve', requestId);
+      assert.match(twice.stderr, /\[APPROVAL_ALREADY_RECORDED\]/);
+
+      const done = await watcher.request<{ node: { commands: string[] } }>('node.pair.approve', { requestId });
+      assert.deepEqual(done.node.commands, ['system.run', 'system.which']);
+      const resolved = await waitFor(
+        () => watcher.events.find((e) => e.event === 'node.pair.resolved' && (e.payload as { requestId: string }).requestId === requestId)?.payload,
+        'node.pair.resolved',
+      );
+      assert.equal((resolved as { approvals: { received: number; required: number } }).approvals.received, 2);
+    } finally {
+      await node.close();
+      await watcher.close();
     }
   });
 });
