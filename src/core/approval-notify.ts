@@ -16,6 +16,7 @@
  * the bodies ask the target to resolve no mentions at all.
  */
 import { cleanText } from '../protocol/text.js';
+import { SIGN_IN_LINK_META_PREFIX } from '../store/retention-shared.js';
 import type { Gateway } from './gateway.js';
 import { hashSecret, mintToken, parseToken, secretMatchesHash } from './secrets.js';
 
@@ -202,7 +203,12 @@ interface StoredLink {
   usedAtMs?: number;
 }
 
-const linkKey = (id: string) => `approval.link.${id}`;
+/**
+ * Kept beside the Control UI sign-in links (same record shape: `usedAtMs`, `expiresAtMs`), so
+ * the retention prune of sign-in links removes them too. A sign-in token's id is 16 hex digits
+ * and can never name one of these keys.
+ */
+const linkKey = (id: string) => `${SIGN_IN_LINK_META_PREFIX}approval.${id}`;
 
 export async function mintRequestLink(gw: Gateway, requestId: string, kind: 'device' | 'node'): Promise<{ token: string; expiresAtMs: number }> {
   const minted = mintToken('approval-link', gw.random);
