@@ -95,6 +95,12 @@ function optionalGrantFields(g: GrantRecord): { approvedBy: string | null; expir
   };
 }
 
+/** The same fields for a device list row, only when the store has them (absent otherwise). */
+export function grantExtras(g: GrantRecord): { approvedBy?: string; expiresAtMs?: number } {
+  const { approvedBy, expiresAtMs } = optionalGrantFields(g);
+  return { ...(approvedBy !== null ? { approvedBy } : {}), ...(expiresAtMs !== null ? { expiresAtMs } : {}) };
+}
+
 function needsText(who: string, approvals: ApprovalProgress): string {
   if (approvals.required <= 1) return `one approval by ${who}`;
   const so = approvals.approvers.length > 0 ? ` (so far: ${approvals.approvers.join(', ')})` : '';

@@ -15,6 +15,7 @@ import { Type as T } from '@sinclair/typebox';
 import { deviceRequestState, voteOnDeviceRequest } from '../core/approval-flow.js';
 import type { ApprovalProgress } from '../core/approval-quorum.js';
 import { confirmationCode } from '../core/confirmation.js';
+import { grantExtras } from '../core/explain.js';
 import type { Gateway } from '../core/gateway.js';
 import { isAdmin, type Principal } from '../core/principal.js';
 import { mintToken } from '../core/secrets.js';
@@ -40,7 +41,8 @@ export interface DeviceView {
   clientMode: string | null;
   roles: Role[];
   scopes: string[];
-  grants: Array<{ role: Role; scopes: string[]; approvedAtMs: number; approvedVia: string; epoch: number }>;
+  /** `approvedBy` / `expiresAtMs` appear once the store records them (time-bound grants). */
+  grants: Array<{ role: Role; scopes: string[]; approvedAtMs: number; approvedVia: string; epoch: number; approvedBy?: string; expiresAtMs?: number | null }>;
   tokens: Array<{ role: Role; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
   createdAtMs: number;
   lastSeenAtMs: number | null;
@@ -161,7 +163,7 @@ export function viewDevice(d: DeviceRecord, grants: GrantRecord[], tokens: Token
     clientMode: d.clientMode ?? null,
     roles: mine.map((g) => g.role).sort(),
     scopes: normalizeScopes(mine.flatMap((g) => g.scopes)),
-    grants: mine.map((g) => ({ role: g.role, scopes: g.scopes, approvedAtMs: g.approvedAtMs, approvedVia: g.approvedVia, epoch: g.epoch })),
+    grants: mine.map((g) => ({ role: g.role, scopes: g.scopes, approvedAtMs: g.approvedAtMs, approvedVia: g.approvedVia, epoch: g.epoch, ...grantExtras(g) })),
     tokens: tokens
       .filter((t) => t.deviceId === d.deviceId)
       .map((t) => ({
