@@ -11,7 +11,6 @@ import { describe, test } from 'node:test';
 import { APPROVAL_LINK_TTL_MS, escapeDiscord, escapeSlack, mintRequestLink, openRequestLink, parseNotifyTargets } from '../src/core/approval-notify.js';
 import { quorumConfigProblem, requiredForCommands, requiredForScopes } from '../src/core/approval-quorum.js';
 import { ManualClock, systemRandom } from '../src/core/env.js';
-import type { Gateway } from '../src/core/gateway.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import { removeDir } from './helpers/gateway.js';
 
@@ -67,7 +66,7 @@ describe('notification links in a real store', () => {
     const dir = mkdtempSync(join(tmpdir(), 'clawgate-links-'));
     const store = new SqliteStore(join(dir, 'clawgate.sqlite'));
     const clock = new ManualClock(1_700_000_000_000);
-    const gw = { store, clock, random: systemRandom } as unknown as Gateway;
+    const gw = { store, clock, random: systemRandom };
     try {
       const late = await mintRequestLink(gw, 'req-1', 'device');
       const used = await mintRequestLink(gw, 'req-2', 'node');

@@ -11,6 +11,9 @@ import { advertisedUrlOf } from '../methods/setup.js';
 
 type Payload = Record<string, unknown>;
 
+/** What the notifier uses of the gateway. */
+export type NotifierDeps = Pick<Gateway, 'onBroadcast' | 'store' | 'clock' | 'random' | 'log'>;
+
 const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
 const strs = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
 const progressOf = (v: unknown): ApprovalMessage['approvals'] => {
@@ -27,7 +30,7 @@ export class ApprovalNotifier {
   private pending = new Set<Promise<void>>();
 
   constructor(
-    private readonly gw: Gateway,
+    private readonly gw: NotifierDeps,
     private readonly targets: readonly NotifyTarget[],
     private readonly kick: () => void,
   ) {}

@@ -6,11 +6,20 @@
  */
 import type { GatewayError } from '../protocol/errors.js';
 import { uncoveredScopes } from '../protocol/scopes.js';
-import type { GrantRecord, NodeSurfaceRequest, PairingRequest } from '../store/types.js';
-import { type ApprovalProgress, castVote, quorumScopes, readProgress, requiredForCommands, requiredForScopes } from './approval-quorum.js';
+import type { GrantRecord, NodeSurfaceRequest, PairingRequest, Store } from '../store/types.js';
+import { type ApprovalProgress, castVote, type QuorumConfig, quorumScopes, readProgress, requiredForCommands, requiredForScopes } from './approval-quorum.js';
 import { confirmationCode } from './confirmation.js';
-import type { Gateway } from './gateway.js';
+import type { Clock } from './env.js';
+import type { Broadcast } from './events.js';
 import type { Principal } from './principal.js';
+
+/** What the quorum steps use of the gateway. */
+export interface QuorumDeps {
+  store: Pick<Store, 'getMeta' | 'setMetaIf' | 'appendAudit' | 'getGrant' | 'getNodeSurface'>;
+  clock: Clock;
+  config: { approvalQuorum?: QuorumConfig | undefined };
+  broadcast: Broadcast;
+}
 
 export interface RequestApprovalState {
   /** What approving adds: scopes beyond the current grant, or commands beyond the approved surface. */
@@ -21,7 +30,7 @@ export interface RequestApprovalState {
 const noVotes = (required: number): ApprovalProgress => ({ received: 0, required, approvers: [] });
 
 /** `adds` and quorum progress of a device pairing request. */
-export async function deviceRequestState(gw: Gateway, r: PairingRequest, grant?: GrantRecord | null): Promise<RequestApprovalState> {
+export async function deviceRequestState(gw: QuorumDeps, r: PairingRequest, grant?: GrantRecord | null): Promise<RequestApprovalState> {
   const current = grant === undefined ? await gw.store.getGrant(r.deviceId, r.role) : grant;
   const adds = current ? uncoveredScopes(current.scopes, r.scopes) : [...r.scopes];
   const required = requiredForScopes(gw.config.approvalQuorum, adds);
@@ -29,7 +38,7 @@ export async function deviceRequestState(gw: Gateway, r: PairingRequest, grant?:
 }
 
 /** `adds` and quorum progress of a node surface request. */
-export async function nodeRequestState(gw: Gateway, r: NodeSurfaceRequest): Promise<RequestApprovalState> {
+export async function nodeRequestState(gw: QuorumDeps, r: NodeSurfaceRequest): Promise<RequestApprovalState> {
   const approved = new Set((await gw.store.getNodeSurface(r.deviceId))?.commands ?? []);
   const adds = r.commands.filter((c) => !approved.has(c));
   const required = requiredForCommands(gw.config.approvalQuorum, adds);
@@ -62,10 +71,10 @@ export function deviceRequestedPayload(r: PairingRequest, state: RequestApproval
  * Local auto-approval never satisfies a quorum: scopes under one are held back for a request
  * that collects the approvals like any other.
  */
-export function holdBackQuorumScopes(gw: Gateway, grantScopes: readonly string[], current: readonly string[] | null): string[] {
+export function holdBackQuorumScopes(quorum: QuorumConfig | undefined, grantScopes: readonly string[], current: readonly string[] | null): string[] {
   const have = new Set(current ?? []);
   return quorumScopes(
-    gw.config.approvalQuorum,
+    quorum,
     grantScopes.filter((s) => !have.has(s)),
   );
 }
@@ -77,18 +86,24 @@ export type VoteResult = { done: true; approvals?: ApprovalProgress } | { done: 
  * it (or none is needed): the caller approves. Otherwise the progress is recorded, audited and
  * announced, and the request stays pending.
  */
-export async function voteOnDeviceRequest(gw: Gateway, r: PairingRequest, by: Principal): Promise<VoteResult> {
+export async function voteOnDeviceRequest(gw: QuorumDeps, r: PairingRequest, by: Principal): Promise<VoteResult> {
   const state = await deviceRequestState(gw, r);
   if (state.approvals.required <= 1) return { done: true };
   const now = gw.clock.now();
   const vote = await castVote(gw.store, r, r.scopes, state.approvals.required, by, now);
   if (!vote.ok) return vote.error;
-  await gw.audit(by.actor, 'pairing.approval.recorded', r.deviceId, {
-    requestId: r.requestId,
-    role: r.role,
-    adds: state.adds,
-    received: vote.progress.received,
-    required: vote.progress.required,
+  await gw.store.appendAudit({
+    atMs: now,
+    actor: by.actor,
+    action: 'pairing.approval.recorded',
+    subject: r.deviceId,
+    data: {
+      requestId: r.requestId,
+      role: r.role,
+      adds: state.adds,
+      received: vote.progress.received,
+      required: vote.progress.required,
+    },
   });
   if (vote.complete) return { done: true, approvals: vote.progress };
   gw.broadcast('device.pair.requested', deviceRequestedPayload(r, { adds: state.adds, approvals: vote.progress }, { approvalRecorded: true }, now));
@@ -96,17 +111,28 @@ export async function voteOnDeviceRequest(gw: Gateway, r: PairingRequest, by: Pr
 }
 
 /** The same for a node surface request (quorum keys `node:<command>`). */
-export async function voteOnNodeRequest(gw: Gateway, r: NodeSurfaceRequest, by: Principal, requestedView: () => Record<string, unknown>): Promise<VoteResult> {
+export async function voteOnNodeRequest(
+  gw: QuorumDeps,
+  r: NodeSurfaceRequest,
+  by: Principal,
+  requestedView: () => Record<string, unknown>,
+): Promise<VoteResult> {
   const state = await nodeRequestState(gw, r);
   if (state.approvals.required <= 1) return { done: true };
   const now = gw.clock.now();
   const vote = await castVote(gw.store, r, r.commands, state.approvals.required, by, now);
   if (!vote.ok) return vote.error;
-  await gw.audit(by.actor, 'node.surface.approval.recorded', r.deviceId, {
-    requestId: r.requestId,
-    adds: state.adds,
-    received: vote.progress.received,
-    required: vote.progress.required,
+  await gw.store.appendAudit({
+    atMs: now,
+    actor: by.actor,
+    action: 'node.surface.approval.recorded',
+    subject: r.deviceId,
+    data: {
+      requestId: r.requestId,
+      adds: state.adds,
+      received: vote.progress.received,
+      required: vote.progress.required,
+    },
   });
   if (vote.complete) return { done: true, approvals: vote.progress };
   gw.broadcast('node.pair.requested', { ...requestedView(), adds: state.adds, approvals: vote.progress, approvalRecorded: true });

@@ -17,7 +17,8 @@
  */
 import { cleanText } from '../protocol/text.js';
 import { SIGN_IN_LINK_META_PREFIX } from '../store/retention-shared.js';
-import type { Gateway } from './gateway.js';
+import type { Store } from '../store/types.js';
+import type { Clock, Random } from './env.js';
 import { hashSecret, mintToken, parseToken, secretMatchesHash } from './secrets.js';
 
 export type NotifyFormat = 'json' | 'discord' | 'slack' | 'ntfy';
@@ -208,9 +209,16 @@ interface StoredLink {
  * the retention prune of sign-in links removes them too. A sign-in token's id is 16 hex digits
  * and can never name one of these keys.
  */
+/** What the links use of the gateway. */
+export interface LinkDeps {
+  store: Pick<Store, 'getMeta' | 'setMeta' | 'setMetaIf'>;
+  clock: Clock;
+  random: Random;
+}
+
 const linkKey = (id: string) => `${SIGN_IN_LINK_META_PREFIX}approval.${id}`;
 
-export async function mintRequestLink(gw: Gateway, requestId: string, kind: 'device' | 'node'): Promise<{ token: string; expiresAtMs: number }> {
+export async function mintRequestLink(gw: LinkDeps, requestId: string, kind: 'device' | 'node'): Promise<{ token: string; expiresAtMs: number }> {
   const minted = mintToken('approval-link', gw.random);
   const now = gw.clock.now();
   const rec: StoredLink = { hash: minted.secretHash.toString('hex'), requestId, kind, createdAtMs: now, expiresAtMs: now + APPROVAL_LINK_TTL_MS };
@@ -221,7 +229,7 @@ export async function mintRequestLink(gw: Gateway, requestId: string, kind: 'dev
 export type LinkOpen = { ok: true; requestId: string; kind: 'device' | 'node' } | { ok: false; reason: 'is not valid' | 'was used already' | 'has expired' };
 
 /** Consume a link: succeeds once for a live, matching link (across instances: compare-and-set). */
-export async function openRequestLink(gw: Gateway, token: string): Promise<LinkOpen> {
+export async function openRequestLink(gw: LinkDeps, token: string): Promise<LinkOpen> {
   const parsed = parseToken('approval-link', token);
   if (!parsed) return { ok: false, reason: 'is not valid' };
   const key = linkKey(parsed.id);

@@ -102,7 +102,7 @@ function parse(text: string | null, subject: readonly string[]): Vote[] {
 }
 
 /** Votes recorded for `requestId` that approve exactly `subject`. */
-export async function readProgress(store: Store, requestId: string, subject: readonly string[], required: number): Promise<ApprovalProgress> {
+export async function readProgress(store: Pick<Store, 'getMeta'>, requestId: string, subject: readonly string[], required: number): Promise<ApprovalProgress> {
   const votes = parse(await store.getMeta(metaKey(requestId)), [...subject].sort());
   return { received: Math.min(votes.length, required), required, approvers: votes.map((v) => v.approver) };
 }
@@ -116,7 +116,7 @@ export type VoteOutcome =
  * already, for the device the request is about, and for a principal that is no approver.
  */
 export async function castVote(
-  store: Store,
+  store: Pick<Store, 'getMeta' | 'setMetaIf'>,
   req: { requestId: string; deviceId: string },
   subjectIn: readonly string[],
   required: number,

@@ -7,12 +7,20 @@
 import { GatewayError } from '../protocol/errors.js';
 import type { Role } from '../protocol/frames.js';
 import { ADMIN, normalizeScopes, PAIRING, scopeSatisfied } from '../protocol/scopes.js';
-import type { DeviceRecord, GrantRecord, NodeSurfaceRequest, PairingRequest } from '../store/types.js';
-import { deviceRequestState, nodeRequestState } from './approval-flow.js';
+import type { DeviceRecord, GrantRecord, NodeSurfaceRequest, PairingRequest, Store } from '../store/types.js';
+import { deviceRequestState, nodeRequestState, type QuorumDeps } from './approval-flow.js';
 import type { ApprovalProgress } from './approval-quorum.js';
-import { callDenial, requiredScopes } from './dispatch.js';
-import type { Gateway } from './gateway.js';
+import { callDenial, type MethodTable, requiredScopes } from './dispatch.js';
 import type { Principal } from './principal.js';
+
+/** What explain uses of the gateway. */
+export interface ExplainDeps extends QuorumDeps {
+  store: QuorumDeps['store'] &
+    Pick<Store, 'getDevice' | 'listDevices' | 'listGrants' | 'getPairingRequest' | 'getNodeSurfaceRequest' | 'listPairingRequests' | 'listNodeSurfaceRequests'>;
+  methods: Pick<MethodTable, 'get'>;
+  expirePending(): Promise<number>;
+  connectedDeviceIds(): Promise<Set<string>>;
+}
 
 export interface ExplainRole {
   role: Role;
@@ -69,7 +77,7 @@ export interface Explanation {
 }
 
 /** The device a target names: a device id, a pending request id, or a device name. */
-async function resolveTarget(gw: Gateway, target: string): Promise<{ deviceId: string } | GatewayError> {
+async function resolveTarget(gw: ExplainDeps, target: string): Promise<{ deviceId: string } | GatewayError> {
   if (await gw.store.getDevice(target)) return { deviceId: target };
   const req = (await gw.store.getPairingRequest(target)) ?? (await gw.store.getNodeSurfaceRequest(target));
   if (req) return { deviceId: req.deviceId };
@@ -107,7 +115,7 @@ function needsText(who: string, approvals: ApprovalProgress): string {
   return `${approvals.required} approvals from distinct approvers, each ${who}: ${approvals.received}/${approvals.required}${so}`;
 }
 
-async function pendingOf(gw: Gateway, deviceId: string, grants: GrantRecord[]): Promise<ExplainPending[]> {
+async function pendingOf(gw: ExplainDeps, deviceId: string, grants: GrantRecord[]): Promise<ExplainPending[]> {
   await gw.expirePending();
   const out: ExplainPending[] = [];
   const requests: PairingRequest[] = await gw.store.listPairingRequests(deviceId);
@@ -156,7 +164,7 @@ function sessionOf(deviceId: string, role: Role, grant: GrantRecord | undefined)
   };
 }
 
-function explainCall(deviceId: string, method: string, params: unknown, gw: Gateway, grants: GrantRecord[], pending: ExplainPending[]): ExplainCall {
+function explainCall(deviceId: string, method: string, params: unknown, gw: ExplainDeps, grants: GrantRecord[], pending: ExplainPending[]): ExplainCall {
   const spec = gw.methods.get(method);
   if (!spec)
     return {
@@ -204,7 +212,7 @@ function explainCall(deviceId: string, method: string, params: unknown, gw: Gate
   };
 }
 
-export async function explainDevice(gw: Gateway, target: string, method?: string, params?: unknown): Promise<Explanation | GatewayError> {
+export async function explainDevice(gw: ExplainDeps, target: string, method?: string, params?: unknown): Promise<Explanation | GatewayError> {
   const found = await resolveTarget(gw, target);
   if (found instanceof GatewayError) return found;
   const { deviceId } = found;

@@ -10,7 +10,13 @@ import type { Gateway } from '../core/gateway.js';
 import { GatewayError } from '../protocol/errors.js';
 import { ADMIN, PAIRING } from '../protocol/scopes.js';
 
-export function registerApprovalMethods(gw: Gateway): void {
+/** What these methods use of the gateway. */
+export type ApprovalMethodDeps = Pick<
+  Gateway,
+  'methods' | 'store' | 'clock' | 'random' | 'config' | 'broadcast' | 'audit' | 'expirePending' | 'connectedDeviceIds'
+>;
+
+export function registerApprovalMethods(gw: ApprovalMethodDeps): void {
   gw.methods.add({
     name: 'device.explain',
     role: 'operator',
