@@ -9,6 +9,7 @@ import { type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/con
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/logger.js';
 import { GATEWAY_KEY_FILE, readGatewayKeyFingerprint } from '../server/gateway-key.js';
+import { approvalsQuorumNotifyConfig } from './approvals-config.js';
 import { automationsConfig } from './automations.js';
 import { GATEWAY_FLAGS, loadTls, readConfigFile, resolveGatewaySettings } from './gateway-config.js';
 import { openConfiguredStore, resolveStoreChoice } from './postgres.js';
@@ -64,6 +65,7 @@ export async function gatewayRun(args: string[]): Promise<number> {
     tls: tls.material,
     automations: automationsConfig(settings.file.automations),
   };
+  Object.assign(config, approvalsQuorumNotifyConfig(settings.file.gateway, config.automations));
   const log = jsonLogger(process.stderr);
   const { store, bus, limiter, where } = await openConfiguredStore(storeChoice, stateDir, {
     clock: systemClock,

@@ -35,6 +35,9 @@ Usage:
   clawgate devices rotate --device <device> --role operator|node [--scope <s>…]
                                                a connected device gets the new token pushed live
   clawgate devices revoke --device <device> --role operator|node
+  clawgate explain <device|requestId> [--method <m>] [--params <json>] [--json]
+                                               what a device holds, what is pending and what
+                                               approving it needs; whether a call would pass
   clawgate audit [--json] [--limit <n>]
   clawgate audit --verify [--state-dir <dir>] [--store postgres --postgres-url <url>] [--json]
                                                check the log against the head signed into the

@@ -309,6 +309,28 @@ export const COMMANDS: CommandSpec[] = [
     ],
   },
   {
+    name: 'explain',
+    summary: 'what a device holds, what is pending and what approving it needs; whether a call would pass',
+    usage: ['<device|requestId> [--method <method>] [--params <json>] [--json]'],
+    flags: [
+      {
+        title: 'Flags',
+        flags: {
+          method: { type: 'string', value: '<method>', description: 'also say whether this device may call this method, and if not what would fix it' },
+          params: { type: 'string', value: '<json>', description: 'the parameters of --method as JSON' },
+        },
+      },
+      OUTPUT,
+      CONNECTION,
+    ],
+    examples: ['clawgate explain build-box --method node.invoke'],
+    notes: ['<device> is a device id or its name (the gateway resolves it); a pending request id works too.'],
+    run: lazy(
+      () => import('./explain.js'),
+      (m, a) => m.explainCommand(a),
+    ),
+  },
+  {
     name: 'audit',
     summary: 'print the audit log, or verify it against the head signed into the state dir',
     usage: ['[--limit <n>] [--json]', '--verify [--state-dir <dir>] [--store postgres --postgres-url <url>] [--json]'],
