@@ -19,6 +19,7 @@ import { pairedDevices } from './helpers/client.js';
 import { cli, removeDir, startTestGateway, TEST_TOKEN } from './helpers/gateway.js';
 import { importGraph } from './helpers/import-graph.js';
 import { freePort } from './helpers/net.js';
+import { type GatewayProcess, spawnGateway } from './helpers/process.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 
@@ -208,4 +209,16 @@ test('devices approve and reject take a device (id prefix) as well as a request 
     await tg.stop();
     removeDir(tg.stateDir);
   }
+});
+
+test('a self-signed certificate the client does not know: the error says to pin it with --tls-fingerprint', async (t) => {
+  const gatewayDir = scratch(t);
+  const procs: Array<Pick<GatewayProcess, 'kill'>> = [];
+  t.after(() => Promise.all(procs.map((p) => p.kill())));
+  const gw = await spawnGateway(['--tls'], { env: { CLAWGATE_STATE_DIR: gatewayDir }, onSpawn: (p) => procs.push(p) });
+  const url = `wss://127.0.0.1:${gw.port}`;
+  const r = await clawgate(['call', 'health', '--url', url, '--state-dir', scratch(t)], { CLAWGATE_TOKEN: TEST_TOKEN });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`^error: the certificate at ${url.replace(/[.]/g, '\\.')} is not trusted by this machine \\([A-Z_]+\\)$`, 'm'));
+  assert.match(r.stderr, /^next: .*pass --tls-fingerprint <sha256>/m);
 });
