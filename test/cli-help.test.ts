@@ -62,6 +62,12 @@ test('every command and subcommand of the registry answers --help with its usage
   }
 });
 
+test('`clawgate help` lists every command of the registry', async () => {
+  const overview = await clawgate(['help']);
+  assert.equal(overview.code, 0);
+  for (const { path } of allCommands().filter((c) => c.path.length === 1)) assert.ok(overview.stdout.includes(`clawgate ${path[0]} `), `clawgate ${path[0]}`);
+});
+
 test('`clawgate help <command> [sub]` prints the same help as `--help`; -h too', async () => {
   for (const words of [['cron', 'add'], ['node', 'run'], ['gateway', 'run'], ['pair'], ['call'], ['devices']]) {
     const viaHelp = await clawgate(['help', ...words]);

@@ -130,12 +130,7 @@ export async function qrCommand(args: string[]): Promise<number> {
     'tls-fingerprint': { type: 'string' },
     list: { type: 'boolean' },
     revoke: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
   });
-  if (values.help) {
-    out(USAGE);
-    return 0;
-  }
   const json = values.json === true;
 
   if (values.list) {
