@@ -12,18 +12,11 @@ import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
 import { NodeHost } from '../node-host/host.js';
 import { NodeState, resolveNodeStateDir } from '../node-host/state.js';
-import { parse, UsageError } from './main.js';
 import { readSecretEnv, readSecretFlag, readSetupCode, SECRET_FLAGS, SETUP_CODE_FLAGS } from './secret-input.js';
-
-export const NODE_RUN_HELP = `  clawgate node run [--url <ws-url> [--token-file <f> | --token-stdin | --password-file <f> | --password-stdin]
-                     | --code-file <f> | --code-stdin]  (or CLAWGATE_SETUP_CODE; --pair <setup-code> works but shows it to every local user)
-                    [--name <name>] [--commands system.run,system.which]
-                    [--exec-policy deny|allowlist|full] [--state-dir <dir>] [--tls-fingerprint <sha256>]
-                    [--gateway-key <sha256>]
-                                               run a headless node host (state: ~/.clawgate-node)`;
+import { parse, UsageError } from './usage.js';
 
 export async function nodeCommand(sub: string | undefined, args: string[]): Promise<number> {
-  if (sub !== 'run') throw new UsageError(`usage:\n${NODE_RUN_HELP}`);
+  if (sub !== 'run') throw new UsageError('usage: clawgate node run …  (clawgate node run --help)');
   const { values, positionals } = parse(args, {
     url: { type: 'string' },
     ...SECRET_FLAGS,

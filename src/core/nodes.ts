@@ -16,6 +16,8 @@ import { ADMIN, PAIRING, WRITE } from '@clawgate/protocol/scopes';
 import { cleanOptional, cleanText, isSafeText } from '@clawgate/protocol/text';
 import type { NodePendingView } from '@clawgate/protocol/views';
 import type { NodeSurfaceRecord, NodeSurfaceRequest, Store } from '../store/types.js';
+import { nodeRequestState, type QuorumDeps, voteOnNodeRequest } from './approval-flow.js';
+import type { ApprovalProgress } from './approval-quorum.js';
 import type { Clock, Random } from './env.js';
 import type { Broadcast } from './events.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -123,6 +125,8 @@ export interface NodeRegistryDeps {
   random: Random;
   metrics: Pick<GatewayMetrics, 'invoke'>;
   broadcast: Broadcast;
+  /** Approval quorum on node commands (`node:<command>`, core/approval-flow.ts). */
+  quorum: QuorumDeps;
 }
 
 /** node.invoke to nodes held by other instances, and surface decisions they must hear of (cluster-nodes.ts). */
@@ -230,7 +234,10 @@ export class NodeRegistry {
         // The operator must not approve what they saw before: the old request is gone.
         gw.broadcast('node.pair.resolved', { requestId: res.replacedRequestId, nodeId, decision: 'expired', reason: 'superseded', ts: now });
       }
-      if (res.created) gw.broadcast('node.pair.requested', this.pendingView(res.request));
+      if (res.created) {
+        const state = await nodeRequestState(gw.quorum, res.request);
+        gw.broadcast('node.pair.requested', { ...this.pendingView(res.request), adds: state.adds, approvals: state.approvals });
+      }
     }
     this.live.set(session.connId, live);
     let mine = this.ofNode.get(nodeId);
@@ -393,7 +400,7 @@ export class NodeRegistry {
   }
 
   /** Approve a pending surface; live sessions of the node widen in place and are told. */
-  async approve(req: NodeSurfaceRequest, by: Principal): Promise<NodeSurfaceRecord | GatewayError> {
+  async approve(req: NodeSurfaceRequest, by: Principal): Promise<NodeSurfaceRecord | GatewayError | { awaiting: ApprovalProgress }> {
     const required = requiredApproveScopes(req.commands);
     if (by.kind === 'device' && by.deviceId === req.deviceId && !hasScope(by, ADMIN)) {
       // Same rule as device pairing: a device does not widen its own authority.
@@ -417,6 +424,10 @@ export class NodeRegistry {
         });
       }
     }
+    // Commands under quorum (`node:<command>`) record this approval and wait for the rest.
+    const vote = await voteOnNodeRequest(this.gw.quorum, req, by, () => ({ ...this.pendingView(req) }));
+    if (vote instanceof GatewayError) return vote;
+    if (!vote.done) return { awaiting: vote.approvals };
     const now = this.gw.clock.now();
     const surface = await this.gw.store.approveNodeSurface(req.requestId, now, by.actor, {
       atMs: now,
@@ -429,7 +440,7 @@ export class NodeRegistry {
       return new GatewayError('UNKNOWN_NODE_REQUEST_ID', { vars: { requestId: req.requestId }, details: { requestId: req.requestId, pending: [] } });
     const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'approved' as const, ts: now };
     this.applyDecision(event, surface);
-    this.gw.broadcast('node.pair.resolved', event);
+    this.gw.broadcast('node.pair.resolved', vote.approvals ? { ...event, approvals: vote.approvals } : event);
     this.router?.surfaceDecided(req.deviceId, req.requestId, 'approved', now);
     return surface;
   }

@@ -12,6 +12,8 @@ import { ADMIN, normalizeScopes, PAIRING, uncoveredScopes } from '@clawgate/prot
 import { unsafeFieldError } from '@clawgate/protocol/text';
 import type { AuditEntryView, DeviceView, NodeSurfaceView, PendingNodeSurfaceView, PendingView } from '@clawgate/protocol/views';
 import { Type as T } from '@sinclair/typebox';
+import { deviceRequestState, voteOnDeviceRequest } from '../core/approval-flow.js';
+import { grantExtras } from '../core/explain.js';
 import type { Gateway } from '../core/gateway.js';
 import { approvalDenial, deviceManagementDenial, rejectionDenial, tokenDenial } from '../core/management-policy.js';
 import { isAdmin } from '../core/principal.js';
@@ -84,7 +86,7 @@ export function viewDevice(d: DeviceRecord, grants: GrantRecord[], tokens: Token
     clientMode: d.clientMode ?? null,
     roles: mine.map((g) => g.role).sort(),
     scopes: normalizeScopes(mine.flatMap((g) => g.scopes)),
-    grants: mine.map((g) => ({ role: g.role, scopes: g.scopes, approvedAtMs: g.approvedAtMs, approvedVia: g.approvedVia, epoch: g.epoch })),
+    grants: mine.map((g) => ({ role: g.role, scopes: g.scopes, approvedAtMs: g.approvedAtMs, approvedVia: g.approvedVia, epoch: g.epoch, ...grantExtras(g) })),
     tokens: tokens
       .filter((t) => t.deviceId === d.deviceId)
       .map((t) => ({
@@ -196,7 +198,11 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
       const surfaceOf = byDevice(surfaces);
       const requestOf = byDevice(surfaceRequests);
       return {
-        pending: pending.filter((r) => own(r.deviceId)).map((r) => viewPending(r, grantOf(r), ttl())),
+        pending: await Promise.all(
+          pending
+            .filter((r) => own(r.deviceId))
+            .map(async (r) => ({ ...viewPending(r, grantOf(r), ttl()), approvals: (await deviceRequestState(gw, r, grantOf(r))).approvals })),
+        ),
         paired: devices
           .filter((d) => own(d.deviceId))
           .map((d) => {
@@ -237,9 +243,22 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
         if (why) return new GatewayError('APPROVAL_DENIED', { vars: { why }, details: { requestId: r.requestId, deviceId: r.deviceId } });
       }
       const approved = [];
-      for (const r of requests) approved.push(await gw.approveRequest(r, principal));
-      const first = approved[0];
-      return { requestId: first?.requestId, deviceId: first?.deviceId, approved, device: first?.device };
+      // Requests under quorum record this approval and wait for the rest (core/approval-flow.ts).
+      const awaiting = [];
+      for (const r of requests) {
+        const vote = await voteOnDeviceRequest(gw, r, principal);
+        if (vote instanceof GatewayError) return vote;
+        if (vote.done) approved.push(await gw.approveRequest(r, principal, vote.approvals ? { approvals: vote.approvals } : undefined));
+        else awaiting.push({ requestId: r.requestId, deviceId: r.deviceId, role: r.role, approvals: vote.approvals });
+      }
+      const first = approved[0] ?? awaiting[0];
+      return {
+        requestId: first?.requestId,
+        deviceId: first?.deviceId,
+        approved,
+        ...(awaiting.length > 0 ? { awaiting } : {}),
+        device: approved[0]?.device,
+      };
     },
   });
 
@@ -254,7 +273,9 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
       if (!r) return unknownRequest(requestId);
       const why = rejectionDenial(principal, r);
       if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device pairing rejection', why } });
-      await gw.rejectRequest(r, principal);
+      // Any approver's rejection ends a request under quorum; the event says how far it had got.
+      const { approvals } = await deviceRequestState(gw, r);
+      await gw.rejectRequest(r, principal, approvals.required > 1 ? { approvals } : undefined);
       return { requestId, deviceId: r.deviceId };
     },
   });

@@ -6,6 +6,13 @@
  */
 import type { Role } from './frames.js';
 
+/** Quorum progress of a request (`required` 1 when no quorum applies: one approval does it). */
+export interface ApprovalProgress {
+  received: number;
+  required: number;
+  approvers: string[];
+}
+
 /** Why a pairing request was filed. */
 export type PairingKind = 'new-device' | 'role-upgrade' | 'scope-upgrade';
 /** Where a setup code stands. */
@@ -24,7 +31,8 @@ export interface DeviceView {
   clientMode: string | null;
   roles: Role[];
   scopes: string[];
-  grants: Array<{ role: Role; scopes: string[]; approvedAtMs: number; approvedVia: string; epoch: number }>;
+  /** `approvedBy` / `expiresAtMs` appear once the store records them (time-bound grants). */
+  grants: Array<{ role: Role; scopes: string[]; approvedAtMs: number; approvedVia: string; epoch: number; approvedBy?: string; expiresAtMs?: number | null }>;
   tokens: Array<{ role: Role; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
   createdAtMs: number;
   lastSeenAtMs: number | null;
@@ -83,6 +91,8 @@ export interface PendingView {
   expiresAtMs: number;
   /** Short code to compare with the one the device shows (derived from the request id and key). */
   confirmationCode: string;
+  /** Quorum progress (`required` 1 when no quorum applies); set by device.pair.list. */
+  approvals?: ApprovalProgress;
 }
 
 export interface NodeView {
@@ -164,6 +174,8 @@ export interface NodePendingView {
   createdAtMs: number;
   /** When the node last declared this surface (refreshedAtMs). */
   ts: number;
+  /** Quorum progress (`node:<command>` keys); set by node.pair.list and the events. */
+  approvals?: ApprovalProgress;
 }
 
 export interface PresenceChange {
