@@ -16,6 +16,7 @@ import { printableLines } from '../protocol/text.js';
 import { GATEWAY_KEY_FILE, readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
 import { jsonParams, parseGatewayCommand, positiveIntFlag } from './common.js';
+import { COMPANION_HELP } from './companion-help.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
 import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
@@ -87,6 +88,7 @@ Usage:
   clawgate sessions list | create [<key>] | spawn <parentKey> [<key>] [--json]
   clawgate chat send <sessionKey> <text> [--idempotency-key <k>] | history <sessionKey> [--limit <n>] [--before <seq>] [--json]
 ${NODE_RUN_HELP}
+${COMPANION_HELP}
   clawgate import openclaw [--from <openclaw-state-dir>] [--dry-run] [--merge] [--json]
                           [--store sqlite|postgres] [--postgres-url <url>]
                                                take over OpenClaw's paired devices, their tokens (hashed),
@@ -409,6 +411,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'sessions') return await sessionsCommand(sub, rest);
     if (cmd === 'chat') return await chatCommand(sub, rest);
     if (cmd === 'node') return await nodeCommand(sub, rest);
+    if (cmd === 'companion') return await (await import('./companion.js')).companionCommand(sub, rest);
     if (cmd === 'import') return await (await import('./import.js')).importCommand(sub, rest);
     if (cmd === 'migrate') return await migrateCommand(sub === undefined ? rest : [sub, ...rest]);
     throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')} (see clawgate help)`);

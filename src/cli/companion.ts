@@ -1,0 +1,470 @@
+/**
+ * `clawgate companion …` — the per-user companion: one device that is an operator and a node
+ * (src/companion/). `run` is the long-running process; `status`, `pair`, `set-token`,
+ * `reconnect`/`pause`/`resume` and `mcp` talk to it over its local control socket, and fall back
+ * to the credential store when it is not running.
+ *
+ * State: the device record lives in the CLI's client store (`<state-dir>/client/`, shared with
+ * `clawgate pair` / `clawgate call`); the companion's own files in `<state-dir>/companion/`
+ * (control.sock, companion.json, exec-allowlist.json, status.json).
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir, hostname } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { type FileCredentialStore, nodePlatform } from '../../packages/client/src/node.js';
+import { writeFileDurably } from '../../packages/client/src/node-support.js';
+import { parseSetupCode } from '../../packages/client/src/pairing.js';
+import { normalizeGatewayUrl } from '../../packages/client/src/url.js';
+import { Companion, type CompanionStatus, credentialSummary } from '../companion/companion.js';
+import { askControl, type ControlRequest, ensurePrivateDir, listenControl } from '../companion/control.js';
+import type { Side, SideStatus } from '../companion/lifecycle.js';
+import { systemClock } from '../core/env.js';
+import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
+import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
+import { printableLines } from '../protocol/text.js';
+import { clientStore, crashHook } from './client.js';
+import { COMPANION_HELP } from './companion-help.js';
+import { parse, UsageError } from './main.js';
+import { readSecret, readSetupCode, SETUP_CODE_FLAGS } from './secret-input.js';
+import { resolveStateDir } from './state.js';
+
+/** The variable the companion's gateway token may come from (never CLAWGATE_TOKEN: that is an operator CLI's). */
+const TOKEN_ENV = 'CLAWGATE_COMPANION_TOKEN';
+const CONFIG_FILE = 'companion.json';
+const STATUS_FILE = 'status.json';
+
+const out = (line: string) => process.stdout.write(`${printableLines(line)}\n`);
+const err = (line: string) => process.stderr.write(`${printableLines(line)}\n`);
+
+export interface CompanionPaths {
+  stateDir: string;
+  dir: string;
+  store: FileCredentialStore;
+}
+
+export function companionPaths(stateDirFlag: string | undefined): CompanionPaths {
+  const stateDir = resolveStateDir(stateDirFlag);
+  const dir = join(stateDir, 'companion');
+  ensurePrivateDir(dir);
+  return { stateDir, dir, store: clientStore(stateDir) };
+}
+
+export async function companionCommand(sub: string | undefined, args: string[]): Promise<number> {
+  switch (sub) {
+    case 'run':
+      return run(args);
+    case 'status':
+      return statusCommand(args);
+    case 'pair':
+      return pairCommand(args);
+    case 'set-token':
+      return setTokenCommand(args);
+    case 'reconnect':
+    case 'pause':
+    case 'resume':
+      return sideCommand(sub, args);
+    case 'mcp':
+      return (await import('../companion/mcp.js')).mcpCommand(args);
+    case 'install-service':
+      return installServiceCommand(args);
+    default:
+      throw new UsageError(`usage:\n${COMPANION_HELP}`);
+  }
+}
+
+function readConfigUrl(dir: string): string | null {
+  try {
+    const v = JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as { url?: unknown };
+    return typeof v.url === 'string' ? v.url : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Which gateway: the code's, --url, the one the companion last ran with, or the only stored one. */
+async function pickUrl(paths: CompanionPaths, flag: string | undefined): Promise<string | null> {
+  if (flag) return flag;
+  const remembered = readConfigUrl(paths.dir);
+  if (remembered) return remembered;
+  const all = await paths.store.list();
+  return all.length === 1 ? (all[0] as { url: string }).url : null;
+}
+
+async function run(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    url: { type: 'string' },
+    token: { type: 'string' },
+    'token-file': { type: 'string' },
+    'token-stdin': { type: 'boolean' },
+    pair: { type: 'string' },
+    ...SETUP_CODE_FLAGS,
+    'no-node': { type: 'boolean' },
+    'no-operator': { type: 'boolean' },
+    name: { type: 'string' },
+    commands: { type: 'string' },
+    'exec-policy': { type: 'string' },
+    'state-dir': { type: 'string' },
+  });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+  const sides = { operator: values['no-operator'] !== true, node: values['no-node'] !== true };
+  if (!sides.operator && !sides.node) throw new UsageError('--no-node and --no-operator together leave nothing to run');
+  const execPolicy = ((values['exec-policy'] as string | undefined) ?? 'allowlist') as ExecPolicyMode;
+  if (!EXEC_POLICIES.includes(execPolicy)) throw new UsageError(`--exec-policy must be one of ${EXEC_POLICIES.join(', ')}, got ${execPolicy}`);
+  const commands = ((values.commands as string | undefined) ?? SUPPORTED_COMMANDS.join(','))
+    .split(',')
+    .map((c) => c.trim())
+    .filter(Boolean);
+  const unknown = commands.filter((c) => !(SUPPORTED_COMMANDS as readonly string[]).includes(c));
+  if (unknown.length > 0) throw new UsageError(`--commands: the companion implements ${SUPPORTED_COMMANDS.join(', ')}; not ${unknown.join(', ')}`);
+  // Secrets: the code from a file, stdin or the environment (--pair on argv warns); the token never from argv silently.
+  const code = readSetupCode(values, values.pair as string | undefined, '--pair <setup-code>')?.value;
+  const token = readSecret(values, 'token', [TOKEN_ENV])?.value;
+  const paths = companionPaths(values['state-dir'] as string | undefined);
+
+  let companion: Companion | null = null;
+  const listening = await listenControl(paths.dir, async (req) => handle(companion, paths, req));
+  if (!listening.ok) {
+    err(`another clawgate companion run${listening.pid ? ` (pid ${listening.pid})` : ''} is using ${paths.dir}; stop it, or pass a different --state-dir`);
+    return 1;
+  }
+  try {
+    const platform = nodePlatform();
+    const nowMs = systemClock.now();
+    let url = values.url as string | undefined;
+    let forceBootstrap = false;
+    if (code !== undefined) {
+      let payload: ReturnType<typeof parseSetupCode>;
+      try {
+        payload = parseSetupCode(code, nowMs);
+      } catch (e) {
+        err(`setup code: ${(e as Error).message}`);
+        return 1;
+      }
+      url ??= payload.url;
+      const rec = await paths.store.load(normalizeGatewayUrl(url).key);
+      const allHeld = (['operator', 'node'] as const).every((r) => !sides[r] || !!rec?.tokens[r]);
+      if (rec?.bootstrap?.token === payload.bootstrapToken) {
+        out('continuing the hand-off of this setup code (stored earlier)');
+      } else if (rec && allHeld) {
+        // Restarting with the same code (a service unit's environment) must not burn a spent code.
+        out(
+          `already paired (${(['operator', 'node'] as const).filter((r) => sides[r]).join(' + ')} tokens stored); ignoring the setup code — use \`clawgate companion pair\` to apply a new one`,
+        );
+      } else {
+        const { applySetupCode } = await import('../../packages/client/src/pairing.js');
+        const { record } = await applySetupCode(paths.store, platform, code, { url, nowMs, displayName: (values.name as string | undefined) ?? hostname() });
+        out(`setup code stored for ${record.url} (device ${record.deviceId})`);
+        forceBootstrap = true;
+      }
+    } else {
+      url = (await pickUrl(paths, url)) ?? undefined;
+    }
+    if (!url)
+      throw new UsageError(
+        'no gateway to connect to: pass a setup code (--code-file <path>, --code-stdin or CLAWGATE_SETUP_CODE; `clawgate qr --profile operator+node` on the gateway host) or --url <ws-url> with --token-file <path>',
+      );
+    const target = normalizeGatewayUrl(url);
+    if (token !== undefined) {
+      const rec = await paths.store.load(target.key);
+      if (rec?.sharedToken !== token) {
+        const { setSharedToken } = await import('../../packages/client/src/pairing.js');
+        const hasTokens = !!rec && Object.keys(rec.tokens).length > 0;
+        try {
+          // Replacing a token next to working device tokens is checked first; a refused one changes nothing.
+          await setSharedToken(paths.store, platform, target.url, token, { validate: hasTokens || !!rec?.sharedToken, nowMs });
+          out(`gateway token stored for ${target.url}${hasTokens ? ' (checked first; device tokens kept)' : ''}`);
+        } catch (e) {
+          err(`the gateway refused the token: ${(e as Error).message}`);
+          if (!hasTokens) return 1;
+          out('continuing with the stored device tokens');
+        }
+      }
+    }
+    writeFileDurably(join(paths.dir, CONFIG_FILE), `${JSON.stringify({ version: 1, url: target.url }, null, 2)}\n`);
+    const allowlist = ensureAllowlistFile(paths.dir);
+    if (sides.node && allowlist.created) out(`created ${allowlist.path} with a default exec allowlist; edit it to allow more commands`);
+
+    let statusTimer: ReturnType<typeof setTimeout> | null = null;
+    const writeStatus = () => {
+      statusTimer = null;
+      void companion
+        ?.status()
+        .then((s) => writeFileDurably(join(paths.dir, STATUS_FILE), `${JSON.stringify({ ...s, writtenAtMs: systemClock.now() }, null, 2)}\n`))
+        .catch(() => undefined);
+    };
+    const checkpoint = crashHook();
+    companion = new Companion({
+      store: paths.store,
+      platform,
+      url: target.url,
+      sides,
+      forceBootstrap,
+      displayName: (values.name as string | undefined) ?? hostname(),
+      node: { commands, execPolicy, allowlistDir: paths.dir },
+      clock: systemClock,
+      env: process.env,
+      out,
+      err,
+      onChange: () => {
+        statusTimer ??= setTimeout(writeStatus, 100);
+      },
+      ...(checkpoint ? { checkpoint } : {}),
+    });
+    out(
+      `companion for ${target.url}: ${[sides.operator && 'operator', sides.node && `node (${commands.join(', ') || 'no commands'}; exec policy ${execPolicy})`].filter(Boolean).join(' + ')}; control socket ${listening.path}`,
+    );
+    await companion.start();
+    await new Promise<void>((resolveStop) => {
+      const stop = () => resolveStop();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+    if (statusTimer) clearTimeout(statusTimer);
+    companion.close();
+    await companion
+      .status()
+      .then((s) => writeFileDurably(join(paths.dir, STATUS_FILE), `${JSON.stringify({ ...s, running: false, writtenAtMs: systemClock.now() }, null, 2)}\n`))
+      .catch(() => undefined);
+    return 0;
+  } finally {
+    listening.server.close();
+  }
+}
+
+async function handle(companion: Companion | null, paths: CompanionPaths, req: ControlRequest): Promise<unknown> {
+  if (req.op === 'status') return companion ? companion.status() : { ...(await offlineStatus(paths)), running: true, pid: process.pid };
+  if (!companion) return { ok: false, code: 'COMPANION_STARTING', message: 'the companion is still starting; try again in a moment' };
+  switch (req.op) {
+    case 'apply-setup-code':
+      return companion.applySetupCode(req.code);
+    case 'set-shared-token':
+      return companion.setSharedToken(req.token);
+    case 'reconnect':
+    case 'pause':
+    case 'resume':
+      return companion.control(req.op, req.side);
+  }
+}
+
+/** What the store (and the last status the companion wrote) says while no companion runs. */
+export async function offlineStatus(paths: CompanionPaths): Promise<CompanionStatus> {
+  const url = await pickUrl(paths, undefined).catch(() => null);
+  const rec = url ? await paths.store.load(normalizeGatewayUrl(url).key) : null;
+  let last: Partial<CompanionStatus> = {};
+  try {
+    last = JSON.parse(readFileSync(join(paths.dir, STATUS_FILE), 'utf8')) as Partial<CompanionStatus>;
+  } catch {}
+  const side = (s: Side): SideStatus => {
+    const prev = last[s];
+    const token = rec?.tokens[s];
+    return {
+      side: s,
+      enabled: prev?.enabled ?? true,
+      state: 'stopped',
+      role: s,
+      scopes: token ? [...token.scopes] : [],
+      credential: token ? 'device-token' : rec?.sharedToken ? 'shared-token' : rec?.bootstrap ? 'bootstrap-token' : null,
+      pendingRequestId: prev?.pendingRequestId ?? null,
+      confirmationCode: prev?.confirmationCode ?? null,
+      ...(s === 'node' ? { surface: prev?.surface ?? 'unknown', surfaceRequestId: prev?.surfaceRequestId ?? null } : {}),
+      lastError: prev?.lastError ?? null,
+      nextStep: !rec
+        ? 'Pair: `clawgate companion run --code-file <file>` with a code from `clawgate qr --profile operator+node` on the gateway host.'
+        : token || rec.sharedToken || rec.bootstrap
+          ? 'Start it: `clawgate companion run`.'
+          : `No ${s} credential is stored: pair with a setup code (\`clawgate companion pair --code-file <file>\`).`,
+      message: prev?.nextStep && prev.state === 'paused' ? `last run: ${prev.message ?? ''}` : 'the companion is not running',
+    };
+  };
+  return {
+    running: false,
+    pid: null,
+    url: rec?.url ?? url ?? '',
+    deviceId: rec?.deviceId ?? null,
+    credentials: credentialSummary(rec),
+    operator: side('operator'),
+    node: side('node'),
+  };
+}
+
+export async function companionStatus(paths: CompanionPaths): Promise<CompanionStatus> {
+  const live = (await askControl(paths.dir, { op: 'status' }).catch(() => null)) as CompanionStatus | null;
+  return live ?? offlineStatus(paths);
+}
+
+async function statusCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { json: { type: 'boolean' }, 'state-dir': { type: 'string' } });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+  const paths = companionPaths(values['state-dir'] as string | undefined);
+  const s = await companionStatus(paths);
+  if (values.json) {
+    out(JSON.stringify(s, null, 2));
+    return 0;
+  }
+  out(`companion: ${s.running ? `running (pid ${s.pid})` : 'not running'}`);
+  out(`gateway: ${s.url || '(none)'}   device: ${s.deviceId ?? '(none)'}`);
+  const c = s.credentials;
+  const tokens = (['operator', 'node'] as const).map((r) => (c.tokens[r] ? `${r} token [${c.tokens[r]?.scopes.join(', ') || 'no scopes'}]` : `no ${r} token`));
+  out(
+    `credentials: ${tokens.join('; ')}; gateway token: ${c.sharedToken ? 'stored' : 'none'}${c.bootstrapPending ? '; setup code not yet fully handed off' : ''}`,
+  );
+  for (const side of [s.operator, s.node]) {
+    out(
+      `${side.side}: ${side.enabled ? side.state : 'off'}${side.credential ? ` (${side.credential})` : ''}${side.scopes.length ? `; scopes: ${side.scopes.join(', ')}` : ''}`,
+    );
+    if (side.pendingRequestId)
+      out(`  pending request: ${side.pendingRequestId}${side.confirmationCode ? `  confirmation code: ${side.confirmationCode}` : ''}`);
+    if (side.surface && side.surface !== 'unknown') out(`  commands: ${side.surface}${side.surfaceRequestId ? ` (request ${side.surfaceRequestId})` : ''}`);
+    if (side.message) out(`  ${side.message}`);
+    if (side.lastError) out(`  last error: ${side.lastError.message} [${side.lastError.code}]`);
+    if (side.nextStep) out(`  next: ${side.nextStep}`);
+  }
+  return 0;
+}
+
+function printResult(res: unknown): number {
+  const r = res as { ok?: boolean; message?: string; code?: string; nextStep?: string };
+  if (r.ok) {
+    out(r.message ?? 'done');
+    return 0;
+  }
+  err(`error: ${r.message ?? 'failed'}${r.code ? ` [${r.code}]` : ''}${r.nextStep ? `\nnext: ${r.nextStep}` : ''}`);
+  return 1;
+}
+
+async function pairCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { ...SETUP_CODE_FLAGS, 'state-dir': { type: 'string' }, url: { type: 'string' } });
+  const code = readSetupCode(values, positionals[0], 'clawgate companion pair <setup-code>')?.value;
+  if (code === undefined) throw new UsageError('pass the setup code with --code-file <path>, --code-stdin or CLAWGATE_SETUP_CODE');
+  const paths = companionPaths(values['state-dir'] as string | undefined);
+  const res = await askControl(paths.dir, { op: 'apply-setup-code', code });
+  if (res !== null) return printResult(res);
+  // Not running: store the code; the next `companion run` redeems it.
+  const { applySetupCode } = await import('../../packages/client/src/pairing.js');
+  const { record } = await applySetupCode(paths.store, nodePlatform(), code, { ...(values.url ? { url: values.url as string } : {}), displayName: hostname() });
+  writeFileDurably(join(paths.dir, CONFIG_FILE), `${JSON.stringify({ version: 1, url: record.url }, null, 2)}\n`);
+  out(`setup code stored for ${record.url} (device ${record.deviceId}); the companion is not running: \`clawgate companion run\` redeems it`);
+  return 0;
+}
+
+async function setTokenCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    token: { type: 'string' },
+    'token-file': { type: 'string' },
+    'token-stdin': { type: 'boolean' },
+    'state-dir': { type: 'string' },
+    url: { type: 'string' },
+  });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+  const token = readSecret(values, 'token', [TOKEN_ENV])?.value;
+  if (token === undefined) throw new UsageError(`pass the gateway token with --token-file <path>, --token-stdin or ${TOKEN_ENV}`);
+  const paths = companionPaths(values['state-dir'] as string | undefined);
+  const res = await askControl(paths.dir, { op: 'set-shared-token', token });
+  if (res !== null) return printResult(res);
+  const url = await pickUrl(paths, values.url as string | undefined);
+  if (!url) throw new UsageError('no gateway known yet: pass --url <ws-url>');
+  const { setSharedToken } = await import('../../packages/client/src/pairing.js');
+  try {
+    await setSharedToken(paths.store, nodePlatform(), url, token, {});
+  } catch (e) {
+    err(`error: the gateway refused the token, nothing was changed: ${(e as Error).message}`);
+    return 1;
+  }
+  out(`gateway token accepted by ${url} and stored; device tokens kept`);
+  return 0;
+}
+
+async function sideCommand(op: 'reconnect' | 'pause' | 'resume', args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { 'state-dir': { type: 'string' } });
+  const side = positionals[0];
+  if (side !== 'operator' && side !== 'node') throw new UsageError(`usage: clawgate companion ${op} operator|node`);
+  const paths = companionPaths(values['state-dir'] as string | undefined);
+  const res = await askControl(paths.dir, { op, side });
+  if (res === null) {
+    err('error: the companion is not running; start it with `clawgate companion run`');
+    return 1;
+  }
+  return printResult(res);
+}
+
+async function installServiceCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { print: { type: 'boolean' }, launchd: { type: 'boolean' }, 'state-dir': { type: 'string' } });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+  const stateDir = resolve(resolveStateDir(values['state-dir'] as string | undefined));
+  const bin = resolve(dirname(process.argv[1] ?? ''), 'clawgate.js');
+  const argv = [process.execPath, existsSync(bin) ? bin : (process.argv[1] ?? 'clawgate'), 'companion', 'run', '--state-dir', stateDir];
+  const text = values.launchd ? launchdPlist(argv, stateDir) : systemdUnit(argv, stateDir);
+  if (values.print) {
+    process.stdout.write(text);
+    return 0;
+  }
+  const path = values.launchd
+    ? join(homedir(), 'Library', 'LaunchAgents', 'dev.clawgate.companion.plist')
+    : join(homedir(), '.config', 'systemd', 'user', 'clawgate-companion.service');
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, text, { mode: 0o644 });
+  out(`wrote ${path}`);
+  out(
+    values.launchd
+      ? `next: launchctl load -w ${path}`
+      : 'next: systemctl --user daemon-reload && systemctl --user enable --now clawgate-companion (pair first: `clawgate companion pair --code-file <file>`)',
+  );
+  return 0;
+}
+
+/** systemd quotes arguments with double quotes; a path with spaces or quotes stays one argument. */
+function systemdQuote(arg: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `"${arg.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+}
+
+function xmlEscape(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+export function systemdUnit(argv: string[], stateDir: string): string {
+  return `# clawgate companion (systemd user unit): systemctl --user enable --now clawgate-companion
+# Pair once first (clawgate companion pair --code-file <file>); no secret belongs in this file.
+[Unit]
+Description=clawgate companion (operator + node)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecStart=${argv.map(systemdQuote).join(' ')}
+Restart=on-failure
+RestartSec=5
+# A gateway token, if you use one instead of a setup code: CLAWGATE_COMPANION_TOKEN=… in a 0600 file.
+EnvironmentFile=-%h/.config/clawgate/companion.env
+NoNewPrivileges=yes
+UMask=0077
+Environment=CLAWGATE_STATE_DIR=${systemdQuote(stateDir)}
+
+[Install]
+WantedBy=default.target
+`;
+}
+
+export function launchdPlist(argv: string[], stateDir: string): string {
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0">
+<dict>
+  <key>Label</key><string>dev.clawgate.companion</string>
+  <key>ProgramArguments</key>
+  <array>
+${argv.map((a) => `    <string>${xmlEscape(a)}</string>`).join('\n')}
+  </array>
+  <key>EnvironmentVariables</key>
+  <dict><key>CLAWGATE_STATE_DIR</key><string>${xmlEscape(stateDir)}</string></dict>
+  <key>RunAtLoad</key><true/>
+  <key>KeepAlive</key><dict><key>SuccessfulExit</key><false/></dict>
+  <key>ThrottleInterval</key><integer>5</integer>
+  <key>Umask</key><integer>63</integer>
+  <key>StandardOutPath</key><string>${xmlEscape(join(stateDir, 'companion', 'companion.log'))}</string>
+  <key>StandardErrorPath</key><string>${xmlEscape(join(stateDir, 'companion', 'companion.log'))}</string>
+</dict>
+</plist>
+`;
+}

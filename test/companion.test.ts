@@ -1,0 +1,476 @@
+/**
+ * `clawgate companion`: one device that is an operator and a node side by side. The companion
+ * runs as a real process inside a network namespace of its own (a veth pair with 10.x
+ * addresses, so the gateway sees a foreign address and approves nothing silently), against a
+ * real gateway; operators act with the real CLI on the gateway host.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { STRICT } from './helpers/strict.js';
+import { waitFor } from './helpers/wait.js';
+
+const BIN = join(process.cwd(), 'bin', 'clawgate.js');
+const STEP_MS = 20_000;
+
+// --- the companion's own network ------------------------------------------------------------
+
+interface Link {
+  gatewayHost: string;
+  nodeAddr: string;
+  url(port: number): string;
+  command(argv: string[]): [string, string[]];
+  destroy(): void;
+}
+
+function ip(...args: string[]): string {
+  return execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+}
+
+function createLink(): Link | null {
+  const tag = `cgcomp${process.pid % 10_000}`;
+  const hostIf = `${tag}a`;
+  const cleanup = () => {
+    try {
+      ip('link', 'del', hostIf);
+    } catch {}
+    try {
+      ip('netns', 'del', tag);
+    } catch {}
+  };
+  cleanup();
+  const used = ip('-4', '-o', 'addr', 'show');
+  let n = ((process.pid + 97) % 250) + 1;
+  while (used.includes(`10.78.${n}.`)) n = (n % 250) + 1;
+  const hostAddr = `10.78.${n}.1`;
+  const nodeAddr = `10.78.${n}.2`;
+  try {
+    ip('netns', 'add', tag);
+    ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', `${tag}b`);
+    ip('link', 'set', `${tag}b`, 'netns', tag);
+    ip('addr', 'add', `${hostAddr}/30`, 'dev', hostIf);
+    ip('link', 'set', hostIf, 'up');
+    ip('-n', tag, 'addr', 'add', `${nodeAddr}/30`, 'dev', `${tag}b`);
+    ip('-n', tag, 'link', 'set', `${tag}b`, 'up');
+    ip('-n', tag, 'link', 'set', 'lo', 'up');
+  } catch (err) {
+    cleanup();
+    if (STRICT) throw err;
+    process.stderr.write(`# companion tests: no network namespace (${(err as Error).message.split('\n')[0]}); running on loopback\n`);
+    return null;
+  }
+  return {
+    gatewayHost: hostAddr,
+    nodeAddr,
+    url: (port) => `ws://${hostAddr}:${port}`,
+    command: (argv) => ['ip', ['netns', 'exec', tag, ...argv]],
+    destroy: cleanup,
+  };
+}
+
+// --- a companion process ----------------------------------------------------------------------
+
+class Proc {
+  readonly lines: string[] = [];
+  readonly errLines: string[] = [];
+  private cursor = 0;
+  private readonly waiters = new Set<() => void>();
+  readonly exited: Promise<number | null>;
+
+  constructor(readonly child: ChildProcess) {
+    const feed = (into: string[]) => {
+      let buf = '';
+      return (chunk: Buffer) => {
+        buf += chunk.toString();
+        const parts = buf.split('\n');
+        buf = parts.pop() ?? '';
+        into.push(...parts);
+        for (const w of this.waiters) w();
+      };
+    };
+    child.stdout?.on('data', feed(this.lines));
+    child.stderr?.on('data', feed(this.errLines));
+    child.on('error', () => {});
+    this.exited = new Promise((resolve) =>
+      child.on('exit', (code, signal) => {
+        for (const w of this.waiters) w();
+        resolve(code ?? (signal ? -1 : null));
+      }),
+    );
+  }
+
+  /** The next stdout line (after the previous match) that matches `re`. */
+  waitFor(re: RegExp, timeoutMs = STEP_MS): Promise<RegExpMatchArray> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        for (let i = this.cursor; i < this.lines.length; i++) {
+          const m = re.exec(this.lines[i] as string);
+          if (m) {
+            this.cursor = i + 1;
+            cleanup();
+            resolve(m);
+            return;
+          }
+        }
+        if (this.child.exitCode !== null || this.child.signalCode !== null) {
+          cleanup();
+          reject(new Error(`companion exited before printing ${re}\n${this.transcript()}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`timed out waiting for ${re}\n${this.transcript()}`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /** Lines printed since `from` (an index into `lines`). */
+  since(from: number): string[] {
+    return this.lines.slice(from);
+  }
+
+  transcript(): string {
+    return `--- stdout\n${this.lines.join('\n')}\n--- stderr\n${this.errLines.join('\n')}`;
+  }
+
+  async stop(): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGTERM');
+    return this.exited;
+  }
+}
+
+interface SideJson {
+  side: string;
+  state: string;
+  scopes: string[];
+  credential: string | null;
+  pendingRequestId: string | null;
+  confirmationCode: string | null;
+  surface?: string;
+  surfaceRequestId?: string | null;
+  nextStep: string | null;
+  message: string | null;
+  lastError: { code: string; message: string } | null;
+}
+interface StatusJson {
+  running: boolean;
+  deviceId: string | null;
+  credentials: { sharedToken: boolean; bootstrapPending: boolean; tokens: Record<string, { scopes: string[] }> };
+  operator: SideJson;
+  node: SideJson;
+}
+
+describe('clawgate companion run: one device, operator and node side by side', () => {
+  let link: Link | null;
+  let tg: TestGateway;
+  const dirs: string[] = [];
+  const procs: Proc[] = [];
+  const tmp = (label: string) => {
+    const d = mkdtempSync(join(tmpdir(), `clawgate-companion-${label}-`));
+    dirs.push(d);
+    return d;
+  };
+  const url = () => (link ? link.url(tg.server.port) : tg.url);
+  const wrap = (argv: string[]): [string, string[]] => (link ? link.command(argv) : [argv[0] as string, argv.slice(1)]);
+  const companion = (args: string[], env: Record<string, string> = {}) => {
+    const [file, argv] = wrap([process.execPath, BIN, 'companion', 'run', ...args]);
+    const p = new Proc(spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CLAWGATE_SETUP_CODE: '', ...env } }));
+    procs.push(p);
+    return p;
+  };
+  /** A CLI command as the companion's user (its state dir), on the companion's side of the link. */
+  const local = async (stateDir: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+    const [file, argv] = wrap([process.execPath, BIN, ...args, '--state-dir', stateDir]);
+    const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CLAWGATE_TOKEN: '', CLAWGATE_STATE_DIR: '' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const code = await new Promise<number>((resolve) => child.on('exit', (c) => resolve(c ?? -1)));
+    return { code, stdout, stderr };
+  };
+  const status = async (stateDir: string): Promise<StatusJson> => {
+    const r = await local(stateDir, 'companion', 'status', '--json');
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as StatusJson;
+  };
+  const mint = async (profile: string): Promise<string> => {
+    const minted = await cli(tg, 'qr', '--profile', profile, '--public-url', url(), '--json');
+    assert.equal(minted.code, 0, minted.stderr);
+    return (JSON.parse(minted.stdout) as { setupCode: string }).setupCode;
+  };
+  const codeFile = (dir: string, code: string) => {
+    const f = join(dir, 'code.txt');
+    writeFileSync(f, code, { mode: 0o600 });
+    return f;
+  };
+  const recordOf = (stateDir: string) => {
+    const gw = join(stateDir, 'client', 'gateways');
+    const files = readdirSync(gw).filter((n) => n.endsWith('.json'));
+    assert.equal(files.length, 1, `one gateway record: ${files.join(', ')}`);
+    return JSON.parse(readFileSync(join(gw, files[0] as string), 'utf8')) as {
+      deviceId: string;
+      bootstrap?: unknown;
+      sharedToken?: string;
+      tokens: Record<string, { token: string; scopes: string[] }>;
+    };
+  };
+
+  before(async () => {
+    link = createLink();
+    const stateDir = tmp('gw');
+    tg = await startTestGateway({
+      stateDir,
+      host: link?.gatewayHost ?? '127.0.0.1',
+      config: { bind: link?.gatewayHost ?? '127.0.0.1', tickIntervalMs: 2_000 },
+    });
+  });
+  after(async () => {
+    for (const p of procs) await p.stop();
+    await tg.stop();
+    link?.destroy();
+    for (const d of dirs) removeDir(d);
+  });
+
+  test('one setup code: one device with both roles; operator works while the surface is pending; approve → invoke; rotate each role → both recover without pausing; revoke the node role → operator stays, status names the next step', async () => {
+    const stateDir = tmp('main');
+    const c = companion(['--code-file', codeFile(stateDir, await mint('operator+node')), '--state-dir', stateDir, '--name', 'laptop']);
+    await c.waitFor(/^operator: connected to .* as operator \(device ([0-9a-f]{64}), bootstrap-token/);
+    const surface = await c.waitFor(/^node: waiting for command approval: request (\S+) — on the gateway host run `clawgate nodes approve \S+`$/);
+    const surfaceId = surface[1] as string;
+
+    // One device id holding both roles.
+    const listed = await cli(tg, 'devices', 'list', '--json');
+    const paired = (JSON.parse(listed.stdout) as { paired: Array<{ deviceId: string; roles: string[] }> }).paired;
+    const rec = recordOf(stateDir);
+    const mine = paired.filter((d) => d.deviceId === rec.deviceId);
+    assert.equal(mine.length, 1, listed.stdout);
+    assert.deepEqual(mine[0]?.roles, ['node', 'operator']);
+    assert.equal(rec.bootstrap, undefined, 'the setup code is dropped once both role tokens are durable');
+    assert.ok(rec.tokens.operator && rec.tokens.node);
+    assert.equal(statSync(join(stateDir, 'companion', 'control.sock')).mode & 0o777, 0o600);
+    assert.equal(statSync(join(stateDir, 'companion')).mode & 0o777, 0o700);
+
+    // Surface pending: the node cannot be invoked, the operator side already writes.
+    let s = await status(stateDir);
+    assert.equal(s.running, true);
+    assert.equal(s.operator.state, 'connected');
+    assert.ok(s.operator.scopes.includes('operator.write'), JSON.stringify(s.operator));
+    assert.equal(s.node.state, 'connected');
+    assert.equal(s.node.surface, 'pending');
+    assert.equal(s.node.surfaceRequestId, surfaceId);
+    assert.match(s.node.nextStep ?? '', new RegExp(`clawgate nodes approve ${surfaceId}`));
+    assert.equal((await cli(tg, 'sessions', 'create', 'companion-chat')).code, 0);
+    const chat = await local(
+      stateDir,
+      'call',
+      'chat.send',
+      '--params',
+      JSON.stringify({ sessionKey: 'companion-chat', text: 'hello from the companion' }),
+      '--url',
+      url(),
+      '--json',
+    );
+    assert.equal(chat.code, 0, chat.stderr);
+    assert.match(chat.stdout, /hello from the companion/);
+
+    const approved = await cli(tg, 'nodes', 'approve', surfaceId);
+    assert.equal(approved.code, 0, approved.stderr);
+    await c.waitFor(/^node: command surface approved/);
+    const invoke = async () => {
+      const r = await cli(
+        tg,
+        'nodes',
+        'invoke',
+        '--node',
+        rec.deviceId,
+        '--command',
+        'system.run',
+        '--params',
+        JSON.stringify({ command: ['echo', 'hi'] }),
+        '--json',
+      );
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /hi\\n/);
+    };
+    await invoke();
+
+    // Rotation of each role, pushed live: adopted, no pause on either side.
+    for (const role of ['operator', 'node'] as const) {
+      const mark = c.lines.length;
+      const rotated = await cli(tg, 'devices', 'rotate', '--device', rec.deviceId, '--role', role, '--json');
+      assert.equal(rotated.code, 0, rotated.stderr);
+      await c.waitFor(new RegExp(`^${role}: connected to .* as ${role} \\(device [0-9a-f]{64}, device-token`));
+      await waitFor(() => recordOf(stateDir).tokens[role]?.token !== rec.tokens[role]?.token, `the rotated ${role} token stored`, { timeoutMs: STEP_MS });
+      assert.ok(!c.since(mark).some((l) => /paused/.test(l)), c.since(mark).join('\n'));
+    }
+    await invoke();
+    s = await status(stateDir);
+    assert.equal(s.operator.state, 'connected');
+    assert.equal(s.node.state, 'connected');
+
+    // Revoke the node role: the node side pauses naming the next step; the operator side is untouched.
+    const mark = c.lines.length;
+    const opGen = s.operator;
+    const revoked = await cli(tg, 'devices', 'revoke', '--device', rec.deviceId, '--role', 'node', '--json');
+    assert.equal(revoked.code, 0, revoked.stderr);
+    await c.waitFor(/^node: paused \(device-token-rejected\)/);
+    s = await status(stateDir);
+    assert.equal(s.node.state, 'paused');
+    assert.match(
+      s.node.nextStep ?? '',
+      /Pair the node side again: on the gateway host run `clawgate qr --profile operator\+node`.*`clawgate companion pair --code-file <file>`/,
+    );
+    assert.doesNotMatch(s.node.nextStep ?? '', /resume\(\)/);
+    assert.equal(s.operator.state, 'connected');
+    assert.deepEqual(s.operator.scopes, opGen.scopes);
+    assert.ok(!c.since(mark).some((l) => l.startsWith('operator:')), `the operator side did not move:\n${c.since(mark).join('\n')}`);
+    const human = await local(stateDir, 'companion', 'status');
+    assert.match(human.stdout, /^node: paused/m);
+    assert.match(human.stdout, /^ {2}next: .*companion pair/m);
+
+    // A new setup code through the running companion re-pairs the node side; the operator keeps going.
+    const f = codeFile(stateDir, await mint('operator+node'));
+    const applied = await local(stateDir, 'companion', 'pair', '--code-file', f);
+    assert.equal(applied.code, 0, applied.stderr);
+    await c.waitFor(/^node: connected to /);
+    assert.equal(recordOf(stateDir).deviceId, rec.deviceId, 'same device id');
+
+    assert.equal(await c.stop(), 0);
+    const offline = await status(stateDir);
+    assert.equal(offline.running, false);
+    assert.ok(offline.credentials.tokens.operator && offline.credentials.tokens.node);
+    assert.match(offline.operator.nextStep ?? '', /clawgate companion run/);
+  });
+
+  for (const point of ['setup-saved', 'hello-received', 'tokens-stored', 'before-rename:bootstrap-clear'] as const) {
+    test(`SIGKILL at ${point}: a restart completes the hand-off with the same device id`, async () => {
+      const stateDir = tmp('crash');
+      const file = codeFile(stateDir, await mint('operator+node'));
+      const first = companion(['--code-file', file, '--state-dir', stateDir], { CLAWGATE_TEST_CRASH_AT: point });
+      assert.equal(await first.exited, -1, `killed at ${point}\n${first.transcript()}`);
+      const before = recordOf(stateDir);
+      assert.ok(before.bootstrap, 'the setup code is still stored after the crash');
+      // The same command line again, as a service manager would restart it.
+      const again = companion(['--code-file', file, '--state-dir', stateDir]);
+      await again.waitFor(/^operator: connected to /);
+      await again.waitFor(/^node: connected to /);
+      await waitFor(() => recordOf(stateDir).bootstrap === undefined, 'the setup code dropped', { timeoutMs: STEP_MS, detail: () => again.transcript() });
+      const after = recordOf(stateDir);
+      assert.equal(after.deviceId, before.deviceId);
+      assert.ok(after.tokens.operator && after.tokens.node);
+      const s = await status(stateDir);
+      assert.equal(s.operator.state, 'connected');
+      assert.equal(s.node.state, 'connected');
+      assert.equal(await again.stop(), 0);
+    });
+  }
+
+  test('--url with a gateway token: both sides wait for approval showing the request id and the confirmation code; a wrong replacement token is refused and changes nothing', async () => {
+    const stateDir = tmp('shared');
+    const tokenFile = join(stateDir, 'token');
+    writeFileSync(tokenFile, TEST_TOKEN, { mode: 0o600 });
+    const c = companion(['--url', url(), '--token-file', tokenFile, '--state-dir', stateDir, '--no-node']);
+    const wait = await c.waitFor(
+      /^operator: waiting for approval: request (\S+), confirmation code (\d{6}) — on the gateway host run `clawgate devices approve \S+`/,
+    );
+    const listed = JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { pending: Array<{ requestId: string; confirmationCode: string }> };
+    const req = listed.pending.find((p) => p.requestId === wait[1]);
+    assert.equal(req?.confirmationCode, wait[2], 'the approver sees the same code');
+    let s = await status(stateDir);
+    assert.equal(s.operator.state, 'awaiting-approval');
+    assert.equal(s.operator.pendingRequestId, wait[1]);
+    assert.equal(s.operator.confirmationCode, wait[2]);
+    assert.equal(s.node.state, 'stopped');
+    assert.match(s.node.message ?? '', /--no-node/);
+    assert.equal((await cli(tg, 'devices', 'approve', wait[1] as string)).code, 0);
+    await c.waitFor(/^operator: connected to .*shared-token/);
+    await waitFor(() => !!recordOf(stateDir).tokens.operator, 'the operator token stored', { timeoutMs: STEP_MS });
+    const before = recordOf(stateDir);
+
+    const bad = join(stateDir, 'bad');
+    writeFileSync(bad, 'cgs_not-the-token', { mode: 0o600 });
+    const refused = await local(stateDir, 'companion', 'set-token', '--token-file', bad);
+    assert.equal(refused.code, 1, refused.stdout);
+    assert.match(refused.stderr, /AUTH_TOKEN_MISMATCH/);
+    assert.deepEqual(recordOf(stateDir), before, 'a refused token changes nothing');
+    s = await status(stateDir);
+    assert.equal(s.operator.state, 'connected');
+    assert.equal(await c.stop(), 0);
+  });
+
+  test('companion mcp: an MCP client over stdio reads the status, pauses and resumes one side, and gets a refused token as an error', async () => {
+    const stateDir = tmp('mcp');
+    const c = companion(['--code-file', codeFile(stateDir, await mint('operator+node')), '--state-dir', stateDir]);
+    await c.waitFor(/^operator: connected to /);
+    await c.waitFor(/^node: connected to /);
+    const [file, argv] = wrap([process.execPath, BIN, 'companion', 'mcp', '--state-dir', stateDir]);
+    const transport = new StdioClientTransport({ command: file, args: argv, env: { ...(process.env as Record<string, string>) }, stderr: 'pipe' });
+    const client = new Client({ name: 'companion-test', version: '1.0.0' });
+    await client.connect(transport);
+    try {
+      const tools = (await client.listTools()).tools.map((t) => t.name).sort();
+      assert.deepEqual(tools, ['apply_setup_code', 'pause_side', 'reconnect', 'resume_side', 'set_shared_token', 'status']);
+      const read = async () =>
+        JSON.parse(((await client.callTool({ name: 'status', arguments: {} })).content as Array<{ text: string }>)[0]?.text ?? '{}') as StatusJson;
+      let s = await read();
+      assert.equal(s.operator.state, 'connected');
+      assert.equal(s.node.state, 'connected');
+
+      const paused = await client.callTool({ name: 'pause_side', arguments: { side: 'node' } });
+      assert.ok(!paused.isError, JSON.stringify(paused));
+      s = await read();
+      assert.equal(s.node.state, 'stopped');
+      assert.equal(s.operator.state, 'connected', 'pausing the node side leaves the operator side alone');
+
+      const resumed = await client.callTool({ name: 'resume_side', arguments: { side: 'node' } });
+      assert.ok(!resumed.isError, JSON.stringify(resumed));
+      await c.waitFor(/^node: connected to /);
+
+      const bad = await client.callTool({ name: 'set_shared_token', arguments: { token: 'cgs_wrong' } });
+      assert.equal(bad.isError, true);
+      assert.match((bad.content as Array<{ text: string }>)[0]?.text ?? '', /AUTH_TOKEN_MISMATCH/);
+      assert.equal(recordOf(stateDir).sharedToken, undefined);
+
+      const invalid = await client.callTool({ name: 'apply_setup_code', arguments: { code: 'not-a-code' } });
+      assert.equal(invalid.isError, true);
+      assert.match((invalid.content as Array<{ text: string }>)[0]?.text ?? '', /INVALID_SETUP_CODE/);
+      s = await read();
+      assert.equal(s.operator.state, 'connected');
+    } finally {
+      await client.close();
+    }
+    assert.equal(await c.stop(), 0);
+  });
+
+  test('a second companion on the same state dir is refused; install-service --print writes a systemd unit and a launchd plist', async () => {
+    const stateDir = tmp('single');
+    const c = companion(['--code-file', codeFile(stateDir, await mint('operator')), '--state-dir', stateDir, '--no-node']);
+    await c.waitFor(/^operator: connected to /);
+    const second = companion(['--state-dir', stateDir, '--no-node']);
+    assert.equal(await second.exited, 1);
+    assert.match(second.errLines.join('\n'), /another clawgate companion run \(pid \d+\) is using/);
+    assert.equal(await c.stop(), 0);
+
+    const unit = await local(stateDir, 'companion', 'install-service', '--print');
+    assert.equal(unit.code, 0, unit.stderr);
+    assert.match(unit.stdout, /^\[Service\]$/m);
+    assert.match(unit.stdout, /^ExecStart=\S+ \S+clawgate\.js companion run --state-dir \S+$/m);
+    assert.doesNotMatch(unit.stdout, /cgb1_|cgs_|cgd1_/);
+    const plist = await local(stateDir, 'companion', 'install-service', '--print', '--launchd');
+    assert.equal(plist.code, 0, plist.stderr);
+    assert.match(plist.stdout, /<string>companion<\/string>\s*<string>run<\/string>/);
+  });
+});
