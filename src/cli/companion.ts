@@ -152,7 +152,13 @@ async function run(args: string[]): Promise<number> {
         );
       } else {
         const { applySetupCode } = await import('../../packages/client/src/pairing.js');
-        const { record } = await applySetupCode(paths.store, platform, code, { url, nowMs, displayName: (values.name as string | undefined) ?? hostname() });
+        const crash = crashHook();
+        const { record } = await applySetupCode(paths.store, platform, code, {
+          url,
+          nowMs,
+          displayName: (values.name as string | undefined) ?? hostname(),
+          ...(crash ? { checkpoint: crash } : {}),
+        });
         out(`setup code stored for ${record.url} (device ${record.deviceId})`);
         forceBootstrap = true;
       }
