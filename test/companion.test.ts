@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -459,6 +460,16 @@ describe('clawgate companion run: one device, operator and node side by side', (
     const stateDir = tmp('single');
     const c = companion(['--code-file', codeFile(stateDir, await mint('operator')), '--state-dir', stateDir, '--no-node']);
     await c.waitFor(/^operator: connected to /);
+    // The control socket validates what it is sent.
+    const garbage = await new Promise<string>((resolve, reject) => {
+      const sock = connect(join(stateDir, 'companion', 'control.sock'));
+      let got = '';
+      sock.on('data', (d) => (got += d));
+      sock.on('end', () => resolve(got));
+      sock.on('error', reject);
+      sock.write('{"op":"pause","side":"everything"}\n');
+    });
+    assert.equal(JSON.parse(garbage).code, 'CONTROL_REQUEST_INVALID');
     const second = companion(['--state-dir', stateDir, '--no-node']);
     assert.equal(await second.exited, 1);
     assert.match(second.errLines.join('\n'), /another clawgate companion run \(pid \d+\) is using/);
