@@ -456,6 +456,51 @@ describe('clawgate companion run: one device, operator and node side by side', (
     assert.equal(await c.stop(), 0);
   });
 
+  test("clawgate node run on a state dir `clawgate pair` filled is that device's node side (no second identity); a node host's state dir is read into the store by companion run, its operator token included", async () => {
+    // `clawgate pair` with an operator+node code, then `clawgate node run` on the same dir.
+    const paired = tmp('pair-then-node');
+    const p = await local(paired, 'pair', '--code-file', codeFile(paired, await mint('operator+node')), '--name', 'desk');
+    assert.equal(p.code, 0, p.stderr);
+    const rec = recordOf(paired);
+    assert.ok(rec.tokens.node && rec.tokens.operator);
+    const [file, argv] = wrap([process.execPath, BIN, 'node', 'run', '--state-dir', paired, '--name', 'desk']);
+    const n = new Proc(spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CLAWGATE_SETUP_CODE: '', CLAWGATE_NODE_TOKEN: '' } }));
+    procs.push(n);
+    await n.waitFor(new RegExp(`^node: connected to .* as node \\(device ${rec.deviceId}, device-token`));
+    await n.waitFor(/^node: waiting for command approval: request \S+/);
+    assert.ok(!n.lines.some((l) => l.startsWith('operator:')), 'node run runs the node side only');
+    assert.equal(readdirSync(paired).includes('identity.json'), false, 'no second identity');
+    assert.equal(await n.stop(), 0);
+
+    // A node host paired with an operator+node code: its state dir, read by companion run.
+    const legacy = tmp('legacy-node');
+    const [f2, a2] = wrap([
+      process.execPath,
+      BIN,
+      'node',
+      'run',
+      '--code-file',
+      codeFile(legacy, await mint('operator+node')),
+      '--state-dir',
+      legacy,
+      '--name',
+      'old',
+    ]);
+    const old = new Proc(spawn(f2, a2, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CLAWGATE_SETUP_CODE: '', CLAWGATE_NODE_TOKEN: '' } }));
+    procs.push(old);
+    const [, deviceId] = await old.waitFor(/^paired: device ([0-9a-f]{64}) holds a node \+ operator token/);
+    await old.waitFor(/^connected to /);
+    assert.equal(await old.stop(), 0);
+    const legacyCreds = readFileSync(join(legacy, 'credentials.json'), 'utf8');
+    const c = companion(['--state-dir', legacy]);
+    await c.waitFor(new RegExp(`^read the node host state in .* \\(device ${deviceId}; tokens: (operator, node|node, operator)\\)`));
+    await c.waitFor(new RegExp(`^operator: connected to .* as operator \\(device ${deviceId}, device-token`));
+    await c.waitFor(new RegExp(`^node: connected to .* as node \\(device ${deviceId}, device-token`));
+    assert.equal(readFileSync(join(legacy, 'credentials.json'), 'utf8'), legacyCreds, 'the node host files are left as they were');
+    assert.equal(recordOf(legacy).deviceId, deviceId);
+    assert.equal(await c.stop(), 0);
+  });
+
   test('a second companion on the same state dir is refused; install-service --print writes a systemd unit and a launchd plist', async () => {
     const stateDir = tmp('single');
     const c = companion(['--code-file', codeFile(stateDir, await mint('operator')), '--state-dir', stateDir, '--no-node']);

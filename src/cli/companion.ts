@@ -18,6 +18,7 @@ import { normalizeGatewayUrl } from '../../packages/client/src/url.js';
 import { Companion, type CompanionStatus, credentialSummary } from '../companion/companion.js';
 import { askControl, type ControlRequest, ensurePrivateDir, listenControl } from '../companion/control.js';
 import type { Side, SideStatus } from '../companion/lifecycle.js';
+import { hasNodeHostState, migrateNodeHostState } from '../companion/migrate.js';
 import { systemClock } from '../core/env.js';
 import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
@@ -119,7 +120,36 @@ async function run(args: string[]): Promise<number> {
   // Secrets: the code from a file, stdin or the environment (--pair on argv warns); the token never from argv silently.
   const code = readSetupCode(values, values.pair as string | undefined, '--pair <setup-code>')?.value;
   const token = readSecret(values, 'token', [TOKEN_ENV])?.value;
-  const paths = companionPaths(values['state-dir'] as string | undefined);
+  return runCompanion({
+    stateDir: values['state-dir'] as string | undefined,
+    sides,
+    commands,
+    execPolicy,
+    code,
+    token,
+    url: values.url as string | undefined,
+    name: values.name as string | undefined,
+  });
+}
+
+export interface RunSettings {
+  stateDir: string | undefined;
+  sides: { operator: boolean; node: boolean };
+  commands: string[];
+  execPolicy: ExecPolicyMode;
+  code: string | undefined;
+  token: string | undefined;
+  url: string | undefined;
+  name: string | undefined;
+  /** Where exec-allowlist.json lives (default: the companion dir; `node run` keeps its own). */
+  allowlistDir?: string;
+}
+
+/** `companion run` once its flags are read (also what `clawgate node run` runs on a paired state dir). */
+export async function runCompanion(settings: RunSettings): Promise<number> {
+  const { sides, commands, execPolicy, code, token } = settings;
+  const values = { url: settings.url, name: settings.name };
+  const paths = companionPaths(settings.stateDir);
 
   let companion: Companion | null = null;
   const listening = await listenControl(paths.dir, async (req) => handle(companion, paths, req));
@@ -132,6 +162,16 @@ async function run(args: string[]): Promise<number> {
     const nowMs = systemClock.now();
     let url = values.url as string | undefined;
     let forceBootstrap = false;
+    if (hasNodeHostState(paths.stateDir)) {
+      // A node host's state dir: its identity and every token it holds become this device's.
+      const m = await migrateNodeHostState(paths.stateDir, paths.store, nowMs);
+      if (m.migrated) {
+        out(
+          `read the node host state in ${paths.stateDir} (device ${m.deviceId}; tokens: ${m.roles.join(', ') || 'none'}) into ${join(paths.stateDir, 'client')}; the old files are left as they were`,
+        );
+        if (code === undefined) url ??= m.url;
+      }
+    }
     if (code !== undefined) {
       let payload: ReturnType<typeof parseSetupCode>;
       try {
@@ -187,7 +227,8 @@ async function run(args: string[]): Promise<number> {
       }
     }
     writeFileDurably(join(paths.dir, CONFIG_FILE), `${JSON.stringify({ version: 1, url: target.url }, null, 2)}\n`);
-    const allowlist = ensureAllowlistFile(paths.dir);
+    const allowlistDir = settings.allowlistDir ?? paths.dir;
+    const allowlist = ensureAllowlistFile(allowlistDir);
     if (sides.node && allowlist.created) out(`created ${allowlist.path} with a default exec allowlist; edit it to allow more commands`);
 
     let statusTimer: ReturnType<typeof setTimeout> | null = null;
@@ -206,7 +247,7 @@ async function run(args: string[]): Promise<number> {
       sides,
       forceBootstrap,
       displayName: (values.name as string | undefined) ?? hostname(),
-      node: { commands, execPolicy, allowlistDir: paths.dir },
+      node: { commands, execPolicy, allowlistDir },
       clock: systemClock,
       env: process.env,
       out,
