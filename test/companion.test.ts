@@ -501,6 +501,93 @@ describe('clawgate companion run: one device, operator and node side by side', (
     assert.equal(await c.stop(), 0);
   });
 
+  test("--ssh: a gateway bound to the SSH host's loopback, reached through a supervised forward; an unknown host key is refused, never learned; a killed ssh is restarted and both sides reconnect", async (t) => {
+    if (!link) return t.skip('needs a network namespace: the companion must not reach the gateway except through sshd');
+    const dir = tmp('ssh');
+    // The gateway listens on this host's loopback only: from the companion's namespace only sshd leads there.
+    const hidden = await startTestGateway({ stateDir: tmp('ssh-gw'), config: { tickIntervalMs: 2_000 } });
+    t.after(() => hidden.stop());
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host_key')]);
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'client_key')]);
+    writeFileSync(join(dir, 'authorized_keys'), readFileSync(join(dir, 'client_key.pub')), { mode: 0o600 });
+    const sshPort = 20_000 + (process.pid % 20_000);
+    writeFileSync(
+      join(dir, 'sshd_config'),
+      [
+        `Port ${sshPort}`,
+        `ListenAddress ${link.gatewayHost}`,
+        `HostKey ${join(dir, 'host_key')}`,
+        `PidFile ${join(dir, 'sshd.pid')}`,
+        `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+        'PasswordAuthentication no',
+        'KbdInteractiveAuthentication no',
+        'PermitRootLogin prohibit-password',
+        'UsePAM no',
+        'StrictModes no',
+        'AllowTcpForwarding local',
+        'X11Forwarding no',
+        '',
+      ].join('\n'),
+    );
+    const sshd = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let sshdLog = '';
+    sshd.stderr.on('data', (d) => (sshdLog += d));
+    t.after(() => {
+      sshd.kill('SIGTERM');
+    });
+    await waitFor(() => sshdLog.includes('Server listening'), 'sshd listening', { timeoutMs: STEP_MS, detail: () => sshdLog });
+
+    const minted = await cli(hidden, 'qr', '--profile', 'operator+node', '--json');
+    assert.equal(minted.code, 0, minted.stderr);
+    const code = (JSON.parse(minted.stdout) as { setupCode: string }).setupCode;
+    const stateDir = tmp('ssh-companion');
+    const user = execFileSync('id', ['-un']).toString().trim();
+    const c = companion([
+      '--code-file',
+      codeFile(stateDir, code),
+      '--state-dir',
+      stateDir,
+      '--ssh',
+      `${user}@${link.gatewayHost}:${sshPort}`,
+      '--ssh-identity',
+      join(dir, 'client_key'),
+    ]);
+    // Nothing in known_hosts yet: strict host key checking refuses, and the code stays unredeemed.
+    await c.waitFor(/^ssh: Host key verification failed\. — the host key of \S+ is not in \S+known_hosts/);
+    assert.ok(!c.lines.some((l) => /connected to/.test(l)));
+    const hostKey = readFileSync(join(dir, 'host_key.pub'), 'utf8').trim().split(' ').slice(0, 2).join(' ');
+    writeFileSync(join(stateDir, 'companion', 'known_hosts'), `[${link.gatewayHost}]:${sshPort} ${hostKey}\n`, { mode: 0o600 });
+    await c.waitFor(/^ssh: forward 127\.0\.0\.1:\d+ → 127\.0\.0\.1:\d+ via \S+ is up$/);
+    await c.waitFor(/^operator: connected to ws:\/\/127\.0\.0\.1:\d+ as operator/);
+    await c.waitFor(/^node: connected to ws:\/\/127\.0\.0\.1:\d+ as node/);
+    const deviceId = recordOf(stateDir).deviceId;
+    const listed = JSON.parse((await cli(hidden, 'devices', 'list', '--json')).stdout) as { paired: Array<{ deviceId: string; roles: string[] }> };
+    assert.deepEqual(listed.paired.find((d) => d.deviceId === deviceId)?.roles, ['node', 'operator']);
+
+    // The ssh process dies: the forward is restarted and both sides come back through it.
+    const sshPid = readdirSync('/proc')
+      .filter((e) => /^\d+$/.test(e))
+      .find((e) => {
+        try {
+          const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+          const close = stat.lastIndexOf(')');
+          return stat.slice(stat.indexOf('(') + 1, close) === 'ssh' && Number(stat.slice(close + 2).split(' ')[1]) === c.child.pid;
+        } catch {
+          return false;
+        }
+      });
+    assert.ok(sshPid, 'the companion runs ssh');
+    process.kill(Number(sshPid), 'SIGKILL');
+    await c.waitFor(/^ssh: .*restarting in \d+ ms$/);
+    await c.waitFor(/^ssh: forward .* is up$/);
+    await c.waitFor(/^(operator|node): connected to /);
+    await c.waitFor(/^(operator|node): connected to /);
+    const s = await status(stateDir);
+    assert.equal(s.operator.state, 'connected');
+    assert.equal(s.node.state, 'connected');
+    assert.equal(await c.stop(), 0);
+  });
+
   test('a second companion on the same state dir is refused; install-service --print writes a systemd unit and a launchd plist', async () => {
     const stateDir = tmp('single');
     const c = companion(['--code-file', codeFile(stateDir, await mint('operator')), '--state-dir', stateDir, '--no-node']);

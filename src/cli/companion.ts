@@ -9,6 +9,7 @@
  * (control.sock, companion.json, exec-allowlist.json, status.json).
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { homedir, hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { type FileCredentialStore, nodePlatform } from '../../packages/client/src/node.js';
@@ -19,6 +20,7 @@ import { Companion, type CompanionStatus, credentialSummary } from '../companion
 import { askControl, type ControlRequest, ensurePrivateDir, listenControl } from '../companion/control.js';
 import type { Side, SideStatus } from '../companion/lifecycle.js';
 import { hasNodeHostState, migrateNodeHostState } from '../companion/migrate.js';
+import { parseSshTarget, SshForward, type SshTarget } from '../companion/ssh.js';
 import { systemClock } from '../core/env.js';
 import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
@@ -73,13 +75,34 @@ export async function companionCommand(sub: string | undefined, args: string[]):
   }
 }
 
-function readConfigUrl(dir: string): string | null {
+interface CompanionConfig {
+  url?: string;
+  ssh?: { target: string; remoteUrl: string; localPort: number };
+}
+
+function readConfig(dir: string): CompanionConfig {
   try {
-    const v = JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as { url?: unknown };
-    return typeof v.url === 'string' ? v.url : null;
+    return JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as CompanionConfig;
   } catch {
-    return null;
+    return {};
   }
+}
+
+function readConfigUrl(dir: string): string | null {
+  const v = readConfig(dir);
+  return typeof v.url === 'string' ? v.url : null;
+}
+
+/** A port on 127.0.0.1 nobody listens on right now (the OS picks it). */
+function freeLocalPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 /** Which gateway: the code's, --url, the one the companion last ran with, or the only stored one. */
@@ -105,8 +128,16 @@ async function run(args: string[]): Promise<number> {
     commands: { type: 'string' },
     'exec-policy': { type: 'string' },
     'state-dir': { type: 'string' },
+    ssh: { type: 'string' },
+    'ssh-identity': { type: 'string' },
   });
   if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+  let ssh: RunSettings['ssh'];
+  if (values.ssh !== undefined) {
+    const t = parseSshTarget(values.ssh as string);
+    if ('problem' in t) throw new UsageError(`--ssh: ${t.problem}`);
+    ssh = { text: values.ssh as string, target: t, ...(values['ssh-identity'] ? { identityFile: resolve(values['ssh-identity'] as string) } : {}) };
+  } else if (values['ssh-identity'] !== undefined) throw new UsageError('--ssh-identity needs --ssh');
   const sides = { operator: values['no-operator'] !== true, node: values['no-node'] !== true };
   if (!sides.operator && !sides.node) throw new UsageError('--no-node and --no-operator together leave nothing to run');
   const execPolicy = ((values['exec-policy'] as string | undefined) ?? 'allowlist') as ExecPolicyMode;
@@ -129,6 +160,7 @@ async function run(args: string[]): Promise<number> {
     token,
     url: values.url as string | undefined,
     name: values.name as string | undefined,
+    ...(ssh ? { ssh } : {}),
   });
 }
 
@@ -143,6 +175,8 @@ export interface RunSettings {
   name: string | undefined;
   /** Where exec-allowlist.json lives (default: the companion dir; `node run` keeps its own). */
   allowlistDir?: string;
+  /** Reach the gateway through a supervised `ssh -L` forward. */
+  ssh?: { text: string; target: SshTarget; identityFile?: string };
 }
 
 /** `companion run` once its flags are read (also what `clawgate node run` runs on a paired state dir). */
@@ -152,6 +186,8 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
   const paths = companionPaths(settings.stateDir);
 
   let companion: Companion | null = null;
+  let forward: SshForward | null = null;
+  let sshConfig: { target: string; remoteUrl: string; localPort: number } | null = null;
   const listening = await listenControl(paths.dir, async (req) => handle(companion, paths, req));
   if (!listening.ok) {
     err(`another clawgate companion run${listening.pid ? ` (pid ${listening.pid})` : ''} is using ${paths.dir}; stop it, or pass a different --state-dir`);
@@ -172,8 +208,8 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
         if (code === undefined) url ??= m.url;
       }
     }
+    let payload: ReturnType<typeof parseSetupCode> | null = null;
     if (code !== undefined) {
-      let payload: ReturnType<typeof parseSetupCode>;
       try {
         payload = parseSetupCode(code, nowMs);
       } catch (e) {
@@ -181,6 +217,31 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
         return 1;
       }
       url ??= payload.url;
+    } else {
+      url = (await pickUrl(paths, url)) ?? undefined;
+    }
+    if (settings.ssh && url) {
+      // The URL (from the code or --url) names the gateway as the SSH host sees it; this device connects to the forward.
+      const remote = new URL(normalizeGatewayUrl(url).url);
+      const previous = readConfig(paths.dir).ssh;
+      const localPort =
+        previous && previous.target === settings.ssh.text && previous.remoteUrl === remote.toString() ? previous.localPort : await freeLocalPort();
+      forward = new SshForward({
+        target: settings.ssh.target,
+        localPort,
+        remoteHost: remote.hostname.replace(/^\[|\]$/g, ''),
+        remotePort: Number(remote.port || (remote.protocol === 'wss:' ? 443 : 80)),
+        knownHostsFile: join(paths.dir, 'known_hosts'),
+        ...(settings.ssh.identityFile ? { identityFile: settings.ssh.identityFile } : {}),
+        out,
+      });
+      sshConfig = { target: settings.ssh.text, remoteUrl: remote.toString(), localPort };
+      out(`ssh: opening a forward to ${remote.host} through ${settings.ssh.text} (host key checked against ${join(paths.dir, 'known_hosts')})`);
+      forward.start();
+      await forward.waitUp();
+      url = `${remote.protocol}//127.0.0.1:${localPort}${remote.pathname === '/' ? '' : remote.pathname}${remote.search}`;
+    }
+    if (code !== undefined && payload && url) {
       const rec = await paths.store.load(normalizeGatewayUrl(url).key);
       const allHeld = (['operator', 'node'] as const).every((r) => !sides[r] || !!rec?.tokens[r]);
       if (rec?.bootstrap?.token === payload.bootstrapToken) {
@@ -202,8 +263,6 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
         out(`setup code stored for ${record.url} (device ${record.deviceId})`);
         forceBootstrap = true;
       }
-    } else {
-      url = (await pickUrl(paths, url)) ?? undefined;
     }
     if (!url)
       throw new UsageError(
@@ -226,7 +285,7 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
         }
       }
     }
-    writeFileDurably(join(paths.dir, CONFIG_FILE), `${JSON.stringify({ version: 1, url: target.url }, null, 2)}\n`);
+    writeFileDurably(join(paths.dir, CONFIG_FILE), `${JSON.stringify({ version: 1, url: target.url, ...(sshConfig ? { ssh: sshConfig } : {}) }, null, 2)}\n`);
     const allowlistDir = settings.allowlistDir ?? paths.dir;
     const allowlist = ensureAllowlistFile(allowlistDir);
     if (sides.node && allowlist.created) out(`created ${allowlist.path} with a default exec allowlist; edit it to allow more commands`);
@@ -268,12 +327,14 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
     });
     if (statusTimer) clearTimeout(statusTimer);
     companion.close();
+    forward?.stop();
     await companion
       .status()
       .then((s) => writeFileDurably(join(paths.dir, STATUS_FILE), `${JSON.stringify({ ...s, running: false, writtenAtMs: systemClock.now() }, null, 2)}\n`))
       .catch(() => undefined);
     return 0;
   } finally {
+    forward?.stop();
     listening.server.close();
   }
 }
