@@ -356,6 +356,24 @@ describe('clawgate companion run: one device, operator and node side by side', (
     assert.match(offline.operator.nextStep ?? '', /clawgate companion run/);
   });
 
+  test('a rejected command surface: the node side says so and what to do; the operator side does not move', async () => {
+    const stateDir = tmp('reject');
+    const c = companion(['--code-file', codeFile(stateDir, await mint('operator+node')), '--state-dir', stateDir]);
+    await c.waitFor(/^operator: connected to /);
+    const [, surfaceId] = await c.waitFor(/^node: waiting for command approval: request (\S+) /);
+    const mark = c.lines.length;
+    const rejected = await cli(tg, 'nodes', 'reject', surfaceId as string);
+    assert.equal(rejected.code, 0, rejected.stderr);
+    await c.waitFor(/^node: command surface rejected on the gateway/);
+    const s = await status(stateDir);
+    assert.equal(s.node.state, 'connected');
+    assert.equal(s.node.surface, 'rejected');
+    assert.match(s.node.nextStep ?? '', /companion reconnect node|reconnect the node side/);
+    assert.equal(s.operator.state, 'connected');
+    assert.ok(!c.since(mark).some((l) => l.startsWith('operator:')), c.since(mark).join('\n'));
+    assert.equal(await c.stop(), 0);
+  });
+
   for (const point of ['setup-saved', 'hello-received', 'tokens-stored', 'before-rename:bootstrap-clear'] as const) {
     test(`SIGKILL at ${point}: a restart completes the hand-off with the same device id`, async () => {
       const stateDir = tmp('crash');

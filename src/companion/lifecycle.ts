@@ -250,7 +250,7 @@ export class SideLifecycle {
         const id = this.surfaceRequestId ?? '<requestId>';
         base.nextStep = `Approve this node's commands: \`${this.hooks.approveNodeHint(id)}\` on the gateway host.`;
       } else if (this.side === 'node' && this.surface === 'rejected') {
-        base.nextStep = 'The command surface was rejected; ask the gateway operator, then reconnect the node side to file a new request.';
+        base.nextStep = 'The command surface was rejected on the gateway; ask its operator, then `clawgate companion reconnect node` to file a new request.';
       }
     } else if (s.status === 'awaiting-approval') {
       base.credential = s.credential;
