@@ -374,6 +374,22 @@ describe('clawgate companion run: one device, operator and node side by side', (
     assert.equal(await c.stop(), 0);
   });
 
+  test('an operator-only code with both sides running: the code is kept for the node side until the gateway says it does not grant it, then dropped; the node side names what to do', async () => {
+    const stateDir = tmp('op-only');
+    const c = companion(['--code-file', codeFile(stateDir, await mint('operator')), '--state-dir', stateDir]);
+    await c.waitFor(/^operator: connected to .* as operator/);
+    await c.waitFor(/^node: paused \(setup-code-unusable\)/);
+    await waitFor(() => recordOf(stateDir).bootstrap === undefined, 'the setup code dropped once no running side can use it', { timeoutMs: STEP_MS });
+    const rec = recordOf(stateDir);
+    assert.ok(rec.tokens.operator);
+    assert.equal(rec.tokens.node, undefined);
+    const s = await status(stateDir);
+    assert.equal(s.operator.state, 'connected');
+    assert.equal(s.node.state, 'paused');
+    assert.match(s.node.nextStep ?? '', /does not grant the node role.*clawgate qr --profile operator\+node.*--no-node/);
+    assert.equal(await c.stop(), 0);
+  });
+
   for (const point of ['setup-saved', 'hello-received', 'tokens-stored', 'before-rename:bootstrap-clear'] as const) {
     test(`SIGKILL at ${point}: a restart completes the hand-off with the same device id`, async () => {
       const stateDir = tmp('crash');
