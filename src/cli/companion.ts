@@ -185,6 +185,17 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
   const values = { url: settings.url, name: settings.name };
   const paths = companionPaths(settings.stateDir);
 
+  // Signals are taken from the start: a stop while waiting for an SSH forward is a clean exit too.
+  let stopped = false;
+  let stopNow: () => void = () => {};
+  const stopRequested = new Promise<void>((resolveStop) => {
+    stopNow = () => {
+      stopped = true;
+      resolveStop();
+    };
+  });
+  process.once('SIGINT', stopNow);
+  process.once('SIGTERM', stopNow);
   let companion: Companion | null = null;
   let forward: SshForward | null = null;
   let sshConfig: { target: string; remoteUrl: string; localPort: number } | null = null;
@@ -238,7 +249,8 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
       sshConfig = { target: settings.ssh.text, remoteUrl: remote.toString(), localPort };
       out(`ssh: opening a forward to ${remote.host} through ${settings.ssh.text} (host key checked against ${join(paths.dir, 'known_hosts')})`);
       forward.start();
-      await forward.waitUp();
+      await Promise.race([forward.waitUp(), stopRequested]);
+      if (stopped) return 0;
       url = `${remote.protocol}//127.0.0.1:${localPort}${remote.pathname === '/' ? '' : remote.pathname}${remote.search}`;
     }
     if (code !== undefined && payload && url) {
@@ -320,11 +332,7 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
       `companion for ${target.url}: ${[sides.operator && 'operator', sides.node && `node (${commands.join(', ') || 'no commands'}; exec policy ${execPolicy})`].filter(Boolean).join(' + ')}; control socket ${listening.path}`,
     );
     await companion.start();
-    await new Promise<void>((resolveStop) => {
-      const stop = () => resolveStop();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-    });
+    await stopRequested;
     if (statusTimer) clearTimeout(statusTimer);
     companion.close();
     forward?.stop();
@@ -334,6 +342,8 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
       .catch(() => undefined);
     return 0;
   } finally {
+    process.off('SIGINT', stopNow);
+    process.off('SIGTERM', stopNow);
     forward?.stop();
     listening.server.close();
   }
