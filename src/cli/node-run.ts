@@ -72,6 +72,12 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
   if (!hasNodeHostState(dir) && (await pairedRecords(dir)) > 0) {
     // The dir holds a device paired by `clawgate pair` or the companion: be that device's node side.
     if (password) throw new UsageError('--password cannot be used with a device paired by `clawgate pair`; pass the gateway token or a setup code');
+    for (const flag of ['tls-fingerprint', 'gateway-key'] as const) {
+      if (values[flag] !== undefined)
+        throw new UsageError(
+          `--${flag}: ${dir} holds a device paired by \`clawgate pair\`, whose record already pins the gateway (from its setup code); pair again to change it`,
+        );
+    }
     const { runCompanion } = await import('./companion.js');
     return runCompanion({
       stateDir: dir,
