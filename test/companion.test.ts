@@ -13,6 +13,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { parseControlRequest } from '../src/companion/control.js';
+import { parseSshTarget, SshForward } from '../src/companion/ssh.js';
 import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { STRICT } from './helpers/strict.js';
 import { waitFor } from './helpers/wait.js';
@@ -649,5 +651,53 @@ describe('clawgate companion run: one device, operator and node side by side', (
     const plist = await local(stateDir, 'companion', 'install-service', '--print', '--launchd');
     assert.equal(plist.code, 0, plist.stderr);
     assert.match(plist.stdout, /<string>companion<\/string>\s*<string>run<\/string>/);
+  });
+});
+
+describe('companion input checks', () => {
+  test('--ssh targets: user@host[:port] and bracketed IPv6 parse; anything ssh could read as an option is refused', () => {
+    assert.deepEqual(parseSshTarget('me@gw.example.com'), { user: 'me', host: 'gw.example.com', port: 22 });
+    assert.deepEqual(parseSshTarget('me@10.0.0.5:2222'), { user: 'me', host: '10.0.0.5', port: 2222 });
+    assert.deepEqual(parseSshTarget('me@[::1]:2200'), { user: 'me', host: '[::1]', port: 2200 });
+    for (const bad of [
+      'gw.example.com',
+      '-oProxyCommand=x@host',
+      'me@-oProxyCommand=x',
+      'me@host:0',
+      'me@host:70000',
+      'me@host:22x',
+      'me@[::1',
+      'me@ho st',
+      'me@',
+    ]) {
+      assert.ok('problem' in parseSshTarget(bad), bad);
+    }
+    const args = new SshForward({
+      target: { user: 'me', host: 'gw', port: 2222 },
+      localPort: 40000,
+      remoteHost: '127.0.0.1',
+      remotePort: 18789,
+      knownHostsFile: '/k',
+      out: () => {},
+    }).args();
+    assert.deepEqual(args.slice(-4), ['-l', 'me', '--', 'gw']);
+    for (const o of ['BatchMode=yes', 'StrictHostKeyChecking=yes', 'UserKnownHostsFile=/k', 'ExitOnForwardFailure=yes']) assert.ok(args.includes(o), o);
+    assert.ok(args.includes('127.0.0.1:40000:127.0.0.1:18789'));
+  });
+
+  test('control requests are validated before anything acts on them', () => {
+    assert.deepEqual(parseControlRequest('{"op":"status"}'), { op: 'status' });
+    assert.deepEqual(parseControlRequest('{"op":"pause","side":"node"}'), { op: 'pause', side: 'node' });
+    for (const bad of [
+      'nope',
+      '{}',
+      '{"op":"pause","side":"all"}',
+      '{"op":"apply-setup-code","code":""}',
+      '{"op":"set-shared-token","token":"  "}',
+      '{"op":"shell"}',
+    ]) {
+      assert.ok('problem' in parseControlRequest(bad), bad);
+    }
+    assert.ok('problem' in parseControlRequest(JSON.stringify({ op: 'apply-setup-code', code: 'x'.repeat(4097) })));
   });
 });
