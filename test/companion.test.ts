@@ -13,7 +13,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import type { ClientState, GatewayClient } from '../packages/client/src/client.js';
 import { parseControlRequest } from '../src/companion/control.js';
+import { SideLifecycle } from '../src/companion/lifecycle.js';
 import { parseSshTarget, SshForward } from '../src/companion/ssh.js';
 import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { STRICT } from './helpers/strict.js';
@@ -699,5 +701,80 @@ describe('companion input checks', () => {
       assert.ok('problem' in parseControlRequest(bad), bad);
     }
     assert.ok('problem' in parseControlRequest(JSON.stringify({ op: 'apply-setup-code', code: 'x'.repeat(4097) })));
+  });
+});
+
+/** Just enough of a GatewayClient to drive a side's lifecycle by hand (listeners stay callable after close). */
+class ScriptedClient {
+  state: ClientState = { status: 'idle' };
+  readonly stateListeners: Array<(s: ClientState, p: ClientState) => void> = [];
+  readonly eventListeners = new Map<string, Array<(e: string, p: unknown) => void>>();
+  readonly target = { url: 'ws://127.0.0.1:1', key: 'ws://127.0.0.1:1', secure: false };
+  readonly gatewayFlavor = 'clawgate';
+  closed = false;
+  onState(l: (s: ClientState, p: ClientState) => void) {
+    this.stateListeners.push(l);
+    return () => undefined;
+  }
+  on(event: string, l: (e: string, p: unknown) => void) {
+    this.eventListeners.set(event, [...(this.eventListeners.get(event) ?? []), l]);
+    return () => undefined;
+  }
+  start() {}
+  reconnect() {}
+  close() {
+    this.closed = true;
+  }
+  request() {
+    return Promise.reject(new Error('not connected'));
+  }
+  /** What a socket callback would do: tell every listener ever registered. */
+  emitState(s: ClientState) {
+    const prev = this.state;
+    this.state = s;
+    for (const l of this.stateListeners) l(s, prev);
+  }
+  emitEvent(event: string, payload: unknown) {
+    for (const l of this.eventListeners.get(event) ?? []) l(event, payload);
+  }
+}
+
+describe('a side lifecycle ignores its retired clients', () => {
+  test("after a pause and resume, the old client's late state and events change nothing", () => {
+    const made: ScriptedClient[] = [];
+    const lines: string[] = [];
+    const side = new SideLifecycle('node', true, {
+      createClient: () => {
+        const c = new ScriptedClient();
+        made.push(c);
+        return c as unknown as GatewayClient;
+      },
+      nextStepFor: () => 'pair again',
+      out: (l) => lines.push(l),
+      changed: () => {},
+      deviceId: () => 'dev-1',
+      approveDeviceHint: (id) => `clawgate devices approve ${id}`,
+      approveNodeHint: (id) => `clawgate nodes approve ${id}`,
+    });
+    side.start();
+    const [old] = made as [ScriptedClient];
+    old.emitState({ status: 'connected', role: 'node', scopes: [], deviceId: 'dev-1', authMethod: 'device-token', credential: 'device-token' });
+    side.stop();
+    assert.equal(old.closed, true);
+    side.reconnect();
+    const current = made[1] as ScriptedClient;
+    current.emitState({ status: 'connected', role: 'node', scopes: [], deviceId: 'dev-1', authMethod: 'device-token', credential: 'device-token' });
+    const before = lines.length;
+    // The retired client reports a pause and a surface request late: nothing moves.
+    old.emitState({ status: 'paused', reason: 'device-token-rejected', message: 'stale', nextStep: 'x' });
+    old.emitEvent('node.pair.requested', { nodeId: 'dev-1', requestId: 'stale-request' });
+    const st = side.status();
+    assert.equal(st.state, 'connected');
+    assert.equal(st.surface, 'unknown');
+    assert.equal(st.lastError, null);
+    assert.deepEqual(lines.slice(before), []);
+    // The current client still moves it.
+    current.emitEvent('node.pair.requested', { nodeId: 'dev-1', requestId: 'live-request' });
+    assert.equal(side.status().surfaceRequestId, 'live-request');
   });
 });
