@@ -417,26 +417,34 @@ describe('clawgate companion run: one device, operator and node side by side', (
     });
   }
 
-  test('--url with a gateway token: both sides wait for approval showing the request id and the confirmation code; a wrong replacement token is refused and changes nothing', async () => {
+  test('--url with a gateway token: each side waits for its own approval showing the request id and the confirmation code; a wrong replacement token is refused and changes nothing', async () => {
     const stateDir = tmp('shared');
     const tokenFile = join(stateDir, 'token');
     writeFileSync(tokenFile, TEST_TOKEN, { mode: 0o600 });
-    const c = companion(['--url', url(), '--token-file', tokenFile, '--state-dir', stateDir, '--no-node']);
-    const wait = await c.waitFor(
-      /^operator: waiting for approval: request (\S+), confirmation code (\d{6}) — on the gateway host run `clawgate devices approve \S+`/,
-    );
-    const listed = JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { pending: Array<{ requestId: string; confirmationCode: string }> };
-    const req = listed.pending.find((p) => p.requestId === wait[1]);
-    assert.equal(req?.confirmationCode, wait[2], 'the approver sees the same code');
+    const c = companion(['--url', url(), '--token-file', tokenFile, '--state-dir', stateDir]);
+    const anyLine = (re: RegExp) =>
+      waitFor(() => c.lines.map((l) => re.exec(l)).find((m) => m !== null), `a line matching ${re}`, { timeoutMs: STEP_MS, detail: () => c.transcript() });
+    const listed = async () =>
+      JSON.parse((await cli(tg, 'devices', 'list', '--json')).stdout) as { pending: Array<{ requestId: string; confirmationCode: string }> };
+    // Each side waits on its own socket, naming its own request and the code the approver sees.
+    for (const side of ['operator', 'node'] as const) {
+      const wait = await anyLine(
+        new RegExp(`^${side}: waiting for approval: request (\\S+), confirmation code (\\d{6}) — on the gateway host run \`clawgate devices approve \\S+\``),
+      );
+      const req = (await listed()).pending.find((p) => p.requestId === wait[1]);
+      assert.equal(req?.confirmationCode, wait[2], `the approver sees the same code (${side})`);
+      const s = await status(stateDir);
+      const mine = s[side];
+      if (mine.state === 'awaiting-approval') {
+        assert.equal(mine.pendingRequestId, wait[1]);
+        assert.equal(mine.confirmationCode, wait[2]);
+        assert.match(mine.nextStep ?? '', new RegExp(`confirmation code ${wait[2]}`));
+      }
+      assert.equal((await cli(tg, 'devices', 'approve', wait[1] as string)).code, 0);
+      await anyLine(new RegExp(`^${side}: connected to .*shared-token`));
+    }
+    await waitFor(() => !!recordOf(stateDir).tokens.operator && !!recordOf(stateDir).tokens.node, 'both role tokens stored', { timeoutMs: STEP_MS });
     let s = await status(stateDir);
-    assert.equal(s.operator.state, 'awaiting-approval');
-    assert.equal(s.operator.pendingRequestId, wait[1]);
-    assert.equal(s.operator.confirmationCode, wait[2]);
-    assert.equal(s.node.state, 'stopped');
-    assert.match(s.node.message ?? '', /--no-node/);
-    assert.equal((await cli(tg, 'devices', 'approve', wait[1] as string)).code, 0);
-    await c.waitFor(/^operator: connected to .*shared-token/);
-    await waitFor(() => !!recordOf(stateDir).tokens.operator, 'the operator token stored', { timeoutMs: STEP_MS });
     const before = recordOf(stateDir);
 
     const bad = join(stateDir, 'bad');
@@ -447,6 +455,7 @@ describe('clawgate companion run: one device, operator and node side by side', (
     assert.deepEqual(recordOf(stateDir), before, 'a refused token changes nothing');
     s = await status(stateDir);
     assert.equal(s.operator.state, 'connected');
+    assert.equal(s.node.state, 'connected');
     assert.equal(await c.stop(), 0);
   });
 
@@ -630,6 +639,9 @@ describe('clawgate companion run: one device, operator and node side by side', (
     const stateDir = tmp('single');
     const c = companion(['--code-file', codeFile(stateDir, await mint('operator')), '--state-dir', stateDir, '--no-node']);
     await c.waitFor(/^operator: connected to /);
+    const off = await status(stateDir);
+    assert.equal(off.node.state, 'stopped');
+    assert.match(off.node.message ?? '', /--no-node/);
     // The control socket validates what it is sent.
     const garbage = await new Promise<string>((resolve, reject) => {
       const sock = connect(join(stateDir, 'companion', 'control.sock'));
