@@ -251,7 +251,7 @@ describe('clawgate companion run: one device, operator and node side by side', (
 
   test('one setup code: one device with both roles; operator works while the surface is pending; approve → invoke; rotate each role → both recover without pausing; revoke the node role → operator stays, status names the next step', async () => {
     const stateDir = tmp('main');
-    const c = companion(['--code-file', codeFile(stateDir, await mint('operator+node')), '--state-dir', stateDir, '--name', 'laptop']);
+    const c = companion(['--pair', codeFile(stateDir, await mint('operator+node')), '--state-dir', stateDir, '--name', 'laptop']);
     await c.waitFor(/^operator: connected to .* as operator \(device ([0-9a-f]{64}), bootstrap-token/);
     const surface = await c.waitFor(/^node: waiting for command approval: request (\S+) — on the gateway host run `clawgate nodes approve \S+`$/);
     const surfaceId = surface[1] as string;
@@ -652,6 +652,12 @@ describe('clawgate companion run: one device, operator and node side by side', (
       sock.write('{"op":"pause","side":"everything"}\n');
     });
     assert.equal(JSON.parse(garbage).code, 'CONTROL_REQUEST_INVALID');
+    // --pair names where the code is; the code itself on the command line is refused, not used.
+    const leaked = await mint('operator');
+    const onArgv = companion(['--pair', leaked, '--state-dir', tmp('argv')]);
+    assert.equal(await onArgv.exited, 2);
+    assert.match(onArgv.errLines.join('\n'), /--pair takes where the setup code is/);
+    assert.ok(!onArgv.errLines.join('\n').includes(leaked));
     const second = companion(['--state-dir', stateDir, '--no-node']);
     assert.equal(await second.exited, 1);
     assert.match(second.errLines.join('\n'), /another clawgate companion run \(pid \d+\) is using/);

@@ -1,5 +1,5 @@
 /** Usage of `clawgate companion` (its own module so the main help does not load the companion). */
-export const COMPANION_HELP = `  clawgate companion run [--pair <code> | --code-file <f> | --code-stdin]  (or CLAWGATE_SETUP_CODE)
+export const COMPANION_HELP = `  clawgate companion run [--pair <file>|-|env | --code-file <f> | --code-stdin]  (or CLAWGATE_SETUP_CODE)
                          [--url <ws-url> [--token-file <f> | --token-stdin]]  (or CLAWGATE_COMPANION_TOKEN)
                          [--ssh user@host[:port] [--ssh-identity <key-file>]] [--no-node | --no-operator] [--name <n>] [--commands system.run,system.which]
                          [--exec-policy deny|allowlist|full] [--state-dir <dir>]

@@ -149,7 +149,7 @@ async function run(args: string[]): Promise<number> {
   const unknown = commands.filter((c) => !(SUPPORTED_COMMANDS as readonly string[]).includes(c));
   if (unknown.length > 0) throw new UsageError(`--commands: the companion implements ${SUPPORTED_COMMANDS.join(', ')}; not ${unknown.join(', ')}`);
   // Secrets: the code from a file, stdin or the environment (--pair on argv warns); the token never from argv silently.
-  const code = readSetupCode(values, values.pair as string | undefined, '--pair <setup-code>')?.value;
+  const code = readPairSource(values);
   const token = readSecret(values, 'token', [TOKEN_ENV])?.value;
   return runCompanion({
     stateDir: values['state-dir'] as string | undefined,
@@ -162,6 +162,29 @@ async function run(args: string[]): Promise<number> {
     name: values.name as string | undefined,
     ...(ssh ? { ssh } : {}),
   });
+}
+
+/**
+ * `--pair <source>` names where the setup code is, never the code itself: `-` (standard input),
+ * `env` (CLAWGATE_SETUP_CODE) or a file only its owner may read. A code or link given there is
+ * refused — a command line is readable by every local user. Without `--pair`: `--code-file`,
+ * `--code-stdin` or CLAWGATE_SETUP_CODE.
+ */
+function readPairSource(values: Record<string, unknown>): string | undefined {
+  const source = values.pair as string | undefined;
+  if (source === undefined) return readSetupCode(values, undefined, '')?.value;
+  if (values['code-file'] !== undefined || values['code-stdin'] === true) throw new UsageError('--pair and --code-file/--code-stdin exclude each other');
+  if (/^oc-pair:\/\//i.test(source) || (source.length > 40 && /^[A-Za-z0-9_-]+$/.test(source) && !existsSync(source)))
+    throw new UsageError(
+      '--pair takes where the setup code is (a 0600 file, `-` for standard input, or `env` for CLAWGATE_SETUP_CODE), never the code itself: a command line is readable by every local user',
+    );
+  if (source === '-') return readSetupCode({ 'code-stdin': true }, undefined, '')?.value;
+  if (source === 'env') {
+    const v = readSetupCode({}, undefined, '')?.value;
+    if (v === undefined) throw new UsageError('--pair env: CLAWGATE_SETUP_CODE is not set');
+    return v;
+  }
+  return readSetupCode({ 'code-file': source }, undefined, '')?.value;
 }
 
 export interface RunSettings {
