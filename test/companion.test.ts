@@ -14,6 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import type { ClientState, GatewayClient } from '../packages/client/src/client.js';
+import { inCompanionTerms } from '../src/companion/companion.js';
 import { parseControlRequest } from '../src/companion/control.js';
 import { SideLifecycle } from '../src/companion/lifecycle.js';
 import { parseSshTarget, SshForward } from '../src/companion/ssh.js';
@@ -703,6 +704,15 @@ describe('companion input checks', () => {
     assert.deepEqual(args.slice(-4), ['-l', 'me', '--', 'gw']);
     for (const o of ['BatchMode=yes', 'StrictHostKeyChecking=yes', 'UserKnownHostsFile=/k', 'ExitOnForwardFailure=yes']) assert.ok(args.includes(o), o);
     assert.ok(args.includes('127.0.0.1:40000:127.0.0.1:18789'));
+  });
+
+  test("SDK next steps are said in the companion's terms", () => {
+    const sdk =
+      'Pair this device again: on the gateway host run `clawgate qr`, then `clawgate pair --code-file <file>` here (or `client.setSharedToken`/`pairWithSetupCode` in the SDK).';
+    const said = inCompanionTerms(sdk);
+    assert.doesNotMatch(said, /SDK|setSharedToken|resume\(\)/);
+    assert.match(said, /`clawgate companion pair --code-file <file>` here\.$/);
+    assert.equal(inCompanionTerms('Approve request r1 on the gateway, then call resume().'), 'Approve request r1 on the gateway.');
   });
 
   test('control requests are validated before anything acts on them', () => {

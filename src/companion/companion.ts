@@ -220,8 +220,10 @@ export class Companion {
         return `This device holds no ${side} credential for ${this.url}. Pair: ${repair}; or \`clawgate companion set-token --token-file <file>\` with the gateway token.`;
       case 'auth-rejected':
         return `The gateway refused the credential${s.code ? ` (${s.code})` : ''}. Set the right gateway token with \`clawgate companion set-token --token-file <file>\` (checked before it replaces anything), or ${repair}.`;
+      case 'identity-unreadable':
+        return `The stored device identity could not be read (${s.message}); it is never replaced silently, since a new key is a new device. Restore the file from a backup, or move it away and pair again: ${repair}.`;
       default:
-        return `${s.nextStep.replace(/,? ?then call resume\(\)\.?/g, '.')} Then ${reconnect}.`;
+        return `${inCompanionTerms(s.nextStep)} Then ${reconnect}.`;
     }
   }
 
@@ -293,6 +295,15 @@ export class Companion {
     this.operator.close();
     this.node.close();
   }
+}
+
+/** An SDK next step, said in this CLI's terms (no SDK calls, no `clawgate pair` for a companion). */
+export function inCompanionTerms(step: string): string {
+  return step
+    .replace(/ ?\(or `client\.setSharedToken`\/`pairWithSetupCode` in the SDK\)/g, '')
+    .replace(/`clawgate pair --code-file <file>`/g, '`clawgate companion pair --code-file <file>`')
+    .replace(/,? ?then call resume\(\)\.?/g, '.')
+    .trim();
 }
 
 export function credentialSummary(rec: GatewayRecord | null): CompanionStatus['credentials'] {
