@@ -630,9 +630,11 @@ describe('clawgate companion run: one device, operator and node side by side', (
     await c.waitFor(/^ssh: forward .* is up$/);
     await c.waitFor(/^(operator|node): connected to /);
     await c.waitFor(/^(operator|node): connected to /);
-    const s = await status(stateDir);
+    const s = (await status(stateDir)) as StatusJson & { ssh?: { state: string; restarts: number } };
     assert.equal(s.operator.state, 'connected');
     assert.equal(s.node.state, 'connected');
+    assert.equal(s.ssh?.state, 'up');
+    assert.ok((s.ssh?.restarts ?? 0) >= 2, 'the refused start and the killed ssh were both restarted');
     assert.equal(await c.stop(), 0);
   });
 

@@ -222,7 +222,11 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
   let companion: Companion | null = null;
   let forward: SshForward | null = null;
   let sshConfig: { target: string; remoteUrl: string; localPort: number } | null = null;
-  const listening = await listenControl(paths.dir, async (req) => handle(companion, paths, req));
+  const listening = await listenControl(paths.dir, async (req) => {
+    const res = await handle(companion, paths, req);
+    // The forward is part of the status when there is one.
+    return req.op === 'status' && forward ? { ...(res as object), ssh: { target: settings.ssh?.text, ...forward.status } } : res;
+  });
   if (!listening.ok) {
     err(`another clawgate companion run${listening.pid ? ` (pid ${listening.pid})` : ''} is using ${paths.dir}; stop it, or pass a different --state-dir`);
     return 1;
@@ -444,6 +448,10 @@ async function statusCommand(args: string[]): Promise<number> {
   }
   out(`companion: ${s.running ? `running (pid ${s.pid})` : 'not running'}`);
   out(`gateway: ${s.url || '(none)'}   device: ${s.deviceId ?? '(none)'}`);
+  if (s.ssh)
+    out(
+      `ssh: forward through ${s.ssh.target ?? '?'} ${s.ssh.state}${s.ssh.lastError ? ` (last: ${s.ssh.lastError})` : ''}${s.ssh.restarts ? `; restarted ${s.ssh.restarts} time(s)` : ''}`,
+    );
   const c = s.credentials;
   const tokens = (['operator', 'node'] as const).map((r) => (c.tokens[r] ? `${r} token [${c.tokens[r]?.scopes.join(', ') || 'no scopes'}]` : `no ${r} token`));
   out(

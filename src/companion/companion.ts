@@ -52,6 +52,8 @@ export interface CompanionStatus {
   };
   operator: SideStatus;
   node: SideStatus;
+  /** With `--ssh`: the supervised forward. */
+  ssh?: { target?: string; state: 'starting' | 'up' | 'down'; lastError: string | null; restarts: number };
 }
 
 export type ControlResult = { ok: true; message: string } | { ok: false; code: string; message: string; nextStep?: string };
