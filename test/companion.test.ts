@@ -361,6 +361,24 @@ describe('clawgate companion run: one device, operator and node side by side', (
     assert.match(offline.operator.nextStep ?? '', /clawgate companion run/);
   });
 
+  test('companion pair while no companion runs stores the code; a plain companion run redeems it', async () => {
+    const stateDir = tmp('offline-pair');
+    const stored = await local(stateDir, 'companion', 'pair', '--code-file', codeFile(stateDir, await mint('operator+node')));
+    assert.equal(stored.code, 0, stored.stderr);
+    assert.match(stored.stdout, /the companion is not running: `clawgate companion run` redeems it/);
+    assert.ok(recordOf(stateDir).bootstrap);
+    const c = companion(['--state-dir', stateDir]);
+    await c.waitFor(/^operator: connected to .*bootstrap-token/);
+    await waitFor(() => recordOf(stateDir).bootstrap === undefined && recordOf(stateDir).tokens.node, 'the hand-off done', { timeoutMs: STEP_MS });
+    const s = await status(stateDir);
+    assert.equal(s.operator.state, 'connected');
+    await waitFor(async () => (await status(stateDir)).node.state === 'connected', 'the node side connected', {
+      timeoutMs: STEP_MS,
+      detail: () => c.transcript(),
+    });
+    assert.equal(await c.stop(), 0);
+  });
+
   test('a rejected command surface: the node side says so and what to do; the operator side does not move', async () => {
     const stateDir = tmp('reject');
     const c = companion(['--code-file', codeFile(stateDir, await mint('operator+node')), '--state-dir', stateDir]);
