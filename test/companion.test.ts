@@ -80,6 +80,21 @@ function createLink(): Link | null {
   };
 }
 
+/** The pid of the `ssh` child of process `parent`, from /proc. */
+function sshChildOf(parent: number): string | undefined {
+  return readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .find((e) => {
+      try {
+        const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+        const close = stat.lastIndexOf(')');
+        return stat.slice(stat.indexOf('(') + 1, close) === 'ssh' && Number(stat.slice(close + 2).split(' ')[1]) === parent;
+      } catch {
+        return false;
+      }
+    });
+}
+
 // --- a companion process ----------------------------------------------------------------------
 
 class Proc {
@@ -631,17 +646,7 @@ describe('clawgate companion run: one device, operator and node side by side', (
     assert.deepEqual(listed.paired.find((d) => d.deviceId === deviceId)?.roles, ['node', 'operator']);
 
     // The ssh process dies: the forward is restarted and both sides come back through it.
-    const sshPid = readdirSync('/proc')
-      .filter((e) => /^\d+$/.test(e))
-      .find((e) => {
-        try {
-          const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
-          const close = stat.lastIndexOf(')');
-          return stat.slice(stat.indexOf('(') + 1, close) === 'ssh' && Number(stat.slice(close + 2).split(' ')[1]) === c.child.pid;
-        } catch {
-          return false;
-        }
-      });
+    const sshPid = sshChildOf(c.child.pid as number);
     assert.ok(sshPid, 'the companion runs ssh');
     process.kill(Number(sshPid), 'SIGKILL');
     await c.waitFor(/^ssh: .*restarting in \d+ ms$/);
@@ -653,6 +658,49 @@ describe('clawgate companion run: one device, operator and node side by side', (
     assert.equal(s.node.state, 'connected');
     assert.equal(s.ssh?.state, 'up');
     assert.ok((s.ssh?.restarts ?? 0) >= 2, 'the refused start and the killed ssh were both restarted');
+
+    // While ssh is down, another local process takes the forward's port: it is sent no credential,
+    // and when the real forward is back both sides recover by themselves.
+    const localPort = (JSON.parse(readFileSync(join(stateDir, 'companion', 'companion.json'), 'utf8')) as { ssh: { localPort: number } }).ssh.localPort;
+    const rogueScript = [
+      `const { WebSocketServer } = require(${JSON.stringify(join(process.cwd(), 'node_modules', 'ws'))});`,
+      `const wss = new WebSocketServer({ host: '127.0.0.1', port: ${localPort} });`,
+      "wss.on('listening', () => console.log('LISTENING'));",
+      "wss.on('error', (e) => { console.log('ERROR ' + e.code); process.exit(3); });",
+      "wss.on('connection', (ws) => { console.log('CONNECTION'); ws.send(JSON.stringify({ type: 'event', event: 'connect.challenge', payload: { nonce: 'rogue-nonce', ts: Date.now() } })); ws.on('message', (m) => console.log('FRAME ' + m)); });",
+    ].join('\n');
+    let rogue: Proc | null = null;
+    for (let attempt = 0; attempt < 3 && !rogue; attempt++) {
+      const pid = sshChildOf(c.child.pid as number);
+      assert.ok(pid, 'the companion runs ssh');
+      process.kill(Number(pid), 'SIGKILL');
+      const [rf, ra] = wrap([process.execPath, '-e', rogueScript]);
+      const r = new Proc(spawn(rf, ra, { stdio: ['ignore', 'pipe', 'pipe'] }));
+      procs.push(r);
+      const first = await r.waitFor(/^(LISTENING|ERROR \S+)$/).catch(() => null);
+      if (first?.[1] === 'LISTENING') rogue = r;
+      else await c.waitFor(/^ssh: forward .* is up$/, 45_000); // ssh was quicker: try again
+    }
+    assert.ok(rogue, 'a local process took the port while ssh was down');
+    await c.waitFor(/^(operator|node): paused \(gateway-key-mismatch\)/, 45_000);
+    await c.waitFor(/^(operator|node): paused \(gateway-key-mismatch\)/, 45_000);
+    assert.ok(rogue.lines.includes('CONNECTION'), 'the companion did reach the squatter');
+    assert.deepEqual(
+      rogue.lines.filter((l) => l.startsWith('FRAME')),
+      [],
+      'not one frame — no credential — went to it',
+    );
+    await rogue.stop();
+    await c.waitFor(/^ssh: forward .* is up$/, 45_000);
+    await waitFor(
+      async () => {
+        const now = await status(stateDir);
+        return now.operator.state === 'connected' && now.node.state === 'connected';
+      },
+      'both sides back through the real forward',
+      { timeoutMs: 45_000, detail: () => c.transcript() },
+    );
+    assert.equal(recordOf(stateDir).deviceId, deviceId);
     assert.equal(await c.stop(), 0);
   });
 

@@ -270,6 +270,8 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
         remoteHost: remote.hostname.replace(/^\[|\]$/g, ''),
         remotePort: Number(remote.port || (remote.protocol === 'wss:' ? 443 : 80)),
         knownHostsFile: join(paths.dir, 'known_hosts'),
+        // Whatever answered on the forward's port while ssh was down proved nothing; the real gateway may now.
+        onUp: () => companion?.reconnectPausedBy(['gateway-key-mismatch']),
         ...(settings.ssh.identityFile ? { identityFile: settings.ssh.identityFile } : {}),
         out,
       });

@@ -284,6 +284,18 @@ export class Companion {
     return { ok: true, message: `gateway token accepted by ${this.url} and stored; device tokens kept` };
   }
 
+  /**
+   * The path to the gateway changed (an SSH forward came back): sides paused because the server
+   * they reached could not prove the pinned gateway key try again. The check itself still runs
+   * before any credential is sent, so a squatter keeps getting nothing.
+   */
+  reconnectPausedBy(reasons: readonly string[]): void {
+    for (const side of [this.operator, this.node]) {
+      const st = side.current?.state;
+      if (st?.status === 'paused' && reasons.includes(st.reason)) side.reconnect();
+    }
+  }
+
   control(op: 'reconnect' | 'pause' | 'resume', side: Side): ControlResult {
     const s = this.side(side);
     if (!s.enabled) return { ok: false, code: 'SIDE_DISABLED', message: `the ${side} side is switched off (--no-${side})` };

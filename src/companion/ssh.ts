@@ -58,6 +58,8 @@ export interface SshForwardOptions {
   /** The ssh binary (default `ssh` on PATH). */
   sshPath?: string;
   out(line: string): void;
+  /** Called each time the forward (re)opens. */
+  onUp?(): void;
   /** Restart delay bounds. */
   backoff?: { baseMs: number; maxMs: number };
 }
@@ -166,6 +168,7 @@ export class SshForward {
         this.delayMs = this.opts.backoff?.baseMs ?? 1_000;
         this.opts.out(`ssh: forward 127.0.0.1:${this.opts.localPort} → ${this.opts.remoteHost}:${this.opts.remotePort} via ${this.opts.target.host} is up`);
         for (const w of this.upWaiters.splice(0)) w();
+        this.opts.onUp?.();
       });
       sock.on('error', () => sock.destroy());
     }, 100);
