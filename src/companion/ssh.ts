@@ -7,7 +7,6 @@
  * process squatting on the forward's port.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { connect } from 'node:net';
 
 export interface SshTarget {
   user: string;
@@ -98,6 +97,8 @@ export class SshForward {
     return [
       '-N',
       '-T',
+      // Verbose, for the one line that says the forward's port is bound (see markUp).
+      '-v',
       '-o',
       'BatchMode=yes',
       '-o',
@@ -138,6 +139,15 @@ export class SshForward {
     return new Promise((resolve) => this.upWaiters.push(resolve));
   }
 
+  private markUp(child: ChildProcess): void {
+    if (this.child !== child || this.st.state === 'up') return;
+    this.st = { ...this.st, state: 'up' };
+    this.delayMs = this.opts.backoff?.baseMs ?? 1_000;
+    this.opts.out(`ssh: forward 127.0.0.1:${this.opts.localPort} → ${this.opts.remoteHost}:${this.opts.remotePort} via ${this.opts.target.host} is up`);
+    for (const w of this.upWaiters.splice(0)) w();
+    this.opts.onUp?.();
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
@@ -151,29 +161,24 @@ export class SshForward {
     this.child = child;
     this.st = { ...this.st, state: 'starting' };
     let stderr = '';
+    let pending = '';
+    // "Up" is ssh's own word that it bound the port (its verbose log), never a probe of the port:
+    // a probe would be answered by whatever else listens there.
+    const bound = `Local forwarding listening on 127.0.0.1 port ${this.opts.localPort}.`;
     child.stderr?.on('data', (d: Buffer) => {
-      stderr = (stderr + d.toString()).slice(-2000);
+      pending += d.toString();
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const raw of lines) {
+        const line = raw.replace(/\r$/, '');
+        if (line.includes(bound)) this.markUp(child);
+        if (!line.startsWith('debug')) stderr = `${stderr}${line}\n`.slice(-2000);
+      }
     });
     child.on('error', (err) => {
       this.st.lastError = `cannot run ssh: ${err.message}`;
     });
-    const probe = setInterval(() => {
-      if (this.child !== child) return clearInterval(probe);
-      const sock = connect(this.opts.localPort, '127.0.0.1');
-      sock.on('connect', () => {
-        sock.destroy();
-        clearInterval(probe);
-        if (this.child !== child || this.st.state === 'up') return;
-        this.st = { ...this.st, state: 'up' };
-        this.delayMs = this.opts.backoff?.baseMs ?? 1_000;
-        this.opts.out(`ssh: forward 127.0.0.1:${this.opts.localPort} → ${this.opts.remoteHost}:${this.opts.remotePort} via ${this.opts.target.host} is up`);
-        for (const w of this.upWaiters.splice(0)) w();
-        this.opts.onUp?.();
-      });
-      sock.on('error', () => sock.destroy());
-    }, 100);
     child.on('exit', (code, signal) => {
-      clearInterval(probe);
       if (this.child !== child) return;
       this.child = null;
       const why = stderr.trim().split('\n').pop() || `ssh exited (${code ?? signal})`;
