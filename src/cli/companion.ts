@@ -26,10 +26,9 @@ import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
 import { printableLines } from '../protocol/text.js';
 import { clientStore, crashHook } from './client.js';
-import { COMPANION_HELP } from './companion-help.js';
-import { parse, UsageError } from './main.js';
 import { readSecret, readSetupCode, SETUP_CODE_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';
+import { parse, UsageError } from './usage.js';
 
 /** The variable the companion's gateway token may come from (never CLAWGATE_TOKEN: that is an operator CLI's). */
 const TOKEN_ENV = 'CLAWGATE_COMPANION_TOKEN';
@@ -67,11 +66,11 @@ export async function companionCommand(sub: string | undefined, args: string[]):
     case 'resume':
       return sideCommand(sub, args);
     case 'mcp':
-      return (await import('../companion/mcp.js')).mcpCommand(args);
+      return (await import('./companion-mcp.js')).mcpCommand(args);
     case 'install-service':
       return installServiceCommand(args);
     default:
-      throw new UsageError(`usage:\n${COMPANION_HELP}`);
+      throw new UsageError('usage: clawgate companion run|status|pair|set-token|reconnect|pause|resume|mcp|install-service (see clawgate companion --help)');
   }
 }
 

@@ -7,11 +7,11 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { z } from 'zod';
-import { companionPaths, companionStatus } from '../cli/companion.js';
-import { parse, UsageError } from '../cli/main.js';
+import { COMPANION_VERSION } from '../companion/companion.js';
+import { askControl, type ControlRequest } from '../companion/control.js';
 import { printable } from '../protocol/text.js';
-import { COMPANION_VERSION } from './companion.js';
-import { askControl, type ControlRequest } from './control.js';
+import { companionPaths, companionStatus } from './companion.js';
+import { parse, UsageError } from './usage.js';
 
 type ToolResult = { content: Array<{ type: 'text'; text: string }>; isError?: boolean };
 
