@@ -4,6 +4,7 @@ import { networkInterfaces } from 'node:os';
 import { Automations } from './automations/service.js';
 import type { Timers } from './automations/timers.js';
 import type { HttpPost } from './automations/webhook.js';
+import type { SshProbe } from './core/approvals.js';
 import type { ClusterBus } from './core/cluster.js';
 import type { GatewayConfig } from './core/config.js';
 import { type Clock, type Random, systemClock, systemRandom } from './core/env.js';
@@ -11,6 +12,7 @@ import { Gateway, type Logger, silentLogger } from './core/gateway.js';
 import type { GatewayIdentity } from './core/gateway-identity.js';
 import { LogRing, teeLogger } from './core/log-ring.js';
 import type { AuthLimiter } from './core/ratelimit.js';
+import { registerApprovalMethods } from './methods/approvals.js';
 import { registerAutomationMethods } from './methods/automations.js';
 import { registerDashboardMethods } from './methods/dashboard.js';
 import { registerDeviceMethods } from './methods/devices.js';
@@ -22,6 +24,7 @@ import { AuditAnchorWriter } from './server/audit-anchor.js';
 import { loadOrCreateGatewayIdentity } from './server/gateway-key.js';
 import { createPrometheusMetrics, type PrometheusMetrics } from './server/metrics.js';
 import { type RunningServer, startServer } from './server/server.js';
+import { runSshProbe } from './server/ssh-probe.js';
 import type { Store } from './store/types.js';
 
 export interface AppOptions {
@@ -40,6 +43,8 @@ export interface AppOptions {
   post?: HttpPost;
   /** The gateway's signing identity; default: the state dir's `gateway-key.pem`, made on first start. */
   identity?: GatewayIdentity | undefined;
+  /** The SSH proof of approval policies; default: the system `ssh`. */
+  sshProbe?: SshProbe | undefined;
 }
 
 /** The automations of each gateway built here (one per gateway). */
@@ -78,11 +83,13 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
     log: teeLogger(opts.log ?? silentLogger, ring),
     bus: opts.bus,
     limiter: opts.limiter,
+    sshProbe: opts.sshProbe ?? runSshProbe,
     identity: opts.identity ?? (opts.config.stateDir ? loadOrCreateGatewayIdentity(opts.config.stateDir).identity : undefined),
   });
   built = gw;
   registerSystemMethods(gw);
   registerDeviceMethods(gw);
+  registerApprovalMethods(gw);
   registerSetupMethods(gw);
   registerDashboardMethods(gw);
   registerNodeMethods(gw);

@@ -3,6 +3,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { parseDuration } from '../core/approval-policy.js';
 import { type AuditVerdict, verifyAnchoredAudit } from '../core/audit-anchor.js';
 import type { DeviceView, PendingView } from '../methods/devices.js';
 import { printable } from '../protocol/text.js';
@@ -35,7 +36,13 @@ function printList(list: { pending: PendingView[]; paired: DeviceView[] }): void
   out(`Paired (${list.paired.length})`);
   for (const d of list.paired) {
     const name = field(d.label ?? d.displayName ?? d.clientId ?? '');
-    const roles = d.grants.map((g) => `${g.role}[${g.scopes.join(',')}]`).join(' ') || '(no roles)';
+    const roles =
+      d.grants
+        .map(
+          (g) =>
+            `${g.role}[${g.scopes.join(',')}]${g.expiresAtMs ? `(until ${new Date(g.expiresAtMs).toISOString()}${g.scopesAfterExpiry?.length ? `, then ${g.scopesAfterExpiry.join(',')}` : ''})` : ''}`,
+        )
+        .join(' ') || '(no roles)';
     out(`  ${d.deviceId}  ${name}  ${roles}  ${d.connected ? 'connected' : `last seen ${ago(d.lastSeenAtMs)}`}  ${d.remoteIp ?? ''}`);
   }
 }
@@ -46,7 +53,10 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
     role: { type: 'string' },
     scope: { type: 'string', multiple: true },
     name: { type: 'string' },
+    ttl: { type: 'string' },
   });
+  const ttl = values.ttl as string | undefined;
+  if (ttl !== undefined && parseDuration(ttl) === null) throw new UsageError(`--ttl must be a duration like 8h, 30m, 1h30m or 7d (1s to 366d), got ${ttl}`);
   const role = values.role as string | undefined;
   if (role !== undefined && role !== 'operator' && role !== 'node') throw new UsageError(`--role must be operator or node, got ${role}`);
 
@@ -59,17 +69,28 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       });
     case 'approve': {
       const id = positionals[0];
-      if (!id) throw new UsageError('usage: clawgate devices approve <requestId|deviceId>  (no implicit "latest": name what you approve)');
+      if (!id) throw new UsageError('usage: clawgate devices approve <requestId|deviceId> [--ttl <duration>]  (no implicit "latest": name what you approve)');
       return withGateway(values, async (c) => {
         // A 64-hex id is a device id; anything else is a request id.
-        const params = /^[0-9a-f]{64}$/.test(id) ? { deviceId: id } : { requestId: id };
-        const res = await c.request<{ approved: Array<{ requestId: string; deviceId: string; role: string; scopes: string[] }> }>(
-          'device.pair.approve',
-          params,
-        );
+        const params = { ...(/^[0-9a-f]{64}$/.test(id) ? { deviceId: id } : { requestId: id }), ...(ttl !== undefined ? { ttl } : {}) };
+        const res = await c.request<{
+          approved: Array<{ requestId: string; deviceId: string; role: string; scopes: string[]; expiresAtMs?: number | null }>;
+        }>('device.pair.approve', params);
         print(res, () => {
-          for (const a of res.approved) out(`approved ${a.requestId}: device ${a.deviceId} role ${a.role} scopes ${a.scopes.join(', ') || '(none)'}`);
+          for (const a of res.approved)
+            out(
+              `approved ${a.requestId}: device ${a.deviceId} role ${a.role} scopes ${a.scopes.join(', ') || '(none)'}${a.expiresAtMs ? `; expires ${new Date(a.expiresAtMs).toISOString()}` : ''}`,
+            );
         });
+        return 0;
+      });
+    }
+    case 'extend': {
+      const id = positionals[0] ?? (values.device as string | undefined);
+      if (!id || !role || ttl === undefined) throw new UsageError('usage: clawgate devices extend <deviceId> --role <operator|node> --ttl <duration>');
+      return withGateway(values, async (c) => {
+        const res = await c.request<{ expiresAtMs: number; scopes: string[] }>('device.grant.extend', { deviceId: id, role, ttl });
+        print(res, () => out(`extended ${role} of ${id} (scopes ${res.scopes.join(', ') || '(none)'}) until ${new Date(res.expiresAtMs).toISOString()}`));
         return 0;
       });
     }
@@ -123,7 +144,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
     }
     default:
       throw new UsageError(
-        'usage: clawgate devices list|approve <id>|reject <requestId>|remove <deviceId>|rename <deviceId> <name>|rotate --device <id> --role <r> [--scope <s>…]|revoke --device <id> --role <r> [--json]',
+        'usage: clawgate devices list|approve <id> [--ttl <d>]|extend <deviceId> --role <r> --ttl <d>|reject <requestId>|remove <deviceId>|rename <deviceId> <name>|rotate --device <id> --role <r> [--scope <s>…]|revoke --device <id> --role <r> [--json]',
       );
   }
 }

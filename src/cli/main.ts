@@ -54,7 +54,11 @@ Usage:
                                                the advertised URL reaches the gateway
   clawgate call <method> [--params <json>] [--url <ws-url>] [--token-file <f> | --token-stdin] [--json]
   clawgate devices list [--json]
-  clawgate devices approve <requestId|deviceId> | reject <requestId> | remove <deviceId>
+  clawgate devices approve <requestId|deviceId> [--ttl <duration>] | reject <requestId> | remove <deviceId>
+                                               --ttl 8h: the approval lasts that long, then the
+                                               added scopes (or the role) are withdrawn live
+  clawgate devices extend <deviceId> --role operator|node --ttl <duration>
+                                               a time-bound grant now ends <duration> from now
   clawgate devices rename <deviceId> <name>
   clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
                                                a connected device gets the new token pushed live

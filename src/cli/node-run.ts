@@ -20,9 +20,29 @@ export const NODE_RUN_HELP = `  clawgate node run [--url <ws-url> [--token-file 
                     [--name <name>] [--commands system.run,system.which]
                     [--exec-policy deny|allowlist|full] [--state-dir <dir>] [--tls-fingerprint <sha256>]
                     [--gateway-key <sha256>]
-                                               run a headless node host (state: ~/.clawgate-node)`;
+                                               run a headless node host (state: ~/.clawgate-node)
+  clawgate node identity [--state-dir <dir>] [--json]
+                                               print this node's device id and public key (what a
+                                               gateway's SSH approval rule compares)`;
+
+/** `clawgate node identity`: the public half of the node's key, for a gateway checking it over SSH. */
+function nodeIdentityCommand(args: string[]): number {
+  const { values, positionals } = parse(args, { 'state-dir': { type: 'string' }, json: { type: 'boolean' } });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+  const dir = resolveNodeStateDir(values['state-dir'] as string | undefined);
+  // Read only: asking for the identity must never create one (a new key would answer for nothing).
+  const id = new NodeState(dir).readIdentity();
+  if (!id) {
+    process.stderr.write(`error: no node identity in ${printableLines(dir)} yet; run clawgate node run once to create it\n`);
+    return 1;
+  }
+  if (values.json === true) process.stdout.write(`${JSON.stringify(id)}\n`);
+  else process.stdout.write(`device id   ${id.deviceId}\npublic key  ${id.publicKey}\n`);
+  return 0;
+}
 
 export async function nodeCommand(sub: string | undefined, args: string[]): Promise<number> {
+  if (sub === 'identity') return nodeIdentityCommand(args);
   if (sub !== 'run') throw new UsageError(`usage:\n${NODE_RUN_HELP}`);
   const { values, positionals } = parse(args, {
     url: { type: 'string' },

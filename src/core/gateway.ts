@@ -28,6 +28,8 @@ import { cleanOptional, cleanText } from '../protocol/text.js';
 import { storeFault } from '../store/faults.js';
 import type { GrantRecord, PairingRequest, PruneCounts, SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
 import { type Credential, type Decision, decideConnect } from './admission.js';
+import type { ApprovalDecision, ApprovalProofs, ApprovalRequest } from './approval-policy.js';
+import { ApprovalEngine, approvalRequestOf, RulePrincipal, type SshProbe } from './approvals.js';
 import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
 import { ClusterNodeRouter } from './cluster-nodes.js';
 import type { GatewayConfig, RetentionPolicy } from './config.js';
@@ -36,6 +38,7 @@ import { consumeDashboardLink, isDashboardLinkToken } from './dashboard-link.js'
 import { approveHint, type CallIds, type DispatchLog, MethodTable } from './dispatch.js';
 import type { Clock, Random } from './env.js';
 import type { GatewayIdentity } from './gateway-identity.js';
+import { approvalTerms, effectiveGrant } from './grant-expiry.js';
 import { type VerifiedDevice, verifyDeviceProof } from './identity.js';
 import { type GatewayMetrics, noMetrics } from './metrics.js';
 import { NodeRegistry } from './nodes.js';
@@ -71,6 +74,8 @@ export interface GatewayDeps {
   identity?: GatewayIdentity | undefined;
   /** Operator-facing counters and latencies (docs/operations.md); none by default. */
   metrics?: GatewayMetrics | undefined;
+  /** Runs the SSH identity check of approval policies (src/server/ssh-probe.ts); none: `ssh` rules never hold. */
+  sshProbe?: SshProbe | undefined;
 }
 
 /** Transport facts the server establishes before the first frame. */
@@ -81,6 +86,10 @@ export interface TransportFacts {
   directLocal: boolean;
   /** The id the server logs this connection under; becomes the session's connId once admitted. */
   connId?: string | undefined;
+  /** Forwarded by a trusted proxy (the address is what the proxy said). */
+  proxied?: boolean | undefined;
+  /** The trusted proxy's signed-in user header (gateway.auth.trustedProxyUser), null when it sent none. */
+  proxyUser?: string | null | undefined;
 }
 
 export type ConnectOutcome =
@@ -166,6 +175,8 @@ export class Gateway {
   readonly sessions = new Map<string, SessionPrincipal>();
   /** Live node connections, surfaces and node.invoke routing. */
   readonly nodes: NodeRegistry;
+  /** Approval policies, their proofs, and the expiry of time-bound grants. */
+  readonly approvals: ApprovalEngine;
   private readonly byDevice = new Map<string, Set<SessionPrincipal>>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly sharedToken: SharedSecret | null;
@@ -207,6 +218,7 @@ export class Gateway {
     this.owner = deps.config.ownerCredential ? new SharedSecret(deps.config.ownerCredential) : null;
     this.ownerKey = deps.config.ownerCredential ? Buffer.from(deps.config.ownerCredential, 'utf8') : null;
     this.nodes = new NodeRegistry(this, deps.config.nodeLimits);
+    this.approvals = new ApprovalEngine(this, deps.sshProbe ?? null);
     this.presence = new PresenceCoalescer(deps.config.presenceWindowMs ?? DEFAULT_PRESENCE_WINDOW_MS, (changes, count) => this.emitPresence(changes, count));
   }
 
@@ -223,6 +235,7 @@ export class Gateway {
     expire.unref();
     prune.unref();
     this.timers.push(tick, flush, expire, prune);
+    this.approvals.expiry.start();
     if (this.bus) {
       // Events are best effort: a notification lost with a connection (or an instance killed
       // between its commit and its notify) must not strand a connect waiting on approval.
@@ -372,6 +385,16 @@ export class Gateway {
     const auth = params.auth ?? {};
     const address = transport.address;
     const scopes = normalizeScopes(params.scopes ?? []);
+    // Behind an identity-aware proxy every proxied connect names an allowed user, whatever else it presents.
+    const proxyCheck = this.approvals.proxyUser(transport);
+    if (proxyCheck && !proxyCheck.ok) {
+      void this.audit('gateway', 'auth.proxy-user-refused', address, {
+        reason: proxyCheck.detail,
+        ...(transport.proxyUser ? { user: transport.proxyUser } : {}),
+      });
+      return this.reject(id, new GatewayError(proxyCheck.detail, { details: { authReason: 'unauthorized', canRetryWithDeviceToken: false } }));
+    }
+    const proxyUser = proxyCheck?.ok ? proxyCheck.user : undefined;
 
     // 0. Owner authority is proven, never sent: an HMAC by the owner credential over this
     // connection's nonce, this gateway's key and the address the client dialed.
@@ -498,6 +521,14 @@ export class Gateway {
         bootstrapDetails = check.details;
       }
     }
+    // The user an identity-aware proxy signed in authenticates the connect in place of a shared
+    // secret: like the gateway token it admits a device under its grant or files a request.
+    let viaProxyUser = false;
+    if (proxyUser !== undefined && credential.kind === 'none' && tokenFailure === null && auth.bootstrapToken === undefined) {
+      if (!device) return this.reject(id, new GatewayError('DEVICE_IDENTITY_REQUIRED'));
+      credential = { kind: 'shared' };
+      viaProxyUser = true;
+    }
     if (tokenFailure) {
       credential = { kind: 'invalid', failure: tokenFailure };
       for (const kind of [limitedKind, passwordFailed ? 'password' : null] as const) {
@@ -508,7 +539,7 @@ export class Gateway {
           void this.audit('gateway', 'auth.rate-limited', address, { kind, lockoutMs: lockMs });
         }
       }
-    } else if (credential.kind !== 'none' && credential.kind !== 'bootstrap') {
+    } else if (credential.kind !== 'none' && credential.kind !== 'bootstrap' && !viaProxyUser) {
       // A setup code never clears the bootstrap counter: one valid code must not buy more guesses.
       const kind =
         credential.kind === 'device-token' ? 'device-token' : auth.ownerProof !== undefined ? 'owner' : sharedVia === 'password' ? 'password' : 'shared';
@@ -516,7 +547,9 @@ export class Gateway {
     }
 
     // 4. Facts about the device's grants.
-    const grants = device ? await this.store.listGrants(device.deviceId) : [];
+    // A time-bound grant past its expiry counts as what it becomes, even before the scheduler ran.
+    const now = this.clock.now();
+    const grants = (device ? await this.store.listGrants(device.deviceId) : []).flatMap((g) => effectiveGrant(g, now) ?? []);
     const grant = grants.find((g) => g.role === role) ?? null;
     const otherGrants = grants.filter((g) => g.role !== role);
     if (credential.kind === 'device-token' && tokenRecord && tokenRecord.role !== role && grant) {
@@ -557,8 +590,46 @@ export class Gateway {
       setup,
       bootstrapDetails,
       reissueToken,
+      proxyUser,
     };
-    return this.admitted(await this.carryOut(decision, ctx), ctx);
+    const policed = await this.applyPolicy(decision, ctx);
+    return this.admitted('decision' in policed ? await this.carryOut(policed.decision, ctx) : policed.outcome, ctx);
+  }
+
+  /**
+   * Approval policies (src/core/approvals.ts) decide what would otherwise wait for a person: a
+   * request is approved by a rule (with its proof), refused, or left pending as before.
+   */
+  private async applyPolicy(decision: Decision, ctx: AdmitContext): Promise<{ decision: Decision } | { outcome: ConnectOutcome }> {
+    if (decision.outcome !== 'hold' && decision.outcome !== 'admit-with-upgrade') return { decision };
+    if (!ctx.device || this.approvals.config.policies.length === 0) return { decision };
+    const kind = decision.outcome === 'hold' ? decision.kind : 'scope-upgrade';
+    const adds = decision.outcome === 'hold' ? ctx.scopes : decision.missing;
+    const request = approvalRequestOf(ctx.role, adds, kind, ctx.params.client, ctx.transport);
+    const proofs = ctx.proxyUser !== undefined ? { proxyUser: ctx.proxyUser } : {};
+    const d = this.approvals.decide(request, proofs);
+    ctx.policy = { request, proofs, decision: d };
+    if (d.action === 'approve') {
+      const base = decision.outcome === 'hold' ? [] : (ctx.grant?.scopes ?? []);
+      return { decision: { outcome: 'pair-silently', kind, grantScopes: normalizeScopes([...base, ...d.scopes]), missing: d.missing } };
+    }
+    if (d.action !== 'deny') return { decision };
+    const device = ctx.device;
+    await this.audit(`rule:${d.rule}`, 'pairing.denied', device.deviceId, {
+      role: ctx.role,
+      scopes: adds,
+      kind,
+      address: ctx.transport.address,
+      ...this.approvals.auditData(d),
+    });
+    // A denied upgrade keeps what the device already holds; a denied pairing is refused outright.
+    if (decision.outcome === 'admit-with-upgrade') return { decision: { outcome: 'admit', scopes: decision.scopes } };
+    return {
+      outcome: this.reject(
+        ctx.id,
+        new GatewayError('PAIRING_DENIED_BY_POLICY', { vars: { rule: d.rule as string }, details: { rule: d.rule, requestedRole: ctx.role } }),
+      ),
+    };
   }
 
   /** After admission: a node's declared surface is checked (and a request filed) before hello-ok. */
@@ -628,23 +699,37 @@ export class Gateway {
       case 'pair-silently': {
         const device = ctx.device as VerifiedDevice;
         const pending = (await this.store.listPairingRequests(device.deviceId)).find((r) => r.role === ctx.role);
-        const via = ctx.credential.kind === 'owner' ? 'owner' : 'silent';
+        const rule = ctx.policy?.decision.action === 'approve' ? ctx.policy.decision : null;
+        const via = rule ? 'policy' : ctx.credential.kind === 'owner' ? 'owner' : 'silent';
+        const actor = rule ? `rule:${rule.rule}` : via === 'owner' ? 'owner' : 'gateway';
+        const terms = approvalTerms(ctx.grant, decision.grantScopes, decision.grantScopes, rule?.ttlMs ?? null, now);
         await this.store.approve({
           device: { deviceId: device.deviceId, publicKey: device.publicKey, meta: metaOf(ctx.params), address: ctx.transport.address },
           role: ctx.role,
           scopes: [...decision.grantScopes],
           via,
+          approvedBy: actor,
+          ...terms,
           token: null,
           atMs: now,
           requestId: pending?.requestId,
           audit: {
             atMs: now,
-            actor: via === 'owner' ? 'owner' : 'gateway',
+            actor,
             action: 'pairing.approved',
             subject: device.deviceId,
-            data: { role: ctx.role, scopes: decision.grantScopes, via, kind: decision.kind, address: ctx.transport.address },
+            data: {
+              role: ctx.role,
+              scopes: decision.grantScopes,
+              via,
+              kind: decision.kind,
+              address: ctx.transport.address,
+              ...(rule ? this.approvals.auditData(rule) : {}),
+              ...(terms.expiresAtMs !== null ? { expiresAtMs: terms.expiresAtMs } : {}),
+            },
           },
         });
+        if (terms.expiresAtMs !== null) void this.approvals.expiry.poke();
         if (pending) {
           this.broadcastResolved(pending.requestId, device.deviceId, 'approved');
           // Another socket of this device may be waiting on the same request.
@@ -665,6 +750,8 @@ export class Gateway {
       }
       case 'hold': {
         const req = await this.fileRequest(ctx, decision.kind);
+        // An `ssh` rule asks the node host in the background; the answer never holds up this reply.
+        if (ctx.policy) this.approvals.maybeProbe(ctx.policy.request, ctx.policy.proofs, req);
         if (decision.wait) return this.waitForApproval(ctx, req.requestId);
         return this.pairingRequired(ctx, decision.kind, req.requestId);
       }
@@ -906,6 +993,8 @@ export class Gateway {
     if (tokenHash) this.sessionTokenHashes.set(session, tokenHash);
     session.pendingUpgradeRequestId = pendingUpgrade;
     const authExtra: Partial<HelloAuth> = {};
+    // The device sees a time-bound grant's end coming (and `auth.updated` when it moves or passes).
+    if (grant.expiresAtMs != null) authExtra.expiresAtMs = grant.expiresAtMs;
     if (deviceToken) {
       authExtra.deviceToken = deviceToken;
       authExtra.issuedAtMs = issuedAtMs;
@@ -1257,15 +1346,24 @@ export class Gateway {
   }
 
   /** Approve a pending request: widen the grant, finish waiting connects, widen live sessions. */
-  async approveRequest(r: PairingRequest, by: Principal): Promise<{ requestId: string; deviceId: string; role: Role; scopes: string[]; device: unknown }> {
+  async approveRequest(
+    r: PairingRequest,
+    by: Principal,
+    opts: { ttlMs?: number | null | undefined; auditExtra?: Record<string, unknown> | undefined } = {},
+  ): Promise<{ requestId: string; deviceId: string; role: Role; scopes: string[]; device: unknown; expiresAtMs: number | null }> {
     const now = this.clock.now();
-    const current = await this.store.getGrant(r.deviceId, r.role);
+    const stored = await this.store.getGrant(r.deviceId, r.role);
+    const current = stored ? effectiveGrant(stored, now) : null;
     const scopes = normalizeScopes([...(current?.scopes ?? []), ...r.scopes]);
+    // A time-bound approval ends at now + ttl; what the role held for good before stays after it.
+    const terms = approvalTerms(current, r.scopes, scopes, opts.ttlMs ?? null, now);
     await this.store.approve({
       device: { deviceId: r.deviceId, publicKey: r.publicKey, meta: r.meta, address: r.address },
       role: r.role,
       scopes,
-      via: by.kind === 'owner' ? 'owner' : 'manual',
+      via: by.kind === 'owner' ? 'owner' : by instanceof RulePrincipal ? 'policy' : 'manual',
+      approvedBy: by.actor,
+      ...terms,
       // The device keeps its current token: approval widens the grant server-side, so a client
       // that misses the news is never stranded with a dead credential.
       token: null,
@@ -1276,15 +1374,23 @@ export class Gateway {
         actor: by.actor,
         action: 'pairing.approved',
         subject: r.deviceId,
-        data: { requestId: r.requestId, role: r.role, scopes, kind: r.kind },
+        data: {
+          requestId: r.requestId,
+          role: r.role,
+          scopes,
+          kind: r.kind,
+          ...(terms.expiresAtMs !== null ? { expiresAtMs: terms.expiresAtMs } : {}),
+          ...opts.auditExtra,
+        },
       },
     });
     this.metrics.approval(now - r.createdAtMs);
     this.broadcastResolved(r.requestId, r.deviceId, 'approved');
-    this.widenDeviceSessions(r.deviceId, r.role, r.scopes, r.requestId);
+    this.widenDeviceSessions(r.deviceId, r.role, r.scopes, r.requestId, terms.expiresAtMs);
+    if (terms.expiresAtMs !== null || stored?.expiresAtMs != null) void this.approvals.expiry.poke();
     await this.resolveWaiters(r.requestId, 'approved');
     const device = await this.store.getDevice(r.deviceId);
-    return { requestId: r.requestId, deviceId: r.deviceId, role: r.role, scopes, device };
+    return { requestId: r.requestId, deviceId: r.deviceId, role: r.role, scopes, device, expiresAtMs: terms.expiresAtMs };
   }
 
   async rejectRequest(r: PairingRequest, by: Principal): Promise<void> {
@@ -1345,19 +1451,25 @@ export class Gateway {
   }
 
   /** After an approval widened a grant: widen live sessions that asked for it, and tell them. */
-  widenDeviceSessions(deviceId: string, role: Role, granted: readonly string[], requestId: string): void {
-    this.publish({ type: 'widen-sessions', deviceId, role, scopes: [...granted], requestId });
-    this.widenLocalDeviceSessions(deviceId, role, granted, requestId);
+  widenDeviceSessions(deviceId: string, role: Role, granted: readonly string[], requestId: string, expiresAtMs: number | null = null): void {
+    this.publish({ type: 'widen-sessions', deviceId, role, scopes: [...granted], requestId, ...(expiresAtMs !== null ? { expiresAtMs } : {}) });
+    this.widenLocalDeviceSessions(deviceId, role, granted, requestId, expiresAtMs);
   }
 
-  private widenLocalDeviceSessions(deviceId: string, role: Role, granted: readonly string[], requestId: string): void {
+  private widenLocalDeviceSessions(deviceId: string, role: Role, granted: readonly string[], requestId: string, expiresAtMs: number | null = null): void {
     for (const s of this.deviceSessions(deviceId)) {
       if (s.role !== role || s.pendingUpgradeRequestId !== requestId) continue;
       for (const scope of granted) s.scopes.add(scope);
       // A session that had no scopes kept the small frame cap; it may use large frames now.
       s.transport.setFrameCap?.(frameCapBytes(s));
       s.pendingUpgradeRequestId = undefined;
-      s.sendEvent('auth.updated', { role, scopes: [...s.scopes].sort(), requestId, reason: 'scope-upgrade-approved' });
+      s.sendEvent('auth.updated', {
+        role,
+        scopes: [...s.scopes].sort(),
+        requestId,
+        reason: 'scope-upgrade-approved',
+        ...(expiresAtMs !== null ? { expiresAtMs } : {}),
+      });
     }
   }
 
@@ -1409,7 +1521,7 @@ export class Gateway {
         this.closeLocalDeviceSessions(e.deviceId, e.role, e.why, undefined, e.atMs);
         return;
       case 'widen-sessions':
-        this.widenLocalDeviceSessions(e.deviceId, e.role, e.scopes, e.requestId);
+        this.widenLocalDeviceSessions(e.deviceId, e.role, e.scopes, e.requestId, e.expiresAtMs ?? null);
         return;
       case 'upgrade-rejected':
         this.upgradeRejectedLocal(e.deviceId, e.requestId);
@@ -1498,6 +1610,7 @@ export class Gateway {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     this.presence.stop();
+    this.approvals.expiry.stop();
     for (const s of [...this.sessions.values()]) {
       s.sendEvent('shutdown', { reason, restartExpectedMs: null });
       this.disconnect(s);
@@ -1512,6 +1625,7 @@ export class Gateway {
     for (const fn of this.stopHooks) {
       await fn().catch((err) => this.log.error('stop hook failed', { err: String(err) }));
     }
+    await this.approvals.settled();
     await this.flushSeen();
     await this.bus?.close();
     await this.store.close();
@@ -1540,6 +1654,10 @@ interface AdmitContext {
   bootstrapDetails?: Record<string, unknown> | undefined;
   /** Admitted within the rotation grace: mint the successor and hand it out in hello-ok. */
   reissueToken?: boolean | undefined;
+  /** The user a trusted identity-aware proxy signed in (gateway.auth.trustedProxyUser). */
+  proxyUser?: string | undefined;
+  /** What the approval policies made of this connect's request, when one would be filed. */
+  policy?: { request: ApprovalRequest; proofs: ApprovalProofs; decision: ApprovalDecision } | undefined;
 }
 
 /** The credential a connect presented (the `auth_method` label of the connect metric). */
@@ -1559,6 +1677,7 @@ function presentedMethod(params: ConnectParams): string {
 /** How the connection authenticated, as `hello-ok.auth.method` reports it. */
 function helloMethod(ctx: AdmitContext): HelloAuth['method'] {
   const kind = ctx.credential.kind;
+  if (kind === 'shared' && ctx.sharedVia === null && ctx.proxyUser !== undefined) return 'trusted-proxy';
   if (kind === 'device-token' || kind === 'owner') return kind;
   if (kind === 'bootstrap') return 'bootstrap-token';
   return ctx.sharedVia === 'password' ? 'password' : 'token';

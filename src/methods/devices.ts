@@ -12,6 +12,7 @@
  * Every change takes effect on live sockets at once (widened in place or closed).
  */
 import { Type as T } from '@sinclair/typebox';
+import { parseDuration } from '../core/approval-policy.js';
 import { confirmationCode } from '../core/confirmation.js';
 import type { Gateway } from '../core/gateway.js';
 import { isAdmin, type Principal } from '../core/principal.js';
@@ -38,7 +39,18 @@ export interface DeviceView {
   clientMode: string | null;
   roles: Role[];
   scopes: string[];
-  grants: Array<{ role: Role; scopes: string[]; approvedAtMs: number; approvedVia: string; epoch: number }>;
+  grants: Array<{
+    role: Role;
+    scopes: string[];
+    approvedAtMs: number;
+    approvedVia: string;
+    epoch: number;
+    /** `owner`, `device:<id>`, `rule:<name>`, `gateway` (null on grants from before it was recorded). */
+    approvedBy: string | null;
+    /** Time-bound grants: when the time-bound part ends, and what the role keeps after it. */
+    expiresAtMs: number | null;
+    scopesAfterExpiry?: string[];
+  }>;
   tokens: Array<{ role: Role; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
   createdAtMs: number;
   lastSeenAtMs: number | null;
@@ -157,7 +169,16 @@ export function viewDevice(d: DeviceRecord, grants: GrantRecord[], tokens: Token
     clientMode: d.clientMode ?? null,
     roles: mine.map((g) => g.role).sort(),
     scopes: normalizeScopes(mine.flatMap((g) => g.scopes)),
-    grants: mine.map((g) => ({ role: g.role, scopes: g.scopes, approvedAtMs: g.approvedAtMs, approvedVia: g.approvedVia, epoch: g.epoch })),
+    grants: mine.map((g) => ({
+      role: g.role,
+      scopes: g.scopes,
+      approvedAtMs: g.approvedAtMs,
+      approvedVia: g.approvedVia,
+      epoch: g.epoch,
+      approvedBy: g.approvedBy ?? null,
+      expiresAtMs: g.expiresAtMs ?? null,
+      ...(g.expiresAtMs != null ? { scopesAfterExpiry: g.scopesAfterExpiry ?? [] } : {}),
+    })),
     tokens: tokens
       .filter((t) => t.deviceId === d.deviceId)
       .map((t) => ({
@@ -327,11 +348,20 @@ export function registerDeviceMethods(gw: Gateway): void {
     name: 'device.pair.approve',
     role: 'operator',
     scope: PAIRING,
-    params: T.Object({ requestId: T.Optional(RequestId), deviceId: T.Optional(DeviceId) }, { additionalProperties: false }),
+    params: T.Object(
+      { requestId: T.Optional(RequestId), deviceId: T.Optional(DeviceId), ttl: T.Optional(T.String({ maxLength: 32 })) },
+      { additionalProperties: false },
+    ),
     handler: async ({ principal, params }) => {
-      const p = params as { requestId?: string; deviceId?: string };
+      const p = params as { requestId?: string; deviceId?: string; ttl?: string };
       if (!p.requestId && !p.deviceId)
         return new GatewayError('INVALID_PARAMS', { vars: { method: 'device.pair.approve', problem: 'pass requestId or deviceId' } });
+      // A time-bound approval: the added scopes (or the new role) end after `ttl` (docs/approvals.md).
+      const ttlMs = p.ttl === undefined ? null : parseDuration(p.ttl);
+      if (p.ttl !== undefined && ttlMs === null)
+        return new GatewayError('INVALID_PARAMS', {
+          vars: { method: 'device.pair.approve', problem: 'ttl must be a duration like "8h", "30m" or "7d" (1s to 366d)' },
+        });
       let requests: PairingRequest[];
       if (p.requestId) {
         const r = (await currentPending()).find((x) => x.requestId === p.requestId);
@@ -350,7 +380,7 @@ export function registerDeviceMethods(gw: Gateway): void {
         if (why) return new GatewayError('APPROVAL_DENIED', { vars: { why }, details: { requestId: r.requestId, deviceId: r.deviceId } });
       }
       const approved = [];
-      for (const r of requests) approved.push(await gw.approveRequest(r, principal));
+      for (const r of requests) approved.push(await gw.approveRequest(r, principal, { ttlMs }));
       const first = approved[0];
       return { requestId: first?.requestId, deviceId: first?.deviceId, approved, device: first?.device };
     },

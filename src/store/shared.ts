@@ -118,7 +118,17 @@ export function approvedGrant(input: ApproveInput, prevEpoch: number | undefined
     epoch: (prevEpoch ?? 0) + 1,
     approvedAtMs: input.atMs,
     approvedVia: input.via,
+    approvedBy: input.approvedBy,
+    expiresAtMs: input.expiresAtMs ?? null,
+    ...(input.expiresAtMs != null ? { scopesAfterExpiry: [...(input.scopesAfterExpiry ?? [])] } : {}),
   };
+}
+
+/** The grant a time-bound grant becomes at its expiry, or null when nothing is kept. */
+export function grantAfterExpiry(g: GrantRecord): GrantRecord | null {
+  const keep = g.scopesAfterExpiry ?? [];
+  if (keep.length === 0) return null;
+  return { ...g, scopes: [...keep], epoch: g.epoch + 1, expiresAtMs: null, scopesAfterExpiry: undefined };
 }
 
 /**
@@ -155,6 +165,9 @@ export interface GrantRow {
   epoch: number;
   approved_at_ms: number;
   approved_via: GrantRecord['approvedVia'];
+  approved_by?: string | null;
+  expires_at_ms?: number | string | null;
+  scopes_after_expiry_json?: string | null;
 }
 export interface TokenRow {
   token_id: string;
@@ -219,6 +232,9 @@ export function toGrant(r: GrantRow): GrantRecord {
     epoch: r.epoch,
     approvedAtMs: r.approved_at_ms,
     approvedVia: r.approved_via,
+    ...(r.approved_by ? { approvedBy: r.approved_by } : {}),
+    expiresAtMs: r.expires_at_ms == null ? null : Number(r.expires_at_ms),
+    ...(r.expires_at_ms != null ? { scopesAfterExpiry: JSON.parse(r.scopes_after_expiry_json ?? '[]') } : {}),
   };
 }
 export function toToken(r: TokenRow): TokenRecord {
