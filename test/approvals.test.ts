@@ -148,7 +148,7 @@ describe('identity-aware proxy user (gateway.auth.trustedProxyUser) and proxy-us
       }),
       'PAIRING_DENIED_BY_POLICY',
     );
-    assert.equal((err.error?.details as { rule?: string }).rule, 'no-webchat');
+    assert.equal((err.error?.details as { rule?: string } | undefined)?.rule, 'no-webchat');
     const denied = (await auditOf(tg, 'pairing.denied')).find((e) => e.subject === identity.deviceId);
     assert.equal(denied?.actor, 'rule:no-webchat');
     const pending = await ownerCall<{ pending: Array<{ deviceId: string }> }>(tg, 'device.pair.list');
