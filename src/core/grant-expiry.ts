@@ -27,7 +27,9 @@ type TopicPayload =
 export function effectiveGrant(g: GrantRecord, nowMs: number): GrantRecord | null {
   if (g.expiresAtMs == null || g.expiresAtMs > nowMs) return g;
   const keep = g.scopesAfterExpiry ?? [];
-  return keep.length > 0 ? { ...g, scopes: [...keep], expiresAtMs: null, scopesAfterExpiry: undefined } : null;
+  if (keep.length === 0) return null;
+  const { expiresAtMs: _ends, scopesAfterExpiry: _kept, ...rest } = g;
+  return { ...rest, scopes: [...keep] };
 }
 
 /**

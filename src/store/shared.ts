@@ -118,9 +118,9 @@ export function approvedGrant(input: ApproveInput, prevEpoch: number | undefined
     epoch: (prevEpoch ?? 0) + 1,
     approvedAtMs: input.atMs,
     approvedVia: input.via,
-    approvedBy: input.approvedBy,
-    expiresAtMs: input.expiresAtMs ?? null,
-    ...(input.expiresAtMs != null ? { scopesAfterExpiry: [...(input.scopesAfterExpiry ?? [])] } : {}),
+    // Only what is set: a permanent grant reads exactly as before these fields existed.
+    ...(input.approvedBy ? { approvedBy: input.approvedBy } : {}),
+    ...(input.expiresAtMs != null ? { expiresAtMs: input.expiresAtMs, scopesAfterExpiry: [...(input.scopesAfterExpiry ?? [])] } : {}),
   };
 }
 
@@ -128,7 +128,8 @@ export function approvedGrant(input: ApproveInput, prevEpoch: number | undefined
 export function grantAfterExpiry(g: GrantRecord): GrantRecord | null {
   const keep = g.scopesAfterExpiry ?? [];
   if (keep.length === 0) return null;
-  return { ...g, scopes: [...keep], epoch: g.epoch + 1, expiresAtMs: null, scopesAfterExpiry: undefined };
+  const { expiresAtMs: _ends, scopesAfterExpiry: _kept, ...rest } = g;
+  return { ...rest, scopes: [...keep], epoch: g.epoch + 1 };
 }
 
 /**
@@ -233,8 +234,7 @@ export function toGrant(r: GrantRow): GrantRecord {
     approvedAtMs: r.approved_at_ms,
     approvedVia: r.approved_via,
     ...(r.approved_by ? { approvedBy: r.approved_by } : {}),
-    expiresAtMs: r.expires_at_ms == null ? null : Number(r.expires_at_ms),
-    ...(r.expires_at_ms != null ? { scopesAfterExpiry: JSON.parse(r.scopes_after_expiry_json ?? '[]') } : {}),
+    ...(r.expires_at_ms != null ? { expiresAtMs: Number(r.expires_at_ms), scopesAfterExpiry: JSON.parse(r.scopes_after_expiry_json ?? '[]') } : {}),
   };
 }
 export function toToken(r: TokenRow): TokenRecord {
