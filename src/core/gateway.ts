@@ -995,6 +995,7 @@ export class Gateway {
     const authExtra: Partial<HelloAuth> = {};
     // The device sees a time-bound grant's end coming (and `auth.updated` when it moves or passes).
     if (grant.expiresAtMs != null) authExtra.expiresAtMs = grant.expiresAtMs;
+    session.grantExpiresAtMs = grant.expiresAtMs ?? null;
     if (deviceToken) {
       authExtra.deviceToken = deviceToken;
       authExtra.issuedAtMs = issuedAtMs;
@@ -1463,6 +1464,7 @@ export class Gateway {
       // A session that had no scopes kept the small frame cap; it may use large frames now.
       s.transport.setFrameCap?.(frameCapBytes(s));
       s.pendingUpgradeRequestId = undefined;
+      s.grantExpiresAtMs = expiresAtMs;
       s.sendEvent('auth.updated', {
         role,
         scopes: [...s.scopes].sort(),
@@ -1563,7 +1565,7 @@ export class Gateway {
         const grant = await this.store.getGrant(s.deviceId, s.role);
         if (!grant) {
           const device = await this.store.getDevice(s.deviceId);
-          this.closeLocalDeviceSessions(s.deviceId, s.role, device ? 'TOKEN_REVOKED' : 'DEVICE_REMOVED');
+          this.closeLocalDeviceSessions(s.deviceId, s.role, device ? (grantLapsed(s, this.clock.now()) ? 'GRANT_EXPIRED' : 'TOKEN_REVOKED') : 'DEVICE_REMOVED');
           continue;
         }
         if (s.tokenId) {
@@ -1681,6 +1683,15 @@ function helloMethod(ctx: AdmitContext): HelloAuth['method'] {
   if (kind === 'device-token' || kind === 'owner') return kind;
   if (kind === 'bootstrap') return 'bootstrap-token';
   return ctx.sharedVia === 'password' ? 'password' : 'token';
+}
+
+/**
+ * A grant that vanished from the store around its expiry was ended by another instance's
+ * scheduler (its close event may arrive after the store's change notice): say so, not "revoked".
+ * The margin covers clock differences between instances.
+ */
+function grantLapsed(s: SessionPrincipal, nowMs: number): boolean {
+  return s.grantExpiresAtMs !== null && s.grantExpiresAtMs <= nowMs + 5_000;
 }
 
 function isCancel(frame: unknown): frame is { type: 'cancel'; id: string } {

@@ -151,6 +151,7 @@ export class GrantExpiryScheduler {
         continue;
       }
       s.scopes = new Set(left);
+      s.grantExpiresAtMs = null;
       s.transport.setFrameCap?.(frameCapBytes(s));
       s.sendEvent('auth.updated', { role, scopes: [...left].sort(), reason: 'grant-expired', expiresAtMs: null });
     }
@@ -166,6 +167,7 @@ export class GrantExpiryScheduler {
   private changedLocal(deviceId: string, role: Role, expiresAtMs: number | null): void {
     for (const s of this.gw.deviceSessions(deviceId)) {
       if (s.role !== role) continue;
+      s.grantExpiresAtMs = expiresAtMs;
       s.sendEvent('auth.updated', { role, scopes: [...s.scopes].sort(), reason: 'grant-extended', expiresAtMs });
     }
   }
