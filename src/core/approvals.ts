@@ -28,6 +28,9 @@ export type SshProbe = (host: string, cfg: SshProbeConfig) => Promise<SshProbeRe
 
 export type ProxyUserCheck = { ok: true; user: string } | { ok: false; detail: 'AUTH_PROXY_USER_MISSING' | 'AUTH_PROXY_USER_NOT_ALLOWED' };
 
+/** A request whose SSH proof failed is not probed again for this long (its retries file nothing new). */
+export const PROBE_RETRY_MS = 60_000;
+
 /** The approver an automatic decision is attributed to (`rule:<name>`). */
 export class RulePrincipal implements Principal {
   readonly kind = 'internal' as const;
@@ -44,6 +47,8 @@ export class ApprovalEngine {
   readonly expiry: GrantExpiryScheduler;
   /** SSH probes in flight, by request id (one per request; never blocks a handshake). */
   private readonly probes = new Map<string, Promise<void>>();
+  /** When a request's last probe failed: a client retrying its connect must not make the gateway dial out each time. */
+  private readonly failedAtMs = new Map<string, number>();
 
   constructor(
     private readonly gw: Gateway,
@@ -85,6 +90,10 @@ export class ApprovalEngine {
     if (!this.sshProbe || !this.config.ssh) return;
     const would = sshRuleFor(request, this.config.policies, proofs);
     if (would?.action !== 'approve' || this.probes.has(filed.requestId)) return;
+    const now = this.gw.clock.now();
+    const failed = this.failedAtMs.get(filed.requestId);
+    if (failed !== undefined && now - failed < PROBE_RETRY_MS) return;
+    for (const [id, at] of this.failedAtMs) if (now - at >= PROBE_RETRY_MS) this.failedAtMs.delete(id);
     const run = this.probe(filed, request, would, this.config.ssh, this.sshProbe)
       .catch((err) => this.gw.log.warn('ssh approval probe failed', { requestId: filed.requestId, err: String(err) }))
       .finally(() => this.probes.delete(filed.requestId));
@@ -103,6 +112,7 @@ export class ApprovalEngine {
     const matches = answer.ok && answer.deviceId === filed.deviceId && answer.publicKey === filed.publicKey;
     const evidence = { host, sshUser: cfg.user };
     if (!matches) {
+      this.failedAtMs.set(filed.requestId, this.gw.clock.now());
       const reason = answer.ok ? 'the node host answered with another device identity' : answer.reason;
       this.gw.log.info('ssh proof did not hold; the request waits for a person', { requestId: filed.requestId, rule: would.rule, host, reason });
       await this.gw.audit(`rule:${would.rule}`, 'pairing.proof-failed', filed.deviceId, {
