@@ -1,151 +1,312 @@
 /**
- * The gateway side of approval policies: gathers the proofs of a connect (the user an
- * identity-aware proxy signed in, the node host answering over SSH), asks `decideApproval`
- * (src/core/approval-policy.ts) and carries the decision out through the gateway's normal
- * approval path, so an automatic approval is resolved, audited and announced like a manual one
- * — with the rule and the proof in its audit entry and `approvedBy: rule:<name>` on the grant.
+ * Approvals: pending pairing requests and the connects waiting on them. A connect the decision
+ * holds files (or refreshes) a request here and either is told PAIRING_REQUIRED or, with the
+ * `device-pairing-wait` cap, waits; an operator's approval or rejection (methods/devices.ts, after
+ * core/management-policy.ts allowed it) widens the grant, answers every waiting connect and
+ * updates the device's live sessions. With several instances the outcome is published, and
+ * `reconcileWaiters` catches up from the store after a gap in the events.
  */
+import { CLOSE, GatewayError } from '../protocol/errors.js';
 import type { Role } from '../protocol/frames.js';
-import type { PairingRequest } from '../store/types.js';
-import {
-  type ApprovalDecision,
-  type ApprovalProofs,
-  type ApprovalRequest,
-  type ApprovalsConfig,
-  checkApprovalsConfig,
-  decideApproval,
-  type SshProbeConfig,
-  sshRuleFor,
-} from './approval-policy.js';
-import type { Gateway, TransportFacts } from './gateway.js';
-import { GrantExpiryScheduler } from './grant-expiry.js';
+import { normalizeScopes, scopeSatisfied } from '../protocol/scopes.js';
+import type { DeviceMeta, PairingRequest, Store } from '../store/types.js';
+import type { ClusterEvent } from './cluster.js';
+import { confirmationCode } from './confirmation.js';
+import type { ConnectOutcome } from './connect-outcome.js';
+import type { Clock, Random } from './env.js';
+import { approvalTerms, effectiveGrant } from './grant-expiry.js';
+import type { VerifiedDevice } from './identity.js';
+import type { LiveAuthority } from './live-authority.js';
+import type { Logger } from './logger.js';
+import type { GatewayMetrics } from './metrics.js';
 import type { Principal } from './principal.js';
+import type { SessionRegistry } from './sessions.js';
 
-/** What the node host said over SSH, or why it could not be asked. */
-export type SshProbeResult = { ok: true; deviceId: string; publicKey: string } | { ok: false; reason: string };
-/** Runs `cfg.command` on `host` over SSH (src/server/ssh-probe.ts); injected so the core runs no process. */
-export type SshProbe = (host: string, cfg: SshProbeConfig) => Promise<SshProbeResult>;
+export type PairingKind = 'new-device' | 'role-upgrade' | 'scope-upgrade';
 
-export type ProxyUserCheck = { ok: true; user: string } | { ok: false; detail: 'AUTH_PROXY_USER_MISSING' | 'AUTH_PROXY_USER_NOT_ALLOWED' };
-
-/** A request whose SSH proof failed is not probed again for this long (its retries file nothing new). */
-export const PROBE_RETRY_MS = 60_000;
-
-/** The approver an automatic decision is attributed to (`rule:<name>`). */
-export class RulePrincipal implements Principal {
-  readonly kind = 'internal' as const;
-  readonly role = 'operator' as const;
-  scopes = new Set<string>();
-  constructor(readonly rule: string) {}
-  get actor(): string {
-    return `rule:${this.rule}`;
-  }
+export interface ApprovalsDeps {
+  store: Store;
+  clock: Clock;
+  random: Random;
+  log: Logger;
+  metrics: Pick<GatewayMetrics, 'approval'>;
+  config: { pendingTtlMs: number };
+  sessions: Pick<SessionRegistry, 'broadcast' | 'broadcastResolved'>;
+  authority: Pick<LiveAuthority, 'widenDeviceSessions' | 'upgradeRejected'>;
+  publish(e: ClusterEvent): void;
+  /** A time-bound grant was written or changed: the expiry scheduler looks again (grant-expiry.ts). */
+  timeBoundChanged?: (() => void) | undefined;
 }
 
-export class ApprovalEngine {
-  readonly config: ApprovalsConfig;
-  readonly expiry: GrantExpiryScheduler;
-  /** SSH probes in flight, by request id (one per request; never blocks a handshake). */
-  private readonly probes = new Map<string, Promise<void>>();
-  /** When a request's last probe failed: a client retrying its connect must not make the gateway dial out each time. */
-  private readonly failedAtMs = new Map<string, number>();
+/** What a held connect asks for: filed as (or merged into) the device's pending request for the role. */
+export interface RequestInput {
+  device: VerifiedDevice;
+  role: Role;
+  scopes: readonly string[];
+  kind: PairingKind;
+  meta: DeviceMeta;
+  address: string;
+}
 
-  constructor(
-    private readonly gw: Gateway,
-    private readonly sshProbe: SshProbe | null,
-  ) {
-    this.config = gw.config.approvals ?? { policies: [] };
-    checkApprovalsConfig(gw.config.trustedProxies, gw.config.trustedProxyUser, this.config);
-    this.expiry = new GrantExpiryScheduler(gw);
-  }
+/** A connect that chose to wait for its request's outcome. */
+export interface WaitInput {
+  requestId: string;
+  device: VerifiedDevice;
+  role: Role;
+  scopes: readonly string[];
+  /** The id of the connect request, for the answer when admission fails. */
+  connectId: string;
+  /** Admit the connect under the grant the approval committed. */
+  admit(): Promise<ConnectOutcome>;
+  /** The answer for an admission that threw (the database went away between approval and token). */
+  failure(connectId: string, err: unknown): ConnectOutcome;
+}
 
-  /**
-   * A proxied connect when an identity-aware proxy is configured: it must carry an allowed user.
-   * Null when that does not apply (no such proxy configured, or a direct socket).
-   */
-  proxyUser(transport: TransportFacts): ProxyUserCheck | null {
-    const cfg = this.gw.config.trustedProxyUser;
-    if (!cfg || !transport.proxied) return null;
-    const user = transport.proxyUser;
-    if (user === undefined || user === null || user === '') return { ok: false, detail: 'AUTH_PROXY_USER_MISSING' };
-    return cfg.allowUsers.includes(user) ? { ok: true, user } : { ok: false, detail: 'AUTH_PROXY_USER_NOT_ALLOWED' };
-  }
+interface Waiter {
+  requestId: string;
+  deviceId: string;
+  role: Role;
+  scopes: readonly string[];
+  finish(outcome: ConnectOutcome): void;
+  admit(): Promise<ConnectOutcome>;
+  failure(err: unknown): ConnectOutcome;
+}
 
-  decide(request: ApprovalRequest, proofs: ApprovalProofs): ApprovalDecision {
-    return decideApproval(request, this.config.policies, proofs);
-  }
+export interface ApprovedRequest {
+  requestId: string;
+  deviceId: string;
+  role: Role;
+  scopes: string[];
+  device: unknown;
+  /** When the time-bound part of the grant ends (null: until revoked). */
+  expiresAtMs: number | null;
+}
 
-  /** The audit fields of an automatic decision: the rule, the proof and what it showed. */
-  auditData(d: ApprovalDecision): Record<string, unknown> {
-    return { rule: d.rule, proof: d.proof, ...(d.evidence ? { evidence: d.evidence } : {}), ...(d.ttlMs !== null ? { ttlMs: d.ttlMs } : {}) };
-  }
+/** How an approval is made beyond who made it: for how long, and what the audit entry adds (the rule and its proof). */
+export interface ApprovalOptions {
+  ttlMs?: number | null | undefined;
+  auditExtra?: Record<string, unknown> | undefined;
+}
 
-  /**
-   * After a request was filed and the connect answered (waiting or PAIRING_REQUIRED): when an
-   * `ssh` rule would approve it, ask the node host in the background. A match approves the
-   * request like an operator would (a waiting connect is admitted live); anything else leaves it
-   * pending for a person, with an audit entry saying why the proof failed.
-   */
-  maybeProbe(request: ApprovalRequest, proofs: ApprovalProofs, filed: PairingRequest): void {
-    if (!this.sshProbe || !this.config.ssh) return;
-    const would = sshRuleFor(request, this.config.policies, proofs);
-    if (would?.action !== 'approve' || this.probes.has(filed.requestId)) return;
-    const now = this.gw.clock.now();
-    const failed = this.failedAtMs.get(filed.requestId);
-    if (failed !== undefined && now - failed < PROBE_RETRY_MS) return;
-    for (const [id, at] of this.failedAtMs) if (now - at >= PROBE_RETRY_MS) this.failedAtMs.delete(id);
-    const run = this.probe(filed, request, would, this.config.ssh, this.sshProbe)
-      .catch((err) => this.gw.log.warn('ssh approval probe failed', { requestId: filed.requestId, err: String(err) }))
-      .finally(() => this.probes.delete(filed.requestId));
-    this.probes.set(filed.requestId, run);
-  }
+export class Approvals {
+  private readonly waiters = new Map<string, Set<Waiter>>();
 
-  /** Wait for the SSH probes in flight (tests, and stop). */
-  async settled(): Promise<void> {
-    await Promise.all([...this.probes.values()]);
-  }
+  constructor(private readonly deps: ApprovalsDeps) {}
 
-  private async probe(filed: PairingRequest, request: ApprovalRequest, would: ApprovalDecision, cfg: SshProbeConfig, run: SshProbe): Promise<void> {
-    const host = request.address;
-    const started = this.gw.clock.now();
-    const answer = await run(host, cfg);
-    const matches = answer.ok && answer.deviceId === filed.deviceId && answer.publicKey === filed.publicKey;
-    const evidence = { host, sshUser: cfg.user };
-    if (!matches) {
-      this.failedAtMs.set(filed.requestId, this.gw.clock.now());
-      const reason = answer.ok ? 'the node host answered with another device identity' : answer.reason;
-      this.gw.log.info('ssh proof did not hold; the request waits for a person', { requestId: filed.requestId, rule: would.rule, host, reason });
-      await this.gw.audit(`rule:${would.rule}`, 'pairing.proof-failed', filed.deviceId, {
-        requestId: filed.requestId,
-        rule: would.rule,
-        proof: 'ssh',
-        evidence,
-        reason,
-        ...(answer.ok ? { answeredDeviceId: answer.deviceId } : {}),
-        probeMs: this.gw.clock.now() - started,
-      });
-      return;
-    }
-    // The request may have been decided (or widened) while the probe ran: approve only what was proven.
-    const current = await this.gw.store.getPairingRequest(filed.requestId);
-    if (!current || current.deviceId !== filed.deviceId || current.publicKey !== filed.publicKey || current.scopes.length > 0 || current.role !== 'node')
-      return;
-    const decision = decideApproval(request, this.config.policies, { ssh: { host, user: cfg.user } });
-    if (decision.action !== 'approve' || decision.proof !== 'ssh') return;
-    await this.gw.approveRequest(current, new RulePrincipal(decision.rule as string), {
-      ttlMs: decision.ttlMs,
-      auditExtra: this.auditData({ ...decision, evidence }),
+  /** File (or refresh or widen) the device's pending request for a role; operators hear of a new or wider one. */
+  async fileRequest(input: RequestInput): Promise<PairingRequest> {
+    const { store, clock, random, sessions } = this.deps;
+    const { device, role, scopes, kind, meta, address } = input;
+    const now = clock.now();
+    const known = await store.getDevice(device.deviceId);
+    const res = await store.upsertPairingRequest({
+      requestId: random.uuid(),
+      deviceId: device.deviceId,
+      publicKey: device.publicKey,
+      role,
+      scopes: [...scopes],
+      kind,
+      meta,
+      address,
+      isRepair: known !== null,
+      atMs: now,
+      audit: {
+        atMs: now,
+        actor: `device:${device.deviceId}`,
+        action: 'pairing.requested',
+        subject: device.deviceId,
+        data: { role, scopes, kind, address },
+      },
     });
+    if (res.created || res.widened) {
+      const r = res.request;
+      sessions.broadcast('device.pair.requested', {
+        requestId: r.requestId,
+        deviceId: r.deviceId,
+        publicKey: r.publicKey,
+        ...r.meta,
+        role: r.role,
+        roles: [r.role],
+        scopes: r.scopes,
+        remoteIp: r.address,
+        silent: false,
+        isRepair: r.isRepair,
+        kind: r.kind,
+        confirmationCode: confirmationCode(r),
+        widened: res.widened,
+        ts: now,
+      });
+    }
+    return res.request;
   }
-}
 
-/** The policy view of a connect that would file a request. */
-export function approvalRequestOf(
-  role: Role,
-  scopes: readonly string[],
-  kind: ApprovalRequest['kind'],
-  client: { id: string; mode: string },
-  transport: TransportFacts,
-): ApprovalRequest {
-  return { role, scopes: [...scopes], kind, client, address: transport.address, direct: transport.proxied !== true };
+  /** Hold a connect until its request is approved (admitted), rejected, or the gateway stops. */
+  wait(input: WaitInput): ConnectOutcome {
+    let finish!: (o: ConnectOutcome) => void;
+    const result = new Promise<ConnectOutcome>((resolve) => (finish = resolve));
+    const set = this.waiters.get(input.requestId) ?? new Set<Waiter>();
+    const waiter: Waiter = {
+      requestId: input.requestId,
+      deviceId: input.device.deviceId,
+      role: input.role,
+      scopes: input.scopes,
+      finish: (o) => {
+        set.delete(waiter);
+        finish(o);
+      },
+      admit: input.admit,
+      failure: (err) => input.failure(input.connectId, err),
+    };
+    set.add(waiter);
+    this.waiters.set(input.requestId, set);
+    const code = confirmationCode({ requestId: input.requestId, publicKey: input.device.publicKey });
+    return { type: 'wait', requestId: input.requestId, confirmationCode: code, result, cancel: () => set.delete(waiter) };
+  }
+
+  /** Called after a request is approved or rejected: finish connects that chose to wait (on every instance). */
+  async resolveWaiters(requestId: string, decision: 'approved' | 'rejected'): Promise<void> {
+    this.deps.publish({ type: 'resolve-waiters', requestId, decision });
+    await this.resolveLocalWaiters(requestId, decision);
+  }
+
+  async resolveLocalWaiters(requestId: string, decision: 'approved' | 'rejected'): Promise<void> {
+    const set = this.waiters.get(requestId);
+    if (!set) return;
+    this.waiters.delete(requestId);
+    for (const w of [...set]) {
+      if (decision === 'approved') {
+        // Already taken out of `waiters`: a failed admission (the database going away between
+        // the approval and the token) must still answer the socket, or it would wait forever.
+        // The device reconnects and is admitted under the grant that was committed.
+        let outcome: ConnectOutcome;
+        try {
+          outcome = await w.admit();
+        } catch (err) {
+          outcome = w.failure(err);
+        }
+        w.finish(outcome);
+      } else {
+        const err = new GatewayError('PAIRING_REJECTED', { details: { requestId } });
+        w.finish({ type: 'reject', frame: null, closeCode: CLOSE.policy, closeReason: err.shape.message, detail: err.detail });
+      }
+    }
+  }
+
+  /**
+   * Finish waiting connects whose request is gone from the store without this instance hearing
+   * of it: admitted when the grant now covers what they asked for, refused otherwise.
+   */
+  async reconcileWaiters(): Promise<void> {
+    for (const [requestId, set] of [...this.waiters]) {
+      const first = [...set][0];
+      if (!first) continue;
+      try {
+        if (await this.deps.store.getPairingRequest(requestId)) continue;
+        const grant = await this.deps.store.getGrant(first.deviceId, first.role);
+        const granted = new Set(grant?.scopes ?? []);
+        const covered = grant !== null && first.scopes.every((s) => scopeSatisfied(granted, s));
+        await this.resolveLocalWaiters(requestId, covered ? 'approved' : 'rejected');
+      } catch (err) {
+        this.deps.log.warn('could not reconcile a waiting connect', { requestId, err: String(err) });
+      }
+    }
+  }
+
+  /**
+   * Approve a pending request: widen the grant, finish waiting connects, widen live sessions.
+   * Whether `by` may approve it was decided before (core/management-policy.ts).
+   */
+  async approveRequest(r: PairingRequest, by: Principal, opts: ApprovalOptions = {}): Promise<ApprovedRequest> {
+    const { store, clock, sessions, authority } = this.deps;
+    const now = clock.now();
+    const stored = await store.getGrant(r.deviceId, r.role);
+    const current = stored ? effectiveGrant(stored, now) : null;
+    const scopes = normalizeScopes([...(current?.scopes ?? []), ...r.scopes]);
+    // A time-bound approval ends at now + ttl; what the role held for good before stays after it.
+    const terms = approvalTerms(current, r.scopes, scopes, opts.ttlMs ?? null, now);
+    // An approval policy's rule approves as `rule:<name>` (approval-engine.ts).
+    const byRule = by.kind === 'internal' && by.actor.startsWith('rule:');
+    await store.approve({
+      device: { deviceId: r.deviceId, publicKey: r.publicKey, meta: r.meta, address: r.address },
+      role: r.role,
+      scopes,
+      via: by.kind === 'owner' ? 'owner' : byRule ? 'policy' : 'manual',
+      approvedBy: by.actor,
+      ...terms,
+      // The device keeps its current token: approval widens the grant server-side, so a client
+      // that misses the news is never stranded with a dead credential.
+      token: null,
+      atMs: now,
+      requestId: r.requestId,
+      audit: {
+        atMs: now,
+        actor: by.actor,
+        action: 'pairing.approved',
+        subject: r.deviceId,
+        data: {
+          requestId: r.requestId,
+          role: r.role,
+          scopes,
+          kind: r.kind,
+          ...(terms.expiresAtMs !== null ? { expiresAtMs: terms.expiresAtMs } : {}),
+          ...opts.auditExtra,
+        },
+      },
+    });
+    this.deps.metrics.approval(now - r.createdAtMs);
+    sessions.broadcastResolved(r.requestId, r.deviceId, 'approved');
+    authority.widenDeviceSessions(r.deviceId, r.role, r.scopes, r.requestId, terms.expiresAtMs);
+    if (terms.expiresAtMs !== null || stored?.expiresAtMs != null) this.deps.timeBoundChanged?.();
+    await this.resolveWaiters(r.requestId, 'approved');
+    const device = await store.getDevice(r.deviceId);
+    return { requestId: r.requestId, deviceId: r.deviceId, role: r.role, scopes, device, expiresAtMs: terms.expiresAtMs };
+  }
+
+  /** Reject a pending request: it is deleted, waiting connects are refused, live sessions that asked are told. */
+  async rejectRequest(r: PairingRequest, by: Principal): Promise<void> {
+    const now = this.deps.clock.now();
+    await this.deps.store.deletePairingRequest(r.requestId, {
+      atMs: now,
+      actor: by.actor,
+      action: 'pairing.rejected',
+      subject: r.deviceId,
+      data: { requestId: r.requestId, role: r.role, scopes: r.scopes },
+    });
+    this.deps.sessions.broadcastResolved(r.requestId, r.deviceId, 'rejected');
+    this.deps.authority.upgradeRejected(r.deviceId, r.requestId);
+    await this.resolveWaiters(r.requestId, 'rejected');
+  }
+
+  /** Drop pending requests nobody retried within the TTL (checked lazily and periodically). */
+  async expirePending(): Promise<number> {
+    const { store, clock, sessions } = this.deps;
+    const cutoff = clock.now() - this.deps.config.pendingTtlMs;
+    let n = 0;
+    for (const r of await store.listPairingRequests()) {
+      if (r.refreshedAtMs >= cutoff) continue;
+      const gone = await store.deletePairingRequest(r.requestId, {
+        atMs: clock.now(),
+        actor: 'gateway',
+        action: 'pairing.expired',
+        subject: r.deviceId,
+        data: { requestId: r.requestId, role: r.role },
+      });
+      if (gone) {
+        n++;
+        sessions.broadcastResolved(r.requestId, r.deviceId, 'expired');
+      }
+    }
+    return n;
+  }
+
+  /**
+   * The gateway is stopping. Connects waiting for approval are not rejected: their requests stay
+   * pending, so they are told the gateway is restarting (1012), not that an operator said no.
+   */
+  stop(): void {
+    for (const set of this.waiters.values()) {
+      for (const w of [...set]) w.finish({ type: 'reject', frame: null, closeCode: CLOSE.restart, closeReason: 'service restart' });
+    }
+    this.waiters.clear();
+  }
 }

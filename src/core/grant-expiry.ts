@@ -11,9 +11,24 @@
 import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
 import type { Role } from '../protocol/frames.js';
 import { scopeSatisfied } from '../protocol/scopes.js';
-import type { GrantRecord } from '../store/types.js';
-import type { Gateway } from './gateway.js';
-import { frameCapBytes } from './principal.js';
+import type { GrantRecord, Store } from '../store/types.js';
+import type { CloseWhy } from './cluster.js';
+import type { Clock } from './env.js';
+import type { Logger } from './logger.js';
+import { frameCapBytes, type SessionPrincipal } from './principal.js';
+
+/** What the scheduler needs of the gateway: the store, the clock, the live sessions and the cluster bus. */
+export interface GrantExpiryDeps {
+  store: Pick<Store, 'listGrants' | 'expireGrant'>;
+  clock: Clock;
+  log: Logger;
+  broadcast(event: string, payload: unknown): void;
+  deviceSessions(deviceId: string): SessionPrincipal[];
+  disconnect(s: SessionPrincipal): void;
+  closeDeviceSessions(deviceId: string, role: Role | null, why: CloseWhy & 'GRANT_EXPIRED', caller?: undefined, changedAtMs?: number): number;
+  publishClusterTopic(topic: string, payload: unknown): void;
+  onClusterTopic(topic: string, handler: (payload: unknown) => void): void;
+}
 
 /** Longest the scheduler sleeps without looking at the store (grants made or extended on another instance). */
 export const EXPIRY_RESCAN_MS = 60_000;
@@ -59,7 +74,7 @@ export class GrantExpiryScheduler {
   private again = false;
   private stopped = false;
 
-  constructor(private readonly gw: Gateway) {
+  constructor(private readonly gw: GrantExpiryDeps) {
     gw.onClusterTopic(TOPIC, (p) => this.onRemote(p as TopicPayload));
   }
 

@@ -22,7 +22,10 @@ function extendDenial(caller: Principal, deviceId: string, role: Role, grant: Gr
   return null;
 }
 
-export function registerApprovalMethods(gw: Gateway): void {
+/** The part of the gateway these methods use. */
+export type ApprovalMethodDeps = Pick<Gateway, 'methods' | 'store' | 'clock' | 'policies' | 'broadcast'>;
+
+export function registerApprovalMethods(gw: ApprovalMethodDeps): void {
   gw.methods.add({
     name: 'device.grant.extend',
     role: 'operator',
@@ -63,7 +66,7 @@ export function registerApprovalMethods(gw: Gateway): void {
             })
           : null;
       if (!next) return new GatewayError('GRANT_NOT_TIME_BOUND', { vars: { deviceId: p.deviceId, role: p.role } });
-      gw.approvals.expiry.announceChange(p.deviceId, p.role, expiresAtMs);
+      gw.policies.expiry.announceChange(p.deviceId, p.role, expiresAtMs);
       gw.broadcast('device.pair.changed', { deviceId: p.deviceId, change: 'grant-extended', role: p.role, expiresAtMs });
       return { deviceId: p.deviceId, role: p.role, scopes: next.scopes, expiresAtMs, scopesAfterExpiry: next.scopesAfterExpiry ?? [] };
     },

@@ -7,8 +7,8 @@
  */
 import { execFile } from 'node:child_process';
 import { isIP } from 'node:net';
+import type { SshProbeResult } from '../core/approval-engine.js';
 import type { SshProbeConfig } from '../core/approval-policy.js';
-import type { SshProbeResult } from '../core/approvals.js';
 
 const MAX_ANSWER_BYTES = 64 * 1024;
 
