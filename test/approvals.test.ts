@@ -223,6 +223,30 @@ describe('approval config refused at startup, naming the key', () => {
     }
   });
 
+  test('clawgate doctor lists the rules and fails an SSH proof whose known_hosts file is missing', async () => {
+    const path = join(dir, 'doctor-config.json');
+    const known = join(dir, 'no-such-known-hosts');
+    writeFileSync(
+      path,
+      JSON.stringify({
+        gateway: {
+          approvals: {
+            policies: [{ name: 'homelab-nodes', match: { proof: 'ssh', role: 'node' }, action: 'approve', ttl: '30d' }],
+            ssh: { user: 'probe', knownHostsFile: known },
+          },
+        },
+      }),
+    );
+    const r = await runClawgate(['doctor', '--state-dir', join(dir, 'doctor-state'), '--config', path, '--json']);
+    const checks = (JSON.parse(r.stdout) as { checks: Array<{ name: string; status: string; message: string }> }).checks;
+    const rules = checks.find((c) => c.name === 'approvals');
+    assert.equal(rules?.status, 'ok');
+    assert.match(rules?.message ?? '', /homelab-nodes \(approve by ssh for 30d\)/);
+    const ssh = checks.find((c) => c.name === 'approvals-ssh');
+    assert.equal(ssh?.status, 'fail');
+    assert.ok(ssh?.message.includes(known));
+  });
+
   test('a proxy-user rule without gateway.auth.trustedProxyUser, and trustedProxyUser without trustedProxies', async () => {
     let r = await startWith({ approvals: { policies: [{ name: 't', match: { proof: 'proxy-user' }, action: 'approve' }] } });
     assert.equal(r.code, 2);

@@ -90,7 +90,13 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
       refuseUpgrade(socket, 404, 'not_found', `the gateway answers WebSocket upgrades at ${ctx} only`);
       return;
     }
-    const who = attribute(req.socket.remoteAddress, req.headers, trust, gateway.config.untrustedForwarded, gateway.config.trustedProxyUser?.header.toLowerCase());
+    const who = attribute(
+      req.socket.remoteAddress,
+      req.headers,
+      trust,
+      gateway.config.untrustedForwarded,
+      gateway.config.trustedProxyUser?.header.toLowerCase(),
+    );
     if (!who.ok) {
       refuseUpgrade(socket, who.status, who.type, who.message);
       return;
