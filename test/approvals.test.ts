@@ -212,6 +212,9 @@ describe('approval config refused at startup, naming the key', () => {
       [{ name: 'n', match: { role: 'operator', prof: 'ssh' }, action: 'deny' }, /policies\[0\]\.match\.prof is not a match key/],
       [{ name: 'n', match: { proof: 'proxy-user' }, action: 'approve', ttl: 'soon' }, /policies\[0\]\.ttl must be a duration/],
     ];
+    const typo = await startWith({ approvals: { polices: [] } });
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /gateway\.approvals\.polices is not an approvals key/);
     for (const [rule, want] of cases) {
       const r = await startWith({
         trustedProxies: ['127.0.0.1'],

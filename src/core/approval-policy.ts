@@ -211,6 +211,7 @@ export class ConfigKeyError extends Error {
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const stringList = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string' && s.length > 0);
 
+const APPROVALS_KEYS = new Set(['policies', 'ssh', 'quorum', 'notify']);
 const MATCH_KEYS = new Set(['role', 'scopes', 'client', 'proof', 'cidrs', 'users']);
 const RULE_KEYS = new Set(['name', 'match', 'action', 'scopes', 'ttl']);
 const SSH_KEYS = new Set(['user', 'knownHostsFile', 'identityFile', 'port', 'command', 'timeoutMs', 'program']);
@@ -223,6 +224,9 @@ const SSH_KEYS = new Set(['user', 'knownHostsFile', 'identityFile', 'port', 'com
 export function parseApprovalsConfig(raw: unknown, prefix = 'gateway.approvals'): ApprovalsConfig {
   if (raw === undefined) return { policies: [] };
   if (!isObject(raw)) throw new ConfigKeyError(prefix, 'must be an object');
+  // quorum and notify are read by their own modules; anything else is a typo worth stopping for.
+  for (const k of Object.keys(raw))
+    if (!APPROVALS_KEYS.has(k)) throw new ConfigKeyError(`${prefix}.${k}`, `is not an approvals key (${[...APPROVALS_KEYS].join(', ')})`);
   const policiesRaw = raw.policies ?? [];
   if (!Array.isArray(policiesRaw)) throw new ConfigKeyError(`${prefix}.policies`, 'must be an array of rules');
   const names = new Set<string>();
