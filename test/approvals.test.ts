@@ -357,10 +357,22 @@ describe('time-bound grants: devices approve --ttl, devices extend', () => {
       assert.equal((await grantsOf(tg, identity.deviceId))[0]?.expiresAtMs, res.expiresAtMs);
       const extended = (await auditOf(tg, 'grant.extended')).find((e) => e.subject === identity.deviceId);
       assert.equal(extended?.actor, 'owner');
-      // A device may not keep itself alive.
-      await assert.rejects(c.request('device.grant.extend', { deviceId: identity.deviceId, role: 'operator', ttl: '1h' }), /operator\.pairing|cannot extend/);
+      // Without operator.pairing there is nothing to extend with.
+      await assert.rejects(c.request('device.grant.extend', { deviceId: identity.deviceId, role: 'operator', ttl: '1h' }), /missing scope: operator\.pairing/);
     } finally {
       await c.close();
+    }
+    // A time-bound device holding operator.pairing still cannot keep itself alive.
+    const { identity: pairer, conn: pairerConn } = waitingDevice(tg, ['operator.read', 'operator.pairing'], []);
+    await cli(tg, 'devices', 'approve', await pendingFor(tg, pairer.deviceId), '--ttl', '1h');
+    const self = await pairerConn;
+    try {
+      await assert.rejects(
+        self.request('device.grant.extend', { deviceId: pairer.deviceId, role: 'operator', ttl: '5h' }),
+        /grant extension denied: a device cannot approve its own request/,
+      );
+    } finally {
+      await self.close();
     }
     const { identity: permanent, conn: pconn } = waitingDevice(tg, ['operator.read'], []);
     await cli(tg, 'devices', 'approve', await pendingFor(tg, permanent.deviceId));

@@ -1,28 +1,17 @@
 /**
  * Time-bound grants: `device.grant.extend` moves the end of a role's time-bound grant. Who may
- * extend is who could have approved it: operator.pairing within the caller's own scopes (a node
- * role needs operator.admin), and never a device for itself — a time-bound device must not keep
- * itself alive.
+ * extend is who could have approved it (core/management-policy.ts): operator.pairing within the
+ * caller's own scopes, a node role needs operator.admin, and never a device for itself — a
+ * time-bound device must not keep itself alive.
  */
 import { Type as T } from '@sinclair/typebox';
 import { parseDuration } from '../core/approval-policy.js';
 import type { Gateway } from '../core/gateway.js';
-import { isAdmin, type Principal } from '../core/principal.js';
+import { managementDenial } from '../core/management-policy.js';
 import { GatewayError } from '../protocol/errors.js';
 import { ROLES, type Role } from '../protocol/frames.js';
-import { ADMIN, PAIRING, uncoveredScopes } from '../protocol/scopes.js';
-import type { GrantRecord } from '../store/types.js';
+import { PAIRING } from '../protocol/scopes.js';
 
-function extendDenial(caller: Principal, deviceId: string, role: Role, grant: GrantRecord): string | null {
-  if (isAdmin(caller)) return null;
-  if (caller.deviceId === deviceId) return 'a device cannot extend its own grant';
-  if (role !== 'operator') return `extending role ${role} needs ${ADMIN}`;
-  const beyond = uncoveredScopes([...caller.scopes], grant.scopes);
-  if (beyond.length > 0) return `the grant carries ${beyond.join(', ')}, which this session does not hold`;
-  return null;
-}
-
-/** The part of the gateway these methods use. */
 export type ApprovalMethodDeps = Pick<Gateway, 'methods' | 'store' | 'clock' | 'policies' | 'broadcast'>;
 
 export function registerApprovalMethods(gw: ApprovalMethodDeps): void {
@@ -50,7 +39,9 @@ export function registerApprovalMethods(gw: ApprovalMethodDeps): void {
         if (!(await gw.store.getDevice(p.deviceId))) return new GatewayError('UNKNOWN_DEVICE', { vars: { deviceId: p.deviceId } });
         return new GatewayError('ROLE_NOT_GRANTED', { vars: { deviceId: p.deviceId, role: p.role } });
       }
-      const why = extendDenial(principal, p.deviceId, p.role, grant);
+      // Extending is approving the same grant again for longer: whoever could approve it may
+      // (core/management-policy.ts), so never a device for itself, and a node role needs admin.
+      const why = managementDenial(principal, { action: 'approve', request: { deviceId: p.deviceId, role: p.role, scopes: grant.scopes } });
       if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'grant extension', why } });
       const now = gw.clock.now();
       // From now, not from the old end: "extend by 8h" on a grant about to lapse means 8 more hours of use.
