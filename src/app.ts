@@ -1,6 +1,7 @@
 /** Composition root: build a gateway from a config and a store, register every method domain. */
 
 import { networkInterfaces } from 'node:os';
+import { ApprovalNotifier } from './automations/approval-notifier.js';
 import { Automations } from './automations/service.js';
 import type { Timers } from './automations/timers.js';
 import type { HttpPost } from './automations/webhook.js';
@@ -17,6 +18,7 @@ import { registerApprovalMethods } from './methods/approvals.js';
 import { registerAutomationMethods } from './methods/automations.js';
 import { registerDashboardMethods } from './methods/dashboard.js';
 import { registerDeviceMethods } from './methods/devices.js';
+import { registerGrantExtendMethods } from './methods/grant-extend.js';
 import { registerLogMethods } from './methods/logs.js';
 import { registerNodeMethods } from './methods/nodes.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
@@ -90,7 +92,7 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
   built = gw;
   registerSystemMethods(gw);
   registerDeviceMethods(gw);
-  registerApprovalMethods(gw);
+  registerGrantExtendMethods(gw);
   registerSetupMethods(gw);
   registerDashboardMethods(gw);
   registerNodeMethods(gw);
@@ -103,6 +105,10 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
   });
   registerAutomationMethods(gw, auto);
   automationsOf.set(gw, auto);
+  registerApprovalMethods(gw);
+  const notifier = new ApprovalNotifier(gw, opts.config.approvalNotify ?? [], () => auto.deliveries.kick());
+  notifier.start();
+  gw.onStop(() => notifier.idle());
   if (prom) {
     prom.observe(gw);
     metricsOf.set(gw, prom);

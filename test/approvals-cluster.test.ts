@@ -1,24 +1,67 @@
 /**
- * Time-bound grants with two gateway processes on one PostgreSQL database: approved with a ttl
- * on A, the device lives on B; at the expiry the withdrawal reaches B's socket (narrowed by the
- * cluster bus topic, or closed when nothing is left), and an extension made on A is announced
- * on B.
+ * Quorum across instances: two clawgate processes (A and B) on one throwaway PostgreSQL
+ * database. Votes live in the store, so an approval on A and one on B add up, and two approvers
+ * racing on both instances approve the request exactly once.
  */
 import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
-import { asClusterOwner, CLUSTER_TOKEN, type Instance, removeStateDir, startInstancesAB } from './helpers/instance.js';
+import { ConnectError, connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
+import { PostgresStore } from '../src/store/postgres.js';
+import { asClusterOwner, CLUSTER_TOKEN, type Instance, removeStateDir, startInstance, startInstancesAB } from './helpers/instance.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
 import { waitFor } from './helpers/wait.js';
 
+const ADMIN_ASK = ['operator.admin', 'operator.pairing'];
+
 let cluster: PgCluster;
+let url: string;
 let a: Instance;
 let b: Instance;
 const dirs: string[] = [];
+const admin = generateIdentity();
+
+function owner(inst: Instance): Promise<GatewayConnection> {
+  return connectGateway({ url: inst.url, ...asClusterOwner, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] });
+}
+
+function device(inst: Instance, identity: DeviceIdentity, scopes: string[]): Promise<GatewayConnection> {
+  return connectGateway({
+    url: inst.url,
+    identity,
+    auth: { token: CLUSTER_TOKEN },
+    scopes,
+    client: { id: 'test', mode: 'test', displayName: 'cluster device' },
+  });
+}
+
+async function asks(inst: Instance, identity: DeviceIdentity): Promise<string> {
+  try {
+    await device(inst, identity, ADMIN_ASK);
+  } catch (err) {
+    assert.ok(err instanceof ConnectError && err.detailCode === 'PAIRING_REQUIRED', String(err));
+    return (err.error?.details as { requestId: string } | undefined)?.requestId as string;
+  }
+  assert.fail('expected PAIRING_REQUIRED');
+}
 
 before(async () => {
   cluster = await startPgCluster();
-  [a, b] = await startInstancesAB(await cluster.createDatabase(), dirs);
+  url = await cluster.createDatabase();
+  [a, b] = await startInstancesAB(url, dirs);
+  // The administrator device is paired by the owner before any quorum is configured.
+  const paired = await connectGateway({ url: a.url, ...asClusterOwner, identity: admin, scopes: ADMIN_ASK, client: { id: 'test', mode: 'test' } });
+  assert.ok(paired.hello.auth.scopes.includes('operator.admin'));
+  await paired.close();
+  await Promise.all([a.stop(), b.stop()]);
+  for (const dir of [a.stateDir, b.stateDir]) {
+    const path = join(dir, 'config.json');
+    const cfg = JSON.parse(readFileSync(path, 'utf8')) as { gateway: Record<string, unknown> };
+    cfg.gateway.approvals = { quorum: { 'operator.admin': 2 } };
+    writeFileSync(path, JSON.stringify(cfg));
+  }
+  [a, b] = await Promise.all([startInstance('A', url, a.stateDir), startInstance('B', url, b.stateDir)]);
 });
 
 after(async () => {
@@ -27,86 +70,60 @@ after(async () => {
   for (const d of dirs) removeStateDir(d);
 });
 
-type Ev = { event: string; payload: Record<string, unknown> };
+describe('quorum on a PostgreSQL cluster', () => {
+  test('an approval on instance A and one on instance B add up; progress is the same on both', async () => {
+    const x = generateIdentity();
+    const requestId = await asks(a, x);
+    const o = await owner(a);
+    const first = await o.request<{ awaiting: Array<{ approvals: unknown }> }>('device.pair.approve', { requestId });
+    assert.deepEqual(first.awaiting[0]?.approvals, { received: 1, required: 2, approvers: ['owner'] });
+    await o.close();
 
-function ownerOn(inst: Instance): Promise<GatewayConnection> {
-  return connectGateway({ url: inst.url, ...asClusterOwner, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] });
-}
-
-function deviceOn(inst: Instance, identity: DeviceIdentity, scopes: string[], events: Ev[], auth: { token?: string; deviceToken?: string }) {
-  return connectGateway({
-    url: inst.url,
-    identity,
-    auth,
-    scopes,
-    caps: ['device-pairing-wait'],
-    client: { id: 'test', mode: 'test' },
-    timeoutMs: 30_000,
-    onEvent: (event, payload) => events.push({ event, payload: payload as Record<string, unknown> }),
-  });
-}
-
-async function pendingFor(owner: GatewayConnection, deviceId: string): Promise<string> {
-  return waitFor(async () => {
-    const list = await owner.request<{ pending: Array<{ requestId: string; deviceId: string }> }>('device.pair.list', {});
-    return list.pending.find((p) => p.deviceId === deviceId)?.requestId;
-  }, 'the request');
-}
-
-describe('time-bound grants across two instances', () => {
-  test('approved with a ttl on A, the device on B is closed GRANT_EXPIRED when it ends', async () => {
-    const owner = await ownerOn(a);
+    const d = await device(b, admin, ADMIN_ASK);
     try {
-      const identity = generateIdentity();
-      const device = deviceOn(b, identity, ['operator.read'], [], { token: CLUSTER_TOKEN });
-      await owner.request('device.pair.approve', { requestId: await pendingFor(owner, identity.deviceId), ttl: '3s' });
-      const c = await device;
-      assert.equal(typeof (c.hello.auth as { expiresAtMs?: number }).expiresAtMs, 'number');
-      const closed = await c.closed;
-      assert.equal(closed.code, 4001);
-      assert.match(closed.reason, /time-bound grant expired/);
-      // Exactly one instance ended it.
-      const audit = await owner.request<{ entries: Array<{ action: string; subject?: string }> }>('audit.list', { limit: 10_000 });
-      assert.equal(audit.entries.filter((e) => e.action === 'grant.expired' && e.subject === identity.deviceId).length, 1);
+      const listed = await d.request<{ pending: Array<{ requestId: string; approvals: unknown }> }>('device.pair.list', {});
+      assert.deepEqual(listed.pending.find((p) => p.requestId === requestId)?.approvals, { received: 1, required: 2, approvers: ['owner'] });
+      const done = await d.request<{ approved: unknown[] }>('device.pair.approve', { requestId });
+      assert.equal(done.approved.length, 1);
     } finally {
-      await owner.close();
+      await d.close();
     }
+    const conn = await device(a, x, ADMIN_ASK);
+    assert.ok(conn.hello.auth.scopes.includes('operator.admin'));
+    await conn.close();
   });
 
-  test('a time-bound upgrade approved on A: B hears the extension and, at the end, narrows its live session', async () => {
-    const owner = await ownerOn(a);
-    const events: Ev[] = [];
+  test('two approvers racing on both instances approve the request exactly once', async () => {
+    const y = generateIdentity();
+    const requestId = await asks(b, y);
+    const o = await owner(a);
+    const d = await device(b, admin, ADMIN_ASK);
     try {
-      const identity = generateIdentity();
-      const first = deviceOn(b, identity, ['operator.read'], [], { token: CLUSTER_TOKEN });
-      await owner.request('device.pair.approve', { requestId: await pendingFor(owner, identity.deviceId) });
-      const token = (await first).hello.auth.deviceToken as string;
-      await (await first).close();
-      const c = await connectGateway({
-        url: b.url,
-        identity,
-        auth: { deviceToken: token },
-        scopes: ['operator.read', 'operator.write'],
-        client: { id: 'test', mode: 'test' },
-        onEvent: (event, payload) => events.push({ event, payload: payload as Record<string, unknown> }),
-      });
-      try {
-        await owner.request('device.pair.approve', { requestId: await pendingFor(owner, identity.deviceId), ttl: '1h' });
-        await waitFor(() => events.find((e) => e.event === 'auth.updated' && e.payload.reason === 'scope-upgrade-approved'), 'the widening on B');
-        // Shorten it from A: B's session is told the new end.
-        const ext = await owner.request<{ expiresAtMs: number }>('device.grant.extend', { deviceId: identity.deviceId, role: 'operator', ttl: '3s' });
-        const told = await waitFor(() => events.find((e) => e.event === 'auth.updated' && e.payload.reason === 'grant-extended'), 'the extension on B');
-        assert.equal(told.payload.expiresAtMs, ext.expiresAtMs);
-        const narrowed = await waitFor(() => events.find((e) => e.event === 'auth.updated' && e.payload.reason === 'grant-expired'), 'the withdrawal on B', {
-          timeoutMs: 90_000,
-        });
-        assert.deepEqual(narrowed.payload.scopes, ['operator.read']);
-        await assert.rejects(c.request('sessions.create', { key: 'after-expiry' }), /missing scope: operator\.write/);
-      } finally {
-        await c.close();
-      }
+      const [viaA, viaB] = await Promise.all([
+        o.request<{ approved: unknown[]; awaiting?: unknown[] }>('device.pair.approve', { requestId }),
+        d.request<{ approved: unknown[]; awaiting?: unknown[] }>('device.pair.approve', { requestId }),
+      ]);
+      assert.equal(viaA.approved.length + viaB.approved.length, 1, `A ${JSON.stringify(viaA)} B ${JSON.stringify(viaB)}`);
+      assert.equal((viaA.awaiting ?? []).length + (viaB.awaiting ?? []).length, 1);
     } finally {
-      await owner.close();
+      await o.close();
+      await d.close();
     }
+    const store = await PostgresStore.open(url);
+    try {
+      const audit = await store.listAudit({ limit: 100_000 });
+      const approvals = audit.filter((e) => e.action === 'pairing.approved' && e.data?.requestId === requestId);
+      assert.equal(approvals.length, 1);
+      const votes = audit.filter((e) => e.action === 'pairing.approval.recorded' && e.data?.requestId === requestId);
+      assert.deepEqual(votes.map((v) => v.actor).sort(), [`device:${admin.deviceId}`, 'owner']);
+    } finally {
+      await store.close();
+    }
+    await waitFor(async () => {
+      const c = await device(a, y, ADMIN_ASK).catch(() => null);
+      if (!c) return false;
+      await c.close();
+      return c.hello.auth.scopes.includes('operator.admin');
+    }, 'the approved device admitted with admin');
   });
 });

@@ -64,10 +64,10 @@ describe('Control UI: approving with a ttl', { skip: skipUnlessPresent(missingFi
       const grant = await tg.store.getGrant(identity.deviceId, 'operator');
       assert.equal(grant?.expiresAtMs, expiresAtMs);
       assert.match(grant?.approvedBy ?? '', /^device:[0-9a-f]{64}$/, 'approved by the signed-in browser');
-      const shown = page.locator(`.grant[data-role="operator"] .expires[data-expires-at-ms="${expiresAtMs}"]`);
+      const shown = page.locator(`.grant[data-role="operator"] .expiry[data-expires-at="${expiresAtMs}"]`);
       await page.click('#tab-devices');
       await shown.waitFor();
-      assert.match((await shown.textContent()) ?? '', /until/);
+      assert.match((await shown.textContent()) ?? '', /expires/);
     } finally {
       await device.close();
     }

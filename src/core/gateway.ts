@@ -134,7 +134,10 @@ export class Gateway {
       presenceWindowMs: deps.config.presenceWindowMs ?? DEFAULT_PRESENCE_WINDOW_MS,
     });
     const broadcast = (event: string, payload: unknown) => this.registry.broadcast(event, payload);
-    this.nodes = new NodeRegistry({ ...base, broadcast }, deps.config.nodeLimits);
+    this.nodes = new NodeRegistry(
+      { ...base, broadcast, quorum: { store: this.store, clock: this.clock, config: deps.config, broadcast } },
+      deps.config.nodeLimits,
+    );
     this.cluster = this.bus ? new ClusterNodeRouter({ ...base, nodes: this.nodes }, this.bus) : null;
     if (this.cluster) this.nodes.routeThrough(this.cluster);
     const cluster = this.cluster;
@@ -167,7 +170,7 @@ export class Gateway {
         closeDeviceSessions: (id, role, why, caller, atMs) => this.authority.closeDeviceSessions(id, role, why, caller, atMs),
         publishClusterTopic: (topic, payload) => this.publishClusterTopic(topic, payload),
         onClusterTopic: (topic, handler) => this.onClusterTopic(topic, handler),
-        approveRequest: (r, by, opts) => this.approvals.approveRequest(r, by, opts),
+        approveRequest: (r, by, opts) => this.approvals.approveRequest(r, by, undefined, opts),
         audit: (actor, action, subject, data) => this.audit(actor, action, subject, data),
       },
       deps.sshProbe ?? null,
@@ -304,8 +307,13 @@ export class Gateway {
     this.registry.broadcastLocal(event, payload);
   }
 
-  broadcastResolved(requestId: string, deviceId: string, decision: 'approved' | 'rejected' | 'expired'): void {
-    this.registry.broadcastResolved(requestId, deviceId, decision);
+  broadcastResolved(requestId: string, deviceId: string, decision: 'approved' | 'rejected' | 'expired', extra?: Record<string, unknown>): void {
+    this.registry.broadcastResolved(requestId, deviceId, decision, extra);
+  }
+
+  /** Hear every event this instance originates (approval notifications, automations/approval-notifier.ts). */
+  onBroadcast(listener: (event: string, payload: unknown) => void): void {
+    this.registry.onBroadcast(listener);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -347,12 +355,12 @@ export class Gateway {
   // ------------------------------------------------------------------------------------------
 
   /** Approve a pending request: widen the grant, finish waiting connects, widen live sessions. */
-  approveRequest(r: PairingRequest, by: Principal, opts?: ApprovalOptions): Promise<ApprovedRequest> {
-    return this.approvals.approveRequest(r, by, opts);
+  approveRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>, opts?: ApprovalOptions): Promise<ApprovedRequest> {
+    return this.approvals.approveRequest(r, by, extra, opts);
   }
 
-  rejectRequest(r: PairingRequest, by: Principal): Promise<void> {
-    return this.approvals.rejectRequest(r, by);
+  rejectRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>): Promise<void> {
+    return this.approvals.rejectRequest(r, by, extra);
   }
 
   /** Drop pending requests nobody retried within the TTL (checked lazily and periodically). */

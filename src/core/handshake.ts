@@ -33,6 +33,7 @@ import { storeFault } from '../store/faults.js';
 import type { GrantRecord, SetupCodeRecord, Store } from '../store/types.js';
 import { type Decision, decideConnect } from './admission.js';
 import { type ApprovalEngine, approvalRequestOf } from './approval-engine.js';
+import { holdBackQuorumScopes } from './approval-flow.js';
 import type { ApprovalDecision, ApprovalProofs, ApprovalRequest } from './approval-policy.js';
 import type { Approvals, PairingKind } from './approvals.js';
 import type { ClusterNodeRouter } from './cluster-nodes.js';
@@ -359,8 +360,9 @@ export class Handshake {
     return out;
   }
 
-  private async carryOut(decision: Decision, ctx: AdmitContext): Promise<ConnectOutcome> {
+  private async carryOut(decided: Decision, ctx: AdmitContext): Promise<ConnectOutcome> {
     const { store, sessions, approvals } = this.deps;
+    const decision = this.holdQuorumScopes(decided, ctx);
     const now = this.deps.clock.now();
     switch (decision.outcome) {
       case 'refuse': {
@@ -457,6 +459,18 @@ export class Handshake {
       case 'redeem-bootstrap':
         return this.redeemBootstrap(ctx);
     }
+  }
+
+  /**
+   * Local auto-approval never satisfies a quorum: scopes under one go to the pending request
+   * instead. The owner credential pairing the device it connects with is not held back: whoever
+   * holds it has every scope without a device anyway (quorum guards approving someone else).
+   */
+  private holdQuorumScopes(decision: Decision, ctx: AdmitContext): Decision {
+    if (decision.outcome !== 'pair-silently' || ctx.credential.kind === 'owner') return decision;
+    const held = holdBackQuorumScopes(this.deps.config.approvalQuorum, decision.grantScopes, ctx.grant?.scopes ?? null);
+    if (held.length === 0) return decision;
+    return { ...decision, grantScopes: decision.grantScopes.filter((s) => !held.includes(s)), missing: [...new Set([...decision.missing, ...held])] };
   }
 
   private fileRequest(ctx: AdmitContext, kind: PairingKind) {

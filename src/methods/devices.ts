@@ -5,8 +5,11 @@
  * Every change takes effect on live sockets at once (widened in place or closed).
  */
 import { Type as T } from '@sinclair/typebox';
+import { deviceRequestState, voteOnDeviceRequest } from '../core/approval-flow.js';
 import { parseDuration } from '../core/approval-policy.js';
+import type { ApprovalProgress } from '../core/approval-quorum.js';
 import { confirmationCode } from '../core/confirmation.js';
+import { grantExtras } from '../core/explain.js';
 import type { Gateway } from '../core/gateway.js';
 import { approvalDenial, deviceManagementDenial, rejectionDenial, tokenDenial } from '../core/management-policy.js';
 import { isAdmin } from '../core/principal.js';
@@ -33,16 +36,18 @@ export interface DeviceView {
   clientMode: string | null;
   roles: Role[];
   scopes: string[];
+  /**
+   * `approvedBy` (`owner`, `device:<id>`, `rule:<name>`, `gateway`) and `expiresAtMs` appear once
+   * the store records them; a time-bound grant also names what the role keeps after it.
+   */
   grants: Array<{
     role: Role;
     scopes: string[];
     approvedAtMs: number;
     approvedVia: string;
     epoch: number;
-    /** `owner`, `device:<id>`, `rule:<name>`, `gateway` (null on grants from before it was recorded). */
-    approvedBy: string | null;
-    /** Time-bound grants: when the time-bound part ends, and what the role keeps after it. */
-    expiresAtMs: number | null;
+    approvedBy?: string;
+    expiresAtMs?: number | null;
     scopesAfterExpiry?: string[];
   }>;
   tokens: Array<{ role: Role; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
@@ -130,6 +135,8 @@ export interface PendingView {
   expiresAtMs: number;
   /** Short code to compare with the one the device shows (derived from the request id and key). */
   confirmationCode: string;
+  /** Quorum progress (`required` 1 when no quorum applies); set by device.pair.list. */
+  approvals?: ApprovalProgress;
 }
 
 /** Records by device id; the first record of a device wins, as `find` would pick it. */
@@ -169,8 +176,7 @@ export function viewDevice(d: DeviceRecord, grants: GrantRecord[], tokens: Token
       approvedAtMs: g.approvedAtMs,
       approvedVia: g.approvedVia,
       epoch: g.epoch,
-      approvedBy: g.approvedBy ?? null,
-      expiresAtMs: g.expiresAtMs ?? null,
+      ...grantExtras(g),
       ...(g.expiresAtMs != null ? { scopesAfterExpiry: g.scopesAfterExpiry ?? [] } : {}),
     })),
     tokens: tokens
@@ -284,7 +290,11 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
       const surfaceOf = byDevice(surfaces);
       const requestOf = byDevice(surfaceRequests);
       return {
-        pending: pending.filter((r) => own(r.deviceId)).map((r) => viewPending(r, grantOf(r), ttl())),
+        pending: await Promise.all(
+          pending
+            .filter((r) => own(r.deviceId))
+            .map(async (r) => ({ ...viewPending(r, grantOf(r), ttl()), approvals: (await deviceRequestState(gw, r, grantOf(r))).approvals })),
+        ),
         paired: devices
           .filter((d) => own(d.deviceId))
           .map((d) => {
@@ -334,9 +344,23 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
         if (why) return new GatewayError('APPROVAL_DENIED', { vars: { why }, details: { requestId: r.requestId, deviceId: r.deviceId } });
       }
       const approved = [];
-      for (const r of requests) approved.push(await gw.approveRequest(r, principal, { ttlMs }));
-      const first = approved[0];
-      return { requestId: first?.requestId, deviceId: first?.deviceId, approved, device: first?.device };
+      // Requests under quorum record this approval and wait for the rest (core/approval-flow.ts).
+      const awaiting = [];
+      for (const r of requests) {
+        const vote = await voteOnDeviceRequest(gw, r, principal);
+        if (vote instanceof GatewayError) return vote;
+        // The approval that completes a quorum sets the ttl (earlier votes only count).
+        if (vote.done) approved.push(await gw.approveRequest(r, principal, vote.approvals ? { approvals: vote.approvals } : undefined, { ttlMs }));
+        else awaiting.push({ requestId: r.requestId, deviceId: r.deviceId, role: r.role, approvals: vote.approvals });
+      }
+      const first = approved[0] ?? awaiting[0];
+      return {
+        requestId: first?.requestId,
+        deviceId: first?.deviceId,
+        approved,
+        ...(awaiting.length > 0 ? { awaiting } : {}),
+        device: approved[0]?.device,
+      };
     },
   });
 
@@ -351,7 +375,9 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
       if (!r) return unknownRequest(requestId);
       const why = rejectionDenial(principal, r);
       if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device pairing rejection', why } });
-      await gw.rejectRequest(r, principal);
+      // Any approver's rejection ends a request under quorum; the event says how far it had got.
+      const { approvals } = await deviceRequestState(gw, r);
+      await gw.rejectRequest(r, principal, approvals.required > 1 ? { approvals } : undefined);
       return { requestId, deviceId: r.deviceId };
     },
   });
