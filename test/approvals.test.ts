@@ -160,6 +160,42 @@ describe('identity-aware proxy user (gateway.auth.trustedProxyUser) and proxy-us
   });
 });
 
+describe('a policy never goes around a quorum', () => {
+  test('a proxy-user rule that may grant operator.admin leaves it pending when admin needs two approvers', async () => {
+    const tg = await startTestGateway({
+      config: {
+        ...PROXY_USER,
+        autoApproveLocal: false,
+        approvalQuorum: { 'operator.admin': 2 },
+        approvals: parseApprovalsConfig({
+          policies: [{ name: 'admins', match: { proof: 'proxy-user', role: 'operator' }, action: 'approve' }],
+        }),
+      },
+    });
+    try {
+      const identity = generateIdentity();
+      const c = await connectGateway({
+        url: tg.url,
+        identity,
+        scopes: ['operator.admin'],
+        client: { id: 'test', mode: 'test' },
+        headers: { 'X-Forwarded-For': '203.0.113.10', 'X-Forwarded-User': 'ana@example.com' },
+      });
+      try {
+        assert.deepEqual(c.hello.auth.scopes, ['operator.read', 'operator.write'], 'the rule granted what needs no quorum');
+        const list = await ownerCall<{ pending: Array<{ deviceId: string; adds: string[] }> }>(tg, 'device.pair.list');
+        assert.deepEqual(list.pending.find((p) => p.deviceId === identity.deviceId)?.adds, ['operator.admin']);
+        assert.equal((await grantsOf(tg, identity.deviceId))[0]?.approvedBy, 'rule:admins');
+      } finally {
+        await c.close();
+      }
+    } finally {
+      await tg.stop();
+      removeDir(tg.stateDir);
+    }
+  });
+});
+
 describe('the proxy user header from a peer that is not a trusted proxy', () => {
   test('is refused at the upgrade (HTTP 403 proxy_attribution_required), as forwarded headers are', async () => {
     const tg = await startTestGateway({
