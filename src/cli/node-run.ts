@@ -12,21 +12,11 @@ import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
 import { decodeSetupCode } from '../protocol/setup-code.js';
 import { printableLines } from '../protocol/text.js';
-import { parse, UsageError } from './main.js';
 import { readSecretEnv, readSecretFlag, readSetupCode, SECRET_FLAGS, SETUP_CODE_FLAGS } from './secret-input.js';
-
-export const NODE_RUN_HELP = `  clawgate node run [--url <ws-url> [--token-file <f> | --token-stdin | --password-file <f> | --password-stdin]
-                     | --code-file <f> | --code-stdin]  (or CLAWGATE_SETUP_CODE; --pair <setup-code> works but shows it to every local user)
-                    [--name <name>] [--commands system.run,system.which]
-                    [--exec-policy deny|allowlist|full] [--state-dir <dir>] [--tls-fingerprint <sha256>]
-                    [--gateway-key <sha256>]
-                                               run a headless node host (state: ~/.clawgate-node)
-  clawgate node identity [--state-dir <dir>] [--json]
-                                               print this node's device id and public key (what a
-                                               gateway's SSH approval rule compares)`;
+import { parse, UsageError } from './usage.js';
 
 /** `clawgate node identity`: the public half of the node's key, for a gateway checking it over SSH. */
-function nodeIdentityCommand(args: string[]): number {
+export function nodeIdentityCommand(args: string[]): number {
   const { values, positionals } = parse(args, { 'state-dir': { type: 'string' }, json: { type: 'boolean' } });
   if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
   const dir = resolveNodeStateDir(values['state-dir'] as string | undefined);
@@ -43,7 +33,7 @@ function nodeIdentityCommand(args: string[]): number {
 
 export async function nodeCommand(sub: string | undefined, args: string[]): Promise<number> {
   if (sub === 'identity') return nodeIdentityCommand(args);
-  if (sub !== 'run') throw new UsageError(`usage:\n${NODE_RUN_HELP}`);
+  if (sub !== 'run') throw new UsageError('usage: clawgate node run …  (clawgate node run --help)');
   const { values, positionals } = parse(args, {
     url: { type: 'string' },
     ...SECRET_FLAGS,
