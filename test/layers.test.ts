@@ -82,6 +82,12 @@ const CASES: readonly Case[] = [
   ['src/node-host/case.ts', '../../packages/client/dist/node.js', false],
   ['src/node-host/case.ts', '../cli/state.js', false],
   ['src/node-host/case.ts', '../server/tls.js', false],
+  // the companion is a client too: the SDK by name, the node host's command runner
+  ['src/companion/case.ts', '@clawgate/client', true],
+  ['src/companion/case.ts', '../node-host/invoker.js', true],
+  ['src/companion/case.ts', '../../packages/client/src/client.js', false],
+  ['src/companion/case.ts', '../server/tls.js', false],
+  ['src/companion/case.ts', '../cli/main.js', false],
   // the Control UI runs in the browser: the packages' build output by relative path only
   ['src/ui/web/case.ts', '../../../packages/protocol/dist/views.js', true],
   ['src/ui/web/case.ts', '../../../packages/client/dist/browser.js', true],

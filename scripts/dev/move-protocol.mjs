@@ -56,7 +56,9 @@ const relFrom = (file, target) => {
 const OLD_PROTOCOL = /(\bfrom\s+|\bimport\s*\(\s*|\bimport\s+)(['"])(?:\.{1,2}\/)+(?:src\/)?protocol\/([\w-]+)\.js\2/g;
 // Confirmation codes moved from src/core to the protocol module before the package did.
 const OLD_CONFIRMATION = /(\bfrom\s+|\bimport\s*\(\s*|\bimport\s+)(['"])(?:(?:\.{1,2}\/)+core\/|\.\/(?=confirmation\.js))confirmation\.js\2/g;
-const OLD_SDK = /(\bfrom\s+|\bimport\s*\(\s*|\bimport\s+)(['"])(?:\.{1,2}\/)+packages\/client\/src\/(index|node|gateway-flavor|browser)\.js\2/g;
+// Any module of the SDK's sources but its Node-only internals (node-support.ts: src/platform has
+// the gateway side's copies): Node code takes it from the package's public entry point.
+const OLD_SDK = /(\bfrom\s+|\bimport\s*\(\s*|\bimport\s+)(['"])(?:\.{1,2}\/)+packages\/client\/src\/(?!node-support\.js)([\w-]+)\.js\2/g;
 let rewritten = 0;
 const rewrittenCode = [];
 for (const file of files) {
@@ -73,7 +75,7 @@ for (const file of files) {
     return `${lead}${q}@clawgate/protocol/confirmation${q}`;
   });
   next = next.replace(OLD_SDK, (_all, lead, q, entry) => {
-    if (inUi) return `${lead}${q}${relFrom(file, 'packages/client/dist')}/${entry}.js${q}`;
+    if (inUi) return `${lead}${q}${relFrom(file, 'packages/client/dist')}/${entry === 'index' ? 'browser' : entry}.js${q}`;
     if (entry === 'browser') return `${lead}${q}@clawgate/client/browser${q}`;
     return `${lead}${q}@clawgate/client${q}`;
   });

@@ -2,11 +2,14 @@
  * `clawgate node run` — start a headless node host (src/node-host/). Parses flags, prepares the
  * state dir, and runs until SIGINT/SIGTERM (exit 0) or a refusal retrying cannot fix (exit 1).
  */
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
 import { normalizeGatewayKeyFingerprint } from '@clawgate/protocol/gateway-proof';
 import { decodeSetupCode } from '@clawgate/protocol/setup-code';
 import { printableLines } from '@clawgate/protocol/text';
+import { hasNodeHostState } from '../companion/migrate.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
@@ -15,7 +18,24 @@ import { NodeState, resolveNodeStateDir } from '../node-host/state.js';
 import { readSecretEnv, readSecretFlag, readSetupCode, SECRET_FLAGS, SETUP_CODE_FLAGS } from './secret-input.js';
 import { parse, UsageError } from './usage.js';
 
+/** `clawgate node identity`: the public half of the node's key, for a gateway checking it over SSH. */
+export function nodeIdentityCommand(args: string[]): number {
+  const { values, positionals } = parse(args, { 'state-dir': { type: 'string' }, json: { type: 'boolean' } });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+  const dir = resolveNodeStateDir(values['state-dir'] as string | undefined);
+  // Read only: asking for the identity must never create one (a new key would answer for nothing).
+  const id = new NodeState(dir).readIdentity();
+  if (!id) {
+    process.stderr.write(`error: no node identity in ${printableLines(dir)} yet; run clawgate node run once to create it\n`);
+    return 1;
+  }
+  if (values.json === true) process.stdout.write(`${JSON.stringify(id)}\n`);
+  else process.stdout.write(`device id   ${id.deviceId}\npublic key  ${id.publicKey}\n`);
+  return 0;
+}
+
 export async function nodeCommand(sub: string | undefined, args: string[]): Promise<number> {
+  if (sub === 'identity') return nodeIdentityCommand(args);
   if (sub !== 'run') throw new UsageError('usage: clawgate node run …  (clawgate node run --help)');
   const { values, positionals } = parse(args, {
     url: { type: 'string' },
@@ -58,7 +78,30 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
   // Gateway-supplied text (request ids, messages, hints) reaches these lines: escape what a terminal would obey.
   const out = (line: string) => process.stdout.write(`${printableLines(line)}\n`);
   const err = (line: string) => process.stderr.write(`${printableLines(line)}\n`);
-  const state = NodeState.open(resolveNodeStateDir(values['state-dir'] as string | undefined));
+  const dir = resolveNodeStateDir(values['state-dir'] as string | undefined);
+  if (!hasNodeHostState(dir) && (await pairedRecords(dir)) > 0) {
+    // The dir holds a device paired by `clawgate pair` or the companion: be that device's node side.
+    if (password) throw new UsageError('--password cannot be used with a device paired by `clawgate pair`; pass the gateway token or a setup code');
+    for (const flag of ['tls-fingerprint', 'gateway-key'] as const) {
+      if (values[flag] !== undefined)
+        throw new UsageError(
+          `--${flag}: ${dir} holds a device paired by \`clawgate pair\`, whose record already pins the gateway (from its setup code); pair again to change it`,
+        );
+    }
+    const { runCompanion } = await import('./companion.js');
+    return runCompanion({
+      stateDir: dir,
+      sides: { operator: false, node: true },
+      commands,
+      execPolicy,
+      code: setupCode,
+      token: sharedToken,
+      url: values.url as string | undefined,
+      name: (values.name as string | undefined) ?? hostname(),
+      allowlistDir: dir,
+    });
+  }
+  const state = NodeState.open(dir);
   const lock = state.lock();
   if (!lock.ok) {
     err(`another clawgate node run (pid ${lock.holderPid}) is using ${state.dir}; stop it, or pass a different --state-dir`);
@@ -159,4 +202,11 @@ async function runWithState(state: NodeState, values: Record<string, unknown>, s
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
   }
+}
+
+/** How many gateway records `clawgate pair` / the companion stored under `<dir>/client/` (0 when none). */
+async function pairedRecords(dir: string): Promise<number> {
+  const { FileCredentialStore } = await import('@clawgate/client');
+  if (!existsSync(join(dir, 'client', 'gateways'))) return 0;
+  return new FileCredentialStore(join(dir, 'client')).scan().records.length;
 }

@@ -110,6 +110,11 @@ export class NodeState {
     throw new Error(`could not take ${path}`);
   }
 
+  /** The stored identity file as it is (null when there is none; throws when it is unreadable). */
+  loadIdentityIfPresent(): { privateKeyPem: string; instanceId: string } | null {
+    return readJson(join(this.dir, IDENTITY_FILE), checkIdentity, 'a new device (identity)');
+  }
+
   /** The node's key pair, created on first run. */
   loadOrCreateIdentity(random: Random): { identity: DeviceIdentity; instanceId: string; created: boolean } {
     const path = join(this.dir, IDENTITY_FILE);
@@ -119,6 +124,14 @@ export class NodeState {
     const instanceId = random.uuid();
     writeFileDurably(path, `${JSON.stringify({ version: 1, ...identityToJson(identity), instanceId }, null, 2)}\n`);
     return { identity, instanceId, created: true };
+  }
+
+  /** The node's public identity (never the private key), or null before its first run. */
+  readIdentity(): { deviceId: string; publicKey: string } | null {
+    const existing = readJson(join(this.dir, IDENTITY_FILE), checkIdentity, 'a new device (identity)');
+    if (!existing) return null;
+    const { deviceId, publicKey } = identityFromJson(existing);
+    return { deviceId, publicKey };
   }
 
   readCredentials(): NodeCredentials {

@@ -17,6 +17,7 @@ export {
 export {
   BOOTSTRAP_OPERATOR_SCOPES,
   type CredentialKind,
+  cloneRecord,
   hasFallback,
   type ResolvedCredential,
   resolveCredential,

@@ -31,8 +31,20 @@ export interface DeviceView {
   clientMode: string | null;
   roles: Role[];
   scopes: string[];
-  /** `approvedBy` / `expiresAtMs` appear once the store records them (time-bound grants). */
-  grants: Array<{ role: Role; scopes: string[]; approvedAtMs: number; approvedVia: string; epoch: number; approvedBy?: string; expiresAtMs?: number | null }>;
+  /**
+   * `approvedBy` (`owner`, `device:<id>`, `rule:<name>`, `gateway`) and `expiresAtMs` appear once
+   * the store records them; a time-bound grant also names what the role keeps after it.
+   */
+  grants: Array<{
+    role: Role;
+    scopes: string[];
+    approvedAtMs: number;
+    approvedVia: string;
+    epoch: number;
+    approvedBy?: string;
+    expiresAtMs?: number | null;
+    scopesAfterExpiry?: string[];
+  }>;
   tokens: Array<{ role: Role; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
   createdAtMs: number;
   lastSeenAtMs: number | null;
