@@ -225,7 +225,13 @@ async function gatewayRun(args: string[]): Promise<number> {
       '',
     ].join('\n'),
   );
-  log.info('gateway started', { url: server.url, stateDir, store: storeChoice.kind });
+  // Which build runs: dist/clawgate.mjs (the single-file build bin/clawgate.js prefers) or the tsc modules.
+  log.info('gateway started', {
+    url: server.url,
+    stateDir,
+    store: storeChoice.kind,
+    build: import.meta.url.endsWith('/clawgate.mjs') ? 'single-file' : 'modules',
+  });
 
   await new Promise<void>((resolve) => {
     let stopping = false;

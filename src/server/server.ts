@@ -15,7 +15,7 @@ import { frameCapBytes, type SessionPrincipal, type SessionTransport } from '../
 import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
 import { MAX_PREAUTH_PAYLOAD_BYTES } from '../protocol/frames.js';
 import type { SetupPayload } from '../protocol/setup-code.js';
-import { gatewayOrigins, loadControlUi, originAllowed, serveControlUi } from './control-ui.js';
+import { gatewayOrigins, lazyControlUi, originAllowed, serveControlUi } from './control-ui.js';
 import { type Attribution, attribute, ProxyTrust } from './proxy.js';
 import { certFacts } from './tls.js';
 
@@ -51,7 +51,7 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
   const trust = new ProxyTrust(gateway.config.trustedProxies);
   const ctx = gateway.config.contextPath;
   const tls = gateway.config.tls;
-  const ui = loadControlUi();
+  const ui = lazyControlUi();
   const scrapers = opts.metrics ? new ProxyTrust(opts.metrics.allowFrom) : null;
   const httpDeps: HttpDeps = {
     ctx,
@@ -180,7 +180,7 @@ function refuseUpgrade(socket: Socket, status: number, type: string, message: st
 
 interface HttpDeps {
   ctx: string;
-  ui: ReturnType<typeof loadControlUi>;
+  ui: ReturnType<typeof lazyControlUi>;
   readiness(): Promise<Readiness>;
   metrics: {
     render(): Promise<{ contentType: string; body: string }>;
@@ -280,7 +280,7 @@ function handleHttp(req: IncomingMessage, res: ServerResponse, deps: HttpDeps): 
     // The UI's asset URLs are relative to its page: `/clawgate` must become `/clawgate/`.
     res.writeHead(308, { location: `${ctx}/`, 'content-length': 0 });
     res.end();
-  } else if ((!ctx || full.startsWith(`${ctx}/`)) && serveControlUi(ui, path, req, res)) return;
+  } else if ((!ctx || full.startsWith(`${ctx}/`)) && serveControlUi(ui(), path, req, res)) return;
   // The path is not echoed: an answer never reflects what the client sent.
   else json(404, { error: { type: 'not_found', message: 'no such path on this gateway' } });
 }
