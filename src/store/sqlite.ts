@@ -187,6 +187,11 @@ export class SqliteStore implements Store {
     }
   }
 
+  /** Changes whenever ANOTHER connection commits to this database (the read cache's staleness check). */
+  dataVersion(): number {
+    return (this.stmt('PRAGMA data_version').get() as { data_version: number }).data_version;
+  }
+
   get schemaVersion(): number {
     return this.db.pragma('user_version', { simple: true }) as number;
   }
