@@ -156,6 +156,8 @@ describe('the read cache over a real SQLite store', () => {
       assert.ok(retired === null || retired.revokedAtMs !== undefined, 'the retired token is no longer live');
       // A write by another connection.
       await other.removeDevice('dev-1', { ...audit, action: 'device.removed' });
+      // The next frame a gateway handles comes in a later turn of the event loop.
+      await new Promise((r) => setImmediate(r));
       assert.deepEqual(await store.listGrants('dev-1'), []);
       assert.equal(await store.getToken('tok-1'), null);
     } finally {

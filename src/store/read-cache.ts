@@ -47,6 +47,11 @@ class ReadCache {
   /** Grows on every write (start and end): a read that saw it change is not kept. */
   generation = 0;
   version: number | null = null;
+  /** The version was read in the current turn of the event loop (reset by setImmediate). */
+  private versionFresh = false;
+  private readonly expireVersion = () => {
+    this.versionFresh = false;
+  };
   readonly stats: ReadCacheStats = { hits: 0, misses: 0, clears: 0 };
 
   constructor(
@@ -61,8 +66,16 @@ class ReadCache {
     this.grants.clear();
   }
 
-  /** Empty the cache if another connection committed since it was filled. */
+  /**
+   * Empty the cache if another connection committed since it was filled. Read once per turn of
+   * the event loop (the pragma costs as much as a point read): every frame handled in this turn
+   * arrived before the check, so a commit the check misses is ordered after all of them, exactly
+   * as if it had landed a moment later; the next turn reads the version again.
+   */
   checkVersion(): void {
+    if (this.versionFresh) return;
+    this.versionFresh = true;
+    setImmediate(this.expireVersion);
     const v = this.store.dataVersion?.() ?? null;
     if (v !== this.version) {
       this.clear();
