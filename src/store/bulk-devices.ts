@@ -55,6 +55,21 @@ function duplicates(devices: ImportedDevice[], held: Set<string>): string[] {
   return out;
 }
 
+/** Rows per multi-row INSERT on SQLite (its default limit is 32,766 bound parameters). */
+const SQLITE_ROWS_PER_STATEMENT = 200;
+
+/** Insert `rows` into `table (columns)` with multi-row statements (one bind-and-step per 200 rows). */
+function insertRows(db: Database.Database, tableAndColumns: string, width: number, rows: unknown[][]): void {
+  const tuple = `(${Array(width).fill('?').join(',')})`;
+  const full = db.prepare(`INSERT INTO ${tableAndColumns} VALUES ${Array(SQLITE_ROWS_PER_STATEMENT).fill(tuple).join(',')}`);
+  let i = 0;
+  for (; i + SQLITE_ROWS_PER_STATEMENT <= rows.length; i += SQLITE_ROWS_PER_STATEMENT) full.run(rows.slice(i, i + SQLITE_ROWS_PER_STATEMENT).flat());
+  if (i < rows.length) {
+    const rest = rows.slice(i);
+    db.prepare(`INSERT INTO ${tableAndColumns} VALUES ${Array(rest.length).fill(tuple).join(',')}`).run(rest.flat());
+  }
+}
+
 /** SQLite: call inside the store's write transaction; the caller appends `bulkAudit` in the same one. */
 export function bulkInsertSqlite(db: Database.Database, input: BulkDevicesInput): BulkDevicesResult {
   const ids = input.devices.map((d) => d.deviceId);
@@ -66,13 +81,9 @@ export function bulkInsertSqlite(db: Database.Database, input: BulkDevicesInput)
   const dup = duplicates(input.devices, held);
   if (dup.length > 0) return { ok: false, reason: 'exists', deviceIds: dup };
   const { devicesRows, grants, tokens } = rowsOf(input.devices);
-  const dev = db.prepare('INSERT INTO devices (device_id, public_key, meta_json, label, created_at_ms, last_seen_at_ms) VALUES (?,?,?,?,?,?)');
-  const grant = db.prepare('INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via) VALUES (?,?,?,?,?,?)');
-  const token = db.prepare('INSERT INTO tokens (token_id, device_id, role, secret_hash, created_at_ms, rotated_at_ms, last_used_at_ms) VALUES (?,?,?,?,?,?,?)');
-  // Prepared single-row inserts inside one transaction are SQLite's fast path (no round trips).
-  for (const r of devicesRows) dev.run(...r);
-  for (const r of grants) grant.run(...r);
-  for (const r of tokens) token.run(...r);
+  insertRows(db, 'devices (device_id, public_key, meta_json, label, created_at_ms, last_seen_at_ms)', 6, devicesRows);
+  insertRows(db, 'grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via)', 6, grants);
+  insertRows(db, 'tokens (token_id, device_id, role, secret_hash, created_at_ms, rotated_at_ms, last_used_at_ms)', 7, tokens);
   return { ok: true, inserted: devicesRows.length };
 }
 
