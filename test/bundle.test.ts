@@ -72,6 +72,13 @@ test('the build writes one file holding ws and TypeBox (only better-sqlite3 stay
   const packageImports = [...text.matchAll(/(?:^|[;\n])import\s*[\w${}\s,*]*from\s*"([^"]+)"/g)].map((m) => m[1]).filter((s) => !s?.startsWith('node:'));
   assert.deepEqual([...new Set(packageImports)], ['better-sqlite3']);
   assert.ok(text.includes('WebSocketServer'), 'ws is inside the bundle');
+  // The CLI-only verbs stay tsc modules next to it, and resolve from where the bundle lives.
+  const lazy = [...new Set([...text.matchAll(/import\("([^"]+)"\)/g)].map((m) => m[1] as string))];
+  assert.ok(lazy.length > 0);
+  for (const spec of lazy) {
+    assert.match(spec, /^\.\/src\/cli\/[a-z-]+\.js$/);
+    assert.ok(existsSync(join(ROOT, 'dist', spec)), spec);
+  }
 });
 
 test('clawgate gateway run starts from the bundle and a device pairs and reconnects with its device token', async () => {
