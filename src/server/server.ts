@@ -318,10 +318,13 @@ function socketWheel(gateway: Gateway): TimerWheel {
 function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts, wheel: TimerWheel): void {
   const transport = transportOf(ws);
   const challenge = gateway.challenge();
+  // Only the nonce outlives the challenge frame (the signed payload is not kept per socket).
+  const nonce = challenge.nonce;
   let state: 'handshake' | 'authenticating' | 'waiting' | 'open' | 'closed' = 'handshake';
   let session: SessionPrincipal | null = null;
   let cancelWait: (() => void) | null = null;
-  const inflight = new Map<string, AbortController>();
+  // Created with the first request frame: an idle socket holds no map.
+  let inflight: Map<string, AbortController> | null = null;
   let alive = true;
 
   const connId = facts.connId;
@@ -356,7 +359,7 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts,
     handshakeTimer.cancel();
     pinger.cancel();
     cancelWait?.();
-    for (const ac of inflight.values()) ac.abort();
+    if (inflight) for (const ac of inflight.values()) ac.abort();
     if (session) {
       gateway.log.info('session closed', { connId, role: session.role, deviceId: session.deviceId });
       gateway.disconnect(session);
@@ -413,7 +416,7 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts,
         return;
       }
       state = 'authenticating';
-      gateway.connect(data.toString('utf8'), challenge.nonce, facts, transport).then(finish, (err) => {
+      gateway.connect(data.toString('utf8'), nonce, facts, transport).then(finish, (err) => {
         gateway.log.error('connect crashed', { connId, err: String(err) });
         transport.close(CLOSE.tryAgainLater, 'internal error');
       });
@@ -425,6 +428,7 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts,
       return;
     }
     const s = session;
+    inflight ??= new Map();
     gateway.frame(s, data.toString('utf8'), inflight).then(
       (reply) => {
         if (reply !== null) transport.send(reply);
