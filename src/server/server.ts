@@ -121,12 +121,16 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
         host: who.forwardedHost,
       });
     }
+    // The 101 response and the challenge frame leave in one write (one syscall, one packet):
+    // corked until everything this upgrade writes synchronously is queued.
+    socket.cork();
     wss.handleUpgrade(req, socket, head, (ws) => {
       const facts: TransportFacts = { address: who.address, directLocal: who.directLocal, connId };
       sockets.add(ws);
       ws.on('close', () => sockets.delete(ws));
       serveConnection(gateway, ws, facts, wheel);
     });
+    process.nextTick(() => socket.uncork());
   });
 
   await new Promise<void>((resolve, reject) => {
