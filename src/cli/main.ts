@@ -17,6 +17,7 @@ import { GATEWAY_KEY_FILE, readGatewayKeyFingerprint } from '../server/gateway-k
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
 import { jsonParams, parseGatewayCommand, positiveIntFlag } from './common.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
+import { lineWriter } from './line-writer.js';
 import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
 import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
 import { readSecretEnv, readSecretFlag } from './secret-input.js';
@@ -129,8 +130,9 @@ export function parse(
 }
 
 function jsonLogger(stream: NodeJS.WriteStream): Logger {
+  const out = lineWriter(stream);
   const write = (level: string, msg: string, fields?: Record<string, unknown>) =>
-    stream.write(`${JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields })}\n`);
+    out.write(`${JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields })}\n`);
   return {
     info: (m, f) => write('info', m, f),
     warn: (m, f) => write('warn', m, f),
