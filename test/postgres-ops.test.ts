@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import type { ClusterEvent } from '../src/core/cluster.js';
-import { silentLogger } from '../src/core/gateway.js';
+import { silentLogger } from '../src/core/logger.js';
 import { readGatewayKeyFingerprint } from '../src/server/gateway-key.js';
 import { PgClusterBus } from '../src/store/pg-bus.js';
 import { PostgresStore } from '../src/store/postgres.js';

@@ -9,11 +9,12 @@ import { startGateway } from '../app.js';
 import { ConnectError, type ConnectOptions, connectGateway, GatewayRequestError } from '../client/connection.js';
 import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
-import type { Logger } from '../core/gateway.js';
+import type { Logger } from '../core/logger.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { audienceOf, normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
 import { printableLines } from '../protocol/text.js';
 import { GATEWAY_KEY_FILE, readGatewayKeyFingerprint } from '../server/gateway-key.js';
+import { approvalsQuorumNotifyConfig } from './approvals-config.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
 import { jsonParams, parseGatewayCommand, positiveIntFlag } from './common.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
@@ -57,6 +58,9 @@ Usage:
   clawgate devices list [--json]
   clawgate devices approve <requestId|deviceId> | reject <requestId> | remove <deviceId>
   clawgate devices rename <deviceId> <name>
+  clawgate explain <deviceId|name|requestId> [--method <m>] [--params <json>] [--json]
+                                               what a device holds, what is pending and what
+                                               approving it needs; whether a call would pass
   clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
                                                a connected device gets the new token pushed live
   clawgate devices revoke --device <id> --role operator|node
@@ -176,6 +180,7 @@ async function gatewayRun(args: string[]): Promise<number> {
     tls: tls.material,
     automations: automationsConfig(settings.file.automations),
   };
+  Object.assign(config, approvalsQuorumNotifyConfig(settings.file.gateway, config.automations));
   const log = jsonLogger(process.stderr);
   const { store, bus, limiter, where } = await openConfiguredStore(storeChoice, stateDir, {
     clock: systemClock,
@@ -407,6 +412,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'call') return await call(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'devices') return await (await import('./devices.js')).devicesCommand(sub, rest);
     if (cmd === 'nodes') return await (await import('./nodes.js')).nodesCommand(sub, rest);
+    if (cmd === 'explain') return await (await import('./explain.js')).explainCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'audit') return await (await import('./devices.js')).auditCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'qr') return await (await import('./qr.js')).qrCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'dashboard') return await (await import('./dashboard.js')).dashboardCommand(sub === undefined ? rest : [sub, ...rest]);

@@ -50,7 +50,7 @@ const SECRET_KEY_RE =
 /** Each secret format, as a regular expression source (all case-sensitive but the setup link's scheme). */
 const SECRET_VALUE_SOURCES = [
   // Device, setup-code and dashboard tokens: `<prefix>_<16 hex id>_<43 char secret>`.
-  /cg[dbl]1_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}/.source,
+  /cg[dbla]1_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}/.source,
   // Generated shared and owner secrets.
   /cg[so]_[A-Za-z0-9_-]{16,}/.source,
   // Setup links carry a bootstrap token (the scheme in any case).

@@ -14,8 +14,12 @@ import { GatewayError } from '../protocol/errors.js';
 import type { ConnectParams } from '../protocol/frames.js';
 import { ADMIN, PAIRING, WRITE } from '../protocol/scopes.js';
 import { cleanOptional, cleanText, isSafeText } from '../protocol/text.js';
-import type { NodeSurfaceRecord, NodeSurfaceRequest } from '../store/types.js';
-import type { Gateway } from './gateway.js';
+import type { NodeSurfaceRecord, NodeSurfaceRequest, Store } from '../store/types.js';
+import { nodeRequestState, type QuorumDeps, voteOnNodeRequest } from './approval-flow.js';
+import type { ApprovalProgress } from './approval-quorum.js';
+import type { Clock, Random } from './env.js';
+import type { Broadcast } from './events.js';
+import type { GatewayMetrics } from './metrics.js';
 import { hasScope, type Principal, type SessionPrincipal } from './principal.js';
 
 export interface NodeLimits {
@@ -92,6 +96,8 @@ export interface NodePendingView {
   createdAtMs: number;
   /** When the node last declared this surface (refreshedAtMs). */
   ts: number;
+  /** Quorum progress (`node:<command>` keys); set by node.pair.list and the events. */
+  approvals?: ApprovalProgress;
 }
 
 /** Scopes an operator needs to approve a surface with these commands (besides the owner). */
@@ -140,6 +146,24 @@ export interface InvokeInput {
   idempotencyKey?: string | undefined;
 }
 
+/** What the node registry needs of the gateway: the store, time, ids, metrics and operator events. */
+export interface NodeRegistryDeps {
+  store: Pick<Store, 'getNodeSurface' | 'upsertNodeSurfaceRequest' | 'getGrant' | 'approveNodeSurface' | 'deleteNodeSurfaceRequest'>;
+  clock: Clock;
+  random: Random;
+  metrics: Pick<GatewayMetrics, 'invoke'>;
+  broadcast: Broadcast;
+  /** Approval quorum on node commands (`node:<command>`, core/approval-flow.ts). */
+  quorum: QuorumDeps;
+}
+
+/** node.invoke to nodes held by other instances, and surface decisions they must hear of (cluster-nodes.ts). */
+export interface NodeRouting {
+  /** The outcome from the instance holding the node, or null when no live instance holds it. */
+  invoke(input: InvokeInput, signal: AbortSignal): Promise<unknown | null>;
+  surfaceDecided(deviceId: string, requestId: string, decision: 'approved' | 'rejected', ts: number): void;
+}
+
 export class NodeRegistry {
   readonly limits: NodeLimits;
   /** Live node sessions by connection id. */
@@ -148,11 +172,19 @@ export class NodeRegistry {
   private readonly ofNode = new Map<string, Set<LiveNode>>();
   private readonly invocations = new Map<string, Invocation>();
 
+  /** Set once by the composition root when several instances share a store. */
+  private router: NodeRouting | null = null;
+
   constructor(
-    private readonly gw: Gateway,
+    private readonly gw: NodeRegistryDeps,
     limits: Partial<NodeLimits> = {},
   ) {
     this.limits = { ...DEFAULT_NODE_LIMITS, ...limits };
+  }
+
+  /** Route invocations for nodes this instance does not hold through `router` (several instances). */
+  routeThrough(router: NodeRouting): void {
+    this.router = router;
   }
 
   /** The newest live session of a node device. */
@@ -230,7 +262,10 @@ export class NodeRegistry {
         // The operator must not approve what they saw before: the old request is gone.
         gw.broadcast('node.pair.resolved', { requestId: res.replacedRequestId, nodeId, decision: 'expired', reason: 'superseded', ts: now });
       }
-      if (res.created) gw.broadcast('node.pair.requested', this.pendingView(res.request));
+      if (res.created) {
+        const state = await nodeRequestState(gw.quorum, res.request);
+        gw.broadcast('node.pair.requested', { ...this.pendingView(res.request), adds: state.adds, approvals: state.approvals });
+      }
     }
     this.live.set(session.connId, live);
     let mine = this.ofNode.get(nodeId);
@@ -268,7 +303,7 @@ export class NodeRegistry {
     const live = this.byNode(nodeId);
     if (!live) {
       // POSTGRES: another instance may hold the node's socket (several instances).
-      const routed = await this.gw.cluster?.invoke(input, signal);
+      const routed = await this.router?.invoke(input, signal);
       if (routed !== undefined && routed !== null) return routed;
       const grant = await this.gw.store.getGrant(nodeId, 'node');
       return new GatewayError(grant ? 'NODE_NOT_CONNECTED' : 'UNKNOWN_NODE', { vars: { nodeId }, details: { nodeId } });
@@ -393,7 +428,7 @@ export class NodeRegistry {
   }
 
   /** Approve a pending surface; live sessions of the node widen in place and are told. */
-  async approve(req: NodeSurfaceRequest, by: Principal): Promise<NodeSurfaceRecord | GatewayError> {
+  async approve(req: NodeSurfaceRequest, by: Principal): Promise<NodeSurfaceRecord | GatewayError | { awaiting: ApprovalProgress }> {
     const required = requiredApproveScopes(req.commands);
     if (by.kind === 'device' && by.deviceId === req.deviceId && !hasScope(by, ADMIN)) {
       // Same rule as device pairing: a device does not widen its own authority.
@@ -417,6 +452,10 @@ export class NodeRegistry {
         });
       }
     }
+    // Commands under quorum (`node:<command>`) record this approval and wait for the rest.
+    const vote = await voteOnNodeRequest(this.gw.quorum, req, by, () => ({ ...this.pendingView(req) }));
+    if (vote instanceof GatewayError) return vote;
+    if (!vote.done) return { awaiting: vote.approvals };
     const now = this.gw.clock.now();
     const surface = await this.gw.store.approveNodeSurface(req.requestId, now, by.actor, {
       atMs: now,
@@ -429,8 +468,8 @@ export class NodeRegistry {
       return new GatewayError('UNKNOWN_NODE_REQUEST_ID', { vars: { requestId: req.requestId }, details: { requestId: req.requestId, pending: [] } });
     const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'approved' as const, ts: now };
     this.applyDecision(event, surface);
-    this.gw.broadcast('node.pair.resolved', event);
-    this.gw.cluster?.surfaceDecided(req.deviceId, req.requestId, 'approved', now);
+    this.gw.broadcast('node.pair.resolved', vote.approvals ? { ...event, approvals: vote.approvals } : event);
+    this.router?.surfaceDecided(req.deviceId, req.requestId, 'approved', now);
     return surface;
   }
 
@@ -447,7 +486,7 @@ export class NodeRegistry {
     const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'rejected' as const, ts: now };
     this.applyDecision(event);
     this.gw.broadcast('node.pair.resolved', event);
-    this.gw.cluster?.surfaceDecided(req.deviceId, req.requestId, 'rejected', now);
+    this.router?.surfaceDecided(req.deviceId, req.requestId, 'rejected', now);
     return true;
   }
 
