@@ -30,15 +30,18 @@ try {
   process.exit(0);
 }
 const outfile = join(root, 'dist', 'clawgate.mjs');
-// The verbs main.js imports on demand (devices, nodes, qr, dashboard, call/pair/status, doctor,
-// install-service, import) never run inside `gateway run`, the one verb the bundle serves: left
-// out, they are ~110 KiB less to compile at every start. Should one run from the bundle anyway,
-// its import resolves to the tsc module next to it (dist/src/cli/…).
+// The command registry (dist/src/cli/registry.js) imports each command's module when it runs.
+// Every command but `gateway run | token | key` (gateway-run.js) never runs inside the one verb
+// the bundle serves: left out, they are less to compile at every start. Should one run from the
+// bundle anyway, its import resolves to the tsc module next to it (dist/src/cli/…).
+const registry = join(root, 'dist', 'src', 'cli', 'registry.js');
+const BUNDLED_COMMANDS = new Set(['./gateway-run.js']);
 const cliVerbsStayModules = {
   name: 'cli-verbs-stay-modules',
   setup(b) {
     b.onResolve({ filter: /^\.\/[a-z-]+\.js$/ }, (args) => {
-      if (args.kind !== 'dynamic-import' || args.importer !== entry) return undefined;
+      if (args.kind !== 'dynamic-import' || (args.importer !== registry && args.importer !== entry)) return undefined;
+      if (BUNDLED_COMMANDS.has(args.path)) return undefined;
       return { path: `./src/cli/${args.path.slice(2)}`, external: true };
     });
   },

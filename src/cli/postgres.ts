@@ -14,8 +14,8 @@ import { withReadCache } from '../store/read-cache.js';
 import { verifyAuditChain } from '../store/shared.js';
 import { SQLITE_MIGRATIONS, SqliteStore } from '../store/sqlite.js';
 import type { Store } from '../store/types.js';
-import { parse, UsageError } from './main.js';
 import { resolveStateDir } from './state.js';
+import { parse, UsageError } from './usage.js';
 
 export type StoreKind = 'sqlite' | 'postgres';
 
