@@ -2,6 +2,8 @@
 # `npm test`: build, lint, install what the tests need, run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Builds the packages, the gateway and the single-file gateway build `clawgate gateway run` uses
+# (the tests spawn the shipped artifact).
 npm run build --silent
 npm run lint --silent
 bash scripts/system-deps.sh
