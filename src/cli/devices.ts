@@ -183,7 +183,7 @@ async function verifyAuditCommand(values: Record<string, unknown>, limit: number
       db.close();
     }
   } else {
-    const { PostgresStore } = await import('../store/postgres.js');
+    const { PostgresStore } = await import('../store/postgres/store.js');
     const store = await PostgresStore.open(choice.url as string);
     try {
       entries = await store.listAudit();

@@ -122,21 +122,26 @@ export async function importCommand(sub: string | undefined, args: string[]): Pr
   return 0;
 }
 
-/** A dry run against a state dir that does not exist yet: plan against an empty memory store. */
+/** A dry run against a state dir that does not exist yet: plan against an empty in-memory SQLite store. */
 async function planOnEmpty(input: ImportDevicesInput) {
-  const { MemoryStore } = await import('../store/memory.js');
-  return new MemoryStore().importDevices(input);
+  const { SqliteStore } = await import('../store/sqlite/store.js');
+  const store = new SqliteStore(':memory:');
+  try {
+    return await store.importDevices(input);
+  } finally {
+    await store.close();
+  }
 }
 
 async function openStore(choice: { kind: 'sqlite' | 'postgres'; url?: string | undefined }, stateDir: string, dryRun: boolean): Promise<Store | null> {
   if (choice.kind === 'postgres') {
-    const { PostgresStore } = await import('../store/postgres.js');
+    const { PostgresStore } = await import('../store/postgres/store.js');
     return PostgresStore.open(choice.url as string);
   }
   const file = join(stateDir, 'clawgate.sqlite');
   // A dry run never creates the state database.
   if (dryRun && !existsSync(file)) return null;
-  const { SqliteStore } = await import('../store/sqlite.js');
+  const { SqliteStore } = await import('../store/sqlite/store.js');
   return new SqliteStore(file);
 }
 

@@ -11,7 +11,7 @@ import type { Clock, Random } from '../core/env.js';
 import type { Logger } from '../core/gateway.js';
 import type { AuthLimiter, RateLimitPolicy } from '../core/ratelimit.js';
 import { verifyAuditChain } from '../store/shared.js';
-import { SQLITE_MIGRATIONS, SqliteStore } from '../store/sqlite.js';
+import { SQLITE_MIGRATIONS, SqliteStore } from '../store/sqlite/store.js';
 import type { Store } from '../store/types.js';
 import { parse, UsageError } from './main.js';
 import { resolveStateDir } from './state.js';
@@ -64,9 +64,9 @@ export async function openConfiguredStore(
   const url = choice.url as string;
   // `pg` and the PostgreSQL adapters load only when chosen: the SQLite default starts ~35 ms faster.
   const [{ PostgresStore }, { PgClusterBus }, { PgFailureLimiter }] = await Promise.all([
-    import('../store/postgres.js'),
-    import('../store/pg-bus.js'),
-    import('../store/pg-limiter.js'),
+    import('../store/postgres/store.js'),
+    import('../store/postgres/bus.js'),
+    import('../store/postgres/limiter.js'),
   ]);
   const store = await PostgresStore.open(url);
   try {
@@ -109,7 +109,7 @@ export async function copySqliteToPostgres(sqliteFile: string, url: string): Pro
   // Opening through SqliteStore brings an older state dir up to the current schema first.
   await new SqliteStore(sqliteFile).close();
   const src = new Database(sqliteFile, { readonly: true });
-  const { PostgresStore } = await import('../store/postgres.js');
+  const { PostgresStore } = await import('../store/postgres/store.js');
   const dst = await PostgresStore.open(url);
   try {
     const version = src.pragma('user_version', { simple: true }) as number;

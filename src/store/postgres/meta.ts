@@ -1,0 +1,14 @@
+/** PostgreSQL store, domain: the gateway's own key/value settings. */
+import type { MetaStore } from '../types.js';
+import type { PgDb } from './db.js';
+
+export function postgresMeta(core: PgDb): MetaStore {
+  return {
+    async getMeta(key: string) {
+      return (await core.q.one<{ value: string }>('SELECT value FROM meta WHERE key = $1', [key]))?.value ?? null;
+    },
+    async setMeta(key: string, value: string) {
+      await core.q.run('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [key, value]);
+    },
+  };
+}
