@@ -112,6 +112,47 @@ export interface UpsertRequestResult {
   widened: boolean;
 }
 
+// --- device pages ------------------------------------------------------------------
+
+/** Most devices one page may hold. */
+export const DEVICE_PAGE_MAX = 500;
+/** Devices per page when a client pages without naming a limit. */
+export const DEVICE_PAGE_DEFAULT = 100;
+/** Most devices one seed batch may hold. */
+export const SEED_BATCH_MAX = 1000;
+
+export interface DevicePageQuery {
+  /** 1 to DEVICE_PAGE_MAX. */
+  limit: number;
+  /** The `nextCursor` of the previous page (opaque); absent for the first page. */
+  cursor?: string | undefined;
+  /** Prefix of the device id, label or display name (see listDevicesPage); empty means none. */
+  search?: string | undefined;
+}
+
+export type DevicePageResult =
+  | { ok: true; devices: DeviceRecord[] /** Null on the last page. */; nextCursor: string | null }
+  | { ok: false; reason: 'bad-limit' | 'bad-cursor' };
+
+/** One device of a seed batch: approved, with its grants and token hashes. */
+export interface SeedDevice {
+  deviceId: string;
+  publicKey: string;
+  meta: DeviceMeta;
+  label?: string | undefined;
+  createdAtMs: number;
+  grants: ImportedGrant[];
+  tokens: ImportedToken[];
+}
+
+export interface SeedDevicesInput {
+  devices: SeedDevice[];
+  /** Appended once for the whole batch. */
+  audit: AuditInput;
+}
+
+export type SeedDevicesResult = { ok: true; inserted: number } | { ok: false; reason: 'exists'; deviceIds: string[] } | { ok: false; reason: 'bad-batch' };
+
 // --- setup codes -------------------------------------------------------------------
 
 export type SetupProfileName = 'operator' | 'node' | 'operator+node';
@@ -409,7 +450,16 @@ export interface MetaStore {
 /** Paired devices, their grants and tokens, and pending pairing requests. */
 export interface DeviceStore {
   getDevice(deviceId: string): Promise<DeviceRecord | null>;
+  /** Every device, oldest first (small stores; large ones page with `listDevicesPage`). */
   listDevices(): Promise<DeviceRecord[]>;
+  /**
+   * One page of devices in a stable order (creation time, then id), after `cursor`. A device
+   * added while a client pages appears on a later page; none already listed is listed again.
+   * `search` keeps devices whose id (as typed, or with ASCII letters lowercased) or name (label,
+   * else display name; ASCII letters compared case-insensitively) starts with it.
+   * Served by indexes: the cost of a page does not grow with the number of devices.
+   */
+  listDevicesPage(query: DevicePageQuery): Promise<DevicePageResult>;
   listGrants(deviceId?: string): Promise<GrantRecord[]>;
   getGrant(deviceId: string, role: Role): Promise<GrantRecord | null>;
   getToken(tokenId: string): Promise<TokenRecord | null>;
@@ -445,6 +495,18 @@ export interface DeviceStore {
    * Null, and nothing written, when the grant is gone or a live token already exists.
    */
   issueTokenIfAbsent(deviceId: string, role: Role, token: NewToken, atMs: number, audit: AuditInput): Promise<GrantRecord | null>;
+}
+
+/**
+ * Bulk loading of paired devices (benchmarks, provisioning): one transaction per batch, one audit
+ * entry per batch. Not for the connect path.
+ */
+export interface DeviceSeedStore {
+  /**
+   * Insert a batch of new, already approved devices with their grants and token hashes. A batch
+   * naming a device id already stored (or twice) is refused whole and nothing is written.
+   */
+  seedPairedDevices(input: SeedDevicesInput): Promise<SeedDevicesResult>;
 }
 
 /** Setup codes: minted, redeemed (enrolling a device in one transaction), failed, revoked. */
@@ -570,7 +632,16 @@ export interface RetentionStore {
  * take that domain's interface; the adapters (src/store/sqlite, src/store/postgres) build the
  * whole from one implementation per domain.
  */
-export interface Store extends MetaStore, DeviceStore, SetupCodeStore, NodeSurfaceStore, AutomationStore, DeviceImportStore, AuditStore, RetentionStore {
+export interface Store
+  extends MetaStore,
+    DeviceStore,
+    DeviceSeedStore,
+    SetupCodeStore,
+    NodeSurfaceStore,
+    AutomationStore,
+    DeviceImportStore,
+    AuditStore,
+    RetentionStore {
   readonly kind: 'sqlite' | 'postgres';
   close(): Promise<void>;
 }

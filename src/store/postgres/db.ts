@@ -16,6 +16,9 @@ import pg from 'pg';
 import { type AuditRow, chainAudit, toAudit } from '../shared.js';
 import type { AuditEntry, AuditInput } from '../types.js';
 
+/** The searchable name of a device: its label, else the name it presented (ASCII letters lowercased, byte order). */
+export const PG_DEVICE_NAME = `lower(coalesce(label, meta_json::jsonb ->> 'displayName') COLLATE "C")`;
+
 /** Advisory lock keys (arbitrary constants, namespaced by the first 32 bits: "claw"). */
 export const PG_LOCK = { migrate: [0x636c6177, 1], write: [0x636c6177, 2] } as const;
 
@@ -109,6 +112,11 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
    CREATE TABLE cron_runs (
      run_id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES cron_jobs(job_id) ON DELETE CASCADE, body_json TEXT NOT NULL, ord BIGSERIAL);
    CREATE INDEX cron_runs_job ON cron_runs(job_id);`,
+  // 5: device pages, as SQLite migration 5. Ids and names compare in byte order (COLLATE "C"),
+  // as SQLite does, so both stores page in the same order and a prefix is an index range.
+  `CREATE INDEX devices_page ON devices (created_at_ms, device_id COLLATE "C");
+   CREATE INDEX devices_id_prefix ON devices ((device_id COLLATE "C"));
+   CREATE INDEX devices_name ON devices ((${PG_DEVICE_NAME}));`,
 ];
 
 /** How long a delivery handed to a worker stays its own (longer than any webhook attempt). */

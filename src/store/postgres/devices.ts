@@ -1,8 +1,20 @@
 /** PostgreSQL store, domain: paired devices, their grants and tokens, and pending pairing requests. */
 import type { Role } from '../../protocol/frames.js';
+import { checkDevicePageQuery, pageOf, prefixUpperBound } from '../device-page.js';
 import { approvedGrant, type DeviceRow, type GrantRow, mergePairingRequest, type TokenRow, toDevice, toGrant, toToken } from '../shared.js';
-import type { ApproveInput, AuditInput, DeviceStore, GrantRecord, NewToken, PairingRequest, UpsertRequestInput, UpsertRequestResult } from '../types.js';
-import type { PgDb, PgQuery } from './db.js';
+import type {
+  ApproveInput,
+  AuditInput,
+  DevicePageQuery,
+  DevicePageResult,
+  DeviceStore,
+  GrantRecord,
+  NewToken,
+  PairingRequest,
+  UpsertRequestInput,
+  UpsertRequestResult,
+} from '../types.js';
+import { PG_DEVICE_NAME, type PgDb, type PgQuery } from './db.js';
 
 export function liveTokenTx(tx: PgQuery, deviceId: string, role: Role) {
   return tx.one<TokenRow>('SELECT * FROM tokens WHERE device_id = $1 AND role = $2 AND revoked_at_ms IS NULL', [deviceId, role]);
@@ -46,6 +58,27 @@ export function postgresDevices(core: PgDb): DeviceStore {
     },
     async listDevices() {
       return (await core.q.all<DeviceRow>('SELECT * FROM devices ORDER BY created_at_ms, ord')).map(toDevice);
+    },
+    async listDevicesPage(query: DevicePageQuery): Promise<DevicePageResult> {
+      const q = checkDevicePageQuery(query);
+      if (!q.ok) return q;
+      const where: string[] = [];
+      const args: unknown[] = [];
+      if (q.after) {
+        args.push(q.after.createdAtMs, q.after.deviceId);
+        where.push(`(created_at_ms, device_id COLLATE "C") > ($${args.length - 1}, $${args.length})`);
+      }
+      if (q.search) {
+        const { typed, folded } = q.search;
+        args.push(typed, prefixUpperBound(typed), folded, prefixUpperBound(folded));
+        const [t, tu, f, fu] = [args.length - 3, args.length - 2, args.length - 1, args.length].map((n) => `$${n}`);
+        const id = 'device_id COLLATE "C"';
+        where.push(`((${id} >= ${t} AND ${id} < ${tu}) OR (${id} >= ${f} AND ${id} < ${fu}) OR (${PG_DEVICE_NAME} >= ${f} AND ${PG_DEVICE_NAME} < ${fu}))`);
+      }
+      args.push(q.limit + 1);
+      const sql = `SELECT * FROM devices ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at_ms, device_id COLLATE "C" LIMIT $${args.length}`;
+      const rows = await core.q.all<DeviceRow>(sql, args);
+      return pageOf(rows.map(toDevice), q.limit);
     },
     async listGrants(deviceId?: string) {
       const rows = deviceId

@@ -9,6 +9,7 @@ import type { Store } from '../types.js';
 import { postgresAudit } from './audit.js';
 import { postgresAutomations } from './automations.js';
 import { PgDb, type PgQuery, type PostgresStoreOptions } from './db.js';
+import { postgresDeviceSeed } from './device-seed.js';
 import { postgresDevices } from './devices.js';
 import { postgresImport } from './import.js';
 import { postgresMeta } from './meta.js';
@@ -34,6 +35,7 @@ export class PostgresStore extends DomainMethods implements Store {
     const domains: StoreDomains = {
       ...postgresMeta(core),
       ...postgresDevices(core),
+      ...postgresDeviceSeed(core),
       ...postgresSetupCodes(core),
       ...postgresNodeSurfaces(core),
       ...postgresAutomations(core),

@@ -1,8 +1,20 @@
 /** SQLite store, domain: paired devices, their grants and tokens, and pending pairing requests. */
 import type { Role } from '../../protocol/frames.js';
+import { checkDevicePageQuery, pageOf, prefixUpperBound } from '../device-page.js';
 import { approvedGrant, type DeviceRow, type GrantRow, mergePairingRequest, type TokenRow, toDevice, toGrant, toToken } from '../shared.js';
-import type { ApproveInput, AuditInput, DeviceStore, GrantRecord, NewToken, PairingRequest, UpsertRequestInput, UpsertRequestResult } from '../types.js';
-import type { SqliteDb } from './db.js';
+import type {
+  ApproveInput,
+  AuditInput,
+  DevicePageQuery,
+  DevicePageResult,
+  DeviceStore,
+  GrantRecord,
+  NewToken,
+  PairingRequest,
+  UpsertRequestInput,
+  UpsertRequestResult,
+} from '../types.js';
+import { SQLITE_DEVICE_NAME, type SqliteDb } from './db.js';
 
 export function liveTokenSync(core: SqliteDb, deviceId: string, role: Role): TokenRow | undefined {
   return core.stmt('SELECT * FROM tokens WHERE device_id = ? AND role = ? AND revoked_at_ms IS NULL').get(deviceId, role) as TokenRow | undefined;
@@ -34,6 +46,24 @@ export function sqliteDevices(core: SqliteDb): DeviceStore {
     },
     async listDevices() {
       return (core.stmt('SELECT * FROM devices ORDER BY created_at_ms').all() as DeviceRow[]).map(toDevice);
+    },
+    async listDevicesPage(query: DevicePageQuery): Promise<DevicePageResult> {
+      const q = checkDevicePageQuery(query);
+      if (!q.ok) return q;
+      const where: string[] = [];
+      const args: unknown[] = [];
+      if (q.after) {
+        where.push('(created_at_ms, device_id) > (?, ?)');
+        args.push(q.after.createdAtMs, q.after.deviceId);
+      }
+      if (q.search) {
+        const { typed, folded } = q.search;
+        where.push(`((device_id >= ? AND device_id < ?) OR (device_id >= ? AND device_id < ?) OR (${SQLITE_DEVICE_NAME} >= ? AND ${SQLITE_DEVICE_NAME} < ?))`);
+        args.push(typed, prefixUpperBound(typed), folded, prefixUpperBound(folded), folded, prefixUpperBound(folded));
+      }
+      const sql = `SELECT * FROM devices ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at_ms, device_id LIMIT ?`;
+      const rows = core.stmt(sql).all(...args, q.limit + 1) as DeviceRow[];
+      return pageOf(rows.map(toDevice), q.limit);
     },
     async listGrants(deviceId?: string) {
       const rows = deviceId

@@ -8,6 +8,7 @@ import type { Store } from '../types.js';
 import { sqliteAudit } from './audit.js';
 import { sqliteAutomations } from './automations.js';
 import { SqliteDb } from './db.js';
+import { sqliteDeviceSeed } from './device-seed.js';
 import { sqliteDevices } from './devices.js';
 import { sqliteImport } from './import.js';
 import { sqliteMeta } from './meta.js';
@@ -28,6 +29,7 @@ export class SqliteStore extends DomainMethods implements Store {
     const domains: StoreDomains = {
       ...sqliteMeta(core),
       ...sqliteDevices(core),
+      ...sqliteDeviceSeed(core),
       ...sqliteSetupCodes(core),
       ...sqliteNodeSurfaces(core),
       ...sqliteAutomations(core),
