@@ -9,7 +9,7 @@ import { printable } from '../protocol/text.js';
 import { AUDIT_ANCHOR_FILE, readAuditAnchor } from '../server/audit-anchor.js';
 import { readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { type AuditRow, toAudit } from '../store/shared.js';
-import type { AuditEntry } from '../store/types.js';
+import { type AuditEntry, DEVICE_PAGE_MAX } from '../store/types.js';
 import { field, out, parseGatewayCommand, positiveIntFlag, withGateway } from './common.js';
 import { readConfigFile } from './gateway-config.js';
 import { UsageError } from './main.js';
@@ -40,23 +40,61 @@ function printList(list: { pending: PendingView[]; paired: DeviceView[] }): void
   }
 }
 
+/** `devices list` paging flags as device.pair.list params; undefined without any (the whole list). */
+function listPageParams(values: Record<string, unknown>): { limit?: number; cursor?: string; search?: string } | undefined {
+  const limit = positiveIntFlag(values, 'limit');
+  if (limit !== undefined && limit > DEVICE_PAGE_MAX) throw new UsageError(`--limit must be at most ${DEVICE_PAGE_MAX}, got ${limit}`);
+  const cursor = values.cursor as string | undefined;
+  const search = values.search as string | undefined;
+  if (cursor === '') throw new UsageError('--cursor needs the value printed after "more devices:"');
+  if (search === '') throw new UsageError('--search needs a prefix of a device id or name');
+  if (limit === undefined && cursor === undefined && search === undefined) return undefined;
+  return { ...(limit === undefined ? {} : { limit }), ...(cursor === undefined ? {} : { cursor }), ...(search === undefined ? {} : { search }) };
+}
+
+/** A word as one POSIX shell argument: bare when it is safe, else single-quoted. */
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9_./:@=+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The command that lists the next page, carrying the flags that chose this gateway and this listing. */
+function nextPageCommand(values: Record<string, unknown>, page: { limit?: number; search?: string }, cursor: string): string {
+  const words = ['clawgate', 'devices', 'list'];
+  for (const flag of ['url', 'state-dir', 'token-file', 'tls-fingerprint', 'gateway-key']) {
+    const v = values[flag];
+    if (typeof v === 'string') words.push(`--${flag}`, shellWord(v));
+  }
+  if (page.limit !== undefined) words.push('--limit', String(page.limit));
+  if (page.search !== undefined) words.push('--search', shellWord(page.search));
+  words.push('--cursor', cursor);
+  return words.join(' ');
+}
+
 export async function devicesCommand(sub: string | undefined, args: string[]): Promise<number> {
   const { values, positionals, print } = parseGatewayCommand(args, {
     device: { type: 'string' },
     role: { type: 'string' },
     scope: { type: 'string', multiple: true },
     name: { type: 'string' },
+    limit: { type: 'string' },
+    cursor: { type: 'string' },
+    search: { type: 'string' },
   });
   const role = values.role as string | undefined;
   if (role !== undefined && role !== 'operator' && role !== 'node') throw new UsageError(`--role must be operator or node, got ${role}`);
 
   switch (sub) {
-    case 'list':
+    case 'list': {
+      const page = listPageParams(values);
       return withGateway(values, async (c) => {
-        const list = await c.request<{ pending: PendingView[]; paired: DeviceView[] }>('device.pair.list', {});
-        print(list, () => printList(list));
+        const list = await c.request<{ pending: PendingView[]; paired: DeviceView[]; nextCursor?: string | null }>('device.pair.list', page ?? {});
+        print(list, () => {
+          printList(list);
+          if (list.nextCursor) out(`more devices: ${nextPageCommand(values, page ?? {}, list.nextCursor)}`);
+        });
         return 0;
       });
+    }
     case 'approve': {
       const id = positionals[0];
       if (!id) throw new UsageError('usage: clawgate devices approve <requestId|deviceId>  (no implicit "latest": name what you approve)');
@@ -123,7 +161,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
     }
     default:
       throw new UsageError(
-        'usage: clawgate devices list|approve <id>|reject <requestId>|remove <deviceId>|rename <deviceId> <name>|rotate --device <id> --role <r> [--scope <s>…]|revoke --device <id> --role <r> [--json]',
+        'usage: clawgate devices list [--limit <n>] [--cursor <c>] [--search <prefix>]|approve <id>|reject <requestId>|remove <deviceId>|rename <deviceId> <name>|rotate --device <id> --role <r> [--scope <s>…]|revoke --device <id> --role <r> [--json]',
       );
   }
 }

@@ -77,3 +77,11 @@ export function duplicateIds(devices: readonly SeedDevice[]): string[] {
   for (const d of devices) (seen.has(d.deviceId) ? dup : seen).add(d.deviceId);
   return [...dup];
 }
+
+/** The page search of the stores, for one device in hand (same rule as their SQL). */
+export function deviceMatchesSearch(d: Pick<DeviceRecord, 'deviceId' | 'label' | 'displayName'>, search: string | undefined): boolean {
+  if (!search) return true;
+  const folded = asciiLower(search);
+  const name = d.label ?? d.displayName;
+  return d.deviceId.startsWith(search) || d.deviceId.startsWith(folded) || (name !== undefined && asciiLower(name).startsWith(folded));
+}
