@@ -2113,6 +2113,34 @@ function devicePageContract(withStore: (fn: (store: Store) => Promise<void>) => 
     );
   });
 
+  describe('listGrantsOfRole', () => {
+    test(
+      'lists the grants of one role only, by device id, and follows approval and revocation',
+      withStore(async (store) => {
+        await seed(store, [seedDevice('r-2', T0), seedDevice('r-1', T0, { grants: [] })]);
+        await store.approve(approveInput({ deviceId: 'r-1', role: 'node', scopes: [] }));
+        await store.approve(approveInput({ deviceId: 'r-0', role: 'node', scopes: [] }));
+        const nodes = await store.listGrantsOfRole('node');
+        assert.deepEqual(
+          nodes.map((g) => [g.deviceId, g.role, g.epoch]),
+          [
+            ['r-0', 'node', 1],
+            ['r-1', 'node', 1],
+          ],
+        );
+        assert.deepEqual(
+          (await store.listGrantsOfRole('operator')).map((g) => g.deviceId),
+          ['r-2'],
+        );
+        await store.revokeToken('r-0', 'node', T0, audit('token.revoked', 'r-0'));
+        assert.deepEqual(
+          (await store.listGrantsOfRole('node')).map((g) => g.deviceId),
+          ['r-1'],
+        );
+      }),
+    );
+  });
+
   describe('listDevicesPage', () => {
     test(
       'pages walk every device once, by creation time then id, and only the last page has no next cursor',

@@ -462,6 +462,8 @@ export interface DeviceStore {
   listDevicesPage(query: DevicePageQuery): Promise<DevicePageResult>;
   listGrants(deviceId?: string): Promise<GrantRecord[]>;
   getGrant(deviceId: string, role: Role): Promise<GrantRecord | null>;
+  /** Every grant of one role, by device id (indexed: the node list reads the node grants only). */
+  listGrantsOfRole(role: Role): Promise<GrantRecord[]>;
   getToken(tokenId: string): Promise<TokenRecord | null>;
   listTokens(deviceId?: string): Promise<TokenRecord[]>;
   /** Create or update the device, set the role's grant (epoch + 1), optionally replace its token. */

@@ -116,7 +116,8 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   // as SQLite does, so both stores page in the same order and a prefix is an index range.
   `CREATE INDEX devices_page ON devices (created_at_ms, device_id COLLATE "C");
    CREATE INDEX devices_id_prefix ON devices ((device_id COLLATE "C"));
-   CREATE INDEX devices_name ON devices ((${PG_DEVICE_NAME}));`,
+   CREATE INDEX devices_name ON devices ((${PG_DEVICE_NAME}));
+   CREATE INDEX grants_role ON grants (role, device_id COLLATE "C");`,
 ];
 
 /** How long a delivery handed to a worker stays its own (longer than any webhook attempt). */

@@ -90,6 +90,9 @@ export function postgresDevices(core: PgDb): DeviceStore {
       const r = await core.q.one<GrantRow>('SELECT * FROM grants WHERE device_id = $1 AND role = $2', [deviceId, role]);
       return r ? toGrant(r) : null;
     },
+    async listGrantsOfRole(role: Role) {
+      return (await core.q.all<GrantRow>('SELECT * FROM grants WHERE role = $1 ORDER BY device_id COLLATE "C"', [role])).map(toGrant);
+    },
     async getToken(tokenId: string) {
       const r = await core.q.one<TokenRow>('SELECT * FROM tokens WHERE token_id = $1', [tokenId]);
       return r ? toToken(r) : null;

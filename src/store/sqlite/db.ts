@@ -72,9 +72,11 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
      run_id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES cron_jobs(job_id) ON DELETE CASCADE, body_json TEXT NOT NULL);
    CREATE INDEX cron_runs_job ON cron_runs(job_id);`,
   // 5: device pages. Keyset order (creation time, id) and the name prefix search are served by
-  // indexes, so a page costs the same on ten devices and on a million.
+  // indexes, so a page costs the same on ten devices and on a million; so is the list of the
+  // grants of one role (the nodes among a million operator devices).
   `CREATE INDEX devices_page ON devices(created_at_ms, device_id);
-   CREATE INDEX devices_name ON devices(${SQLITE_DEVICE_NAME});`,
+   CREATE INDEX devices_name ON devices(${SQLITE_DEVICE_NAME});
+   CREATE INDEX grants_role ON grants(role, device_id);`,
 ];
 
 /** JSON bodies drop undefined fields, so a record read back equals the one written. */

@@ -75,6 +75,9 @@ export function sqliteDevices(core: SqliteDb): DeviceStore {
       const r = core.stmt('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow | undefined;
       return r ? toGrant(r) : null;
     },
+    async listGrantsOfRole(role: Role) {
+      return (core.stmt('SELECT * FROM grants WHERE role = ? ORDER BY device_id').all(role) as GrantRow[]).map(toGrant);
+    },
     async getToken(tokenId: string) {
       const r = core.stmt('SELECT * FROM tokens WHERE token_id = ?').get(tokenId) as TokenRow | undefined;
       return r ? toToken(r) : null;
