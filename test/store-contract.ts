@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import type { Role } from '../src/protocol/frames.js';
 import { normalizeScopes } from '../src/protocol/scopes.js';
+import { IMPORT_BATCH_DEVICES } from '../src/store/import-shared.js';
 import { auditHash, GENESIS_HASH, verifyAuditChain } from '../src/store/shared.js';
 import type {
   ApproveInput,
@@ -1894,6 +1895,57 @@ function importContract(withStore: (fn: (store: Store) => Promise<void>) => () =
         assert.equal(await store.getToken('imp-cli-op'), null);
         assert.equal(await store.getDevice('oc-node'), null);
         assert.equal((await store.getToken('taken'))?.deviceId, DEV_A);
+        assert.deepEqual(await store.listAudit(), before);
+      }),
+    );
+
+    /** `n` operator devices, produced one at a time (a source that never holds them all). */
+    function* many(n: number, failAt?: number): Generator<ImportedDevice> {
+      for (let i = 0; i < n; i++) {
+        if (i === failAt) throw new Error('the source broke mid-way');
+        const id = `bulk-${String(i).padStart(5, '0')}`;
+        yield {
+          deviceId: id,
+          publicKey: `pk-${id}`,
+          meta: {},
+          createdAtMs: T0,
+          grants: [{ role: 'operator', scopes: [READ], approvedAtMs: T0, approvedVia: 'manual' }],
+          tokens: [{ role: 'operator', tokenId: `tok-${id}`, secretHash: hash(id), createdAtMs: T0 }],
+        };
+      }
+    }
+
+    test(
+      'a source of more devices than one batch streams in, all in one transaction',
+      withStore(async (store) => {
+        const n = IMPORT_BATCH_DEVICES * 2 + 3;
+        const res = await expectAudited(store, n, () => store.importDevices(input({ devices: many(n) })));
+        assert.ok(res.ok);
+        assert.equal(res.devices.length, n);
+        assert.ok(res.devices.every((d) => d.outcome === 'imported'));
+        assert.equal((await store.listDevices()).length, n);
+        assert.equal((await store.getToken(`tok-bulk-${String(n - 1).padStart(5, '0')}`))?.role, 'operator');
+        // A repeat is a no-op, batch after batch.
+        const again = await expectAudited(store, 0, () => store.importDevices(input({ devices: many(n) })));
+        assert.ok(again.ok && again.devices.every((d) => d.outcome === 'unchanged'));
+      }),
+    );
+
+    test(
+      'a refusal found after several batches, and a source failing mid-way, leave nothing behind',
+      withStore(async (store) => {
+        await store.approve(approveInput());
+        const before = await store.listAudit();
+        const n = IMPORT_BATCH_DEVICES * 2 + 3;
+        // The other device is known to be "other" only once every imported device was read.
+        const refused = await store.importDevices(input({ devices: many(n) }));
+        assert.deepEqual(refused, { ok: false, reason: 'not-empty', otherDevices: 1 });
+        await assert.rejects(store.importDevices(input({ devices: many(n, IMPORT_BATCH_DEVICES + 7), merge: true })), /broke mid-way/);
+        assert.deepEqual(
+          (await store.listDevices()).map((d) => d.deviceId),
+          [DEV_A],
+        );
+        assert.equal(await store.getToken('tok-bulk-00000'), null);
         assert.deepEqual(await store.listAudit(), before);
       }),
     );

@@ -684,7 +684,11 @@ export interface ImportedDevice {
 export interface ImportDevicesInput {
   /** Where the devices came from (`openclaw:<dir>`), kept in the audit entries. */
   source: string;
-  devices: ImportedDevice[];
+  /**
+   * Read once, in batches of IMPORT_BATCH_DEVICES, inside the import's transaction: a source
+   * larger than memory streams through (an iterable that throws rolls the import back).
+   */
+  devices: Iterable<ImportedDevice>;
   /** Allow a target that holds devices of its own (else `not-empty`). */
   merge: boolean;
   /** Compute the same report and write nothing. */
