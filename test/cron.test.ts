@@ -10,7 +10,7 @@ import { CronScheduler } from '../src/automations/scheduler.js';
 import type { Timers } from '../src/automations/timers.js';
 import { backoffMs, DeliveryWorker, type HttpPost, type WebhookPolicy } from '../src/automations/webhook.js';
 import { ManualClock } from '../src/core/env.js';
-import { silentLogger } from '../src/core/gateway.js';
+import { silentLogger } from '../src/core/logger.js';
 import { SqliteStore } from '../src/store/sqlite/store.js';
 import type { CronJob, CronSchedule } from '../src/store/types.js';
 

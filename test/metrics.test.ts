@@ -16,7 +16,7 @@ import { resolveGatewaySettings } from '../src/cli/gateway-config.js';
 import { type ConnectOptions, connectGateway, type DeviceIdentity, generateIdentity } from '../src/client/connection.js';
 import { DEFAULTS, type GatewayConfig } from '../src/core/config.js';
 import type { Clock } from '../src/core/env.js';
-import type { Logger } from '../src/core/gateway.js';
+import type { Logger } from '../src/core/logger.js';
 import { readGatewayKeyFingerprint } from '../src/server/gateway-key.js';
 import type { RunningServer } from '../src/server/server.js';
 import { PostgresStore } from '../src/store/postgres/store.js';

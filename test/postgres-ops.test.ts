@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { copySqliteToPostgres } from '../src/cli/postgres.js';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import type { ClusterEvent } from '../src/core/cluster.js';
-import { silentLogger } from '../src/core/gateway.js';
+import { silentLogger } from '../src/core/logger.js';
 import { readGatewayKeyFingerprint } from '../src/server/gateway-key.js';
 import { PgClusterBus } from '../src/store/postgres/bus.js';
 import { PostgresStore } from '../src/store/postgres/store.js';

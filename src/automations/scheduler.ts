@@ -8,7 +8,7 @@
  * time, so downtime never produces a burst of runs.
  */
 import type { Clock, Random } from '../core/env.js';
-import type { Logger } from '../core/gateway.js';
+import type { Logger } from '../core/logger.js';
 import type { CronJob, CronRun, CronTrigger, Store } from '../store/types.js';
 import { nextRun } from './cron.js';
 import { Alarm, type Timers } from './timers.js';

@@ -37,6 +37,9 @@ export interface AutomationsOptions {
   channels?: Array<{ name: string; url: string; username?: string | undefined }>;
 }
 
+/** What automations use of the gateway: the store, time, ids, the log, method calls, sessions and cluster topics. */
+export type AutomationsGateway = Pick<Gateway, 'store' | 'clock' | 'random' | 'log' | 'call' | 'sessions' | 'onClusterTopic' | 'publishClusterTopic'>;
+
 export class Automations {
   readonly scheduler: CronScheduler;
   readonly deliveries: DeliveryWorker;
@@ -49,7 +52,7 @@ export class Automations {
   private readonly random: Random;
 
   constructor(
-    private readonly gw: Gateway,
+    private readonly gw: AutomationsGateway,
     private readonly opts: AutomationsOptions = {},
   ) {
     this.store = gw.store;

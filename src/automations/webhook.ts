@@ -11,7 +11,7 @@
  * or on a permanent failure, the delivery goes to the dead-letter list.
  */
 import type { Clock } from '../core/env.js';
-import type { Logger } from '../core/gateway.js';
+import type { Logger } from '../core/logger.js';
 import type { Delivery, Store } from '../store/types.js';
 import { Alarm, type Timers } from './timers.js';
 

@@ -9,7 +9,7 @@ import { startGateway } from '../app.js';
 import { ConnectError, type ConnectOptions, connectGateway, GatewayRequestError } from '../client/connection.js';
 import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
-import type { Logger } from '../core/gateway.js';
+import type { Logger } from '../core/logger.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { audienceOf, normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
 import { printableLines } from '../protocol/text.js';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ClusterBus } from '../core/cluster.js';
 import type { Clock, Random } from '../core/env.js';
-import type { Logger } from '../core/gateway.js';
+import type { Logger } from '../core/logger.js';
 import type { AuthLimiter, RateLimitPolicy } from '../core/ratelimit.js';
 import { verifyAuditChain } from '../store/shared.js';
 import { SQLITE_MIGRATIONS, SqliteStore } from '../store/sqlite/store.js';

@@ -6,9 +6,11 @@
  * outcome is sent back. Surface approvals made elsewhere reach the node's live session too.
  */
 import { CATALOGUE, type DetailCode, GatewayError } from '../protocol/errors.js';
+import type { Store } from '../store/types.js';
 import type { ClusterBus, ClusterEvent, RemoteNode } from './cluster.js';
-import type { Gateway } from './gateway.js';
-import type { InvokeInput } from './nodes.js';
+import type { Random } from './env.js';
+import type { Logger } from './logger.js';
+import type { InvokeInput, NodeRegistry, NodeRouting } from './nodes.js';
 import type { SessionPrincipal } from './principal.js';
 
 /** Extra time the asking instance waits beyond the invocation's own timeout before giving up. */
@@ -22,14 +24,22 @@ export const ROUTED_LIVENESS_CHECK_MS = 1_000;
 
 type Outcome = Extract<ClusterEvent, { type: 'node-invoke-result' }>['outcome'];
 
-export class ClusterNodeRouter {
+/** What routing needs: this instance's nodes, the store (surface decisions), ids and the log. */
+export interface ClusterNodeDeps {
+  nodes: Pick<NodeRegistry, 'byConn' | 'byNode' | 'limits' | 'invoke' | 'applyDecision'>;
+  store: Pick<Store, 'getNodeSurface'>;
+  random: Random;
+  log: Logger;
+}
+
+export class ClusterNodeRouter implements NodeRouting {
   /** Invocations this instance sent elsewhere, by call id. */
   private readonly waiting = new Map<string, (o: Outcome) => void>();
   /** Invocations this instance runs for another, by call id. */
   private readonly serving = new Map<string, AbortController>();
 
   constructor(
-    private readonly gw: Gateway,
+    private readonly gw: ClusterNodeDeps,
     private readonly bus: ClusterBus,
   ) {}
 

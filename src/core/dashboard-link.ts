@@ -5,11 +5,13 @@
  * device token). Only SHA-256 of the secret is kept, in the store's meta table (so every
  * adapter and every instance sharing a store sees it), with its expiry and use.
  *
- * Single use: within a process a link is claimed synchronously before any await, so two racing
- * sign-ins cannot both pass; the consumed mark is then written to the store.
+ * Single use: within a process a link is claimed synchronously before any await (in a claim set
+ * the composition root owns, one per gateway), so two racing sign-ins cannot both pass; the
+ * consumed mark is then written to the store.
  */
 import { SIGN_IN_LINK_META_PREFIX } from '../store/retention-shared.js';
-import type { Gateway } from './gateway.js';
+import type { Store } from '../store/types.js';
+import type { Clock, Random } from './env.js';
 import { hashSecret, mintToken, parseToken, secretMatchesHash } from './secrets.js';
 
 export const DASHBOARD_LINK_TTL_MS = 2 * 60_000;
@@ -24,14 +26,19 @@ interface StoredLink {
 }
 
 const metaKey = (id: string) => `${SIGN_IN_LINK_META_PREFIX}${id}`;
-const claimed = new WeakMap<Gateway, Set<string>>();
+/** What minting and consuming links need: the store (links live in its meta table, uses in its audit log), time and randomness. */
+export interface DashboardLinkDeps {
+  store: Pick<Store, 'getMeta' | 'setMeta' | 'appendAudit'>;
+  clock: Clock;
+  random: Random;
+}
 
-export async function mintDashboardLink(gw: Gateway, ttlMs: number, actor: string): Promise<{ linkId: string; token: string; expiresAtMs: number }> {
+export async function mintDashboardLink(gw: DashboardLinkDeps, ttlMs: number, actor: string): Promise<{ linkId: string; token: string; expiresAtMs: number }> {
   const minted = mintToken('dashboard', gw.random);
   const now = gw.clock.now();
   const rec: StoredLink = { hash: minted.secretHash.toString('hex'), createdAtMs: now, expiresAtMs: now + ttlMs, createdBy: actor };
   await gw.store.setMeta(metaKey(minted.id), JSON.stringify(rec));
-  await gw.audit(actor, 'dashboard.link.created', minted.id, { expiresAtMs: rec.expiresAtMs });
+  await gw.store.appendAudit({ atMs: now, actor, action: 'dashboard.link.created', subject: minted.id, data: { expiresAtMs: rec.expiresAtMs } });
   return { linkId: minted.id, token: minted.token, expiresAtMs: rec.expiresAtMs };
 }
 
@@ -40,12 +47,13 @@ export function isDashboardLinkToken(token: string): boolean {
   return parseToken('dashboard', token) !== null;
 }
 
-/** Consume a link: true exactly once for a live, matching link. */
-export async function consumeDashboardLink(gw: Gateway, token: string, address: string, deviceId: string): Promise<boolean> {
+/**
+ * Consume a link: true exactly once for a live, matching link. `set` holds the ids being (or
+ * already) claimed in this process; the caller owns it, one per gateway.
+ */
+export async function consumeDashboardLink(gw: DashboardLinkDeps, set: Set<string>, token: string, address: string, deviceId: string): Promise<boolean> {
   const parsed = parseToken('dashboard', token);
   if (!parsed) return false;
-  let set = claimed.get(gw);
-  if (!set) claimed.set(gw, (set = new Set()));
   if (set.has(parsed.id)) {
     hashSecret(parsed.secret); // same work either way
     return false;
@@ -63,7 +71,7 @@ export async function consumeDashboardLink(gw: Gateway, token: string, address: 
     if (rec.usedAtMs !== undefined || now >= rec.expiresAtMs) return false;
     rec.usedAtMs = now;
     await gw.store.setMeta(metaKey(parsed.id), JSON.stringify(rec));
-    await gw.audit('owner', 'dashboard.link.used', parsed.id, { address, deviceId });
+    await gw.store.appendAudit({ atMs: gw.clock.now(), actor: 'owner', action: 'dashboard.link.used', subject: parsed.id, data: { address, deviceId } });
     return true;
   } finally {
     if (!keep) set.delete(parsed.id);

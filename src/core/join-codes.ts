@@ -74,16 +74,9 @@ export function joinUrl(advertisedWsUrl: string, shortcode: string): string {
   return `${u.protocol}//${u.host}${base}/j/${shortcode}`;
 }
 
-const registries = new WeakMap<object, JoinCodes>();
-
-/** The join codes of one gateway (one registry per gateway object, made on first use). */
-export function joinCodesOf(gw: { clock: Clock; random: Random }): JoinCodes {
-  let r = registries.get(gw);
-  if (!r) {
-    r = new JoinCodes(gw.clock, gw.random);
-    registries.set(gw, r);
-  }
-  return r;
+/** The join codes of one gateway (the registry its composition root made with it). */
+export function joinCodesOf(gw: { joinCodes: JoinCodes }): JoinCodes {
+  return gw.joinCodes;
 }
 
 /** A join URL must not carry a bootstrap secret in clear text beyond this host. */

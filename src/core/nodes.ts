@@ -14,8 +14,10 @@ import { GatewayError } from '../protocol/errors.js';
 import type { ConnectParams } from '../protocol/frames.js';
 import { ADMIN, PAIRING, WRITE } from '../protocol/scopes.js';
 import { cleanOptional, cleanText, isSafeText } from '../protocol/text.js';
-import type { NodeSurfaceRecord, NodeSurfaceRequest } from '../store/types.js';
-import type { Gateway } from './gateway.js';
+import type { NodeSurfaceRecord, NodeSurfaceRequest, Store } from '../store/types.js';
+import type { Clock, Random } from './env.js';
+import type { Broadcast } from './events.js';
+import type { GatewayMetrics } from './metrics.js';
 import { hasScope, type Principal, type SessionPrincipal } from './principal.js';
 
 export interface NodeLimits {
@@ -140,6 +142,22 @@ export interface InvokeInput {
   idempotencyKey?: string | undefined;
 }
 
+/** What the node registry needs of the gateway: the store, time, ids, metrics and operator events. */
+export interface NodeRegistryDeps {
+  store: Pick<Store, 'getNodeSurface' | 'upsertNodeSurfaceRequest' | 'getGrant' | 'approveNodeSurface' | 'deleteNodeSurfaceRequest'>;
+  clock: Clock;
+  random: Random;
+  metrics: Pick<GatewayMetrics, 'invoke'>;
+  broadcast: Broadcast;
+}
+
+/** node.invoke to nodes held by other instances, and surface decisions they must hear of (cluster-nodes.ts). */
+export interface NodeRouting {
+  /** The outcome from the instance holding the node, or null when no live instance holds it. */
+  invoke(input: InvokeInput, signal: AbortSignal): Promise<unknown | null>;
+  surfaceDecided(deviceId: string, requestId: string, decision: 'approved' | 'rejected', ts: number): void;
+}
+
 export class NodeRegistry {
   readonly limits: NodeLimits;
   /** Live node sessions by connection id. */
@@ -148,11 +166,19 @@ export class NodeRegistry {
   private readonly ofNode = new Map<string, Set<LiveNode>>();
   private readonly invocations = new Map<string, Invocation>();
 
+  /** Set once by the composition root when several instances share a store. */
+  private router: NodeRouting | null = null;
+
   constructor(
-    private readonly gw: Gateway,
+    private readonly gw: NodeRegistryDeps,
     limits: Partial<NodeLimits> = {},
   ) {
     this.limits = { ...DEFAULT_NODE_LIMITS, ...limits };
+  }
+
+  /** Route invocations for nodes this instance does not hold through `router` (several instances). */
+  routeThrough(router: NodeRouting): void {
+    this.router = router;
   }
 
   /** The newest live session of a node device. */
@@ -268,7 +294,7 @@ export class NodeRegistry {
     const live = this.byNode(nodeId);
     if (!live) {
       // POSTGRES: another instance may hold the node's socket (several instances).
-      const routed = await this.gw.cluster?.invoke(input, signal);
+      const routed = await this.router?.invoke(input, signal);
       if (routed !== undefined && routed !== null) return routed;
       const grant = await this.gw.store.getGrant(nodeId, 'node');
       return new GatewayError(grant ? 'NODE_NOT_CONNECTED' : 'UNKNOWN_NODE', { vars: { nodeId }, details: { nodeId } });
@@ -430,7 +456,7 @@ export class NodeRegistry {
     const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'approved' as const, ts: now };
     this.applyDecision(event, surface);
     this.gw.broadcast('node.pair.resolved', event);
-    this.gw.cluster?.surfaceDecided(req.deviceId, req.requestId, 'approved', now);
+    this.router?.surfaceDecided(req.deviceId, req.requestId, 'approved', now);
     return surface;
   }
 
@@ -447,7 +473,7 @@ export class NodeRegistry {
     const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'rejected' as const, ts: now };
     this.applyDecision(event);
     this.gw.broadcast('node.pair.resolved', event);
-    this.gw.cluster?.surfaceDecided(req.deviceId, req.requestId, 'rejected', now);
+    this.router?.surfaceDecided(req.deviceId, req.requestId, 'rejected', now);
     return true;
   }
 

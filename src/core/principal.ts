@@ -36,7 +36,7 @@ export interface Principal {
   readonly deviceBound?: boolean | undefined;
 }
 
-export function hasScope(p: Principal, scope: string): boolean {
+export function hasScope(p: Pick<Principal, 'scopes'>, scope: string): boolean {
   return scopeSatisfied(p.scopes, scope);
 }
 
@@ -45,7 +45,7 @@ export function hasScope(p: Principal, scope: string): boolean {
  * principal is not one: it acts with its fixed grant only, so an automation can never do more
  * than the scopes it was given (whatever method it is steered to call).
  */
-export function isAdmin(p: Principal): boolean {
+export function isAdmin(p: Pick<Principal, 'kind' | 'scopes'>): boolean {
   return p.kind === 'owner' || hasScope(p, ADMIN);
 }
 

@@ -220,7 +220,10 @@ const SHOWN: Record<string, (p: any) => Record<string, string | undefined>> = {
   'cron.update': (p: { name?: string; action?: ShownAction }) => ({ name: p.name, ...actionShown(p.action) }),
 };
 
-export function registerAutomationMethods(gw: Gateway, auto: Automations): void {
+/** What these methods use of the gateway (nothing else reaches them). */
+export type AutomationMethodDeps = Pick<Gateway, 'methods' | 'store' | 'clock' | 'random' | 'bus' | 'call' | 'audit'>;
+
+export function registerAutomationMethods(gw: AutomationMethodDeps, auto: Automations): void {
   const now = () => gw.clock.now();
   const audit = (p: Principal, action: string, subject: string, data?: Record<string, unknown>) => ({ atMs: now(), actor: p.actor, action, subject, data });
 

@@ -8,7 +8,10 @@ import type { Gateway } from '../core/gateway.js';
 import { GatewayError } from '../protocol/errors.js';
 import { ADMIN } from '../protocol/scopes.js';
 
-export function registerDashboardMethods(gw: Gateway): void {
+/** What these methods use of the gateway (nothing else reaches them). */
+export type DashboardMethodDeps = Pick<Gateway, 'methods' | 'store' | 'clock' | 'random'>;
+
+export function registerDashboardMethods(gw: DashboardMethodDeps): void {
   gw.methods.add({
     name: 'dashboard.link',
     role: 'operator',

@@ -1,20 +1,14 @@
 /**
  * Device pairing and token management: device.pair.list|approve|reject|remove|rename and
- * device.token.rotate|revoke. Authority rules (PROTOCOL.md §Device management):
- * - the owner and operator.admin may manage any device and any role;
- * - operator.pairing callers may approve operator requests within their own scopes, never
- *   their own escalation, and never a node role (that needs admin);
- * - a device may rotate/revoke only its own operator token, within its own scopes;
- * - remove/rename: a session that signed in with its device token (or a setup code) speaks only
- *   for its own device, and not for its node role; any other operator.pairing session (a shared
- *   secret, with or without a device key) may remove or rename other devices, as in the
- *   reference, except that removing a device that holds operator.admin needs operator.admin.
+ * device.token.rotate|revoke. Who may do what is decided by core/management-policy.ts (PROTOCOL.md
+ * §Device management); this module validates params, asks the policy, and carries the change out.
  * Every change takes effect on live sockets at once (widened in place or closed).
  */
 import { Type as T } from '@sinclair/typebox';
 import { confirmationCode } from '../core/confirmation.js';
 import type { Gateway } from '../core/gateway.js';
-import { isAdmin, type Principal } from '../core/principal.js';
+import { approvalDenial, deviceManagementDenial, rejectionDenial, tokenDenial } from '../core/management-policy.js';
+import { isAdmin } from '../core/principal.js';
 import { mintToken } from '../core/secrets.js';
 import { GatewayError } from '../protocol/errors.js';
 import type { Role } from '../protocol/frames.js';
@@ -212,66 +206,26 @@ export function viewPending(r: PairingRequest, grant: GrantRecord | null, ttlMs:
   };
 }
 
-/** Why `caller` may not approve `req` (null = allowed). */
-function approvalDenial(caller: Principal, req: PairingRequest): string | null {
-  if (isAdmin(caller)) return null;
-  if (caller.deviceId === req.deviceId) return 'a device cannot approve its own request';
-  if (req.role !== 'operator') return `approving role ${req.role} needs ${ADMIN}`;
-  const beyond = uncoveredScopes([...caller.scopes], req.scopes);
-  if (beyond.length > 0) return `the request asks for ${beyond.join(', ')}, which this session does not hold`;
-  return null;
-}
+/** What these methods use of the gateway (nothing else reaches them). */
+export type DeviceMethodDeps = Pick<
+  Gateway,
+  | 'methods'
+  | 'store'
+  | 'clock'
+  | 'random'
+  | 'config'
+  | 'broadcast'
+  | 'connectedDeviceIds'
+  | 'expirePending'
+  | 'approveRequest'
+  | 'rejectRequest'
+  | 'closeDeviceSessions'
+  | 'pushRotatedToken'
+  | 'publishTokenRetired'
+  | 'sessionElsewhere'
+>;
 
-/**
- * Why `caller` may not rotate/revoke `role` of `deviceId` (null = allowed). A device session
- * may manage only its own operator token; a device-less shared-secret session is not bound to
- * a device. Either way the caller can neither mint nor keep alive more than it holds: a rotation
- * target must lie within the caller's scopes, and revoking a token that carries write or admin
- * needs that scope too (a pairing-only session cannot cut off an administrator).
- */
-function tokenDenial(
-  caller: Principal,
-  action: 'rotate' | 'revoke',
-  deviceId: string,
-  role: Role,
-  scopes: readonly string[] | null,
-  grant: GrantRecord,
-): string | null {
-  if (isAdmin(caller)) return null;
-  if (caller.kind === 'device' && caller.deviceId !== deviceId) return `managing another device's token needs ${ADMIN}`;
-  if (role !== 'operator') return `managing a ${role} token needs ${ADMIN}`;
-  const target = scopes ?? grant.scopes;
-  const guarded = action === 'rotate' ? target : target.filter((s) => s === ADMIN || s === 'operator.write');
-  const beyond = uncoveredScopes([...caller.scopes], guarded);
-  if (beyond.length > 0) return `the token carries ${beyond.join(', ')}, which this session does not hold`;
-  return null;
-}
-
-/**
- * Why `caller` may not remove or rename `deviceId` (null = allowed). The reference confines only
- * sessions authenticated by their own device token to their own device; a pairing session on a
- * shared secret manages the pairing table (that is what `openclaw devices remove|rename` does).
- * Removal revokes every token of the device, so, as for revocation, a session without admin
- * cannot cut off an administrator by removing its device.
- */
-function deviceManagementDenial(caller: Principal, action: 'remove' | 'rename', deviceId: string, grants: readonly GrantRecord[]): string | null {
-  if (isAdmin(caller)) return null;
-  const verb = action === 'remove' ? 'removing' : 'renaming';
-  // Automations act for nobody in particular: they never manage another device, whatever they hold.
-  if (caller.kind === 'internal' && caller.deviceId !== deviceId) return `${verb} another device needs ${ADMIN}; automations never manage devices`;
-  if (caller.deviceBound && caller.deviceId !== deviceId) {
-    return `this session signed in with its own device token, so it manages only its own device; ${verb} another device needs ${ADMIN} (or connect with the gateway token from a device approved for operator.pairing)`;
-  }
-  if (caller.deviceBound && grants.some((g) => g.role !== 'operator')) {
-    return `this device also holds a node role; ${verb} it needs ${ADMIN}`;
-  }
-  if (action === 'remove' && grants.some((g) => g.role === 'operator' && g.scopes.includes(ADMIN))) {
-    return `device ${deviceId} holds ${ADMIN}; removing it needs ${ADMIN} too (a pairing-only session cannot cut off an administrator)`;
-  }
-  return null;
-}
-
-export function registerDeviceMethods(gw: Gateway): void {
+export function registerDeviceMethods(gw: DeviceMethodDeps): void {
   const ttl = () => gw.config.pendingTtlMs;
 
   async function currentPending(deviceId?: string) {
@@ -414,9 +368,8 @@ export function registerDeviceMethods(gw: Gateway): void {
       const { requestId } = params as { requestId: string };
       const r = await gw.store.getPairingRequest(requestId);
       if (!r) return unknownRequest(requestId);
-      if (!isAdmin(principal) && principal.kind === 'device' && principal.deviceId !== r.deviceId && r.role !== 'operator') {
-        return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device pairing rejection', why: `rejecting a ${r.role} request needs ${ADMIN}` } });
-      }
+      const why = rejectionDenial(principal, r);
+      if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device pairing rejection', why } });
       await gw.rejectRequest(r, principal);
       return { requestId, deviceId: r.deviceId };
     },

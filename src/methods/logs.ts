@@ -13,7 +13,10 @@ import type { Gateway } from '../core/gateway.js';
 import { LOG_TAIL_MAX_BYTES, LOG_TAIL_MAX_LIMIT, type LogRing } from '../core/log-ring.js';
 import { READ } from '../protocol/scopes.js';
 
-export function registerLogMethods(gw: Gateway, ring: LogRing): void {
+/** What these methods use of the gateway (nothing else reaches them). */
+export type LogMethodDeps = Pick<Gateway, 'methods' | 'clock' | 'sessions' | 'startedAtMs'>;
+
+export function registerLogMethods(gw: LogMethodDeps, ring: LogRing): void {
   gw.methods.add({
     name: 'logs.tail',
     role: 'operator',

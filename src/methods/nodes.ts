@@ -90,7 +90,10 @@ function nodeView(
   };
 }
 
-export function registerNodeMethods(gw: Gateway): void {
+/** What these methods use of the gateway (nothing else reaches them). */
+export type NodeMethodDeps = Pick<Gateway, 'methods' | 'store' | 'clock' | 'broadcast' | 'closeDeviceSessions' | 'expirePending' | 'nodes' | 'cluster'>;
+
+export function registerNodeMethods(gw: NodeMethodDeps): void {
   const nodes = gw.nodes;
 
   /** `requests`: the pending surface requests when the caller already reads them (read once). */

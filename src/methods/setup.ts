@@ -25,7 +25,7 @@ export interface Advertised {
   tlsFingerprint?: string | undefined;
 }
 
-const advertisedUrls = new WeakMap<Gateway, Advertised>();
+const advertisedUrls = new WeakMap<object, Advertised>();
 
 /** Record where the gateway is reachable (set once the server listens). */
 export function setAdvertisedUrl(gw: Gateway, advertised: Advertised): void {
@@ -46,7 +46,10 @@ interface SetupCodeParams {
   joinUrl?: boolean;
 }
 
-export function registerSetupMethods(gw: Gateway): void {
+/** What these methods use of the gateway (nothing else reaches them). */
+export type SetupMethodDeps = Pick<Gateway, 'methods' | 'store' | 'clock' | 'random' | 'config' | 'identity' | 'joinCodes'>;
+
+export function registerSetupMethods(gw: SetupMethodDeps): void {
   const method = 'device.pair.setupCode';
   const invalid = (problem: string) => new GatewayError('INVALID_PARAMS', { vars: { method, problem } });
 

@@ -7,7 +7,10 @@ import { ADMIN, READ } from '../protocol/scopes.js';
 
 const Empty = T.Object({}, { additionalProperties: false });
 
-export function registerSystemMethods(gw: Gateway): void {
+/** What these methods use of the gateway (nothing else reaches them). */
+export type SystemMethodDeps = Pick<Gateway, 'methods' | 'store' | 'clock' | 'config' | 'sessions' | 'startedAtMs' | 'bootId' | 'identity'>;
+
+export function registerSystemMethods(gw: SystemMethodDeps): void {
   gw.methods.add({
     name: 'health',
     role: 'operator',

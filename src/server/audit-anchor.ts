@@ -11,8 +11,8 @@ import { chmod, open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type AuditAnchor, brokenLink, parseAuditAnchor, signAuditAnchor } from '../core/audit-anchor.js';
 import type { Clock } from '../core/env.js';
-import type { Logger } from '../core/gateway.js';
 import type { GatewayIdentity } from '../core/gateway-identity.js';
+import type { Logger } from '../core/logger.js';
 import { GENESIS_HASH } from '../store/shared.js';
 import type { AuditEntry, Store } from '../store/types.js';
 

@@ -22,7 +22,7 @@ export interface PrometheusMetrics {
   /** The store, every call timed and its failures counted (by method name). */
   wrapStore(store: Store): Store;
   /** Gauges that read the gateway's live state at scrape time. */
-  observe(gateway: Gateway): void;
+  observe(gateway: Pick<Gateway, 'sessions' | 'store'>): void;
 }
 
 export function createPrometheusMetrics(monotonicMs: () => number = () => performance.now()): PrometheusMetrics {
@@ -141,7 +141,7 @@ export function createPrometheusMetrics(monotonicMs: () => number = () => perfor
     });
   };
 
-  const observe = (gw: Gateway): void => {
+  const observe = (gw: Pick<Gateway, 'sessions' | 'store'>): void => {
     new Gauge({
       name: 'clawgate_sessions_active',
       help: 'Live authenticated sessions on this instance, by role.',

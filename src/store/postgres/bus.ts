@@ -6,7 +6,7 @@
  */
 import pg from 'pg';
 import type { ClusterBus, ClusterEvent, RemoteNode, RemoteNodeDetail } from '../../core/cluster.js';
-import type { Logger } from '../../core/gateway.js';
+import type { Logger } from '../../core/logger.js';
 
 export const CLUSTER_CHANNEL = 'clawgate_cluster';
 export const LISTENER_APP_NAME = 'clawgate-listen';

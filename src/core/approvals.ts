@@ -1,0 +1,286 @@
+/**
+ * Approvals: pending pairing requests and the connects waiting on them. A connect the decision
+ * holds files (or refreshes) a request here and either is told PAIRING_REQUIRED or, with the
+ * `device-pairing-wait` cap, waits; an operator's approval or rejection (methods/devices.ts, after
+ * core/management-policy.ts allowed it) widens the grant, answers every waiting connect and
+ * updates the device's live sessions. With several instances the outcome is published, and
+ * `reconcileWaiters` catches up from the store after a gap in the events.
+ */
+import { CLOSE, GatewayError } from '../protocol/errors.js';
+import type { Role } from '../protocol/frames.js';
+import { normalizeScopes, scopeSatisfied } from '../protocol/scopes.js';
+import type { DeviceMeta, PairingRequest, Store } from '../store/types.js';
+import type { ClusterEvent } from './cluster.js';
+import { confirmationCode } from './confirmation.js';
+import type { ConnectOutcome } from './connect-outcome.js';
+import type { Clock, Random } from './env.js';
+import type { VerifiedDevice } from './identity.js';
+import type { LiveAuthority } from './live-authority.js';
+import type { Logger } from './logger.js';
+import type { GatewayMetrics } from './metrics.js';
+import type { Principal } from './principal.js';
+import type { SessionRegistry } from './sessions.js';
+
+export type PairingKind = 'new-device' | 'role-upgrade' | 'scope-upgrade';
+
+export interface ApprovalsDeps {
+  store: Store;
+  clock: Clock;
+  random: Random;
+  log: Logger;
+  metrics: Pick<GatewayMetrics, 'approval'>;
+  config: { pendingTtlMs: number };
+  sessions: Pick<SessionRegistry, 'broadcast' | 'broadcastResolved'>;
+  authority: Pick<LiveAuthority, 'widenDeviceSessions' | 'upgradeRejected'>;
+  publish(e: ClusterEvent): void;
+}
+
+/** What a held connect asks for: filed as (or merged into) the device's pending request for the role. */
+export interface RequestInput {
+  device: VerifiedDevice;
+  role: Role;
+  scopes: readonly string[];
+  kind: PairingKind;
+  meta: DeviceMeta;
+  address: string;
+}
+
+/** A connect that chose to wait for its request's outcome. */
+export interface WaitInput {
+  requestId: string;
+  device: VerifiedDevice;
+  role: Role;
+  scopes: readonly string[];
+  /** The id of the connect request, for the answer when admission fails. */
+  connectId: string;
+  /** Admit the connect under the grant the approval committed. */
+  admit(): Promise<ConnectOutcome>;
+  /** The answer for an admission that threw (the database went away between approval and token). */
+  failure(connectId: string, err: unknown): ConnectOutcome;
+}
+
+interface Waiter {
+  requestId: string;
+  deviceId: string;
+  role: Role;
+  scopes: readonly string[];
+  finish(outcome: ConnectOutcome): void;
+  admit(): Promise<ConnectOutcome>;
+  failure(err: unknown): ConnectOutcome;
+}
+
+export interface ApprovedRequest {
+  requestId: string;
+  deviceId: string;
+  role: Role;
+  scopes: string[];
+  device: unknown;
+}
+
+export class Approvals {
+  private readonly waiters = new Map<string, Set<Waiter>>();
+
+  constructor(private readonly deps: ApprovalsDeps) {}
+
+  /** File (or refresh or widen) the device's pending request for a role; operators hear of a new or wider one. */
+  async fileRequest(input: RequestInput): Promise<PairingRequest> {
+    const { store, clock, random, sessions } = this.deps;
+    const { device, role, scopes, kind, meta, address } = input;
+    const now = clock.now();
+    const known = await store.getDevice(device.deviceId);
+    const res = await store.upsertPairingRequest({
+      requestId: random.uuid(),
+      deviceId: device.deviceId,
+      publicKey: device.publicKey,
+      role,
+      scopes: [...scopes],
+      kind,
+      meta,
+      address,
+      isRepair: known !== null,
+      atMs: now,
+      audit: {
+        atMs: now,
+        actor: `device:${device.deviceId}`,
+        action: 'pairing.requested',
+        subject: device.deviceId,
+        data: { role, scopes, kind, address },
+      },
+    });
+    if (res.created || res.widened) {
+      const r = res.request;
+      sessions.broadcast('device.pair.requested', {
+        requestId: r.requestId,
+        deviceId: r.deviceId,
+        publicKey: r.publicKey,
+        ...r.meta,
+        role: r.role,
+        roles: [r.role],
+        scopes: r.scopes,
+        remoteIp: r.address,
+        silent: false,
+        isRepair: r.isRepair,
+        kind: r.kind,
+        confirmationCode: confirmationCode(r),
+        widened: res.widened,
+        ts: now,
+      });
+    }
+    return res.request;
+  }
+
+  /** Hold a connect until its request is approved (admitted), rejected, or the gateway stops. */
+  wait(input: WaitInput): ConnectOutcome {
+    let finish!: (o: ConnectOutcome) => void;
+    const result = new Promise<ConnectOutcome>((resolve) => (finish = resolve));
+    const set = this.waiters.get(input.requestId) ?? new Set<Waiter>();
+    const waiter: Waiter = {
+      requestId: input.requestId,
+      deviceId: input.device.deviceId,
+      role: input.role,
+      scopes: input.scopes,
+      finish: (o) => {
+        set.delete(waiter);
+        finish(o);
+      },
+      admit: input.admit,
+      failure: (err) => input.failure(input.connectId, err),
+    };
+    set.add(waiter);
+    this.waiters.set(input.requestId, set);
+    const code = confirmationCode({ requestId: input.requestId, publicKey: input.device.publicKey });
+    return { type: 'wait', requestId: input.requestId, confirmationCode: code, result, cancel: () => set.delete(waiter) };
+  }
+
+  /** Called after a request is approved or rejected: finish connects that chose to wait (on every instance). */
+  async resolveWaiters(requestId: string, decision: 'approved' | 'rejected'): Promise<void> {
+    this.deps.publish({ type: 'resolve-waiters', requestId, decision });
+    await this.resolveLocalWaiters(requestId, decision);
+  }
+
+  async resolveLocalWaiters(requestId: string, decision: 'approved' | 'rejected'): Promise<void> {
+    const set = this.waiters.get(requestId);
+    if (!set) return;
+    this.waiters.delete(requestId);
+    for (const w of [...set]) {
+      if (decision === 'approved') {
+        // Already taken out of `waiters`: a failed admission (the database going away between
+        // the approval and the token) must still answer the socket, or it would wait forever.
+        // The device reconnects and is admitted under the grant that was committed.
+        let outcome: ConnectOutcome;
+        try {
+          outcome = await w.admit();
+        } catch (err) {
+          outcome = w.failure(err);
+        }
+        w.finish(outcome);
+      } else {
+        const err = new GatewayError('PAIRING_REJECTED', { details: { requestId } });
+        w.finish({ type: 'reject', frame: null, closeCode: CLOSE.policy, closeReason: err.shape.message, detail: err.detail });
+      }
+    }
+  }
+
+  /**
+   * Finish waiting connects whose request is gone from the store without this instance hearing
+   * of it: admitted when the grant now covers what they asked for, refused otherwise.
+   */
+  async reconcileWaiters(): Promise<void> {
+    for (const [requestId, set] of [...this.waiters]) {
+      const first = [...set][0];
+      if (!first) continue;
+      try {
+        if (await this.deps.store.getPairingRequest(requestId)) continue;
+        const grant = await this.deps.store.getGrant(first.deviceId, first.role);
+        const granted = new Set(grant?.scopes ?? []);
+        const covered = grant !== null && first.scopes.every((s) => scopeSatisfied(granted, s));
+        await this.resolveLocalWaiters(requestId, covered ? 'approved' : 'rejected');
+      } catch (err) {
+        this.deps.log.warn('could not reconcile a waiting connect', { requestId, err: String(err) });
+      }
+    }
+  }
+
+  /**
+   * Approve a pending request: widen the grant, finish waiting connects, widen live sessions.
+   * Whether `by` may approve it was decided before (core/management-policy.ts).
+   */
+  async approveRequest(r: PairingRequest, by: Principal): Promise<ApprovedRequest> {
+    const { store, clock, sessions, authority } = this.deps;
+    const now = clock.now();
+    const current = await store.getGrant(r.deviceId, r.role);
+    const scopes = normalizeScopes([...(current?.scopes ?? []), ...r.scopes]);
+    await store.approve({
+      device: { deviceId: r.deviceId, publicKey: r.publicKey, meta: r.meta, address: r.address },
+      role: r.role,
+      scopes,
+      via: by.kind === 'owner' ? 'owner' : 'manual',
+      // The device keeps its current token: approval widens the grant server-side, so a client
+      // that misses the news is never stranded with a dead credential.
+      token: null,
+      atMs: now,
+      requestId: r.requestId,
+      audit: {
+        atMs: now,
+        actor: by.actor,
+        action: 'pairing.approved',
+        subject: r.deviceId,
+        data: { requestId: r.requestId, role: r.role, scopes, kind: r.kind },
+      },
+    });
+    this.deps.metrics.approval(now - r.createdAtMs);
+    sessions.broadcastResolved(r.requestId, r.deviceId, 'approved');
+    authority.widenDeviceSessions(r.deviceId, r.role, r.scopes, r.requestId);
+    await this.resolveWaiters(r.requestId, 'approved');
+    const device = await store.getDevice(r.deviceId);
+    return { requestId: r.requestId, deviceId: r.deviceId, role: r.role, scopes, device };
+  }
+
+  /** Reject a pending request: it is deleted, waiting connects are refused, live sessions that asked are told. */
+  async rejectRequest(r: PairingRequest, by: Principal): Promise<void> {
+    const now = this.deps.clock.now();
+    await this.deps.store.deletePairingRequest(r.requestId, {
+      atMs: now,
+      actor: by.actor,
+      action: 'pairing.rejected',
+      subject: r.deviceId,
+      data: { requestId: r.requestId, role: r.role, scopes: r.scopes },
+    });
+    this.deps.sessions.broadcastResolved(r.requestId, r.deviceId, 'rejected');
+    this.deps.authority.upgradeRejected(r.deviceId, r.requestId);
+    await this.resolveWaiters(r.requestId, 'rejected');
+  }
+
+  /** Drop pending requests nobody retried within the TTL (checked lazily and periodically). */
+  async expirePending(): Promise<number> {
+    const { store, clock, sessions } = this.deps;
+    const cutoff = clock.now() - this.deps.config.pendingTtlMs;
+    let n = 0;
+    for (const r of await store.listPairingRequests()) {
+      if (r.refreshedAtMs >= cutoff) continue;
+      const gone = await store.deletePairingRequest(r.requestId, {
+        atMs: clock.now(),
+        actor: 'gateway',
+        action: 'pairing.expired',
+        subject: r.deviceId,
+        data: { requestId: r.requestId, role: r.role },
+      });
+      if (gone) {
+        n++;
+        sessions.broadcastResolved(r.requestId, r.deviceId, 'expired');
+      }
+    }
+    return n;
+  }
+
+  /**
+   * The gateway is stopping. Connects waiting for approval are not rejected: their requests stay
+   * pending, so they are told the gateway is restarting (1012), not that an operator said no.
+   */
+  stop(): void {
+    for (const set of this.waiters.values()) {
+      for (const w of [...set]) w.finish({ type: 'reject', frame: null, closeCode: CLOSE.restart, closeReason: 'service restart' });
+    }
+    this.waiters.clear();
+  }
+}

@@ -1,0 +1,31 @@
+/** What a connect ends in (hello, refusal, or a wait for approval), shared by the handshake and the approvals. */
+import { CLOSE, closeReason, type DetailCode, type GatewayError } from '../protocol/errors.js';
+import type { HelloAuth, ResponseFrame } from '../protocol/frames.js';
+import type { SessionPrincipal } from './principal.js';
+
+/** Transport facts the server establishes before the first frame. */
+export interface TransportFacts {
+  /** Client address as the gateway attributes it. */
+  address: string;
+  /** Direct loopback peer, no forwarded headers. */
+  directLocal: boolean;
+  /** The id the server logs this connection under; becomes the session's connId once admitted. */
+  connId?: string | undefined;
+}
+
+export type ConnectOutcome =
+  | { type: 'hello'; session: SessionPrincipal; frame: string; authMethod?: HelloAuth['method'] | undefined }
+  | { type: 'reject'; frame: string | null; closeCode: number; closeReason: string; detail?: DetailCode | undefined }
+  | { type: 'wait'; requestId: string; confirmationCode: string; result: Promise<ConnectOutcome>; cancel(): void };
+
+/** A refusal of the connect request `id` (null: no request to answer, only a close). */
+export function rejectOutcome(id: string | null, err: GatewayError, closeOverride?: number): ConnectOutcome {
+  const frame: ResponseFrame | null = id === null ? null : { type: 'res', id, ok: false, error: err.shape };
+  return {
+    type: 'reject',
+    frame: frame ? JSON.stringify(frame) : null,
+    closeCode: closeOverride ?? err.close ?? CLOSE.policy,
+    closeReason: closeReason(err.shape.message),
+    detail: err.detail,
+  };
+}
