@@ -11,5 +11,12 @@ export function sqliteMeta(core: SqliteDb): MetaStore {
     async setMeta(key: string, value: string) {
       core.stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
     },
+    async setMetaIf(key: string, expected: string | null, value: string) {
+      const res =
+        expected === null
+          ? core.stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING').run(key, value)
+          : core.stmt('UPDATE meta SET value = ? WHERE key = ? AND value = ?').run(value, key, expected);
+      return res.changes === 1;
+    },
   };
 }
