@@ -3,10 +3,12 @@
  * the `--json` switch between one JSON line and a human listing, and the connection itself.
  */
 import type { ParseArgsConfig } from 'node:util';
-import { connectGateway, type GatewayConnection } from '../client/connection.js';
+import { ConnectError, type ConnectOptions, connectGateway, type GatewayConnection } from '../client/connection.js';
 import { printable, printableLines } from '../protocol/text.js';
-import { credentialOptions, parse, resolveTarget, UsageError } from './main.js';
+import { CliFailure, explainConnectError } from './connect-errors.js';
 import { SECRET_FLAGS } from './secret-input.js';
+import { commandHint, credentialOptions, resolveTarget } from './target.js';
+import { parse, UsageError } from './usage.js';
 
 /** How to reach and authenticate to the gateway (resolved by resolveTarget) plus `--json`. */
 export const CONN_OPTIONS = {
@@ -67,7 +69,7 @@ export async function withGateway<T>(values: Record<string, unknown>, fn: (conn:
     );
   }
   // The server proves the gateway key before anything is sent; the owner credential is only proven.
-  const conn = await connectGateway({
+  const conn = await connectExplained(values, {
     url: target.url,
     ...credentialOptions(target),
     tlsFingerprint: target.tlsFingerprint,
@@ -79,5 +81,19 @@ export async function withGateway<T>(values: Record<string, unknown>, fn: (conn:
     return await fn(conn);
   } finally {
     await conn.close();
+  }
+}
+
+/**
+ * connectGateway, with a socket that reached no gateway reported as what to do ("no gateway is
+ * listening on … — start it with `clawgate gateway run --state-dir …` or pass --url").
+ */
+export async function connectExplained(values: Record<string, unknown>, opts: ConnectOptions): Promise<GatewayConnection> {
+  try {
+    return await connectGateway(opts);
+  } catch (err) {
+    const explained = err instanceof ConnectError ? explainConnectError(err, commandHint(values, 'gateway run', ['state-dir'])) : null;
+    if (explained) throw new CliFailure(explained.message, explained.nextStep);
+    throw err;
   }
 }
