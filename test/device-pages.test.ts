@@ -132,3 +132,33 @@ describe('paged device list', () => {
     assert.match(badCursor.stderr, /cursor is not one this gateway issued/);
   });
 });
+
+describe('naming a device on the command line among many', () => {
+  let tg: TestGateway;
+  const many: SeedDevice[] = Array.from({ length: 601 }, (_, i) => ({
+    deviceId: createHash('sha256').update(`desk-${i}`).digest('hex'),
+    publicKey: `pk-desk-${i}`,
+    // 600 devices whose names start with "Desk", then the one named exactly "Desk", paired last.
+    meta: { displayName: i < 600 ? `Desk ${i}` : 'Desk' },
+    createdAtMs: T0 + i,
+    grants: [{ role: 'operator', scopes: ['operator.read'], approvedAtMs: T0 + i, approvedVia: 'manual' }],
+    tokens: [],
+  }));
+  before(async () => {
+    tg = await startTestGateway();
+    for (let i = 0; i < many.length; i += 300) {
+      const r = await tg.store.seedPairedDevices({ devices: many.slice(i, i + 300), audit: { atMs: T0, actor: 'owner', action: 'devices.seeded' } });
+      assert.ok(r.ok);
+    }
+  });
+  after(async () => {
+    await tg?.stop();
+  });
+
+  test('a name is found among more matches than one page holds', async () => {
+    const r = await cli(tg, 'devices', 'rename', 'Desk', 'the desk');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await tg.store.getDevice(many[600]?.deviceId as string))?.label, 'the desk');
+    assert.equal((await tg.store.getDevice(many[0]?.deviceId as string))?.label, undefined);
+  });
+});

@@ -2267,8 +2267,8 @@ function devicePageContract(withStore: (fn: (store: Store) => Promise<void>) => 
           seedDevice('axb-6', T0 + 5, { meta: { displayName: 'Ünïcode' } }),
         ]);
         const ids = async (search: string, limit = 10) => walk(store, { limit, search });
-        assert.deepEqual(await ids('ab'), ['abc-1', 'xyz-3'], 'the id and the presented name; a label hides the presented name');
-        assert.deepEqual(await ids('AB'), ['abc-1', 'ABD-2', 'xyz-3'], 'an id as typed or lowercased, a name case-insensitively');
+        assert.deepEqual(await ids('ab'), ['abc-1', 'xyz-3', 'xyz-4'], 'the id, the presented name, also of a labelled device');
+        assert.deepEqual(await ids('AB'), ['abc-1', 'ABD-2', 'xyz-3', 'xyz-4'], 'an id as typed or lowercased, a name case-insensitively');
         assert.deepEqual(await ids('abd'), [], 'an upper-case id is not found by its lowercase form');
         assert.deepEqual(await ids('kitchen'), ['xyz-4'], 'the label');
         assert.deepEqual(await ids('Kitchen T'), ['xyz-4']);

@@ -10,7 +10,7 @@ import { printable } from '../protocol/text.js';
 import { AUDIT_ANCHOR_FILE, readAuditAnchor } from '../server/audit-anchor.js';
 import { readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { type AuditRow, toAudit } from '../store/shared.js';
-import { type AuditEntry, DEVICE_PAGE_MAX } from '../store/types.js';
+import { type AuditEntry, DEVICE_PAGE_MAX, DEVICE_SEARCH_MAX_CHARS } from '../store/types.js';
 import { field, out, parseGatewayCommand, positiveIntFlag, withGateway } from './common.js';
 import { CliFailure } from './connect-errors.js';
 import { readConfigFile } from './gateway-config.js';
@@ -77,13 +77,31 @@ function nextPageCommand(values: Record<string, unknown>, page: { limit?: number
 type DeviceList = { pending: PendingView[]; paired: DeviceView[] };
 
 /**
+ * Every pending request, and the paired devices a reference can name: those the gateway finds
+ * by searching for the reference itself (id prefix, label or name, every page of them), not every
+ * device of a large gateway. A reference too long to be a search lists them all.
+ */
+async function candidatesFor(c: GatewayConnection, ref: string): Promise<DeviceList> {
+  if (ref.length > DEVICE_SEARCH_MAX_CHARS) return c.request<DeviceList>('device.pair.list', {});
+  type Page = DeviceList & { nextCursor: string | null };
+  const first = await c.request<Page>('device.pair.list', { search: ref, limit: DEVICE_PAGE_MAX });
+  const paired = [...first.paired];
+  for (let cursor = first.nextCursor; cursor; ) {
+    const page = await c.request<Page>('device.pair.list', { search: ref, limit: DEVICE_PAGE_MAX, cursor });
+    paired.push(...page.paired);
+    cursor = page.nextCursor;
+  }
+  return { pending: first.pending, paired };
+}
+
+/**
  * The device id a command-line reference names: a full id, a unique id prefix, or a label or
  * display name. A reference that matches nothing is passed on unchanged, so the gateway's own
  * error (with its catalogue code) reaches the user; an ambiguous one is refused here.
  */
 async function deviceIdOf(c: GatewayConnection, ref: string, list?: DeviceList): Promise<string> {
   if (/^[0-9a-f]{64}$/.test(ref)) return ref;
-  const { pending, paired } = list ?? (await c.request<DeviceList>('device.pair.list', {}));
+  const { pending, paired } = list ?? (await candidatesFor(c, ref));
   const candidates = [
     ...paired.map((d) => ({ id: d.deviceId, names: [d.label, d.displayName] })),
     ...pending.map((p) => ({ id: p.deviceId, names: [p.displayName] })),
@@ -123,7 +141,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       if (!id) throw new UsageError('usage: clawgate devices approve <requestId|device>  (no implicit "latest": name what you approve)');
       return withGateway(values, async (c) => {
         // A pending request id goes as it is; else the reference names a device (id, prefix or name).
-        const list = await c.request<DeviceList>('device.pair.list', {});
+        const list = await candidatesFor(c, id);
         const isRequest = list.pending.some((p) => p.requestId === id);
         const deviceId = isRequest ? null : await deviceIdOf(c, id, list);
         const params = deviceId !== null && (deviceId !== id || /^[0-9a-f]{64}$/.test(id)) ? { deviceId } : { requestId: id };
@@ -144,7 +162,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       if (!id) throw new UsageError('usage: clawgate devices reject <requestId|device>');
       return withGateway(values, async (c) => {
         // A request id, or a device (id, prefix or name) with a pending request.
-        const list = await c.request<DeviceList>('device.pair.list', {});
+        const list = await candidatesFor(c, id);
         let requestId = id;
         if (!list.pending.some((p) => p.requestId === id)) {
           const deviceId = await deviceIdOf(c, id, list);

@@ -21,6 +21,7 @@ import { deviceMatchesSearch } from '../store/device-page.js';
 import {
   DEVICE_PAGE_DEFAULT,
   DEVICE_PAGE_MAX,
+  DEVICE_SEARCH_MAX_CHARS,
   type DeviceRecord,
   type GrantRecord,
   type NodeSurfaceRecord,
@@ -265,7 +266,7 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
       {
         limit: T.Optional(T.Integer({ minimum: 1, maximum: DEVICE_PAGE_MAX })),
         cursor: T.Optional(T.String({ minLength: 1, maxLength: 512 })),
-        search: T.Optional(T.String({ minLength: 1, maxLength: 64 })),
+        search: T.Optional(T.String({ minLength: 1, maxLength: DEVICE_SEARCH_MAX_CHARS })),
       },
       { additionalProperties: false },
     ),

@@ -82,6 +82,6 @@ export function duplicateIds(devices: readonly SeedDevice[]): string[] {
 export function deviceMatchesSearch(d: Pick<DeviceRecord, 'deviceId' | 'label' | 'displayName'>, search: string | undefined): boolean {
   if (!search) return true;
   const folded = asciiLower(search);
-  const name = d.label ?? d.displayName;
-  return d.deviceId.startsWith(search) || d.deviceId.startsWith(folded) || (name !== undefined && asciiLower(name).startsWith(folded));
+  const named = (n: string | undefined) => n !== undefined && asciiLower(n).startsWith(folded);
+  return d.deviceId.startsWith(search) || d.deviceId.startsWith(folded) || named(d.label) || named(d.displayName);
 }

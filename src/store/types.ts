@@ -116,6 +116,8 @@ export interface UpsertRequestResult {
 
 /** Most devices one page may hold. */
 export const DEVICE_PAGE_MAX = 500;
+/** Longest `search` a device page takes (labels are at most 64 characters too). */
+export const DEVICE_SEARCH_MAX_CHARS = 64;
 /** Devices per page when a client pages without naming a limit. */
 export const DEVICE_PAGE_DEFAULT = 100;
 /** Most devices one seed batch may hold. */
@@ -461,8 +463,8 @@ export interface DeviceStore {
   /**
    * One page of devices in a stable order (creation time, then id), after `cursor`. A device
    * added while a client pages appears on a later page; none already listed is listed again.
-   * `search` keeps devices whose id (as typed, or with ASCII letters lowercased) or name (label,
-   * else display name; ASCII letters compared case-insensitively) starts with it.
+   * `search` keeps devices whose id (as typed, or with ASCII letters lowercased), label or
+   * presented display name (ASCII letters compared case-insensitively) starts with it.
    * Served by indexes: the cost of a page does not grow with the number of devices.
    */
   listDevicesPage(query: DevicePageQuery): Promise<DevicePageResult>;

@@ -16,8 +16,9 @@ import pg from 'pg';
 import { type AuditRow, chainAudit, toAudit } from '../shared.js';
 import type { AuditEntry, AuditInput } from '../types.js';
 
-/** The searchable name of a device: its label, else the name it presented (ASCII letters lowercased, byte order). */
-export const PG_DEVICE_NAME = `lower(coalesce(label, meta_json::jsonb ->> 'displayName') COLLATE "C")`;
+/** The searchable names of a device, its label and the name it presented (ASCII letters lowercased, byte order). */
+export const PG_DEVICE_LABEL = `lower(label COLLATE "C")`;
+export const PG_DEVICE_DISPLAY_NAME = `lower((meta_json::jsonb ->> 'displayName') COLLATE "C")`;
 
 /** Advisory lock keys (arbitrary constants, namespaced by the first 32 bits: "claw"). */
 export const PG_LOCK = { migrate: [0x636c6177, 1], write: [0x636c6177, 2] } as const;
@@ -116,7 +117,8 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   // as SQLite does, so both stores page in the same order and a prefix is an index range.
   `CREATE INDEX devices_page ON devices (created_at_ms, device_id COLLATE "C");
    CREATE INDEX devices_id_prefix ON devices ((device_id COLLATE "C"));
-   CREATE INDEX devices_name ON devices ((${PG_DEVICE_NAME}));
+   CREATE INDEX devices_label ON devices ((${PG_DEVICE_LABEL}));
+   CREATE INDEX devices_display_name ON devices ((${PG_DEVICE_DISPLAY_NAME}));
    CREATE INDEX grants_role ON grants (role, device_id COLLATE "C");`,
 ];
 

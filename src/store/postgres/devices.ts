@@ -14,7 +14,7 @@ import type {
   UpsertRequestInput,
   UpsertRequestResult,
 } from '../types.js';
-import { PG_DEVICE_NAME, type PgDb, type PgQuery } from './db.js';
+import { PG_DEVICE_DISPLAY_NAME, PG_DEVICE_LABEL, type PgDb, type PgQuery } from './db.js';
 
 export function liveTokenTx(tx: PgQuery, deviceId: string, role: Role) {
   return tx.one<TokenRow>('SELECT * FROM tokens WHERE device_id = $1 AND role = $2 AND revoked_at_ms IS NULL', [deviceId, role]);
@@ -70,10 +70,18 @@ export function postgresDevices(core: PgDb): DeviceStore {
       }
       if (q.search) {
         const { typed, folded } = q.search;
-        args.push(typed, prefixUpperBound(typed), folded, prefixUpperBound(folded));
-        const [t, tu, f, fu] = [args.length - 3, args.length - 2, args.length - 1, args.length].map((n) => `$${n}`);
-        const id = 'device_id COLLATE "C"';
-        where.push(`((${id} >= ${t} AND ${id} < ${tu}) OR (${id} >= ${f} AND ${id} < ${fu}) OR (${PG_DEVICE_NAME} >= ${f} AND ${PG_DEVICE_NAME} < ${fu}))`);
+        const ranges = (
+          [
+            ['device_id COLLATE "C"', typed],
+            ['device_id COLLATE "C"', folded],
+            [PG_DEVICE_LABEL, folded],
+            [PG_DEVICE_DISPLAY_NAME, folded],
+          ] as const
+        ).map(([x, s]) => {
+          args.push(s, prefixUpperBound(s));
+          return `(${x} >= $${args.length - 1} AND ${x} < $${args.length})`;
+        });
+        where.push(`(${ranges.join(' OR ')})`);
       }
       args.push(q.limit + 1);
       const sql = `SELECT * FROM devices ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at_ms, device_id COLLATE "C" LIMIT $${args.length}`;

@@ -8,8 +8,9 @@ import Database from 'better-sqlite3';
 import { type AuditRow, chainAudit, toAudit } from '../shared.js';
 import type { AuditEntry, AuditInput } from '../types.js';
 
-/** The searchable name of a device: its label, else the name it presented (ASCII letters lowercased). */
-export const SQLITE_DEVICE_NAME = "lower(coalesce(label, json_extract(meta_json, '$.displayName')))";
+/** The searchable names of a device, its label and the name it presented (ASCII letters lowercased). */
+export const SQLITE_DEVICE_LABEL = 'lower(label)';
+export const SQLITE_DEVICE_DISPLAY_NAME = "lower(json_extract(meta_json, '$.displayName'))";
 
 /** Numbered migrations; `user_version` records how many ran. Never edit a shipped one. */
 export const SQLITE_MIGRATIONS: readonly string[] = [
@@ -75,7 +76,8 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   // indexes, so a page costs the same on ten devices and on a million; so is the list of the
   // grants of one role (the nodes among a million operator devices).
   `CREATE INDEX devices_page ON devices(created_at_ms, device_id);
-   CREATE INDEX devices_name ON devices(${SQLITE_DEVICE_NAME});
+   CREATE INDEX devices_label ON devices(${SQLITE_DEVICE_LABEL});
+   CREATE INDEX devices_display_name ON devices(${SQLITE_DEVICE_DISPLAY_NAME});
    CREATE INDEX grants_role ON grants(role, device_id);`,
 ];
 

@@ -14,7 +14,7 @@ import type {
   UpsertRequestInput,
   UpsertRequestResult,
 } from '../types.js';
-import { SQLITE_DEVICE_NAME, type SqliteDb } from './db.js';
+import { SQLITE_DEVICE_DISPLAY_NAME, SQLITE_DEVICE_LABEL, type SqliteDb } from './db.js';
 
 export function liveTokenSync(core: SqliteDb, deviceId: string, role: Role): TokenRow | undefined {
   return core.stmt('SELECT * FROM tokens WHERE device_id = ? AND role = ? AND revoked_at_ms IS NULL').get(deviceId, role) as TokenRow | undefined;
@@ -58,8 +58,9 @@ export function sqliteDevices(core: SqliteDb): DeviceStore {
       }
       if (q.search) {
         const { typed, folded } = q.search;
-        where.push(`((device_id >= ? AND device_id < ?) OR (device_id >= ? AND device_id < ?) OR (${SQLITE_DEVICE_NAME} >= ? AND ${SQLITE_DEVICE_NAME} < ?))`);
-        args.push(typed, prefixUpperBound(typed), folded, prefixUpperBound(folded), folded, prefixUpperBound(folded));
+        const ranges = ['device_id', 'device_id', SQLITE_DEVICE_LABEL, SQLITE_DEVICE_DISPLAY_NAME].map((x) => `(${x} >= ? AND ${x} < ?)`);
+        where.push(`(${ranges.join(' OR ')})`);
+        for (const s of [typed, folded, folded, folded]) args.push(s, prefixUpperBound(s));
       }
       const sql = `SELECT * FROM devices ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at_ms, device_id LIMIT ?`;
       const rows = core.stmt(sql).all(...args, q.limit + 1) as DeviceRow[];
