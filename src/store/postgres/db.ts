@@ -113,7 +113,12 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
    CREATE TABLE cron_runs (
      run_id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES cron_jobs(job_id) ON DELETE CASCADE, body_json TEXT NOT NULL, ord BIGSERIAL);
    CREATE INDEX cron_runs_job ON cron_runs(job_id);`,
-  // 5: device pages, as SQLite migration 5. Ids and names compare in byte order (COLLATE "C"),
+  // who approved a grant, and time-bound grants (what the role keeps after the expiry)
+  `ALTER TABLE grants ADD COLUMN approved_by TEXT;
+   ALTER TABLE grants ADD COLUMN expires_at_ms BIGINT;
+   ALTER TABLE grants ADD COLUMN scopes_after_expiry_json TEXT;
+   CREATE INDEX grants_expiry ON grants(expires_at_ms) WHERE expires_at_ms IS NOT NULL;`,
+  // 6: device pages, as SQLite migration 6. Ids and names compare in byte order (COLLATE "C"),
   // as SQLite does, so both stores page in the same order and a prefix is an index range.
   `CREATE INDEX devices_page ON devices (created_at_ms, device_id COLLATE "C");
    CREATE INDEX devices_id_prefix ON devices ((device_id COLLATE "C"));

@@ -1,13 +1,14 @@
 /** PostgreSQL store, domain: paired devices, their grants and tokens, and pending pairing requests. */
 import type { Role } from '../../protocol/frames.js';
 import { checkDevicePageQuery, pageOf, prefixUpperBound } from '../device-page.js';
-import { approvedGrant, type DeviceRow, type GrantRow, mergePairingRequest, type TokenRow, toDevice, toGrant, toToken } from '../shared.js';
+import { approvedGrant, type DeviceRow, type GrantRow, grantAfterExpiry, mergePairingRequest, type TokenRow, toDevice, toGrant, toToken } from '../shared.js';
 import type {
   ApproveInput,
   AuditInput,
   DevicePageQuery,
   DevicePageResult,
   DeviceStore,
+  GrantExpiry,
   GrantRecord,
   NewToken,
   PairingRequest,
@@ -43,10 +44,22 @@ export async function upsertDeviceTx(tx: PgQuery, device: ApproveInput['device']
 
 export async function putGrantTx(tx: PgQuery, g: GrantRecord) {
   await tx.run(
-    `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via) VALUES ($1,$2,$3,$4,$5,$6)
+    `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via, approved_by, expires_at_ms, scopes_after_expiry_json)
+     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)
      ON CONFLICT (device_id, role) DO UPDATE SET scopes_json = excluded.scopes_json, epoch = excluded.epoch,
-       approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via`,
-    [g.deviceId, g.role, JSON.stringify(g.scopes), g.epoch, g.approvedAtMs, g.approvedVia],
+       approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via, approved_by = excluded.approved_by,
+       expires_at_ms = excluded.expires_at_ms, scopes_after_expiry_json = excluded.scopes_after_expiry_json`,
+    [
+      g.deviceId,
+      g.role,
+      JSON.stringify(g.scopes),
+      g.epoch,
+      g.approvedAtMs,
+      g.approvedVia,
+      g.approvedBy ?? null,
+      g.expiresAtMs ?? null,
+      g.expiresAtMs != null ? JSON.stringify(g.scopesAfterExpiry ?? []) : null,
+    ],
   );
 }
 
@@ -194,6 +207,39 @@ export function postgresDevices(core: PgDb): DeviceStore {
         if (t) await tx.run('UPDATE tokens SET revoked_at_ms = $1 WHERE token_id = $2', [atMs, t.token_id]);
         await core.appendAuditTx(tx, audit);
         return t ? toToken({ ...t, revoked_at_ms: atMs }) : null;
+      });
+    },
+    async expireGrant(deviceId: string, role: Role, atMs: number, audit: AuditInput): Promise<GrantExpiry | null> {
+      return core.write(async (tx) => {
+        const row = await tx.one<GrantRow>('SELECT * FROM grants WHERE device_id = $1 AND role = $2', [deviceId, role]);
+        const g = row ? toGrant(row) : null;
+        // Every instance's scheduler may try: the write lock and this check let exactly one succeed.
+        if (!g || g.expiresAtMs == null || g.expiresAtMs > atMs) return null;
+        const next = grantAfterExpiry(g);
+        if (next) {
+          await tx.run(
+            'UPDATE grants SET scopes_json = $1, epoch = $2, expires_at_ms = NULL, scopes_after_expiry_json = NULL WHERE device_id = $3 AND role = $4',
+            [JSON.stringify(next.scopes), next.epoch, deviceId, role],
+          );
+        } else {
+          const t = await liveTokenTx(tx, deviceId, role);
+          await tx.run('DELETE FROM grants WHERE device_id = $1 AND role = $2', [deviceId, role]);
+          if (t) await tx.run('UPDATE tokens SET revoked_at_ms = $1 WHERE token_id = $2', [atMs, t.token_id]);
+        }
+        await core.appendAuditTx(tx, audit);
+        return next ? { outcome: 'narrowed' as const, grant: next } : { outcome: 'removed' as const, grant: g };
+      });
+    },
+    async extendGrant(deviceId: string, role: Role, expiresAtMs: number, audit: AuditInput) {
+      return core.write(async (tx) => {
+        const n = await tx.run('UPDATE grants SET expires_at_ms = $1 WHERE device_id = $2 AND role = $3 AND expires_at_ms IS NOT NULL', [
+          expiresAtMs,
+          deviceId,
+          role,
+        ]);
+        if (n === 0) return null;
+        await core.appendAuditTx(tx, audit);
+        return toGrant((await tx.one<GrantRow>('SELECT * FROM grants WHERE device_id = $1 AND role = $2', [deviceId, role])) as GrantRow);
       });
     },
     async removeRole(deviceId: string, role: Role, audit: AuditInput) {

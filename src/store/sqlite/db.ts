@@ -72,7 +72,12 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
    CREATE TABLE cron_runs (
      run_id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES cron_jobs(job_id) ON DELETE CASCADE, body_json TEXT NOT NULL);
    CREATE INDEX cron_runs_job ON cron_runs(job_id);`,
-  // 5: device pages. Keyset order (creation time, id) and the name prefix search are served by
+  // 5: who approved a grant, and time-bound grants (what the role keeps after the expiry).
+  `ALTER TABLE grants ADD COLUMN approved_by TEXT;
+   ALTER TABLE grants ADD COLUMN expires_at_ms INTEGER;
+   ALTER TABLE grants ADD COLUMN scopes_after_expiry_json TEXT;
+   CREATE INDEX grants_expiry ON grants(expires_at_ms) WHERE expires_at_ms IS NOT NULL;`,
+  // 6: device pages. Keyset order (creation time, id) and the name prefix search are served by
   // indexes, so a page costs the same on ten devices and on a million; so is the list of the
   // grants of one role (the nodes among a million operator devices).
   `CREATE INDEX devices_page ON devices(created_at_ms, device_id);

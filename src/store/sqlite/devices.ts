@@ -1,13 +1,14 @@
 /** SQLite store, domain: paired devices, their grants and tokens, and pending pairing requests. */
 import type { Role } from '../../protocol/frames.js';
 import { checkDevicePageQuery, pageOf, prefixUpperBound } from '../device-page.js';
-import { approvedGrant, type DeviceRow, type GrantRow, mergePairingRequest, type TokenRow, toDevice, toGrant, toToken } from '../shared.js';
+import { approvedGrant, type DeviceRow, type GrantRow, grantAfterExpiry, mergePairingRequest, type TokenRow, toDevice, toGrant, toToken } from '../shared.js';
 import type {
   ApproveInput,
   AuditInput,
   DevicePageQuery,
   DevicePageResult,
   DeviceStore,
+  GrantExpiry,
   GrantRecord,
   NewToken,
   PairingRequest,
@@ -97,11 +98,23 @@ export function sqliteDevices(core: SqliteDb): DeviceStore {
         const grant = approvedGrant(input, prev?.epoch);
         core.db
           .prepare(
-            `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via) VALUES (?,?,?,?,?,?)
+            `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via, approved_by, expires_at_ms, scopes_after_expiry_json)
+             VALUES (?,?,?,?,?,?,?,?,?)
              ON CONFLICT(device_id, role) DO UPDATE SET scopes_json = excluded.scopes_json, epoch = excluded.epoch,
-               approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via`,
+               approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via, approved_by = excluded.approved_by,
+               expires_at_ms = excluded.expires_at_ms, scopes_after_expiry_json = excluded.scopes_after_expiry_json`,
           )
-          .run(grant.deviceId, role, JSON.stringify(grant.scopes), grant.epoch, atMs, input.via);
+          .run(
+            grant.deviceId,
+            role,
+            JSON.stringify(grant.scopes),
+            grant.epoch,
+            atMs,
+            input.via,
+            grant.approvedBy ?? null,
+            grant.expiresAtMs ?? null,
+            grant.expiresAtMs != null ? JSON.stringify(grant.scopesAfterExpiry ?? []) : null,
+          );
         if (input.token) putTokenSync(core, device.deviceId, role, input.token, atMs, liveTokenSync(core, device.deviceId, role)?.created_at_ms);
         if (input.requestId) core.stmt('DELETE FROM pairing_requests WHERE request_id = ?').run(input.requestId);
         core.appendAuditSync(input.audit);
@@ -176,6 +189,35 @@ export function sqliteDevices(core: SqliteDb): DeviceStore {
         if (t) core.stmt('UPDATE tokens SET revoked_at_ms = ? WHERE token_id = ?').run(atMs, t.token_id);
         core.appendAuditSync(audit);
         return t ? toToken({ ...t, revoked_at_ms: atMs }) : null;
+      });
+    },
+    async expireGrant(deviceId: string, role: Role, atMs: number, audit: AuditInput): Promise<GrantExpiry | null> {
+      return core.tx(() => {
+        const row = core.stmt('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow | undefined;
+        const g = row ? toGrant(row) : null;
+        if (!g || g.expiresAtMs == null || g.expiresAtMs > atMs) return null;
+        const next = grantAfterExpiry(g);
+        if (next) {
+          core
+            .stmt('UPDATE grants SET scopes_json = ?, epoch = ?, expires_at_ms = NULL, scopes_after_expiry_json = NULL WHERE device_id = ? AND role = ?')
+            .run(JSON.stringify(next.scopes), next.epoch, deviceId, role);
+        } else {
+          const t = liveTokenSync(core, deviceId, role);
+          core.stmt('DELETE FROM grants WHERE device_id = ? AND role = ?').run(deviceId, role);
+          if (t) core.stmt('UPDATE tokens SET revoked_at_ms = ? WHERE token_id = ?').run(atMs, t.token_id);
+        }
+        core.appendAuditSync(audit);
+        return next ? { outcome: 'narrowed' as const, grant: next } : { outcome: 'removed' as const, grant: g };
+      });
+    },
+    async extendGrant(deviceId: string, role: Role, expiresAtMs: number, audit: AuditInput) {
+      return core.tx(() => {
+        const n = core
+          .stmt('UPDATE grants SET expires_at_ms = ? WHERE device_id = ? AND role = ? AND expires_at_ms IS NOT NULL')
+          .run(expiresAtMs, deviceId, role).changes;
+        if (n === 0) return null;
+        core.appendAuditSync(audit);
+        return toGrant(core.stmt('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow);
       });
     },
     async removeRole(deviceId: string, role: Role, audit: AuditInput) {

@@ -64,7 +64,8 @@ export function sqliteSetupCodes(core: SqliteDb): SetupCodeStore {
               .prepare(
                 `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via) VALUES (?,?,?,?,?,?)
                  ON CONFLICT(device_id, role) DO UPDATE SET scopes_json = excluded.scopes_json, epoch = excluded.epoch,
-                   approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via`,
+                   approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via, approved_by = NULL,
+                   expires_at_ms = NULL, scopes_after_expiry_json = NULL`,
               )
               .run(device.deviceId, r, JSON.stringify(scopes), epoch, atMs, 'bootstrap');
             epochs[r] = epoch;
