@@ -540,6 +540,11 @@ export interface DeviceSeedStore {
    * naming a device id already stored (or twice) is refused whole and nothing is written.
    */
   seedPairedDevices(input: SeedDevicesInput): Promise<SeedDevicesResult>;
+  /**
+   * Insert many NEW devices (grants, token hashes) in one transaction per call, with one audit
+   * entry for the batch (src/store/bulk-devices.ts): what the bench seeds a million-device store with.
+   */
+  importDevicesBulk?(input: import('./bulk-devices.js').BulkDevicesInput): Promise<import('./bulk-devices.js').BulkDevicesResult>;
 }
 
 /** Setup codes: minted, redeemed (enrolling a device in one transaction), failed, revoked. */

@@ -1,4 +1,5 @@
 /** PostgreSQL store, domain: bulk loading of approved devices, one transaction per batch. */
+import { type BulkDevicesInput, type BulkDevicesResult, bulkAudit, bulkInsertPostgres } from '../bulk-devices.js';
 import { duplicateIds, seedBatchProblem } from '../device-page.js';
 import type { DeviceSeedStore, SeedDevicesInput, SeedDevicesResult } from '../types.js';
 import type { PgDb } from './db.js';
@@ -42,6 +43,13 @@ export function postgresDeviceSeed(core: PgDb): DeviceSeedStore {
         }
         await core.appendAuditTx(tx, input.audit);
         return { ok: true, inserted: input.devices.length };
+      });
+    },
+    async importDevicesBulk(input: BulkDevicesInput): Promise<BulkDevicesResult> {
+      return core.write(async (tx) => {
+        const out = await bulkInsertPostgres(tx, input);
+        if (out.ok) await core.appendAuditTx(tx, bulkAudit(input));
+        return out;
       });
     },
   };

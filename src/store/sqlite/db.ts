@@ -138,6 +138,11 @@ export class SqliteDb {
     }
   }
 
+  /** Changes whenever ANOTHER connection commits to this database. */
+  dataVersion(): number {
+    return (this.stmt('PRAGMA data_version').get() as { data_version: number }).data_version;
+  }
+
   get schemaVersion(): number {
     return this.db.pragma('user_version', { simple: true }) as number;
   }

@@ -1,4 +1,5 @@
 /** SQLite store, domain: bulk loading of approved devices, one transaction per batch. */
+import { type BulkDevicesInput, type BulkDevicesResult, bulkAudit, bulkInsertSqlite } from '../bulk-devices.js';
 import { duplicateIds, seedBatchProblem } from '../device-page.js';
 import type { DeviceSeedStore, SeedDevicesInput, SeedDevicesResult } from '../types.js';
 import { body, type SqliteDb } from './db.js';
@@ -26,6 +27,13 @@ export function sqliteDeviceSeed(core: SqliteDb): DeviceSeedStore {
         }
         core.appendAuditSync(input.audit);
         return { ok: true, inserted: input.devices.length };
+      });
+    },
+    async importDevicesBulk(input: BulkDevicesInput): Promise<BulkDevicesResult> {
+      return core.tx(() => {
+        const out = bulkInsertSqlite(core.db, input);
+        if (out.ok) core.appendAuditSync(bulkAudit(input));
+        return out;
       });
     },
   };

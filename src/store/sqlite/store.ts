@@ -40,6 +40,11 @@ export class SqliteStore extends DomainMethods implements Store {
     Object.assign(this, domains);
   }
 
+  /** Changes whenever ANOTHER connection commits to this database (the read cache's staleness check). */
+  dataVersion(): number {
+    return this.core.dataVersion();
+  }
+
   get schemaVersion(): number {
     return this.core.schemaVersion;
   }
