@@ -8,6 +8,7 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { WebSocketServer } from 'ws';
 import {
   applySetupCode,
   ClientError,
@@ -1053,5 +1054,72 @@ describe('given secrets, several URLs, refused upgrades', () => {
     limited.start();
     await waitFor(() => busy.upgrades() >= 2, 'a 429 is retried');
     assert.equal(limited.state.status, 'connecting');
+  });
+});
+
+/**
+ * A server that holds every connect in a pairing wait, as a gateway does for an unapproved
+ * device, and then either pings every pingEveryMs or says nothing more.
+ */
+async function holdingApproval(pingEveryMs: number | null): Promise<{ url: string; connects(): number; pings(): number }> {
+  let connects = 0;
+  let pings = 0;
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise<void>((r) => wss.once('listening', () => r()));
+  const timers: NodeJS.Timeout[] = [];
+  wss.on('connection', (ws) => {
+    ws.send(JSON.stringify({ type: 'event', event: 'connect.challenge', payload: { nonce: `n${connects}`, ts: Date.now() } }));
+    ws.on('message', (data) => {
+      const f = JSON.parse(data.toString()) as { method?: string };
+      if (f.method !== 'connect') return;
+      connects++;
+      ws.send(JSON.stringify({ type: 'event', event: 'device.pair.waiting', payload: { requestId: 'req-1', confirmationCode: '123456' } }));
+      if (pingEveryMs !== null)
+        timers.push(
+          setInterval(() => {
+            pings++;
+            ws.ping();
+          }, pingEveryMs),
+        );
+    });
+  });
+  cleanup.push(
+    () =>
+      new Promise<void>((r) => {
+        for (const t of timers) clearInterval(t);
+        for (const c of wss.clients) c.terminate();
+        wss.close(() => r());
+      }),
+  );
+  return { url: `ws://127.0.0.1:${(wss.address() as { port: number }).port}`, connects: () => connects, pings: () => pings };
+}
+
+describe('approval wait liveness', () => {
+  test('pings keep an approval wait alive; silence past approvalSilenceMs reconnects, keeping the request', async () => {
+    const pinging = await holdingApproval(50);
+    const store = fileStore();
+    await setSharedToken(store, platform, pinging.url, TEST_TOKEN, { validate: false });
+    const alive = client({ url: pinging.url, store, role: 'node', approvalSilenceMs: 300 });
+    alive.start();
+    assert.equal((await reach(alive, 'awaiting-approval')).requestId, 'req-1');
+    const gen = alive.currentGeneration;
+    // Twenty pings span several silence windows: only the pings kept the wait alive.
+    await waitFor(() => pinging.pings() >= 20, 'twenty pings');
+    assert.equal(alive.state.status, 'awaiting-approval');
+    assert.equal(alive.currentGeneration, gen, 'never reconnected');
+    assert.equal(pinging.connects(), 1);
+    alive.close();
+
+    const silent = await holdingApproval(null);
+    await setSharedToken(store, platform, silent.url, TEST_TOKEN, { validate: false });
+    const stuck = client({ url: silent.url, store, role: 'node', approvalSilenceMs: 300 });
+    const seen: ClientState[] = [];
+    stuck.onState((st) => seen.push(st));
+    stuck.start();
+    await waitFor(() => silent.connects() >= 2, 'a reconnect after the silence');
+    assert.ok(
+      seen.some((st) => st.status === 'connecting' && st.lastError?.code === 'APPROVAL_WAIT_SILENT'),
+      'the dead path is reported',
+    );
   });
 });

@@ -131,6 +131,12 @@ export interface GatewayClientOptions {
   requestTimeoutMs?: number;
   /** Time from socket open to hello-ok (or to the approval wait) before retrying (15 s). */
   handshakeTimeoutMs?: number;
+  /**
+   * While awaiting approval on an open socket, this long without a frame or a ping from the
+   * gateway (it pings every 25 s) counts as a dead path: the client reconnects (`lastError.code`
+   * `APPROVAL_WAIT_SILENT`; the gateway keeps the pending request and its id). Default: no limit.
+   */
+  approvalSilenceMs?: number;
   backoff?: BackoffOptions;
   /** May a refused device token fall back to shared/bootstrap here? Default: wss or loopback. */
   recoverySafe?: (url: NormalizedUrl) => boolean;
@@ -644,6 +650,10 @@ export class GatewayClient {
           if (!this.isCurrent(gen) || attempt.finished) return;
           this.onFrame(attempt, text);
         },
+        onPing: () => {
+          if (!this.isCurrent(gen) || attempt.finished) return;
+          this.signOfLifeWhileWaiting(attempt);
+        },
         onError: (message) => {
           // A close always follows and decides; its reason is empty when no gateway was reached, so the error says why.
           attempt.socketError = message;
@@ -673,6 +683,7 @@ export class GatewayClient {
       return;
     }
     if (a.admitted) this.armWatchdog(a);
+    else this.signOfLifeWhileWaiting(a);
     if (frame.type === 'event' && typeof frame.event === 'string') {
       if (!a.admitted) {
         if (frame.event === 'connect.challenge') this.guard(a, this.answerChallenge(a, frame.payload));
@@ -799,6 +810,17 @@ export class GatewayClient {
     this.send(a, { type: 'req', id: a.connectId, method: 'connect', params });
   }
 
+  /** The approval wait has no deadline, only a check that the path is alive (approvalSilenceMs). */
+  private signOfLifeWhileWaiting(a: Attempt): void {
+    const silenceMs = this.opts.approvalSilenceMs;
+    if (silenceMs === undefined || a.admitted || this.currentState.status !== 'awaiting-approval') return;
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = setTimeout(() => {
+      if (this.isCurrent(a.gen) && a === this.attempt && !a.admitted)
+        this.scheduleRetry(a.gen, { code: 'APPROVAL_WAIT_SILENT', message: `no frame or ping from the gateway for ${silenceMs} ms while awaiting approval` });
+    }, silenceMs);
+  }
+
   private onWaiting(a: Attempt, payload: unknown): void {
     const p = payload as { requestId?: unknown; confirmationCode?: unknown } | undefined;
     // The approval can take as long as a person needs; the socket stays open meanwhile.
@@ -811,6 +833,7 @@ export class GatewayClient {
       credential: a.cred.kind,
       live: true,
     });
+    this.signOfLifeWhileWaiting(a);
   }
 
   private onAuthUpdated(a: Attempt, payload: unknown): void {

@@ -51,6 +51,9 @@ export const nodeTransport: Transport = (url, h, opts = {}) => {
   ws.on('open', () => {
     if (!tlsFailure) h.onOpen();
   });
+  ws.on('ping', () => {
+    if (!tlsFailure && !httpFailure) h.onPing?.();
+  });
   ws.on('message', (data, isBinary) => {
     if (!isBinary && !tlsFailure) h.onMessage(data.toString());
   });

@@ -16,6 +16,8 @@ export interface SocketHandlers {
   onClose(code: number, reason: string): void;
   /** Diagnostic only (an `onClose` always follows). */
   onError(message: string): void;
+  /** A sign of life that is not a message (a WebSocket ping); transports that cannot see pings never call it. */
+  onPing?(): void;
 }
 
 export interface SocketLike {
