@@ -1,0 +1,181 @@
+/**
+ * Quorum edges over real sockets and the real SQLite store: a quorum reached just before the
+ * process died is carried out on the next start (exactly once), and the votes of an approver
+ * that was removed or lost its scopes stop counting. "Remote" devices come through a trusted
+ * proxy (X-Forwarded-For from loopback), so nothing they ask for is approved silently.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { connectGateway, type DeviceIdentity, generateIdentity } from '../src/client/connection.js';
+import { asOwner, expectRefused, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { waitFor } from './helpers/wait.js';
+
+const REMOTE = { 'x-forwarded-for': '198.51.100.78' };
+const ADMIN_ASK = ['operator.admin', 'operator.pairing'];
+const QUORUM_CONFIG = { trustedProxies: ['127.0.0.1'], approvalQuorum: { 'operator.admin': 2 } };
+
+type Conn = Awaited<ReturnType<typeof connectGateway>>;
+
+function remote(tg: TestGateway, identity: DeviceIdentity, scopes: string[], displayName = 'remote'): Promise<Conn> {
+  return connectGateway({
+    url: tg.url,
+    identity,
+    client: { id: 'test', mode: 'test', displayName, platform: 'linux' },
+    auth: { token: TEST_TOKEN },
+    headers: REMOTE,
+    scopes,
+  });
+}
+
+async function asked(tg: TestGateway, identity: DeviceIdentity, scopes: string[], displayName = 'remote'): Promise<string> {
+  const refused = await expectRefused(remote(tg, identity, scopes, displayName), 'PAIRING_REQUIRED');
+  return (refused.error?.details as { requestId: string } | undefined)?.requestId as string;
+}
+
+async function asOwnerDo<T>(tg: TestGateway, fn: (o: Conn) => Promise<T>): Promise<T> {
+  const o = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });
+  try {
+    return await fn(o);
+  } finally {
+    await o.close();
+  }
+}
+
+/** A gateway whose administrator devices were approved before the quorum was turned on. */
+async function quorumGateway(admins: DeviceIdentity[]): Promise<TestGateway> {
+  const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-quorum-followups-'));
+  const first = await startTestGateway({ stateDir, config: { trustedProxies: ['127.0.0.1'] } });
+  for (const a of admins) {
+    const requestId = await asked(first, a, ADMIN_ASK, 'admin');
+    await asOwnerDo(first, (o) => o.request('device.pair.approve', { requestId }));
+  }
+  await first.stop();
+  return startTestGateway({ stateDir, config: QUORUM_CONFIG });
+}
+
+describe('a quorum reached just before the process died', () => {
+  const admin = generateIdentity();
+  let tg: TestGateway;
+
+  before(async () => {
+    tg = await quorumGateway([admin]);
+  });
+
+  after(async () => {
+    await tg?.stop();
+    if (tg) removeDir(tg.stateDir);
+  });
+
+  test('is carried out on the next start, exactly once, with the completing approver and ttl', async () => {
+    const device = generateIdentity();
+    const requestId = await asked(tg, device, ADMIN_ASK, 'crash laptop');
+    const first = await asOwnerDo(tg, (o) => o.request<{ awaiting: unknown[] }>('device.pair.approve', { requestId }));
+    assert.equal(first.awaiting.length, 1);
+
+    // The second vote lands in the store, claimed by this process, which then dies before
+    // approving: exactly the record the completing vote writes (approval-quorum.ts).
+    const key = `approval.votes.${requestId}`;
+    const rec = JSON.parse((await tg.store.getMeta(key)) as string) as { subject: string[]; votes: Array<Record<string, unknown>> };
+    const atMs = Date.now();
+    rec.votes.push({ approver: `device:${admin.deviceId}`, atMs, ttlMs: 3_600_000 });
+    await tg.store.setMeta(key, JSON.stringify({ ...rec, claim: { by: tg.gateway.bootId, atMs } }));
+    await tg.stop();
+
+    tg = await tg.restart();
+    const conn = await waitFor(
+      async () => (await remote(tg, device, ADMIN_ASK, 'crash laptop').catch(() => null)) ?? undefined,
+      'the device admitted after the restart',
+    );
+    try {
+      assert.ok(conn.hello.auth.scopes.includes('operator.admin'), conn.hello.auth.scopes.join(', '));
+    } finally {
+      await conn.close();
+    }
+    const grant = await tg.store.getGrant(device.deviceId, 'operator');
+    assert.equal(grant?.approvedBy, `device:${admin.deviceId}`);
+    // The completing approval's ttl applies.
+    assert.ok(typeof grant?.expiresAtMs === 'number' && grant.expiresAtMs > atMs, String(grant?.expiresAtMs));
+    // Another pass (the periodic one, or a second start) finds nothing left to do.
+    assert.equal(await tg.gateway.carryOutDecidedQuorums(), 0);
+    const audit = await tg.store.listAudit({ limit: 10_000 });
+    const approvals = audit.filter((a) => a.action === 'pairing.approved' && a.data?.requestId === requestId);
+    assert.equal(approvals.length, 1);
+    assert.equal(approvals[0]?.actor, `device:${admin.deviceId}`);
+    assert.deepEqual((approvals[0]?.data?.approvals as { approvers?: string[] } | undefined)?.approvers, ['owner', `device:${admin.deviceId}`]);
+  });
+
+  test('a pending request below its quorum is left alone on start', async () => {
+    const device = generateIdentity();
+    const requestId = await asked(tg, device, ADMIN_ASK, 'half laptop');
+    await asOwnerDo(tg, (o) => o.request('device.pair.approve', { requestId }));
+    assert.equal(await tg.gateway.carryOutDecidedQuorums(), 0);
+    assert.ok(await tg.store.getPairingRequest(requestId));
+  });
+});
+
+describe('votes of an approver that can no longer approve do not count', () => {
+  const gone = generateIdentity();
+  const narrowed = generateIdentity();
+  const other = generateIdentity();
+  let tg: TestGateway;
+
+  before(async () => {
+    tg = await quorumGateway([gone, narrowed, other]);
+  });
+
+  after(async () => {
+    await tg?.stop();
+    if (tg) removeDir(tg.stateDir);
+  });
+
+  async function voteAs(identity: DeviceIdentity, requestId: string): Promise<{ approved: unknown[]; awaiting?: Array<{ approvals: unknown }> }> {
+    const c = await remote(tg, identity, ADMIN_ASK, 'admin');
+    try {
+      return await c.request('device.pair.approve', { requestId });
+    } finally {
+      await c.close();
+    }
+  }
+
+  test('a removed device: its approval is dropped from the count, and the owner alone does not complete the quorum', async () => {
+    const device = generateIdentity();
+    const requestId = await asked(tg, device, ADMIN_ASK, 'x laptop');
+    const first = await voteAs(gone, requestId);
+    assert.deepEqual(first.awaiting?.[0]?.approvals, { received: 1, required: 2, approvers: [`device:${gone.deviceId}`] });
+    await asOwnerDo(tg, (o) => o.request('device.pair.remove', { deviceId: gone.deviceId }));
+
+    const listed = await asOwnerDo(tg, (o) => o.request<{ pending: Array<{ requestId: string; approvals: unknown }> }>('device.pair.list', {}));
+    assert.deepEqual(listed.pending.find((p) => p.requestId === requestId)?.approvals, { received: 0, required: 2, approvers: [] });
+    const owner = await asOwnerDo(tg, (o) =>
+      o.request<{ approved: unknown[]; awaiting?: Array<{ approvals: unknown }> }>('device.pair.approve', { requestId }),
+    );
+    assert.equal(owner.approved.length, 0);
+    assert.deepEqual(owner.awaiting?.[0]?.approvals, { received: 1, required: 2, approvers: ['owner'] });
+    await expectRefused(remote(tg, device, ADMIN_ASK, 'x laptop'), 'PAIRING_REQUIRED');
+    // A start does not carry it out either.
+    assert.equal(await tg.gateway.carryOutDecidedQuorums(), 0);
+
+    const done = await voteAs(other, requestId);
+    assert.equal(done.approved.length, 1);
+  });
+
+  test('a device that lost operator.admin: its approval of an admin request stops counting', async () => {
+    const device = generateIdentity();
+    const requestId = await asked(tg, device, ADMIN_ASK, 'y laptop');
+    await voteAs(narrowed, requestId);
+    // The administrator is narrowed to read + pairing (its own grant, by the owner).
+    await asOwnerDo(tg, (o) =>
+      o.request('device.token.rotate', { deviceId: narrowed.deviceId, role: 'operator', scopes: ['operator.read', 'operator.pairing'] }),
+    );
+    const owner = await asOwnerDo(tg, (o) =>
+      o.request<{ approved: unknown[]; awaiting?: Array<{ approvals: unknown }> }>('device.pair.approve', { requestId }),
+    );
+    assert.equal(owner.approved.length, 0);
+    assert.deepEqual(owner.awaiting?.[0]?.approvals, { received: 1, required: 2, approvers: ['owner'] });
+    const done = await voteAs(other, requestId);
+    assert.equal(done.approved.length, 1);
+  });
+});
