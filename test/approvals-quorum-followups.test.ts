@@ -9,8 +9,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { connectGateway, type DeviceIdentity, generateIdentity } from '../src/client/connection.js';
-import { asOwner, expectRefused, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { ConnectError, connectGateway, type DeviceIdentity, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
+import { decodeSetupCode } from '../src/protocol/setup-code.js';
+import { asOwner, cli, expectRefused, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { waitFor } from './helpers/wait.js';
 
 const REMOTE = { 'x-forwarded-for': '198.51.100.78' };
@@ -177,5 +178,70 @@ describe('votes of an approver that can no longer approve do not count', () => {
     assert.deepEqual(owner.awaiting?.[0]?.approvals, { received: 1, required: 2, approvers: ['owner'] });
     const done = await voteAs(other, requestId);
     assert.equal(done.approved.length, 1);
+  });
+});
+
+describe('setup codes do not go around a quorum', () => {
+  let tg: TestGateway;
+  let earlyToken: string;
+
+  before(async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-quorum-setup-'));
+    // A code with the default profile (read, write, approvals), minted while no quorum was configured.
+    const first = await startTestGateway({ stateDir, config: { trustedProxies: ['127.0.0.1'] } });
+    try {
+      const m = await asOwnerDo(first, (o) => o.request<{ setupCode: string }>('device.pair.setupCode', {}));
+      const decoded = decodeSetupCode(m.setupCode);
+      assert.ok(decoded.ok);
+      earlyToken = decoded.payload.bootstrapToken;
+    } finally {
+      await first.stop();
+    }
+    // Setup codes never hand out admin or pairing at all; a quorum on write is what they could skip.
+    tg = await startTestGateway({ stateDir, config: { trustedProxies: ['127.0.0.1'], approvalQuorum: { 'operator.write': 2 } } });
+  });
+
+  after(async () => {
+    await tg?.stop();
+    if (tg) removeDir(tg.stateDir);
+  });
+
+  test('minting a code whose profile holds a scope under quorum is refused; one without it is minted', async () => {
+    await asOwnerDo(tg, async (o) => {
+      try {
+        await o.request('device.pair.setupCode', {});
+        assert.fail('minted a code that grants operator.write under a quorum of 2');
+      } catch (err) {
+        assert.ok(err instanceof GatewayRequestError, String(err));
+        assert.equal(err.detailCode, 'SETUP_PROFILE_UNDER_QUORUM');
+        const details = err.error.details as { scopes: string[]; required: number };
+        assert.deepEqual([details.scopes, details.required], [['operator.write'], 2]);
+      }
+      const ok = await o.request<{ setupCode: string }>('device.pair.setupCode', { scopes: ['operator.read'] });
+      assert.ok(ok.setupCode);
+    });
+    const viaCli = await cli(tg, 'qr');
+    assert.notEqual(viaCli.code, 0);
+    assert.match(viaCli.stderr, /\[SETUP_PROFILE_UNDER_QUORUM\]/);
+  });
+
+  test('a code minted before the quorum was configured is refused at redemption and grants nothing', async () => {
+    const device = generateIdentity();
+    try {
+      await connectGateway({
+        url: tg.url,
+        identity: device,
+        scopes: ['operator.read', 'operator.write'],
+        client: { id: 'test', mode: 'test', displayName: 'early phone' },
+        auth: { bootstrapToken: earlyToken },
+        headers: REMOTE,
+      });
+      assert.fail('redeemed a code granting operator.write under a quorum of 2');
+    } catch (err) {
+      assert.ok(err instanceof ConnectError, String(err));
+      assert.equal(err.detailCode, 'SETUP_PROFILE_UNDER_QUORUM');
+      assert.equal(err.closeCode, 1008);
+    }
+    assert.equal(await tg.store.getGrant(device.deviceId, 'operator'), null);
   });
 });

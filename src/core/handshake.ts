@@ -8,6 +8,7 @@
  *
  * Never throws on client input: every refusal is a catalogue error in the answer.
  */
+
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { CLOSE, closeReason, type DetailCode, GatewayError } from '../protocol/errors.js';
 import {
@@ -55,6 +56,7 @@ import { claimUnpickedSuccessor } from './rotation-grace.js';
 import { type MintedToken, mintToken } from './secrets.js';
 import type { SessionRegistry } from './sessions.js';
 import { roleRefusalDetails, SETUP_REPEAT_GRACE_MS, setupRefusal } from './setup-codes.js';
+import { setupQuorumRefusal } from './setup-quorum.js';
 
 export const GATEWAY_VERSION = '0.1.0';
 
@@ -502,6 +504,9 @@ export class Handshake {
       tokens[r] = { tokenId: t.id, secretHash: t.secretHash };
       tokenIds[r] = t.id;
     }
+    // A code minted before the quorum was configured still cannot go around it.
+    const underQuorum = setupQuorumRefusal(this.deps.config.approvalQuorum, setup.profile.scopes);
+    if (underQuorum) return rejectOutcome(ctx.id, underQuorum);
     const data = { setupId: setup.setupId, role: ctx.role, roles: setup.profile.roles, scopes: setup.profile.scopes, tokenIds, address: ctx.transport.address };
     const actor = `device:${device.deviceId}`;
     const res = await store.redeemSetupCode({
