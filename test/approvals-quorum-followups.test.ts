@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConnectError, connectGateway, type DeviceIdentity, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
+import { parseApprovalsConfig } from '../src/core/approval-policy.js';
+import type { Explanation } from '../src/core/explain.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { asOwner, cli, expectRefused, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { waitFor } from './helpers/wait.js';
@@ -243,5 +245,78 @@ describe('setup codes do not go around a quorum', () => {
       assert.equal(err.closeCode, 1008);
     }
     assert.equal(await tg.store.getGrant(device.deviceId, 'operator'), null);
+  });
+});
+
+describe('explain says what would decide a pending request, as the gateway decides it', () => {
+  let tg: TestGateway;
+
+  before(async () => {
+    tg = await startTestGateway({
+      config: {
+        autoApproveLocal: false,
+        trustedProxies: ['127.0.0.1'],
+        trustedProxyUser: { header: 'x-forwarded-user', allowUsers: ['ana@example.com', 'bo@example.com'] },
+        approvals: parseApprovalsConfig({
+          policies: [
+            {
+              name: 'ana-team',
+              match: { proof: 'proxy-user', users: ['ana@example.com'], role: 'operator' },
+              action: 'approve',
+              scopes: ['operator.read', 'operator.write'],
+            },
+          ],
+        }),
+      },
+    });
+  });
+
+  after(async () => {
+    await tg?.stop();
+    if (tg) removeDir(tg.stateDir);
+  });
+
+  const explain = (target: string) => asOwnerDo(tg, (o) => o.request<Explanation>('device.explain', { target }));
+
+  test('a rule approved part of the request: explain names that rule and leaves the rest to a person, as the gateway did', async () => {
+    const identity = generateIdentity();
+    const c = await connectGateway({
+      url: tg.url,
+      identity,
+      scopes: ['operator.read', 'operator.pairing'],
+      client: { id: 'test', mode: 'test', displayName: 'ana laptop' },
+      headers: { 'X-Forwarded-For': '203.0.113.15', 'X-Forwarded-User': 'ana@example.com' },
+    });
+    await c.close();
+    const grant = await tg.store.getGrant(identity.deviceId, 'operator');
+    assert.equal(grant?.approvedBy, 'rule:ana-team');
+    const x = await explain(identity.deviceId);
+    const pending = x.pending.find((p) => p.type === 'pairing');
+    assert.deepEqual(pending?.adds, ['operator.pairing']);
+    assert.equal(`rule:${pending?.decision?.rule}`, grant?.approvedBy);
+    assert.equal(pending?.decision?.action, 'approve');
+    assert.deepEqual(pending?.decision?.scopes, []);
+    assert.match(pending?.decision?.text ?? '', /rule ana-team \(proof proxy-user\) grants none of it \(operator.pairing\): a person must approve/);
+  });
+
+  test('no rule matches: the gateway leaves it pending and explain says a person must approve', async () => {
+    const identity = generateIdentity();
+    const refused = await expectRefused(
+      connectGateway({
+        url: tg.url,
+        identity,
+        scopes: ['operator.read'],
+        client: { id: 'test', mode: 'test', displayName: 'bo laptop' },
+        headers: { 'X-Forwarded-For': '203.0.113.16', 'X-Forwarded-User': 'bo@example.com' },
+      }),
+      'PAIRING_REQUIRED',
+    );
+    const requestId = (refused.error?.details as { requestId: string } | undefined)?.requestId as string;
+    const x = await explain(requestId);
+    const pending = x.pending.find((p) => p.requestId === requestId);
+    assert.deepEqual(pending?.decision, { rule: null, action: null, proof: null, scopes: [], ttlMs: null, text: 'no rule: a person must approve' });
+    const printed = await cli(tg, 'explain', requestId);
+    assert.equal(printed.code, 0, printed.stderr);
+    assert.match(printed.stdout, /policies: no rule: a person must approve/);
   });
 });

@@ -45,6 +45,7 @@ import { type CredentialDeps, checkCredentials, type ProvenCredentials, presente
 import { approveHint } from './dispatch.js';
 import type { Clock, Random } from './env.js';
 import { EVENT_SCOPES } from './events.js';
+import { recordRequestFacts } from './explain-decision.js';
 import type { GatewayIdentity } from './gateway-identity.js';
 import { approvalTerms, effectiveGrant } from './grant-expiry.js';
 import type { VerifiedDevice } from './identity.js';
@@ -475,8 +476,8 @@ export class Handshake {
     return { ...decision, grantScopes: decision.grantScopes.filter((s) => !held.includes(s)), missing: [...new Set([...decision.missing, ...held])] };
   }
 
-  private fileRequest(ctx: AdmitContext, kind: PairingKind) {
-    return this.deps.approvals.fileRequest({
+  private async fileRequest(ctx: AdmitContext, kind: PairingKind) {
+    const req = await this.deps.approvals.fileRequest({
       device: ctx.device as VerifiedDevice,
       role: ctx.role,
       scopes: ctx.scopes,
@@ -484,6 +485,9 @@ export class Handshake {
       meta: metaOf(ctx.params),
       address: ctx.transport.address,
     });
+    // What the policies saw, so explain runs the same decision on the pending request (explain-decision.ts).
+    if (ctx.policy) await recordRequestFacts(this.deps.store, req.requestId, ctx.policy.request, ctx.policy.proofs);
+    return req;
   }
 
   /**
