@@ -108,6 +108,10 @@ describe('a quorum reached just before the process died', () => {
     assert.equal(approvals.length, 1);
     assert.equal(approvals[0]?.actor, `device:${admin.deviceId}`);
     assert.deepEqual((approvals[0]?.data?.approvals as { approvers?: string[] } | undefined)?.approvers, ['owner', `device:${admin.deviceId}`]);
+    // The votes go with the request at the next retention pass.
+    const pruned = await tg.gateway.pruneRetained();
+    assert.ok(pruned && pruned.approvalRecords >= 1, JSON.stringify(pruned));
+    assert.equal(await tg.store.getMeta(key), null);
   });
 
   test('a pending request below its quorum is left alone on start', async () => {

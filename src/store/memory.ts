@@ -2,7 +2,7 @@
 import type { Role } from '../protocol/frames.js';
 import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './import-shared.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from './retention-shared.js';
+import { approvalRecordRequestId, SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from './retention-shared.js';
 import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import { applyAttempt, approvedGrant, CHAT_PAGE_DEFAULT, chainAudit, channelNameTaken, grantAfterExpiry, mergePairingRequest } from './shared.js';
 import type {
@@ -671,7 +671,15 @@ export class MemoryStore implements Store {
   }
 
   async pruneRetained(c: RetentionCutoffs): Promise<PruneCounts> {
-    const out: PruneCounts = { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0 };
+    const out: PruneCounts = { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0, approvalRecords: 0 };
+    // Approval records go with their request, whatever the cutoffs.
+    for (const key of [...this.meta.keys()]) {
+      const requestId = approvalRecordRequestId(key);
+      if (requestId !== null && !this.requests.has(requestId) && !this.nodeRequests.has(requestId)) {
+        this.meta.delete(key);
+        out.approvalRecords++;
+      }
+    }
     if (c.deliveredBeforeMs !== null) {
       const before = c.deliveredBeforeMs;
       for (const [id, d] of this.deliveries) {

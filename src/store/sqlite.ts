@@ -8,7 +8,7 @@ import type { Role } from '../protocol/frames.js';
 import { type BulkDevicesInput, type BulkDevicesResult, bulkAudit, bulkInsertSqlite } from './bulk-devices.js';
 import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './import-shared.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
-import { SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from './retention-shared.js';
+import { approvalRecordRequestId, SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from './retention-shared.js';
 import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
 import {
   type AuditRow,
@@ -946,7 +946,19 @@ export class SqliteStore implements Store {
 
   async pruneRetained(c: RetentionCutoffs): Promise<PruneCounts> {
     return this.tx(() => {
-      const out: PruneCounts = { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0 };
+      const out: PruneCounts = { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0, approvalRecords: 0 };
+      // Approval records go with their request, whatever the cutoffs.
+      const orphans = this.stmt(
+        `SELECT key FROM meta WHERE (substr(key, 1, 15) = 'approval.votes.' OR substr(key, 1, 16) = 'approval.proofs.')`,
+      ).all() as Array<{ key: string }>;
+      for (const { key } of orphans) {
+        const requestId = approvalRecordRequestId(key);
+        if (requestId === null) continue;
+        const live =
+          this.stmt('SELECT 1 FROM pairing_requests WHERE request_id = ?').get(requestId) ??
+          this.stmt('SELECT 1 FROM node_surface_requests WHERE request_id = ?').get(requestId);
+        if (!live) out.approvalRecords += this.stmt('DELETE FROM meta WHERE key = ?').run(key).changes;
+      }
       if (c.deliveredBeforeMs !== null) {
         out.deliveries = this.stmt("DELETE FROM deliveries WHERE status = 'delivered' AND json_extract(body_json, '$.deliveredAtMs') < ?").run(
           c.deliveredBeforeMs,

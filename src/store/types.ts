@@ -413,6 +413,8 @@ export interface PruneCounts {
   cronRuns: number;
   signInLinks: number;
   setupCodes: number;
+  /** Quorum votes and policy facts of requests that are gone (approved, rejected, expired). */
+  approvalRecords: number;
 }
 
 export interface Store {
