@@ -14,7 +14,7 @@ import type { Gateway } from '../core/gateway.js';
 /** What these methods use of the gateway. */
 export type ApprovalMethodDeps = Pick<
   Gateway,
-  'methods' | 'store' | 'clock' | 'random' | 'config' | 'broadcast' | 'audit' | 'expirePending' | 'connectedDeviceIds'
+  'methods' | 'store' | 'clock' | 'random' | 'config' | 'broadcast' | 'audit' | 'expirePending' | 'connectedDeviceIds' | 'policies'
 >;
 
 export function registerApprovalMethods(gw: ApprovalMethodDeps): void {

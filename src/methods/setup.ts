@@ -16,6 +16,7 @@ import { toWsUrl } from '../core/config.js';
 import type { Gateway } from '../core/gateway.js';
 import { joinCodesOf, joinUrl, joinUrlProblem } from '../core/join-codes.js';
 import { DEFAULT_SETUP_TTL_MS, MAX_SETUP_TTL_MS, MIN_SETUP_TTL_MS, mintSetupCode, resolveSetupProfile, viewSetupCode } from '../core/setup-codes.js';
+import { setupQuorumRefusal } from '../core/setup-quorum.js';
 
 const SetupId = T.String({ pattern: '^[0-9a-f]{16}$' });
 const Url = T.String({ minLength: 1, maxLength: 2048 });
@@ -92,6 +93,10 @@ export function registerSetupMethods(gw: SetupMethodDeps): void {
       const name = p.profile ?? (p.bootstrapProfile === 'node' ? 'node' : p.bootstrapProfile === 'limited' ? 'operator+node' : 'operator');
       const profile = resolveSetupProfile(name, p.scopes);
       if ('problem' in profile) return invalid(profile.problem);
+      // A code approves its profile on redemption with nobody else's say: scopes under quorum
+      // cannot be handed out that way (core/setup-quorum.ts).
+      const underQuorum = setupQuorumRefusal(gw.config.approvalQuorum, profile.scopes);
+      if (underQuorum) return underQuorum;
       const self = advertisedUrls.get(gw);
       const url = p.publicUrl !== undefined ? toWsUrl(p.publicUrl.trim()) : self?.url;
       if (!url) return invalid('the gateway does not know its own URL here: pass publicUrl');
