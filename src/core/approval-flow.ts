@@ -23,7 +23,7 @@ import type { Clock } from './env.js';
 import type { Broadcast } from './events.js';
 import { effectiveGrant } from './grant-expiry.js';
 import { approvalDenial, type ManagementCaller } from './management-policy.js';
-import { requiredApproveScopes } from './nodes.js';
+import { requiredApproveScopes } from './node-surface-policy.js';
 import { hasScope, type Principal } from './principal.js';
 
 /** What the quorum steps use of the gateway. */

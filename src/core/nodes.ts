@@ -12,7 +12,7 @@
  */
 import { GatewayError } from '@clawgate/protocol/errors';
 import type { ConnectParams } from '@clawgate/protocol/frames';
-import { ADMIN, PAIRING, WRITE } from '@clawgate/protocol/scopes';
+import { ADMIN } from '@clawgate/protocol/scopes';
 import { cleanOptional, cleanText, isSafeText } from '@clawgate/protocol/text';
 import type { NodePendingView } from '@clawgate/protocol/views';
 import type { NodeSurfaceRecord, NodeSurfaceRequest, Store } from '../store/types.js';
@@ -21,6 +21,7 @@ import type { ApprovalProgress } from './approval-quorum.js';
 import type { Clock, Random } from './env.js';
 import type { Broadcast } from './events.js';
 import type { GatewayMetrics } from './metrics.js';
+import { HOST_COMMANDS, requiredApproveScopes } from './node-surface-policy.js';
 import { hasScope, type Principal, type SessionPrincipal } from './principal.js';
 
 /** The wire views live in the protocol module; re-exported for the gateway code that builds them. */
@@ -50,18 +51,6 @@ export const DEFAULT_NODE_LIMITS: NodeLimits = {
   maxTimeoutMs: 600_000,
 };
 
-/** Commands that act on the node's host: approving a surface with any of them needs operator.admin. */
-export const HOST_COMMANDS: ReadonlySet<string> = new Set([
-  'system.run',
-  'system.run.prepare',
-  'system.which',
-  'browser.proxy',
-  'browser.proxy.upload.v1',
-  'fs.listDir',
-  'system.execApprovals.get',
-  'system.execApprovals.set',
-]);
-
 /** Commands whose invocation (not only approval) needs operator.admin, as in the reference. */
 export const ADMIN_INVOKE_COMMANDS: ReadonlySet<string> = new Set([
   'browser.proxy',
@@ -71,13 +60,6 @@ export const ADMIN_INVOKE_COMMANDS: ReadonlySet<string> = new Set([
   'system.execApprovals.get',
   'system.execApprovals.set',
 ]);
-
-/** Scopes an operator needs to approve a surface with these commands (besides the owner). */
-export function requiredApproveScopes(commands: readonly string[]): string[] {
-  if (commands.length === 0) return [PAIRING];
-  if (commands.some((c) => HOST_COMMANDS.has(c))) return [PAIRING, ADMIN];
-  return [PAIRING, WRITE];
-}
 
 /**
  * Trim, drop empties, de-duplicate, sort (so surfaces compare element-wise). A command or cap name with an unsafe character
