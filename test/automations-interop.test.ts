@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
-import type { ChatMessage, CronJob, CronRun } from '../src/store/types.js';
+import type { ChatMessage, CronJob, CronRun } from '../src/core/store.js';
 import { removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { openclawGatewayEnv, openclawPaths } from './helpers/openclaw.js';
 import { WebhookTarget } from './helpers/webhook.js';

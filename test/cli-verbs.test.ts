@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
-import type { AuditEntry, ChatMessage, ChatSession, Delivery } from '../src/store/types.js';
+import type { AuditEntry, ChatMessage, ChatSession, Delivery } from '../src/core/store.js';
 import { cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { type GatewayProcess, spawnGateway } from './helpers/process.js';
 import { waitFor } from './helpers/wait.js';

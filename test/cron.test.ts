@@ -11,8 +11,8 @@ import type { Timers } from '../src/automations/timers.js';
 import { backoffMs, DeliveryWorker, type HttpPost, type WebhookPolicy } from '../src/automations/webhook.js';
 import { ManualClock } from '../src/core/env.js';
 import { silentLogger } from '../src/core/logger.js';
+import type { CronJob, CronSchedule } from '../src/core/store.js';
 import { SqliteStore } from '../src/store/sqlite/store.js';
-import type { CronJob, CronSchedule } from '../src/store/types.js';
 
 /** Timers driven by a ManualClock: `advance` fires due callbacks in time order, letting async work settle in between. */
 class FakeTimers implements Timers {

@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { connectGateway, GatewayRequestError } from '../src/client/connection.js';
+import type { SeedDevice } from '../src/core/store.js';
 import type { DeviceView } from '../src/methods/devices.js';
-import type { SeedDevice } from '../src/store/types.js';
 import { asOwner, cli, cliJson, runClawgate, startTestGateway, type TestGateway } from './helpers/gateway.js';
 
 const T0 = 1_700_000_000_000;

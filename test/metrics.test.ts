@@ -17,11 +17,11 @@ import { type ConnectOptions, connectGateway, type DeviceIdentity, generateIdent
 import { DEFAULTS, type GatewayConfig } from '../src/core/config.js';
 import type { Clock } from '../src/core/env.js';
 import type { Logger } from '../src/core/logger.js';
+import type { Store } from '../src/core/store.js';
 import { readGatewayKeyFingerprint } from '../src/server/gateway-key.js';
 import type { RunningServer } from '../src/server/server.js';
 import { PostgresStore } from '../src/store/postgres/store.js';
 import { SqliteStore } from '../src/store/sqlite/store.js';
-import type { Store } from '../src/store/types.js';
 import { asOwner, expectRefused, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN } from './helpers/gateway.js';
 import { freePort } from './helpers/net.js';
 import { startPgCluster } from './helpers/pg-cluster.js';

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { ConnectError, connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
-import { storeFault } from '../src/store/faults.js';
+import { storeFault } from '../src/core/store-faults.js';
 import { CLUSTER_CHANNEL, LEADER_APP_NAME } from '../src/store/postgres/bus.js';
 import { PostgresStore } from '../src/store/postgres/store.js';
 import { verifyAuditChain } from '../src/store/shared.js';

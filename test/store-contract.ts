@@ -11,8 +11,6 @@ import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import type { Role } from '@clawgate/protocol/frames';
 import { normalizeScopes } from '@clawgate/protocol/scopes';
-import { IMPORT_BATCH_DEVICES } from '../src/store/import-shared.js';
-import { auditHash, GENESIS_HASH, verifyAuditChain } from '../src/store/shared.js';
 import type {
   ApproveInput,
   AuditEntry,
@@ -28,8 +26,10 @@ import type {
   SetupProfile,
   Store,
   UpsertRequestInput,
-} from '../src/store/types.js';
-import { DEVICE_PAGE_MAX, SEED_BATCH_MAX } from '../src/store/types.js';
+} from '../src/core/store.js';
+import { DEVICE_PAGE_MAX, SEED_BATCH_MAX } from '../src/core/store.js';
+import { IMPORT_BATCH_DEVICES } from '../src/store/import-shared.js';
+import { auditHash, GENESIS_HASH, verifyAuditChain } from '../src/store/shared.js';
 
 export interface StoreHandle {
   store: Store;

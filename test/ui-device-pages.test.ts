@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { type Browser, chromium, type Page } from 'playwright-core';
-import type { SeedDevice } from '../src/store/types.js';
+import type { SeedDevice } from '../src/core/store.js';
 import { removeDir, startTestGateway, TEST_OWNER, type TestGateway } from './helpers/gateway.js';
 import { missingFile, skipUnlessPresent } from './helpers/strict.js';
 

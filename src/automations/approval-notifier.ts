@@ -5,9 +5,10 @@
  * lose a request; the outbox retries and dead-letters as for any webhook (automations/webhook.ts).
  * Message shapes and escaping: core/approval-notify.ts.
  */
+
+import { advertisedUrlOf } from '../core/advertised-url.js';
 import { type ApprovalMessage, controlUiBase, formatOf, mintRequestLink, type NotifyTarget, notifyBody } from '../core/approval-notify.js';
 import type { Gateway } from '../core/gateway.js';
-import { advertisedUrlOf } from '../methods/setup.js';
 
 type Payload = Record<string, unknown>;
 

@@ -8,7 +8,7 @@
  * restricted a day matches either (classic cron). Wall-clock times that do not exist (the hour
  * skipped at a daylight-saving change) are skipped; times that exist twice run once.
  */
-import type { CronSchedule } from '../store/types.js';
+import type { CronSchedule } from '../core/store.js';
 
 export interface ParsedCron {
   minutes: readonly number[];

@@ -16,7 +16,7 @@
 
 import { GatewayError } from '@clawgate/protocol/errors';
 import { Type as T } from '@sinclair/typebox';
-import type { CronAction, CronJob, CronRun, CronSchedule } from '../store/types.js';
+import type { CronAction, CronJob, CronRun, CronSchedule } from '../core/store.js';
 
 const closed = { additionalProperties: false } as const;
 const Text = (max: number) => T.String({ maxLength: max });

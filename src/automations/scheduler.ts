@@ -9,7 +9,7 @@
  */
 import type { Clock, Random } from '../core/env.js';
 import type { Logger } from '../core/logger.js';
-import type { CronJob, CronRun, CronTrigger, Store } from '../store/types.js';
+import type { CronJob, CronRun, CronTrigger, Store } from '../core/store.js';
 import { nextRun } from './cron.js';
 import { Alarm, type Timers } from './timers.js';
 

@@ -12,7 +12,7 @@ import { READ, scopeSatisfied, WRITE } from '@clawgate/protocol/scopes';
 import type { Clock, Random } from '../core/env.js';
 import type { Gateway } from '../core/gateway.js';
 import { InternalPrincipal, type SessionPrincipal } from '../core/principal.js';
-import type { ChatMessage, CronJob, Store } from '../store/types.js';
+import type { ChatMessage, CronJob, Store } from '../core/store.js';
 import { type ActionOutcome, CronScheduler } from './scheduler.js';
 import { systemTimers, type Timers } from './timers.js';
 import { DEFAULT_WEBHOOK_POLICY, DeliveryWorker, fetchPost, type HttpPost, type WebhookPolicy } from './webhook.js';

@@ -12,7 +12,7 @@
  */
 import type { Clock } from '../core/env.js';
 import type { Logger } from '../core/logger.js';
-import type { Delivery, Store } from '../store/types.js';
+import type { Delivery, Store } from '../core/store.js';
 import { Alarm, type Timers } from './timers.js';
 
 export interface WebhookPolicy {

@@ -2,7 +2,7 @@
 import { parseDurationMs } from '../automations/cron.js';
 import type { GatewayConnection } from '../client/connection.js';
 import type { AutomationsConfig } from '../core/config.js';
-import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../store/types.js';
+import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../core/store.js';
 import { field, jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
 import { CliFailure } from './connect-errors.js';
 import { ambiguityMessage, resolveRef } from './resolve.js';

@@ -11,7 +11,7 @@ import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
 import { z } from 'zod';
 import { COMPANION_VERSION } from '../companion/companion.js';
 import { askControl, type ControlRequest } from '../companion/control.js';
-import { companionPaths, companionStatus } from './companion.js';
+import { companionPaths, companionStatus } from './companion-state.js';
 import { parse, UsageError } from './usage.js';
 
 type ToolResult = { content: Array<{ type: 'text'; text: string }>; isError?: boolean };

@@ -8,46 +8,31 @@
  * `clawgate pair` / `clawgate call`); the companion's own files in `<state-dir>/companion/`
  * (control.sock, companion.json, exec-allowlist.json, status.json).
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { homedir, hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { type FileCredentialStore, nodePlatform, normalizeGatewayUrl, parseSetupCode } from '@clawgate/client';
+import { nodePlatform, normalizeGatewayUrl, parseSetupCode } from '@clawgate/client';
 import { printableLines } from '@clawgate/protocol/text';
-import { Companion, type CompanionStatus, credentialSummary } from '../companion/companion.js';
-import { askControl, type ControlRequest, ensurePrivateDir, listenControl } from '../companion/control.js';
-import type { Side, SideStatus } from '../companion/lifecycle.js';
+import { Companion } from '../companion/companion.js';
+import { askControl, type ControlRequest, listenControl } from '../companion/control.js';
 import { hasNodeHostState, migrateNodeHostState } from '../companion/migrate.js';
 import { parseSshTarget, SshForward, type SshTarget } from '../companion/ssh.js';
 import { systemClock } from '../core/env.js';
 import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
 import { writeFileDurably } from '../platform/durable-file.js';
-import { clientStore, crashHook } from './client.js';
+import { crashHook } from './client.js';
+import { CONFIG_FILE, type CompanionPaths, companionPaths, companionStatus, offlineStatus, pickUrl, readConfig, STATUS_FILE } from './companion-state.js';
 import { readSecret, readSetupCode, SETUP_CODE_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';
 import { parse, UsageError } from './usage.js';
 
 /** The variable the companion's gateway token may come from (never CLAWGATE_TOKEN: that is an operator CLI's). */
 const TOKEN_ENV = 'CLAWGATE_COMPANION_TOKEN';
-const CONFIG_FILE = 'companion.json';
-const STATUS_FILE = 'status.json';
 
 const out = (line: string) => process.stdout.write(`${printableLines(line)}\n`);
 const err = (line: string) => process.stderr.write(`${printableLines(line)}\n`);
-
-export interface CompanionPaths {
-  stateDir: string;
-  dir: string;
-  store: FileCredentialStore;
-}
-
-export function companionPaths(stateDirFlag: string | undefined): CompanionPaths {
-  const stateDir = resolveStateDir(stateDirFlag);
-  const dir = join(stateDir, 'companion');
-  ensurePrivateDir(dir);
-  return { stateDir, dir, store: clientStore(stateDir) };
-}
 
 export async function companionCommand(sub: string | undefined, args: string[]): Promise<number> {
   switch (sub) {
@@ -72,24 +57,6 @@ export async function companionCommand(sub: string | undefined, args: string[]):
   }
 }
 
-interface CompanionConfig {
-  url?: string;
-  ssh?: { target: string; remoteUrl: string; localPort: number };
-}
-
-function readConfig(dir: string): CompanionConfig {
-  try {
-    return JSON.parse(readFileSync(join(dir, CONFIG_FILE), 'utf8')) as CompanionConfig;
-  } catch {
-    return {};
-  }
-}
-
-function readConfigUrl(dir: string): string | null {
-  const v = readConfig(dir);
-  return typeof v.url === 'string' ? v.url : null;
-}
-
 /** A port on 127.0.0.1 nobody listens on right now (the OS picks it). */
 function freeLocalPort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -100,15 +67,6 @@ function freeLocalPort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
-}
-
-/** Which gateway: the code's, --url, the one the companion last ran with, or the only stored one. */
-async function pickUrl(paths: CompanionPaths, flag: string | undefined): Promise<string | null> {
-  if (flag) return flag;
-  const remembered = readConfigUrl(paths.dir);
-  if (remembered) return remembered;
-  const all = await paths.store.list();
-  return all.length === 1 ? (all[0] as { url: string }).url : null;
 }
 
 async function run(args: string[]): Promise<number> {
@@ -388,52 +346,6 @@ async function handle(companion: Companion | null, paths: CompanionPaths, req: C
     case 'resume':
       return companion.control(req.op, req.side);
   }
-}
-
-/** What the store (and the last status the companion wrote) says while no companion runs. */
-export async function offlineStatus(paths: CompanionPaths): Promise<CompanionStatus> {
-  const url = await pickUrl(paths, undefined).catch(() => null);
-  const rec = url ? await paths.store.load(normalizeGatewayUrl(url).key) : null;
-  let last: Partial<CompanionStatus> = {};
-  try {
-    last = JSON.parse(readFileSync(join(paths.dir, STATUS_FILE), 'utf8')) as Partial<CompanionStatus>;
-  } catch {}
-  const side = (s: Side): SideStatus => {
-    const prev = last[s];
-    const token = rec?.tokens[s];
-    return {
-      side: s,
-      enabled: prev?.enabled ?? true,
-      state: 'stopped',
-      role: s,
-      scopes: token ? [...token.scopes] : [],
-      credential: token ? 'device-token' : rec?.sharedToken ? 'shared-token' : rec?.bootstrap ? 'bootstrap-token' : null,
-      pendingRequestId: prev?.pendingRequestId ?? null,
-      confirmationCode: prev?.confirmationCode ?? null,
-      ...(s === 'node' ? { surface: prev?.surface ?? 'unknown', surfaceRequestId: prev?.surfaceRequestId ?? null } : {}),
-      lastError: prev?.lastError ?? null,
-      nextStep: !rec
-        ? 'Pair: `clawgate companion run --code-file <file>` with a code from `clawgate qr --profile operator+node` on the gateway host.'
-        : token || rec.sharedToken || rec.bootstrap
-          ? 'Start it: `clawgate companion run`.'
-          : `No ${s} credential is stored: pair with a setup code (\`clawgate companion pair --code-file <file>\`).`,
-      message: prev?.nextStep && prev.state === 'paused' ? `last run: ${prev.message ?? ''}` : 'the companion is not running',
-    };
-  };
-  return {
-    running: false,
-    pid: null,
-    url: rec?.url ?? url ?? '',
-    deviceId: rec?.deviceId ?? null,
-    credentials: credentialSummary(rec),
-    operator: side('operator'),
-    node: side('node'),
-  };
-}
-
-export async function companionStatus(paths: CompanionPaths): Promise<CompanionStatus> {
-  const live = (await askControl(paths.dir, { op: 'status' }).catch(() => null)) as CompanionStatus | null;
-  return live ?? offlineStatus(paths);
 }
 
 async function statusCommand(args: string[]): Promise<number> {

@@ -13,7 +13,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { systemClock, systemRandom } from '../core/env.js';
 import { generateSecret } from '../core/secrets.js';
-import type { DeviceImportReport, ImportDevicesInput, ImportedDevice, Store } from '../store/types.js';
+import type { DeviceImportReport, ImportDevicesInput, ImportedDevice, Store } from '../core/store.js';
 import { readOpenClawDevices, readOpenClawSecrets, type SourceSkip } from './openclaw-state.js';
 import { resolveStoreChoice } from './postgres.js';
 import { CREDENTIALS_FILE, type Credentials, ensureStateDir, readCredentials, resolveStateDir, writeSecretFile } from './state.js';

@@ -23,7 +23,7 @@ import type { Role } from '@clawgate/protocol/frames';
 import { normalizeScopes } from '@clawgate/protocol/scopes';
 import { deviceIdOf, parsePublicKey } from '../core/identity.js';
 import { hashImportedToken, isImportedTokenShape } from '../core/secrets.js';
-import type { ApprovedVia, DeviceMeta, ImportedDevice, ImportedGrant, ImportedToken } from '../store/types.js';
+import type { ApprovedVia, DeviceMeta, ImportedDevice, ImportedGrant, ImportedToken } from '../core/store.js';
 import { openSnapshot } from './sqlite-snapshot.js';
 
 export interface SourceSkip {

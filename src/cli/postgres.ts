@@ -10,10 +10,10 @@ import type { ClusterBus } from '../core/cluster.js';
 import type { Clock, Random } from '../core/env.js';
 import type { Logger } from '../core/logger.js';
 import type { AuthLimiter, RateLimitPolicy } from '../core/ratelimit.js';
+import type { AuditEntry, Store } from '../core/store.js';
 import { withReadCache } from '../store/read-cache.js';
 import { verifyAuditChain } from '../store/shared.js';
 import { SQLITE_MIGRATIONS, SqliteStore } from '../store/sqlite/store.js';
-import type { AuditEntry, Store } from '../store/types.js';
 import { resolveStateDir } from './state.js';
 import { parse, UsageError } from './usage.js';
 

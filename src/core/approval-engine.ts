@@ -6,7 +6,6 @@
  * — with the rule and the proof in its audit entry and `approvedBy: rule:<name>` on the grant.
  */
 import type { Role } from '@clawgate/protocol/frames';
-import type { PairingRequest, Store } from '../store/types.js';
 import {
   type ApprovalDecision,
   type ApprovalProofs,
@@ -24,6 +23,7 @@ import type { Clock } from './env.js';
 import { type GrantExpiryDeps, GrantExpiryScheduler } from './grant-expiry.js';
 import type { Logger } from './logger.js';
 import type { Principal } from './principal.js';
+import type { PairingRequest, Store } from './store.js';
 
 /** What the node host said over SSH, or why it could not be asked. */
 export type SshProbeResult = { ok: true; deviceId: string; publicKey: string } | { ok: false; reason: string };

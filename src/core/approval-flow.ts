@@ -8,7 +8,6 @@
 import { confirmationCode } from '@clawgate/protocol/confirmation';
 import type { GatewayError } from '@clawgate/protocol/errors';
 import { ADMIN, PAIRING, uncoveredScopes } from '@clawgate/protocol/scopes';
-import type { GrantRecord, NodeSurfaceRequest, PairingRequest, Store } from '../store/types.js';
 import {
   type ApprovalProgress,
   type ApproverCheck,
@@ -25,6 +24,7 @@ import { effectiveGrant } from './grant-expiry.js';
 import { approvalDenial, type ManagementCaller } from './management-policy.js';
 import { requiredApproveScopes } from './node-surface-policy.js';
 import { hasScope, type Principal } from './principal.js';
+import type { GrantRecord, NodeSurfaceRequest, PairingRequest, Store } from './store.js';
 
 /** What the quorum steps use of the gateway. */
 export interface QuorumDeps {

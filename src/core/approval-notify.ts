@@ -16,10 +16,10 @@
  * the bodies ask the target to resolve no mentions at all.
  */
 import { cleanText } from '@clawgate/protocol/text';
-import { SIGN_IN_LINK_META_PREFIX } from '../store/retention-shared.js';
-import type { Store } from '../store/types.js';
 import type { Clock, Random } from './env.js';
 import { hashSecret, mintToken, parseToken, secretMatchesHash } from './secrets.js';
+import type { Store } from './store.js';
+import { SIGN_IN_LINK_META_PREFIX } from './store-retention.js';
 
 export type NotifyFormat = 'json' | 'discord' | 'slack' | 'ntfy';
 

@@ -13,8 +13,8 @@
 import { GatewayError } from '@clawgate/protocol/errors';
 import { isKnownScope, scopeSatisfied } from '@clawgate/protocol/scopes';
 import type { ApprovalProgress } from '@clawgate/protocol/views';
-import type { Store } from '../store/types.js';
 import type { Principal } from './principal.js';
+import type { Store } from './store.js';
 
 /** Scope (`operator.admin`) or node command (`node:system.run`) → approvals needed (2..MAX_QUORUM). */
 export type QuorumConfig = Readonly<Record<string, number>>;

@@ -10,7 +10,6 @@
  */
 
 import { uncoveredScopes } from '@clawgate/protocol/scopes';
-import type { NodeSurfaceRequest, PairingRequest, Store } from '../store/types.js';
 import { deviceApprovers, nodeApprovers, nodeRequestState, type QuorumDeps } from './approval-flow.js';
 import { type ApprovalProgress, type ClaimedQuorum, claimDecided, type QuorumClaim, requiredForScopes } from './approval-quorum.js';
 import type { ApprovalOptions } from './approvals.js';
@@ -18,6 +17,7 @@ import type { ClusterBus } from './cluster.js';
 import { effectiveGrant } from './grant-expiry.js';
 import type { Logger } from './logger.js';
 import type { Principal } from './principal.js';
+import type { NodeSurfaceRequest, PairingRequest, Store } from './store.js';
 
 /** How long this process's own claim stands before it is taken as failed (an approval takes milliseconds). */
 export const OWN_CLAIM_LEASE_MS = 60_000;

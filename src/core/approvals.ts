@@ -11,7 +11,6 @@ import { confirmationCode } from '@clawgate/protocol/confirmation';
 import { CLOSE, GatewayError } from '@clawgate/protocol/errors';
 import type { Role } from '@clawgate/protocol/frames';
 import { normalizeScopes, scopeSatisfied } from '@clawgate/protocol/scopes';
-import type { DeviceMeta, PairingRequest, Store } from '../store/types.js';
 import { deviceRequestedPayload, deviceRequestState } from './approval-flow.js';
 import type { QuorumConfig } from './approval-quorum.js';
 import type { ClusterEvent } from './cluster.js';
@@ -24,6 +23,7 @@ import type { Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { Principal } from './principal.js';
 import type { SessionRegistry } from './sessions.js';
+import type { DeviceMeta, PairingRequest, Store } from './store.js';
 
 export type PairingKind = 'new-device' | 'role-upgrade' | 'scope-upgrade';
 

@@ -9,10 +9,10 @@
  * server's (server/audit-anchor.ts).
  */
 import { createHash, verify } from 'node:crypto';
-import { auditHash, GENESIS_HASH } from '../store/shared.js';
-import type { AuditEntry } from '../store/types.js';
+import { auditHash, GENESIS_HASH } from './audit-chain.js';
 import type { GatewayIdentity } from './gateway-identity.js';
 import { parsePublicKey, publicKeyObject } from './identity.js';
+import type { AuditEntry } from './store.js';
 
 export interface AuditAnchor {
   v: 1;

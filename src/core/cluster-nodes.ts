@@ -6,12 +6,12 @@
  * outcome is sent back. Surface approvals made elsewhere reach the node's live session too.
  */
 import { CATALOGUE, type DetailCode, GatewayError } from '@clawgate/protocol/errors';
-import type { Store } from '../store/types.js';
 import type { ClusterBus, ClusterEvent, RemoteNode } from './cluster.js';
 import type { Random } from './env.js';
 import type { Logger } from './logger.js';
 import type { InvokeInput, NodeRegistry, NodeRouting } from './nodes.js';
 import type { SessionPrincipal } from './principal.js';
+import type { Store } from './store.js';
 
 /** Extra time the asking instance waits beyond the invocation's own timeout before giving up. */
 export const ROUTED_GRACE_MS = 5_000;

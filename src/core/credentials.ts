@@ -10,7 +10,6 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { type DetailCode, GatewayError } from '@clawgate/protocol/errors';
 import type { ConnectParams, Role } from '@clawgate/protocol/frames';
 import { ownerProofPayload } from '@clawgate/protocol/gateway-proof';
-import type { SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
 import type { Credential } from './admission.js';
 import type { GatewayConfig } from './config.js';
 import { consumeDashboardLink, isDashboardLinkToken } from './dashboard-link.js';
@@ -23,6 +22,7 @@ import type { AuthLimiter, CredentialKind } from './ratelimit.js';
 import { claimRotationGrace } from './rotation-grace.js';
 import { deviceTokenKey, parseToken, SharedSecret, secretMatchesHash } from './secrets.js';
 import { verifyBootstrapToken } from './setup-codes.js';
+import type { SetupCodeRecord, Store, TokenRecord } from './store.js';
 
 /** The gateway's own secrets, held as constant-time comparers (never as plain strings to compare). */
 export class GatewaySecrets {

@@ -9,10 +9,11 @@
  * the composition root owns, one per gateway), so two racing sign-ins cannot both pass; the
  * consumed mark is then written to the store.
  */
-import { SIGN_IN_LINK_META_PREFIX } from '../store/retention-shared.js';
-import type { Store } from '../store/types.js';
+
 import type { Clock, Random } from './env.js';
 import { hashSecret, mintToken, parseToken, secretMatchesHash } from './secrets.js';
+import type { Store } from './store.js';
+import { SIGN_IN_LINK_META_PREFIX } from './store-retention.js';
 
 export const DASHBOARD_LINK_TTL_MS = 2 * 60_000;
 export const MAX_DASHBOARD_LINK_TTL_MS = 15 * 60_000;

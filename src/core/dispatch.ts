@@ -9,8 +9,8 @@ import { GatewayError } from '@clawgate/protocol/errors';
 import type { ErrorShape, Role } from '@clawgate/protocol/frames';
 import type { TSchema } from '@sinclair/typebox';
 import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
-import { storeFault } from '../store/faults.js';
 import { hasScope, type Principal } from './principal.js';
+import { storeFault } from './store-faults.js';
 
 export interface MethodContext<P = unknown> {
   principal: Principal;

@@ -4,8 +4,9 @@
  * connect established then (recorded with the request when policies are configured), applied to
  * what the request still adds. One decision function, so explain and the gateway cannot disagree.
  */
-import type { Store } from '../store/types.js';
+
 import type { ApprovalDecision, ApprovalProofs, ApprovalRequest } from './approval-policy.js';
+import type { Store } from './store.js';
 
 /** What explain says would decide a pending request. */
 export interface PendingDecision {

@@ -7,13 +7,13 @@
 import { GatewayError } from '@clawgate/protocol/errors';
 import type { Role } from '@clawgate/protocol/frames';
 import { ADMIN, normalizeScopes, PAIRING, scopeSatisfied } from '@clawgate/protocol/scopes';
-import type { DeviceRecord, GrantRecord, NodeSurfaceRequest, PairingRequest, Store } from '../store/types.js';
 import type { ApprovalEngine } from './approval-engine.js';
 import { deviceRequestState, nodeRequestState, type QuorumDeps } from './approval-flow.js';
 import type { ApprovalProgress } from './approval-quorum.js';
 import { callDenial, type MethodTable, requiredScopes } from './dispatch.js';
 import { decidePending, type PendingDecision } from './explain-decision.js';
 import type { Principal } from './principal.js';
+import type { DeviceRecord, GrantRecord, NodeSurfaceRequest, PairingRequest, Store } from './store.js';
 
 /** What explain uses of the gateway. */
 export interface ExplainDeps extends QuorumDeps {

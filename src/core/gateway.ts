@@ -18,7 +18,6 @@
 import { CLOSE, type DetailCode, GatewayError } from '@clawgate/protocol/errors';
 import { type ChallengePayload, RequestFrameSchema, type ResponseFrame, type Role } from '@clawgate/protocol/frames';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import type { PairingRequest, PruneCounts, Store } from '../store/types.js';
 import { ApprovalEngine, type SshProbe } from './approval-engine.js';
 import type { QuorumDeps } from './approval-flow.js';
 import { carryOutDecidedQuorums } from './approval-recovery.js';
@@ -42,6 +41,7 @@ import type { Principal, SessionPrincipal, SessionTransport } from './principal.
 import { type AuthLimiter, FailureLimiter } from './ratelimit.js';
 import { pruneRetained, retentionPolicy } from './retention.js';
 import { SessionRegistry } from './sessions.js';
+import type { PairingRequest, PruneCounts, Store } from './store.js';
 
 export type { ConnectOutcome, TransportFacts } from './connect-outcome.js';
 export { EVENT_SCOPES } from './events.js';

@@ -11,10 +11,10 @@
 import { CLOSE, closeReason, GatewayError } from '@clawgate/protocol/errors';
 import type { Role } from '@clawgate/protocol/frames';
 import { scopeSatisfied } from '@clawgate/protocol/scopes';
-import type { GrantRecord, Store } from '../store/types.js';
 import type { Clock } from './env.js';
 import type { Logger } from './logger.js';
 import { frameCapBytes, type SessionPrincipal } from './principal.js';
+import type { GrantRecord, Store } from './store.js';
 
 /** What the scheduler needs of the gateway: the store, the clock, the live sessions and the cluster bus. */
 export interface GrantExpiryDeps {

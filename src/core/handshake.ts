@@ -31,8 +31,6 @@ import { audienceOf } from '@clawgate/protocol/gateway-proof';
 import { ALL_OPERATOR_SCOPES, normalizeScopes, scopeSatisfied } from '@clawgate/protocol/scopes';
 import { cleanOptional, cleanText } from '@clawgate/protocol/text';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { storeFault } from '../store/faults.js';
-import type { GrantRecord, SetupCodeRecord, Store } from '../store/types.js';
 import { type Decision, decideConnect } from './admission.js';
 import { type ApprovalEngine, approvalRequestOf } from './approval-engine.js';
 import { holdBackQuorumScopes } from './approval-flow.js';
@@ -58,6 +56,8 @@ import { type MintedToken, mintToken } from './secrets.js';
 import type { SessionRegistry } from './sessions.js';
 import { roleRefusalDetails, SETUP_REPEAT_GRACE_MS, setupRefusal } from './setup-codes.js';
 import { setupQuorumRefusal } from './setup-quorum.js';
+import type { GrantRecord, SetupCodeRecord, Store } from './store.js';
+import { storeFault } from './store-faults.js';
 
 export const GATEWAY_VERSION = '0.1.0';
 

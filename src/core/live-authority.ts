@@ -8,7 +8,6 @@
  */
 import { CLOSE, closeReason, type DetailCode, GatewayError } from '@clawgate/protocol/errors';
 import type { Role } from '@clawgate/protocol/frames';
-import type { GrantRecord, Store } from '../store/types.js';
 import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
 import type { Clock, Random } from './env.js';
 import type { Logger } from './logger.js';
@@ -17,6 +16,7 @@ import { frameCapBytes, type Principal, type SessionPrincipal } from './principa
 import { recordRotationGrace } from './rotation-grace.js';
 import { mintToken } from './secrets.js';
 import type { SessionRegistry } from './sessions.js';
+import type { GrantRecord, Store } from './store.js';
 
 export interface LiveAuthorityDeps {
   store: Store;

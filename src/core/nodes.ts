@@ -15,7 +15,6 @@ import type { ConnectParams } from '@clawgate/protocol/frames';
 import { ADMIN } from '@clawgate/protocol/scopes';
 import { cleanOptional, cleanText, isSafeText } from '@clawgate/protocol/text';
 import type { NodePendingView } from '@clawgate/protocol/views';
-import type { NodeSurfaceRecord, NodeSurfaceRequest, Store } from '../store/types.js';
 import { nodeRequestState, type QuorumDeps, voteOnNodeRequest } from './approval-flow.js';
 import type { ApprovalProgress } from './approval-quorum.js';
 import type { Clock, Random } from './env.js';
@@ -23,6 +22,7 @@ import type { Broadcast } from './events.js';
 import type { GatewayMetrics } from './metrics.js';
 import { HOST_COMMANDS, requiredApproveScopes } from './node-surface-policy.js';
 import { hasScope, type Principal, type SessionPrincipal } from './principal.js';
+import type { NodeSurfaceRecord, NodeSurfaceRequest, Store } from './store.js';
 
 /** The wire views live in the protocol module; re-exported for the gateway code that builds them. */
 export type { NodePendingView };

@@ -4,9 +4,9 @@
  * pruned: it is the record of who did what, and its hash chain must stay whole.
  */
 
-import type { PruneCounts, RetentionCutoffs, Store } from '../store/types.js';
 import { DEFAULT_RETENTION, type RetentionPolicy } from './config.js';
 import type { Clock } from './env.js';
+import type { PruneCounts, RetentionCutoffs, Store } from './store.js';
 
 export function retentionPolicy(configured: Partial<RetentionPolicy> | undefined): RetentionPolicy {
   return { ...DEFAULT_RETENTION, ...configured };

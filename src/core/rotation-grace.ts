@@ -16,8 +16,8 @@
  * and SHA-256 hashes, never a secret.
  */
 import type { Role } from '@clawgate/protocol/frames';
-import type { Store } from '../store/types.js';
 import { deviceTokenKey, secretMatchesHash } from './secrets.js';
+import type { Store } from './store.js';
 
 /** How long after a pushed rotation the superseded token is still honoured, once. */
 export const ROTATION_GRACE_MS = 60_000;

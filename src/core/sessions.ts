@@ -6,13 +6,13 @@
 import { CLOSE } from '@clawgate/protocol/errors';
 import { MAX_BUFFERED_BYTES } from '@clawgate/protocol/frames';
 import { READ } from '@clawgate/protocol/scopes';
-import type { Store } from '../store/types.js';
 import type { ClusterBus, ClusterEvent } from './cluster.js';
 import type { Clock } from './env.js';
 import { type Broadcast, CLUSTER_EVENTS, EVENT_SCOPES } from './events.js';
 import type { Logger } from './logger.js';
 import { type PresenceChange, PresenceCoalescer, type PresenceEvent } from './presence.js';
 import type { SessionPrincipal } from './principal.js';
+import type { Store } from './store.js';
 
 export interface SessionRegistryDeps {
   store: Pick<Store, 'recordSeen'>;

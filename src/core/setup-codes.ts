@@ -21,11 +21,11 @@ import type { Role } from '@clawgate/protocol/frames';
 import { ADMIN, isKnownScope, normalizeScopes, PAIRING } from '@clawgate/protocol/scopes';
 import { encodeSetupCode, setupLink } from '@clawgate/protocol/setup-code';
 import type { SetupStatus, SetupView } from '@clawgate/protocol/views';
-import { checkRedemption } from '../store/setup-shared.js';
-import type { SetupCodeRecord, SetupProfile, SetupProfileName, SetupRefusal, Store } from '../store/types.js';
 import type { Clock, Random } from './env.js';
 import type { VerifiedDevice } from './identity.js';
 import { mintToken, parseToken, secretMatchesHash } from './secrets.js';
+import type { SetupCodeRecord, SetupProfile, SetupProfileName, SetupRefusal, Store } from './store.js';
+import { checkRedemption } from './store-setup.js';
 
 /** The wire views live in the protocol module; re-exported for the gateway code that builds them. */
 export type { SetupStatus, SetupView };

@@ -24,7 +24,7 @@ import { type Automations, INTERNAL_GRANT } from '../automations/service.js';
 import type { DispatchLog, MethodSpec } from '../core/dispatch.js';
 import type { Gateway } from '../core/gateway.js';
 import { hasScope, type Principal, SessionPrincipal } from '../core/principal.js';
-import type { ChatSession, CronAction, CronJob, CronJobPatch, CronRun, CronSchedule, WebhookChannel } from '../store/types.js';
+import type { ChatSession, CronAction, CronJob, CronJobPatch, CronRun, CronSchedule, WebhookChannel } from '../core/store.js';
 
 const SessionKey = T.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._:/@-]*$' });
 const Name = T.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' });

@@ -19,7 +19,6 @@ import type { Gateway } from '../core/gateway.js';
 import { approvalDenial, deviceManagementDenial, rejectionDenial, tokenDenial } from '../core/management-policy.js';
 import { isAdmin } from '../core/principal.js';
 import { mintToken } from '../core/secrets.js';
-import { deviceMatchesSearch } from '../store/device-page.js';
 import {
   DEVICE_PAGE_DEFAULT,
   DEVICE_PAGE_MAX,
@@ -30,7 +29,8 @@ import {
   type NodeSurfaceRequest,
   type PairingRequest,
   type TokenRecord,
-} from '../store/types.js';
+} from '../core/store.js';
+import { deviceMatchesSearch } from '../store/device-page.js';
 
 /** The wire views live in the protocol module; re-exported for the gateway code that builds them. */
 export type { DeviceView, NodeSurfaceView, PendingNodeSurfaceView, PendingView };

@@ -17,7 +17,7 @@ import type { Gateway } from '../core/gateway.js';
 import { HOST_COMMANDS } from '../core/node-surface-policy.js';
 import { ADMIN_INVOKE_COMMANDS, type LiveNode, type NodePendingView, normalizeList } from '../core/nodes.js';
 import { isAdmin, type Principal } from '../core/principal.js';
-import type { DeviceRecord, GrantRecord, NodeSurfaceRecord, NodeSurfaceRequest } from '../store/types.js';
+import type { DeviceRecord, GrantRecord, NodeSurfaceRecord, NodeSurfaceRequest } from '../core/store.js';
 import { byDevice } from './devices.js';
 
 /** The wire views live in the protocol module; re-exported for the gateway code that builds them. */

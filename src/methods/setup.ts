@@ -12,6 +12,7 @@ import { decodeSetupCode, MAX_SETUP_URLS, setupUrlProblem } from '@clawgate/prot
 import { unsafeFieldError } from '@clawgate/protocol/text';
 import type { SetupMintView } from '@clawgate/protocol/views';
 import { Type as T } from '@sinclair/typebox';
+import { advertisedOf } from '../core/advertised-url.js';
 import { toWsUrl } from '../core/config.js';
 import type { Gateway } from '../core/gateway.js';
 import { joinCodesOf, joinUrl, joinUrlProblem } from '../core/join-codes.js';
@@ -20,25 +21,6 @@ import { setupQuorumRefusal } from '../core/setup-quorum.js';
 
 const SetupId = T.String({ pattern: '^[0-9a-f]{16}$' });
 const Url = T.String({ minLength: 1, maxLength: 2048 });
-
-export interface Advertised {
-  /** The public URL if configured, else the listening URL. */
-  url: string;
-  /** Set when the gateway serves TLS itself: setup codes for wss:// URLs carry it for pinning. */
-  tlsFingerprint?: string | undefined;
-}
-
-const advertisedUrls = new WeakMap<object, Advertised>();
-
-/** Record where the gateway is reachable (set once the server listens). */
-export function setAdvertisedUrl(gw: Gateway, advertised: Advertised): void {
-  advertisedUrls.set(gw, advertised);
-}
-
-/** Where the gateway is reachable, once the server listens (links in approval notifications). */
-export function advertisedUrlOf(gw: object): string | undefined {
-  return advertisedUrls.get(gw)?.url;
-}
 
 interface SetupCodeParams {
   profile?: 'operator' | 'node' | 'operator+node';
@@ -97,7 +79,7 @@ export function registerSetupMethods(gw: SetupMethodDeps): void {
       // cannot be handed out that way (core/setup-quorum.ts).
       const underQuorum = setupQuorumRefusal(gw.config.approvalQuorum, profile.scopes);
       if (underQuorum) return underQuorum;
-      const self = advertisedUrls.get(gw);
+      const self = advertisedOf(gw);
       const url = p.publicUrl !== undefined ? toWsUrl(p.publicUrl.trim()) : self?.url;
       if (!url) return invalid('the gateway does not know its own URL here: pass publicUrl');
       const urlProblem = setupUrlProblem(url);

@@ -13,8 +13,8 @@ import { type AuditAnchor, brokenLink, parseAuditAnchor, signAuditAnchor } from 
 import type { Clock } from '../core/env.js';
 import type { GatewayIdentity } from '../core/gateway-identity.js';
 import type { Logger } from '../core/logger.js';
+import type { AuditEntry, Store } from '../core/store.js';
 import { GENESIS_HASH } from '../store/shared.js';
-import type { AuditEntry, Store } from '../store/types.js';
 
 export const AUDIT_ANCHOR_FILE = 'audit-anchor.json';
 

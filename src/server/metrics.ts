@@ -9,7 +9,7 @@ import { ROLES } from '@clawgate/protocol/frames';
 import type * as PromClient from 'prom-client';
 import type { Gateway } from '../core/gateway.js';
 import type { GatewayMetrics } from '../core/metrics.js';
-import type { DeliveryAttempt, Store } from '../store/types.js';
+import type { DeliveryAttempt, Store } from '../core/store.js';
 
 /** Latency buckets in seconds: a store call or a close is milliseconds, an approval minutes to days. */
 const FAST_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];

@@ -7,7 +7,7 @@
  * Node surfaces are not carried (a bulk-imported node re-requests its surface on first connect).
  */
 import type Database from 'better-sqlite3';
-import type { AuditInput, ImportedDevice } from './types.js';
+import type { AuditInput, ImportedDevice } from '../core/store.js';
 
 export interface BulkDevicesInput {
   /** Where the devices came from, kept in the batch's audit entry. */

@@ -3,7 +3,7 @@
  * domain in the dialect's folder) and the adapter class copies their methods onto itself, so
  * callers keep one object while each domain stays a small file.
  */
-import type { Store } from './types.js';
+import type { Store } from '../core/store.js';
 
 /** Everything a domain implements: the store minus what the adapter itself owns. */
 export type StoreDomains = Omit<Store, 'kind' | 'close' | 'onAuditAppended'>;

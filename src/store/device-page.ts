@@ -3,7 +3,7 @@
  * The cursor is the (creation time, device id) of the last device of a page, base64url-encoded
  * JSON: opaque to clients, checked strictly when it comes back.
  */
-import { DEVICE_PAGE_MAX, type DevicePageQuery, type DeviceRecord, SEED_BATCH_MAX, type SeedDevice } from './types.js';
+import { DEVICE_PAGE_MAX, type DevicePageQuery, type DeviceRecord, SEED_BATCH_MAX, type SeedDevice } from '../core/store.js';
 
 export interface PagePosition {
   createdAtMs: number;

@@ -15,7 +15,7 @@ import type {
   ImportedToken,
   NodeSurfaceRecord,
   TokenRecord,
-} from './types.js';
+} from '../core/store.js';
 
 /** What the target holds for one device id. */
 export interface ExistingDevice {

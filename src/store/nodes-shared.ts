@@ -1,5 +1,5 @@
 /** Node surface helpers shared by the store adapters. */
-import type { NodeSurfaceRequest, UpsertNodeSurfaceInput } from './types.js';
+import type { NodeSurfaceRequest, UpsertNodeSurfaceInput } from '../core/store.js';
 
 /** Surfaces arrive normalized (sorted, de-duplicated), so equality is element-wise. */
 export function sameSurface(a: { caps: readonly string[]; commands: readonly string[] }, b: { caps: readonly string[]; commands: readonly string[] }): boolean {

@@ -16,7 +16,7 @@
  * time the notification takes (and indefinitely while the bus is reconnecting).
  */
 import type { Role } from '@clawgate/protocol/frames';
-import type { GrantRecord, Store, TokenRecord } from './types.js';
+import type { GrantRecord, Store, TokenRecord } from '../core/store.js';
 
 /** Store methods that only read: calling them leaves the cache as it is. */
 const READ_PREFIXES = ['get', 'list'];

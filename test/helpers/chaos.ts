@@ -25,10 +25,10 @@ import {
   GatewayRequestError,
   generateIdentity,
 } from '../../src/client/connection.js';
+import type { AuditEntry, Delivery, GrantRecord, SetupCodeRecord, Store } from '../../src/core/store.js';
 import { DELIVERY_LEASE_MS } from '../../src/store/postgres/store.js';
 import { verifyAuditChain } from '../../src/store/shared.js';
 import { SqliteStore } from '../../src/store/sqlite/store.js';
-import type { AuditEntry, Delivery, GrantRecord, SetupCodeRecord, Store } from '../../src/store/types.js';
 import { connectOwner, GatewayProcess, sharedToken } from './gateway-process.js';
 import { freePort } from './net.js';
 import { type Received, WebhookTarget } from './webhook.js';

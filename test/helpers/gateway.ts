@@ -11,9 +11,9 @@ import { ConnectError, ownerProofFor } from '../../src/client/connection.js';
 import { DEFAULTS, type GatewayConfig } from '../../src/core/config.js';
 import type { Clock } from '../../src/core/env.js';
 import type { Gateway } from '../../src/core/gateway.js';
+import type { Store } from '../../src/core/store.js';
 import type { RunningServer } from '../../src/server/server.js';
 import { SqliteStore } from '../../src/store/sqlite/store.js';
-import type { Store } from '../../src/store/types.js';
 
 const run = promisify(execFile);
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');

@@ -1,8 +1,8 @@
 /** Inputs and shared checks of the adapter-specific store tests (SQLite, PostgreSQL). */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import type { ApproveInput, AuditInput, Store, UpsertRequestInput } from '../../src/core/store.js';
 import { verifyAuditChain } from '../../src/store/shared.js';
-import type { ApproveInput, AuditInput, Store, UpsertRequestInput } from '../../src/store/types.js';
 
 export const T0 = 1_700_000_000_000;
 export const audit = (action: string, subject?: string): AuditInput => ({ atMs: T0, actor: 'owner', action, subject });

@@ -11,7 +11,7 @@ import { MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES } from '@clawgate/protocol
 import { ADMIN, PAIRING, READ, WRITE } from '@clawgate/protocol/scopes';
 import { connectGateway, generateIdentity } from '../../src/client/connection.js';
 import { InternalPrincipal, isAdmin } from '../../src/core/principal.js';
-import type { Store } from '../../src/store/types.js';
+import type { Store } from '../../src/core/store.js';
 import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
 import { deviceParams, plainParams, RawClient, rawConnect } from '../helpers/raw.js';
 

@@ -1,6 +1,7 @@
 /** PostgreSQL store, domain: the hash-chained audit log. */
+
+import type { AuditInput, AuditStore } from '../../core/store.js';
 import { type AuditRow, toAudit } from '../shared.js';
-import type { AuditInput, AuditStore } from '../types.js';
 import type { PgDb } from './db.js';
 
 export function postgresAudit(core: PgDb): AuditStore {

@@ -1,17 +1,5 @@
 /** PostgreSQL store, domain: chat sessions and messages, webhook channels, the delivery outbox, cron jobs and runs. */
-import {
-  applyAttempt,
-  CHAT_PAGE_DEFAULT,
-  type ChannelRow,
-  type ChatMessageRow,
-  type ChatSessionRow,
-  channelNameTaken,
-  channelValues,
-  chatMessageValues,
-  toChannel,
-  toChatMessage,
-  toChatSession,
-} from '../shared.js';
+
 import type {
   AppendMessageResult,
   AuditInput,
@@ -29,7 +17,20 @@ import type {
   NewCronJob,
   NewDelivery,
   WebhookChannel,
-} from '../types.js';
+} from '../../core/store.js';
+import {
+  applyAttempt,
+  CHAT_PAGE_DEFAULT,
+  type ChannelRow,
+  type ChatMessageRow,
+  type ChatSessionRow,
+  channelNameTaken,
+  channelValues,
+  chatMessageValues,
+  toChannel,
+  toChatMessage,
+  toChatSession,
+} from '../shared.js';
 import type { PgDb } from './db.js';
 import { DELIVERY_LEASE_MS, type PgQuery } from './db.js';
 

@@ -13,8 +13,8 @@
  * then spread it into PostgresStore (store.ts).
  */
 import pg from 'pg';
+import type { AuditEntry, AuditInput } from '../../core/store.js';
 import { type AuditRow, chainAudit, toAudit } from '../shared.js';
-import type { AuditEntry, AuditInput } from '../types.js';
 
 /** The searchable names of a device, its label and the name it presented (ASCII letters lowercased, byte order). */
 export const PG_DEVICE_LABEL = `lower(label COLLATE "C")`;

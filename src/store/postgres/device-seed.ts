@@ -1,7 +1,8 @@
 /** PostgreSQL store, domain: bulk loading of approved devices, one transaction per batch. */
+
+import type { DeviceSeedStore, SeedDevicesInput, SeedDevicesResult } from '../../core/store.js';
 import { type BulkDevicesInput, type BulkDevicesResult, bulkAudit, bulkInsertPostgres } from '../bulk-devices.js';
 import { duplicateIds, seedBatchProblem } from '../device-page.js';
-import type { DeviceSeedStore, SeedDevicesInput, SeedDevicesResult } from '../types.js';
 import type { PgDb } from './db.js';
 
 /** `($1,$2,…),($n+1,…)` for `rows` rows of `cols` values each. */

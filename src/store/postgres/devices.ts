@@ -1,7 +1,5 @@
 /** PostgreSQL store, domain: paired devices, their grants and tokens, and pending pairing requests. */
 import type { Role } from '@clawgate/protocol/frames';
-import { checkDevicePageQuery, pageOf, prefixUpperBound } from '../device-page.js';
-import { approvedGrant, type DeviceRow, type GrantRow, grantAfterExpiry, mergePairingRequest, type TokenRow, toDevice, toGrant, toToken } from '../shared.js';
 import type {
   ApproveInput,
   AuditInput,
@@ -14,7 +12,9 @@ import type {
   PairingRequest,
   UpsertRequestInput,
   UpsertRequestResult,
-} from '../types.js';
+} from '../../core/store.js';
+import { checkDevicePageQuery, pageOf, prefixUpperBound } from '../device-page.js';
+import { approvedGrant, type DeviceRow, type GrantRow, grantAfterExpiry, mergePairingRequest, type TokenRow, toDevice, toGrant, toToken } from '../shared.js';
 import { PG_DEVICE_DISPLAY_NAME, PG_DEVICE_LABEL, type PgDb, type PgQuery } from './db.js';
 
 export function liveTokenTx(tx: PgQuery, deviceId: string, role: Role) {

@@ -1,5 +1,5 @@
 /** PostgreSQL store, domain: the gateway's own key/value settings. */
-import type { MetaStore } from '../types.js';
+import type { MetaStore } from '../../core/store.js';
 import type { PgDb } from './db.js';
 
 export function postgresMeta(core: PgDb): MetaStore {

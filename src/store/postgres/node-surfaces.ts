@@ -1,6 +1,7 @@
 /** PostgreSQL store, domain: node command surfaces and the requests asking for them. */
+
+import type { AuditInput, NodeSurfaceRecord, NodeSurfaceRequest, NodeSurfaceStore, UpsertNodeSurfaceInput } from '../../core/store.js';
 import { mergeNodeSurfaceRequest } from '../nodes-shared.js';
-import type { AuditInput, NodeSurfaceRecord, NodeSurfaceRequest, NodeSurfaceStore, UpsertNodeSurfaceInput } from '../types.js';
 import type { PgDb, PgQuery } from './db.js';
 
 export async function nodeRequestTx(tx: PgQuery, where: 'request_id' | 'device_id', key: string): Promise<NodeSurfaceRequest | undefined> {

@@ -1,6 +1,7 @@
 /** PostgreSQL store, domain: pruning finished records (never the audit log). */
-import { approvalRecordRequestId, SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from '../retention-shared.js';
-import type { PruneCounts, RetentionCutoffs, RetentionStore } from '../types.js';
+
+import type { PruneCounts, RetentionCutoffs, RetentionStore } from '../../core/store.js';
+import { approvalRecordRequestId, SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from '../../core/store-retention.js';
 import type { PgDb } from './db.js';
 
 export function postgresRetention(core: PgDb): RetentionStore {

@@ -1,8 +1,17 @@
 /** PostgreSQL store, domain: setup codes (mint, redeem in one transaction, count failures, revoke). */
 import type { Role } from '@clawgate/protocol/frames';
-import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from '../setup-shared.js';
+import type {
+  AuditInput,
+  GrantRecord,
+  NewSetupCode,
+  NewToken,
+  RedeemSetupInput,
+  RedeemSetupResult,
+  SetupCodeRecord,
+  SetupCodeStore,
+} from '../../core/store.js';
+import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from '../../core/store-setup.js';
 import { type GrantRow, type SetupRow, toGrant, toSetup } from '../shared.js';
-import type { AuditInput, GrantRecord, NewSetupCode, NewToken, RedeemSetupInput, RedeemSetupResult, SetupCodeRecord, SetupCodeStore } from '../types.js';
 import type { PgDb, PgQuery } from './db.js';
 import { putGrantTx, putTokenTx, upsertDeviceTx } from './devices.js';
 

@@ -4,8 +4,8 @@
  * entry) behaves as it does on SQLite; each domain lives in its own file next to this one.
  */
 import type pg from 'pg';
+import type { Store } from '../../core/store.js';
 import { DomainMethods, type StoreDomains } from '../compose.js';
-import type { Store } from '../types.js';
 import { postgresAudit } from './audit.js';
 import { postgresAutomations } from './automations.js';
 import { PgDb, type PgQuery, type PostgresStoreOptions } from './db.js';

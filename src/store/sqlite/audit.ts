@@ -1,6 +1,7 @@
 /** SQLite store, domain: the hash-chained audit log. */
+
+import type { AuditInput, AuditStore } from '../../core/store.js';
 import { type AuditRow, toAudit } from '../shared.js';
-import type { AuditInput, AuditStore } from '../types.js';
 import type { SqliteDb } from './db.js';
 
 export function sqliteAudit(core: SqliteDb): AuditStore {

@@ -1,17 +1,5 @@
 /** SQLite store, domain: chat sessions and messages, webhook channels, the delivery outbox, cron jobs and runs. */
-import {
-  applyAttempt,
-  CHAT_PAGE_DEFAULT,
-  type ChannelRow,
-  type ChatMessageRow,
-  type ChatSessionRow,
-  channelNameTaken,
-  channelValues,
-  chatMessageValues,
-  toChannel,
-  toChatMessage,
-  toChatSession,
-} from '../shared.js';
+
 import type {
   AppendMessageResult,
   AuditInput,
@@ -29,7 +17,20 @@ import type {
   NewCronJob,
   NewDelivery,
   WebhookChannel,
-} from '../types.js';
+} from '../../core/store.js';
+import {
+  applyAttempt,
+  CHAT_PAGE_DEFAULT,
+  type ChannelRow,
+  type ChatMessageRow,
+  type ChatSessionRow,
+  channelNameTaken,
+  channelValues,
+  chatMessageValues,
+  toChannel,
+  toChatMessage,
+  toChatSession,
+} from '../shared.js';
 import type { SqliteDb } from './db.js';
 import { body } from './db.js';
 

@@ -5,8 +5,8 @@
  */
 import { closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
+import type { AuditEntry, AuditInput } from '../../core/store.js';
 import { type AuditRow, chainAudit, toAudit } from '../shared.js';
-import type { AuditEntry, AuditInput } from '../types.js';
 
 /** The searchable names of a device, its label and the name it presented (ASCII letters lowercased). */
 export const SQLITE_DEVICE_LABEL = 'lower(label)';

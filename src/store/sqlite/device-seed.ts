@@ -1,7 +1,8 @@
 /** SQLite store, domain: bulk loading of approved devices, one transaction per batch. */
+
+import type { DeviceSeedStore, SeedDevicesInput, SeedDevicesResult } from '../../core/store.js';
 import { type BulkDevicesInput, type BulkDevicesResult, bulkAudit, bulkInsertSqlite } from '../bulk-devices.js';
 import { duplicateIds, seedBatchProblem } from '../device-page.js';
-import type { DeviceSeedStore, SeedDevicesInput, SeedDevicesResult } from '../types.js';
 import { body, type SqliteDb } from './db.js';
 
 export function sqliteDeviceSeed(core: SqliteDb): DeviceSeedStore {

@@ -1,7 +1,5 @@
 /** SQLite store, domain: paired devices, their grants and tokens, and pending pairing requests. */
 import type { Role } from '@clawgate/protocol/frames';
-import { checkDevicePageQuery, pageOf, prefixUpperBound } from '../device-page.js';
-import { approvedGrant, type DeviceRow, type GrantRow, grantAfterExpiry, mergePairingRequest, type TokenRow, toDevice, toGrant, toToken } from '../shared.js';
 import type {
   ApproveInput,
   AuditInput,
@@ -14,7 +12,9 @@ import type {
   PairingRequest,
   UpsertRequestInput,
   UpsertRequestResult,
-} from '../types.js';
+} from '../../core/store.js';
+import { checkDevicePageQuery, pageOf, prefixUpperBound } from '../device-page.js';
+import { approvedGrant, type DeviceRow, type GrantRow, grantAfterExpiry, mergePairingRequest, type TokenRow, toDevice, toGrant, toToken } from '../shared.js';
 import { SQLITE_DEVICE_DISPLAY_NAME, SQLITE_DEVICE_LABEL, type SqliteDb } from './db.js';
 
 export function liveTokenSync(core: SqliteDb, deviceId: string, role: Role): TokenRow | undefined {

@@ -1,7 +1,8 @@
 /** SQLite store, domain: importing another gateway's paired devices in one transaction, read in batches. */
+
+import type { DeviceImportReport, DeviceImportStore, ImportDevicesInput, ImportDevicesResult, NodeSurfaceRecord } from '../../core/store.js';
 import { batchesOf, type ExistingDevice, IMPORT_BATCH_DEVICES, ImportRefused, ImportTally, planDeviceImport } from '../import-shared.js';
 import { type DeviceRow, type GrantRow, type TokenRow, toDevice, toGrant, toToken } from '../shared.js';
-import type { DeviceImportReport, DeviceImportStore, ImportDevicesInput, ImportDevicesResult, NodeSurfaceRecord } from '../types.js';
 import type { SqliteDb } from './db.js';
 import { body } from './db.js';
 

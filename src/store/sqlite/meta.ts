@@ -1,5 +1,5 @@
 /** SQLite store, domain: the gateway's own key/value settings. */
-import type { MetaStore } from '../types.js';
+import type { MetaStore } from '../../core/store.js';
 import type { SqliteDb } from './db.js';
 
 export function sqliteMeta(core: SqliteDb): MetaStore {

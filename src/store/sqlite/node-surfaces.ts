@@ -1,6 +1,7 @@
 /** SQLite store, domain: node command surfaces and the requests asking for them. */
+
+import type { AuditInput, NodeSurfaceRecord, NodeSurfaceRequest, NodeSurfaceStore, UpsertNodeSurfaceInput } from '../../core/store.js';
 import { mergeNodeSurfaceRequest } from '../nodes-shared.js';
-import type { AuditInput, NodeSurfaceRecord, NodeSurfaceRequest, NodeSurfaceStore, UpsertNodeSurfaceInput } from '../types.js';
 import type { SqliteDb } from './db.js';
 
 export function nodeRequestSync(core: SqliteDb, where: 'request_id' | 'device_id', key: string): NodeSurfaceRequest | undefined {

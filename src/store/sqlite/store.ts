@@ -3,8 +3,9 @@
  * `:memory:` for a throwaway store. Every domain action runs in one IMMEDIATE transaction
  * together with its audit entry; each domain lives in its own file next to this one.
  */
+
+import type { Store } from '../../core/store.js';
 import { DomainMethods, type StoreDomains } from '../compose.js';
-import type { Store } from '../types.js';
 import { sqliteAudit } from './audit.js';
 import { sqliteAutomations } from './automations.js';
 import { SqliteDb } from './db.js';

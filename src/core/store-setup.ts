@@ -5,7 +5,7 @@
  */
 import type { Role } from '@clawgate/protocol/frames';
 import { normalizeScopes } from '@clawgate/protocol/scopes';
-import type { NewToken, SetupCodeRecord, SetupProfile, SetupRefusal } from './types.js';
+import type { NewToken, SetupCodeRecord, SetupProfile, SetupRefusal } from './store.js';
 
 export type RedemptionCheck = { ok: true; repeat: boolean } | { ok: false; reason: SetupRefusal };
 

@@ -546,7 +546,7 @@ export interface DeviceSeedStore {
    * Insert many NEW devices (grants, token hashes) in one transaction per call, with one audit
    * entry for the batch (src/store/bulk-devices.ts): what the bench seeds a million-device store with.
    */
-  importDevicesBulk?(input: import('./bulk-devices.js').BulkDevicesInput): Promise<import('./bulk-devices.js').BulkDevicesResult>;
+  importDevicesBulk?(input: import('../store/bulk-devices.js').BulkDevicesInput): Promise<import('../store/bulk-devices.js').BulkDevicesResult>;
 }
 
 /** Setup codes: minted, redeemed (enrolling a device in one transaction), failed, revoked. */
