@@ -3,8 +3,9 @@
  * the `--json` switch between one JSON line and a human listing, and the connection itself.
  */
 import type { ParseArgsConfig } from 'node:util';
-import { connectGateway, type GatewayConnection } from '../client/connection.js';
+import { connectGateway } from '../client/connection.js';
 import { printable, printableLines } from '../protocol/text.js';
+import { type CliConnection, connectsAsDevice } from './device-session.js';
 import { credentialOptions, parse, resolveTarget, UsageError } from './main.js';
 import { SECRET_FLAGS } from './secret-input.js';
 
@@ -16,6 +17,8 @@ export const CONN_OPTIONS = {
   json: { type: 'boolean' },
   'tls-fingerprint': { type: 'string' },
   'gateway-key': { type: 'string' },
+  /** As the CLI device: file the pairing request and exit (status 3) instead of waiting for the approval. */
+  'no-wait': { type: 'boolean' },
 } as const;
 
 /**
@@ -59,12 +62,22 @@ export function positiveIntFlag(values: Record<string, unknown>, flag: string): 
   return n;
 }
 
-export async function withGateway<T>(values: Record<string, unknown>, fn: (conn: GatewayConnection) => Promise<T>): Promise<T> {
+const NO_CREDENTIAL =
+  'no credential: set CLAWGATE_TOKEN, pass --token-file <path> or --token-stdin, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair --code-file <file>)';
+
+/**
+ * Connect as the command's credential says and run `fn` on the session: the owner credential of
+ * the state dir (proven, device-less), a shared secret to a gateway on this host (device-less),
+ * or else as this state dir's CLI device (device-session.ts: stored device token, or a shared
+ * secret that files a pairing request). Null from `fn` is passed through.
+ */
+export async function withGateway<T>(values: Record<string, unknown>, fn: (conn: CliConnection) => Promise<T>): Promise<T> {
   const target = resolveTarget(values);
-  if (!target.token && !target.password && !target.owner) {
-    throw new UsageError(
-      'no credential: set CLAWGATE_TOKEN, pass --token-file <path> or --token-stdin, or run on the gateway host (owner credential in the state dir)',
-    );
+  if (connectsAsDevice(target)) {
+    const { withDeviceSession } = await import('./device-session.js');
+    const done = await withDeviceSession(values, target, fn);
+    if (done === null) throw new UsageError(NO_CREDENTIAL);
+    return done as T;
   }
   // The server proves the gateway key before anything is sent; the owner credential is only proven.
   const conn = await connectGateway({
@@ -76,7 +89,7 @@ export async function withGateway<T>(values: Record<string, unknown>, fn: (conn:
     client: { id: 'cli', mode: 'cli' },
   });
   try {
-    return await fn(conn);
+    return await fn({ url: conn.ws.url, request: (method, params, timeoutMs) => conn.request(method, params, timeoutMs) });
   } finally {
     await conn.close();
   }

@@ -37,7 +37,7 @@ export async function dashboardCommand(args: string[]): Promise<number> {
       'dashboard.link',
       ttlMs !== undefined ? { ttlMs } : {},
     );
-    const base = httpBaseOf(conn.ws.url);
+    const base = httpBaseOf(conn.url);
     const link = `${base}${res.fragment}`;
     if (values.json) {
       process.stdout.write(`${JSON.stringify({ url: link, linkId: res.linkId, expiresAtMs: res.expiresAtMs })}\n`);

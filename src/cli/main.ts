@@ -6,7 +6,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { startGateway } from '../app.js';
-import { ConnectError, type ConnectOptions, connectGateway, GatewayRequestError } from '../client/connection.js';
+import { ConnectError, type ConnectOptions, GatewayRequestError } from '../client/connection.js';
 import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/logger.js';
@@ -15,7 +15,7 @@ import { audienceOf, normalizeGatewayKeyFingerprint } from '../protocol/gateway-
 import { printableLines } from '../protocol/text.js';
 import { GATEWAY_KEY_FILE, readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
-import { jsonParams, parseGatewayCommand, positiveIntFlag } from './common.js';
+import { jsonParams, parseGatewayCommand, positiveIntFlag, withGateway } from './common.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
 import { NODE_RUN_HELP, nodeCommand } from './node-run.js';
 import { migrateCommand, openConfiguredStore, resolveStoreChoice } from './postgres.js';
@@ -356,30 +356,18 @@ async function call(args: string[]): Promise<number> {
   if (!method) throw new UsageError('usage: clawgate call <method> [--params <json>]');
   const params = jsonParams(values.params);
   const timeoutMs = positiveIntFlag(values, 'timeout') ?? 30_000;
-  const target = resolveTarget(values);
-  if (!target.token && !target.password && !target.owner) {
-    const { callWithStoredCredentials } = await import('./client.js');
-    const viaPairing = await callWithStoredCredentials(values, method, params, timeoutMs);
-    if (viaPairing !== null) return viaPairing;
-    process.stderr.write(
-      'no credential: set CLAWGATE_TOKEN, pass --token-file <path> or --token-stdin, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair --code-file <file>)\n',
-    );
-    return 1;
-  }
-  const conn = await connectGateway({
-    url: target.url,
-    ...credentialOptions(target),
-    tlsFingerprint: target.tlsFingerprint,
-    scopes: ['operator.admin'],
-    client: { id: 'cli', mode: 'cli' },
-  });
   try {
-    const result = await conn.request(method, params, timeoutMs);
-    // JSON escapes C0 controls but not C1 or bidi characters; the escape keeps it the same JSON.
-    process.stdout.write(`${printableLines(JSON.stringify(result, null, values.json ? 0 : 2))}\n`);
-    return 0;
-  } finally {
-    await conn.close();
+    return await withGateway(values, async (conn) => {
+      const result = await conn.request(method, params, timeoutMs);
+      // JSON escapes C0 controls but not C1 or bidi characters; the escape keeps it the same JSON.
+      process.stdout.write(`${printableLines(JSON.stringify(result, null, values.json ? 0 : 2))}\n`);
+      return 0;
+    });
+  } catch (err) {
+    // `call` reports a missing credential as a failure of the call (exit 1), like any other.
+    if (!(err instanceof UsageError) || !err.message.startsWith('no credential')) throw err;
+    process.stderr.write(`${err.message}\n`);
+    return 1;
   }
 }
 
@@ -417,6 +405,9 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`${printableLines(err.message)}\n`);
       return 2;
     }
+    const json = argv.includes('--json');
+    const status = (await import('./device-session.js')).reportClientFailure(err, json);
+    if (status !== null) return status;
     if (err instanceof ConnectError || err instanceof GatewayRequestError) {
       const e = err instanceof ConnectError ? err.error : err.error;
       const next = (e?.details as { nextStep?: string } | undefined)?.nextStep;

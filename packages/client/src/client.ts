@@ -41,7 +41,14 @@ export type ClientState =
       retryAtMs?: number;
       lastError?: { code: string; message: string };
     }
-  | { status: 'awaiting-approval'; requestId: string | null; credential: CredentialKind; live: boolean }
+  | {
+      status: 'awaiting-approval';
+      requestId: string | null;
+      credential: CredentialKind;
+      live: boolean;
+      /** Six digits the approver sees next to the request (compare them before approving). */
+      confirmationCode?: string;
+    }
   | {
       status: 'connected';
       role: Role;
@@ -53,7 +60,18 @@ export type ClientState =
       /** Set when the tokens of hello-ok could not be stored (the session still works). */
       warning?: string;
     }
-  | { status: 'paused'; reason: PauseReason; code?: string; message: string; nextStep: string; requestId?: string }
+  | {
+      status: 'paused';
+      reason: PauseReason;
+      code?: string;
+      message: string;
+      nextStep: string;
+      requestId?: string;
+      /** With `requestId` of a pending pairing: the digits the approver sees next to it. */
+      confirmationCode?: string;
+      /** With `gateway-key-mismatch`: the key the server did prove (64 hex), when it proved one. */
+      gatewayKeySeen?: string;
+    }
   | { status: 'closed' };
 
 export interface BackoffOptions {
@@ -109,6 +127,20 @@ export interface GatewayClientOptions {
     challenge: { nonce: string; ts: number; gateway?: unknown },
     url: string,
   ) => Promise<{ ownerProof: string; ownerAudience: string } | null>;
+  /**
+   * The connect field that carries the stored shared secret: `token` (default, `auth.token`) or
+   * `password` (`auth.password`, for gateways that use a password; the device signature then
+   * covers no token, as for any password).
+   */
+  sharedSecretField?: 'token' | 'password';
+  /**
+   * The gateway key (64 hex) this client requires, overriding the record's pin: a challenge that
+   * does not prove it pauses with `gateway-key-mismatch` and nothing is sent. `null`: a proven
+   * key is required but none is known, so every connect pauses (naming, in `gatewayKeySeen`, the
+   * key the server proved) — for callers that must not send a secret to an unknown server.
+   * Undefined: the record's pin, else trust on first use.
+   */
+  gatewayKey?: string | null;
 }
 
 export interface HelloOk {
@@ -466,7 +498,13 @@ export class GatewayClient {
     });
   }
 
-  private pause(gen: number, reason: PauseReason, message: string, nextStep: string, extra: { code?: string; requestId?: string } = {}): void {
+  private pause(
+    gen: number,
+    reason: PauseReason,
+    message: string,
+    nextStep: string,
+    extra: { code?: string; requestId?: string; confirmationCode?: string; gatewayKeySeen?: string } = {},
+  ): void {
     if (!this.isCurrent(gen)) return;
     this.generation++;
     this.teardown(1000, 'paused');
@@ -663,17 +701,25 @@ export class GatewayClient {
     // Only the hints depend on this; the pin below decides trust.
     this.flavor = flavorOfChallenge(payload);
     // Before anything secret is even computed: is this the gateway the record is pinned to?
-    const pinned = a.record.gatewayKey ?? null;
+    const required = this.opts.gatewayKey;
+    const pinned = required !== undefined ? required : (a.record.gatewayKey ?? null);
     const proof = await checkChallengeProof(this.platform.crypto, payload, pinned);
     if (!this.isCurrent(a.gen) || a.finished) return;
-    if (pinned !== null && !proof.ok) {
-      return this.pause(
-        a.gen,
-        'gateway-key-mismatch',
-        `refused to send credentials to ${this.target.url}: ${proof.problem}; this device is pinned to gateway key ${pinned}`,
-        GATEWAY_KEY_NEXT_STEP,
-        { code: 'GATEWAY_KEY_MISMATCH' },
-      );
+    if ((pinned !== null && !proof.ok) || required === null) {
+      // Which key did answer (if any)? Only for the message: nothing is trusted from it.
+      const seen = proof.ok ? proof : await checkChallengeProof(this.platform.crypto, payload, null);
+      if (!this.isCurrent(a.gen) || a.finished) return;
+      const seenKey = seen.ok ? { gatewayKeySeen: seen.fingerprint } : {};
+      const why =
+        pinned !== null
+          ? `${(proof as { problem: string }).problem}; this device is pinned to gateway key ${pinned}`
+          : seen.ok
+            ? `it proved gateway key ${seen.fingerprint}, and no gateway key is known for it`
+            : seen.problem;
+      return this.pause(a.gen, 'gateway-key-mismatch', `refused to send credentials to ${this.target.url}: ${why}`, GATEWAY_KEY_NEXT_STEP, {
+        code: 'GATEWAY_KEY_MISMATCH',
+        ...seenKey,
+      });
     }
     // Without a pin (shared-token records from before gateway keys), a proven key is learned at hello-ok.
     a.provenGatewayKey = proof.ok ? proof.fingerprint : null;
@@ -689,6 +735,7 @@ export class GatewayClient {
       a.cred.kind === 'shared-token' && this.opts.ownerProof
         ? await this.opts.ownerProof(a.cred.secret, { ...p, nonce: p.nonce, ts: p.ts }, this.target.url)
         : null;
+    const asPassword = a.cred.kind === 'shared-token' && !ownerProof && this.opts.sharedSecretField === 'password';
     const signature = await key.sign(
       signaturePayloadV3({
         deviceId: key.deviceId,
@@ -697,8 +744,8 @@ export class GatewayClient {
         role: this.role,
         scopes: a.cred.scopes,
         signedAtMs: signedAt,
-        // An owner proof carries no token: the signature covers none.
-        token: ownerProof ? '' : a.cred.secret,
+        // An owner proof or a password carries no token: the signature covers none.
+        token: ownerProof || asPassword ? '' : a.cred.secret,
         nonce: p.nonce,
         platform: client.platform,
         deviceFamily: client.deviceFamily,
@@ -714,7 +761,7 @@ export class GatewayClient {
       role: this.role,
       scopes: a.cred.scopes,
       caps,
-      auth: ownerProof ?? a.cred.auth,
+      auth: ownerProof ?? (asPassword ? { password: a.cred.secret } : a.cred.auth),
       device: { id: key.deviceId, publicKey: key.publicKey, signature, signedAt, nonce: p.nonce },
     };
     if (this.opts.commands) params.commands = this.opts.commands;
@@ -722,11 +769,17 @@ export class GatewayClient {
   }
 
   private onWaiting(a: Attempt, payload: unknown): void {
-    const requestId = (payload as { requestId?: unknown } | undefined)?.requestId;
+    const { requestId, confirmationCode } = (payload ?? {}) as { requestId?: unknown; confirmationCode?: unknown };
     // The approval can take as long as a person needs; the socket stays open meanwhile.
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
-    this.setState({ status: 'awaiting-approval', requestId: typeof requestId === 'string' ? requestId : null, credential: a.cred.kind, live: true });
+    this.setState({
+      status: 'awaiting-approval',
+      requestId: typeof requestId === 'string' ? requestId : null,
+      credential: a.cred.kind,
+      live: true,
+      ...(typeof confirmationCode === 'string' ? { confirmationCode } : {}),
+    });
   }
 
   private onAuthUpdated(a: Attempt, payload: unknown): void {
@@ -1002,7 +1055,12 @@ export class GatewayClient {
       const nextStep =
         err.nextStep ??
         `Approve request ${requestId ?? ''} on the gateway (\`${gatewayHostCommands(this.flavor).approveDevice(requestId ?? '<id>')}\`), then call resume().`;
-      return this.pause(gen, 'pairing-required', err.message, nextStep, { code, ...(requestId ? { requestId } : {}) });
+      const confirmationCode = typeof details.confirmationCode === 'string' ? details.confirmationCode : undefined;
+      return this.pause(gen, 'pairing-required', err.message, nextStep, {
+        code,
+        ...(requestId ? { requestId } : {}),
+        ...(confirmationCode ? { confirmationCode } : {}),
+      });
     }
     const personReason = NEEDS_PERSON[code];
     if (

@@ -1,0 +1,299 @@
+/**
+ * The CLI as a device. Wherever a command talks to a gateway as an operator without the owner
+ * credential of a local state dir — a remote gateway reached with its shared token or password,
+ * or any gateway this state dir holds paired credentials for — it connects through the SDK's
+ * GatewayClient with the device key stored in `<state-dir>/client/` (created on first use, mode
+ * 0600). A gateway that does not know the key files a pairing request; the CLI prints its id,
+ * its confirmation code and the command that approves it, waits for the approval on the open
+ * socket (or, with `--no-wait`, exits with EXIT_PENDING), and stores the device token it is then
+ * given: later commands present that token and need no shared secret.
+ *
+ * Commands run once: a failure that the SDK would retry later (unreachable, dropped socket) ends
+ * the command with the reason instead.
+ */
+import { hostname } from 'node:os';
+import {
+  ClientError,
+  type ClientState,
+  type CredentialStore,
+  ensureRecord,
+  type FileCredentialStore,
+  GatewayCallError,
+  GatewayClient,
+  type GatewayRecord,
+  gatewayHostCommands,
+  nodePlatform,
+  normalizeGatewayUrl,
+  type UpdateOptions,
+} from '../../packages/client/src/node.js';
+import { audienceOf, normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
+import { clientStore } from './client.js';
+import { field } from './common.js';
+import { UsageError } from './main.js';
+import { resolveStateDir } from './state.js';
+
+/** Exit status of a command whose pairing request is filed but not approved yet (`--no-wait`). */
+export const EXIT_PENDING = 3;
+
+/** What a gateway command needs of its connection, whichever credential stands behind it. */
+export interface CliConnection {
+  /** The URL dialed (ws:// or wss://). */
+  readonly url: string;
+  request<T = unknown>(method: string, params?: unknown, timeoutMs?: number): Promise<T>;
+}
+
+/** The resolved target of a command (main.ts resolveTarget). */
+export interface DeviceTarget {
+  url: string;
+  token: string | undefined;
+  password: string | undefined;
+  owner: string | undefined;
+  tlsFingerprint: string | undefined;
+}
+
+/** The pairing request is filed and waits for a person; the command stops here (`--no-wait`). */
+export class PendingApproval extends Error {
+  constructor(
+    readonly requestId: string | null,
+    readonly confirmationCode: string | null,
+  ) {
+    super(`pairing request ${requestId ?? '(unknown)'} is waiting for approval`);
+  }
+}
+
+/** A failure of the CLI's device session, with the next step a person can take. */
+export class DeviceSessionError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly nextStep?: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Does this command connect as the CLI device? Not with the owner credential (proven, device-less,
+ * on the gateway host) and not with a shared secret to a gateway on this host (a local helper,
+ * admitted device-less within the shared secret's scopes); every other case does.
+ */
+export function connectsAsDevice(target: DeviceTarget): boolean {
+  if (target.owner !== undefined) return false;
+  if (target.token !== undefined || target.password !== undefined) return !audienceOf(target.url)?.includes('://loopback:');
+  return true;
+}
+
+/**
+ * A store that shows the shared secret (and a pinned certificate) given on this command line in
+ * the record it loads, without ever writing them: the client's writes start from the stored
+ * record, so the secret stays in this process.
+ */
+class CommandLineOverlay implements CredentialStore {
+  constructor(
+    private readonly inner: FileCredentialStore,
+    private readonly key: string,
+    private readonly overlay: Partial<Pick<GatewayRecord, 'sharedToken' | 'tlsFingerprint'>>,
+  ) {}
+  async load(key: string): Promise<GatewayRecord | null> {
+    const r = await this.inner.load(key);
+    return r && key === this.key ? { ...r, ...this.overlay } : r;
+  }
+  update(key: string, mutate: (current: GatewayRecord | null) => GatewayRecord | null, opts?: UpdateOptions): Promise<GatewayRecord | null> {
+    return this.inner.update(key, mutate, opts);
+  }
+  list(): Promise<GatewayRecord[]> {
+    return this.inner.list();
+  }
+}
+
+/** The stored record a command without a shared secret means: --url / CLAWGATE_URL, else the only one. */
+async function pickRecord(store: FileCredentialStore, url: string | undefined): Promise<GatewayRecord | null> {
+  if (url) return store.load(normalizeGatewayUrl(url).key);
+  const all = await store.list();
+  return all.length === 1 ? (all[0] as GatewayRecord) : null;
+}
+
+function explicitGatewayKey(values: Record<string, unknown>): string | undefined {
+  const text = (values['gateway-key'] as string | undefined) ?? process.env.CLAWGATE_GATEWAY_KEY;
+  if (text === undefined) return undefined;
+  const key = normalizeGatewayKeyFingerprint(text);
+  if (!key) throw new UsageError(`--gateway-key must be a SHA-256 fingerprint (64 hex digits, colons allowed), got ${text}`);
+  return key;
+}
+
+const SECRET_HINT = 'the gateway token (--token-file <file>, --token-stdin or CLAWGATE_TOKEN)';
+
+function pairAgainStep(approveHost: string): string {
+  return (
+    `Pair this device again: on the gateway host run \`${approveHost}\`, then \`clawgate pair --code-file <file>\` here; ` +
+    `or run this command again with ${SECRET_HINT}, which files a new pairing request for the owner to approve.`
+  );
+}
+
+/** The paused state as a CLI failure: the SDK's facts, the CLI's words. */
+function pausedFailure(s: Extract<ClientState, { status: 'paused' }>, client: GatewayClient, pinned: string | null): Error {
+  const url = client.target.url;
+  const host = gatewayHostCommands(client.gatewayFlavor);
+  switch (s.reason) {
+    case 'pairing-required':
+      return new PendingApproval(s.requestId ?? null, s.confirmationCode ?? null);
+    case 'device-token-rejected':
+      return new DeviceSessionError(
+        `the gateway at ${url} refused this CLI's device token (revoked, rotated, or the device was removed)`,
+        s.code ?? 'AUTH_DEVICE_TOKEN_MISMATCH',
+        pairAgainStep(host.mintCode()),
+      );
+    case 'gateway-key-mismatch': {
+      const seen = s.gatewayKeySeen;
+      const hint = seen ? ` if that is your gateway, pass --gateway-key ${seen} (on the gateway host, \`clawgate gateway key\` prints it)` : '';
+      const prefix = `refused to send credentials to ${url}: `;
+      const problem = s.message.startsWith(prefix) ? s.message.slice(prefix.length) : s.message;
+      const what = seen ? `(key ${seen}, ${pinned ? `expected ${pinned}` : 'and no gateway key is known for it'})` : `: ${problem}`;
+      return new DeviceSessionError(
+        `the server at ${url} did not prove it is your gateway ${what}; nothing was sent.${hint}`,
+        s.code ?? 'GATEWAY_KEY_MISMATCH',
+      );
+    }
+    case 'no-credential':
+      return new DeviceSessionError(
+        `no credential for ${url}`,
+        'NO_CREDENTIAL',
+        `pass ${SECRET_HINT} to ask for pairing, or pair with a setup code (\`clawgate pair --code-file <file>\`)`,
+      );
+    default:
+      // The gateway's own next step when it sent one; the SDK's mentions of its API do not apply here.
+      return new DeviceSessionError(s.message, s.code ?? s.reason, s.nextStep.replace(/ \(or `client\.[^)]*\)/, ''));
+  }
+}
+
+/** Print the pairing request a person has to approve (stderr: stdout stays the command's result). */
+function announcePending(client: GatewayClient, deviceId: string, requestId: string | null, confirmationCode: string | null, waiting: boolean): void {
+  const approve = gatewayHostCommands(client.gatewayFlavor).approveDevice(requestId ?? '<requestId>');
+  process.stderr.write(
+    `${[
+      `pairing requested: this CLI (device ${field(deviceId)}) asked ${field(client.target.url)} for operator access`,
+      `  request id:        ${field(requestId ?? '(not given by the gateway)')}`,
+      `  confirmation code: ${field(confirmationCode ?? '(not given by the gateway)')} (the approver sees the same digits next to the request)`,
+      `  approve it on the gateway host: ${field(approve)}`,
+      waiting
+        ? 'waiting for the approval (Ctrl-C stops waiting; the request stays, and this command picks it up when run again)…'
+        : 'not approved yet (--no-wait): run this command again once it is approved; the device token is stored then.',
+    ].join('\n')}\n`,
+  );
+}
+
+/** Resolve once connected; reject with the first pause, or with the first failure the SDK would retry. */
+function connectOnce(client: GatewayClient, deviceId: string, pinned: string | null): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let shown: string | null | undefined;
+    let off: () => void = () => {};
+    const settle = (done: () => void) => {
+      off();
+      done();
+    };
+    const onState = (s: ClientState) => {
+      if (s.status === 'connected') settle(resolve);
+      else if (s.status === 'awaiting-approval') {
+        if (shown !== s.requestId) {
+          shown = s.requestId;
+          announcePending(client, deviceId, s.requestId, s.confirmationCode ?? null, true);
+        }
+      } else if (s.status === 'paused') settle(() => reject(pausedFailure(s, client, pinned)));
+      else if (s.status === 'closed') settle(() => reject(new DeviceSessionError('the client closed before it connected', 'CLIENT_CLOSED')));
+      else if (s.status === 'connecting' && s.retryAtMs !== undefined) {
+        const last = s.lastError;
+        settle(() =>
+          reject(
+            new DeviceSessionError(
+              `cannot reach the gateway at ${client.target.url}: ${last?.message ?? 'no answer'}`,
+              last?.code ?? 'UNREACHABLE',
+              `Check that the gateway is running and reachable at ${client.target.url}.`,
+            ),
+          ),
+        );
+      }
+    };
+    off = client.onState(onState);
+    client.start();
+  });
+}
+
+/**
+ * Run `fn` on a session of the CLI device. Null when this state dir holds no credentials for the
+ * target and no shared secret was given (the caller says what is missing).
+ */
+export async function withDeviceSession<T>(values: Record<string, unknown>, target: DeviceTarget, fn: (conn: CliConnection) => Promise<T>): Promise<T | null> {
+  const store = clientStore(resolveStateDir(values['state-dir'] as string | undefined));
+  const platform = nodePlatform();
+  const secret = target.password ?? target.token;
+  const explicitUrl = (values.url as string | undefined) ?? (process.env.CLAWGATE_URL || undefined);
+  let record: GatewayRecord | null;
+  let url: string;
+  if (secret !== undefined) {
+    url = target.url;
+    // The device key of this state dir for that gateway: created (0600) the first time.
+    record = await ensureRecord(store, platform, url, Date.now());
+  } else {
+    record = await pickRecord(store, explicitUrl);
+    if (!record) return null;
+    url = explicitUrl ?? record.url;
+  }
+  const key = normalizeGatewayUrl(url).key;
+  const flagKey = explicitGatewayKey(values);
+  // A shared secret goes only to a server that proves a known key (the pinned one, or --gateway-key).
+  const gatewayKey = flagKey ?? (secret !== undefined && !record.gatewayKey ? null : undefined);
+  const overlay = {
+    ...(secret !== undefined ? { sharedToken: secret } : {}),
+    ...(target.tlsFingerprint ? { tlsFingerprint: target.tlsFingerprint } : {}),
+  };
+  const client = new GatewayClient({
+    url,
+    role: 'operator',
+    store: Object.keys(overlay).length > 0 ? new CommandLineOverlay(store, key, overlay) : store,
+    platform,
+    client: { id: 'cli', mode: 'cli', displayName: `clawgate CLI (${hostname()})` },
+    waitForApproval: values['no-wait'] !== true,
+    ...(target.password !== undefined ? { sharedSecretField: 'password' as const } : {}),
+    ...(gatewayKey !== undefined ? { gatewayKey } : {}),
+    // The person put the shared secret on this command: a refused device token may fall back to
+    // it (filing a new pairing request) even over a plain remote connection, where it goes anyway.
+    ...(secret !== undefined ? { recoverySafe: () => true } : {}),
+  });
+  try {
+    await connectOnce(client, record.deviceId, flagKey ?? record.gatewayKey ?? null);
+    return await fn({
+      url: client.target.url,
+      request: <R>(method: string, params?: unknown, timeoutMs?: number) => client.request<R>(method, params, timeoutMs === undefined ? {} : { timeoutMs }),
+    });
+  } catch (err) {
+    if (err instanceof PendingApproval) announcePending(client, record.deviceId, err.requestId, err.confirmationCode, false);
+    throw err;
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * Print a failure of the SDK or of a device session, with its next step; the exit status, or null
+ * for an error that is none of these.
+ */
+export function reportClientFailure(err: unknown, json = false): number | null {
+  if (err instanceof PendingApproval) {
+    if (json) process.stdout.write(`${JSON.stringify({ status: 'pending', requestId: err.requestId, confirmationCode: err.confirmationCode })}\n`);
+    return EXIT_PENDING;
+  }
+  if (err instanceof DeviceSessionError) {
+    process.stderr.write(`error: ${field(err.message)} [${field(err.code)}]\n${err.nextStep ? `next: ${field(err.nextStep)}\n` : ''}`);
+    return 1;
+  }
+  if (err instanceof ClientError) {
+    const code = err.gatewayCode && err.gatewayCode !== err.code ? ` [${err.gatewayCode}]` : ` [${err.code}]`;
+    process.stderr.write(`error: ${field(err.message)}${field(code)}\n${err.nextStep ? `next: ${field(err.nextStep)}\n` : ''}`);
+    return 1;
+  }
+  if (err instanceof GatewayCallError) {
+    process.stderr.write(`error: ${field(err.message)} [${field(err.code)}]\n${err.nextStep ? `next: ${field(err.nextStep)}\n` : ''}`);
+    return 1;
+  }
+  return null;
+}
