@@ -16,7 +16,7 @@ import {
   type Role,
 } from '../../packages/client/src/node.js';
 import { field, out, positiveIntFlag } from './common.js';
-import { reportClientFailure } from './device-session.js';
+import { reportClientFailure } from './gateway-session.js';
 import { parse, UsageError } from './main.js';
 import { readSetupCode, SETUP_CODE_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';

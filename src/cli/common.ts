@@ -3,10 +3,9 @@
  * the `--json` switch between one JSON line and a human listing, and the connection itself.
  */
 import type { ParseArgsConfig } from 'node:util';
-import { connectGateway } from '../client/connection.js';
 import { printable, printableLines } from '../protocol/text.js';
-import { type CliConnection, connectsAsDevice } from './device-session.js';
-import { credentialOptions, parse, resolveTarget, UsageError } from './main.js';
+import type { CliConnection } from './gateway-session.js';
+import { parse, resolveTarget, UsageError } from './main.js';
 import { SECRET_FLAGS } from './secret-input.js';
 
 /** How to reach and authenticate to the gateway (resolved by resolveTarget) plus `--json`. */
@@ -66,31 +65,14 @@ const NO_CREDENTIAL =
   'no credential: set CLAWGATE_TOKEN, pass --token-file <path> or --token-stdin, run on the gateway host (owner credential in the state dir), or pair first (clawgate pair --code-file <file>)';
 
 /**
- * Connect as the command's credential says and run `fn` on the session: the owner credential of
- * the state dir (proven, device-less), a shared secret to a gateway on this host (device-less),
- * or else as this state dir's CLI device (device-session.ts: stored device token, or a shared
- * secret that files a pairing request). Null from `fn` is passed through.
+ * Connect as the command's credential says and run `fn` on the session (gateway-session.ts): the
+ * owner credential of the state dir (proven, device-less), a shared secret to a gateway on this
+ * host (device-less), or else as this state dir's CLI device (its stored device token, or a
+ * shared secret that files a pairing request).
  */
 export async function withGateway<T>(values: Record<string, unknown>, fn: (conn: CliConnection) => Promise<T>): Promise<T> {
-  const target = resolveTarget(values);
-  if (connectsAsDevice(target)) {
-    const { withDeviceSession } = await import('./device-session.js');
-    const done = await withDeviceSession(values, target, fn);
-    if (done === null) throw new UsageError(NO_CREDENTIAL);
-    return done as T;
-  }
-  // The server proves the gateway key before anything is sent; the owner credential is only proven.
-  const conn = await connectGateway({
-    url: target.url,
-    ...credentialOptions(target),
-    tlsFingerprint: target.tlsFingerprint,
-    // The owner credential holds every scope; with the shared token a local cli keeps these.
-    scopes: ['operator.admin', 'operator.pairing'],
-    client: { id: 'cli', mode: 'cli' },
-  });
-  try {
-    return await fn({ url: conn.ws.url, request: (method, params, timeoutMs) => conn.request(method, params, timeoutMs) });
-  } finally {
-    await conn.close();
-  }
+  const { withGatewaySession } = await import('./gateway-session.js');
+  const done = await withGatewaySession(values, resolveTarget(values), fn);
+  if (done === null) throw new UsageError(NO_CREDENTIAL);
+  return done as T;
 }

@@ -6,7 +6,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { startGateway } from '../app.js';
-import { ConnectError, type ConnectOptions, GatewayRequestError } from '../client/connection.js';
+import { ConnectError, GatewayRequestError } from '../client/connection.js';
 import { DEFAULTS, type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import type { Logger } from '../core/logger.js';
@@ -288,7 +288,7 @@ interface Target {
   password: string | undefined;
   /** The owner credential, to be proven (never sent) to a gateway that proved `gatewayKey`. */
   owner: string | undefined;
-  /** The key the server must prove before anything is sent (see ConnectOptions.gatewayKey). */
+  /** The key the server must prove before anything is sent: a fingerprint; null: required but none known; undefined: not checked. */
   gatewayKey: string | null | undefined;
   tlsFingerprint: string | undefined;
 }
@@ -327,7 +327,7 @@ export function resolveTarget(values: Record<string, unknown>): Target {
   } else key = readGatewayKeyFingerprint(stateDir);
   // A shared secret may still go to a gateway on this host whose key nobody recorded (an SSH
   // tunnel's local end); to any other host it goes only after the server proved a known key. The
-  // owner credential always needs a proven key (connectGateway refuses without one).
+  // owner credential always needs a proven key (gateway-session.ts refuses without one).
   if (key === null && owner === undefined && audienceOf(url)?.includes('://loopback:')) key = undefined;
   // The running gateway's own certificate is pinned automatically when we talk to it by the URL it recorded.
   const fpText = (values['tls-fingerprint'] as string | undefined) ?? process.env.CLAWGATE_TLS_FINGERPRINT;
@@ -340,14 +340,6 @@ export function resolveTarget(values: Record<string, unknown>): Target {
   const target: Target = { url, token, password, owner, gatewayKey: key, tlsFingerprint };
   resolvedTargets.set(values, target);
   return target;
-}
-
-/** The connect options for a resolved target's credential: an owner proof, or the shared secret. */
-export function credentialOptions(target: Target): Pick<ConnectOptions, 'owner' | 'auth' | 'gatewayKey'> {
-  const gatewayKey = { gatewayKey: target.gatewayKey };
-  if (target.password) return { auth: { password: target.password }, ...gatewayKey };
-  if (target.token) return { auth: { token: target.token }, ...gatewayKey };
-  return { owner: target.owner, ...gatewayKey };
 }
 
 async function call(args: string[]): Promise<number> {
@@ -406,7 +398,7 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const json = argv.includes('--json');
-    const status = (await import('./device-session.js')).reportClientFailure(err, json);
+    const status = (await import('./gateway-session.js')).reportClientFailure(err, json);
     if (status !== null) return status;
     if (err instanceof ConnectError || err instanceof GatewayRequestError) {
       const e = err instanceof ConnectError ? err.error : err.error;

@@ -2,7 +2,7 @@
 import type { NodePendingView } from '../core/nodes.js';
 import type { NodeView } from '../methods/nodes.js';
 import { field, jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
-import type { CliConnection } from './device-session.js';
+import type { CliConnection } from './gateway-session.js';
 import { UsageError } from './main.js';
 
 const OPTIONS = {

@@ -2,7 +2,7 @@
  * A single authenticated connection to a gateway (Node). Used by the CLI, the tests and the
  * benchmark; the fuller SDK (reconnects, credential store, state machine) builds on it.
  */
-import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { WebSocket } from 'ws';
 import { CERT_ERROR_CODES, peerFingerprint } from '../../packages/client/src/node-support.js';
@@ -10,8 +10,9 @@ import { checkGatewayChallenge } from '../core/gateway-identity.js';
 import { deviceIdOf } from '../core/identity.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import type { ErrorShape } from '../protocol/frames.js';
-import { audienceOf, normalizeGatewayKeyFingerprint, ownerProofPayload } from '../protocol/gateway-proof.js';
+import { audienceOf, normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
 import { signaturePayloadV3, signedTokenField } from '../protocol/signature.js';
+import { ownerProofFor } from './owner-proof.js';
 
 export interface DeviceIdentity {
   deviceId: string;
@@ -120,12 +121,7 @@ export class GatewayIdentityError extends ConnectError {
   }
 }
 
-/** base64url HMAC-SHA256 of the owner proof payload, keyed by the owner credential. */
-export function ownerProofFor(owner: string, nonce: string, gatewayPublicKey: string, audience: string): string {
-  return createHmac('sha256', Buffer.from(owner, 'utf8'))
-    .update(ownerProofPayload(nonce, gatewayPublicKey, audience), 'utf8')
-    .digest('base64url');
-}
+export { ownerProofFor } from './owner-proof.js';
 
 /**
  * What the client must send after this challenge, or why it must send nothing: with an expected

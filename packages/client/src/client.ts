@@ -141,6 +141,12 @@ export interface GatewayClientOptions {
    * Undefined: the record's pin, else trust on first use.
    */
   gatewayKey?: string | null;
+  /**
+   * Connect without a device block: the credential alone authenticates (an owner proof, or the
+   * shared secret of a local helper on the gateway host), so the session has no device identity,
+   * is never paired and gets no device token; the record's key is not used. Operators only.
+   */
+  deviceless?: boolean;
 }
 
 export interface HelloOk {
@@ -557,7 +563,7 @@ export class GatewayClient {
         pairAgain(this.flavor),
       );
     }
-    if (!this.key || this.key.deviceId !== record.deviceId) {
+    if (!this.opts.deviceless && (!this.key || this.key.deviceId !== record.deviceId)) {
       let key: DeviceKey;
       try {
         key = await this.platform.crypto.restore(record.identity);
@@ -723,7 +729,7 @@ export class GatewayClient {
     }
     // Without a pin (shared-token records from before gateway keys), a proven key is learned at hello-ok.
     a.provenGatewayKey = proof.ok ? proof.fingerprint : null;
-    const key = this.key as DeviceKey;
+    const key = this.opts.deviceless ? null : (this.key as DeviceKey);
     const info = this.opts.client ?? (this.role === 'node' ? { id: 'node-host', mode: 'node' } : { id: 'cli', mode: 'cli' });
     const client: Record<string, string> = { id: info.id, mode: info.mode, version: info.version ?? CLIENT_VERSION, platform: this.platform.platformName };
     const displayName = info.displayName ?? a.record.displayName;
@@ -736,7 +742,7 @@ export class GatewayClient {
         ? await this.opts.ownerProof(a.cred.secret, { ...p, nonce: p.nonce, ts: p.ts }, this.target.url)
         : null;
     const asPassword = a.cred.kind === 'shared-token' && !ownerProof && this.opts.sharedSecretField === 'password';
-    const signature = await key.sign(
+    const signature = await key?.sign(
       signaturePayloadV3({
         deviceId: key.deviceId,
         clientId: client.id!,
@@ -753,7 +759,8 @@ export class GatewayClient {
     );
     if (!this.isCurrent(a.gen) || a.finished) return;
     const caps = [...(this.opts.caps ?? [])];
-    if (this.opts.waitForApproval !== false && !caps.includes('device-pairing-wait')) caps.push('device-pairing-wait');
+    // Without a device there is nothing to approve, so nothing to wait for.
+    if (key && this.opts.waitForApproval !== false && !caps.includes('device-pairing-wait')) caps.push('device-pairing-wait');
     const params: Record<string, unknown> = {
       minProtocol: this.role === 'node' ? 3 : 4,
       maxProtocol: 4,
@@ -762,8 +769,8 @@ export class GatewayClient {
       scopes: a.cred.scopes,
       caps,
       auth: ownerProof ?? (asPassword ? { password: a.cred.secret } : a.cred.auth),
-      device: { id: key.deviceId, publicKey: key.publicKey, signature, signedAt, nonce: p.nonce },
     };
+    if (key && signature) params.device = { id: key.deviceId, publicKey: key.publicKey, signature, signedAt, nonce: p.nonce };
     if (this.opts.commands) params.commands = this.opts.commands;
     this.send(a, { type: 'req', id: a.connectId, method: 'connect', params });
   }

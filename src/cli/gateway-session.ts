@@ -22,11 +22,13 @@ import {
   GatewayClient,
   type GatewayRecord,
   gatewayHostCommands,
+  MemoryCredentialStore,
   nodePlatform,
   normalizeGatewayUrl,
   type UpdateOptions,
 } from '../../packages/client/src/node.js';
-import { audienceOf, normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
+import { ownerProofFor } from '../client/owner-proof.js';
+import { audienceOf, normalizeGatewayKeyFingerprint, parseGatewayChallengeProof } from '../protocol/gateway-proof.js';
 import { clientStore } from './client.js';
 import { field } from './common.js';
 import { UsageError } from './main.js';
@@ -43,11 +45,13 @@ export interface CliConnection {
 }
 
 /** The resolved target of a command (main.ts resolveTarget). */
-export interface DeviceTarget {
+export interface SessionTarget {
   url: string;
   token: string | undefined;
   password: string | undefined;
   owner: string | undefined;
+  /** The key the server must prove (a fingerprint), null when one is required but none is known, undefined: not checked. */
+  gatewayKey: string | null | undefined;
   tlsFingerprint: string | undefined;
 }
 
@@ -77,7 +81,7 @@ export class DeviceSessionError extends Error {
  * on the gateway host) and not with a shared secret to a gateway on this host (a local helper,
  * admitted device-less within the shared secret's scopes); every other case does.
  */
-export function connectsAsDevice(target: DeviceTarget): boolean {
+export function connectsAsDevice(target: SessionTarget): boolean {
   if (target.owner !== undefined) return false;
   if (target.token !== undefined || target.password !== undefined) return !audienceOf(target.url)?.includes('://loopback:');
   return true;
@@ -131,7 +135,7 @@ function pairAgainStep(approveHost: string): string {
 }
 
 /** The paused state as a CLI failure: the SDK's facts, the CLI's words. */
-function pausedFailure(s: Extract<ClientState, { status: 'paused' }>, client: GatewayClient, pinned: string | null): Error {
+function pausedFailure(s: Extract<ClientState, { status: 'paused' }>, client: GatewayClient, pinned: string | null, device: boolean): Error {
   const url = client.target.url;
   const host = gatewayHostCommands(client.gatewayFlavor);
   switch (s.reason) {
@@ -160,9 +164,13 @@ function pausedFailure(s: Extract<ClientState, { status: 'paused' }>, client: Ga
         'NO_CREDENTIAL',
         `pass ${SECRET_HINT} to ask for pairing, or pair with a setup code (\`clawgate pair --code-file <file>\`)`,
       );
-    default:
-      // The gateway's own next step when it sent one; the SDK's mentions of its API do not apply here.
-      return new DeviceSessionError(s.message, s.code ?? s.reason, s.nextStep.replace(/ \(or `client\.[^)]*\)/, ''));
+    default: {
+      // The gateway's own next step when it sent one. The SDK's fallback is about pairing a device
+      // again (and names its own API): wrong for a device-less command on the gateway host.
+      const sdkPairAgain = s.nextStep.startsWith('Pair this device again');
+      const next = sdkPairAgain && !device ? undefined : s.nextStep.replace(/ \(or `client\.[^)]*\)/, '');
+      return new DeviceSessionError(s.message, s.code ?? s.reason, next);
+    }
   }
 }
 
@@ -183,7 +191,7 @@ function announcePending(client: GatewayClient, deviceId: string, requestId: str
 }
 
 /** Resolve once connected; reject with the first pause, or with the first failure the SDK would retry. */
-function connectOnce(client: GatewayClient, deviceId: string, pinned: string | null): Promise<void> {
+function connectOnce(client: GatewayClient, deviceId: string | null, pinned: string | null): Promise<void> {
   return new Promise((resolve, reject) => {
     let shown: string | null | undefined;
     let off: () => void = () => {};
@@ -196,18 +204,27 @@ function connectOnce(client: GatewayClient, deviceId: string, pinned: string | n
       else if (s.status === 'awaiting-approval') {
         if (shown !== s.requestId) {
           shown = s.requestId;
-          announcePending(client, deviceId, s.requestId, s.confirmationCode ?? null, true);
+          announcePending(client, deviceId ?? '', s.requestId, s.confirmationCode ?? null, true);
         }
-      } else if (s.status === 'paused') settle(() => reject(pausedFailure(s, client, pinned)));
+      } else if (s.status === 'paused') settle(() => reject(pausedFailure(s, client, pinned, deviceId !== null)));
       else if (s.status === 'closed') settle(() => reject(new DeviceSessionError('the client closed before it connected', 'CLIENT_CLOSED')));
       else if (s.status === 'connecting' && s.retryAtMs !== undefined) {
-        const last = s.lastError;
+        // The SDK would try again later; a command reports why it could not get a session now.
+        const last = s.lastError ?? { code: 'UNREACHABLE', message: 'no answer' };
+        const unreachable = last.code === 'CLOSE_1006';
+        const waitS = Math.max(1, Math.ceil((s.retryAtMs - Date.now()) / 1000));
         settle(() =>
           reject(
             new DeviceSessionError(
-              `cannot reach the gateway at ${client.target.url}: ${last?.message ?? 'no answer'}`,
-              last?.code ?? 'UNREACHABLE',
-              `Check that the gateway is running and reachable at ${client.target.url}.`,
+              unreachable
+                ? `cannot reach the gateway at ${client.target.url}: ${last.message}`
+                : `no session with the gateway at ${client.target.url}: ${last.message}`,
+              unreachable ? 'UNREACHABLE' : last.code,
+              unreachable
+                ? `Check that the gateway is running and reachable at ${client.target.url}.`
+                : last.code === 'AUTH_RATE_LIMITED'
+                  ? `Try again in ${waitS} s.`
+                  : undefined,
             ),
           ),
         );
@@ -218,11 +235,21 @@ function connectOnce(client: GatewayClient, deviceId: string, pinned: string | n
   });
 }
 
+/** The client and what the messages about it need; null when there is nothing to connect with. */
+interface Prepared {
+  client: GatewayClient;
+  /** The CLI device's id (device sessions only: pairing requests name it). */
+  deviceId: string | null;
+  /** The gateway key the server must prove (for the messages), or null when none is known. */
+  pinned: string | null;
+}
+
 /**
- * Run `fn` on a session of the CLI device. Null when this state dir holds no credentials for the
- * target and no shared secret was given (the caller says what is missing).
+ * The CLI device's client: the key of this state dir for that gateway (created, 0600, the first
+ * time a shared secret is given for it), the stored device token when there is one, else the
+ * shared secret of this command line. Null without either.
  */
-export async function withDeviceSession<T>(values: Record<string, unknown>, target: DeviceTarget, fn: (conn: CliConnection) => Promise<T>): Promise<T | null> {
+async function deviceClient(values: Record<string, unknown>, target: SessionTarget): Promise<Prepared | null> {
   const store = clientStore(resolveStateDir(values['state-dir'] as string | undefined));
   const platform = nodePlatform();
   const secret = target.password ?? target.token;
@@ -231,7 +258,6 @@ export async function withDeviceSession<T>(values: Record<string, unknown>, targ
   let url: string;
   if (secret !== undefined) {
     url = target.url;
-    // The device key of this state dir for that gateway: created (0600) the first time.
     record = await ensureRecord(store, platform, url, Date.now());
   } else {
     record = await pickRecord(store, explicitUrl);
@@ -259,14 +285,78 @@ export async function withDeviceSession<T>(values: Record<string, unknown>, targ
     // it (filing a new pairing request) even over a plain remote connection, where it goes anyway.
     ...(secret !== undefined ? { recoverySafe: () => true } : {}),
   });
+  return { client, deviceId: record.deviceId, pinned: flagKey ?? record.gatewayKey ?? null };
+}
+
+/**
+ * The CLI on the gateway host: device-less, with the owner credential (proven to the gateway key
+ * of the state dir, never sent) or the shared secret. Nothing is stored.
+ */
+async function localClient(target: SessionTarget): Promise<Prepared> {
+  const platform = nodePlatform();
+  const { url, key } = normalizeGatewayUrl(target.url);
+  const owner = target.owner;
+  const secret = (owner ?? target.password ?? target.token) as string;
+  const store = new MemoryCredentialStore();
+  await store.update(key, () => ({
+    version: 1,
+    key,
+    url,
+    // Device-less: no key pair, so no device id (deviceless below keeps the client from wanting one).
+    deviceId: '',
+    identity: null,
+    sharedToken: secret,
+    tokens: {},
+    createdAtMs: Date.now(),
+    ...(target.tlsFingerprint ? { tlsFingerprint: target.tlsFingerprint } : {}),
+  }));
+  const client = new GatewayClient({
+    url: target.url,
+    role: 'operator',
+    store,
+    platform,
+    deviceless: true,
+    // The owner credential holds every scope; with the shared secret a local cli keeps these within its cap.
+    scopes: ['operator.admin', 'operator.pairing'],
+    client: { id: 'cli', mode: 'cli' },
+    ...(target.gatewayKey !== undefined ? { gatewayKey: target.gatewayKey } : {}),
+    ...(owner === undefined && target.password !== undefined ? { sharedSecretField: 'password' as const } : {}),
+    ...(owner !== undefined
+      ? {
+          ownerProof: async (credential: string, challenge: { nonce: string; gateway?: unknown }, dialed: string) => {
+            // The client checked the challenge against the required key already; without a signed
+            // key there is nothing to bind a proof to, and the credential itself never goes out.
+            const proof = parseGatewayChallengeProof(challenge.gateway);
+            const audience = audienceOf(dialed);
+            if (!proof || !audience) throw new Error(`no owner proof is possible for ${dialed}: the server proved no gateway key`);
+            return { ownerProof: ownerProofFor(credential, challenge.nonce, proof.publicKey, audience), ownerAudience: audience };
+          },
+        }
+      : {}),
+  });
+  return { client, deviceId: null, pinned: target.gatewayKey ?? null };
+}
+
+/**
+ * Run `fn` on a gateway session as the resolved target says (connectsAsDevice). Null when this
+ * state dir holds no credential for the target and none was given (the caller says what is missing).
+ */
+export async function withGatewaySession<T>(
+  values: Record<string, unknown>,
+  target: SessionTarget,
+  fn: (conn: CliConnection) => Promise<T>,
+): Promise<T | null> {
+  const prepared = connectsAsDevice(target) ? await deviceClient(values, target) : await localClient(target);
+  if (!prepared) return null;
+  const { client, deviceId, pinned } = prepared;
   try {
-    await connectOnce(client, record.deviceId, flagKey ?? record.gatewayKey ?? null);
+    await connectOnce(client, deviceId, pinned);
     return await fn({
       url: client.target.url,
       request: <R>(method: string, params?: unknown, timeoutMs?: number) => client.request<R>(method, params, timeoutMs === undefined ? {} : { timeoutMs }),
     });
   } catch (err) {
-    if (err instanceof PendingApproval) announcePending(client, record.deviceId, err.requestId, err.confirmationCode, false);
+    if (err instanceof PendingApproval && deviceId) announcePending(client, deviceId, err.requestId, err.confirmationCode, false);
     throw err;
   } finally {
     client.close();
