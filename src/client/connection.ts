@@ -1,6 +1,7 @@
 /**
- * A single authenticated connection to a gateway (Node). Used by the CLI, the tests and the
- * benchmark; the fuller SDK (reconnects, credential store, state machine) builds on it.
+ * A single raw authenticated connection to a gateway (Node), for the tests, the benchmark and the
+ * node host: every option of the handshake is exposed, including ones no real client should use.
+ * The CLI runs on the SDK's GatewayClient (src/cli/gateway-session.ts) instead.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
