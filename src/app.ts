@@ -1,6 +1,7 @@
 /** Composition root: build a gateway from a config and a store, register every method domain. */
 
 import { networkInterfaces } from 'node:os';
+import { ApprovalNotifier } from './automations/approval-notifier.js';
 import { Automations } from './automations/service.js';
 import type { Timers } from './automations/timers.js';
 import type { HttpPost } from './automations/webhook.js';
@@ -12,6 +13,7 @@ import type { GatewayIdentity } from './core/gateway-identity.js';
 import { LogRing, teeLogger } from './core/log-ring.js';
 import { type Logger, silentLogger } from './core/logger.js';
 import type { AuthLimiter } from './core/ratelimit.js';
+import { registerApprovalMethods } from './methods/approvals.js';
 import { registerAutomationMethods } from './methods/automations.js';
 import { registerDashboardMethods } from './methods/dashboard.js';
 import { registerDeviceMethods } from './methods/devices.js';
@@ -96,6 +98,10 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
   });
   registerAutomationMethods(gw, auto);
   automationsOf.set(gw, auto);
+  registerApprovalMethods(gw);
+  const notifier = new ApprovalNotifier(gw, opts.config.approvalNotify ?? [], () => auto.deliveries.kick());
+  notifier.start();
+  gw.onStop(() => notifier.idle());
   if (prom) {
     prom.observe(gw);
     metricsOf.set(gw, prom);

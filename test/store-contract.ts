@@ -183,6 +183,20 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreHan
           assert.equal(await auditCount(store), 0, 'meta is not a trust change');
         }),
       );
+      test(
+        'setMetaIf writes only over the expected value (null: absent), and of racing writers exactly one wins',
+        withStore(async (store) => {
+          assert.equal(await store.setMetaIf('votes', 'x', 'a'), false, 'an absent key is not "x"');
+          assert.equal(await store.getMeta('votes'), null);
+          assert.equal(await store.setMetaIf('votes', null, 'a'), true);
+          assert.equal(await store.setMetaIf('votes', null, 'b'), false, 'the key exists now');
+          assert.equal(await store.setMetaIf('votes', 'b', 'c'), false, 'stale expectation');
+          assert.equal(await store.getMeta('votes'), 'a');
+          const raced = await Promise.all(['1', '2', '3', '4'].map((v) => store.setMetaIf('votes', 'a', v)));
+          assert.equal(raced.filter(Boolean).length, 1, 'exactly one racing compare-and-set wins');
+          assert.equal(await store.getMeta('votes'), String(raced.indexOf(true) + 1));
+        }),
+      );
     });
 
     describe('approve', () => {

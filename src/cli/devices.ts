@@ -30,7 +30,8 @@ function printList(list: { pending: PendingView[]; paired: DeviceView[] }): void
       p.kind === 'scope-upgrade'
         ? `adds ${p.adds.join(', ')} (holds ${(p.approvedScopes ?? []).join(', ') || 'none'})`
         : `${p.kind}, scopes ${p.scopes.join(', ') || '(none)'}`;
-    out(`  ${p.requestId}  ${name}  role ${p.role}  ${what}  from ${p.remoteIp}  code ${p.confirmationCode}  last retry ${ago(p.ts)}`);
+    const quorum = p.approvals && p.approvals.required > 1 ? `  approvals ${p.approvals.received}/${p.approvals.required}` : '';
+    out(`  ${p.requestId}  ${name}  role ${p.role}  ${what}${quorum}  from ${p.remoteIp}  code ${p.confirmationCode}  last retry ${ago(p.ts)}`);
   }
   out(`Paired (${list.paired.length})`);
   for (const d of list.paired) {
@@ -63,12 +64,14 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       return withGateway(values, async (c) => {
         // A 64-hex id is a device id; anything else is a request id.
         const params = /^[0-9a-f]{64}$/.test(id) ? { deviceId: id } : { requestId: id };
-        const res = await c.request<{ approved: Array<{ requestId: string; deviceId: string; role: string; scopes: string[] }> }>(
-          'device.pair.approve',
-          params,
-        );
+        const res = await c.request<{
+          approved: Array<{ requestId: string; deviceId: string; role: string; scopes: string[] }>;
+          awaiting?: Array<{ requestId: string; approvals: { received: number; required: number } }>;
+        }>('device.pair.approve', params);
         print(res, () => {
           for (const a of res.approved) out(`approved ${a.requestId}: device ${a.deviceId} role ${a.role} scopes ${a.scopes.join(', ') || '(none)'}`);
+          for (const a of res.awaiting ?? [])
+            out(`approval recorded for ${a.requestId}: approvals ${a.approvals.received}/${a.approvals.required} (another approver must approve it too)`);
         });
         return 0;
       });

@@ -14,6 +14,7 @@ import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { audienceOf, normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
 import { printableLines } from '../protocol/text.js';
 import { GATEWAY_KEY_FILE, readGatewayKeyFingerprint } from '../server/gateway-key.js';
+import { approvalsQuorumNotifyConfig } from './approvals-config.js';
 import { automationsConfig, channelsCommand, chatCommand, cronCommand, sessionsCommand } from './automations.js';
 import { jsonParams, parseGatewayCommand, positiveIntFlag, withGateway } from './common.js';
 import { GATEWAY_FLAGS, loadTls, resolveGatewaySettings } from './gateway-config.js';
@@ -56,6 +57,9 @@ Usage:
   clawgate devices list [--json]
   clawgate devices approve <requestId|deviceId> | reject <requestId> | remove <deviceId>
   clawgate devices rename <deviceId> <name>
+  clawgate explain <deviceId|name|requestId> [--method <m>] [--params <json>] [--json]
+                                               what a device holds, what is pending and what
+                                               approving it needs; whether a call would pass
   clawgate devices rotate --device <id> --role operator|node [--scope <s>…]
                                                a connected device gets the new token pushed live
   clawgate devices revoke --device <id> --role operator|node
@@ -177,6 +181,7 @@ async function gatewayRun(args: string[]): Promise<number> {
     tls: tls.material,
     automations: automationsConfig(settings.file.automations),
   };
+  Object.assign(config, approvalsQuorumNotifyConfig(settings.file.gateway, config.automations));
   const log = jsonLogger(process.stderr);
   const { store, bus, limiter, where } = await openConfiguredStore(storeChoice, stateDir, {
     clock: systemClock,
@@ -382,6 +387,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'call') return await call(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'devices') return await (await import('./devices.js')).devicesCommand(sub, rest);
     if (cmd === 'nodes') return await (await import('./nodes.js')).nodesCommand(sub, rest);
+    if (cmd === 'explain') return await (await import('./explain.js')).explainCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'audit') return await (await import('./devices.js')).auditCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'qr') return await (await import('./qr.js')).qrCommand(sub === undefined ? rest : [sub, ...rest]);
     if (cmd === 'dashboard') return await (await import('./dashboard.js')).dashboardCommand(sub === undefined ? rest : [sub, ...rest]);

@@ -94,7 +94,10 @@ export async function nodesCommand(sub: string | undefined, args: string[]): Pro
                 `  ${p.requestId}  ${field(p.displayName ?? p.nodeId.slice(0, 12))}  ${field(p.platform)} ${field(p.version)}  from ${p.remoteIp}  ${p.connected ? 'connected' : 'offline'}`,
               );
               out(`    commands: ${p.commands.map(field).join(', ') || '(none)'}`);
-              out(`    approving needs: ${p.requiredApproveScopes.join(' + ')}${p.hostCommands.length ? ` (host-level: ${p.hostCommands.join(', ')})` : ''}`);
+              const quorum = p.approvals && p.approvals.required > 1 ? `; approvals ${p.approvals.received}/${p.approvals.required}` : '';
+              out(
+                `    approving needs: ${p.requiredApproveScopes.join(' + ')}${p.hostCommands.length ? ` (host-level: ${p.hostCommands.join(', ')})` : ''}${quorum}`,
+              );
             }
           });
           return 0;
@@ -105,12 +108,20 @@ export async function nodesCommand(sub: string | undefined, args: string[]): Pro
         if (!ref) throw new UsageError(`usage: clawgate nodes ${sub} <requestId|node>  (clawgate nodes pending lists them)`);
         return await withGateway(values, async (c) => {
           const id = await pendingRequestId(c, ref);
-          const res = await c.request<{ requestId: string; nodeId?: string; node?: NodeView }>(`node.pair.${sub}`, { requestId: id });
+          const res = await c.request<{
+            requestId: string;
+            nodeId?: string;
+            node?: NodeView;
+            approved?: boolean;
+            approvals?: { received: number; required: number };
+          }>(`node.pair.${sub}`, { requestId: id });
           print(res, () =>
             out(
-              sub === 'approve'
-                ? `approved ${id}: node ${field(res.node?.displayName ?? res.node?.nodeId)} may now run ${res.node?.commands.join(', ') || '(no commands)'}`
-                : `rejected ${id} (node ${res.nodeId})`,
+              res.approved === false && res.approvals
+                ? `approval recorded for ${id}: approvals ${res.approvals.received}/${res.approvals.required} (another approver must approve it too)`
+                : sub === 'approve'
+                  ? `approved ${id}: node ${field(res.node?.displayName ?? res.node?.nodeId)} may now run ${res.node?.commands.join(', ') || '(no commands)'}`
+                  : `rejected ${id} (node ${res.nodeId})`,
             ),
           );
           return 0;

@@ -10,6 +10,8 @@ import { CLOSE, GatewayError } from '../protocol/errors.js';
 import type { Role } from '../protocol/frames.js';
 import { normalizeScopes, scopeSatisfied } from '../protocol/scopes.js';
 import type { DeviceMeta, PairingRequest, Store } from '../store/types.js';
+import { deviceRequestedPayload, deviceRequestState } from './approval-flow.js';
+import type { QuorumConfig } from './approval-quorum.js';
 import type { ClusterEvent } from './cluster.js';
 import { confirmationCode } from './confirmation.js';
 import type { ConnectOutcome } from './connect-outcome.js';
@@ -29,7 +31,7 @@ export interface ApprovalsDeps {
   random: Random;
   log: Logger;
   metrics: Pick<GatewayMetrics, 'approval'>;
-  config: { pendingTtlMs: number };
+  config: { pendingTtlMs: number; approvalQuorum?: QuorumConfig | undefined };
   sessions: Pick<SessionRegistry, 'broadcast' | 'broadcastResolved'>;
   authority: Pick<LiveAuthority, 'widenDeviceSessions' | 'upgradeRejected'>;
   publish(e: ClusterEvent): void;
@@ -109,22 +111,9 @@ export class Approvals {
     });
     if (res.created || res.widened) {
       const r = res.request;
-      sessions.broadcast('device.pair.requested', {
-        requestId: r.requestId,
-        deviceId: r.deviceId,
-        publicKey: r.publicKey,
-        ...r.meta,
-        role: r.role,
-        roles: [r.role],
-        scopes: r.scopes,
-        remoteIp: r.address,
-        silent: false,
-        isRepair: r.isRepair,
-        kind: r.kind,
-        confirmationCode: confirmationCode(r),
-        widened: res.widened,
-        ts: now,
-      });
+      // The grant is read again: a silent pairing on this connect may just have widened it.
+      const state = await deviceRequestState({ store, clock, config: this.deps.config, broadcast: (e, p) => sessions.broadcast(e, p) }, r);
+      sessions.broadcast('device.pair.requested', deviceRequestedPayload(r, state, { widened: res.widened }, now));
     }
     return res.request;
   }
@@ -205,7 +194,7 @@ export class Approvals {
    * Approve a pending request: widen the grant, finish waiting connects, widen live sessions.
    * Whether `by` may approve it was decided before (core/management-policy.ts).
    */
-  async approveRequest(r: PairingRequest, by: Principal): Promise<ApprovedRequest> {
+  async approveRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>): Promise<ApprovedRequest> {
     const { store, clock, sessions, authority } = this.deps;
     const now = clock.now();
     const current = await store.getGrant(r.deviceId, r.role);
@@ -229,7 +218,7 @@ export class Approvals {
       },
     });
     this.deps.metrics.approval(now - r.createdAtMs);
-    sessions.broadcastResolved(r.requestId, r.deviceId, 'approved');
+    sessions.broadcastResolved(r.requestId, r.deviceId, 'approved', extra);
     authority.widenDeviceSessions(r.deviceId, r.role, r.scopes, r.requestId);
     await this.resolveWaiters(r.requestId, 'approved');
     const device = await store.getDevice(r.deviceId);
@@ -237,7 +226,7 @@ export class Approvals {
   }
 
   /** Reject a pending request: it is deleted, waiting connects are refused, live sessions that asked are told. */
-  async rejectRequest(r: PairingRequest, by: Principal): Promise<void> {
+  async rejectRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>): Promise<void> {
     const now = this.deps.clock.now();
     await this.deps.store.deletePairingRequest(r.requestId, {
       atMs: now,
@@ -246,7 +235,7 @@ export class Approvals {
       subject: r.deviceId,
       data: { requestId: r.requestId, role: r.role, scopes: r.scopes },
     });
-    this.deps.sessions.broadcastResolved(r.requestId, r.deviceId, 'rejected');
+    this.deps.sessions.broadcastResolved(r.requestId, r.deviceId, 'rejected', extra);
     this.deps.authority.upgradeRejected(r.deviceId, r.requestId);
     await this.resolveWaiters(r.requestId, 'rejected');
   }

@@ -1,5 +1,6 @@
 /** Gateway configuration: defaults, and the merge of config file and flags. */
 
+import type { NotifyTarget } from './approval-notify.js';
 import type { NodeLimits } from './nodes.js';
 import type { RateLimitPolicy } from './ratelimit.js';
 import { DEFAULT_RATE_LIMIT } from './ratelimit.js';
@@ -54,6 +55,10 @@ export interface GatewayConfig {
   automations?: AutomationsConfig | undefined;
   /** Prometheus `/metrics` (docs/operations.md); off unless `enabled`. */
   metrics?: MetricsConfig | undefined;
+  /** `gateway.approvals.quorum`: approvals needed per scope or `node:<command>` (core/approval-quorum.ts). */
+  approvalQuorum?: Readonly<Record<string, number>> | undefined;
+  /** `gateway.approvals.notify`: webhook channels told of every pairing request and its resolution (core/approval-notify.ts). */
+  approvalNotify?: NotifyTarget[] | undefined;
   /** How long finished records are kept before the periodic prune deletes them; unset fields take DEFAULT_RETENTION. */
   retention?: Partial<RetentionPolicy> | undefined;
 }

@@ -97,11 +97,8 @@ export class MethodTable {
     const entry = this.methods.get(method);
     if (!entry) return fail(new GatewayError('UNKNOWN_METHOD', { vars: { method } }));
     const { spec, check } = entry;
-    if (principal.role !== spec.role) {
-      return fail(
-        new GatewayError('ROLE_NOT_ALLOWED', { vars: { method, role: spec.role }, details: { method, requiredRole: spec.role, role: principal.role } }),
-      );
-    }
+    const wrongRole = roleDenial(spec, principal);
+    if (wrongRole) return fail(wrongRole);
     const params = rawParams === undefined ? {} : rawParams;
     // Handlers and stores serialise params (JSON.stringify recurses): a value nested deep enough
     // overflows the stack there. Refused here, before any schema or handler walks it.
@@ -120,12 +117,8 @@ export class MethodTable {
       const problem = first ? `${first.path || '/'} ${first.message}` : 'invalid';
       return fail(new GatewayError('INVALID_PARAMS', { vars: { method, problem }, details: { method, path: first?.path ?? '' } }));
     }
-    const required = [spec.scope, spec.dynamicScope?.(params)].filter((s): s is string => !!s);
-    if (spec.role === 'operator') {
-      for (const scope of required) {
-        if (!hasScope(principal, scope)) return fail(missingScope(principal, scope, required));
-      }
-    }
+    const noScope = scopeDenial(spec, principal, params);
+    if (noScope) return fail(noScope);
     const log = logWith(this.log, ids);
     try {
       const result = await spec.handler({ principal, params, signal, log });
@@ -143,6 +136,35 @@ export class MethodTable {
       return fail(new GatewayError('INTERNAL_ERROR', { vars: { ref } }));
     }
   }
+}
+
+/**
+ * Whether `principal` may call `spec` with `params`, as far as authority goes: the role, then
+ * every scope the method and its params need. The one decision dispatch enforces and
+ * `device.explain` reports (core/explain.ts); null when allowed.
+ */
+export function callDenial(spec: MethodSpec, principal: Principal, params: unknown): GatewayError | null {
+  return roleDenial(spec, principal) ?? scopeDenial(spec, principal, params);
+}
+
+/** The scopes a call of `spec` with `params` needs (operators only; nodes are checked by role). */
+export function requiredScopes(spec: MethodSpec, params: unknown): string[] {
+  if (spec.role !== 'operator') return [];
+  return [spec.scope, spec.dynamicScope?.(params)].filter((s): s is string => !!s);
+}
+
+function roleDenial(spec: MethodSpec, principal: Principal): GatewayError | null {
+  if (principal.role === spec.role) return null;
+  const method = spec.name;
+  return new GatewayError('ROLE_NOT_ALLOWED', { vars: { method, role: spec.role }, details: { method, requiredRole: spec.role, role: principal.role } });
+}
+
+function scopeDenial(spec: MethodSpec, principal: Principal, params: unknown): GatewayError | null {
+  const required = requiredScopes(spec, params);
+  for (const scope of required) {
+    if (!hasScope(principal, scope)) return missingScope(principal, scope, required);
+  }
+  return null;
 }
 
 export function missingScope(principal: Principal, scope: string, required: readonly string[]): GatewayError {

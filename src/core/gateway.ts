@@ -129,7 +129,10 @@ export class Gateway {
       presenceWindowMs: deps.config.presenceWindowMs ?? DEFAULT_PRESENCE_WINDOW_MS,
     });
     const broadcast = (event: string, payload: unknown) => this.registry.broadcast(event, payload);
-    this.nodes = new NodeRegistry({ ...base, broadcast }, deps.config.nodeLimits);
+    this.nodes = new NodeRegistry(
+      { ...base, broadcast, quorum: { store: this.store, clock: this.clock, config: deps.config, broadcast } },
+      deps.config.nodeLimits,
+    );
     this.cluster = this.bus ? new ClusterNodeRouter({ ...base, nodes: this.nodes }, this.bus) : null;
     if (this.cluster) this.nodes.routeThrough(this.cluster);
     const cluster = this.cluster;
@@ -275,8 +278,13 @@ export class Gateway {
     this.registry.broadcastLocal(event, payload);
   }
 
-  broadcastResolved(requestId: string, deviceId: string, decision: 'approved' | 'rejected' | 'expired'): void {
-    this.registry.broadcastResolved(requestId, deviceId, decision);
+  broadcastResolved(requestId: string, deviceId: string, decision: 'approved' | 'rejected' | 'expired', extra?: Record<string, unknown>): void {
+    this.registry.broadcastResolved(requestId, deviceId, decision, extra);
+  }
+
+  /** Hear every event this instance originates (approval notifications, automations/approval-notifier.ts). */
+  onBroadcast(listener: (event: string, payload: unknown) => void): void {
+    this.registry.onBroadcast(listener);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -318,12 +326,12 @@ export class Gateway {
   // ------------------------------------------------------------------------------------------
 
   /** Approve a pending request: widen the grant, finish waiting connects, widen live sessions. */
-  approveRequest(r: PairingRequest, by: Principal): Promise<ApprovedRequest> {
-    return this.approvals.approveRequest(r, by);
+  approveRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>): Promise<ApprovedRequest> {
+    return this.approvals.approveRequest(r, by, extra);
   }
 
-  rejectRequest(r: PairingRequest, by: Principal): Promise<void> {
-    return this.approvals.rejectRequest(r, by);
+  rejectRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>): Promise<void> {
+    return this.approvals.rejectRequest(r, by, extra);
   }
 
   /** Drop pending requests nobody retried within the TTL (checked lazily and periodically). */

@@ -32,6 +32,7 @@ import { cleanOptional, cleanText } from '../protocol/text.js';
 import { storeFault } from '../store/faults.js';
 import type { GrantRecord, SetupCodeRecord, Store } from '../store/types.js';
 import { type Decision, decideConnect } from './admission.js';
+import { holdBackQuorumScopes } from './approval-flow.js';
 import type { Approvals, PairingKind } from './approvals.js';
 import type { ClusterNodeRouter } from './cluster-nodes.js';
 import type { GatewayConfig } from './config.js';
@@ -290,8 +291,9 @@ export class Handshake {
     return out;
   }
 
-  private async carryOut(decision: Decision, ctx: AdmitContext): Promise<ConnectOutcome> {
+  private async carryOut(decided: Decision, ctx: AdmitContext): Promise<ConnectOutcome> {
     const { store, sessions, approvals } = this.deps;
+    const decision = this.holdQuorumScopes(decided, ctx);
     const now = this.deps.clock.now();
     switch (decision.outcome) {
       case 'refuse': {
@@ -372,6 +374,18 @@ export class Handshake {
       case 'redeem-bootstrap':
         return this.redeemBootstrap(ctx);
     }
+  }
+
+  /**
+   * Local auto-approval never satisfies a quorum: scopes under one go to the pending request
+   * instead. The owner credential pairing the device it connects with is not held back: whoever
+   * holds it has every scope without a device anyway (quorum guards approving someone else).
+   */
+  private holdQuorumScopes(decision: Decision, ctx: AdmitContext): Decision {
+    if (decision.outcome !== 'pair-silently' || ctx.credential.kind === 'owner') return decision;
+    const held = holdBackQuorumScopes(this.deps.config.approvalQuorum, decision.grantScopes, ctx.grant?.scopes ?? null);
+    if (held.length === 0) return decision;
+    return { ...decision, grantScopes: decision.grantScopes.filter((s) => !held.includes(s)), missing: [...new Set([...decision.missing, ...held])] };
   }
 
   private fileRequest(ctx: AdmitContext, kind: PairingKind) {

@@ -49,7 +49,7 @@ const SECRET_KEY_RE =
   /^(token|password|secret|credential|ownerCredential|authorization|cookie|setupCode|link|joinUrl|bootstrapToken|deviceToken|sharedSecret)$/i;
 const SECRET_VALUE_RES = [
   // Device, setup-code and dashboard tokens: `<prefix>_<16 hex id>_<43 char secret>`.
-  /cg[dbl]1_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}/g,
+  /cg[dbla]1_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}/g,
   // Generated shared and owner secrets.
   /cg[so]_[A-Za-z0-9_-]{16,}/g,
   // Setup links carry a bootstrap token.

@@ -15,6 +15,8 @@ import type { ConnectParams } from '../protocol/frames.js';
 import { ADMIN, PAIRING, WRITE } from '../protocol/scopes.js';
 import { cleanOptional, cleanText, isSafeText } from '../protocol/text.js';
 import type { NodeSurfaceRecord, NodeSurfaceRequest, Store } from '../store/types.js';
+import { nodeRequestState, type QuorumDeps, voteOnNodeRequest } from './approval-flow.js';
+import type { ApprovalProgress } from './approval-quorum.js';
 import type { Clock, Random } from './env.js';
 import type { Broadcast } from './events.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -94,6 +96,8 @@ export interface NodePendingView {
   createdAtMs: number;
   /** When the node last declared this surface (refreshedAtMs). */
   ts: number;
+  /** Quorum progress (`node:<command>` keys); set by node.pair.list and the events. */
+  approvals?: ApprovalProgress;
 }
 
 /** Scopes an operator needs to approve a surface with these commands (besides the owner). */
@@ -149,6 +153,8 @@ export interface NodeRegistryDeps {
   random: Random;
   metrics: Pick<GatewayMetrics, 'invoke'>;
   broadcast: Broadcast;
+  /** Approval quorum on node commands (`node:<command>`, core/approval-flow.ts). */
+  quorum: QuorumDeps;
 }
 
 /** node.invoke to nodes held by other instances, and surface decisions they must hear of (cluster-nodes.ts). */
@@ -256,7 +262,10 @@ export class NodeRegistry {
         // The operator must not approve what they saw before: the old request is gone.
         gw.broadcast('node.pair.resolved', { requestId: res.replacedRequestId, nodeId, decision: 'expired', reason: 'superseded', ts: now });
       }
-      if (res.created) gw.broadcast('node.pair.requested', this.pendingView(res.request));
+      if (res.created) {
+        const state = await nodeRequestState(gw.quorum, res.request);
+        gw.broadcast('node.pair.requested', { ...this.pendingView(res.request), adds: state.adds, approvals: state.approvals });
+      }
     }
     this.live.set(session.connId, live);
     let mine = this.ofNode.get(nodeId);
@@ -419,7 +428,7 @@ export class NodeRegistry {
   }
 
   /** Approve a pending surface; live sessions of the node widen in place and are told. */
-  async approve(req: NodeSurfaceRequest, by: Principal): Promise<NodeSurfaceRecord | GatewayError> {
+  async approve(req: NodeSurfaceRequest, by: Principal): Promise<NodeSurfaceRecord | GatewayError | { awaiting: ApprovalProgress }> {
     const required = requiredApproveScopes(req.commands);
     if (by.kind === 'device' && by.deviceId === req.deviceId && !hasScope(by, ADMIN)) {
       // Same rule as device pairing: a device does not widen its own authority.
@@ -443,6 +452,10 @@ export class NodeRegistry {
         });
       }
     }
+    // Commands under quorum (`node:<command>`) record this approval and wait for the rest.
+    const vote = await voteOnNodeRequest(this.gw.quorum, req, by, () => ({ ...this.pendingView(req) }));
+    if (vote instanceof GatewayError) return vote;
+    if (!vote.done) return { awaiting: vote.approvals };
     const now = this.gw.clock.now();
     const surface = await this.gw.store.approveNodeSurface(req.requestId, now, by.actor, {
       atMs: now,
@@ -455,7 +468,7 @@ export class NodeRegistry {
       return new GatewayError('UNKNOWN_NODE_REQUEST_ID', { vars: { requestId: req.requestId }, details: { requestId: req.requestId, pending: [] } });
     const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'approved' as const, ts: now };
     this.applyDecision(event, surface);
-    this.gw.broadcast('node.pair.resolved', event);
+    this.gw.broadcast('node.pair.resolved', vote.approvals ? { ...event, approvals: vote.approvals } : event);
     this.router?.surfaceDecided(req.deviceId, req.requestId, 'approved', now);
     return surface;
   }

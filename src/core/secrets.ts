@@ -10,10 +10,14 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Random } from './env.js';
 
-/** `dashboard`: the one-time owner sign-in link of the Control UI (`clawgate dashboard`). */
-export type TokenKind = 'device' | 'bootstrap' | 'dashboard';
-const PREFIX: Record<TokenKind, string> = { device: 'cgd1', bootstrap: 'cgb1', dashboard: 'cgl1' };
-const TOKEN_RE = /^(cgd1|cgb1|cgl1)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
+/**
+ * `dashboard`: the one-time owner sign-in link of the Control UI (`clawgate dashboard`).
+ * `approval-link`: the one-time link of an approval notification; it only points the signed-in
+ * Control UI at a request and carries no authority (core/approval-notify.ts).
+ */
+export type TokenKind = 'device' | 'bootstrap' | 'dashboard' | 'approval-link';
+const PREFIX: Record<TokenKind, string> = { device: 'cgd1', bootstrap: 'cgb1', dashboard: 'cgl1', 'approval-link': 'cga1' };
+const TOKEN_RE = /^(cgd1|cgb1|cgl1|cga1)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 
 export interface MintedToken {
   id: string;

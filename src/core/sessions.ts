@@ -9,7 +9,7 @@ import { READ } from '../protocol/scopes.js';
 import type { Store } from '../store/types.js';
 import type { ClusterBus, ClusterEvent } from './cluster.js';
 import type { Clock } from './env.js';
-import { CLUSTER_EVENTS, EVENT_SCOPES } from './events.js';
+import { type Broadcast, CLUSTER_EVENTS, EVENT_SCOPES } from './events.js';
 import type { Logger } from './logger.js';
 import { type PresenceChange, PresenceCoalescer, type PresenceEvent } from './presence.js';
 import type { SessionPrincipal } from './principal.js';
@@ -113,6 +113,13 @@ export class SessionRegistry {
   broadcast(event: string, payload: unknown): void {
     this.broadcastLocal(event, payload);
     if (CLUSTER_EVENTS.has(event)) this.deps.publish({ type: 'broadcast', event, payload });
+    for (const l of this.broadcastListeners) l(event, payload);
+  }
+
+  private readonly broadcastListeners: Broadcast[] = [];
+  /** Hear every event this instance originates (not those relayed from other instances): approval notifications. */
+  onBroadcast(listener: Broadcast): void {
+    this.broadcastListeners.push(listener);
   }
 
   /** Send an event to the sessions of this instance only. */
@@ -130,8 +137,8 @@ export class SessionRegistry {
     }
   }
 
-  broadcastResolved(requestId: string, deviceId: string, decision: 'approved' | 'rejected' | 'expired'): void {
-    this.broadcast('device.pair.resolved', { requestId, deviceId, decision, ts: this.deps.clock.now() });
+  broadcastResolved(requestId: string, deviceId: string, decision: 'approved' | 'rejected' | 'expired', extra?: Record<string, unknown>): void {
+    this.broadcast('device.pair.resolved', { requestId, deviceId, decision, ...extra, ts: this.deps.clock.now() });
   }
 
   /**

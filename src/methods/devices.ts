@@ -5,7 +5,10 @@
  * Every change takes effect on live sockets at once (widened in place or closed).
  */
 import { Type as T } from '@sinclair/typebox';
+import { deviceRequestState, voteOnDeviceRequest } from '../core/approval-flow.js';
+import type { ApprovalProgress } from '../core/approval-quorum.js';
 import { confirmationCode } from '../core/confirmation.js';
+import { grantExtras } from '../core/explain.js';
 import type { Gateway } from '../core/gateway.js';
 import { approvalDenial, deviceManagementDenial, rejectionDenial, tokenDenial } from '../core/management-policy.js';
 import { isAdmin } from '../core/principal.js';
@@ -32,7 +35,8 @@ export interface DeviceView {
   clientMode: string | null;
   roles: Role[];
   scopes: string[];
-  grants: Array<{ role: Role; scopes: string[]; approvedAtMs: number; approvedVia: string; epoch: number }>;
+  /** `approvedBy` / `expiresAtMs` appear once the store records them (time-bound grants). */
+  grants: Array<{ role: Role; scopes: string[]; approvedAtMs: number; approvedVia: string; epoch: number; approvedBy?: string; expiresAtMs?: number | null }>;
   tokens: Array<{ role: Role; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
   createdAtMs: number;
   lastSeenAtMs: number | null;
@@ -118,6 +122,8 @@ export interface PendingView {
   expiresAtMs: number;
   /** Short code to compare with the one the device shows (derived from the request id and key). */
   confirmationCode: string;
+  /** Quorum progress (`required` 1 when no quorum applies); set by device.pair.list. */
+  approvals?: ApprovalProgress;
 }
 
 /** Records by device id; the first record of a device wins, as `find` would pick it. */
@@ -151,7 +157,7 @@ export function viewDevice(d: DeviceRecord, grants: GrantRecord[], tokens: Token
     clientMode: d.clientMode ?? null,
     roles: mine.map((g) => g.role).sort(),
     scopes: normalizeScopes(mine.flatMap((g) => g.scopes)),
-    grants: mine.map((g) => ({ role: g.role, scopes: g.scopes, approvedAtMs: g.approvedAtMs, approvedVia: g.approvedVia, epoch: g.epoch })),
+    grants: mine.map((g) => ({ role: g.role, scopes: g.scopes, approvedAtMs: g.approvedAtMs, approvedVia: g.approvedVia, epoch: g.epoch, ...grantExtras(g) })),
     tokens: tokens
       .filter((t) => t.deviceId === d.deviceId)
       .map((t) => ({
@@ -263,7 +269,11 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
       const surfaceOf = byDevice(surfaces);
       const requestOf = byDevice(surfaceRequests);
       return {
-        pending: pending.filter((r) => own(r.deviceId)).map((r) => viewPending(r, grantOf(r), ttl())),
+        pending: await Promise.all(
+          pending
+            .filter((r) => own(r.deviceId))
+            .map(async (r) => ({ ...viewPending(r, grantOf(r), ttl()), approvals: (await deviceRequestState(gw, r, grantOf(r))).approvals })),
+        ),
         paired: devices
           .filter((d) => own(d.deviceId))
           .map((d) => {
@@ -304,9 +314,22 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
         if (why) return new GatewayError('APPROVAL_DENIED', { vars: { why }, details: { requestId: r.requestId, deviceId: r.deviceId } });
       }
       const approved = [];
-      for (const r of requests) approved.push(await gw.approveRequest(r, principal));
-      const first = approved[0];
-      return { requestId: first?.requestId, deviceId: first?.deviceId, approved, device: first?.device };
+      // Requests under quorum record this approval and wait for the rest (core/approval-flow.ts).
+      const awaiting = [];
+      for (const r of requests) {
+        const vote = await voteOnDeviceRequest(gw, r, principal);
+        if (vote instanceof GatewayError) return vote;
+        if (vote.done) approved.push(await gw.approveRequest(r, principal, vote.approvals ? { approvals: vote.approvals } : undefined));
+        else awaiting.push({ requestId: r.requestId, deviceId: r.deviceId, role: r.role, approvals: vote.approvals });
+      }
+      const first = approved[0] ?? awaiting[0];
+      return {
+        requestId: first?.requestId,
+        deviceId: first?.deviceId,
+        approved,
+        ...(awaiting.length > 0 ? { awaiting } : {}),
+        device: approved[0]?.device,
+      };
     },
   });
 
@@ -321,7 +344,9 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
       if (!r) return unknownRequest(requestId);
       const why = rejectionDenial(principal, r);
       if (why) return new GatewayError('MANAGEMENT_DENIED', { vars: { action: 'device pairing rejection', why } });
-      await gw.rejectRequest(r, principal);
+      // Any approver's rejection ends a request under quorum; the event says how far it had got.
+      const { approvals } = await deviceRequestState(gw, r);
+      await gw.rejectRequest(r, principal, approvals.required > 1 ? { approvals } : undefined);
       return { requestId, deviceId: r.deviceId };
     },
   });

@@ -7,6 +7,7 @@
  */
 
 import { Type as T } from '@sinclair/typebox';
+import { nodeRequestState } from '../core/approval-flow.js';
 import type { RemoteNode } from '../core/cluster.js';
 import type { Gateway } from '../core/gateway.js';
 import { ADMIN_INVOKE_COMMANDS, HOST_COMMANDS, type LiveNode, type NodePendingView, normalizeList } from '../core/nodes.js';
@@ -91,7 +92,10 @@ function nodeView(
 }
 
 /** What these methods use of the gateway (nothing else reaches them). */
-export type NodeMethodDeps = Pick<Gateway, 'methods' | 'store' | 'clock' | 'broadcast' | 'closeDeviceSessions' | 'expirePending' | 'nodes' | 'cluster'>;
+export type NodeMethodDeps = Pick<
+  Gateway,
+  'methods' | 'store' | 'clock' | 'config' | 'broadcast' | 'closeDeviceSessions' | 'expirePending' | 'nodes' | 'cluster'
+>;
 
 export function registerNodeMethods(gw: NodeMethodDeps): void {
   const nodes = gw.nodes;
@@ -239,7 +243,8 @@ export function registerNodeMethods(gw: NodeMethodDeps): void {
     handler: async () => {
       const requests = gw.store.listNodeSurfaceRequests();
       const [pending, paired, devicePairing] = await Promise.all([requests, allNodes(requests), nodeDevicePairingViews()]);
-      return { pending: [...pending.map((r) => nodes.pendingView(r)), ...devicePairing], paired };
+      const surfaces = await Promise.all(pending.map(async (r) => ({ ...nodes.pendingView(r), approvals: (await nodeRequestState(gw, r)).approvals })));
+      return { pending: [...surfaces, ...devicePairing], paired };
     },
   });
 
@@ -262,6 +267,7 @@ export function registerNodeMethods(gw: NodeMethodDeps): void {
       if (!req) return unknownRequest(requestId, 'approve');
       const surface = await nodes.approve(req, principal);
       if (surface instanceof GatewayError) return surface;
+      if ('awaiting' in surface) return { requestId, nodeId: req.deviceId, approved: false, approvals: surface.awaiting };
       const node = await oneNode(req.deviceId);
       return { requestId, node: node instanceof GatewayError ? { nodeId: req.deviceId } : node, surface };
     },

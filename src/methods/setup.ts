@@ -32,6 +32,11 @@ export function setAdvertisedUrl(gw: Gateway, advertised: Advertised): void {
   advertisedUrls.set(gw, advertised);
 }
 
+/** Where the gateway is reachable, once the server listens (links in approval notifications). */
+export function advertisedUrlOf(gw: object): string | undefined {
+  return advertisedUrls.get(gw)?.url;
+}
+
 interface SetupCodeParams {
   profile?: 'operator' | 'node' | 'operator+node';
   bootstrapProfile?: 'limited' | 'node';

@@ -286,6 +286,36 @@ const entries = {
     close: null,
     next: 'Approve from a session holding the named scope (the owner CLI on the gateway host can approve anything).',
   },
+  APPROVAL_ALREADY_RECORDED: {
+    code: 'INVALID_REQUEST',
+    message: '{approver} already approved request {requestId} ({received}/{required} approvals)',
+    close: null,
+    next: 'A request under quorum needs approvals from distinct approvers: ask another administrator (another approved device, or the owner CLI) to approve it (`details.approvals` shows who has).',
+  },
+  QUORUM_APPROVER_UNIDENTIFIED: {
+    code: 'FORBIDDEN',
+    message: 'request {requestId} needs {required} approvals from distinct approvers, and this session is no identifiable approver',
+    close: null,
+    next: 'Approve from a paired device (each device counts once) or with the owner CLI on the gateway host; a shared token without a device key cannot be told apart from the next one.',
+  },
+  APPROVAL_LINK_INVALID: {
+    code: 'INVALID_REQUEST',
+    message: 'approval link {reason}',
+    close: null,
+    next: 'Each link in an approval notification opens the request once and expires; open the Control UI and find the request in the pending list (`clawgate devices list` shows it too).',
+  },
+  EXPLAIN_TARGET_UNKNOWN: {
+    code: 'INVALID_REQUEST',
+    message: 'no device, device name or pending request matches {target}',
+    close: null,
+    next: 'Pass a device id, a device name or a request id as `clawgate devices list` shows them.',
+  },
+  EXPLAIN_TARGET_AMBIGUOUS: {
+    code: 'INVALID_REQUEST',
+    message: 'the name {target} matches {count} devices',
+    close: null,
+    next: 'Pass the device id instead (`details.deviceIds` lists the matches).',
+  },
   MANAGEMENT_DENIED: {
     code: 'FORBIDDEN',
     message: '{action} denied: {why}',

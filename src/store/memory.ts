@@ -81,6 +81,11 @@ export class MemoryStore implements Store {
   async setMeta(key: string, value: string) {
     this.meta.set(key, value);
   }
+  async setMetaIf(key: string, expected: string | null, value: string) {
+    if ((this.meta.get(key) ?? null) !== expected) return false;
+    this.meta.set(key, value);
+    return true;
+  }
 
   async getDevice(deviceId: string) {
     const d = this.devices.get(deviceId);

@@ -361,6 +361,13 @@ export class PostgresStore implements Store {
   async setMeta(key: string, value: string) {
     await this.q.run('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [key, value]);
   }
+  async setMetaIf(key: string, expected: string | null, value: string) {
+    const n =
+      expected === null
+        ? await this.q.run('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [key, value])
+        : await this.q.run('UPDATE meta SET value = $1 WHERE key = $2 AND value = $3', [value, key, expected]);
+    return n === 1;
+  }
 
   async getDevice(deviceId: string) {
     const r = await this.q.one<DeviceRow>('SELECT * FROM devices WHERE device_id = $1', [deviceId]);

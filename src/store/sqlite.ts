@@ -239,6 +239,13 @@ export class SqliteStore implements Store {
   async setMeta(key: string, value: string) {
     this.stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
   }
+  async setMetaIf(key: string, expected: string | null, value: string) {
+    const res =
+      expected === null
+        ? this.stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING').run(key, value)
+        : this.stmt('UPDATE meta SET value = ? WHERE key = ? AND value = ?').run(value, key, expected);
+    return res.changes === 1;
+  }
 
   async getDevice(deviceId: string) {
     const r = this.stmt('SELECT * FROM devices WHERE device_id = ?').get(deviceId) as DeviceRow | undefined;

@@ -406,6 +406,12 @@ export interface Store {
 
   getMeta(key: string): Promise<string | null>;
   setMeta(key: string, value: string): Promise<void>;
+  /**
+   * Compare-and-set: write `value` only when the key currently holds `expected` (null: the key
+   * is absent). True when written. One statement, so racing writers on any number of instances
+   * sharing the store see exactly one of them win (approval quorum votes rely on it).
+   */
+  setMetaIf(key: string, expected: string | null, value: string): Promise<boolean>;
 
   getDevice(deviceId: string): Promise<DeviceRecord | null>;
   listDevices(): Promise<DeviceRecord[]>;

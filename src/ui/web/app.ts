@@ -47,6 +47,22 @@ interface PendingView {
   ts: number;
   expiresAtMs: number;
   confirmationCode: string;
+  /** Quorum progress (`required` 1: one approval does it). */
+  approvals?: Approvals;
+}
+
+interface Approvals {
+  received: number;
+  required: number;
+  approvers: string[];
+}
+
+/** What `device.explain` answers (core/explain.ts). */
+interface Explanation {
+  deviceId: string;
+  roles: Array<{ role: string; scopes: string[]; sinceMs: number; approvedVia: string; approvedBy: string | null; expiresAtMs: number | null }>;
+  pending: Array<{ requestId: string; type: string; role: string; adds: string[]; approvals: Approvals; needs: string; command: string }>;
+  call?: { method: string; allowed: boolean; code: string | null; missing: string | null; fix: string | null; requiredScopes: string[] };
 }
 
 interface DeviceView {
@@ -57,7 +73,8 @@ interface DeviceView {
   clientId: string | null;
   clientMode: string | null;
   roles: string[];
-  grants: Array<{ role: string; scopes: string[]; approvedAtMs: number; approvedVia: string }>;
+  /** `approvedBy` and `expiresAtMs` are shown when the gateway records them (time-bound grants). */
+  grants: Array<{ role: string; scopes: string[]; approvedAtMs: number; approvedVia: string; approvedBy?: string; expiresAtMs?: number | null }>;
   tokens: Array<{ role: string; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
   createdAtMs: number;
   lastSeenAtMs: number | null;
@@ -146,6 +163,13 @@ const state = {
   /** Something the person should know that is not an error. */
   notice: '',
   waiting: null as { requestId: string; confirmationCode?: string } | null,
+  /** The one-time link of an approval notification (`#request=…`), redeemed once signed in. */
+  requestLink: null as string | null,
+  /** The request a notification link opened: its card is marked and scrolled to. */
+  focusRequestId: null as string | null,
+  /** `device.explain` answers by device id, and the method each card asks about. */
+  explain: {} as Record<string, Explanation | Problem | 'loading'>,
+  explainMethod: {} as Record<string, string>,
   loggingOut: false,
   refreshTimer: 0,
 };
@@ -277,6 +301,7 @@ async function onClientState(c: GatewayClient, st: ClientState): Promise<void> {
       state.hello = { auth: { scopes: [...st.scopes] }, server: { connId: c.session?.server.connId ?? '' } };
       setConn('connected');
       void refreshAll();
+      if (state.requestLink) void openRequestLink(c, state.requestLink);
       if (store.tabToken(target.key)) {
         // Signed in: the pasted secret was for this one sign-in; never fall back to it later
         // (a revoked browser must stay out, not quietly sign in again).
@@ -294,6 +319,38 @@ async function onClientState(c: GatewayClient, st: ClientState): Promise<void> {
     default:
       return;
   }
+}
+
+/**
+ * Redeem a notification's one-time link (only now, signed in: the link is no credential) and
+ * point the Pending view at its request.
+ */
+async function openRequestLink(c: GatewayClient, token: string): Promise<void> {
+  state.requestLink = null;
+  try {
+    const r = await c.request<{ requestId: string; pending: boolean }>('approval.link.open', { token });
+    state.tab = 'pending';
+    state.focusRequestId = r.requestId;
+    state.notice = r.pending ? `Opened request ${r.requestId} from a notification link.` : `Request ${r.requestId} was already decided (or expired).`;
+  } catch (err) {
+    state.problems = [problemOf(err)];
+  }
+  render();
+  document.querySelector('[data-focused="true"]')?.scrollIntoView({ block: 'center' });
+}
+
+async function explainDevice(deviceId: string): Promise<void> {
+  const client = state.client;
+  if (!client) return;
+  state.explain[deviceId] = 'loading';
+  render();
+  const method = state.explainMethod[deviceId]?.trim();
+  try {
+    state.explain[deviceId] = await client.request<Explanation>('device.explain', { target: deviceId, ...(method ? { method } : {}) });
+  } catch (err) {
+    state.explain[deviceId] = problemOf(err);
+  }
+  render();
 }
 
 /**
@@ -363,6 +420,10 @@ async function logout(): Promise<void> {
     tabProblems: {},
     confirm: null,
     renaming: null,
+    requestLink: null,
+    focusRequestId: null,
+    explain: {},
+    explainMethod: {},
     loaded: { list: false, setups: false, audit: false },
     loggingOut: false,
   });
@@ -658,16 +719,25 @@ function renderPending(): HTMLElement {
       r.kind === 'scope-upgrade'
         ? h('div', {}, 'adds ', scopeList(r.adds, 'scope add'), ' to ', scopeList(r.approvedScopes ?? []))
         : h('div', {}, `role ${r.role}`, r.scopes.length ? ' with ' : '', r.scopes.length ? scopeList(r.scopes) : null);
+    const focused = state.focusRequestId === r.requestId;
     panel.append(
       h(
         'article',
-        { class: 'card request', 'data-request-id': r.requestId, 'data-device-id': r.deviceId, 'data-kind': r.kind },
+        {
+          class: focused ? 'card request focused' : 'card request',
+          'data-request-id': r.requestId,
+          'data-device-id': r.deviceId,
+          'data-kind': r.kind,
+          ...(focused ? { 'data-focused': 'true' } : {}),
+        },
         h(
           'header',
           {},
           h('span', { class: `kind kind-${r.kind}` }, KIND_LABELS[r.kind] ?? r.kind),
           h('strong', {}, r.displayName ?? shortId(r.deviceId)),
           h('span', { class: 'confirm-code', title: 'Confirmation code: the requesting device shows the same digits' }, r.confirmationCode),
+          quorumChip(r.approvals),
+          h('span', { class: 'muted expiry', 'data-expires-at': String(r.expiresAtMs) }, `expires ${until(r.expiresAtMs)}`),
         ),
         what,
         requestFacts({
@@ -685,6 +755,26 @@ function renderPending(): HTMLElement {
   }
   for (const r of state.nodePending) panel.append(renderNodeRequest(r));
   return panel;
+}
+
+/** `approvals 1/2` on a request under quorum (nothing when one approval does it). */
+function quorumChip(a: Approvals | undefined): HTMLElement | null {
+  if (!a || a.required <= 1) return null;
+  return h(
+    'span',
+    {
+      class: 'chip quorum',
+      'data-approvals': `${a.received}/${a.required}`,
+      title: a.approvers.length ? `approved so far by ${a.approvers.join(', ')}` : 'no approvals yet: each approver counts once',
+    },
+    `approvals ${a.received}/${a.required}`,
+  );
+}
+
+/** "in 3h" / "3h ago" for a time that may lie ahead. */
+function until(ms: number): string {
+  const s = Math.round((ms - Date.now()) / 1000);
+  return s >= 0 ? `in ${fmtSpan(s)}` : `${fmtSpan(-s)} ago`;
 }
 
 function commandList(commands: readonly string[], host: readonly string[]): HTMLElement {
@@ -707,9 +797,16 @@ function commandList(commands: readonly string[], host: readonly string[]): HTML
 
 /** NODES-CORE: a node asking to have its command surface approved. */
 function renderNodeRequest(r: NodePendingView): HTMLElement {
+  const focused = state.focusRequestId === r.requestId;
   return h(
     'article',
-    { class: 'card request', 'data-request-id': r.requestId, 'data-node-id': r.nodeId, 'data-kind': 'node-surface' },
+    {
+      class: focused ? 'card request focused' : 'card request',
+      'data-request-id': r.requestId,
+      'data-node-id': r.nodeId,
+      'data-kind': 'node-surface',
+      ...(focused ? { 'data-focused': 'true' } : {}),
+    },
     h(
       'header',
       {},
@@ -720,6 +817,7 @@ function renderNodeRequest(r: NodePendingView): HTMLElement {
         { class: 'confirm-code', title: 'The node host prints this request id while it waits (“clawgate nodes approve <requestId>”)' },
         r.requestId.slice(0, 8),
       ),
+      quorumChip(r.approvals),
     ),
     h('div', {}, 'commands ', commandList(r.commands, r.hostCommands)),
     h('div', { class: 'muted' }, `approving needs ${r.requiredApproveScopes.join(' + ')}`),
@@ -819,7 +917,10 @@ function renderDevice(d: DeviceView): HTMLElement {
       { class: 'grant', 'data-role': g.role },
       h('span', { class: `role role-${g.role}` }, g.role),
       scopeList(g.scopes),
-      h('span', { class: 'muted' }, ` approved ${ago(g.approvedAtMs)} (${g.approvedVia})`),
+      h('span', { class: 'muted' }, ` approved ${ago(g.approvedAtMs)} (${g.approvedBy ?? g.approvedVia})`),
+      typeof g.expiresAtMs === 'number'
+        ? h('span', { class: 'chip warn expiry', 'data-expires-at': String(g.expiresAtMs) }, `expires ${until(g.expiresAtMs)}`)
+        : null,
       h('span', { class: 'token' }, token ? `token ${token.tokenId}` : 'no live token'),
       h(
         'span',
@@ -862,6 +963,7 @@ function renderDevice(d: DeviceView): HTMLElement {
     ...grants,
     d.grants.length === 0 ? h('div', { class: 'muted' }, 'no role granted') : null,
     nodeSection(d.deviceId),
+    explainSection(d.deviceId),
     h(
       'dl',
       {},
@@ -907,6 +1009,73 @@ function renderDevice(d: DeviceView): HTMLElement {
       confirmButton(`remove:${d.deviceId}`, 'Remove', 'Confirm remove', () => void act('device.pair.remove', { deviceId: d.deviceId })),
     ),
   );
+}
+
+/** Explain on a device card: what it holds and why, and whether a method would pass (device.explain). */
+function explainSection(deviceId: string): HTMLElement {
+  const got = state.explain[deviceId];
+  const form = h(
+    'form',
+    {
+      class: 'explain-form',
+      onsubmit: (e) => {
+        e.preventDefault();
+        void explainDevice(deviceId);
+      },
+    },
+    h('input', {
+      id: `explain-method-${deviceId}`,
+      placeholder: 'method (optional), e.g. device.pair.list',
+      value: state.explainMethod[deviceId] ?? '',
+      maxlength: '128',
+      oninput: (e) => {
+        state.explainMethod[deviceId] = (e.target as HTMLInputElement).value;
+      },
+    }),
+    h('button', { type: 'submit', 'data-action': 'explain' }, 'Explain'),
+  );
+  const body: Child[] = [];
+  if (got === 'loading') body.push(h('p', { class: 'muted' }, 'asking the gateway…'));
+  else if (got && 'message' in got) body.push(problemBox(got));
+  else if (got) {
+    for (const r of got.roles) {
+      body.push(
+        h(
+          'div',
+          { class: 'explain-role', 'data-role': r.role },
+          `${r.role}: `,
+          scopeList(r.scopes),
+          ` since ${when(r.sinceMs)} (${r.approvedBy ?? r.approvedVia})`,
+          r.expiresAtMs !== null ? `, expires ${until(r.expiresAtMs)}` : ', no expiry',
+        ),
+      );
+    }
+    for (const p of got.pending) {
+      body.push(
+        h(
+          'div',
+          { class: 'explain-pending', 'data-request-id': p.requestId },
+          `pending ${p.type} request adds `,
+          scopeList(p.adds, 'scope add'),
+          ' ',
+          quorumChip(p.approvals),
+          h('div', { class: 'muted' }, `needs ${p.needs}: `, h('code', {}, p.command)),
+        ),
+      );
+    }
+    if (got.call) {
+      const c = got.call;
+      body.push(
+        h(
+          'div',
+          { class: c.allowed ? 'explain-call allowed' : 'explain-call refused', 'data-allowed': c.allowed ? 'true' : 'false' },
+          c.allowed ? `${c.method}: allowed` : `${c.method}: refused (${c.code}); missing ${c.missing ?? ''}`,
+          c.fix ? h('div', {}, 'fix: ', h('code', {}, c.fix)) : null,
+        ),
+      );
+    }
+  }
+  return h('div', { class: 'explain', 'data-explain': deviceId }, form, ...body);
 }
 
 /** NODES-CORE: the approved and declared commands of a node. */
@@ -1177,7 +1346,7 @@ function render(): void {
       ),
     );
   }
-  if (state.notice && state.hello) children.push(h('p', { class: 'notice', id: 'notice' }, state.notice));
+  if (state.notice && (state.hello || state.requestLink)) children.push(h('p', { class: 'notice', id: 'notice' }, state.notice));
   if (state.conn === 'starting') children.push(h('p', { class: 'muted' }, 'Loading…'));
   else if (state.conn === 'unsupported') {
     /* the problem box says why */
@@ -1217,6 +1386,8 @@ async function start(): Promise<void> {
   // Read and strip a one-time sign-in link first, before anything else can see the address.
   const params = new URLSearchParams(location.hash.slice(1));
   const link = params.get('login');
+  // A notification's link: kept in memory only, redeemed after sign-in.
+  state.requestLink = params.get('request');
   if (location.hash) history.replaceState(null, '', location.pathname + location.search);
   render();
   const unsupported = unsupportedReason();
@@ -1241,6 +1412,7 @@ async function start(): Promise<void> {
     return;
   }
   if (link) return signIn(link);
+  if (state.requestLink) state.notice = 'Sign in to open the request from the notification link.';
   if (store.tabToken(target.key)) {
     setConn('connecting', 'resuming with this tab’s device token');
     startClient();
