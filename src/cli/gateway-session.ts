@@ -151,12 +151,12 @@ function pausedFailure(s: Extract<ClientState, { status: 'paused' }>, client: Ga
       const seen = s.gatewayKeySeen;
       const hint = seen ? ` if that is your gateway, pass --gateway-key ${seen} (on the gateway host, \`clawgate gateway key\` prints it)` : '';
       const prefix = `refused to send credentials to ${url}: `;
-      const problem = s.message.startsWith(prefix) ? s.message.slice(prefix.length) : s.message;
-      const what = seen ? `(key ${seen}, ${pinned ? `expected ${pinned}` : 'and no gateway key is known for it'})` : `: ${problem}`;
-      return new DeviceSessionError(
-        `the server at ${url} did not prove it is your gateway ${what}; nothing was sent.${hint}`,
-        s.code ?? 'GATEWAY_KEY_MISMATCH',
-      );
+      // The expected key is named below, for a device-less command too (the SDK says "this device").
+      const problem = (s.message.startsWith(prefix) ? s.message.slice(prefix.length) : s.message).replace(/; this device is pinned to gateway key \S+$/, '');
+      const what = seen
+        ? ` (key ${seen}, ${pinned ? `expected ${pinned}` : 'and no gateway key is known for it'})`
+        : `: ${problem}${pinned ? ` (expected gateway key ${pinned})` : ''}`;
+      return new DeviceSessionError(`the server at ${url} did not prove it is your gateway${what}; nothing was sent.${hint}`, s.code ?? 'GATEWAY_KEY_MISMATCH');
     }
     case 'no-credential':
       return new DeviceSessionError(
