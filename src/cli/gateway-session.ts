@@ -158,6 +158,22 @@ function pausedFailure(s: Extract<ClientState, { status: 'paused' }>, client: Ga
         : `: ${problem}${pinned ? ` (expected gateway key ${pinned})` : ''}`;
       return new DeviceSessionError(`the server at ${url} did not prove it is your gateway${what}; nothing was sent.${hint}`, s.code ?? 'GATEWAY_KEY_MISMATCH');
     }
+    case 'tls-untrusted': {
+      const pins = /\(expected SHA-256 \S+, got \S+\)/.exec(s.message)?.[0] ?? '';
+      const doctor = 'pass the fingerprint `clawgate doctor` on the gateway host prints as --tls-fingerprint <sha256>';
+      if (s.code === 'TLS_PIN_MISMATCH') {
+        return new DeviceSessionError(
+          `TLS certificate mismatch at ${url} ${pins}: refusing to connect, nothing was sent: the gateway certificate was replaced, or something is intercepting the connection`,
+          s.code,
+          device ? s.nextStep : `If the gateway really has a new certificate, ${doctor}.`,
+        );
+      }
+      return new DeviceSessionError(
+        `${s.message} (the gateway certificate is not trusted by this machine)`,
+        s.code ?? 'TLS_UNTRUSTED',
+        `For a gateway serving its own self-signed certificate, pin it: a setup code carries its fingerprint, or ${doctor}.`,
+      );
+    }
     case 'no-credential':
       return new DeviceSessionError(
         `no credential for ${url}`,
