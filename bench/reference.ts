@@ -1,7 +1,7 @@
 /**
  * Numbers of the real OpenClaw gateway (openclaw@2026.9.6), RECORDED ELSEWHERE — not measured
  * by this harness. Copied from the raw outputs in the reference transcripts
- * (shared/reference/transcripts/perf/*.json, summarised in its README §9): same machine class
+ * (OpenClaw reference transcripts kept outside this repository: perf/*.json and their README §9): same machine class
  * (2 vCPU, 24 GiB), loopback, load generator on the same cores, 200 sequential connects after
  * 5 warm-up, 20 clients for 20 s, device modes with scopes ["operator.read"]. Only for a
  * side-by-side column; a live comparison is a `--peer` run of the same load generator.

@@ -1,5 +1,5 @@
 /**
- * The admission decision table (ARCHITECTURE §2.1). `decideConnect` is checked against an
+ * The admission decision table (PROTOCOL.md §8 Admission and pairing). `decideConnect` is checked against an
  * independent specification written here as a short list of rules, over the cartesian product
  * of every fact it sees. The test fails on any combination whose decision differs from the
  * spec, and on any outcome that is not in the listed set.
@@ -95,7 +95,7 @@ const EXPECTED_COUNT = CREDENTIALS.length * 2 * ROLES.length * SCOPE_ASKS.length
 // ---------------------------------------------------------------------------------------------
 // The specification, written from the product principles, not from the implementation.
 
-/** What each granted scope lets the holder do (PROTOCOL.md §Scopes), spelled out for this table. */
+/** What each granted scope lets the holder do (PROTOCOL.md §10 Dispatch), spelled out for this table. */
 const IMPLIES: Record<string, readonly string[]> = {
   [READ]: [READ],
   [WRITE]: [WRITE, READ],

@@ -629,7 +629,8 @@ test('a cron job that invokes a node command runs it through node.invoke with th
       '--every',
       '1s',
       '--node',
-      identity.deviceId,
+      // A unique id prefix names the node, as in every `nodes` command.
+      identity.deviceId.slice(0, 12),
       '--command',
       'canvas.present',
       '--params',

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { type ConnectError, connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
@@ -230,5 +230,77 @@ test('--config file: port, token, autoApproveLocal and trustedProxies take effec
   } finally {
     await Promise.all(procs.map((p) => p.kill()));
     removeDir(stateDir);
+  }
+});
+
+test('gateway token prints the token the running gateway accepts: the --token-file one, not the generated one; from the environment it says so', async (t) => {
+  const stateDir = scratchStateDir(t);
+  const tokenFile = join(stateDir, 'chosen-token');
+  writeFileSync(tokenFile, 'cgs_chosen-token-from-a-file\n', { mode: 0o600 });
+  const procs: Array<Pick<GatewayProcess, 'kill'>> = [];
+  t.after(() => Promise.all(procs.map((p) => p.kill())));
+  const env = { ...process.env, CLAWGATE_STATE_DIR: stateDir, CLAWGATE_GATEWAY_TOKEN: '' };
+  const gw = await spawnGateway(['--token-file', tokenFile], { env: { CLAWGATE_STATE_DIR: stateDir }, onSpawn: (p) => procs.push(p) });
+  const printed = spawnSync(process.execPath, [BIN, 'gateway', 'token'], { env, encoding: 'utf8' });
+  assert.equal(printed.status, 0, printed.stderr);
+  assert.equal(printed.stdout.trim(), 'cgs_chosen-token-from-a-file');
+  const generated = (JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')) as { token: string }).token;
+  assert.notEqual(printed.stdout.trim(), generated);
+  // What it printed is what the gateway accepts.
+  const conn = await connectGateway({ url: gw.url, auth: { token: printed.stdout.trim() }, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.read'] });
+  await conn.close();
+  assert.equal(await gw.stop(), 0);
+
+  const fromEnv = await spawnGateway([], {
+    env: { CLAWGATE_STATE_DIR: stateDir, CLAWGATE_GATEWAY_TOKEN: 'cgs_chosen-in-the-environment' },
+    onSpawn: (p) => procs.push(p),
+  });
+  const refused = spawnSync(process.execPath, [BIN, 'gateway', 'token'], { env, encoding: 'utf8' });
+  assert.equal(refused.status, 1);
+  assert.equal(refused.stdout, '', 'no token the gateway would refuse is printed');
+  assert.match(refused.stderr, /accepts the token it was given in its environment \(CLAWGATE_GATEWAY_TOKEN\)/);
+  assert.equal(await fromEnv.stop(), 0);
+  // Stopped: the generated token is what a plain start would accept again.
+  const idle = spawnSync(process.execPath, [BIN, 'gateway', 'token'], { env, encoding: 'utf8' });
+  assert.equal(idle.stdout.trim(), generated);
+});
+
+test('a LAN bind records a URL this host can dial and advertises a reachable address, never 0.0.0.0; the page has an icon', async (t) => {
+  const stateDir = scratchStateDir(t);
+  const tokenFile = join(stateDir, 'token');
+  writeFileSync(tokenFile, 'cgs_lan-test-token\n', { mode: 0o600 });
+  const procs: Array<Pick<GatewayProcess, 'kill'>> = [];
+  t.after(() => Promise.all(procs.map((p) => p.kill())));
+  const gw = await spawnGateway(['--bind', 'lan', '--token-file', tokenFile], { env: { CLAWGATE_STATE_DIR: stateDir }, onSpawn: (p) => procs.push(p) });
+  const lan = Object.values(networkInterfaces())
+    .flatMap((l) => l ?? [])
+    .find((a) => a.family === 'IPv4' && !a.internal)?.address;
+  const local = `ws://127.0.0.1:${gw.port}`;
+  const advertised = lan ? `ws://${lan}:${gw.port}` : local;
+  const runtime = JSON.parse(readFileSync(join(stateDir, 'gateway.json'), 'utf8')) as { url: string; advertisedUrl?: string };
+  assert.equal(runtime.url, local);
+  assert.equal(runtime.advertisedUrl ?? runtime.url, advertised);
+  assert.doesNotMatch(JSON.stringify(runtime), /0\.0\.0\.0/);
+  // Only the "listening on" line names the wildcard it listens on; everything a user copies is dialable.
+  const [, ...rest] = gw.out().split('\n');
+  assert.doesNotMatch(rest.join('\n'), /0\.0\.0\.0/);
+  if (lan) assert.ok(gw.out().includes(`OPENCLAW_GATEWAY_URL=${advertised}`), gw.out());
+
+  // The local CLI reaches it through the recorded URL, and setup codes point at the advertised one.
+  const env = { ...process.env, CLAWGATE_STATE_DIR: stateDir, CLAWGATE_URL: '', CLAWGATE_TOKEN: '' };
+  const health = spawnSync(process.execPath, [BIN, 'call', 'health', '--json'], { env, encoding: 'utf8' });
+  assert.equal(health.status, 0, health.stderr);
+  const qr = spawnSync(process.execPath, [BIN, 'qr', '--json'], { env, encoding: 'utf8' });
+  assert.equal(qr.status, 0, qr.stderr);
+  assert.equal((JSON.parse(qr.stdout) as { gatewayUrl: string }).gatewayUrl, advertised);
+
+  // The Control UI declares its icon, and /favicon.ico answers with it instead of a 404.
+  const page = await (await fetch(`http://127.0.0.1:${gw.port}/`)).text();
+  assert.match(page, /<link rel="icon" href="ui\/favicon\.svg" type="image\/svg\+xml">/);
+  for (const path of ['/ui/favicon.svg', '/favicon.ico']) {
+    const icon = await fetch(`http://127.0.0.1:${gw.port}${path}`);
+    assert.equal(icon.status, 200, path);
+    assert.equal(icon.headers.get('content-type'), 'image/svg+xml');
+    assert.match(await icon.text(), /^<svg /);
   }
 });

@@ -92,7 +92,7 @@ describe('clawgate pair / call / status --client', () => {
     assert.equal(op.credential, 'device-token');
     assert.ok(op.scopes.includes('operator.write'));
     const human = await clawgate(dir, ['status', '--client']);
-    assert.match(human.stdout, /operator: connected .*via device-token/);
+    assert.match(human.stdout, /operator: connected; credential: device token; scopes /);
     assert.match(human.stdout, new RegExp(`gateway key: pinned SHA-256 ${tg.gateway.identity?.fingerprint}`));
 
     // A damaged record is reported (exit 1) next to the readable ones, never rewritten.
@@ -105,6 +105,43 @@ describe('clawgate pair / call / status --client', () => {
     assert.match(report.problems[0].message, /not valid JSON/);
     assert.equal(readFileSync(broken, 'utf8'), '{oops');
     rmSync(broken);
+  });
+
+  test('the hint pair prints runs as printed (it carries --state-dir); status says what it checked and what a down gateway means', async () => {
+    const dir = clientDir();
+    const code = await mintCode(tg, { profile: 'operator' });
+    const paired = await clawgate(dir, ['pair', code.setupCode]);
+    assert.equal(paired.code, 0, paired.stderr);
+    const hint = /try: (clawgate .*)$/m.exec(paired.stdout)?.[1];
+    assert.equal(hint, `clawgate call health --state-dir ${dir}`);
+    // Exactly as printed, with no state dir in the environment.
+    const words = (hint as string).split(' ').slice(1);
+    const health = await new Promise<Run>((resolve) => {
+      const child = spawn(process.execPath, [BIN, ...words], { env: { ...process.env, CLAWGATE_URL: '', CLAWGATE_TOKEN: '', CLAWGATE_STATE_DIR: '' } });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('exit', (c, signal) => resolve({ code: c, signal, stdout, stderr }));
+    });
+    assert.equal(health.code, 0, health.stderr);
+    assert.equal(JSON.parse(health.stdout).ok, true);
+
+    const offline = await clawgate(dir, ['status', '--client', '--offline']);
+    assert.match(offline.stdout, /operator: not checked \(--offline\); credential: device token; scopes /);
+    assert.doesNotMatch(offline.stdout, /via nothing|not-checked/);
+
+    // A gateway that went away: status says so, with the next step, not a bare socket error.
+    const gone = await startTestGateway();
+    const goneDir = clientDir();
+    const goneCode = await mintCode(gone, { profile: 'operator' });
+    assert.equal((await clawgate(goneDir, ['pair', goneCode.setupCode])).code, 0);
+    await gone.stop();
+    removeDir(gone.stateDir);
+    const down = await clawgate(goneDir, ['status', '--client', '--timeout', '3000']);
+    assert.match(down.stdout, /operator: unreachable; credential: device token/);
+    assert.ok(down.stdout.includes(`no gateway is listening on ${gone.url}`), down.stdout);
+    assert.ok(down.stdout.includes('next: start the gateway (`clawgate gateway run` on its host)'), down.stdout);
   });
 
   test('pair --node with an operator+node code stores both roles under one device', async () => {

@@ -409,6 +409,9 @@ describe('clawgate node run from another network address (netns, else a trusted 
     await again.waitFor(/^connecting to .* \(device-token\)$/);
     await again.waitFor(/^connected to /);
     assert.equal(await again.stop(), 0);
+    // The gateway hands the token back on every connect; "paired:" is said once, when it is new.
+    assert.equal(first.lines.filter((l) => l.startsWith('paired:')).length, 1, first.transcript());
+    assert.equal(again.lines.filter((l) => l.startsWith('paired:')).length, 0, again.transcript());
   });
 
   test('acceptance: from a non-local address, device approval, then surface approval, then nodes invoke runs system.which and system.run; nothing restarts', async () => {

@@ -6,7 +6,7 @@
 import { parseNotifyTargets } from '../core/approval-notify.js';
 import { quorumConfigProblem } from '../core/approval-quorum.js';
 import type { AutomationsConfig, GatewayConfig } from '../core/config.js';
-import { UsageError } from './main.js';
+import { UsageError } from './usage.js';
 
 export function approvalsQuorumNotifyConfig(
   gateway: unknown,

@@ -3,7 +3,10 @@ import { parseDurationMs } from '../automations/cron.js';
 import type { AutomationsConfig } from '../core/config.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../store/types.js';
 import { field, jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
-import { UsageError } from './main.js';
+import { CliFailure } from './connect-errors.js';
+import type { CliConnection } from './gateway-session.js';
+import { ambiguityMessage, resolveRef } from './resolve.js';
+import { UsageError } from './usage.js';
 
 const iso = (ms: number | null | undefined) => (ms === null || ms === undefined ? '-' : new Date(ms).toISOString());
 
@@ -41,6 +44,17 @@ export function automationsConfig(raw: unknown): AutomationsConfig | undefined {
     cfg.webhook = policy;
   }
   return cfg;
+}
+
+/** A node named on the command line, as its id; an unknown one is passed on for the gateway to refuse with its own code. */
+async function nodeIdOf(c: CliConnection, ref: string): Promise<string> {
+  const { nodes } = await c.request<{ nodes: Array<{ nodeId: string; displayName?: string | null; label?: string | null }> }>('node.list', {});
+  const r = resolveRef(
+    nodes.map((n) => ({ id: n.nodeId, names: [n.displayName, n.label] })),
+    ref,
+  );
+  if (r.kind === 'ambiguous') throw new CliFailure(ambiguityMessage('node', ref, r), 'clawgate nodes list shows every node with its id');
+  return r.kind === 'found' ? r.id : ref;
 }
 
 function describeSchedule(j: CronJob): string {
@@ -104,6 +118,8 @@ export async function cronCommand(sub: string | undefined, args: string[]): Prom
         action = { kind: 'node', nodeId: values.node, command: values.command, ...(params !== undefined ? { params } : {}) };
       } else throw new UsageError('cron add needs an action: --send <channel> --content <text>, or --session <key> --text <text> [--spawn]');
       return withGateway(values, async (c) => {
+        // --node takes what `nodes` commands take: an id, a unique id prefix or a name.
+        if (values.node !== undefined) action = { ...(action as object), nodeId: await nodeIdOf(c, values.node as string) };
         const res = await c.request<{ job: CronJob }>('cron.add', { name, schedule, action, ...(values.disabled ? { enabled: false } : {}) });
         print(res, () =>
           out(`added cron job ${res.job.jobId} (${name}): ${describeSchedule(res.job)}, ${describeAction(res.job)}; next run ${iso(res.job.nextRunAtMs)}`),

@@ -1,6 +1,6 @@
 /**
  * The companion side of the CLI, built on @clawgate/client: `clawgate pair` and `clawgate status
- * --client` (every gateway command uses the stored credentials through device-session.ts). Client credentials live in
+ * --client` (every gateway command uses the stored credentials through gateway-session.ts). Client credentials live in
  * `<state-dir>/client/` (one 0600 file per gateway), apart from the gateway's own state.
  */
 import { mkdirSync } from 'node:fs';
@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import {
   applySetupCode,
   type Checkpoint,
+  ClientError,
   type ClientState,
   FileCredentialStore,
   GatewayClient,
@@ -16,10 +17,12 @@ import {
   type Role,
 } from '../../packages/client/src/node.js';
 import { field, out, positiveIntFlag } from './common.js';
+import { explainNetworkMessage } from './connect-errors.js';
 import { reportClientFailure } from './gateway-session.js';
-import { parse, UsageError } from './main.js';
 import { readSetupCode, SETUP_CODE_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';
+import { commandHint } from './target.js';
+import { parse, UsageError } from './usage.js';
 
 /**
  * TEST-ONLY crash hook: when CLAWGATE_TEST_CRASH_AT names a checkpoint (docs/client.md lists
@@ -41,7 +44,16 @@ export function clientStore(stateDir: string): FileCredentialStore {
   return new FileCredentialStore(dir, checkpoint ? { checkpoint } : {});
 }
 
-function report(err: unknown): number {
+/**
+ * Print a client failure. A socket that reached no gateway (the SDK reports `connect
+ * ECONNREFUSED …`) is said as what it means and what to do, like every other CLI command.
+ */
+function report(err: unknown, url?: string): number {
+  const explained = url && (err instanceof ClientError || err instanceof Error) ? explainNetworkMessage(err.message, url) : null;
+  if (explained) {
+    process.stderr.write(`error: ${field(explained.message)}\nnext: ${field(explained.nextStep)}\n`);
+    return 1;
+  }
   const status = reportClientFailure(err);
   if (status === null) throw err;
   return status;
@@ -80,12 +92,14 @@ export async function pairCommand(args: string[]): Promise<number> {
   const role: Role = values.node ? 'node' : 'operator';
   const connectTimeoutMs = positiveIntFlag(values, 'timeout') ?? 30_000;
   let client: GatewayClient | null = null;
+  let dialled: string | undefined;
   try {
     const { record } = await applySetupCode(store, platform, code, {
       ...(displayName ? { displayName } : {}),
       ...(values.url ? { url: values.url as string } : {}),
       ...(checkpoint ? { checkpoint } : {}),
     });
+    dialled = record.url;
     client = new GatewayClient({
       url: record.url,
       role,
@@ -113,12 +127,12 @@ export async function pairCommand(args: string[]): Promise<number> {
       out(
         `paired with ${field(result.gateway)} as device ${field(result.deviceId)}\n  roles: ${field(roles.join('; '))}\n  credentials: ${join(store.dir, 'gateways')} (mode 0600)\n` +
           `${result.gatewayKey ? `  gateway key: SHA-256 ${field(result.gatewayKey)} (pinned: every connect checks it before sending anything)\n` : ''}` +
-          `${s.warning ? `  warning: ${field(s.warning)}\n` : ''}  try: clawgate call health`,
+          `${s.warning ? `  warning: ${field(s.warning)}\n` : ''}  try: ${field(commandHint(values, 'call health'))}`,
       );
     }
     return 0;
   } catch (err) {
-    return report(err);
+    return report(err, dialled);
   } finally {
     client?.close();
   }
@@ -205,10 +219,31 @@ export async function statusCommand(args: string[]): Promise<number> {
     out(`  gateway key: ${g.gatewayKey ? `pinned SHA-256 ${field(g.gatewayKey)}` : 'not pinned yet (learned at the next connect that proves one)'}`);
     for (const r of g.roles) {
       const scopes = (r.scopes ?? r.storedScopes ?? []).map(field).join(', ') || '-';
-      out(`  ${r.role}: ${r.state}${r.reason ? ` (${field(r.reason)})` : ''} via ${r.credential ?? 'nothing'}; scopes ${scopes}`);
-      if (r.nextStep && r.state !== 'connected') out(`    next: ${field(r.nextStep)}`);
+      out(
+        `  ${r.role}: ${roleState(r, values.offline === true)}${r.reason ? ` (${field(r.reason)})` : ''}; ${credentialWords(r.credential)}; scopes ${scopes}`,
+      );
+      const unreachable = r.state === 'unreachable' && r.message ? explainNetworkMessage(r.message, g.gateway) : null;
+      if (unreachable) out(`    ${field(unreachable.message)}\n    next: ${field(unreachable.nextStep)}`);
+      else if (r.nextStep && r.state !== 'connected') out(`    next: ${field(r.nextStep)}`);
       else if (r.message && r.state !== 'connected') out(`    ${field(r.message)}`);
     }
   }
   return problems.length > 0 ? 1 : 0;
+}
+
+/** A role's connection state in words; "not-checked" says why it was not. */
+function roleState(r: RoleStatus, offline: boolean): string {
+  if (r.state !== 'not-checked') return r.state;
+  if (r.credential === null) return 'cannot connect';
+  if (offline) return 'not checked (--offline)';
+  if (r.credential === 'bootstrap-token') return 'not checked (a setup code is redeemed by `clawgate pair` or `clawgate call`, never by status)';
+  return 'not checked';
+}
+
+/** Which credential a role would connect with. */
+function credentialWords(credential: string | null): string {
+  if (credential === 'device-token') return 'credential: device token';
+  if (credential === 'shared-token') return 'credential: shared gateway token';
+  if (credential === 'bootstrap-token') return 'credential: setup code (not yet redeemed)';
+  return 'no credential stored (pair again: clawgate pair --code-file <file>)';
 }

@@ -5,8 +5,9 @@
 import type { ParseArgsConfig } from 'node:util';
 import { printable, printableLines } from '../protocol/text.js';
 import type { CliConnection } from './gateway-session.js';
-import { parse, resolveTarget, UsageError } from './main.js';
 import { SECRET_FLAGS } from './secret-input.js';
+import { resolveTarget } from './target.js';
+import { parse, UsageError } from './usage.js';
 
 /** How to reach and authenticate to the gateway (resolved by resolveTarget) plus `--json`. */
 export const CONN_OPTIONS = {

@@ -4,8 +4,8 @@
  * default, and the page removes it from the address bar as soon as it has read it.
  */
 import { withGateway } from './common.js';
-import { parse, UsageError } from './main.js';
 import { parseDuration } from './qr.js';
+import { parse, UsageError } from './usage.js';
 
 const USAGE = 'usage: clawgate dashboard [--ttl 2m] [--url <ws-url>] [--json]';
 

@@ -11,10 +11,13 @@ import { readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { type AuditRow, toAudit } from '../store/shared.js';
 import type { AuditEntry } from '../store/types.js';
 import { field, out, parseGatewayCommand, positiveIntFlag, withGateway } from './common.js';
+import { CliFailure } from './connect-errors.js';
 import { readConfigFile } from './gateway-config.js';
-import { UsageError } from './main.js';
+import type { CliConnection } from './gateway-session.js';
 import { resolveStoreChoice } from './postgres.js';
+import { ambiguityMessage, resolveRef } from './resolve.js';
 import { resolveStateDir } from './state.js';
+import { UsageError } from './usage.js';
 
 const ago = (ms: number | null) => {
   if (ms === null) return 'never';
@@ -41,6 +44,25 @@ function printList(list: { pending: PendingView[]; paired: DeviceView[] }): void
   }
 }
 
+type DeviceList = { pending: PendingView[]; paired: DeviceView[] };
+
+/**
+ * The device id a command-line reference names: a full id, a unique id prefix, or a label or
+ * display name. A reference that matches nothing is passed on unchanged, so the gateway's own
+ * error (with its catalogue code) reaches the user; an ambiguous one is refused here.
+ */
+async function deviceIdOf(c: CliConnection, ref: string, list?: DeviceList): Promise<string> {
+  if (/^[0-9a-f]{64}$/.test(ref)) return ref;
+  const { pending, paired } = list ?? (await c.request<DeviceList>('device.pair.list', {}));
+  const candidates = [
+    ...paired.map((d) => ({ id: d.deviceId, names: [d.label, d.displayName] })),
+    ...pending.map((p) => ({ id: p.deviceId, names: [p.displayName] })),
+  ];
+  const r = resolveRef(candidates, ref);
+  if (r.kind === 'ambiguous') throw new CliFailure(ambiguityMessage('device', ref, r), 'clawgate devices list shows every device with its id');
+  return r.kind === 'found' ? r.id : ref;
+}
+
 export async function devicesCommand(sub: string | undefined, args: string[]): Promise<number> {
   const { values, positionals, print } = parseGatewayCommand(args, {
     device: { type: 'string' },
@@ -60,10 +82,13 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       });
     case 'approve': {
       const id = positionals[0];
-      if (!id) throw new UsageError('usage: clawgate devices approve <requestId|deviceId>  (no implicit "latest": name what you approve)');
+      if (!id) throw new UsageError('usage: clawgate devices approve <requestId|device>  (no implicit "latest": name what you approve)');
       return withGateway(values, async (c) => {
-        // A 64-hex id is a device id; anything else is a request id.
-        const params = /^[0-9a-f]{64}$/.test(id) ? { deviceId: id } : { requestId: id };
+        // A pending request id goes as it is; else the reference names a device (id, prefix or name).
+        const list = await c.request<DeviceList>('device.pair.list', {});
+        const isRequest = list.pending.some((p) => p.requestId === id);
+        const deviceId = isRequest ? null : await deviceIdOf(c, id, list);
+        const params = deviceId !== null && (deviceId !== id || /^[0-9a-f]{64}$/.test(id)) ? { deviceId } : { requestId: id };
         const res = await c.request<{
           approved: Array<{ requestId: string; deviceId: string; role: string; scopes: string[] }>;
           awaiting?: Array<{ requestId: string; approvals: { received: number; required: number } }>;
@@ -78,10 +103,17 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
     }
     case 'reject': {
       const id = positionals[0];
-      if (!id) throw new UsageError('usage: clawgate devices reject <requestId>');
+      if (!id) throw new UsageError('usage: clawgate devices reject <requestId|device>');
       return withGateway(values, async (c) => {
-        const res = await c.request('device.pair.reject', { requestId: id });
-        print(res, () => out(`rejected ${id}`));
+        // A request id, or a device (id, prefix or name) with a pending request.
+        const list = await c.request<DeviceList>('device.pair.list', {});
+        let requestId = id;
+        if (!list.pending.some((p) => p.requestId === id)) {
+          const deviceId = await deviceIdOf(c, id, list);
+          requestId = list.pending.find((p) => p.deviceId === deviceId)?.requestId ?? id;
+        }
+        const res = await c.request('device.pair.reject', { requestId });
+        print(res, () => out(`rejected ${requestId}`));
         return 0;
       });
     }
@@ -89,8 +121,9 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       const id = positionals[0] ?? (values.device as string | undefined);
       if (!id) throw new UsageError('usage: clawgate devices remove <deviceId>');
       return withGateway(values, async (c) => {
-        const res = await c.request('device.pair.remove', { deviceId: id });
-        print(res, () => out(`removed ${id}; its live connections were closed`));
+        const deviceId = await deviceIdOf(c, id);
+        const res = await c.request('device.pair.remove', { deviceId });
+        print(res, () => out(`removed ${deviceId}; its live connections were closed`));
         return 0;
       });
     }
@@ -99,27 +132,30 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       const name = positionals[1] ?? (values.name as string | undefined);
       if (!id || !name) throw new UsageError('usage: clawgate devices rename <deviceId> <name>');
       return withGateway(values, async (c) => {
-        const res = await c.request('device.pair.rename', { deviceId: id, label: name });
-        print(res, () => out(`renamed ${id} to ${field(name)}`));
+        const deviceId = await deviceIdOf(c, id);
+        const res = await c.request('device.pair.rename', { deviceId, label: name });
+        print(res, () => out(`renamed ${deviceId} to ${field(name)}`));
         return 0;
       });
     }
     case 'rotate':
     case 'revoke': {
-      const id = values.device as string | undefined;
-      if (!id || !role) throw new UsageError(`usage: clawgate devices ${sub} --device <id> --role <operator|node>${sub === 'rotate' ? ' [--scope <s>…]' : ''}`);
+      const ref = values.device as string | undefined;
+      if (!ref || !role)
+        throw new UsageError(`usage: clawgate devices ${sub} --device <id> --role <operator|node>${sub === 'rotate' ? ' [--scope <s>…]' : ''}`);
       return withGateway(values, async (c) => {
+        const deviceId = await deviceIdOf(c, ref);
         if (sub === 'rotate') {
           const scopes = values.scope as string[] | undefined;
           const res = await c.request<{ scopes: string[]; tokenDelivery: string; token?: string }>('device.token.rotate', {
-            deviceId: id,
+            deviceId,
             role,
             ...(scopes ? { scopes } : {}),
           });
-          print(res, () => out(`rotated ${role} token of ${id}: scopes ${res.scopes.join(', ') || '(none)'}; ${rotationNextStep(res, role)}`));
+          print(res, () => out(`rotated ${role} token of ${deviceId}: scopes ${res.scopes.join(', ') || '(none)'}; ${rotationNextStep(res, role)}`));
         } else {
-          const res = await c.request('device.token.revoke', { deviceId: id, role });
-          print(res, () => out(`revoked ${role} of ${id}; its live connections were closed`));
+          const res = await c.request('device.token.revoke', { deviceId, role });
+          print(res, () => out(`revoked ${role} of ${deviceId}; its live connections were closed`));
         }
         return 0;
       });

@@ -4,13 +4,14 @@
  * TLS files happens here (the CLI is the IO edge); the core only sees PEM text.
  */
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { DEFAULTS, type GatewayConfig, normalizeContextPath, type RetentionPolicy, type TlsMaterial, toWsUrl } from '../core/config.js';
 import { setupUrlProblem } from '../protocol/setup-code.js';
 import { proxyEntryProblem } from '../server/proxy.js';
 import { ensureSelfSignedCert, readPem } from '../server/tls.js';
-import { UsageError } from './main.js';
 import { processSecretIo, readSecret, SECRET_FLAGS } from './secret-input.js';
-import { resolveStateDir } from './state.js';
+import { resolveStateDir, type TokenSource } from './state.js';
+import { UsageError } from './usage.js';
 
 export interface FileConfig {
   gateway?: {
@@ -146,6 +147,8 @@ export interface ResolvedGatewaySettings {
   file: FileConfig;
   base: Omit<GatewayConfig, 'token' | 'password' | 'ownerCredential' | 'tls'>;
   chosenToken: string | undefined;
+  /** Where `chosenToken` came from (undefined: none chosen, the generated one applies); recorded for `gateway token`. */
+  tokenSource: TokenSource | undefined;
   password: string | undefined;
   tls: TlsSource;
 }
@@ -198,7 +201,13 @@ export function resolveGatewaySettings(values: Record<string, unknown>, env: Nod
   // Not CLAWGATE_TOKEN: that is what client commands send, often the owner credential, which
   // must never become the secret handed to every device.
   const io = { ...processSecretIo, env };
-  const chosenToken = readSecret(values, 'token', ['CLAWGATE_GATEWAY_TOKEN'], io)?.value ?? g.auth?.token;
+  const tokenRead = readSecret(values, 'token', ['CLAWGATE_GATEWAY_TOKEN'], io);
+  const chosenToken = tokenRead?.value ?? g.auth?.token;
+  let tokenSource: TokenSource | undefined;
+  if (tokenRead?.source === 'file') tokenSource = { kind: 'file', path: resolve(values['token-file'] as string) };
+  else if (tokenRead?.source === 'env') tokenSource = { kind: 'env', name: 'CLAWGATE_GATEWAY_TOKEN' };
+  else if (tokenRead) tokenSource = { kind: tokenRead.source };
+  else if (chosenToken !== undefined && configPath !== undefined) tokenSource = { kind: 'config', path: resolve(configPath) };
   const password = readSecret(values, 'password', ['CLAWGATE_GATEWAY_PASSWORD'], io)?.value ?? g.auth?.password;
 
   return {
@@ -206,6 +215,7 @@ export function resolveGatewaySettings(values: Record<string, unknown>, env: Nod
     configPath,
     file,
     chosenToken,
+    tokenSource,
     password,
     tls,
     base: {

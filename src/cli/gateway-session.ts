@@ -1,15 +1,18 @@
 /**
- * The CLI as a device. Wherever a command talks to a gateway as an operator without the owner
- * credential of a local state dir — a remote gateway reached with its shared token or password,
- * or any gateway this state dir holds paired credentials for — it connects through the SDK's
- * GatewayClient with the device key stored in `<state-dir>/client/` (created on first use, mode
- * 0600). A gateway that does not know the key files a pairing request; the CLI prints its id,
- * its confirmation code and the command that approves it, waits for the approval on the open
- * socket (or, with `--no-wait`, exits with EXIT_PENDING), and stores the device token it is then
- * given: later commands present that token and need no shared secret.
+ * The connection of every CLI command that talks to a gateway as an operator, on the SDK's
+ * GatewayClient (one reconnect/refusal logic for the CLI, the SDK and its apps).
  *
- * Commands run once: a failure that the SDK would retry later (unreachable, dropped socket) ends
- * the command with the reason instead.
+ * On the gateway host — the owner credential of the state dir, or a shared secret to a loopback
+ * gateway — the command connects device-less, as a local helper (`deviceless`; the owner
+ * credential is proven, never sent). Everywhere else the CLI is a device: the key stored in
+ * `<state-dir>/client/` for that gateway (created on first use, mode 0600). A gateway that does
+ * not know the key files a pairing request; the CLI prints its id, its confirmation code and the
+ * command that approves it, waits for the approval on the open socket (or, with `--no-wait`,
+ * exits with EXIT_PENDING), and stores the device token it is then given: later commands present
+ * that token and need no shared secret.
+ *
+ * Commands run once: a failure that the SDK would retry later (unreachable, dropped socket, rate
+ * limit) ends the command with the reason instead.
  */
 import { hostname } from 'node:os';
 import {
@@ -31,8 +34,10 @@ import { ownerProofFor } from '../client/owner-proof.js';
 import { audienceOf, normalizeGatewayKeyFingerprint, parseGatewayChallengeProof } from '../protocol/gateway-proof.js';
 import { clientStore } from './client.js';
 import { field } from './common.js';
-import { UsageError } from './main.js';
+import { CliFailure, explainNetworkMessage, explainTransport, type StartHint } from './connect-errors.js';
 import { resolveStateDir } from './state.js';
+import { commandHint } from './target.js';
+import { UsageError } from './usage.js';
 
 /** Exit status of a command whose pairing request is filed but not approved yet (`--no-wait`). */
 export const EXIT_PENDING = 3;
@@ -65,8 +70,8 @@ export class PendingApproval extends Error {
   }
 }
 
-/** A failure of the CLI's device session, with the next step a person can take. */
-export class DeviceSessionError extends Error {
+/** A failure of a CLI command's gateway session, with the next step a person can take. */
+export class CliSessionError extends Error {
   constructor(
     message: string,
     readonly code: string,
@@ -127,9 +132,9 @@ function explicitGatewayKey(values: Record<string, unknown>): string | undefined
 
 const SECRET_HINT = 'the gateway token (--token-file <file>, --token-stdin or CLAWGATE_TOKEN)';
 
-function pairAgainStep(approveHost: string): string {
+function pairAgainStep(mintCode: string): string {
   return (
-    `Pair this device again: on the gateway host run \`${approveHost}\`, then \`clawgate pair --code-file <file>\` here; ` +
+    `Pair this device again: on the gateway host run \`${mintCode}\`, then \`clawgate pair --code-file <file>\` here; ` +
     `or run this command again with ${SECRET_HINT}, which files a new pairing request for the owner to approve.`
   );
 }
@@ -142,7 +147,7 @@ function pausedFailure(s: Extract<ClientState, { status: 'paused' }>, client: Ga
     case 'pairing-required':
       return new PendingApproval(s.requestId ?? null, s.confirmationCode ?? null);
     case 'device-token-rejected':
-      return new DeviceSessionError(
+      return new CliSessionError(
         `the gateway at ${url} refused this CLI's device token (revoked, rotated, or the device was removed)`,
         s.code ?? 'AUTH_DEVICE_TOKEN_MISMATCH',
         pairAgainStep(host.mintCode()),
@@ -156,26 +161,26 @@ function pausedFailure(s: Extract<ClientState, { status: 'paused' }>, client: Ga
       const what = seen
         ? ` (key ${seen}, ${pinned ? `expected ${pinned}` : 'and no gateway key is known for it'})`
         : `: ${problem}${pinned ? ` (expected gateway key ${pinned})` : ''}`;
-      return new DeviceSessionError(`the server at ${url} did not prove it is your gateway${what}; nothing was sent.${hint}`, s.code ?? 'GATEWAY_KEY_MISMATCH');
+      return new CliSessionError(`the server at ${url} did not prove it is your gateway${what}; nothing was sent.${hint}`, s.code ?? 'GATEWAY_KEY_MISMATCH');
     }
     case 'tls-untrusted': {
       const pins = /\(expected SHA-256 \S+, got \S+\)/.exec(s.message)?.[0] ?? '';
-      const doctor = 'pass the fingerprint `clawgate doctor` on the gateway host prints as --tls-fingerprint <sha256>';
       if (s.code === 'TLS_PIN_MISMATCH') {
-        return new DeviceSessionError(
+        return new CliSessionError(
           `TLS certificate mismatch at ${url} ${pins}: refusing to connect, nothing was sent: the gateway certificate was replaced, or something is intercepting the connection`,
           s.code,
-          device ? s.nextStep : `If the gateway really has a new certificate, ${doctor}.`,
+          device
+            ? s.nextStep
+            : 'If the gateway really has a new certificate, pass the fingerprint `clawgate doctor` on the gateway host prints as --tls-fingerprint <sha256>.',
         );
       }
-      return new DeviceSessionError(
-        `${s.message} (the gateway certificate is not trusted by this machine)`,
-        s.code ?? 'TLS_UNTRUSTED',
-        `For a gateway serving its own self-signed certificate, pin it: a setup code carries its fingerprint, or ${doctor}.`,
-      );
+      // The transport names the certificate error (`… not trusted here (DEPTH_ZERO_SELF_SIGNED_CERT)`).
+      const code = /\(([A-Z0-9_]+)\)$/.exec(s.message)?.[1];
+      const explained = code ? explainTransport(code, url) : null;
+      return explained ? new CliFailure(explained.message, explained.nextStep) : new CliSessionError(s.message, s.code ?? 'TLS_UNTRUSTED', s.nextStep);
     }
     case 'no-credential':
-      return new DeviceSessionError(
+      return new CliSessionError(
         `no credential for ${url}`,
         'NO_CREDENTIAL',
         `pass ${SECRET_HINT} to ask for pairing, or pair with a setup code (\`clawgate pair --code-file <file>\`)`,
@@ -185,7 +190,7 @@ function pausedFailure(s: Extract<ClientState, { status: 'paused' }>, client: Ga
       // again (and names its own API): wrong for a device-less command on the gateway host.
       const sdkPairAgain = s.nextStep.startsWith('Pair this device again');
       const next = sdkPairAgain && !device ? undefined : s.nextStep.replace(/ \(or `client\.[^)]*\)/, '');
-      return new DeviceSessionError(s.message, s.code ?? s.reason, next);
+      return new CliSessionError(s.message, s.code ?? s.reason, next);
     }
   }
 }
@@ -207,7 +212,7 @@ function announcePending(client: GatewayClient, deviceId: string, requestId: str
 }
 
 /** Resolve once connected; reject with the first pause, or with the first failure the SDK would retry. */
-function connectOnce(client: GatewayClient, deviceId: string | null, pinned: string | null): Promise<void> {
+function connectOnce(client: GatewayClient, deviceId: string | null, pinned: string | null, startHint: StartHint): Promise<void> {
   return new Promise((resolve, reject) => {
     let shown: string | null | undefined;
     let off: () => void = () => {};
@@ -223,25 +228,22 @@ function connectOnce(client: GatewayClient, deviceId: string | null, pinned: str
           announcePending(client, deviceId ?? '', s.requestId, s.confirmationCode ?? null, true);
         }
       } else if (s.status === 'paused') settle(() => reject(pausedFailure(s, client, pinned, deviceId !== null)));
-      else if (s.status === 'closed') settle(() => reject(new DeviceSessionError('the client closed before it connected', 'CLIENT_CLOSED')));
+      else if (s.status === 'closed') settle(() => reject(new CliSessionError('the client closed before it connected', 'CLIENT_CLOSED')));
       else if (s.status === 'connecting' && s.retryAtMs !== undefined) {
         // The SDK would try again later; a command reports why it could not get a session now.
-        const last = s.lastError ?? { code: 'UNREACHABLE', message: 'no answer' };
-        const unreachable = last.code === 'CLOSE_1006';
+        const url = client.target.url;
+        const last = s.lastError ?? { code: 'HANDSHAKE_TIMEOUT', message: 'no answer' };
+        const explained = last.code === 'HANDSHAKE_TIMEOUT' ? explainTransport(last.code, url, startHint) : explainNetworkMessage(last.message, url, startHint);
         const waitS = Math.max(1, Math.ceil((s.retryAtMs - Date.now()) / 1000));
         settle(() =>
           reject(
-            new DeviceSessionError(
-              unreachable
-                ? `cannot reach the gateway at ${client.target.url}: ${last.message}`
-                : `no session with the gateway at ${client.target.url}: ${last.message}`,
-              unreachable ? 'UNREACHABLE' : last.code,
-              unreachable
-                ? `Check that the gateway is running and reachable at ${client.target.url}.`
-                : last.code === 'AUTH_RATE_LIMITED'
-                  ? `Try again in ${waitS} s.`
-                  : undefined,
-            ),
+            explained
+              ? new CliFailure(explained.message, explained.nextStep)
+              : new CliSessionError(
+                  `no session with the gateway at ${url}: ${last.message}`,
+                  last.code,
+                  last.code === 'AUTH_RATE_LIMITED' ? `Try again in ${waitS} s.` : `Check that the gateway is running and reachable at ${url}.`,
+                ),
           ),
         );
       }
@@ -275,6 +277,11 @@ async function deviceClient(values: Record<string, unknown>, target: SessionTarg
   if (secret !== undefined) {
     url = target.url;
     record = await ensureRecord(store, platform, url, Date.now());
+    const pin = target.tlsFingerprint;
+    if (pin && !record.tlsFingerprint) {
+      // A certificate pinned by hand is kept like one from a setup code: later commands need no flag.
+      record = (await store.update(record.key, (r) => (r && !r.tlsFingerprint ? { ...r, tlsFingerprint: pin } : r), { label: 'tls-pin' })) ?? record;
+    }
   } else {
     record = await pickRecord(store, explicitUrl);
     if (!record) return null;
@@ -366,7 +373,9 @@ export async function withGatewaySession<T>(
   if (!prepared) return null;
   const { client, deviceId, pinned } = prepared;
   try {
-    await connectOnce(client, deviceId, pinned);
+    // How to start the gateway is worth saying only for one on this host (the owner's or a local helper's).
+    const startHint = deviceId === null ? commandHint(values, 'gateway run', ['state-dir']) : undefined;
+    await connectOnce(client, deviceId, pinned, startHint);
     return await fn({
       url: client.target.url,
       request: <R>(method: string, params?: unknown, timeoutMs?: number) => client.request<R>(method, params, timeoutMs === undefined ? {} : { timeoutMs }),
@@ -388,7 +397,7 @@ export function reportClientFailure(err: unknown, json = false): number | null {
     if (json) process.stdout.write(`${JSON.stringify({ status: 'pending', requestId: err.requestId, confirmationCode: err.confirmationCode })}\n`);
     return EXIT_PENDING;
   }
-  if (err instanceof DeviceSessionError) {
+  if (err instanceof CliSessionError) {
     process.stderr.write(`error: ${field(err.message)} [${field(err.code)}]\n${err.nextStep ? `next: ${field(err.nextStep)}\n` : ''}`);
     return 1;
   }

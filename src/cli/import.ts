@@ -13,10 +13,10 @@ import { join } from 'node:path';
 import { systemClock, systemRandom } from '../core/env.js';
 import { generateSecret } from '../core/secrets.js';
 import type { DeviceImportReport, ImportDevicesInput, ImportedDevice, Store } from '../store/types.js';
-import { parse, UsageError } from './main.js';
 import { readOpenClawDevices, readOpenClawSecrets, type SourceSkip } from './openclaw-state.js';
 import { resolveStoreChoice } from './postgres.js';
 import { CREDENTIALS_FILE, type Credentials, ensureStateDir, readCredentials, resolveStateDir, writeSecretFile } from './state.js';
+import { parse, UsageError } from './usage.js';
 
 const USAGE =
   'usage: clawgate import openclaw [--from <openclaw-state-dir>] [--state-dir <dir>] [--dry-run] [--merge] [--json] [--store sqlite|postgres] [--postgres-url <url>]';

@@ -12,18 +12,11 @@ import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
 import { decodeSetupCode } from '../protocol/setup-code.js';
 import { printableLines } from '../protocol/text.js';
-import { parse, UsageError } from './main.js';
 import { readSecretEnv, readSecretFlag, readSetupCode, SECRET_FLAGS, SETUP_CODE_FLAGS } from './secret-input.js';
-
-export const NODE_RUN_HELP = `  clawgate node run [--url <ws-url> [--token-file <f> | --token-stdin | --password-file <f> | --password-stdin]
-                     | --code-file <f> | --code-stdin]  (or CLAWGATE_SETUP_CODE; --pair <setup-code> works but shows it to every local user)
-                    [--name <name>] [--commands system.run,system.which]
-                    [--exec-policy deny|allowlist|full] [--state-dir <dir>] [--tls-fingerprint <sha256>]
-                    [--gateway-key <sha256>]
-                                               run a headless node host (state: ~/.clawgate-node)`;
+import { parse, UsageError } from './usage.js';
 
 export async function nodeCommand(sub: string | undefined, args: string[]): Promise<number> {
-  if (sub !== 'run') throw new UsageError(`usage:\n${NODE_RUN_HELP}`);
+  if (sub !== 'run') throw new UsageError('usage: clawgate node run …  (clawgate node run --help)');
   const { values, positionals } = parse(args, {
     url: { type: 'string' },
     ...SECRET_FLAGS,

@@ -3,7 +3,9 @@ import type { NodePendingView } from '../core/nodes.js';
 import type { NodeView } from '../methods/nodes.js';
 import { field, jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
 import type { CliConnection } from './gateway-session.js';
-import { UsageError } from './main.js';
+import { ambiguityMessage, resolveRef } from './resolve.js';
+import { commandHint } from './target.js';
+import { UsageError } from './usage.js';
 
 const OPTIONS = {
   node: { type: 'string' },
@@ -14,21 +16,19 @@ const OPTIONS = {
 
 const USAGE =
   'usage: clawgate nodes list | pending | approve <requestId|node> | reject <requestId|node> | describe <node> | rename <node> <name> | remove <node>\n' +
-  '       clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>]   (all take --json; <node> is an id or a name)';
+  '       clawgate nodes invoke --node <node> --command <cmd> [--params <json>] [--timeout <ms>]   (all take --json; <node> is an id, a unique id prefix or a name)';
 
 /** A failure the CLI reports as `error: …` with exit 1 (not a usage error). */
 class NodeLookupError extends Error {}
 
-/** Find a node by exact id, then by name (display name or label, case-insensitive), then by id prefix. */
+/** Find a node by exact id, by name (display name or label, any case), or by a unique id prefix (resolve.ts). */
 export function resolveNode(nodes: NodeView[], ref: string): NodeView {
-  const byId = nodes.find((n) => n.nodeId === ref);
-  if (byId) return byId;
-  const lower = ref.toLowerCase();
-  const byName = nodes.filter((n) => n.displayName?.toLowerCase() === lower || n.label?.toLowerCase() === lower);
-  if (byName.length === 1) return byName[0] as NodeView;
-  if (byName.length > 1) throw new NodeLookupError(`more than one node is named ${ref}: ${byName.map((n) => n.nodeId).join(', ')}; pass the node id`);
-  const byPrefix = ref.length >= 6 ? nodes.filter((n) => n.nodeId.startsWith(ref)) : [];
-  if (byPrefix.length === 1) return byPrefix[0] as NodeView;
+  const r = resolveRef(
+    nodes.map((n) => ({ id: n.nodeId, names: [n.displayName, n.label] })),
+    ref,
+  );
+  if (r.kind === 'found') return nodes.find((n) => n.nodeId === r.id) as NodeView;
+  if (r.kind === 'ambiguous') throw new NodeLookupError(ambiguityMessage('node', ref, r));
   throw new NodeLookupError(`no node matches ${ref} (clawgate nodes list shows the paired nodes)`);
 }
 
@@ -87,7 +87,9 @@ export async function nodesCommand(sub: string | undefined, args: string[]): Pro
           print({ pending: surfaces, devicePairing }, () => {
             out(`Pending node surfaces (${surfaces.length})`);
             for (const p of devicePairing) {
-              out(`  ${p.requestId}  ${p.displayName ?? p.nodeId.slice(0, 12)}  device pairing (role node): clawgate devices approve ${p.requestId}`);
+              out(
+                `  ${p.requestId}  ${p.displayName ?? p.nodeId.slice(0, 12)}  device pairing (role node): ${commandHint(values, `devices approve ${p.requestId}`)}`,
+              );
             }
             for (const p of surfaces) {
               out(

@@ -13,8 +13,8 @@ import type { AuthLimiter, RateLimitPolicy } from '../core/ratelimit.js';
 import { verifyAuditChain } from '../store/shared.js';
 import { SQLITE_MIGRATIONS, SqliteStore } from '../store/sqlite.js';
 import type { Store } from '../store/types.js';
-import { parse, UsageError } from './main.js';
 import { resolveStateDir } from './state.js';
+import { parse, UsageError } from './usage.js';
 
 export type StoreKind = 'sqlite' | 'postgres';
 

@@ -7,7 +7,8 @@ import QRCode from 'qrcode-terminal/vendor/QRCode/index.js';
 import QRErrorCorrectLevel from 'qrcode-terminal/vendor/QRCode/QRErrorCorrectLevel.js';
 import { MAX_SETUP_TTL_MS, MIN_SETUP_TTL_MS, resolveSetupProfile, type SetupView } from '../core/setup-codes.js';
 import { field, out, outRaw, withGateway } from './common.js';
-import { parse, UsageError } from './main.js';
+import { commandHint } from './target.js';
+import { parse, UsageError } from './usage.js';
 
 const USAGE = `usage: clawgate qr [--profile operator|node|operator+node] [--scopes <s>…] [--label <name>] [--ttl <10m>]
                    [--url <gateway-url>] [--public-url <url>] [--json]
@@ -129,12 +130,7 @@ export async function qrCommand(args: string[]): Promise<number> {
     'tls-fingerprint': { type: 'string' },
     list: { type: 'boolean' },
     revoke: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
   });
-  if (values.help) {
-    out(USAGE);
-    return 0;
-  }
   const json = values.json === true;
 
   if (values.list) {
@@ -212,7 +208,7 @@ export async function qrCommand(args: string[]): Promise<number> {
     if (r.tlsFingerprint) out(`TLS pin:  SHA-256 ${r.tlsFingerprint} (the device accepts only this certificate)`);
     if (r.gatewayKey) out(`Key:      SHA-256 ${r.gatewayKey} (gateway identity: the device sends nothing to a server that cannot prove it)`);
     out(`Expires:  ${when(r.expiresAtMs)} (in ${inHuman(r.expiresAtMs - Date.now())})`);
-    out(`Setup id: ${r.setupId}  (clawgate qr --list shows who redeemed it; clawgate qr --revoke ${r.setupId} cancels it)`);
+    out(`Setup id: ${r.setupId}  (${commandHint(values, 'qr --list')} shows who redeemed it; ${commandHint(values, `qr --revoke ${r.setupId}`)} cancels it)`);
     if (isPlaintextRemote(r.gatewayUrl)) {
       out('Warning:  the code points at plaintext ws:// on a non-loopback host; anyone on that network path can read');
       out('          the device token the redemption returns. Prefer a wss:// URL (--public-url wss://…).');

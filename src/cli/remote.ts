@@ -16,10 +16,11 @@ import { isLoopbackAddress, proxyEntryWidthBits } from '../server/proxy.js';
 import { certFacts } from '../server/tls.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { out } from './common.js';
+import { explainTransport } from './connect-errors.js';
 import { GATEWAY_FLAGS, loadTls, type ResolvedGatewaySettings, resolveGatewaySettings } from './gateway-config.js';
-import { parse, UsageError } from './main.js';
 import { readCredentials, readRuntimeInfo } from './state.js';
 import { diskSpaceCheck, SQLITE_FILE, sqliteIntegrityCheck, sqliteLockCheck, stateDirCheck } from './state-health.js';
+import { parse, UsageError } from './usage.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 export interface Check {
@@ -67,7 +68,13 @@ export function probeChallenge(
       done({ ok: false, problem: (err as Error).message });
       return;
     }
-    ws.on('error', (err) => finish({ ok: false, problem: err.message }));
+    ws.on('error', (err) => {
+      // A socket that reached nothing is said as what it means and what to do (connect-errors.ts).
+      const code = (err as NodeJS.ErrnoException).code ?? '';
+      const explained = explainTransport(code, url, 'clawgate gateway run');
+      const said = explained && !explained.message.includes(code) ? `${explained.message} (${code})` : explained?.message;
+      finish({ ok: false, problem: explained ? `${said}; ${explained.nextStep}` : err.message });
+    });
     ws.on('unexpected-response', (_req, res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));

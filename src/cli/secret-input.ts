@@ -5,7 +5,7 @@
  * the same user). `--token <t>` keeps working for compatibility but says so on stderr.
  */
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
-import { UsageError } from './main.js';
+import { UsageError } from './usage.js';
 
 /** The parseArgs options of both secrets, in all their forms. */
 export const SECRET_FLAGS = {

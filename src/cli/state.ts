@@ -67,6 +67,14 @@ export function loadOrCreateCredentials(dir: string, random: Random, nowMs: numb
   return { creds, created: true };
 }
 
+/** Where a chosen gateway token came from: a place `clawgate gateway token` can read it back, or one it cannot. */
+export type TokenSource =
+  | { kind: 'file'; path: string }
+  | { kind: 'config'; path: string }
+  | { kind: 'env'; name: string }
+  | { kind: 'stdin' }
+  | { kind: 'argv' };
+
 export interface RuntimeInfo {
   url: string;
   pid: number;
@@ -75,6 +83,10 @@ export interface RuntimeInfo {
   tlsFingerprint?: string;
   /** The configured public URL, if any. */
   publicUrl?: string;
+  /** The URL clients on other hosts use (the public URL, else a LAN address for a wildcard bind). */
+  advertisedUrl?: string;
+  /** Where the gateway token it accepts came from, when it is not the generated one (never the token itself). */
+  tokenSource?: TokenSource;
 }
 
 export function writeRuntimeInfo(dir: string, info: RuntimeInfo): void {

@@ -92,6 +92,8 @@ export class ConnectError extends Error {
     readonly error: ErrorShape | null,
     readonly closeCode: number | null,
     readonly closeReason: string,
+    /** Set when the socket itself failed (no gateway answered): the errno-style code and the URL dialled. */
+    readonly transport?: { code: string; url: string },
   ) {
     super(message);
   }
@@ -336,7 +338,10 @@ export function connectGateway(opts: ConnectOptions): Promise<GatewayConnection>
     });
     let settled = false;
     let connectError: ErrorShape | null = null;
-    const timer = setTimeout(() => done(new ConnectError('timed out waiting for hello-ok', null, null, '')), opts.timeoutMs ?? 15_000);
+    const timer = setTimeout(
+      () => done(new ConnectError('timed out waiting for hello-ok', null, null, '', { code: 'HANDSHAKE_TIMEOUT', url: opts.url })),
+      opts.timeoutMs ?? 15_000,
+    );
     const done = (v: GatewayConnection | Error) => {
       if (settled) return;
       settled = true;
@@ -392,7 +397,7 @@ export function connectGateway(opts: ConnectOptions): Promise<GatewayConnection>
         code && CERT_ERROR_CODES.has(code)
           ? ' (the gateway certificate is not trusted by this machine: for a gateway serving its own self-signed certificate, pin its fingerprint: the setup code carries it, and `clawgate doctor` on the gateway host prints it for --tls-fingerprint)'
           : '';
-      done(new ConnectError(`${String(err.message)}${hint}`, null, null, ''));
+      done(new ConnectError(`${String(err.message)}${hint}`, null, null, '', { code: code ?? 'SOCKET_ERROR', url: opts.url }));
     });
     ws.on('unexpected-response', (_req, res) => {
       let body = '';

@@ -1,5 +1,5 @@
 /**
- * The one decision function for every connect (ARCHITECTURE §2.1). Pure: it sees explicit
+ * The one decision function for every connect (PROTOCOL.md §8 Admission and pairing). Pure: it sees explicit
  * facts, never a socket or the store, and returns what should happen. The caller (core/connect)
  * gathers the facts and carries the decision out. test/admission.test.ts enumerates every
  * combination of facts and fails on any outcome it does not list.

@@ -14,7 +14,7 @@ export interface GatewayIdentity {
   readonly fingerprint: string;
   /** The `gateway` field of a connect.challenge for this nonce and timestamp. */
   proveChallenge(nonce: string, ts: number): GatewayChallengeProof;
-  /** Ed25519 signature over `data`, unpadded base64url (the audit anchor; PROTOCOL.md §Audit log). */
+  /** Ed25519 signature over `data`, unpadded base64url (the audit anchor; docs/security.md §Audit log). */
   sign(data: Buffer): string;
 }
 

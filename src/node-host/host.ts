@@ -434,8 +434,12 @@ export class NodeHost {
     const a = hello.auth;
     if (a.deviceToken) {
       const tokens = [{ role: a.role, deviceToken: a.deviceToken, scopes: a.scopes, issuedAtMs: a.issuedAtMs }, ...(a.deviceTokens ?? [])];
+      // The gateway hands the device token back on every connect: only a role that had none is news.
+      const held = this.opts.state.readCredentials().tokens;
+      const fresh = tokens.filter((t) => held[t.role as keyof typeof held] === undefined);
       this.opts.state.saveTokens(tokens, url, used === 'bootstrap');
-      this.opts.out(`paired: device ${this.deviceId} holds a ${tokens.map((t) => t.role).join(' + ')} token (stored in ${this.opts.state.dir})`);
+      if (fresh.length > 0)
+        this.opts.out(`paired: device ${this.deviceId} holds a ${fresh.map((t) => t.role).join(' + ')} token (stored in ${this.opts.state.dir})`);
     } else {
       this.opts.state.saveGatewayUrl(url);
     }

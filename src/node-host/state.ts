@@ -10,13 +10,12 @@
  * credential live in one file, so the write that stores the device token is the same rename
  * that drops the setup code: a crash leaves one or the other, never neither.
  */
-import { closeSync, existsSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { type Static, Type as T } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { processAlive, writeFileDurably } from '../../packages/client/src/node-support.js';
-import { ensureStateDir } from '../cli/state.js';
 import { type DeviceIdentity, generateIdentity, identityFromJson, identityToJson } from '../client/connection.js';
 import type { Random } from '../core/env.js';
 
@@ -74,7 +73,9 @@ export class NodeState {
   constructor(readonly dir: string) {}
 
   static open(dir: string): NodeState {
-    ensureStateDir(dir);
+    // Owner-only, also when it already existed with a wider mode: it holds the node's key and tokens.
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
     return new NodeState(dir);
   }
 

@@ -1,5 +1,5 @@
 /**
- * Operator scopes and their implication rules (PROTOCOL.md §Scopes).
+ * Operator scopes and their implication rules (PROTOCOL.md §10 Dispatch).
  * admin satisfies every operator scope; write satisfies read and talk. Anything else needs an
  * exact match, so an unknown future scope is never granted by accident.
  */

@@ -60,6 +60,9 @@ export function loadControlUi(): Map<string, Asset> {
   };
   const staticDir = join(root, 'src', 'ui', 'static');
   if (existsSync(staticDir)) for (const f of readdirSync(staticDir)) add(f === 'index.html' ? '/' : `/ui/${f}`, join(staticDir, f));
+  // The page declares ui/favicon.svg; a browser that asks for /favicon.ico anyway gets the same icon, not a 404.
+  const icon = assets.get('/ui/favicon.svg');
+  if (icon) assets.set('/favicon.ico', icon);
   // The browser modules: the UI entry and every module it imports, transitively (the client
   // SDK, the pure protocol modules), served at /ui/<path under dist>/ so relative imports
   // resolve in the browser exactly as they do on disk. Nothing outside that closure is served.

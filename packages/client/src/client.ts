@@ -194,6 +194,8 @@ interface Attempt {
   finished: boolean;
   /** A connect was already sent on this socket (a repeated challenge is ignored). */
   challenged: boolean;
+  /** What the socket reported before closing (`connect ECONNREFUSED …`): the close alone says only 1006. */
+  socketError?: string;
   /** The role token this session stands on, once admitted (null if the client holds none). */
   sessionToken: string | null;
   /** Fingerprint of the gateway key this socket's challenge proved (null: it proved none). */
@@ -613,8 +615,9 @@ export class GatewayClient {
           if (!this.isCurrent(gen) || attempt.finished) return;
           this.onFrame(attempt, text);
         },
-        onError: () => {
-          // A close always follows; the close decides.
+        onError: (message) => {
+          // A close always follows and decides; its reason is empty when no gateway was reached, so the error says why.
+          attempt.socketError = message;
         },
         onClose: (code, reason) => {
           if (!this.isCurrent(gen) || attempt.finished) return;
@@ -1120,7 +1123,7 @@ export class GatewayClient {
       this.pause(gen, 'tls-untrusted', reason.slice(reason.indexOf(':') + 1).trim(), tlsNextStep(this.flavor), { code: reason.slice(0, reason.indexOf(':')) });
       return;
     }
-    const lastError = { code: `CLOSE_${code}`, message: reason || `socket closed (${code})` };
+    const lastError = { code: `CLOSE_${code}`, message: reason || a.socketError || `socket closed (${code})` };
     if (a.admitted && code === 4001) {
       // The device's authority changed (rotated/revoked/removed): find out at once what is left.
       this.failures = 0;
