@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests drive for real: Chromium (Control UI and browser SDK tests),
 # PostgreSQL (the Postgres store and multi-instance tests), nginx (the TLS reverse-proxy
-# tests) and systemd (systemd-analyze verifies the printed service unit). Installed only when missing, so a warm machine pays nothing.
+# tests), openssh-server (the SSH approval proof) and systemd (systemd-analyze verifies the printed service unit). Installed only when missing, so a warm machine pays nothing.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
@@ -10,6 +10,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # iproute2: network namespaces give test clients real non-loopback addresses (remote, node host).
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# openssh-server: a real sshd in a network namespace for the SSH proof of approval policies.
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 # systemd: `systemd-analyze verify` checks the unit `clawgate gateway install-service` prints.
 [ -x /usr/bin/systemd-analyze ] || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then

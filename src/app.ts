@@ -5,6 +5,7 @@ import { ApprovalNotifier } from './automations/approval-notifier.js';
 import { Automations } from './automations/service.js';
 import type { Timers } from './automations/timers.js';
 import type { HttpPost } from './automations/webhook.js';
+import type { SshProbe } from './core/approval-engine.js';
 import type { ClusterBus } from './core/cluster.js';
 import type { GatewayConfig } from './core/config.js';
 import { type Clock, type Random, systemClock, systemRandom } from './core/env.js';
@@ -17,6 +18,7 @@ import { registerApprovalMethods } from './methods/approvals.js';
 import { registerAutomationMethods } from './methods/automations.js';
 import { registerDashboardMethods } from './methods/dashboard.js';
 import { registerDeviceMethods } from './methods/devices.js';
+import { registerGrantExtendMethods } from './methods/grant-extend.js';
 import { registerLogMethods } from './methods/logs.js';
 import { registerNodeMethods } from './methods/nodes.js';
 import { registerSetupMethods, setAdvertisedUrl } from './methods/setup.js';
@@ -25,6 +27,7 @@ import { AuditAnchorWriter } from './server/audit-anchor.js';
 import { loadOrCreateGatewayIdentity } from './server/gateway-key.js';
 import { createPrometheusMetrics, type PrometheusMetrics } from './server/metrics.js';
 import { type RunningServer, startServer } from './server/server.js';
+import { runSshProbe } from './server/ssh-probe.js';
 import type { Store } from './store/types.js';
 
 export interface AppOptions {
@@ -43,6 +46,8 @@ export interface AppOptions {
   post?: HttpPost;
   /** The gateway's signing identity; default: the state dir's `gateway-key.pem`, made on first start. */
   identity?: GatewayIdentity | undefined;
+  /** The SSH proof of approval policies; default: the system `ssh`. */
+  sshProbe?: SshProbe | undefined;
 }
 
 /** The automations of each gateway built here (one per gateway). */
@@ -81,11 +86,13 @@ export function createGateway(opts: Omit<AppOptions, 'host'>): Gateway {
     log: teeLogger(opts.log ?? silentLogger, ring),
     bus: opts.bus,
     limiter: opts.limiter,
+    sshProbe: opts.sshProbe ?? runSshProbe,
     identity: opts.identity ?? (opts.config.stateDir ? loadOrCreateGatewayIdentity(opts.config.stateDir).identity : undefined),
   });
   built = gw;
   registerSystemMethods(gw);
   registerDeviceMethods(gw);
+  registerGrantExtendMethods(gw);
   registerSetupMethods(gw);
   registerDashboardMethods(gw);
   registerNodeMethods(gw);

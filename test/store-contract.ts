@@ -530,6 +530,83 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreHan
       );
     });
 
+    describe('time-bound grants (expireGrant, extendGrant)', () => {
+      test(
+        'approve records who approved and the expiry; a permanent grant reads without them',
+        withStore(async (store) => {
+          const g = await store.approve({
+            ...approveInput({ scopes: [READ, WRITE] }),
+            approvedBy: 'rule:team',
+            expiresAtMs: T0 + 100,
+            scopesAfterExpiry: [READ],
+          });
+          assert.equal(g.approvedBy, 'rule:team');
+          assert.equal(g.expiresAtMs, T0 + 100);
+          assert.deepEqual(g.scopesAfterExpiry, [READ]);
+          assert.deepEqual(await store.getGrant(DEV_A, 'operator'), g);
+          const permanent = await store.approve(approveInput({ deviceId: DEV_B }));
+          assert.equal('expiresAtMs' in permanent, false);
+          assert.deepEqual(await store.getGrant(DEV_B, 'operator'), permanent);
+        }),
+      );
+
+      test(
+        'not yet due, permanent or missing: null and nothing changes',
+        withStore(async (store) => {
+          await store.approve({ ...approveInput(), expiresAtMs: T0 + 100, scopesAfterExpiry: [] });
+          await store.approve(approveInput({ deviceId: DEV_B }));
+          const before = await snapshot(store);
+          const exp = audit('grant.expired', DEV_A);
+          assert.equal(await store.expireGrant(DEV_A, 'operator', T0 + 99, exp), null);
+          assert.equal(await store.expireGrant(DEV_B, 'operator', T0 + 1000, exp), null);
+          assert.equal(await store.expireGrant(DEV_A, 'node', T0 + 1000, exp), null);
+          assert.equal(await store.extendGrant(DEV_B, 'operator', T0 + 500, audit('grant.extended', DEV_B)), null, 'a permanent grant has no expiry to move');
+          assert.deepEqual(await snapshot(store), before);
+        }),
+      );
+
+      test(
+        'due with nothing kept: the grant goes and its token is revoked, with the audit entry; a second call is null',
+        withStore(async (store) => {
+          await store.approve({ ...approveInput({ token: token('tx') }), expiresAtMs: T0 + 100, scopesAfterExpiry: [] });
+          const exp = audit('grant.expired', DEV_A, { role: 'operator' });
+          const res = await expectAudited(store, 1, () => store.expireGrant(DEV_A, 'operator', T0 + 100, exp), exp);
+          assert.equal(res?.outcome, 'removed');
+          assert.equal(await store.getGrant(DEV_A, 'operator'), null);
+          assert.equal((await store.getToken('tx'))?.revokedAtMs, T0 + 100);
+          assert.equal(await store.expireGrant(DEV_A, 'operator', T0 + 200, exp), null);
+        }),
+      );
+
+      test(
+        'due with scopes kept: narrowed to them, epoch + 1, no expiry left, token kept',
+        withStore(async (store) => {
+          await store.approve({ ...approveInput({ token: token('ty'), scopes: [READ, WRITE] }), expiresAtMs: T0 + 100, scopesAfterExpiry: [READ] });
+          const exp = audit('grant.expired', DEV_A);
+          const res = await expectAudited(store, 1, () => store.expireGrant(DEV_A, 'operator', T0 + 150, exp), exp);
+          assert.equal(res?.outcome, 'narrowed');
+          const g = await store.getGrant(DEV_A, 'operator');
+          assert.deepEqual(res?.grant, g);
+          assert.deepEqual(g?.scopes, [READ]);
+          assert.equal(g?.epoch, 2);
+          assert.equal(g?.expiresAtMs, undefined);
+          assert.equal((await store.getToken('ty'))?.revokedAtMs, undefined);
+        }),
+      );
+
+      test(
+        'extendGrant moves the expiry of a time-bound grant (epoch unchanged), audited',
+        withStore(async (store) => {
+          await store.approve({ ...approveInput(), expiresAtMs: T0 + 100, scopesAfterExpiry: [] });
+          const ext = audit('grant.extended', DEV_A);
+          const g = await expectAudited(store, 1, () => store.extendGrant(DEV_A, 'operator', T0 + 5000, ext), ext);
+          assert.equal(g?.expiresAtMs, T0 + 5000);
+          assert.equal(g?.epoch, 1);
+          assert.equal(await store.expireGrant(DEV_A, 'operator', T0 + 200, audit('grant.expired', DEV_A)), null, 'no longer due');
+        }),
+      );
+    });
+
     describe('rotateToken', () => {
       test(
         'is null for a missing grant and changes nothing',

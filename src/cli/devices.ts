@@ -3,6 +3,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { parseDuration } from '../core/approval-policy.js';
 import { type AuditVerdict, verifyAnchoredAudit } from '../core/audit-anchor.js';
 import type { DeviceView, PendingView } from '../methods/devices.js';
 import { printable } from '../protocol/text.js';
@@ -39,7 +40,13 @@ function printList(list: { pending: PendingView[]; paired: DeviceView[] }): void
   out(`Paired (${list.paired.length})`);
   for (const d of list.paired) {
     const name = field(d.label ?? d.displayName ?? d.clientId ?? '');
-    const roles = d.grants.map((g) => `${g.role}[${g.scopes.join(',')}]`).join(' ') || '(no roles)';
+    const roles =
+      d.grants
+        .map(
+          (g) =>
+            `${g.role}[${g.scopes.join(',')}]${g.expiresAtMs ? `(until ${new Date(g.expiresAtMs).toISOString()}${g.scopesAfterExpiry?.length ? `, then ${g.scopesAfterExpiry.join(',')}` : ''})` : ''}`,
+        )
+        .join(' ') || '(no roles)';
     out(`  ${d.deviceId}  ${name}  ${roles}  ${d.connected ? 'connected' : `last seen ${ago(d.lastSeenAtMs)}`}  ${d.remoteIp ?? ''}`);
   }
 }
@@ -69,7 +76,10 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
     role: { type: 'string' },
     scope: { type: 'string', multiple: true },
     name: { type: 'string' },
+    ttl: { type: 'string' },
   });
+  const ttl = values.ttl as string | undefined;
+  if (ttl !== undefined && parseDuration(ttl) === null) throw new UsageError(`--ttl must be a duration like 8h, 30m, 1h30m or 7d (1s to 366d), got ${ttl}`);
   const role = values.role as string | undefined;
   if (role !== undefined && role !== 'operator' && role !== 'node') throw new UsageError(`--role must be operator or node, got ${role}`);
 
@@ -82,22 +92,36 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       });
     case 'approve': {
       const id = positionals[0];
-      if (!id) throw new UsageError('usage: clawgate devices approve <requestId|device>  (no implicit "latest": name what you approve)');
+      if (!id) throw new UsageError('usage: clawgate devices approve <requestId|device> [--ttl <duration>]  (no implicit "latest": name what you approve)');
       return withGateway(values, async (c) => {
         // A pending request id goes as it is; else the reference names a device (id, prefix or name).
         const list = await c.request<DeviceList>('device.pair.list', {});
         const isRequest = list.pending.some((p) => p.requestId === id);
         const deviceId = isRequest ? null : await deviceIdOf(c, id, list);
-        const params = deviceId !== null && (deviceId !== id || /^[0-9a-f]{64}$/.test(id)) ? { deviceId } : { requestId: id };
+        const target = deviceId !== null && (deviceId !== id || /^[0-9a-f]{64}$/.test(id)) ? { deviceId } : { requestId: id };
+        const params = { ...target, ...(ttl !== undefined ? { ttl } : {}) };
         const res = await c.request<{
-          approved: Array<{ requestId: string; deviceId: string; role: string; scopes: string[] }>;
+          approved: Array<{ requestId: string; deviceId: string; role: string; scopes: string[]; expiresAtMs?: number | null }>;
           awaiting?: Array<{ requestId: string; approvals: { received: number; required: number } }>;
         }>('device.pair.approve', params);
         print(res, () => {
-          for (const a of res.approved) out(`approved ${a.requestId}: device ${a.deviceId} role ${a.role} scopes ${a.scopes.join(', ') || '(none)'}`);
+          for (const a of res.approved)
+            out(
+              `approved ${a.requestId}: device ${a.deviceId} role ${a.role} scopes ${a.scopes.join(', ') || '(none)'}${a.expiresAtMs ? `; expires ${new Date(a.expiresAtMs).toISOString()}` : ''}`,
+            );
           for (const a of res.awaiting ?? [])
             out(`approval recorded for ${a.requestId}: approvals ${a.approvals.received}/${a.approvals.required} (another approver must approve it too)`);
         });
+        return 0;
+      });
+    }
+    case 'extend': {
+      const id = positionals[0] ?? (values.device as string | undefined);
+      if (!id || !role || ttl === undefined) throw new UsageError('usage: clawgate devices extend <device> --role <operator|node> --ttl <duration>');
+      return withGateway(values, async (c) => {
+        const deviceId = await deviceIdOf(c, id, await c.request<DeviceList>('device.pair.list', {}));
+        const res = await c.request<{ expiresAtMs: number; scopes: string[] }>('device.grant.extend', { deviceId, role, ttl });
+        print(res, () => out(`extended ${role} of ${deviceId} (scopes ${res.scopes.join(', ') || '(none)'}) until ${new Date(res.expiresAtMs).toISOString()}`));
         return 0;
       });
     }
@@ -162,7 +186,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
     }
     default:
       throw new UsageError(
-        'usage: clawgate devices list|approve <id>|reject <requestId>|remove <deviceId>|rename <deviceId> <name>|rotate --device <id> --role <r> [--scope <s>…]|revoke --device <id> --role <r> [--json]',
+        'usage: clawgate devices list|approve <id> [--ttl <d>]|extend <deviceId> --role <r> --ttl <d>|reject <requestId>|remove <deviceId>|rename <deviceId> <name>|rotate --device <id> --role <r> [--scope <s>…]|revoke --device <id> --role <r> [--json]',
       );
   }
 }

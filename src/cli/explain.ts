@@ -10,7 +10,8 @@ export function printExplanation(e: Explanation): void {
   out(`${e.deviceId}  ${field(e.name ?? '(no name)')}${e.platform ? `  ${field(e.platform)}` : ''}  ${e.connected ? 'connected' : 'not connected'}`);
   if (e.roles.length === 0) out('  holds no role');
   for (const r of e.roles) {
-    const by = r.approvedBy ? ` by ${field(r.approvedBy)}` : '';
+    // "owner by owner" says nothing twice: the approver is named when it adds something (a device, a rule).
+    const by = r.approvedBy && r.approvedBy !== r.approvedVia ? ` by ${field(r.approvedBy)}` : '';
     out(
       `  role ${r.role}: ${r.scopes.join(', ') || '(no scopes)'}; since ${iso(r.sinceMs)} (${r.approvedVia}${by}); ` +
         `${r.expiresAtMs === null ? 'no expiry' : `expires ${iso(r.expiresAtMs)}`}`,

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { ConfigKeyError, checkApprovalsConfig, parseApprovalsConfig, parseTrustedProxyUser } from '../core/approval-policy.js';
 import { DEFAULTS, type GatewayConfig, normalizeContextPath, type RetentionPolicy, type TlsMaterial, toWsUrl } from '../core/config.js';
 import { setupUrlProblem } from '../protocol/setup-code.js';
 import { proxyEntryProblem } from '../server/proxy.js';
@@ -17,7 +18,9 @@ export interface FileConfig {
   gateway?: {
     port?: number;
     bind?: string;
-    auth?: { token?: string; password?: string; sharedSecretIsAdminOnHost?: boolean };
+    auth?: { token?: string; password?: string; sharedSecretIsAdminOnHost?: boolean; trustedProxyUser?: unknown };
+    /** Approval policies (docs/approvals.md), checked by src/core/approval-policy.ts. */
+    approvals?: unknown;
     autoApproveLocal?: boolean;
     handshakeTimeoutMs?: number;
     tickIntervalMs?: number;
@@ -210,6 +213,18 @@ export function resolveGatewaySettings(values: Record<string, unknown>, env: Nod
   else if (chosenToken !== undefined && configPath !== undefined) tokenSource = { kind: 'config', path: resolve(configPath) };
   const password = readSecret(values, 'password', ['CLAWGATE_GATEWAY_PASSWORD'], io)?.value ?? g.auth?.password;
 
+  // Approval policies and the identity-aware proxy: refused at startup, naming the bad key.
+  let approvals: GatewayConfig['approvals'];
+  let trustedProxyUser: GatewayConfig['trustedProxyUser'];
+  try {
+    approvals = parseApprovalsConfig(g.approvals);
+    trustedProxyUser = parseTrustedProxyUser(g.auth?.trustedProxyUser);
+    checkApprovalsConfig(trustedProxies, trustedProxyUser, approvals);
+  } catch (err) {
+    if (err instanceof ConfigKeyError) throw new UsageError(`config file: ${err.key} ${err.want}`);
+    throw err;
+  }
+
   return {
     stateDir,
     configPath,
@@ -239,6 +254,8 @@ export function resolveGatewaySettings(values: Record<string, unknown>, env: Nod
         ...(g.metrics?.allowFrom ? { allowFrom: g.metrics.allowFrom } : {}),
       },
       retention: retentionFromFile(g.retention),
+      ...(approvals.policies.length > 0 || approvals.ssh ? { approvals } : {}),
+      ...(trustedProxyUser ? { trustedProxyUser } : {}),
     },
   };
 }

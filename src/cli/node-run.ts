@@ -15,7 +15,24 @@ import { printableLines } from '../protocol/text.js';
 import { readSecretEnv, readSecretFlag, readSetupCode, SECRET_FLAGS, SETUP_CODE_FLAGS } from './secret-input.js';
 import { parse, UsageError } from './usage.js';
 
+/** `clawgate node identity`: the public half of the node's key, for a gateway checking it over SSH. */
+export function nodeIdentityCommand(args: string[]): number {
+  const { values, positionals } = parse(args, { 'state-dir': { type: 'string' }, json: { type: 'boolean' } });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+  const dir = resolveNodeStateDir(values['state-dir'] as string | undefined);
+  // Read only: asking for the identity must never create one (a new key would answer for nothing).
+  const id = new NodeState(dir).readIdentity();
+  if (!id) {
+    process.stderr.write(`error: no node identity in ${printableLines(dir)} yet; run clawgate node run once to create it\n`);
+    return 1;
+  }
+  if (values.json === true) process.stdout.write(`${JSON.stringify(id)}\n`);
+  else process.stdout.write(`device id   ${id.deviceId}\npublic key  ${id.publicKey}\n`);
+  return 0;
+}
+
 export async function nodeCommand(sub: string | undefined, args: string[]): Promise<number> {
+  if (sub === 'identity') return nodeIdentityCommand(args);
   if (sub !== 'run') throw new UsageError('usage: clawgate node run …  (clawgate node run --help)');
   const { values, positionals } = parse(args, {
     url: { type: 'string' },

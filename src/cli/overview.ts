@@ -8,7 +8,10 @@ export const NODE_RUN_HELP = `  clawgate node run [--url <ws-url> [--token-file 
                     [--name <name>] [--commands system.run,system.which]
                     [--exec-policy deny|allowlist|full] [--state-dir <dir>] [--tls-fingerprint <sha256>]
                     [--gateway-key <sha256>]
-                                               run a headless node host (state: ~/.clawgate-node)`;
+                                               run a headless node host (state: ~/.clawgate-node)
+  clawgate node identity [--state-dir <dir>] [--json]
+                                               print this node's device id and public key (what a
+                                               gateway's SSH approval rule compares)`;
 
 export const OVERVIEW = `clawgate — a self-hosted gateway for pairing and authorizing devices
 
@@ -30,7 +33,11 @@ Usage:
                                                the advertised URL reaches the gateway
   clawgate call <method> [--params <json>] [--url <ws-url>] [--token-file <f> | --token-stdin] [--json]
   clawgate devices list [--json]
-  clawgate devices approve <requestId|device> | reject <requestId> | remove <device>
+  clawgate devices approve <requestId|device> [--ttl <duration>] | reject <requestId> | remove <device>
+                                               --ttl 8h: the approval lasts that long, then the
+                                               added scopes (or the role) are withdrawn live
+  clawgate devices extend <device> --role operator|node --ttl <duration>
+                                               a time-bound grant now ends <duration> from now
   clawgate devices rename <device> <name>       <device> is an id, a unique id prefix or a name
   clawgate devices rotate --device <device> --role operator|node [--scope <s>…]
                                                a connected device gets the new token pushed live

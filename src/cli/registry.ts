@@ -268,10 +268,32 @@ export const COMMANDS: CommandSpec[] = [
       deviceSub(
         'approve',
         'approve a pending pairing request (or a device’s pending request)',
-        '<requestId|device> [--json]',
-        'clawgate devices approve 3f9c2a',
-        {},
-        ['No implicit "latest": name what you approve. A request id, or a device (id, unique id prefix or name).'],
+        '<requestId|device> [--ttl <duration>] [--json]',
+        'clawgate devices approve 3f9c2a --ttl 8h',
+        {
+          ttl: {
+            type: 'string',
+            value: '<duration>',
+            description: 'the approval lasts this long (8h, 30m, 1h30m, 7d; 1s to 366d), then the added scopes or the role are withdrawn live',
+            default: 'until revoked',
+          },
+        },
+        [
+          'No implicit "latest": name what you approve. A request id, or a device (id, unique id prefix or name).',
+          'Under a quorum the ttl of the approval that completes it applies (docs/approvals.md).',
+        ],
+      ),
+      deviceSub(
+        'extend',
+        'move the end of a time-bound grant to <duration> from now (a connected device is told)',
+        '<device> --role operator|node --ttl <duration> [--json]',
+        'clawgate devices extend 3f9c2a --role operator --ttl 4h',
+        {
+          ...DEVICE_FLAG,
+          ...ROLE_FLAG,
+          ttl: { type: 'string', value: '<duration>', description: 'how long from now the grant lasts (8h, 30m, 7d; 1s to 366d)' },
+        },
+        [deviceArg, 'Only a grant approved with a ttl can be extended (GRANT_NOT_TIME_BOUND otherwise); a device never extends its own grant.'],
       ),
       deviceSub(
         'reject',
@@ -639,6 +661,26 @@ export const COMMANDS: CommandSpec[] = [
         run: lazy(
           () => import('./node-run.js'),
           (m, a) => m.nodeCommand('run', a),
+        ),
+      },
+      {
+        name: 'identity',
+        summary: 'print this node’s device id and public key (what a gateway’s SSH approval rule compares)',
+        usage: ['[--state-dir <dir>] [--json]'],
+        flags: [
+          {
+            title: 'Flags',
+            flags: {
+              'state-dir': { type: 'string', value: '<dir>', description: 'the node’s state dir', default: 'CLAWGATE_NODE_STATE_DIR, else ~/.clawgate-node' },
+              json: { type: 'boolean', description: 'print {"deviceId", "publicKey"} as JSON' },
+            },
+          },
+        ],
+        examples: ['clawgate node identity --json'],
+        notes: ['Never prints the private key and never creates an identity (exit 1 before the first `clawgate node run`).'],
+        run: lazy(
+          () => import('./node-run.js'),
+          (m, a) => m.nodeIdentityCommand(a),
         ),
       },
     ],

@@ -10,7 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WebSocket } from 'ws';
 import { checkTlsPin } from '../client/connection.js';
-import { isLoopbackBind, resolveBindHost } from '../core/config.js';
+import { type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { isLoopbackAddress, proxyEntryWidthBits } from '../server/proxy.js';
 import { certFacts } from '../server/tls.js';
@@ -99,6 +99,31 @@ export function probeChallenge(
     });
     ws.on('close', (code) => finish({ ok: false, problem: `closed with ${code} before the challenge` }));
   });
+}
+
+/**
+ * Approval policies (already validated when the config was read): which rules decide, and
+ * whether the SSH proof can work at all — a missing known_hosts or key file would make every
+ * probe fail, leaving each request to a person without anyone noticing why.
+ */
+function approvalChecks(base: GatewayConfig): Check[] {
+  const a = base.approvals;
+  if (!a || a.policies.length === 0) return [];
+  const rules = a.policies.map((p) => `${p.name} (${p.action}${p.match.proof ? ` by ${p.match.proof}` : ''}${p.ttl ? ` for ${p.ttl}` : ''})`);
+  const checks: Check[] = [{ name: 'approvals', status: 'ok', message: `${a.policies.length} rule(s), first match decides: ${rules.join(', ')}` }];
+  if (a.ssh) {
+    const missing = [a.ssh.knownHostsFile, a.ssh.identityFile].filter((f): f is string => f !== undefined && !existsSync(f));
+    checks.push(
+      missing.length > 0
+        ? {
+            name: 'approvals-ssh',
+            status: 'fail',
+            message: `${missing.join(' and ')} not found: every SSH proof would fail (requests would wait for a person)`,
+          }
+        : { name: 'approvals-ssh', status: 'ok', message: `probes run as ${a.ssh.user}, host keys from ${a.ssh.knownHostsFile}` },
+    );
+  }
+  return checks;
 }
 
 function configChecks(s: ResolvedGatewaySettings): Check[] {
@@ -254,7 +279,7 @@ export async function doctorCommand(args: string[]): Promise<number> {
   const timeoutMs = values.timeout !== undefined ? Number(values.timeout) : PROBE_TIMEOUT_MS;
   if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new UsageError('--timeout takes milliseconds, e.g. 5000');
   if (settings) {
-    checks.push(...configChecks(settings));
+    checks.push(...configChecks(settings), ...approvalChecks(settings.base));
     const creds = (() => {
       try {
         return readCredentials(settings.stateDir);

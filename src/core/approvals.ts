@@ -16,6 +16,7 @@ import type { ClusterEvent } from './cluster.js';
 import { confirmationCode } from './confirmation.js';
 import type { ConnectOutcome } from './connect-outcome.js';
 import type { Clock, Random } from './env.js';
+import { approvalTerms, effectiveGrant } from './grant-expiry.js';
 import type { VerifiedDevice } from './identity.js';
 import type { LiveAuthority } from './live-authority.js';
 import type { Logger } from './logger.js';
@@ -35,6 +36,8 @@ export interface ApprovalsDeps {
   sessions: Pick<SessionRegistry, 'broadcast' | 'broadcastResolved'>;
   authority: Pick<LiveAuthority, 'widenDeviceSessions' | 'upgradeRejected'>;
   publish(e: ClusterEvent): void;
+  /** A time-bound grant was written or changed: the expiry scheduler looks again (grant-expiry.ts). */
+  timeBoundChanged?: (() => void) | undefined;
 }
 
 /** What a held connect asks for: filed as (or merged into) the device's pending request for the role. */
@@ -77,6 +80,14 @@ export interface ApprovedRequest {
   role: Role;
   scopes: string[];
   device: unknown;
+  /** When the time-bound part of the grant ends (null: until revoked). */
+  expiresAtMs: number | null;
+}
+
+/** How an approval is made beyond who made it: for how long, and what the audit entry adds (the rule and its proof). */
+export interface ApprovalOptions {
+  ttlMs?: number | null | undefined;
+  auditExtra?: Record<string, unknown> | undefined;
 }
 
 export class Approvals {
@@ -194,16 +205,23 @@ export class Approvals {
    * Approve a pending request: widen the grant, finish waiting connects, widen live sessions.
    * Whether `by` may approve it was decided before (core/management-policy.ts).
    */
-  async approveRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>): Promise<ApprovedRequest> {
+  async approveRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>, opts: ApprovalOptions = {}): Promise<ApprovedRequest> {
     const { store, clock, sessions, authority } = this.deps;
     const now = clock.now();
-    const current = await store.getGrant(r.deviceId, r.role);
+    const stored = await store.getGrant(r.deviceId, r.role);
+    const current = stored ? effectiveGrant(stored, now) : null;
     const scopes = normalizeScopes([...(current?.scopes ?? []), ...r.scopes]);
+    // A time-bound approval ends at now + ttl; what the role held for good before stays after it.
+    const terms = approvalTerms(current, r.scopes, scopes, opts.ttlMs ?? null, now);
+    // An approval policy's rule approves as `rule:<name>` (approval-engine.ts).
+    const byRule = by.kind === 'internal' && by.actor.startsWith('rule:');
     await store.approve({
       device: { deviceId: r.deviceId, publicKey: r.publicKey, meta: r.meta, address: r.address },
       role: r.role,
       scopes,
-      via: by.kind === 'owner' ? 'owner' : 'manual',
+      via: by.kind === 'owner' ? 'owner' : byRule ? 'policy' : 'manual',
+      approvedBy: by.actor,
+      ...terms,
       // The device keeps its current token: approval widens the grant server-side, so a client
       // that misses the news is never stranded with a dead credential.
       token: null,
@@ -214,15 +232,23 @@ export class Approvals {
         actor: by.actor,
         action: 'pairing.approved',
         subject: r.deviceId,
-        data: { requestId: r.requestId, role: r.role, scopes, kind: r.kind },
+        data: {
+          requestId: r.requestId,
+          role: r.role,
+          scopes,
+          kind: r.kind,
+          ...(terms.expiresAtMs !== null ? { expiresAtMs: terms.expiresAtMs } : {}),
+          ...opts.auditExtra,
+        },
       },
     });
     this.deps.metrics.approval(now - r.createdAtMs);
     sessions.broadcastResolved(r.requestId, r.deviceId, 'approved', extra);
-    authority.widenDeviceSessions(r.deviceId, r.role, r.scopes, r.requestId);
+    authority.widenDeviceSessions(r.deviceId, r.role, r.scopes, r.requestId, terms.expiresAtMs);
+    if (terms.expiresAtMs !== null || stored?.expiresAtMs != null) this.deps.timeBoundChanged?.();
     await this.resolveWaiters(r.requestId, 'approved');
     const device = await store.getDevice(r.deviceId);
-    return { requestId: r.requestId, deviceId: r.deviceId, role: r.role, scopes, device };
+    return { requestId: r.requestId, deviceId: r.deviceId, role: r.role, scopes, device, expiresAtMs: terms.expiresAtMs };
   }
 
   /** Reject a pending request: it is deleted, waiting connects are refused, live sessions that asked are told. */

@@ -8,7 +8,7 @@
 import type { ErrorShape, Role } from '../protocol/frames.js';
 import type { InvokeInput } from './nodes.js';
 
-export type CloseWhy = 'TOKEN_ROTATED' | 'TOKEN_REVOKED' | 'DEVICE_REMOVED' | 'SCOPES_REDUCED' | 'PAIRING_REJECTED';
+export type CloseWhy = 'TOKEN_ROTATED' | 'TOKEN_REVOKED' | 'DEVICE_REMOVED' | 'SCOPES_REDUCED' | 'PAIRING_REJECTED' | 'GRANT_EXPIRED';
 
 export type ClusterEvent =
   /** An operator-facing event (pairing requested/resolved/changed, setup completed). */
@@ -18,7 +18,7 @@ export type ClusterEvent =
   /** A pairing request was decided: finish connects waiting on it. */
   | { type: 'resolve-waiters'; requestId: string; decision: 'approved' | 'rejected' }
   /** An approval widened a grant: widen live sessions that asked for it. */
-  | { type: 'widen-sessions'; deviceId: string; role: Role; scopes: string[]; requestId: string }
+  | { type: 'widen-sessions'; deviceId: string; role: Role; scopes: string[]; requestId: string; expiresAtMs?: number | undefined }
   /** A scope upgrade was rejected: tell live sessions that asked for it. */
   | { type: 'upgrade-rejected'; deviceId: string; requestId: string }
   /** An operator approved or rejected a node's surface: live sessions of the node re-read it. */

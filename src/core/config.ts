@@ -1,6 +1,7 @@
 /** Gateway configuration: defaults, and the merge of config file and flags. */
 
 import type { NotifyTarget } from './approval-notify.js';
+import type { ApprovalsConfig, TrustedProxyUserConfig } from './approval-policy.js';
 import type { NodeLimits } from './nodes.js';
 import type { RateLimitPolicy } from './ratelimit.js';
 import { DEFAULT_RATE_LIMIT } from './ratelimit.js';
@@ -61,6 +62,13 @@ export interface GatewayConfig {
   approvalNotify?: NotifyTarget[] | undefined;
   /** How long finished records are kept before the periodic prune deletes them; unset fields take DEFAULT_RETENTION. */
   retention?: Partial<RetentionPolicy> | undefined;
+  /**
+   * `gateway.auth.trustedProxyUser`: an identity-aware proxy (one of trustedProxies) names the
+   * signed-in user in this header; proxied connections need an allowed user (docs/approvals.md).
+   */
+  trustedProxyUser?: TrustedProxyUserConfig | undefined;
+  /** `gateway.approvals`: ordered policy rules deciding pairing requests (src/core/approval-policy.ts). */
+  approvals?: ApprovalsConfig | undefined;
 }
 
 export interface MetricsConfig {

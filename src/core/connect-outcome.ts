@@ -11,6 +11,10 @@ export interface TransportFacts {
   directLocal: boolean;
   /** The id the server logs this connection under; becomes the session's connId once admitted. */
   connId?: string | undefined;
+  /** Forwarded by a trusted proxy (the address is what the proxy said). */
+  proxied?: boolean | undefined;
+  /** The trusted proxy's signed-in user header (gateway.auth.trustedProxyUser), null when it sent none. */
+  proxyUser?: string | null | undefined;
 }
 
 export type ConnectOutcome =

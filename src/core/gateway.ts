@@ -18,7 +18,8 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { CLOSE, type DetailCode, GatewayError } from '../protocol/errors.js';
 import { type ChallengePayload, RequestFrameSchema, type ResponseFrame, type Role } from '../protocol/frames.js';
 import type { PairingRequest, PruneCounts, Store } from '../store/types.js';
-import { Approvals, type ApprovedRequest } from './approvals.js';
+import { ApprovalEngine, type SshProbe } from './approval-engine.js';
+import { type ApprovalOptions, Approvals, type ApprovedRequest } from './approvals.js';
 import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
 import { ClusterNodeRouter } from './cluster-nodes.js';
 import type { GatewayConfig, RetentionPolicy } from './config.js';
@@ -58,6 +59,8 @@ export interface GatewayDeps {
   identity?: GatewayIdentity | undefined;
   /** Operator-facing counters and latencies (docs/operations.md); none by default. */
   metrics?: GatewayMetrics | undefined;
+  /** Runs the SSH identity check of approval policies (src/server/ssh-probe.ts); none: `ssh` rules never hold. */
+  sshProbe?: SshProbe | undefined;
 }
 
 const checkRequest = TypeCompiler.Compile(RequestFrameSchema);
@@ -90,6 +93,8 @@ export class Gateway {
   readonly approvals: Approvals;
   /** Revocation, widening and token rotation reaching live sessions. */
   readonly authority: LiveAuthority;
+  /** Approval policies with their proofs, and the expiry of time-bound grants (approval-engine.ts). */
+  readonly policies: ApprovalEngine;
   readonly handshake: Handshake;
   /** Join codes minted by this process (they carry a setup secret, so they live only here). */
   readonly joinCodes: JoinCodes;
@@ -147,7 +152,29 @@ export class Gateway {
       },
     });
     this.authority = new LiveAuthority({ ...base, sessions: this.registry, bus: this.bus, publish, sessionTokenHashes });
-    this.approvals = new Approvals({ ...base, config: deps.config, sessions: this.registry, authority: this.authority, publish });
+    this.approvals = new Approvals({
+      ...base,
+      config: deps.config,
+      sessions: this.registry,
+      authority: this.authority,
+      publish,
+      timeBoundChanged: () => void this.policies.expiry.poke(),
+    });
+    this.policies = new ApprovalEngine(
+      {
+        ...base,
+        config: deps.config,
+        broadcast,
+        deviceSessions: (id) => this.registry.deviceSessions(id),
+        disconnect: (s) => this.registry.disconnect(s),
+        closeDeviceSessions: (id, role, why, caller, atMs) => this.authority.closeDeviceSessions(id, role, why, caller, atMs),
+        publishClusterTopic: (topic, payload) => this.publishClusterTopic(topic, payload),
+        onClusterTopic: (topic, handler) => this.onClusterTopic(topic, handler),
+        approveRequest: (r, by, opts) => this.approvals.approveRequest(r, by, undefined, opts),
+        audit: (actor, action, subject, data) => this.audit(actor, action, subject, data),
+      },
+      deps.sshProbe ?? null,
+    );
     this.handshake = new Handshake({
       ...base,
       config: deps.config,
@@ -155,6 +182,7 @@ export class Gateway {
       credentials: { limiter: this.limiter, secrets: new GatewaySecrets(deps.config), dashboardLinkClaims },
       sessions: this.registry,
       approvals: this.approvals,
+      engine: this.policies,
       nodes: this.nodes,
       cluster,
       sessionTokenHashes,
@@ -184,6 +212,7 @@ export class Gateway {
     expire.unref();
     prune.unref();
     this.timers.push(tick, flush, expire, prune);
+    this.policies.expiry.start();
     if (this.bus) {
       // Events are best effort: a notification lost with a connection (or an instance killed
       // between its commit and its notify) must not strand a connect waiting on approval.
@@ -326,8 +355,8 @@ export class Gateway {
   // ------------------------------------------------------------------------------------------
 
   /** Approve a pending request: widen the grant, finish waiting connects, widen live sessions. */
-  approveRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>): Promise<ApprovedRequest> {
-    return this.approvals.approveRequest(r, by, extra);
+  approveRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>, opts?: ApprovalOptions): Promise<ApprovedRequest> {
+    return this.approvals.approveRequest(r, by, extra, opts);
   }
 
   rejectRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>): Promise<void> {
@@ -401,7 +430,7 @@ export class Gateway {
         this.authority.closeLocalDeviceSessions(e.deviceId, e.role, e.why, undefined, e.atMs);
         return;
       case 'widen-sessions':
-        this.authority.widenLocalDeviceSessions(e.deviceId, e.role, e.scopes, e.requestId);
+        this.authority.widenLocalDeviceSessions(e.deviceId, e.role, e.scopes, e.requestId, e.expiresAtMs ?? null);
         return;
       case 'upgrade-rejected':
         this.authority.upgradeRejectedLocal(e.deviceId, e.requestId);
@@ -445,6 +474,7 @@ export class Gateway {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     this.registry.stop();
+    this.policies.expiry.stop();
     for (const s of [...this.sessions.values()]) {
       s.sendEvent('shutdown', { reason, restartExpectedMs: null });
       this.disconnect(s);
@@ -454,6 +484,7 @@ export class Gateway {
     for (const fn of this.stopHooks) {
       await fn().catch((err) => this.log.error('stop hook failed', { err: String(err) }));
     }
+    await this.policies.settled();
     await this.registry.flushSeen();
     await this.bus?.close();
     await this.store.close();

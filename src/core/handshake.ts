@@ -32,7 +32,9 @@ import { cleanOptional, cleanText } from '../protocol/text.js';
 import { storeFault } from '../store/faults.js';
 import type { GrantRecord, SetupCodeRecord, Store } from '../store/types.js';
 import { type Decision, decideConnect } from './admission.js';
+import { type ApprovalEngine, approvalRequestOf } from './approval-engine.js';
 import { holdBackQuorumScopes } from './approval-flow.js';
+import type { ApprovalDecision, ApprovalProofs, ApprovalRequest } from './approval-policy.js';
 import type { Approvals, PairingKind } from './approvals.js';
 import type { ClusterNodeRouter } from './cluster-nodes.js';
 import type { GatewayConfig } from './config.js';
@@ -43,6 +45,7 @@ import { approveHint } from './dispatch.js';
 import type { Clock, Random } from './env.js';
 import { EVENT_SCOPES } from './events.js';
 import type { GatewayIdentity } from './gateway-identity.js';
+import { approvalTerms, effectiveGrant } from './grant-expiry.js';
 import type { VerifiedDevice } from './identity.js';
 import type { Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -77,6 +80,8 @@ export interface HandshakeDeps {
   credentials: Pick<CredentialDeps, 'limiter' | 'secrets' | 'dashboardLinkClaims'>;
   sessions: Pick<SessionRegistry, 'register' | 'disconnect' | 'tokenSeen' | 'broadcast' | 'broadcastResolved'>;
   approvals: Pick<Approvals, 'fileRequest' | 'wait' | 'resolveWaiters'>;
+  /** Approval policies, their proofs, and time-bound grants (approval-engine.ts). */
+  engine: Pick<ApprovalEngine, 'active' | 'proxyUser' | 'decide' | 'auditData' | 'maybeProbe'> & { expiry: { poke(): Promise<void> } };
   nodes: Pick<NodeRegistry, 'attach'>;
   /** Other instances learn of node sessions before hello-ok (null with a single instance). */
   cluster: Pick<ClusterNodeRouter, 'announce'> | null;
@@ -97,6 +102,10 @@ interface AdmitContext extends Omit<ProvenCredentials, 'ok'> {
   sock: SessionTransport;
   /** The grant for the role as read before the decision (stale once an approval ran). */
   grant: GrantRecord | null;
+  /** The user a trusted identity-aware proxy signed in (gateway.auth.trustedProxyUser). */
+  proxyUser?: string | undefined;
+  /** What the approval policies made of this connect's request, when one would be filed. */
+  policy?: { request: ApprovalRequest; proofs: ApprovalProofs; decision: ApprovalDecision } | undefined;
 }
 
 export class Handshake {
@@ -242,13 +251,36 @@ export class Handshake {
     sock: SessionTransport,
   ): Promise<ConnectOutcome> {
     const scopes = normalizeScopes(params.scopes ?? []);
+    // Behind an identity-aware proxy every proxied connect names an allowed user, whatever else it presents.
+    const proxyCheck = this.deps.engine.proxyUser(transport);
+    if (proxyCheck && !proxyCheck.ok) {
+      void this.deps.store
+        .appendAudit({
+          atMs: this.deps.clock.now(),
+          actor: 'gateway',
+          action: 'auth.proxy-user-refused',
+          subject: transport.address,
+          data: { reason: proxyCheck.detail, ...(transport.proxyUser ? { user: transport.proxyUser } : {}) },
+        })
+        .catch((err) => this.deps.log.warn('could not audit a refused proxy user', { err: String(err) }));
+      return rejectOutcome(id, new GatewayError(proxyCheck.detail, { details: { authReason: 'unauthorized', canRetryWithDeviceToken: false } }));
+    }
+    const proxyUser = proxyCheck?.ok ? proxyCheck.user : undefined;
     const proven = await checkCredentials(this.credentialDeps, { params, role, nonce, address: transport.address });
     if (!proven.ok) return rejectOutcome(id, proven.error);
     const { device, tokenRecord } = proven;
     let credential = proven.credential;
+    // The user an identity-aware proxy signed in authenticates the connect in place of a shared
+    // secret: like the gateway token it admits a device under its grant or files a request.
+    if (proxyUser !== undefined && credential.kind === 'none' && params.auth?.bootstrapToken === undefined) {
+      if (!device) return rejectOutcome(id, new GatewayError('DEVICE_IDENTITY_REQUIRED'));
+      credential = { kind: 'shared' };
+    }
 
-    // Facts about the device's grants.
-    const grants = device ? await this.deps.store.listGrants(device.deviceId) : [];
+    // Facts about the device's grants. A time-bound grant past its expiry counts as what it
+    // becomes, even before the scheduler ran.
+    const now = this.deps.clock.now();
+    const grants = (device ? await this.deps.store.listGrants(device.deviceId) : []).flatMap((g) => effectiveGrant(g, now) ?? []);
     const grant = grants.find((g) => g.role === role) ?? null;
     const otherGrants = grants.filter((g) => g.role !== role);
     if (credential.kind === 'device-token' && tokenRecord && tokenRecord.role !== role && grant) {
@@ -273,8 +305,45 @@ export class Handshake {
     });
 
     const { ok: _ok, ...facts } = proven;
-    const ctx: AdmitContext = { ...facts, credential, id, params, role, protocol, scopes, transport, sock, grant };
-    return this.admitted(await this.carryOut(decision, ctx), ctx);
+    const ctx: AdmitContext = { ...facts, credential, id, params, role, protocol, scopes, transport, sock, grant, proxyUser };
+    const policed = await this.applyPolicy(decision, ctx);
+    return this.admitted('decision' in policed ? await this.carryOut(policed.decision, ctx) : policed.outcome, ctx);
+  }
+
+  /**
+   * Approval policies (approval-engine.ts) decide what would otherwise wait for a person: a
+   * request is approved by a rule (with its proof), refused, or left pending as before.
+   */
+  private async applyPolicy(decision: Decision, ctx: AdmitContext): Promise<{ decision: Decision } | { outcome: ConnectOutcome }> {
+    const engine = this.deps.engine;
+    if (decision.outcome !== 'hold' && decision.outcome !== 'admit-with-upgrade') return { decision };
+    if (!ctx.device || !engine.active) return { decision };
+    const kind = decision.outcome === 'hold' ? decision.kind : 'scope-upgrade';
+    const adds = decision.outcome === 'hold' ? ctx.scopes : decision.missing;
+    const request = approvalRequestOf(ctx.role, adds, kind, ctx.params.client, ctx.transport);
+    const proofs = ctx.proxyUser !== undefined ? { proxyUser: ctx.proxyUser } : {};
+    const d = engine.decide(request, proofs);
+    ctx.policy = { request, proofs, decision: d };
+    if (d.action === 'approve') {
+      const base = decision.outcome === 'hold' ? [] : (ctx.grant?.scopes ?? []);
+      return { decision: { outcome: 'pair-silently', kind, grantScopes: normalizeScopes([...base, ...d.scopes]), missing: d.missing } };
+    }
+    if (d.action !== 'deny') return { decision };
+    await this.deps.store.appendAudit({
+      atMs: this.deps.clock.now(),
+      actor: `rule:${d.rule}`,
+      action: 'pairing.denied',
+      subject: ctx.device.deviceId,
+      data: { role: ctx.role, scopes: adds, kind, address: ctx.transport.address, ...engine.auditData(d) },
+    });
+    // A denied upgrade keeps what the device already holds; a denied pairing is refused outright.
+    if (decision.outcome === 'admit-with-upgrade') return { decision: { outcome: 'admit', scopes: decision.scopes } };
+    return {
+      outcome: rejectOutcome(
+        ctx.id,
+        new GatewayError('PAIRING_DENIED_BY_POLICY', { vars: { rule: d.rule as string }, details: { rule: d.rule, requestedRole: ctx.role } }),
+      ),
+    };
   }
 
   /** After admission: a node's declared surface is checked (and a request filed) before hello-ok. */
@@ -321,23 +390,37 @@ export class Handshake {
       case 'pair-silently': {
         const device = ctx.device as VerifiedDevice;
         const pending = (await store.listPairingRequests(device.deviceId)).find((r) => r.role === ctx.role);
-        const via = ctx.credential.kind === 'owner' ? 'owner' : 'silent';
+        const rule = ctx.policy?.decision.action === 'approve' ? ctx.policy.decision : null;
+        const via = rule ? 'policy' : ctx.credential.kind === 'owner' ? 'owner' : 'silent';
+        const actor = rule ? `rule:${rule.rule}` : via === 'owner' ? 'owner' : 'gateway';
+        const terms = approvalTerms(ctx.grant, decision.grantScopes, decision.grantScopes, rule?.ttlMs ?? null, now);
         await store.approve({
           device: { deviceId: device.deviceId, publicKey: device.publicKey, meta: metaOf(ctx.params), address: ctx.transport.address },
           role: ctx.role,
           scopes: [...decision.grantScopes],
           via,
+          approvedBy: actor,
+          ...terms,
           token: null,
           atMs: now,
           requestId: pending?.requestId,
           audit: {
             atMs: now,
-            actor: via === 'owner' ? 'owner' : 'gateway',
+            actor,
             action: 'pairing.approved',
             subject: device.deviceId,
-            data: { role: ctx.role, scopes: decision.grantScopes, via, kind: decision.kind, address: ctx.transport.address },
+            data: {
+              role: ctx.role,
+              scopes: decision.grantScopes,
+              via,
+              kind: decision.kind,
+              address: ctx.transport.address,
+              ...(rule ? this.deps.engine.auditData(rule) : {}),
+              ...(terms.expiresAtMs !== null ? { expiresAtMs: terms.expiresAtMs } : {}),
+            },
           },
         });
+        if (terms.expiresAtMs !== null) void this.deps.engine.expiry.poke();
         if (pending) {
           sessions.broadcastResolved(pending.requestId, device.deviceId, 'approved');
           // Another socket of this device may be waiting on the same request.
@@ -358,6 +441,8 @@ export class Handshake {
       }
       case 'hold': {
         const req = await this.fileRequest(ctx, decision.kind);
+        // An `ssh` rule asks the node host in the background; the answer never holds up this reply.
+        if (ctx.policy) this.deps.engine.maybeProbe(ctx.policy.request, ctx.policy.proofs, req);
         if (decision.wait) {
           return approvals.wait({
             requestId: req.requestId,
@@ -537,6 +622,9 @@ export class Handshake {
     if (tokenHash) this.deps.sessionTokenHashes.set(session, tokenHash);
     session.pendingUpgradeRequestId = pendingUpgrade;
     const authExtra: Partial<HelloAuth> = {};
+    // The device sees a time-bound grant's end coming (and `auth.updated` when it moves or passes).
+    if (grant.expiresAtMs != null) authExtra.expiresAtMs = grant.expiresAtMs;
+    session.grantExpiresAtMs = grant.expiresAtMs ?? null;
     if (deviceToken) {
       authExtra.deviceToken = deviceToken;
       authExtra.issuedAtMs = issuedAtMs;
@@ -609,6 +697,7 @@ export class Handshake {
 /** How the connection authenticated, as `hello-ok.auth.method` reports it. */
 function helloMethod(ctx: AdmitContext): HelloAuth['method'] {
   const kind = ctx.credential.kind;
+  if (kind === 'shared' && ctx.sharedVia === null && ctx.proxyUser !== undefined) return 'trusted-proxy';
   if (kind === 'device-token' || kind === 'owner') return kind;
   if (kind === 'bootstrap') return 'bootstrap-token';
   return ctx.sharedVia === 'password' ? 'password' : 'token';

@@ -166,19 +166,27 @@ export class LiveAuthority {
   }
 
   /** After an approval widened a grant: widen live sessions that asked for it, and tell them. */
-  widenDeviceSessions(deviceId: string, role: Role, granted: readonly string[], requestId: string): void {
-    this.deps.publish({ type: 'widen-sessions', deviceId, role, scopes: [...granted], requestId });
-    this.widenLocalDeviceSessions(deviceId, role, granted, requestId);
+  widenDeviceSessions(deviceId: string, role: Role, granted: readonly string[], requestId: string, expiresAtMs: number | null = null): void {
+    this.deps.publish({ type: 'widen-sessions', deviceId, role, scopes: [...granted], requestId, ...(expiresAtMs !== null ? { expiresAtMs } : {}) });
+    this.widenLocalDeviceSessions(deviceId, role, granted, requestId, expiresAtMs);
   }
 
-  widenLocalDeviceSessions(deviceId: string, role: Role, granted: readonly string[], requestId: string): void {
+  widenLocalDeviceSessions(deviceId: string, role: Role, granted: readonly string[], requestId: string, expiresAtMs: number | null = null): void {
     for (const s of this.deps.sessions.deviceSessions(deviceId)) {
       if (s.role !== role || s.pendingUpgradeRequestId !== requestId) continue;
       for (const scope of granted) s.scopes.add(scope);
       // A session that had no scopes kept the small frame cap; it may use large frames now.
       s.transport.setFrameCap?.(frameCapBytes(s));
       s.pendingUpgradeRequestId = undefined;
-      s.sendEvent('auth.updated', { role, scopes: [...s.scopes].sort(), requestId, reason: 'scope-upgrade-approved' });
+      // A time-bound approval: the device sees when the added scopes end.
+      s.grantExpiresAtMs = expiresAtMs;
+      s.sendEvent('auth.updated', {
+        role,
+        scopes: [...s.scopes].sort(),
+        requestId,
+        reason: 'scope-upgrade-approved',
+        ...(expiresAtMs !== null ? { expiresAtMs } : {}),
+      });
     }
   }
 
@@ -210,7 +218,11 @@ export class LiveAuthority {
         const grant = await store.getGrant(s.deviceId, s.role);
         if (!grant) {
           const device = await store.getDevice(s.deviceId);
-          this.closeLocalDeviceSessions(s.deviceId, s.role, device ? 'TOKEN_REVOKED' : 'DEVICE_REMOVED');
+          this.closeLocalDeviceSessions(
+            s.deviceId,
+            s.role,
+            device ? (grantLapsed(s, this.deps.clock.now()) ? 'GRANT_EXPIRED' : 'TOKEN_REVOKED') : 'DEVICE_REMOVED',
+          );
           continue;
         }
         if (s.tokenId) {
@@ -225,4 +237,13 @@ export class LiveAuthority {
       }
     }
   }
+}
+
+/**
+ * A grant that vanished from the store around its expiry was ended by another instance's
+ * scheduler (its close event may arrive after the store's change notice): say so, not "revoked".
+ * The margin covers clock differences between instances.
+ */
+function grantLapsed(s: SessionPrincipal, nowMs: number): boolean {
+  return s.grantExpiresAtMs !== null && s.grantExpiresAtMs <= nowMs + 5_000;
 }

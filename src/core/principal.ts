@@ -73,6 +73,8 @@ export class SessionPrincipal implements Principal {
   scopes: Set<string>;
   pendingUpgradeRequestId?: string | undefined;
   deviceBound = false;
+  /** When the time-bound part of this session's grant ends (null: until revoked), as last told to the device. */
+  grantExpiresAtMs: number | null = null;
   /** Grant epoch this session was admitted under (device sessions only). */
   epoch: number;
   private seq = 0;

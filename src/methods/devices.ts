@@ -6,6 +6,7 @@
  */
 import { Type as T } from '@sinclair/typebox';
 import { deviceRequestState, voteOnDeviceRequest } from '../core/approval-flow.js';
+import { parseDuration } from '../core/approval-policy.js';
 import type { ApprovalProgress } from '../core/approval-quorum.js';
 import { confirmationCode } from '../core/confirmation.js';
 import { grantExtras } from '../core/explain.js';
@@ -35,8 +36,20 @@ export interface DeviceView {
   clientMode: string | null;
   roles: Role[];
   scopes: string[];
-  /** `approvedBy` / `expiresAtMs` appear once the store records them (time-bound grants). */
-  grants: Array<{ role: Role; scopes: string[]; approvedAtMs: number; approvedVia: string; epoch: number; approvedBy?: string; expiresAtMs?: number | null }>;
+  /**
+   * `approvedBy` (`owner`, `device:<id>`, `rule:<name>`, `gateway`) and `expiresAtMs` appear once
+   * the store records them; a time-bound grant also names what the role keeps after it.
+   */
+  grants: Array<{
+    role: Role;
+    scopes: string[];
+    approvedAtMs: number;
+    approvedVia: string;
+    epoch: number;
+    approvedBy?: string;
+    expiresAtMs?: number | null;
+    scopesAfterExpiry?: string[];
+  }>;
   tokens: Array<{ role: Role; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
   createdAtMs: number;
   lastSeenAtMs: number | null;
@@ -157,7 +170,15 @@ export function viewDevice(d: DeviceRecord, grants: GrantRecord[], tokens: Token
     clientMode: d.clientMode ?? null,
     roles: mine.map((g) => g.role).sort(),
     scopes: normalizeScopes(mine.flatMap((g) => g.scopes)),
-    grants: mine.map((g) => ({ role: g.role, scopes: g.scopes, approvedAtMs: g.approvedAtMs, approvedVia: g.approvedVia, epoch: g.epoch, ...grantExtras(g) })),
+    grants: mine.map((g) => ({
+      role: g.role,
+      scopes: g.scopes,
+      approvedAtMs: g.approvedAtMs,
+      approvedVia: g.approvedVia,
+      epoch: g.epoch,
+      ...grantExtras(g),
+      ...(g.expiresAtMs != null ? { scopesAfterExpiry: g.scopesAfterExpiry ?? [] } : {}),
+    })),
     tokens: tokens
       .filter((t) => t.deviceId === d.deviceId)
       .map((t) => ({
@@ -291,11 +312,20 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
     name: 'device.pair.approve',
     role: 'operator',
     scope: PAIRING,
-    params: T.Object({ requestId: T.Optional(RequestId), deviceId: T.Optional(DeviceId) }, { additionalProperties: false }),
+    params: T.Object(
+      { requestId: T.Optional(RequestId), deviceId: T.Optional(DeviceId), ttl: T.Optional(T.String({ maxLength: 32 })) },
+      { additionalProperties: false },
+    ),
     handler: async ({ principal, params }) => {
-      const p = params as { requestId?: string; deviceId?: string };
+      const p = params as { requestId?: string; deviceId?: string; ttl?: string };
       if (!p.requestId && !p.deviceId)
         return new GatewayError('INVALID_PARAMS', { vars: { method: 'device.pair.approve', problem: 'pass requestId or deviceId' } });
+      // A time-bound approval: the added scopes (or the new role) end after `ttl` (docs/approvals.md).
+      const ttlMs = p.ttl === undefined ? null : parseDuration(p.ttl);
+      if (p.ttl !== undefined && ttlMs === null)
+        return new GatewayError('INVALID_PARAMS', {
+          vars: { method: 'device.pair.approve', problem: 'ttl must be a duration like "8h", "30m" or "7d" (1s to 366d)' },
+        });
       let requests: PairingRequest[];
       if (p.requestId) {
         const r = (await currentPending()).find((x) => x.requestId === p.requestId);
@@ -319,7 +349,8 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
       for (const r of requests) {
         const vote = await voteOnDeviceRequest(gw, r, principal);
         if (vote instanceof GatewayError) return vote;
-        if (vote.done) approved.push(await gw.approveRequest(r, principal, vote.approvals ? { approvals: vote.approvals } : undefined));
+        // The approval that completes a quorum sets the ttl (earlier votes only count).
+        if (vote.done) approved.push(await gw.approveRequest(r, principal, vote.approvals ? { approvals: vote.approvals } : undefined, { ttlMs }));
         else awaiting.push({ requestId: r.requestId, deviceId: r.deviceId, role: r.role, approvals: vote.approvals });
       }
       const first = approved[0] ?? awaiting[0];

@@ -120,6 +120,14 @@ export class NodeState {
     return { identity, instanceId, created: true };
   }
 
+  /** The node's public identity (never the private key), or null before its first run. */
+  readIdentity(): { deviceId: string; publicKey: string } | null {
+    const existing = readJson(join(this.dir, IDENTITY_FILE), checkIdentity, 'a new device (identity)');
+    if (!existing) return null;
+    const { deviceId, publicKey } = identityFromJson(existing);
+    return { deviceId, publicKey };
+  }
+
   readCredentials(): NodeCredentials {
     return readJson(join(this.dir, NODE_CREDENTIALS_FILE), checkCredentials, 'credentials') ?? { version: 1, tokens: {} };
   }

@@ -180,6 +180,20 @@ const entries = {
     next: 'An operator revoked the code, or it was burned after too many wrong guesses (`details.reason`); mint a new one (`clawgate qr`).',
     recommended: 'review_auth_configuration',
   },
+  AUTH_PROXY_USER_MISSING: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: the trusted proxy named no signed-in user',
+    close: CLOSE.policy,
+    next: 'Sign in through the identity-aware proxy; the gateway admits proxied connections only with the user header it is configured for (gateway.auth.trustedProxyUser.header).',
+    recommended: 'review_auth_configuration',
+  },
+  AUTH_PROXY_USER_NOT_ALLOWED: {
+    code: 'INVALID_REQUEST',
+    message: 'unauthorized: this proxy user may not use the gateway',
+    close: CLOSE.policy,
+    next: 'Ask the owner to add the user to gateway.auth.trustedProxyUser.allowUsers.',
+    recommended: 'review_auth_configuration',
+  },
   AUTH_RATE_LIMITED: {
     code: 'INVALID_REQUEST',
     message: 'unauthorized: too many failed authentication attempts (retry later)',
@@ -267,6 +281,12 @@ const entries = {
     close: CLOSE.policy,
     next: 'An operator rejected this device; ask them to approve a new request, then reconnect.',
   },
+  PAIRING_DENIED_BY_POLICY: {
+    code: 'NOT_PAIRED',
+    message: 'pairing denied by approval policy {rule}',
+    close: CLOSE.policy,
+    next: 'The gateway owner configured rule `details.rule` in gateway.approvals.policies to refuse such requests; no request was filed. Ask the owner (docs/approvals.md).',
+  },
   // --- device management (socket stays open) -----------------------------------------------
   UNKNOWN_REQUEST_ID: {
     code: 'INVALID_REQUEST',
@@ -321,6 +341,12 @@ const entries = {
     message: '{action} denied: {why}',
     close: null,
     next: 'Manage other devices, or node roles, from an operator.admin session or the owner CLI on the gateway host.',
+  },
+  GRANT_NOT_TIME_BOUND: {
+    code: 'INVALID_REQUEST',
+    message: 'role {role} of device {deviceId} does not expire, so there is nothing to extend',
+    close: null,
+    next: "Only a time-bound grant (approved with --ttl or by a policy with a ttl) can be extended; `clawgate devices list` shows each role's expiry.",
   },
   ROLE_NOT_GRANTED: {
     code: 'INVALID_REQUEST',
@@ -409,6 +435,12 @@ const entries = {
     message: 'device scopes reduced',
     close: CLOSE.deviceRemoved,
     next: 'Reconnect asking for the scopes the device still holds (`clawgate devices list` shows them).',
+  },
+  GRANT_EXPIRED: {
+    code: 'NOT_PAIRED',
+    message: 'time-bound grant expired',
+    close: CLOSE.deviceRemoved,
+    next: 'The role was approved for a limited time (hello-ok.auth.expiresAtMs said until when); reconnect to file a new request, or ask an operator to extend it first (`clawgate devices extend`).',
   },
   // --- gateway lifecycle --------------------------------------------------------------------
   SHUTTING_DOWN: {

@@ -155,9 +155,11 @@ export interface ChallengePayload {
 }
 
 export interface HelloAuth {
-  method: 'token' | 'password' | 'device-token' | 'bootstrap-token' | 'owner';
+  method: 'token' | 'password' | 'device-token' | 'bootstrap-token' | 'owner' | 'trusted-proxy';
   role: Role;
   scopes: string[];
+  /** The role's grant is time-bound and ends then (absent: until revoked). */
+  expiresAtMs?: number;
   deviceToken?: string;
   issuedAtMs?: number;
   deviceTokens?: Array<{ deviceToken: string; role: Role; scopes: string[]; issuedAtMs: number }>;

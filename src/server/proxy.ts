@@ -77,6 +77,8 @@ export type Attribution =
       /** True only for a loopback peer with no proxy evidence at all. */
       directLocal: boolean;
       proxied: boolean;
+      /** The identity-aware proxy's user header (only when one is configured): null when absent or ambiguous. */
+      proxyUser?: string | null;
       /** What the trusted proxy says the client used (`https`, …) and asked for (Host). */
       forwardedProto?: string;
       forwardedHost?: string;
@@ -175,19 +177,20 @@ function forwardedChain(headers: Headers): { chain: string[]; proto?: string; ho
   return { chain: real ? [real.split(',')[0] ?? ''] : [], ...extras };
 }
 
-export function hasForwardedHeaders(headers: Headers): boolean {
+/** `userHeader`: the identity-aware proxy's user header (gateway.auth.trustedProxyUser), proxy evidence too. */
+export function hasForwardedHeaders(headers: Headers, userHeader?: string): boolean {
   for (const name of Object.keys(headers)) {
     if (headers[name] === undefined) continue;
-    if (name.startsWith('x-forwarded-') || (FORWARDED_HEADERS as readonly string[]).includes(name)) return true;
+    if (name.startsWith('x-forwarded-') || (FORWARDED_HEADERS as readonly string[]).includes(name) || name === userHeader) return true;
   }
   return false;
 }
 
 /** Decide who the client is, from the socket peer and the request headers. */
-export function attribute(peer: string | undefined, headers: Headers, trust: ProxyTrust, untrusted: 'refuse' | 'ignore'): Attribution {
+export function attribute(peer: string | undefined, headers: Headers, trust: ProxyTrust, untrusted: 'refuse' | 'ignore', userHeader?: string): Attribution {
   const peerAddr = normalizeAddress(peer);
   const peerTrusted = trust.trusts(peerAddr);
-  if (!hasForwardedHeaders(headers)) return { ok: true, address: peerAddr, directLocal: isLoopbackAddress(peerAddr), proxied: false };
+  if (!hasForwardedHeaders(headers, userHeader)) return { ok: true, address: peerAddr, directLocal: isLoopbackAddress(peerAddr), proxied: false };
   if (!peerTrusted) {
     if (untrusted === 'ignore') return { ok: true, address: peerAddr, directLocal: false, proxied: false };
     return {
@@ -206,11 +209,14 @@ export function attribute(peer: string | undefined, headers: Headers, trust: Pro
     client = hopAddress(chain[i] as string);
     if (!trust.trusts(client)) break;
   }
+  const user = userHeader === undefined ? undefined : headerText(headers[userHeader]);
   return {
     ok: true,
     address: client,
     directLocal: false,
     proxied: true,
+    // One value only: a proxy that appended to a client-supplied header would otherwise let the client choose.
+    ...(userHeader !== undefined ? { proxyUser: user === undefined || user.includes(',') ? null : user.trim() } : {}),
     ...(proto ? { forwardedProto: proto } : {}),
     ...(host ? { forwardedHost: host } : {}),
   };

@@ -90,7 +90,13 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
       refuseUpgrade(socket, 404, 'not_found', `the gateway answers WebSocket upgrades at ${ctx} only`);
       return;
     }
-    const who = attribute(req.socket.remoteAddress, req.headers, trust, gateway.config.untrustedForwarded);
+    const who = attribute(
+      req.socket.remoteAddress,
+      req.headers,
+      trust,
+      gateway.config.untrustedForwarded,
+      gateway.config.trustedProxyUser?.header.toLowerCase(),
+    );
     if (!who.ok) {
       refuseUpgrade(socket, who.status, who.type, who.message);
       return;
@@ -120,7 +126,13 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
       });
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const facts: TransportFacts = { address: who.address, directLocal: who.directLocal, connId };
+      const facts: TransportFacts = {
+        address: who.address,
+        directLocal: who.directLocal,
+        connId,
+        proxied: who.proxied,
+        ...(who.proxyUser !== undefined ? { proxyUser: who.proxyUser } : {}),
+      };
       sockets.add(ws);
       ws.on('close', () => sockets.delete(ws));
       serveConnection(gateway, ws, facts);

@@ -4,7 +4,7 @@ import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './impor
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from './retention-shared.js';
 import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from './setup-shared.js';
-import { applyAttempt, approvedGrant, CHAT_PAGE_DEFAULT, chainAudit, channelNameTaken, mergePairingRequest } from './shared.js';
+import { applyAttempt, approvedGrant, CHAT_PAGE_DEFAULT, chainAudit, channelNameTaken, grantAfterExpiry, mergePairingRequest } from './shared.js';
 import type {
   AppendMessageResult,
   ApproveInput,
@@ -240,6 +240,29 @@ export class MemoryStore implements Store {
     if (role === 'node') this.dropNodeSurface(deviceId);
     this.commitAudit(entry);
     return t ? cloneToken(t) : null;
+  }
+  async expireGrant(deviceId: string, role: Role, atMs: number, audit: AuditInput) {
+    const g = this.grants.get(gk(deviceId, role));
+    if (!g || g.expiresAtMs == null || g.expiresAtMs > atMs) return null;
+    const entry = this.prepareAudit(audit);
+    const next = grantAfterExpiry(g);
+    if (next) this.grants.set(gk(deviceId, role), next);
+    else {
+      this.grants.delete(gk(deviceId, role));
+      const t = this.liveToken(deviceId, role);
+      if (t) t.revokedAtMs = atMs;
+      if (role === 'node') this.dropNodeSurface(deviceId);
+    }
+    this.commitAudit(entry);
+    return next ? { outcome: 'narrowed' as const, grant: clone(next) } : { outcome: 'removed' as const, grant: clone(g) };
+  }
+  async extendGrant(deviceId: string, role: Role, expiresAtMs: number, audit: AuditInput) {
+    const g = this.grants.get(gk(deviceId, role));
+    if (!g || g.expiresAtMs == null) return null;
+    const entry = this.prepareAudit(audit);
+    g.expiresAtMs = expiresAtMs;
+    this.commitAudit(entry);
+    return clone(g);
   }
   async removeRole(deviceId: string, role: Role, audit: AuditInput) {
     if (!this.grants.has(gk(deviceId, role))) return false;

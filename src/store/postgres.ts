@@ -31,6 +31,7 @@ import {
   chatMessageValues,
   type DeviceRow,
   type GrantRow,
+  grantAfterExpiry,
   mergePairingRequest,
   type SetupRow,
   type TokenRow,
@@ -55,6 +56,7 @@ import type {
   Delivery,
   DeliveryAttempt,
   DeliveryStatus,
+  GrantExpiry,
   GrantRecord,
   ImportDevicesInput,
   ImportDevicesResult,
@@ -173,6 +175,11 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
    CREATE TABLE cron_runs (
      run_id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES cron_jobs(job_id) ON DELETE CASCADE, body_json TEXT NOT NULL, ord BIGSERIAL);
    CREATE INDEX cron_runs_job ON cron_runs(job_id);`,
+  // who approved a grant, and time-bound grants (what the role keeps after the expiry)
+  `ALTER TABLE grants ADD COLUMN approved_by TEXT;
+   ALTER TABLE grants ADD COLUMN expires_at_ms BIGINT;
+   ALTER TABLE grants ADD COLUMN scopes_after_expiry_json TEXT;
+   CREATE INDEX grants_expiry ON grants(expires_at_ms) WHERE expires_at_ms IS NOT NULL;`,
 ];
 
 /** How long a delivery handed to a worker stays its own (longer than any webhook attempt). */
@@ -421,10 +428,22 @@ export class PostgresStore implements Store {
   }
   private async putGrantTx(tx: PgQuery, g: GrantRecord) {
     await tx.run(
-      `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via) VALUES ($1,$2,$3,$4,$5,$6)
+      `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via, approved_by, expires_at_ms, scopes_after_expiry_json)
+       VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)
        ON CONFLICT (device_id, role) DO UPDATE SET scopes_json = excluded.scopes_json, epoch = excluded.epoch,
-         approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via`,
-      [g.deviceId, g.role, JSON.stringify(g.scopes), g.epoch, g.approvedAtMs, g.approvedVia],
+         approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via, approved_by = excluded.approved_by,
+         expires_at_ms = excluded.expires_at_ms, scopes_after_expiry_json = excluded.scopes_after_expiry_json`,
+      [
+        g.deviceId,
+        g.role,
+        JSON.stringify(g.scopes),
+        g.epoch,
+        g.approvedAtMs,
+        g.approvedVia,
+        g.approvedBy ?? null,
+        g.expiresAtMs ?? null,
+        g.expiresAtMs != null ? JSON.stringify(g.scopesAfterExpiry ?? []) : null,
+      ],
     );
   }
 
@@ -514,6 +533,39 @@ export class PostgresStore implements Store {
       if (t) await tx.run('UPDATE tokens SET revoked_at_ms = $1 WHERE token_id = $2', [atMs, t.token_id]);
       await this.appendAuditTx(tx, audit);
       return t ? toToken({ ...t, revoked_at_ms: atMs }) : null;
+    });
+  }
+  async expireGrant(deviceId: string, role: Role, atMs: number, audit: AuditInput): Promise<GrantExpiry | null> {
+    return this.write(async (tx) => {
+      const row = await tx.one<GrantRow>('SELECT * FROM grants WHERE device_id = $1 AND role = $2', [deviceId, role]);
+      const g = row ? toGrant(row) : null;
+      // Every instance's scheduler may try: the write lock and this check let exactly one succeed.
+      if (!g || g.expiresAtMs == null || g.expiresAtMs > atMs) return null;
+      const next = grantAfterExpiry(g);
+      if (next) {
+        await tx.run(
+          'UPDATE grants SET scopes_json = $1, epoch = $2, expires_at_ms = NULL, scopes_after_expiry_json = NULL WHERE device_id = $3 AND role = $4',
+          [JSON.stringify(next.scopes), next.epoch, deviceId, role],
+        );
+      } else {
+        const t = await this.liveTokenTx(tx, deviceId, role);
+        await tx.run('DELETE FROM grants WHERE device_id = $1 AND role = $2', [deviceId, role]);
+        if (t) await tx.run('UPDATE tokens SET revoked_at_ms = $1 WHERE token_id = $2', [atMs, t.token_id]);
+      }
+      await this.appendAuditTx(tx, audit);
+      return next ? { outcome: 'narrowed' as const, grant: next } : { outcome: 'removed' as const, grant: g };
+    });
+  }
+  async extendGrant(deviceId: string, role: Role, expiresAtMs: number, audit: AuditInput) {
+    return this.write(async (tx) => {
+      const n = await tx.run('UPDATE grants SET expires_at_ms = $1 WHERE device_id = $2 AND role = $3 AND expires_at_ms IS NOT NULL', [
+        expiresAtMs,
+        deviceId,
+        role,
+      ]);
+      if (n === 0) return null;
+      await this.appendAuditTx(tx, audit);
+      return toGrant((await tx.one<GrantRow>('SELECT * FROM grants WHERE device_id = $1 AND role = $2', [deviceId, role])) as GrantRow);
     });
   }
   async removeRole(deviceId: string, role: Role, audit: AuditInput) {

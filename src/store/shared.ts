@@ -118,7 +118,18 @@ export function approvedGrant(input: ApproveInput, prevEpoch: number | undefined
     epoch: (prevEpoch ?? 0) + 1,
     approvedAtMs: input.atMs,
     approvedVia: input.via,
+    // Only what is set: a permanent grant reads exactly as before these fields existed.
+    ...(input.approvedBy ? { approvedBy: input.approvedBy } : {}),
+    ...(input.expiresAtMs != null ? { expiresAtMs: input.expiresAtMs, scopesAfterExpiry: [...(input.scopesAfterExpiry ?? [])] } : {}),
   };
+}
+
+/** The grant a time-bound grant becomes at its expiry, or null when nothing is kept. */
+export function grantAfterExpiry(g: GrantRecord): GrantRecord | null {
+  const keep = g.scopesAfterExpiry ?? [];
+  if (keep.length === 0) return null;
+  const { expiresAtMs: _ends, scopesAfterExpiry: _kept, ...rest } = g;
+  return { ...rest, scopes: [...keep], epoch: g.epoch + 1 };
 }
 
 /**
@@ -155,6 +166,9 @@ export interface GrantRow {
   epoch: number;
   approved_at_ms: number;
   approved_via: GrantRecord['approvedVia'];
+  approved_by?: string | null;
+  expires_at_ms?: number | string | null;
+  scopes_after_expiry_json?: string | null;
 }
 export interface TokenRow {
   token_id: string;
@@ -219,6 +233,8 @@ export function toGrant(r: GrantRow): GrantRecord {
     epoch: r.epoch,
     approvedAtMs: r.approved_at_ms,
     approvedVia: r.approved_via,
+    ...(r.approved_by ? { approvedBy: r.approved_by } : {}),
+    ...(r.expires_at_ms != null ? { expiresAtMs: Number(r.expires_at_ms), scopesAfterExpiry: JSON.parse(r.scopes_after_expiry_json ?? '[]') } : {}),
   };
 }
 export function toToken(r: TokenRow): TokenRecord {

@@ -23,6 +23,7 @@ import {
   chatMessageValues,
   type DeviceRow,
   type GrantRow,
+  grantAfterExpiry,
   mergePairingRequest,
   type SetupRow,
   type TokenRow,
@@ -47,6 +48,7 @@ import type {
   Delivery,
   DeliveryAttempt,
   DeliveryStatus,
+  GrantExpiry,
   GrantRecord,
   ImportDevicesInput,
   ImportDevicesResult,
@@ -132,6 +134,11 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
    CREATE TABLE cron_runs (
      run_id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES cron_jobs(job_id) ON DELETE CASCADE, body_json TEXT NOT NULL);
    CREATE INDEX cron_runs_job ON cron_runs(job_id);`,
+  // 5: who approved a grant, and time-bound grants (what the role keeps after the expiry).
+  `ALTER TABLE grants ADD COLUMN approved_by TEXT;
+   ALTER TABLE grants ADD COLUMN expires_at_ms INTEGER;
+   ALTER TABLE grants ADD COLUMN scopes_after_expiry_json TEXT;
+   CREATE INDEX grants_expiry ON grants(expires_at_ms) WHERE expires_at_ms IS NOT NULL;`,
 ];
 
 /** JSON bodies drop undefined fields, so a record read back equals the one written. */
@@ -302,11 +309,23 @@ export class SqliteStore implements Store {
       const grant = approvedGrant(input, prev?.epoch);
       this.db
         .prepare(
-          `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via) VALUES (?,?,?,?,?,?)
+          `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via, approved_by, expires_at_ms, scopes_after_expiry_json)
+           VALUES (?,?,?,?,?,?,?,?,?)
            ON CONFLICT(device_id, role) DO UPDATE SET scopes_json = excluded.scopes_json, epoch = excluded.epoch,
-             approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via`,
+             approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via, approved_by = excluded.approved_by,
+             expires_at_ms = excluded.expires_at_ms, scopes_after_expiry_json = excluded.scopes_after_expiry_json`,
         )
-        .run(grant.deviceId, role, JSON.stringify(grant.scopes), grant.epoch, atMs, input.via);
+        .run(
+          grant.deviceId,
+          role,
+          JSON.stringify(grant.scopes),
+          grant.epoch,
+          atMs,
+          input.via,
+          grant.approvedBy ?? null,
+          grant.expiresAtMs ?? null,
+          grant.expiresAtMs != null ? JSON.stringify(grant.scopesAfterExpiry ?? []) : null,
+        );
       if (input.token) this.putTokenSync(device.deviceId, role, input.token, atMs, this.liveTokenSync(device.deviceId, role)?.created_at_ms);
       if (input.requestId) this.stmt('DELETE FROM pairing_requests WHERE request_id = ?').run(input.requestId);
       this.appendAuditSync(input.audit);
@@ -384,6 +403,40 @@ export class SqliteStore implements Store {
       if (t) this.stmt('UPDATE tokens SET revoked_at_ms = ? WHERE token_id = ?').run(atMs, t.token_id);
       this.appendAuditSync(audit);
       return t ? toToken({ ...t, revoked_at_ms: atMs }) : null;
+    });
+  }
+  async expireGrant(deviceId: string, role: Role, atMs: number, audit: AuditInput): Promise<GrantExpiry | null> {
+    return this.tx(() => {
+      const row = this.stmt('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow | undefined;
+      const g = row ? toGrant(row) : null;
+      if (!g || g.expiresAtMs == null || g.expiresAtMs > atMs) return null;
+      const next = grantAfterExpiry(g);
+      if (next) {
+        this.stmt('UPDATE grants SET scopes_json = ?, epoch = ?, expires_at_ms = NULL, scopes_after_expiry_json = NULL WHERE device_id = ? AND role = ?').run(
+          JSON.stringify(next.scopes),
+          next.epoch,
+          deviceId,
+          role,
+        );
+      } else {
+        const t = this.liveTokenSync(deviceId, role);
+        this.stmt('DELETE FROM grants WHERE device_id = ? AND role = ?').run(deviceId, role);
+        if (t) this.stmt('UPDATE tokens SET revoked_at_ms = ? WHERE token_id = ?').run(atMs, t.token_id);
+      }
+      this.appendAuditSync(audit);
+      return next ? { outcome: 'narrowed' as const, grant: next } : { outcome: 'removed' as const, grant: g };
+    });
+  }
+  async extendGrant(deviceId: string, role: Role, expiresAtMs: number, audit: AuditInput) {
+    return this.tx(() => {
+      const n = this.stmt('UPDATE grants SET expires_at_ms = ? WHERE device_id = ? AND role = ? AND expires_at_ms IS NOT NULL').run(
+        expiresAtMs,
+        deviceId,
+        role,
+      ).changes;
+      if (n === 0) return null;
+      this.appendAuditSync(audit);
+      return toGrant(this.stmt('SELECT * FROM grants WHERE device_id = ? AND role = ?').get(deviceId, role) as GrantRow);
     });
   }
   async removeRole(deviceId: string, role: Role, audit: AuditInput) {
@@ -483,7 +536,8 @@ export class SqliteStore implements Store {
             .prepare(
               `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via) VALUES (?,?,?,?,?,?)
                ON CONFLICT(device_id, role) DO UPDATE SET scopes_json = excluded.scopes_json, epoch = excluded.epoch,
-                 approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via`,
+                 approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via, approved_by = NULL,
+                 expires_at_ms = NULL, scopes_after_expiry_json = NULL`,
             )
             .run(device.deviceId, r, JSON.stringify(scopes), epoch, atMs, 'bootstrap');
           epochs[r] = epoch;

@@ -6,7 +6,7 @@
  */
 import type { Role } from '../protocol/frames.js';
 
-export type ApprovedVia = 'silent' | 'manual' | 'owner' | 'bootstrap';
+export type ApprovedVia = 'silent' | 'manual' | 'owner' | 'bootstrap' | 'policy';
 
 export interface DeviceMeta {
   displayName?: string | undefined;
@@ -34,7 +34,16 @@ export interface GrantRecord {
   epoch: number;
   approvedAtMs: number;
   approvedVia: ApprovedVia;
+  /** Who approved the current grant: `owner`, `device:<id>`, `rule:<name>`, `gateway` (absent on grants from before it was recorded). */
+  approvedBy?: string | undefined;
+  /** When a time-bound part of the grant ends (null or absent: until revoked). */
+  expiresAtMs?: number | null | undefined;
+  /** With expiresAtMs: the scopes the role keeps after it (empty: the role goes). */
+  scopesAfterExpiry?: string[] | undefined;
 }
+
+/** What a time-bound grant turned into at its expiry. */
+export type GrantExpiry = { outcome: 'removed'; grant: GrantRecord } | { outcome: 'narrowed'; grant: GrantRecord };
 
 export interface TokenRecord {
   tokenId: string;
@@ -92,6 +101,12 @@ export interface ApproveInput {
   /** The grant's scopes after approval (the caller computes union or replacement). */
   scopes: string[];
   via: ApprovedVia;
+  /** Who approved (`owner`, `device:<id>`, `rule:<name>`, `gateway`). */
+  approvedBy?: string | undefined;
+  /** Time-bound: when the grant (or the part beyond scopesAfterExpiry) ends; null or absent: until revoked. */
+  expiresAtMs?: number | null | undefined;
+  /** With expiresAtMs: what the role keeps after it. */
+  scopesAfterExpiry?: string[] | undefined;
   /** A new token for the role, or null to keep the current one (it stays valid). */
   token: NewToken | null;
   atMs: number;
@@ -439,6 +454,14 @@ export interface Store {
    * dropped, so the device must be approved again for that role. Null when there is no grant.
    */
   revokeToken(deviceId: string, role: Role, atMs: number, audit: AuditInput): Promise<TokenRecord | null>;
+  /**
+   * End a time-bound grant whose expiry is at or before `atMs`: narrowed to its scopesAfterExpiry
+   * (epoch + 1, no expiry), or removed with its token revoked when nothing is kept. Null when the
+   * grant is gone, not time-bound or not yet due (another instance got there first).
+   */
+  expireGrant(deviceId: string, role: Role, atMs: number, audit: AuditInput): Promise<GrantExpiry | null>;
+  /** Move a time-bound grant's expiry (epoch unchanged). Null when there is no time-bound grant. */
+  extendGrant(deviceId: string, role: Role, expiresAtMs: number, audit: AuditInput): Promise<GrantRecord | null>;
   /** Remove one role from a device (grant, token, requests); the row goes when no role is left. */
   removeRole(deviceId: string, role: Role, audit: AuditInput): Promise<boolean>;
   /** Remove a device with all its grants, tokens and requests. */

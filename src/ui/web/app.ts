@@ -862,12 +862,44 @@ function requestFacts(f: {
   );
 }
 
+/** How long a device approval lasts (`device.pair.approve` `ttl`); '' is until revoked. */
+const TTL_CHOICES: ReadonlyArray<readonly [string, string]> = [
+  ['', 'until revoked'],
+  ['1h', 'for 1 hour'],
+  ['8h', 'for 8 hours'],
+  ['1d', 'for 1 day'],
+  ['7d', 'for 7 days'],
+];
+/** The ttl picked on each request card, kept across re-renders (events redraw the lists). */
+const ttlChoices = new Map<string, string>();
+
 /** Approve / Reject buttons of a request card; `family` is `device.pair` or `node.pair`. */
 function requestActions(family: 'device.pair' | 'node.pair', requestId: string): HTMLElement {
+  const picked = ttlChoices.get(requestId) ?? '';
+  // A device approval may be time-bound: its scopes (or the role) are withdrawn live when it ends.
+  const ttl =
+    family === 'device.pair'
+      ? h(
+          'select',
+          {
+            class: 'ttl',
+            'data-field': 'ttl',
+            'aria-label': 'How long the approval lasts',
+            onchange: (e) => ttlChoices.set(requestId, (e.target as HTMLSelectElement).value),
+          },
+          ...TTL_CHOICES.map(([value, label]) => h('option', { value, ...(value === picked ? { selected: true } : {}) }, label)),
+        )
+      : null;
+  const approve = () => {
+    const chosen = ttlChoices.get(requestId) ?? '';
+    ttlChoices.delete(requestId);
+    void act(`${family}.approve`, { requestId, ...(chosen ? { ttl: chosen } : {}) });
+  };
   return h(
     'div',
     { class: 'actions' },
-    h('button', { type: 'button', class: 'primary', 'data-action': 'approve', onclick: () => void act(`${family}.approve`, { requestId }) }, 'Approve'),
+    ttl,
+    h('button', { type: 'button', class: 'primary', 'data-action': 'approve', onclick: approve }, 'Approve'),
     h('button', { type: 'button', 'data-action': 'reject', onclick: () => void act(`${family}.reject`, { requestId }) }, 'Reject'),
   );
 }
