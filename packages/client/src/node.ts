@@ -19,8 +19,6 @@ export const nodeTransport: Transport = (url, h, opts = {}) => {
   // With a pin, comparing the certificate's fingerprint replaces CA verification (self-signed is the point).
   const ws = new WebSocket(url, { perMessageDeflate: false, ...(pin ? { rejectUnauthorized: false } : {}) });
   let tlsFailure: string | null = null;
-  /** Why a socket that never got a close frame ended (ECONNREFUSED…): the close reason then says it. */
-  let lastError: string | null = null;
   if (pin) {
     ws.on('upgrade', (res) => {
       const actual = peerFingerprint(res);
@@ -40,14 +38,9 @@ export const nodeTransport: Transport = (url, h, opts = {}) => {
   });
   ws.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code && CERT_ERROR_CODES.has(err.code) && !tlsFailure) tlsFailure = `TLS_UNTRUSTED: the certificate at ${url} is not trusted here (${err.code})`;
-    lastError = err.message;
     h.onError(err.message);
   });
-  ws.on('close', (code, reason) => {
-    if (tlsFailure) return h.onClose(1015, tlsFailure);
-    const text = reason.toString();
-    h.onClose(code, text || (code === 1006 && lastError ? lastError : text));
-  });
+  ws.on('close', (code, reason) => (tlsFailure ? h.onClose(1015, tlsFailure) : h.onClose(code, reason.toString())));
   return {
     send: (text) => {
       if (ws.readyState === WebSocket.OPEN) ws.send(text);
