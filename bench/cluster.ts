@@ -2,19 +2,21 @@
  * Two clawgate instances (A, B: real `gateway run --store postgres` processes) on one throwaway
  * PostgreSQL cluster, and the latencies that cross between them:
  *
- * - revoke: operator on B sends device.token.revoke → the device's socket on A sees its close;
+ * - revoke: operator on A sends device.token.revoke → the device's socket on B sees its close;
  * - approve: operator on A sends device.pair.approve → the device waiting on B gets hello-ok;
  * - invoke: operator on A → node.invoke → node connected to B → result back on A.
  *
  *   npm run build && node dist/bench/cluster.js [--n 100]
  *
  * Prints a table and writes bench/results/cluster.json. Needs the PostgreSQL server binaries
- * (scripts/system-deps.sh installs them).
+ * (scripts/system-deps.sh installs them). `npm run bench -- --cluster` runs the same rows
+ * (`clusterRows`) and records them in the main report.
  */
 import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { PostgresStore } from '../src/store/postgres.js';
@@ -24,20 +26,18 @@ import { startPgCluster } from '../test/helpers/pg-cluster.js';
 import { deviceParams, type Frame, RawClient } from '../test/helpers/raw.js';
 import { type Summary, summarize } from './stats.js';
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '100' } } });
-const N = Number(values.n);
-
 function operator(inst: Instance): Promise<GatewayConnection> {
   return connectGateway({ url: inst.url, ...asClusterOwner, client: { id: 'cli', mode: 'cli' }, scopes: ['operator.admin'] });
 }
 
-async function revokeLatency(a: Instance, opB: GatewayConnection): Promise<Float64Array> {
+/** The device connects to `deviceOn`; the revoke is sent on the other instance's operator session `op`. */
+async function revokeLatency(N: number, deviceOn: Instance, op: GatewayConnection): Promise<Float64Array> {
   const out = new Float64Array(N);
   for (let i = 0; i < N; i++) {
     const identity = generateIdentity();
-    // The owner credential pairs silently: a device with an operator grant, connected to A.
+    // The owner credential pairs silently: a device with an operator grant, connected to `deviceOn`.
     const device = await connectGateway({
-      url: a.url,
+      url: deviceOn.url,
       identity,
       ...asClusterOwner,
       scopes: ['operator.read'],
@@ -45,13 +45,13 @@ async function revokeLatency(a: Instance, opB: GatewayConnection): Promise<Float
     });
     const closed = device.closed.then(() => performance.now());
     const t0 = performance.now();
-    await opB.request('device.token.revoke', { deviceId: identity.deviceId, role: 'operator' });
+    await op.request('device.token.revoke', { deviceId: identity.deviceId, role: 'operator' });
     out[i] = (await closed) - t0;
   }
   return out;
 }
 
-async function approveLatency(b: Instance, opA: GatewayConnection, store: PostgresStore): Promise<Float64Array> {
+async function approveLatency(N: number, b: Instance, opA: GatewayConnection, store: PostgresStore): Promise<Float64Array> {
   const out = new Float64Array(N);
   for (let i = 0; i < N; i++) {
     const identity = generateIdentity();
@@ -78,7 +78,7 @@ async function approveLatency(b: Instance, opA: GatewayConnection, store: Postgr
   return out;
 }
 
-async function invokeLatency(b: Instance, opA: GatewayConnection): Promise<Float64Array> {
+async function invokeLatency(N: number, b: Instance, opA: GatewayConnection): Promise<Float64Array> {
   const identity = generateIdentity();
   const node = await RawClient.open(b.url);
   const challenge = await node.challenge();
@@ -120,30 +120,54 @@ async function invokeLatency(b: Instance, opA: GatewayConnection): Promise<Float
   return out;
 }
 
-async function main(): Promise<void> {
+export const CLUSTER_ROWS = {
+  approve: 'approve on A → hello-ok on B (ms)',
+  revoke: 'revoke on A → close on B (ms)',
+  invoke: 'node.invoke A → node on B → A (ms)',
+} as const;
+
+export interface ClusterResult {
+  n: number;
+  results: Record<string, Summary | null>;
+}
+
+/** Start the PostgreSQL cluster and instances A and B, measure the three crossings `n` times each, stop everything. */
+export async function clusterRows(N: number, log: (msg: string) => void = () => {}): Promise<ClusterResult> {
   const cluster = await startPgCluster();
-  const url = await cluster.createDatabase();
-  const dirs = [clusterStateDir(), clusterStateDir()];
-  const [a, b] = await Promise.all([startInstance('A', url, dirs[0]), startInstance('B', url, dirs[1])]);
-  const store = await PostgresStore.open(url, { maxConnections: 2 });
+  const dirs: string[] = [];
   const results: Record<string, Summary | null> = {};
   try {
-    const opA = await operator(a);
-    const opB = await operator(b);
+    const url = await cluster.createDatabase();
+    dirs.push(clusterStateDir(), clusterStateDir());
+    const [a, b] = await Promise.all([startInstance('A', url, dirs[0]), startInstance('B', url, dirs[1])]);
+    const store = await PostgresStore.open(url, { maxConnections: 2 });
     try {
-      results['revoke on B → close on A (ms)'] = summarize(await revokeLatency(a, opB));
-      results['approve on A → hello-ok on B (ms)'] = summarize(await approveLatency(b, opA, store));
-      results['node.invoke A → node on B → A (ms)'] = summarize(await invokeLatency(b, opA));
+      const opA = await operator(a);
+      try {
+        log(`cluster: ${N} approvals on A → waiting device on B`);
+        results[CLUSTER_ROWS.approve] = summarize(await approveLatency(N, b, opA, store));
+        log(`cluster: ${N} revocations on A → socket on B`);
+        results[CLUSTER_ROWS.revoke] = summarize(await revokeLatency(N, b, opA));
+        log(`cluster: ${N} node.invoke A → node on B`);
+        results[CLUSTER_ROWS.invoke] = summarize(await invokeLatency(N, b, opA));
+      } finally {
+        await opA.close();
+      }
     } finally {
-      await opA.close();
-      await opB.close();
+      await store.close();
+      await Promise.all([a.stop(), b.stop()]);
     }
   } finally {
-    await store.close();
-    await Promise.all([a.stop(), b.stop()]);
     await cluster.stop();
     for (const d of dirs) removeStateDir(d);
   }
+  return { n: N, results };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { n: { type: 'string', default: '100' } } });
+  const N = Number(values.n);
+  const { results } = await clusterRows(N);
   const rows = Object.entries(results).map(([k, s]) => `${k.padEnd(38)} ${s ? `n=${s.n} median=${s.median} p90=${s.p90} p99=${s.p99} max=${s.max}` : '-'}`);
   process.stdout.write(`${rows.join('\n')}\n`);
   const file = join(process.cwd(), 'bench', 'results', 'cluster.json');
@@ -151,7 +175,9 @@ async function main(): Promise<void> {
   process.stdout.write(`written to ${file}\n`);
 }
 
-main().catch((err) => {
-  process.stderr.write(`${(err as Error).stack ?? err}\n`);
-  process.exit(1);
-});
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  main().catch((err) => {
+    process.stderr.write(`${(err as Error).stack ?? err}\n`);
+    process.exit(1);
+  });
+}

@@ -152,6 +152,8 @@ export interface AttemptOptions {
   waitClose?: boolean;
   /** Called with the parsed hello-ok payload (pairing steps; off in timed loops). */
   onHello?: (payload: Record<string, unknown>) => void;
+  /** Client-side source address (127.0.0.x): one loopback address has ~28,000 ephemeral ports. */
+  localAddress?: string;
   /** Keep the socket open after hello-ok and hand it over (idle-connection scenarios). */
   keepOpen?: (ws: WebSocket) => void;
   /** Event frames arriving after `connect` was sent and before its response (e.g. `device.pair.waiting`). */
@@ -177,7 +179,7 @@ export function connectOnce(spec: ConnectSpec, o: AttemptOptions): Promise<strin
   marks.fill(0);
   return new Promise((resolve) => {
     marks[MARK.start] = performance.now();
-    const ws = new WebSocket(spec.url, WS_OPTIONS);
+    const ws = new WebSocket(spec.url, o.localAddress ? { ...WS_OPTIONS, localAddress: o.localAddress } : WS_OPTIONS);
     let phase: 0 | 1 | 2 = 0; // 0: waiting for the challenge, 1: connect sent, 2: settled
     const timer = setTimeout(() => fail('timeout'), o.timeoutMs);
 

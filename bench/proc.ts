@@ -152,12 +152,16 @@ export interface SpawnOptions {
   config?: Record<string, unknown>;
   keepStateDir?: boolean;
   readyTimeoutMs?: number;
+  /** Use this (already seeded) state dir instead of a fresh one. */
+  stateDir?: string;
+  /** More `gateway run` flags (e.g. --store postgres --postgres-url …). */
+  extraArgs?: string[];
 }
 
 /** Start `node bin/clawgate.js gateway run` on a free port with a fresh state dir and wait until ready. */
 export async function spawnGateway(opts: SpawnOptions): Promise<SpawnedGateway> {
   const port = await pickFreePort();
-  const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-bench-'));
+  const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'clawgate-bench-'));
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('CLAWGATE_')) env[k] = v;
   const extra: string[] = [];
@@ -178,6 +182,7 @@ export async function spawnGateway(opts: SpawnOptions): Promise<SpawnedGateway> 
     '--state-dir',
     stateDir,
     ...extra,
+    ...(opts.extraArgs ?? []),
   ];
   return spawnReady({
     kind: 'clawgate',

@@ -113,7 +113,8 @@ export function summarizeProfile(file: string, top = 25): ProfileSummary {
     const seen = new Set<string>();
     for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
       const cf = byId.get(cur)?.callFrame;
-      if (!cf?.url.includes('/dist/src/')) continue;
+      // clawgate's own code: the tsc modules, or the single-file build (scripts/bundle.mjs).
+      if (!cf?.url.includes('/dist/src/') && !cf?.url.endsWith('/dist/clawgate.mjs')) continue;
       const ck = keyOf(cf);
       if (seen.has(ck)) continue;
       seen.add(ck);

@@ -40,6 +40,7 @@ import { busyCores, openFileLimit, readPeakRssMiB, readRssMiB, readSystemCpu, re
 import { formatProfile, summarizeProfile } from './profile.js';
 import { OPENCLAW_REFERENCE } from './reference.js';
 import { evaluateTargets, renderHeadline, renderTable } from './report.js';
+import { runScale, type ScaleConfig, type ScaleResult, type StoreKind } from './scale.js';
 import {
   type ApprovalResult,
   approvalLatency,
@@ -52,6 +53,7 @@ import {
 } from './scenarios.js';
 import { renderSoak, runSoak, type SoakConfig } from './soak.js';
 import { type Summary, summarize } from './stats.js';
+import { evaluatePerfTargets, renderScale } from './targets.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -90,6 +92,19 @@ const USAGE = `usage: npm run bench -- [flags]
   --revocation-n <n>      revocations to time (default 100, quick 3)
   --node-invoke-n <n>     node.invoke round trips to time, clawgate only (default 1000, quick 50)
   --tiny                  smallest possible run (smoke test: proves the harness, measures nothing useful)
+
+  scale rows (added to the run; see README "Scale"):
+  --devices <n>           seed stores with n paired devices (store API, batched) and compare with a 10-device
+                          store: cold start, connect median, devices list first page, approval, revocation
+  --stores <a,b>          stores for --devices (default sqlite,postgres)
+  --seed-batch <n>        devices per seeding transaction (default 10000)
+  --idle <n>              hold n idle device-token connections on one instance (clawgate and the floor), client
+                          side over loopback source addresses 127.0.0.2…, with 1,000 operator.read watchers
+  --idle-watchers <n>     watcher sessions counting the bytes each connect sends them (default 1000)
+  --per-source <n>        connections per source address (default 20000)
+  --cluster               two instances on PostgreSQL: approval/revocation across instances, node.invoke routed
+  --scale-n <n>           approvals / revocations / cluster crossings per scale measurement (default 100, quick 10)
+  --rows-only             only the scale rows (plus clawgate and floor connect rows, which the ratios need)
 
   --soak <minutes>        instead of the above: one clawgate under a steady mix for <minutes> (see README "Soak"),
                           sampled every interval; JSON to bench/results/soak.json unless --out
@@ -130,6 +145,8 @@ export interface BenchConfig {
   revocationN: number;
   nodeInvokeN: number;
   soak: SoakConfig | null;
+  scale: ScaleConfig | null;
+  rowsOnly: boolean;
 }
 
 /** Attempts of a measurement and the CPU other processes used in each (the kept one is the least disturbed). */
@@ -206,6 +223,15 @@ function parseConfig(argv: string[]): BenchConfig {
       'revocation-n': { type: 'string' },
       'node-invoke-n': { type: 'string' },
       tiny: { type: 'boolean' },
+      devices: { type: 'string' },
+      stores: { type: 'string' },
+      'seed-batch': { type: 'string' },
+      idle: { type: 'string' },
+      'idle-watchers': { type: 'string' },
+      'per-source': { type: 'string' },
+      cluster: { type: 'boolean' },
+      'scale-n': { type: 'string' },
+      'rows-only': { type: 'boolean' },
       soak: { type: 'string' },
       'soak-interval-s': { type: 'string' },
       'soak-pool': { type: 'string' },
@@ -255,8 +281,33 @@ function parseConfig(argv: string[]): BenchConfig {
           invokesPerS: positive('soak-invokes-per-s', 10, 10_000),
           maxInFlight: 500,
         };
+  const stores = (values.stores ?? 'sqlite,postgres').split(',').map((x) => x.trim());
+  for (const st of stores) if (st !== 'sqlite' && st !== 'postgres') throw new Error(`--stores takes sqlite and/or postgres, got ${st}`);
+  const devices = int(values.devices, 'devices', 1) ?? null;
+  const idle = int(values.idle, 'idle', 1) ?? null;
+  const scale: ScaleConfig | null =
+    devices === null && idle === null && values.cluster !== true
+      ? null
+      : {
+          devices,
+          smallDevices: 10,
+          stores: stores as StoreKind[],
+          seedBatch: int(values['seed-batch'], 'seed-batch', 1) ?? 10_000,
+          idle,
+          idleWatchers: int(values['idle-watchers'], 'idle-watchers', 0) ?? (tiny ? 5 : 1000),
+          perSourceAddress: int(values['per-source'], 'per-source', 1) ?? 20_000,
+          idleBudgetS: int(values['idle-budget-s'], 'idle-budget-s', 1) ?? 600,
+          cluster: values.cluster === true,
+          n: int(values['scale-n'], 'scale-n', 1) ?? (tiny ? 2 : quick ? 10 : 100),
+          latencyN: int(values['latency-n'], 'latency-n', 1) ?? (tiny ? 5 : quick ? 50 : 200),
+          warmup: int(values.warmup, 'warmup', 0) ?? (tiny ? 1 : 5),
+        };
+  const rowsOnly = values['rows-only'] === true;
+  if (rowsOnly && !scale) throw new Error('--rows-only needs --devices, --idle or --cluster');
   return {
     soak,
+    scale,
+    rowsOnly,
     quick,
     latencyN: int(values['latency-n'], 'latency-n', 1) ?? (tiny ? 5 : quick ? 50 : 200),
     warmup: int(values.warmup, 'warmup', 0) ?? (tiny ? 1 : 5),
@@ -556,13 +607,28 @@ async function main(): Promise<number> {
     if (t.pid !== null) res.rss = { ...res.rss, endMiB: readRssMiB(t.pid), peakMiB: readPeakRssMiB(t.pid) };
     targets.push(res);
   } else {
-    targets.push(await measureGateway(clawgateLauncher, cfg, cfg.label, cfg.idleCounts, startedAt));
-    if (cfg.peer) {
+    // --rows-only: the connect rows the floor ratios need, without idle steps, approvals or revocations.
+    const baseCfg: BenchConfig = cfg.rowsOnly ? { ...cfg, modes: ['device-token'], idleCounts: [], approvalN: 0, revocationN: 0, nodeInvokeN: 0 } : cfg;
+    targets.push(await measureGateway(clawgateLauncher, baseCfg, cfg.label, baseCfg.idleCounts, startedAt));
+    if (cfg.peer && !cfg.rowsOnly) {
       const peerCounts = cfg.idleCounts.filter((n) => n <= cfg.peerIdleMax);
       targets.push(await measureGateway(LAUNCHERS[cfg.peer], cfg, cfg.peer, peerCounts, startedAt));
     }
-    if (cfg.floor) targets.push(await measureGateway(floorLauncher, cfg, 'floor', cfg.idleCounts, startedAt));
+    if (cfg.floor) targets.push(await measureGateway(floorLauncher, baseCfg, 'floor', baseCfg.idleCounts, startedAt));
   }
+  let scale: ScaleResult | null = null;
+  if (cfg.scale && !cfg.external) {
+    scale = await runScale(cfg.scale, {
+      root: ROOT,
+      profile: cfg.profile,
+      log,
+      track: (gw) => live.add(gw),
+      untrack: (gw) => live.delete(gw),
+      clawgate: clawgateLauncher,
+      floor: cfg.floor ? floorLauncher : null,
+    });
+  }
+  const perfTargets = evaluatePerfTargets(targets, scale ?? {});
 
   const finishedAt = new Date();
   const report = {
@@ -607,6 +673,8 @@ async function main(): Promise<number> {
     },
     targets: Object.fromEntries(targets.map((t) => [t.label, t])),
     goals: evaluateTargets(targets),
+    scale,
+    perfTargets,
     reference: cfg.reference ? { ...OPENCLAW_REFERENCE, measuredInThisRun: false } : null,
   };
   mkdirSync(dirname(cfg.out), { recursive: true });
@@ -628,17 +696,30 @@ async function main(): Promise<number> {
       ` (load generator on the same machine; load average at start ${loadavgAtStart.join(' ')}; other processes used ${quiet.busyCores ?? '?'} cores just before)\n\n` +
       `${renderHeadline(targets, report.goals, cfg)}\n\n` +
       `details per auth mode:\n${renderTable(targets, cfg.modes, cfg.reference && !cfg.peer ? OPENCLAW_REFERENCE : null, cfg)}\n` +
+      `\n${renderScale(scale ?? {}, perfTargets)}\n` +
       (noisy.length ? `\nWARNING: other processes were busy during ${noisy.join(', ')}: treat those numbers as noisy.\n` : '') +
       `\nwrote ${cfg.out}\n`,
   );
-  const failed = targets.some(
-    (t) =>
-      Object.values(t.modes).some((r) => r?.error) ||
-      (t.idle && 'error' in t.idle) ||
-      (t.approval && 'error' in t.approval) ||
-      (t.revocation && 'error' in t.revocation),
-  );
+  const failed =
+    targets.some(
+      (t) =>
+        Object.values(t.modes).some((r) => r?.error) ||
+        (t.idle && 'error' in t.idle) ||
+        (t.approval && 'error' in t.approval) ||
+        (t.revocation && 'error' in t.revocation),
+    ) || scaleFailed(scale);
   return failed ? 1 : 0;
+}
+
+/** A scale row that could not run at all (a partial result is not a failure: the verdicts say what was missed). */
+function scaleFailed(scale: ScaleResult | null): boolean {
+  if (!scale) return false;
+  const stores = Object.values(scale.devices?.byStore ?? {});
+  return (
+    stores.some((r) => !r || 'error' in r || 'error' in r.large.connect || 'error' in r.small.connect) ||
+    Object.values(scale.idle?.byGateway ?? {}).some((r) => 'error' in r) ||
+    (scale.cluster !== undefined && 'error' in scale.cluster)
+  );
 }
 
 /** The soak: one strict clawgate (nothing pairs silently), the mix for the given minutes, the table and the JSON. */

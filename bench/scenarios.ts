@@ -74,7 +74,7 @@ export class Session {
 }
 
 /** A device-less `cli`/`cli` admin session (how the real `openclaw devices …` CLI connects on loopback). */
-async function openAdminSession(target: Target, profile: LoadProfile, scopes = ['operator.admin', 'operator.pairing']): Promise<Session> {
+export async function openAdminSession(target: Target, profile: LoadProfile, scopes = ['operator.admin', 'operator.pairing']): Promise<Session> {
   const spec = new ConnectSpec(target.url, { ...profile, scopes }, profile.devicelessClient, { token: target.token }, null);
   const socket = await connectKept(spec, profile.timeoutMs);
   if (typeof socket === 'string') throw new Error(`admin session refused (${socket})`);
@@ -125,6 +125,8 @@ export interface IdleResult {
   droppedByGateway: number;
   errors: Record<string, number>;
   afterCloseRssMiB: number | null;
+  /** Bytes the `operator.read` watcher sessions received during the ramp, and per connect made. */
+  watchers?: { sessions: number; bytesReceived: number; frames: number; bytesPerConnect: number | null } | null;
 }
 
 export interface IdleOptions {
@@ -134,6 +136,11 @@ export interface IdleOptions {
   settleMs: number;
   /** Time allowed per step (ramp), seconds. */
   budgetS: number;
+  /** Client source addresses, each used for `perAddress` connections in turn (default: the OS's choice). */
+  localAddresses?: string[];
+  perAddress?: number;
+  /** Operator sessions (`operator.read`) open during the ramp whose received bytes are counted (event-storm check). */
+  watchers?: number;
   profile: LoadProfile;
   log: (msg: string) => void;
 }
@@ -146,6 +153,7 @@ export interface IdleOptions {
 export async function idleConnections(target: Target, o: IdleOptions): Promise<IdleResult> {
   const profile: LoadProfile = { ...o.profile, scopes: [] };
   const prepared = await prepareMode(target, 'device-token', o.identities, profile);
+  const watch = o.watchers ? await openWatchers(target, o.watchers, o.profile) : null;
   const sockets: WebSocket[] = [];
   const errors = new Counter();
   let dropped = 0;
@@ -156,6 +164,8 @@ export async function idleConnections(target: Target, o: IdleOptions): Promise<I
   const idleTreeRssMiB = pid !== null ? readTreeRssMiB(pid) : null;
   const steps: IdleStep[] = [];
   let slot = 0;
+  let made = 0;
+  if (watch) watch.reset();
   for (const count of o.counts) {
     const t0 = performance.now();
     const deadline = t0 + o.budgetS * 1000;
@@ -166,9 +176,13 @@ export async function idleConnections(target: Target, o: IdleOptions): Promise<I
       while (sockets.length + inFlight < count && performance.now() < deadline && consecutive < 50) {
         inFlight++;
         const spec = prepared.specs[slot++ % prepared.specs.length] as ConnectSpec;
+        const addrs = o.localAddresses;
+        const localAddress = addrs && addrs.length > 0 ? addrs[Math.floor(made / (o.perAddress ?? 20_000)) % addrs.length] : undefined;
+        made++;
         const err = await connectOnce(spec, {
           timeoutMs: o.profile.timeoutMs,
           marks,
+          localAddress,
           keepOpen: (ws) => {
             sockets.push(ws);
             ws.on('close', () => {
@@ -201,10 +215,13 @@ export async function idleConnections(target: Target, o: IdleOptions): Promise<I
     });
     if (sockets.length < count) break;
   }
+  const watched = watch ? watch.read(made) : null;
   closing = true;
   for (const ws of sockets) ws.terminate();
+  watch?.close();
   await sleep(o.settleMs);
   return {
+    watchers: watched,
     identities: o.identities,
     scopes: [],
     parallel: o.parallel,
@@ -215,6 +232,40 @@ export async function idleConnections(target: Target, o: IdleOptions): Promise<I
     droppedByGateway: dropped,
     errors: errors.toJSON(),
     afterCloseRssMiB: pid !== null ? readRssMiB(pid) : null,
+  };
+}
+
+/**
+ * `n` device-token sessions with `operator.read` (10 identities), counting every byte they
+ * receive: what one connect costs the operators watching (a presence broadcast per connect
+ * would show here as bytes × sessions).
+ */
+async function openWatchers(target: Target, n: number, profile: LoadProfile) {
+  const readers: LoadProfile = { ...profile, scopes: ['operator.read'] };
+  const prepared = await prepareMode(target, 'device-token', Math.min(10, n), readers);
+  const sockets: WebSocket[] = [];
+  let bytes = 0;
+  let frames = 0;
+  for (let i = 0; i < n; i++) {
+    const ws = await connectKept(prepared.specs[i % prepared.specs.length] as ConnectSpec, profile.timeoutMs);
+    if (typeof ws === 'string') throw new Error(`watcher session ${i + 1}/${n} refused (${ws})`);
+    ws.on('message', (data: Buffer) => {
+      bytes += data.length;
+      frames++;
+    });
+    sockets.push(ws);
+  }
+  return {
+    reset() {
+      bytes = 0;
+      frames = 0;
+    },
+    read(connects: number) {
+      return { sessions: sockets.length, bytesReceived: bytes, frames, bytesPerConnect: connects > 0 ? Math.round((bytes / connects) * 10) / 10 : null };
+    },
+    close() {
+      for (const ws of sockets) ws.terminate();
+    },
   };
 }
 

@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npx tsc -p tsconfig.json
+# The single-file gateway build `clawgate gateway run` uses (the tests spawn the shipped artifact).
+node scripts/bundle.mjs
 npx biome check src test bench packages
 bash scripts/system-deps.sh
 # The interop tests drive the real OpenClaw CLI (Node 24 + openclaw from npm, cached in .cache/).

@@ -29,7 +29,7 @@ import { parse, UsageError } from './usage.js';
  * them), the process SIGKILLs itself there, so tests can prove the hand-off survives a crash at
  * that exact point. Unset in normal use; it never changes behaviour otherwise.
  */
-function crashHook(): ((name: Checkpoint) => void) | undefined {
+export function crashHook(): ((name: Checkpoint) => void) | undefined {
   const at = process.env.CLAWGATE_TEST_CRASH_AT;
   if (!at) return undefined;
   return (name) => {

@@ -12,6 +12,7 @@ import { GATEWAY_KEY_FILE, readGatewayKeyFingerprint } from '../server/gateway-k
 import { approvalsQuorumNotifyConfig } from './approvals-config.js';
 import { automationsConfig } from './automations.js';
 import { GATEWAY_FLAGS, loadTls, readConfigFile, resolveGatewaySettings } from './gateway-config.js';
+import { lineWriter } from './line-writer.js';
 import { openConfiguredStore, resolveStoreChoice } from './postgres.js';
 import { readSecretFile } from './secret-input.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, removeRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
@@ -20,8 +21,9 @@ import { commandHint } from './target.js';
 import { parse } from './usage.js';
 
 function jsonLogger(stream: NodeJS.WriteStream): Logger {
+  const out = lineWriter(stream);
   const write = (level: string, msg: string, fields?: Record<string, unknown>) =>
-    stream.write(`${JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields })}\n`);
+    out.write(`${JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields })}\n`);
   return {
     info: (m, f) => write('info', m, f),
     warn: (m, f) => write('warn', m, f),
@@ -124,7 +126,13 @@ export async function gatewayRun(args: string[]): Promise<number> {
       '',
     ].join('\n'),
   );
-  log.info('gateway started', { url: server.url, stateDir, store: storeChoice.kind });
+  // Which build runs: dist/clawgate.mjs (the single-file build bin/clawgate.js prefers) or the tsc modules.
+  log.info('gateway started', {
+    url: server.url,
+    stateDir,
+    store: storeChoice.kind,
+    build: import.meta.url.endsWith('/clawgate.mjs') ? 'single-file' : 'modules',
+  });
 
   await new Promise<void>((resolve) => {
     let stopping = false;

@@ -2,7 +2,10 @@
  * `clawgate node run` — start a headless node host (src/node-host/). Parses flags, prepares the
  * state dir, and runs until SIGINT/SIGTERM (exit 0) or a refusal retrying cannot fix (exit 1).
  */
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { hasNodeHostState } from '../companion/migrate.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
@@ -75,7 +78,30 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
   // Gateway-supplied text (request ids, messages, hints) reaches these lines: escape what a terminal would obey.
   const out = (line: string) => process.stdout.write(`${printableLines(line)}\n`);
   const err = (line: string) => process.stderr.write(`${printableLines(line)}\n`);
-  const state = NodeState.open(resolveNodeStateDir(values['state-dir'] as string | undefined));
+  const dir = resolveNodeStateDir(values['state-dir'] as string | undefined);
+  if (!hasNodeHostState(dir) && (await pairedRecords(dir)) > 0) {
+    // The dir holds a device paired by `clawgate pair` or the companion: be that device's node side.
+    if (password) throw new UsageError('--password cannot be used with a device paired by `clawgate pair`; pass the gateway token or a setup code');
+    for (const flag of ['tls-fingerprint', 'gateway-key'] as const) {
+      if (values[flag] !== undefined)
+        throw new UsageError(
+          `--${flag}: ${dir} holds a device paired by \`clawgate pair\`, whose record already pins the gateway (from its setup code); pair again to change it`,
+        );
+    }
+    const { runCompanion } = await import('./companion.js');
+    return runCompanion({
+      stateDir: dir,
+      sides: { operator: false, node: true },
+      commands,
+      execPolicy,
+      code: setupCode,
+      token: sharedToken,
+      url: values.url as string | undefined,
+      name: (values.name as string | undefined) ?? hostname(),
+      allowlistDir: dir,
+    });
+  }
+  const state = NodeState.open(dir);
   const lock = state.lock();
   if (!lock.ok) {
     err(`another clawgate node run (pid ${lock.holderPid}) is using ${state.dir}; stop it, or pass a different --state-dir`);
@@ -176,4 +202,11 @@ async function runWithState(state: NodeState, values: Record<string, unknown>, s
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
   }
+}
+
+/** How many gateway records `clawgate pair` / the companion stored under `<dir>/client/` (0 when none). */
+async function pairedRecords(dir: string): Promise<number> {
+  const { FileCredentialStore } = await import('../../packages/client/src/node.js');
+  if (!existsSync(join(dir, 'client', 'gateways'))) return 0;
+  return new FileCredentialStore(join(dir, 'client')).scan().records.length;
 }

@@ -10,6 +10,7 @@ import type { ClusterBus } from '../core/cluster.js';
 import type { Clock, Random } from '../core/env.js';
 import type { Logger } from '../core/logger.js';
 import type { AuthLimiter, RateLimitPolicy } from '../core/ratelimit.js';
+import { withReadCache } from '../store/read-cache.js';
 import { verifyAuditChain } from '../store/shared.js';
 import { SQLITE_MIGRATIONS, SqliteStore } from '../store/sqlite.js';
 import type { Store } from '../store/types.js';
@@ -59,7 +60,9 @@ export async function openConfiguredStore(
 ): Promise<OpenedStore> {
   if (choice.kind === 'sqlite') {
     const file = join(stateDir, 'clawgate.sqlite');
-    return { store: new SqliteStore(file), where: file };
+    // This process writes the file alone (other processes' commits are caught by data_version):
+    // the connect path's token and grant reads are served from memory.
+    return { store: withReadCache(new SqliteStore(file)), where: file };
   }
   const url = choice.url as string;
   // `pg` and the PostgreSQL adapters load only when chosen: the SQLite default starts ~35 ms faster.

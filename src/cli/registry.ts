@@ -96,6 +96,7 @@ function lazy<M>(load: () => Promise<M>, pick: (m: M, args: string[]) => Promise
 const devices = () => import('./devices.js');
 const nodes = () => import('./nodes.js');
 const automations = () => import('./automations.js');
+const companion = () => import('./companion.js');
 const deviceArg = '<device> is a device id, a unique prefix of one, or its name (clawgate devices list shows them)';
 const nodeArg = '<node> is a node id, a unique prefix of one, or its name';
 
@@ -682,6 +683,164 @@ export const COMMANDS: CommandSpec[] = [
           () => import('./node-run.js'),
           (m, a) => m.nodeIdentityCommand(a),
         ),
+      },
+    ],
+  },
+  {
+    name: 'companion',
+    summary: 'one device that is an operator and a node side by side (docs/companion.md)',
+    subcommands: [
+      {
+        name: 'run',
+        summary: 'the long-running companion: an operator and a node lifecycle on one device identity',
+        usage: [
+          '--pair <file>|-|env [--name <n>] [--no-node | --no-operator] [--commands system.run,system.which] [--exec-policy deny|allowlist|full]',
+          '--url <ws-url> --token-file <f> [--no-node | --no-operator] …',
+          '--ssh user@host[:port] [--ssh-identity <key-file>] --pair <file> …',
+        ],
+        flags: [
+          {
+            title: 'Pairing',
+            flags: {
+              pair: {
+                type: 'string',
+                value: '<file>|-|env',
+                description: 'where the setup code is: a file (mode 0600), - for standard input, env for CLAWGATE_SETUP_CODE (never the code itself)',
+              },
+              'code-file': { type: 'string', value: '<file>', description: 'the setup code in this file (mode 0600)', default: 'CLAWGATE_SETUP_CODE' },
+              'code-stdin': { type: 'boolean', description: 'read the setup code from standard input' },
+              url: {
+                type: 'string',
+                value: '<ws-url>',
+                description: 'the gateway (with --token-file), or where to reach the code’s gateway',
+                default: 'the code’s URL, else the last run’s',
+              },
+              'token-file': {
+                type: 'string',
+                value: '<file>',
+                description: 'the gateway token (mode 0600); checked first when it replaces one',
+                default: 'CLAWGATE_COMPANION_TOKEN',
+              },
+              'token-stdin': { type: 'boolean', description: 'read the gateway token from standard input' },
+              token: { type: 'string', value: '<token>', description: 'the token on the command line (every local user can read it: prefer --token-file)' },
+            },
+          },
+          {
+            title: 'Sides',
+            flags: {
+              'no-node': { type: 'boolean', description: 'run the operator side only' },
+              'no-operator': { type: 'boolean', description: 'run the node side only' },
+              name: { type: 'string', value: '<name>', description: 'the device’s display name', default: 'the host name' },
+              commands: { type: 'string', value: '<list>', description: 'the node side’s commands, comma-separated', default: 'system.run,system.which' },
+              'exec-policy': {
+                type: 'string',
+                value: 'deny|allowlist|full',
+                description: 'what system.run may run',
+                default: 'allowlist (<state-dir>/companion/exec-allowlist.json)',
+              },
+            },
+          },
+          {
+            title: 'SSH transport',
+            flags: {
+              ssh: {
+                type: 'string',
+                value: 'user@host[:port]',
+                description: 'reach the gateway through a supervised ssh -L forward (host key from <state-dir>/companion/known_hosts)',
+              },
+              'ssh-identity': { type: 'string', value: '<key-file>', description: 'the ssh private key to use', default: 'ssh’s own' },
+            },
+          },
+          { title: 'State', flags: STATE_DIR_FLAG },
+        ],
+        examples: ['clawgate companion run --pair ~/setup-code.txt --name laptop', 'clawgate companion run --ssh me@gw.example.com --pair - < setup-code.txt'],
+        notes: ['Never uses CLAWGATE_TOKEN or the owner credential. SIGINT/SIGTERM stop both sides (exit 0).'],
+        run: lazy(companion, (m, a) => m.companionCommand('run', a)),
+      },
+      {
+        name: 'status',
+        summary: 'both sides: state, scopes, credential, pending request id + confirmation code, last error, next step',
+        usage: ['[--json]'],
+        flags: [{ title: 'Flags', flags: { ...STATE_DIR_FLAG, ...JSON_FLAG } }],
+        examples: ['clawgate companion status --json'],
+        notes: ['Asks the running companion over its control socket; reads the store when none runs.'],
+        run: lazy(companion, (m, a) => m.companionCommand('status', a)),
+      },
+      {
+        name: 'pair',
+        summary: 'apply a setup code (to the running companion, else stored for the next run)',
+        usage: ['--code-file <f> | --code-stdin'],
+        flags: [
+          {
+            title: 'Flags',
+            flags: {
+              'code-file': { type: 'string', value: '<file>', description: 'the setup code in this file (mode 0600)', default: 'CLAWGATE_SETUP_CODE' },
+              'code-stdin': { type: 'boolean', description: 'read the setup code from standard input' },
+              url: { type: 'string', value: '<ws-url>', description: 'connect here instead of the code’s URL (only when none runs)' },
+              ...STATE_DIR_FLAG,
+            },
+          },
+        ],
+        examples: ['clawgate companion pair --code-file ~/setup-code.txt'],
+        run: lazy(companion, (m, a) => m.companionCommand('pair', a)),
+      },
+      {
+        name: 'set-token',
+        summary: 'use a gateway token: tried on an isolated connection first, device tokens kept',
+        usage: ['--token-file <f> | --token-stdin'],
+        flags: [
+          {
+            title: 'Flags',
+            flags: {
+              'token-file': { type: 'string', value: '<file>', description: 'the gateway token (mode 0600)', default: 'CLAWGATE_COMPANION_TOKEN' },
+              'token-stdin': { type: 'boolean', description: 'read the gateway token from standard input' },
+              token: { type: 'string', value: '<token>', description: 'the token on the command line (prefer --token-file)' },
+              url: { type: 'string', value: '<ws-url>', description: 'the gateway (only when no companion runs)' },
+              ...STATE_DIR_FLAG,
+            },
+          },
+        ],
+        examples: ['clawgate companion set-token --token-file ~/gateway-token'],
+        run: lazy(companion, (m, a) => m.companionCommand('set-token', a)),
+      },
+      ...(['reconnect', 'pause', 'resume'] as const).map(
+        (op): CommandSpec => ({
+          name: op,
+          summary: {
+            reconnect: 'reconnect one side now (also leaves a paused state)',
+            pause: 'disconnect one side and keep it so',
+            resume: 'connect a paused side again',
+          }[op],
+          usage: ['operator|node'],
+          flags: [{ title: 'Flags', flags: STATE_DIR_FLAG }],
+          examples: [`clawgate companion ${op} node`],
+          run: lazy(companion, (m, a) => m.companionCommand(op, a)),
+        }),
+      ),
+      {
+        name: 'mcp',
+        summary: 'an MCP server on stdio with the companion’s controls (status, pairing, token, reconnect, pause/resume), local only',
+        usage: [''],
+        flags: [{ title: 'Flags', flags: STATE_DIR_FLAG }],
+        examples: ['clawgate companion mcp --state-dir ~/.clawgate'],
+        run: lazy(companion, (m, a) => m.companionCommand('mcp', a)),
+      },
+      {
+        name: 'install-service',
+        summary: 'a systemd user unit (or a launchd plist) that runs the companion',
+        usage: ['[--print] [--launchd]'],
+        flags: [
+          {
+            title: 'Flags',
+            flags: {
+              print: { type: 'boolean', description: 'print it instead of writing it' },
+              launchd: { type: 'boolean', description: 'a launchd plist (macOS) instead of a systemd unit' },
+              ...STATE_DIR_FLAG,
+            },
+          },
+        ],
+        examples: ['clawgate companion install-service --print'],
+        run: lazy(companion, (m, a) => m.companionCommand('install-service', a)),
       },
     ],
   },

@@ -47,25 +47,31 @@ export interface LogTail {
 const REDACTED = '[redacted]';
 const SECRET_KEY_RE =
   /^(token|password|secret|credential|ownerCredential|authorization|cookie|setupCode|link|joinUrl|bootstrapToken|deviceToken|sharedSecret)$/i;
-const SECRET_VALUE_RES = [
+/** Each secret format, as a regular expression source (all case-sensitive but the setup link's scheme). */
+const SECRET_VALUE_SOURCES = [
   // Device, setup-code and dashboard tokens: `<prefix>_<16 hex id>_<43 char secret>`.
-  /cg[dbla]1_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}/g,
+  /cg[dbla]1_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}/.source,
   // Generated shared and owner secrets.
-  /cg[so]_[A-Za-z0-9_-]{16,}/g,
-  // Setup links carry a bootstrap token.
-  /oc-pair:\/\/[A-Za-z0-9_-]+/gi,
+  /cg[so]_[A-Za-z0-9_-]{16,}/.source,
+  // Setup links carry a bootstrap token (the scheme in any case).
+  /[oO][cC]-[pP][aA][iI][rR]:\/\/[A-Za-z0-9_-]+/.source,
   // Join URLs are single-use bearer links.
-  /\/j\/[A-Za-z0-9_-]{22}\b/g,
+  /\/j\/[A-Za-z0-9_-]{22}\b/.source,
   // A setup code or any other long opaque run.
-  /[A-Za-z0-9_-]{80,}/g,
+  /[A-Za-z0-9_-]{80,}/.source,
 ];
+/**
+ * All formats in one pass (every log line is scrubbed, two per connect): at each position the
+ * first format that matches is replaced, and every format consumes the whole opaque run it
+ * starts, so nothing one of them would have redacted is left.
+ */
+const SECRET_VALUE_RE = new RegExp(SECRET_VALUE_SOURCES.map((src) => `(?:${src})`).join('|'), 'g');
 
 /** `text` with every secret the gateway knows of, and every secret-shaped run, replaced. */
 export function scrubSecrets(text: string, literals: readonly string[]): string {
   let out = text;
-  for (const lit of literals) if (lit.length >= 8) out = out.split(lit).join(REDACTED);
-  for (const re of SECRET_VALUE_RES) out = out.replace(re, REDACTED);
-  return out;
+  for (const lit of literals) if (lit.length >= 8 && out.includes(lit)) out = out.split(lit).join(REDACTED);
+  return out.replace(SECRET_VALUE_RE, REDACTED);
 }
 
 function scrubFields(value: unknown, depth = 0): unknown {

@@ -17,16 +17,15 @@ import {
 } from '../client/connection.js';
 import type { Clock, Random } from '../core/env.js';
 import { checkGatewayChallenge } from '../core/gateway-identity.js';
-import { CATALOGUE, GatewayError } from '../protocol/errors.js';
+import { CATALOGUE } from '../protocol/errors.js';
 import type { ErrorShape } from '../protocol/frames.js';
 import { printable } from '../protocol/text.js';
-import { type CommandContext, type CommandResult, SUPPORTED_COMMANDS, systemRun, systemWhich } from './commands.js';
 import type { ExecPolicyMode } from './exec-policy.js';
+import { NodeInvoker } from './invoker.js';
 import type { NodeCredentials, NodeState } from './state.js';
 
 export const NODE_HOST_VERSION = '0.1.0';
-/** Invokes running at once; more are answered "node busy" (the reference's limit). */
-export const MAX_CONCURRENT_INVOKES = 8;
+export { MAX_CONCURRENT_INVOKES } from './invoker.js';
 export const BACKOFF_BASE_MS = 1_000;
 export const BACKOFF_MAX_MS = 30_000;
 /** A retryAfterMs hint is honoured within these bounds. */
@@ -111,24 +110,29 @@ type Attempt =
 
 type AuthUsed = 'shared' | 'password' | 'device-token' | 'bootstrap';
 
-interface ActiveInvoke {
-  controller: AbortController;
-  timer: NodeJS.Timeout | null;
-}
-
 export class NodeHost {
   private stopped = false;
   private wake: (() => void) | null = null;
   private current: WebSocket | null = null;
   private backoffMs = BACKOFF_BASE_MS;
   private urlIndex = 0;
-  private readonly active = new Map<string, ActiveInvoke>();
+  private readonly invoker: NodeInvoker;
   /** The gateway refused the shared secret; a stored device token may still be good. */
   private sharedRefused = false;
   /** The software of the last gateway that challenged this node: its hints name that gateway's commands. */
   private flavor: GatewayFlavor = 'clawgate';
 
-  constructor(private readonly opts: NodeHostOptions) {}
+  constructor(private readonly opts: NodeHostOptions) {
+    this.invoker = new NodeInvoker({
+      commands: opts.commands,
+      execPolicy: opts.execPolicy,
+      allowlistDir: opts.state.dir,
+      clock: opts.clock,
+      env: opts.env,
+      out: opts.out,
+      err: opts.err,
+    });
+  }
 
   get deviceId(): string {
     return this.opts.identity.deviceId;
@@ -137,7 +141,7 @@ export class NodeHost {
   /** Stop: close the socket, cancel running commands; `run()` then resolves with 0. */
   stop(): void {
     this.stopped = true;
-    for (const inv of this.active.values()) inv.controller.abort();
+    this.invoker.abortAll();
     if (this.current && (this.current.readyState === WebSocket.OPEN || this.current.readyState === WebSocket.CONNECTING)) this.current.close(1000);
     this.wake?.();
   }
@@ -469,11 +473,7 @@ export class NodeHost {
     this.publishInventory(conn, true);
     const closed = await conn.closed;
     clearInterval(watchdog);
-    for (const [id, inv] of this.active) {
-      inv.controller.abort();
-      if (inv.timer) clearTimeout(inv.timer);
-      this.active.delete(id);
-    }
+    this.invoker.abortAll();
     return closed;
   }
 
@@ -499,11 +499,9 @@ export class NodeHost {
 
   private onEvent(conn: GatewayConnection, event: string, payload: unknown): void {
     const p = (payload ?? {}) as Record<string, unknown>;
-    if (event === 'node.invoke.request') this.onInvoke(conn, p);
-    else if (event === 'node.invoke.cancel') {
-      const inv = this.active.get(String(p.invokeId ?? p.id ?? ''));
-      inv?.controller.abort();
-    } else if (event === 'device.token.rotated') {
+    if (event === 'node.invoke.request') this.invoker.handle(p, (frame) => conn.request('node.invoke.result', frame));
+    else if (event === 'node.invoke.cancel') this.invoker.cancel(p);
+    else if (event === 'device.token.rotated') {
       this.onTokenRotated(conn, p);
     } else if (event === 'node.pair.requested' && p.nodeId === this.deviceId) {
       const requestId = printable(String(p.requestId ?? '?'));
@@ -540,74 +538,6 @@ export class NodeHost {
     }
     this.opts.out(`an operator rotated this node's token; the new one is stored in ${this.opts.state.dir} and used on reconnect`);
   }
-
-  private onInvoke(conn: GatewayConnection, p: Record<string, unknown>): void {
-    const { id, nodeId, command } = p;
-    // The reference ignores malformed requests silently: there is nobody to answer.
-    if (typeof id !== 'string' || !id || typeof nodeId !== 'string' || !nodeId || typeof command !== 'string' || !command) return;
-    if (this.active.has(id)) return;
-    const reply = (result: CommandResult) => {
-      const frame = result.ok
-        ? { id, nodeId, ok: true, payloadJSON: JSON.stringify(result.payload) }
-        : {
-            id,
-            nodeId,
-            ok: false,
-            error: { code: result.error.code, message: result.error.message, ...(result.error.details ? { details: result.error.details } : {}) },
-          };
-      conn.request('node.invoke.result', frame).catch((err: Error) => this.opts.err(`could not deliver the result of invoke ${id}: ${err.message}`));
-    };
-    if (this.active.size >= MAX_CONCURRENT_INVOKES) {
-      reply({ ok: false, error: new GatewayError('NODE_HOST_BUSY', { vars: { limit: MAX_CONCURRENT_INVOKES } }).shape });
-      return;
-    }
-    if (!this.opts.commands.includes(command) || !(SUPPORTED_COMMANDS as readonly string[]).includes(command)) {
-      reply({ ok: false, error: new GatewayError('NODE_COMMAND_UNSUPPORTED', { vars: { command } }).shape });
-      return;
-    }
-    let params: unknown = p.params ?? {};
-    if (typeof p.paramsJSON === 'string') {
-      try {
-        params = JSON.parse(p.paramsJSON);
-      } catch (err) {
-        reply({
-          ok: false,
-          error: new GatewayError('NODE_INVOKE_PARAMS_INVALID', { vars: { command, problem: `paramsJSON is not JSON (${(err as Error).message})` } }).shape,
-        });
-        return;
-      }
-    }
-    const controller = new AbortController();
-    const timeoutMs = typeof p.timeoutMs === 'number' && p.timeoutMs > 0 ? p.timeoutMs : null;
-    // Past the caller's deadline nobody waits for the answer: stop the work.
-    const timer = timeoutMs ? setTimeout(() => controller.abort(), timeoutMs) : null;
-    this.active.set(id, { controller, timer });
-    const ctx: CommandContext = {
-      stateDir: this.opts.state.dir,
-      execPolicy: this.opts.execPolicy,
-      clock: this.opts.clock,
-      env: this.opts.env,
-      signal: controller.signal,
-    };
-    const started = this.opts.clock.now();
-    const work: Promise<CommandResult> = command === 'system.run' ? systemRun(params, ctx) : Promise.resolve(systemWhich(params, ctx));
-    work
-      .catch((err: Error): CommandResult => {
-        // A bug in this host, not the caller's fault: say so with a reference to this log line.
-        this.opts.err(`invoke ${id} (${command}) crashed: ${err.stack ?? err.message}`);
-        return { ok: false, error: new GatewayError('INTERNAL_ERROR', { vars: { ref: id } }).shape };
-      })
-      .then((result) => {
-        if (timer) clearTimeout(timer);
-        const wasActive = this.active.delete(id);
-        const cancelled = controller.signal.aborted;
-        this.opts.out(
-          `invoke ${id}: ${command}${describeArgs(command, params)} → ${cancelled ? 'cancelled' : summarize(result)} (${this.opts.clock.now() - started} ms)`,
-        );
-        // A cancelled or expired invoke has nobody waiting for it at the gateway.
-        if (wasActive && !cancelled) reply(result);
-      });
-  }
 }
 
 /**
@@ -616,19 +546,4 @@ export class NodeHost {
  */
 export function jitteredDelayMs(ceilingMs: number, unit: number): number {
   return Math.round(ceilingMs / 2 + (unit * ceilingMs) / 2);
-}
-
-/** What the progress line shows of the params: the program name only, since arguments may hold secrets. */
-function describeArgs(command: string, params: unknown): string {
-  const p = params as { command?: unknown; bins?: unknown } | null;
-  if (command === 'system.run' && Array.isArray(p?.command) && typeof p.command[0] === 'string') return ` ${p.command[0]}`;
-  if (command === 'system.which' && Array.isArray(p?.bins)) return ` ${p.bins.length} name(s)`;
-  return '';
-}
-
-function summarize(r: CommandResult): string {
-  if (!r.ok) return `refused: ${r.error.message}`;
-  const p = r.payload as { exitCode?: number | null; timedOut?: boolean; bins?: Record<string, string> };
-  if (p.bins) return `${Object.keys(p.bins).length} found`;
-  return p.timedOut ? 'timed out, killed' : `exit ${p.exitCode}`;
 }

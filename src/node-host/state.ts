@@ -109,6 +109,11 @@ export class NodeState {
     throw new Error(`could not take ${path}`);
   }
 
+  /** The stored identity file as it is (null when there is none; throws when it is unreadable). */
+  loadIdentityIfPresent(): { privateKeyPem: string; instanceId: string } | null {
+    return readJson(join(this.dir, IDENTITY_FILE), checkIdentity, 'a new device (identity)');
+  }
+
   /** The node's key pair, created on first run. */
   loadOrCreateIdentity(random: Random): { identity: DeviceIdentity; instanceId: string; created: boolean } {
     const path = join(this.dir, IDENTITY_FILE);

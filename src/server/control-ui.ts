@@ -37,11 +37,15 @@ interface Asset {
   body: Buffer;
 }
 
-/** dist/src/server/control-ui.js → repository root (three levels up), or src/server/… when run from source. */
+/**
+ * The repository root: three levels up from dist/src/server/control-ui.js, one up from the
+ * single-file build dist/clawgate.mjs, or two up from src/server/… when run from source.
+ */
 function repoRoot(): string {
   const here = dirname(fileURLToPath(import.meta.url));
-  const up3 = join(here, '..', '..', '..');
-  if (existsSync(join(up3, 'src', 'ui', 'static', 'index.html'))) return up3;
+  for (const root of [join(here, '..', '..', '..'), join(here, '..')]) {
+    if (existsSync(join(root, 'src', 'ui', 'static', 'index.html'))) return root;
+  }
   return join(here, '..', '..');
 }
 
@@ -85,6 +89,18 @@ export function loadControlUi(): Map<string, Asset> {
 }
 
 /** Serve one Control UI asset; false when the path is not one of them. */
+/**
+ * The UI assets, read on the first request that may be for them rather than at start: reading
+ * and scanning them costs a start ~50 ms that the gateway's WebSocket plane does not need.
+ */
+export function lazyControlUi(): () => Map<string, Asset> {
+  let assets: Map<string, Asset> | null = null;
+  return () => {
+    assets ??= loadControlUi();
+    return assets;
+  };
+}
+
 export function serveControlUi(assets: Map<string, Asset>, path: string, req: IncomingMessage, res: ServerResponse): boolean {
   const key = path === '/index.html' ? '/' : path;
   const asset = assets.get(key);

@@ -4,7 +4,8 @@
  * histograms, gauges read from the live gateway at scrape time, and a store wrapper that times
  * every store call. Only this module and the server's `/metrics` route know prom-client.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { createRequire } from 'node:module';
+import type * as PromClient from 'prom-client';
 import type { Gateway } from '../core/gateway.js';
 import type { GatewayMetrics } from '../core/metrics.js';
 import { ROLES } from '../protocol/frames.js';
@@ -16,7 +17,7 @@ const INVOKE_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 const APPROVAL_BUCKETS_S = [1, 5, 15, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600];
 
 export interface PrometheusMetrics {
-  readonly registry: Registry;
+  readonly registry: PromClient.Registry;
   /** What the core calls. */
   readonly core: GatewayMetrics;
   /** The store, every call timed and its failures counted (by method name). */
@@ -25,7 +26,19 @@ export interface PrometheusMetrics {
   observe(gateway: Pick<Gateway, 'sessions' | 'store'>): void;
 }
 
+/**
+ * prom-client, loaded the first time metrics are created: a gateway without `--metrics` never
+ * loads it (its module graph is ~45 ms of a cold start). It is CommonJS, so require() loads it
+ * synchronously here, and the single-file build leaves it a package import.
+ */
+let promClient: typeof PromClient | null = null;
+function prom(): typeof PromClient {
+  promClient ??= createRequire(import.meta.url)('prom-client') as typeof PromClient;
+  return promClient;
+}
+
 export function createPrometheusMetrics(monotonicMs: () => number = () => performance.now()): PrometheusMetrics {
+  const { Counter, Gauge, Histogram, Registry } = prom();
   const registry = new Registry();
   const registers = [registry];
   const connects = new Counter({

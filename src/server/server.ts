@@ -15,8 +15,9 @@ import { frameCapBytes, type SessionPrincipal, type SessionTransport } from '../
 import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
 import { MAX_PREAUTH_PAYLOAD_BYTES } from '../protocol/frames.js';
 import type { SetupPayload } from '../protocol/setup-code.js';
-import { gatewayOrigins, loadControlUi, originAllowed, serveControlUi } from './control-ui.js';
+import { gatewayOrigins, lazyControlUi, originAllowed, serveControlUi } from './control-ui.js';
 import { type Attribution, attribute, ProxyTrust } from './proxy.js';
+import { TimerWheel } from './timer-wheel.js';
 import { certFacts } from './tls.js';
 
 export const PING_INTERVAL_MS = 25_000;
@@ -51,7 +52,8 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
   const trust = new ProxyTrust(gateway.config.trustedProxies);
   const ctx = gateway.config.contextPath;
   const tls = gateway.config.tls;
-  const ui = loadControlUi();
+  const ui = lazyControlUi();
+  const wheel = socketWheel(gateway);
   const scrapers = opts.metrics ? new ProxyTrust(opts.metrics.allowFrom) : null;
   const httpDeps: HttpDeps = {
     ctx,
@@ -125,6 +127,9 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
         host: who.forwardedHost,
       });
     }
+    // The 101 response and the challenge frame leave in one write (one syscall, one packet):
+    // corked until everything this upgrade writes synchronously is queued.
+    socket.cork();
     wss.handleUpgrade(req, socket, head, (ws) => {
       const facts: TransportFacts = {
         address: who.address,
@@ -135,8 +140,9 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
       };
       sockets.add(ws);
       ws.on('close', () => sockets.delete(ws));
-      serveConnection(gateway, ws, facts);
+      serveConnection(gateway, ws, facts, wheel);
     });
+    process.nextTick(() => socket.uncork());
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -192,7 +198,7 @@ function refuseUpgrade(socket: Socket, status: number, type: string, message: st
 
 interface HttpDeps {
   ctx: string;
-  ui: ReturnType<typeof loadControlUi>;
+  ui: ReturnType<typeof lazyControlUi>;
   readiness(): Promise<Readiness>;
   metrics: {
     render(): Promise<{ contentType: string; body: string }>;
@@ -292,7 +298,7 @@ function handleHttp(req: IncomingMessage, res: ServerResponse, deps: HttpDeps): 
     // The UI's asset URLs are relative to its page: `/clawgate` must become `/clawgate/`.
     res.writeHead(308, { location: `${ctx}/`, 'content-length': 0 });
     res.end();
-  } else if ((!ctx || full.startsWith(`${ctx}/`)) && serveControlUi(ui, path, req, res)) return;
+  } else if ((!ctx || full.startsWith(`${ctx}/`)) && serveControlUi(ui(), path, req, res)) return;
   // The path is not echoed: an answer never reflects what the client sent.
   else json(404, { error: { type: 'not_found', message: 'no such path on this gateway' } });
 }
@@ -316,13 +322,25 @@ function setFrameCap(ws: WebSocket, maxBytes: number): void {
   if (receiver && typeof receiver._maxPayload === 'number') receiver._maxPayload = maxBytes;
 }
 
-function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts): void {
+/**
+ * The wheel holding every socket's handshake deadline and keep-alive ping (one timer for all of
+ * them): a tick of 1/64 of the shorter period, so a deadline fires at most ~1.5 % late.
+ */
+function socketWheel(gateway: Gateway): TimerWheel {
+  const shortest = Math.min(gateway.config.handshakeTimeoutMs, gateway.config.pingIntervalMs ?? PING_INTERVAL_MS);
+  return new TimerWheel(Math.max(5, Math.floor(shortest / 64)));
+}
+
+function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts, wheel: TimerWheel): void {
   const transport = transportOf(ws);
   const challenge = gateway.challenge();
+  // Only the nonce outlives the challenge frame (the signed payload is not kept per socket).
+  const nonce = challenge.nonce;
   let state: 'handshake' | 'authenticating' | 'waiting' | 'open' | 'closed' = 'handshake';
   let session: SessionPrincipal | null = null;
   let cancelWait: (() => void) | null = null;
-  const inflight = new Map<string, AbortController>();
+  // Created with the first request frame: an idle socket holds no map.
+  let inflight: Map<string, AbortController> | null = null;
   let alive = true;
 
   const connId = facts.connId;
@@ -330,31 +348,34 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
   // Covers the first frame and the authentication it starts (a hung store must not hold the
   // socket forever). A connect waiting for approval has its own, longer lifetime: `waiting`
   // clears this timer.
-  const handshakeTimer = setTimeout(() => {
+  const handshakeTimer = wheel.schedule(gateway.config.handshakeTimeoutMs, () => {
     if (state !== 'handshake' && state !== 'authenticating') return;
     // Closed from here on: an answer that still arrives is dropped, a late session disconnected.
     state = 'closed';
     const e = new GatewayError('HANDSHAKE_TIMEOUT');
     transport.close(e.close ?? CLOSE.policy, e.shape.message);
-  }, gateway.config.handshakeTimeoutMs);
-  const pinger = setInterval(() => {
+  });
+  const pingMs = gateway.config.pingIntervalMs ?? PING_INTERVAL_MS;
+  const ping = () => {
     if (!alive) {
       ws.terminate();
       return;
     }
     alive = false;
     if (ws.readyState === WebSocket.OPEN) ws.ping();
-  }, gateway.config.pingIntervalMs ?? PING_INTERVAL_MS);
+    pinger = wheel.schedule(pingMs, ping);
+  };
+  let pinger = wheel.schedule(pingMs, ping);
   ws.on('pong', () => {
     alive = true;
   });
 
   ws.on('close', () => {
     state = 'closed';
-    clearTimeout(handshakeTimer);
-    clearInterval(pinger);
+    handshakeTimer.cancel();
+    pinger.cancel();
     cancelWait?.();
-    for (const ac of inflight.values()) ac.abort();
+    if (inflight) for (const ac of inflight.values()) ac.abort();
     if (session) {
       gateway.log.info('session closed', { connId, role: session.role, deviceId: session.deviceId });
       gateway.disconnect(session);
@@ -369,7 +390,7 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
       return;
     }
     if (outcome.type === 'hello') {
-      clearTimeout(handshakeTimer);
+      handshakeTimer.cancel();
       session = outcome.session;
       state = 'open';
       setFrameCap(ws, frameCapBytes(outcome.session));
@@ -389,7 +410,7 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
       transport.close(outcome.closeCode, outcome.closeReason);
     } else {
       state = 'waiting';
-      clearTimeout(handshakeTimer);
+      handshakeTimer.cancel();
       cancelWait = outcome.cancel;
       gateway.log.info('connect waiting for approval', { connId, requestId: outcome.requestId, address: facts.address });
       transport.send(
@@ -411,7 +432,7 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
         return;
       }
       state = 'authenticating';
-      gateway.connect(data.toString('utf8'), challenge.nonce, facts, transport).then(finish, (err) => {
+      gateway.connect(data.toString('utf8'), nonce, facts, transport).then(finish, (err) => {
         gateway.log.error('connect crashed', { connId, err: String(err) });
         transport.close(CLOSE.tryAgainLater, 'internal error');
       });
@@ -423,6 +444,7 @@ function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts)
       return;
     }
     const s = session;
+    inflight ??= new Map();
     gateway.frame(s, data.toString('utf8'), inflight).then(
       (reply) => {
         if (reply !== null) transport.send(reply);

@@ -13,6 +13,7 @@
  */
 import pg from 'pg';
 import type { Role } from '../protocol/frames.js';
+import { type BulkDevicesInput, type BulkDevicesResult, bulkAudit, bulkInsertPostgres } from './bulk-devices.js';
 import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './import-shared.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from './retention-shared.js';
@@ -1002,6 +1003,14 @@ export class PostgresStore implements Store {
   async listCronRuns(jobId: string, limit = 50) {
     const rows = await this.q.all<{ body_json: string }>('SELECT body_json FROM cron_runs WHERE job_id = $1 ORDER BY ord DESC LIMIT $2', [jobId, limit]);
     return rows.map((r) => JSON.parse(r.body_json) as CronRun);
+  }
+
+  async importDevicesBulk(input: BulkDevicesInput): Promise<BulkDevicesResult> {
+    return this.write(async (tx) => {
+      const out = await bulkInsertPostgres(tx, input);
+      if (out.ok) await this.appendAuditTx(tx, bulkAudit(input));
+      return out;
+    });
   }
 
   async importDevices(input: ImportDevicesInput): Promise<ImportDevicesResult> {

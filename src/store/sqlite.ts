@@ -5,6 +5,7 @@
 import { closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Role } from '../protocol/frames.js';
+import { type BulkDevicesInput, type BulkDevicesResult, bulkAudit, bulkInsertSqlite } from './bulk-devices.js';
 import { type ExistingDevice, otherDeviceCount, planDeviceImport } from './import-shared.js';
 import { mergeNodeSurfaceRequest } from './nodes-shared.js';
 import { SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from './retention-shared.js';
@@ -191,6 +192,11 @@ export class SqliteStore implements Store {
         })
         .immediate();
     }
+  }
+
+  /** Changes whenever ANOTHER connection commits to this database (the read cache's staleness check). */
+  dataVersion(): number {
+    return (this.stmt('PRAGMA data_version').get() as { data_version: number }).data_version;
   }
 
   get schemaVersion(): number {
@@ -856,6 +862,14 @@ export class SqliteStore implements Store {
   async listCronRuns(jobId: string, limit = 50) {
     const rows = this.stmt('SELECT body_json FROM cron_runs WHERE job_id = ? ORDER BY rowid DESC LIMIT ?').all(jobId, limit) as Array<{ body_json: string }>;
     return rows.map((r) => JSON.parse(r.body_json) as CronRun);
+  }
+
+  async importDevicesBulk(input: BulkDevicesInput): Promise<BulkDevicesResult> {
+    return this.tx(() => {
+      const out = bulkInsertSqlite(this.db, input);
+      if (out.ok) this.appendAuditSync(bulkAudit(input));
+      return out;
+    });
   }
 
   async importDevices(input: ImportDevicesInput): Promise<ImportDevicesResult> {

@@ -569,6 +569,11 @@ export interface Store {
    * refused (`not-empty`) and nothing is written; with `dryRun` nothing is written either.
    */
   importDevices(input: ImportDevicesInput): Promise<ImportDevicesResult>;
+  /**
+   * Insert many NEW devices (grants, token hashes) in one transaction per call, with one audit
+   * entry for the batch (src/store/bulk-devices.ts). Optional: the SQLite and PostgreSQL adapters.
+   */
+  importDevicesBulk?(input: import('./bulk-devices.js').BulkDevicesInput): Promise<import('./bulk-devices.js').BulkDevicesResult>;
 
   appendAudit(input: AuditInput): Promise<AuditEntry>;
   listAudit(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEntry[]>;

@@ -44,10 +44,10 @@ export type ClientState =
   | {
       status: 'awaiting-approval';
       requestId: string | null;
+      /** The six digits the approver sees next to the request (`device.pair.waiting`), to compare. */
+      confirmationCode?: string;
       credential: CredentialKind;
       live: boolean;
-      /** Six digits the approver sees next to the request (compare them before approving). */
-      confirmationCode?: string;
     }
   | {
       status: 'connected';
@@ -105,6 +105,12 @@ export interface GatewayClientOptions {
   waitForApproval?: boolean;
   /** Present the bootstrap token on the first attempt even if other credentials exist. */
   forceBootstrap?: boolean;
+  /**
+   * Roles whose device tokens must all be durable before the bootstrap token is dropped, besides
+   * the roles the hello-ok itself issued. An app running several roles on one identity names
+   * them all, so a role whose token arrives later (on its own connection) still finds the code.
+   */
+  bootstrapRoles?: Role[];
   /** Default request timeout (30 s). */
   requestTimeoutMs?: number;
   /** Time from socket open to hello-ok (or to the approval wait) before retrying (15 s). */
@@ -779,16 +785,16 @@ export class GatewayClient {
   }
 
   private onWaiting(a: Attempt, payload: unknown): void {
-    const { requestId, confirmationCode } = (payload ?? {}) as { requestId?: unknown; confirmationCode?: unknown };
+    const p = payload as { requestId?: unknown; confirmationCode?: unknown } | undefined;
     // The approval can take as long as a person needs; the socket stays open meanwhile.
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     this.setState({
       status: 'awaiting-approval',
-      requestId: typeof requestId === 'string' ? requestId : null,
+      requestId: typeof p?.requestId === 'string' ? p.requestId : null,
+      ...(typeof p?.confirmationCode === 'string' ? { confirmationCode: p.confirmationCode } : {}),
       credential: a.cred.kind,
       live: true,
-      ...(typeof confirmationCode === 'string' ? { confirmationCode } : {}),
     });
   }
 
@@ -994,7 +1000,7 @@ export class GatewayClient {
     const mine = issued.find((t) => t.role === this.role);
     if (mine && back?.tokens[this.role]?.token === mine.token) this.unsavedToken = null;
     if (!back?.bootstrap) return;
-    const durable = issued.every((t) => back.tokens[t.role]?.token === t.token);
+    const durable = issued.every((t) => back.tokens[t.role]?.token === t.token) && (this.opts.bootstrapRoles ?? []).every((r) => !!back.tokens[r]);
     if (!durable) return;
     if (a.cred.kind === 'bootstrap-token') {
       if (issued.length === 0) return; // admitted without tokens: keep the code as the way in
@@ -1009,6 +1015,7 @@ export class GatewayClient {
       key,
       (r) => {
         if (!r || r.bootstrap?.token !== spent || !issued.every((t) => r.tokens[t.role]?.token === t.token)) return r;
+        if (!(this.opts.bootstrapRoles ?? []).every((role) => !!r.tokens[role])) return r;
         const next = cloneRecord(r);
         delete next.bootstrap;
         return next;
@@ -1025,6 +1032,7 @@ export class GatewayClient {
     const code = err.code;
     const details = err.details;
     const requestId = typeof details.requestId === 'string' ? details.requestId : undefined;
+    const confirmationCode = typeof details.confirmationCode === 'string' ? details.confirmationCode : undefined;
     if (code === 'AUTH_DEVICE_TOKEN_MISMATCH' && a.cred.kind === 'device-token') {
       const safe = (this.opts.recoverySafe ?? isRecoverySafe)(this.target);
       if (!this.recoveryUsed && hasFallback(a.record) && safe) {
@@ -1065,7 +1073,6 @@ export class GatewayClient {
       const nextStep =
         err.nextStep ??
         `Approve request ${requestId ?? ''} on the gateway (\`${gatewayHostCommands(this.flavor).approveDevice(requestId ?? '<id>')}\`), then call resume().`;
-      const confirmationCode = typeof details.confirmationCode === 'string' ? details.confirmationCode : undefined;
       return this.pause(gen, 'pairing-required', err.message, nextStep, {
         code,
         ...(requestId ? { requestId } : {}),

@@ -1,0 +1,50 @@
+/**
+ * The gateway's stderr log lines are gathered per event-loop turn: one write for the turn's
+ * lines, in order, and nothing lost when the process exits at once or dies of an exception.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { test } from 'node:test';
+import { lineWriter } from '../src/cli/line-writer.js';
+
+test('lines written in one turn reach the stream in one write, in order', async () => {
+  const writes: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      writes.push(String(chunk));
+      cb();
+    },
+  });
+  const w = lineWriter(sink);
+  w.write('a\n');
+  w.write('b\n');
+  w.write('c\n');
+  assert.deepEqual(writes, []);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(writes, ['a\nb\nc\n']);
+  w.write('d\n');
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(writes, ['a\nb\nc\n', 'd\n']);
+});
+
+function child(body: string): Promise<{ code: number | null; stderr: string }> {
+  const mod = join(process.cwd(), 'dist', 'src', 'cli', 'line-writer.js');
+  const src = `import { lineWriter } from ${JSON.stringify(mod)}; const w = lineWriter(process.stderr); ${body}`;
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--input-type=module', '-e', src], (err, _out, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stderr }),
+    );
+  });
+}
+
+test('lines pending when the process exits at once, or throws, are written', async () => {
+  const exited = await child("w.write('one\\n'); w.write('two\\n'); process.exit(3);");
+  assert.equal(exited.code, 3);
+  assert.equal(exited.stderr, 'one\ntwo\n');
+  const crashed = await child("w.write('before the crash\\n'); throw new Error('boom');");
+  assert.notEqual(crashed.code, 0);
+  assert.match(crashed.stderr, /before the crash\n/);
+  assert.match(crashed.stderr, /boom/);
+});

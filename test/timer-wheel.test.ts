@@ -1,0 +1,55 @@
+/**
+ * The wheel that holds every socket's handshake deadline and keep-alive ping: deadlines fire in
+ * order and never before they are due, a cancelled one never fires, periodic work reschedules
+ * itself, and an empty wheel holds no timer. The socket-level behaviour (handshake timeout,
+ * dead-peer ping) is covered over real sockets by handshake.test.ts and transport.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { TimerWheel } from '../src/server/timer-wheel.js';
+import { waitFor } from './helpers/wait.js';
+
+test('deadlines fire in order, never early, and a cancelled one never fires', async () => {
+  const wheel = new TimerWheel(5, 8);
+  const fired: Array<{ name: string; lateMs: number }> = [];
+  const at = (name: string, delayMs: number) => {
+    const due = performance.now() + delayMs;
+    return wheel.schedule(delayMs, () => fired.push({ name, lateMs: performance.now() - due }));
+  };
+  at('c', 60);
+  at('a', 12);
+  const cancelled = at('x', 30);
+  at('b', 35);
+  // Beyond one revolution of the wheel (8 slots × 5 ms): kept for a later pass, not fired early.
+  at('d', 95);
+  cancelled.cancel();
+  cancelled.cancel();
+  assert.equal(wheel.pending, 4);
+  await waitFor(() => fired.length === 4, 'all four deadlines');
+  assert.deepEqual(
+    fired.map((f) => f.name),
+    ['a', 'b', 'c', 'd'],
+  );
+  for (const f of fired) assert.ok(f.lateMs >= -0.5, `${f.name} fired ${-f.lateMs} ms early`);
+  assert.equal(wheel.pending, 0);
+});
+
+test('periodic work that reschedules itself keeps running until cancelled', async () => {
+  const wheel = new TimerWheel(5, 16);
+  let runs = 0;
+  let timer = wheel.schedule(10, function again() {
+    runs++;
+    timer = wheel.schedule(10, again);
+  });
+  await waitFor(() => runs >= 5, 'five runs');
+  timer.cancel();
+  const seen = runs;
+  // Another deadline after the cancel: once it has fired, the cancelled work has had its chance.
+  let later = false;
+  wheel.schedule(40, () => {
+    later = true;
+  });
+  await waitFor(() => later, 'a later deadline');
+  assert.equal(runs, seen);
+  assert.equal(wheel.pending, 0);
+});
