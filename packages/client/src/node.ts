@@ -14,6 +14,9 @@ import type { CheckpointHook, CredentialStore, CryptoProvider, DeviceKey, Gatewa
 
 export * from './index.js';
 
+/** How long a closed socket waits for the peer's close frame before it is cut. */
+const CLOSE_ANSWER_MS = 1000;
+
 export const nodeTransport: Transport = (url, h, opts = {}) => {
   const pin = opts.tlsFingerprint ? normalizeFingerprint(opts.tlsFingerprint) : null;
   // With a pin, comparing the certificate's fingerprint replaces CA verification (self-signed is the point).
@@ -48,7 +51,12 @@ export const nodeTransport: Transport = (url, h, opts = {}) => {
     close: (code, reason) => {
       if (ws.readyState === WebSocket.CLOSED || ws.readyState === WebSocket.CLOSING) return;
       if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
-      else ws.close(code, reason);
+      else {
+        ws.close(code, reason);
+        // A gateway answers the close frame at once; a peer that does not (a squatter the client
+        // refused, a dead proxy) would hold the socket, and a one-shot process, for ws's 30 s.
+        setTimeout(() => ws.terminate(), CLOSE_ANSWER_MS).unref();
+      }
     },
   };
 };
