@@ -5,13 +5,16 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { WebSocketServer } from 'ws';
 import {
   applySetupCode,
   ClientError,
   type ClientState,
   type CredentialStore,
+  ensureRecord,
   FileCredentialStore,
   GatewayCallError,
   GatewayClient,
@@ -941,5 +944,182 @@ describe('token rotation (PROTOCOL §11.1)', () => {
     c.reconnect();
     assert.equal((await again.done).credential, 'device-token');
     assert.equal((await only(store)).tokens.operator?.token, rec.tokens.operator?.token);
+  });
+});
+
+/** A loopback URL nothing listens on (a port that was free a moment ago). */
+async function deadUrl(): Promise<string> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return `ws://127.0.0.1:${port}`;
+}
+
+/** A server that answers every WebSocket upgrade with an HTTP status and a body, as a refusing proxy does. */
+async function refusingUpgrades(status: number, body: string): Promise<{ url: string; upgrades(): number }> {
+  let upgrades = 0;
+  const srv: Server = createServer((_req, res) => res.writeHead(404).end());
+  srv.on('upgrade', (_req, socket) => {
+    upgrades++;
+    socket.end(`HTTP/1.1 ${status} Refused\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  cleanup.push(() => new Promise<void>((r) => srv.close(() => r())));
+  return { url: `ws://127.0.0.1:${(srv.address() as { port: number }).port}`, upgrades: () => upgrades };
+}
+
+describe('given secrets, several URLs, refused upgrades', () => {
+  test('a given password connects (method password) and earns a stored node token; a wrong one pauses with AUTH_PASSWORD_MISMATCH', async () => {
+    const tg = await gateway({ config: { password: 'correct horse' } });
+    const store = fileStore();
+    await ensureRecord(store, platform, tg.url, Date.now());
+    const c = client({ url: tg.url, store, role: 'node', commands: ['system.which'], sharedSecret: { password: 'correct horse' } });
+    const s = await c.connect();
+    assert.equal(s.credential, 'password');
+    assert.equal(s.authMethod, 'password');
+    const rec = await only(store);
+    assert.ok(rec.tokens.node, 'the node token of the password connect is stored');
+    assert.equal(JSON.stringify(rec).includes('correct horse'), false, 'the given password is never stored');
+
+    const fresh = fileStore();
+    await ensureRecord(fresh, platform, tg.url, Date.now());
+    const wrong = client({ url: tg.url, store: fresh, role: 'node', sharedSecret: { password: 'wrong' } });
+    await assert.rejects(wrong.connect(), (e: unknown) => e instanceof ClientError && e.code === 'CLIENT_PAUSED' && e.gatewayCode === 'AUTH_PASSWORD_MISMATCH');
+  });
+
+  test('a given token goes before the stored device token; refused, the client moves to the device token at once and keeps it', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    await setSharedToken(store, platform, tg.url, TEST_TOKEN);
+    const first = client({ url: tg.url, store, role: 'node' });
+    assert.equal((await first.connect()).credential, 'shared-token');
+    first.close();
+    assert.ok((await only(store)).tokens.node, 'a node token is stored');
+
+    const given = client({ url: tg.url, store, role: 'node', sharedSecret: { token: TEST_TOKEN } });
+    assert.equal((await given.connect()).credential, 'shared-token', 'the given token wins over the stored device token');
+    given.close();
+
+    const seen: ClientState[] = [];
+    const refused = client({ url: tg.url, store, role: 'node', sharedSecret: { token: 'not-the-gateway-token' } });
+    refused.onState((st) => seen.push(st));
+    assert.equal((await refused.connect()).credential, 'device-token');
+    const note = seen.find((st) => st.status === 'connecting' && st.lastError?.code === 'SHARED_SECRET_REFUSED');
+    assert.ok(note && note.status === 'connecting' && /refused the given token/.test(note.lastError!.message), 'the fallback is reported');
+    refused.reconnect();
+    assert.equal((await reach(refused, 'connected')).credential, 'device-token', 'the refused token is not presented again');
+
+    const unpaired = fileStore();
+    await ensureRecord(unpaired, platform, tg.url, Date.now());
+    const stuck = client({ url: tg.url, store: unpaired, role: 'node', sharedSecret: { token: 'not-the-gateway-token' } });
+    await assert.rejects(stuck.connect(), (e: unknown) => e instanceof ClientError && e.code === 'CLIENT_PAUSED' && e.gatewayCode === 'AUTH_TOKEN_MISMATCH');
+  });
+
+  test('several URLs: an unreachable one moves on to the next; the credentials stay filed under the first', async () => {
+    const tg = await gateway();
+    const store = fileStore();
+    const dead = await deadUrl();
+    await setSharedToken(store, platform, dead, TEST_TOKEN, { validate: false });
+    const c = client({ url: dead, alternateUrls: [tg.url], store, role: 'node' });
+    const s = await c.connect({ timeoutMs: 10_000 });
+    assert.equal(s.role, 'node');
+    assert.equal(c.currentUrl, normalizeGatewayUrl(tg.url).url);
+    const rec = await only(store);
+    assert.equal(rec.key, normalizeGatewayUrl(dead).key);
+    assert.ok(rec.tokens.node, 'the node token is stored in the one record');
+  });
+
+  test('an HTTP 4xx on the upgrade pauses with upgrade-refused when asked to; by default, and for 429, it is retried', async () => {
+    const proxy = await refusingUpgrades(403, 'proxy_attribution_required');
+    const store = fileStore();
+    await setSharedToken(store, platform, proxy.url, TEST_TOKEN, { validate: false });
+    const c = client({ url: proxy.url, store, role: 'node', upgradeRefusal: 'pause' });
+    c.start();
+    const p = await reach(c, 'paused');
+    assert.equal(p.reason, 'upgrade-refused');
+    assert.equal(p.code, 'HTTP_403');
+    assert.match(p.message, /proxy_attribution_required/);
+    assert.equal(proxy.upgrades(), 1, 'one attempt, no retry loop');
+
+    const retrying = client({ url: proxy.url, store, role: 'node' });
+    retrying.start();
+    const s = await retrying.waitFor((x) => x.status === 'connecting' && x.lastError?.code === 'HTTP_403', 10_000);
+    assert.ok(s.status === 'connecting' && /proxy_attribution_required/.test(s.lastError!.message));
+    retrying.close();
+
+    const busy = await refusingUpgrades(429, 'slow down');
+    await setSharedToken(store, platform, busy.url, TEST_TOKEN, { validate: false });
+    const limited = client({ url: busy.url, store, role: 'node', upgradeRefusal: 'pause' });
+    limited.start();
+    await waitFor(() => busy.upgrades() >= 2, 'a 429 is retried');
+    assert.equal(limited.state.status, 'connecting');
+  });
+});
+
+/**
+ * A server that holds every connect in a pairing wait, as a gateway does for an unapproved
+ * device, and then either pings every pingEveryMs or says nothing more.
+ */
+async function holdingApproval(pingEveryMs: number | null): Promise<{ url: string; connects(): number; pings(): number }> {
+  let connects = 0;
+  let pings = 0;
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise<void>((r) => wss.once('listening', () => r()));
+  const timers: NodeJS.Timeout[] = [];
+  wss.on('connection', (ws) => {
+    ws.send(JSON.stringify({ type: 'event', event: 'connect.challenge', payload: { nonce: `n${connects}`, ts: Date.now() } }));
+    ws.on('message', (data) => {
+      const f = JSON.parse(data.toString()) as { method?: string };
+      if (f.method !== 'connect') return;
+      connects++;
+      ws.send(JSON.stringify({ type: 'event', event: 'device.pair.waiting', payload: { requestId: 'req-1', confirmationCode: '123456' } }));
+      if (pingEveryMs !== null)
+        timers.push(
+          setInterval(() => {
+            pings++;
+            ws.ping();
+          }, pingEveryMs),
+        );
+    });
+  });
+  cleanup.push(
+    () =>
+      new Promise<void>((r) => {
+        for (const t of timers) clearInterval(t);
+        for (const c of wss.clients) c.terminate();
+        wss.close(() => r());
+      }),
+  );
+  return { url: `ws://127.0.0.1:${(wss.address() as { port: number }).port}`, connects: () => connects, pings: () => pings };
+}
+
+describe('approval wait liveness', () => {
+  test('pings keep an approval wait alive; silence past approvalSilenceMs reconnects, keeping the request', async () => {
+    const pinging = await holdingApproval(50);
+    const store = fileStore();
+    await setSharedToken(store, platform, pinging.url, TEST_TOKEN, { validate: false });
+    const alive = client({ url: pinging.url, store, role: 'node', approvalSilenceMs: 300 });
+    alive.start();
+    assert.equal((await reach(alive, 'awaiting-approval')).requestId, 'req-1');
+    const gen = alive.currentGeneration;
+    // Twenty pings span several silence windows: only the pings kept the wait alive.
+    await waitFor(() => pinging.pings() >= 20, 'twenty pings');
+    assert.equal(alive.state.status, 'awaiting-approval');
+    assert.equal(alive.currentGeneration, gen, 'never reconnected');
+    assert.equal(pinging.connects(), 1);
+    alive.close();
+
+    const silent = await holdingApproval(null);
+    await setSharedToken(store, platform, silent.url, TEST_TOKEN, { validate: false });
+    const stuck = client({ url: silent.url, store, role: 'node', approvalSilenceMs: 300 });
+    const seen: ClientState[] = [];
+    stuck.onState((st) => seen.push(st));
+    stuck.start();
+    await waitFor(() => silent.connects() >= 2, 'a reconnect after the silence');
+    assert.ok(
+      seen.some((st) => st.status === 'connecting' && st.lastError?.code === 'APPROVAL_WAIT_SILENT'),
+      'the dead path is reported',
+    );
   });
 });

@@ -18,7 +18,7 @@ import { type ConnectOptions, connectGateway, type DeviceIdentity, type GatewayC
 import { DEFAULTS, type GatewayConfig } from '../src/core/config.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
-import { SqliteStore } from '../src/store/sqlite.js';
+import { SqliteStore } from '../src/store/sqlite/store.js';
 import { asOwner, cli, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { NGINX_BIN, type RunningNginx, startBehindNginx } from './helpers/nginx.js';
 import { openclawEnv, openclawPaths } from './helpers/openclaw.js';

@@ -14,8 +14,8 @@ import { ConnectError, connectGateway, type DeviceIdentity, type GatewayConnecti
 import { systemRandom } from '../src/core/env.js';
 import { mintToken } from '../src/core/secrets.js';
 import { decodeSetupCode } from '../src/protocol/setup-code.js';
-import { CLUSTER_CHANNEL, LISTENER_APP_NAME } from '../src/store/pg-bus.js';
-import { PostgresStore } from '../src/store/postgres.js';
+import { CLUSTER_CHANNEL, LISTENER_APP_NAME } from '../src/store/postgres/bus.js';
+import { PostgresStore } from '../src/store/postgres/store.js';
 import { verifyAuditChain } from '../src/store/shared.js';
 import { ownerAuth } from './helpers/gateway.js';
 import { asClusterOwner, CLUSTER_OWNER, CLUSTER_TOKEN, type Instance, removeStateDir, startInstance, startInstancesAB } from './helpers/instance.js';

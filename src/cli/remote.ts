@@ -14,7 +14,7 @@ import { type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/con
 import { normalizeFingerprint } from '../protocol/fingerprint.js';
 import { isLoopbackAddress, proxyEntryWidthBits } from '../server/proxy.js';
 import { certFacts } from '../server/tls.js';
-import { SqliteStore } from '../store/sqlite.js';
+import { SqliteStore } from '../store/sqlite/store.js';
 import { out } from './common.js';
 import { explainTransport } from './connect-errors.js';
 import { GATEWAY_FLAGS, loadTls, type ResolvedGatewaySettings, resolveGatewaySettings } from './gateway-config.js';

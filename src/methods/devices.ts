@@ -18,7 +18,18 @@ import { GatewayError } from '../protocol/errors.js';
 import type { Role } from '../protocol/frames.js';
 import { ADMIN, normalizeScopes, PAIRING, uncoveredScopes } from '../protocol/scopes.js';
 import { unsafeFieldError } from '../protocol/text.js';
-import type { DeviceRecord, GrantRecord, NodeSurfaceRecord, NodeSurfaceRequest, PairingRequest, TokenRecord } from '../store/types.js';
+import { deviceMatchesSearch } from '../store/device-page.js';
+import {
+  DEVICE_PAGE_DEFAULT,
+  DEVICE_PAGE_MAX,
+  DEVICE_SEARCH_MAX_CHARS,
+  type DeviceRecord,
+  type GrantRecord,
+  type NodeSurfaceRecord,
+  type NodeSurfaceRequest,
+  type PairingRequest,
+  type TokenRecord,
+} from '../store/types.js';
 
 const RoleSchema = T.Union([T.Literal('operator'), T.Literal('node')]);
 const DeviceId = T.String({ minLength: 1, maxLength: 128 });
@@ -270,40 +281,80 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
     name: 'device.pair.list',
     role: 'operator',
     scope: PAIRING,
-    params: T.Object({}, { additionalProperties: false }),
-    handler: async ({ principal }) => {
-      const [pending, devices, grants, tokens, connected, surfaces, surfaceRequests] = await Promise.all([
+    // No params: every device at once (what `openclaw devices list` expects). Any of limit, cursor
+    // or search: one page of devices and the cursor of the next (null on the last page).
+    params: T.Object(
+      {
+        limit: T.Optional(T.Integer({ minimum: 1, maximum: DEVICE_PAGE_MAX })),
+        cursor: T.Optional(T.String({ minLength: 1, maxLength: 512 })),
+        search: T.Optional(T.String({ minLength: 1, maxLength: DEVICE_SEARCH_MAX_CHARS })),
+      },
+      { additionalProperties: false },
+    ),
+    handler: async ({ principal, params }) => {
+      const p = params as { limit?: number; cursor?: string; search?: string };
+      const paged = p.limit !== undefined || p.cursor !== undefined || p.search !== undefined;
+      if (paged) {
+        const unsafe = unsafeFieldError('device.pair.list', { search: p.search });
+        if (unsafe) return unsafe;
+      }
+      // Non-admin device sessions see only their own device (no enumeration of others).
+      const ownOnly = !isAdmin(principal) && principal.kind === 'device';
+      const own = (id: string) => !ownOnly || principal.deviceId === id;
+      let devices: DeviceRecord[];
+      let nextCursor: string | null = null;
+      if (!paged) devices = await gw.store.listDevices();
+      else if (ownOnly) {
+        // One device at most: answered whole on the first page, whatever the limit.
+        const mine = p.cursor === undefined ? await gw.store.getDevice(principal.deviceId as string) : null;
+        devices = mine && deviceMatchesSearch(mine, p.search) ? [mine] : [];
+      } else {
+        const page = await gw.store.listDevicesPage({ limit: p.limit ?? DEVICE_PAGE_DEFAULT, cursor: p.cursor, search: p.search });
+        if (!page.ok) {
+          const problem =
+            page.reason === 'bad-cursor' ? 'cursor is not one this gateway issued (list again without it)' : `limit must be 1 to ${DEVICE_PAGE_MAX}`;
+          return new GatewayError('INVALID_PARAMS', { vars: { method: 'device.pair.list', problem } });
+        }
+        devices = page.devices;
+        nextCursor = page.nextCursor;
+      }
+      devices = devices.filter((d) => own(d.deviceId));
+      // A page reads the grants and tokens of its own devices only; the whole list reads them in one go.
+      const [pending, grants, tokens, connected, surfaces, surfaceRequests] = await Promise.all([
         currentPending(),
-        gw.store.listDevices(),
-        gw.store.listGrants(),
-        gw.store.listTokens(),
+        paged ? Promise.all(devices.map((d) => gw.store.listGrants(d.deviceId))).then((g) => g.flat()) : gw.store.listGrants(),
+        paged ? Promise.all(devices.map((d) => gw.store.listTokens(d.deviceId))).then((t) => t.flat()) : gw.store.listTokens(),
         gw.connectedDeviceIds(),
-        gw.store.listNodeSurfaces(),
+        paged
+          ? Promise.all(devices.map((d) => gw.store.getNodeSurface(d.deviceId))).then((s) => s.filter((x): x is NodeSurfaceRecord => x !== null))
+          : gw.store.listNodeSurfaces(),
         gw.store.listNodeSurfaceRequests(),
       ]);
-      // Non-admin device sessions see only their own device (no enumeration of others).
-      const own = (id: string) => isAdmin(principal) || principal.kind !== 'device' || principal.deviceId === id;
       const grantOf = (r: PairingRequest) => grants.find((g) => g.deviceId === r.deviceId && g.role === r.role) ?? null;
       // Indexed once: one pass over the devices, not a scan of every list per device.
       const grantsOf = groupByDevice(grants);
       const tokensOf = groupByDevice(tokens);
       const surfaceOf = byDevice(surfaces);
       const requestOf = byDevice(surfaceRequests);
+      // A page's grants are those of its devices: a pending request of another device reads its grant itself.
+      const pendingGrant = async (r: PairingRequest) => (paged && !grantsOf.has(r.deviceId) ? gw.store.getGrant(r.deviceId, r.role) : grantOf(r));
+      const ownPending = pending.filter((r) => own(r.deviceId));
+      const pendingGrants = await Promise.all(ownPending.map(pendingGrant));
       return {
         pending: await Promise.all(
-          pending
-            .filter((r) => own(r.deviceId))
-            .map(async (r) => ({ ...viewPending(r, grantOf(r), ttl()), approvals: (await deviceRequestState(gw, r, grantOf(r))).approvals })),
-        ),
-        paired: devices
-          .filter((d) => own(d.deviceId))
-          .map((d) => {
-            const mine = grantsOf.get(d.deviceId) ?? [];
-            return {
-              ...viewDevice(d, mine, tokensOf.get(d.deviceId) ?? [], connected.has(d.deviceId)),
-              ...viewNodeSurfaces(mine, surfaceOf.get(d.deviceId), requestOf.get(d.deviceId)),
-            };
+          ownPending.map(async (r, i) => {
+            const grant = pendingGrants[i] ?? null;
+            return { ...viewPending(r, grant, ttl()), approvals: (await deviceRequestState(gw, r, grant)).approvals };
           }),
+        ),
+        paired: devices.map((d) => {
+          const mine = grantsOf.get(d.deviceId) ?? [];
+          return {
+            ...viewDevice(d, mine, tokensOf.get(d.deviceId) ?? [], connected.has(d.deviceId)),
+            ...viewNodeSurfaces(mine, surfaceOf.get(d.deviceId), requestOf.get(d.deviceId)),
+          };
+        }),
+        ...(paged ? { nextCursor } : {}),
       };
     },
   });

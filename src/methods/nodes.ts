@@ -102,9 +102,10 @@ export function registerNodeMethods(gw: NodeMethodDeps): void {
 
   /** `requests`: the pending surface requests when the caller already reads them (read once). */
   async function allNodes(requests: Promise<NodeSurfaceRequest[]> = gw.store.listNodeSurfaceRequests()): Promise<NodeView[]> {
-    const [grants, devices, surfaces, pending, remote] = await Promise.all([
-      gw.store.listGrants(),
-      gw.store.listDevices(),
+    // The node grants only (an index), and the devices that hold them: not every paired device.
+    const grants = await gw.store.listGrantsOfRole('node');
+    const [devices, surfaces, pending, remote] = await Promise.all([
+      Promise.all(grants.map((g) => gw.store.getDevice(g.deviceId))).then((ds) => ds.filter((d): d is DeviceRecord => d !== null)),
       gw.store.listNodeSurfaces(),
       requests,
       gw.cluster?.remoteNodes() ?? new Map<string, RemoteNode>(),
@@ -114,7 +115,6 @@ export function registerNodeMethods(gw: NodeMethodDeps): void {
     const surfaceOf = byDevice(surfaces);
     const requestOf = byDevice(pending);
     return grants
-      .filter((g) => g.role === 'node')
       .map((g) =>
         nodeView(
           deviceOf.get(g.deviceId) ?? null,

@@ -262,7 +262,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     log(`FAILURE ${what}`);
   };
 
-  // The registered methods and their schemas, from a gateway built in this process (memory store).
+  // The registered methods and their schemas, from a gateway built in this process (SQLite :memory: store).
   const probe = await startTestGateway({ store: 'memory' });
   const methods = probe.gateway.methods.all().map((m) => ({ name: m.name, params: m.params as TSchema | undefined }));
   await probe.stop();

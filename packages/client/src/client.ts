@@ -11,7 +11,7 @@
  * the state of its successor.
  */
 import { signaturePayloadV3 } from '../../../src/protocol/signature.js';
-import { type CredentialKind, cloneRecord, hasFallback, type ResolvedCredential, resolveCredential } from './credentials.js';
+import { type CredentialKind, cloneRecord, hasFallback, type ResolvedCredential, resolveCredential, resolveGivenSecret } from './credentials.js';
 import { ClientError, CredentialStoreError, GatewayCallError, type WireError } from './errors.js';
 import { flavorOfChallenge, type GatewayFlavor, gatewayHostCommands } from './gateway-flavor.js';
 import { checkChallengeProof } from './gateway-key.js';
@@ -28,7 +28,9 @@ export type PauseReason =
   | 'auth-rejected'
   | 'incompatible'
   | 'tls-untrusted'
-  | 'gateway-key-mismatch';
+  | 'gateway-key-mismatch'
+  /** An HTTP 4xx answered the WebSocket upgrade (only with `upgradeRefusal: 'pause'`). */
+  | 'upgrade-refused';
 
 export type ClientState =
   | { status: 'idle' }
@@ -89,10 +91,35 @@ export interface ClientInfo {
   version?: string;
   displayName?: string;
   deviceFamily?: string;
+  /** Stable per-installation id (`client.instanceId`); not part of the signed metadata. */
+  instanceId?: string;
 }
 
 export interface GatewayClientOptions {
   url: string;
+  /**
+   * More URLs of the same gateway (a setup code may carry several). An attempt that never
+   * reached a server (refused, unreachable, timed out before the socket opened) moves the next
+   * attempt on to the next URL, round robin. Credentials stay filed under `url`; every URL is
+   * held to the same gateway-key and certificate pins.
+   */
+  alternateUrls?: string[];
+  /**
+   * A shared gateway secret (token or password) for this client's lifetime, never stored. It is
+   * presented before the stored device token: a secret the person just passed wins. If the
+   * gateway refuses it (`AUTH_TOKEN_MISMATCH` / `AUTH_PASSWORD_MISMATCH`) while this role holds a
+   * device token, the client moves to the device token at once (state `connecting` with
+   * `lastError.code` `SHARED_SECRET_REFUSED`) and keeps it; without one it pauses as usual.
+   * A forced bootstrap (a setup code just applied) still goes first.
+   */
+  sharedSecret?: { token: string } | { password: string };
+  /**
+   * An HTTP 4xx answer to the WebSocket upgrade (other than 408 and 429), e.g. a proxy's 403
+   * `proxy_attribution_required`: 'retry' (default) treats it like an unreachable gateway;
+   * 'pause' stops with reason `upgrade-refused`, since an unchanged retry cannot succeed.
+   * Seen by transports that can read the response (Node); browsers only see a failed socket.
+   */
+  upgradeRefusal?: 'retry' | 'pause';
   role?: Role;
   store: CredentialStore;
   platform: Platform;
@@ -115,6 +142,12 @@ export interface GatewayClientOptions {
   requestTimeoutMs?: number;
   /** Time from socket open to hello-ok (or to the approval wait) before retrying (15 s). */
   handshakeTimeoutMs?: number;
+  /**
+   * While awaiting approval on an open socket, this long without a frame or a ping from the
+   * gateway (it pings every 25 s) counts as a dead path: the client reconnects (`lastError.code`
+   * `APPROVAL_WAIT_SILENT`; the gateway keeps the pending request and its id). Default: no limit.
+   */
+  approvalSilenceMs?: number;
   backoff?: BackoffOptions;
   /** May a refused device token fall back to shared/bootstrap here? Default: wss or loopback. */
   recoverySafe?: (url: NormalizedUrl) => boolean;
@@ -202,6 +235,12 @@ interface Attempt {
   challenged: boolean;
   /** What the socket reported before closing (`connect ECONNREFUSED …`): the close alone says only 1006. */
   socketError?: string;
+  /** The URL this attempt dialled (`url` or one of `alternateUrls`). */
+  url: string;
+  /** The socket opened (a server answered the upgrade). */
+  opened: boolean;
+  /** The credential is the `sharedSecret` option, not the record's. */
+  givenSecret: boolean;
   /** The role token this session stands on, once admitted (null if the client holds none). */
   sessionToken: string | null;
   /** Fingerprint of the gateway key this socket's challenge proved (null: it proved none). */
@@ -217,6 +256,8 @@ interface AdoptedToken {
 }
 
 const CLIENT_VERSION = '0.1.0';
+/** Upgrade answers that pass with time even though they are 4xx. */
+const TRANSIENT_HTTP = new Set([408, 429]);
 const RESET_CLOSE = 4000;
 
 /** Codes after which retrying changes nothing until a person acts. */
@@ -308,6 +349,11 @@ export class GatewayClient {
    * gateway, so the next connect presents this one; its hello-ok stores it again.
    */
   private unsavedToken: AdoptedToken | null = null;
+  /** The dialled URLs: `url` first, then `alternateUrls` (deduplicated). */
+  private readonly urls: NormalizedUrl[];
+  private urlIndex = 0;
+  /** The gateway refused `sharedSecret` while a device token was stored: the device token is used from now on. */
+  private givenSecretRefused = false;
 
   constructor(private readonly opts: GatewayClientOptions) {
     this.role = opts.role ?? 'operator';
@@ -317,6 +363,16 @@ export class GatewayClient {
     this.now = opts.now ?? (() => Date.now());
     this.random = opts.random ?? Math.random;
     this.forceBootstrap = opts.forceBootstrap === true;
+    this.urls = [this.target];
+    for (const u of opts.alternateUrls ?? []) {
+      const n = normalizeGatewayUrl(u);
+      if (!this.urls.some((x) => x.url === n.url)) this.urls.push(n);
+    }
+  }
+
+  /** The URL the current (or next) attempt dials. */
+  get currentUrl(): string {
+    return (this.urls[this.urlIndex % this.urls.length] as NormalizedUrl).url;
   }
 
   /** Whose commands the hints name: `openclaw` once a challenge came without clawgate's gateway proof. */
@@ -560,7 +616,11 @@ export class GatewayClient {
     if (!record) {
       return this.pause(gen, 'no-credential', `no stored credentials for ${this.target.url}`, pairAgain(this.flavor));
     }
-    const cred = resolveCredential(this.withUnsavedToken(record), this.role, { forceBootstrap: this.forceBootstrap, scopes: this.opts.scopes });
+    const given =
+      this.opts.sharedSecret && !this.givenSecretRefused && !(this.forceBootstrap && record.bootstrap)
+        ? resolveGivenSecret(this.opts.sharedSecret, this.role, this.opts.scopes)
+        : null;
+    const cred = given ?? resolveCredential(this.withUnsavedToken(record), this.role, { forceBootstrap: this.forceBootstrap, scopes: this.opts.scopes });
     // The forced bootstrap is for the connect right after a setup code, not for every retry.
     this.forceBootstrap = false;
     if (!cred) {
@@ -584,14 +644,10 @@ export class GatewayClient {
       this.key = key;
     }
     const pin = record.tlsFingerprint;
-    if (pin && !this.target.secure) {
+    const dial = this.urls[this.urlIndex % this.urls.length] as NormalizedUrl;
+    if (pin && !dial.secure) {
       // A pin promises an authenticated channel; quietly talking plaintext would break it.
-      return this.pause(
-        gen,
-        'tls-untrusted',
-        `a TLS certificate is pinned for this gateway but ${this.target.url} is not a wss:// URL`,
-        tlsNextStep(this.flavor),
-      );
+      return this.pause(gen, 'tls-untrusted', `a TLS certificate is pinned for this gateway but ${dial.url} is not a wss:// URL`, tlsNextStep(this.flavor));
     }
     this.setState({ status: 'connecting', attempt: this.failures, credential: cred.kind });
     const connectId = `connect-${gen}`;
@@ -605,14 +661,18 @@ export class GatewayClient {
       challenged: false,
       sessionToken: null,
       provenGatewayKey: null,
+      url: dial.url,
+      opened: false,
+      givenSecret: given !== null,
       sock: null as unknown as SocketLike,
     };
     this.attempt = attempt;
     attempt.sock = this.platform.transport(
-      this.target.url,
+      dial.url,
       {
         onOpen: () => {
           if (!this.isCurrent(gen) || attempt.finished) return;
+          attempt.opened = true;
           this.handshakeTimer = setTimeout(() => {
             if (this.isCurrent(gen) && !attempt.admitted) this.scheduleRetry(gen, { code: 'HANDSHAKE_TIMEOUT', message: 'no hello-ok in time' });
           }, this.opts.handshakeTimeoutMs ?? 15_000);
@@ -620,6 +680,10 @@ export class GatewayClient {
         onMessage: (text) => {
           if (!this.isCurrent(gen) || attempt.finished) return;
           this.onFrame(attempt, text);
+        },
+        onPing: () => {
+          if (!this.isCurrent(gen) || attempt.finished) return;
+          this.signOfLifeWhileWaiting(attempt);
         },
         onError: (message) => {
           // A close always follows and decides; its reason is empty when no gateway was reached, so the error says why.
@@ -650,6 +714,7 @@ export class GatewayClient {
       return;
     }
     if (a.admitted) this.armWatchdog(a);
+    else this.signOfLifeWhileWaiting(a);
     if (frame.type === 'event' && typeof frame.event === 'string') {
       if (!a.admitted) {
         if (frame.event === 'connect.challenge') this.guard(a, this.answerChallenge(a, frame.payload));
@@ -744,6 +809,7 @@ export class GatewayClient {
     const displayName = info.displayName ?? a.record.displayName;
     if (displayName) client.displayName = displayName;
     if (info.deviceFamily) client.deviceFamily = info.deviceFamily;
+    if (info.instanceId) client.instanceId = info.instanceId;
     // signedAt is the challenge's ts, not our clock: a skewed host must still verify.
     const signedAt = p.ts;
     const ownerProof =
@@ -759,8 +825,8 @@ export class GatewayClient {
         role: this.role,
         scopes: a.cred.scopes,
         signedAtMs: signedAt,
-        // An owner proof or a password carries no token: the signature covers none.
-        token: ownerProof || asPassword ? '' : a.cred.secret,
+        // Neither an owner proof nor a password is a token: the signature covers none.
+        token: ownerProof || asPassword || a.cred.kind === 'password' ? '' : a.cred.secret,
         nonce: p.nonce,
         platform: client.platform,
         deviceFamily: client.deviceFamily,
@@ -784,6 +850,17 @@ export class GatewayClient {
     this.send(a, { type: 'req', id: a.connectId, method: 'connect', params });
   }
 
+  /** The approval wait has no deadline, only a check that the path is alive (approvalSilenceMs). */
+  private signOfLifeWhileWaiting(a: Attempt): void {
+    const silenceMs = this.opts.approvalSilenceMs;
+    if (silenceMs === undefined || a.admitted || this.currentState.status !== 'awaiting-approval') return;
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = setTimeout(() => {
+      if (this.isCurrent(a.gen) && a === this.attempt && !a.admitted)
+        this.scheduleRetry(a.gen, { code: 'APPROVAL_WAIT_SILENT', message: `no frame or ping from the gateway for ${silenceMs} ms while awaiting approval` });
+    }, silenceMs);
+  }
+
   private onWaiting(a: Attempt, payload: unknown): void {
     const p = payload as { requestId?: unknown; confirmationCode?: unknown } | undefined;
     // The approval can take as long as a person needs; the socket stays open meanwhile.
@@ -796,6 +873,7 @@ export class GatewayClient {
       credential: a.cred.kind,
       live: true,
     });
+    this.signOfLifeWhileWaiting(a);
   }
 
   private onAuthUpdated(a: Attempt, payload: unknown): void {
@@ -1079,6 +1157,20 @@ export class GatewayClient {
         ...(confirmationCode ? { confirmationCode } : {}),
       });
     }
+    if ((code === 'AUTH_TOKEN_MISMATCH' || code === 'AUTH_PASSWORD_MISMATCH') && a.givenSecret && a.record.tokens[this.role]) {
+      // The gateway secret changed, but this device is paired: its own token still opens the door.
+      this.givenSecretRefused = true;
+      const what = a.cred.kind === 'password' ? 'password' : 'token';
+      return this.scheduleRetry(
+        gen,
+        {
+          code: 'SHARED_SECRET_REFUSED',
+          message: `the gateway refused the given ${what} (${err.message}); connecting with the stored ${this.role} device token`,
+        },
+        undefined,
+        0,
+      );
+    }
     const personReason = NEEDS_PERSON[code];
     if (
       personReason === 'setup-code-unusable' &&
@@ -1130,7 +1222,22 @@ export class GatewayClient {
       this.pause(gen, 'tls-untrusted', reason.slice(reason.indexOf(':') + 1).trim(), tlsNextStep(this.flavor), { code: reason.slice(0, reason.indexOf(':')) });
       return;
     }
-    const lastError = { code: `CLOSE_${code}`, message: reason || a.socketError || `socket closed (${code})` };
+    const http = /^HTTP_(\d{3}):/.exec(reason);
+    const status = http ? Number(http[1]) : 0;
+    if (http && status >= 400 && status < 500 && !TRANSIENT_HTTP.has(status) && this.opts.upgradeRefusal === 'pause') {
+      this.pause(
+        gen,
+        'upgrade-refused',
+        `the gateway refused the WebSocket upgrade at ${a.url}: ${reason.slice(reason.indexOf(':') + 1).trim()}`,
+        `Something in front of the gateway (or the gateway itself) answered HTTP ${status} before the WebSocket opened; retrying unchanged cannot help. ` +
+          'Check the URL, and the proxy or the gateway’s trusted-proxy settings.',
+        { code: `HTTP_${status}` },
+      );
+      return;
+    }
+    // Nothing answered the upgrade at this URL: the next attempt tries the next one.
+    if (!a.opened && !http && this.urls.length > 1) this.urlIndex++;
+    const lastError = { code: http ? `HTTP_${status}` : `CLOSE_${code}`, message: reason || a.socketError || `socket closed (${code})` };
     if (a.admitted && code === 4001) {
       // The device's authority changed (rotated/revoked/removed): find out at once what is left.
       this.failures = 0;

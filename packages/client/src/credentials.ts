@@ -10,12 +10,12 @@
  */
 import type { GatewayRecord, Role, RoleToken } from './types.js';
 
-export type CredentialKind = 'device-token' | 'shared-token' | 'bootstrap-token';
+export type CredentialKind = 'device-token' | 'shared-token' | 'bootstrap-token' | 'password';
 
 export interface ResolvedCredential {
   kind: CredentialKind;
   /** Exactly one field: the connect's `auth` object. */
-  auth: { deviceToken: string } | { token: string } | { bootstrapToken: string };
+  auth: { deviceToken: string } | { token: string } | { bootstrapToken: string } | { password: string };
   /** The secret sent (also the signed token field). */
   secret: string;
   /** Scopes to request. */
@@ -56,6 +56,18 @@ export function resolveCredential(
   if (usable(bootstrap)) {
     return { kind: 'bootstrap-token', auth: { bootstrapToken: bootstrap }, secret: bootstrap, scopes: scopesFor(BOOTSTRAP_OPERATOR_SCOPES) };
   }
+  return null;
+}
+
+/**
+ * A shared secret given to one client for its lifetime (`GatewayClientOptions.sharedSecret`,
+ * never stored): a token or a password. The device signature covers a token, never a password
+ * (the gateway signs the same field: `signedTokenField`).
+ */
+export function resolveGivenSecret(given: { token: string } | { password: string }, role: Role, scopes?: string[]): ResolvedCredential | null {
+  const scopeList = role === 'node' ? [] : [...(scopes ?? SHARED_OPERATOR_SCOPES)];
+  if ('token' in given && usable(given.token)) return { kind: 'shared-token', auth: { token: given.token }, secret: given.token, scopes: scopeList };
+  if ('password' in given && usable(given.password)) return { kind: 'password', auth: { password: given.password }, secret: given.password, scopes: scopeList };
   return null;
 }
 

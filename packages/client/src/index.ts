@@ -20,6 +20,7 @@ export {
   hasFallback,
   type ResolvedCredential,
   resolveCredential,
+  resolveGivenSecret,
   SHARED_OPERATOR_SCOPES,
 } from './credentials.js';
 export { ClientError, type ClientErrorCode, CredentialStoreError, GatewayCallError, type WireError } from './errors.js';

@@ -16,6 +16,8 @@ export * from './index.js';
 
 /** How long a closed socket waits for the peer's close frame before it is cut. */
 const CLOSE_ANSWER_MS = 1000;
+/** How much of a refused upgrade's response body reaches the close reason (it is shown to people). */
+const UPGRADE_BODY_MAX_CHARS = 300;
 
 export const nodeTransport: Transport = (url, h, opts = {}) => {
   const pin = opts.tlsFingerprint ? normalizeFingerprint(opts.tlsFingerprint) : null;
@@ -33,8 +35,26 @@ export const nodeTransport: Transport = (url, h, opts = {}) => {
       ws.terminate();
     });
   }
+  // An HTTP answer instead of the upgrade (a proxy's 403, a 404 path): reported as the close
+  // reason `HTTP_<status>: <body>` so the client can tell a refusal from an unreachable host.
+  let httpFailure: string | null = null;
+  ws.on('unexpected-response', (_req, res) => {
+    let body = '';
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => {
+      if (body.length < UPGRADE_BODY_MAX_CHARS) body += chunk;
+    });
+    res.on('error', () => {});
+    res.on('end', () => {
+      httpFailure = `HTTP_${res.statusCode ?? 0}: ${body.slice(0, UPGRADE_BODY_MAX_CHARS).trim() || (res.statusMessage ?? '')}`;
+      ws.terminate();
+    });
+  });
   ws.on('open', () => {
     if (!tlsFailure) h.onOpen();
+  });
+  ws.on('ping', () => {
+    if (!tlsFailure && !httpFailure) h.onPing?.();
   });
   ws.on('message', (data, isBinary) => {
     if (!isBinary && !tlsFailure) h.onMessage(data.toString());
@@ -43,7 +63,11 @@ export const nodeTransport: Transport = (url, h, opts = {}) => {
     if (err.code && CERT_ERROR_CODES.has(err.code) && !tlsFailure) tlsFailure = `TLS_UNTRUSTED: the certificate at ${url} is not trusted here (${err.code})`;
     h.onError(err.message);
   });
-  ws.on('close', (code, reason) => (tlsFailure ? h.onClose(1015, tlsFailure) : h.onClose(code, reason.toString())));
+  ws.on('close', (code, reason) => {
+    if (tlsFailure) h.onClose(1015, tlsFailure);
+    else if (httpFailure) h.onClose(1006, httpFailure);
+    else h.onClose(code, reason.toString());
+  });
   return {
     send: (text) => {
       if (ws.readyState === WebSocket.OPEN) ws.send(text);

@@ -16,6 +16,8 @@ export interface SocketHandlers {
   onClose(code: number, reason: string): void;
   /** Diagnostic only (an `onClose` always follows). */
   onError(message: string): void;
+  /** A sign of life that is not a message (a WebSocket ping); transports that cannot see pings never call it. */
+  onPing?(): void;
 }
 
 export interface SocketLike {
@@ -36,6 +38,8 @@ export interface TransportOptions {
 /**
  * Opens one WebSocket to an already normalised `ws://`/`wss://` URL. A certificate problem is
  * reported as close code 1015 with a reason starting `TLS_` (the client pauses instead of retrying).
+ * A transport that can read an HTTP answer to the upgrade reports it as close code 1006 with
+ * the reason `HTTP_<status>: <body excerpt>` (see `GatewayClientOptions.upgradeRefusal`).
  */
 export type Transport = (url: string, handlers: SocketHandlers, opts?: TransportOptions) => SocketLike;
 

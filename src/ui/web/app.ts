@@ -159,6 +159,11 @@ const state = {
   renaming: null as { deviceId: string; draft: string } | null,
   mintForm: { profile: 'operator', label: '', ttl: '600000' },
   auditFilter: { action: '', actor: '', subject: '' },
+  /**
+   * The devices view shows one page of device.pair.list at a time: `cursors[i]` is the cursor
+   * that fetched page i (none for the first), `next` the one of the page after (null: last page).
+   */
+  devicePages: { search: '', cursors: [undefined] as Array<string | undefined>, index: 0, next: null as string | null, timer: 0 },
   credentialDraft: '',
   /** Something the person should know that is not an error. */
   notice: '',
@@ -445,11 +450,7 @@ async function load<T>(tab: Tab | 'nodes', method: string, params: unknown, appl
 
 async function refreshAll(): Promise<void> {
   await Promise.all([
-    load<{ pending: PendingView[]; paired: DeviceView[] }>('pending', 'device.pair.list', {}, (v) => {
-      state.pending = v.pending;
-      state.paired = v.paired;
-      state.loaded.list = true;
-    }),
+    loadDevicePage(),
     load<{ pending: NodePendingView[]; paired: NodeView[] }>('nodes', 'node.pair.list', {}, (v) => {
       // Node-role device pairing requests also appear there; the Devices panel decides them.
       state.nodePending = v.pending.filter((p) => p.kind !== 'device-pairing');
@@ -463,6 +464,34 @@ async function refreshAll(): Promise<void> {
   ]);
   if (state.tabProblems.pending) state.tabProblems.devices = state.tabProblems.pending;
   else delete state.tabProblems.devices;
+  render();
+}
+
+/** Devices per page of the devices view. */
+const DEVICE_PAGE = 50;
+
+/** The current page of devices (with the search typed), and the pending requests that come with it. */
+async function loadDevicePage(): Promise<void> {
+  const p = state.devicePages;
+  const cursor = p.cursors[p.index];
+  const search = p.search.trim();
+  await load<{ pending: PendingView[]; paired: DeviceView[]; nextCursor?: string | null }>(
+    'pending',
+    'device.pair.list',
+    { limit: DEVICE_PAGE, ...(cursor ? { cursor } : {}), ...(search ? { search } : {}) },
+    (v) => {
+      state.pending = v.pending;
+      state.paired = v.paired;
+      p.next = v.nextCursor ?? null;
+      state.loaded.list = true;
+    },
+  );
+}
+
+/** Go to another page (or back to the first with a new search) and show it. */
+async function showDevicePage(index: number): Promise<void> {
+  state.devicePages.index = index;
+  await loadDevicePage();
   render();
 }
 
@@ -1135,9 +1164,60 @@ function renderDevices(): HTMLElement {
   if (state.tabProblems.devices) panel.append(problemBox(state.tabProblems.devices));
   const nodes = state.paired.filter((d) => d.roles.includes('node'));
   const operators = state.paired.filter((d) => !d.roles.includes('node'));
-  if (state.loaded.list && state.paired.length === 0) panel.append(h('p', { class: 'muted empty' }, 'No paired devices yet.'));
+  const p = state.devicePages;
+  panel.append(
+    h(
+      'form',
+      { class: 'inline', onsubmit: (e) => e.preventDefault() },
+      h('label', { for: 'device-search' }, 'Search'),
+      h('input', {
+        id: 'device-search',
+        value: p.search,
+        maxlength: '64',
+        placeholder: 'name or id starts with…',
+        oninput: (e) => {
+          p.search = (e.target as HTMLInputElement).value;
+          // A new search starts again at its first page, once the typing pauses.
+          window.clearTimeout(p.timer);
+          p.timer = window.setTimeout(() => {
+            p.cursors = [undefined];
+            void showDevicePage(0);
+          }, 200);
+        },
+      }),
+    ),
+  );
+  if (state.loaded.list && state.paired.length === 0) {
+    panel.append(
+      h('p', { class: 'muted empty' }, p.search.trim() ? 'No device matches this search.' : p.index > 0 ? 'No more devices.' : 'No paired devices yet.'),
+    );
+  }
   if (operators.length) panel.append(h('h3', {}, 'Operator devices'), ...operators.map(renderDevice));
   if (nodes.length) panel.append(h('h3', {}, 'Nodes'), ...nodes.map(renderDevice));
+  if (p.index > 0 || p.next) {
+    panel.append(
+      h(
+        'nav',
+        { class: 'pager', 'aria-label': 'device pages' },
+        h('button', { type: 'button', id: 'devices-prev', disabled: p.index === 0, onclick: () => void showDevicePage(p.index - 1) }, 'Previous'),
+        h('span', { id: 'devices-page', class: 'muted' }, ` page ${p.index + 1} `),
+        h(
+          'button',
+          {
+            type: 'button',
+            id: 'devices-next',
+            disabled: !p.next,
+            onclick: () => {
+              if (!p.next) return;
+              p.cursors = [...p.cursors.slice(0, p.index + 1), p.next];
+              void showDevicePage(p.index + 1);
+            },
+          },
+          'Next',
+        ),
+      ),
+    );
+  }
   return panel;
 }
 
