@@ -23,7 +23,7 @@ import { systemClock } from '../core/env.js';
 import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
 import { writeFileDurably } from '../platform/durable-file.js';
-import { clientStore, crashHook } from './client.js';
+import { clientStore, crashHook } from './client-store.js';
 import { readSecret, readSetupCode, SETUP_CODE_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';
 import { parse, UsageError } from './usage.js';
