@@ -9,7 +9,7 @@ import { type FileCredentialStore, normalizeGatewayUrl } from '@clawgate/client'
 import { type CompanionStatus, credentialSummary } from '../companion/companion.js';
 import { askControl, ensurePrivateDir } from '../companion/control.js';
 import type { Side, SideStatus } from '../companion/lifecycle.js';
-import { clientStore } from './client.js';
+import { clientStore } from './client-store.js';
 import { resolveStateDir } from './state.js';
 
 export const CONFIG_FILE = 'companion.json';

@@ -22,7 +22,7 @@ import { systemClock } from '../core/env.js';
 import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
 import { writeFileDurably } from '../platform/durable-file.js';
-import { crashHook } from './client.js';
+import { crashHook } from './client-store.js';
 import { CONFIG_FILE, type CompanionPaths, companionPaths, companionStatus, offlineStatus, pickUrl, readConfig, STATUS_FILE } from './companion-state.js';
 import { readSecret, readSetupCode, SETUP_CODE_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';

@@ -1,8 +1,8 @@
 /**
  * What a connection failure means for the person at the terminal, and what to do next. The CLI
- * reaches gateways three ways (client/connection.ts for operator commands, the client SDK for
- * `pair` / `status --client` / `call` with stored credentials, and `doctor`'s probe); a socket that
- * never reached a gateway is reported the same way by all of them.
+ * reaches gateways two ways (the client SDK for every operator command, `pair` and `status
+ * --client`, and `doctor`'s probe); a socket that never reached a gateway is reported the same
+ * way by both.
  */
 
 import type { ConnectError } from '../client/connection.js';
