@@ -2117,15 +2117,25 @@ function retentionContract(withStore: (fn: (store: Store) => Promise<void>) => (
         await store.setMeta('dashboard.link.live', link({ expiresAtMs: T0 + 100 * DAY }));
         await store.setMeta('dashboard.link.garbled', 'not json');
         await store.setMeta('gateway.id', 'keep-me');
+        // Approval records go with their request: those of a pending request stay, the others go.
+        await store.upsertPairingRequest(requestInput({ requestId: 'r-pending', role: 'operator' }));
+        await store.setMeta('approval.votes.r-pending', '{"subject":[],"votes":[]}');
+        await store.setMeta('approval.proofs.r-pending', '{}');
+        await store.setMeta('approval.votes.r-gone', '{"subject":[],"votes":[]}');
+        await store.setMeta('approval.proofs.r-gone', '{}');
         await store.createSetupCode(code('aaaaaaaaaaaaaaaa', T0 + DAY));
         await store.createSetupCode(code('bbbbbbbbbbbbbbbb', T0 + 10 * DAY));
         const auditBefore = await store.listAudit({ limit: 10_000 });
 
         // Nothing is due before the cutoffs say so, and null cutoffs keep everything.
-        assert.deepEqual(await store.pruneRetained(none), { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0 });
+        assert.deepEqual(await store.pruneRetained(none), { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0, approvalRecords: 2 });
+        assert.equal(await store.getMeta('approval.votes.r-gone'), null);
+        assert.equal(await store.getMeta('approval.proofs.r-gone'), null);
+        assert.ok(await store.getMeta('approval.votes.r-pending'));
+        assert.ok(await store.getMeta('approval.proofs.r-pending'));
         const cut = T0 + 5 * DAY;
         const counts = await store.pruneRetained({ deliveredBeforeMs: cut, cronRunsBeforeMs: cut, signInLinksBeforeMs: cut, setupCodesBeforeMs: cut });
-        assert.deepEqual(counts, { deliveries: 1, cronRuns: 1, signInLinks: 2, setupCodes: 1 });
+        assert.deepEqual(counts, { deliveries: 1, cronRuns: 1, signInLinks: 2, setupCodes: 1, approvalRecords: 0 });
 
         assert.equal(await store.getDelivery('old'), null);
         assert.equal((await store.getDelivery('new'))?.status, 'delivered');
@@ -2154,6 +2164,7 @@ function retentionContract(withStore: (fn: (store: Store) => Promise<void>) => (
           cronRuns: 0,
           signInLinks: 0,
           setupCodes: 0,
+          approvalRecords: 0,
         });
       }),
     );

@@ -22,6 +22,7 @@ export function printExplanation(e: Explanation): void {
     const quorum = p.approvals.required > 1 ? `  approvals ${p.approvals.received}/${p.approvals.required}` : '';
     out(`  pending ${p.requestId} (${p.type}, role ${p.role}) adds ${p.adds.map(field).join(', ') || '(nothing)'}${quorum}`);
     out(`    needs ${field(p.needs)}; run: ${p.command}`);
+    if (p.decision) out(`    policies: ${field(p.decision.text)}`);
   }
   const c = e.call;
   if (c) {

@@ -456,19 +456,29 @@ export class NodeRegistry {
     const vote = await voteOnNodeRequest(this.gw.quorum, req, by, () => ({ ...this.pendingView(req) }));
     if (vote instanceof GatewayError) return vote;
     if (!vote.done) return { awaiting: vote.approvals };
+    return this.carryOut(req, by, vote.approvals);
+  }
+
+  /** Make a request's surface the node's approved surface (the approval was decided: by `by`, or by a completed quorum). */
+  async carryOut(
+    req: NodeSurfaceRequest,
+    by: Principal,
+    approvals?: ApprovalProgress,
+    auditExtra?: Record<string, unknown>,
+  ): Promise<NodeSurfaceRecord | GatewayError> {
     const now = this.gw.clock.now();
     const surface = await this.gw.store.approveNodeSurface(req.requestId, now, by.actor, {
       atMs: now,
       actor: by.actor,
       action: 'node.surface.approved',
       subject: req.deviceId,
-      data: { requestId: req.requestId, caps: req.caps, commands: req.commands },
+      data: { requestId: req.requestId, caps: req.caps, commands: req.commands, ...auditExtra },
     });
     if (!surface)
       return new GatewayError('UNKNOWN_NODE_REQUEST_ID', { vars: { requestId: req.requestId }, details: { requestId: req.requestId, pending: [] } });
     const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'approved' as const, ts: now };
     this.applyDecision(event, surface);
-    this.gw.broadcast('node.pair.resolved', vote.approvals ? { ...event, approvals: vote.approvals } : event);
+    this.gw.broadcast('node.pair.resolved', approvals ? { ...event, approvals } : event);
     this.router?.surfaceDecided(req.deviceId, req.requestId, 'approved', now);
     return surface;
   }

@@ -13,7 +13,7 @@ import { ADMIN, PAIRING } from '../protocol/scopes.js';
 /** What these methods use of the gateway. */
 export type ApprovalMethodDeps = Pick<
   Gateway,
-  'methods' | 'store' | 'clock' | 'random' | 'config' | 'broadcast' | 'audit' | 'expirePending' | 'connectedDeviceIds'
+  'methods' | 'store' | 'clock' | 'random' | 'config' | 'broadcast' | 'audit' | 'expirePending' | 'connectedDeviceIds' | 'policies'
 >;
 
 export function registerApprovalMethods(gw: ApprovalMethodDeps): void {

@@ -246,6 +246,7 @@ export type DeviceMethodDeps = Pick<
   | 'connectedDeviceIds'
   | 'expirePending'
   | 'approveRequest'
+  | 'quorum'
   | 'rejectRequest'
   | 'closeDeviceSessions'
   | 'pushRotatedToken'
@@ -398,7 +399,7 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
       // Requests under quorum record this approval and wait for the rest (core/approval-flow.ts).
       const awaiting = [];
       for (const r of requests) {
-        const vote = await voteOnDeviceRequest(gw, r, principal);
+        const vote = await voteOnDeviceRequest(gw.quorum, r, principal, ttlMs);
         if (vote instanceof GatewayError) return vote;
         // The approval that completes a quorum sets the ttl (earlier votes only count).
         if (vote.done) approved.push(await gw.approveRequest(r, principal, vote.approvals ? { approvals: vote.approvals } : undefined, { ttlMs }));

@@ -459,6 +459,8 @@ export interface PruneCounts {
   cronRuns: number;
   signInLinks: number;
   setupCodes: number;
+  /** Quorum votes and policy facts of requests that are gone (approved, rejected, expired). */
+  approvalRecords: number;
 }
 
 /** Small key/value settings of the gateway itself (sign-in links, the gateway key id, …). */

@@ -1,5 +1,5 @@
 /** PostgreSQL store, domain: pruning finished records (never the audit log). */
-import { SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from '../retention-shared.js';
+import { approvalRecordRequestId, SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from '../retention-shared.js';
 import type { PruneCounts, RetentionCutoffs, RetentionStore } from '../types.js';
 import type { PgDb } from './db.js';
 
@@ -7,7 +7,17 @@ export function postgresRetention(core: PgDb): RetentionStore {
   return {
     async pruneRetained(c: RetentionCutoffs): Promise<PruneCounts> {
       return core.write(async (tx) => {
-        const out: PruneCounts = { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0 };
+        const out: PruneCounts = { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0, approvalRecords: 0 };
+        // Approval records go with their request, whatever the cutoffs.
+        const records = await tx.all<{ key: string }>(`SELECT key FROM meta WHERE left(key, 15) = 'approval.votes.' OR left(key, 16) = 'approval.proofs.'`);
+        for (const { key } of records) {
+          const requestId = approvalRecordRequestId(key);
+          if (requestId === null) continue;
+          const live =
+            (await tx.one('SELECT 1 AS x FROM pairing_requests WHERE request_id = $1', [requestId])) ??
+            (await tx.one('SELECT 1 AS x FROM node_surface_requests WHERE request_id = $1', [requestId]));
+          if (!live) out.approvalRecords += await tx.run('DELETE FROM meta WHERE key = $1', [key]);
+        }
         if (c.deliveredBeforeMs !== null) {
           out.deliveries = await tx.run("DELETE FROM deliveries WHERE status = 'delivered' AND (body_json::jsonb->>'deliveredAtMs')::bigint < $1", [
             c.deliveredBeforeMs,

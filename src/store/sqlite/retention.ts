@@ -1,5 +1,5 @@
 /** SQLite store, domain: pruning finished records (never the audit log). */
-import { SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from '../retention-shared.js';
+import { approvalRecordRequestId, SIGN_IN_LINK_META_PREFIX, signInLinkPrunable } from '../retention-shared.js';
 import type { PruneCounts, RetentionCutoffs, RetentionStore } from '../types.js';
 import type { SqliteDb } from './db.js';
 
@@ -7,7 +7,19 @@ export function sqliteRetention(core: SqliteDb): RetentionStore {
   return {
     async pruneRetained(c: RetentionCutoffs): Promise<PruneCounts> {
       return core.tx(() => {
-        const out: PruneCounts = { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0 };
+        const out: PruneCounts = { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0, approvalRecords: 0 };
+        // Approval records go with their request, whatever the cutoffs.
+        const records = core
+          .stmt(`SELECT key FROM meta WHERE substr(key, 1, 15) = 'approval.votes.' OR substr(key, 1, 16) = 'approval.proofs.'`)
+          .all() as Array<{ key: string }>;
+        for (const { key } of records) {
+          const requestId = approvalRecordRequestId(key);
+          if (requestId === null) continue;
+          const live =
+            core.stmt('SELECT 1 FROM pairing_requests WHERE request_id = ?').get(requestId) ??
+            core.stmt('SELECT 1 FROM node_surface_requests WHERE request_id = ?').get(requestId);
+          if (!live) out.approvalRecords += core.stmt('DELETE FROM meta WHERE key = ?').run(key).changes;
+        }
         if (c.deliveredBeforeMs !== null) {
           out.deliveries = core
             .stmt("DELETE FROM deliveries WHERE status = 'delivered' AND json_extract(body_json, '$.deliveredAtMs') < ?")
