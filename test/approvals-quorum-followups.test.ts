@@ -9,10 +9,10 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { decodeSetupCode } from '@clawgate/protocol/setup-code';
 import { ConnectError, connectGateway, type DeviceIdentity, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
 import { parseApprovalsConfig } from '../src/core/approval-policy.js';
 import type { Explanation } from '../src/core/explain.js';
-import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { asOwner, cli, expectRefused, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { waitFor } from './helpers/wait.js';
 

@@ -9,8 +9,8 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
-import type { Role } from '../src/protocol/frames.js';
-import { normalizeScopes } from '../src/protocol/scopes.js';
+import type { Role } from '@clawgate/protocol/frames';
+import { normalizeScopes } from '@clawgate/protocol/scopes';
 import { IMPORT_BATCH_DEVICES } from '../src/store/import-shared.js';
 import { auditHash, GENESIS_HASH, verifyAuditChain } from '../src/store/shared.js';
 import type {

@@ -2,19 +2,20 @@
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { printable } from '@clawgate/protocol/text';
 import Database from 'better-sqlite3';
-import type { GatewayConnection } from '../client/connection.js';
 import { parseDuration } from '../core/approval-policy.js';
 import { type AuditVerdict, verifyAnchoredAudit } from '../core/audit-anchor.js';
 import type { DeviceView, PendingView } from '../methods/devices.js';
-import { printable } from '../protocol/text.js';
 import { AUDIT_ANCHOR_FILE, readAuditAnchor } from '../server/audit-anchor.js';
 import { readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { type AuditRow, toAudit } from '../store/shared.js';
 import { type AuditEntry, DEVICE_PAGE_MAX, DEVICE_SEARCH_MAX_CHARS } from '../store/types.js';
-import { field, out, parseGatewayCommand, positiveIntFlag, withGateway } from './common.js';
+import { field, out, parseGatewayCommand, positiveIntFlag } from './common.js';
 import { CliFailure } from './connect-errors.js';
 import { readConfigFile } from './gateway-config.js';
+import type { CliConnection } from './gateway-session.js';
+import { withGateway } from './gateway-session.js';
 import { resolveStoreChoice } from './postgres.js';
 import { ambiguityMessage, resolveRef } from './resolve.js';
 import { resolveStateDir } from './state.js';
@@ -88,7 +89,7 @@ type DeviceList = { pending: PendingView[]; paired: DeviceView[] };
  * by searching for the reference itself (id prefix, label or name, every page of them), not every
  * device of a large gateway. A reference too long to be a search lists them all.
  */
-async function candidatesFor(c: GatewayConnection, ref: string): Promise<DeviceList> {
+async function candidatesFor(c: CliConnection, ref: string): Promise<DeviceList> {
   if (ref.length > DEVICE_SEARCH_MAX_CHARS) return c.request<DeviceList>('device.pair.list', {});
   type Page = DeviceList & { nextCursor: string | null };
   const first = await c.request<Page>('device.pair.list', { search: ref, limit: DEVICE_PAGE_MAX });
@@ -106,7 +107,7 @@ async function candidatesFor(c: GatewayConnection, ref: string): Promise<DeviceL
  * display name. A reference that matches nothing is passed on unchanged, so the gateway's own
  * error (with its catalogue code) reaches the user; an ambiguous one is refused here.
  */
-async function deviceIdOf(c: GatewayConnection, ref: string, list?: DeviceList): Promise<string> {
+async function deviceIdOf(c: CliConnection, ref: string, list?: DeviceList): Promise<string> {
   if (/^[0-9a-f]{64}$/.test(ref)) return ref;
   const { pending, paired } = list ?? (await candidatesFor(c, ref));
   const candidates = [

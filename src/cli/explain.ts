@@ -1,6 +1,7 @@
 /** `clawgate explain <deviceId|name|requestId> [--method <m>] [--params <json>] [--json]`: the `device.explain` method, printed. */
 import type { Explanation } from '../core/explain.js';
-import { field, jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
+import { field, jsonParams, out, parseGatewayCommand } from './common.js';
+import { withGateway } from './gateway-session.js';
 import { UsageError } from './usage.js';
 
 const USAGE = 'usage: clawgate explain <deviceId|name|requestId> [--method <method>] [--params <json>] [--json]';

@@ -37,6 +37,10 @@ export const CONNECTION_FLAGS: FlagTable = {
     description: 'pin a wss:// gateway certificate by its SHA-256 fingerprint',
     default: 'CLAWGATE_TLS_FINGERPRINT; the local gateway is pinned automatically',
   },
+  'no-wait': {
+    type: 'boolean',
+    description: 'away from the gateway host: file the pairing request of this CLI device and exit 3 instead of waiting for the approval',
+  },
 };
 
 /** `--json`: one JSON line instead of the human listing. */

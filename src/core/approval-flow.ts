@@ -4,8 +4,10 @@
  * device.pair.approve and node.pair.approve run instead of approving at once. The counting
  * itself is core/approval-quorum.ts.
  */
-import type { GatewayError } from '../protocol/errors.js';
-import { ADMIN, PAIRING, uncoveredScopes } from '../protocol/scopes.js';
+
+import { confirmationCode } from '@clawgate/protocol/confirmation';
+import type { GatewayError } from '@clawgate/protocol/errors';
+import { ADMIN, PAIRING, uncoveredScopes } from '@clawgate/protocol/scopes';
 import type { GrantRecord, NodeSurfaceRequest, PairingRequest, Store } from '../store/types.js';
 import {
   type ApprovalProgress,
@@ -17,12 +19,11 @@ import {
   requiredForCommands,
   requiredForScopes,
 } from './approval-quorum.js';
-import { confirmationCode } from './confirmation.js';
 import type { Clock } from './env.js';
 import type { Broadcast } from './events.js';
 import { effectiveGrant } from './grant-expiry.js';
 import { approvalDenial, type ManagementCaller } from './management-policy.js';
-import { requiredApproveScopes } from './nodes.js';
+import { requiredApproveScopes } from './node-surface-policy.js';
 import { hasScope, type Principal } from './principal.js';
 
 /** What the quorum steps use of the gateway. */

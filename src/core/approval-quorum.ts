@@ -10,8 +10,9 @@
  * sharing a PostgreSQL store counts the same votes and exactly one approval crosses the line.
  * A vote is for what the request asked when it was cast: a request widened since starts over.
  */
-import { GatewayError } from '../protocol/errors.js';
-import { isKnownScope, scopeSatisfied } from '../protocol/scopes.js';
+import { GatewayError } from '@clawgate/protocol/errors';
+import { isKnownScope, scopeSatisfied } from '@clawgate/protocol/scopes';
+import type { ApprovalProgress } from '@clawgate/protocol/views';
 import type { Store } from '../store/types.js';
 import type { Principal } from './principal.js';
 
@@ -91,11 +92,8 @@ export interface QuorumClaim {
 }
 
 /** Quorum progress as devices list, nodes pending, events and the Control UI show it. */
-export interface ApprovalProgress {
-  received: number;
-  required: number;
-  approvers: string[];
-}
+/** The wire shape of quorum progress is the protocol's; re-exported for the core code that computes it. */
+export type { ApprovalProgress };
 
 interface VoteRecord {
   /** What the votes approve (sorted scopes or commands): a different ask starts over. */

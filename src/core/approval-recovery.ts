@@ -9,7 +9,7 @@
  * the vote record, so of several instances exactly one carries a request out.
  */
 
-import { uncoveredScopes } from '../protocol/scopes.js';
+import { uncoveredScopes } from '@clawgate/protocol/scopes';
 import type { NodeSurfaceRequest, PairingRequest, Store } from '../store/types.js';
 import { deviceApprovers, nodeApprovers, nodeRequestState, type QuorumDeps } from './approval-flow.js';
 import { type ApprovalProgress, type ClaimedQuorum, claimDecided, type QuorumClaim, requiredForScopes } from './approval-quorum.js';

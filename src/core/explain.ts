@@ -4,9 +4,9 @@
  * second opinion: it runs the dispatcher's own authority check (`callDenial`, core/dispatch.ts)
  * on the principal a session of this device would have when it asks for everything it holds.
  */
-import { GatewayError } from '../protocol/errors.js';
-import type { Role } from '../protocol/frames.js';
-import { ADMIN, normalizeScopes, PAIRING, scopeSatisfied } from '../protocol/scopes.js';
+import { GatewayError } from '@clawgate/protocol/errors';
+import type { Role } from '@clawgate/protocol/frames';
+import { ADMIN, normalizeScopes, PAIRING, scopeSatisfied } from '@clawgate/protocol/scopes';
 import type { DeviceRecord, GrantRecord, NodeSurfaceRequest, PairingRequest, Store } from '../store/types.js';
 import type { ApprovalEngine } from './approval-engine.js';
 import { deviceRequestState, nodeRequestState, type QuorumDeps } from './approval-flow.js';

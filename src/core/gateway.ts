@@ -14,9 +14,10 @@
  * sign-in link claims, the join codes), runs the periodic work, routes other instances' events
  * to the module they concern, and keeps the methods server/, methods/ and tests call.
  */
+
+import { CLOSE, type DetailCode, GatewayError } from '@clawgate/protocol/errors';
+import { type ChallengePayload, RequestFrameSchema, type ResponseFrame, type Role } from '@clawgate/protocol/frames';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { CLOSE, type DetailCode, GatewayError } from '../protocol/errors.js';
-import { type ChallengePayload, RequestFrameSchema, type ResponseFrame, type Role } from '../protocol/frames.js';
 import type { PairingRequest, PruneCounts, Store } from '../store/types.js';
 import { ApprovalEngine, type SshProbe } from './approval-engine.js';
 import type { QuorumDeps } from './approval-flow.js';

@@ -9,8 +9,8 @@
  * Never throws on client input: every refusal is a catalogue error in the answer.
  */
 
-import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { CLOSE, closeReason, type DetailCode, GatewayError } from '../protocol/errors.js';
+import { confirmationCode } from '@clawgate/protocol/confirmation';
+import { CLOSE, closeReason, type DetailCode, GatewayError } from '@clawgate/protocol/errors';
 import {
   type ChallengePayload,
   CLIENT_IDS,
@@ -26,10 +26,11 @@ import {
   type ResponseFrame,
   ROLES,
   type Role,
-} from '../protocol/frames.js';
-import { audienceOf } from '../protocol/gateway-proof.js';
-import { ALL_OPERATOR_SCOPES, normalizeScopes, scopeSatisfied } from '../protocol/scopes.js';
-import { cleanOptional, cleanText } from '../protocol/text.js';
+} from '@clawgate/protocol/frames';
+import { audienceOf } from '@clawgate/protocol/gateway-proof';
+import { ALL_OPERATOR_SCOPES, normalizeScopes, scopeSatisfied } from '@clawgate/protocol/scopes';
+import { cleanOptional, cleanText } from '@clawgate/protocol/text';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { storeFault } from '../store/faults.js';
 import type { GrantRecord, SetupCodeRecord, Store } from '../store/types.js';
 import { type Decision, decideConnect } from './admission.js';
@@ -39,7 +40,6 @@ import type { ApprovalDecision, ApprovalProofs, ApprovalRequest } from './approv
 import type { Approvals, PairingKind } from './approvals.js';
 import type { ClusterNodeRouter } from './cluster-nodes.js';
 import type { GatewayConfig } from './config.js';
-import { confirmationCode } from './confirmation.js';
 import { type ConnectOutcome, rejectOutcome, type TransportFacts } from './connect-outcome.js';
 import { type CredentialDeps, checkCredentials, type ProvenCredentials, presentedMethod } from './credentials.js';
 import { approveHint } from './dispatch.js';

@@ -10,17 +10,22 @@
  *
  * This module never sees a socket: nodes are SessionPrincipals the gateway hands over.
  */
-import { GatewayError } from '../protocol/errors.js';
-import type { ConnectParams } from '../protocol/frames.js';
-import { ADMIN, PAIRING, WRITE } from '../protocol/scopes.js';
-import { cleanOptional, cleanText, isSafeText } from '../protocol/text.js';
+import { GatewayError } from '@clawgate/protocol/errors';
+import type { ConnectParams } from '@clawgate/protocol/frames';
+import { ADMIN } from '@clawgate/protocol/scopes';
+import { cleanOptional, cleanText, isSafeText } from '@clawgate/protocol/text';
+import type { NodePendingView } from '@clawgate/protocol/views';
 import type { NodeSurfaceRecord, NodeSurfaceRequest, Store } from '../store/types.js';
 import { nodeRequestState, type QuorumDeps, voteOnNodeRequest } from './approval-flow.js';
 import type { ApprovalProgress } from './approval-quorum.js';
 import type { Clock, Random } from './env.js';
 import type { Broadcast } from './events.js';
 import type { GatewayMetrics } from './metrics.js';
+import { HOST_COMMANDS, requiredApproveScopes } from './node-surface-policy.js';
 import { hasScope, type Principal, type SessionPrincipal } from './principal.js';
+
+/** The wire views live in the protocol module; re-exported for the gateway code that builds them. */
+export type { NodePendingView };
 
 export interface NodeLimits {
   /** Invocations one node may have in flight; more are refused with NODE_BUSY (never queued). */
@@ -46,18 +51,6 @@ export const DEFAULT_NODE_LIMITS: NodeLimits = {
   maxTimeoutMs: 600_000,
 };
 
-/** Commands that act on the node's host: approving a surface with any of them needs operator.admin. */
-export const HOST_COMMANDS: ReadonlySet<string> = new Set([
-  'system.run',
-  'system.run.prepare',
-  'system.which',
-  'browser.proxy',
-  'browser.proxy.upload.v1',
-  'fs.listDir',
-  'system.execApprovals.get',
-  'system.execApprovals.set',
-]);
-
 /** Commands whose invocation (not only approval) needs operator.admin, as in the reference. */
 export const ADMIN_INVOKE_COMMANDS: ReadonlySet<string> = new Set([
   'browser.proxy',
@@ -67,45 +60,6 @@ export const ADMIN_INVOKE_COMMANDS: ReadonlySet<string> = new Set([
   'system.execApprovals.get',
   'system.execApprovals.set',
 ]);
-
-/** A node's pending command surface as node.pair.list `pending` and `node.pair.requested` carry it. */
-export interface NodePendingView {
-  /**
-   * `surface`: a node's declared commands, approved with node.pair.approve. `device-pairing`: a
-   * node-role device pairing request, listed so that a client that looks its id up here (the
-   * OpenClaw CLI's `nodes approve`) reaches node.pair.approve, which answers with the device
-   * command that approves it.
-   */
-  kind: 'surface' | 'device-pairing';
-  requestId: string;
-  nodeId: string;
-  clientId: string | null;
-  clientMode: string | null;
-  displayName: string | null;
-  platform: string | null;
-  version: string | null;
-  deviceFamily: string | null;
-  caps: string[];
-  commands: string[];
-  requiredApproveScopes: string[];
-  /** Which of `commands` act on the node's host. */
-  hostCommands: string[];
-  remoteIp: string;
-  silent: boolean;
-  connected: boolean;
-  createdAtMs: number;
-  /** When the node last declared this surface (refreshedAtMs). */
-  ts: number;
-  /** Quorum progress (`node:<command>` keys); set by node.pair.list and the events. */
-  approvals?: ApprovalProgress;
-}
-
-/** Scopes an operator needs to approve a surface with these commands (besides the owner). */
-export function requiredApproveScopes(commands: readonly string[]): string[] {
-  if (commands.length === 0) return [PAIRING];
-  if (commands.some((c) => HOST_COMMANDS.has(c))) return [PAIRING, ADMIN];
-  return [PAIRING, WRITE];
-}
 
 /**
  * Trim, drop empties, de-duplicate, sort (so surfaces compare element-wise). A command or cap name with an unsafe character

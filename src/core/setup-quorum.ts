@@ -5,7 +5,7 @@
  * the quorum was configured, when redeemed. The device can pair with a code for the other scopes
  * and ask for the rest, which then collects its approvals like any request.
  */
-import { GatewayError } from '../protocol/errors.js';
+import { GatewayError } from '@clawgate/protocol/errors';
 import { type QuorumConfig, quorumScopes, requiredForScopes } from './approval-quorum.js';
 
 /** The refusal for a setup profile granting `scopes`, or null when no scope of it is under quorum. */

@@ -4,20 +4,21 @@
  * §Device management); this module validates params, asks the policy, and carries the change out.
  * Every change takes effect on live sockets at once (widened in place or closed).
  */
+
+import { confirmationCode } from '@clawgate/protocol/confirmation';
+import { GatewayError } from '@clawgate/protocol/errors';
+import type { Role } from '@clawgate/protocol/frames';
+import { ADMIN, normalizeScopes, PAIRING, uncoveredScopes } from '@clawgate/protocol/scopes';
+import { unsafeFieldError } from '@clawgate/protocol/text';
+import type { AuditEntryView, DeviceView, NodeSurfaceView, PendingNodeSurfaceView, PendingView } from '@clawgate/protocol/views';
 import { Type as T } from '@sinclair/typebox';
 import { deviceRequestState, voteOnDeviceRequest } from '../core/approval-flow.js';
 import { parseDuration } from '../core/approval-policy.js';
-import type { ApprovalProgress } from '../core/approval-quorum.js';
-import { confirmationCode } from '../core/confirmation.js';
 import { grantExtras } from '../core/explain.js';
 import type { Gateway } from '../core/gateway.js';
 import { approvalDenial, deviceManagementDenial, rejectionDenial, tokenDenial } from '../core/management-policy.js';
 import { isAdmin } from '../core/principal.js';
 import { mintToken } from '../core/secrets.js';
-import { GatewayError } from '../protocol/errors.js';
-import type { Role } from '../protocol/frames.js';
-import { ADMIN, normalizeScopes, PAIRING, uncoveredScopes } from '../protocol/scopes.js';
-import { unsafeFieldError } from '../protocol/text.js';
 import { deviceMatchesSearch } from '../store/device-page.js';
 import {
   DEVICE_PAGE_DEFAULT,
@@ -31,68 +32,13 @@ import {
   type TokenRecord,
 } from '../store/types.js';
 
+/** The wire views live in the protocol module; re-exported for the gateway code that builds them. */
+export type { DeviceView, NodeSurfaceView, PendingNodeSurfaceView, PendingView };
+
 const RoleSchema = T.Union([T.Literal('operator'), T.Literal('node')]);
 const DeviceId = T.String({ minLength: 1, maxLength: 128 });
 const RequestId = T.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' });
 const Scopes = T.Array(T.String({ minLength: 1, maxLength: 128 }), { maxItems: 64 });
-
-export interface DeviceView {
-  deviceId: string;
-  publicKey: string;
-  displayName: string | null;
-  label: string | null;
-  platform: string | null;
-  deviceFamily: string | null;
-  clientId: string | null;
-  clientMode: string | null;
-  roles: Role[];
-  scopes: string[];
-  /**
-   * `approvedBy` (`owner`, `device:<id>`, `rule:<name>`, `gateway`) and `expiresAtMs` appear once
-   * the store records them; a time-bound grant also names what the role keeps after it.
-   */
-  grants: Array<{
-    role: Role;
-    scopes: string[];
-    approvedAtMs: number;
-    approvedVia: string;
-    epoch: number;
-    approvedBy?: string;
-    expiresAtMs?: number | null;
-    scopesAfterExpiry?: string[];
-  }>;
-  tokens: Array<{ role: Role; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
-  createdAtMs: number;
-  lastSeenAtMs: number | null;
-  remoteIp: string | null;
-  connected: boolean;
-  /** Node role only: the approved command surface (the name and shape `openclaw devices list` reads). */
-  nodeSurface?: NodeSurfaceView | null;
-  /** Node role only: a declared surface waiting for `node.pair.approve`. */
-  pendingNodeSurface?: PendingNodeSurfaceView | null;
-}
-
-export interface NodeSurfaceView {
-  caps: string[];
-  commands: string[];
-  requestId: string;
-  /** The approved record is written at approval, so both times are the approval time. */
-  createdAtMs: number;
-  approvedAtMs: number;
-}
-
-export interface PendingNodeSurfaceView {
-  requestId: string;
-  /** A different surface always gets a new request id, so the id doubles as the revision. */
-  revision: string;
-  displayName: string | null;
-  platform: string | null;
-  caps: string[];
-  commands: string[];
-  remoteIp: string;
-  createdAtMs: number;
-  ts: number;
-}
 
 /** The node fields of a device row; absent for a device without the node role. */
 function viewNodeSurfaces(
@@ -119,35 +65,6 @@ function viewNodeSurfaces(
         }
       : null,
   };
-}
-
-export interface PendingView {
-  requestId: string;
-  deviceId: string;
-  publicKey: string;
-  displayName: string | null;
-  platform: string | null;
-  deviceFamily: string | null;
-  clientId: string | null;
-  clientMode: string | null;
-  role: Role;
-  roles: Role[];
-  scopes: string[];
-  /** What approval would add to the current grant. */
-  adds: string[];
-  approvedScopes: string[] | null;
-  kind: PairingRequest['kind'];
-  remoteIp: string;
-  silent: false;
-  isRepair: boolean;
-  createdAtMs: number;
-  ts: number;
-  widenedAtMs: number | null;
-  expiresAtMs: number;
-  /** Short code to compare with the one the device shows (derived from the request id and key). */
-  confirmationCode: string;
-  /** Quorum progress (`required` 1 when no quorum applies); set by device.pair.list. */
-  approvals?: ApprovalProgress;
 }
 
 /** Records by device id; the first record of a device wins, as `find` would pick it. */
@@ -562,7 +479,8 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
     ),
     handler: async ({ params }) => {
       const p = params as { afterSeq?: number; limit?: number };
-      return { entries: await gw.store.listAudit({ afterSeq: p.afterSeq ?? 0, limit: p.limit ?? 1000 }) };
+      const entries: AuditEntryView[] = await gw.store.listAudit({ afterSeq: p.afterSeq ?? 0, limit: p.limit ?? 1000 });
+      return { entries };
     },
   });
 }

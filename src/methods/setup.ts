@@ -6,16 +6,17 @@
  * - device.pair.setupRevoke revoke a code that was not used yet (or end its repeat window).
  */
 
+import { GatewayError } from '@clawgate/protocol/errors';
+import { ADMIN } from '@clawgate/protocol/scopes';
+import { decodeSetupCode, MAX_SETUP_URLS, setupUrlProblem } from '@clawgate/protocol/setup-code';
+import { unsafeFieldError } from '@clawgate/protocol/text';
+import type { SetupMintView } from '@clawgate/protocol/views';
 import { Type as T } from '@sinclair/typebox';
 import { toWsUrl } from '../core/config.js';
 import type { Gateway } from '../core/gateway.js';
 import { joinCodesOf, joinUrl, joinUrlProblem } from '../core/join-codes.js';
 import { DEFAULT_SETUP_TTL_MS, MAX_SETUP_TTL_MS, MIN_SETUP_TTL_MS, mintSetupCode, resolveSetupProfile, viewSetupCode } from '../core/setup-codes.js';
 import { setupQuorumRefusal } from '../core/setup-quorum.js';
-import { GatewayError } from '../protocol/errors.js';
-import { ADMIN } from '../protocol/scopes.js';
-import { decodeSetupCode, MAX_SETUP_URLS, setupUrlProblem } from '../protocol/setup-code.js';
-import { unsafeFieldError } from '../protocol/text.js';
 
 const SetupId = T.String({ pattern: '^[0-9a-f]{16}$' });
 const Url = T.String({ minLength: 1, maxLength: 2048 });
@@ -136,7 +137,7 @@ export function registerSetupMethods(gw: SetupMethodDeps): void {
         expiresAtMs: r.expiresAtMs,
         joinUrl: join !== undefined,
       });
-      return {
+      const view: SetupMintView = {
         ...(join !== undefined ? { joinUrl: join } : {}),
         setupId: r.setupId,
         setupCode: minted.setupCode,
@@ -154,6 +155,7 @@ export function registerSetupMethods(gw: SetupMethodDeps): void {
         scopes: profile.scopes,
         label: label ?? null,
       };
+      return view;
     },
   });
 

@@ -4,8 +4,12 @@
  * `node.invoke.result`, and reconnects with jittered exponential backoff. What it may run on this
  * machine is decided here, by the local exec policy, whatever the gateway approved.
  */
+
+import { flavorOfChallenge, type GatewayFlavor, type GatewayHostCommands, gatewayHostCommands } from '@clawgate/client';
+import { CATALOGUE } from '@clawgate/protocol/errors';
+import type { ErrorShape } from '@clawgate/protocol/frames';
+import { printable } from '@clawgate/protocol/text';
 import { WebSocket } from 'ws';
-import { flavorOfChallenge, type GatewayFlavor, type GatewayHostCommands, gatewayHostCommands } from '../../packages/client/src/gateway-flavor.js';
 import {
   buildConnectParams,
   type ConnectOptions,
@@ -17,9 +21,6 @@ import {
 } from '../client/connection.js';
 import type { Clock, Random } from '../core/env.js';
 import { checkGatewayChallenge } from '../core/gateway-identity.js';
-import { CATALOGUE } from '../protocol/errors.js';
-import type { ErrorShape } from '../protocol/frames.js';
-import { printable } from '../protocol/text.js';
 import type { ExecPolicyMode } from './exec-policy.js';
 import { NodeInvoker } from './invoker.js';
 import type { NodeCredentials, NodeState } from './state.js';

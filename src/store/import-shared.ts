@@ -3,7 +3,7 @@
  * which rows an import adds. Pure, so the memory, SQLite and PostgreSQL adapters (and a dry run)
  * report exactly the same thing.
  */
-import type { Role } from '../protocol/frames.js';
+import type { Role } from '@clawgate/protocol/frames';
 import type {
   AuditInput,
   DeviceImportReport,

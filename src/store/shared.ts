@@ -1,6 +1,6 @@
 /** Pure helpers every adapter uses, so the adapters differ only in how they persist. */
 import { createHash } from 'node:crypto';
-import type { Role } from '../protocol/frames.js';
+import type { Role } from '@clawgate/protocol/frames';
 import type {
   ApproveInput,
   AuditEntry,

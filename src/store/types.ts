@@ -4,7 +4,7 @@
  * changes trust takes the audit record it must append, so the change and its audit entry
  * commit together or not at all.
  */
-import type { Role } from '../protocol/frames.js';
+import type { Role } from '@clawgate/protocol/frames';
 
 export type ApprovedVia = 'silent' | 'manual' | 'owner' | 'bootstrap' | 'policy';
 

@@ -14,6 +14,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type { Role } from '@clawgate/protocol/frames';
+import { decodeSetupCode } from '@clawgate/protocol/setup-code';
 import pg from 'pg';
 import {
   ConnectError,
@@ -23,8 +25,6 @@ import {
   GatewayRequestError,
   generateIdentity,
 } from '../../src/client/connection.js';
-import type { Role } from '../../src/protocol/frames.js';
-import { decodeSetupCode } from '../../src/protocol/setup-code.js';
 import { DELIVERY_LEASE_MS } from '../../src/store/postgres/store.js';
 import { verifyAuditChain } from '../../src/store/shared.js';
 import { SqliteStore } from '../../src/store/sqlite/store.js';

@@ -1,5 +1,5 @@
 /** SQLite store, domain: paired devices, their grants and tokens, and pending pairing requests. */
-import type { Role } from '../../protocol/frames.js';
+import type { Role } from '@clawgate/protocol/frames';
 import { checkDevicePageQuery, pageOf, prefixUpperBound } from '../device-page.js';
 import { approvedGrant, type DeviceRow, type GrantRow, grantAfterExpiry, mergePairingRequest, type TokenRow, toDevice, toGrant, toToken } from '../shared.js';
 import type {

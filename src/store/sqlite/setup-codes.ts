@@ -1,5 +1,5 @@
 /** SQLite store, domain: setup codes (mint, redeem in one transaction, count failures, revoke). */
-import type { Role } from '../../protocol/frames.js';
+import type { Role } from '@clawgate/protocol/frames';
 import { checkRedemption, failureBurns, redeemedGrantScopes, redeemedRoles } from '../setup-shared.js';
 import { type GrantRow, type SetupRow, toGrant, toSetup } from '../shared.js';
 import type { AuditInput, NewSetupCode, NewToken, RedeemSetupInput, RedeemSetupResult, SetupCodeRecord, SetupCodeStore } from '../types.js';

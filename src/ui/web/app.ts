@@ -19,37 +19,24 @@ import {
   GatewayCallError,
   GatewayClient,
   normalizeGatewayUrl,
-} from '../../../packages/client/src/browser.js';
-import { confirmationCode } from '../../core/confirmation.js';
-import type { NodePendingView } from '../../core/nodes.js';
-import { audienceOf, ownerProofPayload } from '../../protocol/gateway-proof.js';
-import { printableLines } from '../../protocol/text.js';
+} from '../../../packages/client/dist/browser.js';
+import { confirmationCode } from '../../../packages/protocol/dist/confirmation.js';
+import { audienceOf, ownerProofPayload } from '../../../packages/protocol/dist/gateway-proof.js';
+import { printableLines } from '../../../packages/protocol/dist/text.js';
+import type {
+  AuditEntryView as AuditEntry,
+  DeviceView,
+  SetupMintView as MintResult,
+  NodePendingView,
+  NodeView,
+  PendingView,
+  PresenceEvent as PresenceView,
+  SetupView,
+} from '../../../packages/protocol/dist/views.js';
 import { encodeQr, qrPath } from './qr.js';
 import { SessionCredentialStore } from './session-store.js';
 
-// --- views of gateway data (the shapes device.pair.list / setupStatus / audit.list return) ---
-
-interface PendingView {
-  requestId: string;
-  deviceId: string;
-  displayName: string | null;
-  platform: string | null;
-  clientId: string | null;
-  clientMode: string | null;
-  role: string;
-  scopes: string[];
-  adds: string[];
-  approvedScopes: string[] | null;
-  kind: 'new-device' | 'role-upgrade' | 'scope-upgrade' | string;
-  remoteIp: string;
-  isRepair: boolean;
-  createdAtMs: number;
-  ts: number;
-  expiresAtMs: number;
-  confirmationCode: string;
-  /** Quorum progress (`required` 1: one approval does it). */
-  approvals?: Approvals;
-}
+// The views of gateway data (device.pair.list, setupStatus, audit.list …) are the protocol module's.
 
 interface Approvals {
   received: number;
@@ -63,68 +50,6 @@ interface Explanation {
   roles: Array<{ role: string; scopes: string[]; sinceMs: number; approvedVia: string; approvedBy: string | null; expiresAtMs: number | null }>;
   pending: Array<{ requestId: string; type: string; role: string; adds: string[]; approvals: Approvals; needs: string; command: string }>;
   call?: { method: string; allowed: boolean; code: string | null; missing: string | null; fix: string | null; requiredScopes: string[] };
-}
-
-interface DeviceView {
-  deviceId: string;
-  displayName: string | null;
-  label: string | null;
-  platform: string | null;
-  clientId: string | null;
-  clientMode: string | null;
-  roles: string[];
-  /** `approvedBy` and `expiresAtMs` are shown when the gateway records them (time-bound grants). */
-  grants: Array<{ role: string; scopes: string[]; approvedAtMs: number; approvedVia: string; approvedBy?: string; expiresAtMs?: number | null }>;
-  tokens: Array<{ role: string; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
-  createdAtMs: number;
-  lastSeenAtMs: number | null;
-  remoteIp: string | null;
-  connected: boolean;
-}
-
-/** A paired node (node.pair.list `paired`). */
-interface NodeView {
-  nodeId: string;
-  commands: string[];
-  declaredCommands: string[] | null;
-  approvedCommands: string[];
-  pendingCommands: string[];
-  hostCommands: string[];
-  connected: boolean;
-  version: string | null;
-}
-
-interface SetupView {
-  setupId: string;
-  status: string;
-  label: string | null;
-  profile: string;
-  scopes: string[];
-  createdAtMs: number;
-  createdBy: string;
-  expiresAtMs: number;
-  redeemedAtMs: number | null;
-  deviceId: string | null;
-  deviceName: string | null;
-}
-
-interface MintResult {
-  setupId: string;
-  setupCode: string;
-  link: string;
-  expiresAtMs: number;
-  profile: string;
-  scopes: string[];
-  label: string | null;
-}
-
-interface AuditEntry {
-  seq: number;
-  atMs: number;
-  actor: string;
-  action: string;
-  subject?: string;
-  data?: Record<string, unknown>;
 }
 
 type Tab = 'pending' | 'devices' | 'setup' | 'audit';
@@ -526,12 +451,6 @@ async function loadAudit(): Promise<void> {
 function scheduleRefresh(): void {
   window.clearTimeout(state.refreshTimer);
   state.refreshTimer = window.setTimeout(() => void refreshAll(), 50);
-}
-
-/** The `device.presence` event (PROTOCOL.md §12): device sessions that connected or disconnected. */
-interface PresenceView {
-  changes: Array<{ deviceId: string; role: 'operator' | 'node'; state: 'connected' | 'disconnected'; deviceConnected: boolean }>;
-  truncated: boolean;
 }
 
 /**
