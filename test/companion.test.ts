@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -744,6 +745,31 @@ describe('clawgate companion run: one device, operator and node side by side', (
 });
 
 describe('companion input checks', () => {
+  test('node side: an HTTP 403 on the WebSocket upgrade pauses it with the reason instead of retrying for ever', async (t) => {
+    const server = createHttpServer((_req, res) => res.end());
+    server.on('upgrade', (_req, socket) => {
+      socket.on('error', () => {});
+      const body = '{"error":{"type":"proxy_attribution_required"}}';
+      socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const dir = mkdtempSync(join(tmpdir(), 'clawgate-companion-403-'));
+    const tokenFile = join(dir, 'token.txt');
+    writeFileSync(tokenFile, 'cgs_anything', { mode: 0o600 });
+    const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const c = new Proc(
+      spawn(process.execPath, [BIN, 'companion', 'run', '--url', url, '--token-file', tokenFile, '--state-dir', dir, '--no-operator'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, CLAWGATE_SETUP_CODE: '' },
+      }),
+    );
+    t.after(async () => {
+      await c.stop();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      removeDir(dir);
+    });
+    await c.waitFor(/^node: paused \(upgrade-refused\): the gateway refused the WebSocket upgrade at \S+: .*proxy_attribution_required/);
+  });
   test('--ssh targets: user@host[:port] and bracketed IPv6 parse; anything ssh could read as an option is refused', () => {
     assert.deepEqual(parseSshTarget('me@gw.example.com'), { user: 'me', host: 'gw.example.com', port: 22 });
     assert.deepEqual(parseSshTarget('me@10.0.0.5:2222'), { user: 'me', host: '10.0.0.5', port: 2222 });
