@@ -20,6 +20,7 @@ import { parseControlRequest } from '../src/companion/control.js';
 import { SideLifecycle } from '../src/companion/lifecycle.js';
 import { parseSshTarget, SshForward } from '../src/companion/ssh.js';
 import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { readNodeCredentials } from './helpers/node-state.js';
 import { STRICT } from './helpers/strict.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -573,6 +574,9 @@ describe('clawgate companion run: one device, operator and node side by side', (
     const [, deviceId] = await old.waitFor(/^paired: device ([0-9a-f]{64}) holds a node \+ operator token/);
     await old.waitFor(/^connected to /);
     assert.equal(await old.stop(), 0);
+    // What an older `clawgate node run` left: its own credentials.json and no SDK store.
+    writeFileSync(join(legacy, 'credentials.json'), JSON.stringify(readNodeCredentials(legacy)), { mode: 0o600 });
+    removeDir(join(legacy, 'client'));
     const legacyCreds = readFileSync(join(legacy, 'credentials.json'), 'utf8');
     const c = companion(['--state-dir', legacy]);
     await c.waitFor(new RegExp(`^read the node host state in .* \\(device ${deviceId}; tokens: (operator, node|node, operator)\\)`));
