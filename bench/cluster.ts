@@ -19,7 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
-import { PostgresStore } from '../src/store/postgres.js';
+import { PostgresStore } from '../src/store/postgres/store.js';
 import { ownerAuth } from '../test/helpers/gateway.js';
 import { asClusterOwner, CLUSTER_OWNER, CLUSTER_TOKEN, clusterStateDir, type Instance, removeStateDir, startInstance } from '../test/helpers/instance.js';
 import { startPgCluster } from '../test/helpers/pg-cluster.js';

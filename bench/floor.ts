@@ -11,9 +11,9 @@
 import { createHash, type KeyObject, randomBytes, randomUUID, timingSafeEqual, verify } from 'node:crypto';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
+import { signaturePayloadV3, signedTokenField } from '@clawgate/protocol/signature';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { deviceIdOf, publicKeyObject } from '../src/core/identity.js';
-import { signaturePayloadV3, signedTokenField } from '../src/protocol/signature.js';
 
 interface Device {
   deviceId: string;

@@ -12,9 +12,9 @@ import { type KeyObject, sign } from 'node:crypto';
 import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { normalizeMetadataField, signaturePayloadV3, signedTokenField } from '@clawgate/protocol/signature';
 import { WebSocket } from 'ws';
 import { type DeviceIdentity, generateIdentity } from '../src/client/connection.js';
-import { normalizeMetadataField, signaturePayloadV3, signedTokenField } from '../src/protocol/signature.js';
 import { busyCores, readCpuSeconds, readRssMiB, readSystemCpu } from './proc.js';
 import { Counter, r2, Samples, type Summary } from './stats.js';
 

@@ -181,10 +181,10 @@ async function listFirstPage(target: Target, profile: LoadProfile, repeats: numb
 
 async function openStore(kind: StoreKind, stateDir: string, pgUrl: string | null): Promise<Store> {
   if (kind === 'sqlite') {
-    const { SqliteStore } = await import('../src/store/sqlite.js');
+    const { SqliteStore } = await import('../src/store/sqlite/store.js');
     return new SqliteStore(join(stateDir, 'clawgate.sqlite'));
   }
-  const { PostgresStore } = await import('../src/store/postgres.js');
+  const { PostgresStore } = await import('../src/store/postgres/store.js');
   return PostgresStore.open(pgUrl as string, { maxConnections: 2 });
 }
 

@@ -2,10 +2,10 @@
 # `npm test`: build, lint, install what the tests need, run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-npx tsc -p tsconfig.json
-# The single-file gateway build `clawgate gateway run` uses (the tests spawn the shipped artifact).
-node scripts/bundle.mjs
-npx biome check src test bench packages
+# Builds the packages, the gateway and the single-file gateway build `clawgate gateway run` uses
+# (the tests spawn the shipped artifact).
+npm run build --silent
+npm run lint --silent
 bash scripts/system-deps.sh
 # The interop tests drive the real OpenClaw CLI (Node 24 + openclaw from npm, cached in .cache/).
 if [ -f scripts/openclaw-cache.sh ]; then

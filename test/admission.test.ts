@@ -6,9 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { Role } from '@clawgate/protocol/frames';
+import { normalizeScopes } from '@clawgate/protocol/scopes';
 import { type ConnectFacts, type Credential, type Decision, decideConnect, type PendingKind } from '../src/core/admission.js';
-import type { Role } from '../src/protocol/frames.js';
-import { normalizeScopes } from '../src/protocol/scopes.js';
 
 const READ = 'operator.read';
 const WRITE = 'operator.write';

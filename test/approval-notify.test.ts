@@ -11,7 +11,7 @@ import { describe, test } from 'node:test';
 import { APPROVAL_LINK_TTL_MS, escapeDiscord, escapeSlack, mintRequestLink, openRequestLink, parseNotifyTargets } from '../src/core/approval-notify.js';
 import { quorumConfigProblem, requiredForCommands, requiredForScopes } from '../src/core/approval-quorum.js';
 import { ManualClock, systemRandom } from '../src/core/env.js';
-import { SqliteStore } from '../src/store/sqlite.js';
+import { SqliteStore } from '../src/store/sqlite/store.js';
 import { removeDir } from './helpers/gateway.js';
 
 describe('quorum configuration and requirements', () => {

@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConnectError, connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
-import { PostgresStore } from '../src/store/postgres.js';
+import { PostgresStore } from '../src/store/postgres/store.js';
 import { asClusterOwner, CLUSTER_TOKEN, type Instance, removeStateDir, startInstance, startInstancesAB } from './helpers/instance.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
 import { waitFor } from './helpers/wait.js';
@@ -125,5 +125,38 @@ describe('quorum on a PostgreSQL cluster', () => {
       await c.close();
       return c.hello.auth.scopes.includes('operator.admin');
     }, 'the approved device admitted with admin');
+  });
+  test('a quorum reached on an instance that died before approving is carried out by exactly one instance', async () => {
+    const z = generateIdentity();
+    const requestId = await asks(a, z);
+    const o = await owner(a);
+    await o.request('device.pair.approve', { requestId });
+    await o.close();
+    await Promise.all([a.stop(), b.stop()]);
+    // The completing vote as a dying instance leaves it: recorded and claimed, never carried out.
+    const store = await PostgresStore.open(url);
+    const key = `approval.votes.${requestId}`;
+    try {
+      const rec = JSON.parse((await store.getMeta(key)) as string) as { subject: string[]; votes: Array<Record<string, unknown>> };
+      rec.votes.push({ approver: `device:${admin.deviceId}`, atMs: Date.now() });
+      await store.setMeta(key, JSON.stringify({ ...rec, claim: { by: 'instance-that-died', atMs: Date.now() } }));
+    } finally {
+      await store.close();
+    }
+    // Both instances start at once and both look.
+    [a, b] = await Promise.all([startInstance('A', url, a.stateDir), startInstance('B', url, b.stateDir)]);
+    await waitFor(async () => {
+      const c = await device(b, z, ADMIN_ASK).catch(() => null);
+      if (!c) return false;
+      await c.close();
+      return c.hello.auth.scopes.includes('operator.admin');
+    }, 'the device admitted after both instances restarted');
+    const check = await PostgresStore.open(url);
+    try {
+      const audit = await check.listAudit({ limit: 100_000 });
+      assert.equal(audit.filter((e) => e.action === 'pairing.approved' && e.data?.requestId === requestId).length, 1);
+    } finally {
+      await check.close();
+    }
   });
 });

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { connectGateway, GatewayRequestError, generateIdentity } from '../src/client/connection.js';
-import { SqliteStore } from '../src/store/sqlite.js';
+import { SqliteStore } from '../src/store/sqlite/store.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../src/store/types.js';
 import { asOwner, cli, cliJson, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { type GatewayProcess, spawnGateway } from './helpers/process.js';

@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { BulkDevicesInput } from '../src/store/bulk-devices.js';
-import { PostgresStore } from '../src/store/postgres.js';
+import { PostgresStore } from '../src/store/postgres/store.js';
 import { verifyAuditChain } from '../src/store/shared.js';
-import { SqliteStore } from '../src/store/sqlite.js';
+import { SqliteStore } from '../src/store/sqlite/store.js';
 import type { ImportedDevice, Store } from '../src/store/types.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
 

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { SqliteStore } from '../src/store/sqlite.js';
+import { SqliteStore } from '../src/store/sqlite/store.js';
 import { checkInvariants, Ledger, runChaos } from './helpers/chaos.js';
 import { removeDir } from './helpers/gateway.js';
 import { startPgCluster } from './helpers/pg-cluster.js';

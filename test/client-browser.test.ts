@@ -1,5 +1,5 @@
 /**
- * @clawgate/client in headless Chromium: the browser build (plain ESM from dist/, served as-is)
+ * @clawgate/client in headless Chromium: the browser build (plain ESM from packages/client/dist/, served as-is, no bundler)
  * pairs with a real gateway through a setup code, keeps a non-extractable WebCrypto key in
  * IndexedDB, makes a call, and after a page reload reconnects with its stored device token.
  */
@@ -16,14 +16,15 @@ import { mintCode, ownerCall, pairedDevices } from './helpers/client.js';
 import { removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 const CHROMIUM = process.env.CLAWGATE_CHROMIUM ?? '/usr/bin/chromium';
-const DIST = join(process.cwd(), 'dist');
+// The SDK's own build output, as its package ships it (the protocol modules vendored into it).
+const DIST = join(process.cwd(), 'packages', 'client', 'dist');
 
 let tg: TestGateway;
 let server: Server;
 let pageBase: string;
 let browser: Browser;
 
-/** Serves the SDK's browser modules (and only JavaScript under dist/) plus an empty page. */
+/** Serves the SDK's browser modules (only JavaScript under the SDK's dist/) plus an empty page. */
 function serveDist(): Promise<Server> {
   const s = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
@@ -70,7 +71,7 @@ test('the SDK pairs from a browser, signs with a non-extractable key kept in Ind
   const code = await mintCode(tg, { profile: 'operator' });
   const { page, pageErrors } = await openPage();
   const paired = await page.evaluate(async (setupCode: string) => {
-    const sdk = await import('/packages/client/src/browser.js' as string);
+    const sdk = await import('/browser.js' as string);
     const store = new sdk.IndexedDbCredentialStore('clawgate-test');
     const states: string[] = [];
     const client = await sdk.pairWithSetupCode(store, sdk.browserPlatform(), setupCode, { client: { id: 'openclaw-control-ui', mode: 'ui' } });
@@ -108,7 +109,7 @@ test('the SDK pairs from a browser, signs with a non-extractable key kept in Ind
   await page.reload();
   const again = await page.evaluate(
     async (url: string) => {
-      const sdk = await import('/packages/client/src/browser.js' as string);
+      const sdk = await import('/browser.js' as string);
       const client = new sdk.GatewayClient({ url, store: new sdk.IndexedDbCredentialStore('clawgate-test'), platform: sdk.browserPlatform() });
       const s = await client.connect({ timeoutMs: 10_000 });
       const status = await client.request('status');
@@ -133,7 +134,7 @@ test('in the browser, a shared-token device waits live for approval and becomes 
     await page.goto(`${pageBase}/`);
     const waiting = await page.evaluate(
       async ({ url, token }: { url: string; token: string }) => {
-        const sdk = await import('/packages/client/src/browser.js' as string);
+        const sdk = await import('/browser.js' as string);
         const store = new sdk.IndexedDbCredentialStore('clawgate-approval');
         const platform = sdk.browserPlatform();
         await sdk.setSharedToken(store, platform, url, token);
@@ -169,7 +170,7 @@ test('in the browser, an operator’s rotation is adopted: the pushed token land
   const code = await mintCode(tg, { profile: 'operator' });
   const { page, pageErrors } = await openPage();
   const before = await page.evaluate(async (setupCode: string) => {
-    const sdk = await import('/packages/client/src/browser.js' as string);
+    const sdk = await import('/browser.js' as string);
     const store = new sdk.IndexedDbCredentialStore('clawgate-rotation');
     const client = await sdk.pairWithSetupCode(store, sdk.browserPlatform(), setupCode, { backoff: { baseMs: 40, maxMs: 400 } });
     const g = globalThis as unknown as { client: unknown; store: unknown; left: boolean; states: string[] };
@@ -211,7 +212,7 @@ test('in the browser, an operator’s rotation is adopted: the pushed token land
   // After a reload only IndexedDB is left: it must carry the live token.
   await page.reload();
   const reloaded = await page.evaluate(async (url: string) => {
-    const sdk = await import('/packages/client/src/browser.js' as string);
+    const sdk = await import('/browser.js' as string);
     const client = new sdk.GatewayClient({ url, store: new sdk.IndexedDbCredentialStore('clawgate-rotation'), platform: sdk.browserPlatform() });
     const s = await client.connect({ timeoutMs: 10_000 });
     client.close();
@@ -252,7 +253,7 @@ test('in the browser, a setup code pointing at a squatter pauses with gateway-ke
       const { page, pageErrors } = await openPage();
       const outcome = await page.evaluate(
         async ({ setupCode, db }: { setupCode: string; db: string }) => {
-          const sdk = await import('/packages/client/src/browser.js' as string);
+          const sdk = await import('/browser.js' as string);
           const store = new sdk.IndexedDbCredentialStore(db);
           try {
             const client = await sdk.pairWithSetupCode(store, sdk.browserPlatform(), setupCode, { backoff: { baseMs: 40, maxMs: 400 } });

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { FileCredentialStore, type GatewayRecord } from '../packages/client/src/node.js';
+import { FileCredentialStore, type GatewayRecord } from '@clawgate/client';
 import { mintCode, ownerCall, tempDir } from './helpers/client.js';
 import { removeDir, startTestGateway, type TestGateway } from './helpers/gateway.js';
 

@@ -8,7 +8,6 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { WebSocketServer } from 'ws';
 import {
   applySetupCode,
   ClientError,
@@ -29,11 +28,12 @@ import {
   type SocketHandlers,
   setSharedToken,
   type Transport,
-} from '../packages/client/src/node.js';
+} from '@clawgate/client';
+import { encodeSetupCode } from '@clawgate/protocol/setup-code';
+import { WebSocketServer } from 'ws';
 import { connectGateway } from '../src/client/connection.js';
 import type { TlsMaterial } from '../src/core/config.js';
 import { ManualClock } from '../src/core/env.js';
-import { encodeSetupCode } from '../src/protocol/setup-code.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { mintCode, ownerCall, pairedDevices, reach, tempDir } from './helpers/client.js';
 import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
@@ -601,7 +601,7 @@ describe('stores and retry policy', () => {
   test('the file store serialises writers in different processes (no lost update)', async () => {
     const dir = tempDir();
     cleanup.push(() => removeDir(dir));
-    const mod = new URL('../packages/client/src/node.js', import.meta.url).href;
+    const mod = import.meta.resolve('@clawgate/client');
     const script = `
       const { FileCredentialStore } = await import(${JSON.stringify(mod)});
       const s = new FileCredentialStore(process.argv[1]);

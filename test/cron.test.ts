@@ -11,7 +11,7 @@ import type { Timers } from '../src/automations/timers.js';
 import { backoffMs, DeliveryWorker, type HttpPost, type WebhookPolicy } from '../src/automations/webhook.js';
 import { ManualClock } from '../src/core/env.js';
 import { silentLogger } from '../src/core/logger.js';
-import { MemoryStore } from '../src/store/memory.js';
+import { SqliteStore } from '../src/store/sqlite/store.js';
 import type { CronJob, CronSchedule } from '../src/store/types.js';
 
 /** Timers driven by a ManualClock: `advance` fires due callbacks in time order, letting async work settle in between. */
@@ -139,7 +139,7 @@ describe('cron expressions', () => {
   });
 });
 
-function job(store: MemoryStore, over: Partial<CronJob> & Pick<CronJob, 'schedule' | 'createdAtMs' | 'nextRunAtMs'>) {
+function job(store: SqliteStore, over: Partial<CronJob> & Pick<CronJob, 'schedule' | 'createdAtMs' | 'nextRunAtMs'>) {
   return store.createCronJob({
     jobId: over.jobId ?? 'job-1',
     name: over.name ?? 'job',
@@ -157,7 +157,7 @@ describe('scheduler', () => {
   function setup() {
     const clock = new ManualClock(T0);
     const timers = new FakeTimers(clock);
-    const store = new MemoryStore();
+    const store = new SqliteStore(':memory:');
     const runs: Array<{ jobId: string; atMs: number }> = [];
     let n = 0;
     const scheduler = new CronScheduler({
@@ -301,7 +301,7 @@ describe('webhook delivery worker', () => {
   async function setup(post: HttpPost) {
     const clock = new ManualClock(T0);
     const timers = new FakeTimers(clock);
-    const store = new MemoryStore();
+    const store = new SqliteStore(':memory:');
     await store.putChannel({
       channelId: 'ch',
       name: 'alerts',

@@ -1,5 +1,5 @@
 /**
- * docs/errors.md must mirror the error catalogue (src/protocol/errors.ts): one table with the
+ * docs/errors.md must mirror the error catalogue (packages/protocol/src/errors.ts): one table with the
  * columns `details.code | error.code | message | close | next step`, one row per entry, with the
  * same error.code, message template, close code (`—` = the socket stays open) and next step.
  * On failure the message prints the row to paste.
@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { CATALOGUE, type CatalogueEntry, CLOSE, ERROR_CODES } from '../src/protocol/errors.js';
+import { CATALOGUE, type CatalogueEntry, CLOSE, ERROR_CODES } from '@clawgate/protocol/errors';
 
 const HEADER = ['details.code', 'error.code', 'message', 'close', 'next step'];
 
@@ -76,7 +76,7 @@ test('docs/errors.md documents no code the catalogue lacks, and none twice', () 
   assert.deepEqual(
     extra.map((r) => `line ${r.line}: ${r.detail}`),
     [],
-    'remove these rows (or add the entries to src/protocol/errors.ts)',
+    'remove these rows (or add the entries to packages/protocol/src/errors.ts)',
   );
   const seen = new Set<string>();
   const dupes = rows.filter((r) => (seen.has(r.detail) ? true : (seen.add(r.detail), false)));

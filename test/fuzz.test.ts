@@ -6,8 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { CATALOGUE } from '@clawgate/protocol/errors';
 import fc from 'fast-check';
-import { CATALOGUE } from '../src/protocol/errors.js';
 import { fromSchema, rawFrame, runFuzz } from './helpers/fuzz.js';
 import { ownerAuth, removeDir, startTestGateway } from './helpers/gateway.js';
 import { plainParams, RawClient } from './helpers/raw.js';

@@ -2,20 +2,20 @@
  * Wire-level handshake tests: a raw `ws` client (test/helpers/raw.ts, not the SDK) against a
  * real gateway on a real socket with SQLite. One test per bad input; each asserts the response
  * frame's error.code and details.code, the close code and the close reason against the
- * catalogue (src/protocol/errors.ts), and then proves the gateway still admits a valid client.
+ * catalogue (packages/protocol/src/errors.ts), and then proves the gateway still admits a valid client.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { CATALOGUE, closeReason, type DetailCode } from '@clawgate/protocol/errors';
+import { WRITE } from '@clawgate/protocol/scopes';
+import { signaturePayloadV2, signaturePayloadV3 } from '@clawgate/protocol/signature';
 import { CREDENTIALS_FILE, loadOrCreateCredentials, readCredentials } from '../src/cli/state.js';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import { systemRandom } from '../src/core/env.js';
 import { SessionPrincipal } from '../src/core/principal.js';
-import { CATALOGUE, closeReason, type DetailCode } from '../src/protocol/errors.js';
-import { WRITE } from '../src/protocol/scopes.js';
-import { signaturePayloadV2, signaturePayloadV3 } from '../src/protocol/signature.js';
 import { ownerAuth, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { type CloseInfo, type ConnectResult, deviceParams, type Frame, plainParams, RawClient, rawConnect, sha256Hex } from './helpers/raw.js';
 

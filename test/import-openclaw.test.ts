@@ -17,7 +17,7 @@ import { after, test } from 'node:test';
 import { promisify } from 'node:util';
 import { openSnapshot } from '../src/cli/sqlite-snapshot.js';
 import { ConnectError, connectGateway, identityFromJson } from '../src/client/connection.js';
-import { SqliteStore } from '../src/store/sqlite.js';
+import { SqliteStore } from '../src/store/sqlite/store.js';
 import { removeDir } from './helpers/gateway.js';
 import { freePort } from './helpers/net.js';
 import { openclawEnv, openclawPaths } from './helpers/openclaw.js';

@@ -7,10 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { Role } from '@clawgate/protocol/frames';
+import { normalizeScopes } from '@clawgate/protocol/scopes';
 import { type ManagementAction, type ManagementCaller, managementDenial } from '../src/core/management-policy.js';
 import type { PrincipalKind } from '../src/core/principal.js';
-import type { Role } from '../src/protocol/frames.js';
-import { normalizeScopes } from '../src/protocol/scopes.js';
 
 const READ = 'operator.read';
 const WRITE = 'operator.write';

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type ConnectOptions, connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
-import { PostgresStore } from '../src/store/postgres.js';
+import { PostgresStore } from '../src/store/postgres/store.js';
 import { asClusterOwner, CLUSTER_TOKEN, type Instance, removeStateDir, startInstancesAB } from './helpers/instance.js';
 import { freePort } from './helpers/net.js';
 import { NGINX_BIN } from './helpers/nginx.js';

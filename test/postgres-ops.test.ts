@@ -11,14 +11,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import { copySqliteToPostgres } from '../src/cli/postgres.js';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import type { ClusterEvent } from '../src/core/cluster.js';
 import { silentLogger } from '../src/core/logger.js';
 import { readGatewayKeyFingerprint } from '../src/server/gateway-key.js';
-import { PgClusterBus } from '../src/store/pg-bus.js';
-import { PostgresStore } from '../src/store/postgres.js';
+import { PgClusterBus } from '../src/store/postgres/bus.js';
+import { PostgresStore } from '../src/store/postgres/store.js';
 import { verifyAuditChain } from '../src/store/shared.js';
-import { SqliteStore } from '../src/store/sqlite.js';
+import { SqliteStore } from '../src/store/sqlite/store.js';
 import type { Store } from '../src/store/types.js';
 import { asOwner, startTestGateway } from './helpers/gateway.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
@@ -201,6 +202,59 @@ describe('clawgate migrate --to postgres', () => {
     const again = await cliRun(['migrate', '--to', 'postgres', '--postgres-url', url, '--state-dir', stateDir]);
     assert.equal(again.code, 2);
     assert.match(again.stderr, /not empty/);
+  });
+
+  test('streams tables larger than one batch: every row, in order, and an audit log longer than one verification page', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-mig-'));
+    dirs.push(stateDir);
+    const file = join(stateDir, 'clawgate.sqlite');
+    const sqlite = new SqliteStore(file);
+    // 23 devices with 2 grants and 2 tokens each: no table is a whole number of 5-row batches.
+    const seeded = Array.from({ length: 23 }, (_, i) => {
+      const id = `mig-${String(i).padStart(2, '0')}`;
+      const hash = createHash('sha256').update(id).digest();
+      return {
+        deviceId: id,
+        publicKey: `pk-${id}`,
+        meta: { displayName: `Device ${i}` },
+        createdAtMs: 1_000 + (i % 5),
+        grants: (['operator', 'node'] as const).map((role) => ({
+          role,
+          scopes: role === 'node' ? [] : ['operator.read'],
+          approvedAtMs: 1_000,
+          approvedVia: 'manual' as const,
+        })),
+        tokens: (['operator', 'node'] as const).map((role) => ({ role, tokenId: `${id}-${role}`, secretHash: hash, createdAtMs: 1_000 })),
+      };
+    });
+    for (let i = 0; i < seeded.length; i += 10) {
+      const r = await sqlite.seedPairedDevices({ devices: seeded.slice(i, i + 10), audit: { atMs: 1, actor: 'owner', action: 'devices.seeded' } });
+      assert.ok(r.ok);
+    }
+    for (let i = 0; i < 1_001; i++) await sqlite.appendAudit({ atMs: 2 + i, actor: 'owner', action: 'custom', subject: String(i) });
+    const snapshot = async (s: Store) => ({
+      devices: await s.listDevices(),
+      grants: await s.listGrants(),
+      tokens: await s.listTokens(),
+      audit: await s.listAudit(),
+      page: await s.listDevicesPage({ limit: 500 }),
+    });
+    const before = await snapshot(sqlite);
+    await sqlite.close();
+    assert.equal(before.audit.length, 1_004);
+
+    const url = await cluster.createDatabase();
+    const summary = await copySqliteToPostgres(file, url, { batchRows: 5 });
+    assert.equal(summary.tables.devices, 23);
+    assert.equal(summary.tables.grants, 46);
+    assert.equal(summary.tables.tokens, 46);
+    assert.equal(summary.auditEntries, 1_004);
+    const pgStore = await PostgresStore.open(url);
+    try {
+      assert.deepEqual(await snapshot(pgStore), before);
+    } finally {
+      await pgStore.close();
+    }
   });
 
   test('usage errors: no URL, a non-postgres URL, no state to copy', async () => {

@@ -9,9 +9,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { decodeSetupCode } from '@clawgate/protocol/setup-code';
 import { type ConnectError, connectGateway, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import { ManualClock } from '../src/core/env.js';
-import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { asOwner, expectRefused, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 const MAX_FAILURES = 10;

@@ -13,7 +13,7 @@ import { after, describe, test } from 'node:test';
 import { ConnectError, connectGateway, type DeviceIdentity, generateIdentity } from '../src/client/connection.js';
 import { readGatewayKeyFingerprint } from '../src/server/gateway-key.js';
 import { readCacheStats, withReadCache } from '../src/store/read-cache.js';
-import { SqliteStore } from '../src/store/sqlite.js';
+import { SqliteStore } from '../src/store/sqlite/store.js';
 import { asClusterOwner, CLUSTER_TOKEN, removeStateDir, startInstancesAB } from './helpers/instance.js';
 import { startPgCluster } from './helpers/pg-cluster.js';
 import { type GatewayProcess, spawnGateway } from './helpers/process.js';

@@ -15,7 +15,7 @@ import { after, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectGateway, type GatewayConnection } from '../src/client/connection.js';
 import { verifyAuditChain } from '../src/store/shared.js';
-import { SqliteStore } from '../src/store/sqlite.js';
+import { SqliteStore } from '../src/store/sqlite/store.js';
 import { asClusterOwner, clusterStateDir } from './helpers/instance.js';
 import { type GatewayProcess, spawnGateway } from './helpers/process.js';
 import { waitFor } from './helpers/wait.js';

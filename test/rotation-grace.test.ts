@@ -8,11 +8,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
+import { decodeSetupCode } from '@clawgate/protocol/setup-code';
 import { ConnectError, connectGateway, type DeviceIdentity, type GatewayConnection, generateIdentity } from '../src/client/connection.js';
 import type { Clock } from '../src/core/env.js';
 import { ROTATION_GRACE_MS } from '../src/core/rotation-grace.js';
 import { hashImportedToken, importedTokenId } from '../src/core/secrets.js';
-import { decodeSetupCode } from '../src/protocol/setup-code.js';
 import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 
 class ManualClock implements Clock {

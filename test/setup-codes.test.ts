@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { decodeSetupCode, encodeSetupCode, setupLink } from '@clawgate/protocol/setup-code';
 import {
   ConnectError,
   connectGateway,
@@ -18,7 +19,6 @@ import {
 import { ManualClock } from '../src/core/env.js';
 import { parseToken } from '../src/core/secrets.js';
 import { SETUP_FAILURE_BUDGET } from '../src/core/setup-codes.js';
-import { decodeSetupCode, encodeSetupCode, setupLink } from '../src/protocol/setup-code.js';
 import { asOwner, cli, cliJson, expectRefused as refused, removeDir, startTestGateway, type TestGateway } from './helpers/gateway.js';
 
 const cfg = { trustedProxies: ['127.0.0.1'] };

@@ -1,5 +1,5 @@
 /**
- * The Store contract: every adapter (memory, SQLite, later PostgreSQL) must pass this suite
+ * The Store contract: every adapter (SQLite, PostgreSQL) must pass this suite
  * unchanged. It covers every method of the Store interface, the audit guarantees (one entry
  * per trust-changing action, committed atomically with the change, hash-chained) and the
  * concurrency guarantees (one pending request per (device, role), no lost epoch updates).
@@ -9,23 +9,27 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
-import type { Role } from '../src/protocol/frames.js';
-import { normalizeScopes } from '../src/protocol/scopes.js';
+import type { Role } from '@clawgate/protocol/frames';
+import { normalizeScopes } from '@clawgate/protocol/scopes';
+import { IMPORT_BATCH_DEVICES } from '../src/store/import-shared.js';
 import { auditHash, GENESIS_HASH, verifyAuditChain } from '../src/store/shared.js';
 import type {
   ApproveInput,
   AuditEntry,
   AuditInput,
   DeviceMeta,
+  DevicePageQuery,
   ImportDevicesInput,
   ImportedDevice,
   NewSetupCode,
   NewToken,
   RedeemSetupInput,
+  SeedDevice,
   SetupProfile,
   Store,
   UpsertRequestInput,
 } from '../src/store/types.js';
+import { DEVICE_PAGE_MAX, SEED_BATCH_MAX } from '../src/store/types.js';
 
 export interface StoreHandle {
   store: Store;
@@ -996,7 +1000,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreHan
             const atLeast = calls;
             readable.push(store.listAudit().then((l) => l.length >= atLeast));
           });
-          // The memory store calls listeners in a microtask after its synchronous commit.
+          // Listeners may run after the commit rather than inside the call: let the event loop turn.
           const settle = () => new Promise((resolve) => setImmediate(resolve));
           await store.approve(approveInput());
           await settle();
@@ -1181,6 +1185,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreHan
     automationsContract(withStore);
     importContract(withStore);
     retentionContract(withStore);
+    devicePageContract(withStore);
   });
 }
 
@@ -1984,6 +1989,57 @@ function importContract(withStore: (fn: (store: Store) => Promise<void>) => () =
         assert.deepEqual(await store.listAudit(), before);
       }),
     );
+
+    /** `n` operator devices, produced one at a time (a source that never holds them all). */
+    function* many(n: number, failAt?: number): Generator<ImportedDevice> {
+      for (let i = 0; i < n; i++) {
+        if (i === failAt) throw new Error('the source broke mid-way');
+        const id = `bulk-${String(i).padStart(5, '0')}`;
+        yield {
+          deviceId: id,
+          publicKey: `pk-${id}`,
+          meta: {},
+          createdAtMs: T0,
+          grants: [{ role: 'operator', scopes: [READ], approvedAtMs: T0, approvedVia: 'manual' }],
+          tokens: [{ role: 'operator', tokenId: `tok-${id}`, secretHash: hash(id), createdAtMs: T0 }],
+        };
+      }
+    }
+
+    test(
+      'a source of more devices than one batch streams in, all in one transaction',
+      withStore(async (store) => {
+        const n = IMPORT_BATCH_DEVICES * 2 + 3;
+        const res = await expectAudited(store, n, () => store.importDevices(input({ devices: many(n) })));
+        assert.ok(res.ok);
+        assert.equal(res.devices.length, n);
+        assert.ok(res.devices.every((d) => d.outcome === 'imported'));
+        assert.equal((await store.listDevices()).length, n);
+        assert.equal((await store.getToken(`tok-bulk-${String(n - 1).padStart(5, '0')}`))?.role, 'operator');
+        // A repeat is a no-op, batch after batch.
+        const again = await expectAudited(store, 0, () => store.importDevices(input({ devices: many(n) })));
+        assert.ok(again.ok && again.devices.every((d) => d.outcome === 'unchanged'));
+      }),
+    );
+
+    test(
+      'a refusal found after several batches, and a source failing mid-way, leave nothing behind',
+      withStore(async (store) => {
+        await store.approve(approveInput());
+        const before = await store.listAudit();
+        const n = IMPORT_BATCH_DEVICES * 2 + 3;
+        // The other device is known to be "other" only once every imported device was read.
+        const refused = await store.importDevices(input({ devices: many(n) }));
+        assert.deepEqual(refused, { ok: false, reason: 'not-empty', otherDevices: 1 });
+        await assert.rejects(store.importDevices(input({ devices: many(n, IMPORT_BATCH_DEVICES + 7), merge: true })), /broke mid-way/);
+        assert.deepEqual(
+          (await store.listDevices()).map((d) => d.deviceId),
+          [DEV_A],
+        );
+        assert.equal(await store.getToken('tok-bulk-00000'), null);
+        assert.deepEqual(await store.listAudit(), before);
+      }),
+    );
   });
 }
 
@@ -2061,15 +2117,25 @@ function retentionContract(withStore: (fn: (store: Store) => Promise<void>) => (
         await store.setMeta('dashboard.link.live', link({ expiresAtMs: T0 + 100 * DAY }));
         await store.setMeta('dashboard.link.garbled', 'not json');
         await store.setMeta('gateway.id', 'keep-me');
+        // Approval records go with their request: those of a pending request stay, the others go.
+        await store.upsertPairingRequest(requestInput({ requestId: 'r-pending', role: 'operator' }));
+        await store.setMeta('approval.votes.r-pending', '{"subject":[],"votes":[]}');
+        await store.setMeta('approval.proofs.r-pending', '{}');
+        await store.setMeta('approval.votes.r-gone', '{"subject":[],"votes":[]}');
+        await store.setMeta('approval.proofs.r-gone', '{}');
         await store.createSetupCode(code('aaaaaaaaaaaaaaaa', T0 + DAY));
         await store.createSetupCode(code('bbbbbbbbbbbbbbbb', T0 + 10 * DAY));
         const auditBefore = await store.listAudit({ limit: 10_000 });
 
         // Nothing is due before the cutoffs say so, and null cutoffs keep everything.
-        assert.deepEqual(await store.pruneRetained(none), { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0 });
+        assert.deepEqual(await store.pruneRetained(none), { deliveries: 0, cronRuns: 0, signInLinks: 0, setupCodes: 0, approvalRecords: 2 });
+        assert.equal(await store.getMeta('approval.votes.r-gone'), null);
+        assert.equal(await store.getMeta('approval.proofs.r-gone'), null);
+        assert.ok(await store.getMeta('approval.votes.r-pending'));
+        assert.ok(await store.getMeta('approval.proofs.r-pending'));
         const cut = T0 + 5 * DAY;
         const counts = await store.pruneRetained({ deliveredBeforeMs: cut, cronRunsBeforeMs: cut, signInLinksBeforeMs: cut, setupCodesBeforeMs: cut });
-        assert.deepEqual(counts, { deliveries: 1, cronRuns: 1, signInLinks: 2, setupCodes: 1 });
+        assert.deepEqual(counts, { deliveries: 1, cronRuns: 1, signInLinks: 2, setupCodes: 1, approvalRecords: 0 });
 
         assert.equal(await store.getDelivery('old'), null);
         assert.equal((await store.getDelivery('new'))?.status, 'delivered');
@@ -2098,6 +2164,7 @@ function retentionContract(withStore: (fn: (store: Store) => Promise<void>) => (
           cronRuns: 0,
           signInLinks: 0,
           setupCodes: 0,
+          approvalRecords: 0,
         });
       }),
     );
@@ -2111,6 +2178,229 @@ function retentionContract(withStore: (fn: (store: Store) => Promise<void>) => (
         await delivery(store, 'c', { delivered: T0 });
         await store.recordDeliveryAttempt({ deliveryId: 'b', atMs: T0, outcome: 'retry', nextAttemptAtMs: T0 + 1000, error: 'timeout' });
         assert.equal(await store.pendingDeliveryCount(), 2, 'a retry backing off is still queued');
+      }),
+    );
+  });
+}
+
+function devicePageContract(withStore: (fn: (store: Store) => Promise<void>) => () => Promise<void>): void {
+  // --- device pages and bulk seeding ------------------------------------------------------
+  const seedDevice = (id: string, createdAtMs: number, over: Partial<SeedDevice> = {}): SeedDevice => ({
+    deviceId: id,
+    publicKey: `pk-${id}`,
+    meta: { displayName: `name of ${id}` },
+    createdAtMs,
+    grants: [{ role: 'operator', scopes: [READ], approvedAtMs: createdAtMs, approvedVia: 'manual' }],
+    tokens: [{ role: 'operator', tokenId: `tok-${id}`, secretHash: createHash('sha256').update(id).digest(), createdAtMs }],
+    ...over,
+  });
+  const seed = async (store: Store, devices: SeedDevice[]) => {
+    const r = await store.seedPairedDevices({ devices, audit: audit('devices.seeded', undefined, { count: devices.length }) });
+    assert.deepEqual(r, { ok: true, inserted: devices.length });
+  };
+  /** Every page of a walk, until the last one (which has no next cursor). */
+  const walk = async (store: Store, query: Omit<DevicePageQuery, 'cursor'>, between?: (page: number) => Promise<void>) => {
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; ; page++) {
+      const r = await store.listDevicesPage({ ...query, ...(cursor === undefined ? {} : { cursor }) });
+      assert.ok(r.ok, `page ${page}`);
+      assert.ok(r.devices.length <= query.limit);
+      seen.push(...r.devices.map((d) => d.deviceId));
+      if (r.nextCursor === null) return seen;
+      assert.equal(r.devices.length, query.limit, 'only the last page is short');
+      cursor = r.nextCursor;
+      await between?.(page);
+    }
+  };
+  /** The page order: creation time, then the id in byte order. */
+  const pageOrder = (ds: Array<{ deviceId: string; createdAtMs: number }>) =>
+    [...ds].sort((a, b) => a.createdAtMs - b.createdAtMs || (a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0)).map((d) => d.deviceId);
+
+  describe('seedPairedDevices', () => {
+    test(
+      'inserts approved devices with their grants and token hashes, one audit entry per batch',
+      withStore(async (store) => {
+        const batch = [seedDevice('s-1', T0), seedDevice('s-2', T0 + 1, { label: 'Kitchen', tokens: [] })];
+        const before = await auditCount(store);
+        await seed(store, batch);
+        assert.equal(await auditCount(store), before + 1);
+        const log = await store.listAudit();
+        assert.equal(log[log.length - 1]?.action, 'devices.seeded');
+        const d1 = await store.getDevice('s-1');
+        assert.equal(d1?.publicKey, 'pk-s-1');
+        assert.equal(d1?.displayName, 'name of s-1');
+        assert.equal((await store.getDevice('s-2'))?.label, 'Kitchen');
+        assert.deepEqual(await store.getGrant('s-1', 'operator'), {
+          deviceId: 's-1',
+          role: 'operator',
+          scopes: [READ],
+          epoch: 1,
+          approvedAtMs: T0,
+          approvedVia: 'manual',
+        });
+        const tok = await store.getToken('tok-s-1');
+        assert.equal(tok?.deviceId, 's-1');
+        assert.deepEqual(tok?.secretHash, createHash('sha256').update('s-1').digest());
+        assert.deepEqual(await store.listTokens('s-2'), []);
+        // A seeded device is like any approved one: approving it again moves its epoch on.
+        assert.equal((await store.approve(approveInput({ deviceId: 's-1' }))).epoch, 2);
+      }),
+    );
+
+    test(
+      'a batch naming a stored id, or one id twice, is refused whole; an empty or oversized batch is refused',
+      withStore(async (store) => {
+        await seed(store, [seedDevice('s-1', T0)]);
+        const count = await auditCount(store);
+        const taken = await store.seedPairedDevices({ devices: [seedDevice('s-2', T0), seedDevice('s-1', T0)], audit: audit('devices.seeded') });
+        assert.deepEqual(taken, { ok: false, reason: 'exists', deviceIds: ['s-1'] });
+        const twice = await store.seedPairedDevices({ devices: [seedDevice('s-3', T0), seedDevice('s-3', T0)], audit: audit('devices.seeded') });
+        assert.deepEqual(twice, { ok: false, reason: 'exists', deviceIds: ['s-3'] });
+        assert.deepEqual(await store.seedPairedDevices({ devices: [], audit: audit('devices.seeded') }), { ok: false, reason: 'bad-batch' });
+        const huge = Array.from({ length: SEED_BATCH_MAX + 1 }, (_, i) => seedDevice(`h-${i}`, T0));
+        assert.deepEqual(await store.seedPairedDevices({ devices: huge, audit: audit('devices.seeded') }), { ok: false, reason: 'bad-batch' });
+        assert.equal(await store.getDevice('s-2'), null, 'nothing of a refused batch is written');
+        assert.equal(await store.getDevice('s-3'), null);
+        assert.equal(await auditCount(store), count);
+      }),
+    );
+  });
+
+  describe('listGrantsOfRole', () => {
+    test(
+      'lists the grants of one role only, by device id, and follows approval and revocation',
+      withStore(async (store) => {
+        await seed(store, [seedDevice('r-2', T0), seedDevice('r-1', T0, { grants: [] })]);
+        await store.approve(approveInput({ deviceId: 'r-1', role: 'node', scopes: [] }));
+        await store.approve(approveInput({ deviceId: 'r-0', role: 'node', scopes: [] }));
+        const nodes = await store.listGrantsOfRole('node');
+        assert.deepEqual(
+          nodes.map((g) => [g.deviceId, g.role, g.epoch]),
+          [
+            ['r-0', 'node', 1],
+            ['r-1', 'node', 1],
+          ],
+        );
+        assert.deepEqual(
+          (await store.listGrantsOfRole('operator')).map((g) => g.deviceId),
+          ['r-2'],
+        );
+        await store.revokeToken('r-0', 'node', T0, audit('token.revoked', 'r-0'));
+        assert.deepEqual(
+          (await store.listGrantsOfRole('node')).map((g) => g.deviceId),
+          ['r-1'],
+        );
+      }),
+    );
+  });
+
+  describe('listDevicesPage', () => {
+    test(
+      'pages walk every device once, by creation time then id, and only the last page has no next cursor',
+      withStore(async (store) => {
+        assert.deepEqual(await store.listDevicesPage({ limit: 10 }), { ok: true, devices: [], nextCursor: null });
+        // Ties on the creation time, ids inserted out of order, upper and lower case ids.
+        const ds = Array.from({ length: 23 }, (_, i) => ({ deviceId: `d-${(i * 7) % 23}${i % 3 === 0 ? 'B' : 'a'}`, createdAtMs: T0 + (i % 4) }));
+        await seed(
+          store,
+          ds.map((d) => seedDevice(d.deviceId, d.createdAtMs)),
+        );
+        await store.approve(approveInput({ deviceId: 'late', atMs: T0 + 100 }));
+        const expected = [...pageOrder(ds), 'late'];
+        for (const limit of [1, 5, 8, 24, DEVICE_PAGE_MAX]) assert.deepEqual(await walk(store, { limit }), expected, `limit ${limit}`);
+        const first = await store.listDevicesPage({ limit: 5 });
+        assert.ok(first.ok);
+        assert.deepEqual(
+          first.devices.map(defined),
+          (await store.listDevices())
+            .filter((d) => expected.slice(0, 5).includes(d.deviceId))
+            .sort((a, b) => expected.indexOf(a.deviceId) - expected.indexOf(b.deviceId))
+            .map(defined),
+          'a page holds the same records as the full list',
+        );
+        const exact = await store.listDevicesPage({ limit: expected.length });
+        assert.ok(exact.ok);
+        assert.equal(exact.nextCursor, null, 'a page ending exactly at the last device is the last page');
+      }),
+    );
+
+    test(
+      'a walk continues across inserts and removals: nothing listed twice, nothing existing skipped, later devices at the end',
+      withStore(async (store) => {
+        await seed(
+          store,
+          Array.from({ length: 12 }, (_, i) => seedDevice(`c-${String(i).padStart(2, '0')}`, T0 + i)),
+        );
+        const seen = await walk(store, { limit: 4 }, async (page) => {
+          if (page === 0) {
+            // Added behind the cursor (same time as a listed device, smaller id) and ahead of it.
+            await seed(store, [seedDevice('c-00-behind', T0), seedDevice('c-new', T0 + 50)]);
+            await store.removeDevice('c-06', audit('device.removed', 'c-06'));
+          }
+        });
+        assert.deepEqual(seen, ['c-00', 'c-01', 'c-02', 'c-03', 'c-04', 'c-05', 'c-07', 'c-08', 'c-09', 'c-10', 'c-11', 'c-new']);
+      }),
+    );
+
+    test(
+      'search keeps devices whose id, label or presented name starts with it (ASCII case-insensitive), and pages like the full list',
+      withStore(async (store) => {
+        await seed(store, [
+          seedDevice('abc-1', T0, { meta: { displayName: 'Phone' } }),
+          seedDevice('ABD-2', T0 + 1, { meta: { displayName: 'Laptop' } }),
+          seedDevice('xyz-3', T0 + 2, { meta: { displayName: 'abacus' } }),
+          seedDevice('xyz-4', T0 + 3, { label: 'Kitchen tablet', meta: { displayName: 'ab-hidden' } }),
+          seedDevice('a_b-5', T0 + 4, { meta: {} }),
+          seedDevice('axb-6', T0 + 5, { meta: { displayName: 'Ünïcode' } }),
+        ]);
+        const ids = async (search: string, limit = 10) => walk(store, { limit, search });
+        assert.deepEqual(await ids('ab'), ['abc-1', 'xyz-3', 'xyz-4'], 'the id, the presented name, also of a labelled device');
+        assert.deepEqual(await ids('AB'), ['abc-1', 'ABD-2', 'xyz-3', 'xyz-4'], 'an id as typed or lowercased, a name case-insensitively');
+        assert.deepEqual(await ids('abd'), [], 'an upper-case id is not found by its lowercase form');
+        assert.deepEqual(await ids('kitchen'), ['xyz-4'], 'the label');
+        assert.deepEqual(await ids('Kitchen T'), ['xyz-4']);
+        assert.deepEqual(await ids('a_'), ['a_b-5'], 'no wildcards: _ and % are plain characters');
+        assert.deepEqual(await ids('%'), []);
+        assert.deepEqual(await ids('xyz'), ['xyz-3', 'xyz-4']);
+        assert.deepEqual(await ids('xyz', 1), ['xyz-3', 'xyz-4'], 'a search pages with its cursor');
+        assert.deepEqual(await ids('Ünï'), ['axb-6'], 'beyond ASCII, letters compare as written');
+        assert.deepEqual(await ids('ünï'), []);
+        assert.deepEqual(await ids('nothing'), []);
+        assert.deepEqual(await ids(''), ['abc-1', 'ABD-2', 'xyz-3', 'xyz-4', 'a_b-5', 'axb-6'], 'an empty search is no search');
+      }),
+    );
+
+    test(
+      'a limit outside 1..DEVICE_PAGE_MAX and a cursor this store did not issue are refused as values',
+      withStore(async (store) => {
+        await seed(store, [seedDevice('v-1', T0), seedDevice('v-2', T0 + 1)]);
+        for (const limit of [0, -1, 1.5, DEVICE_PAGE_MAX + 1, Number.NaN]) {
+          assert.deepEqual(await store.listDevicesPage({ limit }), { ok: false, reason: 'bad-limit' }, `limit ${limit}`);
+        }
+        const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+        for (const cursor of [
+          '',
+          'not a cursor!',
+          b64({ a: 1 }),
+          b64([T0]),
+          b64([-1, 'v-1']),
+          b64([T0, '']),
+          b64(['x', 'v-1']),
+          b64([1.5, 'v-1']),
+          'x'.repeat(600),
+        ]) {
+          assert.deepEqual(await store.listDevicesPage({ limit: 1, cursor }), { ok: false, reason: 'bad-cursor' }, `cursor ${cursor}`);
+        }
+        const first = await store.listDevicesPage({ limit: 1 });
+        assert.ok(first.ok && first.nextCursor);
+        const second = await store.listDevicesPage({ limit: 1, cursor: first.nextCursor });
+        assert.ok(second.ok);
+        assert.deepEqual(
+          second.devices.map((d) => d.deviceId),
+          ['v-2'],
+        );
+        assert.equal(second.nextCursor, null);
       }),
     );
   });

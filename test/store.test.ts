@@ -9,9 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { MemoryStore } from '../src/store/memory.js';
 import { verifyAuditChain } from '../src/store/shared.js';
-import { SQLITE_MIGRATIONS, SqliteStore } from '../src/store/sqlite.js';
+import { SQLITE_MIGRATIONS, SqliteStore } from '../src/store/sqlite/store.js';
 import { approveInput, assertWritersSerialize, audit, hash, requestInput, T0 } from './helpers/store-fixtures.js';
 import { runStoreContract } from './store-contract.js';
 
@@ -24,8 +23,6 @@ function tempDir(): string {
 after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-runStoreContract('memory', async () => ({ store: new MemoryStore(), cleanup: async () => {} }));
 
 runStoreContract('sqlite', async () => {
   const dir = tempDir();

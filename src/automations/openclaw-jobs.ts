@@ -13,8 +13,9 @@
  *
  * Pure: no IO; the method layer validates params against the schemas below first.
  */
+
+import { GatewayError } from '@clawgate/protocol/errors';
 import { Type as T } from '@sinclair/typebox';
-import { GatewayError } from '../protocol/errors.js';
 import type { CronAction, CronJob, CronRun, CronSchedule } from '../store/types.js';
 
 const closed = { additionalProperties: false } as const;

@@ -6,11 +6,12 @@
  * record, token, client id, header or address can produce one), so a foreign process on the
  * host has nothing to present to obtain it.
  */
+
+import { MAX_BUFFERED_BYTES } from '@clawgate/protocol/frames';
+import { READ, scopeSatisfied, WRITE } from '@clawgate/protocol/scopes';
 import type { Clock, Random } from '../core/env.js';
 import type { Gateway } from '../core/gateway.js';
 import { InternalPrincipal, type SessionPrincipal } from '../core/principal.js';
-import { MAX_BUFFERED_BYTES } from '../protocol/frames.js';
-import { READ, scopeSatisfied, WRITE } from '../protocol/scopes.js';
 import type { ChatMessage, CronJob, Store } from '../store/types.js';
 import { type ActionOutcome, CronScheduler } from './scheduler.js';
 import { systemTimers, type Timers } from './timers.js';

@@ -1,10 +1,11 @@
 /** `clawgate cron …`, `clawgate channels …`, `clawgate sessions …`, `clawgate chat …`: thin wrappers over the automation RPCs. */
 import { parseDurationMs } from '../automations/cron.js';
-import type { GatewayConnection } from '../client/connection.js';
 import type { AutomationsConfig } from '../core/config.js';
 import type { ChatMessage, ChatSession, CronJob, CronRun, Delivery } from '../store/types.js';
-import { field, jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
+import { field, jsonParams, out, parseGatewayCommand } from './common.js';
 import { CliFailure } from './connect-errors.js';
+import type { CliConnection } from './gateway-session.js';
+import { withGateway } from './gateway-session.js';
 import { ambiguityMessage, resolveRef } from './resolve.js';
 import { UsageError } from './usage.js';
 
@@ -47,7 +48,7 @@ export function automationsConfig(raw: unknown): AutomationsConfig | undefined {
 }
 
 /** A node named on the command line, as its id; an unknown one is passed on for the gateway to refuse with its own code. */
-async function nodeIdOf(c: GatewayConnection, ref: string): Promise<string> {
+async function nodeIdOf(c: CliConnection, ref: string): Promise<string> {
   const { nodes } = await c.request<{ nodes: Array<{ nodeId: string; displayName?: string | null; label?: string | null }> }>('node.list', {});
   const r = resolveRef(
     nodes.map((n) => ({ id: n.nodeId, names: [n.displayName, n.label] })),

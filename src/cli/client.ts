@@ -1,51 +1,22 @@
-/**
- * The companion side of the CLI, built on @clawgate/client: `clawgate pair`, `clawgate status
- * --client`, and `clawgate call` with the credentials `pair` stored. Client credentials live in
- * `<state-dir>/client/` (one 0600 file per gateway), apart from the gateway's own state.
- */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   applySetupCode,
-  type Checkpoint,
   ClientError,
   type ClientState,
-  FileCredentialStore,
-  GatewayCallError,
+  type FileCredentialStore,
   GatewayClient,
   type GatewayRecord,
-  gatewayHostCommands,
   nodePlatform,
-  normalizeGatewayUrl,
   type Role,
-} from '../../packages/client/src/node.js';
-import { printableLines } from '../protocol/text.js';
+} from '@clawgate/client';
+import { clientStore, crashHook } from './client-store.js';
 import { field, out, positiveIntFlag } from './common.js';
 import { explainNetworkMessage } from './connect-errors.js';
+import { reportClientFailure } from './gateway-session.js';
 import { readSetupCode, SETUP_CODE_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';
 import { commandHint } from './target.js';
 import { parse, UsageError } from './usage.js';
-
-/**
- * TEST-ONLY crash hook: when CLAWGATE_TEST_CRASH_AT names a checkpoint (docs/client.md lists
- * them), the process SIGKILLs itself there, so tests can prove the hand-off survives a crash at
- * that exact point. Unset in normal use; it never changes behaviour otherwise.
- */
-export function crashHook(): ((name: Checkpoint) => void) | undefined {
-  const at = process.env.CLAWGATE_TEST_CRASH_AT;
-  if (!at) return undefined;
-  return (name) => {
-    if (name === at) process.kill(process.pid, 'SIGKILL');
-  };
-}
-
-export function clientStore(stateDir: string): FileCredentialStore {
-  const dir = join(stateDir, 'client');
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const checkpoint = crashHook();
-  return new FileCredentialStore(dir, checkpoint ? { checkpoint } : {});
-}
 
 /**
  * Print a client failure. A socket that reached no gateway (the SDK reports `connect
@@ -57,16 +28,9 @@ function report(err: unknown, url?: string): number {
     process.stderr.write(`error: ${field(explained.message)}\nnext: ${field(explained.nextStep)}\n`);
     return 1;
   }
-  if (err instanceof ClientError) {
-    const code = err.gatewayCode && err.gatewayCode !== err.code ? ` [${err.gatewayCode}]` : ` [${err.code}]`;
-    process.stderr.write(`error: ${field(err.message)}${field(code)}\n${err.nextStep ? `next: ${field(err.nextStep)}\n` : ''}`);
-    return 1;
-  }
-  if (err instanceof GatewayCallError) {
-    process.stderr.write(`error: ${field(err.message)} [${field(err.code)}]\n${err.nextStep ? `next: ${field(err.nextStep)}\n` : ''}`);
-    return 1;
-  }
-  throw err;
+  const status = reportClientFailure(err);
+  if (status === null) throw err;
+  return status;
 }
 
 function describeRoles(rec: GatewayRecord): Record<string, { scopes: string[] }> {
@@ -145,47 +109,6 @@ export async function pairCommand(args: string[]): Promise<number> {
     return report(err, dialled);
   } finally {
     client?.close();
-  }
-}
-
-/** Which stored gateway a client command means: --url, else CLAWGATE_URL, else the only one stored. */
-async function pickRecord(store: FileCredentialStore, url: string | undefined): Promise<GatewayRecord | null> {
-  if (url) return store.load(normalizeGatewayUrl(url).key);
-  const all = await store.list();
-  return all.length === 1 ? all[0]! : null;
-}
-
-/**
- * `clawgate call` with stored client credentials; null when nothing is stored for the target
- * (the caller then reports the missing credential).
- */
-export async function callWithStoredCredentials(values: Record<string, unknown>, method: string, params: unknown, timeoutMs: number): Promise<number | null> {
-  const store = clientStore(resolveStateDir(values['state-dir'] as string | undefined));
-  const rec = await pickRecord(store, (values.url as string | undefined) ?? process.env.CLAWGATE_URL);
-  if (!rec) return null;
-  const checkpoint = crashHook();
-  const client = new GatewayClient({
-    url: (values.url as string | undefined) ?? rec.url,
-    store,
-    platform: nodePlatform(),
-    requestTimeoutMs: timeoutMs,
-    ...(checkpoint ? { checkpoint } : {}),
-  });
-  client.onState((s) => {
-    if (s.status === 'awaiting-approval')
-      process.stderr.write(
-        `waiting for approval of request ${field(s.requestId ?? '?')} (${field(gatewayHostCommands(client.gatewayFlavor).approveDevice(s.requestId ?? '<id>'))})\n`,
-      );
-  });
-  try {
-    await client.connect();
-    const result = await client.request(method, params);
-    process.stdout.write(`${printableLines(JSON.stringify(result, null, values.json ? 0 : 2))}\n`);
-    return 0;
-  } catch (err) {
-    return report(err, (values.url as string | undefined) ?? rec.url);
-  } finally {
-    client.close();
   }
 }
 

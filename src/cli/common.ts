@@ -3,11 +3,8 @@
  * the `--json` switch between one JSON line and a human listing, and the connection itself.
  */
 import type { ParseArgsConfig } from 'node:util';
-import { ConnectError, type ConnectOptions, connectGateway, type GatewayConnection } from '../client/connection.js';
-import { printable, printableLines } from '../protocol/text.js';
-import { CliFailure, explainConnectError } from './connect-errors.js';
+import { printable, printableLines } from '@clawgate/protocol/text';
 import { SECRET_FLAGS } from './secret-input.js';
-import { commandHint, credentialOptions, resolveTarget } from './target.js';
 import { parse, UsageError } from './usage.js';
 
 /** How to reach and authenticate to the gateway (resolved by resolveTarget) plus `--json`. */
@@ -18,6 +15,8 @@ export const CONN_OPTIONS = {
   json: { type: 'boolean' },
   'tls-fingerprint': { type: 'string' },
   'gateway-key': { type: 'string' },
+  /** As the CLI device: file the pairing request and exit (status 3) instead of waiting for the approval. */
+  'no-wait': { type: 'boolean' },
 } as const;
 
 /**
@@ -59,41 +58,4 @@ export function positiveIntFlag(values: Record<string, unknown>, flag: string): 
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--${flag} must be a positive whole number, got ${String(text)}`);
   return n;
-}
-
-export async function withGateway<T>(values: Record<string, unknown>, fn: (conn: GatewayConnection) => Promise<T>): Promise<T> {
-  const target = resolveTarget(values);
-  if (!target.token && !target.password && !target.owner) {
-    throw new UsageError(
-      'no credential: set CLAWGATE_TOKEN, pass --token-file <path> or --token-stdin, or run on the gateway host (owner credential in the state dir)',
-    );
-  }
-  // The server proves the gateway key before anything is sent; the owner credential is only proven.
-  const conn = await connectExplained(values, {
-    url: target.url,
-    ...credentialOptions(target),
-    tlsFingerprint: target.tlsFingerprint,
-    // The owner credential holds every scope; with the shared token a local cli keeps these.
-    scopes: ['operator.admin', 'operator.pairing'],
-    client: { id: 'cli', mode: 'cli' },
-  });
-  try {
-    return await fn(conn);
-  } finally {
-    await conn.close();
-  }
-}
-
-/**
- * connectGateway, with a socket that reached no gateway reported as what to do ("no gateway is
- * listening on … — start it with `clawgate gateway run --state-dir …` or pass --url").
- */
-export async function connectExplained(values: Record<string, unknown>, opts: ConnectOptions): Promise<GatewayConnection> {
-  try {
-    return await connectGateway(opts);
-  } catch (err) {
-    const explained = err instanceof ConnectError ? explainConnectError(err, commandHint(values, 'gateway run', ['state-dir'])) : null;
-    if (explained) throw new CliFailure(explained.message, explained.nextStep);
-    throw err;
-  }
 }

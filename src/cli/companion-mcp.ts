@@ -4,12 +4,13 @@
  * control socket (control.ts) — nothing here is reachable through the gateway or the node side.
  * Secrets given to a tool (a setup code, a gateway token) are passed on, never echoed back.
  */
+
+import { printable } from '@clawgate/protocol/text';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { z } from 'zod';
 import { COMPANION_VERSION } from '../companion/companion.js';
 import { askControl, type ControlRequest } from '../companion/control.js';
-import { printable } from '../protocol/text.js';
 import { companionPaths, companionStatus } from './companion.js';
 import { parse, UsageError } from './usage.js';
 

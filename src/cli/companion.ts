@@ -12,10 +12,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { homedir, hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { type FileCredentialStore, nodePlatform } from '../../packages/client/src/node.js';
-import { writeFileDurably } from '../../packages/client/src/node-support.js';
-import { parseSetupCode } from '../../packages/client/src/pairing.js';
-import { normalizeGatewayUrl } from '../../packages/client/src/url.js';
+import { type FileCredentialStore, nodePlatform, normalizeGatewayUrl, parseSetupCode } from '@clawgate/client';
+import { printableLines } from '@clawgate/protocol/text';
 import { Companion, type CompanionStatus, credentialSummary } from '../companion/companion.js';
 import { askControl, type ControlRequest, ensurePrivateDir, listenControl } from '../companion/control.js';
 import type { Side, SideStatus } from '../companion/lifecycle.js';
@@ -24,8 +22,8 @@ import { parseSshTarget, SshForward, type SshTarget } from '../companion/ssh.js'
 import { systemClock } from '../core/env.js';
 import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
-import { printableLines } from '../protocol/text.js';
-import { clientStore, crashHook } from './client.js';
+import { writeFileDurably } from '../platform/durable-file.js';
+import { clientStore, crashHook } from './client-store.js';
 import { readSecret, readSetupCode, SETUP_CODE_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';
 import { parse, UsageError } from './usage.js';
@@ -292,7 +290,7 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
           `already paired (${(['operator', 'node'] as const).filter((r) => sides[r]).join(' + ')} tokens stored); ignoring the setup code — use \`clawgate companion pair\` to apply a new one`,
         );
       } else {
-        const { applySetupCode } = await import('../../packages/client/src/pairing.js');
+        const { applySetupCode } = await import('@clawgate/client');
         const crash = crashHook();
         const { record } = await applySetupCode(paths.store, platform, code, {
           url,
@@ -312,7 +310,7 @@ export async function runCompanion(settings: RunSettings): Promise<number> {
     if (token !== undefined) {
       const rec = await paths.store.load(target.key);
       if (rec?.sharedToken !== token) {
-        const { setSharedToken } = await import('../../packages/client/src/pairing.js');
+        const { setSharedToken } = await import('@clawgate/client');
         const hasTokens = !!rec && Object.keys(rec.tokens).length > 0;
         try {
           // Replacing a token next to working device tokens is checked first; a refused one changes nothing.
@@ -490,7 +488,7 @@ async function pairCommand(args: string[]): Promise<number> {
   const res = await askControl(paths.dir, { op: 'apply-setup-code', code });
   if (res !== null) return printResult(res);
   // Not running: store the code; the next `companion run` redeems it.
-  const { applySetupCode } = await import('../../packages/client/src/pairing.js');
+  const { applySetupCode } = await import('@clawgate/client');
   const { record } = await applySetupCode(paths.store, nodePlatform(), code, { ...(values.url ? { url: values.url as string } : {}), displayName: hostname() });
   writeFileDurably(join(paths.dir, CONFIG_FILE), `${JSON.stringify({ version: 1, url: record.url }, null, 2)}\n`);
   out(`setup code stored for ${record.url} (device ${record.deviceId}); the companion is not running: \`clawgate companion run\` redeems it`);
@@ -513,7 +511,7 @@ async function setTokenCommand(args: string[]): Promise<number> {
   if (res !== null) return printResult(res);
   const url = await pickUrl(paths, values.url as string | undefined);
   if (!url) throw new UsageError('no gateway known yet: pass --url <ws-url>');
-  const { setSharedToken } = await import('../../packages/client/src/pairing.js');
+  const { setSharedToken } = await import('@clawgate/client');
   try {
     await setSharedToken(paths.store, nodePlatform(), url, token, {});
   } catch (e) {

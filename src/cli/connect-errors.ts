@@ -1,12 +1,12 @@
 /**
  * What a connection failure means for the person at the terminal, and what to do next. The CLI
- * reaches gateways three ways (client/connection.ts for operator commands, the client SDK for
- * `pair` / `status --client` / `call` with stored credentials, and `doctor`'s probe); a socket that
- * never reached a gateway is reported the same way by all of them.
+ * reaches gateways two ways (the client SDK for every operator command, `pair` and `status
+ * --client`, and `doctor`'s probe); a socket that never reached a gateway is reported the same
+ * way by both.
  */
 
-import { CERT_ERROR_CODES } from '../../packages/client/src/node-support.js';
 import type { ConnectError } from '../client/connection.js';
+import { CERT_ERROR_CODES } from '../platform/tls-peer.js';
 
 export interface Explained {
   message: string;

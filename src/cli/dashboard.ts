@@ -3,7 +3,7 @@
  * token sits in the URL fragment (never sent to a server), works once, for two minutes by
  * default, and the page removes it from the address bar as soon as it has read it.
  */
-import { withGateway } from './common.js';
+import { withGateway } from './gateway-session.js';
 import { parseDuration } from './qr.js';
 import { parse, UsageError } from './usage.js';
 
@@ -37,7 +37,7 @@ export async function dashboardCommand(args: string[]): Promise<number> {
       'dashboard.link',
       ttlMs !== undefined ? { ttlMs } : {},
     );
-    const base = httpBaseOf(conn.ws.url);
+    const base = httpBaseOf(conn.url);
     const link = `${base}${res.fragment}`;
     if (values.json) {
       process.stdout.write(`${JSON.stringify({ url: link, linkId: res.linkId, expiresAtMs: res.expiresAtMs })}\n`);

@@ -2,19 +2,20 @@
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { printable } from '@clawgate/protocol/text';
 import Database from 'better-sqlite3';
-import type { GatewayConnection } from '../client/connection.js';
 import { parseDuration } from '../core/approval-policy.js';
 import { type AuditVerdict, verifyAnchoredAudit } from '../core/audit-anchor.js';
 import type { DeviceView, PendingView } from '../methods/devices.js';
-import { printable } from '../protocol/text.js';
 import { AUDIT_ANCHOR_FILE, readAuditAnchor } from '../server/audit-anchor.js';
 import { readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { type AuditRow, toAudit } from '../store/shared.js';
-import type { AuditEntry } from '../store/types.js';
-import { field, out, parseGatewayCommand, positiveIntFlag, withGateway } from './common.js';
+import { type AuditEntry, DEVICE_PAGE_MAX, DEVICE_SEARCH_MAX_CHARS } from '../store/types.js';
+import { field, out, parseGatewayCommand, positiveIntFlag } from './common.js';
 import { CliFailure } from './connect-errors.js';
 import { readConfigFile } from './gateway-config.js';
+import type { CliConnection } from './gateway-session.js';
+import { withGateway } from './gateway-session.js';
 import { resolveStoreChoice } from './postgres.js';
 import { ambiguityMessage, resolveRef } from './resolve.js';
 import { resolveStateDir } from './state.js';
@@ -51,16 +52,64 @@ function printList(list: { pending: PendingView[]; paired: DeviceView[] }): void
   }
 }
 
+/** `devices list` paging flags as device.pair.list params; undefined without any (the whole list). */
+function listPageParams(values: Record<string, unknown>): { limit?: number; cursor?: string; search?: string } | undefined {
+  const limit = positiveIntFlag(values, 'limit');
+  if (limit !== undefined && limit > DEVICE_PAGE_MAX) throw new UsageError(`--limit must be at most ${DEVICE_PAGE_MAX}, got ${limit}`);
+  const cursor = values.cursor as string | undefined;
+  const search = values.search as string | undefined;
+  if (cursor === '') throw new UsageError('--cursor needs the value printed after "more devices:"');
+  if (search === '') throw new UsageError('--search needs a prefix of a device id or name');
+  if (limit === undefined && cursor === undefined && search === undefined) return undefined;
+  return { ...(limit === undefined ? {} : { limit }), ...(cursor === undefined ? {} : { cursor }), ...(search === undefined ? {} : { search }) };
+}
+
+/** A word as one POSIX shell argument: bare when it is safe, else single-quoted. */
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9_./:@=+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The command that lists the next page, carrying the flags that chose this gateway and this listing. */
+function nextPageCommand(values: Record<string, unknown>, page: { limit?: number; search?: string }, cursor: string): string {
+  const words = ['clawgate', 'devices', 'list'];
+  for (const flag of ['url', 'state-dir', 'token-file', 'tls-fingerprint', 'gateway-key']) {
+    const v = values[flag];
+    if (typeof v === 'string') words.push(`--${flag}`, shellWord(v));
+  }
+  if (page.limit !== undefined) words.push('--limit', String(page.limit));
+  if (page.search !== undefined) words.push('--search', shellWord(page.search));
+  words.push('--cursor', cursor);
+  return words.join(' ');
+}
+
 type DeviceList = { pending: PendingView[]; paired: DeviceView[] };
+
+/**
+ * Every pending request, and the paired devices a reference can name: those the gateway finds
+ * by searching for the reference itself (id prefix, label or name, every page of them), not every
+ * device of a large gateway. A reference too long to be a search lists them all.
+ */
+async function candidatesFor(c: CliConnection, ref: string): Promise<DeviceList> {
+  if (ref.length > DEVICE_SEARCH_MAX_CHARS) return c.request<DeviceList>('device.pair.list', {});
+  type Page = DeviceList & { nextCursor: string | null };
+  const first = await c.request<Page>('device.pair.list', { search: ref, limit: DEVICE_PAGE_MAX });
+  const paired = [...first.paired];
+  for (let cursor = first.nextCursor; cursor; ) {
+    const page = await c.request<Page>('device.pair.list', { search: ref, limit: DEVICE_PAGE_MAX, cursor });
+    paired.push(...page.paired);
+    cursor = page.nextCursor;
+  }
+  return { pending: first.pending, paired };
+}
 
 /**
  * The device id a command-line reference names: a full id, a unique id prefix, or a label or
  * display name. A reference that matches nothing is passed on unchanged, so the gateway's own
  * error (with its catalogue code) reaches the user; an ambiguous one is refused here.
  */
-async function deviceIdOf(c: GatewayConnection, ref: string, list?: DeviceList): Promise<string> {
+async function deviceIdOf(c: CliConnection, ref: string, list?: DeviceList): Promise<string> {
   if (/^[0-9a-f]{64}$/.test(ref)) return ref;
-  const { pending, paired } = list ?? (await c.request<DeviceList>('device.pair.list', {}));
+  const { pending, paired } = list ?? (await candidatesFor(c, ref));
   const candidates = [
     ...paired.map((d) => ({ id: d.deviceId, names: [d.label, d.displayName] })),
     ...pending.map((p) => ({ id: p.deviceId, names: [p.displayName] })),
@@ -76,6 +125,9 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
     role: { type: 'string' },
     scope: { type: 'string', multiple: true },
     name: { type: 'string' },
+    limit: { type: 'string' },
+    cursor: { type: 'string' },
+    search: { type: 'string' },
     ttl: { type: 'string' },
   });
   const ttl = values.ttl as string | undefined;
@@ -84,18 +136,23 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
   if (role !== undefined && role !== 'operator' && role !== 'node') throw new UsageError(`--role must be operator or node, got ${role}`);
 
   switch (sub) {
-    case 'list':
+    case 'list': {
+      const page = listPageParams(values);
       return withGateway(values, async (c) => {
-        const list = await c.request<{ pending: PendingView[]; paired: DeviceView[] }>('device.pair.list', {});
-        print(list, () => printList(list));
+        const list = await c.request<{ pending: PendingView[]; paired: DeviceView[]; nextCursor?: string | null }>('device.pair.list', page ?? {});
+        print(list, () => {
+          printList(list);
+          if (list.nextCursor) out(`more devices: ${nextPageCommand(values, page ?? {}, list.nextCursor)}`);
+        });
         return 0;
       });
+    }
     case 'approve': {
       const id = positionals[0];
       if (!id) throw new UsageError('usage: clawgate devices approve <requestId|device> [--ttl <duration>]  (no implicit "latest": name what you approve)');
       return withGateway(values, async (c) => {
         // A pending request id goes as it is; else the reference names a device (id, prefix or name).
-        const list = await c.request<DeviceList>('device.pair.list', {});
+        const list = await candidatesFor(c, id);
         const isRequest = list.pending.some((p) => p.requestId === id);
         const deviceId = isRequest ? null : await deviceIdOf(c, id, list);
         const target = deviceId !== null && (deviceId !== id || /^[0-9a-f]{64}$/.test(id)) ? { deviceId } : { requestId: id };
@@ -119,7 +176,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       const id = positionals[0] ?? (values.device as string | undefined);
       if (!id || !role || ttl === undefined) throw new UsageError('usage: clawgate devices extend <device> --role <operator|node> --ttl <duration>');
       return withGateway(values, async (c) => {
-        const deviceId = await deviceIdOf(c, id, await c.request<DeviceList>('device.pair.list', {}));
+        const deviceId = await deviceIdOf(c, id);
         const res = await c.request<{ expiresAtMs: number; scopes: string[] }>('device.grant.extend', { deviceId, role, ttl });
         print(res, () => out(`extended ${role} of ${deviceId} (scopes ${res.scopes.join(', ') || '(none)'}) until ${new Date(res.expiresAtMs).toISOString()}`));
         return 0;
@@ -130,7 +187,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
       if (!id) throw new UsageError('usage: clawgate devices reject <requestId|device>');
       return withGateway(values, async (c) => {
         // A request id, or a device (id, prefix or name) with a pending request.
-        const list = await c.request<DeviceList>('device.pair.list', {});
+        const list = await candidatesFor(c, id);
         let requestId = id;
         if (!list.pending.some((p) => p.requestId === id)) {
           const deviceId = await deviceIdOf(c, id, list);
@@ -186,7 +243,7 @@ export async function devicesCommand(sub: string | undefined, args: string[]): P
     }
     default:
       throw new UsageError(
-        'usage: clawgate devices list|approve <id> [--ttl <d>]|extend <deviceId> --role <r> --ttl <d>|reject <requestId>|remove <deviceId>|rename <deviceId> <name>|rotate --device <id> --role <r> [--scope <s>…]|revoke --device <id> --role <r> [--json]',
+        'usage: clawgate devices list [--limit <n>] [--cursor <c>] [--search <prefix>]|approve <id> [--ttl <d>]|extend <deviceId> --role <r> --ttl <d>|reject <requestId>|remove <deviceId>|rename <deviceId> <name>|rotate --device <id> --role <r> [--scope <s>…]|revoke --device <id> --role <r> [--json]',
       );
   }
 }
@@ -246,7 +303,7 @@ async function verifyAuditCommand(values: Record<string, unknown>, limit: number
       db.close();
     }
   } else {
-    const { PostgresStore } = await import('../store/postgres.js');
+    const { PostgresStore } = await import('../store/postgres/store.js');
     const store = await PostgresStore.open(choice.url as string);
     try {
       entries = await store.listAudit();

@@ -1,6 +1,7 @@
 /** `clawgate explain <deviceId|name|requestId> [--method <m>] [--params <json>] [--json]`: the `device.explain` method, printed. */
 import type { Explanation } from '../core/explain.js';
-import { field, jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
+import { field, jsonParams, out, parseGatewayCommand } from './common.js';
+import { withGateway } from './gateway-session.js';
 import { UsageError } from './usage.js';
 
 const USAGE = 'usage: clawgate explain <deviceId|name|requestId> [--method <method>] [--params <json>] [--json]';
@@ -22,6 +23,7 @@ export function printExplanation(e: Explanation): void {
     const quorum = p.approvals.required > 1 ? `  approvals ${p.approvals.received}/${p.approvals.required}` : '';
     out(`  pending ${p.requestId} (${p.type}, role ${p.role}) adds ${p.adds.map(field).join(', ') || '(nothing)'}${quorum}`);
     out(`    needs ${field(p.needs)}; run: ${p.command}`);
+    if (p.decision) out(`    policies: ${field(p.decision.text)}`);
   }
   const c = e.call;
   if (c) {

@@ -5,9 +5,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { setupUrlProblem } from '@clawgate/protocol/setup-code';
 import { ConfigKeyError, checkApprovalsConfig, parseApprovalsConfig, parseTrustedProxyUser } from '../core/approval-policy.js';
 import { DEFAULTS, type GatewayConfig, normalizeContextPath, type RetentionPolicy, type TlsMaterial, toWsUrl } from '../core/config.js';
-import { setupUrlProblem } from '../protocol/setup-code.js';
 import { proxyEntryProblem } from '../server/proxy.js';
 import { ensureSelfSignedCert, readPem } from '../server/tls.js';
 import { processSecretIo, readSecret, SECRET_FLAGS } from './secret-input.js';

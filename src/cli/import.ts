@@ -2,8 +2,9 @@
  * `clawgate import openclaw`: take over an OpenClaw gateway's paired devices so they reconnect
  * to clawgate with no new approval (docs/migrating-from-openclaw.md).
  *
- * The OpenClaw files are only read (the database opened read-only). Devices go into the store in
- * ONE transaction (Store.importDevices), so an import applies completely or not at all; tokens go
+ * The OpenClaw files are only read (the database opened read-only). Devices stream into the store
+ * in ONE transaction (Store.importDevices reads them in batches inside it), so an import applies
+ * completely or not at all, whatever its size; tokens go
  * in only as hashes. The gateway token and password go to the state dir's credentials file, the
  * way clawgate keeps its own, after the store said yes and rolled back if the store then fails.
  */
@@ -58,13 +59,23 @@ export async function importCommand(sub: string | undefined, args: string[]): Pr
   const merge = values.merge === true;
   const choice = resolveStoreChoice(values.store as string | undefined, values['postgres-url'] as string | undefined, {});
 
-  // Read the source completely before touching the target: a source that fails to read writes nothing.
-  const skipped: SourceSkip[] = [];
-  const sourceDevices: ImportedDevice[] = [];
-  const extra = new Map<string, { notes: string[]; from: string }>();
-  for (const s of readOpenClawDevices(from, skipped)) {
-    sourceDevices.push(s.device);
-    extra.set(s.device.deviceId, { notes: s.notes, from: s.from });
+  // The source streams (devices are never all in memory at once): read through once before
+  // touching the target, so a source that fails to read writes nothing; the store then reads it
+  // again inside its transaction, in batches. Per device only what the report prints is kept.
+  const extra = new Map<string, { notes: string[]; from: string; name?: string | undefined }>();
+  let skipped: SourceSkip[] = [];
+  const source: Iterable<ImportedDevice> = {
+    *[Symbol.iterator]() {
+      const mine: SourceSkip[] = [];
+      skipped = mine;
+      for (const s of readOpenClawDevices(from, mine)) {
+        extra.set(s.device.deviceId, { notes: s.notes, from: s.from, name: s.device.label ?? s.device.meta.displayName });
+        yield s.device;
+      }
+    },
+  };
+  for (const _ of source) {
+    // the first read only checks the source and collects what the report prints
   }
   const secrets = readOpenClawSecrets(from);
 
@@ -72,7 +83,7 @@ export async function importCommand(sub: string | undefined, args: string[]): Pr
   const store = await openStore(choice, stateDir, dryRun);
   let report: ImportReport;
   try {
-    const input: ImportDevicesInput = { source: `openclaw:${from}`, devices: sourceDevices, merge, dryRun: true, atMs: systemClock.now(), actor: 'owner' };
+    const input: ImportDevicesInput = { source: `openclaw:${from}`, devices: source, merge, dryRun: true, atMs: systemClock.now(), actor: 'owner' };
     // Ask first (nothing written): a refused import must not leave new credentials behind either.
     const plan = store ? await store.importDevices(input) : await planOnEmpty(input);
     if (!plan.ok) {
@@ -100,14 +111,12 @@ export async function importCommand(sub: string | undefined, args: string[]): Pr
         throw err;
       }
     }
-    const byId = new Map(sourceDevices.map((d) => [d.deviceId, d]));
     report = {
       source: from,
       dryRun,
       devices: devices.map((d) => {
         const x = extra.get(d.deviceId);
-        const src = byId.get(d.deviceId);
-        return { ...d, notes: [...d.notes, ...(x?.notes ?? [])], name: src?.label ?? src?.meta.displayName, from: x?.from ?? 'sqlite' };
+        return { ...d, notes: [...d.notes, ...(x?.notes ?? [])], name: x?.name, from: x?.from ?? 'sqlite' };
       }),
       skipped,
       token: secretPlan.token,
@@ -122,21 +131,26 @@ export async function importCommand(sub: string | undefined, args: string[]): Pr
   return 0;
 }
 
-/** A dry run against a state dir that does not exist yet: plan against an empty memory store. */
+/** A dry run against a state dir that does not exist yet: plan against an empty in-memory SQLite store. */
 async function planOnEmpty(input: ImportDevicesInput) {
-  const { MemoryStore } = await import('../store/memory.js');
-  return new MemoryStore().importDevices(input);
+  const { SqliteStore } = await import('../store/sqlite/store.js');
+  const store = new SqliteStore(':memory:');
+  try {
+    return await store.importDevices(input);
+  } finally {
+    await store.close();
+  }
 }
 
 async function openStore(choice: { kind: 'sqlite' | 'postgres'; url?: string | undefined }, stateDir: string, dryRun: boolean): Promise<Store | null> {
   if (choice.kind === 'postgres') {
-    const { PostgresStore } = await import('../store/postgres.js');
+    const { PostgresStore } = await import('../store/postgres/store.js');
     return PostgresStore.open(choice.url as string);
   }
   const file = join(stateDir, 'clawgate.sqlite');
   // A dry run never creates the state database.
   if (dryRun && !existsSync(file)) return null;
-  const { SqliteStore } = await import('../store/sqlite.js');
+  const { SqliteStore } = await import('../store/sqlite/store.js');
   return new SqliteStore(file);
 }
 

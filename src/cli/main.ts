@@ -1,11 +1,12 @@
 /**
  * `clawgate` — one binary, verbs close to OpenClaw's. This module only dispatches: it finds the
  * command in the registry, answers `--help`, checks the flags against the command's spec, runs
- * it, and turns failures into messages. Exit codes: 0 ok, 1 failure, 2 usage.
+ * it, and turns failures into messages. Exit codes: 0 ok, 1 failure, 2 usage, 3 pairing request
+ * pending (--no-wait).
  */
 import { parseArgs } from 'node:util';
+import { printableLines } from '@clawgate/protocol/text';
 import { ConnectError, GatewayRequestError } from '../client/connection.js';
-import { printableLines } from '../protocol/text.js';
 import { CliFailure, explainConnectError } from './connect-errors.js';
 import { OVERVIEW } from './overview.js';
 import { ROOT } from './registry.js';
@@ -110,6 +111,8 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`${printableLines(err.message)}\n`);
       return 2;
     }
+    const status = (await import('./gateway-session.js')).reportClientFailure(err, argv.includes('--json'));
+    if (status !== null) return status;
     if (err instanceof CliFailure) {
       process.stderr.write(printableLines(`error: ${err.message}\n${err.nextStep ? `next: ${err.nextStep}\n` : ''}`));
       return 1;

@@ -5,20 +5,19 @@
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { nodePlatform } from '../../packages/client/src/node.js';
-import type { GatewayRecord } from '../../packages/client/src/types.js';
-import { normalizeGatewayUrl } from '../../packages/client/src/url.js';
+import type { GatewayRecord } from '@clawgate/client';
+import { nodePlatform, normalizeGatewayUrl } from '@clawgate/client';
+import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
+import { normalizeGatewayKeyFingerprint } from '@clawgate/protocol/gateway-proof';
+import { decodeSetupCode } from '@clawgate/protocol/setup-code';
+import { printableLines } from '@clawgate/protocol/text';
 import { hasNodeHostState, migrateNodeHostState } from '../companion/migrate.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
 import { NodeHost } from '../node-host/host.js';
 import { NodeState, resolveNodeStateDir } from '../node-host/state.js';
-import { normalizeFingerprint } from '../protocol/fingerprint.js';
-import { normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
-import { decodeSetupCode } from '../protocol/setup-code.js';
-import { printableLines } from '../protocol/text.js';
-import { clientStore } from './client.js';
+import { clientStore } from './client-store.js';
 import { readSecretEnv, readSecretFlag, readSetupCode, SECRET_FLAGS, SETUP_CODE_FLAGS } from './secret-input.js';
 import { parse, UsageError } from './usage.js';
 
@@ -269,7 +268,7 @@ function isGatewayUrl(u: string): boolean {
 
 /** How many gateway records `clawgate pair` / the companion stored under `<dir>/client/` (0 when none). */
 async function pairedRecords(dir: string): Promise<number> {
-  const { FileCredentialStore } = await import('../../packages/client/src/node.js');
+  const { FileCredentialStore } = await import('@clawgate/client');
   if (!existsSync(join(dir, 'client', 'gateways'))) return 0;
   return new FileCredentialStore(join(dir, 'client')).scan().records.length;
 }

@@ -1,8 +1,9 @@
 /** `clawgate nodes …`: thin wrappers over the node RPCs (PROTOCOL.md §19). */
-import type { GatewayConnection } from '../client/connection.js';
 import type { NodePendingView } from '../core/nodes.js';
 import type { NodeView } from '../methods/nodes.js';
-import { field, jsonParams, out, parseGatewayCommand, withGateway } from './common.js';
+import { field, jsonParams, out, parseGatewayCommand } from './common.js';
+import type { CliConnection } from './gateway-session.js';
+import { withGateway } from './gateway-session.js';
 import { ambiguityMessage, resolveRef } from './resolve.js';
 import { commandHint } from './target.js';
 import { UsageError } from './usage.js';
@@ -32,7 +33,7 @@ export function resolveNode(nodes: NodeView[], ref: string): NodeView {
   throw new NodeLookupError(`no node matches ${ref} (clawgate nodes list shows the paired nodes)`);
 }
 
-async function lookup(c: GatewayConnection, ref: string): Promise<NodeView> {
+async function lookup(c: CliConnection, ref: string): Promise<NodeView> {
   const { nodes } = await c.request<{ nodes: NodeView[] }>('node.list', {});
   return resolveNode(nodes, ref);
 }
@@ -42,7 +43,7 @@ async function lookup(c: GatewayConnection, ref: string): Promise<NodeView> {
  * the pending request of the node `ref` names (id, prefix or name). Anything else is passed on
  * unchanged, so the gateway's UNKNOWN_NODE_REQUEST_ID (with its hints) reaches the user.
  */
-async function pendingRequestId(c: GatewayConnection, ref: string): Promise<string> {
+async function pendingRequestId(c: CliConnection, ref: string): Promise<string> {
   const { pending: all } = await c.request<{ pending: NodePendingView[] }>('node.pair.list', {});
   // An exact id goes as it is (a device pairing id gets the gateway's pointer to `devices approve`).
   if (all.some((p) => p.requestId === ref)) return ref;

@@ -19,10 +19,10 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Role } from '@clawgate/protocol/frames';
+import { normalizeScopes } from '@clawgate/protocol/scopes';
 import { deviceIdOf, parsePublicKey } from '../core/identity.js';
 import { hashImportedToken, isImportedTokenShape } from '../core/secrets.js';
-import type { Role } from '../protocol/frames.js';
-import { normalizeScopes } from '../protocol/scopes.js';
 import type { ApprovedVia, DeviceMeta, ImportedDevice, ImportedGrant, ImportedToken } from '../store/types.js';
 import { openSnapshot } from './sqlite-snapshot.js';
 

@@ -110,6 +110,9 @@ For a wss:// gateway with a self-signed certificate pass
 CLAWGATE_NODE_STATE_DIR, else ~/.clawgate-node), the gateway token only from --token-file,
 --token-stdin or CLAWGATE_NODE_TOKEN (password: CLAWGATE_NODE_PASSWORD), never the owner
 credential (docs/node-host.md).
-\`call\` falls back to the device credentials \`clawgate pair\` stored (in <state-dir>/client/).
+Away from the gateway host the CLI is a device: its key and device tokens live in <state-dir>/client/
+(\`clawgate pair\` stores them too). A gateway token for a remote gateway files a pairing request; the
+CLI prints its id, confirmation code and approve command and waits (--no-wait: exit 3); later
+commands use the stored device token.
 A setup code carries a bootstrap token: \`pair\` and \`node run\` read it from --code-file (mode 0600),
 --code-stdin or CLAWGATE_SETUP_CODE, so it never needs the command line.`;

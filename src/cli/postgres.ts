@@ -12,8 +12,8 @@ import type { Logger } from '../core/logger.js';
 import type { AuthLimiter, RateLimitPolicy } from '../core/ratelimit.js';
 import { withReadCache } from '../store/read-cache.js';
 import { verifyAuditChain } from '../store/shared.js';
-import { SQLITE_MIGRATIONS, SqliteStore } from '../store/sqlite.js';
-import type { Store } from '../store/types.js';
+import { SQLITE_MIGRATIONS, SqliteStore } from '../store/sqlite/store.js';
+import type { AuditEntry, Store } from '../store/types.js';
 import { resolveStateDir } from './state.js';
 import { parse, UsageError } from './usage.js';
 
@@ -67,9 +67,9 @@ export async function openConfiguredStore(
   const url = choice.url as string;
   // `pg` and the PostgreSQL adapters load only when chosen: the SQLite default starts ~35 ms faster.
   const [{ PostgresStore }, { PgClusterBus }, { PgFailureLimiter }] = await Promise.all([
-    import('../store/postgres.js'),
-    import('../store/pg-bus.js'),
-    import('../store/pg-limiter.js'),
+    import('../store/postgres/store.js'),
+    import('../store/postgres/bus.js'),
+    import('../store/postgres/limiter.js'),
   ]);
   const store = await PostgresStore.open(url);
   try {
@@ -107,12 +107,21 @@ export interface MigrateSummary {
   auditEntries: number;
 }
 
-/** Copy every table of a SQLite state database into an empty PostgreSQL database. */
-export async function copySqliteToPostgres(sqliteFile: string, url: string): Promise<MigrateSummary> {
+/** Rows per INSERT of `migrate` (bounded again by PostgreSQL's 65,535 parameters per statement). */
+export const MIGRATE_BATCH_ROWS = 500;
+/** Audit entries read back per page when the copied chain is verified. */
+const AUDIT_VERIFY_PAGE = 1000;
+
+/**
+ * Copy every table of a SQLite state database into an empty PostgreSQL database, in one
+ * transaction. Rows stream from SQLite and go out in multi-row INSERTs of `batchRows`, so memory
+ * holds one batch, not a table: a million devices copy as they would ten.
+ */
+export async function copySqliteToPostgres(sqliteFile: string, url: string, opts: { batchRows?: number } = {}): Promise<MigrateSummary> {
   // Opening through SqliteStore brings an older state dir up to the current schema first.
   await new SqliteStore(sqliteFile).close();
   const src = new Database(sqliteFile, { readonly: true });
-  const { PostgresStore } = await import('../store/postgres.js');
+  const { PostgresStore } = await import('../store/postgres/store.js');
   const dst = await PostgresStore.open(url);
   try {
     const version = src.pragma('user_version', { simple: true }) as number;
@@ -132,22 +141,41 @@ export async function copySqliteToPostgres(sqliteFile: string, url: string): Pro
         if ((n?.n ?? 0) > 0) throw new UsageError(`the PostgreSQL database is not empty (table ${t} has rows); migrate into a fresh database`);
       }
       for (const t of tables) {
-        const rows = src.prepare(`SELECT * FROM ${t} ORDER BY rowid`).all() as Array<Record<string, unknown>>;
-        counts[t] = rows.length;
-        for (const row of rows) {
-          const cols = Object.keys(row);
-          const placeholders = cols.map((_, i) => `$${i + 1}`).join(',');
+        const cols = (src.prepare(`SELECT name FROM pragma_table_info(?) ORDER BY cid`).all(t) as Array<{ name: string }>).map((c) => c.name);
+        const rowsPerInsert = Math.max(1, Math.min(opts.batchRows ?? MIGRATE_BATCH_ROWS, Math.floor(65_535 / cols.length)));
+        const insert = async (rows: Array<Record<string, unknown>>) => {
+          const values = rows.map((_, r) => `(${cols.map((_, c) => `$${r * cols.length + c + 1}`).join(',')})`).join(',');
           await tx.run(
-            `INSERT INTO ${t} (${cols.join(',')}) VALUES (${placeholders})`,
-            cols.map((c) => row[c]),
+            `INSERT INTO ${t} (${cols.join(',')}) VALUES ${values}`,
+            rows.flatMap((row) => cols.map((c) => row[c])),
           );
+        };
+        let batch: Array<Record<string, unknown>> = [];
+        let copied = 0;
+        for (const row of src.prepare(`SELECT * FROM ${t} ORDER BY rowid`).iterate() as IterableIterator<Record<string, unknown>>) {
+          batch.push(row);
+          if (batch.length === rowsPerInsert) {
+            await insert(batch);
+            copied += batch.length;
+            batch = [];
+          }
         }
+        if (batch.length > 0) await insert(batch);
+        counts[t] = copied + batch.length;
       }
     });
-    const audit = await dst.listAudit();
-    const broken = verifyAuditChain(audit);
-    if (broken !== null) throw new Error(`the copied audit log does not verify at seq ${broken}`);
-    return { from: sqliteFile, to: redactUrl(url), tables: counts, auditEntries: audit.length };
+    // Verified a page at a time, each page continuing the chain of the one before.
+    let auditEntries = 0;
+    let last: AuditEntry | undefined;
+    for (;;) {
+      const page = await dst.listAudit({ afterSeq: last?.seq ?? 0, limit: AUDIT_VERIFY_PAGE });
+      const broken = verifyAuditChain(page, last);
+      if (broken !== null) throw new Error(`the copied audit log does not verify at seq ${broken}`);
+      auditEntries += page.length;
+      if (page.length < AUDIT_VERIFY_PAGE) break;
+      last = page[page.length - 1];
+    }
+    return { from: sqliteFile, to: redactUrl(url), tables: counts, auditEntries };
   } finally {
     src.close();
     await dst.close();

@@ -6,7 +6,8 @@
 import QRCode from 'qrcode-terminal/vendor/QRCode/index.js';
 import QRErrorCorrectLevel from 'qrcode-terminal/vendor/QRCode/QRErrorCorrectLevel.js';
 import { MAX_SETUP_TTL_MS, MIN_SETUP_TTL_MS, resolveSetupProfile, type SetupView } from '../core/setup-codes.js';
-import { field, out, outRaw, withGateway } from './common.js';
+import { field, out, outRaw } from './common.js';
+import { withGateway } from './gateway-session.js';
 import { commandHint } from './target.js';
 import { parse, UsageError } from './usage.js';
 

@@ -37,6 +37,10 @@ export const CONNECTION_FLAGS: FlagTable = {
     description: 'pin a wss:// gateway certificate by its SHA-256 fingerprint',
     default: 'CLAWGATE_TLS_FINGERPRINT; the local gateway is pinned automatically',
   },
+  'no-wait': {
+    type: 'boolean',
+    description: 'away from the gateway host: file the pairing request of this CLI device and exit 3 instead of waiting for the approval',
+  },
 };
 
 /** `--json`: one JSON line instead of the human listing. */
@@ -261,7 +265,18 @@ export const COMMANDS: CommandSpec[] = [
     name: 'devices',
     summary: 'list, approve and manage paired devices',
     subcommands: [
-      deviceSub('list', 'list pending pairing requests and paired devices', '[--json]', 'clawgate devices list'),
+      deviceSub(
+        'list',
+        'list pending pairing requests and paired devices (all, or a page at a time)',
+        '[--limit <n>] [--search <prefix>] [--cursor <c>] [--json]',
+        'clawgate devices list --limit 100 --search kitchen',
+        {
+          limit: { type: 'string', value: '<n>', description: 'devices per page, 1 to 500; prints the command of the next page', default: 'every device' },
+          search: { type: 'string', value: '<prefix>', description: 'only devices whose id or name starts with it' },
+          cursor: { type: 'string', value: '<c>', description: 'the page after the one that printed it' },
+        },
+        ['Any of --limit, --search or --cursor lists one page (100 devices unless --limit says otherwise).'],
+      ),
       deviceSub(
         'approve',
         'approve a pending pairing request (or a device’s pending request)',

@@ -3,7 +3,7 @@
  * any case), or a unique prefix of its id. A name or prefix that fits more than one is refused
  * with the candidates listed, never guessed.
  */
-import { printable } from '../protocol/text.js';
+import { printable } from '@clawgate/protocol/text';
 
 /** Prefixes shorter than this are too likely to be typos of something else. */
 export const MIN_ID_PREFIX_CHARS = 6;

@@ -2,10 +2,9 @@
  * Where and how a CLI command reaches a gateway: the URL, the credential (owner proof or shared
  * secret), the gateway key to insist on and the TLS pin (docs/architecture.md, "The CLI").
  */
-import type { ConnectOptions } from '../client/connection.js';
+import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
+import { audienceOf, normalizeGatewayKeyFingerprint } from '@clawgate/protocol/gateway-proof';
 import { DEFAULTS } from '../core/config.js';
-import { normalizeFingerprint } from '../protocol/fingerprint.js';
-import { audienceOf, normalizeGatewayKeyFingerprint } from '../protocol/gateway-proof.js';
 import { readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { readSecretEnv, readSecretFlag } from './secret-input.js';
 import { isOwnerCredential, readCredentials, readRuntimeInfo, resolveStateDir } from './state.js';
@@ -17,7 +16,7 @@ export interface Target {
   password: string | undefined;
   /** The owner credential, to be proven (never sent) to a gateway that proved `gatewayKey`. */
   owner: string | undefined;
-  /** The key the server must prove before anything is sent (see ConnectOptions.gatewayKey). */
+  /** The key the server must prove before anything is sent: a fingerprint; null: required but none known; undefined: not checked. */
   gatewayKey: string | null | undefined;
   tlsFingerprint: string | undefined;
 }
@@ -70,14 +69,6 @@ export function resolveTarget(values: Record<string, unknown>): Target {
   const target: Target = { url, token, password, owner, gatewayKey: key, tlsFingerprint };
   resolvedTargets.set(values, target);
   return target;
-}
-
-/** The connect options for a resolved target's credential: an owner proof, or the shared secret. */
-export function credentialOptions(target: Target): Pick<ConnectOptions, 'owner' | 'auth' | 'gatewayKey'> {
-  const gatewayKey = { gatewayKey: target.gatewayKey };
-  if (target.password) return { auth: { password: target.password }, ...gatewayKey };
-  if (target.token) return { auth: { token: target.token }, ...gatewayKey };
-  return { owner: target.owner, ...gatewayKey };
 }
 
 /** A word as a POSIX shell reads it back unchanged: bare when safe, else single-quoted. */

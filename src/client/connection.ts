@@ -1,17 +1,19 @@
 /**
- * A single authenticated connection to a gateway (Node). Used by the CLI, the tests and the
- * benchmark; the fuller SDK (reconnects, credential store, state machine) builds on it.
+ * A single raw authenticated connection to a gateway (Node), for the tests, the benchmark and the
+ * node host: every option of the handshake is exposed, including ones no real client should use.
+ * The CLI runs on the SDK's GatewayClient (src/cli/gateway-session.ts) instead.
  */
-import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
+import type { ErrorShape } from '@clawgate/protocol/frames';
+import { audienceOf, normalizeGatewayKeyFingerprint } from '@clawgate/protocol/gateway-proof';
+import { signaturePayloadV3, signedTokenField } from '@clawgate/protocol/signature';
 import { WebSocket } from 'ws';
-import { CERT_ERROR_CODES, peerFingerprint } from '../../packages/client/src/node-support.js';
 import { checkGatewayChallenge } from '../core/gateway-identity.js';
 import { deviceIdOf } from '../core/identity.js';
-import { normalizeFingerprint } from '../protocol/fingerprint.js';
-import type { ErrorShape } from '../protocol/frames.js';
-import { audienceOf, normalizeGatewayKeyFingerprint, ownerProofPayload } from '../protocol/gateway-proof.js';
-import { signaturePayloadV3, signedTokenField } from '../protocol/signature.js';
+import { CERT_ERROR_CODES, peerFingerprint } from '../platform/tls-peer.js';
+import { ownerProofFor } from './owner-proof.js';
 
 export interface DeviceIdentity {
   deviceId: string;
@@ -122,12 +124,7 @@ export class GatewayIdentityError extends ConnectError {
   }
 }
 
-/** base64url HMAC-SHA256 of the owner proof payload, keyed by the owner credential. */
-export function ownerProofFor(owner: string, nonce: string, gatewayPublicKey: string, audience: string): string {
-  return createHmac('sha256', Buffer.from(owner, 'utf8'))
-    .update(ownerProofPayload(nonce, gatewayPublicKey, audience), 'utf8')
-    .digest('base64url');
-}
+export { ownerProofFor } from './owner-proof.js';
 
 /**
  * What the client must send after this challenge, or why it must send nothing: with an expected

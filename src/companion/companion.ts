@@ -4,14 +4,18 @@
  * what spans both sides: which side presents a setup code first, when the bootstrap token may be
  * dropped, applying a new code or shared token while running, and the status both sides report.
  */
-import type { ClientState, GatewayClient, GatewayClientOptions } from '../../packages/client/src/client.js';
-import { GatewayClient as Client } from '../../packages/client/src/client.js';
-import { cloneRecord } from '../../packages/client/src/credentials.js';
-import { ClientError } from '../../packages/client/src/errors.js';
-import { gatewayHostCommands } from '../../packages/client/src/gateway-flavor.js';
-import { applySetupCode, parseSetupCode, setSharedToken } from '../../packages/client/src/pairing.js';
-import type { CheckpointHook, CredentialStore, GatewayRecord, Platform, Role } from '../../packages/client/src/types.js';
-import { normalizeGatewayUrl } from '../../packages/client/src/url.js';
+
+import type { CheckpointHook, ClientState, CredentialStore, GatewayClient, GatewayClientOptions, GatewayRecord, Platform, Role } from '@clawgate/client';
+import {
+  applySetupCode,
+  GatewayClient as Client,
+  ClientError,
+  cloneRecord,
+  gatewayHostCommands,
+  normalizeGatewayUrl,
+  parseSetupCode,
+  setSharedToken,
+} from '@clawgate/client';
 import type { Clock } from '../core/env.js';
 import type { ExecPolicyMode } from '../node-host/exec-policy.js';
 import { NodeInvoker } from '../node-host/invoker.js';

@@ -7,9 +7,8 @@
  * still this side's current one (`gen`): a client replaced by a pause, a resume or a new setup
  * code can never change what the side reports.
  */
-import type { ClientState, GatewayClient, GatewayClientOptions } from '../../packages/client/src/client.js';
-import { GatewayCallError } from '../../packages/client/src/errors.js';
-import type { Role } from '../../packages/client/src/types.js';
+import type { ClientState, GatewayClient, GatewayClientOptions, Role } from '@clawgate/client';
+import { GatewayCallError } from '@clawgate/client';
 import type { NodeInvoker } from '../node-host/invoker.js';
 
 export type Side = Role;

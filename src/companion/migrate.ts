@@ -7,8 +7,8 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { CredentialStore, GatewayRecord, Role, RoleToken } from '../../packages/client/src/types.js';
-import { normalizeGatewayUrl } from '../../packages/client/src/url.js';
+import type { CredentialStore, GatewayRecord, Role, RoleToken } from '@clawgate/client';
+import { normalizeGatewayUrl } from '@clawgate/client';
 import { identityFromJson } from '../client/connection.js';
 import { IDENTITY_FILE, NODE_CREDENTIALS_FILE, NodeState } from '../node-host/state.js';
 

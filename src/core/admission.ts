@@ -4,9 +4,9 @@
  * gathers the facts and carries the decision out. test/admission.test.ts enumerates every
  * combination of facts and fails on any outcome it does not list.
  */
-import type { DetailCode } from '../protocol/errors.js';
-import type { Role } from '../protocol/frames.js';
-import { SHARED_SECRET_SCOPES, scopeSatisfied } from '../protocol/scopes.js';
+import type { DetailCode } from '@clawgate/protocol/errors';
+import type { Role } from '@clawgate/protocol/frames';
+import { SHARED_SECRET_SCOPES, scopeSatisfied } from '@clawgate/protocol/scopes';
 
 /**
  * The credential the connect proved, already checked by the caller:

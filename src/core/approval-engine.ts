@@ -5,7 +5,7 @@
  * approval path, so an automatic approval is resolved, audited and announced like a manual one
  * — with the rule and the proof in its audit entry and `approvedBy: rule:<name>` on the grant.
  */
-import type { Role } from '../protocol/frames.js';
+import type { Role } from '@clawgate/protocol/frames';
 import type { PairingRequest, Store } from '../store/types.js';
 import {
   type ApprovalDecision,

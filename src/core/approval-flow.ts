@@ -4,14 +4,27 @@
  * device.pair.approve and node.pair.approve run instead of approving at once. The counting
  * itself is core/approval-quorum.ts.
  */
-import type { GatewayError } from '../protocol/errors.js';
-import { uncoveredScopes } from '../protocol/scopes.js';
+
+import { confirmationCode } from '@clawgate/protocol/confirmation';
+import type { GatewayError } from '@clawgate/protocol/errors';
+import { ADMIN, PAIRING, uncoveredScopes } from '@clawgate/protocol/scopes';
 import type { GrantRecord, NodeSurfaceRequest, PairingRequest, Store } from '../store/types.js';
-import { type ApprovalProgress, castVote, type QuorumConfig, quorumScopes, readProgress, requiredForCommands, requiredForScopes } from './approval-quorum.js';
-import { confirmationCode } from './confirmation.js';
+import {
+  type ApprovalProgress,
+  type ApproverCheck,
+  castVote,
+  type QuorumConfig,
+  quorumScopes,
+  readProgress,
+  requiredForCommands,
+  requiredForScopes,
+} from './approval-quorum.js';
 import type { Clock } from './env.js';
 import type { Broadcast } from './events.js';
-import type { Principal } from './principal.js';
+import { effectiveGrant } from './grant-expiry.js';
+import { approvalDenial, type ManagementCaller } from './management-policy.js';
+import { requiredApproveScopes } from './node-surface-policy.js';
+import { hasScope, type Principal } from './principal.js';
 
 /** What the quorum steps use of the gateway. */
 export interface QuorumDeps {
@@ -19,7 +32,38 @@ export interface QuorumDeps {
   clock: Clock;
   config: { approvalQuorum?: QuorumConfig | undefined };
   broadcast: Broadcast;
+  /** Who claims a request whose quorum a vote here completes (the instance id; approval-recovery.ts). */
+  claimant?: string | undefined;
 }
+
+/**
+ * A recorded approver counts only while it still could approve: the owner always; a device
+ * while its operator grant (as stored now, expiry applied) holds operator.pairing and passes
+ * `mayApprove`. A removed device, or one that lost the scopes, no longer counts.
+ */
+function stillCounts(gw: Pick<QuorumDeps, 'store' | 'clock'>, mayApprove: (caller: ManagementCaller) => boolean): ApproverCheck {
+  return async (approver) => {
+    if (approver === 'owner') return true;
+    if (!approver.startsWith('device:')) return false;
+    const deviceId = approver.slice('device:'.length);
+    const stored = await gw.store.getGrant(deviceId, 'operator');
+    const grant = stored ? effectiveGrant(stored, gw.clock.now()) : null;
+    if (!grant) return false;
+    const caller: ManagementCaller = { kind: 'device', scopes: new Set(grant.scopes), deviceId, deviceBound: true };
+    return hasScope(caller, PAIRING) && mayApprove(caller);
+  };
+}
+
+/** Approvers of a device pairing request that still count (the same rule device.pair.approve applies). */
+export const deviceApprovers = (gw: Pick<QuorumDeps, 'store' | 'clock'>, r: PairingRequest): ApproverCheck =>
+  stillCounts(gw, (caller) => approvalDenial(caller, r) === null);
+
+/** Approvers of a node surface request that still count (the scopes node.pair.approve needs for its commands). */
+export const nodeApprovers = (gw: Pick<QuorumDeps, 'store' | 'clock'>, r: NodeSurfaceRequest): ApproverCheck =>
+  stillCounts(
+    gw,
+    (caller) => requiredApproveScopes(r.commands).every((s) => hasScope(caller, s)) && (caller.deviceId !== r.deviceId || hasScope(caller, ADMIN)),
+  );
 
 export interface RequestApprovalState {
   /** What approving adds: scopes beyond the current grant, or commands beyond the approved surface. */
@@ -34,7 +78,7 @@ export async function deviceRequestState(gw: QuorumDeps, r: PairingRequest, gran
   const current = grant === undefined ? await gw.store.getGrant(r.deviceId, r.role) : grant;
   const adds = current ? uncoveredScopes(current.scopes, r.scopes) : [...r.scopes];
   const required = requiredForScopes(gw.config.approvalQuorum, adds);
-  return { adds, approvals: required > 1 ? await readProgress(gw.store, r.requestId, r.scopes, required) : noVotes(required) };
+  return { adds, approvals: required > 1 ? await readProgress(gw.store, r.requestId, r.scopes, required, deviceApprovers(gw, r)) : noVotes(required) };
 }
 
 /** `adds` and quorum progress of a node surface request. */
@@ -42,7 +86,7 @@ export async function nodeRequestState(gw: QuorumDeps, r: NodeSurfaceRequest): P
   const approved = new Set((await gw.store.getNodeSurface(r.deviceId))?.commands ?? []);
   const adds = r.commands.filter((c) => !approved.has(c));
   const required = requiredForCommands(gw.config.approvalQuorum, adds);
-  return { adds, approvals: required > 1 ? await readProgress(gw.store, r.requestId, r.commands, required) : noVotes(required) };
+  return { adds, approvals: required > 1 ? await readProgress(gw.store, r.requestId, r.commands, required, nodeApprovers(gw, r)) : noVotes(required) };
 }
 
 /** The `device.pair.requested` payload (the shape gateway.fileRequest broadcasts), with progress. */
@@ -86,11 +130,11 @@ export type VoteResult = { done: true; approvals?: ApprovalProgress } | { done: 
  * it (or none is needed): the caller approves. Otherwise the progress is recorded, audited and
  * announced, and the request stays pending.
  */
-export async function voteOnDeviceRequest(gw: QuorumDeps, r: PairingRequest, by: Principal): Promise<VoteResult> {
+export async function voteOnDeviceRequest(gw: QuorumDeps, r: PairingRequest, by: Principal, ttlMs: number | null = null): Promise<VoteResult> {
   const state = await deviceRequestState(gw, r);
   if (state.approvals.required <= 1) return { done: true };
   const now = gw.clock.now();
-  const vote = await castVote(gw.store, r, r.scopes, state.approvals.required, by, now);
+  const vote = await castVote(gw.store, r, r.scopes, state.approvals.required, by, now, { valid: deviceApprovers(gw, r), claimant: gw.claimant, ttlMs });
   if (!vote.ok) return vote.error;
   await gw.store.appendAudit({
     atMs: now,
@@ -120,7 +164,7 @@ export async function voteOnNodeRequest(
   const state = await nodeRequestState(gw, r);
   if (state.approvals.required <= 1) return { done: true };
   const now = gw.clock.now();
-  const vote = await castVote(gw.store, r, r.commands, state.approvals.required, by, now);
+  const vote = await castVote(gw.store, r, r.commands, state.approvals.required, by, now, { valid: nodeApprovers(gw, r), claimant: gw.claimant });
   if (!vote.ok) return vote.error;
   await gw.store.appendAudit({
     atMs: now,

@@ -15,7 +15,7 @@
  * markdown and turn `@everyone`, `<!channel>`, `<@id>` into pings, so those are broken up and
  * the bodies ask the target to resolve no mentions at all.
  */
-import { cleanText } from '../protocol/text.js';
+import { cleanText } from '@clawgate/protocol/text';
 import { SIGN_IN_LINK_META_PREFIX } from '../store/retention-shared.js';
 import type { Store } from '../store/types.js';
 import type { Clock, Random } from './env.js';

@@ -9,8 +9,8 @@
  * (`require-approval`), as without any policy.
  */
 import { BlockList, isIP } from 'node:net';
-import { CLIENT_MODES, ROLES, type Role } from '../protocol/frames.js';
-import { isKnownScope, normalizeScopes, scopeSatisfied } from '../protocol/scopes.js';
+import { CLIENT_MODES, ROLES, type Role } from '@clawgate/protocol/frames';
+import { isKnownScope, normalizeScopes, scopeSatisfied } from '@clawgate/protocol/scopes';
 
 export const PROOF_KINDS = ['proxy-user', 'ssh', 'address'] as const;
 export type ProofKind = (typeof PROOF_KINDS)[number];

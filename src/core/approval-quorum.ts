@@ -10,8 +10,9 @@
  * sharing a PostgreSQL store counts the same votes and exactly one approval crosses the line.
  * A vote is for what the request asked when it was cast: a request widened since starts over.
  */
-import { GatewayError } from '../protocol/errors.js';
-import { isKnownScope, scopeSatisfied } from '../protocol/scopes.js';
+import { GatewayError } from '@clawgate/protocol/errors';
+import { isKnownScope, scopeSatisfied } from '@clawgate/protocol/scopes';
+import type { ApprovalProgress } from '@clawgate/protocol/views';
 import type { Store } from '../store/types.js';
 import type { Principal } from './principal.js';
 
@@ -73,38 +74,119 @@ export function approverOf(p: Principal): string | null {
 export interface Vote {
   approver: string;
   atMs: number;
+  /** The ttl this approval asked for (the completing approval's applies, also when carried out after a restart). */
+  ttlMs?: number | null | undefined;
+}
+
+/**
+ * Whether a recorded approver still counts: the owner always; a device only while it still
+ * holds what approving the request needs (a removed device, or one that lost operator.pairing
+ * or the scopes the request asks for, no longer counts).
+ */
+export type ApproverCheck = (approver: string) => Promise<boolean>;
+
+/** Which instance is carrying out a request whose votes reached its quorum, since when. */
+export interface QuorumClaim {
+  by: string;
+  atMs: number;
 }
 
 /** Quorum progress as devices list, nodes pending, events and the Control UI show it. */
-export interface ApprovalProgress {
-  received: number;
-  required: number;
-  approvers: string[];
-}
+/** The wire shape of quorum progress is the protocol's; re-exported for the core code that computes it. */
+export type { ApprovalProgress };
 
 interface VoteRecord {
   /** What the votes approve (sorted scopes or commands): a different ask starts over. */
   subject: string[];
   votes: Vote[];
+  /**
+   * Written in the same compare-and-set as the vote that reached the quorum: the instance that
+   * carries the request out. A request still pending with enough votes and no live claimant
+   * (the process died in between) is carried out by the next instance that looks
+   * (approval-recovery.ts).
+   */
+  claim?: QuorumClaim | undefined;
 }
 
 const metaKey = (requestId: string) => `approval.votes.${requestId}`;
 const sameSubject = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
-function parse(text: string | null, subject: readonly string[]): Vote[] {
-  if (!text) return [];
+function parseRecord(text: string | null, subject: readonly string[]): { votes: Vote[]; claim: QuorumClaim | null } {
+  if (!text) return { votes: [], claim: null };
   try {
     const rec = JSON.parse(text) as VoteRecord;
-    return sameSubject(rec.subject, subject) ? rec.votes : [];
+    return sameSubject(rec.subject, subject) ? { votes: rec.votes, claim: rec.claim ?? null } : { votes: [], claim: null };
   } catch {
-    return [];
+    return { votes: [], claim: null };
   }
 }
 
-/** Votes recorded for `requestId` that approve exactly `subject`. */
-export async function readProgress(store: Pick<Store, 'getMeta'>, requestId: string, subject: readonly string[], required: number): Promise<ApprovalProgress> {
-  const votes = parse(await store.getMeta(metaKey(requestId)), [...subject].sort());
-  return { received: Math.min(votes.length, required), required, approvers: votes.map((v) => v.approver) };
+/** The votes whose approver still counts (re-checked at every count, never trusted from the record). */
+async function counted(votes: readonly Vote[], valid: ApproverCheck | undefined): Promise<Vote[]> {
+  if (!valid) return [...votes];
+  const out: Vote[] = [];
+  for (const v of votes) if (await valid(v.approver)) out.push(v);
+  return out;
+}
+
+const progressOf = (votes: readonly Vote[], required: number): ApprovalProgress => ({
+  received: Math.min(votes.length, required),
+  required,
+  approvers: votes.map((v) => v.approver),
+});
+
+/** Votes recorded for `requestId` that approve exactly `subject`, from approvers that still count. */
+export async function readProgress(
+  store: Pick<Store, 'getMeta'>,
+  requestId: string,
+  subject: readonly string[],
+  required: number,
+  valid?: ApproverCheck,
+): Promise<ApprovalProgress> {
+  const { votes } = parseRecord(await store.getMeta(metaKey(requestId)), [...subject].sort());
+  return progressOf(await counted(votes, valid), required);
+}
+
+/** A request whose counted votes reach its quorum, claimed by this instance to be carried out. */
+export interface ClaimedQuorum {
+  progress: ApprovalProgress;
+  /** The vote that completed it (its approver approves, its ttl applies). */
+  last: Vote;
+}
+
+/**
+ * Claim a request whose counted votes reach `required` but that was never carried out, when
+ * `mayTakeOver` says the current claimant (if any) is gone. Compare-and-set: of several
+ * instances looking at once exactly one gets it. Null when it is not decided or not ours.
+ */
+export async function claimDecided(
+  store: Pick<Store, 'getMeta' | 'setMetaIf'>,
+  requestId: string,
+  subjectIn: readonly string[],
+  required: number,
+  valid: ApproverCheck,
+  claimant: string,
+  atMs: number,
+  mayTakeOver: (claim: QuorumClaim) => Promise<boolean>,
+): Promise<ClaimedQuorum | null> {
+  const subject = [...subjectIn].sort();
+  const key = metaKey(requestId);
+  const before = await store.getMeta(key);
+  const rec = parseRecord(before, subject);
+  const votes = await counted(rec.votes, valid);
+  const last = votes[votes.length - 1];
+  if (votes.length < required || !last) return null;
+  if (rec.claim && !(await mayTakeOver(rec.claim))) return null;
+  const claim: QuorumClaim = { by: claimant, atMs };
+  if (!(await store.setMetaIf(key, before, JSON.stringify({ subject, votes, claim } satisfies VoteRecord)))) return null;
+  return { progress: progressOf(votes, required), last };
+}
+
+/** Forget a request's votes (it was carried out, rejected or expired). */
+export async function dropVotes(store: Pick<Store, 'getMeta' | 'setMetaIf'>, requestId: string): Promise<void> {
+  const key = metaKey(requestId);
+  const before = await store.getMeta(key);
+  if (before !== null) await store.setMetaIf(key, before, '');
 }
 
 export type VoteOutcome =
@@ -122,6 +204,7 @@ export async function castVote(
   required: number,
   by: Principal,
   atMs: number,
+  opts: { valid?: ApproverCheck | undefined; claimant?: string | undefined; ttlMs?: number | null | undefined } = {},
 ): Promise<VoteOutcome> {
   const approver = approverOf(by);
   const details = { requestId: req.requestId, deviceId: req.deviceId, required };
@@ -138,9 +221,12 @@ export async function castVote(
   const key = metaKey(req.requestId);
   for (let attempt = 0; attempt < VOTE_CAS_ATTEMPTS; attempt++) {
     const before = await store.getMeta(key);
-    const votes = parse(before, subject);
+    const rec = parseRecord(before, subject);
+    // Votes of approvers that no longer count are dropped here: a device removed and paired
+    // again (or given back its scopes) must approve again.
+    const votes = await counted(rec.votes, opts.valid);
     if (votes.some((v) => v.approver === approver)) {
-      const progress = { received: Math.min(votes.length, required), required, approvers: votes.map((v) => v.approver) };
+      const progress = progressOf(votes, required);
       return {
         ok: false,
         error: new GatewayError('APPROVAL_ALREADY_RECORDED', {
@@ -149,13 +235,13 @@ export async function castVote(
         }),
       };
     }
-    const next = [...votes, { approver, atMs }];
-    if (await store.setMetaIf(key, before, JSON.stringify({ subject, votes: next } satisfies VoteRecord))) {
-      return {
-        ok: true,
-        complete: next.length === required,
-        progress: { received: Math.min(next.length, required), required, approvers: next.map((v) => v.approver) },
-      };
+    const next: Vote[] = [...votes, { approver, atMs, ...(opts.ttlMs != null ? { ttlMs: opts.ttlMs } : {}) }];
+    // The vote that reaches the quorum claims the request in the same write: if this process
+    // dies before carrying it out, another instance (or this one restarted) sees whose it was.
+    const complete = next.length >= required && !rec.claim;
+    const claim = complete ? { by: opts.claimant ?? 'gateway', atMs } : (rec.claim ?? undefined);
+    if (await store.setMetaIf(key, before, JSON.stringify({ subject, votes: next, ...(claim ? { claim } : {}) } satisfies VoteRecord))) {
+      return { ok: true, complete, progress: progressOf(next, required) };
     }
   }
   throw new Error(`approval vote on ${req.requestId} lost ${VOTE_CAS_ATTEMPTS} compare-and-set races in a row`);

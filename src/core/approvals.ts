@@ -6,14 +6,15 @@
  * updates the device's live sessions. With several instances the outcome is published, and
  * `reconcileWaiters` catches up from the store after a gap in the events.
  */
-import { CLOSE, GatewayError } from '../protocol/errors.js';
-import type { Role } from '../protocol/frames.js';
-import { normalizeScopes, scopeSatisfied } from '../protocol/scopes.js';
+
+import { confirmationCode } from '@clawgate/protocol/confirmation';
+import { CLOSE, GatewayError } from '@clawgate/protocol/errors';
+import type { Role } from '@clawgate/protocol/frames';
+import { normalizeScopes, scopeSatisfied } from '@clawgate/protocol/scopes';
 import type { DeviceMeta, PairingRequest, Store } from '../store/types.js';
 import { deviceRequestedPayload, deviceRequestState } from './approval-flow.js';
 import type { QuorumConfig } from './approval-quorum.js';
 import type { ClusterEvent } from './cluster.js';
-import { confirmationCode } from './confirmation.js';
 import type { ConnectOutcome } from './connect-outcome.js';
 import type { Clock, Random } from './env.js';
 import { approvalTerms, effectiveGrant } from './grant-expiry.js';

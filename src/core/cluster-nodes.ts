@@ -5,7 +5,7 @@
  * there by its NodeRegistry (same checks, limits, timeout and cancel as a local call) and the
  * outcome is sent back. Surface approvals made elsewhere reach the node's live session too.
  */
-import { CATALOGUE, type DetailCode, GatewayError } from '../protocol/errors.js';
+import { CATALOGUE, type DetailCode, GatewayError } from '@clawgate/protocol/errors';
 import type { Store } from '../store/types.js';
 import type { ClusterBus, ClusterEvent, RemoteNode } from './cluster.js';
 import type { Random } from './env.js';

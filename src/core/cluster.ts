@@ -5,7 +5,7 @@
  * elsewhere, relay pairing events to operators connected elsewhere. Delivery is best effort, so
  * every consumer also reconciles from the store (see Gateway.reconcileWaiters).
  */
-import type { ErrorShape, Role } from '../protocol/frames.js';
+import type { ErrorShape, Role } from '@clawgate/protocol/frames';
 import type { InvokeInput } from './nodes.js';
 
 export type CloseWhy = 'TOKEN_ROTATED' | 'TOKEN_REVOKED' | 'DEVICE_REMOVED' | 'SCOPES_REDUCED' | 'PAIRING_REJECTED' | 'GRANT_EXPIRED';

@@ -1,6 +1,6 @@
 /** What a connect ends in (hello, refusal, or a wait for approval), shared by the handshake and the approvals. */
-import { CLOSE, closeReason, type DetailCode, type GatewayError } from '../protocol/errors.js';
-import type { HelloAuth, ResponseFrame } from '../protocol/frames.js';
+import { CLOSE, closeReason, type DetailCode, type GatewayError } from '@clawgate/protocol/errors';
+import type { HelloAuth, ResponseFrame } from '@clawgate/protocol/frames';
 import type { SessionPrincipal } from './principal.js';
 
 /** Transport facts the server establishes before the first frame. */

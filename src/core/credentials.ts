@@ -7,9 +7,9 @@
  * the failure budget and the single-use marks of links and grace tokens.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { type DetailCode, GatewayError } from '../protocol/errors.js';
-import type { ConnectParams, Role } from '../protocol/frames.js';
-import { ownerProofPayload } from '../protocol/gateway-proof.js';
+import { type DetailCode, GatewayError } from '@clawgate/protocol/errors';
+import type { ConnectParams, Role } from '@clawgate/protocol/frames';
+import { ownerProofPayload } from '@clawgate/protocol/gateway-proof';
 import type { SetupCodeRecord, Store, TokenRecord } from '../store/types.js';
 import type { Credential } from './admission.js';
 import type { GatewayConfig } from './config.js';

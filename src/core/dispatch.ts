@@ -4,10 +4,11 @@
  * failures come back as GatewayError values; a thrown exception is a bug and is answered with
  * INTERNAL_ERROR (with a log reference), never by killing the process or the socket.
  */
+
+import { GatewayError } from '@clawgate/protocol/errors';
+import type { ErrorShape, Role } from '@clawgate/protocol/frames';
 import type { TSchema } from '@sinclair/typebox';
 import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
-import { GatewayError } from '../protocol/errors.js';
-import type { ErrorShape, Role } from '../protocol/frames.js';
 import { storeFault } from '../store/faults.js';
 import { hasScope, type Principal } from './principal.js';
 

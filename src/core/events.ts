@@ -1,5 +1,5 @@
 /** The events the gateway sends to sessions: who may receive each, and which travel to other instances. */
-import { PAIRING, READ } from '../protocol/scopes.js';
+import { PAIRING, READ } from '@clawgate/protocol/scopes';
 
 /** Send an event to every session entitled to it (and, for cluster events, to the other instances). */
 export type Broadcast = (event: string, payload: unknown) => void;

@@ -4,13 +4,15 @@
  * second opinion: it runs the dispatcher's own authority check (`callDenial`, core/dispatch.ts)
  * on the principal a session of this device would have when it asks for everything it holds.
  */
-import { GatewayError } from '../protocol/errors.js';
-import type { Role } from '../protocol/frames.js';
-import { ADMIN, normalizeScopes, PAIRING, scopeSatisfied } from '../protocol/scopes.js';
+import { GatewayError } from '@clawgate/protocol/errors';
+import type { Role } from '@clawgate/protocol/frames';
+import { ADMIN, normalizeScopes, PAIRING, scopeSatisfied } from '@clawgate/protocol/scopes';
 import type { DeviceRecord, GrantRecord, NodeSurfaceRequest, PairingRequest, Store } from '../store/types.js';
+import type { ApprovalEngine } from './approval-engine.js';
 import { deviceRequestState, nodeRequestState, type QuorumDeps } from './approval-flow.js';
 import type { ApprovalProgress } from './approval-quorum.js';
 import { callDenial, type MethodTable, requiredScopes } from './dispatch.js';
+import { decidePending, type PendingDecision } from './explain-decision.js';
 import type { Principal } from './principal.js';
 
 /** What explain uses of the gateway. */
@@ -18,6 +20,8 @@ export interface ExplainDeps extends QuorumDeps {
   store: QuorumDeps['store'] &
     Pick<Store, 'getDevice' | 'listDevices' | 'listGrants' | 'getPairingRequest' | 'getNodeSurfaceRequest' | 'listPairingRequests' | 'listNodeSurfaceRequests'>;
   methods: Pick<MethodTable, 'get'>;
+  /** The approval policies, decided exactly as the handshake decides them. */
+  policies: Pick<ApprovalEngine, 'decide'>;
   expirePending(): Promise<number>;
   connectedDeviceIds(): Promise<Set<string>>;
 }
@@ -47,6 +51,8 @@ export interface ExplainPending {
   /** In words: who may approve it and how many approvals it still needs. */
   needs: string;
   command: string;
+  /** Pairing requests: what the approval policies make of what it adds (a rule, or a person). */
+  decision?: PendingDecision;
 }
 
 export interface ExplainCall {
@@ -134,6 +140,7 @@ async function pendingOf(gw: ExplainDeps, deviceId: string, grants: GrantRecord[
         state.approvals,
       ),
       command: `clawgate devices approve ${r.requestId}`,
+      decision: await decidePending(gw.store, (req, proofs) => gw.policies.decide(req, proofs), r, state.adds),
     });
   }
   const surface: NodeSurfaceRequest | undefined = (await gw.store.listNodeSurfaceRequests()).find((r) => r.deviceId === deviceId);

@@ -4,7 +4,7 @@
  * Pure crypto: the key material is loaded by the composition root and injected here.
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign, verify } from 'node:crypto';
-import { type GatewayChallengeProof, gatewayChallengePayload, parseGatewayChallengeProof } from '../protocol/gateway-proof.js';
+import { type GatewayChallengeProof, gatewayChallengePayload, parseGatewayChallengeProof } from '@clawgate/protocol/gateway-proof';
 import { parsePublicKey, publicKeyObject } from './identity.js';
 
 export interface GatewayIdentity {

@@ -14,11 +14,14 @@
  * sign-in link claims, the join codes), runs the periodic work, routes other instances' events
  * to the module they concern, and keeps the methods server/, methods/ and tests call.
  */
+
+import { CLOSE, type DetailCode, GatewayError } from '@clawgate/protocol/errors';
+import { type ChallengePayload, RequestFrameSchema, type ResponseFrame, type Role } from '@clawgate/protocol/frames';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { CLOSE, type DetailCode, GatewayError } from '../protocol/errors.js';
-import { type ChallengePayload, RequestFrameSchema, type ResponseFrame, type Role } from '../protocol/frames.js';
 import type { PairingRequest, PruneCounts, Store } from '../store/types.js';
 import { ApprovalEngine, type SshProbe } from './approval-engine.js';
+import type { QuorumDeps } from './approval-flow.js';
+import { carryOutDecidedQuorums } from './approval-recovery.js';
 import { type ApprovalOptions, Approvals, type ApprovedRequest } from './approvals.js';
 import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
 import { ClusterNodeRouter } from './cluster-nodes.js';
@@ -98,6 +101,8 @@ export class Gateway {
   readonly handshake: Handshake;
   /** Join codes minted by this process (they carry a setup secret, so they live only here). */
   readonly joinCodes: JoinCodes;
+  /** What approvals under quorum use (approval-flow.ts); `claimant` names this instance. */
+  readonly quorum: QuorumDeps;
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
   /** Work that must finish before the store closes (automations: scheduler, delivery worker). */
@@ -134,10 +139,8 @@ export class Gateway {
       presenceWindowMs: deps.config.presenceWindowMs ?? DEFAULT_PRESENCE_WINDOW_MS,
     });
     const broadcast = (event: string, payload: unknown) => this.registry.broadcast(event, payload);
-    this.nodes = new NodeRegistry(
-      { ...base, broadcast, quorum: { store: this.store, clock: this.clock, config: deps.config, broadcast } },
-      deps.config.nodeLimits,
-    );
+    this.quorum = { store: this.store, clock: this.clock, config: deps.config, broadcast, claimant: this.bus?.instanceId ?? this.bootId };
+    this.nodes = new NodeRegistry({ ...base, broadcast, quorum: this.quorum }, deps.config.nodeLimits);
     this.cluster = this.bus ? new ClusterNodeRouter({ ...base, nodes: this.nodes }, this.bus) : null;
     if (this.cluster) this.nodes.routeThrough(this.cluster);
     const cluster = this.cluster;
@@ -205,7 +208,10 @@ export class Gateway {
     const flush = setInterval(() => void this.registry.flushSeen(), this.config.seenFlushMs);
     const expire = setInterval(() => {
       this.expirePending().catch((err) => this.log.warn('pending expiry failed', { err: String(err) }));
+      void this.carryOutDecidedQuorums();
     }, 60_000);
+    // A quorum reached just before the previous process died is carried out now.
+    void this.carryOutDecidedQuorums();
     const prune = setInterval(() => void this.pruneRetained(), this.retention.intervalMs);
     tick.unref();
     flush.unref();
@@ -376,6 +382,21 @@ export class Gateway {
   /** Finish waiting connects whose request is gone from the store (after a gap in the events). */
   reconcileWaiters(): Promise<void> {
     return this.approvals.reconcileWaiters();
+  }
+
+  /** Carry out pending requests whose quorum was reached but whose claimant is gone (approval-recovery.ts). */
+  carryOutDecidedQuorums(): Promise<number> {
+    return carryOutDecidedQuorums({
+      quorum: this.quorum as Parameters<typeof carryOutDecidedQuorums>[0]['quorum'],
+      claimant: this.quorum.claimant as string,
+      bus: this.bus,
+      log: this.log,
+      approveRequest: (r, by, extra, opts) => this.approvals.approveRequest(r, by, extra, opts),
+      approveNodeSurface: (r, by, approvals, auditExtra) => this.nodes.carryOut(r, by, approvals, auditExtra),
+    }).catch((err) => {
+      this.log.warn('quorum recovery failed', { err: String(err) });
+      return 0;
+    });
   }
 
   // ------------------------------------------------------------------------------------------

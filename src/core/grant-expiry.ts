@@ -8,11 +8,10 @@
  * or extended elsewhere and a restart (expiries are stored, not held in memory).
  */
 
-import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
-import type { Role } from '../protocol/frames.js';
-import { scopeSatisfied } from '../protocol/scopes.js';
+import { CLOSE, closeReason, GatewayError } from '@clawgate/protocol/errors';
+import type { Role } from '@clawgate/protocol/frames';
+import { scopeSatisfied } from '@clawgate/protocol/scopes';
 import type { GrantRecord, Store } from '../store/types.js';
-import type { CloseWhy } from './cluster.js';
 import type { Clock } from './env.js';
 import type { Logger } from './logger.js';
 import { frameCapBytes, type SessionPrincipal } from './principal.js';
@@ -25,7 +24,7 @@ export interface GrantExpiryDeps {
   broadcast(event: string, payload: unknown): void;
   deviceSessions(deviceId: string): SessionPrincipal[];
   disconnect(s: SessionPrincipal): void;
-  closeDeviceSessions(deviceId: string, role: Role | null, why: CloseWhy & 'GRANT_EXPIRED', caller?: undefined, changedAtMs?: number): number;
+  closeDeviceSessions(deviceId: string, role: Role | null, why: 'GRANT_EXPIRED', caller?: undefined, changedAtMs?: number): number;
   publishClusterTopic(topic: string, payload: unknown): void;
   onClusterTopic(topic: string, handler: (payload: unknown) => void): void;
 }

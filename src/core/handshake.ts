@@ -8,8 +8,9 @@
  *
  * Never throws on client input: every refusal is a catalogue error in the answer.
  */
-import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { CLOSE, closeReason, type DetailCode, GatewayError } from '../protocol/errors.js';
+
+import { confirmationCode } from '@clawgate/protocol/confirmation';
+import { CLOSE, closeReason, type DetailCode, GatewayError } from '@clawgate/protocol/errors';
 import {
   type ChallengePayload,
   CLIENT_IDS,
@@ -25,10 +26,11 @@ import {
   type ResponseFrame,
   ROLES,
   type Role,
-} from '../protocol/frames.js';
-import { audienceOf } from '../protocol/gateway-proof.js';
-import { ALL_OPERATOR_SCOPES, normalizeScopes, scopeSatisfied } from '../protocol/scopes.js';
-import { cleanOptional, cleanText } from '../protocol/text.js';
+} from '@clawgate/protocol/frames';
+import { audienceOf } from '@clawgate/protocol/gateway-proof';
+import { ALL_OPERATOR_SCOPES, normalizeScopes, scopeSatisfied } from '@clawgate/protocol/scopes';
+import { cleanOptional, cleanText } from '@clawgate/protocol/text';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { storeFault } from '../store/faults.js';
 import type { GrantRecord, SetupCodeRecord, Store } from '../store/types.js';
 import { type Decision, decideConnect } from './admission.js';
@@ -38,12 +40,12 @@ import type { ApprovalDecision, ApprovalProofs, ApprovalRequest } from './approv
 import type { Approvals, PairingKind } from './approvals.js';
 import type { ClusterNodeRouter } from './cluster-nodes.js';
 import type { GatewayConfig } from './config.js';
-import { confirmationCode } from './confirmation.js';
 import { type ConnectOutcome, rejectOutcome, type TransportFacts } from './connect-outcome.js';
 import { type CredentialDeps, checkCredentials, type ProvenCredentials, presentedMethod } from './credentials.js';
 import { approveHint } from './dispatch.js';
 import type { Clock, Random } from './env.js';
 import { EVENT_SCOPES } from './events.js';
+import { recordRequestFacts } from './explain-decision.js';
 import type { GatewayIdentity } from './gateway-identity.js';
 import { approvalTerms, effectiveGrant } from './grant-expiry.js';
 import type { VerifiedDevice } from './identity.js';
@@ -55,6 +57,7 @@ import { claimUnpickedSuccessor } from './rotation-grace.js';
 import { type MintedToken, mintToken } from './secrets.js';
 import type { SessionRegistry } from './sessions.js';
 import { roleRefusalDetails, SETUP_REPEAT_GRACE_MS, setupRefusal } from './setup-codes.js';
+import { setupQuorumRefusal } from './setup-quorum.js';
 
 export const GATEWAY_VERSION = '0.1.0';
 
@@ -473,8 +476,8 @@ export class Handshake {
     return { ...decision, grantScopes: decision.grantScopes.filter((s) => !held.includes(s)), missing: [...new Set([...decision.missing, ...held])] };
   }
 
-  private fileRequest(ctx: AdmitContext, kind: PairingKind) {
-    return this.deps.approvals.fileRequest({
+  private async fileRequest(ctx: AdmitContext, kind: PairingKind) {
+    const req = await this.deps.approvals.fileRequest({
       device: ctx.device as VerifiedDevice,
       role: ctx.role,
       scopes: ctx.scopes,
@@ -482,6 +485,9 @@ export class Handshake {
       meta: metaOf(ctx.params),
       address: ctx.transport.address,
     });
+    // What the policies saw, so explain runs the same decision on the pending request (explain-decision.ts).
+    if (ctx.policy) await recordRequestFacts(this.deps.store, req.requestId, ctx.policy.request, ctx.policy.proofs);
+    return req;
   }
 
   /**
@@ -502,6 +508,9 @@ export class Handshake {
       tokens[r] = { tokenId: t.id, secretHash: t.secretHash };
       tokenIds[r] = t.id;
     }
+    // A code minted before the quorum was configured still cannot go around it.
+    const underQuorum = setupQuorumRefusal(this.deps.config.approvalQuorum, setup.profile.scopes);
+    if (underQuorum) return rejectOutcome(ctx.id, underQuorum);
     const data = { setupId: setup.setupId, role: ctx.role, roles: setup.profile.roles, scopes: setup.profile.scopes, tokenIds, address: ctx.transport.address };
     const actor = `device:${device.deviceId}`;
     const res = await store.redeemSetupCode({

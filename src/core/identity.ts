@@ -3,9 +3,9 @@
  * Pure: the caller passes the challenge nonce and the server time.
  */
 import { createHash, createPublicKey, type KeyObject, verify } from 'node:crypto';
-import { GatewayError } from '../protocol/errors.js';
-import type { ConnectParams } from '../protocol/frames.js';
-import { DEVICE_SIGNATURE_SKEW_MS, type SignatureFields, signaturePayloadV2, signaturePayloadV3, signedTokenField } from '../protocol/signature.js';
+import { GatewayError } from '@clawgate/protocol/errors';
+import type { ConnectParams } from '@clawgate/protocol/frames';
+import { DEVICE_SIGNATURE_SKEW_MS, type SignatureFields, signaturePayloadV2, signaturePayloadV3, signedTokenField } from '@clawgate/protocol/signature';
 
 const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 

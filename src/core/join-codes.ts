@@ -11,7 +11,7 @@
  * expires); in a cluster, a join URL is answered by the instance that minted it.
  */
 import { createHash } from 'node:crypto';
-import type { SetupPayload } from '../protocol/setup-code.js';
+import type { SetupPayload } from '@clawgate/protocol/setup-code';
 import type { Clock, Random } from './env.js';
 
 /** The reference's shortcode form: 16 random bytes, unpadded base64url. */

@@ -6,8 +6,8 @@
  * published and applied by the instance holding the sockets; `reconcileSessions` catches up
  * from the store after a gap in the events.
  */
-import { CLOSE, closeReason, type DetailCode, GatewayError } from '../protocol/errors.js';
-import type { Role } from '../protocol/frames.js';
+import { CLOSE, closeReason, type DetailCode, GatewayError } from '@clawgate/protocol/errors';
+import type { Role } from '@clawgate/protocol/frames';
 import type { GrantRecord, Store } from '../store/types.js';
 import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
 import type { Clock, Random } from './env.js';

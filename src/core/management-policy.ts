@@ -12,8 +12,8 @@
  * That the caller holds operator.pairing at all is checked by dispatch before any of this.
  * The whole table is enumerated by test/management-policy.test.ts.
  */
-import type { Role } from '../protocol/frames.js';
-import { ADMIN, uncoveredScopes } from '../protocol/scopes.js';
+import type { Role } from '@clawgate/protocol/frames';
+import { ADMIN, uncoveredScopes } from '@clawgate/protocol/scopes';
 import { isAdmin, type Principal } from './principal.js';
 
 /** The facts of a caller the policy reads. */

@@ -10,17 +10,22 @@
  *
  * This module never sees a socket: nodes are SessionPrincipals the gateway hands over.
  */
-import { GatewayError } from '../protocol/errors.js';
-import type { ConnectParams } from '../protocol/frames.js';
-import { ADMIN, PAIRING, WRITE } from '../protocol/scopes.js';
-import { cleanOptional, cleanText, isSafeText } from '../protocol/text.js';
+import { GatewayError } from '@clawgate/protocol/errors';
+import type { ConnectParams } from '@clawgate/protocol/frames';
+import { ADMIN } from '@clawgate/protocol/scopes';
+import { cleanOptional, cleanText, isSafeText } from '@clawgate/protocol/text';
+import type { NodePendingView } from '@clawgate/protocol/views';
 import type { NodeSurfaceRecord, NodeSurfaceRequest, Store } from '../store/types.js';
 import { nodeRequestState, type QuorumDeps, voteOnNodeRequest } from './approval-flow.js';
 import type { ApprovalProgress } from './approval-quorum.js';
 import type { Clock, Random } from './env.js';
 import type { Broadcast } from './events.js';
 import type { GatewayMetrics } from './metrics.js';
+import { HOST_COMMANDS, requiredApproveScopes } from './node-surface-policy.js';
 import { hasScope, type Principal, type SessionPrincipal } from './principal.js';
+
+/** The wire views live in the protocol module; re-exported for the gateway code that builds them. */
+export type { NodePendingView };
 
 export interface NodeLimits {
   /** Invocations one node may have in flight; more are refused with NODE_BUSY (never queued). */
@@ -46,18 +51,6 @@ export const DEFAULT_NODE_LIMITS: NodeLimits = {
   maxTimeoutMs: 600_000,
 };
 
-/** Commands that act on the node's host: approving a surface with any of them needs operator.admin. */
-export const HOST_COMMANDS: ReadonlySet<string> = new Set([
-  'system.run',
-  'system.run.prepare',
-  'system.which',
-  'browser.proxy',
-  'browser.proxy.upload.v1',
-  'fs.listDir',
-  'system.execApprovals.get',
-  'system.execApprovals.set',
-]);
-
 /** Commands whose invocation (not only approval) needs operator.admin, as in the reference. */
 export const ADMIN_INVOKE_COMMANDS: ReadonlySet<string> = new Set([
   'browser.proxy',
@@ -67,45 +60,6 @@ export const ADMIN_INVOKE_COMMANDS: ReadonlySet<string> = new Set([
   'system.execApprovals.get',
   'system.execApprovals.set',
 ]);
-
-/** A node's pending command surface as node.pair.list `pending` and `node.pair.requested` carry it. */
-export interface NodePendingView {
-  /**
-   * `surface`: a node's declared commands, approved with node.pair.approve. `device-pairing`: a
-   * node-role device pairing request, listed so that a client that looks its id up here (the
-   * OpenClaw CLI's `nodes approve`) reaches node.pair.approve, which answers with the device
-   * command that approves it.
-   */
-  kind: 'surface' | 'device-pairing';
-  requestId: string;
-  nodeId: string;
-  clientId: string | null;
-  clientMode: string | null;
-  displayName: string | null;
-  platform: string | null;
-  version: string | null;
-  deviceFamily: string | null;
-  caps: string[];
-  commands: string[];
-  requiredApproveScopes: string[];
-  /** Which of `commands` act on the node's host. */
-  hostCommands: string[];
-  remoteIp: string;
-  silent: boolean;
-  connected: boolean;
-  createdAtMs: number;
-  /** When the node last declared this surface (refreshedAtMs). */
-  ts: number;
-  /** Quorum progress (`node:<command>` keys); set by node.pair.list and the events. */
-  approvals?: ApprovalProgress;
-}
-
-/** Scopes an operator needs to approve a surface with these commands (besides the owner). */
-export function requiredApproveScopes(commands: readonly string[]): string[] {
-  if (commands.length === 0) return [PAIRING];
-  if (commands.some((c) => HOST_COMMANDS.has(c))) return [PAIRING, ADMIN];
-  return [PAIRING, WRITE];
-}
 
 /**
  * Trim, drop empties, de-duplicate, sort (so surfaces compare element-wise). A command or cap name with an unsafe character
@@ -456,19 +410,29 @@ export class NodeRegistry {
     const vote = await voteOnNodeRequest(this.gw.quorum, req, by, () => ({ ...this.pendingView(req) }));
     if (vote instanceof GatewayError) return vote;
     if (!vote.done) return { awaiting: vote.approvals };
+    return this.carryOut(req, by, vote.approvals);
+  }
+
+  /** Make a request's surface the node's approved surface (the approval was decided: by `by`, or by a completed quorum). */
+  async carryOut(
+    req: NodeSurfaceRequest,
+    by: Principal,
+    approvals?: ApprovalProgress,
+    auditExtra?: Record<string, unknown>,
+  ): Promise<NodeSurfaceRecord | GatewayError> {
     const now = this.gw.clock.now();
     const surface = await this.gw.store.approveNodeSurface(req.requestId, now, by.actor, {
       atMs: now,
       actor: by.actor,
       action: 'node.surface.approved',
       subject: req.deviceId,
-      data: { requestId: req.requestId, caps: req.caps, commands: req.commands },
+      data: { requestId: req.requestId, caps: req.caps, commands: req.commands, ...auditExtra },
     });
     if (!surface)
       return new GatewayError('UNKNOWN_NODE_REQUEST_ID', { vars: { requestId: req.requestId }, details: { requestId: req.requestId, pending: [] } });
     const event = { requestId: req.requestId, nodeId: req.deviceId, decision: 'approved' as const, ts: now };
     this.applyDecision(event, surface);
-    this.gw.broadcast('node.pair.resolved', vote.approvals ? { ...event, approvals: vote.approvals } : event);
+    this.gw.broadcast('node.pair.resolved', approvals ? { ...event, approvals } : event);
     this.router?.surfaceDecided(req.deviceId, req.requestId, 'approved', now);
     return surface;
   }

@@ -8,32 +8,15 @@
  * `device.pair.list` / `system-presence` instead. A storm thus costs each operator one small
  * frame per window, not a list it would only replace by a re-read anyway.
  */
-import type { Role } from '../protocol/frames.js';
+import type { PresenceChange, PresenceEvent } from '@clawgate/protocol/views';
+
+/** The wire views live in the protocol module; re-exported for the gateway code that builds them. */
+export type { PresenceChange, PresenceEvent };
 
 /** Entries one `device.presence` event may carry; a window with more sends only the count. */
 export const PRESENCE_MAX_CHANGES = 32;
 /** Default coalescing window: a status display a second behind is fine, a broadcast per connect is not. */
 export const DEFAULT_PRESENCE_WINDOW_MS = 1_000;
-
-export interface PresenceChange {
-  connId: string;
-  deviceId: string;
-  role: Role;
-  clientId: string;
-  clientMode: string;
-  state: 'connected' | 'disconnected';
-  atMs: number;
-}
-
-export interface PresenceEvent {
-  ts: number;
-  /** In the order they happened; `deviceConnected` is whether the device still had a session anywhere when the event was sent. */
-  changes: Array<PresenceChange & { deviceConnected: boolean }>;
-  /** More than PRESENCE_MAX_CHANGES changes happened in the window: `changes` is empty, re-read the lists. */
-  truncated: boolean;
-  /** Changes that happened in the window (equals `changes.length` unless truncated). */
-  count: number;
-}
 
 export class PresenceCoalescer {
   private changes: PresenceChange[] = [];

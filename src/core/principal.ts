@@ -3,8 +3,8 @@
  * automations (cron, announce, spawn) use an in-process principal that no socket, header or
  * client id can produce. Dispatch only ever sees a Principal.
  */
-import { type EventFrame, MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES, type Role } from '../protocol/frames.js';
-import { ADMIN, scopeSatisfied } from '../protocol/scopes.js';
+import { type EventFrame, MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES, type Role } from '@clawgate/protocol/frames';
+import { ADMIN, scopeSatisfied } from '@clawgate/protocol/scopes';
 
 export type PrincipalKind = 'owner' | 'shared' | 'device' | 'internal';
 

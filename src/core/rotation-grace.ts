@@ -15,7 +15,7 @@
  * The record lives in store meta under `token.grace.<deviceId>.<role>`; it holds only token ids
  * and SHA-256 hashes, never a secret.
  */
-import type { Role } from '../protocol/frames.js';
+import type { Role } from '@clawgate/protocol/frames';
 import type { Store } from '../store/types.js';
 import { deviceTokenKey, secretMatchesHash } from './secrets.js';
 

@@ -3,9 +3,9 @@
  * with per-scope filtering and slow-consumer handling, presence (coalesced `device.presence`),
  * and the last-seen metadata flushed to the store. Knows nothing of credentials or approvals.
  */
-import { CLOSE } from '../protocol/errors.js';
-import { MAX_BUFFERED_BYTES } from '../protocol/frames.js';
-import { READ } from '../protocol/scopes.js';
+import { CLOSE } from '@clawgate/protocol/errors';
+import { MAX_BUFFERED_BYTES } from '@clawgate/protocol/frames';
+import { READ } from '@clawgate/protocol/scopes';
 import type { Store } from '../store/types.js';
 import type { ClusterBus, ClusterEvent } from './cluster.js';
 import type { Clock } from './env.js';

@@ -16,15 +16,19 @@
  *   Only a caller holding the right secret learns why a code is refused (expired, used,
  *   revoked, burned); everyone else gets AUTH_BOOTSTRAP_TOKEN_INVALID.
  */
-import type { DetailCode } from '../protocol/errors.js';
-import type { Role } from '../protocol/frames.js';
-import { ADMIN, isKnownScope, normalizeScopes, PAIRING } from '../protocol/scopes.js';
-import { encodeSetupCode, setupLink } from '../protocol/setup-code.js';
+import type { DetailCode } from '@clawgate/protocol/errors';
+import type { Role } from '@clawgate/protocol/frames';
+import { ADMIN, isKnownScope, normalizeScopes, PAIRING } from '@clawgate/protocol/scopes';
+import { encodeSetupCode, setupLink } from '@clawgate/protocol/setup-code';
+import type { SetupStatus, SetupView } from '@clawgate/protocol/views';
 import { checkRedemption } from '../store/setup-shared.js';
 import type { SetupCodeRecord, SetupProfile, SetupProfileName, SetupRefusal, Store } from '../store/types.js';
 import type { Clock, Random } from './env.js';
 import type { VerifiedDevice } from './identity.js';
 import { mintToken, parseToken, secretMatchesHash } from './secrets.js';
+
+/** The wire views live in the protocol module; re-exported for the gateway code that builds them. */
+export type { SetupStatus, SetupView };
 
 export const DEFAULT_SETUP_TTL_MS = 10 * 60_000;
 export const MIN_SETUP_TTL_MS = 10_000;
@@ -61,35 +65,11 @@ export function resolveSetupProfile(name: string | undefined, scopes: readonly s
   return { name: profileName, roles: [...roles], scopes: normalizeScopes(asked.length > 0 ? asked : DEFAULT_SETUP_SCOPES) };
 }
 
-export type SetupStatus = 'active' | 'expired' | 'redeemed' | 'revoked' | 'burned';
-
 export function setupStatus(c: SetupCodeRecord, nowMs: number): SetupStatus {
   if (c.redeemedAtMs !== undefined) return 'redeemed';
   if (c.burnedAtMs !== undefined) return 'burned';
   if (c.revokedAtMs !== undefined) return 'revoked';
   return nowMs >= c.expiresAtMs ? 'expired' : 'active';
-}
-
-/** What `device.pair.setupStatus` shows of a code: never the secret or its hash. */
-export interface SetupView {
-  setupId: string;
-  status: SetupStatus;
-  label: string | null;
-  profile: SetupProfileName;
-  roles: Role[];
-  scopes: string[];
-  url: string;
-  createdAtMs: number;
-  createdBy: string;
-  expiresAtMs: number;
-  failures: number;
-  redeemedAtMs: number | null;
-  redeemCount: number;
-  deviceId: string | null;
-  deviceName: string | null;
-  redeemedRole: Role | null;
-  revokedAtMs: number | null;
-  burnedAtMs: number | null;
 }
 
 export function viewSetupCode(c: SetupCodeRecord, nowMs: number): SetupView {

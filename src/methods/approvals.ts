@@ -3,17 +3,18 @@
  * `approval.link.open` (the one-time link of an approval notification, redeemed by a signed-in
  * Control UI). PROTOCOL.md §Approvals.
  */
+
+import { GatewayError } from '@clawgate/protocol/errors';
+import { ADMIN, PAIRING } from '@clawgate/protocol/scopes';
 import { Type as T } from '@sinclair/typebox';
 import { openRequestLink } from '../core/approval-notify.js';
 import { explainDevice } from '../core/explain.js';
 import type { Gateway } from '../core/gateway.js';
-import { GatewayError } from '../protocol/errors.js';
-import { ADMIN, PAIRING } from '../protocol/scopes.js';
 
 /** What these methods use of the gateway. */
 export type ApprovalMethodDeps = Pick<
   Gateway,
-  'methods' | 'store' | 'clock' | 'random' | 'config' | 'broadcast' | 'audit' | 'expirePending' | 'connectedDeviceIds'
+  'methods' | 'store' | 'clock' | 'random' | 'config' | 'broadcast' | 'audit' | 'expirePending' | 'connectedDeviceIds' | 'policies'
 >;
 
 export function registerApprovalMethods(gw: ApprovalMethodDeps): void {

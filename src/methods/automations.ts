@@ -5,6 +5,9 @@
  */
 
 import { createHash } from 'node:crypto';
+import { GatewayError } from '@clawgate/protocol/errors';
+import { ADMIN, READ, scopeSatisfied, WRITE } from '@clawgate/protocol/scopes';
+import { unsafeFieldError } from '@clawgate/protocol/text';
 import { type Static, Type as T, type TSchema } from '@sinclair/typebox';
 import { checkSchedule, nextRun } from '../automations/cron.js';
 import {
@@ -21,9 +24,6 @@ import { type Automations, INTERNAL_GRANT } from '../automations/service.js';
 import type { DispatchLog, MethodSpec } from '../core/dispatch.js';
 import type { Gateway } from '../core/gateway.js';
 import { hasScope, type Principal, SessionPrincipal } from '../core/principal.js';
-import { GatewayError } from '../protocol/errors.js';
-import { ADMIN, READ, scopeSatisfied, WRITE } from '../protocol/scopes.js';
-import { unsafeFieldError } from '../protocol/text.js';
 import type { ChatSession, CronAction, CronJob, CronJobPatch, CronRun, CronSchedule, WebhookChannel } from '../store/types.js';
 
 const SessionKey = T.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._:/@-]*$' });

@@ -2,11 +2,12 @@
  * `dashboard.link`: mint a one-time owner sign-in link for the Control UI (`clawgate dashboard`).
  * Only the owner may mint one: the link signs a browser in with the owner's authority.
  */
+
+import { GatewayError } from '@clawgate/protocol/errors';
+import { ADMIN } from '@clawgate/protocol/scopes';
 import { Type as T } from '@sinclair/typebox';
 import { DASHBOARD_LINK_TTL_MS, MAX_DASHBOARD_LINK_TTL_MS, mintDashboardLink } from '../core/dashboard-link.js';
 import type { Gateway } from '../core/gateway.js';
-import { GatewayError } from '../protocol/errors.js';
-import { ADMIN } from '../protocol/scopes.js';
 
 /** What these methods use of the gateway (nothing else reaches them). */
 export type DashboardMethodDeps = Pick<Gateway, 'methods' | 'store' | 'clock' | 'random'>;

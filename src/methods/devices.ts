@@ -4,84 +4,41 @@
  * §Device management); this module validates params, asks the policy, and carries the change out.
  * Every change takes effect on live sockets at once (widened in place or closed).
  */
+
+import { confirmationCode } from '@clawgate/protocol/confirmation';
+import { GatewayError } from '@clawgate/protocol/errors';
+import type { Role } from '@clawgate/protocol/frames';
+import { ADMIN, normalizeScopes, PAIRING, uncoveredScopes } from '@clawgate/protocol/scopes';
+import { unsafeFieldError } from '@clawgate/protocol/text';
+import type { AuditEntryView, DeviceView, NodeSurfaceView, PendingNodeSurfaceView, PendingView } from '@clawgate/protocol/views';
 import { Type as T } from '@sinclair/typebox';
 import { deviceRequestState, voteOnDeviceRequest } from '../core/approval-flow.js';
 import { parseDuration } from '../core/approval-policy.js';
-import type { ApprovalProgress } from '../core/approval-quorum.js';
-import { confirmationCode } from '../core/confirmation.js';
 import { grantExtras } from '../core/explain.js';
 import type { Gateway } from '../core/gateway.js';
 import { approvalDenial, deviceManagementDenial, rejectionDenial, tokenDenial } from '../core/management-policy.js';
 import { isAdmin } from '../core/principal.js';
 import { mintToken } from '../core/secrets.js';
-import { GatewayError } from '../protocol/errors.js';
-import type { Role } from '../protocol/frames.js';
-import { ADMIN, normalizeScopes, PAIRING, uncoveredScopes } from '../protocol/scopes.js';
-import { unsafeFieldError } from '../protocol/text.js';
-import type { DeviceRecord, GrantRecord, NodeSurfaceRecord, NodeSurfaceRequest, PairingRequest, TokenRecord } from '../store/types.js';
+import { deviceMatchesSearch } from '../store/device-page.js';
+import {
+  DEVICE_PAGE_DEFAULT,
+  DEVICE_PAGE_MAX,
+  DEVICE_SEARCH_MAX_CHARS,
+  type DeviceRecord,
+  type GrantRecord,
+  type NodeSurfaceRecord,
+  type NodeSurfaceRequest,
+  type PairingRequest,
+  type TokenRecord,
+} from '../store/types.js';
+
+/** The wire views live in the protocol module; re-exported for the gateway code that builds them. */
+export type { DeviceView, NodeSurfaceView, PendingNodeSurfaceView, PendingView };
 
 const RoleSchema = T.Union([T.Literal('operator'), T.Literal('node')]);
 const DeviceId = T.String({ minLength: 1, maxLength: 128 });
 const RequestId = T.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' });
 const Scopes = T.Array(T.String({ minLength: 1, maxLength: 128 }), { maxItems: 64 });
-
-export interface DeviceView {
-  deviceId: string;
-  publicKey: string;
-  displayName: string | null;
-  label: string | null;
-  platform: string | null;
-  deviceFamily: string | null;
-  clientId: string | null;
-  clientMode: string | null;
-  roles: Role[];
-  scopes: string[];
-  /**
-   * `approvedBy` (`owner`, `device:<id>`, `rule:<name>`, `gateway`) and `expiresAtMs` appear once
-   * the store records them; a time-bound grant also names what the role keeps after it.
-   */
-  grants: Array<{
-    role: Role;
-    scopes: string[];
-    approvedAtMs: number;
-    approvedVia: string;
-    epoch: number;
-    approvedBy?: string;
-    expiresAtMs?: number | null;
-    scopesAfterExpiry?: string[];
-  }>;
-  tokens: Array<{ role: Role; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
-  createdAtMs: number;
-  lastSeenAtMs: number | null;
-  remoteIp: string | null;
-  connected: boolean;
-  /** Node role only: the approved command surface (the name and shape `openclaw devices list` reads). */
-  nodeSurface?: NodeSurfaceView | null;
-  /** Node role only: a declared surface waiting for `node.pair.approve`. */
-  pendingNodeSurface?: PendingNodeSurfaceView | null;
-}
-
-export interface NodeSurfaceView {
-  caps: string[];
-  commands: string[];
-  requestId: string;
-  /** The approved record is written at approval, so both times are the approval time. */
-  createdAtMs: number;
-  approvedAtMs: number;
-}
-
-export interface PendingNodeSurfaceView {
-  requestId: string;
-  /** A different surface always gets a new request id, so the id doubles as the revision. */
-  revision: string;
-  displayName: string | null;
-  platform: string | null;
-  caps: string[];
-  commands: string[];
-  remoteIp: string;
-  createdAtMs: number;
-  ts: number;
-}
 
 /** The node fields of a device row; absent for a device without the node role. */
 function viewNodeSurfaces(
@@ -108,35 +65,6 @@ function viewNodeSurfaces(
         }
       : null,
   };
-}
-
-export interface PendingView {
-  requestId: string;
-  deviceId: string;
-  publicKey: string;
-  displayName: string | null;
-  platform: string | null;
-  deviceFamily: string | null;
-  clientId: string | null;
-  clientMode: string | null;
-  role: Role;
-  roles: Role[];
-  scopes: string[];
-  /** What approval would add to the current grant. */
-  adds: string[];
-  approvedScopes: string[] | null;
-  kind: PairingRequest['kind'];
-  remoteIp: string;
-  silent: false;
-  isRepair: boolean;
-  createdAtMs: number;
-  ts: number;
-  widenedAtMs: number | null;
-  expiresAtMs: number;
-  /** Short code to compare with the one the device shows (derived from the request id and key). */
-  confirmationCode: string;
-  /** Quorum progress (`required` 1 when no quorum applies); set by device.pair.list. */
-  approvals?: ApprovalProgress;
 }
 
 /** Records by device id; the first record of a device wins, as `find` would pick it. */
@@ -235,6 +163,7 @@ export type DeviceMethodDeps = Pick<
   | 'connectedDeviceIds'
   | 'expirePending'
   | 'approveRequest'
+  | 'quorum'
   | 'rejectRequest'
   | 'closeDeviceSessions'
   | 'pushRotatedToken'
@@ -270,40 +199,80 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
     name: 'device.pair.list',
     role: 'operator',
     scope: PAIRING,
-    params: T.Object({}, { additionalProperties: false }),
-    handler: async ({ principal }) => {
-      const [pending, devices, grants, tokens, connected, surfaces, surfaceRequests] = await Promise.all([
+    // No params: every device at once (what `openclaw devices list` expects). Any of limit, cursor
+    // or search: one page of devices and the cursor of the next (null on the last page).
+    params: T.Object(
+      {
+        limit: T.Optional(T.Integer({ minimum: 1, maximum: DEVICE_PAGE_MAX })),
+        cursor: T.Optional(T.String({ minLength: 1, maxLength: 512 })),
+        search: T.Optional(T.String({ minLength: 1, maxLength: DEVICE_SEARCH_MAX_CHARS })),
+      },
+      { additionalProperties: false },
+    ),
+    handler: async ({ principal, params }) => {
+      const p = params as { limit?: number; cursor?: string; search?: string };
+      const paged = p.limit !== undefined || p.cursor !== undefined || p.search !== undefined;
+      if (paged) {
+        const unsafe = unsafeFieldError('device.pair.list', { search: p.search });
+        if (unsafe) return unsafe;
+      }
+      // Non-admin device sessions see only their own device (no enumeration of others).
+      const ownOnly = !isAdmin(principal) && principal.kind === 'device';
+      const own = (id: string) => !ownOnly || principal.deviceId === id;
+      let devices: DeviceRecord[];
+      let nextCursor: string | null = null;
+      if (!paged) devices = await gw.store.listDevices();
+      else if (ownOnly) {
+        // One device at most: answered whole on the first page, whatever the limit.
+        const mine = p.cursor === undefined ? await gw.store.getDevice(principal.deviceId as string) : null;
+        devices = mine && deviceMatchesSearch(mine, p.search) ? [mine] : [];
+      } else {
+        const page = await gw.store.listDevicesPage({ limit: p.limit ?? DEVICE_PAGE_DEFAULT, cursor: p.cursor, search: p.search });
+        if (!page.ok) {
+          const problem =
+            page.reason === 'bad-cursor' ? 'cursor is not one this gateway issued (list again without it)' : `limit must be 1 to ${DEVICE_PAGE_MAX}`;
+          return new GatewayError('INVALID_PARAMS', { vars: { method: 'device.pair.list', problem } });
+        }
+        devices = page.devices;
+        nextCursor = page.nextCursor;
+      }
+      devices = devices.filter((d) => own(d.deviceId));
+      // A page reads the grants and tokens of its own devices only; the whole list reads them in one go.
+      const [pending, grants, tokens, connected, surfaces, surfaceRequests] = await Promise.all([
         currentPending(),
-        gw.store.listDevices(),
-        gw.store.listGrants(),
-        gw.store.listTokens(),
+        paged ? Promise.all(devices.map((d) => gw.store.listGrants(d.deviceId))).then((g) => g.flat()) : gw.store.listGrants(),
+        paged ? Promise.all(devices.map((d) => gw.store.listTokens(d.deviceId))).then((t) => t.flat()) : gw.store.listTokens(),
         gw.connectedDeviceIds(),
-        gw.store.listNodeSurfaces(),
+        paged
+          ? Promise.all(devices.map((d) => gw.store.getNodeSurface(d.deviceId))).then((s) => s.filter((x): x is NodeSurfaceRecord => x !== null))
+          : gw.store.listNodeSurfaces(),
         gw.store.listNodeSurfaceRequests(),
       ]);
-      // Non-admin device sessions see only their own device (no enumeration of others).
-      const own = (id: string) => isAdmin(principal) || principal.kind !== 'device' || principal.deviceId === id;
       const grantOf = (r: PairingRequest) => grants.find((g) => g.deviceId === r.deviceId && g.role === r.role) ?? null;
       // Indexed once: one pass over the devices, not a scan of every list per device.
       const grantsOf = groupByDevice(grants);
       const tokensOf = groupByDevice(tokens);
       const surfaceOf = byDevice(surfaces);
       const requestOf = byDevice(surfaceRequests);
+      // A page's grants are those of its devices: a pending request of another device reads its grant itself.
+      const pendingGrant = async (r: PairingRequest) => (paged && !grantsOf.has(r.deviceId) ? gw.store.getGrant(r.deviceId, r.role) : grantOf(r));
+      const ownPending = pending.filter((r) => own(r.deviceId));
+      const pendingGrants = await Promise.all(ownPending.map(pendingGrant));
       return {
         pending: await Promise.all(
-          pending
-            .filter((r) => own(r.deviceId))
-            .map(async (r) => ({ ...viewPending(r, grantOf(r), ttl()), approvals: (await deviceRequestState(gw, r, grantOf(r))).approvals })),
-        ),
-        paired: devices
-          .filter((d) => own(d.deviceId))
-          .map((d) => {
-            const mine = grantsOf.get(d.deviceId) ?? [];
-            return {
-              ...viewDevice(d, mine, tokensOf.get(d.deviceId) ?? [], connected.has(d.deviceId)),
-              ...viewNodeSurfaces(mine, surfaceOf.get(d.deviceId), requestOf.get(d.deviceId)),
-            };
+          ownPending.map(async (r, i) => {
+            const grant = pendingGrants[i] ?? null;
+            return { ...viewPending(r, grant, ttl()), approvals: (await deviceRequestState(gw, r, grant)).approvals };
           }),
+        ),
+        paired: devices.map((d) => {
+          const mine = grantsOf.get(d.deviceId) ?? [];
+          return {
+            ...viewDevice(d, mine, tokensOf.get(d.deviceId) ?? [], connected.has(d.deviceId)),
+            ...viewNodeSurfaces(mine, surfaceOf.get(d.deviceId), requestOf.get(d.deviceId)),
+          };
+        }),
+        ...(paged ? { nextCursor } : {}),
       };
     },
   });
@@ -347,7 +316,7 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
       // Requests under quorum record this approval and wait for the rest (core/approval-flow.ts).
       const awaiting = [];
       for (const r of requests) {
-        const vote = await voteOnDeviceRequest(gw, r, principal);
+        const vote = await voteOnDeviceRequest(gw.quorum, r, principal, ttlMs);
         if (vote instanceof GatewayError) return vote;
         // The approval that completes a quorum sets the ttl (earlier votes only count).
         if (vote.done) approved.push(await gw.approveRequest(r, principal, vote.approvals ? { approvals: vote.approvals } : undefined, { ttlMs }));
@@ -510,7 +479,8 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
     ),
     handler: async ({ params }) => {
       const p = params as { afterSeq?: number; limit?: number };
-      return { entries: await gw.store.listAudit({ afterSeq: p.afterSeq ?? 0, limit: p.limit ?? 1000 }) };
+      const entries: AuditEntryView[] = await gw.store.listAudit({ afterSeq: p.afterSeq ?? 0, limit: p.limit ?? 1000 });
+      return { entries };
     },
   });
 }

@@ -4,13 +4,14 @@
  * caller's own scopes, a node role needs operator.admin, and never a device for itself — a
  * time-bound device must not keep itself alive.
  */
+
+import { GatewayError } from '@clawgate/protocol/errors';
+import { ROLES, type Role } from '@clawgate/protocol/frames';
+import { PAIRING } from '@clawgate/protocol/scopes';
 import { Type as T } from '@sinclair/typebox';
 import { parseDuration } from '../core/approval-policy.js';
 import type { Gateway } from '../core/gateway.js';
 import { managementDenial } from '../core/management-policy.js';
-import { GatewayError } from '../protocol/errors.js';
-import { ROLES, type Role } from '../protocol/frames.js';
-import { PAIRING } from '../protocol/scopes.js';
 
 export type GrantExtendMethodDeps = Pick<Gateway, 'methods' | 'store' | 'clock' | 'policies' | 'broadcast'>;
 

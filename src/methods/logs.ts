@@ -8,10 +8,11 @@
  * it does know is the warnings and errors it logged, so those are its events
  * (`log.warn` / `log.error`), with the gateway's uptime and connection count beside them.
  */
+
+import { READ } from '@clawgate/protocol/scopes';
 import { Type as T } from '@sinclair/typebox';
 import type { Gateway } from '../core/gateway.js';
 import { LOG_TAIL_MAX_BYTES, LOG_TAIL_MAX_LIMIT, type LogRing } from '../core/log-ring.js';
-import { READ } from '../protocol/scopes.js';
 
 /** What these methods use of the gateway (nothing else reaches them). */
 export type LogMethodDeps = Pick<Gateway, 'methods' | 'clock' | 'sessions' | 'startedAtMs'>;

@@ -6,50 +6,26 @@
  * skills.bins), accepted so a real node host runs without error loops.
  */
 
+import { GatewayError } from '@clawgate/protocol/errors';
+import { ADMIN, PAIRING, READ, WRITE } from '@clawgate/protocol/scopes';
+import { unsafeFieldError } from '@clawgate/protocol/text';
+import type { NodeView } from '@clawgate/protocol/views';
 import { Type as T } from '@sinclair/typebox';
 import { nodeRequestState } from '../core/approval-flow.js';
 import type { RemoteNode } from '../core/cluster.js';
 import type { Gateway } from '../core/gateway.js';
-import { ADMIN_INVOKE_COMMANDS, HOST_COMMANDS, type LiveNode, type NodePendingView, normalizeList } from '../core/nodes.js';
+import { HOST_COMMANDS } from '../core/node-surface-policy.js';
+import { ADMIN_INVOKE_COMMANDS, type LiveNode, type NodePendingView, normalizeList } from '../core/nodes.js';
 import { isAdmin, type Principal } from '../core/principal.js';
-import { GatewayError } from '../protocol/errors.js';
-import { ADMIN, PAIRING, READ, WRITE } from '../protocol/scopes.js';
-import { unsafeFieldError } from '../protocol/text.js';
 import type { DeviceRecord, GrantRecord, NodeSurfaceRecord, NodeSurfaceRequest } from '../store/types.js';
 import { byDevice } from './devices.js';
+
+/** The wire views live in the protocol module; re-exported for the gateway code that builds them. */
+export type { NodeView };
 
 const NodeId = T.String({ minLength: 1, maxLength: 128 });
 const RequestId = T.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' });
 const Command = T.String({ minLength: 1, maxLength: 256 });
-
-export interface NodeView {
-  nodeId: string;
-  displayName: string | null;
-  label: string | null;
-  clientId: string | null;
-  clientMode: string | null;
-  platform: string | null;
-  deviceFamily: string | null;
-  version: string | null;
-  remoteIp: string | null;
-  caps: string[];
-  /** What node.invoke routes now (connected), or the approved surface (offline). */
-  commands: string[];
-  declaredCommands: string[] | null;
-  approvedCommands: string[];
-  /** Declared but not approved (refused until an operator approves `pendingRequestId`). */
-  pendingCommands: string[];
-  pendingRequestId: string | null;
-  /** Which of the declared, approved and pending commands act on the node's host (the Control UI marks them). */
-  hostCommands: string[];
-  permissions: Record<string, boolean> | null;
-  connected: boolean;
-  connectedAtMs: number | null;
-  inflight: number;
-  paired: true;
-  approvedAtMs: number | null;
-  lastSeenAtMs: number | null;
-}
 
 function nodeView(
   d: DeviceRecord | null,
@@ -102,9 +78,10 @@ export function registerNodeMethods(gw: NodeMethodDeps): void {
 
   /** `requests`: the pending surface requests when the caller already reads them (read once). */
   async function allNodes(requests: Promise<NodeSurfaceRequest[]> = gw.store.listNodeSurfaceRequests()): Promise<NodeView[]> {
-    const [grants, devices, surfaces, pending, remote] = await Promise.all([
-      gw.store.listGrants(),
-      gw.store.listDevices(),
+    // The node grants only (an index), and the devices that hold them: not every paired device.
+    const grants = await gw.store.listGrantsOfRole('node');
+    const [devices, surfaces, pending, remote] = await Promise.all([
+      Promise.all(grants.map((g) => gw.store.getDevice(g.deviceId))).then((ds) => ds.filter((d): d is DeviceRecord => d !== null)),
       gw.store.listNodeSurfaces(),
       requests,
       gw.cluster?.remoteNodes() ?? new Map<string, RemoteNode>(),
@@ -114,7 +91,6 @@ export function registerNodeMethods(gw: NodeMethodDeps): void {
     const surfaceOf = byDevice(surfaces);
     const requestOf = byDevice(pending);
     return grants
-      .filter((g) => g.role === 'node')
       .map((g) =>
         nodeView(
           deviceOf.get(g.deviceId) ?? null,

@@ -5,15 +5,18 @@
  * - device.pair.setupStatus list every code, or one code with its completion;
  * - device.pair.setupRevoke revoke a code that was not used yet (or end its repeat window).
  */
+
+import { GatewayError } from '@clawgate/protocol/errors';
+import { ADMIN } from '@clawgate/protocol/scopes';
+import { decodeSetupCode, MAX_SETUP_URLS, setupUrlProblem } from '@clawgate/protocol/setup-code';
+import { unsafeFieldError } from '@clawgate/protocol/text';
+import type { SetupMintView } from '@clawgate/protocol/views';
 import { Type as T } from '@sinclair/typebox';
 import { toWsUrl } from '../core/config.js';
 import type { Gateway } from '../core/gateway.js';
 import { joinCodesOf, joinUrl, joinUrlProblem } from '../core/join-codes.js';
 import { DEFAULT_SETUP_TTL_MS, MAX_SETUP_TTL_MS, MIN_SETUP_TTL_MS, mintSetupCode, resolveSetupProfile, viewSetupCode } from '../core/setup-codes.js';
-import { GatewayError } from '../protocol/errors.js';
-import { ADMIN } from '../protocol/scopes.js';
-import { decodeSetupCode, MAX_SETUP_URLS, setupUrlProblem } from '../protocol/setup-code.js';
-import { unsafeFieldError } from '../protocol/text.js';
+import { setupQuorumRefusal } from '../core/setup-quorum.js';
 
 const SetupId = T.String({ pattern: '^[0-9a-f]{16}$' });
 const Url = T.String({ minLength: 1, maxLength: 2048 });
@@ -90,6 +93,10 @@ export function registerSetupMethods(gw: SetupMethodDeps): void {
       const name = p.profile ?? (p.bootstrapProfile === 'node' ? 'node' : p.bootstrapProfile === 'limited' ? 'operator+node' : 'operator');
       const profile = resolveSetupProfile(name, p.scopes);
       if ('problem' in profile) return invalid(profile.problem);
+      // A code approves its profile on redemption with nobody else's say: scopes under quorum
+      // cannot be handed out that way (core/setup-quorum.ts).
+      const underQuorum = setupQuorumRefusal(gw.config.approvalQuorum, profile.scopes);
+      if (underQuorum) return underQuorum;
       const self = advertisedUrls.get(gw);
       const url = p.publicUrl !== undefined ? toWsUrl(p.publicUrl.trim()) : self?.url;
       if (!url) return invalid('the gateway does not know its own URL here: pass publicUrl');
@@ -130,7 +137,7 @@ export function registerSetupMethods(gw: SetupMethodDeps): void {
         expiresAtMs: r.expiresAtMs,
         joinUrl: join !== undefined,
       });
-      return {
+      const view: SetupMintView = {
         ...(join !== undefined ? { joinUrl: join } : {}),
         setupId: r.setupId,
         setupCode: minted.setupCode,
@@ -148,6 +155,7 @@ export function registerSetupMethods(gw: SetupMethodDeps): void {
         scopes: profile.scopes,
         label: label ?? null,
       };
+      return view;
     },
   });
 

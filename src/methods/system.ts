@@ -1,9 +1,10 @@
 /** Gateway-level read methods: health, status, presence, identity. */
+
+import { ADMIN, READ } from '@clawgate/protocol/scopes';
 import { Type as T } from '@sinclair/typebox';
 import type { Gateway } from '../core/gateway.js';
 import { GATEWAY_VERSION } from '../core/gateway.js';
 import { hasScope } from '../core/principal.js';
-import { ADMIN, READ } from '../protocol/scopes.js';
 
 const Empty = T.Object({}, { additionalProperties: false });
 

@@ -7,11 +7,11 @@
 import { spawn } from 'node:child_process';
 import { accessSync, constants, realpathSync, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
+import { GatewayError } from '@clawgate/protocol/errors';
+import type { ErrorShape } from '@clawgate/protocol/frames';
 import { Type as T } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { Clock } from '../core/env.js';
-import { GatewayError } from '../protocol/errors.js';
-import type { ErrorShape } from '../protocol/frames.js';
 import { allowedEnvNames, decideExec, type ExecPolicyMode } from './exec-policy.js';
 
 export const SUPPORTED_COMMANDS = ['system.run', 'system.which'] as const;

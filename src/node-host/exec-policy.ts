@@ -13,7 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { type Static, Type as T } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { writeFileDurably } from '../../packages/client/src/node-support.js';
+import { writeFileDurably } from '../platform/durable-file.js';
 
 export const EXEC_POLICIES = ['deny', 'allowlist', 'full'] as const;
 export type ExecPolicyMode = (typeof EXEC_POLICIES)[number];

@@ -6,12 +6,11 @@
  * pause — a refusal an unchanged retry cannot fix. What it may run on this machine is decided
  * here, by the local exec policy, whatever the gateway approved.
  */
-import { type ClientState, GatewayClient } from '../../packages/client/src/client.js';
-import { GatewayCallError } from '../../packages/client/src/errors.js';
-import { gatewayHostCommands } from '../../packages/client/src/gateway-flavor.js';
-import type { CredentialStore, GatewayRecord, Platform } from '../../packages/client/src/types.js';
+
+import type { CredentialStore, GatewayRecord, Platform } from '@clawgate/client';
+import { type ClientState, GatewayCallError, GatewayClient, gatewayHostCommands } from '@clawgate/client';
+import { printable } from '@clawgate/protocol/text';
 import type { Clock, Random } from '../core/env.js';
-import { printable } from '../protocol/text.js';
 import type { ExecPolicyMode } from './exec-policy.js';
 import { NodeInvoker } from './invoker.js';
 import type { NodeState } from './state.js';
@@ -190,8 +189,10 @@ export class NodeHost {
       this.opts.out(`the gateway refused the ${this.opts.password ? 'password' : 'token'} given on the command line; retrying with the stored node token`);
       return;
     }
-    if (s.retryAfterMs !== undefined) {
-      this.opts.out(`gateway asked to retry in ${s.retryAfterMs} ms (${printable(e.message)})`);
+    // The gateway's own hint (read defensively: an installed SDK older than this tree lacks the field).
+    const hintMs = (s as { retryAfterMs?: unknown }).retryAfterMs;
+    if (typeof hintMs === 'number') {
+      this.opts.out(`gateway asked to retry in ${hintMs} ms (${printable(e.message)})`);
       return;
     }
     const delayMs = Math.max(0, s.retryAtMs - this.opts.clock.now());

@@ -3,8 +3,9 @@
  * connection that serves as a node (the companion's node lifecycle). What may run on this machine
  * is decided here, by the local exec policy, whatever the gateway approved.
  */
+
+import { GatewayError } from '@clawgate/protocol/errors';
 import type { Clock } from '../core/env.js';
-import { GatewayError } from '../protocol/errors.js';
 import { type CommandContext, type CommandResult, SUPPORTED_COMMANDS, systemRun, systemWhich } from './commands.js';
 import type { ExecPolicyMode } from './exec-policy.js';
 

@@ -15,9 +15,10 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { type Static, Type as T } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { processAlive, writeFileDurably } from '../../packages/client/src/node-support.js';
 import { type DeviceIdentity, generateIdentity, identityFromJson, identityToJson } from '../client/connection.js';
 import type { Random } from '../core/env.js';
+import { writeFileDurably } from '../platform/durable-file.js';
+import { processAlive } from '../platform/process.js';
 
 export function resolveNodeStateDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
   return flag ?? env.CLAWGATE_NODE_STATE_DIR ?? join(homedir(), '.clawgate-node');

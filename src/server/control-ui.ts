@@ -3,9 +3,9 @@
  * can reach outside it), a strict Content-Security-Policy, and the WebSocket `Origin` check.
  *
  * Files: `src/ui/static/` (HTML, CSS) and the browser modules tsc builds to `dist/`: the UI
- * (`src/ui/web/`) and the import closure of its entry (the client SDK `packages/client/`, and
- * the pure protocol modules it shares with the gateway, so the browser signs exactly what the
- * gateway verifies).
+ * (`src/ui/web/`) and the import closure of its entry (the client SDK's build `packages/client/dist/`,
+ * and the pure protocol modules of `packages/protocol/dist/` it shares with the gateway, so the
+ * browser signs exactly what the gateway verifies).
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -69,18 +69,32 @@ export function loadControlUi(): Map<string, Asset> {
   if (icon) assets.set('/favicon.ico', icon);
   // The browser modules: the UI entry and every module it imports, transitively (the client
   // SDK, the pure protocol modules), served at /ui/<path under dist>/ so relative imports
-  // resolve in the browser exactly as they do on disk. Nothing outside that closure is served.
+  // resolve in the browser exactly as they do on disk. The workspace packages build to their
+  // own dist/ (packages/<name>/dist/), which the UI reaches as dist/packages/<name>/dist/: an
+  // import resolved there is read from the package's build output. Nothing outside that
+  // closure is served.
   const dist = join(root, 'dist');
+  const onDisk = (file: string, rel: string): string | null => {
+    if (existsSync(file)) return file;
+    const parts = rel.split(sep);
+    if (parts.length > 3 && parts[0] === 'packages' && parts[2] === 'dist' && !parts.includes('..')) {
+      const built = join(root, rel);
+      if (existsSync(built)) return built;
+    }
+    return null;
+  };
   const pending = [join(dist, 'src', 'ui', 'web', 'app.js')];
   const seen = new Set<string>();
   while (pending.length > 0) {
     const file = pending.pop() as string;
-    if (seen.has(file) || !existsSync(file)) continue;
+    if (seen.has(file)) continue;
     seen.add(file);
     const rel = relative(dist, file);
     if (rel.startsWith('..') || !file.endsWith('.js')) continue;
-    add(`/ui/${rel.split(sep).join('/')}`, file);
-    const text = readFileSync(file, 'utf8');
+    const real = onDisk(file, rel);
+    if (real === null) continue;
+    add(`/ui/${rel.split(sep).join('/')}`, real);
+    const text = readFileSync(real, 'utf8');
     for (const m of text.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'"`;]*?['"](\.{1,2}\/[^'"]+\.js)['"]/g)) {
       pending.push(join(dirname(file), m[1] as string));
     }

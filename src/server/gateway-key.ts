@@ -1,8 +1,8 @@
 /** The gateway identity key file in the state dir (`gateway-key.pem`, mode 0600), made on first start. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileDurably } from '../../packages/client/src/node-support.js';
 import { type GatewayIdentity, gatewayIdentityFromPem, generateGatewayKeyPem } from '../core/gateway-identity.js';
+import { writeFileDurably } from '../platform/durable-file.js';
 
 export const GATEWAY_KEY_FILE = 'gateway-key.pem';
 

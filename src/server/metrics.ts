@@ -5,10 +5,10 @@
  * every store call. Only this module and the server's `/metrics` route know prom-client.
  */
 import { createRequire } from 'node:module';
+import { ROLES } from '@clawgate/protocol/frames';
 import type * as PromClient from 'prom-client';
 import type { Gateway } from '../core/gateway.js';
 import type { GatewayMetrics } from '../core/metrics.js';
-import { ROLES } from '../protocol/frames.js';
 import type { DeliveryAttempt, Store } from '../store/types.js';
 
 /** Latency buckets in seconds: a store call or a close is milliseconds, an approval minutes to days. */

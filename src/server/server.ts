@@ -8,13 +8,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import { CLOSE, closeReason, GatewayError } from '@clawgate/protocol/errors';
+import { MAX_PREAUTH_PAYLOAD_BYTES } from '@clawgate/protocol/frames';
+import type { SetupPayload } from '@clawgate/protocol/setup-code';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { ConnectOutcome, Gateway, TransportFacts } from '../core/gateway.js';
 import { joinCodesOf } from '../core/join-codes.js';
 import { frameCapBytes, type SessionPrincipal, type SessionTransport } from '../core/principal.js';
-import { CLOSE, closeReason, GatewayError } from '../protocol/errors.js';
-import { MAX_PREAUTH_PAYLOAD_BYTES } from '../protocol/frames.js';
-import type { SetupPayload } from '../protocol/setup-code.js';
 import { gatewayOrigins, lazyControlUi, originAllowed, serveControlUi } from './control-ui.js';
 import { type Attribution, attribute, ProxyTrust } from './proxy.js';
 import { TimerWheel } from './timer-wheel.js';

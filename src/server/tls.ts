@@ -9,8 +9,8 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } fr
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { fsyncPath, syncDir } from '../../packages/client/src/node-support.js';
-import { normalizeFingerprint } from '../protocol/fingerprint.js';
+import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
+import { fsyncPath, syncDir } from '../platform/durable-file.js';
 
 export interface CertFacts {
   /** SHA-256 of the DER certificate, 64 lowercase hex digits (what setup codes carry). */

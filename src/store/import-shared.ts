@@ -3,7 +3,7 @@
  * which rows an import adds. Pure, so the memory, SQLite and PostgreSQL adapters (and a dry run)
  * report exactly the same thing.
  */
-import type { Role } from '../protocol/frames.js';
+import type { Role } from '@clawgate/protocol/frames';
 import type {
   AuditInput,
   DeviceImportReport,
@@ -111,18 +111,47 @@ function grantOf(deviceId: string, g: ImportedGrant): GrantRecord {
   return { deviceId, role: g.role, scopes: [...g.scopes], epoch: 1, approvedAtMs: g.approvedAtMs, approvedVia: g.approvedVia };
 }
 
-/**
- * Devices of the target that this import does not account for: every device whose id is not in
- * the import, or is held by another key. A target with none counts as empty (a repeated import).
- */
-export function otherDeviceCount(totalDevices: number, existing: Map<string, ExistingDevice>, input: ImportDevicesInput): number {
-  let same = 0;
-  const ids = new Set<string>();
-  for (const d of input.devices) {
-    if (ids.has(d.deviceId)) continue;
-    ids.add(d.deviceId);
-    const e = existing.get(d.deviceId);
-    if (e?.device && e.device.publicKey === d.publicKey) same += 1;
+/** Devices read, planned and written together inside an import's transaction. */
+export const IMPORT_BATCH_DEVICES = 500;
+
+/** `items` in arrays of at most `size`, read lazily. */
+export function* batchesOf<T>(items: Iterable<T>, size: number): Generator<T[]> {
+  let batch: T[] = [];
+  for (const item of items) {
+    batch.push(item);
+    if (batch.length === size) {
+      yield batch;
+      batch = [];
+    }
   }
-  return totalDevices - same;
+  if (batch.length > 0) yield batch;
+}
+
+/**
+ * Counts, batch by batch, the devices of the import that the target already holds under the
+ * same key; the rest of the target (`total` minus those) is what a non-merge import refuses.
+ */
+export class ImportTally {
+  private readonly ids = new Set<string>();
+  private same = 0;
+  constructor(private readonly totalDevices: number) {}
+  add(batch: readonly ImportedDevice[], existing: Map<string, ExistingDevice>): void {
+    for (const d of batch) {
+      if (this.ids.has(d.deviceId)) continue;
+      this.ids.add(d.deviceId);
+      const e = existing.get(d.deviceId);
+      if (e?.device && e.device.publicKey === d.publicKey) this.same += 1;
+    }
+  }
+  /** Devices of the target that this import does not account for (its id is not imported, or another key holds it). */
+  get otherDevices(): number {
+    return this.totalDevices - this.same;
+  }
+}
+
+/** Thrown inside an import's transaction to roll it back when the target turns out not to be empty. */
+export class ImportRefused extends Error {
+  constructor(readonly otherDevices: number) {
+    super('import refused: the target holds other devices');
+  }
 }

@@ -15,7 +15,7 @@
  * through the asynchronous cluster bus, so a revoked token could still be accepted here for the
  * time the notification takes (and indefinitely while the bus is reconnecting).
  */
-import type { Role } from '../protocol/frames.js';
+import type { Role } from '@clawgate/protocol/frames';
 import type { GrantRecord, Store, TokenRecord } from './types.js';
 
 /** Store methods that only read: calling them leaves the cache as it is. */

@@ -21,3 +21,16 @@ export function signInLinkPrunable(value: string, beforeMs: number): boolean {
   if (typeof rec.usedAtMs === 'number') return rec.usedAtMs < beforeMs;
   return typeof rec.expiresAtMs === 'number' && rec.expiresAtMs < beforeMs;
 }
+
+/**
+ * Meta keys that belong to one pending request (`<prefix><requestId>`): its quorum votes
+ * (src/core/approval-quorum.ts) and the facts its policy decision saw (src/core/explain-decision.ts).
+ * They go with the request: every prune pass deletes those whose request is gone.
+ */
+export const APPROVAL_RECORD_META_PREFIXES = ['approval.votes.', 'approval.proofs.'] as const;
+
+/** The request id an approval record's key belongs to, or null for any other key. */
+export function approvalRecordRequestId(key: string): string | null {
+  for (const prefix of APPROVAL_RECORD_META_PREFIXES) if (key.startsWith(prefix)) return key.slice(prefix.length);
+  return null;
+}

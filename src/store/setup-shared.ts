@@ -3,8 +3,8 @@
  * SQLite and PostgreSQL decide exactly alike. The gateway uses the same check to
  * report a refusal before it gets to the store.
  */
-import type { Role } from '../protocol/frames.js';
-import { normalizeScopes } from '../protocol/scopes.js';
+import type { Role } from '@clawgate/protocol/frames';
+import { normalizeScopes } from '@clawgate/protocol/scopes';
 import type { NewToken, SetupCodeRecord, SetupProfile, SetupRefusal } from './types.js';
 
 export type RedemptionCheck = { ok: true; repeat: boolean } | { ok: false; reason: SetupRefusal };

@@ -1,6 +1,6 @@
 /** Pure helpers every adapter uses, so the adapters differ only in how they persist. */
 import { createHash } from 'node:crypto';
-import type { Role } from '../protocol/frames.js';
+import type { Role } from '@clawgate/protocol/frames';
 import type {
   ApproveInput,
   AuditEntry,
@@ -35,9 +35,10 @@ export function chainAudit(prev: AuditEntry | undefined, input: AuditInput): Aud
 }
 
 /** Verify a contiguous run of audit entries; returns the seq of the first broken link or null. */
-export function verifyAuditChain(entries: readonly AuditEntry[]): number | null {
-  let prevHash = GENESIS_HASH;
-  let expectSeq = 1;
+export function verifyAuditChain(entries: readonly AuditEntry[], after?: Pick<AuditEntry, 'seq' | 'hash'>): number | null {
+  // `after`: the last entry of the previous page, so a long log is verified a page at a time.
+  let prevHash = after?.hash ?? GENESIS_HASH;
+  let expectSeq = (after?.seq ?? 0) + 1;
   for (const e of entries) {
     if (e.seq !== expectSeq || e.prevHash !== prevHash || auditHash(prevHash, e.seq, e) !== e.hash) return e.seq;
     prevHash = e.hash;

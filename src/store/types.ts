@@ -1,10 +1,10 @@
 /**
- * The store interface, named by domain actions. Every adapter (memory, SQLite, later
- * PostgreSQL) passes the same contract suite (test/store-contract.ts). Every method that
+ * The store interfaces, one per domain, named by domain actions. Both adapters (SQLite,
+ * PostgreSQL) pass the same contract suite (test/store-contract.ts). Every method that
  * changes trust takes the audit record it must append, so the change and its audit entry
  * commit together or not at all.
  */
-import type { Role } from '../protocol/frames.js';
+import type { Role } from '@clawgate/protocol/frames';
 
 export type ApprovedVia = 'silent' | 'manual' | 'owner' | 'bootstrap' | 'policy';
 
@@ -126,6 +126,49 @@ export interface UpsertRequestResult {
   created: boolean;
   widened: boolean;
 }
+
+// --- device pages ------------------------------------------------------------------
+
+/** Most devices one page may hold. */
+export const DEVICE_PAGE_MAX = 500;
+/** Longest `search` a device page takes (labels are at most 64 characters too). */
+export const DEVICE_SEARCH_MAX_CHARS = 64;
+/** Devices per page when a client pages without naming a limit. */
+export const DEVICE_PAGE_DEFAULT = 100;
+/** Most devices one seed batch may hold. */
+export const SEED_BATCH_MAX = 1000;
+
+export interface DevicePageQuery {
+  /** 1 to DEVICE_PAGE_MAX. */
+  limit: number;
+  /** The `nextCursor` of the previous page (opaque); absent for the first page. */
+  cursor?: string | undefined;
+  /** Prefix of the device id, label or display name (see listDevicesPage); empty means none. */
+  search?: string | undefined;
+}
+
+export type DevicePageResult =
+  | { ok: true; devices: DeviceRecord[] /** Null on the last page. */; nextCursor: string | null }
+  | { ok: false; reason: 'bad-limit' | 'bad-cursor' };
+
+/** One device of a seed batch: approved, with its grants and token hashes. */
+export interface SeedDevice {
+  deviceId: string;
+  publicKey: string;
+  meta: DeviceMeta;
+  label?: string | undefined;
+  createdAtMs: number;
+  grants: ImportedGrant[];
+  tokens: ImportedToken[];
+}
+
+export interface SeedDevicesInput {
+  devices: SeedDevice[];
+  /** Appended once for the whole batch. */
+  audit: AuditInput;
+}
+
+export type SeedDevicesResult = { ok: true; inserted: number } | { ok: false; reason: 'exists'; deviceIds: string[] } | { ok: false; reason: 'bad-batch' };
 
 // --- setup codes -------------------------------------------------------------------
 
@@ -413,12 +456,12 @@ export interface PruneCounts {
   cronRuns: number;
   signInLinks: number;
   setupCodes: number;
+  /** Quorum votes and policy facts of requests that are gone (approved, rejected, expired). */
+  approvalRecords: number;
 }
 
-export interface Store {
-  readonly kind: 'memory' | 'sqlite' | 'postgres';
-  close(): Promise<void>;
-
+/** Small key/value settings of the gateway itself (sign-in links, the gateway key id, …). */
+export interface MetaStore {
   getMeta(key: string): Promise<string | null>;
   setMeta(key: string, value: string): Promise<void>;
   /**
@@ -427,14 +470,27 @@ export interface Store {
    * sharing the store see exactly one of them win (approval quorum votes rely on it).
    */
   setMetaIf(key: string, expected: string | null, value: string): Promise<boolean>;
+}
 
+/** Paired devices, their grants and tokens, and pending pairing requests. */
+export interface DeviceStore {
   getDevice(deviceId: string): Promise<DeviceRecord | null>;
+  /** Every device, oldest first (small stores; large ones page with `listDevicesPage`). */
   listDevices(): Promise<DeviceRecord[]>;
+  /**
+   * One page of devices in a stable order (creation time, then id), after `cursor`. A device
+   * added while a client pages appears on a later page; none already listed is listed again.
+   * `search` keeps devices whose id (as typed, or with ASCII letters lowercased), label or
+   * presented display name (ASCII letters compared case-insensitively) starts with it.
+   * Served by indexes: the cost of a page does not grow with the number of devices.
+   */
+  listDevicesPage(query: DevicePageQuery): Promise<DevicePageResult>;
   listGrants(deviceId?: string): Promise<GrantRecord[]>;
   getGrant(deviceId: string, role: Role): Promise<GrantRecord | null>;
+  /** Every grant of one role, by device id (indexed: the node list reads the node grants only). */
+  listGrantsOfRole(role: Role): Promise<GrantRecord[]>;
   getToken(tokenId: string): Promise<TokenRecord | null>;
   listTokens(deviceId?: string): Promise<TokenRecord[]>;
-
   /** Create or update the device, set the role's grant (epoch + 1), optionally replace its token. */
   approve(input: ApproveInput): Promise<GrantRecord>;
   /** One pending request per (device, role): create, refresh (same id) or widen it. */
@@ -443,7 +499,6 @@ export interface Store {
   listPairingRequests(deviceId?: string): Promise<PairingRequest[]>;
   /** Delete a request (reject/expire) with its audit entry; false when it did not exist. */
   deletePairingRequest(requestId: string, audit: AuditInput): Promise<boolean>;
-
   /**
    * Replace a role's token (and optionally its scopes); epoch + 1. With `token` null the old
    * token is retired and the next connect of the device mints one. Null when the grant is missing.
@@ -467,10 +522,35 @@ export interface Store {
   /** Remove a device with all its grants, tokens and requests. */
   removeDevice(deviceId: string, audit: AuditInput): Promise<boolean>;
   renameDevice(deviceId: string, label: string, audit: AuditInput): Promise<boolean>;
-
   /** Batched, best-effort access metadata (not on the connect hot path). */
   recordSeen(entries: Array<{ deviceId: string; atMs: number; address: string; tokenId?: string | undefined }>): Promise<void>;
+  /**
+   * Give a role a token only when it has none live (an operator retired it with rotateToken
+   * null): the instance holding the device's sockets mints the replacement it pushes to them.
+   * Null, and nothing written, when the grant is gone or a live token already exists.
+   */
+  issueTokenIfAbsent(deviceId: string, role: Role, token: NewToken, atMs: number, audit: AuditInput): Promise<GrantRecord | null>;
+}
 
+/**
+ * Bulk loading of paired devices (benchmarks, provisioning): one transaction per batch, one audit
+ * entry per batch. Not for the connect path.
+ */
+export interface DeviceSeedStore {
+  /**
+   * Insert a batch of new, already approved devices with their grants and token hashes. A batch
+   * naming a device id already stored (or twice) is refused whole and nothing is written.
+   */
+  seedPairedDevices(input: SeedDevicesInput): Promise<SeedDevicesResult>;
+  /**
+   * Insert many NEW devices (grants, token hashes) in one transaction per call, with one audit
+   * entry for the batch (src/store/bulk-devices.ts): what the bench seeds a million-device store with.
+   */
+  importDevicesBulk?(input: import('./bulk-devices.js').BulkDevicesInput): Promise<import('./bulk-devices.js').BulkDevicesResult>;
+}
+
+/** Setup codes: minted, redeemed (enrolling a device in one transaction), failed, revoked. */
+export interface SetupCodeStore {
   /** Store a newly minted setup code (with its audit entry). */
   createSetupCode(input: NewSetupCode): Promise<SetupCodeRecord>;
   getSetupCode(setupId: string): Promise<SetupCodeRecord | null>;
@@ -494,8 +574,12 @@ export interface Store {
    * burned. Devices it enrolled keep their grants. Null for an unknown id.
    */
   revokeSetupCode(setupId: string, atMs: number, audit: AuditInput): Promise<{ code: SetupCodeRecord; changed: boolean } | null>;
+}
 
-  // --- nodes: command surfaces -----------------------------------------------------
+/** Node command surfaces and the requests that ask for them. A surface and its request go with
+ * the node role: removing the device, removing or revoking its node role drops them (so a
+ * re-paired key never inherits an old approval). */
+export interface NodeSurfaceStore {
   // A node's surface and surface request go with its node role: removing the device, removing
   // or revoking its node role drops them (so a re-paired key never inherits an old approval).
   getNodeSurface(deviceId: string): Promise<NodeSurfaceRecord | null>;
@@ -508,8 +592,10 @@ export interface Store {
   approveNodeSurface(requestId: string, atMs: number, approvedBy: string, audit: AuditInput): Promise<NodeSurfaceRecord | null>;
   /** Delete a request (reject) with its audit entry; false when it did not exist. */
   deleteNodeSurfaceRequest(requestId: string, audit: AuditInput): Promise<boolean>;
+}
 
-  // --- automations -----------------------------------------------------------------
+/** Automations: chat sessions and messages, webhook channels, the delivery outbox, cron jobs and runs. */
+export interface AutomationStore {
   /** Create a session; false when the key is taken. */
   createChatSession(input: NewChatSession): Promise<{ ok: true; session: ChatSession } | { ok: false; reason: 'key-taken' }>;
   getChatSession(idOrKey: string): Promise<ChatSession | null>;
@@ -519,13 +605,11 @@ export interface Store {
   appendChatMessage(input: NewChatMessage): Promise<AppendMessageResult>;
   /** Messages of a session in seq order: the newest `limit` (default `CHAT_PAGE_DEFAULT`, 100) before `beforeSeq` (or the first after `afterSeq`). */
   listChatMessages(sessionId: string, opts?: { beforeSeq?: number; afterSeq?: number; limit?: number }): Promise<ChatMessage[]>;
-
   /** Create a channel, or (source `config`) replace the one of the same name; false when the name is taken by another source. */
   putChannel(input: NewChannel): Promise<{ ok: true; channel: WebhookChannel; created: boolean } | { ok: false; reason: 'name-taken' }>;
   getChannel(idOrName: string): Promise<WebhookChannel | null>;
   listChannels(): Promise<WebhookChannel[]>;
   removeChannel(idOrName: string, audit: AuditInput): Promise<boolean>;
-
   /**
    * Persist a delivery (status pending, due at creation) before anything is sent. A repeated
    * idempotency key on the same channel returns the first delivery (`duplicate`) and adds nothing.
@@ -540,7 +624,6 @@ export interface Store {
   nextDeliveryDueAtMs(): Promise<number | null>;
   /** Record an attempt's outcome (attempts + 1); null when the delivery is not pending. */
   recordDeliveryAttempt(attempt: DeliveryAttempt): Promise<Delivery | null>;
-
   createCronJob(input: NewCronJob): Promise<CronJob>;
   getCronJob(jobId: string): Promise<CronJob | null>;
   listCronJobs(): Promise<CronJob[]>;
@@ -550,16 +633,12 @@ export interface Store {
   recordCronRun(run: CronRun, nextRunAtMs: number | null): Promise<CronJob | null>;
   /** Runs of a job, newest first. */
   listCronRuns(jobId: string, limit?: number): Promise<CronRun[]>;
+  /** Deliveries still waiting to be sent (the webhook queue depth). */
+  pendingDeliveryCount(): Promise<number>;
+}
 
-  // --- token rotation pushed to live sessions (issues 5/9) -----------------------------------
-  /**
-   * Give a role a token only when it has none live (an operator retired it with rotateToken
-   * null): the instance holding the device's sockets mints the replacement it pushes to them.
-   * Null, and nothing written, when the grant is gone or a live token already exists.
-   */
-  issueTokenIfAbsent(deviceId: string, role: Role, token: NewToken, atMs: number, audit: AuditInput): Promise<GrantRecord | null>;
-
-  // --- importing another gateway's state (clawgate import openclaw) -------------------------
+/** Importing another gateway's paired devices (clawgate import openclaw). */
+export interface DeviceImportStore {
   /**
    * Import paired devices in ONE transaction (all or nothing): new devices with their grants,
    * token hashes and node surfaces; for a device already here (same key) only the roles it does
@@ -569,12 +648,10 @@ export interface Store {
    * refused (`not-empty`) and nothing is written; with `dryRun` nothing is written either.
    */
   importDevices(input: ImportDevicesInput): Promise<ImportDevicesResult>;
-  /**
-   * Insert many NEW devices (grants, token hashes) in one transaction per call, with one audit
-   * entry for the batch (src/store/bulk-devices.ts). Optional: the SQLite and PostgreSQL adapters.
-   */
-  importDevicesBulk?(input: import('./bulk-devices.js').BulkDevicesInput): Promise<import('./bulk-devices.js').BulkDevicesResult>;
+}
 
+/** The hash-chained audit log (every trust change appends to it in its own transaction). */
+export interface AuditStore {
   appendAudit(input: AuditInput): Promise<AuditEntry>;
   listAudit(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEntry[]>;
   /**
@@ -583,12 +660,30 @@ export interface Store {
    * anchored on start and stop.
    */
   onAuditAppended?(listener: () => void): void;
+}
 
-  // --- retention and monitoring -----------------------------------------------------------------
+/** Retention: pruning finished records (never the audit log). */
+export interface RetentionStore {
   /** Delete finished records older than the cutoffs (never the audit log); counts per kind. */
   pruneRetained(cutoffs: RetentionCutoffs): Promise<PruneCounts>;
-  /** Deliveries still waiting to be sent (the webhook queue depth). */
-  pendingDeliveryCount(): Promise<number>;
+}
+/**
+ * The whole store: every domain of one database, as one object. Callers that need one domain
+ * take that domain's interface; the adapters (src/store/sqlite, src/store/postgres) build the
+ * whole from one implementation per domain.
+ */
+export interface Store
+  extends MetaStore,
+    DeviceStore,
+    DeviceSeedStore,
+    SetupCodeStore,
+    NodeSurfaceStore,
+    AutomationStore,
+    DeviceImportStore,
+    AuditStore,
+    RetentionStore {
+  readonly kind: 'sqlite' | 'postgres';
+  close(): Promise<void>;
 }
 
 // --- importing another gateway's paired devices (clawgate import openclaw) ------------------
@@ -627,7 +722,11 @@ export interface ImportedDevice {
 export interface ImportDevicesInput {
   /** Where the devices came from (`openclaw:<dir>`), kept in the audit entries. */
   source: string;
-  devices: ImportedDevice[];
+  /**
+   * Read once, in batches of IMPORT_BATCH_DEVICES, inside the import's transaction: a source
+   * larger than memory streams through (an iterable that throws rolls the import back).
+   */
+  devices: Iterable<ImportedDevice>;
   /** Allow a target that holds devices of its own (else `not-empty`). */
   merge: boolean;
   /** Compute the same report and write nothing. */

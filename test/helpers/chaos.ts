@@ -14,6 +14,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type { Role } from '@clawgate/protocol/frames';
+import { decodeSetupCode } from '@clawgate/protocol/setup-code';
 import pg from 'pg';
 import {
   ConnectError,
@@ -23,11 +25,9 @@ import {
   GatewayRequestError,
   generateIdentity,
 } from '../../src/client/connection.js';
-import type { Role } from '../../src/protocol/frames.js';
-import { decodeSetupCode } from '../../src/protocol/setup-code.js';
-import { DELIVERY_LEASE_MS } from '../../src/store/postgres.js';
+import { DELIVERY_LEASE_MS } from '../../src/store/postgres/store.js';
 import { verifyAuditChain } from '../../src/store/shared.js';
-import { SqliteStore } from '../../src/store/sqlite.js';
+import { SqliteStore } from '../../src/store/sqlite/store.js';
 import type { AuditEntry, Delivery, GrantRecord, SetupCodeRecord, Store } from '../../src/store/types.js';
 import { connectOwner, GatewayProcess, sharedToken } from './gateway-process.js';
 import { freePort } from './net.js';
@@ -211,7 +211,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const storeEnv: Record<string, string> = opts.store?.kind === 'postgres' ? { CLAWGATE_POSTGRES_URL: opts.store.url } : {};
   const openStore = async (): Promise<Store> => {
     if (opts.store?.kind === 'postgres') {
-      const { PostgresStore } = await import('../../src/store/postgres.js');
+      const { PostgresStore } = await import('../../src/store/postgres/store.js');
       return PostgresStore.open(opts.store.url);
     }
     return new SqliteStore(join(stateDir, 'clawgate.sqlite'));

@@ -2,7 +2,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ClientState, GatewayClient } from '../../packages/client/src/node.js';
+import type { ClientState, GatewayClient } from '@clawgate/client';
 import { connectGateway, type GatewayConnection } from '../../src/client/connection.js';
 import { asOwner, type TestGateway } from './gateway.js';
 

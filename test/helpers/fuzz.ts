@@ -3,17 +3,17 @@
  * nested values, unicode, binary), connect params and method params (from the registered
  * methods' schemas) and sends them over real sockets to a spawned `clawgate gateway run` with a
  * real SQLite store. It checks that the process never dies, every refusal is a catalogued code
- * (src/protocol/errors.ts) and never INTERNAL_ERROR, every request is answered or the socket is
+ * (packages/protocol/src/errors.ts) and never INTERNAL_ERROR, every request is answered or the socket is
  * closed with a documented close code, and the gateway's resident memory stays bounded.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CATALOGUE, CLOSE, type DetailCode, ERROR_CODES } from '@clawgate/protocol/errors';
 import type { TSchema } from '@sinclair/typebox';
 import fc from 'fast-check';
 import { generateIdentity } from '../../src/client/connection.js';
-import { CATALOGUE, CLOSE, type DetailCode, ERROR_CODES } from '../../src/protocol/errors.js';
 import { ownerAuth, startTestGateway } from './gateway.js';
 import { GatewayProcess, ownerCredential, sharedToken } from './gateway-process.js';
 import { freePort } from './net.js';
@@ -262,7 +262,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     log(`FAILURE ${what}`);
   };
 
-  // The registered methods and their schemas, from a gateway built in this process (memory store).
+  // The registered methods and their schemas, from a gateway built in this process (SQLite :memory: store).
   const probe = await startTestGateway({ store: 'memory' });
   const methods = probe.gateway.methods.all().map((m) => ({ name: m.name, params: m.params as TSchema | undefined }));
   await probe.stop();

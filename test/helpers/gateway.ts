@@ -5,15 +5,14 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { audienceOf } from '@clawgate/protocol/gateway-proof';
 import { startGateway } from '../../src/app.js';
 import { ConnectError, ownerProofFor } from '../../src/client/connection.js';
 import { DEFAULTS, type GatewayConfig } from '../../src/core/config.js';
 import type { Clock } from '../../src/core/env.js';
 import type { Gateway } from '../../src/core/gateway.js';
-import { audienceOf } from '../../src/protocol/gateway-proof.js';
 import type { RunningServer } from '../../src/server/server.js';
-import { MemoryStore } from '../../src/store/memory.js';
-import { SqliteStore } from '../../src/store/sqlite.js';
+import { SqliteStore } from '../../src/store/sqlite/store.js';
 import type { Store } from '../../src/store/types.js';
 
 const run = promisify(execFile);
@@ -37,6 +36,7 @@ export interface TestGateway {
 
 export interface TestGatewayOptions {
   config?: Partial<GatewayConfig>;
+  /** `memory`: SQLite `:memory:` (nothing on disk); default: a SQLite file in the state dir. */
   store?: 'sqlite' | 'memory';
   stateDir?: string;
   clock?: Clock;
@@ -47,7 +47,7 @@ export interface TestGatewayOptions {
 
 export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<TestGateway> {
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'clawgate-test-'));
-  const store: Store = opts.store === 'memory' ? new MemoryStore() : new SqliteStore(join(stateDir, 'clawgate.sqlite'));
+  const store: Store = opts.store === 'memory' ? new SqliteStore(':memory:') : new SqliteStore(join(stateDir, 'clawgate.sqlite'));
   const config: GatewayConfig = { ...DEFAULTS, port: opts.port ?? 0, stateDir, token: TEST_TOKEN, ownerCredential: TEST_OWNER, ...opts.config };
   // The CLI on "the gateway host" finds the owner credential (and the gateway key) in the state dir.
   const credsPath = join(stateDir, 'credentials.json');

@@ -4,7 +4,7 @@
  * also write it back as a classic state dir for the migration to pick up.
  */
 import { join } from 'node:path';
-import { FileCredentialStore } from '../../packages/client/src/node.js';
+import { FileCredentialStore } from '@clawgate/client';
 
 export interface ClassicNodeCredentials {
   version: 1;

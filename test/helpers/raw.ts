@@ -4,9 +4,9 @@
  * later) and the close code and reason, so a test can assert exactly what went over the wire.
  */
 import { createHash, type KeyObject, sign } from 'node:crypto';
+import { type SignatureFields, signaturePayloadV2, signaturePayloadV3 } from '@clawgate/protocol/signature';
 import { type ClientOptions, WebSocket } from 'ws';
 import type { DeviceIdentity } from '../../src/client/connection.js';
-import { type SignatureFields, signaturePayloadV2, signaturePayloadV3 } from '../../src/protocol/signature.js';
 
 export interface Challenge {
   nonce: string;

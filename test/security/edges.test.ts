@@ -7,10 +7,10 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { describe, test } from 'node:test';
+import { MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES } from '@clawgate/protocol/frames';
+import { ADMIN, PAIRING, READ, WRITE } from '@clawgate/protocol/scopes';
 import { connectGateway, generateIdentity } from '../../src/client/connection.js';
 import { InternalPrincipal, isAdmin } from '../../src/core/principal.js';
-import { MAX_PAYLOAD_BYTES, MAX_PREAUTH_PAYLOAD_BYTES } from '../../src/protocol/frames.js';
-import { ADMIN, PAIRING, READ, WRITE } from '../../src/protocol/scopes.js';
 import type { Store } from '../../src/store/types.js';
 import { asOwner, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
 import { deviceParams, plainParams, RawClient, rawConnect } from '../helpers/raw.js';

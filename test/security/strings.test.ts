@@ -6,8 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { cleanText, findUnsafe, isSafeText, printable, printableLines } from '@clawgate/protocol/text';
 import { connectGateway, GatewayRequestError, generateIdentity } from '../../src/client/connection.js';
-import { cleanText, findUnsafe, isSafeText, printable, printableLines } from '../../src/protocol/text.js';
 import { ownerCall } from '../helpers/client.js';
 import { cli, cliJson, expectRefused, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
 import { connectAsNode, RawClient } from '../helpers/raw.js';

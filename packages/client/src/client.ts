@@ -10,7 +10,7 @@
  * its generation is still current before touching state — a replaced connection can never move
  * the state of its successor.
  */
-import { signaturePayloadV3 } from '../../../src/protocol/signature.js';
+import { signaturePayloadV3 } from '@clawgate/protocol/signature';
 import { type CredentialKind, cloneRecord, hasFallback, type ResolvedCredential, resolveCredential, resolveGivenSecret } from './credentials.js';
 import { ClientError, CredentialStoreError, GatewayCallError, type WireError } from './errors.js';
 import { flavorOfChallenge, type GatewayFlavor, gatewayHostCommands } from './gateway-flavor.js';
@@ -64,7 +64,18 @@ export type ClientState =
       /** Set when the tokens of hello-ok could not be stored (the session still works). */
       warning?: string;
     }
-  | { status: 'paused'; reason: PauseReason; code?: string; message: string; nextStep: string; requestId?: string; confirmationCode?: string }
+  | {
+      status: 'paused';
+      reason: PauseReason;
+      code?: string;
+      message: string;
+      nextStep: string;
+      requestId?: string;
+      /** With `requestId` of a pending pairing: the digits the approver sees next to it. */
+      confirmationCode?: string;
+      /** With `gateway-key-mismatch`: the key the server did prove (64 hex), when it proved one. */
+      gatewayKeySeen?: string;
+    }
   | { status: 'closed' };
 
 export interface BackoffOptions {
@@ -157,6 +168,26 @@ export interface GatewayClientOptions {
     challenge: { nonce: string; ts: number; gateway?: unknown },
     url: string,
   ) => Promise<{ ownerProof: string; ownerAudience: string } | null>;
+  /**
+   * The connect field that carries the stored shared secret: `token` (default, `auth.token`) or
+   * `password` (`auth.password`, for gateways that use a password; the device signature then
+   * covers no token, as for any password).
+   */
+  sharedSecretField?: 'token' | 'password';
+  /**
+   * The gateway key (64 hex) this client requires, overriding the record's pin: a challenge that
+   * does not prove it pauses with `gateway-key-mismatch` and nothing is sent. `null`: a proven
+   * key is required but none is known, so every connect pauses (naming, in `gatewayKeySeen`, the
+   * key the server proved) — for callers that must not send a secret to an unknown server.
+   * Undefined: the record's pin, else trust on first use.
+   */
+  gatewayKey?: string | null;
+  /**
+   * Connect without a device block: the credential alone authenticates (an owner proof, or the
+   * shared secret of a local helper on the gateway host), so the session has no device identity,
+   * is never paired and gets no device token; the record's key is not used. Operators only.
+   */
+  deviceless?: boolean;
 }
 
 export interface HelloOk {
@@ -544,7 +575,7 @@ export class GatewayClient {
     reason: PauseReason,
     message: string,
     nextStep: string,
-    extra: { code?: string; requestId?: string; confirmationCode?: string } = {},
+    extra: { code?: string; requestId?: string; confirmationCode?: string; gatewayKeySeen?: string } = {},
   ): void {
     if (!this.isCurrent(gen)) return;
     this.generation++;
@@ -609,7 +640,7 @@ export class GatewayClient {
         pairAgain(this.flavor),
       );
     }
-    if (!this.key || this.key.deviceId !== record.deviceId) {
+    if (!this.opts.deviceless && (!this.key || this.key.deviceId !== record.deviceId)) {
       let key: DeviceKey;
       try {
         key = await this.platform.crypto.restore(record.identity);
@@ -759,21 +790,29 @@ export class GatewayClient {
     // Only the hints depend on this; the pin below decides trust.
     this.flavor = flavorOfChallenge(payload);
     // Before anything secret is even computed: is this the gateway the record is pinned to?
-    const pinned = a.record.gatewayKey ?? null;
+    const required = this.opts.gatewayKey;
+    const pinned = required !== undefined ? required : (a.record.gatewayKey ?? null);
     const proof = await checkChallengeProof(this.platform.crypto, payload, pinned);
     if (!this.isCurrent(a.gen) || a.finished) return;
-    if (pinned !== null && !proof.ok) {
-      return this.pause(
-        a.gen,
-        'gateway-key-mismatch',
-        `refused to send credentials to ${this.target.url}: ${proof.problem}; this device is pinned to gateway key ${pinned}`,
-        GATEWAY_KEY_NEXT_STEP,
-        { code: 'GATEWAY_KEY_MISMATCH' },
-      );
+    if ((pinned !== null && !proof.ok) || required === null) {
+      // Which key did answer (if any)? Only for the message: nothing is trusted from it.
+      const seen = proof.ok ? proof : await checkChallengeProof(this.platform.crypto, payload, null);
+      if (!this.isCurrent(a.gen) || a.finished) return;
+      const seenKey = seen.ok ? { gatewayKeySeen: seen.fingerprint } : {};
+      const why =
+        pinned !== null
+          ? `${(proof as { problem: string }).problem}; this device is pinned to gateway key ${pinned}`
+          : seen.ok
+            ? `it proved gateway key ${seen.fingerprint}, and no gateway key is known for it`
+            : seen.problem;
+      return this.pause(a.gen, 'gateway-key-mismatch', `refused to send credentials to ${this.target.url}: ${why}`, GATEWAY_KEY_NEXT_STEP, {
+        code: 'GATEWAY_KEY_MISMATCH',
+        ...seenKey,
+      });
     }
     // Without a pin (shared-token records from before gateway keys), a proven key is learned at hello-ok.
     a.provenGatewayKey = proof.ok ? proof.fingerprint : null;
-    const key = this.key as DeviceKey;
+    const key = this.opts.deviceless ? null : (this.key as DeviceKey);
     const info = this.opts.client ?? (this.role === 'node' ? { id: 'node-host', mode: 'node' } : { id: 'cli', mode: 'cli' });
     const client: Record<string, string> = { id: info.id, mode: info.mode, version: info.version ?? CLIENT_VERSION, platform: this.platform.platformName };
     const displayName = info.displayName ?? a.record.displayName;
@@ -786,7 +825,8 @@ export class GatewayClient {
       a.cred.kind === 'shared-token' && this.opts.ownerProof
         ? await this.opts.ownerProof(a.cred.secret, { ...p, nonce: p.nonce, ts: p.ts }, this.target.url)
         : null;
-    const signature = await key.sign(
+    const asPassword = a.cred.kind === 'shared-token' && !ownerProof && this.opts.sharedSecretField === 'password';
+    const signature = await key?.sign(
       signaturePayloadV3({
         deviceId: key.deviceId,
         clientId: client.id!,
@@ -794,9 +834,8 @@ export class GatewayClient {
         role: this.role,
         scopes: a.cred.scopes,
         signedAtMs: signedAt,
-        // An owner proof carries no token: the signature covers none.
         // Neither an owner proof nor a password is a token: the signature covers none.
-        token: ownerProof || a.cred.kind === 'password' ? '' : a.cred.secret,
+        token: ownerProof || asPassword || a.cred.kind === 'password' ? '' : a.cred.secret,
         nonce: p.nonce,
         platform: client.platform,
         deviceFamily: client.deviceFamily,
@@ -804,7 +843,8 @@ export class GatewayClient {
     );
     if (!this.isCurrent(a.gen) || a.finished) return;
     const caps = [...(this.opts.caps ?? [])];
-    if (this.opts.waitForApproval !== false && !caps.includes('device-pairing-wait')) caps.push('device-pairing-wait');
+    // Without a device there is nothing to approve, so nothing to wait for.
+    if (key && this.opts.waitForApproval !== false && !caps.includes('device-pairing-wait')) caps.push('device-pairing-wait');
     const params: Record<string, unknown> = {
       minProtocol: this.role === 'node' ? 3 : 4,
       maxProtocol: 4,
@@ -812,9 +852,9 @@ export class GatewayClient {
       role: this.role,
       scopes: a.cred.scopes,
       caps,
-      auth: ownerProof ?? a.cred.auth,
-      device: { id: key.deviceId, publicKey: key.publicKey, signature, signedAt, nonce: p.nonce },
+      auth: ownerProof ?? (asPassword ? { password: a.cred.secret } : a.cred.auth),
     };
+    if (key && signature) params.device = { id: key.deviceId, publicKey: key.publicKey, signature, signedAt, nonce: p.nonce };
     if (this.opts.commands) params.commands = this.opts.commands;
     this.send(a, { type: 'req', id: a.connectId, method: 'connect', params });
   }

@@ -2,7 +2,7 @@
  * Typed failures of the SDK. Gateway failures keep the catalogue's `details.code` (see
  * docs/errors.md); failures that happen on the client side have their own small closed set.
  */
-import type { DetailCode } from '../../../src/protocol/errors.js';
+import type { DetailCode } from '@clawgate/protocol/errors';
 
 export type ClientErrorCode =
   | 'NOT_CONNECTED'

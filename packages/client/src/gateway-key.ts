@@ -3,7 +3,7 @@
  * any secret leaves the device. Platform-neutral: the signature check and the hash come from the
  * platform's CryptoProvider (node:crypto or WebCrypto), the byte strings from the wire module.
  */
-import { gatewayChallengePayload, parseGatewayChallengeProof } from '../../../src/protocol/gateway-proof.js';
+import { gatewayChallengePayload, parseGatewayChallengeProof } from '@clawgate/protocol/gateway-proof';
 import type { CryptoProvider } from './types.js';
 
 export type GatewayProofCheck = { ok: true; publicKey: string; fingerprint: string } | { ok: false; problem: string };

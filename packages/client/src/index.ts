@@ -2,7 +2,7 @@
  * @clawgate/client — platform-neutral core. Import `node.ts` (Node: ws, node:crypto, file store)
  * or `browser.ts` (WebSocket, WebCrypto, IndexedDB) for a ready platform; both re-export this.
  */
-export { decodeSetupCode, type SetupPayload } from '../../../src/protocol/setup-code.js';
+export { decodeSetupCode, type SetupPayload } from '@clawgate/protocol/setup-code';
 export {
   type BackoffOptions,
   type ClientInfo,
@@ -17,6 +17,7 @@ export {
 export {
   BOOTSTRAP_OPERATOR_SCOPES,
   type CredentialKind,
+  cloneRecord,
   hasFallback,
   type ResolvedCredential,
   resolveCredential,

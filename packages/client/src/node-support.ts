@@ -1,14 +1,13 @@
 /**
- * Node-only helpers the SDK's Node platform shares with clawgate's own client and node host
- * (`src/` may import the SDK; the SDK never imports `src/` code that opens sockets or files).
- * Not part of the package's public exports.
+ * Node-only helpers of the SDK's Node platform (certificate errors, durable files). Not part of
+ * the package's public exports: clawgate's gateway side keeps its own copies (src/platform/).
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { dirname } from 'node:path';
 import type { TLSSocket } from 'node:tls';
-import { normalizeFingerprint } from '../../../src/protocol/fingerprint.js';
+import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
 
 /** Certificate errors that time will not fix: the server's certificate is not trusted here. */
 export const CERT_ERROR_CODES: ReadonlySet<string> = new Set([

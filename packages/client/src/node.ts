@@ -5,8 +5,8 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign, verify } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
 import { WebSocket } from 'ws';
-import { normalizeFingerprint } from '../../../src/protocol/fingerprint.js';
 import { KeyedQueue } from './credentials.js';
 import { CredentialStoreError } from './errors.js';
 import { CERT_ERROR_CODES, commitDurably, peerFingerprint, processAlive, syncDir, writeTempDurably } from './node-support.js';
@@ -14,6 +14,8 @@ import type { CheckpointHook, CredentialStore, CryptoProvider, DeviceKey, Gatewa
 
 export * from './index.js';
 
+/** How long a closed socket waits for the peer's close frame before it is cut. */
+const CLOSE_ANSWER_MS = 1000;
 /** How much of a refused upgrade's response body reaches the close reason (it is shown to people). */
 const UPGRADE_BODY_MAX_CHARS = 300;
 
@@ -73,7 +75,12 @@ export const nodeTransport: Transport = (url, h, opts = {}) => {
     close: (code, reason) => {
       if (ws.readyState === WebSocket.CLOSED || ws.readyState === WebSocket.CLOSING) return;
       if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
-      else ws.close(code, reason);
+      else {
+        ws.close(code, reason);
+        // A gateway answers the close frame at once; a peer that does not (a squatter the client
+        // refused, a dead proxy) would hold the socket, and a one-shot process, for ws's 30 s.
+        setTimeout(() => ws.terminate(), CLOSE_ANSWER_MS).unref();
+      }
     },
   };
 };

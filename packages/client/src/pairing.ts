@@ -4,9 +4,9 @@
  * the device tokens (it only forces the next connect to present the code); replacing the shared
  * token is validated first on an isolated connection and keeps the device tokens.
  */
-import { normalizeFingerprint } from '../../../src/protocol/fingerprint.js';
-import { normalizeGatewayKeyFingerprint } from '../../../src/protocol/gateway-proof.js';
-import { decodeSetupCode, type SetupPayload } from '../../../src/protocol/setup-code.js';
+import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
+import { normalizeGatewayKeyFingerprint } from '@clawgate/protocol/gateway-proof';
+import { decodeSetupCode, type SetupPayload } from '@clawgate/protocol/setup-code';
 import { GatewayClient, type GatewayClientOptions } from './client.js';
 import { cloneRecord } from './credentials.js';
 import { ClientError } from './errors.js';

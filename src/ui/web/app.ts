@@ -19,37 +19,24 @@ import {
   GatewayCallError,
   GatewayClient,
   normalizeGatewayUrl,
-} from '../../../packages/client/src/browser.js';
-import { confirmationCode } from '../../core/confirmation.js';
-import type { NodePendingView } from '../../core/nodes.js';
-import { audienceOf, ownerProofPayload } from '../../protocol/gateway-proof.js';
-import { printableLines } from '../../protocol/text.js';
+} from '../../../packages/client/dist/browser.js';
+import { confirmationCode } from '../../../packages/protocol/dist/confirmation.js';
+import { audienceOf, ownerProofPayload } from '../../../packages/protocol/dist/gateway-proof.js';
+import { printableLines } from '../../../packages/protocol/dist/text.js';
+import type {
+  AuditEntryView as AuditEntry,
+  DeviceView,
+  SetupMintView as MintResult,
+  NodePendingView,
+  NodeView,
+  PendingView,
+  PresenceEvent as PresenceView,
+  SetupView,
+} from '../../../packages/protocol/dist/views.js';
 import { encodeQr, qrPath } from './qr.js';
 import { SessionCredentialStore } from './session-store.js';
 
-// --- views of gateway data (the shapes device.pair.list / setupStatus / audit.list return) ---
-
-interface PendingView {
-  requestId: string;
-  deviceId: string;
-  displayName: string | null;
-  platform: string | null;
-  clientId: string | null;
-  clientMode: string | null;
-  role: string;
-  scopes: string[];
-  adds: string[];
-  approvedScopes: string[] | null;
-  kind: 'new-device' | 'role-upgrade' | 'scope-upgrade' | string;
-  remoteIp: string;
-  isRepair: boolean;
-  createdAtMs: number;
-  ts: number;
-  expiresAtMs: number;
-  confirmationCode: string;
-  /** Quorum progress (`required` 1: one approval does it). */
-  approvals?: Approvals;
-}
+// The views of gateway data (device.pair.list, setupStatus, audit.list …) are the protocol module's.
 
 interface Approvals {
   received: number;
@@ -63,68 +50,6 @@ interface Explanation {
   roles: Array<{ role: string; scopes: string[]; sinceMs: number; approvedVia: string; approvedBy: string | null; expiresAtMs: number | null }>;
   pending: Array<{ requestId: string; type: string; role: string; adds: string[]; approvals: Approvals; needs: string; command: string }>;
   call?: { method: string; allowed: boolean; code: string | null; missing: string | null; fix: string | null; requiredScopes: string[] };
-}
-
-interface DeviceView {
-  deviceId: string;
-  displayName: string | null;
-  label: string | null;
-  platform: string | null;
-  clientId: string | null;
-  clientMode: string | null;
-  roles: string[];
-  /** `approvedBy` and `expiresAtMs` are shown when the gateway records them (time-bound grants). */
-  grants: Array<{ role: string; scopes: string[]; approvedAtMs: number; approvedVia: string; approvedBy?: string; expiresAtMs?: number | null }>;
-  tokens: Array<{ role: string; tokenId: string; createdAtMs: number; rotatedAtMs?: number; revokedAtMs?: number; lastUsedAtMs?: number }>;
-  createdAtMs: number;
-  lastSeenAtMs: number | null;
-  remoteIp: string | null;
-  connected: boolean;
-}
-
-/** A paired node (node.pair.list `paired`). */
-interface NodeView {
-  nodeId: string;
-  commands: string[];
-  declaredCommands: string[] | null;
-  approvedCommands: string[];
-  pendingCommands: string[];
-  hostCommands: string[];
-  connected: boolean;
-  version: string | null;
-}
-
-interface SetupView {
-  setupId: string;
-  status: string;
-  label: string | null;
-  profile: string;
-  scopes: string[];
-  createdAtMs: number;
-  createdBy: string;
-  expiresAtMs: number;
-  redeemedAtMs: number | null;
-  deviceId: string | null;
-  deviceName: string | null;
-}
-
-interface MintResult {
-  setupId: string;
-  setupCode: string;
-  link: string;
-  expiresAtMs: number;
-  profile: string;
-  scopes: string[];
-  label: string | null;
-}
-
-interface AuditEntry {
-  seq: number;
-  atMs: number;
-  actor: string;
-  action: string;
-  subject?: string;
-  data?: Record<string, unknown>;
 }
 
 type Tab = 'pending' | 'devices' | 'setup' | 'audit';
@@ -159,6 +84,11 @@ const state = {
   renaming: null as { deviceId: string; draft: string } | null,
   mintForm: { profile: 'operator', label: '', ttl: '600000' },
   auditFilter: { action: '', actor: '', subject: '' },
+  /**
+   * The devices view shows one page of device.pair.list at a time: `cursors[i]` is the cursor
+   * that fetched page i (none for the first), `next` the one of the page after (null: last page).
+   */
+  devicePages: { search: '', cursors: [undefined] as Array<string | undefined>, index: 0, next: null as string | null, timer: 0 },
   credentialDraft: '',
   /** Something the person should know that is not an error. */
   notice: '',
@@ -445,11 +375,7 @@ async function load<T>(tab: Tab | 'nodes', method: string, params: unknown, appl
 
 async function refreshAll(): Promise<void> {
   await Promise.all([
-    load<{ pending: PendingView[]; paired: DeviceView[] }>('pending', 'device.pair.list', {}, (v) => {
-      state.pending = v.pending;
-      state.paired = v.paired;
-      state.loaded.list = true;
-    }),
+    loadDevicePage(),
     load<{ pending: NodePendingView[]; paired: NodeView[] }>('nodes', 'node.pair.list', {}, (v) => {
       // Node-role device pairing requests also appear there; the Devices panel decides them.
       state.nodePending = v.pending.filter((p) => p.kind !== 'device-pairing');
@@ -463,6 +389,34 @@ async function refreshAll(): Promise<void> {
   ]);
   if (state.tabProblems.pending) state.tabProblems.devices = state.tabProblems.pending;
   else delete state.tabProblems.devices;
+  render();
+}
+
+/** Devices per page of the devices view. */
+const DEVICE_PAGE = 50;
+
+/** The current page of devices (with the search typed), and the pending requests that come with it. */
+async function loadDevicePage(): Promise<void> {
+  const p = state.devicePages;
+  const cursor = p.cursors[p.index];
+  const search = p.search.trim();
+  await load<{ pending: PendingView[]; paired: DeviceView[]; nextCursor?: string | null }>(
+    'pending',
+    'device.pair.list',
+    { limit: DEVICE_PAGE, ...(cursor ? { cursor } : {}), ...(search ? { search } : {}) },
+    (v) => {
+      state.pending = v.pending;
+      state.paired = v.paired;
+      p.next = v.nextCursor ?? null;
+      state.loaded.list = true;
+    },
+  );
+}
+
+/** Go to another page (or back to the first with a new search) and show it. */
+async function showDevicePage(index: number): Promise<void> {
+  state.devicePages.index = index;
+  await loadDevicePage();
   render();
 }
 
@@ -497,12 +451,6 @@ async function loadAudit(): Promise<void> {
 function scheduleRefresh(): void {
   window.clearTimeout(state.refreshTimer);
   state.refreshTimer = window.setTimeout(() => void refreshAll(), 50);
-}
-
-/** The `device.presence` event (PROTOCOL.md §12): device sessions that connected or disconnected. */
-interface PresenceView {
-  changes: Array<{ deviceId: string; role: 'operator' | 'node'; state: 'connected' | 'disconnected'; deviceConnected: boolean }>;
-  truncated: boolean;
 }
 
 /**
@@ -1135,9 +1083,60 @@ function renderDevices(): HTMLElement {
   if (state.tabProblems.devices) panel.append(problemBox(state.tabProblems.devices));
   const nodes = state.paired.filter((d) => d.roles.includes('node'));
   const operators = state.paired.filter((d) => !d.roles.includes('node'));
-  if (state.loaded.list && state.paired.length === 0) panel.append(h('p', { class: 'muted empty' }, 'No paired devices yet.'));
+  const p = state.devicePages;
+  panel.append(
+    h(
+      'form',
+      { class: 'inline', onsubmit: (e) => e.preventDefault() },
+      h('label', { for: 'device-search' }, 'Search'),
+      h('input', {
+        id: 'device-search',
+        value: p.search,
+        maxlength: '64',
+        placeholder: 'name or id starts with…',
+        oninput: (e) => {
+          p.search = (e.target as HTMLInputElement).value;
+          // A new search starts again at its first page, once the typing pauses.
+          window.clearTimeout(p.timer);
+          p.timer = window.setTimeout(() => {
+            p.cursors = [undefined];
+            void showDevicePage(0);
+          }, 200);
+        },
+      }),
+    ),
+  );
+  if (state.loaded.list && state.paired.length === 0) {
+    panel.append(
+      h('p', { class: 'muted empty' }, p.search.trim() ? 'No device matches this search.' : p.index > 0 ? 'No more devices.' : 'No paired devices yet.'),
+    );
+  }
   if (operators.length) panel.append(h('h3', {}, 'Operator devices'), ...operators.map(renderDevice));
   if (nodes.length) panel.append(h('h3', {}, 'Nodes'), ...nodes.map(renderDevice));
+  if (p.index > 0 || p.next) {
+    panel.append(
+      h(
+        'nav',
+        { class: 'pager', 'aria-label': 'device pages' },
+        h('button', { type: 'button', id: 'devices-prev', disabled: p.index === 0, onclick: () => void showDevicePage(p.index - 1) }, 'Previous'),
+        h('span', { id: 'devices-page', class: 'muted' }, ` page ${p.index + 1} `),
+        h(
+          'button',
+          {
+            type: 'button',
+            id: 'devices-next',
+            disabled: !p.next,
+            onclick: () => {
+              if (!p.next) return;
+              p.cursors = [...p.cursors.slice(0, p.index + 1), p.next];
+              void showDevicePage(p.index + 1);
+            },
+          },
+          'Next',
+        ),
+      ),
+    );
+  }
   return panel;
 }
 

@@ -8,7 +8,7 @@
  * - sessionStorage: the role tokens;
  * - memory: the shared secret and any bootstrap token.
  */
-import { type CredentialStore, type GatewayRecord, IndexedDbCredentialStore, type UpdateOptions } from '../../../packages/client/src/browser.js';
+import { type CredentialStore, type GatewayRecord, IndexedDbCredentialStore, type UpdateOptions } from '../../../packages/client/dist/browser.js';
 
 const TOKENS_PREFIX = 'clawgate.tokens.';
 

@@ -7,9 +7,9 @@
  * once both their window and their lockout are over, so a locked key is never forgotten early;
  * the table is bounded by the number of buckets seen within one window or lockout.
  */
-import type { Clock } from '../core/env.js';
-import { type AuthLimiter, type CredentialKind, limiterKey, type RateLimitPolicy } from '../core/ratelimit.js';
-import type { PostgresStore } from './postgres.js';
+import type { Clock } from '../../core/env.js';
+import { type AuthLimiter, type CredentialKind, limiterKey, type RateLimitPolicy } from '../../core/ratelimit.js';
+import type { PostgresStore } from './store.js';
 
 export class PgFailureLimiter implements AuthLimiter {
   private failures = 0;

@@ -5,8 +5,8 @@
  * resync from the store (notifications sent while it was down are gone).
  */
 import pg from 'pg';
-import type { ClusterBus, ClusterEvent, RemoteNode, RemoteNodeDetail } from '../core/cluster.js';
-import type { Logger } from '../core/logger.js';
+import type { ClusterBus, ClusterEvent, RemoteNode, RemoteNodeDetail } from '../../core/cluster.js';
+import type { Logger } from '../../core/logger.js';
 
 export const CLUSTER_CHANNEL = 'clawgate_cluster';
 export const LISTENER_APP_NAME = 'clawgate-listen';

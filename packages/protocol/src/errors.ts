@@ -354,6 +354,12 @@ const entries = {
     close: null,
     next: 'Rotate or revoke a role the device holds (`clawgate devices list` shows them); approve a pairing request to add a role.',
   },
+  SETUP_PROFILE_UNDER_QUORUM: {
+    code: 'FORBIDDEN',
+    message: 'a setup code cannot grant {scopes}: gateway.approvals.quorum needs {required} approvals for it',
+    close: CLOSE.policy,
+    next: 'Mint a code without the scopes under quorum (`clawgate qr --scopes operator.read`); once the device is paired, it asks for the rest and its approvers approve it (`details.scopes` names the scopes).',
+  },
   UNKNOWN_SETUP_ID: {
     code: 'INVALID_REQUEST',
     message: 'unknown setupId: {setupId}',
