@@ -270,14 +270,16 @@ export class NodeHost {
     this.end(1);
   }
 
-  /** Only the refused node token goes; an operator token of the same device is not this host's to drop. */
+  /**
+   * Only the node token goes (the one the client just presented: this host holds the dir's lock,
+   * so nothing else writes it); an operator token of the same device is not this host's to drop.
+   */
   private async dropNodeToken(): Promise<void> {
-    const refused = this.known?.tokens.node?.token;
     await this.opts.store
       .update(
         this.client.target.key,
         (r) => {
-          if (!r?.tokens.node || (refused !== undefined && r.tokens.node.token !== refused)) return r;
+          if (!r?.tokens.node) return r;
           const next: GatewayRecord = { ...r, tokens: { ...r.tokens } };
           delete next.tokens.node;
           return next;
