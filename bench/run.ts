@@ -20,6 +20,7 @@ import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { SEED_BATCH_MAX } from '../src/core/store.js';
 import { clawgateLauncher, floorLauncher, type GatewayKind, LAUNCHERS, type Launcher } from './gateways.js';
 import { ownerCredential } from './harness.js';
 import {
@@ -97,7 +98,7 @@ const USAGE = `usage: npm run bench -- [flags]
   --devices <n>           seed stores with n paired devices (store API, batched) and compare with a 10-device
                           store: cold start, connect median, devices list first page, approval, revocation
   --stores <a,b>          stores for --devices (default sqlite,postgres)
-  --seed-batch <n>        devices per seeding transaction (default 10000)
+  --seed-batch <n>        devices per seeding transaction (default and most 10000)
   --idle <n>              hold n idle device-token connections on one instance (clawgate and the floor), client
                           side over loopback source addresses 127.0.0.2…, with 1,000 operator.read watchers
   --idle-watchers <n>     watcher sessions counting the bytes each connect sends them (default 1000)
@@ -185,6 +186,13 @@ function int(v: unknown, name: string, min: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be a whole number ≥ ${min}, got ${String(v)}`);
+  return n;
+}
+
+/** `--seed-batch`: 1 to the store's SEED_BATCH_MAX, refused here rather than after a long seeding start. */
+function seedBatchOption(v: unknown): number {
+  const n = int(v, 'seed-batch', 1) ?? SEED_BATCH_MAX;
+  if (n > SEED_BATCH_MAX) throw new Error(`--seed-batch must be at most ${SEED_BATCH_MAX}, got ${n}`);
   return n;
 }
 
@@ -292,7 +300,7 @@ function parseConfig(argv: string[]): BenchConfig {
           devices,
           smallDevices: 10,
           stores: stores as StoreKind[],
-          seedBatch: int(values['seed-batch'], 'seed-batch', 1) ?? 10_000,
+          seedBatch: seedBatchOption(values['seed-batch']),
           idle,
           idleWatchers: int(values['idle-watchers'], 'idle-watchers', 0) ?? (tiny ? 5 : 1000),
           perSourceAddress: int(values['per-source'], 'per-source', 1) ?? 20_000,

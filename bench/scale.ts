@@ -1,8 +1,8 @@
 /**
  * The rows that measure clawgate at scale (`npm run bench -- --devices N --idle N --cluster`):
  *
- * - devices: a store seeded with N paired devices through the store API (`importDevicesBulk`,
- *   one transaction per batch), SQLite and PostgreSQL, against the same store with 10 devices:
+ * - devices: a store seeded with N paired devices through the store API (`seedPairedDevices`,
+ *   one transaction and one audit entry per batch), SQLite and PostgreSQL, against the same store with 10 devices:
  *   cold start, device-token connect median/p99, the first page of `device.pair.list`, approval
  *   and revocation latency;
  * - idle: N device-token connections held on one instance (client side spread over several
@@ -15,8 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { ImportedDevice, Store } from '../src/core/store.js';
-import type { BulkDevicesInput } from '../src/store/bulk-devices.js';
+import { SEED_BATCH_MAX, type SeedDevice, type Store } from '../src/core/store.js';
 import { type ClusterResult, clusterRows } from './cluster.js';
 import type { Launcher } from './gateways.js';
 import { type LoadProfile, prepareMode, sequentialLatency, type Target } from './loadgen.js';
@@ -70,7 +69,7 @@ export interface ScaleContext {
 // ------------------------------------------------------------------------------------------
 
 /** A paired filler device: random key (it never connects), an operator grant, a token hash. */
-function fillerDevice(atMs: number, i: number): ImportedDevice {
+function fillerDevice(atMs: number, i: number): SeedDevice {
   const key = randomBytes(32);
   return {
     deviceId: createHash('sha256').update(key).digest('hex'),
@@ -89,18 +88,26 @@ export interface SeedResult {
   devicesPerSecond: number;
 }
 
-/** Insert `n` devices in transactions of `batch` through `importDevicesBulk`. */
+/** Insert `n` devices in transactions of `batch` (at most SEED_BATCH_MAX) through `seedPairedDevices`. */
 export async function seedDevices(store: Store, n: number, batch: number, log: (msg: string) => void): Promise<SeedResult> {
-  if (!store.importDevicesBulk) throw new Error(`the ${store.constructor.name} has no importDevicesBulk`);
+  if (batch > SEED_BATCH_MAX) throw new Error(`a seeding batch holds at most ${SEED_BATCH_MAX} devices, not ${batch}`);
   const t0 = performance.now();
   const atMs = Date.now();
   let lastLog = t0;
   for (let done = 0; done < n; ) {
     const size = Math.min(batch, n - done);
     const devices = Array.from({ length: size }, (_, k) => fillerDevice(atMs, done + k));
-    const input: BulkDevicesInput = { source: 'bench:seed', devices, atMs, actor: 'owner' };
-    const res = await store.importDevicesBulk(input);
-    if (!res.ok) throw new Error(`seeding refused: ${res.reason} (${res.deviceIds.slice(0, 3).join(', ')})`);
+    const res = await store.seedPairedDevices({
+      devices,
+      audit: {
+        atMs,
+        actor: 'owner',
+        action: 'devices.seeded',
+        subject: devices[0]?.deviceId,
+        data: { source: 'bench:seed', count: size, firstDeviceId: devices[0]?.deviceId, lastDeviceId: devices[size - 1]?.deviceId },
+      },
+    });
+    if (!res.ok) throw new Error(`seeding refused: ${res.reason === 'exists' ? `exists (${res.deviceIds.slice(0, 3).join(', ')})` : res.reason}`);
     done += size;
     if (performance.now() - lastLog > 10_000) {
       lastLog = performance.now();

@@ -136,7 +136,7 @@ export function renderScale(scale: ScaleResult, verdicts: GoalCheck[]): string {
   const out: string[] = [];
   if (scale.devices) {
     const d = scale.devices;
-    out.push(`devices (store seeded through importDevicesBulk; small = ${d.smallDevices}, large = ${d.devices.toLocaleString('en')}):`);
+    out.push(`devices (store seeded through seedPairedDevices; small = ${d.smallDevices}, large = ${d.devices.toLocaleString('en')}):`);
     for (const [kind, r] of Object.entries(d.byStore)) {
       if (!r || 'error' in r) {
         out.push(`  ${kind}: FAILED ${r?.error ?? ''}`);

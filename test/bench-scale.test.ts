@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { SEED_BATCH_MAX } from '../src/core/store.js';
 
 const RUN = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'run.js');
 
@@ -122,4 +123,17 @@ test('bench --rows-only --devices --idle --cluster produces every scale row and 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('bench --seed-batch above the store batch limit is refused before anything starts', async () => {
+  const failure = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    execFile(
+      process.execPath,
+      [RUN, '--tiny', '--rows-only', '--devices', '20', '--seed-batch', String(SEED_BATCH_MAX + 1)],
+      { timeout: 60_000 },
+      (err, _so, se) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stderr: se }),
+    );
+  });
+  assert.notEqual(failure.code, 0);
+  assert.match(failure.stderr, new RegExp(`--seed-batch must be at most ${SEED_BATCH_MAX}`));
 });

@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -19,6 +20,7 @@ import { parseControlRequest } from '../src/companion/control.js';
 import { SideLifecycle } from '../src/companion/lifecycle.js';
 import { parseSshTarget, SshForward } from '../src/companion/ssh.js';
 import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { readNodeCredentials } from './helpers/node-state.js';
 import { STRICT } from './helpers/strict.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -572,6 +574,9 @@ describe('clawgate companion run: one device, operator and node side by side', (
     const [, deviceId] = await old.waitFor(/^paired: device ([0-9a-f]{64}) holds a node \+ operator token/);
     await old.waitFor(/^connected to /);
     assert.equal(await old.stop(), 0);
+    // What an older `clawgate node run` left: its own credentials.json and no SDK store.
+    writeFileSync(join(legacy, 'credentials.json'), JSON.stringify(readNodeCredentials(legacy)), { mode: 0o600 });
+    removeDir(join(legacy, 'client'));
     const legacyCreds = readFileSync(join(legacy, 'credentials.json'), 'utf8');
     const c = companion(['--state-dir', legacy]);
     await c.waitFor(new RegExp(`^read the node host state in .* \\(device ${deviceId}; tokens: (operator, node|node, operator)\\)`));
@@ -744,6 +749,31 @@ describe('clawgate companion run: one device, operator and node side by side', (
 });
 
 describe('companion input checks', () => {
+  test('node side: an HTTP 403 on the WebSocket upgrade pauses it with the reason instead of retrying for ever', async (t) => {
+    const server = createHttpServer((_req, res) => res.end());
+    server.on('upgrade', (_req, socket) => {
+      socket.on('error', () => {});
+      const body = '{"error":{"type":"proxy_attribution_required"}}';
+      socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const dir = mkdtempSync(join(tmpdir(), 'clawgate-companion-403-'));
+    const tokenFile = join(dir, 'token.txt');
+    writeFileSync(tokenFile, 'cgs_anything', { mode: 0o600 });
+    const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const c = new Proc(
+      spawn(process.execPath, [BIN, 'companion', 'run', '--url', url, '--token-file', tokenFile, '--state-dir', dir, '--no-operator'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, CLAWGATE_SETUP_CODE: '' },
+      }),
+    );
+    t.after(async () => {
+      await c.stop();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      removeDir(dir);
+    });
+    await c.waitFor(/^node: paused \(upgrade-refused\): the gateway refused the WebSocket upgrade at \S+: .*proxy_attribution_required/);
+  });
   test('--ssh targets: user@host[:port] and bracketed IPv6 parse; anything ssh could read as an option is refused', () => {
     assert.deepEqual(parseSshTarget('me@gw.example.com'), { user: 'me', host: 'gw.example.com', port: 22 });
     assert.deepEqual(parseSshTarget('me@10.0.0.5:2222'), { user: 'me', host: '10.0.0.5', port: 2222 });

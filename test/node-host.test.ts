@@ -26,6 +26,7 @@ import { ALLOWLIST_FILE, type ExecPolicyMode, ensureAllowlistFile } from '../src
 import { jitteredDelayMs, MAX_CONCURRENT_INVOKES } from '../src/node-host/host.js';
 import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { asOwner, cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { nodeRecord, readNodeCredentials } from './helpers/node-state.js';
 import { openclawJson, openclawPaths } from './helpers/openclaw.js';
 import { STRICT, skipOrFail } from './helpers/strict.js';
 
@@ -354,11 +355,10 @@ describe('clawgate node run from another network address (netns, else a trusted 
     await n.waitFor(/^paired: device [0-9a-f]{64} holds a node token/);
     await n.waitFor(/^connected to ws:\/\/\S+ as node "lab-node"/);
 
-    const credsPath = join(stateDir, 'credentials.json');
-    assert.equal(modeOf(credsPath), 0o600);
+    assert.equal(modeOf(nodeRecord(stateDir)?.file as string), 0o600);
     assert.equal(modeOf(join(stateDir, 'identity.json')), 0o600);
     assert.equal(modeOf(join(stateDir, ALLOWLIST_FILE)), 0o600);
-    const creds = readJson<StoredCredentials>(credsPath);
+    const creds = readNodeCredentials(stateDir) as StoredCredentials;
     assert.match(creds.tokens.node?.deviceToken ?? '', /^cgd1_/);
     assert.equal(creds.gatewayUrl, nodeUrl());
 
@@ -393,7 +393,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
     await first.waitFor(/^connecting to ws:\/\/\S+ as node [0-9a-f]{64} \(setup code\)$/);
     await first.waitFor(/^paired: device [0-9a-f]{64} holds a node token/);
     await first.waitFor(/^connected to /);
-    const creds = readJson<StoredCredentials>(join(stateDir, 'credentials.json'));
+    const creds = readNodeCredentials(stateDir) as StoredCredentials;
     assert.equal(creds.bootstrap, undefined, 'the setup code is gone once the token is stored');
     assert.match(creds.tokens.node?.deviceToken ?? '', /^cgd1_/);
     assert.equal(await first.stop(), 0);
@@ -579,14 +579,13 @@ describe('clawgate node run from another network address (netns, else a trusted 
     const n = node(['--pair', code, '--state-dir', stateDir]);
     await n.waitFor(/^connect failed: gateway unreachable; retrying in \d+ ms$/);
     await n.waitFor(/^connect failed: gateway unreachable; retrying in \d+ ms$/);
-    const credsPath = join(stateDir, 'credentials.json');
-    assert.equal(modeOf(credsPath), 0o600);
-    assert.ok(readJson<StoredCredentials>(credsPath).bootstrap?.bootstrapToken, 'the setup code is on disk while unredeemed');
+    assert.equal(modeOf(nodeRecord(stateDir)?.file as string), 0o600);
+    assert.ok(readNodeCredentials(stateDir)?.bootstrap?.bootstrapToken, 'the setup code is on disk while unredeemed');
 
     tg = await tg.restart();
     await n.waitFor(/^paired: device /);
     await n.waitFor(/^connected to /);
-    const creds = readJson<StoredCredentials>(credsPath);
+    const creds = readNodeCredentials(stateDir) as StoredCredentials;
     assert.equal(creds.bootstrap, undefined);
     assert.match(creds.tokens.node?.deviceToken ?? '', /^cgd1_/);
     assert.equal(await n.stop(), 0);
@@ -611,7 +610,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
       const stateDir = tmp('node-tls');
       const n = node(['--pair', minted.setupCode, '--state-dir', stateDir, '--name', 'tls-node']);
       await n.waitFor(/^connected to wss:\/\//);
-      assert.equal(readJson<{ tlsFingerprint?: string }>(join(stateDir, 'credentials.json')).tlsFingerprint, fingerprint);
+      assert.equal(readNodeCredentials(stateDir)?.tlsFingerprint, fingerprint);
       assert.equal(await n.stop(), 0);
 
       const other = ensureSelfSignedCert(tmp('other-cert'));
@@ -658,7 +657,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
     assert.equal(revoked.code, 0, revoked.stderr);
     assert.equal(await n.exited, 1);
     assert.match(n.errLines.join('\n'), /refused this node's device token .* pair again: `clawgate node run --code-file <setup-code-file>`/);
-    assert.equal(readJson<StoredCredentials>(join(stateDir, 'credentials.json')).tokens.node, undefined, 'the dead token is forgotten');
+    assert.equal(readNodeCredentials(stateDir)?.tokens.node, undefined, 'the dead token is forgotten');
   });
 
   test('rotation by an operator: a setup-code node gets the new token pushed on its live socket, stores it, reconnects by itself and keeps serving; the old token is refused', async () => {
@@ -668,7 +667,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
     const nodeId = readJson<{ deviceId: string }>(join(stateDir, 'identity.json')).deviceId;
     assert.equal((await cli(tg, 'nodes', 'approve', await pendingSurface(nodeId))).code, 0);
     await n.waitFor(/^command surface approved/);
-    const before = readJson<StoredCredentials>(join(stateDir, 'credentials.json'));
+    const before = readNodeCredentials(stateDir) as StoredCredentials;
     const oldToken = before.tokens.node?.deviceToken as string;
     assert.match(oldToken, /^cgd1_/);
     assert.equal(before.bootstrap, undefined, 'the setup code is spent: the node token is its only credential');
@@ -684,7 +683,7 @@ describe('clawgate node run from another network address (netns, else a trusted 
     await n.waitFor(/^disconnected from \S+ \(4001 device token rotated\); reconnecting$/);
     await n.waitFor(/^connecting to .* \(device-token\)$/);
     await n.waitFor(/^connected to /);
-    const newToken = readJson<StoredCredentials>(join(stateDir, 'credentials.json')).tokens.node?.deviceToken as string;
+    const newToken = readNodeCredentials(stateDir)?.tokens.node?.deviceToken as string;
     assert.match(newToken, /^cgd1_/);
     assert.notEqual(newToken, oldToken);
     assert.equal(n.child.exitCode, null, 'no restart');
@@ -797,6 +796,7 @@ describe('clawgate node run: command line', () => {
     assert.equal(r.code, 1);
     assert.match(r.p.errLines.join('\n'), /setup code: setup code has expired/);
     assert.equal(existsSync(join(dir, 'credentials.json')), false);
+    assert.equal(readNodeCredentials(dir), null);
   });
 
   test('one node host per state dir: a second is refused naming the first; a lock left by a dead process is taken over', async () => {
@@ -852,7 +852,7 @@ describe('clawgate node run against a scripted gateway (retry hints, silence, re
   };
 
   /** A WebSocket server that challenges, then answers the n-th connect with `answer(n)`. */
-  async function scripted(answer: (n: number, ws: WebSocket) => void): Promise<string> {
+  async function scripted(answer: (n: number, ws: WebSocket, connectId: string) => void): Promise<string> {
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
     await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
     closers.push(
@@ -868,21 +868,23 @@ describe('clawgate node run against a scripted gateway (retry hints, silence, re
       ws.on('error', () => {});
       ws.send(JSON.stringify({ type: 'event', event: 'connect.challenge', payload: { nonce: `nonce-${index}`, ts: Date.now() } }));
       ws.on('message', (data) => {
-        const frame = JSON.parse(data.toString()) as { method?: string };
-        if (frame.method === 'connect') answer(index, ws);
+        const frame = JSON.parse(data.toString()) as { method?: string; id?: string };
+        // A gateway answers the connect under the id the client gave it.
+        if (frame.method === 'connect') answer(index, ws, String(frame.id));
       });
     });
     return `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`;
   }
 
-  const refuse = (ws: WebSocket, error: Record<string, unknown>) => {
-    ws.send(JSON.stringify({ type: 'res', id: 'connect', ok: false, error }));
+  const refuse = (ws: WebSocket, connectId: string, error: Record<string, unknown>) => {
+    ws.send(JSON.stringify({ type: 'res', id: connectId, ok: false, error }));
     ws.close(1008, String(error.message));
   };
 
   test('honours retryAfterMs, drops a connection that goes silent for two tick intervals, and stops on pauseReconnect', async () => {
-    const url = await scripted((n, ws) => {
-      if (n === 1) refuse(ws, { code: 'UNAVAILABLE', message: 'gateway starting', retryable: true, retryAfterMs: 1234, details: { code: 'STARTING' } });
+    const url = await scripted((n, ws, connectId) => {
+      if (n === 1)
+        refuse(ws, connectId, { code: 'UNAVAILABLE', message: 'gateway starting', retryable: true, retryAfterMs: 1234, details: { code: 'STARTING' } });
       else if (n === 2) {
         const hello = {
           type: 'hello-ok',
@@ -892,10 +894,10 @@ describe('clawgate node run against a scripted gateway (retry hints, silence, re
           auth: { role: 'node', scopes: [], method: 'token' },
           policy: { tickIntervalMs: 1000, maxPayload: 1 << 20 },
         };
-        ws.send(JSON.stringify({ type: 'res', id: 'connect', ok: true, payload: hello }));
+        ws.send(JSON.stringify({ type: 'res', id: connectId, ok: true, payload: hello }));
         // …and then nothing at all: no tick, no answer.
       } else {
-        refuse(ws, {
+        refuse(ws, connectId, {
           code: 'INVALID_REQUEST',
           message: 'unauthorized: policy says stop',
           details: { code: 'SCRIPTED_STOP', pauseReconnect: true, nextStep: 'Ask the operator.' },
@@ -913,9 +915,9 @@ describe('clawgate node run against a scripted gateway (retry hints, silence, re
 
   test('--gateway-key: a gateway that does not sign its challenge gets no connect (no token) and the run ends with exit 1', async () => {
     let connects = 0;
-    const url = await scripted((_n, ws) => {
+    const url = await scripted((_n, ws, connectId) => {
       connects++;
-      refuse(ws, { code: 'INVALID_REQUEST', message: 'should never see this', details: { code: 'PROTOCOL_MISMATCH' } });
+      refuse(ws, connectId, { code: 'INVALID_REQUEST', message: 'should never see this', details: { code: 'PROTOCOL_MISMATCH' } });
     });
     const pinned = 'ab'.repeat(32);
     const n = nodeRun(['--url', url, '--token', 'cgs_secret-not-for-you', '--gateway-key', pinned.toUpperCase(), '--state-dir', tmp()]);
@@ -936,7 +938,7 @@ describe('clawgate node run against a scripted gateway (retry hints, silence, re
       error?: { code: string; message: string; details?: { code?: string } };
     }> = [];
     let gatewaySide: WebSocket | null = null;
-    const url = await scripted((_n, ws) => {
+    const url = await scripted((_n, ws, connectId) => {
       gatewaySide = ws;
       const hello = {
         type: 'hello-ok',
@@ -946,7 +948,7 @@ describe('clawgate node run against a scripted gateway (retry hints, silence, re
         auth: { role: 'node', scopes: [], method: 'token' },
         policy: { tickIntervalMs: 30_000, maxPayload: 1 << 20 },
       };
-      ws.send(JSON.stringify({ type: 'res', id: 'connect', ok: true, payload: hello }));
+      ws.send(JSON.stringify({ type: 'res', id: connectId, ok: true, payload: hello }));
       ws.on('message', (data) => {
         const f = JSON.parse(data.toString()) as { id: string; method: string; params: (typeof results)[number] };
         if (f.method !== 'node.invoke.result') return;

@@ -2260,9 +2260,56 @@ function devicePageContract(withStore: (fn: (store: Store) => Promise<void>) => 
         assert.deepEqual(await store.seedPairedDevices({ devices: [], audit: audit('devices.seeded') }), { ok: false, reason: 'bad-batch' });
         const huge = Array.from({ length: SEED_BATCH_MAX + 1 }, (_, i) => seedDevice(`h-${i}`, T0));
         assert.deepEqual(await store.seedPairedDevices({ devices: huge, audit: audit('devices.seeded') }), { ok: false, reason: 'bad-batch' });
+        // Every offending id at once, each once, in batch order: held ones and repeated ones.
+        const both = await store.seedPairedDevices({
+          devices: [seedDevice('s-4', T0), seedDevice('s-1', T0), seedDevice('s-5', T0), seedDevice('s-4', T0), seedDevice('s-4', T0)],
+          audit: audit('devices.seeded'),
+        });
+        assert.deepEqual(both, { ok: false, reason: 'exists', deviceIds: ['s-1', 's-4'] });
         assert.equal(await store.getDevice('s-2'), null, 'nothing of a refused batch is written');
         assert.equal(await store.getDevice('s-3'), null);
+        assert.equal(await store.getDevice('s-5'), null);
+        assert.equal(await store.getToken('tok-s-2'), null, 'nor its tokens');
+        assert.deepEqual(await store.listGrants('s-5'), [], 'nor its grants');
         assert.equal(await auditCount(store), count);
+      }),
+    );
+
+    test(
+      'a largest batch, not a multiple of the rows one statement holds, is written whole with a valid audit chain',
+      withStore(async (store) => {
+        // SEED_BATCH_MAX devices with a remainder: several full multi-row statements and one
+        // shorter one per table; devices with no token and with two grants shift the table sizes.
+        const many = Array.from({ length: SEED_BATCH_MAX - 7 }, (_, i) =>
+          seedDevice(`m-${String(i).padStart(5, '0')}`, T0 + i, {
+            ...(i % 3 === 0 ? { tokens: [] } : {}),
+            ...(i % 5 === 0
+              ? {
+                  grants: [
+                    { role: 'operator' as Role, scopes: [READ], approvedAtMs: T0, approvedVia: 'manual' as const },
+                    { role: 'node' as Role, scopes: [], approvedAtMs: T0, approvedVia: 'manual' as const },
+                  ],
+                }
+              : {}),
+          }),
+        );
+        await seed(store, many);
+        await seed(store, [seedDevice('after', T0 + SEED_BATCH_MAX)]);
+        assert.equal((await store.listDevices()).length, many.length + 1);
+        const last = many[many.length - 1] as SeedDevice;
+        assert.equal((await store.getDevice(last.deviceId))?.displayName, `name of ${last.deviceId}`);
+        assert.equal((await store.getToken(`tok-${last.deviceId}`))?.deviceId, last.deviceId);
+        assert.equal(await store.getToken('tok-m-00000'), null, 'a device seeded without tokens has none');
+        assert.deepEqual((await store.listGrants('m-00005')).map((g) => [g.role, g.epoch]).sort(), [
+          ['node', 1],
+          ['operator', 1],
+        ]);
+        const log = await store.listAudit();
+        assert.deepEqual(
+          log.filter((e) => e.action === 'devices.seeded').map((e) => e.data?.count),
+          [many.length, 1],
+        );
+        assert.equal(verifyAuditChain(log), null);
       }),
     );
   });

@@ -5,16 +5,19 @@
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import type { GatewayRecord } from '@clawgate/client';
+import { nodePlatform, normalizeGatewayUrl } from '@clawgate/client';
 import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
 import { normalizeGatewayKeyFingerprint } from '@clawgate/protocol/gateway-proof';
 import { decodeSetupCode } from '@clawgate/protocol/setup-code';
 import { printableLines } from '@clawgate/protocol/text';
-import { hasNodeHostState } from '../companion/migrate.js';
+import { hasNodeHostState, migrateNodeHostState } from '../companion/migrate.js';
 import { systemClock, systemRandom } from '../core/env.js';
 import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
 import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
 import { NodeHost } from '../node-host/host.js';
 import { NodeState, resolveNodeStateDir } from '../node-host/state.js';
+import { clientStore } from './client-store.js';
 import { readSecretEnv, readSecretFlag, readSetupCode, SECRET_FLAGS, SETUP_CODE_FLAGS } from './secret-input.js';
 import { parse, UsageError } from './usage.js';
 
@@ -131,9 +134,24 @@ async function runWithState(state: NodeState, values: Record<string, unknown>, s
   const allowlist = ensureAllowlistFile(state.dir);
   if (allowlist.created) out(`created ${allowlist.path} with a default exec allowlist; edit it to allow more commands`);
 
-  let creds = state.readCredentials();
+  // The SDK store under <state-dir>/client/ is where this node's credentials live; the state dir's
+  // own credentials.json (from older versions) is copied in once and left as it was.
+  const store = clientStore(state.dir);
+  await migrateNodeHostState(state.dir, store, systemClock.now());
+  const creds = state.readCredentials();
+  let urls: string[] = creds.bootstrap?.urls ?? (creds.gatewayUrl ? [creds.gatewayUrl] : []);
+  let stored = urls[0] !== undefined && isGatewayUrl(urls[0]) ? await store.load(normalizeGatewayUrl(urls[0]).key) : null;
+  if (!stored) {
+    // Paired by this version: the store alone names the gateway (one record per node state dir).
+    const mine = store.scan().records.filter((r) => r.deviceId === identity.deviceId);
+    if (mine.length === 1 && mine[0]) {
+      stored = mine[0];
+      urls = [stored.url];
+    }
+  }
+  let code: { bootstrapToken: string; expiresAtMs?: number; tlsFingerprint?: string; gatewayKey?: string } | null = null;
   if (setupCode !== undefined) {
-    if (creds.tokens.node) {
+    if (stored?.tokens.node) {
       // Restarting with the same code (a service unit, say) must not burn or need a fresh code.
       out(`already paired (node token in ${state.dir}); ignoring the setup code`);
     } else {
@@ -143,30 +161,28 @@ async function runWithState(state: NodeState, values: Record<string, unknown>, s
         return 1;
       }
       const p = decoded.payload;
-      const urls = [p.url, ...(p.urls ?? []).filter((u) => u !== p.url)];
-      // Remote gateways: a code from a gateway serving its own certificate pins it.
-      if (p.tlsFingerprint) state.saveTlsFingerprint(normalizeFingerprint(p.tlsFingerprint) as string);
-      // The code names the gateway's identity key: from now on nothing is sent to a server that cannot prove it.
-      state.saveBootstrap({ bootstrapToken: p.bootstrapToken, urls, expiresAtMs: p.expiresAtMs }, p.gatewayKey);
-      creds = state.readCredentials();
+      urls = [p.url, ...(p.urls ?? []).filter((u) => u !== p.url)];
+      code = {
+        bootstrapToken: p.bootstrapToken,
+        ...(p.expiresAtMs ? { expiresAtMs: p.expiresAtMs } : {}),
+        // Remote gateways: a code from a gateway serving its own certificate pins it.
+        ...(p.tlsFingerprint ? { tlsFingerprint: normalizeFingerprint(p.tlsFingerprint) as string } : {}),
+        // The code names the gateway's identity key: from now on nothing is sent to a server that cannot prove it.
+        ...(p.gatewayKey ? { gatewayKey: p.gatewayKey } : {}),
+      };
     }
   }
-  const urls = values.url !== undefined ? [values.url as string] : (creds.bootstrap?.urls ?? (creds.gatewayUrl ? [creds.gatewayUrl] : []));
+  if (values.url !== undefined) urls = [values.url as string];
   if (urls.length === 0)
     throw new UsageError(
       'no gateway to connect to: pass --url <ws-url> (with --token-file) or a setup code (--code-file <path>, --code-stdin or CLAWGATE_SETUP_CODE)',
     );
   for (const u of urls) {
-    if (!/^wss?:\/\//i.test(u)) throw new UsageError(`gateway URL must start with ws:// or wss://, got ${u}`);
+    if (!isGatewayUrl(u)) throw new UsageError(`gateway URL must start with ws:// or wss://, got ${u}`);
   }
   const pinText = values['tls-fingerprint'] as string | undefined;
-  const tlsFingerprint = pinText !== undefined ? normalizeFingerprint(pinText) : (creds.tlsFingerprint ?? null);
-  if (pinText !== undefined && !tlsFingerprint) throw new UsageError(`--tls-fingerprint must be a SHA-256 fingerprint (64 hex digits), got ${pinText}`);
-  if (tlsFingerprint) {
-    const plain = urls.find((u) => !/^wss:\/\//i.test(u));
-    if (plain) throw new UsageError(`a TLS fingerprint is pinned but ${plain} is not a wss:// URL; refusing to connect without TLS`);
-  }
-
+  const pinFlag = pinText !== undefined ? normalizeFingerprint(pinText) : null;
+  if (pinText !== undefined && !pinFlag) throw new UsageError(`--tls-fingerprint must be a SHA-256 fingerprint (64 hex digits), got ${pinText}`);
   const keyText = values['gateway-key'] as string | undefined;
   const gatewayKey = keyText !== undefined ? normalizeGatewayKeyFingerprint(keyText) : null;
   if (keyText !== undefined && !gatewayKey)
@@ -174,19 +190,61 @@ async function runWithState(state: NodeState, values: Record<string, unknown>, s
       `--gateway-key must be the SHA-256 fingerprint of the gateway key (64 hex digits, \`clawgate qr\` on the gateway host shows it), got ${keyText}`,
     );
 
+  const target = normalizeGatewayUrl(urls[0] as string);
+  const privateKeyPem = state.loadIdentityIfPresent()?.privateKeyPem as string;
+  const nowMs = systemClock.now();
+  const record = await store.update(
+    target.key,
+    (cur) => {
+      const next: GatewayRecord = cur
+        ? { ...cur, tokens: { ...cur.tokens } }
+        : {
+            version: 1,
+            key: target.key,
+            url: target.url,
+            deviceId: identity.deviceId,
+            identity: { alg: 'ed25519', privateKeyPem },
+            tokens: {},
+            createdAtMs: nowMs,
+            ...(creds.tlsFingerprint ? { tlsFingerprint: creds.tlsFingerprint } : {}),
+            ...(creds.gatewayKey ? { gatewayKey: creds.gatewayKey } : {}),
+          };
+      if (code) {
+        next.bootstrap = { token: code.bootstrapToken, setAtMs: nowMs, ...(code.expiresAtMs ? { expiresAtMs: code.expiresAtMs } : {}) };
+        if (code.tlsFingerprint) next.tlsFingerprint = code.tlsFingerprint;
+        if (code.gatewayKey) next.gatewayKey = code.gatewayKey;
+      }
+      // The flags pin for this run and every later one: the record is what each reconnect checks.
+      if (pinFlag) next.tlsFingerprint = pinFlag;
+      if (gatewayKey) next.gatewayKey = gatewayKey;
+      return next;
+    },
+    { label: 'node-run-prepare' },
+  );
+  if (record?.deviceId !== identity.deviceId) {
+    err(
+      `${state.dir} holds a credential record for ${target.url} of another device (${record?.deviceId}); move ${join(state.dir, 'client')} away to start over`,
+    );
+    return 1;
+  }
+  if (record.tlsFingerprint) {
+    const plain = urls.find((u) => !/^wss:\/\//i.test(u));
+    if (plain) throw new UsageError(`a TLS fingerprint is pinned but ${plain} is not a wss:// URL; refusing to connect without TLS`);
+  }
+
   const host = new NodeHost({
     state,
-    identity,
+    deviceId: identity.deviceId,
     instanceId,
     urls,
     sharedToken,
     password,
-    ...(tlsFingerprint ? { tlsFingerprint } : {}),
-    ...(gatewayKey ? { gatewayKey } : {}),
     displayName: (values.name as string | undefined) ?? hostname(),
     commands,
     execPolicy,
     allowlistPath: allowlist.path,
+    store,
+    platform: nodePlatform(),
     clock: systemClock,
     random: systemRandom,
     env: process.env,
@@ -202,6 +260,10 @@ async function runWithState(state: NodeState, values: Record<string, unknown>, s
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
   }
+}
+
+function isGatewayUrl(u: string): boolean {
+  return /^wss?:\/\//i.test(u);
 }
 
 /** How many gateway records `clawgate pair` / the companion stored under `<dir>/client/` (0 when none). */

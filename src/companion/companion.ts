@@ -130,7 +130,9 @@ export class Companion {
       store: this.opts.store,
       platform: this.opts.platform,
       client,
-      ...(side === 'node' ? { caps: ['system'], commands: this.opts.node.commands } : {}),
+      // Node side as `clawgate node run` always behaved: a silent approval wait is a dead path, and a
+      // proxy refusing the upgrade (HTTP 4xx) is not something an unchanged retry fixes.
+      ...(side === 'node' ? { caps: ['system'], commands: this.opts.node.commands, approvalSilenceMs: 90_000, upgradeRefusal: 'pause' as const } : {}),
       // The bootstrap token is kept until every side this companion runs holds a durable token.
       bootstrapRoles: this.enabledRoles(),
       ...(this.opts.backoff ? { backoff: this.opts.backoff } : {}),

@@ -135,8 +135,11 @@ export const DEVICE_PAGE_MAX = 500;
 export const DEVICE_SEARCH_MAX_CHARS = 64;
 /** Devices per page when a client pages without naming a limit. */
 export const DEVICE_PAGE_DEFAULT = 100;
-/** Most devices one seed batch may hold. */
-export const SEED_BATCH_MAX = 1000;
+/**
+ * Most devices one `seedPairedDevices` batch may hold: one transaction each, so a batch this size
+ * holds the write lock for well under a second on SQLite, and the bench's seeding batch fits.
+ */
+export const SEED_BATCH_MAX = 10_000;
 
 export interface DevicePageQuery {
   /** 1 to DEVICE_PAGE_MAX. */
@@ -538,15 +541,13 @@ export interface DeviceStore {
  */
 export interface DeviceSeedStore {
   /**
-   * Insert a batch of new, already approved devices with their grants and token hashes. A batch
-   * naming a device id already stored (or twice) is refused whole and nothing is written.
+   * Insert a batch of 1 to SEED_BATCH_MAX new, already approved devices with their grants and
+   * token hashes, in one transaction with the batch's one audit entry, with multi-row statements
+   * (src/store/seed-devices.ts). A batch naming a device id already stored, or one id twice, is
+   * refused whole (`exists`, every offending id once) and nothing is written; an empty or
+   * oversized batch is `bad-batch`. Never merges (that is `importDevices`).
    */
   seedPairedDevices(input: SeedDevicesInput): Promise<SeedDevicesResult>;
-  /**
-   * Insert many NEW devices (grants, token hashes) in one transaction per call, with one audit
-   * entry for the batch (src/store/bulk-devices.ts): what the bench seeds a million-device store with.
-   */
-  importDevicesBulk?(input: import('../store/bulk-devices.js').BulkDevicesInput): Promise<import('../store/bulk-devices.js').BulkDevicesResult>;
 }
 
 /** Setup codes: minted, redeemed (enrolling a device in one transaction), failed, revoked. */

@@ -70,14 +70,6 @@ export function seedBatchProblem(devices: readonly SeedDevice[]): 'bad-batch' | 
   return null;
 }
 
-/** Ids named more than once in one batch. */
-export function duplicateIds(devices: readonly SeedDevice[]): string[] {
-  const seen = new Set<string>();
-  const dup = new Set<string>();
-  for (const d of devices) (seen.has(d.deviceId) ? dup : seen).add(d.deviceId);
-  return [...dup];
-}
-
 /** The page search of the stores, for one device in hand (same rule as their SQL). */
 export function deviceMatchesSearch(d: Pick<DeviceRecord, 'deviceId' | 'label' | 'displayName'>, search: string | undefined): boolean {
   if (!search) return true;

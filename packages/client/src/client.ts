@@ -41,6 +41,8 @@ export type ClientState =
       credential: CredentialKind | null;
       /** Set while waiting out a backoff delay. */
       retryAtMs?: number;
+      /** The gateway's own `retryAfterMs` hint for this wait, when it gave one. */
+      retryAfterMs?: number;
       lastError?: { code: string; message: string };
     }
   | {
@@ -601,7 +603,14 @@ export class GatewayClient {
     this.failPending(new ClientError('CONNECTION_LOST', lastError.message));
     const delay = exactDelayMs ?? Math.max(retryAfterMs ?? 0, this.backoffDelayMs(this.failures));
     this.failures++;
-    this.setState({ status: 'connecting', attempt: this.failures, credential, retryAtMs: this.now() + delay, lastError });
+    this.setState({
+      status: 'connecting',
+      attempt: this.failures,
+      credential,
+      retryAtMs: this.now() + delay,
+      ...(retryAfterMs !== undefined && exactDelayMs === undefined ? { retryAfterMs } : {}),
+      lastError,
+    });
     this.retryTimer = setTimeout(() => {
       if (this.isCurrent(waitGen)) this.beginAttempt();
     }, delay);
