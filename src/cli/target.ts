@@ -56,7 +56,7 @@ export function resolveTarget(values: Record<string, unknown>): Target {
   } else key = readGatewayKeyFingerprint(stateDir);
   // A shared secret may still go to a gateway on this host whose key nobody recorded (an SSH
   // tunnel's local end); to any other host it goes only after the server proved a known key. The
-  // owner credential always needs a proven key (connectGateway refuses without one).
+  // owner credential always needs a proven key (the session refuses to prove it to an unproven server).
   if (key === null && owner === undefined && audienceOf(url)?.includes('://loopback:')) key = undefined;
   // The running gateway's own certificate is pinned automatically when we talk to it by the URL it recorded.
   const fpText = (values['tls-fingerprint'] as string | undefined) ?? process.env.CLAWGATE_TLS_FINGERPRINT;

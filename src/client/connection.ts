@@ -1,7 +1,8 @@
 /**
- * A single raw authenticated connection to a gateway (Node), for the tests, the benchmark and the
- * node host: every option of the handshake is exposed, including ones no real client should use.
- * The CLI runs on the SDK's GatewayClient (src/cli/gateway-session.ts) instead.
+ * A single raw authenticated connection to a gateway (Node), for the tests and the benchmark: every
+ * option of the handshake is exposed, including ones no real client should use. No product command
+ * connects through it: the CLI, the node host and the companion run on the SDK's GatewayClient; the
+ * node host's state dir still reads its device identity with the helpers here.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
