@@ -19,11 +19,11 @@ import { askControl, type ControlRequest, listenControl } from '../companion/con
 import { hasNodeHostState, migrateNodeHostState } from '../companion/migrate.js';
 import { parseSshTarget, SshForward, type SshTarget } from '../companion/ssh.js';
 import { systemClock } from '../core/env.js';
-import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
-import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
+import { type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
 import { writeFileDurably } from '../platform/durable-file.js';
 import { crashHook } from './client-store.js';
 import { CONFIG_FILE, type CompanionPaths, companionPaths, companionStatus, offlineStatus, pickUrl, readConfig, STATUS_FILE } from './companion-state.js';
+import { nodeCommandFlags } from './node-flags.js';
 import { readSecret, readSetupCode, SETUP_CODE_FLAGS } from './secret-input.js';
 import { resolveStateDir } from './state.js';
 import { parse, UsageError } from './usage.js';
@@ -95,14 +95,7 @@ async function run(args: string[]): Promise<number> {
   } else if (values['ssh-identity'] !== undefined) throw new UsageError('--ssh-identity needs --ssh');
   const sides = { operator: values['no-operator'] !== true, node: values['no-node'] !== true };
   if (!sides.operator && !sides.node) throw new UsageError('--no-node and --no-operator together leave nothing to run');
-  const execPolicy = ((values['exec-policy'] as string | undefined) ?? 'allowlist') as ExecPolicyMode;
-  if (!EXEC_POLICIES.includes(execPolicy)) throw new UsageError(`--exec-policy must be one of ${EXEC_POLICIES.join(', ')}, got ${execPolicy}`);
-  const commands = ((values.commands as string | undefined) ?? SUPPORTED_COMMANDS.join(','))
-    .split(',')
-    .map((c) => c.trim())
-    .filter(Boolean);
-  const unknown = commands.filter((c) => !(SUPPORTED_COMMANDS as readonly string[]).includes(c));
-  if (unknown.length > 0) throw new UsageError(`--commands: the companion implements ${SUPPORTED_COMMANDS.join(', ')}; not ${unknown.join(', ')}`);
+  const { execPolicy, commands } = nodeCommandFlags(values, 'the companion');
   // Secrets: the code from a file, stdin or the environment (--pair on argv warns); the token never from argv silently.
   const code = readPairSource(values);
   const token = readSecret(values, 'token', [TOKEN_ENV])?.value;

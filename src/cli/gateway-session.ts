@@ -36,7 +36,7 @@ import { clientStore } from './client-store.js';
 import { field } from './common.js';
 import { CliFailure, explainNetworkMessage, explainTransport, type StartHint } from './connect-errors.js';
 import { resolveStateDir } from './state.js';
-import { commandHint, resolveTarget } from './target.js';
+import { commandHint, resolveTarget, type Target } from './target.js';
 import { UsageError } from './usage.js';
 
 /** Exit status of a command whose pairing request is filed but not approved yet (`--no-wait`). */
@@ -49,16 +49,8 @@ export interface CliConnection {
   request<T = unknown>(method: string, params?: unknown, timeoutMs?: number): Promise<T>;
 }
 
-/** The resolved target of a command (main.ts resolveTarget). */
-export interface SessionTarget {
-  url: string;
-  token: string | undefined;
-  password: string | undefined;
-  owner: string | undefined;
-  /** The key the server must prove (a fingerprint), null when one is required but none is known, undefined: not checked. */
-  gatewayKey: string | null | undefined;
-  tlsFingerprint: string | undefined;
-}
+/** The resolved target of a command (target.ts resolveTarget). */
+export type SessionTarget = Target;
 
 /** The pairing request is filed and waits for a person; the command stops here (`--no-wait`). */
 export class PendingApproval extends Error {

@@ -13,11 +13,11 @@ import { decodeSetupCode } from '@clawgate/protocol/setup-code';
 import { printableLines } from '@clawgate/protocol/text';
 import { hasNodeHostState, migrateNodeHostState } from '../companion/migrate.js';
 import { systemClock, systemRandom } from '../core/env.js';
-import { SUPPORTED_COMMANDS } from '../node-host/commands.js';
-import { EXEC_POLICIES, type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
+import { type ExecPolicyMode, ensureAllowlistFile } from '../node-host/exec-policy.js';
 import { NodeHost } from '../node-host/host.js';
 import { NodeState, resolveNodeStateDir } from '../node-host/state.js';
 import { clientStore } from './client-store.js';
+import { nodeCommandFlags } from './node-flags.js';
 import { readSecretEnv, readSecretFlag, readSetupCode, SECRET_FLAGS, SETUP_CODE_FLAGS } from './secret-input.js';
 import { parse, UsageError } from './usage.js';
 
@@ -53,14 +53,7 @@ export async function nodeCommand(sub: string | undefined, args: string[]): Prom
     'gateway-key': { type: 'string' },
   });
   if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
-  const execPolicy = ((values['exec-policy'] as string | undefined) ?? 'allowlist') as ExecPolicyMode;
-  if (!EXEC_POLICIES.includes(execPolicy)) throw new UsageError(`--exec-policy must be one of ${EXEC_POLICIES.join(', ')}, got ${execPolicy}`);
-  const commands = ((values.commands as string | undefined) ?? SUPPORTED_COMMANDS.join(','))
-    .split(',')
-    .map((c) => c.trim())
-    .filter(Boolean);
-  const unknown = commands.filter((c) => !(SUPPORTED_COMMANDS as readonly string[]).includes(c));
-  if (unknown.length > 0) throw new UsageError(`--commands: this node host implements ${SUPPORTED_COMMANDS.join(', ')}; not ${unknown.join(', ')}`);
+  const { execPolicy, commands } = nodeCommandFlags(values, 'this node host');
   // Its own variables, not CLAWGATE_TOKEN: a node host must never pick up an operator's (or the owner's) credential.
   const tokenFlag = readSecretFlag(values, 'token', 'CLAWGATE_NODE_TOKEN');
   const passwordFlag = readSecretFlag(values, 'password', 'CLAWGATE_NODE_PASSWORD');
