@@ -21,6 +21,7 @@ import { certFacts, ensureSelfSignedCert } from '../src/server/tls.js';
 import { SqliteStore } from '../src/store/sqlite/store.js';
 import { asOwner, cli, expectRefused, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { NGINX_BIN, type RunningNginx, startBehindNginx } from './helpers/nginx.js';
+import { readNodeCredentials } from './helpers/node-state.js';
 import { openclawEnv, openclawPaths } from './helpers/openclaw.js';
 import { missingFile, skipUnlessPresent } from './helpers/strict.js';
 import { waitFor } from './helpers/wait.js';
@@ -310,7 +311,7 @@ describe('behind a real nginx terminating TLS', { skip: skipUnlessPresent(missin
     const n = new NodeRun(['--pair', minted.setupCode, '--state-dir', stateDir, '--name', 'proxied-node']);
     nodeProcs.push(n);
     await n.waitFor(new RegExp(`^connected to ${publicUrl.replace(/[.[\]/]/g, '\\$&')} as node "proxied-node"`));
-    const creds = JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')) as { tlsFingerprint?: string };
+    const creds = readNodeCredentials(stateDir) ?? assert.fail(`no gateway record in ${stateDir}`);
     assert.equal(creds.tlsFingerprint, pin, 'the pin from the setup code is kept for every later connect');
     const nodeId = (JSON.parse(readFileSync(join(stateDir, 'identity.json'), 'utf8')) as { deviceId: string }).deviceId;
     await approveSurface(nodeId, '127.0.0.1');
@@ -329,7 +330,7 @@ describe('behind a real nginx terminating TLS', { skip: skipUnlessPresent(missin
     assert.equal(await n.exited, 1);
     assert.match(
       n.errLines.join('\n'),
-      /TLS certificate mismatch at wss:\/\/127\.0\.0\.1:\d+\/clawgate: expected SHA-256 (cd){32}, the server presented [0-9a-f]{64}/,
+      /TLS certificate mismatch: the certificate at wss:\/\/127\.0\.0\.1:\d+\/clawgate is not the one this device paired with \(expected SHA-256 (cd){32}, got [0-9a-f]{64}\)[^\n]*nothing was sent/,
     );
   });
 

@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -21,6 +21,7 @@ import { WebSocketServer } from 'ws';
 import { mintCode } from '../helpers/client.js';
 import { fileScope } from '../helpers/file-scope.js';
 import { cli, type TestGateway } from '../helpers/gateway.js';
+import { readNodeCredentials } from '../helpers/node-state.js';
 import { waitFor } from '../helpers/wait.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
@@ -203,7 +204,7 @@ describe('setup codes never need the command line', () => {
     assert.match(cmdline, /node run --code-file/);
     assertNotOnCmdline(cmdline, [c.bootstrapToken, c.setupCode]);
     assert.doesNotMatch(p.err(), /warning/);
-    const creds = JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')) as { tokens: { node?: { deviceToken: string } }; bootstrap?: unknown };
+    const creds = readNodeCredentials(stateDir) ?? assert.fail(`no gateway record in ${stateDir}`);
     assert.ok(creds.tokens.node?.deviceToken, 'the node holds its own device token');
     assert.equal(creds.bootstrap, undefined, 'the spent code is gone from disk');
     p.child.kill('SIGTERM');
@@ -260,7 +261,7 @@ describe('setup codes never need the command line', () => {
     const n = clawgate(['node', 'run', '--code-file', path, '--state-dir', nodeDir]);
     assert.equal(await n.exit, 2, n.out() + n.err());
     assert.match(n.err(), /--code-file: refusing .*: group or others may access it \(mode 0640\)/);
-    assert.equal(existsSync(join(nodeDir, 'credentials.json')) && /bootstrap/.test(readFileSync(join(nodeDir, 'credentials.json'), 'utf8')), false);
+    assert.equal(readNodeCredentials(nodeDir)?.bootstrap, undefined);
     // Still redeemable: nothing reached the gateway.
     chmodSync(path, 0o600);
     const ok = clawgate(['pair', '--code-file', path, '--state-dir', stateDir, '--json']);

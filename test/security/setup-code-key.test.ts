@@ -7,7 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -19,6 +18,7 @@ import { readGatewayKeyFingerprint } from '../../src/server/gateway-key.js';
 import { mintCode } from '../helpers/client.js';
 import { fileScope } from '../helpers/file-scope.js';
 import { cli, TEST_TOKEN } from '../helpers/gateway.js';
+import { readNodeCredentials } from '../helpers/node-state.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 const platform = nodePlatform();
@@ -229,11 +229,11 @@ describe('a squatter on the code URL gets nothing', () => {
       const code = await exitOrLeak(p, s);
       assert.equal(code, 1, p.out());
       assert.match(p.out(), new RegExp(`pinned to gateway key ${c.fingerprint}`));
-      if (mode === 'other-key') assert.match(p.out(), new RegExp(`gateway key ${s.fingerprint} is not the expected ${c.fingerprint}`));
+      if (mode === 'other-key') assert.match(p.out(), new RegExp(`gateway key ${s.fingerprint}, not the expected ${c.fingerprint}`));
       else assert.match(p.out(), /did not prove a gateway identity/);
       assertNothingSent(s, [c.bootstrapToken]);
       // The pin is in the node's state next to the unspent code.
-      const creds = JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')) as { gatewayKey?: string; bootstrap?: unknown };
+      const creds = readNodeCredentials(stateDir) ?? assert.fail(`no gateway record in ${stateDir}`);
       assert.equal(creds.gatewayKey, c.fingerprint);
       assert.ok(creds.bootstrap);
     });
@@ -287,7 +287,7 @@ describe('after pairing, the pin holds on every reconnect', () => {
     await until(() => /connected to ws:/.test(first.out()), `the node host to connect:\n${first.out()}`);
     first.child.kill('SIGTERM');
     assert.equal(await first.exit, 0, first.out());
-    const creds = JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')) as { gatewayKey?: string; tokens: { node?: { deviceToken: string } } };
+    const creds = readNodeCredentials(stateDir) ?? assert.fail(`no gateway record in ${stateDir}`);
     const fingerprint = tg.gateway.identity?.fingerprint as string;
     assert.equal(creds.gatewayKey, fingerprint);
     const token = creds.tokens.node?.deviceToken;
@@ -297,7 +297,7 @@ describe('after pairing, the pin holds on every reconnect', () => {
     const s = await squat(tg.server.port, 'other-key', '');
     const second = clawgate(['node', 'run', '--state-dir', stateDir]);
     assert.equal(await exitOrLeak(second, s), 1, second.out());
-    assert.match(second.out(), new RegExp(`gateway key ${s.fingerprint} is not the expected ${fingerprint}`));
+    assert.match(second.out(), new RegExp(`gateway key ${s.fingerprint}, not the expected ${fingerprint}`));
     assertNothingSent(s, [token]);
   });
 });
@@ -347,6 +347,6 @@ describe('the signature is end to end', () => {
     await until(() => /connected to ws:/.test(node.out()), `the node host to connect through the relay:\n${node.out()}`);
     node.child.kill('SIGTERM');
     assert.equal(await node.exit, 0, node.out());
-    assert.equal((JSON.parse(readFileSync(join(stateDir, 'credentials.json'), 'utf8')) as { gatewayKey?: string }).gatewayKey, fingerprint);
+    assert.equal(readNodeCredentials(stateDir)?.gatewayKey, fingerprint);
   });
 });
