@@ -599,6 +599,36 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreHan
       );
 
       test(
+        'listTimeBoundGrants lists only grants with an expiry, soonest first, and follows extension and expiry',
+        withStore(async (store) => {
+          await store.approve(approveInput({ deviceId: DEV_A }));
+          await store.approve({ ...approveInput({ deviceId: DEV_B, token: token('tb') }), expiresAtMs: T0 + 300, scopesAfterExpiry: [] });
+          await store.approve({
+            ...approveInput({ deviceId: DEV_A, role: 'node', scopes: [], token: token('tn') }),
+            expiresAtMs: T0 + 100,
+            scopesAfterExpiry: [],
+          });
+          assert.deepEqual(
+            (await store.listTimeBoundGrants()).map((g) => [g.deviceId, g.role, g.expiresAtMs]),
+            [
+              [DEV_A, 'node', T0 + 100],
+              [DEV_B, 'operator', T0 + 300],
+            ],
+          );
+          await store.extendGrant(DEV_A, 'node', T0 + 500, audit('grant.extended', DEV_A));
+          assert.deepEqual(
+            (await store.listTimeBoundGrants()).map((g) => g.deviceId),
+            [DEV_B, DEV_A],
+          );
+          await store.expireGrant(DEV_B, 'operator', T0 + 300, audit('grant.expired', DEV_B));
+          assert.deepEqual(
+            (await store.listTimeBoundGrants()).map((g) => [g.deviceId, g.role]),
+            [[DEV_A, 'node']],
+          );
+        }),
+      );
+
+      test(
         'extendGrant moves the expiry of a time-bound grant (epoch unchanged), audited',
         withStore(async (store) => {
           await store.approve({ ...approveInput(), expiresAtMs: T0 + 100, scopesAfterExpiry: [] });

@@ -492,6 +492,8 @@ export interface DeviceStore {
   getGrant(deviceId: string, role: Role): Promise<GrantRecord | null>;
   /** Every grant of one role, by device id (indexed: the node list reads the node grants only). */
   listGrantsOfRole(role: Role): Promise<GrantRecord[]>;
+  /** Every grant with an expiry, soonest first (indexed: the expiry scheduler never reads the permanent grants). */
+  listTimeBoundGrants(): Promise<GrantRecord[]>;
   getToken(tokenId: string): Promise<TokenRecord | null>;
   listTokens(deviceId?: string): Promise<TokenRecord[]>;
   /** Create or update the device, set the role's grant (epoch + 1), optionally replace its token. */

@@ -114,6 +114,11 @@ export function postgresDevices(core: PgDb): DeviceStore {
     async listGrantsOfRole(role: Role) {
       return (await core.q.all<GrantRow>('SELECT * FROM grants WHERE role = $1 ORDER BY device_id COLLATE "C"', [role])).map(toGrant);
     },
+    async listTimeBoundGrants() {
+      return (await core.q.all<GrantRow>('SELECT * FROM grants WHERE expires_at_ms IS NOT NULL ORDER BY expires_at_ms, device_id COLLATE "C", role')).map(
+        toGrant,
+      );
+    },
     async getToken(tokenId: string) {
       const r = await core.q.one<TokenRow>('SELECT * FROM tokens WHERE token_id = $1', [tokenId]);
       return r ? toToken(r) : null;

@@ -80,6 +80,9 @@ export function sqliteDevices(core: SqliteDb): DeviceStore {
     async listGrantsOfRole(role: Role) {
       return (core.stmt('SELECT * FROM grants WHERE role = ? ORDER BY device_id').all(role) as GrantRow[]).map(toGrant);
     },
+    async listTimeBoundGrants() {
+      return (core.stmt('SELECT * FROM grants WHERE expires_at_ms IS NOT NULL ORDER BY expires_at_ms, device_id, role').all() as GrantRow[]).map(toGrant);
+    },
     async getToken(tokenId: string) {
       const r = core.stmt('SELECT * FROM tokens WHERE token_id = ?').get(tokenId) as TokenRow | undefined;
       return r ? toToken(r) : null;
