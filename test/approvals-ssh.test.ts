@@ -21,6 +21,7 @@ import { systemRandom } from '../src/core/env.js';
 import { NodeState } from '../src/node-host/state.js';
 import { ownerCall } from './helpers/client.js';
 import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { createVethNetns } from './helpers/netns.js';
 import { skipUnlessPresent } from './helpers/strict.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -43,36 +44,8 @@ interface Net {
 
 /** A namespace whose only link is a veth to this host: 10.79.N.1 (host) ↔ 10.79.N.2 (namespace). */
 function createNet(): Net {
-  const tag = `cgap${process.pid % 100_000}`;
-  const hostIf = `${tag}a`;
-  const destroy = () => {
-    try {
-      sh('ip', 'link', 'del', hostIf);
-    } catch {}
-    try {
-      sh('ip', 'netns', 'del', tag);
-    } catch {}
-  };
-  destroy();
-  const used = sh('ip', '-4', '-o', 'addr', 'show');
-  let n = (process.pid % 250) + 1;
-  while (used.includes(`10.79.${n}.`)) n = (n % 250) + 1;
-  const hostAddr = `10.79.${n}.1`;
-  const nodeAddr = `10.79.${n}.2`;
-  try {
-    sh('ip', 'netns', 'add', tag);
-    sh('ip', 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', `${tag}b`);
-    sh('ip', 'link', 'set', `${tag}b`, 'netns', tag);
-    sh('ip', 'addr', 'add', `${hostAddr}/30`, 'dev', hostIf);
-    sh('ip', 'link', 'set', hostIf, 'up');
-    sh('ip', '-n', tag, 'addr', 'add', `${nodeAddr}/30`, 'dev', `${tag}b`);
-    sh('ip', '-n', tag, 'link', 'set', `${tag}b`, 'up');
-    sh('ip', '-n', tag, 'link', 'set', 'lo', 'up');
-  } catch (err) {
-    destroy();
-    throw err;
-  }
-  return { tag, hostAddr, nodeAddr, destroy };
+  const ns = createVethNetns(`cgap${process.pid % 100_000}`, 79);
+  return { tag: ns.tag, hostAddr: ns.hostAddr, nodeAddr: ns.remoteAddr, destroy: ns.destroy };
 }
 
 function portOpen(host: string, port: number): Promise<boolean> {

@@ -12,12 +12,13 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ownerCall, tempDir } from './helpers/client.js';
 import { removeDir, runClawgate, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { createVethNetns } from './helpers/netns.js';
 import { skipUnlessPresent } from './helpers/strict.js';
 import { waitFor } from './helpers/wait.js';
 
 const BIN = join(process.cwd(), 'bin', 'clawgate.js');
 
-function ip(...args: string[]): string {
+function _ip(...args: string[]): string {
   return execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 }
 
@@ -29,34 +30,10 @@ interface Netns {
 
 /** A namespace whose only route is a veth to this host (10.66.N.2 → 10.66.N.1), or why it cannot be made. */
 function createNetns(): Netns | string {
-  const tag = `devcli${process.pid % 100_000}`;
-  const hostIf = `${tag}a`;
-  const cleanup = () => {
-    for (const args of [
-      ['link', 'del', hostIf],
-      ['netns', 'del', tag],
-    ]) {
-      try {
-        ip(...args);
-      } catch {}
-    }
-  };
   try {
-    cleanup();
-    const used = ip('-4', '-o', 'addr', 'show');
-    let n = (process.pid % 250) + 1;
-    while (used.includes(`10.66.${n}.`)) n = (n % 250) + 1;
-    ip('netns', 'add', tag);
-    ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', `${tag}b`);
-    ip('link', 'set', `${tag}b`, 'netns', tag);
-    ip('addr', 'add', `10.66.${n}.1/30`, 'dev', hostIf);
-    ip('link', 'set', hostIf, 'up');
-    ip('-n', tag, 'addr', 'add', `10.66.${n}.2/30`, 'dev', `${tag}b`);
-    ip('-n', tag, 'link', 'set', `${tag}b`, 'up');
-    ip('-n', tag, 'link', 'set', 'lo', 'up');
-    return { tag, hostAddr: `10.66.${n}.1`, destroy: cleanup };
+    const ns = createVethNetns(`devcli${process.pid % 100_000}`, 66);
+    return { tag: ns.tag, hostAddr: ns.hostAddr, destroy: ns.destroy };
   } catch (err) {
-    cleanup();
     return `ip netns is unavailable here (${(err as Error).message.split('\n')[0]})`;
   }
 }

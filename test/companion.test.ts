@@ -20,6 +20,7 @@ import { parseControlRequest } from '../src/companion/control.js';
 import { SideLifecycle } from '../src/companion/lifecycle.js';
 import { parseSshTarget, SshForward } from '../src/companion/ssh.js';
 import { cli, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { createVethNetns, type VethNetns } from './helpers/netns.js';
 import { readNodeCredentials } from './helpers/node-state.js';
 import { STRICT } from './helpers/strict.js';
 import { waitFor } from './helpers/wait.js';
@@ -37,48 +38,26 @@ interface Link {
   destroy(): void;
 }
 
-function ip(...args: string[]): string {
+function _ip(...args: string[]): string {
   return execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 }
 
 function createLink(): Link | null {
-  const tag = `cgcomp${process.pid % 10_000}`;
-  const hostIf = `${tag}a`;
-  const cleanup = () => {
-    try {
-      ip('link', 'del', hostIf);
-    } catch {}
-    try {
-      ip('netns', 'del', tag);
-    } catch {}
-  };
-  cleanup();
-  const used = ip('-4', '-o', 'addr', 'show');
-  let n = ((process.pid + 97) % 250) + 1;
-  while (used.includes(`10.78.${n}.`)) n = (n % 250) + 1;
-  const hostAddr = `10.78.${n}.1`;
-  const nodeAddr = `10.78.${n}.2`;
+  let ns: VethNetns;
   try {
-    ip('netns', 'add', tag);
-    ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', `${tag}b`);
-    ip('link', 'set', `${tag}b`, 'netns', tag);
-    ip('addr', 'add', `${hostAddr}/30`, 'dev', hostIf);
-    ip('link', 'set', hostIf, 'up');
-    ip('-n', tag, 'addr', 'add', `${nodeAddr}/30`, 'dev', `${tag}b`);
-    ip('-n', tag, 'link', 'set', `${tag}b`, 'up');
-    ip('-n', tag, 'link', 'set', 'lo', 'up');
+    ns = createVethNetns(`cgcomp${process.pid % 10_000}`, 78);
   } catch (err) {
-    cleanup();
     if (STRICT) throw err;
     process.stderr.write(`# companion tests: no network namespace (${(err as Error).message.split('\n')[0]}); running on loopback\n`);
     return null;
   }
+  const { tag, hostAddr } = ns;
   return {
     gatewayHost: hostAddr,
-    nodeAddr,
+    nodeAddr: ns.remoteAddr,
     url: (port) => `ws://${hostAddr}:${port}`,
     command: (argv) => ['ip', ['netns', 'exec', tag, ...argv]],
-    destroy: cleanup,
+    destroy: ns.destroy,
   };
 }
 

@@ -16,6 +16,7 @@ import { gatewayIdentityFromPem, generateGatewayKeyPem } from '../../src/core/ga
 import { readGatewayKeyFingerprint } from '../../src/server/gateway-key.js';
 import { asOwner, expectRefused, ownerAuth, removeDir, runClawgate, startTestGateway, TEST_OWNER, TEST_TOKEN } from '../helpers/gateway.js';
 import { freePort } from '../helpers/net.js';
+import { createVethNetns } from '../helpers/netns.js';
 import { plainParams, RawClient } from '../helpers/raw.js';
 import { startRecorder } from '../helpers/recorder.js';
 
@@ -217,40 +218,16 @@ describe('the gateway side', () => {
 
 // --- a non-local address: a network namespace behind a veth --------------------------------
 
-function ip(...args: string[]): string {
+function _ip(...args: string[]): string {
   return execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 }
 
 /** A namespace reachable at 10.88.N.2 from this host (10.88.N.1), or why it cannot be made. */
 function createNetns(): { tag: string; remote: string; destroy(): void } | string {
-  const tag = `cgop${process.pid % 100_000}`;
-  const hostIf = `${tag}a`;
-  const cleanup = () => {
-    for (const args of [
-      ['link', 'del', hostIf],
-      ['netns', 'del', tag],
-    ]) {
-      try {
-        ip(...args);
-      } catch {}
-    }
-  };
   try {
-    cleanup();
-    const used = ip('-4', '-o', 'addr', 'show');
-    let n = (process.pid % 250) + 1;
-    while (used.includes(`10.88.${n}.`)) n = (n % 250) + 1;
-    ip('netns', 'add', tag);
-    ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', `${tag}b`);
-    ip('link', 'set', `${tag}b`, 'netns', tag);
-    ip('addr', 'add', `10.88.${n}.1/30`, 'dev', hostIf);
-    ip('link', 'set', hostIf, 'up');
-    ip('-n', tag, 'addr', 'add', `10.88.${n}.2/30`, 'dev', `${tag}b`);
-    ip('-n', tag, 'link', 'set', `${tag}b`, 'up');
-    ip('-n', tag, 'link', 'set', 'lo', 'up');
-    return { tag, remote: `10.88.${n}.2`, destroy: cleanup };
+    const ns = createVethNetns(`cgop${process.pid % 100_000}`, 88);
+    return { tag: ns.tag, remote: ns.remoteAddr, destroy: ns.destroy };
   } catch (err) {
-    cleanup();
     return `ip netns is unavailable here (${(err as Error).message.split('\n')[0]})`;
   }
 }
