@@ -8,13 +8,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { CLOSE, closeReason, GatewayError } from '@clawgate/protocol/errors';
+import { CLOSE } from '@clawgate/protocol/errors';
 import { MAX_PREAUTH_PAYLOAD_BYTES } from '@clawgate/protocol/frames';
 import type { SetupPayload } from '@clawgate/protocol/setup-code';
 import { WebSocket, WebSocketServer } from 'ws';
-import type { ConnectOutcome, Gateway, TransportFacts } from '../core/gateway.js';
+import type { Gateway, TransportFacts } from '../core/gateway.js';
 import { joinCodesOf } from '../core/join-codes.js';
-import { frameCapBytes, type SessionPrincipal, type SessionTransport } from '../core/principal.js';
+import { type ConnectionContext, GatewaySocket, serveConnection } from './connection.js';
 import { gatewayOrigins, lazyControlUi, originAllowed, serveControlUi } from './control-ui.js';
 import { type Attribution, attribute, ProxyTrust } from './proxy.js';
 import { TimerWheel } from './timer-wheel.js';
@@ -75,8 +75,22 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
   const fingerprint = tls ? certFacts(tls.certPem).fingerprint : undefined;
   // A failed TLS handshake (a plaintext client, a client refusing our certificate) is routine.
   if (tls) http.on('tlsClientError', (err) => gateway.log.warn('tls handshake failed', { err: String(err.message) }));
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PREAUTH_PAYLOAD_BYTES, perMessageDeflate: false });
-  const sockets = new Set<WebSocket>();
+  // Sockets are tracked in `conn.sockets` (ws's own client tracking would add a closure per socket).
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: MAX_PREAUTH_PAYLOAD_BYTES,
+    perMessageDeflate: false,
+    clientTracking: false,
+    WebSocket: GatewaySocket,
+  });
+  const conn: ConnectionContext = {
+    gateway,
+    wheel,
+    sockets: new Set(),
+    handshakeTimeoutMs: gateway.config.handshakeTimeoutMs,
+    pingIntervalMs: gateway.config.pingIntervalMs ?? PING_INTERVAL_MS,
+  };
+  const sockets = conn.sockets;
   // Filled in once the listener is bound (no upgrade can arrive before that).
   let ownOrigins = gatewayOrigins({ allowedOrigins: gateway.config.allowedOrigins, publicUrl: gateway.config.publicUrl });
 
@@ -85,7 +99,7 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
     else socket.destroy();
   });
   http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroySocket);
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (ctx && path !== ctx && path !== `${ctx}/`) {
       // The request path is not echoed back: an answer never reflects what the client sent.
@@ -138,9 +152,7 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
         proxied: who.proxied,
         ...(who.proxyUser !== undefined ? { proxyUser: who.proxyUser } : {}),
       };
-      sockets.add(ws);
-      ws.on('close', () => sockets.delete(ws));
-      serveConnection(gateway, ws, facts, wheel);
+      serveConnection(conn, ws, facts);
     });
     process.nextTick(() => socket.uncork());
   });
@@ -186,6 +198,11 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
       });
     },
   };
+}
+
+/** A raw socket's error listener (shared: no closure per socket). */
+function destroySocket(this: Socket): void {
+  this.destroy();
 }
 
 /** Answer an upgrade request with a plain HTTP error (JSON body) instead of a WebSocket, and close. */
@@ -303,25 +320,6 @@ function handleHttp(req: IncomingMessage, res: ServerResponse, deps: HttpDeps): 
   else json(404, { error: { type: 'not_found', message: 'no such path on this gateway' } });
 }
 
-function transportOf(ws: WebSocket): SessionTransport {
-  return {
-    send: (text) => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(text);
-    },
-    close: (code, reason) => {
-      if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(code, closeReason(reason));
-    },
-    bufferedBytes: () => ws.bufferedAmount,
-    setFrameCap: (maxBytes) => setFrameCap(ws, maxBytes),
-  };
-}
-
-/** Set the inbound frame cap of one socket (ws keeps it per receiver; it starts at the pre-auth cap). */
-function setFrameCap(ws: WebSocket, maxBytes: number): void {
-  const receiver = (ws as unknown as { _receiver?: { _maxPayload?: number } })._receiver;
-  if (receiver && typeof receiver._maxPayload === 'number') receiver._maxPayload = maxBytes;
-}
-
 /**
  * The wheel holding every socket's handshake deadline and keep-alive ping (one timer for all of
  * them): a tick of 1/64 of the shorter period, so a deadline fires at most ~1.5 % late.
@@ -329,129 +327,4 @@ function setFrameCap(ws: WebSocket, maxBytes: number): void {
 function socketWheel(gateway: Gateway): TimerWheel {
   const shortest = Math.min(gateway.config.handshakeTimeoutMs, gateway.config.pingIntervalMs ?? PING_INTERVAL_MS);
   return new TimerWheel(Math.max(5, Math.floor(shortest / 64)));
-}
-
-function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts, wheel: TimerWheel): void {
-  const transport = transportOf(ws);
-  const challenge = gateway.challenge();
-  // Only the nonce outlives the challenge frame (the signed payload is not kept per socket).
-  const nonce = challenge.nonce;
-  let state: 'handshake' | 'authenticating' | 'waiting' | 'open' | 'closed' = 'handshake';
-  let session: SessionPrincipal | null = null;
-  let cancelWait: (() => void) | null = null;
-  // Created with the first request frame: an idle socket holds no map.
-  let inflight: Map<string, AbortController> | null = null;
-  let alive = true;
-
-  const connId = facts.connId;
-  ws.on('error', (err) => gateway.log.warn('socket error', { connId, address: facts.address, err: String(err) }));
-  // Covers the first frame and the authentication it starts (a hung store must not hold the
-  // socket forever). A connect waiting for approval has its own, longer lifetime: `waiting`
-  // clears this timer.
-  const handshakeTimer = wheel.schedule(gateway.config.handshakeTimeoutMs, () => {
-    if (state !== 'handshake' && state !== 'authenticating') return;
-    // Closed from here on: an answer that still arrives is dropped, a late session disconnected.
-    state = 'closed';
-    const e = new GatewayError('HANDSHAKE_TIMEOUT');
-    transport.close(e.close ?? CLOSE.policy, e.shape.message);
-  });
-  const pingMs = gateway.config.pingIntervalMs ?? PING_INTERVAL_MS;
-  const ping = () => {
-    if (!alive) {
-      ws.terminate();
-      return;
-    }
-    alive = false;
-    if (ws.readyState === WebSocket.OPEN) ws.ping();
-    pinger = wheel.schedule(pingMs, ping);
-  };
-  let pinger = wheel.schedule(pingMs, ping);
-  ws.on('pong', () => {
-    alive = true;
-  });
-
-  ws.on('close', () => {
-    state = 'closed';
-    handshakeTimer.cancel();
-    pinger.cancel();
-    cancelWait?.();
-    if (inflight) for (const ac of inflight.values()) ac.abort();
-    if (session) {
-      gateway.log.info('session closed', { connId, role: session.role, deviceId: session.deviceId });
-      gateway.disconnect(session);
-    }
-  });
-
-  const finish = (outcome: ConnectOutcome): void => {
-    if (state === 'closed') {
-      // The socket is gone (closed by the client, or by the handshake timeout mid-authentication).
-      if (outcome.type === 'hello') gateway.disconnect(outcome.session);
-      else if (outcome.type === 'wait') outcome.cancel();
-      return;
-    }
-    if (outcome.type === 'hello') {
-      handshakeTimer.cancel();
-      session = outcome.session;
-      state = 'open';
-      setFrameCap(ws, frameCapBytes(outcome.session));
-      ws.send(outcome.frame);
-      gateway.log.info('session opened', {
-        connId,
-        role: outcome.session.role,
-        kind: outcome.session.kind,
-        deviceId: outcome.session.deviceId,
-        authMethod: outcome.authMethod,
-        address: facts.address,
-      });
-    } else if (outcome.type === 'reject') {
-      state = 'closed';
-      gateway.log.info('connect refused', { connId, code: outcome.detail ?? null, closeCode: outcome.closeCode, address: facts.address });
-      if (outcome.frame) ws.send(outcome.frame);
-      transport.close(outcome.closeCode, outcome.closeReason);
-    } else {
-      state = 'waiting';
-      handshakeTimer.cancel();
-      cancelWait = outcome.cancel;
-      gateway.log.info('connect waiting for approval', { connId, requestId: outcome.requestId, address: facts.address });
-      transport.send(
-        JSON.stringify({ type: 'event', event: 'device.pair.waiting', payload: { requestId: outcome.requestId, confirmationCode: outcome.confirmationCode } }),
-      );
-      outcome.result.then(finish, (err) => {
-        gateway.log.error('approval wait failed', { connId, err: String(err) });
-        transport.close(CLOSE.tryAgainLater, 'internal error');
-      });
-    }
-  };
-
-  ws.on('message', (data, isBinary) => {
-    if (state === 'handshake') {
-      if (isBinary) {
-        state = 'closed';
-        const e = new GatewayError('INVALID_FRAME');
-        transport.close(e.close ?? CLOSE.policy, e.shape.message);
-        return;
-      }
-      state = 'authenticating';
-      gateway.connect(data.toString('utf8'), nonce, facts, transport).then(finish, (err) => {
-        gateway.log.error('connect crashed', { connId, err: String(err) });
-        transport.close(CLOSE.tryAgainLater, 'internal error');
-      });
-      return;
-    }
-    if (state !== 'open' || !session) return; // frames while authenticating or waiting are ignored
-    if (isBinary) {
-      transport.send(JSON.stringify({ type: 'res', id: '', ok: false, error: new GatewayError('INVALID_FRAME').shape }));
-      return;
-    }
-    const s = session;
-    inflight ??= new Map();
-    gateway.frame(s, data.toString('utf8'), inflight).then(
-      (reply) => {
-        if (reply !== null) transport.send(reply);
-      },
-      (err) => gateway.log.error('frame handling crashed', { connId, err: String(err) }),
-    );
-  });
-
-  ws.send(JSON.stringify({ type: 'event', event: 'connect.challenge', payload: challenge }));
 }

@@ -5,6 +5,10 @@
  * after it (at most `tickMs` late), never early. Periodic work (pings) reschedules itself, so
  * sockets stay spread over the wheel by their connect time instead of waking together.
  *
+ * An object that is woken again and again (a socket) can be its own entry (`WheelEntry`, armed
+ * with `arm`): the wheel then allocates nothing per deadline, which matters when it holds a
+ * deadline for each of tens of thousands of idle sockets. `schedule` wraps a plain callback.
+ *
  * The interval runs only while something is scheduled, and is unref'd: the wheel never keeps
  * the process alive.
  */
@@ -14,14 +18,34 @@ export interface WheelTimer {
   cancel(): void;
 }
 
-interface Entry extends WheelTimer {
-  atMs: number;
-  fn: () => void;
-  slot: Set<Entry> | null;
+/** An object the wheel holds directly: at most one pending deadline per entry. */
+export interface WheelEntry {
+  /** When it is due (the wheel's clock); written by the wheel. */
+  wheelAtMs: number;
+  /** The bucket holding it while armed (null: not armed); written by the wheel. */
+  wheelSlot: Set<WheelEntry> | null;
+  /** Called once per `arm`, at or after the deadline (the entry is no longer armed by then). */
+  onWheel(): void;
+}
+
+/** A callback scheduled with `schedule`. */
+class CallbackEntry implements WheelEntry, WheelTimer {
+  wheelAtMs = 0;
+  wheelSlot: Set<WheelEntry> | null = null;
+  constructor(
+    private readonly wheel: TimerWheel,
+    private readonly fn: () => void,
+  ) {}
+  onWheel(): void {
+    this.fn();
+  }
+  cancel(): void {
+    this.wheel.disarm(this);
+  }
 }
 
 export class TimerWheel {
-  private readonly slots: Array<Set<Entry>>;
+  private readonly slots: Array<Set<WheelEntry>>;
   private cursor = 0;
   /** Wall time of the last tick processed (monotonic clock). */
   private lastTickMs: number;
@@ -34,26 +58,46 @@ export class TimerWheel {
     private readonly nowMs: () => number = () => performance.now(),
   ) {
     if (!(tickMs > 0)) throw new Error('tickMs must be positive');
-    this.slots = Array.from({ length: slotCount }, () => new Set<Entry>());
+    this.slots = Array.from({ length: slotCount }, () => new Set<WheelEntry>());
     this.lastTickMs = nowMs();
   }
 
   /** Run `fn` once, `delayMs` from now (to within one tick, never earlier). */
   schedule(delayMs: number, fn: () => void): WheelTimer {
-    const entry: Entry = {
-      atMs: this.nowMs() + delayMs,
-      fn,
-      slot: null,
-      cancel: () => {
-        if (entry.slot?.delete(entry)) {
-          entry.slot = null;
-          this.size--;
-          if (this.size === 0) this.stop();
-        }
-      },
-    };
-    this.place(entry);
+    const entry = new CallbackEntry(this, fn);
+    this.arm(entry, delayMs);
     return entry;
+  }
+
+  /** Wake `entry` once, `delayMs` from now (to within one tick, never earlier); replaces its pending deadline. */
+  arm(entry: WheelEntry, delayMs: number): void {
+    this.armAt(entry, this.nowMs() + delayMs);
+  }
+
+  /** Wake `entry` once at `atMs` of `now()`'s clock (to within one tick, never earlier); replaces its pending deadline. */
+  armAt(entry: WheelEntry, atMs: number): void {
+    this.disarm(entry);
+    // Rounded up to a whole millisecond (never early): an integer is stored in the entry itself,
+    // where a fractional time would be a separate heap number per entry.
+    entry.wheelAtMs = Math.ceil(atMs);
+    this.place(entry);
+  }
+
+  /**
+   * The wheel's clock (milliseconds, monotonic), rounded down to a whole millisecond: an entry
+   * woken at or after its (whole) deadline reads a time at or past it.
+   */
+  now(): number {
+    return Math.floor(this.nowMs());
+  }
+
+  /** Drop the pending deadline of `entry`, if any. Idempotent. */
+  disarm(entry: WheelEntry): void {
+    if (entry.wheelSlot?.delete(entry)) {
+      entry.wheelSlot = null;
+      this.size--;
+      if (this.size === 0) this.stop();
+    }
   }
 
   /** Entries scheduled and not yet fired or cancelled. */
@@ -61,13 +105,13 @@ export class TimerWheel {
     return this.size;
   }
 
-  private place(entry: Entry): void {
+  private place(entry: WheelEntry): void {
     // Ticks from the last processed one; the slot that tick will visit holds the entry.
-    const ticks = Math.max(1, Math.ceil((entry.atMs - this.lastTickMs) / this.tickMs));
+    const ticks = Math.max(1, Math.ceil((entry.wheelAtMs - this.lastTickMs) / this.tickMs));
     // At most one revolution less a tick ahead: an entry never lands in the bucket being visited.
-    const slot = this.slots[(this.cursor + Math.min(ticks, this.slots.length - 1)) % this.slots.length] as Set<Entry>;
+    const slot = this.slots[(this.cursor + Math.min(ticks, this.slots.length - 1)) % this.slots.length] as Set<WheelEntry>;
     slot.add(entry);
-    entry.slot = slot;
+    entry.wheelSlot = slot;
     this.size++;
     if (!this.interval) {
       this.lastTickMs = this.nowMs();
@@ -88,22 +132,22 @@ export class TimerWheel {
     for (let i = 0; i < due; i++) {
       this.cursor = (this.cursor + 1) % this.slots.length;
       this.lastTickMs += this.tickMs;
-      const slot = this.slots[this.cursor] as Set<Entry>;
+      const slot = this.slots[this.cursor] as Set<WheelEntry>;
       if (slot.size === 0) continue;
       for (const entry of slot) {
-        if (entry.atMs > now) {
+        if (entry.wheelAtMs > now) {
           // Further than one revolution away when placed: keep it for a later pass.
-          if (entry.atMs - now > this.tickMs * this.slots.length) continue;
+          if (entry.wheelAtMs - now > this.tickMs * this.slots.length) continue;
           slot.delete(entry);
           this.size--;
-          entry.slot = null;
+          entry.wheelSlot = null;
           this.place(entry);
           continue;
         }
         slot.delete(entry);
-        entry.slot = null;
+        entry.wheelSlot = null;
         this.size--;
-        entry.fn();
+        entry.onWheel();
       }
     }
     if (this.lastTickMs < now - this.tickMs * this.slots.length) this.lastTickMs = now;
