@@ -307,8 +307,27 @@ export class Handshake {
       waitForApproval: (params.caps ?? []).includes('device-pairing-wait'),
     });
 
-    const { ok: _ok, ...facts } = proven;
-    const ctx: AdmitContext = { ...facts, credential, id, params, role, protocol, scopes, transport, sock, grant, proxyUser };
+    // Listed, not spread: V8 (Node 20) gives an object built as `{ ...other, more }` a fresh hidden
+    // class per connect, which filled the old generation with dead maps (bench/README.md).
+    const ctx: AdmitContext = {
+      credential,
+      device,
+      tokenRecord,
+      presentedDeviceToken: proven.presentedDeviceToken,
+      sharedVia: proven.sharedVia,
+      setup: proven.setup,
+      bootstrapDetails: proven.bootstrapDetails,
+      reissueToken: proven.reissueToken,
+      id,
+      params,
+      role,
+      protocol,
+      scopes,
+      transport,
+      sock,
+      grant,
+      proxyUser,
+    };
     const policed = await this.applyPolicy(decision, ctx);
     return this.admitted('decision' in policed ? await this.carryOut(policed.decision, ctx) : policed.outcome, ctx);
   }
@@ -694,7 +713,8 @@ export class Handshake {
         scopes: [...ALL_OPERATOR_SCOPES],
       },
       snapshot: this.snapshot(),
-      auth: { ...auth, role: session.role, scopes: [...session.scopes].sort() },
+      // Assigned onto `auth`, not spread into a new object: see the AdmitContext in authenticate().
+      auth: Object.assign(auth, { role: session.role, scopes: [...session.scopes].sort() }),
       policy: { maxPayload: frameCapBytes(session), maxBufferedBytes: MAX_BUFFERED_BYTES, tickIntervalMs: this.deps.config.tickIntervalMs },
     };
     if (pendingUpgrade) payload.auth.pendingRequestId = pendingUpgrade;
