@@ -1,7 +1,7 @@
 /**
  * One WebSocket connection of the gateway, from the challenge to the close. The per-socket state
  * lives in fields of the socket object itself (`GatewaySocket`, the class `ws` builds for every
- * accepted socket) and its listeners are shared functions that find it as `this`: an idle
+ * accepted socket), which handles its own events (no listener per socket): an idle
  * authenticated socket costs its `ws` objects, its session and a handful of fields, not a dozen
  * closures, their contexts and a timer object per deadline. The socket is also its own entry in
  * the timer wheel (handshake deadline, then keep-alive pings).
@@ -75,6 +75,31 @@ export class GatewaySocket extends WebSocket implements WheelEntry {
   pingDueMs = 0;
   wheelAtMs = 0;
   wheelSlot: Set<WheelEntry> | null = null;
+
+  /**
+   * The connection's own events are handled here rather than by listeners: a listener per event
+   * would give every socket an event table of four entries (a quarter KiB per idle socket).
+   * Listeners added by anyone else still hear every event.
+   */
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    switch (event) {
+      case 'message':
+        onSocketMessage(this, args[0] as Buffer, args[1] as boolean);
+        break;
+      case 'pong':
+        this.alive = true;
+        break;
+      case 'close':
+        onSocketClose(this);
+        break;
+      case 'error':
+        onSocketError(this, args[0] as Error);
+        // Handled: an 'error' without listeners must not throw (EventEmitter's default).
+        if (this.listenerCount('error') === 0) return true;
+        break;
+    }
+    return super.emit(event, ...args);
+  }
 
   /** The wheel woke this socket: handshake deadline, ping, or both. */
   onWheel(): void {
@@ -174,10 +199,6 @@ export function serveConnection(conn: ConnectionContext, ws: GatewaySocket, fact
   ws.nonce = challenge.nonce;
   ws.transport = new SocketTransport(ws);
   conn.sockets.add(ws);
-  ws.on('error', onSocketError);
-  ws.on('pong', onSocketPong);
-  ws.on('close', onSocketClose);
-  ws.on('message', onSocketMessage);
   const now = conn.wheel.now();
   ws.handshakeDueMs = now + conn.handshakeTimeoutMs;
   ws.pingDueMs = now + conn.pingIntervalMs;
@@ -185,20 +206,14 @@ export function serveConnection(conn: ConnectionContext, ws: GatewaySocket, fact
   ws.send(JSON.stringify({ type: 'event', event: 'connect.challenge', payload: challenge }));
 }
 
-// The listeners below are shared by every socket: `ws` calls them with the socket as `this`.
+// What the socket's events do (called from GatewaySocket.emit; shared by every socket).
 
-function onSocketError(this: WebSocket, err: Error): void {
-  const ws = this as GatewaySocket;
+function onSocketError(ws: GatewaySocket, err: Error): void {
   const { connId, address } = ws.who();
   ws.conn?.gateway.log.warn('socket error', { connId, address, err: String(err) });
 }
 
-function onSocketPong(this: WebSocket): void {
-  (this as GatewaySocket).alive = true;
-}
-
-function onSocketClose(this: WebSocket): void {
-  const ws = this as GatewaySocket;
+function onSocketClose(ws: GatewaySocket): void {
   const conn = ws.conn as ConnectionContext;
   conn.sockets.delete(ws);
   ws.state = State.Closed;
@@ -214,8 +229,7 @@ function onSocketClose(this: WebSocket): void {
   }
 }
 
-function onSocketMessage(this: WebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
-  const ws = this as GatewaySocket;
+function onSocketMessage(ws: GatewaySocket, data: Buffer, isBinary: boolean): void {
   const conn = ws.conn as ConnectionContext;
   const gateway = conn.gateway;
   const transport = ws.transport as SocketTransport;
