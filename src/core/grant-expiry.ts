@@ -13,7 +13,7 @@ import type { Role } from '@clawgate/protocol/frames';
 import { scopeSatisfied } from '@clawgate/protocol/scopes';
 import type { Clock } from './env.js';
 import type { Logger } from './logger.js';
-import { frameCapBytes, type SessionPrincipal } from './principal.js';
+import { frameCapBytes, type SessionPrincipal, scopeSetOf } from './principal.js';
 import type { GrantRecord, Store } from './store.js';
 
 /** What the scheduler needs of the gateway: the store, the clock, the live sessions and the cluster bus. */
@@ -166,7 +166,7 @@ export class GrantExpiryScheduler {
         s.transport.close(err.close ?? CLOSE.deviceRemoved, closeReason(err.shape.message));
         continue;
       }
-      s.scopes = new Set(left);
+      s.scopes = scopeSetOf(left);
       s.grantExpiresAtMs = null;
       s.transport.setFrameCap?.(frameCapBytes(s));
       s.sendEvent('auth.updated', { role, scopes: [...left].sort(), reason: 'grant-expired', expiresAtMs: null });

@@ -174,7 +174,8 @@ export class LiveAuthority {
   widenLocalDeviceSessions(deviceId: string, role: Role, granted: readonly string[], requestId: string, expiresAtMs: number | null = null): void {
     for (const s of this.deps.sessions.deviceSessions(deviceId)) {
       if (s.role !== role || s.pendingUpgradeRequestId !== requestId) continue;
-      for (const scope of granted) s.scopes.add(scope);
+      // Replaced, not changed in place: a session without scopes shares NO_SCOPES (principal.ts).
+      s.scopes = new Set([...s.scopes, ...granted]);
       // A session that had no scopes kept the small frame cap; it may use large frames now.
       s.transport.setFrameCap?.(frameCapBytes(s));
       s.pendingUpgradeRequestId = undefined;

@@ -59,6 +59,35 @@ export function frameCapBytes(p: { role: Role; scopes: ReadonlySet<string> }): n
   return p.role === 'node' || p.scopes.size > 0 ? MAX_PAYLOAD_BYTES : MAX_PREAUTH_PAYLOAD_BYTES;
 }
 
+/**
+ * A scope set that cannot change: `add`, `delete` and `clear` throw. Code that changes a
+ * session's scopes assigns a new Set (`session.scopes = new Set(...)`), so an immutable one can
+ * be shared.
+ */
+class FrozenScopeSet extends Set<string> {
+  override add(_scope: string): this {
+    throw new Error('this scope set is shared and immutable: assign a new Set to change scopes');
+  }
+  override delete(_scope: string): boolean {
+    throw new Error('this scope set is shared and immutable: assign a new Set to change scopes');
+  }
+  override clear(): void {
+    throw new Error('this scope set is shared and immutable: assign a new Set to change scopes');
+  }
+}
+
+/**
+ * The scope set of every session admitted without scopes (every node, and operators that asked
+ * for none): one shared instance, because an empty Set costs about 150 bytes per idle session.
+ */
+export const NO_SCOPES: Set<string> = new FrozenScopeSet();
+
+/** `scopes` as a session's live set: the shared NO_SCOPES when empty. */
+export function scopeSetOf(scopes: Iterable<string>): Set<string> {
+  const set = new Set(scopes);
+  return set.size === 0 ? NO_SCOPES : set;
+}
+
 export interface ClientDescription {
   id: string;
   mode: string;
@@ -70,6 +99,7 @@ export interface ClientDescription {
 }
 
 export class SessionPrincipal implements Principal {
+  /** Live scopes; replaced, never changed in place (it may be the shared NO_SCOPES). */
   scopes: Set<string>;
   pendingUpgradeRequestId?: string | undefined;
   deviceBound = false;
@@ -93,7 +123,7 @@ export class SessionPrincipal implements Principal {
     epoch = 0,
     readonly tokenId?: string,
   ) {
-    this.scopes = new Set(scopes);
+    this.scopes = scopeSetOf(scopes);
     this.epoch = epoch;
     this.connectedAtMs = nowMs;
   }
