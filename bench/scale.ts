@@ -293,7 +293,8 @@ export interface IdleScaleResult {
   attempted: number;
   limitedBy: string | null;
   openFileLimit: number | null;
-  sourceAddresses: string[];
+  /** Client source addresses of each gateway's ramp (each gateway has its own: see idleRow). */
+  sourceAddresses: Record<string, string[]>;
   byGateway: Record<string, IdleResult | { error: string }>;
 }
 
@@ -307,9 +308,16 @@ export async function idleRow(cfg: ScaleConfig, ctx: ScaleContext): Promise<Idle
   const limitedBy =
     attempted < requested ? `open-file limit ${limit} (raise the hard limit, e.g. LimitNOFILE / ulimit -Hn ≥ ${requested + cfg.idleWatchers + 1000})` : null;
   if (limitedBy) ctx.log(`idle: only ${attempted} of ${requested} connections fit: ${limitedBy}`);
-  const sources = Array.from({ length: Math.max(1, Math.ceil(attempted / cfg.perSourceAddress)) }, (_, i) => `127.0.0.${i + 2}`);
-  const out: IdleScaleResult = { requested, attempted, limitedBy, openFileLimit: limit, sourceAddresses: sources, byGateway: {} };
-  for (const launcher of [ctx.clawgate, ...(ctx.floor ? [ctx.floor] : [])]) {
+  const launchers = [ctx.clawgate, ...(ctx.floor ? [ctx.floor] : [])];
+  // Every gateway ramps from its own source addresses, spread the same way. A closed connection
+  // leaves its client port in TIME_WAIT for a minute, and a client bound to an address cannot
+  // reuse such a port: a second gateway ramping from the first one's address right after it ran
+  // out of ports (the floor stopped at 10,687 of 18,000 with EADDRINUSE).
+  const perGateway = Math.max(1, Math.ceil(attempted / cfg.perSourceAddress));
+  const out: IdleScaleResult = { requested, attempted, limitedBy, openFileLimit: limit, sourceAddresses: {}, byGateway: {} };
+  for (const [index, launcher] of launchers.entries()) {
+    const sources = Array.from({ length: perGateway }, (_, i) => `127.0.0.${2 + index * perGateway + i}`);
+    out.sourceAddresses[launcher.kind] = sources;
     ctx.log(
       `idle/${launcher.kind}: ${cfg.idleWatchers} operator.read watchers, then ${attempted} idle device-token connections from ${sources.length} source address(es)`,
     );

@@ -161,7 +161,7 @@ export function renderScale(scale: ScaleResult, verdicts: GoalCheck[]): string {
   if (scale.idle) {
     const i = scale.idle;
     out.push(
-      `idle: ${i.attempted.toLocaleString('en')} of ${i.requested.toLocaleString('en')} connections from ${i.sourceAddresses.length} source address(es)${i.limitedBy ? ` — limited by ${i.limitedBy}` : ''}`,
+      `idle: ${i.attempted.toLocaleString('en')} of ${i.requested.toLocaleString('en')} connections, each gateway from its own ${Object.values(i.sourceAddresses)[0]?.length ?? 0} source address(es)${i.limitedBy ? ` — limited by ${i.limitedBy}` : ''}`,
     );
     for (const [kind, r] of Object.entries(i.byGateway)) {
       if ('error' in r) {

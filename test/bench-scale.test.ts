@@ -82,12 +82,12 @@ test('bench --rows-only --devices --idle --cluster produces every scale row and 
       }
     }
 
-    // Idle: all 30 held on clawgate and the floor, from three source addresses, watchers counted.
+    // Idle: all 30 held on clawgate and the floor, each from its own three source addresses, watchers counted.
     const idle = report.scale.idle;
     assert.equal(idle.requested, 30);
     assert.equal(idle.attempted, 30);
     assert.equal(idle.limitedBy, null);
-    assert.deepEqual(idle.sourceAddresses, ['127.0.0.2', '127.0.0.3', '127.0.0.4']);
+    assert.deepEqual(idle.sourceAddresses, { clawgate: ['127.0.0.2', '127.0.0.3', '127.0.0.4'], floor: ['127.0.0.5', '127.0.0.6', '127.0.0.7'] });
     for (const kind of ['clawgate', 'floor']) {
       const r = idle.byGateway[kind];
       assert.equal(r.error, undefined, `${kind}: ${r.error}`);
