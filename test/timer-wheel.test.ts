@@ -53,3 +53,55 @@ test('periodic work that reschedules itself keeps running until cancelled', asyn
   assert.equal(runs, seen);
   assert.equal(wheel.pending, 0);
 });
+
+test('a deadline firing may cancel another one due in the same tick, which then never fires', async () => {
+  const wheel = new TimerWheel(5, 8);
+  const fired: string[] = [];
+  let second: { cancel(): void } | null = null;
+  wheel.schedule(10, () => {
+    fired.push('first');
+    second?.cancel();
+  });
+  second = wheel.schedule(10, () => fired.push('second'));
+  let later = false;
+  wheel.schedule(30, () => {
+    later = true;
+  });
+  await waitFor(() => later, 'a later deadline');
+  assert.deepEqual(fired, ['first']);
+  assert.equal(wheel.pending, 0);
+});
+
+test('an object that is its own entry is woken once per arming; re-arming replaces its deadline, disarming drops it', async () => {
+  const wheel = new TimerWheel(5, 16);
+  const woken: number[] = [];
+  const entry = {
+    wheelAtMs: 0,
+    wheelPrev: null,
+    wheelNext: null,
+    runs: 0,
+    onWheel() {
+      woken.push(performance.now());
+      if (++this.runs < 3) wheel.arm(this, 10);
+    },
+  };
+  const armedAt = performance.now();
+  wheel.arm(entry, 1000);
+  // Re-armed before it fired: only the second deadline counts (one entry, not two).
+  wheel.arm(entry, 10);
+  assert.equal(wheel.pending, 1);
+  await waitFor(() => entry.runs === 3, 'three wakes');
+  assert.equal(woken.length, 3);
+  assert.ok((woken[0] as number) - armedAt >= 9.5, 'not early');
+  assert.equal(wheel.pending, 0);
+  wheel.arm(entry, 10);
+  wheel.disarm(entry);
+  wheel.disarm(entry);
+  assert.equal(wheel.pending, 0);
+  let later = false;
+  wheel.schedule(40, () => {
+    later = true;
+  });
+  await waitFor(() => later, 'a later deadline');
+  assert.equal(entry.runs, 3);
+});

@@ -10,7 +10,7 @@ import { CLOSE, closeReason, GatewayError } from '@clawgate/protocol/errors';
 import { WebSocket } from 'ws';
 import type { ConnectOutcome, Gateway, TransportFacts } from '../core/gateway.js';
 import { frameCapBytes, type SessionPrincipal, type SessionTransport } from '../core/principal.js';
-import type { TimerWheel, WheelEntry } from './timer-wheel.js';
+import type { TimerWheel, WheelEntry, WheelLink } from './timer-wheel.js';
 
 /** What every connection of one server shares (one object per server, not per socket). */
 export interface ConnectionContext {
@@ -74,7 +74,8 @@ export class GatewaySocket extends WebSocket implements WheelEntry {
   /** Wheel clock (ms) of the next keep-alive ping. */
   pingDueMs = 0;
   wheelAtMs = 0;
-  wheelSlot: Set<WheelEntry> | null = null;
+  wheelPrev: WheelLink | null = null;
+  wheelNext: WheelLink | null = null;
 
   /**
    * The connection's own events are handled here rather than by listeners: a listener per event

@@ -1,13 +1,15 @@
 /**
  * One timer for every socket's deadlines (handshake timeout, keep-alive ping) instead of a
  * Node timer per socket: a hashed wheel of `slots` buckets, one bucket visited every `tickMs`.
- * Scheduling and cancelling are a Set insert and delete; a deadline fires on the first tick at or
- * after it (at most `tickMs` late), never early. Periodic work (pings) reschedules itself, so
- * sockets stay spread over the wheel by their connect time instead of waking together.
+ * A deadline fires on the first tick at or after it (at most `tickMs` late), never early.
+ * Periodic work (pings) reschedules itself, so sockets stay spread over the wheel by their
+ * connect time instead of waking together.
  *
- * An object that is woken again and again (a socket) can be its own entry (`WheelEntry`, armed
- * with `arm`): the wheel then allocates nothing per deadline, which matters when it holds a
- * deadline for each of tens of thousands of idle sockets. `schedule` wraps a plain callback.
+ * A bucket is an intrusive doubly linked list: an entry carries its own links, so arming,
+ * disarming and firing allocate nothing and no per-bucket table grows, shrinks or is copied as
+ * tens of thousands of idle sockets move through the wheel every ping period. An object that is
+ * woken again and again (a socket) is its own entry (`WheelEntry`, armed with `arm`/`armAt`);
+ * `schedule` wraps a plain callback.
  *
  * The interval runs only while something is scheduled, and is unref'd: the wheel never keeps
  * the process alive.
@@ -18,20 +20,46 @@ export interface WheelTimer {
   cancel(): void;
 }
 
+/** The links of a bucket list; written by the wheel only. */
+export interface WheelLink {
+  wheelPrev: WheelLink | null;
+  wheelNext: WheelLink | null;
+}
+
 /** An object the wheel holds directly: at most one pending deadline per entry. */
-export interface WheelEntry {
-  /** When it is due (the wheel's clock); written by the wheel. */
+export interface WheelEntry extends WheelLink {
+  /** When it is due (the wheel's clock, whole milliseconds); written by the wheel. */
   wheelAtMs: number;
-  /** The bucket holding it while armed (null: not armed); written by the wheel. */
-  wheelSlot: Set<WheelEntry> | null;
-  /** Called once per `arm`, at or after the deadline (the entry is no longer armed by then). */
+  /** Called once per arming, at or after the deadline (the entry is no longer armed by then). */
   onWheel(): void;
+}
+
+/** The head of a circular bucket list (empty: linked to itself). */
+class Bucket implements WheelLink {
+  wheelPrev: WheelLink = this;
+  wheelNext: WheelLink = this;
+}
+
+function link(bucket: Bucket, entry: WheelLink): void {
+  const tail = bucket.wheelPrev;
+  entry.wheelPrev = tail;
+  entry.wheelNext = bucket;
+  tail.wheelNext = entry;
+  bucket.wheelPrev = entry;
+}
+
+function unlink(entry: WheelLink): void {
+  (entry.wheelPrev as WheelLink).wheelNext = entry.wheelNext;
+  (entry.wheelNext as WheelLink).wheelPrev = entry.wheelPrev;
+  entry.wheelPrev = null;
+  entry.wheelNext = null;
 }
 
 /** A callback scheduled with `schedule`. */
 class CallbackEntry implements WheelEntry, WheelTimer {
   wheelAtMs = 0;
-  wheelSlot: Set<WheelEntry> | null = null;
+  wheelPrev: WheelLink | null = null;
+  wheelNext: WheelLink | null = null;
   constructor(
     private readonly wheel: TimerWheel,
     private readonly fn: () => void,
@@ -45,7 +73,9 @@ class CallbackEntry implements WheelEntry, WheelTimer {
 }
 
 export class TimerWheel {
-  private readonly slots: Array<Set<WheelEntry>>;
+  private readonly slots: Bucket[];
+  /** The entries of the bucket being visited, moved out of it so firing may arm and disarm freely. */
+  private readonly visiting = new Bucket();
   private cursor = 0;
   /** Wall time of the last tick processed (monotonic clock). */
   private lastTickMs: number;
@@ -58,7 +88,7 @@ export class TimerWheel {
     private readonly nowMs: () => number = () => performance.now(),
   ) {
     if (!(tickMs > 0)) throw new Error('tickMs must be positive');
-    this.slots = Array.from({ length: slotCount }, () => new Set<WheelEntry>());
+    this.slots = Array.from({ length: slotCount }, () => new Bucket());
     this.lastTickMs = nowMs();
   }
 
@@ -83,21 +113,20 @@ export class TimerWheel {
     this.place(entry);
   }
 
+  /** Drop the pending deadline of `entry`, if any. Idempotent. */
+  disarm(entry: WheelEntry): void {
+    if (entry.wheelPrev === null) return;
+    unlink(entry);
+    this.size--;
+    if (this.size === 0) this.stop();
+  }
+
   /**
    * The wheel's clock (milliseconds, monotonic), rounded down to a whole millisecond: an entry
    * woken at or after its (whole) deadline reads a time at or past it.
    */
   now(): number {
     return Math.floor(this.nowMs());
-  }
-
-  /** Drop the pending deadline of `entry`, if any. Idempotent. */
-  disarm(entry: WheelEntry): void {
-    if (entry.wheelSlot?.delete(entry)) {
-      entry.wheelSlot = null;
-      this.size--;
-      if (this.size === 0) this.stop();
-    }
   }
 
   /** Entries scheduled and not yet fired or cancelled. */
@@ -109,9 +138,7 @@ export class TimerWheel {
     // Ticks from the last processed one; the slot that tick will visit holds the entry.
     const ticks = Math.max(1, Math.ceil((entry.wheelAtMs - this.lastTickMs) / this.tickMs));
     // At most one revolution less a tick ahead: an entry never lands in the bucket being visited.
-    const slot = this.slots[(this.cursor + Math.min(ticks, this.slots.length - 1)) % this.slots.length] as Set<WheelEntry>;
-    slot.add(entry);
-    entry.wheelSlot = slot;
+    link(this.slots[(this.cursor + Math.min(ticks, this.slots.length - 1)) % this.slots.length] as Bucket, entry);
     this.size++;
     if (!this.interval) {
       this.lastTickMs = this.nowMs();
@@ -129,25 +156,31 @@ export class TimerWheel {
   private tick(): void {
     const now = this.nowMs();
     const due = Math.max(1, Math.min(this.slots.length, Math.floor((now - this.lastTickMs) / this.tickMs)));
+    const visiting = this.visiting;
     for (let i = 0; i < due; i++) {
       this.cursor = (this.cursor + 1) % this.slots.length;
       this.lastTickMs += this.tickMs;
-      const slot = this.slots[this.cursor] as Set<WheelEntry>;
-      if (slot.size === 0) continue;
-      for (const entry of slot) {
-        if (entry.wheelAtMs > now) {
-          // Further than one revolution away when placed: keep it for a later pass.
-          if (entry.wheelAtMs - now > this.tickMs * this.slots.length) continue;
-          slot.delete(entry);
-          this.size--;
-          entry.wheelSlot = null;
-          this.place(entry);
+      const slot = this.slots[this.cursor] as Bucket;
+      if (slot.wheelNext === slot) continue;
+      // Move the bucket's entries to `visiting` (an entry fired may disarm another one of them).
+      visiting.wheelNext = slot.wheelNext;
+      visiting.wheelPrev = slot.wheelPrev;
+      (visiting.wheelNext as WheelLink).wheelPrev = visiting;
+      (visiting.wheelPrev as WheelLink).wheelNext = visiting;
+      slot.wheelNext = slot;
+      slot.wheelPrev = slot;
+      while (visiting.wheelNext !== visiting) {
+        const entry = visiting.wheelNext as WheelEntry;
+        if (entry.wheelAtMs > now && entry.wheelAtMs - now > this.tickMs * this.slots.length) {
+          // Further than one revolution away when placed: back in this bucket for a later pass.
+          unlink(entry);
+          link(slot, entry);
           continue;
         }
-        slot.delete(entry);
-        entry.wheelSlot = null;
+        unlink(entry);
         this.size--;
-        entry.onWheel();
+        if (entry.wheelAtMs > now) this.place(entry);
+        else entry.onWheel();
       }
     }
     if (this.lastTickMs < now - this.tickMs * this.slots.length) this.lastTickMs = now;
