@@ -17,7 +17,7 @@ export interface ConnectionContext {
   gateway: Gateway;
   wheel: TimerWheel;
   /** Open sockets, for the graceful stop. */
-  sockets: Set<GatewaySocket>;
+  sockets: SocketList;
   handshakeTimeoutMs: number;
   pingIntervalMs: number;
 }
@@ -25,6 +25,48 @@ export interface ConnectionContext {
 /** Where a connection is (small integers: a field of every socket). */
 const State = { Handshake: 0, Authenticating: 1, Waiting: 2, Open: 3, Closed: 4 } as const;
 type State = (typeof State)[keyof typeof State];
+
+/**
+ * The open sockets of a server, linked through the sockets themselves (two fields each) rather
+ * than held in a Set, whose table would cost more per socket and be copied as it grows.
+ */
+export class SocketList implements Iterable<GatewaySocket> {
+  private head: GatewaySocket | null = null;
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  private has(ws: GatewaySocket): boolean {
+    return ws.listPrev !== null || this.head === ws;
+  }
+
+  add(ws: GatewaySocket): void {
+    if (this.has(ws)) return;
+    ws.listNext = this.head;
+    if (this.head) this.head.listPrev = ws;
+    this.head = ws;
+    this.count++;
+  }
+
+  delete(ws: GatewaySocket): void {
+    if (!this.has(ws)) return;
+    if (ws.listPrev) ws.listPrev.listNext = ws.listNext;
+    else this.head = ws.listNext;
+    if (ws.listNext) ws.listNext.listPrev = ws.listPrev;
+    ws.listPrev = null;
+    ws.listNext = null;
+    this.count--;
+  }
+
+  /** A snapshot: closing the sockets it yields (which unlists them) does not disturb it. */
+  [Symbol.iterator](): Iterator<GatewaySocket> {
+    const out: GatewaySocket[] = [];
+    for (let ws = this.head; ws; ws = ws.listNext) out.push(ws);
+    return out[Symbol.iterator]();
+  }
+}
 
 /** The transport side of a session as the core sees it (core never holds the socket itself). */
 class SocketTransport implements SessionTransport {
@@ -73,6 +115,9 @@ export class GatewaySocket extends WebSocket implements WheelEntry {
   handshakeDueMs = 0;
   /** Wheel clock (ms) of the next keep-alive ping. */
   pingDueMs = 0;
+  /** Links of the server's SocketList. */
+  listPrev: GatewaySocket | null = null;
+  listNext: GatewaySocket | null = null;
   wheelAtMs = 0;
   wheelPrev: WheelLink | null = null;
   wheelNext: WheelLink | null = null;

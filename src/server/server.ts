@@ -14,7 +14,7 @@ import type { SetupPayload } from '@clawgate/protocol/setup-code';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { Gateway, TransportFacts } from '../core/gateway.js';
 import { joinCodesOf } from '../core/join-codes.js';
-import { type ConnectionContext, GatewaySocket, serveConnection } from './connection.js';
+import { type ConnectionContext, GatewaySocket, SocketList, serveConnection } from './connection.js';
 import { gatewayOrigins, lazyControlUi, originAllowed, serveControlUi } from './control-ui.js';
 import { type Attribution, attribute, ProxyTrust } from './proxy.js';
 import { TimerWheel } from './timer-wheel.js';
@@ -86,7 +86,7 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
   const conn: ConnectionContext = {
     gateway,
     wheel,
-    sockets: new Set(),
+    sockets: new SocketList(),
     handshakeTimeoutMs: gateway.config.handshakeTimeoutMs,
     pingIntervalMs: gateway.config.pingIntervalMs ?? PING_INTERVAL_MS,
   };
