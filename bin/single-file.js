@@ -1,0 +1,74 @@
+// Loads the single-file build of `clawgate gateway run` (dist/clawgate.cjs, scripts/bundle.mjs)
+// with V8's code cache (dist/clawgate.code-cache): the bundle's ~900 KiB of source is neither
+// parsed nor compiled at start, V8 deserializes the bytecode that the build's warm-up start
+// (scripts/code-cache.mjs) left behind, including the functions that start ran.
+//
+// Node 20 has no compile cache for ES modules (module.enableCompileCache is Node 22), but a
+// vm.Script takes cachedData: the bundle is CommonJS (strict, like the ES modules it was built
+// from) and is wrapped here the way Node wraps a CommonJS file.
+//
+// The cache file starts with the SHA-256 of the bundle it was made from. V8 itself checks only
+// its own version, its flags and the source's length, so a rebuilt bundle of the same length
+// would run stale bytecode: a cache whose hash does not match is ignored (the bundle compiles
+// from source, as it would without a cache). The file sits next to the bundle, written by the
+// build like the bundle, never by a running gateway.
+import { createHash } from 'node:crypto';
+import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import vm from 'node:vm';
+
+export const BUNDLE_FILE = fileURLToPath(new URL('../dist/clawgate.cjs', import.meta.url));
+export const CODE_CACHE_FILE = fileURLToPath(new URL('../dist/clawgate.code-cache', import.meta.url));
+const TSC_MAIN_FILE = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
+const HASH_BYTES = 32;
+
+/** Whether the bundle exists and is at least as new as the tsc output (a rebuild without the bundle step never runs stale code). */
+export function bundleIsFresh() {
+  try {
+    return statSync(BUNDLE_FILE).mtimeMs >= statSync(TSC_MAIN_FILE).mtimeMs;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Compile and run the bundle; returns its exports, the vm.Script (to write a cache from) and
+ * what became of the code cache: used, rejected (V8's or the hash check), missing, or off.
+ */
+export function loadBundle({ useCodeCache = true } = {}) {
+  const source = readFileSync(BUNDLE_FILE);
+  const sourceHash = createHash('sha256').update(source).digest();
+  let cachedData;
+  let codeCache = useCodeCache ? 'missing' : 'off';
+  if (useCodeCache) {
+    try {
+      const file = readFileSync(CODE_CACHE_FILE);
+      if (file.length > HASH_BYTES && file.subarray(0, HASH_BYTES).equals(sourceHash)) cachedData = file.subarray(HASH_BYTES);
+      else codeCache = 'rejected';
+    } catch {
+      // no cache: compile from source
+    }
+  }
+  const bundleUrl = pathToFileURL(BUNDLE_FILE).href;
+  // The same parameters as Node's CommonJS wrapper; 'use strict' keeps the semantics the code
+  // had as ES modules (and had in the former ESM bundle).
+  const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {'use strict';${source.toString('utf8')}\n})`, {
+    filename: BUNDLE_FILE,
+    cachedData,
+    // The CLI verbs left out of the bundle are tsc modules next to it (./src/cli/…).
+    importModuleDynamically: (specifier) => import(/^\.\.?\//.test(specifier) ? new URL(specifier, bundleUrl).href : specifier),
+  });
+  if (cachedData) codeCache = script.cachedDataRejected ? 'rejected' : 'used';
+  const module = { exports: {} };
+  script.runInThisContext().call(module.exports, module.exports, createRequire(BUNDLE_FILE), module, BUNDLE_FILE, dirname(BUNDLE_FILE));
+  return { exports: module.exports, script, sourceHash, codeCache };
+}
+
+/** Write the code cache of a loaded bundle (everything compiled so far), atomically. */
+export function writeCodeCache(loaded) {
+  const tmp = `${CODE_CACHE_FILE}.${process.pid}.tmp`;
+  writeFileSync(tmp, Buffer.concat([loaded.sourceHash, loaded.script.createCachedData()]));
+  renameSync(tmp, CODE_CACHE_FILE);
+}
