@@ -12,20 +12,21 @@
 // would run stale bytecode: a cache whose hash does not match is ignored (the bundle compiles
 // from source, as it would without a cache). The file sits next to the bundle, written by the
 // build like the bundle, never by a running gateway.
-import { createHash } from 'node:crypto';
-import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import vm from 'node:vm';
+'use strict';
+const { createHash } = require('node:crypto');
+const { readFileSync, renameSync, statSync, writeFileSync } = require('node:fs');
+const { createRequire } = require('node:module');
+const { dirname, join } = require('node:path');
+const { pathToFileURL } = require('node:url');
+const vm = require('node:vm');
 
-export const BUNDLE_FILE = fileURLToPath(new URL('../dist/clawgate.cjs', import.meta.url));
-export const CODE_CACHE_FILE = fileURLToPath(new URL('../dist/clawgate.code-cache', import.meta.url));
-const TSC_MAIN_FILE = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
+const BUNDLE_FILE = join(__dirname, '..', 'dist', 'clawgate.cjs');
+const CODE_CACHE_FILE = join(__dirname, '..', 'dist', 'clawgate.code-cache');
+const TSC_MAIN_FILE = join(__dirname, '..', 'dist', 'src', 'cli', 'main.js');
 const HASH_BYTES = 32;
 
 /** Whether the bundle exists and is at least as new as the tsc output (a rebuild without the bundle step never runs stale code). */
-export function bundleIsFresh() {
+function bundleIsFresh() {
   try {
     return statSync(BUNDLE_FILE).mtimeMs >= statSync(TSC_MAIN_FILE).mtimeMs;
   } catch {
@@ -37,7 +38,7 @@ export function bundleIsFresh() {
  * Compile and run the bundle; returns its exports, the vm.Script (to write a cache from) and
  * what became of the code cache: used, rejected (V8's or the hash check), missing, or off.
  */
-export function loadBundle({ useCodeCache = true } = {}) {
+function loadBundle({ useCodeCache = true } = {}) {
   const source = readFileSync(BUNDLE_FILE);
   const sourceHash = createHash('sha256').update(source).digest();
   let cachedData;
@@ -67,8 +68,10 @@ export function loadBundle({ useCodeCache = true } = {}) {
 }
 
 /** Write the code cache of a loaded bundle (everything compiled so far), atomically. */
-export function writeCodeCache(loaded) {
+function writeCodeCache(loaded) {
   const tmp = `${CODE_CACHE_FILE}.${process.pid}.tmp`;
   writeFileSync(tmp, Buffer.concat([loaded.sourceHash, loaded.script.createCachedData()]));
   renameSync(tmp, CODE_CACHE_FILE);
 }
+
+module.exports = { BUNDLE_FILE, CODE_CACHE_FILE, bundleIsFresh, loadBundle, writeCodeCache };

@@ -5,13 +5,14 @@
 // then. The cache holds the bytecode of every function that start ran (opening and migrating a
 // SQLite store, creating the gateway key and credentials, listening, answering readiness), so a
 // real start compiles almost nothing. Then the gateway stops as on SIGTERM.
-import { readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { get } from 'node:http';
-import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CODE_CACHE_FILE, loadBundle, writeCodeCache } from '../bin/single-file.js';
+import singleFile from '../bin/single-file.js';
+
+const { CODE_CACHE_FILE, loadBundle, writeCodeCache } = singleFile;
 
 const DEADLINE_MS = 30_000;
 const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-code-cache-'));
