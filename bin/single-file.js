@@ -53,9 +53,9 @@ function loadBundle({ useCodeCache = true } = {}) {
     }
   }
   const bundleUrl = pathToFileURL(BUNDLE_FILE).href;
-  // The same parameters as Node's CommonJS wrapper; 'use strict' keeps the semantics the code
-  // had as ES modules (and had in the former ESM bundle).
-  const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {'use strict';${source.toString('utf8')}\n})`, {
+  // The file is one function expression taking the parameters of Node's CommonJS wrapper, and
+  // ASCII only (scripts/bundle.mjs): read as Latin-1, V8 gets it without decoding or copying it.
+  const script = new vm.Script(source.toString('latin1'), {
     filename: BUNDLE_FILE,
     cachedData,
     // The CLI verbs left out of the bundle are tsc modules next to it (./src/cli/…).

@@ -96,10 +96,18 @@ const result = await esbuild.build({
   // pg's optional native binding, which pg requires only inside a try, and the installed
   // better-sqlite3's package.json (its version is checked at run time).
   external: ['pg-native', 'better-sqlite3/package.json'],
-  // The modules were ES modules: import.meta.url is the bundle's own URL (bin/single-file.js
-  // passes require, __filename and __dirname like Node's CommonJS wrapper).
+  // The file is one function expression, the parameters of Node's CommonJS wrapper:
+  // bin/single-file.js compiles it as it is (no copy of ~900 KiB to wrap it) and calls it.
+  // 'use strict': the modules were ES modules, strict like the former ESM bundle. And
+  // import.meta.url is the bundle's own URL.
+  banner: {
+    js: "(function (exports, require, module, __filename, __dirname) {'use strict';const __cgBundleUrl = require('node:url').pathToFileURL(__filename).href;",
+  },
+  footer: { js: '})' },
   define: { 'import.meta.url': '__cgBundleUrl' },
-  banner: { js: "const __cgBundleUrl = require('node:url').pathToFileURL(__filename).href;" },
+  // Non-ASCII characters are written as escapes (esbuild's default, kept explicit): the loader
+  // reads the file as Latin-1, a plain copy, and the build checks it below.
+  charset: 'ascii',
   sourcemap: 'linked',
   legalComments: 'none',
   // Less source to decode and pre-parse at every start; identifiers stay, so stack traces read as before.
@@ -109,6 +117,10 @@ const result = await esbuild.build({
   metafile: true,
   plugins: [cliVerbsStayModules, sqliteAddon],
 });
+if (readFileSync(outfile).some((byte) => byte > 0x7f)) {
+  process.stderr.write(`bundle: ${outfile} holds non-ASCII bytes; bin/single-file.js reads it as Latin-1\n`);
+  process.exit(1);
+}
 const bytes = statSync(outfile).size;
 const inputs = Object.keys(result.metafile.inputs).length;
 process.stdout.write(`bundle: ${outfile} (${(bytes / 1024).toFixed(0)} KiB from ${inputs} modules)\n`);

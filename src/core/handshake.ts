@@ -15,14 +15,12 @@ import {
   type ChallengePayload,
   CLIENT_IDS,
   type ConnectParams,
-  ConnectParamsSchema,
   type HelloAuth,
   type HelloOk,
   MAX_BUFFERED_BYTES,
   MIN_NODE_PROTOCOL,
   MIN_PROBE_PROTOCOL,
   PROTOCOL_VERSION,
-  RequestFrameSchema,
   type ResponseFrame,
   ROLES,
   type Role,
@@ -30,7 +28,6 @@ import {
 import { audienceOf } from '@clawgate/protocol/gateway-proof';
 import { ALL_OPERATOR_SCOPES, normalizeScopes, scopeSatisfied } from '@clawgate/protocol/scopes';
 import { cleanOptional, cleanText } from '@clawgate/protocol/text';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { type Decision, decideConnect } from './admission.js';
 import { type ApprovalEngine, approvalRequestOf } from './approval-engine.js';
 import { holdBackQuorumScopes } from './approval-flow.js';
@@ -44,6 +41,7 @@ import { approveHint } from './dispatch.js';
 import type { Clock, Random } from './env.js';
 import { EVENT_SCOPES } from './events.js';
 import { recordRequestFacts } from './explain-decision.js';
+import { connectParamsCheck, requestFrameCheck } from './frame-checks.js';
 import type { GatewayIdentity } from './gateway-identity.js';
 import { approvalTerms, effectiveGrant } from './grant-expiry.js';
 import type { VerifiedDevice } from './identity.js';
@@ -61,8 +59,6 @@ import { storeFault } from './store-faults.js';
 
 export const GATEWAY_VERSION = '0.1.0';
 
-const checkRequest = TypeCompiler.Compile(RequestFrameSchema);
-const checkConnect = TypeCompiler.Compile(ConnectParamsSchema);
 const CLIENT_ID_SET = new Set<string>(CLIENT_IDS);
 
 const PAIRING_MESSAGES: Record<string, string> = {
@@ -192,13 +188,14 @@ export class Handshake {
     } catch {
       return rejectOutcome(null, new GatewayError('INVALID_FRAME'));
     }
-    if (!checkRequest.Check(frame)) return rejectOutcome(null, new GatewayError('INVALID_FRAME'));
+    if (!requestFrameCheck().Check(frame)) return rejectOutcome(null, new GatewayError('INVALID_FRAME'));
     if (frame.method !== 'connect') return rejectOutcome(frame.id, new GatewayError('HANDSHAKE_NOT_CONNECT'));
     const params = frame.params as ConnectParams;
     if (params && typeof params === 'object' && (params as { client?: { id?: unknown } }).client) {
       const client = (params as { client: { id?: unknown } }).client;
       if (typeof client.id === 'string' && !CLIENT_ID_SET.has(client.id)) client.id = client.id.toLowerCase();
     }
+    const checkConnect = connectParamsCheck();
     if (!checkConnect.Check(params)) {
       const first = checkConnect.Errors(params).First();
       const problem = first ? `at ${first.path || '/'}: ${first.message}` : 'invalid';
