@@ -52,18 +52,21 @@ function loadBundle({ useCodeCache = true } = {}) {
       // no cache: compile from source
     }
   }
-  const bundleUrl = pathToFileURL(BUNDLE_FILE).href;
   // The file is one function expression taking the parameters of Node's CommonJS wrapper, and
   // ASCII only (scripts/bundle.mjs): read as Latin-1, V8 gets it without decoding or copying it.
   const script = new vm.Script(source.toString('latin1'), {
     filename: BUNDLE_FILE,
     cachedData,
-    // The CLI verbs left out of the bundle are tsc modules next to it (./src/cli/…).
-    importModuleDynamically: (specifier) => import(/^\.\.?\//.test(specifier) ? new URL(specifier, bundleUrl).href : specifier),
   });
   if (cachedData) codeCache = script.cachedDataRejected ? 'rejected' : 'used';
   const module = { exports: {} };
-  script.runInThisContext().call(module.exports, module.exports, createRequire(BUNDLE_FILE), module, BUNDLE_FILE, dirname(BUNDLE_FILE));
+  // The CLI verbs left out of the bundle are tsc modules next to it (./src/cli/…): the bundle
+  // imports them through this function (scripts/bundle.mjs), as code from a code cache cannot
+  // run import() itself under Node 20.
+  const importBesideBundle = (specifier) => import(pathToFileURL(join(dirname(BUNDLE_FILE), specifier)).href);
+  script
+    .runInThisContext()
+    .call(module.exports, module.exports, createRequire(BUNDLE_FILE), module, BUNDLE_FILE, dirname(BUNDLE_FILE), importBesideBundle);
   return { exports: module.exports, script, sourceHash, codeCache };
 }
 

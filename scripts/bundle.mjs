@@ -15,7 +15,7 @@
 // bin/clawgate.js uses the bundle only when it is at least as new as dist/src/cli/main.js, so a
 // plain `tsc` after it never runs stale code.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -101,7 +101,7 @@ const result = await esbuild.build({
   // 'use strict': the modules were ES modules, strict like the former ESM bundle. And
   // import.meta.url is the bundle's own URL.
   banner: {
-    js: "(function (exports, require, module, __filename, __dirname) {'use strict';const __cgBundleUrl = require('node:url').pathToFileURL(__filename).href;",
+    js: "(function (exports, require, module, __filename, __dirname, $cgimp) {'use strict';const __cgBundleUrl = require('node:url').pathToFileURL(__filename).href;",
   },
   footer: { js: '})' },
   define: { 'import.meta.url': '__cgBundleUrl' },
@@ -117,10 +117,22 @@ const result = await esbuild.build({
   metafile: true,
   plugins: [cliVerbsStayModules, sqliteAddon],
 });
-if (readFileSync(outfile).some((byte) => byte > 0x7f)) {
-  process.stderr.write(`bundle: ${outfile} holds non-ASCII bytes; bin/single-file.js reads it as Latin-1\n`);
+// A script compiled with V8's code cache cannot run import() under Node 20 (the cached code
+// lacks the loader's host options: ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING). The imports of the
+// CLI verbs left out become calls of `$cgimp`, the loader's own import() of the module next to
+// the bundle; same length, so the source map's columns stay right. Any other import() left in
+// the bundle would fail at run time: the build stops instead.
+const bundleText = readFileSync(outfile, 'latin1').replace(/\bimport\((?="\.\/src\/cli\/[a-z-]+\.js"\))/g, '$cgimp(');
+const leftover = /\bimport\(.{0,40}/.exec(bundleText);
+if (leftover) {
+  process.stderr.write(`bundle: ${outfile} holds an import() the code-cached script cannot run: ${leftover[0]}\n`);
   process.exit(1);
 }
+if (/[^\x00-\x7f]/.test(bundleText)) {
+  process.stderr.write(`bundle: ${outfile} holds non-ASCII characters; bin/single-file.js reads it as Latin-1\n`);
+  process.exit(1);
+}
+writeFileSync(outfile, bundleText, 'latin1');
 const bytes = statSync(outfile).size;
 const inputs = Object.keys(result.metafile.inputs).length;
 process.stdout.write(`bundle: ${outfile} (${(bytes / 1024).toFixed(0)} KiB from ${inputs} modules)\n`);

@@ -22,8 +22,3 @@ export function connectParamsCheck(): TypeCheck<typeof ConnectParamsSchema> {
   connectCheck ??= TypeCompiler.Compile(ConnectParamsSchema);
   return connectCheck;
 }
-
-/** Whether the checks were compiled yet (a start that no client reached compiles none). */
-export function frameChecksCompiled(): { request: boolean; connect: boolean } {
-  return { request: requestCheck !== null, connect: connectCheck !== null };
-}
