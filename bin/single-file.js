@@ -4,8 +4,9 @@
 // (scripts/code-cache.mjs) left behind, including the functions that start ran.
 //
 // Node 20 has no compile cache for ES modules (module.enableCompileCache is Node 22), but a
-// vm.Script takes cachedData: the bundle is CommonJS (strict, like the ES modules it was built
-// from) and is wrapped here the way Node wraps a CommonJS file.
+// vm.Script takes cachedData: the bundle is one CommonJS-style function expression (strict, like
+// the ES modules it was built from) that this module compiles and calls with the parameters of
+// Node's CommonJS wrapper.
 //
 // The cache file starts with the SHA-256 of the bundle it was made from. V8 itself checks only
 // its own version, its flags and the source's length, so a rebuilt bundle of the same length
