@@ -144,11 +144,13 @@ export class Handshake {
     this.ownAudiences = next;
   }
 
-  challenge(): ChallengePayload {
+  challenge(signed: boolean): ChallengePayload {
     const nonce = this.deps.random.uuid();
     const ts = this.deps.clock.now();
-    // Signed by the gateway's own key, so a client can check who answered before it sends a secret.
-    return this.deps.identity ? { nonce, ts, gateway: this.deps.identity.proveChallenge(nonce, ts) } : { nonce, ts };
+    // Signed by the gateway's own key, so a client can check who answered before it sends a
+    // secret; only when the client asked: a signature costs a third of the whole connect, and
+    // clients that never check one (OpenClaw's) do not ask.
+    return signed && this.deps.identity ? { nonce, ts, gateway: this.deps.identity.proveChallenge(nonce, ts) } : { nonce, ts };
   }
 
   snapshot(): Record<string, unknown> {
