@@ -148,12 +148,12 @@ export class LogRing {
       body = flat
         ? `{"time":"${new Date(this.clock.now()).toISOString()}","level":"${level}","subsystem":"gateway","message":${JSON.stringify(msg)}${rest === '{}' ? '}' : `,${rest.slice(1)}`}`
         : JSON.stringify({
-        time: new Date(this.clock.now()).toISOString(),
-        level,
-        subsystem: 'gateway',
-        message: msg,
-        ...(scrubFields(fields ?? {}) as object),
-      });
+            time: new Date(this.clock.now()).toISOString(),
+            level,
+            subsystem: 'gateway',
+            message: msg,
+            ...(scrubFields(fields ?? {}) as object),
+          });
     } catch {
       body = JSON.stringify({ time: new Date(this.clock.now()).toISOString(), level, subsystem: 'gateway', message: msg, fields: '[unserialisable]' });
     }
