@@ -235,8 +235,9 @@ export class Gateway {
     this.handshake.setOwnUrls(urls);
   }
 
-  challenge(): ChallengePayload {
-    return this.handshake.challenge();
+  /** A socket's challenge; signed by the gateway key only for a client that asked (`gatewayProof=1`). */
+  challenge(signed: boolean): ChallengePayload {
+    return this.handshake.challenge(signed);
   }
 
   /** Handle the first frame of a connection. Never throws on client input. */

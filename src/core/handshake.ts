@@ -21,7 +21,6 @@ import {
   MIN_NODE_PROTOCOL,
   MIN_PROBE_PROTOCOL,
   PROTOCOL_VERSION,
-  type ResponseFrame,
   ROLES,
   type Role,
 } from '@clawgate/protocol/frames';
@@ -87,7 +86,7 @@ export interface HandshakeDeps {
   /** The hash of the token each admitted device session holds (read by live-authority.ts). */
   sessionTokenHashes: WeakMap<SessionPrincipal, Buffer>;
   /** What hello-ok advertises and reports. */
-  hello: { bootId: string; startedAtMs: number; advertisedMethods(): string[] };
+  hello: { bootId: string; startedAtMs: number; advertisedMethods(): readonly string[] };
 }
 
 /** Everything one connect established on its way to admission. */
@@ -110,6 +109,8 @@ interface AdmitContext extends Omit<ProvenCredentials, 'ok'> {
 export class Handshake {
   /** audienceOf() every URL a client may dial to reach this gateway directly (set once listening). */
   private ownAudiences: ReadonlySet<string> = new Set<string>();
+  /** hello-ok's `features`, serialized once per list of advertised methods (the same for every connect). */
+  private features: { methods: readonly string[]; json: string } | null = null;
   private readonly credentialDeps: CredentialDeps;
 
   constructor(private readonly deps: HandshakeDeps) {
@@ -140,11 +141,13 @@ export class Handshake {
     this.ownAudiences = next;
   }
 
-  challenge(): ChallengePayload {
+  challenge(signed: boolean): ChallengePayload {
     const nonce = this.deps.random.uuid();
     const ts = this.deps.clock.now();
-    // Signed by the gateway's own key, so a client can check who answered before it sends a secret.
-    return this.deps.identity ? { nonce, ts, gateway: this.deps.identity.proveChallenge(nonce, ts) } : { nonce, ts };
+    // Signed by the gateway's own key, so a client can check who answered before it sends a
+    // secret; only when the client asked: a signature costs a third of the whole connect, and
+    // clients that never check one (OpenClaw's) do not ask.
+    return signed && this.deps.identity ? { nonce, ts, gateway: this.deps.identity.proveChallenge(nonce, ts) } : { nonce, ts };
   }
 
   snapshot(): Record<string, unknown> {
@@ -680,23 +683,26 @@ export class Handshake {
     pendingUpgrade?: string,
   ): ConnectOutcome {
     this.deps.sessions.register(session);
-    const payload: HelloOk & { auth: HelloAuth & { pendingRequestId?: string } } = {
-      type: 'hello-ok',
-      protocol: ctx.protocol,
-      server: { version: GATEWAY_VERSION, connId: session.connId, bootId: this.deps.hello.bootId },
-      features: {
-        methods: this.deps.hello.advertisedMethods(),
-        events: Object.keys(EVENT_SCOPES),
-        capabilities: [],
-        scopes: [...ALL_OPERATOR_SCOPES],
-      },
-      snapshot: this.snapshot(),
-      auth: { ...auth, role: session.role, scopes: [...session.scopes].sort() },
-      policy: { maxPayload: frameCapBytes(session), maxBufferedBytes: MAX_BUFFERED_BYTES, tickIntervalMs: this.deps.config.tickIntervalMs },
-    };
-    if (pendingUpgrade) payload.auth.pendingRequestId = pendingUpgrade;
-    const frame: ResponseFrame = { type: 'res', id: ctx.id, ok: true, payload };
-    return { type: 'hello', session, frame: JSON.stringify(frame), authMethod: auth.method };
+    const helloAuth: HelloAuth & { pendingRequestId?: string } = { ...auth, role: session.role, scopes: [...session.scopes].sort() };
+    if (pendingUpgrade) helloAuth.pendingRequestId = pendingUpgrade;
+    const server = { version: GATEWAY_VERSION, connId: session.connId, bootId: this.deps.hello.bootId };
+    const policy = { maxPayload: frameCapBytes(session), maxBufferedBytes: MAX_BUFFERED_BYTES, tickIntervalMs: this.deps.config.tickIntervalMs };
+    // The frame is written piece by piece so the long constant `features` is serialized once
+    // (JSON.stringify of the whole frame, the same text: HelloOk in the order the type lists it).
+    const frame =
+      `{"type":"res","id":${JSON.stringify(ctx.id)},"ok":true,"payload":{"type":"hello-ok","protocol":${ctx.protocol}` +
+      `,"server":${JSON.stringify(server)},"features":${this.featuresJson()},"snapshot":${JSON.stringify(this.snapshot())}` +
+      `,"auth":${JSON.stringify(helloAuth)},"policy":${JSON.stringify(policy)}}}`;
+    return { type: 'hello', session, frame, authMethod: auth.method };
+  }
+
+  private featuresJson(): string {
+    const methods = this.deps.hello.advertisedMethods();
+    if (this.features?.methods !== methods) {
+      const features: HelloOk['features'] = { methods: [...methods], events: Object.keys(EVENT_SCOPES), capabilities: [], scopes: [...ALL_OPERATOR_SCOPES] };
+      this.features = { methods, json: JSON.stringify(features) };
+    }
+    return this.features.json;
   }
 }
 

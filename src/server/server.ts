@@ -10,6 +10,7 @@ import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { CLOSE, closeReason, GatewayError } from '@clawgate/protocol/errors';
 import { MAX_PREAUTH_PAYLOAD_BYTES } from '@clawgate/protocol/frames';
+import { asksForGatewayProof } from '@clawgate/protocol/gateway-proof';
 import type { SetupPayload } from '@clawgate/protocol/setup-code';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { ConnectOutcome, Gateway, TransportFacts } from '../core/gateway.js';
@@ -118,6 +119,7 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
     }
     // One id per connection: every log line about it carries it, and an admitted session keeps it.
     const connId = gateway.random.uuid();
+    const signedChallenge = asksForGatewayProof(req.url ?? '/');
     if (who.proxied) {
       gateway.log.info('proxied connection', {
         connId,
@@ -140,7 +142,7 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
       };
       sockets.add(ws);
       ws.on('close', () => sockets.delete(ws));
-      serveConnection(gateway, ws, facts, wheel);
+      serveConnection(gateway, ws, facts, wheel, signedChallenge);
     });
     process.nextTick(() => socket.uncork());
   });
@@ -331,9 +333,9 @@ function socketWheel(gateway: Gateway): TimerWheel {
   return new TimerWheel(Math.max(5, Math.floor(shortest / 64)));
 }
 
-function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts, wheel: TimerWheel): void {
+function serveConnection(gateway: Gateway, ws: WebSocket, facts: TransportFacts, wheel: TimerWheel, signedChallenge: boolean): void {
   const transport = transportOf(ws);
-  const challenge = gateway.challenge();
+  const challenge = gateway.challenge(signedChallenge);
   // Only the nonce outlives the challenge frame (the signed payload is not kept per socket).
   const nonce = challenge.nonce;
   let state: 'handshake' | 'authenticating' | 'waiting' | 'open' | 'closed' = 'handshake';
