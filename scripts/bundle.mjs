@@ -15,7 +15,7 @@
 // bin/clawgate.js uses the bundle only when it is at least as new as dist/src/cli/main.js, so a
 // plain `tsc` after it never runs stale code.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -115,6 +115,9 @@ const result = await esbuild.build({
   minifySyntax: true,
   logLevel: 'warning',
   metafile: true,
+  // Written below, after the checks, each file by a rename: a gateway starting meanwhile reads
+  // the old bundle or the new one, never half of one.
+  write: false,
   plugins: [cliVerbsStayModules, sqliteAddon],
 });
 // A script compiled with V8's code cache cannot run import() under Node 20 (the cached code
@@ -122,7 +125,8 @@ const result = await esbuild.build({
 // CLI verbs left out become calls of `$cgimp`, the loader's own import() of the module next to
 // the bundle; same length, so the source map's columns stay right. Any other import() left in
 // the bundle would fail at run time: the build stops instead.
-const bundleText = readFileSync(outfile, 'latin1').replace(/\bimport\((?="\.\/src\/cli\/[a-z-]+\.js"\))/g, '$cgimp(');
+const output = (path) => result.outputFiles.find((f) => f.path === path);
+const bundleText = Buffer.from(output(outfile).contents).toString('latin1').replace(/\bimport\((?="\.\/src\/cli\/[a-z-]+\.js"\))/g, '$cgimp(');
 const leftover = /\bimport\(.{0,40}/.exec(bundleText);
 if (leftover) {
   process.stderr.write(`bundle: ${outfile} holds an import() the code-cached script cannot run: ${leftover[0]}\n`);
@@ -132,7 +136,13 @@ if (/[^\x00-\x7f]/.test(bundleText)) {
   process.stderr.write(`bundle: ${outfile} holds non-ASCII characters; bin/single-file.js reads it as Latin-1\n`);
   process.exit(1);
 }
-writeFileSync(outfile, bundleText, 'latin1');
+function writeAtomically(path, data) {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, data);
+  renameSync(tmp, path);
+}
+writeAtomically(`${outfile}.map`, output(`${outfile}.map`).contents);
+writeAtomically(outfile, Buffer.from(bundleText, 'latin1'));
 const bytes = statSync(outfile).size;
 const inputs = Object.keys(result.metafile.inputs).length;
 process.stdout.write(`bundle: ${outfile} (${(bytes / 1024).toFixed(0)} KiB from ${inputs} modules)\n`);
