@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { requestGatewayProof } from '@clawgate/protocol/gateway-proof';
+import { requestGatewayProof, withoutGatewayProofRequest } from '@clawgate/protocol/gateway-proof';
 import WebSocket from 'ws';
 import { checkGatewayChallenge } from '../../src/core/gateway-identity.js';
 import { readGatewayKeyFingerprint } from '../../src/server/gateway-key.js';
@@ -71,4 +71,7 @@ test('a client that does not ask gets a bare {nonce, ts} challenge; the paramete
   assert.equal(requestGatewayProof('ws://h:1/p?a=b#f'), 'ws://h:1/p?a=b&gatewayProof=1#f');
   assert.equal(requestGatewayProof('ws://h:1/?gatewayProof=1'), 'ws://h:1/?gatewayProof=1');
   assert.equal(requestGatewayProof('ws://h:1'), 'ws://h:1?gatewayProof=1');
+  // And messages name the URL as it was given.
+  for (const u of ['ws://h:1/p?a=b#f', 'ws://h:1', 'ws://h:1/?x=1', 'wss://h/ctx', 'ws://h:1/?gatewayProof=1&z=2'])
+    assert.equal(withoutGatewayProofRequest(requestGatewayProof(u)), u.replace('gatewayProof=1&', ''));
 });

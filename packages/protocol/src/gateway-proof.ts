@@ -48,6 +48,11 @@ export function requestGatewayProof(url: string): string {
   return `${base}${sep}${GATEWAY_PROOF_PARAM}=1${fragment}`;
 }
 
+/** `url` as the person gave it: the parameter requestGatewayProof added, taken out again (for messages). */
+export function withoutGatewayProofRequest(url: string): string {
+  return url.replace(/([?&])gatewayProof=1(&|(?=#)|$)/, (_m, lead: string, tail: string) => (tail === '&' ? lead : '')).replace(/\?(?=#|$)/, '');
+}
+
 /** Whether an HTTP request target (`/path?query`) asks for a signed challenge. */
 export function asksForGatewayProof(requestTarget: string): boolean {
   const queryAt = requestTarget.indexOf('?');
