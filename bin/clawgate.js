@@ -6,8 +6,6 @@
 // and compile. It is used only when it is at least as new as the tsc output, so a rebuild
 // without the bundle step never runs stale code. This directory is CommonJS (bin/package.json):
 // `gateway run` then never starts Node's ES module loader.
-const { bundleIsFresh, loadBundle } = require('./single-file.js');
-
 const argv = process.argv.slice(2);
 
 function run(main) {
@@ -22,8 +20,10 @@ function run(main) {
   );
 }
 
-if (argv[0] === 'gateway' && argv[1] === 'run' && process.env.CLAWGATE_NO_BUNDLE !== '1' && bundleIsFresh()) {
-  const bundle = loadBundle();
+// Only `gateway run` loads the bundle's loader (and the built-ins it needs).
+const singleFile = argv[0] === 'gateway' && argv[1] === 'run' && process.env.CLAWGATE_NO_BUNDLE !== '1' ? require('./single-file.js') : null;
+if (singleFile?.bundleIsFresh()) {
+  const bundle = singleFile.loadBundle();
   bundle.exports.setBuildInfo({ build: 'single-file', codeCache: bundle.codeCache });
   run(bundle.exports.main);
 } else {
