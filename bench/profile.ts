@@ -114,7 +114,7 @@ export function summarizeProfile(file: string, top = 25): ProfileSummary {
     for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
       const cf = byId.get(cur)?.callFrame;
       // clawgate's own code: the tsc modules, or the single-file build (scripts/bundle.mjs).
-      if (!cf?.url.includes('/dist/src/') && !cf?.url.endsWith('/dist/clawgate.mjs')) continue;
+      if (!cf?.url.includes('/dist/src/') && !cf?.url.endsWith('/dist/clawgate.cjs')) continue;
       const ck = keyOf(cf);
       if (seen.has(ck)) continue;
       seen.add(ck);

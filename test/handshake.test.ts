@@ -12,12 +12,14 @@ import { after, before, describe, test } from 'node:test';
 import { CATALOGUE, closeReason, type DetailCode } from '@clawgate/protocol/errors';
 import { WRITE } from '@clawgate/protocol/scopes';
 import { signaturePayloadV2, signaturePayloadV3 } from '@clawgate/protocol/signature';
+import WebSocket from 'ws';
 import { CREDENTIALS_FILE, loadOrCreateCredentials, readCredentials } from '../src/cli/state.js';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
 import { systemRandom } from '../src/core/env.js';
 import { SessionPrincipal } from '../src/core/principal.js';
 import { ownerAuth, removeDir, startTestGateway, TEST_OWNER, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
 import { type CloseInfo, type ConnectResult, deviceParams, type Frame, plainParams, RawClient, rawConnect, sha256Hex } from './helpers/raw.js';
+import { waitFor } from './helpers/wait.js';
 
 const DEVICE_TOKEN_RE = /^cgd1_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/;
 
@@ -169,6 +171,23 @@ describe('first frame', () => {
     const r = await rawConnect(tg.url, () => ({ ...plainParams({ auth: { token: TEST_TOKEN } }), userAgent: 'x'.repeat(1000) }));
     assert.equal(r.res?.ok, true);
     await r.client.close();
+  });
+
+  test('hello-ok is exactly the text JSON.stringify writes for it (one key each, nothing left out)', async () => {
+    const ws = new WebSocket(tg.url);
+    const texts: string[] = [];
+    ws.on('message', (data) => {
+      texts.push(data.toString());
+      if (texts.length === 1) ws.send(JSON.stringify({ type: 'req', id: 'c"1', method: 'connect', params: plainParams({ auth: { token: TEST_TOKEN } }) }));
+    });
+    await waitFor(() => texts.length === 2, 'hello-ok');
+    ws.close();
+    const hello = texts[1] as string;
+    assert.equal(JSON.stringify(JSON.parse(hello)), hello);
+    const frame = JSON.parse(hello);
+    assert.equal(frame.id, 'c"1');
+    assert.deepEqual(Object.keys(frame.payload), ['type', 'protocol', 'server', 'features', 'snapshot', 'auth', 'policy']);
+    assert.ok(frame.payload.features.methods.includes('health'));
   });
 
   test('no connect before the handshake timeout → close 1008 "handshake timeout", no response', async () => {

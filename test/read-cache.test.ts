@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ConnectError, connectGateway, type DeviceIdentity, generateIdentity } from '../src/client/connection.js';
 import { readGatewayKeyFingerprint } from '../src/server/gateway-key.js';
-import { readCacheStats, withReadCache } from '../src/store/read-cache.js';
+import { readCacheStats, VERSION_READ_INTERVAL_MS, withReadCache } from '../src/store/read-cache.js';
 import { SqliteStore } from '../src/store/sqlite/store.js';
 import { asClusterOwner, CLUSTER_TOKEN, removeStateDir, startInstancesAB } from './helpers/instance.js';
 import { startPgCluster } from './helpers/pg-cluster.js';
@@ -156,8 +156,9 @@ describe('the read cache over a real SQLite store', () => {
       assert.ok(retired === null || retired.revokedAtMs !== undefined, 'the retired token is no longer live');
       // A write by another connection.
       await other.removeDevice('dev-1', { ...audit, action: 'device.removed' });
-      // The next frame a gateway handles comes in a later turn of the event loop.
-      await new Promise((r) => setImmediate(r));
+      // Seen once the version is read again (at most VERSION_READ_INTERVAL_MS after the last read).
+      const readAt = performance.now();
+      while (performance.now() - readAt <= VERSION_READ_INTERVAL_MS) await new Promise((r) => setImmediate(r));
       assert.deepEqual(await store.listGrants('dev-1'), []);
       assert.equal(await store.getToken('tok-1'), null);
     } finally {

@@ -112,6 +112,34 @@ describe('SqliteStore specifics', () => {
     await again.close();
   });
 
+  test('pending migrations run in one transaction: one that fails leaves the schema where it was', () => {
+    const file = join(tempDir(), 'state.sqlite');
+    const pending = 2;
+    const from = SQLITE_MIGRATIONS.length - pending;
+    const raw = new Database(file);
+    try {
+      for (const sql of SQLITE_MIGRATIONS.slice(0, from)) raw.exec(sql);
+      raw.pragma(`user_version = ${from}`);
+      // The last migration creates this index: it fails after the one before it ran.
+      raw.exec('CREATE INDEX devices_page ON meta(key)');
+    } finally {
+      raw.close();
+    }
+    assert.throws(() => new SqliteStore(file), /devices_page already exists/);
+    const check = new Database(file, { readonly: true });
+    try {
+      assert.equal(check.pragma('user_version', { simple: true }), from);
+      // The earlier pending migration's change was rolled back with the failing one.
+      const before = SQLITE_MIGRATIONS[from] as string;
+      const added = /ALTER TABLE (\w+) ADD COLUMN (\w+)/.exec(before);
+      assert.ok(added, 'the earlier pending migration adds a column');
+      const columns = (check.prepare(`PRAGMA table_info(${added[1]})`).all() as Array<{ name: string }>).map((c) => c.name);
+      assert.ok(!columns.includes(added[2] as string), `${added[1]}.${added[2]} is not there`);
+    } finally {
+      check.close();
+    }
+  });
+
   test('the journal is WAL', async () => {
     const file = join(tempDir(), 'state.sqlite');
     const s = new SqliteStore(file);

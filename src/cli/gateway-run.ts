@@ -11,6 +11,7 @@ import type { Logger } from '../core/logger.js';
 import { GATEWAY_KEY_FILE, readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { approvalsQuorumNotifyConfig } from './approvals-config.js';
 import { automationsConfig } from './automations.js';
+import { buildInfo } from './build-info.js';
 import { GATEWAY_FLAGS, loadTls, readConfigFile, resolveGatewaySettings } from './gateway-config.js';
 import { lineWriter } from './line-writer.js';
 import { openConfiguredStore, resolveStoreChoice } from './postgres.js';
@@ -126,13 +127,9 @@ export async function gatewayRun(args: string[]): Promise<number> {
       '',
     ].join('\n'),
   );
-  // Which build runs: dist/clawgate.mjs (the single-file build bin/clawgate.js prefers) or the tsc modules.
-  log.info('gateway started', {
-    url: server.url,
-    stateDir,
-    store: storeChoice.kind,
-    build: import.meta.url.endsWith('/clawgate.mjs') ? 'single-file' : 'modules',
-  });
+  // Which build runs: dist/clawgate.cjs (the single-file build bin/clawgate.js prefers, and
+  // whether its code cache was used) or the tsc modules.
+  log.info('gateway started', { url: server.url, stateDir, store: storeChoice.kind, ...buildInfo() });
 
   await new Promise<void>((resolve) => {
     let stopping = false;

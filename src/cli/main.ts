@@ -13,6 +13,9 @@ import { ROOT } from './registry.js';
 import { type CommandSpec, parseOptionsOf, renderHelp, unknownFlagMessage, usageLines, wantsHelp } from './spec.js';
 import { closest, UsageError, useCommandOptions } from './usage.js';
 
+// The single-file build's loader (bin/single-file.js) says which build runs before main().
+export { setBuildInfo } from './build-info.js';
+
 const HELP_WORDS = ['help', '--help', '-h'];
 
 /** Walk the words of `argv` down the command tree; stops at the first word that is not a subcommand. */

@@ -8,7 +8,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject,
 import type { IncomingMessage } from 'node:http';
 import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
 import type { ErrorShape } from '@clawgate/protocol/frames';
-import { audienceOf, normalizeGatewayKeyFingerprint } from '@clawgate/protocol/gateway-proof';
+import { audienceOf, normalizeGatewayKeyFingerprint, requestGatewayProof } from '@clawgate/protocol/gateway-proof';
 import { signaturePayloadV3, signedTokenField } from '@clawgate/protocol/signature';
 import { WebSocket } from 'ws';
 import { checkGatewayChallenge } from '../core/gateway-identity.js';
@@ -57,6 +57,11 @@ export interface ConnectOptions {
    * key); null: a check is required but no key is known, so the connect fails without sending.
    */
   gatewayKey?: string | null | undefined;
+  /**
+   * Ask for a signed challenge (`gatewayProof=1` on the URL; default true). False dials the URL
+   * as an OpenClaw client would, and the challenge comes without the gateway's signature.
+   */
+  gatewayProof?: boolean;
   identity?: DeviceIdentity | null;
   caps?: string[];
   commands?: string[];
@@ -330,7 +335,7 @@ export function connectGateway(opts: ConnectOptions): Promise<GatewayConnection>
         return reject(new TlsPinError(`a TLS fingerprint is pinned but ${opts.url} is not a wss:// URL; refusing to connect without TLS`, pin, null));
       }
     }
-    const ws = new WebSocket(opts.url, {
+    const ws = new WebSocket(opts.gatewayProof === false ? opts.url : requestGatewayProof(opts.url), {
       headers: opts.headers,
       perMessageDeflate: false,
       ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),

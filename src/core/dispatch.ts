@@ -70,6 +70,8 @@ export function logWith(log: DispatchLog, ids: CallIds): DispatchLog {
 
 export class MethodTable {
   private readonly methods = new Map<string, Compiled>();
+  /** advertised(), kept until the next add (every hello-ok lists them). */
+  private advertisedNames: readonly string[] | null = null;
 
   constructor(private readonly log: DispatchLog) {}
 
@@ -78,6 +80,7 @@ export class MethodTable {
     // Compiled on first call, not here: compiling every schema cost each start ~20 ms (~100
     // methods, most of them never called in a process's life). `compileAll` checks them eagerly.
     this.methods.set(spec.name, { spec: spec as MethodSpec<unknown>, check: spec.params ? undefined : null });
+    this.advertisedNames = null;
   }
 
   has(name: string): boolean {
@@ -88,8 +91,10 @@ export class MethodTable {
     return this.methods.get(name)?.spec;
   }
 
-  advertised(): string[] {
-    return [...this.methods.values()].filter((m) => m.spec.advertised !== false).map((m) => m.spec.name);
+  /** The same array until a method is added (callers must not change it). */
+  advertised(): readonly string[] {
+    this.advertisedNames ??= [...this.methods.values()].filter((m) => m.spec.advertised !== false).map((m) => m.spec.name);
+    return this.advertisedNames;
   }
 
   all(): MethodSpec[] {

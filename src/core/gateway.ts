@@ -16,8 +16,7 @@
  */
 
 import { CLOSE, type DetailCode, GatewayError } from '@clawgate/protocol/errors';
-import { type ChallengePayload, RequestFrameSchema, type ResponseFrame, type Role } from '@clawgate/protocol/frames';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
+import type { ChallengePayload, ResponseFrame, Role } from '@clawgate/protocol/frames';
 import { ApprovalEngine, type SshProbe } from './approval-engine.js';
 import type { QuorumDeps } from './approval-flow.js';
 import { carryOutDecidedQuorums } from './approval-recovery.js';
@@ -29,6 +28,7 @@ import type { ConnectOutcome, TransportFacts } from './connect-outcome.js';
 import { GatewaySecrets } from './credentials.js';
 import { type CallIds, MethodTable } from './dispatch.js';
 import type { Clock, Random } from './env.js';
+import { requestFrameCheck } from './frame-checks.js';
 import type { GatewayIdentity } from './gateway-identity.js';
 import { Handshake } from './handshake.js';
 import { JoinCodes } from './join-codes.js';
@@ -65,8 +65,6 @@ export interface GatewayDeps {
   /** Runs the SSH identity check of approval policies (src/server/ssh-probe.ts); none: `ssh` rules never hold. */
   sshProbe?: SshProbe | undefined;
 }
-
-const checkRequest = TypeCompiler.Compile(RequestFrameSchema);
 
 /** How often an instance in a cluster re-checks its waiting connects against the store. */
 export const WAITER_RECONCILE_MS = 1_000;
@@ -237,8 +235,9 @@ export class Gateway {
     this.handshake.setOwnUrls(urls);
   }
 
-  challenge(): ChallengePayload {
-    return this.handshake.challenge();
+  /** A socket's challenge; signed by the gateway key only for a client that asked (`gatewayProof=1`). */
+  challenge(signed: boolean): ChallengePayload {
+    return this.handshake.challenge(signed);
   }
 
   /** Handle the first frame of a connection. Never throws on client input. */
@@ -279,7 +278,7 @@ export class Gateway {
       inflight.get(frame.id)?.abort();
       return null;
     }
-    if (!checkRequest.Check(frame)) {
+    if (!requestFrameCheck().Check(frame)) {
       const id = typeof (frame as { id?: unknown })?.id === 'string' ? (frame as { id: string }).id : '';
       return JSON.stringify({ type: 'res', id, ok: false, error: new GatewayError('INVALID_FRAME').shape });
     }

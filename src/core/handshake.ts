@@ -15,22 +15,18 @@ import {
   type ChallengePayload,
   CLIENT_IDS,
   type ConnectParams,
-  ConnectParamsSchema,
   type HelloAuth,
   type HelloOk,
   MAX_BUFFERED_BYTES,
   MIN_NODE_PROTOCOL,
   MIN_PROBE_PROTOCOL,
   PROTOCOL_VERSION,
-  RequestFrameSchema,
-  type ResponseFrame,
   ROLES,
   type Role,
 } from '@clawgate/protocol/frames';
 import { audienceOf } from '@clawgate/protocol/gateway-proof';
 import { ALL_OPERATOR_SCOPES, normalizeScopes, scopeSatisfied } from '@clawgate/protocol/scopes';
 import { cleanOptional, cleanText } from '@clawgate/protocol/text';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { type Decision, decideConnect } from './admission.js';
 import { type ApprovalEngine, approvalRequestOf } from './approval-engine.js';
 import { holdBackQuorumScopes } from './approval-flow.js';
@@ -44,6 +40,7 @@ import { approveHint } from './dispatch.js';
 import type { Clock, Random } from './env.js';
 import { EVENT_SCOPES } from './events.js';
 import { recordRequestFacts } from './explain-decision.js';
+import { connectParamsCheck, requestFrameCheck } from './frame-checks.js';
 import type { GatewayIdentity } from './gateway-identity.js';
 import { approvalTerms, effectiveGrant } from './grant-expiry.js';
 import type { VerifiedDevice } from './identity.js';
@@ -61,8 +58,6 @@ import { storeFault } from './store-faults.js';
 
 export const GATEWAY_VERSION = '0.1.0';
 
-const checkRequest = TypeCompiler.Compile(RequestFrameSchema);
-const checkConnect = TypeCompiler.Compile(ConnectParamsSchema);
 const CLIENT_ID_SET = new Set<string>(CLIENT_IDS);
 
 const PAIRING_MESSAGES: Record<string, string> = {
@@ -91,7 +86,7 @@ export interface HandshakeDeps {
   /** The hash of the token each admitted device session holds (read by live-authority.ts). */
   sessionTokenHashes: WeakMap<SessionPrincipal, Buffer>;
   /** What hello-ok advertises and reports. */
-  hello: { bootId: string; startedAtMs: number; advertisedMethods(): string[] };
+  hello: { bootId: string; startedAtMs: number; advertisedMethods(): readonly string[] };
 }
 
 /** Everything one connect established on its way to admission. */
@@ -114,6 +109,8 @@ interface AdmitContext extends Omit<ProvenCredentials, 'ok'> {
 export class Handshake {
   /** audienceOf() every URL a client may dial to reach this gateway directly (set once listening). */
   private ownAudiences: ReadonlySet<string> = new Set<string>();
+  /** hello-ok's `features`, serialized once per list of advertised methods (the same for every connect). */
+  private features: { methods: readonly string[]; json: string } | null = null;
   private readonly credentialDeps: CredentialDeps;
 
   constructor(private readonly deps: HandshakeDeps) {
@@ -144,11 +141,13 @@ export class Handshake {
     this.ownAudiences = next;
   }
 
-  challenge(): ChallengePayload {
+  challenge(signed: boolean): ChallengePayload {
     const nonce = this.deps.random.uuid();
     const ts = this.deps.clock.now();
-    // Signed by the gateway's own key, so a client can check who answered before it sends a secret.
-    return this.deps.identity ? { nonce, ts, gateway: this.deps.identity.proveChallenge(nonce, ts) } : { nonce, ts };
+    // Signed by the gateway's own key, so a client can check who answered before it sends a
+    // secret; only when the client asked: a signature costs a third of the whole connect, and
+    // clients that never check one (OpenClaw's) do not ask.
+    return signed && this.deps.identity ? { nonce, ts, gateway: this.deps.identity.proveChallenge(nonce, ts) } : { nonce, ts };
   }
 
   snapshot(): Record<string, unknown> {
@@ -192,13 +191,14 @@ export class Handshake {
     } catch {
       return rejectOutcome(null, new GatewayError('INVALID_FRAME'));
     }
-    if (!checkRequest.Check(frame)) return rejectOutcome(null, new GatewayError('INVALID_FRAME'));
+    if (!requestFrameCheck().Check(frame)) return rejectOutcome(null, new GatewayError('INVALID_FRAME'));
     if (frame.method !== 'connect') return rejectOutcome(frame.id, new GatewayError('HANDSHAKE_NOT_CONNECT'));
     const params = frame.params as ConnectParams;
     if (params && typeof params === 'object' && (params as { client?: { id?: unknown } }).client) {
       const client = (params as { client: { id?: unknown } }).client;
       if (typeof client.id === 'string' && !CLIENT_ID_SET.has(client.id)) client.id = client.id.toLowerCase();
     }
+    const checkConnect = connectParamsCheck();
     if (!checkConnect.Check(params)) {
       const first = checkConnect.Errors(params).First();
       const problem = first ? `at ${first.path || '/'}: ${first.message}` : 'invalid';
@@ -702,24 +702,27 @@ export class Handshake {
     pendingUpgrade?: string,
   ): ConnectOutcome {
     this.deps.sessions.register(session);
-    const payload: HelloOk & { auth: HelloAuth & { pendingRequestId?: string } } = {
-      type: 'hello-ok',
-      protocol: ctx.protocol,
-      server: { version: GATEWAY_VERSION, connId: session.connId, bootId: this.deps.hello.bootId },
-      features: {
-        methods: this.deps.hello.advertisedMethods(),
-        events: Object.keys(EVENT_SCOPES),
-        capabilities: [],
-        scopes: [...ALL_OPERATOR_SCOPES],
-      },
-      snapshot: this.snapshot(),
-      // Assigned onto `auth`, not spread into a new object: see the AdmitContext in authenticate().
-      auth: Object.assign(auth, { role: session.role, scopes: [...session.scopes].sort() }),
-      policy: { maxPayload: frameCapBytes(session), maxBufferedBytes: MAX_BUFFERED_BYTES, tickIntervalMs: this.deps.config.tickIntervalMs },
-    };
-    if (pendingUpgrade) payload.auth.pendingRequestId = pendingUpgrade;
-    const frame: ResponseFrame = { type: 'res', id: ctx.id, ok: true, payload };
-    return { type: 'hello', session, frame: JSON.stringify(frame), authMethod: auth.method };
+    // Assigned onto `auth`, not spread into a new object: see the AdmitContext in authenticate().
+    const helloAuth: HelloAuth & { pendingRequestId?: string } = Object.assign(auth, { role: session.role, scopes: [...session.scopes].sort() });
+    if (pendingUpgrade) helloAuth.pendingRequestId = pendingUpgrade;
+    const server = { version: GATEWAY_VERSION, connId: session.connId, bootId: this.deps.hello.bootId };
+    const policy = { maxPayload: frameCapBytes(session), maxBufferedBytes: MAX_BUFFERED_BYTES, tickIntervalMs: this.deps.config.tickIntervalMs };
+    // The frame is written piece by piece so the long constant `features` is serialized once
+    // (JSON.stringify of the whole frame, the same text: HelloOk in the order the type lists it).
+    const frame =
+      `{"type":"res","id":${JSON.stringify(ctx.id)},"ok":true,"payload":{"type":"hello-ok","protocol":${ctx.protocol}` +
+      `,"server":${JSON.stringify(server)},"features":${this.featuresJson()},"snapshot":${JSON.stringify(this.snapshot())}` +
+      `,"auth":${JSON.stringify(helloAuth)},"policy":${JSON.stringify(policy)}}}`;
+    return { type: 'hello', session, frame, authMethod: auth.method };
+  }
+
+  private featuresJson(): string {
+    const methods = this.deps.hello.advertisedMethods();
+    if (this.features?.methods !== methods) {
+      const features: HelloOk['features'] = { methods: [...methods], events: Object.keys(EVENT_SCOPES), capabilities: [], scopes: [...ALL_OPERATOR_SCOPES] };
+      this.features = { methods, json: JSON.stringify(features) };
+    }
+    return this.features.json;
   }
 }
 

@@ -55,6 +55,28 @@ export function publicKeyObject(rawPublicKey: Buffer): KeyObject {
   return key;
 }
 
+/**
+ * What a presented public key string resolves to, kept for keys that verified a signature: a
+ * paired device reconnects with the same string, so its decoding, its id hash and its key
+ * import are done once (bounded like the key cache; an evicted key is only decoded again).
+ */
+interface KnownKey {
+  raw: Buffer;
+  deviceId: string;
+  /** Canonical unpadded base64url of the raw key. */
+  canonical: string;
+  key: KeyObject;
+}
+const knownKeys = new Map<string, KnownKey>();
+
+function rememberKey(presented: string, known: KnownKey): void {
+  if (knownKeys.size >= KEY_CACHE_MAX) {
+    const oldest = knownKeys.keys().next().value;
+    if (oldest !== undefined) knownKeys.delete(oldest);
+  }
+  knownKeys.set(presented, known);
+}
+
 export interface VerifiedDevice {
   deviceId: string;
   /** Canonical unpadded base64url of the raw key. */
@@ -70,9 +92,10 @@ export function verifyDeviceProof(params: ConnectParams, role: string, challenge
   const device = params.device;
   if (!device) throw new Error('verifyDeviceProof called without a device block');
   const fail = (detail: ConstructorParameters<typeof GatewayError>[0], reason: string) => new GatewayError(detail, { details: { reason } });
-  const raw = parsePublicKey(device.publicKey);
+  const known = knownKeys.get(device.publicKey);
+  const raw = known ? known.raw : parsePublicKey(device.publicKey);
   // An unparsable key cannot match any id: report it as the id mismatch, like the reference.
-  if (!raw || deviceIdOf(raw) !== device.id) return fail('DEVICE_AUTH_DEVICE_ID_MISMATCH', 'device-id-mismatch');
+  if (!raw || (known ? known.deviceId : deviceIdOf(raw)) !== device.id) return fail('DEVICE_AUTH_DEVICE_ID_MISMATCH', 'device-id-mismatch');
   if (Math.abs(nowMs - device.signedAt) > DEVICE_SIGNATURE_SKEW_MS) return fail('DEVICE_AUTH_SIGNATURE_EXPIRED', 'device-signature-stale');
   const nonce = device.nonce.trim();
   if (!nonce) return fail('DEVICE_AUTH_NONCE_REQUIRED', 'device-nonce-missing');
@@ -81,7 +104,7 @@ export function verifyDeviceProof(params: ConnectParams, role: string, challenge
   if (signature?.length !== 64) return fail('DEVICE_AUTH_SIGNATURE_INVALID', 'device-signature');
   let key: KeyObject;
   try {
-    key = publicKeyObject(raw);
+    key = known ? known.key : publicKeyObject(raw);
   } catch {
     return fail('DEVICE_AUTH_PUBLIC_KEY_INVALID', 'device-public-key');
   }
@@ -97,12 +120,13 @@ export function verifyDeviceProof(params: ConnectParams, role: string, challenge
     platform: params.client.platform,
     deviceFamily: params.client.deviceFamily,
   };
-  const publicKey = raw.toString('base64url');
-  if (verify(null, Buffer.from(signaturePayloadV3(fields), 'utf8'), key, signature)) {
-    return { deviceId: device.id, publicKey, signatureVersion: 'v3' };
-  }
-  if (verify(null, Buffer.from(signaturePayloadV2(fields), 'utf8'), key, signature)) {
-    return { deviceId: device.id, publicKey, signatureVersion: 'v2' };
+  const publicKey = known ? known.canonical : raw.toString('base64url');
+  let signatureVersion: VerifiedDevice['signatureVersion'] | null = null;
+  if (verify(null, Buffer.from(signaturePayloadV3(fields), 'utf8'), key, signature)) signatureVersion = 'v3';
+  else if (verify(null, Buffer.from(signaturePayloadV2(fields), 'utf8'), key, signature)) signatureVersion = 'v2';
+  if (signatureVersion) {
+    if (!known) rememberKey(device.publicKey, { raw, deviceId: device.id, canonical: publicKey, key });
+    return { deviceId: device.id, publicKey, signatureVersion };
   }
   return fail('DEVICE_AUTH_SIGNATURE_INVALID', 'device-signature');
 }

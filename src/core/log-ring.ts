@@ -57,8 +57,10 @@ const SECRET_VALUE_SOURCES = [
   /[oO][cC]-[pP][aA][iI][rR]:\/\/[A-Za-z0-9_-]+/.source,
   // Join URLs are single-use bearer links.
   /\/j\/[A-Za-z0-9_-]{22}\b/.source,
-  // A setup code or any other long opaque run.
-  /[A-Za-z0-9_-]{80,}/.source,
+  // A setup code or any other long opaque run, matched from where the run starts: tried at every
+  // position inside a shorter run (a 64-hex device id), it rescanned the rest of the run each time
+  // and took most of a log line's cost; a run that is long enough matches at its first character.
+  /(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{80,}/.source,
 ];
 /**
  * All formats in one pass (every log line is scrubbed, two per connect): at each position the
@@ -71,8 +73,40 @@ const SECRET_VALUE_RE = new RegExp(SECRET_VALUE_SOURCES.map((src) => `(?:${src})
 export function scrubSecrets(text: string, literals: readonly string[]): string {
   let out = text;
   for (const lit of literals) if (lit.length >= 8 && out.includes(lit)) out = out.split(lit).join(REDACTED);
-  return out.replace(SECRET_VALUE_RE, REDACTED);
+  return mayHoldSecretValue(out) ? out.replace(SECRET_VALUE_RE, REDACTED) : out;
 }
+
+/**
+ * False only when no format can match: no `cg` (every token and secret prefix), no `/j/`, no
+ * `-pair:` in any case, and no run of 80 opaque characters. Most lines (ids, addresses, names)
+ * are settled by this one pass instead of the five-way expression at every position.
+ */
+function mayHoldSecretValue(text: string): boolean {
+  if (text.includes('cg') || text.includes('/j/')) return true;
+  let run = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    // A-Z, a-z, 0-9, '_' and '-': the base64url alphabet every opaque format uses.
+    if ((c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 95 || c === 45) {
+      if (++run >= 80) return true;
+    } else {
+      // The setup-link scheme `oc-pair://`, in any case (the run resets at its ':').
+      if (c === 58 && run >= 7 && text.slice(i - 7, i).toLowerCase() === 'oc-pair') return true;
+      run = 0;
+    }
+  }
+  return false;
+}
+
+/** Whether scrubFields would return `fields` unchanged: no secret-named key, no nested value, no header key. */
+function plainFields(fields: Record<string, unknown>): boolean {
+  for (const k in fields) {
+    const v = fields[k];
+    if ((v !== null && typeof v === 'object') || SECRET_KEY_RE.test(k) || HEADER_KEYS.has(k)) return false;
+  }
+  return true;
+}
+const HEADER_KEYS = new Set(['time', 'level', 'subsystem', 'message']);
 
 function scrubFields(value: unknown, depth = 0): unknown {
   if (depth > 6) return '[…]';
@@ -107,13 +141,19 @@ export class LogRing {
   append(level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void {
     let body: string;
     try {
-      body = JSON.stringify({
-        time: new Date(this.clock.now()).toISOString(),
-        level,
-        subsystem: 'gateway',
-        message: msg,
-        ...(scrubFields(fields ?? {}) as object),
-      });
+      // The common line (flat fields, none secret-named): the header and the fields serialized
+      // as they are, without copying them into a new object first.
+      const flat = fields === undefined || plainFields(fields);
+      const rest = flat && fields !== undefined ? JSON.stringify(fields) : '{}';
+      body = flat
+        ? `{"time":"${new Date(this.clock.now()).toISOString()}","level":"${level}","subsystem":"gateway","message":${JSON.stringify(msg)}${rest === '{}' ? '}' : `,${rest.slice(1)}`}`
+        : JSON.stringify({
+            time: new Date(this.clock.now()).toISOString(),
+            level,
+            subsystem: 'gateway',
+            message: msg,
+            ...(scrubFields(fields ?? {}) as object),
+          });
     } catch {
       body = JSON.stringify({ time: new Date(this.clock.now()).toISOString(), level, subsystem: 'gateway', message: msg, fields: '[unserialisable]' });
     }

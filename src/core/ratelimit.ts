@@ -144,6 +144,8 @@ export class FailureLimiter implements AuthLimiter {
 
   /** Milliseconds until this key may try again, or 0 when it is not locked. */
   retryAfterMs(address: string, kind: CredentialKind): number {
+    // Nothing counted or locked (the usual state): no key to compute, no table to look at.
+    if (this.counting.size === 0 && this.locked.size === 0) return 0;
     const now = this.clock.now();
     this.dropEndedLocks(now);
     const k = limiterKey(address, kind);
@@ -180,7 +182,7 @@ export class FailureLimiter implements AuthLimiter {
   }
 
   succeed(address: string, kind: CredentialKind): void {
-    this.counting.delete(limiterKey(address, kind));
+    if (this.counting.size > 0) this.counting.delete(limiterKey(address, kind));
   }
 
   private dropEndedLocks(now: number): void {

@@ -236,9 +236,12 @@ export class GatewaySocket extends WebSocket implements WheelEntry {
   }
 }
 
-/** Start serving an accepted socket: challenge, handshake deadline, pings, frames. */
-export function serveConnection(conn: ConnectionContext, ws: GatewaySocket, facts: TransportFacts): void {
-  const challenge = conn.gateway.challenge();
+/**
+ * Start serving an accepted socket: challenge (signed by the gateway key when the client asked
+ * for the gateway's proof), handshake deadline, pings, frames.
+ */
+export function serveConnection(conn: ConnectionContext, ws: GatewaySocket, facts: TransportFacts, signedChallenge: boolean): void {
+  const challenge = conn.gateway.challenge(signedChallenge);
   ws.conn = conn;
   ws.facts = facts;
   // Only the nonce outlives the challenge frame (the signed payload is not kept per socket).

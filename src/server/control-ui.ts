@@ -39,7 +39,7 @@ interface Asset {
 
 /**
  * The repository root: three levels up from dist/src/server/control-ui.js, one up from the
- * single-file build dist/clawgate.mjs, or two up from src/server/… when run from source.
+ * single-file build dist/clawgate.cjs, or two up from src/server/… when run from source.
  */
 function repoRoot(): string {
   const here = dirname(fileURLToPath(import.meta.url));

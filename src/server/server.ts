@@ -10,6 +10,7 @@ import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { CLOSE } from '@clawgate/protocol/errors';
 import { MAX_PREAUTH_PAYLOAD_BYTES } from '@clawgate/protocol/frames';
+import { asksForGatewayProof } from '@clawgate/protocol/gateway-proof';
 import type { SetupPayload } from '@clawgate/protocol/setup-code';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { Gateway, TransportFacts } from '../core/gateway.js';
@@ -132,6 +133,7 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
     }
     // One id per connection: every log line about it carries it, and an admitted session keeps it.
     const connId = gateway.random.uuid();
+    const signedChallenge = asksForGatewayProof(req.url ?? '/');
     if (who.proxied) {
       gateway.log.info('proxied connection', {
         connId,
@@ -152,7 +154,7 @@ export async function startServer(gateway: Gateway, host: string, port: number, 
         proxied: who.proxied,
         ...(who.proxyUser !== undefined ? { proxyUser: who.proxyUser } : {}),
       };
-      serveConnection(conn, ws, facts);
+      serveConnection(conn, ws, facts, signedChallenge);
     });
     process.nextTick(() => socket.uncork());
   });

@@ -38,6 +38,9 @@ interface Versioned {
   dataVersion?(): number;
 }
 
+/** How stale the check for commits by other processes may be. */
+export const VERSION_READ_INTERVAL_MS = 1;
+
 const copyToken = (t: TokenRecord): TokenRecord => ({ ...t });
 const copyGrant = (g: GrantRecord): GrantRecord => ({ ...g, scopes: [...g.scopes] });
 
@@ -47,11 +50,8 @@ class ReadCache {
   /** Grows on every write (start and end): a read that saw it change is not kept. */
   generation = 0;
   version: number | null = null;
-  /** The version was read in the current turn of the event loop (reset by setImmediate). */
-  private versionFresh = false;
-  private readonly expireVersion = () => {
-    this.versionFresh = false;
-  };
+  /** When the version was last read (performance.now(), ms). */
+  private versionReadAt = Number.NEGATIVE_INFINITY;
   readonly stats: ReadCacheStats = { hits: 0, misses: 0, clears: 0 };
 
   constructor(
@@ -67,15 +67,16 @@ class ReadCache {
   }
 
   /**
-   * Empty the cache if another connection committed since it was filled. Read once per turn of
-   * the event loop (the pragma costs as much as a point read): every frame handled in this turn
-   * arrived before the check, so a commit the check misses is ordered after all of them, exactly
-   * as if it had landed a moment later; the next turn reads the version again.
+   * Empty the cache if another connection committed since it was filled. Read at most once per
+   * VERSION_READ_INTERVAL_MS (the pragma costs as much as a point read, and a busy gateway
+   * admits a connect every few hundred microseconds): a commit by another process is seen at
+   * most that much later, as if it had landed a moment later. This process's own writes empty
+   * the cache at once, whatever the interval.
    */
   checkVersion(): void {
-    if (this.versionFresh) return;
-    this.versionFresh = true;
-    setImmediate(this.expireVersion);
+    const now = performance.now();
+    if (now - this.versionReadAt < VERSION_READ_INTERVAL_MS) return;
+    this.versionReadAt = now;
     const v = this.store.dataVersion?.() ?? null;
     if (v !== this.version) {
       this.clear();

@@ -66,6 +66,12 @@ export interface ChaosOptions {
   probesPerRestart?: number;
   /** PostgreSQL: wait for leases of killed instances to end (DELIVERY_LEASE_MS) instead of checking them. */
   waitForLeases?: boolean;
+  /**
+   * Kinds of traffic (ledger counts) the run must have done: after the last kill the traffic goes
+   * on, for up to a minute, until each has happened once, so a slow machine (fewer operations
+   * between kills) makes the run longer instead of vacuous.
+   */
+  expect?: readonly string[];
   /** Progress lines (long mode); tests leave it out. */
   log?: (line: string) => void;
 }
@@ -625,6 +631,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       await probeDeadTokens(opts.probesPerRestart ?? 4);
       gate.open();
       log(`kill ${k + 1}/${opts.kills}: violations ${violations.length}, ${JSON.stringify(ledger.counts)}`);
+    }
+    const expectBy = Date.now() + 60_000;
+    while ((opts.expect ?? []).some((what) => !((ledger.counts[what] ?? 0) > 0)) && Date.now() < expectBy) {
+      await new Promise((res) => setTimeout(res, 50));
     }
     // Final: stop the traffic, let the outbox drain, check everything, stop cleanly.
     gate.stopping = true;

@@ -4,6 +4,7 @@
  * later) and the close code and reason, so a test can assert exactly what went over the wire.
  */
 import { createHash, type KeyObject, sign } from 'node:crypto';
+import { requestGatewayProof } from '@clawgate/protocol/gateway-proof';
 import { type SignatureFields, signaturePayloadV2, signaturePayloadV3 } from '@clawgate/protocol/signature';
 import { type ClientOptions, WebSocket } from 'ws';
 import type { DeviceIdentity } from '../../src/client/connection.js';
@@ -76,11 +77,13 @@ export class RawClient {
 
   /**
    * Open a socket; resolves after the upgrade (the challenge may already be recorded). `options`
-   * go to `ws` as they are (e.g. `autoPong: false` for a peer that never answers a ping).
+   * go to `ws` as they are (e.g. `autoPong: false` for a peer that never answers a ping). Like
+   * clawgate's own clients it asks for a signed challenge unless `gatewayProof` is false (an
+   * OpenClaw client does not ask).
    */
-  static open(url: string, headers?: Record<string, string>, options: ClientOptions = {}): Promise<RawClient> {
+  static open(url: string, headers?: Record<string, string>, options: ClientOptions = {}, gatewayProof = true): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { perMessageDeflate: false, ...(headers ? { headers } : {}), ...options });
+      const ws = new WebSocket(gatewayProof ? requestGatewayProof(url) : url, { perMessageDeflate: false, ...(headers ? { headers } : {}), ...options });
       const client = new RawClient(ws);
       ws.once('open', () => resolve(client));
       ws.once('unexpected-response', (_req, res) => {

@@ -10,6 +10,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { requestGatewayProof } from '@clawgate/protocol/gateway-proof';
 import WebSocket from 'ws';
 import { connectGateway } from '../../src/client/connection.js';
 import { gatewayIdentityFromPem, generateGatewayKeyPem } from '../../src/core/gateway-identity.js';
@@ -43,7 +44,7 @@ async function runGateway(stateDir: string, port: number): Promise<{ child: Chil
 
 function firstChallenge(url: string): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
+    const ws = new WebSocket(requestGatewayProof(url));
     ws.once('message', (data) => {
       resolve((JSON.parse(data.toString()) as { payload: Record<string, unknown> }).payload);
       ws.close();

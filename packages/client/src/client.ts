@@ -10,6 +10,8 @@
  * its generation is still current before touching state — a replaced connection can never move
  * the state of its successor.
  */
+
+import { requestGatewayProof } from '@clawgate/protocol/gateway-proof';
 import { signaturePayloadV3 } from '@clawgate/protocol/signature';
 import { type CredentialKind, cloneRecord, hasFallback, type ResolvedCredential, resolveCredential, resolveGivenSecret } from './credentials.js';
 import { ClientError, CredentialStoreError, GatewayCallError, type WireError } from './errors.js';
@@ -676,8 +678,9 @@ export class GatewayClient {
       sock: null as unknown as SocketLike,
     };
     this.attempt = attempt;
+    // Asks for a signed challenge: the gateway key is checked (and learned) from it.
     attempt.sock = this.platform.transport(
-      dial.url,
+      requestGatewayProof(dial.url),
       {
         onOpen: () => {
           if (!this.isCurrent(gen) || attempt.finished) return;

@@ -6,6 +6,7 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, typ
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { normalizeFingerprint } from '@clawgate/protocol/fingerprint';
+import { withoutGatewayProofRequest } from '@clawgate/protocol/gateway-proof';
 import { WebSocket } from 'ws';
 import { KeyedQueue } from './credentials.js';
 import { CredentialStoreError } from './errors.js';
@@ -20,6 +21,8 @@ const CLOSE_ANSWER_MS = 1000;
 const UPGRADE_BODY_MAX_CHARS = 300;
 
 export const nodeTransport: Transport = (url, h, opts = {}) => {
+  // What messages name: the URL as given, without the query parameter the client added.
+  const shown = withoutGatewayProofRequest(url);
   const pin = opts.tlsFingerprint ? normalizeFingerprint(opts.tlsFingerprint) : null;
   // With a pin, comparing the certificate's fingerprint replaces CA verification (self-signed is the point).
   const ws = new WebSocket(url, { perMessageDeflate: false, ...(pin ? { rejectUnauthorized: false } : {}) });
@@ -30,7 +33,7 @@ export const nodeTransport: Transport = (url, h, opts = {}) => {
       if (actual === pin) return;
       // Before `open`: not one frame, let alone a credential, reaches this server.
       tlsFailure =
-        `TLS_PIN_MISMATCH: the certificate at ${url} is not the one this device paired with ` +
+        `TLS_PIN_MISMATCH: the certificate at ${shown} is not the one this device paired with ` +
         `(expected SHA-256 ${pin}, got ${actual ?? 'none'}): it was replaced, or something is intercepting the connection`;
       ws.terminate();
     });
@@ -60,7 +63,7 @@ export const nodeTransport: Transport = (url, h, opts = {}) => {
     if (!isBinary && !tlsFailure) h.onMessage(data.toString());
   });
   ws.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code && CERT_ERROR_CODES.has(err.code) && !tlsFailure) tlsFailure = `TLS_UNTRUSTED: the certificate at ${url} is not trusted here (${err.code})`;
+    if (err.code && CERT_ERROR_CODES.has(err.code) && !tlsFailure) tlsFailure = `TLS_UNTRUSTED: the certificate at ${shown} is not trusted here (${err.code})`;
     h.onError(err.message);
   });
   ws.on('close', (code, reason) => {

@@ -3,11 +3,15 @@
  * Node-only API, so the gateway, the CLI, the client SDK and a browser all build the same
  * byte strings here.
  *
- * Gateway identity: the gateway holds a long-lived Ed25519 key in its state dir. Every
- * `connect.challenge` carries `gateway: {v: 1, publicKey, signature}` where `signature` is the
- * Ed25519 signature of `gatewayChallengePayload(nonce, ts)` by that key. A client that knows
- * which gateway it means (the local state dir's key, `--gateway-key`, or the `gatewayKey` field
- * of a setup code) checks the signature before it sends any secret, and stops otherwise.
+ * Gateway identity: the gateway holds a long-lived Ed25519 key in its state dir. A
+ * `connect.challenge` carries `gateway: {v: 1, publicKey, signature}`, where `signature` is the
+ * Ed25519 signature of `gatewayChallengePayload(nonce, ts)` by that key, when the client asked
+ * for it: `gatewayProof=1` in the query of the WebSocket URL (requestGatewayProof). A client
+ * that never checks the proof (OpenClaw's) does not ask, and the gateway does not spend a
+ * signature on it. A client that knows which gateway it means (the local state dir's key,
+ * `--gateway-key`, or the `gatewayKey` field of a setup code) asks, checks the signature before
+ * it sends any secret, and stops otherwise — a squatter that ignores the request cannot forge
+ * the answer.
  *
  * Owner proof: the owner credential never travels. The CLI sends
  * `auth.ownerProof = base64url(HMAC-SHA256(ownerCredential, ownerProofPayload(...)))`, bound to
@@ -24,6 +28,35 @@ export interface GatewayChallengeProof {
   publicKey: string;
   /** Ed25519 signature of gatewayChallengePayload(nonce, ts), base64url without padding. */
   signature: string;
+}
+
+/** The query parameter of the WebSocket URL that asks the gateway to sign its challenge. */
+export const GATEWAY_PROOF_PARAM = 'gatewayProof';
+
+/**
+ * `url` asking for a signed challenge: `gatewayProof=1` added to its query (kept when already
+ * there; the path, other parameters and any fragment are left as they are). Gateways that do not
+ * know the parameter (OpenClaw's) route by path and ignore it.
+ */
+export function requestGatewayProof(url: string): string {
+  const hashAt = url.indexOf('#');
+  const base = hashAt >= 0 ? url.slice(0, hashAt) : url;
+  const fragment = hashAt >= 0 ? url.slice(hashAt) : '';
+  const queryAt = base.indexOf('?');
+  if (queryAt >= 0 && new URLSearchParams(base.slice(queryAt + 1)).get(GATEWAY_PROOF_PARAM) === '1') return url;
+  const sep = queryAt < 0 ? '?' : queryAt === base.length - 1 || base.endsWith('&') ? '' : '&';
+  return `${base}${sep}${GATEWAY_PROOF_PARAM}=1${fragment}`;
+}
+
+/** `url` as the person gave it: the parameter requestGatewayProof added, taken out again (for messages). */
+export function withoutGatewayProofRequest(url: string): string {
+  return url.replace(/([?&])gatewayProof=1(&|(?=#)|$)/, (_m, lead: string, tail: string) => (tail === '&' ? lead : '')).replace(/\?(?=#|$)/, '');
+}
+
+/** Whether an HTTP request target (`/path?query`) asks for a signed challenge. */
+export function asksForGatewayProof(requestTarget: string): boolean {
+  const queryAt = requestTarget.indexOf('?');
+  return queryAt >= 0 && new URLSearchParams(requestTarget.slice(queryAt + 1)).get(GATEWAY_PROOF_PARAM) === '1';
 }
 
 /** The exact bytes (UTF-8) the gateway signs for one challenge. */

@@ -128,14 +128,15 @@ export class SqliteDb {
     if (current > SQLITE_MIGRATIONS.length) {
       throw new Error(`state database is at schema ${current}, newer than this clawgate (${SQLITE_MIGRATIONS.length}); upgrade clawgate`);
     }
-    for (let i = current; i < SQLITE_MIGRATIONS.length; i++) {
-      this.db
-        .transaction(() => {
-          this.db.exec(SQLITE_MIGRATIONS[i] as string);
-          this.db.pragma(`user_version = ${i + 1}`);
-        })
-        .immediate();
-    }
+    if (current === SQLITE_MIGRATIONS.length) return;
+    // The pending migrations run in one transaction (a new state dir runs all of them at its first
+    // start): one commit instead of one each, and a failure leaves the schema where it was.
+    this.db
+      .transaction(() => {
+        for (let i = current; i < SQLITE_MIGRATIONS.length; i++) this.db.exec(SQLITE_MIGRATIONS[i] as string);
+        this.db.pragma(`user_version = ${SQLITE_MIGRATIONS.length}`);
+      })
+      .immediate();
   }
 
   /** Changes whenever ANOTHER connection commits to this database. */
