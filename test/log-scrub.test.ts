@@ -80,3 +80,36 @@ test('a line with flat fields is written exactly as the general path writes it',
     { numRuns: 2000 },
   );
 });
+
+test('the ring keeps the newest lines that fit, as written, across the end of its buffer and in any alphabet', () => {
+  const piece = fc.constantFrom('é', 'ü', '日本', '😀', ' ', 'a', 'bc', '\n', '"', 'xy '.repeat(10));
+  const message = fc.array(piece, { maxLength: 12 }).map((a) => a.join(''));
+  fc.assert(
+    fc.property(fc.array(message, { minLength: 1, maxLength: 60 }), fc.integer({ min: 100, max: 600 }), (messages, capacity) => {
+      const ring = new LogRing(new ManualClock(0), () => [], capacity);
+      const written: string[] = [];
+      for (const m of messages) {
+        ring.append('info', m);
+        written.push(JSON.stringify({ time: new Date(0).toISOString(), level: 'info', subsystem: 'gateway', message: m }));
+      }
+      // The model: the newest lines whose sizes (bytes + newline) add up to the capacity; a
+      // line larger than the capacity is kept alone while it is the newest.
+      const kept: string[] = [];
+      let held = 0;
+      for (let i = written.length - 1; i >= 0; i--) {
+        const size = Buffer.byteLength(written[i] as string) + 1;
+        if (kept.length > 0 && held + size > capacity) break;
+        kept.unshift(written[i] as string);
+        held += size;
+        if (size > capacity) break;
+      }
+      const tail = ring.tail({ limit: 5000, maxBytes: 1_000_000 });
+      assert.deepEqual(tail.lines, kept);
+      assert.equal(
+        tail.size,
+        written.reduce((n, l) => n + Buffer.byteLength(l) + 1, 0),
+      );
+    }),
+    { numRuns: 1500 },
+  );
+});

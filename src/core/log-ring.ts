@@ -119,17 +119,23 @@ function scrubFields(value: unknown, depth = 0): unknown {
   return value;
 }
 
-interface Line {
-  offset: number;
-  bytes: number;
-  text: string;
-}
-
+/**
+ * The held lines live as UTF-8 in one buffer of `capacityBytes`, written around it: a line is
+ * kept as bytes, not as a string object, so the ring holds no per-line heap objects. A held line
+ * outlives thousands of connects; kept as strings, every one of them reached the old generation
+ * and died there (about half a KiB of heap per connection at 10,000 connections).
+ * A line is read back (decoded) only when `logs.tail` asks for it.
+ */
 export class LogRing {
-  private readonly lines: Line[] = [];
+  private buf: Buffer | null = null;
+  /** Stream offset and size (its UTF-8 bytes plus the newline) of each held line, oldest at `head`. */
+  private offsets: number[] = [];
+  private sizes: number[] = [];
   private head = 0;
   private heldBytes = 0;
   private total = 0;
+  /** A line longer than the whole buffer (kept as text; only ever the newest line). */
+  private oversized: { offset: number; text: string } | null = null;
 
   constructor(
     private readonly clock: Clock,
@@ -157,20 +163,54 @@ export class LogRing {
     } catch {
       body = JSON.stringify({ time: new Date(this.clock.now()).toISOString(), level, subsystem: 'gateway', message: msg, fields: '[unserialisable]' });
     }
-    const text = scrubSecrets(body, this.secrets());
-    const bytes = Buffer.byteLength(text) + 1;
-    this.lines.push({ offset: this.total, bytes, text });
-    this.total += bytes;
-    this.heldBytes += bytes;
-    while (this.heldBytes > this.capacityBytes && this.head < this.lines.length - 1) {
-      this.heldBytes -= (this.lines[this.head] as Line).bytes;
+    this.hold(scrubSecrets(body, this.secrets()));
+  }
+
+  private hold(text: string): void {
+    const textBytes = Buffer.byteLength(text);
+    const size = textBytes + 1;
+    const offset = this.total;
+    this.total += size;
+    // Make room: the oldest lines go until this one fits (a line larger than the buffer pushes out everything).
+    while (this.head < this.offsets.length && this.heldBytes + size > this.capacityBytes) {
+      this.heldBytes -= this.sizes[this.head] as number;
       this.head++;
     }
+    this.oversized = null;
+    if (size > this.capacityBytes) {
+      this.oversized = { offset, text };
+    } else {
+      this.buf ??= Buffer.alloc(this.capacityBytes);
+      const at = offset % this.capacityBytes;
+      if (at + textBytes <= this.capacityBytes) this.buf.write(text, at, 'utf8');
+      else {
+        // Around the end of the buffer: the bytes, not the characters, are split.
+        const bytes = Buffer.from(text, 'utf8');
+        const first = this.capacityBytes - at;
+        bytes.copy(this.buf, at, 0, first);
+        bytes.copy(this.buf, 0, first);
+      }
+    }
+    this.offsets.push(offset);
+    this.sizes.push(size);
+    this.heldBytes += size;
     // Compact now and then instead of shifting on every line.
-    if (this.head > 1024 && this.head * 2 > this.lines.length) {
-      this.lines.splice(0, this.head);
+    if (this.head > 1024 && this.head * 2 > this.offsets.length) {
+      this.offsets.splice(0, this.head);
+      this.sizes.splice(0, this.head);
       this.head = 0;
     }
+  }
+
+  /** The text of the held line at index `i` (decoded from the buffer). */
+  private text(i: number): string {
+    const offset = this.offsets[i] as number;
+    if (this.oversized?.offset === offset) return this.oversized.text;
+    const buf = this.buf as Buffer;
+    const len = (this.sizes[i] as number) - 1;
+    const at = offset % this.capacityBytes;
+    if (at + len <= this.capacityBytes) return buf.toString('utf8', at, at + len);
+    return Buffer.concat([buf.subarray(at), buf.subarray(0, len - (this.capacityBytes - at))]).toString('utf8');
   }
 
   get size(): number {
@@ -182,7 +222,7 @@ export class LogRing {
     const size = this.total;
     const maxBytes = Math.min(Math.max(opts.maxBytes ?? LOG_TAIL_DEFAULT_MAX_BYTES, 1), LOG_TAIL_MAX_BYTES);
     const limit = Math.min(Math.max(opts.limit ?? LOG_TAIL_DEFAULT_LIMIT, 1), LOG_TAIL_MAX_LIMIT);
-    const first = this.lines[this.head]?.offset ?? size;
+    const first = this.head < this.offsets.length ? (this.offsets[this.head] as number) : size;
     const cursor = opts.cursor === undefined ? undefined : Math.max(0, Math.floor(opts.cursor));
     let reset = false;
     let truncated = false;
@@ -214,19 +254,18 @@ export class LogRing {
       start = first;
     }
     // Whole lines only: a window that starts inside a line begins at the next one.
-    let selected: Line[] = [];
-    for (let i = this.head; i < this.lines.length; i++) {
-      const l = this.lines[i] as Line;
-      if (l.offset >= start) selected.push(l);
-    }
-    if (selected.length > limit) {
+    let from = this.head;
+    while (from < this.offsets.length && (this.offsets[from] as number) < start) from++;
+    if (this.offsets.length - from > limit) {
       truncated = true;
-      selected = selected.slice(selected.length - limit);
+      from = this.offsets.length - limit;
     }
+    const lines: string[] = [];
+    for (let i = from; i < this.offsets.length; i++) lines.push(this.text(i));
     return {
       cursor: size,
       size,
-      lines: selected.map((l) => l.text),
+      lines,
       truncated,
       reset,
       ...(skippedBytes > 0 ? { skippedBytes } : {}),
