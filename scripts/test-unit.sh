@@ -8,9 +8,9 @@ npm run build --silent
 # Chosen by measured time (each well under 15 s on a shared 2-core machine); the slower suites
 # that also qualify (fuzz, nodes, pairing, setup-codes, client-cli, cli, cli-help) run in `npm test`.
 UNIT=(
-  admission cli-verbs client-sdk cron dashboard-link defaults errors-doc handshake log-scrub presence ratelimit
+  admission cli-verbs client-sdk cron dashboard-link defaults errors-doc exit-guard handshake log-scrub presence ratelimit
   rotation-grace smoke store transport security/edges security/gateway-identity security/strings
 )
 files=()
 for name in "${UNIT[@]}"; do files+=("dist/test/${name}.test.js"); done
-node --test --test-force-exit --test-concurrency=2 --test-timeout=120000 "${files[@]}"
+node --test --test-force-exit --test-concurrency=2 --test-timeout=120000 --import ./dist/test/helpers/exit-guard.js "${files[@]}"

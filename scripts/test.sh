@@ -17,4 +17,6 @@ fi
 if [ "${CI:-}" = true ]; then export CLAWGATE_TEST_STRICT=1; fi
 # A hung test fails after 10 minutes instead of holding CI until its own time limit;
 # --test-force-exit ends the run even if a failed test left a handle (socket, child) open.
-node --test --test-force-exit --test-concurrency=2 --test-timeout=600000 dist/test/*.test.js dist/test/security/*.test.js
+# The exit guard fails a test file whose process ends with code 0 before all of its tests ran
+# (the runner would otherwise count only what the file reported, and pass).
+node --test --test-force-exit --test-concurrency=2 --test-timeout=600000 --import ./dist/test/helpers/exit-guard.js dist/test/*.test.js dist/test/security/*.test.js
