@@ -71,11 +71,16 @@ function loadBundle({ useCodeCache = true } = {}) {
   return { exports: module.exports, script, sourceHash, codeCache };
 }
 
-/** Write the code cache of a loaded bundle (everything compiled so far), atomically. */
-function writeCodeCache(loaded) {
-  const tmp = `${CODE_CACHE_FILE}.${process.pid}.tmp`;
-  writeFileSync(tmp, Buffer.concat([loaded.sourceHash, loaded.script.createCachedData()]));
-  renameSync(tmp, CODE_CACHE_FILE);
+/** Replace `path` by a rename: a reader sees the old content or the new one, never half of it. */
+function writeAtomically(path, data) {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, data);
+  renameSync(tmp, path);
 }
 
-module.exports = { BUNDLE_FILE, CODE_CACHE_FILE, bundleIsFresh, loadBundle, writeCodeCache };
+/** Write the code cache of a loaded bundle (everything compiled so far). */
+function writeCodeCache(loaded) {
+  writeAtomically(CODE_CACHE_FILE, Buffer.concat([loaded.sourceHash, loaded.script.createCachedData()]));
+}
+
+module.exports = { BUNDLE_FILE, CODE_CACHE_FILE, bundleIsFresh, loadBundle, writeAtomically, writeCodeCache };

@@ -15,9 +15,10 @@
 // bin/clawgate.js uses the bundle only when it is at least as new as dist/src/cli/main.js, so a
 // plain `tsc` after it never runs stale code.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import singleFile from '../bin/single-file.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 // The CLI's compiled entry: tsc output (dist/src/…), or dist/packages/… should the source move.
@@ -136,13 +137,8 @@ if (/[^\x00-\x7f]/.test(bundleText)) {
   process.stderr.write(`bundle: ${outfile} holds non-ASCII characters; bin/single-file.js reads it as Latin-1\n`);
   process.exit(1);
 }
-function writeAtomically(path, data) {
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, path);
-}
-writeAtomically(`${outfile}.map`, output(`${outfile}.map`).contents);
-writeAtomically(outfile, Buffer.from(bundleText, 'latin1'));
+singleFile.writeAtomically(`${outfile}.map`, output(`${outfile}.map`).contents);
+singleFile.writeAtomically(outfile, Buffer.from(bundleText, 'latin1'));
 const bytes = statSync(outfile).size;
 const inputs = Object.keys(result.metafile.inputs).length;
 process.stdout.write(`bundle: ${outfile} (${(bytes / 1024).toFixed(0)} KiB from ${inputs} modules)\n`);

@@ -57,11 +57,6 @@ export interface ConnectOptions {
    * key); null: a check is required but no key is known, so the connect fails without sending.
    */
   gatewayKey?: string | null | undefined;
-  /**
-   * Ask for a signed challenge (`gatewayProof=1` on the URL; default true). False dials the URL
-   * as an OpenClaw client would, and the challenge comes without the gateway's signature.
-   */
-  gatewayProof?: boolean;
   identity?: DeviceIdentity | null;
   caps?: string[];
   commands?: string[];
@@ -335,7 +330,8 @@ export function connectGateway(opts: ConnectOptions): Promise<GatewayConnection>
         return reject(new TlsPinError(`a TLS fingerprint is pinned but ${opts.url} is not a wss:// URL; refusing to connect without TLS`, pin, null));
       }
     }
-    const ws = new WebSocket(opts.gatewayProof === false ? opts.url : requestGatewayProof(opts.url), {
+    // Asks for a signed challenge, like every clawgate client (the key is checked when one is expected).
+    const ws = new WebSocket(requestGatewayProof(opts.url), {
       headers: opts.headers,
       perMessageDeflate: false,
       ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),

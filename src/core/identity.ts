@@ -38,27 +38,16 @@ export function deviceIdOf(rawPublicKey: Buffer): string {
   return createHash('sha256').update(rawPublicKey).digest('hex');
 }
 
-/** Importing a key costs ~100 µs; paired devices reconnect with the same key, so keep a bounded cache. */
-const KEY_CACHE_MAX = 4096;
-const keyCache = new Map<string, KeyObject>();
-
+/** The key object of a raw Ed25519 public key (an import costs ~100 µs; the connect path keeps them in `knownKeys`). */
 export function publicKeyObject(rawPublicKey: Buffer): KeyObject {
-  const cacheKey = rawPublicKey.toString('base64');
-  const hit = keyCache.get(cacheKey);
-  if (hit) return hit;
-  const key = createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, rawPublicKey]), format: 'der', type: 'spki' });
-  if (keyCache.size >= KEY_CACHE_MAX) {
-    const oldest = keyCache.keys().next().value;
-    if (oldest !== undefined) keyCache.delete(oldest);
-  }
-  keyCache.set(cacheKey, key);
-  return key;
+  return createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, rawPublicKey]), format: 'der', type: 'spki' });
 }
 
 /**
  * What a presented public key string resolves to, kept for keys that verified a signature: a
  * paired device reconnects with the same string, so its decoding, its id hash and its key
- * import are done once (bounded like the key cache; an evicted key is only decoded again).
+ * import are done once (at most KNOWN_KEYS_MAX, oldest dropped first; an evicted key is only
+ * decoded again).
  */
 interface KnownKey {
   raw: Buffer;
@@ -67,10 +56,11 @@ interface KnownKey {
   canonical: string;
   key: KeyObject;
 }
+const KNOWN_KEYS_MAX = 4096;
 const knownKeys = new Map<string, KnownKey>();
 
 function rememberKey(presented: string, known: KnownKey): void {
-  if (knownKeys.size >= KEY_CACHE_MAX) {
+  if (knownKeys.size >= KNOWN_KEYS_MAX) {
     const oldest = knownKeys.keys().next().value;
     if (oldest !== undefined) knownKeys.delete(oldest);
   }

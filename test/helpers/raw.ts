@@ -78,12 +78,12 @@ export class RawClient {
   /**
    * Open a socket; resolves after the upgrade (the challenge may already be recorded). `options`
    * go to `ws` as they are (e.g. `autoPong: false` for a peer that never answers a ping). Like
-   * clawgate's own clients it asks for a signed challenge unless `gatewayProof` is false (an
-   * OpenClaw client does not ask).
+   * clawgate's own clients it asks for a signed challenge (test/security/gateway-identity.test.ts
+   * dials without asking, as an OpenClaw client does).
    */
-  static open(url: string, headers?: Record<string, string>, options: ClientOptions = {}, gatewayProof = true): Promise<RawClient> {
+  static open(url: string, headers?: Record<string, string>, options: ClientOptions = {}): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(gatewayProof ? requestGatewayProof(url) : url, { perMessageDeflate: false, ...(headers ? { headers } : {}), ...options });
+      const ws = new WebSocket(requestGatewayProof(url), { perMessageDeflate: false, ...(headers ? { headers } : {}), ...options });
       const client = new RawClient(ws);
       ws.once('open', () => resolve(client));
       ws.once('unexpected-response', (_req, res) => {

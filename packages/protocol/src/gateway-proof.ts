@@ -42,18 +42,20 @@ export function requestGatewayProof(url: string): string {
   const hashAt = url.indexOf('#');
   const base = hashAt >= 0 ? url.slice(0, hashAt) : url;
   const fragment = hashAt >= 0 ? url.slice(hashAt) : '';
+  if (asksForGatewayProof(base)) return url;
   const queryAt = base.indexOf('?');
-  if (queryAt >= 0 && new URLSearchParams(base.slice(queryAt + 1)).get(GATEWAY_PROOF_PARAM) === '1') return url;
   const sep = queryAt < 0 ? '?' : queryAt === base.length - 1 || base.endsWith('&') ? '' : '&';
   return `${base}${sep}${GATEWAY_PROOF_PARAM}=1${fragment}`;
 }
 
+const ADDED_PARAM = new RegExp(`([?&])${GATEWAY_PROOF_PARAM}=1(&|(?=#)|$)`);
+
 /** `url` as the person gave it: the parameter requestGatewayProof added, taken out again (for messages). */
 export function withoutGatewayProofRequest(url: string): string {
-  return url.replace(/([?&])gatewayProof=1(&|(?=#)|$)/, (_m, lead: string, tail: string) => (tail === '&' ? lead : '')).replace(/\?(?=#|$)/, '');
+  return url.replace(ADDED_PARAM, (_m, lead: string, tail: string) => (tail === '&' ? lead : '')).replace(/\?(?=#|$)/, '');
 }
 
-/** Whether an HTTP request target (`/path?query`) asks for a signed challenge. */
+/** Whether an HTTP request target (`/path?query`, or a URL without its fragment) asks for a signed challenge. */
 export function asksForGatewayProof(requestTarget: string): boolean {
   const queryAt = requestTarget.indexOf('?');
   return queryAt >= 0 && new URLSearchParams(requestTarget.slice(queryAt + 1)).get(GATEWAY_PROOF_PARAM) === '1';
