@@ -51,6 +51,9 @@ export interface VmEnvironment {
 
 /** The guest raises both limits this high (the kernel's default fs.nr_open). */
 const GUEST_OPEN_FILES = 1_048_576;
+// The serial console carries the firmware's escape sequences and CRs: lines keep printable text.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const TERMINAL_CONTROL = /\x1b\[[0-9;?]*[A-Za-z]|\x1bc|[\x00-\x08\x0b-\x1f]/g;
 const BOOT_MARK = 'clawgate-vm: init ready';
 const RC_MARK = 'clawgate-vm: rc=';
 
@@ -249,12 +252,7 @@ export async function runInVm(command: string, opts: VmOptions, prepare?: (outDi
     pending += chunk.toString('utf8');
     let nl = pending.indexOf('\n');
     while (nl >= 0) {
-      // The serial console writes CRLF and the firmware's escape sequences: keep printable text.
-      // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping terminal control sequences is the point
-      const line = pending
-        .slice(0, nl)
-        .replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1bc|[\x00-\x08\x0b-\x1f]/g, '')
-        .trim();
+      const line = pending.slice(0, nl).replace(TERMINAL_CONTROL, '').trim();
       pending = pending.slice(nl + 1);
       nl = pending.indexOf('\n');
       // The firmware leaves its last line open, so the mark can end a line rather than fill it.
