@@ -93,7 +93,9 @@ function which(cmd: string, dirs = ['/usr/bin', '/usr/local/bin', '/bin', '/usr/
 export function vmUnavailable(): string | null {
   const missing: string[] = [];
   if (!which('qemu-system-x86_64')) missing.push('qemu-system-x86_64');
-  if (!which('busybox')) missing.push('busybox');
+  const busybox = which('busybox');
+  // ldd fails on a static binary; a dynamic busybox cannot run in the guest's empty initramfs.
+  if (!busybox || spawnSync('ldd', [busybox]).status === 0) missing.push('a static busybox');
   if (!existsSync('/boot') || !readdirSync('/boot').some((f) => f.startsWith('vmlinuz-'))) missing.push('a kernel in /boot');
   return missing.length ? `missing ${missing.join(', ')}: apt-get install ${VM_PACKAGES}` : null;
 }
