@@ -397,6 +397,44 @@ describe('PgFailureLimiter (the shared wrong-credential budget)', () => {
     }
   });
 
+  test('a success takes effect at its own check: it clears what the check found, not a failure counted after it', async () => {
+    const url = await cluster.createDatabase();
+    const s1 = await PostgresStore.open(url);
+    const s2 = await PostgresStore.open(url);
+    const clock = new ManualClock(T0);
+    const policy = { maxFailures: 3, windowMs: 60_000, lockoutMs: 300_000, maxKeys: 10_000 };
+    const a = new PgFailureLimiter(s1, clock, policy);
+    const b = new PgFailureLimiter(s2, clock, policy);
+    try {
+      // A connect on instance a checks its key (nothing counted), another instance counts a
+      // wrong guess while a verifies, then a's connect succeeds: the guess stays counted.
+      assert.equal(await a.retryAfterMs('192.0.2.7', 'device-token'), 0);
+      assert.equal(await b.fail('192.0.2.7', 'device-token'), 0);
+      await a.succeed('192.0.2.7', 'device-token');
+      assert.equal(await b.fail('192.0.2.7', 'device-token'), 0);
+      assert.equal(await b.fail('192.0.2.7', 'device-token'), 300_000, 'three guesses in one window lock, the success between them notwithstanding');
+
+      // A check that finds the key counting: the success clears it.
+      assert.equal(await b.fail('192.0.2.8', 'device-token'), 0);
+      assert.equal(await b.fail('192.0.2.8', 'device-token'), 0);
+      assert.equal(await a.retryAfterMs('192.0.2.8', 'device-token'), 0);
+      await a.succeed('192.0.2.8', 'device-token');
+      assert.equal(await b.fail('192.0.2.8', 'device-token'), 0, 'the count started over');
+      assert.equal(await b.fail('192.0.2.8', 'device-token'), 0);
+
+      // A failure on a's own instance after its check: the next success there clears again.
+      assert.equal(await a.retryAfterMs('192.0.2.9', 'device-token'), 0);
+      assert.equal(await a.fail('192.0.2.9', 'device-token'), 0);
+      assert.equal(await a.fail('192.0.2.9', 'device-token'), 0);
+      await a.succeed('192.0.2.9', 'device-token');
+      assert.equal(await b.fail('192.0.2.9', 'device-token'), 0, 'cleared: the count started over');
+      assert.equal(await b.fail('192.0.2.9', 'device-token'), 0);
+    } finally {
+      await s1.close();
+      await s2.close();
+    }
+  });
+
   test('the same address buckets as the in-memory limiter: loopback is one, IPv6 counts per /64; a lock outlives a success elsewhere', async () => {
     const url = await cluster.createDatabase();
     const s1 = await PostgresStore.open(url);
