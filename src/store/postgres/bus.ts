@@ -7,6 +7,7 @@
 import pg from 'pg';
 import type { ClusterBus, ClusterEvent, RemoteNode, RemoteNodeDetail } from '../../core/cluster.js';
 import type { Logger } from '../../core/logger.js';
+import { connectTimeoutMs } from './db.js';
 
 export const CLUSTER_CHANNEL = 'clawgate_cluster';
 export const LISTENER_APP_NAME = 'clawgate-listen';
@@ -90,7 +91,8 @@ export class PgClusterBus implements ClusterBus {
 
   private async listen(): Promise<void> {
     // Named, so an operator (or a test) can tell the listening connections apart in pg_stat_activity.
-    const c = new pg.Client({ connectionString: this.url, application_name: LISTENER_APP_NAME });
+    // Bounded like the pool's connections: a start whose store fails does not wait longer for this one.
+    const c = new pg.Client({ connectionString: this.url, application_name: LISTENER_APP_NAME, connectionTimeoutMillis: connectTimeoutMs(this.url) });
     c.on('error', (err) => this.lost(c, err));
     c.on('end', () => this.lost(c, new Error('connection ended')));
     c.on('notification', (m) => {

@@ -160,7 +160,8 @@ export const PG_QUERY_TIMEOUT_MS = 15_000;
 /** Default bound on opening a connection or waiting for a free one in the pool. */
 export const PG_CONNECT_TIMEOUT_MS = 5_000;
 
-function connectTimeoutMs(url: string): number {
+/** The bound on opening a connection: the URL's `connect_timeout` (s), else PG_CONNECT_TIMEOUT_MS. */
+export function connectTimeoutMs(url: string): number {
   try {
     const s = Number(new URL(url).searchParams.get('connect_timeout'));
     if (Number.isFinite(s) && s > 0) return s * 1000;
