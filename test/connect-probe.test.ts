@@ -1,0 +1,44 @@
+/**
+ * Smoke test of the connect probe (bench/connect-probe.ts): it starts a real clawgate (and the
+ * floor) with the probe preload, drives sequential device-token connects over loopback and
+ * reports the collection pauses, the main thread's context switches and the allocations per
+ * connect it read from inside the gateway. Shapes only, never timings.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const PROBE = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'connect-probe.js');
+
+function probe(args: string[]): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [PROBE, '--json', ...args], { timeout: 110_000 }, (err, so, se) =>
+      err ? reject(new Error(`probe exited: ${err.message}\n${se}`)) : resolve(JSON.parse(so) as Record<string, unknown>),
+    );
+  });
+}
+
+for (const which of ['clawgate', 'floor'] as const) {
+  test(`the probe reports pauses, context switches and allocations per connect from inside ${which}`, { timeout: 120_000 }, async () => {
+    const r = (await probe(['--n', '40', '--warmup', '3', '--heap', '--top', '5', ...(which === 'floor' ? ['--floor'] : [])])) as {
+      gateway: string;
+      connects: number;
+      latencyMs: { n: number; median: number };
+      gc: { pauses: number; connectsWithAPause: number };
+      mainThreadPerConnect: { blocked: number; preempted: number };
+      heap?: { bytesPerConnect: number; sites: Array<{ site: string; bytes: number }> };
+    };
+    assert.equal(r.gateway, which);
+    assert.equal(r.connects, 40);
+    assert.equal(r.latencyMs.n, 40);
+    assert.ok(r.latencyMs.median > 0);
+    assert.ok(r.gc.connectsWithAPause <= 40 && r.gc.pauses >= 0);
+    // A sequential connect waits for the network at least once: the main thread blocked.
+    assert.ok(r.mainThreadPerConnect.blocked > 0);
+    // The profile came from the gateway process: its sockets are among what it allocated.
+    assert.ok(r.heap && r.heap.bytesPerConnect > 0, 'allocation profile read from the gateway');
+    assert.equal(r.heap.sites.length, 5);
+  });
+}
