@@ -9,9 +9,11 @@
  *   and how often the kernel took the CPU from it (involuntary ones: neighbours on the cores);
  * - with --heap, the bytes the gateway allocates per connect and where (sampling heap profiler).
  *
- *   node dist/bench/connect-probe.js [--n 1500] [--warmup 30] [--floor] [--heap] [--top 20] [--json]
+ *   node dist/bench/connect-probe.js [--n 1500] [--warmup 30] [--load-s 0] [--floor] [--heap] [--top 20] [--json]
  *
  * --floor probes the floor (bench/floor.ts) instead of clawgate, for the same figures side by side.
+ * --load-s first runs 20 concurrent clients for that long, as a full bench run does before its
+ * device-token latency row (the heap the sequential connects then meet is the one load left).
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -21,7 +23,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { connectOnce, DEFAULT_PROFILE, MARK, MARK_COUNT, prepareMode } from './loadgen.js';
+import { connectOnce, DEFAULT_PROFILE, MARK, MARK_COUNT, prepareMode, throughput } from './loadgen.js';
 import { pickFreePort, type SpawnedGateway, spawnGateway, spawnReady } from './proc.js';
 import { r2, summarize } from './stats.js';
 
@@ -102,12 +104,14 @@ async function main(): Promise<void> {
       heap: { type: 'boolean', default: false },
       top: { type: 'string', default: '20' },
       json: { type: 'boolean', default: false },
+      'load-s': { type: 'string', default: '0' },
     },
   });
   const n = Number(values.n);
   const warmup = Number(values.warmup);
   const top = Number(values.top);
-  if (!(n > 0 && warmup >= 0 && top >= 0)) throw new Error('--n, --warmup and --top take numbers');
+  const loadS = Number(values['load-s']);
+  if (!(n > 0 && warmup >= 0 && top >= 0 && loadS >= 0)) throw new Error('--n, --warmup, --top and --load-s take numbers');
   const root = fileURLToPath(new URL('../..', import.meta.url));
   const preload = fileURLToPath(new URL('./probe-preload.js', import.meta.url));
   const outFile = join(tmpdir(), `clawgate-probe-${process.pid}.json`);
@@ -118,6 +122,7 @@ async function main(): Promise<void> {
     const target = { label: gw.kind, url: gw.url, token: gw.token, pid: gw.pid };
     const spec = (await prepareMode(target, 'device-token', 1, DEFAULT_PROFILE)).specs[0];
     if (!spec) throw new Error('no client slot prepared');
+    if (loadS > 0) await throughput(target, await prepareMode(target, 'device-token', 20, DEFAULT_PROFILE), 20, loadS, DEFAULT_PROFILE);
     const marks = new Float64Array(MARK_COUNT);
     const origin = performance.timeOrigin;
     const starts = new Float64Array(n);
@@ -168,6 +173,12 @@ async function main(): Promise<void> {
         medianPauseMs: summarize(Float64Array.from(pauses.map((p) => p.ms)))?.median ?? null,
         totalPauseMs: r2(pauses.reduce((a, p) => a + p.ms, 0)),
         connectsWithAPause: touched,
+        /** V8's kinds: 1 scavenge, 2 mark-compact, 4 incremental marking step, 8 weak callbacks. */
+        byKind: Object.fromEntries(
+          [...new Set(pauses.map((p) => p.kind))]
+            .sort()
+            .map((k) => [k, { pauses: pauses.filter((p) => p.kind === k).length, ms: r2(pauses.filter((p) => p.kind === k).reduce((a, p) => a + p.ms, 0)) }]),
+        ),
       },
       mainThreadPerConnect: { blocked: r2((after.main[0] - before.main[0]) / n), preempted: r2((after.main[1] - before.main[1]) / n) },
       otherThreadsPerConnect: { blocked: r2((after.others[0] - before.others[0]) / n), preempted: r2((after.others[1] - before.others[1]) / n) },
@@ -185,6 +196,7 @@ async function main(): Promise<void> {
     console.log(
       `  GC: ${report.gc.pauses} pauses (${report.gc.perThousandConnects} per 1000 connects), median ${report.gc.medianPauseMs} ms, ${report.gc.totalPauseMs} ms in all; inside ${touched} connects`,
     );
+    console.log(`  GC by kind (1 scavenge, 2 mark-compact, 4 incremental marking, 8 weak callbacks): ${JSON.stringify(report.gc.byKind)}`);
     console.log(
       `  main thread per connect: blocked ${report.mainThreadPerConnect.blocked}, preempted ${report.mainThreadPerConnect.preempted} (other threads: ${report.otherThreadsPerConnect.blocked} / ${report.otherThreadsPerConnect.preempted})`,
     );
