@@ -20,25 +20,39 @@ function probe(args: string[]): Promise<Record<string, unknown>> {
   });
 }
 
-for (const which of ['clawgate', 'floor'] as const) {
-  test(`the probe reports pauses, context switches and allocations per connect from inside ${which}`, { timeout: 120_000 }, async () => {
-    const r = (await probe(['--n', '40', '--warmup', '3', '--heap', '--top', '5', ...(which === 'floor' ? ['--floor'] : [])])) as {
-      gateway: string;
-      connects: number;
-      latencyMs: { n: number; median: number };
-      gc: { pauses: number; connectsWithAPause: number };
-      mainThreadPerConnect: { blocked: number; preempted: number };
-      heap?: { bytesPerConnect: number; sites: Array<{ site: string; bytes: number }> };
-    };
-    assert.equal(r.gateway, which);
-    assert.equal(r.connects, 40);
-    assert.equal(r.latencyMs.n, 40);
-    assert.ok(r.latencyMs.median > 0);
-    assert.ok(r.gc.connectsWithAPause <= 40 && r.gc.pauses >= 0);
-    // A sequential connect waits for the network at least once: the main thread blocked.
-    assert.ok(r.mainThreadPerConnect.blocked > 0);
-    // The profile came from the gateway process: its sockets are among what it allocated.
-    assert.ok(r.heap && r.heap.bytesPerConnect > 0, 'allocation profile read from the gateway');
-    assert.equal(r.heap.sites.length, 5);
-  });
+interface ProbeReport {
+  gateway: string;
+  connects: number;
+  latencyMs: { n: number; median: number };
+  gc: { pauses: number; connectsWithAPause: number };
+  mainThreadPerConnect: { blocked: number; preempted: number };
+  heap?: { bytesPerConnect: number; sites: Array<{ site: string; bytes: number }> };
 }
+
+function checkReport(r: ProbeReport, which: string, connects: number): void {
+  assert.equal(r.gateway, which);
+  assert.equal(r.connects, connects);
+  assert.equal(r.latencyMs.n, connects);
+  assert.ok(r.latencyMs.median > 0);
+  assert.ok(r.gc.connectsWithAPause <= connects && r.gc.pauses >= 0);
+  // A sequential connect waits for the network at least once: the main thread blocked.
+  assert.ok(r.mainThreadPerConnect.blocked > 0, `${which} main thread`);
+  // The profile came from the gateway process (written by the preload on request).
+  assert.ok(r.heap && r.heap.bytesPerConnect > 0, `${which}: allocation profile read from the gateway`);
+  assert.equal(r.heap.sites.length, 5);
+}
+
+test('the probe reports pauses, context switches and allocations per connect from inside clawgate', { timeout: 120_000 }, async () => {
+  checkReport((await probe(['--n', '40', '--warmup', '3', '--heap', '--top', '5'])) as unknown as ProbeReport, 'clawgate', 40);
+});
+
+test('paired, the probe drives clawgate and the floor in turn and compares them', { timeout: 120_000 }, async () => {
+  const r = (await probe(['--paired', '--n', '30', '--warmup', '3', '--heap', '--top', '5'])) as unknown as {
+    paired: { medianRatio: number; p90Ratio: number; p99Ratio: number };
+    reports: ProbeReport[];
+  };
+  assert.equal(r.reports.length, 2);
+  checkReport(r.reports[0] as ProbeReport, 'clawgate', 30);
+  checkReport(r.reports[1] as ProbeReport, 'floor', 30);
+  for (const k of ['medianRatio', 'p90Ratio', 'p99Ratio'] as const) assert.ok(r.paired[k] > 0, k);
+});
