@@ -7,6 +7,7 @@
  *   of the connects no pause touched;
  * - the gateway's main thread: how often per connect it blocked (voluntary context switches)
  *   and how often the kernel took the CPU from it (involuntary ones: neighbours on the cores);
+ * - the gateway's CPU time per connect (all threads, from /proc);
  * - with --heap, the bytes the gateway allocates per connect and where (sampling heap profiler).
  *
  *   node dist/bench/connect-probe.js [--n 1500] [--warmup 30] [--load-s 0] [--floor | --paired] [--heap] [--top 20] [--json]
@@ -26,7 +27,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type ConnectSpec, connectOnce, DEFAULT_PROFILE, MARK, MARK_COUNT, prepareMode, throughput } from './loadgen.js';
-import { pickFreePort, type SpawnedGateway, spawnGateway, spawnReady } from './proc.js';
+import { pickFreePort, readCpuSeconds, type SpawnedGateway, spawnGateway, spawnReady } from './proc.js';
 import { r2, summarize } from './stats.js';
 
 interface Pause {
@@ -106,6 +107,9 @@ interface Probed {
   ends: Float64Array;
   before: ReturnType<typeof switches>;
   after: ReturnType<typeof switches>;
+  /** CPU seconds of the gateway process when the recorded connects began and ended. */
+  cpuBefore: number | null;
+  cpuAfter: number | null;
 }
 
 async function startProbed(which: 'clawgate' | 'floor', root: string, preload: string, n: number, loadS: number): Promise<Probed> {
@@ -120,7 +124,7 @@ async function startProbed(which: 'clawgate' | 'floor', root: string, preload: s
     if (!spec) throw new Error('no client slot prepared');
     if (loadS > 0) await throughput(target, await prepareMode(target, 'device-token', 20, DEFAULT_PROFILE), 20, loadS, DEFAULT_PROFILE);
     const zero = switches(gw.pid);
-    return { gw, spec, outFile, starts: new Float64Array(n), ends: new Float64Array(n), before: zero, after: zero };
+    return { gw, spec, outFile, starts: new Float64Array(n), ends: new Float64Array(n), before: zero, after: zero, cpuBefore: null, cpuAfter: null };
   } catch (err) {
     await gw.stop();
     throw err;
@@ -168,6 +172,8 @@ async function reportOf(p: Probed, n: number, heapWanted: boolean, top: number) 
           .map((k) => [k, { pauses: pauses.filter((x) => x.kind === k).length, ms: r2(pauses.filter((x) => x.kind === k).reduce((a, x) => a + x.ms, 0)) }]),
       ),
     },
+    /** Gateway CPU time (all threads, user + system) per recorded connect, from /proc (clock-tick resolution). */
+    cpuMicrosPerConnect: p.cpuBefore !== null && p.cpuAfter !== null ? Math.round(((p.cpuAfter - p.cpuBefore) * 1e6) / n) : null,
     mainThreadPerConnect: { blocked: r2((after.main[0] - before.main[0]) / n), preempted: r2((after.main[1] - before.main[1]) / n) },
     otherThreadsPerConnect: { blocked: r2((after.others[0] - before.others[0]) / n), preempted: r2((after.others[1] - before.others[1]) / n) },
     ...(heap ? { heap } : {}),
@@ -186,6 +192,7 @@ function print(r: Report): void {
     `  GC: ${r.gc.pauses} pauses (${r.gc.perThousandConnects} per 1000 connects), median ${r.gc.medianPauseMs} ms, ${r.gc.totalPauseMs} ms in all; inside ${r.gc.connectsWithAPause} connects`,
   );
   console.log(`  GC by kind (1 scavenge, 2 mark-compact, 4 incremental marking, 8 weak callbacks): ${JSON.stringify(r.gc.byKind)}`);
+  console.log(`  gateway CPU per connect: ${r.cpuMicrosPerConnect} µs`);
   console.log(
     `  main thread per connect: blocked ${r.mainThreadPerConnect.blocked}, preempted ${r.mainThreadPerConnect.preempted} (other threads: ${r.otherThreadsPerConnect.blocked} / ${r.otherThreadsPerConnect.preempted})`,
   );
@@ -225,7 +232,10 @@ async function main(): Promise<void> {
       if (i === warmup) {
         for (const p of probed) if (values.heap) process.kill(p.gw.pid, 'SIGHUP');
         if (values.heap) await sleep(200);
-        for (const p of probed) p.before = switches(p.gw.pid);
+        for (const p of probed) {
+          p.before = switches(p.gw.pid);
+          p.cpuBefore = readCpuSeconds(p.gw.pid);
+        }
       }
       // Paired: one connect to each, the order swapped every round, so both meet the same
       // neighbours at the same moments and neither always follows the other.
@@ -238,7 +248,10 @@ async function main(): Promise<void> {
         p.ends[i - warmup] = origin + (marks[MARK.hello] as number);
       }
     }
-    for (const p of probed) p.after = switches(p.gw.pid);
+    for (const p of probed) {
+      p.after = switches(p.gw.pid);
+      p.cpuAfter = readCpuSeconds(p.gw.pid);
+    }
     const reports: Report[] = [];
     for (const p of probed) reports.push(await reportOf(p, n, values.heap === true, top));
     const [a, b] = reports;
@@ -248,14 +261,23 @@ async function main(): Promise<void> {
       return x && y ? r2(x / y) : null;
     };
     const paired = b
-      ? { medianRatio: ratio((r) => r.latencyMs?.median), p90Ratio: ratio((r) => r.latencyMs?.p90), p99Ratio: ratio((r) => r.latencyMs?.p99) }
+      ? {
+          medianRatio: ratio((r) => r.latencyMs?.median),
+          p90Ratio: ratio((r) => r.latencyMs?.p90),
+          p99Ratio: ratio((r) => r.latencyMs?.p99),
+          cpuRatio: ratio((r) => r.cpuMicrosPerConnect),
+        }
       : null;
     if (values.json) {
       console.log(JSON.stringify(paired ? { paired, reports } : a, null, 2));
       return;
     }
     for (const r of reports) print(r);
-    if (paired) console.log(`clawgate / floor, connects interleaved: median ${paired.medianRatio}×, p90 ${paired.p90Ratio}×, p99 ${paired.p99Ratio}×`);
+    if (paired) {
+      console.log(
+        `clawgate / floor, connects interleaved: median ${paired.medianRatio}×, p90 ${paired.p90Ratio}×, p99 ${paired.p99Ratio}×, CPU per connect ${paired.cpuRatio}×`,
+      );
+    }
   } finally {
     for (const p of probed) {
       rmSync(p.outFile, { force: true });

@@ -25,6 +25,7 @@ interface ProbeReport {
   connects: number;
   latencyMs: { n: number; median: number };
   gc: { pauses: number; connectsWithAPause: number };
+  cpuMicrosPerConnect: number | null;
   mainThreadPerConnect: { blocked: number; preempted: number };
   heap?: { bytesPerConnect: number; sites: Array<{ site: string; bytes: number }> };
 }
@@ -35,6 +36,8 @@ function checkReport(r: ProbeReport, which: string, connects: number): void {
   assert.equal(r.latencyMs.n, connects);
   assert.ok(r.latencyMs.median > 0);
   assert.ok(r.gc.connectsWithAPause <= connects && r.gc.pauses >= 0);
+  // Read from /proc in clock ticks: present, possibly 0 over a few connects.
+  assert.ok(r.cpuMicrosPerConnect !== null && r.cpuMicrosPerConnect >= 0, `${which} cpu`);
   // A sequential connect waits for the network at least once: the main thread blocked.
   assert.ok(r.mainThreadPerConnect.blocked > 0, `${which} main thread`);
   // The profile came from the gateway process (written by the preload on request).
@@ -48,7 +51,7 @@ test('the probe reports pauses, context switches and allocations per connect fro
 
 test('paired, the probe drives clawgate and the floor in turn and compares them', { timeout: 120_000 }, async () => {
   const r = (await probe(['--paired', '--n', '30', '--warmup', '3', '--heap', '--top', '5'])) as unknown as {
-    paired: { medianRatio: number; p90Ratio: number; p99Ratio: number };
+    paired: { medianRatio: number; p90Ratio: number; p99Ratio: number; cpuRatio: number | null };
     reports: ProbeReport[];
   };
   assert.equal(r.reports.length, 2);
