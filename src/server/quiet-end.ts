@@ -16,20 +16,12 @@ import * as ws from 'ws';
 
 type End = (this: Writable, ...args: unknown[]) => Writable;
 
-/** The fields of Node's writable state that `end()` reads (the same object `ws` reads). */
-interface WritableState {
-  ending: boolean;
-  errored: unknown;
-  corked: number;
-}
-
 /** `end` that skips the no-op calls described above and passes every other call to `end`. */
 function quietEnd(end: End): End {
   return function (this: Writable, ...args: unknown[]): Writable {
-    const state = (this as unknown as { _writableState?: WritableState })._writableState;
     // Already ending (or failed), nothing to write, no callback, not corked: Node's end() would
     // only build an error and drop it.
-    if (args.length === 0 && state && (state.ending || state.errored) && state.corked === 0) return this;
+    if (args.length === 0 && (this.writableEnded || this.errored !== null) && this.writableCorked === 0) return this;
     return end.apply(this, args);
   };
 }
