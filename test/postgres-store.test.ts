@@ -361,15 +361,23 @@ describe('PostgresStore automations', () => {
 });
 
 describe('PgFailureLimiter (the shared wrong-credential budget)', () => {
-  test('same policy as the in-memory limiter: budget per window, lockout, success clears, two instances share it', async () => {
+  /** Two instances' limiters on one fresh database, at most 3 failures per minute, 5 min lockout. */
+  async function withTwoLimiters(fn: (l: { a: PgFailureLimiter; b: PgFailureLimiter; clock: ManualClock }) => Promise<void>): Promise<void> {
     const url = await cluster.createDatabase();
     const s1 = await PostgresStore.open(url);
     const s2 = await PostgresStore.open(url);
     const clock = new ManualClock(T0);
     const policy = { maxFailures: 3, windowMs: 60_000, lockoutMs: 300_000, maxKeys: 10_000 };
-    const a = new PgFailureLimiter(s1, clock, policy);
-    const b = new PgFailureLimiter(s2, clock, policy);
     try {
+      await fn({ a: new PgFailureLimiter(s1, clock, policy), b: new PgFailureLimiter(s2, clock, policy), clock });
+    } finally {
+      await s1.close();
+      await s2.close();
+    }
+  }
+
+  test('same policy as the in-memory limiter: budget per window, lockout, success clears, two instances share it', () =>
+    withTwoLimiters(async ({ a, b, clock }) => {
       assert.equal(await a.fail('192.0.2.1', 'shared'), 0);
       clock.advance(61_000);
       // The window is over: the count starts again.
@@ -391,21 +399,10 @@ describe('PgFailureLimiter (the shared wrong-credential budget)', () => {
       assert.equal(await b.fail('192.0.2.3', 'shared'), 0, 'the count started over');
       assert.equal(await b.fail('192.0.2.3', 'shared'), 0);
       assert.equal(await b.fail('192.0.2.3', 'shared'), 300_000);
-    } finally {
-      await s1.close();
-      await s2.close();
-    }
-  });
+    }));
 
-  test('a success takes effect at its own check: it clears what the check found, not a failure counted after it', async () => {
-    const url = await cluster.createDatabase();
-    const s1 = await PostgresStore.open(url);
-    const s2 = await PostgresStore.open(url);
-    const clock = new ManualClock(T0);
-    const policy = { maxFailures: 3, windowMs: 60_000, lockoutMs: 300_000, maxKeys: 10_000 };
-    const a = new PgFailureLimiter(s1, clock, policy);
-    const b = new PgFailureLimiter(s2, clock, policy);
-    try {
+  test('a success takes effect at its own check: it clears what the check found, not a failure counted after it', () =>
+    withTwoLimiters(async ({ a, b }) => {
       // A connect on instance a checks its key (nothing counted), another instance counts a
       // wrong guess while a verifies, then a's connect succeeds: the guess stays counted.
       assert.equal(await a.retryAfterMs('192.0.2.7', 'device-token'), 0);
@@ -429,21 +426,10 @@ describe('PgFailureLimiter (the shared wrong-credential budget)', () => {
       await a.succeed('192.0.2.9', 'device-token');
       assert.equal(await b.fail('192.0.2.9', 'device-token'), 0, 'cleared: the count started over');
       assert.equal(await b.fail('192.0.2.9', 'device-token'), 0);
-    } finally {
-      await s1.close();
-      await s2.close();
-    }
-  });
+    }));
 
-  test('the same address buckets as the in-memory limiter: loopback is one, IPv6 counts per /64; a lock outlives a success elsewhere', async () => {
-    const url = await cluster.createDatabase();
-    const s1 = await PostgresStore.open(url);
-    const s2 = await PostgresStore.open(url);
-    const clock = new ManualClock(T0);
-    const policy = { maxFailures: 3, windowMs: 60_000, lockoutMs: 300_000, maxKeys: 10_000 };
-    const a = new PgFailureLimiter(s1, clock, policy);
-    const b = new PgFailureLimiter(s2, clock, policy);
-    try {
+  test('the same address buckets as the in-memory limiter: loopback is one, IPv6 counts per /64; a lock outlives a success elsewhere', () =>
+    withTwoLimiters(async ({ a, b }) => {
       assert.equal(await a.fail('127.0.0.2', 'password'), 0);
       assert.equal(await b.fail('::1', 'password'), 0);
       assert.equal(await a.fail('::ffff:127.0.0.40', 'password'), 300_000, 'three loopback spellings, one budget');
@@ -456,9 +442,5 @@ describe('PgFailureLimiter (the shared wrong-credential budget)', () => {
       assert.equal(await a.fail('2001:db8:5:6::ffff', 'shared'), 300_000, 'one /64, one budget');
       assert.equal(await b.retryAfterMs('2001:db8:5:6::1234', 'shared'), 300_000);
       assert.equal(await b.retryAfterMs('2001:db8:5:7::1', 'shared'), 0, 'the next /64 is another client');
-    } finally {
-      await s1.close();
-      await s2.close();
-    }
-  });
+    }));
 });
