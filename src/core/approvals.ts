@@ -23,7 +23,7 @@ import type { Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { Principal } from './principal.js';
 import type { SessionRegistry } from './sessions.js';
-import type { DeviceMeta, PairingRequest, Store } from './store.js';
+import type { DeviceMeta, GrantRecord, PairingRequest, Store } from './store.js';
 
 export type PairingKind = 'new-device' | 'role-upgrade' | 'scope-upgrade';
 
@@ -59,8 +59,8 @@ export interface WaitInput {
   scopes: readonly string[];
   /** The id of the connect request, for the answer when admission fails. */
   connectId: string;
-  /** Admit the connect under the grant the approval committed. */
-  admit(): Promise<ConnectOutcome>;
+  /** Admit the connect under the grant the approval committed (`grant`: as just read from the store; absent: read it). */
+  admit(grant?: GrantRecord): Promise<ConnectOutcome>;
   /** The answer for an admission that threw (the database went away between approval and token). */
   failure(connectId: string, err: unknown): ConnectOutcome;
 }
@@ -71,7 +71,7 @@ interface Waiter {
   role: Role;
   scopes: readonly string[];
   finish(outcome: ConnectOutcome): void;
-  admit(): Promise<ConnectOutcome>;
+  admit(grant?: GrantRecord): Promise<ConnectOutcome>;
   failure(err: unknown): ConnectOutcome;
 }
 
@@ -88,6 +88,8 @@ export interface ApprovedRequest {
 /** How an approval is made beyond who made it: for how long, and what the audit entry adds (the rule and its proof). */
 export interface ApprovalOptions {
   ttlMs?: number | null | undefined;
+  /** The device's grant for the role as the caller just read it (absent: read it here). */
+  grant?: GrantRecord | null | undefined;
   auditExtra?: Record<string, unknown> | undefined;
 }
 
@@ -163,39 +165,84 @@ export class Approvals {
     const set = this.waiters.get(requestId);
     if (!set) return;
     this.waiters.delete(requestId);
-    for (const w of [...set]) {
-      if (decision === 'approved') {
-        // Already taken out of `waiters`: a failed admission (the database going away between
-        // the approval and the token) must still answer the socket, or it would wait forever.
-        // The device reconnects and is admitted under the grant that was committed.
-        let outcome: ConnectOutcome;
-        try {
-          outcome = await w.admit();
-        } catch (err) {
-          outcome = w.failure(err);
-        }
-        w.finish(outcome);
-      } else {
-        const err = new GatewayError('PAIRING_REJECTED', { details: { requestId } });
-        w.finish({ type: 'reject', frame: null, closeCode: CLOSE.policy, closeReason: err.shape.message, detail: err.detail });
+    // One after the other: the first admission of a device may mint its token, and the next must see it.
+    for (const w of [...set]) await this.finishWaiter(w, decision);
+  }
+
+  private async finishWaiter(w: Waiter, decision: 'approved' | 'rejected', grant?: GrantRecord): Promise<void> {
+    if (decision === 'approved') {
+      // Already taken out of `waiters`: a failed admission (the database going away between
+      // the approval and the token) must still answer the socket, or it would wait forever.
+      // The device reconnects and is admitted under the grant that was committed.
+      let outcome: ConnectOutcome;
+      try {
+        outcome = await w.admit(grant);
+      } catch (err) {
+        outcome = w.failure(err);
       }
+      w.finish(outcome);
+    } else {
+      const err = new GatewayError('PAIRING_REJECTED', { details: { requestId: w.requestId } });
+      w.finish({ type: 'reject', frame: null, closeCode: CLOSE.policy, closeReason: err.shape.message, detail: err.detail });
     }
+  }
+
+  /** Requests being settled from the store, and whether another look was asked for meanwhile. */
+  private readonly settling = new Map<string, boolean>();
+
+  /**
+   * Finish the connects waiting on a request from what the store holds now, never from what an
+   * event claimed: run when another instance or the database announces that the request left
+   * the store (approved, rejected, expired). A waiter whose grant covers what it asked for is
+   * admitted under that grant, read once here and handed to the admission; the others are
+   * refused once the request is gone, and keep waiting while it is still pending.
+   */
+  async settleFromStore(requestId: string): Promise<void> {
+    if (!this.waiters.has(requestId)) return;
+    if (this.settling.has(requestId)) {
+      // A look is in progress and may have read before this announcement's commit: look again after it.
+      this.settling.set(requestId, true);
+      return;
+    }
+    try {
+      do {
+        this.settling.set(requestId, false);
+        await this.settleOnce(requestId);
+      } while (this.settling.get(requestId) === true && this.waiters.has(requestId));
+    } finally {
+      this.settling.delete(requestId);
+    }
+  }
+
+  private async settleOnce(requestId: string): Promise<void> {
+    const { store, clock } = this.deps;
+    const set = this.waiters.get(requestId);
+    const first = set ? [...set][0] : undefined;
+    if (!set || !first) return;
+    const stored = await store.getGrant(first.deviceId, first.role);
+    const current = stored ? effectiveGrant(stored, clock.now()) : null;
+    const granted = new Set(current?.scopes ?? []);
+    const covered = (w: Waiter) => current !== null && w.scopes.every((s) => scopeSatisfied(granted, s));
+    const admit = [...set].filter(covered);
+    // Refusing needs the request gone: a pending one may still be approved.
+    const refuse = admit.length < set.size && !(await store.getPairingRequest(requestId)) ? [...set].filter((w) => !covered(w)) : [];
+    for (const w of [...admit, ...refuse]) set.delete(w);
+    if (set.size === 0 && this.waiters.get(requestId) === set) this.waiters.delete(requestId);
+    // The grant just read serves the first admission only: it may mint a token (a new epoch),
+    // so the next one reads the grant again.
+    for (const [i, w] of admit.entries()) await this.finishWaiter(w, 'approved', i === 0 ? (stored ?? undefined) : undefined);
+    for (const w of refuse) await this.finishWaiter(w, 'rejected');
   }
 
   /**
    * Finish waiting connects whose request is gone from the store without this instance hearing
-   * of it: admitted when the grant now covers what they asked for, refused otherwise.
+   * of it (the periodic safety net under the events, which are best effort).
    */
   async reconcileWaiters(): Promise<void> {
-    for (const [requestId, set] of [...this.waiters]) {
-      const first = [...set][0];
-      if (!first) continue;
+    for (const requestId of [...this.waiters.keys()]) {
       try {
         if (await this.deps.store.getPairingRequest(requestId)) continue;
-        const grant = await this.deps.store.getGrant(first.deviceId, first.role);
-        const granted = new Set(grant?.scopes ?? []);
-        const covered = grant !== null && first.scopes.every((s) => scopeSatisfied(granted, s));
-        await this.resolveLocalWaiters(requestId, covered ? 'approved' : 'rejected');
+        await this.settleFromStore(requestId);
       } catch (err) {
         this.deps.log.warn('could not reconcile a waiting connect', { requestId, err: String(err) });
       }
@@ -209,7 +256,7 @@ export class Approvals {
   async approveRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>, opts: ApprovalOptions = {}): Promise<ApprovedRequest> {
     const { store, clock, sessions, authority } = this.deps;
     const now = clock.now();
-    const stored = await store.getGrant(r.deviceId, r.role);
+    const stored = opts.grant !== undefined ? opts.grant : await store.getGrant(r.deviceId, r.role);
     const current = stored ? effectiveGrant(stored, now) : null;
     const scopes = normalizeScopes([...(current?.scopes ?? []), ...r.scopes]);
     // A time-bound approval ends at now + ttl; what the role held for good before stays after it.

@@ -455,8 +455,10 @@ export class Gateway {
       case 'upgrade-rejected':
         this.authority.upgradeRejectedLocal(e.deviceId, e.requestId);
         return;
+      // The decision is read from the store, not taken from the event (Approvals.settleFromStore).
       case 'resolve-waiters':
-        this.approvals.resolveLocalWaiters(e.requestId, e.decision).catch((err) => this.log.warn('could not finish waiting connects', { err: String(err) }));
+      case 'pairing-request-gone':
+        this.approvals.settleFromStore(e.requestId).catch((err) => this.log.warn('could not finish waiting connects', { err: String(err) }));
         return;
       case 'topic':
         this.topicHandlers.get(e.topic)?.(e.payload);

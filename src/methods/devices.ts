@@ -330,10 +330,16 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
       // Requests under quorum record this approval and wait for the rest (core/approval-flow.ts).
       const awaiting = [];
       for (const r of requests) {
-        const vote = await voteOnDeviceRequest(gw.quorum, r, principal, ttlMs);
+        // Read once for the quorum check and the approval (one round trip less on every approval).
+        const grant = await gw.store.getGrant(r.deviceId, r.role);
+        const vote = await voteOnDeviceRequest(gw.quorum, r, principal, ttlMs, grant);
         if (vote instanceof GatewayError) return vote;
-        // The approval that completes a quorum sets the ttl (earlier votes only count).
-        if (vote.done) approved.push(await gw.approveRequest(r, principal, vote.approvals ? { approvals: vote.approvals } : undefined, { ttlMs }));
+        // The approval that completes a quorum sets the ttl (earlier votes only count); a vote
+        // recorded on the way may have taken a while, so the approval then reads the grant again.
+        if (vote.done)
+          approved.push(
+            await gw.approveRequest(r, principal, vote.approvals ? { approvals: vote.approvals } : undefined, { ttlMs, ...(vote.approvals ? {} : { grant }) }),
+          );
         else awaiting.push({ requestId: r.requestId, deviceId: r.deviceId, role: r.role, approvals: vote.approvals });
       }
       const first = approved[0] ?? awaiting[0];

@@ -125,6 +125,18 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
    CREATE INDEX devices_label ON devices ((${PG_DEVICE_LABEL}));
    CREATE INDEX devices_display_name ON devices ((${PG_DEVICE_DISPLAY_NAME}));
    CREATE INDEX grants_role ON grants (role, device_id COLLATE "C");`,
+  // 7: a pairing request that leaves the table (approved, rejected, expired, its device removed)
+  // is announced by the database in the deleting transaction, so the instance holding a connect
+  // waiting on it hears of it at the commit, not one NOTIFY round trip later, and even when the
+  // instance that decided dies before telling anyone. The event says only which request went;
+  // the listener reads the grant to learn the outcome (Approvals.settleFromStore).
+  `CREATE FUNCTION clawgate_pairing_request_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+   BEGIN
+     PERFORM pg_notify('clawgate_cluster',
+       json_build_object('o', 'db', 'e', json_build_object('type', 'pairing-request-gone', 'requestId', OLD.request_id))::text);
+     RETURN NULL;
+   END $$;
+   CREATE TRIGGER pairing_request_gone AFTER DELETE ON pairing_requests FOR EACH ROW EXECUTE FUNCTION clawgate_pairing_request_gone();`,
 ];
 
 /** How long a delivery handed to a worker stays its own (longer than any webhook attempt). */
