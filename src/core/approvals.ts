@@ -219,13 +219,26 @@ export class Approvals {
     const set = this.waiters.get(requestId);
     const first = set ? [...set][0] : undefined;
     if (!set || !first) return;
-    const stored = await store.getGrant(first.deviceId, first.role);
-    const current = stored ? effectiveGrant(stored, clock.now()) : null;
-    const granted = new Set(current?.scopes ?? []);
-    const covered = (w: Waiter) => current !== null && w.scopes.every((s) => scopeSatisfied(granted, s));
+    const coverage = (g: GrantRecord | null) => {
+      const current = g ? effectiveGrant(g, clock.now()) : null;
+      const granted = new Set(current?.scopes ?? []);
+      return (w: Waiter) => current !== null && w.scopes.every((s) => scopeSatisfied(granted, s));
+    };
+    let stored = await store.getGrant(first.deviceId, first.role);
+    let covered = coverage(stored);
+    let gone = false;
+    if (![...set].every(covered)) {
+      // Refusing needs the request gone: a pending one may still be approved. Once it is gone,
+      // whatever removed it has committed, so the grant read again now is its outcome (the read
+      // above may predate an approval that committed in between).
+      gone = !(await store.getPairingRequest(requestId));
+      if (gone) {
+        stored = await store.getGrant(first.deviceId, first.role);
+        covered = coverage(stored);
+      }
+    }
     const admit = [...set].filter(covered);
-    // Refusing needs the request gone: a pending one may still be approved.
-    const refuse = admit.length < set.size && !(await store.getPairingRequest(requestId)) ? [...set].filter((w) => !covered(w)) : [];
+    const refuse = gone ? [...set].filter((w) => !covered(w)) : [];
     for (const w of [...admit, ...refuse]) set.delete(w);
     if (set.size === 0 && this.waiters.get(requestId) === set) this.waiters.delete(requestId);
     // The grant just read serves the first admission only: it may mint a token (a new epoch),
