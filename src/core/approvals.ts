@@ -195,9 +195,12 @@ export class Approvals {
    * event claimed: run when another instance or the database announces that the request left
    * the store (approved, rejected, expired). A waiter whose grant covers what it asked for is
    * admitted under that grant, read once here and handed to the admission; the others are
-   * refused once the request is gone, and keep waiting while it is still pending.
+   * refused once the request is gone, and keep waiting while it is still pending. When the store
+   * cannot be read, the announced decision cannot be carried out: its waiters are told to try
+   * again later (as an admission that meets an outage is), unless `keepOnFault` (the periodic
+   * re-check, which announces nothing and simply tries again).
    */
-  async settleFromStore(requestId: string): Promise<void> {
+  async settleFromStore(requestId: string, keepOnFault = false): Promise<void> {
     if (!this.waiters.has(requestId)) return;
     if (this.settling.has(requestId)) {
       // A look is in progress and may have read before this announcement's commit: look again after it.
@@ -207,18 +210,44 @@ export class Approvals {
     try {
       do {
         this.settling.set(requestId, false);
-        await this.settleOnce(requestId);
+        await this.settleOnce(requestId, keepOnFault);
       } while (this.settling.get(requestId) === true && this.waiters.has(requestId));
     } finally {
       this.settling.delete(requestId);
     }
   }
 
-  private async settleOnce(requestId: string): Promise<void> {
-    const { store, clock } = this.deps;
+  private async settleOnce(requestId: string, keepOnFault: boolean): Promise<void> {
     const set = this.waiters.get(requestId);
     const first = set ? [...set][0] : undefined;
     if (!set || !first) return;
+    let decided: { admit: Waiter[]; refuse: Waiter[]; grant: GrantRecord | null };
+    try {
+      decided = await this.readOutcome(requestId, set, first);
+    } catch (err) {
+      if (keepOnFault) throw err;
+      const all = [...set];
+      set.clear();
+      if (this.waiters.get(requestId) === set) this.waiters.delete(requestId);
+      for (const w of all) w.finish(w.failure(err));
+      return;
+    }
+    const { admit, refuse, grant } = decided;
+    for (const w of [...admit, ...refuse]) set.delete(w);
+    if (set.size === 0 && this.waiters.get(requestId) === set) this.waiters.delete(requestId);
+    // The grant just read serves the first admission only: it may mint a token (a new epoch),
+    // so the next one reads the grant again.
+    for (const [i, w] of admit.entries()) await this.finishWaiter(w, 'approved', i === 0 ? (grant ?? undefined) : undefined);
+    for (const w of refuse) await this.finishWaiter(w, 'rejected');
+  }
+
+  /** Which of a request's waiters the store's grant admits, and which it refuses (only once the request is gone). */
+  private async readOutcome(
+    requestId: string,
+    set: ReadonlySet<Waiter>,
+    first: Waiter,
+  ): Promise<{ admit: Waiter[]; refuse: Waiter[]; grant: GrantRecord | null }> {
+    const { store, clock } = this.deps;
     const coverage = (g: GrantRecord | null) => {
       const current = g ? effectiveGrant(g, clock.now()) : null;
       const granted = new Set(current?.scopes ?? []);
@@ -237,14 +266,7 @@ export class Approvals {
         covered = coverage(stored);
       }
     }
-    const admit = [...set].filter(covered);
-    const refuse = gone ? [...set].filter((w) => !covered(w)) : [];
-    for (const w of [...admit, ...refuse]) set.delete(w);
-    if (set.size === 0 && this.waiters.get(requestId) === set) this.waiters.delete(requestId);
-    // The grant just read serves the first admission only: it may mint a token (a new epoch),
-    // so the next one reads the grant again.
-    for (const [i, w] of admit.entries()) await this.finishWaiter(w, 'approved', i === 0 ? (stored ?? undefined) : undefined);
-    for (const w of refuse) await this.finishWaiter(w, 'rejected');
+    return { admit: [...set].filter(covered), refuse: gone ? [...set].filter((w) => !covered(w)) : [], grant: stored };
   }
 
   /**
@@ -255,7 +277,7 @@ export class Approvals {
     for (const requestId of [...this.waiters.keys()]) {
       try {
         if (await this.deps.store.getPairingRequest(requestId)) continue;
-        await this.settleFromStore(requestId);
+        await this.settleFromStore(requestId, true);
       } catch (err) {
         this.deps.log.warn('could not reconcile a waiting connect', { requestId, err: String(err) });
       }
