@@ -55,6 +55,7 @@ import {
 import { renderSoak, runSoak, type SoakConfig } from './soak.js';
 import { type Summary, summarize } from './stats.js';
 import { evaluatePerfTargets, renderScale } from './targets.js';
+import { vmUnavailable } from './vm.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -103,6 +104,11 @@ const USAGE = `usage: npm run bench -- [flags]
                           side over loopback source addresses 127.0.0.2…, with 1,000 operator.read watchers
   --idle-watchers <n>     watcher sessions counting the bytes each connect sends them (default 1000)
   --per-source <n>        connections per source address (default 20000)
+  --idle-vm               run the idle row inside a qemu guest booting this machine's root filesystem read-only,
+                          for more connections than this machine's open-file limit allows one process (README "Scale")
+  --vm-accel <tcg|kvm>    the guest's CPU: tcg emulates (default; works anywhere), kvm needs a usable /dev/kvm
+  --vm-cpus <n>           guest vCPUs (default: this machine's cores)
+  --vm-memory-mib <n>     guest memory (default 12288)
   --cluster               two instances on PostgreSQL: approval/revocation across instances, node.invoke routed
   --scale-n <n>           approvals / revocations / cluster crossings per scale measurement (default 100, quick 10)
   --rows-only             only the scale rows (plus clawgate and floor connect rows, which the ratios need)
@@ -190,6 +196,18 @@ function int(v: unknown, name: string, min: number): number | undefined {
 }
 
 /** `--seed-batch`: 1 to the store's SEED_BATCH_MAX, refused here rather than after a long seeding start. */
+function vmOption(values: Record<string, unknown>): NonNullable<ScaleConfig['idleVm']> {
+  const accel = (values['vm-accel'] as string | undefined) ?? 'tcg';
+  if (accel !== 'tcg' && accel !== 'kvm') throw new Error(`--vm-accel takes tcg or kvm, got ${accel}`);
+  const unavailable = vmUnavailable();
+  if (unavailable) throw new Error(`--idle-vm: ${unavailable}`);
+  return {
+    accel,
+    vcpus: int(values['vm-cpus'], 'vm-cpus', 1) ?? cpus().length,
+    memoryMiB: int(values['vm-memory-mib'], 'vm-memory-mib', 256) ?? 12_288,
+  };
+}
+
 function seedBatchOption(v: unknown): number {
   const n = int(v, 'seed-batch', 1) ?? SEED_BATCH_MAX;
   if (n > SEED_BATCH_MAX) throw new Error(`--seed-batch must be at most ${SEED_BATCH_MAX}, got ${n}`);
@@ -237,6 +255,10 @@ function parseConfig(argv: string[]): BenchConfig {
       idle: { type: 'string' },
       'idle-watchers': { type: 'string' },
       'per-source': { type: 'string' },
+      'idle-vm': { type: 'boolean' },
+      'vm-accel': { type: 'string' },
+      'vm-cpus': { type: 'string' },
+      'vm-memory-mib': { type: 'string' },
       cluster: { type: 'boolean' },
       'scale-n': { type: 'string' },
       'rows-only': { type: 'boolean' },
@@ -305,6 +327,7 @@ function parseConfig(argv: string[]): BenchConfig {
           idleWatchers: int(values['idle-watchers'], 'idle-watchers', 0) ?? (tiny ? 5 : 1000),
           perSourceAddress: int(values['per-source'], 'per-source', 1) ?? 20_000,
           idleBudgetS: int(values['idle-budget-s'], 'idle-budget-s', 1) ?? 600,
+          idleVm: values['idle-vm'] === true ? vmOption(values) : null,
           cluster: values.cluster === true,
           n: int(values['scale-n'], 'scale-n', 1) ?? (tiny ? 2 : quick ? 10 : 100),
           latencyN: int(values['latency-n'], 'latency-n', 1) ?? (tiny ? 5 : quick ? 50 : 200),

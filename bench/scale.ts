@@ -11,7 +11,7 @@
  * - cluster: two instances on PostgreSQL (bench/cluster.ts).
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -30,6 +30,7 @@ import {
   revocationLatency,
 } from './scenarios.js';
 import { Samples, type Summary } from './stats.js';
+import { runInVm, shellQuote, type VmEnvironment, type VmOptions } from './vm.js';
 
 export type StoreKind = 'sqlite' | 'postgres';
 
@@ -46,6 +47,8 @@ export interface ScaleConfig {
   /** Connections per loopback source address (one address has ~28,000 ephemeral ports). */
   perSourceAddress: number;
   idleBudgetS: number;
+  /** Run the idle row inside a qemu guest (bench/vm.ts) instead of on this machine (null: here). */
+  idleVm: Pick<VmOptions, 'accel' | 'vcpus' | 'memoryMiB'> | null;
   cluster: boolean;
   /** Approvals / revocations / cluster crossings per measurement. */
   n: number;
@@ -296,6 +299,38 @@ export interface IdleScaleResult {
   /** Client source addresses of each gateway's ramp (each gateway has its own: see idleRow). */
   sourceAddresses: Record<string, string[]>;
   byGateway: Record<string, IdleResult | { error: string }>;
+  /** Where the row ran when not on this machine: the guest of --idle-vm. */
+  environment?: VmEnvironment;
+}
+
+/** What the host hands the guest entry (bench/vm-guest.ts) for the idle row. */
+export interface VmIdleJob {
+  scale: ScaleConfig;
+  profile: LoadProfile;
+  floor: boolean;
+}
+
+/**
+ * The idle row inside a qemu guest whose kernel lets one process hold more descriptors than this
+ * machine does. The guest runs this same build (the host's root filesystem, read-only) through
+ * bench/vm-guest.ts and hands the result back through the shared directory.
+ */
+export async function idleRowInVm(cfg: ScaleConfig, ctx: ScaleContext): Promise<IdleScaleResult> {
+  const vm = cfg.idleVm as NonNullable<ScaleConfig['idleVm']>;
+  const job: VmIdleJob = { scale: { ...cfg, idleVm: null }, profile: ctx.profile, floor: ctx.floor !== null };
+  const gateways = ctx.floor ? 2 : 1;
+  const command = `cd ${shellQuote(ctx.root)} && exec ${shellQuote(process.execPath)} --max-old-space-size=8192 dist/bench/vm-guest.js /tmp/vmout/job.json`;
+  ctx.log(`idle: in a qemu guest (${vm.accel}, ${vm.vcpus} vCPU, ${vm.memoryMiB} MiB): this machine's open-file limit is ${openFileLimit()}`);
+  const run = await runInVm(command, { ...vm, timeoutS: gateways * (cfg.idleBudgetS + 180) + 300, log: ctx.log }, (dir) =>
+    writeFileSync(join(dir, 'job.json'), JSON.stringify(job)),
+  );
+  try {
+    if (run.rc !== 0) throw new Error(`the idle row failed inside the guest (exit ${run.rc}; its output is above)`);
+    const result = JSON.parse(readFileSync(join(run.outDir, 'result.json'), 'utf8')) as IdleScaleResult;
+    return { ...result, environment: { ...run.environment, hostOpenFileLimit: openFileLimit() } };
+  } finally {
+    run.cleanup();
+  }
 }
 
 export async function idleRow(cfg: ScaleConfig, ctx: ScaleContext): Promise<IdleScaleResult> {
@@ -362,7 +397,7 @@ export interface ScaleResult {
 export async function runScale(cfg: ScaleConfig, ctx: ScaleContext): Promise<ScaleResult> {
   const out: ScaleResult = {};
   if (cfg.devices !== null) out.devices = await devicesRow(cfg, ctx);
-  if (cfg.idle !== null) out.idle = await idleRow(cfg, ctx);
+  if (cfg.idle !== null) out.idle = cfg.idleVm ? await idleRowInVm(cfg, ctx) : await idleRow(cfg, ctx);
   if (cfg.cluster) {
     ctx.log(`cluster: two instances on PostgreSQL, ${cfg.n} of each crossing`);
     out.cluster = await clusterRows(cfg.n, ctx.log).catch(fail);

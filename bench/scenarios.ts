@@ -145,6 +145,8 @@ export interface IdleOptions {
   log: (msg: string) => void;
 }
 
+const PROGRESS_INTERVAL_MS = 30_000;
+
 /**
  * Open device-token sockets (scopes [] so no gateway sends presence storms to them: the
  * reference's 1,000-connection run with operator.read pushed 32 GB of presence frames) in
@@ -198,7 +200,13 @@ export async function idleConnections(target: Target, o: IdleOptions): Promise<I
         } else consecutive = 0;
       }
     };
+    // A long ramp (100,000 connections take minutes, much longer in an emulated guest) says how far it is.
+    const progress = setInterval(() => {
+      const s = Math.round((performance.now() - t0) / 1000);
+      o.log(`${target.label}: ${sockets.length - dropped} of ${count} open after ${s} s (${errors.total} errors)`);
+    }, PROGRESS_INTERVAL_MS);
     await Promise.all(Array.from({ length: o.parallel }, worker));
+    clearInterval(progress);
     const rampSeconds = Math.round((performance.now() - t0) / 100) / 10;
     o.log(`${target.label}: ${sockets.length} idle connections after ${rampSeconds} s; settling ${o.settleMs} ms`);
     await sleep(o.settleMs);

@@ -163,6 +163,13 @@ export function renderScale(scale: ScaleResult, verdicts: GoalCheck[]): string {
     out.push(
       `idle: ${i.attempted.toLocaleString('en')} of ${i.requested.toLocaleString('en')} connections, each gateway from its own ${Object.values(i.sourceAddresses)[0]?.length ?? 0} source address(es)${i.limitedBy ? ` — limited by ${i.limitedBy}` : ''}`,
     );
+    const env = i.environment;
+    if (env)
+      out.push(
+        `  inside a qemu guest (${env.accel === 'tcg' ? 'software-emulated CPU' : 'kvm'}, ${env.vcpus} vCPU, ${env.memoryMiB} MiB, kernel ${env.kernel}, booted in ${env.bootMs} ms): ` +
+          `open-file limit ${env.openFileLimit.toLocaleString('en')} there, ${env.hostOpenFileLimit?.toLocaleString('en') ?? 'unknown'} here; ` +
+          `memory and counts compare with the floor beside them${env.accel === 'tcg' ? ', ramp times do not compare with this machine' : ''}`,
+      );
     for (const [kind, r] of Object.entries(i.byGateway)) {
       if ('error' in r) {
         out.push(`  ${kind}: FAILED ${r.error}`);

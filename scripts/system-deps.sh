@@ -14,6 +14,11 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 # systemd: `systemd-analyze verify` checks the unit `clawgate gateway install-service` prints.
 [ -x /usr/bin/systemd-analyze ] || need+=(systemd)
+# qemu, a kernel and a static busybox: the bench's --idle-vm boots a guest for the idle row
+# (bench/vm.ts, test/bench-vm.test.ts); the busybox must be static, it runs in an empty initramfs.
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
+{ [ -x /usr/bin/busybox ] && ! ldd /usr/bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "system-deps: missing ${need[*]}; run as root (or install them) so the tests can use them" >&2

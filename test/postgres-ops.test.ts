@@ -184,6 +184,9 @@ describe('clawgate migrate --to postgres', () => {
     assert.equal(r.code, 0, r.stderr);
     const summary = JSON.parse(r.stdout) as { tables: Record<string, number>; auditEntries: number };
     assert.equal(summary.tables.devices, 1);
+    // Each table says on stderr when it is copied; stdout holds only the JSON document.
+    assert.match(r.stderr, /^migrate: devices: 1 of 1 rows$/m);
+    assert.match(r.stderr, new RegExp(`^migrate: audit: ${before.audit.length} of ${before.audit.length} rows$`, 'm'));
     assert.equal(summary.auditEntries, before.audit.length);
 
     const pgStore = await PostgresStore.open(url);
@@ -244,7 +247,17 @@ describe('clawgate migrate --to postgres', () => {
     assert.equal(before.audit.length, 1_004);
 
     const url = await cluster.createDatabase();
-    const summary = await copySqliteToPostgres(file, url, { batchRows: 5 });
+    const progress: string[] = [];
+    const summary = await copySqliteToPostgres(file, url, {
+      batchRows: 5,
+      progressEveryRows: 10,
+      onProgress: (p) => progress.push(`${p.table} ${p.copiedRows}/${p.totalRows}`),
+    });
+    // A report once a batch crosses each 10 rows, and one when the table is done.
+    assert.deepEqual(
+      progress.filter((p) => p.startsWith('devices ') || p.startsWith('grants ')),
+      ['devices 10/23', 'devices 20/23', 'devices 23/23', 'grants 10/46', 'grants 20/46', 'grants 30/46', 'grants 40/46', 'grants 46/46'],
+    );
     assert.equal(summary.tables.devices, 23);
     assert.equal(summary.tables.grants, 46);
     assert.equal(summary.tables.tokens, 46);

@@ -117,7 +117,21 @@ const AUDIT_VERIFY_PAGE = 1000;
  * transaction. Rows stream from SQLite and go out in multi-row INSERTs of `batchRows`, so memory
  * holds one batch, not a table: a million devices copy as they would ten.
  */
-export async function copySqliteToPostgres(sqliteFile: string, url: string, opts: { batchRows?: number } = {}): Promise<MigrateSummary> {
+export interface MigrateProgress {
+  table: string;
+  copiedRows: number;
+  totalRows: number;
+}
+
+/** Rows between two progress reports of one table (every table also reports when it is done). */
+export const MIGRATE_PROGRESS_ROWS = 100_000;
+
+export async function copySqliteToPostgres(
+  sqliteFile: string,
+  url: string,
+  opts: { batchRows?: number; progressEveryRows?: number; onProgress?: (p: MigrateProgress) => void } = {},
+): Promise<MigrateSummary> {
+  const progressEvery = opts.progressEveryRows ?? MIGRATE_PROGRESS_ROWS;
   // Opening through SqliteStore brings an older state dir up to the current schema first.
   await new SqliteStore(sqliteFile).close();
   const src = new Database(sqliteFile, { readonly: true });
@@ -150,18 +164,25 @@ export async function copySqliteToPostgres(sqliteFile: string, url: string, opts
             rows.flatMap((row) => cols.map((c) => row[c])),
           );
         };
+        const totalRows = (src.prepare(`SELECT COUNT(*) AS n FROM ${t}`).get() as { n: number }).n;
         let batch: Array<Record<string, unknown>> = [];
         let copied = 0;
+        let reportAt = progressEvery;
         for (const row of src.prepare(`SELECT * FROM ${t} ORDER BY rowid`).iterate() as IterableIterator<Record<string, unknown>>) {
           batch.push(row);
           if (batch.length === rowsPerInsert) {
             await insert(batch);
             copied += batch.length;
             batch = [];
+            if (copied >= reportAt && copied < totalRows) {
+              opts.onProgress?.({ table: t, copiedRows: copied, totalRows });
+              reportAt = (Math.floor(copied / progressEvery) + 1) * progressEvery;
+            }
           }
         }
         if (batch.length > 0) await insert(batch);
         counts[t] = copied + batch.length;
+        opts.onProgress?.({ table: t, copiedRows: counts[t], totalRows });
       }
     });
     // Verified a page at a time, each page continuing the chain of the one before.
@@ -202,7 +223,10 @@ export async function migrateCommand(args: string[]): Promise<number> {
     process.stderr.write(`no SQLite state at ${file}: nothing to migrate\n`);
     return 1;
   }
-  const summary = await copySqliteToPostgres(file, choice.url as string);
+  // Progress on stderr, so --json output stays one document on stdout.
+  const summary = await copySqliteToPostgres(file, choice.url as string, {
+    onProgress: (p) => process.stderr.write(`migrate: ${p.table}: ${p.copiedRows.toLocaleString('en')} of ${p.totalRows.toLocaleString('en')} rows\n`),
+  });
   if (values.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
   else {
     process.stdout.write(`copied ${file} into ${summary.to}\n`);
