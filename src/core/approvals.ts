@@ -151,6 +151,12 @@ export class Approvals {
     };
     set.add(waiter);
     this.waiters.set(input.requestId, set);
+    // The request may have been decided between its filing and this registration, its
+    // announcement finding no one waiting yet (another instance approves as soon as the request
+    // is visible): one look at the store now, after the registration, closes that gap.
+    this.settleFromStore(input.requestId, true).catch((err) =>
+      this.deps.log.warn('could not check a waiting connect against the store', { requestId: input.requestId, err: String(err) }),
+    );
     const code = confirmationCode({ requestId: input.requestId, publicKey: input.device.publicKey });
     return { type: 'wait', requestId: input.requestId, confirmationCode: code, result, cancel: () => set.delete(waiter) };
   }
