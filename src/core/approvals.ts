@@ -171,8 +171,33 @@ export class Approvals {
     const set = this.waiters.get(requestId);
     if (!set) return;
     this.waiters.delete(requestId);
-    // One after the other: the first admission of a device may mint its token, and the next must see it.
-    for (const w of [...set]) await this.finishWaiter(w, decision);
+    // Taken out of the set now, so a look at the store running meanwhile cannot finish them too.
+    const all = [...set];
+    set.clear();
+    if (decision === 'rejected') {
+      for (const w of all) await this.finishWaiter(w, decision);
+      return;
+    }
+    await this.inTurn(requestId, set, async () => {
+      for (const w of all) await this.finishWaiter(w, decision);
+    });
+  }
+
+  /** Admissions of one request's waiters, one after the other across overlapping settlements. */
+  private readonly admitting = new Map<string, Promise<void>>();
+  /** How many admission runs each request's waiter set has seen (a grant read before one may be stale). */
+  private readonly admissionRuns = new WeakMap<Set<Waiter>, number>();
+
+  /** Run `fn` after the admissions already queued for this request: the first admission of a device may mint its token, and the next must see it. */
+  private async inTurn(requestId: string, set: Set<Waiter>, fn: () => Promise<void>): Promise<void> {
+    this.admissionRuns.set(set, (this.admissionRuns.get(set) ?? 0) + 1);
+    const next = (this.admitting.get(requestId) ?? Promise.resolve()).then(fn, fn);
+    this.admitting.set(requestId, next);
+    try {
+      await next;
+    } finally {
+      if (this.admitting.get(requestId) === next) this.admitting.delete(requestId);
+    }
   }
 
   private async finishWaiter(w: Waiter, decision: 'approved' | 'rejected', grant?: GrantRecord): Promise<void> {
@@ -193,9 +218,6 @@ export class Approvals {
     }
   }
 
-  /** Requests being settled from the store, and whether another look was asked for meanwhile. */
-  private readonly settling = new Map<string, boolean>();
-
   /**
    * Finish the connects waiting on a request from what the store holds now, never from what an
    * event claimed: run when another instance or the database announces that the request left
@@ -207,26 +229,13 @@ export class Approvals {
    * re-check, which announces nothing and simply tries again).
    */
   async settleFromStore(requestId: string, keepOnFault = false): Promise<void> {
-    if (!this.waiters.has(requestId)) return;
-    if (this.settling.has(requestId)) {
-      // A look is in progress and may have read before this announcement's commit: look again after it.
-      this.settling.set(requestId, true);
-      return;
-    }
-    try {
-      do {
-        this.settling.set(requestId, false);
-        await this.settleOnce(requestId, keepOnFault);
-      } while (this.settling.get(requestId) === true && this.waiters.has(requestId));
-    } finally {
-      this.settling.delete(requestId);
-    }
-  }
-
-  private async settleOnce(requestId: string, keepOnFault: boolean): Promise<void> {
+    // Looks may overlap (an announcement arriving while the look after registration reads): each
+    // reads the store afresh and acts only on the waiters still there when it has read, so an
+    // older look never delays a newer one and no waiter is finished twice.
     const set = this.waiters.get(requestId);
     const first = set ? [...set][0] : undefined;
     if (!set || !first) return;
+    const runsBefore = this.admissionRuns.get(set) ?? 0;
     let decided: { admit: Waiter[]; refuse: Waiter[]; grant: GrantRecord | null };
     try {
       decided = await this.readOutcome(requestId, set, first);
@@ -238,13 +247,19 @@ export class Approvals {
       for (const w of all) w.finish(w.failure(err));
       return;
     }
-    const { admit, refuse, grant } = decided;
+    // The grant just read serves the first admission only, and only when no other admission of
+    // this request ran since the read began: an admission may mint the device's token (a new
+    // epoch), and the next one reads the grant again.
+    const fresh = (this.admissionRuns.get(set) ?? 0) === runsBefore && !this.admitting.has(requestId);
+    const admit = decided.admit.filter((w) => set.has(w));
+    const refuse = decided.refuse.filter((w) => set.has(w));
     for (const w of [...admit, ...refuse]) set.delete(w);
     if (set.size === 0 && this.waiters.get(requestId) === set) this.waiters.delete(requestId);
-    // The grant just read serves the first admission only: it may mint a token (a new epoch),
-    // so the next one reads the grant again.
-    for (const [i, w] of admit.entries()) await this.finishWaiter(w, 'approved', i === 0 ? (grant ?? undefined) : undefined);
     for (const w of refuse) await this.finishWaiter(w, 'rejected');
+    if (admit.length === 0) return;
+    await this.inTurn(requestId, set, async () => {
+      for (const [i, w] of admit.entries()) await this.finishWaiter(w, 'approved', fresh && i === 0 ? (decided.grant ?? undefined) : undefined);
+    });
   }
 
   /** Which of a request's waiters the store's grant admits, and which it refuses (only once the request is gone). */
