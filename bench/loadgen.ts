@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { normalizeMetadataField, signaturePayloadV3, signedTokenField } from '@clawgate/protocol/signature';
 import { WebSocket } from 'ws';
 import { type DeviceIdentity, generateIdentity } from '../src/client/connection.js';
-import { busyCores, readCpuSeconds, readRssMiB, readSystemCpu } from './proc.js';
+import { busyCores, readCpuSeconds, readMainThreadSwitches, readRssMiB, readSystemCpu } from './proc.js';
 import { Counter, r2, Samples, type Summary } from './stats.js';
 
 export const MODES = ['shared-deviceless', 'shared-device', 'device-token'] as const;
@@ -395,8 +395,20 @@ export interface LatencyResult {
    * send() lands after the gateway's work.
    */
   challengeToHelloMs: Summary | null;
+  /**
+   * The gateway's main thread over the recorded connects, per connect: how often it blocked
+   * (waited for the network) and how often the kernel preempted it (null without a pid or off
+   * Linux). Two columns compare fairly only when their preemptions are alike.
+   */
+  gatewayMainThread: { blockedPerConnect: number; preemptedPerConnect: number } | null;
   errors: Record<string, number>;
   cpu: CpuUse;
+}
+
+function perConnectSwitches(from: { voluntary: number; involuntary: number } | null, pid: number | null, connects: number): LatencyResult['gatewayMainThread'] {
+  const to = pid !== null ? readMainThreadSwitches(pid) : null;
+  if (!from || !to || connects === 0) return null;
+  return { blockedPerConnect: r2((to.voluntary - from.voluntary) / connects), preemptedPerConnect: r2((to.involuntary - from.involuntary) / connects) };
 }
 
 /** `warmup` unrecorded connects, then `n` recorded ones, one socket at a time. */
@@ -412,7 +424,9 @@ export async function sequentialLatency(target: Target, prepared: Prepared, n: n
   let consecutiveErrors = 0;
   const t0 = performance.now();
   const cpu = cpuWindow(target.pid);
+  let switches0 = warmup === 0 && target.pid !== null ? readMainThreadSwitches(target.pid) : null;
   for (let i = 0; i < warmup + n; i++) {
+    if (i === warmup && i > 0 && target.pid !== null) switches0 = readMainThreadSwitches(target.pid);
     const err = await connectOnce(spec, { timeoutMs: profile.timeoutMs, marks, waitClose: true });
     if (err !== null) {
       if (i >= warmup) errors.add(err);
@@ -441,6 +455,7 @@ export async function sequentialLatency(target: Target, prepared: Prepared, n: n
     socketOpenMs: open.summary(),
     challengeMs: challenge.summary(),
     challengeToHelloMs: toHello.summary(),
+    gatewayMainThread: perConnectSwitches(switches0, target.pid, total.length),
     errors: errors.toJSON(),
     cpu: cpu(),
   };

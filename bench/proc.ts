@@ -250,6 +250,23 @@ export function readCpuSeconds(pid: number): number | null {
   }
 }
 
+/**
+ * Context switches of a process's main thread (its event loop) so far: voluntary (it blocked,
+ * waiting for the network) and involuntary (the kernel gave its core to another task). The
+ * involuntary ones count neighbours the machine-wide CPU figures cannot see (other VMs on the
+ * host): a connect whose gateway lost its core waits for it to come back. Null off Linux.
+ */
+export function readMainThreadSwitches(pid: number): { voluntary: number; involuntary: number } | null {
+  try {
+    const text = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const voluntary = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(text);
+    const involuntary = /^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(text);
+    return voluntary && involuntary ? { voluntary: Number(voluntary[1]), involuntary: Number(involuntary[1]) } : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Jiffies of the whole machine from /proc/stat: busy (everything but idle and iowait) and total. */
 export interface SystemCpu {
   busy: number;

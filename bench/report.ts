@@ -76,6 +76,11 @@ export function renderTable(
       ref: ms(r?.latency.connectToHelloMedian),
     });
     rows.push({
+      metric: '  gateway main thread preempted per connect §',
+      cells: each((t) => num(m(t)?.latency?.gatewayMainThread?.preemptedPerConnect, 2)),
+      ref: '—',
+    });
+    rows.push({
       metric: `connects/s (${cfg.concurrency} clients, ${cfg.durationS} s)`,
       cells: each((t) => num(m(t)?.throughput?.connectsPerSecond)),
       ref: num(r?.throughput.connectsPerSecond),
@@ -122,6 +127,7 @@ export function renderTable(
   out.push(
     '† this run: challenge received → hello-ok received (includes building and signing the frame); recorded column: connect sent → hello-ok.',
     '‡ machine-wide busy CPU minus gateway and load generator during the throughput window (other sessions on the machine); a full run repeats disturbed measurements (--noise-retries).',
+    "§ involuntary context switches of the gateway's event-loop thread per recorded connect: the kernel gave its core to another task, which neighbours outside this machine's view (other VMs) cause too; latency tails of two columns compare fairly only when these are alike.",
   );
   return out.join('\n');
 }

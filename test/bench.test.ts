@@ -40,6 +40,9 @@ test('bench --tiny measures clawgate and the floor in every scenario and writes 
         assert.equal(m.error, undefined, `${label} ${mode}: ${m.error}`);
         assert.equal(m.latency.totalMs.n, 5);
         assert.deepEqual(m.latency.errors, {});
+        // Read from /proc for the started gateway: a sequential connect blocks its loop at least once.
+        assert.ok(m.latency.gatewayMainThread.blockedPerConnect > 0, `${label} ${mode} main thread`);
+        assert.ok(m.latency.gatewayMainThread.preemptedPerConnect >= 0, `${label} ${mode} preemptions`);
         assert.ok(m.throughput.completedHelloOk > 0);
       }
       // Both idle steps reached exactly (the harness holds exactly N sockets per step).

@@ -1,7 +1,7 @@
 /**
  * The wheel that holds every socket's handshake deadline and keep-alive ping: deadlines fire in
  * order and never before they are due, a cancelled one never fires, periodic work reschedules
- * itself, and an empty wheel holds no timer. The socket-level behaviour (handshake timeout,
+ * itself, and an empty wheel holds no timer past its next tick. The socket-level behaviour (handshake timeout,
  * dead-peer ping) is covered over real sockets by handshake.test.ts and transport.test.ts.
  */
 import assert from 'node:assert/strict';
@@ -104,4 +104,51 @@ test('an object that is its own entry is woken once per arming; re-arming replac
   });
   await waitFor(() => later, 'a later deadline');
   assert.equal(entry.runs, 3);
+});
+
+test('entries that come and go between ticks share one interval; the first tick that finds the wheel empty stops it', () => {
+  // Node's interval functions replaced: which intervals run, and when a tick happens, is the test's.
+  const ticks: Array<() => void> = [];
+  let cleared = 0;
+  const timers = {
+    setInterval: (fn: () => void) => {
+      ticks.push(fn);
+      return ticks.length;
+    },
+    clearInterval: () => {
+      cleared++;
+    },
+  };
+  let nowMs = 1000;
+  const wheel = new TimerWheel(10, 8, () => nowMs, timers);
+  let fired = 0;
+  const entry = {
+    wheelAtMs: 0,
+    wheelPrev: null,
+    wheelNext: null,
+    onWheel() {
+      fired++;
+    },
+  };
+  // A socket at a time, each gone before the next arrives (sequential connects).
+  for (let i = 0; i < 100; i++) {
+    wheel.arm(entry, 50);
+    wheel.disarm(entry);
+    nowMs += 0.05;
+  }
+  assert.equal(wheel.pending, 0);
+  assert.equal(ticks.length, 1, 'one interval for all of them');
+  assert.equal(cleared, 0, 'still running until a tick finds the wheel empty');
+  nowMs += 10;
+  (ticks[0] as () => void)();
+  assert.equal(cleared, 1, 'stopped by the empty tick');
+  // Armed again: a new interval, and the deadline fires on it (then that interval stops too).
+  wheel.arm(entry, 25);
+  assert.equal(ticks.length, 2);
+  for (let i = 0; i < 4; i++) {
+    nowMs += 10;
+    (ticks[1] as () => void)();
+  }
+  assert.equal(fired, 1);
+  assert.equal(cleared, 2);
 });

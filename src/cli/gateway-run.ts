@@ -7,30 +7,18 @@ import { join } from 'node:path';
 import { startGateway } from '../app.js';
 import { type GatewayConfig, isLoopbackBind, resolveBindHost } from '../core/config.js';
 import { systemClock, systemRandom } from '../core/env.js';
-import type { Logger } from '../core/logger.js';
 import { GATEWAY_KEY_FILE, readGatewayKeyFingerprint } from '../server/gateway-key.js';
 import { approvalsQuorumNotifyConfig } from './approvals-config.js';
 import { automationsConfig } from './automations.js';
 import { buildInfo } from './build-info.js';
 import { GATEWAY_FLAGS, loadTls, readConfigFile, resolveGatewaySettings } from './gateway-config.js';
-import { lineWriter } from './line-writer.js';
+import { jsonLogger } from './json-logger.js';
 import { openConfiguredStore, resolveStoreChoice } from './postgres.js';
 import { readSecretFile } from './secret-input.js';
 import { ensureStateDir, loadOrCreateCredentials, readCredentials, readRuntimeInfo, removeRuntimeInfo, resolveStateDir, writeRuntimeInfo } from './state.js';
 import { startupRefusal } from './state-health.js';
 import { commandHint } from './target.js';
 import { parse } from './usage.js';
-
-function jsonLogger(stream: NodeJS.WriteStream): Logger {
-  const out = lineWriter(stream);
-  const write = (level: string, msg: string, fields?: Record<string, unknown>) =>
-    out.write(`${JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields })}\n`);
-  return {
-    info: (m, f) => write('info', m, f),
-    warn: (m, f) => write('warn', m, f),
-    error: (m, f) => write('error', m, f),
-  };
-}
 
 export async function gatewayRun(args: string[]): Promise<number> {
   const { values } = parse(args, GATEWAY_FLAGS);
@@ -69,7 +57,7 @@ export async function gatewayRun(args: string[]): Promise<number> {
     automations: automationsConfig(settings.file.automations),
   };
   Object.assign(config, approvalsQuorumNotifyConfig(settings.file.gateway, config.automations));
-  const log = jsonLogger(process.stderr);
+  const log = jsonLogger(process.stderr, () => systemClock.now());
   const { store, bus, limiter, where } = await openConfiguredStore(storeChoice, stateDir, {
     clock: systemClock,
     random: systemRandom,

@@ -6,11 +6,17 @@
  * closures, their contexts and a timer object per deadline. The socket is also its own entry in
  * the timer wheel (handshake deadline, then keep-alive pings).
  */
+
+import type { Socket } from 'node:net';
 import { CLOSE, closeReason, GatewayError } from '@clawgate/protocol/errors';
 import { WebSocket } from 'ws';
 import type { ConnectOutcome, Gateway, TransportFacts } from '../core/gateway.js';
 import { frameCapBytes, type SessionPrincipal, type SessionTransport } from '../core/principal.js';
+import { quietReceiverEnd, quietSocketEnd } from './quiet-end.js';
 import type { TimerWheel, WheelEntry, WheelLink } from './timer-wheel.js';
+
+// A closing socket's repeated end() calls build no thrown-away errors (quiet-end.ts).
+quietReceiverEnd();
 
 /** What every connection of one server shares (one object per server, not per socket). */
 export interface ConnectionContext {
@@ -145,6 +151,16 @@ export class GatewaySocket extends WebSocket implements WheelEntry {
         break;
     }
     return super.emit(event, ...args);
+  }
+
+  /**
+   * Every close (the peer's close frame answered, or one of ours) passes here before the TCP
+   * socket ends: from now on its repeated end() calls are quiet (quiet-end.ts).
+   */
+  override close(code?: number, data?: string | Buffer): void {
+    const socket = (this as unknown as { _socket?: Socket | null })._socket;
+    if (socket) quietSocketEnd(socket);
+    super.close(code, data);
   }
 
   /** The wheel woke this socket: handshake deadline, ping, or both. */

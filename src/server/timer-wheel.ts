@@ -12,8 +12,21 @@
  * `schedule` wraps a plain callback.
  *
  * The interval runs only while something is scheduled, and is unref'd: the wheel never keeps
- * the process alive.
+ * the process alive. It stops at the first tick that finds the wheel empty, not when the last
+ * entry leaves: connects that come one at a time (each socket gone before the next arrives)
+ * would otherwise start and stop a Node interval apiece.
  */
+
+/** The interval functions the wheel uses (Node's; injectable). */
+export interface IntervalTimers {
+  setInterval(fn: () => void, ms: number): unknown;
+  clearInterval(handle: unknown): void;
+}
+
+const nodeIntervals: IntervalTimers = {
+  setInterval: (fn, ms) => setInterval(fn, ms).unref(),
+  clearInterval: (handle) => clearInterval(handle as ReturnType<typeof setInterval>),
+};
 
 export interface WheelTimer {
   /** Idempotent. */
@@ -80,12 +93,13 @@ export class TimerWheel {
   /** Wall time of the last tick processed (monotonic clock). */
   private lastTickMs: number;
   private size = 0;
-  private interval: ReturnType<typeof setInterval> | null = null;
+  private interval: unknown = null;
 
   constructor(
     readonly tickMs: number,
     slotCount = 512,
     private readonly nowMs: () => number = () => performance.now(),
+    private readonly timers: IntervalTimers = nodeIntervals,
   ) {
     if (!(tickMs > 0)) throw new Error('tickMs must be positive');
     this.slots = Array.from({ length: slotCount }, () => new Bucket());
@@ -118,7 +132,6 @@ export class TimerWheel {
     if (entry.wheelPrev === null) return;
     unlink(entry);
     this.size--;
-    if (this.size === 0) this.stop();
   }
 
   /**
@@ -142,13 +155,12 @@ export class TimerWheel {
     this.size++;
     if (!this.interval) {
       this.lastTickMs = this.nowMs();
-      this.interval = setInterval(() => this.tick(), this.tickMs);
-      this.interval.unref();
+      this.interval = this.timers.setInterval(() => this.tick(), this.tickMs);
     }
   }
 
   private stop(): void {
-    if (this.interval) clearInterval(this.interval);
+    if (this.interval) this.timers.clearInterval(this.interval);
     this.interval = null;
   }
 

@@ -139,9 +139,13 @@ export class SqliteDb {
       .immediate();
   }
 
+  /** Its own statement: plucked, a check (once per connect at most) builds no row object. */
+  private dataVersionStmt: Database.Statement | null = null;
+
   /** Changes whenever ANOTHER connection commits to this database. */
   dataVersion(): number {
-    return (this.stmt('PRAGMA data_version').get() as { data_version: number }).data_version;
+    this.dataVersionStmt ??= this.db.prepare('PRAGMA data_version').pluck();
+    return this.dataVersionStmt.get() as number;
   }
 
   get schemaVersion(): number {
