@@ -87,6 +87,24 @@ module.exports = function loadSqliteAddon(name) {
     }));
   },
 };
+// pg picks its socket at load time: on a runtime without `navigator` (Node 20) it probes for
+// Cloudflare Workers by constructing a `Response`, and touching that global loads Node's whole
+// fetch implementation (undici), ~10-30 ms of a PostgreSQL start for nothing: the gateway runs
+// on Node only. The probe is cut from the bundled copy; should pg change that code, the build
+// stops here instead of shipping the probe unnoticed.
+const PG_RUNTIME_PROBE = 'if (isCloudflareRuntime()) {';
+const pgNodeSocketsOnly = {
+  name: 'pg-node-sockets-only',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]node_modules[\\/]pg[\\/]lib[\\/]stream\.js$/ }, (args) => {
+      const source = readFileSync(args.path, 'utf8');
+      if (!source.includes(PG_RUNTIME_PROBE)) {
+        throw new Error(`${args.path} no longer holds "${PG_RUNTIME_PROBE}": check how pg picks its socket and update scripts/bundle.mjs`);
+      }
+      return { loader: 'js', contents: source.replace(PG_RUNTIME_PROBE, 'if (false) {') };
+    });
+  },
+};
 const result = await esbuild.build({
   entryPoints: [entry],
   outfile,
@@ -119,7 +137,7 @@ const result = await esbuild.build({
   // Written below, after the checks, each file by a rename: a gateway starting meanwhile reads
   // the old bundle or the new one, never half of one.
   write: false,
-  plugins: [cliVerbsStayModules, sqliteAddon],
+  plugins: [cliVerbsStayModules, sqliteAddon, pgNodeSocketsOnly],
 });
 // A script compiled with V8's code cache cannot run import() under Node 20 (the cached code
 // lacks the loader's host options: ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING). The imports of the

@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { connectGateway, generateIdentity } from '../src/client/connection.js';
+import { startPgCluster } from './helpers/pg-cluster.js';
 import { type GatewayProcess, spawnGateway } from './helpers/process.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -146,6 +147,46 @@ test('gateway run from the bundle reads no JavaScript file but bin/, and never s
     assert.doesNotMatch(gw.err(), /^ESM \d+:/m);
   } finally {
     await gw.stop();
+  }
+});
+
+test("gateway run on PostgreSQL from the bundle reads no pg file from node_modules and never loads Node's fetch implementation", async () => {
+  const cluster = await startPgCluster();
+  try {
+    const url = await cluster.createDatabase();
+    const dir = stateDir();
+    // Node's own modules (undici behind fetch/Response among them) are listed in
+    // process.moduleLoadList: a preloaded script writes it down when the gateway exits.
+    const report = join(dir, 'internal-modules.json');
+    const preload = join(dir, 'record-internal-modules.cjs');
+    writeFileSync(
+      preload,
+      `process.once('exit', () => require('node:fs').writeFileSync(${JSON.stringify(report)}, JSON.stringify(process.moduleLoadList)));\n`,
+    );
+    const gw = await spawnGateway(['--state-dir', dir, '--store', 'postgres', '--postgres-url', url], {
+      env: { NODE_DEBUG: 'module,esm', NODE_OPTIONS: `--require ${preload}` },
+      onSpawn: (p) => procs.push(p),
+    });
+    try {
+      assert.equal((await startedLine(gw)).build, 'single-file');
+      assert.equal((await httpGet(`http://127.0.0.1:${gw.port}/readyz`)).status, 200);
+      const loaded = [...gw.err().matchAll(/^MODULE \d+: load "([^"]+)"/gm)].map((m) => m[1] as string);
+      assert.ok(loaded.some((f) => f.endsWith('/bin/single-file.js')));
+      assert.deepEqual(
+        loaded.filter((f) => /[\\/]node_modules[\\/]pg/.test(f)),
+        [],
+      );
+    } finally {
+      assert.equal(await gw.stop(), 0);
+    }
+    const internal = JSON.parse(readFileSync(report, 'utf8')) as string[];
+    assert.ok(internal.includes('NativeModule net'), 'the list names the built-ins the gateway loaded');
+    assert.deepEqual(
+      internal.filter((m) => /undici/.test(m)),
+      [],
+    );
+  } finally {
+    await cluster.stop();
   }
 });
 

@@ -9,14 +9,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { ManualClock } from '../src/core/env.js';
+import { openConfiguredStore } from '../src/cli/postgres.js';
+import { ManualClock, systemClock, systemRandom } from '../src/core/env.js';
+import { silentLogger } from '../src/core/logger.js';
+import { DEFAULT_RATE_LIMIT } from '../src/core/ratelimit.js';
 import type { AuditInput, Store } from '../src/core/store.js';
+import { LISTENER_APP_NAME } from '../src/store/postgres/bus.js';
+import { PG_WARM_CONNECTIONS } from '../src/store/postgres/db.js';
 import { PgFailureLimiter } from '../src/store/postgres/limiter.js';
-import { DELIVERY_LEASE_MS, POSTGRES_MIGRATIONS, PostgresStore } from '../src/store/postgres/store.js';
+import { DELIVERY_LEASE_MS, PG_LOCK, POSTGRES_MIGRATIONS, PostgresStore } from '../src/store/postgres/store.js';
 import { verifyAuditChain } from '../src/store/shared.js';
 import { SqliteStore } from '../src/store/sqlite/store.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
 import { approveInput, assertWritersSerialize, audit, hash, T0 } from './helpers/store-fixtures.js';
+import { waitFor, withDeadline } from './helpers/wait.js';
 import { runStoreContract } from './store-contract.js';
 
 let cluster: PgCluster;
@@ -51,6 +57,70 @@ describe('PostgresStore specifics', () => {
       }
     } finally {
       await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+
+  test('an up-to-date database opens while another session holds the migration lock (the schema check takes no lock)', async () => {
+    const url = await cluster.createDatabase();
+    await (await PostgresStore.open(url)).close();
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    let opening: Promise<PostgresStore> | undefined;
+    try {
+      await holder.query('SELECT pg_advisory_lock($1, $2)', [...PG_LOCK.migrate]);
+      opening = PostgresStore.open(url);
+      const s = await withDeadline(opening, 'the store to open while the migration lock is held elsewhere');
+      assert.equal(await s.schemaVersion(), POSTGRES_MIGRATIONS.length);
+    } finally {
+      await holder.end();
+      // Released with the holder's session: a store that waited for it opens now and is closed.
+      await (await opening?.catch(() => undefined))?.close();
+    }
+  });
+
+  test('an opened store holds its warm connections idle, so the first requests after a start wait for no new backend', async () => {
+    const url = await cluster.createDatabase();
+    const s = await PostgresStore.open(url);
+    try {
+      assert.equal(s.pool.totalCount, PG_WARM_CONNECTIONS);
+      assert.equal(s.pool.idleCount, PG_WARM_CONNECTIONS);
+      // Two reads at once are served by those two connections: the pool opens none for them.
+      await Promise.all([s.getMeta('a'), s.getMeta('b')]);
+      assert.equal(s.pool.totalCount, PG_WARM_CONNECTIONS);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a gateway start the store refuses leaves no cluster LISTEN connection behind', async () => {
+    const url = await cluster.createDatabase();
+    await (await PostgresStore.open(url)).close();
+    const raw = new pg.Client({ connectionString: url });
+    await raw.connect();
+    try {
+      await raw.query('INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, 0)', [POSTGRES_MIGRATIONS.length + 1]);
+      const stateDir = mkdtempSync(join(tmpdir(), 'clawgate-pg-refused-'));
+      try {
+        await assert.rejects(
+          openConfiguredStore({ kind: 'postgres', url }, stateDir, {
+            clock: systemClock,
+            random: systemRandom,
+            log: silentLogger,
+            rateLimit: DEFAULT_RATE_LIMIT,
+          }),
+          /newer than this clawgate/,
+        );
+      } finally {
+        rmSync(stateDir, { recursive: true, force: true });
+      }
+      await waitFor(async () => {
+        const r = await raw.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1', [
+          LISTENER_APP_NAME,
+        ]);
+        return r.rows[0].n === 0;
+      }, 'the LISTEN connection of the refused start to close');
+    } finally {
+      await raw.end();
     }
   });
 
@@ -321,6 +391,44 @@ describe('PgFailureLimiter (the shared wrong-credential budget)', () => {
       assert.equal(await b.fail('192.0.2.3', 'shared'), 0, 'the count started over');
       assert.equal(await b.fail('192.0.2.3', 'shared'), 0);
       assert.equal(await b.fail('192.0.2.3', 'shared'), 300_000);
+    } finally {
+      await s1.close();
+      await s2.close();
+    }
+  });
+
+  test('a success takes effect at its own check: it clears what the check found, not a failure counted after it', async () => {
+    const url = await cluster.createDatabase();
+    const s1 = await PostgresStore.open(url);
+    const s2 = await PostgresStore.open(url);
+    const clock = new ManualClock(T0);
+    const policy = { maxFailures: 3, windowMs: 60_000, lockoutMs: 300_000, maxKeys: 10_000 };
+    const a = new PgFailureLimiter(s1, clock, policy);
+    const b = new PgFailureLimiter(s2, clock, policy);
+    try {
+      // A connect on instance a checks its key (nothing counted), another instance counts a
+      // wrong guess while a verifies, then a's connect succeeds: the guess stays counted.
+      assert.equal(await a.retryAfterMs('192.0.2.7', 'device-token'), 0);
+      assert.equal(await b.fail('192.0.2.7', 'device-token'), 0);
+      await a.succeed('192.0.2.7', 'device-token');
+      assert.equal(await b.fail('192.0.2.7', 'device-token'), 0);
+      assert.equal(await b.fail('192.0.2.7', 'device-token'), 300_000, 'three guesses in one window lock, the success between them notwithstanding');
+
+      // A check that finds the key counting: the success clears it.
+      assert.equal(await b.fail('192.0.2.8', 'device-token'), 0);
+      assert.equal(await b.fail('192.0.2.8', 'device-token'), 0);
+      assert.equal(await a.retryAfterMs('192.0.2.8', 'device-token'), 0);
+      await a.succeed('192.0.2.8', 'device-token');
+      assert.equal(await b.fail('192.0.2.8', 'device-token'), 0, 'the count started over');
+      assert.equal(await b.fail('192.0.2.8', 'device-token'), 0);
+
+      // A failure on a's own instance after its check: the next success there clears again.
+      assert.equal(await a.retryAfterMs('192.0.2.9', 'device-token'), 0);
+      assert.equal(await a.fail('192.0.2.9', 'device-token'), 0);
+      assert.equal(await a.fail('192.0.2.9', 'device-token'), 0);
+      await a.succeed('192.0.2.9', 'device-token');
+      assert.equal(await b.fail('192.0.2.9', 'device-token'), 0, 'cleared: the count started over');
+      assert.equal(await b.fail('192.0.2.9', 'device-token'), 0);
     } finally {
       await s1.close();
       await s2.close();

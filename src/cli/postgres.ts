@@ -71,9 +71,27 @@ export async function openConfiguredStore(
     import('../store/postgres/bus.js'),
     import('../store/postgres/limiter.js'),
   ]);
-  const store = await PostgresStore.open(url);
+  // The cluster bus's LISTEN connection needs no schema: it opens while the store connects and
+  // checks the schema (two server backends starting at once, not one after the other).
+  const listening = PgClusterBus.listening(url, deps.random.uuid(), deps.log);
+  let store: Awaited<ReturnType<typeof PostgresStore.open>>;
   try {
-    const bus = await PgClusterBus.start(store.pool, url, deps.random.uuid(), deps.log);
+    store = await PostgresStore.open(url);
+  } catch (err) {
+    await listening.then(
+      (bus) => bus.close(),
+      () => {},
+    );
+    throw err;
+  }
+  try {
+    const bus = await listening;
+    try {
+      await bus.attach(store.pool);
+    } catch (err) {
+      await bus.close();
+      throw err;
+    }
     return { store, bus, limiter: new PgFailureLimiter(store, deps.clock, deps.rateLimit), where: redactUrl(url) };
   } catch (err) {
     await store.close();

@@ -11,6 +11,7 @@ import { ConnectError, ownerProofFor } from '../../src/client/connection.js';
 import { DEFAULTS, type GatewayConfig } from '../../src/core/config.js';
 import type { Clock } from '../../src/core/env.js';
 import type { Gateway } from '../../src/core/gateway.js';
+import type { AuthLimiter } from '../../src/core/ratelimit.js';
 import type { Store } from '../../src/core/store.js';
 import type { RunningServer } from '../../src/server/server.js';
 import { SqliteStore } from '../../src/store/sqlite/store.js';
@@ -43,6 +44,8 @@ export interface TestGatewayOptions {
   port?: number;
   /** Address to listen on (default 127.0.0.1). */
   host?: string;
+  /** The failed-authentication limiter (default: the gateway's in-memory one). */
+  limiter?: AuthLimiter;
 }
 
 export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<TestGateway> {
@@ -55,7 +58,13 @@ export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<T
     const creds = { version: 1, token: config.token ?? TEST_TOKEN, owner: config.ownerCredential, createdAtMs: 0 };
     writeFileSync(credsPath, JSON.stringify(creds), { mode: 0o600 });
   }
-  const { gateway, server } = await startGateway({ config, store, host: opts.host ?? '127.0.0.1', ...(opts.clock ? { clock: opts.clock } : {}) });
+  const { gateway, server } = await startGateway({
+    config,
+    store,
+    host: opts.host ?? '127.0.0.1',
+    ...(opts.clock ? { clock: opts.clock } : {}),
+    ...(opts.limiter ? { limiter: opts.limiter } : {}),
+  });
   let stopped = false;
   const tg: TestGateway = {
     gateway,

@@ -7,6 +7,7 @@
 import pg from 'pg';
 import type { ClusterBus, ClusterEvent, RemoteNode, RemoteNodeDetail } from '../../core/cluster.js';
 import type { Logger } from '../../core/logger.js';
+import { connectTimeoutMs } from './db.js';
 
 export const CLUSTER_CHANNEL = 'clawgate_cluster';
 export const LISTENER_APP_NAME = 'clawgate-listen';
@@ -46,8 +47,10 @@ export class PgClusterBus implements ClusterBus {
   private heartbeat: NodeJS.Timeout | null = null;
   private readonly leaders: Array<{ client: pg.Client | null; timer: NodeJS.Timeout | null }> = [];
 
+  /** The store's pool (heartbeats, presence, large events); set by `attach`. */
+  private pool!: pg.Pool;
+
   private constructor(
-    private readonly pool: pg.Pool,
     private readonly url: string,
     readonly instanceId: string,
     private readonly log: Pick<Logger, 'warn' | 'info'>,
@@ -55,19 +58,41 @@ export class PgClusterBus implements ClusterBus {
 
   /** Start listening; resolves once LISTEN is active, so nothing published after it is missed. */
   static async start(pool: pg.Pool, url: string, instanceId: string, log: Pick<Logger, 'warn' | 'info'>): Promise<PgClusterBus> {
-    const bus = new PgClusterBus(pool, url, instanceId, log);
-    await bus.listen();
-    await bus.beat();
-    bus.heartbeat = setInterval(() => {
-      bus.beat().catch((err) => log.warn('cluster heartbeat failed', { err: String(err) }));
-    }, HEARTBEAT_MS);
-    bus.heartbeat.unref();
+    const bus = await PgClusterBus.listening(url, instanceId, log);
+    try {
+      await bus.attach(pool);
+    } catch (err) {
+      await bus.close();
+      throw err;
+    }
     return bus;
+  }
+
+  /**
+   * The first half of `start`: the LISTEN connection, which needs no schema, so a starting
+   * gateway opens it while the store still connects and checks the schema. `attach` the
+   * store's pool before using the bus.
+   */
+  static async listening(url: string, instanceId: string, log: Pick<Logger, 'warn' | 'info'>): Promise<PgClusterBus> {
+    const bus = new PgClusterBus(url, instanceId, log);
+    await bus.listen();
+    return bus;
+  }
+
+  /** The second half of `start`: this instance's first heartbeat, then one every HEARTBEAT_MS. */
+  async attach(pool: pg.Pool): Promise<void> {
+    this.pool = pool;
+    await this.beat();
+    this.heartbeat = setInterval(() => {
+      this.beat().catch((err) => this.log.warn('cluster heartbeat failed', { err: String(err) }));
+    }, HEARTBEAT_MS);
+    this.heartbeat.unref();
   }
 
   private async listen(): Promise<void> {
     // Named, so an operator (or a test) can tell the listening connections apart in pg_stat_activity.
-    const c = new pg.Client({ connectionString: this.url, application_name: LISTENER_APP_NAME });
+    // Bounded like the pool's connections: a start whose store fails does not wait longer for this one.
+    const c = new pg.Client({ connectionString: this.url, application_name: LISTENER_APP_NAME, connectionTimeoutMillis: connectTimeoutMs(this.url) });
     c.on('error', (err) => this.lost(c, err));
     c.on('end', () => this.lost(c, new Error('connection ended')));
     c.on('notification', (m) => {
@@ -304,9 +329,12 @@ export class PgClusterBus implements ClusterBus {
       l.client = null;
       await c?.end().catch(() => {});
     }
-    // A clean stop withdraws at once; a crash is noticed by the others after STALE_MS.
-    await this.pool.query('DELETE FROM session_presence WHERE instance_id = $1', [this.instanceId]).catch(() => {});
-    await this.pool.query('DELETE FROM cluster_instances WHERE instance_id = $1', [this.instanceId]).catch(() => {});
+    // A clean stop withdraws at once; a crash is noticed by the others after STALE_MS. (A bus
+    // closed before `attach` never announced itself.)
+    if (this.pool) {
+      await this.pool.query('DELETE FROM session_presence WHERE instance_id = $1', [this.instanceId]).catch(() => {});
+      await this.pool.query('DELETE FROM cluster_instances WHERE instance_id = $1', [this.instanceId]).catch(() => {});
+    }
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     const c = this.listener;
     this.listener = null;

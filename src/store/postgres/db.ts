@@ -182,7 +182,8 @@ export const PG_QUERY_TIMEOUT_MS = 15_000;
 /** Default bound on opening a connection or waiting for a free one in the pool. */
 export const PG_CONNECT_TIMEOUT_MS = 5_000;
 
-function connectTimeoutMs(url: string): number {
+/** The bound on opening a connection: the URL's `connect_timeout` (s), else PG_CONNECT_TIMEOUT_MS. */
+export function connectTimeoutMs(url: string): number {
   try {
     const s = Number(new URL(url).searchParams.get('connect_timeout'));
     if (Number.isFinite(s) && s > 0) return s * 1000;
@@ -190,6 +191,41 @@ function connectTimeoutMs(url: string): number {
     // not a URL the WHATWG parser takes (node-postgres still may): use the default
   }
   return PG_CONNECT_TIMEOUT_MS;
+}
+
+/** Connections the pool opens at once when the store opens, and keeps open while idle. */
+export const PG_WARM_CONNECTIONS = 2;
+
+/** PostgreSQL's "undefined_table": the database has no schema yet. */
+const UNDEFINED_TABLE = '42P01';
+
+/** The highest migration recorded, or null when the database has no migrations table yet. */
+async function appliedVersion(c: pg.PoolClient): Promise<number | null> {
+  try {
+    const r = await c.query('SELECT COALESCE(MAX(version), 0)::int AS v FROM schema_migrations');
+    return Number(r.rows[0].v);
+  } catch (err) {
+    if ((err as { code?: unknown }).code === UNDEFINED_TABLE) return null;
+    throw err;
+  }
+}
+
+function refuseNewer(version: number): void {
+  if (version > POSTGRES_MIGRATIONS.length) {
+    throw new Error(`state database is at schema ${version}, newer than this clawgate (${POSTGRES_MIGRATIONS.length}); upgrade clawgate`);
+  }
+}
+
+/** Check out `n` pool clients at once; on a failure the ones already connected go back. */
+async function connectAll(pool: pg.Pool, n: number): Promise<pg.PoolClient[]> {
+  const settled = await Promise.allSettled(Array.from({ length: n }, () => pool.connect()));
+  const clients = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    for (const c of clients) c.release();
+    throw failed.reason;
+  }
+  return clients;
 }
 
 export interface PostgresStoreOptions {
@@ -217,6 +253,9 @@ export class PgDb {
       // STORE_UNAVAILABLE after these bounds instead of holding them forever. The URL's
       // `query_timeout` (ms) overrides the query bound; `connect_timeout` (s) the connect bound.
       connectionTimeoutMillis: connectTimeoutMs(url),
+      // The warm connections stay open while idle (pg-pool closes idle ones above `min` after
+      // 10 s): a connect after a quiet spell does not wait for the server to start a backend.
+      min: Math.min(PG_WARM_CONNECTIONS, opts.maxConnections ?? 10),
       query_timeout: PG_QUERY_TIMEOUT_MS,
       keepAlive: true,
     });
@@ -234,7 +273,16 @@ export class PgDb {
   static async open(url: string, opts: PostgresStoreOptions = {}): Promise<PgDb> {
     const s = new PgDb(url, opts);
     try {
-      await s.migrate();
+      // The warm connections open at once (the server starts a backend for each, which is most
+      // of a connection's cost): the first checks the schema, and the requests that follow the
+      // start (readiness, the schedulers' first reads) find an idle one instead of each waiting
+      // for a backend to start.
+      const clients = await connectAll(s.pool, Math.min(PG_WARM_CONNECTIONS, s.pool.options.max));
+      try {
+        await s.migrate(clients[0] as pg.PoolClient);
+      } finally {
+        for (const c of clients) c.release();
+      }
     } catch (err) {
       await s.pool.end();
       throw err;
@@ -242,35 +290,39 @@ export class PgDb {
     return s;
   }
 
-  private async migrate(): Promise<void> {
-    const c = await this.pool.connect();
+  /**
+   * Bring the schema up to date. A database already at this version answers that in one
+   * statement, without the lock: versions are recorded in the transaction of their migration,
+   * so a committed latest version means nothing is left to run (and a migration still running
+   * elsewhere can only be one this build does not know, which the version check refuses once it
+   * commits). Otherwise under the migration lock, so instances starting at once migrate once.
+   */
+  private async migrate(c: pg.PoolClient): Promise<void> {
+    const current = await appliedVersion(c);
+    if (current !== null) {
+      refuseNewer(current);
+      if (current === POSTGRES_MIGRATIONS.length) return;
+    }
+    // Session-level lock: a second instance waits here until the first has finished, then
+    // finds nothing left to run.
+    await c.query('SELECT pg_advisory_lock($1, $2)', [...PG_LOCK.migrate]);
     try {
-      // Session-level lock: a second instance waits here until the first has finished, then
-      // finds nothing left to run.
-      await c.query('SELECT pg_advisory_lock($1, $2)', [...PG_LOCK.migrate]);
-      try {
-        await c.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms BIGINT NOT NULL)');
-        const r = await c.query('SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations');
-        const current = Number(r.rows[0].v);
-        if (current > POSTGRES_MIGRATIONS.length) {
-          throw new Error(`state database is at schema ${current}, newer than this clawgate (${POSTGRES_MIGRATIONS.length}); upgrade clawgate`);
+      await c.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms BIGINT NOT NULL)');
+      const locked = (await appliedVersion(c)) ?? 0;
+      refuseNewer(locked);
+      for (let i = locked; i < POSTGRES_MIGRATIONS.length; i++) {
+        await c.query('BEGIN');
+        try {
+          await c.query(POSTGRES_MIGRATIONS[i] as string);
+          await c.query('INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)', [i + 1, Date.now()]);
+          await c.query('COMMIT');
+        } catch (err) {
+          await c.query('ROLLBACK');
+          throw err;
         }
-        for (let i = current; i < POSTGRES_MIGRATIONS.length; i++) {
-          await c.query('BEGIN');
-          try {
-            await c.query(POSTGRES_MIGRATIONS[i] as string);
-            await c.query('INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)', [i + 1, Date.now()]);
-            await c.query('COMMIT');
-          } catch (err) {
-            await c.query('ROLLBACK');
-            throw err;
-          }
-        }
-      } finally {
-        await c.query('SELECT pg_advisory_unlock($1, $2)', [...PG_LOCK.migrate]);
       }
     } finally {
-      c.release();
+      await c.query('SELECT pg_advisory_unlock($1, $2)', [...PG_LOCK.migrate]);
     }
   }
 

@@ -11,8 +11,21 @@ import type { Clock } from '../../core/env.js';
 import { type AuthLimiter, type CredentialKind, limiterKey, type RateLimitPolicy } from '../../core/ratelimit.js';
 import type { PostgresStore } from './store.js';
 
+/** Most keys remembered as "seen without failures" (beyond it they are forgotten: a success then deletes as before). */
+const ABSENT_KEYS_MAX = 10_000;
+
 export class PgFailureLimiter implements AuthLimiter {
   private failures = 0;
+
+  /**
+   * Keys whose latest check here found no row, since then neither failed nor succeeded here. A
+   * success on such a key has nothing of its own to clear: every connect checks its key before
+   * it proves anything, so the success takes effect at that check (inside the connect, as if
+   * it had finished then), and a failure counted meanwhile, here or on another instance, comes
+   * after it and stays counted. That saves the connect path its DELETE (one round trip of four).
+   * A failure here forgets the key, so the next success deletes again.
+   */
+  private readonly seenAbsent = new Set<string>();
 
   constructor(
     private readonly store: PostgresStore,
@@ -26,12 +39,19 @@ export class PgFailureLimiter implements AuthLimiter {
   }
 
   async retryAfterMs(address: string, kind: CredentialKind): Promise<number> {
-    const r = await this.store.pool.query('SELECT locked_until_ms FROM auth_failures WHERE key = $1', [this.key(address, kind)]);
+    const key = this.key(address, kind);
+    const r = await this.store.pool.query('SELECT locked_until_ms FROM auth_failures WHERE key = $1', [key]);
+    if (r.rows[0]) this.seenAbsent.delete(key);
+    else {
+      if (this.seenAbsent.size >= ABSENT_KEYS_MAX) this.seenAbsent.clear();
+      this.seenAbsent.add(key);
+    }
     const until = r.rows[0] ? Number(r.rows[0].locked_until_ms) : 0;
     return Math.max(until - this.clock.now(), 0);
   }
 
   async fail(address: string, kind: CredentialKind): Promise<number> {
+    this.seenAbsent.delete(this.key(address, kind));
     const now = this.clock.now();
     const { maxFailures, windowMs, lockoutMs } = this.policy;
     // One statement: count this failure (a new window when the old one is over) and lock the key
@@ -56,7 +76,9 @@ export class PgFailureLimiter implements AuthLimiter {
   }
 
   async succeed(address: string, kind: CredentialKind): Promise<void> {
+    const key = this.key(address, kind);
+    if (this.seenAbsent.delete(key)) return;
     // A lock set by another instance meanwhile stands: only a counting row is cleared.
-    await this.store.pool.query('DELETE FROM auth_failures WHERE key = $1 AND locked_until_ms <= $2', [this.key(address, kind), this.clock.now()]);
+    await this.store.pool.query('DELETE FROM auth_failures WHERE key = $1 AND locked_until_ms <= $2', [key, this.clock.now()]);
   }
 }
