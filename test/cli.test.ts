@@ -142,6 +142,22 @@ test('a --params that is not JSON is a usage error for nodes invoke and cron add
   }
 });
 
+test('postgres.waiterReconcileMs outside a whole number of milliseconds from 100 to a day is a usage error', (t) => {
+  const stateDir = scratchStateDir(t);
+  for (const value of [5, 1.5, '1000', 86_400_001]) {
+    const config = join(stateDir, 'config.json');
+    writeFileSync(config, JSON.stringify({ gateway: { postgres: { waiterReconcileMs: value } } }));
+    const r = spawnSync(process.execPath, [BIN, 'gateway', 'run', '--port', '0', '--config', config], {
+      encoding: 'utf8',
+      env: { ...process.env, CLAWGATE_STATE_DIR: stateDir },
+      // A gateway that accepted the value would run until stopped: the deadline ends it.
+      timeout: 15_000,
+    });
+    assert.equal(r.status, 2, `${JSON.stringify(value)}: ${r.stderr}`);
+    assert.match(r.stderr, /gateway\.postgres\.waiterReconcileMs must be a whole number of milliseconds from 100 to 86400000/);
+  }
+});
+
 test('usage errors exit 2 and say what to do; a port in use is explained', async (t) => {
   const bad = spawnSync(process.execPath, [BIN, 'gateway', 'run', '--port', 'abc'], {
     encoding: 'utf8',

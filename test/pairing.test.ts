@@ -107,6 +107,39 @@ describe('remote operator pairing', () => {
     await watcher.close();
   });
 
+  test('a request decided after it was filed but before its connect started waiting (another instance was quicker) still finishes the connect', async () => {
+    const store = tg.store;
+    const file = store.upsertPairingRequest.bind(store);
+    // Exactly the window another instance can hit: the request is committed and visible, the
+    // connect that filed it is not registered as waiting yet, and an approval commits and is
+    // announced to no one waiting. Simulated here by approving inside the store call itself.
+    store.upsertPairingRequest = async (input) => {
+      const res = await file(input);
+      const r = res.request;
+      const atMs = Date.now();
+      await store.approve({
+        device: { deviceId: r.deviceId, publicKey: r.publicKey, meta: r.meta, address: r.address },
+        role: r.role,
+        scopes: r.scopes,
+        via: 'owner',
+        token: null,
+        atMs,
+        requestId: r.requestId,
+        audit: { atMs, actor: 'owner', action: 'pairing.approved', subject: r.deviceId, data: { requestId: r.requestId, role: r.role, scopes: r.scopes } },
+      });
+      return res;
+    };
+    try {
+      const id = generateIdentity();
+      const conn = await operator(tg, id, { headers: REMOTE, scopes: ['operator.read'], caps: ['device-pairing-wait'], timeoutMs: 10_000 });
+      assert.deepEqual(conn.hello.auth.scopes, ['operator.read']);
+      assert.ok(conn.hello.auth.deviceToken, 'a token is issued at admission');
+      await conn.close();
+    } finally {
+      store.upsertPairingRequest = file;
+    }
+  });
+
   test('a rejected waiting client is told so and closed', async () => {
     const id = generateIdentity();
     const watcher = await connectGateway({ url: tg.url, ...asOwner(tg), client: { id: 'cli', mode: 'cli' } });

@@ -667,3 +667,126 @@ describe('two instances on one PostgreSQL database', () => {
     }
   });
 });
+
+/**
+ * A pair of instances whose periodic re-check of waiting connects is a day away: whatever
+ * finishes a waiting connect here is the database's announcement of the decided request (sent
+ * in the deciding transaction) and the store read it triggers, not the re-check.
+ */
+describe('a decided pairing request reaches the waiting connect through the database, not the periodic re-check', () => {
+  let c: Instance;
+  let d: Instance;
+  let dbUrl: string;
+  let store: PostgresStore;
+  before(async () => {
+    dbUrl = await cluster.createDatabase();
+    [c, d] = await startInstancesAB(dbUrl, dirs, { postgres: { waiterReconcileMs: 86_400_000 } });
+    store = await PostgresStore.open(dbUrl, { maxConnections: 2 });
+  });
+  after(async () => {
+    await store?.close();
+    await Promise.all([c?.stop(), d?.stop()]);
+  });
+
+  /** Exactly what an approval commits, with no cluster event sent afterwards. */
+  async function approveBehindTheGateways(requestId: string): Promise<void> {
+    const r = await store.getPairingRequest(requestId);
+    assert.ok(r, 'the request is pending');
+    const atMs = Date.now();
+    await store.approve({
+      device: { deviceId: r.deviceId, publicKey: r.publicKey, meta: r.meta, address: r.address },
+      role: r.role,
+      scopes: r.scopes,
+      via: 'owner',
+      token: null,
+      atMs,
+      requestId,
+      audit: { atMs, actor: 'owner', action: 'pairing.approved', subject: r.deviceId, data: { requestId, role: r.role, scopes: r.scopes } },
+    });
+  }
+
+  test('an approval committed by a process that tells no one admits the device waiting on an instance', async () => {
+    const identity = generateIdentity();
+    const waiting = waitingDevice(d, identity);
+    await approveBehindTheGateways(await pendingFor(store, identity.deviceId));
+    const device = await waiting;
+    try {
+      assert.equal(device.hello.type, 'hello-ok');
+      assert.deepEqual(device.hello.auth.scopes, ['operator.read']);
+      assert.ok(device.hello.auth.deviceToken, 'a token is issued at admission');
+      assert.equal((await device.request<{ ok: boolean }>('health')).ok, true);
+    } finally {
+      await device.close();
+    }
+  });
+
+  test('an approval made through instance C admits the device waiting on instance D', async () => {
+    const opC = await operator(c);
+    try {
+      const identity = generateIdentity();
+      const waiting = waitingDevice(d, identity);
+      const requestId = await pendingFor(store, identity.deviceId);
+      await opC.request('device.pair.approve', { requestId });
+      const device = await waiting;
+      assert.equal(device.hello.type, 'hello-ok');
+      await device.close();
+    } finally {
+      await opC.close();
+    }
+  });
+
+  test('a rejection committed by a process that tells no one refuses the waiting device', async () => {
+    const identity = generateIdentity();
+    const waiting = waitingDevice(d, identity);
+    const requestId = await pendingFor(store, identity.deviceId);
+    const atMs = Date.now();
+    assert.equal(
+      await store.deletePairingRequest(requestId, { atMs, actor: 'owner', action: 'pairing.rejected', subject: identity.deviceId, data: { requestId } }),
+      true,
+    );
+    await assert.rejects(waiting, (err: ConnectError) => err.closeCode === 1008 && /pairing rejected/.test(err.closeReason));
+  });
+
+  test('announcements decide nothing by themselves: forged ones leave the device waiting, the committed approval admits it', async () => {
+    const identity = generateIdentity();
+    const waiting = waitingDevice(d, identity);
+    let settled = false;
+    void waiting.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    const requestId = await pendingFor(store, identity.deviceId);
+    // Anyone who can reach the database can NOTIFY: claims of an approval, a rejection and a
+    // removal, while the request is in fact still pending.
+    const forger = new pg.Client({ connectionString: dbUrl });
+    await forger.connect();
+    try {
+      for (const e of [
+        { type: 'resolve-waiters', requestId, decision: 'approved' },
+        { type: 'resolve-waiters', requestId, decision: 'rejected' },
+        { type: 'pairing-request-gone', requestId },
+      ]) {
+        await forger.query('SELECT pg_notify($1, $2)', [CLUSTER_CHANNEL, JSON.stringify({ o: 'forged', e })]);
+      }
+    } finally {
+      await forger.end();
+    }
+    // D reads the store for each (no grant, request pending) and keeps the connect waiting; an
+    // operator on C sees the request still pending after D handled the claims.
+    const opC = await operator(c);
+    try {
+      await waitFor(
+        async () => (await opC.request<{ pending: Array<{ requestId: string }> }>('device.pair.list', {})).pending.some((p) => p.requestId === requestId),
+        'the request still pending',
+      );
+    } finally {
+      await opC.close();
+    }
+    assert.equal(settled, false, 'the forged claims finished nothing');
+    await approveBehindTheGateways(requestId);
+    const device = await waiting;
+    assert.equal(device.hello.type, 'hello-ok');
+    assert.deepEqual(device.hello.auth.scopes, ['operator.read']);
+    await device.close();
+  });
+});

@@ -33,7 +33,8 @@ export interface FileConfig {
     tls?: { enabled?: boolean; certPath?: string; keyPath?: string };
     /** `sqlite` (default) or `postgres` (several instances on one database, docs/postgres.md). */
     store?: string;
-    postgres?: { url?: string };
+    /** `waiterReconcileMs`: how often an instance re-checks its waiting connects against the store (docs/postgres.md). */
+    postgres?: { url?: string; waiterReconcileMs?: number };
     controlUi?: { allowedOrigins?: string[] };
     /** Prometheus `/metrics` (docs/operations.md). */
     metrics?: { enabled?: boolean; allowFrom?: string[] };
@@ -82,6 +83,9 @@ export function readConfigFile(path: string): FileConfig {
   }
 }
 
+/** A day: the re-check is a safety net under the cluster's events, never their replacement. */
+const MAX_WAITER_RECONCILE_MS = 86_400_000;
+
 /** The keys this module reads, checked for type so a typo is a usage error and not a crash. */
 function fileShapeProblems(g: NonNullable<FileConfig['gateway']>): void {
   const bad = (key: string, want: string) => {
@@ -116,6 +120,9 @@ function fileShapeProblems(g: NonNullable<FileConfig['gateway']>): void {
     if (every !== undefined && (!Number.isInteger(every) || every < 1 || every > 1440))
       bad('retention.intervalMinutes', 'a whole number of minutes from 1 to 1440');
   }
+  const recheck = g.postgres?.waiterReconcileMs;
+  if (recheck !== undefined && (!Number.isInteger(recheck) || recheck < 100 || recheck > MAX_WAITER_RECONCILE_MS))
+    bad('postgres.waiterReconcileMs', `a whole number of milliseconds from 100 to ${MAX_WAITER_RECONCILE_MS}`);
   if (g.tls !== undefined) {
     if (typeof g.tls !== 'object' || g.tls === null || Array.isArray(g.tls)) bad('tls', 'an object');
     if (g.tls.enabled !== undefined && typeof g.tls.enabled !== 'boolean') bad('tls.enabled', 'true or false');
@@ -243,6 +250,7 @@ export function resolveGatewaySettings(values: Record<string, unknown>, env: Nod
       handshakeTimeoutMs: g.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
       tickIntervalMs: g.tickIntervalMs ?? DEFAULTS.tickIntervalMs,
       pendingTtlMs: g.pendingTtlMs ?? DEFAULTS.pendingTtlMs,
+      ...(g.postgres?.waiterReconcileMs !== undefined ? { waiterReconcileMs: g.postgres.waiterReconcileMs } : {}),
       rateLimit: { ...DEFAULTS.rateLimit, ...g.rateLimit },
       trustedProxies,
       untrustedForwarded,

@@ -130,8 +130,14 @@ export type VoteResult = { done: true; approvals?: ApprovalProgress } | { done: 
  * it (or none is needed): the caller approves. Otherwise the progress is recorded, audited and
  * announced, and the request stays pending.
  */
-export async function voteOnDeviceRequest(gw: QuorumDeps, r: PairingRequest, by: Principal, ttlMs: number | null = null): Promise<VoteResult> {
-  const state = await deviceRequestState(gw, r);
+export async function voteOnDeviceRequest(
+  gw: QuorumDeps,
+  r: PairingRequest,
+  by: Principal,
+  ttlMs: number | null = null,
+  grant?: GrantRecord | null,
+): Promise<VoteResult> {
+  const state = await deviceRequestState(gw, r, grant);
   if (state.approvals.required <= 1) return { done: true };
   const now = gw.clock.now();
   const vote = await castVote(gw.store, r, r.scopes, state.approvals.required, by, now, { valid: deviceApprovers(gw, r), claimant: gw.claimant, ttlMs });

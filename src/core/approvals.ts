@@ -23,7 +23,7 @@ import type { Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { Principal } from './principal.js';
 import type { SessionRegistry } from './sessions.js';
-import type { DeviceMeta, PairingRequest, Store } from './store.js';
+import type { DeviceMeta, GrantRecord, PairingRequest, Store } from './store.js';
 
 export type PairingKind = 'new-device' | 'role-upgrade' | 'scope-upgrade';
 
@@ -59,8 +59,8 @@ export interface WaitInput {
   scopes: readonly string[];
   /** The id of the connect request, for the answer when admission fails. */
   connectId: string;
-  /** Admit the connect under the grant the approval committed. */
-  admit(): Promise<ConnectOutcome>;
+  /** Admit the connect under the grant the approval committed (`grant`: as just read from the store; absent: read it). */
+  admit(grant?: GrantRecord): Promise<ConnectOutcome>;
   /** The answer for an admission that threw (the database went away between approval and token). */
   failure(connectId: string, err: unknown): ConnectOutcome;
 }
@@ -71,7 +71,7 @@ interface Waiter {
   role: Role;
   scopes: readonly string[];
   finish(outcome: ConnectOutcome): void;
-  admit(): Promise<ConnectOutcome>;
+  admit(grant?: GrantRecord): Promise<ConnectOutcome>;
   failure(err: unknown): ConnectOutcome;
 }
 
@@ -88,6 +88,8 @@ export interface ApprovedRequest {
 /** How an approval is made beyond who made it: for how long, and what the audit entry adds (the rule and its proof). */
 export interface ApprovalOptions {
   ttlMs?: number | null | undefined;
+  /** The device's grant for the role as the caller just read it (absent: read it here). */
+  grant?: GrantRecord | null | undefined;
   auditExtra?: Record<string, unknown> | undefined;
 }
 
@@ -149,6 +151,12 @@ export class Approvals {
     };
     set.add(waiter);
     this.waiters.set(input.requestId, set);
+    // The request may have been decided between its filing and this registration, its
+    // announcement finding no one waiting yet (another instance approves as soon as the request
+    // is visible): one look at the store now, after the registration, closes that gap.
+    this.settleFromStore(input.requestId, true).catch((err) =>
+      this.deps.log.warn('could not check a waiting connect against the store', { requestId: input.requestId, err: String(err) }),
+    );
     const code = confirmationCode({ requestId: input.requestId, publicKey: input.device.publicKey });
     return { type: 'wait', requestId: input.requestId, confirmationCode: code, result, cancel: () => set.delete(waiter) };
   }
@@ -163,39 +171,134 @@ export class Approvals {
     const set = this.waiters.get(requestId);
     if (!set) return;
     this.waiters.delete(requestId);
-    for (const w of [...set]) {
-      if (decision === 'approved') {
-        // Already taken out of `waiters`: a failed admission (the database going away between
-        // the approval and the token) must still answer the socket, or it would wait forever.
-        // The device reconnects and is admitted under the grant that was committed.
-        let outcome: ConnectOutcome;
-        try {
-          outcome = await w.admit();
-        } catch (err) {
-          outcome = w.failure(err);
-        }
-        w.finish(outcome);
-      } else {
-        const err = new GatewayError('PAIRING_REJECTED', { details: { requestId } });
-        w.finish({ type: 'reject', frame: null, closeCode: CLOSE.policy, closeReason: err.shape.message, detail: err.detail });
+    // Taken out of the set now, so a look at the store running meanwhile cannot finish them too.
+    const all = [...set];
+    set.clear();
+    if (decision === 'rejected') {
+      for (const w of all) await this.finishWaiter(w, decision);
+      return;
+    }
+    await this.inTurn(requestId, set, async () => {
+      for (const w of all) await this.finishWaiter(w, decision);
+    });
+  }
+
+  /** Admissions of one request's waiters, one after the other across overlapping settlements. */
+  private readonly admitting = new Map<string, Promise<void>>();
+  /** How many admission runs each request's waiter set has seen (a grant read before one may be stale). */
+  private readonly admissionRuns = new WeakMap<Set<Waiter>, number>();
+
+  /** Run `fn` after the admissions already queued for this request: the first admission of a device may mint its token, and the next must see it. */
+  private async inTurn(requestId: string, set: Set<Waiter>, fn: () => Promise<void>): Promise<void> {
+    this.admissionRuns.set(set, (this.admissionRuns.get(set) ?? 0) + 1);
+    const next = (this.admitting.get(requestId) ?? Promise.resolve()).then(fn, fn);
+    this.admitting.set(requestId, next);
+    try {
+      await next;
+    } finally {
+      if (this.admitting.get(requestId) === next) this.admitting.delete(requestId);
+    }
+  }
+
+  private async finishWaiter(w: Waiter, decision: 'approved' | 'rejected', grant?: GrantRecord): Promise<void> {
+    if (decision === 'approved') {
+      // Already taken out of `waiters`: a failed admission (the database going away between
+      // the approval and the token) must still answer the socket, or it would wait forever.
+      // The device reconnects and is admitted under the grant that was committed.
+      let outcome: ConnectOutcome;
+      try {
+        outcome = await w.admit(grant);
+      } catch (err) {
+        outcome = w.failure(err);
       }
+      w.finish(outcome);
+    } else {
+      const err = new GatewayError('PAIRING_REJECTED', { details: { requestId: w.requestId } });
+      w.finish({ type: 'reject', frame: null, closeCode: CLOSE.policy, closeReason: err.shape.message, detail: err.detail });
     }
   }
 
   /**
+   * Finish the connects waiting on a request from what the store holds now, never from what an
+   * event claimed: run when another instance or the database announces that the request left
+   * the store (approved, rejected, expired). A waiter whose grant covers what it asked for is
+   * admitted under that grant, read once here and handed to the admission; the others are
+   * refused once the request is gone, and keep waiting while it is still pending. When the store
+   * cannot be read, the announced decision cannot be carried out: its waiters are told to try
+   * again later (as an admission that meets an outage is), unless `keepOnFault` (the periodic
+   * re-check, which announces nothing and simply tries again).
+   */
+  async settleFromStore(requestId: string, keepOnFault = false): Promise<void> {
+    // Looks may overlap (an announcement arriving while the look after registration reads): each
+    // reads the store afresh and acts only on the waiters still there when it has read, so an
+    // older look never delays a newer one and no waiter is finished twice.
+    const set = this.waiters.get(requestId);
+    const first = set ? [...set][0] : undefined;
+    if (!set || !first) return;
+    const runsBefore = this.admissionRuns.get(set) ?? 0;
+    let decided: { admit: Waiter[]; refuse: Waiter[]; grant: GrantRecord | null };
+    try {
+      decided = await this.readOutcome(requestId, set, first);
+    } catch (err) {
+      if (keepOnFault) throw err;
+      const all = [...set];
+      set.clear();
+      if (this.waiters.get(requestId) === set) this.waiters.delete(requestId);
+      for (const w of all) w.finish(w.failure(err));
+      return;
+    }
+    // The grant just read serves the first admission only, and only when no other admission of
+    // this request ran since the read began: an admission may mint the device's token (a new
+    // epoch), and the next one reads the grant again.
+    const fresh = (this.admissionRuns.get(set) ?? 0) === runsBefore && !this.admitting.has(requestId);
+    const admit = decided.admit.filter((w) => set.has(w));
+    const refuse = decided.refuse.filter((w) => set.has(w));
+    for (const w of [...admit, ...refuse]) set.delete(w);
+    if (set.size === 0 && this.waiters.get(requestId) === set) this.waiters.delete(requestId);
+    for (const w of refuse) await this.finishWaiter(w, 'rejected');
+    if (admit.length === 0) return;
+    await this.inTurn(requestId, set, async () => {
+      for (const [i, w] of admit.entries()) await this.finishWaiter(w, 'approved', fresh && i === 0 ? (decided.grant ?? undefined) : undefined);
+    });
+  }
+
+  /** Which of a request's waiters the store's grant admits, and which it refuses (only once the request is gone). */
+  private async readOutcome(
+    requestId: string,
+    set: ReadonlySet<Waiter>,
+    first: Waiter,
+  ): Promise<{ admit: Waiter[]; refuse: Waiter[]; grant: GrantRecord | null }> {
+    const { store, clock } = this.deps;
+    const coverage = (g: GrantRecord | null) => {
+      const current = g ? effectiveGrant(g, clock.now()) : null;
+      const granted = new Set(current?.scopes ?? []);
+      return (w: Waiter) => current !== null && w.scopes.every((s) => scopeSatisfied(granted, s));
+    };
+    let stored = await store.getGrant(first.deviceId, first.role);
+    let covered = coverage(stored);
+    let gone = false;
+    if (![...set].every(covered)) {
+      // Refusing needs the request gone: a pending one may still be approved. Once it is gone,
+      // whatever removed it has committed, so the grant read again now is its outcome (the read
+      // above may predate an approval that committed in between).
+      gone = !(await store.getPairingRequest(requestId));
+      if (gone) {
+        stored = await store.getGrant(first.deviceId, first.role);
+        covered = coverage(stored);
+      }
+    }
+    return { admit: [...set].filter(covered), refuse: gone ? [...set].filter((w) => !covered(w)) : [], grant: stored };
+  }
+
+  /**
    * Finish waiting connects whose request is gone from the store without this instance hearing
-   * of it: admitted when the grant now covers what they asked for, refused otherwise.
+   * of it (the periodic safety net under the events, which are best effort).
    */
   async reconcileWaiters(): Promise<void> {
-    for (const [requestId, set] of [...this.waiters]) {
-      const first = [...set][0];
-      if (!first) continue;
+    for (const requestId of [...this.waiters.keys()]) {
       try {
         if (await this.deps.store.getPairingRequest(requestId)) continue;
-        const grant = await this.deps.store.getGrant(first.deviceId, first.role);
-        const granted = new Set(grant?.scopes ?? []);
-        const covered = grant !== null && first.scopes.every((s) => scopeSatisfied(granted, s));
-        await this.resolveLocalWaiters(requestId, covered ? 'approved' : 'rejected');
+        await this.settleFromStore(requestId, true);
       } catch (err) {
         this.deps.log.warn('could not reconcile a waiting connect', { requestId, err: String(err) });
       }
@@ -209,7 +312,7 @@ export class Approvals {
   async approveRequest(r: PairingRequest, by: Principal, extra?: Record<string, unknown>, opts: ApprovalOptions = {}): Promise<ApprovedRequest> {
     const { store, clock, sessions, authority } = this.deps;
     const now = clock.now();
-    const stored = await store.getGrant(r.deviceId, r.role);
+    const stored = opts.grant !== undefined ? opts.grant : await store.getGrant(r.deviceId, r.role);
     const current = stored ? effectiveGrant(stored, now) : null;
     const scopes = normalizeScopes([...(current?.scopes ?? []), ...r.scopes]);
     // A time-bound approval ends at now + ttl; what the role held for good before stays after it.

@@ -15,8 +15,16 @@ export type ClusterEvent =
   | { type: 'broadcast'; event: string; payload: unknown }
   /** A device's authority changed: close its sessions (of one role, or all). */
   | { type: 'close-device'; deviceId: string; role: Role | null; why: CloseWhy; atMs?: number | undefined }
-  /** A pairing request was decided: finish connects waiting on it. */
+  /**
+   * A pairing request was decided: finish connects waiting on it. The receiver does not take
+   * `decision` on trust: it reads the outcome from the store (Approvals.settleFromStore).
+   */
   | { type: 'resolve-waiters'; requestId: string; decision: 'approved' | 'rejected' }
+  /**
+   * Sent by the database itself (a trigger, in the deleting transaction) when a pairing request
+   * leaves the store: the instance holding connects waiting on it reads the outcome (the grant).
+   */
+  | { type: 'pairing-request-gone'; requestId: string }
   /** An approval widened a grant: widen live sessions that asked for it. */
   | { type: 'widen-sessions'; deviceId: string; role: Role; scopes: string[]; requestId: string; expiresAtMs?: number | undefined }
   /** A scope upgrade was rejected: tell live sessions that asked for it. */

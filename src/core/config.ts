@@ -42,6 +42,12 @@ export interface GatewayConfig {
    * previous one is terminated (default 25 s in the server; tests shorten it).
    */
   pingIntervalMs?: number | undefined;
+  /**
+   * With several instances: how often each re-checks its connects waiting on approval against
+   * the store (default WAITER_RECONCILE_MS, 1 s). A safety net only: the database announces every
+   * decided request at its commit.
+   */
+  waiterReconcileMs?: number | undefined;
   /** Coalescing window of the `device.presence` event (default DEFAULT_PRESENCE_WINDOW_MS, 1 s). */
   presenceWindowMs?: number | undefined;
   /** node.invoke limits; unset fields take DEFAULT_NODE_LIMITS. */

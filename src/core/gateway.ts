@@ -66,7 +66,7 @@ export interface GatewayDeps {
   sshProbe?: SshProbe | undefined;
 }
 
-/** How often an instance in a cluster re-checks its waiting connects against the store. */
+/** How often an instance in a cluster re-checks its waiting connects against the store (`postgres.waiterReconcileMs`). */
 export const WAITER_RECONCILE_MS = 1_000;
 
 export class Gateway {
@@ -218,9 +218,10 @@ export class Gateway {
     this.timers.push(tick, flush, expire, prune);
     this.policies.expiry.start();
     if (this.bus) {
-      // Events are best effort: a notification lost with a connection (or an instance killed
-      // between its commit and its notify) must not strand a connect waiting on approval.
-      const reconcile = setInterval(() => void this.reconcileWaiters(), WAITER_RECONCILE_MS);
+      // Events are best effort: a notification lost with the listening connection must not
+      // strand a connect waiting on approval (a decided request is announced by the database in
+      // the deciding transaction, so an instance killed after its commit is no longer a gap).
+      const reconcile = setInterval(() => void this.reconcileWaiters(), this.config.waiterReconcileMs ?? WAITER_RECONCILE_MS);
       reconcile.unref();
       this.timers.push(reconcile);
     }
@@ -455,8 +456,10 @@ export class Gateway {
       case 'upgrade-rejected':
         this.authority.upgradeRejectedLocal(e.deviceId, e.requestId);
         return;
+      // The decision is read from the store, not taken from the event (Approvals.settleFromStore).
       case 'resolve-waiters':
-        this.approvals.resolveLocalWaiters(e.requestId, e.decision).catch((err) => this.log.warn('could not finish waiting connects', { err: String(err) }));
+      case 'pairing-request-gone':
+        this.approvals.settleFromStore(e.requestId).catch((err) => this.log.warn('could not finish waiting connects', { err: String(err) }));
         return;
       case 'topic':
         this.topicHandlers.get(e.topic)?.(e.payload);

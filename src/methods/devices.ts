@@ -179,6 +179,20 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
     return gw.store.listPairingRequests(deviceId);
   }
 
+  /**
+   * One pending request by id, as `currentPending` would list it, in one indexed read instead of
+   * two reads of every pending request (approval latency and cost stay flat with the backlog):
+   * a request past its TTL is expired first and is then unknown.
+   */
+  async function pendingById(requestId: string): Promise<PairingRequest | null> {
+    const r = await gw.store.getPairingRequest(requestId);
+    if (r && r.refreshedAtMs < gw.clock.now() - ttl()) {
+      await gw.expirePending();
+      return null;
+    }
+    return r;
+  }
+
   /** The device's grant for a role, or the error that says which of device and role is missing. */
   async function grantOrError(deviceId: string, role: Role): Promise<GrantRecord | GatewayError> {
     const grant = await gw.store.getGrant(deviceId, role);
@@ -297,7 +311,7 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
         });
       let requests: PairingRequest[];
       if (p.requestId) {
-        const r = (await currentPending()).find((x) => x.requestId === p.requestId);
+        const r = await pendingById(p.requestId);
         if (!r || (p.deviceId && r.deviceId !== p.deviceId)) return unknownRequest(p.requestId, p.deviceId);
         requests = [r];
       } else {
@@ -316,10 +330,16 @@ export function registerDeviceMethods(gw: DeviceMethodDeps): void {
       // Requests under quorum record this approval and wait for the rest (core/approval-flow.ts).
       const awaiting = [];
       for (const r of requests) {
-        const vote = await voteOnDeviceRequest(gw.quorum, r, principal, ttlMs);
+        // Read once for the quorum check and the approval (one round trip less on every approval).
+        const grant = await gw.store.getGrant(r.deviceId, r.role);
+        const vote = await voteOnDeviceRequest(gw.quorum, r, principal, ttlMs, grant);
         if (vote instanceof GatewayError) return vote;
-        // The approval that completes a quorum sets the ttl (earlier votes only count).
-        if (vote.done) approved.push(await gw.approveRequest(r, principal, vote.approvals ? { approvals: vote.approvals } : undefined, { ttlMs }));
+        // The approval that completes a quorum sets the ttl (earlier votes only count); a vote
+        // recorded on the way may have taken a while, so the approval then reads the grant again.
+        if (vote.done)
+          approved.push(
+            await gw.approveRequest(r, principal, vote.approvals ? { approvals: vote.approvals } : undefined, { ttlMs, ...(vote.approvals ? {} : { grant }) }),
+          );
         else awaiting.push({ requestId: r.requestId, deviceId: r.deviceId, role: r.role, approvals: vote.approvals });
       }
       const first = approved[0] ?? awaiting[0];

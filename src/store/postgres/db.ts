@@ -125,6 +125,18 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
    CREATE INDEX devices_label ON devices ((${PG_DEVICE_LABEL}));
    CREATE INDEX devices_display_name ON devices ((${PG_DEVICE_DISPLAY_NAME}));
    CREATE INDEX grants_role ON grants (role, device_id COLLATE "C");`,
+  // 7: a pairing request that leaves the table (approved, rejected, expired, its device removed)
+  // is announced by the database in the deleting transaction, so the instance holding a connect
+  // waiting on it hears of it at the commit, not one NOTIFY round trip later, and even when the
+  // instance that decided dies before telling anyone. The event says only which request went;
+  // the listener reads the grant to learn the outcome (Approvals.settleFromStore).
+  `CREATE FUNCTION clawgate_pairing_request_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+   BEGIN
+     PERFORM pg_notify('clawgate_cluster',
+       json_build_object('o', 'db', 'e', json_build_object('type', 'pairing-request-gone', 'requestId', OLD.request_id))::text);
+     RETURN NULL;
+   END $$;
+   CREATE TRIGGER pairing_request_gone AFTER DELETE ON pairing_requests FOR EACH ROW EXECUTE FUNCTION clawgate_pairing_request_gone();`,
 ];
 
 /** How long a delivery handed to a worker stays its own (longer than any webhook attempt). */
@@ -142,6 +154,12 @@ const TYPES: pg.CustomTypesConfig = {
 export class PgQuery {
   /** Set when this transaction appended to the audit log (the listeners run after its COMMIT). */
   auditAppended = false;
+  /**
+   * The newest audit entry as this transaction sees it, read in the round trip that began it
+   * (null: the log is empty; undefined: not read yet). Every writer holds the write lock, so it
+   * cannot change under the transaction except by the transaction's own appends.
+   */
+  auditHead: AuditEntry | null | undefined = undefined;
   constructor(private readonly c: pg.Pool | pg.PoolClient) {}
   async one<T>(sql: string, params: unknown[] = []): Promise<T | undefined> {
     return (await this.c.query(sql, params)).rows[0] as T | undefined;
@@ -154,6 +172,10 @@ export class PgQuery {
     return (await this.c.query(sql, params)).rowCount ?? 0;
   }
 }
+
+const AUDIT_HEAD_SQL = 'SELECT * FROM audit ORDER BY seq DESC LIMIT 1';
+/** The opening of every write transaction, as one multi-statement simple query (no parameters: the lock key is a constant). */
+const BEGIN_WRITE = `BEGIN; SELECT pg_advisory_xact_lock(${PG_LOCK.write[0]}, ${PG_LOCK.write[1]}); ${AUDIT_HEAD_SQL}`;
 
 /** Default bound on one query's answer (client side); long enough for a busy write lock. */
 export const PG_QUERY_TIMEOUT_MS = 15_000;
@@ -315,15 +337,22 @@ export class PgDb {
     await this.pool.end();
   }
 
-  /** One write transaction, serialized with every other writer of this database. */
+  /**
+   * One write transaction, serialized with every other writer of this database. BEGIN, the
+   * write lock and the read of the audit log's head travel as one simple query: one round trip
+   * instead of three on every trust-changing write (an approval and the admission it unblocks
+   * are two of them, in sequence). The statements still run in order, so the head is read under
+   * the lock, after every earlier writer committed.
+   */
   async write<T>(fn: (tx: PgQuery) => Promise<T>): Promise<T> {
     const c = await this.pool.connect();
     let broken = false;
     try {
-      await c.query('BEGIN');
       try {
-        await c.query('SELECT pg_advisory_xact_lock($1, $2)', [...PG_LOCK.write]);
+        const [, , head] = (await c.query(BEGIN_WRITE)) as unknown as pg.QueryResult[];
         const tx = new PgQuery(c);
+        const last = head?.rows[0] as AuditRow | undefined;
+        tx.auditHead = last ? toAudit(last) : null;
         const out = await fn(tx);
         await c.query('COMMIT');
         if (tx.auditAppended) for (const l of this.auditListeners) l();
@@ -347,8 +376,12 @@ export class PgDb {
 
   async appendAuditTx(tx: PgQuery, input: AuditInput): Promise<AuditEntry> {
     tx.auditAppended = true;
-    const last = await tx.one<AuditRow>('SELECT * FROM audit ORDER BY seq DESC LIMIT 1');
-    const e = chainAudit(last ? toAudit(last) : undefined, input);
+    let head = tx.auditHead;
+    if (head === undefined) {
+      const last = await tx.one<AuditRow>(AUDIT_HEAD_SQL);
+      head = last ? toAudit(last) : null;
+    }
+    const e = chainAudit(head ?? undefined, input);
     await tx.run('INSERT INTO audit (seq, at_ms, actor, action, subject, data_json, prev_hash, hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)', [
       e.seq,
       e.atMs,
@@ -359,6 +392,7 @@ export class PgDb {
       e.prevHash,
       e.hash,
     ]);
+    tx.auditHead = e;
     return e;
   }
 }

@@ -21,16 +21,13 @@ export function liveTokenTx(tx: PgQuery, deviceId: string, role: Role) {
   return tx.one<TokenRow>('SELECT * FROM tokens WHERE device_id = $1 AND role = $2 AND revoked_at_ms IS NULL', [deviceId, role]);
 }
 
+/** The role's previous token rows go and the new token comes in, in one statement (one round trip). */
 export async function putTokenTx(tx: PgQuery, deviceId: string, role: Role, token: NewToken, atMs: number, createdAtMs?: number) {
-  await tx.run('DELETE FROM tokens WHERE device_id = $1 AND role = $2', [deviceId, role]);
-  await tx.run('INSERT INTO tokens (token_id, device_id, role, secret_hash, created_at_ms, rotated_at_ms) VALUES ($1,$2,$3,$4,$5,$6)', [
-    token.tokenId,
-    deviceId,
-    role,
-    token.secretHash,
-    createdAtMs ?? atMs,
-    createdAtMs === undefined ? null : atMs,
-  ]);
+  await tx.run(
+    `WITH gone AS (DELETE FROM tokens WHERE device_id = $2 AND role = $3)
+     INSERT INTO tokens (token_id, device_id, role, secret_hash, created_at_ms, rotated_at_ms) VALUES ($1,$2,$3,$4,$5,$6)`,
+    [token.tokenId, deviceId, role, token.secretHash, createdAtMs ?? atMs, createdAtMs === undefined ? null : atMs],
+  );
 }
 
 export async function upsertDeviceTx(tx: PgQuery, device: ApproveInput['device'], atMs: number) {
@@ -62,6 +59,24 @@ export async function putGrantTx(tx: PgQuery, g: GrantRecord) {
     ],
   );
 }
+
+/**
+ * An approval's writes in one statement (one round trip): the device row (created or updated),
+ * the pending request's removal and the grant, created at epoch 1 or replaced at the next epoch.
+ * The sub-statements share one snapshot; the grant's reference to a device row inserted beside
+ * it is checked at the end of the statement, when that row exists.
+ */
+const APPROVE_SQL = `WITH dev AS (
+    INSERT INTO devices (device_id, public_key, meta_json, created_at_ms, last_seen_at_ms, last_seen_address) VALUES ($1,$2,$3,$4,$4,$5)
+    ON CONFLICT (device_id) DO UPDATE SET public_key = excluded.public_key, meta_json = excluded.meta_json,
+      last_seen_at_ms = excluded.last_seen_at_ms, last_seen_address = COALESCE(excluded.last_seen_address, devices.last_seen_address)),
+  req AS (DELETE FROM pairing_requests WHERE request_id = $6)
+  INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via, approved_by, expires_at_ms, scopes_after_expiry_json)
+  VALUES ($1,$7,$8,1,$4,$9,$10,$11,$12)
+  ON CONFLICT (device_id, role) DO UPDATE SET scopes_json = excluded.scopes_json, epoch = grants.epoch + 1,
+    approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via, approved_by = excluded.approved_by,
+    expires_at_ms = excluded.expires_at_ms, scopes_after_expiry_json = excluded.scopes_after_expiry_json
+  RETURNING epoch`;
 
 export function postgresDevices(core: PgDb): DeviceStore {
   return {
@@ -132,12 +147,24 @@ export function postgresDevices(core: PgDb): DeviceStore {
     async approve(input: ApproveInput): Promise<GrantRecord> {
       return core.write(async (tx) => {
         const { device, role, atMs } = input;
-        await upsertDeviceTx(tx, device, atMs);
-        const prev = await tx.one<{ epoch: number }>('SELECT epoch FROM grants WHERE device_id = $1 AND role = $2', [device.deviceId, role]);
-        const grant = approvedGrant(input, prev?.epoch);
-        await putGrantTx(tx, grant);
+        // The fields of the grant; its epoch (one past the previous grant's) is the statement's.
+        const fields = approvedGrant(input, undefined);
+        const row = await tx.one<{ epoch: number }>(APPROVE_SQL, [
+          device.deviceId,
+          device.publicKey,
+          JSON.stringify(device.meta),
+          atMs,
+          device.address ?? null,
+          input.requestId ?? null,
+          role,
+          JSON.stringify(fields.scopes),
+          fields.approvedVia,
+          fields.approvedBy ?? null,
+          fields.expiresAtMs ?? null,
+          fields.expiresAtMs != null ? JSON.stringify(fields.scopesAfterExpiry ?? []) : null,
+        ]);
+        const grant = approvedGrant(input, (row?.epoch ?? 1) - 1);
         if (input.token) await putTokenTx(tx, device.deviceId, role, input.token, atMs, (await liveTokenTx(tx, device.deviceId, role))?.created_at_ms);
-        if (input.requestId) await tx.run('DELETE FROM pairing_requests WHERE request_id = $1', [input.requestId]);
         await core.appendAuditTx(tx, input.audit);
         return grant;
       });
@@ -178,18 +205,25 @@ export function postgresDevices(core: PgDb): DeviceStore {
     },
     async rotateToken(deviceId: string, role: Role, token: NewToken | null, scopes: string[] | null, atMs: number, audit: AuditInput) {
       return core.write(async (tx) => {
-        const g = await tx.one<GrantRow>('SELECT * FROM grants WHERE device_id = $1 AND role = $2', [deviceId, role]);
+        // The grant and when its live token (if any) was first issued, in one round trip.
+        const g = await tx.one<GrantRow & { live_created_at_ms: number | null }>(
+          `SELECT g.*, (SELECT t.created_at_ms FROM tokens t WHERE t.device_id = g.device_id AND t.role = g.role AND t.revoked_at_ms IS NULL LIMIT 1)
+             AS live_created_at_ms
+           FROM grants g WHERE g.device_id = $1 AND g.role = $2`,
+          [deviceId, role],
+        );
         if (!g) return null;
-        const created = (await liveTokenTx(tx, deviceId, role))?.created_at_ms ?? atMs;
+        const created = g.live_created_at_ms ?? atMs;
         const next: GrantRecord = { ...toGrant(g), epoch: g.epoch + 1, scopes: scopes ? [...scopes] : JSON.parse(g.scopes_json) };
-        await tx.run('UPDATE grants SET epoch = $1, scopes_json = $2 WHERE device_id = $3 AND role = $4', [
-          next.epoch,
-          JSON.stringify(next.scopes),
-          deviceId,
-          role,
-        ]);
-        if (token) await putTokenTx(tx, deviceId, role, token, atMs, created);
-        else await tx.run('DELETE FROM tokens WHERE device_id = $1 AND role = $2', [deviceId, role]);
+        // The new epoch and the role's token rows replaced (or dropped) in one statement.
+        const bumped = `WITH up AS (UPDATE grants SET epoch = $3, scopes_json = $4 WHERE device_id = $1 AND role = $2)`;
+        if (token)
+          await tx.run(
+            `${bumped}, gone AS (DELETE FROM tokens WHERE device_id = $1 AND role = $2)
+             INSERT INTO tokens (token_id, device_id, role, secret_hash, created_at_ms, rotated_at_ms) VALUES ($5,$1,$2,$6,$7,$8)`,
+            [deviceId, role, next.epoch, JSON.stringify(next.scopes), token.tokenId, token.secretHash, created, atMs],
+          );
+        else await tx.run(`${bumped} DELETE FROM tokens WHERE device_id = $1 AND role = $2`, [deviceId, role, next.epoch, JSON.stringify(next.scopes)]);
         await core.appendAuditTx(tx, audit);
         return next;
       });
