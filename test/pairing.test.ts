@@ -16,6 +16,7 @@ import {
 } from '../src/client/connection.js';
 import { ManualClock } from '../src/core/env.js';
 import { asOwner, cli, cliJson, expectRefused, removeDir, startTestGateway, TEST_TOKEN, type TestGateway } from './helpers/gateway.js';
+import { approveRequestInStore } from './helpers/store-fixtures.js';
 import { withDeadline } from './helpers/wait.js';
 
 const REMOTE = { 'x-forwarded-for': '198.51.100.23' };
@@ -115,18 +116,7 @@ describe('remote operator pairing', () => {
     // announced to no one waiting. Simulated here by approving inside the store call itself.
     store.upsertPairingRequest = async (input) => {
       const res = await file(input);
-      const r = res.request;
-      const atMs = Date.now();
-      await store.approve({
-        device: { deviceId: r.deviceId, publicKey: r.publicKey, meta: r.meta, address: r.address },
-        role: r.role,
-        scopes: r.scopes,
-        via: 'owner',
-        token: null,
-        atMs,
-        requestId: r.requestId,
-        audit: { atMs, actor: 'owner', action: 'pairing.approved', subject: r.deviceId, data: { requestId: r.requestId, role: r.role, scopes: r.scopes } },
-      });
+      await approveRequestInStore(store, res.request);
       return res;
     };
     try {

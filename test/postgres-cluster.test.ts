@@ -21,6 +21,7 @@ import { ownerAuth } from './helpers/gateway.js';
 import { asClusterOwner, CLUSTER_OWNER, CLUSTER_TOKEN, type Instance, removeStateDir, startInstance, startInstancesAB } from './helpers/instance.js';
 import { type PgCluster, startPgCluster } from './helpers/pg-cluster.js';
 import { connectAsNode, type Frame, RawClient } from './helpers/raw.js';
+import { approveRequestInStore } from './helpers/store-fixtures.js';
 import { waitFor } from './helpers/wait.js';
 
 let cluster: PgCluster;
@@ -271,16 +272,7 @@ describe('two instances on one PostgreSQL database', () => {
       const r = await store.getPairingRequest(requestId);
       assert.ok(r);
       // Exactly what A's approval commits, with no event sent afterwards.
-      await store.approve({
-        device: { deviceId: r.deviceId, publicKey: r.publicKey, meta: r.meta, address: r.address },
-        role: r.role,
-        scopes: r.scopes,
-        via: 'owner',
-        token: null,
-        atMs: Date.now(),
-        requestId,
-        audit: { atMs: Date.now(), actor: 'owner', action: 'pairing.approved', subject: r.deviceId, data: { requestId, role: r.role, scopes: r.scopes } },
-      });
+      await approveRequestInStore(store, r);
       const device = await waiting;
       assert.equal(device.hello.type, 'hello-ok');
       assert.deepEqual(device.hello.auth.scopes, ['operator.read']);
@@ -692,17 +684,7 @@ describe('a decided pairing request reaches the waiting connect through the data
   async function approveBehindTheGateways(requestId: string): Promise<void> {
     const r = await store.getPairingRequest(requestId);
     assert.ok(r, 'the request is pending');
-    const atMs = Date.now();
-    await store.approve({
-      device: { deviceId: r.deviceId, publicKey: r.publicKey, meta: r.meta, address: r.address },
-      role: r.role,
-      scopes: r.scopes,
-      via: 'owner',
-      token: null,
-      atMs,
-      requestId,
-      audit: { atMs, actor: 'owner', action: 'pairing.approved', subject: r.deviceId, data: { requestId, role: r.role, scopes: r.scopes } },
-    });
+    await approveRequestInStore(store, r);
   }
 
   test('an approval committed by a process that tells no one admits the device waiting on an instance', async () => {

@@ -1,7 +1,7 @@
 /** Inputs and shared checks of the adapter-specific store tests (SQLite, PostgreSQL). */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import type { ApproveInput, AuditInput, Store, UpsertRequestInput } from '../../src/core/store.js';
+import type { ApproveInput, AuditInput, PairingRequest, Store, UpsertRequestInput } from '../../src/core/store.js';
 import { verifyAuditChain } from '../../src/store/shared.js';
 
 export const T0 = 1_700_000_000_000;
@@ -20,6 +20,24 @@ export function approveInput(deviceId: string, over: Partial<ApproveInput> = {})
     ...over,
   };
 }
+/**
+ * Exactly what an owner's approval of a pending request commits (the device, its grant, the
+ * request removed, the audit entry), written straight to the store: no gateway is told.
+ */
+export async function approveRequestInStore(store: Store, r: PairingRequest): Promise<void> {
+  const atMs = Date.now();
+  await store.approve({
+    device: { deviceId: r.deviceId, publicKey: r.publicKey, meta: r.meta, address: r.address },
+    role: r.role,
+    scopes: r.scopes,
+    via: 'owner',
+    token: null,
+    atMs,
+    requestId: r.requestId,
+    audit: { atMs, actor: 'owner', action: 'pairing.approved', subject: r.deviceId, data: { requestId: r.requestId, role: r.role, scopes: r.scopes } },
+  });
+}
+
 export function requestInput(deviceId: string, requestId: string, scopes: string[] = ['operator.read']): UpsertRequestInput {
   return {
     requestId,
