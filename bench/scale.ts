@@ -30,7 +30,7 @@ import {
   revocationLatency,
 } from './scenarios.js';
 import { Samples, type Summary } from './stats.js';
-import { runInVm, shellQuote, type VmEnvironment, type VmOptions } from './vm.js';
+import { GUEST_SHARED_DIR, runInVm, shellQuote, type VmEnvironment, type VmOptions } from './vm.js';
 
 export type StoreKind = 'sqlite' | 'postgres';
 
@@ -338,7 +338,7 @@ export async function idleRowInVm(cfg: ScaleConfig, ctx: ScaleContext): Promise<
   const vm = cfg.idleVm as NonNullable<ScaleConfig['idleVm']>;
   const job: VmIdleJob = { scale: { ...cfg, idleVm: null }, profile: ctx.profile, floor: ctx.floor !== null };
   const gateways = ctx.floor ? 2 : 1;
-  const command = `cd ${shellQuote(ctx.root)} && exec ${shellQuote(process.execPath)} --max-old-space-size=8192 dist/bench/vm-guest.js /tmp/vmout/job.json`;
+  const command = `cd ${shellQuote(ctx.root)} && exec ${shellQuote(process.execPath)} --max-old-space-size=8192 dist/bench/vm-guest.js ${GUEST_SHARED_DIR}/job.json`;
   ctx.log(`idle: in a qemu guest (${vm.accel}, ${vm.vcpus} vCPU, ${vm.memoryMiB} MiB): this machine's open-file limit is ${openFileLimit()}`);
   const run = await runInVm(command, { ...vm, timeoutS: gateways * (cfg.idleBudgetS + 180) + 300, log: ctx.log }, (dir) =>
     writeFileSync(join(dir, 'job.json'), JSON.stringify(job)),

@@ -4,8 +4,8 @@
  * the gateway and another in the load generator, and a container's hard limit (20,000 here, with
  * CAP_SYS_RESOURCE dropped, so even root cannot raise it) stops the ramp long before. A guest has
  * its own kernel, so its root raises the limit; it boots the host's root filesystem read-only over
- * 9p, so the same node binary, the same build and the same bench code run there, against a tmpfs
- * /tmp, and it hands its result back through a second, writable 9p share.
+ * 9p, so the same node binary, the same build and the same bench code run there, with a tmpfs
+ * for scratch (TMPDIR), and it hands its result back through a second, writable 9p share.
  *
  * What a guest measures: RSS per connection, connections held, bytes to watchers: memory and
  * counts, which do not depend on how fast the guest's CPU is. Times measured inside a software-
@@ -149,7 +149,16 @@ export function cpioNewc(entries: CpioEntry[]): Buffer {
   return Buffer.concat(parts);
 }
 
-/** The guest's /init: modules, the host's root read-only with a tmpfs /tmp, the raised limit, the command. */
+/**
+ * Where the guest writes: a tmpfs on /dev/shm (inside the guest's own devtmpfs), its TMPDIR and
+ * HOME. Not /tmp: a tmpfs there would hide the host's /tmp, where a checkout may live (CI clones
+ * into one).
+ */
+const GUEST_SCRATCH = '/dev/shm';
+/** The writable share, as the guest sees it. */
+export const GUEST_SHARED_DIR = `${GUEST_SCRATCH}/vmout`;
+
+/** The guest's /init: modules, the host's root read-only, a tmpfs for scratch, the raised limit, the command. */
 function initScript(command: string): string {
   return `#!/bin/busybox sh
 B=/bin/busybox
@@ -158,17 +167,18 @@ $B mount -t sysfs sys /sys
 $B mount -t devtmpfs dev /dev
 for m in /mods/*.ko; do $B insmod "$m" || echo "clawgate-vm: insmod $m failed"; done
 $B mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 hostroot /newroot || echo "clawgate-vm: root mount failed"
-$B mount -t tmpfs -o mode=1777 tmp /newroot/tmp
-$B mkdir -p /newroot/tmp/vmout
-$B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 vmout /newroot/tmp/vmout || echo "clawgate-vm: out mount failed"
 $B mount -t proc proc /newroot/proc
 $B mount -t sysfs sys /newroot/sys
 $B mount -t devtmpfs dev /newroot/dev
+$B mkdir -p /newroot${GUEST_SCRATCH}
+$B mount -t tmpfs -o mode=1777 scratch /newroot${GUEST_SCRATCH}
+$B mkdir -p /newroot${GUEST_SHARED_DIR}
+$B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 vmout /newroot${GUEST_SHARED_DIR} || echo "clawgate-vm: out mount failed"
 $B ip link set lo up
 echo ${GUEST_OPEN_FILES} > /proc/sys/fs/nr_open
 ulimit -n ${GUEST_OPEN_FILES}
 echo "${BOOT_MARK}"
-$B chroot /newroot /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/tmp TMPDIR=/tmp /bin/sh -c ${shellQuote(command)}
+$B chroot /newroot /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=${GUEST_SCRATCH} TMPDIR=${GUEST_SCRATCH} /bin/sh -c ${shellQuote(command)}
 echo "${RC_MARK}$?"
 $B sync
 $B poweroff -f
@@ -210,7 +220,7 @@ export interface VmRun {
 /**
  * Boots a guest that runs `command` (a shell command line, run from the host's root filesystem
  * as root with the raised limit) and powers off. `prepare` writes input files into the shared
- * directory, which the guest sees as /tmp/vmout.
+ * directory, which the guest sees as GUEST_SHARED_DIR.
  */
 export async function runInVm(command: string, opts: VmOptions, prepare?: (outDir: string) => void): Promise<VmRun> {
   const unavailable = vmUnavailable();

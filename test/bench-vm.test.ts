@@ -6,13 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { openFileLimit } from '../bench/proc.js';
-import { cpioNewc } from '../bench/vm.js';
+import { cpioNewc, GUEST_SHARED_DIR, runInVm } from '../bench/vm.js';
 
 const RUN = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'run.js');
 
@@ -67,6 +67,29 @@ test('bench --idle-vm holds the idle row inside a guest with its own open-file l
     // Watchers saw the connects on clawgate (the floor has no watchers to tell).
     assert.ok(idle.byGateway.clawgate.watchers.bytesReceived > 0);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a guest sees the host root read-only, the host /tmp included, writes its scratch elsewhere and hands files back through the share', {
+  timeout: 200_000,
+}, async () => {
+  // A checkout under /tmp (CI clones into one) must be what the guest runs.
+  const dir = mkdtempSync(join(tmpdir(), 'bench-vm-host-'));
+  writeFileSync(join(dir, 'marker'), 'from the host');
+  const lines: string[] = [];
+  const run = await runInVm(
+    `cat ${dir}/marker > ${GUEST_SHARED_DIR}/seen; echo "tmpdir=$TMPDIR"; touch ${dir}/written 2>/dev/null && echo writable || echo read-only; ulimit -n`,
+    { accel: 'tcg', vcpus: 1, memoryMiB: 512, timeoutS: 180, log: (m) => lines.push(m) },
+  );
+  try {
+    assert.equal(run.rc, 0, lines.join('\n'));
+    assert.equal(readFileSync(join(run.outDir, 'seen'), 'utf8'), 'from the host');
+    assert.ok(lines.includes('vm: tmpdir=/dev/shm'), lines.join('\n'));
+    assert.ok(lines.includes('vm: read-only'), 'the host root is mounted read-only');
+    assert.ok(lines.includes('vm: 1048576'), 'the raised open-file limit');
+  } finally {
+    run.cleanup();
     rmSync(dir, { recursive: true, force: true });
   }
 });
