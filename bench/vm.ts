@@ -20,6 +20,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { findExecutable } from '../src/node-host/commands.js';
 
 export const VM_PACKAGES = 'qemu-system-x86 linux-image-amd64 busybox-static';
 
@@ -84,9 +85,9 @@ function findKernel(): Kernel {
   return { version, image: `/boot/vmlinuz-${version}`, modules };
 }
 
-function which(cmd: string, dirs = ['/usr/bin', '/usr/local/bin', '/bin', '/usr/sbin', '/sbin']): string | null {
-  for (const d of dirs) if (existsSync(join(d, cmd))) return join(d, cmd);
-  return null;
+/** The executable `cmd` on PATH (plus the sbin directories a non-login root shell may lack). */
+function which(cmd: string): string | null {
+  return findExecutable(cmd, `${process.env.PATH ?? ''}:/usr/sbin:/sbin`);
 }
 
 /** What is missing on this machine to boot a guest, or null when nothing is. */

@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import { isoClock, jsonLogger, jsonLogLine } from '../src/cli/json-logger.js';
+import { jsonLogger, jsonLogLine } from '../src/cli/json-logger.js';
+import { isoClock } from '../src/core/json-line.js';
 import { waitFor } from './helpers/wait.js';
 
 const merged = (ts: string, level: string, msg: string, fields?: Record<string, unknown>) => `${JSON.stringify({ ts, level, msg, ...fields })}\n`;

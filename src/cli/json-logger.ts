@@ -7,25 +7,12 @@
  * connect path leaves behind makes the gateway's young-generation collections come sooner, and a
  * collection that lands inside a connect is that connect's latency.
  */
+import { isoClock, jsonWithLeadingMembers } from '../core/json-line.js';
 import type { Logger } from '../core/logger.js';
 import { lineWriter } from './line-writer.js';
 
 /** Field names the line itself uses: a field of the same name replaces it (object spread's rule). */
 const OWN_KEYS = ['ts', 'level', 'msg'] as const;
-
-/** `ms` as an ISO 8601 string, remembered for the next call in the same millisecond. */
-export function isoClock(now: () => number = Date.now): () => string {
-  let lastMs = Number.NaN;
-  let lastIso = '';
-  return () => {
-    const ms = now();
-    if (ms !== lastMs) {
-      lastMs = ms;
-      lastIso = new Date(ms).toISOString();
-    }
-    return lastIso;
-  };
-}
 
 /**
  * The text of one log line (newline included): the members of
@@ -33,17 +20,12 @@ export function isoClock(now: () => number = Date.now): () => string {
  * an object lists first, excepted: none is logged).
  */
 export function jsonLogLine(ts: string, level: string, msg: string, fields?: Record<string, unknown>): string {
-  if (fields === undefined || fields === null) return `{"ts":"${ts}","level":"${level}","msg":${JSON.stringify(msg)}}\n`;
-  for (const key of OWN_KEYS) {
+  if (fields !== undefined && fields !== null) {
     // Rare (no gateway line does it): the merged object gives the exact key order and override.
-    if (Object.hasOwn(fields, key)) return `${JSON.stringify({ ts, level, msg, ...fields })}\n`;
+    for (const key of OWN_KEYS) if (Object.hasOwn(fields, key)) return `${JSON.stringify({ ts, level, msg, ...fields })}\n`;
   }
-  const rest = JSON.stringify(fields);
-  // A fields object with its own toJSON could serialize as something else than an object.
-  if (rest?.charCodeAt(0) !== 0x7b) return `${JSON.stringify({ ts, level, msg, ...fields })}\n`;
-  // `{}` (no field, or only undefined ones) closes the line; otherwise its members follow msg.
-  const tail = rest.length > 2 ? `,${rest.slice(1)}` : '}';
-  return `{"ts":"${ts}","level":"${level}","msg":${JSON.stringify(msg)}${tail}\n`;
+  const line = jsonWithLeadingMembers(`"ts":"${ts}","level":"${level}","msg":${JSON.stringify(msg)}`, fields);
+  return `${line ?? JSON.stringify({ ts, level, msg, ...fields })}\n`;
 }
 
 /** A Logger writing JSON lines to `stream`, gathered by the line writer. */

@@ -1,11 +1,11 @@
 /**
  * Log lines to a stream, gathered: the gateway logs two lines per connect, and stderr on a file
  * or pipe is written synchronously, one write syscall per call. Lines are joined and written once
- * the turn's other callbacks have run (setImmediate) — but at most once per BATCH_MS while lines
+ * the turn's other callbacks have run (setImmediate) — but at most once per LINE_BATCH_MS while lines
  * keep coming, so a gateway admitting thousands of connects a second makes a few dozen writes a
  * second, not one per connect. At process exit whatever is pending is written synchronously, so
  * a normal stop, an uncaught exception or process.exit loses nothing; only SIGKILL can lose the
- * last BATCH_MS of lines.
+ * last LINE_BATCH_MS of lines.
  */
 export interface LineWriter {
   write(line: string): void;

@@ -86,12 +86,7 @@ export async function openConfiguredStore(
   }
   try {
     const bus = await listening;
-    try {
-      await bus.attach(store.pool);
-    } catch (err) {
-      await bus.close();
-      throw err;
-    }
+    await bus.attach(store.pool);
     return { store, bus, limiter: new PgFailureLimiter(store, deps.clock, deps.rateLimit), where: redactUrl(url) };
   } catch (err) {
     await store.close();

@@ -59,8 +59,8 @@ export interface WaitInput {
   scopes: readonly string[];
   /** The id of the connect request, for the answer when admission fails. */
   connectId: string;
-  /** Admit the connect under the grant the approval committed (`grant`: as just read from the store; absent: read it). */
-  admit(grant?: GrantRecord): Promise<ConnectOutcome>;
+  /** Admit the connect under the grant the approval committed. */
+  admit(): Promise<ConnectOutcome>;
   /** The answer for an admission that threw (the database went away between approval and token). */
   failure(connectId: string, err: unknown): ConnectOutcome;
 }
@@ -71,7 +71,7 @@ interface Waiter {
   role: Role;
   scopes: readonly string[];
   finish(outcome: ConnectOutcome): void;
-  admit(grant?: GrantRecord): Promise<ConnectOutcome>;
+  admit(): Promise<ConnectOutcome>;
   failure(err: unknown): ConnectOutcome;
 }
 
@@ -174,23 +174,16 @@ export class Approvals {
     // Taken out of the set now, so a look at the store running meanwhile cannot finish them too.
     const all = [...set];
     set.clear();
-    if (decision === 'rejected') {
-      for (const w of all) await this.finishWaiter(w, decision);
-      return;
-    }
-    await this.inTurn(requestId, set, async () => {
+    await this.inTurn(requestId, async () => {
       for (const w of all) await this.finishWaiter(w, decision);
     });
   }
 
   /** Admissions of one request's waiters, one after the other across overlapping settlements. */
   private readonly admitting = new Map<string, Promise<void>>();
-  /** How many admission runs each request's waiter set has seen (a grant read before one may be stale). */
-  private readonly admissionRuns = new WeakMap<Set<Waiter>, number>();
 
   /** Run `fn` after the admissions already queued for this request: the first admission of a device may mint its token, and the next must see it. */
-  private async inTurn(requestId: string, set: Set<Waiter>, fn: () => Promise<void>): Promise<void> {
-    this.admissionRuns.set(set, (this.admissionRuns.get(set) ?? 0) + 1);
+  private async inTurn(requestId: string, fn: () => Promise<void>): Promise<void> {
     const next = (this.admitting.get(requestId) ?? Promise.resolve()).then(fn, fn);
     this.admitting.set(requestId, next);
     try {
@@ -200,14 +193,14 @@ export class Approvals {
     }
   }
 
-  private async finishWaiter(w: Waiter, decision: 'approved' | 'rejected', grant?: GrantRecord): Promise<void> {
+  private async finishWaiter(w: Waiter, decision: 'approved' | 'rejected'): Promise<void> {
     if (decision === 'approved') {
       // Already taken out of `waiters`: a failed admission (the database going away between
       // the approval and the token) must still answer the socket, or it would wait forever.
       // The device reconnects and is admitted under the grant that was committed.
       let outcome: ConnectOutcome;
       try {
-        outcome = await w.admit(grant);
+        outcome = await w.admit();
       } catch (err) {
         outcome = w.failure(err);
       }
@@ -222,7 +215,7 @@ export class Approvals {
    * Finish the connects waiting on a request from what the store holds now, never from what an
    * event claimed: run when another instance or the database announces that the request left
    * the store (approved, rejected, expired). A waiter whose grant covers what it asked for is
-   * admitted under that grant, read once here and handed to the admission; the others are
+   * admitted (the admission reads the grant as it then stands); the others are
    * refused once the request is gone, and keep waiting while it is still pending. When the store
    * cannot be read, the announced decision cannot be carried out: its waiters are told to try
    * again later (as an admission that meets an outage is), unless `keepOnFault` (the periodic
@@ -235,8 +228,7 @@ export class Approvals {
     const set = this.waiters.get(requestId);
     const first = set ? [...set][0] : undefined;
     if (!set || !first) return;
-    const runsBefore = this.admissionRuns.get(set) ?? 0;
-    let decided: { admit: Waiter[]; refuse: Waiter[]; grant: GrantRecord | null };
+    let decided: { admit: Waiter[]; refuse: Waiter[] };
     try {
       decided = await this.readOutcome(requestId, set, first);
     } catch (err) {
@@ -247,27 +239,19 @@ export class Approvals {
       for (const w of all) w.finish(w.failure(err));
       return;
     }
-    // The grant just read serves the first admission only, and only when no other admission of
-    // this request ran since the read began: an admission may mint the device's token (a new
-    // epoch), and the next one reads the grant again.
-    const fresh = (this.admissionRuns.get(set) ?? 0) === runsBefore && !this.admitting.has(requestId);
     const admit = decided.admit.filter((w) => set.has(w));
     const refuse = decided.refuse.filter((w) => set.has(w));
     for (const w of [...admit, ...refuse]) set.delete(w);
     if (set.size === 0 && this.waiters.get(requestId) === set) this.waiters.delete(requestId);
     for (const w of refuse) await this.finishWaiter(w, 'rejected');
     if (admit.length === 0) return;
-    await this.inTurn(requestId, set, async () => {
-      for (const [i, w] of admit.entries()) await this.finishWaiter(w, 'approved', fresh && i === 0 ? (decided.grant ?? undefined) : undefined);
+    await this.inTurn(requestId, async () => {
+      for (const w of admit) await this.finishWaiter(w, 'approved');
     });
   }
 
   /** Which of a request's waiters the store's grant admits, and which it refuses (only once the request is gone). */
-  private async readOutcome(
-    requestId: string,
-    set: ReadonlySet<Waiter>,
-    first: Waiter,
-  ): Promise<{ admit: Waiter[]; refuse: Waiter[]; grant: GrantRecord | null }> {
+  private async readOutcome(requestId: string, set: ReadonlySet<Waiter>, first: Waiter): Promise<{ admit: Waiter[]; refuse: Waiter[] }> {
     const { store, clock } = this.deps;
     const coverage = (g: GrantRecord | null) => {
       const current = g ? effectiveGrant(g, clock.now()) : null;
@@ -287,7 +271,7 @@ export class Approvals {
         covered = coverage(stored);
       }
     }
-    return { admit: [...set].filter(covered), refuse: gone ? [...set].filter((w) => !covered(w)) : [], grant: stored };
+    return { admit: [...set].filter(covered), refuse: gone ? [...set].filter((w) => !covered(w)) : [] };
   }
 
   /**

@@ -472,7 +472,7 @@ export class Handshake {
             role: ctx.role,
             scopes: ctx.scopes,
             connectId: ctx.id,
-            admit: async (grant) => this.admitted(await this.admitDevice(ctx, ctx.scopes, undefined, grant), ctx),
+            admit: async () => this.admitted(await this.admitDevice(ctx, ctx.scopes), ctx),
             failure: (connectId, err) => this.connectFailure(connectId, err),
           });
         }

@@ -12,7 +12,7 @@ import type { CloseWhy, ClusterBus, ClusterEvent } from './cluster.js';
 import type { Clock, Random } from './env.js';
 import type { Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
-import { frameCapBytes, type Principal, type SessionPrincipal } from './principal.js';
+import { frameCapBytes, type Principal, type SessionPrincipal, scopeSetOf } from './principal.js';
 import { recordRotationGrace } from './rotation-grace.js';
 import { mintToken } from './secrets.js';
 import type { SessionRegistry } from './sessions.js';
@@ -175,7 +175,7 @@ export class LiveAuthority {
     for (const s of this.deps.sessions.deviceSessions(deviceId)) {
       if (s.role !== role || s.pendingUpgradeRequestId !== requestId) continue;
       // Replaced, not changed in place: a session without scopes shares NO_SCOPES (principal.ts).
-      s.scopes = new Set([...s.scopes, ...granted]);
+      s.scopes = scopeSetOf([...s.scopes, ...granted]);
       // A session that had no scopes kept the small frame cap; it may use large frames now.
       s.transport.setFrameCap?.(frameCapBytes(s));
       s.pendingUpgradeRequestId = undefined;

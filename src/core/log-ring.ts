@@ -16,6 +16,7 @@
  * a line is stored.
  */
 import type { Clock } from './env.js';
+import { isoClock, jsonWithLeadingMembers } from './json-line.js';
 
 export const LOG_TAIL_DEFAULT_LIMIT = 500;
 export const LOG_TAIL_MAX_LIMIT = 5000;
@@ -134,6 +135,8 @@ export class LogRing {
   private head = 0;
   private heldBytes = 0;
   private total = 0;
+  /** The clock's time as ISO 8601, formatted once per millisecond. */
+  private readonly isoNow = isoClock(() => this.clock.now());
   /** A line longer than the whole buffer (kept as text; only ever the newest line). */
   private oversized: { offset: number; text: string } | null = null;
 
@@ -146,22 +149,16 @@ export class LogRing {
 
   append(level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void {
     let body: string;
+    const time = this.isoNow();
     try {
       // The common line (flat fields, none secret-named): the header and the fields serialized
       // as they are, without copying them into a new object first.
-      const flat = fields === undefined || plainFields(fields);
-      const rest = flat && fields !== undefined ? JSON.stringify(fields) : '{}';
-      body = flat
-        ? `{"time":"${new Date(this.clock.now()).toISOString()}","level":"${level}","subsystem":"gateway","message":${JSON.stringify(msg)}${rest === '{}' ? '}' : `,${rest.slice(1)}`}`
-        : JSON.stringify({
-            time: new Date(this.clock.now()).toISOString(),
-            level,
-            subsystem: 'gateway',
-            message: msg,
-            ...(scrubFields(fields ?? {}) as object),
-          });
+      const flat =
+        (fields === undefined || plainFields(fields)) &&
+        jsonWithLeadingMembers(`"time":"${time}","level":"${level}","subsystem":"gateway","message":${JSON.stringify(msg)}`, fields);
+      body = flat || JSON.stringify({ time, level, subsystem: 'gateway', message: msg, ...(scrubFields(fields ?? {}) as object) });
     } catch {
-      body = JSON.stringify({ time: new Date(this.clock.now()).toISOString(), level, subsystem: 'gateway', message: msg, fields: '[unserialisable]' });
+      body = JSON.stringify({ time, level, subsystem: 'gateway', message: msg, fields: '[unserialisable]' });
     }
     this.hold(scrubSecrets(body, this.secrets()));
   }

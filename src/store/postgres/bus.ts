@@ -59,12 +59,7 @@ export class PgClusterBus implements ClusterBus {
   /** Start listening; resolves once LISTEN is active, so nothing published after it is missed. */
   static async start(pool: pg.Pool, url: string, instanceId: string, log: Pick<Logger, 'warn' | 'info'>): Promise<PgClusterBus> {
     const bus = await PgClusterBus.listening(url, instanceId, log);
-    try {
-      await bus.attach(pool);
-    } catch (err) {
-      await bus.close();
-      throw err;
-    }
+    await bus.attach(pool);
     return bus;
   }
 
@@ -79,10 +74,15 @@ export class PgClusterBus implements ClusterBus {
     return bus;
   }
 
-  /** The second half of `start`: this instance's first heartbeat, then one every HEARTBEAT_MS. */
+  /** The second half of `start`: this instance's first heartbeat, then one every HEARTBEAT_MS. A failure closes the bus. */
   async attach(pool: pg.Pool): Promise<void> {
     this.pool = pool;
-    await this.beat();
+    try {
+      await this.beat();
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
     this.heartbeat = setInterval(() => {
       this.beat().catch((err) => this.log.warn('cluster heartbeat failed', { err: String(err) }));
     }, HEARTBEAT_MS);

@@ -21,31 +21,35 @@ export function liveTokenTx(tx: PgQuery, deviceId: string, role: Role) {
   return tx.one<TokenRow>('SELECT * FROM tokens WHERE device_id = $1 AND role = $2 AND revoked_at_ms IS NULL', [deviceId, role]);
 }
 
+const TOKEN_COLUMNS = 'token_id, device_id, role, secret_hash, created_at_ms, rotated_at_ms';
+
 /** The role's previous token rows go and the new token comes in, in one statement (one round trip). */
 export async function putTokenTx(tx: PgQuery, deviceId: string, role: Role, token: NewToken, atMs: number, createdAtMs?: number) {
   await tx.run(
     `WITH gone AS (DELETE FROM tokens WHERE device_id = $2 AND role = $3)
-     INSERT INTO tokens (token_id, device_id, role, secret_hash, created_at_ms, rotated_at_ms) VALUES ($1,$2,$3,$4,$5,$6)`,
+     INSERT INTO tokens (${TOKEN_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6)`,
     [token.tokenId, deviceId, role, token.secretHash, createdAtMs ?? atMs, createdAtMs === undefined ? null : atMs],
   );
 }
 
-export async function upsertDeviceTx(tx: PgQuery, device: ApproveInput['device'], atMs: number) {
-  await tx.run(
-    `INSERT INTO devices (device_id, public_key, meta_json, created_at_ms, last_seen_at_ms, last_seen_address) VALUES ($1,$2,$3,$4,$5,$6)
+/** Create or update a device row: $1 id, $2 public key, $3 meta JSON, $4 time (created / last seen), $5 address. */
+const UPSERT_DEVICE_SQL = `INSERT INTO devices (device_id, public_key, meta_json, created_at_ms, last_seen_at_ms, last_seen_address) VALUES ($1,$2,$3,$4,$4,$5)
      ON CONFLICT (device_id) DO UPDATE SET public_key = excluded.public_key, meta_json = excluded.meta_json,
-       last_seen_at_ms = excluded.last_seen_at_ms, last_seen_address = COALESCE(excluded.last_seen_address, devices.last_seen_address)`,
-    [device.deviceId, device.publicKey, JSON.stringify(device.meta), atMs, atMs, device.address ?? null],
-  );
+       last_seen_at_ms = excluded.last_seen_at_ms, last_seen_address = COALESCE(excluded.last_seen_address, devices.last_seen_address)`;
+
+export async function upsertDeviceTx(tx: PgQuery, device: ApproveInput['device'], atMs: number) {
+  await tx.run(UPSERT_DEVICE_SQL, [device.deviceId, device.publicKey, JSON.stringify(device.meta), atMs, device.address ?? null]);
 }
+
+const GRANT_COLUMNS = 'device_id, role, scopes_json, epoch, approved_at_ms, approved_via, approved_by, expires_at_ms, scopes_after_expiry_json';
+/** What a grant upsert replaces besides the epoch (which the caller sets: given, or one past the old). */
+const GRANT_UPDATE_BUT_EPOCH = `scopes_json = excluded.scopes_json, approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via,
+       approved_by = excluded.approved_by, expires_at_ms = excluded.expires_at_ms, scopes_after_expiry_json = excluded.scopes_after_expiry_json`;
 
 export async function putGrantTx(tx: PgQuery, g: GrantRecord) {
   await tx.run(
-    `INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via, approved_by, expires_at_ms, scopes_after_expiry_json)
-     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)
-     ON CONFLICT (device_id, role) DO UPDATE SET scopes_json = excluded.scopes_json, epoch = excluded.epoch,
-       approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via, approved_by = excluded.approved_by,
-       expires_at_ms = excluded.expires_at_ms, scopes_after_expiry_json = excluded.scopes_after_expiry_json`,
+    `INSERT INTO grants (${GRANT_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)
+     ON CONFLICT (device_id, role) DO UPDATE SET epoch = excluded.epoch, ${GRANT_UPDATE_BUT_EPOCH}`,
     [
       g.deviceId,
       g.role,
@@ -66,16 +70,10 @@ export async function putGrantTx(tx: PgQuery, g: GrantRecord) {
  * The sub-statements share one snapshot; the grant's reference to a device row inserted beside
  * it is checked at the end of the statement, when that row exists.
  */
-const APPROVE_SQL = `WITH dev AS (
-    INSERT INTO devices (device_id, public_key, meta_json, created_at_ms, last_seen_at_ms, last_seen_address) VALUES ($1,$2,$3,$4,$4,$5)
-    ON CONFLICT (device_id) DO UPDATE SET public_key = excluded.public_key, meta_json = excluded.meta_json,
-      last_seen_at_ms = excluded.last_seen_at_ms, last_seen_address = COALESCE(excluded.last_seen_address, devices.last_seen_address)),
+const APPROVE_SQL = `WITH dev AS (${UPSERT_DEVICE_SQL}),
   req AS (DELETE FROM pairing_requests WHERE request_id = $6)
-  INSERT INTO grants (device_id, role, scopes_json, epoch, approved_at_ms, approved_via, approved_by, expires_at_ms, scopes_after_expiry_json)
-  VALUES ($1,$7,$8,1,$4,$9,$10,$11,$12)
-  ON CONFLICT (device_id, role) DO UPDATE SET scopes_json = excluded.scopes_json, epoch = grants.epoch + 1,
-    approved_at_ms = excluded.approved_at_ms, approved_via = excluded.approved_via, approved_by = excluded.approved_by,
-    expires_at_ms = excluded.expires_at_ms, scopes_after_expiry_json = excluded.scopes_after_expiry_json
+  INSERT INTO grants (${GRANT_COLUMNS}) VALUES ($1,$7,$8,1,$4,$9,$10,$11,$12)
+  ON CONFLICT (device_id, role) DO UPDATE SET epoch = grants.epoch + 1, ${GRANT_UPDATE_BUT_EPOCH}
   RETURNING epoch`;
 
 export function postgresDevices(core: PgDb): DeviceStore {
@@ -220,7 +218,7 @@ export function postgresDevices(core: PgDb): DeviceStore {
         if (token)
           await tx.run(
             `${bumped}, gone AS (DELETE FROM tokens WHERE device_id = $1 AND role = $2)
-             INSERT INTO tokens (token_id, device_id, role, secret_hash, created_at_ms, rotated_at_ms) VALUES ($5,$1,$2,$6,$7,$8)`,
+             INSERT INTO tokens (${TOKEN_COLUMNS}) VALUES ($5,$1,$2,$6,$7,$8)`,
             [deviceId, role, next.epoch, JSON.stringify(next.scopes), token.tokenId, token.secretHash, created, atMs],
           );
         else await tx.run(`${bumped} DELETE FROM tokens WHERE device_id = $1 AND role = $2`, [deviceId, role, next.epoch, JSON.stringify(next.scopes)]);
